@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# nexus-agent-runner. Build from the repository root:
+#   docker build -f deploy/docker/agent-runner.Dockerfile -t nexus-agent-runner .
+# The worker starts one container of this image per run (a Kubernetes Job or a local
+# process), so it has no dev target: every run starts from a fresh image anyway.
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
+
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /app
+# Third-party dependencies alone first: this layer is rebuilt only when uv.lock changes.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace --package nexus-agent-runner
+COPY pyproject.toml uv.lock ./
+COPY libs ./libs
+COPY services/agent-runner ./services/agent-runner
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package nexus-agent-runner
+
+FROM ${PYTHON_IMAGE} AS runtime
+# git (and ssh for ssh remotes) is how the runner clones, commits and pushes the run's branch.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 nexus \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+      --shell /usr/sbin/nologin nexus
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# git and ssh write under $HOME; in a Job only /tmp and the workspace are writable.
+ENV HOME=/tmp
+WORKDIR /app
+# Root-owned code: the app user can read it, never change it.
+COPY --from=build /app /app
+USER 10001:10001
+ENTRYPOINT ["nexus-agent-runner"]

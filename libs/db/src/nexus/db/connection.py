@@ -1,0 +1,56 @@
+"""Connecting to MongoDB (or FerretDB) and registering the documents with beanie."""
+
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
+
+from nexus.db.documents import ALL_DOCUMENTS
+
+
+async def connect_db(url: str, database: str, *, create_indexes: bool = True) -> AsyncMongoClient:
+    client: AsyncMongoClient = AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    await init_beanie(database=client[database], document_models=ALL_DOCUMENTS, skip_indexes=True)
+    if create_indexes:
+        await ensure_indexes()
+    return client
+
+
+async def ensure_indexes() -> None:
+    """One createIndexes call per index: FerretDB v1.24 drops the connection when a single call
+    re-creates several indexes that already exist, so beanie's own index sync is turned off."""
+    for doc in ALL_DOCUMENTS:
+        coll = doc.get_pymongo_collection()
+        for model in getattr(doc.Settings, "indexes", []):
+            await coll.create_indexes([model])
+
+
+async def ping(client: AsyncMongoClient) -> bool:
+    await client.admin.command("ping")
+    return True
+
+
+class Conflict(Exception):
+    """The document changed between read and write too many times."""
+
+
+async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
+    """Read, let `mutate(doc)` return the fields to $set (or None for no change), and write only if
+    nobody else wrote in between (single-document compare-and-set on `version`). Returns the
+    new document, or None when mutate declined. FerretDB-safe: no transactions needed."""
+    from nexus.db.documents import now
+
+    for _ in range(attempts):
+        doc = await doc_cls.get(doc_id)
+        if doc is None:
+            return None
+        changes = mutate(doc)
+        if not changes:
+            return None
+        changes = {**changes, "updated_at": now()}
+        coll = doc_cls.get_pymongo_collection()
+        res = await coll.update_one({"_id": doc_id, "version": doc.version}, {"$set": changes, "$inc": {"version": 1}})
+        if res.modified_count == 1:
+            for k, v in changes.items():
+                setattr(doc, k, v)
+            doc.version += 1
+            return doc
+    raise Conflict(f"{doc_cls.__name__} {doc_id} kept changing")

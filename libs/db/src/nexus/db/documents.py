@@ -1,0 +1,285 @@
+"""Beanie documents, one per collection; a collection is named like its domain word.
+
+Only MongoDB features FerretDB v1 supports are used: single-document atomic updates,
+unique indexes, no transactions, no change streams, no $lookup."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+from beanie import Document
+from pydantic import Field
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Agent(Document):
+    id: str
+    name: str
+    revision: int = 1
+    spec: dict[str, Any]  # the agent document as admins wrote it (prompt, skills, tools, permissions…)
+    deleted: bool = False
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "agents"
+        indexes = [pymongo.IndexModel([("name", 1)], unique=True)]
+
+
+class AgentRevision(Document):
+    id: str  # "<agent_id>@<revision>"
+    agent_id: str
+    revision: int
+    spec: dict[str, Any]
+    created_at: datetime = Field(default_factory=now)
+    created_by: str = ""
+
+    class Settings:
+        name = "agent_revisions"
+        indexes = [pymongo.IndexModel([("agent_id", 1), ("revision", -1)], unique=True)]
+
+
+class Skill(Document):
+    id: str
+    name: str
+    version: int = 1
+    description: str = ""
+    content: str
+    deleted: bool = False
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "skills"
+        indexes = [pymongo.IndexModel([("name", 1)], unique=True)]
+
+
+class SkillRevision(Document):
+    id: str  # "<skill_id>@<version>"
+    skill_id: str
+    name: str
+    version: int
+    description: str = ""
+    content: str
+    created_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "skill_revisions"
+        indexes = [pymongo.IndexModel([("name", 1), ("version", -1)], unique=True)]
+
+
+class Repository(Document):
+    id: str
+    name: str
+    url: str
+    default_branch: str = "main"
+    credentials_secret: str | None = None
+    deleted: bool = False
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "repositories"
+        indexes = [pymongo.IndexModel([("name", 1)], unique=True)]
+
+
+class MemoryItem(Document):
+    id: str
+    scope: str  # agent | repo | global
+    scope_id: str | None = None
+    content: str
+    tags: list[str] = Field(default_factory=list)
+    source: str = ""
+    expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "memory_items"
+        indexes = [pymongo.IndexModel([("scope", 1), ("scope_id", 1)])]
+
+
+class Goal(Document):
+    id: str
+    title: str
+    description: str = ""
+    status: str = "open"
+    meta_agent_id: str | None = None
+    repository_id: str | None = None
+    meta_run_id: str | None = None
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "goals"
+
+
+class Task(Document):
+    id: str
+    title: str
+    description: str = ""
+    goal_id: str | None = None
+    status: str = "backlog"
+    assignee_agent_id: str | None = None
+    repository_id: str | None = None
+    priority: int = 0
+    blocked_by: list[str] = Field(default_factory=list)
+    is_meta: bool = False  # the decomposition task of a goal: its run is a meta session
+    auto_ready: bool = True  # created "ready" but blocked: promoted when its blockers are done
+    parent_run_id: str | None = None
+    session_id: str | None = None  # planned by a meta session: the child's session id
+    parent_session_id: str | None = None
+    target_files: list[str] = Field(default_factory=list)
+    current_run_id: str | None = None
+    version: int = 0  # optimistic concurrency: every update names the version it read
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "tasks"
+        indexes = [
+            pymongo.IndexModel([("status", 1), ("priority", -1)]),
+            pymongo.IndexModel([("blocked_by", 1)]),
+            pymongo.IndexModel([("goal_id", 1)]),
+        ]
+
+
+class Run(Document):
+    id: str
+    task_id: str
+    agent_id: str
+    agent_revision: int
+    goal_id: str | None = None
+    session_id: str
+    parent_session_id: str | None = None
+    parent_run_id: str | None = None
+    status: str = "queued"
+    attempt: int = 1
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    max_attempts: int = 3
+    priority: int = 0
+    launch_msg_id: str | None = None
+    config: dict[str, Any]
+    reason: str = ""
+    summary: str = ""
+    branch: str = ""
+    commit_sha: str = ""
+    ledger_hash: str = ""
+    usage: dict[str, Any] = Field(default_factory=dict)
+    last_heartbeat_at: datetime | None = None
+    version: int = 0
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    class Settings:
+        name = "runs"
+        indexes = [
+            pymongo.IndexModel([("status", 1)]),
+            pymongo.IndexModel([("task_id", 1)]),
+            pymongo.IndexModel([("agent_id", 1)]),
+        ]
+
+
+class Session(Document):
+    id: str  # the sessionId of seed 004
+    run_id: str
+    project_path: str = ""
+    parent_session_id: str | None = None
+    backend: str = "scripted"
+    status: str = "active"
+    notes: list[str] = Field(default_factory=list)
+    changes: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "sessions"
+        indexes = [pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("parent_session_id", 1)])]
+
+
+class RunEvent(Document):
+    id: str  # the envelope id: a redelivered event is stored once
+    run_id: str
+    type: str
+    subject: str
+    stream_seq: int
+    occurred_at: str
+    data: dict[str, Any]
+
+    class Settings:
+        name = "run_events"
+        indexes = [pymongo.IndexModel([("run_id", 1), ("stream_seq", 1)])]
+
+
+class Approval(Document):
+    id: str
+    run_id: str
+    session_id: str = ""
+    action: str
+    detail: str = ""
+    status: str = "pending"  # pending | approved | rejected | expired
+    reason: str = ""
+    decided_by: str = ""
+    expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=now)
+    decided_at: datetime | None = None
+
+    class Settings:
+        name = "approvals"
+        indexes = [pymongo.IndexModel([("status", 1)]), pymongo.IndexModel([("run_id", 1)])]
+
+
+class ApiKey(Document):
+    id: str
+    name: str
+    role: str
+    key_hash: str
+    prefix: str
+    run_id: str | None = None  # runner tokens are valid for one run only
+    revoked: bool = False
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=now)
+    last_used_at: datetime | None = None
+
+    class Settings:
+        name = "api_keys"
+        indexes = [pymongo.IndexModel([("key_hash", 1)], unique=True)]
+
+
+class AuditEntry(Document):
+    id: str
+    actor: str  # api key id
+    actor_name: str = ""
+    action: str  # e.g. "agent.create"
+    resource: str  # e.g. "agents/agt_…"
+    before_id: str | None = None
+    after_id: str | None = None
+    at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "audit_entries"
+        indexes = [pymongo.IndexModel([("at", -1)])]
+
+
+ALL_DOCUMENTS: list[type[Document]] = [
+    Agent,
+    AgentRevision,
+    Skill,
+    SkillRevision,
+    Repository,
+    MemoryItem,
+    Goal,
+    Task,
+    Run,
+    Session,
+    RunEvent,
+    Approval,
+    ApiKey,
+    AuditEntry,
+]

@@ -1,0 +1,1 @@
+"""nexus-domain: entities, value objects, state machines and permission rules. Pure: no I/O."""

@@ -1,0 +1,48 @@
+"""What an agent is allowed to do, which model it uses and how far it may go — all data."""
+
+from typing import Literal
+
+import msgspec
+
+
+class CommandPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Which commands the hypervisor runs. Patterns are shell-style globs on the command line
+    (`git *`, `pytest*`); `deny` wins over `allow`; a command matching neither follows `default`."""
+
+    allow: list[str] = msgspec.field(default_factory=list)
+    deny: list[str] = msgspec.field(default_factory=list)
+    default: Literal["allow", "deny", "ask"] = "allow"
+    timeout_s: float = 60.0
+    max_output_bytes: int = 65536
+
+
+class Permissions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    can_commit: bool = True
+    can_merge: bool = False
+    commands: CommandPolicy = msgspec.field(default_factory=CommandPolicy)
+    # Actions that pause the run for a human: "push_default_branch", "merge", "command", "write:<glob>".
+    ask: list[str] = msgspec.field(default_factory=list)
+
+
+class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    provider: Literal["scripted", "openai", "anthropic"] = "scripted"
+    model: str = "scripted"
+    base_url: str | None = None
+    # A secret reference (`NAME`), resolved by the runner from its secret store; never the key.
+    api_key_secret: str | None = None
+    temperature: float | None = None
+    # The scripted provider's script (YAML text), when provider == "scripted".
+    script: str | None = None
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_steps: int = 50
+    max_tokens: int = 200_000
+    wall_clock_s: int = 1800
+
+
+class MemoryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    scopes: list[Literal["agent", "repo", "global"]] = msgspec.field(default_factory=lambda: ["agent", "repo", "global"])
+    max_items: int = 20
+    max_chars: int = 8000
+    tags: list[str] = msgspec.field(default_factory=list)

@@ -1,0 +1,145 @@
+"""Durable pull consumers with idempotent handlers, bounded redelivery and a dead-letter subject."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from prometheus_client import Counter
+
+from nexus.events.catalog import BY_TYPE, dlq_subject
+from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
+from nexus.events.payloads import DeadLetter
+
+log = logging.getLogger("nexus.events.consumer")
+
+CONSUMED = Counter("nexus_consumer_messages_total", "Messages handled by consumers", ["consumer", "outcome"])
+DEAD_LETTERS = Counter("nexus_dlq_messages_total", "Messages sent to the dead-letter subject", ["subject"])
+
+
+class Poison(Exception):
+    """A handler raises this for a message that can never succeed: it goes straight to the DLQ."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    envelope: RawEnvelope
+    payload: Any
+    subject: str
+    deliveries: int
+    stream_seq: int
+    msg: Msg | None = None  # for in_progress() on long handling
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
+    env = decode_raw(msg.data)
+    m = BY_TYPE.get(env.type)
+    if m is None:
+        raise ValueError(f"unknown message type {env.type!r}")
+    return env, msgspec.json.decode(env.data, type=m.payload)
+
+
+async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> None:
+    body = msg.data.decode("utf-8", errors="replace")
+    letter = DeadLetter(original_subject=msg.subject, reason=reason[:2000], consumer=consumer, body=body, deliveries=deliveries)
+    env = make_envelope("dlq", letter, source=consumer)
+    await js.publish(dlq_subject(msg.subject), encode(env), headers={"Nats-Msg-Id": env.id})
+    DEAD_LETTERS.labels(msg.subject.split(".")[1] if "." in msg.subject else msg.subject).inc()
+    log.warning("dead-lettered %s from %s: %s", msg.subject, consumer, reason)
+
+
+async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+    meta = msg.metadata
+    deliveries = meta.num_delivered if meta else 1
+    try:
+        env, payload = decode_message(msg)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        await dead_letter(js, msg, durable, f"undecodable: {exc}", deliveries)
+        await msg.term()
+        CONSUMED.labels(durable, "dead_letter").inc()
+        return
+    token = otel_context.attach(propagate.extract(msg.headers or {}))
+    try:
+        await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
+    except Poison as exc:
+        await dead_letter(js, msg, durable, f"rejected: {exc}", deliveries)
+        await msg.term()
+        CONSUMED.labels(durable, "dead_letter").inc()
+    except Exception as exc:  # noqa: BLE001 — any handler failure is retried, then dead-lettered
+        if deliveries >= max_deliver:
+            await dead_letter(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
+            await msg.term()
+            CONSUMED.labels(durable, "dead_letter").inc()
+        else:
+            log.exception("handler failed on %s (delivery %d), will retry", msg.subject, deliveries)
+            await msg.nak(delay=min(0.2 * 2**deliveries, 10.0))
+            CONSUMED.labels(durable, "retried").inc()
+    else:
+        await msg.ack()
+        CONSUMED.labels(durable, "ok").inc()
+    finally:
+        otel_context.detach(token)
+
+
+async def consume(
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    subject: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    max_deliver: int = 5,
+    ack_wait_s: float = 30.0,
+    batch: int = 32,
+    concurrency: int = 1,
+    max_ack_pending: int = 1000,
+) -> None:
+    """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        max_deliver=max_deliver,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+        filter_subject=subject,
+    )
+    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def run(m: Msg) -> None:
+        async with sem:
+            await _handle_one(js, m, durable, handler, max_deliver)
+
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except Exception:  # noqa: BLE001 — a reconnect in progress; keep the loop alive
+                log.warning("fetch failed on %s; retrying", durable, exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if concurrency == 1:
+                for m in msgs:
+                    await _handle_one(js, m, durable, handler, max_deliver)
+            else:
+                await asyncio.gather(*(run(m) for m in msgs))
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # noqa: BLE001
+            pass

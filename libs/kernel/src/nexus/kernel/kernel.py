@@ -1,0 +1,321 @@
+"""The kernel: spawn agents, route messages to their mailboxes, drain them, report.
+
+Routing is one dict lookup. A send that finds room appends and returns without yielding;
+only a full mailbox makes the sender wait (at most `send_timeout`). Each agent handles its
+messages one at a time, in order, in a drain task that exists only while its mailbox is
+non-empty. A handler's return value is routed like a send, bounded by the send timeout,
+so agents replying into each other's full mailboxes cannot deadlock: the reply is dropped
+and reported instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
+
+from nexus.kernel import lifecycle
+from nexus.kernel.asks import PendingAsks
+from nexus.kernel.agent import Agent, AgentFactory, is_agent, start_hook
+from nexus.kernel.config import KernelConfig
+from nexus.kernel.drain import Draining
+from nexus.kernel.errors import (
+    AgentNotFound,
+    DuplicateAgent,
+    KernelError,
+    MailboxClosed,
+    ReplyDropped,
+    SendTimeout,
+    ShuttingDown,
+)
+from nexus.kernel.mailbox import Mailbox
+from nexus.kernel.message import Message
+from nexus.kernel.stats import AgentStats, KernelStats, ShutdownReport, agent_stats, kernel_stats
+from nexus.kernel.supervision import NEVER, RestartPolicy, Supervisor
+from nexus.kernel.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from nexus.kernel.remote import NatsRemote
+
+log = logging.getLogger("nexus.kernel")
+ErrorHook = Callable[[KernelError], None]
+
+# Seconds a drain task whose mailbox emptied waits for more before it ends (0: end at once).
+LINGER = 1.0
+
+
+class Kernel(Draining):
+    """Create inside a running event loop; use `async with Kernel() as kernel:` or call shutdown()."""
+
+    def __init__(
+        self,
+        config: KernelConfig | None = None,
+        *,
+        on_error: ErrorHook | None = None,
+        id: str | None = None,
+        linger: float = LINGER,
+    ) -> None:
+        self.config = config = config or KernelConfig()
+        self.id = id or f"kernel-{os.urandom(6).hex()}"
+        self._loop = asyncio.get_running_loop()
+        self._send_timeout = config.send_timeout_ms / 1000
+        self._handle_timeout = config.handle_timeout_ms / 1000
+        self._capacity = config.mailbox_capacity
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._asks = PendingAsks(self._loop)
+        self._watchdog = Watchdog(self._loop, self._handle_timeout, self._handle_timed_out, self._unlinger, linger)
+        self._supervisor = Supervisor(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._on_error = on_error
+        self._linger = linger
+        self._remote: NatsRemote | None = None
+        self._accepting = True
+        self._shutdown_mode: str | None = None
+        self._shutdown: asyncio.Task[ShutdownReport] | None = None
+        self._idle_waiter: asyncio.Future[None] | None = None
+        self.send_timeouts = 0
+        self.replies_dropped = 0
+        self.retired_handled = 0  # counters of agents that already left, for totals
+
+    async def __aenter__(self) -> Kernel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # ---- spawning -----------------------------------------------------------------------
+
+    def spawn(
+        self,
+        agent: Agent | AgentFactory,
+        *,
+        restart: RestartPolicy = NEVER,
+        mailbox_capacity: int | None = None,
+        handle_timeout: float | None = None,
+        remote: bool = True,
+    ) -> str:
+        """Register an agent (or a zero-argument factory of agents) and return its id.
+
+        With `restart=RestartPolicy.on_failure(...)`, a factory gives a fresh instance on
+        each restart; a plain instance is reused. `remote=False` keeps the agent
+        unreachable from other processes even when NATS is attached.
+        """
+        if not self._accepting:
+            raise ShuttingDown(getattr(agent, "id", None), "kernel is shutting down")
+        factory = None
+        if not is_agent(agent):
+            if not callable(agent):
+                raise TypeError(f"not an agent or an agent factory: {agent!r}")
+            factory, agent = agent, agent()
+            if not is_agent(agent):
+                raise TypeError(f"factory returned a non-agent: {agent!r}")
+        agent_id = agent.id
+        if agent_id in self._mailboxes:
+            raise DuplicateAgent(agent_id, "an agent with this id is already running")
+        if handle_timeout is None:
+            handle_timeout = self._handle_timeout
+        else:
+            self._watchdog.tighten(handle_timeout)
+        capacity = mailbox_capacity or self._capacity
+        needs_start = start_hook(agent) is not None
+        mb = Mailbox(agent, capacity, handle_timeout, restart, factory, needs_start)
+        self._mailboxes[agent_id] = mb
+        if needs_start:
+            self._schedule(mb)
+        if remote and self._remote is not None:
+            self._remote.expose(agent_id)
+        return agent_id
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._mailboxes
+
+    def agent(self, agent_id: str) -> Agent:
+        mb = self._mailboxes.get(agent_id)
+        if mb is None:
+            raise AgentNotFound(agent_id)
+        return mb.agent
+
+    @property
+    def closing(self) -> bool:
+        return not self._accepting
+
+    # ---- sending ------------------------------------------------------------------------
+
+    async def send(self, message: Message, *, timeout: float | None = None) -> None:
+        """Put `message` in its recipient's mailbox, waiting at most `timeout` (default:
+        send_timeout) for room. Raises AgentNotFound, MailboxClosed, ShuttingDown, SendTimeout."""
+        mb = self._mailboxes.get(message.to)
+        if mb is not None and self._accepting and mb.accepting:
+            queue = mb.queue
+            if len(queue) < mb.capacity and not mb.putters:
+                queue.append(message)
+                if mb.task is None:
+                    self._schedule(mb)
+                elif mb.waiter is not None:
+                    self._wake(mb)
+                return
+        await self._send_slow(message, self._send_timeout if timeout is None else timeout)
+
+    async def _send_slow(self, message: Message, timeout: float, *, remote: bool = True) -> None:
+        to = message.to
+        if not self._accepting and not (self._shutdown_mode == "drain" and message.from_ in self._mailboxes):
+            raise ShuttingDown(to, "kernel is shutting down")
+        mb = self._mailboxes.get(to)
+        if mb is None:
+            if remote and self._remote is not None:
+                return await self._remote.send(message, timeout)
+            raise AgentNotFound(to)
+        if not mb.accepting:
+            raise MailboxClosed(to)
+        queue = mb.queue
+        if len(queue) < mb.capacity and not mb.putters:
+            queue.append(message)
+            if mb.task is None:
+                self._schedule(mb)
+            elif mb.waiter is not None:
+                self._wake(mb)
+            return
+        try:
+            await mb.wait_put(self._loop, message, timeout)
+        except SendTimeout:
+            self.send_timeouts += 1
+            raise
+
+    async def ask(self, message: Message, *, timeout: float | None = None) -> Message:
+        """Send `message` and wait for the message whose `reply_to` is its id.
+
+        Raises what send raises, AskTimeout after `timeout` (default: handle_timeout; see
+        asks.py for its precision), HandleTimeout / AgentFailed if the handler timed out or
+        failed on this message, ShuttingDown if the kernel shut down meanwhile."""
+        asks = self._asks
+        mid = message.id
+        if mid in asks:
+            raise ValueError(f"message {mid} is already awaiting a reply")
+        fut = asks.open(mid, message.to, self._handle_timeout if timeout is None else timeout)
+        try:
+            await self.send(message)
+            return await fut
+        finally:
+            asks.close(mid)
+
+    def _fail_ask(self, message_id: str, error: BaseException) -> None:
+        self._asks.fail(message_id, error)
+
+    def _resolve_ask(self, reply: Message) -> bool:
+        fut = self._asks.future(reply.reply_to)
+        if fut is None:
+            return False
+        if not fut.done():
+            fut.set_result(reply)
+        return True
+
+    # ---- delivery of handler results ----------------------------------------------------
+
+    def _deliver_nowait(self, message: Message) -> bool:
+        """Resolve an ask or enqueue without waiting; False when that takes waiting (or fails)."""
+        if message.reply_to is not None and self._resolve_ask(message):
+            return True
+        mb = self._mailboxes.get(message.to)
+        if mb is None or not mb.accepting:
+            return False
+        queue = mb.queue
+        if len(queue) >= mb.capacity or mb.putters:
+            return False
+        queue.append(message)
+        if mb.task is None:
+            self._schedule(mb)
+        elif mb.waiter is not None:
+            self._wake(mb)
+        return True
+
+    async def _deliver(self, message: Message) -> None:
+        """Route a handler's result, bounded by the send timeout; failures are reported, not raised."""
+        try:
+            if self._remote is not None and message.to not in self._mailboxes:
+                await self._remote.publish(message)
+            else:
+                await self._send_slow(message, self._send_timeout)
+        except KernelError as exc:
+            self._report_dropped(message, exc)
+
+    def _report_dropped(self, message: Message, exc: KernelError) -> None:
+        self.replies_dropped += 1
+        error = ReplyDropped(message.to, f"from {message.from_}: {type(exc).__name__}")
+        error.__cause__ = exc
+        self._report(error)
+
+    async def receive(self, message: Message) -> None:
+        """Deliver a message that arrived from another process: local agents only, send semantics."""
+        if not self._deliver_nowait(message):
+            await self._send_slow(message, self._send_timeout, remote=False)
+
+    async def connect_nats(self, nc: Any, *, margin: float = 1.0) -> NatsRemote:
+        """Route unknown ids over NATS and expose local agents on `nexus.agent.<id>.inbox`.
+        The connection stays the caller's: shutdown unsubscribes but does not close it."""
+        from nexus.kernel.remote import NatsRemote
+
+        remote = NatsRemote(self, nc, margin=margin)
+        self._remote = remote
+        await remote.start()
+        return remote
+
+    @property
+    def remote(self) -> NatsRemote | None:
+        return self._remote
+
+    async def deliver(self, message: Message) -> None:
+        """Route a message the way a handler's return value is routed (used by bridges)."""
+        if not self._deliver_nowait(message):
+            await self._deliver(message)
+
+    async def stop(self, agent_id: str, *, mode: Literal["drain", "drop"] = "drain", deadline: float = 5.0) -> None:
+        """Stop one agent: refuse new messages, finish (drain) or discard (drop) queued ones
+        within `deadline` seconds, cancel what is left, call on_stop, unregister."""
+        await lifecycle.stop_agent(self, agent_id, mode, deadline)
+
+    async def shutdown(self, mode: Literal["drain", "drop"] = "drain", deadline: float = 5.0) -> ShutdownReport:
+        """Stop everything. `drain`: no new messages from outside, but agents finish their
+        queues (and may message each other) until `deadline`; `drop`: queued messages are
+        discarded and only running handlers finish. At the deadline, handlers are cancelled."""
+        if self._shutdown is None:
+            begun = lifecycle.begin_shutdown(self, mode)
+            self._shutdown = self._loop.create_task(lifecycle.shutdown_kernel(self, mode, deadline, begun))
+        return await asyncio.shield(self._shutdown)
+
+    # ---- reporting ----------------------------------------------------------------------
+
+    def _report(self, error: KernelError) -> None:
+        if self._on_error is not None:
+            try:
+                self._on_error(error)
+            except Exception:
+                log.exception("on_error hook failed")
+        else:
+            log.warning("%s", error)
+
+    def _background(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], what: str) -> asyncio.Task[Any]:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = self._loop.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def total_handled(self) -> int:
+        return self.retired_handled + sum(mb.handled for mb in self._mailboxes.values())
+
+    def stats(self, *, depths: bool = True) -> KernelStats:
+        """Totals, and every agent's mailbox depth (`depths=False` skips the per-agent dict)."""
+        return kernel_stats(self, depths)
+
+    def agent_stats(self, agent_id: str) -> AgentStats:
+        mb = self._mailboxes.get(agent_id)
+        if mb is None:
+            raise AgentNotFound(agent_id)
+        return agent_stats(mb)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the servers Nexus runs on, once per machine, into a cache shared by every
+# checkout (NEXUS_TOOLS_DIR, default ~/.cache/nexus/bin): nats-server and FerretDB v1.
+set -euo pipefail
+BIN="${NEXUS_TOOLS_DIR:-$HOME/.cache/nexus/bin}"
+NATS_VERSION="${NATS_VERSION:-v2.15.2}"
+FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
+mkdir -p "$BIN"
+
+need_go() {
+  command -v go >/dev/null 2>&1 || { echo "install-tools: Go is required to build $1 (apt-get install golang, or see go.dev)" >&2; exit 1; }
+}
+
+if [ ! -x "$BIN/nats-server" ]; then
+  if command -v nats-server >/dev/null 2>&1; then
+    ln -sf "$(command -v nats-server)" "$BIN/nats-server"
+  else
+    need_go nats-server
+    echo "install-tools: building nats-server $NATS_VERSION (go install)" >&2
+    GOBIN="$BIN" go install "github.com/nats-io/nats-server/v2@$NATS_VERSION"
+  fi
+fi
+
+if [ ! -x "$BIN/ferretdb" ]; then
+  need_go FerretDB
+  echo "install-tools: building FerretDB $FERRETDB_VERSION with the SQLite handler" >&2
+  # `go install ferretdb@v1` fails here: the proxy refuses the module's version list (needed
+  # for the deprecation check), and the module zip lacks build/version/version.txt. So we
+  # download the module, write the version file the way `task gen-version` would, and build.
+  src="$(GOFLAGS=-mod=mod go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  work="$(mktemp -d)"
+  trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+  cp -r "$src/." "$work/"
+  chmod -R u+w "$work"
+  printf '%s\n' "$FERRETDB_VERSION" > "$work/build/version/version.txt"
+  (cd "$work" && go build -trimpath -tags ferretdb_no_postgresql -o "$BIN/ferretdb" ./cmd/ferretdb)
+fi
+echo "$BIN"

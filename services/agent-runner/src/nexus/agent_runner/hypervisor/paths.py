@@ -1,0 +1,172 @@
+"""Path confinement: every path the model names resolves inside the workspace.
+
+A path is refused when it is absolute, has a `..` component, or resolves (symlinks followed,
+os.path.realpath) outside the workspace or into /proc, /sys or /dev. Files are then opened by
+walking the *resolved* path from the workspace one component at a time with O_NOFOLLOW, so a
+symlink swapped in after the check makes the open fail instead of escaping. Writes never go
+through a symlink, never into `.git`, and replace the directory entry (temp file + rename), so
+a hard link to a file outside the workspace is cut, not written through."""
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from nexus.agent_runner.hypervisor.errors import Refused
+
+_SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _is_git_part(part: str) -> bool:
+    return part.casefold() == ".git"
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class Workspace:
+    def __init__(self, root: Path | str) -> None:
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise ValueError(f"workspace {root} is not a directory")
+
+    def resolve(self, user_path: str, *, writing: bool = False) -> str:
+        """The workspace-relative, symlink-free form of `user_path` ("." for the workspace)."""
+        if not user_path:
+            raise Refused("invalid-path", "the path is empty")
+        if "\x00" in user_path:
+            raise Refused("invalid-path", "the path contains a NUL byte")
+        if os.path.isabs(user_path):
+            raise Refused("absolute-path", f"{user_path!r}: paths are relative to the workspace")
+        parts = user_path.split("/")
+        if ".." in parts:
+            raise Refused("path-escape", f"{user_path!r}: '..' is not allowed")
+        joined = os.path.join(self.root, user_path)
+        real = os.path.realpath(joined)
+        if any(_within(real, special) for special in _SPECIAL_ROOTS):
+            raise Refused("special-filesystem", f"{user_path!r} resolves into {real}")
+        if not _within(real, self.root):
+            raise Refused("outside-workspace", f"{user_path!r} resolves outside the workspace")
+        rel = os.path.relpath(real, self.root)
+        if writing:
+            self._check_writable(user_path, joined, rel)
+        return rel
+
+    def _check_writable(self, user_path: str, joined: str, rel: str) -> None:
+        if rel == ".":
+            raise Refused("invalid-path", "the workspace itself is not a file")
+        if any(_is_git_part(p) for p in user_path.split("/") + rel.split(os.sep)):
+            raise Refused("git-internals", f"{user_path!r}: the .git directory is not writable")
+        if os.path.islink(joined.rstrip("/")):
+            raise Refused("symlink", f"{user_path!r} is a symlink; writes never go through one")
+
+    # --- opening, one component at a time -------------------------------------------------
+
+    def _open_parent(self, rel: str, *, create: bool = False) -> tuple[int, str]:
+        """A directory fd for the parent of `rel`, and the last component's name."""
+        parts = [p for p in rel.split(os.sep) if p not in ("", ".")]
+        if not parts:
+            raise Refused("invalid-path", "the workspace itself is not a file")
+        dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                if create:
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=dfd)
+                    except FileExistsError:
+                        pass
+                try:
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
+                except FileNotFoundError:
+                    raise Refused("not-found", f"{rel}: no such directory {part!r}") from None
+                except OSError as exc:  # ELOOP/ENOTDIR: a symlink or file swapped in
+                    raise Refused("not-a-directory", f"{rel}: {part!r} is not a plain directory ({exc.strerror})") from None
+                os.close(dfd)
+                dfd = nfd
+        except BaseException:
+            os.close(dfd)
+            raise
+        return dfd, parts[-1]
+
+    def open_dir(self, rel: str) -> int:
+        if rel == ".":
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dfd, name = self._open_parent(rel)
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        except FileNotFoundError:
+            raise Refused("not-found", f"{rel}: no such directory") from None
+        except OSError as exc:
+            raise Refused("not-a-directory", f"{rel}: {exc.strerror}") from None
+        finally:
+            os.close(dfd)
+
+    def read_bytes(self, rel: str, limit: int) -> tuple[bytes, int]:
+        """Up to `limit` bytes of a regular file, and its full size."""
+        dfd, name = self._open_parent(rel)
+        try:
+            try:
+                before = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise Refused("not-found", f"{rel}: no such file") from None
+            _require_regular(rel, before)
+            if before.st_nlink > 1:
+                raise Refused("hard-link", f"{rel} has {before.st_nlink} links and may alias a file outside the workspace")
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            try:
+                fd = os.open(name, flags, dir_fd=dfd)
+            except OSError as exc:
+                raise Refused("open-failed", f"{rel}: {exc.strerror}") from None
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+                raise Refused("symlink", f"{rel} changed while it was opened")
+            chunks, size = [], 0
+            while size < limit and (chunk := os.read(fd, min(1 << 20, limit - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks), st.st_size
+        finally:
+            os.close(fd)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Replace (or create) the regular file `rel` with `data`, atomically."""
+        dfd, name = self._open_parent(rel, create=True)
+        tmp = f".{name[:80]}.nexus-{secrets.token_hex(6)}.tmp"
+        try:
+            mode = 0o644
+            try:
+                existing = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                _require_regular(rel, existing)
+                mode = stat.S_IMODE(existing.st_mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except OSError as exc:
+                os.unlink(tmp, dir_fd=dfd)
+                raise Refused("write-failed", f"{rel}: {exc.strerror}") from None
+        finally:
+            os.close(dfd)
+
+
+def _require_regular(rel: str, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise Refused("symlink", f"{rel} is a symlink")
+    if stat.S_ISDIR(st.st_mode):
+        raise Refused("is-a-directory", f"{rel} is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise Refused("special-file", f"{rel} is not a regular file (device, FIFO or socket)")

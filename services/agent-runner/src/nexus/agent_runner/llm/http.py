@@ -1,0 +1,171 @@
+"""HTTP plumbing the OpenAI-compatible and Anthropic providers share: one pooled httpx
+client with timeouts, HTTP failures turned into LLMError (retryable or not), the API key
+scrubbed from every error, server-sent events decoded, retries applied."""
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
+
+import httpx
+
+from nexus.agent_runner.llm.base import LLMError
+from nexus.agent_runner.llm.retry import RetryPolicy, call_with_retry, retry_after_seconds
+
+T = TypeVar("T")
+_MAX_ERROR_CHARS = 500
+
+
+class SSEEvent(NamedTuple):
+    event: str  # "message" when the server named none
+    data: str
+
+
+class HttpTransport:
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        retry: RetryPolicy | None,
+        secrets: tuple[str | None, ...] = (),
+    ) -> None:
+        self.provider = provider
+        self._retry = retry or RetryPolicy()
+        self._secrets = tuple(s for s in secrets if s)
+        # The read timeout bounds the wait for each chunk, so a long but live stream is fine.
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=dict(headers), timeout=timeout)
+
+    async def post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        on_events: Callable[[AsyncIterator[SSEEvent]], Awaitable[T]],
+        on_json: Callable[[Any], T],
+    ) -> T:
+        """POST `body`, retrying as the policy says. An event-stream reply goes to `on_events`,
+        anything else is decoded as JSON for `on_json` (servers that ignore `stream: true`)."""
+
+        async def attempt() -> T:
+            try:
+                async with self._client.stream("POST", path, json=body) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise self._status_error(response)
+                    if response.headers.get("content-type", "").startswith("text/event-stream"):
+                        return await on_events(_sse_events(response))
+                    raw = await response.aread()
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        raise self.error(f"reply is neither an event stream nor JSON: {raw[:200]!r}") from None
+                    return on_json(data)
+            except httpx.TimeoutException as e:
+                raise self.error(f"request to {self._url(path)} timed out ({type(e).__name__})", retryable=True) from None
+            except httpx.TransportError as e:
+                raise self.error(f"connection to {self._url(path)} failed: {type(e).__name__}: {e}", retryable=True) from None
+            except httpx.HTTPError as e:
+                raise self.error(f"request to {self._url(path)} failed: {type(e).__name__}: {e}") from None
+
+        return await call_with_retry(attempt, self._retry, what=f"{self.provider} request")
+
+    def error(
+        self, message: str, *, retryable: bool = False, status: int | None = None,
+        retry_after: float | None = None, detail: str = "",
+    ) -> LLMError:
+        return LLMError(
+            self.redact(f"{self.provider}: {message}"), retryable=retryable, status=status,
+            retry_after=retry_after, detail=self.redact(detail),
+        )
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _url(self, path: str) -> str:
+        return f"{self._client.base_url}{path}"
+
+    def _status_error(self, response: httpx.Response) -> LLMError:
+        status = response.status_code
+        retryable = status in (408, 409, 429) or status >= 500
+        # Both OpenAI and Anthropic say explicitly when a retry is (not) worth it.
+        should = response.headers.get("x-should-retry")
+        if should in ("true", "false"):
+            retryable = should == "true"
+        detail = _error_detail(response)
+        return self.error(
+            f"HTTP {status} from {response.request.url}: {detail}",
+            retryable=retryable,
+            status=status,
+            retry_after=retry_after_seconds(response.headers) if retryable else None,
+            detail=detail,
+        )
+
+
+def _error_detail(response: httpx.Response) -> str:
+    text = response.text
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict) and error.get("message"):
+        kind = error.get("type") or error.get("code")
+        detail = f"{kind}: {error['message']}" if kind else str(error["message"])
+    elif isinstance(error, str):
+        detail = error
+    else:
+        detail = text.strip() or response.reason_phrase
+    return detail[:_MAX_ERROR_CHARS]
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[SSEEvent]:
+    """The text/event-stream format: `event:` and `data:` lines, a blank line ends an event,
+    `:` lines are comments (keep-alives)."""
+    event, data = "", []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if key == "data":
+            data.append(value)
+        elif key == "event":
+            event = value
+    if data:
+        yield SSEEvent(event or "message", "\n".join(data))
+
+
+def decode_event_json(transport: HttpTransport, data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise transport.error(f"malformed event data in the stream: {data[:200]!r}") from None
+
+
+def parse_arguments(raw: str | dict | None) -> dict:
+    """Tool arguments as a dict. Models sometimes emit broken JSON: rather than fail the run,
+    hand the raw text on under `_raw_arguments` so the hypervisor refuses the call and the
+    model sees why."""
+    if isinstance(raw, dict):
+        return raw
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        return {"_raw_arguments": raw, "_error": f"arguments are not valid JSON: {e}"}
+    if not isinstance(value, dict):
+        return {"_raw_arguments": raw, "_error": "arguments are not a JSON object"}
+    return value

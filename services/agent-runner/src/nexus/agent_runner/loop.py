@@ -1,0 +1,55 @@
+"""The agent loop: ask the model, run its tool calls through the hypervisor, repeat within limits."""
+
+import logging
+
+from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec
+from nexus.agent_runner.reporter import RunReporter
+from nexus.domain.agents import Limits
+
+log = logging.getLogger("nexus.agent_runner.loop")
+
+
+class LimitReached(Exception):
+    pass
+
+
+class Outcome:
+    def __init__(self) -> None:
+        self.summary = ""
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_usd = 0.0
+        self.steps = 0
+
+
+async def run_loop(
+    provider: LLMProvider, hv: Hypervisor, reporter: RunReporter, messages: list[Message], tools: list[ToolSpec], limits: Limits
+) -> Outcome:
+    out = Outcome()
+    for step in range(1, limits.max_steps + 1):
+        reporter.step = out.steps = step
+        completion: Completion = await provider.complete(messages, tools)
+        out.input_tokens += completion.usage.input_tokens
+        out.output_tokens += completion.usage.output_tokens
+        out.cost_usd += completion.cost_usd
+        await reporter.llm(
+            step=step, provider=provider.name, model=completion.model, input_tokens=completion.usage.input_tokens,
+            output_tokens=completion.usage.output_tokens, cost_usd=completion.cost_usd, stop_reason=completion.stop_reason,
+            tool_calls=[c.name for c in completion.tool_calls], text=completion.text,
+        )
+        if out.input_tokens + out.output_tokens > limits.max_tokens:
+            raise LimitReached(f"token limit of {limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)")
+        messages.append(Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls))
+        if not completion.tool_calls:
+            out.summary = completion.text
+            return out
+        for call in completion.tool_calls:
+            result = await hv.call(call.name, call.arguments)
+            await reporter.tool(call.name, result.ok, result.error)
+            content = result.output if result.ok else f"ERROR: {result.error}"
+            messages.append(Message(role="tool", content=content, tool_call_id=call.id))
+        if hv.finished is not None:
+            out.summary = hv.finished
+            return out
+    raise LimitReached(f"step limit of {limits.max_steps} reached")

@@ -1,0 +1,147 @@
+"""One run = one session: prepare, let the model work through the hypervisor, commit, push, report."""
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from nexus.agent_runner import prompt, workspace
+from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.agent_runner.llm import make_provider
+from nexus.agent_runner.llm.base import Message, ToolSpec
+from nexus.agent_runner.loop import LimitReached, run_loop
+from nexus.agent_runner.reporter import RunReporter
+from nexus.agent_runner.waiting import RunInbox
+from nexus.domain.ids import new_id
+from nexus.domain.sessions import SessionState
+from nexus.events.bus import Publisher
+from nexus.events.payloads import ApprovalRequested, ChildPlan, PlanChildren, RunConfig, Usage
+
+log = logging.getLogger("nexus.agent_runner")
+APPROVAL_TIMEOUT_S = 3600.0
+CHILDREN_TIMEOUT_S = 3600.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RunSession:
+    def __init__(self, cfg: RunConfig, js: JetStreamContext, reporter: RunReporter, *, workdir: Path, state_dir: Path,
+                 secrets: dict[str, str], env: dict[str, str]) -> None:
+        self.cfg = cfg
+        self.js = js
+        self.reporter = reporter
+        self.workdir = workdir
+        self.state_dir = state_dir
+        self.secrets = secrets
+        self.env = env
+        self.inbox = RunInbox(js, cfg.run_id)
+        self._inbox_started = False
+        self.children: list[ChildPlan] = []
+
+    async def _inbox(self) -> RunInbox:
+        if not self._inbox_started:
+            await self.inbox.start()
+            self._inbox_started = True
+        return self.inbox
+
+    async def approve(self, action: str, detail: str) -> bool:
+        inbox = await self._inbox()
+        approval_id = new_id("apr")
+        expires = datetime.now(UTC) + timedelta(seconds=APPROVAL_TIMEOUT_S)
+        await self.reporter.publisher.publish(
+            "run.approval_requested",
+            ApprovalRequested(approval_id=approval_id, run_id=self.cfg.run_id, action=action, detail=self.reporter.mask(detail)[:2000],
+                              session_id=self.cfg.session_id, expires_at=expires.isoformat().replace("+00:00", "Z")),
+            run_id=self.cfg.run_id,
+        )
+        decision = await inbox.decision(approval_id, APPROVAL_TIMEOUT_S)
+        await self.reporter.status("running")
+        return decision is not None and decision.decision == "approved"
+
+    async def spawn(self, args: dict) -> dict:
+        child = ChildPlan(
+            session_id=new_id("ses"), title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
+            description=str(args.get("description", "")), target_files=[str(f) for f in args.get("target_files", [])],
+            agent_id=args.get("agent_id"),
+        )
+        self.children.append(child)
+        return {"session_id": child.session_id, "target_files": child.target_files}
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        r = self.reporter
+        token = self.secrets.get(cfg.repo.credentials_secret) if cfg.repo and cfg.repo.credentials_secret else None
+        genv = workspace.git_env(self.env, token)
+        await workspace.prepare(cfg.repo, self.workdir, agent_id=cfg.agent_id, env=genv)
+        session = SessionState(
+            session_id=cfg.session_id, project_path=str(self.workdir), parent_session_id=cfg.parent_session_id,
+            backend=cfg.llm.provider, run_id=cfg.run_id, created_at=_now(), updated_at=_now(),
+        )
+        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, cfg.llm.provider)
+        trailers = {"Nexus-Run": cfg.run_id, "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}", "Nexus-Session": cfg.session_id}
+        hv = Hypervisor(
+            workspace=self.workdir, permissions=cfg.permissions, session=session,
+            state_file=self.state_dir / f"{cfg.session_id}.json", secrets=self.secrets,
+            recorder=r.change_recorder(cfg.session_id, cfg.parent_session_id), approver=self.approve,
+            spawner=self.spawn if cfg.meta else None, commit_trailers=trailers, base_env=self.env,
+            allowed_tools=cfg.tools or None,
+        )
+        provider = make_provider(cfg.llm, secrets=self.secrets, variables=prompt.variables(cfg))
+        tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
+        messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
+        try:
+            outcome = await run_loop(provider, hv, r, messages, tools, cfg.limits)
+        except LimitReached as exc:
+            await self._end(hv, "failed", str(exc), genv, None)
+            return
+        finally:
+            await provider.aclose()
+        if cfg.meta and self.children:
+            outcome.summary = await self._run_children(hv, outcome.summary)
+        usage = Usage(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6))
+        await self._end(hv, "succeeded", "", genv, usage, summary=outcome.summary)
+
+    async def _run_children(self, hv: Hypervisor, summary: str) -> str:
+        """Write meta-plan.json, hand the plan to core-api, wait for every child, summarise."""
+        plan = {
+            "metaSessionId": self.cfg.session_id,
+            "goalId": self.cfg.task.goal_id if self.cfg.task else None,
+            "children": [{"sessionId": c.session_id, "title": c.title, "targetFiles": c.target_files} for c in self.children],
+        }
+        await hv.call("write_file", {"path": "meta-plan.json", "content": json.dumps(plan, indent=2) + "\n"})
+        inbox = await self._inbox()
+        await Publisher(self.js, "agent-runner").publish(
+            "core.plan_children", PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
+            correlation_id=self.cfg.run_id,
+        )
+        await self.reporter.log(f"planned {len(self.children)} child sessions; waiting for them")
+        done = await inbox.children_done({c.session_id for c in self.children}, CHILDREN_TIMEOUT_S)
+        lines = [f"- {c.title} ({c.session_id}): {done[c.session_id].status if c.session_id in done else 'unfinished'}" for c in self.children]
+        await hv.call("note", {"message": "children finished:\n" + "\n".join(lines)})
+        return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
+
+    async def _end(self, hv: Hypervisor, status: str, reason: str, genv: dict[str, str], usage: Usage | None, summary: str = "") -> None:
+        cfg = self.cfg
+        commit_sha = ""
+        if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.workdir, genv):
+            title = cfg.task.title if cfg.task else cfg.task_id
+            result = await hv.call("git_commit", {"message": f"{title}\n\n{summary}".strip()[:4000]})
+            if not result.ok:
+                status, reason = "failed", f"commit refused: {result.error}"
+        if status == "succeeded" and cfg.repo and cfg.permissions.can_commit:
+            commit_sha = await workspace.head(self.workdir, genv)
+            await workspace.push(self.workdir, cfg.repo.branch, genv)
+        await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, cfg.llm.provider,
+                                    status="completed" if status == "succeeded" else "error")
+        await self.reporter.status(
+            status, reason=reason, summary=summary[:8000], branch=cfg.repo.branch if cfg.repo else "",
+            commit_sha=commit_sha, ledger_hash=hv.ledger_hash, usage=usage,
+        )
+
+
+_ = asyncio

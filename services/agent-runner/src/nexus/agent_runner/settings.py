@@ -1,0 +1,25 @@
+"""agent-runner settings: what the runtime hands the runner, from NEXUS_<FIELD> (read in main())."""
+
+import msgspec
+
+
+class RunnerSettings(msgspec.Struct, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    run_config: str = "/etc/nexus/run-config.json"
+    workspace: str = "/workspace"
+    state_dir: str = ""
+    attempt: int = 1
+    heartbeat_s: float = 5.0
+    log_level: str = "info"
+
+
+def secrets_from_env(environ: dict[str, str], names: list[str]) -> dict[str, str]:
+    """NAME → value for the run's declared secrets, from NEXUS_SECRET_<NAME> set by the worker."""
+    import re
+
+    out = {}
+    for name in names:
+        value = environ.get("NEXUS_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper())
+        if value is not None:
+            out[name] = value
+    return out

@@ -1,0 +1,87 @@
+"""Agents are versioned: every change is a new revision; a run pins the revision it was dispatched with."""
+
+import msgspec
+from pymongo.errors import DuplicateKeyError
+
+from nexus.core_api.agents.schemas import AgentOut, AgentRevisionOut, AgentSpec
+from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.schemas import iso
+from nexus.db.documents import Agent, AgentRevision, now
+from nexus.domain.ids import new_id
+
+
+def rev_id(agent_id: str, revision: int) -> str:
+    return f"{agent_id}@{revision:06d}"  # zero-padded so ids sort like revisions
+
+
+def to_out(doc: Agent) -> AgentOut:
+    return AgentOut(
+        id=doc.id,
+        name=doc.name,
+        revision=doc.revision,
+        spec=msgspec.convert(doc.spec, AgentSpec),
+        created_at=iso(doc.created_at),
+        updated_at=iso(doc.updated_at),
+    )
+
+
+def revision_out(doc: AgentRevision) -> AgentRevisionOut:
+    return AgentRevisionOut(
+        agent_id=doc.agent_id,
+        revision=doc.revision,
+        spec=msgspec.convert(doc.spec, AgentSpec),
+        created_at=iso(doc.created_at),
+        created_by=doc.created_by,
+    )
+
+
+async def create(spec: AgentSpec, *, actor: str) -> Agent:
+    if await Agent.find_one({"name": spec.name}):
+        raise DomainError(409, f"an agent named {spec.name!r} exists", field="name")
+    doc = Agent(id=new_id("agt"), name=spec.name, revision=1, spec=msgspec.to_builtins(spec))
+    try:
+        await doc.insert()
+    except DuplicateKeyError as exc:
+        raise DomainError(409, f"an agent named {spec.name!r} exists", field="name") from exc
+    await AgentRevision(id=rev_id(doc.id, 1), agent_id=doc.id, revision=1, spec=doc.spec, created_by=actor).insert()
+    return doc
+
+
+async def get(agent_id_or_name: str) -> Agent:
+    doc = await Agent.get(agent_id_or_name)
+    if doc is None:
+        doc = await Agent.find_one({"name": agent_id_or_name})
+    if doc is None or doc.deleted:
+        raise not_found("agent", agent_id_or_name)
+    return doc
+
+
+async def update(agent_id: str, spec: AgentSpec, *, actor: str) -> tuple[Agent, bool]:
+    """A new revision when the spec changed; the same one when it did not (so `apply` is idempotent)."""
+    doc = await get(agent_id)
+    new_spec = msgspec.to_builtins(spec)
+    if spec.name != doc.name:
+        raise DomainError(422, "an agent's name cannot change", field="name")
+    if new_spec == doc.spec:
+        return doc, False
+    revision = doc.revision + 1
+    await AgentRevision(id=rev_id(doc.id, revision), agent_id=doc.id, revision=revision, spec=new_spec, created_by=actor).insert()
+    res = await Agent.get_pymongo_collection().update_one(
+        {"_id": doc.id, "revision": doc.revision}, {"$set": {"spec": new_spec, "revision": revision, "updated_at": now()}}
+    )
+    if res.modified_count != 1:
+        raise DomainError(409, "the agent changed concurrently; retry")
+    return await get(doc.id), True
+
+
+async def revision(agent_id: str, number: int) -> AgentRevision:
+    doc = await AgentRevision.get(rev_id(agent_id, number))
+    if doc is None:
+        raise not_found("agent revision", f"{agent_id}@{number}")
+    return doc
+
+
+async def delete(agent_id: str) -> Agent:
+    doc = await get(agent_id)
+    await Agent.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
+    return doc

@@ -1,0 +1,86 @@
+"""The litestar application: routes, auth, problem+json errors, and a lifespan that wires the
+database, NATS, the run-event consumer and the background sweeps."""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from nexus.core_api.agents.routes import AgentController
+from nexus.core_api.auth.guards import ApiKeyAuth
+from nexus.core_api.auth.keys import KeyCache, ensure_bootstrap_admin
+from nexus.core_api.background import run_background
+from nexus.core_api.context import Context
+from nexus.core_api.errors import EXCEPTION_HANDLERS
+from nexus.core_api.health import healthz, readyz
+from nexus.core_api.observability import HttpMetricsMiddleware
+from nexus.core_api.repositories.routes import RepositoryController
+from nexus.core_api.runs.routes import RunController
+from nexus.core_api.settings import CoreSettings
+from nexus.core_api.skills.routes import SkillController
+from nexus.core_api.tasks.routes import TaskController
+from nexus.db.connection import connect_db
+from nexus.domain.settings import load_settings
+from nexus.events.bus import Publisher, connect, ensure_streams
+
+log = logging.getLogger("nexus.core_api")
+
+ROUTES: list = [healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController]
+
+
+def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = await connect_db(settings.mongodb_url, settings.mongodb_db)
+        nc = await connect(settings.nats_url, "core-api")
+        js = nc.jetstream()
+        await ensure_streams(js)
+        ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"))
+        app.state.ctx = ctx
+        app.state.db = db
+        await ensure_bootstrap_admin(settings.admin_key, Path(settings.admin_key_file))
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(run_background(ctx, stop))] if background else []
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t, 10)
+            await nc.drain()
+            await db.close()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        state=State({"key_cache": KeyCache(), "settings": settings}),
+        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema"])],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Nexus core-api",
+            version="0.1.0",
+            description="The admin surface of Nexus, the Agent Operating System. Authenticate with `Authorization: Bearer <key>`.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Granian's factory: settings come from NEXUS_* variables, read here and only here."""
+    return create_app(load_settings(CoreSettings, os.environ))
+
+
+_ = AppConfig

@@ -1,0 +1,62 @@
+"""Approvals: a paused run waits for a lead; the decision is relayed to the run; the clock can expire it."""
+
+from datetime import UTC, datetime, timedelta
+
+from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.runs.lifecycle import on_status
+from nexus.db.documents import Approval, now
+from nexus.events.payloads import ApprovalDecided, ApprovalRequested, RunStatusChanged
+
+
+async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
+    expires = datetime.fromisoformat(ev.expires_at.replace("Z", "+00:00")) if ev.expires_at else now() + timedelta(seconds=ctx.settings.approval_ttl_s)
+    coll = Approval.get_pymongo_collection()
+    res = await coll.update_one(
+        {"_id": ev.approval_id},
+        {"$setOnInsert": {"run_id": ev.run_id, "session_id": ev.session_id, "action": ev.action, "detail": ev.detail,
+                          "status": "pending", "reason": "", "decided_by": "", "expires_at": expires, "created_at": now(), "decided_at": None}},
+        upsert=True,
+    )
+    if res.upserted_id is not None:
+        await ctx.publisher.publish("approval.requested", ev, correlation_id=ev.run_id)
+        run_attempt = await _attempt(ev.run_id)
+        await on_status(ctx, ev.run_id, RunStatusChanged(status="waiting_approval", attempt=run_attempt))
+
+
+async def _attempt(run_id: str) -> int:
+    from nexus.db.documents import Run
+
+    run = await Run.get(run_id)
+    return run.attempt if run else 1
+
+
+async def decide(ctx: Context, approval_id: str, decision: str, reason: str, decided_by: str) -> Approval:
+    doc = await Approval.get(approval_id)
+    if doc is None:
+        raise not_found("approval", approval_id)
+    if doc.status != "pending":
+        raise DomainError(409, f"approval is already {doc.status}", field="decision")
+    if doc.expires_at and doc.expires_at < datetime.now(UTC):
+        decision, reason = "expired", "the approval expired before a decision"
+    res = await Approval.get_pymongo_collection().update_one(
+        {"_id": approval_id, "status": "pending"},
+        {"$set": {"status": decision, "reason": reason, "decided_by": decided_by, "decided_at": now()}},
+    )
+    if res.modified_count != 1:
+        raise DomainError(409, "approval was decided concurrently", field="decision")
+    ev = ApprovalDecided(approval_id=approval_id, run_id=doc.run_id, decision=decision, reason=reason, decided_by=decided_by)  # type: ignore[arg-type]
+    await ctx.publisher.publish("run.approval_decided", ev, run_id=doc.run_id)
+    await ctx.publisher.publish("approval.decided", ev, correlation_id=doc.run_id)
+    return await Approval.get(approval_id)
+
+
+async def expire_due(ctx: Context) -> int:
+    n = 0
+    async for doc in Approval.find({"status": "pending", "expires_at": {"$lt": now()}}):
+        try:
+            await decide(ctx, doc.id, "expired", "expired", "system")
+            n += 1
+        except DomainError:
+            pass
+    return n

@@ -1,0 +1,79 @@
+"""core-api's work besides HTTP: consuming run events and commands, and periodic sweeps."""
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from nexus.core_api.approvals.service import decide, expire_due
+from nexus.core_api.context import Context
+from nexus.core_api.runs.dispatch import command_launch
+from nexus.core_api.runs.ingest import handle_run_event
+from nexus.db.documents import Run, now
+from nexus.events import payloads as p
+from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM
+from nexus.events.consumer import Delivery, Poison, consume
+from nexus.observability.health import OpsServer
+
+log = logging.getLogger("nexus.core_api.background")
+
+
+async def handle_command(ctx: Context, d: Delivery) -> None:
+    from nexus.core_api.goals.service import create_goal_from_command
+    from nexus.core_api.sessions.meta import plan_children
+
+    match d.payload:
+        case p.PlanChildren():
+            try:
+                await plan_children(ctx, d.payload)
+            except ValueError as exc:
+                raise Poison(str(exc)) from exc
+        case p.DecideApproval():
+            await decide(ctx, d.payload.approval_id, d.payload.decision, d.payload.reason, d.payload.decided_by)
+        case p.CreateGoal():
+            await create_goal_from_command(ctx, d.payload)
+
+
+async def requeue_stale(ctx: Context) -> int:
+    """A run still `queued` long after its launch was commanded (core-api died before publishing,
+    or the message was lost) is commanded again; the worker drops duplicates."""
+    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
+    n = 0
+    async for run in Run.find({"status": "queued", "updated_at": {"$lt": cutoff}}):
+        await command_launch(ctx, run)
+        await Run.get_pymongo_collection().update_one({"_id": run.id}, {"$set": {"updated_at": now()}})
+        n += 1
+    return n
+
+
+async def _every(seconds: float, stop: asyncio.Event, fn, *args) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
+        try:
+            await fn(*args)
+        except Exception:  # noqa: BLE001 — a sweep failing once must not stop the next
+            log.exception("periodic %s failed", getattr(fn, "__name__", fn))
+
+
+async def run_background(ctx: Context, stop: asyncio.Event) -> None:
+    s = ctx.settings
+    ops = OpsServer(s.metrics_host, s.metrics_port)
+    try:
+        await ops.start()
+    except OSError as exc:
+        log.warning("ops port %d unavailable: %s", s.metrics_port, exc)
+    jobs = [
+        consume(ctx.js, stream=RUNS_STREAM, durable="core-api-runs", subject="nexus.run.>",
+                handler=lambda d: handle_run_event(ctx, d), stop=stop, batch=64),
+        consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
+                handler=lambda d: handle_command(ctx, d), stop=stop),
+        _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),
+        _every(5.0, stop, expire_due, ctx),
+    ]
+    try:
+        await asyncio.gather(*jobs)
+    finally:
+        await ops.stop()

@@ -1,0 +1,17 @@
+"""What route handlers and consumers share at run time: database, bus, settings."""
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from nexus.core_api.settings import CoreSettings
+from nexus.events.bus import Publisher
+
+
+@dataclass
+class Context:
+    settings: CoreSettings
+    nc: NATS
+    js: JetStreamContext
+    publisher: Publisher

@@ -1,0 +1,83 @@
+"""Every error is application/problem+json naming the failing field; nothing leaks a 500 body."""
+
+import logging
+import re
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from nexus.domain.tasks import InvalidTransition
+
+log = logging.getLogger("nexus.core_api.errors")
+PROBLEM = "application/problem+json"
+_FIELD = re.compile(r"at `\$\.?([^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+class DomainError(HTTPException):
+    """Raised by services: carries a status, a title and optionally the field at fault."""
+
+    def __init__(self, status_code: int, detail: str, *, field: str | None = None) -> None:
+        super().__init__(status_code=status_code, detail=detail)
+        self.field = field
+
+
+def not_found(kind: str, id_: str) -> DomainError:
+    return DomainError(404, f"{kind} {id_!r} not found")
+
+
+def _problem(status: int, title: str, detail: str, errors: list[dict] | None = None) -> Response:
+    body: dict = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return Response(body, status_code=status, media_type=PROBLEM)
+
+
+def _field_from_message(message: str) -> str | None:
+    if m := _UNKNOWN.search(message):
+        return m.group(1)
+    if m := _FIELD.search(message):
+        return m.group(1) or None
+    return None
+
+
+def validation_handler(_: Request, exc: ValidationException) -> Response:
+    errors = []
+    for item in exc.extra or []:
+        if isinstance(item, dict):
+            message = str(item.get("message", ""))
+            field = item.get("key") or _field_from_message(message)
+            if item.get("source") == "body" or not item.get("key"):
+                field = _field_from_message(message) or field
+            errors.append({"field": field, "message": message, "source": item.get("source", "body")})
+    if not errors:
+        errors.append({"field": _field_from_message(str(exc.detail)), "message": str(exc.detail)})
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+    return _problem(422 if exc.status_code == 400 else exc.status_code, "Invalid request", detail, errors)
+
+
+def http_handler(_: Request, exc: HTTPException) -> Response:
+    errors = [{"field": exc.field, "message": exc.detail}] if isinstance(exc, DomainError) and exc.field else None
+    title = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Payload too large"}.get(
+        exc.status_code, "Request failed"
+    )
+    return _problem(exc.status_code, title, str(exc.detail), errors)
+
+
+def transition_handler(_: Request, exc: InvalidTransition) -> Response:
+    return _problem(409, "Conflict", str(exc), [{"field": "status", "message": str(exc)}])
+
+
+def internal_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "the server failed; see its logs")
+
+
+EXCEPTION_HANDLERS = {
+    ValidationException: validation_handler,
+    HTTPException: http_handler,
+    InvalidTransition: transition_handler,
+    Exception: internal_handler,
+}
+_ = MediaType

@@ -1,0 +1,22 @@
+from litestar import Request, get
+from litestar.exceptions import HTTPException
+
+from nexus.core_api.context import Context
+from nexus.db.connection import ping
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", include_in_schema=False)
+async def readyz(request: Request) -> dict[str, str]:
+    ctx: Context | None = getattr(request.app.state, "ctx", None)
+    if ctx is None or not ctx.nc.is_connected:
+        raise HTTPException(status_code=503, detail="NATS not connected")
+    try:
+        await ping(request.app.state.db)
+    except Exception as exc:  # noqa: BLE001
+        raise HTTPException(status_code=503, detail="database unreachable") from exc
+    return {"status": "ready"}

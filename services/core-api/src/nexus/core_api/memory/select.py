@@ -1,0 +1,60 @@
+"""Which memory items a run sees: in the agent's scopes, not expired, most relevant first (BM25 over
+the task text, from rank-bm25), within the policy's item and character budget."""
+
+import re
+from datetime import UTC, datetime
+
+from nexus.db.documents import MemoryItem
+from nexus.domain.agents import MemoryPolicy
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def tokenize(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def rank(items: list[MemoryItem], query: str) -> list[MemoryItem]:
+    if not items:
+        return []
+    q = tokenize(query)
+    if not q:
+        return sorted(items, key=lambda m: m.created_at, reverse=True)
+    from rank_bm25 import BM25Okapi
+
+    bm25 = BM25Okapi([tokenize(m.content + " " + " ".join(m.tags)) or ["_"] for m in items])
+    scores = bm25.get_scores(q)
+    order = sorted(range(len(items)), key=lambda i: (scores[i], items[i].created_at), reverse=True)
+    return [items[i] for i in order]
+
+
+def within_budget(items: list[MemoryItem], policy: MemoryPolicy) -> list[str]:
+    out: list[str] = []
+    used = 0
+    for m in items:
+        if len(out) >= policy.max_items:
+            break
+        if used + len(m.content) > policy.max_chars:
+            continue
+        out.append(m.content)
+        used += len(m.content)
+    return out
+
+
+async def select_memory(policy: MemoryPolicy, *, agent_id: str, repository_id: str | None, query: str) -> list[str]:
+    clauses = []
+    if "agent" in policy.scopes:
+        clauses.append({"scope": "agent", "scope_id": agent_id})
+    if "repo" in policy.scopes and repository_id:
+        clauses.append({"scope": "repo", "scope_id": repository_id})
+    if "global" in policy.scopes:
+        clauses.append({"scope": "global"})
+    if not clauses:
+        return []
+    now = datetime.now(UTC)
+    items = [
+        m
+        for m in await MemoryItem.find({"$or": clauses}).to_list()
+        if (m.expires_at is None or m.expires_at > now) and (not policy.tags or set(policy.tags) & set(m.tags))
+    ]
+    return within_budget(rank(items, query), policy)

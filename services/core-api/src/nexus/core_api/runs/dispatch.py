@@ -1,0 +1,115 @@
+"""From a ready task to a commanded run: assemble the run config, store the run, command the worker."""
+
+import logging
+
+import msgspec
+
+from nexus.core_api.context import Context
+from nexus.core_api.memory.select import select_memory
+from nexus.core_api.skills.service import resolve as resolve_skills
+from nexus.db.connection import update_versioned
+from nexus.db.documents import Agent, Repository, Run, Task
+from nexus.domain.agents import MemoryPolicy
+from nexus.domain.ids import new_id, new_ulid
+from nexus.domain.tasks import TaskStatus
+from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, TaskBrief, TaskChanged
+
+log = logging.getLogger("nexus.core_api.dispatch")
+
+
+async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str) -> RunConfig:
+    spec = agent.spec
+    skills = await resolve_skills(spec.get("skills", []))
+    repo_doc = await Repository.get(task.repository_id) if task.repository_id else None
+    policy = msgspec.convert(spec.get("memory_policy", {}), MemoryPolicy)
+    memory = await select_memory(
+        policy, agent_id=agent.id, repository_id=task.repository_id, query=f"{task.title}\n{task.description}"
+    )
+    repo = None
+    secrets = list(spec.get("secrets", []))
+    if repo_doc is not None:
+        repo = RepoSpec(
+            url=repo_doc.url,
+            ref=repo_doc.default_branch,
+            branch=f"nexus/{task.id}/{run_id}",
+            target_branch=repo_doc.default_branch,
+            credentials_secret=repo_doc.credentials_secret,
+        )
+        if repo_doc.credentials_secret:
+            secrets.append(repo_doc.credentials_secret)
+    return msgspec.convert(
+        {
+            "run_id": run_id,
+            "agent_id": agent.id,
+            "agent_revision": agent.revision,
+            "task_id": task.id,
+            "session_id": session_id,
+            "parent_session_id": task.parent_session_id,
+            "system_prompt": spec["system_prompt"],
+            "skills": [s.content for s in skills],
+            "memory": memory,
+            "tools": spec.get("tools", []),
+            "permissions": spec.get("permissions", {}),
+            "llm": spec.get("llm", {}),
+            "limits": spec.get("limits", {}),
+            "secrets": sorted(set(secrets)),
+            "task": msgspec.to_builtins(TaskBrief(title=task.title, description=task.description, goal_id=task.goal_id, target_files=task.target_files)),
+            "repo": msgspec.to_builtins(repo) if repo else None,
+            "meta": task.is_meta,
+        },
+        RunConfig,
+    )
+
+
+async def command_launch(ctx: Context, run: Run) -> None:
+    """(Re)publish the launch of the run's current attempt. The message id is stored on the run, so a
+    re-publish inside JetStream's duplicate window is dropped by the server, and the worker's own
+    attempt check drops it after that."""
+    msg_id = run.launch_msg_id or new_ulid()
+    if not run.launch_msg_id:
+        await Run.get_pymongo_collection().update_one({"_id": run.id}, {"$set": {"launch_msg_id": msg_id}})
+        run.launch_msg_id = msg_id
+    cfg = msgspec.convert(run.config, RunConfig)
+    await ctx.publisher.publish(
+        "worker.launch_run",
+        LaunchRun(run_id=run.id, attempt=run.attempt, config=cfg, priority=run.priority),
+        msg_id=msg_id,
+        correlation_id=run.id,
+    )
+
+
+async def dispatch_task(ctx: Context, task: Task) -> Run | None:
+    """Start a run for a ready, assigned task. Safe to call twice: only one caller wins the task."""
+    if task.status != TaskStatus.READY.value or not task.assignee_agent_id:
+        return None
+    agent = await Agent.get(task.assignee_agent_id)
+    if agent is None or agent.deleted:
+        log.warning("task %s is assigned to a missing agent %s", task.id, task.assignee_agent_id)
+        return None
+    run_id = new_id("run")
+    session_id = task.session_id or new_id("ses")
+    config = await assemble_config(task, agent, run_id, session_id)
+    run = Run(
+        id=run_id, task_id=task.id, agent_id=agent.id, agent_revision=agent.revision, goal_id=task.goal_id,
+        session_id=session_id, parent_session_id=task.parent_session_id, parent_run_id=task.parent_run_id,
+        config=msgspec.to_builtins(config), max_attempts=ctx.settings.max_attempts, priority=task.priority,
+    )
+    # Claim the task first (compare-and-set on its version): a second dispatcher loses here.
+    claimed = await update_versioned(
+        Task, task.id,
+        lambda t: {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id}
+        if t.status == TaskStatus.READY.value else None,
+    )
+    if claimed is None:
+        return None
+    await run.insert()
+    await ctx.publisher.publish(
+        "task.status_changed",
+        TaskChanged(task_id=task.id, status=claimed.status, title=task.title, goal_id=task.goal_id, assignee_agent_id=agent.id),
+    )
+    await command_launch(ctx, run)
+    await ctx.publisher.publish(
+        "run.queued", RunChanged(run_id=run.id, task_id=task.id, agent_id=agent.id, status=run.status, attempt=run.attempt)
+    )
+    log.info("dispatched task %s as run %s (agent %s rev %d)", task.id, run.id, agent.name, agent.revision)
+    return run

@@ -1,0 +1,42 @@
+"""core-api's consumer of every run's events: persist them, then let them move the run."""
+
+import logging
+
+import msgspec
+from pymongo.errors import DuplicateKeyError
+
+from nexus.core_api.approvals.service import on_requested
+from nexus.core_api.context import Context
+from nexus.core_api.runs import lifecycle
+from nexus.core_api.sessions import service as sessions
+from nexus.db.documents import Run, RunEvent, now
+from nexus.events import payloads as p
+from nexus.events.consumer import Delivery
+
+log = logging.getLogger("nexus.core_api.ingest")
+
+
+async def handle_run_event(ctx: Context, d: Delivery) -> None:
+    parts = d.subject.split(".")
+    run_id = parts[2]
+    data = d.payload
+    match data:
+        case p.RunStatusChanged():
+            await lifecycle.on_status(ctx, run_id, data)
+        case p.RuntimeChanged():
+            await lifecycle.on_runtime(ctx, run_id, data)
+        case p.SessionOpened():
+            await sessions.on_opened(run_id, data)
+        case p.SessionChanged():
+            await sessions.on_change(run_id, data)
+        case p.Heartbeat():
+            await Run.get_pymongo_collection().update_one({"_id": run_id}, {"$set": {"last_heartbeat_at": now()}})
+        case p.ApprovalRequested():
+            await on_requested(ctx, data)
+    try:
+        await RunEvent(
+            id=d.envelope.id, run_id=run_id, type=d.envelope.type, subject=d.subject, stream_seq=d.stream_seq,
+            occurred_at=d.envelope.occurred_at, data=msgspec.to_builtins(data),
+        ).insert()
+    except DuplicateKeyError:
+        pass  # redelivered: already stored

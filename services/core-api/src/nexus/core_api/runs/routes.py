@@ -1,0 +1,82 @@
+from typing import Annotated
+
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+
+from nexus.core_api.audit.service import record
+from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.runs import lifecycle
+from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
+from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
+from nexus.db.documents import Run, Session
+from nexus.domain.runs import RUN_FINAL, RunStatus
+from nexus.events.catalog import run_filter
+
+
+async def _get(run_id: str) -> Run:
+    run = await Run.get(run_id)
+    if run is None:
+        raise not_found("run", run_id)
+    return run
+
+
+class RunController(Controller):
+    path = "/v1/runs"
+    tags = ["runs"]
+
+    @get("/", guards=[READ])
+    async def list_runs(
+        self,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        status: Annotated[RunStatus | None, Parameter(description="filter by status")] = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        goal_id: str | None = None,
+    ) -> Page[RunOut]:
+        filters = {k: v for k, v in {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}.items() if v}
+        docs, nxt = await page_of(Run, filters, limit, cursor)
+        return Page([to_out(d) for d in docs], nxt)
+
+    @get("/{run_id:str}", guards=[READ])
+    async def get_run(self, run_id: str) -> RunOut:
+        run = await _get(run_id)
+        sessions = await Session.find({"run_id": run.id}).sort([("created_at", 1)]).to_list()
+        return to_out(run, sessions, with_config=True)
+
+    @get("/{run_id:str}/events", guards=[READ])
+    async def run_events(self, request: Request, run_id: str) -> ServerSentEvent:
+        """Replays the run's events, follows live ones, and ends after the run's final status."""
+        run = await _get(run_id)
+        ctx: Context = request.app.state.ctx
+        after = parse_last_event_id(request.headers.get("last-event-id"))
+        return ServerSentEvent(
+            jetstream_events(ctx.js, run_filter(run.id), after_seq=after, keepalive_s=ctx.settings.sse_keepalive_s, stop_when_final=True)
+        )
+
+    @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
+    async def cancel_run(self, request: Request, run_id: str, data: RunAction | None = None) -> RunOut:
+        run = await _get(run_id)
+        if RunStatus(run.status) in RUN_FINAL:
+            raise DomainError(409, f"run is already {run.status}", field="status")
+        ctx: Context = request.app.state.ctx
+        await lifecycle.cancel(ctx, run.id, (data.reason if data else "") or "cancelled by an operator")
+        await record(request.user, "run.cancel", f"runs/{run.id}", before_id=run.id, after_id=run.id)
+        return to_out(await _get(run_id))
+
+    @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
+    async def retry_run(self, request: Request, run_id: str) -> RunOut:
+        """A new run of the same task with the same pinned config; the old run stays as it ended."""
+        from nexus.core_api.runs.retry import retry_run
+
+        run = await _get(run_id)
+        if RunStatus(run.status) not in RUN_FINAL:
+            raise DomainError(409, f"run is still {run.status}", field="status")
+        ctx: Context = request.app.state.ctx
+        new = await retry_run(ctx, run)
+        await record(request.user, "run.retry", f"runs/{new.id}", before_id=run.id, after_id=new.id)
+        return to_out(new)

@@ -1,0 +1,72 @@
+"""Server-sent events straight from JetStream: the event id is the stream sequence, so a client that
+reconnects with Last-Event-ID resumes exactly after the last event it saw, minutes later or not."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from litestar.response import ServerSentEventMessage
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+import msgspec
+
+from nexus.domain.runs import RUN_FINAL
+from nexus.events.catalog import RUNS_STREAM
+from nexus.events.envelope import decode_raw
+
+FINAL_NAMES = {s.value for s in RUN_FINAL}
+
+
+def parse_last_event_id(value: str | None) -> int:
+    try:
+        return max(0, int(value)) if value else 0
+    except ValueError:
+        return 0
+
+
+async def jetstream_events(
+    js: JetStreamContext,
+    subject: str,
+    *,
+    after_seq: int,
+    keepalive_s: float,
+    types: set[str] | None = None,
+    stream: str = RUNS_STREAM,
+    stop_when_final: bool = False,
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Replay from after_seq, then follow. With stop_when_final, end after a run's final status has
+    been sent and nothing older is pending."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
+        opt_start_seq=after_seq + 1 if after_seq else None,
+        inactive_threshold=60.0,
+    )
+    queue: asyncio.Queue = asyncio.Queue(maxsize=1024)
+
+    async def on_msg(msg) -> None:
+        await queue.put(msg)
+
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config, cb=on_msg, pending_msgs_limit=1024)
+    final_seen = False
+    try:
+        yield ServerSentEventMessage(comment="connected")
+        while True:
+            try:
+                # Once the run has ended, only what is already in the stream is left to send.
+                msg = await asyncio.wait_for(queue.get(), 1.0 if final_seen else keepalive_s)
+            except TimeoutError:
+                if final_seen:
+                    return
+                yield ServerSentEventMessage(comment="keep-alive")
+                continue
+            env = decode_raw(msg.data)
+            if stop_when_final and env.type == "run.status":
+                final_seen = final_seen or msgspec.json.decode(env.data).get("status") in FINAL_NAMES
+            if not types or any(env.type == t or env.type.startswith(t.rstrip("*")) for t in types):
+                yield ServerSentEventMessage(data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream))
+            if final_seen and msg.metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

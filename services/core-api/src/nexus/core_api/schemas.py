@@ -1,0 +1,22 @@
+"""Shared request-body conventions: unknown fields are rejected; names are slugs."""
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="lowercase slug")]
+Text = Annotated[str, msgspec.Meta(max_length=200_000)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Out(msgspec.Struct, kw_only=True):
+    pass
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None

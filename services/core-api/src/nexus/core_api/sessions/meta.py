@@ -1,0 +1,56 @@
+"""Meta sessions: a meta run's plan becomes child tasks (each a run with parentSessionId set), and
+each child's end is reported back on the meta run's own subject, where the meta runner waits."""
+
+import logging
+
+from nexus.core_api.context import Context
+from nexus.core_api.runs.dispatch import dispatch_task
+from nexus.core_api.tasks.schemas import TaskCreate
+from nexus.core_api.tasks.service import create as create_task
+from nexus.db.documents import Run, Task
+from nexus.events.payloads import ChildFinished, PlanChildren
+
+log = logging.getLogger("nexus.core_api.meta")
+
+
+async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
+    parent = await Run.get(cmd.run_id)
+    if parent is None:
+        raise ValueError(f"plan for unknown run {cmd.run_id}")
+    parent_task = await Task.get(parent.task_id)
+    created: list[Task] = []
+    for child in cmd.children:
+        existing = await Task.find_one({"session_id": child.session_id})
+        if existing is not None:  # a redelivered plan creates nothing twice
+            created.append(existing)
+            continue
+        task = await create_task(
+            ctx,
+            TaskCreate(
+                title=child.title,
+                description=child.description,
+                goal_id=parent.goal_id,
+                assignee=child.agent_id or parent.agent_id,
+                repository=parent_task.repository_id if parent_task else None,
+            ),
+            actor=f"run:{parent.id}",
+            parent_run_id=parent.id,
+            parent_session_id=cmd.session_id,
+            session_id=child.session_id,
+            target_files=list(child.target_files),
+        )
+        created.append(task)
+        await dispatch_task(ctx, task)
+    log.info("meta run %s planned %d children", parent.id, len(created))
+    return created
+
+
+async def on_child_finished(ctx: Context, run: Run) -> None:
+    if not run.parent_run_id:
+        return
+    await ctx.publisher.publish(
+        "run.child_finished",
+        ChildFinished(session_id=run.session_id, run_id=run.id, task_id=run.task_id, status=run.status, summary=run.summary, reason=run.reason),
+        run_id=run.parent_run_id,
+        msg_id=None,
+    )

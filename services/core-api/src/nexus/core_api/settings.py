@@ -1,0 +1,17 @@
+"""core-api settings: every field is read from NEXUS_<FIELD> in main(), nowhere else."""
+
+from nexus.observability.service import CommonSettings
+
+
+class CoreSettings(CommonSettings, kw_only=True):
+    mongodb_url: str = "mongodb://127.0.0.1:27017/"
+    mongodb_db: str = "nexus"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    admin_key: str | None = None
+    admin_key_file: str = ".nexus/admin.key"
+    max_body_bytes: int = 1_048_576
+    max_attempts: int = 3
+    requeue_after_s: float = 30.0  # a queued run whose launch was never confirmed is commanded again
+    sse_keepalive_s: float = 15.0
+    approval_ttl_s: int = 3600

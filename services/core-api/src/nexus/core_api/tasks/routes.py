@@ -1,0 +1,59 @@
+from typing import Annotated
+
+from litestar import Controller, Request, get, patch, post
+from litestar.params import Parameter
+
+from nexus.core_api.audit.service import record
+from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.context import Context
+from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.runs.dispatch import dispatch_task
+from nexus.core_api.tasks import service
+from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
+from nexus.db.documents import Task
+from nexus.domain.tasks import TaskStatus
+
+
+class TaskController(Controller):
+    path = "/v1/tasks"
+    tags = ["tasks"]
+
+    @post("/", guards=[MANAGE_WORK])
+    async def create_task(self, request: Request, data: TaskCreate) -> TaskOut:
+        ctx: Context = request.app.state.ctx
+        task = await service.create(ctx, data, actor=request.user.key_id)
+        await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
+        await dispatch_task(ctx, task)
+        return service.to_out(await service.get(task.id))
+
+    @get("/", guards=[READ])
+    async def list_tasks(
+        self,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        status: Annotated[TaskStatus | None, Parameter(description="filter by status")] = None,
+        goal_id: str | None = None,
+        assignee_agent_id: str | None = None,
+    ) -> Page[TaskOut]:
+        filters = {k: v for k, v in {"status": status, "goal_id": goal_id, "assignee_agent_id": assignee_agent_id}.items() if v}
+        docs, nxt = await page_of(Task, filters, limit, cursor)
+        return Page([service.to_out(d) for d in docs], nxt)
+
+    @get("/{task_id:str}", guards=[READ])
+    async def get_task(self, task_id: str) -> TaskOut:
+        return service.to_out(await service.get(task_id))
+
+    @patch("/{task_id:str}", guards=[MANAGE_WORK])
+    async def update_task(self, request: Request, task_id: str, data: TaskUpdate) -> TaskOut:
+        task = await service.update(task_id, data)
+        await record(request.user, "task.update", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
+        return service.to_out(task)
+
+    @post("/{task_id:str}/status", guards=[MANAGE_WORK])
+    async def move_task(self, request: Request, task_id: str, data: TaskMove) -> TaskOut:
+        ctx: Context = request.app.state.ctx
+        task = await service.move(ctx, task_id, TaskStatus(data.status))
+        await record(request.user, f"task.{data.status}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
+        if task.status == TaskStatus.READY.value:
+            await dispatch_task(ctx, task)
+        return service.to_out(await service.get(task.id))

@@ -1,0 +1,176 @@
+"""The local runtime: agent-runner as a child process in its own process group and workspace, with
+CPU, memory and open-file limits, a scrubbed environment, and kill-on-cancel of the whole group."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+
+from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
+
+log = logging.getLogger("nexus.worker.local")
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "NEXUS_TOOLS_DIR")
+
+
+def _limits(memory_mb: int, open_files: int, cpu_s: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+
+    return apply
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive; /proc tells.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class LocalProcessRuntime:
+    name = "local"
+
+    def __init__(
+        self,
+        workspaces_dir: Path,
+        *,
+        parent_env: dict[str, str],
+        memory_mb: int = 2048,
+        open_files: int = 1024,
+        cpu_seconds: int = 3600,
+        runner_cmd: list[str] | None = None,
+        kill_grace_s: float = 5.0,
+    ) -> None:
+        self.root = workspaces_dir
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.parent_env = {k: v for k, v in parent_env.items() if k in KEEP_ENV}
+        self.limits = (memory_mb, open_files, cpu_seconds)
+        self.runner_cmd = runner_cmd or [sys.executable, "-m", "nexus.agent_runner.main"]
+        self.kill_grace_s = kill_grace_s
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def _pid(self, run_id: str) -> int | None:
+        try:
+            return int((self.run_dir(run_id) / "runner.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def start_run(self, request: RunRequest) -> RunHandle:
+        d = self.run_dir(request.run_id)
+        attempt_dir = d / f"attempt-{request.attempt}"
+        existing = self._pid(request.run_id)
+        if existing and pid_alive(existing) and (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
+            return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing))
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        (attempt_dir / "home").mkdir(exist_ok=True)
+        config_path = attempt_dir / "run-config.json"
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.encode(request.config))
+        env = {
+            **self.parent_env,
+            "HOME": str(attempt_dir / "home"),
+            "NEXUS_RUN_CONFIG": str(config_path),
+            "NEXUS_WORKSPACE": str(attempt_dir / "workspace"),
+            "NEXUS_STATE_DIR": str(attempt_dir / "state"),
+            "NEXUS_ATTEMPT": str(request.attempt),
+            **request.env,
+        }
+        log_file = open(attempt_dir / "runner.log", "ab")  # noqa: SIM115 — owned by the child
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.runner_cmd,
+                cwd=str(attempt_dir),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_limits(*self.limits),
+            )
+        except OSError as exc:
+            raise RuntimeError_(f"cannot start agent-runner: {exc}", transient=exc.errno in (11, 12, 23, 24)) from exc
+        finally:
+            log_file.close()
+        (d / "runner.pid").write_text(str(proc.pid))
+        (d / "attempt").write_text(str(request.attempt))
+        self._procs[request.run_id] = proc
+        return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(proc.pid))
+
+    async def wait(self, run_id: str) -> int | None:
+        """The exit code of a process this worker started; None for one it only adopted."""
+        proc = self._procs.get(run_id)
+        if proc is not None:
+            code = await proc.wait()
+            self._procs.pop(run_id, None)
+            return code
+        pid = self._pid(run_id)
+        while pid and pid_alive(pid):
+            await asyncio.sleep(0.5)
+        return None
+
+    async def cancel_run(self, run_id: str) -> None:
+        pid = self._pid(run_id)
+        if not pid or not pid_alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.kill_grace_s
+        while pid_alive(pid) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+    async def get_logs(self, run_id: str) -> list[str]:
+        d = self.run_dir(run_id)
+        attempt = (d / "attempt").read_text() if (d / "attempt").exists() else "1"
+        path = d / f"attempt-{attempt}" / "runner.log"
+        if not path.exists():
+            return []
+        return path.read_text(errors="replace").splitlines()
+
+    async def status(self, run_id: str) -> RuntimeStatus:
+        proc = self._procs.get(run_id)
+        if proc is not None and proc.returncode is not None:
+            return RuntimeStatus(phase="succeeded" if proc.returncode == 0 else "failed", exit_code=proc.returncode)
+        pid = self._pid(run_id)
+        if pid and pid_alive(pid):
+            return RuntimeStatus(phase="running")
+        return RuntimeStatus(phase="missing")
+
+    async def list_runs(self) -> list[str]:
+        out = []
+        for d in self.root.iterdir() if self.root.exists() else []:
+            pid = self._pid(d.name)
+            if pid and pid_alive(pid):
+                out.append(d.name)
+        return out
+
+    async def cleanup(self, run_id: str) -> None:
+        await self.cancel_run(run_id)
+        self._procs.pop(run_id, None)
+        with contextlib.suppress(OSError):
+            (self.run_dir(run_id) / "runner.pid").unlink()
+
+    def purge(self, run_id: str) -> None:
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)

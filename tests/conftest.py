@@ -1,0 +1,39 @@
+"""Shared fixtures. Servers are real: nats-server -js and FerretDB, started once per test session
+on free ports with throw-away data dirs (or taken from NEXUS_TEST_NATS_URL / NEXUS_TEST_MONGODB_URL)."""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nexus.dev.servers import start_ferretdb, start_nats
+
+
+@pytest.fixture(scope="session")
+def servers_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="nexus-test-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nats_url(servers_dir: Path) -> Iterator[str]:
+    if url := os.environ.get("NEXUS_TEST_NATS_URL"):
+        yield url
+        return
+    server = start_nats(servers_dir / "nats", log_path=servers_dir / "nats.log")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(servers_dir: Path) -> Iterator[str]:
+    if url := os.environ.get("NEXUS_TEST_MONGODB_URL"):
+        yield url
+        return
+    server = start_ferretdb(servers_dir / "ferretdb", log_path=servers_dir / "ferretdb.log")
+    yield server.url
+    server.stop()

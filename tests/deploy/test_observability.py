@@ -1,0 +1,246 @@
+"""deploy/grafana and deploy/prometheus: dashboards that query only metrics the services
+export, alert rules that parse, fire when they should and stay quiet otherwise, and a
+local scrape config that finds every service on its port."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
+PROMETHEUS = REPO / "deploy" / "prometheus"
+
+# The metric names the services export: the contract the dashboards and rules are
+# written against.
+NEXUS_METRICS = {
+    "nexus_http_requests_total",
+    "nexus_http_request_duration_seconds",
+    "nexus_runs_total",
+    "nexus_run_duration_seconds",
+    "nexus_dispatch_latency_seconds",
+    "nexus_runs_active",
+    "nexus_consumer_messages_total",
+    "nexus_dlq_messages_total",
+    "nexus_kernel_mailbox_depth",
+    "nexus_llm_tokens_total",
+}
+HISTOGRAMS = {"nexus_http_request_duration_seconds", "nexus_run_duration_seconds", "nexus_dispatch_latency_seconds"}
+# Consumer lag is JetStream's own number, exported by the NATS exporter sidecar in
+# k8s/infra/nats.yaml: no service can see another consumer's backlog.
+NATS_EXPORTER_METRICS = {"jetstream_consumer_num_pending", "jetstream_consumer_num_ack_pending"}
+DASHBOARD_METRICS = NEXUS_METRICS | NATS_EXPORTER_METRICS
+RULE_METRICS = NEXUS_METRICS | {"up"}
+
+EXPECTED_ALERTS = {
+    "NexusRunFailureRateHigh",
+    "NexusRunsLost",
+    "NexusDispatchLatencyHigh",
+    "NexusDeadLetterQueueNotEmpty",
+    "NexusServiceDown",
+}
+# The local stack's metrics ports (`make run`); agent-runner runs are not scraped.
+LOCAL_TARGETS = {
+    "core-api": "127.0.0.1:9101",
+    "worker": "127.0.0.1:9102",
+    "board-sync": "127.0.0.1:9104",
+    "telegram-gateway": "127.0.0.1:9105",
+}
+
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
+PROMQL_KEYWORDS |= {"offset", "bool", "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (histogram series by their base name)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    e = re.sub(r"\{[^}]*\}", "", e)  # label matchers
+    e = re.sub(r"\[[^\]]*\]", "", e)  # ranges, including $__rate_interval
+    e = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*", e):
+        word = match.group()
+        if e[match.end() :].lstrip().startswith("(") or word.lower() in PROMQL_KEYWORDS:
+            continue  # a function call or an operator
+        base = re.sub(r"_(?:bucket|sum|count)$", "", word)
+        names.add(base if base in HISTOGRAMS else word)
+    return names
+
+
+def dashboards() -> list[Path]:
+    return sorted(DASHBOARDS.glob("*.json"))
+
+
+def panels(dashboard: dict) -> list[dict]:
+    """Every panel, rows' nested panels included."""
+    out = []
+    for panel in dashboard.get("panels", []):
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def exprs(dashboard: dict) -> list[str]:
+    return [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
+
+
+def rules() -> list[dict]:
+    doc = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+# ---------------------------------------------------------------- the PromQL reader
+
+
+def test_metric_names_finds_metrics_and_only_metrics():
+    expr = (
+        'histogram_quantile(0.99, sum by (route, le) (rate(nexus_http_request_duration_seconds_bucket{status=~"5.."}'
+        "[$__rate_interval]))) / on (job) group_left sum without (instance) (node_cpu_seconds_total offset 5m) > 1e3"
+    )
+    assert metric_names(expr) == {"nexus_http_request_duration_seconds", "node_cpu_seconds_total"}
+    assert metric_names("up == 0 or absent(up{job=\"worker\"})") == {"up"}
+
+
+# ---------------------------------------------------------------- dashboards
+
+
+def test_there_is_an_overview_dashboard():
+    assert "nexus-overview.json" in [p.name for p in dashboards()]
+
+
+@pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
+def test_dashboard_is_grafana_json(path):
+    dashboard = json.loads(path.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    variables = {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], f"{panel['title']}: no query"
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), f"{panel['title']}: refIds repeat"
+        uid = panel["datasource"]["uid"]
+        if uid.startswith("$"):
+            assert variables[uid.strip("${}")]["type"] == "datasource"
+
+
+@pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
+def test_dashboard_queries_only_exported_metrics(path):
+    dashboard = json.loads(path.read_text())
+    for expr in exprs(dashboard):
+        assert metric_names(expr), f"no metric in {expr!r}"
+        assert metric_names(expr) <= DASHBOARD_METRICS, expr
+
+
+def test_overview_shows_every_metric_and_view():
+    dashboard = json.loads((DASHBOARDS / "nexus-overview.json").read_text())
+    queries = exprs(dashboard)
+    used = set().union(*(metric_names(q) for q in queries))
+    assert used == DASHBOARD_METRICS
+
+    def has(metric: str, *fragments: str) -> bool:
+        return any(metric in q and all(f in q for f in fragments) for q in queries)
+
+    assert has("nexus_runs_total", "by (status)")
+    for histogram in ("nexus_run_duration_seconds", "nexus_dispatch_latency_seconds"):
+        assert has(histogram, "histogram_quantile(0.5,") and has(histogram, "histogram_quantile(0.99,")
+    assert has("nexus_http_requests_total", "by (route)")
+    assert has("nexus_http_requests_total", "by (route)", 'status=~"5.."')
+    assert has("nexus_http_request_duration_seconds", "by (route, le)")
+    assert has("jetstream_consumer_num_pending", "consumer_name")
+
+
+def test_grafana_in_kubernetes_opens_on_a_dashboard_that_exists():
+    grafana = [
+        d for d in yaml.safe_load_all((REPO / "k8s" / "infra" / "grafana.yaml").read_text()) if d["kind"] == "Deployment"
+    ][0]
+    env = {e["name"]: e.get("value") for e in grafana["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (DASHBOARDS / Path(env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).name).exists()
+
+
+# ---------------------------------------------------------------- alert rules
+
+
+def test_rules_define_the_expected_alerts():
+    names = [r["alert"] for r in rules()]
+    assert len(names) == len(set(names))
+    assert set(names) == EXPECTED_ALERTS
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
+def test_rule_is_complete_and_uses_exported_metrics(rule):
+    assert rule["labels"]["severity"] in {"warning", "critical"}
+    assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    if "for" in rule:
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+    assert metric_names(rule["expr"]) and metric_names(rule["expr"]) <= RULE_METRICS, rule["expr"]
+
+
+def test_service_down_watches_every_scraped_service():
+    (rule,) = [r for r in rules() if r["alert"] == "NexusServiceDown"]
+    (alternatives,) = re.findall(r'up\{job=~"([^"]+)"\}', rule["expr"])
+    assert set(alternatives.split("|")) == set(LOCAL_TARGETS)
+    assert set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', rule["expr"])) == set(LOCAL_TARGETS)
+    deployments = {
+        d["metadata"]["name"]
+        for path in (REPO / "k8s" / "base").glob("*.yaml")
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d.get("kind") == "Deployment"
+    }
+    assert deployments == set(LOCAL_TARGETS)
+
+
+def test_rules_fire_when_they_should_and_not_otherwise():
+    """rules_test.yml feeds each alert series that must fire it and series that must not."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    result = subprocess.run(
+        [promtool, "test", "rules", "rules_test.yml"], cwd=PROMETHEUS, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- scrape configs
+
+
+def test_local_scrape_config_finds_every_service_on_its_port():
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]] for job in config["scrape_configs"]
+    }
+    assert targets == {job: [target] for job, target in LOCAL_TARGETS.items()}
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS / rule_file).exists()
+
+
+def test_kubernetes_prometheus_reads_rules_where_they_are_mounted():
+    docs = list(yaml.safe_load_all((REPO / "k8s" / "infra" / "prometheus.yaml").read_text()))
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    config = yaml.safe_load(config_map["data"]["prometheus.yml"])
+    mounts = {m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert config["rule_files"] == [mounts["rules"] + "/*.yml"]
+    # The Tiltfile names the rules file's ConfigMap key after the file: it must match the glob.
+    assert (PROMETHEUS / "rules.yml").suffix == ".yml"
+
+
+def test_consumer_lag_has_a_source_in_kubernetes():
+    """The lag panel reads the NATS exporter: the NATS pods must run it with JetStream
+    metrics on and be annotated so Prometheus scrapes its port."""
+    (nats,) = [
+        d for d in yaml.safe_load_all((REPO / "k8s" / "infra" / "nats.yaml").read_text()) if d["kind"] == "StatefulSet"
+    ]
+    template = nats["spec"]["template"]
+    (exporter,) = [c for c in template["spec"]["containers"] if "prometheus-nats-exporter" in c["image"]]
+    assert "-jsz=all" in exporter["args"]
+    port = template["metadata"]["annotations"]["prometheus.io/port"]
+    assert {"name": "exporter", "containerPort": int(port)} in exporter["ports"]

@@ -1,0 +1,74 @@
+"""End-to-end fixtures: every service as a real process against the real NATS and FerretDB."""
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nexus.dev.servers import free_port
+from nexus.dev.stack import SERVICES, Stack
+
+
+@pytest.fixture
+def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
+    home = tmp_path / "nexus"
+    s = Stack(
+        home=home, nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
+        metrics_ports={name: free_port() for name in SERVICES}, log_dir=tmp_path,
+        env={
+            "NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}",
+            "NEXUS_ADMIN_KEY": "nxk_e2e_admin_" + uuid.uuid4().hex,
+            "NEXUS_HEARTBEAT_TIMEOUT_S": "20",
+            "NEXUS_SWEEP_INTERVAL_S": "1",
+        },
+    )
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest when the test fails
+            print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-6000:]}")
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def bare_repo(tmp_path: Path) -> Path:
+    """A bare repository with one commit on main, standing in for the team's remote."""
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    seed = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(bare), str(seed))
+    (seed / "README.md").write_text("# demo\n")
+    git(seed, "add", ".")
+    git(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    return bare
+
+
+async def wait_for(api: httpx.AsyncClient, path: str, predicate, *, attempts: int = 600, every_s: float = 0.1) -> dict:
+    """Poll until predicate(body) holds; the bound is a count of polls, not an assertion on time."""
+    body: dict = {}
+    for _ in range(attempts):
+        r = await api.get(path)
+        r.raise_for_status()
+        body = r.json()
+        if predicate(body):
+            return body
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"{path} never reached the expected state; last: {body}")

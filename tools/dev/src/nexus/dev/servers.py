@@ -1,0 +1,100 @@
+"""Start and stop nats-server (JetStream) and FerretDB (SQLite handler) as child processes."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+def tools_dir() -> Path:
+    return Path(os.environ.get("NEXUS_TOOLS_DIR", Path.home() / ".cache/nexus/bin"))
+
+
+def find_tool(name: str) -> str:
+    candidate = tools_dir() / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"{name} not found in {tools_dir()} or PATH; run scripts/install-tools.sh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host: str, port: int, timeout_s: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
+
+
+@dataclass
+class Managed:
+    name: str
+    proc: subprocess.Popen
+    url: str
+    log: IO | None = field(default=None, repr=False)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+
+
+def _spawn(args: list[str], log_path: Path | None) -> tuple[subprocess.Popen, IO | None]:
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 — closed by Managed.stop
+    out = log if log else subprocess.DEVNULL
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Managed:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [find_tool("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data_dir)]
+    proc, log = _spawn(args, log_path)
+    wait_port("127.0.0.1", port, proc=proc)
+    return Managed("nats", proc, f"nats://127.0.0.1:{port}", log)
+
+
+def start_ferretdb(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Managed:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        find_tool("ferretdb"),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data_dir}/",
+        f"--listen-addr=127.0.0.1:{port}",
+        "--telemetry=disable",
+        "--log-level=warn",
+        "--debug-addr=-",
+        "--state-dir=" + str(data_dir),
+    ]
+    proc, log = _spawn(args, log_path)
+    wait_port("127.0.0.1", port, proc=proc)
+    return Managed("ferretdb", proc, f"mongodb://127.0.0.1:{port}/", log)

@@ -1,0 +1,177 @@
+"""The whole system on one machine: nats-server, FerretDB and the services as processes, their logs
+multiplexed with a service prefix. `make run` uses it; so do the end-to-end tests."""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from nexus.dev.servers import Managed, free_port, start_ferretdb, start_nats, wait_port
+
+SERVICES = {
+    "core-api": "nexus.core_api.main",
+    "worker": "nexus.worker.main",
+    "board-sync": "nexus.board_sync.main",
+    "telegram-gateway": "nexus.telegram_gateway.main",
+}
+METRICS_PORTS = {"core-api": 9101, "worker": 9102, "board-sync": 9104, "telegram-gateway": 9105}
+COLORS = {"core-api": 36, "worker": 33, "board-sync": 35, "telegram-gateway": 32, "nats": 34, "ferretdb": 31}
+
+
+def _pump(name: str, stream: IO[bytes], sink: IO[str], color: bool) -> None:
+    prefix = f"\x1b[{COLORS.get(name, 37)}m{name:>16}\x1b[0m | " if color else f"{name:>16} | "
+    for raw in iter(stream.readline, b""):
+        sink.write(prefix + raw.decode(errors="replace"))
+        sink.flush()
+
+
+@dataclass
+class Stack:
+    home: Path
+    nats_url: str | None = None
+    mongodb_url: str | None = None
+    http_port: int = 8080
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(METRICS_PORTS))
+    env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None  # None: multiplex to stdout
+    servers: list[Managed] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.home / "admin.key"
+
+    def start_infra(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        logs = self.log_dir or self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if not self.nats_url:
+            s = start_nats(self.home / "nats", log_path=logs / "nats.log")
+            self.servers.append(s)
+            self.nats_url = s.url
+        if not self.mongodb_url:
+            s = start_ferretdb(self.home / "ferretdb", log_path=logs / "ferretdb.log")
+            self.servers.append(s)
+            self.mongodb_url = s.url
+
+    def service_env(self, name: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k in ("NEXUS_TOOLS_DIR", "NEXUS_ADMIN_KEY")}
+        env.update(
+            NEXUS_NATS_URL=self.nats_url or "",
+            NEXUS_MONGODB_URL=self.mongodb_url or "",
+            NEXUS_METRICS_HOST="127.0.0.1",
+            NEXUS_METRICS_PORT=str(self.metrics_ports[name]),
+            NEXUS_HTTP_PORT=str(self.http_port),
+            NEXUS_ADMIN_KEY_FILE=str(self.admin_key_file),
+            NEXUS_WORKSPACES_DIR=str(self.home / "runs"),
+            NEXUS_SECRETS_DIR=str(self.home / "secrets"),
+            NEXUS_LOG_FORMAT=os.environ.get("NEXUS_LOG_FORMAT", "text"),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env)
+        return env
+
+    def start_service(self, name: str) -> subprocess.Popen:
+        if self.log_dir:
+            out: IO | int = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+        else:
+            out = subprocess.PIPE
+        proc = subprocess.Popen(
+            [sys.executable, "-m", SERVICES[name]], env=self.service_env(name), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if out is subprocess.PIPE:
+            threading.Thread(target=_pump, args=(name, proc.stdout, sys.stdout, sys.stdout.isatty()), daemon=True).start()
+        self.procs[name] = proc
+        return proc
+
+    def start(self, services: list[str] | None = None) -> None:
+        self.start_infra()
+        for name in services or list(SERVICES):
+            self.start_service(name)
+        if "core-api" in self.procs:
+            wait_port("127.0.0.1", self.http_port, timeout_s=60, proc=self.procs["core-api"])
+            deadline = time.monotonic() + 30
+            while not self.admin_key_file.exists() and not os.environ.get("NEXUS_ADMIN_KEY") and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_service(name)
+        for s in reversed(self.servers):
+            s.stop()
+        self.servers.clear()
+
+
+def _banner(stack: Stack) -> str:
+    key_hint = "$NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else f"$(cat {stack.admin_key_file})"
+    return f"""
+  Nexus is up.
+    API          {stack.api_url}   (OpenAPI: {stack.api_url}/schema/openapi.json, docs: {stack.api_url}/schema)
+    admin key    {"from NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else stack.admin_key_file}
+    NATS         {stack.nats_url}
+    MongoDB      {stack.mongodb_url}
+    metrics      core-api :9101  worker :9102  board-sync :9104  telegram-gateway :9105
+    agent-runner one process per run, launched by the worker (workspaces in {stack.home / "runs"})
+
+  Try:
+    curl -H "Authorization: Bearer {key_hint}" {stack.api_url}/v1/agents
+
+  Ctrl-C stops everything.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="nexus-dev", description="Run Nexus on this machine.")
+    parser.add_argument("command", choices=["run"], help="run: start everything and follow the logs")
+    parser.add_argument("--home", default=".nexus", help="data directory (git-ignored)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("NEXUS_HTTP_PORT", "8080")))
+    args = parser.parse_args()
+    stack = Stack(
+        home=Path(args.home).resolve(), nats_url=os.environ.get("NEXUS_NATS_URL"), mongodb_url=os.environ.get("NEXUS_MONGODB_URL"),
+        http_port=args.port,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        stack.start()
+        print(_banner(stack), flush=True)
+        while not stopping.is_set():
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                    stopping.set()
+            stopping.wait(0.5)
+    finally:
+        print("\n  stopping Nexus…", flush=True)
+        stack.stop()
+
+
+_ = free_port
