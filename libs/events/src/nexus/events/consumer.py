@@ -50,12 +50,20 @@ def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
     return env, msgspec.json.decode(env.data, type=m.payload)
 
 
+def subject_label(subject: str) -> str:
+    """A metric label without ids: nexus.run.<run_id>.log → nexus.run.*.log."""
+    parts = subject.split(".")
+    if len(parts) > 3 and parts[1] == "run":
+        parts[2] = "*"
+    return ".".join(parts)
+
+
 async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> None:
     body = msg.data.decode("utf-8", errors="replace")
     letter = DeadLetter(original_subject=msg.subject, reason=reason[:2000], consumer=consumer, body=body, deliveries=deliveries)
     env = make_envelope("dlq", letter, source=consumer)
     await js.publish(dlq_subject(msg.subject), encode(env), headers={"Nats-Msg-Id": env.id})
-    DEAD_LETTERS.labels(msg.subject.split(".")[1] if "." in msg.subject else msg.subject).inc()
+    DEAD_LETTERS.labels(subject_label(msg.subject)).inc()
     log.warning("dead-lettered %s from %s: %s", msg.subject, consumer, reason)
 
 

@@ -206,10 +206,11 @@ class Draining:
 
     # ---- leaving ------------------------------------------------------------------------
 
-    def _retire(self, mb: Mailbox, error: KernelError) -> None:
-        """Take `mb` out of the kernel for good: refuse, drop, forget, then run on_stop."""
+    def _retire(self, mb: Mailbox, error: KernelError) -> asyncio.Task[Any] | None:
+        """Take `mb` out of the kernel for good: refuse, drop, forget, then run on_stop
+        (in the background; the returned task, if any, ends when on_stop has)."""
         if mb.task is STOPPED:
-            return
+            return None
         self._supervisor.cancel_restart(mb)
         mb.accepting = False
         self._unlinger(mb)
@@ -222,8 +223,7 @@ class Draining:
         if self._remote is not None:
             self._remote.unexpose(mb.id)
         hook = getattr(mb.agent, "on_stop", None)
-        if hook is not None:
-            self._background(hook(), f"on_stop of {mb.id}")
+        return self._background(hook(), f"on_stop of {mb.id}") if hook is not None else None
 
     def _drop(self, mb: Mailbox, error: KernelError) -> int:
         dropped = mb.take_all()

@@ -42,9 +42,12 @@ async def stop_agent(kernel: Kernel, agent_id: str, mode: str, deadline: float) 
 
 
 async def _stop(kernel: Kernel, mb: Mailbox, deadline: float) -> None:
+    end = kernel._loop.time() + deadline
     try:
         await _finish(kernel, [mb], deadline)
-        kernel._retire(mb, MailboxClosed(mb.id, "agent stopped"))
+        on_stop = kernel._retire(mb, MailboxClosed(mb.id, "agent stopped"))
+        if on_stop is not None:
+            await asyncio.wait([on_stop], timeout=max(end - kernel._loop.time(), STOP_HOOK_GRACE))
         log.info("agent %s stopped", mb.id)
     finally:
         assert mb.stopping is not None

@@ -1,0 +1,118 @@
+"""The bus against a real JetStream: dedupe by envelope id, dead letters, bounded redelivery."""
+
+import asyncio
+import uuid
+
+import msgspec
+import pytest
+
+from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.events.catalog import DLQ_STREAM, RUNS_STREAM
+from nexus.events.consumer import Delivery, Poison, consume
+from nexus.events.envelope import decode_raw
+from nexus.events.payloads import DeadLetter, RunLog
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture
+async def js(nats_url):
+    nc = await connect(nats_url, "test-events")
+    js = nc.jetstream()
+    await ensure_streams(js)
+    yield js
+    await nc.drain()
+
+
+async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int) -> list[Delivery]:
+    seen: list[Delivery] = []
+    stop = asyncio.Event()
+
+    async def wrapped(d: Delivery) -> None:
+        seen.append(d)
+        await handler(d)
+
+    task = asyncio.create_task(
+        consume(js, stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}", subject=f"nexus.run.{run_id}.>",
+                handler=wrapped, stop=stop, max_deliver=max_deliver, ack_wait_s=2)
+    )
+    for _ in range(300):
+        if len(seen) >= until:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # let anything extra arrive, so the assertions below would see it
+    stop.set()
+    await task
+    return seen
+
+
+async def _dead_letters(js, subject: str) -> list[DeadLetter]:
+    sub = await js.subscribe(f"nexus.dlq.{subject}", stream=DLQ_STREAM, ordered_consumer=True)
+    out = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=1)
+            out.append(msgspec.json.decode(decode_raw(msg.data).data, type=DeadLetter))
+    except Exception:  # noqa: BLE001 — no more messages
+        pass
+    await sub.unsubscribe()
+    return out
+
+
+async def test_same_envelope_id_is_stored_once(js) -> None:
+    run_id = f"run_{uuid.uuid4().hex}"
+    pub = Publisher(js, "test")
+    env = await pub.publish("run.log", RunLog(message="once"), run_id=run_id)
+    await pub.publish("run.log", RunLog(message="once"), run_id=run_id, msg_id=env.id)
+
+    async def ok(_: Delivery) -> None:
+        return None
+
+    seen = await _collect(js, run_id, ok, until=1)
+    assert [d.payload.message for d in seen] == ["once"]
+
+
+async def test_undecodable_message_goes_to_dead_letter_and_consumer_keeps_running(js) -> None:
+    run_id = f"run_{uuid.uuid4().hex}"
+    subject = f"nexus.run.{run_id}.log"
+    await js.publish(subject, b"{not json")
+    await Publisher(js, "test").publish("run.log", RunLog(message="after the poison"), run_id=run_id)
+
+    async def ok(_: Delivery) -> None:
+        return None
+
+    seen = await _collect(js, run_id, ok, until=1)
+    assert [d.payload.message for d in seen] == ["after the poison"]
+    (letter,) = await _dead_letters(js, subject)
+    assert letter.reason.startswith("undecodable") and letter.body == "{not json"
+
+
+async def test_failing_handler_is_retried_then_dead_lettered(js) -> None:
+    run_id = f"run_{uuid.uuid4().hex}"
+    await Publisher(js, "test").publish("run.log", RunLog(message="boom"), run_id=run_id)
+
+    async def fail(_: Delivery) -> None:
+        raise RuntimeError("handler broke")
+
+    seen = await _collect(js, run_id, fail, max_deliver=3, until=3)
+    assert [d.deliveries for d in seen] == [1, 2, 3]
+    (letter,) = await _dead_letters(js, f"nexus.run.{run_id}.log")
+    assert "failed 3 times" in letter.reason and "handler broke" in letter.reason
+
+
+async def test_poison_skips_retries(js) -> None:
+    run_id = f"run_{uuid.uuid4().hex}"
+    await Publisher(js, "test").publish("run.log", RunLog(message="never valid"), run_id=run_id)
+
+    async def reject(_: Delivery) -> None:
+        raise Poison("not for us")
+
+    seen = await _collect(js, run_id, reject, until=1)
+    assert len(seen) == 1
+    (letter,) = await _dead_letters(js, f"nexus.run.{run_id}.log")
+    assert letter.reason == "rejected: not for us"
+
+
+async def test_publish_refuses_a_payload_of_the_wrong_type(js) -> None:
+    with pytest.raises(TypeError):
+        await Publisher(js, "test").publish("run.heartbeat", RunLog(message="x"), run_id="run_x")

@@ -1,0 +1,16 @@
+"""Answers with its pid; dies (exit code 3, no goodbye) when told "crash"."""
+
+import os
+
+import _path  # noqa: F401
+from nexus_bridge import Agent, run
+
+
+class Crashy(Agent):
+    async def handle(self, message):
+        if message.payload == "crash":
+            os._exit(3)
+        return {"pid": os.getpid(), "echo": message.payload}
+
+
+run(Crashy("crashy"))

@@ -1,0 +1,5 @@
+"""Never registers."""
+
+import time
+
+time.sleep(3600)
