@@ -14,9 +14,7 @@ LATENCY = Histogram(
 
 
 def _route(scope: Scope) -> str:
-    handler = scope.get("route_handler")
-    paths = getattr(handler, "paths", None)
-    return next(iter(paths)) if paths else "unmatched"
+    return scope.get("path_template") or "unmatched"  # type: ignore[return-value]
 
 
 class HttpMetricsMiddleware(ASGIMiddleware):

@@ -51,16 +51,19 @@ class Stack:
     def admin_key_file(self) -> Path:
         return self.home / "admin.key"
 
+    nats_port: int | None = None
+    mongodb_port: int | None = None
+
     def start_infra(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         logs = self.log_dir or self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
-            s = start_nats(self.home / "nats", log_path=logs / "nats.log")
+            s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log")
             self.servers.append(s)
             self.nats_url = s.url
         if not self.mongodb_url:
-            s = start_ferretdb(self.home / "ferretdb", log_path=logs / "ferretdb.log")
+            s = start_ferretdb(self.home / "ferretdb", port=self.mongodb_port, log_path=logs / "ferretdb.log")
             self.servers.append(s)
             self.mongodb_url = s.url
 
@@ -129,6 +132,18 @@ class Stack:
         self.servers.clear()
 
 
+def _port_or_free(preferred: int) -> int:
+    """The well-known port when nothing listens there, otherwise any free one."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
 def _banner(stack: Stack) -> str:
     key_hint = "$NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else f"$(cat {stack.admin_key_file})"
     return f"""
@@ -155,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     stack = Stack(
         home=Path(args.home).resolve(), nats_url=os.environ.get("NEXUS_NATS_URL"), mongodb_url=os.environ.get("NEXUS_MONGODB_URL"),
-        http_port=args.port,
+        http_port=args.port, nats_port=_port_or_free(4222), mongodb_port=_port_or_free(27017),
     )
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -173,5 +188,3 @@ def main() -> None:
         print("\n  stopping Nexus…", flush=True)
         stack.stop()
 
-
-_ = free_port

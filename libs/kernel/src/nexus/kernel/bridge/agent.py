@@ -81,9 +81,10 @@ class BridgeAgent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._registered = loop.create_future()
+        wanted = self.id
         env = dict(os.environ if self.env is None else self.env)
-        if self.id:
-            env[AGENT_ID_ENV] = self.id
+        if wanted:
+            env[AGENT_ID_ENV] = wanted
         label = self.id or self.name
         self.pipes = ChildPipes(self._on_line, self._on_overlong, self._on_exit, label, self.outbox_capacity)
         try:
@@ -103,9 +104,9 @@ class BridgeAgent:
         except TimeoutError:
             await self.on_stop()
             raise BridgeError(self.id or None, f"no register line within {self.register_timeout}s") from None
-        if self.id and reg.id != self.id:
+        if wanted and reg.id != wanted:
             await self.on_stop()
-            raise BridgeError(self.id, f"child registered as {reg.id!r}")
+            raise BridgeError(wanted, f"child registered as {reg.id!r}")
         self.id = reg.id
         self.name = reg.name or self.name
         self.pipes.label = self.id
@@ -169,6 +170,7 @@ class BridgeAgent:
         elif isinstance(item, Register):
             if self._registered is not None and not self._registered.done():
                 self._registered.set_result(item.payload)
+                self.id = self.id or item.payload.id  # name reports about lines that follow at once
             else:
                 self._malformed("register sent twice")
         elif isinstance(item, ErrorLine):

@@ -121,6 +121,18 @@ class Hypervisor:
                 result = ToolResult(ok=False, error=f"refused ({refusal.reason}): {detail}" if detail else f"refused ({refusal.reason})")
             return ToolResult(ok=result.ok, output=self._mask(result.output), error=self._mask(result.error))
 
+    async def gate(self, action: str, detail: str) -> str:
+        """The runner's own gated actions (merge, push to the default branch), asked for and
+        recorded like a tool's: returns "" when approved, else the recorded reason why not."""
+        async with self._lock:
+            try:
+                await self._ask(action, detail)
+            except Refused as refusal:
+                why = self._mask(refusal.detail)[:_DETAIL_CHARS]
+                await self._record(RefusedChange(tool=action[:200], reason=refusal.reason, detail=why, timestamp=now_iso()))
+                return f"refused ({refusal.reason}): {why}"
+            return ""
+
     # --- plumbing --------------------------------------------------------------------------
 
     def _offers(self, name: str) -> bool:
@@ -417,6 +429,8 @@ class Hypervisor:
             raise Refused("not-permitted", "spawn_child is only for meta sessions")
         targets = [self._ws.resolve(path, writing=True) for path in args.target_files]
         request = {"title": args.title, "description": args.description, "target_files": targets}
+        if args.agent:
+            request["agent"] = args.agent
         try:
             result = await self._spawner(request)
         except Exception as exc:  # the spawner's failure is the model's answer, and on the record

@@ -85,6 +85,7 @@ class SpawnChildArgs(_Args):
     title: Annotated[str, Doc(min_length=1)]
     description: str = ""
     target_files: Annotated[list[RelPath], Doc(description="Files the child session will write.")] = msgspec.field(default_factory=list)
+    agent: Annotated[str, Doc(min_length=1, max_length=120, description="The agent (id or name) to run the child; default: this one.")] | None = None
 
 
 class FinishArgs(_Args):

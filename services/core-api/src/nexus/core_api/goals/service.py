@@ -1,9 +1,43 @@
 """Goals: a lead's intent. A goal with a meta agent starts a meta session that plans child tasks."""
 
 from nexus.core_api.context import Context
-from nexus.db.documents import Goal
+from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.goals.schemas import GoalOut
+from nexus.core_api.schemas import iso
+from nexus.db.documents import Agent, Goal, Repository
 from nexus.domain.ids import new_id
 from nexus.events.payloads import CreateGoal, GoalChanged
+
+
+def to_out(g: Goal) -> GoalOut:
+    return GoalOut(
+        id=g.id, title=g.title, description=g.description, status=g.status, meta_agent_id=g.meta_agent_id,
+        repository_id=g.repository_id, meta_run_id=g.meta_run_id, created_by=g.created_by,
+        created_at=iso(g.created_at), updated_at=iso(g.updated_at),
+    )
+
+
+async def get(goal_id: str) -> Goal:
+    doc = await Goal.get(goal_id)
+    if doc is None:
+        raise not_found("goal", goal_id)
+    return doc
+
+
+async def resolve_refs(meta_agent: str | None, repository: str | None) -> tuple[str | None, str | None]:
+    """Names or ids in, ids out; a reference to nothing is the caller's mistake, named by field."""
+    agent_id = repo_id = None
+    if meta_agent:
+        agent = await Agent.get(meta_agent) or await Agent.find_one({"name": meta_agent})
+        if agent is None or agent.deleted:
+            raise DomainError(422, f"agent {meta_agent!r} does not exist", field="meta_agent")
+        agent_id = agent.id
+    if repository:
+        repo = await Repository.get(repository) or await Repository.find_one({"name": repository})
+        if repo is None or repo.deleted:
+            raise DomainError(422, f"repository {repository!r} does not exist", field="repository")
+        repo_id = repo.id
+    return agent_id, repo_id
 
 
 async def create_goal(ctx: Context, title: str, description: str, *, created_by: str, meta_agent_id: str | None = None,

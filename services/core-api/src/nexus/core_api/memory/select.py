@@ -28,20 +28,25 @@ def rank(items: list[MemoryItem], query: str) -> list[MemoryItem]:
     return [items[i] for i in order]
 
 
-def within_budget(items: list[MemoryItem], policy: MemoryPolicy) -> list[str]:
-    out: list[str] = []
+def within_budget(items: list[MemoryItem], policy: MemoryPolicy) -> list[MemoryItem]:
+    out: list[MemoryItem] = []
     used = 0
     for m in items:
         if len(out) >= policy.max_items:
             break
         if used + len(m.content) > policy.max_chars:
             continue
-        out.append(m.content)
+        out.append(m)
         used += len(m.content)
     return out
 
 
 async def select_memory(policy: MemoryPolicy, *, agent_id: str, repository_id: str | None, query: str) -> list[str]:
+    """The contents a run config carries."""
+    return [m.content for m in await select_items(policy, agent_id=agent_id, repository_id=repository_id, query=query)]
+
+
+async def select_items(policy: MemoryPolicy, *, agent_id: str, repository_id: str | None, query: str) -> list[MemoryItem]:
     clauses = []
     if "agent" in policy.scopes:
         clauses.append({"scope": "agent", "scope_id": agent_id})
