@@ -1,0 +1,1 @@
+"""Benchmarks of libs/kernel against raw asyncio, raw pipes and raw nats-py (issue 6)."""

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -30,6 +31,8 @@ import uuid
 COMMAND, EVENT, QUERY, RESPONSE = "Command", "Event", "Query", "Response"
 AGENT_ID_ENV = "NEXUS_AGENT_ID"
 _ids = itertools.count(1)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
 _PREFIX = uuid.uuid4().hex[:12]
 
 
@@ -54,17 +57,29 @@ class Message:
 
     @classmethod
     def from_wire(cls, d):
-        return cls(d["from"], d["to"], d["kind"], d.get("payload"), d.get("id"), d.get("timestamp"),
-                   d.get("conversation_id"), d.get("reply_to"), d.get("trace_id"))
+        m = cls.__new__(cls)
+        m.from_ = d["from"]
+        m.to = d["to"]
+        m.kind = d["kind"]
+        get = d.get
+        m.payload = get("payload")
+        m.id = get("id") or new_id()
+        m.timestamp = get("timestamp") or time.time()
+        m.conversation_id = get("conversation_id")
+        m.reply_to = get("reply_to")
+        m.trace_id = get("trace_id")
+        return m
 
     def to_wire(self):
         d = {"id": self.id, "timestamp": self.timestamp, "from": self.from_, "to": self.to, "kind": self.kind}
         if self.payload is not None:
             d["payload"] = self.payload
-        for key in ("conversation_id", "reply_to", "trace_id"):
-            value = getattr(self, key)
-            if value is not None:
-                d[key] = value
+        if self.conversation_id is not None:
+            d["conversation_id"] = self.conversation_id
+        if self.reply_to is not None:
+            d["reply_to"] = self.reply_to
+        if self.trace_id is not None:
+            d["trace_id"] = self.trace_id
         return d
 
     def reply(self, from_, payload=None):
@@ -120,7 +135,7 @@ class Bridge:
     # ---- output -------------------------------------------------------------------------
 
     def _emit(self, kind, payload):
-        self._out.append(json.dumps({"type": kind, "payload": payload}, separators=(",", ":")).encode() + b"\n")
+        self._out.append(_encode({"type": kind, "payload": payload}).encode() + b"\n")
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
@@ -167,7 +182,7 @@ class Bridge:
 
     def _line(self, line):
         try:
-            item = json.loads(line)
+            item = _decode(line.decode())
             kind = item["type"]
             if kind == "message":
                 message = Message.from_wire(item["payload"])
@@ -181,9 +196,18 @@ class Bridge:
                 self._inbox.append(_EOF)
             else:
                 raise ValueError("unknown line type %r" % (kind,))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.malformed += 1
             sys.stderr.write("nexus_bridge: skipping malformed line (%s): %r\n" % (exc, line[:200]))
+
+    def _read_blocking(self):
+        fd = self._stdin.fileno()
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                self._loop.call_soon_threadsafe(self._eof)
+                return
+            self._loop.call_soon_threadsafe(self._data, chunk)
 
     def _eof(self):
         self._inbox.append(_EOF)
@@ -192,32 +216,6 @@ class Bridge:
     def _wake(self):
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
-
-    async def _next(self):
-        while self._inbox_pos >= len(self._inbox):
-            self._inbox.clear()
-            self._inbox_pos = 0
-            self._wakeup = self._loop.create_future()
-            await self._wakeup
-        item = self._inbox[self._inbox_pos]
-        self._inbox_pos += 1
-        return item
-
-    # ---- main loop ----------------------------------------------------------------------
-
-    async def _dispatch(self, message):
-        agent = self.agent
-        try:
-            result = await agent.handle(message)
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            self._emit("error", {"message_id": message.id, "error": "%s: %s" % (type(exc).__name__, exc)})
-            return
-        if result is None:
-            return
-        if not isinstance(result, Message):
-            result = message.reply(agent.id, result)
-        self._emit("response" if result.kind == RESPONSE else "message", result.to_wire())
 
     async def run(self):
         self._loop = loop = asyncio.get_running_loop()
@@ -233,18 +231,39 @@ class Bridge:
             def connection_lost(self, exc):
                 bridge._eof()
 
-        await loop.connect_read_pipe(_Reader, self._stdin)
+        try:
+            await loop.connect_read_pipe(_Reader, self._stdin)
+        except ValueError:  # stdin is a regular file (tests, replays): read it in a thread
+            threading.Thread(target=self._read_blocking, daemon=True).start()
         agent = self.agent
         agent.bridge = self
         self._emit("register", {"id": agent.id, "name": agent.name, "protocol": 1})
         self.flush()
         await agent.on_start(self)
+        handle = agent.handle
         try:
             while True:
-                item = await self._next()
-                if item is _EOF:
+                if self._inbox_pos >= len(self._inbox):  # all handled: wait for more
+                    self._inbox.clear()
+                    self._inbox_pos = 0
+                    self._wakeup = loop.create_future()
+                    await self._wakeup
+                    continue
+                message = self._inbox[self._inbox_pos]
+                self._inbox_pos += 1
+                if message is _EOF:
                     break
-                await self._dispatch(item)
+                try:
+                    result = await handle(message)
+                except Exception as exc:
+                    traceback.print_exc(file=sys.stderr)
+                    self._emit("error", {"message_id": message.id, "error": "%s: %s" % (type(exc).__name__, exc)})
+                    continue
+                if result is None:
+                    continue
+                if not isinstance(result, Message):
+                    result = message.reply(agent.id, result)
+                self._emit("response" if result.kind == RESPONSE else "message", result.to_wire())
         finally:
             await agent.on_stop()
             self.flush()

@@ -283,3 +283,38 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ApiKey,
     AuditEntry,
 ]
+
+
+class Schedule(Document):
+    """A recurring goal or task on a cron expression in a time zone. core-api writes it; the worker
+    reads it to fire occurrences (the command `core.fire_schedule`)."""
+
+    id: str
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    kind: str  # task | goal
+    template: dict[str, Any]  # what each occurrence creates: title, description, assignee/meta agent, repository…
+    overlap: str = "skip"  # skip | enqueue | coalesce, when the previous occurrence is still running
+    missed: str = "skip"  # skip | catch_up, for occurrences that passed while nothing was firing
+    catch_up_limit: int = 10
+    max_queued: int = 10
+    enabled: bool = True
+    deleted: bool = False
+    anchor_at: datetime = Field(default_factory=now)  # occurrences before this never fire
+    last_occurrence_at: datetime | None = None  # the latest occurrence core-api has handled
+    active_item_id: str | None = None  # the task/goal of the latest started occurrence
+    pending: list[datetime] = Field(default_factory=list)  # occurrences waiting for the active one to end
+    fired_count: int = 0
+    skipped_count: int = 0
+    version: int = 0
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "schedules"
+        indexes = [pymongo.IndexModel([("name", 1)], unique=True), pymongo.IndexModel([("enabled", 1)])]
+
+
+ALL_DOCUMENTS.append(Schedule)

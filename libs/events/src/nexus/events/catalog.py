@@ -61,6 +61,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
     _cmd("core.create_goal", p.CreateGoal, "A gateway asks core-api to create a goal."),
     _cmd("core.decide_approval", p.DecideApproval, "A gateway relays a lead's approve/reject."),
     _cmd("core.plan_children", p.PlanChildren, "A meta session sends its child tasks (meta-plan.json)."),
+    _cmd("core.fire_schedule", p.FireSchedule, "The worker's clock fires one occurrence of a schedule."),
     _run("status", p.RunStatusChanged, "The runner's view of the run: running, waiting_approval, final."),
     _run("log", p.RunLog, "A log line from the runner."),
     _run("llm", p.LLMCalled, "One model call: tokens, cost, tool calls asked for."),

@@ -225,3 +225,13 @@ class DeadLetter(Payload):
     consumer: str
     body: str
     deliveries: int = 1
+
+
+class FireSchedule(Payload):
+    """The worker's clock says an occurrence of a schedule is due. `occurrence_id` is deterministic
+    (schedule id + occurrence time) and doubles as the Nats-Msg-Id, so firing twice changes nothing."""
+
+    schedule_id: str
+    occurrence_at: str  # ISO 8601, UTC
+    occurrence_id: str
+    late: bool = False  # a missed occurrence fired by catch-up

@@ -248,7 +248,9 @@ class Kernel(Draining):
 
     async def receive(self, message: Message) -> None:
         """Deliver a message that arrived from another process: local agents only, send semantics."""
-        if not self._deliver_nowait(message):
+        if message.reply_to is not None and self._resolve_ask(message):
+            return  # a reply to one of our asks gets in even while we shut down
+        if not (self._accepting and self._deliver_nowait(message)):
             await self._send_slow(message, self._send_timeout, remote=False)
 
     async def connect_nats(self, nc: Any, *, margin: float = 1.0) -> NatsRemote:

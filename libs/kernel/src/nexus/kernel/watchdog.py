@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 MIN_PERIOD = 0.005
 MAX_PERIOD = 1.0
-REAP_SLICE = 256
-REAP_PAUSE = 0.001
+SLICE = 2048  # mailboxes looked at per step of a sweep
+PAUSE = 0.001  # between slices of lingering drains being ended
 
 
 def period_for(handle_timeout: float) -> float:
@@ -33,7 +33,7 @@ def period_for(handle_timeout: float) -> float:
 
 
 class Watchdog:
-    __slots__ = ("active", "_timed_out", "_handle", "_linger", "_loop", "_stale", "_unlinger", "period")
+    __slots__ = ("active", "_handle", "_linger", "_loop", "_round", "_stale", "_timed_out", "_unlinger", "period")
 
     def __init__(
         self,
@@ -51,6 +51,7 @@ class Watchdog:
         self.period = period_for(handle_timeout)
         self._handle: asyncio.TimerHandle | None = None
         self._stale: list[Mailbox] = []
+        self._round: list[Mailbox] = []
 
     def watch(self, mb: Mailbox) -> None:
         mb.wd_progress = -1  # first sweep (re)starts the clock
@@ -62,10 +63,22 @@ class Watchdog:
         self.period = min(self.period, period_for(handle_timeout))
 
     def _sweep(self) -> None:
+        self._round = list(self.active)
+        self._stale = []
+        self._step()
+
+    def _step(self) -> None:
+        # Look at a slice at a time so that a sweep over many busy agents never holds the
+        # loop for more than a fraction of a millisecond.
         now = self._loop.time()
-        stale = []
+        todo = self._round
+        active = self.active
+        stale = self._stale
         linger = self._linger
-        for mb in self.active:
+        for _ in range(min(SLICE, len(todo))):
+            mb = todo.pop()
+            if mb not in active:
+                continue
             progress = mb.handled
             if progress != mb.wd_progress:
                 mb.wd_progress = progress
@@ -75,18 +88,19 @@ class Watchdog:
                     stale.append(mb)
             elif mb.interrupt is None and now - mb.wd_since >= mb.handle_timeout:
                 self._timed_out(mb)
-        self._stale = stale
-        self._handle = None
-        self._reap()
+        if todo:
+            self._handle = self._loop.call_later(0, self._step)
+        else:
+            self._handle = None
+            self._reap()
 
     def _reap(self) -> None:
-        # Ending a lingering drain resumes its task once; do it in slices so that thousands
-        # of agents going idle together do not stall the loop for tens of milliseconds.
+        # Ending a lingering drain resumes its task once: also in slices.
         stale = self._stale
-        for _ in range(min(REAP_SLICE, len(stale))):
+        for _ in range(min(SLICE // 8, len(stale))):
             self._unlinger(stale.pop())
         if stale:
-            self._handle = self._loop.call_later(REAP_PAUSE, self._reap)
+            self._handle = self._loop.call_later(PAUSE, self._reap)
         elif self.active:
             self._handle = self._loop.call_later(self.period, self._sweep)
 

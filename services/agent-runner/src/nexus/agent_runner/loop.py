@@ -1,6 +1,7 @@
 """The agent loop: ask the model, run its tool calls through the hypervisor, repeat within limits."""
 
 import logging
+from collections.abc import Callable
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec
@@ -10,7 +11,11 @@ from nexus.domain.agents import Limits
 log = logging.getLogger("nexus.agent_runner.loop")
 
 
-class LimitReached(Exception):
+class RunStopped(Exception):
+    """The run ends here, failed, with this reason (a limit, a human's rejection)."""
+
+
+class LimitReached(RunStopped):
     pass
 
 
@@ -24,8 +29,10 @@ class Outcome:
 
 
 async def run_loop(
-    provider: LLMProvider, hv: Hypervisor, reporter: RunReporter, messages: list[Message], tools: list[ToolSpec], limits: Limits
+    provider: LLMProvider, hv: Hypervisor, reporter: RunReporter, messages: list[Message], tools: list[ToolSpec], limits: Limits,
+    stop: Callable[[], str] = lambda: "",
 ) -> Outcome:
+    """Returns when the model is done; raises RunStopped when a limit or `stop()` (a reason) ends the run."""
     out = Outcome()
     for step in range(1, limits.max_steps + 1):
         reporter.step = out.steps = step
@@ -49,6 +56,8 @@ async def run_loop(
             await reporter.tool(call.name, result.ok, result.error)
             content = result.output if result.ok else f"ERROR: {result.error}"
             messages.append(Message(role="tool", content=content, tool_call_id=call.id))
+            if reason := stop():
+                raise RunStopped(reason)
         if hv.finished is not None:
             out.summary = hv.finished
             return out

@@ -1,21 +1,10 @@
 """agent-runner's entry point: become the agent the run config describes, then exit.
 
-Imports are kept light on purpose: the time from process start to the first event is measured."""
+Cold start (process start to the first event) is measured (bench/runner): the first event goes
+out through first_event.py before anything heavy is imported; everything else is imported after."""
 
-import asyncio
-import logging
 import os
-import signal
 import sys
-from pathlib import Path
-
-import msgspec
-
-from nexus.agent_runner.settings import RunnerSettings, secrets_from_env
-from nexus.domain.settings import load_settings
-from nexus.events.payloads import RunConfig
-
-log = logging.getLogger("nexus.agent_runner")
 
 
 def _masker(secrets: dict[str, str]):
@@ -29,16 +18,27 @@ def _masker(secrets: dict[str, str]):
     return mask
 
 
-async def run(settings: RunnerSettings, environ: dict[str, str]) -> int:
-    from nexus.agent_runner.reporter import RunReporter
-    from nexus.events.bus import connect
+async def run(settings, environ: dict[str, str], *, announced: bool = False) -> int:
+    import asyncio
+    import logging
+    import signal
+    from pathlib import Path
 
+    import msgspec
+
+    from nexus.agent_runner.reporter import RunReporter
+    from nexus.agent_runner.settings import secrets_from_env
+    from nexus.events.bus import connect
+    from nexus.events.payloads import RunConfig
+
+    log = logging.getLogger("nexus.agent_runner")
     cfg = msgspec.json.decode(Path(settings.run_config).read_bytes(), type=RunConfig)
     secrets = secrets_from_env(environ, cfg.secrets)
     nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}")
     js = nc.jetstream()
     reporter = RunReporter(js, cfg.run_id, settings.attempt, masker=_masker(secrets))
-    await reporter.status("running")
+    if not announced:
+        await reporter.status("running")
     reporter.start_heartbeat(settings.heartbeat_s)
     code = 0
     main_task = asyncio.current_task()
@@ -59,7 +59,7 @@ async def run(settings: RunnerSettings, environ: dict[str, str]) -> int:
         state_dir = Path(settings.state_dir or Path(settings.workspace).parent / "state")
         state_dir.mkdir(parents=True, exist_ok=True)
         session = RunSession(cfg, js, reporter, workdir=Path(settings.workspace), state_dir=state_dir, secrets=secrets,
-                             env=workspace.base_env(environ))
+                             env=workspace.base_env(environ), approval_timeout_s=settings.approval_timeout_s)
         try:
             await asyncio.wait_for(session.run(), cfg.limits.wall_clock_s)
         except TimeoutError:
@@ -81,9 +81,18 @@ async def run(settings: RunnerSettings, environ: dict[str, str]) -> int:
 
 def main() -> None:
     environ = dict(os.environ)
+    from nexus.agent_runner.first_event import announce
+
+    announced = announce(environ)
+    import asyncio
+    import logging
+
+    from nexus.agent_runner.settings import RunnerSettings
+    from nexus.domain.settings import load_settings
+
     settings = load_settings(RunnerSettings, environ)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(asyncio.run(run(settings, environ)))
+    sys.exit(asyncio.run(run(settings, environ, announced=announced)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
-"""One run = one session: prepare, let the model work through the hypervisor, commit, push, report."""
+"""One run = one session: prepare, let the model work through the hypervisor, commit, push, merge, report."""
 
-import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -12,26 +11,33 @@ from nexus.agent_runner import prompt, workspace
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.llm import make_provider
 from nexus.agent_runner.llm.base import Message, ToolSpec
-from nexus.agent_runner.loop import LimitReached, run_loop
+from nexus.agent_runner.loop import RunStopped, run_loop
 from nexus.agent_runner.reporter import RunReporter
 from nexus.agent_runner.waiting import RunInbox
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
-from nexus.events.payloads import ApprovalRequested, ChildPlan, PlanChildren, RunConfig, Usage
+from nexus.events.payloads import ApprovalRequested, ChildFinished, ChildPlan, PlanChildren, RunConfig, Usage
 
 log = logging.getLogger("nexus.agent_runner")
-APPROVAL_TIMEOUT_S = 3600.0
 CHILDREN_TIMEOUT_S = 3600.0
+# Actions of the runner itself that an agent document may mark "ask" (permissions.ask).
+MERGE_ASKS = ("merge", "push_default_branch")
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _child_outcome(end: ChildFinished | None) -> str:
+    if end is None:
+        return "unfinished"
+    return f"{end.status}: {end.reason}" if end.reason and end.status != "succeeded" else end.status
+
+
 class RunSession:
     def __init__(self, cfg: RunConfig, js: JetStreamContext, reporter: RunReporter, *, workdir: Path, state_dir: Path,
-                 secrets: dict[str, str], env: dict[str, str]) -> None:
+                 secrets: dict[str, str], env: dict[str, str], approval_timeout_s: float = 3600.0) -> None:
         self.cfg = cfg
         self.js = js
         self.reporter = reporter
@@ -42,6 +48,8 @@ class RunSession:
         self.inbox = RunInbox(js, cfg.run_id)
         self._inbox_started = False
         self.children: list[ChildPlan] = []
+        self.approval_timeout_s = approval_timeout_s
+        self.rejection = ""  # set when a human rejects: the run stops with this reason
 
     async def _inbox(self) -> RunInbox:
         if not self._inbox_started:
@@ -50,24 +58,33 @@ class RunSession:
         return self.inbox
 
     async def approve(self, action: str, detail: str) -> bool:
+        """Pause for a human: True on approve; False on reject (and the run stops, see `rejection`);
+        TimeoutError when nobody decided in time (the action is denied and the run goes on)."""
         inbox = await self._inbox()
         approval_id = new_id("apr")
-        expires = datetime.now(UTC) + timedelta(seconds=APPROVAL_TIMEOUT_S)
+        expires = datetime.now(UTC) + timedelta(seconds=self.approval_timeout_s)
         await self.reporter.publisher.publish(
             "run.approval_requested",
             ApprovalRequested(approval_id=approval_id, run_id=self.cfg.run_id, action=action, detail=self.reporter.mask(detail)[:2000],
                               session_id=self.cfg.session_id, expires_at=expires.isoformat().replace("+00:00", "Z")),
             run_id=self.cfg.run_id,
         )
-        decision = await inbox.decision(approval_id, APPROVAL_TIMEOUT_S)
+        await self.reporter.status("waiting_approval")
+        # core-api's clock expires the approval at `expires`; ours is the backstop if it never says.
+        decision = await inbox.decision(approval_id, self.approval_timeout_s + 5.0)
         await self.reporter.status("running")
-        return decision is not None and decision.decision == "approved"
+        if decision is None or decision.decision == "expired":
+            raise TimeoutError(f"approval {approval_id} expired")
+        if decision.decision == "approved":
+            return True
+        self.rejection = f"rejected by {decision.decided_by or 'an unnamed approver'}: {decision.reason or 'no reason given'}"
+        return False
 
     async def spawn(self, args: dict) -> dict:
         child = ChildPlan(
             session_id=new_id("ses"), title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
             description=str(args.get("description", "")), target_files=[str(f) for f in args.get("target_files", [])],
-            agent_id=args.get("agent_id"),
+            agent_id=args.get("agent"),
         )
         self.children.append(child)
         return {"session_id": child.session_id, "target_files": child.target_files}
@@ -95,8 +112,8 @@ class RunSession:
         tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
         messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
         try:
-            outcome = await run_loop(provider, hv, r, messages, tools, cfg.limits)
-        except LimitReached as exc:
+            outcome = await run_loop(provider, hv, r, messages, tools, cfg.limits, stop=lambda: self.rejection)
+        except RunStopped as exc:
             await self._end(hv, "failed", str(exc), genv, None)
             return
         finally:
@@ -113,7 +130,7 @@ class RunSession:
             "goalId": self.cfg.task.goal_id if self.cfg.task else None,
             "children": [{"sessionId": c.session_id, "title": c.title, "targetFiles": c.target_files} for c in self.children],
         }
-        await hv.call("write_file", {"path": "meta-plan.json", "content": json.dumps(plan, indent=2) + "\n"})
+        await hv.runner_call("write_file", {"path": "meta-plan.json", "content": json.dumps(plan, indent=2) + "\n"})
         inbox = await self._inbox()
         await Publisher(self.js, "agent-runner").publish(
             "core.plan_children", PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
@@ -121,8 +138,8 @@ class RunSession:
         )
         await self.reporter.log(f"planned {len(self.children)} child sessions; waiting for them")
         done = await inbox.children_done({c.session_id for c in self.children}, CHILDREN_TIMEOUT_S)
-        lines = [f"- {c.title} ({c.session_id}): {done[c.session_id].status if c.session_id in done else 'unfinished'}" for c in self.children]
-        await hv.call("note", {"message": "children finished:\n" + "\n".join(lines)})
+        lines = [f"- {c.title} ({c.session_id}): {_child_outcome(done.get(c.session_id))}" for c in self.children]
+        await hv.runner_call("note", {"message": "children finished:\n" + "\n".join(lines)})
         return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
 
     async def _end(self, hv: Hypervisor, status: str, reason: str, genv: dict[str, str], usage: Usage | None, summary: str = "") -> None:
@@ -130,12 +147,16 @@ class RunSession:
         commit_sha = ""
         if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.workdir, genv):
             title = cfg.task.title if cfg.task else cfg.task_id
-            result = await hv.call("git_commit", {"message": f"{title}\n\n{summary}".strip()[:4000]})
+            result = await hv.runner_call("git_commit", {"message": f"{title}\n\n{summary}".strip()[:4000]})
             if not result.ok:
                 status, reason = "failed", f"commit refused: {result.error}"
         if status == "succeeded" and cfg.repo and cfg.permissions.can_commit:
             commit_sha = await workspace.head(self.workdir, genv)
             await workspace.push(self.workdir, cfg.repo.branch, genv)
+            if cfg.permissions.can_merge:
+                refused = await self._merge(hv, genv)
+                if refused:
+                    status, reason = "failed", refused
         await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, cfg.llm.provider,
                                     status="completed" if status == "succeeded" else "error")
         await self.reporter.status(
@@ -143,5 +164,20 @@ class RunSession:
             commit_sha=commit_sha, ledger_hash=hv.ledger_hash, usage=usage,
         )
 
-
-_ = asyncio
+    async def _merge(self, hv: Hypervisor, genv: dict[str, str]) -> str:
+        """Merge the run's branch into the target branch (can_merge, and approved where the agent asks
+        for it). Returns "" when merged, else why not — which fails the run: a human said no."""
+        repo = self.cfg.repo
+        assert repo is not None
+        detail = f"merge {repo.branch} into {repo.target_branch} of {repo.url}"
+        for action in MERGE_ASKS:
+            if action in self.cfg.permissions.ask:
+                refused = await hv.gate(action, detail)
+                if refused:
+                    return self.rejection or f"{action} not approved: {refused}"
+        try:
+            merged = await workspace.merge_into(self.workdir, repo.target_branch, genv)
+        except workspace.GitError as exc:
+            return f"merge into {repo.target_branch} failed: {exc}"
+        await self.reporter.log(f"merged {repo.branch} into {repo.target_branch} at {merged}")
+        return ""

@@ -10,6 +10,7 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     state_dir: str = ""
     attempt: int = 1
     heartbeat_s: float = 5.0
+    approval_timeout_s: float = 3600.0  # how long a paused run waits for a human before the action is denied
     log_level: str = "info"
 
 

@@ -67,3 +67,17 @@ async def push(path: Path, branch: str, env: dict[str, str]) -> None:
 
 def base_env(environ: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")} | {"HOME": environ.get("HOME", os.getcwd())}
+
+
+async def merge_into(path: Path, target: str, env: dict[str, str]) -> str:
+    """Bring the pushed run branch into `target` on the remote: fast-forward when the target has not
+    moved, else a merge commit on top of the target (a conflict raises GitError). Returns the new sha."""
+    await git(path, "fetch", "-q", "origin", f"refs/heads/{target}", env=env)
+    ff = await asyncio.create_subprocess_exec(
+        "git", "merge-base", "--is-ancestor", "FETCH_HEAD", "HEAD", cwd=str(path), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await ff.wait() != 0:
+        await git(path, "merge", "-q", "--no-edit", "FETCH_HEAD", env=env)
+    await git(path, "push", "-q", "origin", f"HEAD:refs/heads/{target}", env=env)
+    return await head(path, env)

@@ -32,6 +32,10 @@ async def handle_command(ctx: Context, d: Delivery) -> None:
             await decide(ctx, d.payload.approval_id, d.payload.decision, d.payload.reason, d.payload.decided_by)
         case p.CreateGoal():
             await create_goal_from_command(ctx, d.payload)
+        case p.FireSchedule():
+            from nexus.core_api.schedules.service import fire
+
+            await fire(ctx, d.payload)
 
 
 async def requeue_stale(ctx: Context) -> int:

@@ -13,6 +13,7 @@ log = logging.getLogger("nexus.core_api.errors")
 PROBLEM = "application/problem+json"
 _FIELD = re.compile(r"at `\$\.?([^`]*)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
 class DomainError(HTTPException):
@@ -35,11 +36,23 @@ def _problem(status: int, title: str, detail: str, errors: list[dict] | None = N
 
 
 def _field_from_message(message: str) -> str | None:
-    if m := _UNKNOWN.search(message):
+    if m := _UNKNOWN.search(message) or _MISSING.search(message):
         return m.group(1)
     if m := _FIELD.search(message):
         return m.group(1) or None
     return None
+
+
+def _field(item: dict, message: str) -> str | None:
+    """The dotted path of the failing field: litestar names the object (`data` is the body itself),
+    msgspec's message names the unknown or missing member inside it."""
+    key = str(item.get("key") or "")
+    if key == "data" and item.get("source", "body") == "body":
+        key = ""
+    name = m.group(1) if (m := _UNKNOWN.search(message) or _MISSING.search(message)) else None
+    if name:
+        return f"{key}.{name}" if key else name
+    return key or _field_from_message(message)
 
 
 def validation_handler(_: Request, exc: ValidationException) -> Response:
@@ -47,10 +60,7 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
     for item in exc.extra or []:
         if isinstance(item, dict):
             message = str(item.get("message", ""))
-            field = item.get("key") or _field_from_message(message)
-            if item.get("source") == "body" or not item.get("key"):
-                field = _field_from_message(message) or field
-            errors.append({"field": field, "message": message, "source": item.get("source", "body")})
+            errors.append({"field": _field(item, message), "message": message, "source": item.get("source", "body")})
     if not errors:
         errors.append({"field": _field_from_message(str(exc.detail)), "message": str(exc.detail)})
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)

@@ -1,4 +1,4 @@
-"""worker's entry point: consume launch/cancel commands, launch runs, sweep for lost ones."""
+"""worker's entry point: consume launch/cancel commands, launch runs, sweep for lost ones, fire schedules."""
 
 import asyncio
 import contextlib
@@ -15,10 +15,14 @@ from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import CMDS_STREAM
 from nexus.events.consumer import consume
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
-from nexus.worker.launcher import LAUNCH_BUCKET, Launcher, Slots
+from nexus.worker.intake import LaunchIntake
+from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
+from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.recovery import Recovery
+from nexus.worker.scheduler import Scheduler
 from nexus.worker.secrets import SecretStore
 from nexus.worker.settings import WorkerSettings
+from nexus.worker.slots import Slots
 
 log = logging.getLogger("nexus.worker")
 
@@ -36,42 +40,47 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]):
     )
 
 
-async def sweep_forever(recovery: Recovery, every_s: float, stop: asyncio.Event) -> None:
+async def every(seconds: float, stop: asyncio.Event, fn, what: str) -> None:
     while not stop.is_set():
         try:
-            await recovery.sweep()
-        except Exception:  # noqa: BLE001 — the next sweep tries again
-            log.exception("recovery sweep failed")
+            await fn()
+        except Exception:  # noqa: BLE001 — the next round tries again
+            log.exception("%s failed", what)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+            await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     stop = stop_event_on_signals()
-    db = await connect_db(settings.mongodb_url, settings.mongodb_db)
+    db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
     nc = await connect(settings.nats_url, "worker")
     js = nc.jetstream()
     await ensure_streams(js)
-    kv = await js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
+    claims = await js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
+    workers = await js.create_key_value(KeyValueConfig(bucket=WORKERS_BUCKET, ttl=86400, history=1))
     ops = await start_ops(settings, lambda: ping(db))
     runtime = build_runtime(settings, environ)
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     launcher = Launcher(
-        runtime, publisher, kv, SecretStore(Path(settings.secrets_dir), environ),
+        runtime, publisher, claims, SecretStore(Path(settings.secrets_dir), environ),
         Slots(settings.max_concurrent_runs, settings.max_runs_per_agent),
         nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
-        heartbeat_s=settings.runner_heartbeat_s,
+        heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s,
     )
-    recovery = Recovery(runtime, publisher, launcher, kv, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    membership = Membership(workers, worker_id, timeout_s=max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
+    recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
+                        deadline_grace_s=settings.deadline_grace_s)
+    scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s)
+    intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)
     log.info("worker %s up: runtime=%s, max %d runs", worker_id, runtime.name, settings.max_concurrent_runs)
     try:
         await asyncio.gather(
-            consume(js, stream=CMDS_STREAM, durable="worker-launch", subject="nexus.cmd.worker.launch_run",
-                    handler=launcher.handle_launch, stop=stop, concurrency=8, batch=8, ack_wait_s=60),
+            intake.run(stop),
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject="nexus.cmd.worker.cancel_run",
                     handler=launcher.handle_cancel, stop=stop),
-            sweep_forever(recovery, settings.sweep_interval_s, stop),
+            every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
+            every(settings.schedule_tick_s, stop, scheduler.tick, "schedule tick"),
         )
     finally:
         await launcher.close()

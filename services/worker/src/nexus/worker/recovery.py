@@ -1,5 +1,6 @@
 """Every run ends in a final state, whatever crashes: lost runs, deadlines, orphans, adoption."""
 
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -9,7 +10,9 @@ from nats.js.kv import KeyValue
 from nexus.db.documents import Run
 from nexus.events.bus import Publisher
 from nexus.events.payloads import RunStatusChanged, RuntimeChanged
-from nexus.worker.launcher import Launcher
+from nexus.worker.launcher import Launcher, claim_key
+from nexus.worker.membership import Membership
+from nexus.worker.metrics import RUNS
 from nexus.worker.runtimes.base import AgentRuntime
 
 log = logging.getLogger("nexus.worker.recovery")
@@ -22,85 +25,116 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def last_sign_of_life(run: Run) -> datetime:
-    current = next((a for a in run.attempts if a.get("n") == run.attempt), {})
-    times = [_aware(run.last_heartbeat_at), _aware(current.get("started_at")), _aware(run.started_at), _aware(run.created_at)]
+def _current_attempt(run: Run) -> dict:
+    return next((a for a in run.attempts if a.get("n") == run.attempt), {})
+
+
+def last_sign_of_life(run: Run, claimed_at: datetime | None = None) -> datetime:
+    times = [_aware(run.last_heartbeat_at), _aware(_current_attempt(run).get("started_at")), claimed_at,
+             _aware(run.started_at), _aware(run.created_at)]
     return max(t for t in times if t is not None)
 
 
+class Claim:
+    def __init__(self, worker: str, at: datetime) -> None:
+        self.worker = worker
+        self.at = at
+
+
 class Recovery:
-    def __init__(self, runtime: AgentRuntime, publisher: Publisher, launcher: Launcher, kv: KeyValue, *, heartbeat_timeout_s: float,
-                 deadline_grace_s: float = 10.0) -> None:
+    def __init__(self, runtime: AgentRuntime, publisher: Publisher, launcher: Launcher, kv: KeyValue, membership: Membership, *,
+                 heartbeat_timeout_s: float, deadline_grace_s: float = 10.0) -> None:
         self.runtime = runtime
         self.publisher = publisher
         self.launcher = launcher
         self.kv = kv
+        self.membership = membership
         self.timeout = heartbeat_timeout_s
         self.grace = deadline_grace_s
-        self.reported: set[tuple[str, int]] = set()
+        self.reported: set[tuple[str, int, str]] = set()  # (run, attempt, what) this process already said
+
+    async def _once(self, run: Run, what: str) -> bool:
+        key = (run.id, run.attempt, what)
+        if key in self.reported:
+            return False
+        self.reported.add(key)
+        return True
 
     async def _lost(self, run: Run, detail: str) -> None:
-        key = (run.id, run.attempt)
-        if key in self.reported:
+        if not await self._once(run, "lost"):
             return
-        self.reported.add(key)
         log.warning("run %s attempt %d lost: %s", run.id, run.attempt, detail)
+        RUNS.labels("lost").inc()
         await self.publisher.publish(
-            "run.runtime", RuntimeChanged(phase="lost", attempt=run.attempt, runtime=self.runtime.name, detail=detail), run_id=run.id
+            "run.runtime", RuntimeChanged(phase="lost", attempt=run.attempt, runtime=self.runtime.name, detail=detail),
+            run_id=run.id, correlation_id=run.id,
         )
 
-    async def _claimed_at(self, run: Run) -> datetime | None:
+    async def _claim(self, run: Run) -> Claim | None:
         try:
-            entry = await self.kv.get(f"{run.id}.{run.attempt}")
+            entry = await self.kv.get(claim_key(run.id, run.attempt))
         except KeyNotFoundError:
             return None
-        return datetime.now(UTC) if entry is None else _aware(getattr(entry, "created", None)) or datetime.now(UTC)
+        try:
+            value = json.loads(entry.value or b"{}")
+            return Claim(str(value["worker"]), datetime.fromtimestamp(float(value["at"]), UTC))
+        except (ValueError, KeyError, TypeError):  # an old-style claim: who and when unknown
+            return Claim((entry.value or b"").decode(errors="replace"), datetime.now(UTC))
+
+    async def _launcher_gone(self, claim: Claim | None) -> bool:
+        return claim is None or not await self.membership.alive(claim.worker)
 
     async def sweep(self) -> None:
         now = datetime.now(UTC)
+        await self.membership.beat()
         runs = await Run.find({"status": {"$in": ACTIVE_STATES + ["queued"]}}).to_list()
-        live_ids = set()
         for run in runs:
             status = await self.runtime.status(run.id)
-            alive = status.phase in ("running", "pending")
-            if alive:
-                live_ids.add(run.id)
-                if run.id not in self.launcher.watchers and run.status != "queued":
-                    await self.launcher.adopt(run.id, run.attempt, run.agent_id)
+            claim = await self._claim(run)
+            if status.phase in ("running", "pending"):
+                if run.id not in self.launcher.watchers and await self._launcher_gone(claim):
+                    self.launcher.adopt(run.id, run.attempt, run.agent_id)
                 await self._deadline(run, now)
                 continue
+            if run.id in self.launcher.watchers:
+                continue  # it just exited: our watcher reports it
             if run.status == "queued":
-                # Claimed but never launched (the worker died in between): the attempt is lost.
-                claimed = await self._claimed_at(run)
-                if claimed is not None and (now - claimed).total_seconds() > self.timeout:
+                # Claimed but never started (the worker died in between): the attempt is lost.
+                if claim is not None and (now - claim.at).total_seconds() > self.timeout:
                     await self._lost(run, "claimed for launch but never started")
                 continue
-            silent = (now - last_sign_of_life(run)).total_seconds()
+            silent = (now - last_sign_of_life(run, claim.at if claim else None)).total_seconds()
             if silent > self.timeout:
                 await self._lost(run, f"no heartbeat for {silent:.0f}s and no live {self.runtime.name} execution")
-        await self._orphans({r.id for r in runs})
+        live = {r.id for r in runs}
+        self.reported = {k for k in self.reported if k[0] in live}
+        await self._orphans(live, now)
 
     async def _deadline(self, run: Run, now: datetime) -> None:
         limit = (run.config.get("limits") or {}).get("wall_clock_s", 1800)
-        started = _aware(run.started_at)
+        started = _aware(_current_attempt(run).get("started_at")) or _aware(run.started_at)
         if started is None or (now - started).total_seconds() <= limit + self.grace:
             return
-        if (run.id, -run.attempt) in self.reported:
+        if not await self._once(run, "timed_out"):
             return
-        self.reported.add((run.id, -run.attempt))
         log.warning("run %s passed its wall-clock limit of %ss; cancelling", run.id, limit)
-        await self.runtime.cancel_run(run.id)
+        RUNS.labels("timed_out").inc()
+        # The verdict goes out first: whatever the runner says while it is being stopped comes too late.
         await self.publisher.publish(
             "run.status",
             RunStatusChanged(status="timed_out", attempt=run.attempt, reason=f"wall-clock limit of {limit}s exceeded"),
-            run_id=run.id,
+            run_id=run.id, correlation_id=run.id,
         )
+        await self.runtime.cancel_run(run.id)
 
-    async def _orphans(self, active_ids: set[str]) -> None:
+    async def _orphans(self, active_ids: set[str], now: datetime) -> None:
         for run_id in await self.runtime.list_runs():
             if run_id in active_ids:
                 continue
             run = await Run.get(run_id)
+            ended = _aware(run.ended_at) if run else None
+            if ended is not None and (now - ended).total_seconds() < self.grace:
+                continue  # it is reporting its end and exiting on its own
             if run is None or run.status not in ACTIVE_STATES:
                 log.warning("cleaning up orphaned execution of %s", run_id)
                 await self.runtime.cleanup(run_id)

@@ -14,14 +14,23 @@ class WorkerSettings(CommonSettings, kw_only=True):
     secrets_dir: str = ".nexus/secrets"
     max_concurrent_runs: int = 100
     max_runs_per_agent: int = 20
+    # Launch commands held waiting for a slot (ordered by priority); beyond this the worker stops fetching.
+    launch_backlog: int = 256
+    launch_ack_wait_s: float = 60.0
     heartbeat_timeout_s: float = 30.0
     sweep_interval_s: float = 5.0
+    deadline_grace_s: float = 10.0
     launch_retries: int = 4
     # Local runtime limits for each runner process.
     run_memory_mb: int = 2048
     run_open_files: int = 1024
     run_cpu_seconds: int = 3600
     runner_heartbeat_s: float = 5.0
+    # Schedules: how often the clock is checked, and how late an occurrence may fire and still count as on time.
+    schedule_tick_s: float = 1.0
+    schedule_grace_s: float = 60.0
+    # Tests only: widen the window between claiming a launch and starting the runtime (SIGKILL tests).
+    fault_pause_after_claim_s: float = 0.0
     # Kubernetes runtime.
     agent_namespace: str = "nexus-agents"
     runner_image: str = "nexus/agent-runner:dev"

@@ -102,8 +102,12 @@ class BridgeAgent:
         try:
             reg = await asyncio.wait_for(asyncio.shield(self._registered), self.register_timeout)
         except TimeoutError:
+            self._registered.cancel()  # nobody waits for it any more
             await self.on_stop()
             raise BridgeError(self.id or None, f"no register line within {self.register_timeout}s") from None
+        except BridgeError:  # it exited first
+            await self.on_stop()
+            raise
         if wanted and reg.id != wanted:
             await self.on_stop()
             raise BridgeError(wanted, f"child registered as {reg.id!r}")
@@ -146,7 +150,9 @@ class BridgeAgent:
             raise BridgeExited(f"{self.id}: child is not running")
         if message.id in self.kernel._asks:
             self._inflight.add(message.id)
-        await pipes.put(encode_delivery(message))
+        line = encode_delivery(message)
+        if not pipes.offer(line):
+            await pipes.put(line)
 
     @property
     def outbox_depth(self) -> int:

@@ -50,6 +50,16 @@ class ChildPipes(asyncio.SubprocessProtocol):
     def depth(self) -> int:
         return len(self._outbox)
 
+    def offer(self, line: bytes) -> bool:
+        """Queue `line` for the child if the outbox has room (the fast path of `put`)."""
+        if len(self._outbox) >= self.capacity:
+            return False
+        self._outbox.append(line)
+        if not self._flush_scheduled and not self._writing_paused:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
+
     async def put(self, line: bytes) -> None:
         while len(self._outbox) >= self.capacity:
             if self.exited.done():
@@ -112,20 +122,22 @@ class ChildPipes(asyncio.SubprocessProtocol):
                 log.info("[%s] %s", self.label, line[:2000].decode(errors="replace"))
 
     def _stdout_data(self, data: bytes) -> None:
-        buf = self._stdout
-        buf += data
-        start = 0
-        while (end := buf.find(b"\n", start)) >= 0:
-            if self._skipping:
-                self._skipping = False
-            else:
-                self._on_line(bytes(buf[start:end]))
-            start = end + 1
-        del buf[:start]
-        if len(buf) > MAX_LINE:
-            self._on_overlong(len(buf))
-            buf.clear()
+        if self._stdout:
+            data = bytes(self._stdout) + data
+            self._stdout.clear()
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if self._skipping and lines:  # the tail of an over-long line
+            self._skipping = False
+            del lines[0]
+        on_line = self._on_line
+        for line in lines:
+            on_line(line)
+        if len(rest) > MAX_LINE:
+            self._on_overlong(len(rest))
             self._skipping = True
+        elif not self._skipping:
+            self._stdout += rest
 
     def process_exited(self) -> None:
         assert self.transport is not None

@@ -68,5 +68,31 @@ def decode_child_line(line: bytes) -> ChildLine:
     return _decoder.decode(line)
 
 
+_DELIVERY_HEAD = b'{"type":"message","payload":'
+
+
 def encode_delivery(message: Message) -> bytes:
-    return _encoder.encode(MessageLine(message)) + b"\n"
+    """`{"type":"message","payload":<message>}` + newline, without building a MessageLine."""
+    return b"".join((_DELIVERY_HEAD, _encoder.encode(message), b"}\n"))
+
+
+KernelLine = MessageLine | ShutdownLine
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of every line, both directions (proto/bridge/lines.schema.json)."""
+    (to_child, to_kernel), defs = msgspec.json.schema_components(
+        [KernelLine, ChildLine], ref_template="#/$defs/{name}"
+    )
+    defs["KernelToChild"] = to_child
+    defs["ChildToKernel"] = to_kernel
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://nexus.dev/proto/bridge/lines.schema.json",
+        "title": "Nexus bridge protocol line",
+        "description": "One line of the kernel <-> child bridge protocol (newline-delimited JSON). "
+        "Generated from nexus.kernel.bridge.protocol; see README.md beside it.",
+        "anyOf": [{"$ref": "#/$defs/KernelToChild"}, {"$ref": "#/$defs/ChildToKernel"}],
+        "$defs": dict(sorted(defs.items())),
+    }
+

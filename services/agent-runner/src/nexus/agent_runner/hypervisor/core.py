@@ -111,10 +111,18 @@ class Hypervisor:
         return [spec(name) for name in TOOLS if self._offers(name) and (allowed is None or name in allowed)]
 
     async def call(self, tool_name: str, args: dict) -> ToolResult:
+        return await self._call(tool_name, args, own=False)
+
+    async def runner_call(self, tool_name: str, args: dict) -> ToolResult:
+        """The runner's own calls (the final commit, meta-plan.json, its notes): the same checks,
+        confinement and record, but not bound by the agent's tool list nor closed by `finish`."""
+        return await self._call(tool_name, args, own=True)
+
+    async def _call(self, tool_name: str, args: dict, *, own: bool) -> ToolResult:
         async with self._lock:
             tool = tool_name if isinstance(tool_name, str) else repr(tool_name)
             try:
-                result = await self._dispatch(tool, args)
+                result = await self._dispatch(tool, args, own=own)
             except Refused as refusal:
                 detail = self._mask(refusal.detail)[:_DETAIL_CHARS]
                 await self._record(RefusedChange(tool=tool[:200], reason=refusal.reason, detail=detail, timestamp=now_iso()))
@@ -140,12 +148,12 @@ class Hypervisor:
             return False
         return self._allowed is None or name in self._allowed
 
-    async def _dispatch(self, tool: str, args: Any) -> ToolResult:
+    async def _dispatch(self, tool: str, args: Any, *, own: bool = False) -> ToolResult:
         if tool not in TOOLS:
             raise Refused("unknown-tool", f"there is no tool {tool[:200]!r}; tools: {', '.join(TOOLS)}")
-        if self._allowed is not None and tool not in self._allowed:
+        if not own and self._allowed is not None and tool not in self._allowed:
             raise Refused("tool-not-allowed", f"this agent may not use {tool}")
-        if self.finished is not None:
+        if not own and self.finished is not None:
             raise Refused("session-finished", "finish was already called; the session takes no more calls")
         if not isinstance(args, dict):
             raise Refused("invalid-arguments", f"arguments must be a JSON object, got {type(args).__name__}")

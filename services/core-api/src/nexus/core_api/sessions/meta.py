@@ -4,11 +4,12 @@ each child's end is reported back on the meta run's own subject, where the meta 
 import logging
 
 from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError
 from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.tasks.schemas import TaskCreate
 from nexus.core_api.tasks.service import create as create_task
 from nexus.db.documents import Run, Task
-from nexus.events.payloads import ChildFinished, PlanChildren
+from nexus.events.payloads import ChildFinished, ChildPlan, PlanChildren
 
 log = logging.getLogger("nexus.core_api.meta")
 
@@ -24,25 +25,43 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
         if existing is not None:  # a redelivered plan creates nothing twice
             created.append(existing)
             continue
-        task = await create_task(
-            ctx,
-            TaskCreate(
-                title=child.title,
-                description=child.description,
-                goal_id=parent.goal_id,
-                assignee=child.agent_id or parent.agent_id,
-                repository=parent_task.repository_id if parent_task else None,
-            ),
-            actor=f"run:{parent.id}",
-            parent_run_id=parent.id,
-            parent_session_id=cmd.session_id,
-            session_id=child.session_id,
-            target_files=list(child.target_files),
-        )
+        try:
+            task = await _create_child(ctx, parent, parent_task, cmd.session_id, child)
+        except DomainError as exc:  # e.g. the plan names an agent that does not exist
+            log.warning("meta run %s: child %s cannot be planned: %s", parent.id, child.session_id, exc.detail)
+            await _report_unplannable(ctx, parent, child.session_id, exc.detail)
+            continue
         created.append(task)
         await dispatch_task(ctx, task)
     log.info("meta run %s planned %d children", parent.id, len(created))
     return created
+
+
+async def _create_child(ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan) -> Task:
+    return await create_task(
+        ctx,
+        TaskCreate(
+            title=child.title,
+            description=child.description,
+            goal_id=parent.goal_id,
+            assignee=child.agent_id or parent.agent_id,
+            repository=parent_task.repository_id if parent_task else None,
+        ),
+        actor=f"run:{parent.id}",
+        parent_run_id=parent.id,
+        parent_session_id=meta_session_id,
+        session_id=child.session_id,
+        target_files=list(child.target_files),
+    )
+
+
+async def _report_unplannable(ctx: Context, parent: Run, session_id: str, reason: str) -> None:
+    """The meta session waits for every child it planned: one that cannot exist ends at once, failed."""
+    await ctx.publisher.publish(
+        "run.child_finished",
+        ChildFinished(session_id=session_id, run_id="", task_id="", status="failed", reason=f"not planned: {reason}"),
+        run_id=parent.id,
+    )
 
 
 async def on_child_finished(ctx: Context, run: Run) -> None:

@@ -43,6 +43,40 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def process_groups(root: int) -> set[int]:
+    """The process groups of `root` and of all its descendants. The runner puts each command it runs
+    in a session of its own, so killing the runner's group alone would leave them running."""
+    children: dict[int, list[int]] = {}
+    groups: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (macOS): the runner's own group is all we can find
+        return {root}
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        groups[pid] = int(fields[2])
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            found.add(groups.get(child, child))
+    return found
+
+
+def _killpgs(groups: set[int], sig: int) -> None:
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
 class LocalProcessRuntime:
     name = "local"
 
@@ -78,8 +112,10 @@ class LocalProcessRuntime:
         d = self.run_dir(request.run_id)
         attempt_dir = d / f"attempt-{request.attempt}"
         existing = self._pid(request.run_id)
-        if existing and pid_alive(existing) and (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
-            return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing))
+        if existing and pid_alive(existing):
+            if (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
+                return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing))
+            await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
         attempt_dir.mkdir(parents=True, exist_ok=True)
         (attempt_dir / "home").mkdir(exist_ok=True)
         config_path = attempt_dir / "run-config.json"
@@ -132,14 +168,13 @@ class LocalProcessRuntime:
         pid = self._pid(run_id)
         if not pid or not pid_alive(pid):
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+        groups = process_groups(pid)  # found now: once the runner is gone its children are init's
+        _killpgs({pid}, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.kill_grace_s
         while pid_alive(pid) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        _killpgs(groups | process_groups(pid) if pid_alive(pid) else groups, signal.SIGKILL)
 
     async def get_logs(self, run_id: str) -> list[str]:
         d = self.run_dir(run_id)

@@ -1,0 +1,5 @@
+import sys
+
+from bench.kernel.run import main
+
+sys.exit(main())

@@ -1,0 +1,18 @@
+"""B6 exit-notice child: registers, and on any message writes its wall clock to stderr and dies."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "bridges", "python"))
+from nexus_bridge import Agent, run  # noqa: E402
+
+
+class Dies(Agent):
+    async def handle(self, message):
+        sys.stderr.write(f"exit-at {time.time()!r}\n")
+        sys.stderr.flush()
+        os._exit(7)
+
+
+run(Dies("dies"))

@@ -1,0 +1,3 @@
+from nexus.nexusctl.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""nexusctl commands, one module per group."""

@@ -1,0 +1,67 @@
+from typing import Annotated, Literal
+
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+
+from nexus.core_api.approvals import service
+from nexus.core_api.approvals.schemas import ApprovalDecision, ApprovalOut, to_out
+from nexus.core_api.audit.service import record
+from nexus.core_api.auth.guards import DECIDE_APPROVALS, READ
+from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.db.documents import Approval
+
+Filter = Annotated[str | None, Parameter(max_length=200)]
+StatusFilter = Literal["pending", "approved", "rejected", "expired", "all"]
+
+
+async def _get(approval_id: str) -> Approval:
+    doc = await Approval.get(approval_id)
+    if doc is None:
+        raise not_found("approval", approval_id)
+    return doc
+
+
+async def _decide(request: Request, approval_id: str, decision: str, reason: str) -> ApprovalOut:
+    ctx: Context = request.app.state.ctx
+    await _get(approval_id)
+    decided = await service.decide(ctx, approval_id, decision, reason, request.user.name)
+    await record(request.user, f"approval.{decided.status}", f"approvals/{approval_id}", before_id=approval_id, after_id=approval_id)
+    if decided.status != decision:  # the clock got there first
+        raise DomainError(409, f"approval is {decided.status}: {decided.reason}", field="decision")
+    return to_out(decided)
+
+
+class ApprovalController(Controller):
+    path = "/v1/approvals"
+    tags = ["approvals"]
+
+    @get("/", guards=[READ])
+    async def list_approvals(
+        self,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        status: Annotated[StatusFilter, Parameter(description="`all` lists every status")] = "pending",
+        run_id: Filter = None,
+        action: Filter = None,
+    ) -> Page[ApprovalOut]:
+        filters = {k: v for k, v in {"run_id": run_id, "action": action}.items() if v}
+        if status != "all":
+            filters["status"] = status
+        docs, nxt = await page_of(Approval, filters, limit, cursor)
+        return Page([to_out(d) for d in docs], nxt)
+
+    @get("/{approval_id:str}", guards=[READ])
+    async def get_approval(self, approval_id: str) -> ApprovalOut:
+        return to_out(await _get(approval_id))
+
+    @post("/{approval_id:str}/approve", guards=[DECIDE_APPROVALS], status_code=200)
+    async def approve(self, request: Request, approval_id: str, data: ApprovalDecision | None = None) -> ApprovalOut:
+        return await _decide(request, approval_id, "approved", data.reason if data else "")
+
+    @post("/{approval_id:str}/reject", guards=[DECIDE_APPROVALS], status_code=200)
+    async def reject(self, request: Request, approval_id: str, data: ApprovalDecision) -> ApprovalOut:
+        if not data.reason.strip():
+            raise DomainError(422, "a rejection needs a reason", field="reason")
+        return await _decide(request, approval_id, "rejected", data.reason)

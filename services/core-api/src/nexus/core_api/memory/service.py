@@ -1,0 +1,73 @@
+"""Memory items: what agents know beyond their prompt, scoped to an agent, a repository, or everyone."""
+
+from datetime import timedelta
+
+from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryUpdate
+from nexus.core_api.schemas import iso
+from nexus.db.documents import Agent, MemoryItem, Repository, now
+from nexus.domain.ids import new_id
+
+
+def to_out(m: MemoryItem) -> MemoryOut:
+    return MemoryOut(
+        id=m.id, scope=m.scope, scope_id=m.scope_id, content=m.content, tags=m.tags, source=m.source,
+        expires_at=iso(m.expires_at), created_at=iso(m.created_at),
+    )
+
+
+async def get(item_id: str) -> MemoryItem:
+    doc = await MemoryItem.get(item_id)
+    if doc is None:
+        raise not_found("memory item", item_id)
+    return doc
+
+
+async def _scope_id(scope: str, ref: str | None) -> str | None:
+    if scope == "global":
+        if ref:
+            raise DomainError(422, "a global memory item has no scope_id", field="scope_id")
+        return None
+    if not ref:
+        raise DomainError(422, f"a {scope} memory item needs the {scope}'s id or name", field="scope_id")
+    cls = Agent if scope == "agent" else Repository
+    doc = await cls.get(ref) or await cls.find_one({"name": ref})
+    if doc is None or doc.deleted:
+        raise DomainError(422, f"{scope} {ref!r} does not exist", field="scope_id")
+    return doc.id
+
+
+def _expiry(ttl_s: int | None):
+    return now() + timedelta(seconds=ttl_s) if ttl_s else None
+
+
+async def create(data: MemoryCreate) -> MemoryItem:
+    doc = MemoryItem(
+        id=new_id("mem"), scope=data.scope, scope_id=await _scope_id(data.scope, data.scope_id), content=data.content,
+        tags=sorted(set(data.tags)), source=data.source, expires_at=_expiry(data.ttl_s),
+    )
+    await doc.insert()
+    return doc
+
+
+async def update(item_id: str, data: MemoryUpdate) -> tuple[MemoryItem, bool]:
+    doc = await get(item_id)
+    fields: dict = {}
+    if data.content is not None and data.content != doc.content:
+        fields["content"] = data.content
+    if data.tags is not None and sorted(set(data.tags)) != doc.tags:
+        fields["tags"] = sorted(set(data.tags))
+    if data.source is not None and data.source != doc.source:
+        fields["source"] = data.source
+    if data.ttl_s is not None:
+        fields["expires_at"] = _expiry(data.ttl_s)
+    if not fields:
+        return doc, False
+    await MemoryItem.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": fields})
+    return await get(doc.id), True
+
+
+async def delete(item_id: str) -> MemoryItem:
+    doc = await get(item_id)
+    await MemoryItem.get_pymongo_collection().delete_one({"_id": doc.id})
+    return doc

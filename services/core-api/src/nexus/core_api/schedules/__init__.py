@@ -1,0 +1,1 @@
+"""Schedules: recurring goals and tasks on cron expressions with time zones."""

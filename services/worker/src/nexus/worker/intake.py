@@ -1,0 +1,109 @@
+"""The launch consumer. Unlike the generic `consume()`, it keeps fetching while launches wait for a
+slot, so a later, higher-priority launch can overtake them: every fetched command queues a slot
+request at once (by priority), and a batch is granted only after all of it is queued."""
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from nexus.events.catalog import CMDS_STREAM
+from nexus.events.consumer import CONSUMED, dead_letter, decode_message
+from nexus.events.payloads import LaunchRun
+from nexus.worker.launcher import Launcher
+from nexus.worker.slots import Ticket
+
+log = logging.getLogger("nexus.worker.intake")
+DURABLE = "worker-launch"
+SUBJECT = "nexus.cmd.worker.launch_run"
+
+
+class LaunchIntake:
+    def __init__(self, js: JetStreamContext, launcher: Launcher, *, backlog: int = 256, ack_wait_s: float = 60.0,
+                 max_deliver: int = 5) -> None:
+        self.js = js
+        self.launcher = launcher
+        self.backlog = backlog
+        self.ack_wait_s = ack_wait_s
+        self.max_deliver = max_deliver
+        self.inflight: set[asyncio.Task] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        config = ConsumerConfig(
+            durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, max_deliver=self.max_deliver,
+            ack_wait=self.ack_wait_s, max_ack_pending=max(self.backlog * 4, 1000), filter_subject=SUBJECT,
+        )
+        sub = await self.js.pull_subscribe(SUBJECT, durable=DURABLE, stream=CMDS_STREAM, config=config)
+        try:
+            while not stop.is_set():
+                room = self.backlog - len(self.inflight)
+                if room <= 0:
+                    await asyncio.wait(self.inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    msgs = await sub.fetch(min(room, 64), timeout=0.5)
+                except (NatsTimeout, TimeoutError):
+                    continue
+                except Exception:  # noqa: BLE001 — a reconnect in progress; keep the loop alive
+                    log.warning("fetch failed on %s; retrying", DURABLE, exc_info=True)
+                    await asyncio.sleep(0.5)
+                    continue
+                for m in msgs:
+                    await self._accept(m)
+                self.launcher.slots.grant()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            for t in list(self.inflight):
+                t.cancel()
+            await asyncio.gather(*self.inflight, return_exceptions=True)
+
+    async def _accept(self, m: Msg) -> None:
+        deliveries = m.metadata.num_delivered if m.metadata else 1
+        try:
+            _, cmd = decode_message(m)
+            if not isinstance(cmd, LaunchRun):
+                raise ValueError(f"{type(cmd).__name__} on {m.subject}")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            await dead_letter(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
+            await m.term()
+            CONSUMED.labels(DURABLE, "dead_letter").inc()
+            return
+        ticket = self.launcher.slots.request(cmd.config.agent_id, cmd.priority)
+        task = asyncio.create_task(self._handle(m, cmd, ticket, deliveries))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+
+    async def _handle(self, m: Msg, cmd: LaunchRun, ticket: Ticket, deliveries: int) -> None:
+        try:
+            await self._wait_for_slot(m, ticket)
+            await self.launcher.launch(cmd, ticket)
+        except asyncio.CancelledError:
+            self.launcher.slots.release(ticket)  # shutting down: the message is redelivered to someone else
+            raise
+        except Exception as exc:  # noqa: BLE001 — retried with backoff, then dead-lettered
+            self.launcher.slots.release(ticket)
+            if deliveries >= self.max_deliver:
+                await dead_letter(self.js, m, DURABLE, f"failed {deliveries} times: {exc!r}", deliveries)
+                await m.term()
+                CONSUMED.labels(DURABLE, "dead_letter").inc()
+            else:
+                log.exception("launch of %s failed (delivery %d), will retry", cmd.run_id, deliveries)
+                await m.nak(delay=min(0.2 * 2**deliveries, 10.0))
+                CONSUMED.labels(DURABLE, "retried").inc()
+        else:
+            await m.ack()
+            CONSUMED.labels(DURABLE, "ok").inc()
+
+    async def _wait_for_slot(self, m: Msg, ticket: Ticket) -> None:
+        """Wait for the slot, telling JetStream the command is still being worked on."""
+        while True:
+            done, _ = await asyncio.wait({ticket.granted}, timeout=self.ack_wait_s / 3)
+            if done:
+                return
+            await m.in_progress()

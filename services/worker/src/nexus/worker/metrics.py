@@ -1,0 +1,12 @@
+"""The worker's metrics. core-api counts the endings it decides (succeeded, failed, cancelled)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RUNS = Counter("nexus_runs", "Runs by what the worker saw happen: launched, lost, timed_out", ["status"])
+ACTIVE = Gauge("nexus_runs_active", "Runs this worker holds a slot for (launched or adopted, not yet exited)")
+WAITING = Gauge("nexus_launches_waiting", "Launch commands waiting for a free slot")
+LAUNCH_LATENCY = Histogram(
+    "nexus_dispatch_latency_seconds", "From launch command to runtime started",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SCHEDULE_FIRES = Counter("nexus_schedule_fires", "Schedule occurrences fired", ["reason"])

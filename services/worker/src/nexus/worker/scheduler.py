@@ -1,0 +1,104 @@
+"""The clock of schedules: find due occurrences and fire them as `core.fire_schedule` commands.
+
+The worker only reads schedules; core-api decides what an occurrence does (overlap policy) and
+records it. Firing is idempotent: the occurrence id (schedule id + occurrence time) is the message
+id, and core-api derives the created task's or goal's id from it."""
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from nexus.db.documents import Goal, Schedule, Task
+from nexus.domain.tasks import TASK_FINAL
+from nexus.events.bus import Publisher
+from nexus.events.payloads import FireSchedule
+from nexus.worker.metrics import SCHEDULE_FIRES
+
+log = logging.getLogger("nexus.worker.scheduler")
+REFIRE_AFTER_S = 30.0  # a fired occurrence core-api has not recorded yet is fired again after this
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def occurrence_id(schedule_id: str, at: datetime) -> str:
+    return f"{schedule_id}@{_aware(at).astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def due_occurrences(cron: str, tz: str, after: datetime, now: datetime, *, missed: str, catch_up_limit: int,
+                    grace_s: float) -> list[tuple[datetime, bool]]:
+    """Occurrences in (after, now], oldest first, as (time in UTC, late). One no older than `grace_s`
+    is on time; older ones were missed: dropped under `skip`, the newest `catch_up_limit` kept under
+    `catch_up`. Walks back from now, so a long downtime costs no more than the cap."""
+    zone = ZoneInfo(tz)
+    it = croniter(cron, _aware(now).astimezone(zone))
+    after = _aware(after)
+    found: list[datetime] = []
+    keep_missed = catch_up_limit if missed == "catch_up" else 0
+    while True:
+        at = it.get_prev(datetime).astimezone(UTC)
+        if at <= after:
+            break
+        late = (now - at).total_seconds() > grace_s
+        if late and sum(1 for t in found if (now - t).total_seconds() > grace_s) >= keep_missed:
+            break
+        found.append(at)
+    return [(t, (now - t).total_seconds() > grace_s) for t in reversed(found)]
+
+
+async def item_active(kind: str, item_id: str | None) -> bool:
+    """Is the occurrence that created `item_id` still running?"""
+    if not item_id:
+        return False
+    if kind == "goal":
+        goal = await Goal.get(item_id)
+        if goal is None or goal.status in ("done", "failed", "cancelled", "closed"):
+            return False
+        return await Task.find({"goal_id": item_id, "status": {"$nin": [s.value for s in TASK_FINAL]}}).count() > 0
+    task = await Task.get(item_id)
+    return task is not None and task.status not in {s.value for s in TASK_FINAL}
+
+
+class Scheduler:
+    def __init__(self, publisher: Publisher, *, grace_s: float = 60.0) -> None:
+        self.publisher = publisher
+        self.grace_s = grace_s
+        self.fired: dict[str, float] = {}  # message id -> when this process last fired it
+
+    async def tick(self, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        for s in await Schedule.find({"enabled": True, "deleted": False}).to_list():
+            try:
+                await self._schedule(s, now)
+            except Exception:  # noqa: BLE001 — one broken schedule must not stop the others
+                log.exception("schedule %s (%s) could not fire", s.id, s.name)
+        cutoff = time.monotonic() - 10 * REFIRE_AFTER_S
+        self.fired = {k: v for k, v in self.fired.items() if v > cutoff}
+
+    async def _schedule(self, s: Schedule, now: datetime) -> None:
+        after = max(_aware(s.anchor_at), _aware(s.last_occurrence_at) if s.last_occurrence_at else _aware(s.anchor_at))
+        due = due_occurrences(s.cron, s.timezone, after, now, missed=s.missed, catch_up_limit=s.catch_up_limit, grace_s=self.grace_s)
+        for at, late in due:
+            await self._fire(s, at, late=late, msg_id=occurrence_id(s.id, at), reason="late" if late else "on_time")
+        # An occurrence held back by the overlap policy goes once the one before it has ended.
+        if s.pending and not await item_active(s.kind, s.active_item_id):
+            at = _aware(min(s.pending))
+            await self._fire(s, at, late=False, msg_id=occurrence_id(s.id, at) + ".released", reason="released")
+
+    async def _fire(self, s: Schedule, at: datetime, *, late: bool, msg_id: str, reason: str) -> None:
+        last = self.fired.get(msg_id)
+        if last is not None and time.monotonic() - last < REFIRE_AFTER_S:
+            return
+        self.fired[msg_id] = time.monotonic()
+        cmd = FireSchedule(schedule_id=s.id, occurrence_at=at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                           occurrence_id=occurrence_id(s.id, at), late=late)
+        await self.publisher.publish("core.fire_schedule", cmd, msg_id=msg_id, correlation_id=s.id)
+        SCHEDULE_FIRES.labels(reason).inc()
+        log.info("fired schedule %s occurrence %s (%s)", s.name, cmd.occurrence_at, reason)
+
+
+_ = timedelta

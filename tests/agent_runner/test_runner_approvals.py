@@ -1,0 +1,128 @@
+"""Approvals as the runner lives them (no core-api: the test publishes the decision where core-api
+would). Resume on approve, stop on reject, deny on expiry; and the runner's own gated action,
+merging into the target branch, only with can_merge and, where asked, approval."""
+
+import uuid
+
+import pytest
+
+from tests.agent_runner.test_runner_support import (  # noqa: F401
+    bare_repo, changes, config, decide, final_status, git, js, read_events, start_runner, wait_event,
+)
+
+pytestmark = pytest.mark.infra
+
+ASK = {"commands": {"allow": ["echo *"], "default": "ask"}}
+SCRIPT = """
+steps:
+  - tool_calls: [{name: run_command, args: {cmd: "touch approved.txt"}}]
+  - tool_calls: [{name: note, args: {message: "after the command"}}]
+  - say: done
+"""
+
+
+async def _requested(js, run_id: str) -> dict:
+    return (await wait_event(js, run_id, lambda t, d: t == "run.approval_requested"))["data"]
+
+
+async def test_approve_resumes(js, nats_url, tmp_path) -> None:
+    r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK))
+    req = await _requested(js, r.cfg.run_id)
+    assert req["action"] == "command" and req["detail"] == "touch approved.txt" and req["session_id"] == r.cfg.session_id
+    await wait_event(js, r.cfg.run_id, lambda t, d: t == "run.status" and d["status"] == "waiting_approval")
+    assert not (r.workspace / "approved.txt").exists()  # paused: nothing ran yet
+    await decide(js, r.cfg.run_id, req["approval_id"], "approved")
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    assert [e["data"]["status"] for _, e in events if e["type"] == "run.status"] == ["running", "waiting_approval", "running", "succeeded"]
+    assert [c["decision"] for c in changes(events, "approval")] == ["requested", "approved"]
+    (cmd,) = changes(events, "command-run")
+    assert cmd["cmd"] == "touch approved.txt" and cmd["exitCode"] == 0
+    assert (r.workspace / "approved.txt").exists()
+
+
+async def test_reject_stops_the_run(js, nats_url, tmp_path) -> None:
+    r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK))
+    req = await _requested(js, r.cfg.run_id)
+    await decide(js, r.cfg.run_id, req["approval_id"], "rejected", reason="not on a Friday", by="lead@example.com")
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"] == "rejected by lead@example.com: not on a Friday", end
+    assert [c["decision"] for c in changes(events, "approval")] == ["requested", "rejected"]
+    (refused,) = changes(events, "refused")
+    assert refused["reason"] == "approval-rejected"
+    assert not changes(events, "command-run") and not changes(events, "note")  # stopped: the script did not go on
+    assert not (r.workspace / "approved.txt").exists()
+
+
+async def test_expiry_denies_and_the_run_goes_on(js, nats_url, tmp_path) -> None:
+    r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK))
+    req = await _requested(js, r.cfg.run_id)
+    await decide(js, r.cfg.run_id, req["approval_id"], "expired", reason="expired", by="system")
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    assert [c["decision"] for c in changes(events, "approval")] == ["requested", "expired"]
+    assert changes(events, "refused")[0]["reason"] == "approval-expired"
+    assert not changes(events, "command-run") and [c["message"] for c in changes(events, "note")] == ["after the command"]
+
+
+async def test_runner_backstop_expires_when_nobody_answers(js, nats_url, tmp_path) -> None:
+    r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK), env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2"})
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    assert [c["decision"] for c in changes(events, "approval")] == ["requested", "expired"]
+    assert final_status(events)["status"] == "succeeded"
+
+
+WRITE = "steps:\n  - tool_calls: [{name: write_file, args: {path: feature.txt, content: merged}}]\n  - say: done\n"
+
+
+def _with_repo(bare, **fields):
+    run_id = f"run_{uuid.uuid4().hex[:16]}"
+    repo = {"url": str(bare), "ref": "main", "branch": f"nexus/task_t/{run_id}", "target_branch": "main"}
+    return config(WRITE, run_id=run_id, repo=repo, **fields)
+
+
+@pytest.mark.parametrize("decision", ["approved", "rejected"])
+async def test_merge_waits_for_approval(js, nats_url, tmp_path, decision) -> None:
+    bare = bare_repo(tmp_path)
+    main_before = git(bare, "rev-parse", "main")
+    cfg = _with_repo(bare, permissions={"can_merge": True, "ask": ["merge"]})
+    r = await start_runner(tmp_path, nats_url, cfg)
+    req = await _requested(js, cfg.run_id)
+    assert req["action"] == "merge" and f"into main of {bare}" in req["detail"]
+    await decide(js, cfg.run_id, req["approval_id"], decision, reason="looks good" if decision == "approved" else "wait for QA")
+    assert await r.exit_code() == 0, r.log()
+    end = final_status(await read_events(js, cfg.run_id))
+    branch_sha = git(bare, "rev-parse", cfg.repo.branch)  # the run's branch is pushed either way
+    if decision == "approved":
+        assert end["status"] == "succeeded", end
+        assert git(bare, "rev-parse", "main") == branch_sha == end["commit_sha"]
+        assert git(bare, "show", "main:feature.txt") == "merged"
+    else:
+        assert end["status"] == "failed" and end["reason"] == "rejected by lead@example.com: wait for QA", end
+        assert git(bare, "rev-parse", "main") == main_before
+
+
+async def test_no_merge_without_can_merge(js, nats_url, tmp_path) -> None:
+    bare = bare_repo(tmp_path)
+    main_before = git(bare, "rev-parse", "main")
+    cfg = _with_repo(bare, permissions={"can_merge": False})
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    assert final_status(await read_events(js, cfg.run_id))["status"] == "succeeded"
+    assert git(bare, "rev-parse", "main") == main_before
+    assert git(bare, "show", f"{cfg.repo.branch}:feature.txt") == "merged"
+
+
+async def test_merge_without_ask_merges_at_once(js, nats_url, tmp_path) -> None:
+    bare = bare_repo(tmp_path)
+    cfg = _with_repo(bare, permissions={"can_merge": True})
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    assert not [e for _, e in events if e["type"] == "run.approval_requested"]
+    assert git(bare, "show", "main:feature.txt") == "merged"

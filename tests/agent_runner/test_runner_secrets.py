@@ -1,0 +1,37 @@
+"""A secret reference is substituted only inside the running command; its value reaches no run
+event (every subject of the run, read back from JetStream), no log, and not the model."""
+
+import pytest
+
+from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401
+
+pytestmark = pytest.mark.infra
+VALUE = "tok-9Zq81-do-not-leak"
+SCRIPT = """
+steps:
+  - say: "using ${secret:API_TOKEN}"
+    tool_calls:
+      - {name: run_command, args: {cmd: "echo ${secret:API_TOKEN}"}}
+      - {name: run_command, args: {cmd: "env"}}
+      - {name: run_command, args: {cmd: "mkdir ${secret:API_TOKEN}"}}
+      - {name: list_dir, args: {path: "."}}
+      - {name: write_file, args: {path: ref.txt, content: "${secret:API_TOKEN}"}}
+      - {name: run_command, args: {cmd: "echo ${secret:NOT_DECLARED}"}}
+  - say: done
+"""
+
+
+async def test_secret_value_never_leaves_the_command(js, nats_url, tmp_path) -> None:
+    cfg = config(SCRIPT, secrets=["API_TOKEN"], permissions={"commands": {"allow": ["echo *", "env", "mkdir *"], "default": "deny"}})
+    r = await start_runner(tmp_path, nats_url, cfg, secrets={"API_TOKEN": VALUE})
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    echo, env, mkdir = changes(events, "command-run")
+    assert echo["cmd"] == "echo ${secret:API_TOKEN}" and echo["exitCode"] == 0 and env["exitCode"] == 0
+    assert mkdir["exitCode"] == 0 and (r.workspace / VALUE).is_dir()  # the command did get the value
+    assert changes(events, "refused")[0]["reason"] == "unknown-secret"
+    assert (r.workspace / "ref.txt").read_text() == "${secret:API_TOKEN}"  # files get the reference, not the value
+    assert len(events) > 8
+    for text in (str(events), r.log(), (r.dir / "run-config.json").read_text(), (r.dir / "state").joinpath(f"{cfg.session_id}.json").read_text()):
+        assert VALUE not in text

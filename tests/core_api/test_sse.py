@@ -1,0 +1,93 @@
+"""SSE resume: a client that reconnects with Last-Event-ID (the JetStream sequence) gets exactly what
+it missed, for the system stream and for one run; a disconnect changes no run state."""
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from nexus.events.bus import Publisher, connect
+from nexus.events.payloads import RunLog, RunStatusChanged
+from tests.core_api.conftest import assert_problem, new_run
+
+pytestmark = pytest.mark.infra
+
+
+async def sse(client: httpx.AsyncClient, path: str, last_id: str | None = None, **params) -> AsyncIterator[dict]:
+    """Yields each message (comments too, as {"comment": …}) until the caller stops or the server ends."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    async with client.stream("GET", path, headers=headers, params=params) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        current: dict = {}
+        async for line in r.aiter_lines():
+            if line == "":
+                if current:
+                    if current.get("data"):
+                        current["data"] = json.loads(current["data"])
+                    else:  # litestar sends a comment with an empty data line
+                        current.pop("data", None)
+                    yield current
+                current = {}
+            elif line.startswith(":"):
+                current["comment"] = line[1:].strip()
+            else:
+                key, _, value = line.partition(":")
+                current[key] = value.lstrip(" ")
+
+
+async def collect(stream: AsyncIterator[dict], want, limit: int = 5000) -> list[dict]:
+    """Read until want(events) holds; bounded by a count of messages, not by time."""
+    got: list[dict] = []
+    async for msg in stream:
+        got.append(msg)
+        if want(got) or len(got) >= limit:
+            break
+    await stream.aclose()  # disconnect
+    return got
+
+
+def goal_ids(msgs: list[dict], mine: set[str]) -> list[str]:
+    return [m["data"]["data"]["goal_id"] for m in msgs if m.get("event") == "goal.created" and m["data"]["data"]["goal_id"] in mine]
+
+
+async def test_system_events_resume_after_a_disconnect(http: httpx.AsyncClient) -> None:
+    first = (await http.post("/v1/goals", json={"title": "first"})).json()["id"]
+    await http.post("/v1/tasks", json={"title": "noise"})  # a task.created the filter must drop
+    got = await collect(sse(http, "/v1/events", types="goal.*"), lambda ms: first in goal_ids(ms, {first}))
+    assert all(m.get("event", "goal.created").startswith("goal.") for m in got)
+    last_id = next(m["id"] for m in got if m.get("event") == "goal.created" and m["data"]["data"]["goal_id"] == first)
+
+    missed = [(await http.post("/v1/goals", json={"title": f"while away {i}"})).json()["id"] for i in range(3)]
+    mine = {first, *missed}
+    got = await collect(sse(http, "/v1/events", last_id, types="goal.created,run.succeeded"),
+                        lambda ms: len(goal_ids(ms, mine)) == 3 and ms[-1].get("comment") == "keep-alive")
+    assert goal_ids(got, mine) == missed  # nothing seen twice, nothing lost, in order
+    assert all(int(m["id"]) > int(last_id) for m in got if "id" in m)
+    assert got[0]["comment"] == "connected" and got[-1]["comment"] == "keep-alive"
+    assert_problem(await http.get("/v1/events", params={"types": "nonsense.happened"}), 422, "types")
+
+
+async def test_run_events_resume_and_end_after_the_final_status(http: httpx.AsyncClient, settings) -> None:
+    run = await new_run(http)
+    nc = await connect(settings.nats_url, "test-sse")
+    pub = Publisher(nc.jetstream(), "agent-runner")
+    try:
+        for i in range(3):
+            await pub.publish("run.log", RunLog(message=f"line {i}"), run_id=run["id"])
+        got = await collect(sse(http, f"/v1/runs/{run['id']}/events"), lambda ms: sum("data" in m for m in ms) == 2)
+        events = [m for m in got if "data" in m]
+        assert [e["data"]["data"]["message"] for e in events] == ["line 0", "line 1"]
+        # The client went away mid-run: the run is as it was.
+        assert (await http.get(f"/v1/runs/{run['id']}")).json()["status"] == run["status"]
+
+        await pub.publish("run.log", RunLog(message="line 3"), run_id=run["id"])
+        await pub.publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
+        rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events", events[-1]["id"])]  # ends by itself
+        data = [m for m in rest if "data" in m]
+        assert [(m["event"], m["data"]["data"].get("message")) for m in data] == [
+            ("run.log", "line 2"), ("run.log", "line 3"), ("run.status", None)]
+        assert [int(m["id"]) for m in data] == sorted(int(m["id"]) for m in data) and int(data[0]["id"]) > int(events[-1]["id"])
+    finally:
+        await nc.drain()
