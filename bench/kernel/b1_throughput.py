@@ -12,7 +12,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench.kernel.common import CountingAgent, Countdown, RawKernel, make_messages, now, paired
+from bench.kernel.common import (
+    Countdown,
+    CountingAgent,
+    RawKernel,
+    make_messages,
+    now,
+    paired,
+)
 from nexus.kernel import Kernel, KernelConfig
 
 PRODUCERS = 100

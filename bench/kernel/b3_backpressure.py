@@ -16,7 +16,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench.kernel.common import CountingAgent, Countdown, RawKernel, make_messages, med, now, settle
+from bench.kernel.common import (
+    Countdown,
+    CountingAgent,
+    RawKernel,
+    make_messages,
+    med,
+    now,
+    settle,
+)
 from nexus.kernel import Kernel, KernelConfig, Message, MessageKind, SendTimeout
 
 CAPACITY = 64

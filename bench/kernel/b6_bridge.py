@@ -26,7 +26,14 @@ from typing import Any
 import msgspec
 
 from bench.kernel.common import Countdown, med, now, settle
-from nexus.kernel import AgentFailed, Kernel, KernelConfig, KernelError, Message, MessageKind
+from nexus.kernel import (
+    AgentFailed,
+    Kernel,
+    KernelConfig,
+    KernelError,
+    Message,
+    MessageKind,
+)
 from nexus.kernel.bridge import spawn_bridge
 from nexus.kernel.bridge.protocol import encode_delivery
 
@@ -114,6 +121,7 @@ async def exit_notice_ms(times: int) -> list[float]:
     bridge_log = logging.getLogger("nexus.kernel.bridge")
     bridge_log.addHandler(grab)
     bridge_log.setLevel(logging.INFO)
+    bridge_log.propagate = False
     out: list[float] = []
     try:
         for _ in range(times):
@@ -133,6 +141,8 @@ async def exit_notice_ms(times: int) -> list[float]:
             await kernel.shutdown()
     finally:
         bridge_log.removeHandler(grab)
+        bridge_log.setLevel(logging.NOTSET)
+        bridge_log.propagate = True
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import nats
 
-from bench.kernel.common import CountingAgent, Countdown, med, now, settle
+from bench.kernel.common import Countdown, CountingAgent, med, now, settle
 from nexus.kernel import Kernel, KernelConfig, Message, MessageKind
 from nexus.kernel.message import encode_message
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -105,9 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown bench: {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.ERROR)  # handle timeouts in B3 are expected, not news
     started = time.perf_counter()
+    load_before = os.getloadavg()
     results = asyncio.run(run_all(names, args.quick))
     document = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "quick": args.quick},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "quick": args.quick,
+        },
         "results": results,
         "targets": targets(results),
         "seconds": round(time.perf_counter() - started, 1),

@@ -5,7 +5,7 @@ Both figures time ONLY the enqueueing: 20,000 `put`s / `send`s round robin over 
 agents whose handler is `await asyncio.sleep(0)`; nothing waits for the messages to be
 handled. That is why they are far above B1's numbers, which time until all are handled.
 (The seed's text lost its indentation in publication; seed_baseline.py restores only the
-leading whitespace — every statement is as printed, a test checks it.)
+leading whitespace: every statement is exactly as printed.)
 """
 
 from __future__ import annotations

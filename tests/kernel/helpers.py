@@ -46,4 +46,3 @@ class Recorder:
             while len(self.seen) < count:
                 self.changed.clear()
                 await self.changed.wait()
-

@@ -32,9 +32,7 @@ async def test_many_concurrent_asks_each_get_their_own_reply(make_kernel) -> Non
     kernel = make_kernel()
     for i in range(5):
         kernel.spawn(Recorder(f"r{i}"))
-    replies = await asyncio.gather(
-        *(kernel.ask(msg(f"r{i % 5}", i, MessageKind.QUERY), timeout=5) for i in range(200))
-    )
+    replies = await asyncio.gather(*(kernel.ask(msg(f"r{i % 5}", i, MessageKind.QUERY), timeout=5) for i in range(200)))
     assert [r.payload["seen"] for r in replies] == list(range(200))
 
 

@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import pytest
 
 from nexus.kernel import Message, MessageKind
-from nexus.kernel.bridge.protocol import SHUTDOWN, decode_child_line, encode_delivery, json_schema
+from nexus.kernel.bridge.protocol import (
+    SHUTDOWN,
+    decode_child_line,
+    encode_delivery,
+    json_schema,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "proto" / "bridge" / "lines.schema.json"
@@ -46,7 +52,7 @@ def test_invalid_lines_fail_the_schema_and_the_decoder_alike() -> None:
         {"type": "message", "payload": {"from": "a", "to": "b", "kind": "Shout"}},
     ):
         assert not from_child.is_valid(bad)
-        with pytest.raises(Exception):  # msgspec.ValidationError
+        with pytest.raises(msgspec.ValidationError):
             decode_child_line(json.dumps(bad).encode())
 
 
@@ -72,7 +78,7 @@ def test_reference_bridges_write_valid_lines(command: list[str]) -> None:
     for line in lines:
         from_child.validate(line)
         decode_child_line(json.dumps(line).encode())
-    assert lines[0] == {"type": "register", "payload": {"id": "calc", "name": lines[0]["payload"]["name"], "protocol": 1}}
+    assert lines[0]["type"] == "register" and lines[0]["payload"]["id"] == "calc"
     assert lines[1]["type"] == "response"
     assert lines[1]["payload"]["reply_to"] == question.id and lines[1]["payload"]["payload"]["result"] == 42
     assert b"malformed" in out.stderr  # the bad line was reported and skipped, not fatal

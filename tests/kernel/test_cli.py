@@ -1,6 +1,7 @@
 """nexus-kernel: --generate-config and the demo, run as a user would."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,27 @@ def test_demo_with_a_broken_config_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("[kernel]\nmailbox_capacity = 0\n")
     result = run_cli("demo", "-n", "2", "-d", "0.1", cwd=tmp_path)
     assert result.returncode == 1 and "config.toml" in result.stderr
+
+
+def test_demo_with_duration_zero_runs_until_interrupted(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nexus.kernel.cli", "demo", "-n", "20", "-d", "0", "-l", "error"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert "until Ctrl-C" in proc.stdout.readline()
+        assert "msg/s" in proc.stdout.readline()  # it is running and reporting
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.splitlines()[-1].startswith("done:")
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,14 @@ import asyncio
 
 import pytest
 
-from nexus.kernel import AgentNotFound, FunctionAgent, MailboxClosed, Message, MessageKind, ShuttingDown
+from nexus.kernel import (
+    AgentNotFound,
+    FunctionAgent,
+    MailboxClosed,
+    Message,
+    MessageKind,
+    ShuttingDown,
+)
 from tests.kernel.helpers import Recorder, eventually, msg
 
 

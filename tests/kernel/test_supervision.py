@@ -4,7 +4,14 @@ import asyncio
 
 import pytest
 
-from nexus.kernel import AgentFailed, AgentNotFound, FunctionAgent, Message, MessageKind, RestartPolicy
+from nexus.kernel import (
+    AgentFailed,
+    AgentNotFound,
+    FunctionAgent,
+    Message,
+    MessageKind,
+    RestartPolicy,
+)
 from tests.kernel.helpers import eventually, msg
 
 

@@ -2,7 +2,14 @@
 
 import asyncio
 
-from nexus.kernel import AgentFailed, FunctionAgent, HandleTimeout, Message, MessageKind, ReplyDropped
+from nexus.kernel import (
+    AgentFailed,
+    FunctionAgent,
+    HandleTimeout,
+    Message,
+    MessageKind,
+    ReplyDropped,
+)
 from tests.kernel.helpers import Recorder, eventually, msg
 
 

@@ -70,8 +70,9 @@ class Workers:
 class Bus:
     """The test's side of NATS: publish commands as core-api would, collect every run event."""
 
-    def __init__(self, js, publisher: Publisher) -> None:
-        self.js = js
+    def __init__(self, nc, publisher: Publisher) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
         self.publisher = publisher
         self.events: list[tuple[str, str, dict, str]] = []  # (run_id, type, data, occurred_at)
 
@@ -143,7 +144,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     js = nc.jetstream()
     await ensure_streams(js)
     await js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
-    b = Bus(js, Publisher(js, "core-api"))
+    b = Bus(nc, Publisher(js, "core-api"))
 
     async def collect(msg) -> None:
         env = decode_raw(msg.data)

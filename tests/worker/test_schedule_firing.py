@@ -30,7 +30,7 @@ def command(s: Schedule, when: datetime) -> FireSchedule:
 
 
 async def _setup(bus, db_name: str, overlap: str) -> tuple[Context, Schedule]:
-    ctx = Context(settings=CoreSettings(mongodb_db=db_name), nc=bus.js._nc, js=bus.js, publisher=Publisher(bus.js, "core-api"))
+    ctx = Context(settings=CoreSettings(mongodb_db=db_name), nc=bus.nc, js=bus.js, publisher=Publisher(bus.js, "core-api"))
     agent = await Agent.find_one({"name": "scheduled"})
     if agent is None:
         agent = Agent(id=new_id("agt"), name="scheduled", spec={"system_prompt": "You run on a clock.", "llm": {"provider": "scripted"}})
@@ -65,17 +65,17 @@ async def test_overlap_policy_while_the_previous_occurrence_runs(bus, db_name, o
     async def collect(msg) -> None:
         fired.append(msgspec.convert(json.loads(msg.data)["data"], FireSchedule))
 
-    sub = await bus.js._nc.subscribe("nexus.cmd.core.fire_schedule", cb=collect)
+    sub = await bus.nc.subscribe("nexus.cmd.core.fire_schedule", cb=collect)
     scheduler = Scheduler(Publisher(bus.js, "worker"))
     await scheduler.tick(now=at(12) + timedelta(seconds=30))
-    await bus.js._nc.flush()
+    await bus.nc.flush()
     assert [f for f in fired if f.schedule_id == s.id] == []
     # …once it is done, the oldest held-back occurrence goes.
     await Task.get_pymongo_collection().update_one({"_id": first}, {"$set": {"status": "done"}})
     await scheduler.tick(now=at(12) + timedelta(seconds=31))
     mine = []
     for _ in range(50):
-        await bus.js._nc.flush()
+        await bus.nc.flush()
         mine = [f for f in fired if f.schedule_id == s.id]
         if mine or not held:
             break

@@ -162,7 +162,7 @@ class Bridge:
         try:
             self._emit("message", message.to_wire())
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041 - distinct from TimeoutError before 3.11
             raise AskTimeout("no reply from %s within %ss" % (to, timeout)) from None
         finally:
             self._pending.pop(message.id, None)

@@ -1,7 +1,7 @@
 """`nexus-kernel`: write a config template, or run the demo.
 
-    nexus-kernel --generate-config config.toml
-    nexus-kernel demo -n 100 -d 10 --log-level debug --log-format json
+nexus-kernel --generate-config config.toml
+nexus-kernel demo -n 100 -d 10 --log-level debug --log-format json
 """
 
 from __future__ import annotations

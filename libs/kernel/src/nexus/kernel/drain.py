@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from nexus.kernel.errors import HandleTimeout, KernelError, MailboxClosed
-from nexus.kernel.mailbox import PAUSED, STOPPED, TIMEOUT, Mailbox
+from nexus.kernel.mailbox import COUNTERS, PAUSED, STOPPED, TIMEOUT, Mailbox
 
 if TYPE_CHECKING:
     from nexus.kernel.asks import PendingAsks
@@ -38,7 +38,7 @@ class Draining:
     _remote: NatsRemote | None
     _linger: float
     _idle_waiter: asyncio.Future[None] | None
-    retired_handled: int
+    retired: dict[str, int]
 
     if TYPE_CHECKING:  # provided by Kernel
 
@@ -104,6 +104,7 @@ class Draining:
                 # Linger: an agent that just went idle is likely to get another message soon,
                 # and waking a waiting task is much cheaper than creating one. The watchdog
                 # ends lingering drains after `linger` seconds, so idle agents hold no task.
+                mb.current = None  # an idle agent keeps no payload alive
                 if not self._linger or not mb.accepting:
                     return
                 waiter = mb.waiter = create_future()
@@ -219,7 +220,8 @@ class Draining:
         mb.task = STOPPED
         if self._mailboxes.get(mb.id) is mb:
             del self._mailboxes[mb.id]
-            self.retired_handled += mb.handled
+            for counter in COUNTERS:
+                self.retired[counter] += getattr(mb, counter)
         if self._remote is not None:
             self._remote.unexpose(mb.id)
         hook = getattr(mb.agent, "on_stop", None)

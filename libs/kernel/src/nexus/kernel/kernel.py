@@ -2,8 +2,8 @@
 
 Routing is one dict lookup. A send that finds room appends and returns without yielding;
 only a full mailbox makes the sender wait (at most `send_timeout`). Each agent handles its
-messages one at a time, in order, in a drain task that exists only while its mailbox is
-non-empty. A handler's return value is routed like a send, bounded by the send timeout,
+messages one at a time, in order, in a drain task that exists only while it has work
+(and lingers a moment after: see drain.py). A handler's return value is routed like a send, bounded by the send timeout,
 so agents replying into each other's full mailboxes cannot deadlock: the reply is dropped
 and reported instead.
 """
@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from nexus.kernel import lifecycle
-from nexus.kernel.asks import PendingAsks
 from nexus.kernel.agent import Agent, AgentFactory, is_agent, start_hook
+from nexus.kernel.asks import PendingAsks
 from nexus.kernel.config import KernelConfig
 from nexus.kernel.drain import Draining
 from nexus.kernel.errors import (
@@ -30,9 +30,15 @@ from nexus.kernel.errors import (
     SendTimeout,
     ShuttingDown,
 )
-from nexus.kernel.mailbox import Mailbox
+from nexus.kernel.mailbox import COUNTERS, Mailbox
 from nexus.kernel.message import Message
-from nexus.kernel.stats import AgentStats, KernelStats, ShutdownReport, agent_stats, kernel_stats
+from nexus.kernel.stats import (
+    AgentStats,
+    KernelStats,
+    ShutdownReport,
+    agent_stats,
+    kernel_stats,
+)
 from nexus.kernel.supervision import NEVER, RestartPolicy, Supervisor
 from nexus.kernel.watchdog import Watchdog
 
@@ -77,7 +83,7 @@ class Kernel(Draining):
         self._idle_waiter: asyncio.Future[None] | None = None
         self.send_timeouts = 0
         self.replies_dropped = 0
-        self.retired_handled = 0  # counters of agents that already left, for totals
+        self.retired = dict.fromkeys(COUNTERS, 0)  # counters of agents that already left
 
     async def __aenter__(self) -> Kernel:
         return self
@@ -309,8 +315,12 @@ class Kernel(Draining):
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def total(self, counter: str) -> int:
+        """A counter (handled, failures, timeouts, restarts, dropped) over all agents ever run."""
+        return self.retired[counter] + sum(getattr(mb, counter) for mb in self._mailboxes.values())
+
     def total_handled(self) -> int:
-        return self.retired_handled + sum(mb.handled for mb in self._mailboxes.values())
+        return self.total("handled")
 
     def stats(self, *, depths: bool = True) -> KernelStats:
         """Totals, and every agent's mailbox depth (`depths=False` skips the per-agent dict)."""

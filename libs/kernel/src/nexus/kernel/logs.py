@@ -10,8 +10,14 @@ from typing import IO, Any
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
-LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-          "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "trace": TRACE,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 # LogRecord attributes that are not user-supplied `extra=` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 PAUSED = "paused"  # waiting out a restart backoff: accepts messages, does not drain
 STOPPED = "stopped"  # left the kernel
 
+# Per-agent counters; the kernel keeps the sums of agents that left so totals never shrink.
+COUNTERS = ("handled", "failures", "timeouts", "restarts", "dropped")
+
 # `Mailbox.interrupt` says why the drain task was cancelled (None: a plain cancel).
 TIMEOUT = "timeout"
 

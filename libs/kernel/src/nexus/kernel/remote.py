@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from nexus.kernel.errors import REMOTE_ERRORS, AgentNotFound, KernelError, RemoteError, SendTimeout
+from nexus.kernel.errors import (
+    REMOTE_ERRORS,
+    AgentNotFound,
+    KernelError,
+    RemoteError,
+    SendTimeout,
+)
 from nexus.kernel.message import decode_message, encode_message
 
 if TYPE_CHECKING:
@@ -178,4 +184,3 @@ class NatsRemote:
 def _expire(fut: asyncio.Future[str]) -> None:
     if not fut.done():
         fut.set_result(SendTimeout.__name__)
-

@@ -58,11 +58,11 @@ def kernel_stats(kernel: Kernel, depths: bool) -> KernelStats:
     remote = kernel.remote
     return KernelStats(
         agents=len(kernel._mailboxes),
-        handled=kernel.total_handled(),
-        failures=sum(mb.failures for mb in mbs),
-        timeouts=sum(mb.timeouts for mb in mbs),
-        restarts=sum(mb.restarts for mb in mbs),
-        dropped=sum(mb.dropped for mb in mbs),
+        handled=kernel.total("handled"),
+        failures=kernel.total("failures"),
+        timeouts=kernel.total("timeouts"),
+        restarts=kernel.total("restarts"),
+        dropped=kernel.total("dropped"),
         send_timeouts=kernel.send_timeouts,
         replies_dropped=kernel.replies_dropped,
         pending_asks=len(kernel._asks),

@@ -6,7 +6,7 @@ id, and core-api derives the created task's or goal's id from it."""
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -99,6 +99,3 @@ class Scheduler:
         await self.publisher.publish("core.fire_schedule", cmd, msg_id=msg_id, correlation_id=s.id)
         SCHEDULE_FIRES.labels(reason).inc()
         log.info("fired schedule %s occurrence %s (%s)", s.name, cmd.occurrence_at, reason)
-
-
-_ = timedelta

@@ -30,7 +30,12 @@ from nexus.kernel.bridge.protocol import (
     decode_child_line,
     encode_delivery,
 )
-from nexus.kernel.errors import AgentFailed, BridgeError, BridgeProtocolError, MailboxClosed
+from nexus.kernel.errors import (
+    AgentFailed,
+    BridgeError,
+    BridgeProtocolError,
+    MailboxClosed,
+)
 from nexus.kernel.supervision import NEVER, RestartPolicy
 
 if TYPE_CHECKING:

@@ -81,9 +81,7 @@ KernelLine = MessageLine | ShutdownLine
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of every line, both directions (proto/bridge/lines.schema.json)."""
-    (to_child, to_kernel), defs = msgspec.json.schema_components(
-        [KernelLine, ChildLine], ref_template="#/$defs/{name}"
-    )
+    (to_child, to_kernel), defs = msgspec.json.schema_components([KernelLine, ChildLine], ref_template="#/$defs/{name}")
     defs["KernelToChild"] = to_child
     defs["ChildToKernel"] = to_kernel
     return {
@@ -95,4 +93,3 @@ def json_schema() -> dict[str, Any]:
         "anyOf": [{"$ref": "#/$defs/KernelToChild"}, {"$ref": "#/$defs/ChildToKernel"}],
         "$defs": dict(sorted(defs.items())),
     }
-
