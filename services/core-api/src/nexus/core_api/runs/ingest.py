@@ -31,6 +31,7 @@ async def handle_run_event(ctx: Context, d: Delivery) -> None:
             await sessions.on_change(run_id, data)
         case p.Heartbeat():
             await Run.get_pymongo_collection().update_one({"_id": run_id}, {"$set": {"last_heartbeat_at": now()}})
+            return  # liveness only: the stream keeps heartbeats; the database does not need them
         case p.ApprovalRequested():
             await on_requested(ctx, data)
     try:

@@ -4,6 +4,8 @@ Every step is a compare-and-set on the run's version, so a redelivered event cha
 
 import logging
 
+from prometheus_client import Counter, Histogram
+
 from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.tasks.service import set_status_from_run
@@ -15,6 +17,17 @@ from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import RunChanged, RunStatusChanged, RuntimeChanged
 
 log = logging.getLogger("nexus.core_api.runs")
+RUNS_ENDED = Counter("nexus_runs_total", "Runs that reached a final state (and retried attempts)", ["status"])
+RUN_DURATION = Histogram(
+    "nexus_run_duration_seconds", "From run creation to its final state", ["status"],
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+
+
+def _observe_end(run: Run) -> None:
+    RUNS_ENDED.labels(run.status).inc()
+    if run.ended_at and run.created_at:
+        RUN_DURATION.labels(run.status).observe(max(0.0, (run.ended_at - run.created_at).total_seconds()))
 
 TASK_AFTER_RUN = {
     RunStatus.SUCCEEDED: TaskStatus.DONE,
@@ -61,6 +74,7 @@ async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str, **fi
     run = await update_versioned(Run, run_id, mutate)
     if run is None:
         return None
+    _observe_end(run)
     await set_status_from_run(ctx, run.task_id, TASK_AFTER_RUN[status], run.id)
     await _announce(ctx, run, f"run.{status.value}")
     log.info("run %s %s: %s", run.id, status.value, reason or "-")
@@ -86,9 +100,11 @@ async def retry_or_fail(ctx: Context, run_id: str, attempt: int, reason: str) ->
     if run is None:
         return None
     if run.status == RunStatus.FAILED.value:
+        _observe_end(run)
         await set_status_from_run(ctx, run.task_id, TaskStatus.FAILED, run.id)
         await _announce(ctx, run, "run.failed")
     else:
+        RUNS_ENDED.labels("retried").inc()
         log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, attempt, reason, run.attempt)
         await command_launch(ctx, run)
     return run
