@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.dispatch.probe import PYTHON, MemorySampler, RunLog, spawn_latency, summary_ms, ts
+from bench.dispatch.probe import FINAL, PYTHON, MemorySampler, RunLog, spawn_latency, summary_ms, ts
 from nexus.dev.servers import free_port
 from nexus.dev.stack import SERVICES, Stack
 from nexus.events.bus import connect
@@ -85,8 +85,14 @@ async def burst(api: httpx.AsyncClient, log: RunLog, stack: Stack, n: int, hold_
     wall = time.time() - t0
     stop.set()
     await sampling
-    # core-api's view at the end: every run final, with how many attempts.
-    runs = [(await api.get(f"/v1/runs/{r}")).json() for r in ids]
+    # core-api's view: it ingests every run event, so it settles after the runners are done.
+    runs: list[dict] = []
+    for _ in range(600):
+        runs = [(await api.get(f"/v1/runs/{r}")).json() for r in ids]
+        if all(r["status"] in FINAL for r in runs):
+            break
+        await asyncio.sleep(1)
+    settled = time.time() - t0
     statuses: dict[str, int] = {}
     for r in runs:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
@@ -95,9 +101,12 @@ async def burst(api: httpx.AsyncClient, log: RunLog, stack: Stack, n: int, hold_
         "runs": n, "hold_s": hold_s, "all_completed": completed, "runner_final_statuses": {s: ends.count(s) for s in set(ends)},
         "core_api_statuses": statuses, "lost": len([r for r in ids if r in log.lost]),
         "launched_twice": len([r for r in ids if log.launches.get(r, 0) > 1]),
-        "retried_attempts": sum(len(r["attempts"]) - 1 for r in runs),
-        "wall_s": round(wall, 2), "throughput_runs_per_s": round(n / wall, 2),
+        "retried_attempts": sum(max(0, len(r["attempts"]) - 1) for r in runs),
+        "wall_s": round(wall, 2), "throughput_runs_per_s": round(n / wall, 2), "core_api_settled_s": round(settled, 2),
         "task_ready_to_runner_first_event": summary_ms([log.first_runner[r] - ready for r, ready in created if r in log.first_runner]),
+        "task_ready_to_worker_launched": summary_ms([log.launched[r] - ready for r, ready in created if r in log.launched]),
+        "worker_launched_to_runner_first_event": summary_ms(
+            [log.first_runner[r] - log.launched[r] for r in ids if r in log.first_runner and r in log.launched]),
         **sampler.report(),
     }
 

@@ -47,6 +47,33 @@ def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str, str]]:
             ev_id = value
 
 
+# The server sends a keep-alive comment every 15 s (by default): a connection silent for much
+# longer than that is dead, even if no error says so.
+DEAD_AFTER_S = 45.0
+# After a run's final status only stragglers (the worker's "exited") can follow.
+DRAIN_S = 2.0
+
+
+def _is_final(ev: Event) -> bool:
+    return ev.type == "run.status" and ev.data.get("status") in FINAL
+
+
+def _stream(client: Client, path: str, last_event_id: str | None, read_timeout: float) -> Iterator[Event]:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    with client.http.stream("GET", path, headers=headers, timeout=httpx.Timeout(10.0, read=read_timeout)) as r:
+        if r.status_code >= 400:
+            r.read()
+            raise ApiError.from_response(r)
+        for ev_id, ev_type, data in parse_sse(r.iter_lines()):
+            try:
+                envelope = json.loads(data)
+            except ValueError:
+                envelope = {"type": ev_type, "data": {"raw": data}}
+            yield Event(ev_id, ev_type or envelope.get("type", ""), envelope)
+
+
 def follow(
     client: Client,
     run_id: str,
@@ -57,34 +84,30 @@ def follow(
     idle_timeout: float | None = None,
 ) -> Iterator[Event]:
     """Every event of the run, resuming after the last one seen when the connection drops. Ends
-    when the server ends the stream (after the run's final status) or, with idle_timeout, when
-    nothing arrived for that long."""
+    after the run's final status (and any stragglers), when the server ends the stream, or, with
+    idle_timeout, when nothing arrived for that long."""
     failures = 0
     path = f"/v1/runs/{run_id}/events"
+    final = False
     while True:
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        timeout = httpx.Timeout(10.0, read=idle_timeout) if idle_timeout else httpx.Timeout(10.0, read=None)
         try:
-            with client.http.stream("GET", path, headers=headers, timeout=timeout) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    raise ApiError.from_response(r)
-                for ev_id, ev_type, data in parse_sse(r.iter_lines()):
-                    failures = 0
-                    last_event_id = ev_id or last_event_id
-                    try:
-                        envelope = json.loads(data)
-                    except ValueError:
-                        envelope = {"type": ev_type, "data": {"raw": data}}
-                    yield Event(ev_id, ev_type or envelope.get("type", ""), envelope)
-            return
+            for ev in _stream(client, path, last_event_id, DRAIN_S if final else idle_timeout or DEAD_AFTER_S):
+                failures = 0
+                last_event_id = ev.id or last_event_id
+                yield ev
+                if _is_final(ev) and not final:
+                    final = True
+                    break  # don't rely on the server closing: collect stragglers on a short leash
+            else:
+                return
+            continue
         except httpx.ReadTimeout:
-            if idle_timeout:
+            if final or idle_timeout:
                 return
             failures += 1
         except httpx.TransportError:
+            if final:
+                return
             failures += 1
         if failures > max_reconnects:
             raise ApiError(0, f"lost the event stream of run {run_id}", f"gave up after {max_reconnects} reconnects")

@@ -41,14 +41,15 @@ from nexus.core_api.goals.routes import GoalController  # noqa: E402
 from nexus.core_api.keys.routes import ApiKeyController, mint_run_token  # noqa: E402
 from nexus.core_api.memory.routes import MemoryController, preview_memory  # noqa: E402
 from nexus.core_api.sessions.routes import SessionController, run_session_tree  # noqa: E402
+from nexus.core_api.errors import document_problems  # noqa: E402
 from nexus.core_api.schedules.routes import ScheduleController  # noqa: E402
 
-ROUTES: list = [
+ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
     ScheduleController,
-]
+])
 
 
 def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:

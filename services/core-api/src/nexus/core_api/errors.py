@@ -2,9 +2,13 @@
 
 import logging
 import re
+from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from nexus.domain.tasks import InvalidTransition
@@ -91,3 +95,39 @@ EXCEPTION_HANDLERS = {
     Exception: internal_handler,
 }
 _ = MediaType
+
+
+class ProblemField(msgspec.Struct):
+    field: str | None
+    message: str
+    source: str | None = None
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details, as every error here is shaped."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = None
+
+
+PROBLEM_RESPONSES = {
+    code: ResponseSpec(Problem, media_type=PROBLEM, description=text, generate_examples=False)
+    for code, text in {
+        400: "Malformed request", 401: "No or unknown API key", 403: "The key's role may not do this",
+        404: "Not found", 409: "Conflict with the current state", 413: "Body too large",
+        422: "Invalid input; `errors` names each failing field",
+    }.items()
+}
+
+
+def document_problems(route_handlers: list[Any]) -> list[Any]:
+    """Every handler's error responses are documented as problem+json (litestar's default says a
+    400 with its own JSON shape, which is not what the exception handlers above send)."""
+    for item in route_handlers:
+        handlers = [item] if isinstance(item, HTTPRouteHandler) else [v for v in vars(item).values() if isinstance(v, HTTPRouteHandler)]
+        for h in handlers:
+            h.responses = {**PROBLEM_RESPONSES, **(h.responses or {})}
+    return route_handlers

@@ -71,6 +71,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     membership = Membership(workers, worker_id, timeout_s=max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                         deadline_grace_s=settings.deadline_grace_s)
+    await recovery.sightings.start(nc)
     scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s)
     intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)
     log.info("worker %s up: runtime=%s, max %d runs", worker_id, runtime.name, settings.max_concurrent_runs)

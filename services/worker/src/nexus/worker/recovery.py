@@ -4,11 +4,14 @@ import json
 import logging
 from datetime import UTC, datetime
 
+import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from nexus.db.documents import Run
+from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
+from nexus.events.envelope import decode_raw
 from nexus.events.payloads import RunStatusChanged, RuntimeChanged
 from nexus.worker.launcher import Launcher, claim_key
 from nexus.worker.membership import Membership
@@ -35,6 +38,36 @@ def last_sign_of_life(run: Run, claimed_at: datetime | None = None) -> datetime:
     return max(t for t in times if t is not None)
 
 
+class Sightings:
+    """What this worker hears from runners on the bus itself: their last heartbeat and whether an
+    attempt has ended. The database's view comes through core-api and lags when it is busy; a run
+    is never declared lost on a stale copy of what the runner already said."""
+
+    FINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], datetime] = {}
+        self.ended: set[tuple[str, int]] = set()
+
+    async def start(self, nc) -> None:
+        for kind in ("heartbeat", "status", "runtime"):
+            await nc.subscribe(f"nexus.run.*.{kind}", cb=self._on)
+
+    async def _on(self, msg) -> None:
+        try:
+            data = msgspec.json.decode(decode_raw(msg.data).data)
+            key = (msg.subject.split(".")[2], int(data.get("attempt", 1)))
+        except (msgspec.DecodeError, ValueError, TypeError, AttributeError):
+            return
+        self.seen[key] = datetime.now(UTC)
+        if data.get("status") in self.FINAL or data.get("phase") == "exited":
+            self.ended.add(key)
+
+    def prune(self, live: set[str]) -> None:
+        self.seen = {k: v for k, v in self.seen.items() if k[0] in live}
+        self.ended = {k for k in self.ended if k[0] in live}
+
+
 class Claim:
     def __init__(self, worker: str, at: datetime) -> None:
         self.worker = worker
@@ -52,6 +85,7 @@ class Recovery:
         self.timeout = heartbeat_timeout_s
         self.grace = deadline_grace_s
         self.reported: set[tuple[str, int, str]] = set()  # (run, attempt, what) this process already said
+        self.sightings = Sightings()
 
     async def _once(self, run: Run, what: str) -> bool:
         key = (run.id, run.attempt, what)
@@ -96,18 +130,22 @@ class Recovery:
                     self.launcher.adopt(run.id, run.attempt, run.agent_id)
                 await self._deadline(run, now)
                 continue
-            if run.id in self.launcher.watchers:
-                continue  # it just exited: our watcher reports it
+            key = (run.id, run.attempt)
+            if run.id in self.launcher.watchers or key in self.sightings.ended:
+                continue  # it ended and said so (or our watcher is saying it); core-api has not caught up yet
+            heard = self.sightings.seen.get(key)
             if run.status == "queued":
                 # Claimed but never started (the worker died in between): the attempt is lost.
-                if claim is not None and (now - claim.at).total_seconds() > self.timeout:
+                if claim is not None and heard is None and (now - claim.at).total_seconds() > self.timeout:
                     await self._lost(run, "claimed for launch but never started")
                 continue
-            silent = (now - last_sign_of_life(run, claim.at if claim else None)).total_seconds()
+            signs = [t for t in (last_sign_of_life(run, claim.at if claim else None), heard) if t is not None]
+            silent = (now - max(signs)).total_seconds()
             if silent > self.timeout:
                 await self._lost(run, f"no heartbeat for {silent:.0f}s and no live {self.runtime.name} execution")
         live = {r.id for r in runs}
         self.reported = {k for k in self.reported if k[0] in live}
+        self.sightings.prune(live)
         await self._orphans(live, now)
 
     async def _deadline(self, run: Run, now: datetime) -> None:
@@ -135,6 +173,6 @@ class Recovery:
             ended = _aware(run.ended_at) if run else None
             if ended is not None and (now - ended).total_seconds() < self.grace:
                 continue  # it is reporting its end and exiting on its own
-            if run is None or run.status not in ACTIVE_STATES:
+            if run is None or RunStatus(run.status) in RUN_FINAL:  # queued counts as active: it may have just launched
                 log.warning("cleaning up orphaned execution of %s", run_id)
                 await self.runtime.cleanup(run_id)
