@@ -105,8 +105,11 @@ async def burst(api: httpx.AsyncClient, log: RunLog, stack: Stack, n: int, hold_
         "wall_s": round(wall, 2), "throughput_runs_per_s": round(n / wall, 2), "core_api_settled_s": round(settled, 2),
         "task_ready_to_runner_first_event": summary_ms([log.first_runner[r] - ready for r, ready in created if r in log.first_runner]),
         "task_ready_to_worker_launched": summary_ms([log.launched[r] - ready for r, ready in created if r in log.launched]),
+        # split of the above: core-api storing the run and commanding its launch, then the worker
+        "task_ready_to_run_commanded": summary_ms([ts(run["created_at"]) - ready for run, (_, ready) in zip(runs, created, strict=True)]),
+        "run_commanded_to_worker_launched": summary_ms([log.launched[run["id"]] - ts(run["created_at"]) for run in runs if run["id"] in log.launched]),
         "worker_launched_to_runner_first_event": summary_ms(
-            [log.first_runner[r] - log.launched[r] for r in ids if r in log.first_runner and r in log.launched]),
+            [log.first_runner[r] - log.launched[r] for r in ids if r in log.launched and r in log.first_runner]),
         **sampler.report(),
     }
 

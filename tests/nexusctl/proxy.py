@@ -1,6 +1,7 @@
 """A TCP proxy in front of the real API that cuts the first event stream after a few events, the
 way a flaky network would: nexusctl has to resume with Last-Event-ID and lose nothing."""
 
+import contextlib
 import re
 import socket
 import threading
@@ -68,8 +69,6 @@ class CuttingProxy:
             pass
         finally:
             for s in (client, upstream):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()

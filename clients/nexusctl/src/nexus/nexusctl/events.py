@@ -136,7 +136,8 @@ def _describe(ev: Event) -> tuple[str, str] | None:
         return "runtime", f"{d.get('phase')} on {d.get('runtime')} (attempt {d.get('attempt')}){code}{detail}"
     if kind == "llm":
         calls = ", ".join(d.get("tool_calls") or []) or "no tool calls"
-        return "llm", f"step {d.get('step')} {d.get('provider')}/{d.get('model')} → {calls} ({d.get('input_tokens', 0)}+{d.get('output_tokens', 0)} tokens)"
+        tokens = f"{d.get('input_tokens', 0)}+{d.get('output_tokens', 0)} tokens"
+        return "llm", f"step {d.get('step')} {d.get('provider')}/{d.get('model')} → {calls} ({tokens})"
     if kind == "tool":
         return "tool", f"{d.get('tool')} ok" if d.get("ok") else f"{d.get('tool')} FAILED: {d.get('error', '')}"
     if kind == "file_write":
@@ -148,7 +149,8 @@ def _describe(ev: Event) -> tuple[str, str] | None:
     if kind == "note":
         return "note", str(c.get("message", ""))
     if kind == "git_commit":
-        return "commit", f"{str(c.get('sha', ''))[:12]} on {c.get('branch')}: {str(c.get('message', '')).splitlines()[0] if c.get('message') else ''}"
+        title = (str(c.get("message") or "").splitlines() or [""])[0]
+        return "commit", f"{str(c.get('sha', ''))[:12]} on {c.get('branch')}: {title}"
     if kind == "refused":
         return "refused", f"{c.get('tool')}: {c.get('reason')}" + (f" — {c['detail']}" if c.get("detail") else "")
     if kind == "approval":
@@ -192,6 +194,7 @@ def summary(run: dict) -> list[str]:
             lines.append(f"  {label + ':':<9} {first}")
             lines.extend(f"            {r}" for r in rest)
     if usage:
-        lines.append(f"  {'usage:':<9} {usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens, ${usage.get('cost_usd', 0)}")
+        tokens = f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens"
+        lines.append(f"  {'usage:':<9} {tokens}, ${usage.get('cost_usd', 0)}")
     lines.append(f"  {'attempts:':<9} {len(run.get('attempts') or [])} of {run.get('max_attempts')}")
     return lines

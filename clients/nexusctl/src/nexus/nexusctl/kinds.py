@@ -107,7 +107,8 @@ GOALS = Kind(
 RUNS = Kind(
     "runs", "run", "/v1/runs", ("run", "rn"),
     (("ID", key("id")), ("STATUS", key("status")), ("TASK", key("task_id")),
-     ("AGENT", lambda o: f"{o.get('agent_id')}@{o.get('agent_revision')}"), ("ATTEMPT", lambda o: f"{o.get('attempt')}/{o.get('max_attempts')}"),
+     ("AGENT", lambda o: f"{o.get('agent_id')}@{o.get('agent_revision')}"),
+     ("ATTEMPT", lambda o: f"{o.get('attempt')}/{o.get('max_attempts')}"),
      ("AGE", age("created_at"))),
     filters=("status", "agent_id", "task_id", "goal_id"),
 )

@@ -67,13 +67,15 @@ def _related(client: Client, k: Kind, obj: dict) -> list[str]:
     sections = []
     if k.name == "agents":
         revs = client.get(f"{k.path}/{obj['id']}/revisions", limit=20)["items"]
-        sections.append(_section("Revisions", ["REVISION", "CREATED", "BY"], [[r["revision"], r["created_at"], r.get("created_by")] for r in revs]))
+        rows = [[r["revision"], r["created_at"], r.get("created_by")] for r in revs]
+        sections.append(_section("Revisions", ["REVISION", "CREATED", "BY"], rows))
     elif k.name == "skills":
         vers = client.get(f"{k.path}/{obj['id']}/versions", limit=20)["items"]
         sections.append(_section("Versions", ["VERSION", "CREATED"], [[v["version"], v["created_at"]] for v in vers]))
     elif k.name == "tasks":
         runs = client.get("/v1/runs", task_id=obj["id"], limit=20)["items"]
-        sections.append(_section("Runs", ["RUN", "STATUS", "ATTEMPT", "REASON"], [[r["id"], r["status"], r["attempt"], r["reason"]] for r in runs]))
+        rows = [[r["id"], r["status"], r["attempt"], r["reason"]] for r in runs]
+        sections.append(_section("Runs", ["RUN", "STATUS", "ATTEMPT", "REASON"], rows))
     elif k.name == "goals":
         tasks = client.get(f"{k.path}/{obj['id']}/tasks", limit=50)["items"]
         sections.append(_section("Tasks", ["TASK", "STATUS", "TITLE"], [[t["id"], t["status"], t["title"]] for t in tasks]))

@@ -2,7 +2,7 @@ from typing import Annotated
 
 import msgspec
 
-from nexus.core_api.schemas import Body, Name, Out, Text
+from nexus.core_api.schemas import Body, Name, Out, SecretName, Text
 from nexus.domain.agents import Limits, LLMSpec, MemoryPolicy, Permissions
 
 SkillRef = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}(@[0-9]+)?$", description="name or name@version")]
@@ -21,7 +21,7 @@ class AgentSpec(Body):
     memory_policy: MemoryPolicy = msgspec.field(default_factory=MemoryPolicy)
     llm: LLMSpec = msgspec.field(default_factory=LLMSpec)
     limits: Limits = msgspec.field(default_factory=Limits)
-    secrets: list[Name] = msgspec.field(default_factory=list)
+    secrets: list[SecretName] = msgspec.field(default_factory=list)
 
 
 class AgentOut(Out):

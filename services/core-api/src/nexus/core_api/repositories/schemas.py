@@ -2,7 +2,7 @@ from typing import Annotated
 
 import msgspec
 
-from nexus.core_api.schemas import Body, Name, Out
+from nexus.core_api.schemas import Body, Name, Out, SecretName
 
 GitUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^(https?://|ssh://|git@|file://|/)\S+$")]
 Branch = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,200}$")]
@@ -13,7 +13,7 @@ class RepositorySpec(Body):
     url: GitUrl
     default_branch: Branch = "main"
     # The NAME of a secret holding credentials; the value never passes through the API.
-    credentials_secret: Name | None = None
+    credentials_secret: SecretName | None = None
 
 
 class RepositoryOut(Out):

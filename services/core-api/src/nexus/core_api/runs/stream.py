@@ -68,5 +68,6 @@ async def jetstream_events(
             if final_seen and msg.metadata.num_pending == 0:
                 return
     finally:
+        # Unsubscribing an ordered consumer can stall on a busy connection; never let it hold the response open.
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await asyncio.wait_for(sub.unsubscribe(), 2)
