@@ -38,7 +38,10 @@ def served(settings: CoreSettings, log_path: Path) -> Iterator[str]:
     )
     server = Managed("core-api", proc, f"http://127.0.0.1:{port}", log)
     try:
-        wait_ready(server.url, proc)
+        try:
+            wait_ready(server.url, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; its log:\n{log_path.read_text(errors='replace')[-3000:]}") from None
         yield server.url
     finally:
         server.stop()

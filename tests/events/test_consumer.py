@@ -116,3 +116,38 @@ async def test_poison_skips_retries(js) -> None:
 async def test_publish_refuses_a_payload_of_the_wrong_type(js) -> None:
     with pytest.raises(TypeError):
         await Publisher(js, "test").publish("run.heartbeat", RunLog(message="x"), run_id="run_x")
+
+
+async def test_partitioned_consumer_keeps_each_runs_order_and_overlaps_runs(js) -> None:
+    tag = uuid.uuid4().hex[:8]
+    runs = [f"run_{tag}a", f"run_{tag}b"]
+    pub = Publisher(js, "test")
+    for i in range(10):
+        for run in runs:
+            await pub.publish("run.log", RunLog(message=str(i)), run_id=run)
+    seen: dict[str, list[int]] = {r: [] for r in runs}
+    in_flight, overlapped = set(), []
+    stop = asyncio.Event()
+
+    async def handler(d: Delivery) -> None:
+        run = d.subject.split(".")[2]
+        if run not in seen:
+            return  # another test's run in the same stream
+        in_flight.add(run)
+        overlapped.append(len(in_flight))
+        await asyncio.sleep(0.01 if run.endswith("a") else 0.002)
+        seen[run].append(int(d.payload.message))
+        in_flight.discard(run)
+
+    task = asyncio.create_task(consume(
+        js, stream=RUNS_STREAM, durable=f"p-{tag}", subject="nexus.run.*.log", handler=handler, stop=stop,
+        concurrency=4, partition=lambda s: s.split(".")[2],
+    ))
+    for _ in range(300):
+        if sum(map(len, seen.values())) == 20:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert seen == {r: list(range(10)) for r in runs}
+    assert max(overlapped) == 2  # the two runs were handled at the same time

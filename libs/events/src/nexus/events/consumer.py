@@ -112,9 +112,12 @@ async def consume(
     ack_wait_s: float = 30.0,
     batch: int = 32,
     concurrency: int = 1,
+    partition: Callable[[str], str] | None = None,
     max_ack_pending: int = 1000,
 ) -> None:
-    """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel."""
+    """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
+    with `partition` (subject → key) messages of one key keep their order and different keys
+    run in parallel — e.g. one run's events in sequence, many runs at once."""
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -141,7 +144,18 @@ async def consume(
                 log.warning("fetch failed on %s; retrying", durable, exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
-            if concurrency == 1:
+            if partition is not None and concurrency > 1:
+                groups: dict[str, list[Msg]] = {}
+                for m in msgs:
+                    groups.setdefault(partition(m.subject), []).append(m)
+
+                async def run_group(group: list[Msg]) -> None:
+                    async with sem:
+                        for m in group:
+                            await _handle_one(js, m, durable, handler, max_deliver)
+
+                await asyncio.gather(*(run_group(g) for g in groups.values()))
+            elif concurrency == 1:
                 for m in msgs:
                     await _handle_one(js, m, durable, handler, max_deliver)
             else:

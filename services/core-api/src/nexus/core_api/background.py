@@ -71,7 +71,8 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         log.warning("ops port %d unavailable: %s", s.metrics_port, exc)
     jobs = [
         consume(ctx.js, stream=RUNS_STREAM, durable="core-api-runs", subject="nexus.run.>",
-                handler=lambda d: handle_run_event(ctx, d), stop=stop, batch=64),
+                handler=lambda d: handle_run_event(ctx, d), stop=stop, batch=128, concurrency=16,
+                partition=lambda subject: subject.split(".")[2], max_ack_pending=4000),
         consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
                 handler=lambda d: handle_command(ctx, d), stop=stop),
         _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),

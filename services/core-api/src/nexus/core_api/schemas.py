@@ -9,9 +9,7 @@ Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", descr
 # What `${secret:NAME}` can reference in a command (the hypervisor's pattern).
 SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="secret name")]
 Text = Annotated[str, msgspec.Meta(max_length=200_000)]
-Short# What `${secret:NAME}` can reference in a command (the hypervisor's pattern).
-SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="secret name")]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

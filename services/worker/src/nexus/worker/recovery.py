@@ -48,8 +48,10 @@ class Sightings:
     def __init__(self) -> None:
         self.seen: dict[tuple[str, int], datetime] = {}
         self.ended: set[tuple[str, int]] = set()
+        self.since = datetime.now(UTC)  # silence is only counted from when this worker started listening
 
     async def start(self, nc) -> None:
+        self.since = datetime.now(UTC)
         for kind in ("heartbeat", "status", "runtime"):
             await nc.subscribe(f"nexus.run.*.{kind}", cb=self._on)
 
@@ -139,7 +141,7 @@ class Recovery:
                 if claim is not None and heard is None and (now - claim.at).total_seconds() > self.timeout:
                     await self._lost(run, "claimed for launch but never started")
                 continue
-            signs = [t for t in (last_sign_of_life(run, claim.at if claim else None), heard) if t is not None]
+            signs = [t for t in (last_sign_of_life(run, claim.at if claim else None), heard, self.sightings.since) if t is not None]
             silent = (now - max(signs)).total_seconds()
             if silent > self.timeout:
                 await self._lost(run, f"no heartbeat for {silent:.0f}s and no live {self.runtime.name} execution")

@@ -24,6 +24,25 @@ METRICS_PORTS = {"core-api": 9101, "worker": 9102, "board-sync": 9104, "telegram
 COLORS = {"core-api": 36, "worker": 33, "board-sync": 35, "telegram-gateway": 32, "nats": 34, "ferretdb": 31}
 
 
+def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
+    """The port opens before the app's startup has run; /readyz answers 200 only after it."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"core-api exited with {proc.returncode} during startup")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s")
+
+
 def _pump(name: str, stream: IO[bytes], sink: IO[str], color: bool) -> None:
     prefix = f"\x1b[{COLORS.get(name, 37)}m{name:>16}\x1b[0m | " if color else f"{name:>16} | "
     for raw in iter(stream.readline, b""):
@@ -104,9 +123,7 @@ class Stack:
             self.start_service(name)
         if "core-api" in self.procs:
             wait_port("127.0.0.1", self.http_port, timeout_s=60, proc=self.procs["core-api"])
-            deadline = time.monotonic() + 30
-            while not self.admin_key_file.exists() and not os.environ.get("NEXUS_ADMIN_KEY") and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_ready(f"{self.api_url}/readyz", timeout_s=60, proc=self.procs["core-api"])
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
         proc = self.procs.pop(name, None)

@@ -25,7 +25,6 @@ async def _get(approval_id: str) -> Approval:
 
 async def _decide(request: Request, approval_id: str, decision: str, reason: str) -> ApprovalOut:
     ctx: Context = request.app.state.ctx
-    await _get(approval_id)
     decided = await service.decide(ctx, approval_id, decision, reason, request.user.name)
     await record(request.user, f"approval.{decided.status}", f"approvals/{approval_id}", before_id=approval_id, after_id=approval_id)
     if decided.status != decision:  # the clock got there first
