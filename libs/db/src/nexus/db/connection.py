@@ -6,8 +6,10 @@ from pymongo import AsyncMongoClient
 from nexus.db.documents import ALL_DOCUMENTS
 
 
-async def connect_db(url: str, database: str, *, create_indexes: bool = True) -> AsyncMongoClient:
-    client: AsyncMongoClient = AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=10_000)
+async def connect_db(url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None) -> AsyncMongoClient:
+    client: AsyncMongoClient = AsyncMongoClient(
+        url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=listeners or []
+    )
     await init_beanie(database=client[database], document_models=ALL_DOCUMENTS, skip_indexes=True)
     if create_indexes:
         await ensure_indexes()

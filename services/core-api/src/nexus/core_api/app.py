@@ -28,6 +28,8 @@ from nexus.core_api.runs.routes import RunController
 from nexus.core_api.settings import CoreSettings
 from nexus.core_api.skills.routes import SkillController
 from nexus.core_api.tasks.routes import TaskController
+from nexus.db.cache import ReadCache
+from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
@@ -55,7 +57,9 @@ ROUTES: list = document_problems([
 def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = await connect_db(settings.mongodb_url, settings.mongodb_db)
+        cache = ReadCache(settings.read_cache_ttl_s) if settings.read_cache_ttl_s > 0 else None
+        db = await connect_db(settings.mongodb_url, settings.mongodb_db, listeners=[cache] if cache else None)
+        install_cache(cache)
         nc = await connect(settings.nats_url, "core-api")
         js = nc.jetstream()
         await ensure_streams(js)
@@ -72,6 +76,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
             for t in tasks:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(t, 10)
+            install_cache(None)
             await nc.drain()
             await db.close()
 

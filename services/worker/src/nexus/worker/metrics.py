@@ -2,7 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RUNS = Counter("nexus_runs", "Runs by what the worker saw happen: launched, lost, timed_out", ["status"])
+from nexus.observability.metrics import RUNS_TOTAL as RUNS  # shared with core-api
+
 ACTIVE = Gauge("nexus_runs_active", "Runs this worker holds a slot for (launched or adopted, not yet exited)")
 WAITING = Gauge("nexus_launches_waiting", "Launch commands waiting for a free slot")
 LAUNCH_LATENCY = Histogram(

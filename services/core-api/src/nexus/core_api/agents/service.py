@@ -6,6 +6,7 @@ from pymongo.errors import DuplicateKeyError
 from nexus.core_api.agents.schemas import AgentOut, AgentRevisionOut, AgentSpec
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schemas import iso
+from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentRevision, now
 from nexus.domain.ids import new_id
 
@@ -55,7 +56,7 @@ async def create(spec: AgentSpec, *, actor: str) -> Agent:
 
 
 async def get(agent_id_or_name: str) -> Agent:
-    doc = await Agent.get(agent_id_or_name)
+    doc = await cached_get(Agent, agent_id_or_name)
     if doc is None:
         doc = await Agent.find_one({"name": agent_id_or_name})
     if doc is None or doc.deleted:

@@ -4,6 +4,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.goals.schemas import GoalOut
 from nexus.core_api.schemas import iso
+from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository
 from nexus.domain.ids import new_id
 from nexus.events.payloads import CreateGoal, GoalChanged
@@ -18,7 +19,7 @@ def to_out(g: Goal) -> GoalOut:
 
 
 async def get(goal_id: str) -> Goal:
-    doc = await Goal.get(goal_id)
+    doc = await cached_get(Goal, goal_id)
     if doc is None:
         raise not_found("goal", goal_id)
     return doc

@@ -4,7 +4,9 @@ Every step is a compare-and-set on the run's version, so a redelivered event cha
 
 import logging
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
+
+from nexus.observability.metrics import RUNS_TOTAL
 
 from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
@@ -17,7 +19,7 @@ from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import RunChanged, RunStatusChanged, RuntimeChanged
 
 log = logging.getLogger("nexus.core_api.runs")
-RUNS_ENDED = Counter("nexus_runs_total", "Runs that reached a final state (and retried attempts)", ["status"])
+RUNS_ENDED = RUNS_TOTAL
 RUN_DURATION = Histogram(
     "nexus_run_duration_seconds", "From run creation to its final state", ["status"],
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),

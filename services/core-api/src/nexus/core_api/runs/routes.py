@@ -12,13 +12,14 @@ from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
+from nexus.db.cache import cached_get
 from nexus.db.documents import Run, Session
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.catalog import run_filter
 
 
 async def _get(run_id: str) -> Run:
-    run = await Run.get(run_id)
+    run = await cached_get(Run, run_id)
     if run is None:
         raise not_found("run", run_id)
     return run

@@ -7,6 +7,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schemas import iso
 from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
+from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository, Task
 from nexus.domain.ids import new_id
 from nexus.domain.tasks import TaskStatus, blockers_done, check_task_move
@@ -25,7 +26,7 @@ def to_out(t: Task) -> TaskOut:
 
 
 async def get(task_id: str) -> Task:
-    doc = await Task.get(task_id)
+    doc = await cached_get(Task, task_id)
     if doc is None:
         raise not_found("task", task_id)
     return doc
