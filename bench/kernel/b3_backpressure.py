@@ -20,6 +20,7 @@ from bench.kernel.common import (
     Countdown,
     CountingAgent,
     RawKernel,
+    loop_stalls_ms,
     make_messages,
     med,
     now,
@@ -185,4 +186,5 @@ async def run(quick: bool) -> dict[str, Any]:
     return {
         "slow_agent": await slow_agent(1.0 if quick else 3.0),
         "hung_handler": await hung_handler(quick),
+        "idle_loop_stall_ms": await loop_stalls_ms(3.0),
     }

@@ -116,3 +116,15 @@ async def paired(
 
 def now() -> float:
     return time.perf_counter()
+
+
+async def loop_stalls_ms(seconds: float) -> dict[str, float]:
+    """How late an otherwise idle event loop wakes from 1 ms sleeps on this machine right now:
+    the floor under any latency figure (other tenants, the OS scheduler)."""
+    late: list[float] = []
+    end = now() + seconds
+    while now() < end:
+        t = now()
+        await asyncio.sleep(0.001)
+        late.append(now() - t - 0.001)
+    return {"p99": round(pct(late, 0.99) * 1000, 3), "max": round(max(late) * 1000, 3)}

@@ -85,7 +85,7 @@ def test_every_example_applies_and_a_second_apply_changes_nothing(ctl, nexus) ->
         for name in ("hello", "reviewer", "planner", "openai-coder"):
             assert [r["revision"] for r in api.get(f"/v1/agents/{name}/revisions").json()["items"]] == [1]
         coder = api.get("/v1/agents/openai-coder").json()
-    assert coder["spec"]["llm"]["api_key_secret"] == "openai-api-key"
+    assert coder["spec"]["llm"]["api_key_secret"] == "OPENAI_API_KEY"
 
 
 def test_a_changed_agent_is_configured_as_revision_2(ctl, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
+from nexus.db.cache import cached_get
 from nexus.db.documents import Run, RunEvent, now
 from nexus.events import payloads as p
 from nexus.events.consumer import Delivery
@@ -20,6 +21,11 @@ async def handle_run_event(ctx: Context, d: Delivery) -> None:
     parts = d.subject.split(".")
     run_id = parts[2]
     data = d.payload
+    if await cached_get(Run, run_id) is None:
+        # Not a run of this core-api's database (another deployment sharing the bus, or a
+        # runner started by hand): nothing here may change because of it.
+        log.debug("ignoring %s for unknown run %s", d.envelope.type, run_id)
+        return
     match data:
         case p.RunStatusChanged():
             await lifecycle.on_status(ctx, run_id, data)
