@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install run test proto bench bench-kernel clean
+.PHONY: install run test proto bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -19,8 +19,8 @@ test: install ## the whole suite against real NATS and FerretDB started on free 
 proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto
 
-bench: install ## API, dispatch and runner benchmarks (JSON on stdout)
-	@$(UV) run --frozen python -m bench
+bench: install ## every benchmark, each printing JSON and its same-run baseline
+	@for b in runner dispatch api kernel; do $(UV) run --frozen python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf .nexus

@@ -48,9 +48,16 @@ BENCHES = {
 }
 
 
-def _check(out: dict[str, Any], name: str, value: float, op: str, limit: float) -> None:
+def _check(out: dict[str, Any], name: str, value: float, op: str, limit: float, note: str = "") -> None:
     met = value >= limit if op == ">=" else value <= limit
     out[name] = {"value": value, "target": f"{op} {limit}", "met": met}
+    if note:
+        out[name]["note"] = note
+
+
+def _stalls(bench: dict[str, Any]) -> str:
+    s = bench.get("idle_loop_stall_ms", {})
+    return f"an idle event loop on this machine stalled up to {s.get('max')} ms (p99 {s.get('p99')} ms) in 3 s"
 
 
 def targets(r: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +69,15 @@ def targets(r: dict[str, Any]) -> dict[str, Any]:
     if b2 := r.get("b2"):
         for load in ("load_50", "load_90"):
             _check(t, f"B2 {load} p99 (kernel/raw)", b2[load]["p99_ratio"], "<=", 1.3)
-            _check(t, f"B2 {load} max ms, 10k agents", b2[load]["max_kernel"], "<=", 5.0)
+            raw_max = b2[load]["max_raw"]
+            note = f"raw: {raw_max} ms; " + _stalls(b2)
+            _check(t, f"B2 {load} max ms, 10k agents", b2[load]["max_kernel"], "<=", 5.0, note)
     if b3 := r.get("b3"):
         slow = b3["slow_agent"]["kernel"]
         _check(t, "B3 max mailbox depth (capacity 64)", slow["max_depth"], "<=", 64)
-        _check(t, "B3 max send ms (timeout 50)", slow["max_send_ms"], "<=", 55.0)
+        raw_slow = b3["slow_agent"]["raw"]
+        note = f"raw: {raw_slow['max_send_ms']} ms; kernel p99 {slow['p99_send_ms']} ms; " + _stalls(b3)
+        _check(t, "B3 max send ms (timeout 50)", slow["max_send_ms"], "<=", 55.0, note)
         _check(t, "B3 healthy agents with one hung (ratio)", b3["hung_handler"]["kernel"]["ratio"], ">=", 0.9)
     if b4 := r.get("b4"):
         for n in (10_000, 100_000):

@@ -201,7 +201,16 @@ class Kernel(Draining):
             raise ValueError(f"message {mid} is already awaiting a reply")
         fut = asks.open(mid, message.to, self._handle_timeout if timeout is None else timeout)
         try:
-            await self.send(message)
+            # send()'s fast path, inline: one coroutine less per round trip
+            mb = self._mailboxes.get(message.to)
+            if mb is not None and self._accepting and mb.accepting and len(mb.queue) < mb.capacity and not mb.putters:
+                mb.queue.append(message)
+                if mb.task is None:
+                    self._schedule(mb)
+                elif mb.waiter is not None:
+                    self._wake(mb)
+            else:
+                await self._send_slow(message, self._send_timeout)
             return await fut
         finally:
             asks.close(mid)
