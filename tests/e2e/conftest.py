@@ -1,6 +1,7 @@
 """End-to-end fixtures: every service as a real process against the real NATS and FerretDB."""
 
 import asyncio
+import contextlib
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,26 +14,35 @@ from nexus.dev.servers import free_port
 from nexus.dev.stack import SERVICES, Stack
 
 
-@pytest.fixture
-def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
-    home = tmp_path / "nexus"
+@contextlib.contextmanager
+def running_stack(tmp_path: Path, nats_url: str, mongo_url: str, *, env: dict[str, str] | None = None,
+                  services: list[str] | None = None) -> Iterator[Stack]:
+    """The services as real processes on free ports, with their own database; logs are printed at
+    the end (pytest shows them when the test fails)."""
     s = Stack(
-        home=home, nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
+        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
         metrics_ports={name: free_port() for name in SERVICES}, log_dir=tmp_path,
         env={
             "NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}",
             "NEXUS_ADMIN_KEY": "nxk_e2e_admin_" + uuid.uuid4().hex,
             "NEXUS_HEARTBEAT_TIMEOUT_S": "20",
             "NEXUS_SWEEP_INTERVAL_S": "1",
+            **(env or {}),
         },
     )
     try:
-        s.start()
+        s.start(services)
         yield s
     finally:
         s.stop()
-        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest when the test fails
+        for log in sorted(tmp_path.glob("*.log")):
             print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-6000:]}")
+
+
+@pytest.fixture
+def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
+    with running_stack(tmp_path, nats_url, mongo_url) as s:
+        yield s
 
 
 @pytest.fixture

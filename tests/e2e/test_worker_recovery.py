@@ -7,8 +7,7 @@ import asyncio
 import json
 import os
 import signal
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,11 +15,10 @@ import pytest
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError
 
-from nexus.dev.servers import free_port
-from nexus.dev.stack import SERVICES, Stack
+from nexus.dev.stack import Stack
 from nexus.events.bus import connect
 from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import running_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
@@ -28,31 +26,9 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
-    s = Stack(
-        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
-        metrics_ports={name: free_port() for name in SERVICES}, log_dir=tmp_path,
-        env={
-            "NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}", "NEXUS_ADMIN_KEY": "nxk_e2e_admin_" + uuid.uuid4().hex,
-            "NEXUS_HEARTBEAT_TIMEOUT_S": "3", "NEXUS_SWEEP_INTERVAL_S": "0.5", "NEXUS_RUNNER_HEARTBEAT_S": "0.5",
-        },
-    )
-    # Stack.start waits for the admin key file unless NEXUS_ADMIN_KEY is in os.environ: give it the file.
-    s.home.mkdir(parents=True, exist_ok=True)
-    s.admin_key_file.write_text(s.env["NEXUS_ADMIN_KEY"])
-    try:
-        s.start(["core-api", "worker"])
+    env = {"NEXUS_HEARTBEAT_TIMEOUT_S": "3", "NEXUS_SWEEP_INTERVAL_S": "0.5", "NEXUS_RUNNER_HEARTBEAT_S": "0.5"}
+    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env) as s:
         yield s
-    finally:
-        s.stop()
-        for log in sorted(tmp_path.glob("*.log")):
-            print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-6000:]}")
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"},
-                                 timeout=30) as client:
-        yield client
 
 
 def script(sleep_s: int) -> str:

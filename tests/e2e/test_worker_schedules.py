@@ -1,16 +1,14 @@
 """Schedules through the API: validation naming the field, audit entries, and occurrences fired by
 the worker's clock into tasks that run — one at a time under the `skip` overlap policy."""
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from nexus.dev.servers import free_port
-from nexus.dev.stack import SERVICES, Stack
-from tests.e2e.conftest import wait_for
+from nexus.dev.stack import Stack
+from tests.e2e.conftest import running_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
 SCRIPT = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {cmd: "sleep 2"}\n  - say: "pinged"\n'
@@ -18,28 +16,9 @@ SCRIPT = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {cmd
 
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
-    s = Stack(
-        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
-        metrics_ports={name: free_port() for name in SERVICES}, log_dir=tmp_path,
-        env={"NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}", "NEXUS_ADMIN_KEY": "nxk_e2e_admin_" + uuid.uuid4().hex,
-             "NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5"},
-    )
-    s.home.mkdir(parents=True, exist_ok=True)
-    s.admin_key_file.write_text(s.env["NEXUS_ADMIN_KEY"])
-    try:
-        s.start(["core-api", "worker"])
+    env = {"NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5"}
+    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env) as s:
         yield s
-    finally:
-        s.stop()
-        for log in sorted(tmp_path.glob("*.log")):
-            print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-6000:]}")
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"},
-                                 timeout=30) as client:
-        yield client
 
 
 def spec(**over) -> dict:
