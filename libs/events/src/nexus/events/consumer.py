@@ -67,6 +67,21 @@ async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str
     log.warning("dead-lettered %s from %s: %s", msg.subject, consumer, reason)
 
 
+async def settle(js: JetStreamContext, msg: Msg, durable: str, deliveries: int, max_deliver: int, exc: Exception | None) -> None:
+    """Ack a handled message; after a failure nak it with backoff, or dead-letter it on its last delivery."""
+    if exc is None:
+        await msg.ack()
+        CONSUMED.labels(durable, "ok").inc()
+    elif deliveries >= max_deliver:
+        await dead_letter(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
+        await msg.term()
+        CONSUMED.labels(durable, "dead_letter").inc()
+    else:
+        log.warning("handling %s failed (delivery %d), will retry: %r", msg.subject, deliveries, exc, exc_info=exc)
+        await msg.nak(delay=min(0.2 * 2**deliveries, 10.0))
+        CONSUMED.labels(durable, "retried").inc()
+
+
 async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
     meta = msg.metadata
     deliveries = meta.num_delivered if meta else 1
@@ -85,17 +100,9 @@ async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Han
         await msg.term()
         CONSUMED.labels(durable, "dead_letter").inc()
     except Exception as exc:  # noqa: BLE001 — any handler failure is retried, then dead-lettered
-        if deliveries >= max_deliver:
-            await dead_letter(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
-            await msg.term()
-            CONSUMED.labels(durable, "dead_letter").inc()
-        else:
-            log.exception("handler failed on %s (delivery %d), will retry", msg.subject, deliveries)
-            await msg.nak(delay=min(0.2 * 2**deliveries, 10.0))
-            CONSUMED.labels(durable, "retried").inc()
+        await settle(js, msg, durable, deliveries, max_deliver, exc)
     else:
-        await msg.ack()
-        CONSUMED.labels(durable, "ok").inc()
+        await settle(js, msg, durable, deliveries, max_deliver, None)
     finally:
         otel_context.detach(token)
 

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexus.events.catalog import CMDS_STREAM
-from nexus.events.consumer import CONSUMED, dead_letter, decode_message
+from nexus.events.consumer import CONSUMED, dead_letter, decode_message, settle
 from nexus.events.payloads import LaunchRun
 from nexus.worker.launcher import Launcher
 from nexus.worker.slots import Ticket
@@ -88,17 +88,9 @@ class LaunchIntake:
             raise
         except Exception as exc:  # noqa: BLE001 — retried with backoff, then dead-lettered
             self.launcher.slots.release(ticket)
-            if deliveries >= self.max_deliver:
-                await dead_letter(self.js, m, DURABLE, f"failed {deliveries} times: {exc!r}", deliveries)
-                await m.term()
-                CONSUMED.labels(DURABLE, "dead_letter").inc()
-            else:
-                log.exception("launch of %s failed (delivery %d), will retry", cmd.run_id, deliveries)
-                await m.nak(delay=min(0.2 * 2**deliveries, 10.0))
-                CONSUMED.labels(DURABLE, "retried").inc()
+            await settle(self.js, m, DURABLE, deliveries, self.max_deliver, exc)
         else:
-            await m.ack()
-            CONSUMED.labels(DURABLE, "ok").inc()
+            await settle(self.js, m, DURABLE, deliveries, self.max_deliver, None)
 
     async def _wait_for_slot(self, m: Msg, ticket: Ticket) -> None:
         """Wait for the slot, telling JetStream the command is still being worked on."""
