@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import git, wait_for
+from tests.e2e.test_first_run import read_sse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
 
@@ -56,11 +57,19 @@ async def test_meta_session_with_three_children(api: httpx.AsyncClient, bare_rep
     assert meta["status"] == "succeeded", meta
     meta_sid = meta["session_id"]
     assert meta["parent_session_id"] is None
+    # A child tells its meta session over the agent kernel as soon as it ends, so core-api may still be
+    # recording the children's ends when the meta run is over.
+    await wait_for(api, "/v1/runs", lambda page: sum(r["status"] in FINAL for r in page["items"]) == 4)
     children = (await api.get("/v1/runs", params={"goal_id": goal["id"], "limit": 50})).json()["items"]
     children = [c for c in children if c["id"] != meta["id"]]
     assert len(children) == 3, children
     assert all(c["status"] == "succeeded" for c in children), children
     assert all(c["parent_session_id"] == meta_sid and c["parent_run_id"] == meta["id"] for c in children)
+    # The session tree lives on the agent kernel: each child, in its own runner process, told the
+    # meta session's kernel agent over NATS.
+    events = await read_sse(api, f"/v1/runs/{meta['id']}/events")
+    logs = [json.loads(e["data"])["data"]["message"] for e in events if e["event"] == "run.log"]
+    assert "3 of 3 children reported their end over the agent kernel" in logs, logs
 
     # meta-plan.json, on the meta run's branch, names the three child sessions and their files.
     plan = json.loads(git(bare_repo, "show", f"{meta['branch']}:meta-plan.json"))

@@ -4,7 +4,9 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from nats.js import JetStreamContext
 
 from nexus.agent_runner import prompt, workspace
@@ -13,6 +15,7 @@ from nexus.agent_runner.llm import make_provider
 from nexus.agent_runner.llm.base import Message, ToolSpec
 from nexus.agent_runner.loop import RunStopped, run_loop
 from nexus.agent_runner.reporter import RunReporter
+from nexus.agent_runner.tree import SessionTree
 from nexus.agent_runner.waiting import RunInbox
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import SessionState
@@ -37,9 +40,12 @@ def _child_outcome(end: ChildFinished | None) -> str:
 
 class RunSession:
     def __init__(self, cfg: RunConfig, js: JetStreamContext, reporter: RunReporter, *, workdir: Path, state_dir: Path,
-                 secrets: dict[str, str], env: dict[str, str], approval_timeout_s: float = 3600.0) -> None:
+                 secrets: dict[str, str], env: dict[str, str], approval_timeout_s: float = 3600.0, nc: Any = None) -> None:
         self.cfg = cfg
         self.js = js
+        self.nc = nc  # with a NATS client, the session is hosted on the agent kernel (tree.py)
+        self.tree: SessionTree | None = None
+        self.hv: Hypervisor | None = None
         self.reporter = reporter
         self.workdir = workdir
         self.state_dir = state_dir
@@ -90,6 +96,20 @@ class RunSession:
         return {"session_id": child.session_id, "target_files": child.target_files}
 
     async def run(self) -> None:
+        if self.nc is not None:
+            self.tree = await SessionTree.open(self.nc, self.cfg.session_id, self._status)
+        try:
+            await self._run()
+        finally:
+            if self.tree is not None:
+                await self.tree.close()
+
+    def _status(self) -> dict:
+        hv = self.hv
+        return {"sessionId": self.cfg.session_id, "runId": self.cfg.run_id, "changes": len(hv.session.changes) if hv else 0,
+                "ledgerHash": hv.ledger_hash if hv else "", "finished": hv.finished is not None if hv else False}
+
+    async def _run(self) -> None:
         cfg = self.cfg
         r = self.reporter
         token = self.secrets.get(cfg.repo.credentials_secret) if cfg.repo and cfg.repo.credentials_secret else None
@@ -108,6 +128,7 @@ class RunSession:
             spawner=self.spawn if cfg.meta else None, commit_trailers=trailers, base_env=self.env,
             allowed_tools=cfg.tools or None,
         )
+        self.hv = hv
         provider = make_provider(cfg.llm, secrets=self.secrets, variables=prompt.variables(cfg))
         tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
         messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
@@ -131,13 +152,26 @@ class RunSession:
             "children": [{"sessionId": c.session_id, "title": c.title, "targetFiles": c.target_files} for c in self.children],
         }
         await hv.runner_call("write_file", {"path": "meta-plan.json", "content": json.dumps(plan, indent=2) + "\n"})
+        if self.tree is not None:
+            tree = self.tree
+            self.inbox.on_child = lambda end: tree.child_finished(msgspec.to_builtins(end))
         inbox = await self._inbox()
         await Publisher(self.js, "agent-runner").publish(
             "core.plan_children", PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
             correlation_id=self.cfg.run_id,
         )
         await self.reporter.log(f"planned {len(self.children)} child sessions; waiting for them")
-        done = await inbox.children_done({c.session_id for c in self.children}, CHILDREN_TIMEOUT_S)
+        ids = {c.session_id for c in self.children}
+        if self.tree is not None:
+            # Children in other runner processes tell this session's kernel agent over NATS; core-api's
+            # durable `run.child_finished` feeds the same agent (and covers a child that crashed).
+            ends = await self.tree.agent.wait_for(ids, CHILDREN_TIMEOUT_S)
+            done = {s: msgspec.convert({k: v for k, v in e.items() if k in ChildFinished.__struct_fields__}, ChildFinished)
+                    for s, e in ends.items()}
+            heard = len(self.tree.agent.heard_over_kernel & ids)
+            await self.reporter.log(f"{heard} of {len(ids)} children reported their end over the agent kernel")
+        else:
+            done = await inbox.children_done(ids, CHILDREN_TIMEOUT_S)
         lines = [f"- {c.title} ({c.session_id}): {_child_outcome(done.get(c.session_id))}" for c in self.children]
         await hv.runner_call("note", {"message": "children finished:\n" + "\n".join(lines)})
         return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
@@ -163,6 +197,10 @@ class RunSession:
             status, reason=reason, summary=summary[:8000], branch=cfg.repo.branch if cfg.repo else "",
             commit_sha=commit_sha, ledger_hash=hv.ledger_hash, usage=usage,
         )
+        if self.tree is not None and cfg.parent_session_id:
+            await self.tree.tell_parent(cfg.parent_session_id, {
+                "run_id": cfg.run_id, "task_id": cfg.task_id, "status": status, "summary": summary[:2000], "reason": reason,
+            })
 
     async def _merge(self, hv: Hypervisor, genv: dict[str, str]) -> str:
         """Merge the run's branch into the target branch (can_merge, and approved where the agent asks

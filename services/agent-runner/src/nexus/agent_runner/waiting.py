@@ -18,6 +18,7 @@ class RunInbox:
         self.run_id = run_id
         self.decisions: dict[str, ApprovalDecided] = {}
         self.children: dict[str, ChildFinished] = {}
+        self.on_child = None  # optional async callback for each child's end (the session tree)
         self.changed = asyncio.Condition()
         self._subs: list = []
 
@@ -30,6 +31,8 @@ class RunInbox:
                         self.decisions[data.approval_id] = data
                     else:
                         self.children[data.session_id] = data
+                        if self.on_child is not None:
+                            await self.on_child(data)
                     self.changed.notify_all()
 
             self._subs.append(await self.js.subscribe(run_subject(self.run_id, kind), stream=RUNS_STREAM, ordered_consumer=True, cb=on_msg))
