@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nexus.dev.servers import free_port
+from nexus.dev.servers import free_ports
 from nexus.dev.stack import SERVICES, Stack
 
 
@@ -19,9 +19,10 @@ def running_stack(tmp_path: Path, nats_url: str, mongo_url: str, *, env: dict[st
                   services: list[str] | None = None) -> Iterator[Stack]:
     """The services as real processes on free ports, with their own database; logs are printed at
     the end (pytest shows them when the test fails)."""
+    http_port, *ops_ports = free_ports(1 + len(SERVICES))
     s = Stack(
-        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
-        metrics_ports={name: free_port() for name in SERVICES}, log_dir=tmp_path,
+        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=http_port,
+        metrics_ports=dict(zip(SERVICES, ops_ports, strict=True)), log_dir=tmp_path,
         env={
             "NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}",
             "NEXUS_ADMIN_KEY": "nxk_e2e_admin_" + uuid.uuid4().hex,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nexus.dev.servers import free_port
+from nexus.dev.servers import free_ports
 from nexus.dev.stack import SERVICES, Stack
 from nexus.nexusctl.main import app
 
@@ -29,9 +29,10 @@ class Nexus:
 def nexus(nats_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
     tmp = tmp_path_factory.mktemp("nexusctl")
     admin_key = "nxk_ctl_admin_" + uuid.uuid4().hex
+    ports = free_ports(1 + len(SERVICES))
     stack = Stack(
-        home=tmp / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=free_port(),
-        metrics_ports={name: free_port() for name in SERVICES}, log_dir=tmp,
+        home=tmp / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=ports[0],
+        metrics_ports=dict(zip(SERVICES, ports[1:], strict=True)), log_dir=tmp,
         env={"NEXUS_MONGODB_DB": f"ctl_{uuid.uuid4().hex[:10]}", "NEXUS_ADMIN_KEY": admin_key, "NEXUS_SWEEP_INTERVAL_S": "1"},
     )
     try:
