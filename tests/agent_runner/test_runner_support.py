@@ -20,22 +20,10 @@ from nexus.events.bus import Publisher, ensure_streams
 from nexus.events.catalog import RUNS_STREAM, run_filter
 from nexus.events.envelope import Envelope, decode_raw
 from nexus.events.payloads import ApprovalDecided, RunConfig, RunStatusChanged
+from tests.gitrepo import git, make_bare_repo  # noqa: F401 — re-exported to the runner tests
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def bare_repo(root: Path) -> Path:
-    bare = root / "remote.git"
-    git(root, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = root / "seed"
-    git(root, "clone", "-q", str(bare), str(seed))
-    (seed / "README.md").write_text("# demo\n")
-    git(seed, "add", ".")
-    git(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    git(seed, "push", "-q", "origin", "HEAD:main")
-    return bare
+bare_repo = make_bare_repo  # the name these tests use
 
 
 def config(script: str, **fields) -> RunConfig:

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from nexus.dev.servers import free_ports
 from nexus.dev.stack import SERVICES, Stack
+from tests.gitrepo import git, make_bare_repo  # noqa: F401 — `git` is used by the e2e tests
 
 
 @contextlib.contextmanager
@@ -54,22 +54,10 @@ async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def bare_repo(tmp_path: Path) -> Path:
     """A bare repository with one commit on main, standing in for the team's remote."""
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "seed"
-    git(tmp_path, "clone", "-q", str(bare), str(seed))
-    (seed / "README.md").write_text("# demo\n")
-    git(seed, "add", ".")
-    git(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
-    git(seed, "push", "-q", "origin", "HEAD:main")
-    return bare
+    return make_bare_repo(tmp_path)
 
 
 async def wait_for(api: httpx.AsyncClient, path: str, predicate, *, attempts: int = 600, every_s: float = 0.1) -> dict:

@@ -15,24 +15,26 @@ config = typer.Typer(help="Show and switch contexts.", no_args_is_help=True)
 ApprovalId = Annotated[str, typer.Argument(help="the approval id (apr_…)")]
 
 
+def _decide(ctx: typer.Context, approval_id: str, verb: str, reason: str) -> None:
+    with handled():
+        a = state(ctx).client.post(f"/v1/approvals/{approval_id}/{verb}", {"reason": reason})
+        out(f"approval/{a['id']} {a['status']} (run {a['run_id']}, {a['action']})")
+
+
 @approvals.command()
 def approve(
     ctx: typer.Context, approval_id: ApprovalId, reason: Annotated[str, typer.Option(help="why; kept on the approval")] = ""
 ) -> None:
     """Approve: the paused run goes on."""
-    with handled():
-        a = state(ctx).client.post(f"/v1/approvals/{approval_id}/approve", {"reason": reason})
-        out(f"approval/{a['id']} {a['status']} (run {a['run_id']}, {a['action']})")
+    _decide(ctx, approval_id, "approve", reason)
 
 
 @approvals.command()
 def reject(
     ctx: typer.Context, approval_id: ApprovalId, reason: Annotated[str, typer.Option(help="why (required by the API)")] = ""
 ) -> None:
-    """Reject: the run is told no and carries on without the action."""
-    with handled():
-        a = state(ctx).client.post(f"/v1/approvals/{approval_id}/reject", {"reason": reason})
-        out(f"approval/{a['id']} {a['status']} (run {a['run_id']}, {a['action']})")
+    """Reject: the action is refused and the run ends failed, naming who said no and why."""
+    _decide(ctx, approval_id, "reject", reason)
 
 
 @keys.command()
