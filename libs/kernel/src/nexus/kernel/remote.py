@@ -45,6 +45,7 @@ SUBJECT_PREFIX = "nexus.agent"
 # A NATS subject token: no dots, no whitespace, no wildcards.
 _TOKEN = re.compile(r"[^.\s*>]+")
 NO_RESPONDERS = "503"
+LINGER = 1.0  # seconds a withdrawn subscription keeps answering after the server dropped it
 
 
 def inbox_subject(agent_id: str) -> str:
@@ -60,6 +61,9 @@ class NatsRemote:
         self._subs: dict[str, Subscription] = {}
         self._subscribing: set[asyncio.Task[None]] = set()
         self._acks: dict[str, asyncio.Future[str]] = {}
+        self._lingering: set[asyncio.Task[None]] = set()
+        self._drains: dict[str, int] = {}  # agent id -> withdrawn subscriptions still lingering
+        self._draining: dict[str, set[str]] = {}  # agent id -> message ids taken meanwhile
         self._seq = itertools.count(1)
         self._ack_prefix = ""
         self._ack_sub: Subscription | None = None
@@ -92,12 +96,46 @@ class NatsRemote:
         self._subs[agent_id] = sub
 
     def unexpose(self, agent_id: str) -> None:
+        """Withdraw an agent: the server drops the interest at once, but the subscription keeps
+        answering here for `LINGER` seconds. A publisher's routing runs concurrently with our
+        UNSUB inside the server, so a message can still be handed to us just after it (even
+        after the PONG that confirms it); dropping the subscription client-side at once would
+        lose that message silently and leave its sender to time out. Lingering, it is answered
+        AgentNotFound (the agent is gone) or delivered to a new agent of the same id."""
         sub = self._subs.pop(agent_id, None)
-        if sub is not None:
-            self._kernel._background(sub.unsubscribe(), f"unsubscribe {agent_id}")
+        if sub is None:
+            return
+        self._drains[agent_id] = self._drains.get(agent_id, 0) + 1
+        self._draining.setdefault(agent_id, set())
+        told = self._loop.create_task(self._withdraw(sub))
+        self._subscribing.add(told)
+        told.add_done_callback(self._subscribing.discard)
+        lingering = self._loop.create_task(self._linger(agent_id, sub, told))
+        self._lingering.add(lingering)
+        lingering.add_done_callback(self._lingering.discard)
+
+    async def _withdraw(self, sub: Subscription) -> None:
+        # nats-py has no public "unsubscribe at the server, keep handling here"; drain() removes
+        # the subscription right after the flush, which is the race described above.
+        await self._nc._send_unsubscribe(sub._id)
+        await self._nc.flush()
+
+    async def _linger(self, agent_id: str, sub: Subscription, told: asyncio.Task[None]) -> None:
+        try:
+            await asyncio.wait([told])
+            if told.exception() is None:
+                await asyncio.sleep(LINGER)
+        finally:
+            self._drains[agent_id] -= 1
+            if not self._drains[agent_id]:
+                del self._drains[agent_id], self._draining[agent_id]
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # connection closing or closed: nothing left to undo
+                log.debug("unsubscribe failed: %s", exc)
 
     async def ready(self) -> None:
-        """Wait until every exposure so far is known to the server."""
+        """Wait until every exposure and withdrawal so far is known to the server."""
         while self._subscribing:
             await asyncio.gather(*list(self._subscribing), return_exceptions=True)
         await self._nc.flush()
@@ -154,6 +192,13 @@ class NatsRemote:
             if msg.reply:
                 await msg.respond(b"RemoteError")
             return
+        seen = self._draining.get(message.to)
+        if seen is not None:
+            # An earlier agent of this id is still draining its subscription while a new one
+            # listens: the server may hand us the message on both. The first copy answers.
+            if message.id in seen:
+                return
+            seen.add(message.id)
         answer = b""
         try:
             await self._kernel.receive(message)
@@ -167,6 +212,10 @@ class NatsRemote:
     async def close(self) -> None:
         for task in list(self._subscribing):
             task.cancel()
+        lingering = list(self._lingering)
+        for task in lingering:
+            task.cancel()  # each one unsubscribes on its way out
+        await asyncio.gather(*lingering, return_exceptions=True)
         subs = list(self._subs.values())
         self._subs.clear()
         if self._ack_sub is not None:
