@@ -144,6 +144,9 @@ async def test_every_mutation_is_audited(client) -> None:
 async def test_validation_unknown_fields_and_oversized_bodies(client, settings) -> None:
     assert_problem(await client.post("/v1/agents", json={"name": "ok-name", "system_prompt": "x", "colour": 1}), 422, "colour")
     assert_problem(await client.post("/v1/agents", json={"name": "ok-name"}), 422, "system_prompt")
+    body = assert_problem(await client.post("/v1/agents", json={"name": "ok-name", "system_prompt": "x", "llm": {"provider": "external"}}),
+                          422, "llm")
+    assert "`command`" in body["detail"] + str(body["errors"]), body
     assert_problem(await client.post("/v1/tasks", json={"title": "t", "priority": 1000}), 422, "priority")
     assert_problem(await client.get("/v1/tasks", params={"limit": 0}), 422, "limit")
     assert_problem(await client.get("/v1/tasks", params={"status": "sleeping"}), 422, "status")

@@ -2,7 +2,9 @@
 
 import asyncio
 import shutil
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,23 @@ async def test_kernel_shutdown_stops_children_gracefully(make_kernel) -> None:
     report = await kernel.shutdown(mode="drain", deadline=5)
     assert report.agents == 1
     assert bridge.pipes is not None and await bridge.pipes.exited == 0
+
+
+def _running(cmdline: str) -> bool:
+    return subprocess.run(["pgrep", "-f", f"^{cmdline}$"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("own_group", [True, False])
+async def test_a_child_in_its_own_group_takes_what_it_started_with_it(make_kernel, own_group: bool) -> None:
+    grandchild = f"sleep 300.{uuid.uuid4().int % 10**9:09d}"
+    kernel = make_kernel()
+    agent_id = await spawn_bridge(kernel, [*child("spawner"), grandchild], own_group=own_group)
+    await eventually(lambda: _running(grandchild))
+    await kernel.stop(agent_id)
+    try:
+        if own_group:
+            await eventually(lambda: not _running(grandchild))
+        else:  # without a group of its own, a grandchild outlives the bridge child (why a run's CLI gets one)
+            assert _running(grandchild)
+    finally:
+        subprocess.run(["pkill", "-f", f"^{grandchild}$"], check=False)

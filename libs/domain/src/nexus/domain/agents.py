@@ -25,7 +25,8 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    provider: Literal["scripted", "openai", "anthropic"] = "scripted"
+    # "external": the brain is a coding CLI (`command`) attached to the run's kernel through a bridge.
+    provider: Literal["scripted", "openai", "anthropic", "external"] = "scripted"
     model: str = "scripted"
     base_url: str | None = None
     # A secret reference (`NAME`), resolved by the runner from its secret store; never the key.
@@ -33,6 +34,15 @@ class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     temperature: float | None = None
     # The scripted provider's script (YAML text), when provider == "scripted".
     script: str | None = None
+    # The external CLI's argv, when provider == "external": started in the run's workspace with the
+    # scrubbed environment and no secrets; it speaks the bridge protocol (proto/bridge/README.md).
+    command: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.provider == "external" and not (self.command and all(self.command)):
+            raise ValueError("`command` (a non-empty argv) is required when provider is 'external'")
+        if self.provider != "external" and self.command is not None:
+            raise ValueError("`command` is only for provider 'external'")
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -11,9 +11,10 @@ from nats.js import JetStreamContext
 
 from nexus.agent_runner import prompt, workspace
 from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.agent_runner.external import run_external
 from nexus.agent_runner.llm import make_provider
 from nexus.agent_runner.llm.base import Message, ToolSpec
-from nexus.agent_runner.loop import RunStopped, run_loop
+from nexus.agent_runner.loop import Outcome, RunStopped, run_loop
 from nexus.agent_runner.reporter import RunReporter
 from nexus.agent_runner.tree import SessionTree
 from nexus.agent_runner.waiting import RunInbox
@@ -21,6 +22,7 @@ from nexus.domain.ids import new_id
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
 from nexus.events.payloads import ApprovalRequested, ChildFinished, ChildPlan, PlanChildren, RunConfig, Usage
+from nexus.kernel import Kernel
 
 log = logging.getLogger("nexus.agent_runner")
 CHILDREN_TIMEOUT_S = 3600.0
@@ -30,6 +32,13 @@ MERGE_ASKS = ("merge", "push_default_branch")
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def backend(cfg: RunConfig) -> str:
+    """The session's backend (seed 004): the provider, or for an external CLI the CLI's name."""
+    if cfg.llm.provider == "external" and cfg.llm.command:
+        return cfg.llm.model if cfg.llm.model != "scripted" else Path(cfg.llm.command[0]).name
+    return cfg.llm.provider
 
 
 def _child_outcome(end: ChildFinished | None) -> str:
@@ -117,9 +126,9 @@ class RunSession:
         await workspace.prepare(cfg.repo, self.workdir, agent_id=cfg.agent_id, env=genv)
         session = SessionState(
             session_id=cfg.session_id, project_path=str(self.workdir), parent_session_id=cfg.parent_session_id,
-            backend=cfg.llm.provider, run_id=cfg.run_id, created_at=_now(), updated_at=_now(),
+            backend=backend(cfg), run_id=cfg.run_id, created_at=_now(), updated_at=_now(),
         )
-        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, cfg.llm.provider)
+        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg))
         trailers = {"Nexus-Run": cfg.run_id, "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}", "Nexus-Session": cfg.session_id}
         hv = Hypervisor(
             workspace=self.workdir, permissions=cfg.permissions, session=session,
@@ -129,20 +138,35 @@ class RunSession:
             allowed_tools=cfg.tools or None,
         )
         self.hv = hv
-        provider = make_provider(cfg.llm, secrets=self.secrets, variables=prompt.variables(cfg))
-        tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
-        messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
         try:
-            outcome = await run_loop(provider, hv, r, messages, tools, cfg.limits, stop=lambda: self.rejection)
+            outcome = await (self._external(hv, genv) if cfg.llm.provider == "external" else self._model(hv))
         except RunStopped as exc:
             await self._end(hv, "failed", str(exc), genv, None)
             return
-        finally:
-            await provider.aclose()
         if cfg.meta and self.children:
             outcome.summary = await self._run_children(hv, outcome.summary)
         usage = Usage(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6))
         await self._end(hv, "succeeded", "", genv, usage, summary=outcome.summary)
+
+    async def _model(self, hv: Hypervisor) -> Outcome:
+        cfg = self.cfg
+        provider = make_provider(cfg.llm, secrets=self.secrets, variables=prompt.variables(cfg))
+        tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
+        messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
+        try:
+            return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=lambda: self.rejection)
+        finally:
+            await provider.aclose()
+
+    async def _external(self, hv: Hypervisor, genv: dict[str, str]) -> Outcome:
+        """An external coding CLI is the brain: one more kernel agent of this session's tree."""
+        kernel = self.tree.kernel if self.tree is not None else Kernel(id=f"runner-{self.cfg.session_id}")
+        try:
+            return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=self.env, genv=genv,
+                                      stop=lambda: self.rejection)
+        finally:
+            if self.tree is None:
+                await kernel.shutdown("drop", 2.0)
 
     async def _run_children(self, hv: Hypervisor, summary: str) -> str:
         """Write meta-plan.json, hand the plan to core-api, wait for every child, summarise."""
@@ -191,7 +215,7 @@ class RunSession:
                 refused = await self._merge(hv, genv)
                 if refused:
                     status, reason = "failed", refused
-        await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, cfg.llm.provider,
+        await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg),
                                     status="completed" if status == "succeeded" else "error")
         await self.reporter.status(
             status, reason=reason, summary=summary[:8000], branch=cfg.repo.branch if cfg.repo else "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -64,6 +65,7 @@ class BridgeAgent:
         stop_grace: float = 2.0,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        own_group: bool = False,
     ) -> None:
         self.kernel = kernel
         self.command = list(command)
@@ -74,6 +76,9 @@ class BridgeAgent:
         self.stop_grace = stop_grace
         self.env = env
         self.cwd = cwd
+        # own_group: the child leads a process group of its own, and stopping it signals the whole
+        # group, so whatever it started (a coding CLI's shells, builds, servers) goes with it.
+        self.own_group = own_group
         self.malformed = 0
         self.pipes: ChildPipes | None = None
         self._registered: asyncio.Future[RegisterPayload] | None = None
@@ -101,6 +106,7 @@ class BridgeAgent:
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 cwd=self.cwd,
+                start_new_session=self.own_group,
             )
         except OSError as exc:
             raise BridgeError(self.id or None, f"cannot start {self.command!r}: {exc}") from exc
@@ -136,7 +142,7 @@ class BridgeAgent:
             except (TimeoutError, ConnectionResetError):
                 pass
             pipes.close_stdin()
-            for action in (None, transport.terminate, transport.kill):
+            for action in (None, lambda: self._signal(signal.SIGTERM), lambda: self._signal(signal.SIGKILL)):
                 if action is not None and not pipes.exited.done():
                     action()
                 try:
@@ -144,8 +150,23 @@ class BridgeAgent:
                     break
                 except TimeoutError:
                     continue
+        if self.own_group:
+            self._signal(signal.SIGKILL)  # what the child left running in its group
         transport.close()
         self._fail_inflight(MailboxClosed(self.id, "bridge stopped"))
+
+    def _signal(self, sig: int) -> None:
+        transport = self.pipes.transport if self.pipes else None
+        pid = transport.get_pid() if transport is not None else None
+        if pid is None:
+            return
+        try:
+            if self.own_group:
+                os.killpg(pid, sig)
+            else:
+                transport.send_signal(sig)  # type: ignore[union-attr]
+        except (ProcessLookupError, PermissionError):
+            pass  # gone already
 
     # ---- kernel -> child ----------------------------------------------------------------
 
@@ -245,10 +266,12 @@ async def spawn_bridge(
     id: str | None = None,
     restart: RestartPolicy = NEVER,
     mailbox_capacity: int | None = None,
+    remote: bool = True,
     **options: object,
 ) -> str:
     """Start `command`, wait for its register line, and spawn it as a kernel agent.
-    On restart (with `restart=RestartPolicy.on_failure(...)`) a fresh child is started."""
+    On restart (with `restart=RestartPolicy.on_failure(...)`) a fresh child is started.
+    `remote=False` keeps it off NATS (reachable from this kernel's agents only)."""
     first = BridgeAgent(kernel, command, id=id, **options)  # type: ignore[arg-type]
     await first.start()
     agent_id = first.id
@@ -258,7 +281,7 @@ async def spawn_bridge(
         return made.pop() if made else BridgeAgent(kernel, command, id=agent_id, **options)  # type: ignore[arg-type]
 
     try:
-        return kernel.spawn(factory, restart=restart, mailbox_capacity=mailbox_capacity)
+        return kernel.spawn(factory, restart=restart, mailbox_capacity=mailbox_capacity, remote=remote)
     except Exception:
         await first.on_stop()
         raise

@@ -1,0 +1,169 @@
+"""An external coding CLI as the brain of a run, attached to the session tree through a kernel bridge.
+
+An agent whose `llm.provider` is `external` names a command (`llm.command`, an argv). The runner
+starts it as a bridge child (libs/kernel/bridge: NDJSON over stdin/stdout, proto/bridge/README.md)
+in the workspace, with the scrubbed environment and no secrets, and it becomes one more kernel agent
+of the run, `<session>-cli`, beside the session's own agent and the hypervisor's, `<session>-hv`.
+Neither is exposed over NATS: only the CLI, in this process's kernel, can drive the hypervisor.
+
+The conversation (payloads of kernel Messages, documented in proto/bridge/README.md):
+- runner -> CLI, Command: `{"event": "start", "hypervisor": "<session>-hv", "session_id", "run_id",
+  "system": <system prompt with skills and memory>, "task": <task text>, "tools": [<tool specs>],
+  "limits": {...}}`.
+- CLI -> hypervisor, Query: `{"tool": NAME, "arguments": {...}}` -> Response `{"ok", "output", "error"}`.
+  Each call is one step of the run (the agent's `max_steps`), checked, confined, recorded and
+  streamed exactly like a model's tool call; a refusal comes back as `ok: false` with the reason.
+- CLI -> hypervisor, Event `{"event": "usage", "input_tokens", "output_tokens", "cost_usd", "model"}`:
+  the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`).
+The session ends when the CLI calls `finish` (it is then asked to shut down) or exits: 0 is a
+success, anything else before `finish` fails the run with the exit code.
+"""
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from nexus.agent_runner import prompt, workspace
+from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.agent_runner.loop import LimitReached, Outcome, RunStopped
+from nexus.agent_runner.reporter import RunReporter
+from nexus.domain.sessions import FileWriteChange
+from nexus.events.payloads import RunConfig
+from nexus.kernel import Kernel, Message, MessageKind
+from nexus.kernel.bridge import BridgeAgent, spawn_bridge
+
+log = logging.getLogger("nexus.agent_runner.external")
+REGISTER_TIMEOUT_S = 30.0
+
+
+class HypervisorAgent:
+    """The kernel agent through which the CLI acts: one tool call per Query, in order."""
+
+    def __init__(self, agent_id: str, cli_id: str, hv: Hypervisor, reporter: RunReporter, cfg: RunConfig,
+                 stop: Any) -> None:
+        self.id = agent_id
+        self.name = f"hypervisor {cfg.session_id}"
+        self.cli_id = cli_id
+        self.hv = hv
+        self.reporter = reporter
+        self.limits = cfg.limits
+        self.model = cfg.llm.model
+        self.stop = stop  # a zero-argument callable: a reason when a human stopped the run
+        self.outcome = Outcome()
+        self.ended = asyncio.Event()
+        self.reason = ""  # why the run must stop (a limit, a rejection), set with `ended`
+        self.limit_reached = False
+
+    def _end(self, reason: str = "", *, limit: bool = False) -> None:
+        if not self.reason:
+            self.reason, self.limit_reached = reason, limit
+        self.ended.set()
+
+    async def handle(self, message: Message) -> Message | None:
+        if message.from_ != self.cli_id:
+            log.warning("hypervisor %s ignores a message from %r", self.id, message.from_)
+            return None
+        payload = message.payload if isinstance(message.payload, dict) else {}
+        if message.kind == MessageKind.EVENT:
+            if payload.get("event") == "usage":
+                await self._usage(payload)
+            return None
+        if message.kind != MessageKind.QUERY:
+            return None
+        return message.reply(self.id, await self._call(payload))
+
+    async def _call(self, payload: dict) -> dict:
+        tool, arguments = payload.get("tool"), payload.get("arguments", {})
+        if self.ended.is_set():
+            return {"ok": False, "output": "", "error": f"the session is over: {self.reason or 'finished'}"}
+        out = self.outcome
+        if out.steps >= self.limits.max_steps:
+            self._end(f"step limit of {self.limits.max_steps} reached", limit=True)
+            return {"ok": False, "output": "", "error": self.reason}
+        out.steps += 1
+        self.reporter.step = out.steps
+        name = tool if isinstance(tool, str) else repr(tool)
+        result = await self.hv.call(name, arguments)  # not an object: refused and recorded by the hypervisor
+        await self.reporter.tool(name, result.ok, result.error)
+        if reason := self.stop():
+            self._end(reason)
+        elif self.hv.finished is not None:
+            out.summary = self.hv.finished
+            self._end()
+        return msgspec.to_builtins(result)
+
+    async def _usage(self, payload: dict) -> None:
+        try:
+            inp, outp = int(payload.get("input_tokens", 0)), int(payload.get("output_tokens", 0))
+            cost = float(payload.get("cost_usd", 0.0))
+        except (TypeError, ValueError):
+            log.warning("hypervisor %s: a usage event with non-numeric fields was ignored", self.id)
+            return
+        out = self.outcome
+        out.input_tokens += max(inp, 0)
+        out.output_tokens += max(outp, 0)
+        out.cost_usd += max(cost, 0.0)
+        await self.reporter.llm(step=out.steps, provider="external", model=str(payload.get("model") or self.model),
+                                input_tokens=inp, output_tokens=outp, cost_usd=cost, stop_reason="", tool_calls=[], text="")
+        if out.input_tokens + out.output_tokens > self.limits.max_tokens:
+            self._end(f"token limit of {self.limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)", limit=True)
+
+
+async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter: RunReporter, *, workdir: Path,
+                       env: dict[str, str], genv: dict[str, str], stop: Any = lambda: "") -> Outcome:
+    """Run the CLI to its end. Returns the outcome; raises RunStopped (or LimitReached) when the run fails."""
+    command = list(cfg.llm.command or [])
+    hv_id, cli_id = f"{cfg.session_id}-hv", f"{cfg.session_id}-cli"
+    agent = HypervisorAgent(hv_id, cli_id, hv, reporter, cfg, stop)
+    # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
+    kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
+    try:
+        await spawn_bridge(kernel, command, id=cli_id, remote=False, cwd=str(workdir), env=env, own_group=True,
+                           register_timeout=REGISTER_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 — a CLI that cannot start ends the run with why
+        raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
+    bridge = kernel.agent(cli_id)
+    assert isinstance(bridge, BridgeAgent) and bridge.pipes is not None
+    exited = bridge.pipes.exited
+    await reporter.log(f"external CLI {os.path.basename(command[0])} attached as kernel agent {cli_id}")
+    await kernel.send(Message(from_=hv_id, to=cli_id, kind=MessageKind.COMMAND, payload={
+        "event": "start", "hypervisor": hv_id, "session_id": cfg.session_id, "run_id": cfg.run_id,
+        "system": prompt.system_message(cfg), "task": prompt.task_message(cfg),
+        "tools": [msgspec.to_builtins(t) for t in hv.tool_specs(cfg.tools or None)],
+        "limits": msgspec.to_builtins(cfg.limits),
+    }))
+    ended = asyncio.ensure_future(agent.ended.wait())
+    try:
+        await asyncio.wait([ended, exited], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+    if cli_id in kernel:
+        await kernel.stop(cli_id)  # asks the CLI to shut down; terminates it after a grace
+    await kernel.stop(hv_id)
+    code = exited.result() if exited.done() else None
+    if agent.reason:
+        raise (LimitReached if agent.limit_reached else RunStopped)(agent.reason)
+    if hv.finished is None and code != 0:
+        raise RunStopped(f"external CLI exited with code {code} before it called finish")
+    outcome = agent.outcome
+    outcome.summary = hv.finished or outcome.summary
+    await _note_unrecorded(hv, workdir, genv)
+    return outcome
+
+
+async def _note_unrecorded(hv: Hypervisor, workdir: Path, genv: dict[str, str]) -> None:
+    """A CLI is a process of its own: it could write files without asking the hypervisor. What the
+    commit would carry that no write_file/edit recorded is named in the ledger before the commit."""
+    try:
+        listed = await workspace.git(workdir, "ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard", env=genv)
+    except workspace.GitError:
+        return  # no repository: nothing is committed
+    written = {c.rel_path for c in hv.session.changes if isinstance(c, FileWriteChange)}
+    unrecorded = sorted({p for p in listed.split("\0") if p and p not in written})
+    if unrecorded:
+        shown = ", ".join(unrecorded[:50]) + (f" and {len(unrecorded) - 50} more" if len(unrecorded) > 50 else "")
+        await hv.runner_call("note", {"message": f"changed by commands or by the CLI outside the hypervisor's writes: {shown}"})
