@@ -1,10 +1,11 @@
 """The by-id read cache never serves a document older than the last write this process made."""
 
+import asyncio
 import uuid
 
 import pytest
 
-from nexus.db.cache import ReadCache, cached_get, install
+from nexus.db.cache import ReadCache, cached_find, cached_get, install
 from nexus.db.connection import connect_db
 from nexus.db.documents import Goal
 
@@ -50,3 +51,45 @@ async def test_a_read_that_raced_a_write_is_not_kept(cache: ReadCache) -> None:
     finally:
         Goal.get = original_get  # type: ignore[method-assign]
     assert not cache.entries
+
+
+async def test_concurrent_misses_share_one_read_unless_a_write_comes_between(cache: ReadCache) -> None:
+    goal = Goal(id=f"goal_{uuid.uuid4().hex}", title="shared")
+    await goal.insert()
+    docs = await asyncio.gather(*(cached_get(Goal, goal.id) for _ in range(32)))
+    assert {d.title for d in docs} == {"shared"}
+    assert (cache.misses, cache.shared) == (1, 31)
+
+    gate = asyncio.Event()
+    original_get = Goal.get
+
+    async def gated_get(doc_id, *a, **kw):
+        await gate.wait()
+        return await original_get(doc_id, *a, **kw)
+
+    cache.entries.clear()
+    Goal.get = gated_get  # type: ignore[method-assign]
+    try:
+        first = asyncio.ensure_future(cached_get(Goal, goal.id))
+        await asyncio.sleep(0)
+        await Goal.get_pymongo_collection().update_one({"_id": goal.id}, {"$set": {"title": "after"}})
+        second = asyncio.ensure_future(cached_get(Goal, goal.id))  # after the write: its own read
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, second)
+    finally:
+        Goal.get = original_get  # type: ignore[method-assign]
+    assert second.result().title == "after" and cache.misses == 3
+
+
+async def test_a_listing_is_cached_until_a_write_to_its_collection(cache: ReadCache) -> None:
+    tag = uuid.uuid4().hex
+    for i in range(3):
+        await Goal(id=f"goal_{tag}_{i}", title=f"list {i}", created_by=tag).insert()
+    query, sort = {"created_by": tag}, [("_id", -1)]
+    first = await cached_find(Goal, query, sort, 10)
+    again = await cached_find(Goal, query, sort, 10)
+    assert [g.title for g in first] == ["list 2", "list 1", "list 0"] and again is first
+    assert [g.title for g in await cached_find(Goal, query, sort, 2)] == ["list 2", "list 1"]  # another query, its own entry
+    await Goal(id=f"goal_{tag}_9", title="list 9", created_by=tag).insert()
+    assert [g.title for g in await cached_find(Goal, query, sort, 10)][0] == "list 9"

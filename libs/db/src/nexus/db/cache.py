@@ -6,22 +6,29 @@ which makes every cached entry of that collection stale at once. A read that rac
 not cached (its generation changed while it ran). A TTL bounds staleness if core-api ever runs
 as several processes."""
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 from pymongo import monitoring
 
 D = TypeVar("D")
+_encode = msgspec.json.Encoder(order="sorted").encode
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "drop", "dropDatabase"})
 
 
 class ReadCache(monitoring.CommandListener):
-    def __init__(self, ttl_s: float = 2.0, max_entries: int = 50_000) -> None:
+    def __init__(self, ttl_s: float = 2.0, max_entries: int = 50_000, max_queries: int = 1_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.max_queries = max_queries  # list results are bigger and more varied than documents
+        self.queries: dict[tuple[str, Any], tuple[int, float, Any]] = {}
         self.generations: dict[str, int] = {}
         self.entries: dict[tuple[str, Any], tuple[int, float, Any]] = {}
-        self.hits = self.misses = 0
+        self._reading: dict[tuple[tuple[str, Any], int], asyncio.Future[Any]] = {}
+        self.hits = self.misses = self.shared = 0
 
     # -- monitoring.CommandListener
     def started(self, event: monitoring.CommandStartedEvent) -> None:
@@ -33,6 +40,7 @@ class ReadCache(monitoring.CommandListener):
             else:  # dropDatabase and the like: forget everything
                 self.generations = {k: v + 1 for k, v in self.generations.items()}
                 self.entries.clear()
+                self.queries.clear()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -42,21 +50,53 @@ class ReadCache(monitoring.CommandListener):
 
     # -- reads
     async def get(self, doc_cls: type[D], doc_id: Any) -> D | None:
-        collection = doc_cls.get_pymongo_collection().full_name  # type: ignore[attr-defined]
+        return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),  # type: ignore[attr-defined]
+                                   keep=lambda doc: doc is not None)
+
+    async def find(self, doc_cls: type[D], query: dict, sort: list[tuple[str, int]], limit: int) -> list[D]:
+        """A find() with sort and limit, cached like a document: by collection and exact query, dropped
+        by any write to the collection. A query that cannot be keyed goes to the database."""
+        try:
+            key = ("find", _encode((query, sort, limit)))
+        except (TypeError, msgspec.EncodeError):
+            return await doc_cls.find(query).sort(sort).limit(limit).to_list()  # type: ignore[attr-defined]
+        return await self._through(self.queries, self.max_queries, doc_cls, key,
+                                   lambda: doc_cls.find(query).sort(sort).limit(limit).to_list(), keep=lambda docs: True)  # type: ignore[attr-defined]
+
+    async def _through(self, store: dict, cap: int, doc_cls: Any, ident: Any, load: Callable[[], Awaitable[Any]],
+                       keep: Callable[[Any], bool]) -> Any:
+        collection = doc_cls.get_pymongo_collection().full_name
         generation = self.generations.get(collection, 0)
-        key = (collection, doc_id)
-        hit = self.entries.get(key)
+        key = (collection, ident)
+        hit = store.get(key)
         now = time.monotonic()
         if hit is not None and hit[0] == generation and now - hit[1] < self.ttl_s:
             self.hits += 1
             return hit[2]
+        # Concurrent misses on one key share one read, if no write came between them:
+        # otherwise every connection would queue its own read at each expiry.
+        flight = (key, generation)
+        pending = self._reading.get(flight)
+        if pending is not None:
+            self.shared += 1
+            return await asyncio.shield(pending)
         self.misses += 1
-        doc = await doc_cls.get(doc_id)  # type: ignore[attr-defined]
-        if doc is not None and self.generations.get(collection, 0) == generation:
-            if len(self.entries) >= self.max_entries:
-                self.entries.clear()
-            self.entries[key] = (generation, now, doc)
-        return doc
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reading[flight] = fut
+        try:
+            value = await load()
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: with no waiter it is not an unhandled error
+            raise
+        finally:
+            del self._reading[flight]
+        if keep(value) and self.generations.get(collection, 0) == generation:
+            if len(store) >= cap:
+                store.clear()
+            store[key] = (generation, now, value)
+        fut.set_result(value)
+        return value
 
 
 _cache: ReadCache | None = None
@@ -72,3 +112,10 @@ async def cached_get(doc_cls: type[D], doc_id: Any) -> D | None:
     if _cache is None:
         return await doc_cls.get(doc_id)  # type: ignore[attr-defined]
     return await _cache.get(doc_cls, doc_id)
+
+
+async def cached_find(doc_cls: type[D], query: dict, sort: list[tuple[str, int]], limit: int) -> list[D]:
+    """Documents returned here are shared: read them, never mutate them."""
+    if _cache is None:
+        return await doc_cls.find(query).sort(sort).limit(limit).to_list()  # type: ignore[attr-defined]
+    return await _cache.find(doc_cls, query, sort, limit)

@@ -5,6 +5,8 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 from litestar.params import Parameter
 
+from nexus.db.cache import cached_find
+
 T = TypeVar("T")
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="Page size")]
@@ -16,11 +18,18 @@ class Page(msgspec.Struct, Generic[T]):
     next_cursor: str | None = None
 
 
-async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *, newest_first: bool = True) -> tuple[list, str | None]:
+async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *, newest_first: bool = True,
+                  cache: bool = True) -> tuple[list, str | None]:
+    """One page, read through the coherent read cache (libs/db/cache.py): the documents are shared.
+    `cache=False` for a query that names the current time (it would never be asked twice)."""
     query = dict(filters)
     if cursor:
         query["_id"] = {"$lt": cursor} if newest_first else {"$gt": cursor}
-    docs = await doc_cls.find(query).sort([("_id", -1 if newest_first else 1)]).limit(limit + 1).to_list()
+    sort = [("_id", -1 if newest_first else 1)]
+    if cache:
+        docs = await cached_find(doc_cls, query, sort, limit + 1)
+    else:
+        docs = await doc_cls.find(query).sort(sort).limit(limit + 1).to_list()
     more = len(docs) > limit
     docs = docs[:limit]
     return docs, (docs[-1].id if more and docs else None)

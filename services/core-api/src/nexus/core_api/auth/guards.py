@@ -35,7 +35,7 @@ class ApiKeyAuth(AbstractAuthenticationMiddleware):
 
 
 def require(capability: Capability):
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # async: no thread hop per request
         principal: Principal | None = connection.user
         if principal is None:
             raise NotAuthorizedException("an API key is required")

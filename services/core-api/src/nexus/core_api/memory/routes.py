@@ -44,7 +44,7 @@ class MemoryController(Controller):
         filters: dict = {k: v for k, v in {"scope": scope_, "scope_id": scope_id, "tags": tag, "source": source}.items() if v}
         if not include_expired:
             filters["$or"] = [{"expires_at": None}, {"expires_at": {"$gt": now()}}]
-        docs, nxt = await page_of(MemoryItem, filters, limit, cursor)
+        docs, nxt = await page_of(MemoryItem, filters, limit, cursor, cache=include_expired)  # else the query names now()
         return Page([service.to_out(d) for d in docs], nxt)
 
     @get("/{item_id:str}", guards=[READ])
