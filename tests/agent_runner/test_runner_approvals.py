@@ -3,6 +3,7 @@ would). Resume on approve, stop on reject, deny on expiry; and the runner's own 
 merging into the target branch, only with can_merge and, where asked, approval."""
 
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -68,9 +69,20 @@ async def test_expiry_denies_and_the_run_goes_on(js, nats_url, tmp_path) -> None
     assert not changes(events, "command-run") and [c["message"] for c in changes(events, "note")] == ["after the command"]
 
 
-async def test_runner_backstop_expires_when_nobody_answers(js, nats_url, tmp_path) -> None:
-    r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK), env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2"})
+def _when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize("where", ["runner setting", "run config"])
+async def test_runner_backstop_expires_when_nobody_answers(js, nats_url, tmp_path, where) -> None:
+    if where == "run config":  # core-api's approval_ttl_s travels in the run config and wins over the runner's default
+        r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK, approval_ttl_s=0.2))
+    else:
+        r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK), env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2"})
     assert await r.exit_code() == 0, r.log()
+    asked = next(e for _, e in await read_events(js, r.cfg.run_id) if e["type"] == "run.approval_requested")
+    expires_in = _when(asked["data"]["expires_at"]) - _when(asked["occurred_at"])
+    assert expires_in.total_seconds() < 5, asked  # 0.2 s, not the hour-long default
     events = await read_events(js, r.cfg.run_id)
     assert [c["decision"] for c in changes(events, "approval")] == ["requested", "expired"]
     assert final_status(events)["status"] == "succeeded"

@@ -77,6 +77,7 @@ async def test_first_run(api: httpx.AsyncClient, bare_repo, tmp_path) -> None:
     assert cfg["run_id"] == run_id and cfg["agent_id"] == agent["id"] and cfg["task_id"] == task["id"]
     assert cfg["skills"] == ["# House style\nKeep files short."]
     assert "write_file" in cfg["tools"] and cfg["permissions"]["can_commit"] is True
+    assert cfg["approval_ttl_s"] == 3600  # core-api's approval clock travels with the run, so the runner's agrees
 
     # The session's changes, each with a timestamp.
     (session,) = run["sessions"]

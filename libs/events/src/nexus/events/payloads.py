@@ -46,6 +46,8 @@ class RunConfig(Payload):
     llm: LLMSpec = msgspec.field(default_factory=LLMSpec)
     limits: Limits = msgspec.field(default_factory=Limits)
     secrets: list[str] = msgspec.field(default_factory=list)  # names only; values never travel here
+    # How long a paused run waits for a human's decision (core-api's `approval_ttl_s`); unset: the runner's own default.
+    approval_ttl_s: float | None = None
 
 
 # ---------------------------------------------------------------- commands

@@ -10,7 +10,9 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     state_dir: str = ""
     attempt: int = 1
     heartbeat_s: float = 5.0
-    approval_timeout_s: float = 3600.0  # how long a paused run waits for a human before the action is denied
+    # How long a paused run waits for a human before the action is denied, when the run config does not say
+    # (core-api puts its `approval_ttl_s` there, so the two clocks agree).
+    approval_timeout_s: float = 3600.0
     log_level: str = "info"
 
 

@@ -17,7 +17,7 @@ from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, Ta
 log = logging.getLogger("nexus.core_api.dispatch")
 
 
-async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str) -> RunConfig:
+async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str, *, approval_ttl_s: float | None = None) -> RunConfig:
     spec = agent.spec
     skills = await resolve_skills(spec.get("skills", []))
     repo_doc = await Repository.get(task.repository_id) if task.repository_id else None
@@ -56,6 +56,7 @@ async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str
             "task": msgspec.to_builtins(TaskBrief(title=task.title, description=task.description, goal_id=task.goal_id, target_files=task.target_files)),
             "repo": msgspec.to_builtins(repo) if repo else None,
             "meta": task.is_meta,
+            "approval_ttl_s": approval_ttl_s,
         },
         RunConfig,
     )
@@ -88,7 +89,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
         return None
     run_id = new_id("run")
     session_id = task.session_id or new_id("ses")
-    config = await assemble_config(task, agent, run_id, session_id)
+    config = await assemble_config(task, agent, run_id, session_id, approval_ttl_s=ctx.settings.approval_ttl_s)
     run = Run(
         id=run_id, task_id=task.id, agent_id=agent.id, agent_revision=agent.revision, goal_id=task.goal_id,
         session_id=session_id, parent_session_id=task.parent_session_id, parent_run_id=task.parent_run_id,
