@@ -1,6 +1,8 @@
 """Dispatch: a run attempt is launched once whatever the redeliveries and however many workers
 consume at once; when slots are scarce, a higher-priority launch goes first."""
 
+import asyncio
+
 import pytest
 
 from nexus.domain.ids import new_ulid
@@ -77,3 +79,21 @@ async def test_higher_priority_launch_goes_first_when_slots_are_scarce(workers, 
 async def _waiting(bus, n: int) -> bool:
     info = await bus.js.consumer_info(CMDS_STREAM, DURABLE)
     return info.num_ack_pending >= n and info.num_pending == 0
+
+
+async def test_a_cancel_reaches_the_worker_that_hosts_the_run(workers, bus) -> None:
+    # w1 starts four runs; then w2 joins. Each cancel is taken by one of the two from the durable
+    # consumer, but only w1 can end a local run: every worker also hears every cancel.
+    workers.start("w1")
+    runs = [await make_run(sleepy(60)) for _ in range(4)]
+    for run in runs:
+        await bus.launch(run)
+    await bus.until(lambda: all(bus.of(r.id, "run.llm") for r in runs), tries=600)  # each is in its `sleep 60`
+    workers.start("w2")
+    await asyncio.sleep(1.0)  # w2's pull consumer is asking for work (a few sweeps), not a timing assertion
+    for run in runs:  # paced, so both workers' pull requests are waiting and the cancels spread over them
+        await bus.cancel(run.id)
+        await asyncio.sleep(0.5)
+    await bus.until(lambda: all(bus.runtime(r.id, "exited") for r in runs), tries=300)
+    for run in runs:
+        assert bus.statuses(run.id)[-1] == "cancelled", (run.id, bus.statuses(run.id))

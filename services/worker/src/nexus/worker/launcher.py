@@ -4,7 +4,9 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 
+import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -12,7 +14,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
-from nexus.events.consumer import Delivery
+from nexus.events.consumer import Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.metrics import LAUNCH_LATENCY, RUNS
 from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
@@ -124,6 +126,20 @@ class Launcher:
     async def handle_cancel(self, d: Delivery) -> None:
         cmd: CancelRun = d.payload
         await self.runtime.cancel_run(cmd.run_id)
+
+    async def on_cancel_broadcast(self, msg: Any) -> None:
+        """Every worker hears every cancel (a plain subscription beside the durable consumer): with the
+        local runtime only the worker that started a run can end it, and the durable consumer hands
+        each cancel to one worker. Not hosting the run here is a no-op; so is a cancel heard twice."""
+        try:
+            _, cmd = decode_message(msg)
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+            log.warning("undecodable cancel on %s: %s", msg.subject, exc)
+            return
+        try:
+            await self.runtime.cancel_run(cmd.run_id)
+        except Exception:  # noqa: BLE001 — the durable consumer and the orphan sweep still cover this run
+            log.exception("cancel of %s (broadcast) failed", cmd.run_id)
 
     def adopt(self, run_id: str, attempt: int, agent_id: str) -> None:
         """After a restart: watch a run whose runner outlived the worker that launched it."""

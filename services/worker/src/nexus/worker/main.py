@@ -12,7 +12,7 @@ from nats.js.api import KeyValueConfig
 from nexus.db.connection import connect_db, ping
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
-from nexus.events.catalog import CMDS_STREAM
+from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import consume
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
@@ -23,6 +23,8 @@ from nexus.worker.scheduler import Scheduler
 from nexus.worker.secrets import SecretStore
 from nexus.worker.settings import WorkerSettings
 from nexus.worker.slots import Slots
+
+CANCEL_SUBJECT = BY_TYPE["worker.cancel_run"].subject
 
 log = logging.getLogger("nexus.worker")
 
@@ -74,11 +76,13 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     await recovery.sightings.start(nc)
     scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s)
     intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)
+    if runtime.name == "local":  # only the worker that started a local run can end it: every worker hears every cancel
+        await nc.subscribe(CANCEL_SUBJECT, cb=launcher.on_cancel_broadcast)
     log.info("worker %s up: runtime=%s, max %d runs", worker_id, runtime.name, settings.max_concurrent_runs)
     try:
         await asyncio.gather(
             intake.run(stop),
-            consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject="nexus.cmd.worker.cancel_run",
+            consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
                     handler=launcher.handle_cancel, stop=stop),
             every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
             every(settings.schedule_tick_s, stop, scheduler.tick, "schedule tick"),
