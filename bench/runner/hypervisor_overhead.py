@@ -1,7 +1,8 @@
 """Hypervisor overhead per tool call: write_file, read_file and run_command `true` through
 Hypervisor.call (validation, confinement, policy, ledger seal, masking, record) against the raw
 operation in the same process. Two hypervisor setups: as the runner uses it (the session state
-file rewritten and fsynced after every change) and without a state file (the checks alone)."""
+file rewritten after every change, fsynced when the session ends) and without a state file (the
+checks alone)."""
 
 import asyncio
 import statistics

@@ -152,7 +152,7 @@ def _tool_call(session_id: str, tool: str, tool_args: dict, close_as: str | None
         if result.ok and close_as:
             session.status = close_as  # type: ignore[assignment] - argparse choices
             session.updated_at = now_iso()
-            write_state(state_path, session)
+        hv.seal_state()  # each invocation is its own process: what it recorded is on disk before it answers
     out: dict[str, Any] = {"ok": result.ok, "sessionId": session_id, "ledgerHash": hv.ledger_hash}
     if result.output:
         out["output"] = result.output

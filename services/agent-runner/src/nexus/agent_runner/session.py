@@ -215,6 +215,7 @@ class RunSession:
                 refused = await self._merge(hv, genv)
                 if refused:
                     status, reason = "failed", refused
+        hv.seal_state()
         await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg),
                                     status="completed" if status == "succeeded" else "error")
         await self.reporter.status(

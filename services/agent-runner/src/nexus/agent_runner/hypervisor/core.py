@@ -178,15 +178,22 @@ class Hypervisor:
         }
         return msgspec.structs.replace(change, **masked)
 
+    def seal_state(self) -> None:
+        """Make the session state file durable (fsync): called when the session ends."""
+        self._save_state(durable=True)
+
+    def _save_state(self, *, durable: bool) -> None:
+        if self.state_file is not None:
+            try:
+                write_state(self.state_file, self.session, durable=durable)
+            except OSError as exc:
+                raise RecordError(f"cannot write the session state file {self.state_file}: {exc}") from exc
+
     async def _record(self, change: Any) -> None:
         sealed = seal_one(self._mask_change(change), seq=len(self.session.changes), prev_hash=self.ledger_hash)
         self.session.changes.append(sealed)
         self.session.updated_at = sealed.timestamp
-        if self.state_file is not None:
-            try:
-                write_state(self.state_file, self.session)
-            except OSError as exc:
-                raise RecordError(f"cannot write the session state file {self.state_file}: {exc}") from exc
+        self._save_state(durable=False)  # fsynced at the end (seal_state); the event stream is the durable record
         if self._recorder is not None:
             try:
                 await self._recorder(sealed)
