@@ -62,8 +62,8 @@ class NatsRemote:
         self._subscribing: set[asyncio.Task[None]] = set()
         self._acks: dict[str, asyncio.Future[str]] = {}
         self._lingering: set[asyncio.Task[None]] = set()
-        self._drains: dict[str, int] = {}  # agent id -> withdrawn subscriptions still lingering
-        self._draining: dict[str, set[str]] = {}  # agent id -> message ids taken meanwhile
+        self._withdrawn: dict[str, int] = {}  # agent id -> its withdrawn subscriptions still lingering
+        self._seen_while_withdrawn: dict[str, set[str]] = {}  # agent id -> message ids taken meanwhile
         self._seq = itertools.count(1)
         self._ack_prefix = ""
         self._ack_sub: Subscription | None = None
@@ -105,8 +105,8 @@ class NatsRemote:
         sub = self._subs.pop(agent_id, None)
         if sub is None:
             return
-        self._drains[agent_id] = self._drains.get(agent_id, 0) + 1
-        self._draining.setdefault(agent_id, set())
+        self._withdrawn[agent_id] = self._withdrawn.get(agent_id, 0) + 1
+        self._seen_while_withdrawn.setdefault(agent_id, set())
         told = self._loop.create_task(self._withdraw(sub))
         self._subscribing.add(told)
         told.add_done_callback(self._subscribing.discard)
@@ -123,12 +123,12 @@ class NatsRemote:
     async def _linger(self, agent_id: str, sub: Subscription, told: asyncio.Task[None]) -> None:
         try:
             await asyncio.wait([told])
-            if told.exception() is None:
+            if not told.cancelled() and told.exception() is None:
                 await asyncio.sleep(LINGER)
         finally:
-            self._drains[agent_id] -= 1
-            if not self._drains[agent_id]:
-                del self._drains[agent_id], self._draining[agent_id]
+            self._withdrawn[agent_id] -= 1
+            if not self._withdrawn[agent_id]:
+                del self._withdrawn[agent_id], self._seen_while_withdrawn[agent_id]
             try:
                 await sub.unsubscribe()
             except Exception as exc:  # connection closing or closed: nothing left to undo
@@ -192,7 +192,7 @@ class NatsRemote:
             if msg.reply:
                 await msg.respond(b"RemoteError")
             return
-        seen = self._draining.get(message.to)
+        seen = self._seen_while_withdrawn.get(message.to)
         if seen is not None:
             # An earlier agent of this id is still draining its subscription while a new one
             # listens: the server may hand us the message on both. The first copy answers.
