@@ -9,6 +9,7 @@ import pytest
 from nexus.core_api.auth.keys import KeyCache, create_key
 from nexus.db.connection import connect_db
 from nexus.db.documents import ApiKey
+from nexus.db.writes import update_document
 from nexus.domain.roles import Role
 
 pytestmark = pytest.mark.infra
@@ -40,7 +41,7 @@ async def test_reloads_ahead_of_expiry_in_the_background_and_sees_a_revocation(d
     doc, raw = await create_key("ci", Role.LEAD, created_by="test")
     cache = KeyCache(ttl_s=60, refresh_at=0.0)  # every hit is old enough to be reloaded behind it
     assert (await cache.lookup(raw)).role == Role.LEAD
-    await ApiKey.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"revoked": True}})
+    await update_document(ApiKey, doc.id, {"$set": {"revoked": True}})  # as keys/service revokes; the use-time write may race it
     assert (await cache.lookup(raw)) is not None  # served from the valid entry while it reloads
     await _settled(cache)
     assert cache.loads == 2 and await cache.lookup(raw) is None

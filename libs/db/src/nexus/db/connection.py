@@ -4,6 +4,7 @@ from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
 from nexus.db.documents import ALL_DOCUMENTS
+from nexus.db.writes import update_document
 
 
 async def connect_db(url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None) -> AsyncMongoClient:
@@ -37,7 +38,8 @@ class Conflict(Exception):
 async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
     """Read, let `mutate(doc)` return the fields to $set (or None for no change), and write only if
     nobody else wrote in between (single-document compare-and-set on `version`). Returns the
-    new document, or None when mutate declined. FerretDB-safe: no transactions needed."""
+    new document, or None when mutate declined. No transactions needed; on FerretDB the
+    compare-and-set holds because updates of one document are serialized (nexus.db.writes)."""
     from nexus.db.documents import now
 
     for _ in range(attempts):
@@ -48,8 +50,7 @@ async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
         if not changes:
             return None
         changes = {**changes, "updated_at": now()}
-        coll = doc_cls.get_pymongo_collection()
-        res = await coll.update_one({"_id": doc_id, "version": doc.version}, {"$set": changes, "$inc": {"version": 1}})
+        res = await update_document(doc_cls, doc_id, {"$set": changes, "$inc": {"version": 1}}, {"version": doc.version})
         if res.modified_count == 1:
             for k, v in changes.items():
                 setattr(doc, k, v)

@@ -10,6 +10,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.runs.ingest import handle_run_event
 from nexus.db.documents import Run, now
+from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM
 from nexus.events.consumer import Delivery, Poison, consume
@@ -45,7 +46,7 @@ async def requeue_stale(ctx: Context) -> int:
     n = 0
     async for run in Run.find({"status": "queued", "updated_at": {"$lt": cutoff}}):
         await command_launch(ctx, run)
-        await Run.get_pymongo_collection().update_one({"_id": run.id}, {"$set": {"updated_at": now()}})
+        await update_document(Run, run.id, {"$set": {"updated_at": now()}})
         n += 1
     return n
 

@@ -8,6 +8,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schemas import iso
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentRevision, now
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 
 
@@ -75,8 +76,8 @@ async def update(agent_id: str, spec: AgentSpec, *, actor: str) -> tuple[Agent, 
         return doc, False
     revision = doc.revision + 1
     await AgentRevision(id=rev_id(doc.id, revision), agent_id=doc.id, revision=revision, spec=new_spec, created_by=actor).insert()
-    res = await Agent.get_pymongo_collection().update_one(
-        {"_id": doc.id, "revision": doc.revision}, {"$set": {"spec": new_spec, "revision": revision, "updated_at": now()}}
+    res = await update_document(
+        Agent, doc.id, {"$set": {"spec": new_spec, "revision": revision, "updated_at": now()}}, {"revision": doc.revision}
     )
     if res.modified_count != 1:
         raise DomainError(409, "the agent changed concurrently; retry")
@@ -92,5 +93,5 @@ async def revision(agent_id: str, number: int) -> AgentRevision:
 
 async def delete(agent_id: str) -> Agent:
     doc = await get(agent_id)
-    await Agent.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
+    await update_document(Agent, doc.id, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
     return doc

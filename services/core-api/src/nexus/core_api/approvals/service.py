@@ -6,6 +6,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.runs.lifecycle import on_status
 from nexus.db.documents import Approval, now
+from nexus.db.writes import update_document
 from nexus.events.payloads import ApprovalDecided, ApprovalRequested, RunStatusChanged
 
 
@@ -39,9 +40,9 @@ async def decide(ctx: Context, approval_id: str, decision: str, reason: str, dec
         raise DomainError(409, f"approval is already {doc.status}", field="decision")
     if doc.expires_at and doc.expires_at < datetime.now(UTC):
         decision, reason = "expired", "the approval expired before a decision"
-    res = await Approval.get_pymongo_collection().update_one(
-        {"_id": approval_id, "status": "pending"},
-        {"$set": {"status": decision, "reason": reason, "decided_by": decided_by, "decided_at": now()}},
+    res = await update_document(
+        Approval, approval_id, {"$set": {"status": decision, "reason": reason, "decided_by": decided_by, "decided_at": now()}},
+        {"status": "pending"},
     )
     if res.modified_count != 1:
         raise DomainError(409, "approval was decided concurrently", field="decision")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nexus.db.documents import ApiKey, now
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 from nexus.domain.roles import Role
 
@@ -108,7 +109,7 @@ class KeyCache:
             principal = None
             if doc and not doc.revoked:
                 principal = Principal(doc.id, doc.name, Role(doc.role), doc.run_id)
-                self._background(ApiKey.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"last_used_at": now()}}))
+                self._background(update_document(ApiKey, doc.id, {"$set": {"last_used_at": now()}}))
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (started, principal)

@@ -6,6 +6,7 @@ from nexus.core_api.goals.schemas import GoalOut
 from nexus.core_api.schemas import iso
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 from nexus.events.payloads import CreateGoal, GoalChanged
 
@@ -64,7 +65,7 @@ async def start_meta_session(ctx: Context, goal: Goal) -> None:
     await task.insert()
     run = await dispatch_task(ctx, task)
     if run is not None:
-        await Goal.get_pymongo_collection().update_one({"_id": goal.id}, {"$set": {"meta_run_id": run.id}})
+        await update_document(Goal, goal.id, {"$set": {"meta_run_id": run.id}})
 
 
 async def create_goal_from_command(ctx: Context, cmd: CreateGoal) -> Goal:

@@ -3,6 +3,7 @@
 from nexus.core_api.auth.keys import BOOTSTRAP_KEY_ID, KeyCache, create_key
 from nexus.core_api.errors import DomainError, not_found
 from nexus.db.documents import ApiKey, Run
+from nexus.db.writes import update_document
 from nexus.domain.roles import Role
 
 
@@ -31,6 +32,6 @@ async def revoke(key_id: str, cache: KeyCache) -> ApiKey:
         # It is re-enabled from NEXUS_ADMIN_KEY at the next start; rotate that instead.
         raise DomainError(409, "the bootstrap admin key is managed by NEXUS_ADMIN_KEY", field="key_id")
     if not doc.revoked:
-        await ApiKey.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"revoked": True}})
+        await update_document(ApiKey, doc.id, {"$set": {"revoked": True}})
     cache.forget()  # revocation takes effect on the next request in this process
     return doc

@@ -6,6 +6,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryUpdate
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, MemoryItem, Repository, now
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 
 
@@ -63,7 +64,7 @@ async def update(item_id: str, data: MemoryUpdate) -> tuple[MemoryItem, bool]:
         fields["expires_at"] = _expiry(data.ttl_s)
     if not fields:
         return doc, False
-    await MemoryItem.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": fields})
+    await update_document(MemoryItem, doc.id, {"$set": fields})
     return await get(doc.id), True
 
 

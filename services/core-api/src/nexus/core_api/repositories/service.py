@@ -4,6 +4,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.repositories.schemas import RepositoryOut, RepositorySpec
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Repository, now
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 
 
@@ -37,11 +38,11 @@ async def update(id_or_name: str, spec: RepositorySpec) -> tuple[Repository, boo
     fields = {"url": spec.url, "default_branch": spec.default_branch, "credentials_secret": spec.credentials_secret}
     if all(getattr(doc, k) == v for k, v in fields.items()):
         return doc, False
-    await Repository.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {**fields, "updated_at": now()}})
+    await update_document(Repository, doc.id, {"$set": {**fields, "updated_at": now()}})
     return await get(doc.id), True
 
 
 async def delete(id_or_name: str) -> Repository:
     doc = await get(id_or_name)
-    await Repository.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
+    await update_document(Repository, doc.id, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
     return doc

@@ -9,6 +9,7 @@ from nexus.core_api.memory.select import select_memory
 from nexus.core_api.skills.service import resolve as resolve_skills
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
+from nexus.db.writes import update_document
 from nexus.domain.agents import MemoryPolicy
 from nexus.domain.ids import new_id, new_ulid
 from nexus.domain.tasks import TaskStatus
@@ -68,7 +69,7 @@ async def command_launch(ctx: Context, run: Run) -> None:
     attempt check drops it after that."""
     msg_id = run.launch_msg_id or new_ulid()
     if not run.launch_msg_id:
-        await Run.get_pymongo_collection().update_one({"_id": run.id}, {"$set": {"launch_msg_id": msg_id}})
+        await update_document(Run, run.id, {"$set": {"launch_msg_id": msg_id}})
         run.launch_msg_id = msg_id
     cfg = msgspec.convert(run.config, RunConfig)
     await ctx.publisher.publish(

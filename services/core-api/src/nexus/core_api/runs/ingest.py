@@ -11,6 +11,7 @@ from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
 from nexus.db.cache import cached_get
 from nexus.db.documents import Run, RunEvent, now
+from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.consumer import Delivery
 
@@ -36,7 +37,7 @@ async def handle_run_event(ctx: Context, d: Delivery) -> None:
         case p.SessionChanged():
             await sessions.on_change(run_id, data)
         case p.Heartbeat():
-            await Run.get_pymongo_collection().update_one({"_id": run_id}, {"$set": {"last_heartbeat_at": now()}})
+            await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}})
             return  # liveness only: the stream keeps heartbeats; the database does not need them
         case p.ApprovalRequested():
             await on_requested(ctx, data)

@@ -18,6 +18,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schedules.schemas import ScheduleOut, ScheduleSpec
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, now
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import FireSchedule
@@ -111,8 +112,8 @@ async def get(id_or_name: str) -> Schedule:
 
 async def _cas(s: Schedule, changes: dict) -> bool:
     """Write only if nobody wrote since `s` was read (the firing path and the API share the document)."""
-    res = await Schedule.get_pymongo_collection().update_one(
-        {"_id": s.id, "version": s.version}, {"$set": {**changes, "updated_at": now()}, "$inc": {"version": 1}}
+    res = await update_document(
+        Schedule, s.id, {"$set": {**changes, "updated_at": now()}, "$inc": {"version": 1}}, {"version": s.version}
     )
     return res.modified_count == 1
 
@@ -137,8 +138,8 @@ async def update(id_or_name: str, spec: ScheduleSpec) -> tuple[Schedule, bool]:
 
 async def delete(id_or_name: str) -> Schedule:
     doc = await get(id_or_name)
-    await Schedule.get_pymongo_collection().update_one(
-        {"_id": doc.id},
+    await update_document(
+        Schedule, doc.id,
         {"$set": {"deleted": True, "enabled": False, "name": f"{doc.name}~deleted~{doc.id}", "updated_at": now()}, "$inc": {"version": 1}},
     )
     return doc

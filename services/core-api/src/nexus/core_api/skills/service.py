@@ -6,6 +6,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schemas import iso
 from nexus.core_api.skills.schemas import SkillOut, SkillSpec
 from nexus.db.documents import Skill, SkillRevision, now
+from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
 
 
@@ -49,9 +50,9 @@ async def update(id_or_name: str, spec: SkillSpec) -> tuple[Skill, bool]:
         return doc, False
     version = doc.version + 1
     await SkillRevision(id=_rev_id(doc.id, version), skill_id=doc.id, name=doc.name, version=version, description=spec.description, content=spec.content).insert()
-    res = await Skill.get_pymongo_collection().update_one(
-        {"_id": doc.id, "version": doc.version},
-        {"$set": {"version": version, "content": spec.content, "description": spec.description, "updated_at": now()}},
+    res = await update_document(
+        Skill, doc.id, {"$set": {"version": version, "content": spec.content, "description": spec.description, "updated_at": now()}},
+        {"version": doc.version},
     )
     if res.modified_count != 1:
         raise DomainError(409, "the skill changed concurrently; retry")
@@ -83,5 +84,5 @@ async def resolve(refs: list[str]) -> list[SkillRevision]:
 
 async def delete(id_or_name: str) -> Skill:
     doc = await get(id_or_name)
-    await Skill.get_pymongo_collection().update_one({"_id": doc.id}, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
+    await update_document(Skill, doc.id, {"$set": {"deleted": True, "name": f"{doc.name}~deleted~{doc.id}"}})
     return doc
