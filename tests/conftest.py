@@ -4,11 +4,13 @@ on free ports with throw-away data dirs (or taken from NEXUS_TEST_NATS_URL / NEX
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from nexus.db.connection import connect_db
 from nexus.dev.servers import start_ferretdb, start_nats
 
 
@@ -37,3 +39,11 @@ def mongo_url(servers_dir: Path) -> Iterator[str]:
     server = start_ferretdb(servers_dir / "ferretdb", log_path=servers_dir / "ferretdb.log")
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+async def fresh_db(mongo_url: str):
+    """The documents bound (beanie) to a throw-away database on the test server."""
+    client = await connect_db(mongo_url, f"t_{uuid.uuid4().hex[:10]}", create_indexes=False)
+    yield client
+    await client.close()

@@ -7,7 +7,6 @@ import uuid
 import pytest
 
 from nexus.core_api.auth.keys import KeyCache, create_key
-from nexus.db.connection import connect_db
 from nexus.db.documents import ApiKey
 from nexus.db.writes import update_document
 from nexus.domain.roles import Role
@@ -15,19 +14,13 @@ from nexus.domain.roles import Role
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture
-async def db(mongo_url):
-    client = await connect_db(mongo_url, f"keys_{uuid.uuid4().hex[:8]}", create_indexes=False)
-    yield
-    await client.close()
-
 
 async def _settled(cache: KeyCache) -> None:
     while cache._loading or cache._tasks:  # background loads and bookkeeping, bounded by the test timeout
         await asyncio.sleep(0.01)
 
 
-async def test_concurrent_misses_load_once_and_record_use(db) -> None:
+async def test_concurrent_misses_load_once_and_record_use(fresh_db) -> None:
     doc, raw = await create_key("ci", Role.VIEWER, created_by="test")
     cache = KeyCache(ttl_s=60)
     found = await asyncio.gather(*(cache.lookup(raw) for _ in range(32)))
@@ -37,7 +30,7 @@ async def test_concurrent_misses_load_once_and_record_use(db) -> None:
     assert await cache.lookup("nxk_" + uuid.uuid4().hex) is None and cache.loads == 2
 
 
-async def test_reloads_ahead_of_expiry_in_the_background_and_sees_a_revocation(db) -> None:
+async def test_reloads_ahead_of_expiry_in_the_background_and_sees_a_revocation(fresh_db) -> None:
     doc, raw = await create_key("ci", Role.LEAD, created_by="test")
     cache = KeyCache(ttl_s=60, refresh_at=0.0)  # every hit is old enough to be reloaded behind it
     assert (await cache.lookup(raw)).role == Role.LEAD

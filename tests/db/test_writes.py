@@ -6,21 +6,15 @@ import uuid
 
 import pytest
 
-from nexus.db.connection import connect_db, update_versioned
+from nexus.db.connection import update_versioned
 from nexus.db.documents import Goal, Task
 from nexus.db.writes import update_document
 
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture
-async def db(mongo_url):
-    client = await connect_db(mongo_url, f"writes_{uuid.uuid4().hex[:8]}", create_indexes=False)
-    yield
-    await client.close()
 
-
-async def test_concurrent_updates_of_different_fields_both_land(db) -> None:
+async def test_concurrent_updates_of_different_fields_both_land(fresh_db) -> None:
     ids = [f"goal_{uuid.uuid4().hex}" for _ in range(30)]
     for goal_id in ids:
         await Goal(id=goal_id, title="t").insert()
@@ -30,7 +24,7 @@ async def test_concurrent_updates_of_different_fields_both_land(db) -> None:
         assert (goal.description, goal.meta_run_id) == ("x", "x"), goal_id
 
 
-async def test_of_two_compare_and_sets_with_one_condition_exactly_one_wins(db) -> None:
+async def test_of_two_compare_and_sets_with_one_condition_exactly_one_wins(fresh_db) -> None:
     ids = [f"goal_{uuid.uuid4().hex}" for _ in range(30)]
     for goal_id in ids:
         await Goal(id=goal_id, title="t", status="open").insert()
@@ -41,7 +35,7 @@ async def test_of_two_compare_and_sets_with_one_condition_exactly_one_wins(db) -
         assert sorted(r.modified_count for r in pair) == [0, 1], goal_id
 
 
-async def test_update_versioned_claims_a_task_once(db) -> None:
+async def test_update_versioned_claims_a_task_once(fresh_db) -> None:
     task = Task(id=f"task_{uuid.uuid4().hex}", title="t", status="ready")
     await task.insert()
     claims = await asyncio.gather(*(update_versioned(Task, task.id, lambda t, who=who: {"status": "in_progress", "current_run_id": who}
