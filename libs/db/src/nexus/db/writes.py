@@ -33,7 +33,8 @@ async def document_lock(doc_cls: Any, doc_id: Any) -> AsyncIterator[None]:
             del _locks[key]
 
 
-async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: dict | None = None) -> UpdateResult:
+async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: dict | None = None, *,
+                          upsert: bool = False) -> UpdateResult:
     """`update_one({"_id": doc_id, **conditions}, update)`, serialized with every other update of the document."""
     async with document_lock(doc_cls, doc_id):
-        return await doc_cls.get_pymongo_collection().update_one({"_id": doc_id, **(conditions or {})}, update)
+        return await doc_cls.get_pymongo_collection().update_one({"_id": doc_id, **(conditions or {})}, update, upsert=upsert)

@@ -12,9 +12,8 @@ from nexus.events.payloads import ApprovalDecided, ApprovalRequested, RunStatusC
 
 async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
     expires = datetime.fromisoformat(ev.expires_at.replace("Z", "+00:00")) if ev.expires_at else now() + timedelta(seconds=ctx.settings.approval_ttl_s)
-    coll = Approval.get_pymongo_collection()
-    res = await coll.update_one(
-        {"_id": ev.approval_id},
+    res = await update_document(
+        Approval, ev.approval_id,
         {"$setOnInsert": {"run_id": ev.run_id, "session_id": ev.session_id, "action": ev.action, "detail": ev.detail,
                           "status": "pending", "reason": "", "decided_by": "", "expires_at": expires, "created_at": now(), "decided_at": None}},
         upsert=True,

@@ -3,14 +3,14 @@
 import msgspec
 
 from nexus.db.documents import Session, now
+from nexus.db.writes import update_document
 from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import SessionChanged, SessionOpened
 
 
 async def on_opened(run_id: str, ev: SessionOpened) -> None:
-    coll = Session.get_pymongo_collection()
-    await coll.update_one(
-        {"_id": ev.session_id},
+    await update_document(
+        Session, ev.session_id,
         {
             "$set": {"status": ev.status, "updated_at": now(), "backend": ev.backend, "project_path": ev.project_path},
             "$setOnInsert": {
@@ -28,12 +28,13 @@ async def on_change(run_id: str, ev: SessionChanged) -> None:
         update["$push"]["notes"] = ev.change.message
     coll = Session.get_pymongo_collection()
     # The seq guard makes a redelivered change a no-op; the upsert covers a change that outran its "opened".
-    res = await coll.update_one({"_id": ev.session_id, "changes.seq": {"$ne": ev.change.seq}}, update)
+    not_yet = {"changes.seq": {"$ne": ev.change.seq}}
+    res = await update_document(Session, ev.session_id, update, not_yet)
     if res.matched_count == 0 and await coll.count_documents({"_id": ev.session_id}) == 0:
-        await coll.update_one(
-            {"_id": ev.session_id},
+        await update_document(
+            Session, ev.session_id,
             {"$setOnInsert": {"run_id": run_id, "parent_session_id": ev.parent_session_id, "status": "active",
                               "backend": "", "project_path": "", "notes": [], "changes": [], "created_at": now()}},
             upsert=True,
         )
-        await coll.update_one({"_id": ev.session_id, "changes.seq": {"$ne": ev.change.seq}}, update)
+        await update_document(Session, ev.session_id, update, not_yet)
