@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from nexus.db.documents import Goal, Schedule, Task
-from nexus.domain.tasks import TASK_FINAL
+from nexus.db.documents import Schedule
+from nexus.db.schedules import occurrence_active
 from nexus.events.bus import Publisher
 from nexus.events.payloads import FireSchedule
 from nexus.worker.metrics import SCHEDULE_FIRES
@@ -50,19 +50,6 @@ def due_occurrences(cron: str, tz: str, after: datetime, now: datetime, *, misse
     return [(t, (now - t).total_seconds() > grace_s) for t in reversed(found)]
 
 
-async def item_active(kind: str, item_id: str | None) -> bool:
-    """Is the occurrence that created `item_id` still running?"""
-    if not item_id:
-        return False
-    if kind == "goal":
-        goal = await Goal.get(item_id)
-        if goal is None or goal.status in ("done", "failed", "cancelled", "closed"):
-            return False
-        return await Task.find({"goal_id": item_id, "status": {"$nin": [s.value for s in TASK_FINAL]}}).count() > 0
-    task = await Task.get(item_id)
-    return task is not None and task.status not in {s.value for s in TASK_FINAL}
-
-
 class Scheduler:
     def __init__(self, publisher: Publisher, *, grace_s: float = 60.0) -> None:
         self.publisher = publisher
@@ -85,7 +72,7 @@ class Scheduler:
         for at, late in due:
             await self._fire(s, at, late=late, msg_id=occurrence_id(s.id, at), reason="late" if late else "on_time")
         # An occurrence held back by the overlap policy goes once the one before it has ended.
-        if s.pending and not await item_active(s.kind, s.active_item_id):
+        if s.pending and not await occurrence_active(s.kind, s.active_item_id):
             at = _aware(min(s.pending))
             await self._fire(s, at, late=False, msg_id=occurrence_id(s.id, at) + ".released", reason="released")
 

@@ -18,13 +18,13 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schedules.schemas import ScheduleOut, ScheduleSpec
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, now
+from nexus.db.schedules import occurrence_active
 from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
-from nexus.domain.tasks import TASK_FINAL, TaskStatus
+from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import FireSchedule
 
 log = logging.getLogger("nexus.core_api.schedules")
-_FINAL = {s.value for s in TASK_FINAL}
 
 
 def _aware(dt: datetime) -> datetime:
@@ -154,18 +154,6 @@ def item_id(kind: str, schedule_id: str, at: datetime) -> str:
     return f"{kind}_{str(ULID.from_bytes(raw)).lower()}"
 
 
-async def item_active(kind: str, item: str | None) -> bool:
-    if not item:
-        return False
-    if kind == "goal":
-        goal = await Goal.get(item)
-        if goal is None or goal.status in ("done", "failed", "cancelled", "closed"):
-            return False
-        return await Task.find({"goal_id": item, "status": {"$nin": list(_FINAL)}}).count() > 0
-    task = await Task.get(item)
-    return task is not None and task.status not in _FINAL
-
-
 def _held_back(s: Schedule, at: datetime) -> dict:
     """The changes when the previous occurrence is still running, by overlap policy."""
     pending = [_aware(p) for p in s.pending]
@@ -188,7 +176,7 @@ async def fire(ctx: Context, cmd: FireSchedule) -> str | None:
         if await _created(ctx, s.kind, item):
             return item  # fired before: nothing changes twice
         pending = [_aware(p) for p in s.pending]
-        busy = s.active_item_id not in (None, item) and await item_active(s.kind, s.active_item_id)
+        busy = s.active_item_id not in (None, item) and await occurrence_active(s.kind, s.active_item_id)
         if busy:
             if at in pending:
                 return None  # a release that came too early: it stays queued
