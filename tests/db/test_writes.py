@@ -35,9 +35,14 @@ async def test_of_two_compare_and_sets_with_one_condition_exactly_one_wins(fresh
         assert sorted(r.modified_count for r in pair) == [0, 1], goal_id
 
 
-async def test_update_versioned_claims_a_task_once(fresh_db) -> None:
-    task = Task(id=f"task_{uuid.uuid4().hex}", title="t", status="ready")
-    await task.insert()
-    claims = await asyncio.gather(*(update_versioned(Task, task.id, lambda t, who=who: {"status": "in_progress", "current_run_id": who}
-                                                      if t.status == "ready" else None) for who in ("run_a", "run_b", "run_c")))
-    assert sum(c is not None for c in claims) == 1, claims
+async def test_update_versioned_claims_each_task_once(fresh_db) -> None:
+    tasks = [Task(id=f"task_{uuid.uuid4().hex}", title="t", status="ready") for _ in range(30)]
+    for task in tasks:
+        await task.insert()
+
+    def claim(who: str):
+        return lambda t: {"status": "in_progress", "current_run_id": who} if t.status == "ready" else None
+
+    claims = await asyncio.gather(*(update_versioned(Task, t.id, claim(who)) for t in tasks for who in ("run_a", "run_b", "run_c")))
+    for i, task in enumerate(tasks):
+        assert sum(c is not None for c in claims[3 * i : 3 * i + 3]) == 1, task.id
