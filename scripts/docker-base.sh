@@ -22,7 +22,7 @@ rm -f "$root.log"
 ln -sf /usr/bin/python3.11 "$root/usr/local/bin/python3"
 ln -sf /usr/bin/python3.11 "$root/usr/local/bin/python"
 ln -sf /usr/bin/python3.11 "$root/usr/local/bin/python3.11"
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/*
 tar -C "$root" -c . | "$DOCKER" import \
   -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
   -c 'CMD ["python3"]' - "$TAG" >/dev/null

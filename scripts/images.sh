@@ -45,8 +45,12 @@ if ! "$DOCKER" image inspect "$UV_IMAGE" >/dev/null 2>&1 && ! timeout 60 "$DOCKE
   fi
 fi
 
+# Registries reached through a TLS-inspecting proxy need its CA inside the build (a build secret).
+CA_ARGS=()
+[ -n "${SSL_CERT_FILE:-}" ] && [ -f "$SSL_CERT_FILE" ] && CA_ARGS=(--secret "id=ca_bundle,src=$SSL_CERT_FILE")
+
 for s in "${SERVICES[@]}"; do
-  "$DOCKER" build --network host -q -f "deploy/docker/$s.Dockerfile" \
+  "$DOCKER" build --network host -q "${CA_ARGS[@]}" -f "deploy/docker/$s.Dockerfile" \
     --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" --build-arg UV_IMAGE="$UV_IMAGE" \
     -t "nexus-$s:$TAG" . >/dev/null
   echo "nexus-$s:$TAG $("$DOCKER" image inspect -f '{{.Size}}' "nexus-$s:$TAG")"

@@ -377,3 +377,61 @@ def test_every_service_selects_pods_and_their_ports(all_objects, pods):
 def test_workload_selector_matches_its_template(controller_pod):
     selector = controller_pod.owner["spec"]["selector"]["matchLabels"]
     assert selector.items() <= controller_pod.owner["spec"]["template"]["metadata"]["labels"].items()
+
+
+# ---------------------------------------------------------------- overlays
+
+
+def _overlay(name: str) -> list[dict]:
+    kubectl = need_tool("kubectl")
+    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / name)], check=True, capture_output=True, text=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_an_overlay_renders_valid_objects(overlay):
+    for obj in _overlay(overlay):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_prod_runs_streams_at_three_replicas_on_its_own_servers_and_pins_images():
+    objs = _overlay("prod")
+    (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
+    assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "3"
+    assert "w=majority" in config["data"]["NEXUS_MONGODB_URL"] and "retryWrites=true" in config["data"]["NEXUS_MONGODB_URL"]
+    assert not [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/name") in {"nats", "mongodb", "grafana"}]
+    images = {c["image"] for o in objs if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images and all(":" in i and not i.endswith(":latest") and "/" in i for i in images), images
+    (ingress,) = [o for o in objs if o["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"][0]["secretName"] == "nexus-api-tls"
+
+
+def test_dev_runs_streams_at_one_replica_with_its_own_servers():
+    objs = _overlay("dev")
+    (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
+    assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "1"
+    assert {"nats", "mongodb"} <= {o["metadata"].get("labels", {}).get("app.kubernetes.io/name") for o in objs}
+
+
+def test_agent_pods_reach_only_nats_dns_and_outside_hosts(all_objects):
+    policies = [o for o in all_objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "nexus-agents"]
+    deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not [p for p in policies if p["spec"].get("ingress")]  # nothing may connect to a run pod
+    rules = [r for p in policies for r in p["spec"].get("egress", [])]
+    ports = {(r["to"][0].get("ipBlock") is not None, port["port"]) for r in rules for port in r["ports"]}
+    assert ports == {(False, 4222), (False, 53), (True, 443), (True, 22)}
+    for r in rules:
+        for peer in r["to"]:
+            if "ipBlock" in peer:  # outside only: every private range is excluded
+                assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(peer["ipBlock"]["except"])
+
+
+def test_core_api_and_worker_survive_a_drain_and_scale(all_objects):
+    for name in ("core-api", "worker"):
+        (pdb,) = [o for o in all_objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == name]
+        (hpa,) = [o for o in all_objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == name]
+        (deploy,) = [o for o in all_objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+        assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] <= deploy["spec"]["replicas"]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name

@@ -45,7 +45,9 @@ async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, 
     try:
         await _jetstream_ready(nodes[0].url)
         env = {"NEXUS_JETSTREAM_REPLICAS": "3"}
-        with running_stack(tmp_path, nodes[0].url, mongo_url, env=env, services=["core-api", "worker"]) as stack:
+        # Every node's URL, as a production client reaches the cluster (there, through one Service).
+        urls = ",".join(n.url for n in nodes)
+        with running_stack(tmp_path, urls, mongo_url, env=env, services=["core-api", "worker"]) as stack:
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
                                          headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
                 nc = await nats.connect([n.url for n in nodes])

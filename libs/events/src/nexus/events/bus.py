@@ -16,8 +16,11 @@ from nexus.events.envelope import Envelope, encode, make_envelope
 
 
 async def connect(url: str, name: str, **options: Any) -> NATS:
+    """`url` may list several servers, comma-separated (the nodes of a cluster): the client starts
+    with any that answers and, when its node goes, reconnects to another."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
+        servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
     )
 
 
