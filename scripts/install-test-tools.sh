@@ -4,6 +4,7 @@
 # (the JavaScript bridge). Debian packages are installed when missing and we are root; otherwise
 # this says what is missing, and CI fails the tests that need it instead of skipping them.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 want=()
 command -v promtool >/dev/null 2>&1 || want+=(prometheus)
 command -v bwrap >/dev/null 2>&1 || want+=(bubblewrap)
@@ -22,4 +23,9 @@ if [ ${#want[@]} -gt 0 ]; then
 fi
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "install-test-tools: kubectl is missing; the kustomize comparison needs it" >&2
+fi
+# The official AsyncAPI parser, which validates proto/asyncapi.json (npm, versions locked).
+if command -v npm >/dev/null 2>&1 && [ ! -d scripts/asyncapi/node_modules/@asyncapi/parser ]; then
+  echo "install-test-tools: installing the AsyncAPI parser (npm ci)" >&2
+  (cd scripts/asyncapi && npm ci --no-audit --no-fund --silent)
 fi
