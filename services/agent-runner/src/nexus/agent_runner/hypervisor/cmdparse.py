@@ -38,7 +38,8 @@ _INTERPRETER = re.compile(
     r"make|gmake|cmake|ninja|meson|scons|mvn|gradle|ant|rake|bundle|gem|composer|cargo|rustc|go|gcc|cc|"
     r"g\+\+|clang|clang\+\+|tcc|pip|pip3|pipx|uv|uvx|poetry|pdm|hatch|tox|nox|pytest|py\.test|npm|npx|yarn|"
     r"pnpm|dotnet|vi|vim|nvim|view|ex|ed|red|emacs|man|gdb|lldb|strace|ltrace|ssh|scp|sftp|rsync|socat|"
-    r"nc|ncat|netcat|telnet|ftp|xdg-open|sensible-editor|editor|pager|sqlite3|psql|mysql|openssl)"
+    r"nc|ncat|netcat|telnet|ftp|xdg-open|sensible-editor|editor|pager|sqlite3|psql|mysql|openssl|m4|dc|"
+    r"tclsh|wish|pwsh|osascript|swipl|gforth|octave|maxima|bash-static)"
     r"([0-9][0-9.]*)?$"
 )
 # Never for an agent, whatever the policy says.
@@ -47,7 +48,18 @@ NEVER = frozenset({
     "firejail", "systemd-run", "mount", "umount", "insmod", "modprobe", "rmmod", "mknod", "at", "batch",
     "crontab", "parallel", "apt", "apt-get", "dpkg", "fakeroot", "proot", "start-stop-daemon", "kill", "pkill",
     "killall", "patch", "gpg", "git-shell", "git-receive-pack", "git-upload-pack", "git-upload-archive",
+    # They run another program and are not parsed here: what they run would go unseen.
+    "setarch", "linux32", "linux64", "i386", "x86_64", "uname26", "prlimit", "cgexec", "numactl", "schedtool", "sg",
+    "newgrp", "runcon", "unbuffer", "faketime", "torsocks", "proxychains", "proxychains4", "catchsegv", "nocache",
+    "eatmydata", "chronic", "ifne", "pee", "vipe", "entr", "run-parts", "valgrind", "dbus-run-session", "ssh-agent",
+    "xvfb-run", "docker", "podman", "kubectl", "ip", "chpst", "daemonize", "toybox", "sem", "xe", "rlwrap",
 })
+# Options that make a program run another one, for any program (and their GNU abbreviations).
+_EXEC_OPTIONS = (
+    "--compress-program", "--use-compress-program", "--to-command", "--checkpoint-action", "--rsh-command",
+    "--rmt-command", "--info-script", "--new-volume-script", "--unzip-command", "--execute", "--exec", "--filter",
+    "--pager", "--editor", "--command", "--shell", "--preprocessor", "--interpreter", "--wrapper",
+)
 GIT_READ_ONLY = frozenset({
     "status", "diff", "log", "show", "blame", "annotate", "ls-files", "ls-tree", "rev-parse", "rev-list", "grep",
     "shortlog", "describe", "cat-file", "diff-tree", "diff-files", "diff-index", "merge-base", "name-rev",
@@ -74,6 +86,11 @@ _SHORT_O_WRITES = frozenset({"sort", "curl", "time", "objcopy", "strip", "xxd", 
 _WRITE_ALL = frozenset({
     "rm", "rmdir", "unlink", "shred", "touch", "mkdir", "mkfifo", "truncate", "tee", "dos2unix", "unix2dos",
     "gzip", "gunzip", "bzip2", "bunzip2", "xz", "unxz", "zstd", "unzstd", "lzma", "unlzma", "sponge",
+})
+# What xargs may run: programs that write nothing whatever options they are given.
+_XARGS_SAFE = frozenset({
+    "cat", "head", "tail", "wc", "grep", "egrep", "fgrep", "ls", "stat", "file", "md5sum", "sha1sum", "sha256sum",
+    "sha512sum", "echo", "basename", "dirname", "du", "cmp", "nl", "strings", "true", "false",
 })
 _FIRST_ARG_NOT_A_PATH = frozenset({"chmod", "chown", "chgrp"})
 _DESTINATION_LAST = frozenset({"cp", "mv", "ln", "install", "link"})
@@ -451,6 +468,10 @@ def _find(argv: list[str], ctx: Context, out: Analysis, depth: int) -> list[str]
 def _program(layer: Layer, argv: list[str], ctx: Context, out: Analysis) -> list[str]:
     name = layer.real if layer.real in _KNOWN else layer.name
     args = list(argv[1:])
+    for arg in args:
+        option = arg.partition("=")[0]
+        if option.startswith("--") and len(option) >= 6 and any(known.startswith(option) for known in _EXEC_OPTIONS):
+            raise Refused("not-permitted", f"{layer.name} {_short(option, 40)} runs another program")
     _paths(args, ctx, name)
     writes: list[str] = []
     for index, arg in enumerate(args):
@@ -464,10 +485,12 @@ def _program(layer: Layer, argv: list[str], ctx: Context, out: Analysis) -> list
             if target:
                 writes.append(target)
     handler = _HANDLERS.get(name)
+    if layer.via == "xargs" and name not in _XARGS_SAFE:  # its arguments come from a file: options too
+        raise Refused("indirect-write", f"{layer.name} under xargs: its arguments, options included, come from a file")
+    if layer.via and (handler is not None and name != "git" or writes):
+        raise Refused("indirect-write", f"{layer.name} under {layer.via}: what it writes is known only at run time")
     if handler is not None:
         argv = handler(list(argv), ctx, out) or argv
-    elif layer.via and writes:
-        raise Refused("indirect-write", f"{layer.name} under {layer.via}: what it writes is known only at run time")
     for target in writes:
         _write(target, ctx, out, name)
     return list(argv)
@@ -572,8 +595,8 @@ def _tar(argv: list[str], ctx: Context, out: Analysis) -> None:
         arg = args[index]
         option, eq, value = arg.partition("=")
         if arg.startswith("--"):
-            if option in _TAR_REFUSED:
-                raise Refused("not-permitted", f"tar {option} runs a program or leaves the workspace")
+            if option in _TAR_REFUSED or option not in _TAR_LONG:  # exact names only: GNU abbreviations could hide one
+                raise Refused("not-permitted", f"tar {_short(option, 40)} is not an option agents may use")
             mode = {"--extract": "x", "--get": "x", "--create": "c", "--append": "c", "--update": "c",
                     "--catenate": "c", "--concatenate": "c", "--delete": "c", "--list": "t", "--diff": "t",
                     "--compare": "t"}.get(option, mode)
@@ -621,6 +644,16 @@ def _tar(argv: list[str], ctx: Context, out: Analysis) -> None:
 
 _TAR_VALUES = frozenset("fCTXbgLNVH")
 _TAR_LETTERS = frozenset("AcdrtuxfCTXbgLNVHvzjJaZkmOpsSUWlnowBGiMR")
+_TAR_LONG = frozenset("""
+--extract --get --create --append --update --catenate --concatenate --delete --list --diff --compare --file --directory
+--strip-components --verbose --gzip --gunzip --ungzip --bzip2 --xz --lzma --zstd --auto-compress --exclude --exclude-vcs
+--exclude-vcs-ignores --no-same-owner --no-same-permissions --preserve-permissions --same-permissions --overwrite
+--keep-old-files --skip-old-files --keep-newer-files --touch --mtime --owner --group --numeric-owner --sort --format
+--one-file-system --totals --wildcards --no-wildcards --anchored --no-anchored --recursion --no-recursion --checkpoint
+--warning --ignore-failed-read --show-transformed-names --null --verbatim-files-from --level --label --mode
+--atime-preserve --same-order --preserve-order --blocking-factor --record-size --unlink-first --sparse
+--no-overwrite-dir --ignore-zeros --occurrence --to-stdout --stdout --verify --no-xattrs --no-acls --no-selinux
+""".split())
 _TAR_REFUSED = frozenset({
     "--to-command", "--use-compress-program", "--checkpoint-action", "--info-script", "--new-volume-script",
     "--rsh-command", "--rmt-command", "--absolute-names", "--transform", "--xform", "--dereference",
@@ -711,6 +744,18 @@ def _split(argv: list[str], ctx: Context, out: Analysis) -> None:
     _write(prefix or "xx", ctx, out, name)
 
 
+def _zip(argv: list[str], ctx: Context, out: Analysis) -> None:
+    args = argv[1:]
+    if any(a == "-TT" or a.startswith("-TT") or a in ("-A",) for a in args):
+        raise Refused("not-permitted", "zip -TT runs a command")
+    files = _positionals(args, frozenset({"-b", "-t", "-tt", "-n", "-O", "--out", "-x", "-i", "-P", "--password"}))
+    if files:
+        _write(files[0] if files[0].endswith(".zip") or "." in os.path.basename(files[0]) else files[0] + ".zip", ctx, out, "zip")
+    if any(a in ("-m", "--move") for a in args):
+        for source in files[1:]:
+            _write(source, ctx, out, "zip", destructive=True)
+
+
 def _git(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
     args = argv[1:]
     index = 0
@@ -735,6 +780,8 @@ def _git(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
 def _curl_wget(argv: list[str], ctx: Context, out: Analysis) -> None:
     name = os.path.basename(argv[0])
     args = argv[1:]
+    if name == "wget" and any(a in ("-e",) or a.startswith(("-e", "--execute")) for a in args):
+        raise Refused("not-permitted", "wget -e runs wgetrc commands")
     if name == "wget" and not any(a.startswith(("-O", "--output-document")) or a in ("--spider",) for a in args):
         raise Refused("unknown-write-target", "wget without -O writes a file named by the server")
     if name == "curl":
@@ -757,7 +804,7 @@ _HANDLERS = {
     **dict.fromkeys(_FIRST_ARG_NOT_A_PATH, _writes_after_first),
     **dict.fromkeys(_DESTINATION_LAST, _destination),
     "dd": _dd, "sed": _sed, "tar": _tar, "unzip": _unzip, "uniq": _uniq, "split": _split, "csplit": _split,
-    "git": _git, "curl": _curl_wget, "wget": _curl_wget,
+    "git": _git, "curl": _curl_wget, "wget": _curl_wget, "zip": _zip,
 }
 _KNOWN = frozenset(_HANDLERS)
 
@@ -777,7 +824,8 @@ def _fragments(token: str) -> list[str]:
         for sep in (":", ","):
             if sep in part:
                 more += part.split(sep)
-    return [p for p in parts + more if p]
+    found = [p for p in parts + more if p]
+    return found + [p[1:] for p in found if p[:1] in "@<"]  # curl's @file, <file
 
 
 _URL = re.compile(r"^(?:https?|ftp|ftps|s3|gs)://", re.IGNORECASE)

@@ -67,6 +67,8 @@ def decide(cmd: str, layers: list[cmdparse.Layer], policy: CommandPolicy, ask: l
     an allow pattern names them; a command matching nothing follows `default` (deny if unset)."""
     for layer in layers:
         loose = {cmd.strip(), layer.line, " ".join([layer.name, *layer.argv[1:]]), " ".join([layer.real, *layer.argv[1:]])}
+        if layer.via:  # find/xargs add arguments at run time: `xargs rm` is `rm <something>`
+            loose |= {form + " {}" for form in loose}
         for pattern in policy.deny:
             if any(fnmatchcase(form, pattern) for form in loose):
                 return "deny", pattern

@@ -83,7 +83,7 @@ def describe(mode: str) -> str:
 def _bwrap_works() -> bool:
     if not os.access(BWRAP, os.X_OK):
         return False
-    probe = [BWRAP, *_base_args(network=False), "--", "/bin/true"]
+    probe = [BWRAP, *_base_args(network=False), "--remount-ro", "/", "--", "/bin/true"]
     try:
         return subprocess.run(probe, capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"}).returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -169,7 +169,7 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
         gitdir = spec.gitdir or os.path.join(spec.workspace, ".git")
         if _under(os.path.realpath(gitdir), (spec.workspace,)) and os.path.exists(gitdir) and not os.path.islink(gitdir):
             args += ["--ro-bind", gitdir, gitdir]
-        args += ["--chdir", spec.workspace, "--", *argv]
+        args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
         return Prepared(args, rlimits, {**env, "HOME": "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
     private = tempfile.mkdtemp(prefix="nexus-cmd-")
