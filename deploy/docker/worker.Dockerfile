@@ -25,6 +25,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package nexus-worker
 
 FROM ${PYTHON_IMAGE} AS runtime
+# bubblewrap: the local runtime starts runners in this image, and they sandbox agent commands with it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends bubblewrap \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 nexus \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin nexus

@@ -39,8 +39,8 @@ def main() -> None:
             attempt("git-config", lambda: write(".git/config", "[core]\n\tfsmonitor = id\n", "a")),
             attempt("git-hook", lambda: write(".git/hooks/pre-commit", "#!/bin/sh\nid\n")),
             attempt("git-hook-via-link", lambda: (os.symlink(".git/hooks", "hooklink"), write("hooklink/post-checkout"))),
-            attempt("etc", lambda: write("/etc/nexus-pwned")),
-            attempt("usr", lambda: write("/usr/local/bin/nexus-pwned")),
+            attempt("etc", lambda: write(os.path.join("/etc", args[0]))),
+            attempt("usr", lambda: write(os.path.join("/usr/local/bin", args[0]))),
         ])
     elif what == "environ":
         seen = []

@@ -144,7 +144,11 @@ class Stage:
         return config(json.dumps(script), run_id=run_id, repo=repo, secrets=["API_TOKEN"], permissions=POLICY,
                       tools=["run_command", "write_file", "note", "finish"], limits={"max_steps": 40}, **fields)
 
+    def planted(self) -> list[Path]:
+        return [p for p in (Path(self.marker), Path("/etc") / self.marker_name, Path("/usr/local/bin") / self.marker_name) if p.exists()]
+
     def intact(self) -> None:
+        assert self.planted() == []
         assert sorted(p.name for p in self.sentinel.iterdir()) == ["secret.txt"]
         assert (self.sentinel / "secret.txt").read_text() == SENTINEL_TEXT
         assert not Path(self.marker).exists() and not Path("/tmp/nexus-escape").exists()
@@ -278,3 +282,5 @@ async def test_what_the_policy_lets_run_finds_no_way_out(js, nats_url, tmp_path,
     finally:
         victim.kill()
         victim.wait()
+        for path in stage.planted():  # only if the sandbox failed (and the test with it): leave no trace
+            path.unlink()
