@@ -4,7 +4,6 @@ fallback), and under bubblewrap (namespaces, read-only system, private /tmp, rli
 in one run. Also run_command through the Hypervisor (parser, policy, ledger) with sandbox "none"
 and with the sandbox this machine gives, so the parser's share shows too."""
 
-import asyncio
 import shutil
 import statistics
 import subprocess

@@ -510,12 +510,19 @@ def _positionals(args: list[str], values: frozenset[str] = frozenset()) -> list[
     return found
 
 
+_COMPRESSORS = frozenset({"gzip", "gunzip", "bzip2", "bunzip2", "xz", "unxz", "zstd", "unzstd", "lzma", "unlzma"})
+
+
+def _flag(arg: str, short: str, long: str) -> bool:
+    """`arg` sets the short flag (alone or in a cluster like -dc) or is the long one."""
+    return arg == long or (arg.startswith("-") and not arg.startswith("--") and short in arg[1:])
+
+
 def _writes_all(argv: list[str], ctx: Context, out: Analysis) -> None:
     name = os.path.basename(argv[0])
     args = argv[1:]
-    if name in ("gzip", "gunzip", "bzip2", "bunzip2", "xz", "unxz", "zstd", "unzstd", "lzma", "unlzma") and \
-            any(a in ("-c", "--stdout", "-t", "--test", "-l", "--list") or (a.startswith("-") and not a.startswith("--") and ("c" in a or "t" in a or "l" in a)) for a in args):
-        return
+    if name in _COMPRESSORS and any(_flag(a, "c", "--stdout") or _flag(a, "t", "--test") or _flag(a, "l", "--list") for a in args):
+        return  # to stdout, a test or a listing: the files stay as they are
     values = frozenset({"-s", "--size", "-r", "--reference", "-m", "--mode", "-n", "--iterations", "--suffix", "-S", "-d", "-t"})
     for target in _positionals(args, values):
         _write(target, ctx, out, name, destructive=name in _DESTRUCTIVE)
@@ -569,7 +576,7 @@ def _dd(argv: list[str], ctx: Context, out: Analysis) -> None:
 
 def _sed(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
     args = argv[1:]
-    in_place = any(a == "-i" or a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--") and "i" in a[1:] and "e" not in a[1:a.index("i")]) for a in args)
+    in_place = any(a.startswith("--in-place") or (_flag(a, "i", "--in-place") and "e" not in a[1:a.index("i")]) for a in args)
     scripted = any(a in ("-e", "-f", "--expression", "--file") or a.startswith(("--expression=", "--file=")) or
                    (a.startswith("-") and not a.startswith("--") and a[-1:] in ("e", "f")) for a in args)
     if in_place:
@@ -733,7 +740,7 @@ def _uniq(argv: list[str], ctx: Context, out: Analysis) -> None:
 
 def _split(argv: list[str], ctx: Context, out: Analysis) -> None:
     name = os.path.basename(argv[0])
-    values = frozenset({"-a", "-b", "-C", "-l", "-n", "-t", "-f", "--prefix", "-n", "--digits", "--suffix-length",
+    values = frozenset({"-a", "-b", "-C", "-l", "-n", "-t", "-f", "--prefix", "--digits", "--suffix-length",
                         "--additional-suffix", "--filter", "--bytes", "--lines", "--line-bytes", "--number", "--separator"})
     if any(a.startswith("--filter") for a in argv[1:]):
         raise Refused("not-permitted", f"{name} --filter runs a shell")
