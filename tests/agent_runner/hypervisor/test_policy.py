@@ -138,6 +138,21 @@ def test_structural_refusals(ws: Path, cmd: str, reason: str) -> None:
     assert exc.value.reason == reason, exc.value.detail
 
 
+def test_xargs_arguments_from_its_file_are_checked(ws: Path) -> None:
+    policy = CommandPolicy(allow=["*"], default="allow")
+    (ws / "ok.list").write_text("README.md\nsrc\n")
+    assert verdict(ws, "xargs -a ok.list cat", policy) == "allow"
+    for content, reason in (("/etc/shadow\n", "path-outside-workspace"), ("README.md --output=x\n", "not-permitted"),
+                            (".git/config\n", "git-internals")):
+        (ws / "bad.list").write_text(content)
+        with pytest.raises(Refused) as exc:
+            verdict(ws, "xargs -a bad.list cat", policy)
+        assert exc.value.reason == reason
+    with pytest.raises(Refused) as exc:
+        verdict(ws, "xargs -a ok.list cp", policy)
+    assert exc.value.reason == "indirect-write"
+
+
 def test_symlinks_are_followed_by_the_check(ws: Path) -> None:
     os.symlink("/etc/passwd", ws / "out")
     os.symlink(".git", ws / "g")

@@ -393,12 +393,43 @@ def _wrapper(name: str, argv: list[str], ctx: Context, out: Analysis, depth: int
     _paths(positionals, ctx, name)
     if name == "flock" and positionals:
         _write(positionals[0], ctx, out, name)
+    if name == "xargs":
+        _xargs_input(dict(seen), ctx)
     inner = args[start + spec.positionals:]
     if not inner:
-        if name == "xargs":
-            return list(argv)  # xargs runs echo
-        return list(argv)
+        return list(argv)  # the wrapper on its own (xargs runs echo)
     return [argv[0], *args[:start + spec.positionals], *_resolve(inner, ctx, out, depth=depth + 1, via="xargs" if name == "xargs" else "")]
+
+
+def _xargs_input(options: dict[str, str | None], ctx: Context) -> None:
+    """The arguments xargs will add come from its -a file (stdin is /dev/null): read them now and
+    hold them to the same rules as the command line's (no options, no path out or into git)."""
+    source = options.get("-a") or options.get("--arg-file")
+    if not source:
+        return
+    path = os.path.realpath(os.path.join(ctx.root, source))
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 20)
+    except OSError as exc:
+        raise Refused("not-found", f"xargs -a: cannot read the argument file ({exc.strerror})") from None
+    text = data.decode(errors="replace")
+    delimiter = options.get("-d") or options.get("--delimiter")
+    if "-0" in options or "--null" in options:
+        items = text.split("\0")
+    elif delimiter:
+        items = text.split(delimiter.encode().decode("unicode_escape")[:1] or "\n")
+    elif "-I" in options or "-L" in options:
+        items = text.splitlines()
+    else:
+        try:
+            items = shlex.split(text)
+        except ValueError:
+            raise Refused("invalid-command", "xargs -a: the argument file does not split into arguments") from None
+    for item in (i.strip() for i in items if i.strip()):
+        if item.startswith("-"):
+            raise Refused("not-permitted", "xargs -a: the argument file holds an option; options belong on the command line")
+        _paths([item], ctx, "xargs")
 
 
 def _flatten(seen: list[tuple[str, str | None]]) -> list[str]:

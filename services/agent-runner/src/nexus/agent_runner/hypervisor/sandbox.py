@@ -175,7 +175,7 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
     private = tempfile.mkdtemp(prefix="nexus-cmd-")
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
-        roots = [*_SYSTEM_RO, "/etc", *_extra_roots(spec.programs, spec.workspace)]
+        roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
         rules = Rules(read=[r for r in roots if os.path.exists(r)], write=[spec.workspace, private, "/dev/null"], network=spec.network)
 
         def preexec() -> None:
