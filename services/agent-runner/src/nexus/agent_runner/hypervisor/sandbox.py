@@ -50,6 +50,7 @@ class Spec:
     programs: list[str] = field(default_factory=list)  # resolved executables the command runs
     limits: Limits = field(default_factory=Limits)
     gitdir: str | None = None  # read-only inside the sandbox when it lies in the workspace
+    home: str | None = None  # a private, writable HOME outside the workspace (else one of the command's own)
 
 
 @dataclass(frozen=True)
@@ -165,13 +166,16 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
         args = [BWRAP, *_base_args(spec.network)]
         for root in _extra_roots(spec.programs, spec.workspace):
             args += ["--ro-bind-try", root, root]
+        home = spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
+        if home:
+            args += ["--bind", home, home]
         args += ["--bind", spec.workspace, spec.workspace]
         gitdir = spec.gitdir or os.path.join(spec.workspace, ".git")
         if _under(os.path.realpath(gitdir), (spec.workspace,)) and os.path.exists(gitdir) and not os.path.islink(gitdir):
             args += ["--ro-bind", gitdir, gitdir]
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
-        return Prepared(args, rlimits, {**env, "HOME": "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
+        return Prepared(args, rlimits, {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
     private = tempfile.mkdtemp(prefix="nexus-cmd-")
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
