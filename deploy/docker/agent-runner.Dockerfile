@@ -27,9 +27,11 @@ RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     uv sync --frozen --no-dev --package nexus-agent-runner
 
 FROM ${PYTHON_IMAGE} AS runtime
-# git (and ssh for ssh remotes) is how the runner clones, commits and pushes the run's branch.
+# git (and ssh for ssh remotes) is how the runner clones, commits and pushes the run's branch;
+# bubblewrap sandboxes each agent command (used when the pod may create user namespaces, else
+# the runner falls back to Landlock and reports it).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && apt-get install -y --no-install-recommends git openssh-client ca-certificates bubblewrap \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 nexus \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \

@@ -80,6 +80,8 @@ class SessionState(msgspec.Struct, rename="camel", kw_only=True):
     project_path: str
     parent_session_id: str | None = None
     backend: str = "scripted"
+    # How the session's commands are confined: "bwrap", "landlock" or "none" (see the hypervisor's sandbox).
+    sandbox: str = ""
     status: SessionStatus = "active"
     run_id: str | None = None
     notes: list[str] = msgspec.field(default_factory=list)
