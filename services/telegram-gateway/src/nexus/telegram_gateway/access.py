@@ -1,12 +1,14 @@
 """Who is talking: a chat user is a lead, a viewer, or unknown (refused once, then ignored)."""
 
 import msgspec
+from prometheus_client import Counter
 from telegram import Update
 
 from nexus.events.payloads import ChatPrincipal
 from nexus.telegram_gateway.core import CoreClient
 from nexus.telegram_gateway.store import ChatStore
 
+UPDATES = Counter("nexus_telegram_updates_total", "Chat updates by outcome", ["outcome"])
 REFUSAL = "You are not allowed to use this bot. Ask a Nexus admin to bind your Telegram user id ({user_id})."
 
 
@@ -46,3 +48,6 @@ async def refuse_once(store: ChatStore, update: Update) -> None:
         await update.callback_query.answer("Not allowed.", show_alert=True)
     if await store.claim(f"refused.{user.id}") and update.effective_chat is not None:
         await update.effective_chat.send_message(REFUSAL.format(user_id=user.id))
+        UPDATES.labels("refused").inc()
+    else:
+        UPDATES.labels("ignored").inc()

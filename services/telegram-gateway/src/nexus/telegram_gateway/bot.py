@@ -14,7 +14,7 @@ from telegram.ext import AIORateLimiter, Application, CallbackQueryHandler, Comm
 from nexus.domain.ids import new_id
 from nexus.events.payloads import CancelRunRequest, CreateGoal, DecideApproval
 from nexus.telegram_gateway import render
-from nexus.telegram_gateway.access import Caller, identify, refuse_once
+from nexus.telegram_gateway.access import UPDATES, Caller, identify, refuse_once
 from nexus.telegram_gateway.core import CoreClient, CoreError
 from nexus.telegram_gateway.outbox import Outgoing
 from nexus.telegram_gateway.settings import TelegramSettings
@@ -121,6 +121,7 @@ class Bot:
                 await fn(update, caller, args)
             except CoreError as exc:
                 await self.reply(update, [f"⚠️ {esc(exc)}"])
+            UPDATES.labels("handled").inc()
 
         return handler
 

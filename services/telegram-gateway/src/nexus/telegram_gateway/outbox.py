@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 from telegram.error import BadRequest, Forbidden, InvalidToken
@@ -61,8 +61,10 @@ class Outbox:
     async def _send_loop(self, chat_id: int, q: asyncio.Queue[str]) -> None:
         while not self._stopping:
             key = await q.get()
-            entry = await self.kv.get(key)
-            msg = msgspec.json.decode(entry.value, type=Outgoing)
+            try:
+                msg = msgspec.json.decode((await self.kv.get(key)).value, type=Outgoing)
+            except KeyNotFoundError:  # sent already, by a previous process
+                continue
             attempt = 0
             while not self._stopping:
                 try:

@@ -74,11 +74,13 @@ class ChatStore:
     async def chats_for(self, goal_id: str | None) -> list[int]:
         """Chats subscribed to everything, and those following this goal."""
         try:
-            keys = await self.kv.keys(filters=["sub.>"])
+            keys = await self.kv.keys()
         except NoKeysError:
             return []
         chats = []
         for key in keys:
+            if not key.startswith("sub."):
+                continue
             sub = await self._get(key, Subscription)
             if sub and (sub.all or (goal_id and goal_id in sub.goals)):
                 chats.append(int(key.split(".", 1)[1]))
