@@ -20,8 +20,9 @@ def durable_subscriber(broker: NatsBroker, *, subject: str, stream: str, durable
     )
 
     def register(handler: Handler):
+        # One message per fetch: FastStream handles a fetched batch concurrently, and alerts keep their order.
         @broker.subscriber(subject, stream=JStream(stream, declare=False), durable=durable, config=config,
-                           pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.MANUAL)
+                           pull_sub=PullSub(batch_size=1, timeout=1.0), ack_policy=AckPolicy.MANUAL)
         async def on_message(msg: NatsMessage) -> None:
             await handle_message(broker.config.connection_state.stream, msg.raw_message, durable, handler, max_deliver)
 

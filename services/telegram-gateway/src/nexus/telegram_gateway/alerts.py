@@ -14,7 +14,7 @@ from nexus.telegram_gateway import render
 from nexus.telegram_gateway.core import CoreClient
 from nexus.telegram_gateway.outbox import Outbox, Outgoing
 from nexus.telegram_gateway.store import ChatStore
-from nexus.telegram_gateway.text import LIMIT, bold, code, esc, pack, units
+from nexus.telegram_gateway.text import bold, code, esc, pack
 
 log = logging.getLogger("nexus.telegram_gateway.alerts")
 RUN_ENDS = ("run.failed", "run.timed_out")
@@ -52,10 +52,12 @@ class Alerts:
             await self._send(d, await self.store.chats_for(a.get("goal_id")), render.approval_blocks(a), approval_id=ev.approval_id)
         elif d.envelope.type == "approval.decided" and self.outbox is not None:
             line = render.decision_line(ev.decision, ev.decided_by, d.envelope.occurred_at or utcnow_iso(), ev.reason)
+            # Recorded first, read second (and the sender does the reverse): an alert still in the outbox
+            # when the decision comes is edited by the sender right after it is posted.
+            await self.store.set_decided(ev.approval_id, line)
             for posted in await self.store.posted(ev.approval_id):
-                # The alert's first block is its header; a too long alert keeps only that, never half a tag.
-                base = posted.text if units(posted.text) + units(line) < LIMIT - 4 else posted.text.split("\n", 1)[0] + "\n…"
-                await self.outbox.put(Outgoing(chat_id=posted.chat_id, text=f"{base}\n\n{line}", edit_message_id=posted.message_id))
+                await self.outbox.put(Outgoing(chat_id=posted.chat_id, text=render.decided_text(posted.text, line),
+                                               edit_message_id=posted.message_id))
 
     async def on_run(self, d: Delivery) -> None:
         ev = d.payload

@@ -101,6 +101,9 @@ class Bot:
         sent = await self.app.bot.send_message(msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup)
         if msg.approval_id:
             await self.store.add_posted(msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=sent.message_id, text=msg.text))
+            if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
+                await self.app.bot.edit_message_text(render.decided_text(msg.text, line), chat_id=msg.chat_id,
+                                                     message_id=sent.message_id, parse_mode=ParseMode.HTML)
 
     async def reply(self, update: Update, blocks: list[str]) -> None:
         chat = update.effective_chat

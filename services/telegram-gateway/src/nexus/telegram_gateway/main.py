@@ -45,7 +45,7 @@ async def serve(settings: TelegramSettings) -> None:
     js = nc.jetstream()
     await ensure_streams(js)
     core = CoreClient(nc, Publisher(js, "telegram-gateway"), settings.telegram_rpc_timeout_s)
-    store = store_mod.ChatStore(await store_mod.open_bucket(js, store_mod.BUCKET))
+    store = await store_mod.ChatStore.open(js)
     status = {"telegram": "off (no NEXUS_TELEGRAM_TOKEN)"}
     bot = outbox = None
     if settings.telegram_token:

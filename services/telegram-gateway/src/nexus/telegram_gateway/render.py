@@ -3,7 +3,7 @@ messages of them."""
 
 from typing import Any
 
-from nexus.telegram_gateway.text import bold, code, esc, pre
+from nexus.telegram_gateway.text import LIMIT, bold, code, esc, pre, units
 
 HELP = [
     ("start", "what this bot is and who you are here"),
@@ -97,3 +97,10 @@ def decision_line(decision: str, decided_by: str, at: str, reason: str) -> str:
     mark = {"approved": "✅ Approved", "rejected": "❌ Rejected", "expired": "⌛ Expired"}.get(decision, decision)
     by = f" by {bold(decided_by)}" if decided_by and decision != "expired" else ""
     return f"{mark}{by} at {esc(at)}" + (f": {esc(reason)}" if reason and decision != "expired" else "")
+
+
+def decided_text(alert: str, line: str) -> str:
+    """The alert with its decision below; a too long alert keeps only its first block (the header),
+    never half a tag."""
+    base = alert if units(alert) + units(line) < LIMIT - 4 else alert.split("\n", 1)[0] + "\n…"
+    return f"{base}\n\n{line}"

@@ -6,7 +6,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-BUCKET = "nexus_chat"
+BUCKET = "nexus_chat"  # subscriptions and refused users: kept
+MARKS_BUCKET = "nexus_chat_marks"  # alerts posted, decisions sent, events seen: forgotten after a week
+MARKS_TTL_S = 7 * 86400
 
 
 class Subscription(msgspec.Struct, kw_only=True):
@@ -20,37 +22,41 @@ class PostedAlert(msgspec.Struct, kw_only=True):
     text: str
 
 
-async def open_bucket(js: JetStreamContext, name: str) -> KeyValue:
+async def open_bucket(js: JetStreamContext, name: str, ttl_s: float | None = None) -> KeyValue:
     try:
         return await js.key_value(name)
     except Exception:  # noqa: BLE001 — not there yet (or another gateway is creating it)
-        return await js.create_key_value(bucket=name, history=1)
+        return await js.create_key_value(bucket=name, history=1, ttl=ttl_s)
 
 
 class ChatStore:
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    def __init__(self, kv: KeyValue, marks: KeyValue) -> None:
+        self.kv, self.marks = kv, marks
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> "ChatStore":
+        return cls(await open_bucket(js, BUCKET), await open_bucket(js, MARKS_BUCKET, MARKS_TTL_S))
+
+    def _bucket(self, key: str) -> KeyValue:
+        return self.kv if key.startswith(("sub.", "refused.")) else self.marks
 
     async def _get(self, key: str, type_: type):
         try:
-            entry = await self.kv.get(key)
+            entry = await self._bucket(key).get(key)
         except KeyNotFoundError:
             return None
         return msgspec.json.decode(entry.value, type=type_) if entry.value else None
 
     async def _put(self, key: str, value) -> None:
-        await self.kv.put(key, msgspec.json.encode(value))
+        await self._bucket(key).put(key, msgspec.json.encode(value))
 
     async def claim(self, key: str) -> bool:
         """True for the first caller only (across restarts and gateway replicas)."""
         try:
-            await self.kv.create(key, b"1")
+            await self._bucket(key).create(key, b"1")
             return True
         except KeyWrongLastSequenceError:
             return False
-
-    async def release(self, key: str) -> None:
-        await self.kv.delete(key)
 
     # subscriptions
     async def subscription(self, chat_id: int) -> Subscription:
@@ -96,3 +102,9 @@ class ChatStore:
 
     async def add_posted(self, approval_id: str, alert: PostedAlert) -> None:
         await self._put(f"alert.{approval_id}", [*await self.posted(approval_id), alert])
+
+    async def set_decided(self, approval_id: str, line: str) -> None:
+        await self._put(f"decided.{approval_id}", line)
+
+    async def decided(self, approval_id: str) -> str | None:
+        return await self._get(f"decided.{approval_id}", str)
