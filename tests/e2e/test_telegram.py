@@ -238,3 +238,19 @@ async def test_webhook_secret_and_a_late_press(tmp_path: Path, nats_url: str, mo
             run = await wait_for(api, f"/v1/runs/{late['run_id']}", lambda x: x["status"] in FINAL)
             (session,) = run["sessions"]
             assert not [c for c in session["changes"] if c["type"] == "command-run"]  # the command never ran
+
+
+async def test_without_a_token_the_gateway_follows_events_and_says_telegram_is_off(tmp_path: Path, nats_url: str, mongo_url: str) -> None:
+    with running_stack(tmp_path, nats_url, mongo_url, services=["telegram-gateway"]) as stack:
+        url = f"http://127.0.0.1:{stack.metrics_ports['telegram-gateway']}/readyz"
+        body = ""
+        async with httpx.AsyncClient() as c:
+            for _ in range(600):  # bounded polls until the gateway serves its ops port
+                try:
+                    r = await c.get(url)
+                    body = r.text
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+        assert r.status_code == 200 and "telegram: off" in body, body
+        assert stack.procs["telegram-gateway"].poll() is None
