@@ -199,6 +199,10 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
             assert "may not decide approvals" in reasons[0] and "not bound" in reasons[1] and "no principal" in reasons[2]
             assert (await api.get(f"/v1/approvals/{third['id']}")).json()["status"] == "pending"
 
+    # The bot token is a secret: no service logged it.
+    for log in tmp_path.glob("*.log"):
+        assert fake.token.split(":")[1] not in log.read_text(errors="replace"), log.name
+
 
 async def test_webhook_secret_and_a_late_press(tmp_path: Path, nats_url: str, mongo_url: str, fake: FakeBotApi) -> None:
     (hook_port,) = free_ports(1)

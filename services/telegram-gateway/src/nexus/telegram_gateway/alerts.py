@@ -2,6 +2,7 @@
 requested (with Approve / Reject / Details), its decision (the alert is edited to say who and when),
 a run failed, a goal's progress and its end, a budget exceeded. Each alert goes through the outbox."""
 
+import html
 import logging
 
 from faststream.nats import NatsBroker
@@ -21,8 +22,9 @@ RUN_ENDS = ("run.failed", "run.timed_out")
 
 
 class Alerts:
-    def __init__(self, core: CoreClient, store: ChatStore, outbox: Outbox | None) -> None:
+    def __init__(self, core: CoreClient, store: ChatStore, outbox: Outbox | None, link_base: str | None = None) -> None:
         self.core, self.store, self.outbox = core, store, outbox  # no outbox: Telegram is off, events are only followed
+        self.link_base = link_base.rstrip("/") if link_base else None
 
     def register(self, broker: NatsBroker) -> None:
         for durable, subject, handler in (
@@ -72,6 +74,8 @@ class Alerts:
         blocks = [f"🔥 {bold('Run ' + ev.status.replace('_', ' '))} {code(ev.run_id)}", f"Reason: {esc(ev.reason or '-')}",
                   f"Task {code(ev.task_id)} · agent {code(ev.agent_id)} · /status {esc(ev.run_id)}",
                   *render.events_blocks(run.get("last_events", []))]
+        if self.link_base:
+            blocks.append(f'<a href="{html.escape(f"{self.link_base}/runs/{ev.run_id}")}">Open the run</a>')
         await self._send(d, await self.store.chats_for(run.get("goal_id")), blocks)
 
     async def on_goal(self, d: Delivery) -> None:

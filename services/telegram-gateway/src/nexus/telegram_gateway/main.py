@@ -56,8 +56,9 @@ async def serve(settings: TelegramSettings) -> None:
         status["telegram"] = "starting"
     else:
         log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
-    broker = NatsBroker(settings.nats_url, name="telegram-gateway-subscribers", max_reconnect_attempts=-1)
-    Alerts(core, store, outbox).register(broker)
+    # Each handled message is logged at debug level: alerts are counted in the consumer metrics instead.
+    broker = NatsBroker(settings.nats_url, name="telegram-gateway-subscribers", max_reconnect_attempts=-1, log_level=logging.DEBUG)
+    Alerts(core, store, outbox, settings.telegram_link_base).register(broker)
 
     async def ready() -> bool:
         return nc.is_connected
@@ -86,6 +87,7 @@ async def serve(settings: TelegramSettings) -> None:
 def main() -> None:
     settings = load_settings(TelegramSettings, os.environ)
     bootstrap("telegram-gateway", settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the bot token in the URL
     asyncio.run(serve(settings))
 
 

@@ -17,5 +17,6 @@ class TelegramSettings(CommonSettings, kw_only=True):
     telegram_poll_timeout_s: int = 10
     telegram_default_planner: str = "planner"  # the planner agent of a /goal that names none
     telegram_default_repository: str | None = None  # the repository of a /goal that names none
+    telegram_link_base: str | None = None  # e.g. https://nexus.example.com/ui: alerts link to {base}/runs/<id>
     telegram_send_retry_s: float = 5.0  # first delay before an outbox message is sent again
     telegram_rpc_timeout_s: float = 5.0
