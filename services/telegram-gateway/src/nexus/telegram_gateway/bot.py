@@ -16,7 +16,7 @@ from nexus.events.payloads import CancelRunRequest, CreateGoal, DecideApproval
 from nexus.telegram_gateway import render
 from nexus.telegram_gateway.access import UPDATES, Caller, identify, refuse_once
 from nexus.telegram_gateway.core import CoreClient, CoreError
-from nexus.telegram_gateway.outbox import Outgoing
+from nexus.telegram_gateway.outbox import Outbox, Outgoing
 from nexus.telegram_gateway.settings import TelegramSettings
 from nexus.telegram_gateway.store import ChatStore, PostedAlert
 from nexus.telegram_gateway.text import bold, code, esc, pack
@@ -52,6 +52,7 @@ def keyboard(approval_id: str) -> InlineKeyboardMarkup:
 class Bot:
     def __init__(self, settings: TelegramSettings, core: CoreClient, store: ChatStore) -> None:
         self.settings, self.core, self.store = settings, core, store
+        self.outbox: Outbox | None = None  # set once the outbox (which sends through this bot) exists
         assert settings.telegram_token
         self.app = (
             Application.builder().token(settings.telegram_token).base_url(settings.telegram_api_url)
@@ -106,10 +107,11 @@ class Bot:
                                                      message_id=sent.message_id, parse_mode=ParseMode.HTML)
 
     async def reply(self, update: Update, blocks: list[str]) -> None:
+        """Replies go through the outbox too: in order per chat, and a send that fails is not lost."""
         chat = update.effective_chat
-        assert chat is not None
+        assert chat is not None and self.outbox is not None
         for text in pack(blocks):
-            await chat.send_message(text, parse_mode=ParseMode.HTML)
+            await self.outbox.put(Outgoing(chat_id=chat.id, text=text))
 
     # ------------------------------------------------------------------ access
     def _guarded(self, fn: Command):

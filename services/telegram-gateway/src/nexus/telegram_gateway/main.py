@@ -53,6 +53,7 @@ async def serve(settings: TelegramSettings) -> None:
 
         bot = Bot(settings, core, store)
         outbox = outbox_mod.Outbox(await store_mod.open_bucket(js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s)
+        bot.outbox = outbox
         status["telegram"] = "starting"
     else:
         log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
