@@ -64,10 +64,13 @@ class Bot:
             "approve": self.cmd_approve, "reject": self.cmd_reject, "cancel": self.cmd_cancel, "agents": self.cmd_agents,
             "subscribe": self.cmd_subscribe, "unsubscribe": self.cmd_unsubscribe,
         }
+        # New messages only: editing an old `/goal` must not create a second goal.
         for name, fn in commands.items():
-            self.app.add_handler(CommandHandler(name, self._guarded(fn)))
+            self.app.add_handler(CommandHandler(name, self._guarded(fn), filters=filters.UpdateType.MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^d:[ari]:"))
-        self.app.add_handler(MessageHandler(filters.ALL, self._guarded(self.cmd_unknown)))
+        # Anything else said to the bot privately, or an unknown command in a group, gets a pointer to /help.
+        self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND),
+                                            self._guarded(self.cmd_unknown)))
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
