@@ -283,3 +283,14 @@ def test_approvals_and_keys(ctl, nexus) -> None:
     assert ctl("delete", "key", key_id).stdout.strip() == f"key/{key_id} revoked"
     revoked = ctl("get", "agents", NEXUS_API_KEY=viewer_key)
     assert revoked.code == 1 and "Unauthorized (401)" in revoked.stderr
+
+
+def test_chat_bind_list_unbind(ctl) -> None:
+    user_id = str(uuid.uuid4().int % 10**9)
+    bound = ctl("chat", "bind", user_id, "--identity", "alice@example.com", "--role", "lead")
+    assert bound.stdout.strip() == f"chat-binding/telegram:{user_id} alice@example.com (lead)", bound.stderr
+    assert f"telegram:{user_id}" in ctl("chat", "list").stdout
+    bad = ctl("chat", "bind", user_id, "--identity", "x", "--role", "admin")
+    assert bad.code == 1 and "role" in bad.stderr
+    assert ctl("chat", "unbind", user_id).stdout.strip() == f"chat-binding/telegram:{user_id} removed"
+    assert f"telegram:{user_id}" not in ctl("chat", "list").stdout

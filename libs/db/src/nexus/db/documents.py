@@ -318,3 +318,22 @@ class Schedule(Document):
 
 
 ALL_DOCUMENTS.append(Schedule)
+
+
+class ChatBinding(Document):
+    """A chat user (e.g. a Telegram user id) bound by an admin to a Nexus identity with a role."""
+
+    id: str  # "<provider>:<user id>": one binding per chat user
+    provider: str = "telegram"
+    user_id: str
+    identity: str  # the Nexus identity the chat user acts as (a person's name or email)
+    role: str  # lead | viewer
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "chat_bindings"
+
+
+ALL_DOCUMENTS.append(ChatBinding)

@@ -63,10 +63,23 @@ class CancelRun(Payload):
     reason: str = "cancelled"
 
 
+class ChatPrincipal(Payload):
+    """Who acts from a chat: core-api honours it only while a binding of this chat user to a Nexus
+    identity exists with a role that allows the act."""
+
+    user_id: str
+    provider: Literal["telegram"] = "telegram"
+    username: str = ""
+
+
 class CreateGoal(Payload):
     title: str
     description: str = ""
     requested_by: str = ""
+    goal_id: str = ""  # chosen by the sender so a redelivered command creates one goal
+    meta_agent: str = ""  # the planner agent (id or name) whose meta session plans the goal
+    repository: str = ""  # id or name
+    principal: ChatPrincipal | None = None
 
 
 class DecideApproval(Payload):
@@ -74,6 +87,15 @@ class DecideApproval(Payload):
     decision: Literal["approved", "rejected"]
     reason: str = ""
     decided_by: str = ""
+    principal: ChatPrincipal | None = None
+
+
+class CancelRunRequest(Payload):
+    """A chat asks core-api to cancel a run (core-api checks the principal, then commands the worker)."""
+
+    run_id: str
+    reason: str = "cancelled from chat"
+    principal: ChatPrincipal | None = None
 
 
 class ChildPlan(Payload):
@@ -209,6 +231,8 @@ class GoalChanged(Payload):
     goal_id: str
     title: str
     status: str
+    summary: str = ""
+    meta_run_id: str = ""
 
 
 class ApprovalDecided(Payload):

@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+from collections.abc import Callable
 
 import msgspec
 
@@ -35,7 +36,7 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
-async def start_ops(settings: CommonSettings, ready: ReadyCheck | None) -> OpsServer:
-    ops = OpsServer(settings.metrics_host, settings.metrics_port, ready)
+async def start_ops(settings: CommonSettings, ready: ReadyCheck | None, detail: Callable[[], str] | None = None) -> OpsServer:
+    ops = OpsServer(settings.metrics_host, settings.metrics_port, ready, detail)
     await ops.start()
     return ops

@@ -80,9 +80,11 @@ async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str, **fi
     await set_status_from_run(ctx, run.task_id, TASK_AFTER_RUN[status], run.id)
     await _announce(ctx, run, f"run.{status.value}")
     log.info("run %s %s: %s", run.id, status.value, reason or "-")
+    from nexus.core_api.goals.service import on_run_finished
     from nexus.core_api.sessions.meta import on_child_finished
 
     await on_child_finished(ctx, run)
+    await on_run_finished(ctx, run)
     return run
 
 
@@ -105,6 +107,9 @@ async def retry_or_fail(ctx: Context, run_id: str, attempt: int, reason: str) ->
         _observe_end(run)
         await set_status_from_run(ctx, run.task_id, TaskStatus.FAILED, run.id)
         await _announce(ctx, run, "run.failed")
+        from nexus.core_api.goals.service import on_run_finished
+
+        await on_run_finished(ctx, run)
     else:
         RUNS_ENDED.labels("retried").inc()
         log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, attempt, reason, run.attempt)
