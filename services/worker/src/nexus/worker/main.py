@@ -38,7 +38,8 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]):
 
     return LocalProcessRuntime(
         Path(settings.workspaces_dir).resolve(), parent_env=environ, memory_mb=settings.run_memory_mb,
-        open_files=settings.run_open_files, cpu_seconds=settings.run_cpu_seconds,
+        open_files=settings.run_open_files, cpu_seconds=settings.run_cpu_seconds, zygote=settings.zygote,
+        run_uid=settings.run_uid, run_gid=settings.run_gid,
     )
 
 
@@ -62,6 +63,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     workers = await js.create_key_value(KeyValueConfig(bucket=WORKERS_BUCKET, ttl=86400, history=1))
     ops = await start_ops(settings, lambda: ping(db))
     runtime = build_runtime(settings, environ)
+    if (open_runtime := getattr(runtime, "open", None)) is not None:
+        open_runtime()
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     launcher = Launcher(
@@ -89,6 +92,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         )
     finally:
         await launcher.close()
+        if (close_runtime := getattr(runtime, "close", None)) is not None:
+            await close_runtime()
         await ops.stop()
         await nc.drain()
         await db.close()
