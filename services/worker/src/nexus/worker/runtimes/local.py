@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from nexus.worker.metrics import RUNNER_STARTS
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
 from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable, ZygoteUndecided
 
@@ -155,6 +156,7 @@ class LocalProcessRuntime:
             for path in (attempt_dir, attempt_dir / "home", config_path):
                 os.chown(path, self.run_uid, self.run_gid)
         pid = await self._fork(request.run_id, attempt_dir, env)
+        RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
         if pid is None:
             pid = await self._start_cold(request.run_id, attempt_dir, env)
         (d / "runner.pid").write_text(str(pid))

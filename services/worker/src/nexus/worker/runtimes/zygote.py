@@ -31,6 +31,9 @@ import sys
 import threading
 import traceback
 
+LAZY_IMPORTS = ("yaml", "opentelemetry.propagate", "nexus.domain.ids", "nexus.domain.settings", "nexus.events.bus",
+                "nexus.kernel.kernel", "nexus.kernel.remote", "nexus.kernel.supervision", "nexus.kernel.watchdog", "nexus.kernel.asks",
+                "nats.aio.client", "shutil", "signal")
 DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
 
 
@@ -43,6 +46,13 @@ def preload() -> int:
     import nexus.agent_runner as pkg
 
     count = 0
+    # What the runner and the libraries it uses import lazily (each would cost every child again).
+    for name in LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+            count += 1
+        except ImportError as exc:
+            print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
     for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         if info.name.endswith("__main__"):
             continue

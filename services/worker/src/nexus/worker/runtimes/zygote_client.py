@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from nexus.worker.metrics import ZYGOTE_UP
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, claim_env
 
 log = logging.getLogger("nexus.worker.zygote")
@@ -74,6 +75,7 @@ class Zygote:
             msg = json.loads(line)
             if "ready" in msg:
                 self.pid, self.ready, ready = int(msg["ready"]), True, True
+                ZYGOTE_UP.set(1)
                 log.info("runner zygote %s ready", self.pid)
             elif "exit" in msg:
                 fut = self._exit_future(int(msg["exit"]))
@@ -88,6 +90,7 @@ class Zygote:
 
     def _down(self) -> None:
         self.ready = False
+        ZYGOTE_UP.set(0)
         self.pid = None
         for fut in self._pending.values():
             if not fut.done():
