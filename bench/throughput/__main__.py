@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from bench.dispatch.__main__ import make_agent
 from bench.dispatch.probe import FINAL, RunLog, summary_ms, ts
 from bench.throughput.baselines import fork_exec_rate, pymongo_insert_rate
 from bench.throughput.cpu import CpuMeter
@@ -62,15 +63,6 @@ class Finals:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
             return None
-
-
-async def make_agent(api: httpx.AsyncClient, name: str, script: str) -> None:
-    r = await api.post("/v1/agents", json={
-        "name": name, "system_prompt": "You are benchmarked.", "tools": ["note", "run_command"],
-        "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
-        "llm": {"provider": "scripted", "script": script},
-    })
-    r.raise_for_status()
 
 
 async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float) -> list[dict]:
