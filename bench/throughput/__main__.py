@@ -65,7 +65,17 @@ class Finals:
             return None
 
 
-async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float) -> list[dict]:
+async def create_task(api: httpx.AsyncClient, agent: str, title: str, errors: list[str]) -> dict | None:
+    """The task core-api created, or None (its error is kept: a refused task is reported, not fatal)."""
+    r = await api.post("/v1/tasks", json={"title": title, "assignee": agent})
+    if r.status_code != 201:
+        errors.append(f"{r.status_code}: {r.text[:300]}")
+        return None
+    return r.json()
+
+
+async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float,
+                      errors: list[str]) -> list[dict]:
     """`inflight` clients, each creating a task and waiting for its run's end before the next."""
     todo = iter(range(n))
     out: list[dict] = []
@@ -73,9 +83,9 @@ async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int
     async def lane() -> None:
         for i in todo:
             t0 = time.time()
-            r = await api.post("/v1/tasks", json={"title": f"{agent} {i}", "assignee": agent})
-            r.raise_for_status()
-            task = r.json()
+            task = await create_task(api, agent, f"{agent} {i}", errors)
+            if task is None:
+                continue
             end = await finals.wait(task["current_run_id"], timeout_s)
             out.append({"run_id": task["current_run_id"], "t0": t0, "created": ts(task["created_at"]),
                         "status": end[0] if end else None, "end": end[1] if end else None})
@@ -84,26 +94,24 @@ async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int
     return out
 
 
-async def open_burst(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, timeout_s: float) -> list[dict]:
+async def open_burst(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, timeout_s: float, errors: list[str]) -> list[dict]:
     """The dispatch bench's burst: all tasks created at once (16 requests at a time), then wait for all."""
     sem = asyncio.Semaphore(16)
 
-    async def create(i: int) -> dict:
+    async def create(i: int) -> dict | None:
         async with sem:
             t0 = time.time()
-            r = await api.post("/v1/tasks", json={"title": f"{agent} {i}", "assignee": agent})
-            r.raise_for_status()
-            task = r.json()
-            return {"run_id": task["current_run_id"], "t0": t0, "created": ts(task["created_at"])}
+            task = await create_task(api, agent, f"{agent} {i}", errors)
+            return task and {"run_id": task["current_run_id"], "t0": t0, "created": ts(task["created_at"])}
 
-    runs = await asyncio.gather(*(create(i) for i in range(n)))
+    runs = [r for r in await asyncio.gather(*(create(i) for i in range(n))) if r is not None]
     for run in runs:
         end = await finals.wait(run["run_id"], timeout_s)
         run.update(status=end[0] if end else None, end=end[1] if end else None)
     return runs
 
 
-def shape_report(runs: list[dict], log: RunLog, cpu: dict) -> dict:
+def shape_report(runs: list[dict], log: RunLog, cpu: dict, errors: list[str]) -> dict:
     ended = [r for r in runs if r["end"] is not None]
     wall = (max(r["end"] for r in ended) - min(r["t0"] for r in runs)) if ended else float("nan")
     statuses: dict[str, int] = {}
@@ -111,7 +119,7 @@ def shape_report(runs: list[dict], log: RunLog, cpu: dict) -> dict:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
     ids = [r["run_id"] for r in runs]
     return {
-        "runs": len(runs), "statuses_in_database": statuses, "runs_per_s": round(len(ended) / wall, 2) if ended else 0.0,
+        "runs": len(runs), "task_requests_refused": len(errors), "refusals": sorted(set(errors))[:3], "statuses_in_database": statuses, "runs_per_s": round(len(ended) / wall, 2) if ended else 0.0,
         "wall_s": round(wall, 2),
         "request_to_final": summary_ms([r["end"] - r["t0"] for r in ended]),
         "dispatch_task_created_to_runner_first_event": summary_ms([log.first_runner[r["run_id"]] - r["created"] for r in runs
@@ -168,24 +176,26 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
         async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as api:
             await make_agent(api, "trivial", TRIVIAL)
             await make_agent(api, "holder", HOLD.format(s=args.hold))
-            await closed_loop(api, finals, "trivial", 3, 1, args.timeout)  # warm-up: caches, connections, first imports
+            await closed_loop(api, finals, "trivial", 3, 1, args.timeout, [])  # warm-up: caches, connections, first imports
             before = await runner_starts(ports["worker"])
             shapes = {
-                "one_at_a_time": lambda: closed_loop(api, finals, "trivial", args.sequential, 1, args.timeout),
-                "inflight": lambda: closed_loop(api, finals, "trivial", args.runs, args.inflight, args.timeout),
-                "burst": lambda: open_burst(api, finals, "holder", args.burst, args.timeout),
+                "one_at_a_time": lambda errors: closed_loop(api, finals, "trivial", args.sequential, 1, args.timeout, errors),
+                "inflight": lambda errors: closed_loop(api, finals, "trivial", args.runs, args.inflight, args.timeout, errors),
+                "burst": lambda errors: open_burst(api, finals, "holder", args.burst, args.timeout, errors),
             }
             for name, shape in shapes.items():
                 meter.start()
-                runs = await shape()
-                result[name] = shape_report(runs, log, meter.stop())
+                errors: list[str] = []
+                runs = await shape(errors)
+                result[name] = shape_report(runs, log, meter.stop(), errors)
             after = await runner_starts(ports["worker"])
             result["runner_starts"] = {k: after[k] - before.get(k, 0) for k in after}
         await sub.unsubscribe()  # type: ignore[attr-defined]
         await nc.drain()
     finally:
         stack.stop()
-        if args.keep:
+        refused = any(isinstance(v, dict) and v.get("task_requests_refused") for v in result.values())
+        if args.keep or refused:  # keep the logs of a run that went wrong
             result["home"] = str(home)
         else:
             shutil.rmtree(home, ignore_errors=True)
