@@ -50,7 +50,8 @@ class CpuMeter:
         return sum(_proc_cpu_s(pid) for pid in self.pids[name])
 
     def start(self) -> None:
-        self.pids = {name: [pid, *_children(pid)] for name, pid in self.services.items()}
+        # The bench client's children are the services themselves: counted under their names, not twice.
+        self.pids = {name: [pid] if name == "bench client" else [pid, *_children(pid)] for name, pid in self.services.items()}
         self._start = {name: self._cpu(name) for name in self.pids} | {"_busy": _busy_s()}
 
     def stop(self) -> dict[str, float]:
