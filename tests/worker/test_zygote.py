@@ -6,10 +6,12 @@ worker killed under forked runners leaves them to be adopted like cold ones."""
 import os
 import re
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from nexus.db.documents import Run
 from tests.worker.conftest import QUICK, make_run, sleepy
 
 pytestmark = pytest.mark.infra
@@ -93,17 +95,20 @@ async def test_a_forked_runner_killed_mid_run_is_reported_as_killed(workers, bus
 
 async def test_a_killed_worker_leaves_forked_runners_to_be_adopted(workers, bus) -> None:
     zygote, _ = await ready_worker(workers, bus, heartbeat_timeout_s=2)
-    runs = [await make_run(sleepy(3)) for _ in range(3)]
+    runs = [await make_run(sleepy(15)) for _ in range(3)]
     for run in runs:
         await bus.launch(run)
     await bus.until(lambda: all(bus.of(r.id, "run.llm") for r in runs))
+    for run in runs:  # core-api's view, which the worker reads: running since now
+        await Run.get_pymongo_collection().update_one({"_id": run.id}, {"$set": {
+            "status": "running", "started_at": datetime.now(UTC), "attempts": [{"n": 1, "started_at": datetime.now(UTC)}]}})
     pids = [int(bus.runtime(r.id, "launched")[0]["detail"]) for r in runs]
     assert all(parent(pid) == zygote for pid in pids)
     first = workers.procs[-1][0]
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its zygote; the runners are in sessions of their own
     first.wait()
     _, log = await ready_worker(workers, bus, "w1", heartbeat_timeout_s=2)  # again, over the same workspaces
-    await bus.until(lambda: all(bus.runtime(r.id, "exited") for r in runs), tries=600)
+    await bus.until(lambda: all(bus.runtime(r.id, "exited") for r in runs), tries=900)
     for run in runs:
         assert bus.statuses(run.id) == ["running", "succeeded"], run.id
         assert len(bus.runtime(run.id, "launched")) == 1 and len(bus.runtime(run.id, "exited")) == 1, run.id
