@@ -2,6 +2,7 @@
 session and process group, the run's rlimits, cwd and environment (and only that), no inherited
 descriptors; the run's environment file is claimed once and emptied."""
 
+import asyncio
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ async def zygote():
     for _ in range(600):
         if z.ready:
             break
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     assert z.ready, "the zygote never became ready"
     yield z
     await z.close()
