@@ -80,11 +80,9 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
     return code
 
 
-def main() -> None:
-    environ = dict(os.environ)
-    from nexus.agent_runner.first_event import announce
-
-    announced = announce(environ)
+def start(environ: dict[str, str], *, announced: bool = False) -> int:
+    """Run the agent the run config names; the exit code. Both a fresh process (main) and a child
+    forked from the worker's warm zygote, whose modules are already imported, come in here."""
     import asyncio
     import logging
 
@@ -93,7 +91,15 @@ def main() -> None:
 
     settings = load_settings(RunnerSettings, environ)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(asyncio.run(run(settings, environ, announced=announced)))
+    return asyncio.run(run(settings, environ, announced=announced))
+
+
+def main() -> None:
+    environ = dict(os.environ)
+    from nexus.agent_runner.first_event import announce
+
+    announced = announce(environ)
+    sys.exit(start(environ, announced=announced))
 
 
 if __name__ == "__main__":

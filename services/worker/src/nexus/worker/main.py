@@ -37,7 +37,8 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]):
 
     return LocalProcessRuntime(
         Path(settings.workspaces_dir).resolve(), parent_env=environ, memory_mb=settings.run_memory_mb,
-        open_files=settings.run_open_files, cpu_seconds=settings.run_cpu_seconds,
+        open_files=settings.run_open_files, cpu_seconds=settings.run_cpu_seconds, zygote=settings.zygote,
+        run_uid=settings.run_uid, run_gid=settings.run_gid,
     )
 
 
@@ -61,6 +62,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     workers = await ensure_key_value(js, WORKERS_BUCKET, ttl_s=86400, replicas=settings.jetstream_replicas)
     ops = await start_ops(settings, lambda: ping(db))
     runtime = build_runtime(settings, environ)
+    if (open_runtime := getattr(runtime, "open", None)) is not None:
+        open_runtime()
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     launcher = Launcher(
@@ -88,6 +91,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         )
     finally:
         await launcher.close()
+        if (close_runtime := getattr(runtime, "close", None)) is not None:
+            await close_runtime()
         await ops.stop()
         await nc.drain()
         await db.close()

@@ -11,3 +11,5 @@ LAUNCH_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 SCHEDULE_FIRES = Counter("nexus_schedule_fires", "Schedule occurrences fired", ["reason"])
+ZYGOTE_UP = Gauge("nexus_runner_zygote_up", "1 while this worker's warm runner zygote is ready to fork runs")
+RUNNER_STARTS = Counter("nexus_runner_starts", "Runner processes started, by how: forked from the zygote or cold", ["how"])

@@ -47,7 +47,7 @@ class Sightings:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[str, int], datetime] = {}
-        self.ended: set[tuple[str, int]] = set()
+        self.ended: dict[tuple[str, int], datetime] = {}
         self.since = datetime.now(UTC)  # silence is only counted from when this worker started listening
 
     async def start(self, nc) -> None:
@@ -63,11 +63,13 @@ class Sightings:
             return
         self.seen[key] = datetime.now(UTC)
         if data.get("status") in self.FINAL or data.get("phase") == "exited":
-            self.ended.add(key)
+            self.ended[key] = self.seen[key]
 
-    def prune(self, live: set[str]) -> None:
-        self.seen = {k: v for k, v in self.seen.items() if k[0] in live}
-        self.ended = {k for k in self.ended if k[0] in live}
+    def prune(self, live: set[str], since: datetime) -> None:
+        """Forget runs no longer active — but not what was heard after `since` (the sweep's query):
+        a run launched (and even ended) while a sweep ran is not in that sweep's list yet."""
+        self.seen = {k: v for k, v in self.seen.items() if k[0] in live or v >= since}
+        self.ended = {k: v for k, v in self.ended.items() if k[0] in live or v >= since}
 
 
 class Claim:
@@ -147,7 +149,7 @@ class Recovery:
                 await self._lost(run, f"no heartbeat for {silent:.0f}s and no live {self.runtime.name} execution")
         live = {r.id for r in runs}
         self.reported = {k for k in self.reported if k[0] in live}
-        self.sightings.prune(live)
+        self.sightings.prune(live, now)
         await self._orphans(live, now)
 
     async def _deadline(self, run: Run, now: datetime) -> None:

@@ -26,6 +26,11 @@ class WorkerSettings(CommonSettings, kw_only=True):
     run_open_files: int = 1024
     run_cpu_seconds: int = 3600
     runner_heartbeat_s: float = 5.0
+    # Fork runners from a warm zygote (imports done once per worker); off: every runner starts as a new process.
+    zygote: bool = True
+    # The uid/gid runners run as when the worker runs as root (0: the worker's own).
+    run_uid: int = 0
+    run_gid: int = 0
     # Schedules: how often the clock is checked, and how late an occurrence may fire and still count as on time.
     schedule_tick_s: float = 1.0
     schedule_grace_s: float = 60.0

@@ -1,5 +1,6 @@
 """The local runtime: agent-runner as a child process in its own process group and workspace, with
-CPU, memory and open-file limits, a scrubbed environment, and kill-on-cancel of the whole group."""
+CPU, memory and open-file limits, a scrubbed environment, and kill-on-cancel of the whole group.
+A runner is forked from the worker's warm zygote when it is up (zygote.py), else started cold."""
 
 import asyncio
 import contextlib
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import msgspec
 
+from nexus.worker.metrics import RUNNER_STARTS
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
+from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable, ZygoteUndecided
 
 log = logging.getLogger("nexus.worker.local")
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "NEXUS_TOOLS_DIR")
@@ -90,6 +93,9 @@ class LocalProcessRuntime:
         cpu_seconds: int = 3600,
         runner_cmd: list[str] | None = None,
         kill_grace_s: float = 5.0,
+        zygote: bool = False,
+        run_uid: int = 0,
+        run_gid: int = 0,
     ) -> None:
         self.root = workspaces_dir
         self.root.mkdir(parents=True, exist_ok=True)
@@ -98,6 +104,21 @@ class LocalProcessRuntime:
         self.runner_cmd = runner_cmd or [sys.executable, "-m", "nexus.agent_runner.main"]
         self.kill_grace_s = kill_grace_s
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._forked: dict[str, int] = {}  # run id -> pid of a runner forked by the zygote
+        # Only the stock runner can be forked warm; a custom command always starts cold.
+        self.zygote = Zygote(self.parent_env) if zygote and runner_cmd is None else None
+        # The run's identity, when the worker runs as root and one is configured.
+        self.run_uid = run_uid if os.geteuid() == 0 else 0
+        self.run_gid = (run_gid or run_uid) if self.run_uid else 0
+
+    def open(self) -> None:
+        """Start the zygote (call from the running loop); until it is ready runs start cold."""
+        if self.zygote is not None:
+            self.zygote.start()
+
+    async def close(self) -> None:
+        if self.zygote is not None:
+            await self.zygote.close()
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
@@ -131,6 +152,34 @@ class LocalProcessRuntime:
             "NEXUS_ATTEMPT": str(request.attempt),
             **request.env,
         }
+        if self.run_uid:
+            for path in (attempt_dir, attempt_dir / "home", config_path):
+                os.chown(path, self.run_uid, self.run_gid)
+        pid = await self._fork(request.run_id, attempt_dir, env)
+        RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
+        if pid is None:
+            pid = await self._start_cold(request.run_id, attempt_dir, env)
+        (d / "runner.pid").write_text(str(pid))
+        (d / "attempt").write_text(str(request.attempt))
+        return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
+
+    async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int | None:
+        """The pid of a runner forked from the zygote; None when the run must start cold."""
+        if self.zygote is None or not self.zygote.ready:
+            return None
+        try:
+            pid = await self.zygote.spawn(cwd=str(attempt_dir), log_path=str(attempt_dir / "runner.log"), env=env,
+                                          limits=self.limits, uid=self.run_uid, gid=self.run_gid)
+        except ZygoteUnavailable as exc:
+            log.warning("run %s: %s; starting it cold", run_id, exc)
+            return None
+        except ZygoteUndecided as exc:
+            log.warning("run %s: %s; watching it by pid", run_id, exc)
+            return exc.pid
+        self._forked[run_id] = pid
+        return pid
+
+    async def _start_cold(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int:
         log_file = open(attempt_dir / "runner.log", "ab")  # noqa: SIM115 — owned by the child
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -142,15 +191,14 @@ class LocalProcessRuntime:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_limits(*self.limits),
+                **({"user": self.run_uid, "group": self.run_gid, "extra_groups": []} if self.run_uid else {}),
             )
         except OSError as exc:
             raise RuntimeError_(f"cannot start agent-runner: {exc}", transient=exc.errno in (11, 12, 23, 24)) from exc
         finally:
             log_file.close()
-        (d / "runner.pid").write_text(str(proc.pid))
-        (d / "attempt").write_text(str(request.attempt))
-        self._procs[request.run_id] = proc
-        return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(proc.pid))
+        self._procs[run_id] = proc
+        return proc.pid
 
     async def wait(self, run_id: str) -> int | None:
         """The exit code of a process this worker started; None for one it only adopted."""
@@ -159,6 +207,11 @@ class LocalProcessRuntime:
             code = await proc.wait()
             self._procs.pop(run_id, None)
             return code
+        forked = self._forked.pop(run_id, None)
+        if forked is not None and self.zygote is not None:
+            code = await self.zygote.wait(forked)
+            if code is not None:
+                return code
         pid = self._pid(run_id)
         while pid and pid_alive(pid):
             await asyncio.sleep(0.5)
@@ -188,6 +241,10 @@ class LocalProcessRuntime:
         proc = self._procs.get(run_id)
         if proc is not None and proc.returncode is not None:
             return RuntimeStatus(phase="succeeded" if proc.returncode == 0 else "failed", exit_code=proc.returncode)
+        forked = self._forked.get(run_id)
+        code = self.zygote.exit_code(forked) if forked is not None and self.zygote is not None else None
+        if code is not None:
+            return RuntimeStatus(phase="succeeded" if code == 0 else "failed", exit_code=code)
         pid = self._pid(run_id)
         if pid and pid_alive(pid):
             return RuntimeStatus(phase="running")
@@ -204,6 +261,7 @@ class LocalProcessRuntime:
     async def cleanup(self, run_id: str) -> None:
         await self.cancel_run(run_id)
         self._procs.pop(run_id, None)
+        self._forked.pop(run_id, None)
         with contextlib.suppress(OSError):
             (self.run_dir(run_id) / "runner.pid").unlink()
 

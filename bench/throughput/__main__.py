@@ -1,0 +1,241 @@
+"""`uv run python -m bench.throughput [--runs 200] [--inflight 50] [--sequential 20] [--burst 50]`:
+end-to-end run throughput through a real `tools/dev` stack (NATS, FerretDB, core-api, worker as
+processes), once with every runner started cold and once forked from the worker's warm zygote.
+
+Shapes, each a trivial agent (one scripted "done", no repository), task POST → run final in the
+database (core-api's `run.<status>` fact, announced after it stored the status):
+  - `one_at_a_time`: one run in flight (request → final latency);
+  - `inflight`: `--runs` runs with `--inflight` in flight (the LangGraph-like shape);
+  - `burst`: the dispatch bench's shape, `--burst` tasks created at once, each run holding `--hold` s.
+Per shape: runs/s, request → final and dispatch (task created → runner's first event) p50/p99, lost,
+launched twice, forked vs cold starts, and where the CPU went (per service, runners = the rest).
+Same-run baselines: raw `os.fork` + exec of /bin/true, a bare fork, and raw pymongo inserts into
+the same FerretDB."""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from bench.dispatch.__main__ import make_agent
+from bench.dispatch.probe import FINAL, RunLog, summary_ms, ts
+from bench.throughput.baselines import fork_exec_rate, pymongo_insert_rate
+from bench.throughput.cpu import CpuMeter
+from nexus.dev.servers import free_port
+from nexus.dev.stack import SERVICES, Stack
+from nexus.events.bus import connect
+from nexus.events.envelope import decode_raw
+
+TRIVIAL = 'steps:\n  - say: "done"\n'
+HOLD = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {{cmd: "sleep {s}"}}\n  - say: "done"\n'
+
+
+class Finals:
+    """core-api's `nexus.evt.run.<final>` facts, by run id: the run's end as stored in the database."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, float]] = {}
+        self.waiting: dict[str, asyncio.Future] = {}
+
+    async def on(self, msg) -> None:
+        status = msg.subject.rsplit(".", 1)[1]
+        if status not in FINAL:
+            return
+        run_id = msgspec.json.decode(decode_raw(msg.data).data)["run_id"]
+        self.seen.setdefault(run_id, (status, time.time()))
+        if (fut := self.waiting.pop(run_id, None)) is not None and not fut.done():
+            fut.set_result(self.seen[run_id])
+
+    async def wait(self, run_id: str, timeout_s: float) -> tuple[str, float] | None:
+        if run_id in self.seen:
+            return self.seen[run_id]
+        fut = self.waiting.setdefault(run_id, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return None
+
+
+async def create_task(api: httpx.AsyncClient, agent: str, title: str, errors: list[str]) -> dict | None:
+    """The task core-api created, or None (its error is kept: a refused task is reported, not fatal)."""
+    r = await api.post("/v1/tasks", json={"title": title, "assignee": agent})
+    if r.status_code != 201:
+        errors.append(f"{r.status_code}: {r.text[:300]}")
+        return None
+    return r.json()
+
+
+async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float,
+                      errors: list[str]) -> list[dict]:
+    """`inflight` clients, each creating a task and waiting for its run's end before the next."""
+    todo = iter(range(n))
+    out: list[dict] = []
+
+    async def lane() -> None:
+        for i in todo:
+            t0 = time.time()
+            task = await create_task(api, agent, f"{agent} {i}", errors)
+            if task is None:
+                continue
+            end = await finals.wait(task["current_run_id"], timeout_s)
+            out.append({"run_id": task["current_run_id"], "t0": t0, "created": ts(task["created_at"]),
+                        "status": end[0] if end else None, "end": end[1] if end else None})
+
+    await asyncio.gather(*(lane() for _ in range(inflight)))
+    return out
+
+
+async def open_burst(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, timeout_s: float, errors: list[str]) -> list[dict]:
+    """The dispatch bench's burst: all tasks created at once (16 requests at a time), then wait for all."""
+    sem = asyncio.Semaphore(16)
+
+    async def create(i: int) -> dict | None:
+        async with sem:
+            t0 = time.time()
+            task = await create_task(api, agent, f"{agent} {i}", errors)
+            return task and {"run_id": task["current_run_id"], "t0": t0, "created": ts(task["created_at"])}
+
+    runs = [r for r in await asyncio.gather(*(create(i) for i in range(n))) if r is not None]
+    for run in runs:
+        end = await finals.wait(run["run_id"], timeout_s)
+        run.update(status=end[0] if end else None, end=end[1] if end else None)
+    return runs
+
+
+def shape_report(runs: list[dict], log: RunLog, cpu: dict, errors: list[str]) -> dict:
+    ended = [r for r in runs if r["end"] is not None]
+    wall = (max(r["end"] for r in ended) - min(r["t0"] for r in runs)) if ended else float("nan")
+    statuses: dict[str, int] = {}
+    for r in runs:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    ids = [r["run_id"] for r in runs]
+    return {
+        "runs": len(runs), "task_requests_refused": len(errors), "refusals": sorted(set(errors))[:3], "statuses_in_database": statuses, "runs_per_s": round(len(ended) / wall, 2) if ended else 0.0,
+        "wall_s": round(wall, 2),
+        "request_to_final": summary_ms([r["end"] - r["t0"] for r in ended]),
+        "dispatch_task_created_to_runner_first_event": summary_ms([log.first_runner[r["run_id"]] - r["created"] for r in runs
+                                                                   if r["run_id"] in log.first_runner]),
+        "task_created_to_worker_launched": summary_ms([log.launched[r["run_id"]] - r["created"] for r in runs if r["run_id"] in log.launched]),
+        "lost": len([i for i in ids if i in log.lost]),
+        "launched_twice": len([i for i in ids if log.launches.get(i, 0) > 1]),
+        "cpu_s": cpu,
+    }
+
+
+async def runner_starts(port: int) -> dict[str, int]:
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+    out = {"forked": 0, "cold": 0}
+    for line in text.splitlines():
+        if line.startswith("nexus_runner_starts_total{"):
+            how = line.split('how="', 1)[1].split('"', 1)[0]
+            out[how] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+async def wait_for_zygote(port: int, tries: int = 600) -> bool:
+    async with httpx.AsyncClient() as c:
+        for _ in range(tries):
+            try:
+                if "nexus_runner_zygote_up 1.0" in (await c.get(f"http://127.0.0.1:{port}/metrics")).text:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    return False
+
+
+async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="nexus-bench-throughput-"))
+    key = "nxk_bench_" + uuid.uuid4().hex
+    ports = {n: free_port() for n in SERVICES}
+    stack = Stack(home=home, http_port=free_port(), metrics_ports=ports, log_dir=home,
+                  env={"NEXUS_ADMIN_KEY": key, "NEXUS_MAX_RUNS_PER_AGENT": "500", "NEXUS_MAX_CONCURRENT_RUNS": "500",
+                       "NEXUS_LOG_LEVEL": "warning", "NEXUS_ZYGOTE": "true" if zygote else "false"})
+    home.mkdir(parents=True, exist_ok=True)
+    stack.admin_key_file.write_text(key)
+    result: dict = {"zygote": zygote}
+    try:
+        stack.start(["core-api", "worker"])
+        if zygote:
+            result["zygote_ready"] = await wait_for_zygote(ports["worker"])
+        nc = await connect(stack.nats_url or "", "bench-throughput")
+        log, finals = RunLog(), Finals()
+        sub = await log.follow(nc.jetstream())
+        await nc.subscribe("nexus.evt.run.*", cb=finals.on)
+        meter = CpuMeter({**{n: p.pid for n, p in stack.procs.items()}, **{s.name: s.proc.pid for s in stack.servers}})
+        async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as api:
+            await make_agent(api, "trivial", TRIVIAL)
+            await make_agent(api, "holder", HOLD.format(s=args.hold))
+            await closed_loop(api, finals, "trivial", 3, 1, args.timeout, [])  # warm-up: caches, connections, first imports
+            before = await runner_starts(ports["worker"])
+            shapes = {
+                "one_at_a_time": lambda errors: closed_loop(api, finals, "trivial", args.sequential, 1, args.timeout, errors),
+                "inflight": lambda errors: closed_loop(api, finals, "trivial", args.runs, args.inflight, args.timeout, errors),
+                "burst": lambda errors: open_burst(api, finals, "holder", args.burst, args.timeout, errors),
+            }
+            for name, shape in shapes.items():
+                meter.start()
+                errors: list[str] = []
+                runs = await shape(errors)
+                result[name] = shape_report(runs, log, meter.stop(), errors)
+            after = await runner_starts(ports["worker"])
+            result["runner_starts"] = {k: after[k] - before.get(k, 0) for k in after}
+        await sub.unsubscribe()  # type: ignore[attr-defined]
+        await nc.drain()
+    finally:
+        stack.stop()
+        refused = any(isinstance(v, dict) and v.get("task_requests_refused") for v in result.values())
+        if args.keep or refused:  # keep the logs of a run that went wrong
+            result["home"] = str(home)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_start": os.getloadavg()}}
+    result["baseline"] = {"fork_exec_bin_true": fork_exec_rate(args.baseline_n), "fork_only": fork_exec_rate(args.baseline_n, exec_=False),
+                          "pymongo": await pymongo_insert_rate(args.baseline_n)}
+    modes = {"cold": False, "zygote": True}
+    for name in args.modes.split(","):
+        result[name] = await one_mode(modes[name], args)
+    if "zygote" in result:
+        z = result["zygote"]["inflight"]
+        result["targets"] = {
+            "inflight_ge_100_runs_per_s": z["runs_per_s"] >= 100,
+            "dispatch_p50_le_50ms": z["dispatch_task_created_to_runner_first_event"]["p50_ms"] <= 50,
+            "dispatch_p99_le_250ms": z["dispatch_task_created_to_runner_first_event"]["p99_ms"] <= 250,
+            "none_lost_none_twice": all(result[m][s]["lost"] == 0 and result[m][s]["launched_twice"] == 0
+                                        for m in args.modes.split(",") for s in ("one_at_a_time", "inflight", "burst")),
+        }
+        if "cold" in result and result["cold"]["inflight"]["runs_per_s"]:
+            result["speedup_inflight_zygote_over_cold"] = round(z["runs_per_s"] / result["cold"]["inflight"]["runs_per_s"], 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput")
+    parser.add_argument("--runs", type=int, default=200, help="runs in the in-flight shape")
+    parser.add_argument("--inflight", type=int, default=50, help="runs kept in flight")
+    parser.add_argument("--sequential", type=int, default=20, help="runs one at a time")
+    parser.add_argument("--burst", type=int, default=50, help="tasks created at once in the burst shape")
+    parser.add_argument("--hold", type=int, default=2, help="seconds each burst run sleeps, so they overlap")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take before it counts as unfinished")
+    parser.add_argument("--modes", default="cold,zygote", help="cold, zygote or both (before and after, same run)")
+    parser.add_argument("--baseline-n", type=int, default=200, help="iterations of each baseline")
+    parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")
+    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The warm runner zygote: a process that imports agent-runner once and forks one child per run.
+
+A cold runner spends ~0.45 CPU-s importing before it does anything; a fork of an already warm
+process costs a few milliseconds. The zygote is started by the worker (`zygote_client.py`) with
+the scrubbed environment every run gets, runs no event loop and no thread, and speaks
+newline-delimited JSON over its stdin/stdout:
+
+    worker → zygote   {"id": 7, "cwd": …, "log": …, "env_file": …, "limits": [mb, files, cpu_s], "uid": 0, "gid": 0,
+                       "entry": "module:function" (optional; agent-runner's by default)}
+    zygote → worker   {"ready": <pid>} once, then {"id": 7, "pid": 1234} or {"id": 7, "error": "…"},
+                      and {"exit": 1234, "code": 0} when a child ends (code: -N for signal N).
+
+The child becomes the run exactly as the cold path makes it: a session and process group of its
+own, the run's rlimits, its attempt directory as cwd, stdin from /dev/null and stdout/stderr to
+runner.log, every inherited descriptor closed, the run's identity when one is given, and an
+environment made only of what the worker wrote for it. The run's environment (it carries the
+run's secrets) never passes through the zygote: the worker writes it to `env_file` (0600) and the
+child claims it by renaming it to `<env_file>.<pid>`, reads it and empties it. The rename is also
+the launch's single point of no return: a worker that lost its zygote mid-request voids the file
+first, and only then may it start the run cold — never both (see `claim_env`)."""
+
+import contextlib
+import importlib
+import json
+import os
+import pkgutil
+import resource
+import selectors
+import signal
+import sys
+import threading
+import traceback
+
+LAZY_IMPORTS = ("yaml", "opentelemetry.propagate", "nexus.domain.ids", "nexus.domain.settings", "nexus.events.bus",
+                "nexus.kernel.kernel", "nexus.kernel.remote", "nexus.kernel.supervision", "nexus.kernel.watchdog", "nexus.kernel.asks",
+                "nats.aio.client", "shutil", "signal")
+DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
+
+
+def preload() -> int:
+    """Import every agent-runner module (what a cold runner imports lazily, and the providers).
+    Returns how many modules were imported."""
+    import asyncio  # noqa: F401 — the runner's loop, built fresh in each child
+    import logging  # noqa: F401
+
+    import nexus.agent_runner as pkg
+
+    count = 0
+    # What the runner and the libraries it uses import lazily (each would cost every child again).
+    for name in LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+            count += 1
+        except ImportError as exc:
+            print(f"zygote: could not preload {name}: {exc}", file=sys.stderr)
+    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        if info.name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(info.name)
+            count += 1
+        except Exception as exc:  # noqa: BLE001 — an optional provider that cannot import is imported (and fails) in the child
+            print(f"zygote: could not preload {info.name}: {exc}", file=sys.stderr)
+    return count
+
+
+def claim_env(env_file: str, claimant: str) -> str | None:
+    """Take the run's environment file by renaming it to `<env_file>.<claimant>`; None if someone
+    else (the child, or the worker voiding it) took it first. Exactly one rename can win."""
+    taken = f"{env_file}.{claimant}"
+    try:
+        os.rename(env_file, taken)
+    except FileNotFoundError:
+        return None
+    return taken
+
+
+def _become(req: dict) -> int:
+    """In the forked child: turn into the run, then run agent-runner's main. Returns the exit code."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.setsid()
+    log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the zygote's pipes and anything else inherited
+    os.chdir(req["cwd"])
+    taken = claim_env(req["env_file"], str(os.getpid()))
+    if taken is None:
+        print("zygote child: the run's environment was withdrawn; not starting", file=sys.stderr)
+        return 125
+    with open(taken, "rb") as f:
+        env = json.loads(f.read())
+    os.truncate(taken, 0)  # the secrets it carried now live only in this process's environment
+    memory_mb, open_files, cpu_s = req["limits"]
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+    if req.get("uid"):
+        os.setgroups([])
+        os.setgid(int(req.get("gid") or req["uid"]))
+        os.setuid(int(req["uid"]))
+    os.environ.clear()
+    os.environ.update(env)
+    module, _, function = req.get("entry", DEFAULT_ENTRY).partition(":")
+    return getattr(importlib.import_module(module), function)(dict(os.environ))
+
+
+def _fork(req: dict) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 126
+    try:
+        code = _become(req)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 — whatever happens, the child never returns into the zygote's loop
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            import logging
+
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return -1  # unreachable
+
+
+def _send(out: int, msg: dict) -> None:
+    data = json.dumps(msg).encode() + b"\n"
+    while data:
+        data = data[os.write(out, data):]
+
+
+def _reap(out: int) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(out, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def serve(inp: int, out: int) -> None:
+    """Answer spawn requests until the worker closes our stdin. Single-threaded, no event loop:
+    SIGCHLD wakes the selector through a self-pipe."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(inp, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    _send(out, {"ready": os.getpid()})
+    buf = b""
+    while True:
+        for key, _ in sel.select():
+            if key.fd == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 512):
+                        pass
+                _reap(out)
+                continue
+            data = os.read(inp, 65536)
+            if not data:
+                return  # the worker is gone or closed us; running children live on (init adopts them)
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    _handle(json.loads(line), out)
+        _reap(out)
+
+
+def _handle(req: dict, out: int) -> None:
+    if threading.active_count() != 1:  # never fork with a thread alive: its locks would be copied held
+        _send(out, {"id": req["id"], "error": "the zygote has threads; refusing to fork"})
+        return
+    try:
+        pid = _fork(req)
+    except OSError as exc:
+        _send(out, {"id": req["id"], "error": f"fork failed: {exc}", "errno": exc.errno})
+        return
+    _send(out, {"id": req["id"], "pid": pid})
+
+
+def main() -> None:
+    # A Ctrl-C or SIGTERM to the worker's process group is the worker's to handle: it closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inp, out = os.dup(0), os.dup(1)
+    # Our own stdio no longer speaks the protocol: a stray print (in a preloaded module) cannot corrupt it.
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    preload()
+    serve(inp, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""A child forked by the runner zygote is the run's, not the zygote's or the worker's: its own
+session and process group, the run's rlimits, cwd and environment (and only that), no inherited
+descriptors; the run's environment file is claimed once and emptied."""
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from nexus.worker.runtimes.zygote import claim_env
+from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def zygote():
+    z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ZYGOTE_ONLY": "1"}, entry="tests.worker.zygote_probe:report")
+    z.start()
+    for _ in range(600):
+        if z.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert z.ready, "the zygote never became ready"
+    yield z
+    await z.close()
+
+
+async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(zygote: Zygote, tmp_path: Path) -> None:
+    out = tmp_path / "seen.json"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "PROBE_OUT": str(out), "NEXUS_SECRET_TOKEN": "s3cr3t"}
+    pid = await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99))
+    assert await zygote.wait(pid) == 0
+    seen = json.loads(out.read_text())
+    assert seen["pid"] == pid and seen["pgid"] == pid and seen["sid"] == pid  # a session and group of its own
+    assert seen["env"] == env and seen["given"] == env  # the run's environment, not the zygote's (ZYGOTE_ONLY)
+    assert seen["cwd"] == str(tmp_path)
+    assert seen["limits"] == {"RLIMIT_AS": [1536 << 20, 1536 << 20], "RLIMIT_NOFILE": [77, 77], "RLIMIT_CPU": [99, 104]}
+    assert max(seen["fds"]) <= 3 and seen["threads"] == 1  # stdio (+ the listing): none of the zygote's pipes
+    assert not (tmp_path / "runner.env").exists()
+    assert (tmp_path / f"runner.env.{pid}").read_bytes() == b""  # claimed, then emptied: the secret lives only in the run
+
+
+async def test_exit_codes_and_signals_reach_the_worker(zygote: Zygote, tmp_path: Path) -> None:
+    env = {"PROBE_OUT": str(tmp_path / "seen.json"), "PROBE_EXIT": "3"}
+    assert await zygote.wait(await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "log"), env=env, limits=(1024, 64, 60))) == 3
+    bad = {"PROBE_OUT": str(tmp_path / "missing-dir" / "seen.json")}  # the entry raises: a traceback in the log, exit 126
+    pid = await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "bad.log"), env=bad, limits=(1024, 64, 60))
+    assert await zygote.wait(pid) == 126
+    assert "FileNotFoundError" in (tmp_path / "bad.log").read_text()
+
+
+async def test_a_withdrawn_environment_is_never_run(zygote: Zygote, tmp_path: Path) -> None:
+    """The worker voids the environment when the zygote fails mid-request; a late child then exits unstarted."""
+    os.kill(zygote.pid or 0, signal.SIGSTOP)  # the zygote takes the request but cannot fork yet
+    try:
+        zygote.spawn_timeout_s = 0.5
+        with pytest.raises(ZygoteUnavailable):  # timed out: voided, the zygote is replaced
+            await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "log"), env={"PROBE_OUT": str(tmp_path / "x")}, limits=(1024, 64, 60))
+    finally:
+        zygote.kill()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runner.env").exists()
+    assert claim_env(str(tmp_path / "runner.env"), "again") is None

@@ -1,0 +1,19 @@
+"""What a child forked by the runner zygote sees of itself, written where PROBE_OUT says: the
+zygote tests run this in place of agent-runner's main to read the child's environment and limits."""
+
+import json
+import os
+import resource
+import threading
+
+
+def report(environ: dict[str, str]) -> int:
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))  # the listing itself holds one
+    seen = {
+        "env": dict(os.environ), "given": environ, "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
+        "cwd": os.getcwd(), "fds": fds, "threads": threading.active_count(),
+        "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in ("RLIMIT_AS", "RLIMIT_NOFILE", "RLIMIT_CPU")},
+    }
+    with open(environ["PROBE_OUT"], "w") as f:
+        json.dump(seen, f)
+    return int(environ.get("PROBE_EXIT", "0"))
