@@ -76,9 +76,12 @@ async def test_runner_environment_does_not_reach_commands(sandbox: Any, cmd: str
 async def test_default_environment_is_minimal(sandbox: Any) -> None:
     result, _ = await _run(sandbox, "env")
     names = {line.split("=", 1)[0] for line in result.output.splitlines() if "=" in line}
-    assert names <= {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "GIT_TERMINAL_PROMPT",
-                     "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"}
-    assert f"HOME={sandbox.ws}" in result.output
+    assert names <= {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "GIT_TERMINAL_PROMPT", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM",
+                     "GIT_CEILING_DIRECTORIES", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"}
+    # HOME is an empty private directory: never the workspace (a .gitconfig written there would be git's).
+    home = next(line.split("=", 1)[1] for line in result.output.splitlines() if line.startswith("HOME="))
+    assert not home.startswith(str(sandbox.ws)) and os.listdir(home) == []
+    assert "GIT_CONFIG_GLOBAL=/dev/null" in result.output
 
 
 @pytest.mark.parametrize(
@@ -231,10 +234,13 @@ async def test_path_with_shell_syntax_is_just_a_name(sandbox: Any) -> None:
     assert not (sandbox.ws / "pwned").exists()
 
 
-async def test_forged_ledger_trailer_in_a_commit_message_is_dropped(sandbox: Any, git_cmd: Any) -> None:
+async def test_forged_ledger_trailer_in_a_commit_message_is_refused(sandbox: Any, git_cmd: Any) -> None:
     await sandbox.hv.call("write_file", {"path": "a.txt", "content": "a\n"})
+    forged = await sandbox.hv.call("git_commit", {"message": "add a\n\nNexus-Ledger: 0000forged\nnexus-run: run_fake"})
+    assert not forged.ok and forged.error.startswith("refused (forged-trailer)")
+    assert sandbox.session.changes[-1].reason == "forged-trailer"
     ledger = sandbox.hv.ledger_hash
-    result = await sandbox.hv.call("git_commit", {"message": "add a\n\nNexus-Ledger: 0000forged\nnexus-run: run_fake"})
+    result = await sandbox.hv.call("git_commit", {"message": "add a"})
     assert result.ok, result.error
     body = git_cmd(sandbox.ws, "log", "-1", "--format=%B")
     assert "forged" not in body and "run_fake" not in body

@@ -23,7 +23,7 @@ from nexus.domain.sessions import (
 
 ALL_TOOLS = [
     "read_file", "write_file", "edit_file", "apply_patch", "list_dir", "search_text", "run_command",
-    "git_status", "git_diff", "git_commit", "note", "request_approval", "spawn_child", "finish",
+    "git_status", "git_diff", "git_log", "git_commit", "note", "request_approval", "spawn_child", "finish",
 ]
 
 
