@@ -83,8 +83,9 @@ class Hypervisor:
         git_dir: Path | None = None,
         private_dir: Path | None = None,
     ) -> None:
-        """`git_dir`: the repository's git directory when it lives outside the workspace (a run's);
-        without it git finds `.git` in the workspace. `private_dir`: the hypervisor's own room outside
+        """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
+        git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
+        hooks and drivers cannot be trusted. `private_dir`: the hypervisor's own room outside
         the workspace (git's empty HOME, the commands' HOME, scratch space); a fresh temporary
         directory when not given."""
         self._ws = Workspace(workspace)
@@ -105,9 +106,8 @@ class Hypervisor:
         self._env.update(HOME=str(safegit.private_dir(private / "home")), GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1",
                          GIT_CEILING_DIRECTORIES=os.path.dirname(self._ws.root))
         self._env.pop("XDG_CONFIG_HOME", None)
-        self._git_env = safegit.env(self._env, safegit.private_dir(private / "git-home"), git_dir=git_dir,
-                                    work_tree=self.workspace if git_dir is not None else None)
-        self._git_env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(self._ws.root)
+        self._git_dir = git_dir
+        self._git_env = safegit.env(self._env, safegit.private_dir(private / "git-home"), git_dir=git_dir, work_tree=self.workspace)
         # git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR).
         self._nonrepo_git_env = safegit.env(self._env, private / "git-home") | {"GIT_CEILING_DIRECTORIES": str(self._scratch)}
         self._program_dirs = commands.program_dirs(self._env)
@@ -252,6 +252,8 @@ class Hypervisor:
 
     async def _git(self, *args: str, cwd: str | None = None, repo: bool = True) -> commands.CommandOutcome:
         """Git with the config isolated and every code-running knob off (safegit); never the agent's env."""
+        if repo and self._git_dir is None:
+            raise Refused("no-repository", "this session has no repository outside the workspace; the git tools need one")
         return await commands.execute(
             safegit.argv(*args), cwd=cwd or self._ws.root, env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S, max_output=self.permissions.commands.max_output_bytes,
