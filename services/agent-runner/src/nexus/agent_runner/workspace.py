@@ -20,13 +20,18 @@ class GitError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunGit:
     """Where the run's repository lives: the agent's work tree and the runner's private parts."""
 
     work_tree: Path
     private: Path  # runner-only: the git directory and git's empty HOME
     base: dict[str, str] = field(default_factory=dict)  # PATH, locale (no secrets, no credential)
+    sealed: str = ""  # safegit.steering_digest once the runner wrote the config: any change stops git
+
+    def check_sealed(self) -> None:
+        if self.sealed and safegit.steering_digest(self.git_dir) != self.sealed:
+            raise GitError("the run's git directory was changed outside the runner (config, attributes or alternates); git refused")
 
     @property
     def git_dir(self) -> Path:
@@ -42,6 +47,8 @@ class RunGit:
 
 async def run_git(rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True,
                   check: bool = True) -> tuple[int, bytes]:
+    if repo:
+        rg.check_sealed()
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
     cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
     proc = await asyncio.create_subprocess_exec(
@@ -69,6 +76,7 @@ def reset(rg: RunGit) -> None:
 
 async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: str | None) -> None:
     reset(rg)
+    rg.sealed = ""
     safegit.private_dir(rg.private)
     safegit.private_dir(rg.home)
     rg.work_tree.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +92,7 @@ async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: st
     await git(rg, "config", "user.email", f"{agent_id}@agents.nexus.invalid")
     if (rg.work_tree / ".git").exists() or (rg.work_tree / ".git").is_symlink():
         raise GitError("the workspace holds a .git entry after preparing it")
+    rg.sealed = safegit.steering_digest(rg.git_dir)
 
 
 async def clone(repo: RepoSpec, rg: RunGit, token: str | None) -> None:

@@ -218,10 +218,10 @@ async def execute(argv: list[str], *, cwd: str, env: Mapping[str, str], timeout_
         )
     except FileNotFoundError:
         os.close(read_fd)
-        raise Refused("command-not-found", f"{argv[0]!r} was not found on PATH") from None
+        raise Refused("command-not-found", f"'{argv[0]}' was not found on PATH") from None
     except PermissionError:
         os.close(read_fd)
-        raise Refused("not-executable", f"{argv[0]!r} is not executable") from None
+        raise Refused("not-executable", f"'{argv[0]}' is not executable") from None
     finally:
         os.close(write_fd)
     done: asyncio.Future[None] = loop.create_future()

@@ -107,6 +107,7 @@ class Hypervisor:
                          GIT_CEILING_DIRECTORIES=os.path.dirname(self._ws.root))
         self._env.pop("XDG_CONFIG_HOME", None)
         self._git_dir = git_dir
+        self._git_sealed = safegit.steering_digest(git_dir) if git_dir is not None else ""
         self._git_env = safegit.env(self._env, safegit.private_dir(private / "git-home"), git_dir=git_dir, work_tree=self.workspace)
         # git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR).
         self._nonrepo_git_env = safegit.env(self._env, private / "git-home") | {"GIT_CEILING_DIRECTORIES": str(self._scratch)}
@@ -254,6 +255,8 @@ class Hypervisor:
         """Git with the config isolated and every code-running knob off (safegit); never the agent's env."""
         if repo and self._git_dir is None:
             raise Refused("no-repository", "this session has no repository outside the workspace; the git tools need one")
+        if repo and self._git_dir is not None and safegit.steering_digest(self._git_dir) != self._git_sealed:
+            raise Refused("git-tampered", "the repository's git directory was changed outside the hypervisor; git refused")
         return await commands.execute(
             safegit.argv(*args), cwd=cwd or self._ws.root, env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S, max_output=self.permissions.commands.max_output_bytes,

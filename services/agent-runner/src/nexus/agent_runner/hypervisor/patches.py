@@ -23,6 +23,9 @@ from nexus.agent_runner.hypervisor.paths import Workspace
 
 MAX_FILE_BYTES = 8 << 20
 REGULAR_MODES = frozenset({"100644", "100755"})
+# git's numstat names only the new path of a rename or copy: the sources come from the extended headers
+# (a name git would read differently only makes the apply fail, never widens what is written).
+_SOURCES = re.compile(r"^(?:rename|copy) from (.+)$", re.MULTILINE)
 _MODES = re.compile(r"^ (?:(?:create|delete) mode (?P<one>\d+) |mode change (?P<old>\d+) => (?P<new>\d+) )", re.MULTILINE)
 Git = Callable[..., Awaitable]  # hardened git outside any repository: (*args, cwd=...) -> CommandOutcome
 
@@ -56,7 +59,9 @@ async def plan(patch: bytes, scratch: Path, git: Git) -> Plan:
                 raise Refused("symlink" if mode.endswith("120000") else "not-regular-file",
                               f"patches may only touch regular files; this one makes {kind}")
     # numstat -z: "added\tdeleted\tpath\0", or "added\tdeleted\t\0from\0to\0" for a rename or copy.
-    paths = sorted({item.split("\t")[-1] for item in numstat.output.decode(errors="surrogateescape").split("\0")} - {""})
+    named = {item.split("\t")[-1] for item in numstat.output.decode(errors="surrogateescape").split("\0")}
+    named |= set(_SOURCES.findall(patch.decode(errors="surrogateescape")))
+    paths = sorted(named - {""})
     if not paths:
         raise Refused("invalid-patch", "the patch touches no file")
     for path in paths:

@@ -14,6 +14,7 @@ no such driver is defined. The credential is added by `with_credential` to the e
 single invocation that talks to the remote, and to no other."""
 
 import base64
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,6 +71,23 @@ def with_credential(env: Mapping[str, str], token: str | None) -> dict[str, str]
         out.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                     "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
     return out
+
+
+# Files in a git directory that can change how git behaves (config, drivers, where objects come from).
+_STEERING = ("config", "config.worktree", "commondir", "info/attributes", "objects/info/alternates")
+
+
+def steering_digest(git_dir: Path) -> str:
+    """A digest of the git directory's steering files: the runner seals it after writing the config
+    and refuses to run git once it changed (something other than the runner wrote there)."""
+    digest = hashlib.sha256()
+    for name in _STEERING:
+        try:
+            data = (git_dir / name).read_bytes()
+        except FileNotFoundError:
+            data = b"\0absent"
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
 
 
 def argv(*args: str) -> list[str]:
