@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
+from nexus.agent_runner.hypervisor.secrets import SecretBox
 from nexus.agent_runner.workspace import RunGit, run_git
 from nexus.domain.sessions import GitCommitChange, SessionChange
 
@@ -109,8 +110,9 @@ async def find_leak(rg: RunGit, values: Mapping[str, str]) -> str:
     if not forms:
         return ""
     named = await _objects(rg)
+    mask = SecretBox(values).mask  # a path may hold the value itself: the reason names it masked
     for sha, (kind, data) in (await read_objects(rg, named)).items():
-        where = f"{kind} {sha[:12]}" + (f" at {named[sha]}" if named.get(sha) else "")
+        where = f"{kind} {sha[:12]}" + (f" at {mask(named[sha])}" if named.get(sha) else "")
         for candidate in (data, named.get(sha, "").encode(errors="surrogateescape")):
             for form, what in forms:
                 if form in candidate:
