@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import tempfile
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -99,7 +100,10 @@ class Hypervisor:
         self._spawner = spawner
         self._trailers = dict(commit_trailers)
         base = dict(base_env) if base_env is not None else commands.default_base_env(self._ws.root)
-        private = safegit.private_dir(Path(private_dir) if private_dir is not None else Path(tempfile.mkdtemp(prefix="nexus-hv-")))
+        if private_dir is None:
+            private_dir = Path(tempfile.mkdtemp(prefix="nexus-hv-"))
+            weakref.finalize(self, shutil.rmtree, private_dir, True)  # ours: gone with the hypervisor
+        private = safegit.private_dir(Path(private_dir))
         self._scratch = safegit.private_dir(private / "scratch")
         self._env = commands.scrub_env(base, self._ws.root, self._secrets.values)
         # Commands never get the workspace (nor the runner's) HOME, nor a global or system git config.
@@ -484,6 +488,8 @@ class Hypervisor:
     async def _tool_spawn_child(self, args: Any) -> ToolResult:
         if self._spawner is None:
             raise Refused("not-permitted", "spawn_child is only for meta sessions")
+        for path in args.target_files:
+            self._no_secret_in_path(path)
         targets = [self._ws.resolve(path, writing=True) for path in args.target_files]
         request = {"title": args.title, "description": args.description, "target_files": targets}
         if args.agent:

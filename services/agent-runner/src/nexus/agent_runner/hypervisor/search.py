@@ -3,7 +3,8 @@
 The pattern is matched against files whose secret values were already replaced by `${secret:NAME}`
 (SecretBox.mask_bytes), so a match can neither show a value nor answer "does the value start with
 ...?" (no regex oracle). The copy is read path-safely (no symlink followed, hard-linked files and
-`.git` skipped) and grep only ever sees the copy."""
+`.git` skipped) and grep only ever sees the copy: masked files are written, files holding no secret
+are hard-linked (the inode just checked). Measured by bench/runner/git_tools.py."""
 
 import os
 import stat
@@ -58,7 +59,9 @@ def masked_copy(ws: Workspace, rel: str, into: Path, secrets: SecretBox) -> int:
                     continue
                 total += len(data)
                 path = secrets.mask(os.path.normpath(os.path.join(rel, dirpath, name)))
-                _put(into / path, secrets.mask_bytes(data))
+                masked = secrets.mask_bytes(data)
+                if masked is not data or not _link(dir_fd, name, into / path):
+                    _put(into / path, masked)
     finally:
         os.close(top)
     return skipped
@@ -77,6 +80,17 @@ def _countable(dir_fd: int, name: str) -> int:
         return 1 if stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode) else 0
     except OSError:
         return 0
+
+
+def _link(dir_fd: int, name: str, target: Path) -> bool:
+    """A file without secrets is hard-linked into the copy (much cheaper than writing it; the same
+    checked inode, and the copy is gone before any command can run). False when linking is refused."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(name, target, src_dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def _put(path: Path, data: bytes) -> None:
