@@ -187,6 +187,7 @@ async def _run_everything(tmp_path, nats_url, mongo_url, bare, url, git_server, 
         # Logs: every service of the stack and every runner, as they were written.
         logs = [(p.name, p.read_bytes()) for p in tmp_path.glob("*.log")] + [(str(p), p.read_bytes()) for p in stack.home.glob("runs/*/*/runner.log")]
     assert {"core-api.log", "worker.log", "board-sync.log", "telegram-gateway.log"} <= {name for name, _ in logs}
+    assert sum(name.endswith("runner.log") for name, _ in logs) >= len(SCRIPTS)
     events = [*await _stream(nats_url, RUNS_STREAM, "nexus.run.>"), *await _stream(nats_url, EVENTS_STREAM, "nexus.evt.>"),
               *await _stream(nats_url, DLQ_STREAM, "nexus.dlq.>")]
     assert len(events) > 50 and model.received and git_server.seen
