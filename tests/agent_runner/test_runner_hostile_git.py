@@ -6,6 +6,8 @@ simple encoding, and the run ends failed with the reason, nothing pushed."""
 import base64
 import binascii
 import json
+import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -14,6 +16,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.agent_runner.hypervisor.test_hostile_git import GITLINK, _modify, _move, _new
+from tests.agent_runner.test_runner_git import TOKEN as git_token
+from tests.agent_runner.test_runner_git import git_server  # noqa: F401 — a fixture
 from tests.agent_runner.test_runner_support import (  # noqa: F401
     bare_repo, changes, config, final_status, git, js, read_events, start_runner,
 )
@@ -172,3 +176,32 @@ async def test_a_secret_in_a_file_name_made_by_a_command_is_never_pushed(js, nat
         assert end["status"] == "failed" and "secret-in-path" in end["reason"], end
         assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]
     _assert_nothing_leaked(bare, r, events)
+
+
+async def test_the_credential_reaches_only_the_clone_and_the_push(js, nats_url, tmp_path, git_server) -> None:
+    """A `git` first on PATH logs each invocation's verb and whether the credential is in its environment."""
+    server, bare, url = git_server
+    shim, log = tmp_path / "shim", tmp_path / "git-env.log"
+    shim.mkdir()
+    (shim / "git").write_text(f'#!/bin/sh\nprintf "%s|%s\\n" "${{GIT_CONFIG_VALUE_0:+credential}}" "$*" >> {log}\n'
+                              f'exec {shutil.which("git")} "$@"\n')
+    (shim / "git").chmod(0o755)
+    run_id = f"run_{uuid.uuid4().hex[:16]}"
+    script = _script([("write_file", {"path": "a.txt", "content": "a\n"}), ("git_status", {}), ("git_diff", {}),
+                      ("git_commit", {"message": "a"}), ("git_log", {})])
+    cfg = config(script, run_id=run_id, secrets=["GIT_TOKEN"], repo={**_repo(bare, run_id), "url": url})
+    r = await start_runner(tmp_path, nats_url, cfg, secrets={"GIT_TOKEN": git_token}, env={"PATH": f"{shim}:{os.environ['PATH']}"})
+    assert await r.exit_code() == 0, r.log()
+    assert final_status(await read_events(js, run_id))["status"] == "succeeded", r.log()
+    calls = []
+    for line in log.read_text().splitlines():
+        if not line.startswith(("|", "credential|")):
+            continue  # the rest of a multi-line argument (a commit message)
+        flag, _, argv = line.partition("|")
+        words = argv.split()
+        while words and words[0] == "-c":
+            words = words[2:]
+        calls.append((words[0], flag == "credential"))
+    assert {verb for verb, cred in calls if cred} == {"clone", "push"}, calls
+    assert all(cred for verb, cred in calls if verb in ("clone", "push"))
+    assert {"status", "diff", "commit", "add", "log", "rev-list", "cat-file"} <= {verb for verb, _ in calls}
