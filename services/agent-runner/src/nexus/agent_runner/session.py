@@ -10,7 +10,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from nexus.agent_runner import outgoing, prompt, workspace
-from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.agent_runner.hypervisor import Hypervisor, safegit
 from nexus.agent_runner.external import run_external
 from nexus.agent_runner.llm import make_provider
 from nexus.agent_runner.llm.base import Message, ToolSpec
@@ -164,7 +164,9 @@ class RunSession:
         """An external coding CLI is the brain: one more kernel agent of this session's tree."""
         kernel = self.tree.kernel if self.tree is not None else Kernel(id=f"runner-{self.cfg.session_id}")
         try:
-            return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=self.env, rg=self.rg,
+            # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
+            env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
+            return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg,
                                       stop=lambda: self.rejection)
         finally:
             if self.tree is None:
