@@ -78,10 +78,16 @@ def test_meta_and_three_children(tool: Any, tmp_path: Path) -> None:
     assert states[0].notes == ["decomposing the goal into three children"]
 
 
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    return project
+
+
 def test_run_and_status(tool: Any, tmp_path: Path) -> None:
-    policy = tmp_path / "perms.json"  # python3 is an interpreter: it runs only when named
+    policy = tmp_path / "perms.json"
     policy.write_text(json.dumps({"commands": {"allow": ["python3 *", "echo *"], "default": "deny"}}))
-    sid = tool("start", "--project", str(tmp_path), "--session-id", "ses_run", "--permissions", str(policy))["sessionId"]
+    sid = tool("start", "--project", str(_project(tmp_path)), "--session-id", "ses_run", "--permissions", str(policy))["sessionId"]
     ran = tool("run", "--session", sid, "--", "python3", "-c", "print('hi'); raise SystemExit(4)")
     assert ran["exitCode"] == 4 and ran["output"].startswith("hi\n")
     line = tool("run", "--session", sid, "--cmd", "echo a; b", "--timeout", "5")
@@ -111,7 +117,7 @@ def test_refusals_are_json_errors_and_recorded(tool: Any, tmp_path: Path) -> Non
 def test_permissions_file_sets_the_command_policy(tool: Any, tmp_path: Path) -> None:
     policy = tmp_path / "perms.json"
     policy.write_text(json.dumps({"commands": {"allow": ["echo *"], "default": "deny"}}))
-    sid = tool("start", "--project", str(tmp_path), "--permissions", str(policy))["sessionId"]
+    sid = tool("start", "--project", str(_project(tmp_path)), "--permissions", str(policy))["sessionId"]
     assert tool("run", "--session", sid, "--cmd", "echo ok")["exitCode"] == 0
     assert tool("run", "--session", sid, "--cmd", "touch x", expect=1)["error"].startswith("refused (policy-deny)")
 
@@ -134,5 +140,22 @@ def test_usage_errors_are_json(tool: Any, args: list[str]) -> None:
 def test_unknown_session_and_missing_project(tool: Any, tmp_path: Path) -> None:
     assert "no session" in tool("status", "--session", "ses_missing", expect=1)["error"]
     assert "not a directory" in tool("start", "--project", str(tmp_path / "nope"), expect=1)["error"]
-    tool("start", "--project", str(tmp_path), "--session-id", "dup")
-    assert "already exists" in tool("start", "--project", str(tmp_path), "--session-id", "dup", expect=1)["error"]
+    tool("start", "--project", str(_project(tmp_path)), "--session-id", "dup")
+    assert "already exists" in tool("start", "--project", str(_project(tmp_path)), "--session-id", "dup", expect=1)["error"]
+
+
+def test_without_permissions_commands_are_denied_and_home_is_not_the_project(tool: Any, tmp_path: Path) -> None:
+    sid = tool("start", "--project", str(_project(tmp_path)))["sessionId"]
+    assert tool("run", "--session", sid, "--cmd", "echo hi", expect=1)["error"].startswith("refused (policy-deny)")
+    policy = tmp_path / "perms.json"
+    policy.write_text(json.dumps({"commands": {"allow": ["env"], "default": "deny"}}))
+    sid = tool("start", "--project", str(_project(tmp_path)), "--permissions", str(policy))["sessionId"]
+    home = next(line[5:] for line in tool("run", "--session", sid, "--cmd", "env")["output"].splitlines() if line.startswith("HOME="))
+    assert not home.startswith(str(_project(tmp_path))) and Path(home).is_dir() and not any(Path(home).iterdir())
+
+
+def test_a_sessions_directory_inside_the_project_is_refused(tool: Any, tmp_path: Path) -> None:
+    # The fixture's sessions directory is tmp_path/sessions: a project at tmp_path holds it.
+    out = tool("start", "--project", str(tmp_path), expect=2)
+    assert "sessions directory may not lie inside the project" in out["error"]
+    assert not any(tool.sessions.glob("*.permissions.json"))

@@ -126,8 +126,11 @@ async def test_two_concurrent_runs_clone_with_a_token_and_never_share_a_tree(js,
                             "Nexus-Ledger": recorded[commit_at - 1]["hash"]}
         assert end["ledger_hash"] == recorded[-1]["hash"]
         # The token is nowhere: not in the clone's config, its remote url, the events, the log.
-        assert git(r.workspace, "remote", "get-url", "origin") == url
-        for text in ((r.workspace / ".git" / "config").read_text(), str(events), r.log(), (r.dir / "run-config.json").read_text()):
+        # The git directory is the runner's, outside the workspace; the workspace has no .git at all.
+        git_dir = r.dir / "state" / "git" / "repo.git"
+        assert not (r.workspace / ".git").exists() and (git_dir / "HEAD").is_file()
+        assert git(r.dir, "--git-dir", str(git_dir), "remote", "get-url", "origin") == url
+        for text in ((git_dir / "config").read_text(), str(events), r.log(), (r.dir / "run-config.json").read_text()):
             assert TOKEN not in text and BASIC not in text
     assert runs[0].workspace != runs[1].workspace
     assert git(bare, "log", "--format=%s", "main") == "init"  # main untouched: no can_merge

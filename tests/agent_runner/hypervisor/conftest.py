@@ -61,7 +61,7 @@ class Sandbox:
             approver=approver,
             spawner=spawner,
             commit_trailers={"Nexus-Run": "run_test", "Nexus-Agent": "agent_test"},
-            **kwargs,
+            **({"git_dir": self.root / "gitdir"} | kwargs),
         )
         return self.hv
 
@@ -107,7 +107,9 @@ def git_cmd() -> Callable[..., str]:
 
 
 def git(ws: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True, text=True).stdout
+    """git on a sandbox's repository, whose git directory lives beside the workspace (never in it)."""
+    env = {**os.environ, "GIT_DIR": str(ws.parent / "gitdir"), "GIT_WORK_TREE": str(ws)}
+    return subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
 @pytest.fixture
@@ -128,6 +130,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
     ws = tmp_path / "ws"
     ws.mkdir()
     git(ws, "init", "-q", "-b", "main")
+    assert not (ws / ".git").exists()
     (ws / "README.md").write_text("# demo\nhello world\n")
     (ws / "src").mkdir()
     (ws / "src" / "app.py").write_text("print('hello')\n")

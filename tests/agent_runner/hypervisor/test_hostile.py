@@ -113,7 +113,8 @@ CASES = [
     Case("search-dotdot", "search_text", {"pattern": "sentinel", "path": "../sentinel"}, "path-escape"),
     # --- patches -----------------------------------------------------------------------------
     Case("patch-dotdot", "apply_patch", {"patch": _patch("a/../sentinel/secret.txt", "b/../sentinel/secret.txt")}, "path-escape"),
-    Case("patch-abs", "apply_patch", {"patch": _patch("{sentinel}/secret.txt", "{sentinel}/secret.txt")}, "absolute-path"),
+    # git reads "--- /abs/x" with its -p1 rule as the relative "abs/x": inside the workspace, and absent.
+    Case("patch-abs", "apply_patch", {"patch": _patch("{sentinel}/secret.txt", "{sentinel}/secret.txt")}, "patch-failed"),
     Case("patch-git-hook", "apply_patch", {"patch": "diff --git a/.git/hooks/post-commit b/.git/hooks/post-commit\nnew file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-commit\n@@ -0,0 +1 @@\n+touch /tmp/x\n"}, "git-internals"),
     Case("patch-creates-symlink", "apply_patch", {"patch": "diff --git a/esc b/esc\nnew file mode 120000\n--- /dev/null\n+++ b/esc\n@@ -0,0 +1 @@\n+/\n\\ No newline at end of file\n"}, "symlink"),
     Case("patch-through-symlinked-dir", "apply_patch", {"patch": _patch("a/linkdir/secret.txt", "b/linkdir/secret.txt")}, "outside-workspace", _link("linkdir", "{sentinel}")),

@@ -23,7 +23,7 @@ from nexus.domain.sessions import (
 
 ALL_TOOLS = [
     "read_file", "write_file", "edit_file", "apply_patch", "list_dir", "search_text", "run_command",
-    "git_status", "git_diff", "git_commit", "note", "request_approval", "spawn_child", "finish",
+    "git_status", "git_diff", "git_log", "git_commit", "note", "request_approval", "spawn_child", "finish",
 ]
 
 
@@ -221,12 +221,14 @@ async def test_git_status_diff_commit(sandbox: Any, git_cmd: Any) -> None:
     assert (await hv.call("git_diff", {})).output == "no changes"
 
 
-async def test_git_tools_outside_a_repo_fail_cleanly(sandbox: Any, tmp_path: Any) -> None:
+async def test_git_tools_without_a_private_git_dir_are_refused(sandbox: Any, tmp_path: Any) -> None:
     plain = tmp_path / "plain"
-    plain.mkdir()
+    (plain / ".git").mkdir(parents=True)  # a repository inside the workspace is the agent's to rewrite: not used
     hv = Hypervisor(workspace=plain, permissions=Permissions(), session=sandbox.session, state_file=None)
-    result = await hv.call("git_status", {})
-    assert not result.ok and result.error.startswith("refused (git-failed)")
+    for tool in ("git_status", "git_diff", "git_log"):
+        result = await hv.call(tool, {})
+        assert not result.ok and result.error.startswith("refused (no-repository)")
+    assert [c.reason for c in sandbox.session.changes[-3:]] == ["no-repository"] * 3
 
 
 async def test_spawn_child_records_the_child(sandbox: Any) -> None:

@@ -11,9 +11,11 @@ be the brain while the hypervisor keeps the record.
 Every invocation prints exactly one JSON object on stdout; failures print {"ok": false,
 "error": ...} and exit non-zero (1: refused or failed, 2: bad usage). Session state lives in
 $NEXUS_AGENT_SESSIONS_DIR (default ~/.nexus/agent-sessions) as <sessionId>.json, with the
-agent's permissions beside it (<sessionId>.permissions.json, from `start --permissions`).
-Calls on one session are serialised with a lock file. Secrets are not available here: a
-`${secret:NAME}` in a command is refused."""
+agent's permissions beside it (<sessionId>.permissions.json, from `start --permissions`; without
+it commands default to deny). The sessions directory may not lie inside the project: the agent
+could rewrite its own permissions there. Commands get an empty private HOME
+(<sessionId>.private/home), never the project. Calls on one session are serialised with a lock
+file. Secrets are not available here: a `${secret:NAME}` in a command is refused."""
 
 import argparse
 import asyncio
@@ -31,7 +33,7 @@ import msgspec
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.hypervisor.state import now_iso, read_state, write_json, write_state
-from nexus.domain.agents import Permissions
+from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.ledger import verify_chain
 from nexus.domain.sessions import CommandRunChange, SessionState
 
@@ -57,7 +59,7 @@ def sessions_dir() -> Path:
 
 def _session_id(value: str) -> str:
     if not _SESSION_ID.match(value) or ".." in value:
-        raise CliError(f"invalid session id {value!r}", code=2)
+        raise CliError("invalid session id (letters, digits, '_', '.', '-'; at most 128)", code=2)
     return value
 
 
@@ -65,6 +67,23 @@ def _paths(session_id: str) -> tuple[Path, Path, Path]:
     base = sessions_dir()
     name = _session_id(session_id)
     return base / f"{name}.json", base / f"{name}.permissions.json", base / f"{name}.lock"
+
+
+def _private_dir(session_id: str) -> Path:
+    """The hypervisor's own room for this session (commands' HOME, git's HOME, scratch)."""
+    return sessions_dir() / f"{_session_id(session_id)}.private"
+
+
+def default_permissions() -> Permissions:
+    """A session started without --permissions: commands are denied unless a policy allows them."""
+    return Permissions(commands=CommandPolicy(default="deny"))
+
+
+def _refuse_sessions_inside(project: str) -> None:
+    """The agent works in the project: its session files (permissions included) must be out of reach."""
+    base, root = os.path.realpath(sessions_dir()), os.path.realpath(project)
+    if base == root or base.startswith(root.rstrip(os.sep) + os.sep):
+        raise CliError("the sessions directory may not lie inside the project: set NEXUS_AGENT_SESSIONS_DIR elsewhere", code=2)
 
 
 @contextmanager
@@ -93,7 +112,7 @@ def _verify(session: SessionState) -> dict:
 def cmd_start(args: argparse.Namespace) -> dict:
     project = Path(args.project).expanduser()
     if not project.is_dir():
-        raise CliError(f"project {args.project!r} is not a directory")
+        raise CliError(f"project '{args.project}' is not a directory")
     if args.session_id:
         session_id = _session_id(args.session_id)
     else:
@@ -102,13 +121,14 @@ def cmd_start(args: argparse.Namespace) -> dict:
         session_id = new_id("ses")
     if args.parent:
         _session_id(args.parent)
+    _refuse_sessions_inside(str(project))
     state_path, permissions_path, lock_path = _paths(session_id)
-    permissions = Permissions()
+    permissions = default_permissions()
     if args.permissions:
         try:
             permissions = msgspec.json.decode(Path(args.permissions).read_bytes(), type=Permissions)
         except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise CliError(f"cannot read permissions {args.permissions!r}: {exc}") from None
+            raise CliError(f"cannot read permissions '{args.permissions}': {exc}") from None
     with _locked(lock_path):
         if state_path.exists():
             raise CliError(f"session {session_id} already exists", stateFile=str(state_path))
@@ -136,7 +156,8 @@ def _load(session_id: str) -> tuple[SessionState, Permissions, Path]:
     try:
         permissions = msgspec.json.decode(permissions_path.read_bytes(), type=Permissions)
     except FileNotFoundError:
-        permissions = Permissions()
+        permissions = default_permissions()
+    _refuse_sessions_inside(session.project_path)
     return session, permissions, state_path
 
 
@@ -145,7 +166,8 @@ def _tool_call(session_id: str, tool: str, tool_args: dict, close_as: str | None
     status once the call succeeded."""
     with _locked(_paths(session_id)[2]):
         session, permissions, state_path = _load(session_id)
-        hv = Hypervisor(workspace=Path(session.project_path), permissions=permissions, session=session, state_file=state_path)
+        hv = Hypervisor(workspace=Path(session.project_path), permissions=permissions, session=session, state_file=state_path,
+                        private_dir=_private_dir(session_id))
         if session.status != "active":
             hv.finished = session.status  # the hypervisor refuses (and records) calls on a closed session
         result = asyncio.run(hv.call(tool, tool_args))

@@ -114,7 +114,7 @@ class HypervisorAgent:
 
 
 async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter: RunReporter, *, workdir: Path,
-                       env: dict[str, str], genv: dict[str, str], stop: Any = lambda: "") -> Outcome:
+                       env: dict[str, str], rg: workspace.RunGit, stop: Any = lambda: "") -> Outcome:
     """Run the CLI to its end. Returns the outcome; raises RunStopped (or LimitReached) when the run fails."""
     command = list(cfg.llm.command or [])
     hv_id, cli_id = f"{cfg.session_id}-hv", f"{cfg.session_id}-cli"
@@ -151,15 +151,15 @@ async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter:
         raise RunStopped(f"external CLI exited with code {code} before it called finish")
     outcome = agent.outcome
     outcome.summary = hv.finished or outcome.summary
-    await _note_unrecorded(hv, workdir, genv)
+    await _note_unrecorded(hv, rg)
     return outcome
 
 
-async def _note_unrecorded(hv: Hypervisor, workdir: Path, genv: dict[str, str]) -> None:
+async def _note_unrecorded(hv: Hypervisor, rg: workspace.RunGit) -> None:
     """A CLI is a process of its own: it could write files without asking the hypervisor. What the
     commit would carry that no write_file/edit recorded is named in the ledger before the commit."""
     try:
-        listed = await workspace.git(workdir, "ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard", env=genv)
+        listed = await workspace.git(rg, "ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard")
     except workspace.GitError:
         return  # no repository: nothing is committed
     written = {c.rel_path for c in hv.session.changes if isinstance(c, FileWriteChange)}

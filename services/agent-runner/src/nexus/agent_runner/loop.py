@@ -2,6 +2,9 @@
 
 import logging
 from collections.abc import Callable
+from typing import Any
+
+import msgspec
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec
@@ -9,6 +12,16 @@ from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.agents import Limits
 
 log = logging.getLogger("nexus.agent_runner.loop")
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {mask(str(k)): _masked(v, mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    return value
 
 
 class RunStopped(Exception):
@@ -47,7 +60,9 @@ async def run_loop(
         )
         if out.input_tokens + out.output_tokens > limits.max_tokens:
             raise LimitReached(f"token limit of {limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)")
-        messages.append(Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls))
+        # The history the model reads next is masked too: a value it produced never comes back to it.
+        calls = [msgspec.structs.replace(c, arguments=_masked(c.arguments, reporter.mask)) for c in completion.tool_calls]
+        messages.append(Message(role="assistant", content=reporter.mask(completion.text), tool_calls=calls))
         if not completion.tool_calls:
             out.summary = completion.text
             return out

@@ -7,15 +7,20 @@ import os
 import sys
 
 
-def _masker(secrets: dict[str, str]):
-    pairs = sorted(((v, f"${{secret:{k}}}") for k, v in secrets.items() if v), key=lambda p: -len(p[0]))
+def _mask_logs(mask) -> None:
+    """Every log line of this process (tracebacks too) goes out masked, like its events."""
+    import logging
 
-    def mask(text: str) -> str:
-        for value, ref in pairs:
-            text = text.replace(value, ref)
-        return text
+    class Masking(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = mask(record.getMessage()), None
+            if record.exc_info:
+                record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+            return True
 
-    return mask
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Masking())
 
 
 async def run(settings, environ: dict[str, str], *, announced: bool = False) -> int:
@@ -26,6 +31,7 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
 
     import msgspec
 
+    from nexus.agent_runner.hypervisor.secrets import SecretBox
     from nexus.agent_runner.reporter import RunReporter
     from nexus.agent_runner.settings import secrets_from_env
     from nexus.events.bus import connect
@@ -36,7 +42,9 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
     secrets = secrets_from_env(environ, cfg.secrets)
     nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}")
     js = nc.jetstream()
-    reporter = RunReporter(js, cfg.run_id, settings.attempt, masker=_masker(secrets))
+    mask = SecretBox(secrets).mask
+    _mask_logs(mask)
+    reporter = RunReporter(js, cfg.run_id, settings.attempt, masker=mask)
     if not announced:
         await reporter.status("running")
     reporter.start_heartbeat(settings.heartbeat_s)

@@ -9,9 +9,9 @@ from typing import Any
 import msgspec
 from nats.js import JetStreamContext
 
-from nexus.agent_runner import prompt, workspace
+from nexus.agent_runner import outgoing, prompt, workspace
+from nexus.agent_runner.hypervisor import Hypervisor, safegit
 from nexus.agent_runner.hypervisor.sandbox import describe as describe_sandbox
-from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.external import run_external
 from nexus.agent_runner.llm import make_provider
 from nexus.agent_runner.llm.base import Message, ToolSpec
@@ -68,6 +68,9 @@ class RunSession:
         self.approval_timeout_s = approval_timeout_s
         self.sandbox_mode = sandbox_mode
         self.rejection = ""  # set when a human rejects: the run stops with this reason
+        self.token: str | None = None  # the repository credential: only for the clone, fetch and push
+        self.rg = workspace.RunGit(work_tree=workdir, private=state_dir / "git", base=env)  # the git dir is runner-private
+        self.trailers: dict[str, str] = {}
 
     async def _inbox(self) -> RunInbox:
         if not self._inbox_started:
@@ -124,35 +127,35 @@ class RunSession:
     async def _run(self) -> None:
         cfg = self.cfg
         r = self.reporter
-        token = self.secrets.get(cfg.repo.credentials_secret) if cfg.repo and cfg.repo.credentials_secret else None
-        genv = workspace.git_env(self.env, token)
-        await workspace.prepare(cfg.repo, self.workdir, agent_id=cfg.agent_id, env=genv)
+        self.token = self.secrets.get(cfg.repo.credentials_secret) if cfg.repo and cfg.repo.credentials_secret else None
+        await workspace.prepare(cfg.repo, self.rg, agent_id=cfg.agent_id, token=self.token)
         session = SessionState(
             session_id=cfg.session_id, project_path=str(self.workdir), parent_session_id=cfg.parent_session_id,
             backend=backend(cfg), run_id=cfg.run_id, created_at=_now(), updated_at=_now(),
         )
         await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg))
-        trailers = {"Nexus-Run": cfg.run_id, "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}", "Nexus-Session": cfg.session_id}
+        self.trailers = {"Nexus-Run": cfg.run_id, "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}", "Nexus-Session": cfg.session_id}
         hv = Hypervisor(
             workspace=self.workdir, permissions=cfg.permissions, session=session,
             state_file=self.state_dir / f"{cfg.session_id}.json", secrets=self.secrets,
             recorder=r.change_recorder(cfg.session_id, cfg.parent_session_id), approver=self.approve,
-            spawner=self.spawn if cfg.meta else None, commit_trailers=trailers, base_env=self.env,
-            allowed_tools=cfg.tools or None, sandbox_mode=self.sandbox_mode,
+            spawner=self.spawn if cfg.meta else None, commit_trailers=self.trailers, base_env=self.env,
+            allowed_tools=cfg.tools or None, git_dir=self.rg.git_dir, private_dir=self.state_dir / "hypervisor",
+            sandbox_mode=self.sandbox_mode,
         )
         self.hv = hv
         confinement = f"commands are confined by {describe_sandbox(hv.sandbox)}"
         log.info(confinement)
         await r.log(confinement)
         try:
-            outcome = await (self._external(hv, genv) if cfg.llm.provider == "external" else self._model(hv))
+            outcome = await (self._external(hv) if cfg.llm.provider == "external" else self._model(hv))
         except RunStopped as exc:
-            await self._end(hv, "failed", str(exc), genv, None)
+            await self._end(hv, "failed", str(exc), None)
             return
         if cfg.meta and self.children:
             outcome.summary = await self._run_children(hv, outcome.summary)
         usage = Usage(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6))
-        await self._end(hv, "succeeded", "", genv, usage, summary=outcome.summary)
+        await self._end(hv, "succeeded", "", usage, summary=outcome.summary)
 
     async def _model(self, hv: Hypervisor) -> Outcome:
         cfg = self.cfg
@@ -164,11 +167,13 @@ class RunSession:
         finally:
             await provider.aclose()
 
-    async def _external(self, hv: Hypervisor, genv: dict[str, str]) -> Outcome:
+    async def _external(self, hv: Hypervisor) -> Outcome:
         """An external coding CLI is the brain: one more kernel agent of this session's tree."""
         kernel = self.tree.kernel if self.tree is not None else Kernel(id=f"runner-{self.cfg.session_id}")
         try:
-            return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=self.env, genv=genv,
+            # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
+            env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
+            return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg,
                                       stop=lambda: self.rejection)
         finally:
             if self.tree is None:
@@ -206,21 +211,25 @@ class RunSession:
         await hv.runner_call("note", {"message": "children finished:\n" + "\n".join(lines)})
         return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
 
-    async def _end(self, hv: Hypervisor, status: str, reason: str, genv: dict[str, str], usage: Usage | None, summary: str = "") -> None:
+    async def _end(self, hv: Hypervisor, status: str, reason: str, usage: Usage | None, summary: str = "") -> None:
         cfg = self.cfg
         commit_sha = ""
-        if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.workdir, genv):
+        if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.rg):
             title = cfg.task.title if cfg.task else cfg.task_id
-            result = await hv.runner_call("git_commit", {"message": f"{title}\n\n{summary}".strip()[:4000]})
+            message = outgoing.without_trailers(f"{title}\n\n{summary}".strip()[:4000]) or "Nexus run"
+            result = await hv.runner_call("git_commit", {"message": message})
             if not result.ok:
                 status, reason = "failed", f"commit refused: {result.error}"
         if status == "succeeded" and cfg.repo and cfg.permissions.can_commit:
-            commit_sha = await workspace.head(self.workdir, genv)
-            await workspace.push(self.workdir, cfg.repo.branch, genv)
-            if cfg.permissions.can_merge:
-                refused = await self._merge(hv, genv)
-                if refused:
-                    status, reason = "failed", refused
+            refused = await self._push(hv, cfg.repo.branch, provenance=True)
+            if refused:
+                status, reason = "failed", refused
+            else:
+                commit_sha = await workspace.head(self.rg)
+                if cfg.permissions.can_merge:
+                    refused = await self._merge(hv)
+                    if refused:
+                        status, reason = "failed", refused
         hv.seal_state()
         await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg),
                                     status="completed" if status == "succeeded" else "error")
@@ -233,7 +242,19 @@ class RunSession:
                 "run_id": cfg.run_id, "task_id": cfg.task_id, "status": status, "summary": summary[:2000], "reason": reason,
             })
 
-    async def _merge(self, hv: Hypervisor, genv: dict[str, str]) -> str:
+    async def _push(self, hv: Hypervisor, branch: str, *, provenance: bool) -> str:
+        """Push HEAD to `branch` unless what goes out holds a secret (the canary) or a commit the
+        hypervisor did not make. Returns "" when pushed, else why not (recorded in the ledger)."""
+        why = await outgoing.find_leak(self.rg, self.secrets)
+        if not why and provenance:
+            why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
+        if why:
+            await hv.refuse("push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}")
+            return f"push refused: {why}"
+        await workspace.push(self.rg, branch, self.token)
+        return ""
+
+    async def _merge(self, hv: Hypervisor) -> str:
         """Merge the run's branch into the target branch (can_merge, and approved where the agent asks
         for it). Returns "" when merged, else why not — which fails the run: a human said no."""
         repo = self.cfg.repo
@@ -245,8 +266,11 @@ class RunSession:
                 if refused:
                     return self.rejection or f"{action} not approved: {refused}"
         try:
-            merged = await workspace.merge_into(self.workdir, repo.target_branch, genv)
+            merged = await workspace.merge_into(self.rg, repo.target_branch, self.token)
         except workspace.GitError as exc:
             return f"merge into {repo.target_branch} failed: {exc}"
+        refused = await self._push(hv, repo.target_branch, provenance=False)
+        if refused:
+            return refused
         await self.reporter.log(f"merged {repo.branch} into {repo.target_branch} at {merged}")
         return ""

@@ -1,10 +1,18 @@
-"""The run's working tree: a fresh clone of the registered repo on the run's own branch."""
+"""The run's working tree: a fresh clone of the registered repo on the run's own branch.
+
+The work tree is the agent's workspace; the git directory is NOT in it: it lives in a runner-private
+directory (`RunGit.git_dir`), named to git by GIT_DIR/GIT_WORK_TREE, so no command an agent runs can
+write git's config, hooks or objects. Every git call goes through `safegit` (isolated config, no
+hooks, fsmonitor, filters or helpers); the repository credential is handed only to the single
+clone, fetch or push invocation that talks to the remote."""
 
 import asyncio
-import base64
 import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from nexus.agent_runner.hypervisor import safegit
 from nexus.events.payloads import RepoSpec
 
 
@@ -12,72 +20,120 @@ class GitError(Exception):
     pass
 
 
-def git_env(base: dict[str, str], token: str | None) -> dict[str, str]:
-    """Credentials travel as an HTTP header set through GIT_CONFIG_* variables: never in argv,
-    never in .git/config, never in a URL that a log could print."""
-    env = {**base, "GIT_TERMINAL_PROMPT": "0"}
-    if token:
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
-    return env
+@dataclass
+class RunGit:
+    """Where the run's repository lives: the agent's work tree and the runner's private parts."""
+
+    work_tree: Path
+    private: Path  # runner-only: the git directory and git's empty HOME
+    base: dict[str, str] = field(default_factory=dict)  # PATH, locale (no secrets, no credential)
+    sealed: str = ""  # safegit.steering_digest once the runner wrote the config: any change stops git
+
+    def check_sealed(self) -> None:
+        if self.sealed and safegit.steering_digest(self.git_dir) != self.sealed:
+            raise GitError("the run's git directory was changed outside the runner (config, attributes or alternates); git refused")
+
+    @property
+    def git_dir(self) -> Path:
+        return self.private / "repo.git"
+
+    @property
+    def home(self) -> Path:
+        return self.private / "home"
+
+    def env(self, *, repo: bool = True) -> dict[str, str]:
+        return safegit.env(self.base, self.home, git_dir=self.git_dir if repo else None, work_tree=self.work_tree if repo else None)
 
 
-async def git(cwd: Path, *args: str, env: dict[str, str]) -> str:
+async def run_git(rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True,
+                  check: bool = True) -> tuple[int, bytes]:
+    if repo:
+        rg.check_sealed()
+    env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
+    cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
     proc = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+        *safegit.argv(*args), cwd=str(cwd), env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
+    out, err = await proc.communicate(stdin)
+    if check and proc.returncode != 0:
         raise GitError(f"git {args[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()[:1000]}")
-    return out.decode(errors="replace").strip()
+    return proc.returncode or 0, out
 
 
-async def prepare(repo: RepoSpec | None, path: Path, *, agent_id: str, env: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if repo is None:
-        path.mkdir(parents=True, exist_ok=True)
-        await git(path, "init", "-q", "-b", "main", env=env)
-    else:
-        if path.exists() and (path / ".git").exists():
-            # A retried attempt in the same place starts clean from the registered ref.
-            import shutil
+async def git(rg: RunGit, *args: str, token: str | None = None) -> str:
+    return (await run_git(rg, *args, token=token))[1].decode(errors="replace").strip()
 
+
+def reset(rg: RunGit) -> None:
+    """A retried attempt in the same place starts clean: no work tree, no git directory."""
+    for path in (rg.work_tree, rg.git_dir):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
             shutil.rmtree(path)
-        await git(path.parent, "clone", "-q", "--branch", repo.ref, "--single-branch", repo.url, str(path), env=env)
-        await git(path, "checkout", "-q", "-b", repo.branch, env=env)
-    await git(path, "config", "user.name", f"Nexus agent {agent_id}", env=env)
-    await git(path, "config", "user.email", f"{agent_id}@agents.nexus.invalid", env=env)
 
 
-async def has_changes(path: Path, env: dict[str, str]) -> bool:
-    return bool(await git(path, "status", "--porcelain", env=env))
+async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: str | None) -> None:
+    reset(rg)
+    rg.sealed = ""
+    safegit.private_dir(rg.private)
+    safegit.private_dir(rg.home)
+    rg.work_tree.parent.mkdir(parents=True, exist_ok=True)
+    if repo is None:
+        rg.work_tree.mkdir()
+        await git(rg, "init", "-q", "-b", "main")
+    else:
+        await clone(repo, rg, token)
+        await git(rg, "reset", "-q", "--hard", "HEAD")  # the checkout, without the credential
+        await git(rg, "checkout", "-q", "-b", repo.branch)
+    await git(rg, "config", "core.bare", "false")
+    await git(rg, "config", "user.name", f"Nexus agent {agent_id}")
+    await git(rg, "config", "user.email", f"{agent_id}@agents.nexus.invalid")
+    if (rg.work_tree / ".git").exists() or (rg.work_tree / ".git").is_symlink():
+        raise GitError("the workspace holds a .git entry after preparing it")
+    rg.sealed = safegit.steering_digest(rg.git_dir)
 
 
-async def head(path: Path, env: dict[str, str]) -> str:
+async def clone(repo: RepoSpec, rg: RunGit, token: str | None) -> None:
+    """The one networked step of preparing: objects and refs only (no checkout), into the private
+    git directory; the `.git` pointer file git leaves in the work tree is removed."""
+    await run_git(rg, "clone", "-q", "--no-checkout", "--single-branch", "--no-tags", "--branch", repo.ref,
+                  f"--separate-git-dir={rg.git_dir}", "--", repo.url, str(rg.work_tree), token=token, repo=False)
+    os.unlink(rg.work_tree / ".git")
+
+
+async def has_changes(rg: RunGit) -> bool:
+    return bool(await git(rg, "status", "--porcelain", "--untracked-files=all"))
+
+
+async def head(rg: RunGit) -> str:
     try:
-        return await git(path, "rev-parse", "HEAD", env=env)
+        return await git(rg, "rev-parse", "--verify", "-q", "HEAD")
     except GitError:
         return ""
 
 
-async def push(path: Path, branch: str, env: dict[str, str]) -> None:
-    await git(path, "push", "-q", "origin", f"HEAD:refs/heads/{branch}", env=env)
+async def push(rg: RunGit, branch: str, token: str | None) -> None:
+    """Push HEAD to `branch` (the caller has checked what goes out: see outgoing.py)."""
+    await git(rg, "push", "-q", "origin", f"HEAD:refs/heads/{branch}", token=token)
+
+
+async def fetch(rg: RunGit, branch: str, token: str | None) -> None:
+    await git(rg, "fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", token=token)
 
 
 def base_env(environ: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")} | {"HOME": environ.get("HOME", os.getcwd())}
+    """What the run's commands and git inherit from the runner: PATH and locale, never its HOME."""
+    return {k: v for k, v in environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
 
 
-async def merge_into(path: Path, target: str, env: dict[str, str]) -> str:
-    """Bring the pushed run branch into `target` on the remote: fast-forward when the target has not
-    moved, else a merge commit on top of the target (a conflict raises GitError). Returns the new sha."""
-    await git(path, "fetch", "-q", "origin", f"refs/heads/{target}", env=env)
-    ff = await asyncio.create_subprocess_exec(
-        "git", "merge-base", "--is-ancestor", "FETCH_HEAD", "HEAD", cwd=str(path), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    if await ff.wait() != 0:
-        await git(path, "merge", "-q", "--no-edit", "FETCH_HEAD", env=env)
-    await git(path, "push", "-q", "origin", f"HEAD:refs/heads/{target}", env=env)
-    return await head(path, env)
+async def merge_into(rg: RunGit, target: str, token: str | None) -> str:
+    """Bring the run branch into `target` locally: fast-forward when the target has not moved, else a
+    merge commit on top of it (a conflict raises GitError). Returns the sha to push to `target`."""
+    await fetch(rg, target, token)
+    fetched = f"refs/remotes/origin/{target}"
+    code, _ = await run_git(rg, "merge-base", "--is-ancestor", fetched, "HEAD", check=False)
+    if code != 0:
+        await git(rg, "merge", "-q", "--no-edit", fetched)
+    return await head(rg)

@@ -7,11 +7,14 @@ back as ToolResult(ok=False) and a RefusedChange. Secret values never leave: eve
 error, change and approval detail is masked back to `${secret:NAME}`."""
 
 import asyncio
+import functools
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -19,10 +22,10 @@ from typing import Any
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox
+from nexus.agent_runner.hypervisor import cmdparse, commands, patches, safegit, sandbox, search
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
-from nexus.agent_runner.hypervisor.secrets import SecretBox, UnknownSecret
+from nexus.agent_runner.hypervisor.secrets import SecretBox, UnknownSecret, printable
 from nexus.agent_runner.hypervisor.state import now_iso, write_state
 from nexus.agent_runner.hypervisor.tools import TOOLS, ToolResult, ToolSpecJSON, spec
 from nexus.domain.agents import Permissions
@@ -49,14 +52,9 @@ MAX_SEARCH_LINE_CHARS = 300
 SEARCH_TIMEOUT_S = 20.0
 GIT_TIMEOUT_S = 60.0
 _DETAIL_CHARS = 2000
-_GIT_HARDENING = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "commit.gpgSign=false")
-_FORGED_TRAILER = re.compile(r"^\s*nexus-[\w-]*\s*:", re.IGNORECASE)
-_LINK_MODES = re.compile(r"^(?:new file mode|new mode|index \S+) (?:120000|160000)\s*$", re.MULTILINE)
-# Paths a patch names in its headers (a `---` line counts only when a `+++` line follows it).
-_PATCH_PATHS = re.compile(
-    r"^(?:--- (?P<old>[^\t\n]+)[^\n]*\n\+\+\+ (?P<new>[^\t\n]+)|diff --git (?P<git>.+)|(?:rename|copy) (?:from|to) (?P<moved>.+))$",
-    re.MULTILINE,
-)
+GIT_LOG_ENTRIES = 50
+_FORGED_TRAILER = re.compile(r"^\s*nexus-[\w-]*\s*:", re.IGNORECASE | re.MULTILINE)
+_PATH_TOOLS = ("read_file", "write_file", "edit_file", "list_dir", "search_text")
 
 Recorder = Callable[[SessionChange], Awaitable[None]]
 Approver = Callable[[str, str], Awaitable[bool]]
@@ -84,7 +82,14 @@ class Hypervisor:
         *,
         allowed_tools: Iterable[str] | None = None,
         sandbox_mode: str = "auto",
+        git_dir: Path | None = None,
+        private_dir: Path | None = None,
     ) -> None:
+        """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
+        git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
+        hooks and drivers cannot be trusted. `private_dir`: the hypervisor's own room outside
+        the workspace (git's empty HOME, the commands' HOME, scratch space); a fresh temporary
+        directory when not given."""
         self._ws = Workspace(workspace)
         self.workspace = Path(self._ws.root)
         self.permissions = permissions
@@ -96,7 +101,22 @@ class Hypervisor:
         self._spawner = spawner
         self._trailers = dict(commit_trailers)
         base = dict(base_env) if base_env is not None else commands.default_base_env(self._ws.root)
+        if private_dir is None:
+            private_dir = Path(tempfile.mkdtemp(prefix="nexus-hv-"))
+            weakref.finalize(self, shutil.rmtree, private_dir, True)  # ours: gone with the hypervisor
+        private = safegit.private_dir(Path(private_dir))
+        self._scratch = safegit.private_dir(private / "scratch")
         self._env = commands.scrub_env(base, self._ws.root, self._secrets.values)
+        # Commands never get the workspace (nor the runner's) HOME, nor a global or system git config.
+        self._env.update(HOME=str(safegit.private_dir(private / "home")), GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1",
+                         GIT_CEILING_DIRECTORIES=os.path.dirname(self._ws.root))
+        self._env.pop("XDG_CONFIG_HOME", None)
+        self._git_dir = git_dir
+        self._git_sealed = safegit.steering_digest(git_dir) if git_dir is not None else ""
+        self._git_env = safegit.env(self._env, safegit.private_dir(private / "git-home"), git_dir=git_dir, work_tree=self.workspace)
+        # git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR).
+        self._nonrepo_git_env = safegit.env(self._env, private / "git-home") | {"GIT_CEILING_DIRECTORIES": str(self._scratch)}
+        self._program_dirs = commands.program_dirs(self._env)
         self._cmd_env = commands.command_env(self._env)
         self.sandbox = sandbox.detect(sandbox_mode)  # how agent commands are confined: bwrap, landlock or none
         self.session.sandbox = self.sandbox
@@ -123,14 +143,24 @@ class Hypervisor:
 
     async def _call(self, tool_name: str, args: dict, *, own: bool) -> ToolResult:
         async with self._lock:
-            tool = tool_name if isinstance(tool_name, str) else repr(tool_name)
+            tool = tool_name if isinstance(tool_name, str) else f"<{type(tool_name).__name__}>"
             try:
                 result = await self._dispatch(tool, args, own=own)
             except Refused as refusal:
-                detail = self._mask(refusal.detail)[:_DETAIL_CHARS]
-                await self._record(RefusedChange(tool=tool[:200], reason=refusal.reason, detail=detail, timestamp=now_iso()))
+                detail = await self._refused(tool, refusal)
                 result = ToolResult(ok=False, error=f"refused ({refusal.reason}): {detail}" if detail else f"refused ({refusal.reason})")
             return ToolResult(ok=result.ok, output=self._mask(result.output), error=self._mask(result.error))
+
+    async def refuse(self, action: str, reason: str, detail: str) -> None:
+        """Record a refusal of the runner's own (a push the canary stopped): in the ledger like a tool's."""
+        async with self._lock:
+            await self._refused(action, Refused(reason, detail))
+
+    async def _refused(self, tool: str, refusal: Refused) -> str:
+        """Record the refusal; returns its detail as shown: masked first, then cut, never repr()'d."""
+        detail = printable(self._mask(refusal.detail))[:_DETAIL_CHARS]
+        await self._record(RefusedChange(tool=printable(self._mask(tool))[:200], reason=refusal.reason, detail=detail, timestamp=now_iso()))
+        return detail
 
     async def gate(self, action: str, detail: str) -> str:
         """The runner's own gated actions (merge, push to the default branch), asked for and
@@ -139,9 +169,7 @@ class Hypervisor:
             try:
                 await self._ask(action, detail)
             except Refused as refusal:
-                why = self._mask(refusal.detail)[:_DETAIL_CHARS]
-                await self._record(RefusedChange(tool=action[:200], reason=refusal.reason, detail=why, timestamp=now_iso()))
-                return f"refused ({refusal.reason}): {why}"
+                return f"refused ({refusal.reason}): {await self._refused(action, refusal)}"
             return ""
 
     # --- plumbing --------------------------------------------------------------------------
@@ -153,7 +181,7 @@ class Hypervisor:
 
     async def _dispatch(self, tool: str, args: Any, *, own: bool = False) -> ToolResult:
         if tool not in TOOLS:
-            raise Refused("unknown-tool", f"there is no tool {tool[:200]!r}; tools: {', '.join(TOOLS)}")
+            raise Refused("unknown-tool", f"there is no tool '{tool[:200]}'; tools: {', '.join(TOOLS)}")
         if not own and self._allowed is not None and tool not in self._allowed:
             raise Refused("tool-not-allowed", f"this agent may not use {tool}")
         if not own and self.finished is not None:
@@ -164,6 +192,8 @@ class Hypervisor:
             parsed = msgspec.convert(args, TOOLS[tool][0])
         except msgspec.ValidationError as exc:
             raise Refused("invalid-arguments", str(exc)) from None
+        if tool in _PATH_TOOLS:
+            self._no_secret_in_path(parsed.path)
         handler = getattr(self, f"_tool_{tool}")
         try:
             return await handler(parsed)
@@ -172,6 +202,10 @@ class Hypervisor:
 
     def _mask(self, text: str) -> str:
         return self._secrets.mask(text)
+
+    def _no_secret_in_path(self, path: str) -> None:
+        if self._secrets.contains_secret(path):
+            raise Refused("secret-in-path", f"{self._mask(path)}: a secret's value may not be part of a path")
 
     def _mask_change(self, change: Any) -> Any:
         masked = {
@@ -225,9 +259,14 @@ class Hypervisor:
                 await self._ask(entry, rel)
                 return
 
-    async def _git(self, *args: str) -> commands.CommandOutcome:
+    async def _git(self, *args: str, cwd: str | None = None, repo: bool = True) -> commands.CommandOutcome:
+        """Git with the config isolated and every code-running knob off (safegit); never the agent's env."""
+        if repo and self._git_dir is None:
+            raise Refused("no-repository", "this session has no repository outside the workspace; the git tools need one")
+        if repo and self._git_dir is not None and safegit.steering_digest(self._git_dir) != self._git_sealed:
+            raise Refused("git-tampered", "the repository's git directory was changed outside the hypervisor; git refused")
         return await commands.execute(
-            ["git", *_GIT_HARDENING, *args], cwd=self._ws.root, env=self._env,
+            safegit.argv(*args), cwd=cwd or self._ws.root, env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S, max_output=self.permissions.commands.max_output_bytes,
         )
 
@@ -236,6 +275,7 @@ class Hypervisor:
         return self._secrets.mask_cut(text) if outcome.truncated else text
 
     async def _write(self, rel: str, data: bytes) -> ToolResult:
+        self._no_secret_in_path(rel)
         await self._approve_write(rel)
         self._ws.write_bytes(rel, data)
         await self._record(FileWriteChange(rel_path=rel, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), timestamp=now_iso()))
@@ -282,40 +322,32 @@ class Hypervisor:
         patch = args.patch.encode()
         if len(patch) > MAX_WRITE_BYTES:
             raise Refused("too-large", f"the patch is {len(patch)} bytes")
-        if _LINK_MODES.search(args.patch):
-            raise Refused("symlink", "patches may not create symlinks or submodules")
-        fd, patch_file = tempfile.mkstemp(prefix="nexus-patch-", suffix=".diff")
+        scratch = tempfile.mkdtemp(prefix="patch-", dir=self._scratch)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(patch)
-            return await self._apply(args.patch, patch_file)
+            return await self._apply(patch, Path(scratch))
         finally:
-            os.unlink(patch_file)
+            shutil.rmtree(scratch, ignore_errors=True)
 
-    async def _apply(self, patch: str, patch_file: str) -> ToolResult:
-        for path in _named_paths(patch):  # our own reading of the headers, before git's
-            self._ws.resolve(path, writing=True)
-        numstat = await self._git("apply", "--numstat", "-z", patch_file)
-        if numstat.exit_code != 0:
-            raise Refused("invalid-patch", self._decode(numstat).strip())
-        # numstat -z: "added\tdeleted\tpath\0", or "added\tdeleted\t\0from\0to\0" for renames.
-        touched = {p.split("\t")[-1] for p in numstat.output.decode(errors="replace").split("\0") if p.split("\t")[-1]}
-        if not touched:
-            raise Refused("invalid-patch", "the patch touches no file")
-        rels = sorted({self._ws.resolve(path, writing=True) for path in touched})
+    async def _apply(self, patch: bytes, scratch: Path) -> ToolResult:
+        """git's own parser lists what the patch touches and with which modes; the patch is applied to
+        private copies of those files, and each result is written back path-safely (patches.py)."""
+        git = functools.partial(self._git, repo=False)
+        plan = await patches.plan(patch, scratch, git)
+        rels = []
+        for path in plan.paths:
+            self._no_secret_in_path(path)
+            rel = self._ws.resolve(path, writing=True)
+            if rel != os.path.normpath(path):
+                raise Refused("symlink", f"{path}: a patch may not go through a symlinked directory")
+            rels.append(rel)
+        plan.paths = rels
         for rel in rels:
             await self._approve_write(rel)
-        applied = await self._git("apply", "--whitespace=nowarn", patch_file)
-        if applied.exit_code != 0:
-            raise Refused("patch-failed", self._decode(applied).strip())
-        for rel in rels:
-            try:
-                data, _ = self._ws.read_bytes(rel, MAX_WRITE_BYTES)
-            except Refused:  # deleted (or renamed away) by the patch
-                data = b""
-            digest = hashlib.sha256(data).hexdigest() if data else ""
-            await self._record(FileWriteChange(rel_path=rel, bytes=len(data), sha256=digest, timestamp=now_iso()))
-        return ToolResult(ok=True, output="applied to " + ", ".join(rels))
+        results = await patches.apply(plan, self._ws, git)
+        for rel, data in results:
+            digest = hashlib.sha256(data).hexdigest() if data is not None else ""
+            await self._record(FileWriteChange(rel_path=rel, bytes=len(data or b""), sha256=digest, timestamp=now_iso()))
+        return ToolResult(ok=True, output="applied to " + ", ".join(rel for rel, _ in results))
 
     async def _tool_list_dir(self, args: Any) -> ToolResult:
         rel = self._ws.resolve(args.path)
@@ -333,29 +365,28 @@ class Hypervisor:
         return ToolResult(ok=True, output="\n".join(lines))
 
     async def _tool_search_text(self, args: Any) -> ToolResult:
+        """grep -E over a masked copy of the files: a secret's value can be neither shown nor probed."""
         rel = self._ws.resolve(args.path)
         if not args.pattern:
             raise Refused("invalid-arguments", "the pattern is empty")
-        argv = ["grep", "-rnIE", "--null", "--devices=skip", "--exclude-dir=.git", "--color=never", "-e", args.pattern, "--", rel]
-        outcome = await commands.execute(
-            argv, cwd=self._ws.root, env=self._env, timeout_s=SEARCH_TIMEOUT_S,
-            max_output=self.permissions.commands.max_output_bytes,
-        )
-        if outcome.exit_code == 1 and not outcome.timed_out:
-            return ToolResult(ok=True, output="no matches")
+        scratch = tempfile.mkdtemp(prefix="search-", dir=self._scratch)
+        try:
+            skipped = search.masked_copy(self._ws, rel, Path(scratch), self._secrets)
+            argv = ["grep", "-rnIE", "--null", "--devices=skip", "--color=never", "-e", args.pattern, "--", rel]
+            outcome = await commands.execute(
+                argv, cwd=scratch, env=self._env, timeout_s=SEARCH_TIMEOUT_S,
+                max_output=self.permissions.commands.max_output_bytes,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         if outcome.exit_code not in (0, 1) and not outcome.timed_out:
             raise Refused("invalid-pattern", self._decode(outcome).strip())
-        matches = []
-        for line in self._decode(outcome).splitlines():
-            path, _, rest = line.partition("\0")  # --null: "path\0lineno:text"
-            number, _, text = rest.partition(":")
-            if number.isdigit():
-                matches.append((path.removeprefix("./"), int(number), text))
-        matches.sort()
-        shown = [f"{path}:{number}:{text}"[:MAX_SEARCH_LINE_CHARS] for path, number, text in matches[:MAX_SEARCH_LINES]]
-        if len(matches) > MAX_SEARCH_LINES or outcome.truncated or outcome.timed_out:
+        shown = search.format_matches(self._decode(outcome), MAX_SEARCH_LINES, MAX_SEARCH_LINE_CHARS)
+        if outcome.truncated or outcome.timed_out:
             shown.append("[more matches not shown; narrow the pattern or the path]")
-        return ToolResult(ok=True, output="\n".join(shown))
+        if skipped:
+            shown.append(f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, hard-linked, or over the total]")
+        return ToolResult(ok=True, output="\n".join(shown) if shown else "no matches")
 
     # --- commands --------------------------------------------------------------------------
 
@@ -377,7 +408,7 @@ class Hypervisor:
             await self._ask(entry, rel)
         timeout = min(args.timeout_s, policy.timeout_s) if args.timeout_s else policy.timeout_s
         spec = sandbox.Spec(workspace=self._ws.root, network=policy.network, programs=plan.programs,
-                            limits=sandbox.Limits(cpu_s=int(timeout) + 5))
+                            limits=sandbox.Limits(cpu_s=int(timeout) + 5), home=self._env.get("HOME"))
         longest = max((len(v.encode()) for v in self._secrets.values), default=0)
         outcome = await commands.execute(
             plan.argv, cwd=self._ws.root, env={**self._cmd_env, **secret_env}, timeout_s=timeout,
@@ -406,28 +437,44 @@ class Hypervisor:
         return self._decode(outcome)
 
     async def _tool_git_status(self, args: Any) -> ToolResult:
-        return ToolResult(ok=True, output=await self._git_or_refuse("status", "--short", "--branch"))
+        return ToolResult(ok=True, output=await self._git_or_refuse("status", "--short", "--branch", "--untracked-files=all"))
+
+    async def _has_head(self) -> bool:
+        return (await self._git("rev-parse", "--verify", "-q", "HEAD")).exit_code == 0
 
     async def _tool_git_diff(self, args: Any) -> ToolResult:
-        has_head = (await self._git("rev-parse", "--verify", "-q", "HEAD")).exit_code == 0
-        diff = ("diff", "--no-ext-diff", "--no-textconv", "--no-color", *(["HEAD"] if has_head else []))
+        diff = ("diff", *safegit.NO_DRIVERS, "--no-color", *(["HEAD"] if await self._has_head() else []))
         return ToolResult(ok=True, output=await self._git_or_refuse(*diff) or "no changes")
+
+    async def _tool_git_log(self, args: Any) -> ToolResult:
+        if not await self._has_head():
+            return ToolResult(ok=True, output="no commits yet")
+        fmt = "--format=%h %ad %an%n    %s"
+        log = ("log", *safegit.NO_DRIVERS, "--no-color", "--date=short", f"--max-count={GIT_LOG_ENTRIES}", fmt, "HEAD", "--")
+        return ToolResult(ok=True, output=await self._git_or_refuse(*log))
 
     async def _tool_git_commit(self, args: Any) -> ToolResult:
         if not self.permissions.can_commit:
             raise Refused("not-permitted", "this agent may not commit (can_commit is false)")
-        message = "\n".join(line for line in args.message.splitlines() if not _FORGED_TRAILER.match(line)).strip()
+        if _FORGED_TRAILER.search(args.message):
+            raise Refused("forged-trailer", "a commit message may not carry Nexus-* lines: only the runner adds those trailers")
+        message = args.message.strip()
         if not message or len(message) > MAX_NOTE_CHARS:
-            raise Refused("invalid-arguments", "the commit message is empty (Nexus-* trailers are the hypervisor's) or too long")
+            raise Refused("invalid-arguments", "the commit message is empty or too long")
         await self._git_or_refuse("add", "-A")
-        if (await self._git("diff", "--cached", "--quiet")).exit_code == 0:
+        if (await self._git("diff", "--cached", "--quiet", *safegit.NO_DRIVERS)).exit_code == 0:
             raise Refused("nothing-to-commit", "there are no changes to commit")
+        staged = await self._git("diff", "--cached", "--name-only", "-z", "--no-renames", *safegit.NO_DRIVERS)
+        for path in staged.output.decode(errors="surrogateescape").split("\0"):
+            if self._secrets.contains_secret(path):
+                await self._git("reset", "-q")
+                raise Refused("secret-in-path", f"{self._mask(path)}: a secret's value may not be part of a committed path")
         trailers = {**self._trailers, "Nexus-Ledger": self.ledger_hash}
         body = message + "\n\n" + "\n".join(f"{key}: {value}" for key, value in trailers.items())
         identity = [] if (await self._git("config", "user.email")).exit_code == 0 else [
             "-c", "user.name=Nexus Agent", "-c", "user.email=agent@nexus.invalid"
         ]
-        await self._git_or_refuse(*identity, "commit", "-q", "--no-verify", "-m", body)
+        await self._git_or_refuse(*identity, "commit", "-q", "--no-verify", "--cleanup=verbatim", "-m", body)
         sha = (await self._git_or_refuse("rev-parse", "HEAD")).strip()
         branch = (await self._git_or_refuse("rev-parse", "--abbrev-ref", "HEAD")).strip()
         await self._record(GitCommitChange(sha=sha, branch=branch, message=message, timestamp=now_iso()))
@@ -449,6 +496,8 @@ class Hypervisor:
     async def _tool_spawn_child(self, args: Any) -> ToolResult:
         if self._spawner is None:
             raise Refused("not-permitted", "spawn_child is only for meta sessions")
+        for path in args.target_files:
+            self._no_secret_in_path(path)
         targets = [self._ws.resolve(path, writing=True) for path in args.target_files]
         request = {"title": args.title, "description": args.description, "target_files": targets}
         if args.agent:
@@ -470,17 +519,3 @@ class Hypervisor:
         self.finished = self._mask(args.summary)
         await self._record(NoteChange(message=f"finished: {args.summary}", timestamp=now_iso()))
         return ToolResult(ok=True, output="session finished")
-
-
-def _named_paths(patch: str) -> set[str]:
-    named: set[str] = set()
-    for match in _PATCH_PATHS.finditer(patch):
-        if match.group("git"):
-            raws = match.group("git").split(" ")  # unquoted "a/x b/x"; odd names are still checked by git's list
-        else:
-            raws = [g for g in (match.group("old"), match.group("new"), match.group("moved")) if g]
-        for raw in raws:
-            raw = raw.strip().strip('"')
-            if raw and raw != "/dev/null":
-                named.add(raw[2:] if raw[:2] in ("a/", "b/") and not match.group("moved") else raw)
-    return named

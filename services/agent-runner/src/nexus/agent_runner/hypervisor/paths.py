@@ -39,16 +39,16 @@ class Workspace:
         if "\x00" in user_path:
             raise Refused("invalid-path", "the path contains a NUL byte")
         if os.path.isabs(user_path):
-            raise Refused("absolute-path", f"{user_path!r}: paths are relative to the workspace")
+            raise Refused("absolute-path", f"'{user_path}': paths are relative to the workspace")
         parts = user_path.split("/")
         if ".." in parts:
-            raise Refused("path-escape", f"{user_path!r}: '..' is not allowed")
+            raise Refused("path-escape", f"'{user_path}': '..' is not allowed")
         joined = os.path.join(self.root, user_path)
         real = os.path.realpath(joined)
         if any(_within(real, special) for special in _SPECIAL_ROOTS):
-            raise Refused("special-filesystem", f"{user_path!r} resolves into {real}")
+            raise Refused("special-filesystem", f"'{user_path}' resolves into {real}")
         if not _within(real, self.root):
-            raise Refused("outside-workspace", f"{user_path!r} resolves outside the workspace")
+            raise Refused("outside-workspace", f"'{user_path}' resolves outside the workspace")
         rel = os.path.relpath(real, self.root)
         if writing:
             self._check_writable(user_path, joined, rel)
@@ -58,9 +58,9 @@ class Workspace:
         if rel == ".":
             raise Refused("invalid-path", "the workspace itself is not a file")
         if any(_is_git_part(p) for p in user_path.split("/") + rel.split(os.sep)):
-            raise Refused("git-internals", f"{user_path!r}: the .git directory is not writable")
+            raise Refused("git-internals", f"'{user_path}': the .git directory is not writable")
         if os.path.islink(joined.rstrip("/")):
-            raise Refused("symlink", f"{user_path!r} is a symlink; writes never go through one")
+            raise Refused("symlink", f"'{user_path}' is a symlink; writes never go through one")
 
     # --- opening, one component at a time -------------------------------------------------
 
@@ -80,9 +80,9 @@ class Workspace:
                 try:
                     nfd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
                 except FileNotFoundError:
-                    raise Refused("not-found", f"{rel}: no such directory {part!r}") from None
+                    raise Refused("not-found", f"{rel}: no such directory '{part}'") from None
                 except OSError as exc:  # ELOOP/ENOTDIR: a symlink or file swapped in
-                    raise Refused("not-a-directory", f"{rel}: {part!r} is not a plain directory ({exc.strerror})") from None
+                    raise Refused("not-a-directory", f"{rel}: '{part}' is not a plain directory ({exc.strerror})") from None
                 os.close(dfd)
                 dfd = nfd
         except BaseException:
@@ -133,19 +133,54 @@ class Workspace:
         finally:
             os.close(fd)
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        """Replace (or create) the regular file `rel` with `data`, atomically."""
+    def mode(self, rel: str) -> int | None:
+        """The permission bits of the regular file `rel`, None when there is no such file."""
+        try:
+            dfd, name = self._open_parent(rel)
+        except Refused as refusal:
+            if refusal.reason == "not-found":
+                return None
+            raise
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(dfd)
+        _require_regular(rel, st)
+        return stat.S_IMODE(st.st_mode)
+
+    def remove(self, rel: str) -> None:
+        """Delete the regular file `rel` (never through a symlinked parent); gone already is fine."""
+        try:
+            dfd, name = self._open_parent(rel)
+        except Refused as refusal:
+            if refusal.reason == "not-found":
+                return
+            raise
+        try:
+            try:
+                _require_regular(rel, os.stat(name, dir_fd=dfd, follow_symlinks=False))
+            except FileNotFoundError:
+                return
+            os.unlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+
+    def write_bytes(self, rel: str, data: bytes, mode: int | None = None) -> None:
+        """Replace (or create) the regular file `rel` with `data`, atomically; `mode` or the old one's."""
         dfd, name = self._open_parent(rel, create=True)
         tmp = f".{name[:80]}.nexus-{secrets.token_hex(6)}.tmp"
         try:
-            mode = 0o644
+            new_mode = 0o644
             try:
                 existing = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
                 pass
             else:
                 _require_regular(rel, existing)
-                mode = stat.S_IMODE(existing.st_mode)
+                new_mode = stat.S_IMODE(existing.st_mode)
+            mode = new_mode if mode is None else mode
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
             try:
                 try:

@@ -1,6 +1,7 @@
 """Secret references: the model writes `${secret:NAME}`; the value exists only in a running
-command's argv, and every value is masked back to its reference in whatever the model, the
-ledger, events or logs get to see.
+command, and every value is masked back to its reference in whatever the model, the ledger,
+events or logs get to see. This is the one masking implementation: the runner's reporter uses it too.
+Masking comes before any cut or search (mask_cut, search.masked_copy).
 
 Masking is literal: a command that transforms a value (base64, reversal, splitting it across
 lines) is out of scope; the policy, not the mask, is what stops that."""
@@ -58,5 +59,22 @@ class SecretBox:
             cut = max([cut] + [size for size in range(1, len(value)) if text.endswith(value[:size])])
         return text[: len(text) - cut]
 
+    def mask_bytes(self, data: bytes) -> bytes:
+        """`mask` for raw file content (any encoding: the values are matched as UTF-8 bytes)."""
+        for value, ref in self._masks:
+            raw = value.encode()
+            if raw in data:
+                data = data.replace(raw, ref.encode())
+        return data
+
     def contains_secret(self, text: str) -> bool:
         return any(value in text for value, _ in self._masks)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """A (masked) text fit for an error message or a log line: control characters become '?'.
+    Used instead of repr(), whose escaping would hide a secret containing a backslash from the mask."""
+    return _CONTROL.sub("?", text)

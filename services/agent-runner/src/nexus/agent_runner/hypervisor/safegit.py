@@ -1,0 +1,94 @@
+"""Git that nothing an agent writes can steer: the one way the runner and the hypervisor call git.
+
+Every invocation gets
+- an environment built from nothing: PATH, locale, an empty private HOME, `GIT_CONFIG_GLOBAL=/dev/null`
+  and `GIT_CONFIG_NOSYSTEM=1` (so no global or system config, hence no aliases, filter, textconv,
+  diff or merge drivers can be defined anywhere but in the repository's own config, which lives in
+  a runner-private git directory and is written only by the runner);
+- `-c` overrides that switch off what could still run code or reach out: hooks, fsmonitor, the
+  untracked cache, signing, pagers, credential helpers, the `ext::` transport;
+- the repository named by GIT_DIR/GIT_WORK_TREE when the git directory lives outside the work tree,
+  so a `.git` an agent plants in the workspace is never read.
+A `.gitattributes` naming `filter=x`, `diff=x` or `merge=x` stays inert: with the config isolated,
+no such driver is defined. The credential is added by `with_credential` to the environment of the
+single invocation that talks to the remote, and to no other."""
+
+import base64
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+HARDENING: tuple[str, ...] = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "core.untrackedCache=false",
+    "-c", "core.attributesFile=/dev/null",
+    "-c", "core.pager=cat",
+    "-c", "core.askPass=",
+    "-c", "credential.helper=",
+    "-c", "commit.gpgSign=false",
+    "-c", "tag.gpgSign=false",
+    "-c", "protocol.ext.allow=never",
+    "-c", "submodule.recurse=false",
+)
+# Options that keep diff-like commands from running an external diff or a textconv program.
+NO_DRIVERS: tuple[str, ...] = ("--no-ext-diff", "--no-textconv")
+_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only this user can enter (created empty when missing)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def env(base: Mapping[str, str], home: Path, *, git_dir: Path | None = None, work_tree: Path | None = None) -> dict[str, str]:
+    """The environment of a hardened git invocation: nothing inherited but PATH, locale and identity."""
+    out = {key: base[key] for key in _KEEP if key in base}
+    out.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    out.update({
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+        "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": ":", "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_OPTIONAL_LOCKS": "0",
+    })
+    if git_dir is not None:
+        out["GIT_DIR"] = str(git_dir)
+    if work_tree is not None:
+        out["GIT_WORK_TREE"] = str(work_tree)
+        out["GIT_CEILING_DIRECTORIES"] = str(Path(work_tree).parent)
+    return out
+
+
+def with_credential(env: Mapping[str, str], token: str | None) -> dict[str, str]:
+    """`env` plus the token as an HTTP header (never argv, never a config file, never a URL). Only for
+    the one clone/fetch/push invocation: no agent-written file is read by it."""
+    out = dict(env)
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        out.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+    return out
+
+
+# Files in a git directory that can change how git behaves (config, drivers, where objects come from).
+_STEERING = ("config", "config.worktree", "commondir", "info/attributes", "objects/info/alternates")
+
+
+def steering_digest(git_dir: Path) -> str:
+    """A digest of the git directory's steering files: the runner seals it after writing the config
+    and refuses to run git once it changed (something other than the runner wrote there)."""
+    digest = hashlib.sha256()
+    for name in _STEERING:
+        try:
+            data = (git_dir / name).read_bytes()
+        except FileNotFoundError:
+            data = b"\0absent"
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def argv(*args: str) -> list[str]:
+    return ["git", *HARDENING, *args]
