@@ -165,6 +165,7 @@ class Run(Document):
     launch_msg_id: str | None = None
     config: dict[str, Any]
     reason: str = ""
+    final_by: str = ""  # "verdict" (an attempt said), "retries" (attempts ran out), "operator" (cancelled)
     summary: str = ""
     branch: str = ""
     commit_sha: str = ""

@@ -29,9 +29,9 @@ async def handle_run_event(ctx: Context, d: Delivery) -> None:
         return
     match data:
         case p.RunStatusChanged():
-            await lifecycle.on_status(ctx, run_id, data)
+            await lifecycle.on_status(ctx, run_id, data, d.stream_seq)
         case p.RuntimeChanged():
-            await lifecycle.on_runtime(ctx, run_id, data)
+            await lifecycle.on_runtime(ctx, run_id, data, d.stream_seq)
         case p.SessionOpened():
             await sessions.on_opened(run_id, data)
         case p.SessionChanged():

@@ -6,6 +6,7 @@ from nexus.core_api.schemas import Body, Out, iso
 from nexus.core_api.sessions.schemas import SessionOut
 from nexus.core_api.sessions.schemas import to_out as session_out
 from nexus.db.documents import Run, Session
+from nexus.domain.run_facts import attempt_status
 
 
 class AttemptOut(Out):
@@ -49,7 +50,7 @@ class RunAction(Body):
 
 def _attempt(a: dict) -> AttemptOut:
     return AttemptOut(
-        n=a.get("n", 0), status=a.get("status", ""), reason=a.get("reason", ""), runtime=a.get("runtime"),
+        n=a.get("n", 0), status=attempt_status(a), reason=a.get("reason", ""), runtime=a.get("runtime"),
         started_at=iso(a.get("started_at")), ended_at=iso(a.get("ended_at")),
     )
 
