@@ -13,7 +13,7 @@ from nexus.db.documents import Run, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM
-from nexus.events.consumer import Delivery, Poison, consume
+from nexus.events.consumer import LOOPS, Delivery, Poison, consume
 from nexus.observability.health import OpsServer
 
 log = logging.getLogger("nexus.core_api.background")
@@ -65,7 +65,10 @@ async def _every(seconds: float, stop: asyncio.Event, fn, *args) -> None:
 
 async def run_background(ctx: Context, stop: asyncio.Event) -> None:
     s = ctx.settings
-    ops = OpsServer(s.metrics_host, s.metrics_port)
+    async def ready() -> bool:  # the bus is up and no consumer loop is down
+        return ctx.nc.is_connected and LOOPS.healthy()
+
+    ops = OpsServer(s.metrics_host, s.metrics_port, ready=ready)
     try:
         await ops.start()
     except OSError as exc:

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexus.events.catalog import CMDS_STREAM
-from nexus.events.consumer import CONSUMED, dead_letter, decode_message, settle
+from nexus.events.consumer import decode_message, reject, settle
 from nexus.events.payloads import LaunchRun
 from nexus.worker.launcher import Launcher
 from nexus.worker.slots import Ticket
@@ -54,7 +54,10 @@ class LaunchIntake:
                     await asyncio.sleep(0.5)
                     continue
                 for m in msgs:
-                    await self._accept(m)
+                    try:
+                        await self._accept(m)
+                    except Exception:  # noqa: BLE001 — one message never ends the intake; it is redelivered
+                        log.exception("accepting %s failed", m.subject)
                 self.launcher.slots.grant()
         finally:
             with contextlib.suppress(Exception):
@@ -70,9 +73,7 @@ class LaunchIntake:
             if not isinstance(cmd, LaunchRun):
                 raise ValueError(f"{type(cmd).__name__} on {m.subject}")
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            await dead_letter(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
-            await m.term()
-            CONSUMED.labels(DURABLE, "dead_letter").inc()
+            await reject(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
             return
         ticket = self.launcher.slots.request(cmd.config.agent_id, cmd.priority)
         task = asyncio.create_task(self._handle(m, cmd, ticket, deliveries))

@@ -13,7 +13,7 @@ from nexus.db.connection import connect_db, ping
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
-from nexus.events.consumer import consume
+from nexus.events.consumer import LOOPS, consume, supervised
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
@@ -52,6 +52,11 @@ async def every(seconds: float, stop: asyncio.Event, fn, what: str) -> None:
             await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def _ready(db) -> bool:
+    await ping(db)
+    return LOOPS.healthy()
+
+
 async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     stop = stop_event_on_signals()
     db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
@@ -60,7 +65,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     await ensure_streams(js)
     claims = await js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
     workers = await js.create_key_value(KeyValueConfig(bucket=WORKERS_BUCKET, ttl=86400, history=1))
-    ops = await start_ops(settings, lambda: ping(db))
+    ops = await start_ops(settings, lambda: _ready(db))
     runtime = build_runtime(settings, environ)
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -81,7 +86,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     log.info("worker %s up: runtime=%s, max %d runs", worker_id, runtime.name, settings.max_concurrent_runs)
     try:
         await asyncio.gather(
-            intake.run(stop),
+            supervised("worker-launch", lambda: intake.run(stop), stop),
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
                     handler=launcher.handle_cancel, stop=stop),
             every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
