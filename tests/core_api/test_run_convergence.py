@@ -12,7 +12,9 @@ from litestar.testing import AsyncTestClient
 from nexus.core_api.runs.ingest import handle_run_event
 from nexus.events.consumer import Delivery
 from nexus.events.envelope import decode_raw
-from nexus.events.payloads import RunStatusChanged, RuntimeChanged
+from nexus.domain.ledger import seal, verify_chain
+from nexus.domain.sessions import NoteChange
+from nexus.events.payloads import RunStatusChanged, RuntimeChanged, SessionChanged, SessionOpened
 from tests.core_api.conftest import new_run
 
 pytestmark = pytest.mark.infra
@@ -61,3 +63,27 @@ async def test_an_exit_delivered_before_its_verdict_does_not_retry(client: Async
     the stream and the run ends succeeded, attempt 1, with no second launch."""
     run = await _run_after(client, app, [3])
     assert (run["status"], run["attempt"]) == ("succeeded", 1), run
+
+
+async def test_each_attempt_keeps_its_own_session_chain(client: AsyncTestClient, app: Litestar) -> None:
+    """Attempts share a session id and each restarts seq at 0: their changes are kept apart, a
+    redelivered change is stored once, and every attempt's chain verifies on its own."""
+    ctx = app.state.ctx
+    run = await new_run(client)
+    run_id, sid = run["id"], run["session_id"]
+    chains = {n: seal([NoteChange(timestamp="2026-01-01T00:00:00Z", message=f"attempt {n} note {i}") for i in range(k)])
+              for n, k in ((1, 3), (2, 2))}
+    for n, changes in chains.items():
+        opened = await in_app(client, _publish, ctx, run_id, "run.session", SessionOpened(session_id=sid, project_path="/w", attempt=n))
+        await in_app(client, handle_run_event, ctx, opened)
+        for change in changes:
+            d = await in_app(client, _publish, ctx, run_id, "run.note", SessionChanged(session_id=sid, change=change, attempt=n))
+            await in_app(client, handle_run_event, ctx, d)
+            await in_app(client, handle_run_event, ctx, d)  # redelivered
+    r = await client.get(f"/v1/runs/{run_id}")
+    assert r.status_code == 200, r.text
+    (session,) = r.json()["sessions"]
+    assert [(a["attempt"], len(a["changes"]), a["verified"]) for a in session["attempts"]] == [(1, 3, True), (2, 2, True)]
+    assert session["notes"] == ["attempt 2 note 0", "attempt 2 note 1"]
+    assert session["attempts"][0]["ledgerHash"] == chains[1][-1].hash
+    assert verify_chain(session["changes"]).ok

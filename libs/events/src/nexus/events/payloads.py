@@ -146,6 +146,7 @@ class SessionChanged(Payload):
     session_id: str
     change: SessionChange
     parent_session_id: str | None = None
+    attempt: int = 1  # each attempt records its own chain, seq from 0
 
 
 class SessionOpened(Payload):
@@ -154,6 +155,7 @@ class SessionOpened(Payload):
     parent_session_id: str | None = None
     backend: str = "scripted"
     status: Literal["active", "completed", "error"] = "active"
+    attempt: int = 1
 
 
 class Heartbeat(Payload):

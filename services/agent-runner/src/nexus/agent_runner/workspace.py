@@ -45,9 +45,20 @@ async def prepare(repo: RepoSpec | None, path: Path, *, agent_id: str, env: dict
 
             shutil.rmtree(path)
         await git(path.parent, "clone", "-q", "--branch", repo.ref, "--single-branch", repo.url, str(path), env=env)
-        await git(path, "checkout", "-q", "-b", repo.branch, env=env)
+        if not await continue_run_branch(path, repo.branch, env):
+            await git(path, "checkout", "-q", "-b", repo.branch, env=env)
     await git(path, "config", "user.name", f"Nexus agent {agent_id}", env=env)
     await git(path, "config", "user.email", f"{agent_id}@agents.nexus.invalid", env=env)
+
+
+async def continue_run_branch(path: Path, branch: str, env: dict[str, str]) -> bool:
+    """A retried attempt continues from the run branch an earlier attempt already pushed, so its own
+    push fast-forwards (and adds no commit when the work is already there). False when none was pushed."""
+    if not await git(path, "ls-remote", "--heads", "origin", f"refs/heads/{branch}", env=env):
+        return False
+    await git(path, "fetch", "-q", "origin", f"refs/heads/{branch}", env=env)
+    await git(path, "checkout", "-q", "-B", branch, "FETCH_HEAD", env=env)
+    return True
 
 
 async def has_changes(path: Path, env: dict[str, str]) -> bool:
