@@ -69,13 +69,13 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     runtime = build_runtime(settings, environ)
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    membership = Membership(workers, worker_id, timeout_s=settings.worker_dead_after_s)
     launcher = Launcher(
         runtime, publisher, claims, SecretStore(Path(settings.secrets_dir), environ),
         Slots(settings.max_concurrent_runs, settings.max_runs_per_agent),
         nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
-        heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s,
+        heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s, membership=membership,
     )
-    membership = Membership(workers, worker_id, timeout_s=max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                         deadline_grace_s=settings.deadline_grace_s)
     await recovery.sightings.start(nc)
@@ -88,7 +88,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         await asyncio.gather(
             supervised("worker-launch", lambda: intake.run(stop), stop),
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
-                    handler=launcher.handle_cancel, stop=stop),
+                    handler=launcher.handle_cancel, stop=stop, ack_wait_s=settings.cancel_ack_wait_s),
+            every(settings.worker_beat_s, stop, membership.beat, "liveness beat"),
             every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
             every(settings.schedule_tick_s, stop, scheduler.tick, "schedule tick"),
         )
