@@ -48,6 +48,7 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+GroupHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 
 def expected_type(subject: str) -> str | None:
@@ -174,6 +175,27 @@ async def _handle(js: JetStreamContext, msg: Msg, durable: str, handler: Handler
         otel_context.detach(token)
 
 
+async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, group_handler: GroupHandler) -> bool:
+    """Handle one key's messages in one call and ack them all; False (nothing acked) if any message
+    does not decode or the call fails, so the caller handles them one by one."""
+    deliveries = []
+    try:
+        for msg in group:
+            meta = msg.metadata
+            env, payload = decode_message(msg)
+            deliveries.append(Delivery(env, payload, msg.subject, meta.num_delivered if meta else 1, meta.sequence.stream if meta else 0, msg))
+        await group_handler(deliveries)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 — one by one instead, where each failure is settled on its own
+        log.debug("group of %d on %s handled one by one", len(group), durable, exc_info=True)
+        return False
+    for msg in group:
+        await _quietly(msg.ack())
+    CONSUMED.labels(durable, "ok").inc(len(group))
+    return True
+
+
 class LoopHealth:
     """Which long-running loops of this process are alive; /readyz says not ready while one is down."""
 
@@ -233,10 +255,13 @@ async def consume_once(
     concurrency: int = 1,
     partition: Callable[[str], str] | None = None,
     max_ack_pending: int = 1000,
+    group_handler: GroupHandler | None = None,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
-    run in parallel — e.g. one run's events in sequence, many runs at once."""
+    run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
+    too, one key's messages of a fetch are handled in one call (batched writes); if that call
+    fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -270,6 +295,8 @@ async def consume_once(
 
                 async def run_group(group: list[Msg]) -> None:
                     async with sem:
+                        if group_handler is not None and await _handle_group(js, group, durable, group_handler):
+                            return
                         for m in group:
                             await _handle_one(js, m, durable, handler, max_deliver)
 

@@ -35,21 +35,23 @@ def change_record(run_id: str, ev: SessionChanged) -> dict:
     }
 
 
-async def store_changes(records: list[dict]) -> int:
-    """Insert change records; duplicates (redeliveries) are skipped. Returns how many were new."""
-    if not records:
+async def insert_new(coll, docs: list[dict]) -> int:
+    """insert_many that skips documents already stored (a redelivery); returns how many were new."""
+    if not docs:
         return 0
-    coll = SessionChangeRecord.get_pymongo_collection()
     try:
-        res = await coll.insert_many(records, ordered=False)
-        return len(res.inserted_ids)
+        return len((await coll.insert_many(docs, ordered=False)).inserted_ids)
     except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise
-        return exc.details.get("nInserted", len(records) - len(errors))
+        return int(exc.details.get("nInserted", 0))
     except DuplicateKeyError:
         return 0
+
+
+async def store_changes(records: list[dict]) -> int:
+    """Insert change records; a redelivered one is refused by its id and skipped."""
+    return await insert_new(SessionChangeRecord.get_pymongo_collection(), records)
 
 
 async def ensure_session(run_id: str, ev: SessionChanged) -> None:
