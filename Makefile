@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install run test proto bench clean
+.PHONY: install run test test-faults soak proto bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -15,6 +15,12 @@ run: install ## the whole system on this machine (data in .nexus/)
 
 test: install ## the whole suite against real NATS and FerretDB started on free ports
 	@$(UV) run --frozen pytest -p no:cacheprovider
+
+test-faults: install ## the whole fault matrix (SIGKILL of every service, a runner, nats-server, FerretDB at three points) and bus poison
+	@NEXUS_FAULTS=full $(UV) run --frozen pytest -p no:cacheprovider -s tests/faults
+
+soak: install ## a bounded soak (SOAK_MINUTES=10, SOAK_CONCURRENT=100): RSS/open files per service before and after, consumer lag
+	@$(UV) run --frozen python -m bench.soak
 
 proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto

@@ -70,12 +70,20 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
+_known_runs: set[str] = set()  # runs are never deleted: one found once stays known
+
+
 async def _known(run_id: str, type_: str) -> bool:
+    if run_id in _known_runs:
+        return True
     if await cached_get(Run, run_id) is None:
         # Not a run of this core-api's database (another deployment sharing the bus, or a
         # runner started by hand): nothing here may change because of it.
         log.debug("ignoring %s for unknown run %s", type_, run_id)
         return False
+    if len(_known_runs) > 100_000:
+        _known_runs.clear()
+    _known_runs.add(run_id)
     return True
 
 
