@@ -32,17 +32,39 @@ def script(sleep_s: int) -> str:
     return f'steps:\n  - tool_calls:\n      - name: note\n        args: {{message: "soak"}}\n{work}  - say: "done"\n'
 
 
-def sample(pid: int) -> dict:
-    """RSS (KiB) and open files of one process, from /proc."""
-    rss = 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return {"rss_kib": None, "open_files": None}
-    return {"rss_kib": rss, "open_files": fds}
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (core-api's server runs its app in a child process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def sample(pid: int, *, skip: set[int] = frozenset()) -> dict:
+    """RSS (KiB) and open files of a process and its descendants (not runners: they come and go), from /proc."""
+    rss = fds = 0
+    for p in _tree(pid):
+        if p in skip:
+            continue
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            if "agent_runner" in Path(f"/proc/{p}/cmdline").read_text(errors="replace"):
+                continue
+            rss += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            fds += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            continue
+    return {"rss_kib": rss or None, "open_files": fds or None}
 
 
 def processes(stack: Stack) -> dict[str, int]:
