@@ -106,3 +106,9 @@ def test_recording_a_duplicate_changes_nothing() -> None:
     attempts = fold([RuntimeFact(1, 1, "launched", "pid 1", runtime="local"), StatusFact(1, 2, "running")])
     assert record(attempts, StatusFact(1, 2, "running")) is attempts
     assert record(attempts, RuntimeFact(1, 1, "launched", "pid 1", runtime="local")) is attempts
+
+
+def test_attempts_stored_before_facts_still_derive() -> None:
+    legacy = [{"n": 1, "status": "failed", "reason": "lost: silent"}, {"n": 2, "status": "succeeded", "reason": ""}]
+    assert derive(legacy, MAX_ATTEMPTS).status == "succeeded"
+    assert derive(record(legacy, StatusFact(2, 9, "running")), MAX_ATTEMPTS).status == "succeeded"

@@ -19,6 +19,7 @@ from typing import Any
 from nexus.domain.runs import RUN_FINAL, RunStatus
 
 RUNTIME_ENDS = frozenset({"exited", "lost", "launch_failed"})
+_FINAL_VALUES = frozenset(s.value for s in RUN_FINAL)
 _PROGRESS = {RunStatus.LAUNCHING.value: 0, RunStatus.RUNNING.value: 1, RunStatus.WAITING_APPROVAL.value: 1}
 
 
@@ -62,6 +63,9 @@ def new_attempt(n: int, **fields: Any) -> dict:
 
 def record(attempts: list[dict], fact: StatusFact | RuntimeFact, **new_fields: Any) -> list[dict]:
     """The attempts with `fact` recorded; the same list (identity) when the fact adds nothing."""
+    stored = _find(attempts, fact.attempt)
+    if stored is not None and "verdict" not in stored and stored.get("status") in _FINAL_VALUES:
+        return attempts  # an attempt that ended before attempts kept facts: its end stands
     out = [dict(a) for a in attempts]
     a = _find(out, fact.attempt)
     if a is None:
@@ -91,6 +95,11 @@ def derive(attempts: list[dict], max_attempts: int) -> RunView:
         a = _find(attempts, n)
         if a is None:
             return RunView(RunStatus.QUEUED.value, n, reason, False)
+        if "verdict" not in a and a.get("status") in _FINAL_VALUES:  # stored before attempts kept facts
+            if _find(attempts, n + 1) is None:
+                return RunView(str(a["status"]), n, str(a.get("reason", "")), True)
+            reason, n = str(a.get("reason", "")), n + 1
+            continue
         if a.get("verdict"):
             return RunView(a["verdict"], n, a.get("verdict_reason", ""), True)
         if a.get("ended"):
