@@ -69,7 +69,9 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     runtime = build_runtime(settings, environ)
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    membership = Membership(workers, worker_id, timeout_s=settings.worker_dead_after_s)
+    # Dead after worker_dead_after_s of silence, or sooner where the lost-run timeout is shorter still.
+    dead_after = min(settings.worker_dead_after_s, max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
+    membership = Membership(workers, worker_id, timeout_s=dead_after)
     launcher = Launcher(
         runtime, publisher, claims, SecretStore(Path(settings.secrets_dir), environ),
         Slots(settings.max_concurrent_runs, settings.max_runs_per_agent),
