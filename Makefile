@@ -3,18 +3,32 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install run test test-faults soak proto bench clean
+.PHONY: install test-tools run test test-fast test-faults soak images test-images proto bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --frozen --quiet
 	@scripts/install-tools.sh >/dev/null
 
+test-tools: ## what the suite uses besides the servers: promtool, bubblewrap, node (Debian packages)
+	@scripts/install-test-tools.sh
+
 run: install ## the whole system on this machine (data in .nexus/)
 	@$(UV) run --frozen nexus-dev run
 
-test: install ## the whole suite against real NATS and FerretDB started on free ports
-	@$(UV) run --frozen pytest -p no:cacheprovider
+test: install test-tools ## the whole suite against real NATS and FerretDB started on free ports, with coverage per package
+	@mkdir -p .coverage-data && rm -f .coverage-data/coverage*
+	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images --cov --cov-report=
+	@$(UV) run --frozen python scripts/coverage_report.py
+
+test-fast: install ## the tests that need no server (no NATS, no database, no service process)
+	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images -m "not infra and not e2e"
+
+images: install ## every service image from its Dockerfile (Docker's engine from Debian's packages)
+	@scripts/images.sh
+
+test-images: install ## build the images, start each against NATS and FerretDB, one run through the containers
+	@$(UV) run --frozen pytest -p no:cacheprovider tests/images
 
 test-faults: install ## the whole fault matrix (SIGKILL of every service, a runner, nats-server, FerretDB at three points) and bus poison
 	@NEXUS_FAULTS=full $(UV) run --frozen pytest -p no:cacheprovider -s tests/faults

@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
 # Installs the servers Nexus runs on, once per machine, into a cache shared by every
-# checkout (NEXUS_TOOLS_DIR, default ~/.cache/nexus/bin): nats-server and FerretDB v1.
+# checkout (NEXUS_TOOLS_DIR, default ~/.cache/nexus/bin): nats-server and FerretDB v1; and the
+# distribution's bubblewrap, which sandboxes agent commands.
 set -euo pipefail
 BIN="${NEXUS_TOOLS_DIR:-$HOME/.cache/nexus/bin}"
 NATS_VERSION="${NATS_VERSION:-v2.15.2}"
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
 mkdir -p "$BIN"
+
+# bubblewrap: the sandbox around every agent command (docs/security-commands.md). Without it the
+# runner falls back to Landlock (or rlimits only) and says so in every run.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "install-tools: installing bubblewrap (the agent command sandbox)" >&2
+    { apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1; }; } \
+      || echo "install-tools: could not install bubblewrap; agent commands fall back to Landlock or rlimits" >&2
+  else
+    echo "install-tools: bubblewrap is missing and this is not root with apt: agent commands fall back to Landlock or rlimits (install the 'bubblewrap' package to sandbox them)" >&2
+  fi
+fi
 
 need_go() {
   command -v go >/dev/null 2>&1 || { echo "install-tools: Go is required to build $1 (apt-get install golang, or see go.dev)" >&2; exit 1; }

@@ -1,4 +1,4 @@
-"""Benchmarks of agent-runner (issue 4): cold start and hypervisor overhead, each against a
+"""Benchmarks of agent-runner (issue 4): cold start, hypervisor overhead and the command sandbox's overhead, each against a
 baseline measured in the same run. `uv run python -m bench.runner [--quick]` prints JSON."""
 
 import sys

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from nexus.agent_runner.hypervisor import Hypervisor
-from nexus.domain.agents import Permissions
+from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.sessions import SessionState
 
 CONTENT = "x" * 1024
@@ -39,7 +39,7 @@ def _hypervisor(ws: Path, state_file: Path | None) -> Hypervisor:
     async def recorder(_change) -> None:  # the runner publishes here; measured apart from NATS
         return None
 
-    return Hypervisor(workspace=ws, permissions=Permissions(), session=session, state_file=state_file, recorder=recorder)
+    return Hypervisor(workspace=ws, permissions=Permissions(commands=CommandPolicy(allow=["true"])), session=session, state_file=state_file, recorder=recorder)
 
 
 async def _raw_command(_i: int) -> None:

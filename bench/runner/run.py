@@ -9,13 +9,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runner")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     args = parser.parse_args()
-    from bench.runner import cold_start, hypervisor_overhead
+    from bench.runner import cold_start, hypervisor_overhead, sandbox_overhead
 
     reps = 3 if args.quick else 15
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         "cold_start": cold_start.measure(reps),
         "hypervisor": asyncio.run(hypervisor_overhead.measure(20 if args.quick else 200, 5 if args.quick else 40)),
+        "sandbox": asyncio.run(sandbox_overhead.measure(5 if args.quick else 40)),
     }
     print(json.dumps(result, indent=2))
     return 0

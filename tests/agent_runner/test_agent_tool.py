@@ -1,6 +1,6 @@
 """nexus-agent-tool as an external brain would use it: real subprocesses, one JSON object per
 call on stdout, errors as JSON with a non-zero exit, and the session files as the record.
-Includes the seed 004 flow: one meta session and three children on one project."""
+Includes the hypervisor flow: one meta session and three children on one project."""
 
 import json
 import os
@@ -79,7 +79,9 @@ def test_meta_and_three_children(tool: Any, tmp_path: Path) -> None:
 
 
 def test_run_and_status(tool: Any, tmp_path: Path) -> None:
-    sid = tool("start", "--project", str(tmp_path), "--session-id", "ses_run")["sessionId"]
+    policy = tmp_path / "perms.json"  # python3 is an interpreter: it runs only when named
+    policy.write_text(json.dumps({"commands": {"allow": ["python3 *", "echo *"], "default": "deny"}}))
+    sid = tool("start", "--project", str(tmp_path), "--session-id", "ses_run", "--permissions", str(policy))["sessionId"]
     ran = tool("run", "--session", sid, "--", "python3", "-c", "print('hi'); raise SystemExit(4)")
     assert ran["exitCode"] == 4 and ran["output"].startswith("hi\n")
     line = tool("run", "--session", sid, "--cmd", "echo a; b", "--timeout", "5")

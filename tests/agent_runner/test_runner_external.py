@@ -42,7 +42,7 @@ async def test_a_cli_works_only_through_the_hypervisor_and_its_work_is_committed
         {"tool": "note", "arguments": {"message": "wrote the feature"}},
         {"tool": "finish", "arguments": {"summary": "feature written by the CLI"}},
     ]
-    r = await start_runner(tmp_path, nats_url, external(steps, bare=bare))
+    r = await start_runner(tmp_path, nats_url, external(steps, bare=bare, permissions={"commands": {"allow": ["git status*"]}}))
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)

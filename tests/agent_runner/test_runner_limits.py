@@ -28,7 +28,8 @@ async def test_token_limit(js, nats_url, tmp_path) -> None:
 
 async def test_wall_clock_limit(js, nats_url, tmp_path) -> None:
     script = "steps:\n  - tool_calls: [{name: run_command, args: {cmd: 'sleep 60'}}]\n  - say: never\n"
-    r = await start_runner(tmp_path, nats_url, config(script, limits={"wall_clock_s": 1}))
+    cfg = config(script, limits={"wall_clock_s": 1}, permissions={"commands": {"allow": ["sleep *"]}})
+    r = await start_runner(tmp_path, nats_url, cfg)
     assert await r.exit_code() == 3, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)

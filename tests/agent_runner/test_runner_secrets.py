@@ -11,26 +11,28 @@ SCRIPT = """
 steps:
   - say: "using ${secret:API_TOKEN}"
     tool_calls:
-      - {name: run_command, args: {cmd: "echo ${secret:API_TOKEN}"}}
-      - {name: run_command, args: {cmd: "env"}}
+      - {name: run_command, args: {cmd: "TOKEN=${secret:API_TOKEN} printenv TOKEN"}}
+      - {name: run_command, args: {cmd: "TOKEN=${secret:API_TOKEN} env"}}
       - {name: run_command, args: {cmd: "mkdir ${secret:API_TOKEN}"}}
       - {name: list_dir, args: {path: "."}}
       - {name: write_file, args: {path: ref.txt, content: "${secret:API_TOKEN}"}}
-      - {name: run_command, args: {cmd: "echo ${secret:NOT_DECLARED}"}}
+      - {name: run_command, args: {cmd: "T=${secret:NOT_DECLARED} printenv T"}}
   - say: done
 """
 
 
 async def test_secret_value_never_leaves_the_command(js, nats_url, tmp_path) -> None:
-    cfg = config(SCRIPT, secrets=["API_TOKEN"], permissions={"commands": {"allow": ["echo *", "env", "mkdir *"], "default": "deny"}})
+    cfg = config(SCRIPT, secrets=["API_TOKEN"], permissions={"commands": {"allow": ["printenv *", "env", "mkdir *"], "default": "deny"}})
     r = await start_runner(tmp_path, nats_url, cfg, secrets={"API_TOKEN": VALUE})
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, cfg.run_id)
     assert final_status(events)["status"] == "succeeded"
-    echo, env, mkdir = changes(events, "command-run")
-    assert echo["cmd"] == "echo ${secret:API_TOKEN}" and echo["exitCode"] == 0 and env["exitCode"] == 0
-    assert mkdir["exitCode"] == 0 and (r.workspace / VALUE).is_dir()  # the command did get the value
-    assert changes(events, "refused")[0]["reason"] == "unknown-secret"
+    printenv, env = changes(events, "command-run")
+    # printenv NAME exits 1 when NAME is not set: the command did get the value, by environment.
+    assert printenv["cmd"] == "TOKEN=${secret:API_TOKEN} printenv TOKEN" and printenv["exitCode"] == 0 and env["exitCode"] == 0
+    # A secret never names a file, and a reference to an undeclared secret is refused.
+    assert [c["reason"] for c in changes(events, "refused")] == ["secret-in-argv", "unknown-secret"]
+    assert not (r.workspace / VALUE).exists()
     assert (r.workspace / "ref.txt").read_text() == "${secret:API_TOKEN}"  # files get the reference, not the value
     assert len(events) > 8
     for text in (str(events), r.log(), (r.dir / "run-config.json").read_text(), (r.dir / "state").joinpath(f"{cfg.session_id}.json").read_text()):

@@ -1,5 +1,5 @@
 """Secret masking end to end: a run whose command uses ${secret:api_token}. The value reaches the
-command (it makes a directory of that name) and nothing else: no message on any of the run's
+command by environment only (a directory named by it is refused) and nothing else: no message on any of the run's
 NATS subjects, no API response about the run, its session or its event stream."""
 
 import httpx
@@ -15,7 +15,7 @@ VALUE = "tok-e2e-7Hq2-never-shown"
 SCRIPT = """
 steps:
   - tool_calls:
-      - {name: run_command, args: {cmd: "echo ${secret:api_token}"}}
+      - {name: run_command, args: {cmd: "TOKEN=${secret:api_token} printenv TOKEN"}}
       - {name: run_command, args: {cmd: "mkdir ${secret:api_token}"}}
       - {name: list_dir, args: {path: "."}}
       - {name: note, args: {message: "used ${secret:api_token}"}}
@@ -47,7 +47,7 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
     (secrets / "api_token").write_text(VALUE + "\n")
     r = await api.post("/v1/agents", json={
         "name": "secretive", "system_prompt": "test", "secrets": ["api_token"],
-        "permissions": {"commands": {"allow": ["echo *", "mkdir *"], "default": "deny"}},
+        "permissions": {"commands": {"allow": ["printenv *", "mkdir *"], "default": "deny"}},
         "llm": {"provider": "scripted", "script": SCRIPT},
     })
     assert r.status_code == 201, r.text
@@ -60,10 +60,12 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
     assert run["status"] == "succeeded", run
     (session,) = run["sessions"]
     cmds = [c for c in session["changes"] if c["type"] == "command-run"]
-    assert [c["cmd"] for c in cmds] == ["echo ${secret:api_token}", "mkdir ${secret:api_token}"]
-    assert all(c["exitCode"] == 0 for c in cmds)
+    # printenv NAME exits 1 when NAME is unset: the command got the value, by environment only.
+    assert [(c["cmd"], c["exitCode"]) for c in cmds] == [("TOKEN=${secret:api_token} printenv TOKEN", 0)]
+    refused = [c for c in session["changes"] if c["type"] == "refused"]
+    assert [c["reason"] for c in refused] == ["secret-in-argv"]  # a secret never names a file
     assert run["config"]["secrets"] == ["api_token"]
-    assert list(stack.home.glob(f"runs/{run_id}/*/workspace/{VALUE}"))  # the command did get the value
+    assert not list(stack.home.glob(f"runs/{run_id}/*/workspace/{VALUE}"))
 
     messages = await _all_run_messages(nats_url, run_id)
     kinds = {msgspec.json.decode(body)["type"] for body, _ in messages}

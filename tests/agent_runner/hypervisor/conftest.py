@@ -15,7 +15,7 @@ import pytest
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.hypervisor.state import read_state
-from nexus.domain.agents import Permissions
+from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.ledger import verify_chain
 from nexus.domain.sessions import SessionChange, SessionState
 
@@ -23,6 +23,9 @@ SECRET_NAME = "API_KEY"
 SECRET = "s3cr3t-Value-9f8e7d6c"
 RUNNER_SECRET = "runner-env-secret-7c6b5a"  # in the runner's own environment as NEXUS_SECRET
 SENTINEL_TEXT = "sentinel: must never change or leak\n"
+# What these tests run by default: any ordinary program, and python3 named explicitly (it is an
+# interpreter, so a wildcard would not let it run).
+OPEN_POLICY = Permissions(commands=CommandPolicy(allow=["python3 *"], default="allow"))
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Sandbox:
 
         self.hv = Hypervisor(
             workspace=self.ws,
-            permissions=permissions or Permissions(),
+            permissions=permissions or OPEN_POLICY,
             session=self.session,
             state_file=self.state_file,
             secrets={SECRET_NAME: SECRET},

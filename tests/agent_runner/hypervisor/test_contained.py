@@ -23,6 +23,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _with_marker(marker: str) -> list[int]:
+    """Host pids of live processes whose command line holds marker (the sandbox has its own pid
+    namespace, so the pids a command sees are not the host's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if marker.encode() in fh.read() and _alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _marked_dead(marker: str, within_s: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while (alive := _with_marker(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
 def _wait_dead(pids: list[int], within_s: float = 5.0) -> list[int]:
     deadline = time.monotonic() + within_s
     while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
@@ -76,23 +98,25 @@ async def test_runner_environment_does_not_reach_commands(sandbox: Any, cmd: str
 async def test_default_environment_is_minimal(sandbox: Any) -> None:
     result, _ = await _run(sandbox, "env")
     names = {line.split("=", 1)[0] for line in result.output.splitlines() if "=" in line}
-    assert names <= {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "GIT_TERMINAL_PROMPT",
-                     "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"}
-    assert f"HOME={sandbox.ws}" in result.output
+    assert names <= {"PATH", "PWD", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "GIT_TERMINAL_PROMPT", "GIT_CONFIG_NOSYSTEM",
+                     "GIT_CONFIG_GLOBAL", "GIT_OPTIONAL_LOCKS", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL",
+                     "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"}
+    # HOME is not the workspace: a .gitconfig the agent writes there is nobody's global config.
+    assert f"HOME={sandbox.ws}\n" not in result.output and "GIT_CONFIG_GLOBAL=/dev/null" in result.output
 
 
 @pytest.mark.parametrize(
     "cmd",
     [
-        "echo ${secret:API_KEY}",
-        "echo prefix-${secret:API_KEY}-suffix",
-        "python3 -c 'import sys; print(sys.argv[1] * 3)' ${secret:API_KEY}",
-        "python3 -c 'import sys; sys.stderr.write(sys.argv[1])' ${secret:API_KEY}",
-        "git -c user.name=${secret:API_KEY} config user.name",
+        "TOKEN=${secret:API_KEY} printenv TOKEN",
+        "TOKEN=${secret:API_KEY} env",
+        "TOKEN=${secret:API_KEY} python3 -c 'import os; print(os.environ[\"TOKEN\"] * 3)'",
+        "TOKEN=${secret:API_KEY} python3 -c 'import os, sys; sys.stderr.write(os.environ[\"TOKEN\"])'",
+        "TOKEN=${secret:API_KEY} timeout 10 printenv TOKEN",
     ],
-    ids=["echo", "embedded", "repeated", "stderr", "git-config"],
+    ids=["printenv", "env", "repeated", "stderr", "behind-a-wrapper"],
 )
-async def test_secret_is_substituted_but_never_shown(sandbox: Any, cmd: str) -> None:
+async def test_secret_reaches_the_command_by_environment_and_is_never_shown(sandbox: Any, cmd: str) -> None:
     result, change = await _run(sandbox, cmd)
     assert "${secret:API_KEY}" in result.output  # the command did get the value: it came back masked
     assert sandbox.SECRET not in result.output
@@ -101,11 +125,42 @@ async def test_secret_is_substituted_but_never_shown(sandbox: Any, cmd: str) -> 
     sandbox.assert_recorded()
 
 
+async def test_secret_is_never_in_the_command_line(sandbox: Any) -> None:
+    # From inside: the command's own argv. Were the value there, it would come back masked.
+    cmd = "TOKEN=${secret:API_KEY} python3 -c 'print(open(\"/proc/self/cmdline\").read())'"
+    result, change = await _run(sandbox, cmd)
+    assert change.exit_code == 0 and "${secret:API_KEY}" not in result.output and "python3" in result.output
+    # From the host, while it runs: no process has the value in its command line.
+    script = "import os, time\nopen('started', 'w').write('1')\nwhile not os.path.exists('stop'):\n    time.sleep(0.02)\n"
+    (sandbox.ws / "hold.py").write_text(script)
+    running = asyncio.ensure_future(sandbox.hv.call("run_command", {"cmd": "TOKEN=${secret:API_KEY} python3 hold.py", "timeout_s": 20}))
+    for _ in range(400):
+        if (sandbox.ws / "started").exists():
+            break
+        await asyncio.sleep(0.025)
+    assert (sandbox.ws / "started").exists()
+    assert _with_marker(sandbox.SECRET) == []
+    assert _with_marker("hold.py")  # the command is running, and visible to this scan
+    (sandbox.ws / "stop").write_text("1")
+    assert (await running).ok
+
+
+@pytest.mark.parametrize("cmd", ["echo ${secret:API_KEY}", "touch ${secret:API_KEY}", "mkdir x-${secret:API_KEY}",
+                                 "env TOKEN=${secret:API_KEY} printenv TOKEN", "X=pre${secret:API_KEY} printenv X"])
+async def test_secret_in_argv_or_a_file_name_is_refused(sandbox: Any, cmd: str) -> None:
+    before = sandbox.snapshot()
+    result = await sandbox.hv.call("run_command", {"cmd": cmd})
+    assert result.error.startswith(("refused (secret-in-argv)", "refused (env-not-allowed)")), result.error
+    assert isinstance(sandbox.session.changes[-1], RefusedChange)
+    assert sandbox.snapshot() == before
+    sandbox.assert_recorded()
+
+
 async def test_secret_cut_by_the_output_cap_is_not_half_shown(sandbox: Any) -> None:
     cap = 4096
-    hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(max_output_bytes=cap)))
-    # The cap falls in the middle of the secret.
-    cmd = f"python3 -c 'import sys; sys.stdout.write(\"x\" * {cap - 8} + sys.argv[1] * 2)' ${{secret:API_KEY}}"
+    hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(allow=["python3 *"], max_output_bytes=cap)))
+    # The cap falls in the middle of the secret: it is masked before the cut.
+    cmd = f"T=${{secret:API_KEY}} python3 -c 'import os, sys; sys.stdout.write(\"x\" * {cap - 8} + os.environ[\"T\"] * 2)'"
     result = await hv.call("run_command", {"cmd": cmd})
     assert result.ok
     head = sandbox.SECRET[:8]
@@ -146,27 +201,32 @@ async def test_endless_output_is_stopped_by_the_timeout(sandbox: Any) -> None:
 
 
 async def test_timeout_kills_the_whole_process_group_including_forked_children(sandbox: Any) -> None:
-    script = "import os, time\nos.fork()\nopen('pids', 'a').write(f'{os.getpid()}\\n')\ntime.sleep(60)\n"
-    (sandbox.ws / "forker.py").write_text(script)
+    marker = f"forker-{os.getpid()}-{time.monotonic_ns()}"
+    (sandbox.ws / "forker.py").write_text("import os, time\nos.fork()\ntime.sleep(60)\n")
     started = time.monotonic()
-    result, change = await _run(sandbox, "python3 forker.py", timeout_s=1)
+    result, change = await _run(sandbox, f"python3 forker.py {marker}", timeout_s=1)
     assert time.monotonic() - started < 10
     assert change.exit_code == 124 and "timed out after 1s" in result.output
-    pids = [int(p) for p in (sandbox.ws / "pids").read_text().split()]
-    assert len(pids) == 2
-    assert _wait_dead(pids) == []
+    assert _marked_dead(marker) == []
 
 
-async def test_background_children_do_not_outlive_the_command(sandbox: Any) -> None:
-    script = "import subprocess\np = subprocess.Popen(['sleep', '60'])\nopen('bg.pid', 'w').write(str(p.pid))\n"
+@pytest.mark.parametrize("how", ["background", "setsid", "double-fork"])
+async def test_children_do_not_outlive_the_command(sandbox: Any, how: str) -> None:
+    marker = f"survivor-{how}-{os.getpid()}-{time.monotonic_ns()}"
+    child = ["python3", "-c", "import time; time.sleep(60)", marker]
+    script = {
+        "background": f"import subprocess\nsubprocess.Popen({child!r})\n",
+        "setsid": f"import subprocess\nsubprocess.Popen({child!r}, start_new_session=True)\n",
+        "double-fork": f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('python3', {child!r})\n    os._exit(0)\n",
+    }[how]
     (sandbox.ws / "bg.py").write_text(script)
     _, change = await _run(sandbox, "python3 bg.py")
     assert change.exit_code == 0
-    assert _wait_dead([int((sandbox.ws / "bg.pid").read_text())]) == []
+    assert _marked_dead(marker) == []
 
 
 async def test_timeout_is_capped_by_the_policy(sandbox: Any) -> None:
-    hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(timeout_s=0.5)))
+    hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(allow=["sleep *"], timeout_s=0.5)))
     started = time.monotonic()
     result = await hv.call("run_command", {"cmd": "sleep 30", "timeout_s": 1000})
     assert time.monotonic() - started < 10

@@ -136,9 +136,9 @@ async def test_ask_command_approved_runs_and_records_the_decision(sandbox: Any) 
 
     hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(allow=["git *"]), ask=["command"]), approver=approver)
     allowed = await hv.call("run_command", {"cmd": "git status --short"})
-    asked_for = await hv.call("run_command", {"cmd": "echo ${secret:API_KEY}"})
+    asked_for = await hv.call("run_command", {"cmd": "T=${secret:API_KEY} printenv T"})
     assert allowed.ok and asked_for.ok
-    assert asked == [("command", "echo ${secret:API_KEY}")]
+    assert asked == [("command", "T=${secret:API_KEY} printenv T")]
     kinds = [(type(c).__name__, getattr(c, "decision", "")) for c in sandbox.session.changes]
     assert kinds == [("CommandRunChange", ""), ("ApprovalChange", "requested"), ("ApprovalChange", "approved"), ("CommandRunChange", "")]
     sandbox.assert_recorded()
@@ -157,16 +157,35 @@ async def test_write_glob_asks_only_for_matching_paths(sandbox: Any) -> None:
     assert asked == [("write:deploy/*", "deploy/prod.yaml")]
 
 
-async def test_merge_needs_permission_and_approval(sandbox: Any) -> None:
+async def test_git_merge_is_never_a_command(sandbox: Any) -> None:
+    # Even with can_merge and an approver that says yes: merging is the runner's, through its gate.
     asked: list[str] = []
 
     async def approver(action: str, detail: str) -> bool:
         asked.append(action)
-        return False
+        return True
 
-    hv = sandbox.make(permissions=Permissions(can_merge=True, ask=["merge"]), approver=approver)
+    hv = sandbox.make(permissions=Permissions(can_merge=True, ask=["merge"], commands=CommandPolicy(allow=["git *"])), approver=approver)
     result = await hv.call("run_command", {"cmd": "git merge main"})
-    assert asked == ["merge"] and result.error.startswith("refused (approval-rejected)")
+    assert asked == [] and result.error.startswith("refused (not-permitted)")
+
+
+async def test_command_writes_ask_like_write_file(sandbox: Any) -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def approver(action: str, detail: str) -> bool:
+        asked.append((action, detail))
+        return action != "write:deploy/*"
+
+    (sandbox.ws / "deploy").mkdir()
+    hv = sandbox.make(permissions=Permissions(ask=["write:deploy/*"], commands=CommandPolicy(allow=["cp *", "touch *", "git *"])), approver=approver)
+    assert (await hv.call("run_command", {"cmd": "cp README.md src/copy.md"})).ok
+    refused = await hv.call("run_command", {"cmd": "cp README.md deploy/prod.yaml"})
+    assert refused.error.startswith("refused (approval-rejected)") and not (sandbox.ws / "deploy" / "prod.yaml").exists()
+    refused = await hv.call("run_command", {"cmd": "git log -1 --output=deploy/log.txt"})
+    assert refused.error.startswith("refused (approval-rejected)") and not (sandbox.ws / "deploy" / "log.txt").exists()
+    assert asked == [("write:deploy/*", "deploy/prod.yaml"), ("write:deploy/*", "deploy/log.txt")]
+    assert (sandbox.ws / "src" / "copy.md").exists()
 
 
 async def test_request_approval(sandbox: Any) -> None:

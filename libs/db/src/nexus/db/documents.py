@@ -188,7 +188,7 @@ class Run(Document):
 
 
 class Session(Document):
-    id: str  # the sessionId of seed 004
+    id: str  # the session contract's sessionId
     run_id: str
     project_path: str = ""
     parent_session_id: str | None = None
@@ -343,3 +343,22 @@ class Schedule(Document):
 
 
 ALL_DOCUMENTS.append(Schedule)
+
+
+class ChatBinding(Document):
+    """A chat user (e.g. a Telegram user id) bound by an admin to a Nexus identity with a role."""
+
+    id: str  # "<provider>:<user id>": one binding per chat user
+    provider: str = "telegram"
+    user_id: str
+    identity: str  # the Nexus identity the chat user acts as (a person's name or email)
+    role: str  # lead | viewer
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "chat_bindings"
+
+
+ALL_DOCUMENTS.append(ChatBinding)

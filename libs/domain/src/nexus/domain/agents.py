@@ -6,12 +6,17 @@ import msgspec
 
 
 class CommandPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Which commands the hypervisor runs. Patterns are shell-style globs on the command line
-    (`git *`, `pytest*`); `deny` wins over `allow`; a command matching neither follows `default`."""
+    """Which commands the hypervisor runs. Patterns are shell-style globs on the command line of
+    the program that finally runs, after wrappers (`timeout 60 pytest -q` is judged as `pytest -q`;
+    `deny` is also matched on every wrapper). `deny` wins over `allow`; a command matching neither
+    follows `default`, which is deny unless set. Shells, interpreters and programs in the workspace
+    run only when an allow pattern names them as its first word (`python3 -m pytest*`), never
+    through a wildcard. `network` lets commands reach the network (off: their own empty network)."""
 
     allow: list[str] = msgspec.field(default_factory=list)
     deny: list[str] = msgspec.field(default_factory=list)
-    default: Literal["allow", "deny", "ask"] = "allow"
+    default: Literal["allow", "deny", "ask"] = "deny"
+    network: bool = False
     timeout_s: float = 60.0
     max_output_bytes: int = 65536
 

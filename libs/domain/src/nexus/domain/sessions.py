@@ -1,6 +1,6 @@
-"""The session contract of seed 004: what an AI actually did, change by change.
+"""The session contract: what an AI actually did, change by change.
 
-Field names on the wire are camelCase (relPath, exitCode, parentSessionId) as in the seed."""
+Field names on the wire are camelCase (relPath, exitCode, parentSessionId) as in the session contract."""
 
 from typing import Literal
 
@@ -80,6 +80,8 @@ class SessionState(msgspec.Struct, rename="camel", kw_only=True):
     project_path: str
     parent_session_id: str | None = None
     backend: str = "scripted"
+    # How the session's commands are confined: "bwrap", "landlock" or "none" (see the hypervisor's sandbox).
+    sandbox: str = ""
     status: SessionStatus = "active"
     run_id: str | None = None
     notes: list[str] = msgspec.field(default_factory=list)

@@ -311,3 +311,8 @@ async def consume_once(
             await sub.unsubscribe()
         except Exception:  # noqa: BLE001
             pass
+
+
+# The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere
+# (FastStream's, see nexus.events.faststream).
+handle_message = _handle_one

@@ -17,7 +17,7 @@ class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-# ---------------------------------------------------------------- the run config (seed 000)
+# ---------------------------------------------------------------- the run config
 class RepoSpec(Payload):
     url: str
     ref: str = "main"  # what to clone
@@ -68,10 +68,23 @@ class CancelRun(Payload):
     reason: Text = "cancelled"
 
 
+class ChatPrincipal(Payload):
+    """Who acts from a chat: core-api honours it only while a binding of this chat user to a Nexus
+    identity exists with a role that allows the act."""
+
+    user_id: str
+    provider: Literal["telegram"] = "telegram"
+    username: str = ""
+
+
 class CreateGoal(Payload):
     title: ShortText
     description: Text = ""
     requested_by: Who = ""
+    goal_id: Annotated[str, msgspec.Meta(max_length=120)] = ""  # chosen by the sender so a redelivered command creates one goal
+    meta_agent: Annotated[str, msgspec.Meta(max_length=120)] = ""  # the planner agent (id or name) whose meta session plans the goal
+    repository: Annotated[str, msgspec.Meta(max_length=120)] = ""  # id or name
+    principal: ChatPrincipal | None = None
 
 
 class DecideApproval(Payload):
@@ -79,6 +92,15 @@ class DecideApproval(Payload):
     decision: Literal["approved", "rejected"]
     reason: Text = ""
     decided_by: Who = ""
+    principal: ChatPrincipal | None = None
+
+
+class CancelRunRequest(Payload):
+    """A chat asks core-api to cancel a run (core-api checks the principal, then commands the worker)."""
+
+    run_id: Ref
+    reason: Text = "cancelled from chat"
+    principal: ChatPrincipal | None = None
 
 
 class ChildPlan(Payload):
@@ -216,6 +238,8 @@ class GoalChanged(Payload):
     goal_id: str
     title: str
     status: str
+    summary: str = ""
+    meta_run_id: str = ""
 
 
 class ApprovalDecided(Payload):

@@ -17,8 +17,8 @@ async def _respond(writer: asyncio.StreamWriter, status: str, body: bytes, ctype
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, ready: ReadyCheck | None = None) -> None:
-        self.host, self.port, self.ready = host, port, ready
+    def __init__(self, host: str, port: int, ready: ReadyCheck | None = None, detail: Callable[[], str] | None = None) -> None:
+        self.host, self.port, self.ready, self.detail = host, port, ready, detail  # detail: more lines for /readyz
         self._server: asyncio.Server | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -39,7 +39,10 @@ class OpsServer:
                         ok = await asyncio.wait_for(self.ready(), 2)
                     except Exception:  # noqa: BLE001 — any failure means not ready
                         ok = False
-                await _respond(writer, "200 OK" if ok else "503 Service Unavailable", b"ready\n" if ok else b"not ready\n")
+                body = b"ready\n" if ok else b"not ready\n"
+                if self.detail is not None:
+                    body += self.detail().encode() + b"\n"
+                await _respond(writer, "200 OK" if ok else "503 Service Unavailable", body)
             else:
                 await _respond(writer, "404 Not Found", b"not found\n")
         except (TimeoutError, ConnectionError):

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import msgspec
 
@@ -20,6 +21,8 @@ class CommonSettings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     log_format: str = "json"
     otlp_endpoint: str | None = None
+    # JetStream streams and KV buckets: 1 on one machine, 3 on a three-node production cluster.
+    jetstream_replicas: int = 1
 
 
 def bootstrap(service: str, settings: CommonSettings) -> None:
@@ -50,7 +53,7 @@ def _exit_now(grace_s: float) -> None:
     os._exit(1)
 
 
-async def start_ops(settings: CommonSettings, ready: ReadyCheck | None) -> OpsServer:
-    ops = OpsServer(settings.metrics_host, settings.metrics_port, ready)
+async def start_ops(settings: CommonSettings, ready: ReadyCheck | None, detail: Callable[[], str] | None = None) -> OpsServer:
+    ops = OpsServer(settings.metrics_host, settings.metrics_port, ready, detail)
     await ops.start()
     return ops

@@ -59,7 +59,8 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
         state_dir = Path(settings.state_dir or Path(settings.workspace).parent / "state")
         state_dir.mkdir(parents=True, exist_ok=True)
         session = RunSession(cfg, js, reporter, workdir=Path(settings.workspace), state_dir=state_dir, secrets=secrets,
-                             env=workspace.base_env(environ), approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s, nc=nc)
+                             env=workspace.base_env(environ), approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s, nc=nc,
+                             sandbox_mode=settings.sandbox)
         started = loop.time()
         try:
             await asyncio.wait_for(session.run(), cfg.limits.wall_clock_s)

@@ -5,18 +5,14 @@ import contextlib
 import logging
 import os
 
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from nexus.domain.ids import new_ulid
 from nexus.domain.sessions import SessionChange
 from nexus.events.bus import Publisher
 from nexus.events.catalog import change_kind
 from nexus.events.payloads import Heartbeat, LLMCalled, RunLog, RunStatusChanged, SessionChanged, SessionOpened, ToolCalled
 
 log = logging.getLogger("nexus.agent_runner")
-# A NATS restart takes seconds: a run's events wait for it (about a minute in all) rather than being lost.
-PUBLISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0)
 
 
 class RunReporter:
@@ -29,17 +25,8 @@ class RunReporter:
         self._heartbeat: asyncio.Task | None = None
 
     async def _send(self, type_: str, data) -> None:
-        """Publish, riding out a NATS restart: the same message id on every try, so JetStream keeps one copy."""
-        msg_id = new_ulid()
-        for delay in (*PUBLISH_RETRY_DELAYS_S, None):
-            try:
-                await self.publisher.publish(type_, data, run_id=self.run_id, correlation_id=self.run_id, msg_id=msg_id)
-                return
-            except (NatsError, OSError) as exc:
-                if delay is None:
-                    raise
-                log.warning("publishing %s failed (%r); retrying in %.1fs", type_, exc, delay)
-                await asyncio.sleep(delay)
+        # The publisher rides out a NATS restart or failover (retried with the same message id).
+        await self.publisher.publish(type_, data, run_id=self.run_id, correlation_id=self.run_id)
 
     async def status(self, status: str, **fields) -> None:
         if "reason" in fields:

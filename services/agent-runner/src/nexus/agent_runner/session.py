@@ -10,6 +10,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from nexus.agent_runner import prompt, workspace
+from nexus.agent_runner.hypervisor.sandbox import describe as describe_sandbox
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.external import run_external
 from nexus.agent_runner.llm import make_provider
@@ -35,7 +36,7 @@ def _now() -> str:
 
 
 def backend(cfg: RunConfig) -> str:
-    """The session's backend (seed 004): the provider, or for an external CLI the CLI's name."""
+    """The session's backend: the provider, or for an external CLI the CLI's name."""
     if cfg.llm.provider == "external" and cfg.llm.command:
         return cfg.llm.model if cfg.llm.model != "scripted" else Path(cfg.llm.command[0]).name
     return cfg.llm.provider
@@ -49,7 +50,8 @@ def _child_outcome(end: ChildFinished | None) -> str:
 
 class RunSession:
     def __init__(self, cfg: RunConfig, js: JetStreamContext, reporter: RunReporter, *, workdir: Path, state_dir: Path,
-                 secrets: dict[str, str], env: dict[str, str], approval_timeout_s: float = 3600.0, nc: Any = None) -> None:
+                 secrets: dict[str, str], env: dict[str, str], approval_timeout_s: float = 3600.0, nc: Any = None,
+                 sandbox_mode: str = "auto") -> None:
         self.cfg = cfg
         self.js = js
         self.nc = nc  # with a NATS client, the session is hosted on the agent kernel (tree.py)
@@ -64,6 +66,7 @@ class RunSession:
         self._inbox_started = False
         self.children: list[ChildPlan] = []
         self.approval_timeout_s = approval_timeout_s
+        self.sandbox_mode = sandbox_mode
         self.rejection = ""  # set when a human rejects: the run stops with this reason
 
     async def _inbox(self) -> RunInbox:
@@ -135,9 +138,12 @@ class RunSession:
             state_file=self.state_dir / f"{cfg.session_id}.json", secrets=self.secrets,
             recorder=r.change_recorder(cfg.session_id, cfg.parent_session_id), approver=self.approve,
             spawner=self.spawn if cfg.meta else None, commit_trailers=trailers, base_env=self.env,
-            allowed_tools=cfg.tools or None,
+            allowed_tools=cfg.tools or None, sandbox_mode=self.sandbox_mode,
         )
         self.hv = hv
+        confinement = f"commands are confined by {describe_sandbox(hv.sandbox)}"
+        log.info(confinement)
+        await r.log(confinement)
         try:
             outcome = await (self._external(hv, genv) if cfg.llm.provider == "external" else self._model(hv))
         except RunStopped as exc:

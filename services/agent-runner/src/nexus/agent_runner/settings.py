@@ -14,6 +14,9 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     # (core-api puts its `approval_ttl_s` there, so the two clocks agree).
     approval_timeout_s: float = 3600.0
     log_level: str = "info"
+    # How agent commands are confined: "auto" (bubblewrap if the kernel allows it, else Landlock, else
+    # rlimits only), or one of "bwrap", "landlock", "none" to insist (tests use it to check the fallbacks).
+    sandbox: str = "auto"
 
 
 def secrets_from_env(environ: dict[str, str], names: list[str]) -> dict[str, str]:

@@ -45,12 +45,13 @@ from nexus.core_api.memory.routes import MemoryController, preview_memory  # noq
 from nexus.core_api.sessions.routes import SessionController, run_session_tree  # noqa: E402
 from nexus.core_api.errors import document_problems  # noqa: E402
 from nexus.core_api.schedules.routes import ScheduleController  # noqa: E402
+from nexus.core_api.chat_bindings.routes import ChatBindingController  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
-    ScheduleController,
+    ScheduleController, ChatBindingController,
 ])
 
 
@@ -62,7 +63,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         install_cache(cache)
         nc = await connect(settings.nats_url, "core-api")
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, settings.jetstream_replicas)
         ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"))
         app.state.ctx = ctx
         app.state.db = db

@@ -5,7 +5,8 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from nexus.core_api.approvals.service import decide, expire_due
+from nexus.core_api.approvals.service import expire_due
+from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
@@ -20,7 +21,6 @@ log = logging.getLogger("nexus.core_api.background")
 
 
 async def handle_command(ctx: Context, d: Delivery) -> None:
-    from nexus.core_api.goals.service import create_goal_from_command
     from nexus.core_api.sessions.meta import plan_children
 
     match d.payload:
@@ -29,10 +29,10 @@ async def handle_command(ctx: Context, d: Delivery) -> None:
                 await plan_children(ctx, d.payload)
             except ValueError as exc:
                 raise Poison(str(exc)) from exc
-        case p.DecideApproval():
-            await decide(ctx, d.payload.approval_id, d.payload.decision, d.payload.reason, d.payload.decided_by)
-        case p.CreateGoal():
-            await create_goal_from_command(ctx, d.payload)
+        case p.DecideApproval() | p.CreateGoal() | p.CancelRunRequest():
+            from nexus.core_api.chat_bindings.commands import handle_chat_command
+
+            await handle_chat_command(ctx, d.payload)
         case p.FireSchedule():
             from nexus.core_api.schedules.service import fire
 
@@ -82,6 +82,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
                 handler=lambda d: handle_command(ctx, d), stop=stop),
         _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),
         _every(5.0, stop, expire_due, ctx),
+        serve_queries(ctx, stop),
     ]
     try:
         await asyncio.gather(*jobs)

@@ -1,26 +1,42 @@
-"""telegram-gateway's entry point. Off without a token: it still connects, serves its ops port and
-follows the events leads are alerted about; the chat-ops features come with their own issue."""
+"""telegram-gateway's entry point: the bot (polling or webhook), the alert subscribers and the outbox.
+Without a token Telegram is off: the gateway still connects, follows the alert events and says so in
+/readyz."""
 
 import asyncio
+import contextlib
 import logging
 import os
 
+from faststream.nats import NatsBroker
+
 from nexus.domain.settings import load_settings
-from nexus.events.bus import connect, ensure_streams
-from nexus.events.catalog import EVENTS_STREAM
-from nexus.events.consumer import Delivery, consume
-from nexus.observability.service import CommonSettings, bootstrap, start_ops, stop_event_on_signals
+from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
+from nexus.telegram_gateway import outbox as outbox_mod
+from nexus.telegram_gateway import store as store_mod
+from nexus.telegram_gateway.alerts import Alerts
+from nexus.telegram_gateway.core import CoreClient
+from nexus.telegram_gateway.settings import TelegramSettings
 
 log = logging.getLogger("nexus.telegram_gateway")
 
 
-class TelegramSettings(CommonSettings, kw_only=True):
-    telegram_token: str | None = None
-    telegram_api_url: str = "https://api.telegram.org"
-
-
-async def on_alert(d: Delivery) -> None:
-    log.info("alert-worthy event %s", d.envelope.type)
+async def _start_bot(bot, stop: asyncio.Event, status: dict[str, str]) -> None:
+    """Telegram unreachable at start does not take the gateway down: it tries again with backoff."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await bot.start()
+            status["telegram"] = f"on ({bot.settings.telegram_mode})"
+            return
+        except Exception as exc:  # noqa: BLE001 — reported in /readyz and retried
+            status["telegram"] = f"starting: {type(exc).__name__}"
+            log.warning("Telegram start failed (%s); retrying in %.0fs", exc, delay)
+            with contextlib.suppress(Exception):
+                await bot.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 60.0)
 
 
 async def serve(settings: TelegramSettings) -> None:
@@ -28,18 +44,43 @@ async def serve(settings: TelegramSettings) -> None:
     nc = await connect(settings.nats_url, "telegram-gateway")
     js = nc.jetstream()
     await ensure_streams(js)
+    core = CoreClient(nc, Publisher(js, "telegram-gateway"), settings.telegram_rpc_timeout_s)
+    store = await store_mod.ChatStore.open(js)
+    status = {"telegram": "off (no NEXUS_TELEGRAM_TOKEN)"}
+    bot = outbox = None
+    if settings.telegram_token:
+        from nexus.telegram_gateway.bot import Bot
+
+        bot = Bot(settings, core, store)
+        outbox = outbox_mod.Outbox(await store_mod.open_bucket(js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s)
+        bot.outbox = outbox
+        status["telegram"] = "starting"
+    else:
+        log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
+    # Each handled message is logged at debug level: alerts are counted in the consumer metrics instead.
+    broker = NatsBroker(settings.nats_url, name="telegram-gateway-subscribers", max_reconnect_attempts=-1, log_level=logging.DEBUG)
+    Alerts(core, store, outbox, settings.telegram_link_base).register(broker)
 
     async def ready() -> bool:
         return nc.is_connected
 
-    ops = await start_ops(settings, ready)
-    if not settings.telegram_token:
-        log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
+    ops = await start_ops(settings, ready, lambda: f"telegram: {status['telegram']}")
+    starting = None
     try:
-        await asyncio.gather(
-            consume(js, stream=EVENTS_STREAM, durable="telegram-approvals", subject="nexus.evt.approval.>", handler=on_alert, stop=stop),
-        )
+        if bot is not None and outbox is not None:
+            await outbox.start()
+            starting = asyncio.create_task(_start_bot(bot, stop, status))
+        await broker.start()
+        await stop.wait()
     finally:
+        if starting is not None:
+            starting.cancel()
+        await broker.stop()
+        if outbox is not None:
+            await outbox.stop()
+        if bot is not None:
+            with contextlib.suppress(Exception):
+                await bot.stop()
         await ops.stop()
         await nc.drain()
 
@@ -47,6 +88,7 @@ async def serve(settings: TelegramSettings) -> None:
 def main() -> None:
     settings = load_settings(TelegramSettings, os.environ)
     bootstrap("telegram-gateway", settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the bot token in the URL
     asyncio.run(serve(settings))
 
 

@@ -1,43 +1,37 @@
-"""Commands: parsed with shlex and executed without a shell, under the agent's CommandPolicy.
+"""Commands: parsed with shlex, read by the command parser (cmdparse), judged by the agent's
+CommandPolicy, and executed without a shell inside the OS sandbox (sandbox).
 
-Each command runs with cwd = workspace, stdin = /dev/null, a scrubbed environment, its own
-process group (killed whole on timeout, and after exit so nothing it started in the background
-outlives it), a timeout and an output cap. This is a policy boundary, not a sandbox: a command
-runs as the runner's user, so the container or Job around the runner is what really isolates
-the host. Arguments that name a path outside the workspace are refused as a second line of
-defence (a heuristic over argv; an interpreter the policy allows can still reach anything)."""
+Each command runs with cwd = workspace, stdin = /dev/null, a scrubbed environment (never the
+runner's), the secrets it names by `NAME=${secret:X}` as environment variables (never in argv), its
+own process group (killed whole on timeout and after exit), its own PID namespace when the sandbox
+is bubblewrap (so a child that calls setsid() dies with it too), a timeout and an output cap."""
 
 import asyncio
 import os
-import shlex
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 from typing import Literal
 
 import msgspec
 
+from nexus.agent_runner.hypervisor import cmdparse, sandbox
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.domain.agents import CommandPolicy
 
 Decision = Literal["allow", "deny", "ask"]
 
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "ash", "busybox", "pwsh"})
-# Programs that run another program from their arguments: a shell behind one is still a shell.
-WRAPPERS = frozenset(
-    {"env", "nice", "nohup", "timeout", "stdbuf", "setsid", "xargs", "time", "sudo", "doas", "chroot",
-     "unshare", "nsenter", "exec", "command", "ionice", "taskset", "flock", "watch", "script", "strace", "find"}
-)
-_ALLOWED_OUTSIDE = frozenset({"/dev/null"})
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 TIMEOUT_EXIT_CODE = 124  # as coreutils `timeout` reports it
 _DRAIN_GRACE_S = 1.0
+_EXPLICIT_KINDS = {"shell": "shell-not-allowed", "interpreter": "interpreter-not-allowed", "workspace": "workspace-program-not-allowed"}
+_KIND_WORDS = {"shell": "a shell", "interpreter": "an interpreter or build tool", "workspace": "a program from the workspace"}
 
 
 class CommandOutcome(msgspec.Struct, kw_only=True):
     exit_code: int
-    output: bytes
+    output: bytes  # up to the cap plus the slack asked for (so secrets are masked before the cut)
     total_bytes: int
     truncated: bool
     timed_out: bool
@@ -49,102 +43,60 @@ def _inside(path: str, root: str) -> bool:
 
 
 def parse(cmd: str) -> list[str]:
-    try:
-        argv = shlex.split(cmd)
-    except ValueError as exc:
-        raise Refused("invalid-command", f"cannot parse the command line: {exc}") from None
-    if not argv:
-        raise Refused("invalid-command", "the command is empty")
-    if any("\x00" in token for token in argv):
-        raise Refused("invalid-command", "the command contains a NUL byte")
-    return argv
+    return cmdparse.split(cmd)
 
 
 def _first_word(pattern: str) -> str:
     return pattern.split(maxsplit=1)[0] if pattern.strip() else ""
 
 
-def decide(cmd: str, argv: list[str], policy: CommandPolicy, ask: list[str]) -> tuple[Decision, str]:
-    """The policy's verdict and the pattern behind it. Deny wins, and is matched loosely (raw
-    text, argv joined, program by basename); allow is matched on argv joined only, so a
-    workspace script named `./git` does not pass for `git *`."""
-    line = " ".join(argv)
-    loose = {cmd.strip(), line, " ".join([os.path.basename(argv[0]), *argv[1:]])}
-    for pattern in policy.deny:
-        if any(fnmatchcase(form, pattern) for form in loose):
-            return "deny", pattern
-    for pattern in policy.allow:
-        if fnmatchcase(line, pattern):
-            return "allow", pattern
-    if "command" in ask:
-        return "ask", "command"
-    return policy.default, f"default={policy.default}"
+def _named(layer: cmdparse.Layer, pattern: str) -> bool:
+    """An allow pattern that names this program literally as its first word, and matches."""
+    first = _first_word(pattern)
+    if any(ch in first for ch in "*?["):
+        return False
+    names = {layer.argv[0]} if layer.kind == "workspace" else {layer.argv[0], layer.name}
+    line = " ".join([first, *layer.argv[1:]])
+    return first in names and fnmatchcase(line, pattern)
 
 
-def check_shell(argv: list[str], policy: CommandPolicy) -> None:
-    """No shell unless an allow pattern names that shell as its program."""
-    names = [os.path.basename(argv[0])]
-    if names[0] in WRAPPERS:
-        names += [os.path.basename(token) for token in argv[1:]]
-    shells = [name for name in names if name in SHELLS]
-    if not shells:
-        return
-    line = " ".join(argv)
-    explicit = any(_first_word(p) in (shells[0], argv[0]) and fnmatchcase(line, p) for p in policy.allow)
-    if not explicit:
-        raise Refused("shell-not-allowed", f"{shells[0]} is a shell; commands run without one unless the policy allows it by name")
-
-
-def check_paths(argv: list[str], root: str, program_dirs: list[str]) -> None:
-    """Refuse arguments that point outside the workspace: absolute paths, `..` escapes, `~`.
-    The program itself may be named by absolute path only inside a PATH directory."""
-    program = argv[0]
-    if program.startswith("/") and os.path.dirname(os.path.realpath(program)) not in program_dirs:
-        if not _inside(os.path.realpath(program), root):
-            raise Refused("path-outside-workspace", f"{program!r} is neither on PATH nor in the workspace")
-    for index, token in enumerate(argv):
-        candidates = [token]
-        if "=" in token:
-            candidates.append(token.split("=", 1)[1])
-        if token.startswith("-") and not token.startswith("--") and len(token) > 2:
-            candidates.append(token[2:])  # glued short options: -C/tmp
-        for value in candidates:
-            if index == 0 and value is token and value.startswith("/"):
-                continue  # a system program by absolute path
-            if value.startswith("~"):
-                raise Refused("path-outside-workspace", f"{token!r}: home-relative paths are not allowed")
-            if value in _ALLOWED_OUTSIDE:
-                continue
-            if value.startswith("/") or ".." in value.split("/"):
-                if not _inside(os.path.realpath(os.path.join(root, value)), root):
-                    raise Refused("path-outside-workspace", f"{token!r} points outside the workspace")
-
-
-def check_git(argv: list[str], can_merge: bool) -> str | None:
-    """Git verbs the runner owns. Returns the approval action a `git merge` needs, if any."""
-    if os.path.basename(argv[0]) != "git":
-        return None
-    verb = _git_verb(argv[1:])
-    if verb == "push":
-        raise Refused("not-permitted", "the runner pushes the run branch itself; git push is not a tool")
-    if verb == "merge":
-        if not can_merge:
-            raise Refused("not-permitted", "this agent may not merge (can_merge is false)")
-        return "merge"
-    return None
-
-
-def _git_verb(args: list[str]) -> str:
-    takes_value = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"}
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in takes_value:
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return ""
+def decide(cmd: str, layers: list[cmdparse.Layer], policy: CommandPolicy, ask: list[str]) -> tuple[Decision, str]:
+    """The policy's verdict and the pattern behind it. Deny is matched on every layer (a wrapper
+    does not hide what it runs) and on the raw text; allow must hold for the program that finally
+    runs and for find/xargs around it; shells, interpreters and workspace programs run only when
+    an allow pattern names them; a command matching nothing follows `default` (deny if unset)."""
+    for layer in layers:
+        loose = {cmd.strip(), layer.line, " ".join([layer.name, *layer.argv[1:]]), " ".join([layer.real, *layer.argv[1:]])}
+        if layer.via:  # find/xargs add arguments at run time: `xargs rm` is `rm <something>`
+            loose |= {form + " {}" for form in loose}
+        for pattern in policy.deny:
+            if any(fnmatchcase(form, pattern) for form in loose):
+                return "deny", pattern
+    needed = [layers[-1], *[layer for layer in layers[:-1] if layer.real in ("find", "xargs") or layer.name in ("find", "xargs")]]
+    verdicts: list[tuple[Decision, str]] = []
+    for layer in needed:
+        if layer.kind in _EXPLICIT_KINDS:
+            pattern = next((p for p in policy.allow if _named(layer, p)), None)
+            if pattern is None:
+                raise Refused(
+                    _EXPLICIT_KINDS[layer.kind],
+                    f"{layer.name} runs code it is given ({_KIND_WORDS[layer.kind]}); "
+                    "it runs only when an allow pattern names it as its first word",
+                )
+            verdicts.append(("allow", pattern))
+            continue
+        pattern = next((p for p in policy.allow if fnmatchcase(layer.line, p)), None)
+        if pattern is not None:
+            verdicts.append(("allow", pattern))
+        elif "command" in ask:
+            verdicts.append(("ask", "command"))
+        else:
+            verdicts.append((policy.default, f"default={policy.default}"))
+    for wanted in ("deny", "ask"):
+        for verdict in verdicts:
+            if verdict[0] == wanted:
+                return verdict
+    return verdicts[0]
 
 
 def default_base_env(workspace: str) -> dict[str, str]:
@@ -177,6 +129,22 @@ def scrub_env(base: Mapping[str, str], workspace: str, secret_values: list[str])
     return env
 
 
+def command_env(env: Mapping[str, str]) -> dict[str, str]:
+    """What an agent command starts from: the scrubbed environment, with git reading no global or
+    system configuration and taking no optional locks."""
+    keep = {key: value for key, value in env.items() if key in _ENV_KEEP or key == "GIT_TERMINAL_PROMPT"}
+    return {**keep, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+def render(outcome: CommandOutcome, cap: int, mask: Callable[[str], str], mask_cut: Callable[[str], str]) -> str:
+    """The output as the model sees it: masked first, then cut to the cap."""
+    text = mask(outcome.output.decode("utf-8", errors="replace"))
+    if outcome.total_bytes > len(outcome.output):
+        text = mask_cut(text)
+    data = text.encode()
+    return data[:cap].decode("utf-8", errors="ignore") if len(data) > cap else text
+
+
 class _Capture(asyncio.Protocol):
     def __init__(self, cap: int, done: asyncio.Future[None]) -> None:
         self.cap = cap
@@ -207,26 +175,35 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
             pass
 
 
-async def execute(argv: list[str], *, cwd: str, env: Mapping[str, str], timeout_s: float, max_output: int) -> CommandOutcome:
+async def execute(
+    argv: list[str], *, cwd: str, env: Mapping[str, str], timeout_s: float, max_output: int,
+    confine: tuple[str, sandbox.Spec] | None = None, slack: int = 0,
+) -> CommandOutcome:
+    """Run argv (confined by `confine` = (mode, spec) when given); keep max_output + slack bytes."""
     loop = asyncio.get_running_loop()
+    prepared = sandbox.prepare(confine[0], argv, dict(env), confine[1]) if confine else None
+    run_argv, run_env = (prepared.argv, prepared.env) if prepared else (argv, dict(env))
     read_fd, write_fd = os.pipe()
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+            *run_argv, cwd=cwd, env=run_env, stdin=asyncio.subprocess.DEVNULL,
             stdout=write_fd, stderr=write_fd, start_new_session=True,
+            preexec_fn=prepared.preexec if prepared else None,
         )
     except FileNotFoundError:
         os.close(read_fd)
-        raise Refused("command-not-found", f"{argv[0]!r} was not found on PATH") from None
-    except PermissionError:
+        raise Refused("command-not-found", f"{os.path.basename(argv[0])[:120]} was not found on PATH") from None
+    except (PermissionError, OSError) as exc:
         os.close(read_fd)
-        raise Refused("not-executable", f"{argv[0]!r} is not executable") from None
+        if prepared:
+            prepared.cleanup()
+        raise Refused("not-executable", f"{os.path.basename(argv[0])[:120]} could not be started ({exc.strerror})") from None
     finally:
         os.close(write_fd)
     done: asyncio.Future[None] = loop.create_future()
     transport, capture = await loop.connect_read_pipe(
-        lambda: _Capture(max_output, done), os.fdopen(read_fd, "rb", buffering=0)
+        lambda: _Capture(max_output + slack, done), os.fdopen(read_fd, "rb", buffering=0)
     )
     timed_out = False
     try:
@@ -236,6 +213,8 @@ async def execute(argv: list[str], *, cwd: str, env: Mapping[str, str], timeout_
     finally:
         _kill_group(proc)  # also whatever it left running in the background
         await proc.wait()
+        if prepared:
+            prepared.cleanup()
     try:
         # Output still in the pipe; a grandchild that left the group may hold it open.
         await asyncio.wait_for(asyncio.shield(done), _DRAIN_GRACE_S)
@@ -246,7 +225,7 @@ async def execute(argv: list[str], *, cwd: str, env: Mapping[str, str], timeout_
         exit_code=TIMEOUT_EXIT_CODE if timed_out else (proc.returncode if proc.returncode is not None else -1),
         output=bytes(capture.buf),
         total_bytes=capture.total,
-        truncated=capture.total > len(capture.buf),
+        truncated=capture.total > max_output,
         timed_out=timed_out,
         duration_ms=int((time.monotonic() - started) * 1000),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import commands
+from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
 from nexus.agent_runner.hypervisor.secrets import SecretBox, UnknownSecret
@@ -83,6 +83,7 @@ class Hypervisor:
         base_env: Mapping[str, str] | None = None,
         *,
         allowed_tools: Iterable[str] | None = None,
+        sandbox_mode: str = "auto",
     ) -> None:
         self._ws = Workspace(workspace)
         self.workspace = Path(self._ws.root)
@@ -96,7 +97,9 @@ class Hypervisor:
         self._trailers = dict(commit_trailers)
         base = dict(base_env) if base_env is not None else commands.default_base_env(self._ws.root)
         self._env = commands.scrub_env(base, self._ws.root, self._secrets.values)
-        self._program_dirs = commands.program_dirs(self._env)
+        self._cmd_env = commands.command_env(self._env)
+        self.sandbox = sandbox.detect(sandbox_mode)  # how agent commands are confined: bwrap, landlock or none
+        self.session.sandbox = self.sandbox
         self._allowed = set(allowed_tools) if allowed_tools is not None else None
         self._lock = asyncio.Lock()
         self.finished: str | None = None
@@ -359,23 +362,26 @@ class Hypervisor:
     async def _tool_run_command(self, args: Any) -> ToolResult:
         policy = self.permissions.commands
         template = commands.parse(args.cmd)
-        try:
-            argv = [self._secrets.substitute(token) for token in template]
-        except UnknownSecret as exc:
-            raise Refused("unknown-secret", f"no secret named {exc.name}") from None
-        commands.check_shell(template, policy)
-        commands.check_paths(template, self._ws.root, self._program_dirs)
-        git_action = commands.check_git(template, self.permissions.can_merge)
-        decision, why = commands.decide(args.cmd, template, policy, self.permissions.ask)
+        ctx = cmdparse.Context(self._ws.root, self._cmd_env.get("PATH", ""))
+        plan = cmdparse.analyze(template, ctx)
+        decision, why = commands.decide(args.cmd, plan.layers, policy, self.permissions.ask)
         if decision == "deny":
             raise Refused("policy-deny", f"the command policy denies it ({why})")
+        try:
+            secret_env = {name: self._secrets.substitute(value) for name, value in plan.env.items()}
+        except UnknownSecret as exc:
+            raise Refused("unknown-secret", f"no secret named {exc.name}") from None
         if decision == "ask":
             await self._ask("command", args.cmd)
-        if git_action and git_action in self.permissions.ask:
-            await self._ask(git_action, args.cmd)
+        for entry, rel in cmdparse.approvals(plan.writes, self.permissions.ask):
+            await self._ask(entry, rel)
         timeout = min(args.timeout_s, policy.timeout_s) if args.timeout_s else policy.timeout_s
+        spec = sandbox.Spec(workspace=self._ws.root, network=policy.network, programs=plan.programs,
+                            limits=sandbox.Limits(cpu_s=int(timeout) + 5))
+        longest = max((len(v.encode()) for v in self._secrets.values), default=0)
         outcome = await commands.execute(
-            argv, cwd=self._ws.root, env=self._env, timeout_s=timeout, max_output=policy.max_output_bytes
+            plan.argv, cwd=self._ws.root, env={**self._cmd_env, **secret_env}, timeout_s=timeout,
+            max_output=policy.max_output_bytes, confine=(self.sandbox, spec), slack=longest,
         )
         await self._record(
             CommandRunChange(
@@ -383,12 +389,13 @@ class Hypervisor:
                 output_truncated=outcome.truncated, timestamp=now_iso(),
             )
         )
+        text = commands.render(outcome, policy.max_output_bytes, self._mask, self._secrets.mask_cut)
         footer = [f"[exit code {outcome.exit_code}]"]
         if outcome.truncated:
-            footer.append(f"[output truncated: showed {len(outcome.output)} of {outcome.total_bytes} bytes]")
+            footer.append(f"[output truncated: showed {min(len(outcome.output), policy.max_output_bytes)} of {outcome.total_bytes} bytes]")
         if outcome.timed_out:
-            footer.append(f"[timed out after {timeout:g}s; the process group was killed]")
-        return ToolResult(ok=True, output=self._decode(outcome) + "\n" + "\n".join(footer))
+            footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
+        return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
 
     # --- git -------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository
 from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
-from nexus.events.payloads import CreateGoal, GoalChanged
+from nexus.events.payloads import GoalChanged
 
 
 def to_out(g: Goal) -> GoalOut:
@@ -43,8 +43,8 @@ async def resolve_refs(meta_agent: str | None, repository: str | None) -> tuple[
 
 
 async def create_goal(ctx: Context, title: str, description: str, *, created_by: str, meta_agent_id: str | None = None,
-                      repository_id: str | None = None) -> Goal:
-    goal = Goal(id=new_id("goal"), title=title, description=description, created_by=created_by,
+                      repository_id: str | None = None, goal_id: str | None = None) -> Goal:
+    goal = Goal(id=goal_id or new_id("goal"), title=title, description=description, created_by=created_by,
                 meta_agent_id=meta_agent_id, repository_id=repository_id)
     await goal.insert()
     await ctx.publisher.publish("goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status))
@@ -68,5 +68,18 @@ async def start_meta_session(ctx: Context, goal: Goal) -> None:
         await update_document(Goal, goal.id, {"$set": {"meta_run_id": run.id}})
 
 
-async def create_goal_from_command(ctx: Context, cmd: CreateGoal) -> Goal:
-    return await create_goal(ctx, cmd.title, cmd.description, created_by=cmd.requested_by)
+async def on_run_finished(ctx: Context, run) -> None:
+    """A goal's meta session waits for every child it planned, so its end is the goal's end."""
+    if not run.goal_id or run.parent_run_id:
+        return
+    goal = await Goal.get(run.goal_id)
+    if goal is None or goal.meta_run_id != run.id or goal.status != "open":
+        return
+    status = "done" if run.status == "succeeded" else "failed"
+    res = await update_document(Goal, goal.id, {"$set": {"status": status, "updated_at": run.ended_at}}, {"status": "open"})
+    if res.modified_count == 1:
+        await ctx.publisher.publish(
+            "goal.status_changed",
+            GoalChanged(goal_id=goal.id, title=goal.title, status=status, summary=run.summary or run.reason, meta_run_id=run.id),
+            correlation_id=goal.id,
+        )

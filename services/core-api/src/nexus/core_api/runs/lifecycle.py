@@ -113,9 +113,11 @@ async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
             # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
             await ctx.publisher.publish("worker.cancel_run", CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
                                         correlation_id=run.id)
+        from nexus.core_api.goals.service import on_run_finished
         from nexus.core_api.sessions.meta import on_child_finished
 
         await on_child_finished(ctx, run)
+        await on_run_finished(ctx, run)
     elif status == RunStatus.QUEUED and run.attempt != was_attempt:
         RUNS_ENDED.labels("retried").inc()
         log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, was_attempt, run.reason, run.attempt)

@@ -18,7 +18,7 @@ class AttemptChain(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class SessionOut(msgspec.Struct, rename="camel", kw_only=True):
-    """Seed 004's SessionState contract: sessionId, parentSessionId, backend, status, notes, changes
+    """The session contract: sessionId, parentSessionId, backend, status, notes, changes
     (those of the latest attempt), and every attempt's chain apart."""
 
     session_id: str

@@ -1,5 +1,5 @@
-"""Sessions (seed 004) as core-api stores them: opened by the runner per attempt; each attempt's
-changes kept apart (its own chain, seq from 0), each stored once."""
+"""Sessions as core-api stores them: opened by the runner per attempt; each attempt's changes kept
+apart (its own chain, seq from 0), each stored once."""
 
 import msgspec
 from pymongo.errors import BulkWriteError, DuplicateKeyError

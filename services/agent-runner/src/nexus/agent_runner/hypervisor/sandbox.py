@@ -1,0 +1,273 @@
+"""The OS wall around every agent command: the policy decides what may run, this decides what a
+running command can reach.
+
+`bwrap` (Debian's bubblewrap) when the kernel lets us create namespaces: the command sees the
+workspace read-write (its git directory read-only), read-only system paths and the program's own
+installation, a private /tmp, its own PID namespace (only its own processes in /proc; when the
+command exits, everything it started dies with the namespace, `setsid()` or not), no network
+unless the policy grants it, and rlimits. Where namespaces are refused (a restricted Kubernetes
+pod), `landlock`: the same rlimits, a fresh process group, and a Landlock ruleset (no privilege
+needed) that limits writes to the workspace and a private temp directory, reads to the system
+paths, and (ABI >= 4) TCP to nothing unless networking is granted; (ABI >= 6) no signals to
+processes outside. Where neither works, `none`: rlimits and the process group only. The mode is
+detected once per process and reported on every session."""
+
+import ctypes
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+
+BWRAP = "/usr/bin/bwrap"
+MODES = ("auto", "bwrap", "landlock", "none")
+_SYSTEM_RO = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+_ETC_FILES = (
+    "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf", "ld.so.cache", "ld.so.conf",
+    "ld.so.conf.d", "localtime", "timezone", "ssl", "ca-certificates", "ca-certificates.conf", "alternatives",
+    "mime.types", "protocols", "services", "locale.alias", "magic", "magic.mime", "os-release", "debian_version",
+    "python3", "python3.11", "perl",
+)
+TMP_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_s: int = 600
+    address_space: int = 8 << 30
+    file_size: int = 1 << 30
+    open_files: int = 1024
+    processes: int = 512  # per user: only enforced when the runner is not root (the images run as uid 10001)
+
+
+@dataclass
+class Spec:
+    workspace: str
+    network: bool = False
+    programs: list[str] = field(default_factory=list)  # resolved executables the command runs
+    limits: Limits = field(default_factory=Limits)
+    gitdir: str | None = None  # read-only inside the sandbox when it lies in the workspace
+    home: str | None = None  # a private, writable HOME outside the workspace (else one of the command's own)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    argv: list[str]
+    preexec: Callable[[], None]
+    env: dict[str, str]
+    cleanup: Callable[[], None]
+
+
+@cache
+def detect(requested: str = "auto") -> str:
+    """The confinement this process can give commands: "bwrap", "landlock" or "none"."""
+    if requested not in MODES:
+        raise ValueError(f"sandbox mode must be one of {', '.join(MODES)}")
+    if requested in ("auto", "bwrap") and _bwrap_works():
+        return "bwrap"
+    if requested in ("auto", "bwrap", "landlock") and landlock_abi() > 0:
+        return "landlock"
+    return "none"
+
+
+def describe(mode: str) -> str:
+    return {
+        "bwrap": "bwrap: namespaces (mount, pid, net, ipc, uts, user), read-only system, private /tmp, rlimits",
+        "landlock": f"landlock (ABI {landlock_abi()}): user namespaces refused; filesystem and TCP limited by Landlock, rlimits, process group",
+        "none": "none: neither user namespaces nor Landlock; only rlimits and a process group (the policy is the only wall)",
+    }[mode]
+
+
+def _bwrap_works() -> bool:
+    if not os.access(BWRAP, os.X_OK):
+        return False
+    probe = [BWRAP, *_base_args(network=False), "--remount-ro", "/", "--", "/bin/true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"}).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _base_args(network: bool) -> list[str]:
+    args = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if not network:
+        args.append("--unshare-net")
+    for path in _SYSTEM_RO:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for name in _ETC_FILES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    return args
+
+
+def _extra_roots(programs: Iterable[str], workspace: str) -> list[str]:
+    """Read-only binds a program needs outside the system paths: its directory, and the
+    installation prefix it belongs to (a virtualenv, or the interpreter a venv links into)."""
+    roots: set[str] = set()
+    for program in programs:
+        if not program:
+            continue
+        for path in (program, os.path.realpath(program)):
+            here = os.path.dirname(path)
+            if _under(here, _SYSTEM_RO) or _under(here, (workspace,)):
+                continue
+            prefix = os.path.dirname(here)
+            installed = os.path.basename(here) in ("bin", "sbin") and (
+                os.path.exists(os.path.join(prefix, "pyvenv.cfg")) or os.path.isdir(os.path.join(prefix, "lib"))
+            )
+            roots.add(prefix if installed else here)
+        interpreter = _shebang(program)
+        if interpreter and interpreter != program:
+            roots.update(_extra_roots([interpreter], workspace))
+    return sorted(r for r in roots if r not in ("/", "") and not _under(r, (workspace,)))
+
+
+def _shebang(program: str) -> str | None:
+    try:
+        with open(program, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return os.fsdecode(words[0]) if words and words[0].startswith(b"/") else None
+
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def _rlimits(limits: Limits) -> Callable[[], None]:
+    def apply() -> None:
+        for kind, value in (
+            (resource.RLIMIT_CPU, limits.cpu_s), (resource.RLIMIT_AS, limits.address_space),
+            (resource.RLIMIT_FSIZE, limits.file_size), (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_NPROC, limits.processes), (resource.RLIMIT_CORE, 0),
+        ):
+            soft, hard = resource.getrlimit(kind)
+            cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (cap, cap))
+
+    return apply
+
+
+def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prepared:
+    """The argv, environment and pre-exec step that run `argv` confined by `mode`."""
+    rlimits = _rlimits(spec.limits)
+    if mode == "bwrap":
+        args = [BWRAP, *_base_args(spec.network)]
+        for root in _extra_roots(spec.programs, spec.workspace):
+            args += ["--ro-bind-try", root, root]
+        home = spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
+        if home:
+            args += ["--bind", home, home]
+        args += ["--bind", spec.workspace, spec.workspace]
+        gitdir = spec.gitdir or os.path.join(spec.workspace, ".git")
+        if _under(os.path.realpath(gitdir), (spec.workspace,)) and os.path.exists(gitdir) and not os.path.islink(gitdir):
+            args += ["--ro-bind", gitdir, gitdir]
+        args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
+        # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
+        return Prepared(args, rlimits, {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
+    private = tempfile.mkdtemp(prefix="nexus-cmd-")
+    inner_env = {**env, "HOME": private, "TMPDIR": private}
+    if mode == "landlock":
+        roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
+        rules = Rules(read=[r for r in roots if os.path.exists(r)], write=[spec.workspace, private, "/dev/null"], network=spec.network)
+
+        def preexec() -> None:
+            rlimits()
+            restrict(rules)
+
+        return Prepared(list(argv), preexec, inner_env, lambda: shutil.rmtree(private, ignore_errors=True))
+    return Prepared(list(argv), rlimits, inner_env, lambda: shutil.rmtree(private, ignore_errors=True))
+
+
+# --- Landlock, through the raw syscalls (no privilege needed) ------------------------------------
+
+_SYS_CREATE, _SYS_ADD, _SYS_RESTRICT = 444, 445, 446  # the same number on every architecture
+_PR_SET_NO_NEW_PRIVS = 38
+_FS_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
+_FS_ALL_V1 = (1 << 13) - 1
+_NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP
+_SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets and signals
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+
+@dataclass(frozen=True)
+class Rules:
+    read: list[str]
+    write: list[str]
+    network: bool
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@cache
+def landlock_abi() -> int:
+    try:
+        abi = _libc().syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    except (OSError, AttributeError):
+        return 0
+    return max(abi, 0)
+
+
+def _fs_mask(abi: int) -> int:
+    mask = _FS_ALL_V1
+    if abi >= 2:
+        mask |= 1 << 13  # refer
+    if abi >= 3:
+        mask |= 1 << 14  # truncate
+    if abi >= 5:
+        mask |= 1 << 15  # ioctl on devices
+    return mask
+
+
+def restrict(rules: Rules) -> None:
+    """Confine the calling process (and what it executes) to the rules; runs in the child."""
+    abi = landlock_abi()
+    libc = _libc()
+    handled = _fs_mask(abi)
+    attr = _RulesetAttr(handled, _NET_ALL if abi >= 4 and not rules.network else 0, _SCOPE_ALL if abi >= 6 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    try:
+        for paths, access in ((rules.read, _FS_READ), (rules.write, handled)):
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    allowed = access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15))
+                    beneath = _PathBeneath(allowed & handled, fd)
+                    if libc.syscall(_SYS_ADD, ruleset, ctypes.c_int(1), ctypes.byref(beneath), ctypes.c_uint32(0)) < 0:
+                        raise OSError(ctypes.get_errno(), "landlock_add_rule failed")
+                finally:
+                    os.close(fd)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+        if libc.syscall(_SYS_RESTRICT, ruleset, ctypes.c_uint32(0)) < 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(ruleset)

@@ -1,0 +1,1 @@
+"""Chat bindings: which chat user acts as which Nexus identity, with which role."""

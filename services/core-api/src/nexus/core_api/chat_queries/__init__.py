@@ -1,0 +1,1 @@
+"""Read queries for chat gateways over NATS request/reply (`nexus.rpc.core.<query>`)."""

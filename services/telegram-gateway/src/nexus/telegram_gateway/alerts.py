@@ -1,0 +1,101 @@
+"""Alerts to subscribed chats, as FastStream subscribers on durable JetStream consumers: an approval
+requested (with Approve / Reject / Details), its decision (the alert is edited to say who and when),
+a run failed, a goal's progress and its end, a budget exceeded. Each alert goes through the outbox."""
+
+import html
+import logging
+
+from faststream.nats import NatsBroker
+
+from nexus.events.catalog import EVENTS_STREAM
+from nexus.events.consumer import Delivery
+from nexus.events.envelope import utcnow_iso
+from nexus.events.faststream import durable_subscriber
+from nexus.telegram_gateway import render
+from nexus.telegram_gateway.core import CoreClient
+from nexus.telegram_gateway.outbox import Outbox, Outgoing
+from nexus.telegram_gateway.store import ChatStore
+from nexus.telegram_gateway.text import bold, code, esc, pack
+
+log = logging.getLogger("nexus.telegram_gateway.alerts")
+RUN_ENDS = ("run.failed", "run.timed_out")
+
+
+class Alerts:
+    def __init__(self, core: CoreClient, store: ChatStore, outbox: Outbox | None, link_base: str | None = None) -> None:
+        self.core, self.store, self.outbox = core, store, outbox  # no outbox: Telegram is off, events are only followed
+        self.link_base = link_base.rstrip("/") if link_base else None
+
+    def register(self, broker: NatsBroker) -> None:
+        for durable, subject, handler in (
+            ("telegram-gw-approvals", "nexus.evt.approval.>", self.on_approval),
+            ("telegram-gw-runs", "nexus.evt.run.>", self.on_run),
+            ("telegram-gw-goals", "nexus.evt.goal.>", self.on_goal),
+            ("telegram-gw-tasks", "nexus.evt.task.created", self.on_task_created),
+        ):
+            durable_subscriber(broker, subject=subject, stream=EVENTS_STREAM, durable=durable, deliver_new=True)(handler)
+
+    async def _send(self, d: Delivery, chats: list[int], blocks: list[str], approval_id: str | None = None) -> None:
+        if self.outbox is None:
+            log.info("%s (Telegram is off)", d.envelope.type)
+            return
+        if not chats or not await self.store.claim(f"seen.{d.envelope.id}"):  # a redelivery alerts nobody twice
+            return
+        messages = pack(blocks)
+        for chat in chats:
+            for i, text in enumerate(messages):
+                last = i == len(messages) - 1
+                await self.outbox.put(Outgoing(chat_id=chat, text=text, approval_id=approval_id if last else None))
+
+    async def on_approval(self, d: Delivery) -> None:
+        ev = d.payload
+        if d.envelope.type == "approval.requested":
+            a = await self.core.query("approval", id=ev.approval_id)
+            await self._send(d, await self.store.chats_for(a.get("goal_id")), render.approval_blocks(a), approval_id=ev.approval_id)
+        elif d.envelope.type == "approval.decided" and self.outbox is not None:
+            line = render.decision_line(ev.decision, ev.decided_by, d.envelope.occurred_at or utcnow_iso(), ev.reason)
+            # Recorded first, read second (and the sender does the reverse): an alert still in the outbox
+            # when the decision comes is edited by the sender right after it is posted.
+            await self.store.set_decided(ev.approval_id, line)
+            for posted in await self.store.posted(ev.approval_id):
+                await self.outbox.put(Outgoing(chat_id=posted.chat_id, text=render.decided_text(posted.text, line),
+                                               edit_message_id=posted.message_id))
+
+    async def on_run(self, d: Delivery) -> None:
+        ev = d.payload
+        if d.envelope.type not in (*RUN_ENDS, "run.succeeded"):
+            return
+        run = await self.core.query("status", id=ev.run_id)
+        if d.envelope.type == "run.succeeded":  # progress, for the goal's followers only
+            if run.get("goal_id"):
+                await self._send(d, await self.store.followers(run["goal_id"]), [f"✔️ Run {code(ev.run_id)} of goal {code(run['goal_id'])} succeeded"
+                                            + (f": {esc(run['summary'])}" if run.get("summary") else "")])
+            return
+        blocks = [f"🔥 {bold('Run ' + ev.status.replace('_', ' '))} {code(ev.run_id)}", f"Reason: {esc(ev.reason or '-')}",
+                  f"Task {code(ev.task_id)} · agent {code(ev.agent_id)} · /status {esc(ev.run_id)}",
+                  *render.events_blocks(run.get("last_events", []))]
+        if self.link_base:
+            blocks.append(f'<a href="{html.escape(f"{self.link_base}/runs/{ev.run_id}")}">Open the run</a>')
+        await self._send(d, await self.store.chats_for(run.get("goal_id")), blocks)
+
+    async def on_goal(self, d: Delivery) -> None:
+        ev = d.payload
+        if d.envelope.type == "goal.status_changed":
+            report = await self.core.query("status", id=ev.goal_id)
+            mark = "🏁 Goal done" if ev.status == "done" else "🔥 Goal failed"
+            blocks = [f"{bold(mark)} {code(ev.goal_id)} {esc(ev.title)}", f"Summary: {esc(ev.summary or '-')}",
+                      f"Cost: {render.money(report.get('cost_usd'))}"]
+            blocks += [f"• {code(r['branch'])} {code(r['commit_sha'][:12])} {esc(r['summary'])}" for r in report.get("runs", [])
+                       if r.get("branch")]
+            await self._send(d, await self.store.chats_for(ev.goal_id), blocks)
+        elif d.envelope.type == "goal.budget_exceeded":
+            goal_id = getattr(ev, "goal_id", "")
+            detail = getattr(ev, "reason", "") or getattr(ev, "summary", "")
+            await self._send(d, await self.store.chats_for(goal_id),
+                             [f"💸 {bold('Budget exceeded')} goal {code(goal_id)} {esc(getattr(ev, 'title', ''))}", esc(detail)])
+
+    async def on_task_created(self, d: Delivery) -> None:
+        ev = d.payload
+        if not ev.goal_id:
+            return
+        await self._send(d, await self.store.followers(ev.goal_id), [f"🧩 Planned for goal {code(ev.goal_id)}: {esc(ev.title)} ({code(ev.task_id)})"])

@@ -1,0 +1,92 @@
+"""Every alert goes through a durable outbox: written to a JetStream key-value bucket first, then sent
+by one sender per chat, in order. A send that fails for a reason that may pass (network, Telegram's
+flood control after the rate limiter's own retries) is retried later; one chat waiting never holds up
+another, and a restart resumes from the bucket."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+from prometheus_client import Counter
+from telegram.error import BadRequest, Forbidden, InvalidToken
+
+from nexus.domain.ids import new_ulid
+
+log = logging.getLogger("nexus.telegram_gateway.outbox")
+BUCKET = "nexus_chat_outbox"
+OUTBOX = Counter("nexus_telegram_outbox_total", "Outbox messages by outcome", ["outcome"])
+
+
+class Outgoing(msgspec.Struct, kw_only=True):
+    chat_id: int
+    text: str  # HTML, already under the message limit
+    edit_message_id: int | None = None  # edit this message instead of sending a new one (its buttons go)
+    approval_id: str | None = None  # an approval alert: with its buttons, and where it was posted is remembered
+
+
+Deliver = Callable[[Outgoing], Awaitable[None]]
+
+
+class Outbox:
+    def __init__(self, kv: KeyValue, deliver: Deliver, retry_s: float = 5.0) -> None:
+        self.kv, self.deliver, self.retry_s = kv, deliver, retry_s
+        self._queues: dict[int, asyncio.Queue[str]] = {}
+        self._senders: dict[int, asyncio.Task] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Resume what a previous process left unsent."""
+        try:
+            keys = sorted(await self.kv.keys(), key=lambda k: k.split(".")[1])
+        except NoKeysError:
+            keys = []
+        for key in keys:
+            self._enqueue(int(key.split(".")[0].replace("m", "-")), key)
+
+    async def put(self, msg: Outgoing) -> None:
+        key = f"{str(msg.chat_id).replace('-', 'm')}.{new_ulid()}"  # a KV key has no room for '-' first
+        await self.kv.put(key, msgspec.json.encode(msg))
+        OUTBOX.labels("queued").inc()
+        self._enqueue(msg.chat_id, key)
+
+    def _enqueue(self, chat_id: int, key: str) -> None:
+        q = self._queues.setdefault(chat_id, asyncio.Queue())
+        q.put_nowait(key)
+        if chat_id not in self._senders or self._senders[chat_id].done():
+            self._senders[chat_id] = asyncio.create_task(self._send_loop(chat_id, q), name=f"outbox-{chat_id}")
+
+    async def _send_loop(self, chat_id: int, q: asyncio.Queue[str]) -> None:
+        while not self._stopping:
+            key = await q.get()
+            try:
+                msg = msgspec.json.decode((await self.kv.get(key)).value, type=Outgoing)
+            except KeyNotFoundError:  # sent already, by a previous process
+                continue
+            attempt = 0
+            while not self._stopping:
+                try:
+                    await self.deliver(msg)
+                    OUTBOX.labels("sent").inc()
+                    break
+                except (BadRequest, Forbidden, InvalidToken) as exc:  # will never succeed: kept in the log
+                    OUTBOX.labels("dropped").inc()
+                    log.warning("chat %s: message dropped by Telegram: %s", chat_id, exc)
+                    break
+                except Exception as exc:  # noqa: BLE001 — anything else may pass: retried later
+                    attempt += 1
+                    OUTBOX.labels("retried").inc()
+                    delay = min(self.retry_s * 2 ** min(attempt - 1, 5), 300.0)
+                    log.warning("chat %s: send failed (%s); retrying in %.1fs", chat_id, exc, delay)
+                    await asyncio.sleep(delay)
+            else:
+                return
+            await self.kv.delete(key)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._senders.values():
+            task.cancel()
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)
