@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install test-tools run test test-fast images test-images proto bench clean
+.PHONY: install test-tools run test test-fast test-faults soak images test-images proto bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -29,6 +29,12 @@ images: install ## every service image from its Dockerfile (Docker's engine from
 
 test-images: install ## build the images, start each against NATS and FerretDB, one run through the containers
 	@$(UV) run --frozen pytest -p no:cacheprovider tests/images
+
+test-faults: install ## the whole fault matrix (SIGKILL of every service, a runner, nats-server, FerretDB at three points) and bus poison
+	@NEXUS_FAULTS=full $(UV) run --frozen pytest -p no:cacheprovider -s tests/faults
+
+soak: install ## a bounded soak (SOAK_MINUTES=10, SOAK_CONCURRENT=100): RSS/open files per service before and after, consumer lag
+	@$(UV) run --frozen python -m bench.soak
 
 proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto

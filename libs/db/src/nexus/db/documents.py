@@ -165,6 +165,7 @@ class Run(Document):
     launch_msg_id: str | None = None
     config: dict[str, Any]
     reason: str = ""
+    final_by: str = ""  # "verdict" (an attempt said), "retries" (attempts ran out), "operator" (cancelled)
     summary: str = ""
     branch: str = ""
     commit_sha: str = ""
@@ -193,14 +194,37 @@ class Session(Document):
     parent_session_id: str | None = None
     backend: str = "scripted"
     status: str = "active"
+    # Before changes were kept per attempt (SessionChangeRecord) they were pushed here; still read.
     notes: list[str] = Field(default_factory=list)
     changes: list[dict[str, Any]] = Field(default_factory=list)
+    attempt: int = 1  # the latest attempt that opened this session
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 
     class Settings:
         name = "sessions"
         indexes = [pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("parent_session_id", 1)])]
+
+
+class SessionChangeRecord(Document):
+    """One recorded change of one attempt of a session. The id is `<session>:<attempt>:<seq>`, so a
+    redelivered change is refused by the primary key, the same on MongoDB and FerretDB."""
+
+    id: str
+    session_id: str
+    run_id: str
+    attempt: int
+    seq: int
+    change: dict[str, Any]
+    note: str | None = None
+
+    class Settings:
+        name = "session_changes"
+        indexes = [pymongo.IndexModel([("session_id", 1), ("attempt", 1), ("seq", 1)])]
+
+    @staticmethod
+    def key(session_id: str, attempt: int, seq: int) -> str:
+        return f"{session_id}:{attempt}:{seq}"
 
 
 class RunEvent(Document):
@@ -279,6 +303,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     Run,
     Session,
     RunEvent,
+    SessionChangeRecord,
     Approval,
     ApiKey,
     AuditEntry,

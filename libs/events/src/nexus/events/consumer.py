@@ -1,6 +1,8 @@
 """Durable pull consumers with idempotent handlers, bounded redelivery and a dead-letter subject."""
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +20,17 @@ from prometheus_client import Counter
 from nexus.events.catalog import BY_TYPE, dlq_subject
 from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
+from nexus.events.payloads import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("nexus.events.consumer")
 
 CONSUMED = Counter("nexus_consumer_messages_total", "Messages handled by consumers", ["consumer", "outcome"])
 DEAD_LETTERS = Counter("nexus_dlq_messages_total", "Messages sent to the dead-letter subject", ["subject"])
+
+
+# A dead letter keeps at most this much of the original body: escaped as JSON it stays far below
+# NATS's max_payload (1 MiB by default) whatever the body holds.
+DLQ_BODY_CHARS = 16_384
 
 
 class Poison(Exception):
@@ -40,11 +48,32 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+GroupHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+def expected_type(subject: str) -> str | None:
+    """The message type a subject carries: nexus.cmd.core.create_goal → core.create_goal,
+    nexus.run.<id>.status → run.status, nexus.evt.task.created → task.created."""
+    parts = subject.split(".")
+    if len(parts) < 3 or parts[0] != "nexus":
+        return None
+    if parts[1] == "run" and len(parts) >= 4:
+        return "run." + ".".join(parts[3:])
+    if parts[1] in ("cmd", "evt"):
+        return ".".join(parts[2:])
+    return None
 
 
 def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
+    """The envelope and its payload, decoded as the SUBJECT says: a command's subject decides its
+    handler, so an envelope whose `type` disagrees is refused (and dead-lettered with that reason)."""
+    if len(msg.data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"message of {len(msg.data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     env = decode_raw(msg.data)
-    m = BY_TYPE.get(env.type)
+    want = expected_type(msg.subject)
+    if want is not None and env.type != want:
+        raise ValueError(f"envelope type {env.type!r} disagrees with subject {msg.subject} (carries {want!r})")
+    m = BY_TYPE.get(want or env.type)
     if m is None:
         raise ValueError(f"unknown message type {env.type!r}")
     return env, msgspec.json.decode(env.data, type=m.payload)
@@ -58,47 +87,86 @@ def subject_label(subject: str) -> str:
     return ".".join(parts)
 
 
-async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> None:
-    body = msg.data.decode("utf-8", errors="replace")
-    letter = DeadLetter(original_subject=msg.subject, reason=reason[:2000], consumer=consumer, body=body, deliveries=deliveries)
-    env = make_envelope("dlq", letter, source=consumer)
-    await js.publish(dlq_subject(msg.subject), encode(env), headers={"Nats-Msg-Id": env.id})
+def letter_for(msg: Msg, consumer: str, reason: str, deliveries: int) -> DeadLetter:
+    """A dead letter that always fits under the server's max_payload: a large body is cut, keeping
+    its size and sha256 so it can be matched against the original."""
+    data = msg.data or b""
+    body = data.decode("utf-8", errors="replace")
+    truncated = len(body) > DLQ_BODY_CHARS
+    return DeadLetter(
+        original_subject=msg.subject, reason=reason[:2000], consumer=consumer, deliveries=deliveries,
+        body=body[:DLQ_BODY_CHARS], body_bytes=len(data), body_sha256=hashlib.sha256(data).hexdigest(), truncated=truncated,
+    )
+
+
+async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> bool:
+    """Publish the message to nexus.dlq.<subject> with the reason. Never raises: False when the
+    dead letter could not be published (the caller leaves the message for redelivery)."""
+    try:
+        env = make_envelope("dlq", letter_for(msg, consumer, reason, deliveries), source=consumer)
+        await js.publish(dlq_subject(msg.subject), encode(env), headers={"Nats-Msg-Id": env.id})
+    except Exception:  # noqa: BLE001 — dead-lettering must never take the consumer down
+        log.exception("could not dead-letter %s from %s (%s)", msg.subject, consumer, reason[:200])
+        return False
     DEAD_LETTERS.labels(subject_label(msg.subject)).inc()
-    log.warning("dead-lettered %s from %s: %s", msg.subject, consumer, reason)
+    log.warning("dead-lettered %s from %s: %s", msg.subject, consumer, reason[:500])
+    return True
+
+
+async def reject(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> None:
+    """Dead-letter and terminate a message that can never succeed; if the dead letter could not be
+    published, the message comes back later instead of being lost."""
+    if await dead_letter(js, msg, consumer, reason, deliveries):
+        await _quietly(msg.term())
+        CONSUMED.labels(consumer, "dead_letter").inc()
+    else:
+        await _quietly(msg.nak(delay=5.0))
+        CONSUMED.labels(consumer, "retried").inc()
+
+
+async def _quietly(op: Awaitable[Any]) -> None:
+    """ack/nak/term over a connection that may be reconnecting: the server redelivers if it was lost."""
+    try:
+        await op
+    except Exception:  # noqa: BLE001
+        log.warning("acknowledging a message failed; it will be redelivered", exc_info=True)
 
 
 async def settle(js: JetStreamContext, msg: Msg, durable: str, deliveries: int, max_deliver: int, exc: Exception | None) -> None:
     """Ack a handled message; after a failure nak it with backoff, or dead-letter it on its last delivery."""
     if exc is None:
-        await msg.ack()
+        await _quietly(msg.ack())
         CONSUMED.labels(durable, "ok").inc()
     elif deliveries >= max_deliver:
-        await dead_letter(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
-        await msg.term()
-        CONSUMED.labels(durable, "dead_letter").inc()
+        await reject(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
     else:
         log.warning("handling %s failed (delivery %d), will retry: %r", msg.subject, deliveries, exc, exc_info=exc)
-        await msg.nak(delay=min(0.2 * 2**deliveries, 10.0))
+        await _quietly(msg.nak(delay=min(0.2 * 2**deliveries, 10.0)))
         CONSUMED.labels(durable, "retried").inc()
 
 
 async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+    try:
+        await _handle(js, msg, durable, handler, max_deliver)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 — nothing one message does may end the loop; it is redelivered
+        log.exception("handling %s on %s failed outside the handler", msg.subject, durable)
+
+
+async def _handle(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
     meta = msg.metadata
     deliveries = meta.num_delivered if meta else 1
     try:
         env, payload = decode_message(msg)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-        await dead_letter(js, msg, durable, f"undecodable: {exc}", deliveries)
-        await msg.term()
-        CONSUMED.labels(durable, "dead_letter").inc()
+        await reject(js, msg, durable, f"undecodable: {exc}", deliveries)
         return
     token = otel_context.attach(propagate.extract(msg.headers or {}))
     try:
         await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
     except Poison as exc:
-        await dead_letter(js, msg, durable, f"rejected: {exc}", deliveries)
-        await msg.term()
-        CONSUMED.labels(durable, "dead_letter").inc()
+        await reject(js, msg, durable, f"rejected: {exc}", deliveries)
     except Exception as exc:  # noqa: BLE001 — any handler failure is retried, then dead-lettered
         await settle(js, msg, durable, deliveries, max_deliver, exc)
     else:
@@ -107,7 +175,73 @@ async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Han
         otel_context.detach(token)
 
 
-async def consume(
+async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, group_handler: GroupHandler) -> bool:
+    """Handle one key's messages in one call and ack them all; False (nothing acked) if any message
+    does not decode or the call fails, so the caller handles them one by one."""
+    deliveries = []
+    try:
+        for msg in group:
+            meta = msg.metadata
+            env, payload = decode_message(msg)
+            deliveries.append(Delivery(env, payload, msg.subject, meta.num_delivered if meta else 1, meta.sequence.stream if meta else 0, msg))
+        await group_handler(deliveries)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 — one by one instead, where each failure is settled on its own
+        log.debug("group of %d on %s handled one by one", len(group), durable, exc_info=True)
+        return False
+    for msg in group:
+        await _quietly(msg.ack())
+    CONSUMED.labels(durable, "ok").inc(len(group))
+    return True
+
+
+class LoopHealth:
+    """Which long-running loops of this process are alive; /readyz says not ready while one is down."""
+
+    def __init__(self) -> None:
+        self.down: dict[str, str] = {}
+        self.restarts: dict[str, int] = {}
+
+    def healthy(self) -> bool:
+        return not self.down
+
+
+LOOPS = LoopHealth()
+LOOP_RESTARTS = Counter("nexus_loop_restarts_total", "Consumer loops restarted after they died", ["loop"])
+
+
+async def supervised(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, *, max_backoff_s: float = 10.0) -> None:
+    """Run a loop until `stop`; if it dies (or returns early) restart it with backoff, and report it
+    down in LOOPS meanwhile. Cancellation (shutdown) is never swallowed."""
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            await run()
+            if stop.is_set():
+                break
+            reason = "returned before stop"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — the loop is restarted; the process lives on
+            log.exception("loop %s died; restarting in %.1fs", name, backoff)
+            reason = repr(exc)[:500]
+        LOOPS.down[name] = reason
+        LOOPS.restarts[name] = LOOPS.restarts.get(name, 0) + 1
+        LOOP_RESTARTS.labels(name).inc()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+        LOOPS.down.pop(name, None)
+    LOOPS.down.pop(name, None)
+
+
+async def consume(js: JetStreamContext, *, durable: str, stop: asyncio.Event, **options: Any) -> None:
+    """`consume_once` under supervision: a loop that dies is restarted with backoff."""
+    await supervised(durable, lambda: consume_once(js, durable=durable, stop=stop, **options), stop)
+
+
+async def consume_once(
     js: JetStreamContext,
     *,
     stream: str,
@@ -121,10 +255,13 @@ async def consume(
     concurrency: int = 1,
     partition: Callable[[str], str] | None = None,
     max_ack_pending: int = 1000,
+    group_handler: GroupHandler | None = None,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
-    run in parallel — e.g. one run's events in sequence, many runs at once."""
+    run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
+    too, one key's messages of a fetch are handled in one call (batched writes); if that call
+    fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -158,6 +295,8 @@ async def consume(
 
                 async def run_group(group: list[Msg]) -> None:
                     async with sem:
+                        if group_handler is not None and await _handle_group(js, group, durable, group_handler):
+                            return
                         for m in group:
                             await _handle_one(js, m, durable, handler, max_deliver)
 

@@ -1,11 +1,16 @@
 """One msgspec Struct per message. The catalog (catalog.py) pairs each with its subject."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from nexus.domain.agents import LLMSpec, Limits, Permissions
+from nexus.domain.limits import MAX_BODY_BYTES, Ref, ShortText, Text, Who
 from nexus.domain.sessions import SessionChange
+
+
+# A message larger than this is refused by every consumer (dead-lettered), like an HTTP body.
+MAX_MESSAGE_BYTES = MAX_BODY_BYTES
 
 
 class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,8 +64,8 @@ class LaunchRun(Payload):
 
 
 class CancelRun(Payload):
-    run_id: str
-    reason: str = "cancelled"
+    run_id: Ref
+    reason: Text = "cancelled"
 
 
 class ChatPrincipal(Payload):
@@ -73,43 +78,43 @@ class ChatPrincipal(Payload):
 
 
 class CreateGoal(Payload):
-    title: str
-    description: str = ""
-    requested_by: str = ""
-    goal_id: str = ""  # chosen by the sender so a redelivered command creates one goal
-    meta_agent: str = ""  # the planner agent (id or name) whose meta session plans the goal
-    repository: str = ""  # id or name
+    title: ShortText
+    description: Text = ""
+    requested_by: Who = ""
+    goal_id: Annotated[str, msgspec.Meta(max_length=120)] = ""  # chosen by the sender so a redelivered command creates one goal
+    meta_agent: Annotated[str, msgspec.Meta(max_length=120)] = ""  # the planner agent (id or name) whose meta session plans the goal
+    repository: Annotated[str, msgspec.Meta(max_length=120)] = ""  # id or name
     principal: ChatPrincipal | None = None
 
 
 class DecideApproval(Payload):
-    approval_id: str
+    approval_id: Ref
     decision: Literal["approved", "rejected"]
-    reason: str = ""
-    decided_by: str = ""
+    reason: Text = ""
+    decided_by: Who = ""
     principal: ChatPrincipal | None = None
 
 
 class CancelRunRequest(Payload):
     """A chat asks core-api to cancel a run (core-api checks the principal, then commands the worker)."""
 
-    run_id: str
-    reason: str = "cancelled from chat"
+    run_id: Ref
+    reason: Text = "cancelled from chat"
     principal: ChatPrincipal | None = None
 
 
 class ChildPlan(Payload):
-    session_id: str
-    title: str
-    description: str = ""
-    target_files: list[str] = msgspec.field(default_factory=list)
-    agent_id: str | None = None
+    session_id: Ref
+    title: ShortText
+    description: Text = ""
+    target_files: Annotated[list[Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
+    agent_id: Ref | None = None
 
 
 class PlanChildren(Payload):
-    run_id: str
-    session_id: str
-    children: list[ChildPlan]
+    run_id: Ref
+    session_id: Ref
+    children: Annotated[list[ChildPlan], msgspec.Meta(max_length=200)]
 
 
 # ---------------------------------------------------------------- run events (NEXUS_RUNS)
@@ -163,6 +168,7 @@ class SessionChanged(Payload):
     session_id: str
     change: SessionChange
     parent_session_id: str | None = None
+    attempt: int = 1  # each attempt records its own chain, seq from 0
 
 
 class SessionOpened(Payload):
@@ -171,6 +177,7 @@ class SessionOpened(Payload):
     parent_session_id: str | None = None
     backend: str = "scripted"
     status: Literal["active", "completed", "error"] = "active"
+    attempt: int = 1
 
 
 class Heartbeat(Payload):
@@ -244,20 +251,24 @@ class ApprovalDecided(Payload):
 
 
 class DeadLetter(Payload):
-    """What the consumer could not handle, with why; the original body is kept verbatim."""
+    """What the consumer could not handle, with why; the original body is kept verbatim up to a size
+    that always fits, and beyond it cut (with the original's size and sha256)."""
 
     original_subject: str
     reason: str
     consumer: str
-    body: str
+    body: str  # the original message, cut to a size that always fits when `truncated`
     deliveries: int = 1
+    body_bytes: int = 0  # the original's size and hash, whole even when the body was cut
+    body_sha256: str = ""
+    truncated: bool = False
 
 
 class FireSchedule(Payload):
     """The worker's clock says an occurrence of a schedule is due. `occurrence_id` is deterministic
     (schedule id + occurrence time) and doubles as the Nats-Msg-Id, so firing twice changes nothing."""
 
-    schedule_id: str
-    occurrence_at: str  # ISO 8601, UTC
-    occurrence_id: str
+    schedule_id: Ref
+    occurrence_at: Annotated[str, msgspec.Meta(max_length=64)]  # ISO 8601, UTC
+    occurrence_id: Ref
     late: bool = False  # a missed occurrence fired by catch-up

@@ -1,7 +1,10 @@
 """What every service's main() shares: settings common to all, logging, tracing, the ops port, signals."""
 
 import asyncio
+import os
 import signal
+import sys
+import threading
 from collections.abc import Callable
 
 import msgspec
@@ -27,13 +30,27 @@ def bootstrap(service: str, settings: CommonSettings) -> None:
     setup_tracing(service, settings.otlp_endpoint)
 
 
-def stop_event_on_signals() -> asyncio.Event:
-    """SIGTERM/SIGINT set the returned event: services drain and exit cleanly."""
+def stop_event_on_signals(grace_s: float = 20.0) -> asyncio.Event:
+    """SIGTERM/SIGINT set the returned event: services drain and exit cleanly. A service that has
+    not exited `grace_s` later (a stuck loop, a hung connection) exits anyway: SIGTERM always stops it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stop.set()
+        timer = threading.Timer(grace_s, _exit_now, args=(grace_s,))
+        timer.daemon = True
+        timer.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     return stop
+
+
+def _exit_now(grace_s: float) -> None:
+    sys.stderr.write(f"still running {grace_s:.0f}s after a stop signal: exiting now\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 async def start_ops(settings: CommonSettings, ready: ReadyCheck | None, detail: Callable[[], str] | None = None) -> OpsServer:

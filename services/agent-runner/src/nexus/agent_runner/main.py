@@ -69,9 +69,12 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
         session = RunSession(cfg, js, reporter, workdir=Path(settings.workspace), state_dir=state_dir, secrets=secrets,
                              env=workspace.base_env(environ), approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s, nc=nc,
                              sandbox_mode=settings.sandbox)
+        started = loop.time()
         try:
             await asyncio.wait_for(session.run(), cfg.limits.wall_clock_s)
         except TimeoutError:
+            if loop.time() - started < cfg.limits.wall_clock_s:
+                raise  # a timeout inside the run (the bus, a tool), not the run's wall clock: a failure
             await reporter.status("timed_out", reason=f"wall-clock limit of {cfg.limits.wall_clock_s}s exceeded")
             code = 3
     except asyncio.CancelledError:

@@ -25,6 +25,7 @@ class RunReporter:
         self._heartbeat: asyncio.Task | None = None
 
     async def _send(self, type_: str, data) -> None:
+        # The publisher rides out a NATS restart or failover (retried with the same message id).
         await self.publisher.publish(type_, data, run_id=self.run_id, correlation_id=self.run_id)
 
     async def status(self, status: str, **fields) -> None:
@@ -40,12 +41,14 @@ class RunReporter:
     async def session(self, session_id: str, project_path: str, parent: str | None, backend: str, status: str = "active") -> None:
         await self._send(
             "run.session",
-            SessionOpened(session_id=session_id, project_path=project_path, parent_session_id=parent, backend=backend, status=status),  # type: ignore[arg-type]
+            SessionOpened(session_id=session_id, project_path=project_path, parent_session_id=parent, backend=backend, status=status,
+                          attempt=self.attempt),  # type: ignore[arg-type]
         )
 
     def change_recorder(self, session_id: str, parent: str | None):
         async def record(change: SessionChange) -> None:
-            await self._send(f"run.{change_kind(change.__struct_config__.tag)}", SessionChanged(session_id=session_id, change=change, parent_session_id=parent))
+            kind = change_kind(change.__struct_config__.tag)
+            await self._send(f"run.{kind}", SessionChanged(session_id=session_id, change=change, parent_session_id=parent, attempt=self.attempt))
 
         return record
 

@@ -86,13 +86,24 @@ async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: st
     else:
         await clone(repo, rg, token)
         await git(rg, "reset", "-q", "--hard", "HEAD")  # the checkout, without the credential
-        await git(rg, "checkout", "-q", "-b", repo.branch)
+        if not await continue_run_branch(rg, repo.branch, token):
+            await git(rg, "checkout", "-q", "-b", repo.branch)
     await git(rg, "config", "core.bare", "false")
     await git(rg, "config", "user.name", f"Nexus agent {agent_id}")
     await git(rg, "config", "user.email", f"{agent_id}@agents.nexus.invalid")
     if (rg.work_tree / ".git").exists() or (rg.work_tree / ".git").is_symlink():
         raise GitError("the workspace holds a .git entry after preparing it")
     rg.sealed = safegit.steering_digest(rg.git_dir)
+
+
+async def continue_run_branch(rg: RunGit, branch: str, token: str | None) -> bool:
+    """A retried attempt continues from the run branch an earlier attempt already pushed, so its own
+    push fast-forwards (and adds no commit when the work is already there). False when none was pushed."""
+    if not await git(rg, "ls-remote", "--heads", "origin", f"refs/heads/{branch}", token=token):
+        return False
+    await fetch(rg, branch, token)
+    await git(rg, "checkout", "-q", "-B", branch, f"refs/remotes/origin/{branch}")
+    return True
 
 
 async def clone(repo: RepoSpec, rg: RunGit, token: str | None) -> None:

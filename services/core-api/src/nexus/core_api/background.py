@@ -9,12 +9,12 @@ from nexus.core_api.approvals.service import expire_due
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
-from nexus.core_api.runs.ingest import handle_run_event
+from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.db.documents import Run, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM
-from nexus.events.consumer import Delivery, Poison, consume
+from nexus.events.consumer import LOOPS, Delivery, Poison, consume
 from nexus.observability.health import OpsServer
 
 log = logging.getLogger("nexus.core_api.background")
@@ -65,15 +65,19 @@ async def _every(seconds: float, stop: asyncio.Event, fn, *args) -> None:
 
 async def run_background(ctx: Context, stop: asyncio.Event) -> None:
     s = ctx.settings
-    ops = OpsServer(s.metrics_host, s.metrics_port)
+    async def ready() -> bool:  # the bus is up and no consumer loop is down
+        return ctx.nc.is_connected and LOOPS.healthy()
+
+    ops = OpsServer(s.metrics_host, s.metrics_port, ready=ready)
     try:
         await ops.start()
     except OSError as exc:
         log.warning("ops port %d unavailable: %s", s.metrics_port, exc)
     jobs = [
         consume(ctx.js, stream=RUNS_STREAM, durable="core-api-runs", subject="nexus.run.>",
-                handler=lambda d: handle_run_event(ctx, d), stop=stop, batch=128, concurrency=16,
-                partition=lambda subject: subject.split(".")[2], max_ack_pending=4000),
+                handler=lambda d: handle_run_event(ctx, d), group_handler=lambda ds: ingest_group(ctx, ds), stop=stop,
+                batch=512, concurrency=32, partition=lambda subject: subject.split(".")[2], max_ack_pending=8000,
+                max_deliver=20),  # a database restart must not dead-letter run events: they are retried for minutes
         consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
                 handler=lambda d: handle_command(ctx, d), stop=stop),
         _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),

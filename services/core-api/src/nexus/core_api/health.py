@@ -3,6 +3,7 @@ from litestar.exceptions import HTTPException
 
 from nexus.core_api.context import Context
 from nexus.db.connection import ping
+from nexus.events.consumer import LOOPS
 
 
 @get("/healthz", include_in_schema=False)
@@ -19,4 +20,6 @@ async def readyz(request: Request) -> dict[str, str]:
         await ping(request.app.state.db)
     except Exception as exc:  # noqa: BLE001
         raise HTTPException(status_code=503, detail="database unreachable") from exc
+    if not LOOPS.healthy():
+        raise HTTPException(status_code=503, detail=f"consumer loops down: {', '.join(sorted(LOOPS.down))}")
     return {"status": "ready"}

@@ -5,11 +5,11 @@ from typing import Annotated
 
 import msgspec
 
+from nexus.domain.limits import ShortText, Text  # noqa: F401 — the same limits as commands over the bus
+
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="lowercase slug")]
 # What `${secret:NAME}` can reference in a command (the hypervisor's pattern).
 SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="secret name")]
-Text = Annotated[str, msgspec.Meta(max_length=200_000)]
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

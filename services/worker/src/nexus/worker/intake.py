@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexus.events.catalog import CMDS_STREAM
-from nexus.events.consumer import CONSUMED, dead_letter, decode_message, settle
+from nexus.events.consumer import decode_message, reject, settle
 from nexus.events.payloads import LaunchRun
 from nexus.worker.launcher import Launcher
 from nexus.worker.slots import Ticket
@@ -24,7 +24,7 @@ SUBJECT = "nexus.cmd.worker.launch_run"
 
 
 class LaunchIntake:
-    def __init__(self, js: JetStreamContext, launcher: Launcher, *, backlog: int = 256, ack_wait_s: float = 60.0,
+    def __init__(self, js: JetStreamContext, launcher: Launcher, *, backlog: int = 256, ack_wait_s: float = 10.0,
                  max_deliver: int = 5) -> None:
         self.js = js
         self.launcher = launcher
@@ -54,7 +54,10 @@ class LaunchIntake:
                     await asyncio.sleep(0.5)
                     continue
                 for m in msgs:
-                    await self._accept(m)
+                    try:
+                        await self._accept(m)
+                    except Exception:  # noqa: BLE001 — one message never ends the intake; it is redelivered
+                        log.exception("accepting %s failed", m.subject)
                 self.launcher.slots.grant()
         finally:
             with contextlib.suppress(Exception):
@@ -70,9 +73,7 @@ class LaunchIntake:
             if not isinstance(cmd, LaunchRun):
                 raise ValueError(f"{type(cmd).__name__} on {m.subject}")
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            await dead_letter(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
-            await m.term()
-            CONSUMED.labels(DURABLE, "dead_letter").inc()
+            await reject(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
             return
         ticket = self.launcher.slots.request(cmd.config.agent_id, cmd.priority)
         task = asyncio.create_task(self._handle(m, cmd, ticket, deliveries))
@@ -80,8 +81,10 @@ class LaunchIntake:
         task.add_done_callback(self.inflight.discard)
 
     async def _handle(self, m: Msg, cmd: LaunchRun, ticket: Ticket, deliveries: int) -> None:
+        # The ack wait is short so a dead worker's launches come back quickly; a live one says it is still on it.
+        ticker = asyncio.create_task(self._in_progress(m))
         try:
-            await self._wait_for_slot(m, ticket)
+            await asyncio.wait({ticket.granted})  # (waiting does not cancel the grant if we are cancelled)
             await self.launcher.launch(cmd, ticket)
         except asyncio.CancelledError:
             self.launcher.slots.release(ticket)  # shutting down: the message is redelivered to someone else
@@ -91,11 +94,11 @@ class LaunchIntake:
             await settle(self.js, m, DURABLE, deliveries, self.max_deliver, exc)
         else:
             await settle(self.js, m, DURABLE, deliveries, self.max_deliver, None)
+        finally:
+            ticker.cancel()
 
-    async def _wait_for_slot(self, m: Msg, ticket: Ticket) -> None:
-        """Wait for the slot, telling JetStream the command is still being worked on."""
+    async def _in_progress(self, m: Msg) -> None:
         while True:
-            done, _ = await asyncio.wait({ticket.granted}, timeout=self.ack_wait_s / 3)
-            if done:
-                return
-            await m.in_progress()
+            await asyncio.sleep(self.ack_wait_s / 3)
+            with contextlib.suppress(Exception):
+                await m.in_progress()

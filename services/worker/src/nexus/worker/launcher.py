@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -16,6 +16,7 @@ from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
 from nexus.events.consumer import Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
+from nexus.worker.membership import Membership
 from nexus.worker.metrics import LAUNCH_LATENCY, RUNS
 from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
 from nexus.worker.secrets import SecretStore
@@ -38,7 +39,9 @@ class Launcher:
     def __init__(
         self, runtime: AgentRuntime, publisher: Publisher, kv: KeyValue, secrets: SecretStore, slots: Slots,
         *, nats_url: str, worker_id: str, launch_retries: int = 4, heartbeat_s: float = 5.0, pause_after_claim_s: float = 0.0,
+        membership: "Membership | None" = None,
     ) -> None:
+        self.membership = membership
         self.runtime = runtime
         self.publisher = publisher
         self.kv = kv
@@ -53,13 +56,31 @@ class Launcher:
 
     async def _claim(self, run_id: str, attempt: int) -> bool:
         """One launch per run attempt across restarts and replicas: an atomic create in JetStream KV.
-        The value says who claimed it and when (recovery reads both)."""
+        The value says who claimed it and when (recovery reads both). A claim held by a worker that
+        stopped beating, for an attempt with no execution, is taken over (compare-and-set on its
+        revision), so a launch the dead worker held starts in seconds, not after a timeout."""
         value = json.dumps({"worker": self.worker_id, "at": time.time()}).encode()
+        key = claim_key(run_id, attempt)
         try:
-            await self.kv.create(claim_key(run_id, attempt), value)
+            await self.kv.create(key, value)
             return True
         except KeyWrongLastSequenceError:
+            pass
+        if self.membership is None:
             return False
+        try:
+            entry = await self.kv.get(key)
+            holder = str(json.loads(entry.value or b"{}").get("worker", ""))
+        except (KeyNotFoundError, ValueError, AttributeError):
+            return False
+        if await self.membership.alive(holder) or (await self.runtime.status(run_id)).phase in ("running", "pending"):
+            return False
+        try:
+            await self.kv.update(key, value, last=entry.revision)
+        except KeyWrongLastSequenceError:
+            return False  # another worker took it over first
+        log.warning("taking over the launch of %s attempt %d from %s, which stopped", run_id, attempt, holder)
+        return True
 
     async def report(self, run_id: str, attempt: int, phase: str, detail: str = "", exit_code: int | None = None) -> None:
         await self.publisher.publish(

@@ -12,7 +12,7 @@ from nexus.db.connection import connect_db, ping
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_streams
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
-from nexus.events.consumer import consume
+from nexus.events.consumer import LOOPS, consume, supervised
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
@@ -52,6 +52,11 @@ async def every(seconds: float, stop: asyncio.Event, fn, what: str) -> None:
             await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def _ready(db) -> bool:
+    await ping(db)
+    return LOOPS.healthy()
+
+
 async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     stop = stop_event_on_signals()
     db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
@@ -60,19 +65,21 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     await ensure_streams(js, settings.jetstream_replicas)
     claims = await ensure_key_value(js, LAUNCH_BUCKET, ttl_s=7 * 86400, replicas=settings.jetstream_replicas)
     workers = await ensure_key_value(js, WORKERS_BUCKET, ttl_s=86400, replicas=settings.jetstream_replicas)
-    ops = await start_ops(settings, lambda: ping(db))
+    ops = await start_ops(settings, lambda: _ready(db))
     runtime = build_runtime(settings, environ)
     if (open_runtime := getattr(runtime, "open", None)) is not None:
         open_runtime()
     publisher = Publisher(js, "worker")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    # Dead after worker_dead_after_s of silence, or sooner where the lost-run timeout is shorter still.
+    dead_after = min(settings.worker_dead_after_s, max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
+    membership = Membership(workers, worker_id, timeout_s=dead_after)
     launcher = Launcher(
         runtime, publisher, claims, SecretStore(Path(settings.secrets_dir), environ),
         Slots(settings.max_concurrent_runs, settings.max_runs_per_agent),
         nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
-        heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s,
+        heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s, membership=membership,
     )
-    membership = Membership(workers, worker_id, timeout_s=max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                         deadline_grace_s=settings.deadline_grace_s)
     await recovery.sightings.start(nc)
@@ -83,9 +90,10 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     log.info("worker %s up: runtime=%s, max %d runs", worker_id, runtime.name, settings.max_concurrent_runs)
     try:
         await asyncio.gather(
-            intake.run(stop),
+            supervised("worker-launch", lambda: intake.run(stop), stop),
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
-                    handler=launcher.handle_cancel, stop=stop),
+                    handler=launcher.handle_cancel, stop=stop, ack_wait_s=settings.cancel_ack_wait_s),
+            every(settings.worker_beat_s, stop, membership.beat, "liveness beat"),
             every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
             every(settings.schedule_tick_s, stop, scheduler.tick, "schedule tick"),
         )

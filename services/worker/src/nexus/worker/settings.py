@@ -16,7 +16,13 @@ class WorkerSettings(CommonSettings, kw_only=True):
     max_runs_per_agent: int = 20
     # Launch commands held waiting for a slot (ordered by priority); beyond this the worker stops fetching.
     launch_backlog: int = 256
-    launch_ack_wait_s: float = 60.0
+    # A launch or cancel held by a worker that died is redelivered after this; held ones say in_progress.
+    launch_ack_wait_s: float = 10.0
+    cancel_ack_wait_s: float = 5.0
+    # Liveness in the nexus_workers KV: a beat every worker_beat_s; silent for worker_dead_after_s is dead
+    # (its claimed launches are taken over, its runners adopted).
+    worker_beat_s: float = 1.0
+    worker_dead_after_s: float = 5.0
     heartbeat_timeout_s: float = 30.0
     sweep_interval_s: float = 5.0
     deadline_grace_s: float = 10.0

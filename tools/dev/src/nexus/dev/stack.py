@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from nexus.dev.servers import Managed, free_port, start_ferretdb, start_nats, wait_port
+from nexus.dev.supervisor import CrashLoop, Supervisor
 
 SERVICES = {
     "core-api": "nexus.core_api.main",
@@ -125,6 +126,26 @@ class Stack:
             wait_port("127.0.0.1", self.http_port, timeout_s=60, proc=self.procs["core-api"])
             wait_ready(f"{self.api_url}/readyz", timeout_s=60, proc=self.procs["core-api"])
 
+    def restart_server(self, name: str) -> Managed:
+        """Start nats-server or FerretDB again on the same port and data (after a crash or a kill)."""
+        old = next(s for s in self.servers if s.name == name)
+        old.stop()
+        port = int(old.url.rsplit(":", 1)[1].strip("/"))
+        starter = start_nats if name == "nats" else start_ferretdb
+        new = starter(self.home / name, port=port, log_path=(self.log_dir or self.home / "logs") / f"{name}.log")
+        self.servers[self.servers.index(old)] = new
+        return new
+
+    def supervise(self, supervisor: Supervisor) -> Supervisor:
+        """Hand every process of the stack to `supervisor`, which restarts what crashes."""
+        logs = self.log_dir or self.home / "logs"
+        for name, proc in self.procs.items():
+            hint = str(logs / f"{name}.log") if self.log_dir else f"the {name} lines above"
+            supervisor.watch(name, proc, lambda n=name: self.start_service(n), hint)
+        for server in self.servers:
+            supervisor.watch(server.name, server.proc, lambda n=server.name: self.restart_server(n).proc, str(logs / f"{server.name}.log"))
+        return supervisor
+
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
         proc = self.procs.pop(name, None)
         if proc is None:
@@ -175,7 +196,7 @@ def _banner(stack: Stack) -> str:
   Try:
     curl -H "Authorization: Bearer {key_hint}" {stack.api_url}/v1/agents
 
-  Ctrl-C stops everything.
+  Ctrl-C stops everything. A process that crashes is restarted with backoff; a crash loop stops it all.
 """
 
 
@@ -192,16 +213,19 @@ def main() -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    code = 0
     try:
         stack.start()
         print(_banner(stack), flush=True)
+        supervisor = stack.supervise(Supervisor())
         while not stopping.is_set():
-            for name, proc in list(stack.procs.items()):
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    stopping.set()
+            supervisor.check()
             stopping.wait(0.5)
+    except CrashLoop as exc:
+        print(f"\n  {exc}\n  stopping everything.", file=sys.stderr, flush=True)
+        code = 1
     finally:
         print("\n  stopping Nexus…", flush=True)
         stack.stop()
+    sys.exit(code)
 

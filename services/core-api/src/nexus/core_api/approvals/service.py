@@ -4,10 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
-from nexus.core_api.runs.lifecycle import on_status
 from nexus.db.documents import Approval, now
 from nexus.db.writes import update_document
-from nexus.events.payloads import ApprovalDecided, ApprovalRequested, RunStatusChanged
+from nexus.events.payloads import ApprovalDecided, ApprovalRequested
 
 
 async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
@@ -19,16 +18,8 @@ async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
         upsert=True,
     )
     if res.upserted_id is not None:
+        # The runner reports `waiting_approval` itself, right after this request, on the same ordered stream.
         await ctx.publisher.publish("approval.requested", ev, correlation_id=ev.run_id)
-        run_attempt = await _attempt(ev.run_id)
-        await on_status(ctx, ev.run_id, RunStatusChanged(status="waiting_approval", attempt=run_attempt))
-
-
-async def _attempt(run_id: str) -> int:
-    from nexus.db.documents import Run
-
-    run = await Run.get(run_id)
-    return run.attempt if run else 1
 
 
 async def decide(ctx: Context, approval_id: str, decision: str, reason: str, decided_by: str) -> Approval:

@@ -1,50 +1,145 @@
-"""core-api's consumer of every run's events: persist them, then let them move the run."""
+"""core-api's consumer of every run's events: persist them, then let them move the run.
 
+One run's events of a fetch are ingested together (`ingest_group`): the events and session changes
+between two state-moving events are written with one insert_many each, heartbeats with one update;
+status, runtime, session and approval events are applied one at a time, in stream order."""
+
+import asyncio
 import logging
+import time
 
 import msgspec
-from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
 from nexus.db.cache import cached_get
-from nexus.db.documents import Run, RunEvent, now
+from nexus.db.documents import Run, RunEvent, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.consumer import Delivery
 
 log = logging.getLogger("nexus.core_api.ingest")
+# Events that move state: applied one by one, in order, after what came before them is stored.
+STATEFUL = (p.RunStatusChanged, p.RuntimeChanged, p.SessionOpened, p.ApprovalRequested)
+# A run's heartbeat is written at most this often (the worker also hears heartbeats on the bus itself).
+HEARTBEAT_WRITE_EVERY_S = 1.0
 
 
-async def handle_run_event(ctx: Context, d: Delivery) -> None:
-    parts = d.subject.split(".")
-    run_id = parts[2]
-    data = d.payload
+class GroupCommit:
+    """Inserts of the groups being ingested at the same time go out together: the first writer waits
+    one turn of the loop for the others, then one insert_many per collection carries them all."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[object, list[dict]]] = {}
+        self.waiters: list[asyncio.Future] = []
+        self.flusher: asyncio.Task | None = None
+
+    async def insert(self, batches: list[tuple[object, list[dict]]]) -> None:
+        batches = [(coll, docs) for coll, docs in batches if docs]
+        if not batches:
+            return
+        for coll, docs in batches:
+            self.pending.setdefault(coll.name, (coll, []))[1].extend(docs)  # type: ignore[attr-defined]
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)
+        while self.waiters:
+            pending, waiters = self.pending, self.waiters
+            self.pending, self.waiters = {}, []
+            try:
+                for coll, docs in pending.values():
+                    await sessions.insert_new(coll, docs)
+            except Exception as exc:  # noqa: BLE001 — every writer of the batch sees the failure and is retried
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+            else:
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+
+
+_commit = GroupCommit()
+_heartbeats: dict[str, float] = {}
+
+
+_known_runs: set[str] = set()  # runs are never deleted: one found once stays known
+
+
+async def _known(run_id: str, type_: str) -> bool:
+    if run_id in _known_runs:
+        return True
     if await cached_get(Run, run_id) is None:
         # Not a run of this core-api's database (another deployment sharing the bus, or a
         # runner started by hand): nothing here may change because of it.
-        log.debug("ignoring %s for unknown run %s", d.envelope.type, run_id)
-        return
-    match data:
+        log.debug("ignoring %s for unknown run %s", type_, run_id)
+        return False
+    if len(_known_runs) > 100_000:
+        _known_runs.clear()
+    _known_runs.add(run_id)
+    return True
+
+
+def _event_doc(run_id: str, d: Delivery) -> dict:
+    return {"_id": d.envelope.id, "run_id": run_id, "type": d.envelope.type, "subject": d.subject, "stream_seq": d.stream_seq,
+            "occurred_at": d.envelope.occurred_at, "data": msgspec.to_builtins(d.payload)}
+
+
+async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
+    match d.payload:
         case p.RunStatusChanged():
-            await lifecycle.on_status(ctx, run_id, data)
+            await lifecycle.on_status(ctx, run_id, d.payload, d.stream_seq)
         case p.RuntimeChanged():
-            await lifecycle.on_runtime(ctx, run_id, data)
+            await lifecycle.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
-            await sessions.on_opened(run_id, data)
-        case p.SessionChanged():
-            await sessions.on_change(run_id, data)
-        case p.Heartbeat():
-            await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}})
-            return  # liveness only: the stream keeps heartbeats; the database does not need them
+            await sessions.on_opened(run_id, d.payload)
         case p.ApprovalRequested():
-            await on_requested(ctx, data)
-    try:
-        await RunEvent(
-            id=d.envelope.id, run_id=run_id, type=d.envelope.type, subject=d.subject, stream_seq=d.stream_seq,
-            occurred_at=d.envelope.occurred_at, data=msgspec.to_builtins(data),
-        ).insert()
-    except DuplicateKeyError:
-        pass  # redelivered: already stored
+            await on_requested(ctx, d.payload)
+
+
+async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
+    """One run's events, in stream order."""
+    run_id = deliveries[0].subject.split(".")[2]
+    if not await _known(run_id, deliveries[0].envelope.type):
+        return
+    events, changes, opened_by = [], [], []
+    heartbeat = False
+
+    async def flush() -> None:
+        await _commit.insert([(RunEvent.get_pymongo_collection(), list(events)),
+                              (SessionChangeRecord.get_pymongo_collection(), list(changes))])
+        for ev in opened_by:  # a change that outran its session's "opened"
+            await sessions.ensure_session(run_id, ev)
+        events.clear()
+        changes.clear()
+        opened_by.clear()
+
+    for d in deliveries:
+        if isinstance(d.payload, p.Heartbeat):
+            heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
+            continue
+        if isinstance(d.payload, STATEFUL):
+            await flush()
+            await _apply(ctx, run_id, d)
+        elif isinstance(d.payload, p.SessionChanged):
+            changes.append(sessions.change_record(run_id, d.payload))
+            if d.payload.change.seq == 0:
+                opened_by.append(d.payload)
+        events.append(_event_doc(run_id, d))
+    await flush()
+    if heartbeat and time.monotonic() - _heartbeats.get(run_id, 0.0) >= HEARTBEAT_WRITE_EVERY_S:
+        _heartbeats[run_id] = time.monotonic()
+        if len(_heartbeats) > 100_000:
+            _heartbeats.clear()
+        await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}})
+
+
+async def handle_run_event(ctx: Context, d: Delivery) -> None:
+    await ingest_group(ctx, [d])

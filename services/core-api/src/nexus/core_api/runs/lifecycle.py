@@ -1,9 +1,12 @@
 """How run events move a run (and its task): attempts, retries, final states, domain events.
 
+Events are recorded as facts of their attempt, ordered by their stream sequence, and the run's state
+is derived from all of them (nexus.domain.run_facts), so it converges whatever order they arrive in.
 Every step is a compare-and-set on the run's version, so a redelivered event changes nothing twice."""
 
 import logging
 
+import msgspec
 from prometheus_client import Histogram
 
 from nexus.observability.metrics import RUNS_TOTAL
@@ -14,9 +17,12 @@ from nexus.core_api.tasks.service import set_status_from_run
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Run, now
 from nexus.domain.ids import new_ulid
-from nexus.domain.runs import RUN_FINAL, RunStatus, can_move_run
+from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact, derive, record
+from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TaskStatus
-from nexus.events.payloads import RunChanged, RunStatusChanged, RuntimeChanged
+from nexus.events.catalog import RUNS_STREAM
+from nexus.events.envelope import decode_raw
+from nexus.events.payloads import CancelRun, RunChanged, RunStatusChanged, RuntimeChanged
 
 log = logging.getLogger("nexus.core_api.runs")
 RUNS_ENDED = RUNS_TOTAL
@@ -39,20 +45,6 @@ TASK_AFTER_RUN = {
 }
 
 
-def _attempt(run: Run, n: int) -> dict | None:
-    return next((a for a in run.attempts if a.get("n") == n), None)
-
-
-def _with_attempt(run: Run, n: int, **fields) -> list[dict]:
-    attempts = [dict(a) for a in run.attempts]
-    for a in attempts:
-        if a.get("n") == n:
-            a.update({k: v for k, v in fields.items() if v is not None})
-            return attempts
-    attempts.append({"n": n, "status": "launching", "reason": "", "started_at": now(), "ended_at": None, **fields})
-    return attempts
-
-
 async def _announce(ctx: Context, run: Run, type_: str) -> None:
     await ctx.publisher.publish(
         type_,
@@ -61,117 +53,130 @@ async def _announce(ctx: Context, run: Run, type_: str) -> None:
     )
 
 
-async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str, **fields) -> Run | None:
-    """Move a run to a final state once; the task follows; the fact is announced."""
+def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact | RuntimeFact | None = None) -> dict:
+    """The run's fields after its attempts' facts changed: status, attempt and reason are derived."""
+    view = derive(attempts, r.max_attempts)
+    stamp = now()
+    for a in attempts:
+        a.setdefault("started_at", stamp)
+        if a.get("verdict") or a.get("ended"):
+            a["ended_at"] = a.get("ended_at") or stamp
+        a["reason"] = a.get("verdict_reason") or a.get("ended") or ""
+    fields: dict = {"attempts": attempts, "status": view.status, "attempt": view.attempt, "reason": view.reason}
+    final = RunStatus(view.status) in RUN_FINAL
+    if final:
+        fields["ended_at"] = r.ended_at if RunStatus(r.status) in RUN_FINAL and r.ended_at else stamp
+        fields["final_by"] = "verdict" if view.verdict else "retries"
+        deciding = next((a for a in attempts if a["n"] == view.attempt), {})
+        if view.verdict and fact is not None and (fact.attempt, fact.seq) == (view.attempt, deciding.get("verdict_seq")):
+            fields.update(extra)  # the summary, branch and commit of the verdict that decided the run
+    if view.status == RunStatus.RUNNING.value and r.started_at is None:
+        fields["started_at"] = stamp
+    if view.attempt != r.attempt and view.status == RunStatus.QUEUED.value:
+        fields["launch_msg_id"] = new_ulid()  # a new attempt is a new launch command
+    return fields
+
+
+async def apply_fact(ctx: Context, run_id: str, fact: StatusFact | RuntimeFact, extra: dict | None = None) -> Run | None:
+    """Record one fact of an attempt and let the run follow what all its facts say. A run ended by
+    its own verdict does not change again, except by an earlier attempt's verdict that arrived late
+    (which is what really happened first); a run given up after failed attempts yields to any verdict."""
+    before: dict = {}
 
     def mutate(r: Run):
-        if RunStatus(r.status) in RUN_FINAL or not can_move_run(RunStatus(r.status), status):
-            return None
-        return {
-            "status": status.value, "reason": reason, "ended_at": now(),
-            "attempts": _with_attempt(r, r.attempt, status=status.value, reason=reason, ended_at=now()),
-            **fields,
-        }
+        if RunStatus(r.status) in RUN_FINAL and r.final_by not in ("verdict", "retries"):
+            return None  # ended by an operator (cancel): nothing a runner says changes that
+        attempts = record(r.attempts, fact)
+        if attempts is r.attempts:
+            return None  # a duplicate: already recorded
+        before.update(status=r.status, attempt=r.attempt)
+        return _derived_fields(r, attempts, extra or {}, fact)
 
     run = await update_versioned(Run, run_id, mutate)
     if run is None:
         return None
-    _observe_end(run)
-    await set_status_from_run(ctx, run.task_id, TASK_AFTER_RUN[status], run.id)
-    await _announce(ctx, run, f"run.{status.value}")
-    log.info("run %s %s: %s", run.id, status.value, reason or "-")
-    from nexus.core_api.goals.service import on_run_finished
-    from nexus.core_api.sessions.meta import on_child_finished
-
-    await on_child_finished(ctx, run)
-    await on_run_finished(ctx, run)
+    await _follow(ctx, run, before["status"], before["attempt"])
     return run
 
 
-async def retry_or_fail(ctx: Context, run_id: str, attempt: int, reason: str) -> Run | None:
-    """An attempt died for reasons outside the agent (launch failure, lost, crash): try again while
-    attempts remain, else the run fails with the last reason."""
-
-    def mutate(r: Run):
-        if r.attempt != attempt or RunStatus(r.status) in RUN_FINAL:
-            return None
-        attempts = _with_attempt(r, attempt, status="failed", reason=reason, ended_at=now())
-        if r.attempt >= r.max_attempts:
-            return {"status": RunStatus.FAILED.value, "reason": f"{reason} (after {r.attempt} attempts)", "ended_at": now(), "attempts": attempts}
-        return {"status": RunStatus.QUEUED.value, "attempt": r.attempt + 1, "attempts": attempts, "launch_msg_id": new_ulid(), "reason": reason}
-
-    run = await update_versioned(Run, run_id, mutate)
-    if run is None:
-        return None
-    if run.status == RunStatus.FAILED.value:
+async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
+    """The effects of a change of derived state: announce it, move the task, launch a retry."""
+    status = RunStatus(run.status)
+    if status == RunStatus(was) and run.attempt == was_attempt:
+        return
+    if status in RUN_FINAL:
         _observe_end(run)
-        await set_status_from_run(ctx, run.task_id, TaskStatus.FAILED, run.id)
-        await _announce(ctx, run, "run.failed")
+        await set_status_from_run(ctx, run.task_id, TASK_AFTER_RUN[status], run.id)
+        await _announce(ctx, run, f"run.{status.value}")
+        log.info("run %s %s (attempt %d): %s", run.id, status.value, run.attempt, run.reason or "-")
+        if any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
+            # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
+            await ctx.publisher.publish("worker.cancel_run", CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
+                                        correlation_id=run.id)
         from nexus.core_api.goals.service import on_run_finished
+        from nexus.core_api.sessions.meta import on_child_finished
 
+        await on_child_finished(ctx, run)
         await on_run_finished(ctx, run)
-    else:
+    elif status == RunStatus.QUEUED and run.attempt != was_attempt:
         RUNS_ENDED.labels("retried").inc()
-        log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, attempt, reason, run.attempt)
+        log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, was_attempt, run.reason, run.attempt)
         await command_launch(ctx, run)
-    return run
+    elif status == RunStatus.RUNNING and run.attempt == 1 and RunStatus(was) in (RunStatus.QUEUED, RunStatus.LAUNCHING):
+        await _announce(ctx, run, "run.started")
 
 
-async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged) -> None:
-    if ev.phase == "launched":
-
-        def mutate(r: Run):
-            if r.attempt != ev.attempt or RunStatus(r.status) in RUN_FINAL:
-                return None
-            a = _attempt(r, ev.attempt)
-            if a is not None and a.get("runtime"):
-                return None
-            fields = {"attempts": _with_attempt(r, ev.attempt, runtime=ev.runtime, ref=ev.detail)}
-            if r.status == RunStatus.QUEUED.value:
-                fields["status"] = RunStatus.LAUNCHING.value
-            return fields
-
-        await update_versioned(Run, run_id, mutate)
-    elif ev.phase == "launch_failed":
-        await retry_or_fail(ctx, run_id, ev.attempt, f"launch failed: {ev.detail}")
-    elif ev.phase == "lost":
-        await retry_or_fail(ctx, run_id, ev.attempt, f"lost: {ev.detail}")
-    elif ev.phase == "exited":
-        run = await Run.get(run_id)
-        if run is not None and run.attempt == ev.attempt and RunStatus(run.status) not in RUN_FINAL:
-            await retry_or_fail(ctx, run_id, ev.attempt, f"runner exited with code {ev.exit_code} before reporting an end")
+async def _verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[RunStatusChanged, int] | None:
+    """The runner's last status on the stream, if it is a verdict of `attempt`: JetStream stored it
+    before the runner exited, even when this consumer has not been handed it yet."""
+    try:
+        msg = await ctx.js.get_last_msg(RUNS_STREAM, f"nexus.run.{run_id}.status")
+        ev = msgspec.json.decode(decode_raw(msg.data).data, type=RunStatusChanged)
+    except Exception:  # noqa: BLE001 — none there, or unreadable: the exit decides
+        return None
+    if ev.attempt != attempt or RunStatus(ev.status) not in RUN_FINAL:
+        return None
+    return ev, msg.seq
 
 
-async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged) -> None:
-    target = RunStatus(ev.status)
+async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) -> None:
+    if ev.phase in RUNTIME_ENDS:
+        found = await _verdict_in_stream(ctx, run_id, ev.attempt)
+        if found is not None:  # the verdict outran its delivery to us: it, not the exit, decides the attempt
+            await on_status(ctx, run_id, found[0], found[1])
+    detail = ev.detail
+    if ev.phase == "exited":
+        detail = f"runner exited with code {ev.exit_code} before reporting an end"
+    await apply_fact(ctx, run_id, RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime))
+
+
+async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -> None:
     extra = {
         k: v for k, v in {"summary": ev.summary, "branch": ev.branch, "commit_sha": ev.commit_sha, "ledger_hash": ev.ledger_hash}.items() if v
     }
     if ev.usage is not None:
         extra["usage"] = {"input_tokens": ev.usage.input_tokens, "output_tokens": ev.usage.output_tokens, "cost_usd": ev.usage.cost_usd}
-    if target in RUN_FINAL:
-        run = await Run.get(run_id)
-        if run is not None and run.attempt == ev.attempt:
-            await finish(ctx, run_id, target, ev.reason, **extra)
-        return
+    await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
+
+
+async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str) -> Run | None:
+    """An operator ends a run (cancel): final at once, and nothing a runner says later changes it."""
+    before: dict = {}
 
     def mutate(r: Run):
-        if r.attempt != ev.attempt or r.status == target.value or not can_move_run(RunStatus(r.status), target):
+        if RunStatus(r.status) in RUN_FINAL:
             return None
-        fields = {"status": target.value, **extra}
-        if target == RunStatus.RUNNING:
-            fields["started_at"] = r.started_at or now()
-            fields["attempts"] = _with_attempt(r, ev.attempt, status="running")
-        return fields
+        attempts = record(r.attempts, StatusFact(r.attempt, 0, status.value, reason))
+        before.update(status=r.status, attempt=r.attempt)
+        return {**_derived_fields(r, attempts, {}), "status": status.value, "reason": reason, "final_by": "operator"}
 
     run = await update_versioned(Run, run_id, mutate)
-    if run is not None and target == RunStatus.RUNNING and run.attempts and len(run.attempts) == 1:
-        await _announce(ctx, run, "run.started")
+    if run is not None:
+        await _follow(ctx, run, before["status"], before["attempt"])
+    return run
 
 
 async def cancel(ctx: Context, run_id: str, reason: str) -> Run | None:
-    from nexus.events.payloads import CancelRun
-
     run = await finish(ctx, run_id, RunStatus.CANCELLED, reason)
     if run is not None:
         await ctx.publisher.publish("worker.cancel_run", CancelRun(run_id=run_id, reason=reason), correlation_id=run_id)

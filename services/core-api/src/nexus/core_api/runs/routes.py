@@ -13,6 +13,7 @@ from nexus.core_api.runs import lifecycle
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.db.cache import cached_get
+from nexus.core_api.sessions.schemas import outs as session_outs
 from nexus.db.documents import Run, Session
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.catalog import run_filter
@@ -47,7 +48,7 @@ class RunController(Controller):
     async def get_run(self, run_id: str) -> RunOut:
         run = await _get(run_id)
         sessions = await Session.find({"run_id": run.id}).sort([("created_at", 1)]).to_list()
-        return to_out(run, sessions, with_config=True)
+        return to_out(run, await session_outs(sessions), with_config=True)
 
     @get("/{run_id:str}/events", guards=[READ])
     async def run_events(self, request: Request, run_id: str) -> ServerSentEvent:

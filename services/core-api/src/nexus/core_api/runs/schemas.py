@@ -4,8 +4,8 @@ import msgspec
 
 from nexus.core_api.schemas import Body, Out, iso
 from nexus.core_api.sessions.schemas import SessionOut
-from nexus.core_api.sessions.schemas import to_out as session_out
-from nexus.db.documents import Run, Session
+from nexus.db.documents import Run
+from nexus.domain.run_facts import attempt_status
 
 
 class AttemptOut(Out):
@@ -49,12 +49,12 @@ class RunAction(Body):
 
 def _attempt(a: dict) -> AttemptOut:
     return AttemptOut(
-        n=a.get("n", 0), status=a.get("status", ""), reason=a.get("reason", ""), runtime=a.get("runtime"),
+        n=a.get("n", 0), status=attempt_status(a), reason=a.get("reason", ""), runtime=a.get("runtime"),
         started_at=iso(a.get("started_at")), ended_at=iso(a.get("ended_at")),
     )
 
 
-def to_out(r: Run, sessions: list[Session] | None = None, with_config: bool = False) -> RunOut:
+def to_out(r: Run, sessions: list[SessionOut] | None = None, with_config: bool = False) -> RunOut:
     return RunOut(
         id=r.id, task_id=r.task_id, agent_id=r.agent_id, agent_revision=r.agent_revision, goal_id=r.goal_id,
         status=r.status, attempt=r.attempt, max_attempts=r.max_attempts, attempts=[_attempt(a) for a in r.attempts],
@@ -62,5 +62,5 @@ def to_out(r: Run, sessions: list[Session] | None = None, with_config: bool = Fa
         usage=r.usage, session_id=r.session_id, parent_session_id=r.parent_session_id, parent_run_id=r.parent_run_id,
         created_at=iso(r.created_at), started_at=iso(r.started_at), ended_at=iso(r.ended_at),
         config=r.config if with_config else None,
-        sessions=[session_out(s) for s in sessions] if sessions is not None else None,
+        sessions=sessions,
     )

@@ -10,7 +10,7 @@ from nexus.core_api.auth.guards import READ
 from nexus.core_api.errors import not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.schemas import iso
-from nexus.core_api.sessions.schemas import SessionOut, to_out
+from nexus.core_api.sessions.schemas import AttemptChain, SessionOut, load_chains, outs, to_out
 from nexus.db.documents import Run, Session
 
 MAX_TREE_NODES = 2000  # a tree is a plan of tasks, not a log: bounded so a cycle cannot loop forever
@@ -31,6 +31,8 @@ class SessionNode(msgspec.Struct, rename="camel", kw_only=True):
     created_at: str
     updated_at: str
     children: list["SessionNode"]
+    attempt: int = 1
+    attempts: list[AttemptChain] = msgspec.field(default_factory=list)
 
 
 def _node(out: SessionOut) -> SessionNode:
@@ -47,13 +49,13 @@ def _pending(run: Run) -> SessionNode:
 
 async def session_tree(run: Run) -> SessionNode:
     root_doc = await Session.get(run.session_id)
-    root = _node(to_out(root_doc)) if root_doc else _pending(run)
+    root = _node(to_out(root_doc, await load_chains([root_doc]))) if root_doc else _pending(run)
     by_id = {root.session_id: root}
     frontier = [root.session_id]
     while frontier and len(by_id) < MAX_TREE_NODES:
         found: dict[str, SessionNode] = {}
-        for s in await Session.find({"parent_session_id": {"$in": frontier}}).sort([("created_at", 1)]).to_list():
-            found.setdefault(s.id, _node(to_out(s)))
+        for out in await outs(await Session.find({"parent_session_id": {"$in": frontier}}).sort([("created_at", 1)]).to_list()):
+            found.setdefault(out.session_id, _node(out))
         for r in await Run.find({"parent_session_id": {"$in": frontier}}).sort([("_id", 1)]).to_list():
             found.setdefault(r.session_id, _pending(r))  # a retried child reuses its session id: one node
         frontier = []
@@ -77,14 +79,14 @@ class SessionController(Controller):
     ) -> Page[SessionOut]:
         filters = {k: v for k, v in {"run_id": run_id, "parent_session_id": parent_session_id, "status": status}.items() if v}
         docs, nxt = await page_of(Session, filters, limit, cursor)
-        return Page([to_out(d) for d in docs], nxt)
+        return Page(await outs(docs), nxt)
 
     @get("/{session_id:str}", guards=[READ])
     async def get_session(self, session_id: str) -> SessionOut:
         doc = await Session.get(session_id)
         if doc is None:
             raise not_found("session", session_id)
-        return to_out(doc)
+        return (await outs([doc]))[0]
 
 
 @get("/v1/runs/{run_id:str}/sessions/tree", guards=[READ], tags=["sessions"])

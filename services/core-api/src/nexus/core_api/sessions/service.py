@@ -1,11 +1,15 @@
-"""Sessions as core-api stores them: opened by the runner, changes appended once each."""
+"""Sessions as core-api stores them: opened by the runner per attempt; each attempt's changes kept
+apart (its own chain, seq from 0), each stored once."""
 
 import msgspec
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from nexus.db.documents import Session, now
+from nexus.db.documents import Session, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import SessionChanged, SessionOpened
+
+DUPLICATE_KEY = 11000
 
 
 async def on_opened(run_id: str, ev: SessionOpened) -> None:
@@ -13,6 +17,7 @@ async def on_opened(run_id: str, ev: SessionOpened) -> None:
         Session, ev.session_id,
         {
             "$set": {"status": ev.status, "updated_at": now(), "backend": ev.backend, "project_path": ev.project_path},
+            "$max": {"attempt": ev.attempt},
             "$setOnInsert": {
                 "run_id": run_id, "parent_session_id": ev.parent_session_id, "notes": [], "changes": [], "created_at": now(),
             },
@@ -21,20 +26,46 @@ async def on_opened(run_id: str, ev: SessionOpened) -> None:
     )
 
 
+def change_record(run_id: str, ev: SessionChanged) -> dict:
+    """The stored form of one change; its id refuses a second copy of the same (session, attempt, seq)."""
+    return {
+        "_id": SessionChangeRecord.key(ev.session_id, ev.attempt, ev.change.seq), "session_id": ev.session_id, "run_id": run_id,
+        "attempt": ev.attempt, "seq": ev.change.seq, "change": msgspec.to_builtins(ev.change),
+        "note": ev.change.message if isinstance(ev.change, NoteChange) else None,
+    }
+
+
+async def insert_new(coll, docs: list[dict]) -> int:
+    """insert_many that skips documents already stored (a redelivery); returns how many were new."""
+    if not docs:
+        return 0
+    try:
+        return len((await coll.insert_many(docs, ordered=False)).inserted_ids)
+    except BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        return int(exc.details.get("nInserted", 0))
+    except DuplicateKeyError:
+        return 0
+
+
+async def store_changes(records: list[dict]) -> int:
+    """Insert change records; a redelivered one is refused by its id and skipped."""
+    return await insert_new(SessionChangeRecord.get_pymongo_collection(), records)
+
+
+async def ensure_session(run_id: str, ev: SessionChanged) -> None:
+    """A change that outran its session's "opened" still has a session to belong to."""
+    await update_document(
+        Session, ev.session_id,
+        {"$setOnInsert": {"run_id": run_id, "parent_session_id": ev.parent_session_id, "status": "active", "backend": "",
+                          "project_path": "", "notes": [], "changes": [], "created_at": now(), "updated_at": now()},
+         "$max": {"attempt": ev.attempt}},
+        upsert=True,
+    )
+
+
 async def on_change(run_id: str, ev: SessionChanged) -> None:
-    change = msgspec.to_builtins(ev.change)
-    update: dict = {"$push": {"changes": change}, "$set": {"updated_at": now()}}
-    if isinstance(ev.change, NoteChange):
-        update["$push"]["notes"] = ev.change.message
-    coll = Session.get_pymongo_collection()
-    # The seq guard makes a redelivered change a no-op; the upsert covers a change that outran its "opened".
-    not_yet = {"changes.seq": {"$ne": ev.change.seq}}
-    res = await update_document(Session, ev.session_id, update, not_yet)
-    if res.matched_count == 0 and await coll.count_documents({"_id": ev.session_id}) == 0:
-        await update_document(
-            Session, ev.session_id,
-            {"$setOnInsert": {"run_id": run_id, "parent_session_id": ev.parent_session_id, "status": "active",
-                              "backend": "", "project_path": "", "notes": [], "changes": [], "created_at": now()}},
-            upsert=True,
-        )
-        await update_document(Session, ev.session_id, update, not_yet)
+    await store_changes([change_record(run_id, ev)])
+    if ev.change.seq == 0:
+        await ensure_session(run_id, ev)

@@ -1,0 +1,30 @@
+"""A retried attempt continues from the run branch an earlier attempt pushed: its push fast-forwards
+and the same work adds no second commit (a fresh branch from the target would be rejected)."""
+
+from pathlib import Path
+
+from nexus.agent_runner import workspace
+from nexus.events.payloads import RepoSpec
+from tests.gitrepo import git, make_bare_repo
+
+
+async def _attempt(repo: RepoSpec, root: Path, content: str) -> str:
+    rg = workspace.RunGit(work_tree=root / "ws", private=root / "private", base={"PATH": "/usr/bin:/bin"})
+    await workspace.prepare(repo, rg, agent_id="agt_x", token=None)
+    (rg.work_tree / "out.txt").write_text(content)
+    if await workspace.has_changes(rg):
+        await workspace.git(rg, "add", "-A")
+        await workspace.git(rg, "commit", "-q", "-m", "work")
+    await workspace.push(rg, repo.branch, None)
+    return await workspace.head(rg)
+
+
+async def test_a_retry_continues_from_the_pushed_run_branch(tmp_path: Path) -> None:
+    bare = make_bare_repo(tmp_path)
+    repo = RepoSpec(url=str(bare), ref="main", branch="nexus/tsk_1/run_1", target_branch="main")
+    first = await _attempt(repo, tmp_path / "a1", "done\n")
+    second = await _attempt(repo, tmp_path / "a2", "done\n")
+    assert second == first  # nothing new to commit: the branch keeps its one commit
+    third = await _attempt(repo, tmp_path / "a3", "more\n")
+    assert git(tmp_path, "--git-dir", str(bare), "rev-list", "--count", f"main..{repo.branch}") == "2"
+    assert git(tmp_path, "--git-dir", str(bare), "rev-parse", f"{third}^") == first
