@@ -22,6 +22,7 @@ from nexus.core_api.background import run_background
 from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS
 from nexus.core_api.health import healthz, readyz
+from nexus.core_api.json_guard import guard_json_body
 from nexus.core_api.observability import HttpMetricsMiddleware
 from nexus.core_api.repositories.routes import RepositoryController
 from nexus.core_api.runs.routes import RunController
@@ -86,6 +87,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema"])],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=guard_json_body,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Nexus core-api",
