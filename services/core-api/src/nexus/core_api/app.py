@@ -46,12 +46,13 @@ from nexus.core_api.memory.routes import MemoryController, preview_memory  # noq
 from nexus.core_api.sessions.routes import SessionController, run_session_tree  # noqa: E402
 from nexus.core_api.errors import document_problems  # noqa: E402
 from nexus.core_api.schedules.routes import ScheduleController  # noqa: E402
+from nexus.core_api.ledger.routes import verify_run_ledger  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
-    ScheduleController,
+    ScheduleController, verify_run_ledger,
 ])
 
 

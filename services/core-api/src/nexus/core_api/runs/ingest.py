@@ -7,6 +7,7 @@ from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
+from nexus.core_api.ledger.record import record_change
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
 from nexus.db.cache import cached_get
@@ -22,7 +23,7 @@ async def handle_run_event(ctx: Context, d: Delivery) -> None:
     parts = d.subject.split(".")
     run_id = parts[2]
     data = d.payload
-    if await cached_get(Run, run_id) is None:
+    if (run := await cached_get(Run, run_id)) is None:
         # Not a run of this core-api's database (another deployment sharing the bus, or a
         # runner started by hand): nothing here may change because of it.
         log.debug("ignoring %s for unknown run %s", d.envelope.type, run_id)
@@ -35,6 +36,7 @@ async def handle_run_event(ctx: Context, d: Delivery) -> None:
         case p.SessionOpened():
             await sessions.on_opened(run_id, data)
         case p.SessionChanged():
+            await record_change(run, data.session_id, data.change, getattr(data, "attempt", None))
             await sessions.on_change(run_id, data)
         case p.Heartbeat():
             await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}})
