@@ -13,7 +13,16 @@ from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
 
 
-async def connect(url: str, name: str, **options: Any) -> NATS:
+async def connect(url: str, name: str, *, creds: str = "", user: str | None = None, **options: Any) -> NATS:
+    """Connect as `name`; with `creds` (a .creds file's path or its text) as that NATS user, whose
+    reply subjects then live under its own inbox prefix (nexus.events.permissions)."""
+    if creds:
+        from nats.aio.client import RawCredentials
+
+        from nexus.events.permissions import inbox_prefix
+
+        options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
+        options.setdefault("inbox_prefix", inbox_prefix(user or name))
     return await nats.connect(
         url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
     )

@@ -62,7 +62,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         cache = ReadCache(settings.read_cache_ttl_s) if settings.read_cache_ttl_s > 0 else None
         db = await connect_db(settings.mongodb_url, settings.mongodb_db, listeners=[cache] if cache else None)
         install_cache(cache)
-        nc = await connect(settings.nats_url, "core-api")
+        nc = await connect(settings.nats_url, "core-api", creds=settings.nats_creds)
         js = nc.jetstream()
         await ensure_streams(js)
         ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"))

@@ -25,7 +25,7 @@ async def on_alert(d: Delivery) -> None:
 
 async def serve(settings: TelegramSettings) -> None:
     stop = stop_event_on_signals()
-    nc = await connect(settings.nats_url, "telegram-gateway")
+    nc = await connect(settings.nats_url, "telegram-gateway", creds=settings.nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
 
