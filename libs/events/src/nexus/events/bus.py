@@ -23,9 +23,7 @@ async def connect(url: str, name: str, *, creds: str = "", user: str | None = No
 
         options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
         options.setdefault("inbox_prefix", inbox_prefix(user or name))
-    return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
-    )
+    return await nats.connect(url, name=name, **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options})
 
 
 def _stream_config(s: StreamSpec) -> StreamConfig:
