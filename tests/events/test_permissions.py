@@ -34,7 +34,7 @@ class Conn:
             self.violations.append(str(exc).lower())
             self.heard.set()
 
-        self.nc = await connect(url, name, creds=creds, user=user, error_cb=on_error, max_reconnect_attempts=0)
+        self.nc = await connect(url, name, creds=creds, user=user, error_cb=on_error, max_reconnect_attempts=0, allow_reconnect=False)
         return self
 
     async def refused(self, what: str) -> bool:
@@ -237,3 +237,29 @@ def test_the_run_table_is_what_the_brief_of_confinement_says() -> None:
     assert not [s for s in p.pub_allow if s.startswith(("nexus.cmd.", "nexus.evt.")) and s != "nexus.cmd.core.plan_children.run_a"]
     assert not [s for s in (*p.pub_allow, *p.sub_allow) if "*" in s or s.endswith(">") and not s.startswith(("nexus.run.run_a.", "_INBOX.run_a."))]
     assert set(SERVICES) == {"core-api", "worker", "board-sync", "telegram-gateway", "tools"}
+
+
+async def test_the_run_signing_key_cannot_mint_more_than_a_run(nats_url: str, auth: Path) -> None:
+    """The worker's key is a scoped signing key: a user it signs gets the run template's permissions,
+    whatever the user JWT itself claims — it cannot make a service, or an all-powerful user."""
+    import nkeys
+
+    from nexus.events.credentials import creds_text, encode_jwt, new_seed, public_key
+
+    signer = RunSigner.parse((auth / "run-signer").read_text())
+    assert signer.seed.decode() not in repr(signer)
+    who = new_run()
+    user = new_seed(nkeys.PREFIX_BYTE_USER)
+    greedy = {"pub": {"allow": [">"]}, "sub": {"allow": [">"]}, "tags": [f"session:{who.session_id}", "attempt:1"],
+              "type": "user", "version": 2}
+    jwt = encode_jwt(signer.seed, public_key(user), who.run_id, greedy, issuer_account=signer.account_pub)
+    try:
+        c = await Conn().open(nats_url, "greedy", creds_text(jwt, user), user=who.run_id)
+    except NatsError as exc:  # the server may refuse such a user outright
+        assert "Authorization Violation" in str(exc)
+        return
+    try:
+        assert await c.cannot_publish("nexus.cmd.worker.launch_run")
+        assert await c.cannot_subscribe("nexus.run.>")
+    finally:
+        await c.nc.close()

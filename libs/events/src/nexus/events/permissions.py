@@ -116,7 +116,7 @@ DECIDERS = tuple(u for u, p in SERVICES.items() if subject("core.decide_approval
 @dataclass(frozen=True)
 class RunIdentity:
     run_id: str
-    attempt: int
+    attempt: int | str
     session_id: str
     parent_session_id: str | None = None
     reads: tuple[str, ...] = field(default=CORE_ONLY_RUN_KINDS)
@@ -136,7 +136,8 @@ def for_run(run: RunIdentity) -> Permissions:
     to it. Nothing on `nexus.cmd.>` beyond its own plan, nothing of another run, no service subject."""
     rid = run.run_id
     own = [f"nexus.run.{rid}.>", subject("core.plan_children", run_id=rid)]
-    kernel = [KERNEL_INBOX.format(agent_id=run.parent_session_id)] if run.parent_session_id else []
+    # A session without a parent may tell its own inbox (harmless), so the template has one shape for all.
+    kernel = [KERNEL_INBOX.format(agent_id=run.parent_session_id or run.session_id)]
     consumers = []
     for kind in run.reads:
         name = run.consumer(kind)
@@ -148,4 +149,15 @@ def for_run(run: RunIdentity) -> Permissions:
         sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id)),
         allow_responses=True,
     )
+
+
+# The same permissions with the run's identity left to the server: the run-signing key is a scoped
+# signing key of the account carrying this template, so every user it signs gets exactly a run's
+# permissions, filled from the user JWT's name (the run id) and tags — never a service's.
+RUN_TEMPLATE = RunIdentity("{{name()}}", "{{tag(attempt)}}", "{{tag(session)}}", "{{tag(parent)}}")
+
+
+def run_tags(run: RunIdentity) -> list[str]:
+    """The user JWT tags that fill RUN_TEMPLATE for `run` (its name is the run id)."""
+    return [f"attempt:{run.attempt}", f"session:{run.session_id}", f"parent:{run.parent_session_id or run.session_id}"]
 
