@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nexus-agent-runner. Build from the repository root:
 #   docker build -f deploy/docker/agent-runner.Dockerfile -t nexus-agent-runner .
 # The worker starts one container of this image per run (a Kubernetes Job or a local

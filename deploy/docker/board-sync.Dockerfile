@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nexus-board-sync. Build from the repository root:
 #   docker build -f deploy/docker/board-sync.Dockerfile -t nexus-board-sync .
 # Targets: the default (last) stage is the production image; `dev` is the same image

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nexus-core-api. Build from the repository root:
 #   docker build -f deploy/docker/core-api.Dockerfile -t nexus-core-api .
 # Targets: the default (last) stage is the production image; `dev` is the same image

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nexus-telegram-gateway. Build from the repository root:
 #   docker build -f deploy/docker/telegram-gateway.Dockerfile -t nexus-telegram-gateway .
 # Targets: the default (last) stage is the production image; `dev` is the same image

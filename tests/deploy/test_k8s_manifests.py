@@ -3,7 +3,6 @@ Kubernetes OpenAPI schema, every container locked down and bounded, the worker a
 into nexus-agents only, and every reference between objects pointing at something."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,18 +11,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import need_tool
+from tests.deploy.conftest import CLUSTER_SCOPED, SERVICE_IMAGES
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 
 # The oldest Kubernetes we support and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.utils.latest_version()]
 
-SERVICE_IMAGES = {
-    "core-api": "nexus-core-api",
-    "worker": "nexus-worker",
-    "board-sync": "nexus-board-sync",
-    "telegram-gateway": "nexus-telegram-gateway",
-}
 RUNNER_IMAGE = "nexus-agent-runner"
 NAMESPACES = {"nexus", "nexus-agents"}
 # Credentials are never committed: whoever deploys creates this Secret (Tilt does in dev).
@@ -32,7 +28,6 @@ OPERATOR_PROVIDED = {("Secret", "nexus-secrets")} | {
     ("Secret", name) for name in ("nexus-nats-config", "nexus-nats-run-signer", "nexus-nats-core-api", "nexus-nats-worker",
                                   "nexus-nats-board-sync", "nexus-nats-telegram-gateway")
 }
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 
 WORKER_RULES = {
     # patch: the worker creates each Job suspended and resumes it once its Secret exists.
@@ -97,9 +92,7 @@ def test_every_manifest_under_k8s_is_applied(kustomized_files_of):
 
 def test_kustomize_matches_kubectl(all_objects):
     """Our kustomize in Python emits exactly what the real one does."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
+    kubectl = need_tool("kubectl")
     out = subprocess.run([kubectl, "kustomize", str(K8S)], check=True, capture_output=True, text=True).stdout
     theirs = [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -149,11 +142,15 @@ def test_namespaces_enforce_the_restricted_pod_security_standard(all_objects):
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_object_names_its_namespace(k8s_object):
+def test_object_names_its_namespace(namespaced_object):
     """Without one, an object lands in whatever namespace kubectl's context points at."""
-    if k8s_object["kind"] in CLUSTER_SCOPED:
-        return
-    assert k8s_object["metadata"].get("namespace") in NAMESPACES
+    assert namespaced_object["metadata"].get("namespace") in NAMESPACES
+
+
+def test_cluster_scoped_objects_name_no_namespace(all_objects):
+    cluster_scoped = [o for o in all_objects if o["kind"] in CLUSTER_SCOPED]
+    assert cluster_scoped  # the namespaces at least
+    assert [o["metadata"]["name"] for o in cluster_scoped if "namespace" in o["metadata"]] == []
 
 
 def test_nothing_cluster_wide_is_granted(all_objects):
@@ -203,12 +200,10 @@ def test_pod_shares_nothing_with_its_node(pod):
     assert not [v for v in spec.get("volumes", []) if "hostPath" in v]
 
 
-def test_a_read_only_container_has_a_writable_tmp(container):
+def test_a_read_only_container_has_a_writable_tmp(service_container):
     """Python, git and most tools write temporary files; / is read-only."""
-    mounts = {m["mountPath"] for m in container.spec.get("volumeMounts", [])}
-    image = container.spec["image"]
-    if image in SERVICE_IMAGES.values():
-        assert "/tmp" in mounts
+    mounts = {m["mountPath"] for m in service_container.spec.get("volumeMounts", [])}
+    assert "/tmp" in mounts
 
 
 def test_the_quantity_parser_reads_what_the_manifests_use():
@@ -383,8 +378,6 @@ def test_every_service_selects_pods_and_their_ports(all_objects, pods):
             assert port["targetPort"] in ports, f"{service['metadata']['name']}: no container port {port['targetPort']}"
 
 
-def test_workload_selector_matches_its_template(pod):
-    if pod.owner["kind"] not in {"Deployment", "StatefulSet"}:
-        return
-    selector = pod.owner["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= pod.owner["spec"]["template"]["metadata"]["labels"].items()
+def test_workload_selector_matches_its_template(controller_pod):
+    selector = controller_pod.owner["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= controller_pod.owner["spec"]["template"]["metadata"]["labels"].items()

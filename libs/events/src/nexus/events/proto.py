@@ -91,7 +91,7 @@ def render() -> dict[str, str]:
     files = {"asyncapi.json": _dump(asyncapi())}
     rc = msgspec.json.schema(RunConfig)
     rc.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RunConfig",
-               "description": "What core-api hands a run: the agent as data (seed 000)."})
+               "description": "What core-api hands a run: the agent as data."})
     files["run-config.schema.json"] = _dump(rc)
     env = msgspec.json.schema(Envelope)
     env.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Envelope"})

@@ -64,7 +64,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         install_cache(cache)
         nc = await connect(settings.nats_url, "core-api", creds=settings.nats_creds)
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, settings.jetstream_replicas)
         ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"))
         app.state.ctx = ctx
         app.state.db = db
