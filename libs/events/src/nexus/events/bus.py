@@ -15,7 +15,7 @@ from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
 
 
-async def connect(url: str, name: str, *, creds: str = "", user: str | None = None, **options: Any) -> NATS:
+async def connect(url: str | list[str], name: str, *, creds: str = "", user: str | None = None, **options: Any) -> NATS:
     """Connect as `name`; with `creds` (a .creds file's path or its text) as that NATS user, whose
     reply subjects then live under its own inbox prefix (nexus.events.permissions)."""
     if creds:

@@ -97,6 +97,20 @@ def nats_auth(directory: Path) -> Path:
     return directory
 
 
+# The authorization of each nats-server this process started, by URL: a Stack pointed at one of them
+# hands its services their credentials without being told (the tests' session server, a cluster).
+_AUTH_BY_URL: dict[str, Path] = {}
+
+
+def auth_for(url: str) -> Path | None:
+    return _AUTH_BY_URL.get(url.split(",")[0].strip())
+
+
+def remember_auth(url: str, auth: Path | None) -> None:
+    if auth is not None:
+        _AUTH_BY_URL[url] = auth
+
+
 def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None) -> Managed:
     """nats-server with JetStream; with `auth` (a nats_auth() directory) every client must be one of its users."""
     port = port or free_port()
@@ -106,6 +120,7 @@ def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = 
         args += ["-c", str(auth / "nats.conf")]
     proc, log = _spawn(args, log_path)
     wait_port("127.0.0.1", port, proc=proc)
+    remember_auth(f"nats://127.0.0.1:{port}", auth)
     return Managed("nats", proc, f"nats://127.0.0.1:{port}", log)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from nexus.dev.servers import Managed, free_port, nats_auth, start_ferretdb, start_nats, wait_port
+from nexus.dev.servers import Managed, auth_for, free_port, nats_auth, start_ferretdb, start_nats, wait_port
 
 SERVICES = {
     "core-api": "nexus.core_api.main",
@@ -83,6 +83,8 @@ class Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         logs = self.log_dir or self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        if self.nats_url and self.auth_dir is None:
+            self.auth_dir = auth_for(self.nats_url)  # a server this process started with authorization
         if not self.nats_url:
             self.auth_dir = nats_auth(self.auth_dir or self.home / "nats-auth")
             s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log", auth=self.auth_dir)
