@@ -1,5 +1,7 @@
 """Shared fixtures. Servers are real: nats-server -js and FerretDB, started once per test session
-on free ports with throw-away data dirs (or taken from NEXUS_TEST_NATS_URL / NEXUS_TEST_MONGODB_URL)."""
+on free ports with throw-away data dirs (or taken from NEXUS_TEST_NATS_URL / NEXUS_TEST_MONGODB_URL).
+NATS runs with authorization on: every service, run and test connects as a user of `nats_auth`
+(tests themselves as `tools`, through `nats_creds`)."""
 
 import os
 import shutil
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nexus.db.connection import connect_db
+from nexus.dev.servers import nats_auth as make_nats_auth
 from nexus.dev.servers import start_ferretdb, start_nats
 
 
@@ -22,11 +25,30 @@ def servers_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def nats_url(servers_dir: Path) -> Iterator[str]:
+def nats_auth(servers_dir: Path) -> Path | None:
+    """The authorization material of the test NATS server (None: an outside server without it)."""
+    if os.environ.get("NEXUS_TEST_NATS_URL"):
+        given = os.environ.get("NEXUS_TEST_NATS_AUTH")
+        return Path(given) if given else None
+    return make_nats_auth(servers_dir / "nats-auth")
+
+
+@pytest.fixture(scope="session")
+def nats_creds(nats_auth: Path | None) -> str:
+    """The tests' own NATS user (`tools`): pass as `creds=` to nexus.events.bus.connect."""
+    return str(nats_auth / "tools.creds") if nats_auth else ""
+
+
+def creds_of(nats_auth: Path | None, user: str) -> str:
+    return str(nats_auth / f"{user}.creds") if nats_auth else ""
+
+
+@pytest.fixture(scope="session")
+def nats_url(servers_dir: Path, nats_auth: Path | None) -> Iterator[str]:
     if url := os.environ.get("NEXUS_TEST_NATS_URL"):
         yield url
         return
-    server = start_nats(servers_dir / "nats", log_path=servers_dir / "nats.log")
+    server = start_nats(servers_dir / "nats", log_path=servers_dir / "nats.log", auth=nats_auth)
     yield server.url
     server.stop()
 

@@ -129,7 +129,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             "spawn_python_import_nexus_events_bus": await spawn_latency([PYTHON, "-c", "import nexus.events.bus"], 10),
         }
         stack.start(["core-api", "worker"])
-        nc = await connect(stack.nats_url or "", "bench-dispatch")
+        nc = await connect(stack.nats_url or "", "bench-dispatch", creds=stack.creds("tools"))
         log = RunLog()
         sub = await log.follow(nc.jetstream())
         async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:

@@ -1,15 +1,14 @@
 """A meta session as the runner lives it (core-api played by the test): spawn_child plans
 children, meta-plan.json is written through the hypervisor, the plan goes out as
-nexus.cmd.core.plan_children, and the session waits for every child's end before finishing."""
+nexus.cmd.core.plan_children.<run_id>, and the session waits for every child's end before finishing."""
 
 import asyncio
 import json
 
 import msgspec
-import nats
 import pytest
 
-from nexus.events.bus import Publisher
+from nexus.events.bus import Publisher, connect
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import ChildFinished, PlanChildren
 from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401
@@ -24,15 +23,15 @@ steps:
 """
 
 
-async def test_meta_session_plans_waits_and_summarises(js, nats_url, tmp_path) -> None:
+async def test_meta_session_plans_waits_and_summarises(js, nats_url, nats_creds, tmp_path) -> None:
     cfg = config(PLANNER, meta=True, tools=["spawn_child", "finish"], task={"title": "Plan", "goal_id": "goal_x"})
     plans: asyncio.Queue = asyncio.Queue()
 
     async def on_plan(msg) -> None:
         plans.put_nowait(msgspec.json.decode(decode_raw(msg.data).data, type=PlanChildren))
 
-    nc = await nats.connect(nats_url)
-    sub = await nc.subscribe("nexus.cmd.core.plan_children", cb=on_plan)  # a plain subscription sees it too
+    nc = await connect(nats_url, "tests", creds=nats_creds)
+    sub = await nc.subscribe("nexus.cmd.core.plan_children.*", cb=on_plan)  # a plain subscription sees it too
     await nc.flush()
     try:
         r = await start_runner(tmp_path, nats_url, cfg)

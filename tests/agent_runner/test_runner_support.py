@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 
 from nexus.agent_runner import first_event
-from nexus.events.bus import Publisher, ensure_streams
+from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.events.credentials import RunSigner
+from nexus.events.permissions import RunIdentity
 from nexus.events.catalog import RUNS_STREAM, run_filter
 from nexus.events.envelope import Envelope, decode_raw
 from nexus.events.payloads import ApprovalDecided, RunConfig, RunStatusChanged
@@ -54,6 +55,18 @@ class RunnerProc:
         return (self.dir / "runner.log").read_text(errors="replace")
 
 
+# The test server's run-signing key, set by the `js` fixture every runner test takes: each runner gets
+# its own run credential, as the worker would mint it.
+RUN_SIGNER: list = []
+
+
+def run_creds(cfg: RunConfig, attempt: int = 1) -> dict[str, str]:
+    if not RUN_SIGNER:
+        return {}
+    who = RunIdentity(cfg.run_id, attempt, cfg.session_id, cfg.parent_session_id)
+    return {"NEXUS_NATS_CREDS": RUN_SIGNER[0].mint(who, cfg.limits.wall_clock_s)}
+
+
 async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dict[str, str] | None = None,
                        env: dict[str, str] | None = None) -> RunnerProc:
     d = tmp / cfg.run_id
@@ -64,7 +77,7 @@ async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dic
         "PATH": os.environ["PATH"], "HOME": str(d / "home"), "NEXUS_NATS_URL": nats_url,
         "NEXUS_RUN_CONFIG": str(d / "run-config.json"), "NEXUS_WORKSPACE": str(d / "workspace"),
         "NEXUS_STATE_DIR": str(d / "state"), "NEXUS_ATTEMPT": "1", "NEXUS_HEARTBEAT_S": "30",
-        **{f"NEXUS_SECRET_{k}": v for k, v in (secrets or {}).items()}, **(env or {}),
+        **{f"NEXUS_SECRET_{k}": v for k, v in (secrets or {}).items()}, **run_creds(cfg), **(env or {}),
     }
     with open(d / "runner.log", "wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -75,8 +88,9 @@ async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dic
 
 
 @pytest.fixture
-async def js(nats_url: str):
-    nc = await nats.connect(nats_url)
+async def js(nats_url: str, nats_auth, nats_creds: str):
+    RUN_SIGNER[:] = [RunSigner.parse((nats_auth / "run-signer").read_text())] if nats_auth else []
+    nc = await connect(nats_url, "tests", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     yield js
@@ -160,9 +174,15 @@ def test_announce_refuses_what_it_cannot_do(tmp_path: Path) -> None:
 async def test_announce_is_stored_once_and_deduplicated(js, nats_url: str) -> None:
     run_id = f"run_{uuid.uuid4().hex[:12]}"
     msg_id, body = first_event.running_envelope(run_id, 1)
-    assert first_event.publish_js(nats_url, f"nexus.run.{run_id}.status", msg_id, body, name="t")
-    assert first_event.publish_js(nats_url, f"nexus.run.{run_id}.status", msg_id, body, name="t")  # a dupe is acked, not stored
+    creds = run_creds(config("steps: []\n", run_id=run_id)).get("NEXUS_NATS_CREDS", "")
+    as_run = {"name": "t", "creds": creds, "inbox_prefix": f"_INBOX.{run_id}" if creds else "_INBOX"}
+    assert first_event.publish_js(nats_url, f"nexus.run.{run_id}.status", msg_id, body, **as_run)
+    assert first_event.publish_js(nats_url, f"nexus.run.{run_id}.status", msg_id, body, **as_run)  # a dupe is acked, not stored
     events = await read_events(js, run_id)
     assert [e["id"] for _, e in events] == [msg_id]
     # A subject no stream takes gets no ack: reported as failure, not success.
-    assert first_event.publish_js(nats_url, "nowhere.at.all", msg_id, body, name="t") is False
+    assert first_event.publish_js(nats_url, "nowhere.at.all", msg_id, body, **as_run) is False
+    if creds:  # the fast path speaks with the run's own credential: another run's subject is refused
+        other = f"run_{uuid.uuid4().hex[:12]}"
+        assert first_event.publish_js(nats_url, f"nexus.run.{other}.status", msg_id + "x", body, **as_run) is False
+        assert await read_events(js, other) == []

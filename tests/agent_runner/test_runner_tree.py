@@ -2,7 +2,7 @@
 
 import uuid
 
-import nats
+from nexus.events.bus import connect
 import pytest
 
 from nexus.agent_runner.tree import SessionTree
@@ -12,8 +12,8 @@ pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
-async def trees(nats_url):
-    ncs = [await nats.connect(nats_url), await nats.connect(nats_url)]
+async def trees(nats_url, nats_creds):
+    ncs = [await connect(nats_url, "tests", creds=nats_creds), await connect(nats_url, "tests", creds=nats_creds)]
     meta_id, child_id = f"ses_meta{uuid.uuid4().hex[:10]}", f"ses_child{uuid.uuid4().hex[:10]}"
     meta = await SessionTree.open(ncs[0], meta_id, lambda: {"sessionId": meta_id, "changes": 3})
     child = await SessionTree.open(ncs[1], child_id, lambda: {"sessionId": child_id, "changes": 1})

@@ -69,9 +69,9 @@ async def test_system_events_resume_after_a_disconnect(http: httpx.AsyncClient) 
     assert_problem(await http.get("/v1/events", params={"types": "nonsense.happened"}), 422, "types")
 
 
-async def test_run_events_resume_and_end_after_the_final_status(http: httpx.AsyncClient, settings) -> None:
+async def test_run_events_resume_and_end_after_the_final_status(http: httpx.AsyncClient, settings, nats_creds: str) -> None:
     run = await new_run(http)
-    nc = await connect(settings.nats_url, "test-sse")
+    nc = await connect(settings.nats_url, "test-sse", creds=nats_creds)
     pub = Publisher(nc.jetstream(), "agent-runner")
     try:
         for i in range(3):

@@ -23,7 +23,11 @@ KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.utils.latest_version()]
 RUNNER_IMAGE = "nexus-agent-runner"
 NAMESPACES = {"nexus", "nexus-agents"}
 # Credentials are never committed: whoever deploys creates this Secret (Tilt does in dev).
-OPERATOR_PROVIDED = {("Secret", "nexus-secrets")}
+OPERATOR_PROVIDED = {("Secret", "nexus-secrets")} | {
+    # NATS authorization, generated per deployment (python -m nexus.events.credentials k8s DIR; Tilt does in dev).
+    ("Secret", name) for name in ("nexus-nats-config", "nexus-nats-run-signer", "nexus-nats-core-api", "nexus-nats-worker",
+                                  "nexus-nats-board-sync", "nexus-nats-telegram-gateway")
+}
 
 WORKER_RULES = {
     # patch: the worker creates each Job suspended and resumes it once its Secret exists.

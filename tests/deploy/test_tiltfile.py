@@ -6,6 +6,8 @@ layout, port forwards for core-api and Grafana, and the dev-only relaxations."""
 
 import copy
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,6 +66,9 @@ def run_tiltfile(kustomize, env: dict[str, str]) -> TiltRun:
         "run": lambda cmd, **kw: ("run", cmd),
         "fall_back_on": lambda files: ("fall_back_on", files),
         "print": lambda *args: None,
+        # Tilt runs the command; here the same generator runs with this interpreter.
+        "local": lambda cmd, **kw: subprocess.run(cmd.replace("uv run --frozen python", sys.executable), shell=True, check=True,
+                                                  capture_output=True, text=True).stdout,
     }
     extensions = {"ext://restart_process": {"docker_build_with_restart": docker_build_with_restart}}
 
@@ -187,3 +192,18 @@ def test_resources_name_workloads_that_exist(tilt):
     assert set(LIVE_SERVICES) <= set(tilt.resources)
     for name, resource in tilt.resources.items():
         assert set(resource.get("resource_deps", [])) <= set(tilt.resources), name
+
+
+def test_nats_authorization_is_generated_for_what_the_pods_mount(tilt):
+    """Every NATS credential Secret a pod mounts, and the server's auth config, comes from the generator."""
+    applied = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in tilt.objects}
+    for service in LIVE_SERVICES:
+        secret = applied[("Secret", "nexus", f"nexus-nats-{service}")]
+        assert set(secret["data"]) == {"nats.creds"}
+        kubernetes_validate.validate(secret, "1.30", strict=True)
+        deployment = applied[("Deployment", "nexus", service)]
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["nats-creds"]["secret"]["secretName"] == f"nexus-nats-{service}"
+    assert set(applied[("Secret", "nexus", "nexus-nats-config")]["data"]) == {"auth.conf"}
+    assert set(applied[("Secret", "nexus", "nexus-nats-run-signer")]["data"]) == {"run-signer"}
+    assert ("Secret", "nexus", "nexus-nats-tools") not in applied  # the tests' all-powerful user stays out of clusters

@@ -16,12 +16,12 @@ from tests.gitrepo import git, make_bare_repo  # noqa: F401 — `git` is used by
 
 @contextlib.contextmanager
 def running_stack(tmp_path: Path, nats_url: str, mongo_url: str, *, env: dict[str, str] | None = None,
-                  services: list[str] | None = None) -> Iterator[Stack]:
+                  services: list[str] | None = None, nats_auth: Path | None = None) -> Iterator[Stack]:
     """The services as real processes on free ports, with their own database; logs are printed at
     the end (pytest shows them when the test fails)."""
     http_port, *ops_ports = free_ports(1 + len(SERVICES))
     s = Stack(
-        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=http_port,
+        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=http_port, auth_dir=nats_auth,
         metrics_ports=dict(zip(SERVICES, ops_ports, strict=True)), log_dir=tmp_path,
         env={
             "NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}",
@@ -45,8 +45,8 @@ def running_stack(tmp_path: Path, nats_url: str, mongo_url: str, *, env: dict[st
 
 
 @pytest.fixture
-def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
-    with running_stack(tmp_path, nats_url, mongo_url) as s:
+def stack(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth: Path | None) -> Iterator[Stack]:
+    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth) as s:
         yield s
 
 

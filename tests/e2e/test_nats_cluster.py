@@ -6,10 +6,10 @@ import json
 import uuid
 
 import httpx
-import nats
 import pytest
 
 from nexus.dev.cluster import start_nats_cluster
+from nexus.events.bus import connect
 from nexus.events.catalog import RUNS_STREAM, STREAMS
 from tests.e2e.conftest import running_stack, wait_for
 from tests.e2e.test_first_run import read_sse
@@ -26,8 +26,8 @@ steps:
 """
 
 
-async def _jetstream_ready(url: str) -> None:
-    nc = await nats.connect(url)
+async def _jetstream_ready(url: str, creds: str) -> None:
+    nc = await connect(url, "tests", creds=creds)
     try:
         for _ in range(200):  # the cluster elects its meta leader before JetStream answers
             try:
@@ -40,17 +40,17 @@ async def _jetstream_ready(url: str) -> None:
         await nc.close()
 
 
-async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, mongo_url) -> None:
-    nodes = start_nats_cluster(tmp_path / "cluster")
+async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, mongo_url, nats_auth, nats_creds) -> None:
+    nodes = start_nats_cluster(tmp_path / "cluster", auth=nats_auth)
     try:
-        await _jetstream_ready(nodes[0].url)
+        await _jetstream_ready(nodes[0].url, nats_creds)
         env = {"NEXUS_JETSTREAM_REPLICAS": "3"}
         # Every node's URL, as a production client reaches the cluster (there, through one Service).
         urls = ",".join(n.url for n in nodes)
-        with running_stack(tmp_path, urls, mongo_url, env=env, services=["core-api", "worker"]) as stack:
+        with running_stack(tmp_path, urls, mongo_url, env=env, services=["core-api", "worker"], nats_auth=nats_auth) as stack:
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
                                          headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
-                nc = await nats.connect([n.url for n in nodes])
+                nc = await connect([n.url for n in nodes], "tests", creds=nats_creds)
                 js = nc.jetstream()
                 for s in STREAMS:
                     assert (await js.stream_info(s.name)).config.num_replicas == 3, s.name
@@ -72,7 +72,7 @@ async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, 
                     run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed"),
                                          attempts=600)
                 except AssertionError:
-                    nc2 = await nats.connect([n.url for n in nodes if n is not victim])
+                    nc2 = await connect([n.url for n in nodes if n is not victim], "tests", creds=nats_creds)
                     info = await nc2.jetstream().stream_info(RUNS_STREAM, subjects_filter=f"nexus.run.{run_id}.>")
                     print("DIAG stream subjects", info.state.subjects)
                     for c in ("core-api-runs",):

@@ -4,7 +4,7 @@ NATS subjects, no API response about the run, its session or its event stream.""
 
 import httpx
 import msgspec
-import nats
+from nexus.events.bus import connect
 import pytest
 
 from nexus.events.catalog import RUNS_STREAM, run_filter
@@ -23,9 +23,9 @@ steps:
 """
 
 
-async def _all_run_messages(nats_url: str, run_id: str) -> list[tuple[bytes, str]]:
+async def _all_run_messages(nats_url: str, run_id: str, creds: str) -> list[tuple[bytes, str]]:
     """Every message on nexus.run.<run_id>.>, body and headers, straight from JetStream."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url, "tests", creds=creds)
     try:
         sub = await nc.jetstream().subscribe(run_filter(run_id), stream=RUNS_STREAM, ordered_consumer=True)
         out = []
@@ -67,7 +67,7 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
     assert run["config"]["secrets"] == ["api_token"]
     assert not list(stack.home.glob(f"runs/{run_id}/*/workspace/{VALUE}"))
 
-    messages = await _all_run_messages(nats_url, run_id)
+    messages = await _all_run_messages(nats_url, run_id, stack.creds("tools"))
     kinds = {msgspec.json.decode(body)["type"] for body, _ in messages}
     assert {"run.status", "run.llm", "run.tool", "run.command_run", "run.note", "run.session"} <= kinds, kinds
     responses = [

@@ -25,9 +25,9 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 
 @pytest.fixture
-def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
+def stack(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth: Path | None) -> Iterator[Stack]:
     env = {"NEXUS_HEARTBEAT_TIMEOUT_S": "3", "NEXUS_SWEEP_INTERVAL_S": "0.5", "NEXUS_RUNNER_HEARTBEAT_S": "0.5"}
-    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env) as s:
+    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env, nats_auth=nats_auth) as s:
         yield s
 
 
@@ -57,7 +57,7 @@ def runner_pid(stack: Stack, run_id: str) -> int:
 
 async def runtime_phases(stack: Stack, run_id: str) -> list[str]:
     """The worker's `run.runtime` events for the run, read back from the run's event stream."""
-    nc = await connect(stack.nats_url or "", "e2e-recovery")
+    nc = await connect(stack.nats_url or "", "e2e-recovery", creds=stack.creds("tools"))
     phases = []
     try:
         sub = await nc.jetstream().subscribe(f"nexus.run.{run_id}.runtime", ordered_consumer=True)
@@ -84,7 +84,7 @@ async def test_killed_after_claim_before_launch(stack: Stack, api: httpx.AsyncCl
     restart_worker(stack, NEXUS_FAULT_PAUSE_AFTER_CLAIM_S="60")  # this worker will stall right after claiming
     task = await start_run(api, "claimer", 1)
     run_id = task["current_run_id"]
-    nc = await connect(stack.nats_url or "", "e2e-recovery")
+    nc = await connect(stack.nats_url or "", "e2e-recovery", creds=stack.creds("tools"))
     try:
         kv = await nc.jetstream().create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
         for _ in range(300):

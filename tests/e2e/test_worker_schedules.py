@@ -15,9 +15,9 @@ SCRIPT = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {cmd
 
 
 @pytest.fixture
-def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
+def stack(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth: Path | None) -> Iterator[Stack]:
     env = {"NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5"}
-    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env) as s:
+    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env, nats_auth=nats_auth) as s:
         yield s
 
 

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
-async def js(nats_url):
-    nc = await connect(nats_url, "test-events")
+async def js(nats_url, nats_creds):
+    nc = await connect(nats_url, "test-events", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     yield js

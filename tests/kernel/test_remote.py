@@ -5,7 +5,7 @@ Two kernels, each with its own NATS connection, stand for two processes."""
 import asyncio
 from collections.abc import AsyncIterator
 
-import nats
+from nexus.events.bus import connect
 import pytest
 
 from nexus.kernel import (
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
-async def pair(make_kernel, nats_url: str) -> AsyncIterator[tuple]:
-    connections = [await nats.connect(nats_url) for _ in range(2)]
+async def pair(make_kernel, nats_url: str, nats_creds: str) -> AsyncIterator[tuple]:
+    connections = [await connect(nats_url, "tests", creds=nats_creds) for _ in range(2)]
     here = make_kernel(send_timeout_ms=200)
     there = make_kernel(mailbox_capacity=1, send_timeout_ms=50)
     await here.connect_nats(connections[0])

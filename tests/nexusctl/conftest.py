@@ -26,12 +26,12 @@ class Nexus:
 
 
 @pytest.fixture(scope="package")
-def nexus(nats_url: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
+def nexus(nats_url: str, mongo_url: str, nats_auth, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nexus]:
     tmp = tmp_path_factory.mktemp("nexusctl")
     admin_key = "nxk_ctl_admin_" + uuid.uuid4().hex
     ports = free_ports(1 + len(SERVICES))
     stack = Stack(
-        home=tmp / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=ports[0],
+        home=tmp / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=ports[0], auth_dir=nats_auth,
         metrics_ports=dict(zip(SERVICES, ports[1:], strict=True)), log_dir=tmp,
         env={"NEXUS_MONGODB_DB": f"ctl_{uuid.uuid4().hex[:10]}", "NEXUS_ADMIN_KEY": admin_key, "NEXUS_SWEEP_INTERVAL_S": "1"},
     )

@@ -36,14 +36,17 @@ def sleepy(seconds: int = 30) -> str:
 class Workers:
     """Worker processes (`python -m nexus.worker.main`) sharing one database and NATS."""
 
-    def __init__(self, tmp: Path, nats_url: str, mongo_url: str, db: str) -> None:
+    def __init__(self, tmp: Path, nats_url: str, mongo_url: str, db: str, nats_auth: Path | None = None) -> None:
         self.tmp, self.nats_url, self.mongo_url, self.db = tmp, nats_url, mongo_url, db
+        self.nats_auth = nats_auth
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
     def start(self, name: str = "w1", **settings: object) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k == "NEXUS_TOOLS_DIR"}
         env.update(
             NEXUS_NATS_URL=self.nats_url, NEXUS_MONGODB_URL=self.mongo_url, NEXUS_MONGODB_DB=self.db,
+            NEXUS_NATS_CREDS=str(self.nats_auth / "worker.creds") if self.nats_auth else "",
+            NEXUS_NATS_RUN_SIGNER_FILE=str(self.nats_auth / "run-signer") if self.nats_auth else "",
             NEXUS_WORKER_ID=f"{name}-{uuid.uuid4().hex[:6]}", NEXUS_METRICS_HOST="127.0.0.1", NEXUS_METRICS_PORT=str(free_port()),
             NEXUS_WORKSPACES_DIR=str(self.tmp / name / "runs"), NEXUS_SECRETS_DIR=str(self.tmp / name / "secrets"),
             NEXUS_LOG_FORMAT="text", NEXUS_RUNNER_HEARTBEAT_S="0.5", NEXUS_SWEEP_INTERVAL_S="0.5",
@@ -139,8 +142,8 @@ async def db_name(mongo_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    nc = await connect(nats_url, "worker-tests")
+async def bus(nats_url: str, nats_creds: str) -> AsyncIterator[Bus]:
+    nc = await connect(nats_url, "worker-tests", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     await js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
@@ -157,8 +160,8 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, nats_url: str, mongo_url: str, db_name: str) -> Iterator[Workers]:
-    w = Workers(tmp_path, nats_url, mongo_url, db_name)
+def workers(tmp_path: Path, nats_url: str, mongo_url: str, db_name: str, nats_auth: Path | None) -> Iterator[Workers]:
+    w = Workers(tmp_path, nats_url, mongo_url, db_name, nats_auth)
     try:
         yield w
     finally:

@@ -87,3 +87,11 @@ def report(check: RunCheck) -> list[str]:
     verdict = "holds" if check.ok else "is BROKEN"
     lines.append(f"ledger of run {check.run_id} {verdict}" + (f" (ledger hash {check.ledger_hash})" if check.ok else ""))
     return lines
+
+
+def add_record(check: RunCheck, verdict: dict) -> None:
+    """Fold in core-api's check against the hashes it recorded as the run reported them
+    (`GET /v1/runs/{id}/verify`): what a truncated or re-sealed ledger cannot hide."""
+    check.problems += [f"record: {p}" for p in verdict.get("problems") or []]
+    for s in verdict.get("sessions") or []:
+        check.problems += [f"record: session {s.get('session_id')}: {p}" for p in s.get("problems") or []]

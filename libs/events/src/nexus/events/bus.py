@@ -15,13 +15,20 @@ from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
 
 
-async def connect(url: str, name: str, **options: Any) -> NATS:
-    """`url` may list several servers, comma-separated (the nodes of a cluster): the client starts
-    with any that answers and, when its node goes, reconnects to another."""
-    servers = [u.strip() for u in url.split(",") if u.strip()]
-    return await nats.connect(
-        servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
-    )
+async def connect(url: str | list[str], name: str, *, creds: str = "", user: str | None = None, **options: Any) -> NATS:
+    """Connect as `name`; with `creds` (a .creds file's path or its text) as that NATS user, whose
+    reply subjects then live under its own inbox prefix (nexus.events.permissions). `url` may list
+    several servers, comma-separated (the nodes of a cluster): the client starts with any that
+    answers and, when its node goes, reconnects to another."""
+    if creds:
+        from nats.aio.client import RawCredentials
+
+        from nexus.events.permissions import inbox_prefix
+
+        options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
+        options.setdefault("inbox_prefix", inbox_prefix(user or name))
+    servers = [u.strip() for u in url.split(",") if u.strip()] if isinstance(url, str) else url
+    return await nats.connect(servers, name=name, **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options})
 
 
 def _stream_config(s: StreamSpec, replicas: int = 1) -> StreamConfig:

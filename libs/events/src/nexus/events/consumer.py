@@ -1,6 +1,7 @@
 """Durable pull consumers with idempotent handlers, bounded redelivery and a dead-letter subject."""
 
 import asyncio
+import re
 import contextlib
 import hashlib
 import logging
@@ -17,7 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from prometheus_client import Counter
 
-from nexus.events.catalog import BY_TYPE, dlq_subject
+from nexus.events.catalog import BY_TYPE, MESSAGES, dlq_subject
 from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
 from nexus.events.payloads import MAX_MESSAGE_BYTES
@@ -60,8 +61,18 @@ def expected_type(subject: str) -> str | None:
     if parts[1] == "run" and len(parts) >= 4:
         return "run." + ".".join(parts[3:])
     if parts[1] in ("cmd", "evt"):
-        return ".".join(parts[2:])
+        name = ".".join(parts[2:])
+        if name in BY_TYPE:
+            return name
+        # A subject with parameters of its own (nexus.cmd.core.plan_children.<run_id>).
+        return next((type_ for pattern, type_ in _PARAMETERIZED if pattern.fullmatch(subject)), name)
     return None
+
+
+_PARAMETERIZED = [
+    (re.compile(re.escape(m.subject).replace(r"\{run_id\}", r"[^.]+")), m.type)
+    for m in MESSAGES if "{run_id}" in m.subject and not m.subject.startswith("nexus.run.")
+]
 
 
 def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:

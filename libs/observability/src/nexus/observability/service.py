@@ -16,6 +16,7 @@ from nexus.observability.tracing import setup_tracing
 
 class CommonSettings(msgspec.Struct, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str = ""  # this service's NATS user: a .creds file (nexus.events.credentials); empty: no auth
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9100
     log_level: str = "info"

@@ -40,7 +40,7 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
     log = logging.getLogger("nexus.agent_runner")
     cfg = msgspec.json.decode(Path(settings.run_config).read_bytes(), type=RunConfig)
     secrets = secrets_from_env(environ, cfg.secrets)
-    nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}")
+    nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}", creds=settings.nats_creds, user=cfg.run_id)
     js = nc.jetstream()
     mask = SecretBox(secrets).mask
     _mask_logs(mask)

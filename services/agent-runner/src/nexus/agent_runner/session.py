@@ -19,6 +19,7 @@ from nexus.agent_runner.loop import Outcome, RunStopped, run_loop
 from nexus.agent_runner.reporter import RunReporter
 from nexus.agent_runner.tree import SessionTree
 from nexus.agent_runner.waiting import RunInbox
+from nexus.events.permissions import RunIdentity
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
@@ -62,7 +63,7 @@ class RunSession:
         self.state_dir = state_dir
         self.secrets = secrets
         self.env = env
-        self.inbox = RunInbox(js, cfg.run_id)
+        self.inbox = RunInbox(js, RunIdentity(cfg.run_id, reporter.attempt, cfg.session_id, cfg.parent_session_id))
         self._inbox_started = False
         self.children: list[ChildPlan] = []
         self.approval_timeout_s = approval_timeout_s
@@ -116,6 +117,8 @@ class RunSession:
         try:
             await self._run()
         finally:
+            if self._inbox_started:
+                await self.inbox.close()
             if self.tree is not None:
                 await self.tree.close()
 
@@ -193,7 +196,7 @@ class RunSession:
         inbox = await self._inbox()
         await Publisher(self.js, "agent-runner").publish(
             "core.plan_children", PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
-            correlation_id=self.cfg.run_id,
+            correlation_id=self.cfg.run_id, run_id=self.cfg.run_id,
         )
         await self.reporter.log(f"planned {len(self.children)} child sessions; waiting for them")
         ids = {c.session_id for c in self.children}

@@ -5,6 +5,7 @@ import msgspec
 
 class RunnerSettings(msgspec.Struct, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str = ""  # this run attempt's own NATS credential (text), minted by the worker
     run_config: str = "/etc/nexus/run-config.json"
     workspace: str = "/workspace"
     state_dir: str = ""

@@ -1,41 +1,77 @@
 """Waiting on core-api: approval decisions and (for meta sessions) children's ends, both replayed
-from the run's own subjects, so nothing published before we listened is missed."""
+from the run's own subjects, so nothing published before we listened is missed.
+
+Each is read through a pull consumer named for this run attempt (nexus.events.permissions): the
+run's NATS credential may create and pull exactly these consumers, with exactly these filters, and
+no other consumer on the stream (which would let it read other runs)."""
 
 import asyncio
 import contextlib
+import logging
 
 import msgspec
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexus.events.catalog import RUNS_STREAM, run_subject
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import ApprovalDecided, ChildFinished
+from nexus.events.permissions import RunIdentity
+
+log = logging.getLogger("nexus.agent_runner.waiting")
+KINDS = {"approval_decided": ApprovalDecided, "child_finished": ChildFinished}
 
 
 class RunInbox:
-    def __init__(self, js: JetStreamContext, run_id: str) -> None:
+    def __init__(self, js: JetStreamContext, who: RunIdentity) -> None:
         self.js = js
-        self.run_id = run_id
+        self.who = who
+        self.run_id = who.run_id
         self.decisions: dict[str, ApprovalDecided] = {}
         self.children: dict[str, ChildFinished] = {}
         self.on_child = None  # optional async callback for each child's end (the session tree)
         self.changed = asyncio.Condition()
         self._subs: list = []
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        for kind, type_ in (("approval_decided", ApprovalDecided), ("child_finished", ChildFinished)):
-            async def on_msg(msg, type_=type_) -> None:
-                data = msgspec.json.decode(decode_raw(msg.data).data, type=type_)
-                async with self.changed:
-                    if isinstance(data, ApprovalDecided):
-                        self.decisions[data.approval_id] = data
-                    else:
-                        self.children[data.session_id] = data
-                        if self.on_child is not None:
-                            await self.on_child(data)
-                    self.changed.notify_all()
+        for kind, type_ in KINDS.items():
+            config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=3600.0)
+            sub = await self.js.pull_subscribe(run_subject(self.run_id, kind), durable=self.who.consumer(kind),
+                                               stream=RUNS_STREAM, config=config)
+            self._subs.append(sub)
+            self._tasks.append(asyncio.create_task(self._pull(sub, type_)))
 
-            self._subs.append(await self.js.subscribe(run_subject(self.run_id, kind), stream=RUNS_STREAM, ordered_consumer=True, cb=on_msg))
+    async def _pull(self, sub, type_: type) -> None:
+        while True:
+            try:
+                msgs = await sub.fetch(batch=16, timeout=5)
+            except NatsTimeout:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 — a reconnect or a server restart: fetch again
+                log.debug("fetch on %s failed; retrying", type_.__name__, exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._on_msg(msg, type_)
+
+    async def _on_msg(self, msg, type_: type) -> None:
+        try:
+            data = msgspec.json.decode(decode_raw(msg.data).data, type=type_)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("undecodable %s on %s: %s", type_.__name__, msg.subject, exc)
+            return
+        async with self.changed:
+            if isinstance(data, ApprovalDecided):
+                self.decisions[data.approval_id] = data
+            else:
+                self.children[data.session_id] = data
+                if self.on_child is not None:
+                    await self.on_child(data)
+            self.changed.notify_all()
 
     async def decision(self, approval_id: str, timeout_s: float) -> ApprovalDecided | None:
         async with self.changed:
@@ -50,6 +86,14 @@ class RunInbox:
             return {s: self.children[s] for s in session_ids if s in self.children}
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for kind in KINDS:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(RUNS_STREAM, self.who.consumer(kind))
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

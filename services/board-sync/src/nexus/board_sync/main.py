@@ -25,7 +25,7 @@ async def on_board_event(d: Delivery) -> None:
 
 async def serve(settings: BoardSyncSettings) -> None:
     stop = stop_event_on_signals()
-    nc = await connect(settings.nats_url, "board-sync")
+    nc = await connect(settings.nats_url, "board-sync", creds=settings.nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
 

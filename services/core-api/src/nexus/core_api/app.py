@@ -22,6 +22,7 @@ from nexus.core_api.background import run_background
 from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS
 from nexus.core_api.health import healthz, readyz
+from nexus.core_api.json_guard import guard_json_body
 from nexus.core_api.observability import HttpMetricsMiddleware
 from nexus.core_api.repositories.routes import RepositoryController
 from nexus.core_api.runs.routes import RunController
@@ -46,12 +47,13 @@ from nexus.core_api.sessions.routes import SessionController, run_session_tree  
 from nexus.core_api.errors import document_problems  # noqa: E402
 from nexus.core_api.schedules.routes import ScheduleController  # noqa: E402
 from nexus.core_api.chat_bindings.routes import ChatBindingController  # noqa: E402
+from nexus.core_api.ledger.routes import verify_run_ledger  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
-    ScheduleController, ChatBindingController,
+    ScheduleController, ChatBindingController, verify_run_ledger,
 ])
 
 
@@ -61,7 +63,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         cache = ReadCache(settings.read_cache_ttl_s) if settings.read_cache_ttl_s > 0 else None
         db = await connect_db(settings.mongodb_url, settings.mongodb_db, listeners=[cache] if cache else None)
         install_cache(cache)
-        nc = await connect(settings.nats_url, "core-api")
+        nc = await connect(settings.nats_url, "core-api", creds=settings.nats_creds)
         js = nc.jetstream()
         await ensure_streams(js, settings.jetstream_replicas)
         ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"))
@@ -87,6 +89,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema"])],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=guard_json_body,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Nexus core-api",

@@ -13,7 +13,7 @@ from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.db.documents import Run, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
-from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM
+from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM, spec
 from nexus.events.consumer import LOOPS, Delivery, Poison, consume
 from nexus.observability.health import OpsServer
 
@@ -25,6 +25,8 @@ async def handle_command(ctx: Context, d: Delivery) -> None:
 
     match d.payload:
         case p.PlanChildren():
+            if d.subject != spec("core.plan_children").subject_for(run_id=d.payload.run_id):
+                raise Poison(f"a plan for run {d.payload.run_id} arrived on {d.subject}")  # only a run's own subject is its word
             try:
                 await plan_children(ctx, d.payload)
             except ValueError as exc:

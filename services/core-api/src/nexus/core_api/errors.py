@@ -73,7 +73,7 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
 
 def http_handler(_: Request, exc: HTTPException) -> Response:
     errors = [{"field": exc.field, "message": exc.detail}] if isinstance(exc, DomainError) and exc.field else None
-    title = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Payload too large"}.get(
+    title = {400: "Malformed request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Payload too large"}.get(
         exc.status_code, "Request failed"
     )
     return _problem(exc.status_code, title, str(exc.detail), errors)

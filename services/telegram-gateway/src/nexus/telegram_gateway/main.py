@@ -41,7 +41,7 @@ async def _start_bot(bot, stop: asyncio.Event, status: dict[str, str]) -> None:
 
 async def serve(settings: TelegramSettings) -> None:
     stop = stop_event_on_signals()
-    nc = await connect(settings.nats_url, "telegram-gateway")
+    nc = await connect(settings.nats_url, "telegram-gateway", creds=settings.nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     core = CoreClient(nc, Publisher(js, "telegram-gateway"), settings.telegram_rpc_timeout_s)

@@ -14,9 +14,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
+from nexus.events.credentials import RunSigner
 from nexus.events.consumer import Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.membership import Membership
+from nexus.events.permissions import RunIdentity
 from nexus.worker.metrics import LAUNCH_LATENCY, RUNS
 from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
 from nexus.worker.secrets import SecretStore
@@ -40,8 +42,10 @@ class Launcher:
         self, runtime: AgentRuntime, publisher: Publisher, kv: KeyValue, secrets: SecretStore, slots: Slots,
         *, nats_url: str, worker_id: str, launch_retries: int = 4, heartbeat_s: float = 5.0, pause_after_claim_s: float = 0.0,
         membership: "Membership | None" = None,
+        run_signer: RunSigner | None = None,
     ) -> None:
         self.membership = membership
+        self.run_signer = run_signer
         self.runtime = runtime
         self.publisher = publisher
         self.kv = kv
@@ -90,6 +94,14 @@ class Launcher:
             correlation_id=run_id,
         )
 
+    def run_credentials(self, cmd: LaunchRun) -> dict[str, str]:
+        """The attempt's own NATS user: only its run's subjects (nexus.events.permissions.for_run). It goes
+        to the runner with the secrets (the runtime's environment), never into a log or an event."""
+        if self.run_signer is None:
+            return {}
+        who = RunIdentity(cmd.run_id, cmd.attempt, cmd.config.session_id, cmd.config.parent_session_id)
+        return {"NEXUS_NATS_CREDS": self.run_signer.mint(who, cmd.config.limits.wall_clock_s)}
+
     async def launch(self, cmd: LaunchRun, ticket: Ticket) -> None:
         """Launch one attempt holding `ticket` (a granted slot). The slot is kept until the runner exits."""
         try:
@@ -111,6 +123,7 @@ class Launcher:
             "NEXUS_NATS_URL": self.nats_url,
             "NEXUS_HEARTBEAT_S": str(self.heartbeat_s),
             **self.secrets.resolve(cmd.config.secrets),
+            **self.run_credentials(cmd),
         }
         request = RunRequest(run_id=cmd.run_id, attempt=cmd.attempt, config=cmd.config, env=env, wall_clock_s=cmd.config.limits.wall_clock_s)
         try:

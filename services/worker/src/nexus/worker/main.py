@@ -13,6 +13,7 @@ from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_streams
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import LOOPS, consume, supervised
+from nexus.events.credentials import RunSigner
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
@@ -60,7 +61,7 @@ async def _ready(db) -> bool:
 async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     stop = stop_event_on_signals()
     db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
-    nc = await connect(settings.nats_url, "worker")
+    nc = await connect(settings.nats_url, "worker", creds=settings.nats_creds)
     js = nc.jetstream()
     await ensure_streams(js, settings.jetstream_replicas)
     claims = await ensure_key_value(js, LAUNCH_BUCKET, ttl_s=7 * 86400, replicas=settings.jetstream_replicas)
@@ -79,6 +80,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         Slots(settings.max_concurrent_runs, settings.max_runs_per_agent),
         nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
         heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s, membership=membership,
+        run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text()) if settings.nats_run_signer_file else None,
     )
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                         deadline_grace_s=settings.deadline_grace_s)

@@ -4,7 +4,7 @@ three-node production cluster is; tests use it to lose a node mid-run."""
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.dev.servers import Managed, _spawn, find_tool, free_ports, wait_port
+from nexus.dev.servers import Managed, _spawn, find_tool, free_ports, remember_auth, wait_port
 
 
 @dataclass
@@ -31,7 +31,8 @@ def node_config(name: str, client_port: int, route_port: int, routes: list[int],
     )
 
 
-def start_nats_cluster(data_dir: Path, size: int = 3) -> list[ClusterNode]:
+def start_nats_cluster(data_dir: Path, size: int = 3, auth: Path | None = None) -> list[ClusterNode]:
+    """`size` joined nodes; with `auth` (a servers.nats_auth() directory) each runs with that authorization."""
     ports = free_ports(2 * size)
     client_ports, route_ports = ports[:size], ports[size:]
     nodes = []
@@ -40,9 +41,11 @@ def start_nats_cluster(data_dir: Path, size: int = 3) -> list[ClusterNode]:
         node_dir = data_dir / name
         node_dir.mkdir(parents=True, exist_ok=True)
         conf = node_dir / "nats.conf"
-        conf.write_text(node_config(name, client_ports[i], route_ports[i], route_ports, node_dir / "js"))
+        auth_conf = (auth / "nats.conf").read_text() if auth else ""
+        conf.write_text(node_config(name, client_ports[i], route_ports[i], route_ports, node_dir / "js") + auth_conf)
         proc, log = _spawn([find_tool("nats-server"), "-c", str(conf)], node_dir / "nats.log")
         nodes.append(ClusterNode(name, client_ports[i], Managed(f"nats-{name}", proc, "", log)))
+        remember_auth(nodes[-1].url, auth)
     for node in nodes:
         wait_port("127.0.0.1", node.client_port, proc=node.managed.proc)
     return nodes

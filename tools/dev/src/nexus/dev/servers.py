@@ -87,12 +87,40 @@ def _spawn(args: list[str], log_path: Path | None) -> tuple[subprocess.Popen, IO
     return proc, log
 
 
-def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Managed:
+def nats_auth(directory: Path) -> Path:
+    """NATS authorization material in `directory` (nexus.events.credentials), generated when missing:
+    `nats.conf` for the server, `<service>.creds` per service (and `tools.creds` for tests and
+    developers), `run-signer` for the worker."""
+    from nexus.events.credentials import BusAuth
+
+    BusAuth.load_or_generate(directory)
+    return directory
+
+
+# The authorization of each nats-server this process started, by URL: a Stack pointed at one of them
+# hands its services their credentials without being told (the tests' session server, a cluster).
+_AUTH_BY_URL: dict[str, Path] = {}
+
+
+def auth_for(url: str) -> Path | None:
+    return _AUTH_BY_URL.get(url.split(",")[0].strip())
+
+
+def remember_auth(url: str, auth: Path | None) -> None:
+    if auth is not None:
+        _AUTH_BY_URL[url] = auth
+
+
+def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None) -> Managed:
+    """nats-server with JetStream; with `auth` (a nats_auth() directory) every client must be one of its users."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [find_tool("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data_dir)]
+    if auth is not None:
+        args += ["-c", str(auth / "nats.conf")]
     proc, log = _spawn(args, log_path)
     wait_port("127.0.0.1", port, proc=proc)
+    remember_auth(f"nats://127.0.0.1:{port}", auth)
     return Managed("nats", proc, f"nats://127.0.0.1:{port}", log)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from nexus.dev.servers import Managed, free_port, start_ferretdb, start_nats, wait_port
+from nexus.dev.servers import Managed, auth_for, free_port, nats_auth, start_ferretdb, start_nats, wait_port
 from nexus.dev.supervisor import CrashLoop, Supervisor
 
 SERVICES = {
@@ -73,13 +73,22 @@ class Stack:
 
     nats_port: int | None = None
     mongodb_port: int | None = None
+    # NATS authorization material (servers.nats_auth): generated under `home` when this stack starts its own
+    # nats-server; given for a server started elsewhere with it; None for a server without authorization.
+    auth_dir: Path | None = None
+
+    def creds(self, user: str) -> str:
+        return str(self.auth_dir / f"{user}.creds") if self.auth_dir else ""
 
     def start_infra(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         logs = self.log_dir or self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        if self.nats_url and self.auth_dir is None:
+            self.auth_dir = auth_for(self.nats_url)  # a server this process started with authorization
         if not self.nats_url:
-            s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log")
+            self.auth_dir = nats_auth(self.auth_dir or self.home / "nats-auth")
+            s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log", auth=self.auth_dir)
             self.servers.append(s)
             self.nats_url = s.url
         if not self.mongodb_url:
@@ -91,6 +100,8 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k in ("NEXUS_TOOLS_DIR", "NEXUS_ADMIN_KEY")}
         env.update(
             NEXUS_NATS_URL=self.nats_url or "",
+            NEXUS_NATS_CREDS=self.creds(name),
+            NEXUS_NATS_RUN_SIGNER_FILE=str(self.auth_dir / "run-signer") if self.auth_dir and name == "worker" else "",
             NEXUS_MONGODB_URL=self.mongodb_url or "",
             NEXUS_METRICS_HOST="127.0.0.1",
             NEXUS_METRICS_PORT=str(self.metrics_ports[name]),

@@ -93,7 +93,8 @@ def verify_cmd(
     file: Annotated[Path | None, typer.Option("--file", help="verify a saved run (`nexusctl get run ID -o json`) offline")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
-    """Recompute each session's hash chain and compare it with the run's ledger hash; exit 1 if broken."""
+    """Recompute each session's hash chain, compare it with the run's ledger hash and with the hashes core-api
+    recorded as each entry arrived (not with --file); exit 1 if broken."""
     if (run_id is None) == (file is None):
         fail("give a run id or --file, not both", 2)
     with handled():
@@ -105,6 +106,8 @@ def verify_cmd(
         else:
             run = state(ctx).client.get(f"/v1/runs/{run_id}")
         check = verify.check_run(run, run.get("sessions") or [])
+        if file is None:  # a saved file can only be checked against itself; the record lives in core-api
+            verify.add_record(check, state(ctx).client.get(f"/v1/runs/{run_id}/verify"))
     if output == "json":
         out(render.to_json({"run_id": check.run_id, "ok": check.ok, "ledger_hash": check.ledger_hash, "problems": check.problems,
                             "sessions": [s.__dict__ for s in check.sessions]}))

@@ -12,6 +12,7 @@ import msgspec
 
 from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
+from nexus.core_api.ledger.record import record_change
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
 from nexus.db.cache import cached_get
@@ -129,6 +130,9 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
             await flush()
             await _apply(ctx, run_id, d)
         elif isinstance(d.payload, p.SessionChanged):
+            # Provenance: each ledger entry's hash as the run reported it, first report wins.
+            if (run := await cached_get(Run, run_id)) is not None:
+                await record_change(run, d.payload.session_id, d.payload.change, getattr(d.payload, "attempt", None))
             changes.append(sessions.change_record(run_id, d.payload))
             if d.payload.change.seq == 0:
                 opened_by.append(d.payload)

@@ -1,0 +1,163 @@
+"""Who may publish and subscribe to what on the bus: the one table NATS authorization is built from.
+
+Every service connects as its own NATS user, and every run attempt as a user of its own, with the
+permissions below (nexus.events.credentials turns them into signed user credentials). A new subject
+needs a line here for the service that publishes it and the one that consumes it, nothing else.
+
+Each connection keeps its reply subjects under an inbox prefix of its own (`_INBOX.<user>`), so no
+user can read another's JetStream acks, API answers or request replies."""
+
+from dataclasses import dataclass, field
+
+from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM, STREAMS, spec
+
+# Run subjects only core-api may publish, even on a run's own `nexus.run.<run_id>.>`.
+CORE_ONLY_RUN_KINDS = ("approval_decided", "child_finished")
+KERNEL_INBOX = "nexus.agent.{agent_id}.inbox"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    pub_allow: tuple[str, ...]
+    sub_allow: tuple[str, ...]
+    pub_deny: tuple[str, ...] = ()
+    sub_deny: tuple[str, ...] = ()
+    # Replies to requests this user received (the kernel's delivery acks): at most one per request.
+    allow_responses: bool = False
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable pull consumer a service creates and reads (nexus.events.consumer.consume)."""
+
+    stream: str
+    name: str
+    filter: str
+
+
+def inbox_prefix(user: str) -> str:
+    return f"_INBOX.{user}"
+
+
+def subject(type_: str, **params: str) -> str:
+    """The catalog subject of a message type; a `{param}` left unfilled becomes a `*` wildcard."""
+    pattern = spec(type_).subject
+    return pattern.format(**{"run_id": params.get("run_id", "*"), "original_subject": ">"})
+
+
+def durable_api(d: Durable) -> list[str]:
+    """JetStream API subjects to look up, create, pull from and acknowledge one durable consumer."""
+    api = f"$JS.API.CONSUMER.%s.{d.stream}.{d.name}"
+    return [api % "INFO", api % "DURABLE.CREATE", f"{api % 'CREATE'}.{d.filter}", api % "MSG.NEXT",
+            f"$JS.ACK.{d.stream}.{d.name}.>", f"$JS.ACK.*.*.{d.stream}.{d.name}.>"]
+
+
+def stream_admin() -> list[str]:
+    """Creating or updating the catalog's streams (nexus.events.bus.ensure_streams), by name."""
+    return [f"$JS.API.STREAM.{op}.{s.name}" for s in STREAMS for op in ("INFO", "CREATE", "UPDATE")]
+
+
+def kv_bucket(bucket: str) -> list[str]:
+    """Full use of one KV bucket the service owns."""
+    stream = f"KV_{bucket}"
+    return [f"$KV.{bucket}.>", f"$JS.API.STREAM.*.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
+            f"$JS.API.CONSUMER.*.{stream}", f"$JS.API.CONSUMER.*.{stream}.>", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+            f"$JS.FC.{stream}.>"]
+
+
+def ephemeral_readers(stream: str) -> list[str]:
+    """Ordered push consumers on a whole stream (core-api's SSE replays)."""
+    return [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>", f"$JS.API.CONSUMER.INFO.{stream}.*",
+            f"$JS.API.CONSUMER.DELETE.{stream}.*", f"$JS.FC.{stream}.>"]
+
+
+def _service(user: str, publishes: list[str], durables: list[Durable], *, extra_pub: list[str] = (),  # type: ignore[assignment]
+             subscribes: list[str] = ()) -> Permissions:  # type: ignore[assignment]
+    dlq = [subject("dlq")] if durables else []  # a consumer dead-letters what it cannot handle
+    pub = [*publishes, *dlq, *stream_admin(), *(a for d in durables for a in durable_api(d)), *extra_pub]
+    return Permissions(pub_allow=tuple(dict.fromkeys(pub)), sub_allow=(f"{inbox_prefix(user)}.>", *subscribes))
+
+
+CORE_API_DURABLES = [Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"), Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>")]
+WORKER_DURABLES = [Durable(CMDS_STREAM, "worker-launch", subject("worker.launch_run")),
+                   Durable(CMDS_STREAM, "worker-cancel", subject("worker.cancel_run"))]
+
+SERVICES: dict[str, Permissions] = {
+    "core-api": _service(
+        "core-api",
+        ["nexus.evt.>", subject("worker.launch_run"), subject("worker.cancel_run"),
+         *(subject(f"run.{k}") for k in CORE_ONLY_RUN_KINDS)],
+        CORE_API_DURABLES,
+        extra_pub=[*ephemeral_readers(RUNS_STREAM), *ephemeral_readers(EVENTS_STREAM)],
+    ),
+    "worker": _service(
+        "worker",
+        [subject("run.runtime"), subject("run.status"), subject("core.fire_schedule")],
+        WORKER_DURABLES,
+        extra_pub=[*kv_bucket("nexus_launches"), *kv_bucket("nexus_workers")],
+        # every worker hears every cancel (core NATS) and watches runs' liveness
+        subscribes=[subject("worker.cancel_run"), subject("run.heartbeat"), subject("run.status"), subject("run.runtime")],
+    ),
+    "board-sync": _service("board-sync", [], [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>")]),
+    "telegram-gateway": _service(
+        "telegram-gateway",
+        [subject("core.decide_approval"), subject("core.create_goal")],
+        [Durable(EVENTS_STREAM, "telegram-approvals", "nexus.evt.approval.>")],
+    ),
+    # Developers' and the test suite's own tools (never provisioned in a cluster): everything.
+    "tools": Permissions(pub_allow=(">",), sub_allow=(">",)),
+}
+
+# Who may publish approval decisions into core-api (checked in tests against the table above).
+DECIDERS = tuple(u for u, p in SERVICES.items() if subject("core.decide_approval") in p.pub_allow)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    run_id: str
+    attempt: int | str
+    session_id: str
+    parent_session_id: str | None = None
+    reads: tuple[str, ...] = field(default=CORE_ONLY_RUN_KINDS)
+
+    @property
+    def user(self) -> str:
+        return self.run_id
+
+    def consumer(self, kind: str) -> str:
+        """The name of this attempt's durable consumer on one of its own run subjects."""
+        return f"{self.run_id}-a{self.attempt}-{kind}"
+
+
+def for_run(run: RunIdentity) -> Permissions:
+    """A run attempt's runner: its own run subjects (less what only core-api says there), its own
+    plan of children, its kernel inbox and its parent's, and its own consumers on what core-api says
+    to it. Nothing on `nexus.cmd.>` beyond its own plan, nothing of another run, no service subject."""
+    rid = run.run_id
+    own = [f"nexus.run.{rid}.>", subject("core.plan_children", run_id=rid)]
+    # A session without a parent may tell its own inbox (harmless), so the template has one shape for all.
+    kernel = [KERNEL_INBOX.format(agent_id=run.parent_session_id or run.session_id)]
+    consumers = []
+    for kind in run.reads:
+        name = run.consumer(kind)
+        api = f"$JS.API.CONSUMER.%s.{RUNS_STREAM}.{name}"
+        consumers += [api % "INFO", f"{api % 'CREATE'}.nexus.run.{rid}.{kind}", api % "MSG.NEXT", api % "DELETE"]
+    return Permissions(
+        pub_allow=(*own, *kernel, *consumers),
+        pub_deny=tuple(f"nexus.run.{rid}.{k}" for k in CORE_ONLY_RUN_KINDS),
+        sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id)),
+        allow_responses=True,
+    )
+
+
+# The same permissions with the run's identity left to the server: the run-signing key is a scoped
+# signing key of the account carrying this template, so every user it signs gets exactly a run's
+# permissions, filled from the user JWT's name (the run id) and tags — never a service's.
+RUN_TEMPLATE = RunIdentity("{{name()}}", "{{tag(attempt)}}", "{{tag(session)}}", "{{tag(parent)}}")
+
+
+def run_tags(run: RunIdentity) -> list[str]:
+    """The user JWT tags that fill RUN_TEMPLATE for `run` (its name is the run id)."""
+    return [f"attempt:{run.attempt}", f"session:{run.session_id}", f"parent:{run.parent_session_id or run.session_id}"]
+

@@ -1,0 +1,106 @@
+"""core-api records each ledger entry's hash as the run reports it; `GET /v1/runs/{id}/verify` checks
+the stored ledger against that record, so a truncated or re-sealed ledger is caught even when the
+run's final hash was forged to match it (the chain alone, and the reported hash alone, both pass)."""
+
+import msgspec
+import pytest
+
+from nexus.core_api.runs.ingest import handle_run_event
+from nexus.db.documents import Run, Session
+from nexus.db.writes import update_document
+from nexus.domain.ledger import seal, seal_one
+from nexus.domain.sessions import NoteChange
+from nexus.events import payloads as p
+from nexus.events.catalog import spec
+from nexus.events.consumer import Delivery
+from nexus.events.envelope import decode_raw, encode, make_envelope
+from nexus.nexusctl.verify import check_run
+from tests.core_api.conftest import in_app, new_run
+
+pytestmark = pytest.mark.infra
+
+
+async def deliver(client, run_id: str, type_: str, data, seq: int) -> None:
+    env = decode_raw(encode(make_envelope(type_, data, source="agent-runner", correlation_id=run_id)))
+    subject = spec(type_).subject_for(run_id=run_id)
+    ctx = client.app.state.ctx
+    await in_app(client, handle_run_event, ctx, Delivery(env, data, subject, 1, seq))
+
+
+async def report_run(client, run: dict, messages: list[str]) -> list:
+    await deliver(client, run["id"], "run.status", p.RunStatusChanged(status="running"), 0)
+    changes = seal(NoteChange(timestamp="2026-12-06T00:00:00Z", message=m) for m in messages)
+    for i, change in enumerate(changes):
+        await deliver(client, run["id"], "run.note", p.SessionChanged(session_id=run["session_id"], change=change), i + 1)
+    await deliver(client, run["id"], "run.status", p.RunStatusChanged(status="succeeded", ledger_hash=changes[-1].hash), 99)
+    return changes
+
+
+async def tamper(client, run: dict, changes: list) -> None:
+    """What someone with the database (or an offline copy) does: replace the ledger and the run's hash to match."""
+    wire = [msgspec.to_builtins(c) for c in changes]
+    await in_app(client, update_document, Session, run["session_id"], {"$set": {"changes": wire}})
+    await in_app(client, update_document, Run, run["id"], {"$set": {"ledger_hash": changes[-1].hash if changes else ""}})
+
+
+async def verify(client, run_id: str) -> dict:
+    r = await client.get(f"/v1/runs/{run_id}/verify")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_an_honest_ledger_verifies(client) -> None:
+    run = await new_run(client)
+    changes = await report_run(client, run, ["one", "two", "three"])
+    v = await verify(client, run["id"])
+    assert v["ok"], v
+    assert v["recorded_hash"] == changes[-1].hash == v["ledger_hash"]
+
+
+async def test_a_truncated_ledger_with_a_matching_forged_hash_is_caught(client) -> None:
+    run = await new_run(client)
+    changes = await report_run(client, run, ["one", "two", "three"])
+    await tamper(client, run, changes[:2])
+    stored = (await client.get(f"/v1/runs/{run['id']}")).json()
+    assert check_run(stored, stored["sessions"]).ok  # the chain and the forged hash agree with each other
+    v = await verify(client, run["id"])
+    assert not v["ok"]
+    assert any("missing from the ledger" in x for s in v["sessions"] for x in s["problems"]), v
+    assert any("reported ledger hash" in x for x in v["problems"]), v
+
+
+async def test_a_resealed_ledger_with_a_matching_forged_hash_is_caught(client) -> None:
+    run = await new_run(client)
+    changes = await report_run(client, run, ["one", "two", "three"])
+    edited = seal([changes[0], msgspec.structs.replace(changes[1], message="nothing to see"), changes[2]])
+    await tamper(client, run, edited)
+    v = await verify(client, run["id"])
+    assert not v["ok"]
+    problems = [x for s in v["sessions"] for x in s["problems"]]
+    assert any("entry 1" in x and "re-sealed" in x for x in problems), v
+    assert not any("entry 0" in x for x in problems), v  # the untouched entry still matches its record
+
+
+async def test_an_entry_appended_after_the_fact_is_caught(client) -> None:
+    run = await new_run(client)
+    changes = await report_run(client, run, ["one"])
+    extra = seal_one(NoteChange(timestamp="2026-12-06T00:00:01Z", message="added later"), seq=1, prev_hash=changes[0].hash)
+    await tamper(client, run, [changes[0], extra])
+    v = await verify(client, run["id"])
+    assert not v["ok"]
+    assert any("never reported" in x for s in v["sessions"] for x in s["problems"]), v
+
+
+async def test_an_entry_reported_twice_with_different_hashes_is_a_conflict(client) -> None:
+    run = await new_run(client)
+    changes = await report_run(client, run, ["one", "two"])
+    forged = seal_one(NoteChange(timestamp="2026-12-06T00:00:00Z", message="other"), seq=1, prev_hash=changes[0].hash)
+    await deliver(client, run["id"], "run.note", p.SessionChanged(session_id=run["session_id"], change=forged), 50)
+    v = await verify(client, run["id"])
+    assert not v["ok"]
+    assert any("reported again" in x for s in v["sessions"] for x in s["problems"]), v
+
+
+async def test_verify_of_an_unknown_run_is_a_404(client) -> None:
+    r = await client.get("/v1/runs/run_nope/verify")
+    assert r.status_code == 404
