@@ -82,8 +82,20 @@ async def settle(js: JetStreamContext, msg: Msg, durable: str, deliveries: int, 
         CONSUMED.labels(durable, "retried").inc()
 
 
-async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
-    meta = msg.metadata
+def _metadata(msg: Msg) -> Any:
+    """JetStream's delivery metadata, or None for a message that did not come from a stream
+    (FastStream's test broker hands handlers plain messages)."""
+    try:
+        return msg.metadata
+    except Exception:  # noqa: BLE001 — nats raises NotJSMessageError, or ValueError on an odd reply subject
+        return None
+
+
+async def handle_message(js: Any, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+    """Decode one envelope (msgspec, by the catalog), run the handler and settle the message:
+    ack; nak with backoff; dead-letter and term when undecodable, Poison or out of deliveries.
+    `js` only needs `publish(subject, body, headers=...)` for the dead letter."""
+    meta = _metadata(msg)
     deliveries = meta.num_delivered if meta else 1
     try:
         env, payload = decode_message(msg)
@@ -139,7 +151,7 @@ async def consume(
 
     async def run(m: Msg) -> None:
         async with sem:
-            await _handle_one(js, m, durable, handler, max_deliver)
+            await handle_message(js, m, durable, handler, max_deliver)
 
     try:
         while not stop.is_set():
@@ -159,12 +171,12 @@ async def consume(
                 async def run_group(group: list[Msg]) -> None:
                     async with sem:
                         for m in group:
-                            await _handle_one(js, m, durable, handler, max_deliver)
+                            await handle_message(js, m, durable, handler, max_deliver)
 
                 await asyncio.gather(*(run_group(g) for g in groups.values()))
             elif concurrency == 1:
                 for m in msgs:
-                    await _handle_one(js, m, durable, handler, max_deliver)
+                    await handle_message(js, m, durable, handler, max_deliver)
             else:
                 await asyncio.gather(*(run(m) for m in msgs))
     finally:

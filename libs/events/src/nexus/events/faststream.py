@@ -1,0 +1,67 @@
+"""FastStream subscribers that keep our envelopes and our dead-letter rule.
+
+A service at the edge (board-sync, telegram-gateway) declares its handlers with FastStream — one
+decorated function per subject, its test broker for handler tests — while the message stays ours:
+the envelope is decoded with msgspec by the catalog, and the handler's outcome is settled
+explicitly (ack; nak with backoff; dead-letter to `nexus.dlq.<subject>` and term) by the same
+`handle_message` the raw nats-py consumers use."""
+
+from typing import Any
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from nexus.events.consumer import Handler, handle_message
+
+
+class BrokerPublisher:
+    """What `dead_letter` needs of a JetStream context, over the broker (real or test)."""
+
+    def __init__(self, broker: NatsBroker, stream: str) -> None:
+        self.broker = broker
+        self.stream = stream
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        await self.broker.publish(payload, subject, headers=headers, stream=self.stream)
+
+
+def durable_subscriber(
+    broker: NatsBroker,
+    subject: str,
+    handler: Handler,
+    *,
+    stream: str,
+    durable: str,
+    max_deliver: int = 5,
+    ack_wait_s: float = 30.0,
+    batch: int = 16,
+) -> Any:
+    """Register `handler(Delivery)` on a durable JetStream pull consumer named `durable`.
+    Messages are handled one after another, so a subject's order is kept."""
+    from nexus.events.catalog import DLQ_STREAM
+
+    dlq = BrokerPublisher(broker, DLQ_STREAM)
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=JsAckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        max_deliver=max_deliver,
+        ack_wait=ack_wait_s,
+        filter_subject=subject,
+    )
+
+    async def on_message(msg: NatsMessage) -> None:
+        await handle_message(dlq, msg.raw_message, durable, handler, max_deliver)
+
+    on_message.__name__ = f"on_{durable.replace('-', '_')}"
+    return broker.subscriber(
+        subject,
+        stream=JStream(name=stream, declare=False),
+        durable=durable,
+        config=config,
+        pull_sub=PullSub(batch_size=batch, timeout=0.5),
+        ack_policy=AckPolicy.MANUAL,
+    )(on_message)
