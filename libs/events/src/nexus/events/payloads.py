@@ -245,7 +245,7 @@ class BoardCardMoved(Payload):
 
     task_id: str
     column: str
-    rank: float
+    rank: float | None = None  # set when a person placed the card
     goal_id: str | None = None
     repository_id: str | None = None
     previous_column: str | None = None
