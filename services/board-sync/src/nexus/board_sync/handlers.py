@@ -50,7 +50,8 @@ async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work) ->
             raise Poison(str(exc)) from exc
 
 
-def register(broker: NatsBroker, syncer: Syncer, stop: asyncio.Event, *, backoff_s: float, max_deliver: int) -> None:
+def register(broker: NatsBroker, syncer: Syncer, stop: asyncio.Event, *, backoff_s: float, max_deliver: int,
+             ack_wait_s: float = 30.0) -> None:
     async def on_task(d: Delivery) -> None:
         if isinstance(d.payload, p.TaskChanged):
             await patiently(stop, backoff_s, d, lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)))
@@ -64,4 +65,5 @@ def register(broker: NatsBroker, syncer: Syncer, stop: asyncio.Event, *, backoff
             await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload))
 
     for durable, handler in (("board-sync-tasks", on_task), ("board-sync-runs", on_run), ("board-sync-external", on_external)):
-        durable_subscriber(broker, DURABLES[durable], handler, stream=EVENTS_STREAM, durable=durable, max_deliver=max_deliver)
+        durable_subscriber(broker, DURABLES[durable], handler, stream=EVENTS_STREAM, durable=durable, max_deliver=max_deliver,
+                           ack_wait_s=ack_wait_s)

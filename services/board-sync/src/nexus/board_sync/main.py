@@ -56,7 +56,8 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     syncer = Syncer(links, resolver, nexus_url=settings.api_url, cancel=cancel,
                     crash_after_create_file=settings.crash_after_create_file)
     broker = NatsBroker(settings.nats_url, name="board-sync-handlers", max_reconnect_attempts=-1)
-    register(broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver)
+    register(broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver,
+             ack_wait_s=settings.ack_wait_s)
 
     async def queue_depth() -> None:
         for durable in DURABLES:

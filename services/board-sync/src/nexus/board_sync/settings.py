@@ -11,6 +11,7 @@ class BoardSyncSettings(CommonSettings, kw_only=True):
     drift_interval_s: float = 60.0  # how often linked items are compared with the internal board (0: never)
     outage_backoff_s: float = 2.0  # between tries while a provider is out; the change waits in JetStream meanwhile
     max_deliver: int = 20
+    ack_wait_s: float = 30.0  # a change a crashed board-sync held is redelivered after this
     # Fault injection for tests: when this file exists, board-sync removes it and dies right after
     # a provider created an item and before the link is written.
     crash_after_create_file: str | None = None
