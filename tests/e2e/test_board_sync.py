@@ -4,8 +4,7 @@ link, a Plane cancel cancelling the task, forged and replayed webhooks refused, 
 reverted, and drift repaired."""
 
 import asyncio
-import hashlib
-import hmac
+import html
 import uuid
 from pathlib import Path
 
@@ -96,7 +95,7 @@ async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url:
     run = (await api.get(f"/v1/runs/{task['current_run_id']}")).json()
     assert run["commit_sha"], run
     item = await until(lambda: (i := item_for(plane, task["id"])) and plane.group_of(i) == "completed" and i)
-    comments = await until(lambda: [c["comment_html"] for c in plane.comments.get(item["id"], []) if run["id"] in c["comment_html"]])
+    comments = await until(lambda: [html.unescape(c["comment_html"]) for c in plane.comments.get(item["id"], []) if run["id"] in c["comment_html"]])
     assert run["commit_sha"][:12] in comments[0] and run["summary"] and run["summary"] in comments[0], (comments, run)
     assert any(link["url"].endswith(f"/v1/runs/{run['id']}") for link in plane.links.get(item["id"], []))
     assert plane.creates == 1 and len(plane.by_external_id(task["id"])) == 1
