@@ -40,7 +40,7 @@ class HttpDouble:
         self.window_s = window_s
         self.lock = threading.RLock()
         self.routes: list[Route] = []
-        self.calls: list[tuple[str, str]] = []  # (method, path) of every authorized call
+        self.calls: list[tuple[str, str, float]] = []  # (method, path, epoch seconds) of every call a route answered
         self.throttled = 0  # 429 answers given
         self.outage = 0  # while > 0 every call answers 503 (and counts down when finite); -1: until cleared
         self._seen: dict[str, deque] = {}
@@ -88,7 +88,7 @@ class HttpDouble:
             for method, pattern, fn in self.routes:
                 m = pattern.match(req.path)
                 if m and method == req.method:
-                    self.calls.append((req.method, req.path))
+                    self.calls.append((req.method, req.path, time.time()))
                     try:
                         status, body = fn(req, **m.groupdict())
                     except Reply as r:
