@@ -109,3 +109,23 @@ async def test_plane_webhook_forged_refused_replay_ignored(app, client, hook_sec
     ours = [c for c in ours if c.item_id == item]
     assert len(ours) == 1 and ours[0].actor == "Ana" and ours[0].provider == "plane"
     await sub.unsubscribe()
+
+
+async def test_jira_webhook_needs_the_shared_secret(app, client):
+    value = "jira_" + uuid.uuid4().hex
+    app.state.ctx.secrets.environ = {"NEXUS_SECRET_JIRA_HOOK": value}
+    r = await client.put("/v1/board/providers/default", json={"provider": "jira", "jira": {
+        "base_url": "https://acme.atlassian.net", "project_key": "NEX", "email": "bot@acme.org",
+        "api_token_secret": "JIRA_TOKEN", "webhook_secret": "JIRA_HOOK"}})
+    assert r.status_code == 200, r.text
+    raw = json.dumps({"webhookEvent": "jira:issue_updated", "issue": {"key": "NEX-1"}, "user": {"displayName": "Ana"}}).encode()
+    good = "sha256=" + hmac.new(value.encode(), raw, hashlib.sha256).hexdigest()
+    hook = uuid.uuid4().hex
+    anon = {"Authorization": "", "Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": hook}
+    assert_problem(await client.post("/v1/webhooks/jira", content=raw, headers=anon), 401)
+    bad = "sha256=" + hmac.new(b"guess", raw, hashlib.sha256).hexdigest()
+    assert_problem(await client.post("/v1/webhooks/jira", content=raw, headers={**anon, "X-Hub-Signature": bad}), 401)
+    r = await client.post("/v1/webhooks/jira", content=raw, headers={**anon, "X-Hub-Signature": good})
+    assert r.status_code == 200 and r.json()["accepted"] is True, r.text
+    r = await client.post("/v1/webhooks/jira", content=raw, headers={**anon, "X-Hub-Signature": good})
+    assert r.json() == {"accepted": False, "duplicate": True}

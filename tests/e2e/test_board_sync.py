@@ -134,9 +134,18 @@ async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url:
                 and any("authoritative" in c["comment_html"] for c in plane.comments.get(item3["id"], [])))
     assert (await api.get(f"/v1/tasks/{third['id']}")).json()["status"] == "backlog"
 
+    # no echo loop: Plane reporting board-sync's own revert changes nothing and adds no comment
+    comments_before = len(plane.comments[item3["id"]])
+    body, headers = plane.webhook(HOOK_SECRET, event="issue", action="update", data={"id": item3["id"]},
+                                  activity={"field": "state", "actor": {"display_name": "Nexus bot"}})
+    assert (await post_hook(stack.api_url, body, headers)).status_code == 200
+    metrics_url = f"http://127.0.0.1:{stack.metrics_ports['board-sync']}/metrics"
+    await until(lambda: 'outcome="echo"' in httpx.get(metrics_url).text)
+    assert len(plane.comments[item3["id"]]) == comments_before and plane.group_of(plane.items[item3["id"]]) == "backlog"
+
     # 6. drift without any webhook (an edit Plane never told us about) is found and repaired
     plane.edit(item3["id"], name="Renamed behind our back")
     await until(lambda: plane.items[item3["id"]]["name"] == "Stay in backlog")
-    metrics = httpx.get(f"http://127.0.0.1:{stack.metrics_ports['board-sync']}/metrics").text
+    metrics = httpx.get(metrics_url).text
     assert "nexus_board_drift_repaired_total" in metrics
     assert plane.creates == 3 and plane.throttled == 0  # three tasks, three items; the client kept under the limit
