@@ -97,7 +97,7 @@ async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url:
     item = await until(lambda: (i := item_for(plane, task["id"])) and plane.group_of(i) == "completed" and i)
     comments = await until(lambda: [html.unescape(c["comment_html"]) for c in plane.comments.get(item["id"], []) if run["id"] in c["comment_html"]])
     assert run["commit_sha"][:12] in comments[0] and run["summary"] and run["summary"] in comments[0], (comments, run)
-    assert any(link["url"].endswith(f"/v1/runs/{run['id']}") for link in plane.links.get(item["id"], []))
+    await until(lambda: any(link["url"].endswith(f"/v1/runs/{run['id']}") for link in plane.links.get(item["id"], [])))
     assert plane.creates == 1 and len(plane.by_external_id(task["id"])) == 1
 
     # 3. the board shows the card done, with its run and cost
