@@ -37,10 +37,11 @@ def durable_subscriber(
     durable: str,
     max_deliver: int = 5,
     ack_wait_s: float = 30.0,
-    batch: int = 16,
+    batch: int = 1,
 ) -> Any:
     """Register `handler(Delivery)` on a durable JetStream pull consumer named `durable`.
-    Messages are handled one after another, so a subject's order is kept."""
+    FastStream handles the messages of one fetched batch concurrently: the default batch of one
+    keeps the subject's order (a handler that waits holds the ones behind it)."""
     from nexus.events.catalog import DLQ_STREAM
 
     dlq = BrokerPublisher(broker, DLQ_STREAM)
