@@ -3,18 +3,27 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install run test proto bench clean
+.PHONY: install test-tools run test images test-images proto bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --frozen --quiet
 	@scripts/install-tools.sh >/dev/null
 
+test-tools: ## what the suite uses besides the servers: promtool, bubblewrap, node (Debian packages)
+	@scripts/install-test-tools.sh
+
 run: install ## the whole system on this machine (data in .nexus/)
 	@$(UV) run --frozen nexus-dev run
 
-test: install ## the whole suite against real NATS and FerretDB started on free ports
-	@$(UV) run --frozen pytest -p no:cacheprovider
+test: install test-tools ## the whole suite against real NATS and FerretDB started on free ports
+	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images
+
+images: install ## every service image from its Dockerfile (Docker's engine from Debian's packages)
+	@scripts/images.sh
+
+test-images: install ## build the images, start each against NATS and FerretDB, one run through the containers
+	@$(UV) run --frozen pytest -p no:cacheprovider tests/images
 
 proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto

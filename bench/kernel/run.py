@@ -33,11 +33,11 @@ from bench.kernel import (  # noqa: E402
     b5_ask,
     b6_bridge,
     b6_nats,
-    seed,
+    queue_baseline,
 )
 
 BENCHES = {
-    "seed": seed.run,
+    "queue_baseline": queue_baseline.run,
     "b1": b1_throughput.run,
     "b2": b2_latency.run,
     "b3": b3_backpressure.run,

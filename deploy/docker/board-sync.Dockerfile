@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nexus-board-sync. Build from the repository root:
 #   docker build -f deploy/docker/board-sync.Dockerfile -t nexus-board-sync .
 # Targets: the default (last) stage is the production image; `dev` is the same image
@@ -13,15 +12,18 @@ COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /app
-# Third-party dependencies alone first: this layer is rebuilt only when uv.lock changes.
-RUN --mount=type=cache,target=/root/.cache/uv \
+# Behind a TLS-inspecting proxy, pass its CA bundle: --secret id=ca_bundle,src=<bundle> (never stored
+# in a layer). Third-party dependencies alone first: this layer is rebuilt only when uv.lock changes.
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi; \
     uv sync --frozen --no-dev --no-install-workspace --package nexus-board-sync
 COPY pyproject.toml uv.lock ./
 COPY libs ./libs
 COPY services/board-sync ./services/board-sync
-RUN --mount=type=cache,target=/root/.cache/uv \
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
+    if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi; \
     uv sync --frozen --no-dev --package nexus-board-sync
 
 FROM ${PYTHON_IMAGE} AS runtime

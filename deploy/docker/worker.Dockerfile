@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # nexus-worker. Build from the repository root:
 #   docker build -f deploy/docker/worker.Dockerfile -t nexus-worker .
 # Targets: the default (last) stage is the production image; `dev` is the same image
@@ -13,22 +12,33 @@ COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /app
-# Third-party dependencies alone first: this layer is rebuilt only when uv.lock changes.
-RUN --mount=type=cache,target=/root/.cache/uv \
+# Behind a TLS-inspecting proxy, pass its CA bundle: --secret id=ca_bundle,src=<bundle> (never stored
+# in a layer). Third-party dependencies alone first: this layer is rebuilt only when uv.lock changes.
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --frozen --no-dev --no-install-workspace --package nexus-worker
+    if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi; \
+    uv sync --frozen --no-dev --no-install-workspace --package nexus-worker --package nexus-agent-runner
 COPY pyproject.toml uv.lock ./
 COPY libs ./libs
 COPY services/worker ./services/worker
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package nexus-worker
+# The local runtime runs agent-runner beside the worker (forked from a warm process or started cold).
+COPY services/agent-runner ./services/agent-runner
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca_bundle \
+    if [ -f /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi; \
+    uv sync --frozen --no-dev --package nexus-worker --package nexus-agent-runner
 
 FROM ${PYTHON_IMAGE} AS runtime
+# For runs on the local runtime: git to clone, commit and push; bubblewrap to sandbox commands.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git ca-certificates bubblewrap \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 nexus \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin nexus
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# Only /tmp (and a mounted volume) is writable: run workspaces live there.
+ENV HOME=/tmp NEXUS_WORKSPACES_DIR=/tmp/nexus-runs
 WORKDIR /app
 # Root-owned code: the app user can read it, never change it.
 COPY --from=build /app /app

@@ -1,6 +1,6 @@
 """nexus-agent-tool as an external brain would use it: real subprocesses, one JSON object per
 call on stdout, errors as JSON with a non-zero exit, and the session files as the record.
-Includes the seed 004 flow: one meta session and three children on one project."""
+Includes the hypervisor flow: one meta session and three children on one project."""
 
 import json
 import os

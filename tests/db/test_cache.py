@@ -40,17 +40,20 @@ async def test_a_read_that_raced_a_write_is_not_kept(cache: ReadCache) -> None:
     coll = Goal.get_pymongo_collection().full_name
     original_get = Goal.get
 
-    async def slow_get(doc_id, *a, **kw):
+    async def read_then_a_write_lands(doc_id, *a, **kw):
         doc = await original_get(doc_id, *a, **kw)
-        cache.generations[coll] = cache.generations.get(coll, 0) + 1  # a write landed meanwhile
+        # A real write through the same client lands after the read answered, before it is cached.
+        await Goal.get_pymongo_collection().update_one({"_id": goal.id}, {"$set": {"title": "after"}})
         return doc
 
-    Goal.get = slow_get  # type: ignore[method-assign]
+    Goal.get = read_then_a_write_lands  # type: ignore[method-assign]
     try:
-        await cached_get(Goal, goal.id)
+        stale = await cached_get(Goal, goal.id)
     finally:
         Goal.get = original_get  # type: ignore[method-assign]
-    assert not cache.entries
+    assert stale.title == "before"  # the racing read itself answered what it read
+    assert not cache.entries and cache.generations.get(coll, 0) > 0
+    assert (await cached_get(Goal, goal.id)).title == "after"  # and nobody is served it afterwards
 
 
 async def test_concurrent_misses_share_one_read_unless_a_write_comes_between(cache: ReadCache) -> None:

@@ -93,6 +93,14 @@ class Container(NamedTuple):
 
 # Built at collection time: tests are parametrized over these.
 ALL_OBJECTS = kustomize(K8S)
+SERVICE_IMAGES = {
+    "core-api": "nexus-core-api",
+    "worker": "nexus-worker",
+    "board-sync": "nexus-board-sync",
+    "telegram-gateway": "nexus-telegram-gateway",
+}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
+
 PODS = [Pod(obj, spec) for obj in ALL_OBJECTS if (spec := pod_spec(obj)) is not None]
 CONTAINERS = [Container(pod, c) for pod in PODS for c in containers(pod.spec)]
 
@@ -102,6 +110,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("k8s_object", ALL_OBJECTS, ids=object_id)
     if "pod" in metafunc.fixturenames:
         metafunc.parametrize("pod", PODS, ids=[object_id(p.owner) for p in PODS])
+    if "namespaced_object" in metafunc.fixturenames:
+        objs = [o for o in ALL_OBJECTS if o["kind"] not in CLUSTER_SCOPED]
+        metafunc.parametrize("namespaced_object", objs, ids=object_id)
+    if "controller_pod" in metafunc.fixturenames:  # pods whose owner selects them by labels
+        owned = [p for p in PODS if p.owner["kind"] in {"Deployment", "StatefulSet"}]
+        metafunc.parametrize("controller_pod", owned, ids=[object_id(p.owner) for p in owned])
+    if "service_container" in metafunc.fixturenames:  # containers running one of our images
+        ours = [c for c in CONTAINERS if c.spec["image"] in SERVICE_IMAGES.values()]
+        metafunc.parametrize(
+            "service_container", ours, ids=[f"{object_id(c.pod.owner)}/{c.spec['name']}" for c in ours]
+        )
     if "container" in metafunc.fixturenames:
         metafunc.parametrize(
             "container", CONTAINERS, ids=[f"{object_id(c.pod.owner)}/{c.spec['name']}" for c in CONTAINERS]

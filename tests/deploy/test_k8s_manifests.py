@@ -3,7 +3,6 @@ Kubernetes OpenAPI schema, every container locked down and bounded, the worker a
 into nexus-agents only, and every reference between objects pointing at something."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,23 +11,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import need_tool
+from tests.deploy.conftest import CLUSTER_SCOPED, SERVICE_IMAGES
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 
 # The oldest Kubernetes we support and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.30", kubernetes_validate.utils.latest_version()]
 
-SERVICE_IMAGES = {
-    "core-api": "nexus-core-api",
-    "worker": "nexus-worker",
-    "board-sync": "nexus-board-sync",
-    "telegram-gateway": "nexus-telegram-gateway",
-}
 RUNNER_IMAGE = "nexus-agent-runner"
 NAMESPACES = {"nexus", "nexus-agents"}
 # Credentials are never committed: whoever deploys creates this Secret (Tilt does in dev).
 OPERATOR_PROVIDED = {("Secret", "nexus-secrets")}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 
 WORKER_RULES = {
     # patch: the worker creates each Job suspended and resumes it once its Secret exists.
@@ -93,9 +88,7 @@ def test_every_manifest_under_k8s_is_applied(kustomized_files_of):
 
 def test_kustomize_matches_kubectl(all_objects):
     """Our kustomize in Python emits exactly what the real one does."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
+    kubectl = need_tool("kubectl")
     out = subprocess.run([kubectl, "kustomize", str(K8S)], check=True, capture_output=True, text=True).stdout
     theirs = [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -145,11 +138,15 @@ def test_namespaces_enforce_the_restricted_pod_security_standard(all_objects):
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_object_names_its_namespace(k8s_object):
+def test_object_names_its_namespace(namespaced_object):
     """Without one, an object lands in whatever namespace kubectl's context points at."""
-    if k8s_object["kind"] in CLUSTER_SCOPED:
-        return
-    assert k8s_object["metadata"].get("namespace") in NAMESPACES
+    assert namespaced_object["metadata"].get("namespace") in NAMESPACES
+
+
+def test_cluster_scoped_objects_name_no_namespace(all_objects):
+    cluster_scoped = [o for o in all_objects if o["kind"] in CLUSTER_SCOPED]
+    assert cluster_scoped  # the namespaces at least
+    assert [o["metadata"]["name"] for o in cluster_scoped if "namespace" in o["metadata"]] == []
 
 
 def test_nothing_cluster_wide_is_granted(all_objects):
@@ -199,12 +196,10 @@ def test_pod_shares_nothing_with_its_node(pod):
     assert not [v for v in spec.get("volumes", []) if "hostPath" in v]
 
 
-def test_a_read_only_container_has_a_writable_tmp(container):
+def test_a_read_only_container_has_a_writable_tmp(service_container):
     """Python, git and most tools write temporary files; / is read-only."""
-    mounts = {m["mountPath"] for m in container.spec.get("volumeMounts", [])}
-    image = container.spec["image"]
-    if image in SERVICE_IMAGES.values():
-        assert "/tmp" in mounts
+    mounts = {m["mountPath"] for m in service_container.spec.get("volumeMounts", [])}
+    assert "/tmp" in mounts
 
 
 def test_the_quantity_parser_reads_what_the_manifests_use():
@@ -379,8 +374,64 @@ def test_every_service_selects_pods_and_their_ports(all_objects, pods):
             assert port["targetPort"] in ports, f"{service['metadata']['name']}: no container port {port['targetPort']}"
 
 
-def test_workload_selector_matches_its_template(pod):
-    if pod.owner["kind"] not in {"Deployment", "StatefulSet"}:
-        return
-    selector = pod.owner["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= pod.owner["spec"]["template"]["metadata"]["labels"].items()
+def test_workload_selector_matches_its_template(controller_pod):
+    selector = controller_pod.owner["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= controller_pod.owner["spec"]["template"]["metadata"]["labels"].items()
+
+
+# ---------------------------------------------------------------- overlays
+
+
+def _overlay(name: str) -> list[dict]:
+    kubectl = need_tool("kubectl")
+    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / name)], check=True, capture_output=True, text=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_an_overlay_renders_valid_objects(overlay):
+    for obj in _overlay(overlay):
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_prod_runs_streams_at_three_replicas_on_its_own_servers_and_pins_images():
+    objs = _overlay("prod")
+    (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
+    assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "3"
+    assert "w=majority" in config["data"]["NEXUS_MONGODB_URL"] and "retryWrites=true" in config["data"]["NEXUS_MONGODB_URL"]
+    assert not [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/name") in {"nats", "mongodb", "grafana"}]
+    images = {c["image"] for o in objs if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images and all(":" in i and not i.endswith(":latest") and "/" in i for i in images), images
+    (ingress,) = [o for o in objs if o["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"][0]["secretName"] == "nexus-api-tls"
+
+
+def test_dev_runs_streams_at_one_replica_with_its_own_servers():
+    objs = _overlay("dev")
+    (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
+    assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "1"
+    assert {"nats", "mongodb"} <= {o["metadata"].get("labels", {}).get("app.kubernetes.io/name") for o in objs}
+
+
+def test_agent_pods_reach_only_nats_dns_and_outside_hosts(all_objects):
+    policies = [o for o in all_objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "nexus-agents"]
+    deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not [p for p in policies if p["spec"].get("ingress")]  # nothing may connect to a run pod
+    rules = [r for p in policies for r in p["spec"].get("egress", [])]
+    ports = {(r["to"][0].get("ipBlock") is not None, port["port"]) for r in rules for port in r["ports"]}
+    assert ports == {(False, 4222), (False, 53), (True, 443), (True, 22)}
+    for r in rules:
+        for peer in r["to"]:
+            if "ipBlock" in peer:  # outside only: every private range is excluded
+                assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(peer["ipBlock"]["except"])
+
+
+def test_core_api_and_worker_survive_a_drain_and_scale(all_objects):
+    for name in ("core-api", "worker"):
+        (pdb,) = [o for o in all_objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == name]
+        (hpa,) = [o for o in all_objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == name]
+        (deploy,) = [o for o in all_objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+        assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] <= deploy["spec"]["replicas"]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name

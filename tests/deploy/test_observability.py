@@ -2,14 +2,17 @@
 export, alert rules that parse, fire when they should and stay quiet otherwise, and a
 local scrape config that finds every service on its port."""
 
+import fnmatch
 import json
+import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import need_tool
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
@@ -207,9 +210,7 @@ def test_service_down_watches_every_scraped_service():
 
 def test_rules_fire_when_they_should_and_not_otherwise():
     """rules_test.yml feeds each alert series that must fire it and series that must not."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = need_tool("promtool")
     result = subprocess.run(
         [promtool, "test", "rules", "rules_test.yml"], cwd=PROMETHEUS, capture_output=True, text=True
     )
@@ -236,8 +237,12 @@ def test_kubernetes_prometheus_reads_rules_where_they_are_mounted():
     config = yaml.safe_load(config_map["data"]["prometheus.yml"])
     mounts = {m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert config["rule_files"] == [mounts["rules"] + "/*.yml"]
-    # The Tiltfile names the rules file's ConfigMap key after the file: it must match the glob.
-    assert (PROMETHEUS / "rules.yml").suffix == ".yml"
+    # The Tiltfile names each ConfigMap key after the file it mounts: every one must match the glob.
+    tiltfile = (REPO / "Tiltfile").read_text()
+    block = re.search(r"configmap_from_files\(\s*'prometheus-rules',[^\[]*\[(.*?)\]", tiltfile, re.S)
+    mounted = [os.path.basename(f) for f in re.findall(r"'([^']+)'", block.group(1))]
+    glob = os.path.basename(config["rule_files"][0])
+    assert mounted and all(fnmatch.fnmatch(name, glob) for name in mounted), (mounted, glob)
 
 
 def test_consumer_lag_has_a_source_in_kubernetes():

@@ -31,13 +31,17 @@ def running_stack(tmp_path: Path, nats_url: str, mongo_url: str, *, env: dict[st
             **(env or {}),
         },
     )
+    crashed: dict[str, int | None] = {}
     try:
         s.start(services)
         yield s
+        # A service the test did not stop itself must still be running: a crash fails the test.
+        crashed = {name: proc.returncode for name, proc in s.procs.items() if proc.poll() is not None}
     finally:
         s.stop()
         for log in sorted(tmp_path.glob("*.log")):
             print(f"----- {log.name} -----\n{log.read_text(errors='replace')[-6000:]}")
+    assert not crashed, f"services exited during the test (name: exit code): {crashed}"
 
 
 @pytest.fixture

@@ -1,14 +1,20 @@
 """proto/ is generated from the code; these fail when the committed files drift."""
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from nexus.events.catalog import MESSAGES, STREAMS
 from nexus.events.proto import render
 
-PROTO = Path(__file__).resolve().parents[2] / "proto"
+from tests.conftest import need_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTO = ROOT / "proto"
 
 
 def test_committed_proto_matches_the_code() -> None:
@@ -41,3 +47,19 @@ def test_run_config_schema_accepts_the_seed_example() -> None:
     assert cfg.permissions.can_commit and not cfg.permissions.can_merge
     schema = json.loads((PROTO / "run-config.schema.json").read_text())
     assert set(seed) <= set(schema["$defs"]["RunConfig"]["properties"])
+
+
+def test_the_official_asyncapi_parser_accepts_the_document() -> None:
+    """proto/asyncapi.json parses with @asyncapi/parser (installed by scripts/install-test-tools.sh)
+    with no error-level diagnostic."""
+    node = need_tool("node")
+    checker = ROOT / "scripts" / "asyncapi"
+    if not (checker / "node_modules" / "@asyncapi" / "parser").is_dir():
+        message = "the AsyncAPI parser is not installed (scripts/install-test-tools.sh runs npm ci)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run([node, "validate.mjs", str(ROOT / "proto" / "asyncapi.json")], cwd=checker,
+                         capture_output=True, text=True, timeout=120)
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert out.returncode == 0 and summary == {"parsed": True, "errors": 0, "diagnostics": summary["diagnostics"]}, out.stdout[-3000:]

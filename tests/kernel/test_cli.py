@@ -29,10 +29,10 @@ def test_generate_config_writes_a_loadable_file(tmp_path: Path, capsys: pytest.C
     assert str(target) in capsys.readouterr().out
     assert load_config(target)[0] == NexusConfig()
     assert main(["--generate-config", str(target)]) == 1  # no silent overwrite
-    assert main(["demo", "--generate-config", str(target), "--force"]) == 0  # the seed's demo flag too
+    assert main(["demo", "--generate-config", str(target), "--force"]) == 0  # the classic demo flag too
 
 
-def test_demo_accepts_the_seeds_flags() -> None:
+def test_demo_accepts_the_classic_flags() -> None:
     args = build_parser().parse_args(
         ["demo", "--config", "c.toml", "--log-level", "debug", "--log-format", "json", "-n", "4", "-d", "10"]
     )
@@ -56,7 +56,7 @@ def test_demo_runs_agents_prints_throughput_and_shuts_down(tmp_path: Path) -> No
     assert progress and "agents=50" in progress[0]
     assert lines[-1].startswith("done:") and "dropped 0" in lines[-1]
     logs = [json.loads(line) for line in result.stderr.splitlines()]
-    assert any("calculates" in entry["message"] for entry in logs)  # the seed's demo messages
+    assert any("calculates" in entry["message"] for entry in logs)  # the demo's classic messages
     assert any("shut down" in entry["message"] for entry in logs)
 
 

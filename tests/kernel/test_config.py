@@ -21,7 +21,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_match_the_seed() -> None:
+def test_defaults_match_the_documented_ones() -> None:
     config = NexusConfig()
     assert (config.kernel.mailbox_capacity, config.kernel.send_timeout_ms, config.kernel.handle_timeout_ms) == (
         1024,

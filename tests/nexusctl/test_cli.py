@@ -58,6 +58,16 @@ def _wait_run(nexus, run_id: str) -> dict:
     raise AssertionError(f"run {run_id} never ended: {run}")
 
 
+def _wait_for_approval_request(nexus, run_id: str) -> None:
+    """Follow the domain event feed until core-api says it stored an approval request of the run
+    (it publishes approval.requested after the write); a read timeout bounds the wait."""
+    params = {"types": "approval.requested"}
+    with _api(nexus) as api, api.stream("GET", "/v1/events", params=params, timeout=120) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:") and run_id in line:
+                return
+
+
 def _event_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if re.match(r"\d\d:\d\d:\d\d  ", line)]
 
@@ -256,11 +266,8 @@ def test_approvals_and_keys(ctl, nexus) -> None:
 
     assert ctl("apply", "-f", str(EXAMPLES / "skills"), "-f", str(EXAMPLES / "agents" / "reviewer.yaml")).code == 0
     run_id = _task(ctl, "reviewer")
-    pending: list = []
-    for _ in range(600):  # bounded polls until the run asks
-        pending = json.loads(ctl("get", "approvals", "--filter", f"run_id={run_id}", "-o", "json").stdout)["items"]
-        if pending:
-            break
+    _wait_for_approval_request(nexus, run_id)
+    pending = json.loads(ctl("get", "approvals", "--filter", f"run_id={run_id}", "-o", "json").stdout)["items"]
     (approval,) = pending
     assert approval["action"] == "push_default_branch" and approval["status"] == "pending"
 

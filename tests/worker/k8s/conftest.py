@@ -10,10 +10,12 @@ from nexus.events.payloads import RunConfig
 from nexus.worker.runtimes.base import RunRequest
 from nexus.worker.runtimes.kubernetes import KubernetesRuntime
 
-from .fake_apiserver import FakeApiServer
+from .fake_apiserver import FakeApiServer, load_role
 from .fake_cluster import FakeCluster
 
 NAMESPACE = "agents"
+# The Role the manifests grant the worker: the fake refuses (403) every call it does not allow.
+WORKER_ROLE = Path(__file__).resolve().parents[3] / "k8s" / "base" / "worker-rbac.yaml"
 IMAGE = "ghcr.io/nexus/agent-runner:test"
 
 
@@ -31,7 +33,7 @@ def make_request(run_id: str = "run_01jq8m6z4x7k2n9p3r5t7v9w1y", attempt: int = 
 
 @pytest.fixture
 async def apiserver() -> AsyncIterator[FakeApiServer]:
-    server = FakeApiServer(namespaces={NAMESPACE})
+    server = FakeApiServer(namespaces={NAMESPACE}, rules=load_role(WORKER_ROLE))
     await server.start()
     yield server
     await server.stop()

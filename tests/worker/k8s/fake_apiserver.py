@@ -125,10 +125,79 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# Lists the API server merges by a key under a strategic merge patch (the `patchMergeKey` of the
+# fields our objects use); every other list is replaced, as in a JSON merge patch.
+MERGE_KEYS = {
+    "containers": "name", "initContainers": "name", "volumes": "name", "volumeMounts": "mountPath",
+    "env": "name", "ports": "containerPort", "ownerReferences": "uid", "imagePullSecrets": "name",
+    "tolerations": None, "finalizers": None,
+}
+
+
+def strategic_merge_patch(target: Any, patch: Any, field_name: str = "") -> Any:
+    """A strategic merge patch as the API server applies it to the fields above: maps merge key by
+    key (null deletes), keyed lists merge element by element (`$patch: delete` removes one),
+    `finalizers` merges as a set, other lists are replaced."""
+    if isinstance(patch, dict):
+        if patch.get("$patch") == "replace":
+            return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        for key, value in patch.items():
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = strategic_merge_patch(result.get(key), value, key)
+        return result
+    if isinstance(patch, list) and field_name in MERGE_KEYS and isinstance(target, list):
+        key = MERGE_KEYS[field_name]
+        if key is None:  # a set of scalars
+            return list(target) + [v for v in patch if v not in target]
+        result = copy.deepcopy(target)
+        for item in patch:
+            if not isinstance(item, dict) or key not in item:
+                raise ApiError(422, "Invalid", f"{field_name}: each element of a merged list needs its key {key!r}")
+            at = next((i for i, old in enumerate(result) if old.get(key) == item[key]), None)
+            if item.get("$patch") == "delete":
+                if at is not None:
+                    result.pop(at)
+            elif at is None:
+                result.append(copy.deepcopy(item))
+            else:
+                result[at] = strategic_merge_patch(result[at], item, field_name)
+        return result
+    return copy.deepcopy(patch)
+
+
+# ---------------------------------------------------------------- RBAC
+def load_role(path: Path) -> list[Obj]:
+    """The rules of the one Role in a manifest file (the worker's, as the cluster would grant it)."""
+    import yaml
+
+    (role,) = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Role"]
+    return role["rules"]
+
+
+def _verb(method: str, named: bool, query: dict[str, str]) -> str:
+    if method == "GET":
+        return "watch" if query.get("watch") == "true" else ("get" if named else "list")
+    return {"POST": "create", "PATCH": "patch", "PUT": "update"}.get(method) or ("delete" if named else "deletecollection")
+
+
+def _allowed(rules: list[Obj], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in r.get("apiGroups", ()) and resource in r.get("resources", ()) and verb in r.get("verbs", ())
+        for r in rules
+    )
+
+
 # ---------------------------------------------------------------- the server
 class FakeApiServer:
-    def __init__(self, namespaces: set[str] | None = None) -> None:
+    def __init__(self, namespaces: set[str] | None = None, rules: list[Obj] | None = None) -> None:
         self.namespaces = namespaces if namespaces is not None else {"agents"}
+        # RBAC: the client is a service account bound to these rules in every namespace served
+        # (None: everything allowed). Each refusal is recorded, so a test can show what was asked.
+        self.rules = rules
+        self.forbidden: list[tuple[str, str, str]] = []  # (verb, group, resource)
         self.objects: dict[tuple[str, str, str], Obj] = {}  # (resource, namespace, name) -> stored object
         self.logs: dict[tuple[str, str], list[str]] = {}  # (namespace, pod) -> lines
         self.requests: list[Request] = []
@@ -344,6 +413,7 @@ class FakeApiServer:
         if m is None or m[2] not in RESOURCES or (m[2] == "jobs") != path.startswith("/apis/batch/v1"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         namespace, resource, name, sub = m[1], m[2], m[3], m[4]
+        self._authorize(request, resource, namespace, name, sub)
         if sub == "log" and resource == "pods" and method == "GET":
             return 200, self._logs(namespace, name, request.query), "text/plain"
         if name is None and method == "GET":
@@ -357,6 +427,23 @@ class FakeApiServer:
         if name is not None and sub is None and method == "DELETE":
             return 200, self._delete(resource, namespace, name, request), "application/json"
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _authorize(self, request: Request, resource: str, namespace: str, name: str | None, sub: str | None) -> None:
+        if self.rules is None:
+            return
+        group = RESOURCES[resource].group
+        verb = _verb(request.method, name is not None, request.query)
+        rbac_resource = f"{resource}/{sub}" if sub else resource
+        if _allowed(self.rules, group, rbac_resource, verb):
+            return
+        self.forbidden.append((verb, group, rbac_resource))
+        what = f'{RESOURCES[resource].qualified(resource)} "{name}"' if name else RESOURCES[resource].qualified(resource)
+        raise ApiError(
+            403, "Forbidden",
+            f'{what} is forbidden: User "system:serviceaccount:nexus:worker" cannot {verb} resource '
+            f'"{rbac_resource}" in API group "{group}" in the namespace "{namespace}"',
+            {"name": name or "", "group": group, "kind": resource},
+        )
 
     # ------------------------------------------------------------ REST verbs
     def _not_found(self, resource: str, name: str) -> ApiError:
@@ -430,9 +517,13 @@ class FakeApiServer:
 
     def _patch(self, resource: str, namespace: str, name: str, request: Request) -> Obj:
         current = self._get(resource, namespace, name)
-        if request.headers.get("content-type") not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        content_type = request.headers.get("content-type")
+        if content_type == "application/merge-patch+json":
+            patched = merge_patch(current, request.json())
+        elif content_type == "application/strategic-merge-patch+json":
+            patched = strategic_merge_patch(current, request.json())
+        else:
             raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format")
-        patched = merge_patch(current, request.json())
         if patched["metadata"].get("uid") != current["metadata"]["uid"]:
             raise ApiError(422, "Invalid", "metadata.uid: Invalid value: field is immutable")
         if resource == "secrets" and current.get("immutable") and patched.get("data") != current.get("data"):

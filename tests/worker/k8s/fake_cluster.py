@@ -26,10 +26,29 @@ def _condition(kind: str, reason: str, message: str, now: str, status: str = "Tr
 
 
 class FakeCluster:
-    def __init__(self, apiserver: FakeApiServer, namespace: str = "agents") -> None:
+    def __init__(self, apiserver: FakeApiServer, namespace: str = "agents", lagging: bool = False) -> None:
+        """`lagging`: the Job controller acts only when the test calls `reconcile()`, as a real one
+        acts some time after a write; otherwise it reacts within the write (the simpler default)."""
         self.apiserver = apiserver
         self.namespace = namespace
-        apiserver.reactions.append(self._job_controller)
+        self.lagging = lagging
+        self._pending: list[str] = []  # Jobs written since the controller last ran (lagging mode)
+        apiserver.reactions.append(self._on_write)
+
+    def _on_write(self, event: str, resource: str, obj: Obj) -> None:
+        if not self.lagging:
+            self._job_controller(event, resource, obj)
+        elif resource == "jobs" and event != "DELETED" and obj["metadata"]["name"] not in self._pending:
+            self._pending.append(obj["metadata"]["name"])
+
+    def reconcile(self) -> None:
+        """Let a lagging controller catch up with every Job written since it last ran."""
+        pending, self._pending = self._pending, []
+        for name in pending:
+            job = self.apiserver.get("jobs", self.namespace, name)
+            if job is not None:
+                self._complete_if_pods_finished(job)
+                self._job_controller("MODIFIED", "jobs", job)
 
     # ------------------------------------------------------------ reading
     def jobs(self) -> list[Obj]:
@@ -203,6 +222,19 @@ class FakeCluster:
         pod["metadata"]["finalizers"] = []
         self.apiserver.update("pods", pod)
         job = self.job(job_name)
+        if self.lagging:  # the pod is over; the Job says so only once its controller has run
+            job["status"].update(active=0, ready=0, uncountedTerminatedPods={"succeeded" if exit_code == 0 else "failed": [pod["metadata"]["uid"]]})
+            self.apiserver.update("jobs", job)
+            return
+        self._conclude(job, exit_code, now)
+
+    def _complete_if_pods_finished(self, job: Obj) -> None:
+        uncounted = job["status"].get("uncountedTerminatedPods") or {}
+        if uncounted.get("succeeded") or uncounted.get("failed"):
+            job["status"]["uncountedTerminatedPods"] = {}
+            self._conclude(job, 0 if uncounted.get("succeeded") else 1, self.apiserver.now())
+
+    def _conclude(self, job: Obj, exit_code: int, now: str) -> None:
         if exit_code == 0:
             conditions = [
                 _condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now),

@@ -187,7 +187,7 @@ class Run(Document):
 
 
 class Session(Document):
-    id: str  # the sessionId of seed 004
+    id: str  # the session contract's sessionId
     run_id: str
     project_path: str = ""
     parent_session_id: str | None = None

@@ -1,6 +1,6 @@
-"""The session contract of seed 004: what an AI actually did, change by change.
+"""The session contract: what an AI actually did, change by change.
 
-Field names on the wire are camelCase (relPath, exitCode, parentSessionId) as in the seed."""
+Field names on the wire are camelCase (relPath, exitCode, parentSessionId) as in the session contract."""
 
 from typing import Literal
 

@@ -1,26 +1,32 @@
 """Connecting, declaring streams and publishing. Kept light: agent-runner imports this at start."""
 
+import asyncio
 from typing import Any
 
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
 
 
 async def connect(url: str, name: str, **options: Any) -> NATS:
+    """`url` may list several servers, comma-separated (the nodes of a cluster): the client starts
+    with any that answers and, when its node goes, reconnects to another."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
+        servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **options
     )
 
 
-def _stream_config(s: StreamSpec) -> StreamConfig:
+def _stream_config(s: StreamSpec, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
+        num_replicas=replicas,
         name=s.name,
         subjects=list(s.subjects),
         retention=RetentionPolicy.WORK_QUEUE if s.retention == "workqueue" else RetentionPolicy.LIMITS,
@@ -31,19 +37,36 @@ def _stream_config(s: StreamSpec) -> StreamConfig:
     )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the streams, or bring their config up to date; safe to call from every service."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the streams, or bring their config up to date (replica count included: an existing
+    stream is updated in place, never recreated, so nothing stored is lost); safe from every service."""
     for s in STREAMS:
-        cfg = _stream_config(s)
+        await _ensure_stream(js, _stream_config(s, replicas))
+
+
+async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
+    try:
+        await js.stream_info(cfg.name)
+    except NotFoundError:
         try:
-            await js.stream_info(s.name)
-        except NotFoundError:
-            try:
-                await js.add_stream(cfg)
-                continue
-            except BadRequestError:  # another service created it in between
-                pass
+            await js.add_stream(cfg)
+            return
+        except BadRequestError:  # another service created it in between
+            pass
+    await js.update_stream(cfg)
+
+
+async def ensure_key_value(js: JetStreamContext, bucket: str, *, ttl_s: float, history: int = 1,
+                           replicas: int = 1) -> KeyValue:
+    """A KV bucket with this config: created, or its backing stream updated in place (replicas too)."""
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl_s, history=history, replicas=replicas))
+    except BadRequestError:  # it exists with another config: update its stream, keep its keys
+        info = await js.stream_info(f"KV_{bucket}")
+        cfg = info.config
+        cfg.num_replicas, cfg.max_age, cfg.max_msgs_per_subject = replicas, ttl_s, history
         await js.update_stream(cfg)
+        return await js.key_value(bucket)
 
 
 def trace_headers() -> dict[str, str]:
@@ -79,5 +102,26 @@ class Publisher:
             type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
         )
         headers = {"Nats-Msg-Id": env.id, **trace_headers()}
-        await self.js.publish(subject or m.subject_for(**subject_params), encode(env), headers=headers)
+        await publish_retrying(self.js, subject or m.subject_for(**subject_params), encode(env), headers)
         return env
+
+
+# While a cluster node is lost or a stream elects a new leader (seconds), JetStream answers "no
+# responders" or times out. A publish is retried with backoff for this long: the message id makes
+# a retry of a publish that did land a duplicate JetStream drops.
+PUBLISH_RETRY_S = 30.0
+
+
+async def publish_retrying(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str],
+                           budget_s: float = PUBLISH_RETRY_S) -> None:
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + budget_s, 0.1
+    while True:
+        try:
+            await js.publish(subject, payload, headers=headers)
+            return
+        except (nats.errors.TimeoutError, NoStreamResponseError, ServiceUnavailableError):
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

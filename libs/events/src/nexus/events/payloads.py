@@ -12,7 +12,7 @@ class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-# ---------------------------------------------------------------- the run config (seed 000)
+# ---------------------------------------------------------------- the run config
 class RepoSpec(Payload):
     url: str
     ref: str = "main"  # what to clone

@@ -34,9 +34,23 @@ def _channel_name(m: MessageSpec) -> str:
     return m.type.replace(".", "_")
 
 
+def _asyncapi_schema(node: object) -> object:
+    """msgspec writes OpenAPI's object-style `discriminator` ({propertyName, mapping}); an AsyncAPI
+    schema's `discriminator` is the property's name, a string."""
+    if isinstance(node, dict):
+        out = {k: _asyncapi_schema(v) for k, v in node.items()}
+        if isinstance(out.get("discriminator"), dict):
+            out["discriminator"] = out["discriminator"]["propertyName"]
+        return out
+    if isinstance(node, list):
+        return [_asyncapi_schema(v) for v in node]
+    return node
+
+
 def asyncapi() -> dict:
     payloads = [m.payload for m in MESSAGES] + [Envelope]
     _, components = msgspec.json.schema_components(payloads, ref_template=REF_PREFIX)
+    components = _asyncapi_schema(components)
     stream_of = {s.name: s for s in STREAMS}
     channels, operations, messages = {}, {}, {}
     for m in MESSAGES:
@@ -91,7 +105,7 @@ def render() -> dict[str, str]:
     files = {"asyncapi.json": _dump(asyncapi())}
     rc = msgspec.json.schema(RunConfig)
     rc.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RunConfig",
-               "description": "What core-api hands a run: the agent as data (seed 000)."})
+               "description": "What core-api hands a run: the agent as data."})
     files["run-config.schema.json"] = _dump(rc)
     env = msgspec.json.schema(Envelope)
     env.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Envelope"})

@@ -1,7 +1,7 @@
 """`nexus-kernel demo`: N agents passing tokens around a ring, with live throughput.
 
 Each agent starts holding one token and hands every token it receives to the next agent
-(by returning a message, which the kernel routes). The seed's demo messages are sent too:
+(by returning a message, which the kernel routes). The demo's classic messages are sent too:
 a ping Event to the first agent and `calculate` Commands along the chain, answered 42.
 """
 

@@ -17,6 +17,8 @@ class CommonSettings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     log_format: str = "json"
     otlp_endpoint: str | None = None
+    # JetStream streams and KV buckets: 1 on one machine, 3 on a three-node production cluster.
+    jetstream_replicas: int = 1
 
 
 def bootstrap(service: str, settings: CommonSettings) -> None:

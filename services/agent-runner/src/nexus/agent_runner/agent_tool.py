@@ -1,4 +1,4 @@
-"""nexus-agent-tool: the hypervisor as a JSON-only CLI (seed 004), so an external coding CLI can
+"""nexus-agent-tool: the hypervisor as a JSON-only CLI, so an external coding CLI can
 be the brain while the hypervisor keeps the record.
 
     nexus-agent-tool start --project DIR [--parent ID] [--backend NAME] [--session-id ID] [--permissions FILE]
@@ -202,7 +202,7 @@ def cmd_finish(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nexus-agent-tool", description="The Nexus hypervisor as a JSON-only CLI (seed 004).")
+    parser = _Parser(prog="nexus-agent-tool", description="The Nexus hypervisor as a JSON-only CLI.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_session(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:

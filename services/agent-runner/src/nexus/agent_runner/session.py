@@ -35,7 +35,7 @@ def _now() -> str:
 
 
 def backend(cfg: RunConfig) -> str:
-    """The session's backend (seed 004): the provider, or for an external CLI the CLI's name."""
+    """The session's backend: the provider, or for an external CLI the CLI's name."""
     if cfg.llm.provider == "external" and cfg.llm.command:
         return cfg.llm.model if cfg.llm.model != "scripted" else Path(cfg.llm.command[0]).name
     return cfg.llm.provider

@@ -46,7 +46,7 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     await links.ensure_indexes()
     nc = await connect(settings.nats_url, "board-sync")
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, settings.jetstream_replicas)
     publisher = Publisher(js, "board-sync")
 
     async def cancel(cmd) -> None:
@@ -55,7 +55,8 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     resolver = ProviderResolver(database["board_providers"], SecretStore(Path(settings.secrets_dir), environ))
     syncer = Syncer(links, resolver, nexus_url=settings.api_url, cancel=cancel,
                     crash_after_create_file=settings.crash_after_create_file)
-    broker = NatsBroker(settings.nats_url, name="board-sync-handlers", max_reconnect_attempts=-1)
+    servers = [u.strip() for u in settings.nats_url.split(",") if u.strip()]  # every node of a cluster
+    broker = NatsBroker(servers, name="board-sync-handlers", max_reconnect_attempts=-1)
     register(broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver,
              ack_wait_s=settings.ack_wait_s)
 

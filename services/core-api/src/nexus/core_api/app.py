@@ -65,7 +65,7 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
         install_cache(cache)
         nc = await connect(settings.nats_url, "core-api")
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, settings.jetstream_replicas)
         ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"),
                       secrets=SecretStore(Path(settings.secrets_dir), environ or {}))
         app.state.ctx = ctx

@@ -7,11 +7,10 @@ import os
 import socket
 from pathlib import Path
 
-from nats.js.api import KeyValueConfig
 
 from nexus.db.connection import connect_db, ping
 from nexus.domain.settings import load_settings
-from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_streams
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import consume
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
@@ -57,9 +56,9 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
     nc = await connect(settings.nats_url, "worker")
     js = nc.jetstream()
-    await ensure_streams(js)
-    claims = await js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
-    workers = await js.create_key_value(KeyValueConfig(bucket=WORKERS_BUCKET, ttl=86400, history=1))
+    await ensure_streams(js, settings.jetstream_replicas)
+    claims = await ensure_key_value(js, LAUNCH_BUCKET, ttl_s=7 * 86400, replicas=settings.jetstream_replicas)
+    workers = await ensure_key_value(js, WORKERS_BUCKET, ttl_s=86400, replicas=settings.jetstream_replicas)
     ops = await start_ops(settings, lambda: ping(db))
     runtime = build_runtime(settings, environ)
     publisher = Publisher(js, "worker")

@@ -1,4 +1,4 @@
-"""Sessions (seed 004): one list, one session, and a run's meta/child tree, all in the camelCase contract."""
+"""Sessions: one list, one session, and a run's meta/child tree, all in the camelCase contract."""
 
 from typing import Annotated, Any
 

@@ -1,4 +1,4 @@
-"""Sessions (seed 004) as core-api stores them: opened by the runner, changes appended once each."""
+"""Sessions as core-api stores them: opened by the runner, changes appended once each."""
 
 import msgspec
 

@@ -1,1 +1,1 @@
-"""Runtimes turn a launch request into an isolated execution of agent-runner (seed 000's AgentRuntime)."""
+"""Runtimes turn a launch request into an isolated execution of agent-runner."""

@@ -1,0 +1,131 @@
+"""Import contracts, read from the code itself (every import, function-local ones included):
+
+- each workspace package declares, in its own pyproject, every distribution its code imports
+  (an image built with `uv sync --package <it>` has exactly those, so a missing one is a crash
+  at start in production that a development venv with everything installed never shows);
+- libs never import a service; the domain imports nothing of ours but itself;
+- no service imports another service.
+"""
+
+import ast
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS = sorted(p.parent for p in ROOT.glob("*/*/pyproject.toml"))
+# Imported only under `if TYPE_CHECKING:` or by tests of the package: nothing to declare.
+_PY_DIST = packages_distributions()
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _project(pkg_dir: Path) -> dict:
+    return tomllib.loads((pkg_dir / "pyproject.toml").read_text())["project"]
+
+
+def _declared(pkg_dir: Path) -> set[str]:
+    deps = set()
+    for spec in _project(pkg_dir).get("dependencies", []):
+        name = spec.split(";")[0].split("[")[0]
+        for sep in "<>=!~ ":
+            name = name.split(sep)[0]
+        deps.add(_norm(name))
+    return deps
+
+
+def _workspace_modules() -> dict[str, str]:
+    """`nexus.db` → `nexus-db`: which workspace distribution provides each `nexus.*` package."""
+    out = {}
+    for pkg_dir in PACKAGE_DIRS:
+        for sub in (pkg_dir / "src" / "nexus").iterdir() if (pkg_dir / "src" / "nexus").is_dir() else ():
+            if sub.is_dir() and (sub / "__init__.py").exists():
+                out[f"nexus.{sub.name}"] = _norm(_project(pkg_dir)["name"])
+    return out
+
+
+WORKSPACE = _workspace_modules()
+
+
+def _imports(pkg_dir: Path) -> dict[str, set[str]]:
+    """Every imported module name → the files importing it (relative imports excluded)."""
+    found: dict[str, set[str]] = {}
+    for path in (pkg_dir / "src").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def _distribution_of(module: str) -> str | None:
+    """None for the standard library; the workspace or PyPI distribution otherwise."""
+    parts = module.split(".")
+    if parts[0] == "nexus" and len(parts) > 1:
+        return WORKSPACE.get(f"nexus.{parts[1]}", f"<unknown nexus.{parts[1]}>")
+    top = parts[0]
+    if top in sys.stdlib_module_names or top == "__future__":
+        return None
+    dists = _PY_DIST.get(top)
+    return _norm(dists[0]) if dists else f"<not installed: {top}>"
+
+
+def _ids(dirs):
+    return [str(d.relative_to(ROOT)) for d in dirs]
+
+
+@pytest.mark.parametrize("pkg_dir", PACKAGE_DIRS, ids=_ids(PACKAGE_DIRS))
+def test_every_imported_distribution_is_declared(pkg_dir: Path) -> None:
+    own = _norm(_project(pkg_dir)["name"])
+    declared = _declared(pkg_dir)
+    missing = {}
+    for module, files in _imports(pkg_dir).items():
+        dist = _distribution_of(module)
+        if dist is None or dist == own or dist in declared:
+            continue
+        missing.setdefault(dist, set()).update(files)
+    assert not missing, f"{own} imports undeclared distributions: " + "; ".join(
+        f"{d} (in {', '.join(sorted(f)[:3])})" for d, f in sorted(missing.items())
+    )
+
+
+def _layer(pkg_dir: Path) -> str:
+    return pkg_dir.parent.name  # libs / services / clients / tools
+
+
+@pytest.mark.parametrize("pkg_dir", PACKAGE_DIRS, ids=_ids(PACKAGE_DIRS))
+def test_layers_are_respected(pkg_dir: Path) -> None:
+    own = _norm(_project(pkg_dir)["name"])
+    services = {d for p, d in ((p, _norm(_project(p)["name"])) for p in PACKAGE_DIRS) if _layer(p) == "services"}
+    wrong = []
+    for module, files in _imports(pkg_dir).items():
+        dist = _distribution_of(module)
+        if dist is None or not dist.startswith("nexus") or dist == own:
+            continue
+        if _layer(pkg_dir) == "libs" and dist in services:
+            wrong.append(f"a lib imports the service {dist} ({sorted(files)[0]})")
+        if own == "nexus-domain":
+            wrong.append(f"the domain imports {dist} ({sorted(files)[0]})")
+        if _layer(pkg_dir) == "services" and dist in services:
+            wrong.append(f"service {own} imports service {dist} ({sorted(files)[0]})")
+    assert not wrong, "; ".join(wrong)
+
+
+def test_the_contracts_see_real_imports() -> None:
+    """The checks above are only as good as the import scan: it must find function-local imports."""
+    worker = next(d for d in PACKAGE_DIRS if d.name == "worker")
+    found = _imports(worker)
+    assert any(m.startswith("nexus.db") for m in found)
+    assert _distribution_of("nexus.db.documents") == "nexus-db"
+    assert _distribution_of("os") is None
+    assert _distribution_of("msgspec") == "msgspec"
