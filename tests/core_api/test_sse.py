@@ -91,3 +91,18 @@ async def test_run_events_resume_and_end_after_the_final_status(http: httpx.Asyn
         assert [int(m["id"]) for m in data] == sorted(int(m["id"]) for m in data) and int(data[0]["id"]) > int(events[-1]["id"])
     finally:
         await nc.drain()
+
+
+async def test_board_card_moves_resume_after_a_disconnect(http: httpx.AsyncClient) -> None:
+    task = (await http.post("/v1/tasks", json={"title": "card", "status": "backlog"})).json()["id"]
+
+    def moves(msgs: list[dict]) -> list[str]:
+        return [m["data"]["data"]["column"] for m in msgs if m.get("event") == "board.card_moved" and m["data"]["data"]["task_id"] == task]
+
+    got = await collect(sse(http, "/v1/board/events"), lambda ms: moves(ms) == ["backlog"])
+    last_id = next(m["id"] for m in got if m.get("event") == "board.card_moved" and m["data"]["data"]["task_id"] == task)
+    r = await http.post(f"/v1/board/cards/{task}/move", json={"column": "failed_cancelled"})
+    assert r.status_code == 200, r.text
+    # reconnecting after the last move seen gives the next move, not the first one again
+    got = await collect(sse(http, "/v1/board/events", last_id=last_id), lambda ms: bool(moves(ms)))
+    assert moves(got) == ["failed_cancelled"]

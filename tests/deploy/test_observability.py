@@ -31,8 +31,14 @@ NEXUS_METRICS = {
     "nexus_dlq_messages_total",
     "nexus_kernel_mailbox_depth",
     "nexus_llm_tokens_total",
+    "nexus_board_sync_lag_seconds",
+    "nexus_board_provider_calls_total",
+    "nexus_board_sync_queue_depth",
+    "nexus_board_drift_repaired_total",
+    "nexus_board_external_changes_total",
 }
-HISTOGRAMS = {"nexus_http_request_duration_seconds", "nexus_run_duration_seconds", "nexus_dispatch_latency_seconds"}
+HISTOGRAMS = {"nexus_http_request_duration_seconds", "nexus_run_duration_seconds", "nexus_dispatch_latency_seconds",
+              "nexus_board_sync_lag_seconds"}
 # Consumer lag is JetStream's own number, exported by the NATS exporter sidecar in
 # k8s/infra/nats.yaml: no service can see another consumer's backlog.
 NATS_EXPORTER_METRICS = {"jetstream_consumer_num_pending", "jetstream_consumer_num_ack_pending"}
@@ -159,6 +165,7 @@ def test_overview_shows_every_metric_and_view():
     assert has("nexus_http_requests_total", "by (route)", 'status=~"5.."')
     assert has("nexus_http_request_duration_seconds", "by (route, le)")
     assert has("jetstream_consumer_num_pending", "consumer_name")
+    assert has("nexus_board_sync_lag_seconds", "histogram_quantile(0.99,") and has("nexus_board_provider_calls_total", "outcome")
 
 
 def test_grafana_in_kubernetes_opens_on_a_dashboard_that_exists():

@@ -181,3 +181,20 @@ def test_config_view_and_use_context_never_print_a_key(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "* prod" in r.stdout and "https://prod" in r.stdout
     assert "nxk_" not in r.output
+
+
+# ------------------------------------------------------------------------------ board
+
+
+def test_board_prints_columns_side_by_side():
+    from nexus.nexusctl.commands.board import columns_text
+
+    board = {"columns": [
+        {"id": "backlog", "title": "Backlog", "cards": [{"title": "Write the docs", "run": None, "approvals_waiting": 0, "cost_usd": 0}]},
+        {"id": "running", "title": "Running", "cards": [
+            {"title": "Ship login", "run": {"id": "run_1", "status": "running"}, "approvals_waiting": 1, "cost_usd": 0.125}]},
+    ]}
+    lines = columns_text(board, width=36).splitlines()
+    assert lines[0].startswith("Backlog (1)") and "│ Running (1)" in lines[0]
+    assert lines[2].startswith("Write the docs") and lines[2].rstrip().endswith("Ship login")
+    assert lines[3].rstrip().endswith("running · 1 approval(s) · $0.12")

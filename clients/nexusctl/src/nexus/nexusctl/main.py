@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from nexus.nexusctl.commands import admin, resources, runs
+from nexus.nexusctl.commands import admin, board, resources, runs
 from nexus.nexusctl.commands.chat import chat
 from nexus.nexusctl.commands.apply_cmd import apply
 from nexus.nexusctl.state import State
@@ -41,6 +41,7 @@ app.add_typer(admin.approvals, name="approvals")
 app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.config, name="config")
 app.add_typer(chat, name="chat")
+app.add_typer(board.app, name="board")
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("core.plan_children", "nexus.cmd.core.plan_children.{run_id}", p.PlanChildren, CMDS_STREAM,
                 "A meta session sends its child tasks (meta-plan.json)."),
     _cmd("core.fire_schedule", p.FireSchedule, "The worker's clock fires one occurrence of a schedule."),
+    _cmd("core.cancel_task", p.CancelTask, "board-sync relays a card cancelled on an external board."),
     _run("status", p.RunStatusChanged, "The runner's view of the run: running, waiting_approval, final."),
     _run("log", p.RunLog, "A log line from the runner."),
     _run("llm", p.LLMCalled, "One model call: tokens, cost, tool calls asked for."),
@@ -88,6 +89,8 @@ MESSAGES: tuple[MessageSpec, ...] = (
     _evt("run.timed_out", p.RunChanged, "A run passed its wall-clock limit."),
     _evt("approval.requested", p.ApprovalRequested, "A run waits for a human decision."),
     _evt("approval.decided", p.ApprovalDecided, "A human (or the clock) decided."),
+    _evt("board.card_moved", p.BoardCardMoved, "A card changed column or rank on the internal board."),
+    _evt("board.external_changed", p.BoardExternalChanged, "A verified external board webhook, for board-sync."),
     MessageSpec("dlq", "nexus.dlq.{original_subject}", p.DeadLetter, DLQ_STREAM, "A message no consumer could handle."),
 )
 

@@ -156,6 +156,15 @@ async def settle(js: JetStreamContext, msg: Msg, durable: str, deliveries: int, 
         CONSUMED.labels(durable, "retried").inc()
 
 
+def _metadata(msg: Msg) -> Any:
+    """JetStream's delivery metadata, or None for a message that did not come from a stream
+    (FastStream's test broker hands handlers plain messages)."""
+    try:
+        return msg.metadata
+    except Exception:  # noqa: BLE001 — nats raises NotJSMessageError, or ValueError on an odd reply subject
+        return None
+
+
 async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
     try:
         await _handle(js, msg, durable, handler, max_deliver)
@@ -166,7 +175,7 @@ async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Han
 
 
 async def _handle(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
-    meta = msg.metadata
+    meta = _metadata(msg)
     deliveries = meta.num_delivered if meta else 1
     try:
         env, payload = decode_message(msg)
@@ -287,7 +296,7 @@ async def consume_once(
 
     async def run(m: Msg) -> None:
         async with sem:
-            await _handle_one(js, m, durable, handler, max_deliver)
+            await handle_message(js, m, durable, handler, max_deliver)
 
     try:
         while not stop.is_set():
@@ -309,12 +318,12 @@ async def consume_once(
                         if group_handler is not None and await _handle_group(js, group, durable, group_handler):
                             return
                         for m in group:
-                            await _handle_one(js, m, durable, handler, max_deliver)
+                            await handle_message(js, m, durable, handler, max_deliver)
 
                 await asyncio.gather(*(run_group(g) for g in groups.values()))
             elif concurrency == 1:
                 for m in msgs:
-                    await _handle_one(js, m, durable, handler, max_deliver)
+                    await handle_message(js, m, durable, handler, max_deliver)
             else:
                 await asyncio.gather(*(run(m) for m in msgs))
     finally:

@@ -1,31 +1,88 @@
-"""FastStream subscribers that behave like `consume()`: a durable JetStream pull consumer with
-explicit ack, the envelope decoded by the catalog into its msgspec payload, poison and exhausted
-messages dead-lettered to `nexus.dlq.<subject>`. Import only from services that depend on faststream."""
+"""FastStream subscribers that keep our envelopes and our dead-letter rule.
 
+A service at the edge (board-sync, telegram-gateway) declares its handlers with FastStream — one
+decorated function per subject, its test broker for handler tests — while the message stays ours:
+the envelope is decoded with msgspec by the catalog, and the handler's outcome is settled
+explicitly (ack; nak with backoff; dead-letter to `nexus.dlq.<subject>` and term) by the same
+`handle_message` the raw nats-py consumers use."""
+
+from typing import Any
+
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nexus.events.consumer import Handler, handle_message
 
 
-def durable_subscriber(broker: NatsBroker, *, subject: str, stream: str, durable: str, max_deliver: int = 5,
-                       ack_wait_s: float = 30.0, deliver_new: bool = False):
-    """Register `handler(Delivery)` on `subject`. `deliver_new`: a consumer created now starts at new
-    messages instead of the stream's whole history (alerts about last week help nobody)."""
+def broker_options(url: str, user: str, creds: str = "") -> dict[str, Any]:
+    """How a service's FastStream broker connects: every node of the URL list, and with `creds` as
+    the service's own NATS user, replies under its inbox prefix (the same as nexus.events.bus.connect)."""
+    from nexus.events.permissions import inbox_prefix
+
+    options: dict[str, Any] = {"servers": [u.strip() for u in url.split(",") if u.strip()], "max_reconnect_attempts": -1}
+    if creds:
+        from nats.aio.client import RawCredentials
+
+        options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
+        options["inbox_prefix"] = inbox_prefix(user)
+    return options
+
+
+class BrokerPublisher:
+    """What `dead_letter` needs of a JetStream context, over the broker (real or test)."""
+
+    def __init__(self, broker: NatsBroker, stream: str) -> None:
+        self.broker = broker
+        self.stream = stream
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        await self.broker.publish(payload, subject, headers=headers, stream=self.stream)
+
+
+def durable_subscriber(
+    broker: NatsBroker,
+    subject: str,
+    handler: Handler | None = None,
+    *,
+    stream: str,
+    durable: str,
+    max_deliver: int = 5,
+    ack_wait_s: float = 30.0,
+    batch: int = 1,
+    deliver_new: bool = False,
+) -> Any:
+    """Register `handler(Delivery)` on a durable JetStream pull consumer named `durable` (or, without
+    a handler, return a decorator that does). FastStream handles the messages of one fetched batch
+    concurrently: the default batch of one keeps the subject's order (a handler that waits holds the
+    ones behind it). `deliver_new`: a consumer created now starts at new messages instead of the
+    stream's whole history (alerts about last week help nobody)."""
+    from nexus.events.catalog import DLQ_STREAM
+
+    dlq = BrokerPublisher(broker, DLQ_STREAM)
     config = ConsumerConfig(
-        durable_name=durable, ack_policy=JsAckPolicy.EXPLICIT, max_deliver=max_deliver, ack_wait=ack_wait_s,
-        deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL, filter_subject=subject,
+        durable_name=durable,
+        ack_policy=JsAckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.NEW if deliver_new else DeliverPolicy.ALL,
+        max_deliver=max_deliver,
+        ack_wait=ack_wait_s,
+        filter_subject=subject,
     )
 
-    def register(handler: Handler):
-        # One message per fetch: FastStream handles a fetched batch concurrently, and alerts keep their order.
-        @broker.subscriber(subject, stream=JStream(stream, declare=False), durable=durable, config=config,
-                           pull_sub=PullSub(batch_size=1, timeout=1.0), ack_policy=AckPolicy.MANUAL)
+    def register(h: Handler) -> Any:
         async def on_message(msg: NatsMessage) -> None:
-            await handle_message(broker.config.connection_state.stream, msg.raw_message, durable, handler, max_deliver)
+            await handle_message(dlq, msg.raw_message, durable, h, max_deliver)
 
-        return on_message
+        on_message.__name__ = f"on_{durable.replace('-', '_')}"
+        return broker.subscriber(
+            subject,
+            stream=JStream(name=stream, declare=False),
+            durable=durable,
+            config=config,
+            pull_sub=PullSub(batch_size=batch, timeout=0.5),
+            ack_policy=AckPolicy.MANUAL,
+        )(on_message)
 
-    return register
+    return register(handler) if handler is not None else register

@@ -272,3 +272,37 @@ class FireSchedule(Payload):
     occurrence_at: Annotated[str, msgspec.Meta(max_length=64)]  # ISO 8601, UTC
     occurrence_id: Ref
     late: bool = False  # a missed occurrence fired by catch-up
+
+
+# ---------------------------------------------------------------- the board
+class BoardCardMoved(Payload):
+    """A card changed column or rank on the internal board (what the board's SSE feed carries)."""
+
+    task_id: str
+    column: str
+    rank: float | None = None  # set when a person placed the card
+    goal_id: str | None = None
+    repository_id: str | None = None
+    previous_column: str | None = None
+
+
+class BoardExternalChanged(Payload):
+    """A verified webhook delivery from an external board, forwarded by core-api to board-sync."""
+
+    provider: Literal["plane", "jira"]
+    delivery_id: str
+    event: str  # plane: issue | issue_comment | …; jira: jira:issue_updated | comment_created | …
+    action: str = ""
+    item_id: str = ""
+    actor: str = ""
+    comment: str = ""  # a comment's text, when the delivery is one
+    body: str = ""  # the delivery as received (JSON text)
+
+
+class CancelTask(Payload):
+    """board-sync asks core-api to cancel a task because its card was cancelled on an external board."""
+
+    task_id: str
+    provider: str
+    actor: str = ""
+    reason: str = ""

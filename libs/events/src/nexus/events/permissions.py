@@ -73,13 +73,25 @@ def ephemeral_readers(stream: str) -> list[str]:
 
 
 def _service(user: str, publishes: list[str], durables: list[Durable], *, extra_pub: list[str] = (),  # type: ignore[assignment]
-             subscribes: list[str] = ()) -> Permissions:  # type: ignore[assignment]
+             subscribes: list[str] = (), responds: bool = False) -> Permissions:  # type: ignore[assignment]
     dlq = [subject("dlq")] if durables else []  # a consumer dead-letters what it cannot handle
     pub = [*publishes, *dlq, *stream_admin(), *(a for d in durables for a in durable_api(d)), *extra_pub]
-    return Permissions(pub_allow=tuple(dict.fromkeys(pub)), sub_allow=(f"{inbox_prefix(user)}.>", *subscribes))
+    return Permissions(pub_allow=tuple(dict.fromkeys(pub)), sub_allow=(f"{inbox_prefix(user)}.>", *subscribes),
+                       allow_responses=responds)
+
+
+# Request/reply queries core-api answers (the gateway's reads): core NATS, no stream.
+CORE_QUERIES = "nexus.rpc.core.*"
 
 
 CORE_API_DURABLES = [Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"), Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>")]
+BOARD_SYNC_DURABLES = [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
+                       Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),
+                       Durable(EVENTS_STREAM, "board-sync-external", subject("board.external_changed"))]
+GATEWAY_DURABLES = [Durable(EVENTS_STREAM, "telegram-gw-approvals", "nexus.evt.approval.>"),
+                    Durable(EVENTS_STREAM, "telegram-gw-runs", "nexus.evt.run.>"),
+                    Durable(EVENTS_STREAM, "telegram-gw-goals", "nexus.evt.goal.>"),
+                    Durable(EVENTS_STREAM, "telegram-gw-tasks", subject("task.created"))]
 WORKER_DURABLES = [Durable(CMDS_STREAM, "worker-launch", subject("worker.launch_run")),
                    Durable(CMDS_STREAM, "worker-cancel", subject("worker.cancel_run"))]
 
@@ -89,7 +101,11 @@ SERVICES: dict[str, Permissions] = {
         ["nexus.evt.>", subject("worker.launch_run"), subject("worker.cancel_run"),
          *(subject(f"run.{k}") for k in CORE_ONLY_RUN_KINDS)],
         CORE_API_DURABLES,
-        extra_pub=[*ephemeral_readers(RUNS_STREAM), *ephemeral_readers(EVENTS_STREAM)],
+        # SSE replays; the last status of a run read straight from its stream (an exit without its verdict)
+        extra_pub=[*ephemeral_readers(RUNS_STREAM), *ephemeral_readers(EVENTS_STREAM),
+                   f"$JS.API.STREAM.MSG.GET.{RUNS_STREAM}", f"$JS.API.DIRECT.GET.{RUNS_STREAM}", f"$JS.API.DIRECT.GET.{RUNS_STREAM}.>"],
+        subscribes=[CORE_QUERIES],  # answers the gateway's queries (replies are responses)
+        responds=True,
     ),
     "worker": _service(
         "worker",
@@ -99,11 +115,12 @@ SERVICES: dict[str, Permissions] = {
         # every worker hears every cancel (core NATS) and watches runs' liveness
         subscribes=[subject("worker.cancel_run"), subject("run.heartbeat"), subject("run.status"), subject("run.runtime")],
     ),
-    "board-sync": _service("board-sync", [], [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>")]),
+    "board-sync": _service("board-sync", [subject("core.cancel_task")], BOARD_SYNC_DURABLES),
     "telegram-gateway": _service(
         "telegram-gateway",
-        [subject("core.decide_approval"), subject("core.create_goal")],
-        [Durable(EVENTS_STREAM, "telegram-approvals", "nexus.evt.approval.>")],
+        [subject("core.decide_approval"), subject("core.create_goal"), subject("core.cancel_run"), CORE_QUERIES],
+        GATEWAY_DURABLES,
+        extra_pub=[*kv_bucket("nexus_chat"), *kv_bucket("nexus_chat_marks"), *kv_bucket("nexus_chat_outbox")],
     ),
     # Developers' and the test suite's own tools (never provisioned in a cluster): everything.
     "tools": Permissions(pub_allow=(">",), sub_allow=(">",)),

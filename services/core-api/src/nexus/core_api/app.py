@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from litestar import Litestar
@@ -34,6 +34,7 @@ from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.observability.secrets import SecretStore
 
 log = logging.getLogger("nexus.core_api")
 
@@ -48,16 +49,19 @@ from nexus.core_api.errors import document_problems  # noqa: E402
 from nexus.core_api.schedules.routes import ScheduleController  # noqa: E402
 from nexus.core_api.chat_bindings.routes import ChatBindingController  # noqa: E402
 from nexus.core_api.ledger.routes import verify_run_ledger  # noqa: E402
+from nexus.core_api.board.routes import BoardController, BoardProviderController  # noqa: E402
+from nexus.core_api.board.webhooks import WebhookController  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
-    ScheduleController, ChatBindingController, verify_run_ledger,
+    ScheduleController, ChatBindingController, verify_run_ledger, BoardController, BoardProviderController,
+    WebhookController,
 ])
 
 
-def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
+def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapping[str, str] | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         cache = ReadCache(settings.read_cache_ttl_s) if settings.read_cache_ttl_s > 0 else None
@@ -66,7 +70,8 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         nc = await connect(settings.nats_url, "core-api", creds=settings.nats_creds)
         js = nc.jetstream()
         await ensure_streams(js, settings.jetstream_replicas)
-        ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"))
+        ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"),
+                      secrets=SecretStore(Path(settings.secrets_dir), environ or {}))
         app.state.ctx = ctx
         app.state.db = db
         await ensure_bootstrap_admin(settings.admin_key, Path(settings.admin_key_file))
@@ -87,7 +92,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
         route_handlers=ROUTES,
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
-        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema"])],
+        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"])],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=guard_json_body,
         request_max_body_size=settings.max_body_bytes,
@@ -104,7 +109,7 @@ def create_app(settings: CoreSettings, *, background: bool = True) -> Litestar:
 
 def create_app_from_env() -> Litestar:
     """Granian's factory: settings come from NEXUS_* variables, read here and only here."""
-    return create_app(load_settings(CoreSettings, os.environ))
+    return create_app(load_settings(CoreSettings, os.environ), environ=os.environ)
 
 
 _ = AppConfig

@@ -39,6 +39,10 @@ async def handle_command(ctx: Context, d: Delivery) -> None:
             from nexus.core_api.schedules.service import fire
 
             await fire(ctx, d.payload)
+        case p.CancelTask():
+            from nexus.core_api.board.external import cancel_task
+
+            await cancel_task(ctx, d.payload)
 
 
 async def requeue_stale(ctx: Context) -> int:

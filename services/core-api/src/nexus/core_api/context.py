@@ -7,6 +7,7 @@ from nats.js import JetStreamContext
 
 from nexus.core_api.settings import CoreSettings
 from nexus.events.bus import Publisher
+from nexus.observability.secrets import SecretStore
 
 
 @dataclass
@@ -15,3 +16,4 @@ class Context:
     nc: NATS
     js: JetStreamContext
     publisher: Publisher
+    secrets: SecretStore | None = None  # webhook secrets of external boards, by reference

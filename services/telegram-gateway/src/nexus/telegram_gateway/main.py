@@ -11,6 +11,7 @@ from faststream.nats import NatsBroker
 
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.events.faststream import broker_options
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.telegram_gateway import outbox as outbox_mod
 from nexus.telegram_gateway import store as store_mod
@@ -58,7 +59,8 @@ async def serve(settings: TelegramSettings) -> None:
     else:
         log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
     # Each handled message is logged at debug level: alerts are counted in the consumer metrics instead.
-    broker = NatsBroker(settings.nats_url, name="telegram-gateway-subscribers", max_reconnect_attempts=-1, log_level=logging.DEBUG)
+    broker = NatsBroker(name="telegram-gateway-subscribers", log_level=logging.DEBUG,
+                        **broker_options(settings.nats_url, "telegram-gateway", settings.nats_creds))
     Alerts(core, store, outbox, settings.telegram_link_base).register(broker)
 
     async def ready() -> bool:

@@ -59,9 +59,12 @@ async def _blocker_statuses(ids: list[str], self_id: str | None = None) -> list[
 
 
 async def _publish(ctx: Context, type_: str, t: Task) -> None:
+    from nexus.core_api.board.service import publish_moved
+
     await ctx.publisher.publish(
         type_, TaskChanged(task_id=t.id, status=t.status, title=t.title, goal_id=t.goal_id, assignee_agent_id=t.assignee_agent_id)
     )
+    await publish_moved(ctx, t)
 
 
 async def create(ctx: Context, data: TaskCreate, *, actor: str, **extra) -> Task:

@@ -1,0 +1,69 @@
+"""board-sync's subscribers: FastStream handlers on JetStream durable consumers. A provider outage
+holds the change (the handler waits and tries again, telling JetStream it is still working), so
+changes drain in order when the provider returns; a change a provider can never accept is
+dead-lettered with the reason."""
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from faststream.nats import NatsBroker
+
+from nexus.board_sync.providers.base import AuthFailed, ProviderError, Unavailable
+from nexus.board_sync.resolver import MissingSecret
+from nexus.board_sync.sync import Syncer
+from nexus.events import payloads as p
+from nexus.events.catalog import EVENTS_STREAM
+from nexus.events.consumer import Delivery, Poison
+from nexus.events.faststream import durable_subscriber
+
+log = logging.getLogger("nexus.board_sync.handlers")
+
+DURABLES = {"board-sync-tasks": "nexus.evt.task.>", "board-sync-runs": "nexus.evt.run.>",
+            "board-sync-external": "nexus.evt.board.external_changed"}
+
+
+def _epoch(iso: str) -> float | None:
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work) -> None:
+    """Run `work()` until it gets through: an outage (or a refused credential an admin will fix)
+    keeps this message — and the ones behind it — waiting, never dropped."""
+    while True:
+        try:
+            return await work()
+        except (Unavailable, AuthFailed, MissingSecret) as exc:
+            if stop.is_set():
+                raise  # nak: it is redelivered after the restart
+            wait = getattr(exc, "retry_after_s", None) or backoff_s
+            log.warning("provider not reachable (%s); holding %s for %.1fs", exc, d.subject, wait)
+            if d.msg is not None:
+                with contextlib.suppress(Exception):
+                    await d.msg.in_progress()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+        except ProviderError as exc:
+            raise Poison(str(exc)) from exc
+
+
+def register(broker: NatsBroker, syncer: Syncer, stop: asyncio.Event, *, backoff_s: float, max_deliver: int,
+             ack_wait_s: float = 30.0) -> None:
+    async def on_task(d: Delivery) -> None:
+        if isinstance(d.payload, p.TaskChanged):
+            await patiently(stop, backoff_s, d, lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)))
+
+    async def on_run(d: Delivery) -> None:
+        if isinstance(d.payload, p.RunChanged):
+            await patiently(stop, backoff_s, d, lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)))
+
+    async def on_external(d: Delivery) -> None:
+        if isinstance(d.payload, p.BoardExternalChanged):
+            await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload))
+
+    for durable, handler in (("board-sync-tasks", on_task), ("board-sync-runs", on_run), ("board-sync-external", on_external)):
+        durable_subscriber(broker, DURABLES[durable], handler, stream=EVENTS_STREAM, durable=durable, max_deliver=max_deliver,
+                           ack_wait_s=ack_wait_s)

@@ -1,0 +1,127 @@
+"""HTTP calls to an external board: rate-limited per credential, retried with backoff (tenacity)
+honouring Retry-After / X-RateLimit-Reset, and counted by provider and outcome."""
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from nexus.board_sync.metrics import PROVIDER_CALLS
+from nexus.board_sync.providers.base import AuthFailed, NotFound, ProviderError, RateLimited, Unavailable
+
+
+class RateLimiter:
+    """At most `per_minute` calls per credential in any 60 s window, spread evenly (one every
+    60/per_minute s), so a burst queues here instead of meeting the provider's 429."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self.next_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.interval:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            wait = self.next_at - now
+            self.next_at = max(now, self.next_at) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def hold_off(self, seconds: float) -> None:
+        """The provider said to wait: no call on this credential before then."""
+        self.next_at = max(self.next_at, time.monotonic() + seconds)
+
+
+_LIMITERS: dict[str, RateLimiter] = {}
+
+
+def limiter_for(credential_key: str, per_minute: float) -> RateLimiter:
+    """One limiter per credential in this process, however many providers share it."""
+    lim = _LIMITERS.get(credential_key)
+    if lim is None:
+        lim = _LIMITERS[credential_key] = RateLimiter(per_minute)
+    return lim
+
+
+def retry_after(resp: httpx.Response, *, reset: bool = True) -> float | None:
+    """Seconds to wait from Retry-After, or (for a 429) from X-RateLimit-Reset (epoch seconds or a delta)."""
+    for name in ("retry-after", "x-ratelimit-reset") if reset else ("retry-after",):
+        raw = resp.headers.get(name)
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if value > 1e9:  # an epoch timestamp
+            value -= time.time()
+        return max(0.0, min(value, 120.0))
+    return None
+
+
+def _wait(fallback):
+    def wait(state) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, Unavailable) and exc.retry_after_s is not None:
+            return exc.retry_after_s
+        return fallback(state)
+
+    return wait
+
+
+class HttpBoard:
+    """The transport every HTTP provider shares."""
+
+    name = "http"
+
+    def __init__(self, client: httpx.AsyncClient, limiter: RateLimiter, *, attempts: int = 5, max_backoff_s: float = 10.0) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.attempts = attempts
+        self.max_backoff_s = max_backoff_s
+
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Unavailable),
+            wait=_wait(wait_exponential_jitter(multiplier=0.2, max=self.max_backoff_s)),
+            stop=stop_after_attempt(self.attempts),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(method, path, **kw)
+
+    async def _once(self, method: str, path: str, **kw: Any) -> Any:
+        await self.limiter.acquire()
+        try:
+            resp = await self.client.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            PROVIDER_CALLS.labels(self.name, "unavailable").inc()
+            raise Unavailable(f"{self.name}: {exc!r}") from exc
+        status = resp.status_code
+        if status == 429:
+            PROVIDER_CALLS.labels(self.name, "rate_limited").inc()
+            wait = retry_after(resp)
+            self.limiter.hold_off(wait if wait is not None else 1.0)
+            raise RateLimited(f"{self.name}: rate limited on {method} {path}", wait)
+        if status >= 500:
+            PROVIDER_CALLS.labels(self.name, "unavailable").inc()
+            raise Unavailable(f"{self.name}: {status} on {method} {path}", retry_after(resp, reset=False))
+        if status in (401, 403):
+            PROVIDER_CALLS.labels(self.name, "auth_failed").inc()
+            raise AuthFailed(f"{self.name}: credential refused ({status}) on {method} {path}")
+        if status == 404:
+            PROVIDER_CALLS.labels(self.name, "not_found").inc()
+            raise NotFound(f"{self.name}: {method} {path} not found")
+        if status >= 400:
+            PROVIDER_CALLS.labels(self.name, "rejected").inc()
+            raise ProviderError(f"{self.name}: {status} on {method} {path}: {resp.text[:300]}")
+        PROVIDER_CALLS.labels(self.name, "ok").inc()
+        return resp.json() if resp.content else None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,196 @@
+"""Projecting the internal board onto an external one. Every sync reads the task as it is now and
+makes the item match, so redelivered, reordered or bunched-up changes end in the same state, and a
+change that another already carried costs no call. An item is created once per task: before
+creating, the provider is asked for an item carrying the task id (a crash between the provider's
+create and the link write leaves exactly such an item)."""
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from nexus.board_sync.links import BoardLink, LinkStore
+from nexus.board_sync.metrics import DRIFT_REPAIRED, EXTERNAL_CHANGES, SYNC_LAG
+from nexus.board_sync.providers.base import BoardProvider, Card, ExternalItem, Fields, group_of
+from nexus.board_sync.resolver import INTERNAL, ProviderResolver
+from nexus.db.documents import Repository, Run, Task
+from nexus.events.payloads import BoardExternalChanged, CancelTask
+
+log = logging.getLogger("nexus.board_sync")
+
+RUN_FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+AUTHORITATIVE = "The internal board is authoritative: this change was reverted. Change the task in Nexus instead."
+
+
+def commit_url(repo_url: str, sha: str) -> str:
+    if repo_url.startswith(("http://", "https://")):
+        return f"{repo_url.removesuffix('.git')}/commit/{sha}"
+    return f"{repo_url}@{sha}"
+
+
+class Syncer:
+    def __init__(self, links: LinkStore, resolver: ProviderResolver, *, nexus_url: str,
+                 cancel: Callable[[CancelTask], Awaitable[None]], crash_after_create_file: str | None = None) -> None:
+        self.links = links
+        self.resolver = resolver
+        self.nexus_url = nexus_url.rstrip("/")
+        self.cancel = cancel
+        self.crash_file = Path(crash_after_create_file) if crash_after_create_file else None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, task_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(task_id, asyncio.Lock())
+
+    async def _provider(self, task: Task, link: BoardLink | None) -> tuple[BoardProvider, str]:
+        scope = link.scope if link else await self.resolver.scope_of(task.repository_id)
+        return await self.resolver.for_scope(scope), scope
+
+    @staticmethod
+    def card(task: Task) -> Card:
+        return Card(task_id=task.id, title=task.title, description=task.description, status=task.status)
+
+    async def sync_task(self, task_id: str, *, changed_at: float | None = None) -> int:
+        """Make the task's item match the task; returns the number of provider writes."""
+        async with self._lock(task_id):
+            task = await Task.get(task_id)
+            if task is None or task.is_meta:
+                return 0
+            link = await self.links.get(task_id)
+            provider, scope = await self._provider(task, link)
+            if provider is INTERNAL:
+                return 0
+            writes = 0
+            if link is None:
+                link, writes = await self._create_once(provider, scope, task)
+            writes += await self._push(provider, link, task)
+            writes += await self._comment_run(provider, link, task)
+            await self.links.save(link)
+            if writes and changed_at is not None:
+                SYNC_LAG.labels(provider.name).observe(max(0.0, time.time() - changed_at))
+            return writes
+
+    async def _create_once(self, provider: BoardProvider, scope: str, task: Task) -> tuple[BoardLink, int]:
+        item = await provider.find_by_external_id(task.id)
+        writes = 0
+        if item is None:
+            item = await provider.create_item(self.card(task))
+            writes = 1
+            self._maybe_crash()
+        else:
+            log.info("task %s already has %s item %s: linking it", task.id, provider.name, item.id)
+        link = BoardLink(task_id=task.id, provider=provider.name, scope=scope, item_id=item.id, item_key=item.key,
+                         group=item.group, title=item.title, description=item.description)
+        await self.links.save(link)
+        return link, writes
+
+    def _maybe_crash(self) -> None:
+        if self.crash_file is not None and self.crash_file.exists():
+            self.crash_file.unlink()
+            log.error("fault injection: dying between the provider's create and the link write")
+            os._exit(70)
+
+    async def _push(self, provider: BoardProvider, link: BoardLink, task: Task) -> int:
+        writes = 0
+        group = group_of(task.status)
+        if link.group != group:
+            await provider.update_status(link.item_id, group)
+            link.group = group
+            writes += 1
+        if (link.title, link.description) != (task.title, task.description):
+            await provider.update_fields(link.item_id, Fields(title=task.title, description=task.description))
+            link.title, link.description = task.title, task.description
+            writes += 1
+        return writes
+
+    async def _comment_run(self, provider: BoardProvider, link: BoardLink, task: Task) -> int:
+        """Once per finished run: a comment with its summary and links to the run and the commit."""
+        run = await Run.get(task.current_run_id) if task.current_run_id else None
+        if run is None or run.status not in RUN_FINAL or run.id in link.commented_runs:
+            return 0
+        run_url = f"{self.nexus_url}/v1/runs/{run.id}"
+        lines = [f"Run {run.id} {run.status}.", run.summary or run.reason or "", f"Run: {run_url}"]
+        commit = ""
+        if run.commit_sha:
+            repo = await Repository.get(task.repository_id) if task.repository_id else None
+            commit = commit_url(repo.url, run.commit_sha) if repo else run.commit_sha
+            lines.append(f"Commit {run.commit_sha[:12]} on {run.branch}: {commit}")
+        await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
+        await provider.link(link.item_id, f"Nexus run {run.id}", run_url)
+        if commit.startswith(("http://", "https://")):
+            await provider.link(link.item_id, f"commit {run.commit_sha[:12]}", commit)
+        link.commented_runs.append(run.id)
+        return 1
+
+    # ---------------------------------------------------------------- coming back
+    async def on_external(self, change: BoardExternalChanged) -> str:
+        """An edit made on the external board: a cancel cancels the task; `/nexus` comments are
+        reserved; board-sync's own writes (echoes) are ignored; anything else is reverted."""
+        link = await self.links.by_item(change.provider, change.item_id)
+        outcome = await self._external(change, link)
+        EXTERNAL_CHANGES.labels(change.provider, outcome).inc()
+        log.info("external %s %s on %s: %s", change.provider, change.event, change.item_id, outcome)
+        return outcome
+
+    async def _external(self, change: BoardExternalChanged, link: BoardLink | None) -> str:
+        if link is None:
+            return "unlinked"
+        if "comment" in change.event:
+            return "reserved" if change.comment.lstrip().startswith("/nexus") else "comment"
+        async with self._lock(link.task_id):
+            task = await Task.get(link.task_id)
+            if task is None:
+                return "unlinked"
+            provider = await self.resolver.for_scope(link.scope)
+            item = await provider.get_item(link.item_id)
+            if item.group == "cancelled" and link.group != "cancelled":
+                await self.cancel(CancelTask(task_id=task.id, provider=change.provider, actor=change.actor,
+                                             reason=f"cancelled on {change.provider}"))
+                return "cancelled"
+            if self._matches(item, link):
+                return "echo"
+            await self._repair(provider, link, task, item)
+            await provider.add_comment(link.item_id, AUTHORITATIVE)
+            await self.links.save(link)
+            return "reverted"
+
+    @staticmethod
+    def _matches(item: ExternalItem, link: BoardLink) -> bool:
+        return (item.group, item.title, item.description) == (link.group, link.title, link.description)
+
+    async def _repair(self, provider: BoardProvider, link: BoardLink, task: Task, item: ExternalItem) -> None:
+        group = group_of(task.status)
+        if item.group != group:
+            await provider.update_status(link.item_id, group)
+        if (item.title, item.description) != (task.title, task.description):
+            await provider.update_fields(link.item_id, Fields(title=task.title, description=task.description))
+        link.group, link.title, link.description = group, task.title, task.description
+
+    async def reconcile(self) -> int:
+        """Compare every linked item with the internal board and repair what drifted."""
+        repaired = 0
+        for link in await self.links.all():
+            async with self._lock(link.task_id):
+                task = await Task.get(link.task_id)
+                provider = await self.resolver.for_scope(link.scope)
+                if task is None or provider is INTERNAL:
+                    continue
+                item = await provider.get_item(link.item_id)
+                wanted = BoardLink(**{**_fields(link), "group": group_of(task.status), "title": task.title,
+                                      "description": task.description})
+                if self._matches(item, wanted):
+                    continue
+                if item.group == "cancelled" and link.group != "cancelled":
+                    continue  # a cancel on the board is a command, handled when its webhook arrives
+                await self._repair(provider, link, task, item)
+                await self.links.save(link)
+                DRIFT_REPAIRED.labels(provider.name).inc()
+                repaired += 1
+        if repaired:
+            log.info("drift check repaired %d item(s)", repaired)
+        return repaired
+
+
+def _fields(link: BoardLink) -> dict:
+    return {f: getattr(link, f) for f in link.__struct_fields__}

@@ -1,0 +1,96 @@
+"""The internal board: cards are tasks; their column comes from the task (and run) status and
+their place in a column from an explicit rank a person can change."""
+
+import math
+from typing import Any
+
+from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS, column_of
+from nexus.core_api.board.schemas import BoardOut, CardOut, ColumnOut, RunBrief
+from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError
+from nexus.db.documents import Approval, Run, Task
+from nexus.events.payloads import BoardCardMoved
+
+RANKS = "board_ranks"  # {_id: task id, rank: float}: only cards a person has placed have one
+
+
+def _ranks_collection() -> Any:
+    return Task.get_pymongo_collection().database[RANKS]
+
+
+async def _ranks(task_ids: list[str]) -> dict[str, float]:
+    return {d["_id"]: d["rank"] async for d in _ranks_collection().find({"_id": {"$in": task_ids}})}
+
+
+def _order(tasks: list[Task], ranks: dict[str, float]) -> list[Task]:
+    """Placed cards by their rank first, then the rest by priority and age."""
+    return sorted(tasks, key=lambda t: (ranks.get(t.id, math.inf), -t.priority, t.created_at))
+
+
+async def board(filters: dict[str, Any]) -> BoardOut:
+    tasks = [t async for t in Task.find({**filters, "is_meta": {"$ne": True}})]
+    ids = [t.id for t in tasks]
+    runs = [r async for r in Run.find({"task_id": {"$in": ids}})] if ids else []
+    by_id = {r.id: r for r in runs}
+    cost: dict[str, float] = {}
+    for r in runs:
+        cost[r.task_id] = cost.get(r.task_id, 0.0) + float((r.usage or {}).get("cost_usd", 0.0))
+    current = [t.current_run_id for t in tasks if t.current_run_id]
+    waiting: dict[str, int] = {}
+    if current:
+        async for a in Approval.find({"run_id": {"$in": current}, "status": "pending"}):
+            waiting[a.run_id] = waiting.get(a.run_id, 0) + 1
+    ranks = await _ranks(ids)
+    columns: dict[str, list[CardOut]] = {c: [] for c, _ in COLUMNS}
+    for position, t in enumerate(_order(tasks, ranks)):
+        run = by_id.get(t.current_run_id or "")
+        col = column_of(t.status, run.status if run else None)
+        columns[col].append(CardOut(
+            task_id=t.id, title=t.title, status=t.status, column=col, rank=ranks.get(t.id, float(position + 1_000_000)),
+            goal_id=t.goal_id, repository_id=t.repository_id, assignee_agent_id=t.assignee_agent_id,
+            run=RunBrief(id=run.id, status=run.status) if run else None,
+            approvals_waiting=waiting.get(t.current_run_id or "", 0), cost_usd=round(cost.get(t.id, 0.0), 6),
+        ))
+    return BoardOut(columns=[ColumnOut(id=c, title=title, cards=columns[c]) for c, title in COLUMNS])
+
+
+async def publish_moved(ctx: Context, t: Task, *, rank: float | None = None, previous: str | None = None) -> None:
+    await ctx.publisher.publish("board.card_moved", BoardCardMoved(
+        task_id=t.id, column=column_of(t.status), rank=rank, goal_id=t.goal_id, repository_id=t.repository_id,
+        previous_column=previous,
+    ))
+
+
+async def rerank(ctx: Context, task: Task, direction: str) -> float:
+    """Move a card up/down/to the top/to the bottom of its column: the column's order is written
+    down as ranks 1, 2, 3…, with the card in its new place."""
+    col = column_of(task.status)
+    peers = [t async for t in Task.find({"status": {"$in": _statuses_of(col)}, "is_meta": {"$ne": True}})]
+    order = [t.id for t in _order(peers, await _ranks([t.id for t in peers]))]
+    i = order.index(task.id)
+    j = {"up": max(i - 1, 0), "down": min(i + 1, len(order) - 1), "top": 0, "bottom": len(order) - 1}[direction]
+    order.insert(j, order.pop(i))
+    coll = _ranks_collection()
+    for n, tid in enumerate(order, start=1):
+        await coll.update_one({"_id": tid}, {"$set": {"rank": float(n)}}, upsert=True)
+    await publish_moved(ctx, task, rank=float(j + 1), previous=col)
+    return float(j + 1)
+
+
+def _statuses_of(column: str) -> list[str]:
+    if column in ("running", "waiting_approval"):
+        return ["in_progress"]
+    if column == "failed_cancelled":
+        return ["failed", "cancelled"]
+    return [column]
+
+
+def target_status(column: str):
+    if column not in TARGET_STATUS:
+        raise DomainError(409, f"a card enters {column} only when its run does: a person cannot move it there", field="column")
+    return TARGET_STATUS[column]
+
+
+async def forget_rank(task_id: str) -> None:
+    """A card that changes column goes to the end of its new column."""
+    await _ranks_collection().delete_one({"_id": task_id})

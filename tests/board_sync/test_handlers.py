@@ -1,0 +1,81 @@
+"""board-sync's FastStream handlers on the test broker: what each message makes the syncer do, and
+the settling rules (outage → held and retried in order; refused for good → dead letter)."""
+
+import asyncio
+
+import pytest
+from faststream.nats import JStream, NatsBroker, TestNatsBroker
+
+from nexus.board_sync.handlers import register
+from nexus.board_sync.providers.base import ProviderError, Unavailable
+from nexus.events.envelope import encode, make_envelope
+from nexus.events.payloads import BoardExternalChanged, RunChanged, TaskChanged
+
+
+class RecordingSyncer:
+    def __init__(self, fail_first: int = 0, error: Exception | None = None) -> None:
+        self.synced: list[str] = []
+        self.external: list[str] = []
+        self.fail_first = fail_first
+        self.error = error
+
+    async def sync_task(self, task_id: str, *, changed_at: float | None = None) -> int:
+        if self.error is not None:
+            raise self.error
+        if self.fail_first:
+            self.fail_first -= 1
+            raise Unavailable("plane is down", retry_after_s=0.01)
+        self.synced.append(task_id)
+        return 1
+
+    async def on_external(self, change: BoardExternalChanged) -> str:
+        self.external.append(change.item_id)
+        return "echo"
+
+
+def env(type_: str, payload) -> bytes:
+    return encode(make_envelope(type_, payload, source="test"))
+
+
+async def run_with(syncer: RecordingSyncer, messages: list[tuple[str, bytes]]) -> list[dict]:
+    broker = NatsBroker()
+    dead: list[dict] = []
+
+    @broker.subscriber("nexus.dlq.>", stream=JStream("NEXUS_DLQ", declare=False))
+    async def dlq(m: dict) -> None:
+        dead.append(m)
+
+    register(broker, syncer, asyncio.Event(), backoff_s=0.01, max_deliver=5)  # type: ignore[arg-type]
+    async with TestNatsBroker(broker) as tb:
+        for subject, body in messages:
+            await tb.publish(body, subject, stream="NEXUS_EVENTS")
+    return dead
+
+
+async def test_task_and_run_events_sync_their_task_and_webhooks_go_to_on_external():
+    s = RecordingSyncer()
+    dead = await run_with(s, [
+        ("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready"))),
+        ("nexus.evt.run.succeeded", env("run.succeeded", RunChanged(run_id="r1", task_id="t2", agent_id="a", status="succeeded"))),
+        ("nexus.evt.board.external_changed", env("board.external_changed",
+                                                  BoardExternalChanged(provider="plane", delivery_id="d1", event="issue", item_id="i1"))),
+    ])
+    assert s.synced == ["t1", "t2"] and s.external == ["i1"] and dead == []
+
+
+async def test_an_outage_holds_the_change_until_the_provider_is_back():
+    s = RecordingSyncer(fail_first=3)
+    dead = await run_with(s, [
+        ("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready"))),
+        ("nexus.evt.task.status_changed", env("task.status_changed", TaskChanged(task_id="t1", status="in_progress"))),
+    ])
+    assert s.synced == ["t1", "t1"] and dead == []
+
+
+@pytest.mark.parametrize("body", [b"not json", None])
+async def test_undecodable_or_refused_changes_are_dead_lettered(body):
+    s = RecordingSyncer(error=ProviderError("plane: 400 on POST"))
+    raw = body or env("task.created", TaskChanged(task_id="t1", status="ready"))
+    dead = await run_with(s, [("nexus.evt.task.created", raw)])
+    assert len(dead) == 1 and dead[0]["data"]["original_subject"] == "nexus.evt.task.created"
+    assert ("undecodable" if body else "rejected") in dead[0]["data"]["reason"]
