@@ -167,3 +167,11 @@ def start_postgres(data_dir: Path, port: int | None = None, log_path: Path | Non
         raise
     return managed
 
+
+
+def vacuum_analyze(server: Managed, timeout_s: float = 3600.0) -> None:
+    """VACUUM ANALYZE the whole cluster: what autovacuum does over time, done at once (after a bulk load)."""
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    res = _psql(port, "VACUUM (ANALYZE);", timeout_s=timeout_s)
+    if res.returncode != 0:
+        raise RuntimeError(f"VACUUM failed: {res.stderr.strip()}")
