@@ -20,7 +20,7 @@ proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto
 
 bench: install ## every benchmark, each printing JSON and its same-run baseline
-	@for b in runner dispatch api kernel; do $(UV) run --frozen python -m bench.$$b || exit 1; done
+	@for b in runner dispatch api kernel history; do $(UV) run --frozen python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf .nexus
