@@ -211,6 +211,17 @@ async def prepare(name: str, home: Path, runs: int, audit: int, args: argparse.N
     home.mkdir(parents=True, exist_ok=True)
     stack.admin_key_file.write_text(key)
     side = Side(name, stack, key)
+    try:
+        return await _prepare(side, runs, audit, args)
+    except BaseException:
+        if side.mongo:
+            await side.mongo.close()
+        stack.stop()
+        raise
+
+
+async def _prepare(side: Side, runs: int, audit: int, args: argparse.Namespace) -> tuple[Side, dict]:
+    stack, key = side.stack, side.key
     stack.start(["core-api", "worker"])
     side.mongo = AsyncMongoClient(stack.mongodb_url)
     async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as api:

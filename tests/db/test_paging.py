@@ -77,3 +77,12 @@ async def test_pushed_down_equality_uses_an_index(fresh_db) -> None:
         if "Plan" not in plan:
             pytest.skip("not FerretDB's PostgreSQL handler")
         assert "Index Scan" in str(plan["Plan"]), plan
+
+
+async def test_find_each_is_in_by_equalities(fresh_db) -> None:
+    from nexus.db.lookup import find_each
+
+    await _audit(5, action=lambda i: ["a", "b", "c"][i % 3])
+    got = await find_each(AuditEntry, "action", ["a", "c", "a"])
+    want = await AuditEntry.find({"action": {"$in": ["a", "c"]}}).to_list()
+    assert sorted(d.id for d in got) == sorted(d.id for d in want) and len(got) == 3

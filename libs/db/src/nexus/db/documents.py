@@ -187,6 +187,7 @@ class Run(PagedDocument):
             pymongo.IndexModel([("status", 1)]),
             pymongo.IndexModel([("task_id", 1)]),
             pymongo.IndexModel([("agent_id", 1)]),
+            pymongo.IndexModel([("parent_session_id", 1)]),
             pymongo.IndexModel([("page", 1)]),
         ]
 
