@@ -5,7 +5,7 @@ export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
 .PHONY: install run test proto bench clean
 
-install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
+install: ## uv, the Python workspace (from uv.lock), nats-server, FerretDB and PostgreSQL
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --frozen --quiet
 	@scripts/install-tools.sh >/dev/null

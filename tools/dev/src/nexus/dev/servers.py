@@ -112,12 +112,14 @@ def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = 
     return Managed("nats", proc, f"nats://127.0.0.1:{port}", log)
 
 
-def ferretdb_handler() -> str:
+def ferretdb_handler(data_dir: Path | None = None) -> str:
     from nexus.dev import postgres
 
     wanted = os.environ.get("NEXUS_FERRETDB_HANDLER", "")
     if wanted in ("sqlite", "postgresql"):
         return wanted
+    if data_dir is not None and not (data_dir / "pg").exists() and any(data_dir.glob("*.sqlite")):
+        return "sqlite"  # a data directory from before: keep its data where it is
     return "postgresql" if postgres.available() else "sqlite"
 
 
@@ -125,7 +127,7 @@ def start_ferretdb(data_dir: Path, port: int | None = None, log_path: Path | Non
                    handler: str | None = None) -> Managed:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    handler = handler or ferretdb_handler()
+    handler = handler or ferretdb_handler(data_dir)
     backing: list[Managed] = []
     if handler == "postgresql":
         from nexus.dev import postgres
