@@ -5,7 +5,7 @@ export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
 .PHONY: install test-tools run test test-fast test-faults soak images test-images proto bench clean
 
-install: ## uv, the Python workspace (from uv.lock), nats-server and FerretDB
+install: ## uv, the Python workspace (from uv.lock), nats-server, FerretDB and PostgreSQL
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --frozen --quiet
 	@scripts/install-tools.sh >/dev/null
@@ -40,7 +40,7 @@ proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto
 
 bench: install ## every benchmark, each printing JSON and its same-run baseline
-	@for b in runner dispatch api kernel throughput board; do $(UV) run --frozen python -m bench.$$b || exit 1; done
+	@for b in runner dispatch api kernel throughput board history; do $(UV) run --frozen python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf .nexus

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers Nexus runs on, once per machine, into a cache shared by every
-# checkout (NEXUS_TOOLS_DIR, default ~/.cache/nexus/bin): nats-server and FerretDB v1; and the
-# distribution's bubblewrap, which sandboxes agent commands.
+# checkout (NEXUS_TOOLS_DIR, default ~/.cache/nexus/bin): nats-server and FerretDB v1 (with its
+# SQLite and PostgreSQL handlers); Debian's PostgreSQL, which FerretDB runs on by default
+# (docs/storage.md says why); and the distribution's bubblewrap, which sandboxes agent commands.
 set -euo pipefail
 BIN="${NEXUS_TOOLS_DIR:-$HOME/.cache/nexus/bin}"
 NATS_VERSION="${NATS_VERSION:-v2.15.2}"
@@ -35,9 +36,27 @@ if [ ! -x "$BIN/nats-server" ]; then
   fi
 fi
 
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "install-tools: installing PostgreSQL (apt-get)" >&2
+    apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
+    # Nexus starts its own cluster per data directory; Debian's default cluster is not used
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+      pg_lsclusters -h 2>/dev/null | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true; done
+    fi
+  else
+    echo "install-tools: PostgreSQL is not installed (apt-get install postgresql); FerretDB will use SQLite" >&2
+  fi
+fi
+
+# An older install built FerretDB without its PostgreSQL handler: build it again.
+if [ -x "$BIN/ferretdb" ] && ! "$BIN/ferretdb" --help 2>/dev/null | grep -q -- "--postgresql-url"; then
+  rm -f "$BIN/ferretdb"
+fi
+
 if [ ! -x "$BIN/ferretdb" ]; then
   need_go FerretDB
-  echo "install-tools: building FerretDB $FERRETDB_VERSION with the SQLite handler" >&2
+  echo "install-tools: building FerretDB $FERRETDB_VERSION (SQLite and PostgreSQL handlers)" >&2
   # `go install ferretdb@v1` fails here: the proxy refuses the module's version list (needed
   # for the deprecation check), and the module zip lacks build/version/version.txt. So we
   # download the module, write the version file the way `task gen-version` would, and build.
@@ -47,6 +66,8 @@ if [ ! -x "$BIN/ferretdb" ]; then
   cp -r "$src/." "$work/"
   chmod -R u+w "$work"
   printf '%s\n' "$FERRETDB_VERSION" > "$work/build/version/version.txt"
-  (cd "$work" && go build -trimpath -tags ferretdb_no_postgresql -o "$BIN/ferretdb" ./cmd/ferretdb)
+  # built beside and renamed: a FerretDB that is running keeps its binary
+  (cd "$work" && go build -trimpath -o "$BIN/ferretdb.new" ./cmd/ferretdb)
+  mv -f "$BIN/ferretdb.new" "$BIN/ferretdb"
 fi
 echo "$BIN"

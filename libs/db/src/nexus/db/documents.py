@@ -10,6 +10,8 @@ import pymongo
 from beanie import Document
 from pydantic import Field
 
+from nexus.db.paging import PagedDocument
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -101,7 +103,7 @@ class MemoryItem(Document):
         indexes = [pymongo.IndexModel([("scope", 1), ("scope_id", 1)])]
 
 
-class Goal(Document):
+class Goal(PagedDocument):
     id: str
     title: str
     description: str = ""
@@ -115,9 +117,10 @@ class Goal(Document):
 
     class Settings:
         name = "goals"
+        indexes = [pymongo.IndexModel([("page", 1)])]
 
 
-class Task(Document):
+class Task(PagedDocument):
     id: str
     title: str
     description: str = ""
@@ -145,10 +148,11 @@ class Task(Document):
             pymongo.IndexModel([("status", 1), ("priority", -1)]),
             pymongo.IndexModel([("blocked_by", 1)]),
             pymongo.IndexModel([("goal_id", 1)]),
+            pymongo.IndexModel([("page", 1)]),
         ]
 
 
-class Run(Document):
+class Run(PagedDocument):
     id: str
     task_id: str
     agent_id: str
@@ -184,10 +188,12 @@ class Run(Document):
             pymongo.IndexModel([("status", 1)]),
             pymongo.IndexModel([("task_id", 1)]),
             pymongo.IndexModel([("agent_id", 1)]),
+            pymongo.IndexModel([("parent_session_id", 1)]),
+            pymongo.IndexModel([("page", 1)]),
         ]
 
 
-class Session(Document):
+class Session(PagedDocument):
     id: str  # the session contract's sessionId
     run_id: str
     project_path: str = ""
@@ -203,7 +209,7 @@ class Session(Document):
 
     class Settings:
         name = "sessions"
-        indexes = [pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("parent_session_id", 1)])]
+        indexes = [pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("parent_session_id", 1)]), pymongo.IndexModel([("page", 1)])]
 
 
 class SessionChangeRecord(Document):
@@ -241,7 +247,7 @@ class RunEvent(Document):
         indexes = [pymongo.IndexModel([("run_id", 1), ("stream_seq", 1)])]
 
 
-class Approval(Document):
+class Approval(PagedDocument):
     id: str
     run_id: str
     session_id: str = ""
@@ -256,7 +262,7 @@ class Approval(Document):
 
     class Settings:
         name = "approvals"
-        indexes = [pymongo.IndexModel([("status", 1)]), pymongo.IndexModel([("run_id", 1)])]
+        indexes = [pymongo.IndexModel([("status", 1)]), pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("page", 1)])]
 
 
 class ApiKey(Document):
@@ -276,7 +282,7 @@ class ApiKey(Document):
         indexes = [pymongo.IndexModel([("key_hash", 1)], unique=True)]
 
 
-class AuditEntry(Document):
+class AuditEntry(PagedDocument):
     id: str
     actor: str  # api key id
     actor_name: str = ""
@@ -288,7 +294,7 @@ class AuditEntry(Document):
 
     class Settings:
         name = "audit_entries"
-        indexes = [pymongo.IndexModel([("at", -1)])]
+        indexes = [pymongo.IndexModel([("at", -1)]), pymongo.IndexModel([("page", 1)])]
 
 
 ALL_DOCUMENTS: list[type[Document]] = [

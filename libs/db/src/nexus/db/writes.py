@@ -35,6 +35,12 @@ async def document_lock(doc_cls: Any, doc_id: Any) -> AsyncIterator[None]:
 
 async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: dict | None = None, *,
                           upsert: bool = False) -> UpdateResult:
-    """`update_one({"_id": doc_id, **conditions}, update)`, serialized with every other update of the document."""
+    """`update_one({"_id": doc_id, **conditions}, update)`, serialized with every other update of the document.
+    An upsert of a paged document (nexus.db.paging) inserts it with its bucket."""
+    if upsert:
+        from nexus.db.paging import PagedDocument, allocate
+
+        if isinstance(doc_cls, type) and issubclass(doc_cls, PagedDocument) and "page" not in update.get("$set", {}):
+            update = {**update, "$setOnInsert": {**update.get("$setOnInsert", {}), "page": await allocate(doc_cls)}}
     async with document_lock(doc_cls, doc_id):
         return await doc_cls.get_pymongo_collection().update_one({"_id": doc_id, **(conditions or {})}, update, upsert=upsert)

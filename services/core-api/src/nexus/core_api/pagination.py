@@ -1,11 +1,15 @@
-"""Cursor pagination over ULID-suffixed ids: the cursor is the last id seen; ids sort by creation."""
+"""Cursor pagination over ULID-suffixed ids: the cursor is the last id seen; ids sort by creation.
+
+On FerretDB, collections of paged documents (runs, tasks, audit…) are read bucket by bucket
+(nexus.db.paging) so a page costs the same however long the history; elsewhere by sort and limit."""
 
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar.params import Parameter
 
-from nexus.db.cache import cached_find
+from nexus.db.cache import cached_find, cached_get
+from nexus.db.paging import PagedDocument, bucket_walk, sorts_natively
 
 T = TypeVar("T")
 
@@ -22,6 +26,12 @@ async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *
                   cache: bool = True) -> tuple[list, str | None]:
     """One page, read through the coherent read cache (libs/db/cache.py): the documents are shared.
     `cache=False` for a query that names the current time (it would never be asked twice)."""
+    if newest_first and issubclass(doc_cls, PagedDocument) and not await sorts_natively(doc_cls):
+        docs = await _by_buckets(doc_cls, filters, limit, cursor, cache)
+        if docs is not None:
+            more = len(docs) > limit
+            docs = docs[:limit]
+            return docs, (docs[-1].id if more and docs else None)
     query = dict(filters)
     if cursor:
         query["_id"] = {"$lt": cursor} if newest_first else {"$gt": cursor}
@@ -33,3 +43,20 @@ async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *
     more = len(docs) > limit
     docs = docs[:limit]
     return docs, (docs[-1].id if more and docs else None)
+
+
+async def _by_buckets(doc_cls: Any, filters: dict, limit: int, cursor: str | None, cache: bool) -> list | None:
+    cursor_page = None
+    if cursor:
+        anchor = await cached_get(doc_cls, cursor)
+        if anchor is None or anchor.page is None:
+            return None
+        cursor_page = anchor.page
+
+    async def find(query: dict, n: int) -> list:
+        sort = [("_id", -1)]
+        if cache:
+            return await cached_find(doc_cls, query, sort, n)
+        return await doc_cls.find(query).sort(sort).limit(n).to_list()
+
+    return await bucket_walk(doc_cls, filters, limit, cursor_page, cursor, find)

@@ -9,6 +9,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from nexus.db.documents import Run
+from nexus.db.lookup import find_each
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
 from nexus.events.envelope import decode_raw
@@ -125,7 +126,7 @@ class Recovery:
     async def sweep(self) -> None:
         now = datetime.now(UTC)
         await self.membership.beat()
-        runs = await Run.find({"status": {"$in": ACTIVE_STATES + ["queued"]}}).to_list()
+        runs = await find_each(Run, "status", [*ACTIVE_STATES, "queued"])  # not $in: an index lookup per status
         for run in runs:
             status = await self.runtime.status(run.id)
             claim = await self._claim(run)

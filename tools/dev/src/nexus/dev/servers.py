@@ -1,4 +1,9 @@
-"""Start and stop nats-server (JetStream) and FerretDB (SQLite handler) as child processes."""
+"""Start and stop nats-server (JetStream) and FerretDB as child processes.
+
+FerretDB runs on its PostgreSQL handler over a private PostgreSQL cluster when PostgreSQL is
+installed (the default: keyed reads and equality filters use indexes, see nexus.dev.postgres),
+otherwise on its SQLite handler (every read scans the collection). NEXUS_FERRETDB_HANDLER=sqlite
+or =postgresql chooses explicitly."""
 
 import os
 import shutil
@@ -64,11 +69,22 @@ class Managed:
     proc: subprocess.Popen
     url: str
     log: IO | None = field(default=None, repr=False)
+    stop_signal: int = signal.SIGTERM
+    # servers this one needs, stopped after it (FerretDB's PostgreSQL)
+    backing: list["Managed"] = field(default_factory=list)
+    on_stopped: list = field(default_factory=list, repr=False)
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop(timeout_s)
+        for b in self.backing:
+            b.stop(timeout_s)
+        for fn in self.on_stopped:
+            fn()
+
+    def _stop(self, timeout_s: float) -> None:
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, self.stop_signal)
             except ProcessLookupError:
                 pass
             try:
@@ -83,7 +99,7 @@ class Managed:
 def _spawn(args: list[str], log_path: Path | None) -> tuple[subprocess.Popen, IO | None]:
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 — closed by Managed.stop
     out = log if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     return proc, log
 
 
@@ -124,19 +140,47 @@ def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = 
     return Managed("nats", proc, f"nats://127.0.0.1:{port}", log)
 
 
-def start_ferretdb(data_dir: Path, port: int | None = None, log_path: Path | None = None) -> Managed:
+def ferretdb_handler(data_dir: Path | None = None) -> str:
+    from nexus.dev import postgres
+
+    wanted = os.environ.get("NEXUS_FERRETDB_HANDLER", "")
+    if wanted in ("sqlite", "postgresql"):
+        return wanted
+    if data_dir is not None and not (data_dir / "pg").exists() and any(data_dir.glob("*.sqlite")):
+        return "sqlite"  # a data directory from before: keep its data where it is
+    return "postgresql" if postgres.available() else "sqlite"
+
+
+def start_ferretdb(data_dir: Path, port: int | None = None, log_path: Path | None = None, *,
+                   handler: str | None = None) -> Managed:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    handler = handler or ferretdb_handler(data_dir)
+    backing: list[Managed] = []
+    if handler == "postgresql":
+        from nexus.dev import postgres
+
+        pg_log = log_path.with_name(log_path.stem + "-postgres" + log_path.suffix) if log_path else None
+        pg = postgres.start_postgres(data_dir / "pg", log_path=pg_log)
+        backing.append(pg)
+        backend = [f"--postgresql-url={pg.url}"]
+    else:
+        backend = [f"--sqlite-url=file:{data_dir}/"]
     args = [
         find_tool("ferretdb"),
-        "--handler=sqlite",
-        f"--sqlite-url=file:{data_dir}/",
+        f"--handler={handler}",
+        *backend,
         f"--listen-addr=127.0.0.1:{port}",
         "--telemetry=disable",
         "--log-level=warn",
         "--debug-addr=-",
         "--state-dir=" + str(data_dir),
     ]
-    proc, log = _spawn(args, log_path)
-    wait_port("127.0.0.1", port, proc=proc)
-    return Managed("ferretdb", proc, f"mongodb://127.0.0.1:{port}/", log)
+    try:
+        proc, log = _spawn(args, log_path)
+        wait_port("127.0.0.1", port, proc=proc)
+    except BaseException:
+        for b in backing:
+            b.stop()
+        raise
+    return Managed("ferretdb", proc, f"mongodb://127.0.0.1:{port}/", log, backing=backing)

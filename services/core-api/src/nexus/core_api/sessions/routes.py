@@ -12,6 +12,7 @@ from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.schemas import iso
 from nexus.core_api.sessions.schemas import AttemptChain, SessionOut, load_chains, outs, to_out
 from nexus.db.documents import Run, Session
+from nexus.db.lookup import find_each
 
 MAX_TREE_NODES = 2000  # a tree is a plan of tasks, not a log: bounded so a cycle cannot loop forever
 Filter = Annotated[str | None, Parameter(max_length=200)]
@@ -54,9 +55,11 @@ async def session_tree(run: Run) -> SessionNode:
     frontier = [root.session_id]
     while frontier and len(by_id) < MAX_TREE_NODES:
         found: dict[str, SessionNode] = {}
-        for out in await outs(await Session.find({"parent_session_id": {"$in": frontier}}).sort([("created_at", 1)]).to_list()):
+        # one equality per parent, not $in: FerretDB v1 answers equality from an index, $in by a scan
+        children = sorted(await find_each(Session, "parent_session_id", frontier), key=lambda d: d.created_at)
+        for out in await outs(children):
             found.setdefault(out.session_id, _node(out))
-        for r in await Run.find({"parent_session_id": {"$in": frontier}}).sort([("_id", 1)]).to_list():
+        for r in sorted(await find_each(Run, "parent_session_id", frontier), key=lambda d: d.id):
             found.setdefault(r.session_id, _pending(r))  # a retried child reuses its session id: one node
         frontier = []
         for sid, node in found.items():

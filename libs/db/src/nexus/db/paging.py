@@ -1,0 +1,111 @@
+"""Newest-first list pages that cost the same with 100 documents or 1,000,000.
+
+FerretDB v1 pushes only equality filters down to its storage; sorts, ranges and limits are done in
+its own process over every document the filter lets through. So "the newest 50 runs" would read
+every run. Instead each paged document carries `page`: the number of a bucket of BUCKET consecutive
+inserts (core-api, the only writer, takes a block of BUCKET numbers at a time from a counter
+document). A newest-first page reads the newest bucket by equality (an index lookup), then the one
+before, until the page is full. Filters that match little (a bucket walk of a few buckets finds
+too few) fall back to the plain query, which the equality filter keeps small.
+
+On MongoDB, which sorts with its indexes, pages are read the plain way; `page` is still written."""
+
+import asyncio
+from typing import Any
+
+from beanie import Document, Insert, before_event
+from pymongo import ReturnDocument
+
+BUCKET = 32
+COUNTERS = "page_counters"
+
+
+class PagedDocument(Document):
+    page: int | None = None  # the insert bucket (see nexus.db.paging); None: written before buckets existed
+
+    @before_event(Insert)
+    async def _take_page(self) -> None:
+        if self.page is None:
+            self.page = await allocate(type(self))
+
+
+class _Block:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.page = 0
+        self.used = BUCKET
+
+
+_blocks: dict[str, _Block] = {}
+
+
+def _counters(doc_cls: Any) -> Any:
+    return doc_cls.get_pymongo_collection().database[COUNTERS]
+
+
+async def allocate(doc_cls: Any) -> int:
+    """The bucket for the next insert into doc_cls's collection."""
+    name = doc_cls.get_pymongo_collection().full_name
+    block = _blocks.get(name)
+    if block is None:
+        block = _blocks[name] = _Block()
+    async with block.lock:
+        if block.used >= BUCKET:
+            counter = await _counters(doc_cls).find_one_and_update(
+                {"_id": doc_cls.get_pymongo_collection().name}, {"$inc": {"n": 1}}, upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            block.page, block.used = counter["n"], 0
+        block.used += 1
+        return block.page
+
+
+async def reserve(collection: Any, buckets: int) -> int:
+    """Take `buckets` bucket numbers at once for a bulk load into `collection` (a pymongo collection);
+    returns the first. Call it while no core-api writes to the collection."""
+    counter = await collection.database[COUNTERS].find_one_and_update(
+        {"_id": collection.name}, {"$inc": {"n": buckets}}, upsert=True, return_document=ReturnDocument.AFTER,
+    )
+    return counter["n"] - buckets + 1
+
+
+async def newest_page(doc_cls: Any) -> int:
+    counter = await _counters(doc_cls).find_one({"_id": doc_cls.get_pymongo_collection().name})
+    return int(counter["n"]) if counter else 0
+
+
+_native: dict[int, bool] = {}
+
+
+async def sorts_natively(doc_cls: Any) -> bool:
+    """MongoDB uses its indexes for sort and range; FerretDB v1 does not (it names itself in buildInfo)."""
+    client = doc_cls.get_pymongo_collection().database.client
+    known = _native.get(id(client))
+    if known is None:
+        info = await client.admin.command("buildInfo")
+        known = _native[id(client)] = "ferretdbVersion" not in info
+    return known
+
+
+async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int | None, cursor: str | None,
+                      find) -> list | None:
+    """Up to limit+1 documents newest first, read bucket by bucket; None when a short walk did not
+    fill the page (the caller then asks the plain way). `find(query, limit)` reads one bucket."""
+    start = cursor_page + 1 if cursor_page is not None else await newest_page(doc_cls)
+    walk = 3 + limit // BUCKET
+    # Only the bucket is pushed down: FerretDB leaves `$in` to its own filter over the bucket's few
+    # documents, where an equality on a common value (status=succeeded) would make the storage read
+    # that value's whole index entry.
+    within = {k: {"$in": [v]} if not isinstance(v, dict | list) else v for k, v in filters.items()}
+    found: list = []
+    page = start
+    while page >= 1 and page > start - walk:
+        query = {**within, "page": page}
+        if cursor:
+            query["_id"] = {"$lt": cursor}
+        found.extend(await find(query, limit + 1))
+        if len(found) > limit:
+            found.sort(key=lambda d: d.id, reverse=True)
+            return found[: limit + 1]
+        page -= 1
+    return None
