@@ -10,6 +10,7 @@ import msgspec
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from nexus.events.bus import connect
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import BoardExternalChanged
 from tests.core_api.conftest import assert_problem, new_key
@@ -81,11 +82,12 @@ def _signed(secret: str, payload: dict) -> tuple[bytes, dict]:
                  "X-Plane-Signature": hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()}
 
 
-async def test_plane_webhook_forged_refused_replay_ignored(app, client, hook_secret):
+async def test_plane_webhook_forged_refused_replay_ignored(app, client, hook_secret, nats_url, nats_creds):
     await client.put("/v1/board/providers/default", json={"provider": "plane", "plane": {
         "base_url": "http://plane.internal", "workspace_slug": "acme", "project_id": "p1", "api_key_secret": "PLANE_KEY",
         "webhook_secret": "PLANE_HOOK"}})
-    js = app.state.ctx.js
+    nc = await connect(nats_url, "test-board", creds=nats_creds)  # the test's own user reads the stream
+    js = nc.jetstream()
     item = f"item-{uuid.uuid4().hex}"
     sub = await js.pull_subscribe("nexus.evt.board.external_changed", stream="NEXUS_EVENTS",
                                   config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))
@@ -109,6 +111,7 @@ async def test_plane_webhook_forged_refused_replay_ignored(app, client, hook_sec
     ours = [c for c in ours if c.item_id == item]
     assert len(ours) == 1 and ours[0].actor == "Ana" and ours[0].provider == "plane"
     await sub.unsubscribe()
+    await nc.close()
 
 
 async def test_jira_webhook_needs_the_shared_secret(app, client):

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import msgspec
-import nats
 import pytest
 
 from nexus.core_api.chat_bindings.commands import handle_chat_command
@@ -15,7 +14,7 @@ from nexus.core_api.chat_queries.responder import answer
 from nexus.core_api.context import Context
 from nexus.core_api.settings import CoreSettings
 from nexus.db.documents import Approval, AuditEntry, Goal, now
-from nexus.events.bus import Publisher, ensure_streams
+from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.consumer import Poison
 from nexus.events.payloads import ChatPrincipal, CreateGoal, DecideApproval
 
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.infra
 
 
 @pytest.fixture
-async def ctx(fresh_db, nats_url: str) -> AsyncIterator[Context]:
-    nc = await nats.connect(nats_url)
+async def ctx(fresh_db, nats_url: str, nats_creds: str) -> AsyncIterator[Context]:
+    nc = await connect(nats_url, "test-chat", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     yield Context(settings=CoreSettings(nats_url=nats_url), nc=nc, js=js, publisher=Publisher(js, "test"))

@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import nats
+
+from nexus.events.bus import connect
 import pytest
 
 from nexus.events.catalog import DLQ_STREAM, EVENTS_STREAM, RUNS_STREAM
@@ -103,9 +104,9 @@ def _serve(handler: type, root: Path | None = None) -> ThreadingHTTPServer:
     return server
 
 
-async def _stream(nats_url: str, stream: str, subject: str) -> list[bytes]:
+async def _stream(nats_url: str, stream: str, subject: str, creds: str = "") -> list[bytes]:
     """Every message of a stream (body and headers), straight from JetStream."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url, "test-canary", creds=creds)
     try:
         js = nc.jetstream()
         if (await js.stream_info(stream)).state.messages == 0:
@@ -145,7 +146,7 @@ def remote(tmp_path: Path):
     server.shutdown()
 
 
-async def test_no_secret_or_credential_escapes_a_hostile_run(tmp_path: Path, nats_url: str, mongo_url: str, remote) -> None:
+async def test_no_secret_or_credential_escapes_a_hostile_run(tmp_path: Path, nats_url: str, nats_creds: str, mongo_url: str, remote) -> None:
     bare, url, git_server = remote
     model = _serve(FakeModel)
     try:
@@ -188,8 +189,9 @@ async def _run_everything(tmp_path, nats_url, mongo_url, bare, url, git_server, 
         logs = [(p.name, p.read_bytes()) for p in tmp_path.glob("*.log")] + [(str(p), p.read_bytes()) for p in stack.home.glob("runs/*/*/runner.log")]
     assert {"core-api.log", "worker.log", "board-sync.log", "telegram-gateway.log"} <= {name for name, _ in logs}
     assert sum(name.endswith("runner.log") for name, _ in logs) >= len(SCRIPTS)
-    events = [*await _stream(nats_url, RUNS_STREAM, "nexus.run.>"), *await _stream(nats_url, EVENTS_STREAM, "nexus.evt.>"),
-              *await _stream(nats_url, DLQ_STREAM, "nexus.dlq.>")]
+    events = [*await _stream(nats_url, RUNS_STREAM, "nexus.run.>", nats_creds),
+              *await _stream(nats_url, EVENTS_STREAM, "nexus.evt.>", nats_creds),
+              *await _stream(nats_url, DLQ_STREAM, "nexus.dlq.>", nats_creds)]
     assert len(events) > 50 and model.received and git_server.seen
 
     found = _leaks("remote objects", _every_object(bare))

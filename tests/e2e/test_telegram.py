@@ -14,11 +14,10 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import nats
 import pytest
 
 from nexus.dev.servers import free_ports
-from nexus.events.bus import Publisher
+from nexus.events.bus import Publisher, connect
 from nexus.events.payloads import ChatPrincipal, DecideApproval
 from tests.e2e.conftest import running_stack, wait_for
 from tests.gitrepo import make_bare_repo
@@ -184,7 +183,7 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
             # core-api checks the principal itself: a decision sent straight to the bus for a viewer or an
             # unbound user is refused (dead-lettered with why), and the approval stays pending.
             third = await _asker_approval(api, "nobody may approve me")
-            nc = await nats.connect(stack.nats_url)
+            nc = await connect(stack.nats_url, "test-intruder", creds=stack.creds("tools"))
             try:
                 js = nc.jetstream()
                 dlq = await js.subscribe("nexus.dlq.nexus.cmd.core.decide_approval", ordered_consumer=True)

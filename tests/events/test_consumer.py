@@ -32,15 +32,24 @@ async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int
         seen.append(d)
         await handler(d)
 
+    durable = f"t-{uuid.uuid4().hex[:8]}"
     task = asyncio.create_task(
-        consume(js, stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}", subject=f"nexus.run.{run_id}.>",
+        consume(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>",
                 handler=wrapped, stop=stop, max_deliver=max_deliver, ack_wait_s=2)
     )
     for _ in range(300):
         if len(seen) >= until:
             break
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # let anything extra arrive, so the assertions below would see it
+    # Nothing more can arrive once every message is settled (acked or terminated): nothing pending,
+    # nothing waiting for an ack or a redelivery. Wait for that state, not for time.
+    for _ in range(600):
+        info = await js.consumer_info(RUNS_STREAM, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"{durable} never settled: {info}")
     stop.set()
     await task
     return seen

@@ -41,6 +41,9 @@ class Workers:
         self.nats_auth = nats_auth
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
+    def log_of(self, proc: subprocess.Popen) -> str:
+        return next(log.read_text(errors="replace") for p, log in self.procs if p is proc)
+
     def start(self, name: str = "w1", **settings: object) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k == "NEXUS_TOOLS_DIR"}
         env.update(

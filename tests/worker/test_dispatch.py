@@ -89,11 +89,24 @@ async def test_a_cancel_reaches_the_worker_that_hosts_the_run(workers, bus) -> N
     for run in runs:
         await bus.launch(run)
     await bus.until(lambda: all(bus.of(r.id, "run.llm") for r in runs), tries=600)  # each is in its `sleep 60`
-    workers.start("w2")
-    await asyncio.sleep(1.0)  # w2's pull consumer is asking for work (a few sweeps), not a timing assertion
-    for run in runs:  # paced, so both workers' pull requests are waiting and the cancels spread over them
+    w2 = workers.start("w2")
+    # Each cancel goes out while both workers have a pull request waiting on the cancel consumer,
+    # so the durable consumer has both to choose from (state, not time, paces them).
+    for run in runs:
+        await _until_pulls_waiting(bus, 2)
         await bus.cancel(run.id)
-        await asyncio.sleep(0.5)
     await bus.until(lambda: all(bus.runtime(r.id, "exited") for r in runs), tries=300)
     for run in runs:
         assert bus.statuses(run.id)[-1] == "cancelled", (run.id, bus.statuses(run.id))
+    # The point of the test: w2 took cancels of runs it does not host, and they still ended.
+    taken_by_w2 = [line for line in workers.log_of(w2).splitlines() if "taken from the queue" in line]
+    assert taken_by_w2, "w2 took no cancel from the queue: the test did not exercise the broadcast"
+
+
+async def _until_pulls_waiting(bus, n: int) -> None:
+    for _ in range(300):  # a bound on checks
+        info = await bus.js.consumer_info(CMDS_STREAM, "worker-cancel")
+        if info.num_waiting >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {n} workers ever waited for cancels")

@@ -83,12 +83,13 @@ async def test_shell_syntax_in_arguments_stays_literal(sandbox: Any, cmd: str, l
     sandbox.assert_recorded()
 
 
-@pytest.mark.parametrize("cmd", ["env", "printenv", "python3 -c 'import os; print(dict(os.environ))'", "cat /dev/null"])
+@pytest.mark.parametrize("cmd", ["env", "printenv", "python3 -c 'import os; print(dict(os.environ))'"])
 async def test_runner_environment_does_not_reach_commands(sandbox: Any, cmd: str) -> None:
     # Even a runner that hands over its whole environment does not leak NEXUS_* or secrets.
     hv = sandbox.make(base_env={**os.environ, "DEPLOY_TOKEN": sandbox.SECRET, "PATH": os.environ["PATH"]})
     result = await hv.call("run_command", {"cmd": cmd})
     assert result.ok
+    assert "PATH" in result.output  # the command did print its environment: the checks below see it
     assert sandbox.RUNNER_SECRET not in result.output
     assert "NEXUS_" not in result.output
     assert "DEPLOY_TOKEN" not in result.output and sandbox.SECRET not in result.output
@@ -205,9 +206,7 @@ async def test_endless_output_is_stopped_by_the_timeout(sandbox: Any) -> None:
 async def test_timeout_kills_the_whole_process_group_including_forked_children(sandbox: Any) -> None:
     marker = f"forker-{os.getpid()}-{time.monotonic_ns()}"
     (sandbox.ws / "forker.py").write_text("import os, time\nos.fork()\ntime.sleep(60)\n")
-    started = time.monotonic()
     result, change = await _run(sandbox, f"python3 forker.py {marker}", timeout_s=1)
-    assert time.monotonic() - started < 10
     assert change.exit_code == 124 and "timed out after 1s" in result.output
     assert _marked_dead(marker) == []
 
@@ -229,10 +228,8 @@ async def test_children_do_not_outlive_the_command(sandbox: Any, how: str) -> No
 
 async def test_timeout_is_capped_by_the_policy(sandbox: Any) -> None:
     hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(allow=["sleep *"], timeout_s=0.5)))
-    started = time.monotonic()
     result = await hv.call("run_command", {"cmd": "sleep 30", "timeout_s": 1000})
-    assert time.monotonic() - started < 10
-    assert "timed out after 0.5s" in result.output
+    assert "timed out after 0.5s" in result.output  # the policy's cap, not the 1000 s asked for
 
 
 async def test_commands_read_no_stdin(sandbox: Any) -> None:

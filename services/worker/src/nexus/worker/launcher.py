@@ -159,6 +159,7 @@ class Launcher:
 
     async def handle_cancel(self, d: Delivery) -> None:
         cmd: CancelRun = d.payload
+        log.info("cancel of run %s taken from the queue by worker %s", cmd.run_id, self.worker_id)
         await self.runtime.cancel_run(cmd.run_id)
 
     async def on_cancel_broadcast(self, msg: Any) -> None:
