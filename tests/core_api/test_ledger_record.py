@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from nexus.core_api.runs.ingest import handle_run_event
-from nexus.db.documents import Run, Session
+from nexus.db.documents import Run, SessionChangeRecord
 from nexus.db.writes import update_document
 from nexus.domain.ledger import seal, seal_one
 from nexus.domain.sessions import NoteChange
@@ -38,8 +38,12 @@ async def report_run(client, run: dict, messages: list[str]) -> list:
 
 async def tamper(client, run: dict, changes: list) -> None:
     """What someone with the database (or an offline copy) does: replace the ledger and the run's hash to match."""
-    wire = [msgspec.to_builtins(c) for c in changes]
-    await in_app(client, update_document, Session, run["session_id"], {"$set": {"changes": wire}})
+    coll = SessionChangeRecord.get_pymongo_collection()
+    await in_app(client, coll.delete_many, {"session_id": run["session_id"]})
+    docs = [{"_id": SessionChangeRecord.key(run["session_id"], 1, c.seq), "session_id": run["session_id"], "run_id": run["id"],
+             "attempt": 1, "seq": c.seq, "change": msgspec.to_builtins(c), "note": getattr(c, "message", None)} for c in changes]
+    if docs:
+        await in_app(client, coll.insert_many, docs)
     await in_app(client, update_document, Run, run["id"], {"$set": {"ledger_hash": changes[-1].hash if changes else ""}})
 
 

@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from nexus.core_api.runs.ingest import handle_run_event
+from nexus.events.bus import Publisher, connect
 from nexus.events.consumer import Delivery
 from nexus.events.envelope import decode_raw
 from nexus.domain.ledger import seal, verify_chain
@@ -20,9 +21,11 @@ from tests.core_api.conftest import new_run
 pytestmark = pytest.mark.infra
 
 
-async def _publish(ctx, run_id: str, type_: str, data) -> Delivery:
-    env = await ctx.publisher.publish(type_, data, run_id=run_id, correlation_id=run_id)
-    msg = await ctx.js.get_last_msg("NEXUS_RUNS", f"nexus.run.{run_id}.{type_.split('.')[1]}")
+async def _publish(publisher: Publisher, run_id: str, type_: str, data) -> Delivery:
+    """Put the event on the run's stream as its publisher would (the tests' own NATS user: core-api's
+    may not speak for a run), and hand core-api the delivery it would fetch."""
+    env = await publisher.publish(type_, data, run_id=run_id, correlation_id=run_id)
+    msg = await publisher.js.get_last_msg("NEXUS_RUNS", f"nexus.run.{run_id}.{type_.split('.')[1]}")
     raw = decode_raw(msg.data)
     assert raw.id == env.id
     return Delivery(raw, msgspec.json.decode(raw.data, type=type(data)), msg.subject, 1, msg.seq)
@@ -33,16 +36,23 @@ async def in_app(client: AsyncTestClient, fn, *args):
     return await asyncio.to_thread(client.blocking_portal.call, fn, *args)
 
 
-async def _run_after(client: AsyncTestClient, app: Litestar, order: list[int], *, exit_code: int = 0) -> dict:
+@pytest.fixture
+async def publisher(nats_url: str, nats_creds: str):
+    nc = await connect(nats_url, "test-convergence", creds=nats_creds)
+    yield Publisher(nc.jetstream(), "test")
+    await nc.close()
+
+
+async def _run_after(client: AsyncTestClient, app: Litestar, publisher: Publisher, order: list[int], *, exit_code: int = 0) -> dict:
     ctx = app.state.ctx
     run = await new_run(client)
     run_id = run["id"]
     # What really happened, in stream order: launched, running, succeeded, exited.
     events = [
-        await in_app(client, _publish, ctx, run_id, "run.runtime", RuntimeChanged(phase="launched", attempt=1, runtime="local", detail="pid 1")),
-        await in_app(client, _publish, ctx, run_id, "run.status", RunStatusChanged(status="running", attempt=1)),
-        await in_app(client, _publish, ctx, run_id, "run.status", RunStatusChanged(status="succeeded", attempt=1, summary="done", commit_sha="abc")),
-        await in_app(client, _publish, ctx, run_id, "run.runtime", RuntimeChanged(phase="exited", attempt=1, runtime="local", exit_code=exit_code)),
+        await _publish(publisher, run_id, "run.runtime", RuntimeChanged(phase="launched", attempt=1, runtime="local", detail="pid 1")),
+        await _publish(publisher, run_id, "run.status", RunStatusChanged(status="running", attempt=1)),
+        await _publish(publisher, run_id, "run.status", RunStatusChanged(status="succeeded", attempt=1, summary="done", commit_sha="abc")),
+        await _publish(publisher, run_id, "run.runtime", RuntimeChanged(phase="exited", attempt=1, runtime="local", exit_code=exit_code)),
     ]
     for i in order:
         await in_app(client, handle_run_event, ctx, events[i])
@@ -52,20 +62,20 @@ async def _run_after(client: AsyncTestClient, app: Litestar, order: list[int], *
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2, 3], [2, 3, 0, 1], [3, 2, 1, 0], [1, 3, 0, 2, 2, 3, 1, 0]])
-async def test_verdict_wins_whatever_the_order(client: AsyncTestClient, app: Litestar, order: list[int]) -> None:
-    run = await _run_after(client, app, order)
+async def test_verdict_wins_whatever_the_order(client: AsyncTestClient, app: Litestar, publisher: Publisher, order: list[int]) -> None:
+    run = await _run_after(client, app, publisher, order)
     assert (run["status"], run["attempt"], run["commit_sha"]) == ("succeeded", 1, "abc"), run
     assert [a["status"] for a in run["attempts"]] == ["succeeded"]
 
 
-async def test_an_exit_delivered_before_its_verdict_does_not_retry(client: AsyncTestClient, app: Litestar) -> None:
+async def test_an_exit_delivered_before_its_verdict_does_not_retry(client: AsyncTestClient, app: Litestar, publisher: Publisher) -> None:
     """The exit arrives while the verdict is still held by a dead consumer: core-api finds the verdict on
     the stream and the run ends succeeded, attempt 1, with no second launch."""
-    run = await _run_after(client, app, [3])
+    run = await _run_after(client, app, publisher, [3])
     assert (run["status"], run["attempt"]) == ("succeeded", 1), run
 
 
-async def test_each_attempt_keeps_its_own_session_chain(client: AsyncTestClient, app: Litestar) -> None:
+async def test_each_attempt_keeps_its_own_session_chain(client: AsyncTestClient, app: Litestar, publisher: Publisher) -> None:
     """Attempts share a session id and each restarts seq at 0: their changes are kept apart, a
     redelivered change is stored once, and every attempt's chain verifies on its own."""
     ctx = app.state.ctx
@@ -74,10 +84,10 @@ async def test_each_attempt_keeps_its_own_session_chain(client: AsyncTestClient,
     chains = {n: seal([NoteChange(timestamp="2026-01-01T00:00:00Z", message=f"attempt {n} note {i}") for i in range(k)])
               for n, k in ((1, 3), (2, 2))}
     for n, changes in chains.items():
-        opened = await in_app(client, _publish, ctx, run_id, "run.session", SessionOpened(session_id=sid, project_path="/w", attempt=n))
+        opened = await _publish(publisher, run_id, "run.session", SessionOpened(session_id=sid, project_path="/w", attempt=n))
         await in_app(client, handle_run_event, ctx, opened)
         for change in changes:
-            d = await in_app(client, _publish, ctx, run_id, "run.note", SessionChanged(session_id=sid, change=change, attempt=n))
+            d = await _publish(publisher, run_id, "run.note", SessionChanged(session_id=sid, change=change, attempt=n))
             await in_app(client, handle_run_event, ctx, d)
             await in_app(client, handle_run_event, ctx, d)  # redelivered
     r = await client.get(f"/v1/runs/{run_id}")

@@ -46,3 +46,26 @@ def check_run_move(current: RunStatus, target: RunStatus) -> None:
 
 def is_final(status: RunStatus) -> bool:
     return status in RUN_FINAL
+
+
+# What a runner's end by signal most likely means, for the run's reason (exit codes < 0 are -signal).
+_SIGNALS = {
+    9: "SIGKILL: killed (its memory limit, a deadline, or an operator)",
+    24: "SIGXCPU: its CPU time limit was reached",
+    25: "SIGXFSZ: its file size limit was reached",
+    11: "SIGSEGV: it crashed",
+    6: "SIGABRT: it aborted",
+    15: "SIGTERM: it was asked to stop",
+}
+
+
+def exit_reason(exit_code: int | None) -> str:
+    """Why a runner ended without reporting an end of its own, in words an operator can act on."""
+    if exit_code is None:
+        return "the runner ended with no exit code"
+    if exit_code < 0:
+        meaning = _SIGNALS.get(-exit_code, f"signal {-exit_code}")
+        return f"the runner was ended by {meaning}"
+    if exit_code > 128 and exit_code - 128 in _SIGNALS:  # a shell's way of saying "by signal N"
+        return f"the runner was ended by {_SIGNALS[exit_code - 128]}"
+    return f"runner exited with code {exit_code} before reporting an end"

@@ -176,9 +176,19 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.procs):
             self.stop_service(name)
+        self.stop_runners()
         for s in reversed(self.servers):
             s.stop()
         self.servers.clear()
+
+    def stop_runners(self) -> None:
+        """Runners live in process groups of their own (they outlive a worker restart by design); when
+        the whole stack stops, so do they: each local run directory names its runner's pid."""
+        for pid_file in (self.home / "runs").glob("**/runner.pid"):
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            except (ValueError, OSError):
+                pass  # already gone, or not ours to signal
 
 
 def _port_or_free(preferred: int) -> int:

@@ -3,6 +3,7 @@
 import msgspec
 
 from nexus.core_api.ledger.record import records_of
+from nexus.core_api.sessions.schemas import load_chains
 from nexus.db.documents import Run, Session
 from nexus.domain.ledger import verify_chain
 
@@ -58,10 +59,18 @@ def check_session(session_id: str, changes: list[dict], recorded: list[dict]) ->
                           final_hash=chain.final_hash, problems=problems)
 
 
+def _stored(chains: dict, session: Session, recorded: list[dict]) -> list[dict]:
+    """The stored ledger of the attempt core-api recorded (or the session's latest, when none was)."""
+    by_attempt = chains.get(session.id, {})
+    attempt = recorded[0]["attempt"] if recorded else max(by_attempt, default=session.attempt)
+    return [r["change"] for r in by_attempt.get(attempt, [])]
+
+
 async def verify_run(run: Run) -> LedgerVerdict:
     sessions = await Session.find({"run_id": run.id}).sort([("created_at", 1)]).to_list()
     by_session = _latest_attempt(await records_of(run.id))
-    verdicts = [check_session(s.id, list(s.changes), by_session.get(s.id, [])) for s in sessions]
+    chains = await load_chains(sessions)  # the stored changes, per session and attempt
+    verdicts = [check_session(s.id, _stored(chains, s, by_session.get(s.id, [])), by_session.get(s.id, [])) for s in sessions]
     problems: list[str] = []
     own = by_session.get(run.session_id, [])
     recorded_hash = own[-1]["hash"] if own else ""

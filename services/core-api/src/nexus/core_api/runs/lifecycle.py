@@ -18,7 +18,7 @@ from nexus.db.connection import update_versioned
 from nexus.db.documents import Run, now
 from nexus.domain.ids import new_ulid
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact, derive, record
-from nexus.domain.runs import RUN_FINAL, RunStatus
+from nexus.domain.runs import RUN_FINAL, RunStatus, exit_reason
 from nexus.domain.tasks import TaskStatus
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
@@ -146,7 +146,7 @@ async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) ->
             await on_status(ctx, run_id, found[0], found[1])
     detail = ev.detail
     if ev.phase == "exited":
-        detail = f"runner exited with code {ev.exit_code} before reporting an end"
+        detail = exit_reason(ev.exit_code)
     await apply_fact(ctx, run_id, RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime))
 
 

@@ -45,8 +45,9 @@ async def load_chains(sessions: list[Session]) -> Chains:
     if not ids:
         return out
     coll = SessionChangeRecord.get_pymongo_collection()
-    async for rec in coll.find({"session_id": {"$in": ids}}):
-        out.setdefault(rec["session_id"], {}).setdefault(int(rec["attempt"]), []).append(rec)
+    for sid in dict.fromkeys(ids):  # one equality each, not $in: FerretDB answers equality from an index
+        async for rec in coll.find({"session_id": sid}):
+            out.setdefault(rec["session_id"], {}).setdefault(int(rec["attempt"]), []).append(rec)
     for by_attempt in out.values():
         for recs in by_attempt.values():
             recs.sort(key=lambda r: r["seq"])
