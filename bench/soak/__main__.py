@@ -133,7 +133,7 @@ async def main_async(a: argparse.Namespace) -> dict:
                 by_status[s] = by_status.get(s, 0) + 1
             result["runs"] = {"created": len(created), "final": sum(s in FINAL for s in statuses.values()), "by_status": by_status,
                               "per_minute": round(len(created) / a.minutes, 1)}
-            nc = await connect(stack.nats_url or "", "soak")
+            nc = await connect(stack.nats_url or "", "soak", creds=stack.creds("tools"))
             for _ in range(100):  # let the last events drain; the lag reported is what remains
                 result["consumer_lag"] = await lag(nc)
                 if all(v["pending"] == 0 and v["ack_pending"] == 0 for v in result["consumer_lag"].values()):

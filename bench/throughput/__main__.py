@@ -168,7 +168,7 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
         stack.start(["core-api", "worker"])
         if zygote:
             result["zygote_ready"] = await wait_for_zygote(ports["worker"])
-        nc = await connect(stack.nats_url or "", "bench-throughput")
+        nc = await connect(stack.nats_url or "", "bench-throughput", creds=stack.creds("tools"))
         log, finals = RunLog(), Finals()
         sub = await log.follow(nc.jetstream())
         await nc.subscribe("nexus.evt.run.*", cb=finals.on)

@@ -10,6 +10,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.events.faststream import broker_options
 from nexus.events.catalog import DLQ_STREAM, RUNS_STREAM
 from nexus.events.consumer import Delivery
 from nexus.events.envelope import decode_raw
@@ -19,8 +20,8 @@ from nexus.events.payloads import DeadLetter, RunLog
 pytestmark = pytest.mark.infra
 
 
-async def test_faststream_subscriber_decodes_retries_and_dead_letters(nats_url: str) -> None:
-    nc = await connect(nats_url, "test-faststream")
+async def test_faststream_subscriber_decodes_retries_and_dead_letters(nats_url: str, nats_creds: str) -> None:
+    nc = await connect(nats_url, "test-faststream", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     run_id = f"run_{uuid.uuid4().hex}"
@@ -35,7 +36,7 @@ async def test_faststream_subscriber_decodes_retries_and_dead_letters(nats_url: 
         if d.payload.message == "after":
             handled.set()
 
-    broker = NatsBroker(nats_url)
+    broker = NatsBroker(**broker_options(nats_url, "tools", nats_creds))
     durable_subscriber(broker, subject=f"nexus.run.{run_id}.>", stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}",
                        max_deliver=3, ack_wait_s=2)(handler)
     await broker.start()

@@ -49,10 +49,10 @@ def test_a_message_over_the_size_limit_is_refused() -> None:
 
 
 @pytest.mark.infra
-async def test_a_dead_letter_of_a_large_escaped_message_fits_and_the_consumer_lives_on(nats_url) -> None:
+async def test_a_dead_letter_of_a_large_escaped_message_fits_and_the_consumer_lives_on(nats_url, nats_creds) -> None:
     """A body of quotes doubles when escaped again inside the dead letter: it is cut to fit, with its
     size and sha256, and the consumer handles the next message."""
-    nc = await connect(nats_url, "test-poison")
+    nc = await connect(nats_url, "test-poison", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     run_id = f"run_{uuid.uuid4().hex}"
@@ -102,9 +102,9 @@ async def _until(cond) -> None:
 
 
 @pytest.mark.infra
-async def test_consume_survives_its_fetch_loop_raising(nats_url, monkeypatch) -> None:
+async def test_consume_survives_its_fetch_loop_raising(nats_url, nats_creds, monkeypatch) -> None:
     """consume() is supervised: a loop that dies (here: the subscription cannot be made once) is restarted."""
-    nc = await connect(nats_url, "test-poison-2")
+    nc = await connect(nats_url, "test-poison-2", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
     run_id = f"run_{uuid.uuid4().hex}"

@@ -61,6 +61,7 @@ class Outcome:
 
 class FaultStack:
     def __init__(self, stack: Stack, api: httpx.AsyncClient, bare_repo: Path) -> None:
+        self.types: dict[str, str] = {}  # event id → type@sequence, to name what was not stored
         self.stack, self.api, self.bare = stack, api, bare_repo
         self.db_name = stack.env["NEXUS_MONGODB_DB"]
 
@@ -178,10 +179,11 @@ class FaultStack:
                 break
             await asyncio.sleep(0.05)
         out.lost_events = len(lost)
+        out.notes.extend(f"not stored: {self.types.get(i, i)}" for i in sorted(lost))
 
     async def _stream(self, run_id: str) -> tuple[dict[int, str], list[str]]:
         """Each attempt's first verdict on the stream, and the ids of every event core-api must store."""
-        nc = await connect(self.stack.nats_url or "", "faults-check")
+        nc = await connect(self.stack.nats_url or "", "faults-check", creds=self.stack.creds("tools"))
         verdicts: dict[int, str] = {}
         ids: list[str] = []
         try:
@@ -195,6 +197,7 @@ class FaultStack:
                 if env.type == "run.heartbeat":
                     continue
                 ids.append(env.id)
+                self.types[env.id] = f"{env.type}@{msg.metadata.sequence.stream}"
                 data = json.loads(bytes(env.data))
                 if env.type == "run.status" and data["status"] in FINAL:
                     verdicts.setdefault(int(data.get("attempt", 1)), data["status"])

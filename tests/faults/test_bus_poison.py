@@ -66,7 +66,7 @@ async def _letters(js, subject: str, want: set[str]) -> dict[str, DeadLetter]:
 
 async def test_poison_commands_are_dead_lettered_and_consumers_live_on(stack: Stack, api: httpx.AsyncClient) -> None:
     tag = uuid.uuid4().hex[:8]
-    nc = await connect(stack.nats_url or "", "faults-poison")
+    nc = await connect(stack.nats_url or "", "faults-poison", creds=stack.creds("tools"))
     js = nc.jetstream()
     try:
         escaped = encode(make_envelope("core.create_goal", CreateGoal(title=f'{tag}' + '"' * 400_000), source="poison"))

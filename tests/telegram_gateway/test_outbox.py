@@ -23,8 +23,8 @@ async def _until(predicate) -> None:
     raise AssertionError("condition never held")
 
 
-async def test_failed_sends_are_retried_in_order_without_blocking_other_chats(nats_url: str) -> None:
-    nc = await connect(nats_url, "test-outbox")
+async def test_failed_sends_are_retried_in_order_without_blocking_other_chats(nats_url: str, nats_creds: str) -> None:
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
     kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
     sent: list[tuple[int, str]] = []
     failures = {"a1": 2}  # chat 1's first message fails twice

@@ -82,6 +82,10 @@ def _service(user: str, publishes: list[str], durables: list[Durable], *, extra_
 
 # Request/reply queries core-api answers (the gateway's reads): core NATS, no stream.
 CORE_QUERIES = "nexus.rpc.core.*"
+# FastStream's pull subscriptions fetch into inboxes of their own, `_INBOX.<nuid>` (two tokens; it does
+# not use the connection's prefix). Every other user's replies live under `_INBOX.<user>.…` (three or
+# more tokens), which this does not match.
+FASTSTREAM_INBOXES = "_INBOX.*"
 
 
 CORE_API_DURABLES = [Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"), Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>")]
@@ -115,12 +119,13 @@ SERVICES: dict[str, Permissions] = {
         # every worker hears every cancel (core NATS) and watches runs' liveness
         subscribes=[subject("worker.cancel_run"), subject("run.heartbeat"), subject("run.status"), subject("run.runtime")],
     ),
-    "board-sync": _service("board-sync", [subject("core.cancel_task")], BOARD_SYNC_DURABLES),
+    "board-sync": _service("board-sync", [subject("core.cancel_task")], BOARD_SYNC_DURABLES, subscribes=[FASTSTREAM_INBOXES]),
     "telegram-gateway": _service(
         "telegram-gateway",
         [subject("core.decide_approval"), subject("core.create_goal"), subject("core.cancel_run"), CORE_QUERIES],
         GATEWAY_DURABLES,
         extra_pub=[*kv_bucket("nexus_chat"), *kv_bucket("nexus_chat_marks"), *kv_bucket("nexus_chat_outbox")],
+        subscribes=[FASTSTREAM_INBOXES],
     ),
     # Developers' and the test suite's own tools (never provisioned in a cluster): everything.
     "tools": Permissions(pub_allow=(">",), sub_allow=(">",)),
