@@ -39,9 +39,38 @@ def images() -> dict[str, int]:
     return sizes
 
 
+@pytest.fixture(scope="session")
+def container_auth(nats_auth, tmp_path_factory) -> Path | None:
+    """The test server's NATS credentials, readable by the images' uid (mounted read-only at /auth)."""
+    if nats_auth is None:
+        return None
+    out = tmp_path_factory.mktemp("auth")
+    for f in Path(nats_auth).iterdir():
+        if f.is_file():
+            (out / f.name).write_bytes(f.read_bytes())
+            (out / f.name).chmod(0o644)
+    out.chmod(0o755)
+    return out
+
+
+def _auth_env(auth: Path | None, service: str) -> dict[str, str]:
+    if auth is None:
+        return {}
+    env = {"NEXUS_NATS_CREDS": f"/auth/{service}.creds"}
+    if service == "worker":
+        env["NEXUS_NATS_RUN_SIGNER_FILE"] = "/auth/run-signer"
+    return env
+
+
+AUTH_DIR: list[Path] = []
+
+
 def _run(image: str, name: str, env: dict[str, str], *cmd: str) -> str:
     args = ["run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp:exec,mode=1777",
             "--security-opt", "no-new-privileges", "--cap-drop", "ALL"]
+    if AUTH_DIR:
+        args += ["-v", f"{AUTH_DIR[0]}:/auth:ro"]
+        env = {**_auth_env(AUTH_DIR[0], image), **env}
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
     return docker(*args, f"nexus-{image}:{TAG}", *cmd).stdout.strip()
@@ -71,7 +100,8 @@ def _wait_ok(url: str, name: str) -> httpx.Response:
     raise AssertionError(f"{url} never answered 200")
 
 
-def test_every_image_starts_non_root_read_only_and_serves_its_ops_port(images, containers, nats_url, mongo_url) -> None:
+def test_every_image_starts_non_root_read_only_and_serves_its_ops_port(images, containers, nats_url, mongo_url, container_auth) -> None:
+    AUTH_DIR[:] = [container_auth] if container_auth else []
     db = f"img_{uuid.uuid4().hex[:8]}"
     ports = free_ports(len(SERVICES) + 1)
     for service, port in zip(SERVICES, ports, strict=False):
@@ -100,7 +130,8 @@ def test_the_runner_image_has_what_a_run_needs(images) -> None:
     assert lines[0] == "10001" and lines[1].startswith("git version")
 
 
-def test_a_scripted_run_goes_through_the_containers(images, containers, nats_url, mongo_url) -> None:
+def test_a_scripted_run_goes_through_the_containers(images, containers, nats_url, mongo_url, container_auth) -> None:
+    AUTH_DIR[:] = [container_auth] if container_auth else []
     db = f"img_{uuid.uuid4().hex[:8]}"
     http_port, core_ops, worker_ops = free_ports(3)
     admin = "nxk_images_" + uuid.uuid4().hex
