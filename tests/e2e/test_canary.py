@@ -150,12 +150,12 @@ async def test_no_secret_or_credential_escapes_a_hostile_run(tmp_path: Path, nat
     bare, url, git_server = remote
     model = _serve(FakeModel)
     try:
-        await _run_everything(tmp_path, nats_url, mongo_url, bare, url, git_server, model)
+        await _run_everything(tmp_path, nats_url, nats_creds, mongo_url, bare, url, git_server, model)
     finally:
         model.shutdown()
 
 
-async def _run_everything(tmp_path, nats_url, mongo_url, bare, url, git_server, model) -> None:
+async def _run_everything(tmp_path, nats_url, nats_creds, mongo_url, bare, url, git_server, model) -> None:
     with running_stack(tmp_path, nats_url, mongo_url) as stack:
         secrets = stack.home / "secrets"
         secrets.mkdir(parents=True, exist_ok=True)
