@@ -43,8 +43,8 @@ def main() -> int:
     figures = per_package()
     floors = json.loads(FLOORS.read_text()) if FLOORS.exists() else {}
     if "--update" in sys.argv:
-        # One point below today: the suite has a few timing-dependent paths (retries, reconnects).
-        floors = {pkg: max(floors.get(pkg, 0), int(pct) - 1) for pkg, (pct, _) in figures.items()}
+        # Three points below today: a few paths depend on timing (retries, reconnects, races).
+        floors = {pkg: max(floors.get(pkg, 0), int(pct) - 3) for pkg, (pct, _) in figures.items()}
         FLOORS.write_text(json.dumps(floors, indent=2, sort_keys=True) + "\n")
     below = []
     print(f"{'package':32} {'statements':>10} {'covered %':>10} {'floor':>6}")
