@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install test-tools run test test-fast test-faults soak images test-images proto bench clean
+.PHONY: install test-tools run ctl lint typecheck check test test-fast test-faults soak images test-images proto bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server, FerretDB and PostgreSQL
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -16,12 +16,23 @@ test-tools: ## what the suite uses besides the servers: promtool, bubblewrap, no
 run: install ## the whole system on this machine (data in .nexus/)
 	@$(UV) run --frozen nexus-dev run
 
-test: install test-tools ## the whole suite against real NATS and FerretDB started on free ports, with coverage per package
+ctl: ## nexusctl against the local system, e.g. `make ctl ARGS="runs list"` (or .venv/bin/nexusctl)
+	@$(UV) run --frozen nexusctl $(ARGS)
+
+lint: ## ruff's checks (pyproject.toml [tool.ruff]); fix line by line, never a mass reformat
+	@$(UV) run --frozen ruff check .
+
+typecheck: ## mypy over every package's sources (pyproject.toml [tool.mypy])
+	@$(UV) run --frozen mypy
+
+check: lint typecheck ## what must hold before any test runs
+
+test: install test-tools check ## the whole suite against real NATS and FerretDB started on free ports, with coverage per package
 	@mkdir -p .coverage-data && rm -f .coverage-data/coverage*
 	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images --ignore=tests/faults/test_matrix.py --cov --cov-report=
 	@$(UV) run --frozen python scripts/coverage_report.py
 
-test-fast: install ## the tests that need no server (no NATS, no database, no service process)
+test-fast: install ## the tests that need no server (no NATS, no database, no service process); a test using one is marked infra
 	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images -m "not infra and not e2e"
 
 images: install ## every service image from its Dockerfile (Docker's engine from Debian's packages)

@@ -82,3 +82,14 @@ def need_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+SERVER_FIXTURES = frozenset({"nats_url", "mongo_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches a server (through any fixture built on one) is `infra`, marked or not:
+    `make test-fast` (`-m "not infra and not e2e"`) then really starts no server."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.infra)

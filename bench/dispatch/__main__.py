@@ -53,7 +53,7 @@ async def latency(api: httpx.AsyncClient, log: RunLog, n: int) -> dict:
     ready_to_first, ready_to_launched, launched_to_first, failures = [], [], [], 0
     for i in range(n):
         run_id, ready = await create_task(api, "quick", f"latency {i}")
-        if not await until(lambda: run_id in log.final, tries=1200):
+        if not await until(lambda run_id=run_id: run_id in log.final, tries=1200):
             failures += 1
             continue
         ready_to_first.append(log.first_runner[run_id] - ready)

@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/kernel/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.kernel import (  # noqa: E402
+from bench.kernel import (
     b1_throughput,
     b2_latency,
     b3_backpressure,

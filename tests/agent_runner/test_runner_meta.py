@@ -31,7 +31,7 @@ async def test_meta_session_plans_waits_and_summarises(js, nats_url, nats_creds,
         plans.put_nowait(msgspec.json.decode(decode_raw(msg.data).data, type=PlanChildren))
 
     nc = await connect(nats_url, "tests", creds=nats_creds)
-    sub = await nc.subscribe("nexus.cmd.core.plan_children.*", cb=on_plan)  # a plain subscription sees it too
+    await nc.subscribe("nexus.cmd.core.plan_children.*", cb=on_plan)  # a plain subscription sees it too
     await nc.flush()
     try:
         r = await start_runner(tmp_path, nats_url, cfg)

@@ -180,7 +180,7 @@ async def _run_everything(tmp_path, nats_url, nats_creds, mongo_url, bare, url, 
                     for name, run_id in runs.items()}
             _check_outcomes(done, bare)
             responses = []
-            for name, run in done.items():
+            for run in done.values():
                 responses += [(await api.get(f"/v1/runs/{run['id']}")).content, (await api.get(f"/v1/runs/{run['id']}/events")).content,
                               (await api.get(f"/v1/tasks/{run['task_id']}")).content]
                 responses += [(await api.get(f"/v1/sessions/{s['sessionId']}")).content for s in run["sessions"]]

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nexus_bridge import Agent, run  # noqa: E402
+from nexus_bridge import Agent, run
 
 OPERATIONS = {
     "add": lambda a, b: a + b,

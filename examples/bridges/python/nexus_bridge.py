@@ -255,7 +255,7 @@ class Bridge:
                     break
                 try:
                     result = await handle(message)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 — a handler's failure is reported to the host, the agent lives on
                     traceback.print_exc(file=sys.stderr)
                     self._emit("error", {"message_id": message.id, "error": "%s: %s" % (type(exc).__name__, exc)})
                     continue

@@ -26,7 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nexus_bridge import EVENT, Agent, run  # noqa: E402
+from nexus_bridge import EVENT, Agent, run
 
 
 def _fill(value, task):

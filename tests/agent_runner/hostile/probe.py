@@ -19,7 +19,7 @@ def attempt(label: str, action) -> str:
     try:
         action()
         return f"{label}: DONE"
-    except Exception as exc:  # what stopped it is the point
+    except Exception as exc:  # noqa: BLE001 — what stopped it is the point
         return f"{label}: blocked ({type(exc).__name__})"
 
 

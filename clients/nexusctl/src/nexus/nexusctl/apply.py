@@ -88,10 +88,16 @@ def apply_memory(client: Client, m: Manifest) -> Outcome:
         return Outcome(m, CREATED, created["id"])
     item = items[0]
     if m.spec.get("scope") != item.get("scope"):
-        raise ManifestError(m.source, "spec.scope", f"is {item.get('scope')!r} in Nexus; delete memory/{item['id']} to change it")
-    want_scope_id = _ref_id(client, "/v1/agents" if item["scope"] == "agent" else "/v1/repositories", m.spec.get("scope_id"))
+        raise ManifestError(
+            m.source, "spec.scope", f"is {item.get('scope')!r} in Nexus; delete memory/{item['id']} to change it"
+        )
+    want_scope_id = _ref_id(
+        client, "/v1/agents" if item["scope"] == "agent" else "/v1/repositories", m.spec.get("scope_id")
+    )
     if item.get("scope") != "global" and want_scope_id != item.get("scope_id"):
-        raise ManifestError(m.source, "spec.scope_id", f"is {item.get('scope_id')!r} in Nexus; delete memory/{item['id']} to change it")
+        raise ManifestError(
+            m.source, "spec.scope_id", f"is {item.get('scope_id')!r} in Nexus; delete memory/{item['id']} to change it"
+        )
     patch = {}
     if "content" in m.spec and m.spec["content"] != item.get("content"):
         patch["content"] = m.spec["content"]

@@ -122,7 +122,9 @@ def resolve(
         return None, "none"
 
     key, source = pick_key()
-    return Target(url=pick_url().rstrip("/"), api_key=key or None, context=name if name in contexts else None, key_source=source)
+    return Target(
+        url=pick_url().rstrip("/"), api_key=key or None, context=name if name in contexts else None, key_source=source
+    )
 
 
 def use_context(env: Mapping[str, str], name: str) -> Path:

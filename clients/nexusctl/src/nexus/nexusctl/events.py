@@ -156,11 +156,18 @@ def _describe(ev: Event) -> tuple[str, str] | None:
     if kind == "approval":
         return "approval", f"{c.get('action')}: {c.get('decision')}"
     if kind == "child_session":
-        return "child", f"spawned session {c.get('childSessionId')}" + (f" (task {c['taskId']})" if c.get("taskId") else "")
+        return "child", f"spawned session {c.get('childSessionId')}" + (
+            f" (task {c['taskId']})" if c.get("taskId") else ""
+        )
     if kind == "approval_requested":
-        return "approval", f"{d.get('action')} needs a decision: nexusctl approvals approve {d.get('approval_id')}  (or reject)"
+        return (
+            "approval",
+            f"{d.get('action')} needs a decision: nexusctl approvals approve {d.get('approval_id')}  (or reject)",
+        )
     if kind == "approval_decided":
-        return "approval", f"{d.get('decision')} by {d.get('decided_by') or '?'}" + (f": {d['reason']}" if d.get("reason") else "")
+        return "approval", f"{d.get('decision')} by {d.get('decided_by') or '?'}" + (
+            f": {d['reason']}" if d.get("reason") else ""
+        )
     if kind == "child_finished":
         return "child", f"session {d.get('session_id')} (run {d.get('run_id')}) {d.get('status')}"
     if kind == "session":
@@ -187,8 +194,12 @@ def pretty(ev: Event, *, verbose: bool = False) -> str | None:
 def summary(run: dict) -> list[str]:
     usage = run.get("usage") or {}
     lines = [f"run {run.get('id')} {run.get('status')}" + (f": {run['reason']}" if run.get("reason") else "")]
-    for label, value in (("summary", run.get("summary")), ("branch", run.get("branch")), ("commit", run.get("commit_sha")),
-                         ("ledger", run.get("ledger_hash"))):
+    for label, value in (
+        ("summary", run.get("summary")),
+        ("branch", run.get("branch")),
+        ("commit", run.get("commit_sha")),
+        ("ledger", run.get("ledger_hash")),
+    ):
         if value:
             first, *rest = str(value).splitlines()
             lines.append(f"  {label + ':':<9} {first}")

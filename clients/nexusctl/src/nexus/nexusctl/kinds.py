@@ -82,9 +82,19 @@ AGENTS = Kind(
     manifest="Agent", id_field="name", deletable=True,
 )
 SKILLS = Kind(
-    "skills", "skill", "/v1/skills", ("skill", "sk", "skl"),
-    (("NAME", key("name")), ("VERSION", key("version")), ("DESCRIPTION", _short(50, key("description"))), ("AGE", age("created_at"))),
-    manifest="Skill", id_field="name", deletable=True,
+    "skills",
+    "skill",
+    "/v1/skills",
+    ("skill", "sk", "skl"),
+    (
+        ("NAME", key("name")),
+        ("VERSION", key("version")),
+        ("DESCRIPTION", _short(50, key("description"))),
+        ("AGE", age("created_at")),
+    ),
+    manifest="Skill",
+    id_field="name",
+    deletable=True,
 )
 REPOSITORIES = Kind(
     "repositories", "repository", "/v1/repositories", ("repository", "repos", "repo"),
@@ -93,15 +103,33 @@ REPOSITORIES = Kind(
     manifest="Repository", id_field="name", deletable=True,
 )
 TASKS = Kind(
-    "tasks", "task", "/v1/tasks", ("task", "tk"),
-    (("ID", key("id")), ("TITLE", _short(40, key("title"))), ("STATUS", key("status")), ("ASSIGNEE", key("assignee_agent_id")),
-     ("RUN", key("current_run_id")), ("AGE", age("created_at"))),
-    manifest="Task", filters=("status", "goal_id", "assignee_agent_id"),
+    "tasks",
+    "task",
+    "/v1/tasks",
+    ("task", "tk"),
+    (
+        ("ID", key("id")),
+        ("TITLE", _short(40, key("title"))),
+        ("STATUS", key("status")),
+        ("ASSIGNEE", key("assignee_agent_id")),
+        ("RUN", key("current_run_id")),
+        ("AGE", age("created_at")),
+    ),
+    manifest="Task",
+    filters=("status", "goal_id", "assignee_agent_id"),
 )
 GOALS = Kind(
-    "goals", "goal", "/v1/goals", ("goal", "gl"),
-    (("ID", key("id")), ("TITLE", _short(40, key("title"))), ("STATUS", key("status")), ("META RUN", key("meta_run_id")),
-     ("AGE", age("created_at"))),
+    "goals",
+    "goal",
+    "/v1/goals",
+    ("goal", "gl"),
+    (
+        ("ID", key("id")),
+        ("TITLE", _short(40, key("title"))),
+        ("STATUS", key("status")),
+        ("META RUN", key("meta_run_id")),
+        ("AGE", age("created_at")),
+    ),
     filters=("status", "created_by"),
 )
 RUNS = Kind(
@@ -113,10 +141,20 @@ RUNS = Kind(
     filters=("status", "agent_id", "task_id", "goal_id"),
 )
 SESSIONS = Kind(
-    "sessions", "session", "/v1/sessions", ("session", "ses"),
-    (("SESSION", key("sessionId", "session_id")), ("RUN", key("runId", "run_id")), ("PARENT", key("parentSessionId", "parent_session_id")),
-     ("STATUS", key("status")), ("CHANGES", lambda o: len(o.get("changes") or [])), ("AGE", age("createdAt", "created_at"))),
-    id_field="sessionId", filters=("run_id", "parent_session_id", "status"),
+    "sessions",
+    "session",
+    "/v1/sessions",
+    ("session", "ses"),
+    (
+        ("SESSION", key("sessionId", "session_id")),
+        ("RUN", key("runId", "run_id")),
+        ("PARENT", key("parentSessionId", "parent_session_id")),
+        ("STATUS", key("status")),
+        ("CHANGES", lambda o: len(o.get("changes") or [])),
+        ("AGE", age("createdAt", "created_at")),
+    ),
+    id_field="sessionId",
+    filters=("run_id", "parent_session_id", "status"),
 )
 APPROVALS = Kind(
     "approvals", "approval", "/v1/approvals", ("approval", "apr"),
@@ -137,10 +175,20 @@ AUDIT = Kind(
     filters=("actor", "action", "resource"),
 )
 MEMORY = Kind(
-    "memory", "memory item", "/v1/memory", ("memories", "mem", "memoryitem", "memoryitems"),
-    (("ID", key("id")), ("SCOPE", lambda o: ":".join(str(x) for x in (o.get("scope"), o.get("scope_id")) if x)),
-     ("TAGS", lambda o: ",".join(o.get("tags") or [])), ("CONTENT", _short(50, key("content"))), ("AGE", age("created_at"))),
-    manifest="MemoryItem", deletable=True, filters=("scope", "scope_id", "tag", "source", "include_expired"),
+    "memory",
+    "memory item",
+    "/v1/memory",
+    ("memories", "mem", "memoryitem", "memoryitems"),
+    (
+        ("ID", key("id")),
+        ("SCOPE", lambda o: ":".join(str(x) for x in (o.get("scope"), o.get("scope_id")) if x)),
+        ("TAGS", lambda o: ",".join(o.get("tags") or [])),
+        ("CONTENT", _short(50, key("content"))),
+        ("AGE", age("created_at")),
+    ),
+    manifest="MemoryItem",
+    deletable=True,
+    filters=("scope", "scope_id", "tag", "source", "include_expired"),
 )
 
 KINDS: tuple[Kind, ...] = (AGENTS, SKILLS, REPOSITORIES, TASKS, GOALS, RUNS, SESSIONS, APPROVALS, KEYS, AUDIT, MEMORY)

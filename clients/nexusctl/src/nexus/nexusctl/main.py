@@ -23,8 +23,12 @@ app = typer.Typer(
 @app.callback()
 def root(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="the API's base URL (default: $NEXUS_URL, the context, http://127.0.0.1:8080)")] = None,
-    api_key: Annotated[str | None, typer.Option(help="an API key (default: $NEXUS_API_KEY or the context's)", show_default=False)] = None,
+    url: Annotated[
+        str | None, typer.Option(help="the API's base URL (default: $NEXUS_URL, the context, http://127.0.0.1:8080)")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="an API key (default: $NEXUS_API_KEY or the context's)", show_default=False)
+    ] = None,
     context: Annotated[str | None, typer.Option("--context", help="a context from the config file")] = None,
 ) -> None:
     st = State(env=dict(os.environ), url=url, api_key=api_key, context=context)

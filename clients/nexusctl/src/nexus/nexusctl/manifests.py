@@ -52,7 +52,9 @@ def files_in(path: str) -> list[tuple[str, str]]:
     p = Path(path)
     if p.is_dir():
         # In a folder only YAML counts (other JSON files, e.g. package.json, are not manifests).
-        found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml") and not f.name.startswith("."))
+        found = sorted(
+            f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml") and not f.name.startswith(".")
+        )
         return [(str(f), f.read_text()) for f in found]
     if not p.exists():
         raise ManifestError(path, None, "no such file or directory")

@@ -85,7 +85,9 @@ def report(check: RunCheck) -> list[str]:
             lines.append(f"       breaks at change {s.broken_at}: {s.why}")
     lines += [f"PROBLEM {p}" for p in check.problems]
     verdict = "holds" if check.ok else "is BROKEN"
-    lines.append(f"ledger of run {check.run_id} {verdict}" + (f" (ledger hash {check.ledger_hash})" if check.ok else ""))
+    lines.append(
+        f"ledger of run {check.run_id} {verdict}" + (f" (ledger hash {check.ledger_hash})" if check.ok else "")
+    )
     return lines
 
 

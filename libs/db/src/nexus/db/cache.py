@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
+from beanie import Document, SortDirection
 from pymongo import monitoring
 
-D = TypeVar("D")
+D = TypeVar("D", bound=Document)
+__all__ = ["ReadCache", "SortDirection", "cached_find", "cached_get", "install"]
 _encode = msgspec.json.Encoder(order="sorted").encode
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "drop", "dropDatabase"})
 
@@ -50,18 +52,24 @@ class ReadCache(monitoring.CommandListener):
 
     # -- reads
     async def get(self, doc_cls: type[D], doc_id: Any) -> D | None:
-        return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),  # type: ignore[attr-defined]
+        return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),
                                    keep=lambda doc: doc is not None)
 
-    async def find(self, doc_cls: type[D], query: dict, sort: list[tuple[str, int]], limit: int) -> list[D]:
+    async def find(self, doc_cls: type[D], query: dict, sort: list[tuple[str, SortDirection]], limit: int) -> list[D]:
         """A find() with sort and limit, cached like a document: by collection and exact query, dropped
         by any write to the collection. A query that cannot be keyed goes to the database."""
         try:
             key = ("find", _encode((query, sort, limit)))
         except (TypeError, msgspec.EncodeError):
-            return await doc_cls.find(query).sort(sort).limit(limit).to_list()  # type: ignore[attr-defined]
-        return await self._through(self.queries, self.max_queries, doc_cls, key,
-                                   lambda: doc_cls.find(query).sort(sort).limit(limit).to_list(), keep=lambda docs: True)  # type: ignore[attr-defined]
+            return await doc_cls.find(query).sort(sort).limit(limit).to_list()
+        return await self._through(
+            self.queries,
+            self.max_queries,
+            doc_cls,
+            key,
+            lambda: doc_cls.find(query).sort(sort).limit(limit).to_list(),
+            keep=lambda docs: True,
+        )
 
     async def _through(self, store: dict, cap: int, doc_cls: Any, ident: Any, load: Callable[[], Awaitable[Any]],
                        keep: Callable[[Any], bool]) -> Any:
@@ -110,12 +118,12 @@ def install(cache: ReadCache | None) -> None:
 async def cached_get(doc_cls: type[D], doc_id: Any) -> D | None:
     """Documents returned here are shared: read them, never mutate them."""
     if _cache is None:
-        return await doc_cls.get(doc_id)  # type: ignore[attr-defined]
+        return await doc_cls.get(doc_id)
     return await _cache.get(doc_cls, doc_id)
 
 
-async def cached_find(doc_cls: type[D], query: dict, sort: list[tuple[str, int]], limit: int) -> list[D]:
+async def cached_find(doc_cls: type[D], query: dict, sort: list[tuple[str, SortDirection]], limit: int) -> list[D]:
     """Documents returned here are shared: read them, never mutate them."""
     if _cache is None:
-        return await doc_cls.find(query).sort(sort).limit(limit).to_list()  # type: ignore[attr-defined]
+        return await doc_cls.find(query).sort(sort).limit(limit).to_list()
     return await _cache.find(doc_cls, query, sort, limit)

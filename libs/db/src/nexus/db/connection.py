@@ -7,7 +7,9 @@ from nexus.db.documents import ALL_DOCUMENTS
 from nexus.db.writes import update_document
 
 
-async def connect_db(url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None) -> AsyncMongoClient:
+async def connect_db(
+    url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None
+) -> AsyncMongoClient:
     client: AsyncMongoClient = AsyncMongoClient(
         url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=listeners or []
     )
@@ -50,7 +52,9 @@ async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
         if not changes:
             return None
         changes = {**changes, "updated_at": now()}
-        res = await update_document(doc_cls, doc_id, {"$set": changes, "$inc": {"version": 1}}, {"version": doc.version})
+        res = await update_document(
+            doc_cls, doc_id, {"$set": changes, "$inc": {"version": 1}}, {"version": doc.version}
+        )
         if res.modified_count == 1:
             for k, v in changes.items():
                 setattr(doc, k, v)

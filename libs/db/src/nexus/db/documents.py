@@ -209,7 +209,11 @@ class Session(PagedDocument):
 
     class Settings:
         name = "sessions"
-        indexes = [pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("parent_session_id", 1)]), pymongo.IndexModel([("page", 1)])]
+        indexes = [
+            pymongo.IndexModel([("run_id", 1)]),
+            pymongo.IndexModel([("parent_session_id", 1)]),
+            pymongo.IndexModel([("page", 1)]),
+        ]
 
 
 class SessionChangeRecord(Document):
@@ -262,7 +266,11 @@ class Approval(PagedDocument):
 
     class Settings:
         name = "approvals"
-        indexes = [pymongo.IndexModel([("status", 1)]), pymongo.IndexModel([("run_id", 1)]), pymongo.IndexModel([("page", 1)])]
+        indexes = [
+            pymongo.IndexModel([("status", 1)]),
+            pymongo.IndexModel([("run_id", 1)]),
+            pymongo.IndexModel([("page", 1)]),
+        ]
 
 
 class ApiKey(Document):

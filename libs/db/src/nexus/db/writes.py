@@ -43,4 +43,6 @@ async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: d
         if isinstance(doc_cls, type) and issubclass(doc_cls, PagedDocument) and "page" not in update.get("$set", {}):
             update = {**update, "$setOnInsert": {**update.get("$setOnInsert", {}), "page": await allocate(doc_cls)}}
     async with document_lock(doc_cls, doc_id):
-        return await doc_cls.get_pymongo_collection().update_one({"_id": doc_id, **(conditions or {})}, update, upsert=upsert)
+        return await doc_cls.get_pymongo_collection().update_one(
+            {"_id": doc_id, **(conditions or {})}, update, upsert=upsert
+        )

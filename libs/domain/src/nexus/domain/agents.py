@@ -57,7 +57,9 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class MemoryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    scopes: list[Literal["agent", "repo", "global"]] = msgspec.field(default_factory=lambda: ["agent", "repo", "global"])
+    scopes: list[Literal["agent", "repo", "global"]] = msgspec.field(
+        default_factory=lambda: ["agent", "repo", "global"]
+    )
     max_items: int = 20
     max_chars: int = 8000
     tags: list[str] = msgspec.field(default_factory=list)

@@ -28,7 +28,11 @@ async def connect(url: str | list[str], name: str, *, creds: str = "", user: str
         options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
         options.setdefault("inbox_prefix", inbox_prefix(user or name))
     servers = [u.strip() for u in url.split(",") if u.strip()] if isinstance(url, str) else url
-    return await nats.connect(servers, name=name, **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options})
+    return await nats.connect(
+        servers,
+        name=name,
+        **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options},
+    )
 
 
 def _stream_config(s: StreamSpec, replicas: int = 1) -> StreamConfig:
@@ -52,6 +56,8 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
 
 
 async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
+    if cfg.name is None:
+        raise ValueError("a stream needs a name")
     try:
         await js.stream_info(cfg.name)
     except NotFoundError:

@@ -1,5 +1,6 @@
 """The subject catalog: every subject, its stream and its payload. Names here are a contract."""
 
+import builtins
 from dataclasses import dataclass
 
 from nexus.events import payloads as p
@@ -32,7 +33,7 @@ STREAMS: tuple[StreamSpec, ...] = (
 class MessageSpec:
     type: str  # the envelope's `type`
     subject: str  # a pattern; `{run_id}` is filled in per message
-    payload: type
+    payload: builtins.type  # the field `type` above shadows the builtin in this class body
     stream: str | None
     summary: str
 

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.msg import Msg
@@ -49,6 +49,14 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class DeadLetterSink(Protocol):
+    """Where dead letters are published: a JetStream context, or FastStream's broker behind one."""
+
+    async def publish(self, subject: str, payload: bytes, *, headers: dict[str, str] | None = None) -> Any: ...
+
+
 GroupHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 
@@ -105,18 +113,24 @@ def letter_for(msg: Msg, consumer: str, reason: str, deliveries: int) -> DeadLet
     body = data.decode("utf-8", errors="replace")
     truncated = len(body) > DLQ_BODY_CHARS
     return DeadLetter(
-        original_subject=msg.subject, reason=reason[:2000], consumer=consumer, deliveries=deliveries,
-        body=body[:DLQ_BODY_CHARS], body_bytes=len(data), body_sha256=hashlib.sha256(data).hexdigest(), truncated=truncated,
+        original_subject=msg.subject,
+        reason=reason[:2000],
+        consumer=consumer,
+        deliveries=deliveries,
+        body=body[:DLQ_BODY_CHARS],
+        body_bytes=len(data),
+        body_sha256=hashlib.sha256(data).hexdigest(),
+        truncated=truncated,
     )
 
 
-async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> bool:
+async def dead_letter(js: DeadLetterSink, msg: Msg, consumer: str, reason: str, deliveries: int) -> bool:
     """Publish the message to nexus.dlq.<subject> with the reason. Never raises: False when the
     dead letter could not be published (the caller leaves the message for redelivery)."""
     try:
         env = make_envelope("dlq", letter_for(msg, consumer, reason, deliveries), source=consumer)
         await js.publish(dlq_subject(msg.subject), encode(env), headers={"Nats-Msg-Id": env.id})
-    except Exception:  # noqa: BLE001 — dead-lettering must never take the consumer down
+    except Exception:  # dead-lettering must never take the consumer down
         log.exception("could not dead-letter %s from %s (%s)", msg.subject, consumer, reason[:200])
         return False
     DEAD_LETTERS.labels(subject_label(msg.subject)).inc()
@@ -124,7 +138,7 @@ async def dead_letter(js: JetStreamContext, msg: Msg, consumer: str, reason: str
     return True
 
 
-async def reject(js: JetStreamContext, msg: Msg, consumer: str, reason: str, deliveries: int) -> None:
+async def reject(js: DeadLetterSink, msg: Msg, consumer: str, reason: str, deliveries: int) -> None:
     """Dead-letter and terminate a message that can never succeed; if the dead letter could not be
     published, the message comes back later instead of being lost."""
     if await dead_letter(js, msg, consumer, reason, deliveries):
@@ -139,11 +153,13 @@ async def _quietly(op: Awaitable[Any]) -> None:
     """ack/nak/term over a connection that may be reconnecting: the server redelivers if it was lost."""
     try:
         await op
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("acknowledging a message failed; it will be redelivered", exc_info=True)
 
 
-async def settle(js: JetStreamContext, msg: Msg, durable: str, deliveries: int, max_deliver: int, exc: Exception | None) -> None:
+async def settle(
+    js: DeadLetterSink, msg: Msg, durable: str, deliveries: int, max_deliver: int, exc: Exception | None
+) -> None:
     """Ack a handled message; after a failure nak it with backoff, or dead-letter it on its last delivery."""
     if exc is None:
         await _quietly(msg.ack())
@@ -165,16 +181,16 @@ def _metadata(msg: Msg) -> Any:
         return None
 
 
-async def _handle_one(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+async def _handle_one(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
     try:
         await _handle(js, msg, durable, handler, max_deliver)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 — nothing one message does may end the loop; it is redelivered
+    except Exception:  # nothing one message does may end the loop; it is redelivered
         log.exception("handling %s on %s failed outside the handler", msg.subject, durable)
 
 
-async def _handle(js: JetStreamContext, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
     meta = _metadata(msg)
     deliveries = meta.num_delivered if meta else 1
     try:
@@ -203,11 +219,20 @@ async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, gr
         for msg in group:
             meta = msg.metadata
             env, payload = decode_message(msg)
-            deliveries.append(Delivery(env, payload, msg.subject, meta.num_delivered if meta else 1, meta.sequence.stream if meta else 0, msg))
+            deliveries.append(
+                Delivery(
+                    env,
+                    payload,
+                    msg.subject,
+                    meta.num_delivered if meta else 1,
+                    meta.sequence.stream if meta else 0,
+                    msg,
+                )
+            )
         await group_handler(deliveries)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 — one by one instead, where each failure is settled on its own
+    except Exception:  # one by one instead, where each failure is settled on its own
         log.debug("group of %d on %s handled one by one", len(group), durable, exc_info=True)
         return False
     for msg in group:
@@ -231,7 +256,9 @@ LOOPS = LoopHealth()
 LOOP_RESTARTS = Counter("nexus_loop_restarts_total", "Consumer loops restarted after they died", ["loop"])
 
 
-async def supervised(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, *, max_backoff_s: float = 10.0) -> None:
+async def supervised(
+    name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, *, max_backoff_s: float = 10.0
+) -> None:
     """Run a loop until `stop`; if it dies (or returns early) restart it with backoff, and report it
     down in LOOPS meanwhile. Cancellation (shutdown) is never swallowed."""
     backoff = 0.2
@@ -243,7 +270,7 @@ async def supervised(name: str, run: Callable[[], Awaitable[None]], stop: asynci
             reason = "returned before stop"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 — the loop is restarted; the process lives on
+        except Exception as exc:  # the loop is restarted; the process lives on
             log.exception("loop %s died; restarting in %.1fs", name, backoff)
             reason = repr(exc)[:500]
         LOOPS.down[name] = reason
@@ -304,7 +331,7 @@ async def consume_once(
                 msgs = await sub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
                 continue
-            except Exception:  # noqa: BLE001 — a reconnect in progress; keep the loop alive
+            except Exception:  # a reconnect in progress; keep the loop alive
                 log.warning("fetch failed on %s; retrying", durable, exc_info=True)
                 await asyncio.sleep(0.5)
                 continue

@@ -22,7 +22,10 @@ def broker_options(url: str, user: str, creds: str = "") -> dict[str, Any]:
     the service's own NATS user, replies under its inbox prefix (the same as nexus.events.bus.connect)."""
     from nexus.events.permissions import inbox_prefix
 
-    options: dict[str, Any] = {"servers": [u.strip() for u in url.split(",") if u.strip()], "max_reconnect_attempts": -1}
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in url.split(",") if u.strip()],
+        "max_reconnect_attempts": -1,
+    }
     if creds:
         from nats.aio.client import RawCredentials
 

@@ -81,8 +81,10 @@ class CreateGoal(Payload):
     title: ShortText
     description: Text = ""
     requested_by: Who = ""
-    goal_id: Annotated[str, msgspec.Meta(max_length=120)] = ""  # chosen by the sender so a redelivered command creates one goal
-    meta_agent: Annotated[str, msgspec.Meta(max_length=120)] = ""  # the planner agent (id or name) whose meta session plans the goal
+    goal_id: Annotated[str, msgspec.Meta(max_length=120)] = ""
+    meta_agent: Annotated[str, msgspec.Meta(max_length=120)] = (
+        ""  # the planner agent (id or name) whose meta session plans the goal
+    )
     repository: Annotated[str, msgspec.Meta(max_length=120)] = ""  # id or name
     principal: ChatPrincipal | None = None
 
@@ -107,7 +109,9 @@ class ChildPlan(Payload):
     session_id: Ref
     title: ShortText
     description: Text = ""
-    target_files: Annotated[list[Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
+    target_files: Annotated[list[Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=1000)] = (
+        msgspec.field(default_factory=list)
+    )
     agent_id: Ref | None = None
 
 

@@ -7,6 +7,7 @@ needs a line here for the service that publishes it and the one that consumes it
 Each connection keeps its reply subjects under an inbox prefix of its own (`_INBOX.<user>`), so no
 user can read another's JetStream acks, API answers or request replies."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM, STREAMS, spec
@@ -68,12 +69,17 @@ def kv_bucket(bucket: str) -> list[str]:
 
 def ephemeral_readers(stream: str) -> list[str]:
     """Ordered push consumers on a whole stream (core-api's SSE replays)."""
-    return [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>", f"$JS.API.CONSUMER.INFO.{stream}.*",
-            f"$JS.API.CONSUMER.DELETE.{stream}.*", f"$JS.FC.{stream}.>"]
+    return [
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.*",
+        f"$JS.API.CONSUMER.DELETE.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
 
 
-def _service(user: str, publishes: list[str], durables: list[Durable], *, extra_pub: list[str] = (),  # type: ignore[assignment]
-             subscribes: list[str] = (), responds: bool = False) -> Permissions:  # type: ignore[assignment]
+def _service(user: str, publishes: list[str], durables: list[Durable], *, extra_pub: Sequence[str] = (),
+             subscribes: Sequence[str] = (), responds: bool = False) -> Permissions:
     dlq = [subject("dlq")] if durables else []  # a consumer dead-letters what it cannot handle
     pub = [*publishes, *dlq, *stream_admin(), *(a for d in durables for a in durable_api(d)), *extra_pub]
     return Permissions(pub_allow=tuple(dict.fromkeys(pub)), sub_allow=(f"{inbox_prefix(user)}.>", *subscribes),
@@ -88,7 +94,10 @@ CORE_QUERIES = "nexus.rpc.core.*"
 FASTSTREAM_INBOXES = "_INBOX.*"
 
 
-CORE_API_DURABLES = [Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"), Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>")]
+CORE_API_DURABLES = [
+    Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"),
+    Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>"),
+]
 BOARD_SYNC_DURABLES = [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
                        Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),
                        Durable(EVENTS_STREAM, "board-sync-external", subject("board.external_changed"))]
@@ -102,12 +111,21 @@ WORKER_DURABLES = [Durable(CMDS_STREAM, "worker-launch", subject("worker.launch_
 SERVICES: dict[str, Permissions] = {
     "core-api": _service(
         "core-api",
-        ["nexus.evt.>", subject("worker.launch_run"), subject("worker.cancel_run"),
-         *(subject(f"run.{k}") for k in CORE_ONLY_RUN_KINDS)],
+        [
+            "nexus.evt.>",
+            subject("worker.launch_run"),
+            subject("worker.cancel_run"),
+            *(subject(f"run.{k}") for k in CORE_ONLY_RUN_KINDS),
+        ],
         CORE_API_DURABLES,
         # SSE replays; the last status of a run read straight from its stream (an exit without its verdict)
-        extra_pub=[*ephemeral_readers(RUNS_STREAM), *ephemeral_readers(EVENTS_STREAM),
-                   f"$JS.API.STREAM.MSG.GET.{RUNS_STREAM}", f"$JS.API.DIRECT.GET.{RUNS_STREAM}", f"$JS.API.DIRECT.GET.{RUNS_STREAM}.>"],
+        extra_pub=[
+            *ephemeral_readers(RUNS_STREAM),
+            *ephemeral_readers(EVENTS_STREAM),
+            f"$JS.API.STREAM.MSG.GET.{RUNS_STREAM}",
+            f"$JS.API.DIRECT.GET.{RUNS_STREAM}",
+            f"$JS.API.DIRECT.GET.{RUNS_STREAM}.>",
+        ],
         subscribes=[CORE_QUERIES],  # answers the gateway's queries (replies are responses)
         responds=True,
     ),
@@ -117,9 +135,16 @@ SERVICES: dict[str, Permissions] = {
         WORKER_DURABLES,
         extra_pub=[*kv_bucket("nexus_launches"), *kv_bucket("nexus_workers")],
         # every worker hears every cancel (core NATS) and watches runs' liveness
-        subscribes=[subject("worker.cancel_run"), subject("run.heartbeat"), subject("run.status"), subject("run.runtime")],
+        subscribes=[
+            subject("worker.cancel_run"),
+            subject("run.heartbeat"),
+            subject("run.status"),
+            subject("run.runtime"),
+        ],
     ),
-    "board-sync": _service("board-sync", [subject("core.cancel_task")], BOARD_SYNC_DURABLES, subscribes=[FASTSTREAM_INBOXES]),
+    "board-sync": _service(
+        "board-sync", [subject("core.cancel_task")], BOARD_SYNC_DURABLES, subscribes=[FASTSTREAM_INBOXES]
+    ),
     "telegram-gateway": _service(
         "telegram-gateway",
         [subject("core.decide_approval"), subject("core.create_goal"), subject("core.cancel_run"), CORE_QUERIES],

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -34,7 +35,7 @@ def _channel_name(m: MessageSpec) -> str:
     return m.type.replace(".", "_")
 
 
-def _asyncapi_schema(node: object) -> object:
+def _asyncapi_schema(node: Any) -> Any:
     """msgspec writes OpenAPI's object-style `discriminator` ({propertyName, mapping}); an AsyncAPI
     schema's `discriminator` is the property's name, a string."""
     if isinstance(node, dict):
@@ -55,7 +56,11 @@ def asyncapi() -> dict:
     channels, operations, messages = {}, {}, {}
     for m in MESSAGES:
         name = _channel_name(m)
-        params = {p: {"description": f"the {p.replace('_', ' ')}"} for p in ("run_id", "original_subject") if "{" + p + "}" in m.subject}
+        params = {
+            p: {"description": f"the {p.replace('_', ' ')}"}
+            for p in ("run_id", "original_subject")
+            if "{" + p + "}" in m.subject
+        }
         channels[name] = {
             "address": m.subject,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
@@ -76,11 +81,21 @@ def asyncapi() -> dict:
             "payload": {
                 "allOf": [
                     {"$ref": REF_PREFIX.format(name="Envelope")},
-                    {"type": "object", "properties": {"type": {"const": m.type}, "data": {"$ref": REF_PREFIX.format(name=m.payload.__name__)}}},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "type": {"const": m.type},
+                            "data": {"$ref": REF_PREFIX.format(name=m.payload.__name__)},
+                        },
+                    },
                 ]
             },
         }
-        operations[f"publish_{name}"] = {"action": "send", "channel": {"$ref": f"#/channels/{name}"}, "summary": m.summary}
+        operations[f"publish_{name}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{name}"},
+            "summary": m.summary,
+        }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -123,7 +138,11 @@ def main() -> None:
     files = render()
     if args.check:
         stale = [p for p, text in files.items() if not (args.out / p).exists() or (args.out / p).read_text() != text]
-        stale += [str(p.relative_to(args.out)) for p in (args.out / "messages").glob("*.json") if str(p.relative_to(args.out)) not in files]
+        stale += [
+            str(p.relative_to(args.out))
+            for p in (args.out / "messages").glob("*.json")
+            if str(p.relative_to(args.out)) not in files
+        ]
         if stale:
             print("proto/ drifted from the code; run `make proto`:\n  " + "\n  ".join(sorted(stale)), file=sys.stderr)
             sys.exit(1)

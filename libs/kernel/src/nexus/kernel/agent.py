@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeGuard, runtime_checkable
 
 from nexus.kernel.message import Message
 
@@ -60,7 +60,7 @@ class FunctionAgent:
 AgentFactory = Callable[[], Agent]
 
 
-def is_agent(obj: object) -> bool:
+def is_agent(obj: object) -> TypeGuard[Agent]:
     return callable(getattr(obj, "handle", None)) and isinstance(getattr(obj, "id", None), str)
 
 

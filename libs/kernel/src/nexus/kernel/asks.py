@@ -58,7 +58,7 @@ class PendingAsks:
             fut.exception()  # mark retrieved: no "never retrieved" noise when send raised first
 
     def future(self, message_id: str | None) -> asyncio.Future[Message] | None:
-        return self._futures.get(message_id)  # type: ignore[arg-type]
+        return self._futures.get(message_id) if message_id is not None else None
 
     def fail(self, message_id: str, error: BaseException) -> None:
         fut = self._futures.get(message_id)

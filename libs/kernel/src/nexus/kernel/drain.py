@@ -52,7 +52,8 @@ class Draining:
         waiter = mb.waiter
         mb.waiter = None
         mb.wd_progress = -1  # the watchdog restarts its clock for this handle
-        waiter.set_result(True)  # type: ignore[union-attr]
+        if waiter is not None:
+            waiter.set_result(True)
 
     def _schedule(self, mb: Mailbox) -> None:
         mb.task = self._loop.create_task(self._drain(mb))
@@ -81,7 +82,7 @@ class Draining:
                     except asyncio.CancelledError:
                         if mb.interrupt is None:
                             raise
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 — an agent's failure is its supervisor's to handle
                         self._supervisor.failed(mb, message, exc)
                         return
                     if mb.interrupt is not None:
@@ -121,7 +122,7 @@ class Draining:
         except asyncio.CancelledError:
             if mb.interrupt is None:
                 raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — an agent's failure is its supervisor's to handle
             self._supervisor.failed(mb, None, exc)
             return False
         return mb.interrupt is None or self._interrupted(mb, None)

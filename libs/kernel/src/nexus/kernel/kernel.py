@@ -114,9 +114,10 @@ class Kernel(Draining):
         if not is_agent(agent):
             if not callable(agent):
                 raise TypeError(f"not an agent or an agent factory: {agent!r}")
-            factory, agent = agent, agent()
-            if not is_agent(agent):
-                raise TypeError(f"factory returned a non-agent: {agent!r}")
+            factory, made = agent, agent()
+            if not is_agent(made):
+                raise TypeError(f"factory returned a non-agent: {made!r}")
+            agent = made
         agent_id = agent.id
         if agent_id in self._mailboxes:
             raise DuplicateAgent(agent_id, "an agent with this id is already running")

@@ -131,7 +131,7 @@ class NatsRemote:
                 del self._withdrawn[agent_id], self._seen_while_withdrawn[agent_id]
             try:
                 await sub.unsubscribe()
-            except Exception as exc:  # connection closing or closed: nothing left to undo
+            except Exception as exc:  # noqa: BLE001 — connection closing or closed: nothing left to undo
                 log.debug("unsubscribe failed: %s", exc)
 
     async def ready(self) -> None:
@@ -223,7 +223,7 @@ class NatsRemote:
         for sub in subs:
             try:
                 await sub.unsubscribe()
-            except Exception as exc:  # connection already closed: nothing left to undo
+            except Exception as exc:  # noqa: BLE001 — connection already closed: nothing left to undo
                 log.debug("unsubscribe failed: %s", exc)
         for fut in self._acks.values():
             if not fut.done():

@@ -103,7 +103,7 @@ class Supervisor:
                 new = mb.factory()
                 if new.id != mb.id:
                     raise ValueError(f"factory made an agent with id {new.id!r}, expected {mb.id!r}")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 — a factory that fails is a failed restart, supervised
                 mb.task = None
                 self.failed(mb, None, exc)
                 return

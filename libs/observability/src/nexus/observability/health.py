@@ -17,7 +17,9 @@ async def _respond(writer: asyncio.StreamWriter, status: str, body: bytes, ctype
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, ready: ReadyCheck | None = None, detail: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, ready: ReadyCheck | None = None, detail: Callable[[], str] | None = None
+    ) -> None:
         self.host, self.port, self.ready, self.detail = host, port, ready, detail  # detail: more lines for /readyz
         self._server: asyncio.Server | None = None
 

@@ -54,7 +54,9 @@ def _exit_now(grace_s: float) -> None:
     os._exit(1)
 
 
-async def start_ops(settings: CommonSettings, ready: ReadyCheck | None, detail: Callable[[], str] | None = None) -> OpsServer:
+async def start_ops(
+    settings: CommonSettings, ready: ReadyCheck | None, detail: Callable[[], str] | None = None
+) -> OpsServer:
     ops = OpsServer(settings.metrics_host, settings.metrics_port, ready, detail)
     await ops.start()
     return ops

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import msgspec
 
@@ -35,7 +35,7 @@ from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.hypervisor.state import now_iso, read_state, write_json, write_state
 from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.ledger import verify_chain
-from nexus.domain.sessions import CommandRunChange, SessionState
+from nexus.domain.sessions import CommandRunChange, SessionState, SessionStatus
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -83,7 +83,9 @@ def _refuse_sessions_inside(project: str) -> None:
     """The agent works in the project: its session files (permissions included) must be out of reach."""
     base, root = os.path.realpath(sessions_dir()), os.path.realpath(project)
     if base == root or base.startswith(root.rstrip(os.sep) + os.sep):
-        raise CliError("the sessions directory may not lie inside the project: set NEXUS_AGENT_SESSIONS_DIR elsewhere", code=2)
+        raise CliError(
+            "the sessions directory may not lie inside the project: set NEXUS_AGENT_SESSIONS_DIR elsewhere", code=2
+        )
 
 
 @contextmanager
@@ -161,18 +163,25 @@ def _load(session_id: str) -> tuple[SessionState, Permissions, Path]:
     return session, permissions, state_path
 
 
-def _tool_call(session_id: str, tool: str, tool_args: dict, close_as: str | None = None) -> tuple[dict, SessionState]:
+def _tool_call(
+    session_id: str, tool: str, tool_args: dict, close_as: SessionStatus | None = None
+) -> tuple[dict, SessionState]:
     """One hypervisor call on a session, under the session's lock; `close_as` sets the final
     status once the call succeeded."""
     with _locked(_paths(session_id)[2]):
         session, permissions, state_path = _load(session_id)
-        hv = Hypervisor(workspace=Path(session.project_path), permissions=permissions, session=session, state_file=state_path,
-                        private_dir=_private_dir(session_id))
+        hv = Hypervisor(
+            workspace=Path(session.project_path),
+            permissions=permissions,
+            session=session,
+            state_file=state_path,
+            private_dir=_private_dir(session_id),
+        )
         if session.status != "active":
             hv.finished = session.status  # the hypervisor refuses (and records) calls on a closed session
         result = asyncio.run(hv.call(tool, tool_args))
         if result.ok and close_as:
-            session.status = close_as  # type: ignore[assignment] - argparse choices
+            session.status = close_as
             session.updated_at = now_iso()
         hv.seal_state()  # each invocation is its own process: what it recorded is on disk before it answers
     out: dict[str, Any] = {"ok": result.ok, "sessionId": session_id, "ledgerHash": hv.ledger_hash}
@@ -211,11 +220,18 @@ def cmd_run(args: argparse.Namespace) -> dict:
 def cmd_status(args: argparse.Namespace) -> dict:
     with _locked(_paths(args.session)[2]):
         session, _, state_path = _load(args.session)
-    return {"ok": True, "sessionId": session.session_id, "stateFile": str(state_path), "ledger": _verify(session), "session": _wire(session)}
+    return {
+        "ok": True,
+        "sessionId": session.session_id,
+        "stateFile": str(state_path),
+        "ledger": _verify(session),
+        "session": _wire(session),
+    }
 
 
 def cmd_finish(args: argparse.Namespace) -> dict:
-    out, session = _tool_call(args.session, "finish", {"summary": args.summary}, close_as=args.status)
+    status = cast(SessionStatus, args.status)  # one of the parser's choices
+    out, session = _tool_call(args.session, "finish", {"summary": args.summary}, close_as=status)
     out.update(status=session.status, ledger=_verify(session))
     return out
 

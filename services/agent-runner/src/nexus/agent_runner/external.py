@@ -107,10 +107,22 @@ class HypervisorAgent:
         out.input_tokens += max(inp, 0)
         out.output_tokens += max(outp, 0)
         out.cost_usd += max(cost, 0.0)
-        await self.reporter.llm(step=out.steps, provider="external", model=str(payload.get("model") or self.model),
-                                input_tokens=inp, output_tokens=outp, cost_usd=cost, stop_reason="", tool_calls=[], text="")
+        await self.reporter.llm(
+            step=out.steps,
+            provider="external",
+            model=str(payload.get("model") or self.model),
+            input_tokens=inp,
+            output_tokens=outp,
+            cost_usd=cost,
+            stop_reason="",
+            tool_calls=[],
+            text="",
+        )
         if out.input_tokens + out.output_tokens > self.limits.max_tokens:
-            self._end(f"token limit of {self.limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)", limit=True)
+            self._end(
+                f"token limit of {self.limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)",
+                limit=True,
+            )
 
 
 async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter: RunReporter, *, workdir: Path,
@@ -124,7 +136,7 @@ async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter:
     try:
         await spawn_bridge(kernel, command, id=cli_id, remote=False, cwd=str(workdir), env=env, own_group=True,
                            register_timeout=REGISTER_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 — a CLI that cannot start ends the run with why
+    except Exception as exc:  # a CLI that cannot start ends the run with why
         raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
     bridge = kernel.agent(cli_id)
     assert isinstance(bridge, BridgeAgent) and bridge.pipes is not None
@@ -138,7 +150,7 @@ async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter:
     }))
     ended = asyncio.ensure_future(agent.ended.wait())
     try:
-        await asyncio.wait([ended, exited], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([ended, exited], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]  # a bool and an int future; typeshed wants one type
     finally:
         ended.cancel()
     if cli_id in kernel:
@@ -166,4 +178,6 @@ async def _note_unrecorded(hv: Hypervisor, rg: workspace.RunGit) -> None:
     unrecorded = sorted({p for p in listed.split("\0") if p and p not in written})
     if unrecorded:
         shown = ", ".join(unrecorded[:50]) + (f" and {len(unrecorded) - 50} more" if len(unrecorded) > 50 else "")
-        await hv.runner_call("note", {"message": f"changed by commands or by the CLI outside the hypervisor's writes: {shown}"})
+        await hv.runner_call(
+            "note", {"message": f"changed by commands or by the CLI outside the hypervisor's writes: {shown}"}
+        )

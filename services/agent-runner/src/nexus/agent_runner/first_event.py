@@ -52,7 +52,9 @@ def sign_nonce(seed: str, nonce: str) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     raw = base64.b32decode(seed + "=" * (-len(seed) % 8))[2:34]  # prefix (2 bytes), 32-byte seed, crc16
-    return base64.urlsafe_b64encode(Ed25519PrivateKey.from_private_bytes(raw).sign(nonce.encode())).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(Ed25519PrivateKey.from_private_bytes(raw).sign(nonce.encode())).rstrip(b"=").decode()
+    )
 
 
 def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str, timeout_s: float = TIMEOUT_S,
@@ -118,7 +120,14 @@ def announce(environ: dict[str, str]) -> bool:
     url = (environ.get("NEXUS_NATS_URL") or "nats://127.0.0.1:4222").split(",")[0].strip()
     creds = environ.get("NEXUS_NATS_CREDS", "")
     try:
-        return publish_js(url, f"nexus.run.{run_id}.status", msg_id, payload, name=f"agent-runner-{run_id}", creds=creds,
-                          inbox_prefix=f"_INBOX.{run_id}" if creds else "_INBOX")
+        return publish_js(
+            url,
+            f"nexus.run.{run_id}.status",
+            msg_id,
+            payload,
+            name=f"agent-runner-{run_id}",
+            creds=creds,
+            inbox_prefix=f"_INBOX.{run_id}" if creds else "_INBOX",
+        )
     except (StopIteration, ValueError, ImportError):
         return False

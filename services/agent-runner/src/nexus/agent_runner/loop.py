@@ -42,7 +42,12 @@ class Outcome:
 
 
 async def run_loop(
-    provider: LLMProvider, hv: Hypervisor, reporter: RunReporter, messages: list[Message], tools: list[ToolSpec], limits: Limits,
+    provider: LLMProvider,
+    hv: Hypervisor,
+    reporter: RunReporter,
+    messages: list[Message],
+    tools: list[ToolSpec],
+    limits: Limits,
     stop: Callable[[], str] = lambda: "",
 ) -> Outcome:
     """Returns when the model is done; raises RunStopped when a limit or `stop()` (a reason) ends the run."""
@@ -54,14 +59,24 @@ async def run_loop(
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd
         await reporter.llm(
-            step=step, provider=provider.name, model=completion.model, input_tokens=completion.usage.input_tokens,
-            output_tokens=completion.usage.output_tokens, cost_usd=completion.cost_usd, stop_reason=completion.stop_reason,
-            tool_calls=[c.name for c in completion.tool_calls], text=completion.text,
+            step=step,
+            provider=provider.name,
+            model=completion.model,
+            input_tokens=completion.usage.input_tokens,
+            output_tokens=completion.usage.output_tokens,
+            cost_usd=completion.cost_usd,
+            stop_reason=completion.stop_reason,
+            tool_calls=[c.name for c in completion.tool_calls],
+            text=completion.text,
         )
         if out.input_tokens + out.output_tokens > limits.max_tokens:
-            raise LimitReached(f"token limit of {limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)")
+            raise LimitReached(
+                f"token limit of {limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)"
+            )
         # The history the model reads next is masked too: a value it produced never comes back to it.
-        calls = [msgspec.structs.replace(c, arguments=_masked(c.arguments, reporter.mask)) for c in completion.tool_calls]
+        calls = [
+            msgspec.structs.replace(c, arguments=_masked(c.arguments, reporter.mask)) for c in completion.tool_calls
+        ]
         messages.append(Message(role="assistant", content=reporter.mask(completion.text), tool_calls=calls))
         if not completion.tool_calls:
             out.summary = completion.text

@@ -66,9 +66,18 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
 
         state_dir = Path(settings.state_dir or Path(settings.workspace).parent / "state")
         state_dir.mkdir(parents=True, exist_ok=True)
-        session = RunSession(cfg, js, reporter, workdir=Path(settings.workspace), state_dir=state_dir, secrets=secrets,
-                             env=workspace.base_env(environ), approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s, nc=nc,
-                             sandbox_mode=settings.sandbox)
+        session = RunSession(
+            cfg,
+            js,
+            reporter,
+            workdir=Path(settings.workspace),
+            state_dir=state_dir,
+            secrets=secrets,
+            env=workspace.base_env(environ),
+            approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s,
+            nc=nc,
+            sandbox_mode=settings.sandbox,
+        )
         started = loop.time()
         try:
             await asyncio.wait_for(session.run(), cfg.limits.wall_clock_s)
@@ -81,7 +90,7 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
         if cancelled:
             await asyncio.shield(reporter.status("cancelled", reason="the run was cancelled"))
         code = 4
-    except Exception as exc:  # noqa: BLE001 — any failure ends the run with its reason, never silently
+    except Exception as exc:  # any failure ends the run with its reason, never silently
         log.exception("run %s failed", cfg.run_id)
         await reporter.status("failed", reason=f"{type(exc).__name__}: {exc}")
         code = 2
@@ -101,7 +110,9 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
     from nexus.domain.settings import load_settings
 
     settings = load_settings(RunnerSettings, environ)
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return asyncio.run(run(settings, environ, announced=announced))
 
 

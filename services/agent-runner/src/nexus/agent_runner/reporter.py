@@ -7,10 +7,18 @@ import os
 
 from nats.js import JetStreamContext
 
-from nexus.domain.sessions import SessionChange
+from nexus.domain.sessions import SessionChange, SessionStatus
 from nexus.events.bus import Publisher
 from nexus.events.catalog import change_kind
-from nexus.events.payloads import Heartbeat, LLMCalled, RunLog, RunStatusChanged, SessionChanged, SessionOpened, ToolCalled
+from nexus.events.payloads import (
+    Heartbeat,
+    LLMCalled,
+    RunLog,
+    RunStatusChanged,
+    SessionChanged,
+    SessionOpened,
+    ToolCalled,
+)
 
 log = logging.getLogger("nexus.agent_runner")
 
@@ -33,22 +41,38 @@ class RunReporter:
             fields["reason"] = self.mask(fields["reason"])
         if "summary" in fields:
             fields["summary"] = self.mask(fields["summary"])
-        await self._send("run.status", RunStatusChanged(status=status, attempt=self.attempt, **fields))  # type: ignore[arg-type]
+        await self._send("run.status", RunStatusChanged(status=status, attempt=self.attempt, **fields))  # type: ignore[arg-type]  # callers pass RunPhase values
 
     async def log(self, message: str, level: str = "info") -> None:
-        await self._send("run.log", RunLog(message=self.mask(message), level=level))  # type: ignore[arg-type]
+        await self._send("run.log", RunLog(message=self.mask(message), level=level))  # type: ignore[arg-type]  # a RunLog level
 
-    async def session(self, session_id: str, project_path: str, parent: str | None, backend: str, status: str = "active") -> None:
+    async def session(
+        self,
+        session_id: str,
+        project_path: str,
+        parent: str | None,
+        backend: str,
+        status: SessionStatus = "active",
+    ) -> None:
         await self._send(
             "run.session",
-            SessionOpened(session_id=session_id, project_path=project_path, parent_session_id=parent, backend=backend, status=status,
-                          attempt=self.attempt),  # type: ignore[arg-type]
+            SessionOpened(
+                session_id=session_id,
+                project_path=project_path,
+                parent_session_id=parent,
+                backend=backend,
+                status=status,
+                attempt=self.attempt,
+            ),
         )
 
     def change_recorder(self, session_id: str, parent: str | None):
         async def record(change: SessionChange) -> None:
-            kind = change_kind(change.__struct_config__.tag)
-            await self._send(f"run.{kind}", SessionChanged(session_id=session_id, change=change, parent_session_id=parent, attempt=self.attempt))
+            kind = change_kind(str(change.__struct_config__.tag))
+            await self._send(
+                f"run.{kind}",
+                SessionChanged(session_id=session_id, change=change, parent_session_id=parent, attempt=self.attempt),
+            )
 
         return record
 

@@ -70,7 +70,9 @@ class RunSession:
         self.sandbox_mode = sandbox_mode
         self.rejection = ""  # set when a human rejects: the run stops with this reason
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
-        self.rg = workspace.RunGit(work_tree=workdir, private=state_dir / "git", base=env)  # the git dir is runner-private
+        self.rg = workspace.RunGit(
+            work_tree=workdir, private=state_dir / "git", base=env
+        )  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
 
     async def _inbox(self) -> RunInbox:
@@ -87,8 +89,14 @@ class RunSession:
         expires = datetime.now(UTC) + timedelta(seconds=self.approval_timeout_s)
         await self.reporter.publisher.publish(
             "run.approval_requested",
-            ApprovalRequested(approval_id=approval_id, run_id=self.cfg.run_id, action=action, detail=self.reporter.mask(detail)[:2000],
-                              session_id=self.cfg.session_id, expires_at=expires.isoformat().replace("+00:00", "Z")),
+            ApprovalRequested(
+                approval_id=approval_id,
+                run_id=self.cfg.run_id,
+                action=action,
+                detail=self.reporter.mask(detail)[:2000],
+                session_id=self.cfg.session_id,
+                expires_at=expires.isoformat().replace("+00:00", "Z"),
+            ),
             run_id=self.cfg.run_id,
         )
         await self.reporter.status("waiting_approval")
@@ -99,7 +107,9 @@ class RunSession:
             raise TimeoutError(f"approval {approval_id} expired")
         if decision.decision == "approved":
             return True
-        self.rejection = f"rejected by {decision.decided_by or 'an unnamed approver'}: {decision.reason or 'no reason given'}"
+        self.rejection = (
+            f"rejected by {decision.decided_by or 'an unnamed approver'}: {decision.reason or 'no reason given'}"
+        )
         return False
 
     async def spawn(self, args: dict) -> dict:
@@ -124,8 +134,13 @@ class RunSession:
 
     def _status(self) -> dict:
         hv = self.hv
-        return {"sessionId": self.cfg.session_id, "runId": self.cfg.run_id, "changes": len(hv.session.changes) if hv else 0,
-                "ledgerHash": hv.ledger_hash if hv else "", "finished": hv.finished is not None if hv else False}
+        return {
+            "sessionId": self.cfg.session_id,
+            "runId": self.cfg.run_id,
+            "changes": len(hv.session.changes) if hv else 0,
+            "ledgerHash": hv.ledger_hash if hv else "",
+            "finished": hv.finished is not None if hv else False,
+        }
 
     async def _run(self) -> None:
         cfg = self.cfg
@@ -137,7 +152,11 @@ class RunSession:
             backend=backend(cfg), run_id=cfg.run_id, created_at=_now(), updated_at=_now(),
         )
         await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg))
-        self.trailers = {"Nexus-Run": cfg.run_id, "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}", "Nexus-Session": cfg.session_id}
+        self.trailers = {
+            "Nexus-Run": cfg.run_id,
+            "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}",
+            "Nexus-Session": cfg.session_id,
+        }
         hv = Hypervisor(
             workspace=self.workdir, permissions=cfg.permissions, session=session,
             state_file=self.state_dir / f"{cfg.session_id}.json", secrets=self.secrets,
@@ -157,14 +176,19 @@ class RunSession:
             return
         if cfg.meta and self.children:
             outcome.summary = await self._run_children(hv, outcome.summary)
-        usage = Usage(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6))
+        usage = Usage(
+            input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6)
+        )
         await self._end(hv, "succeeded", "", usage, summary=outcome.summary)
 
     async def _model(self, hv: Hypervisor) -> Outcome:
         cfg = self.cfg
         provider = make_provider(cfg.llm, secrets=self.secrets, variables=prompt.variables(cfg))
         tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
-        messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
+        messages = [
+            Message(role="system", content=prompt.system_message(cfg)),
+            Message(role="user", content=prompt.task_message(cfg)),
+        ]
         try:
             return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=lambda: self.rejection)
         finally:
@@ -187,7 +211,9 @@ class RunSession:
         plan = {
             "metaSessionId": self.cfg.session_id,
             "goalId": self.cfg.task.goal_id if self.cfg.task else None,
-            "children": [{"sessionId": c.session_id, "title": c.title, "targetFiles": c.target_files} for c in self.children],
+            "children": [
+                {"sessionId": c.session_id, "title": c.title, "targetFiles": c.target_files} for c in self.children
+            ],
         }
         await hv.runner_call("write_file", {"path": "meta-plan.json", "content": json.dumps(plan, indent=2) + "\n"})
         if self.tree is not None:
@@ -195,8 +221,10 @@ class RunSession:
             self.inbox.on_child = lambda end: tree.child_finished(msgspec.to_builtins(end))
         inbox = await self._inbox()
         await Publisher(self.js, "agent-runner").publish(
-            "core.plan_children", PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
-            correlation_id=self.cfg.run_id, run_id=self.cfg.run_id,
+            "core.plan_children",
+            PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
+            correlation_id=self.cfg.run_id,
+            run_id=self.cfg.run_id,
         )
         await self.reporter.log(f"planned {len(self.children)} child sessions; waiting for them")
         ids = {c.session_id for c in self.children}
@@ -204,8 +232,10 @@ class RunSession:
             # Children in other runner processes tell this session's kernel agent over NATS; core-api's
             # durable `run.child_finished` feeds the same agent (and covers a child that crashed).
             ends = await self.tree.agent.wait_for(ids, CHILDREN_TIMEOUT_S)
-            done = {s: msgspec.convert({k: v for k, v in e.items() if k in ChildFinished.__struct_fields__}, ChildFinished)
-                    for s, e in ends.items()}
+            done = {
+                s: msgspec.convert({k: v for k, v in e.items() if k in ChildFinished.__struct_fields__}, ChildFinished)
+                for s, e in ends.items()
+            }
             heard = len(self.tree.agent.heard_over_kernel & ids)
             await self.reporter.log(f"{heard} of {len(ids)} children reported their end over the agent kernel")
         else:
@@ -241,9 +271,16 @@ class RunSession:
             commit_sha=commit_sha, ledger_hash=hv.ledger_hash, usage=usage,
         )
         if self.tree is not None and cfg.parent_session_id:
-            await self.tree.tell_parent(cfg.parent_session_id, {
-                "run_id": cfg.run_id, "task_id": cfg.task_id, "status": status, "summary": summary[:2000], "reason": reason,
-            })
+            await self.tree.tell_parent(
+                cfg.parent_session_id,
+                {
+                    "run_id": cfg.run_id,
+                    "task_id": cfg.task_id,
+                    "status": status,
+                    "summary": summary[:2000],
+                    "reason": reason,
+                },
+            )
 
     async def _push(self, hv: Hypervisor, branch: str, *, provenance: bool) -> str:
         """Push HEAD to `branch` unless what goes out holds a secret (the canary) or a commit the
@@ -252,7 +289,9 @@ class RunSession:
         if not why and provenance:
             why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
         if why:
-            await hv.refuse("push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}")
+            await hv.refuse(
+                "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
+            )
             return f"push refused: {why}"
         await workspace.push(self.rg, branch, self.token)
         return ""

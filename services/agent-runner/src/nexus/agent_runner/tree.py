@@ -29,7 +29,11 @@ class SessionAgent:
     async def handle(self, message: Message) -> Message | None:
         if message.kind == MessageKind.QUERY:
             return message.reply(self.id, self.status())
-        if message.kind == MessageKind.EVENT and isinstance(message.payload, dict) and message.payload.get("event") == "child_finished":
+        if (
+            message.kind == MessageKind.EVENT
+            and isinstance(message.payload, dict)
+            and message.payload.get("event") == "child_finished"
+        ):
             child = message.payload.get("session_id", "")
             if message.from_ == child:
                 self.heard_over_kernel.add(child)

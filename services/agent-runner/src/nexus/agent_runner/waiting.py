@@ -9,6 +9,9 @@ import asyncio
 import contextlib
 import logging
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import msgspec
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -30,14 +33,17 @@ class RunInbox:
         self.run_id = who.run_id
         self.decisions: dict[str, ApprovalDecided] = {}
         self.children: dict[str, ChildFinished] = {}
-        self.on_child = None  # optional async callback for each child's end (the session tree)
+        # An optional async callback for each child's end (the session tree).
+        self.on_child: Callable[[ChildFinished], Awaitable[None]] | None = None
         self.changed = asyncio.Condition()
         self._subs: list = []
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         for kind, type_ in KINDS.items():
-            config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=3600.0)
+            config = ConsumerConfig(
+                ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=3600.0
+            )
             sub = await self.js.pull_subscribe(run_subject(self.run_id, kind), durable=self.who.consumer(kind),
                                                stream=RUNS_STREAM, config=config)
             self._subs.append(sub)
@@ -51,7 +57,7 @@ class RunInbox:
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 — a reconnect or a server restart: fetch again
+            except Exception:  # a reconnect or a server restart: fetch again
                 log.debug("fetch on %s failed; retrying", type_.__name__, exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
@@ -60,7 +66,7 @@ class RunInbox:
 
     async def _on_msg(self, msg, type_: type) -> None:
         try:
-            data = msgspec.json.decode(decode_raw(msg.data).data, type=type_)
+            data: Any = msgspec.json.decode(decode_raw(msg.data).data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("undecodable %s on %s: %s", type_.__name__, msg.subject, exc)
             return

@@ -31,7 +31,9 @@ class RunGit:
 
     def check_sealed(self) -> None:
         if self.sealed and safegit.steering_digest(self.git_dir) != self.sealed:
-            raise GitError("the run's git directory was changed outside the runner (config, attributes or alternates); git refused")
+            raise GitError(
+                "the run's git directory was changed outside the runner (config, attributes or alternates); git refused"
+            )
 
     @property
     def git_dir(self) -> Path:
@@ -42,7 +44,9 @@ class RunGit:
         return self.private / "home"
 
     def env(self, *, repo: bool = True) -> dict[str, str]:
-        return safegit.env(self.base, self.home, git_dir=self.git_dir if repo else None, work_tree=self.work_tree if repo else None)
+        return safegit.env(
+            self.base, self.home, git_dir=self.git_dir if repo else None, work_tree=self.work_tree if repo else None
+        )
 
 
 async def run_git(rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True,
@@ -52,8 +56,12 @@ async def run_git(rg: RunGit, *args: str, token: str | None = None, stdin: bytes
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
     cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
     proc = await asyncio.create_subprocess_exec(
-        *safegit.argv(*args), cwd=str(cwd), env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *safegit.argv(*args),
+        cwd=str(cwd),
+        env=env,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate(stdin)
     if check and proc.returncode != 0:
@@ -131,7 +139,9 @@ async def push(rg: RunGit, branch: str, token: str | None) -> None:
 
 
 async def fetch(rg: RunGit, branch: str, token: str | None) -> None:
-    await git(rg, "fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", token=token)
+    await git(
+        rg, "fetch", "-q", "--no-tags", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}", token=token
+    )
 
 
 def base_env(environ: dict[str, str]) -> dict[str, str]:

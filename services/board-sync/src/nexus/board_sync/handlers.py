@@ -54,16 +54,37 @@ def register(broker: NatsBroker, syncer: Syncer, stop: asyncio.Event, *, backoff
              ack_wait_s: float = 30.0) -> None:
     async def on_task(d: Delivery) -> None:
         if isinstance(d.payload, p.TaskChanged):
-            await patiently(stop, backoff_s, d, lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)))
+            await patiently(
+                stop,
+                backoff_s,
+                d,
+                lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)),
+            )
 
     async def on_run(d: Delivery) -> None:
         if isinstance(d.payload, p.RunChanged):
-            await patiently(stop, backoff_s, d, lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)))
+            await patiently(
+                stop,
+                backoff_s,
+                d,
+                lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)),
+            )
 
     async def on_external(d: Delivery) -> None:
         if isinstance(d.payload, p.BoardExternalChanged):
             await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload))
 
-    for durable, handler in (("board-sync-tasks", on_task), ("board-sync-runs", on_run), ("board-sync-external", on_external)):
-        durable_subscriber(broker, DURABLES[durable], handler, stream=EVENTS_STREAM, durable=durable, max_deliver=max_deliver,
-                           ack_wait_s=ack_wait_s)
+    for durable, handler in (
+        ("board-sync-tasks", on_task),
+        ("board-sync-runs", on_run),
+        ("board-sync-external", on_external),
+    ):
+        durable_subscriber(
+            broker,
+            DURABLES[durable],
+            handler,
+            stream=EVENTS_STREAM,
+            durable=durable,
+            max_deliver=max_deliver,
+            ack_wait_s=ack_wait_s,
+        )

@@ -35,7 +35,7 @@ async def _every(seconds: float, stop: asyncio.Event, fn) -> None:
             return
         try:
             await fn()
-        except Exception:  # noqa: BLE001 — a failed round must not stop the next
+        except Exception:  # a failed round must not stop the next
             log.warning("periodic %s failed", getattr(fn, "__name__", fn), exc_info=True)
 
 
@@ -56,7 +56,9 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     resolver = ProviderResolver(database["board_providers"], SecretStore(Path(settings.secrets_dir), environ))
     syncer = Syncer(links, resolver, nexus_url=settings.api_url, cancel=cancel,
                     crash_after_create_file=settings.crash_after_create_file)
-    broker = NatsBroker(name="board-sync-handlers", **broker_options(settings.nats_url, "board-sync", settings.nats_creds))
+    broker = NatsBroker(
+        name="board-sync-handlers", **broker_options(settings.nats_url, "board-sync", settings.nats_creds)
+    )
     register(broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver,
              ack_wait_s=settings.ack_wait_s)
 
@@ -72,7 +74,9 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     await broker.start()
     log.info("board-sync is following the board")
     try:
-        await asyncio.gather(_every(settings.drift_interval_s, stop, syncer.reconcile), _every(5.0, stop, queue_depth), stop.wait())
+        await asyncio.gather(
+            _every(settings.drift_interval_s, stop, syncer.reconcile), _every(5.0, stop, queue_depth), stop.wait()
+        )
     finally:
         await broker.stop()
         await resolver.aclose()

@@ -8,5 +8,11 @@ SYNC_LAG = Histogram(
 )
 PROVIDER_CALLS = Counter("nexus_board_provider_calls_total", "Calls to an external board", ["provider", "outcome"])
 QUEUE_DEPTH = Gauge("nexus_board_sync_queue_depth", "Changes waiting for board-sync in JetStream", ["consumer"])
-DRIFT_REPAIRED = Counter("nexus_board_drift_repaired_total", "Linked items found differing from the internal board and repaired", ["provider"])
-EXTERNAL_CHANGES = Counter("nexus_board_external_changes_total", "External board edits by what board-sync did", ["provider", "outcome"])
+DRIFT_REPAIRED = Counter(
+    "nexus_board_drift_repaired_total",
+    "Linked items found differing from the internal board and repaired",
+    ["provider"],
+)
+EXTERNAL_CHANGES = Counter(
+    "nexus_board_external_changes_total", "External board edits by what board-sync did", ["provider", "outcome"]
+)

@@ -32,13 +32,23 @@ class ProviderResolver:
     def _build(self, doc: dict) -> BoardProvider:
         if doc["provider"] == "plane":
             c = doc["plane"]
-            return PlaneProvider(c["base_url"], c["workspace_slug"], c["project_id"], self._secret(c["api_key_secret"]),
-                                 limiter_for(f"plane:{c['base_url']}:{c['api_key_secret']}", c.get("rate_limit_per_minute", 60)))
+            return PlaneProvider(
+                c["base_url"],
+                c["workspace_slug"],
+                c["project_id"],
+                self._secret(c["api_key_secret"]),
+                limiter_for(f"plane:{c['base_url']}:{c['api_key_secret']}", c.get("rate_limit_per_minute", 60)),
+            )
         if doc["provider"] == "jira":
             c = doc["jira"]
-            return JiraProvider(c["base_url"], c["project_key"], c["email"], self._secret(c["api_token_secret"]),
-                                limiter_for(f"jira:{c['base_url']}:{c['api_token_secret']}", c.get("rate_limit_per_minute", 100)),
-                                status_names=c.get("status_names") or None)
+            return JiraProvider(
+                c["base_url"],
+                c["project_key"],
+                c["email"],
+                self._secret(c["api_token_secret"]),
+                limiter_for(f"jira:{c['base_url']}:{c['api_token_secret']}", c.get("rate_limit_per_minute", 100)),
+                status_names=c.get("status_names") or None,
+            )
         return INTERNAL
 
     async def for_scope(self, scope: str) -> BoardProvider:

@@ -6,7 +6,9 @@ from nexus.observability.service import CommonSettings
 class BoardSyncSettings(CommonSettings, kw_only=True):
     mongodb_url: str = "mongodb://127.0.0.1:27017/"
     mongodb_db: str = "nexus"
-    secrets_dir: str = ".nexus/secrets"  # provider credentials are secret references resolved here or NEXUS_SECRET_<NAME>
+    secrets_dir: str = (
+        ".nexus/secrets"  # provider credentials are secret references resolved here or NEXUS_SECRET_<NAME>
+    )
     api_url: str = "http://127.0.0.1:8080"  # core-api, where a card's run link points
     drift_interval_s: float = 60.0  # how often linked items are compared with the internal board (0: never)
     outage_backoff_s: float = 2.0  # between tries while a provider is out; the change waits in JetStream meanwhile

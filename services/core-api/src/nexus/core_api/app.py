@@ -61,7 +61,9 @@ ROUTES: list = document_problems([
 ])
 
 
-def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapping[str, str] | None = None) -> Litestar:
+def create_app(
+    settings: CoreSettings, *, background: bool = True, environ: Mapping[str, str] | None = None
+) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         cache = ReadCache(settings.read_cache_ttl_s) if settings.read_cache_ttl_s > 0 else None
@@ -92,14 +94,18 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
         route_handlers=ROUTES,
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
-        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"])],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[
+            HttpMetricsMiddleware(),
+            DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"]),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # litestar types handlers per exception class
         before_request=guard_json_body,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Nexus core-api",
             version="0.1.0",
-            description="The admin surface of Nexus, the Agent Operating System. Authenticate with `Authorization: Bearer <key>`.",
+            description="The admin surface of Nexus, the Agent Operating System. "
+            "Authenticate with `Authorization: Bearer <key>`.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),

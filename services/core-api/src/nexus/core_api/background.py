@@ -26,7 +26,9 @@ async def handle_command(ctx: Context, d: Delivery) -> None:
     match d.payload:
         case p.PlanChildren():
             if d.subject != spec("core.plan_children").subject_for(run_id=d.payload.run_id):
-                raise Poison(f"a plan for run {d.payload.run_id} arrived on {d.subject}")  # only a run's own subject is its word
+                raise Poison(
+                    f"a plan for run {d.payload.run_id} arrived on {d.subject}"
+                )  # only a run's own subject is its word
             try:
                 await plan_children(ctx, d.payload)
             except ValueError as exc:
@@ -65,7 +67,7 @@ async def _every(seconds: float, stop: asyncio.Event, fn, *args) -> None:
             return
         try:
             await fn(*args)
-        except Exception:  # noqa: BLE001 — a sweep failing once must not stop the next
+        except Exception:  # a sweep failing once must not stop the next
             log.exception("periodic %s failed", getattr(fn, "__name__", fn))
 
 

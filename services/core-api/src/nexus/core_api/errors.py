@@ -73,9 +73,14 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
 
 def http_handler(_: Request, exc: HTTPException) -> Response:
     errors = [{"field": exc.field, "message": exc.detail}] if isinstance(exc, DomainError) and exc.field else None
-    title = {400: "Malformed request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Payload too large"}.get(
-        exc.status_code, "Request failed"
-    )
+    title = {
+        400: "Malformed request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not found",
+        409: "Conflict",
+        413: "Payload too large",
+    }.get(exc.status_code, "Request failed")
     return _problem(exc.status_code, title, str(exc.detail), errors)
 
 
@@ -127,7 +132,11 @@ def document_problems(route_handlers: list[Any]) -> list[Any]:
     """Every handler's error responses are documented as problem+json (litestar's default says a
     400 with its own JSON shape, which is not what the exception handlers above send)."""
     for item in route_handlers:
-        handlers = [item] if isinstance(item, HTTPRouteHandler) else [v for v in vars(item).values() if isinstance(v, HTTPRouteHandler)]
+        handlers = (
+            [item]
+            if isinstance(item, HTTPRouteHandler)
+            else [v for v in vars(item).values() if isinstance(v, HTTPRouteHandler)]
+        )
         for h in handlers:
             h.responses = {**PROBLEM_RESPONSES, **(h.responses or {})}
     return route_handlers

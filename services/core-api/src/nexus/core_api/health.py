@@ -18,7 +18,7 @@ async def readyz(request: Request) -> dict[str, str]:
         raise HTTPException(status_code=503, detail="NATS not connected")
     try:
         await ping(request.app.state.db)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise HTTPException(status_code=503, detail="database unreachable") from exc
     if not LOOPS.healthy():
         raise HTTPException(status_code=503, detail=f"consumer loops down: {', '.join(sorted(LOOPS.down))}")

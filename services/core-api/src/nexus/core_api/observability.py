@@ -2,6 +2,7 @@
 
 import time
 
+from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
@@ -14,11 +15,11 @@ LATENCY = Histogram(
 
 
 def _route(scope: Scope) -> str:
-    return scope.get("path_template") or "unmatched"  # type: ignore[return-value]
+    return str(scope.get("path_template") or "unmatched")
 
 
 class HttpMetricsMiddleware(ASGIMiddleware):
-    scopes = ("http",)  # type: ignore[assignment]
+    scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         start = time.perf_counter()

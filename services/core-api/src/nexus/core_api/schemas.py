@@ -1,7 +1,7 @@
 """Shared request-body conventions: unknown fields are rejected; names are slugs."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, overload
 
 import msgspec
 
@@ -20,5 +20,9 @@ class Out(msgspec.Struct, kw_only=True):
     pass
 
 
+@overload
+def iso(dt: datetime) -> str: ...
+@overload
+def iso(dt: datetime | None) -> str | None: ...
 def iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None

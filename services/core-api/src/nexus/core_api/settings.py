@@ -16,4 +16,6 @@ class CoreSettings(CommonSettings, kw_only=True):
     sse_keepalive_s: float = 15.0
     approval_ttl_s: int = 3600
     read_cache_ttl_s: float = 2.0  # 0 turns the by-id read cache off (see nexus.db.cache)
-    secrets_dir: str = ".nexus/secrets"  # secret references (e.g. board webhook secrets) resolve here or NEXUS_SECRET_<NAME>
+    secrets_dir: str = (
+        ".nexus/secrets"  # secret references (e.g. board webhook secrets) resolve here or NEXUS_SECRET_<NAME>
+    )

@@ -33,7 +33,9 @@ class Alerts:
             ("telegram-gw-goals", "nexus.evt.goal.>", self.on_goal),
             ("telegram-gw-tasks", "nexus.evt.task.created", self.on_task_created),
         ):
-            durable_subscriber(broker, subject=subject, stream=EVENTS_STREAM, durable=durable, deliver_new=True)(handler)
+            durable_subscriber(broker, subject=subject, stream=EVENTS_STREAM, durable=durable, deliver_new=True)(
+                handler
+            )
 
     async def _send(self, d: Delivery, chats: list[int], blocks: list[str], approval_id: str | None = None) -> None:
         if self.outbox is None:
@@ -51,7 +53,9 @@ class Alerts:
         ev = d.payload
         if d.envelope.type == "approval.requested":
             a = await self.core.query("approval", id=ev.approval_id)
-            await self._send(d, await self.store.chats_for(a.get("goal_id")), render.approval_blocks(a), approval_id=ev.approval_id)
+            await self._send(
+                d, await self.store.chats_for(a.get("goal_id")), render.approval_blocks(a), approval_id=ev.approval_id
+            )
         elif d.envelope.type == "approval.decided" and self.outbox is not None:
             line = render.decision_line(ev.decision, ev.decided_by, d.envelope.occurred_at or utcnow_iso(), ev.reason)
             # Recorded first, read second (and the sender does the reverse): an alert still in the outbox
@@ -68,12 +72,21 @@ class Alerts:
         run = await self.core.query("status", id=ev.run_id)
         if d.envelope.type == "run.succeeded":  # progress, for the goal's followers only
             if run.get("goal_id"):
-                await self._send(d, await self.store.followers(run["goal_id"]), [f"✔️ Run {code(ev.run_id)} of goal {code(run['goal_id'])} succeeded"
-                                            + (f": {esc(run['summary'])}" if run.get("summary") else "")])
+                await self._send(
+                    d,
+                    await self.store.followers(run["goal_id"]),
+                    [
+                        f"✔️ Run {code(ev.run_id)} of goal {code(run['goal_id'])} succeeded"
+                        + (f": {esc(run['summary'])}" if run.get("summary") else "")
+                    ],
+                )
             return
-        blocks = [f"🔥 {bold('Run ' + ev.status.replace('_', ' '))} {code(ev.run_id)}", f"Reason: {esc(ev.reason or '-')}",
-                  f"Task {code(ev.task_id)} · agent {code(ev.agent_id)} · /status {esc(ev.run_id)}",
-                  *render.events_blocks(run.get("last_events", []))]
+        blocks = [
+            f"🔥 {bold('Run ' + ev.status.replace('_', ' '))} {code(ev.run_id)}",
+            f"Reason: {esc(ev.reason or '-')}",
+            f"Task {code(ev.task_id)} · agent {code(ev.agent_id)} · /status {esc(ev.run_id)}",
+            *render.events_blocks(run.get("last_events", [])),
+        ]
         if self.link_base:
             blocks.append(f'<a href="{html.escape(f"{self.link_base}/runs/{ev.run_id}")}">Open the run</a>')
         await self._send(d, await self.store.chats_for(run.get("goal_id")), blocks)
@@ -85,17 +98,27 @@ class Alerts:
             mark = "🏁 Goal done" if ev.status == "done" else "🔥 Goal failed"
             blocks = [f"{bold(mark)} {code(ev.goal_id)} {esc(ev.title)}", f"Summary: {esc(ev.summary or '-')}",
                       f"Cost: {render.money(report.get('cost_usd'))}"]
-            blocks += [f"• {code(r['branch'])} {code(r['commit_sha'][:12])} {esc(r['summary'])}" for r in report.get("runs", [])
-                       if r.get("branch")]
+            blocks += [
+                f"• {code(r['branch'])} {code(r['commit_sha'][:12])} {esc(r['summary'])}"
+                for r in report.get("runs", [])
+                if r.get("branch")
+            ]
             await self._send(d, await self.store.chats_for(ev.goal_id), blocks)
         elif d.envelope.type == "goal.budget_exceeded":
             goal_id = getattr(ev, "goal_id", "")
             detail = getattr(ev, "reason", "") or getattr(ev, "summary", "")
-            await self._send(d, await self.store.chats_for(goal_id),
-                             [f"💸 {bold('Budget exceeded')} goal {code(goal_id)} {esc(getattr(ev, 'title', ''))}", esc(detail)])
+            await self._send(
+                d,
+                await self.store.chats_for(goal_id),
+                [f"💸 {bold('Budget exceeded')} goal {code(goal_id)} {esc(getattr(ev, 'title', ''))}", esc(detail)],
+            )
 
     async def on_task_created(self, d: Delivery) -> None:
         ev = d.payload
         if not ev.goal_id:
             return
-        await self._send(d, await self.store.followers(ev.goal_id), [f"🧩 Planned for goal {code(ev.goal_id)}: {esc(ev.title)} ({code(ev.task_id)})"])
+        await self._send(
+            d,
+            await self.store.followers(ev.goal_id),
+            [f"🧩 Planned for goal {code(ev.goal_id)}: {esc(ev.title)} ({code(ev.task_id)})"],
+        )

@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from nexus.domain.ids import new_id
 from nexus.events.payloads import CancelRunRequest, CreateGoal, DecideApproval
@@ -59,10 +67,19 @@ class Bot:
             .rate_limiter(AIORateLimiter(max_retries=3)).concurrent_updates(8).build()
         )
         commands: dict[str, Command] = {
-            "start": self.cmd_help, "help": self.cmd_help, "goal": self.cmd_goal, "goals": self.cmd_goals,
-            "status": self.cmd_status, "runs": self.cmd_runs, "approvals": self.cmd_approvals,
-            "approve": self.cmd_approve, "reject": self.cmd_reject, "cancel": self.cmd_cancel, "agents": self.cmd_agents,
-            "subscribe": self.cmd_subscribe, "unsubscribe": self.cmd_unsubscribe,
+            "start": self.cmd_help,
+            "help": self.cmd_help,
+            "goal": self.cmd_goal,
+            "goals": self.cmd_goals,
+            "status": self.cmd_status,
+            "runs": self.cmd_runs,
+            "approvals": self.cmd_approvals,
+            "approve": self.cmd_approve,
+            "reject": self.cmd_reject,
+            "cancel": self.cmd_cancel,
+            "agents": self.cmd_agents,
+            "subscribe": self.cmd_subscribe,
+            "unsubscribe": self.cmd_unsubscribe,
         }
         # New messages only: editing an old `/goal` must not create a second goal.
         for name, fn in commands.items():
@@ -78,17 +95,20 @@ class Bot:
         await self.app.initialize()
         await self.app.bot.set_my_commands([BotCommand(name, text[:256]) for name, text in render.HELP])
         await self.app.start()
+        updater = self.app.updater
+        if updater is None:
+            raise RuntimeError("the bot application was built without an updater")
         if s.telegram_mode == "webhook":
-            await self.app.updater.start_webhook(
+            await updater.start_webhook(
                 listen=s.telegram_webhook_listen, port=s.telegram_webhook_port, url_path=s.telegram_webhook_path,
                 secret_token=s.telegram_webhook_secret, webhook_url=s.telegram_webhook_url,
             )
         else:
-            await self.app.updater.start_polling(timeout=s.telegram_poll_timeout_s, drop_pending_updates=False)
+            await updater.start_polling(timeout=s.telegram_poll_timeout_s, drop_pending_updates=False)
         log.info("Telegram on (%s)", s.telegram_mode)
 
     async def stop(self) -> None:
-        if self.app.updater.running:
+        if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         if self.app.running:
             await self.app.stop()
@@ -104,7 +124,9 @@ class Bot:
             return
         sent = await self.app.bot.send_message(msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup)
         if msg.approval_id:
-            await self.store.add_posted(msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=sent.message_id, text=msg.text))
+            await self.store.add_posted(
+                msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=sent.message_id, text=msg.text)
+            )
             if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
                 await self.app.bot.edit_message_text(render.decided_text(msg.text, line), chat_id=msg.chat_id,
                                                      message_id=sent.message_id, parse_mode=ParseMode.HTML)
@@ -194,7 +216,10 @@ class Bot:
 
     async def _decide_command(self, update: Update, caller: Caller, args: list[str], decision: str) -> None:
         if not args:
-            await self.reply(update, [f"Usage: /{decision[:-1] if decision == 'approved' else 'reject'} &lt;approval id&gt; [reason]"])
+            await self.reply(
+                update,
+                [f"Usage: /{decision[:-1] if decision == 'approved' else 'reject'} &lt;approval id&gt; [reason]"],
+            )
             return
         await self.reply(update, [esc(await self.decide(caller, args[0], decision, " ".join(args[1:])))])
 
@@ -208,13 +233,19 @@ class Bot:
         if s.get("kind") != "run":
             await self.reply(update, [f"{code(args[0])} is not a run."])
             return
-        await self.core.command("core.cancel_run", CancelRunRequest(run_id=args[0], principal=caller.principal), correlation_id=args[0])
+        await self.core.command(
+            "core.cancel_run", CancelRunRequest(run_id=args[0], principal=caller.principal), correlation_id=args[0]
+        )
         await self.reply(update, [f"Cancelling run {code(args[0])}…"])
 
     async def cmd_agents(self, update: Update, caller: Caller, args: list[str]) -> None:
         agents = await self.core.query("agents", caller.principal)
-        await self.reply(update, [bold("Agents"), *[f"{code(a['name'])} {esc(a['description'])}" for a in agents]] if agents
-                         else ["No agents yet."])
+        await self.reply(
+            update,
+            [bold("Agents"), *[f"{code(a['name'])} {esc(a['description'])}" for a in agents]]
+            if agents
+            else ["No agents yet."],
+        )
 
     async def cmd_subscribe(self, update: Update, caller: Caller, args: list[str]) -> None:
         if not args:
@@ -250,7 +281,7 @@ class Bot:
         if not await self.store.claim(f"decision.{approval_id}"):
             return "Nothing changed: a decision on this approval is already on its way."
         await self.core.command("core.decide_approval", DecideApproval(
-            approval_id=approval_id, decision=decision, reason=reason, decided_by=caller.identity,  # type: ignore[arg-type]
+            approval_id=approval_id, decision=decision, reason=reason, decided_by=caller.identity,  # type: ignore[arg-type]  # a button's or command's own word
             principal=caller.principal), correlation_id=a["run_id"])
         return f"{'Approving' if decision == 'approved' else 'Rejecting'} {approval_id}…"
 
@@ -261,13 +292,16 @@ class Bot:
         if caller is None:
             await refuse_once(self.store, update)
             return
-        _, kind, approval_id = query.data.split(":", 2)
+        kind, approval_id = query.data.split(":", 2)[1:]
         try:
             if kind == "i":
                 a = await self.core.query("approval", caller.principal, id=approval_id)
                 await query.answer()
                 await self.reply(update, render.approval_blocks(a) + [f"Status: {bold(a['status'])}"])
                 return
-            await query.answer(await self.decide(caller, approval_id, DECISIONS[kind], "decided with a button in Telegram"), show_alert=True)
+            await query.answer(
+                await self.decide(caller, approval_id, DECISIONS[kind], "decided with a button in Telegram"),
+                show_alert=True,
+            )
         except CoreError as exc:
             await query.answer(str(exc)[:200], show_alert=True)

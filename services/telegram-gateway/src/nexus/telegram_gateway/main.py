@@ -53,7 +53,9 @@ async def serve(settings: TelegramSettings) -> None:
         from nexus.telegram_gateway.bot import Bot
 
         bot = Bot(settings, core, store)
-        outbox = outbox_mod.Outbox(await store_mod.open_bucket(js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s)
+        outbox = outbox_mod.Outbox(
+            await store_mod.open_bucket(js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s
+        )
         bot.outbox = outbox
         status["telegram"] = "starting"
     else:

@@ -62,7 +62,7 @@ class Outbox:
         while not self._stopping:
             key = await q.get()
             try:
-                msg = msgspec.json.decode((await self.kv.get(key)).value, type=Outgoing)
+                msg = msgspec.json.decode((await self.kv.get(key)).value or b"", type=Outgoing)
             except KeyNotFoundError:  # sent already, by a previous process
                 continue
             attempt = 0

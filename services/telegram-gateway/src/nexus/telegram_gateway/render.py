@@ -35,7 +35,9 @@ def money(v: Any) -> str:
 
 
 def run_line(r: dict) -> str:
-    return f"{code(r['id'])} {bold(r['status'])} {money(r.get('cost_usd'))}" + (f" — {esc(r['reason'])}" if r.get("reason") else "")
+    return f"{code(r['id'])} {bold(r['status'])} {money(r.get('cost_usd'))}" + (
+        f" — {esc(r['reason'])}" if r.get("reason") else ""
+    )
 
 
 def goal_line(g: dict) -> str:
@@ -43,7 +45,8 @@ def goal_line(g: dict) -> str:
 
 
 def approval_line(a: dict) -> str:
-    return f"{code(a['id'])} {esc(a['action'])}: {esc(a['detail'][:200])} (run {code(a['run_id'])}, expires {esc(a.get('expires_at') or '-')})"
+    expires = esc(a.get("expires_at") or "-")
+    return f"{code(a['id'])} {esc(a['action'])}: {esc(a['detail'][:200])} (run {code(a['run_id'])}, expires {expires})"
 
 
 def status_blocks(s: dict) -> list[str]:
@@ -52,9 +55,15 @@ def status_blocks(s: dict) -> list[str]:
         return [f"Active runs: {bold(s['active_runs'])}", f"Pending approvals: {bold(s['pending_approvals'])}",
                 f"Open goals: {bold(s['open_goals'])}"]
     if kind == "goal":
-        return [f"Goal {goal_line(s)}", f"Cost so far: {money(s.get('cost_usd'))}",
-                *[f"• task {code(t['id'])} {bold(t['status'])} {esc(t['title'])}" for t in s.get("tasks", [])],
-                *[f"• run {run_line(r)}" + (f" branch {code(r['branch'])}" if r.get("branch") else "") for r in s.get("runs", [])]]
+        return [
+            f"Goal {goal_line(s)}",
+            f"Cost so far: {money(s.get('cost_usd'))}",
+            *[f"• task {code(t['id'])} {bold(t['status'])} {esc(t['title'])}" for t in s.get("tasks", [])],
+            *[
+                f"• run {run_line(r)}" + (f" branch {code(r['branch'])}" if r.get("branch") else "")
+                for r in s.get("runs", [])
+            ],
+        ]
     if kind == "task":
         return [f"Task {code(s['id'])} {bold(s['status'])} {esc(s['title'])}",
                 f"Current run: {code(s['current_run_id'] or '-')}"]

@@ -73,7 +73,11 @@ class ChatStore:
 
     async def unsubscribe(self, chat_id: int, goal_id: str | None) -> Subscription:
         sub = await self.subscription(chat_id)
-        sub = Subscription() if goal_id is None else Subscription(all=sub.all, goals=[g for g in sub.goals if g != goal_id])
+        sub = (
+            Subscription()
+            if goal_id is None
+            else Subscription(all=sub.all, goals=[g for g in sub.goals if g != goal_id])
+        )
         await self._put(f"sub.{chat_id}", sub)
         return sub
 

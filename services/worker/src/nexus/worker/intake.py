@@ -35,8 +35,13 @@ class LaunchIntake:
 
     async def run(self, stop: asyncio.Event) -> None:
         config = ConsumerConfig(
-            durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, max_deliver=self.max_deliver,
-            ack_wait=self.ack_wait_s, max_ack_pending=max(self.backlog * 4, 1000), filter_subject=SUBJECT,
+            durable_name=DURABLE,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=self.max_deliver,
+            ack_wait=self.ack_wait_s,
+            max_ack_pending=max(self.backlog * 4, 1000),
+            filter_subject=SUBJECT,
         )
         sub = await self.js.pull_subscribe(SUBJECT, durable=DURABLE, stream=CMDS_STREAM, config=config)
         try:
@@ -49,14 +54,14 @@ class LaunchIntake:
                     msgs = await sub.fetch(min(room, 64), timeout=0.5)
                 except (NatsTimeout, TimeoutError):
                     continue
-                except Exception:  # noqa: BLE001 — a reconnect in progress; keep the loop alive
+                except Exception:  # a reconnect in progress; keep the loop alive
                     log.warning("fetch failed on %s; retrying", DURABLE, exc_info=True)
                     await asyncio.sleep(0.5)
                     continue
                 for m in msgs:
                     try:
                         await self._accept(m)
-                    except Exception:  # noqa: BLE001 — one message never ends the intake; it is redelivered
+                    except Exception:  # one message never ends the intake; it is redelivered
                         log.exception("accepting %s failed", m.subject)
                 self.launcher.slots.grant()
         finally:

@@ -39,8 +39,18 @@ async def is_stale(cmd: LaunchRun) -> bool:
 
 class Launcher:
     def __init__(
-        self, runtime: AgentRuntime, publisher: Publisher, kv: KeyValue, secrets: SecretStore, slots: Slots,
-        *, nats_url: str, worker_id: str, launch_retries: int = 4, heartbeat_s: float = 5.0, pause_after_claim_s: float = 0.0,
+        self,
+        runtime: AgentRuntime,
+        publisher: Publisher,
+        kv: KeyValue,
+        secrets: SecretStore,
+        slots: Slots,
+        *,
+        nats_url: str,
+        worker_id: str,
+        launch_retries: int = 4,
+        heartbeat_s: float = 5.0,
+        pause_after_claim_s: float = 0.0,
         membership: "Membership | None" = None,
         run_signer: RunSigner | None = None,
     ) -> None:
@@ -86,10 +96,12 @@ class Launcher:
         log.warning("taking over the launch of %s attempt %d from %s, which stopped", run_id, attempt, holder)
         return True
 
-    async def report(self, run_id: str, attempt: int, phase: str, detail: str = "", exit_code: int | None = None) -> None:
+    async def report(
+        self, run_id: str, attempt: int, phase: str, detail: str = "", exit_code: int | None = None
+    ) -> None:
         await self.publisher.publish(
             "run.runtime",
-            RuntimeChanged(phase=phase, attempt=attempt, runtime=self.runtime.name, detail=detail, exit_code=exit_code),  # type: ignore[arg-type]
+            RuntimeChanged(phase=phase, attempt=attempt, runtime=self.runtime.name, detail=detail, exit_code=exit_code),  # type: ignore[arg-type]  # callers pass the phases by name
             run_id=run_id,
             correlation_id=run_id,
         )
@@ -125,7 +137,13 @@ class Launcher:
             **self.secrets.resolve(cmd.config.secrets),
             **self.run_credentials(cmd),
         }
-        request = RunRequest(run_id=cmd.run_id, attempt=cmd.attempt, config=cmd.config, env=env, wall_clock_s=cmd.config.limits.wall_clock_s)
+        request = RunRequest(
+            run_id=cmd.run_id,
+            attempt=cmd.attempt,
+            config=cmd.config,
+            env=env,
+            wall_clock_s=cmd.config.limits.wall_clock_s,
+        )
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(lambda e: isinstance(e, RuntimeError_) and e.transient),
@@ -143,7 +161,7 @@ class Launcher:
         RUNS.labels("launched").inc()
         try:
             await self.report(cmd.run_id, cmd.attempt, "launched", handle.ref)
-        except Exception:  # noqa: BLE001 — the runner's own "running" tells core-api; recovery covers the rest
+        except Exception:  # the runner's own "running" tells core-api; recovery covers the rest
             log.exception("could not report the launch of %s", cmd.run_id)
         # "exited" always follows "launched"; the watcher owns the slot from here.
         self.watchers[cmd.run_id] = asyncio.create_task(self._watch(cmd.run_id, cmd.attempt, ticket))
@@ -173,7 +191,7 @@ class Launcher:
             return
         try:
             await self.runtime.cancel_run(cmd.run_id)
-        except Exception:  # noqa: BLE001 — the durable consumer and the orphan sweep still cover this run
+        except Exception:  # the durable consumer and the orphan sweep still cover this run
             log.exception("cancel of %s (broadcast) failed", cmd.run_id)
 
     def adopt(self, run_id: str, attempt: int, agent_id: str) -> None:

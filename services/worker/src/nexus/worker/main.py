@@ -47,7 +47,7 @@ async def every(seconds: float, stop: asyncio.Event, fn, what: str) -> None:
     while not stop.is_set():
         try:
             await fn()
-        except Exception:  # noqa: BLE001 — the next round tries again
+        except Exception:  # the next round tries again
             log.exception("%s failed", what)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
@@ -76,14 +76,30 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     dead_after = min(settings.worker_dead_after_s, max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
     membership = Membership(workers, worker_id, timeout_s=dead_after)
     launcher = Launcher(
-        runtime, publisher, claims, SecretStore(Path(settings.secrets_dir), environ),
+        runtime,
+        publisher,
+        claims,
+        SecretStore(Path(settings.secrets_dir), environ),
         Slots(settings.max_concurrent_runs, settings.max_runs_per_agent),
-        nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
-        heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s, membership=membership,
-        run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text()) if settings.nats_run_signer_file else None,
+        nats_url=settings.nats_url,
+        worker_id=worker_id,
+        launch_retries=settings.launch_retries,
+        heartbeat_s=settings.runner_heartbeat_s,
+        pause_after_claim_s=settings.fault_pause_after_claim_s,
+        membership=membership,
+        run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text())
+        if settings.nats_run_signer_file
+        else None,
     )
-    recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
-                        deadline_grace_s=settings.deadline_grace_s)
+    recovery = Recovery(
+        runtime,
+        publisher,
+        launcher,
+        claims,
+        membership,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        deadline_grace_s=settings.deadline_grace_s,
+    )
     await recovery.sightings.start(nc)
     scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s)
     intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)

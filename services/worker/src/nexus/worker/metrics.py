@@ -2,7 +2,9 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from nexus.observability.metrics import RUNS_TOTAL as RUNS  # shared with core-api
+from nexus.observability.metrics import RUNS_TOTAL
+
+RUNS = RUNS_TOTAL  # shared with core-api
 
 ACTIVE = Gauge("nexus_runs_active", "Runs this worker holds a slot for (launched or adopted, not yet exited)")
 WAITING = Gauge("nexus_launches_waiting", "Launch commands waiting for a free slot")
@@ -12,4 +14,6 @@ LAUNCH_LATENCY = Histogram(
 )
 SCHEDULE_FIRES = Counter("nexus_schedule_fires", "Schedule occurrences fired", ["reason"])
 ZYGOTE_UP = Gauge("nexus_runner_zygote_up", "1 while this worker's warm runner zygote is ready to fork runs")
-RUNNER_STARTS = Counter("nexus_runner_starts", "Runner processes started, by how: forked from the zygote or cold", ["how"])
+RUNNER_STARTS = Counter(
+    "nexus_runner_starts", "Runner processes started, by how: forked from the zygote or cold", ["how"]
+)

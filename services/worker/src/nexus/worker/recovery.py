@@ -80,8 +80,17 @@ class Claim:
 
 
 class Recovery:
-    def __init__(self, runtime: AgentRuntime, publisher: Publisher, launcher: Launcher, kv: KeyValue, membership: Membership, *,
-                 heartbeat_timeout_s: float, deadline_grace_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        publisher: Publisher,
+        launcher: Launcher,
+        kv: KeyValue,
+        membership: Membership,
+        *,
+        heartbeat_timeout_s: float,
+        deadline_grace_s: float = 10.0,
+    ) -> None:
         self.runtime = runtime
         self.publisher = publisher
         self.launcher = launcher
@@ -144,7 +153,11 @@ class Recovery:
                 if claim is not None and heard is None and (now - claim.at).total_seconds() > self.timeout:
                     await self._lost(run, "claimed for launch but never started")
                 continue
-            signs = [t for t in (last_sign_of_life(run, claim.at if claim else None), heard, self.sightings.since) if t is not None]
+            signs = [
+                t
+                for t in (last_sign_of_life(run, claim.at if claim else None), heard, self.sightings.since)
+                if t is not None
+            ]
             silent = (now - max(signs)).total_seconds()
             if silent > self.timeout:
                 await self._lost(run, f"no heartbeat for {silent:.0f}s and no live {self.runtime.name} execution")

@@ -61,14 +61,16 @@ class Scheduler:
         for s in await Schedule.find({"enabled": True, "deleted": False}).to_list():
             try:
                 await self._schedule(s, now)
-            except Exception:  # noqa: BLE001 — one broken schedule must not stop the others
+            except Exception:  # one broken schedule must not stop the others
                 log.exception("schedule %s (%s) could not fire", s.id, s.name)
         cutoff = time.monotonic() - 10 * REFIRE_AFTER_S
         self.fired = {k: v for k, v in self.fired.items() if v > cutoff}
 
     async def _schedule(self, s: Schedule, now: datetime) -> None:
         after = max(_aware(s.anchor_at), _aware(s.last_occurrence_at) if s.last_occurrence_at else _aware(s.anchor_at))
-        due = due_occurrences(s.cron, s.timezone, after, now, missed=s.missed, catch_up_limit=s.catch_up_limit, grace_s=self.grace_s)
+        due = due_occurrences(
+            s.cron, s.timezone, after, now, missed=s.missed, catch_up_limit=s.catch_up_limit, grace_s=self.grace_s
+        )
         for at, late in due:
             await self._fire(s, at, late=late, msg_id=occurrence_id(s.id, at), reason="late" if late else "on_time")
         # An occurrence held back by the overlap policy goes once the one before it has ended.

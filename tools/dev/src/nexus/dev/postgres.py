@@ -44,7 +44,8 @@ BEGIN
       CONTINUE WHEN left(expr, 11) <> '((_jsonb ->';
       IF NOT EXISTS (
         SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam
-         WHERE x.indrelid = idx.tbl AND a.amname = 'gin' AND split_part(pg_get_indexdef(x.indexrelid, 1, false), ' jsonb_path_ops', 1) = expr
+         WHERE x.indrelid = idx.tbl AND a.amname = 'gin'
+           AND split_part(pg_get_indexdef(x.indexrelid, 1, false), ' jsonb_path_ops', 1) = expr
       ) THEN
         EXECUTE format('CREATE INDEX ON %s USING gin (%s jsonb_path_ops) WITH (fastupdate = off)', idx.tbl, expr);
       END IF;
@@ -149,9 +150,16 @@ def start_postgres(data_dir: Path, port: int | None = None, log_path: Path | Non
         "-c", "shared_buffers=64MB", "-c", "max_connections=200",
     ]
     proc, log = _spawn(args, log_path)
-    managed = Managed("postgres", proc, f"postgres://{USER}@127.0.0.1:{port}/{DATABASE}", log, stop_signal=signal.SIGINT)
+    managed = Managed(
+        "postgres", proc, f"postgres://{USER}@127.0.0.1:{port}/{DATABASE}", log, stop_signal=signal.SIGINT
+    )
     if throwaway:
-        managed.on_stopped.append(lambda: (shutil.rmtree(cluster, ignore_errors=True), data_dir.unlink(missing_ok=True)))
+
+        def forget() -> None:
+            shutil.rmtree(cluster, ignore_errors=True)
+            data_dir.unlink(missing_ok=True)
+
+        managed.on_stopped.append(forget)
     try:
         wait_port("127.0.0.1", port, timeout_s=timeout_s, proc=proc)
         deadline = time.monotonic() + timeout_s

@@ -99,7 +99,9 @@ class Managed:
 def _spawn(args: list[str], log_path: Path | None) -> tuple[subprocess.Popen, IO | None]:
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 — closed by Managed.stop
     out = log if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     return proc, log
 
 
@@ -127,7 +129,9 @@ def remember_auth(url: str, auth: Path | None) -> None:
         _AUTH_BY_URL[url] = auth
 
 
-def start_nats(data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None) -> Managed:
+def start_nats(
+    data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None
+) -> Managed:
     """nats-server with JetStream; with `auth` (a nats_auth() directory) every client must be one of its users."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)

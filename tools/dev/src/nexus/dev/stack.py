@@ -2,6 +2,7 @@
 multiplexed with a service prefix. `make run` uses it; so do the end-to-end tests."""
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -97,7 +98,11 @@ class Stack:
             self.mongodb_url = s.url
 
     def service_env(self, name: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k in ("NEXUS_TOOLS_DIR", "NEXUS_ADMIN_KEY")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("NEXUS_") or k in ("NEXUS_TOOLS_DIR", "NEXUS_ADMIN_KEY")
+        }
         env.update(
             NEXUS_NATS_URL=self.nats_url or "",
             NEXUS_NATS_CREDS=self.creds(name),
@@ -125,7 +130,9 @@ class Stack:
             start_new_session=True,
         )
         if out is subprocess.PIPE:
-            threading.Thread(target=_pump, args=(name, proc.stdout, sys.stdout, sys.stdout.isatty()), daemon=True).start()
+            threading.Thread(
+                target=_pump, args=(name, proc.stdout, sys.stdout, sys.stdout.isatty()), daemon=True
+            ).start()
         self.procs[name] = proc
         return proc
 
@@ -152,9 +159,14 @@ class Stack:
         logs = self.log_dir or self.home / "logs"
         for name, proc in self.procs.items():
             hint = str(logs / f"{name}.log") if self.log_dir else f"the {name} lines above"
-            supervisor.watch(name, proc, lambda n=name: self.start_service(n), hint)
+            supervisor.watch(name, proc, functools.partial(self.start_service, name), hint)
         for server in self.servers:
-            supervisor.watch(server.name, server.proc, lambda n=server.name: self.restart_server(n).proc, str(logs / f"{server.name}.log"))
+            supervisor.watch(
+                server.name,
+                server.proc,
+                functools.partial(lambda n: self.restart_server(n).proc, server.name),
+                str(logs / f"{server.name}.log"),
+            )
         return supervisor
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int | None:
@@ -228,8 +240,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("NEXUS_HTTP_PORT", "8080")))
     args = parser.parse_args()
     stack = Stack(
-        home=Path(args.home).resolve(), nats_url=os.environ.get("NEXUS_NATS_URL"), mongodb_url=os.environ.get("NEXUS_MONGODB_URL"),
-        http_port=args.port, nats_port=_port_or_free(4222), mongodb_port=_port_or_free(27017),
+        home=Path(args.home).resolve(),
+        nats_url=os.environ.get("NEXUS_NATS_URL"),
+        mongodb_url=os.environ.get("NEXUS_MONGODB_URL"),
+        http_port=args.port,
+        nats_port=_port_or_free(4222),
+        mongodb_port=_port_or_free(27017),
     )
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

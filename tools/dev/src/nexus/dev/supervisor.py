@@ -33,7 +33,9 @@ class Supervisor:
     clock: Callable[[], float] = time.monotonic
     watched: dict[str, _Watch] = field(default_factory=dict)
 
-    def watch(self, name: str, proc: subprocess.Popen, start: Callable[[], subprocess.Popen], log_hint: str = "") -> None:
+    def watch(
+        self, name: str, proc: subprocess.Popen, start: Callable[[], subprocess.Popen], log_hint: str = ""
+    ) -> None:
         self.watched[name] = _Watch(start, proc, log_hint)
 
     def forget(self, name: str) -> None:
@@ -51,7 +53,8 @@ class Supervisor:
             if w.due is None:
                 if len(recent) >= self.max_restarts:
                     raise CrashLoop(
-                        f"{name} keeps crashing (exit code {code}; {len(recent)} restarts in the last {self.window_s:.0f}s): "
+                        f"{name} keeps crashing (exit code {code}; "
+                        f"{len(recent)} restarts in the last {self.window_s:.0f}s): "
                         f"giving up{'; see ' + w.log_hint if w.log_hint else ''}"
                     )
                 backoff = min(self.base_backoff_s * 2 ** len(recent), self.max_backoff_s)

@@ -23,7 +23,9 @@ def _decide(ctx: typer.Context, approval_id: str, verb: str, reason: str) -> Non
 
 @approvals.command()
 def approve(
-    ctx: typer.Context, approval_id: ApprovalId, reason: Annotated[str, typer.Option(help="why; kept on the approval")] = ""
+    ctx: typer.Context,
+    approval_id: ApprovalId,
+    reason: Annotated[str, typer.Option(help="why; kept on the approval")] = "",
 ) -> None:
     """Approve: the paused run goes on."""
     _decide(ctx, approval_id, "approve", reason)
@@ -31,7 +33,9 @@ def approve(
 
 @approvals.command()
 def reject(
-    ctx: typer.Context, approval_id: ApprovalId, reason: Annotated[str, typer.Option(help="why (required by the API)")] = ""
+    ctx: typer.Context,
+    approval_id: ApprovalId,
+    reason: Annotated[str, typer.Option(help="why (required by the API)")] = "",
 ) -> None:
     """Reject: the action is refused and the run ends failed, naming who said no and why."""
     _decide(ctx, approval_id, "reject", reason)
@@ -70,7 +74,11 @@ def view(ctx: typer.Context) -> None:
         out("contexts:")
         for name, c in contexts.items():
             mark = "*" if name == doc.get("current-context") else " "
-            key = "api_key" if c.get("api_key") else (f"api_key_file {c['api_key_file']}" if c.get("api_key_file") else "no key")
+            key = (
+                "api_key"
+                if c.get("api_key")
+                else (f"api_key_file {c['api_key_file']}" if c.get("api_key_file") else "no key")
+            )
             out(f"  {mark} {name:<16} {c.get('url', '-')}  ({key})")
 
 

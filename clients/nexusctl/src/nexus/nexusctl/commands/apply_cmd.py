@@ -21,7 +21,9 @@ def _manifest_field(field: str | None) -> str:
 
 def apply(
     ctx: typer.Context,
-    filename: Annotated[list[str], typer.Option("--filename", "-f", help="a file, a folder (recursive) or - for stdin; repeatable")],
+    filename: Annotated[
+        list[str], typer.Option("--filename", "-f", help="a file, a folder (recursive) or - for stdin; repeatable")
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Create or update resources from YAML manifests (Agent, Skill, Repository, MemoryItem, Task)."""

@@ -36,7 +36,10 @@ def columns_text(board: dict, width: int = WIDTH) -> str:
         cells.append(lines)
     header = " │ ".join(_cut(f"{c['title']} ({len(c['cards'])})", width).ljust(width) for c in cols)
     rule = "─┼─".join("─" * width for _ in cols)
-    rows = [" │ ".join((cell[i] if i < len(cell) else "").ljust(width) for cell in cells) for i in range(max(map(len, cells), default=0))]
+    rows = [
+        " │ ".join((cell[i] if i < len(cell) else "").ljust(width) for cell in cells)
+        for i in range(max(map(len, cells), default=0))
+    ]
     return "\n".join([header, rule, *rows])
 
 

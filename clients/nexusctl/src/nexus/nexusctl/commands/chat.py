@@ -14,7 +14,9 @@ chat = typer.Typer(help="Bind Telegram users to Nexus identities (lead: decide a
 @chat.command()
 def bind(
     ctx: typer.Context,
-    user_id: Annotated[str, typer.Argument(help="the Telegram user id (a number; the bot tells an unknown user theirs)")],
+    user_id: Annotated[
+        str, typer.Argument(help="the Telegram user id (a number; the bot tells an unknown user theirs)")
+    ],
     identity: Annotated[str, typer.Option(help="the Nexus identity the user acts as, e.g. an email")],
     role: Annotated[str, typer.Option(help="lead or viewer")] = "viewer",
 ) -> None:
@@ -25,7 +27,9 @@ def bind(
 
 
 @chat.command("list")
-def list_(ctx: typer.Context, output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text") -> None:
+def list_(
+    ctx: typer.Context, output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text"
+) -> None:
     """The bound Telegram users."""
     with handled():
         page = state(ctx).client.get("/v1/chat-bindings", limit=200)

@@ -39,7 +39,9 @@ def get(
     names: Annotated[list[str] | None, typer.Argument(help="names or ids; none lists them all")] = None,
     output: Output = "table",
     limit: Annotated[int, typer.Option(help="list at most this many (pages are followed)")] = 100,
-    filter_: Annotated[list[str] | None, typer.Option("--filter", "-l", help="key=value, e.g. status=ready (repeatable)")] = None,
+    filter_: Annotated[
+        list[str] | None, typer.Option("--filter", "-l", help="key=value, e.g. status=ready (repeatable)")
+    ] = None,
     status: Annotated[str | None, typer.Option(help="shorthand for --filter status=…")] = None,
 ) -> None:
     """Show one or many resources."""
@@ -78,10 +80,17 @@ def _related(client: Client, k: Kind, obj: dict) -> list[str]:
         sections.append(_section("Runs", ["RUN", "STATUS", "ATTEMPT", "REASON"], rows))
     elif k.name == "goals":
         tasks = client.get(f"{k.path}/{obj['id']}/tasks", limit=50)["items"]
-        sections.append(_section("Tasks", ["TASK", "STATUS", "TITLE"], [[t["id"], t["status"], t["title"]] for t in tasks]))
+        sections.append(
+            _section("Tasks", ["TASK", "STATUS", "TITLE"], [[t["id"], t["status"], t["title"]] for t in tasks])
+        )
     elif k.name == "runs":
-        sections.append(_section("Attempts", ["N", "STATUS", "RUNTIME", "REASON"],
-                                 [[a["n"], a["status"], a.get("runtime"), a.get("reason")] for a in obj.get("attempts") or []]))
+        sections.append(
+            _section(
+                "Attempts",
+                ["N", "STATUS", "RUNTIME", "REASON"],
+                [[a["n"], a["status"], a.get("runtime"), a.get("reason")] for a in obj.get("attempts") or []],
+            )
+        )
         for s in obj.get("sessions") or []:
             sections.append(_changes(s))
     elif k.name == "sessions":
@@ -92,7 +101,15 @@ def _related(client: Client, k: Kind, obj: dict) -> list[str]:
 def _changes(session: dict) -> str:
     rows = []
     for c in session.get("changes") or []:
-        what = c.get("relPath") or c.get("cmd") or c.get("message") or c.get("sha") or c.get("action") or c.get("childSessionId") or ""
+        what = (
+            c.get("relPath")
+            or c.get("cmd")
+            or c.get("message")
+            or c.get("sha")
+            or c.get("action")
+            or c.get("childSessionId")
+            or ""
+        )
         if c.get("type") == "command-run":
             what = f"{what} → exit {c.get('exitCode')}"
         elif c.get("type") == "refused":
@@ -115,8 +132,11 @@ def describe(
         out(f"{k.singular.capitalize()} {k.ident(obj)}\n" + render.to_yaml(shown).rstrip())
         if obj.get("config"):
             cfg = obj["config"]
-            out(f"Config: agent {cfg.get('agent_id')}@{cfg.get('agent_revision')}, {len(cfg.get('skills') or [])} skills, "
-                f"{len(cfg.get('memory') or [])} memory items, tools: {', '.join(cfg.get('tools') or []) or 'all'}")
+            out(
+                f"Config: agent {cfg.get('agent_id')}@{cfg.get('agent_revision')}, "
+                f"{len(cfg.get('skills') or [])} skills, "
+                f"{len(cfg.get('memory') or [])} memory items, tools: {', '.join(cfg.get('tools') or []) or 'all'}"
+            )
         for section in _related(client, k, obj):
             out(section)
 
@@ -125,7 +145,9 @@ def delete(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help=KIND_HELP)],
     names: Annotated[list[str], typer.Argument(help="names or ids")],
-    ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found", help="a missing resource is not an error")] = False,
+    ignore_not_found: Annotated[
+        bool, typer.Option("--ignore-not-found", help="a missing resource is not an error")
+    ] = False,
 ) -> None:
     """Delete agents, skills, repositories or memory items; revoke API keys."""
     with handled():

@@ -28,7 +28,10 @@ def watch(
     with handled():
         client = state(ctx).client
         run = client.get(f"/v1/runs/{run_id}")
-        out(f"watching run {run['id']} (task {run['task_id']}, agent {run['agent_id']}@{run['agent_revision']}): {run['status']}")
+        out(
+            f"watching run {run['id']} (task {run['task_id']}, "
+            f"agent {run['agent_id']}@{run['agent_revision']}): {run['status']}"
+        )
         last_id = None
         while True:
             for ev in events.follow(client, run_id, last_event_id=last_id, on_reconnect=_reconnecting):
@@ -90,7 +93,9 @@ def retry(ctx: typer.Context, run_id: RunId) -> None:
 def verify_cmd(
     ctx: typer.Context,
     run_id: Annotated[str | None, typer.Argument(help="the run id; or give --file")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="verify a saved run (`nexusctl get run ID -o json`) offline")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="verify a saved run (`nexusctl get run ID -o json`) offline")
+    ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Recompute each session's hash chain, compare it with the run's ledger hash and with the hashes core-api
@@ -109,8 +114,17 @@ def verify_cmd(
         if file is None:  # a saved file can only be checked against itself; the record lives in core-api
             verify.add_record(check, state(ctx).client.get(f"/v1/runs/{run_id}/verify"))
     if output == "json":
-        out(render.to_json({"run_id": check.run_id, "ok": check.ok, "ledger_hash": check.ledger_hash, "problems": check.problems,
-                            "sessions": [s.__dict__ for s in check.sessions]}))
+        out(
+            render.to_json(
+                {
+                    "run_id": check.run_id,
+                    "ok": check.ok,
+                    "ledger_hash": check.ledger_hash,
+                    "problems": check.problems,
+                    "sessions": [s.__dict__ for s in check.sessions],
+                }
+            )
+        )
     else:
         for line in verify.report(check):
             out(line)

@@ -96,10 +96,10 @@ class BridgeAgent:
         if wanted:
             env[AGENT_ID_ENV] = wanted
         label = self.id or self.name
-        self.pipes = ChildPipes(self._on_line, self._on_overlong, self._on_exit, label, self.outbox_capacity)
+        pipes = self.pipes = ChildPipes(self._on_line, self._on_overlong, self._on_exit, label, self.outbox_capacity)
         try:
             await loop.subprocess_exec(
-                lambda: self.pipes,  # type: ignore[arg-type, return-value]
+                lambda: pipes,
                 *self.command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -158,13 +158,13 @@ class BridgeAgent:
     def _signal(self, sig: int) -> None:
         transport = self.pipes.transport if self.pipes else None
         pid = transport.get_pid() if transport is not None else None
-        if pid is None:
+        if transport is None or pid is None:
             return
         try:
             if self.own_group:
                 os.killpg(pid, sig)
             else:
-                transport.send_signal(sig)  # type: ignore[union-attr]
+                transport.send_signal(sig)
         except (ProcessLookupError, PermissionError):
             pass  # gone already
 
@@ -272,13 +272,13 @@ async def spawn_bridge(
     """Start `command`, wait for its register line, and spawn it as a kernel agent.
     On restart (with `restart=RestartPolicy.on_failure(...)`) a fresh child is started.
     `remote=False` keeps it off NATS (reachable from this kernel's agents only)."""
-    first = BridgeAgent(kernel, command, id=id, **options)  # type: ignore[arg-type]
+    first = BridgeAgent(kernel, command, id=id, **options)  # type: ignore[arg-type]  # BridgeAgent's own keywords, passed through
     await first.start()
     agent_id = first.id
     made = [first]
 
     def factory() -> BridgeAgent:
-        return made.pop() if made else BridgeAgent(kernel, command, id=agent_id, **options)  # type: ignore[arg-type]
+        return made.pop() if made else BridgeAgent(kernel, command, id=agent_id, **options)  # type: ignore[arg-type]  # as above
 
     try:
         return kernel.spawn(factory, restart=restart, mailbox_capacity=mailbox_capacity, remote=remote)

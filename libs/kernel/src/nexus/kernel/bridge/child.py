@@ -77,7 +77,7 @@ class ChildPipes(asyncio.SubprocessProtocol):
         if self._writing_paused or not self._outbox or self.transport is None:
             return
         stdin = self.transport.get_pipe_transport(0)
-        if stdin is None or stdin.is_closing():
+        if not isinstance(stdin, asyncio.WriteTransport) or stdin.is_closing():
             return
         stdin.write(b"".join(self._outbox))
         self._outbox.clear()
@@ -101,15 +101,19 @@ class ChildPipes(asyncio.SubprocessProtocol):
     # ---- reading ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio hands a subprocess protocol its SubprocessTransport
+
+    def _stdout_pipe(self) -> asyncio.ReadTransport | None:
+        out = self.transport.get_pipe_transport(1) if self.transport is not None else None
+        return out if isinstance(out, asyncio.ReadTransport) else None
 
     def pause_reading(self) -> None:
-        if self.transport is not None and (out := self.transport.get_pipe_transport(1)) is not None:
-            out.pause_reading()  # type: ignore[attr-defined]
+        if (out := self._stdout_pipe()) is not None:
+            out.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and (out := self.transport.get_pipe_transport(1)) is not None:
-            out.resume_reading()  # type: ignore[attr-defined]
+        if (out := self._stdout_pipe()) is not None:
+            out.resume_reading()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:

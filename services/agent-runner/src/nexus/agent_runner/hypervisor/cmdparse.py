@@ -106,7 +106,9 @@ _ENV_NEVER = re.compile(
     r"TERMINFO|TZDIR$)",
     re.IGNORECASE,
 )
-_DEV_OK = frozenset({"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/stdout", "/dev/stderr", "/dev/stdin"})
+_DEV_OK = frozenset(
+    {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/stdout", "/dev/stderr", "/dev/stdin"}
+)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,11 @@ WRAPPERS: dict[str, WrapperSpec] = {
                    "-a --arg-file -E -I -L -n --max-args -s --max-chars -P --max-procs -d --delimiter "
                    "--process-slot-var"),
 }
-_REFUSED_WRAPPER_OPTIONS = {"flock": {"-c", "--command"}, "exec": {"-a"}, "xargs": {"-e", "--eof", "-i", "--replace", "-l"}}
+_REFUSED_WRAPPER_OPTIONS = {
+    "flock": {"-c", "--command"},
+    "exec": {"-a"},
+    "xargs": {"-e", "--eof", "-i", "--replace", "-l"},
+}
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,7 @@ def analyze(template: list[str], ctx: Context) -> Analysis:
 def _leading_assignments(template: list[str]) -> tuple[dict[str, str], int]:
     env: dict[str, str] = {}
     index = 0
-    for index, token in enumerate(template):  # noqa: B007 - the index is the result
+    for index, token in enumerate(template):  # the index is the result
         name, eq, value = token.partition("=")
         if not eq or not _ENV_NAME.match(name):
             return env, index
@@ -236,7 +242,9 @@ def _check_assignment(name: str, value: str) -> None:
     if refs:
         raise Refused("env-not-allowed", f"{_short(name, 60)} must be exactly one secret reference, nothing around it")
     if not _ENV_PLAIN_OK.match(name):
-        raise Refused("env-not-allowed", f"{_short(name, 60)}: only secret references and locale/colour variables may be set")
+        raise Refused(
+            "env-not-allowed", f"{_short(name, 60)}: only secret references and locale/colour variables may be set"
+        )
 
 
 def _resolve(argv: list[str], ctx: Context, out: Analysis, *, depth: int, via: str) -> list[str]:
@@ -295,7 +303,9 @@ def _classify(argv: list[str], ctx: Context, via: str) -> tuple[Layer, str]:
         raise Refused("path-outside-workspace", f"{_short(program)} resolves into the workspace; name it by its path")
     real = os.path.basename(real_path)
     names = {name, real}
-    if names & SHELLS or any(n.endswith("sh") and n[:-2] in ("", "r", "ba", "da", "z", "k", "mk", "c", "tc", "a") for n in names):
+    if names & SHELLS or any(
+        n.endswith("sh") and n[:-2] in ("", "r", "ba", "da", "z", "k", "mk", "c", "tc", "a") for n in names
+    ):
         kind = "shell"
     elif any(_INTERPRETER.match(n) for n in names):
         kind = "interpreter"
@@ -305,7 +315,9 @@ def _classify(argv: list[str], ctx: Context, via: str) -> tuple[Layer, str]:
 
 
 def _path_dirs(path: str) -> set[str]:
-    return {os.path.realpath(entry) for entry in path.split(os.pathsep) if entry} | {entry for entry in path.split(os.pathsep) if entry}
+    return {os.path.realpath(entry) for entry in path.split(os.pathsep) if entry} | {
+        entry for entry in path.split(os.pathsep) if entry
+    }
 
 
 def _options(name: str, spec: WrapperSpec, args: list[str]) -> tuple[int, list[tuple[str, str | None]]]:
@@ -339,7 +351,9 @@ def _options(name: str, spec: WrapperSpec, args: list[str]) -> tuple[int, list[t
             elif option in spec.flags and not eq:
                 seen.append((option, None))
             else:
-                raise Refused("unknown-option", f"{name} {_short(option, 40)} is not an option this wrapper is known to take")
+                raise Refused(
+                    "unknown-option", f"{name} {_short(option, 40)} is not an option this wrapper is known to take"
+                )
             index += 1
             continue
         position = 1
@@ -398,7 +412,11 @@ def _wrapper(name: str, argv: list[str], ctx: Context, out: Analysis, depth: int
     inner = args[start + spec.positionals:]
     if not inner:
         return list(argv)  # the wrapper on its own (xargs runs echo)
-    return [argv[0], *args[:start + spec.positionals], *_resolve(inner, ctx, out, depth=depth + 1, via="xargs" if name == "xargs" else "")]
+    return [
+        argv[0],
+        *args[: start + spec.positionals],
+        *_resolve(inner, ctx, out, depth=depth + 1, via="xargs" if name == "xargs" else ""),
+    ]
 
 
 def _xargs_input(options: dict[str, str | None], ctx: Context) -> None:
@@ -428,7 +446,9 @@ def _xargs_input(options: dict[str, str | None], ctx: Context) -> None:
             raise Refused("invalid-command", "xargs -a: the argument file does not split into arguments") from None
     for item in (i.strip() for i in items if i.strip()):
         if item.startswith("-"):
-            raise Refused("not-permitted", "xargs -a: the argument file holds an option; options belong on the command line")
+            raise Refused(
+                "not-permitted", "xargs -a: the argument file holds an option; options belong on the command line"
+            )
         _paths([item], ctx, "xargs")
 
 
@@ -457,7 +477,11 @@ def _env_rest(rest: list[str], ctx: Context, out: Analysis, depth: int, head: li
 def _find(argv: list[str], ctx: Context, out: Analysis, depth: int) -> list[str]:
     args = argv[1:]
     index = 0
-    while index < len(args) and args[index] in ("-H", "-P", "-D", "-O") or (index < len(args) and re.fullmatch(r"-O\d", args[index])):
+    while (
+        index < len(args)
+        and args[index] in ("-H", "-P", "-D", "-O")
+        or (index < len(args) and re.fullmatch(r"-O\d", args[index]))
+    ):
         if args[index] == "-D":
             index += 1
         index += 1
@@ -478,8 +502,13 @@ def _find(argv: list[str], ctx: Context, out: Analysis, depth: int) -> list[str]
             if end >= len(args) or end == index + 1:
                 raise Refused("invalid-command", f"find {token} without a command ending in ; or +")
             inner = _resolve(args[index + 1:end], ctx, out, depth=depth + 1, via="find")
-            if out.layers[-1].real in _WRITE_ALL | _DESTINATION_LAST | _FIRST_ARG_NOT_A_PATH or out.layers[-1].name == "sed":
-                raise Refused("indirect-write", f"find {token} {out.layers[-1].name}: what it writes is known only at run time")
+            if (
+                out.layers[-1].real in _WRITE_ALL | _DESTINATION_LAST | _FIRST_ARG_NOT_A_PATH
+                or out.layers[-1].name == "sed"
+            ):
+                raise Refused(
+                    "indirect-write", f"find {token} {out.layers[-1].name}: what it writes is known only at run time"
+                )
             result += [token, *inner, args[end]]
             index = end + 1
             continue
@@ -552,9 +581,13 @@ def _flag(arg: str, short: str, long: str) -> bool:
 def _writes_all(argv: list[str], ctx: Context, out: Analysis) -> None:
     name = os.path.basename(argv[0])
     args = argv[1:]
-    if name in _COMPRESSORS and any(_flag(a, "c", "--stdout") or _flag(a, "t", "--test") or _flag(a, "l", "--list") for a in args):
+    if name in _COMPRESSORS and any(
+        _flag(a, "c", "--stdout") or _flag(a, "t", "--test") or _flag(a, "l", "--list") for a in args
+    ):
         return  # to stdout, a test or a listing: the files stay as they are
-    values = frozenset({"-s", "--size", "-r", "--reference", "-m", "--mode", "-n", "--iterations", "--suffix", "-S", "-d", "-t"})
+    values = frozenset(
+        {"-s", "--size", "-r", "--reference", "-m", "--mode", "-n", "--iterations", "--suffix", "-S", "-d", "-t"}
+    )
     for target in _positionals(args, values):
         _write(target, ctx, out, name, destructive=name in _DESTRUCTIVE)
 
@@ -571,12 +604,17 @@ def _destination(argv: list[str], ctx: Context, out: Analysis) -> None:
     args = argv[1:]
     for index, arg in enumerate(args):
         if arg.startswith("-S") or arg.startswith("--suffix"):
-            suffix = arg.partition("=")[2] if "=" in arg else (arg[2:] or (args[index + 1] if index + 1 < len(args) else ""))
+            suffix = (
+                arg.partition("=")[2] if "=" in arg else (arg[2:] or (args[index + 1] if index + 1 < len(args) else ""))
+            )
             if "/" in suffix or suffix.startswith("."):
                 raise Refused("not-permitted", f"{name}: a backup suffix may not hold a path or start with a dot")
         if name == "cp" and arg in ("-L", "--dereference", "-H"):
             raise Refused("not-permitted", "cp -L/-H follows symbolic links out of the workspace")
-    targets = _positionals(args, frozenset({"-t", "--target-directory", "-S", "--suffix", "-m", "--mode", "-o", "--owner", "-g", "--group"}))
+    targets = _positionals(
+        args,
+        frozenset({"-t", "--target-directory", "-S", "--suffix", "-m", "--mode", "-o", "--owner", "-g", "--group"}),
+    )
     directory = next((a.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "") for i, a in enumerate(args)
                       if a == "-t" or a.startswith("--target-directory")), None)
     if directory is not None:
@@ -607,7 +645,9 @@ def _dd(argv: list[str], ctx: Context, out: Analysis) -> None:
 
 def _sed(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
     args = argv[1:]
-    in_place = any(a.startswith("--in-place") or (_flag(a, "i", "--in-place") and "e" not in a[1:a.index("i")]) for a in args)
+    in_place = any(
+        a.startswith("--in-place") or (_flag(a, "i", "--in-place") and "e" not in a[1 : a.index("i")]) for a in args
+    )
     scripted = any(a in ("-e", "-f", "--expression", "--file") or a.startswith(("--expression=", "--file=")) or
                    (a.startswith("-") and not a.startswith("--") and a[-1:] in ("e", "f")) for a in args)
     if in_place:
@@ -771,12 +811,33 @@ def _uniq(argv: list[str], ctx: Context, out: Analysis) -> None:
 
 def _split(argv: list[str], ctx: Context, out: Analysis) -> None:
     name = os.path.basename(argv[0])
-    values = frozenset({"-a", "-b", "-C", "-l", "-n", "-t", "-f", "--prefix", "--digits", "--suffix-length",
-                        "--additional-suffix", "--filter", "--bytes", "--lines", "--line-bytes", "--number", "--separator"})
+    values = frozenset(
+        {
+            "-a",
+            "-b",
+            "-C",
+            "-l",
+            "-n",
+            "-t",
+            "-f",
+            "--prefix",
+            "--digits",
+            "--suffix-length",
+            "--additional-suffix",
+            "--filter",
+            "--bytes",
+            "--lines",
+            "--line-bytes",
+            "--number",
+            "--separator",
+        }
+    )
     if any(a.startswith("--filter") for a in argv[1:]):
         raise Refused("not-permitted", f"{name} --filter runs a shell")
     files = _positionals(argv[1:], values)
-    prefix = next((argv[i + 1] for i, a in enumerate(argv[1:], 1) if a in ("-f", "--prefix") and i + 1 < len(argv)), None)
+    prefix = next(
+        (argv[i + 1] for i, a in enumerate(argv[1:], 1) if a in ("-f", "--prefix") and i + 1 < len(argv)), None
+    )
     if name == "split":
         prefix = files[1] if len(files) >= 2 else "x"
     _write(prefix or "xx", ctx, out, name)
@@ -788,7 +849,12 @@ def _zip(argv: list[str], ctx: Context, out: Analysis) -> None:
         raise Refused("not-permitted", "zip -TT runs a command")
     files = _positionals(args, frozenset({"-b", "-t", "-tt", "-n", "-O", "--out", "-x", "-i", "-P", "--password"}))
     if files:
-        _write(files[0] if files[0].endswith(".zip") or "." in os.path.basename(files[0]) else files[0] + ".zip", ctx, out, "zip")
+        _write(
+            files[0] if files[0].endswith(".zip") or "." in os.path.basename(files[0]) else files[0] + ".zip",
+            ctx,
+            out,
+            "zip",
+        )
     if any(a in ("-m", "--move") for a in args):
         for source in files[1:]:
             _write(source, ctx, out, "zip", destructive=True)
@@ -800,12 +866,18 @@ def _git(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
     while index < len(args) and args[index].startswith("-"):
         option = args[index].partition("=")[0]
         if option not in _GIT_GLOBAL_FLAGS:
-            raise Refused("not-permitted", f"git {_short(option, 40)} is not allowed for agents (it changes git's configuration or repository)")
+            raise Refused(
+                "not-permitted",
+                f"git {_short(option, 40)} is not allowed for agents (it changes git's configuration or repository)",
+            )
         index += 1
     verb = args[index] if index < len(args) else ""
     if verb not in GIT_READ_ONLY:
-        raise Refused("not-permitted", f"git {_short(verb, 40) or '(no subcommand)'} is not for agents: they read with git "
-                      f"{', '.join(sorted(GIT_READ_ONLY)[:8])}, ...; the git tools commit, and the runner pushes and merges")
+        raise Refused(
+            "not-permitted",
+            f"git {_short(verb, 40) or '(no subcommand)'} is not for agents: they read with git "
+            f"{', '.join(sorted(GIT_READ_ONLY)[:8])}, ...; the git tools commit, and the runner pushes and merges",
+        )
     for arg in args[index + 1:]:
         if arg == "--":
             break
@@ -882,19 +954,25 @@ def _paths(args: list[str] | tuple[str, ...], ctx: Context, program: str) -> Non
             if value.startswith("~"):
                 raise Refused("path-outside-workspace", f"{_short(token)}: home-relative paths are not allowed")
             candidate = os.path.join(ctx.root, value)
-            if (value.startswith("/") or ".." in value.split("/") or os.path.lexists(candidate)) and not ctx.inside(os.path.realpath(candidate)):
+            if (value.startswith("/") or ".." in value.split("/") or os.path.lexists(candidate)) and not ctx.inside(
+                os.path.realpath(candidate)
+            ):
                 raise Refused("path-outside-workspace", f"{_short(token)} points outside the workspace")
         option = token.partition("=")[0] if token.startswith("--") else ""
         if "exclude" in option or "ignore" in option:
             continue  # names what not to touch (`--exclude-dir=.git`)
         for value in values:
             if any(_is_git_name(part) for part in value.split("/")):
-                raise Refused("git-internals", f"{_short(token)}: the git directory is not for commands; use the git tools")
+                raise Refused(
+                    "git-internals", f"{_short(token)}: the git directory is not for commands; use the git tools"
+                )
             if ctx.in_git(os.path.realpath(os.path.join(ctx.root, value))):
                 raise Refused("git-internals", f"{_short(token)} leads into the git directory")
 
 
-def _write(target: str, ctx: Context, out: Analysis, program: str, *, is_dir: bool = False, destructive: bool = False) -> None:
+def _write(
+    target: str, ctx: Context, out: Analysis, program: str, *, is_dir: bool = False, destructive: bool = False
+) -> None:
     if SECRET_REF.search(target):
         raise Refused("secret-in-path", f"{program}: a secret may not name a file")
     if target in _DEV_OK:

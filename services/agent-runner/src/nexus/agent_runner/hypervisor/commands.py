@@ -16,17 +16,25 @@ from typing import Literal
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import cmdparse, sandbox
+from nexus.agent_runner.hypervisor import cmdparse, safegit, sandbox
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.domain.agents import CommandPolicy
 
 Decision = Literal["allow", "deny", "ask"]
 
-_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+_ENV_KEEP = safegit.ENV_KEEP
 TIMEOUT_EXIT_CODE = 124  # as coreutils `timeout` reports it
 _DRAIN_GRACE_S = 1.0
-_EXPLICIT_KINDS = {"shell": "shell-not-allowed", "interpreter": "interpreter-not-allowed", "workspace": "workspace-program-not-allowed"}
-_KIND_WORDS = {"shell": "a shell", "interpreter": "an interpreter or build tool", "workspace": "a program from the workspace"}
+_EXPLICIT_KINDS = {
+    "shell": "shell-not-allowed",
+    "interpreter": "interpreter-not-allowed",
+    "workspace": "workspace-program-not-allowed",
+}
+_KIND_WORDS = {
+    "shell": "a shell",
+    "interpreter": "an interpreter or build tool",
+    "workspace": "a program from the workspace",
+}
 
 
 class CommandOutcome(msgspec.Struct, kw_only=True):
@@ -66,28 +74,36 @@ def decide(cmd: str, layers: list[cmdparse.Layer], policy: CommandPolicy, ask: l
     runs and for find/xargs around it; shells, interpreters and workspace programs run only when
     an allow pattern names them; a command matching nothing follows `default` (deny if unset)."""
     for layer in layers:
-        loose = {cmd.strip(), layer.line, " ".join([layer.name, *layer.argv[1:]]), " ".join([layer.real, *layer.argv[1:]])}
+        loose = {
+            cmd.strip(),
+            layer.line,
+            " ".join([layer.name, *layer.argv[1:]]),
+            " ".join([layer.real, *layer.argv[1:]]),
+        }
         if layer.via:  # find/xargs add arguments at run time: `xargs rm` is `rm <something>`
             loose |= {form + " {}" for form in loose}
         for pattern in policy.deny:
             if any(fnmatchcase(form, pattern) for form in loose):
                 return "deny", pattern
-    needed = [layers[-1], *[layer for layer in layers[:-1] if layer.real in ("find", "xargs") or layer.name in ("find", "xargs")]]
+    needed = [
+        layers[-1],
+        *[layer for layer in layers[:-1] if layer.real in ("find", "xargs") or layer.name in ("find", "xargs")],
+    ]
     verdicts: list[tuple[Decision, str]] = []
     for layer in needed:
         if layer.kind in _EXPLICIT_KINDS:
-            pattern = next((p for p in policy.allow if _named(layer, p)), None)
-            if pattern is None:
+            named = next((p for p in policy.allow if _named(layer, p)), None)
+            if named is None:
                 raise Refused(
                     _EXPLICIT_KINDS[layer.kind],
                     f"{layer.name} runs code it is given ({_KIND_WORDS[layer.kind]}); "
                     "it runs only when an allow pattern names it as its first word",
                 )
-            verdicts.append(("allow", pattern))
+            verdicts.append(("allow", named))
             continue
-        pattern = next((p for p in policy.allow if fnmatchcase(layer.line, p)), None)
-        if pattern is not None:
-            verdicts.append(("allow", pattern))
+        loose_pattern = next((p for p in policy.allow if fnmatchcase(layer.line, p)), None)
+        if loose_pattern is not None:
+            verdicts.append(("allow", loose_pattern))
         elif "command" in ask:
             verdicts.append(("ask", "command"))
         else:
@@ -198,7 +214,9 @@ async def execute(
         os.close(read_fd)
         if prepared:
             prepared.cleanup()
-        raise Refused("not-executable", f"{os.path.basename(argv[0])[:120]} could not be started ({exc.strerror})") from None
+        raise Refused(
+            "not-executable", f"{os.path.basename(argv[0])[:120]} could not be started ({exc.strerror})"
+        ) from None
     finally:
         os.close(write_fd)
     done: asyncio.Future[None] = loop.create_future()

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -73,11 +73,11 @@ class Hypervisor:
         permissions: Permissions,
         session: SessionState,
         state_file: Path | None = None,
-        secrets: Mapping[str, str] = {},  # noqa: B006 - read only
+        secrets: Mapping[str, str] = {},  # read only
         recorder: Recorder | None = None,
         approver: Approver | None = None,
         spawner: Spawner | None = None,
-        commit_trailers: Mapping[str, str] = {},  # noqa: B006 - read only
+        commit_trailers: Mapping[str, str] = {},  # read only
         base_env: Mapping[str, str] | None = None,
         *,
         allowed_tools: Iterable[str] | None = None,
@@ -108,14 +108,22 @@ class Hypervisor:
         self._scratch = safegit.private_dir(private / "scratch")
         self._env = commands.scrub_env(base, self._ws.root, self._secrets.values)
         # Commands never get the workspace (nor the runner's) HOME, nor a global or system git config.
-        self._env.update(HOME=str(safegit.private_dir(private / "home")), GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1",
-                         GIT_CEILING_DIRECTORIES=os.path.dirname(self._ws.root))
+        self._env.update(
+            HOME=str(safegit.private_dir(private / "home")),
+            GIT_CONFIG_GLOBAL="/dev/null",
+            GIT_CONFIG_NOSYSTEM="1",
+            GIT_CEILING_DIRECTORIES=os.path.dirname(self._ws.root),
+        )
         self._env.pop("XDG_CONFIG_HOME", None)
         self._git_dir = git_dir
         self._git_sealed = safegit.steering_digest(git_dir) if git_dir is not None else ""
-        self._git_env = safegit.env(self._env, safegit.private_dir(private / "git-home"), git_dir=git_dir, work_tree=self.workspace)
+        self._git_env = safegit.env(
+            self._env, safegit.private_dir(private / "git-home"), git_dir=git_dir, work_tree=self.workspace
+        )
         # git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR).
-        self._nonrepo_git_env = safegit.env(self._env, private / "git-home") | {"GIT_CEILING_DIRECTORIES": str(self._scratch)}
+        self._nonrepo_git_env = safegit.env(self._env, private / "git-home") | {
+            "GIT_CEILING_DIRECTORIES": str(self._scratch)
+        }
         self._program_dirs = commands.program_dirs(self._env)
         self._cmd_env = commands.command_env(self._env)
         self.sandbox = sandbox.detect(sandbox_mode)  # how agent commands are confined: bwrap, landlock or none
@@ -148,7 +156,9 @@ class Hypervisor:
                 result = await self._dispatch(tool, args, own=own)
             except Refused as refusal:
                 detail = await self._refused(tool, refusal)
-                result = ToolResult(ok=False, error=f"refused ({refusal.reason}): {detail}" if detail else f"refused ({refusal.reason})")
+                result = ToolResult(
+                    ok=False, error=f"refused ({refusal.reason}): {detail}" if detail else f"refused ({refusal.reason})"
+                )
             return ToolResult(ok=result.ok, output=self._mask(result.output), error=self._mask(result.error))
 
     async def refuse(self, action: str, reason: str, detail: str) -> None:
@@ -159,7 +169,11 @@ class Hypervisor:
     async def _refused(self, tool: str, refusal: Refused) -> str:
         """Record the refusal; returns its detail as shown: masked first, then cut, never repr()'d."""
         detail = printable(self._mask(refusal.detail))[:_DETAIL_CHARS]
-        await self._record(RefusedChange(tool=printable(self._mask(tool))[:200], reason=refusal.reason, detail=detail, timestamp=now_iso()))
+        await self._record(
+            RefusedChange(
+                tool=printable(self._mask(tool))[:200], reason=refusal.reason, detail=detail, timestamp=now_iso()
+            )
+        )
         return detail
 
     async def gate(self, action: str, detail: str) -> str:
@@ -189,7 +203,7 @@ class Hypervisor:
         if not isinstance(args, dict):
             raise Refused("invalid-arguments", f"arguments must be a JSON object, got {type(args).__name__}")
         try:
-            parsed = msgspec.convert(args, TOOLS[tool][0])
+            parsed: Any = msgspec.convert(args, TOOLS[tool][0])
         except msgspec.ValidationError as exc:
             raise Refused("invalid-arguments", str(exc)) from None
         if tool in _PATH_TOOLS:
@@ -248,7 +262,7 @@ class Hypervisor:
         except TimeoutError:
             await self._record(ApprovalChange(action=action, decision="expired", timestamp=now_iso()))
             raise Refused("approval-expired", f"nobody decided on {action} in time; denied") from None
-        decision = "approved" if approved is True else "rejected"  # only a real True approves
+        decision: Literal["approved", "rejected"] = "approved" if approved is True else "rejected"  # only True
         await self._record(ApprovalChange(action=action, decision=decision, timestamp=now_iso()))
         if decision == "rejected":
             raise Refused("approval-rejected", f"{action} was rejected: {detail}")
@@ -262,9 +276,13 @@ class Hypervisor:
     async def _git(self, *args: str, cwd: str | None = None, repo: bool = True) -> commands.CommandOutcome:
         """Git with the config isolated and every code-running knob off (safegit); never the agent's env."""
         if repo and self._git_dir is None:
-            raise Refused("no-repository", "this session has no repository outside the workspace; the git tools need one")
+            raise Refused(
+                "no-repository", "this session has no repository outside the workspace; the git tools need one"
+            )
         if repo and self._git_dir is not None and safegit.steering_digest(self._git_dir) != self._git_sealed:
-            raise Refused("git-tampered", "the repository's git directory was changed outside the hypervisor; git refused")
+            raise Refused(
+                "git-tampered", "the repository's git directory was changed outside the hypervisor; git refused"
+            )
         return await commands.execute(
             safegit.argv(*args), cwd=cwd or self._ws.root, env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S, max_output=self.permissions.commands.max_output_bytes,
@@ -278,7 +296,9 @@ class Hypervisor:
         self._no_secret_in_path(rel)
         await self._approve_write(rel)
         self._ws.write_bytes(rel, data)
-        await self._record(FileWriteChange(rel_path=rel, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), timestamp=now_iso()))
+        await self._record(
+            FileWriteChange(rel_path=rel, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), timestamp=now_iso())
+        )
         return ToolResult(ok=True, output=f"wrote {len(data)} bytes to {rel}")
 
     # --- files -----------------------------------------------------------------------------
@@ -312,7 +332,10 @@ class Hypervisor:
             raise Refused("not-text", f"{rel} is not UTF-8 text") from None
         count = text.count(args.old)
         if count != 1:
-            raise Refused("no-match" if count == 0 else "ambiguous-match", f"`old` occurs {count} times in {rel}; it must occur exactly once")
+            raise Refused(
+                "no-match" if count == 0 else "ambiguous-match",
+                f"`old` occurs {count} times in {rel}; it must occur exactly once",
+            )
         new = text.replace(args.old, args.new, 1).encode()
         if len(new) > MAX_WRITE_BYTES:
             raise Refused("too-large", f"the edit makes {rel} {len(new)} bytes")
@@ -346,7 +369,9 @@ class Hypervisor:
         results = await patches.apply(plan, self._ws, git)
         for rel, data in results:
             digest = hashlib.sha256(data).hexdigest() if data is not None else ""
-            await self._record(FileWriteChange(rel_path=rel, bytes=len(data or b""), sha256=digest, timestamp=now_iso()))
+            await self._record(
+                FileWriteChange(rel_path=rel, bytes=len(data or b""), sha256=digest, timestamp=now_iso())
+            )
         return ToolResult(ok=True, output="applied to " + ", ".join(rel for rel, _ in results))
 
     async def _tool_list_dir(self, args: Any) -> ToolResult:
@@ -385,7 +410,10 @@ class Hypervisor:
         if outcome.truncated or outcome.timed_out:
             shown.append("[more matches not shown; narrow the pattern or the path]")
         if skipped:
-            shown.append(f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, hard-linked, or over the total]")
+            shown.append(
+                f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, "
+                "hard-linked, or over the total]"
+            )
         return ToolResult(ok=True, output="\n".join(shown) if shown else "no matches")
 
     # --- commands --------------------------------------------------------------------------
@@ -423,7 +451,10 @@ class Hypervisor:
         text = commands.render(outcome, policy.max_output_bytes, self._mask, self._secrets.mask_cut)
         footer = [f"[exit code {outcome.exit_code}]"]
         if outcome.truncated:
-            footer.append(f"[output truncated: showed {min(len(outcome.output), policy.max_output_bytes)} of {outcome.total_bytes} bytes]")
+            footer.append(
+                f"[output truncated: showed {min(len(outcome.output), policy.max_output_bytes)} "
+                f"of {outcome.total_bytes} bytes]"
+            )
         if outcome.timed_out:
             footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
         return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
@@ -437,7 +468,9 @@ class Hypervisor:
         return self._decode(outcome)
 
     async def _tool_git_status(self, args: Any) -> ToolResult:
-        return ToolResult(ok=True, output=await self._git_or_refuse("status", "--short", "--branch", "--untracked-files=all"))
+        return ToolResult(
+            ok=True, output=await self._git_or_refuse("status", "--short", "--branch", "--untracked-files=all")
+        )
 
     async def _has_head(self) -> bool:
         return (await self._git("rev-parse", "--verify", "-q", "HEAD")).exit_code == 0
@@ -450,14 +483,25 @@ class Hypervisor:
         if not await self._has_head():
             return ToolResult(ok=True, output="no commits yet")
         fmt = "--format=%h %ad %an%n    %s"
-        log = ("log", *safegit.NO_DRIVERS, "--no-color", "--date=short", f"--max-count={GIT_LOG_ENTRIES}", fmt, "HEAD", "--")
+        log = (
+            "log",
+            *safegit.NO_DRIVERS,
+            "--no-color",
+            "--date=short",
+            f"--max-count={GIT_LOG_ENTRIES}",
+            fmt,
+            "HEAD",
+            "--",
+        )
         return ToolResult(ok=True, output=await self._git_or_refuse(*log))
 
     async def _tool_git_commit(self, args: Any) -> ToolResult:
         if not self.permissions.can_commit:
             raise Refused("not-permitted", "this agent may not commit (can_commit is false)")
         if _FORGED_TRAILER.search(args.message):
-            raise Refused("forged-trailer", "a commit message may not carry Nexus-* lines: only the runner adds those trailers")
+            raise Refused(
+                "forged-trailer", "a commit message may not carry Nexus-* lines: only the runner adds those trailers"
+            )
         message = args.message.strip()
         if not message or len(message) > MAX_NOTE_CHARS:
             raise Refused("invalid-arguments", "the commit message is empty or too long")
@@ -468,7 +512,9 @@ class Hypervisor:
         for path in staged.output.decode(errors="surrogateescape").split("\0"):
             if self._secrets.contains_secret(path):
                 await self._git("reset", "-q")
-                raise Refused("secret-in-path", f"{self._mask(path)}: a secret's value may not be part of a committed path")
+                raise Refused(
+                    "secret-in-path", f"{self._mask(path)}: a secret's value may not be part of a committed path"
+                )
         trailers = {**self._trailers, "Nexus-Ledger": self.ledger_hash}
         body = message + "\n\n" + "\n".join(f"{key}: {value}" for key, value in trailers.items())
         identity = [] if (await self._git("config", "user.email")).exit_code == 0 else [
@@ -504,7 +550,7 @@ class Hypervisor:
             request["agent"] = args.agent
         try:
             result = await self._spawner(request)
-        except Exception as exc:  # the spawner's failure is the model's answer, and on the record
+        except Exception as exc:  # noqa: BLE001 — the spawner's failure is the model's answer, and on the record
             raise Refused("spawn-failed", str(exc)) from None
         child_id = result.get("session_id") or result.get("sessionId")
         if not isinstance(child_id, str) or not child_id:

@@ -26,7 +26,9 @@ REGULAR_MODES = frozenset({"100644", "100755"})
 # git's numstat names only the new path of a rename or copy: the sources come from the extended headers
 # (a name git would read differently only makes the apply fail, never widens what is written).
 _SOURCES = re.compile(r"^(?:rename|copy) from (.+)$", re.MULTILINE)
-_MODES = re.compile(r"^ (?:(?:create|delete) mode (?P<one>\d+) |mode change (?P<old>\d+) => (?P<new>\d+) )", re.MULTILINE)
+_MODES = re.compile(
+    r"^ (?:(?:create|delete) mode (?P<one>\d+) |mode change (?P<old>\d+) => (?P<new>\d+) )", re.MULTILINE
+)
 Git = Callable[..., Awaitable]  # hardened git outside any repository: (*args, cwd=...) -> CommandOutcome
 
 
@@ -55,7 +57,9 @@ async def plan(patch: bytes, scratch: Path, git: Git) -> Plan:
     for match in _MODES.finditer(_text(summary)):
         for mode in filter(None, match.group("one", "old", "new")):
             if mode not in REGULAR_MODES:
-                kind = {"120000": "a symlink", "160000": "a submodule (gitlink)"}.get(mode.lstrip("0").rjust(6, "0"), f"mode {mode}")
+                kind = {"120000": "a symlink", "160000": "a submodule (gitlink)"}.get(
+                    mode.lstrip("0").rjust(6, "0"), f"mode {mode}"
+                )
                 raise Refused("symlink" if mode.endswith("120000") else "not-regular-file",
                               f"patches may only touch regular files; this one makes {kind}")
     # numstat -z: "added\tdeleted\tpath\0", or "added\tdeleted\t\0from\0to\0" for a rename or copy.

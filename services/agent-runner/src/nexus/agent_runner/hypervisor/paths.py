@@ -82,7 +82,9 @@ class Workspace:
                 except FileNotFoundError:
                     raise Refused("not-found", f"{rel}: no such directory '{part}'") from None
                 except OSError as exc:  # ELOOP/ENOTDIR: a symlink or file swapped in
-                    raise Refused("not-a-directory", f"{rel}: '{part}' is not a plain directory ({exc.strerror})") from None
+                    raise Refused(
+                        "not-a-directory", f"{rel}: '{part}' is not a plain directory ({exc.strerror})"
+                    ) from None
                 os.close(dfd)
                 dfd = nfd
         except BaseException:
@@ -113,7 +115,9 @@ class Workspace:
                 raise Refused("not-found", f"{rel}: no such file") from None
             _require_regular(rel, before)
             if before.st_nlink > 1:
-                raise Refused("hard-link", f"{rel} has {before.st_nlink} links and may alias a file outside the workspace")
+                raise Refused(
+                    "hard-link", f"{rel} has {before.st_nlink} links and may alias a file outside the workspace"
+                )
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
             try:
                 fd = os.open(name, flags, dir_fd=dfd)

@@ -34,7 +34,17 @@ HARDENING: tuple[str, ...] = (
 )
 # Options that keep diff-like commands from running an external diff or a textconv program.
 NO_DRIVERS: tuple[str, ...] = ("--no-ext-diff", "--no-textconv")
-_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+# What of the caller's environment git (and an agent's command) may see: locale, PATH, identity.
+ENV_KEEP = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+)
 
 
 def private_dir(path: Path) -> Path:
@@ -44,9 +54,11 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def env(base: Mapping[str, str], home: Path, *, git_dir: Path | None = None, work_tree: Path | None = None) -> dict[str, str]:
+def env(
+    base: Mapping[str, str], home: Path, *, git_dir: Path | None = None, work_tree: Path | None = None
+) -> dict[str, str]:
     """The environment of a hardened git invocation: nothing inherited but PATH, locale and identity."""
-    out = {key: base[key] for key in _KEEP if key in base}
+    out = {key: base[key] for key in ENV_KEEP if key in base}
     out.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     out.update({
         "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),

@@ -76,8 +76,10 @@ def detect(requested: str = "auto") -> str:
 def describe(mode: str) -> str:
     return {
         "bwrap": "bwrap: namespaces (mount, pid, net, ipc, uts, user), read-only system, private /tmp, rlimits",
-        "landlock": f"landlock (ABI {landlock_abi()}): user namespaces refused; filesystem and TCP limited by Landlock, rlimits, process group",
-        "none": "none: neither user namespaces nor Landlock; only rlimits and a process group (the policy is the only wall)",
+        "landlock": f"landlock (ABI {landlock_abi()}): user namespaces refused; "
+        "filesystem and TCP limited by Landlock, rlimits, process group",
+        "none": "none: neither user namespaces nor Landlock; "
+        "only rlimits and a process group (the policy is the only wall)",
     }[mode]
 
 
@@ -166,12 +168,18 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
         args = [BWRAP, *_base_args(spec.network)]
         for root in _extra_roots(spec.programs, spec.workspace):
             args += ["--ro-bind-try", root, root]
-        home = spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
+        home = (
+            spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
+        )
         if home:
             args += ["--bind", home, home]
         args += ["--bind", spec.workspace, spec.workspace]
         gitdir = spec.gitdir or os.path.join(spec.workspace, ".git")
-        if _under(os.path.realpath(gitdir), (spec.workspace,)) and os.path.exists(gitdir) and not os.path.islink(gitdir):
+        if (
+            _under(os.path.realpath(gitdir), (spec.workspace,))
+            and os.path.exists(gitdir)
+            and not os.path.islink(gitdir)
+        ):
             args += ["--ro-bind", gitdir, gitdir]
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
@@ -180,7 +188,11 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
         roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
-        rules = Rules(read=[r for r in roots if os.path.exists(r)], write=[spec.workspace, private, "/dev/null"], network=spec.network)
+        rules = Rules(
+            read=[r for r in roots if os.path.exists(r)],
+            write=[spec.workspace, private, "/dev/null"],
+            network=spec.network,
+        )
 
         def preexec() -> None:
             rlimits()
@@ -259,7 +271,11 @@ def restrict(rules: Rules) -> None:
                 except OSError:
                     continue
                 try:
-                    allowed = access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15))
+                    allowed = (
+                        access
+                        if os.path.isdir(path)
+                        else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15))
+                    )
                     beneath = _PathBeneath(allowed & handled, fd)
                     if libc.syscall(_SYS_ADD, ruleset, ctypes.c_int(1), ctypes.byref(beneath), ctypes.c_uint32(0)) < 0:
                         raise OSError(ctypes.get_errno(), "landlock_add_rule failed")

@@ -53,14 +53,14 @@ def masked_copy(ws: Workspace, rel: str, into: Path, secrets: SecretBox) -> int:
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
             dirnames[:] = sorted(d for d in dirnames if d.casefold() != ".git")
             for name in sorted(filenames):
-                data = _read(dir_fd, name)
-                if data is None or total + len(data) > MAX_TOTAL_BYTES:
+                found = _read(dir_fd, name)
+                if found is None or total + len(found) > MAX_TOTAL_BYTES:
                     skipped += _countable(dir_fd, name)
                     continue
-                total += len(data)
+                total += len(found)
                 path = secrets.mask(os.path.normpath(os.path.join(rel, dirpath, name)))
-                masked = secrets.mask_bytes(data)
-                if masked is not data or not _link(dir_fd, name, into / path):
+                masked = secrets.mask_bytes(found)
+                if masked is not found or not _link(dir_fd, name, into / path):
                     _put(into / path, masked)
     finally:
         os.close(top)

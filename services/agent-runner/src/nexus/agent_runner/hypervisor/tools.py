@@ -43,7 +43,9 @@ class EditFileArgs(_Args):
 
 
 class ApplyPatchArgs(_Args):
-    patch: Annotated[str, Doc(description="A unified diff (as produced by `git diff`), paths relative to the workspace.")]
+    patch: Annotated[
+        str, Doc(description="A unified diff (as produced by `git diff`), paths relative to the workspace.")
+    ]
 
 
 class ListDirArgs(_Args):
@@ -61,7 +63,9 @@ class RunCommandArgs(_Args):
         Doc(description="A command line, split like a POSIX shell would split it but run WITHOUT a shell "
             "(no pipes, redirection, globbing or $VARS). Use ${secret:NAME} to pass a secret."),
     ]
-    timeout_s: Annotated[float, Doc(gt=0, description="Seconds before the command is killed (capped by policy).")] | None = None
+    timeout_s: (
+        Annotated[float, Doc(gt=0, description="Seconds before the command is killed (capped by policy).")] | None
+    ) = None
 
 
 class NoArgs(_Args):
@@ -84,8 +88,18 @@ class RequestApprovalArgs(_Args):
 class SpawnChildArgs(_Args):
     title: Annotated[str, Doc(min_length=1)]
     description: str = ""
-    target_files: Annotated[list[RelPath], Doc(description="Files the child session will write.")] = msgspec.field(default_factory=list)
-    agent: Annotated[str, Doc(min_length=1, max_length=120, description="The agent (id or name) to run the child; default: this one.")] | None = None
+    target_files: Annotated[list[RelPath], Doc(description="Files the child session will write.")] = msgspec.field(
+        default_factory=list
+    )
+    agent: (
+        Annotated[
+            str,
+            Doc(
+                min_length=1, max_length=120, description="The agent (id or name) to run the child; default: this one."
+            ),
+        ]
+        | None
+    ) = None
 
 
 class FinishArgs(_Args):
@@ -96,7 +110,10 @@ TOOLS: dict[str, tuple[type[_Args], str]] = {
     "read_file": (ReadFileArgs, "Read a text file in the workspace."),
     "write_file": (WriteFileArgs, "Create or overwrite a file in the workspace (parent directories are created)."),
     "edit_file": (EditFileArgs, "Replace one exact occurrence of `old` with `new` in a file."),
-    "apply_patch": (ApplyPatchArgs, "Apply a unified diff to the workspace (regular files only: no symlinks, submodules or .git)."),
+    "apply_patch": (
+        ApplyPatchArgs,
+        "Apply a unified diff to the workspace (regular files only: no symlinks, submodules or .git).",
+    ),
     "list_dir": (ListDirArgs, "List a directory: directories end with '/', symlinks with '@'."),
     "search_text": (SearchTextArgs, "Search files under a path for a regular expression; returns path:line:text."),
     "run_command": (RunCommandArgs, "Run a command in the workspace under the agent's command policy."),

@@ -85,5 +85,7 @@ def _api_key(spec: LLMSpec, secrets: Mapping[str, str]) -> str | None:
         return None
     key = secrets.get(spec.api_key_secret)
     if not key:
-        raise LLMConfigError(f"the API key secret {spec.api_key_secret!r} for provider {spec.provider!r} is not available")
+        raise LLMConfigError(
+            f"the API key secret {spec.api_key_secret!r} for provider {spec.provider!r} is not available"
+        )
     return key

@@ -48,11 +48,18 @@ class AnthropicProvider:
 
     async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> Completion:
         system, turns = _wire_messages(messages)
-        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": turns, "stream": self.stream}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": turns,
+            "stream": self.stream,
+        }
         if system:
             body["system"] = system
         if tools:
-            body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
+            body["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools
+            ]
         if self.temperature is not None:
             body["temperature"] = self.temperature
         return await self._http.post("/v1/messages", body, on_events=self._read_stream, on_json=self._read_json)
@@ -103,7 +110,9 @@ class AnthropicProvider:
             raise self._http.error("the stream ended before message_stop", retryable=True)
         return self._completion([blocks[i] for i in sorted(blocks)], stop_reason, model, usage)
 
-    def _completion(self, blocks: list[dict[str, Any]], stop_reason: str | None, model: str | None, usage: Usage) -> Completion:
+    def _completion(
+        self, blocks: list[dict[str, Any]], stop_reason: str | None, model: str | None, usage: Usage
+    ) -> Completion:
         text = "".join("".join(b["text"]) for b in blocks if b["type"] == "text")
         calls = [
             ToolCall(id=b["id"] or f"toolu_{i}", name=b["name"] or "",
@@ -117,7 +126,9 @@ class AnthropicProvider:
 
     def _reply_error(self, error: dict[str, Any]) -> Exception:
         kind = str(error.get("type") or "error")
-        return self._http.error(f"error in reply: {kind}: {error.get('message', '')}", retryable=kind in _RETRYABLE_ERRORS)
+        return self._http.error(
+            f"error in reply: {kind}: {error.get('message', '')}", retryable=kind in _RETRYABLE_ERRORS
+        )
 
 
 def _block(raw: dict[str, Any]) -> dict[str, Any]:

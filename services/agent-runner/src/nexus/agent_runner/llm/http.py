@@ -64,9 +64,13 @@ class HttpTransport:
                         raise self.error(f"reply is neither an event stream nor JSON: {raw[:200]!r}") from None
                     return on_json(data)
             except httpx.TimeoutException as e:
-                raise self.error(f"request to {self._url(path)} timed out ({type(e).__name__})", retryable=True) from None
+                raise self.error(
+                    f"request to {self._url(path)} timed out ({type(e).__name__})", retryable=True
+                ) from None
             except httpx.TransportError as e:
-                raise self.error(f"connection to {self._url(path)} failed: {type(e).__name__}: {e}", retryable=True) from None
+                raise self.error(
+                    f"connection to {self._url(path)} failed: {type(e).__name__}: {e}", retryable=True
+                ) from None
             except httpx.HTTPError as e:
                 raise self.error(f"request to {self._url(path)} failed: {type(e).__name__}: {e}") from None
 
@@ -128,7 +132,7 @@ def _error_detail(response: httpx.Response) -> str:
 async def _sse_events(response: httpx.Response) -> AsyncIterator[SSEEvent]:
     """The text/event-stream format: `event:` and `data:` lines, a blank line ends an event,
     `:` lines are comments (keep-alives)."""
-    event, data = "", []
+    event, data = "", list[str]()
     async for line in response.aiter_lines():
         if not line:
             if data:

@@ -30,7 +30,12 @@ from nexus.agent_runner.llm.pricing import cost_usd
 from nexus.agent_runner.llm.retry import RetryPolicy
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_STOP_REASONS = {"stop": STOP_END_TURN, "tool_calls": STOP_TOOL_USE, "function_call": STOP_TOOL_USE, "length": STOP_MAX_TOKENS}
+_STOP_REASONS = {
+    "stop": STOP_END_TURN,
+    "tool_calls": STOP_TOOL_USE,
+    "function_call": STOP_TOOL_USE,
+    "length": STOP_MAX_TOKENS,
+}
 
 
 class OpenAIProvider:
@@ -59,7 +64,11 @@ class OpenAIProvider:
         )
 
     async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> Completion:
-        body: dict[str, Any] = {"model": self.model, "messages": [_wire_message(m) for m in messages], "stream": self.stream}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_wire_message(m) for m in messages],
+            "stream": self.stream,
+        }
         if tools:
             body["tools"] = [_wire_tool(t) for t in tools]
         if self.stream:
@@ -69,7 +78,9 @@ class OpenAIProvider:
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
         try:
-            reply = await self._http.post("/chat/completions", body, on_events=self._read_stream, on_json=self._read_json)
+            reply = await self._http.post(
+                "/chat/completions", body, on_events=self._read_stream, on_json=self._read_json
+            )
         except LLMError as e:
             if not (self.stream and e.status in (400, 422) and "stream" in e.detail.lower()):
                 raise
@@ -129,7 +140,9 @@ class OpenAIProvider:
                 for fragment in delta.get("tool_calls") or []:
                     # Some servers leave out `index` when they send each call whole.
                     index = fragment.get("index")
-                    slot = calls.setdefault(len(calls) if index is None else index, {"id": None, "name": "", "arguments": []})
+                    slot = calls.setdefault(
+                        len(calls) if index is None else index, {"id": None, "name": "", "arguments": []}
+                    )
                     function = fragment.get("function") or {}
                     # id and name come in the first fragment; some servers repeat them later.
                     slot["id"] = slot["id"] or fragment.get("id")
@@ -142,7 +155,11 @@ class OpenAIProvider:
             raise self._http.error("the stream ended before the model finished", retryable=True)
         reply.text = "".join(text)
         reply.tool_calls = [
-            ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=parse_arguments("".join(slot["arguments"])))
+            ToolCall(
+                id=slot["id"] or f"call_{index}",
+                name=slot["name"],
+                arguments=parse_arguments("".join(slot["arguments"])),
+            )
             for index, slot in sorted(calls.items())
         ]
         return reply
@@ -193,4 +210,7 @@ def _wire_message(message: Message) -> dict[str, Any]:
 
 
 def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters}}
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }

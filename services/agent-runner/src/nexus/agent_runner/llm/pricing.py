@@ -55,7 +55,9 @@ _warned: set[str] = set()
 def price_of(model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens, or None when the model is not in the table."""
     name = model.rsplit("/", 1)[-1].lower()
-    best = max((p for p in PRICES if name == p or name.startswith(p + "-") or name.startswith(p + ":")), key=len, default=None)
+    best = max(
+        (p for p in PRICES if name == p or name.startswith(p + "-") or name.startswith(p + ":")), key=len, default=None
+    )
     return PRICES[best] if best is not None else None
 
 

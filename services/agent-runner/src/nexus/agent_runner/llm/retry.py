@@ -32,9 +32,9 @@ class RetryPolicy:
 
 async def call_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *, what: str) -> T:
     # initial, 2×initial, 4×initial… up to max_backoff_s, plus up to jitter_s of random spread.
-    backoff = tenacity.wait_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s) + tenacity.wait_random(
-        0, policy.jitter_s
-    )
+    backoff = tenacity.wait_exponential(
+        multiplier=policy.initial_backoff_s, max=policy.max_backoff_s
+    ) + tenacity.wait_random(0, policy.jitter_s)
 
     def wait(state: tenacity.RetryCallState) -> float:
         err = state.outcome.exception() if state.outcome else None
@@ -66,7 +66,9 @@ async def call_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *
         return await retrying(counted)
     except LLMError as e:
         if e.retryable and attempts > 1:
-            raise LLMError(f"{e} (gave up after {attempts} attempts)", retryable=True, status=e.status, detail=e.detail) from None
+            raise LLMError(
+                f"{e} (gave up after {attempts} attempts)", retryable=True, status=e.status, detail=e.detail
+            ) from None
         raise
 
 

@@ -45,7 +45,9 @@ class Step(msgspec.Struct, kw_only=True, frozen=True):
 class ScriptedProvider:
     name = "scripted"
 
-    def __init__(self, script: str | None, *, model: str = "scripted", variables: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, script: str | None, *, model: str = "scripted", variables: Mapping[str, Any] | None = None
+    ) -> None:
         self.model = model
         self._steps = parse_script(script)
         # Kept by reference: the runner may fill in variables (e.g. a session id) after construction.
@@ -112,7 +114,9 @@ def parse_script(script: str | None) -> tuple[Step, ...]:
     if not isinstance(doc, dict):
         raise LLMConfigError(f"invalid script: expected a mapping with 'steps', got {_kind(doc)}")
     if extra := set(doc) - {"steps"}:
-        raise LLMConfigError(f"invalid script: unknown top-level keys {sorted(map(str, extra))}; only 'steps' is allowed")
+        raise LLMConfigError(
+            f"invalid script: unknown top-level keys {sorted(map(str, extra))}; only 'steps' is allowed"
+        )
     steps = doc.get("steps")
     if steps is None:
         return ()
@@ -123,9 +127,13 @@ def parse_script(script: str | None) -> tuple[Step, ...]:
 
 def _parse_step(raw: Any, where: str) -> Step:
     if not isinstance(raw, dict):
-        raise LLMConfigError(f"invalid script: {where} must be a mapping with 'say' and/or 'tool_calls', got {_kind(raw)}")
+        raise LLMConfigError(
+            f"invalid script: {where} must be a mapping with 'say' and/or 'tool_calls', got {_kind(raw)}"
+        )
     if extra := set(raw) - _STEP_KEYS:
-        raise LLMConfigError(f"invalid script: {where} has unknown keys {sorted(map(str, extra))}; allowed: say, tool_calls")
+        raise LLMConfigError(
+            f"invalid script: {where} has unknown keys {sorted(map(str, extra))}; allowed: say, tool_calls"
+        )
     say = raw.get("say", "")
     if say is None:
         say = ""

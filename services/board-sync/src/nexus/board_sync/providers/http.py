@@ -78,7 +78,9 @@ class HttpBoard:
 
     name = "http"
 
-    def __init__(self, client: httpx.AsyncClient, limiter: RateLimiter, *, attempts: int = 5, max_backoff_s: float = 10.0) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, limiter: RateLimiter, *, attempts: int = 5, max_backoff_s: float = 10.0
+    ) -> None:
         self.client = client
         self.limiter = limiter
         self.attempts = attempts

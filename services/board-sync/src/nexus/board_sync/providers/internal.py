@@ -13,8 +13,13 @@ class InternalProvider:
 
     async def create_item(self, card: Card) -> ExternalItem:
         item = ExternalItem(
-            id=f"{MARKER_SOURCE}-{card.task_id}", external_id=card.task_id, title=card.title, description=card.description,
-            group=group_of(card.status), assignee=card.assignee, labels=list(card.labels),
+            id=f"{MARKER_SOURCE}-{card.task_id}",
+            external_id=card.task_id,
+            title=card.title,
+            description=card.description,
+            group=group_of(card.status),
+            assignee=card.assignee,
+            labels=list(card.labels),
         )
         self.items[item.id] = item
         return item

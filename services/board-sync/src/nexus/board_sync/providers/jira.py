@@ -18,7 +18,9 @@ _CATEGORY_GROUP = {"new": "unstarted", "indeterminate": "started", "done": "comp
 def adf(text: str) -> dict | None:
     if not text:
         return None
-    paragraphs = [{"type": "paragraph", "content": [{"type": "text", "text": line}] if line else []} for line in text.split("\n")]
+    paragraphs = [
+        {"type": "paragraph", "content": [{"type": "text", "text": line}] if line else []} for line in text.split("\n")
+    ]
     return {"type": "doc", "version": 1, "content": paragraphs}
 
 
@@ -41,7 +43,9 @@ class JiraProvider(HttpBoard):
     def __init__(self, base_url: str, project_key: str, email: str, api_token: str, limiter: RateLimiter, *,
                  status_names: dict[str, str] | None = None, issue_type: str = "Task",
                  transport: httpx.AsyncBaseTransport | None = None, **retry: Any) -> None:
-        client = httpx.AsyncClient(base_url=base_url.rstrip("/"), auth=(email, api_token), timeout=15.0, transport=transport)
+        client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), auth=(email, api_token), timeout=15.0, transport=transport
+        )
         super().__init__(client, limiter, **retry)
         self.project_key = project_key
         self.issue_type = issue_type
@@ -56,8 +60,14 @@ class JiraProvider(HttpBoard):
         labels = list(f.get("labels") or [])
         ext = next((lb[len(MARKER_SOURCE) + 1:] for lb in labels if lb.startswith(MARKER_SOURCE + "-")), "")
         return ExternalItem(
-            id=body["key"], key=body["key"], external_id=ext, title=f.get("summary", ""), description=adf_text(f.get("description")),
-            group=group, assignee=(f.get("assignee") or {}).get("accountId"), labels=[lb for lb in labels if lb != marker(ext)],
+            id=body["key"],
+            key=body["key"],
+            external_id=ext,
+            title=f.get("summary", ""),
+            description=adf_text(f.get("description")),
+            group=group,
+            assignee=(f.get("assignee") or {}).get("accountId"),
+            labels=[lb for lb in labels if lb != marker(ext)],
         )
 
     async def create_item(self, card: Card) -> ExternalItem:
@@ -90,14 +100,20 @@ class JiraProvider(HttpBoard):
                 return None
 
     async def get_item(self, item_id: str) -> ExternalItem:
-        return self._item(await self.call("GET", f"/rest/api/3/issue/{item_id}", params={"fields": "summary,description,status,labels,assignee"}))
+        return self._item(
+            await self.call(
+                "GET", f"/rest/api/3/issue/{item_id}", params={"fields": "summary,description,status,labels,assignee"}
+            )
+        )
 
     async def update_status(self, item_id: str, group: str) -> None:
         target = self.status_names[group].lower()
         body = await self.call("GET", f"/rest/api/3/issue/{item_id}/transitions")
         for t in body.get("transitions", []):
             if str(t.get("to", {}).get("name", "")).lower() == target:
-                await self.call("POST", f"/rest/api/3/issue/{item_id}/transitions", json={"transition": {"id": t["id"]}})
+                await self.call(
+                    "POST", f"/rest/api/3/issue/{item_id}/transitions", json={"transition": {"id": t["id"]}}
+                )
                 return
         current = await self.get_item(item_id)
         if current.group != group:
@@ -125,7 +141,9 @@ class JiraProvider(HttpBoard):
         out: list[Comment] = []
         start = 0
         while True:
-            body = await self.call("GET", f"/rest/api/3/issue/{item_id}/comment", params={"startAt": start, "maxResults": 50})
+            body = await self.call(
+                "GET", f"/rest/api/3/issue/{item_id}/comment", params={"startAt": start, "maxResults": 50}
+            )
             rows = body.get("comments", [])
             out += [Comment(id=str(r["id"]), text=adf_text(r.get("body"))) for r in rows]
             start += len(rows)
@@ -133,5 +151,6 @@ class JiraProvider(HttpBoard):
                 return out
 
     async def link(self, item_id: str, title: str, url: str) -> None:
-        await self.call("POST", f"/rest/api/3/issue/{item_id}/remotelink", json={"object": {"url": url, "title": title}})
-
+        await self.call(
+            "POST", f"/rest/api/3/issue/{item_id}/remotelink", json={"object": {"url": url, "title": title}}
+        )

@@ -7,7 +7,16 @@ from typing import Any
 
 import httpx
 
-from nexus.board_sync.providers.base import MARKER_SOURCE, Card, Comment, ExternalItem, Fields, NotFound, ProviderError, group_of
+from nexus.board_sync.providers.base import (
+    MARKER_SOURCE,
+    Card,
+    Comment,
+    ExternalItem,
+    Fields,
+    NotFound,
+    ProviderError,
+    group_of,
+)
 from nexus.board_sync.providers.http import HttpBoard, RateLimiter
 
 _P = re.compile(r"^<p>(.*)</p>$", re.S)
@@ -29,7 +38,9 @@ class PlaneProvider(HttpBoard):
 
     def __init__(self, base_url: str, workspace: str, project_id: str, api_key: str, limiter: RateLimiter,
                  *, transport: httpx.AsyncBaseTransport | None = None, **retry: Any) -> None:
-        client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers={"X-API-Key": api_key}, timeout=15.0, transport=transport)
+        client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), headers={"X-API-Key": api_key}, timeout=15.0, transport=transport
+        )
         super().__init__(client, limiter, **retry)
         self.project = f"/api/v1/workspaces/{workspace}/projects/{project_id}"
         self._state_ids: dict[str, str] = {}  # group -> state id
@@ -40,7 +51,9 @@ class PlaneProvider(HttpBoard):
         out: list[dict] = []
         cursor: str | None = None
         while True:
-            body = await self.call("GET", path, params={**params, "per_page": 100, **({"cursor": cursor} if cursor else {})})
+            body = await self.call(
+                "GET", path, params={**params, "per_page": 100, **({"cursor": cursor} if cursor else {})}
+            )
             if isinstance(body, list):
                 return out + body
             out += body.get("results", [])
@@ -65,23 +78,37 @@ class PlaneProvider(HttpBoard):
     async def _item(self, body: dict) -> ExternalItem:
         await self._states()
         return ExternalItem(
-            id=body["id"], external_id=body.get("external_id") or "", title=body.get("name", ""),
-            description=from_html(body.get("description_html")), group=self._groups.get(body.get("state") or "", "backlog"),
-            key=str(body.get("sequence_id") or ""), assignee=(body.get("assignees") or [None])[0],
+            id=body["id"],
+            external_id=body.get("external_id") or "",
+            title=body.get("name", ""),
+            description=from_html(body.get("description_html")),
+            group=self._groups.get(body.get("state") or "", "backlog"),
+            key=str(body.get("sequence_id") or ""),
+            assignee=(body.get("assignees") or [None])[0],
             labels=list(body.get("labels") or []),
         )
 
     async def create_item(self, card: Card) -> ExternalItem:
-        body = await self.call("POST", f"{self.project}/work-items/", json={
-            "name": card.title, "description_html": to_html(card.description), "state": await self._state_for(group_of(card.status)),
-            "external_id": card.task_id, "external_source": MARKER_SOURCE,
-            "assignees": [card.assignee] if card.assignee else [], "labels": card.labels,
-        })
+        body = await self.call(
+            "POST",
+            f"{self.project}/work-items/",
+            json={
+                "name": card.title,
+                "description_html": to_html(card.description),
+                "state": await self._state_for(group_of(card.status)),
+                "external_id": card.task_id,
+                "external_source": MARKER_SOURCE,
+                "assignees": [card.assignee] if card.assignee else [],
+                "labels": card.labels,
+            },
+        )
         return await self._item(body)
 
     async def find_by_external_id(self, task_id: str) -> ExternalItem | None:
         try:
-            body = await self.call("GET", f"{self.project}/work-items/", params={"external_id": task_id, "external_source": MARKER_SOURCE})
+            body = await self.call(
+                "GET", f"{self.project}/work-items/", params={"external_id": task_id, "external_source": MARKER_SOURCE}
+            )
         except NotFound:
             return None
         if isinstance(body, dict) and "results" in body:  # a list answer: pick ours
@@ -108,7 +135,9 @@ class PlaneProvider(HttpBoard):
             await self.call("PATCH", f"{self.project}/work-items/{item_id}/", json=patch)
 
     async def add_comment(self, item_id: str, text: str) -> Comment:
-        body = await self.call("POST", f"{self.project}/work-items/{item_id}/comments/", json={"comment_html": to_html(text)})
+        body = await self.call(
+            "POST", f"{self.project}/work-items/{item_id}/comments/", json={"comment_html": to_html(text)}
+        )
         return Comment(id=body["id"], text=from_html(body.get("comment_html")))
 
     async def list_comments(self, item_id: str) -> list[Comment]:

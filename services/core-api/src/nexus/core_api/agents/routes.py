@@ -33,7 +33,13 @@ class AgentController(Controller):
         before = await service.get(agent_id)
         doc, changed = await service.update(agent_id, data, actor=request.user.key_id)
         if changed:
-            await record(request.user, "agent.update", f"agents/{doc.id}", before_id=service.rev_id(doc.id, before.revision), after_id=service.rev_id(doc.id, doc.revision))
+            await record(
+                request.user,
+                "agent.update",
+                f"agents/{doc.id}",
+                before_id=service.rev_id(doc.id, before.revision),
+                after_id=service.rev_id(doc.id, doc.revision),
+            )
         return service.to_out(doc)
 
     @delete("/{agent_id:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)

@@ -5,7 +5,9 @@ import msgspec
 from nexus.core_api.schemas import Body, Name, Out, SecretName, Text
 from nexus.domain.agents import Limits, LLMSpec, MemoryPolicy, Permissions
 
-SkillRef = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}(@[0-9]+)?$", description="name or name@version")]
+SkillRef = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}(@[0-9]+)?$", description="name or name@version")
+]
 ToolName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.-]{1,64}$")]
 
 

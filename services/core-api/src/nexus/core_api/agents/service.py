@@ -75,9 +75,14 @@ async def update(agent_id: str, spec: AgentSpec, *, actor: str) -> tuple[Agent, 
     if new_spec == doc.spec:
         return doc, False
     revision = doc.revision + 1
-    await AgentRevision(id=rev_id(doc.id, revision), agent_id=doc.id, revision=revision, spec=new_spec, created_by=actor).insert()
+    await AgentRevision(
+        id=rev_id(doc.id, revision), agent_id=doc.id, revision=revision, spec=new_spec, created_by=actor
+    ).insert()
     res = await update_document(
-        Agent, doc.id, {"$set": {"spec": new_spec, "revision": revision, "updated_at": now()}}, {"revision": doc.revision}
+        Agent,
+        doc.id,
+        {"$set": {"spec": new_spec, "revision": revision, "updated_at": now()}},
+        {"revision": doc.revision},
     )
     if res.modified_count != 1:
         raise DomainError(409, "the agent changed concurrently; retry")

@@ -23,10 +23,16 @@ async def _get(approval_id: str) -> Approval:
     return doc
 
 
-async def _decide(request: Request, approval_id: str, decision: str, reason: str) -> ApprovalOut:
+async def _decide(request: Request, approval_id: str, decision: service.Decision, reason: str) -> ApprovalOut:
     ctx: Context = request.app.state.ctx
     decided = await service.decide(ctx, approval_id, decision, reason, request.user.name)
-    await record(request.user, f"approval.{decided.status}", f"approvals/{approval_id}", before_id=approval_id, after_id=approval_id)
+    await record(
+        request.user,
+        f"approval.{decided.status}",
+        f"approvals/{approval_id}",
+        before_id=approval_id,
+        after_id=approval_id,
+    )
     if decided.status != decision:  # the clock got there first
         raise DomainError(409, f"approval is {decided.status}: {decided.reason}", field="decision")
     return to_out(decided)

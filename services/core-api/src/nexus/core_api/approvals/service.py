@@ -1,6 +1,7 @@
 """Approvals: a paused run waits for a lead; the decision is relayed to the run; the clock can expire it."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
@@ -8,13 +9,32 @@ from nexus.db.documents import Approval, now
 from nexus.db.writes import update_document
 from nexus.events.payloads import ApprovalDecided, ApprovalRequested
 
+Decision = Literal["approved", "rejected", "expired"]
+
 
 async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
-    expires = datetime.fromisoformat(ev.expires_at.replace("Z", "+00:00")) if ev.expires_at else now() + timedelta(seconds=ctx.settings.approval_ttl_s)
+    expires = (
+        datetime.fromisoformat(ev.expires_at.replace("Z", "+00:00"))
+        if ev.expires_at
+        else now() + timedelta(seconds=ctx.settings.approval_ttl_s)
+    )
     res = await update_document(
-        Approval, ev.approval_id,
-        {"$setOnInsert": {"run_id": ev.run_id, "session_id": ev.session_id, "action": ev.action, "detail": ev.detail,
-                          "status": "pending", "reason": "", "decided_by": "", "expires_at": expires, "created_at": now(), "decided_at": None}},
+        Approval,
+        ev.approval_id,
+        {
+            "$setOnInsert": {
+                "run_id": ev.run_id,
+                "session_id": ev.session_id,
+                "action": ev.action,
+                "detail": ev.detail,
+                "status": "pending",
+                "reason": "",
+                "decided_by": "",
+                "expires_at": expires,
+                "created_at": now(),
+                "decided_at": None,
+            }
+        },
         upsert=True,
     )
     if res.upserted_id is not None:
@@ -22,7 +42,7 @@ async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
         await ctx.publisher.publish("approval.requested", ev, correlation_id=ev.run_id)
 
 
-async def decide(ctx: Context, approval_id: str, decision: str, reason: str, decided_by: str) -> Approval:
+async def decide(ctx: Context, approval_id: str, decision: Decision, reason: str, decided_by: str) -> Approval:
     doc = await Approval.get(approval_id)
     if doc is None:
         raise not_found("approval", approval_id)
@@ -31,15 +51,22 @@ async def decide(ctx: Context, approval_id: str, decision: str, reason: str, dec
     if doc.expires_at and doc.expires_at < datetime.now(UTC):
         decision, reason = "expired", "the approval expired before a decision"
     res = await update_document(
-        Approval, approval_id, {"$set": {"status": decision, "reason": reason, "decided_by": decided_by, "decided_at": now()}},
+        Approval,
+        approval_id,
+        {"$set": {"status": decision, "reason": reason, "decided_by": decided_by, "decided_at": now()}},
         {"status": "pending"},
     )
     if res.modified_count != 1:
         raise DomainError(409, "approval was decided concurrently", field="decision")
-    ev = ApprovalDecided(approval_id=approval_id, run_id=doc.run_id, decision=decision, reason=reason, decided_by=decided_by)  # type: ignore[arg-type]
+    ev = ApprovalDecided(
+        approval_id=approval_id, run_id=doc.run_id, decision=decision, reason=reason, decided_by=decided_by
+    )
     await ctx.publisher.publish("run.approval_decided", ev, run_id=doc.run_id)
     await ctx.publisher.publish("approval.decided", ev, correlation_id=doc.run_id)
-    return await Approval.get(approval_id)
+    decided = await Approval.get(approval_id)
+    if decided is None:
+        raise not_found("approval", approval_id)
+    return decided
 
 
 async def expire_due(ctx: Context) -> int:

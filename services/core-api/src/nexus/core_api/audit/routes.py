@@ -9,7 +9,9 @@ from nexus.core_api.auth.guards import MANAGE_KEYS
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.db.documents import AuditEntry
 
-Pattern = Annotated[str | None, Parameter(max_length=200, description="exact, or a prefix ending in `*` (e.g. `task.*`)")]
+Pattern = Annotated[
+    str | None, Parameter(max_length=200, description="exact, or a prefix ending in `*` (e.g. `task.*`)")
+]
 
 
 def _match(value: str) -> str | dict:

@@ -5,7 +5,9 @@ from nexus.db.documents import AuditEntry
 from nexus.domain.ids import new_id
 
 
-async def record(actor: Principal | None, action: str, resource: str, *, before_id: str | None = None, after_id: str | None = None) -> None:
+async def record(
+    actor: Principal | None, action: str, resource: str, *, before_id: str | None = None, after_id: str | None = None
+) -> None:
     await AuditEntry(
         id=new_id("aud"),
         actor=actor.key_id if actor else "system",

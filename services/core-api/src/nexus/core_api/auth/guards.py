@@ -48,7 +48,7 @@ def require(capability: Capability):
         raise PermissionDeniedException(f"role {principal.role.value!r} may not {capability.value}")
 
     guard.__name__ = f"require_{capability.value}"
-    guard.capability = capability  # type: ignore[attr-defined] — read by the route × role test
+    guard.capability = capability  # type: ignore[attr-defined]  # a mark on the function, read by the route × role test
     return guard
 
 

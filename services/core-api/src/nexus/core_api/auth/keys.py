@@ -38,7 +38,13 @@ def generate_key() -> str:
 async def create_key(name: str, role: Role, *, created_by: str, run_id: str | None = None) -> tuple[ApiKey, str]:
     raw = generate_key()
     doc = ApiKey(
-        id=new_id("key"), name=name, role=role.value, key_hash=hash_key(raw), prefix=raw[:10], run_id=run_id, created_by=created_by
+        id=new_id("key"),
+        name=name,
+        role=role.value,
+        key_hash=hash_key(raw),
+        prefix=raw[:10],
+        run_id=run_id,
+        created_by=created_by,
     )
     await doc.insert()
     return doc, raw
@@ -58,7 +64,9 @@ async def ensure_bootstrap_admin(configured: str | None, key_file: Path) -> str:
     digest = hash_key(raw)
     existing = await ApiKey.get(BOOTSTRAP_KEY_ID)
     if existing is None:
-        await ApiKey(id=BOOTSTRAP_KEY_ID, name="bootstrap-admin", role=Role.ADMIN.value, key_hash=digest, prefix=raw[:10]).insert()
+        await ApiKey(
+            id=BOOTSTRAP_KEY_ID, name="bootstrap-admin", role=Role.ADMIN.value, key_hash=digest, prefix=raw[:10]
+        ).insert()
     elif existing.key_hash != digest:
         await existing.set({ApiKey.key_hash: digest, ApiKey.prefix: raw[:10], ApiKey.revoked: False})
     return raw

@@ -60,9 +60,15 @@ class BoardController(Controller):
         """Card moves: replays from after Last-Event-ID (the stream sequence), then follows."""
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
-        return ServerSentEvent(jetstream_events(
-            ctx.js, spec("board.card_moved").subject, after_seq=after, keepalive_s=ctx.settings.sse_keepalive_s, stream=EVENTS_STREAM,
-        ))
+        return ServerSentEvent(
+            jetstream_events(
+                ctx.js,
+                spec("board.card_moved").subject,
+                after_seq=after,
+                keepalive_s=ctx.settings.sse_keepalive_s,
+                stream=EVENTS_STREAM,
+            )
+        )
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK], status_code=200)
     async def move_card(self, request: Request, task_id: str, data: CardMove) -> CardOut:
@@ -76,12 +82,16 @@ class BoardController(Controller):
             target = service.target_status(data.column)
             await service.forget_rank(task.id)
             task = await tasks.move(ctx, task.id, target)
-            await record(request.user, f"board.move.{data.column}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
+            await record(
+                request.user, f"board.move.{data.column}", f"tasks/{task.id}", before_id=task.id, after_id=task.id
+            )
             if task.status == TaskStatus.READY.value:
                 await dispatch_task(ctx, task)
         if data.direction is not None:
             await service.rerank(ctx, await tasks.get(task.id), data.direction)
-            await record(request.user, f"board.rank.{data.direction}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
+            await record(
+                request.user, f"board.rank.{data.direction}", f"tasks/{task.id}", before_id=task.id, after_id=task.id
+            )
         return await _card(task.id)
 
 

@@ -87,7 +87,9 @@ def _statuses_of(column: str) -> list[str]:
 
 def target_status(column: str):
     if column not in TARGET_STATUS:
-        raise DomainError(409, f"a card enters {column} only when its run does: a person cannot move it there", field="column")
+        raise DomainError(
+            409, f"a card enters {column} only when its run does: a person cannot move it there", field="column"
+        )
     return TARGET_STATUS[column]
 
 

@@ -40,7 +40,9 @@ def _text(value: Any) -> str:
 
 def _actor(value: Any) -> str:
     if isinstance(value, dict):
-        return str(value.get("display_name") or value.get("displayName") or value.get("accountId") or value.get("id") or "")
+        return str(
+            value.get("display_name") or value.get("displayName") or value.get("accountId") or value.get("id") or ""
+        )
     return str(value or "")
 
 
@@ -49,7 +51,8 @@ async def _accept(ctx: Context, change: BoardExternalChanged) -> dict:
     coll = Task.get_pymongo_collection().database[DELIVERIES]
     if await coll.find_one({"_id": key}):
         return {"accepted": False, "duplicate": True}
-    # The message id is the delivery's: a retry after a crash between publish and the insert below is deduped by JetStream.
+    # The message id is the delivery's: a retry after a crash between publish and the insert below
+    # is deduped by JetStream.
     await ctx.publisher.publish("board.external_changed", change, msg_id=key)
     try:
         await coll.insert_one({"_id": key, "at": now()})
@@ -78,7 +81,9 @@ class WebhookController(Controller):
         ctx: Context = request.app.state.ctx
         raw = await request.body()
         if not _signed_by_one_of(raw, request.headers.get("x-plane-signature", ""), await _secrets(ctx, "plane")):
-            raise DomainError(401, "the delivery is not signed by a configured Plane webhook", field="X-Plane-Signature")
+            raise DomainError(
+                401, "the delivery is not signed by a configured Plane webhook", field="X-Plane-Signature"
+            )
         delivery = request.headers.get("x-plane-delivery", "")
         if not delivery:
             raise DomainError(400, "a Plane delivery carries X-Plane-Delivery", field="X-Plane-Delivery")

@@ -20,7 +20,9 @@ class ChatBindingController(Controller):
     async def bind_chat_user(self, request: Request, data: ChatBindingCreate) -> Response[ChatBindingOut]:
         """Bind a chat user to a Nexus identity with a role (lead: decide and create; viewer: read); binding
         the same user again replaces the identity and role."""
-        doc, created = await service.bind(data.provider, data.user_id, data.identity, data.role, created_by=request.user.key_id)
+        doc, created = await service.bind(
+            data.provider, data.user_id, data.identity, data.role, created_by=request.user.key_id
+        )
         await record(request.user, "chat_binding.bind", f"chat-bindings/{doc.id}", after_id=doc.id)
         return Response(to_out(doc), status_code=201 if created else 200)
 

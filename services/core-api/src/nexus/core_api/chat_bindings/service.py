@@ -58,8 +58,11 @@ async def check(principal: ChatPrincipal | None, capability: Capability) -> Chat
 def actor(binding: ChatBinding, principal: ChatPrincipal) -> Principal:
     """The audit log's actor for a chat act: the bound identity, and the chat user it came from."""
     who = f"@{principal.username} " if principal.username else ""
-    return Principal(key_id=binding.identity, name=f"{binding.identity} via {principal.provider} {who}({principal.user_id})",
-                     role=Role(binding.role))
+    return Principal(
+        key_id=binding.identity,
+        name=f"{binding.identity} via {principal.provider} {who}({principal.user_id})",
+        role=Role(binding.role),
+    )
 
 
 def refusal(exc: Refused) -> DomainError:

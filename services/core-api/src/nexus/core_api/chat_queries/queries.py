@@ -15,9 +15,20 @@ def _cost(run: Run) -> float:
 
 
 def run_row(r: Run) -> dict[str, Any]:
-    return {"id": r.id, "status": r.status, "agent_id": r.agent_id, "task_id": r.task_id, "goal_id": r.goal_id,
-            "cost_usd": _cost(r), "reason": r.reason, "summary": r.summary, "branch": r.branch, "commit_sha": r.commit_sha,
-            "created_at": iso(r.created_at), "ended_at": iso(r.ended_at)}
+    return {
+        "id": r.id,
+        "status": r.status,
+        "agent_id": r.agent_id,
+        "task_id": r.task_id,
+        "goal_id": r.goal_id,
+        "cost_usd": _cost(r),
+        "reason": r.reason,
+        "summary": r.summary,
+        "branch": r.branch,
+        "commit_sha": r.commit_sha,
+        "created_at": iso(r.created_at),
+        "ended_at": iso(r.ended_at),
+    }
 
 
 def goal_row(g: Goal) -> dict[str, Any]:
@@ -26,23 +37,32 @@ def goal_row(g: Goal) -> dict[str, Any]:
 
 
 def approval_row(a: Approval) -> dict[str, Any]:
-    return {"id": a.id, "run_id": a.run_id, "action": a.action, "detail": a.detail, "status": a.status, "reason": a.reason,
-            "decided_by": a.decided_by, "expires_at": iso(a.expires_at), "created_at": iso(a.created_at),
-            "decided_at": iso(a.decided_at)}
+    return {
+        "id": a.id,
+        "run_id": a.run_id,
+        "action": a.action,
+        "detail": a.detail,
+        "status": a.status,
+        "reason": a.reason,
+        "decided_by": a.decided_by,
+        "expires_at": iso(a.expires_at),
+        "created_at": iso(a.created_at),
+        "decided_at": iso(a.decided_at),
+    }
 
 
 async def goals(args: dict) -> list[dict]:
-    return [goal_row(g) for g in await Goal.find({}).sort([("_id", -1)]).limit(10).to_list()]
+    return [goal_row(g) for g in await Goal.find({}).sort("-_id").limit(10).to_list()]
 
 
 async def runs(args: dict) -> dict:
-    active = await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).sort([("_id", -1)]).limit(10).to_list()
-    recent = await Run.find({"status": {"$nin": list(ACTIVE_RUN)}}).sort([("_id", -1)]).limit(10).to_list()
+    active = await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).sort("-_id").limit(10).to_list()
+    recent = await Run.find({"status": {"$nin": list(ACTIVE_RUN)}}).sort("-_id").limit(10).to_list()
     return {"active": [run_row(r) for r in active], "recent": [run_row(r) for r in recent]}
 
 
 async def approvals(args: dict) -> list[dict]:
-    return [approval_row(a) for a in await Approval.find({"status": "pending"}).sort([("_id", -1)]).limit(20).to_list()]
+    return [approval_row(a) for a in await Approval.find({"status": "pending"}).sort("-_id").limit(20).to_list()]
 
 
 async def approval(args: dict) -> dict:
@@ -59,12 +79,14 @@ async def approval(args: dict) -> dict:
 
 
 async def agents(args: dict) -> list[dict]:
-    docs = await Agent.find({"deleted": False}).sort([("name", 1)]).limit(50).to_list()
-    return [{"id": a.id, "name": a.name, "revision": a.revision, "description": a.spec.get("description", "")} for a in docs]
+    docs = await Agent.find({"deleted": False}).sort("+name").limit(50).to_list()
+    return [
+        {"id": a.id, "name": a.name, "revision": a.revision, "description": a.spec.get("description", "")} for a in docs
+    ]
 
 
 async def last_events(run_id: str, n: int = 5) -> list[dict]:
-    docs = await RunEvent.find({"run_id": run_id}).sort([("stream_seq", -1)]).limit(n).to_list()
+    docs = await RunEvent.find({"run_id": run_id}).sort("-stream_seq").limit(n).to_list()
     return [{"type": e.type, "data": e.data} for e in reversed(docs)]
 
 

@@ -34,7 +34,9 @@ def parse_types(value: str | None) -> set[str] | None:
 @get("/v1/events", guards=[READ], tags=["events"])
 async def system_events(
     request: Request,
-    types: Annotated[str | None, Parameter(max_length=2000, description="comma-separated event types; `task.*` matches a prefix")] = None,
+    types: Annotated[
+        str | None, Parameter(max_length=2000, description="comma-separated event types; `task.*` matches a prefix")
+    ] = None,
 ) -> ServerSentEvent:
     """Every domain event (task.*, goal.*, run.*, approval.*): replays after `Last-Event-ID` (the JetStream
     sequence) or from the start of retention, then follows, with keep-alive comments."""

@@ -34,7 +34,9 @@ class GoalController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         status: Annotated[str | None, Parameter(description="filter by status", max_length=40)] = None,
-        created_by: Annotated[str | None, Parameter(description="filter by creator (key id or requester)", max_length=200)] = None,
+        created_by: Annotated[
+            str | None, Parameter(description="filter by creator (key id or requester)", max_length=200)
+        ] = None,
     ) -> Page[GoalOut]:
         filters = {k: v for k, v in {"status": status, "created_by": created_by}.items() if v}
         docs, nxt = await page_of(Goal, filters, limit, cursor)

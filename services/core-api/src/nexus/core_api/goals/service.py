@@ -59,8 +59,15 @@ async def start_meta_session(ctx: Context, goal: Goal) -> None:
     from nexus.db.documents import Task
 
     task = Task(
-        id=new_id("task"), title=f"Plan: {goal.title}", description=goal.description, goal_id=goal.id, status="ready",
-        assignee_agent_id=goal.meta_agent_id, repository_id=goal.repository_id, is_meta=True, created_by=goal.created_by,
+        id=new_id("task"),
+        title=f"Plan: {goal.title}",
+        description=goal.description,
+        goal_id=goal.id,
+        status="ready",
+        assignee_agent_id=goal.meta_agent_id,
+        repository_id=goal.repository_id,
+        is_meta=True,
+        created_by=goal.created_by,
     )
     await task.insert()
     run = await dispatch_task(ctx, task)
@@ -76,10 +83,14 @@ async def on_run_finished(ctx: Context, run) -> None:
     if goal is None or goal.meta_run_id != run.id or goal.status != "open":
         return
     status = "done" if run.status == "succeeded" else "failed"
-    res = await update_document(Goal, goal.id, {"$set": {"status": status, "updated_at": run.ended_at}}, {"status": "open"})
+    res = await update_document(
+        Goal, goal.id, {"$set": {"status": status, "updated_at": run.ended_at}}, {"status": "open"}
+    )
     if res.modified_count == 1:
         await ctx.publisher.publish(
             "goal.status_changed",
-            GoalChanged(goal_id=goal.id, title=goal.title, status=status, summary=run.summary or run.reason, meta_run_id=run.id),
+            GoalChanged(
+                goal_id=goal.id, title=goal.title, status=status, summary=run.summary or run.reason, meta_run_id=run.id
+            ),
             correlation_id=goal.id,
         )

@@ -27,7 +27,9 @@ class ApiKeyController(Controller):
         self,
         limit: Limit = 50,
         cursor: Cursor = None,
-        role: Annotated[Literal["admin", "lead", "viewer", "runner"] | None, Parameter(description="filter by role")] = None,
+        role: Annotated[
+            Literal["admin", "lead", "viewer", "runner"] | None, Parameter(description="filter by role")
+        ] = None,
         revoked: bool | None = None,
         run_id: Annotated[str | None, Parameter(max_length=200)] = None,
     ) -> Page[KeyOut]:

@@ -37,4 +37,6 @@ async def record_change(run: Run, session_id: str, change: Any, attempt: int | N
 
 
 async def records_of(run_id: str) -> list[dict]:
-    return await _collection().find({"run_id": run_id}).sort([("attempt", 1), ("session_id", 1), ("seq", 1)]).to_list(None)
+    return (
+        await _collection().find({"run_id": run_id}).sort([("attempt", 1), ("session_id", 1), ("seq", 1)]).to_list(None)
+    )

@@ -50,8 +50,10 @@ def check_session(session_id: str, changes: list[dict], recorded: list[dict]) ->
         if r["seq"] not in stored:
             problems.append(f"entry {r['seq']} was recorded as it arrived but is missing from the ledger (truncated)")
         elif stored[r["seq"]] != r["hash"]:
-            problems.append(f"entry {r['seq']} hashes to {str(stored[r['seq']])[:16]}… but arrived as {r['hash'][:16]}… "
-                            "(re-sealed or edited after it was reported)")
+            problems.append(
+                f"entry {r['seq']} hashes to {str(stored[r['seq']])[:16]}… but arrived as {r['hash'][:16]}… "
+                "(re-sealed or edited after it was reported)"
+            )
     unrecorded = sorted(set(stored) - {r["seq"] for r in recorded}, key=lambda s: (not isinstance(s, int), s))
     if unrecorded:
         problems.append(f"entries {unrecorded[:10]} are in the ledger but were never reported as they happened")
@@ -67,10 +69,12 @@ def _stored(chains: dict, session: Session, recorded: list[dict]) -> list[dict]:
 
 
 async def verify_run(run: Run) -> LedgerVerdict:
-    sessions = await Session.find({"run_id": run.id}).sort([("created_at", 1)]).to_list()
+    sessions = await Session.find({"run_id": run.id}).sort("+created_at").to_list()
     by_session = _latest_attempt(await records_of(run.id))
     chains = await load_chains(sessions)  # the stored changes, per session and attempt
-    verdicts = [check_session(s.id, _stored(chains, s, by_session.get(s.id, [])), by_session.get(s.id, [])) for s in sessions]
+    verdicts = [
+        check_session(s.id, _stored(chains, s, by_session.get(s.id, [])), by_session.get(s.id, [])) for s in sessions
+    ]
     problems: list[str] = []
     own = by_session.get(run.session_id, [])
     recorded_hash = own[-1]["hash"] if own else ""

@@ -41,10 +41,14 @@ class MemoryController(Controller):
         source: Filter = None,
         include_expired: bool = False,
     ) -> Page[MemoryOut]:
-        filters: dict = {k: v for k, v in {"scope": scope_, "scope_id": scope_id, "tags": tag, "source": source}.items() if v}
+        filters: dict = {
+            k: v for k, v in {"scope": scope_, "scope_id": scope_id, "tags": tag, "source": source}.items() if v
+        }
         if not include_expired:
             filters["$or"] = [{"expires_at": None}, {"expires_at": {"$gt": now()}}]
-        docs, nxt = await page_of(MemoryItem, filters, limit, cursor, cache=include_expired)  # else the query names now()
+        docs, nxt = await page_of(
+            MemoryItem, filters, limit, cursor, cache=include_expired
+        )  # else the query names now()
         return Page([service.to_out(d) for d in docs], nxt)
 
     @get("/{item_id:str}", guards=[READ])
@@ -67,8 +71,12 @@ class MemoryController(Controller):
 @get("/v1/agents/{agent_id:str}/memory/preview", guards=[READ], tags=["memory"])
 async def preview_memory(
     agent_id: str,
-    query_: Annotated[str, Parameter(query="query", description="the task text a run would carry", max_length=20_000)] = "",
-    repository: Annotated[str | None, Parameter(description="repository id or name the task is for", max_length=120)] = None,
+    query_: Annotated[
+        str, Parameter(query="query", description="the task text a run would carry", max_length=20_000)
+    ] = "",
+    repository: Annotated[
+        str | None, Parameter(description="repository id or name the task is for", max_length=120)
+    ] = None,
 ) -> MemoryPreviewOut:
     """The memory a run of this agent would be given, selected exactly as dispatch selects it."""
     agent = await get_agent(agent_id)

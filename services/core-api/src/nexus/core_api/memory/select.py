@@ -46,7 +46,9 @@ async def select_memory(policy: MemoryPolicy, *, agent_id: str, repository_id: s
     return [m.content for m in await select_items(policy, agent_id=agent_id, repository_id=repository_id, query=query)]
 
 
-async def select_items(policy: MemoryPolicy, *, agent_id: str, repository_id: str | None, query: str) -> list[MemoryItem]:
+async def select_items(
+    policy: MemoryPolicy, *, agent_id: str, repository_id: str | None, query: str
+) -> list[MemoryItem]:
     clauses = []
     if "agent" in policy.scopes:
         clauses.append({"scope": "agent", "scope_id": agent_id})

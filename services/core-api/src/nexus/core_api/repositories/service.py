@@ -16,7 +16,13 @@ def to_out(doc: Repository) -> RepositoryOut:
 
 
 async def create(spec: RepositorySpec) -> Repository:
-    doc = Repository(id=new_id("repo"), name=spec.name, url=spec.url, default_branch=spec.default_branch, credentials_secret=spec.credentials_secret)
+    doc = Repository(
+        id=new_id("repo"),
+        name=spec.name,
+        url=spec.url,
+        default_branch=spec.default_branch,
+        credentials_secret=spec.credentials_secret,
+    )
     try:
         await doc.insert()
     except DuplicateKeyError as exc:

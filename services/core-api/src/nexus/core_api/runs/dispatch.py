@@ -18,7 +18,9 @@ from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, Ta
 log = logging.getLogger("nexus.core_api.dispatch")
 
 
-async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str, *, approval_ttl_s: float | None = None) -> RunConfig:
+async def assemble_config(
+    task: Task, agent: Agent, run_id: str, session_id: str, *, approval_ttl_s: float | None = None
+) -> RunConfig:
     spec = agent.spec
     skills = await resolve_skills(spec.get("skills", []))
     repo_doc = await Repository.get(task.repository_id) if task.repository_id else None
@@ -54,7 +56,11 @@ async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str
             "llm": spec.get("llm", {}),
             "limits": spec.get("limits", {}),
             "secrets": sorted(set(secrets)),
-            "task": msgspec.to_builtins(TaskBrief(title=task.title, description=task.description, goal_id=task.goal_id, target_files=task.target_files)),
+            "task": msgspec.to_builtins(
+                TaskBrief(
+                    title=task.title, description=task.description, goal_id=task.goal_id, target_files=task.target_files
+                )
+            ),
             "repo": msgspec.to_builtins(repo) if repo else None,
             "meta": task.is_meta,
             "approval_ttl_s": approval_ttl_s,
@@ -107,11 +113,14 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     await run.insert()
     await ctx.publisher.publish(
         "task.status_changed",
-        TaskChanged(task_id=task.id, status=claimed.status, title=task.title, goal_id=task.goal_id, assignee_agent_id=agent.id),
+        TaskChanged(
+            task_id=task.id, status=claimed.status, title=task.title, goal_id=task.goal_id, assignee_agent_id=agent.id
+        ),
     )
     await command_launch(ctx, run)
     await ctx.publisher.publish(
-        "run.queued", RunChanged(run_id=run.id, task_id=task.id, agent_id=agent.id, status=run.status, attempt=run.attempt)
+        "run.queued",
+        RunChanged(run_id=run.id, task_id=task.id, agent_id=agent.id, status=run.status, attempt=run.attempt),
     )
     log.info("dispatched task %s as run %s (agent %s rev %d)", task.id, run.id, agent.name, agent.revision)
     return run

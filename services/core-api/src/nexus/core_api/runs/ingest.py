@@ -7,6 +7,7 @@ status, runtime, session and approval events are applied one at a time, in strea
 import asyncio
 import logging
 import time
+from typing import Any
 
 import msgspec
 
@@ -33,16 +34,16 @@ class GroupCommit:
     one turn of the loop for the others, then one insert_many per collection carries them all."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, tuple[object, list[dict]]] = {}
+        self.pending: dict[str, tuple[Any, list[dict]]] = {}
         self.waiters: list[asyncio.Future] = []
         self.flusher: asyncio.Task | None = None
 
-    async def insert(self, batches: list[tuple[object, list[dict]]]) -> None:
+    async def insert(self, batches: list[tuple[Any, list[dict]]]) -> None:
         batches = [(coll, docs) for coll, docs in batches if docs]
         if not batches:
             return
         for coll, docs in batches:
-            self.pending.setdefault(coll.name, (coll, []))[1].extend(docs)  # type: ignore[attr-defined]
+            self.pending.setdefault(coll.name, (coll, []))[1].extend(docs)
         fut = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         if self.flusher is None or self.flusher.done():
@@ -89,8 +90,15 @@ async def _known(run_id: str, type_: str) -> bool:
 
 
 def _event_doc(run_id: str, d: Delivery) -> dict:
-    return {"_id": d.envelope.id, "run_id": run_id, "type": d.envelope.type, "subject": d.subject, "stream_seq": d.stream_seq,
-            "occurred_at": d.envelope.occurred_at, "data": msgspec.to_builtins(d.payload)}
+    return {
+        "_id": d.envelope.id,
+        "run_id": run_id,
+        "type": d.envelope.type,
+        "subject": d.subject,
+        "stream_seq": d.stream_seq,
+        "occurred_at": d.envelope.occurred_at,
+        "data": msgspec.to_builtins(d.payload),
+    }
 
 
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
@@ -110,7 +118,9 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
     run_id = deliveries[0].subject.split(".")[2]
     if not await _known(run_id, deliveries[0].envelope.type):
         return
-    events, changes, opened_by = [], [], []
+    events: list[Any] = []
+    changes: list[Any] = []
+    opened_by: list[Any] = []
     heartbeat = False
 
     async def flush() -> None:

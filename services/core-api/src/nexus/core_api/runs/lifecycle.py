@@ -5,6 +5,7 @@ is derived from all of them (nexus.domain.run_facts), so it converges whatever o
 Every step is a compare-and-set on the run's version, so a redelivered event changes nothing twice."""
 
 import logging
+from typing import Any
 
 import msgspec
 from prometheus_client import Histogram
@@ -48,7 +49,14 @@ TASK_AFTER_RUN = {
 async def _announce(ctx: Context, run: Run, type_: str) -> None:
     await ctx.publisher.publish(
         type_,
-        RunChanged(run_id=run.id, task_id=run.task_id, agent_id=run.agent_id, status=run.status, attempt=run.attempt, reason=run.reason),
+        RunChanged(
+            run_id=run.id,
+            task_id=run.task_id,
+            agent_id=run.agent_id,
+            status=run.status,
+            attempt=run.attempt,
+            reason=run.reason,
+        ),
         correlation_id=run.id,
     )
 
@@ -68,7 +76,11 @@ def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact 
         fields["ended_at"] = r.ended_at if RunStatus(r.status) in RUN_FINAL and r.ended_at else stamp
         fields["final_by"] = "verdict" if view.verdict else "retries"
         deciding = next((a for a in attempts if a["n"] == view.attempt), {})
-        if view.verdict and fact is not None and (fact.attempt, fact.seq) == (view.attempt, deciding.get("verdict_seq")):
+        if (
+            view.verdict
+            and fact is not None
+            and (fact.attempt, fact.seq) == (view.attempt, deciding.get("verdict_seq"))
+        ):
             fields.update(extra)  # the summary, branch and commit of the verdict that decided the run
     if view.status == RunStatus.RUNNING.value and r.started_at is None:
         fields["started_at"] = stamp
@@ -77,7 +89,9 @@ def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact 
     return fields
 
 
-async def apply_fact(ctx: Context, run_id: str, fact: StatusFact | RuntimeFact, extra: dict | None = None) -> Run | None:
+async def apply_fact(
+    ctx: Context, run_id: str, fact: StatusFact | RuntimeFact, extra: dict | None = None
+) -> Run | None:
     """Record one fact of an attempt and let the run follow what all its facts say. A run ended by
     its own verdict does not change again, except by an earlier attempt's verdict that arrived late
     (which is what really happened first); a run given up after failed attempts yields to any verdict."""
@@ -111,8 +125,11 @@ async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
         log.info("run %s %s (attempt %d): %s", run.id, status.value, run.attempt, run.reason or "-")
         if any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
             # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
-            await ctx.publisher.publish("worker.cancel_run", CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
-                                        correlation_id=run.id)
+            await ctx.publisher.publish(
+                "worker.cancel_run",
+                CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
+                correlation_id=run.id,
+            )
         from nexus.core_api.goals.service import on_run_finished
         from nexus.core_api.sessions.meta import on_child_finished
 
@@ -131,12 +148,12 @@ async def _verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[R
     before the runner exited, even when this consumer has not been handed it yet."""
     try:
         msg = await ctx.js.get_last_msg(RUNS_STREAM, f"nexus.run.{run_id}.status")
-        ev = msgspec.json.decode(decode_raw(msg.data).data, type=RunStatusChanged)
+        ev = msgspec.json.decode(decode_raw(msg.data or b"").data, type=RunStatusChanged)
     except Exception:  # noqa: BLE001 — none there, or unreadable: the exit decides
         return None
     if ev.attempt != attempt or RunStatus(ev.status) not in RUN_FINAL:
         return None
-    return ev, msg.seq
+    return ev, msg.seq or 0
 
 
 async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) -> None:
@@ -151,11 +168,22 @@ async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) ->
 
 
 async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -> None:
-    extra = {
-        k: v for k, v in {"summary": ev.summary, "branch": ev.branch, "commit_sha": ev.commit_sha, "ledger_hash": ev.ledger_hash}.items() if v
+    extra: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "summary": ev.summary,
+            "branch": ev.branch,
+            "commit_sha": ev.commit_sha,
+            "ledger_hash": ev.ledger_hash,
+        }.items()
+        if v
     }
     if ev.usage is not None:
-        extra["usage"] = {"input_tokens": ev.usage.input_tokens, "output_tokens": ev.usage.output_tokens, "cost_usd": ev.usage.cost_usd}
+        extra["usage"] = {
+            "input_tokens": ev.usage.input_tokens,
+            "output_tokens": ev.usage.output_tokens,
+            "cost_usd": ev.usage.cost_usd,
+        }
     await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
 
 

@@ -40,14 +40,18 @@ class RunController(Controller):
         task_id: str | None = None,
         goal_id: str | None = None,
     ) -> Page[RunOut]:
-        filters = {k: v for k, v in {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}.items() if v}
+        filters = {
+            k: v
+            for k, v in {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}.items()
+            if v
+        }
         docs, nxt = await page_of(Run, filters, limit, cursor)
         return Page([to_out(d) for d in docs], nxt)
 
     @get("/{run_id:str}", guards=[READ])
     async def get_run(self, run_id: str) -> RunOut:
         run = await _get(run_id)
-        sessions = await Session.find({"run_id": run.id}).sort([("created_at", 1)]).to_list()
+        sessions = await Session.find({"run_id": run.id}).sort("+created_at").to_list()
         return to_out(run, await session_outs(sessions), with_config=True)
 
     @get("/{run_id:str}/events", guards=[READ])
@@ -57,7 +61,13 @@ class RunController(Controller):
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
         return ServerSentEvent(
-            jetstream_events(ctx.js, run_filter(run.id), after_seq=after, keepalive_s=ctx.settings.sse_keepalive_s, stop_when_final=True)
+            jetstream_events(
+                ctx.js,
+                run_filter(run.id),
+                after_seq=after,
+                keepalive_s=ctx.settings.sse_keepalive_s,
+                stop_when_final=True,
+            )
         )
 
     @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])

@@ -1,7 +1,5 @@
 from typing import Any
 
-import msgspec
-
 from nexus.core_api.schemas import Body, Out, iso
 from nexus.core_api.sessions.schemas import SessionOut
 from nexus.db.documents import Run

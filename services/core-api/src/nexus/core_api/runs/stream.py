@@ -47,7 +47,9 @@ async def jetstream_events(
     async def on_msg(msg) -> None:
         await queue.put(msg)
 
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config, cb=on_msg, pending_msgs_limit=1024)
+    sub = await js.subscribe(
+        subject, stream=stream, ordered_consumer=True, config=config, cb=on_msg, pending_msgs_limit=1024
+    )
     final_seen = False
     try:
         yield ServerSentEventMessage(comment="connected")
@@ -64,7 +66,9 @@ async def jetstream_events(
             if stop_when_final and env.type == "run.status":
                 final_seen = final_seen or msgspec.json.decode(env.data).get("status") in FINAL_NAMES
             if not types or any(env.type == t or env.type.startswith(t.rstrip("*")) for t in types):
-                yield ServerSentEventMessage(data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream))
+                yield ServerSentEventMessage(
+                    data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream)
+                )
             if final_seen and msg.metadata.num_pending == 0:
                 return
     finally:

@@ -5,7 +5,9 @@ import msgspec
 from nexus.core_api.schemas import Body, Name, Out, ShortText, Text
 
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
-Cron = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="5-field cron (6 with seconds), e.g. `0 9 * * 1-5`")]
+Cron = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, description="5-field cron (6 with seconds), e.g. `0 9 * * 1-5`")
+]
 TimeZone = Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="IANA time zone, e.g. `Europe/Paris`")]
 
 

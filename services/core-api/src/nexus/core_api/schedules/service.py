@@ -54,16 +54,23 @@ async def _template(spec: ScheduleSpec) -> tuple[str, dict]:
     if spec.task is not None:
         t = spec.task
         return "task", {
-            "title": t.title, "description": t.description, "priority": t.priority,
+            "title": t.title,
+            "description": t.description,
+            "priority": t.priority,
             "assignee_agent_id": await _ref(Agent, t.assignee, "agent", "task.assignee"),
-            "repository_id": await _ref(Repository, t.repository, "repository", "task.repository") if t.repository else None,
+            "repository_id": await _ref(Repository, t.repository, "repository", "task.repository")
+            if t.repository
+            else None,
         }
     g = spec.goal
     assert g is not None
     return "goal", {
-        "title": g.title, "description": g.description,
+        "title": g.title,
+        "description": g.description,
         "meta_agent_id": await _ref(Agent, g.meta_agent, "agent", "goal.meta_agent") if g.meta_agent else None,
-        "repository_id": await _ref(Repository, g.repository, "repository", "goal.repository") if g.repository else None,
+        "repository_id": await _ref(Repository, g.repository, "repository", "goal.repository")
+        if g.repository
+        else None,
     }
 
 
@@ -76,19 +83,40 @@ def next_fire_at(s: Schedule, at: datetime | None = None) -> datetime | None:
 
 def to_out(s: Schedule) -> ScheduleOut:
     return ScheduleOut(
-        id=s.id, name=s.name, cron=s.cron, timezone=s.timezone, kind=s.kind,
-        task=s.template if s.kind == "task" else None, goal=s.template if s.kind == "goal" else None,
-        overlap=s.overlap, missed=s.missed, catch_up_limit=s.catch_up_limit, max_queued=s.max_queued, enabled=s.enabled,
-        next_fire_at=iso(next_fire_at(s)), last_occurrence_at=iso(s.last_occurrence_at), active_item_id=s.active_item_id,
-        pending=[iso(p) or "" for p in s.pending], fired_count=s.fired_count, skipped_count=s.skipped_count,
-        created_at=iso(s.created_at) or "", updated_at=iso(s.updated_at) or "",
+        id=s.id,
+        name=s.name,
+        cron=s.cron,
+        timezone=s.timezone,
+        kind=s.kind,
+        task=s.template if s.kind == "task" else None,
+        goal=s.template if s.kind == "goal" else None,
+        overlap=s.overlap,
+        missed=s.missed,
+        catch_up_limit=s.catch_up_limit,
+        max_queued=s.max_queued,
+        enabled=s.enabled,
+        next_fire_at=iso(next_fire_at(s)),
+        last_occurrence_at=iso(s.last_occurrence_at),
+        active_item_id=s.active_item_id,
+        pending=[iso(p) or "" for p in s.pending],
+        fired_count=s.fired_count,
+        skipped_count=s.skipped_count,
+        created_at=iso(s.created_at) or "",
+        updated_at=iso(s.updated_at) or "",
     )
 
 
 def _fields(spec: ScheduleSpec, kind: str, template: dict) -> dict:
     return {
-        "cron": spec.cron, "timezone": spec.timezone, "kind": kind, "template": template, "overlap": spec.overlap,
-        "missed": spec.missed, "catch_up_limit": spec.catch_up_limit, "max_queued": spec.max_queued, "enabled": spec.enabled,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "kind": kind,
+        "template": template,
+        "overlap": spec.overlap,
+        "missed": spec.missed,
+        "catch_up_limit": spec.catch_up_limit,
+        "max_queued": spec.max_queued,
+        "enabled": spec.enabled,
     }
 
 
@@ -139,8 +167,12 @@ async def update(id_or_name: str, spec: ScheduleSpec) -> tuple[Schedule, bool]:
 async def delete(id_or_name: str) -> Schedule:
     doc = await get(id_or_name)
     await update_document(
-        Schedule, doc.id,
-        {"$set": {"deleted": True, "enabled": False, "name": f"{doc.name}~deleted~{doc.id}", "updated_at": now()}, "$inc": {"version": 1}},
+        Schedule,
+        doc.id,
+        {
+            "$set": {"deleted": True, "enabled": False, "name": f"{doc.name}~deleted~{doc.id}", "updated_at": now()},
+            "$inc": {"version": 1},
+        },
     )
     return doc
 
@@ -181,11 +213,19 @@ async def fire(ctx: Context, cmd: FireSchedule) -> str | None:
             if at in pending:
                 return None  # a release that came too early: it stays queued
             if await _cas(s, {"last_occurrence_at": last, **_held_back(s, at)}):
-                log.info("schedule %s occurrence %s held back (%s): %s still running", s.name, cmd.occurrence_at, s.overlap, s.active_item_id)
+                log.info(
+                    "schedule %s occurrence %s held back (%s): %s still running",
+                    s.name,
+                    cmd.occurrence_at,
+                    s.overlap,
+                    s.active_item_id,
+                )
                 return None
             continue
         keep = [p for p in pending if p > at] if s.overlap == "coalesce" else [p for p in pending if p != at]
-        if await _cas(s, {"active_item_id": item, "pending": keep, "last_occurrence_at": last, "fired_count": s.fired_count + 1}):
+        if await _cas(
+            s, {"active_item_id": item, "pending": keep, "last_occurrence_at": last, "fired_count": s.fired_count + 1}
+        ):
             await _create_item(ctx, s, item, at)
             return item
     log.warning("schedule %s kept changing while firing %s", cmd.schedule_id, cmd.occurrence_at)
@@ -216,7 +256,9 @@ async def _create_item(ctx: Context, s: Schedule, item: str, at: datetime) -> No
             goal = Goal(id=item, title=t["title"], description=t.get("description", ""), created_by=created_by,
                         meta_agent_id=t.get("meta_agent_id"), repository_id=t.get("repository_id"))
             await goal.insert()
-            await ctx.publisher.publish("goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status))
+            await ctx.publisher.publish(
+                "goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status)
+            )
             if goal.meta_agent_id:
                 await start_meta_session(ctx, goal)
         else:

@@ -37,7 +37,9 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
     return created
 
 
-async def _create_child(ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan) -> Task:
+async def _create_child(
+    ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan
+) -> Task:
     return await create_task(
         ctx,
         TaskCreate(
@@ -69,7 +71,14 @@ async def on_child_finished(ctx: Context, run: Run) -> None:
         return
     await ctx.publisher.publish(
         "run.child_finished",
-        ChildFinished(session_id=run.session_id, run_id=run.id, task_id=run.task_id, status=run.status, summary=run.summary, reason=run.reason),
+        ChildFinished(
+            session_id=run.session_id,
+            run_id=run.id,
+            task_id=run.task_id,
+            status=run.status,
+            summary=run.summary,
+            reason=run.reason,
+        ),
         run_id=run.parent_run_id,
         msg_id=None,
     )

@@ -43,8 +43,17 @@ def _node(out: SessionOut) -> SessionNode:
 def _pending(run: Run) -> SessionNode:
     """A run whose runner has not opened its session yet still has a place in the tree."""
     return SessionNode(
-        session_id=run.session_id, run_id=run.id, project_path="", parent_session_id=run.parent_session_id, backend="",
-        status="pending", notes=[], changes=[], created_at=iso(run.created_at), updated_at=iso(run.updated_at), children=[],
+        session_id=run.session_id,
+        run_id=run.id,
+        project_path="",
+        parent_session_id=run.parent_session_id,
+        backend="",
+        status="pending",
+        notes=[],
+        changes=[],
+        created_at=iso(run.created_at),
+        updated_at=iso(run.updated_at),
+        children=[],
     )
 
 
@@ -66,7 +75,7 @@ async def session_tree(run: Run) -> SessionNode:
             if sid in by_id or len(by_id) >= MAX_TREE_NODES:
                 continue
             by_id[sid] = node
-            by_id[node.parent_session_id].children.append(node)  # type: ignore[index]
+            by_id[node.parent_session_id or ""].children.append(node)  # found by its parent, so it has one
             frontier.append(sid)
     return root
 
@@ -80,7 +89,9 @@ class SessionController(Controller):
         self, limit: Limit = 50, cursor: Cursor = None, run_id: Filter = None, parent_session_id: Filter = None,
         status: Filter = None,
     ) -> Page[SessionOut]:
-        filters = {k: v for k, v in {"run_id": run_id, "parent_session_id": parent_session_id, "status": status}.items() if v}
+        filters = {
+            k: v for k, v in {"run_id": run_id, "parent_session_id": parent_session_id, "status": status}.items() if v
+        }
         docs, nxt = await page_of(Session, filters, limit, cursor)
         return Page(await outs(docs), nxt)
 

@@ -14,12 +14,17 @@ DUPLICATE_KEY = 11000
 
 async def on_opened(run_id: str, ev: SessionOpened) -> None:
     await update_document(
-        Session, ev.session_id,
+        Session,
+        ev.session_id,
         {
             "$set": {"status": ev.status, "updated_at": now(), "backend": ev.backend, "project_path": ev.project_path},
             "$max": {"attempt": ev.attempt},
             "$setOnInsert": {
-                "run_id": run_id, "parent_session_id": ev.parent_session_id, "notes": [], "changes": [], "created_at": now(),
+                "run_id": run_id,
+                "parent_session_id": ev.parent_session_id,
+                "notes": [],
+                "changes": [],
+                "created_at": now(),
             },
         },
         upsert=True,
@@ -29,8 +34,12 @@ async def on_opened(run_id: str, ev: SessionOpened) -> None:
 def change_record(run_id: str, ev: SessionChanged) -> dict:
     """The stored form of one change; its id refuses a second copy of the same (session, attempt, seq)."""
     return {
-        "_id": SessionChangeRecord.key(ev.session_id, ev.attempt, ev.change.seq), "session_id": ev.session_id, "run_id": run_id,
-        "attempt": ev.attempt, "seq": ev.change.seq, "change": msgspec.to_builtins(ev.change),
+        "_id": SessionChangeRecord.key(ev.session_id, ev.attempt, ev.change.seq),
+        "session_id": ev.session_id,
+        "run_id": run_id,
+        "attempt": ev.attempt,
+        "seq": ev.change.seq,
+        "change": msgspec.to_builtins(ev.change),
         "note": ev.change.message if isinstance(ev.change, NoteChange) else None,
     }
 
@@ -57,10 +66,22 @@ async def store_changes(records: list[dict]) -> int:
 async def ensure_session(run_id: str, ev: SessionChanged) -> None:
     """A change that outran its session's "opened" still has a session to belong to."""
     await update_document(
-        Session, ev.session_id,
-        {"$setOnInsert": {"run_id": run_id, "parent_session_id": ev.parent_session_id, "status": "active", "backend": "",
-                          "project_path": "", "notes": [], "changes": [], "created_at": now(), "updated_at": now()},
-         "$max": {"attempt": ev.attempt}},
+        Session,
+        ev.session_id,
+        {
+            "$setOnInsert": {
+                "run_id": run_id,
+                "parent_session_id": ev.parent_session_id,
+                "status": "active",
+                "backend": "",
+                "project_path": "",
+                "notes": [],
+                "changes": [],
+                "created_at": now(),
+                "updated_at": now(),
+            },
+            "$max": {"attempt": ev.attempt},
+        },
         upsert=True,
     )
 

@@ -33,7 +33,13 @@ class SkillController(Controller):
         before = await service.get(skill_id)
         doc, changed = await service.update(skill_id, data)
         if changed:
-            await record(request.user, "skill.update", f"skills/{doc.id}", before_id=f"{doc.id}@{before.version}", after_id=f"{doc.id}@{doc.version}")
+            await record(
+                request.user,
+                "skill.update",
+                f"skills/{doc.id}",
+                before_id=f"{doc.id}@{before.version}",
+                after_id=f"{doc.id}@{doc.version}",
+            )
         return service.to_out(doc)
 
     @delete("/{skill_id:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)

@@ -31,7 +31,14 @@ async def create(spec: SkillSpec) -> Skill:
         await doc.insert()
     except DuplicateKeyError as exc:
         raise DomainError(409, f"a skill named {spec.name!r} exists", field="name") from exc
-    await SkillRevision(id=_rev_id(doc.id, 1), skill_id=doc.id, name=doc.name, version=1, description=doc.description, content=doc.content).insert()
+    await SkillRevision(
+        id=_rev_id(doc.id, 1),
+        skill_id=doc.id,
+        name=doc.name,
+        version=1,
+        description=doc.description,
+        content=doc.content,
+    ).insert()
     return doc
 
 
@@ -49,9 +56,18 @@ async def update(id_or_name: str, spec: SkillSpec) -> tuple[Skill, bool]:
     if spec.content == doc.content and spec.description == doc.description:
         return doc, False
     version = doc.version + 1
-    await SkillRevision(id=_rev_id(doc.id, version), skill_id=doc.id, name=doc.name, version=version, description=spec.description, content=spec.content).insert()
+    await SkillRevision(
+        id=_rev_id(doc.id, version),
+        skill_id=doc.id,
+        name=doc.name,
+        version=version,
+        description=spec.description,
+        content=spec.content,
+    ).insert()
     res = await update_document(
-        Skill, doc.id, {"$set": {"version": version, "content": spec.content, "description": spec.description, "updated_at": now()}},
+        Skill,
+        doc.id,
+        {"$set": {"version": version, "content": spec.content, "description": spec.description, "updated_at": now()}},
         {"version": doc.version},
     )
     if res.modified_count != 1:

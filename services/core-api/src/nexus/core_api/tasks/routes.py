@@ -35,7 +35,9 @@ class TaskController(Controller):
         goal_id: str | None = None,
         assignee_agent_id: str | None = None,
     ) -> Page[TaskOut]:
-        filters = {k: v for k, v in {"status": status, "goal_id": goal_id, "assignee_agent_id": assignee_agent_id}.items() if v}
+        filters = {
+            k: v for k, v in {"status": status, "goal_id": goal_id, "assignee_agent_id": assignee_agent_id}.items() if v
+        }
         docs, nxt = await page_of(Task, filters, limit, cursor)
         return Page([service.to_out(d) for d in docs], nxt)
 

@@ -18,10 +18,21 @@ log = logging.getLogger("nexus.core_api.tasks")
 
 def to_out(t: Task) -> TaskOut:
     return TaskOut(
-        id=t.id, title=t.title, description=t.description, goal_id=t.goal_id, status=t.status,
-        assignee_agent_id=t.assignee_agent_id, repository_id=t.repository_id, priority=t.priority,
-        blocked_by=t.blocked_by, current_run_id=t.current_run_id, parent_session_id=t.parent_session_id,
-        session_id=t.session_id, target_files=t.target_files, created_at=iso(t.created_at), updated_at=iso(t.updated_at),
+        id=t.id,
+        title=t.title,
+        description=t.description,
+        goal_id=t.goal_id,
+        status=t.status,
+        assignee_agent_id=t.assignee_agent_id,
+        repository_id=t.repository_id,
+        priority=t.priority,
+        blocked_by=t.blocked_by,
+        current_run_id=t.current_run_id,
+        parent_session_id=t.parent_session_id,
+        session_id=t.session_id,
+        target_files=t.target_files,
+        created_at=iso(t.created_at),
+        updated_at=iso(t.updated_at),
     )
 
 
@@ -62,7 +73,10 @@ async def _publish(ctx: Context, type_: str, t: Task) -> None:
     from nexus.core_api.board.service import publish_moved
 
     await ctx.publisher.publish(
-        type_, TaskChanged(task_id=t.id, status=t.status, title=t.title, goal_id=t.goal_id, assignee_agent_id=t.assignee_agent_id)
+        type_,
+        TaskChanged(
+            task_id=t.id, status=t.status, title=t.title, goal_id=t.goal_id, assignee_agent_id=t.assignee_agent_id
+        ),
     )
     await publish_moved(ctx, t)
 
@@ -147,11 +161,15 @@ async def promote_unblocked(ctx: Context, done_task_id: str) -> None:
     """When a task is done, each backlog task it blocked becomes ready once all its blockers are done."""
     from nexus.core_api.runs.dispatch import dispatch_task
 
-    async for waiting in Task.find({"blocked_by": done_task_id, "status": TaskStatus.BACKLOG.value, "auto_ready": True}):
+    async for waiting in Task.find(
+        {"blocked_by": done_task_id, "status": TaskStatus.BACKLOG.value, "auto_ready": True}
+    ):
         if not blockers_done(await _blocker_statuses(waiting.blocked_by)):
             continue
         promoted = await update_versioned(
-            Task, waiting.id, lambda t: {"status": TaskStatus.READY.value} if t.status == TaskStatus.BACKLOG.value else None
+            Task,
+            waiting.id,
+            lambda t: {"status": TaskStatus.READY.value} if t.status == TaskStatus.BACKLOG.value else None,
         )
         if promoted:
             await _publish(ctx, "task.status_changed", promoted)

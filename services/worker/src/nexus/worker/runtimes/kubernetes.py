@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -176,7 +176,11 @@ class KubernetesRuntime:
         api = await self._kube()
         with _kube_errors(f"list Jobs in {self.namespace}"):
             async with api.call_api(
-                "GET", version="batch/v1", namespace=self.namespace, url="jobs", params={"labelSelector": _selector(labels)}
+                "GET",
+                version="batch/v1",
+                namespace=self.namespace,
+                url="jobs",
+                params={"labelSelector": _selector(labels)},
             ) as response:
                 body = response.json()
         return body.get("items") or [], body.get("metadata", {}).get("resourceVersion", "")
@@ -277,7 +281,7 @@ class KubernetesRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _WAIT_RETRY_MAX_S)
 
-    async def _watch_jobs(self, run_id: str, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def _watch_jobs(self, run_id: str, version: str) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
         api = await self._kube()
         params = {
             "watch": "true",

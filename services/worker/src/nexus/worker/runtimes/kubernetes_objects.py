@@ -146,7 +146,11 @@ def build_job(request: RunRequest, settings: JobSettings, *, suspend: bool = Tru
             {
                 "name": "run-config",
                 # 0440 + fsGroup: readable by the runner's group only.
-                "secret": {"secretName": name, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}], "defaultMode": 0o440},
+                "secret": {
+                    "secretName": name,
+                    "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}],
+                    "defaultMode": 0o440,
+                },
             },
             {"name": "workspace", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
@@ -155,7 +159,12 @@ def build_job(request: RunRequest, settings: JobSettings, *, suspend: bool = Tru
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels, "annotations": _annotations(request)},
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": labels,
+            "annotations": _annotations(request),
+        },
         "spec": {
             "suspend": suspend,
             "backoffLimit": 0,  # retries are the worker's, each one a new attempt and a new Job

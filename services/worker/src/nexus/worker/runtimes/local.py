@@ -10,6 +10,7 @@ import resource
 import shutil
 import signal
 import sys
+from typing import Any
 from pathlib import Path
 
 import msgspec
@@ -180,6 +181,9 @@ class LocalProcessRuntime:
         return pid
 
     async def _start_cold(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int:
+        identity: dict[str, Any] = (
+            {"user": self.run_uid, "group": self.run_gid, "extra_groups": []} if self.run_uid else {}
+        )
         log_file = open(attempt_dir / "runner.log", "ab")  # noqa: SIM115 — owned by the child
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -191,7 +195,7 @@ class LocalProcessRuntime:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_limits(*self.limits),
-                **({"user": self.run_uid, "group": self.run_gid, "extra_groups": []} if self.run_uid else {}),
+                **identity,
             )
         except OSError as exc:
             raise RuntimeError_(f"cannot start agent-runner: {exc}", transient=exc.errno in (11, 12, 23, 24)) from exc
@@ -209,9 +213,9 @@ class LocalProcessRuntime:
             return code
         forked = self._forked.pop(run_id, None)
         if forked is not None and self.zygote is not None:
-            code = await self.zygote.wait(forked)
-            if code is not None:
-                return code
+            forked_code = await self.zygote.wait(forked)
+            if forked_code is not None:
+                return forked_code
         pid = self._pid(run_id)
         while pid and pid_alive(pid):
             await asyncio.sleep(0.5)

@@ -31,9 +31,21 @@ import sys
 import threading
 import traceback
 
-LAZY_IMPORTS = ("yaml", "opentelemetry.propagate", "nexus.domain.ids", "nexus.domain.settings", "nexus.events.bus",
-                "nexus.kernel.kernel", "nexus.kernel.remote", "nexus.kernel.supervision", "nexus.kernel.watchdog", "nexus.kernel.asks",
-                "nats.aio.client", "shutil", "signal")
+LAZY_IMPORTS = (
+    "yaml",
+    "opentelemetry.propagate",
+    "nexus.domain.ids",
+    "nexus.domain.settings",
+    "nexus.events.bus",
+    "nexus.kernel.kernel",
+    "nexus.kernel.remote",
+    "nexus.kernel.supervision",
+    "nexus.kernel.watchdog",
+    "nexus.kernel.asks",
+    "nats.aio.client",
+    "shutil",
+    "signal",
+)
 DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
 
 

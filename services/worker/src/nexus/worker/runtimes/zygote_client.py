@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 from nexus.worker.metrics import ZYGOTE_UP
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, claim_env
@@ -40,7 +41,7 @@ class Zygote:
         self.ready = False
         self.starts = 0
         self._seq = 0
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._exits: dict[int, asyncio.Future] = {}
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -54,7 +55,7 @@ class Zygote:
             up = False
             try:
                 up = await self._run_once()
-            except Exception:  # noqa: BLE001 — a zygote that cannot start means cold starts, not a dead worker
+            except Exception:  # a zygote that cannot start means cold starts, not a dead worker
                 log.exception("runner zygote failed")
             self._down()
             if self._closing:
@@ -81,8 +82,8 @@ class Zygote:
                 fut = self._exit_future(int(msg["exit"]))
                 if not fut.done():
                     fut.set_result(int(msg["code"]))
-            elif (fut := self._pending.pop(int(msg["id"]), None)) is not None and not fut.done():
-                fut.set_result(msg)
+            elif (pending := self._pending.pop(int(msg["id"]), None)) is not None and not pending.done():
+                pending.set_result(msg)
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         await self.proc.wait()
@@ -106,7 +107,9 @@ class Zygote:
             self._exits[pid] = asyncio.get_running_loop().create_future()
         return self._exits[pid]
 
-    async def spawn(self, *, cwd: str, log_path: str, env: dict[str, str], limits: tuple[int, int, int], uid: int = 0, gid: int = 0) -> int:
+    async def spawn(
+        self, *, cwd: str, log_path: str, env: dict[str, str], limits: tuple[int, int, int], uid: int = 0, gid: int = 0
+    ) -> int:
         """Fork a runner; its pid. ZygoteUnavailable: nothing was started (start it cold);
         ZygoteUndecided: it was started, though the zygote did not say so."""
         if not self.ready or self.proc is None or self.proc.stdin is None:
@@ -118,8 +121,16 @@ class Zygote:
         self._seq += 1
         fut = asyncio.get_running_loop().create_future()
         self._pending[self._seq] = fut
-        req = {"id": self._seq, "cwd": cwd, "log": log_path, "env_file": env_file, "limits": list(limits), "uid": uid, "gid": gid,
-               "entry": self.entry}
+        req: dict[str, Any] = {
+            "id": self._seq,
+            "cwd": cwd,
+            "log": log_path,
+            "env_file": env_file,
+            "limits": list(limits),
+            "uid": uid,
+            "gid": gid,
+            "entry": self.entry,
+        }
         try:
             self.proc.stdin.write(json.dumps(req).encode() + b"\n")
             answer = await asyncio.wait_for(fut, self.spawn_timeout_s)
@@ -144,7 +155,11 @@ class Zygote:
                 os.unlink(f"{env_file}.void")
             return ZygoteUnavailable("the runner zygote did not fork the run")
         folder, name = os.path.split(env_file)
-        pids = [int(f.rsplit(".", 1)[1]) for f in os.listdir(folder) if f.startswith(name + ".") and f.rsplit(".", 1)[1].isdigit()]
+        pids = [
+            int(f.rsplit(".", 1)[1])
+            for f in os.listdir(folder)
+            if f.startswith(name + ".") and f.rsplit(".", 1)[1].isdigit()
+        ]
         return ZygoteUndecided(pids[0]) if pids else ZygoteUnavailable("the run's environment vanished")
 
     async def wait(self, pid: int) -> int | None:

@@ -67,7 +67,10 @@ class HttpDouble:
         if allowed:
             seen.append(now)
         reset = (seen[0] + self.window_s) if seen else now
-        headers = {"X-RateLimit-Remaining": str(max(0, self.rate_limit - len(seen))), "X-RateLimit-Reset": f"{reset:.3f}"}
+        headers = {
+            "X-RateLimit-Remaining": str(max(0, self.rate_limit - len(seen))),
+            "X-RateLimit-Reset": f"{reset:.3f}",
+        }
         if not allowed:
             headers["Retry-After"] = f"{max(0.0, reset - now):.3f}"
         return allowed, headers
@@ -145,8 +148,16 @@ def paginate(rows: list[dict], query: dict[str, str], cap: int = 100) -> dict:
     chunk = rows[page * per_page:(page + 1) * per_page]
     more = (page + 1) * per_page < len(rows)
     return {
-        "grouped_by": None, "sub_grouped_by": None, "total_count": len(rows), "count": len(chunk),
-        "next_cursor": f"{per_page}:{page + 1}:0", "prev_cursor": f"{per_page}:{max(page - 1, 0)}:0",
-        "next_page_results": more, "prev_page_results": page > 0,
-        "total_pages": max(1, -(-len(rows) // per_page)), "total_results": len(rows), "extra_stats": None, "results": chunk,
+        "grouped_by": None,
+        "sub_grouped_by": None,
+        "total_count": len(rows),
+        "count": len(chunk),
+        "next_cursor": f"{per_page}:{page + 1}:0",
+        "prev_cursor": f"{per_page}:{max(page - 1, 0)}:0",
+        "next_page_results": more,
+        "prev_page_results": page > 0,
+        "total_pages": max(1, -(-len(rows) // per_page)),
+        "total_results": len(rows),
+        "extra_stats": None,
+        "results": chunk,
     }

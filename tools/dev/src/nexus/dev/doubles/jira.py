@@ -50,7 +50,9 @@ class JiraDouble(HttpDouble):
 
     def _issue(self, key: str) -> dict:
         if key not in self.issues:
-            raise Reply(404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."], "errors": {}})
+            raise Reply(
+                404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."], "errors": {}}
+            )
         return self.issues[key]
 
     @staticmethod
@@ -93,7 +95,7 @@ class JiraDouble(HttpDouble):
         tid = ((req.body or {}).get("transition") or {}).get("id")
         names = list(STATUSES)
         try:
-            name = names[int(tid) - 11]
+            name = names[int(tid or "") - 11]
         except (TypeError, ValueError, IndexError):
             raise Reply(400, {"errorMessages": ["Transition id is not valid for this issue."], "errors": {}}) from None
         issue["fields"]["status"] = self._status(name)

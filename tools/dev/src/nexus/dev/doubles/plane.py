@@ -15,8 +15,16 @@ _PROJECT = r"/api/v1/workspaces/(?P<slug>[^/]+)/projects/(?P<project>[^/]+)"
 
 
 class PlaneDouble(HttpDouble):
-    def __init__(self, *, workspace: str = "acme", project_id: str | None = None, api_keys: tuple[str, ...] = ("plane_api_key",),
-                 rate_limit: int = 60, window_s: float = 60.0, page_size: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        workspace: str = "acme",
+        project_id: str | None = None,
+        api_keys: tuple[str, ...] = ("plane_api_key",),
+        rate_limit: int = 60,
+        window_s: float = 60.0,
+        page_size: int = 100,
+    ) -> None:
         super().__init__(rate_limit=rate_limit, window_s=window_s)
         self.page_size = page_size
         self.workspace = workspace
@@ -24,8 +32,15 @@ class PlaneDouble(HttpDouble):
         self.api_keys = set(api_keys)
         self.states = [
             {"id": str(uuid.uuid4()), "name": name, "group": group, "sequence": i}
-            for i, (name, group) in enumerate([("Backlog", "backlog"), ("Todo", "unstarted"), ("In Progress", "started"),
-                                               ("Done", "completed"), ("Cancelled", "cancelled")])
+            for i, (name, group) in enumerate(
+                [
+                    ("Backlog", "backlog"),
+                    ("Todo", "unstarted"),
+                    ("In Progress", "started"),
+                    ("Done", "completed"),
+                    ("Cancelled", "cancelled"),
+                ]
+            )
         ]
         self.items: dict[str, dict] = {}
         self.comments: dict[str, list[dict]] = {}
@@ -49,10 +64,10 @@ class PlaneDouble(HttpDouble):
 
     # ---------------------------------------------------------------- helpers for tests
     def state_id(self, group: str) -> str:
-        return next(s["id"] for s in self.states if s["group"] == group)
+        return str(next(s["id"] for s in self.states if s["group"] == group))
 
     def group_of(self, item: dict) -> str:
-        return next(s["group"] for s in self.states if s["id"] == item["state"])
+        return str(next(s["group"] for s in self.states if s["id"] == item["state"]))
 
     def by_external_id(self, task_id: str) -> list[dict]:
         with self.lock:
@@ -63,14 +78,21 @@ class PlaneDouble(HttpDouble):
         with self.lock:
             self.items[pk].update(changes)
 
-    def webhook(self, secret: str, *, event: str, action: str, data: dict, activity: dict | None = None) -> tuple[bytes, dict[str, str]]:
+    def webhook(
+        self, secret: str, *, event: str, action: str, data: dict, activity: dict | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         """A delivery as Plane sends it: the JSON body and its headers, signed with the webhook's secret."""
         payload = {"event": event, "action": action, "webhook_id": str(uuid.uuid4()), "workspace_id": str(uuid.uuid4()),
                    "data": data, "activity": activity or {}}
         body = json.dumps(payload).encode()
         sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        return body, {"Content-Type": "application/json", "User-Agent": "Autopilot", "X-Plane-Delivery": str(uuid.uuid4()),
-                      "X-Plane-Event": event, "X-Plane-Signature": sig}
+        return body, {
+            "Content-Type": "application/json",
+            "User-Agent": "Autopilot",
+            "X-Plane-Delivery": str(uuid.uuid4()),
+            "X-Plane-Event": event,
+            "X-Plane-Signature": sig,
+        }
 
     # ---------------------------------------------------------------- routes
     def _project(self, slug: str, project: str) -> None:
@@ -91,7 +113,9 @@ class PlaneDouble(HttpDouble):
         self._project(slug, project)
         ext, source = req.query.get("external_id"), req.query.get("external_source")
         if ext and source:  # Plane answers one item, or 404
-            found = [i for i in self.items.values() if i.get("external_id") == ext and i.get("external_source") == source]
+            found = [
+                i for i in self.items.values() if i.get("external_id") == ext and i.get("external_source") == source
+            ]
             if not found:
                 raise Reply(404, {"error": "Issue not found"})
             return 200, found[0]
@@ -105,15 +129,25 @@ class PlaneDouble(HttpDouble):
         if body.get("external_id") and body.get("external_source"):
             for i in self.items.values():
                 if i.get("external_id") == body["external_id"] and i.get("external_source") == body["external_source"]:
-                    raise Reply(409, {"error": "Issue with the same external id and external source already exists", "id": i["id"]})
+                    raise Reply(
+                        409,
+                        {"error": "Issue with the same external id and external source already exists", "id": i["id"]},
+                    )
         if body.get("state") and body["state"] not in {s["id"] for s in self.states}:
             raise Reply(400, {"state": ["Invalid state"]})
         pk = str(uuid.uuid4())
         self.items[pk] = {
-            "id": pk, "name": body["name"], "description_html": body.get("description_html", ""),
-            "state": body.get("state") or self.state_id("backlog"), "assignees": body.get("assignees", []),
-            "labels": body.get("labels", []), "external_id": body.get("external_id"), "external_source": body.get("external_source"),
-            "sequence_id": next(self._seq), "project": project, "workspace": slug,
+            "id": pk,
+            "name": body["name"],
+            "description_html": body.get("description_html", ""),
+            "state": body.get("state") or self.state_id("backlog"),
+            "assignees": body.get("assignees", []),
+            "labels": body.get("labels", []),
+            "external_id": body.get("external_id"),
+            "external_source": body.get("external_source"),
+            "sequence_id": next(self._seq),
+            "project": project,
+            "workspace": slug,
         }
         self.creates += 1
         return 201, self.items[pk]
