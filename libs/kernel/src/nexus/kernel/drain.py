@@ -4,24 +4,26 @@ A drain task exists only while an agent has work (or for `linger` seconds after,
 waking a parked task is much cheaper than creating one). It handles one message at a time,
 routes the handler's result, and turns purposeful cancellations (handle timeout, the
 agent's resource dying, stop/shutdown) into reports, supervision, or a clean exit.
-Mixed into Kernel; kept apart so each file reads on its own.
+
+The kernel holds one Drainer: it owns the mailboxes, their drain tasks, the watchdog and the
+supervisor, and reaches the kernel only through the `Routes` it was built with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nexus.kernel.errors import HandleTimeout, KernelError, MailboxClosed
 from nexus.kernel.mailbox import COUNTERS, PAUSED, STOPPED, TIMEOUT, Mailbox
+from nexus.kernel.supervision import Supervisor
+from nexus.kernel.watchdog import Watchdog
 
 if TYPE_CHECKING:
-    from nexus.kernel.asks import PendingAsks
     from nexus.kernel.message import Message
-    from nexus.kernel.remote import NatsRemote
-    from nexus.kernel.supervision import Supervisor
-    from nexus.kernel.watchdog import Watchdog
 
 log = logging.getLogger("nexus.kernel")
 
@@ -29,35 +31,45 @@ log = logging.getLogger("nexus.kernel")
 BUDGET = 128
 
 
-class Draining:
-    _loop: asyncio.AbstractEventLoop
-    _mailboxes: dict[str, Mailbox]
-    _watchdog: Watchdog
-    _supervisor: Supervisor
-    _asks: PendingAsks
-    _remote: NatsRemote | None
-    _linger: float
-    _idle_waiter: asyncio.Future[None] | None
-    retired: dict[str, int]
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """What the drainer asks of its kernel: where a handler's result goes, who hears of failures."""
 
-    if TYPE_CHECKING:  # provided by Kernel
+    owner: Any  # handed to an agent's on_start: the kernel it runs in
+    deliver_nowait: Callable[[Message], bool]  # True: routed without waiting
+    deliver: Callable[[Message], Awaitable[None]]  # bounded by the send timeout; reports, never raises
+    fail_ask: Callable[[str, BaseException], None]
+    report: Callable[[KernelError], None]
+    background: Callable[[Coroutine[Any, Any, Any] | Awaitable[Any], str], asyncio.Task[Any]]
+    retired: Callable[[str], None]  # an agent left the kernel for good
+    closing: Callable[[], bool]  # the kernel is shutting down: failures are not restarted
 
-        def _deliver_nowait(self, message: Message) -> bool: ...
-        async def _deliver(self, message: Message) -> None: ...
-        def _fail_ask(self, message_id: str, error: BaseException) -> None: ...
-        def _report(self, error: KernelError) -> None: ...
-        def _background(self, coro: Any, what: str) -> asyncio.Task[Any]: ...
 
-    def _wake(self, mb: Mailbox) -> None:
+class Drainer:
+    def __init__(self, loop: asyncio.AbstractEventLoop, handle_timeout: float, linger: float, routes: Routes) -> None:
+        self.loop = loop
+        self.linger = linger
+        self.routes = routes
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.retired = dict.fromkeys(COUNTERS, 0)  # counters of agents that already left
+        self.idle_waiter: asyncio.Future[None] | None = None
+        self.watchdog = Watchdog(loop, handle_timeout, self.handle_timed_out, self.unlinger, linger)
+        self.supervisor = Supervisor(self)
+
+    def total(self, counter: str) -> int:
+        """A counter (handled, failures, timeouts, restarts, dropped) over all agents ever run."""
+        return self.retired[counter] + sum(getattr(mb, counter) for mb in self.mailboxes.values())
+
+    def wake(self, mb: Mailbox) -> None:
         waiter = mb.waiter
         mb.waiter = None
         mb.wd_progress = -1  # the watchdog restarts its clock for this handle
         if waiter is not None:
             waiter.set_result(True)
 
-    def _schedule(self, mb: Mailbox) -> None:
-        mb.task = self._loop.create_task(self._drain(mb))
-        self._watchdog.watch(mb)
+    def schedule(self, mb: Mailbox) -> None:
+        mb.task = self.loop.create_task(self._drain(mb))
+        self.watchdog.watch(mb)
 
     async def _drain(self, mb: Mailbox) -> None:
         queue = mb.queue
@@ -65,8 +77,8 @@ class Draining:
             if mb.needs_start and not await self._start(mb):
                 return
             handle = mb.agent.handle
-            deliver_nowait = self._deliver_nowait
-            create_future = self._loop.create_future
+            deliver_nowait = self.routes.deliver_nowait
+            create_future = self.loop.create_future
             sleep0 = asyncio.sleep
             budget = BUDGET
             while True:
@@ -78,12 +90,12 @@ class Draining:
                         result = await handle(message)
                         # A handler that timed out (and swallowed the cancel) has no say any more.
                         if result is not None and mb.interrupt is None and not deliver_nowait(result):
-                            await self._deliver(result)
+                            await self.routes.deliver(result)
                     except asyncio.CancelledError:
                         if mb.interrupt is None:
                             raise
                     except Exception as exc:  # noqa: BLE001 — an agent's failure is its supervisor's to handle
-                        self._supervisor.failed(mb, message, exc)
+                        self.supervisor.failed(mb, message, exc)
                         return
                     if mb.interrupt is not None:
                         if not self._interrupted(mb, message):
@@ -106,7 +118,7 @@ class Draining:
                 # and waking a waiting task is much cheaper than creating one. The watchdog
                 # ends lingering drains after `linger` seconds, so idle agents hold no task.
                 mb.current = None  # an idle agent keeps no payload alive
-                if not self._linger or not mb.accepting:
+                if not self.linger or not mb.accepting:
                     return
                 waiter = mb.waiter = create_future()
                 if not await waiter:
@@ -118,27 +130,27 @@ class Draining:
         mb.needs_start = False
         mb.current = None
         try:
-            await mb.agent.on_start(self)  # type: ignore[attr-defined]
+            await mb.agent.on_start(self.routes.owner)  # type: ignore[attr-defined]  # needs_start: it has one
         except asyncio.CancelledError:
             if mb.interrupt is None:
                 raise
         except Exception as exc:  # noqa: BLE001 — an agent's failure is its supervisor's to handle
-            self._supervisor.failed(mb, None, exc)
+            self.supervisor.failed(mb, None, exc)
             return False
         return mb.interrupt is None or self._interrupted(mb, None)
 
-    def _handle_timed_out(self, mb: Mailbox) -> None:
+    def handle_timed_out(self, mb: Mailbox) -> None:
         """Called by the watchdog: report now (even if the handler ignores the cancel), then cancel."""
         message = mb.current
         limit = f"{mb.handle_timeout * 1000:.0f} ms"
         if message is None:
-            self._cancel_drain(mb, HandleTimeout(mb.id, f"on_start ran past {limit}"))
+            self.cancel_drain(mb, HandleTimeout(mb.id, f"on_start ran past {limit}"))
             return
         mb.timeouts += 1
         error = HandleTimeout(mb.id, f"handler ran past {limit}", message.id)
-        self._fail_ask(message.id, error)
-        self._report(error)
-        self._cancel_drain(mb, TIMEOUT)
+        self.routes.fail_ask(message.id, error)
+        self.routes.report(error)
+        self.cancel_drain(mb, TIMEOUT)
 
     def _interrupted(self, mb: Mailbox, message: Message | None) -> bool:
         """The drain was cancelled on purpose. True: go on with the next message."""
@@ -148,12 +160,12 @@ class Draining:
             task.uncancel()
         mb.wd_progress = -1  # the next message gets a full handle timeout
         if reason is TIMEOUT:
-            return True  # already reported by _handle_timed_out
+            return True  # already reported by handle_timed_out
         exc = reason if isinstance(reason, BaseException) else HandleTimeout(mb.id, "interrupted")
-        self._supervisor.failed(mb, message, exc)
+        self.supervisor.failed(mb, message, exc)
         return False
 
-    def _unlinger(self, mb: Mailbox) -> bool:
+    def unlinger(self, mb: Mailbox) -> bool:
         """End a lingering drain (it exits without handling anything). True if there was one."""
         waiter = mb.waiter
         if waiter is None:
@@ -162,7 +174,7 @@ class Draining:
         waiter.set_result(False)
         return True
 
-    def _cancel_drain(self, mb: Mailbox, reason: object) -> bool:
+    def cancel_drain(self, mb: Mailbox, reason: object) -> bool:
         """Cancel `mb`'s drain task, telling it why (None: stop/shutdown, TIMEOUT, or an exception)."""
         task = mb.task
         if not isinstance(task, asyncio.Task) or task.done():
@@ -180,9 +192,9 @@ class Draining:
         reason, mb.interrupt = mb.interrupt, None
         self._drained(mb, task)
         if isinstance(reason, BaseException):
-            self._supervisor.failed(mb, None, reason)
+            self.supervisor.failed(mb, None, reason)
         elif mb.queue and mb.accepting:
-            self._schedule(mb)
+            self.schedule(mb)
 
     def _drained(self, mb: Mailbox, task: asyncio.Task[None] | None) -> None:
         if mb.task is task:
@@ -190,47 +202,46 @@ class Draining:
         elif isinstance(mb.task, asyncio.Task):
             return  # a newer drain owns the mailbox now
         mb.waiter = None
-        watched = self._watchdog.active
+        watched = self.watchdog.active
         watched.discard(mb)
-        if self._idle_waiter is not None and not watched and not self._idle_waiter.done():
-            self._idle_waiter.set_result(None)
+        if self.idle_waiter is not None and not watched and not self.idle_waiter.done():
+            self.idle_waiter.set_result(None)
 
     def report_failure(self, agent_id: str, exc: BaseException) -> None:
         """An agent's backing resource died (e.g. a bridged child exited): apply its restart policy."""
-        mb = self._mailboxes.get(agent_id)
+        mb = self.mailboxes.get(agent_id)
         if mb is None or mb.task is STOPPED or mb.task is PAUSED or mb.stopping is not None:
             return
         task = mb.task
         if task is not None and task is asyncio.current_task():
             raise exc
-        if self._unlinger(mb) or not self._cancel_drain(mb, exc):
-            self._supervisor.failed(mb, None, exc)
+        if self.unlinger(mb) or not self.cancel_drain(mb, exc):
+            self.supervisor.failed(mb, None, exc)
 
     # ---- leaving ------------------------------------------------------------------------
 
-    def _retire(self, mb: Mailbox, error: KernelError) -> asyncio.Task[Any] | None:
+    def retire(self, mb: Mailbox, error: KernelError) -> asyncio.Task[Any] | None:
         """Take `mb` out of the kernel for good: refuse, drop, forget, then run on_stop
         (in the background; the returned task, if any, ends when on_stop has)."""
         if mb.task is STOPPED:
             return None
-        self._supervisor.cancel_restart(mb)
+        self.supervisor.cancel_restart(mb)
         mb.accepting = False
-        self._unlinger(mb)
+        self.unlinger(mb)
         mb.fail_putters(MailboxClosed, "agent stopped")
-        self._drop(mb, error)
+        self.drop(mb, error)
         mb.task = STOPPED
-        if self._mailboxes.get(mb.id) is mb:
-            del self._mailboxes[mb.id]
+        if self.mailboxes.get(mb.id) is mb:
+            del self.mailboxes[mb.id]
             for counter in COUNTERS:
                 self.retired[counter] += getattr(mb, counter)
-        if self._remote is not None:
-            self._remote.unexpose(mb.id)
+        self.routes.retired(mb.id)
         hook = getattr(mb.agent, "on_stop", None)
-        return self._background(hook(), f"on_stop of {mb.id}") if hook is not None else None
+        return self.routes.background(hook(), f"on_stop of {mb.id}") if hook is not None else None
 
-    def _drop(self, mb: Mailbox, error: KernelError) -> int:
+    def drop(self, mb: Mailbox, error: KernelError) -> int:
         dropped = mb.take_all()
         for message in dropped:
-            self._fail_ask(message.id, error)
+            self.routes.fail_ask(message.id, error)
         mb.dropped += len(dropped)
         return len(dropped)

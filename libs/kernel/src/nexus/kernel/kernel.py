@@ -3,9 +3,9 @@
 Routing is one dict lookup. A send that finds room appends and returns without yielding;
 only a full mailbox makes the sender wait (at most `send_timeout`). Each agent handles its
 messages one at a time, in order, in a drain task that exists only while it has work
-(and lingers a moment after: see drain.py). A handler's return value is routed like a send, bounded by the send timeout,
-so agents replying into each other's full mailboxes cannot deadlock: the reply is dropped
-and reported instead.
+(and lingers a moment after: the Drainer in drain.py, which the kernel holds). A handler's
+return value is routed like a send, bounded by the send timeout, so agents replying into each
+other's full mailboxes cannot deadlock: the reply is dropped and reported instead.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from nexus.kernel import lifecycle
 from nexus.kernel.agent import Agent, AgentFactory, is_agent, start_hook
 from nexus.kernel.asks import PendingAsks
 from nexus.kernel.config import KernelConfig
-from nexus.kernel.drain import Draining
+from nexus.kernel.drain import Drainer, Routes
 from nexus.kernel.errors import (
     AgentNotFound,
     DuplicateAgent,
@@ -30,7 +30,7 @@ from nexus.kernel.errors import (
     SendTimeout,
     ShuttingDown,
 )
-from nexus.kernel.mailbox import COUNTERS, Mailbox
+from nexus.kernel.mailbox import Mailbox
 from nexus.kernel.message import Message
 from nexus.kernel.stats import (
     AgentStats,
@@ -39,8 +39,7 @@ from nexus.kernel.stats import (
     agent_stats,
     kernel_stats,
 )
-from nexus.kernel.supervision import NEVER, RestartPolicy, Supervisor
-from nexus.kernel.watchdog import Watchdog
+from nexus.kernel.supervision import NEVER, RestartPolicy
 
 if TYPE_CHECKING:
     from nexus.kernel.remote import NatsRemote
@@ -52,7 +51,7 @@ ErrorHook = Callable[[KernelError], None]
 LINGER = 1.0
 
 
-class Kernel(Draining):
+class Kernel:
     """Create inside a running event loop; use `async with Kernel() as kernel:` or call shutdown()."""
 
     def __init__(
@@ -69,21 +68,30 @@ class Kernel(Draining):
         self._send_timeout = config.send_timeout_ms / 1000
         self._handle_timeout = config.handle_timeout_ms / 1000
         self._capacity = config.mailbox_capacity
-        self._mailboxes: dict[str, Mailbox] = {}
         self._asks = PendingAsks(self._loop)
-        self._watchdog = Watchdog(self._loop, self._handle_timeout, self._handle_timed_out, self._unlinger, linger)
-        self._supervisor = Supervisor(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_error = on_error
-        self._linger = linger
         self._remote: NatsRemote | None = None
         self._accepting = True
         self._shutdown_mode: str | None = None
         self._shutdown: asyncio.Task[ShutdownReport] | None = None
-        self._idle_waiter: asyncio.Future[None] | None = None
         self.send_timeouts = 0
         self.replies_dropped = 0
-        self.retired = dict.fromkeys(COUNTERS, 0)  # counters of agents that already left
+        routes = Routes(
+            owner=self,
+            deliver_nowait=self._deliver_nowait,
+            deliver=self._deliver,
+            fail_ask=self._fail_ask,
+            report=self._report,
+            background=self._background,
+            retired=self._unexpose,
+            closing=lambda: not self._accepting,
+        )
+        self._drainer = Drainer(self._loop, self._handle_timeout, linger, routes)
+        # The send paths' own references (one attribute lookup each, as before the split).
+        self._mailboxes: dict[str, Mailbox] = self._drainer.mailboxes
+        self._schedule = self._drainer.schedule
+        self._wake = self._drainer.wake
 
     async def __aenter__(self) -> Kernel:
         return self
@@ -124,7 +132,7 @@ class Kernel(Draining):
         if handle_timeout is None:
             handle_timeout = self._handle_timeout
         else:
-            self._watchdog.tighten(handle_timeout)
+            self._drainer.watchdog.tighten(handle_timeout)
         capacity = mailbox_capacity or self._capacity
         needs_start = start_hook(agent) is not None
         mb = Mailbox(agent, capacity, handle_timeout, restart, factory, needs_start)
@@ -137,6 +145,9 @@ class Kernel(Draining):
 
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._mailboxes
+
+    def agent_ids(self) -> list[str]:
+        return list(self._mailboxes)
 
     def agent(self, agent_id: str) -> Agent:
         mb = self._mailboxes.get(agent_id)
@@ -288,19 +299,53 @@ class Kernel(Draining):
         if not self._deliver_nowait(message):
             await self._deliver(message)
 
+    def report_failure(self, agent_id: str, exc: BaseException) -> None:
+        """An agent's backing resource died (e.g. a bridged child exited): apply its restart policy."""
+        self._drainer.report_failure(agent_id, exc)
+
+    def _unexpose(self, agent_id: str) -> None:
+        if self._remote is not None:
+            self._remote.unexpose(agent_id)
+
     async def stop(self, agent_id: str, *, mode: Literal["drain", "drop"] = "drain", deadline: float = 5.0) -> None:
         """Stop one agent: refuse new messages, finish (drain) or discard (drop) queued ones
         within `deadline` seconds, cancel what is left, call on_stop, unregister."""
-        await lifecycle.stop_agent(self, agent_id, mode, deadline)
+        await lifecycle.stop_agent(self._drainer, agent_id, mode, deadline)
 
     async def shutdown(self, mode: Literal["drain", "drop"] = "drain", deadline: float = 5.0) -> ShutdownReport:
         """Stop everything. `drain`: no new messages from outside, but agents finish their
         queues (and may message each other) until `deadline`; `drop`: queued messages are
         discarded and only running handlers finish. At the deadline, handlers are cancelled."""
         if self._shutdown is None:
-            begun = lifecycle.begin_shutdown(self, mode)
-            self._shutdown = self._loop.create_task(lifecycle.shutdown_kernel(self, mode, deadline, begun))
+            # Close the front door at once: from here on sends from outside raise ShuttingDown.
+            self._accepting = False
+            self._shutdown_mode = mode
+            log.info("kernel %s shutting down (%s)", self.id, mode)
+            begun = lifecycle.begin_shutdown(self._drainer, mode)
+            self._shutdown = self._loop.create_task(self._shut_down(mode, deadline, begun))
         return await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self, mode: str, deadline: float, begun: lifecycle.Begun) -> ShutdownReport:
+        loop = self._loop
+        end = begun.started + deadline
+        cancelled, dropped, agents = await lifecycle.retire_all(self._drainer, begun, end)
+        self._asks.fail_all(ShuttingDown, "kernel shut down")
+        self._asks.close_all()
+        self._drainer.watchdog.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=max(end - loop.time(), lifecycle.STOP_HOOK_GRACE))
+        if self._remote is not None:
+            await self._remote.close()
+        report = ShutdownReport(
+            mode=mode,
+            drained=self.total_handled() - begun.handled_before,
+            dropped=dropped,
+            cancelled=cancelled,
+            agents=agents,
+            elapsed=loop.time() - begun.started,
+        )
+        log.info("kernel %s shut down: %s", self.id, report)
+        return report
 
     # ---- reporting ----------------------------------------------------------------------
 
@@ -327,14 +372,14 @@ class Kernel(Draining):
 
     def total(self, counter: str) -> int:
         """A counter (handled, failures, timeouts, restarts, dropped) over all agents ever run."""
-        return self.retired[counter] + sum(getattr(mb, counter) for mb in self._mailboxes.values())
+        return self._drainer.total(counter)
 
     def total_handled(self) -> int:
         return self.total("handled")
 
     def stats(self, *, depths: bool = True) -> KernelStats:
         """Totals, and every agent's mailbox depth (`depths=False` skips the per-agent dict)."""
-        return kernel_stats(self, depths)
+        return kernel_stats(self, self._drainer, len(self._asks), depths)
 
     def agent_stats(self, agent_id: str) -> AgentStats:
         mb = self._mailboxes.get(agent_id)

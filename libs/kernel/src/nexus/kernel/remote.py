@@ -74,7 +74,7 @@ class NatsRemote:
         self._ack_prefix = self._nc.new_inbox()
         self._ack_sub = await self._nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
         self.expose(self._kernel.id)  # replies to the kernel's own asks
-        for agent_id in list(self._kernel._mailboxes):
+        for agent_id in self._kernel.agent_ids():
             self.expose(agent_id)
         await self.ready()
 

@@ -9,6 +9,7 @@ import msgspec
 from nexus.kernel.mailbox import PAUSED
 
 if TYPE_CHECKING:
+    from nexus.kernel.drain import Drainer
     from nexus.kernel.kernel import Kernel
     from nexus.kernel.mailbox import Mailbox
 
@@ -53,21 +54,22 @@ class ShutdownReport(msgspec.Struct, kw_only=True):
     elapsed: float
 
 
-def kernel_stats(kernel: Kernel, depths: bool) -> KernelStats:
-    mbs = kernel._mailboxes.values()
+def kernel_stats(kernel: Kernel, drainer: Drainer, pending_asks: int, depths: bool) -> KernelStats:
+    mbs = drainer.mailboxes.values()
+    active = drainer.watchdog.active  # the mailboxes with a drain task (draining, or lingering)
     remote = kernel.remote
     return KernelStats(
-        agents=len(kernel._mailboxes),
-        handled=kernel.total("handled"),
-        failures=kernel.total("failures"),
-        timeouts=kernel.total("timeouts"),
-        restarts=kernel.total("restarts"),
-        dropped=kernel.total("dropped"),
+        agents=len(mbs),
+        handled=drainer.total("handled"),
+        failures=drainer.total("failures"),
+        timeouts=drainer.total("timeouts"),
+        restarts=drainer.total("restarts"),
+        dropped=drainer.total("dropped"),
         send_timeouts=kernel.send_timeouts,
         replies_dropped=kernel.replies_dropped,
-        pending_asks=len(kernel._asks),
-        draining=sum(1 for mb in kernel._watchdog.active if mb.waiter is None),
-        tasks=len(kernel._watchdog.active),
+        pending_asks=pending_asks,
+        draining=sum(1 for mb in active if mb.waiter is None),
+        tasks=len(active),
         max_depth=max((len(mb.queue) for mb in mbs), default=0),
         mailbox_depths={mb.id: len(mb.queue) for mb in mbs} if depths else {},
         remote_sent=remote.sent if remote else 0,

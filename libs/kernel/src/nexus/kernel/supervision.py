@@ -25,7 +25,7 @@ from nexus.kernel.errors import AgentFailed
 from nexus.kernel.mailbox import PAUSED
 
 if TYPE_CHECKING:
-    from nexus.kernel.kernel import Kernel
+    from nexus.kernel.drain import Drainer
     from nexus.kernel.mailbox import Mailbox
     from nexus.kernel.message import Message
 
@@ -59,23 +59,25 @@ NEVER = RestartPolicy()
 
 
 class Supervisor:
-    def __init__(self, kernel: Kernel) -> None:
-        self._kernel = kernel
+    """Applies an agent's restart policy when it fails; works on the drainer's mailboxes."""
+
+    def __init__(self, drainer: Drainer) -> None:
+        self._drainer = drainer
 
     def failed(self, mb: Mailbox, message: Message | None, exc: BaseException) -> None:
         """Apply `mb`'s restart policy. The caller's drain task (if any) must return right after."""
-        kernel = self._kernel
+        drainer = self._drainer
         mb.failures += 1
         error = AgentFailed(mb.id, f"{type(exc).__name__}: {exc}", message_id=message.id if message else None)
         error.__cause__ = exc
-        kernel._report(error)
+        drainer.routes.report(error)
         if message is not None:
-            kernel._fail_ask(message.id, error)
+            drainer.routes.fail_ask(message.id, error)
         policy = mb.policy
-        if policy.mode == "never" or kernel.closing:
-            kernel._retire(mb, error)
+        if policy.mode == "never" or drainer.routes.closing():
+            drainer.retire(mb, error)
             return
-        loop = kernel._loop
+        loop = drainer.loop
         now = loop.time()
         times = mb.restart_times
         if times is None:
@@ -84,7 +86,7 @@ class Supervisor:
             times.popleft()
         if len(times) >= policy.max_restarts:
             log.error("agent %s failed %d times within %.0fs; giving up", mb.id, len(times) + 1, policy.window)
-            kernel._retire(mb, error)
+            drainer.retire(mb, error)
             return
         delay = policy.delay(len(times))
         times.append(now)
@@ -96,7 +98,7 @@ class Supervisor:
         mb.restart_handle = None
         if mb.task is not PAUSED:
             return  # stopped while waiting
-        kernel = self._kernel
+        drainer = self._drainer
         if mb.factory is not None:
             old = mb.agent
             try:
@@ -109,13 +111,13 @@ class Supervisor:
                 return
             mb.agent = new
             if (hook := stop_hook(old)) is not None:
-                kernel._background(hook(), f"on_stop of replaced {mb.id}")
+                drainer.routes.background(hook(), f"on_stop of replaced {mb.id}")
         mb.restarts += 1
         mb.needs_start = start_hook(mb.agent) is not None
         mb.task = None
         log.info("agent %s restarted (%d)", mb.id, mb.restarts)
         if mb.queue or mb.needs_start:
-            kernel._schedule(mb)
+            drainer.schedule(mb)
 
     @staticmethod
     def cancel_restart(mb: Mailbox) -> None:
