@@ -1,0 +1,86 @@
+"""Commands: parsed like a POSIX shell would (no shell runs them), decided by the agent's command
+policy, confined by the sandbox, their output masked and bounded."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox
+from nexus.agent_runner.hypervisor.errors import Refused
+from nexus.agent_runner.hypervisor.registry import tool
+from nexus.agent_runner.hypervisor.secrets import UnknownSecret
+from nexus.agent_runner.hypervisor.state import now_iso
+from nexus.agent_runner.hypervisor.tools import Args, Doc, ToolResult
+from nexus.domain.sessions import CommandRunChange
+
+if TYPE_CHECKING:
+    from nexus.agent_runner.hypervisor.core import Hypervisor
+
+
+class RunCommandArgs(Args):
+    cmd: Annotated[
+        str,
+        Doc(
+            description="A command line, split like a POSIX shell would split it but run WITHOUT a shell "
+            "(no pipes, redirection, globbing or $VARS). Use ${secret:NAME} to pass a secret."
+        ),
+    ]
+    timeout_s: (
+        Annotated[float, Doc(gt=0, description="Seconds before the command is killed (capped by policy).")] | None
+    ) = None
+
+
+@tool("run_command", RunCommandArgs, "Run a command in the workspace under the agent's command policy.")
+async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
+    policy = hv.permissions.commands
+    template = commands.parse(args.cmd)
+    ctx = cmdparse.Context(hv.ws.root, hv.cmd_env.get("PATH", ""))
+    plan = cmdparse.analyze(template, ctx)
+    decision, why = commands.decide(args.cmd, plan.layers, policy, hv.permissions.ask)
+    if decision == "deny":
+        raise Refused("policy-deny", f"the command policy denies it ({why})")
+    try:
+        secret_env = {name: hv.secrets.substitute(value) for name, value in plan.env.items()}
+    except UnknownSecret as exc:
+        raise Refused("unknown-secret", f"no secret named {exc.name}") from None
+    if decision == "ask":
+        await hv.ask("command", args.cmd)
+    for entry, rel in cmdparse.approvals(plan.writes, hv.permissions.ask):
+        await hv.ask(entry, rel)
+    timeout = min(args.timeout_s, policy.timeout_s) if args.timeout_s else policy.timeout_s
+    spec = sandbox.Spec(
+        workspace=hv.ws.root,
+        network=policy.network,
+        programs=plan.programs,
+        limits=sandbox.Limits(cpu_s=int(timeout) + 5),
+        home=hv.env.get("HOME"),
+    )
+    longest = max((len(v.encode()) for v in hv.secrets.values), default=0)
+    outcome = await commands.execute(
+        plan.argv,
+        cwd=hv.ws.root,
+        env={**hv.cmd_env, **secret_env},
+        timeout_s=timeout,
+        max_output=policy.max_output_bytes,
+        confine=(hv.sandbox, spec),
+        slack=longest,
+    )
+    await hv.record(
+        CommandRunChange(
+            cmd=args.cmd,
+            exit_code=outcome.exit_code,
+            duration_ms=outcome.duration_ms,
+            output_truncated=outcome.truncated,
+            timestamp=now_iso(),
+        )
+    )
+    text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
+    footer = [f"[exit code {outcome.exit_code}]"]
+    if outcome.truncated:
+        footer.append(
+            f"[output truncated: showed {min(len(outcome.output), policy.max_output_bytes)} "
+            f"of {outcome.total_bytes} bytes]"
+        )
+    if outcome.timed_out:
+        footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
+    return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
