@@ -5,7 +5,7 @@ import re
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -283,6 +283,53 @@ async def supervised(
     LOOPS.down.pop(name, None)
 
 
+@contextlib.asynccontextmanager
+async def pulling(
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    subject: str,
+    max_deliver: int,
+    ack_wait_s: float,
+    max_ack_pending: int,
+) -> AsyncIterator[JetStreamContext.PullSubscription]:
+    """The durable pull consumer every loop reads through (explicit acks, the whole stream, one
+    subject), unsubscribed when the loop ends."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        max_deliver=max_deliver,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+        filter_subject=subject,
+    )
+    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    try:
+        yield sub
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def fetched(
+    sub: JetStreamContext.PullSubscription, durable: str, stop: asyncio.Event, size: Callable[[], int]
+) -> AsyncIterator[list[Msg]]:
+    """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
+    fails while a reconnect is in progress, is simply tried again: the loop outlives both."""
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(size(), timeout=0.5)
+        except (NatsTimeout, TimeoutError):
+            continue
+        except Exception:  # a reconnect in progress; keep the loop alive
+            log.warning("fetch failed on %s; retrying", durable, exc_info=True)
+            await asyncio.sleep(0.5)
+            continue
+        yield msgs
+
+
 async def consume(js: JetStreamContext, *, durable: str, stop: asyncio.Event, **options: Any) -> None:
     """`consume_once` under supervision: a loop that dies is restarted with backoff."""
     await supervised(durable, lambda: consume_once(js, durable=durable, stop=stop, **options), stop)
@@ -309,32 +356,23 @@ async def consume_once(
     run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
     too, one key's messages of a fetch are handled in one call (batched writes); if that call
     fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
-    config = ConsumerConfig(
-        durable_name=durable,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        max_deliver=max_deliver,
-        ack_wait=ack_wait_s,
-        max_ack_pending=max_ack_pending,
-        filter_subject=subject,
-    )
-    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
     sem = asyncio.Semaphore(concurrency)
 
     async def run(m: Msg) -> None:
         async with sem:
             await handle_message(js, m, durable, handler, max_deliver)
 
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=0.5)
-            except (NatsTimeout, TimeoutError):
-                continue
-            except Exception:  # a reconnect in progress; keep the loop alive
-                log.warning("fetch failed on %s; retrying", durable, exc_info=True)
-                await asyncio.sleep(0.5)
-                continue
+    subscription = pulling(
+        js,
+        stream=stream,
+        durable=durable,
+        subject=subject,
+        max_deliver=max_deliver,
+        ack_wait_s=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+    )
+    async with subscription as sub:
+        async for msgs in fetched(sub, durable, stop, lambda: batch):
             if partition is not None and concurrency > 1:
                 groups: dict[str, list[Msg]] = {}
                 for m in msgs:
@@ -353,11 +391,6 @@ async def consume_once(
                     await handle_message(js, m, durable, handler, max_deliver)
             else:
                 await asyncio.gather(*(run(m) for m in msgs))
-    finally:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 # The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere

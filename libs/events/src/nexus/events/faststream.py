@@ -6,6 +6,10 @@ the envelope is decoded with msgspec by the catalog, and the handler's outcome i
 explicitly (ack; nak with backoff; dead-letter to `nexus.dlq.<subject>` and term) by the same
 `handle_message` the raw nats-py consumers use."""
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from faststream.middlewares import AckPolicy
@@ -14,6 +18,10 @@ from faststream.nats.annotations import NatsMessage
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from nexus.events.bus import connect, ensure_streams
 from nexus.events.consumer import Handler, handle_message
 
 
@@ -89,3 +97,31 @@ def durable_subscriber(
         )(on_message)
 
     return register(handler) if handler is not None else register
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    nc: NATS
+    js: JetStreamContext
+    broker: NatsBroker  # the service's subscribers register here; the service starts it when ready
+
+
+@contextlib.asynccontextmanager
+async def edge(
+    url: str, user: str, creds: str = "", *, replicas: int = 1, log_level: int = logging.INFO
+) -> AsyncIterator[Edge]:
+    """What an edge service (board-sync, telegram-gateway) stands on: a connection as its NATS `user`
+    with the streams ensured, and a FastStream broker for its subscribers. On exit the broker is
+    stopped (unless the service already did, to order its own shutdown) and the connection drained."""
+    nc = await connect(url, user, creds=creds)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, replicas)
+        broker = NatsBroker(name=f"{user}-subscribers", log_level=log_level, **broker_options(url, user, creds))
+        try:
+            yield Edge(nc, js, broker)
+        finally:
+            if broker.running:
+                await broker.stop()
+    finally:
+        await nc.drain()

@@ -2,12 +2,9 @@
 contract, owns `board_links`, and handles verified webhooks forwarded by core-api."""
 
 import asyncio
-import contextlib
 import logging
 import os
 from pathlib import Path
-
-from faststream.nats import NatsBroker
 
 from nexus.board_sync.handlers import DURABLES, register
 from nexus.board_sync.links import LinkStore
@@ -18,37 +15,33 @@ from nexus.board_sync.sync import Syncer
 from nexus.db.connection import connect_db
 from nexus.db.documents import Task
 from nexus.domain.settings import load_settings
-from nexus.events.bus import Publisher, connect, ensure_streams
-from nexus.events.faststream import broker_options
+from nexus.events.bus import Publisher
+from nexus.events.faststream import Edge, edge
 from nexus.events.catalog import EVENTS_STREAM
+from nexus.observability.periodic import every
 from nexus.observability.secrets import SecretStore
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 
 log = logging.getLogger("nexus.board_sync")
 
 
-async def _every(seconds: float, stop: asyncio.Event, fn) -> None:
-    while seconds > 0 and not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-        if stop.is_set():
-            return
-        try:
-            await fn()
-        except Exception:  # a failed round must not stop the next
-            log.warning("periodic %s failed", getattr(fn, "__name__", fn), exc_info=True)
-
-
 async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     stop = stop_event_on_signals()
     db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
-    database = Task.get_pymongo_collection().database
-    links = LinkStore(database["board_links"])
-    await links.ensure_indexes()
-    nc = await connect(settings.nats_url, "board-sync", creds=settings.nats_creds)
-    js = nc.jetstream()
-    await ensure_streams(js, settings.jetstream_replicas)
-    publisher = Publisher(js, "board-sync")
+    try:
+        database = Task.get_pymongo_collection().database
+        links = LinkStore(database["board_links"])
+        await links.ensure_indexes()
+        bus = edge(settings.nats_url, "board-sync", settings.nats_creds, replicas=settings.jetstream_replicas)
+        async with bus as connected:
+            await _follow(settings, environ, connected, links, database, stop)
+    finally:
+        await db.close()
+
+
+async def _follow(settings: BoardSyncSettings, environ: dict[str, str], bus: Edge, links: LinkStore, database,
+                  stop) -> None:
+    publisher = Publisher(bus.js, "board-sync")
 
     async def cancel(cmd) -> None:
         await publisher.publish("core.cancel_task", cmd, correlation_id=cmd.task_id)
@@ -56,33 +49,28 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     resolver = ProviderResolver(database["board_providers"], SecretStore(Path(settings.secrets_dir), environ))
     syncer = Syncer(links, resolver, nexus_url=settings.api_url, cancel=cancel,
                     crash_after_create_file=settings.crash_after_create_file)
-    broker = NatsBroker(
-        name="board-sync-handlers", **broker_options(settings.nats_url, "board-sync", settings.nats_creds)
-    )
-    register(broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver,
+    register(bus.broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver,
              ack_wait_s=settings.ack_wait_s)
 
     async def queue_depth() -> None:
         for durable in DURABLES:
-            info = await js.consumer_info(EVENTS_STREAM, durable)
+            info = await bus.js.consumer_info(EVENTS_STREAM, durable)
             QUEUE_DEPTH.labels(durable).set(info.num_pending + info.num_ack_pending)
 
     async def ready() -> bool:
-        return nc.is_connected
+        return bus.nc.is_connected
 
     ops = await start_ops(settings, ready)
-    await broker.start()
+    await bus.broker.start()
     log.info("board-sync is following the board")
     try:
         await asyncio.gather(
-            _every(settings.drift_interval_s, stop, syncer.reconcile), _every(5.0, stop, queue_depth), stop.wait()
+            every(settings.drift_interval_s, stop, syncer.reconcile), every(5.0, stop, queue_depth), stop.wait()
         )
     finally:
-        await broker.stop()
+        await bus.broker.stop()  # no handler uses the providers' clients past this point
         await resolver.aclose()
         await ops.stop()
-        await nc.drain()
-        await db.close()
 
 
 def main() -> None:

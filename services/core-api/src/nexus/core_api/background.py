@@ -1,7 +1,6 @@
 """core-api's work besides HTTP: consuming run events and commands, and periodic sweeps."""
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -16,6 +15,7 @@ from nexus.events import payloads as p
 from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM, spec
 from nexus.events.consumer import LOOPS, Delivery, Poison, consume
 from nexus.observability.health import OpsServer
+from nexus.observability.periodic import every
 
 log = logging.getLogger("nexus.core_api.background")
 
@@ -59,18 +59,6 @@ async def requeue_stale(ctx: Context) -> int:
     return n
 
 
-async def _every(seconds: float, stop: asyncio.Event, fn, *args) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-        if stop.is_set():
-            return
-        try:
-            await fn(*args)
-        except Exception:  # a sweep failing once must not stop the next
-            log.exception("periodic %s failed", getattr(fn, "__name__", fn))
-
-
 async def run_background(ctx: Context, stop: asyncio.Event) -> None:
     s = ctx.settings
     async def ready() -> bool:  # the bus is up and no consumer loop is down
@@ -88,8 +76,8 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
                 max_deliver=20),  # a database restart must not dead-letter run events: they are retried for minutes
         consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
                 handler=lambda d: handle_command(ctx, d), stop=stop),
-        _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),
-        _every(5.0, stop, expire_due, ctx),
+        every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
+        every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
         serve_queries(ctx, stop),
     ]
     try:

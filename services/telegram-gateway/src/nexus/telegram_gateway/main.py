@@ -7,11 +7,9 @@ import contextlib
 import logging
 import os
 
-from faststream.nats import NatsBroker
-
 from nexus.domain.settings import load_settings
-from nexus.events.bus import Publisher, connect, ensure_streams
-from nexus.events.faststream import broker_options
+from nexus.events.bus import Publisher
+from nexus.events.faststream import Edge, edge
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.telegram_gateway import outbox as outbox_mod
 from nexus.telegram_gateway import store as store_mod
@@ -42,11 +40,14 @@ async def _start_bot(bot, stop: asyncio.Event, status: dict[str, str]) -> None:
 
 async def serve(settings: TelegramSettings) -> None:
     stop = stop_event_on_signals()
-    nc = await connect(settings.nats_url, "telegram-gateway", creds=settings.nats_creds)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    core = CoreClient(nc, Publisher(js, "telegram-gateway"), settings.telegram_rpc_timeout_s)
-    store = await store_mod.ChatStore.open(js)
+    # Each handled message is logged at debug level: alerts are counted in the consumer metrics instead.
+    async with edge(settings.nats_url, "telegram-gateway", settings.nats_creds, log_level=logging.DEBUG) as bus:
+        await _attend(settings, bus, stop)
+
+
+async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) -> None:
+    core = CoreClient(bus.nc, Publisher(bus.js, "telegram-gateway"), settings.telegram_rpc_timeout_s)
+    store = await store_mod.ChatStore.open(bus.js)
     status = {"telegram": "off (no NEXUS_TELEGRAM_TOKEN)"}
     bot = outbox = None
     if settings.telegram_token:
@@ -54,19 +55,16 @@ async def serve(settings: TelegramSettings) -> None:
 
         bot = Bot(settings, core, store)
         outbox = outbox_mod.Outbox(
-            await store_mod.open_bucket(js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s
+            await store_mod.open_bucket(bus.js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s
         )
         bot.outbox = outbox
         status["telegram"] = "starting"
     else:
         log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
-    # Each handled message is logged at debug level: alerts are counted in the consumer metrics instead.
-    broker = NatsBroker(name="telegram-gateway-subscribers", log_level=logging.DEBUG,
-                        **broker_options(settings.nats_url, "telegram-gateway", settings.nats_creds))
-    Alerts(core, store, outbox, settings.telegram_link_base).register(broker)
+    Alerts(core, store, outbox, settings.telegram_link_base).register(bus.broker)
 
     async def ready() -> bool:
-        return nc.is_connected
+        return bus.nc.is_connected
 
     ops = await start_ops(settings, ready, lambda: f"telegram: {status['telegram']}")
     starting = None
@@ -74,19 +72,18 @@ async def serve(settings: TelegramSettings) -> None:
         if bot is not None and outbox is not None:
             await outbox.start()
             starting = asyncio.create_task(_start_bot(bot, stop, status))
-        await broker.start()
+        await bus.broker.start()
         await stop.wait()
     finally:
         if starting is not None:
             starting.cancel()
-        await broker.stop()
+        await bus.broker.stop()  # no alert reaches the outbox past this point
         if outbox is not None:
             await outbox.stop()
         if bot is not None:
             with contextlib.suppress(Exception):
                 await bot.stop()
         await ops.stop()
-        await nc.drain()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The launch consumer. Unlike the generic `consume()`, it keeps fetching while launches wait for a
 slot, so a later, higher-priority launch can overtake them: every fetched command queues a slot
-request at once (by priority), and a batch is granted only after all of it is queued."""
+request at once (by priority), and a batch is granted only after all of it is queued. The
+subscription and the fetch loop are the events library's (`pulling`, `fetched`)."""
 
 import asyncio
 import contextlib
@@ -8,12 +9,10 @@ import logging
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexus.events.catalog import CMDS_STREAM
-from nexus.events.consumer import decode_message, reject, settle
+from nexus.events.consumer import decode_message, fetched, pulling, reject, settle
 from nexus.events.payloads import LaunchRun
 from nexus.worker.launcher import Launcher
 from nexus.worker.slots import Ticket
@@ -34,42 +33,34 @@ class LaunchIntake:
         self.inflight: set[asyncio.Task] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        config = ConsumerConfig(
-            durable_name=DURABLE,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+        subscription = pulling(
+            self.js,
+            stream=CMDS_STREAM,
+            durable=DURABLE,
+            subject=SUBJECT,
             max_deliver=self.max_deliver,
-            ack_wait=self.ack_wait_s,
+            ack_wait_s=self.ack_wait_s,
             max_ack_pending=max(self.backlog * 4, 1000),
-            filter_subject=SUBJECT,
         )
-        sub = await self.js.pull_subscribe(SUBJECT, durable=DURABLE, stream=CMDS_STREAM, config=config)
         try:
-            while not stop.is_set():
-                room = self.backlog - len(self.inflight)
-                if room <= 0:
-                    await asyncio.wait(self.inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                try:
-                    msgs = await sub.fetch(min(room, 64), timeout=0.5)
-                except (NatsTimeout, TimeoutError):
-                    continue
-                except Exception:  # a reconnect in progress; keep the loop alive
-                    log.warning("fetch failed on %s; retrying", DURABLE, exc_info=True)
-                    await asyncio.sleep(0.5)
-                    continue
-                for m in msgs:
-                    try:
-                        await self._accept(m)
-                    except Exception:  # one message never ends the intake; it is redelivered
-                        log.exception("accepting %s failed", m.subject)
-                self.launcher.slots.grant()
+            async with subscription as sub:
+                async for msgs in fetched(sub, DURABLE, stop, self._room):
+                    for m in msgs:
+                        try:
+                            await self._accept(m)
+                        except Exception:  # one message never ends the intake; it is redelivered
+                            log.exception("accepting %s failed", m.subject)
+                    self.launcher.slots.grant()
+                    # A full backlog fetches nothing more until a launch is through.
+                    while len(self.inflight) >= self.backlog and not stop.is_set():
+                        await asyncio.wait(self.inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
             for t in list(self.inflight):
                 t.cancel()
             await asyncio.gather(*self.inflight, return_exceptions=True)
+
+    def _room(self) -> int:
+        return max(1, min(self.backlog - len(self.inflight), 64))
 
     async def _accept(self, m: Msg) -> None:
         deliveries = m.metadata.num_delivered if m.metadata else 1

@@ -1,7 +1,6 @@
 """worker's entry point: consume launch/cancel commands, launch runs, sweep for lost ones, fire schedules."""
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -14,6 +13,7 @@ from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_stream
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import LOOPS, consume, supervised
 from nexus.events.credentials import RunSigner
+from nexus.observability.periodic import every
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
@@ -41,16 +41,6 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]):
         open_files=settings.run_open_files, cpu_seconds=settings.run_cpu_seconds, zygote=settings.zygote,
         run_uid=settings.run_uid, run_gid=settings.run_gid,
     )
-
-
-async def every(seconds: float, stop: asyncio.Event, fn, what: str) -> None:
-    while not stop.is_set():
-        try:
-            await fn()
-        except Exception:  # the next round tries again
-            log.exception("%s failed", what)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _ready(db) -> bool:
@@ -111,9 +101,9 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
             supervised("worker-launch", lambda: intake.run(stop), stop),
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
                     handler=launcher.handle_cancel, stop=stop, ack_wait_s=settings.cancel_ack_wait_s),
-            every(settings.worker_beat_s, stop, membership.beat, "liveness beat"),
-            every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
-            every(settings.schedule_tick_s, stop, scheduler.tick, "schedule tick"),
+            every(settings.worker_beat_s, stop, membership.beat, what="liveness beat", at_start=True),
+            every(settings.sweep_interval_s, stop, recovery.sweep, what="recovery sweep", at_start=True),
+            every(settings.schedule_tick_s, stop, scheduler.tick, what="schedule tick", at_start=True),
         )
     finally:
         await launcher.close()
