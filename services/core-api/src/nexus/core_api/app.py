@@ -35,22 +35,21 @@ from nexus.db.connection import connect_db
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.observability.secrets import SecretStore
+from nexus.core_api.approvals.routes import ApprovalController
+from nexus.core_api.audit.routes import AuditController
+from nexus.core_api.events.routes import system_events
+from nexus.core_api.goals.routes import GoalController
+from nexus.core_api.keys.routes import ApiKeyController, mint_run_token
+from nexus.core_api.memory.routes import MemoryController, preview_memory
+from nexus.core_api.sessions.routes import SessionController, run_session_tree
+from nexus.core_api.errors import document_problems
+from nexus.core_api.schedules.routes import ScheduleController
+from nexus.core_api.chat_bindings.routes import ChatBindingController
+from nexus.core_api.ledger.routes import verify_run_ledger
+from nexus.core_api.board.routes import BoardController, BoardProviderController
+from nexus.core_api.board.webhooks import WebhookController
 
 log = logging.getLogger("nexus.core_api")
-
-from nexus.core_api.approvals.routes import ApprovalController  # noqa: E402
-from nexus.core_api.audit.routes import AuditController  # noqa: E402
-from nexus.core_api.events.routes import system_events  # noqa: E402
-from nexus.core_api.goals.routes import GoalController  # noqa: E402
-from nexus.core_api.keys.routes import ApiKeyController, mint_run_token  # noqa: E402
-from nexus.core_api.memory.routes import MemoryController, preview_memory  # noqa: E402
-from nexus.core_api.sessions.routes import SessionController, run_session_tree  # noqa: E402
-from nexus.core_api.errors import document_problems  # noqa: E402
-from nexus.core_api.schedules.routes import ScheduleController  # noqa: E402
-from nexus.core_api.chat_bindings.routes import ChatBindingController  # noqa: E402
-from nexus.core_api.ledger.routes import verify_run_ledger  # noqa: E402
-from nexus.core_api.board.routes import BoardController, BoardProviderController  # noqa: E402
-from nexus.core_api.board.webhooks import WebhookController  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,

@@ -53,7 +53,7 @@ def preload() -> int:
     """Import every agent-runner module (what a cold runner imports lazily, and the providers).
     Returns how many modules were imported."""
     import asyncio  # noqa: F401 — the runner's loop, built fresh in each child
-    import logging  # noqa: F401
+    import logging  # noqa: F401 — as asyncio: imported once here, not in every child
 
     import nexus.agent_runner as pkg
 
