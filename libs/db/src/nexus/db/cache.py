@@ -8,7 +8,7 @@ as several processes."""
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,7 +16,7 @@ from beanie import Document, SortDirection
 from pymongo import monitoring
 
 D = TypeVar("D", bound=Document)
-__all__ = ["ReadCache", "SortDirection", "cached_find", "cached_get", "install"]
+Sort = Sequence[tuple[str, int]]  # (field, 1 or -1); a SortDirection is one of those ints
 _encode = msgspec.json.Encoder(order="sorted").encode
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "drop", "dropDatabase"})
 
@@ -55,19 +55,19 @@ class ReadCache(monitoring.CommandListener):
         return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),
                                    keep=lambda doc: doc is not None)
 
-    async def find(self, doc_cls: type[D], query: dict, sort: list[tuple[str, SortDirection]], limit: int) -> list[D]:
+    async def find(self, doc_cls: type[D], query: dict, sort: Sort, limit: int) -> list[D]:
         """A find() with sort and limit, cached like a document: by collection and exact query, dropped
         by any write to the collection. A query that cannot be keyed goes to the database."""
         try:
             key = ("find", _encode((query, sort, limit)))
         except (TypeError, msgspec.EncodeError):
-            return await doc_cls.find(query).sort(sort).limit(limit).to_list()
+            return await doc_cls.find(query).sort(_directions(sort)).limit(limit).to_list()
         return await self._through(
             self.queries,
             self.max_queries,
             doc_cls,
             key,
-            lambda: doc_cls.find(query).sort(sort).limit(limit).to_list(),
+            lambda: doc_cls.find(query).sort(_directions(sort)).limit(limit).to_list(),
             keep=lambda docs: True,
         )
 
@@ -122,8 +122,12 @@ async def cached_get(doc_cls: type[D], doc_id: Any) -> D | None:
     return await _cache.get(doc_cls, doc_id)
 
 
-async def cached_find(doc_cls: type[D], query: dict, sort: list[tuple[str, SortDirection]], limit: int) -> list[D]:
+async def cached_find(doc_cls: type[D], query: dict, sort: Sort, limit: int) -> list[D]:
     """Documents returned here are shared: read them, never mutate them."""
     if _cache is None:
-        return await doc_cls.find(query).sort(sort).limit(limit).to_list()
+        return await doc_cls.find(query).sort(_directions(sort)).limit(limit).to_list()
     return await _cache.find(doc_cls, query, sort, limit)
+
+
+def _directions(sort: Sort) -> list[tuple[str, SortDirection]]:
+    return [(field, SortDirection(direction)) for field, direction in sort]

@@ -283,6 +283,88 @@ async def supervised(
     LOOPS.down.pop(name, None)
 
 
+async def consume(js: JetStreamContext, *, durable: str, stop: asyncio.Event, **options: Any) -> None:
+    """`consume_once` under supervision: a loop that dies is restarted with backoff."""
+    await supervised(durable, lambda: consume_once(js, durable=durable, stop=stop, **options), stop)
+
+
+async def consume_once(
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    subject: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    max_deliver: int = 5,
+    ack_wait_s: float = 30.0,
+    batch: int = 32,
+    concurrency: int = 1,
+    partition: Callable[[str], str] | None = None,
+    max_ack_pending: int = 1000,
+    group_handler: GroupHandler | None = None,
+) -> None:
+    """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
+    with `partition` (subject → key) messages of one key keep their order and different keys
+    run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
+    too, one key's messages of a fetch are handled in one call (batched writes); if that call
+    fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        max_deliver=max_deliver,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+        filter_subject=subject,
+    )
+    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def run(m: Msg) -> None:
+        async with sem:
+            await handle_message(js, m, durable, handler, max_deliver)
+
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except Exception:  # a reconnect in progress; keep the loop alive
+                log.warning("fetch failed on %s; retrying", durable, exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if partition is not None and concurrency > 1:
+                groups: dict[str, list[Msg]] = {}
+                for m in msgs:
+                    groups.setdefault(partition(m.subject), []).append(m)
+
+                async def run_group(group: list[Msg]) -> None:
+                    async with sem:
+                        if group_handler is not None and await _handle_group(js, group, durable, group_handler):
+                            return
+                        for m in group:
+                            await handle_message(js, m, durable, handler, max_deliver)
+
+                await asyncio.gather(*(run_group(g) for g in groups.values()))
+            elif concurrency == 1:
+                for m in msgs:
+                    await handle_message(js, m, durable, handler, max_deliver)
+            else:
+                await asyncio.gather(*(run(m) for m in msgs))
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere
+# (FastStream's, see nexus.events.faststream).
+handle_message = _handle_one
+
+
 @contextlib.asynccontextmanager
 async def pulling(
     js: JetStreamContext,
@@ -328,71 +410,3 @@ async def fetched(
             await asyncio.sleep(0.5)
             continue
         yield msgs
-
-
-async def consume(js: JetStreamContext, *, durable: str, stop: asyncio.Event, **options: Any) -> None:
-    """`consume_once` under supervision: a loop that dies is restarted with backoff."""
-    await supervised(durable, lambda: consume_once(js, durable=durable, stop=stop, **options), stop)
-
-
-async def consume_once(
-    js: JetStreamContext,
-    *,
-    stream: str,
-    durable: str,
-    subject: str,
-    handler: Handler,
-    stop: asyncio.Event,
-    max_deliver: int = 5,
-    ack_wait_s: float = 30.0,
-    batch: int = 32,
-    concurrency: int = 1,
-    partition: Callable[[str], str] | None = None,
-    max_ack_pending: int = 1000,
-    group_handler: GroupHandler | None = None,
-) -> None:
-    """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
-    with `partition` (subject → key) messages of one key keep their order and different keys
-    run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
-    too, one key's messages of a fetch are handled in one call (batched writes); if that call
-    fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
-    sem = asyncio.Semaphore(concurrency)
-
-    async def run(m: Msg) -> None:
-        async with sem:
-            await handle_message(js, m, durable, handler, max_deliver)
-
-    subscription = pulling(
-        js,
-        stream=stream,
-        durable=durable,
-        subject=subject,
-        max_deliver=max_deliver,
-        ack_wait_s=ack_wait_s,
-        max_ack_pending=max_ack_pending,
-    )
-    async with subscription as sub:
-        async for msgs in fetched(sub, durable, stop, lambda: batch):
-            if partition is not None and concurrency > 1:
-                groups: dict[str, list[Msg]] = {}
-                for m in msgs:
-                    groups.setdefault(partition(m.subject), []).append(m)
-
-                async def run_group(group: list[Msg]) -> None:
-                    async with sem:
-                        if group_handler is not None and await _handle_group(js, group, durable, group_handler):
-                            return
-                        for m in group:
-                            await handle_message(js, m, durable, handler, max_deliver)
-
-                await asyncio.gather(*(run_group(g) for g in groups.values()))
-            elif concurrency == 1:
-                for m in msgs:
-                    await handle_message(js, m, durable, handler, max_deliver)
-            else:
-                await asyncio.gather(*(run(m) for m in msgs))
-
-
-# The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere
-# (FastStream's, see nexus.events.faststream).
-handle_message = _handle_one

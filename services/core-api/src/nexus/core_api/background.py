@@ -7,6 +7,7 @@ from datetime import timedelta
 from nexus.core_api.approvals.service import expire_due
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError
 from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.db.documents import Run, now
@@ -21,6 +22,15 @@ log = logging.getLogger("nexus.core_api.background")
 
 
 async def handle_command(ctx: Context, d: Delivery) -> None:
+    """A command the services refuse (a DomainError: what it names does not exist, it conflicts
+    with the current state) can never succeed: it is dead-lettered with their reason at once."""
+    try:
+        await _route_command(ctx, d)
+    except DomainError as exc:
+        raise Poison(f"refused: {exc}") from exc
+
+
+async def _route_command(ctx: Context, d: Delivery) -> None:
     from nexus.core_api.sessions.meta import plan_children
 
     match d.payload:

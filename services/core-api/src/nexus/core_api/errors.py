@@ -20,12 +20,20 @@ _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-class DomainError(HTTPException):
-    """Raised by services: carries a status, a title and optionally the field at fault."""
+class DomainError(Exception):
+    """Raised by services, which know nothing of HTTP or NATS: what went wrong (`detail`), the
+    field at fault if any, and the status that says what kind of mistake it is (404 nothing there,
+    409 a conflict with the current state, 422 invalid input). The HTTP edge turns it into
+    problem+json (`domain_handler`); a NATS command handler dead-letters the command with it."""
 
     def __init__(self, status_code: int, detail: str, *, field: str | None = None) -> None:
-        super().__init__(status_code=status_code, detail=detail)
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
         self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.detail}" + (f" ({self.field})" if self.field else "")
 
 
 def not_found(kind: str, id_: str) -> DomainError:
@@ -71,17 +79,23 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
     return _problem(422 if exc.status_code == 400 else exc.status_code, "Invalid request", detail, errors)
 
 
+_TITLES = {
+    400: "Malformed request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Payload too large",
+}
+
+
 def http_handler(_: Request, exc: HTTPException) -> Response:
-    errors = [{"field": exc.field, "message": exc.detail}] if isinstance(exc, DomainError) and exc.field else None
-    title = {
-        400: "Malformed request",
-        401: "Unauthorized",
-        403: "Forbidden",
-        404: "Not found",
-        409: "Conflict",
-        413: "Payload too large",
-    }.get(exc.status_code, "Request failed")
-    return _problem(exc.status_code, title, str(exc.detail), errors)
+    return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), str(exc.detail))
+
+
+def domain_handler(_: Request, exc: DomainError) -> Response:
+    errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+    return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), exc.detail, errors)
 
 
 def transition_handler(_: Request, exc: InvalidTransition) -> Response:
@@ -96,6 +110,7 @@ def internal_handler(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ValidationException: validation_handler,
     HTTPException: http_handler,
+    DomainError: domain_handler,
     InvalidTransition: transition_handler,
     Exception: internal_handler,
 }

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 from litestar.params import Parameter
 
-from nexus.db.cache import SortDirection, cached_find, cached_get
+from nexus.db.cache import cached_find, cached_get
 from nexus.db.paging import PagedDocument, bucket_walk, sorts_natively
 
 T = TypeVar("T")
@@ -35,7 +35,7 @@ async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *
     query = dict(filters)
     if cursor:
         query["_id"] = {"$lt": cursor} if newest_first else {"$gt": cursor}
-    sort = [("_id", SortDirection.DESCENDING if newest_first else SortDirection.ASCENDING)]
+    sort = [("_id", -1 if newest_first else 1)]
     if cache:
         docs = await cached_find(doc_cls, query, sort, limit + 1)
     else:
@@ -54,7 +54,7 @@ async def _by_buckets(doc_cls: Any, filters: dict, limit: int, cursor: str | Non
         cursor_page = anchor.page
 
     async def find(query: dict, n: int) -> list:
-        sort = [("_id", SortDirection.DESCENDING)]
+        sort = [("_id", -1)]
         if cache:
             return await cached_find(doc_cls, query, sort, n)
         return await doc_cls.find(query).sort(sort).limit(n).to_list()

@@ -7,6 +7,7 @@ import msgspec
 
 from nexus.core_api.board.schemas import BoardProviderIn, BoardProviderOut, JiraSettings, PlaneSettings
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.named import named_id
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Repository, Task, now
 
@@ -20,10 +21,7 @@ def _coll() -> Any:
 async def _scope(ref: str) -> str:
     if ref == "default":
         return ref
-    repo = await Repository.get(ref) or await Repository.find_one({"name": ref})
-    if repo is None or repo.deleted:
-        raise DomainError(422, f"repository {ref!r} does not exist", field="scope")
-    return repo.id
+    return await named_id(Repository, ref, kind="repository", field="scope")
 
 
 def _out(doc: dict) -> BoardProviderOut:

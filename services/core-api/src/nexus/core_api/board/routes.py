@@ -13,6 +13,7 @@ from nexus.core_api.board.columns import column_of
 from nexus.core_api.board.schemas import BoardOut, BoardProviderIn, BoardProviderOut, CardMove, CardOut
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
+from nexus.core_api.named import named_id
 from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.tasks import service as tasks
@@ -22,10 +23,7 @@ from nexus.events.catalog import EVENTS_STREAM, spec
 
 
 async def _id_of(doc_cls, ref: str, field: str) -> str:
-    doc = await doc_cls.get(ref) or await doc_cls.find_one({"name": ref})
-    if doc is None:
-        raise DomainError(422, f"{field} {ref!r} does not exist", field=field)
-    return doc.id
+    return await named_id(doc_cls, ref, kind=field, field=field, live=False)  # a filter may name a deleted one
 
 
 async def _card(task_id: str) -> CardOut:

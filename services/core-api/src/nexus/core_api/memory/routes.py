@@ -8,7 +8,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from nexus.core_api.agents.service import get as get_agent
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
-from nexus.core_api.errors import DomainError
+from nexus.core_api.named import named_id
 from nexus.core_api.memory import service
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryPreviewOut, MemoryUpdate, Scope
 from nexus.core_api.memory.select import select_items
@@ -80,12 +80,7 @@ async def preview_memory(
 ) -> MemoryPreviewOut:
     """The memory a run of this agent would be given, selected exactly as dispatch selects it."""
     agent = await get_agent(agent_id)
-    repo_id = None
-    if repository:
-        repo = await Repository.get(repository) or await Repository.find_one({"name": repository})
-        if repo is None or repo.deleted:
-            raise DomainError(422, f"repository {repository!r} does not exist", field="repository")
-        repo_id = repo.id
+    repo_id = await named_id(Repository, repository, kind="repository", field="repository") if repository else None
     policy = msgspec.convert(agent.spec.get("memory_policy", {}), MemoryPolicy)
     items = await select_items(policy, agent_id=agent.id, repository_id=repo_id, query=query_)
     return MemoryPreviewOut(

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.named import named_id
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryUpdate
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, MemoryItem, Repository, now
@@ -31,11 +32,7 @@ async def _scope_id(scope: str, ref: str | None) -> str | None:
         return None
     if not ref:
         raise DomainError(422, f"a {scope} memory item needs the {scope}'s id or name", field="scope_id")
-    cls = Agent if scope == "agent" else Repository
-    doc = await cls.get(ref) or await cls.find_one({"name": ref})
-    if doc is None or doc.deleted:
-        raise DomainError(422, f"{scope} {ref!r} does not exist", field="scope_id")
-    return doc.id
+    return await named_id(Agent if scope == "agent" else Repository, ref, kind=scope, field="scope_id")
 
 
 def _expiry(ttl_s: int | None):

@@ -1,6 +1,7 @@
 from pymongo.errors import DuplicateKeyError
 
-from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.errors import DomainError
+from nexus.core_api.named import get_named
 from nexus.core_api.repositories.schemas import RepositoryOut, RepositorySpec
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Repository, now
@@ -31,10 +32,7 @@ async def create(spec: RepositorySpec) -> Repository:
 
 
 async def get(id_or_name: str) -> Repository:
-    doc = await Repository.get(id_or_name) or await Repository.find_one({"name": id_or_name})
-    if doc is None or doc.deleted:
-        raise not_found("repository", id_or_name)
-    return doc
+    return await get_named(Repository, id_or_name, "repository")
 
 
 async def update(id_or_name: str, spec: RepositorySpec) -> tuple[Repository, bool]:

@@ -14,7 +14,8 @@ from ulid import ULID
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.context import Context
-from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.errors import DomainError
+from nexus.core_api.named import get_named, named_id
 from nexus.core_api.schedules.schemas import ScheduleOut, ScheduleSpec
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, now
@@ -42,10 +43,7 @@ def check_timing(cron: str, timezone: str) -> None:
 
 
 async def _ref(doc_cls, ref: str, kind: str, field: str) -> str:
-    doc = await doc_cls.get(ref) or await doc_cls.find_one({"name": ref})
-    if doc is None or doc.deleted:
-        raise DomainError(422, f"{kind} {ref!r} does not exist", field=field)
-    return doc.id
+    return await named_id(doc_cls, ref, kind=kind, field=field)
 
 
 async def _template(spec: ScheduleSpec) -> tuple[str, dict]:
@@ -132,10 +130,7 @@ async def create(spec: ScheduleSpec, *, actor: str) -> Schedule:
 
 
 async def get(id_or_name: str) -> Schedule:
-    doc = await Schedule.get(id_or_name) or await Schedule.find_one({"name": id_or_name})
-    if doc is None or doc.deleted:
-        raise not_found("schedule", id_or_name)
-    return doc
+    return await get_named(Schedule, id_or_name, "schedule")
 
 
 async def _cas(s: Schedule, changes: dict) -> bool:

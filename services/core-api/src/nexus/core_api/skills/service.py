@@ -3,6 +3,7 @@
 from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.named import get_named
 from nexus.core_api.schemas import iso
 from nexus.core_api.skills.schemas import SkillOut, SkillSpec
 from nexus.db.documents import Skill, SkillRevision, now
@@ -43,10 +44,7 @@ async def create(spec: SkillSpec) -> Skill:
 
 
 async def get(id_or_name: str) -> Skill:
-    doc = await Skill.get(id_or_name) or await Skill.find_one({"name": id_or_name})
-    if doc is None or doc.deleted:
-        raise not_found("skill", id_or_name)
-    return doc
+    return await get_named(Skill, id_or_name, "skill")
 
 
 async def update(id_or_name: str, spec: SkillSpec) -> tuple[Skill, bool]:

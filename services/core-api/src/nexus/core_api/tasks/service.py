@@ -4,6 +4,7 @@ import logging
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.named import named_id
 from nexus.core_api.schemas import iso
 from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
@@ -51,10 +52,7 @@ async def _agent_id(ref: str) -> str:
 
 
 async def _repo_id(ref: str) -> str:
-    doc = await Repository.get(ref) or await Repository.find_one({"name": ref})
-    if doc is None or doc.deleted:
-        raise DomainError(422, f"repository {ref!r} does not exist", field="repository")
-    return doc.id
+    return await named_id(Repository, ref, kind="repository", field="repository")
 
 
 async def _blocker_statuses(ids: list[str], self_id: str | None = None) -> list[TaskStatus]:

@@ -1,0 +1,34 @@
+"""Named resources (agents, skills, repositories, schedules) are referred to by id or by name:
+the one place that lookup is written. Callers say what a miss means where they stand: a resource
+the request is about is 404, one it refers to is the caller's mistake, 422 naming the field."""
+
+from typing import Any, TypeVar
+
+from nexus.core_api.errors import DomainError, not_found
+
+D = TypeVar("D")  # a document class of nexus.db.documents with `id`, `name` and `deleted`
+
+
+async def find_named(doc_cls: type[D], ref: str, *, live: bool = True) -> D | None:
+    """The document whose id or name is `ref`; a soft-deleted one only with `live=False`."""
+    documents: Any = doc_cls
+    doc = await documents.get(ref) or await documents.find_one({"name": ref})
+    if doc is None or (live and getattr(doc, "deleted", False)):
+        return None
+    return doc
+
+
+async def get_named(doc_cls: type[D], ref: str, kind: str) -> D:
+    """The resource a request is about: 404 when there is none."""
+    doc = await find_named(doc_cls, ref)
+    if doc is None:
+        raise not_found(kind, ref)
+    return doc
+
+
+async def named_id(doc_cls: type[D], ref: str, *, kind: str, field: str, live: bool = True) -> str:
+    """The id of a resource a request refers to: 422 naming `field` when there is none."""
+    doc: Any = await find_named(doc_cls, ref, live=live)
+    if doc is None:
+        raise DomainError(422, f"{kind} {ref!r} does not exist", field=field)
+    return str(doc.id)

@@ -1,0 +1,47 @@
+"""Services raise domain errors, not HTTP exceptions: the HTTP edge maps them to problem+json naming
+the field, and a NATS command they refuse is dead-lettered at once with their reason."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+from litestar.exceptions import HTTPException
+
+from nexus.core_api.background import handle_command
+from nexus.core_api.context import Context
+from nexus.core_api.errors import PROBLEM, DomainError, domain_handler
+from nexus.core_api.settings import CoreSettings
+from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.events.consumer import Delivery, Poison
+from nexus.events.envelope import make_envelope
+from nexus.events.payloads import CancelTask
+
+
+def test_a_domain_error_is_not_an_http_exception_and_becomes_problem_json() -> None:
+    error = DomainError(422, "agent 'ghost' does not exist", field="assignee")
+    assert not isinstance(error, HTTPException)
+    response = domain_handler(None, error)  # type: ignore[arg-type]  # the request is not read
+    assert response.status_code == 422 and response.media_type == PROBLEM
+    body = msgspec.json.decode(response.render(response.content, response.media_type))
+    assert body["status"] == 422 and body["title"] == "Request failed"
+    assert body["errors"] == [{"field": "assignee", "message": "agent 'ghost' does not exist"}]
+
+
+@pytest.fixture
+async def ctx(fresh_db, nats_url: str, nats_creds: str) -> AsyncIterator[Context]:
+    nc = await connect(nats_url, "test-domain-errors", creds=nats_creds)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    yield Context(settings=CoreSettings(nats_url=nats_url), nc=nc, js=js, publisher=Publisher(js, "test"))
+    await nc.close()
+
+
+@pytest.mark.infra
+async def test_a_command_the_services_refuse_is_poison_with_their_reason(ctx: Context) -> None:
+    task_id = f"task_{uuid.uuid4().hex}"
+    cmd = CancelTask(task_id=task_id, provider="plane", actor="someone")
+    delivery = Delivery(make_envelope("core.cancel_task", cmd, source="test"), cmd, "nexus.cmd.core.cancel_task", 1, 1)
+    with pytest.raises(Poison) as refused:
+        await handle_command(ctx, delivery)
+    assert "404" in str(refused.value) and task_id in str(refused.value)
