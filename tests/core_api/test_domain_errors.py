@@ -2,8 +2,6 @@
 the field, and a NATS command they refuse is dead-lettered at once with their reason."""
 
 import uuid
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 from litestar.exceptions import HTTPException
@@ -11,11 +9,10 @@ from litestar.exceptions import HTTPException
 from nexus.core_api.background import handle_command
 from nexus.core_api.context import Context
 from nexus.core_api.errors import PROBLEM, DomainError, domain_handler
-from nexus.core_api.settings import CoreSettings
-from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.consumer import Delivery, Poison
 from nexus.events.envelope import make_envelope
 from nexus.events.payloads import CancelTask
+from tests.core_api.test_chat_commands import ctx  # noqa: F401 — the fixture: a Context on the test servers
 
 
 def test_a_domain_error_is_not_an_http_exception_and_becomes_problem_json() -> None:
@@ -26,15 +23,6 @@ def test_a_domain_error_is_not_an_http_exception_and_becomes_problem_json() -> N
     body = msgspec.json.decode(response.render(response.content, response.media_type))
     assert body["status"] == 422 and body["title"] == "Request failed"
     assert body["errors"] == [{"field": "assignee", "message": "agent 'ghost' does not exist"}]
-
-
-@pytest.fixture
-async def ctx(fresh_db, nats_url: str, nats_creds: str) -> AsyncIterator[Context]:
-    nc = await connect(nats_url, "test-domain-errors", creds=nats_creds)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    yield Context(settings=CoreSettings(nats_url=nats_url), nc=nc, js=js, publisher=Publisher(js, "test"))
-    await nc.close()
 
 
 @pytest.mark.infra
