@@ -79,11 +79,11 @@ class Kernel:
         self.replies_dropped = 0
         routes = Routes(
             owner=self,
-            deliver_nowait=self._deliver_nowait,
+            deliver_nowait=self.deliver_nowait,
             deliver=self._deliver,
-            fail_ask=self._fail_ask,
-            report=self._report,
-            background=self._background,
+            fail_ask=self.fail_ask,
+            report=self.report,
+            background=self.background,
             retired=self._unexpose,
             closing=lambda: not self._accepting,
         )
@@ -142,6 +142,10 @@ class Kernel:
         if remote and self._remote is not None:
             self._remote.expose(agent_id)
         return agent_id
+
+    def awaits_reply(self, message_id: str) -> bool:
+        """An ask of this kernel is waiting for the reply to `message_id`."""
+        return message_id in self._asks
 
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._mailboxes
@@ -227,7 +231,8 @@ class Kernel:
         finally:
             asks.close(mid)
 
-    def _fail_ask(self, message_id: str, error: BaseException) -> None:
+    def fail_ask(self, message_id: str, error: BaseException) -> None:
+        """End the ask waiting on `message_id` (if any) with `error` instead of a reply."""
         self._asks.fail(message_id, error)
 
     def _resolve_ask(self, reply: Message) -> bool:
@@ -240,7 +245,7 @@ class Kernel:
 
     # ---- delivery of handler results ----------------------------------------------------
 
-    def _deliver_nowait(self, message: Message) -> bool:
+    def deliver_nowait(self, message: Message) -> bool:
         """Resolve an ask or enqueue without waiting; False when that takes waiting (or fails)."""
         if message.reply_to is not None and self._resolve_ask(message):
             return True
@@ -265,19 +270,19 @@ class Kernel:
             else:
                 await self._send_slow(message, self._send_timeout)
         except KernelError as exc:
-            self._report_dropped(message, exc)
+            self.report_dropped(message, exc)
 
-    def _report_dropped(self, message: Message, exc: KernelError) -> None:
+    def report_dropped(self, message: Message, exc: KernelError) -> None:
         self.replies_dropped += 1
         error = ReplyDropped(message.to, f"from {message.from_}: {type(exc).__name__}")
         error.__cause__ = exc
-        self._report(error)
+        self.report(error)
 
     async def receive(self, message: Message) -> None:
         """Deliver a message that arrived from another process: local agents only, send semantics."""
         if message.reply_to is not None and self._resolve_ask(message):
             return  # a reply to one of our asks gets in even while we shut down
-        if not (self._accepting and self._deliver_nowait(message)):
+        if not (self._accepting and self.deliver_nowait(message)):
             await self._send_slow(message, self._send_timeout, remote=False)
 
     async def connect_nats(self, nc: Any, *, margin: float = 1.0) -> NatsRemote:
@@ -296,7 +301,7 @@ class Kernel:
 
     async def deliver(self, message: Message) -> None:
         """Route a message the way a handler's return value is routed (used by bridges)."""
-        if not self._deliver_nowait(message):
+        if not self.deliver_nowait(message):
             await self._deliver(message)
 
     def report_failure(self, agent_id: str, exc: BaseException) -> None:
@@ -349,7 +354,8 @@ class Kernel:
 
     # ---- reporting ----------------------------------------------------------------------
 
-    def _report(self, error: KernelError) -> None:
+    def report(self, error: KernelError) -> None:
+        """Tell the kernel's error hook (or the log) about a failure nobody awaits."""
         if self._on_error is not None:
             try:
                 self._on_error(error)
@@ -358,7 +364,9 @@ class Kernel:
         else:
             log.warning("%s", error)
 
-    def _background(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], what: str) -> asyncio.Task[Any]:
+    def background(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any], what: str) -> asyncio.Task[Any]:
+        """Run `coro` as a task shutdown waits for; its failure is logged as `what`."""
+
         async def guarded() -> None:
             try:
                 await coro

@@ -205,7 +205,7 @@ class NatsRemote:
         except KernelError as exc:
             answer = type(exc).__name__.encode()
             if not msg.reply:
-                self._kernel._report_dropped(message, exc)
+                self._kernel.report_dropped(message, exc)
         if msg.reply:
             await msg.respond(answer)
 

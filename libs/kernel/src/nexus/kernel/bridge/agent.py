@@ -174,7 +174,7 @@ class BridgeAgent:
         pipes = self.pipes
         if pipes is None or pipes.exited.done():
             raise BridgeExited(f"{self.id}: child is not running")
-        if message.id in self.kernel._asks:
+        if self.kernel.awaits_reply(message.id):
             self._inflight.add(message.id)
         line = encode_delivery(message)
         if not pipes.offer(line):
@@ -209,8 +209,8 @@ class BridgeAgent:
             error = AgentFailed(self.id, f"child handler failed: {item.payload.error}", item.payload.message_id)
             if item.payload.message_id is not None:
                 self._inflight.discard(item.payload.message_id)
-                self.kernel._fail_ask(item.payload.message_id, error)
-            self.kernel._report(error)
+                self.kernel.fail_ask(item.payload.message_id, error)
+            self.kernel.report(error)
         elif isinstance(item, LogLine):
             level = logging.getLevelName(item.payload.level.upper())
             log.log(level if isinstance(level, int) else logging.INFO, "[%s] %s", self.id, item.payload.message)
@@ -220,18 +220,18 @@ class BridgeAgent:
 
     def _malformed(self, detail: str) -> None:
         self.malformed += 1
-        self.kernel._report(BridgeProtocolError(self.id or None, detail))
+        self.kernel.report(BridgeProtocolError(self.id or None, detail))
 
     def _route(self, message: Message) -> None:
         if self._backlog is not None:
             self._backlog.append(message)
-        elif not self.kernel._deliver_nowait(message):
+        elif not self.kernel.deliver_nowait(message):
             # The target is full: keep order by queueing what follows, and stop reading the
             # child's stdout until the backlog is delivered (or dropped after send timeouts).
             self._backlog = deque([message])
             assert self.pipes is not None
             self.pipes.pause_reading()
-            self.kernel._background(self._drain_backlog(), f"bridge {self.id} backlog")
+            self.kernel.background(self._drain_backlog(), f"bridge {self.id} backlog")
 
     async def _drain_backlog(self) -> None:
         backlog = self._backlog
@@ -255,7 +255,7 @@ class BridgeAgent:
 
     def _fail_inflight(self, error: BaseException) -> None:
         for message_id in self._inflight:
-            self.kernel._fail_ask(message_id, error)
+            self.kernel.fail_ask(message_id, error)
         self._inflight.clear()
 
 
