@@ -58,7 +58,7 @@ class Drainer:
 
     def total(self, counter: str) -> int:
         """A counter (handled, failures, timeouts, restarts, dropped) over all agents ever run."""
-        return self.retired[counter] + sum(getattr(mb, counter) for mb in self.mailboxes.values())
+        return self.retired[counter] + sum(int(getattr(mb, counter)) for mb in self.mailboxes.values())
 
     def wake(self, mb: Mailbox) -> None:
         waiter = mb.waiter

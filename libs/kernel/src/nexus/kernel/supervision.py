@@ -52,7 +52,7 @@ class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def delay(self, recent_restarts: int) -> float:
-        return min(self.backoff * (2**recent_restarts), self.max_backoff)
+        return min(self.backoff * (2.0**recent_restarts), self.max_backoff)
 
 
 NEVER = RestartPolicy()

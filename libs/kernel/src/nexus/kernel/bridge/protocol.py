@@ -65,7 +65,8 @@ SHUTDOWN = _encoder.encode(ShutdownLine()) + b"\n"
 
 
 def decode_child_line(line: bytes) -> ChildLine:
-    return _decoder.decode(line)
+    decoded: ChildLine = _decoder.decode(line)
+    return decoded
 
 
 _DELIVERY_HEAD = b'{"type":"message","payload":'
