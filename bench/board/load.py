@@ -111,7 +111,7 @@ async def run(seconds: float, tasks: int) -> dict:
                "NEXUS_MONGODB_URL": mongo.url, "NEXUS_MONGODB_DB": db_name, "NEXUS_METRICS_PORT": str(free_port()),
                "NEXUS_METRICS_HOST": "127.0.0.1", "NEXUS_SECRET_PLANE_KEY": "plane_api_key", "NEXUS_DRIFT_INTERVAL_S": "0",
                "NEXUS_LOG_LEVEL": "warning"}
-        log = open(home / "board-sync.log", "ab")  # noqa: SIM115
+        log = open(home / "board-sync.log", "ab")  # noqa: SIM115 — closed when the process it is given to ends
         proc = subprocess.Popen([sys.executable, "-m", "nexus.board_sync.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
         results = {}
         for ph, per_minute in zip(phases, (1000, 100, 1000), strict=True):

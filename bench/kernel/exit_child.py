@@ -6,7 +6,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "bridges", "python"))
-from nexus_bridge import Agent, run  # noqa: E402
+from nexus_bridge import Agent, run  # noqa: E402 — after the path setup that makes the import resolvable
 
 
 class Dies(Agent):

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.agent_runner.test_runner_support import (  # noqa: F401
+from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
     bare_repo, changes, config, decide, final_status, git, js, read_events, start_runner, wait_event,
 )
 

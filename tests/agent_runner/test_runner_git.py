@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_runner.test_runner_support import (  # noqa: F401
+from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
     bare_repo, changes, config, final_status, git, js, read_events, start_runner,
 )
 

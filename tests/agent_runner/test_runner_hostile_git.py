@@ -18,7 +18,7 @@ import pytest
 from tests.agent_runner.hypervisor.test_hostile_git import GITLINK, _modify, _move, _new
 from tests.agent_runner.test_runner_git import TOKEN as git_token
 from tests.agent_runner.test_runner_git import git_server  # noqa: F401 — a fixture
-from tests.agent_runner.test_runner_support import (  # noqa: F401
+from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
     bare_repo, changes, config, final_status, git, js, read_events, start_runner,
 )
 

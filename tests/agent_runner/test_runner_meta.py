@@ -11,7 +11,7 @@ import pytest
 from nexus.events.bus import Publisher, connect
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import ChildFinished, PlanChildren
-from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401
+from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401 — pytest fixtures, used as parameters
 
 pytestmark = pytest.mark.infra
 PLANNER = """

@@ -3,7 +3,7 @@ event (every subject of the run, read back from JetStream), no log, and not the 
 
 import pytest
 
-from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401
+from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401 — pytest fixtures, used as parameters
 
 pytestmark = pytest.mark.infra
 VALUE = "tok-9Zq81-do-not-leak"

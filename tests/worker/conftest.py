@@ -57,7 +57,7 @@ class Workers:
         )
         env.update({f"NEXUS_{k.upper()}": str(v) for k, v in settings.items()})
         log = self.tmp / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "nexus.worker.main"], env=env, stdout=open(log, "ab"),  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "nexus.worker.main"], env=env, stdout=open(log, "ab"),  # noqa: SIM115 — closed when the process it is given to ends
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((proc, log))
         return proc

@@ -82,7 +82,7 @@ def main() -> None:
         handles = []
         try:
             for _ in range(5000):
-                handles.append(open(__file__))  # noqa: SIM115
+                handles.append(open(__file__))  # noqa: SIM115 — kept open for the life of the probe
         except OSError:
             pass
         count = len(handles)

@@ -24,7 +24,7 @@ from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
 from nexus.agent_runner.hypervisor.state import read_state
 from nexus.domain.ledger import verify_chain
 from tests.agent_runner.hostile.cases import CLASSES
-from tests.agent_runner.test_runner_support import changes, config, final_status, git, js, read_events, start_runner  # noqa: F401
+from tests.agent_runner.test_runner_support import changes, config, final_status, git, js, read_events, start_runner  # noqa: F401 — pytest fixtures, used as parameters
 
 pytestmark = pytest.mark.infra
 VALUE = "tok\\9Zq81-hostile-do-not-leak"  # a backslash: repr() would show it as two, past the mask

@@ -1,6 +1,6 @@
 """Asks another agent through the kernel while handling a message, and sends one on the side."""
 
-import _path  # noqa: F401
+import _path  # noqa: F401 — puts the test helpers on sys.path
 from nexus_bridge import Agent, run
 
 

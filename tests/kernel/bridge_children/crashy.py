@@ -2,7 +2,7 @@
 
 import os
 
-import _path  # noqa: F401
+import _path  # noqa: F401 — puts the test helpers on sys.path
 from nexus_bridge import Agent, run
 
 

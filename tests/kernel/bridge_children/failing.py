@@ -1,6 +1,6 @@
 """Its handler raises on "fail"; the bridge reports an error line and the child lives on."""
 
-import _path  # noqa: F401
+import _path  # noqa: F401 — puts the test helpers on sys.path
 from nexus_bridge import Agent, run
 
 

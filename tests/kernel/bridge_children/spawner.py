@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-import _path  # noqa: F401
+import _path  # noqa: F401 — puts the test helpers on sys.path
 
 from nexus_bridge import Agent, run
 
