@@ -7,9 +7,10 @@ from typing import Any
 import msgspec
 
 from nexus.agent_runner.hypervisor import Hypervisor
-from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec
+from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec, approx_tokens, messages_text
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.agents import Limits
+from nexus.domain.budgets import BUDGET_EXCEEDED, Cap, Spend, call_cost, would_exceed
 
 log = logging.getLogger("nexus.agent_runner.loop")
 
@@ -32,6 +33,18 @@ class LimitReached(RunStopped):
     pass
 
 
+class BudgetExceeded(RunStopped):
+    """The next model call could spend past the run's budget: the run stops before making it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(BUDGET_EXCEEDED)
+        self.detail = detail
+
+
+# A model call's output is not known before it is made: reserve at least this many tokens for it.
+MIN_OUTPUT_ESTIMATE = 256
+
+
 class Outcome:
     def __init__(self) -> None:
         self.summary = ""
@@ -39,20 +52,46 @@ class Outcome:
         self.output_tokens = 0
         self.cost_usd = 0.0
         self.steps = 0
+        self.largest_output = 0
+
+    @property
+    def spent(self) -> Spend:
+        return Spend(usd=self.cost_usd, tokens=self.input_tokens + self.output_tokens)
+
+
+def estimate_call(messages: list[Message], tools: list[ToolSpec], out: Outcome, price: tuple[float, float] | None) -> Spend:
+    """Conservative: the whole prompt as it stands, and an output as large as the largest yet."""
+    input_tokens = approx_tokens(messages_text(messages, tools))
+    output_tokens = max(MIN_OUTPUT_ESTIMATE, out.largest_output)
+    return Spend(usd=call_cost(price, input_tokens, output_tokens), tokens=input_tokens + output_tokens)
 
 
 async def run_loop(
     provider: LLMProvider, hv: Hypervisor, reporter: RunReporter, messages: list[Message], tools: list[ToolSpec], limits: Limits,
-    stop: Callable[[], str] = lambda: "",
+    stop: Callable[[], str] = lambda: "", budget: Cap | None = None, price: tuple[float, float] | None = None,
+    out: Outcome | None = None,
 ) -> Outcome:
-    """Returns when the model is done; raises RunStopped when a limit or `stop()` (a reason) ends the run."""
-    out = Outcome()
+    """Returns when the model is done; raises RunStopped when a limit, the budget or `stop()` (a
+    reason) ends the run. `price` (USD per 1M tokens, from the run's config) prices every call;
+    without it the provider's own table does. `out` keeps the spend when the run is stopped."""
+    out = out if out is not None else Outcome()
     for step in range(1, limits.max_steps + 1):
         reporter.step = out.steps = step
+        if budget is not None and not budget.empty:
+            estimate = estimate_call(messages, tools, out, price)
+            if would_exceed(budget, out.spent, estimate):
+                raise BudgetExceeded(
+                    f"budget exceeded before step {step}: spent {out.spent.tokens} tokens / {out.spent.usd:.6f} USD, "
+                    f"next call estimated {estimate.tokens} tokens / {estimate.usd:.6f} USD, budget "
+                    f"{budget.tokens if budget.tokens is not None else '-'} tokens / {budget.usd if budget.usd is not None else '-'} USD"
+                )
         completion: Completion = await provider.complete(messages, tools)
+        if price is not None:
+            completion.cost_usd = call_cost(price, completion.usage.input_tokens, completion.usage.output_tokens)
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd
+        out.largest_output = max(out.largest_output, completion.usage.output_tokens)
         await reporter.llm(
             step=step, provider=provider.name, model=completion.model, input_tokens=completion.usage.input_tokens,
             output_tokens=completion.usage.output_tokens, cost_usd=completion.cost_usd, stop_reason=completion.stop_reason,

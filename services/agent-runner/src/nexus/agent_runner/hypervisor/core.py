@@ -502,6 +502,8 @@ class Hypervisor:
         request = {"title": args.title, "description": args.description, "target_files": targets}
         if args.agent:
             request["agent"] = args.agent
+        if args.weight != 1.0:
+            request["weight"] = args.weight
         try:
             result = await self._spawner(request)
         except Exception as exc:  # the spawner's failure is the model's answer, and on the record
