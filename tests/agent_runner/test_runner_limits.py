@@ -43,3 +43,30 @@ async def test_within_limits_succeeds(js, nats_url, tmp_path) -> None:
     events = await read_events(js, r.cfg.run_id)
     statuses = [e["data"]["status"] for _, e in events if e["type"] == "run.status"]
     assert statuses == ["running", "succeeded"], statuses  # the first one came through the fast path, once
+
+
+async def test_budget_stops_the_run_before_the_call_that_could_pass_it(js, nats_url, tmp_path) -> None:
+    # Each call is priced at 1000 USD per 1M tokens, about 1 USD a call here: a budget of 3 USD
+    # lets a call or two through, and the run stops before the one whose estimate passes it.
+    r = await start_runner(tmp_path, nats_url, config(NOTES, budget={"usd": 3.0}, price=[1000.0, 1000.0]))
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"] == "budget_exceeded", end
+    calls = [e["data"] for _, e in events if e["type"] == "run.llm"]
+    spent = sum(c["cost_usd"] for c in calls)
+    assert calls and spent <= 3.0 and end["usage"]["cost_usd"] == pytest.approx(spent, abs=1e-6), (calls, end)
+    assert all(c["cost_usd"] == pytest.approx((c["input_tokens"] + c["output_tokens"]) / 1000) for c in calls)  # the config's price
+    assert len(changes(events, "note")) == len(calls) < 5  # stopped before the rest of the work
+    logs = [e["data"]["message"] for _, e in events if e["type"] == "run.log"]
+    assert any(m.startswith("budget exceeded before step") for m in logs), logs
+
+
+async def test_token_budget_and_an_ample_one(js, nats_url, tmp_path) -> None:
+    r = await start_runner(tmp_path, nats_url, config(NOTES, budget={"tokens": 50}))
+    assert await r.exit_code() == 0, r.log()
+    end = final_status(await read_events(js, r.cfg.run_id))
+    assert end["status"] == "failed" and end["reason"] == "budget_exceeded" and end["usage"]["input_tokens"] == 0, end  # no call at all
+    r = await start_runner(tmp_path, nats_url, config(NOTES, budget={"tokens": 1_000_000, "usd": 100.0}, price=[1.0, 1.0]))
+    assert await r.exit_code() == 0, r.log()
+    assert final_status(await read_events(js, r.cfg.run_id))["status"] == "succeeded"

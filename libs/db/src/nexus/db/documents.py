@@ -112,7 +112,8 @@ class Goal(PagedDocument):
     repository_id: str | None = None
     meta_run_id: str | None = None
     budget: dict[str, Any] = Field(default_factory=dict)  # nexus.domain.budgets.Cap: {"usd", "tokens"}, absent = uncapped
-    budget_alerts: list[str] = Field(default_factory=list)  # "warning"/"exceeded": each emitted once per budget
+    budget_alerts: dict[str, bool] = Field(default_factory=dict)  # {"warning": true, …}: each alert emitted once
+    status_reason: str = ""  # the rule behind its last move
     report: dict[str, Any] | None = None  # stored when the goal ends (goals/report.py)
     ended_at: datetime | None = None
     created_by: str = ""
@@ -396,7 +397,7 @@ class AgentBudget(Document):
     id: str  # the agent id
     daily_usd: float | None = None
     daily_tokens: int | None = None
-    alerts: list[str] = Field(default_factory=list)  # "<day>:warning" / "<day>:exceeded", each emitted once
+    alerts: dict[str, bool] = Field(default_factory=dict)  # {"<day>:warning": true, …}: each alert emitted once
     updated_by: str = ""
     updated_at: datetime = Field(default_factory=now)
 

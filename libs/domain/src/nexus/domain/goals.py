@@ -47,38 +47,40 @@ def check_goal_move(current: GoalStatus, target: GoalStatus) -> None:
 
 
 class GoalWork(msgspec.Struct, frozen=True, kw_only=True):
-    """What a goal's status is derived from: the meta task (when the goal is planned) and the rest."""
+    """What a goal's status is derived from: its meta task (when a meta session plans it) and the rest."""
 
-    has_meta: bool = False
-    meta_status: str | None = None  # the meta task's status
+    meta_status: str | None = None  # the meta task's status; None: no meta task (yet)
     children: tuple[str, ...] = ()  # each child task's status
 
 
-def derive_goal_status(work: GoalWork) -> GoalStatus:
-    """Where the work says the goal is. Failed as soon as the plan or a child failed beyond its
-    retries; done when the plan (if any) and every child are done."""
-    children = work.children
-    if work.meta_status == "failed" or "failed" in children:
-        return GoalStatus.FAILED
-    meta_done = not work.has_meta or work.meta_status == "done"
-    if children and meta_done and all(s in ("done", "cancelled") for s in children) and "done" in children:
-        return GoalStatus.DONE
-    if work.has_meta and meta_done and not children:
-        return GoalStatus.DONE  # a plan with nothing to do
-    if children:
-        return GoalStatus.IN_PROGRESS
-    if work.has_meta and work.meta_status in ("in_progress", "in_review"):
-        return GoalStatus.PLANNING
-    if work.has_meta and work.meta_status == "cancelled":
-        return GoalStatus.FAILED
-    return GoalStatus.OPEN
+_TASK_FINAL = frozenset({"done", "failed", "cancelled"})
 
 
-def next_goal_status(current: GoalStatus, work: GoalWork) -> GoalStatus | None:
-    """The move the work asks for, or None: a final goal stays, and a goal never moves back."""
+def derive_goal_status(work: GoalWork) -> tuple[GoalStatus, str]:
+    """Where the work says the goal is, and the rule that says so. The goal ends once none of its
+    work is still going: failed when the plan or a child failed beyond its retries, else done."""
+    every = ((work.meta_status,) if work.meta_status else ()) + work.children
+    if not every:
+        return GoalStatus.OPEN, "nothing planned yet"
+    if all(s in _TASK_FINAL for s in every):
+        if work.meta_status in ("failed", "cancelled"):
+            return GoalStatus.FAILED, f"planning {work.meta_status}"
+        failed = sum(s == "failed" for s in work.children)
+        if failed:
+            return GoalStatus.FAILED, f"{failed} of {len(work.children)} child tasks failed"
+        if work.children and "done" not in work.children:
+            return GoalStatus.FAILED, "every child task was cancelled"
+        return GoalStatus.DONE, f"every child task done ({len(work.children)})" if work.children else "planned nothing to do"
+    if work.children:
+        return GoalStatus.IN_PROGRESS, f"{len(work.children)} child tasks planned"
+    return GoalStatus.PLANNING, "its meta session is planning"
+
+
+def next_goal_status(current: GoalStatus, work: GoalWork) -> tuple[GoalStatus, str] | None:
+    """The move the work asks for and why, or None: a final goal stays, and a goal never moves back."""
     if current in GOAL_FINAL:
         return None
-    target = derive_goal_status(work)
+    target, why = derive_goal_status(work)
     if target == current or target not in _GOAL_MOVES[current]:
         return None
-    return target
+    return target, why

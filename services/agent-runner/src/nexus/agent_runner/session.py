@@ -234,7 +234,7 @@ class RunSession:
         outcome_status, stop_reason = status, reason
         if keep_work:
             status = "succeeded"  # through the commit and push below; the verdict stays `outcome_status`
-            summary = summary or f"stopped: {reason}; the work so far is on this branch"
+            summary = summary or f"stopped: {reason}" + (f"; the work so far is on {cfg.repo.branch}" if cfg.repo else "")
         if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.rg):
             title = cfg.task.title if cfg.task else cfg.task_id
             message = outgoing.without_trailers(f"{title}\n\n{summary}".strip()[:4000]) or "Nexus run"

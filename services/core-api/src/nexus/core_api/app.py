@@ -51,13 +51,16 @@ from nexus.core_api.chat_bindings.routes import ChatBindingController  # noqa: E
 from nexus.core_api.ledger.routes import verify_run_ledger  # noqa: E402
 from nexus.core_api.board.routes import BoardController, BoardProviderController  # noqa: E402
 from nexus.core_api.board.webhooks import WebhookController  # noqa: E402
+from nexus.core_api.budgets.routes import BudgetController  # noqa: E402
+from nexus.core_api.prices.routes import PriceController  # noqa: E402
+from nexus.core_api.prices.service import seed as seed_prices  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
     ScheduleController, ChatBindingController, verify_run_ledger, BoardController, BoardProviderController,
-    WebhookController,
+    WebhookController, BudgetController, PriceController,
 ])
 
 
@@ -75,6 +78,7 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
         app.state.ctx = ctx
         app.state.db = db
         await ensure_bootstrap_admin(settings.admin_key, Path(settings.admin_key_file))
+        await seed_prices()
         stop = asyncio.Event()
         tasks = [asyncio.create_task(run_background(ctx, stop))] if background else []
         try:

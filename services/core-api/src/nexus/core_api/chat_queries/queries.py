@@ -84,7 +84,7 @@ async def status(args: dict) -> dict:
     if not ident:
         return {"kind": "overview", "active_runs": await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).count(),
                 "pending_approvals": await Approval.find({"status": "pending"}).count(),
-                "open_goals": await Goal.find({"status": "open"}).count()}
+                "open_goals": await Goal.find({"status": {"$in": ["open", "planning", "in_progress"]}}).count()}
     prefix = ident.split("_", 1)[0]
     if prefix == "goal":
         return await goal_report(ident)

@@ -22,6 +22,7 @@ def to_out(t: Task) -> TaskOut:
         assignee_agent_id=t.assignee_agent_id, repository_id=t.repository_id, priority=t.priority,
         blocked_by=t.blocked_by, current_run_id=t.current_run_id, parent_session_id=t.parent_session_id,
         session_id=t.session_id, target_files=t.target_files, created_at=iso(t.created_at), updated_at=iso(t.updated_at),
+        blocked=t.blocked,
     )
 
 
