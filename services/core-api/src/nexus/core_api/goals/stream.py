@@ -30,7 +30,7 @@ async def goal_events(ctx: Context, goal_id: str, *, after_seq: int) -> AsyncIte
                               types=TYPES, stream=EVENTS_STREAM)
     try:
         async for msg in events:
-            if msg.data is None:  # a comment: connected, keep-alive
+            if not msg.data:  # a comment: connected, keep-alive
                 yield msg
                 continue
             mine, last = _about(str(msg.data), goal_id)
