@@ -112,3 +112,150 @@ async def test_goal_created_over_nats_is_planned_worked_and_reported(api: httpx.
         assert git(bare_repo, "rev-parse", child["branch"]) == child["commit_sha"]  # the work is on its branch
         assert child["cost_usd"] > 0 and child["tokens"] > 0
     print("TOKENS", json.dumps({"meta": goal["meta"]["tokens"], "children": [c["tokens"] for c in goal["children"]]}))
+
+
+FAILER = """
+steps:
+  - tool_calls: [{name: note, args: {message: "trying"}}]
+  - tool_calls: [{name: note, args: {message: "still trying"}}]
+  - tool_calls: [{name: finish, args: {summary: "never"}}]
+"""
+
+
+async def test_a_child_failing_fails_the_goal(api: httpx.AsyncClient, bare_repo) -> None:
+    await agent(api, "planner", planner(("a.txt", "writer"), ("b.txt", "failer")))
+    await agent(api, "writer", WRITER)
+    await agent(api, "failer", FAILER, limits={"max_steps": 1})  # its verdict: failed, no retry changes that
+    await repository(api, bare_repo)
+    goal = (await api.post("/v1/goals", json={"title": "One fails", "meta_agent": "planner", "repository": "demo"})).json()
+    goal = await goal_ended(api, goal["id"])
+    assert goal["status"] == "failed" and goal["status_reason"] == "1 of 2 child tasks failed", goal
+    assert goal["progress"]["by_status"] == {"done": 1, "failed": 1}
+    by_title = {c["title"]: c for c in goal["report"]["children"]}
+    assert by_title["Write a.txt"]["status"] == "done" and by_title["Write b.txt"]["status"] == "failed"
+    assert by_title["Write b.txt"]["reason"] == "step limit of 1 reached"
+    assert goal["report"]["status"] == "failed"
+
+
+SLEEPER = """
+steps:
+  - tool_calls: [{name: run_command, args: {cmd: "sleep 120"}}]
+  - tool_calls: [{name: finish, args: {summary: "slept"}}]
+"""
+
+
+async def test_cancelling_a_goal_cancels_its_running_runs(api: httpx.AsyncClient, bare_repo) -> None:
+    await agent(api, "planner", planner(("a.txt", "sleeper"), ("b.txt", "sleeper")))
+    await agent(api, "sleeper", SLEEPER, permissions={"commands": {"allow": ["sleep *"]}})
+    await repository(api, bare_repo)
+    goal = (await api.post("/v1/goals", json={"title": "Long", "meta_agent": "planner", "repository": "demo"})).json()
+    goal = await wait_for(api, f"/v1/goals/{goal['id']}", lambda g: len(g["children"]) == 2
+                          and all(c["run_status"] == "running" for c in g["children"]), attempts=1800)
+    assert goal["status"] == "in_progress"
+
+    r = await api.post(f"/v1/goals/{goal['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    for child in goal["children"]:
+        run = await wait_for(api, f"/v1/runs/{child['run_id']}", lambda x: x["status"] in FINAL)
+        assert run["status"] == "cancelled" and "cancelled by" in run["reason"], run
+    meta = await wait_for(api, f"/v1/runs/{goal['meta_run_id']}", lambda x: x["status"] in FINAL)
+    assert meta["status"] == "cancelled", meta
+    goal = await goal_ended(api, goal["id"])
+    assert goal["status"] == "cancelled" and [c["status"] for c in goal["report"]["children"]] == ["cancelled", "cancelled"], goal
+    r = await api.post(f"/v1/goals/{goal['id']}/cancel")
+    assert r.status_code == 409 and "does not change" in r.json()["detail"], r.text
+
+
+BIG = "x" * 20_000  # about 5000 output tokens in one reply: more than a child's share
+OVERSPENDER = f"""
+steps:
+  - tool_calls: [{{name: write_file, args: {{path: "{{{{target_file}}}}", content: "first part\\n"}}}}]
+  - say: "{BIG}"
+    tool_calls: [{{name: write_file, args: {{path: "more-{{{{target_file}}}}", content: "second part\\n"}}}}]
+  - tool_calls: [{{name: write_file, args: {{path: "never.txt", content: "past the budget\\n"}}}}]
+  - tool_calls: [{{name: finish, args: {{summary: "done"}}}}]
+"""
+
+
+async def test_goal_budget_splits_and_the_overspending_child_is_stopped(api: httpx.AsyncClient, stack, bare_repo) -> None:
+    await agent(api, "planner", planner(("a.txt", "writer"), ("b.txt", "writer"), ("c.txt", "overspender")))
+    await agent(api, "writer", WRITER)
+    await agent(api, "overspender", OVERSPENDER)
+    await repository(api, bare_repo)
+    # The planner spends about 1700 tokens; each share is about 2500, and a writer needs about 1100.
+    budget = 9200
+    goal = (await api.post("/v1/goals", json={"title": "Capped", "meta_agent": "planner", "repository": "demo",
+                                              "budget": {"tokens": budget}})).json()
+    goal = await goal_ended(api, goal["id"])
+    shares = [c["budget"]["tokens"] for c in goal["children"]]
+    assert len(set(shares)) == 1 and sum(shares) <= budget, goal  # even, never more than the goal had
+    assert goal["status"] == "failed" and goal["status_reason"] == "1 of 3 child tasks failed", goal
+    by_file = {c["title"]: c for c in goal["children"]}
+    for name in ("Write a.txt", "Write b.txt"):
+        assert by_file[name]["status"] == "done" and by_file[name]["tokens"] <= by_file[name]["budget"]["tokens"]
+    c = by_file["Write c.txt"]
+    run = (await api.get(f"/v1/runs/{c['run_id']}")).json()
+    assert run["status"] == "failed" and run["reason"] == "budget_exceeded", run
+    assert run["config"]["budget"]["tokens"] <= c["budget"]["tokens"]
+    # Stopped before the third call: its work so far is committed on its branch, nothing after it.
+    assert sorted(git(bare_repo, "ls-tree", "--name-only", run["branch"]).split()) == ["README.md", "c.txt", "more-c.txt"]
+    assert git(bare_repo, "rev-parse", run["branch"]) == run["commit_sha"]
+    assert git(bare_repo, "log", "--format=%s", "main") == "init"  # a stopped run is never merged
+    verdict = (await api.get(f"/v1/runs/{run['id']}/verify")).json()
+    assert verdict["ok"] and verdict["ledger_hash"] == run["ledger_hash"], verdict  # the ledger is intact
+    assert goal["budget"]["spent_tokens"] == goal["usage"]["tokens"] and goal["budget"]["tokens"] == budget
+    # The alerts went out for the gateway and the board: the run stopped, the goal's budget at 80% and spent.
+    alerts = await budget_alerts(stack, goal_id=goal["id"])
+    assert ("exceeded", "run", run["id"]) in alerts and ("warning", "goal", goal["id"]) in alerts, alerts
+
+
+async def budget_alerts(stack, **match) -> list[tuple[str, str, str]]:
+    """(level, scope, scope id) of every budget.* event on the stream whose fields match."""
+    nc = await connect(stack.nats_url, "test-goals", creds=stack.creds("tools"))
+    out = []
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe("nexus.evt.budget.>", stream=EVENTS_STREAM, ordered_consumer=True)
+        while True:
+            msg = await sub.next_msg(timeout=10)
+            env = json.loads(msg.data)
+            if all(env["data"].get(k) == v for k, v in match.items()):
+                out.append((env["type"].split(".")[1], env["data"]["scope"], env["data"]["scope_id"]))
+            if msg.metadata.num_pending == 0:
+                return out
+    finally:
+        await nc.drain()
+
+
+SPENDER = f"""
+steps:
+  - say: "{"y" * 16_000}"
+    tool_calls: [{{name: note, args: {{message: "a long answer"}}}}]
+  - tool_calls: [{{name: finish, args: {{summary: "spent"}}}}]
+"""
+
+
+async def test_agent_daily_cap_blocks_the_next_dispatch_until_raised(api: httpx.AsyncClient, stack) -> None:
+    spender = await agent(api, "spender", SPENDER)
+    r = await api.put("/v1/budgets/agents/spender", json={"tokens": 3000})
+    assert r.status_code == 200, r.text
+    first = (await api.post("/v1/tasks", json={"title": "first", "assignee": "spender"})).json()
+    run = await wait_for(api, f"/v1/runs/{first['current_run_id']}", lambda x: x["status"] in FINAL, attempts=1200)
+    # One long answer overshot the cap; the runner stopped before its next call.
+    assert run["status"] == "failed" and run["reason"] == "budget_exceeded", run
+    day = (await api.get("/v1/budgets/agents/spender")).json()["budget"]
+    assert day["spent_tokens"] > 3000 and day["left_tokens"] == 0, day
+
+    second = (await api.post("/v1/tasks", json={"title": "second", "assignee": "spender"})).json()
+    assert second["current_run_id"] is None
+    second = (await api.get(f"/v1/tasks/{second['id']}")).json()
+    assert second["status"] == "ready" and second["blocked"].startswith(f"budget: agent {spender['id']} spent"), second
+    assert ("exceeded", "agent", spender["id"]) in await budget_alerts(stack, agent_id=spender["id"])
+
+    r = await api.put("/v1/budgets/agents/spender", json={"tokens": 100_000})
+    assert r.status_code == 200 and r.json()["released_tasks"] == [second["id"]], r.text
+    second = (await api.get(f"/v1/tasks/{second['id']}")).json()
+    run = await wait_for(api, f"/v1/runs/{second['current_run_id']}", lambda x: x["status"] in FINAL, attempts=1200)
+    assert run["status"] == "succeeded", run
+    audit = (await api.get("/v1/audit", params={"action": "budget.update"})).json()["items"]
+    assert [a["resource"] for a in audit] == [f"budgets/agents/{spender['id']}"] * 2

@@ -48,9 +48,13 @@ async def reconcile(ctx: Context, goal_id: str | None) -> None:
         goal = await Goal.get(goal_id)
         if goal is None:
             return
+        work, tasks = await work_of(goal_id)
         if GoalStatus(goal.status) in GOAL_FINAL:
-            break
-        work, _tasks = await work_of(goal_id)
+            # Ended (a report not yet stored is written now), once nothing of it is still going:
+            # a cancel reports after the last of its runs is cancelled.
+            if goal.report is None and all(TaskStatus(t.status) in TASK_FINAL for t in tasks):
+                break
+            return
         move = next_goal_status(GoalStatus(goal.status), work)
         if move is None:
             return
