@@ -207,6 +207,13 @@ async def test_goal_budget_splits_and_the_overspending_child_is_stopped(api: htt
     # The alerts went out for the gateway and the board: the run stopped, the goal's budget at 80% and spent.
     alerts = await budget_alerts(stack, goal_id=goal["id"])
     assert ("exceeded", "run", run["id"]) in alerts and ("warning", "goal", goal["id"]) in alerts, alerts
+    # Spend and what is left, for dashboards.
+    async with httpx.AsyncClient() as c:
+        metrics = (await c.get(f"http://127.0.0.1:{stack.metrics_ports['core-api']}/metrics")).text
+    spent = f'nexus_budget_spent_tokens{{id="{goal["id"]}",scope="goal"}} {float(goal["usage"]["tokens"])}'
+    left = f'nexus_budget_remaining_tokens{{id="{goal["id"]}",scope="goal"}} {float(goal["budget"]["left_tokens"])}'
+    assert spent in metrics and left in metrics, [m for m in metrics.splitlines() if "budget" in m]
+    assert f'nexus_budget_spent_tokens{{id="{run["agent_id"]}",scope="agent"}}' in metrics
 
 
 async def budget_alerts(stack, **match) -> list[tuple[str, str, str]]:

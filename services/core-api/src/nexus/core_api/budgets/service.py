@@ -105,9 +105,9 @@ async def check_alerts(ctx: Context, *, goal_id: str | None, agent_id: str | Non
         await _threshold(ctx, "goal", goal_id, cap, used, goal_id=goal_id, agent_id=agent_id)
     if agent_id:
         cap = await agent_cap(agent_id)
+        used = await spend.of_agent_today(agent_id)
+        spend.observe("agent", agent_id, cap, used)  # spend by agent is shown capped or not
         if not cap.empty:
-            used = await spend.of_agent_today(agent_id)
-            spend.observe("agent", agent_id, cap, used)
             await _threshold(ctx, "agent", agent_id, cap, used, goal_id=goal_id, agent_id=agent_id)
     if run_id and reason == "budget_exceeded":
         used = spend.total(await spend.by_run([run_id]))
