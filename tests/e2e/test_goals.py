@@ -9,7 +9,6 @@ import asyncio
 import json
 
 import httpx
-import msgspec
 import pytest
 
 from nexus.domain.ids import new_id

@@ -13,9 +13,13 @@ def _money(usd: float | None) -> str:
 def _cap(budget: dict) -> str:
     parts = []
     if budget.get("usd") is not None:
-        parts.append(f"{_money(budget['usd'])} ({_money(budget.get('spent_usd'))} spent, {_money(budget.get('left_usd'))} left)")
+        parts.append(
+            f"{_money(budget['usd'])} ({_money(budget.get('spent_usd'))} spent, {_money(budget.get('left_usd'))} left)"
+        )
     if budget.get("tokens") is not None:
-        parts.append(f"{budget['tokens']} tokens ({budget.get('spent_tokens', 0)} spent, {budget.get('left_tokens')} left)")
+        parts.append(
+            f"{budget['tokens']} tokens ({budget.get('spent_tokens', 0)} spent, {budget.get('left_tokens')} left)"
+        )
     return "; ".join(parts) or "none"
 
 
@@ -32,17 +36,36 @@ def goal_sections(goal: dict) -> list[str]:
     ]
     meta = goal.get("meta")
     if meta:
-        lines.append(f"Meta session: {meta.get('session_id') or '-'} (run {meta.get('run_id') or '-'}, {meta.get('run_status') or meta['task_status']}, "
-                     f"{_money(meta.get('cost_usd'))}, {meta.get('tokens', 0)} tokens)")
+        lines.append(
+            f"Meta session: {meta.get('session_id') or '-'} (run {meta.get('run_id') or '-'}, "
+            f"{meta.get('run_status') or meta['task_status']}, {_money(meta.get('cost_usd'))}, "
+            f"{meta.get('tokens', 0)} tokens)"
+        )
     sections = ["\n".join(lines)]
-    rows = [[c["task_id"], c["status"] + (f" (blocked: {c['blocked']})" if c.get("blocked") else ""), c.get("run_status") or "-",
-             f"{c.get('cost_usd', 0.0):.4f}", c.get("tokens", 0), _cap(c["budget"]) if c.get("budget") else "-", c.get("branch") or "-",
-             c["title"][:40]] for c in goal.get("children") or []]
+    rows = [
+        [
+            c["task_id"],
+            c["status"] + (f" (blocked: {c['blocked']})" if c.get("blocked") else ""),
+            c.get("run_status") or "-",
+            f"{c.get('cost_usd', 0.0):.4f}",
+            c.get("tokens", 0),
+            _cap(c["budget"]) if c.get("budget") else "-",
+            c.get("branch") or "-",
+            c["title"][:40],
+        ]
+        for c in goal.get("children") or []
+    ]
     headers = ["TASK", "STATUS", "RUN", "USD", "TOKENS", "SHARE", "BRANCH", "TITLE"]
-    sections.append("Children: none" if not rows else "Children:\n" + "\n".join("  " + ln for ln in render.table(headers, rows).splitlines()))
+    sections.append(
+        "Children: none"
+        if not rows
+        else "Children:\n" + "\n".join("  " + ln for ln in render.table(headers, rows).splitlines())
+    )
     report = goal.get("report")
     if report:
         approvals = report.get("approvals") or []
-        sections.append(f"Report: {report['status']} in {report.get('duration_s', 0):.1f}s, {_money(report.get('cost_usd'))}, "
-                        f"{report.get('tokens', 0)} tokens, {len(approvals)} approvals decided")
+        sections.append(
+            f"Report: {report['status']} in {report.get('duration_s', 0):.1f}s, {_money(report.get('cost_usd'))}, "
+            f"{report.get('tokens', 0)} tokens, {len(approvals)} approvals decided"
+        )
     return sections

@@ -111,7 +111,7 @@ class Goal(PagedDocument):
     meta_agent_id: str | None = None
     repository_id: str | None = None
     meta_run_id: str | None = None
-    budget: dict[str, Any] = Field(default_factory=dict)  # nexus.domain.budgets.Cap: {"usd", "tokens"}, absent = uncapped
+    budget: dict[str, Any] = Field(default_factory=dict)  # a budgets.Cap: {"usd", "tokens"}; absent = uncapped
     budget_alerts: dict[str, bool] = Field(default_factory=dict)  # {"warning": true, …}: each alert emitted once
     status_reason: str = ""  # the rule behind its last move
     report: dict[str, Any] | None = None  # stored when the goal ends (goals/report.py)

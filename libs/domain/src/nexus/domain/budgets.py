@@ -28,16 +28,22 @@ class Cap(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return self.usd is None and self.tokens is None
 
     def left(self, spent: Spend) -> "Cap":
-        return Cap(usd=None if self.usd is None else max(0.0, self.usd - spent.usd),
-                   tokens=None if self.tokens is None else max(0, self.tokens - spent.tokens))
+        return Cap(
+            usd=None if self.usd is None else max(0.0, self.usd - spent.usd),
+            tokens=None if self.tokens is None else max(0, self.tokens - spent.tokens),
+        )
 
     def exhausted(self, spent: Spend) -> bool:
-        return (self.usd is not None and spent.usd >= self.usd) or (self.tokens is not None and spent.tokens >= self.tokens)
+        return (self.usd is not None and spent.usd >= self.usd) or (
+            self.tokens is not None and spent.tokens >= self.tokens
+        )
 
     def reached_fraction(self, spent: Spend) -> float:
         """The largest share used of either measure (0 when uncapped)."""
-        shares = [spent.usd / self.usd if self.usd else (1.0 if self.usd == 0 else 0.0),
-                  spent.tokens / self.tokens if self.tokens else (1.0 if self.tokens == 0 else 0.0)]
+        shares = [
+            spent.usd / self.usd if self.usd else (1.0 if self.usd == 0 else 0.0),
+            spent.tokens / self.tokens if self.tokens else (1.0 if self.tokens == 0 else 0.0),
+        ]
         return max(shares)
 
     def tightest(self, other: "Cap") -> "Cap":
@@ -56,8 +62,13 @@ def split(total: Cap, weights: list[float]) -> list[Cap]:
     ws = [w if w > 0 else 0.0 for w in weights]
     whole = sum(ws) or float(len(ws))
     ws = ws if sum(ws) else [1.0] * len(ws)
-    return [Cap(usd=None if total.usd is None else total.usd * w / whole,
-                tokens=None if total.tokens is None else math.floor(total.tokens * w / whole)) for w in ws]
+    return [
+        Cap(
+            usd=None if total.usd is None else total.usd * w / whole,
+            tokens=None if total.tokens is None else math.floor(total.tokens * w / whole),
+        )
+        for w in ws
+    ]
 
 
 def would_exceed(cap: Cap, spent: Spend, estimate: Spend) -> bool:

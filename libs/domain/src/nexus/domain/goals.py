@@ -21,7 +21,9 @@ GOAL_FINAL = frozenset({GoalStatus.DONE, GoalStatus.FAILED, GoalStatus.CANCELLED
 
 # Each allowed move, with the rule a refused move is told about.
 _GOAL_MOVES: dict[GoalStatus, frozenset[GoalStatus]] = {
-    GoalStatus.OPEN: frozenset({GoalStatus.PLANNING, GoalStatus.IN_PROGRESS, GoalStatus.DONE, GoalStatus.FAILED, GoalStatus.CANCELLED}),
+    GoalStatus.OPEN: frozenset(
+        {GoalStatus.PLANNING, GoalStatus.IN_PROGRESS, GoalStatus.DONE, GoalStatus.FAILED, GoalStatus.CANCELLED}
+    ),
     GoalStatus.PLANNING: frozenset({GoalStatus.IN_PROGRESS, GoalStatus.DONE, GoalStatus.FAILED, GoalStatus.CANCELLED}),
     GoalStatus.IN_PROGRESS: frozenset({GoalStatus.DONE, GoalStatus.FAILED, GoalStatus.CANCELLED}),
     GoalStatus.DONE: frozenset(),
@@ -70,7 +72,10 @@ def derive_goal_status(work: GoalWork) -> tuple[GoalStatus, str]:
             return GoalStatus.FAILED, f"{failed} of {len(work.children)} child tasks failed"
         if work.children and "done" not in work.children:
             return GoalStatus.FAILED, "every child task was cancelled"
-        return GoalStatus.DONE, f"every child task done ({len(work.children)})" if work.children else "planned nothing to do"
+        return (
+            GoalStatus.DONE,
+            f"every child task done ({len(work.children)})" if work.children else "planned nothing to do",
+        )
     if work.children:
         return GoalStatus.IN_PROGRESS, f"{len(work.children)} child tasks planned"
     return GoalStatus.PLANNING, "its meta session is planning"

@@ -46,5 +46,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 def price_in(table: dict[str, tuple[float, float]], model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens of `model` in `table`, or None when it has no entry."""
     name = model.rsplit("/", 1)[-1].lower()
-    best = max((p for p in table if name == p or name.startswith(p + "-") or name.startswith(p + ":")), key=len, default=None)
+    best = max(
+        (p for p in table if name == p or name.startswith(p + "-") or name.startswith(p + ":")), key=len, default=None
+    )
     return table[best] if best is not None else None

@@ -80,7 +80,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
     _evt("task.created", p.TaskChanged, "A task was created."),
     _evt("task.status_changed", p.TaskChanged, "A task moved on its state machine."),
     _evt("goal.created", p.GoalChanged, "A goal was created."),
-    _evt("goal.status_changed", p.GoalChanged, "A goal moved: open → planning → in_progress → done | failed | cancelled."),
+    _evt("goal.status_changed", p.GoalChanged, "A goal moved: open → planning → in_progress → done|failed|cancelled."),
     _evt("goal.reported", p.GoalReport, "A goal ended: what each child did, what it cost, how long it took."),
     _evt("budget.warning", p.BudgetAlert, "A goal's, agent's (today) or run's budget is 80% spent."),
     _evt("budget.exceeded", p.BudgetAlert, "A budget is spent: the run was stopped, or work waits for a raise."),

@@ -88,7 +88,8 @@ CORE_QUERIES = "nexus.rpc.core.*"
 FASTSTREAM_INBOXES = "_INBOX.*"
 
 
-CORE_API_DURABLES = [Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"), Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>"),
+CORE_API_DURABLES = [Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"),
+                     Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>"),
                      Durable(EVENTS_STREAM, "core-api-goals", "nexus.evt.task.>")]
 BOARD_SYNC_DURABLES = [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
                        Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),

@@ -59,7 +59,8 @@ class Outcome:
         return Spend(usd=self.cost_usd, tokens=self.input_tokens + self.output_tokens)
 
 
-def estimate_call(messages: list[Message], tools: list[ToolSpec], out: Outcome, price: tuple[float, float] | None) -> Spend:
+def estimate_call(messages: list[Message], tools: list[ToolSpec], out: Outcome,
+                  price: tuple[float, float] | None) -> Spend:
     """Conservative: the whole prompt as it stands, and an output as large as the largest yet."""
     input_tokens = approx_tokens(messages_text(messages, tools))
     output_tokens = max(MIN_OUTPUT_ESTIMATE, out.largest_output)
@@ -83,7 +84,8 @@ async def run_loop(
                 raise BudgetExceeded(
                     f"budget exceeded before step {step}: spent {out.spent.tokens} tokens / {out.spent.usd:.6f} USD, "
                     f"next call estimated {estimate.tokens} tokens / {estimate.usd:.6f} USD, budget "
-                    f"{budget.tokens if budget.tokens is not None else '-'} tokens / {budget.usd if budget.usd is not None else '-'} USD"
+                    f"{'-' if budget.tokens is None else budget.tokens} tokens / "
+                    f"{'-' if budget.usd is None else budget.usd} USD"
                 )
         completion: Completion = await provider.complete(messages, tools)
         if price is not None:

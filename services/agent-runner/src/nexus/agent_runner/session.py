@@ -168,7 +168,8 @@ class RunSession:
 
     @staticmethod
     def _usage(outcome: Outcome) -> Usage:
-        return Usage(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6))
+        return Usage(input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+                     cost_usd=round(outcome.cost_usd, 6))
 
     async def _model(self, hv: Hypervisor) -> Outcome:
         cfg = self.cfg
@@ -234,7 +235,8 @@ class RunSession:
         outcome_status, stop_reason = status, reason
         if keep_work:
             status = "succeeded"  # through the commit and push below; the verdict stays `outcome_status`
-            summary = summary or f"stopped: {reason}" + (f"; the work so far is on {cfg.repo.branch}" if cfg.repo else "")
+            kept = f"; the work so far is on {cfg.repo.branch}" if cfg.repo else ""
+            summary = summary or f"stopped: {reason}{kept}"
         if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.rg):
             title = cfg.task.title if cfg.task else cfg.task_id
             message = outgoing.without_trailers(f"{title}\n\n{summary}".strip()[:4000]) or "Nexus run"

@@ -86,7 +86,8 @@ class SpawnChildArgs(_Args):
     description: str = ""
     target_files: Annotated[list[RelPath], Doc(description="Files the child session will write.")] = msgspec.field(default_factory=list)
     agent: Annotated[str, Doc(min_length=1, max_length=120, description="The agent (id or name) to run the child; default: this one.")] | None = None
-    weight: Annotated[float, Doc(gt=0, le=1000, description="The child's share of the goal's budget relative to its siblings; default 1 (even).")] = 1.0
+    weight: Annotated[float, Doc(gt=0, le=1000, description="The child's share of the goal's budget relative to "
+                                                           "its siblings; default 1 (even).")] = 1.0
 
 
 class FinishArgs(_Args):

@@ -16,8 +16,14 @@ from nexus.domain.budgets import Cap, Spend
 
 def budget_out(cap: Cap, used: Spend) -> BudgetOut:
     left = cap.left(used)
-    return BudgetOut(usd=cap.usd, tokens=cap.tokens, spent_usd=round(used.usd, 6), spent_tokens=used.tokens,
-                     left_usd=None if left.usd is None else round(left.usd, 6), left_tokens=left.tokens)
+    return BudgetOut(
+        usd=cap.usd,
+        tokens=cap.tokens,
+        spent_usd=round(used.usd, 6),
+        spent_tokens=used.tokens,
+        left_usd=None if left.usd is None else round(left.usd, 6),
+        left_tokens=left.tokens,
+    )
 
 
 async def _agent(ref: str) -> Agent:
@@ -42,9 +48,23 @@ class BudgetController(Controller):
         ctx: Context = request.app.state.ctx
         agent = await _agent(agent_ref)
         # A new cap is a new budget: its alerts may be said again.
-        await update_document(AgentBudget, agent.id, {"$set": {"daily_usd": data.usd, "daily_tokens": data.tokens, "alerts": {},
-                                                                "updated_by": request.user.key_id, "updated_at": now()}}, upsert=True)
+        await update_document(
+            AgentBudget,
+            agent.id,
+            {
+                "$set": {
+                    "daily_usd": data.usd,
+                    "daily_tokens": data.tokens,
+                    "alerts": {},
+                    "updated_by": request.user.key_id,
+                    "updated_at": now(),
+                }
+            },
+            upsert=True,
+        )
         await record(request.user, "budget.update", f"budgets/agents/{agent.id}", after_id=agent.id)
         released = await service.release(ctx, {"assignee_agent_id": agent.id})
         cap = await service.agent_cap(agent.id)
-        return AgentBudgetOut(agent_id=agent.id, budget=budget_out(cap, await spend.of_agent_today(agent.id)), released_tasks=released)
+        return AgentBudgetOut(
+            agent_id=agent.id, budget=budget_out(cap, await spend.of_agent_today(agent.id)), released_tasks=released
+        )

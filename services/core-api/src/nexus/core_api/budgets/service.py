@@ -2,6 +2,7 @@
 ("blocked: budget") while a budget is spent, the 80% / 100% alerts, and raising a budget."""
 
 import logging
+from typing import Literal
 
 import msgspec
 
@@ -14,6 +15,7 @@ from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import BudgetAlert
 
 log = logging.getLogger("nexus.core_api.budgets")
+Scope = Literal["goal", "agent", "run"]
 
 
 def cap_of(doc: dict | None) -> Cap:
@@ -37,7 +39,7 @@ async def allowance(ctx: Context, task: Task, agent: Agent) -> Cap:
     """The most a run of `task` may spend: the tightest of what is left of the task's share, of its
     goal's budget and of its agent's day. Raises Blocked (after alerting) when one is spent."""
     allowed = Cap()
-    checks: list[tuple[str, str, Cap, Spend, dict]] = []
+    checks: list[tuple[Scope, str, Cap, Spend, dict]] = []
     if task.budget:
         share = cap_of(task.budget)
         checks.append(("goal", task.goal_id or task.id, share, await spend.of_task(task.id), {"task_id": task.id}))
@@ -50,8 +52,18 @@ async def allowance(ctx: Context, task: Task, agent: Agent) -> Cap:
     for scope, scope_id, cap, used, extra in checks:
         if cap.exhausted(used):
             what = f"{scope} {scope_id}" + (f" (task {extra['task_id']}'s share)" if extra else "")
-            await alert(ctx, "exceeded", scope, scope_id, cap, used, goal_id=task.goal_id, agent_id=agent.id, task_id=task.id,
-                        detail=f"{what} is spent: task {task.id} waits until the budget is raised")
+            await alert(
+                ctx,
+                "exceeded",
+                scope,
+                scope_id,
+                cap,
+                used,
+                goal_id=task.goal_id,
+                agent_id=agent.id,
+                task_id=task.id,
+                detail=f"{what} is spent: task {task.id} waits until the budget is raised",
+            )
             raise Blocked(f"budget: {what} spent ({_amount(used, cap)})")
         allowed = allowed.tightest(cap.left(used))
     return allowed
@@ -74,28 +86,36 @@ async def block(ctx: Context, task: Task, why: str) -> None:
     log.info("task %s not dispatched: %s", task.id, why)
 
 
-async def alert(ctx: Context, level: str, scope: str, scope_id: str, cap: Cap, used: Spend, **fields) -> None:
+async def alert(ctx: Context, level: str, scope: Scope, scope_id: str, cap: Cap, used: Spend, **fields) -> None:
     """budget.warning / budget.exceeded, once per budget (and per day for an agent): the mark is set
-    first with a filter that only matches without it, so two callers emit it once."""
-    mark = level if scope != "agent" else f"{spend.day_start().date().isoformat()}:{level}"
-    doc_cls, field = (Goal, "budget_alerts") if scope == "goal" else (AgentBudget, "alerts")
-    if scope == "run":
-        doc_cls = None
-    if doc_cls is not None:
-        key = f"{field}.{mark}"
-        res = await update_document(doc_cls, scope_id, {"$set": {key: True}}, {key: {"$exists": False}})
+    first with a filter that only matches without it, so two callers emit it once. A run's alert
+    is said by the run's one end."""
+    if scope != "run":
+        mark = level if scope == "goal" else f"{spend.day_start().date().isoformat()}:{level}"
+        key = f"budget_alerts.{mark}" if scope == "goal" else f"alerts.{mark}"
+        res = await update_document(
+            Goal if scope == "goal" else AgentBudget, scope_id, {"$set": {key: True}}, {key: {"$exists": False}}
+        )
         if res.modified_count != 1:
             return
     await ctx.publisher.publish(
         f"budget.{level}",
-        BudgetAlert(scope=scope, scope_id=scope_id, spent_usd=round(used.usd, 6), spent_tokens=used.tokens, cap_usd=cap.usd,
-                    cap_tokens=cap.tokens, **fields),
+        BudgetAlert(
+            scope=scope,
+            scope_id=scope_id,
+            spent_usd=round(used.usd, 6),
+            spent_tokens=used.tokens,
+            cap_usd=cap.usd,
+            cap_tokens=cap.tokens,
+            **fields,
+        ),
         correlation_id=fields.get("goal_id") or scope_id,
     )
 
 
-async def check_alerts(ctx: Context, *, goal_id: str | None, agent_id: str | None, run_id: str | None = None,
-                       reason: str = "") -> None:
+async def check_alerts(
+    ctx: Context, *, goal_id: str | None, agent_id: str | None, run_id: str | None = None, reason: str = ""
+) -> None:
     """After a run ends: warn at 80% of its goal's budget or its agent's day, say when one is spent,
     and say when the run itself was stopped by its budget."""
     if goal_id and (goal := await Goal.get(goal_id)) is not None and goal.budget:
@@ -111,11 +131,21 @@ async def check_alerts(ctx: Context, *, goal_id: str | None, agent_id: str | Non
             await _threshold(ctx, "agent", agent_id, cap, used, goal_id=goal_id, agent_id=agent_id)
     if run_id and reason == "budget_exceeded":
         used = spend.total(await spend.by_run([run_id]))
-        await alert(ctx, "exceeded", "run", run_id, Cap(), used, goal_id=goal_id, agent_id=agent_id, run_id=run_id,
-                    detail=f"run {run_id} was stopped before a model call that could pass its budget")
+        await alert(
+            ctx,
+            "exceeded",
+            "run",
+            run_id,
+            Cap(),
+            used,
+            goal_id=goal_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            detail=f"run {run_id} was stopped before a model call that could pass its budget",
+        )
 
 
-async def _threshold(ctx: Context, scope: str, scope_id: str, cap: Cap, used: Spend, **fields) -> None:
+async def _threshold(ctx: Context, scope: Scope, scope_id: str, cap: Cap, used: Spend, **fields) -> None:
     if cap.exhausted(used):
         await alert(ctx, "exceeded", scope, scope_id, cap, used, **fields)
     if cap.reached_fraction(used) >= WARNING_FRACTION:

@@ -10,7 +10,9 @@ from nexus.domain.budgets import Cap, Spend
 SPENT_USD = Gauge("nexus_budget_spent_usd", "USD spent by a goal, or by an agent today", ["scope", "id"])
 SPENT_TOKENS = Gauge("nexus_budget_spent_tokens", "Tokens spent by a goal, or by an agent today", ["scope", "id"])
 LEFT_USD = Gauge("nexus_budget_remaining_usd", "USD left of a goal's budget, or of an agent's day", ["scope", "id"])
-LEFT_TOKENS = Gauge("nexus_budget_remaining_tokens", "Tokens left of a goal's budget, or of an agent's day", ["scope", "id"])
+LEFT_TOKENS = Gauge(
+    "nexus_budget_remaining_tokens", "Tokens left of a goal's budget, or of an agent's day", ["scope", "id"]
+)
 
 
 def day_start(at: datetime | None = None) -> datetime:
@@ -29,7 +31,10 @@ async def by_run(run_ids: list[str], *, since: datetime | None = None) -> dict[s
     coll = RunEvent.get_pymongo_collection()
     async for e in coll.find(query, {"run_id": 1, "data.input_tokens": 1, "data.output_tokens": 1, "data.cost_usd": 1}):
         d = e.get("data") or {}
-        call = Spend(usd=float(d.get("cost_usd") or 0.0), tokens=int(d.get("input_tokens") or 0) + int(d.get("output_tokens") or 0))
+        call = Spend(
+            usd=float(d.get("cost_usd") or 0.0),
+            tokens=int(d.get("input_tokens") or 0) + int(d.get("output_tokens") or 0),
+        )
         out[e["run_id"]] = out.get(e["run_id"], Spend()) + call
     return out
 

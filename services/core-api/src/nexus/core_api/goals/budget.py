@@ -19,7 +19,9 @@ async def set_budget(ctx: Context, goal_id: str, cap: Cap) -> Goal:
         raise DomainError(409, f"the budget of a {goal.status} goal does not change: {RULES['final']}", field="status")
     # A new cap is a new budget: its alerts may be said again. Children's shares stay as planned;
     # a share that is spent is raised with the goal (it is re-split among the children still waiting).
-    await update_document(Goal, goal_id, {"$set": {"budget": msgspec.to_builtins(cap), "budget_alerts": {}, "updated_at": now()}})
+    await update_document(
+        Goal, goal_id, {"$set": {"budget": msgspec.to_builtins(cap), "budget_alerts": {}, "updated_at": now()}}
+    )
     await _reshare_waiting(goal_id)
     await release(ctx, {"goal_id": goal_id})
     return await Goal.get(goal_id)  # type: ignore[return-value]
@@ -39,5 +41,8 @@ async def _reshare_waiting(goal_id: str) -> None:
 
     for task, part in zip(waiting, await shares_for(goal_id, [t.budget_weight for t in waiting]), strict=True):
         used = await of_task(task.id)  # what it already spent stays counted against its share
-        share = Cap(usd=None if part.usd is None else used.usd + part.usd, tokens=None if part.tokens is None else used.tokens + part.tokens)
+        share = Cap(
+            usd=None if part.usd is None else used.usd + part.usd,
+            tokens=None if part.tokens is None else used.tokens + part.tokens,
+        )
         await update_document(Task, task.id, {"$set": {"budget": msgspec.to_builtins(share)}})

@@ -8,7 +8,14 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.db.documents import Goal, Task, now
 from nexus.db.writes import update_document
-from nexus.domain.goals import GOAL_FINAL, GoalStatus, GoalTransitionRefused, GoalWork, check_goal_move, next_goal_status
+from nexus.domain.goals import (
+    GOAL_FINAL,
+    GoalStatus,
+    GoalTransitionRefused,
+    GoalWork,
+    check_goal_move,
+    next_goal_status,
+)
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import GoalChanged
 
@@ -16,7 +23,7 @@ log = logging.getLogger("nexus.core_api.goals")
 
 
 async def work_of(goal_id: str) -> tuple[GoalWork, list[Task]]:
-    tasks = await Task.find({"goal_id": goal_id}).sort([("created_at", 1)]).to_list()
+    tasks = await Task.find({"goal_id": goal_id}).sort("+created_at").to_list()
     meta = next((t for t in tasks if t.is_meta), None)
     work = GoalWork(meta_status=meta.status if meta else None, children=tuple(t.status for t in tasks if not t.is_meta))
     return work, tasks
@@ -33,8 +40,15 @@ async def _move(ctx: Context, goal: Goal, target: GoalStatus, reason: str) -> bo
     log.info("goal %s: %s → %s (%s)", goal.id, goal.status, target.value, reason)
     await ctx.publisher.publish(
         "goal.status_changed",
-        GoalChanged(goal_id=goal.id, title=goal.title, status=target.value, previous=goal.status, reason=reason,
-                    summary=reason, meta_run_id=goal.meta_run_id or ""),
+        GoalChanged(
+            goal_id=goal.id,
+            title=goal.title,
+            status=target.value,
+            previous=goal.status,
+            reason=reason,
+            summary=reason,
+            meta_run_id=goal.meta_run_id or "",
+        ),
         correlation_id=goal.id,
     )
     return True
@@ -87,10 +101,15 @@ async def cancel(ctx: Context, goal_id: str, by: str) -> Goal:
     else:
         raise DomainError(409, f"goal {goal_id} changed while being cancelled; try again", field="status")
     _, tasks = await work_of(goal_id)
-    for task in sorted(tasks, key=lambda t: t.is_meta):  # children first, so the meta session hears their end
+    # The meta session first: it must not end on its own when it hears its children were cancelled.
+    for task in sorted(tasks, key=lambda t: not t.is_meta):
         if TaskStatus(task.status) in TASK_FINAL:
             continue
-        run = await cancel_run(ctx, task.current_run_id, f"goal {goal_id} cancelled by {by}") if task.current_run_id else None
+        run = (
+            await cancel_run(ctx, task.current_run_id, f"goal {goal_id} cancelled by {by}")
+            if task.current_run_id
+            else None
+        )
         if run is None:
             try:
                 await move_task(ctx, task.id, TaskStatus.CANCELLED)

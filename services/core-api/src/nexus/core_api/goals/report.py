@@ -14,15 +14,24 @@ from nexus.events.payloads import ApprovalReport, ChildReport, GoalReport
 
 def child_report(task: Task, run: Run | None, cost: Spend) -> ChildReport:
     return ChildReport(
-        task_id=task.id, title=task.title, status=task.status, run_id=run.id if run else "", session_id=run.session_id if run else "",
-        agent_id=task.assignee_agent_id or "", summary=(run.summary if run else "")[:4000], reason=run.reason if run else "",
-        branch=run.branch if run else "", commit_sha=run.commit_sha if run else "", ledger_hash=run.ledger_hash if run else "",
-        cost_usd=round(cost.usd, 6), tokens=cost.tokens,
+        task_id=task.id,
+        title=task.title,
+        status=task.status,
+        run_id=run.id if run else "",
+        session_id=run.session_id if run else "",
+        agent_id=task.assignee_agent_id or "",
+        summary=(run.summary if run else "")[:4000],
+        reason=run.reason if run else "",
+        branch=run.branch if run else "",
+        commit_sha=run.commit_sha if run else "",
+        ledger_hash=run.ledger_hash if run else "",
+        cost_usd=round(cost.usd, 6),
+        tokens=cost.tokens,
     )
 
 
 async def build(goal: Goal) -> GoalReport:
-    tasks = await Task.find({"goal_id": goal.id}).sort([("created_at", 1)]).to_list()
+    tasks = await Task.find({"goal_id": goal.id}).sort("+created_at").to_list()
     runs = await Run.find({"goal_id": goal.id}).to_list()
     per_run = await spend.by_run([r.id for r in runs])
     by_id = {r.id: r for r in runs}
@@ -33,14 +42,26 @@ async def build(goal: Goal) -> GoalReport:
     reports = [child_report(t, by_id.get(t.current_run_id or ""), task_cost(t)) for t in tasks]
     meta = next((rep for t, rep in zip(tasks, reports, strict=True) if t.is_meta), None)
     children = [rep for t, rep in zip(tasks, reports, strict=True) if not t.is_meta]
-    approvals = await Approval.find({"run_id": {"$in": list(by_id)}, "status": {"$in": ["approved", "rejected", "expired"]}}).to_list()
+    approvals = await Approval.find(
+        {"run_id": {"$in": list(by_id)}, "status": {"$in": ["approved", "rejected", "expired"]}}
+    ).to_list()
     total = spend.total(per_run)
     ended = goal.ended_at or goal.updated_at
     return GoalReport(
-        goal_id=goal.id, title=goal.title, status=goal.status, reason=goal.status_reason, meta=meta, children=children,
-        approvals=[ApprovalReport(approval_id=a.id, run_id=a.run_id, action=a.action, status=a.status, decided_by=a.decided_by)
-                   for a in approvals],
-        cost_usd=round(total.usd, 6), tokens=total.tokens, started_at=iso(goal.created_at) or "", ended_at=iso(ended) or "",
+        goal_id=goal.id,
+        title=goal.title,
+        status=goal.status,
+        reason=goal.status_reason,
+        meta=meta,
+        children=children,
+        approvals=[
+            ApprovalReport(approval_id=a.id, run_id=a.run_id, action=a.action, status=a.status, decided_by=a.decided_by)
+            for a in approvals
+        ],
+        cost_usd=round(total.usd, 6),
+        tokens=total.tokens,
+        started_at=iso(goal.created_at) or "",
+        ended_at=iso(ended) or "",
         duration_s=round(max(0.0, (ended - goal.created_at).total_seconds()), 3),
     )
 

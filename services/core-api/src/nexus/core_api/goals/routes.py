@@ -10,6 +10,7 @@ from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.budgets.schemas import BudgetIn
 from nexus.core_api.context import Context
 from nexus.core_api.goals import lifecycle, service
+from nexus.core_api.goals.detail import detail
 from nexus.core_api.goals.budget import set_budget
 from nexus.core_api.goals.schemas import GoalCreate, GoalDetail, GoalOut
 from nexus.core_api.goals.stream import goal_events
@@ -34,7 +35,7 @@ class GoalController(Controller):
         goal = await service.create_goal(ctx, data.title, data.description, created_by=request.user.key_id,
                                          meta_agent_id=meta_agent_id, repository_id=repo_id, budget=budget)
         await record(request.user, "goal.create", f"goals/{goal.id}", after_id=goal.id)
-        return await service.detail(await service.get(goal.id))
+        return await detail(await service.get(goal.id))
 
     @get("/", guards=[READ])
     async def list_goals(
@@ -50,7 +51,7 @@ class GoalController(Controller):
 
     @get("/{goal_id:str}", guards=[READ])
     async def get_goal(self, goal_id: str) -> GoalDetail:
-        return await service.detail(await service.get(goal_id))
+        return await detail(await service.get(goal_id))
 
     @post("/{goal_id:str}/cancel", guards=[MANAGE_WORK], status_code=200)
     async def cancel_goal(self, request: Request, goal_id: str) -> GoalDetail:
@@ -58,7 +59,7 @@ class GoalController(Controller):
         ctx: Context = request.app.state.ctx
         goal = await lifecycle.cancel(ctx, (await service.get(goal_id)).id, by=request.user.name or request.user.key_id)
         await record(request.user, "goal.cancel", f"goals/{goal.id}", before_id=goal.id)
-        return await service.detail(goal)
+        return await detail(goal)
 
     @put("/{goal_id:str}/budget", guards=[MANAGE_WORK])
     async def put_goal_budget(self, request: Request, goal_id: str, data: BudgetIn) -> GoalDetail:
@@ -66,7 +67,7 @@ class GoalController(Controller):
         ctx: Context = request.app.state.ctx
         goal = await set_budget(ctx, (await service.get(goal_id)).id, Cap(usd=data.usd, tokens=data.tokens))
         await record(request.user, "budget.update", f"goals/{goal.id}/budget", after_id=goal.id)
-        return await service.detail(goal)
+        return await detail(goal)
 
     @get("/{goal_id:str}/events", guards=[READ])
     async def goal_feed(self, request: Request, goal_id: str) -> ServerSentEvent:

@@ -1,7 +1,8 @@
 """A goal's feed: the system's event stream narrowed to one goal (every goal.*, task.* and budget.*
 event that names it), with the stream sequence as the event id so a client resumes where it left off."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import msgspec
 from litestar.response import ServerSentEventMessage
@@ -26,8 +27,15 @@ def _about(data: str, goal_id: str) -> tuple[bool, bool]:
 
 
 async def goal_events(ctx: Context, goal_id: str, *, after_seq: int) -> AsyncIterator[ServerSentEventMessage]:
-    events = jetstream_events(ctx.js, "nexus.evt.>", after_seq=after_seq, keepalive_s=ctx.settings.sse_keepalive_s,
-                              types=TYPES, stream=EVENTS_STREAM)
+    follow = jetstream_events(
+        ctx.js,
+        "nexus.evt.>",
+        after_seq=after_seq,
+        keepalive_s=ctx.settings.sse_keepalive_s,
+        types=TYPES,
+        stream=EVENTS_STREAM,
+    )
+    events = cast("AsyncGenerator[ServerSentEventMessage, None]", follow)  # an async generator: closed below
     try:
         async for msg in events:
             if not msg.data:  # a comment: connected, keep-alive

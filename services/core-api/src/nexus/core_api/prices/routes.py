@@ -26,7 +26,7 @@ class PriceController(Controller):
 
     @get("/", guards=[READ])
     async def list_prices(self) -> list[PriceOut]:
-        return [service.to_out(p) for p in await ModelPrice.find({}).sort([("_id", 1)]).to_list()]
+        return [service.to_out(p) for p in await ModelPrice.find({}).sort("+_id").to_list()]
 
     @get("/{model:str}", guards=[READ])
     async def get_price(self, model: str) -> PriceOut:

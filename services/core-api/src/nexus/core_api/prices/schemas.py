@@ -5,7 +5,9 @@ import msgspec
 from nexus.core_api.schemas import Body, Out
 
 UsdPerMTok = Annotated[float, msgspec.Meta(ge=0, le=100_000, description="USD per 1M tokens")]
-ModelName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._:-]{0,119}$", description="model name or prefix, lower case")]
+ModelName = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._:-]{0,119}$", description="model name or prefix, lower case")
+]
 
 
 class PriceIn(Body):

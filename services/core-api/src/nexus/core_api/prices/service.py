@@ -12,15 +12,23 @@ from nexus.domain.pricing import DEFAULT_PRICES, price_in
 
 
 def to_out(p: ModelPrice) -> PriceOut:
-    return PriceOut(model=p.id, input_per_mtok=p.input_per_mtok, output_per_mtok=p.output_per_mtok, updated_by=p.updated_by,
-                    updated_at=iso(p.updated_at))
+    return PriceOut(
+        model=p.id,
+        input_per_mtok=p.input_per_mtok,
+        output_per_mtok=p.output_per_mtok,
+        updated_by=p.updated_by,
+        updated_at=iso(p.updated_at),
+    )
 
 
 async def seed() -> int:
     """Insert the published prices of models the list does not have yet; an admin's rows stay."""
     have = {d["_id"] async for d in ModelPrice.get_pymongo_collection().find({}, {"_id": 1})}
-    docs = [{"_id": m, "input_per_mtok": i, "output_per_mtok": o, "updated_by": "seed", "updated_at": now()}
-            for m, (i, o) in DEFAULT_PRICES.items() if m not in have]
+    docs = [
+        {"_id": m, "input_per_mtok": i, "output_per_mtok": o, "updated_by": "seed", "updated_at": now()}
+        for m, (i, o) in DEFAULT_PRICES.items()
+        if m not in have
+    ]
     if not docs:
         return 0
     try:
@@ -30,7 +38,10 @@ async def seed() -> int:
 
 
 async def table() -> dict[str, tuple[float, float]]:
-    return {d["_id"]: (d["input_per_mtok"], d["output_per_mtok"]) async for d in ModelPrice.get_pymongo_collection().find({})}
+    return {
+        d["_id"]: (d["input_per_mtok"], d["output_per_mtok"])
+        async for d in ModelPrice.get_pymongo_collection().find({})
+    }
 
 
 async def price_for(model: str) -> tuple[float, float] | None:
@@ -39,8 +50,19 @@ async def price_for(model: str) -> tuple[float, float] | None:
 
 
 async def put(model: str, input_per_mtok: float, output_per_mtok: float, by: str) -> ModelPrice:
-    await update_document(ModelPrice, model, {"$set": {"input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok,
-                                                        "updated_by": by, "updated_at": now()}}, upsert=True)
+    await update_document(
+        ModelPrice,
+        model,
+        {
+            "$set": {
+                "input_per_mtok": input_per_mtok,
+                "output_per_mtok": output_per_mtok,
+                "updated_by": by,
+                "updated_at": now(),
+            }
+        },
+        upsert=True,
+    )
     return await get(model)
 
 

@@ -21,8 +21,9 @@ from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, Ta
 log = logging.getLogger("nexus.core_api.dispatch")
 
 
-async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str, *, approval_ttl_s: float | None = None,
-                          budget: Cap | None = None, price: tuple[float, float] | None = None) -> RunConfig:
+async def assemble_config(task: Task, agent: Agent, run_id: str, session_id: str, *,
+                          approval_ttl_s: float | None = None, budget: Cap | None = None,
+                          price: tuple[float, float] | None = None) -> RunConfig:
     spec = agent.spec
     skills = await resolve_skills(spec.get("skills", []))
     repo_doc = await Repository.get(task.repository_id) if task.repository_id else None
@@ -101,8 +102,9 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
         return None
     run_id = new_id("run")
     session_id = task.session_id or new_id("ses")
+    price = await price_for(agent.spec.get("llm", {}).get("model", "scripted"))
     config = await assemble_config(task, agent, run_id, session_id, approval_ttl_s=ctx.settings.approval_ttl_s,
-                                   budget=budget, price=await price_for(agent.spec.get("llm", {}).get("model", "scripted")))
+                                   budget=budget, price=price)
     run = Run(
         id=run_id, task_id=task.id, agent_id=agent.id, agent_revision=agent.revision, goal_id=task.goal_id,
         session_id=session_id, parent_session_id=task.parent_session_id, parent_run_id=task.parent_run_id,

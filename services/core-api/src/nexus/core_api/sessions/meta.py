@@ -45,7 +45,8 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
     return created
 
 
-async def _create_child(ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan, share: Cap) -> Task:
+async def _create_child(ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan,
+                        share: Cap) -> Task:
     return await create_task(
         ctx,
         TaskCreate(
