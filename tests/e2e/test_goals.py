@@ -204,8 +204,8 @@ async def test_goal_budget_splits_and_the_overspending_child_is_stopped(api: htt
     assert verdict["ok"] and verdict["ledger_hash"] == run["ledger_hash"], verdict  # the ledger is intact
     assert goal["budget"]["spent_tokens"] == goal["usage"]["tokens"] and goal["budget"]["tokens"] == budget
     # The alerts went out for the gateway and the board: the run stopped, the goal's budget at 80% and spent.
-    alerts = await budget_alerts(stack, goal_id=goal["id"])
-    assert ("exceeded", "run", run["id"]) in alerts and ("warning", "goal", goal["id"]) in alerts, alerts
+    await until_alerted(stack, {("exceeded", "run", run["id"]), ("warning", "goal", goal["id"]),
+                                ("exceeded", "goal", goal["id"])}, goal_id=goal["id"])
     # Spend and what is left, for dashboards.
     async with httpx.AsyncClient() as c:
         metrics = (await c.get(f"http://127.0.0.1:{stack.metrics_ports['core-api']}/metrics")).text
@@ -233,6 +233,17 @@ async def budget_alerts(stack, **match) -> list[tuple[str, str, str]]:
         await nc.drain()
 
 
+async def until_alerted(stack, expected: set[tuple[str, str, str]], **match) -> None:
+    """Poll the stream until every expected alert is on it (core-api emits them as runs end)."""
+    alerts: list = []
+    for _ in range(100):
+        alerts = await budget_alerts(stack, **match)
+        if expected <= set(alerts):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"alerts {expected - set(alerts)} never came; saw {alerts}")
+
+
 SPENDER = f"""
 steps:
   - say: "{"y" * 16_000}"
@@ -256,7 +267,7 @@ async def test_agent_daily_cap_blocks_the_next_dispatch_until_raised(api: httpx.
     assert second["current_run_id"] is None
     second = (await api.get(f"/v1/tasks/{second['id']}")).json()
     assert second["status"] == "ready" and second["blocked"].startswith(f"budget: agent {spender['id']} spent"), second
-    assert ("exceeded", "agent", spender["id"]) in await budget_alerts(stack, agent_id=spender["id"])
+    await until_alerted(stack, {("exceeded", "agent", spender["id"])}, agent_id=spender["id"])
 
     r = await api.put("/v1/budgets/agents/spender", json={"tokens": 100_000})
     assert r.status_code == 200 and r.json()["released_tasks"] == [second["id"]], r.text
