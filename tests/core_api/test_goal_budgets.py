@@ -11,6 +11,7 @@ from nexus.core_api.sessions.meta import plan_children
 from nexus.events.payloads import ChildPlan, PlanChildren
 from tests.core_api.conftest import assert_problem, bearer, new_agent, new_key
 from tests.core_api.test_run_convergence import in_app
+from tests.core_api.test_sse import collect, sse
 
 
 async def audited(client, action: str, resource: str) -> bool:
@@ -63,6 +64,17 @@ async def test_goal_detail_cancel_and_the_rule_a_refused_move_names(client) -> N
     report = cancelled["report"]
     assert report["status"] == "cancelled" and report["meta"]["status"] == "cancelled" and report["duration_s"] >= 0, report
     assert await audited(client, "goal.cancel", f"goals/{goal['id']}")
+
+    # The goal's feed: its own events only, in order, ending with its report.
+    feed = [m for m in await collect(sse(client, f"/v1/goals/{goal['id']}/events"), lambda got: False) if "event" in m]
+    assert all(m["data"]["data"]["goal_id"] == goal["id"] for m in feed)
+    assert [m["data"]["data"]["status"] for m in feed if m["event"] == "task.status_changed"] == ["in_progress", "cancelled"]
+    moves = [m for m in feed if m["event"].startswith("goal.")]
+    assert [m["event"] for m in moves] == ["goal.created", "goal.status_changed", "goal.status_changed", "goal.reported"], feed
+    assert [m["data"]["data"]["status"] for m in moves[1:3]] == ["planning", "cancelled"]
+    assert feed[-1]["event"] == "goal.reported"
+    resumed = await collect(sse(client, f"/v1/goals/{goal['id']}/events", last_id=feed[-2]["id"]), lambda got: False)
+    assert [m["event"] for m in resumed if "event" in m] == ["goal.reported"]  # Last-Event-ID resumes after it
 
     body = assert_problem(await client.post(f"/v1/goals/{goal['id']}/cancel"), 409, "status")
     assert "cancelled to cancelled: a goal that is done, failed or cancelled does not change" in body["detail"], body

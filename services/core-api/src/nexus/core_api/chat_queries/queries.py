@@ -75,7 +75,8 @@ async def goal_report(goal_id: str) -> dict:
     tasks = await Task.find({"goal_id": goal_id}).to_list()
     goal_runs = await Run.find({"goal_id": goal_id}).to_list()
     return {"kind": "goal", **goal_row(g), "tasks": [{"id": t.id, "title": t.title, "status": t.status} for t in tasks],
-            "runs": [run_row(r) for r in goal_runs], "cost_usd": sum(_cost(r) for r in goal_runs)}
+            "runs": [run_row(r) for r in goal_runs], "cost_usd": sum(_cost(r) for r in goal_runs),
+            "report": g.report}  # stored when the goal ended (docs/goals.md)
 
 
 async def status(args: dict) -> dict:
