@@ -49,6 +49,8 @@ async def run_loop(
     out = Outcome()
     for step in range(1, limits.max_steps + 1):
         reporter.step = out.steps = step
+        if reason := stop():  # a limit reached while the last step's tools ran, or while the model answered
+            raise RunStopped(reason)
         completion: Completion = await provider.complete(messages, tools)
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
