@@ -170,7 +170,9 @@ def for_run(run: RunIdentity) -> Permissions:
     return Permissions(
         pub_allow=(*own, *kernel, *consumers),
         pub_deny=tuple(f"nexus.run.{rid}.{k}" for k in CORE_ONLY_RUN_KINDS),
-        sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id)),
+        # Its session's inbox, and its kernel's own (where replies to the kernel's asks arrive).
+        sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id),
+                   KERNEL_INBOX.format(agent_id=f"runner-{run.session_id}")),
         allow_responses=True,
     )
 

@@ -78,6 +78,8 @@ async def run_loop(
     out = out if out is not None else Outcome()
     for step in range(1, limits.max_steps + 1):
         reporter.step = out.steps = step
+        if reason := stop():  # a limit reached while the last step's tools ran, or while the model answered
+            raise RunStopped(reason)
         if budget is not None and not budget.empty:
             estimate = estimate_call(messages, tools, out, price)
             if would_exceed(budget, out.spent, estimate):

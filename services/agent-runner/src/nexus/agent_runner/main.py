@@ -32,12 +32,14 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
     import msgspec
 
     from nexus.agent_runner.hypervisor.secrets import SecretBox
+    from nexus.agent_runner.process_limits import ProcessLimits
     from nexus.agent_runner.reporter import RunReporter
     from nexus.agent_runner.settings import secrets_from_env
     from nexus.events.bus import connect
     from nexus.events.payloads import RunConfig
 
     log = logging.getLogger("nexus.agent_runner")
+    limits = ProcessLimits()
     cfg = msgspec.json.decode(Path(settings.run_config).read_bytes(), type=RunConfig)
     secrets = secrets_from_env(environ, cfg.secrets)
     nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}", creds=settings.nats_creds, user=cfg.run_id)
@@ -69,6 +71,8 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
         session = RunSession(cfg, js, reporter, workdir=Path(settings.workspace), state_dir=state_dir, secrets=secrets,
                              env=workspace.base_env(environ), approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s, nc=nc,
                              sandbox_mode=settings.sandbox)
+        # The CPU time limit's warning: stop at the next step, like any other limit.
+        loop.add_signal_handler(signal.SIGXCPU, lambda: session.stop(limits.cpu_reason()))
         started = loop.time()
         try:
             await asyncio.wait_for(session.run(), cfg.limits.wall_clock_s)
@@ -82,8 +86,12 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
             await asyncio.shield(reporter.status("cancelled", reason="the run was cancelled"))
         code = 4
     except Exception as exc:  # noqa: BLE001 — any failure ends the run with its reason, never silently
-        log.exception("run %s failed", cfg.run_id)
-        await reporter.status("failed", reason=f"{type(exc).__name__}: {exc}")
+        reason = limits.describe(exc)
+        if reason is None:
+            log.exception("run %s failed", cfg.run_id)
+        else:
+            log.error("run %s stopped: %s", cfg.run_id, reason)
+        await reporter.status("failed", reason=reason or f"{type(exc).__name__}: {exc}")
         code = 2
     finally:
         await reporter.stop_heartbeat()

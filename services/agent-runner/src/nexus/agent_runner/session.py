@@ -70,10 +70,18 @@ class RunSession:
         self.approval_timeout_s = approval_timeout_s
         self.sandbox_mode = sandbox_mode
         self.rejection = ""  # set when a human rejects: the run stops with this reason
+        self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
         self.rg = workspace.RunGit(work_tree=workdir, private=state_dir / "git", base=env)  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
         self.outcome = Outcome()  # the model's spend so far, kept when the run is stopped
+
+    def stop(self, reason: str) -> None:
+        """End the run at its next step with `reason` (the first reason given wins)."""
+        self.stopped = self.stopped or reason
+
+    def _stop_reason(self) -> str:
+        return self.rejection or self.stopped
 
     async def _inbox(self) -> RunInbox:
         if not self._inbox_started:
@@ -178,7 +186,7 @@ class RunSession:
         messages = [Message(role="system", content=prompt.system_message(cfg)), Message(role="user", content=prompt.task_message(cfg))]
         try:
             budget = (cfg.budget or Cap()).tightest(Cap(usd=cfg.limits.max_cost_usd))
-            return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=lambda: self.rejection,
+            return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=self._stop_reason,
                                   budget=budget, price=cfg.price, out=self.outcome)
         finally:
             await provider.aclose()
@@ -190,7 +198,7 @@ class RunSession:
             # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
             env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
             return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg,
-                                      stop=lambda: self.rejection)
+                                      stop=self._stop_reason)
         finally:
             if self.tree is None:
                 await kernel.shutdown("drop", 2.0)
