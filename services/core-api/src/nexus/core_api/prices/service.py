@@ -1,6 +1,8 @@
 """The price list runs are costed with: data in the database, seeded once from the published list,
 changed by admins through the API; each run is handed its model's price when it is dispatched."""
 
+import time
+
 from pymongo.errors import BulkWriteError
 
 from nexus.core_api.errors import not_found
@@ -29,6 +31,7 @@ async def seed() -> int:
         for m, (i, o) in DEFAULT_PRICES.items()
         if m not in have
     ]
+    forget()  # this database's list, not one read before
     if not docs:
         return 0
     try:
@@ -37,11 +40,26 @@ async def seed() -> int:
         return int(exc.details.get("nInserted", 0))
 
 
+# Read per dispatch, changed rarely: kept for a few seconds (another core-api's edit shows within that).
+TABLE_TTL_S = 5.0
+_table: tuple[float, dict[str, tuple[float, float]]] | None = None
+
+
+def forget() -> None:
+    global _table
+    _table = None
+
+
 async def table() -> dict[str, tuple[float, float]]:
-    return {
+    global _table
+    if _table is not None and time.monotonic() - _table[0] < TABLE_TTL_S:
+        return _table[1]
+    rows = {
         d["_id"]: (d["input_per_mtok"], d["output_per_mtok"])
         async for d in ModelPrice.get_pymongo_collection().find({})
     }
+    _table = (time.monotonic(), rows)
+    return rows
 
 
 async def price_for(model: str) -> tuple[float, float] | None:
@@ -63,6 +81,7 @@ async def put(model: str, input_per_mtok: float, output_per_mtok: float, by: str
         },
         upsert=True,
     )
+    forget()
     return await get(model)
 
 
@@ -76,3 +95,4 @@ async def get(model: str) -> ModelPrice:
 async def delete(model: str) -> None:
     await get(model)
     await ModelPrice.get_pymongo_collection().delete_one({"_id": model})
+    forget()
