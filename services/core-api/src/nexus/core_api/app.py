@@ -51,6 +51,8 @@ from nexus.core_api.chat_bindings.routes import ChatBindingController  # noqa: E
 from nexus.core_api.ledger.routes import verify_run_ledger  # noqa: E402
 from nexus.core_api.board.routes import BoardController, BoardProviderController  # noqa: E402
 from nexus.core_api.board.webhooks import WebhookController  # noqa: E402
+from nexus.core_api.ui.render import template_config as ui_templates  # noqa: E402
+from nexus.core_api.ui.routes import ui_routers  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
@@ -89,12 +91,13 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
             await db.close()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *ui_routers()],  # the web UI under /ui: built per app, its pages call the routes above
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
-        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"])],
+        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/", "^/ui"])],  # /ui: its own session cookie (nexus.core_api.ui.auth)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=guard_json_body,
+        template_config=ui_templates(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Nexus core-api",
