@@ -27,6 +27,8 @@ def spec_from_form(form: dict[str, str], base: dict[str, Any] | None = None) -> 
     spec = dict(base or {})
     spec.update(name=form.get("name", "").strip(), description=form.get("description", ""),
                 system_prompt=form.get("system_prompt", ""), skills=words(form.get("skills", "")), tools=words(form.get("tools", "")))
+    if "ask" in form:
+        spec["permissions"] = {**(spec.get("permissions") or {}), "ask": words(form["ask"])}
     llm = dict(spec.get("llm") or {})
     llm.update({k: form[f"llm_{k}"] for k in ("provider", "model") if form.get(f"llm_{k}")})
     if "llm_script" in form:

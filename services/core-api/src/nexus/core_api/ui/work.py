@@ -20,7 +20,8 @@ from nexus.events.catalog import EVENTS_STREAM, run_filter
 
 BOARD_TYPES = {"board.card_moved", "run.*", "approval.*", "task.*"}
 EVENTS_SHOWN = 500
-_SUMMARY_KEYS = ("message", "text", "status", "path", "cmd", "command", "tool", "name", "action", "detail", "reason", "summary")
+_SUMMARY_KEYS = ("message", "text", "status", "path", "relPath", "cmd", "exitCode", "command", "tool", "name", "action", "decision",
+                 "detail", "reason", "summary", "sha", "branch", "phase", "childSessionId")
 
 
 def moves_for(status: str, column: str) -> list[str]:
@@ -29,6 +30,8 @@ def moves_for(status: str, column: str) -> list[str]:
 
 
 def event_line(type_: str, data: dict[str, Any]) -> str:
+    if isinstance(data.get("change"), dict):  # a session change: its own fields say what happened
+        data = data["change"]
     parts = [f"{k}={data[k]}" for k in _SUMMARY_KEYS if isinstance(data.get(k), (str, int, float)) and data.get(k) != ""]
     text = " ".join(parts) if parts else json.dumps(data, default=str)
     return text[:400]
@@ -72,7 +75,7 @@ class BoardPages(Controller):
         async def nudges() -> AsyncIterator[ServerSentEventMessage]:
             async for m in jetstream_events(ctx.js, "nexus.evt.>", after_seq=after, keepalive_s=ctx.settings.sse_keepalive_s,
                                             types=BOARD_TYPES, stream=EVENTS_STREAM):
-                yield m if m.data is None else ServerSentEventMessage(event="board-changed", data=m.event or "", id=m.id)
+                yield m if m.event is None else ServerSentEventMessage(event="board-changed", data=m.event or "", id=m.id)
 
         return ServerSentEvent(nudges())
 
@@ -157,7 +160,7 @@ class RunPages(Controller):
         async def items() -> AsyncIterator[ServerSentEventMessage]:
             async for m in jetstream_events(ctx.js, run_filter(run_id), after_seq=start, keepalive_s=ctx.settings.sse_keepalive_s,
                                             stop_when_final=True):
-                if m.data is None:
+                if m.event is None:  # a comment: connected, keep-alive
                     yield m
                     continue
                 env = json.loads(str(m.data))
@@ -166,7 +169,8 @@ class RunPages(Controller):
                                                           "line": event_line(env.get("type", ""), data)})
                 yield ServerSentEventMessage(event="run-event", data=html.strip(), id=m.id)
                 if env.get("type") == "run.status":
-                    yield ServerSentEventMessage(event="run-status", data=str(data.get("status", "")))
+                    status = _render(request, "_status.html", s=str(data.get("status", "")))
+                    yield ServerSentEventMessage(event="run-status", data=status.strip())
             yield ServerSentEventMessage(event="end", data="the run has ended")
 
         return ServerSentEvent(items())
