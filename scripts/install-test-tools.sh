@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The tools the test suite uses besides the servers: promtool (Debian's prometheus package),
-# bubblewrap (the command sandbox), kubectl (checks our kustomize against the real one) and node
-# (the JavaScript bridge) and chromium
-# (the web UI's browser tests drive it through Playwright; Playwright's own browser download is not used). Debian packages are installed when missing and we are root; otherwise
+# bubblewrap (the command sandbox), kubectl (checks our kustomize against the real one), node
+# (the JavaScript bridge) and chromium (the web UI's browser tests drive Debian's build through
+# Playwright, whose own browser download cannot work here). Debian packages are installed when missing and we are root; otherwise
 # this says what is missing, and CI fails the tests that need it instead of skipping them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
