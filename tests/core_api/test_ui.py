@@ -8,13 +8,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from nexus.db.documents import Approval
+from nexus.domain.roles import Capability, Role, allows
 from tests.core_api.conftest import in_app, new_agent, new_key, new_run
 
 pytestmark = pytest.mark.infra
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
+UI_OPEN = {"/ui", "/ui/login", "/ui/logout"}  # signing in and out need no role
 
 
 def csrf_of(html: str) -> str:
@@ -229,3 +232,44 @@ async def test_a_revoked_key_ends_its_sessions(client: AsyncTestClient) -> None:
     assert (await client.delete(f"/v1/api-keys/{key_id}")).status_code == 204
     with jar(client, session) as c:
         assert (await c.get("/ui/runs")).status_code == 303
+
+
+def ui_endpoints(app) -> list[tuple[str, str, Capability]]:
+    """(method, path, capability) of every UI page and form; each must have exactly one capability guard."""
+    out, unguarded = [], []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith("/ui") or route.path in UI_OPEN or route.path.startswith("/ui/static"):
+            continue
+        for handler in route.route_handlers:
+            caps = [g.capability for g in (getattr(g, "func", g) for g in handler.resolve_guards()) if hasattr(g, "capability")]
+            for method in set(handler.http_methods) - {"OPTIONS", "HEAD"}:
+                (out.append((method, route.path, caps[0])) if len(caps) == 1 else unguarded.append((method, route.path)))
+    assert not unguarded, f"UI routes without exactly one capability guard: {unguarded}"
+    return sorted(out, key=lambda r: (r[0] != "GET", r[1]))
+
+
+async def test_every_ui_route_for_every_role(app, server_url: str, http: httpx.AsyncClient, settings) -> None:
+    """The same role rules as the API's matrix, through the cookie: allowed is neither 401/403 nor 5xx."""
+    routes = ui_endpoints(app)
+    assert len(routes) >= 30, routes
+    keys = {"viewer": await new_key(http, "viewer"), "lead": await new_key(http, "lead"), "admin": settings.admin_key}
+    failures, tally = [], {w: {"allowed": 0, "denied": 0} for w in keys}
+    for who, key in keys.items():
+        async with httpx.AsyncClient(base_url=server_url, timeout=30) as c:
+            r = await c.get("/ui/login")
+            token = csrf_of(r.text)
+            r = await c.post("/ui/login", data={"_csrf": token, "key": key})
+            assert r.status_code == 303, r.text
+            token = csrf_of((await c.get("/ui/runs")).text)
+            for method, path, cap in routes:
+                url = re.sub(r"\{\w+:\w+\}", "zz_missing", path)
+                data = {"_csrf": token} if method == "POST" else None
+                async with c.stream(method, url, data=data) as r:
+                    status = r.status_code
+                allowed = allows(Role(who), cap)
+                ok = status not in (401, 403) and status < 500 if allowed else status == 403
+                tally[who]["allowed" if allowed else "denied"] += 1
+                if not ok:
+                    failures.append(f"{who:7} {method:5} {path} ({cap.value}): got {status}")
+    assert not failures, "\n".join(failures)
+    assert tally["admin"]["denied"] == 0 and tally["viewer"]["denied"] and tally["lead"]["denied"], tally
