@@ -83,7 +83,7 @@ async def test_every_page_renders_for_an_admin(client: AsyncTestClient, admin: h
         f"/ui/skills/{skill['id']}": "<em>be kind</em>", "/ui/memory": "Remember something", "/ui/board": run["task_id"],
         "/ui/runs": run["id"], f"/ui/runs/{run['id']}": run["agent_id"], f"/ui/runs/{run['id']}/summary": "Attempts",
         f"/ui/tasks/{run['task_id']}": run["id"], "/ui/tasks/new": "Start task", "/ui/approvals": "Approvals",
-        "/ui/goals": goal["title"], f"/ui/goals/{goal['id']}": "0 of 0 tasks done", "/ui/admin/keys": "bootstrap-admin",
+        "/ui/goals": goal["title"], f"/ui/goals/{goal['id']}": "Progress", "/ui/admin/keys": "bootstrap-admin",
         "/ui/admin/audit": "agent.update",
     }
     with jar(client, admin) as c:
