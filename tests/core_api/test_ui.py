@@ -66,6 +66,9 @@ async def test_signed_out_is_sent_to_sign_in_and_a_bad_key_is_refused(client: As
         r = await c.post("/ui/login", data={"_csrf": csrf_of(r.text), "key": "nxk_not_a_key"})
         assert r.status_code == 401 and "unknown or revoked key" in r.text
         assert (await c.get("/ui/runs")).status_code == 303  # still signed out
+        r = await c.get("/ui/login", headers={"X-Forwarded-Proto": "https"})
+        assert "secure" in r.headers["set-cookie"].lower()  # behind TLS the cookie never travels in clear
+        assert "secure" not in (await c.get("/ui/login")).headers["set-cookie"].lower()
 
 
 async def test_every_page_renders_for_an_admin(client: AsyncTestClient, admin: httpx.Cookies) -> None:

@@ -80,6 +80,13 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
     agent = (await api.get("/v1/agents/browser-writer")).json()
     assert agent["spec"]["permissions"]["ask"] == ["write:notes/*"]
 
+    # A skill's markdown is previewed as it is typed (an htmx POST carrying the CSRF header).
+    await page.goto("/ui/skills/new")
+    await page.fill("#skill-form input[name=name]", "tone")
+    await page.fill("#skill-form textarea[name=content]", "# Be brief\n\n*one line*")
+    await expect(page.locator("#preview h1")).to_have_text("Be brief", timeout=WAIT)
+    await shot(page, "skill-new")
+
     # Start a task: the browser lands on its run, which pauses for the approval — shown live.
     await page.goto("/ui/tasks/new")
     await page.fill("#task-form input[name=title]", "Write the hello note")

@@ -39,7 +39,7 @@ def spec_from_form(form: dict[str, str], base: dict[str, Any] | None = None) -> 
 
 async def _runs_by_revision(api: Api, agent_id: str) -> dict[int, list[dict]]:
     runs: dict[int, list[dict]] = {}
-    for r in (await api.get("/v1/runs", agent_id=agent_id, limit=200))["items"]:
+    for r in (await api.get("/v1/runs", agent_id=agent_id, limit=50))["items"]:  # the latest: older ones are on the runs page
         runs.setdefault(r["agent_revision"], []).append(r)
     return runs
 

@@ -7,6 +7,7 @@ from litestar.response import Redirect
 from nexus.core_api.auth.guards import DECIDE_APPROVALS, MANAGE_KEYS, MANAGE_WORK, READ
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.render import form_of, page
+from nexus.core_api.ui.work import PAGE
 
 
 async def _approvals(request: Request, status: str, *, code: int = 200, errors: dict | None = None, failed: str = "") -> Response:
@@ -95,7 +96,7 @@ class AdminPages(Controller):
 
     @get("/audit", guards=[MANAGE_KEYS])
     async def audit(self, request: Request, action: str | None = None, cursor: str | None = None) -> Response:
-        result = await Api(request).call("GET", "/v1/audit", params={"action": action, "cursor": cursor, "limit": 200})
+        result = await Api(request).call("GET", "/v1/audit", params={"action": action, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
         return page(request, "audit.html", status=result.status, entries=body["items"], next_cursor=body["next_cursor"],
                     action=action or "", errors=result.errors)

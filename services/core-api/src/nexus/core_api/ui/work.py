@@ -20,6 +20,7 @@ from nexus.events.catalog import EVENTS_STREAM, run_filter
 
 BOARD_TYPES = {"board.card_moved", "run.*", "approval.*", "task.*"}
 EVENTS_SHOWN = 500
+PAGE = 25  # rows per list page: what a person reads at once; "Older" pages on
 _SUMMARY_KEYS = ("message", "text", "status", "path", "relPath", "cmd", "exitCode", "command", "tool", "name", "action", "decision",
                  "detail", "reason", "summary", "sha", "branch", "phase", "childSessionId")
 
@@ -113,7 +114,7 @@ class TaskPages(Controller):
     async def task(self, request: Request, task_id: str) -> Response:
         api = Api(request)
         task = await api.get(f"/v1/tasks/{task_id}")
-        runs = (await api.get("/v1/runs", task_id=task["id"], limit=100))["items"]
+        runs = (await api.get("/v1/runs", task_id=task["id"], limit=PAGE))["items"]
         return page(request, "task.html", task=task, runs=runs)
 
 
@@ -130,7 +131,7 @@ class RunPages(Controller):
     async def runs(self, request: Request, status: str | None = None, agent_id: str | None = None, task_id: str | None = None,
                    goal_id: str | None = None, cursor: str | None = None) -> Response:
         filters = {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}
-        result = await Api(request).call("GET", "/v1/runs", params={**filters, "cursor": cursor, "limit": 100})
+        result = await Api(request).call("GET", "/v1/runs", params={**filters, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
         return page(request, "runs.html", status=result.status, runs=body["items"], next_cursor=body["next_cursor"],
                     filters={k: v or "" for k, v in filters.items()}, errors=result.errors)
