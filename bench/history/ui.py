@@ -25,6 +25,8 @@ async def _page(ui: httpx.AsyncClient, path: str) -> None:
 def ui_ops(side_ui) -> dict:
     """name → op(side, i); `side_ui(side)` gives the side's signed-in client."""
     return {
+        # the API read the runs page makes, on its own: the page's cost beyond it is the UI's
+        "api_runs_page_of_25": lambda s, i: _page(s.api, "/v1/runs?limit=25"),
         "ui_runs_page": lambda s, i: _page(side_ui(s), "/ui/runs"),
         "ui_runs_page_status_succeeded": lambda s, i: _page(side_ui(s), "/ui/runs?status=succeeded"),
         "ui_run_page": lambda s, i: _page(side_ui(s), f"/ui/runs/{s.rnd.choice(s.run_ids)}"),

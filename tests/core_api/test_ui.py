@@ -17,7 +17,7 @@ from tests.core_api.conftest import in_app, new_agent, new_key, new_run
 
 pytestmark = pytest.mark.infra
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
-UI_OPEN = {"/ui", "/ui/login", "/ui/logout"}  # signing in and out need no role
+UI_OPEN = {"/ui", "/ui/login", "/ui/logout", "/ui/login/link"}  # signing in and out need no role
 
 
 def csrf_of(html: str) -> str:
@@ -276,3 +276,29 @@ async def test_every_ui_route_for_every_role(app, server_url: str, http: httpx.A
                     failures.append(f"{who:7} {method:5} {path} ({cap.value}): got {status}")
     assert not failures, "\n".join(failures)
     assert tally["admin"]["denied"] == 0 and tally["viewer"]["denied"] and tally["lead"]["denied"], tally
+
+
+async def test_a_login_link_signs_in_once_with_its_role(client: AsyncTestClient) -> None:
+    r = await client.post("/v1/ui/login-links", json={"name": "alice", "role": "viewer", "ttl_s": 600})
+    assert r.status_code == 201, r.text
+    link = r.json()["path"]
+    assert link.startswith("/ui/login/link?t=") and "nxk_" not in link  # the key inside is sealed
+    with jar(client, httpx.Cookies()) as c:
+        r = await c.get(link)
+        assert r.status_code == 200 and "Sign in as alice (viewer)" in r.text  # a preview fetching it spends nothing
+        token, t = csrf_of(r.text), link.split("t=", 1)[1]
+        r = await c.post("/ui/login/link", data={"_csrf": token, "t": t})
+        assert r.status_code == 303, r.text
+        r = await c.get("/ui/approvals")
+        assert r.status_code == 200 and "alice-ui · viewer" in r.text
+        assert (await c.get("/ui/admin/keys")).status_code == 403  # the link's role, no more
+    with jar(client, httpx.Cookies()) as c:
+        r = await c.get(link)
+        assert r.status_code == 401 and "expired or was used" in r.text
+        r = await c.get("/ui/login")
+        r = await c.post("/ui/login/link", data={"_csrf": csrf_of(r.text), "t": link.split("t=", 1)[1]})
+        assert r.status_code == 401  # used once: never again
+        r = await c.post("/ui/login/link", data={"_csrf": csrf_of((await c.get("/ui/login")).text), "t": "forged"})
+        assert r.status_code == 401
+    r = await client.post("/v1/ui/login-links", json={"name": "bob", "role": "emperor"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "role"

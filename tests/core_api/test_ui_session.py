@@ -3,7 +3,7 @@ a cookie sealed by another secret means nothing here."""
 
 import time
 
-from nexus.core_api.ui.session import Sealer, UiSession, csrf_ok, new_session
+from nexus.core_api.ui.session import LoginLink, Sealer, UiSession, csrf_ok, new_session
 
 
 def test_a_sealed_session_opens_until_it_expires() -> None:
@@ -30,3 +30,11 @@ def test_csrf_needs_the_sessions_own_token() -> None:
     assert csrf_ok(session, session.csrf)
     assert not csrf_ok(session, "") and not csrf_ok(session, None) and not csrf_ok(None, session.csrf)
     assert not csrf_ok(session, new_session(60).csrf)
+
+
+def test_a_session_cookie_is_no_login_link_and_a_link_expires() -> None:
+    sealer = Sealer.from_secret("s3cret")
+    assert sealer.open(sealer.seal(new_session(60, key="nxk_a")), LoginLink) is None
+    assert sealer.open(sealer.seal(LoginLink(key="nxk_a", exp=time.time() + 60))) is None  # read as a session
+    assert sealer.open(sealer.seal(LoginLink(key="nxk_a", exp=time.time() + 60)), LoginLink).key == "nxk_a"
+    assert sealer.open(sealer.seal(LoginLink(key="nxk_a", exp=time.time() - 1)), LoginLink) is None

@@ -26,6 +26,13 @@ class UiSession(msgspec.Struct, kw_only=True):
     key: str | None = None  # None before sign-in: the login form still needs a CSRF token
 
 
+class LoginLink(msgspec.Struct, kw_only=True):
+    """A one-time sign-in: the key it carries is revoked when the link is used (a new key serves the session)."""
+
+    key: str
+    exp: float
+
+
 @dataclass(frozen=True)
 class Sealer:
     aead: AESGCM
@@ -35,19 +42,20 @@ class Sealer:
         key = hashlib.sha256(secret.encode()).digest() if secret else os.urandom(32)
         return cls(AESGCM(key))
 
-    def seal(self, session: UiSession) -> str:
+    def seal(self, sealed: UiSession | LoginLink) -> str:
         nonce = os.urandom(12)
-        return base64.urlsafe_b64encode(nonce + self.aead.encrypt(nonce, msgspec.json.encode(session), b"ui")).decode()
+        aad = type(sealed).__name__.encode()  # a session cookie is never a valid link, nor the other way round
+        return base64.urlsafe_b64encode(nonce + self.aead.encrypt(nonce, msgspec.json.encode(sealed), aad)).decode()
 
-    def open(self, token: str | None) -> UiSession | None:
+    def open(self, token: str | None, kind: type = UiSession):  # noqa: ANN201 — an instance of `kind`, or None
         if not token or len(token) > 4096:
             return None
         try:
             raw = base64.urlsafe_b64decode(token.encode())
-            session = msgspec.json.decode(self.aead.decrypt(raw[:12], raw[12:], b"ui"), type=UiSession)
+            opened = msgspec.json.decode(self.aead.decrypt(raw[:12], raw[12:], kind.__name__.encode()), type=kind)
         except (ValueError, InvalidTag, msgspec.DecodeError):
             return None
-        return session if session.exp > time.time() else None
+        return opened if opened.exp > time.time() else None
 
 
 def new_session(ttl_s: float, key: str | None = None) -> UiSession:
