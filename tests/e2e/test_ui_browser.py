@@ -41,8 +41,8 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-async def signed_in(browser: Browser, base: str, key: str) -> Page:
-    page = await (await browser.new_context(base_url=base)).new_page()
+async def signed_in(browser: Browser, base: str, key: str, *, scripts: bool = True) -> Page:
+    page = await (await browser.new_context(base_url=base, java_script_enabled=scripts)).new_page()
     await page.goto("/ui/login")
     await page.fill("input[name=key]", key)
     await page.click("button[type=submit]")
@@ -169,3 +169,13 @@ async def test_a_viewer_cannot_approve(stack, api: httpx.AsyncClient, browser: B
     assert r.status == 403
     assert (await api.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
     assert (await api.get(f"/v1/tasks/{task['id']}")).json()["current_run_id"] == approval["run_id"]
+
+    # Reading needs no JavaScript: signed in through the plain form, the run page lists what happened so far.
+    await wait_for(api, f"/v1/runs/{approval['run_id']}", lambda run: run["status"] == "waiting_approval")  # a static page does not catch up
+    plain = await signed_in(browser, stack.api_url, viewer_key, scripts=False)
+    await plain.goto(f"/ui/runs/{approval['run_id']}")
+    await expect(plain.locator("#live-status .status")).to_have_attribute("data-status", "waiting_approval")
+    await expect(plain.locator("#events li[data-type='run.approval_requested']")).to_have_count(1)
+    await plain.goto("/ui/board")
+    await expect(plain.locator(f"article[data-task='{task['id']}']")).to_have_attribute("data-column", "waiting_approval")
+    await shot(plain, "board-without-javascript")
