@@ -61,17 +61,19 @@ class BoardPages(Controller):
 
     @get("/", guards=[READ])
     async def board(self, request: Request, goal_id: str | None = None) -> Response:
-        return page(request, "board.html", **await _board(Api(request), goal_id))
+        ctx: Context = request.app.state.ctx
+        after = (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq  # before the read: no move can fall between
+        return page(request, "board.html", after=after, **await _board(Api(request), goal_id))
 
     @get("/lanes", guards=[READ])
     async def lanes(self, request: Request, goal_id: str | None = None) -> Response:
         return page(request, "_lanes.html", **await _board(Api(request), goal_id))
 
     @get("/stream", guards=[READ])
-    async def stream(self, request: Request) -> ServerSentEvent:
-        """A nudge per board-relevant fact from now on (or after Last-Event-ID); the page re-reads the board."""
+    async def stream(self, request: Request, after: int = 0) -> ServerSentEvent:
+        """A nudge per board-relevant fact after the page's read (or after Last-Event-ID); the page re-reads the board."""
         ctx: Context = request.app.state.ctx
-        after = parse_last_event_id(request.headers.get("last-event-id")) or (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq
+        after = parse_last_event_id(request.headers.get("last-event-id")) or after or (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq
 
         async def nudges() -> AsyncIterator[ServerSentEventMessage]:
             async for m in jetstream_events(ctx.js, "nexus.evt.>", after_seq=after, keepalive_s=ctx.settings.sse_keepalive_s,
