@@ -302,3 +302,53 @@ async def test_a_login_link_signs_in_once_with_its_role(client: AsyncTestClient)
         assert r.status_code == 401
     r = await client.post("/v1/ui/login-links", json={"name": "bob", "role": "emperor"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "role"
+
+
+async def ui_stream(c: httpx.AsyncClient, path: str, last_id: str | None = None, stop=lambda msgs: False) -> list[dict]:
+    """SSE messages (event, id, data) until the server ends the stream or stop(msgs) holds."""
+    msgs: list[dict] = []
+    async with c.stream("GET", path, headers={"Last-Event-ID": last_id} if last_id else {}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        current: dict = {}
+        async for line in r.aiter_lines():
+            if line == "":
+                if "event" in current:
+                    msgs.append(current)
+                    if stop(msgs):
+                        break
+                current = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(":")
+                current[key] = current.get(key, "") + value.lstrip(" ")
+    return msgs
+
+
+async def test_the_run_stream_resumes_after_a_reconnect_and_ends_with_the_run(server_url: str, http: httpx.AsyncClient, settings,
+                                                                                 nats_creds: str) -> None:
+    from nexus.events.bus import Publisher, connect
+    from nexus.events.payloads import RunLog, RunStatusChanged
+
+    run = await new_run(http)
+    nc = await connect(settings.nats_url, "test-ui-sse", creds=nats_creds)
+    pub = Publisher(nc.jetstream(), "agent-runner")
+    try:
+        async with httpx.AsyncClient(base_url=server_url, timeout=30) as c:
+            r = await c.post("/ui/login", data={"_csrf": csrf_of((await c.get("/ui/login")).text), "key": settings.admin_key})
+            assert r.status_code == 303
+            for i in range(3):
+                await pub.publish("run.log", RunLog(message=f"line <{i}>"), run_id=run["id"])
+            path = f"/ui/runs/{run['id']}/stream"
+            first = await ui_stream(c, path, stop=lambda ms: len(ms) == 2)
+            assert [m["event"] for m in first] == ["run-event", "run-event"]
+            assert "message=line &lt;0&gt;" in first[0]["data"] and 'data-type="run.log"' in first[0]["data"]  # escaped HTML
+
+            await pub.publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
+            rest = await ui_stream(c, path, last_id=first[-1]["id"])  # ends by itself after the final status
+            assert [m["event"] for m in rest] == ["run-event", "run-event", "run-status", "end"]
+            assert "line &lt;2&gt;" in rest[0]["data"] and 'data-status="succeeded"' in rest[2]["data"]
+            assert int(rest[0]["id"]) == int(first[-1]["id"]) + 1
+            # What the page rendered is skipped: `after` is where the stream starts when there is no Last-Event-ID.
+            tail = await ui_stream(c, f"{path}?after={rest[0]['id']}")
+            assert [m["event"] for m in tail] == ["run-event", "run-status", "end"]
+    finally:
+        await nc.drain()
