@@ -300,6 +300,8 @@ async def test_a_login_link_signs_in_once_with_its_role(client: AsyncTestClient)
         assert r.status_code == 401  # used once: never again
         r = await c.post("/ui/login/link", data={"_csrf": csrf_of((await c.get("/ui/login")).text), "t": "forged"})
         assert r.status_code == 401
+    audit = (await client.get("/v1/audit", params={"action": "api_key.*"})).json()["items"]
+    assert any(e["actor_name"] == "alice-link" and e["action"] == "api_key.revoke" for e in audit)  # the use is on the record
     r = await client.post("/v1/ui/login-links", json={"name": "bob", "role": "emperor"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "role"
 

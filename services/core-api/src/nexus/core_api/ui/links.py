@@ -11,7 +11,7 @@ from litestar.response import Redirect
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS
-from nexus.core_api.auth.keys import KeyCache, create_key
+from nexus.core_api.auth.keys import KeyCache, Principal, create_key
 from nexus.core_api.schemas import Body, Name, Out
 from nexus.core_api.ui.access import with_session
 from nexus.core_api.ui.auth import sealer
@@ -74,5 +74,8 @@ async def use_link(request: Request) -> Response:
         return page(request, "error.html", status=401, status_code=401, detail="this sign-in link has expired or was used")
     request.app.state.key_cache.forget()
     key, raw = await create_key(doc.name.removesuffix("-link") + "-ui", Role(doc.role), created_by=doc.id)
+    holder = Principal(doc.id, doc.name, Role(doc.role))
+    await record(holder, "api_key.revoke", f"api-keys/{doc.id}", before_id=doc.id)
+    await record(holder, "api_key.create", f"api-keys/{key.id}", after_id=key.id)
     session = new_session(request.app.state.settings.ui_session_ttl_s, key=raw)
     return with_session(request, Redirect("/ui/board", status_code=303), session)
