@@ -54,6 +54,8 @@ from nexus.core_api.board.webhooks import WebhookController  # noqa: E402
 from nexus.core_api.budgets.routes import BudgetController  # noqa: E402
 from nexus.core_api.prices.routes import PriceController  # noqa: E402
 from nexus.core_api.prices.service import seed as seed_prices  # noqa: E402
+from nexus.core_api.ui.render import template_config as ui_templates  # noqa: E402
+from nexus.core_api.ui.routes import ui_routers  # noqa: E402
 
 ROUTES: list = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
@@ -93,12 +95,13 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
             await db.close()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *ui_routers()],  # the web UI under /ui: built per app, its pages call the routes above
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
-        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"])],
+        middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/", "^/ui"])],  # /ui: its own session cookie (nexus.core_api.ui.auth)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=guard_json_body,
+        template_config=ui_templates(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Nexus core-api",

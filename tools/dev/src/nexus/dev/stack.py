@@ -207,6 +207,7 @@ def _banner(stack: Stack) -> str:
     key_hint = "$NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else f"$(cat {stack.admin_key_file})"
     return f"""
   Nexus is up.
+    web UI       {stack.api_url}/ui   (sign in with the admin key)
     API          {stack.api_url}   (OpenAPI: {stack.api_url}/schema/openapi.json, docs: {stack.api_url}/schema)
     admin key    {"from NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else stack.admin_key_file}
     NATS         {stack.nats_url}
