@@ -5,11 +5,15 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.agents import Limits
+from nexus.observability.tracing import span, tracer
+
+TRACER = tracer("nexus.agent_runner")
 
 log = logging.getLogger("nexus.agent_runner.loop")
 
@@ -22,6 +26,19 @@ def _masked(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, list):
         return [_masked(v, mask) for v in value]
     return value
+
+
+async def _model_call(provider: LLMProvider, messages: list[Message], tools: list[ToolSpec]) -> Completion:
+    """One call to the model under a CLIENT span with OpenTelemetry's GenAI attributes (and the call's cost)."""
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider.name, "gen_ai.request.model": provider.model}
+    with span(TRACER, f"chat {provider.model}", kind=SpanKind.CLIENT, attributes=attributes) as s:
+        completion = await provider.complete(messages, tools)
+        s.set_attributes({
+            "gen_ai.response.model": completion.model, "gen_ai.usage.input_tokens": completion.usage.input_tokens,
+            "gen_ai.usage.output_tokens": completion.usage.output_tokens, "gen_ai.response.finish_reasons": [completion.stop_reason],
+            "nexus.llm.cost_usd": completion.cost_usd,
+        })
+        return completion
 
 
 class RunStopped(Exception):
@@ -49,7 +66,7 @@ async def run_loop(
     out = Outcome()
     for step in range(1, limits.max_steps + 1):
         reporter.step = out.steps = step
-        completion: Completion = await provider.complete(messages, tools)
+        completion = await _model_call(provider, messages, tools)
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd

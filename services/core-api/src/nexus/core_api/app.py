@@ -23,7 +23,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS
 from nexus.core_api.health import healthz, readyz
 from nexus.core_api.json_guard import guard_json_body
-from nexus.core_api.observability import HttpMetricsMiddleware
+from nexus.core_api.observability import HttpMetricsMiddleware, tracing_plugin
 from nexus.core_api.repositories.routes import RepositoryController
 from nexus.core_api.runs.routes import RunController
 from nexus.core_api.settings import CoreSettings
@@ -93,6 +93,7 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"])],
+        plugins=[tracing_plugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=guard_json_body,
         request_max_body_size=settings.max_body_bytes,

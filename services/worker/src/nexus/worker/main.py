@@ -14,7 +14,7 @@ from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_stream
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import LOOPS, consume, supervised
 from nexus.events.credentials import RunSigner
-from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
+from nexus.observability.service import bootstrap, child_observability_env, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
@@ -81,6 +81,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
         heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s, membership=membership,
         run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text()) if settings.nats_run_signer_file else None,
+        runner_env=child_observability_env(settings),
     )
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                         deadline_grace_s=settings.deadline_grace_s)
