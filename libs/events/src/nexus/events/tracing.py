@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from opentelemetry import propagate
 from opentelemetry.trace import Link, Span, SpanKind, get_current_span
 
+from nexus.observability.logs import about_run
 from nexus.observability.tracing import span, tracer
 
 _TRACER = "nexus.events"
@@ -63,7 +64,7 @@ def processing(subject: str, headers: Mapping[str, str] | None, *, consumer: str
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.message.delivery_count"] = deliveries  # nexus's own: JetStream's num_delivered
     with span(tracer(_TRACER), f"process {_label(subject)}", kind=SpanKind.CONSUMER, attributes=attrs,
-              context=propagate.extract(dict(headers or {}))) as s:
+              context=propagate.extract(dict(headers or {}))) as s, about_run(attrs.get("nexus.run_id")):
         yield s
 
 
@@ -77,5 +78,5 @@ def processing_group(subjects: list[str], headers: list[Mapping[str, str] | None
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.batch.message_count"] = len(subjects)
     with tracer(_TRACER).start_as_current_span(f"process {_label(subjects[0])}", context=contexts[0], kind=SpanKind.CONSUMER,
-                                               attributes=attrs, links=links) as s:
+                                               attributes=attrs, links=links) as s, about_run(attrs.get("nexus.run_id")):
         yield s

@@ -4,10 +4,23 @@ text locally; both carry the run_id and the current trace and span ids on every 
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
+
+
+@contextmanager
+def about_run(run_id: str | None) -> Iterator[None]:
+    """Log lines inside carry this run's id (nothing changes without one)."""
+    token = run_id_var.set(run_id) if run_id else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            run_id_var.reset(token)
 
 
 def correlation(record: logging.LogRecord) -> dict[str, str]:

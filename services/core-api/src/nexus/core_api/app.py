@@ -94,6 +94,7 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"])],
         plugins=[tracing_plugin()],
+        logging_config=None,  # the process's logging is the shared setup's (JSON or text, with run and trace ids)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=guard_json_body,
         request_max_body_size=settings.max_body_bytes,

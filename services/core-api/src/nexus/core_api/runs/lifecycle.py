@@ -10,6 +10,7 @@ import msgspec
 from prometheus_client import Histogram
 
 from nexus.observability.metrics import RUNS_TOTAL
+from nexus.observability.tracing import span, tracer
 
 from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
@@ -25,6 +26,7 @@ from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, RunChanged, RunStatusChanged, RuntimeChanged
 
 log = logging.getLogger("nexus.core_api.runs")
+TRACER = tracer("nexus.core_api")
 RUNS_ENDED = RUNS_TOTAL
 RUN_DURATION = Histogram(
     "nexus_run_duration_seconds", "From run creation to its final state", ["status"],
@@ -156,7 +158,9 @@ async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -
     }
     if ev.usage is not None:
         extra["usage"] = {"input_tokens": ev.usage.input_tokens, "output_tokens": ev.usage.output_tokens, "cost_usd": ev.usage.cost_usd}
-    await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
+    attributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
+    with span(TRACER, "apply run.status", attributes=attributes):  # ingestion's step that moves the run
+        await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
 
 
 async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str) -> Run | None:
