@@ -15,6 +15,7 @@ from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM, spec
 from nexus.events.consumer import LOOPS, Delivery, Poison, consume
+from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
 
 log = logging.getLogger("nexus.core_api.background")
@@ -88,6 +89,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
                 handler=lambda d: handle_command(ctx, d), stop=stop),
         _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),
         _every(5.0, stop, expire_due, ctx),
+        watch_consumer_lag(ctx.js, "core-api", stop),
         serve_queries(ctx, stop),
     ]
     try:

@@ -20,7 +20,7 @@ from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.membership import Membership
 from nexus.events.permissions import RunIdentity
 from nexus.observability.tracing import span, traceparent_env, tracer
-from nexus.worker.metrics import LAUNCH_LATENCY, RUNS
+from nexus.worker.metrics import EXECUTIONS, LAUNCH_LATENCY
 from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
 from nexus.worker.secrets import SecretStore
 from nexus.worker.slots import Slots, Ticket
@@ -151,7 +151,7 @@ class Launcher:
             await self.report(cmd.run_id, cmd.attempt, "launch_failed", str(exc))
             return
         LAUNCH_LATENCY.observe(time.monotonic() - started)
-        RUNS.labels("launched").inc()
+        EXECUTIONS.labels("launched").inc()
         try:
             await self.report(cmd.run_id, cmd.attempt, "launched", handle.ref)
         except Exception:  # noqa: BLE001 — the runner's own "running" tells core-api; recovery covers the rest
