@@ -233,6 +233,12 @@ def test_service_down_watches_every_scraped_service():
     assert deployments == set(LOCAL_TARGETS)
 
 
+def test_promtool_accepts_the_rules():
+    promtool = need_tool("promtool")
+    result = subprocess.run([promtool, "check", "rules", "rules.yml"], cwd=PROMETHEUS, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_rules_fire_when_they_should_and_not_otherwise():
     """rules_test.yml feeds each alert series that must fire it and series that must not."""
     promtool = need_tool("promtool")

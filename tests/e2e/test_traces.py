@@ -67,6 +67,7 @@ async def test_one_run_is_one_trace_across_processes(tmp_path: Path, nats_url: s
             assert run["status"] == "succeeded", run
 
         # Each process exports in its own batches: wait until the final status is in and every span's parent too.
+        runner_log = (stack.home / "runs" / run_id / "attempt-1" / "runner.log").read_text()
         try:
             spans = run_trace(receiver.wait_for(lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1), run_id)
         except TimeoutError:
@@ -114,3 +115,7 @@ async def test_one_run_is_one_trace_across_processes(tmp_path: Path, nats_url: s
     consumers = [by_id[final.parent_span_id] for final in final_status(spans, run_id)]
     assert all(c.service == "core-api" and c.kind == "consumer" and c.attributes["messaging.system"] == "nats" for c in consumers)
     assert any(inside(c) for c in consumers), consumers  # the runner's own report of it
+
+    # The runner's log lines (text under the local stack, as the worker's) carry the run and its trace.
+    session_lines = [line for line in runner_log.splitlines() if "commands are confined by" in line]
+    assert session_lines and all(f"run_id={run_id} trace_id={session.trace_id} span_id=" in line for line in session_lines), runner_log
