@@ -193,6 +193,19 @@ def test_overview_shows_the_views_sres_ask_for():
     assert has("nexus_board_sync_lag_seconds", "histogram_quantile(0.99,") and has("nexus_board_provider_calls_total", "outcome")
 
 
+def test_grafana_in_kubernetes_is_provisioned_with_the_files_under_deploy():
+    docs = list(yaml.safe_load_all((REPO / "k8s" / "infra" / "grafana.yaml").read_text()))
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "grafana-provisioning"]
+    provisioning = REPO / "deploy" / "grafana" / "provisioning"
+    assert config_map["data"]["datasources.yaml"] == (provisioning / "datasources" / "nexus.yaml").read_text()
+    assert config_map["data"]["dashboards.yaml"] == (provisioning / "dashboards" / "nexus.yaml").read_text()
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert env["NEXUS_GRAFANA_DASHBOARDS"] == mounts["dashboards"]
+    assert env["NEXUS_PROMETHEUS_URL"].startswith("http://prometheus.")
+
+
 def test_grafana_in_kubernetes_opens_on_a_dashboard_that_exists():
     grafana = [
         d for d in yaml.safe_load_all((REPO / "k8s" / "infra" / "grafana.yaml").read_text()) if d["kind"] == "Deployment"
