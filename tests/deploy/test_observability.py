@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,32 @@ def test_every_exported_family_has_a_panel_or_a_stated_reason():
     assert not unexplained, f"exported without a panel or a reason in nexus.dev.dashboards.UNPANELLED: {sorted(unexplained)}"
     assert not set(UNPANELLED) & used, "a family with a panel is also listed as having none"
     assert set(UNPANELLED) <= set(EXPORTED), "UNPANELLED names a family nothing exports"
+
+
+WALK = """
+import importlib, json, pkgutil, sys
+from prometheus_client import REGISTRY
+
+def names():
+    return sorted(f.name for f in REGISTRY.collect() if f.name.startswith("nexus_"))
+
+for package in sys.argv[1:]:
+    importlib.import_module(package + ".metrics")
+declared = names()
+for package in sys.argv[1:]:
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        importlib.import_module(info.name)
+print(json.dumps({"declared": declared, "registered": names()}))
+"""
+
+
+def test_each_service_metrics_module_names_every_family_its_code_registers():
+    """In a fresh interpreter: the metrics modules alone register what importing every module of the services
+    registers, so the checks above (which read the metrics modules) see every family a service can export."""
+    packages = [m.removesuffix(".metrics") for m in SERVICE_METRICS_MODULES]
+    out = subprocess.run([sys.executable, "-c", WALK, *packages], capture_output=True, text=True, check=True, timeout=120)
+    found = json.loads(out.stdout)
+    assert set(found["registered"]) - set(found["declared"]) == set(), "import these in the service's metrics module"
 
 
 def test_the_registry_reading_catches_a_family_without_a_panel():

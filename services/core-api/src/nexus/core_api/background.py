@@ -5,7 +5,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from nexus.core_api.approvals.service import expire_due
+from nexus.core_api.approvals.service import count_pending, expire_due
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.runs.dispatch import command_launch
@@ -89,6 +89,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
                 handler=lambda d: handle_command(ctx, d), stop=stop),
         _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),
         _every(5.0, stop, expire_due, ctx),
+        _every(5.0, stop, count_pending, ctx),
         watch_consumer_lag(ctx.js, "core-api", stop),
         serve_queries(ctx, stop),
     ]

@@ -1,7 +1,7 @@
 """core-api's metrics. Importing this module registers every family core-api exports (the dashboard check
 reads the live registry after importing each service's metrics module)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from nexus.core_api.observability import LATENCY, REQUESTS  # noqa: F401 — HTTP, beside the middleware that counts
 from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'
@@ -21,6 +21,12 @@ DISPATCH_LATENCY = Histogram(
 LLM_TOKENS = Counter("nexus_llm_tokens", "Tokens model calls used, by provider, model, agent and kind (input or output)",
                      ["provider", "model", "agent", "kind"])
 LLM_COST = Counter("nexus_llm_cost_usd", "What model calls cost in US dollars, by provider, model and agent", ["provider", "model", "agent"])
+
+APPROVALS_PENDING = Gauge("nexus_approvals_pending", "Approvals waiting for a decision (read from the database every few seconds)")
+APPROVAL_DECISION = Histogram(
+    "nexus_approval_decision_seconds", "From an approval's request to its decision, by decision (approved, rejected, expired)", ["decision"],
+    buckets=(1, 5, 15, 30, 60, 300, 900, 1800, 3600, 14400, 86400),
+)
 
 
 def count_llm_call(agent_id: str, provider: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:

@@ -59,6 +59,8 @@ OVERVIEW = [
         Panel("Runner starts", "Runners forked warm from the zygote or started cold, and whether each worker's zygote is up.",
               [(f"sum by (how) (rate(nexus_runner_starts_total{RATE})) * 60", "{{how}} / min"),
                ("min(nexus_runner_zygote_up)", "zygote up (min)")]),
+        Panel("Approvals", "Approvals waiting for a decision, and how long a decision takes (p50, p99, by decision).",
+              [("sum(nexus_approvals_pending)", "pending"), *quantiles("nexus_approval_decision_seconds", "decision")]),
         Panel("Schedule occurrences fired", "Per 5 minutes, by why they fired.",
               [("sum by (reason) (increase(nexus_schedule_fires_total[5m]))", "{{reason}}")]),
     ]),
