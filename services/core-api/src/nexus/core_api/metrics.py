@@ -27,6 +27,21 @@ APPROVAL_DECISION = Histogram(
     "nexus_approval_decision_seconds", "From an approval's request to its decision, by decision (approved, rejected, expired)", ["decision"],
     buckets=(1, 5, 15, 30, 60, 300, 900, 1800, 3600, 14400, 86400),
 )
+# The agent kernel lives in runners, which are not scraped: each run reports its kernel on its heartbeats.
+KERNEL_MAILBOX_DEPTH = Histogram("nexus_kernel_mailbox_depth", "The deepest mailbox of a run's agent kernel, at each heartbeat",
+                                 buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+KERNEL_DROPPED = Counter("nexus_kernel_mailbox_dropped", "Messages runs' agent kernels dropped (full mailboxes, shutdown)")
+_dropped_so_far: dict[str, int] = {}
+
+
+def count_heartbeat(run_id: str, mailbox_depth: int, mailbox_dropped: int) -> None:
+    KERNEL_MAILBOX_DEPTH.observe(max(0, mailbox_depth))
+    before = _dropped_so_far.get(run_id, 0)
+    if mailbox_dropped > before:
+        KERNEL_DROPPED.inc(mailbox_dropped - before)
+        if len(_dropped_so_far) > 100_000:  # bounded: a run's count restarts (counting its drops again) after a clear
+            _dropped_so_far.clear()
+        _dropped_so_far[run_id] = mailbox_dropped
 
 
 def count_llm_call(agent_id: str, provider: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
