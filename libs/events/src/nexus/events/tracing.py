@@ -5,7 +5,7 @@ messaging semantic conventions; span names use the subject without ids (nexus.ru
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from opentelemetry import propagate
+import opentelemetry.propagate as propagate
 from opentelemetry.trace import Link, Span, SpanKind, get_current_span
 
 from nexus.observability.logs import about_run

@@ -7,8 +7,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+import opentelemetry.context as otel_context
+import opentelemetry.propagate as propagate
+import opentelemetry.trace as trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
