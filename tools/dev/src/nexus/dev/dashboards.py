@@ -71,12 +71,13 @@ OVERVIEW = [
               [(f"sum by (agent) (rate(nexus_llm_cost_usd_total{RATE})) * 3600", "{{agent}}")], unit="currencyUSD", width=12),
     ]),
     Section("Messaging", [
+        # max, not sum: every replica of the owning service reads (and exports) the same consumer's info.
         Panel("Consumer lag", "Messages not yet delivered to each durable consumer, and delivered but not yet acknowledged "
               "(read from JetStream's consumer info by the service that owns the consumer).",
-              [("sum by (stream, consumer) (nexus_consumer_pending_messages)", "{{consumer}} pending"),
-               ("sum by (stream, consumer) (nexus_consumer_ack_pending_messages)", "{{consumer}} unacked")]),
+              [("max by (stream, consumer) (nexus_consumer_pending_messages)", "{{consumer}} pending"),
+               ("max by (stream, consumer) (nexus_consumer_ack_pending_messages)", "{{consumer}} unacked")]),
         Panel("Redeliveries", "Messages delivered more than once and not yet acknowledged, by consumer.",
-              [("sum by (consumer) (nexus_consumer_redelivered_messages)", "{{consumer}}")]),
+              [("max by (stream, consumer) (nexus_consumer_redelivered_messages)", "{{consumer}}")]),
         Panel("Consumed messages by outcome", "Per second, by consumer and outcome (ok, retried, dead_letter).",
               [(f"sum by (consumer, outcome) (rate(nexus_consumer_messages_total{RATE}))", "{{consumer}} {{outcome}}")]),
         Panel("Dead-lettered messages (per 5 min)", "Messages a consumer could not handle, by original subject.",
