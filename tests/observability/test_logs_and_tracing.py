@@ -47,6 +47,13 @@ def test_a_line_outside_carries_none() -> None:
     assert "trace_id" not in TextFormatter("worker").format(record())
 
 
+def test_a_traceback_formatted_before_the_handler_stays_on_the_line() -> None:
+    """The runner masks a traceback into exc_text before any handler formats the record."""
+    r = record()
+    r.exc_text = "Traceback: ValueError: ****"
+    assert json.loads(JsonFormatter("agent-runner").format(r))["exc"] == "Traceback: ValueError: ****"
+
+
 def test_a_run_id_is_scoped_to_its_block() -> None:
     with about_run("run_1"):
         assert json.loads(JsonFormatter("x").format(record()))["run_id"] == "run_1"

@@ -52,6 +52,8 @@ class JsonFormatter(logging.Formatter):
         out.update(correlation(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (the runner masks a traceback before any handler sees it)
+            out["exc"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)
 
 
