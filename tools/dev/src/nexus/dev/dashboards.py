@@ -11,7 +11,7 @@ from pathlib import Path
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
 from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, Row
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
 
 DASHBOARDS_DIR = Path(__file__).resolve().parents[5] / "deploy" / "grafana" / "dashboards"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -147,9 +147,7 @@ def build(sections: list[Section], *, uid: str, title: str, description: str) ->
     return out
 
 
-def _grid(x: int, y: int, w: int, h: int):
-    from grafana_foundation_sdk.models.dashboard import GridPos
-
+def _grid(x: int, y: int, w: int, h: int) -> GridPos:
     return GridPos(x=x, y=y, w=w, h=h)
 
 
