@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tools the test suite uses besides the servers: promtool (Debian's prometheus package),
+# The tools the test suite uses besides the servers: Prometheus and promtool (Debian's prometheus package),
 # bubblewrap (the command sandbox), kubectl (checks our kustomize against the real one), node
 # (the JavaScript bridge) and chromium (the web UI's browser tests drive Debian's build through
 # Playwright, whose own browser download cannot work here). Debian packages are installed when missing and we are root; otherwise
@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=()
-command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || want+=(prometheus)  # the server too: a test scrapes a live stack
 command -v bwrap >/dev/null 2>&1 || want+=(bubblewrap)
 command -v node >/dev/null 2>&1 || want+=(nodejs)
 command -v git >/dev/null 2>&1 || want+=(git)

@@ -129,8 +129,11 @@ async def test_ops_ports_answer_and_counters_move_after_a_run(tmp_path, nats_url
             assert _metric(after_core, "nexus_runs_total", status="succeeded") == \
                 _metric(before_core, "nexus_runs_total", status="succeeded") + 1
             assert _metric(after_core, "nexus_consumer_messages_total") > _metric(before_core, "nexus_consumer_messages_total")
-            assert _metric(after_worker, "nexus_dispatch_latency_seconds_count") > \
-                _metric(before_worker, "nexus_dispatch_latency_seconds_count")
+            assert _metric(after_core, "nexus_dispatch_latency_seconds_count") == \
+                _metric(before_core, "nexus_dispatch_latency_seconds_count") + 1  # ready → the runner's first event
+            assert _metric(after_worker, "nexus_launch_duration_seconds_count") > \
+                _metric(before_worker, "nexus_launch_duration_seconds_count")
+            assert "nexus_runs_total" not in after_worker  # final states are core-api's to count, once
 
 
 async def _until_ok(client: httpx.AsyncClient, url: str) -> None:

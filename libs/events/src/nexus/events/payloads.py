@@ -192,6 +192,8 @@ class Heartbeat(Payload):
     attempt: int = 1
     step: int = 0
     pid: int | None = None
+    mailbox_depth: int = 0  # the deepest mailbox of the run's agent kernel now
+    mailbox_dropped: int = 0  # messages the run's agent kernel has dropped so far
 
 
 class RuntimeChanged(Payload):

@@ -5,12 +5,16 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec, approx_tokens, messages_text
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.agents import Limits
 from nexus.domain.budgets import BUDGET_EXCEEDED, Cap, Spend, call_cost, would_exceed
+from nexus.observability.tracing import span, tracer
+
+TRACER = tracer("nexus.agent_runner")
 
 log = logging.getLogger("nexus.agent_runner.loop")
 
@@ -23,6 +27,24 @@ def _masked(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, list):
         return [_masked(v, mask) for v in value]
     return value
+
+
+async def _model_call(
+    provider: LLMProvider, messages: list[Message], tools: list[ToolSpec], price: tuple[float, float] | None = None,
+) -> Completion:
+    """One call to the model under a CLIENT span with OpenTelemetry's GenAI attributes and the call's cost
+    (`price`, USD per 1M tokens from the run's config, when given; else the provider's own table)."""
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider.name, "gen_ai.request.model": provider.model}
+    with span(TRACER, f"chat {provider.model}", kind=SpanKind.CLIENT, attributes=attributes) as s:
+        completion = await provider.complete(messages, tools)
+        if price is not None:
+            completion.cost_usd = call_cost(price, completion.usage.input_tokens, completion.usage.output_tokens)
+        s.set_attributes({
+            "gen_ai.response.model": completion.model, "gen_ai.usage.input_tokens": completion.usage.input_tokens,
+            "gen_ai.usage.output_tokens": completion.usage.output_tokens, "gen_ai.response.finish_reasons": [completion.stop_reason],
+            "nexus.llm.cost_usd": completion.cost_usd,
+        })
+        return completion
 
 
 class RunStopped(Exception):
@@ -89,9 +111,7 @@ async def run_loop(
                     f"{'-' if budget.tokens is None else budget.tokens} tokens / "
                     f"{'-' if budget.usd is None else budget.usd} USD"
                 )
-        completion: Completion = await provider.complete(messages, tools)
-        if price is not None:
-            completion.cost_usd = call_cost(price, completion.usage.input_tokens, completion.usage.output_tokens)
+        completion = await _model_call(provider, messages, tools, price)
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd

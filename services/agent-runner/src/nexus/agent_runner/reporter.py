@@ -23,6 +23,7 @@ class RunReporter:
         self.step = 0
         self.mask = masker
         self._heartbeat: asyncio.Task | None = None
+        self.kernel = None  # the session's agent kernel, once it has one: its mailboxes ride on the heartbeat
 
     async def _send(self, type_: str, data) -> None:
         # The publisher rides out a NATS restart or failover (retried with the same message id).
@@ -64,10 +65,16 @@ class RunReporter:
         async def beat() -> None:
             while True:
                 with contextlib.suppress(Exception):
-                    await self._send("run.heartbeat", Heartbeat(attempt=self.attempt, step=self.step, pid=os.getpid()))
+                    await self._send("run.heartbeat", Heartbeat(attempt=self.attempt, step=self.step, pid=os.getpid(), **self._mailboxes()))
                 await asyncio.sleep(every_s)
 
         self._heartbeat = asyncio.create_task(beat())
+
+    def _mailboxes(self) -> dict[str, int]:
+        if self.kernel is None:
+            return {}
+        stats = self.kernel.stats(depths=False)
+        return {"mailbox_depth": stats.max_depth, "mailbox_dropped": stats.dropped}
 
     async def stop_heartbeat(self) -> None:
         if self._heartbeat:

@@ -124,6 +124,7 @@ class RunSession:
     async def run(self) -> None:
         if self.nc is not None:
             self.tree = await SessionTree.open(self.nc, self.cfg.session_id, self._status)
+            self.reporter.kernel = self.tree.kernel
         try:
             await self._run()
         finally:

@@ -20,6 +20,7 @@ from nexus.db.documents import Task
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.faststream import broker_options
+from nexus.events.lag import watch_consumer_lag
 from nexus.events.catalog import EVENTS_STREAM
 from nexus.observability.secrets import SecretStore
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
@@ -72,7 +73,8 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
     await broker.start()
     log.info("board-sync is following the board")
     try:
-        await asyncio.gather(_every(settings.drift_interval_s, stop, syncer.reconcile), _every(5.0, stop, queue_depth), stop.wait())
+        await asyncio.gather(_every(settings.drift_interval_s, stop, syncer.reconcile), _every(5.0, stop, queue_depth),
+                             watch_consumer_lag(js, "board-sync", stop), stop.wait())
     finally:
         await broker.stop()
         await resolver.aclose()

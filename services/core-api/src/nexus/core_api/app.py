@@ -23,7 +23,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS
 from nexus.core_api.health import healthz, readyz
 from nexus.core_api.json_guard import guard_json_body
-from nexus.core_api.observability import HttpMetricsMiddleware
+from nexus.core_api.observability import HttpMetricsMiddleware, tracing_plugin
 from nexus.core_api.repositories.routes import RepositoryController
 from nexus.core_api.runs.routes import RunController
 from nexus.core_api.settings import CoreSettings
@@ -99,6 +99,8 @@ def create_app(settings: CoreSettings, *, background: bool = True, environ: Mapp
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[HttpMetricsMiddleware(), DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/", "^/ui"])],  # /ui: its own session cookie (nexus.core_api.ui.auth)
+        plugins=[tracing_plugin()],
+        logging_config=None,  # the process's logging is the shared setup's (JSON or text, with run and trace ids)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=guard_json_body,
         template_config=ui_templates(),

@@ -5,7 +5,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from nexus.core_api.approvals.service import expire_due
+from nexus.core_api.approvals.service import count_pending, expire_due
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.goals.events import follow_task
@@ -16,6 +16,7 @@ from nexus.db.writes import update_document
 from nexus.events import payloads as p
 from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM, spec
 from nexus.events.consumer import LOOPS, Delivery, Poison, consume
+from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
 
 log = logging.getLogger("nexus.core_api.background")
@@ -92,6 +93,8 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
                 handler=lambda d: follow_task(ctx, d), stop=stop),
         _every(max(1.0, s.requeue_after_s / 3), stop, requeue_stale, ctx),
         _every(5.0, stop, expire_due, ctx),
+        _every(5.0, stop, count_pending, ctx),
+        watch_consumer_lag(ctx.js, "core-api", stop),
         serve_queries(ctx, stop),
     ]
     try:

@@ -12,6 +12,7 @@ from faststream.nats import NatsBroker
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.faststream import broker_options
+from nexus.events.lag import watch_consumer_lag
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
 from nexus.telegram_gateway import outbox as outbox_mod
 from nexus.telegram_gateway import store as store_mod
@@ -73,7 +74,7 @@ async def serve(settings: TelegramSettings) -> None:
             await outbox.start()
             starting = asyncio.create_task(_start_bot(bot, stop, status))
         await broker.start()
-        await stop.wait()
+        await asyncio.gather(watch_consumer_lag(js, "telegram-gateway", stop), stop.wait())
     finally:
         if starting is not None:
             starting.cancel()

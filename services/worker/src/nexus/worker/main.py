@@ -14,7 +14,8 @@ from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_stream
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import LOOPS, consume, supervised
 from nexus.events.credentials import RunSigner
-from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
+from nexus.events.lag import watch_consumer_lag
+from nexus.observability.service import bootstrap, child_observability_env, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
@@ -81,6 +82,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         nats_url=settings.nats_url, worker_id=worker_id, launch_retries=settings.launch_retries,
         heartbeat_s=settings.runner_heartbeat_s, pause_after_claim_s=settings.fault_pause_after_claim_s, membership=membership,
         run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text()) if settings.nats_run_signer_file else None,
+        runner_env=child_observability_env(settings),
     )
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                         deadline_grace_s=settings.deadline_grace_s)
@@ -96,6 +98,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
                     handler=launcher.handle_cancel, stop=stop, ack_wait_s=settings.cancel_ack_wait_s),
             every(settings.worker_beat_s, stop, membership.beat, "liveness beat"),
+            watch_consumer_lag(js, "worker", stop),
             every(settings.sweep_interval_s, stop, recovery.sweep, "recovery sweep"),
             every(settings.schedule_tick_s, stop, scheduler.tick, "schedule tick"),
         )
