@@ -36,6 +36,8 @@ NEEDS = {
     "Drift repaired and external edits": "an external board linked to the board",
     "Chat updates by outcome": "a Telegram bot token and chat updates",
     "Sends by outcome": "a Telegram bot token and something to send",
+    "Budget spent": "a goal or an agent with a budget (tests/e2e/test_goals.py checks these gauges)",
+    "Budget remaining": "a goal or an agent with a budget (tests/e2e/test_goals.py checks these gauges)",
 }
 
 SUCCEEDS = """

@@ -70,6 +70,15 @@ OVERVIEW = [
         Panel("LLM cost per hour by agent", "What model calls cost, in US dollars per hour, by agent.",
               [(f"sum by (agent) (rate(nexus_llm_cost_usd_total{RATE})) * 3600", "{{agent}}")], unit="currencyUSD", width=12),
     ]),
+    Section("Budgets", [
+        Panel("Budget spent", "What each goal, and each agent today, has spent of its budget: US dollars and tokens "
+              "(set as core-api checks budgets at dispatch and as runs end).",
+              [("max by (scope, id) (nexus_budget_spent_usd)", "{{scope}} {{id}} USD"),
+               ("max by (scope, id) (nexus_budget_spent_tokens)", "{{scope}} {{id}} tokens")], width=12),
+        Panel("Budget remaining", "What is left of each goal's budget and of each capped agent's day.",
+              [("max by (scope, id) (nexus_budget_remaining_usd)", "{{scope}} {{id}} USD"),
+               ("max by (scope, id) (nexus_budget_remaining_tokens)", "{{scope}} {{id}} tokens")], width=12),
+    ]),
     Section("Messaging", [
         # max, not sum: every replica of the owning service reads (and exports) the same consumer's info.
         Panel("Consumer lag", "Messages not yet delivered to each durable consumer, and delivered but not yet acknowledged "
