@@ -3,14 +3,14 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install test-tools run ctl lint typecheck check test test-fast test-faults soak images test-images proto bench clean
+.PHONY: install test-tools run ctl lint typecheck check test test-fast test-faults soak images test-images proto dashboards bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server, FerretDB and PostgreSQL
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --frozen --quiet
 	@scripts/install-tools.sh >/dev/null
 
-test-tools: ## what the suite uses besides the servers: promtool, bubblewrap, node (Debian packages)
+test-tools: ## what the suite uses besides the servers: Prometheus and promtool, bubblewrap, node (Debian packages)
 	@scripts/install-test-tools.sh
 
 run: install ## the whole system on this machine (data in .nexus/)
@@ -49,6 +49,9 @@ soak: install ## a bounded soak (SOAK_MINUTES=10, SOAK_CONCURRENT=100): RSS/open
 
 proto: ## regenerate proto/ from the msgspec types and the subject catalog
 	@$(UV) run --frozen python -m nexus.events.proto proto
+
+dashboards: ## regenerate deploy/grafana/dashboards from their code (nexus.dev.dashboards)
+	@$(UV) run --frozen python -m nexus.dev.dashboards
 
 bench: install ## every benchmark, each printing JSON and its same-run baseline
 	@for b in runner dispatch api kernel throughput board history; do $(UV) run --frozen python -m bench.$$b || exit 1; done

@@ -79,7 +79,27 @@ def _distribution_of(module: str) -> str | None:
     if top in sys.stdlib_module_names or top == "__future__":
         return None
     dists = _PY_DIST.get(top)
-    return _norm(dists[0]) if dists else f"<not installed: {top}>"
+    if not dists:
+        return f"<not installed: {top}>"
+    if len(set(dists)) > 1:  # a namespace several distributions share (opentelemetry.*): the one holding the module
+        return _MODULE_FILES.get(module) or _norm(dists[0])
+    return _norm(dists[0])
+
+
+def _module_files() -> dict[str, str]:
+    """`opentelemetry.sdk.trace` → `opentelemetry-sdk`: which distribution installed each module's file."""
+    from importlib.metadata import distributions
+
+    out = {}
+    for dist in distributions():
+        for file in dist.files or ():
+            name = str(file)
+            if name.endswith(".py"):
+                out.setdefault(name[:-3].replace("/", ".").removesuffix(".__init__"), _norm(dist.metadata["Name"]))
+    return out
+
+
+_MODULE_FILES = _module_files()
 
 
 def _ids(dirs):

@@ -73,6 +73,7 @@ class Side:
     run_ids: list[str] = field(default_factory=list)
     task_id: str = ""
     second_page: str = ""
+    ui: httpx.AsyncClient | None = None  # signed in to the web UI
     rnd: random.Random = field(default_factory=lambda: random.Random(7))
 
 
@@ -110,7 +111,12 @@ async def measure(sides: list[Side], args: argparse.Namespace) -> dict:
         first = (await side.api.get("/v1/runs?limit=20")).json()  # type: ignore[union-attr]
         side.second_page = f"/v1/runs?limit=20&cursor={first['next_cursor']}"
         side.task_id = (await side.api.get(f"/v1/runs/{side.run_ids[0]}")).json()["task_id"]  # type: ignore[union-attr]
-    out = {name: await paired(args.samples, sides, op) for name, op in OPS.items()}
+    from bench.history.ui import sign_in, ui_ops
+
+    for side in sides:
+        side.ui = await sign_in(side.stack.api_url, side.key)
+    ops = {**OPS, **ui_ops(lambda s: s.ui)}
+    out = {name: await paired(args.samples, sides, op) for name, op in ops.items()}
 
     async def dispatch(side: Side, i: int) -> None:
         await dispatch_one(side.api, f"history bench {i}")  # type: ignore[arg-type]
@@ -274,6 +280,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         for side in sides:
             if side.api:
                 await side.api.aclose()
+            if side.ui:
+                await side.ui.aclose()
             if side.mongo:
                 await side.mongo.close()
             side.stack.stop()

@@ -5,6 +5,7 @@ fast path's own tests."""
 
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import uuid
@@ -68,7 +69,9 @@ def run_creds(cfg: RunConfig, attempt: int = 1) -> dict[str, str]:
 
 
 async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dict[str, str] | None = None,
-                       env: dict[str, str] | None = None) -> RunnerProc:
+                       env: dict[str, str] | None = None, rlimits: dict[int, int] | None = None) -> RunnerProc:
+    """The runner as its own process; `rlimits` are applied to it as the worker does (soft, hard = value,
+    value + 5 for CPU time)."""
     d = tmp / cfg.run_id
     d.mkdir(parents=True)
     (d / "home").mkdir()
@@ -83,8 +86,14 @@ async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dic
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "nexus.agent_runner.main", cwd=str(d), env=full_env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=(lambda: _apply(rlimits)) if rlimits else None,
         )
     return RunnerProc(cfg=cfg, dir=d, proc=proc)
+
+
+def _apply(rlimits: dict[int, int]) -> None:
+    for kind, value in rlimits.items():
+        resource.setrlimit(kind, (value, value + 5 if kind == resource.RLIMIT_CPU else value))
 
 
 @pytest.fixture

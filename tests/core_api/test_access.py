@@ -13,7 +13,8 @@ from tests.core_api.conftest import bearer, new_key, new_run
 
 pytestmark = pytest.mark.infra
 
-PUBLIC = re.compile(r"^/(healthz|readyz|schema|v1/webhooks)(/|$)")  # webhooks: a signature, not a key (tests/core_api/test_board.py)
+PUBLIC = re.compile(r"^/(healthz|readyz|schema|v1/webhooks|ui)(/|$)")  # webhooks: a signature, not a key (tests/core_api/test_board.py)
+# ui: a session cookie, not a key; its own matrix is tests/core_api/test_ui.py
 _PARAM = re.compile(r"\{(\w+):(\w+)\}")
 
 

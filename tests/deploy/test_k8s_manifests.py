@@ -60,6 +60,8 @@ def env_of(container: dict, objects: list[dict]) -> dict[str, Any]:
     env: dict[str, Any] = {}
     for source in container.get("envFrom", []):
         ref = source["configMapRef"]["name"]
+        if source["configMapRef"].get("optional") and not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == ref]:
+            continue  # an optional ConfigMap this set of objects does not have
         env.update(find(objects, "ConfigMap", ref, "nexus")["data"])
     for var in container.get("env", []):
         if "value" in var:
@@ -414,7 +416,13 @@ def test_dev_runs_streams_at_one_replica_with_its_own_servers():
     objs = _overlay("dev")
     (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
     assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "1"
-    assert {"nats", "mongodb"} <= {o["metadata"].get("labels", {}).get("app.kubernetes.io/name") for o in objs}
+    assert {"nats", "mongodb", "otel-collector"} <= {o["metadata"].get("labels", {}).get("app.kubernetes.io/name") for o in objs}
+    (telemetry,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-telemetry"]
+    (collector,) = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "otel-collector"]
+    assert telemetry["data"]["NEXUS_OTLP_ENDPOINT"] == f"http://otel-collector.nexus.svc.cluster.local:{collector['spec']['ports'][0]['port']}"
+    for service in ("core-api", "worker", "board-sync", "telegram-gateway"):  # each reads it
+        (deploy,) = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == service]
+        assert {"configMapRef": {"name": "nexus-telemetry", "optional": True}} in deploy["spec"]["template"]["spec"]["containers"][0]["envFrom"]
 
 
 def test_agent_pods_reach_only_nats_dns_and_outside_hosts(all_objects):
@@ -424,7 +432,10 @@ def test_agent_pods_reach_only_nats_dns_and_outside_hosts(all_objects):
     assert not [p for p in policies if p["spec"].get("ingress")]  # nothing may connect to a run pod
     rules = [r for p in policies for r in p["spec"].get("egress", [])]
     ports = {(r["to"][0].get("ipBlock") is not None, port["port"]) for r in rules for port in r["ports"]}
-    assert ports == {(False, 4222), (False, 53), (True, 443), (True, 22)}
+    assert ports == {(False, 4222), (False, 53), (True, 443), (True, 22), (False, 4318)}
+    (otlp,) = [r for r in rules if any(p["port"] == 4318 for p in r["ports"])]  # spans, to the dev collector only
+    assert otlp["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nexus"}},
+                           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "otel-collector"}}}]
     for r in rules:
         for peer in r["to"]:
             if "ipBlock" in peer:  # outside only: every private range is excluded

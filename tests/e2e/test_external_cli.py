@@ -1,4 +1,5 @@
-"""An agent whose brain is an external coding CLI, through all five services: the runner attaches
+"""An agent whose brain is an external coding CLI, through core-api, the worker and a runner (the
+other services running, checked only to stay up): the runner attaches
 the CLI through a kernel bridge, the CLI acts only through the hypervisor, and the work lands."""
 
 import json

@@ -1,4 +1,6 @@
-"""The walking skeleton: one task, through all five services, to a commit on the run's branch."""
+"""The walking skeleton: one task through core-api, the worker and a runner to a commit on the run's
+branch, with all five services running (board-sync and telegram-gateway only have to stay up here;
+test_board_sync and test_telegram check what they do)."""
 
 import json
 

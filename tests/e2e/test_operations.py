@@ -1,8 +1,10 @@
 """What an operator relies on, through every long-running service as a real process: a live run
 cancelled over the API stops (its commands too), the per-agent slot cap holds runs back, and every
-service's ops port answers /healthz, /readyz and /metrics with counters that move after a run."""
+service's ops port answers /healthz, /readyz and /metrics with counters that move after a run, and a
+run past the worker's CPU limit for runners ends failed with that limit as its reason."""
 
 import asyncio
+import json
 import re
 import subprocess
 import uuid
@@ -10,6 +12,7 @@ import uuid
 import httpx
 import pytest
 
+from tests.agent_runner.llm.conftest import Reply, llm_server  # noqa: F401 — a fixture
 from tests.e2e.conftest import running_stack, wait_for
 from tests.e2e.test_first_run import read_sse
 
@@ -126,8 +129,11 @@ async def test_ops_ports_answer_and_counters_move_after_a_run(tmp_path, nats_url
             assert _metric(after_core, "nexus_runs_total", status="succeeded") == \
                 _metric(before_core, "nexus_runs_total", status="succeeded") + 1
             assert _metric(after_core, "nexus_consumer_messages_total") > _metric(before_core, "nexus_consumer_messages_total")
-            assert _metric(after_worker, "nexus_dispatch_latency_seconds_count") > \
-                _metric(before_worker, "nexus_dispatch_latency_seconds_count")
+            assert _metric(after_core, "nexus_dispatch_latency_seconds_count") == \
+                _metric(before_core, "nexus_dispatch_latency_seconds_count") + 1  # ready → the runner's first event
+            assert _metric(after_worker, "nexus_launch_duration_seconds_count") > \
+                _metric(before_worker, "nexus_launch_duration_seconds_count")
+            assert "nexus_runs_total" not in after_worker  # final states are core-api's to count, once
 
 
 async def _until_ok(client: httpx.AsyncClient, url: str) -> None:
@@ -139,3 +145,28 @@ async def _until_ok(client: httpx.AsyncClient, url: str) -> None:
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"{url} never answered 200")
+
+
+async def test_a_run_past_its_cpu_limit_is_stopped_with_the_reason(tmp_path, nats_url, mongo_url, llm_server) -> None:
+    """The worker's runner limits hold through the real stack: a model that keeps the runner busy
+    forever ends in a failed run whose reason names the CPU limit, as the API shows it."""
+    reply = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None,
+                          "tool_calls": [{"id": "call_1", "type": "function",
+                                          "function": {"name": "note", "arguments": "{\"message\": \"again\"}"}}]}}],
+             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    llm_server.otherwise = Reply(headers={"content-type": "application/json"}, body=json.dumps(reply).encode())
+    env = {"NEXUS_RUN_CPU_SECONDS": "2"}
+    with running_stack(tmp_path, nats_url, mongo_url, env=env, services=["core-api", "worker"]) as stack:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+            r = await api.post("/v1/agents", json={
+                "name": "busy", "system_prompt": "test", "tools": ["note", "finish"],
+                "limits": {"max_steps": 1_000_000, "max_tokens": 10**12},
+                "llm": {"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{llm_server.url}/v1"},
+            })
+            assert r.status_code == 201, r.text
+            run_id = await _run_of_new_task(api, "busy")
+            run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in FINAL, attempts=1200)
+            assert run["status"] == "failed", run
+            assert "CPU time limit of 2 s reached" in run["reason"], run

@@ -131,7 +131,7 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
             created = await fake.wait_message(LEAD, "Goal <code>goal_")
             goal_id = re.search(r"goal_[0-9a-z]{26}", created["text"]).group(0)
             await wait_for(api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"]))  # the command is applied
-            goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: g["status"] != "open", attempts=1800)
+            goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: g["status"] in ("done", "failed", "cancelled"), attempts=1800)
             assert goal["status"] == "done" and goal["meta_run_id"] and goal["created_by"] == "alice@example.com"
             runs = (await api.get("/v1/runs", params={"goal_id": goal_id, "limit": 10})).json()["items"]
             assert len(runs) == 3 and all(r["status"] == "succeeded" for r in runs), runs

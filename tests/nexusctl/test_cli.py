@@ -294,3 +294,29 @@ def test_chat_bind_list_unbind(ctl) -> None:
     assert bad.code == 1 and "role" in bad.stderr
     assert ctl("chat", "unbind", user_id).stdout.strip() == f"chat-binding/telegram:{user_id} removed"
     assert f"telegram:{user_id}" not in ctl("chat", "list").stdout
+
+
+def test_describe_goal_shows_progress_cost_budget_and_children(ctl, nexus) -> None:
+    with _api(nexus) as api:
+        goal = api.post("/v1/goals", json={"title": f"Ship {uid()}", "budget": {"usd": 2.0, "tokens": 5000}}).json()
+        task = api.post("/v1/tasks", json={"title": "write the page", "goal_id": goal["id"], "status": "backlog"}).json()
+        for _ in range(300):  # the goal follows its task's events
+            if api.get(f"/v1/goals/{goal['id']}").json()["status"] == "in_progress":
+                break
+            time.sleep(0.1)
+    described = ctl("describe", "goal", goal["id"])
+    assert described.code == 0, described.stderr
+    text = described.stdout
+    assert "Status: in_progress (1 child tasks planned)" in text, text
+    assert "Progress: 0 of 1 child tasks done (backlog 1)" in text
+    assert "Budget: 2.0000 USD (0.0000 USD spent, 2.0000 USD left); 5000 tokens (0 spent, 5000 left)" in text
+    assert "Children:" in text and task["id"] in text and "write the page" in text
+    cancelled = ctl("describe", "goal", api_cancel(nexus, goal["id"]))
+    assert "Report: cancelled" in cancelled.stdout and "Status: cancelled" in cancelled.stdout, cancelled.stdout
+
+
+def api_cancel(nexus, goal_id: str) -> str:
+    with _api(nexus) as api:
+        r = api.post(f"/v1/goals/{goal_id}/cancel")
+        assert r.status_code == 200, r.text
+    return goal_id

@@ -6,7 +6,7 @@ The providers' production httpx code is what talks to it."""
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -33,7 +33,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    pieces: list[bytes] | None = None  # sent chunked, one write per piece
+    pieces: Iterable[bytes] | None = None  # sent chunked, one write per piece (may be produced lazily)
     hang: bool = False  # send nothing at all
     cut: bool = False  # drop the connection before the chunked body is complete
 
@@ -42,6 +42,7 @@ class FakeLLMServer:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[Request] = []
+        self.otherwise: Reply | None = None  # what every request gets once the queue is empty
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task] = set()
 
@@ -100,7 +101,7 @@ class FakeLLMServer:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append(Request(method, path, headers, body))
 
-        reply = self.replies.popleft() if self.replies else Reply(
+        reply = self.replies.popleft() if self.replies else self.otherwise or Reply(
             status=599, headers={"content-type": "text/plain"}, body=b"the fake server has no reply queued")
         if reply.hang:
             await reader.read()  # until the client gives up and closes

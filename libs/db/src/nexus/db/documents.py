@@ -111,6 +111,11 @@ class Goal(PagedDocument):
     meta_agent_id: str | None = None
     repository_id: str | None = None
     meta_run_id: str | None = None
+    budget: dict[str, Any] = Field(default_factory=dict)  # a budgets.Cap: {"usd", "tokens"}; absent = uncapped
+    budget_alerts: dict[str, bool] = Field(default_factory=dict)  # {"warning": true, …}: each alert emitted once
+    status_reason: str = ""  # the rule behind its last move
+    report: dict[str, Any] | None = None  # stored when the goal ends (goals/report.py)
+    ended_at: datetime | None = None
     created_by: str = ""
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
@@ -137,6 +142,9 @@ class Task(PagedDocument):
     parent_session_id: str | None = None
     target_files: list[str] = Field(default_factory=list)
     current_run_id: str | None = None
+    budget: dict[str, Any] = Field(default_factory=dict)  # this child's share of its goal's budget (Cap)
+    budget_weight: float = 1.0
+    blocked: str = ""  # "budget: …" while a spent budget keeps a ready task from being dispatched
     version: int = 0  # optimistic concurrency: every update names the version it read
     created_by: str = ""
     created_at: datetime = Field(default_factory=now)
@@ -376,3 +384,33 @@ class ChatBinding(Document):
 
 
 ALL_DOCUMENTS.append(ChatBinding)
+
+
+class ModelPrice(Document):
+    """One row of the price list runs are costed with (USD per 1M tokens); admins edit it."""
+
+    id: str  # the model name or prefix, lower case ("gpt-4o", "claude-sonnet-4")
+    input_per_mtok: float
+    output_per_mtok: float
+    updated_by: str = ""
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "model_prices"
+
+
+class AgentBudget(Document):
+    """An agent's daily cap (UTC days), in USD and/or tokens; absent fields are uncapped."""
+
+    id: str  # the agent id
+    daily_usd: float | None = None
+    daily_tokens: int | None = None
+    alerts: dict[str, bool] = Field(default_factory=dict)  # {"<day>:warning": true, …}: each alert emitted once
+    updated_by: str = ""
+    updated_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "agent_budgets"
+
+
+ALL_DOCUMENTS += [ModelPrice, AgentBudget]

@@ -54,6 +54,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_steps: int = 50
     max_tokens: int = 200_000
     wall_clock_s: int = 1800
+    max_cost_usd: float | None = None  # per run; None: no cap in USD
 
 
 class MemoryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -82,14 +82,6 @@ async def ensure_key_value(js: JetStreamContext, bucket: str, *, ttl_s: float, h
         return await js.key_value(bucket)
 
 
-def trace_headers() -> dict[str, str]:
-    from opentelemetry import propagate
-
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
-
-
 class Publisher:
     """Publishes catalog messages as envelopes; the envelope id is JetStream's dedupe id."""
 
@@ -114,8 +106,13 @@ class Publisher:
         env = make_envelope(
             type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
         )
-        headers = {"Nats-Msg-Id": env.id, **trace_headers()}
-        await publish_retrying(self.js, subject or m.subject_for(**subject_params), encode(env), headers)
+        from nexus.events.tracing import publishing
+
+        subject = subject or m.subject_for(**subject_params)
+        body = encode(env)
+        headers = {"Nats-Msg-Id": env.id}
+        with publishing(subject, headers, msg_id=env.id, correlation_id=correlation_id, size=len(body)):
+            await publish_retrying(self.js, subject, body, headers)
         return env
 
 

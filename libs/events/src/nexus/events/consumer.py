@@ -14,14 +14,14 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry.trace import Status, StatusCode
 from prometheus_client import Counter
 
 from nexus.events.catalog import BY_TYPE, MESSAGES, dlq_subject
 from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
 from nexus.events.payloads import MAX_MESSAGE_BYTES
+from nexus.events.tracing import processing, processing_group, publishing
 
 log = logging.getLogger("nexus.events.consumer")
 
@@ -129,7 +129,9 @@ async def dead_letter(js: DeadLetterSink, msg: Msg, consumer: str, reason: str, 
     dead letter could not be published (the caller leaves the message for redelivery)."""
     try:
         env = make_envelope("dlq", letter_for(msg, consumer, reason, deliveries), source=consumer)
-        await js.publish(dlq_subject(msg.subject), encode(env), headers={"Nats-Msg-Id": env.id})
+        headers = {"Nats-Msg-Id": env.id}
+        with publishing(dlq_subject(msg.subject), headers, msg_id=env.id):
+            await js.publish(dlq_subject(msg.subject), encode(env), headers=headers)
     except Exception:  # dead-lettering must never take the consumer down
         log.exception("could not dead-letter %s from %s (%s)", msg.subject, consumer, reason[:200])
         return False
@@ -198,17 +200,19 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         await reject(js, msg, durable, f"undecodable: {exc}", deliveries)
         return
-    token = otel_context.attach(propagate.extract(msg.headers or {}))
-    try:
-        await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
-    except Poison as exc:
-        await reject(js, msg, durable, f"rejected: {exc}", deliveries)
-    except Exception as exc:  # noqa: BLE001 — any handler failure is retried, then dead-lettered
-        await settle(js, msg, durable, deliveries, max_deliver, exc)
-    else:
-        await settle(js, msg, durable, deliveries, max_deliver, None)
-    finally:
-        otel_context.detach(token)
+    with processing(msg.subject, msg.headers, consumer=durable, msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+                    correlation_id=env.correlation_id, size=len(msg.data), deliveries=deliveries) as span:
+        try:
+            await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
+        except Poison as exc:
+            span.set_attribute("nexus.outcome", "dead_letter")
+            await reject(js, msg, durable, f"rejected: {exc}", deliveries)
+        except Exception as exc:  # noqa: BLE001 — any handler failure is retried, then dead-lettered
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_attribute("error.type", type(exc).__name__)
+            await settle(js, msg, durable, deliveries, max_deliver, exc)
+        else:
+            await settle(js, msg, durable, deliveries, max_deliver, None)
 
 
 async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, group_handler: GroupHandler) -> bool:
@@ -229,7 +233,8 @@ async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, gr
                     msg,
                 )
             )
-        await group_handler(deliveries)
+        with processing_group([m.subject for m in group], [m.headers for m in group], consumer=durable):
+            await group_handler(deliveries)
     except asyncio.CancelledError:
         raise
     except Exception:  # one by one instead, where each failure is settled on its own

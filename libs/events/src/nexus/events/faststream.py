@@ -6,6 +6,7 @@ the envelope is decoded with msgspec by the catalog, and the handler's outcome i
 explicitly (ack; nak with backoff; dead-letter to `nexus.dlq.<subject>` and term) by the same
 `handle_message` the raw nats-py consumers use."""
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from nats.js import JetStreamContext
 
 from nexus.events.bus import connect, ensure_streams
 from nexus.events.consumer import Handler, handle_message
+from nexus.events.lag import OWNED, watch_consumer_lag
 
 
 def broker_options(url: str, user: str, creds: str = "") -> dict[str, Any]:
@@ -111,16 +113,22 @@ async def edge(
     url: str, user: str, creds: str = "", *, replicas: int = 1, log_level: int = logging.INFO
 ) -> AsyncIterator[Edge]:
     """What an edge service (board-sync, telegram-gateway) stands on: a connection as its NATS `user`
-    with the streams ensured, and a FastStream broker for its subscribers. On exit the broker is
+    with the streams ensured, a FastStream broker for its subscribers, and the lag of the durable
+    consumers that `user` owns exported while it stands. On exit the lag watch ends, the broker is
     stopped (unless the service already did, to order its own shutdown) and the connection drained."""
     nc = await connect(url, user, creds=creds)
     try:
         js = nc.jetstream()
         await ensure_streams(js, replicas)
         broker = NatsBroker(name=f"{user}-subscribers", log_level=log_level, **broker_options(url, user, creds))
+        done = asyncio.Event()
+        lag = asyncio.create_task(watch_consumer_lag(js, user, done)) if user in OWNED else None
         try:
             yield Edge(nc, js, broker)
         finally:
+            done.set()
+            if lag is not None:
+                await lag
             if broker.running:
                 await broker.stop()
     finally:

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from nexus.domain.agents import LLMSpec, Limits, Permissions
+from nexus.domain.budgets import Cap
 from nexus.domain.limits import MAX_BODY_BYTES, Ref, ShortText, Text, Who
 from nexus.domain.sessions import SessionChange
 
@@ -53,6 +54,11 @@ class RunConfig(Payload):
     secrets: list[str] = msgspec.field(default_factory=list)  # names only; values never travel here
     # How long a paused run waits for a human's decision (core-api's `approval_ttl_s`); unset: the runner's own default.
     approval_ttl_s: float | None = None
+    # The most this run may spend (the tightest of its agent's limits, what is left of its goal's or
+    # its share of it, and of its agent's day); checked by the runner before each model call.
+    budget: Cap | None = None
+    # Its model's price, USD per 1M (input, output) tokens, from core-api's price list.
+    price: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------- commands
@@ -113,6 +119,8 @@ class ChildPlan(Payload):
         msgspec.field(default_factory=list)
     )
     agent_id: Ref | None = None
+    # The child's share of the goal's budget, relative to its siblings' (even when all are equal).
+    weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
 
 
 class PlanChildren(Payload):
@@ -188,6 +196,8 @@ class Heartbeat(Payload):
     attempt: int = 1
     step: int = 0
     pid: int | None = None
+    mailbox_depth: int = 0  # the deepest mailbox of the run's agent kernel now
+    mailbox_dropped: int = 0  # messages the run's agent kernel has dropped so far
 
 
 class RuntimeChanged(Payload):
@@ -244,6 +254,66 @@ class GoalChanged(Payload):
     status: str
     summary: str = ""
     meta_run_id: str = ""
+    previous: str = ""  # the status it moved from (goal.status_changed)
+    reason: str = ""  # why: the rule that moved it ("every child task done", "cancelled by …")
+
+
+class ChildReport(Payload):
+    task_id: str
+    title: str
+    status: str
+    run_id: str = ""
+    session_id: str = ""
+    agent_id: str = ""
+    summary: str = ""
+    reason: str = ""
+    branch: str = ""
+    commit_sha: str = ""
+    ledger_hash: str = ""
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+
+class ApprovalReport(Payload):
+    approval_id: str
+    run_id: str
+    action: str
+    status: str
+    decided_by: str = ""
+
+
+class GoalReport(Payload):
+    """What a goal's work came to, stored on the goal and emitted when it ends."""
+
+    goal_id: str
+    title: str
+    status: str
+    reason: str = ""
+    meta: ChildReport | None = None  # the planning session
+    children: list[ChildReport] = msgspec.field(default_factory=list)
+    approvals: list[ApprovalReport] = msgspec.field(default_factory=list)
+    cost_usd: float = 0.0
+    tokens: int = 0
+    started_at: str = ""
+    ended_at: str = ""
+    duration_s: float = 0.0
+
+
+class BudgetAlert(Payload):
+    """A budget reached 80% (budget.warning) or was spent (budget.exceeded). `scope`: goal, agent
+    (per UTC day) or run; `scope_id`: the goal, agent or run id."""
+
+    scope: Literal["goal", "agent", "run"]
+    scope_id: str
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+    cap_usd: float | None = None
+    cap_tokens: int | None = None
+    goal_id: str | None = None
+    agent_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    detail: str = ""
 
 
 class ApprovalDecided(Payload):

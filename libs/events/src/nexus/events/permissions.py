@@ -97,6 +97,7 @@ FASTSTREAM_INBOXES = "_INBOX.*"
 CORE_API_DURABLES = [
     Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"),
     Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>"),
+    Durable(EVENTS_STREAM, "core-api-goals", "nexus.evt.task.>"),
 ]
 BOARD_SYNC_DURABLES = [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
                        Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),
@@ -193,7 +194,9 @@ def for_run(run: RunIdentity) -> Permissions:
     return Permissions(
         pub_allow=(*own, *kernel, *consumers),
         pub_deny=tuple(f"nexus.run.{rid}.{k}" for k in CORE_ONLY_RUN_KINDS),
-        sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id)),
+        # Its session's inbox, and its kernel's own (where replies to the kernel's asks arrive).
+        sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id),
+                   KERNEL_INBOX.format(agent_id=f"runner-{run.session_id}")),
         allow_responses=True,
     )
 

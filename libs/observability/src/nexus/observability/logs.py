@@ -1,21 +1,39 @@
-"""Logging: one line of JSON per record, carrying the service, run_id and the current trace id."""
+"""Logging, the same in every process (the runner included): one line of JSON per record in production, readable
+text locally; both carry the run_id and the current trace and span ids on every line that has them."""
 
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
 
 
-def _trace_id() -> str | None:
+@contextmanager
+def about_run(run_id: str | None) -> Iterator[None]:
+    """Log lines inside carry this run's id (nothing changes without one)."""
+    token = run_id_var.set(run_id) if run_id else None
     try:
-        from opentelemetry import trace
-    except ImportError:  # pragma: no cover
-        return None
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+        yield
+    finally:
+        if token is not None:
+            run_id_var.reset(token)
+
+
+def correlation(record: logging.LogRecord) -> dict[str, str]:
+    """run_id, trace_id and span_id of a record: from the record itself, else from the current context."""
+    from nexus.observability.tracing import ids
+
+    out = {}
+    if run_id := getattr(record, "run_id", None) or run_id_var.get():
+        out["run_id"] = run_id
+    trace_id, span_id = ids()
+    if trace_id:
+        out["trace_id"], out["span_id"] = trace_id, span_id
+    return out
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,19 +49,25 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        run_id = getattr(record, "run_id", None) or run_id_var.get()
-        if run_id:
-            out["run_id"] = run_id
-        if trace_id := _trace_id():
-            out["trace_id"] = trace_id
+        out.update(correlation(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (the runner masks a traceback before any handler sees it)
+            out["exc"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__("%(asctime)s %(levelname)-7s " + service + " %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = correlation(record)
+        if not ids:
+            return line
+        head, sep, rest = line.partition("\n")  # the ids go on the message's line, before any traceback
+        return head + " [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]" + sep + rest
 
 
 def setup_logging(service: str, level: str = "info", fmt: str = "json") -> None:

@@ -31,6 +31,14 @@ def bootstrap(service: str, settings: CommonSettings) -> None:
     setup_tracing(service, settings.otlp_endpoint)
 
 
+def child_observability_env(settings: CommonSettings) -> dict[str, str]:
+    """What a process this service starts (a run's runner) needs to log and trace like it does."""
+    env = {"NEXUS_LOG_FORMAT": settings.log_format}
+    if settings.otlp_endpoint:
+        env["NEXUS_OTLP_ENDPOINT"] = settings.otlp_endpoint
+    return env
+
+
 def stop_event_on_signals(grace_s: float = 20.0) -> asyncio.Event:
     """SIGTERM/SIGINT set the returned event: services drain and exit cleanly. A service that has
     not exited `grace_s` later (a stuck loop, a hung connection) exits anyway: SIGTERM always stops it."""

@@ -1,23 +1,99 @@
-"""Tracing: a tracer provider per service; spans export over OTLP when an endpoint is configured."""
+"""Tracing: a tracer provider per process; spans go over OTLP/HTTP when `NEXUS_OTLP_ENDPOINT` is set and
+nowhere otherwise. W3C trace context crosses NATS in message headers (nexus.events) and reaches a runner
+through its environment (`TRACEPARENT`, the variable name OpenTelemetry's environment carrier uses)."""
 
 import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+import opentelemetry.context as otel_context
+import opentelemetry.propagate as propagate
+import opentelemetry.trace as trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("nexus.observability.tracing")
 
+TRACES_PATH = "/v1/traces"
+# The environment variables a parent hands its child process to continue its trace.
+ENV_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE"}
 
-def setup_tracing(service: str, otlp_endpoint: str | None = None) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+
+def traces_url(endpoint: str) -> str:
+    """`http://collector:4318` → `http://collector:4318/v1/traces`; a URL that names its path is kept."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
+
+
+def setup_tracing(
+    service: str, otlp_endpoint: str | None = None, *, resource: Mapping[str, str] | None = None
+) -> "TracerProvider":
+    """Install this process's tracer provider. Without an endpoint spans are made (ids for the logs, context
+    for the next hop) but exported nowhere."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider  # the SDK only where a process sets up (kept off import paths)
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "service.namespace": "nexus", **(resource or {})})
+    )
     if otlp_endpoint:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
-        except ImportError:
-            log.warning("NEXUS_OTLP_ENDPOINT is set but the OTLP exporter is not installed; spans stay local")
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(otlp_endpoint)), schedule_delay_millis=500)
+        )
+        log.info("exporting traces over OTLP to %s", traces_url(otlp_endpoint))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def flush_tracing(timeout_ms: int = 5000) -> None:
+    """Export what is buffered: call before a process exits (a runner's last spans are its most useful)."""
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "force_flush"):
+        provider.force_flush(timeout_ms)
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def traceparent_env() -> dict[str, str]:
+    """`TRACEPARENT` (and `TRACESTATE`) for a child process, continuing the current span; empty without one."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {ENV_CARRIER[k]: v for k, v in carrier.items() if k in ENV_CARRIER}
+
+
+def context_from_env(environ: Mapping[str, str]) -> otel_context.Context:
+    """The trace context a parent process handed over in `TRACEPARENT`; an empty context without it."""
+    carrier = {header: environ[var] for header, var in ENV_CARRIER.items() if environ.get(var)}
+    return propagate.extract(carrier)
+
+
+@contextmanager
+def span(
+    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping | None = None,
+    context: otel_context.Context | None = None,
+) -> Iterator[Span]:
+    """A current span that records an exception as its error status (and lets it propagate)."""
+    with tracer_.start_as_current_span(name, context=context, kind=kind, attributes=dict(attributes or {}),
+                                       record_exception=False, set_status_on_exception=False) as s:
+        try:
+            yield s
+        except BaseException as exc:
+            s.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}"))
+            s.set_attribute("error.type", type(exc).__name__)
+            raise
+
+
+def ids() -> tuple[str | None, str | None]:
+    """The current trace and span ids in their hex form, or (None, None) outside a span."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")

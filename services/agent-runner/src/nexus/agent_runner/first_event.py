@@ -11,6 +11,7 @@ client publishes it instead."""
 import base64
 import json
 import os
+import re
 import socket
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 TIMEOUT_S = 2.0
+# W3C trace context handed down by the worker's launch (carried as is; anything else is left out).
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def new_ulid() -> str:
@@ -58,7 +61,7 @@ def sign_nonce(seed: str, nonce: str) -> str:
 
 
 def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str, timeout_s: float = TIMEOUT_S,
-               creds: str = "", inbox_prefix: str = "_INBOX") -> bool:
+               creds: str = "", inbox_prefix: str = "_INBOX", traceparent: str = "") -> bool:
     """Publish one message to JetStream and wait for its ack. False on anything unexpected."""
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     if parts.scheme not in ("nats", ""):
@@ -79,7 +82,8 @@ def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str
                 jwt, seed = parse_creds(creds)
                 connect.update(jwt=jwt, sig=sign_nonce(seed, server.get("nonce", "")))
             inbox = f"{inbox_prefix}.{new_ulid()}"
-            headers = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()
+            trace = f"traceparent: {traceparent}\r\n" if TRACEPARENT.fullmatch(traceparent) else ""
+            headers = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n{trace}\r\n".encode()
             sock.sendall(
                 b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
                 + f"SUB {inbox} 1\r\nHPUB {subject} {inbox} {len(headers)} {len(headers) + len(payload)}\r\n".encode()
@@ -128,6 +132,7 @@ def announce(environ: dict[str, str]) -> bool:
             name=f"agent-runner-{run_id}",
             creds=creds,
             inbox_prefix=f"_INBOX.{run_id}" if creds else "_INBOX",
+            traceparent=environ.get("TRACEPARENT", ""),
         )
     except (StopIteration, ValueError, ImportError):
         return False

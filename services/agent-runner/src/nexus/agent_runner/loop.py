@@ -5,11 +5,16 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from nexus.agent_runner.hypervisor import Hypervisor
-from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec
+from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec, approx_tokens, messages_text
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.agents import Limits
+from nexus.domain.budgets import BUDGET_EXCEEDED, Cap, Spend, call_cost, would_exceed
+from nexus.observability.tracing import span, tracer
+
+TRACER = tracer("nexus.agent_runner")
 
 log = logging.getLogger("nexus.agent_runner.loop")
 
@@ -24,12 +29,50 @@ def _masked(value: Any, mask: Callable[[str], str]) -> Any:
     return value
 
 
+async def _model_call(
+    provider: LLMProvider, messages: list[Message], tools: list[ToolSpec], price: tuple[float, float] | None = None,
+) -> Completion:
+    """One call to the model under a CLIENT span with OpenTelemetry's GenAI attributes and the call's cost
+    (`price`, USD per 1M tokens from the run's config, when given; else the provider's own table)."""
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider.name,
+        "gen_ai.request.model": provider.model,
+    }
+    with span(TRACER, f"chat {provider.model}", kind=SpanKind.CLIENT, attributes=attributes) as s:
+        completion = await provider.complete(messages, tools)
+        if price is not None:
+            completion.cost_usd = call_cost(price, completion.usage.input_tokens, completion.usage.output_tokens)
+        s.set_attributes(
+            {
+                "gen_ai.response.model": completion.model,
+                "gen_ai.usage.input_tokens": completion.usage.input_tokens,
+                "gen_ai.usage.output_tokens": completion.usage.output_tokens,
+                "gen_ai.response.finish_reasons": [completion.stop_reason],
+                "nexus.llm.cost_usd": completion.cost_usd,
+            }
+        )
+        return completion
+
+
 class RunStopped(Exception):
     """The run ends here, failed, with this reason (a limit, a human's rejection)."""
 
 
 class LimitReached(RunStopped):
     pass
+
+
+class BudgetExceeded(RunStopped):
+    """The next model call could spend past the run's budget: the run stops before making it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(BUDGET_EXCEEDED)
+        self.detail = detail
+
+
+# A model call's output is not known before it is made: reserve at least this many tokens for it.
+MIN_OUTPUT_ESTIMATE = 256
 
 
 class Outcome:
@@ -39,6 +82,19 @@ class Outcome:
         self.output_tokens = 0
         self.cost_usd = 0.0
         self.steps = 0
+        self.largest_output = 0
+
+    @property
+    def spent(self) -> Spend:
+        return Spend(usd=self.cost_usd, tokens=self.input_tokens + self.output_tokens)
+
+
+def estimate_call(messages: list[Message], tools: list[ToolSpec], out: Outcome,
+                  price: tuple[float, float] | None) -> Spend:
+    """Conservative: the whole prompt as it stands, and an output as large as the largest yet."""
+    input_tokens = approx_tokens(messages_text(messages, tools))
+    output_tokens = max(MIN_OUTPUT_ESTIMATE, out.largest_output)
+    return Spend(usd=call_cost(price, input_tokens, output_tokens), tokens=input_tokens + output_tokens)
 
 
 async def run_loop(
@@ -49,15 +105,32 @@ async def run_loop(
     tools: list[ToolSpec],
     limits: Limits,
     stop: Callable[[], str] = lambda: "",
+    budget: Cap | None = None,
+    price: tuple[float, float] | None = None,
+    out: Outcome | None = None,
 ) -> Outcome:
-    """Returns when the model is done; raises RunStopped when a limit or `stop()` (a reason) ends the run."""
-    out = Outcome()
+    """Returns when the model is done; raises RunStopped when a limit, the budget or `stop()` (a
+    reason) ends the run. `price` (USD per 1M tokens, from the run's config) prices every call;
+    without it the provider's own table does. `out` keeps the spend when the run is stopped."""
+    out = out if out is not None else Outcome()
     for step in range(1, limits.max_steps + 1):
         reporter.step = out.steps = step
-        completion: Completion = await provider.complete(messages, tools)
+        if reason := stop():  # a limit reached while the last step's tools ran, or while the model answered
+            raise RunStopped(reason)
+        if budget is not None and not budget.empty:
+            estimate = estimate_call(messages, tools, out, price)
+            if would_exceed(budget, out.spent, estimate):
+                raise BudgetExceeded(
+                    f"budget exceeded before step {step}: spent {out.spent.tokens} tokens / {out.spent.usd:.6f} USD, "
+                    f"next call estimated {estimate.tokens} tokens / {estimate.usd:.6f} USD, budget "
+                    f"{'-' if budget.tokens is None else budget.tokens} tokens / "
+                    f"{'-' if budget.usd is None else budget.usd} USD"
+                )
+        completion = await _model_call(provider, messages, tools, price)
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd
+        out.largest_output = max(out.largest_output, completion.usage.output_tokens)
         await reporter.llm(
             step=step,
             provider=provider.name,

@@ -24,21 +24,50 @@ def _mask_logs(mask) -> None:
 
 
 async def run(settings, environ: dict[str, str], *, announced: bool = False) -> int:
+    """The run's session under one span, the child of the worker's launch (TRACEPARENT), with the run's id
+    on every log line."""
+    from pathlib import Path
+
+    import msgspec
+
+    from nexus.events.payloads import RunConfig
+    from nexus.observability.logs import run_id_var
+    from nexus.observability.tracing import context_from_env, span, tracer
+
+    cfg = msgspec.json.decode(Path(settings.run_config).read_bytes(), type=RunConfig)
+    run_id_var.set(cfg.run_id)
+    attributes = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.id": cfg.agent_id,
+        "gen_ai.provider.name": cfg.llm.provider,
+        "gen_ai.request.model": cfg.llm.model,
+        "nexus.run_id": cfg.run_id,
+        "nexus.attempt": settings.attempt,
+        "nexus.task_id": cfg.task_id or "",
+        "nexus.session_id": cfg.session_id or "",
+    }
+    with span(
+        tracer("nexus.agent_runner"), "invoke_agent", context=context_from_env(environ), attributes=attributes
+    ) as session_span:
+        code = await _run(settings, environ, cfg, announced=announced)
+        session_span.set_attribute("nexus.exit_code", code)
+        return code
+
+
+async def _run(settings, environ: dict[str, str], cfg, *, announced: bool = False) -> int:
     import asyncio
     import logging
     import signal
     from pathlib import Path
 
-    import msgspec
-
     from nexus.agent_runner.hypervisor.secrets import SecretBox
+    from nexus.agent_runner.process_limits import ProcessLimits
     from nexus.agent_runner.reporter import RunReporter
     from nexus.agent_runner.settings import secrets_from_env
     from nexus.events.bus import connect
-    from nexus.events.payloads import RunConfig
 
     log = logging.getLogger("nexus.agent_runner")
-    cfg = msgspec.json.decode(Path(settings.run_config).read_bytes(), type=RunConfig)
+    limits = ProcessLimits()
     secrets = secrets_from_env(environ, cfg.secrets)
     nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}", creds=settings.nats_creds, user=cfg.run_id)
     js = nc.jetstream()
@@ -78,6 +107,8 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
             nc=nc,
             sandbox_mode=settings.sandbox,
         )
+        # The CPU time limit's warning: stop at the next step, like any other limit.
+        loop.add_signal_handler(signal.SIGXCPU, lambda: session.stop(limits.cpu_reason()))
         started = loop.time()
         try:
             await asyncio.wait_for(session.run(), cfg.limits.wall_clock_s)
@@ -91,8 +122,12 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
             await asyncio.shield(reporter.status("cancelled", reason="the run was cancelled"))
         code = 4
     except Exception as exc:  # any failure ends the run with its reason, never silently
-        log.exception("run %s failed", cfg.run_id)
-        await reporter.status("failed", reason=f"{type(exc).__name__}: {exc}")
+        reason = limits.describe(exc)
+        if reason is None:
+            log.exception("run %s failed", cfg.run_id)
+        else:
+            log.error("run %s stopped: %s", cfg.run_id, reason)
+        await reporter.status("failed", reason=reason or f"{type(exc).__name__}: {exc}")
         code = 2
     finally:
         await reporter.stop_heartbeat()
@@ -104,16 +139,19 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
     """Run the agent the run config names; the exit code. Both a fresh process (main) and a child
     forked from the worker's warm zygote, whose modules are already imported, come in here."""
     import asyncio
-    import logging
 
     from nexus.agent_runner.settings import RunnerSettings
     from nexus.domain.settings import load_settings
+    from nexus.observability.logs import setup_logging
+    from nexus.observability.tracing import flush_tracing, setup_tracing
 
     settings = load_settings(RunnerSettings, environ)
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return asyncio.run(run(settings, environ, announced=announced))
+    setup_logging("agent-runner", settings.log_level, settings.log_format)
+    setup_tracing("agent-runner", settings.otlp_endpoint)
+    try:
+        return asyncio.run(run(settings, environ, announced=announced))
+    finally:
+        flush_tracing()  # a zygote child leaves with os._exit: what is buffered goes now or never
 
 
 def main() -> None:

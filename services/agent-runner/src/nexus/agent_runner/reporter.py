@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from nats.js import JetStreamContext
 
@@ -20,6 +21,9 @@ from nexus.events.payloads import (
     ToolCalled,
 )
 
+if TYPE_CHECKING:
+    from nexus.kernel import Kernel
+
 log = logging.getLogger("nexus.agent_runner")
 
 
@@ -31,6 +35,8 @@ class RunReporter:
         self.step = 0
         self.mask = masker
         self._heartbeat: asyncio.Task | None = None
+        # the session's agent kernel, once it has one: its mailboxes ride on the heartbeat
+        self.kernel: Kernel | None = None
 
     async def _send(self, type_: str, data) -> None:
         # The publisher rides out a NATS restart or failover (retried with the same message id).
@@ -88,10 +94,19 @@ class RunReporter:
         async def beat() -> None:
             while True:
                 with contextlib.suppress(Exception):
-                    await self._send("run.heartbeat", Heartbeat(attempt=self.attempt, step=self.step, pid=os.getpid()))
+                    await self._send(
+                        "run.heartbeat",
+                        Heartbeat(attempt=self.attempt, step=self.step, pid=os.getpid(), **self._mailboxes()),
+                    )
                 await asyncio.sleep(every_s)
 
         self._heartbeat = asyncio.create_task(beat())
+
+    def _mailboxes(self) -> dict[str, int]:
+        if self.kernel is None:
+            return {}
+        stats = self.kernel.stats(depths=False)
+        return {"mailbox_depth": stats.max_depth, "mailbox_dropped": stats.dropped}
 
     async def stop_heartbeat(self) -> None:
         if self._heartbeat:

@@ -15,11 +15,12 @@ from nexus.agent_runner.hypervisor.sandbox import describe as describe_sandbox
 from nexus.agent_runner.external import run_external
 from nexus.agent_runner.llm import make_provider
 from nexus.agent_runner.llm.base import Message, ToolSpec
-from nexus.agent_runner.loop import Outcome, RunStopped, run_loop
+from nexus.agent_runner.loop import BudgetExceeded, Outcome, RunStopped, run_loop
 from nexus.agent_runner.reporter import RunReporter
 from nexus.agent_runner.tree import SessionTree
 from nexus.agent_runner.waiting import RunInbox
 from nexus.events.permissions import RunIdentity
+from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
@@ -69,11 +70,20 @@ class RunSession:
         self.approval_timeout_s = approval_timeout_s
         self.sandbox_mode = sandbox_mode
         self.rejection = ""  # set when a human rejects: the run stops with this reason
+        self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
         self.rg = workspace.RunGit(
             work_tree=workdir, private=state_dir / "git", base=env
         )  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
+        self.outcome = Outcome()  # the model's spend so far, kept when the run is stopped
+
+    def stop(self, reason: str) -> None:
+        """End the run at its next step with `reason` (the first reason given wins)."""
+        self.stopped = self.stopped or reason
+
+    def _stop_reason(self) -> str:
+        return self.rejection or self.stopped
 
     async def _inbox(self) -> RunInbox:
         if not self._inbox_started:
@@ -116,7 +126,7 @@ class RunSession:
         child = ChildPlan(
             session_id=new_id("ses"), title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
             description=str(args.get("description", "")), target_files=[str(f) for f in args.get("target_files", [])],
-            agent_id=args.get("agent"),
+            agent_id=args.get("agent"), weight=float(args.get("weight", 1.0)),
         )
         self.children.append(child)
         return {"session_id": child.session_id, "target_files": child.target_files}
@@ -124,6 +134,7 @@ class RunSession:
     async def run(self) -> None:
         if self.nc is not None:
             self.tree = await SessionTree.open(self.nc, self.cfg.session_id, self._status)
+            self.reporter.kernel = self.tree.kernel
         try:
             await self._run()
         finally:
@@ -171,15 +182,23 @@ class RunSession:
         await r.log(confinement)
         try:
             outcome = await (self._external(hv) if cfg.llm.provider == "external" else self._model(hv))
+        except BudgetExceeded as exc:
+            # A clean stop: the work so far is committed and pushed on the run's branch, the ledger sealed.
+            await r.log(exc.detail, level="warning")
+            await self._end(hv, "failed", str(exc), self._usage(self.outcome), keep_work=True)
+            return
         except RunStopped as exc:
-            await self._end(hv, "failed", str(exc), None)
+            await self._end(hv, "failed", str(exc), self._usage(self.outcome))
             return
         if cfg.meta and self.children:
             outcome.summary = await self._run_children(hv, outcome.summary)
-        usage = Usage(
+        await self._end(hv, "succeeded", "", self._usage(outcome), summary=outcome.summary)
+
+    @staticmethod
+    def _usage(outcome: Outcome) -> Usage:
+        return Usage(
             input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens, cost_usd=round(outcome.cost_usd, 6)
         )
-        await self._end(hv, "succeeded", "", usage, summary=outcome.summary)
 
     async def _model(self, hv: Hypervisor) -> Outcome:
         cfg = self.cfg
@@ -190,7 +209,9 @@ class RunSession:
             Message(role="user", content=prompt.task_message(cfg)),
         ]
         try:
-            return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=lambda: self.rejection)
+            budget = (cfg.budget or Cap()).tightest(Cap(usd=cfg.limits.max_cost_usd))
+            return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=self._stop_reason,
+                                  budget=budget, price=cfg.price, out=self.outcome)
         finally:
             await provider.aclose()
 
@@ -201,7 +222,7 @@ class RunSession:
             # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
             env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
             return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg,
-                                      stop=lambda: self.rejection)
+                                      stop=self._stop_reason)
         finally:
             if self.tree is None:
                 await kernel.shutdown("drop", 2.0)
@@ -244,9 +265,16 @@ class RunSession:
         await hv.runner_call("note", {"message": "children finished:\n" + "\n".join(lines)})
         return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
 
-    async def _end(self, hv: Hypervisor, status: str, reason: str, usage: Usage | None, summary: str = "") -> None:
+    async def _end(self, hv: Hypervisor, status: str, reason: str, usage: Usage | None, summary: str = "",
+                   keep_work: bool = False) -> None:
+        """`keep_work`: a failed run whose work so far is still committed and pushed (a budget stop)."""
         cfg = self.cfg
         commit_sha = ""
+        outcome_status, stop_reason = status, reason
+        if keep_work:
+            status = "succeeded"  # through the commit and push below; the verdict stays `outcome_status`
+            kept = f"; the work so far is on {cfg.repo.branch}" if cfg.repo else ""
+            summary = summary or f"stopped: {reason}{kept}"
         if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.rg):
             title = cfg.task.title if cfg.task else cfg.task_id
             message = outgoing.without_trailers(f"{title}\n\n{summary}".strip()[:4000]) or "Nexus run"
@@ -259,10 +287,14 @@ class RunSession:
                 status, reason = "failed", refused
             else:
                 commit_sha = await workspace.head(self.rg)
-                if cfg.permissions.can_merge:
+                if cfg.permissions.can_merge and not keep_work:  # stopped work is never merged
                     refused = await self._merge(hv)
                     if refused:
                         status, reason = "failed", refused
+        if keep_work:
+            if status != "succeeded":  # the commit or push was refused: said in the log, the stop's reason stands
+                await self.reporter.log(f"the work so far could not be kept: {reason}", level="warning")
+            status, reason = outcome_status, stop_reason
         hv.seal_state()
         await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg),
                                     status="completed" if status == "succeeded" else "error")

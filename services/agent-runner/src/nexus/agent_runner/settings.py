@@ -15,6 +15,8 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     # (core-api puts its `approval_ttl_s` there, so the two clocks agree).
     approval_timeout_s: float = 3600.0
     log_level: str = "info"
+    log_format: str = "json"  # the worker passes its own ("text" under `make run`)
+    otlp_endpoint: str | None = None  # spans go over OTLP/HTTP here when set (the worker passes its own)
     # How agent commands are confined: "auto" (bubblewrap if the kernel allows it, else Landlock, else
     # rlimits only), or one of "bwrap", "landlock", "none" to insist (tests use it to check the fallbacks).
     sandbox: str = "auto"

@@ -23,7 +23,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS
 from nexus.core_api.health import healthz, readyz
 from nexus.core_api.json_guard import guard_json_body
-from nexus.core_api.observability import HttpMetricsMiddleware
+from nexus.core_api.observability import HttpMetricsMiddleware, tracing_plugin
 from nexus.core_api.repositories.routes import RepositoryController
 from nexus.core_api.runs.routes import RunController
 from nexus.core_api.settings import CoreSettings
@@ -48,6 +48,11 @@ from nexus.core_api.chat_bindings.routes import ChatBindingController
 from nexus.core_api.ledger.routes import verify_run_ledger
 from nexus.core_api.board.routes import BoardController, BoardProviderController
 from nexus.core_api.board.webhooks import WebhookController
+from nexus.core_api.budgets.routes import BudgetController
+from nexus.core_api.prices.routes import PriceController
+from nexus.core_api.prices.service import seed as seed_prices
+from nexus.core_api.ui.render import template_config as ui_templates
+from nexus.core_api.ui.routes import ui_routers
 
 log = logging.getLogger("nexus.core_api")
 
@@ -56,7 +61,7 @@ ROUTES: list = document_problems([
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,
     ScheduleController, ChatBindingController, verify_run_ledger, BoardController, BoardProviderController,
-    WebhookController,
+    WebhookController, BudgetController, PriceController,
 ])
 
 
@@ -76,6 +81,7 @@ def create_app(
         app.state.ctx = ctx
         app.state.db = db
         await ensure_bootstrap_admin(settings.admin_key, Path(settings.admin_key_file))
+        await seed_prices()
         stop = asyncio.Event()
         tasks = [asyncio.create_task(run_background(ctx, stop))] if background else []
         try:
@@ -90,15 +96,22 @@ def create_app(
             await db.close()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *ui_routers()],  # the web UI under /ui: built per app, its pages call the routes above
         lifespan=[lifespan],
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[
             HttpMetricsMiddleware(),
-            DefineMiddleware(ApiKeyAuth, exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/"]),
+            DefineMiddleware(
+                ApiKeyAuth,
+                # /ui: its own session cookie (nexus.core_api.ui.auth)
+                exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/", "^/ui"],
+            ),
         ],
+        plugins=[tracing_plugin()],
+        logging_config=None,  # the process's logging is the shared setup's (JSON or text, with run and trace ids)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # litestar types handlers per exception class
         before_request=guard_json_body,
+        template_config=ui_templates(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Nexus core-api",

@@ -4,17 +4,19 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from nexus.core_api.approvals.service import expire_due
+from nexus.core_api.approvals.service import count_pending, expire_due
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
+from nexus.core_api.goals.events import follow_task
 from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.db.documents import Run, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
-from nexus.events.catalog import CMDS_STREAM, RUNS_STREAM, spec
+from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM, spec
 from nexus.events.consumer import LOOPS, Delivery, Poison, consume
+from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
 from nexus.observability.periodic import every
 
@@ -86,8 +88,13 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
                 max_deliver=20),  # a database restart must not dead-letter run events: they are retried for minutes
         consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
                 handler=lambda d: handle_command(ctx, d), stop=stop),
+        # A goal follows its tasks: every task event re-derives its goal's status (idempotent).
+        consume(ctx.js, stream=EVENTS_STREAM, durable="core-api-goals", subject="nexus.evt.task.>",
+                handler=lambda d: follow_task(ctx, d), stop=stop),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
+        every(5.0, stop, lambda: count_pending(ctx), what="count_pending"),
+        watch_consumer_lag(ctx.js, "core-api", stop),
         serve_queries(ctx, stop),
     ]
     try:

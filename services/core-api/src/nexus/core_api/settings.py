@@ -19,3 +19,5 @@ class CoreSettings(CommonSettings, kw_only=True):
     secrets_dir: str = (
         ".nexus/secrets"  # secret references (e.g. board webhook secrets) resolve here or NEXUS_SECRET_<NAME>
     )
+    ui_session_secret: str | None = None  # seals the web UI's session cookie; random per process when unset
+    ui_session_ttl_s: float = 8 * 3600.0  # a web UI sign-in lasts this long

@@ -21,6 +21,9 @@ log = logging.getLogger("nexus.telegram_gateway.alerts")
 RUN_ENDS = ("run.failed", "run.timed_out")
 
 
+# A goal's moves that end it (planning and in_progress are progress, not alerts).
+GOAL_ENDS = {"done": "🏁 Goal done", "failed": "🔥 Goal failed", "cancelled": "⏹ Goal cancelled"}
+
 class Alerts:
     def __init__(self, core: CoreClient, store: ChatStore, outbox: Outbox | None, link_base: str | None = None) -> None:
         self.core, self.store, self.outbox = core, store, outbox  # no outbox: Telegram is off, events are only followed
@@ -93,9 +96,9 @@ class Alerts:
 
     async def on_goal(self, d: Delivery) -> None:
         ev = d.payload
-        if d.envelope.type == "goal.status_changed":
+        if d.envelope.type == "goal.status_changed" and ev.status in GOAL_ENDS:
             report = await self.core.query("status", id=ev.goal_id)
-            mark = "🏁 Goal done" if ev.status == "done" else "🔥 Goal failed"
+            mark = GOAL_ENDS[ev.status]
             blocks = [f"{bold(mark)} {code(ev.goal_id)} {esc(ev.title)}", f"Summary: {esc(ev.summary or '-')}",
                       f"Cost: {render.money(report.get('cost_usd'))}"]
             blocks += [

@@ -21,6 +21,7 @@ from telegram.ext import (
 
 from nexus.domain.ids import new_id
 from nexus.events.payloads import CancelRunRequest, CreateGoal, DecideApproval
+from nexus.observability.tracing import span, tracer
 from nexus.telegram_gateway import render
 from nexus.telegram_gateway.access import UPDATES, Caller, identify, refuse_once
 from nexus.telegram_gateway.core import CoreClient, CoreError
@@ -30,6 +31,7 @@ from nexus.telegram_gateway.store import ChatStore, PostedAlert
 from nexus.telegram_gateway.text import bold, code, esc, pack
 
 log = logging.getLogger("nexus.telegram_gateway.bot")
+TRACER = tracer("nexus.telegram_gateway")
 Command = Callable[[Update, Caller, list[str]], Awaitable[None]]
 DECISIONS = {"a": "approved", "r": "rejected"}
 
@@ -147,10 +149,13 @@ class Bot:
                 return
             text = update.effective_message.text if update.effective_message else ""
             args = (text or "").split()[1:]
-            try:
-                await fn(update, caller, args)
-            except CoreError as exc:
-                await self.reply(update, [f"⚠️ {esc(exc)}"])
+            # The root of the trace of whatever the command starts (a goal, its runs); the arguments stay out.
+            command = fn.__name__.removeprefix("cmd_")
+            with span(TRACER, f"chat command {command}", attributes={"nexus.chat.command": command}):
+                try:
+                    await fn(update, caller, args)
+                except CoreError as exc:
+                    await self.reply(update, [f"⚠️ {esc(exc)}"])
             UPDATES.labels("handled").inc()
 
         return handler

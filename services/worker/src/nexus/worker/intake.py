@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nexus.events.catalog import CMDS_STREAM
 from nexus.events.consumer import decode_message, fetched, pulling, reject, settle
 from nexus.events.payloads import LaunchRun
+from nexus.events.tracing import processing
 from nexus.worker.launcher import Launcher
 from nexus.worker.slots import Ticket
 
@@ -80,8 +81,10 @@ class LaunchIntake:
         # The ack wait is short so a dead worker's launches come back quickly; a live one says it is still on it.
         ticker = asyncio.create_task(self._in_progress(m))
         try:
-            await asyncio.wait({ticket.granted})  # (waiting does not cancel the grant if we are cancelled)
-            await self.launcher.launch(cmd, ticket)
+            with processing(m.subject, m.headers, consumer=DURABLE, msg_id=(m.headers or {}).get("Nats-Msg-Id"),
+                            correlation_id=cmd.run_id, size=len(m.data), deliveries=deliveries):
+                await asyncio.wait({ticket.granted})  # (waiting does not cancel the grant if we are cancelled)
+                await self.launcher.launch(cmd, ticket)
         except asyncio.CancelledError:
             self.launcher.slots.release(ticket)  # shutting down: the message is redelivered to someone else
             raise

@@ -19,13 +19,15 @@ from nexus.events.consumer import Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.membership import Membership
 from nexus.events.permissions import RunIdentity
-from nexus.worker.metrics import LAUNCH_LATENCY, RUNS
+from nexus.observability.tracing import span, traceparent_env, tracer
+from nexus.worker.metrics import EXECUTIONS, LAUNCH_LATENCY
 from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
 from nexus.worker.secrets import SecretStore
 from nexus.worker.slots import Slots, Ticket
 
 log = logging.getLogger("nexus.worker.launcher")
 LAUNCH_BUCKET = "nexus_launches"
+TRACER = tracer("nexus.worker")
 
 
 def claim_key(run_id: str, attempt: int) -> str:
@@ -53,7 +55,11 @@ class Launcher:
         pause_after_claim_s: float = 0.0,
         membership: "Membership | None" = None,
         run_signer: RunSigner | None = None,
+        runner_env: dict[str, str] | None = None,
     ) -> None:
+        self.runner_env = (
+            runner_env or {}
+        )  # how runners log and where their spans go (NEXUS_LOG_FORMAT, NEXUS_OTLP_ENDPOINT)
         self.membership = membership
         self.run_signer = run_signer
         self.runtime = runtime
@@ -130,10 +136,25 @@ class Launcher:
             raise
         if self.pause_after_claim_s:
             await asyncio.sleep(self.pause_after_claim_s)
+        with span(
+            TRACER,
+            "launch run",
+            attributes={
+                "nexus.run_id": cmd.run_id,
+                "nexus.attempt": cmd.attempt,
+                "nexus.runtime": self.runtime.name,
+                "nexus.agent_id": cmd.config.agent_id,
+            },
+        ):
+            await self._start(cmd, ticket)
+
+    async def _start(self, cmd: LaunchRun, ticket: Ticket) -> None:
         started = time.monotonic()
         env = {
             "NEXUS_NATS_URL": self.nats_url,
             "NEXUS_HEARTBEAT_S": str(self.heartbeat_s),
+            **self.runner_env,
+            **traceparent_env(),  # the runner's session continues this launch's trace
             **self.secrets.resolve(cmd.config.secrets),
             **self.run_credentials(cmd),
         }
@@ -158,7 +179,7 @@ class Launcher:
             await self.report(cmd.run_id, cmd.attempt, "launch_failed", str(exc))
             return
         LAUNCH_LATENCY.observe(time.monotonic() - started)
-        RUNS.labels("launched").inc()
+        EXECUTIONS.labels("launched").inc()
         try:
             await self.report(cmd.run_id, cmd.attempt, "launched", handle.ref)
         except Exception:  # the runner's own "running" tells core-api; recovery covers the rest

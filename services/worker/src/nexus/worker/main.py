@@ -13,8 +13,9 @@ from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_stream
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
 from nexus.events.consumer import LOOPS, consume, supervised
 from nexus.events.credentials import RunSigner
+from nexus.events.lag import watch_consumer_lag
 from nexus.observability.periodic import every
-from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
+from nexus.observability.service import bootstrap, child_observability_env, start_ops, stop_event_on_signals
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
@@ -80,6 +81,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text())
         if settings.nats_run_signer_file
         else None,
+        runner_env=child_observability_env(settings),
     )
     recovery = Recovery(
         runtime,
@@ -102,6 +104,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
             consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
                     handler=launcher.handle_cancel, stop=stop, ack_wait_s=settings.cancel_ack_wait_s),
             every(settings.worker_beat_s, stop, membership.beat, what="liveness beat", at_start=True),
+            watch_consumer_lag(js, "worker", stop),
             every(settings.sweep_interval_s, stop, recovery.sweep, what="recovery sweep", at_start=True),
             every(settings.schedule_tick_s, stop, scheduler.tick, what="schedule tick", at_start=True),
         )

@@ -1,15 +1,22 @@
-"""The worker's metrics. core-api counts the endings it decides (succeeded, failed, cancelled)."""
+"""The worker's metrics. Runs' final states are core-api's to count (nexus_runs_total); the worker counts what
+it sees happen to executions."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from nexus.observability.metrics import RUNS_TOTAL
+from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'
+from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' lag
 
-RUNS = RUNS_TOTAL  # shared with core-api
-
+EXECUTIONS = Counter(
+    "nexus_run_executions",
+    "Run executions by what the worker saw: launched, lost (its process or Job gone), "
+    "timed_out (stopped at its wall-clock limit)",
+    ["event"],
+)
 ACTIVE = Gauge("nexus_runs_active", "Runs this worker holds a slot for (launched or adopted, not yet exited)")
 WAITING = Gauge("nexus_launches_waiting", "Launch commands waiting for a free slot")
 LAUNCH_LATENCY = Histogram(
-    "nexus_dispatch_latency_seconds", "From launch command to runtime started",
+    "nexus_launch_duration_seconds",
+    "From the worker starting a launch to its runtime started (process forked, Job created)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 SCHEDULE_FIRES = Counter("nexus_schedule_fires", "Schedule occurrences fired", ["reason"])

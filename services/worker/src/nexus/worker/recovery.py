@@ -16,7 +16,7 @@ from nexus.events.envelope import decode_raw
 from nexus.events.payloads import RunStatusChanged, RuntimeChanged
 from nexus.worker.launcher import Launcher, claim_key
 from nexus.worker.membership import Membership
-from nexus.worker.metrics import RUNS
+from nexus.worker.metrics import EXECUTIONS
 from nexus.worker.runtimes.base import AgentRuntime
 
 log = logging.getLogger("nexus.worker.recovery")
@@ -112,7 +112,7 @@ class Recovery:
         if not await self._once(run, "lost"):
             return
         log.warning("run %s attempt %d lost: %s", run.id, run.attempt, detail)
-        RUNS.labels("lost").inc()
+        EXECUTIONS.labels("lost").inc()
         await self.publisher.publish(
             "run.runtime", RuntimeChanged(phase="lost", attempt=run.attempt, runtime=self.runtime.name, detail=detail),
             run_id=run.id, correlation_id=run.id,
@@ -174,7 +174,7 @@ class Recovery:
         if not await self._once(run, "timed_out"):
             return
         log.warning("run %s passed its wall-clock limit of %ss; cancelling", run.id, limit)
-        RUNS.labels("timed_out").inc()
+        EXECUTIONS.labels("timed_out").inc()
         # The verdict goes out first: whatever the runner says while it is being stopped comes too late.
         await self.publisher.publish(
             "run.status",

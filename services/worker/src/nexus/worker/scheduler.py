@@ -15,10 +15,12 @@ from nexus.db.documents import Schedule
 from nexus.db.schedules import occurrence_active
 from nexus.events.bus import Publisher
 from nexus.events.payloads import FireSchedule
+from nexus.observability.tracing import span, tracer
 from nexus.worker.metrics import SCHEDULE_FIRES
 
 log = logging.getLogger("nexus.worker.scheduler")
 REFIRE_AFTER_S = 30.0  # a fired occurrence core-api has not recorded yet is fired again after this
+TRACER = tracer("nexus.worker")
 
 
 def _aware(dt: datetime) -> datetime:
@@ -85,6 +87,16 @@ class Scheduler:
         self.fired[msg_id] = time.monotonic()
         cmd = FireSchedule(schedule_id=s.id, occurrence_at=at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                            occurrence_id=occurrence_id(s.id, at), late=late)
-        await self.publisher.publish("core.fire_schedule", cmd, msg_id=msg_id, correlation_id=s.id)
+        # The root of the trace of every run this occurrence starts.
+        with span(
+            TRACER,
+            "fire schedule",
+            attributes={
+                "nexus.schedule_id": s.id,
+                "nexus.occurrence_id": cmd.occurrence_id,
+                "nexus.fire_reason": reason,
+            },
+        ):
+            await self.publisher.publish("core.fire_schedule", cmd, msg_id=msg_id, correlation_id=s.id)
         SCHEDULE_FIRES.labels(reason).inc()
         log.info("fired schedule %s occurrence %s (%s)", s.name, cmd.occurrence_at, reason)

@@ -101,7 +101,7 @@ class Stack:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("NEXUS_") or k in ("NEXUS_TOOLS_DIR", "NEXUS_ADMIN_KEY")
+            if not k.startswith("NEXUS_") or k in ("NEXUS_TOOLS_DIR", "NEXUS_ADMIN_KEY", "NEXUS_OTLP_ENDPOINT")
         }
         env.update(
             NEXUS_NATS_URL=self.nats_url or "",
@@ -215,16 +215,37 @@ def _port_or_free(preferred: int) -> int:
             return free_port()
 
 
+def _metrics_lines(stack: Stack) -> str:
+    return "\n                 ".join(
+        f"{name:<17} http://127.0.0.1:{port}/metrics" for name, port in stack.metrics_ports.items()
+    )
+
+
+def _traces_hint(stack: Stack) -> str:
+    endpoint = stack.env.get("NEXUS_OTLP_ENDPOINT") or os.environ.get("NEXUS_OTLP_ENDPOINT")
+    return (
+        f"OTLP/HTTP to {endpoint}"
+        if endpoint
+        else "none: start with NEXUS_OTLP_ENDPOINT=http://<collector>:4318 to export spans"
+    )
+
+
 def _banner(stack: Stack) -> str:
     key_hint = "$NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else f"$(cat {stack.admin_key_file})"
     return f"""
   Nexus is up.
+    web UI       {stack.api_url}/ui   (sign in with the admin key)
     API          {stack.api_url}   (OpenAPI: {stack.api_url}/schema/openapi.json, docs: {stack.api_url}/schema)
     admin key    {"from NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else stack.admin_key_file}
     NATS         {stack.nats_url}
     MongoDB      {stack.mongodb_url}
-    metrics      core-api :9101  worker :9102  board-sync :9104  telegram-gateway :9105
     agent-runner one process per run, launched by the worker (workspaces in {stack.home / "runs"})
+
+  Observability (docs/observability.md):
+    metrics      {_metrics_lines(stack)}
+    Prometheus   prometheus --config.file=deploy/prometheus/prometheus.yml   (scrapes the above; alert rules included)
+    Grafana      provisioning in deploy/grafana/provisioning, dashboards in deploy/grafana/dashboards
+    traces       {_traces_hint(stack)}
 
   Try:
     curl -H "Authorization: Bearer {key_hint}" {stack.api_url}/v1/agents

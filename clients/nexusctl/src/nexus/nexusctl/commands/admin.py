@@ -1,4 +1,4 @@
-"""`approvals approve|reject`, `keys create`, `config view|use-context`."""
+"""`approvals approve|reject`, `keys create|login-link`, `config view|use-context`."""
 
 from typing import Annotated
 
@@ -88,3 +88,19 @@ def use_context(ctx: typer.Context, name: str) -> None:
     with handled():
         path = cfg.use_context(state(ctx).env, name)
     out(f"switched to context {name!r} ({path})")
+
+
+@keys.command("login-link")
+def login_link(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="a slug naming who the link is for")],
+    role: Annotated[str, typer.Option(help="admin, lead or viewer")],
+    ttl: Annotated[int, typer.Option(help="seconds the link stays valid")] = 900,
+) -> None:
+    """A one-time web UI sign-in link: whoever opens it first is signed in with ROLE; it is printed once."""
+    st = state(ctx)
+    with handled():
+        link = st.client.post("/v1/ui/login-links", {"name": name, "role": role, "ttl_s": ttl})
+        base = st.target().url.rstrip("/")
+    err(f"one-time sign-in for {name} ({role}), valid {link['expires_in_s']} s:")
+    out(base + link["path"])

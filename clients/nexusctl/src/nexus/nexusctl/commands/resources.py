@@ -6,6 +6,7 @@ import typer
 
 from nexus.nexusctl import render
 from nexus.nexusctl.client import ApiError, Client
+from nexus.nexusctl.goals import TABULATED, goal_sections
 from nexus.nexusctl.kinds import KINDS, Kind, lookup
 from nexus.nexusctl.state import fail, handled, out, state
 
@@ -79,10 +80,7 @@ def _related(client: Client, k: Kind, obj: dict) -> list[str]:
         rows = [[r["id"], r["status"], r["attempt"], r["reason"]] for r in runs]
         sections.append(_section("Runs", ["RUN", "STATUS", "ATTEMPT", "REASON"], rows))
     elif k.name == "goals":
-        tasks = client.get(f"{k.path}/{obj['id']}/tasks", limit=50)["items"]
-        sections.append(
-            _section("Tasks", ["TASK", "STATUS", "TITLE"], [[t["id"], t["status"], t["title"]] for t in tasks])
-        )
+        sections += goal_sections(obj)
     elif k.name == "runs":
         sections.append(
             _section(
@@ -128,7 +126,8 @@ def describe(
         k = lookup(kind)
         client = state(ctx).client
         obj = client.get(f"{k.path}/{name}")
-        shown = {key: v for key, v in obj.items() if key not in ("sessions", "config")}
+        hidden = ("sessions", "config", *(TABULATED if k.name == "goals" else ()))
+        shown = {key: v for key, v in obj.items() if key not in hidden}
         out(f"{k.singular.capitalize()} {k.ident(obj)}\n" + render.to_yaml(shown).rstrip())
         if obj.get("config"):
             cfg = obj["config"]

@@ -31,6 +31,7 @@ from nexus.agent_runner.hypervisor.tools import ToolResult, ToolSpecJSON
 from nexus.agent_runner.hypervisor import file_tools, command_tools, git_tools, session_tools  # noqa: F401 — they register
 from nexus.domain.agents import Permissions
 from nexus.domain.ledger import seal_one
+from nexus.observability.tracing import span, tracer
 from nexus.domain.sessions import (
     ApprovalChange,
     FileWriteChange,
@@ -39,6 +40,7 @@ from nexus.domain.sessions import (
     SessionState,
 )
 
+TRACER = tracer("nexus.agent_runner")
 GIT_TIMEOUT_S = 60.0
 _DETAIL_CHARS = 2000
 
@@ -138,12 +140,32 @@ class Hypervisor:
     async def _call(self, tool_name: str, args: dict, *, own: bool) -> ToolResult:
         async with self._lock:
             tool = tool_name if isinstance(tool_name, str) else f"<{type(tool_name).__name__}>"
-            try:
-                result = await self._dispatch(tool, args, own=own)
-            except Refused as refusal:
-                detail = await self._refused(tool, refusal)
-                result = ToolResult(
-                    ok=False, error=f"refused ({refusal.reason}): {detail}" if detail else f"refused ({refusal.reason})"
+            shown = printable(self.mask(tool))[:200]
+            with span(
+                TRACER,
+                f"execute_tool {shown}",
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": shown,
+                    "nexus.tool.by_runner": own,
+                },
+            ) as s:
+                refused = ""
+                try:
+                    result = await self._dispatch(tool, args, own=own)
+                except Refused as refusal:
+                    refused = refusal.reason
+                    detail = await self._refused(tool, refusal)
+                    result = ToolResult(
+                        ok=False,
+                        error=f"refused ({refusal.reason}): {detail}" if detail else f"refused ({refusal.reason})",
+                    )
+                s.set_attributes(
+                    {
+                        "nexus.tool.outcome": "ok" if result.ok else "refused" if refused else "error",
+                        "nexus.tool.refused": bool(refused),
+                        "nexus.tool.refusal_reason": refused,
+                    }
                 )
             return ToolResult(ok=result.ok, output=self.mask(result.output), error=self.mask(result.error))
 

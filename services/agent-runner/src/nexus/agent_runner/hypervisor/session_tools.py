@@ -46,6 +46,14 @@ class SpawnChildArgs(Args):
         ]
         | None
     ) = None
+    weight: Annotated[
+        float,
+        Doc(
+            gt=0,
+            le=1000,
+            description="The child's share of the goal's budget relative to its siblings; default 1 (even).",
+        ),
+    ] = 1.0
 
 
 @tool("note", NoteArgs, "Record a note in the session.")
@@ -70,9 +78,11 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
     for path in args.target_files:
         hv.check_path(path)
     targets = [hv.ws.resolve(path, writing=True) for path in args.target_files]
-    request = {"title": args.title, "description": args.description, "target_files": targets}
+    request: dict[str, object] = {"title": args.title, "description": args.description, "target_files": targets}
     if args.agent:
         request["agent"] = args.agent
+    if args.weight != 1.0:
+        request["weight"] = args.weight
     try:
         result = await hv.spawner(request)
     except Exception as exc:  # noqa: BLE001 — the spawner's failure is the model's answer, and on the record

@@ -10,55 +10,18 @@ Prompt-cache discounts are not modelled. Prices as published by OpenAI and Anthr
 import logging
 
 from nexus.agent_runner.llm.base import Usage
+from nexus.domain.pricing import DEFAULT_PRICES, price_in
 
 log = logging.getLogger(__name__)
 
-# model prefix -> (USD per 1M input tokens, USD per 1M output tokens)
-PRICES: dict[str, tuple[float, float]] = {
-    # OpenAI
-    "gpt-5": (1.25, 10.00),
-    "gpt-5.1": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-4": (30.00, 60.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "o1": (15.00, 60.00),
-    "o1-mini": (1.10, 4.40),
-    "o1-pro": (150.00, 600.00),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o3-pro": (20.00, 80.00),
-    "o4-mini": (1.10, 4.40),
-    # Anthropic
-    "claude-opus-4-5": (5.00, 25.00),
-    "claude-opus-4": (15.00, 75.00),
-    "claude-sonnet-4": (3.00, 15.00),
-    "claude-haiku-4-5": (1.00, 5.00),
-    "claude-3-7-sonnet": (3.00, 15.00),
-    "claude-3-5-sonnet": (3.00, 15.00),
-    "claude-3-5-haiku": (0.80, 4.00),
-    "claude-3-opus": (15.00, 75.00),
-    "claude-3-haiku": (0.25, 1.25),
-    # The offline provider.
-    "scripted": (0.0, 0.0),
-}
+PRICES = DEFAULT_PRICES
 
 _warned: set[str] = set()
 
 
 def price_of(model: str) -> tuple[float, float] | None:
     """(input, output) USD per 1M tokens, or None when the model is not in the table."""
-    name = model.rsplit("/", 1)[-1].lower()
-    best = max(
-        (p for p in PRICES if name == p or name.startswith(p + "-") or name.startswith(p + ":")), key=len, default=None
-    )
-    return PRICES[best] if best is not None else None
+    return price_in(PRICES, model)
 
 
 def cost_usd(model: str, usage: Usage) -> float:

@@ -5,6 +5,7 @@ from typing import Literal
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.metrics import APPROVAL_DECISION, APPROVALS_PENDING
 from nexus.db.documents import Approval, now
 from nexus.db.writes import update_document
 from nexus.events.payloads import ApprovalDecided, ApprovalRequested
@@ -58,6 +59,9 @@ async def decide(ctx: Context, approval_id: str, decision: Decision, reason: str
     )
     if res.modified_count != 1:
         raise DomainError(409, "approval was decided concurrently", field="decision")
+    if doc.created_at:  # this call decided it (compare-and-set above): observed once
+        created = doc.created_at if doc.created_at.tzinfo else doc.created_at.replace(tzinfo=UTC)
+        APPROVAL_DECISION.labels(decision).observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
     ev = ApprovalDecided(
         approval_id=approval_id, run_id=doc.run_id, decision=decision, reason=reason, decided_by=decided_by
     )
@@ -67,6 +71,10 @@ async def decide(ctx: Context, approval_id: str, decision: Decision, reason: str
     if decided is None:
         raise not_found("approval", approval_id)
     return decided
+
+
+async def count_pending(ctx: Context) -> None:
+    APPROVALS_PENDING.set(await Approval.find({"status": "pending"}).count())
 
 
 async def expire_due(ctx: Context) -> int:

@@ -97,7 +97,8 @@ async def goal_report(goal_id: str) -> dict:
     tasks = await Task.find({"goal_id": goal_id}).to_list()
     goal_runs = await Run.find({"goal_id": goal_id}).to_list()
     return {"kind": "goal", **goal_row(g), "tasks": [{"id": t.id, "title": t.title, "status": t.status} for t in tasks],
-            "runs": [run_row(r) for r in goal_runs], "cost_usd": sum(_cost(r) for r in goal_runs)}
+            "runs": [run_row(r) for r in goal_runs], "cost_usd": sum(_cost(r) for r in goal_runs),
+            "report": g.report}  # stored when the goal ended (docs/goals.md)
 
 
 async def status(args: dict) -> dict:
@@ -106,7 +107,7 @@ async def status(args: dict) -> dict:
     if not ident:
         return {"kind": "overview", "active_runs": await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).count(),
                 "pending_approvals": await Approval.find({"status": "pending"}).count(),
-                "open_goals": await Goal.find({"status": "open"}).count()}
+                "open_goals": await Goal.find({"status": {"$in": ["open", "planning", "in_progress"]}}).count()}
     prefix = ident.split("_", 1)[0]
     if prefix == "goal":
         return await goal_report(ident)

@@ -1,17 +1,25 @@
+"""goals."""
 from typing import Annotated
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter
+from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.budgets.schemas import BudgetIn
 from nexus.core_api.context import Context
-from nexus.core_api.goals import service
-from nexus.core_api.goals.schemas import GoalCreate, GoalOut
+from nexus.core_api.goals import lifecycle, service
+from nexus.core_api.goals.detail import detail
+from nexus.core_api.goals.budget import set_budget
+from nexus.core_api.goals.schemas import GoalCreate, GoalDetail, GoalOut
+from nexus.core_api.goals.stream import goal_events
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.runs.stream import parse_last_event_id
 from nexus.core_api.tasks.schemas import TaskOut
 from nexus.core_api.tasks.service import to_out as task_out
 from nexus.db.documents import Goal, Task
+from nexus.domain.budgets import Cap
 from nexus.domain.tasks import TaskStatus
 
 
@@ -20,13 +28,14 @@ class GoalController(Controller):
     tags = ["goals"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_goal(self, request: Request, data: GoalCreate) -> GoalOut:
+    async def create_goal(self, request: Request, data: GoalCreate) -> GoalDetail:
         ctx: Context = request.app.state.ctx
         meta_agent_id, repo_id = await service.resolve_refs(data.meta_agent, data.repository)
+        budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
         goal = await service.create_goal(ctx, data.title, data.description, created_by=request.user.key_id,
-                                         meta_agent_id=meta_agent_id, repository_id=repo_id)
+                                         meta_agent_id=meta_agent_id, repository_id=repo_id, budget=budget)
         await record(request.user, "goal.create", f"goals/{goal.id}", after_id=goal.id)
-        return service.to_out(await service.get(goal.id))
+        return await detail(await service.get(goal.id))
 
     @get("/", guards=[READ])
     async def list_goals(
@@ -43,8 +52,33 @@ class GoalController(Controller):
         return Page([service.to_out(d) for d in docs], nxt)
 
     @get("/{goal_id:str}", guards=[READ])
-    async def get_goal(self, goal_id: str) -> GoalOut:
-        return service.to_out(await service.get(goal_id))
+    async def get_goal(self, goal_id: str) -> GoalDetail:
+        return await detail(await service.get(goal_id))
+
+    @post("/{goal_id:str}/cancel", guards=[MANAGE_WORK], status_code=200)
+    async def cancel_goal(self, request: Request, goal_id: str) -> GoalDetail:
+        """Cancel the goal and every run still going; 409 naming the rule when it already ended."""
+        ctx: Context = request.app.state.ctx
+        goal = await lifecycle.cancel(ctx, (await service.get(goal_id)).id, by=request.user.name or request.user.key_id)
+        await record(request.user, "goal.cancel", f"goals/{goal.id}", before_id=goal.id)
+        return await detail(goal)
+
+    @put("/{goal_id:str}/budget", guards=[MANAGE_WORK])
+    async def put_goal_budget(self, request: Request, goal_id: str, data: BudgetIn) -> GoalDetail:
+        """Set or raise the goal's budget (audited); work it held back ("blocked: budget") is dispatched."""
+        ctx: Context = request.app.state.ctx
+        goal = await set_budget(ctx, (await service.get(goal_id)).id, Cap(usd=data.usd, tokens=data.tokens))
+        await record(request.user, "budget.update", f"goals/{goal.id}/budget", after_id=goal.id)
+        return await detail(goal)
+
+    @get("/{goal_id:str}/events", guards=[READ])
+    async def goal_feed(self, request: Request, goal_id: str) -> ServerSentEvent:
+        """The goal's progress as server-sent events: its goal.*, task.* and budget.* events, replayed
+        after `Last-Event-ID` (or from the start) and followed; the feed ends after the goal's report."""
+        goal = await service.get(goal_id)
+        ctx: Context = request.app.state.ctx
+        after = parse_last_event_id(request.headers.get("last-event-id"))
+        return ServerSentEvent(goal_events(ctx, goal.id, after_seq=after))
 
     @get("/{goal_id:str}/tasks", guards=[READ])
     async def list_goal_tasks(

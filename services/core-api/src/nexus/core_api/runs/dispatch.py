@@ -4,13 +4,16 @@ import logging
 
 import msgspec
 
+from nexus.core_api.budgets.service import Blocked, allowance, block
 from nexus.core_api.context import Context
+from nexus.core_api.prices.service import price_for
 from nexus.core_api.memory.select import select_memory
 from nexus.core_api.skills.service import resolve as resolve_skills
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
 from nexus.db.writes import update_document
 from nexus.domain.agents import MemoryPolicy
+from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id, new_ulid
 from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, TaskBrief, TaskChanged
@@ -19,7 +22,14 @@ log = logging.getLogger("nexus.core_api.dispatch")
 
 
 async def assemble_config(
-    task: Task, agent: Agent, run_id: str, session_id: str, *, approval_ttl_s: float | None = None
+    task: Task,
+    agent: Agent,
+    run_id: str,
+    session_id: str,
+    *,
+    approval_ttl_s: float | None = None,
+    budget: Cap | None = None,
+    price: tuple[float, float] | None = None,
 ) -> RunConfig:
     spec = agent.spec
     skills = await resolve_skills(spec.get("skills", []))
@@ -64,6 +74,8 @@ async def assemble_config(
             "repo": msgspec.to_builtins(repo) if repo else None,
             "meta": task.is_meta,
             "approval_ttl_s": approval_ttl_s,
+            "budget": msgspec.to_builtins(budget) if budget is not None and not budget.empty else None,
+            "price": price,
         },
         RunConfig,
     )
@@ -94,9 +106,16 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     if agent is None or agent.deleted:
         log.warning("task %s is assigned to a missing agent %s", task.id, task.assignee_agent_id)
         return None
+    try:  # a spent budget keeps the task ready, waiting ("blocked: budget") until it is raised
+        budget = await allowance(ctx, task, agent)
+    except Blocked as exc:
+        await block(ctx, task, str(exc))
+        return None
     run_id = new_id("run")
     session_id = task.session_id or new_id("ses")
-    config = await assemble_config(task, agent, run_id, session_id, approval_ttl_s=ctx.settings.approval_ttl_s)
+    price = await price_for(agent.spec.get("llm", {}).get("model", "scripted"))
+    config = await assemble_config(task, agent, run_id, session_id, approval_ttl_s=ctx.settings.approval_ttl_s,
+                                   budget=budget, price=price)
     run = Run(
         id=run_id, task_id=task.id, agent_id=agent.id, agent_revision=agent.revision, goal_id=task.goal_id,
         session_id=session_id, parent_session_id=task.parent_session_id, parent_run_id=task.parent_run_id,
@@ -105,7 +124,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     # Claim the task first (compare-and-set on its version): a second dispatcher loses here.
     claimed = await update_versioned(
         Task, task.id,
-        lambda t: {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id}
+        lambda t: {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id, "blocked": ""}
         if t.status == TaskStatus.READY.value else None,
     )
     if claimed is None:

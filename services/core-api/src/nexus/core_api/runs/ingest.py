@@ -14,6 +14,7 @@ import msgspec
 from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger.record import record_change
+from nexus.core_api.metrics import count_heartbeat, count_llm_call
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
 from nexus.db.cache import cached_get
@@ -133,7 +134,17 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
         opened_by.clear()
 
     for d in deliveries:
+        if isinstance(d.payload, p.LLMCalled) and (run := await cached_get(Run, run_id)) is not None:
+            count_llm_call(
+                run.agent_id,
+                d.payload.provider,
+                d.payload.model,
+                d.payload.input_tokens,
+                d.payload.output_tokens,
+                d.payload.cost_usd,
+            )
         if isinstance(d.payload, p.Heartbeat):
+            count_heartbeat(run_id, d.payload.mailbox_depth, d.payload.mailbox_dropped)
             heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
             continue
         if isinstance(d.payload, STATEFUL):

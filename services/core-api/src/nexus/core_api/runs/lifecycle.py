@@ -5,14 +5,13 @@ is derived from all of them (nexus.domain.run_facts), so it converges whatever o
 Every step is a compare-and-set on the run's version, so a redelivered event changes nothing twice."""
 
 import logging
+from datetime import UTC
 from typing import Any
 
 import msgspec
-from prometheus_client import Histogram
-
-from nexus.observability.metrics import RUNS_TOTAL
 
 from nexus.core_api.context import Context
+from nexus.core_api.metrics import DISPATCH_LATENCY, RUN_DURATION, RUNS_TOTAL
 from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.tasks.service import set_status_from_run
 from nexus.db.connection import update_versioned
@@ -24,13 +23,11 @@ from nexus.domain.tasks import TaskStatus
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, RunChanged, RunStatusChanged, RuntimeChanged
+from nexus.observability.tracing import span, tracer
 
 log = logging.getLogger("nexus.core_api.runs")
+TRACER = tracer("nexus.core_api")
 RUNS_ENDED = RUNS_TOTAL
-RUN_DURATION = Histogram(
-    "nexus_run_duration_seconds", "From run creation to its final state", ["status"],
-    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
-)
 
 
 def _observe_end(run: Run) -> None:
@@ -118,6 +115,16 @@ async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
     status = RunStatus(run.status)
     if status == RunStatus(was) and run.attempt == was_attempt:
         return
+    if (
+        status == RunStatus.RUNNING
+        and RunStatus(was) in (RunStatus.QUEUED, RunStatus.LAUNCHING)
+        and run.attempt == 1
+        and run.created_at
+    ):
+        created = (
+            run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
+        )  # the database's are UTC
+        DISPATCH_LATENCY.observe(max(0.0, (now() - created).total_seconds()))  # until the runner's first event
     if status in RUN_FINAL:
         _observe_end(run)
         await set_status_from_run(ctx, run.task_id, TASK_AFTER_RUN[status], run.id)
@@ -184,7 +191,9 @@ async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -
             "output_tokens": ev.usage.output_tokens,
             "cost_usd": ev.usage.cost_usd,
         }
-    await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
+    attributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
+    with span(TRACER, "apply run.status", attributes=attributes):  # ingestion's step that moves the run
+        await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
 
 
 async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str) -> Run | None:

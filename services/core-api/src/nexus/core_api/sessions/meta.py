@@ -3,12 +3,17 @@ each child's end is reported back on the meta run's own subject, where the meta 
 
 import logging
 
+import msgspec
+
 from nexus.core_api.context import Context
+from nexus.core_api.budgets.service import shares_for
 from nexus.core_api.errors import DomainError
+from nexus.core_api.goals.lifecycle import reconcile
 from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.tasks.schemas import TaskCreate
 from nexus.core_api.tasks.service import create as create_task
 from nexus.db.documents import Run, Task
+from nexus.domain.budgets import Cap
 from nexus.events.payloads import ChildFinished, ChildPlan, PlanChildren
 
 log = logging.getLogger("nexus.core_api.meta")
@@ -20,13 +25,15 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
         raise ValueError(f"plan for unknown run {cmd.run_id}")
     parent_task = await Task.get(parent.task_id)
     created: list[Task] = []
-    for child in cmd.children:
+    # The goal's budget (what is left of it) is split among the children planned together.
+    shares = await shares_for(parent.goal_id, [c.weight for c in cmd.children])
+    for child, share in zip(cmd.children, shares, strict=True):
         existing = await Task.find_one({"session_id": child.session_id})
         if existing is not None:  # a redelivered plan creates nothing twice
             created.append(existing)
             continue
         try:
-            task = await _create_child(ctx, parent, parent_task, cmd.session_id, child)
+            task = await _create_child(ctx, parent, parent_task, cmd.session_id, child, share)
         except DomainError as exc:  # e.g. the plan names an agent that does not exist
             log.warning("meta run %s: child %s cannot be planned: %s", parent.id, child.session_id, exc.detail)
             await _report_unplannable(ctx, parent, child.session_id, exc.detail)
@@ -34,11 +41,12 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
         created.append(task)
         await dispatch_task(ctx, task)
     log.info("meta run %s planned %d children", parent.id, len(created))
+    await reconcile(ctx, parent.goal_id)
     return created
 
 
 async def _create_child(
-    ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan
+    ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan, share: Cap
 ) -> Task:
     return await create_task(
         ctx,
@@ -54,6 +62,7 @@ async def _create_child(
         parent_session_id=meta_session_id,
         session_id=child.session_id,
         target_files=list(child.target_files),
+        budget=msgspec.to_builtins(share), budget_weight=child.weight,
     )
 
 

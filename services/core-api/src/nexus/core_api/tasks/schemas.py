@@ -48,3 +48,4 @@ class TaskOut(Out):
     target_files: list[str]
     created_at: str
     updated_at: str
+    blocked: str = ""  # "budget: …" while a spent budget keeps this ready task from running

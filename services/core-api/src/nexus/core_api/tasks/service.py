@@ -34,6 +34,7 @@ def to_out(t: Task) -> TaskOut:
         target_files=t.target_files,
         created_at=iso(t.created_at),
         updated_at=iso(t.updated_at),
+        blocked=t.blocked,
     )
 
 
@@ -45,10 +46,7 @@ async def get(task_id: str) -> Task:
 
 
 async def _agent_id(ref: str) -> str:
-    doc = await Agent.get(ref) or await Agent.find_one({"name": ref})
-    if doc is None or doc.deleted:
-        raise DomainError(422, f"agent {ref!r} does not exist", field="assignee")
-    return doc.id
+    return await named_id(Agent, ref, kind="agent", field="assignee")
 
 
 async def _repo_id(ref: str) -> str:

@@ -1,0 +1,86 @@
+"""Spans around NATS: a PRODUCER span for each publish, whose context rides in the message's headers, and a
+CONSUMER span for each handled message, continuing the publisher's trace. Attributes follow OpenTelemetry's
+messaging semantic conventions; span names use the subject without ids (nexus.run.*.status)."""
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import opentelemetry.propagate as propagate
+from opentelemetry.trace import Link, Span, SpanKind, get_current_span
+
+from nexus.observability.logs import about_run
+from nexus.observability.tracing import span, tracer
+
+_TRACER = "nexus.events"
+
+
+def _label(subject: str) -> str:
+    parts = subject.split(".")
+    if len(parts) > 3 and parts[1] == "run":
+        parts[2] = "*"
+    return ".".join(parts)
+
+
+def _run_id(subject: str, correlation_id: str | None) -> str | None:
+    parts = subject.split(".")
+    if len(parts) > 3 and parts[1] == "run":
+        return parts[2]
+    return correlation_id if correlation_id and correlation_id.startswith("run_") else None
+
+
+def _attributes(operation: str, subject: str, msg_id: str | None, correlation_id: str | None, size: int | None) -> dict:
+    attrs: dict[str, str | int] = {
+        "messaging.system": "nats",
+        "messaging.operation.type": "send" if operation == "publish" else "process",
+        "messaging.operation.name": operation,
+        "messaging.destination.name": subject,
+    }
+    if msg_id:
+        attrs["messaging.message.id"] = msg_id
+    if correlation_id:
+        attrs["messaging.message.conversation_id"] = correlation_id
+    if size is not None:
+        attrs["messaging.message.body.size"] = size
+    if run_id := _run_id(subject, correlation_id):
+        attrs["nexus.run_id"] = run_id
+    return attrs
+
+
+@contextmanager
+def publishing(subject: str, headers: dict[str, str], *, msg_id: str | None = None, correlation_id: str | None = None,
+               size: int | None = None) -> Iterator[Span]:
+    """A PRODUCER span for one publish; `headers` gain its W3C context (traceparent) for the consumer."""
+    with span(tracer(_TRACER), f"publish {_label(subject)}", kind=SpanKind.PRODUCER,
+              attributes=_attributes("publish", subject, msg_id, correlation_id, size)) as s:
+        propagate.inject(headers)
+        yield s
+
+
+@contextmanager
+def processing(subject: str, headers: Mapping[str, str] | None, *, consumer: str, msg_id: str | None = None,
+               correlation_id: str | None = None, size: int | None = None, deliveries: int = 1) -> Iterator[Span]:
+    """A CONSUMER span for handling one message, the child of the span that published it."""
+    attrs = _attributes("process", subject, msg_id, correlation_id, size)
+    attrs["messaging.consumer.group.name"] = consumer
+    attrs["messaging.message.delivery_count"] = deliveries  # nexus's own: JetStream's num_delivered
+    with span(tracer(_TRACER), f"process {_label(subject)}", kind=SpanKind.CONSUMER, attributes=attrs,
+              context=propagate.extract(dict(headers or {}))) as s, about_run(attrs.get("nexus.run_id")):
+        yield s
+
+
+@contextmanager
+def processing_group(subjects: list[str], headers: list[Mapping[str, str] | None], *, consumer: str) -> Iterator[Span]:
+    """One CONSUMER span for a batch handled in one call: the child of the first message's publisher, linked
+    to every other message's (a run's events all carry the run's trace)."""
+    contexts = [propagate.extract(dict(h or {})) for h in headers]
+    links = [Link(c) for c in (get_current_span(ctx).get_span_context() for ctx in contexts[1:]) if c.is_valid]
+    attrs = _attributes("process", subjects[0], None, None, None)
+    attrs["messaging.consumer.group.name"] = consumer
+    attrs["messaging.batch.message_count"] = len(subjects)
+    with (
+        tracer(_TRACER).start_as_current_span(
+            f"process {_label(subjects[0])}", context=contexts[0], kind=SpanKind.CONSUMER, attributes=attrs, links=links
+        ) as s,
+        about_run(attrs.get("nexus.run_id")),
+    ):
+        yield s

@@ -1,0 +1,67 @@
+"""Sign in (an API key exchanged for a session cookie), sign out, and how the UI answers a refusal."""
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.response import Redirect
+
+from nexus.core_api.auth.keys import KeyCache, Principal
+from nexus.core_api.ui.auth import sealer
+from nexus.core_api.ui.render import form_of, page
+from nexus.core_api.ui.session import COOKIE, UiSession, new_session
+from nexus.domain.roles import Role
+
+
+def _safe_next(value: str | None) -> str:
+    return value if value and value.startswith("/ui/") and not value.startswith("//") else "/ui/board"
+
+
+def _cookie(request: Request, session: UiSession | None) -> Cookie:
+    tls = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    ttl = int(request.app.state.settings.ui_session_ttl_s)
+    value = sealer(request.app).seal(session) if session else ""
+    return Cookie(
+        key=COOKIE, value=value, path="/ui", httponly=True, samesite="strict", secure=tls, max_age=ttl if session else 0
+    )
+
+
+def with_session(request: Request, response: Response, session: UiSession | None) -> Response:
+    response.set_cookie(_cookie(request, session))
+    return response
+
+
+@get("/login", include_in_schema=False)
+async def login_form(request: Request, next: str | None = None) -> Response:
+    session: UiSession | None = request.auth
+    fresh = session or new_session(request.app.state.settings.ui_session_ttl_s)
+    request.scope["auth"] = fresh  # the form's CSRF token is this session's
+    return with_session(request, page(request, "login.html", next=_safe_next(next)), fresh)
+
+
+@post("/login", include_in_schema=False, status_code=303)
+async def login(request: Request) -> Response:
+    form = await form_of(request)
+    raw = form.get("key", "").strip()
+    cache: KeyCache = request.app.state.key_cache
+    principal: Principal | None = await cache.lookup(raw) if raw else None
+    if principal is None or principal.role == Role.RUNNER:
+        return page(request, "login.html", status=401, next=_safe_next(form.get("next")),
+                    error="unknown or revoked key" if raw else "paste an API key")
+    session = new_session(
+        request.app.state.settings.ui_session_ttl_s, key=raw
+    )  # a new CSRF token with the new identity
+    return with_session(request, Redirect(_safe_next(form.get("next")), status_code=303), session)
+
+
+@post("/logout", include_in_schema=False, status_code=303)
+async def logout(request: Request) -> Response:
+    return with_session(request, Redirect("/ui/login", status_code=303), None)
+
+
+def ui_error(request: Request, exc: HTTPException) -> Response:
+    """A page needing a sign-in sends there; any other refusal is a page saying why, with its status."""
+    if isinstance(exc, NotAuthorizedException) and request.method == "GET" and "hx-request" not in request.headers:
+        return Redirect(f"/ui/login?next={request.url.path}", status_code=303)
+    status = exc.status_code
+    return page(request, "error.html", status=status, status_code=status, detail=exc.detail)
+

@@ -1,0 +1,263 @@
+"""The work: the board (columns per goal, live), tasks, runs (live events, attempts, session changes,
+ledger verdict, cancel and retry)."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
+
+from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
+from nexus.core_api.context import Context
+from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
+from nexus.core_api.ui.api import Api
+from nexus.core_api.ui.render import form_of, page
+from nexus.db.documents import RunEvent
+from nexus.domain.tasks import TaskStatus, can_move_task
+from nexus.events.catalog import EVENTS_STREAM, run_filter
+
+BOARD_TYPES = {"board.card_moved", "run.*", "approval.*", "task.*"}
+EVENTS_SHOWN = 500
+PAGE = 25  # rows per list page: what a person reads at once; "Older" pages on
+_SUMMARY_KEYS = (
+    "message",
+    "text",
+    "status",
+    "path",
+    "relPath",
+    "cmd",
+    "exitCode",
+    "command",
+    "tool",
+    "name",
+    "action",
+    "decision",
+    "detail",
+    "reason",
+    "summary",
+    "sha",
+    "branch",
+    "phase",
+    "childSessionId",
+)
+
+
+def moves_for(status: str, column: str) -> list[str]:
+    """The columns a person may drop this card in: those the task state machine allows from here."""
+    return [c for c, target in TARGET_STATUS.items() if c != column and can_move_task(TaskStatus(status), target)]
+
+
+def event_line(type_: str, data: dict[str, Any]) -> str:
+    if isinstance(data.get("change"), dict):  # a session change: its own fields say what happened
+        data = data["change"]
+    parts = [
+        f"{k}={data[k]}" for k in _SUMMARY_KEYS if isinstance(data.get(k), (str, int, float)) and data.get(k) != ""
+    ]
+    text = " ".join(parts) if parts else json.dumps(data, default=str)
+    return text[:400]
+
+
+def _render(request: Request, name: str, **context: Any) -> str:
+    engine = request.app.template_engine
+    if engine is None:
+        raise RuntimeError("the app has no template engine (create_app sets the UI's)")
+    return engine.get_template(name).render(**context)
+
+
+async def _board(api: Api, goal_id: str | None) -> dict:
+    board = await api.get("/v1/board", goal_id=goal_id)
+    goals = {g["id"]: g for g in (await api.get("/v1/goals", limit=200))["items"]}
+    lanes: dict[str | None, dict] = {}
+    for col in board["columns"]:
+        for card in col["cards"]:
+            lane = lanes.setdefault(card["goal_id"], {"goal": goals.get(card["goal_id"]), "goal_id": card["goal_id"],
+                                                    "columns": {c: [] for c, _ in COLUMNS}})
+            card["moves"] = moves_for(card["status"], card["column"])
+            lane["columns"][card["column"]].append(card)
+    order = sorted(lanes.values(), key=lambda lane: (lane["goal_id"] is None, lane["goal_id"] or ""), reverse=False)
+    return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or ""}
+
+
+class BoardPages(Controller):
+    path = "/board"
+
+    @get("/", guards=[READ])
+    async def board(self, request: Request, goal_id: str | None = None) -> Response:
+        ctx: Context = request.app.state.ctx
+        after = (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq  # before the read: no move can fall between
+        return page(request, "board.html", after=after, **await _board(Api(request), goal_id))
+
+    @get("/lanes", guards=[READ])
+    async def lanes(self, request: Request, goal_id: str | None = None) -> Response:
+        return page(request, "_lanes.html", **await _board(Api(request), goal_id))
+
+    @get("/stream", guards=[READ])
+    async def stream(self, request: Request, after: int = 0) -> ServerSentEvent:
+        """A nudge per board-relevant fact after the page's read (or after Last-Event-ID); the page
+        re-reads the board."""
+        ctx: Context = request.app.state.ctx
+        after = (
+            parse_last_event_id(request.headers.get("last-event-id"))
+            or after
+            or (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq
+        )
+
+        async def nudges() -> AsyncIterator[ServerSentEventMessage]:
+            async for m in jetstream_events(
+                ctx.js,
+                "nexus.evt.>",
+                after_seq=after,
+                keepalive_s=ctx.settings.sse_keepalive_s,
+                types=BOARD_TYPES,
+                stream=EVENTS_STREAM,
+            ):
+                yield (
+                    m if m.event is None else ServerSentEventMessage(event="board-changed", data=m.event or "", id=m.id)
+                )
+
+        return ServerSentEvent(nudges())
+
+    @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK])
+    async def move(self, request: Request, task_id: str) -> Response:
+        form = await form_of(request)
+        body = {k: form[k] for k in ("column", "direction") if form.get(k)}
+        result = await Api(request).post(f"/v1/board/cards/{task_id}/move", body)
+        if not result.ok:
+            return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
+        return Redirect(f"/ui/board?goal_id={form['goal_id']}" if form.get("goal_id") else "/ui/board", status_code=303)
+
+
+class TaskPages(Controller):
+    path = "/tasks"
+
+    @get("/new", guards=[MANAGE_WORK])
+    async def new_task(self, request: Request, goal_id: str | None = None) -> Response:
+        agents = (await Api(request).get("/v1/agents", limit=200))["items"]
+        return page(request, "task_form.html", agents=agents, form={"goal_id": goal_id or ""}, errors={})
+
+    @post("/", guards=[MANAGE_WORK])
+    async def create_task(self, request: Request) -> Response:
+        form = await form_of(request)
+        body = {
+            k: form[k].strip()
+            for k in ("title", "description", "assignee", "repository", "goal_id", "status")
+            if form.get(k, "").strip()
+        }
+        api = Api(request)
+        result = await api.post("/v1/tasks", body)
+        if not result.ok:
+            agents = (await api.get("/v1/agents", limit=200))["items"]
+            return page(request, "task_form.html", status=result.status, agents=agents, form=form, errors=result.errors)
+        run_id = result.body.get("current_run_id")
+        return Redirect(f"/ui/runs/{run_id}" if run_id else f"/ui/tasks/{result.body['id']}", status_code=303)
+
+    @get("/{task_id:str}", guards=[READ])
+    async def task(self, request: Request, task_id: str) -> Response:
+        api = Api(request)
+        task = await api.get(f"/v1/tasks/{task_id}")
+        runs = (await api.get("/v1/runs", task_id=task["id"], limit=PAGE))["items"]
+        return page(request, "task.html", task=task, runs=runs)
+
+
+async def _run_view(api: Api, run_id: str) -> dict:
+    run = await api.get(f"/v1/runs/{run_id}")
+    approvals = (await api.get("/v1/approvals", run_id=run["id"], status="all", limit=100))["items"]
+    return {"run": run, "approvals": approvals, "cost": (run.get("usage") or {}).get("cost_usd")}
+
+
+class RunPages(Controller):
+    path = "/runs"
+
+    @get("/", guards=[READ])
+    async def runs(
+        self,
+        request: Request,
+        status: str | None = None,
+        agent_id: str | None = None,
+        task_id: str | None = None,
+        goal_id: str | None = None,
+        cursor: str | None = None,
+    ) -> Response:
+        filters = {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}
+        result = await Api(request).call("GET", "/v1/runs", params={**filters, "cursor": cursor, "limit": PAGE})
+        body = result.body if result.ok else {"items": [], "next_cursor": None}
+        return page(request, "runs.html", status=result.status, runs=body["items"], next_cursor=body["next_cursor"],
+                    filters={k: v or "" for k, v in filters.items()}, errors=result.errors)
+
+    @get("/{run_id:str}", guards=[READ])
+    async def run(self, request: Request, run_id: str) -> Response:
+        api = Api(request)
+        view = await _run_view(api, run_id)
+        verdict = await api.call("GET", f"/v1/runs/{run_id}/verify")
+        events = await RunEvent.find({"run_id": view["run"]["id"]}).sort("-stream_seq").limit(EVENTS_SHOWN).to_list()
+        events.reverse()
+        return page(
+            request,
+            "run.html",
+            **view,
+            verdict=verdict.body if verdict.ok else None,
+            events=[
+                {"seq": e.stream_seq, "type": e.type, "at": e.occurred_at, "line": event_line(e.type, e.data)}
+                for e in events
+            ],
+            after=events[-1].stream_seq if events else 0,
+        )
+
+    @get("/{run_id:str}/summary", guards=[READ])
+    async def summary(self, request: Request, run_id: str) -> Response:
+        return page(request, "_run_summary.html", **await _run_view(Api(request), run_id))
+
+    @get("/{run_id:str}/stream", guards=[READ])
+    async def stream(self, request: Request, run_id: str, after: int = 0) -> ServerSentEvent:
+        """The run's events as list items, from after Last-Event-ID (a reconnect) or `after` (what the page showed)."""
+        await Api(request).get(f"/v1/runs/{run_id}")  # 404 for a run that does not exist
+        ctx: Context = request.app.state.ctx
+        start = parse_last_event_id(request.headers.get("last-event-id")) or max(0, after)
+
+        async def items() -> AsyncIterator[ServerSentEventMessage]:
+            async for m in jetstream_events(
+                ctx.js,
+                run_filter(run_id),
+                after_seq=start,
+                keepalive_s=ctx.settings.sse_keepalive_s,
+                stop_when_final=True,
+            ):
+                if m.event is None:  # a comment: connected, keep-alive
+                    yield m
+                    continue
+                env = json.loads(str(m.data))
+                data = env.get("data") or {}
+                html = _render(
+                    request,
+                    "_event.html",
+                    e={
+                        "seq": m.id,
+                        "type": env.get("type"),
+                        "at": env.get("occurred_at", ""),
+                        "line": event_line(env.get("type", ""), data),
+                    },
+                )
+                yield ServerSentEventMessage(event="run-event", data=html.strip(), id=m.id)
+                if env.get("type") == "run.status":
+                    status = _render(request, "_status.html", s=str(data.get("status", "")))
+                    yield ServerSentEventMessage(event="run-status", data=status.strip())
+            yield ServerSentEventMessage(event="end", data="the run has ended")
+
+        return ServerSentEvent(items())
+
+    @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
+    async def cancel(self, request: Request, run_id: str) -> Response:
+        form = await form_of(request)
+        result = await Api(request).post(f"/v1/runs/{run_id}/cancel", {"reason": form.get("reason", "")})
+        if not result.ok:
+            return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
+        return Redirect(f"/ui/runs/{run_id}", status_code=303)
+
+    @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
+    async def retry(self, request: Request, run_id: str) -> Response:
+        result = await Api(request).post(f"/v1/runs/{run_id}/retry")
+        if not result.ok:
+            return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
+        return Redirect(f"/ui/runs/{result.body['id']}", status_code=303)

@@ -1,0 +1,190 @@
+"""The dashboards and alerts against a real Prometheus (Debian's package) scraping the real services: after a
+demo flow (a run that succeeds, one that fails, one that waits for an approval, one that times out, a poison
+message), every overview panel's query returns data through Prometheus's HTTP API (a panel that needs what the
+demo cannot make says so in NEEDS), and when a service is killed Prometheus's own rule evaluation fires
+NexusServiceDown. The rule file is the one deploy/ ships, with its `for:` durations shortened for the test."""
+
+import asyncio
+import json
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from nexus.dev.servers import free_port
+from nexus.dev.stack import SERVICES
+from tests.conftest import need_tool
+from tests.e2e.conftest import running_stack, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.infra]
+
+REPO = Path(__file__).resolve().parents[2]
+OVERVIEW = REPO / "deploy" / "grafana" / "dashboards" / "nexus-overview.json"
+RULES = REPO / "deploy" / "prometheus" / "rules.yml"
+FINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+# Panels whose series only exist after something the demo flow does not do, and what that is.
+NEEDS = {
+    "Schedule occurrences fired": "a schedule coming due",
+    "Consumer loops restarted": "a consumer loop dying",
+    "Sync lag (task change → provider call)": "an external board (Plane or Jira) linked to the board",
+    "Provider calls by outcome": "an external board linked to the board",
+    "Drift repaired and external edits": "an external board linked to the board",
+    "Chat updates by outcome": "a Telegram bot token and chat updates",
+    "Sends by outcome": "a Telegram bot token and something to send",
+    "Budget spent": "a goal or an agent with a budget (tests/e2e/test_goals.py checks these gauges)",
+    "Budget remaining": "a goal or an agent with a budget (tests/e2e/test_goals.py checks these gauges)",
+}
+
+SUCCEEDS = """
+steps:
+  - tool_calls: [{name: note, args: {message: "observed"}}]
+  - say: done
+"""
+FAILS = """
+steps:
+  - tool_calls: [{name: note, args: {message: "one"}}]
+  - tool_calls: [{name: note, args: {message: "two: past the step limit"}}]
+  - say: never
+"""
+ASKS = """
+steps:
+  - tool_calls: [{name: run_command, args: {cmd: "touch approved.txt"}}]
+  - say: done
+"""
+SLEEPS = """
+steps:
+  - tool_calls: [{name: run_command, args: {cmd: "sleep 3598"}}]
+  - say: never
+"""
+
+
+def prometheus_config(tmp: Path, targets: dict[str, int]) -> Path:
+    rules = re.sub(r"(?m)^(\s*for:\s*)\d+[smh]\s*$", r"\g<1>2s", RULES.read_text())
+    (tmp / "rules.yml").write_text(rules)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+        "rule_files": [str(tmp / "rules.yml")],
+        "scrape_configs": [{"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                           for name, port in targets.items()],
+    }
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def panel_queries() -> dict[str, list[str]]:
+    dashboard = json.loads(OVERVIEW.read_text())
+    return {p["title"]: [t["expr"].replace("$__rate_interval", "1m") for t in p.get("targets", [])]
+            for p in dashboard["panels"] if p["type"] != "row"}
+
+
+async def query(prom: httpx.AsyncClient, expr: str) -> list:
+    r = await prom.get("/api/v1/query", params={"query": expr})
+    assert r.status_code == 200 and r.json()["status"] == "success", (expr, r.text)
+    return r.json()["data"]["result"]
+
+
+async def until(check, attempts: int = 300, every_s: float = 0.2):
+    """The first truthy value of `check()`; the bound is a count of checks, not an assertion on time."""
+    for _ in range(attempts):
+        if value := await check():
+            return value
+        await asyncio.sleep(every_s)
+    return await check()
+
+
+async def agent(api: httpx.AsyncClient, script: str, **spec) -> str:
+    name = f"obs-{uuid.uuid4().hex[:6]}"
+    r = await api.post("/v1/agents", json={"name": name, "system_prompt": "observed", "tools": ["note", "run_command"],
+                                           "llm": {"provider": "scripted", "script": script}, **spec})
+    assert r.status_code == 201, r.text
+    return name
+
+
+async def run_of(api: httpx.AsyncClient, agent_name: str) -> str:
+    r = await api.post("/v1/tasks", json={"title": f"observe {uuid.uuid4().hex[:6]}", "assignee": agent_name})
+    assert r.status_code == 201, r.text
+    return r.json()["current_run_id"]
+
+
+async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str) -> None:
+    ok = await run_of(api, await agent(api, SUCCEEDS))
+    fails = await run_of(api, await agent(api, FAILS, limits={"max_steps": 1}))
+    asks = await run_of(api, await agent(api, ASKS, permissions={"commands": {"allow": [], "default": "ask"}}))
+    times_out = await run_of(api, await agent(api, SLEEPS, limits={"wall_clock_s": 3},
+                                              permissions={"commands": {"allow": ["sleep *"], "default": "deny"}}))
+    page = await wait_for(api, f"/v1/approvals?run_id={asks}&status=pending", lambda p: len(p["items"]) == 1)
+    r = await api.post(f"/v1/approvals/{page['items'][0]['id']}/approve", json={"reason": "observed"})
+    assert r.status_code == 200, r.text
+    ends = {run: (await wait_for(api, f"/v1/runs/{run}", lambda x: x["status"] in FINAL))["status"] for run in (ok, fails, asks, times_out)}
+    assert list(ends.values()) == ["succeeded", "failed", "succeeded", "timed_out"], ends
+    assert 400 <= (await api.post("/v1/tasks", json={"title": 7})).status_code < 500  # a 4xx for the error-share panel
+    await poison(nats_url, creds)
+
+
+async def poison(nats_url: str, creds: str) -> None:
+    """A command core-api can never decode: it is dead-lettered (and counted) while the consumer lives on."""
+    from nexus.events.bus import connect
+
+    nc = await connect(nats_url, "observability-test", creds=creds, user="tools")
+    try:
+        await nc.jetstream().publish("nexus.cmd.core.create_goal", b"{not json", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    finally:
+        await nc.drain()
+
+
+async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, mongo_url, nats_auth) -> None:
+    binary = need_tool("prometheus")
+    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=list(SERVICES),
+                       env={"NEXUS_HEARTBEAT_TIMEOUT_S": "20"}) as stack:
+        port = free_port()
+        config = prometheus_config(tmp_path, stack.metrics_ports)
+        prometheus = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        try:
+            async with (httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+                                          headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api,
+                        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom):
+                up = await until(lambda: _all_up(prom, len(stack.metrics_ports)))
+                assert up, "Prometheus never scraped every service"
+                await demo_flow(api, stack.nats_url, stack.creds("tools"))
+
+                # Every panel returns data once the demo's numbers are scraped (each final state counted once).
+                async def empty_panels() -> list[str]:
+                    return [title for title, exprs in panel_queries().items()
+                            if title not in NEEDS and not any([await query(prom, e) for e in exprs])]
+
+                async def every_panel_has_data() -> bool:
+                    return not await empty_panels()
+
+                assert await until(every_panel_has_data), f"panels without data: {await empty_panels()}"
+                counted = {r["metric"]["status"]: float(r["value"][1]) for r in await query(prom, "sum by (status) (nexus_runs_total)")}
+                assert {k: counted.get(k) for k in ("succeeded", "failed", "timed_out")} == {"succeeded": 2, "failed": 1, "timed_out": 1}
+                assert set(NEEDS) <= set(panel_queries()), "NEEDS names a panel the overview does not have"
+
+                # A service goes: Prometheus's own rule evaluation fires NexusServiceDown for it.
+                stack.stop_service("telegram-gateway")
+
+                async def firing() -> bool:
+                    r = await prom.get("/api/v1/alerts")
+                    return any(a["labels"]["alertname"] == "NexusServiceDown" and a["labels"].get("job") == "telegram-gateway"
+                               and a["state"] == "firing" for a in r.json()["data"]["alerts"])
+
+                assert await until(firing), (await prom.get("/api/v1/alerts")).json()
+        finally:
+            prometheus.terminate()
+            prometheus.wait(10)
+
+
+async def _all_up(prom: httpx.AsyncClient, services: int) -> bool:
+    try:
+        results = await query(prom, "up")
+    except httpx.HTTPError:
+        return False
+    return len(results) == services and all(r["value"][1] == "1" for r in results)
