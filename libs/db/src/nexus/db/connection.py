@@ -4,12 +4,13 @@ from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
 from nexus.db.documents import ALL_DOCUMENTS
+from nexus.db.stats import CommandStats
 from nexus.db.writes import update_document
 
 
 async def connect_db(url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None) -> AsyncMongoClient:
     client: AsyncMongoClient = AsyncMongoClient(
-        url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=listeners or []
+        url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[*(listeners or []), CommandStats()]
     )
     await init_beanie(database=client[database], document_models=ALL_DOCUMENTS, skip_indexes=True)
     if create_indexes:
