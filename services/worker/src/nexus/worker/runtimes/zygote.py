@@ -33,7 +33,7 @@ import traceback
 
 LAZY_IMPORTS = ("yaml", "opentelemetry.propagate", "nexus.domain.ids", "nexus.domain.settings", "nexus.events.bus",
                 "nexus.kernel.kernel", "nexus.kernel.remote", "nexus.kernel.supervision", "nexus.kernel.watchdog", "nexus.kernel.asks",
-                "nats.aio.client", "shutil", "signal")
+                "nats.aio.client", "nkeys", "shutil", "signal")
 DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
 
 
