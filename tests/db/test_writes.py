@@ -65,6 +65,12 @@ async def test_update_versioned_starts_from_its_own_last_write(fresh_db) -> None
     assert done is not None and done.version == 2
     assert finds() == before  # started from the copy it kept
     done.title = "changed by the caller, not written"  # the caller's document is not the kept copy
+
+    def declines(t: Task) -> None:
+        t.title = "changed by a mutate that then declined"
+        return None
+
+    assert await update_versioned(Task, task.id, declines) is None
     kept = await update_versioned(Task, task.id, lambda t: {"priority": 5} if t.title == "t" else None)
     assert kept is not None and kept.version == 3 and finds() == before
     # Any other update of the document drops the kept copy, even one that leaves the version as it

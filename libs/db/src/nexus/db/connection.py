@@ -64,5 +64,6 @@ async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
             doc.version += 1
             written.keep(doc_cls, doc_id, doc)
             return doc
+        written.forget(doc_cls, doc_id)
         doc = None
     raise Conflict(f"{doc_cls.__name__} {doc_id} kept changing")

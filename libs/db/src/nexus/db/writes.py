@@ -20,16 +20,19 @@ _locks: dict[tuple[str, Any], list] = {}  # (collection, _id) -> [lock, holders 
 
 class Written:
     """Documents as this process's last versioned write left them (nexus.db.connection.update_versioned).
-    Any other update of the document forgets it; a copy is handed out once (`take`), so a caller that
-    changes it without writing never leaves a changed copy behind. Stale copies are harmless: the
-    compare-and-set on `version` refuses them and the caller reads the document."""
+    Any other update of the document forgets it; callers get copies (`take`), so a caller that
+    changes one without writing never leaves a changed document behind. Stale copies are harmless:
+    the compare-and-set on `version` refuses them and the caller reads the document."""
 
     def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
         self.docs: dict[tuple[str, Any], Any] = {}
 
     def take(self, doc_cls: Any, doc_id: Any) -> Any:
-        return self.docs.pop((doc_cls.get_pymongo_collection().name, doc_id), None)
+        """A copy of the kept document to change; the kept one stays (a caller that declines to write
+        leaves it as it was)."""
+        kept = self.docs.get((doc_cls.get_pymongo_collection().name, doc_id))
+        return None if kept is None else kept.model_copy(deep=True)
 
     def peek(self, doc_cls: Any, doc_id: Any) -> Any:
         """The kept document, to read only (an API response), or None."""

@@ -61,6 +61,10 @@ def preload() -> int:
             count += 1
         except Exception as exc:  # noqa: BLE001 — an optional provider that cannot import is imported (and fails) in the child
             print(f"zygote: could not preload {info.name}: {exc}", file=sys.stderr)
+    try:  # what every run computes the same way: computed once here, inherited by every child
+        importlib.import_module("nexus.agent_runner.hypervisor.tools").warm()
+    except Exception as exc:  # noqa: BLE001 — a child computes it itself
+        print(f"zygote: could not warm the tool schemas: {exc}", file=sys.stderr)
     return count
 
 
