@@ -24,6 +24,16 @@ async def js(nats_url, nats_creds):
     await nc.drain()
 
 
+async def _settled(js, durable: str, tries: int) -> None:
+    """Every message of `durable` acked or terminated: nothing pending, nothing awaiting an ack."""
+    for _ in range(tries):
+        info = await js.consumer_info(RUNS_STREAM, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{durable} never settled: {info}")
+
+
 async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int) -> list[Delivery]:
     seen: list[Delivery] = []
     stop = asyncio.Event()
@@ -43,13 +53,7 @@ async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int
         await asyncio.sleep(0.05)
     # Nothing more can arrive once every message is settled (acked or terminated): nothing pending,
     # nothing waiting for an ack or a redelivery. Wait for that state, not for time.
-    for _ in range(600):
-        info = await js.consumer_info(RUNS_STREAM, durable)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"{durable} never settled: {info}")
+    await _settled(js, durable, 600)
     stop.set()
     await task
     return seen
@@ -199,13 +203,7 @@ async def test_prefetch_keeps_each_keys_order_and_returns_what_it_did_not_handle
     stop2 = asyncio.Event()
     second = consumer(1, stop2, None)
     try:
-        for _ in range(400):  # 20 s, far below ack_wait: only a nak brings the fetched-ahead batch back
-            info = await js.consumer_info(RUNS_STREAM, durable)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"the batch fetched ahead did not come back: {info}")
+        await _settled(js, durable, 400)  # 20 s, far below ack_wait: only a nak brings the fetched-ahead batch back
     finally:
         stop2.set()
         await second
