@@ -102,7 +102,7 @@ async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, 
     task = asyncio.create_task(consume(
         js, stream=RUNS_STREAM, durable=f"bench-{uuid.uuid4().hex[:8]}", subject="nexus.run.>", handler=one,
         group_handler=group if batched else None, stop=stop, batch=512, concurrency=32,
-        partition=lambda s: s.split(".")[2], max_ack_pending=8000, prefetch=prefetch,
+        partition=lambda s: s.split(".")[2], max_ack_pending=8000, **({"prefetch": True} if prefetch else {}),
     ))
     await asyncio.wait_for(done.wait(), 900)
     elapsed = time.perf_counter() - t0
