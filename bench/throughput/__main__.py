@@ -132,7 +132,7 @@ def shape_report(runs: list[dict], log: RunLog, cpu: dict, errors: list[str]) ->
 
 
 async def runner_starts(port: int) -> dict[str, int]:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
     out = {"forked": 0, "cold": 0}
     for line in text.splitlines():
@@ -145,7 +145,7 @@ async def runner_starts(port: int) -> dict[str, int]:
 async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
     """Each service's database commands so far (nexus.db.stats), by "command collection"."""
     out: dict[str, dict[str, float]] = {}
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:  # a busy box answers slowly
         for service in ("core-api", "worker"):
             counts: dict[str, float] = {}
             for line in (await c.get(f"http://127.0.0.1:{ports[service]}/metrics")).text.splitlines():
