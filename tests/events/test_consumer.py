@@ -209,3 +209,36 @@ async def test_prefetch_keeps_each_keys_order_and_returns_what_it_did_not_handle
         await second
     for k, r in enumerate(runs):
         assert got[0][r] + got[1][r] == list(range(k, 60, 4)), (r, got)
+
+
+@pytest.mark.timeout(120)
+async def test_prefetch_survives_an_idle_stream(js) -> None:
+    """A fetch ahead that times out on an idle stream is not awaited again: the loop keeps fetching
+    (and yielding to the event loop), and a message published a while later is handled."""
+    run_id = f"run_{uuid.uuid4().hex}"
+    pub = Publisher(js, "test")
+    handled: list[str] = []
+    got = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def one(d: Delivery) -> None:
+        handled.append(d.payload.message)
+        got.set()
+
+    task = asyncio.create_task(consume(
+        js, stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}", subject=f"nexus.run.{run_id}.>", handler=one,
+        group_handler=lambda ds: asyncio.gather(*(one(d) for d in ds)), stop=stop, batch=8, concurrency=2,
+        partition=lambda s: s.split(".")[2], prefetch=True,
+    ))
+    try:
+        for n in range(3):  # idle fetches come and go: each ~0.5 s timeout, several in a row
+            await pub.publish("run.log", RunLog(message=f"m{n}"), run_id=run_id)
+            await asyncio.wait_for(got.wait(), 60)
+            got.clear()
+            idle = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(1.2, idle.set_result, None)  # the loop must stay free to fire this
+            await idle
+    finally:
+        stop.set()
+        await task
+    assert handled == ["m0", "m1", "m2"]

@@ -307,7 +307,8 @@ async def consume_once(
         while not stop.is_set():
             try:
                 if ahead is not None:
-                    msgs, ahead = await ahead, None
+                    fetched, ahead = ahead, None  # taken first: a fetch that failed is never awaited again
+                    msgs = await fetched
                 else:
                     msgs = await sub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
