@@ -281,12 +281,16 @@ async def consume_once(
     partition: Callable[[str], str] | None = None,
     max_ack_pending: int = 1000,
     group_handler: GroupHandler | None = None,
+    prefetch: bool = False,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
     run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
     too, one key's messages of a fetch are handled in one call (batched writes); if that call
-    fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
+    fails, they are handled one by one with `handler` (retries and dead letters as usual).
+    With `prefetch`, the next batch is fetched while this one is handled (it is handled only after
+    this one is done, so order and ack-after-handling hold); what was fetched but not handled when
+    the loop stops is nak'ed, so it comes back at once instead of after `ack_wait_s`."""
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -303,16 +307,23 @@ async def consume_once(
         async with sem:
             await handle_message(js, m, durable, handler, max_deliver)
 
+    ahead: asyncio.Task | None = None
     try:
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(batch, timeout=0.5)
+                if ahead is not None:
+                    fetched, ahead = ahead, None  # taken first: a fetch that failed is never awaited again
+                    msgs = await fetched
+                else:
+                    msgs = await sub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception:  # noqa: BLE001 — a reconnect in progress; keep the loop alive
                 log.warning("fetch failed on %s; retrying", durable, exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
+            if prefetch:
+                ahead = asyncio.create_task(sub.fetch(batch, timeout=0.5))
             if partition is not None and concurrency > 1:
                 groups: dict[str, list[Msg]] = {}
                 for m in msgs:
@@ -332,10 +343,26 @@ async def consume_once(
             else:
                 await asyncio.gather(*(run(m) for m in msgs))
     finally:
+        if ahead is not None:
+            await _return_unhandled(ahead)
         try:
             await sub.unsubscribe()
         except Exception:  # noqa: BLE001
             pass
+
+
+async def _return_unhandled(ahead: asyncio.Task) -> None:
+    """A batch fetched ahead that will not be handled goes back to the server for redelivery now.
+    The fetch is awaited, not cancelled (it ends within its 0.5 s timeout): cancelled, it would
+    leave what the server already sent it waiting out ack_wait."""
+    try:
+        msgs = await ahead
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 — a timeout or a failed fetch: nothing was handed to us
+        return
+    for m in msgs:
+        await _quietly(m.nak())
 
 
 # The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere

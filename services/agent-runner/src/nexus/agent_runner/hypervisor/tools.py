@@ -1,6 +1,7 @@
 """The tool table: each tool's argument type (validated with msgspec) and its JSON Schema,
 as the LLM sees it. Tool names are a contract with agent documents and the runner."""
 
+from functools import cache
 from typing import Annotated
 
 import msgspec
@@ -113,13 +114,25 @@ TOOLS: dict[str, tuple[type[_Args], str]] = {
 }
 
 
-def _schema(args_type: type[_Args]) -> dict:
+@cache
+def _schema_json(args_type: type[_Args]) -> bytes:
     schema = msgspec.json.schema(args_type)
     body = dict(schema["$defs"][args_type.__name__])
     body.pop("title", None)
     body.setdefault("properties", {})
     body.setdefault("required", [])
-    return body
+    return msgspec.json.encode(body)
+
+
+def _schema(args_type: type[_Args]) -> dict:
+    """The arguments' JSON Schema, made once per process (a fresh copy each call: callers may change it)."""
+    return msgspec.json.decode(_schema_json(args_type))
+
+
+def warm() -> None:
+    """Make every tool's schema now: the warm runner zygote calls this once, so no forked run does."""
+    for args_type, _ in TOOLS.values():
+        _schema_json(args_type)
 
 
 def spec(name: str) -> ToolSpecJSON:

@@ -10,6 +10,8 @@ from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import SessionChanged, SessionOpened
 
 DUPLICATE_KEY = 11000
+# (session, attempt) this process stored as opened: a first change of it needs no upsert of its own.
+_opened: set[tuple[str, int]] = set()
 
 
 async def on_opened(run_id: str, ev: SessionOpened) -> None:
@@ -24,6 +26,9 @@ async def on_opened(run_id: str, ev: SessionOpened) -> None:
         },
         upsert=True,
     )
+    if len(_opened) > 100_000:
+        _opened.clear()
+    _opened.add((ev.session_id, ev.attempt))
 
 
 def change_record(run_id: str, ev: SessionChanged) -> dict:
@@ -56,6 +61,8 @@ async def store_changes(records: list[dict]) -> int:
 
 async def ensure_session(run_id: str, ev: SessionChanged) -> None:
     """A change that outran its session's "opened" still has a session to belong to."""
+    if (ev.session_id, ev.attempt) in _opened:
+        return  # stored when it opened: the upsert would change nothing
     await update_document(
         Session, ev.session_id,
         {"$setOnInsert": {"run_id": run_id, "parent_session_id": ev.parent_session_id, "status": "active", "backend": "",

@@ -7,8 +7,9 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schemas import iso
 from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
-from nexus.db.cache import cached_get
+from nexus.db.cache import cached_find, cached_get
 from nexus.db.documents import Agent, Goal, Repository, Task
+from nexus.db.writes import written
 from nexus.domain.ids import new_id
 from nexus.domain.tasks import TaskStatus, blockers_done, check_task_move
 from nexus.events.payloads import TaskChanged
@@ -34,7 +35,7 @@ async def get(task_id: str) -> Task:
 
 
 async def _agent_id(ref: str) -> str:
-    doc = await Agent.get(ref) or await Agent.find_one({"name": ref})
+    doc = await cached_get(Agent, ref) or next(iter(await cached_find(Agent, {"name": ref}, [("_id", 1)], 1)), None)
     if doc is None or doc.deleted:
         raise DomainError(422, f"agent {ref!r} does not exist", field="assignee")
     return doc.id
@@ -81,6 +82,7 @@ async def create(ctx: Context, data: TaskCreate, *, actor: str, **extra) -> Task
         auto_ready=data.status == "ready", created_by=actor, **extra,
     )
     await doc.insert()
+    written.keep(Task, doc.id, doc)  # dispatching it claims it without reading it back
     await _publish(ctx, "task.created", doc)
     return doc
 

@@ -33,7 +33,7 @@ import traceback
 
 LAZY_IMPORTS = ("yaml", "opentelemetry.propagate", "nexus.domain.ids", "nexus.domain.settings", "nexus.events.bus",
                 "nexus.kernel.kernel", "nexus.kernel.remote", "nexus.kernel.supervision", "nexus.kernel.watchdog", "nexus.kernel.asks",
-                "nats.aio.client", "shutil", "signal",
+                "nats.aio.client", "nkeys", "shutil", "signal",
                 # tracing: the SDK and the OTLP exporter (~150 ms of imports; no thread starts before a provider is set up)
                 "nexus.events.tracing", "opentelemetry.sdk.trace", "opentelemetry.sdk.trace.export", "opentelemetry.sdk.resources",
                 "opentelemetry.exporter.otlp.proto.http.trace_exporter")
@@ -64,6 +64,10 @@ def preload() -> int:
             count += 1
         except Exception as exc:  # noqa: BLE001 — an optional provider that cannot import is imported (and fails) in the child
             print(f"zygote: could not preload {info.name}: {exc}", file=sys.stderr)
+    try:  # what every run computes the same way: computed once here, inherited by every child
+        importlib.import_module("nexus.agent_runner.hypervisor.tools").warm()
+    except Exception as exc:  # noqa: BLE001 — a child computes it itself
+        print(f"zygote: could not warm the tool schemas: {exc}", file=sys.stderr)
     return count
 
 
