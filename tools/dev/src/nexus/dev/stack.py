@@ -142,8 +142,11 @@ class Stack:
         old = next(s for s in self.servers if s.name == name)
         old.stop()
         port = int(old.url.rsplit(":", 1)[1].strip("/"))
-        starter = start_nats if name == "nats" else start_ferretdb
-        new = starter(self.home / name, port=port, log_path=(self.log_dir or self.home / "logs") / f"{name}.log")
+        log_path = (self.log_dir or self.home / "logs") / f"{name}.log"
+        if name == "nats":  # with its authorization: without it no account of ours (nor its JetStream) exists
+            new = start_nats(self.home / name, port=port, log_path=log_path, auth=self.auth_dir)
+        else:
+            new = start_ferretdb(self.home / name, port=port, log_path=log_path)
         self.servers[self.servers.index(old)] = new
         return new
 
