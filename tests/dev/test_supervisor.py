@@ -92,3 +92,34 @@ async def test_a_restarted_nats_server_keeps_its_authorization_and_streams(tmp_p
             await nc.close()
     finally:
         stack.stop()
+
+
+@pytest.mark.infra
+async def test_a_restarted_database_keeps_its_data(tmp_path) -> None:
+    """FerretDB restarted after a kill carries on with the same data, also when its PostgreSQL cluster
+    is a throw-away one under the temp dir (tests, CI): a restart is not a fresh database."""
+    import os
+    import signal
+
+    from pymongo import AsyncMongoClient
+
+    from nexus.dev.stack import Stack
+
+    stack = Stack(home=tmp_path / "nexus", nats_url="nats://unused:4222")
+    stack.auth_dir = tmp_path  # not started here: only the database is
+    stack.start_infra()
+    try:
+        client = AsyncMongoClient(stack.mongodb_url, serverSelectionTimeoutMS=30_000)
+        await client["restart"]["things"].insert_one({"_id": "kept"})
+        await client.close()
+        server = next(s for s in stack.servers if s.name == "ferretdb")
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        stack.restart_server("ferretdb")
+        client = AsyncMongoClient(stack.mongodb_url, serverSelectionTimeoutMS=30_000)
+        try:
+            assert await client["restart"]["things"].find_one({"_id": "kept"}) == {"_id": "kept"}
+        finally:
+            await client.close()
+    finally:
+        stack.stop()

@@ -140,7 +140,7 @@ class Stack:
     def restart_server(self, name: str) -> Managed:
         """Start nats-server or FerretDB again on the same port and data (after a crash or a kill)."""
         old = next(s for s in self.servers if s.name == name)
-        old.stop()
+        old.stop(keep_data=True)  # a throw-away PostgreSQL cluster (under the temp dir) is FerretDB's data: keep it
         port = int(old.url.rsplit(":", 1)[1].strip("/"))
         log_path = (self.log_dir or self.home / "logs") / f"{name}.log"
         if name == "nats":  # with its authorization: without it no account of ours (nor its JetStream) exists
