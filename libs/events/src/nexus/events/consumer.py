@@ -373,7 +373,8 @@ async def consume_once(
     )
     sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
     if reclaim and partition is not None and group_handler is not None:
-        # A pull consumer delivers only on fetch: what is pending now was fetched by an instance before us.
+        # A pull consumer delivers only on fetch: what is pending now was fetched by another instance — a
+        # dead one (the point), or a live replica (handling it twice changes nothing for an idempotent handler).
         try:
             await reclaim_unacked(js, stream=stream, durable=durable, subject=subject, group_handler=group_handler,
                                   partition=partition, concurrency=concurrency)
