@@ -85,7 +85,8 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         consume(ctx.js, stream=RUNS_STREAM, durable="core-api-runs", subject="nexus.run.>",
                 handler=lambda d: handle_run_event(ctx, d), group_handler=lambda ds: ingest_group(ctx, ds), stop=stop,
                 batch=512, concurrency=32, partition=lambda subject: subject.split(".")[2], max_ack_pending=8000,
-                max_deliver=20, prefetch=True),  # a database restart must not dead-letter run events: they are retried for minutes
+                max_deliver=20, prefetch=True,  # a database restart must not dead-letter run events: they are retried for minutes
+                reclaim=True),  # what a killed core-api had fetched is stored at restart, not after the 30 s ack wait
         consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
                 handler=lambda d: handle_command(ctx, d), stop=stop),
         # A goal follows its tasks: every task event re-derives its goal's status (idempotent).

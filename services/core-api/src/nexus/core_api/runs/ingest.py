@@ -112,7 +112,7 @@ async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
         case p.RuntimeChanged():
             await lifecycle.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
-            await sessions.on_opened(run_id, d.payload)
+            await sessions.on_opened(run_id, d.payload, d.stream_seq)
         case p.ApprovalRequested():
             await on_requested(ctx, d.payload)
 
