@@ -29,7 +29,7 @@ check: lint typecheck ## what must hold before any test runs
 
 test: install test-tools check ## the whole suite against real NATS and FerretDB started on free ports, with coverage per package
 	@mkdir -p .coverage-data && rm -f .coverage-data/coverage*
-	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images --ignore=tests/faults/test_matrix.py --cov --cov-report=
+	@$(UV) run --frozen pytest -p no:cacheprovider --ignore=tests/images --cov --cov-report=
 	@$(UV) run --frozen python scripts/coverage_report.py
 
 test-fast: install ## the tests that need no server (no NATS, no database, no service process); a test using one is marked infra
@@ -41,7 +41,7 @@ images: install ## every service image from its Dockerfile (Docker's engine from
 test-images: install ## build the images, start each against NATS and FerretDB, one run through the containers
 	@$(UV) run --frozen pytest -p no:cacheprovider tests/images
 
-test-faults: install ## the whole fault matrix (SIGKILL of every service, a runner, nats-server, FerretDB at three points) and bus poison
+test-faults: install ## the whole fault matrix (SIGKILL of every service, a forked runner, the zygote, nats-server, FerretDB at three points) and bus poison
 	@NEXUS_FAULTS=full $(UV) run --frozen pytest -p no:cacheprovider -s tests/faults
 
 soak: install ## a bounded soak (SOAK_MINUTES=10, SOAK_CONCURRENT=100): RSS/open files per service before and after, consumer lag

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pymongo import AsyncMongoClient
 
+from bench.throughput.cpu import _children
+from bench.throughput.cpu import _proc_cpu_s as _proc_cpu
 from nexus.core_api.context import Context
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.core_api.settings import CoreSettings
@@ -59,7 +61,17 @@ async def _publish(js, events: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - t0
 
 
-async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, batched: bool) -> dict:
+def _cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of this process (the ingesting consumer, as core-api runs it) and the
+    database's processes (FerretDB; PostgreSQL and its backends when it is the storage)."""
+    out = {"consumer (this process)": time.process_time()}
+    for name, pid in pids.items():
+        out[name] = sum(_proc_cpu(p) for p in [pid, *_children(pid)]) + _proc_cpu(pid, reaped=True)
+    return out
+
+
+async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, batched: bool,
+                  pids: dict[str, int] | None = None, prefetch: bool = True) -> dict:
     db = f"bench_ingest_{uuid.uuid4().hex[:8]}"
     cache = ReadCache(2.0)  # as core-api runs it
     client = await connect_db(mongo_url, db, listeners=[cache])
@@ -85,37 +97,44 @@ async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, 
         seen(len(ds))
 
     stop = asyncio.Event()
+    cpu0 = _cpu_s(pids or {})
     t0 = time.perf_counter()
     task = asyncio.create_task(consume(
         js, stream=RUNS_STREAM, durable=f"bench-{uuid.uuid4().hex[:8]}", subject="nexus.run.>", handler=one,
         group_handler=group if batched else None, stop=stop, batch=512, concurrency=32,
-        partition=lambda s: s.split(".")[2], max_ack_pending=8000,
+        partition=lambda s: s.split(".")[2], max_ack_pending=8000, **({"prefetch": True} if prefetch else {}),
     ))
     await asyncio.wait_for(done.wait(), 900)
     elapsed = time.perf_counter() - t0
+    cpu = {k: v - cpu0[k] for k, v in _cpu_s(pids or {}).items()}
     stop.set()
     await task
     stored = await RunEvent.get_pymongo_collection().count_documents({})
     install_cache(None)
     await client.drop_database(db)
     await client.close()
-    return {"seconds": round(elapsed, 2), "events_per_s": round(expected / elapsed), "stored": stored}
+    return {"seconds": round(elapsed, 2), "events_per_s": round(expected / elapsed), "stored": stored,
+            "cpu_ms_per_1000_events": {k: round(1_000_000 * v / expected, 1) for k, v in cpu.items()},
+            "cpu_ms_per_1000_events_total": round(1_000_000 * sum(cpu.values()) / expected, 1)}
 
 
-async def _raw_baseline(mongo_url: str, n: int) -> dict:
+async def _raw_baseline(mongo_url: str, n: int, pids: dict[str, int]) -> dict:
     client = AsyncMongoClient(mongo_url)
     coll = client[f"bench_raw_{uuid.uuid4().hex[:8]}"]["raw"]
     docs = [{"_id": uuid.uuid4().hex, "run_id": "run_x", "type": "run.log", "data": {"message": f"step {i}"}} for i in range(n)]
+    cpu0 = _cpu_s(pids)
     t0 = time.perf_counter()
     for i in range(0, n, 256):
         await coll.insert_many(docs[i : i + 256], ordered=False)
     elapsed = time.perf_counter() - t0
+    cpu = {k: v - cpu0[k] for k, v in _cpu_s(pids).items()}
     await client.drop_database(coll.database.name)
     await client.close()
-    return {"seconds": round(elapsed, 2), "docs_per_s": round(n / elapsed)}
+    return {"seconds": round(elapsed, 2), "docs_per_s": round(n / elapsed),
+            "cpu_ms_per_1000_docs": {k: round(1_000_000 * v / n, 1) for k, v in cpu.items()}}
 
 
-async def main(runs: int, n: int, per_event: bool) -> dict:
+async def main(runs: int, n: int, per_event: bool, prefetch: bool = True) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     nats = start_nats(tmp / "nats", log_path=tmp / "nats.log")
     ferret = start_ferretdb(tmp / "ferretdb", log_path=tmp / "ferretdb.log")
@@ -123,6 +142,7 @@ async def main(runs: int, n: int, per_event: bool) -> dict:
         nc = await connect(nats.url, "bench-ingest")
         js = nc.jetstream()
         await ensure_streams(js)
+        pids = {"ferretdb": ferret.proc.pid, **{b.name: b.proc.pid for b in ferret.backing}}
         run_ids = [new_id("run") for _ in range(runs)]
         events = _events(run_ids, n)
         stored_kinds = sum(1 for s, _ in events if not s.endswith(".heartbeat"))
@@ -130,12 +150,14 @@ async def main(runs: int, n: int, per_event: bool) -> dict:
         result: dict = {
             "runs": runs, "events": n, "events_stored_expected": stored_kinds,
             "publish_per_s": round(n / publish_s),
-            "baseline_raw_insert_many": await _raw_baseline(ferret.url, stored_kinds),
-            "ingest_batched": await _ingest(js, nc, ferret.url, run_ids, n, batched=True),
+            "baseline_raw_insert_many": await _raw_baseline(ferret.url, stored_kinds, pids),
+            "ingest_batched": await _ingest(js, nc, ferret.url, run_ids, n, batched=True, pids=pids, prefetch=prefetch),
         }
         if per_event:
-            result["ingest_per_event"] = await _ingest(js, nc, ferret.url, run_ids, n, batched=False)
+            result["ingest_per_event"] = await _ingest(js, nc, ferret.url, run_ids, n, batched=False, pids=pids)
         result["lost"] = stored_kinds - result["ingest_batched"]["stored"]
+        raw = result["baseline_raw_insert_many"]["docs_per_s"]
+        result["ingest_over_raw_insert_many"] = round(result["ingest_batched"]["events_per_s"] / raw, 2)
         result["note"] = "2 shared cores with other engineers' work running: figures are a lower bound"
         await nc.drain()
         return result
@@ -150,5 +172,6 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--skip-per-event", action="store_true", help="skip the slow one-at-a-time comparison")
+    ap.add_argument("--no-prefetch", action="store_true", help="fetch the next batch only after this one is handled (the path before)")
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(main(a.runs, a.events, not a.skip_per_event)), indent=2))
+    print(json.dumps(asyncio.run(main(a.runs, a.events, not a.skip_per_event, not a.no_prefetch)), indent=2))

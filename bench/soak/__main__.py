@@ -1,7 +1,8 @@
 """`uv run python -m bench.soak [--minutes 10] [--concurrent 100]`: a bounded soak of the whole stack
 (nats-server, FerretDB, core-api, worker on free ports). Keeps `--concurrent` runs of mixed durations
 (0-5 s of work each) in flight for `--minutes`, then reports: runs created/final/by status, RSS and
-open files per service (and of nats-server, FerretDB) before and after with their growth, and each
+open files per service (and of nats-server, FerretDB) before, after a minute under load (`warm`) and
+after, with their growth from each, and each
 durable consumer's lag (pending + unacknowledged) once the last run is final. Prints JSON."""
 
 import argparse
@@ -50,15 +51,24 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def sample(pid: int, *, skip: set[int] = frozenset()) -> dict:
     """RSS (KiB) and open files of a process and its descendants (not runners: they come and go), from /proc."""
     rss = fds = 0
+    own = _session(pid)
     for p in _tree(pid):
         if p in skip:
             continue
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            if "agent_runner" in Path(f"/proc/{p}/cmdline").read_text(errors="replace"):
+            # Runners (cold or forked from the worker's zygote) and their commands live in sessions of their own.
+            if "agent_runner" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") or _session(p) != own:
                 continue
             rss += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
             fds += len(os.listdir(f"/proc/{p}/fd"))
@@ -127,7 +137,13 @@ async def main_async(a: argparse.Namespace) -> dict:
                     created.append(run_id)
                     statuses[run_id] = await _final(api, run_id)
 
-            await asyncio.gather(*(lane(i) for i in range(a.concurrent)))
+            async def warm_sample() -> None:
+                # Pools (MongoDB clients, FerretDB's backend connections) open under the first load: a
+                # sample after that separates warm-up from growth that goes on (a leak).
+                await asyncio.sleep(min(a.warmup_minutes, a.minutes / 2) * 60)
+                result["warm"] = {n: sample(p) for n, p in processes(stack).items()}
+
+            await asyncio.gather(warm_sample(), *(lane(i) for i in range(a.concurrent)))
             by_status: dict[str, int] = {}
             for s in statuses.values():
                 by_status[s] = by_status.get(s, 0) + 1
@@ -142,6 +158,7 @@ async def main_async(a: argparse.Namespace) -> dict:
             await nc.drain()
             result["after"] = {n: sample(p) for n, p in processes(stack).items()}
             result["growth_percent"] = growth(result["before"], result["after"])
+            result["growth_after_warmup_percent"] = growth(result["warm"], result["after"])
             result["restarted_during_soak"] = sorted(n for n, p in processes(stack).items() if pids.get(n) != p)
     finally:
         stack.stop()
@@ -162,6 +179,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", "10")))
     ap.add_argument("--concurrent", type=int, default=int(os.environ.get("SOAK_CONCURRENT", "100")))
+    ap.add_argument("--warmup-minutes", type=float, default=float(os.environ.get("SOAK_WARMUP_MINUTES", "1")),
+                    help="when the `warm` sample is taken, under load (at most half the soak)")
     print(json.dumps(asyncio.run(main_async(ap.parse_args())), indent=2))
 
 

@@ -132,13 +132,44 @@ def shape_report(runs: list[dict], log: RunLog, cpu: dict, errors: list[str]) ->
 
 
 async def runner_starts(port: int) -> dict[str, int]:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=60) as c:
         text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
     out = {"forked": 0, "cold": 0}
     for line in text.splitlines():
         if line.startswith("nexus_runner_starts_total{"):
             how = line.split('how="', 1)[1].split('"', 1)[0]
             out[how] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Each service's database commands so far (nexus.db.stats), by "command collection"."""
+    out: dict[str, dict[str, float]] = {}
+    async with httpx.AsyncClient(timeout=60) as c:  # a busy box answers slowly
+        for service in ("core-api", "worker"):
+            counts: dict[str, float] = {}
+            for line in (await c.get(f"http://127.0.0.1:{ports[service]}/metrics")).text.splitlines():
+                if line.startswith("nexus_db_commands_total{"):
+                    labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1 : line.index("}")].split(","))
+                    key = f'{labels["command"].strip(chr(34))} {labels["collection"].strip(chr(34))}'.strip()
+                    counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            out[service] = counts
+    return out
+
+
+def per_run(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], cpu: dict, runs: int) -> dict:
+    """Database commands and CPU-ms per run: the figures contention changes least."""
+    n = max(runs, 1)
+    out: dict = {"db_commands": {}, "cpu_ms": {}}
+    for service, counts in after.items():
+        delta = {k: v - before.get(service, {}).get(k, 0.0) for k, v in counts.items()}
+        delta = {k: round(v / n, 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0}
+        out["db_commands"][service] = {"total": round(sum(delta.values()), 2), **delta}
+    for name, v in cpu.items():
+        if isinstance(v, (int, float)) and name not in ("machine_busy", "rest_runners_and_others"):
+            out["cpu_ms"][name] = round(1000 * v / n, 1)
+    for name, v in cpu.get("reaped_children", {}).items():
+        out["cpu_ms"][f"{name}: reaped children (runners)"] = round(1000 * v / n, 1)
     return out
 
 
@@ -172,7 +203,8 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
         log, finals = RunLog(), Finals()
         sub = await log.follow(nc.jetstream())
         await nc.subscribe("nexus.evt.run.*", cb=finals.on)
-        meter = CpuMeter({**{n: p.pid for n, p in stack.procs.items()}, **{s.name: s.proc.pid for s in stack.servers}})
+        meter = CpuMeter({**{n: p.pid for n, p in stack.procs.items()}, **{s.name: s.proc.pid for s in stack.servers},
+                          **{b.name: b.proc.pid for s in stack.servers for b in s.backing}})
         async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as api:
             await make_agent(api, "trivial", TRIVIAL)
             await make_agent(api, "holder", HOLD.format(s=args.hold))
@@ -184,10 +216,15 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 "burst": lambda errors: open_burst(api, finals, "holder", args.burst, args.timeout, errors),
             }
             for name, shape in shapes.items():
+                if name not in args.shapes.split(","):
+                    continue
+                db_before = await db_commands(ports)
                 meter.start()
                 errors: list[str] = []
                 runs = await shape(errors)
-                result[name] = shape_report(runs, log, meter.stop(), errors)
+                cpu = meter.stop()
+                result[name] = shape_report(runs, log, cpu, errors)
+                result[name]["per_run"] = per_run(db_before, await db_commands(ports), cpu, len(runs))
             after = await runner_starts(ports["worker"])
             result["runner_starts"] = {k: after[k] - before.get(k, 0) for k in after}
         await sub.unsubscribe()  # type: ignore[attr-defined]
@@ -209,14 +246,14 @@ async def main_async(args: argparse.Namespace) -> dict:
     modes = {"cold": False, "zygote": True}
     for name in args.modes.split(","):
         result[name] = await one_mode(modes[name], args)
-    if "zygote" in result:
+    if "inflight" in result.get("zygote", {}):
         z = result["zygote"]["inflight"]
         result["targets"] = {
             "inflight_ge_100_runs_per_s": z["runs_per_s"] >= 100,
             "dispatch_p50_le_50ms": z["dispatch_task_created_to_runner_first_event"]["p50_ms"] <= 50,
             "dispatch_p99_le_250ms": z["dispatch_task_created_to_runner_first_event"]["p99_ms"] <= 250,
             "none_lost_none_twice": all(result[m][s]["lost"] == 0 and result[m][s]["launched_twice"] == 0
-                                        for m in args.modes.split(",") for s in ("one_at_a_time", "inflight", "burst")),
+                                        for m in args.modes.split(",") for s in args.shapes.split(",")),
         }
         if "cold" in result and result["cold"]["inflight"]["runs_per_s"]:
             result["speedup_inflight_zygote_over_cold"] = round(z["runs_per_s"] / result["cold"]["inflight"]["runs_per_s"], 2)
@@ -231,6 +268,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=50, help="tasks created at once in the burst shape")
     parser.add_argument("--hold", type=int, default=2, help="seconds each burst run sleeps, so they overlap")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take before it counts as unfinished")
+    parser.add_argument("--shapes", default="one_at_a_time,inflight,burst", help="which shapes to run")
     parser.add_argument("--modes", default="cold,zygote", help="cold, zygote or both (before and after, same run)")
     parser.add_argument("--baseline-n", type=int, default=200, help="iterations of each baseline")
     parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")

@@ -6,11 +6,15 @@ import os
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu_s(pid: int) -> float:
+def _proc_cpu_s(pid: int, reaped: bool = False) -> float:
+    """A process's own CPU (utime + stime), or with `reaped` that of its children it has waited for
+    (cutime + cstime: the zygote's are the forked runners, with their git children; PostgreSQL's
+    postmaster's are backends that ended)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+        first = 13 if reaped else 11
+        return (int(fields[first]) + int(fields[first + 1])) / TICK
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -41,22 +45,35 @@ def _children(pid: int) -> list[int]:
 
 
 class CpuMeter:
+    """Per service: its processes' own CPU (children that appeared during the shape — PostgreSQL
+    backends FerretDB opened under load — included from their start), and, apart, the CPU of children
+    that ended and were waited for (the zygote's runners with their git children, under the worker)."""
+
     def __init__(self, pids: dict[str, int]) -> None:
         self.services = {**pids, "bench client": os.getpid()}
-        self.pids: dict[str, list[int]] = {}
-        self._start: dict[str, float] = {}
+        self._start: dict[int, float] = {}
+        self._start_reaped: dict[str, float] = {}
+        self._busy = 0.0
 
-    def _cpu(self, name: str) -> float:
-        return sum(_proc_cpu_s(pid) for pid in self.pids[name])
+    def _pids(self, name: str) -> list[int]:
+        # The bench client's children are the services themselves: counted under their names, not twice.
+        pid = self.services[name]
+        return [pid] if name == "bench client" else [pid, *_children(pid)]
+
+    def _reaped(self, name: str) -> float:
+        return sum(_proc_cpu_s(pid, reaped=True) for pid in self._pids(name))
 
     def start(self) -> None:
-        # The bench client's children are the services themselves: counted under their names, not twice.
-        self.pids = {name: [pid] if name == "bench client" else [pid, *_children(pid)] for name, pid in self.services.items()}
-        self._start = {name: self._cpu(name) for name in self.pids} | {"_busy": _busy_s()}
+        self._start = {pid: _proc_cpu_s(pid) for name in self.services for pid in self._pids(name)}
+        self._start_reaped = {name: self._reaped(name) for name in self.services}
+        self._busy = _busy_s()
 
-    def stop(self) -> dict[str, float]:
-        used = {name: round(self._cpu(name) - self._start[name], 2) for name in self.pids}
-        busy = _busy_s() - self._start["_busy"]
+    def stop(self) -> dict:
+        used: dict = {name: round(sum(_proc_cpu_s(pid) - self._start.get(pid, 0.0) for pid in self._pids(name)), 2)
+                      for name in self.services}
+        reaped = {name: round(self._reaped(name) - self._start_reaped[name], 2) for name in self.services}
+        busy = _busy_s() - self._busy
         used["machine_busy"] = round(busy, 2)
-        used["rest_runners_and_others"] = round(busy - sum(v for k, v in used.items() if k != "machine_busy"), 2)
+        used["rest_runners_and_others"] = round(busy - sum(used[n] for n in self.services) - sum(reaped.values()), 2)
+        used["reaped_children"] = {name: r for name, r in reaped.items() if r > 0}
         return used

@@ -5,6 +5,7 @@ run's final hash was forged to match it (the chain alone, and the reported hash 
 import msgspec
 import pytest
 
+from nexus.core_api.ledger.record import collection, insert_records, records_of
 from nexus.core_api.runs.ingest import handle_run_event
 from nexus.db.documents import Run, SessionChangeRecord
 from nexus.db.writes import update_document
@@ -108,3 +109,20 @@ async def test_an_entry_reported_twice_with_different_hashes_is_a_conflict(clien
 async def test_verify_of_an_unknown_run_is_a_404(client) -> None:
     r = await client.get("/v1/runs/run_nope/verify")
     assert r.status_code == 404
+
+
+async def test_ledger_records_in_one_batch_keep_the_first_report(client) -> None:
+    """Run-event ingestion stores a fetch's ledger records with one insert_many: an entry reported
+    twice keeps the hash that came first (in the batch, or stored before it), another hash becomes
+    a conflict beside it, and a redelivery with the same hash changes nothing."""
+    def rec(seq: int, hash_: str) -> dict:
+        return {"_id": f"run_batch:1:ses_l:{seq}", "run_id": "run_batch", "attempt": 1, "session_id": "ses_l", "seq": seq,
+                "hash": hash_, "prev_hash": ""}
+
+    async def both() -> list[dict]:
+        await insert_records(collection(), [rec(0, "h0"), rec(1, "h1"), rec(1, "forged"), rec(0, "h0")])
+        await insert_records(collection(), [rec(1, "h1"), rec(2, "h2"), rec(0, "again")])  # a redelivery, a new entry, a re-report
+        return await records_of("run_batch")
+
+    got = {r["seq"]: (r["hash"], sorted(r.get("conflicts", []))) for r in await in_app(client, both)}
+    assert got == {0: ("h0", ["again"]), 1: ("h1", ["forged"]), 2: ("h2", [])}

@@ -97,3 +97,18 @@ async def test_each_attempt_keeps_its_own_session_chain(client: AsyncTestClient,
     assert session["notes"] == ["attempt 2 note 0", "attempt 2 note 1"]
     assert session["attempts"][0]["ledgerHash"] == chains[1][-1].hash
     assert verify_chain(session["changes"]).ok
+
+
+async def test_a_late_active_report_does_not_reopen_a_completed_session(client: AsyncTestClient, app: Litestar, publisher: Publisher) -> None:
+    """The session's `active` report, held by a killed core-api, comes back after its `completed`:
+    the later report on the stream stands."""
+    ctx = app.state.ctx
+    run = await new_run(client)
+    run_id, sid = run["id"], run["session_id"]
+    active = await _publish(publisher, run_id, "run.session", SessionOpened(session_id=sid, project_path="/w"))
+    done = await _publish(publisher, run_id, "run.session", SessionOpened(session_id=sid, project_path="/w", status="completed"))
+    for d in (done, active, done, active):  # delivered late, and redelivered
+        await in_app(client, handle_run_event, ctx, d)
+    r = await client.get(f"/v1/sessions/{sid}")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed", r.json()

@@ -96,3 +96,20 @@ async def test_a_listing_is_cached_until_a_write_to_its_collection(cache: ReadCa
     assert [g.title for g in await cached_find(Goal, query, sort, 2)] == ["list 2", "list 1"]  # another query, its own entry
     await Goal(id=f"goal_{tag}_9", title="list 9", created_by=tag).insert()
     assert [g.title for g in await cached_find(Goal, query, sort, 10)][0] == "list 9"
+
+
+async def test_expired_entries_do_not_pile_up(mongo_url) -> None:
+    """What is past its TTL is dropped as new reads come in, not kept until the cap (a long-running
+    core-api read every run's documents into the cache and grew with them)."""
+    cache = ReadCache(ttl_s=0)  # every entry expires at once
+    client = await connect_db(mongo_url, f"cache_{uuid.uuid4().hex[:8]}", listeners=[cache])
+    install(cache)
+    try:
+        for i in range(5):
+            goal = Goal(id=f"goal_{uuid.uuid4().hex}", title=f"goal {i}")
+            await goal.insert()
+            assert (await cached_get(Goal, goal.id)).title == f"goal {i}"
+        assert len(cache.entries) <= 1, cache.entries
+    finally:
+        install(None)
+        await client.close()

@@ -46,3 +46,52 @@ async def test_update_versioned_claims_each_task_once(fresh_db) -> None:
     claims = await asyncio.gather(*(update_versioned(Task, t.id, claim(who)) for t in tasks for who in ("run_a", "run_b", "run_c")))
     for i, task in enumerate(tasks):
         assert sum(c is not None for c in claims[3 * i : 3 * i + 3]) == 1, task.id
+
+
+async def test_update_versioned_starts_from_its_own_last_write(fresh_db) -> None:
+    """A document this process wrote last is not read back for its next versioned update (one write
+    per transition, no read); a copy made stale by any other write is refused by the version and
+    the update reads the document, so nothing written in between is lost."""
+    from nexus.db.stats import COMMANDS
+
+    def finds() -> float:
+        return COMMANDS.labels("find", "tasks", "ok")._value.get()
+
+    task = Task(id=f"task_{uuid.uuid4().hex}", title="t", status="ready")
+    await task.insert()
+    await update_versioned(Task, task.id, lambda t: {"status": "in_progress"})  # read once: nothing kept yet
+    before = finds()
+    done = await update_versioned(Task, task.id, lambda t: {"status": "done"} if t.status == "in_progress" else None)
+    assert done is not None and done.version == 2
+    assert finds() == before  # started from the copy it kept
+    done.title = "changed by the caller, not written"  # the caller's document is not the kept copy
+
+    def declines(t: Task) -> None:
+        t.title = "changed by a mutate that then declined"
+        return None
+
+    assert await update_versioned(Task, task.id, declines) is None
+    kept = await update_versioned(Task, task.id, lambda t: {"priority": 5} if t.title == "t" else None)
+    assert kept is not None and kept.version == 3 and finds() == before
+    # Any other update of the document drops the kept copy, even one that leaves the version as it
+    # is (the compare-and-set could not tell): the next update reads what it wrote.
+    await update_document(Task, task.id, {"$set": {"description": "from elsewhere"}})
+    again = await update_versioned(Task, task.id, lambda t: {"priority": 7})
+    assert again is not None and again.description == "from elsewhere" and again.version == 4
+    assert finds() == before + 1
+    stored = await Task.get(task.id)
+    assert (stored.status, stored.title, stored.description, stored.priority, stored.version) == ("done", "t", "from elsewhere", 7, 4)
+
+
+async def test_a_stale_kept_copy_is_refused_by_its_version(fresh_db) -> None:
+    """Even a kept copy nobody told us about (another core-api process wrote) only costs a retry."""
+    from nexus.db.writes import written
+
+    task = Task(id=f"task_{uuid.uuid4().hex}", title="t", status="ready")
+    await task.insert()
+    written.keep(Task, task.id, task)  # version 0 as inserted
+    await Task.get_pymongo_collection().update_one({"_id": task.id}, {"$set": {"status": "cancelled"}, "$inc": {"version": 1}})
+    moved = await update_versioned(Task, task.id, lambda t: {"status": "in_progress"} if t.status == "ready" else None)
+    assert moved is None  # it saw the cancelled task, not the stale copy
+    assert (await Task.get(task.id)).status == "cancelled"
+

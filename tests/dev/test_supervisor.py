@@ -61,3 +61,65 @@ def test_backoff_grows_and_a_crash_loop_gives_up_with_a_clear_message() -> None:
                 waits.append(w.due - clock.t)
                 clock.t = w.due
     assert waits == [0.5, 1.0, 2.0]
+
+
+@pytest.mark.infra
+async def test_a_restarted_nats_server_keeps_its_authorization_and_streams(tmp_path) -> None:
+    """The stack restarts its own nats-server (a crash under `make run`, or the fault matrix's kill) with
+    the same operator, accounts and data: its users connect again and find their streams."""
+    import os
+    import signal
+
+    from nexus.dev.stack import Stack
+    from nexus.events.bus import connect, ensure_streams
+    from nexus.events.catalog import RUNS_STREAM
+
+    stack = Stack(home=tmp_path / "nexus", mongodb_url="mongodb://unused")
+    stack.start_infra()
+    try:
+        nc = await connect(stack.nats_url or "", "test-restart", creds=stack.creds("tools"))
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+        server = next(s for s in stack.servers if s.name == "nats")
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        stack.restart_server("nats")
+        nc = await connect(stack.nats_url or "", "test-restart", creds=stack.creds("tools"))
+        try:
+            info = await nc.jetstream().stream_info(RUNS_STREAM)  # JetStream of our account, with its stream
+            assert info.config.name == RUNS_STREAM
+        finally:
+            await nc.close()
+    finally:
+        stack.stop()
+
+
+@pytest.mark.infra
+async def test_a_restarted_database_keeps_its_data(tmp_path) -> None:
+    """FerretDB restarted after a kill carries on with the same data, also when its PostgreSQL cluster
+    is a throw-away one under the temp dir (tests, CI): a restart is not a fresh database."""
+    import os
+    import signal
+
+    from pymongo import AsyncMongoClient
+
+    from nexus.dev.stack import Stack
+
+    stack = Stack(home=tmp_path / "nexus", nats_url="nats://unused:4222")
+    stack.auth_dir = tmp_path  # not started here: only the database is
+    stack.start_infra()
+    try:
+        client = AsyncMongoClient(stack.mongodb_url, serverSelectionTimeoutMS=30_000)
+        await client["restart"]["things"].insert_one({"_id": "kept"})
+        await client.close()
+        server = next(s for s in stack.servers if s.name == "ferretdb")
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        stack.restart_server("ferretdb")
+        client = AsyncMongoClient(stack.mongodb_url, serverSelectionTimeoutMS=30_000)
+        try:
+            assert await client["restart"]["things"].find_one({"_id": "kept"}) == {"_id": "kept"}
+        finally:
+            await client.close()
+    finally:
+        stack.stop()

@@ -24,6 +24,16 @@ async def js(nats_url, nats_creds):
     await nc.drain()
 
 
+async def _settled(js, durable: str, tries: int) -> None:
+    """Every message of `durable` acked or terminated: nothing pending, nothing awaiting an ack."""
+    for _ in range(tries):
+        info = await js.consumer_info(RUNS_STREAM, durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{durable} never settled: {info}")
+
+
 async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int) -> list[Delivery]:
     seen: list[Delivery] = []
     stop = asyncio.Event()
@@ -43,13 +53,7 @@ async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int
         await asyncio.sleep(0.05)
     # Nothing more can arrive once every message is settled (acked or terminated): nothing pending,
     # nothing waiting for an ack or a redelivery. Wait for that state, not for time.
-    for _ in range(600):
-        info = await js.consumer_info(RUNS_STREAM, durable)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"{durable} never settled: {info}")
+    await _settled(js, durable, 600)
     stop.set()
     await task
     return seen
@@ -160,3 +164,81 @@ async def test_partitioned_consumer_keeps_each_runs_order_and_overlaps_runs(js) 
     await task
     assert seen == {r: list(range(10)) for r in runs}
     assert max(overlapped) == 2  # the two runs were handled at the same time
+
+
+
+async def test_prefetch_keeps_each_keys_order_and_returns_what_it_did_not_handle(js) -> None:
+    """With `prefetch` the next batch is fetched while one is handled: each run's events still reach
+    the handler once, in stream order across batches; and a batch fetched ahead when the loop stops
+    is nak'ed, so the next consumer gets it at once (ack_wait here is far longer than the test waits)."""
+    runs = [f"run_{uuid.uuid4().hex}" for _ in range(4)]
+    pub = Publisher(js, "test")
+    for i in range(60):
+        await pub.publish("run.log", RunLog(message=str(i)), run_id=runs[i % 4])
+    durable = f"t-{uuid.uuid4().hex[:8]}"
+    got: list[dict[str, list[int]]] = [{r: [] for r in runs}, {r: [] for r in runs}]
+
+    def consumer(n: int, stop: asyncio.Event, held: asyncio.Event | None) -> asyncio.Task:
+        async def group(ds: list[Delivery]) -> None:
+            for d in ds:
+                if (run := d.subject.split(".")[2]) in got[n]:  # the stream holds other tests' runs too
+                    got[n][run].append(int(d.payload.message))
+            if held is not None and sum(map(len, got[n].values())) >= 24:
+                held.set()
+                await stop.wait()  # the loop stays here while the next batch sits fetched ahead
+
+        async def one(d: Delivery) -> None:
+            await group([d])
+
+        return asyncio.create_task(consume(
+            js, stream=RUNS_STREAM, durable=durable, subject="nexus.run.*.log", handler=one, group_handler=group,
+            stop=stop, batch=8, concurrency=4, partition=lambda s: s.split(".")[2], ack_wait_s=120, prefetch=True,
+        ))
+
+    stop, held = asyncio.Event(), asyncio.Event()
+    first = consumer(0, stop, held)
+    await asyncio.wait_for(held.wait(), 60)
+    stop.set()
+    await first
+    stop2 = asyncio.Event()
+    second = consumer(1, stop2, None)
+    try:
+        await _settled(js, durable, 400)  # 20 s, far below ack_wait: only a nak brings the fetched-ahead batch back
+    finally:
+        stop2.set()
+        await second
+    for k, r in enumerate(runs):
+        assert got[0][r] + got[1][r] == list(range(k, 60, 4)), (r, got)
+
+
+@pytest.mark.timeout(120)
+async def test_prefetch_survives_an_idle_stream(js) -> None:
+    """A fetch ahead that times out on an idle stream is not awaited again: the loop keeps fetching
+    (and yielding to the event loop), and a message published a while later is handled."""
+    run_id = f"run_{uuid.uuid4().hex}"
+    pub = Publisher(js, "test")
+    handled: list[str] = []
+    got = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def one(d: Delivery) -> None:
+        handled.append(d.payload.message)
+        got.set()
+
+    task = asyncio.create_task(consume(
+        js, stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}", subject=f"nexus.run.{run_id}.>", handler=one,
+        group_handler=lambda ds: asyncio.gather(*(one(d) for d in ds)), stop=stop, batch=8, concurrency=2,
+        partition=lambda s: s.split(".")[2], prefetch=True,
+    ))
+    try:
+        for n in range(3):  # idle fetches come and go: each ~0.5 s timeout, several in a row
+            await pub.publish("run.log", RunLog(message=f"m{n}"), run_id=run_id)
+            await asyncio.wait_for(got.wait(), 60)
+            got.clear()
+            idle = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(1.2, idle.set_result, None)  # the loop must stay free to fire this
+            await idle
+    finally:
+        stop.set()
+        await task
+    assert handled == ["m0", "m1", "m2"]

@@ -20,7 +20,9 @@ from nexus.events.bus import connect
 from nexus.events.envelope import decode_raw
 
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
-TARGETS = ("core-api", "worker", "runner", "nats", "ferretdb")
+# "runner" is a runner forked from the worker's warm zygote (the harness waits for the zygote first);
+# "zygote" is that zygote alone (the worker restarts it); "worker" takes its zygote with it.
+TARGETS = ("core-api", "worker", "runner", "zygote", "nats", "ferretdb")
 POINTS = ("created", "mid-run", "push")
 # Writes a file (the same content in every attempt), works a little, ends; the runner commits and pushes.
 SCRIPT = """
@@ -48,6 +50,9 @@ class Outcome:
     verdict: str = ""  # what the deciding attempt's runner reported on the stream
     attempts: int = 0
     commits: int = 0
+    duplicate_launches: int = 0  # an attempt's runner started more than once (another process for the same attempt)
+    redone: bool = False  # a later attempt although an earlier one had given its verdict
+    forked: bool | None = None  # runner and zygote kills: the run's runner was the zygote's child at the kill
     lost_events: int = 0
     chains_verified: bool = False
     seconds_to_final: float = 0.0
@@ -56,7 +61,7 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return (self.status in FINAL and self.status == self.verdict and self.commits <= 1 and self.lost_events == 0
-                and self.chains_verified)
+                and self.chains_verified and self.duplicate_launches == 0 and not self.redone)
 
 
 class FaultStack:
@@ -102,6 +107,32 @@ class FaultStack:
             await asyncio.sleep(0.05)
         raise AssertionError(f"{what} never happened")
 
+    def zygote_pid(self) -> int | None:
+        """The worker's warm runner zygote: its child running `nexus.worker.runtimes.zygote`."""
+        worker = self.stack.procs.get("worker")
+        if worker is None:
+            return None
+        for pid in _children(worker.pid):
+            try:
+                if b"nexus.worker.runtimes.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+            except OSError:
+                continue
+        return None
+
+    async def zygote_ready(self) -> None:
+        """Until the worker says its zygote is ready to fork (its ops port's gauge)."""
+        url = f"http://127.0.0.1:{self.stack.metrics_ports['worker']}/metrics"
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=5) as c:
+                    return "nexus_runner_zygote_up 1.0" in (await c.get(url)).text
+            except httpx.HTTPError:
+                return False
+
+        await self.until("the runner zygote ready", up, tries=2400)
+
     def runner_pid(self, run_id: str) -> int | None:
         try:
             return int((self.stack.home / "runs" / run_id / "runner.pid").read_text())
@@ -135,6 +166,10 @@ class FaultStack:
         if target in SERVICES:
             s.stop_service(target, signal.SIGKILL)
             s.start_service(target)
+        elif target == "zygote":
+            pid = self.zygote_pid()
+            assert pid is not None, "the worker has no zygote to kill"
+            os.kill(pid, signal.SIGKILL)  # the worker notices and starts another
         elif target == "runner":
             pid = self.runner_pid(run_id)
             if pid:
@@ -149,9 +184,13 @@ class FaultStack:
             s.restart_server(target)
 
     async def case(self, target: str, point: str) -> Outcome:
+        if target in ("runner", "zygote"):
+            await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
         run_id = await self.create(f"{target} at {point}")
         out = Outcome(target, point, run_id)
         await self.reach(point, run_id, target)
+        if target in ("runner", "zygote") and (pid := self.runner_pid(run_id)) is not None and (parent := _parent(pid)) is not None:
+            out.forked = parent == self.zygote_pid()  # None when it had already exited (after its push)
         killed_at = time.monotonic()
         self.kill_and_restart(target, run_id)
 
@@ -167,8 +206,10 @@ class FaultStack:
     async def check(self, out: Outcome) -> None:
         run = await self.run(out.run_id) or {}
         out.status, out.attempts = run.get("status", ""), len(run.get("attempts", []))
-        verdicts, stream_ids = await self._stream(out.run_id)
+        verdicts, stream_ids, launches = await self._stream(out.run_id)
         out.verdict = verdicts.get(run.get("attempt", 0), "")
+        out.duplicate_launches = sum(max(0, len(pids) - 1) for pids in launches.values())
+        out.redone = any(n > min(verdicts) for n in launches) if verdicts else False
         out.commits = self._commits(out.run_id)
         chains = [a for s in run.get("sessions") or [] for a in s.get("attempts", [])]
         out.chains_verified = bool(chains) and all(a["verified"] and verify_chain(a["changes"]).ok for a in chains)
@@ -181,11 +222,14 @@ class FaultStack:
         out.lost_events = len(lost)
         out.notes.extend(f"not stored: {self.types.get(i, i)}" for i in sorted(lost))
 
-    async def _stream(self, run_id: str) -> tuple[dict[int, str], list[str]]:
-        """Each attempt's first verdict on the stream, and the ids of every event core-api must store."""
+    async def _stream(self, run_id: str) -> tuple[dict[int, str], list[str], dict[int, set[str]]]:
+        """Each attempt's first verdict on the stream, the ids of every event core-api must store, and
+        the runner processes each attempt launched (the pids of the worker's `launched` events: the
+        same runner reported twice is one, a second process for the attempt is a duplicate)."""
         nc = await connect(self.stack.nats_url or "", "faults-check", creds=self.stack.creds("tools"))
         verdicts: dict[int, str] = {}
         ids: list[str] = []
+        launches: dict[int, set[str]] = {}
         try:
             sub = await nc.jetstream().subscribe(f"nexus.run.{run_id}.>", ordered_consumer=True)
             while True:
@@ -201,9 +245,11 @@ class FaultStack:
                 data = json.loads(bytes(env.data))
                 if env.type == "run.status" and data["status"] in FINAL:
                     verdicts.setdefault(int(data.get("attempt", 1)), data["status"])
+                if env.type == "run.runtime" and data.get("phase") == "launched":
+                    launches.setdefault(int(data.get("attempt", 1)), set()).add(str(data.get("detail", "")))
         finally:
             await nc.drain()
-        return verdicts, ids
+        return verdicts, ids, launches
 
     async def _stored(self, run_id: str) -> set[str]:
         client = AsyncMongoClient(self.stack.mongodb_url, serverSelectionTimeoutMS=5000)
@@ -226,10 +272,22 @@ async def _async(value: bool) -> bool:
     return value
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) == pid]
+
+
 def table(outcomes: list[Outcome]) -> str:
     """fault × point → final/total, duplicates, lost events, time to final (the note's table)."""
-    rows = ["| fault | point | final/total | status = runner's | duplicate commits | lost events | chains verify | time to final (s) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| fault | point | final/total | status = runner's | duplicate commits | duplicate launches | redone | lost events "
+            "| chains verify | time to final (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[Outcome]] = {}
     for o in outcomes:
         groups.setdefault((o.target, o.point), []).append(o)
@@ -237,6 +295,7 @@ def table(outcomes: list[Outcome]) -> str:
         rows.append(
             f"| SIGKILL {target} | {point} | {sum(o.status in FINAL for o in os_)}/{len(os_)} "
             f"| {sum(o.status == o.verdict for o in os_)}/{len(os_)} | {sum(max(0, o.commits - 1) for o in os_)} "
+            f"| {sum(o.duplicate_launches for o in os_)} | {sum(o.redone for o in os_)} "
             f"| {sum(o.lost_events for o in os_)} | {sum(o.chains_verified for o in os_)}/{len(os_)} "
             f"| {max(o.seconds_to_final for o in os_)} |"
         )

@@ -21,6 +21,16 @@ _encode = msgspec.json.Encoder(order="sorted").encode
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "drop", "dropDatabase"})
 
 
+def _expire(store: dict, older_than: float) -> None:
+    """Drop entries from the oldest while they are past their TTL: an expired entry is never served,
+    and kept it would only hold memory (every run's documents, until the cap)."""
+    while store:
+        key = next(iter(store))
+        if store[key][1] >= older_than:
+            return
+        del store[key]
+
+
 class ReadCache(monitoring.CommandListener):
     def __init__(self, ttl_s: float = 2.0, max_entries: int = 50_000, max_queries: int = 1_000) -> None:
         self.ttl_s = ttl_s
@@ -100,6 +110,8 @@ class ReadCache(monitoring.CommandListener):
         finally:
             del self._reading[flight]
         if keep(value) and self.generations.get(collection, 0) == generation:
+            store.pop(key, None)  # re-inserted at the end: the store stays ordered by age
+            _expire(store, now - self.ttl_s)
             if len(store) >= cap:
                 store.clear()
             store[key] = (generation, now, value)

@@ -4,14 +4,15 @@ from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
 from nexus.db.documents import ALL_DOCUMENTS
-from nexus.db.writes import update_document
+from nexus.db.stats import CommandStats
+from nexus.db.writes import update_document, written
 
 
 async def connect_db(
     url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None
 ) -> AsyncMongoClient:
     client: AsyncMongoClient = AsyncMongoClient(
-        url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=listeners or []
+        url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[*(listeners or []), CommandStats()]
     )
     await init_beanie(database=client[database], document_models=ALL_DOCUMENTS, skip_indexes=True)
     if create_indexes:
@@ -41,13 +42,19 @@ async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
     """Read, let `mutate(doc)` return the fields to $set (or None for no change), and write only if
     nobody else wrote in between (single-document compare-and-set on `version`). Returns the
     new document, or None when mutate declined. No transactions needed; on FerretDB the
-    compare-and-set holds because updates of one document are serialized (nexus.db.writes)."""
+    compare-and-set holds because updates of one document are serialized (nexus.db.writes).
+
+    The first try starts from the document as this process last wrote it, when it has it
+    (nexus.db.writes.written): a run's several transitions then cost one write each, not a read
+    and a write. If anyone wrote since, the version no longer matches and the next try reads."""
     from nexus.db.documents import now
 
+    doc = written.take(doc_cls, doc_id)
     for _ in range(attempts):
-        doc = await doc_cls.get(doc_id)
         if doc is None:
-            return None
+            doc = await doc_cls.get(doc_id)
+            if doc is None:
+                return None
         changes = mutate(doc)
         if not changes:
             return None
@@ -59,5 +66,8 @@ async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
             for k, v in changes.items():
                 setattr(doc, k, v)
             doc.version += 1
+            written.keep(doc_cls, doc_id, doc)
             return doc
+        written.forget(doc_cls, doc_id)
+        doc = None
     raise Conflict(f"{doc_cls.__name__} {doc_id} kept changing")

@@ -212,6 +212,7 @@ class Session(PagedDocument):
     notes: list[str] = Field(default_factory=list)
     changes: list[dict[str, Any]] = Field(default_factory=list)
     attempt: int = 1  # the latest attempt that opened this session
+    opened_seq: int = 0  # the stream sequence of the run's report that set `status` (later reports only)
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 

@@ -10,11 +10,50 @@ only costs an uncontended acquire; several core-api processes need MongoDB."""
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from pymongo.results import UpdateResult
 
 _locks: dict[tuple[str, Any], list] = {}  # (collection, _id) -> [lock, holders and waiters]
+
+
+class Written:
+    """Documents as this process's last versioned write left them (nexus.db.connection.update_versioned).
+    Any other update of the document forgets it; callers get copies (`take`), so a caller that
+    changes one without writing never leaves a changed document behind. Stale copies are harmless:
+    the compare-and-set on `version` refuses them and the caller reads the document."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self.docs: dict[tuple[str, Any], Any] = {}
+
+    def take(self, doc_cls: Any, doc_id: Any) -> Any:
+        """A copy of the kept document to change; the kept one stays (a caller that declines to write
+        leaves it as it was)."""
+        kept = self.docs.get((doc_cls.get_pymongo_collection().name, doc_id))
+        return None if kept is None else kept.model_copy(deep=True)
+
+    def peek(self, doc_cls: Any, doc_id: Any) -> Any:
+        """The kept document, to read only (an API response), or None."""
+        return self.docs.get((doc_cls.get_pymongo_collection().name, doc_id))
+
+    def keep(self, doc_cls: Any, doc_id: Any, doc: Any) -> None:
+        if len(self.docs) >= self.max_entries:
+            self.docs.clear()
+        # A copy: the caller keeps (and may change) the document it was returned. Its times as the
+        # database holds them (milliseconds), so a response made from it reads as one made from a read.
+        copy = doc.model_copy(deep=True)
+        for name, value in list(vars(copy).items()):
+            if isinstance(value, datetime):
+                setattr(copy, name, value.replace(microsecond=value.microsecond // 1000 * 1000))
+        self.docs[(doc_cls.get_pymongo_collection().name, doc_id)] = copy
+
+    def forget(self, doc_cls: Any, doc_id: Any) -> None:
+        self.docs.pop((doc_cls.get_pymongo_collection().name, doc_id), None)
+
+
+written = Written()
 
 
 @asynccontextmanager
@@ -34,14 +73,18 @@ async def document_lock(doc_cls: Any, doc_id: Any) -> AsyncIterator[None]:
 
 
 async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: dict | None = None, *,
-                          upsert: bool = False) -> UpdateResult:
+                          upsert: bool = False, beside_versioned: bool = False) -> UpdateResult:
     """`update_one({"_id": doc_id, **conditions}, update)`, serialized with every other update of the document.
-    An upsert of a paged document (nexus.db.paging) inserts it with its bucket."""
+    An upsert of a paged document (nexus.db.paging) inserts it with its bucket. `beside_versioned`:
+    the update sets only fields no versioned update reads or writes (a heartbeat's time), so the copy
+    `written` keeps stays good for the next versioned update (it never writes those fields back)."""
     if upsert:
         from nexus.db.paging import PagedDocument, allocate
 
         if isinstance(doc_cls, type) and issubclass(doc_cls, PagedDocument) and "page" not in update.get("$set", {}):
             update = {**update, "$setOnInsert": {**update.get("$setOnInsert", {}), "page": await allocate(doc_cls)}}
+    if not beside_versioned:
+        written.forget(doc_cls, doc_id)
     async with document_lock(doc_cls, doc_id):
         return await doc_cls.get_pymongo_collection().update_one(
             {"_id": doc_id, **(conditions or {})}, update, upsert=upsert

@@ -15,6 +15,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import Status, StatusCode
+from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
 from nexus.events.catalog import BY_TYPE, MESSAGES, dlq_subject
@@ -288,6 +289,88 @@ async def supervised(
     LOOPS.down.pop(name, None)
 
 
+# At most this many messages of a dead instance's window are handled again at start; past that, the
+# rest come back by redelivery after the ack wait, as they always would.
+RECLAIM_LIMIT = 20_000
+
+
+async def _read_range(js: JetStreamContext, stream: str, subject: str, first: int, last: int, limit: int) -> list[Msg]:
+    """The stream's messages on `subject` with sequence first..last (at most `limit`), read by an
+    ordered consumer of our own: nothing is delivered to, or acknowledged on, the durable."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, inactive_threshold=30.0
+    )
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config)
+    out: list[Msg] = []
+    try:
+        while len(out) < limit:
+            try:
+                msg = await sub.next_msg(timeout=2.0)
+            except (NatsTimeout, TimeoutError):
+                break  # nothing more in the stream (the range was purged, or ends in other subjects)
+            meta = msg.metadata
+            if meta.sequence.stream > last:
+                break
+            out.append(msg)
+            if meta.sequence.stream == last or meta.num_pending == 0:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sub.unsubscribe(), 2)
+    return out
+
+
+async def reclaim_unacked(js: JetStreamContext, *, stream: str, durable: str, subject: str, group_handler: GroupHandler,
+                          partition: Callable[[str], str], concurrency: int = 1, limit: int = RECLAIM_LIMIT) -> int:
+    """Handle again, straight from the stream, what `durable` delivered and nobody acknowledged yet.
+
+    A consumer instance that dies (SIGKILL) leaves the messages it had fetched pending on the server:
+    JetStream hands them out again only after the ack wait, long after newer messages of the same key
+    were handled. A new instance calls this before its first fetch, so they are handled now and in
+    stream order per key. Only for idempotent handlers (the held copies are handled again, as
+    duplicates, when they come back). Nothing is acked, nak'ed or dead-lettered here: a message that
+    fails is left to its redelivery. Returns how many messages were handled."""
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return 0  # a new durable: nothing was ever delivered
+    if not info.num_ack_pending or info.delivered is None or info.ack_floor is None:
+        return 0
+    first, last = (info.ack_floor.stream_seq or 0) + 1, info.delivered.stream_seq or 0
+    if last < first:
+        return 0
+    msgs = await _read_range(js, stream, subject, first, last, limit)
+    groups: dict[str, list[Delivery]] = {}
+    for msg in msgs:
+        try:
+            env, payload = decode_message(msg)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            continue  # the durable's own delivery dead-letters it
+        groups.setdefault(partition(msg.subject), []).append(
+            Delivery(env, payload, msg.subject, 1, msg.metadata.sequence.stream)
+        )
+    sem = asyncio.Semaphore(concurrency)
+    handled = 0
+
+    async def run_group(group: list[Delivery]) -> None:
+        nonlocal handled
+        async with sem:
+            try:
+                await group_handler(group)
+                handled += len(group)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # left to the durable's redelivery (retries, dead letter)
+                log.warning(
+                    "reclaiming %d messages of %s failed; they wait for redelivery", len(group), durable, exc_info=True
+                )
+
+    await asyncio.gather(*(run_group(g) for g in groups.values()))
+    log.info("%s: handled %d of %d messages a previous instance left unacknowledged (stream %d..%d)",
+             durable, handled, len(msgs), first, last)
+    return handled
+
+
 async def consume(js: JetStreamContext, *, durable: str, stop: asyncio.Event, **options: Any) -> None:
     """`consume_once` under supervision: a loop that dies is restarted with backoff."""
     await supervised(durable, lambda: consume_once(js, durable=durable, stop=stop, **options), stop)
@@ -308,12 +391,19 @@ async def consume_once(
     partition: Callable[[str], str] | None = None,
     max_ack_pending: int = 1000,
     group_handler: GroupHandler | None = None,
+    prefetch: bool = False,
+    reclaim: bool = False,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
     run in parallel — e.g. one run's events in sequence, many runs at once. With `group_handler`
     too, one key's messages of a fetch are handled in one call (batched writes); if that call
-    fails, they are handled one by one with `handler` (retries and dead letters as usual)."""
+    fails, they are handled one by one with `handler` (retries and dead letters as usual).
+    With `prefetch`, the next batch is fetched while this one is handled (it is handled only after
+    this one is done, so order and ack-after-handling hold); what was fetched but not handled when
+    the loop stops is nak'ed, so it comes back at once instead of after `ack_wait_s`.
+    With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
+    is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait."""
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
@@ -324,22 +414,37 @@ async def consume_once(
         filter_subject=subject,
     )
     sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    if reclaim and partition is not None and group_handler is not None:
+        # A pull consumer delivers only on fetch: what is pending now was fetched by another instance — a
+        # dead one (the point), or a live replica (handling it twice changes nothing for an idempotent handler).
+        try:
+            await reclaim_unacked(js, stream=stream, durable=durable, subject=subject, group_handler=group_handler,
+                                  partition=partition, concurrency=concurrency)
+        except Exception:  # never keeps the consumer from starting; redelivery still comes
+            log.warning("could not reclaim %s's unacknowledged messages", durable, exc_info=True)
     sem = asyncio.Semaphore(concurrency)
 
     async def run(m: Msg) -> None:
         async with sem:
             await handle_message(js, m, durable, handler, max_deliver)
 
+    ahead: asyncio.Task | None = None
     try:
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(batch, timeout=0.5)
+                if ahead is not None:
+                    fetched, ahead = ahead, None  # taken first: a fetch that failed is never awaited again
+                    msgs = await fetched
+                else:
+                    msgs = await sub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception:  # a reconnect in progress; keep the loop alive
                 log.warning("fetch failed on %s; retrying", durable, exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
+            if prefetch:
+                ahead = asyncio.create_task(sub.fetch(batch, timeout=0.5))
             if partition is not None and concurrency > 1:
                 groups: dict[str, list[Msg]] = {}
                 for m in msgs:
@@ -359,10 +464,26 @@ async def consume_once(
             else:
                 await asyncio.gather(*(run(m) for m in msgs))
     finally:
+        if ahead is not None:
+            await _return_unhandled(ahead)
         try:
             await sub.unsubscribe()
         except Exception:  # noqa: BLE001
             pass
+
+
+async def _return_unhandled(ahead: asyncio.Task) -> None:
+    """A batch fetched ahead that will not be handled goes back to the server for redelivery now.
+    The fetch is awaited, not cancelled (it ends within its 0.5 s timeout): cancelled, it would
+    leave what the server already sent it waiting out ack_wait."""
+    try:
+        msgs = await ahead
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 — a timeout or a failed fetch: nothing was handed to us
+        return
+    for m in msgs:
+        await _quietly(m.nak())
 
 
 # The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere

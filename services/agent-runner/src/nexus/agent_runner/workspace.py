@@ -8,6 +8,7 @@ clone, fetch or push invocation that talks to the remote."""
 
 import asyncio
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,12 +97,29 @@ async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: st
         await git(rg, "reset", "-q", "--hard", "HEAD")  # the checkout, without the credential
         if not await continue_run_branch(rg, repo.branch, token):
             await git(rg, "checkout", "-q", "-b", repo.branch)
-    await git(rg, "config", "core.bare", "false")
-    await git(rg, "config", "user.name", f"Nexus agent {agent_id}")
-    await git(rg, "config", "user.email", f"{agent_id}@agents.nexus.invalid")
+    write_identity(rg, name=f"Nexus agent {agent_id}", email=f"{agent_id}@agents.nexus.invalid")
     if (rg.work_tree / ".git").exists() or (rg.work_tree / ".git").is_symlink():
         raise GitError("the workspace holds a .git entry after preparing it")
     rg.sealed = safegit.steering_digest(rg.git_dir)
+
+
+def _config_value(value: str) -> str:
+    if any(c in value for c in "\n\r\0"):
+        raise GitError("a git identity may not hold line breaks")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_identity(rg: RunGit, *, name: str, email: str) -> None:
+    """`core.bare false` and the agent's identity, written into the git directory's config file as
+    `git config` would (three git processes fewer per run, ~10 ms of CPU). Before the seal: the
+    runner's own write, like the clone's."""
+    path = rg.git_dir / "config"
+    text = path.read_text()
+    text, found = re.subn(r"(?m)^(\s*bare\s*=\s*)\S+\s*$", r"\g<1>false", text, count=1)
+    if not found:
+        text += "[core]\n\tbare = false\n"
+    text += f"[user]\n\tname = {_config_value(name)}\n\temail = {_config_value(email)}\n"
+    path.write_text(text)
 
 
 async def continue_run_branch(rg: RunGit, branch: str, token: str | None) -> bool:

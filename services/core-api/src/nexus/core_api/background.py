@@ -82,15 +82,39 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
     except OSError as exc:
         log.warning("ops port %d unavailable: %s", s.metrics_port, exc)
     jobs = [
-        consume(ctx.js, stream=RUNS_STREAM, durable="core-api-runs", subject="nexus.run.>",
-                handler=lambda d: handle_run_event(ctx, d), group_handler=lambda ds: ingest_group(ctx, ds), stop=stop,
-                batch=512, concurrency=32, partition=lambda subject: subject.split(".")[2], max_ack_pending=8000,
-                max_deliver=20),  # a database restart must not dead-letter run events: they are retried for minutes
-        consume(ctx.js, stream=CMDS_STREAM, durable="core-api-cmds", subject="nexus.cmd.core.>",
-                handler=lambda d: handle_command(ctx, d), stop=stop),
+        consume(
+            ctx.js,
+            stream=RUNS_STREAM,
+            durable="core-api-runs",
+            subject="nexus.run.>",
+            handler=lambda d: handle_run_event(ctx, d),
+            group_handler=lambda ds: ingest_group(ctx, ds),
+            stop=stop,
+            batch=512,
+            concurrency=32,
+            partition=lambda subject: subject.split(".")[2],
+            max_ack_pending=8000,
+            max_deliver=20,  # a database restart must not dead-letter run events: they are retried for minutes
+            prefetch=True,
+            reclaim=True,  # what a killed core-api had fetched is stored at restart, not after the 30 s ack wait
+        ),
+        consume(
+            ctx.js,
+            stream=CMDS_STREAM,
+            durable="core-api-cmds",
+            subject="nexus.cmd.core.>",
+            handler=lambda d: handle_command(ctx, d),
+            stop=stop,
+        ),
         # A goal follows its tasks: every task event re-derives its goal's status (idempotent).
-        consume(ctx.js, stream=EVENTS_STREAM, durable="core-api-goals", subject="nexus.evt.task.>",
-                handler=lambda d: follow_task(ctx, d), stop=stop),
+        consume(
+            ctx.js,
+            stream=EVENTS_STREAM,
+            durable="core-api-goals",
+            subject="nexus.evt.task.>",
+            handler=lambda d: follow_task(ctx, d),
+            stop=stop,
+        ),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
         every(5.0, stop, lambda: count_pending(ctx), what="count_pending"),

@@ -5,14 +5,21 @@ the request is about is 404, one it refers to is the caller's mistake, 422 namin
 from typing import Any, TypeVar
 
 from nexus.core_api.errors import DomainError, not_found
+from nexus.db.cache import cached_find, cached_get
 
 D = TypeVar("D")  # a document class of nexus.db.documents with `id`, `name` and `deleted`
 
 
-async def find_named(doc_cls: type[D], ref: str, *, live: bool = True) -> D | None:
-    """The document whose id or name is `ref`; a soft-deleted one only with `live=False`."""
+async def find_named(doc_cls: type[D], ref: str, *, live: bool = True, cached: bool = False) -> D | None:
+    """The document whose id or name is `ref`; a soft-deleted one only with `live=False`. With
+    `cached`, read through the read cache (a shared copy: read it, never change it)."""
     documents: Any = doc_cls
-    doc = await documents.get(ref) or await documents.find_one({"name": ref})
+    if cached:
+        doc = await cached_get(documents, ref)
+        if doc is None:
+            doc = next(iter(await cached_find(documents, {"name": ref}, [("_id", 1)], 1)), None)
+    else:
+        doc = await documents.get(ref) or await documents.find_one({"name": ref})
     if doc is None or (live and getattr(doc, "deleted", False)):
         return None
     return doc
@@ -26,9 +33,11 @@ async def get_named(doc_cls: type[D], ref: str, kind: str) -> D:
     return doc
 
 
-async def named_id(doc_cls: type[D], ref: str, *, kind: str, field: str, live: bool = True) -> str:
+async def named_id(
+    doc_cls: type[D], ref: str, *, kind: str, field: str, live: bool = True, cached: bool = False
+) -> str:
     """The id of a resource a request refers to: 422 naming `field` when there is none."""
-    doc: Any = await find_named(doc_cls, ref, live=live)
+    doc: Any = await find_named(doc_cls, ref, live=live, cached=cached)
     if doc is None:
         raise DomainError(422, f"{kind} {ref!r} does not exist", field=field)
     return str(doc.id)

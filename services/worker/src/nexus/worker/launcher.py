@@ -57,9 +57,8 @@ class Launcher:
         run_signer: RunSigner | None = None,
         runner_env: dict[str, str] | None = None,
     ) -> None:
-        self.runner_env = (
-            runner_env or {}
-        )  # how runners log and where their spans go (NEXUS_LOG_FORMAT, NEXUS_OTLP_ENDPOINT)
+        # How runners log and where their spans go (NEXUS_LOG_FORMAT, NEXUS_OTLP_ENDPOINT).
+        self.runner_env = runner_env or {}
         self.membership = membership
         self.run_signer = run_signer
         self.runtime = runtime

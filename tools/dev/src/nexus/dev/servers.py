@@ -74,12 +74,15 @@ class Managed:
     backing: list["Managed"] = field(default_factory=list)
     on_stopped: list = field(default_factory=list, repr=False)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, *, keep_data: bool = False) -> None:
+        """Stop it and what backs it; a throw-away server's data goes with it unless `keep_data`
+        (a restart: the next server on the same data directory carries on with it)."""
         self._stop(timeout_s)
         for b in self.backing:
-            b.stop(timeout_s)
-        for fn in self.on_stopped:
-            fn()
+            b.stop(timeout_s, keep_data=keep_data)
+        if not keep_data:
+            for fn in self.on_stopped:
+                fn()
 
     def _stop(self, timeout_s: float) -> None:
         if self.proc.poll() is None:

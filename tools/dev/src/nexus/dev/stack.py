@@ -147,10 +147,13 @@ class Stack:
     def restart_server(self, name: str) -> Managed:
         """Start nats-server or FerretDB again on the same port and data (after a crash or a kill)."""
         old = next(s for s in self.servers if s.name == name)
-        old.stop()
+        old.stop(keep_data=True)  # a throw-away PostgreSQL cluster (under the temp dir) is FerretDB's data: keep it
         port = int(old.url.rsplit(":", 1)[1].strip("/"))
-        starter = start_nats if name == "nats" else start_ferretdb
-        new = starter(self.home / name, port=port, log_path=(self.log_dir or self.home / "logs") / f"{name}.log")
+        log_path = (self.log_dir or self.home / "logs") / f"{name}.log"
+        if name == "nats":  # with its authorization: without it no account of ours (nor its JetStream) exists
+            new = start_nats(self.home / name, port=port, log_path=log_path, auth=self.auth_dir)
+        else:
+            new = start_ferretdb(self.home / name, port=port, log_path=log_path)
         self.servers[self.servers.index(old)] = new
         return new
 

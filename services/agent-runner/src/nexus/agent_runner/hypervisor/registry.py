@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -28,12 +29,20 @@ class Tool:
     path_arg: bool  # its `path` argument is checked for secrets' values before it runs
 
     def spec(self) -> ToolSpecJSON:
-        schema = msgspec.json.schema(self.args)
-        body = dict(schema["$defs"][self.args.__name__])
-        body.pop("title", None)
-        body.setdefault("properties", {})
-        body.setdefault("required", [])
-        return ToolSpecJSON(name=self.name, description=self.description, parameters=body)
+        """Its arguments' JSON Schema is made once per process; each spec has a fresh copy (callers may change it)."""
+        return ToolSpecJSON(
+            name=self.name, description=self.description, parameters=msgspec.json.decode(_schema_json(self.args))
+        )
+
+
+@cache
+def _schema_json(args: type[Args]) -> bytes:
+    schema = msgspec.json.schema(args)
+    body = dict(schema["$defs"][args.__name__])
+    body.pop("title", None)
+    body.setdefault("properties", {})
+    body.setdefault("required", [])
+    return msgspec.json.encode(body)
 
 
 # In registration order, which is the order the model is shown the tools in.
@@ -54,3 +63,10 @@ def tool(name: str, args: type[Args], description: str, *, path_arg: bool = Fals
 
 def spec(name: str) -> ToolSpecJSON:
     return TOOLS[name].spec()
+
+
+def warm() -> None:
+    """Make every registered tool's schema now: the warm runner zygote calls this once (after importing
+    the tool modules), so no forked run does."""
+    for registered in TOOLS.values():
+        _schema_json(registered.args)

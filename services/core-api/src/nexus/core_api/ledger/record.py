@@ -8,14 +8,16 @@ A later report of the same entry with another hash is kept beside it as a confli
 
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from nexus.db.documents import Run, Session
+
+DUPLICATE_KEY = 11000
 
 COLLECTION = "ledger_records"
 
 
-def _collection() -> Any:
+def collection() -> Any:
     return Session.get_pymongo_collection().database[COLLECTION]
 
 
@@ -23,20 +25,47 @@ def record_id(run_id: str, attempt: int, session_id: str, seq: int) -> str:
     return f"{run_id}:{attempt}:{session_id}:{seq}"
 
 
+def record_doc(run_id: str, attempt: int, session_id: str, change: Any) -> dict:
+    """The record of one reported ledger entry, keyed by (run, attempt, session, seq)."""
+    seq = int(change.seq)
+    return {"_id": record_id(run_id, attempt, session_id, seq), "run_id": run_id, "attempt": attempt,
+            "session_id": session_id, "seq": seq, "hash": str(change.hash), "prev_hash": str(change.prev_hash)}
+
+
+async def insert_records(coll: Any, docs: list[dict]) -> None:
+    """Store records in one insert_many. An entry already recorded keeps its first hash; a report with
+    another hash is kept beside it as a conflict (a redelivery with the same hash changes nothing);
+    within one batch the earliest report is the first."""
+    first: dict[str, dict] = {}
+    refused: list[dict] = []
+    for doc in docs:  # an unordered insert may apply a batch in any order: the first report is chosen here
+        if doc["_id"] in first:
+            refused.append(doc)
+        else:
+            first[doc["_id"]] = doc
+    fresh = list(first.values())
+    if fresh:
+        try:
+            await coll.insert_many(fresh, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            refused = [fresh[e["index"]] for e in errors] + refused
+        except DuplicateKeyError:
+            refused = fresh + refused
+    for doc in refused:
+        await coll.update_one(
+            {"_id": doc["_id"], "hash": {"$ne": doc["hash"]}}, {"$addToSet": {"conflicts": doc["hash"]}}
+        )
+
+
 async def record_change(run: Run, session_id: str, change: Any, attempt: int | None = None) -> None:
-    """Called by run-event ingestion for every session change, before the change is stored."""
-    attempt = attempt or run.attempt
-    seq, hash_ = int(change.seq), str(change.hash)
-    doc = {"_id": record_id(run.id, attempt, session_id, seq), "run_id": run.id, "attempt": attempt,
-           "session_id": session_id, "seq": seq, "hash": hash_, "prev_hash": str(change.prev_hash)}
-    coll = _collection()
-    try:
-        await coll.insert_one(doc)
-    except DuplicateKeyError:  # redelivered (same hash: nothing to do) or re-reported with another hash
-        await coll.update_one({"_id": doc["_id"], "hash": {"$ne": hash_}}, {"$addToSet": {"conflicts": hash_}})
+    """One entry's record, before the change is stored (ingestion batches them with `insert_records`)."""
+    await insert_records(collection(), [record_doc(run.id, attempt or run.attempt, session_id, change)])
 
 
 async def records_of(run_id: str) -> list[dict]:
     return (
-        await _collection().find({"run_id": run_id}).sort([("attempt", 1), ("session_id", 1), ("seq", 1)]).to_list(None)
+        await collection().find({"run_id": run_id}).sort([("attempt", 1), ("session_id", 1), ("seq", 1)]).to_list(None)
     )

@@ -4,6 +4,7 @@ the task text, from rank-bm25), within the policy's item and character budget.""
 import re
 from datetime import UTC, datetime
 
+from nexus.db.cache import cached_find
 from nexus.db.documents import MemoryItem
 from nexus.domain.agents import MemoryPolicy
 
@@ -61,7 +62,7 @@ async def select_items(
     now = datetime.now(UTC)
     items = [
         m
-        for m in await MemoryItem.find({"$or": clauses}).to_list()
+        for m in await cached_find(MemoryItem, {"$or": clauses}, [("_id", 1)], 0)  # read only: shared with other runs
         if (m.expires_at is None or m.expires_at > now) and (not policy.tags or set(policy.tags) & set(m.tags))
     ]
     return within_budget(rank(items, query), policy)

@@ -11,7 +11,8 @@ from nexus.core_api.memory.select import select_memory
 from nexus.core_api.skills.service import resolve as resolve_skills
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
-from nexus.db.writes import update_document
+from nexus.db.cache import cached_get
+from nexus.db.writes import update_document, written
 from nexus.domain.agents import MemoryPolicy
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id, new_ulid
@@ -102,7 +103,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     """Start a run for a ready, assigned task. Safe to call twice: only one caller wins the task."""
     if task.status != TaskStatus.READY.value or not task.assignee_agent_id:
         return None
-    agent = await Agent.get(task.assignee_agent_id)
+    agent = await cached_get(Agent, task.assignee_agent_id)
     if agent is None or agent.deleted:
         log.warning("task %s is assigned to a missing agent %s", task.id, task.assignee_agent_id)
         return None
@@ -120,6 +121,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
         id=run_id, task_id=task.id, agent_id=agent.id, agent_revision=agent.revision, goal_id=task.goal_id,
         session_id=session_id, parent_session_id=task.parent_session_id, parent_run_id=task.parent_run_id,
         config=msgspec.to_builtins(config), max_attempts=ctx.settings.max_attempts, priority=task.priority,
+        launch_msg_id=new_ulid(),  # stored with the run: its launch command needs no second write
     )
     # Claim the task first (compare-and-set on its version): a second dispatcher loses here.
     claimed = await update_versioned(
@@ -130,6 +132,10 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     if claimed is None:
         return None
     await run.insert()
+    written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
+    from nexus.core_api.runs.ingest import remember
+
+    remember(run.id)  # its events are accepted without looking it up
     await ctx.publisher.publish(
         "task.status_changed",
         TaskChanged(

@@ -7,13 +7,14 @@ status, runtime, session and approval events are applied one at a time, in strea
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
 from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
-from nexus.core_api.ledger.record import record_change
+from nexus.core_api.ledger import record as ledger
 from nexus.core_api.metrics import count_heartbeat, count_llm_call
 from nexus.core_api.runs import lifecycle
 from nexus.core_api.sessions import service as sessions
@@ -30,21 +31,25 @@ STATEFUL = (p.RunStatusChanged, p.RuntimeChanged, p.SessionOpened, p.ApprovalReq
 HEARTBEAT_WRITE_EVERY_S = 1.0
 
 
+Inserter = Callable[[Any, list[dict]], Awaitable[Any]]
+
+
 class GroupCommit:
     """Inserts of the groups being ingested at the same time go out together: the first writer waits
-    one turn of the loop for the others, then one insert_many per collection carries them all."""
+    one turn of the loop for the others, then one insert_many per collection carries them all, the
+    collections in the order a writer listed them (ledger records before the changes they witness)."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, tuple[Any, list[dict]]] = {}
+        self.pending: dict[str, tuple[int, Any, list[dict], Inserter]] = {}
         self.waiters: list[asyncio.Future] = []
         self.flusher: asyncio.Task | None = None
 
-    async def insert(self, batches: list[tuple[Any, list[dict]]]) -> None:
-        batches = [(coll, docs) for coll, docs in batches if docs]
-        if not batches:
+    async def insert(self, batches: list[tuple[Any, list[dict], Inserter]]) -> None:
+        if not any(docs for _, docs, _ in batches):
             return
-        for coll, docs in batches:
-            self.pending.setdefault(coll.name, (coll, []))[1].extend(docs)
+        for rank, (coll, docs, inserter) in enumerate(batches):
+            if docs:
+                self.pending.setdefault(coll.name, (rank, coll, [], inserter))[2].extend(docs)
         fut = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         if self.flusher is None or self.flusher.done():
@@ -57,8 +62,8 @@ class GroupCommit:
             pending, waiters = self.pending, self.waiters
             self.pending, self.waiters = {}, []
             try:
-                for coll, docs in pending.values():
-                    await sessions.insert_new(coll, docs)
+                for _, coll, docs, inserter in sorted(pending.values(), key=lambda b: b[0]):
+                    await inserter(coll, docs)
             except Exception as exc:  # noqa: BLE001 — every writer of the batch sees the failure and is retried
                 for w in waiters:
                     if not w.done():
@@ -76,6 +81,13 @@ _heartbeats: dict[str, float] = {}
 _known_runs: set[str] = set()  # runs are never deleted: one found once stays known
 
 
+def remember(run_id: str) -> None:
+    """A run this process just stored: its events need no lookup to be accepted."""
+    if len(_known_runs) > 100_000:
+        _known_runs.clear()
+    _known_runs.add(run_id)
+
+
 async def _known(run_id: str, type_: str) -> bool:
     if run_id in _known_runs:
         return True
@@ -84,9 +96,7 @@ async def _known(run_id: str, type_: str) -> bool:
         # runner started by hand): nothing here may change because of it.
         log.debug("ignoring %s for unknown run %s", type_, run_id)
         return False
-    if len(_known_runs) > 100_000:
-        _known_runs.clear()
-    _known_runs.add(run_id)
+    remember(run_id)
     return True
 
 
@@ -109,7 +119,7 @@ async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
         case p.RuntimeChanged():
             await lifecycle.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
-            await sessions.on_opened(run_id, d.payload)
+            await sessions.on_opened(run_id, d.payload, d.stream_seq)
         case p.ApprovalRequested():
             await on_requested(ctx, d.payload)
 
@@ -121,16 +131,19 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
         return
     events: list[Any] = []
     changes: list[Any] = []
+    records: list[Any] = []
     opened_by: list[Any] = []
     heartbeat = False
 
     async def flush() -> None:
-        await _commit.insert([(RunEvent.get_pymongo_collection(), list(events)),
-                              (SessionChangeRecord.get_pymongo_collection(), list(changes))])
+        await _commit.insert([(ledger.collection(), list(records), ledger.insert_records),
+                              (RunEvent.get_pymongo_collection(), list(events), sessions.insert_new),
+                              (SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)])
         for ev in opened_by:  # a change that outran its session's "opened"
             await sessions.ensure_session(run_id, ev)
         events.clear()
         changes.clear()
+        records.clear()
         opened_by.clear()
 
     for d in deliveries:
@@ -152,8 +165,7 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
             await _apply(ctx, run_id, d)
         elif isinstance(d.payload, p.SessionChanged):
             # Provenance: each ledger entry's hash as the run reported it, first report wins.
-            if (run := await cached_get(Run, run_id)) is not None:
-                await record_change(run, d.payload.session_id, d.payload.change, getattr(d.payload, "attempt", None))
+            records.append(ledger.record_doc(run_id, d.payload.attempt, d.payload.session_id, d.payload.change))
             changes.append(sessions.change_record(run_id, d.payload))
             if d.payload.change.seq == 0:
                 opened_by.append(d.payload)
@@ -163,7 +175,7 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
         _heartbeats[run_id] = time.monotonic()
         if len(_heartbeats) > 100_000:
             _heartbeats.clear()
-        await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}})
+        await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}}, beside_versioned=True)
 
 
 async def handle_run_event(ctx: Context, d: Delivery) -> None:

@@ -121,9 +121,8 @@ async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
         and run.attempt == 1
         and run.created_at
     ):
-        created = (
-            run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
-        )  # the database's are UTC
+        # The database's are UTC.
+        created = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
         DISPATCH_LATENCY.observe(max(0.0, (now() - created).total_seconds()))  # until the runner's first event
     if status in RUN_FINAL:
         _observe_end(run)

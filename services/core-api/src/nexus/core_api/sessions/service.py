@@ -10,14 +10,25 @@ from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import SessionChanged, SessionOpened
 
 DUPLICATE_KEY = 11000
+# (session, attempt) this process stored as opened: a first change of it needs no upsert of its own.
+_opened: set[tuple[str, int]] = set()
 
 
-async def on_opened(run_id: str, ev: SessionOpened) -> None:
-    await update_document(
+async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
+    """The session's status as its run reports it (active, then completed or error). A report only
+    replaces one that came before it on the stream (`seq`, its stream sequence): a redelivered
+    `active` held by a killed core-api must not reopen a session that has since completed."""
+    fields = {
+        "status": ev.status,
+        "updated_at": now(),
+        "backend": ev.backend,
+        "project_path": ev.project_path,
+        "opened_seq": seq,
+    }
+    res = await update_document(
         Session,
         ev.session_id,
         {
-            "$set": {"status": ev.status, "updated_at": now(), "backend": ev.backend, "project_path": ev.project_path},
             "$max": {"attempt": ev.attempt},
             "$setOnInsert": {
                 "run_id": run_id,
@@ -25,10 +36,17 @@ async def on_opened(run_id: str, ev: SessionOpened) -> None:
                 "notes": [],
                 "changes": [],
                 "created_at": now(),
+                **fields,
             },
         },
         upsert=True,
     )
+    if res.upserted_id is None:
+        await update_document(Session, ev.session_id, {"$set": fields},
+                              {"$or": [{"opened_seq": {"$lt": seq}}, {"opened_seq": None}]})
+    if len(_opened) > 100_000:
+        _opened.clear()
+    _opened.add((ev.session_id, ev.attempt))
 
 
 def change_record(run_id: str, ev: SessionChanged) -> dict:
@@ -65,6 +83,8 @@ async def store_changes(records: list[dict]) -> int:
 
 async def ensure_session(run_id: str, ev: SessionChanged) -> None:
     """A change that outran its session's "opened" still has a session to belong to."""
+    if (ev.session_id, ev.attempt) in _opened:
+        return  # stored when it opened: the upsert would change nothing
     await update_document(
         Session,
         ev.session_id,

@@ -11,6 +11,7 @@ from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
 from nexus.db.documents import Task
+from nexus.db.writes import written
 from nexus.domain.tasks import TaskStatus
 
 
@@ -24,7 +25,8 @@ class TaskController(Controller):
         task = await service.create(ctx, data, actor=request.user.key_id)
         await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
         await dispatch_task(ctx, task)
-        return service.to_out(await service.get(task.id))
+        # The task as dispatching left it (this process wrote it last), else as stored.
+        return service.to_out(written.peek(Task, task.id) or await service.get(task.id))
 
     @get("/", guards=[READ])
     async def list_tasks(
@@ -58,4 +60,5 @@ class TaskController(Controller):
         await record(request.user, f"task.{data.status}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
         if task.status == TaskStatus.READY.value:
             await dispatch_task(ctx, task)
-        return service.to_out(await service.get(task.id))
+        # The task as dispatching left it (this process wrote it last), else as stored.
+        return service.to_out(written.peek(Task, task.id) or await service.get(task.id))

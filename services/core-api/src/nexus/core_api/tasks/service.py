@@ -10,6 +10,7 @@ from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository, Task
+from nexus.db.writes import written
 from nexus.domain.ids import new_id
 from nexus.domain.tasks import TaskStatus, blockers_done, check_task_move
 from nexus.events.payloads import TaskChanged
@@ -46,7 +47,8 @@ async def get(task_id: str) -> Task:
 
 
 async def _agent_id(ref: str) -> str:
-    return await named_id(Agent, ref, kind="agent", field="assignee")
+    # Agents change rarely: the lookup goes through the read cache.
+    return await named_id(Agent, ref, kind="agent", field="assignee", cached=True)
 
 
 async def _repo_id(ref: str) -> str:
@@ -90,6 +92,7 @@ async def create(ctx: Context, data: TaskCreate, *, actor: str, **extra) -> Task
         auto_ready=data.status == "ready", created_by=actor, **extra,
     )
     await doc.insert()
+    written.keep(Task, doc.id, doc)  # dispatching it claims it without reading it back
     await _publish(ctx, "task.created", doc)
     return doc
 

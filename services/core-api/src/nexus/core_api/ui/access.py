@@ -47,9 +47,8 @@ async def login(request: Request) -> Response:
     if principal is None or principal.role == Role.RUNNER:
         return page(request, "login.html", status=401, next=_safe_next(form.get("next")),
                     error="unknown or revoked key" if raw else "paste an API key")
-    session = new_session(
-        request.app.state.settings.ui_session_ttl_s, key=raw
-    )  # a new CSRF token with the new identity
+    # A new CSRF token with the new identity.
+    session = new_session(request.app.state.settings.ui_session_ttl_s, key=raw)
     return with_session(request, Redirect(_safe_next(form.get("next")), status_code=303), session)
 
 

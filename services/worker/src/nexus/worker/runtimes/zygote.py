@@ -43,6 +43,7 @@ LAZY_IMPORTS = (
     "nexus.kernel.watchdog",
     "nexus.kernel.asks",
     "nats.aio.client",
+    "nkeys",
     "shutil",
     "signal",
     # tracing: the SDK and the OTLP exporter (~150 ms of imports; no thread starts before a provider is set up)
@@ -79,6 +80,11 @@ def preload() -> int:
             count += 1
         except Exception as exc:  # noqa: BLE001 — an optional provider that cannot import is imported (and fails) in the child
             print(f"zygote: could not preload {info.name}: {exc}", file=sys.stderr)
+    try:  # what every run computes the same way: computed once here, inherited by every child
+        importlib.import_module("nexus.agent_runner.hypervisor.core")  # imports (registers) every tool
+        importlib.import_module("nexus.agent_runner.hypervisor.registry").warm()
+    except Exception as exc:  # noqa: BLE001 — a child computes it itself
+        print(f"zygote: could not warm the tool schemas: {exc}", file=sys.stderr)
     return count
 
 

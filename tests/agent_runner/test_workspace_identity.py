@@ -1,0 +1,43 @@
+"""The workspace's git identity and `core.bare false` are written into the git directory's config
+file directly (no `git config` processes): git itself must read them back, with and without a clone,
+and a value git would misread (a quote, a backslash) is quoted, a line break refused."""
+
+from pathlib import Path
+
+import pytest
+
+from nexus.agent_runner import workspace
+from nexus.events.payloads import RepoSpec
+from tests.gitrepo import make_bare_repo
+
+
+def _rg(root: Path) -> workspace.RunGit:
+    return workspace.RunGit(work_tree=root / "ws", private=root / "private", base={"PATH": "/usr/bin:/bin"})
+
+
+async def _config(rg: workspace.RunGit, key: str) -> str:
+    return await workspace.git(rg, "config", "--get", key)
+
+
+@pytest.mark.parametrize("with_repo", [False, True])
+async def test_git_reads_the_identity_the_runner_wrote(tmp_path: Path, with_repo: bool) -> None:
+    repo = RepoSpec(url=str(make_bare_repo(tmp_path)), ref="main", branch="nexus/t/r", target_branch="main") if with_repo else None
+    rg = _rg(tmp_path)
+    await workspace.prepare(repo, rg, agent_id="agt_1", token=None)
+    assert await _config(rg, "user.name") == "Nexus agent agt_1"
+    assert await _config(rg, "user.email") == "agt_1@agents.nexus.invalid"
+    assert await _config(rg, "core.bare") == "false"
+    (rg.work_tree / "a.txt").write_text("a\n")
+    await workspace.git(rg, "add", "-A")
+    await workspace.git(rg, "commit", "-q", "-m", "work")
+    assert await workspace.git(rg, "log", "-1", "--format=%an <%ae>") == "Nexus agent agt_1 <agt_1@agents.nexus.invalid>"
+
+
+async def test_awkward_values_are_quoted_and_line_breaks_refused(tmp_path: Path) -> None:
+    rg = _rg(tmp_path)
+    await workspace.prepare(None, rg, agent_id="agt_1", token=None)
+    rg.sealed = ""  # as while preparing: the runner writes before it seals
+    workspace.write_identity(rg, name='a "b" \\ c; #d', email="e@x")
+    assert await _config(rg, "user.name") == 'a "b" \\ c; #d'
+    with pytest.raises(workspace.GitError):
+        workspace.write_identity(rg, name="a\n[core]\n\tbare = true", email="e@x")
