@@ -307,7 +307,12 @@ OVERVIEW = [
 ]
 
 # Families the services export that no panel shows, and why (by name, or by prefix).
-UNPANELLED: dict[str, str] = {}
+UNPANELLED: dict[str, str] = {
+    "nexus_db_commands_total": "database commands by command and collection: what a run costs in round trips, "
+    "read per run by bench.throughput",
+    "nexus_db_command_seconds_total": "time spent waiting on database commands by command and collection: read per "
+    "run by bench.throughput",
+}
 UNPANELLED_PREFIXES = {
     "process_": (
         "the Prometheus client's process metrics (CPU, memory, file descriptors): for ad-hoc queries, not the overview"
