@@ -97,6 +97,12 @@ OVERVIEW = [
         Panel("Consumer loops restarted", "Loops that died and were restarted, per 5 minutes.",
               [("sum by (job, loop) (increase(nexus_loop_restarts_total[5m]))", "{{job}} {{loop}}")]),
     ]),
+    Section("Database", [
+        Panel("Database commands per second", "Commands each service sends, by collection (the cost of a run shows here first).",
+              [(f"sum by (job, collection) (rate(nexus_db_commands_total{RATE}))", "{{job}} {{collection}}")], unit="ops", width=12),
+        Panel("Time waiting for the database", "Seconds per second each service spends waiting for database commands, by collection.",
+              [(f"sum by (job, collection) (rate(nexus_db_command_seconds_total{RATE}))", "{{job}} {{collection}}")], unit="s", width=12),
+    ]),
     Section("HTTP (core-api)", [
         Panel("Requests per second by route", "", [(f"sum by (route) (rate(nexus_http_requests_total{RATE}))", "{{route}}")], unit="reqps"),
         Panel("Latency by route", "p50 and p99 per route template.", quantiles("nexus_http_request_duration_seconds", "route"), unit="s"),
