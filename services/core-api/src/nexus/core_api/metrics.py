@@ -5,7 +5,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from nexus.core_api.budgets.spend import LEFT_TOKENS, LEFT_USD, SPENT_TOKENS, SPENT_USD  # noqa: F401 — budgets
 from nexus.core_api.observability import LATENCY, REQUESTS  # noqa: F401 — HTTP, beside the middleware that counts
-from nexus.db.stats import COMMANDS, SECONDS  # noqa: F401 — its database commands
+from nexus.db.stats import COMMANDS as DB_COMMANDS, SECONDS as DB_SECONDS  # noqa: F401 — its database commands
 from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'
 from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' lag
 from nexus.observability.metrics import RUNS_TOTAL  # noqa: F401 — runs by final state: core-api owns final states

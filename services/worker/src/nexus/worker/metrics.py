@@ -3,7 +3,7 @@ it sees happen to executions."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from nexus.db.stats import COMMANDS, SECONDS  # noqa: F401 — its database commands
+from nexus.db.stats import COMMANDS as DB_COMMANDS, SECONDS as DB_SECONDS  # noqa: F401 — its database commands
 from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'
 from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' lag
 

@@ -210,6 +210,25 @@ OVERVIEW = [
         ],
     ),
     Section(
+        "Database",
+        [
+            Panel(
+                "Database commands per second",
+                "Commands each service sends, by collection (the cost of a run shows here first).",
+                [(f"sum by (job, collection) (rate(nexus_db_commands_total{RATE}))", "{{job}} {{collection}}")],
+                unit="ops",
+                width=12,
+            ),
+            Panel(
+                "Time waiting for the database",
+                "Seconds per second each service spends waiting for database commands, by collection.",
+                [(f"sum by (job, collection) (rate(nexus_db_command_seconds_total{RATE}))", "{{job}} {{collection}}")],
+                unit="s",
+                width=12,
+            ),
+        ],
+    ),
+    Section(
         "HTTP (core-api)",
         [
             Panel(
@@ -307,12 +326,7 @@ OVERVIEW = [
 ]
 
 # Families the services export that no panel shows, and why (by name, or by prefix).
-UNPANELLED: dict[str, str] = {
-    "nexus_db_commands_total": "database commands by command and collection: what a run costs in round trips, "
-    "read per run by bench.throughput",
-    "nexus_db_command_seconds_total": "time spent waiting on database commands by command and collection: read per "
-    "run by bench.throughput",
-}
+UNPANELLED: dict[str, str] = {}
 UNPANELLED_PREFIXES = {
     "process_": (
         "the Prometheus client's process metrics (CPU, memory, file descriptors): for ad-hoc queries, not the overview"
