@@ -10,7 +10,7 @@ install: ## uv, the Python workspace (from uv.lock), nats-server, FerretDB and P
 	@$(UV) sync --all-packages --frozen --quiet
 	@scripts/install-tools.sh >/dev/null
 
-test-tools: ## what the suite uses besides the servers: Prometheus and promtool, bubblewrap, node (Debian packages)
+test-tools: ## what the suite uses besides the servers: Prometheus and promtool, bubblewrap, node, chromium (Debian packages)
 	@scripts/install-test-tools.sh
 
 run: install ## the whole system on this machine (data in .nexus/)
