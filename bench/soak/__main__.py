@@ -128,6 +128,7 @@ async def main_async(a: argparse.Namespace) -> dict:
             deadline = time.monotonic() + a.minutes * 60
             created: list[str] = []
             statuses: dict[str, str] = {}
+            unexpected: list[dict] = []
 
             async def lane(i: int) -> None:
                 while time.monotonic() < deadline:
@@ -136,6 +137,10 @@ async def main_async(a: argparse.Namespace) -> dict:
                     run_id = r.json()["current_run_id"]
                     created.append(run_id)
                     statuses[run_id] = await _final(api, run_id)
+                    if statuses[run_id] != "succeeded":  # what ended otherwise, and why, in the report
+                        run = (await api.get(f"/v1/runs/{run_id}")).json()
+                        unexpected.append({"run_id": run_id, "status": run.get("status"), "reason": run.get("reason"),
+                                           "attempt": run.get("attempt"), "agent": run.get("agent_id")})
 
             async def warm_sample() -> None:
                 # Pools (MongoDB clients, FerretDB's backend connections) open under the first load: a
@@ -148,7 +153,7 @@ async def main_async(a: argparse.Namespace) -> dict:
             for s in statuses.values():
                 by_status[s] = by_status.get(s, 0) + 1
             result["runs"] = {"created": len(created), "final": sum(s in FINAL for s in statuses.values()), "by_status": by_status,
-                              "per_minute": round(len(created) / a.minutes, 1)}
+                              "per_minute": round(len(created) / a.minutes, 1), "not_succeeded": unexpected[:50]}
             nc = await connect(stack.nats_url or "", "soak", creds=stack.creds("tools"))
             for _ in range(100):  # let the last events drain; the lag reported is what remains
                 result["consumer_lag"] = await lag(nc)
@@ -162,7 +167,10 @@ async def main_async(a: argparse.Namespace) -> dict:
             result["restarted_during_soak"] = sorted(n for n, p in processes(stack).items() if pids.get(n) != p)
     finally:
         stack.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        if (result.get("runs") or {}).get("not_succeeded"):
+            result["logs_kept_in"] = str(home)  # a run ended otherwise than succeeded: its services' logs stay for reading
+        else:
+            shutil.rmtree(home, ignore_errors=True)
     return result
 
 

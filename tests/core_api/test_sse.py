@@ -69,6 +69,30 @@ async def test_system_events_resume_after_a_disconnect(http: httpx.AsyncClient) 
     assert_problem(await http.get("/v1/events", params={"types": "nonsense.happened"}), 422, "types")
 
 
+async def test_a_poison_message_in_the_stream_ends_no_reader(http: httpx.AsyncClient, settings, nats_creds: str) -> None:
+    """Messages that are not envelopes, kept by the stream, are skipped by every reader and every replay."""
+    nc = await connect(settings.nats_url, "test-sse-poison", creds=nats_creds)
+    try:
+        js = nc.jetstream()
+        for body in (b"not json at all", b'{"type": "goal.created"}', b"[1, 2, 3]"):
+            await js.publish("nexus.evt.goal.created", body)
+        run = await new_run(http)
+        await js.publish(f"nexus.run.{run['id']}.log", b'{"id": "x", "type": "run.status", "occurred_at": "t", '
+                         b'"source": "s", "data": [1]}')  # an envelope whose status data is not an object
+    finally:
+        await nc.drain()
+    after = (await http.post("/v1/goals", json={"title": "after the poison"})).json()["id"]
+    got = await collect(sse(http, "/v1/events", types="goal.*"), lambda ms: after in goal_ids(ms, {after}))
+    assert after in goal_ids(got, {after})  # replayed from the start, past the poison, to the goal
+    pub_nc = await connect(settings.nats_url, "test-sse-poison-2", creds=nats_creds)
+    try:
+        await Publisher(pub_nc.jetstream(), "agent-runner").publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
+    finally:
+        await pub_nc.drain()
+    rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events")]  # skips the poison, ends after the status
+    assert [m["event"] for m in rest if "data" in m][-1] == "run.status"
+
+
 async def test_run_events_resume_and_end_after_the_final_status(http: httpx.AsyncClient, settings, nats_creds: str) -> None:
     run = await new_run(http)
     nc = await connect(settings.nats_url, "test-sse", creds=nats_creds)

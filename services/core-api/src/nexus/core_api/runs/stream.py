@@ -3,6 +3,7 @@ reconnects with Last-Event-ID resumes exactly after the last event it saw, minut
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from litestar.response import ServerSentEventMessage
@@ -14,6 +15,8 @@ import msgspec
 from nexus.domain.runs import RUN_FINAL
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
+
+log = logging.getLogger("nexus.core_api.sse")
 
 FINAL_NAMES = {s.value for s in RUN_FINAL}
 
@@ -62,9 +65,16 @@ async def jetstream_events(
                     return
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
-            env = decode_raw(msg.data)
-            if stop_when_final and env.type == "run.status":
-                final_seen = final_seen or msgspec.json.decode(env.data).get("status") in FINAL_NAMES
+            try:
+                env = decode_raw(msg.data)
+                if stop_when_final and env.type == "run.status":
+                    final_seen = final_seen or msgspec.json.decode(env.data).get("status") in FINAL_NAMES
+            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
+                # A message that is not an envelope (a poison message kept by the stream) is skipped: it must
+                # not end every reader's stream, now and on every replay for as long as the stream keeps it.
+                seq = msg.metadata.sequence.stream
+                log.warning("skipping an undecodable message on %s (stream sequence %d)", msg.subject, seq)
+                continue
             if not types or any(env.type == t or env.type.startswith(t.rstrip("*")) for t in types):
                 yield ServerSentEventMessage(
                     data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream)
