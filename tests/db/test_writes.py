@@ -8,7 +8,7 @@ import pytest
 
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Goal, Task
-from nexus.db.writes import update_document
+from nexus.db.writes import Written, update_document
 
 pytestmark = pytest.mark.infra
 
@@ -95,3 +95,16 @@ async def test_a_stale_kept_copy_is_refused_by_its_version(fresh_db) -> None:
     assert moved is None  # it saw the cancelled task, not the stale copy
     assert (await Task.get(task.id)).status == "cancelled"
 
+
+
+async def test_kept_copies_are_bounded_and_the_least_recently_written_goes_first(fresh_db) -> None:
+    """However many documents pass through, the kept copies stay at the bound: the one written
+    longest ago goes, the ones being worked on stay."""
+    kept = Written(max_entries=3)
+    tasks = [Task(id=f"task_{uuid.uuid4().hex}", title=f"t{i}") for i in range(4)]
+    for t in tasks[:3]:
+        kept.keep(Task, t.id, t)
+    kept.keep(Task, tasks[0].id, tasks[0])  # written again: now the most recent
+    kept.keep(Task, tasks[3].id, tasks[3])  # one too many: t1, written longest ago, goes
+    assert [title for title in ("t0", "t1", "t2", "t3")
+            if kept.peek(Task, tasks[int(title[1])].id) is not None] == ["t0", "t2", "t3"]

@@ -24,7 +24,10 @@ class Written:
     changes one without writing never leaves a changed document behind. Stale copies are harmless:
     the compare-and-set on `version` refuses them and the caller reads the document."""
 
-    def __init__(self, max_entries: int = 20_000) -> None:
+    def __init__(self, max_entries: int = 2_000) -> None:
+        # Enough for the documents of every run in flight (a run, its task, its session); past it the
+        # least recently written is let go (a later update of it reads first), so memory stays flat
+        # however much history passes through.
         self.max_entries = max_entries
         self.docs: dict[tuple[str, Any], Any] = {}
 
@@ -39,15 +42,17 @@ class Written:
         return self.docs.get((doc_cls.get_pymongo_collection().name, doc_id))
 
     def keep(self, doc_cls: Any, doc_id: Any, doc: Any) -> None:
-        if len(self.docs) >= self.max_entries:
-            self.docs.clear()
+        key = (doc_cls.get_pymongo_collection().name, doc_id)
+        self.docs.pop(key, None)  # re-inserted below: the dict's order is the order of last writes
+        while len(self.docs) >= self.max_entries:
+            del self.docs[next(iter(self.docs))]
         # A copy: the caller keeps (and may change) the document it was returned. Its times as the
         # database holds them (milliseconds), so a response made from it reads as one made from a read.
         copy = doc.model_copy(deep=True)
         for name, value in list(vars(copy).items()):
             if isinstance(value, datetime):
                 setattr(copy, name, value.replace(microsecond=value.microsecond // 1000 * 1000))
-        self.docs[(doc_cls.get_pymongo_collection().name, doc_id)] = copy
+        self.docs[key] = copy
 
     def forget(self, doc_cls: Any, doc_id: Any) -> None:
         self.docs.pop((doc_cls.get_pymongo_collection().name, doc_id), None)
