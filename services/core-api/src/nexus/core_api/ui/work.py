@@ -14,6 +14,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.render import form_of, page
+from nexus.core_api.ui.shown import contents, diff_lines
 from nexus.db.documents import RunEvent
 from nexus.domain.tasks import TaskStatus, can_move_task
 from nexus.events.catalog import EVENTS_STREAM, run_filter
@@ -27,6 +28,7 @@ _SUMMARY_KEYS = (
     "status",
     "path",
     "relPath",
+    "rel_path",
     "cmd",
     "exitCode",
     "command",
@@ -203,6 +205,8 @@ class RunPages(Controller):
                 for e in events
             ],
             after=events[-1].stream_seq if events else 0,
+            shown=await contents(view["run"]["id"]),
+            diff_lines=diff_lines,
         )
 
     @get("/{run_id:str}/summary", guards=[READ])
