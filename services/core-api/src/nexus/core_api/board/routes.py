@@ -43,6 +43,9 @@ class BoardController(Controller):
         goal_id: Annotated[str | None, Parameter(description="only this goal's cards")] = None,
         repository: Annotated[str | None, Parameter(description="repository id or name")] = None,
         assignee: Annotated[str | None, Parameter(description="agent id or name")] = None,
+        final_limit: Annotated[int, Parameter(ge=1, le=500, description="newest cards shown per final column")] = (
+            service.FINAL_SHOWN
+        ),
     ) -> BoardOut:
         filters: dict = {}
         if goal_id:
@@ -51,7 +54,7 @@ class BoardController(Controller):
             filters["repository_id"] = await _id_of(Repository, repository, "repository")
         if assignee:
             filters["assignee_agent_id"] = await _id_of(Agent, assignee, "assignee")
-        return await service.board(filters)
+        return await service.board(filters, final_limit)
 
     @get("/events", guards=[READ])
     async def board_events(self, request: Request) -> ServerSentEvent:

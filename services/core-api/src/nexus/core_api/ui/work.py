@@ -79,7 +79,8 @@ async def _board(api: Api, goal_id: str | None) -> dict:
             card["moves"] = moves_for(card["status"], card["column"])
             lane["columns"][card["column"]].append(card)
     order = sorted(lanes.values(), key=lambda lane: (lane["goal_id"] is None, lane["goal_id"] or ""), reverse=False)
-    return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or ""}
+    more = {c["id"]: c.get("more", False) for c in board["columns"]}
+    return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or "", "more": more}
 
 
 class BoardPages(Controller):
