@@ -17,7 +17,7 @@ RANKS = "board_ranks"  # {_id: task id, rank: float}: only cards a person has pl
 OPEN = ("backlog", "ready", "in_progress", "in_review")
 # The final columns grow with history: they show their newest cards (the rest are in the task list).
 FINAL_COLUMNS = {"done": ("done",), "failed_cancelled": ("failed", "cancelled")}
-FINAL_SHOWN = 50
+FINAL_SHOWN = 20
 
 
 def _ranks_collection() -> Any:
