@@ -133,6 +133,8 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
     # The run page after a reload (what a browser without scripts reads): the session's file write and the ledger.
     await run_page.reload()
     await expect(run_page.locator(".change[data-type]", has_text="notes/hello.txt").first).to_be_visible()
+    # ... with what the write changed: its diff, the added line styled as an addition.
+    await expect(run_page.locator(".change[data-type='file-write'] pre.diff .add", has_text="+written after a person said yes")).to_be_visible()
     await expect(run_page.locator("#ledger")).to_have_attribute("data-ok", "true")
     await shot(run_page, "run")
 
