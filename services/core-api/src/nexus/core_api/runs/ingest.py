@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
 from nexus.core_api.metrics import count_heartbeat, count_llm_call
@@ -99,7 +100,7 @@ async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
         case p.SessionOpened():
             await sessions.on_opened(run_id, d.payload, d.stream_seq)
         case p.ApprovalRequested():
-            await engine.on_approval_requested(ctx, d.payload)
+            await on_requested(ctx, d.payload)
 
 
 async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import msgspec
 
-from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.budgets.service import check_alerts, shares_for
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
@@ -38,7 +37,6 @@ from nexus.domain.ids import new_id
 from nexus.domain.run_facts import RUNTIME_ENDS
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import (
-    ApprovalRequested,
     ChildFinished,
     ChildPlan,
     GoalChanged,
@@ -96,12 +94,6 @@ async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) ->
             await on_status(ctx, run_id, found[0], found[1])
     _, then = await runs.on_runtime(run_id, ev, seq)
     await carry_out(ctx, then)
-
-
-async def on_approval_requested(ctx: Context, ev: ApprovalRequested) -> None:
-    """A paused run asks for a decision: the request is stored and announced once. The run's own
-    `waiting_approval` follows on its ordered stream, from the runner: nothing here reads the run."""
-    await on_requested(ctx, ev)
 
 
 async def cancel_run(ctx: Context, run_id: str, reason: str) -> Run | None:
