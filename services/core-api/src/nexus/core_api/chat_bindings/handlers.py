@@ -10,6 +10,7 @@ from nexus.core_api.audit.service import record
 from nexus.core_api.chat_bindings.service import Refused, actor, check
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
+from nexus.core_api.named import goal_refs
 from nexus.core_api.workflow import engine
 from nexus.db.documents import Goal
 from nexus.domain.roles import Capability
@@ -56,7 +57,7 @@ async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
     if cmd.goal_id and await Goal.get(cmd.goal_id) is not None:
         return  # a redelivered command creates nothing twice
     try:
-        agent_id, repo_id = await engine.resolve_goal_refs(cmd.meta_agent or None, cmd.repository or None)
+        agent_id, repo_id = await goal_refs(cmd.meta_agent or None, cmd.repository or None)
     except DomainError as exc:
         raise Poison(f"{exc.field}: {exc.detail}") from exc
     goal = await engine.create_goal(ctx, cmd.title, cmd.description, created_by=who.key_id if who else cmd.requested_by,

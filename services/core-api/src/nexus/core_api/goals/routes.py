@@ -14,6 +14,7 @@ from nexus.core_api.goals.detail import detail
 from nexus.core_api.goals.budget import set_budget
 from nexus.core_api.goals.schemas import GoalCreate, GoalDetail, GoalOut
 from nexus.core_api.goals.stream import goal_events
+from nexus.core_api.named import goal_refs
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.stream import parse_last_event_id
 from nexus.core_api.tasks.schemas import TaskOut
@@ -31,7 +32,7 @@ class GoalController(Controller):
     @post("/", guards=[MANAGE_WORK])
     async def create_goal(self, request: Request, data: GoalCreate) -> GoalDetail:
         ctx: Context = request.app.state.ctx
-        meta_agent_id, repo_id = await engine.resolve_goal_refs(data.meta_agent, data.repository)
+        meta_agent_id, repo_id = await goal_refs(data.meta_agent, data.repository)
         budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
         goal = await engine.create_goal(ctx, data.title, data.description, created_by=request.user.key_id,
                                         meta_agent_id=meta_agent_id, repository_id=repo_id, budget=budget)

@@ -14,7 +14,6 @@ from nexus.core_api.errors import DomainError
 from nexus.core_api.goals.lifecycle import cancel_goal as stop_goal
 from nexus.core_api.goals.lifecycle import reconcile
 from nexus.core_api.goals.report import finish as report_goal
-from nexus.core_api.named import named_id
 from nexus.core_api.board.service import publish_moved
 from nexus.core_api.tasks import service as tasks_store
 from nexus.core_api.tasks.schemas import TaskCreate
@@ -30,7 +29,7 @@ from nexus.core_api.workflow.followups import (
     TaskFollowsRun,
     TaskMoved,
 )
-from nexus.db.documents import Agent, Goal, Repository, Run, Task, now
+from nexus.db.documents import Goal, Run, Task, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
@@ -153,17 +152,6 @@ async def release(ctx: Context, query: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- goals
-async def resolve_goal_refs(meta_agent: str | None, repository: str | None) -> tuple[str | None, str | None]:
-    """A goal's planner and repository: names or ids in, ids out; a reference to nothing is the
-    caller's mistake, named by field."""
-    agent_id = repo_id = None
-    if meta_agent:
-        agent_id = await named_id(Agent, meta_agent, kind="agent", field="meta_agent")
-    if repository:
-        repo_id = await named_id(Repository, repository, kind="repository", field="repository")
-    return agent_id, repo_id
-
-
 async def create_goal(ctx: Context, title: str, description: str, *, created_by: str, meta_agent_id: str | None = None,
                       repository_id: str | None = None, goal_id: str | None = None, budget: Cap | None = None) -> Goal:
     goal = Goal(id=goal_id or new_id("goal"), title=title, description=description, created_by=created_by,
