@@ -63,10 +63,14 @@ class RunConfig(Payload):
 
 # ---------------------------------------------------------------- commands
 class LaunchRun(Payload):
-    run_id: str
     attempt: int
     config: RunConfig
     priority: int = 0
+
+    @property
+    def run_id(self) -> str:
+        """The run's id travels once, in its config."""
+        return self.config.run_id
 
 
 class CancelRun(Payload):

@@ -14,9 +14,9 @@ from nexus.core_api.board.schemas import BoardOut, BoardProviderIn, BoardProvide
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.core_api.named import named_id
-from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.tasks import service as tasks
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Agent, Repository
 from nexus.domain.tasks import TaskStatus
 from nexus.events.catalog import EVENTS_STREAM, spec
@@ -82,12 +82,12 @@ class BoardController(Controller):
         if data.column is not None and data.column != column_of(task.status):
             target = service.target_status(data.column)
             await service.forget_rank(task.id)
-            task = await tasks.move(ctx, task.id, target)
+            task = await engine.move_task(ctx, task.id, target)
             await record(
                 request.user, f"board.move.{data.column}", f"tasks/{task.id}", before_id=task.id, after_id=task.id
             )
             if task.status == TaskStatus.READY.value:
-                await dispatch_task(ctx, task)
+                await engine.dispatch(ctx, task)
         if data.direction is not None:
             await service.rerank(ctx, await tasks.get(task.id), data.direction)
             await record(
