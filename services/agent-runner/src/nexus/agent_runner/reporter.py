@@ -134,6 +134,10 @@ class RunReporter:
 
     def start_heartbeat(self, every_s: float) -> None:
         async def beat() -> None:
+            # The first beat after one interval, like every other: "running" said the run is alive, and a
+            # run that ends sooner needs none (each beat is a stored event and a write of the run's
+            # liveness in core-api; silence is judged against the run's start as much as its last beat).
+            await asyncio.sleep(every_s)
             while True:
                 with contextlib.suppress(Exception):
                     await self._publish(
