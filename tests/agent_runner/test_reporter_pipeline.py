@@ -15,7 +15,7 @@ from tests.agent_runner.test_runner_support import js, read_events  # noqa: F401
 pytestmark = pytest.mark.infra
 
 
-async def test_events_keep_their_order_and_a_status_waits_for_them(js) -> None:  # noqa: F811
+async def test_events_keep_their_order_and_a_status_waits_for_them(js) -> None:
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     r = RunReporter(js, run_id, 1)
     await r.status("running")
@@ -30,7 +30,7 @@ async def test_events_keep_their_order_and_a_status_waits_for_them(js) -> None: 
     assert len({e["id"] for _, e in events}) == len(events)  # each its own message id (JetStream's dedupe id)
 
 
-async def test_a_ledger_entry_is_stored_before_the_recorder_returns(js, monkeypatch) -> None:  # noqa: F811
+async def test_a_ledger_entry_is_stored_before_the_recorder_returns(js, monkeypatch) -> None:
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     r = RunReporter(js, run_id, 1)
     real = r.publisher.publish
@@ -50,7 +50,7 @@ async def test_a_ledger_entry_is_stored_before_the_recorder_returns(js, monkeypa
     assert info.state.subjects == {f"nexus.run.{run_id}.log": 1, f"nexus.run.{run_id}.note": 1}
 
 
-async def test_a_publish_that_failed_is_raised_at_the_next_status(js, monkeypatch) -> None:  # noqa: F811
+async def test_a_publish_that_failed_is_raised_at_the_next_status(js, monkeypatch) -> None:
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     r = RunReporter(js, run_id, 1)
     real = r.publisher.publish

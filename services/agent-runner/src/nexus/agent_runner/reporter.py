@@ -69,9 +69,10 @@ class RunReporter:
     def _raise_failed(self) -> None:
         done = [task for task in self._pending if task.done()]
         self._pending = [task for task in self._pending if not task.done()]
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]  # checked just above
+        failures = [task.exception() for task in done if not task.cancelled()]  # each one retrieved
+        failed = next((exc for exc in failures if exc is not None), None)
+        if failed is not None:
+            raise failed
 
     async def flush(self) -> None:
         """Wait until every event sent so far is stored; the first failure is raised."""

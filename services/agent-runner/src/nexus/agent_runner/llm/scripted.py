@@ -107,7 +107,7 @@ def parse_script(script: str | None) -> tuple[Step, ...]:
 
     try:
         # libyaml's safe loader where PyYAML has it (~10× faster than the pure-Python one, same documents)
-        doc = yaml.load(script, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 — a safe loader
+        doc = yaml.load(script, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # a safe loader either way
     except yaml.YAMLError as e:
         raise LLMConfigError(f"invalid script: not valid YAML: {e}") from None
     if doc is None:
