@@ -41,3 +41,31 @@ async def test_awkward_values_are_quoted_and_line_breaks_refused(tmp_path: Path)
     assert await _config(rg, "user.name") == 'a "b" \\ c; #d'
     with pytest.raises(workspace.GitError):
         workspace.write_identity(rg, name="a\n[core]\n\tbare = true", email="e@x")
+
+
+async def test_the_written_repository_is_what_git_init_makes(tmp_path: Path) -> None:
+    """A run without a repository gets its empty repository written by the runner (no `git init`
+    process): every setting git init would write, the same branch, and git works in it as in one it made."""
+    made = _rg(tmp_path / "by-git")
+    made.work_tree.mkdir(parents=True)
+    made.private.mkdir(parents=True)
+    await workspace.git(made, "init", "-q", "-b", "main")
+    ours = _rg(tmp_path / "by-runner")
+    await workspace.prepare(None, ours, agent_id="agt_1", token=None)
+    ours.sealed = ""
+
+    async def settings(rg: workspace.RunGit) -> set[str]:
+        listed = await workspace.git(rg, "config", "--local", "--list")
+        return {line.replace(str(rg.work_tree), "<work tree>") for line in listed.splitlines() if not line.startswith("user.")}
+
+    assert await settings(ours) == await settings(made)
+    assert await workspace.git(ours, "symbolic-ref", "HEAD") == "refs/heads/main"
+    assert await workspace.git(ours, "rev-parse", "--show-toplevel") == str(ours.work_tree)
+    assert await workspace.head(ours) == ""  # no commit yet, as after git init
+    assert not await workspace.has_changes(ours)
+    (ours.work_tree / "a.txt").write_text("a\n")
+    assert await workspace.has_changes(ours)
+    await workspace.git(ours, "add", "-A")
+    await workspace.git(ours, "commit", "-q", "-m", "work")
+    assert await workspace.git(ours, "fsck", "--strict") == ""
+    assert await workspace.git(ours, "rev-parse", "--abbrev-ref", "HEAD") == "main"

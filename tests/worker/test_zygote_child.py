@@ -5,7 +5,9 @@ descriptors; the run's environment file is claimed once and emptied."""
 import asyncio
 import json
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,10 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
     assert max(seen["fds"]) <= 3 and seen["threads"] == 1  # stdio (+ the listing): none of the zygote's pipes
     assert not (tmp_path / "runner.env").exists()
     assert (tmp_path / f"runner.env.{pid}").read_bytes() == b""  # claimed, then emptied: the secret lives only in the run
+    # Done once in the zygote, inherited: the sandbox probe, the tracing resource; and what the zygote
+    # imported is frozen out of the collector's walks (no copy-on-write of it by a child's collections).
+    assert seen["warm"]["sandbox_probed"] and seen["warm"]["tracing_resources"] == 1
+    assert seen["warm"]["frozen_objects"] > 10_000
 
 
 async def test_exit_codes_and_signals_reach_the_worker(zygote: Zygote, tmp_path: Path) -> None:
@@ -64,3 +70,19 @@ async def test_a_withdrawn_environment_is_never_run(zygote: Zygote, tmp_path: Pa
         zygote.kill()
     assert not (tmp_path / "x").exists() and not (tmp_path / "runner.env").exists()
     assert claim_env(str(tmp_path / "runner.env"), "again") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another identity needs root")
+async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_user(zygote: Zygote, tmp_path: Path) -> None:
+    """The zygote's sandbox probe ran as the zygote's user; a child running as another one forgets it."""
+    shared = Path(tempfile.mkdtemp(prefix="zygote-uid-"))  # reachable by that user (pytest's tmp_path is not)
+    shared.chmod(0o777)
+    out = shared / "seen.json"
+    env = {"PATH": "/usr/bin:/bin", "PROBE_OUT": str(out)}
+    pid = await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99),
+                             uid=65534, gid=65534)
+    assert await zygote.wait(pid) == 0, (tmp_path / "runner.log").read_text()
+    try:
+        assert json.loads(out.read_text())["warm"]["sandbox_probed"] is False
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -1,10 +1,23 @@
 """What a child forked by the runner zygote sees of itself, written where PROBE_OUT says: the
 zygote tests run this in place of agent-runner's main to read the child's environment and limits."""
 
+import gc
 import json
 import os
 import resource
+import sys
 import threading
+
+
+def _warm() -> dict:
+    """What the child inherited from the zygote's warm-up instead of doing it again."""
+    sandbox = sys.modules.get("nexus.agent_runner.hypervisor.sandbox")
+    tracing = sys.modules.get("nexus.observability.tracing")
+    return {
+        "sandbox_probed": bool(sandbox and sandbox.detect.cache_info().currsize),
+        "tracing_resources": len(tracing._resources) if tracing else 0,
+        "frozen_objects": gc.get_freeze_count(),
+    }
 
 
 def report(environ: dict[str, str]) -> int:
@@ -13,6 +26,7 @@ def report(environ: dict[str, str]) -> int:
         "env": dict(os.environ), "given": environ, "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
         "cwd": os.getcwd(), "fds": fds, "threads": threading.active_count(),
         "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in ("RLIMIT_AS", "RLIMIT_NOFILE", "RLIMIT_CPU")},
+        "warm": _warm(),
     }
     with open(environ["PROBE_OUT"], "w") as f:
         json.dump(seen, f)

@@ -70,11 +70,18 @@ class TextFormatter(logging.Formatter):
         return head + " [" + " ".join(f"{k}={v}" for k, v in ids.items()) + "]" + sep + rest
 
 
+def _set_level(logger: logging.Logger, level: int) -> None:
+    # setLevel clears the level cache of every logger in the process: skipped when nothing changes
+    # (a runner forked from the warm zygote inherits the levels it would set).
+    if logger.level != level:
+        logger.setLevel(level)
+
+
 def setup_logging(service: str, level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    _set_level(root, logging.getLevelName(level.upper()))
     for noisy in ("pymongo", "nats", "httpx", "httpcore", "kr8s"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        _set_level(logging.getLogger(noisy), max(logging.WARNING, root.level))

@@ -3,6 +3,7 @@ nowhere otherwise. W3C trace context crosses NATS in message headers (nexus.even
 through its environment (`TRACEPARENT`, the variable name OpenTelemetry's environment carrier uses)."""
 
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import opentelemetry.trace as trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("nexus.observability.tracing")
@@ -33,12 +35,9 @@ def setup_tracing(
 ) -> "TracerProvider":
     """Install this process's tracer provider. Without an endpoint spans are made (ids for the logs, context
     for the next hop) but exported nowhere."""
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider  # the SDK only where a process sets up (kept off import paths)
 
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": service, "service.namespace": "nexus", **(resource or {})})
-    )
+    provider = TracerProvider(resource=service_resource(service, resource))
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -51,6 +50,26 @@ def setup_tracing(
     return provider
 
 
+# What Resource.create reads besides its arguments (its default "otel" detector reads the first two).
+_RESOURCE_ENV = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS")
+_resources: dict[tuple, "Resource"] = {}
+
+
+def service_resource(service: str, resource: Mapping[str, str] | None = None) -> "Resource":
+    """The process's resource, made once per (service, attributes, OTEL_* environment): Resource.create
+    runs its detectors on a thread pool (two threads, ~5 ms), which a runner forked from the warm zygote
+    would otherwise pay on every run. The zygote makes it before it forks; a child whose environment
+    names other resource attributes makes its own."""
+    from opentelemetry.sdk.resources import Resource
+
+    key = (service, tuple(sorted((resource or {}).items())), tuple(os.environ.get(name) for name in _RESOURCE_ENV))
+    made = _resources.get(key)
+    if made is None:
+        made = Resource.create({"service.name": service, "service.namespace": "nexus", **(resource or {})})
+        _resources[key] = made
+    return made
+
+
 def flush_tracing(timeout_ms: int = 5000) -> None:
     """Export what is buffered: call before a process exits (a runner's last spans are its most useful)."""
     provider = trace.get_tracer_provider()
@@ -58,8 +77,18 @@ def flush_tracing(timeout_ms: int = 5000) -> None:
         provider.force_flush(timeout_ms)
 
 
+_tracers: dict[str, tuple[object, trace.Tracer]] = {}
+
+
 def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
+    """The tracer `name` of the current provider, made once per provider (the SDK makes a new one, with
+    its scope, on every get_tracer: ~0.25 ms each, several per published event)."""
+    provider = trace.get_tracer_provider()
+    kept = _tracers.get(name)
+    if kept is None or kept[0] is not provider:
+        kept = (provider, provider.get_tracer(name))
+        _tracers[name] = kept
+    return kept[1]
 
 
 def traceparent_env() -> dict[str, str]:

@@ -131,6 +131,10 @@ async def _run(settings, environ: dict[str, str], cfg, *, announced: bool = Fals
         code = 2
     finally:
         await reporter.stop_heartbeat()
+        try:
+            await reporter.flush()  # every path ends with its events stored (a verdict flushed them already)
+        except Exception:  # the run's end stands; what could not be stored is said in the log
+            log.exception("run %s: some events could not be stored", cfg.run_id)
         await nc.drain()
     return code
 

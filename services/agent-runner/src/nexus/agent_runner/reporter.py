@@ -1,4 +1,15 @@
-"""Everything the runner says goes out as run events on nexus.run.<run_id>.<kind>."""
+"""Everything the runner says goes out as run events on nexus.run.<run_id>.<kind>.
+
+Publishes are pipelined: an event is sent at once and its JetStream ack awaited in the background,
+so a run's events cost one round trip per status, not one per event. A status (the events core-api
+applies in order: running, waiting, the verdict) is a barrier: it is sent only after every earlier
+event is acknowledged as stored, and awaited before anything after it is sent. So nothing is lost
+unacknowledged (a run's last word is a status, and every runner path flushes before it disconnects),
+every event keeps its envelope id as JetStream's dedupe id, and statuses keep their place among all
+events. Between two statuses, events go out in the order they were made; only a publish retried
+through a NATS failover may land after one sent later (core-api stores those by id, in any order).
+A session change (an entry of the ledger) is awaited until it and all before it are stored, before
+the tool's result goes back to the model. Heartbeats go out on their own."""
 
 import asyncio
 import contextlib
@@ -28,6 +39,7 @@ if TYPE_CHECKING:
     from nexus.kernel import Kernel
 
 log = logging.getLogger("nexus.agent_runner")
+MAX_PENDING = 64  # events whose acks may be outstanding at once; one more waits for all of them
 
 
 class RunReporter:
@@ -38,19 +50,49 @@ class RunReporter:
         self.step = 0
         self.mask = masker
         self._heartbeat: asyncio.Task | None = None
+        self._pending: list[asyncio.Task] = []  # publishes sent whose acks are awaited in the background
         # the session's agent kernel, once it has one: its mailboxes ride on the heartbeat
         self.kernel: Kernel | None = None
 
-    async def _send(self, type_: str, data) -> None:
+    async def _publish(self, type_: str, data) -> None:
         # The publisher rides out a NATS restart or failover (retried with the same message id).
         await self.publisher.publish(type_, data, run_id=self.run_id, correlation_id=self.run_id)
+
+    async def _send(self, type_: str, data) -> None:
+        """Sent as soon as the runner next waits, ack awaited in the background (by the next status
+        or `flush`). The publishes start in the order they were made and each reaches the
+        connection's buffer before its first real wait, so they go out in that order — and together,
+        in one write, when several were made in a row. A publish that failed is raised at the next
+        event, or at the next status."""
+        self._raise_failed()
+        self._pending.append(asyncio.create_task(self._publish(type_, data)))
+        if len(self._pending) >= MAX_PENDING:
+            await self.flush()
+
+    def _raise_failed(self) -> None:
+        done = [task for task in self._pending if task.done()]
+        self._pending = [task for task in self._pending if not task.done()]
+        failures = [task.exception() for task in done if not task.cancelled()]  # each one retrieved
+        failed = next((exc for exc in failures if exc is not None), None)
+        if failed is not None:
+            raise failed
+
+    async def flush(self) -> None:
+        """Wait until every event sent so far is stored; the first failure is raised."""
+        while self._pending:
+            pending, self._pending = self._pending, []
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
 
     async def status(self, status: str, **fields) -> None:
         if "reason" in fields:
             fields["reason"] = self.mask(fields["reason"])
         if "summary" in fields:
             fields["summary"] = self.mask(fields["summary"])
-        await self._send("run.status", RunStatusChanged(status=status, attempt=self.attempt, **fields))  # type: ignore[arg-type]  # callers pass RunPhase values
+        await self.flush()  # a status comes after everything said before it is stored
+        await self._publish("run.status", RunStatusChanged(status=status, attempt=self.attempt, **fields))  # type: ignore[arg-type]  # callers pass RunPhase values
 
     async def log(self, message: str, level: str = "info") -> None:
         await self._send("run.log", RunLog(message=self.mask(message), level=level))  # type: ignore[arg-type]  # a RunLog level
@@ -78,10 +120,11 @@ class RunReporter:
     def change_recorder(self, session_id: str, parent: str | None):
         async def record(change: SessionChange) -> None:
             kind = change_kind(str(change.__struct_config__.tag))
-            await self._send(
+            await self._send(  # the ledger's entries: each stored before the tool's result is used
                 f"run.{kind}",
                 SessionChanged(session_id=session_id, change=change, parent_session_id=parent, attempt=self.attempt),
             )
+            await self.flush()
 
         return record
 
@@ -100,9 +143,13 @@ class RunReporter:
 
     def start_heartbeat(self, every_s: float) -> None:
         async def beat() -> None:
+            # The first beat after one interval, like every other: "running" said the run is alive, and a
+            # run that ends sooner needs none (each beat is a stored event and a write of the run's
+            # liveness in core-api; silence is judged against the run's start as much as its last beat).
+            await asyncio.sleep(every_s)
             while True:
                 with contextlib.suppress(Exception):
-                    await self._send(
+                    await self._publish(
                         "run.heartbeat",
                         Heartbeat(attempt=self.attempt, step=self.step, pid=os.getpid(), **self._mailboxes()),
                     )

@@ -97,6 +97,7 @@ class RunSession:
         inbox = await self._inbox()
         approval_id = new_id("apr")
         expires = datetime.now(UTC) + timedelta(seconds=self.approval_timeout_s)
+        await self.reporter.flush()  # the request comes after what the run said before it
         await self.reporter.publisher.publish(
             "run.approval_requested",
             ApprovalRequested(
@@ -265,6 +266,15 @@ class RunSession:
         await hv.runner_call("note", {"message": "children finished:\n" + "\n".join(lines)})
         return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
 
+    async def _has_changes(self, hv: Hypervisor) -> bool:
+        """Whether the workspace holds work to commit. A run without a repository starts from an empty
+        work tree that only the hypervisor's tools write, each write recorded: with nothing recorded
+        there is nothing to commit, and no `git status` process is started to find that out. An
+        external CLI writes the work tree itself, so its runs always ask git."""
+        if self.cfg.repo is None and self.cfg.llm.provider != "external" and not hv.session.changes:
+            return False
+        return await workspace.has_changes(self.rg)
+
     async def _end(self, hv: Hypervisor, status: str, reason: str, usage: Usage | None, summary: str = "",
                    keep_work: bool = False) -> None:
         """`keep_work`: a failed run whose work so far is still committed and pushed (a budget stop)."""
@@ -275,7 +285,7 @@ class RunSession:
             status = "succeeded"  # through the commit and push below; the verdict stays `outcome_status`
             kept = f"; the work so far is on {cfg.repo.branch}" if cfg.repo else ""
             summary = summary or f"stopped: {reason}{kept}"
-        if status == "succeeded" and cfg.permissions.can_commit and await workspace.has_changes(self.rg):
+        if status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv):
             title = cfg.task.title if cfg.task else cfg.task_id
             message = outgoing.without_trailers(f"{title}\n\n{summary}".strip()[:4000]) or "Nexus run"
             result = await hv.runner_call("git_commit", {"message": message})

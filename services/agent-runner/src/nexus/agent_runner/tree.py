@@ -64,11 +64,11 @@ class SessionTree:
     @classmethod
     async def open(cls, nc: Any, session_id: str, status: Any) -> "SessionTree":
         kernel = Kernel(id=f"runner-{session_id}")
-        await kernel.connect_nats(nc)
         agent = SessionAgent(session_id, status)
         kernel.spawn(agent)
-        if kernel.remote is not None:
-            await kernel.remote.ready()
+        # Attached after the agent is in: the kernel's own inbox and the session's are subscribed
+        # together and confirmed by one round trip (connect_nats returns once the server knows both).
+        await kernel.connect_nats(nc)
         return cls(kernel, agent)
 
     async def child_finished(self, payload: dict, *, from_: str = "core-api") -> None:

@@ -91,7 +91,7 @@ async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: st
     rg.work_tree.parent.mkdir(parents=True, exist_ok=True)
     if repo is None:
         rg.work_tree.mkdir()
-        await git(rg, "init", "-q", "-b", "main")
+        init_repository(rg)
     else:
         await clone(repo, rg, token)
         await git(rg, "reset", "-q", "--hard", "HEAD")  # the checkout, without the credential
@@ -101,6 +101,22 @@ async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: st
     if (rg.work_tree / ".git").exists() or (rg.work_tree / ".git").is_symlink():
         raise GitError("the workspace holds a .git entry after preparing it")
     rg.sealed = safegit.steering_digest(rg.git_dir)
+
+
+def init_repository(rg: RunGit, branch: str = "main") -> None:
+    """An empty repository in the run's private git directory for its work tree: what `git init -q -b
+    <branch>` makes there with git's templates left out (sample hooks that never run — hooks are off —
+    a description and an exclude file of comments), written directly: a run without a repository
+    starts no git process to get one."""
+    git_dir = rg.git_dir
+    git_dir.mkdir(mode=0o700)
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
+        (git_dir / sub).mkdir(parents=True)
+    (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+    (git_dir / "config").write_text(
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"
+        f"\tworktree = {_config_value(str(rg.work_tree))}\n"
+    )
 
 
 def _config_value(value: str) -> str:

@@ -20,6 +20,7 @@ the launch's single point of no return: a worker that lost its zygote mid-reques
 first, and only then may it start the run cold — never both (see `claim_env`)."""
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -85,7 +86,51 @@ def preload() -> int:
         importlib.import_module("nexus.agent_runner.hypervisor.registry").warm()
     except Exception as exc:  # noqa: BLE001 — a child computes it itself
         print(f"zygote: could not warm the tool schemas: {exc}", file=sys.stderr)
+    warm_per_run_work()
     return count
+
+
+def _warm_tracing() -> None:
+    tracing = importlib.import_module("nexus.observability.tracing")
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # The SDK's get_tracer installs a warnings filter whose patterns are compiled on first use: ~0.7 ms
+    # per tracer in every child unless re's cache already holds them.
+    TracerProvider(resource=tracing.service_resource("agent-runner"), shutdown_on_exit=False).get_tracer("zygote")
+
+
+def _warm_decoders() -> None:
+    import msgspec
+
+    from nexus.agent_runner.settings import RunnerSettings
+    from nexus.events.envelope import Envelope, RawEnvelope
+    from nexus.events.payloads import RunConfig
+
+    for kind in (RunConfig, RunnerSettings, Envelope, RawEnvelope):  # msgspec keeps each type's layout on the type
+        msgspec.json.Decoder(kind)
+
+
+def _warm_logging() -> None:
+    # The levels a runner sets (each setLevel walks every logger the preloaded modules made).
+    importlib.import_module("nexus.observability.logs").setup_logging("agent-runner", "info", "json")
+
+
+def warm_per_run_work() -> None:
+    """Work every forked runner would repeat identically, done once here (each child inherits the
+    result): the tracing resource (its detectors start two threads) and tracer set-up, the decoders
+    of the run config and envelopes, the logging levels, and the command sandbox's probe (one `bwrap`
+    process). The probe's answer holds for children running as the zygote's own user; a child that
+    drops to another identity forgets it and probes as that user (`_become`)."""
+    for what, warm in (
+        ("tracing", _warm_tracing),
+        ("the decoders", _warm_decoders),
+        ("logging", _warm_logging),
+        ("the sandbox probe", lambda: importlib.import_module("nexus.agent_runner.hypervisor.sandbox").detect("auto")),
+    ):
+        try:
+            warm()
+        except Exception as exc:  # noqa: BLE001 — a child computes it itself
+            print(f"zygote: could not warm {what}: {exc}", file=sys.stderr)
 
 
 def claim_env(env_file: str, claimant: str) -> str | None:
@@ -128,10 +173,17 @@ def _become(req: dict) -> int:
         os.setgroups([])
         os.setgid(int(req.get("gid") or req["uid"]))
         os.setuid(int(req["uid"]))
+        _forget_probes()  # what the zygote found out as its own user may not hold for this one
     os.environ.clear()
     os.environ.update(env)
     module, _, function = req.get("entry", DEFAULT_ENTRY).partition(":")
     return getattr(importlib.import_module(module), function)(dict(os.environ))
+
+
+def _forget_probes() -> None:
+    sandbox = sys.modules.get("nexus.agent_runner.hypervisor.sandbox")
+    if sandbox is not None:
+        sandbox.detect.cache_clear()
 
 
 def _fork(req: dict) -> int:
@@ -227,6 +279,10 @@ def main() -> None:
     os.dup2(null, 0)
     os.dup2(2, 1)
     preload()
+    # Everything imported so far lives as long as the zygote: out of the collector's reach, a child's
+    # collections never walk (and so never copy, page by page) the objects it shares with the zygote.
+    gc.collect()
+    gc.freeze()
     serve(inp, out)
 
 
