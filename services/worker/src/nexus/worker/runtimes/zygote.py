@@ -91,12 +91,7 @@ def preload() -> int:
 
 
 def _warm_tracing() -> None:
-    tracing = importlib.import_module("nexus.observability.tracing")
-    from opentelemetry.sdk.trace import TracerProvider
-
-    # The SDK's get_tracer installs a warnings filter whose patterns are compiled on first use: ~0.7 ms
-    # per tracer in every child unless re's cache already holds them.
-    TracerProvider(resource=tracing.service_resource("agent-runner"), shutdown_on_exit=False).get_tracer("zygote")
+    importlib.import_module("nexus.observability.tracing").warm("agent-runner")
 
 
 def _warm_decoders() -> None:
