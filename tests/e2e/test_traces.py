@@ -144,8 +144,14 @@ def through_the_runner(spans: list[ReceivedSpan], run_id: str) -> tuple[Received
     return root, trace
 
 
-def complete(run_id: str):
-    return lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1
+async def succeeded_and_traced(api: httpx.AsyncClient, receiver: OtlpReceiver, run_id: str) -> tuple[str, list[ReceivedSpan]]:
+    """Once the run succeeded: the spans, when its trace holds core-api's final status and every span's parent."""
+    run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
+    assert run["status"] == "succeeded", run
+    try:
+        return run_id, receiver.wait_for(lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1)
+    except TimeoutError:
+        raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run_id))}") from None
 
 
 async def test_a_schedule_firing_is_the_root_of_its_runs_trace(tmp_path: Path, nats_url: str, mongo_url: str,
@@ -165,14 +171,9 @@ async def test_a_schedule_firing_is_the_root_of_its_runs_trace(tmp_path: Path, n
             fired = await wait_for(api, f"/v1/schedules/{schedule['id']}", lambda s: s["fired_count"] >= 1 and s["active_item_id"])
             assert (await api.delete(f"/v1/schedules/{schedule['id']}")).status_code == 204
             task = (await api.get(f"/v1/tasks/{fired['active_item_id']}")).json()
-            run = await wait_for(api, f"/v1/runs/{task['current_run_id']}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
-            assert run["status"] == "succeeded", run
-        try:
-            spans = receiver.wait_for(complete(run["id"]))
-        except TimeoutError:
-            raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run['id']))}") from None
+            run_id, spans = await succeeded_and_traced(api, receiver, task["current_run_id"])
 
-    root, trace = through_the_runner(spans, run["id"])
+    root, trace = through_the_runner(spans, run_id)
     assert (root.service, root.name) == ("worker", "fire schedule"), root
     assert root.attributes["nexus.schedule_id"] == schedule["id"] and root.attributes["nexus.fire_reason"] == "on_time"
     # The worker commands the occurrence (producer) → core-api fires it (consumer) → … → the launch.
@@ -201,14 +202,9 @@ async def test_a_chat_command_is_the_root_of_what_it_starts(tmp_path: Path, nats
             goal_id = re.search(r"goal_[0-9a-z]{26}", created["text"]).group(0)
             await wait_for(api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"]))  # the command applied
             goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: bool(g.get("meta_run_id")))
-            run = await wait_for(api, f"/v1/runs/{goal['meta_run_id']}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
-            assert run["status"] == "succeeded", run
-        try:
-            spans = receiver.wait_for(complete(run["id"]))
-        except TimeoutError:
-            raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run['id']))}") from None
+            run_id, spans = await succeeded_and_traced(api, receiver, goal["meta_run_id"])
 
-    root, trace = through_the_runner(spans, run["id"])
+    root, trace = through_the_runner(spans, run_id)
     assert (root.service, root.name) == ("telegram-gateway", "chat command goal"), root
     assert root.attributes["nexus.chat.command"] == "goal"
     assert not any("Be traced" in str(v) for s in trace for v in s.attributes.values())  # the arguments stay out
