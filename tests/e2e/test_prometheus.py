@@ -36,8 +36,10 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 # Panels whose series only exist after something the demo flow cannot make, and why it cannot.
 NEEDS = {
     "Consumer loops restarted": (
-        "a consumer loop dying: what goes wrong under a loop (a failed fetch, a reconnect, a handler raising) is "
-        "absorbed inside it by design, so only a bug can end one; tests/events checks the restart and its count"
+        "a consumer loop dying: what goes wrong while a loop runs (a failed fetch, a reconnect, a handler raising) "
+        "is absorbed inside it by design; one dies only when its subscription cannot be made (NATS gone as it "
+        "starts) or by a bug, and this test shares the session's nats-server, which it may not take down. "
+        "tests/events/test_poison.py checks the restart and this family's count"
     ),
 }
 LEAD = 1001

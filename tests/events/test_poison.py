@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import RUNS_STREAM
@@ -94,6 +95,7 @@ async def test_a_loop_that_dies_is_restarted_and_reported_down_meanwhile() -> No
     stop.set()
     await asyncio.wait_for(task, 10)
     assert LOOPS.restarts["test-loop"] == 1
+    assert REGISTRY.get_sample_value("nexus_loop_restarts_total", {"loop": "test-loop"}) == 1  # the overview's panel
 
 
 async def _until(cond) -> None:
