@@ -201,9 +201,8 @@ def plane() -> Iterator[tuple[PlaneDouble, str]]:
 
 async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, mongo_url, nats_auth, fake, plane) -> None:
     binary = need_tool("prometheus")
-    bot: FakeBotApi = fake
     env = {"NEXUS_HEARTBEAT_TIMEOUT_S": "20", "NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5",
-           "NEXUS_TELEGRAM_TOKEN": bot.token, "NEXUS_TELEGRAM_API_URL": bot.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
+           "NEXUS_TELEGRAM_TOKEN": fake.token, "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
            "NEXUS_SECRET_PLANE_KEY": PLANE_KEY, "NEXUS_SECRET_PLANE_HOOK": PLANE_HOOK, "NEXUS_DRIFT_INTERVAL_S": "1"}
     with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=list(SERVICES), env=env) as stack:
         port = free_port()
@@ -217,7 +216,7 @@ async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, m
                         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom):
                 up = await until(lambda: _all_up(prom, len(stack.metrics_ports)))
                 assert up, "Prometheus never scraped every service"
-                scheduled = await demo_flow(api, stack.nats_url, stack.creds("tools"), *plane, bot)
+                scheduled = await demo_flow(api, stack.nats_url, stack.creds("tools"), *plane, fake)
 
                 # Every panel returns data once the demo's numbers are scraped (each final state counted once).
                 async def empty_panels() -> list[str]:
