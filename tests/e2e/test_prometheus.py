@@ -3,7 +3,8 @@ demo flow (a run that succeeds, one that fails, one that waits for an approval, 
 message, a schedule coming due, a lead's chat command through a local fake of Telegram's Bot API, the board
 projected to a Plane double with an item edited behind its back, an agent with a daily budget), every overview
 panel's query returns data through Prometheus's HTTP API — NATS's connections and streams too, which core-api
-reads from nats-server's monitoring endpoint — (a panel that needs what the demo cannot make says so in NEEDS),
+reads from nats-server's monitoring endpoint, and a consumer loop restarted after its durable was deleted — (a
+panel that needs what the demo cannot make would say so in NEEDS),
 and when a service is killed Prometheus's own rule evaluation fires NexusServiceDown. The rule file is the one
 deploy/ ships, with its `for:` durations shortened for the test."""
 
@@ -33,15 +34,8 @@ OVERVIEW = REPO / "deploy" / "grafana" / "dashboards" / "nexus-overview.json"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
-# Panels whose series only exist after something the demo flow cannot make, and why it cannot.
-NEEDS = {
-    "Consumer loops restarted": (
-        "a consumer loop dying: what goes wrong while a loop runs (a failed fetch, a reconnect, a handler raising) "
-        "is absorbed inside it by design; one dies only when its subscription cannot be made (NATS gone as it "
-        "starts) or by a bug, and this test shares the session's nats-server, which it may not take down. "
-        "tests/events/test_poison.py checks the restart and this family's count"
-    ),
-}
+# Panels whose series only exist after something the demo flow cannot make, and why it cannot (none today).
+NEEDS: dict[str, str] = {}
 LEAD = 1001
 PLANE_KEY, PLANE_HOOK = "plane_api_key", "whsec_" + uuid.uuid4().hex
 
@@ -155,6 +149,10 @@ async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str, plane: Pl
     plane.edit(item["id"], name="renamed behind the board's back")
     assert await until(lambda: _repaired(plane, item["id"])), plane.items[item["id"]]
 
+    # Someone deletes core-api's command consumer: its loop is restarted and makes it anew (the schedule's
+    # occurrences below reach core-api through it).
+    await delete_consumer(nats_url, creds, "NEXUS_CMDS", "core-api-cmds")
+
     # A schedule comes due (every 2 s): once it has fired it is switched off and what it started ends.
     pinger = await agent(api, SUCCEEDS)
     r = await api.post("/v1/schedules", json={"name": f"obs-{uuid.uuid4().hex[:6]}", "cron": "* * * * * */2", "timezone": "UTC",
@@ -178,6 +176,16 @@ async def _item(plane: PlaneDouble, task_id: str) -> dict | None:
 
 async def _repaired(plane: PlaneDouble, item_id: str) -> bool:
     return plane.items[item_id]["name"] != "renamed behind the board's back"
+
+
+async def delete_consumer(nats_url: str, creds: str, stream: str, durable: str) -> None:
+    from nexus.events.bus import connect
+
+    nc = await connect(nats_url, "observability-test", creds=creds, user="tools")
+    try:
+        await nc.jetstream().delete_consumer(stream, durable)
+    finally:
+        await nc.drain()
 
 
 async def poison(nats_url: str, creds: str) -> None:
