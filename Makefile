@@ -54,7 +54,7 @@ dashboards: ## regenerate deploy/grafana/dashboards from their code (nexus.dev.d
 	@$(UV) run --frozen python -m nexus.dev.dashboards
 
 bench: install ## every benchmark, each printing JSON and its same-run baseline
-	@for b in runner dispatch api kernel throughput board history; do $(UV) run --frozen python -m bench.$$b || exit 1; done
+	@for b in runner dispatch api kernel throughput board history ui; do $(UV) run --frozen python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf .nexus

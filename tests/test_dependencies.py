@@ -151,3 +151,104 @@ def test_the_contracts_see_real_imports() -> None:
     assert _distribution_of("nexus.db.documents") == "nexus-db"
     assert _distribution_of("os") is None
     assert _distribution_of("msgspec") == "msgspec"
+
+
+# ---------------------------------------------------------------- core-api's features
+CORE_API = ROOT / "services" / "core-api" / "src" / "nexus" / "core_api"
+WORKFLOW = "workflow"  # the run workflow: the one package that composes features
+PLATFORM = {"auth", "audit"}  # who acts and the trail of what they did: every feature's, importing none
+SHAPES = {"schemas", "stream", "columns"}  # a feature's data shapes and read-only feeds
+EDGES = {"routes", "handlers", "webhooks", "responder"}  # a feature's doors: HTTP and NATS handlers
+
+
+def _core_api_features(root: Path = CORE_API) -> set[str]:
+    return {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+
+
+def _core_api_imports(root: Path = CORE_API) -> list[tuple[str, str, str]]:
+    """(importing module, imported module, how) for every core-api-internal import, function-local
+    ones included (how: "top" or "local"); modules as paths under core_api, dotted."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        tree = ast.parse(path.read_text(), str(path))
+        local = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+                 for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module == "nexus.core_api":
+                    names = [f"nexus.core_api.{a.name}" for a in node.names]
+                else:  # `from nexus.core_api.tasks import service` imports the module tasks.service
+                    names = [f"{node.module}.{a.name}" if (root / Path(*node.module.split(".")[2:]) / f"{a.name}.py")
+                             .exists() else node.module for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("nexus.core_api."):
+                    out.append((module, name.removeprefix("nexus.core_api."), "local" if id(node) in local else "top"))
+    return out
+
+
+def feature_violations(root: Path = CORE_API) -> list[str]:
+    """A module of a feature may import of another feature only its shapes and read feeds, the
+    platform features, or a leaf feature (one whose own non-door modules use no other feature's);
+    composing features that are not leaves is the run workflow's alone. And nothing the workflow
+    uses may use the workflow (it would close a cycle through it)."""
+    features = _core_api_features(root)
+    imports = _core_api_imports(root)
+
+    def feature(module: str) -> str | None:
+        head = module.split(".")[0]
+        return head if head in features else None
+
+    def uses_others(f: str) -> bool:
+        return any(
+            feature(src) == f and src.split(".")[-1] not in EDGES and (g := feature(dst)) not in (None, f)
+            and g not in PLATFORM and dst.split(".")[-1] not in SHAPES
+            for src, dst, _ in imports
+        )
+
+    leaves = {f for f in features if f != WORKFLOW and not uses_others(f)}
+    used_by_workflow = {dst for src, dst, _ in imports if feature(src) == WORKFLOW and feature(dst) != WORKFLOW}
+    wrong = []
+    for src, dst, how in imports:
+        f, g = feature(src), feature(dst)
+        if f is None or g is None or f == g or f == WORKFLOW:
+            continue
+        if g == WORKFLOW:
+            if src in used_by_workflow:
+                wrong.append(f"{src} is used by the workflow and uses it back ({dst}, {how})")
+            continue
+        if g in PLATFORM or dst.split(".")[-1] in SHAPES or g in leaves:
+            continue
+        wrong.append(f"{src} uses {dst} ({how}): {g} is not a leaf; go through the workflow")
+    return wrong
+
+
+def test_core_api_features_compose_only_through_the_workflow() -> None:
+    wrong = feature_violations()
+    assert not wrong, f"{len(wrong)} feature imports bypass the workflow:\n" + "\n".join(wrong)
+
+
+def test_core_api_has_no_function_local_imports_of_other_features() -> None:
+    """A function-local import of another feature hides a cycle; there is none left to hide."""
+    features = _core_api_features()
+    hidden = [f"{src} → {dst}" for src, dst, how in _core_api_imports()
+              if how == "local" and dst.split(".")[0] in features and dst.split(".")[0] != src.split(".")[0]]
+    assert not hidden, "function-local cross-feature imports: " + ", ".join(hidden)
+
+
+def test_the_feature_contract_sees_a_bypass(tmp_path: Path) -> None:
+    """The contract fails on what it forbids: a feature calling into a non-leaf feature's service."""
+    for name, body in {
+        "runs/__init__.py": "", "tasks/__init__.py": "", "workflow/__init__.py": "", "skills/__init__.py": "",
+        "skills/service.py": "",
+        "runs/lifecycle.py": "from nexus.core_api.skills import service\n",
+        "tasks/service.py": "def f():\n    from nexus.core_api.runs.lifecycle import cancel\n",
+        "workflow/engine.py": "from nexus.core_api.tasks.service import f\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body)
+    wrong = feature_violations(tmp_path)
+    assert wrong == ["tasks.service uses runs.lifecycle (local): runs is not a leaf; go through the workflow"]

@@ -47,6 +47,27 @@ async def test_columns_ranks_and_refused_moves(client):
     assert cards(board, "failed_cancelled") == [ids[1]] and ids[1] not in cards(board, "backlog")
 
 
+async def test_final_columns_show_their_newest_cards_and_say_there_are_more(client):
+    goal = (await client.post("/v1/goals", json={"title": f"g-{uuid.uuid4().hex[:6]}"})).json()
+    ids = []
+    for i in range(3):
+        task = (await client.post("/v1/tasks", json={"title": f"old {i}", "status": "backlog", "goal_id": goal["id"]})).json()
+        r = await client.post(f"/v1/board/cards/{task['id']}/move", json={"column": "failed_cancelled"})
+        assert r.status_code == 200, r.text
+        ids.append(task["id"])
+    open_one = (await client.post("/v1/tasks", json={"title": "open", "status": "backlog", "goal_id": goal["id"]})).json()
+
+    def column(board: dict, name: str) -> dict:
+        return next(col for col in board["columns"] if col["id"] == name)
+
+    board = (await client.get("/v1/board", params={"goal_id": goal["id"], "final_limit": 2})).json()
+    assert sorted(cards(board, "failed_cancelled")) == sorted(ids[1:]) and column(board, "failed_cancelled")["more"]
+    assert cards(board, "backlog") == [open_one["id"]] and not column(board, "backlog")["more"]
+    board = (await client.get("/v1/board", params={"goal_id": goal["id"], "final_limit": 3})).json()
+    assert sorted(cards(board, "failed_cancelled")) == sorted(ids) and not column(board, "failed_cancelled")["more"]
+    assert_problem(await client.get("/v1/board", params={"final_limit": 0}), 422, "final_limit")
+
+
 async def test_board_filters_and_bad_input(client):
     assert_problem(await client.get("/v1/board", params={"assignee": "nobody-here"}), 422, "assignee")
     assert_problem(await client.post("/v1/board/cards/task_missing/move", json={"column": "ready"}), 404)

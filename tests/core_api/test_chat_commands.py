@@ -8,7 +8,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from nexus.core_api.chat_bindings.commands import handle_chat_command
+from nexus.core_api.chat_bindings.handlers import handle_chat_command
 from nexus.core_api.chat_bindings.service import bind
 from nexus.core_api.chat_queries.responder import answer
 from nexus.core_api.context import Context

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from nexus.core_api.sessions.meta import plan_children
+from nexus.core_api.workflow.engine import plan_children
 from nexus.events.payloads import ChildPlan, PlanChildren
 from tests.core_api.conftest import assert_problem, bearer, new_agent, new_key
 from tests.core_api.test_run_convergence import in_app

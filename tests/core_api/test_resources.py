@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from nexus.core_api.approvals.service import on_requested
-from nexus.core_api.sessions.meta import plan_children
+from nexus.core_api.workflow.engine import plan_children
 from nexus.core_api.sessions.service import on_change, on_opened
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import NoteChange

@@ -86,3 +86,35 @@ async def test_find_each_is_in_by_equalities(fresh_db) -> None:
     got = await find_each(AuditEntry, "action", ["a", "c", "a"])
     want = await AuditEntry.find({"action": {"$in": ["a", "c"]}}).to_list()
     assert sorted(d.id for d in got) == sorted(d.id for d in want) and len(got) == 3
+
+
+async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
+    """One match in ten: a short walk finds too few, so it walks on (a few more buckets) instead of
+    handing the page to the plain read, which would sort every match in history."""
+
+    class Doc:
+        def __init__(self, id_: str) -> None:
+            self.id = id_
+
+    buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(paging.BUCKET) if (p * paging.BUCKET + i) % 10 == 0]
+               for p in range(1, 201)}
+    reads: list[int] = []
+
+    async def find(query: dict, n: int) -> list:
+        reads.append(query["page"])
+        return buckets[query["page"]][:n]
+
+    got = await paging.bucket_walk(None, {"status": "failed"}, 25, 199, None, find)
+    assert got is not None and len(got) == 26
+    assert [d.id for d in got] == sorted((d.id for p in range(200, 0, -1) for d in buckets[p]), reverse=True)[:26]
+    assert len(reads) <= 10 and reads == list(range(200, 200 - len(reads), -1))
+    # One in a hundred: more than MAX_WALK buckets would be needed, so the plain read answers.
+    sparse = {p: docs[:1] if p % 3 == 0 else [] for p, docs in buckets.items()}
+    reads.clear()
+
+    async def find_sparse(query: dict, n: int) -> list:
+        reads.append(query["page"])
+        return sparse[query["page"]][:n]
+
+    assert await paging.bucket_walk(None, {"status": "failed"}, 25, 199, None, find_sparse) is None
+    assert len(reads) <= paging.MAX_WALK

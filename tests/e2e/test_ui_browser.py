@@ -133,6 +133,8 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
     # The run page after a reload (what a browser without scripts reads): the session's file write and the ledger.
     await run_page.reload()
     await expect(run_page.locator(".change[data-type]", has_text="notes/hello.txt").first).to_be_visible()
+    # ... with what the write changed: its diff, the added line styled as an addition.
+    await expect(run_page.locator(".change[data-type='file-write'] pre.diff .add", has_text="+written after a person said yes")).to_be_visible()
     await expect(run_page.locator("#ledger")).to_have_attribute("data-ok", "true")
     await shot(run_page, "run")
 
@@ -179,3 +181,25 @@ async def test_a_viewer_cannot_approve(stack, api: httpx.AsyncClient, browser: B
     await plain.goto("/ui/board")
     await expect(plain.locator(f"article[data-task='{task['id']}']")).to_have_attribute("data-column", "waiting_approval")
     await shot(plain, "board-without-javascript")
+
+
+async def test_a_card_dragged_to_another_column_moves_where_the_state_machine_allows(stack, api: httpx.AsyncClient, browser: Browser) -> None:
+    task = (await api.post("/v1/tasks", json={"title": "drag me", "status": "backlog"})).json()
+    page = await signed_in(browser, stack.api_url, stack.env["NEXUS_ADMIN_KEY"])
+    card = page.locator(f"article[data-task='{task['id']}']")
+    await expect(card).to_have_attribute("data-column", "backlog", timeout=WAIT)
+    lane = page.locator("section.lane", has=card)
+
+    # Backlog → Done is not a move the state machine has: the server refuses it and the page says why.
+    await card.drag_to(lane.locator(".column[data-column='done']"))
+    await expect(page.locator("#board-message")).to_contain_text("409", timeout=WAIT)
+    await expect(page.locator("#board-message")).to_contain_text("backlog to done")
+    await shot(page, "board-drag-refused")
+    assert (await api.get(f"/v1/tasks/{task['id']}")).json()["status"] == "backlog"
+
+    # Backlog → Failed / cancelled is one: the move is stored and the card follows.
+    await card.drag_to(lane.locator(".column[data-column='failed_cancelled']"))
+    await expect(page.locator(f"article[data-task='{task['id']}']")).to_have_attribute("data-column", "failed_cancelled", timeout=WAIT)
+    assert (await api.get(f"/v1/tasks/{task['id']}")).json()["status"] == "cancelled"
+    await expect(page.locator("#board-message")).to_contain_text("Moved “drag me” to Failed / cancelled")
+    await shot(page, "board-drag-moved")

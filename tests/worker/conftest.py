@@ -109,7 +109,7 @@ class Bus:
     async def launch(self, run: Run, *, msg_id: str | None = None, priority: int | None = None) -> None:
         cfg = msgspec.convert(run.config, RunConfig)
         await self.publisher.publish(
-            "worker.launch_run", LaunchRun(run_id=run.id, attempt=run.attempt, config=cfg, priority=run.priority if priority is None else priority),
+            "worker.launch_run", LaunchRun(attempt=run.attempt, config=cfg, priority=run.priority if priority is None else priority),
             msg_id=msg_id or run.launch_msg_id, correlation_id=run.id,
         )
 

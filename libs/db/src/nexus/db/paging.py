@@ -17,6 +17,7 @@ from beanie import Document, Insert, before_event
 from pymongo import ReturnDocument
 
 BUCKET = 32
+MAX_WALK = 16  # buckets a filtered page may read (one pushed-down equality each) before the plain read
 COUNTERS = "page_counters"
 
 
@@ -93,6 +94,7 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
     fill the page (the caller then asks the plain way). `find(query, limit)` reads one bucket."""
     start = cursor_page + 1 if cursor_page is not None else await newest_page(doc_cls)
     walk = 3 + limit // BUCKET
+    longest = max(walk, MAX_WALK)
     # Only the bucket is pushed down: FerretDB leaves `$in` to its own filter over the bucket's few
     # documents, where an equality on a common value (status=succeeded) would make the storage read
     # that value's whole index entry.
@@ -108,4 +110,9 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
             found.sort(key=lambda d: d.id, reverse=True)
             return found[: limit + 1]
         page -= 1
+        walked = start - page
+        if walked == walk and found and walk < longest:
+            # A middling filter (status=failed): as many more buckets as the rate so far says the page
+            # needs, within MAX_WALK; the plain read would sort every match of the whole history.
+            walk = min(longest, walked + -(-(limit + 1 - len(found)) * walked // len(found)) + 1)
     return None

@@ -63,10 +63,14 @@ class RunConfig(Payload):
 
 # ---------------------------------------------------------------- commands
 class LaunchRun(Payload):
-    run_id: str
     attempt: int
     config: RunConfig
     priority: int = 0
+
+    @property
+    def run_id(self) -> str:
+        """The run's id travels once, in its config."""
+        return self.config.run_id
 
 
 class CancelRun(Payload):
@@ -181,6 +185,34 @@ class SessionChanged(Payload):
     change: SessionChange
     parent_session_id: str | None = None
     attempt: int = 1  # each attempt records its own chain, seq from 0
+
+
+class FileDiff(Payload):
+    """What a recorded file write changed, for people: a unified diff, secrets masked, then capped
+    (`nexus.run.<id>.file_diff`, beside the `file_write` change of the same session, attempt and seq)."""
+
+    session_id: str
+    seq: int  # the file-write change's seq in its session's ledger
+    rel_path: str
+    attempt: int = 1
+    diff: str = ""  # "" with `binary` or `too_large`: no text diff was made
+    truncated: bool = False  # the diff was longer than the cap and ends early
+    binary: bool = False
+    too_large: bool = False  # a side was larger than the hypervisor diffs
+
+
+class CommandOutput(Payload):
+    """What a recorded command printed (stdout and stderr as one stream, in order), secrets masked,
+    then its tail kept (`nexus.run.<id>.command_output`, beside the `command_run` change of the same seq)."""
+
+    session_id: str
+    seq: int  # the command-run change's seq in its session's ledger
+    cmd: str
+    exit_code: int
+    attempt: int = 1
+    output: str = ""  # the last bytes the model saw, at most the cap
+    truncated: bool = False  # the output shown is not all the command printed
+    total_bytes: int = 0  # what the command printed in all
 
 
 class SessionOpened(Payload):

@@ -6,12 +6,15 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+import msgspec
 from nats.js import JetStreamContext
 
 from nexus.domain.sessions import SessionChange, SessionStatus
 from nexus.events.bus import Publisher
 from nexus.events.catalog import change_kind
 from nexus.events.payloads import (
+    CommandOutput,
+    FileDiff,
     Heartbeat,
     LLMCalled,
     RunLog,
@@ -81,6 +84,11 @@ class RunReporter:
             )
 
         return record
+
+    async def content(self, shown: FileDiff | CommandOutput) -> None:
+        """What a change looked like (the hypervisor masked and capped it), beside the change's own event."""
+        kind = "run.file_diff" if isinstance(shown, FileDiff) else "run.command_output"
+        await self._send(kind, msgspec.structs.replace(shown, attempt=self.attempt))
 
     async def llm(self, **fields) -> None:
         if "text" in fields:

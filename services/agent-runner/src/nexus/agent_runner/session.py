@@ -174,7 +174,7 @@ class RunSession:
             recorder=r.change_recorder(cfg.session_id, cfg.parent_session_id), approver=self.approve,
             spawner=self.spawn if cfg.meta else None, commit_trailers=self.trailers, base_env=self.env,
             allowed_tools=cfg.tools or None, git_dir=self.rg.git_dir, private_dir=self.state_dir / "hypervisor",
-            sandbox_mode=self.sandbox_mode,
+            sandbox_mode=self.sandbox_mode, shower=r.content,
         )
         self.hv = hv
         confinement = f"commands are confined by {describe_sandbox(hv.sandbox)}"

@@ -1,21 +1,23 @@
-"""core-api's work besides HTTP: consuming run events and commands, and periodic sweeps."""
+"""core-api's work besides HTTP, wired: each feature's NATS handlers on their consumers, and periodic sweeps."""
 
 import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
 
 from nexus.core_api.approvals.service import count_pending, expire_due
+from nexus.core_api.board.handlers import cancel_task
+from nexus.core_api.chat_bindings.handlers import handle_chat_command
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
-from nexus.core_api.goals.events import follow_task
+from nexus.core_api.goals.handlers import follow_task
 from nexus.core_api.nats_monitor import watch_nats_monitor
-from nexus.core_api.runs.dispatch import command_launch
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
-from nexus.db.documents import Run, now
-from nexus.db.writes import update_document
+from nexus.core_api.schedules.service import fire
+from nexus.core_api.sessions.handlers import on_plan
+from nexus.core_api.workflow.engine import requeue_stale
 from nexus.events import payloads as p
-from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM, spec
+from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM
 from nexus.events.consumer import LOOPS, Delivery, Poison, consume
 from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
@@ -24,52 +26,31 @@ from nexus.observability.periodic import every
 log = logging.getLogger("nexus.core_api.background")
 
 
+async def _fire(ctx: Context, d: Delivery) -> None:
+    await fire(ctx, d.payload)
+
+
+# Each command is handled by its feature's handler.
+COMMANDS: dict[type, Callable[[Context, Delivery], Awaitable[None]]] = {
+    p.PlanChildren: on_plan,
+    p.DecideApproval: lambda ctx, d: handle_chat_command(ctx, d.payload),
+    p.CreateGoal: lambda ctx, d: handle_chat_command(ctx, d.payload),
+    p.CancelRunRequest: lambda ctx, d: handle_chat_command(ctx, d.payload),
+    p.FireSchedule: _fire,
+    p.CancelTask: lambda ctx, d: cancel_task(ctx, d.payload),
+}
+
+
 async def handle_command(ctx: Context, d: Delivery) -> None:
     """A command the services refuse (a DomainError: what it names does not exist, it conflicts
     with the current state) can never succeed: it is dead-lettered with their reason at once."""
+    handler = COMMANDS.get(type(d.payload))
+    if handler is None:
+        return
     try:
-        await _route_command(ctx, d)
+        await handler(ctx, d)
     except DomainError as exc:
         raise Poison(f"refused: {exc}") from exc
-
-
-async def _route_command(ctx: Context, d: Delivery) -> None:
-    from nexus.core_api.sessions.meta import plan_children
-
-    match d.payload:
-        case p.PlanChildren():
-            if d.subject != spec("core.plan_children").subject_for(run_id=d.payload.run_id):
-                raise Poison(
-                    f"a plan for run {d.payload.run_id} arrived on {d.subject}"
-                )  # only a run's own subject is its word
-            try:
-                await plan_children(ctx, d.payload)
-            except ValueError as exc:
-                raise Poison(str(exc)) from exc
-        case p.DecideApproval() | p.CreateGoal() | p.CancelRunRequest():
-            from nexus.core_api.chat_bindings.commands import handle_chat_command
-
-            await handle_chat_command(ctx, d.payload)
-        case p.FireSchedule():
-            from nexus.core_api.schedules.service import fire
-
-            await fire(ctx, d.payload)
-        case p.CancelTask():
-            from nexus.core_api.board.external import cancel_task
-
-            await cancel_task(ctx, d.payload)
-
-
-async def requeue_stale(ctx: Context) -> int:
-    """A run still `queued` long after its launch was commanded (core-api died before publishing,
-    or the message was lost) is commanded again; the worker drops duplicates."""
-    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
-    n = 0
-    async for run in Run.find({"status": "queued", "updated_at": {"$lt": cutoff}}):
-        await command_launch(ctx, run)
-        await update_document(Run, run.id, {"$set": {"updated_at": now()}})
-        n += 1
-    return n
 
 
 async def run_background(ctx: Context, stop: asyncio.Event) -> None:

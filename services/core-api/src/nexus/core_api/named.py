@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from nexus.core_api.errors import DomainError, not_found
 from nexus.db.cache import cached_find, cached_get
+from nexus.db.documents import Agent, Repository
 
 D = TypeVar("D")  # a document class of nexus.db.documents with `id`, `name` and `deleted`
 
@@ -41,3 +42,14 @@ async def named_id(
     if doc is None:
         raise DomainError(422, f"{kind} {ref!r} does not exist", field=field)
     return str(doc.id)
+
+
+async def goal_refs(meta_agent: str | None, repository: str | None) -> tuple[str | None, str | None]:
+    """A goal's planner and repository: names or ids in, ids out; a reference to nothing is the
+    caller's mistake, named by field."""
+    agent_id = repo_id = None
+    if meta_agent:
+        agent_id = await named_id(Agent, meta_agent, kind="agent", field="meta_agent")
+    if repository:
+        repo_id = await named_id(Repository, repository, kind="repository", field="repository")
+    return agent_id, repo_id

@@ -222,8 +222,13 @@ class Stack:
         the whole stack stops, so do they: each local run directory names its runner's pid."""
         for pid_file in (self.home / "runs").glob("**/runner.pid"):
             try:
-                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-            except (ValueError, OSError):
+                pid = int(pid_file.read_text())
+                started = (pid_file.parent / "runner.started").read_text().strip()
+                with open(f"/proc/{pid}/stat") as f:  # the same process, not one that got its pid later
+                    if f.read().rsplit(")", 1)[1].split()[19] != started:
+                        continue
+                os.killpg(pid, signal.SIGKILL)
+            except (ValueError, OSError, IndexError):
                 pass  # already gone, or not ours to signal
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox
+from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
 from nexus.agent_runner.hypervisor.state import now_iso
 from nexus.agent_runner.hypervisor.tools import Args, Doc, ToolResult
 from nexus.domain.sessions import CommandRunChange
+from nexus.events.payloads import CommandOutput
 
 if TYPE_CHECKING:
     from nexus.agent_runner.hypervisor.core import Hypervisor
@@ -75,6 +76,11 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         )
     )
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
+    tail, cut = shown.output_tail(text)
+    await hv.show(CommandOutput(
+        session_id=hv.session.session_id, seq=hv.session.changes[-1].seq, cmd=hv.mask(args.cmd),
+        exit_code=outcome.exit_code, output=tail, truncated=cut or outcome.truncated, total_bytes=outcome.total_bytes,
+    ))
     footer = [f"[exit code {outcome.exit_code}]"]
     if outcome.truncated:
         footer.append(

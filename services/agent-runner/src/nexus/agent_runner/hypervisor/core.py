@@ -8,6 +8,7 @@ error, change and approval detail is masked back to `${secret:NAME}`."""
 
 import asyncio
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import commands, safegit, sandbox
+from nexus.agent_runner.hypervisor import commands, safegit, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
 from nexus.agent_runner.hypervisor.secrets import SecretBox, printable
@@ -32,6 +33,7 @@ from nexus.agent_runner.hypervisor import file_tools, command_tools, git_tools, 
 from nexus.domain.agents import Permissions
 from nexus.domain.ledger import seal_one
 from nexus.observability.tracing import span, tracer
+from nexus.events.payloads import CommandOutput, FileDiff
 from nexus.domain.sessions import (
     ApprovalChange,
     FileWriteChange,
@@ -41,12 +43,15 @@ from nexus.domain.sessions import (
 )
 
 TRACER = tracer("nexus.agent_runner")
+log = logging.getLogger("nexus.agent_runner.hypervisor")
 GIT_TIMEOUT_S = 60.0
 _DETAIL_CHARS = 2000
 
 Recorder = Callable[[SessionChange], Awaitable[None]]
 Approver = Callable[[str, str], Awaitable[bool]]
 Spawner = Callable[[dict], Awaitable[dict]]
+# Receives what a change looked like (FileDiff, CommandOutput), for people; never the ledger.
+Shower = Callable[[FileDiff | CommandOutput], Awaitable[None]]
 
 
 class RecordError(RuntimeError):
@@ -72,6 +77,7 @@ class Hypervisor:
         sandbox_mode: str = "auto",
         git_dir: Path | None = None,
         private_dir: Path | None = None,
+        shower: Shower | None = None,
     ) -> None:
         """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
         git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
@@ -85,6 +91,7 @@ class Hypervisor:
         self.state_file = Path(state_file) if state_file is not None else None
         self.secrets = SecretBox(secrets)
         self._recorder = recorder
+        self._shower = shower
         self._approver = approver
         self.spawner = spawner
         self.trailers = dict(commit_trailers)
@@ -259,6 +266,31 @@ class Hypervisor:
             except Exception as exc:  # not the model's doing: never turned into a refusal
                 raise RecordError(f"the recorder failed on change {sealed.seq}: {exc!r}") from exc
 
+    async def show(self, content: FileDiff | CommandOutput) -> None:
+        """Hand on what the last recorded change looked like. Its fields are masked and capped by
+        the callers (shown.py); a failure here loses a view, not the record, so the run goes on."""
+        if self._shower is None:
+            return
+        try:
+            await self._shower(content)
+        except Exception as exc:  # noqa: BLE001 — the ledger and its change events are the record
+            log.warning("could not report the content of change %s: %r", content.seq, exc)
+
+    def before_write(self, rel: str) -> bytes | None:
+        """A file's content before a write, for its diff (one byte past the diff limit at most)."""
+        try:
+            data, _ = self.ws.read_bytes(rel, shown.DIFF_MAX_FILE_BYTES + 1)
+        except Refused:
+            return None
+        return data
+
+    async def show_write(self, rel: str, old: bytes | None, new: bytes | None) -> None:
+        diff = shown.file_diff(rel, old, new, self.mask)
+        await self.show(FileDiff(
+            session_id=self.session.session_id, seq=self.session.changes[-1].seq, rel_path=self.mask(rel),
+            diff=diff.text, truncated=diff.truncated, binary=diff.binary, too_large=diff.too_large,
+        ))
+
     async def ask(self, action: str, detail: str) -> None:
         """Pause for a human; returns only when approved."""
         if self._approver is None:
@@ -303,10 +335,12 @@ class Hypervisor:
     async def write(self, rel: str, data: bytes) -> ToolResult:
         self.check_path(rel)
         await self.approve_write(rel)
+        old = self.before_write(rel)
         self.ws.write_bytes(rel, data)
         await self.record(
             FileWriteChange(rel_path=rel, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), timestamp=now_iso())
         )
+        await self.show_write(rel, old, data)
         return ToolResult(ok=True, output=f"wrote {len(data)} bytes to {rel}")
 
     # --- files -----------------------------------------------------------------------------

@@ -140,10 +140,12 @@ async def _apply(hv: Hypervisor, patch: bytes, scratch: Path) -> ToolResult:
     plan.paths = rels
     for rel in rels:
         await hv.approve_write(rel)
+    before = {rel: hv.before_write(rel) for rel in rels}
     results = await patches.apply(plan, hv.ws, git)
     for rel, data in results:
         digest = hashlib.sha256(data).hexdigest() if data is not None else ""
         await hv.record(FileWriteChange(rel_path=rel, bytes=len(data or b""), sha256=digest, timestamp=now_iso()))
+        await hv.show_write(rel, before.get(rel), data)
     return ToolResult(ok=True, output="applied to " + ", ".join(rel for rel, _ in results))
 
 

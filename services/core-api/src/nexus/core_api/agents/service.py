@@ -6,6 +6,7 @@ from pymongo.errors import DuplicateKeyError
 from nexus.core_api.agents.schemas import AgentOut, AgentRevisionOut, AgentSpec
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.schemas import iso
+from nexus.core_api.skills.service import resolve
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentRevision, now
 from nexus.db.writes import update_document
@@ -38,8 +39,6 @@ def revision_out(doc: AgentRevision) -> AgentRevisionOut:
 
 
 async def _check_skills(spec: AgentSpec) -> None:
-    from nexus.core_api.skills.service import resolve
-
     await resolve(spec.skills)  # an unknown skill is a 422 naming `skills` now, not a failed dispatch later
 
 

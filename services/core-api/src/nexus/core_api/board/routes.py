@@ -14,9 +14,9 @@ from nexus.core_api.board.schemas import BoardOut, BoardProviderIn, BoardProvide
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.core_api.named import named_id
-from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.tasks import service as tasks
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Agent, Repository
 from nexus.domain.tasks import TaskStatus
 from nexus.events.catalog import EVENTS_STREAM, spec
@@ -43,6 +43,9 @@ class BoardController(Controller):
         goal_id: Annotated[str | None, Parameter(description="only this goal's cards")] = None,
         repository: Annotated[str | None, Parameter(description="repository id or name")] = None,
         assignee: Annotated[str | None, Parameter(description="agent id or name")] = None,
+        final_limit: Annotated[int, Parameter(ge=1, le=500, description="newest cards shown per final column")] = (
+            service.FINAL_SHOWN
+        ),
     ) -> BoardOut:
         filters: dict = {}
         if goal_id:
@@ -51,7 +54,7 @@ class BoardController(Controller):
             filters["repository_id"] = await _id_of(Repository, repository, "repository")
         if assignee:
             filters["assignee_agent_id"] = await _id_of(Agent, assignee, "assignee")
-        return await service.board(filters)
+        return await service.board(filters, final_limit)
 
     @get("/events", guards=[READ])
     async def board_events(self, request: Request) -> ServerSentEvent:
@@ -79,12 +82,12 @@ class BoardController(Controller):
         if data.column is not None and data.column != column_of(task.status):
             target = service.target_status(data.column)
             await service.forget_rank(task.id)
-            task = await tasks.move(ctx, task.id, target)
+            task = await engine.move_task(ctx, task.id, target)
             await record(
                 request.user, f"board.move.{data.column}", f"tasks/{task.id}", before_id=task.id, after_id=task.id
             )
             if task.status == TaskStatus.READY.value:
-                await dispatch_task(ctx, task)
+                await engine.dispatch(ctx, task)
         if data.direction is not None:
             await service.rerank(ctx, await tasks.get(task.id), data.direction)
             await record(

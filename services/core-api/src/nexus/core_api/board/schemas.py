@@ -32,6 +32,7 @@ class ColumnOut(Out):
     id: str
     title: str
     cards: list[CardOut]
+    more: bool = False  # a final column shows its newest cards; older ones exist (GET /v1/tasks?status=…)
 
 
 class BoardOut(Out):

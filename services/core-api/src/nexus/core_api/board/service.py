@@ -1,6 +1,7 @@
 """The internal board: cards are tasks; their column comes from the task (and run) status and
 their place in a column from an explicit rank a person can change."""
 
+import asyncio
 import math
 from typing import Any
 
@@ -8,10 +9,15 @@ from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS, column_of
 from nexus.core_api.board.schemas import BoardOut, CardOut, ColumnOut, RunBrief
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
+from nexus.core_api.pagination import page_of
 from nexus.db.documents import Approval, Run, Task
 from nexus.events.payloads import BoardCardMoved
 
 RANKS = "board_ranks"  # {_id: task id, rank: float}: only cards a person has placed have one
+OPEN = ("backlog", "ready", "in_progress", "in_review")
+# The final columns grow with history: they show their newest cards (the rest are in the task list).
+FINAL_COLUMNS = {"done": ("done",), "failed_cancelled": ("failed", "cancelled")}
+FINAL_SHOWN = 20
 
 
 def _ranks_collection() -> Any:
@@ -27,10 +33,30 @@ def _order(tasks: list[Task], ranks: dict[str, float]) -> list[Task]:
     return sorted(tasks, key=lambda t: (ranks.get(t.id, math.inf), -t.priority, t.created_at))
 
 
-async def board(filters: dict[str, Any]) -> BoardOut:
-    tasks = [t async for t in Task.find({**filters, "is_meta": {"$ne": True}})]
+async def _final(filters: dict[str, Any], statuses: tuple[str, ...], limit: int) -> tuple[list[Task], bool]:
+    """A final column's newest `limit` tasks (by the list pages' buckets), and whether older ones exist."""
+    pages = [await page_of(Task, {**filters, "status": s}, limit, None) for s in statuses]
+    tasks = sorted((t for docs, _ in pages for t in docs), key=lambda t: t.id, reverse=True)
+    return tasks[:limit], len(tasks) > limit or any(nxt for _, nxt in pages)
+
+
+async def _runs_of(task_ids: list[str]) -> list[Run]:
+    """Each card's runs by its task id: an equality the database answers from its index (an `$in`
+    would read every run), so the board costs what its cards cost, not what history holds."""
+    found = await asyncio.gather(*(Run.find({"task_id": tid}).to_list() for tid in task_ids))
+    return [r for runs in found for r in runs]
+
+
+async def board(filters: dict[str, Any], final_limit: int = FINAL_SHOWN) -> BoardOut:
+    """Open cards all, by status equality; each final column its newest `final_limit` cards."""
+    tasks = [t for s in OPEN for t in await Task.find({**filters, "status": s}).to_list()]
+    more: dict[str, bool] = {}
+    for col, statuses in FINAL_COLUMNS.items():
+        shown, more[col] = await _final(filters, statuses, final_limit)
+        tasks += shown
+    tasks = [t for t in tasks if not t.is_meta]
     ids = [t.id for t in tasks]
-    runs = [r async for r in Run.find({"task_id": {"$in": ids}})] if ids else []
+    runs = await _runs_of(ids) if ids else []
     by_id = {r.id: r for r in runs}
     cost: dict[str, float] = {}
     for r in runs:
@@ -51,7 +77,8 @@ async def board(filters: dict[str, Any]) -> BoardOut:
             run=RunBrief(id=run.id, status=run.status) if run else None,
             approvals_waiting=waiting.get(t.current_run_id or "", 0), cost_usd=round(cost.get(t.id, 0.0), 6),
         ))
-    return BoardOut(columns=[ColumnOut(id=c, title=title, cards=columns[c]) for c, title in COLUMNS])
+    return BoardOut(columns=[ColumnOut(id=c, title=title, cards=columns[c], more=more.get(c, False))
+                             for c, title in COLUMNS])
 
 
 async def publish_moved(ctx: Context, t: Task, *, rank: float | None = None, previous: str | None = None) -> None:

@@ -9,6 +9,7 @@ from nexus.core_api.budgets import service, spend
 from nexus.core_api.budgets.schemas import AgentBudgetOut, BudgetIn, BudgetOut
 from nexus.core_api.context import Context
 from nexus.core_api.named import get_named
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Agent, AgentBudget, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap, Spend
@@ -56,7 +57,7 @@ class BudgetController(Controller):
             upsert=True,
         )
         await record(request.user, "budget.update", f"budgets/agents/{agent.id}", after_id=agent.id)
-        released = await service.release(ctx, {"assignee_agent_id": agent.id})
+        released = await engine.release(ctx, {"assignee_agent_id": agent.id})
         cap = await service.agent_cap(agent.id)
         return AgentBudgetOut(
             agent_id=agent.id, budget=budget_out(cap, await spend.of_agent_today(agent.id)), released_tasks=released

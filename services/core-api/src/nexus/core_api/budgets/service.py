@@ -11,7 +11,6 @@ from nexus.core_api.context import Context
 from nexus.db.documents import Agent, AgentBudget, Goal, Task
 from nexus.db.writes import update_document
 from nexus.domain.budgets import WARNING_FRACTION, Cap, Spend, split
-from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import BudgetAlert
 
 log = logging.getLogger("nexus.core_api.budgets")
@@ -158,16 +157,3 @@ async def shares_for(goal_id: str | None, weights: list[float]) -> list[Cap]:
         return [Cap() for _ in weights]
     used, _ = await spend.of_goal(goal_id)
     return split(cap_of(goal.budget).left(used), weights)
-
-
-async def release(ctx: Context, query: dict) -> list[str]:
-    """After a raise: every ready task the query finds that a budget held back is tried again."""
-    from nexus.core_api.runs.dispatch import dispatch_task
-
-    started = []
-    async for task in Task.find({**query, "status": TaskStatus.READY.value, "blocked": {"$gt": ""}}):
-        await update_document(Task, task.id, {"$set": {"blocked": ""}})
-        task.blocked = ""
-        if await dispatch_task(ctx, task) is not None:
-            started.append(task.id)
-    return started

@@ -4,6 +4,7 @@ takes the request's arguments and returns plain data; the responder checks the p
 from typing import Any
 
 from nexus.core_api.errors import DomainError
+from nexus.core_api.named import goal_refs
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, Approval, Goal, Run, RunEvent, Task
 
@@ -126,9 +127,7 @@ async def status(args: dict) -> dict:
 
 
 async def resolve_goal_refs(args: dict) -> dict:
-    from nexus.core_api.goals.service import resolve_refs
-
-    agent_id, repo_id = await resolve_refs(args.get("meta_agent") or None, args.get("repository") or None)
+    agent_id, repo_id = await goal_refs(args.get("meta_agent") or None, args.get("repository") or None)
     return {"meta_agent_id": agent_id, "repository_id": repo_id}
 
 

@@ -2,16 +2,18 @@
 
 import msgspec
 
-from nexus.core_api.budgets.service import release
-from nexus.core_api.context import Context
+from nexus.core_api.budgets.service import shares_for
+from nexus.core_api.budgets.spend import of_task
 from nexus.core_api.errors import DomainError, not_found
-from nexus.db.documents import Goal, now
+from nexus.db.documents import Goal, Task, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap
 from nexus.domain.goals import GOAL_FINAL, RULES, GoalStatus
+from nexus.domain.tasks import TaskStatus
 
 
-async def set_budget(ctx: Context, goal_id: str, cap: Cap) -> Goal:
+async def set_budget(goal_id: str, cap: Cap) -> Goal:
+    """The new cap, and the children's shares re-split; releasing the work it held back is the caller's."""
     goal = await Goal.get(goal_id)
     if goal is None:
         raise not_found("goal", goal_id)
@@ -23,22 +25,15 @@ async def set_budget(ctx: Context, goal_id: str, cap: Cap) -> Goal:
         Goal, goal_id, {"$set": {"budget": msgspec.to_builtins(cap), "budget_alerts": {}, "updated_at": now()}}
     )
     await _reshare_waiting(goal_id)
-    await release(ctx, {"goal_id": goal_id})
     return await Goal.get(goal_id)  # type: ignore[return-value]
 
 
 async def _reshare_waiting(goal_id: str) -> None:
     """Children a spent share held back get an even part of what the goal now has left."""
-    from nexus.core_api.budgets.service import shares_for
-    from nexus.db.documents import Task
-    from nexus.domain.tasks import TaskStatus
-
     waiting = await Task.find({"goal_id": goal_id, "status": TaskStatus.READY.value, "blocked": {"$gt": ""}}).to_list()
     waiting = [t for t in waiting if t.budget]
     if not waiting:
         return
-    from nexus.core_api.budgets.spend import of_task
-
     for task, part in zip(waiting, await shares_for(goal_id, [t.budget_weight for t in waiting]), strict=True):
         used = await of_task(task.id)  # what it already spent stays counted against its share
         share = Cap(

@@ -6,6 +6,7 @@ import logging
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.goals.report import finish
 from nexus.db.documents import Goal, Task, now
 from nexus.db.writes import update_document
 from nexus.domain.goals import (
@@ -76,18 +77,12 @@ async def reconcile(ctx: Context, goal_id: str | None) -> None:
             if move[0] not in GOAL_FINAL:
                 return
             break
-    from nexus.core_api.goals.report import finish
-
     await finish(ctx, goal_id)
 
 
-async def cancel(ctx: Context, goal_id: str, by: str) -> Goal:
-    """A user ends the goal: cancelled at once, then every run still going is cancelled and every
-    task not yet final with it. 409 naming the rule when the goal already ended."""
-    from nexus.core_api.goals.report import finish
-    from nexus.core_api.runs.lifecycle import cancel as cancel_run
-    from nexus.core_api.tasks.service import move as move_task
-
+async def cancel_goal(ctx: Context, goal_id: str, by: str) -> list[Task]:
+    """A user ends the goal: cancelled at once (409 naming the rule when it already ended); its
+    tasks are returned for the workflow to cancel (`workflow.engine.cancel_goal`)."""
     for _ in range(4):
         goal = await Goal.get(goal_id)
         if goal is None:
@@ -101,19 +96,4 @@ async def cancel(ctx: Context, goal_id: str, by: str) -> Goal:
     else:
         raise DomainError(409, f"goal {goal_id} changed while being cancelled; try again", field="status")
     _, tasks = await work_of(goal_id)
-    # The meta session first: it must not end on its own when it hears its children were cancelled.
-    for task in sorted(tasks, key=lambda t: not t.is_meta):
-        if TaskStatus(task.status) in TASK_FINAL:
-            continue
-        run = (
-            await cancel_run(ctx, task.current_run_id, f"goal {goal_id} cancelled by {by}")
-            if task.current_run_id
-            else None
-        )
-        if run is None:
-            try:
-                await move_task(ctx, task.id, TaskStatus.CANCELLED)
-            except Exception as exc:  # noqa: BLE001 — a task that moved on meanwhile is left where it is
-                log.info("goal %s: task %s not cancelled: %s", goal_id, task.id, exc)
-    await finish(ctx, goal_id)
-    return await Goal.get(goal_id)  # type: ignore[return-value]
+    return tasks

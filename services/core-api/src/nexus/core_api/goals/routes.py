@@ -9,15 +9,17 @@ from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.budgets.schemas import BudgetIn
 from nexus.core_api.context import Context
-from nexus.core_api.goals import lifecycle, service
+from nexus.core_api.goals import service
 from nexus.core_api.goals.detail import detail
 from nexus.core_api.goals.budget import set_budget
 from nexus.core_api.goals.schemas import GoalCreate, GoalDetail, GoalOut
 from nexus.core_api.goals.stream import goal_events
+from nexus.core_api.named import goal_refs
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.stream import parse_last_event_id
 from nexus.core_api.tasks.schemas import TaskOut
 from nexus.core_api.tasks.service import to_out as task_out
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Goal, Task
 from nexus.domain.budgets import Cap
 from nexus.domain.tasks import TaskStatus
@@ -30,10 +32,10 @@ class GoalController(Controller):
     @post("/", guards=[MANAGE_WORK])
     async def create_goal(self, request: Request, data: GoalCreate) -> GoalDetail:
         ctx: Context = request.app.state.ctx
-        meta_agent_id, repo_id = await service.resolve_refs(data.meta_agent, data.repository)
+        meta_agent_id, repo_id = await goal_refs(data.meta_agent, data.repository)
         budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
-        goal = await service.create_goal(ctx, data.title, data.description, created_by=request.user.key_id,
-                                         meta_agent_id=meta_agent_id, repository_id=repo_id, budget=budget)
+        goal = await engine.create_goal(ctx, data.title, data.description, created_by=request.user.key_id,
+                                        meta_agent_id=meta_agent_id, repository_id=repo_id, budget=budget)
         await record(request.user, "goal.create", f"goals/{goal.id}", after_id=goal.id)
         return await detail(await service.get(goal.id))
 
@@ -59,7 +61,8 @@ class GoalController(Controller):
     async def cancel_goal(self, request: Request, goal_id: str) -> GoalDetail:
         """Cancel the goal and every run still going; 409 naming the rule when it already ended."""
         ctx: Context = request.app.state.ctx
-        goal = await lifecycle.cancel(ctx, (await service.get(goal_id)).id, by=request.user.name or request.user.key_id)
+        by = request.user.name or request.user.key_id
+        goal = await engine.cancel_goal(ctx, (await service.get(goal_id)).id, by=by)
         await record(request.user, "goal.cancel", f"goals/{goal.id}", before_id=goal.id)
         return await detail(goal)
 
@@ -67,7 +70,8 @@ class GoalController(Controller):
     async def put_goal_budget(self, request: Request, goal_id: str, data: BudgetIn) -> GoalDetail:
         """Set or raise the goal's budget (audited); work it held back ("blocked: budget") is dispatched."""
         ctx: Context = request.app.state.ctx
-        goal = await set_budget(ctx, (await service.get(goal_id)).id, Cap(usd=data.usd, tokens=data.tokens))
+        goal = await set_budget((await service.get(goal_id)).id, Cap(usd=data.usd, tokens=data.tokens))
+        await engine.release(ctx, {"goal_id": goal.id})
         await record(request.user, "budget.update", f"goals/{goal.id}/budget", after_id=goal.id)
         return await detail(goal)
 

@@ -5,15 +5,14 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from nexus.core_api.agents.service import get as get_agent
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
-from nexus.core_api.named import named_id
+from nexus.core_api.named import get_named, named_id
 from nexus.core_api.memory import service
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryPreviewOut, MemoryUpdate, Scope
 from nexus.core_api.memory.select import select_items
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
-from nexus.db.documents import MemoryItem, Repository, now
+from nexus.db.documents import Agent, MemoryItem, Repository, now
 from nexus.domain.agents import MemoryPolicy
 
 Filter = Annotated[str | None, Parameter(max_length=200)]
@@ -79,7 +78,7 @@ async def preview_memory(
     ] = None,
 ) -> MemoryPreviewOut:
     """The memory a run of this agent would be given, selected exactly as dispatch selects it."""
-    agent = await get_agent(agent_id)
+    agent = await get_named(Agent, agent_id, kind="agent")
     repo_id = await named_id(Repository, repository, kind="repository", field="repository") if repository else None
     policy = msgspec.convert(agent.spec.get("memory_policy", {}), MemoryPolicy)
     items = await select_items(policy, agent_id=agent.id, repository_id=repo_id, query=query_)

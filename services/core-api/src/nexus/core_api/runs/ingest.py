@@ -16,8 +16,9 @@ from nexus.core_api.approvals.service import on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
 from nexus.core_api.metrics import count_heartbeat, count_llm_call
-from nexus.core_api.runs import lifecycle
+from nexus.core_api.runs.known import known as _known
 from nexus.core_api.sessions import service as sessions
+from nexus.core_api.workflow import engine
 from nexus.db.cache import cached_get
 from nexus.db.documents import Run, RunEvent, SessionChangeRecord, now
 from nexus.db.writes import update_document
@@ -78,28 +79,6 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
-_known_runs: set[str] = set()  # runs are never deleted: one found once stays known
-
-
-def remember(run_id: str) -> None:
-    """A run this process just stored: its events need no lookup to be accepted."""
-    if len(_known_runs) > 100_000:
-        _known_runs.clear()
-    _known_runs.add(run_id)
-
-
-async def _known(run_id: str, type_: str) -> bool:
-    if run_id in _known_runs:
-        return True
-    if await cached_get(Run, run_id) is None:
-        # Not a run of this core-api's database (another deployment sharing the bus, or a
-        # runner started by hand): nothing here may change because of it.
-        log.debug("ignoring %s for unknown run %s", type_, run_id)
-        return False
-    remember(run_id)
-    return True
-
-
 def _event_doc(run_id: str, d: Delivery) -> dict:
     return {
         "_id": d.envelope.id,
@@ -115,9 +94,9 @@ def _event_doc(run_id: str, d: Delivery) -> dict:
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
     match d.payload:
         case p.RunStatusChanged():
-            await lifecycle.on_status(ctx, run_id, d.payload, d.stream_seq)
+            await engine.on_status(ctx, run_id, d.payload, d.stream_seq)
         case p.RuntimeChanged():
-            await lifecycle.on_runtime(ctx, run_id, d.payload, d.stream_seq)
+            await engine.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
             await sessions.on_opened(run_id, d.payload, d.stream_seq)
         case p.ApprovalRequested():

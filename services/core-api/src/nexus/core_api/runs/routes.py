@@ -9,9 +9,9 @@ from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
-from nexus.core_api.runs import lifecycle
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
+from nexus.core_api.workflow import engine
 from nexus.db.cache import cached_get
 from nexus.core_api.sessions.schemas import outs as session_outs
 from nexus.db.documents import Run, Session
@@ -76,19 +76,17 @@ class RunController(Controller):
         if RunStatus(run.status) in RUN_FINAL:
             raise DomainError(409, f"run is already {run.status}", field="status")
         ctx: Context = request.app.state.ctx
-        await lifecycle.cancel(ctx, run.id, (data.reason if data else "") or "cancelled by an operator")
+        await engine.cancel_run(ctx, run.id, (data.reason if data else "") or "cancelled by an operator")
         await record(request.user, "run.cancel", f"runs/{run.id}", before_id=run.id, after_id=run.id)
         return to_out(await _get(run_id))
 
     @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
     async def retry_run(self, request: Request, run_id: str) -> RunOut:
         """A new run of the same task with the same pinned config; the old run stays as it ended."""
-        from nexus.core_api.runs.retry import retry_run
-
         run = await _get(run_id)
         if RunStatus(run.status) not in RUN_FINAL:
             raise DomainError(409, f"run is still {run.status}", field="status")
         ctx: Context = request.app.state.ctx
-        new = await retry_run(ctx, run)
+        new = await engine.retry_run(ctx, run)
         await record(request.user, "run.retry", f"runs/{new.id}", before_id=run.id, after_id=new.id)
         return to_out(new)

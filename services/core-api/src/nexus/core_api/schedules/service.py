@@ -18,6 +18,7 @@ from nexus.core_api.errors import DomainError
 from nexus.core_api.named import get_named, named_id
 from nexus.core_api.schedules.schemas import ScheduleOut, ScheduleSpec
 from nexus.core_api.schemas import iso
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, now
 from nexus.db.schedules import occurrence_active
 from nexus.db.writes import update_document
@@ -232,37 +233,25 @@ async def _created(ctx: Context, kind: str, item: str) -> bool:
         return await Goal.get(item) is not None
     task = await Task.get(item)
     if task is not None and task.status == TaskStatus.READY.value and not task.current_run_id:
-        from nexus.core_api.runs.dispatch import dispatch_task
-
-        await dispatch_task(ctx, task)  # created, then the process died before dispatching it
+        await engine.dispatch(ctx, task)  # created, then the process died before dispatching it
     return task is not None
 
 
 async def _create_item(ctx: Context, s: Schedule, item: str, at: datetime) -> None:
-    from nexus.core_api.goals.service import start_meta_session
-    from nexus.core_api.runs.dispatch import dispatch_task
-    from nexus.core_api.tasks.service import _publish as publish_task
-    from nexus.events.payloads import GoalChanged
-
     t = s.template
     created_by = f"schedule:{s.id}"
     try:
         if s.kind == "goal":
-            goal = Goal(id=item, title=t["title"], description=t.get("description", ""), created_by=created_by,
-                        meta_agent_id=t.get("meta_agent_id"), repository_id=t.get("repository_id"))
-            await goal.insert()
-            await ctx.publisher.publish(
-                "goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status)
-            )
-            if goal.meta_agent_id:
-                await start_meta_session(ctx, goal)
+            await engine.create_goal(ctx, t["title"], t.get("description", ""), created_by=created_by,
+                                     meta_agent_id=t.get("meta_agent_id"), repository_id=t.get("repository_id"),
+                                     goal_id=item)
         else:
             task = Task(id=item, title=t["title"], description=t.get("description", ""), status=TaskStatus.READY.value,
                         assignee_agent_id=t["assignee_agent_id"], repository_id=t.get("repository_id"),
                         priority=t.get("priority", 0), created_by=created_by)
             await task.insert()
-            await publish_task(ctx, "task.created", task)
-            await dispatch_task(ctx, task)
+            await engine.announce_created(ctx, task)
+            await engine.dispatch(ctx, task)
     except DuplicateKeyError:
         return
     await record(None, "schedule.fire", f"schedules/{s.id}", after_id=item)

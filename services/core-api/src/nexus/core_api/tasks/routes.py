@@ -7,9 +7,9 @@ from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.context import Context
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
-from nexus.core_api.runs.dispatch import dispatch_task
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Task
 from nexus.db.writes import written
 from nexus.domain.tasks import TaskStatus
@@ -22,9 +22,9 @@ class TaskController(Controller):
     @post("/", guards=[MANAGE_WORK])
     async def create_task(self, request: Request, data: TaskCreate) -> TaskOut:
         ctx: Context = request.app.state.ctx
-        task = await service.create(ctx, data, actor=request.user.key_id)
+        task = await engine.create_task(ctx, data, actor=request.user.key_id)
         await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
-        await dispatch_task(ctx, task)
+        await engine.dispatch(ctx, task)
         # The task as dispatching left it (this process wrote it last), else as stored.
         return service.to_out(written.peek(Task, task.id) or await service.get(task.id))
 
@@ -56,9 +56,9 @@ class TaskController(Controller):
     @post("/{task_id:str}/status", guards=[MANAGE_WORK])
     async def move_task(self, request: Request, task_id: str, data: TaskMove) -> TaskOut:
         ctx: Context = request.app.state.ctx
-        task = await service.move(ctx, task_id, TaskStatus(data.status))
+        task = await engine.move_task(ctx, task_id, TaskStatus(data.status))
         await record(request.user, f"task.{data.status}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
         if task.status == TaskStatus.READY.value:
-            await dispatch_task(ctx, task)
+            await engine.dispatch(ctx, task)
         # The task as dispatching left it (this process wrote it last), else as stored.
         return service.to_out(written.peek(Task, task.id) or await service.get(task.id))

@@ -12,6 +12,7 @@ from nexus.core_api.errors import document_problems
 from nexus.core_api.ui.decide import AdminPages, ApprovalPages, GoalPages
 from nexus.core_api.ui.links import link_form, mint_login_link, use_link
 from nexus.core_api.ui.render import HERE
+from nexus.core_api.ui.timing import ServerTimingMiddleware
 from nexus.core_api.ui.work import BoardPages, RunPages, TaskPages
 
 
@@ -40,7 +41,7 @@ def ui_routers() -> list:
             GoalPages,
             AdminPages,
         ],
-        middleware=[UiSessionAuth],
+        middleware=[ServerTimingMiddleware(), UiSessionAuth],
         guards=[csrf_guard],
         exception_handlers={HTTPException: ui_error, ValidationException: ui_error},
         include_in_schema=False,

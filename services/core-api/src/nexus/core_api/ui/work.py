@@ -14,6 +14,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.render import form_of, page
+from nexus.core_api.ui.shown import contents, diff_lines
 from nexus.db.documents import RunEvent
 from nexus.domain.tasks import TaskStatus, can_move_task
 from nexus.events.catalog import EVENTS_STREAM, run_filter
@@ -27,6 +28,7 @@ _SUMMARY_KEYS = (
     "status",
     "path",
     "relPath",
+    "rel_path",
     "cmd",
     "exitCode",
     "command",
@@ -77,7 +79,8 @@ async def _board(api: Api, goal_id: str | None) -> dict:
             card["moves"] = moves_for(card["status"], card["column"])
             lane["columns"][card["column"]].append(card)
     order = sorted(lanes.values(), key=lambda lane: (lane["goal_id"] is None, lane["goal_id"] or ""), reverse=False)
-    return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or ""}
+    more = {c["id"]: c.get("more", False) for c in board["columns"]}
+    return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or "", "more": more}
 
 
 class BoardPages(Controller):
@@ -203,6 +206,8 @@ class RunPages(Controller):
                 for e in events
             ],
             after=events[-1].stream_seq if events else 0,
+            shown=await contents(view["run"]["id"]),
+            diff_lines=diff_lines,
         )
 
     @get("/{run_id:str}/summary", guards=[READ])

@@ -47,6 +47,17 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def process_start(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (the 22nd field of /proc/<pid>/stat): with the pid it
+    names one process for good. Pids are reused (32,768 of them by default, and every run spends several),
+    so a pid written down earlier may name someone else's process now. None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_groups(root: int) -> set[int]:
     """The process groups of `root` and of all its descendants. The runner puts each command it runs
     in a session of its own, so killing the runner's group alone would leave them running."""
@@ -125,16 +136,28 @@ class LocalProcessRuntime:
         return self.root / run_id
 
     def _pid(self, run_id: str) -> int | None:
+        """The pid of this run's runner, only while it is still that process. A runner that ended leaves
+        its pid behind, and the kernel hands the number to a new process sooner or later — another run's
+        runner, a git, a server: signalling it as this run's runner would kill the wrong work."""
+        d = self.run_dir(run_id)
         try:
-            return int((self.run_dir(run_id) / "runner.pid").read_text())
+            pid = int((d / "runner.pid").read_text())
+            started = int((d / "runner.started").read_text())
         except (OSError, ValueError):
             return None
+        return pid if process_start(pid) == started and pid_alive(pid) else None
+
+    def _record(self, d: Path, pid: int) -> None:
+        # Read while the runner cannot have been reaped yet (it is our child, or the zygote's, which
+        # reports its end through us); a runner already gone is recorded as such (start 0).
+        (d / "runner.started").write_text(str(process_start(pid) or 0))
+        (d / "runner.pid").write_text(str(pid))
 
     async def start_run(self, request: RunRequest) -> RunHandle:
         d = self.run_dir(request.run_id)
         attempt_dir = d / f"attempt-{request.attempt}"
         existing = self._pid(request.run_id)
-        if existing and pid_alive(existing):
+        if existing:
             if (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
                 return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing))
             await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
@@ -160,7 +183,7 @@ class LocalProcessRuntime:
         RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
         if pid is None:
             pid = await self._start_cold(request.run_id, attempt_dir, env)
-        (d / "runner.pid").write_text(str(pid))
+        self._record(d, pid)
         (d / "attempt").write_text(str(request.attempt))
         return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
 
@@ -216,22 +239,21 @@ class LocalProcessRuntime:
             forked_code = await self.zygote.wait(forked)
             if forked_code is not None:
                 return forked_code
-        pid = self._pid(run_id)
-        while pid and pid_alive(pid):
+        while self._pid(run_id):
             await asyncio.sleep(0.5)
         return None
 
     async def cancel_run(self, run_id: str) -> None:
         pid = self._pid(run_id)
-        if not pid or not pid_alive(pid):
+        if not pid:
             return
         groups = process_groups(pid)  # found now: once the runner is gone its children are init's
         _killpgs({pid}, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.kill_grace_s
-        while pid_alive(pid) and loop.time() < deadline:
+        while self._pid(run_id) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        _killpgs(groups | process_groups(pid) if pid_alive(pid) else groups, signal.SIGKILL)
+        _killpgs(groups | process_groups(pid) if self._pid(run_id) else groups, signal.SIGKILL)
 
     async def get_logs(self, run_id: str) -> list[str]:
         d = self.run_dir(run_id)
@@ -249,16 +271,14 @@ class LocalProcessRuntime:
         code = self.zygote.exit_code(forked) if forked is not None and self.zygote is not None else None
         if code is not None:
             return RuntimeStatus(phase="succeeded" if code == 0 else "failed", exit_code=code)
-        pid = self._pid(run_id)
-        if pid and pid_alive(pid):
+        if self._pid(run_id):
             return RuntimeStatus(phase="running")
         return RuntimeStatus(phase="missing")
 
     async def list_runs(self) -> list[str]:
         out = []
         for d in self.root.iterdir() if self.root.exists() else []:
-            pid = self._pid(d.name)
-            if pid and pid_alive(pid):
+            if self._pid(d.name):
                 out.append(d.name)
         return out
 

@@ -1,8 +1,10 @@
-"""How run events move a run (and its task): attempts, retries, final states, domain events.
+"""How run events move a run: attempts, retries, final states; what each move asks to happen next.
 
 Events are recorded as facts of their attempt, ordered by their stream sequence, and the run's state
 is derived from all of them (nexus.domain.run_facts), so it converges whatever order they arrive in.
-Every step is a compare-and-set on the run's version, so a redelivered event changes nothing twice."""
+Every step is a compare-and-set on the run's version, so a redelivered event changes nothing twice.
+A step returns the run as it stored it and its follow-ups (announce it, move its task, launch a retry,
+notify its parent, let its goal follow); `engine` carries them out."""
 
 import logging
 from datetime import UTC
@@ -12,21 +14,18 @@ import msgspec
 
 from nexus.core_api.context import Context
 from nexus.core_api.metrics import DISPATCH_LATENCY, RUN_DURATION, RUNS_TOTAL
-from nexus.core_api.runs.dispatch import command_launch
-from nexus.core_api.tasks.service import set_status_from_run
+from nexus.core_api.workflow.followups import Followup, Launch, NotifyParent, Publish, RunEnded, TaskFollowsRun
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Run, now
 from nexus.domain.ids import new_ulid
-from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact, derive, record
+from nexus.domain.run_facts import RuntimeFact, StatusFact, derive, record
 from nexus.domain.runs import RUN_FINAL, RunStatus, exit_reason
 from nexus.domain.tasks import TaskStatus
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, RunChanged, RunStatusChanged, RuntimeChanged
-from nexus.observability.tracing import span, tracer
 
 log = logging.getLogger("nexus.core_api.runs")
-TRACER = tracer("nexus.core_api")
 RUNS_ENDED = RUNS_TOTAL
 
 
@@ -43,8 +42,8 @@ TASK_AFTER_RUN = {
 }
 
 
-async def _announce(ctx: Context, run: Run, type_: str) -> None:
-    await ctx.publisher.publish(
+def _announce(run: Run, type_: str) -> Publish:
+    return Publish(
         type_,
         RunChanged(
             run_id=run.id,
@@ -54,7 +53,7 @@ async def _announce(ctx: Context, run: Run, type_: str) -> None:
             attempt=run.attempt,
             reason=run.reason,
         ),
-        correlation_id=run.id,
+        {"correlation_id": run.id},
     )
 
 
@@ -86,9 +85,10 @@ def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact 
     return fields
 
 
-async def apply_fact(
-    ctx: Context, run_id: str, fact: StatusFact | RuntimeFact, extra: dict | None = None
-) -> Run | None:
+Moved = tuple[Run | None, list[Followup]]
+
+
+async def apply_fact(run_id: str, fact: StatusFact | RuntimeFact, extra: dict | None = None) -> Moved:
     """Record one fact of an attempt and let the run follow what all its facts say. A run ended by
     its own verdict does not change again, except by an earlier attempt's verdict that arrived late
     (which is what really happened first); a run given up after failed attempts yields to any verdict."""
@@ -105,16 +105,15 @@ async def apply_fact(
 
     run = await update_versioned(Run, run_id, mutate)
     if run is None:
-        return None
-    await _follow(ctx, run, before["status"], before["attempt"])
-    return run
+        return None, []
+    return run, _followups(run, before["status"], before["attempt"])
 
 
-async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
-    """The effects of a change of derived state: announce it, move the task, launch a retry."""
+def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
+    """What a change of derived state asks for: announce it, move the task, launch a retry."""
     status = RunStatus(run.status)
     if status == RunStatus(was) and run.attempt == was_attempt:
-        return
+        return []
     if (
         status == RunStatus.RUNNING
         and RunStatus(was) in (RunStatus.QUEUED, RunStatus.LAUNCHING)
@@ -126,30 +125,30 @@ async def _follow(ctx: Context, run: Run, was: str, was_attempt: int) -> None:
         DISPATCH_LATENCY.observe(max(0.0, (now() - created).total_seconds()))  # until the runner's first event
     if status in RUN_FINAL:
         _observe_end(run)
-        await set_status_from_run(ctx, run.task_id, TASK_AFTER_RUN[status], run.id)
-        await _announce(ctx, run, f"run.{status.value}")
         log.info("run %s %s (attempt %d): %s", run.id, status.value, run.attempt, run.reason or "-")
+        then: list[Followup] = [TaskFollowsRun(run.task_id, TASK_AFTER_RUN[status], run.id),
+                                _announce(run, f"run.{status.value}")]
         if any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
             # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
-            await ctx.publisher.publish(
+            then.append(Publish(
                 "worker.cancel_run",
                 CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
-                correlation_id=run.id,
-            )
-        from nexus.core_api.goals.service import on_run_finished
-        from nexus.core_api.sessions.meta import on_child_finished
-
-        await on_child_finished(ctx, run)
-        await on_run_finished(ctx, run)
-    elif status == RunStatus.QUEUED and run.attempt != was_attempt:
+                {"correlation_id": run.id},
+            ))
+        if run.parent_run_id:
+            then.append(NotifyParent(run))
+        then.append(RunEnded(run))
+        return then
+    if status == RunStatus.QUEUED and run.attempt != was_attempt:
         RUNS_ENDED.labels("retried").inc()
         log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, was_attempt, run.reason, run.attempt)
-        await command_launch(ctx, run)
-    elif status == RunStatus.RUNNING and run.attempt == 1 and RunStatus(was) in (RunStatus.QUEUED, RunStatus.LAUNCHING):
-        await _announce(ctx, run, "run.started")
+        return [Launch(run)]
+    if status == RunStatus.RUNNING and run.attempt == 1 and RunStatus(was) in (RunStatus.QUEUED, RunStatus.LAUNCHING):
+        return [_announce(run, "run.started")]
+    return []
 
 
-async def _verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[RunStatusChanged, int] | None:
+async def verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[RunStatusChanged, int] | None:
     """The runner's last status on the stream, if it is a verdict of `attempt`: JetStream stored it
     before the runner exited, even when this consumer has not been handed it yet."""
     try:
@@ -162,18 +161,16 @@ async def _verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[R
     return ev, msg.seq or 0
 
 
-async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) -> None:
-    if ev.phase in RUNTIME_ENDS:
-        found = await _verdict_in_stream(ctx, run_id, ev.attempt)
-        if found is not None:  # the verdict outran its delivery to us: it, not the exit, decides the attempt
-            await on_status(ctx, run_id, found[0], found[1])
+async def on_runtime(run_id: str, ev: RuntimeChanged, seq: int) -> Moved:
+    """The worker's word on the attempt's process (launched, exited…)."""
     detail = ev.detail
     if ev.phase == "exited":
         detail = exit_reason(ev.exit_code)
-    await apply_fact(ctx, run_id, RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime))
+    return await apply_fact(run_id, RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime))
 
 
-async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -> None:
+async def on_status(run_id: str, ev: RunStatusChanged, seq: int) -> Moved:
+    """The runner's word on the attempt: running, waiting for an approval, or its verdict."""
     extra: dict[str, Any] = {
         k: v
         for k, v in {
@@ -190,12 +187,10 @@ async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -
             "output_tokens": ev.usage.output_tokens,
             "cost_usd": ev.usage.cost_usd,
         }
-    attributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
-    with span(TRACER, "apply run.status", attributes=attributes):  # ingestion's step that moves the run
-        await apply_fact(ctx, run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
+    return await apply_fact(run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
 
 
-async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str) -> Run | None:
+async def finish(run_id: str, status: RunStatus, reason: str) -> Moved:
     """An operator ends a run (cancel): final at once, and nothing a runner says later changes it."""
     before: dict = {}
 
@@ -207,13 +202,13 @@ async def finish(ctx: Context, run_id: str, status: RunStatus, reason: str) -> R
         return {**_derived_fields(r, attempts, {}), "status": status.value, "reason": reason, "final_by": "operator"}
 
     run = await update_versioned(Run, run_id, mutate)
-    if run is not None:
-        await _follow(ctx, run, before["status"], before["attempt"])
-    return run
+    if run is None:
+        return None, []
+    return run, _followups(run, before["status"], before["attempt"])
 
 
-async def cancel(ctx: Context, run_id: str, reason: str) -> Run | None:
-    run = await finish(ctx, run_id, RunStatus.CANCELLED, reason)
+async def cancel(run_id: str, reason: str) -> Moved:
+    run, then = await finish(run_id, RunStatus.CANCELLED, reason)
     if run is not None:
-        await ctx.publisher.publish("worker.cancel_run", CancelRun(run_id=run_id, reason=reason), correlation_id=run_id)
-    return run
+        then.append(Publish("worker.cancel_run", CancelRun(run_id=run_id, reason=reason), {"correlation_id": run_id}))
+    return run, then

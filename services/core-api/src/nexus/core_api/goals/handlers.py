@@ -1,4 +1,4 @@
-"""core-api's consumer of task events: a task that moved may move its goal."""
+"""goals' NATS handler: a task that moved may move its goal."""
 
 from nexus.core_api.context import Context
 from nexus.core_api.goals.lifecycle import reconcile

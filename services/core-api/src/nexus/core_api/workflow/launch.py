@@ -1,4 +1,4 @@
-"""From a ready task to a commanded run: assemble the run config, store the run, command the worker."""
+"""From a ready task to a commanded run: assemble the run config once, store the run, command the worker."""
 
 import logging
 
@@ -6,14 +6,16 @@ import msgspec
 
 from nexus.core_api.budgets.service import Blocked, allowance, block
 from nexus.core_api.context import Context
-from nexus.core_api.prices.service import price_for
 from nexus.core_api.memory.select import select_memory
+from nexus.core_api.prices.service import price_for
+from nexus.core_api.runs.known import remember
 from nexus.core_api.skills.service import resolve as resolve_skills
+from nexus.core_api.workflow.followups import Followup, Launch, TaskMoved
+from nexus.db.cache import cached_get
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
-from nexus.db.cache import cached_get
 from nexus.db.writes import update_document, written
-from nexus.domain.agents import MemoryPolicy
+from nexus.domain.agents import LLMSpec, Limits, MemoryPolicy, Permissions
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id, new_ulid
 from nexus.domain.tasks import TaskStatus
@@ -32,6 +34,8 @@ async def assemble_config(
     budget: Cap | None = None,
     price: tuple[float, float] | None = None,
 ) -> RunConfig:
+    """The run's config, built once: the agent's stored spec parts are read into their types here,
+    and this value is what is stored (as a document) and sent."""
     spec = agent.spec
     skills = await resolve_skills(spec.get("skills", []))
     repo_doc = await Repository.get(task.repository_id) if task.repository_id else None
@@ -51,49 +55,45 @@ async def assemble_config(
         )
         if repo_doc.credentials_secret:
             secrets.append(repo_doc.credentials_secret)
-    return msgspec.convert(
-        {
-            "run_id": run_id,
-            "agent_id": agent.id,
-            "agent_revision": agent.revision,
-            "task_id": task.id,
-            "session_id": session_id,
-            "parent_session_id": task.parent_session_id,
-            "system_prompt": spec["system_prompt"],
-            "skills": [s.content for s in skills],
-            "memory": memory,
-            "tools": spec.get("tools", []),
-            "permissions": spec.get("permissions", {}),
-            "llm": spec.get("llm", {}),
-            "limits": spec.get("limits", {}),
-            "secrets": sorted(set(secrets)),
-            "task": msgspec.to_builtins(
-                TaskBrief(
-                    title=task.title, description=task.description, goal_id=task.goal_id, target_files=task.target_files
-                )
-            ),
-            "repo": msgspec.to_builtins(repo) if repo else None,
-            "meta": task.is_meta,
-            "approval_ttl_s": approval_ttl_s,
-            "budget": msgspec.to_builtins(budget) if budget is not None and not budget.empty else None,
-            "price": price,
-        },
-        RunConfig,
+    return RunConfig(
+        run_id=run_id,
+        agent_id=agent.id,
+        agent_revision=agent.revision,
+        task_id=task.id,
+        session_id=session_id,
+        parent_session_id=task.parent_session_id,
+        system_prompt=msgspec.convert(spec["system_prompt"], str),
+        skills=[s.content for s in skills],
+        memory=memory,
+        tools=msgspec.convert(spec.get("tools", []), list[str]),
+        permissions=msgspec.convert(spec.get("permissions", {}), Permissions),
+        llm=msgspec.convert(spec.get("llm", {}), LLMSpec),
+        limits=msgspec.convert(spec.get("limits", {}), Limits),
+        secrets=sorted(set(secrets)),
+        task=TaskBrief(
+            title=task.title, description=task.description, goal_id=task.goal_id, target_files=list(task.target_files)
+        ),
+        repo=repo,
+        meta=task.is_meta,
+        approval_ttl_s=approval_ttl_s,
+        budget=budget if budget is not None and not budget.empty else None,
+        price=price,
     )
 
 
-async def command_launch(ctx: Context, run: Run) -> None:
+async def command_launch(ctx: Context, run: Run, config: RunConfig | None = None) -> None:
     """(Re)publish the launch of the run's current attempt. The message id is stored on the run, so a
     re-publish inside JetStream's duplicate window is dropped by the server, and the worker's own
-    attempt check drops it after that."""
+    attempt check drops it after that. `config` is the run's, when the caller holds it; else it is
+    read from the run as stored."""
     msg_id = run.launch_msg_id or new_ulid()
     if not run.launch_msg_id:
         await update_document(Run, run.id, {"$set": {"launch_msg_id": msg_id}})
         run.launch_msg_id = msg_id
-    cfg = msgspec.convert(run.config, RunConfig)
+    cfg = config if config is not None else msgspec.convert(run.config, RunConfig)
     await ctx.publisher.publish(
         "worker.launch_run",
-        LaunchRun(run_id=run.id, attempt=run.attempt, config=cfg, priority=run.priority),
+        LaunchRun(attempt=run.attempt, config=cfg, priority=run.priority),
         msg_id=msg_id,
         correlation_id=run.id,
     )
@@ -133,8 +133,6 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
         return None
     await run.insert()
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
-    from nexus.core_api.runs.ingest import remember
-
     remember(run.id)  # its events are accepted without looking it up
     await ctx.publisher.publish(
         "task.status_changed",
@@ -142,10 +140,36 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
             task_id=task.id, status=claimed.status, title=task.title, goal_id=task.goal_id, assignee_agent_id=agent.id
         ),
     )
-    await command_launch(ctx, run)
+    await command_launch(ctx, run, config)
     await ctx.publisher.publish(
         "run.queued",
         RunChanged(run_id=run.id, task_id=task.id, agent_id=agent.id, status=run.status, attempt=run.attempt),
     )
     log.info("dispatched task %s as run %s (agent %s rev %d)", task.id, run.id, agent.name, agent.revision)
     return run
+
+
+def retried_config(old: Run, run_id: str, session_id: str) -> RunConfig:
+    """A retry's config: the ended run's, as a new run with its own session and working branch."""
+    cfg = msgspec.convert(old.config, RunConfig)
+    repo = cfg.repo and msgspec.structs.replace(cfg.repo, branch=f"nexus/{old.task_id}/{run_id}")
+    return msgspec.structs.replace(cfg, run_id=run_id, session_id=session_id, repo=repo)
+
+
+async def retry_run(old: Run) -> tuple[Run, list[Followup]]:
+    """A new run of the ended run's task, same pinned agent revision and config: stored, its task
+    claimed; announcing the task and launching the run are its follow-ups."""
+    run_id = new_id("run")
+    session_id = new_id("ses")
+    config = retried_config(old, run_id, session_id)
+    run = Run(
+        id=run_id, task_id=old.task_id, agent_id=old.agent_id, agent_revision=old.agent_revision, goal_id=old.goal_id,
+        session_id=session_id, parent_session_id=old.parent_session_id, parent_run_id=old.parent_run_id,
+        config=msgspec.to_builtins(config), max_attempts=old.max_attempts, priority=old.priority,
+    )
+    await run.insert()
+    task = await update_versioned(
+        Task, old.task_id, lambda t: {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id}
+    )
+    then: list[Followup] = [] if task is None else [TaskMoved("task.status_changed", task)]
+    return run, [*then, Launch(run, config)]

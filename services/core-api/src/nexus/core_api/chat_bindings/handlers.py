@@ -1,13 +1,17 @@
-"""Commands relayed from chat: each is applied only for a principal whose binding allows it, and is
-audited with the chat user and the bound identity. A refused command is dead-lettered with why."""
+"""chat_bindings' NATS handler: commands relayed from chat. Each is applied only for a principal whose
+binding allows it, and is audited with the chat user and the bound identity. A refused command is
+dead-lettered with why."""
 
 import logging
 import re
 
+from nexus.core_api.approvals.service import decide
 from nexus.core_api.audit.service import record
 from nexus.core_api.chat_bindings.service import Refused, actor, check
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
+from nexus.core_api.named import goal_refs
+from nexus.core_api.workflow import engine
 from nexus.db.documents import Goal
 from nexus.domain.roles import Capability
 from nexus.events import payloads as p
@@ -32,8 +36,6 @@ async def handle_chat_command(ctx: Context, cmd: p.DecideApproval | p.CreateGoal
 
 
 async def _decide(ctx: Context, cmd: p.DecideApproval) -> None:
-    from nexus.core_api.approvals.service import decide
-
     binding = await check(cmd.principal, Capability.DECIDE_APPROVALS)
     assert cmd.principal is not None
     try:
@@ -46,8 +48,6 @@ async def _decide(ctx: Context, cmd: p.DecideApproval) -> None:
 
 
 async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
-    from nexus.core_api.goals.service import create_goal, resolve_refs
-
     who = None
     if cmd.principal is not None:
         binding = await check(cmd.principal, Capability.MANAGE_WORK)
@@ -57,20 +57,18 @@ async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
     if cmd.goal_id and await Goal.get(cmd.goal_id) is not None:
         return  # a redelivered command creates nothing twice
     try:
-        agent_id, repo_id = await resolve_refs(cmd.meta_agent or None, cmd.repository or None)
+        agent_id, repo_id = await goal_refs(cmd.meta_agent or None, cmd.repository or None)
     except DomainError as exc:
         raise Poison(f"{exc.field}: {exc.detail}") from exc
-    goal = await create_goal(ctx, cmd.title, cmd.description, created_by=who.key_id if who else cmd.requested_by,
+    goal = await engine.create_goal(ctx, cmd.title, cmd.description, created_by=who.key_id if who else cmd.requested_by,
                              meta_agent_id=agent_id, repository_id=repo_id, goal_id=cmd.goal_id or None)
     if who is not None:
         await record(who, "goal.create", f"goals/{goal.id}", after_id=goal.id)
 
 
 async def _cancel(ctx: Context, cmd: p.CancelRunRequest) -> None:
-    from nexus.core_api.runs.lifecycle import cancel
-
     binding = await check(cmd.principal, Capability.MANAGE_WORK)
     assert cmd.principal is not None
-    run = await cancel(ctx, cmd.run_id, f"{cmd.reason} by {binding.identity}")
+    run = await engine.cancel_run(ctx, cmd.run_id, f"{cmd.reason} by {binding.identity}")
     if run is not None:
         await record(actor(binding, cmd.principal), "run.cancel", f"runs/{cmd.run_id}", before_id=cmd.run_id)

@@ -1,0 +1,283 @@
+"""The run workflow's one door: each entry point takes a step (`runs`, `tasks`, `launch`) and carries
+out the follow-ups it returns, in order, a follow-up's own follow-ups before the next one. This is
+the only module that composes features (tasks, budgets, goals, approvals, sessions' plans); features
+call it instead of calling each other."""
+
+import logging
+from datetime import timedelta
+
+import msgspec
+
+from nexus.core_api.budgets.service import check_alerts, shares_for
+from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError
+from nexus.core_api.goals.lifecycle import cancel_goal as stop_goal
+from nexus.core_api.goals.lifecycle import reconcile
+from nexus.core_api.goals.report import finish as report_goal
+from nexus.core_api.board.service import publish_moved
+from nexus.core_api.tasks import service as tasks_store
+from nexus.core_api.tasks.schemas import TaskCreate
+from nexus.core_api.workflow import launch, runs, tasks
+from nexus.core_api.workflow.followups import (
+    Dispatch,
+    Followup,
+    Launch,
+    NotifyParent,
+    Promote,
+    Publish,
+    RunEnded,
+    TaskFollowsRun,
+    TaskMoved,
+)
+from nexus.db.documents import Goal, Run, Task, now
+from nexus.db.writes import update_document
+from nexus.domain.budgets import Cap
+from nexus.domain.ids import new_id
+from nexus.domain.run_facts import RUNTIME_ENDS
+from nexus.domain.tasks import TASK_FINAL, TaskStatus
+from nexus.events.payloads import (
+    ChildFinished,
+    ChildPlan,
+    GoalChanged,
+    PlanChildren,
+    RunStatusChanged,
+    RuntimeChanged,
+    TaskChanged,
+)
+from nexus.observability.tracing import span, tracer
+
+log = logging.getLogger("nexus.core_api.workflow")
+TRACER = tracer("nexus.core_api")
+
+
+async def carry_out(ctx: Context, then: list[Followup]) -> None:
+    for f in then:
+        match f:
+            case Publish():
+                await ctx.publisher.publish(f.type, f.payload, **f.options)
+            case TaskMoved():
+                t = f.task
+                await ctx.publisher.publish(f.type, TaskChanged(
+                    task_id=t.id, status=t.status, title=t.title, goal_id=t.goal_id,
+                    assignee_agent_id=t.assignee_agent_id,
+                ))
+                await publish_moved(ctx, t)
+            case Launch():
+                await launch.command_launch(ctx, f.run, f.config)
+            case Dispatch():
+                await launch.dispatch_task(ctx, f.task)
+            case TaskFollowsRun():
+                await carry_out(ctx, await tasks.follow_run(f.task_id, f.status, f.run_id))
+            case Promote():
+                await carry_out(ctx, await tasks.promote_unblocked(f.done_task_id))
+            case NotifyParent():
+                await _notify_parent(ctx, f.run)
+            case RunEnded():
+                run = f.run
+                await check_alerts(ctx, goal_id=run.goal_id, agent_id=run.agent_id, run_id=run.id, reason=run.reason)
+                await reconcile(ctx, run.goal_id)
+
+
+# ---------------------------------------------------------------- runs
+async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -> None:
+    attributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
+    with span(TRACER, "apply run.status", attributes=attributes):  # ingestion's step that moves the run
+        _, then = await runs.on_status(run_id, ev, seq)
+        await carry_out(ctx, then)
+
+
+async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) -> None:
+    if ev.phase in RUNTIME_ENDS:
+        found = await runs.verdict_in_stream(ctx, run_id, ev.attempt)
+        if found is not None:  # the verdict outran its delivery to us: it, not the exit, decides the attempt
+            await on_status(ctx, run_id, found[0], found[1])
+    _, then = await runs.on_runtime(run_id, ev, seq)
+    await carry_out(ctx, then)
+
+
+async def cancel_run(ctx: Context, run_id: str, reason: str) -> Run | None:
+    run, then = await runs.cancel(run_id, reason)
+    await carry_out(ctx, then)
+    return run
+
+
+async def retry_run(ctx: Context, old: Run) -> Run:
+    run, then = await launch.retry_run(old)
+    await carry_out(ctx, then)
+    return run
+
+
+async def dispatch(ctx: Context, task: Task) -> Run | None:
+    return await launch.dispatch_task(ctx, task)
+
+
+async def requeue_stale(ctx: Context) -> int:
+    """A run still `queued` long after its launch was commanded (core-api died before publishing,
+    or the message was lost) is commanded again; the worker drops duplicates."""
+    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
+    n = 0
+    async for run in Run.find({"status": "queued", "updated_at": {"$lt": cutoff}}):
+        await launch.command_launch(ctx, run)
+        await update_document(Run, run.id, {"$set": {"updated_at": now()}})
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------- tasks
+async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra) -> Task:
+    task = await tasks_store.create(data, actor=actor, **extra)
+    await announce_created(ctx, task)
+    return task
+
+
+async def announce_created(ctx: Context, task: Task) -> None:
+    await carry_out(ctx, [TaskMoved("task.created", task)])
+
+
+async def move_task(ctx: Context, task_id: str, target: TaskStatus) -> Task:
+    task, then = await tasks.move(task_id, target)
+    await carry_out(ctx, then)
+    return task
+
+
+async def release(ctx: Context, query: dict) -> list[str]:
+    """After a budget's raise: every ready task the query finds that a budget held back is tried again."""
+    started = []
+    async for task in Task.find({**query, "status": TaskStatus.READY.value, "blocked": {"$gt": ""}}):
+        await update_document(Task, task.id, {"$set": {"blocked": ""}})
+        task.blocked = ""
+        if await launch.dispatch_task(ctx, task) is not None:
+            started.append(task.id)
+    return started
+
+
+# ---------------------------------------------------------------- goals
+async def create_goal(ctx: Context, title: str, description: str, *, created_by: str, meta_agent_id: str | None = None,
+                      repository_id: str | None = None, goal_id: str | None = None, budget: Cap | None = None) -> Goal:
+    goal = Goal(id=goal_id or new_id("goal"), title=title, description=description, created_by=created_by,
+                meta_agent_id=meta_agent_id, repository_id=repository_id,
+                budget=msgspec.to_builtins(budget) if budget is not None and not budget.empty else {})
+    await goal.insert()
+    await ctx.publisher.publish("goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status))
+    if meta_agent_id:
+        await start_meta_session(ctx, goal)
+    return goal
+
+
+async def start_meta_session(ctx: Context, goal: Goal) -> None:
+    """The goal's decomposition is itself a task, run by the meta agent as a session with no parent."""
+    task = Task(
+        id=new_id("task"),
+        title=f"Plan: {goal.title}",
+        description=goal.description,
+        goal_id=goal.id,
+        status="ready",
+        assignee_agent_id=goal.meta_agent_id,
+        repository_id=goal.repository_id,
+        is_meta=True,
+        created_by=goal.created_by,
+    )
+    await task.insert()
+    run = await launch.dispatch_task(ctx, task)
+    if run is not None:
+        await update_document(Goal, goal.id, {"$set": {"meta_run_id": run.id}})
+        goal.meta_run_id = run.id
+    await reconcile(ctx, goal.id)
+
+
+async def cancel_goal(ctx: Context, goal_id: str, by: str) -> Goal:
+    """A user ends the goal: cancelled at once, then every run still going is cancelled and every
+    task not yet final with it. 409 naming the rule when the goal already ended."""
+    work = await stop_goal(ctx, goal_id, by)
+    # The meta session first: it must not end on its own when it hears its children were cancelled.
+    for task in sorted(work, key=lambda t: not t.is_meta):
+        if TaskStatus(task.status) in TASK_FINAL:
+            continue
+        run = (
+            await cancel_run(ctx, task.current_run_id, f"goal {goal_id} cancelled by {by}")
+            if task.current_run_id
+            else None
+        )
+        if run is None:
+            try:
+                await move_task(ctx, task.id, TaskStatus.CANCELLED)
+            except Exception as exc:  # noqa: BLE001 — a task that moved on meanwhile is left where it is
+                log.info("goal %s: task %s not cancelled: %s", goal_id, task.id, exc)
+    await report_goal(ctx, goal_id)
+    return await Goal.get(goal_id)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- meta sessions
+async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
+    """A meta run's plan becomes child tasks (each a run with its parent session set), each given
+    its share of what is left of the goal's budget; a child that cannot exist is reported ended."""
+    parent = await Run.get(cmd.run_id)
+    if parent is None:
+        raise ValueError(f"plan for unknown run {cmd.run_id}")
+    parent_task = await Task.get(parent.task_id)
+    created: list[Task] = []
+    # The goal's budget (what is left of it) is split among the children planned together.
+    shares = await shares_for(parent.goal_id, [c.weight for c in cmd.children])
+    for child, share in zip(cmd.children, shares, strict=True):
+        existing = await Task.find_one({"session_id": child.session_id})
+        if existing is not None:  # a redelivered plan creates nothing twice
+            created.append(existing)
+            continue
+        try:
+            task = await _create_child(ctx, parent, parent_task, cmd.session_id, child, share)
+        except DomainError as exc:  # e.g. the plan names an agent that does not exist
+            log.warning("meta run %s: child %s cannot be planned: %s", parent.id, child.session_id, exc.detail)
+            await _report_unplannable(ctx, parent, child.session_id, exc.detail)
+            continue
+        created.append(task)
+        await launch.dispatch_task(ctx, task)
+    log.info("meta run %s planned %d children", parent.id, len(created))
+    await reconcile(ctx, parent.goal_id)
+    return created
+
+
+async def _create_child(
+    ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan, share: Cap
+) -> Task:
+    return await create_task(
+        ctx,
+        TaskCreate(
+            title=child.title,
+            description=child.description,
+            goal_id=parent.goal_id,
+            assignee=child.agent_id or parent.agent_id,
+            repository=parent_task.repository_id if parent_task else None,
+        ),
+        actor=f"run:{parent.id}",
+        parent_run_id=parent.id,
+        parent_session_id=meta_session_id,
+        session_id=child.session_id,
+        target_files=list(child.target_files),
+        budget=msgspec.to_builtins(share), budget_weight=child.weight,
+    )
+
+
+async def _report_unplannable(ctx: Context, parent: Run, session_id: str, reason: str) -> None:
+    """The meta session waits for every child it planned: one that cannot exist ends at once, failed."""
+    await ctx.publisher.publish(
+        "run.child_finished",
+        ChildFinished(session_id=session_id, run_id="", task_id="", status="failed", reason=f"not planned: {reason}"),
+        run_id=parent.id,
+    )
+
+
+async def _notify_parent(ctx: Context, run: Run) -> None:
+    """Each child's end is reported on its meta run's own subject, where the meta runner waits."""
+    await ctx.publisher.publish(
+        "run.child_finished",
+        ChildFinished(
+            session_id=run.session_id,
+            run_id=run.id,
+            task_id=run.task_id,
+            status=run.status,
+            summary=run.summary,
+            reason=run.reason,
+        ),
+        run_id=run.parent_run_id or "",
+        msg_id=None,
+    )

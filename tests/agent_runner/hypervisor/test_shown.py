@@ -1,0 +1,66 @@
+"""What a file write and a command looked like, as the hypervisor hands it on for people: a diff
+per file write and an output tail per command, each beside its change's seq, masked, capped."""
+
+from typing import Any
+
+from nexus.agent_runner.hypervisor import shown
+from nexus.events.payloads import CommandOutput, FileDiff
+
+WRITER = "import os; open('conf.txt', 'w').write('token=' + os.environ['T'] + chr(10) + 'mode=a' + chr(10))"
+
+
+def _collect(sandbox: Any) -> list:
+    got: list = []
+
+    async def shower(content: Any) -> None:
+        got.append(content)
+
+    sandbox.make(shower=shower)
+    return got
+
+
+async def test_a_diff_per_file_write_and_the_output_of_each_command_masked(sandbox: Any) -> None:
+    got = _collect(sandbox)
+    hv = sandbox.hv
+    # A command puts the secret's value into a file and prints it; then the file is edited around it.
+    assert (await hv.call("run_command", {"cmd": f"T=${{secret:{sandbox.SECRET_NAME}}} python3 -c \"{WRITER}\""})).ok
+    assert (await hv.call("run_command", {"cmd": f"T=${{secret:{sandbox.SECRET_NAME}}} printenv T"})).ok
+    assert (await hv.call("edit_file", {"path": "conf.txt", "old": "mode=a", "new": "mode=b"})).ok
+    assert (await hv.call("write_file", {"path": "new.txt", "content": "fresh\n"})).ok
+    assert sandbox.SECRET in (sandbox.ws / "conf.txt").read_text()  # the file really holds the value
+    assert [type(c) for c in got] == [CommandOutput, CommandOutput, FileDiff, FileDiff]
+    seqs = [c.seq for c in sandbox.session.changes]
+    assert [c.seq for c in got] == seqs and {c.session_id for c in got} == {sandbox.session.session_id}
+    ref = f"${{secret:{sandbox.SECRET_NAME}}}"
+    printed, edit, created = got[1], got[2], got[3]
+    assert printed.exit_code == 0 and printed.output == ref + "\n" and not printed.truncated
+    assert edit.rel_path == "conf.txt"
+    assert f" token={ref}\n-mode=a\n+mode=b\n" in edit.diff  # the secret's line is context, masked
+    assert created.diff.startswith("--- /dev/null\n+++ b/new.txt\n") and "+fresh\n" in created.diff
+    for content in got:
+        assert sandbox.SECRET not in repr(content)
+
+
+async def test_diffs_and_outputs_are_capped_and_binary_files_are_not_diffed(sandbox: Any) -> None:
+    got = _collect(sandbox)
+    hv = sandbox.hv
+    big = "".join(f"line {i} {'x' * 60}\n" for i in range(2000))  # ~140 KB: diffed, cut at the cap
+    assert (await hv.call("write_file", {"path": "big.txt", "content": big})).ok
+    huge = "y" * (shown.DIFF_MAX_FILE_BYTES + 1)
+    assert (await hv.call("write_file", {"path": "huge.txt", "content": huge})).ok
+    assert (await hv.call("write_file", {"path": "bin.dat", "content": "a\0b"})).ok
+    assert (await hv.call("run_command", {"cmd": "seq 1 5000"})).ok
+    diff, too_large, binary, output = got
+    assert diff.truncated and len(diff.diff.encode()) <= shown.DIFF_CAP_BYTES and diff.diff.endswith("\n")
+    assert too_large.too_large and too_large.diff == "" and binary.binary and binary.diff == ""
+    assert output.truncated and output.total_bytes > shown.OUTPUT_CAP_BYTES
+    assert len(output.output.encode()) <= shown.OUTPUT_CAP_BYTES and output.output.endswith("4999\n5000\n")
+
+
+async def test_a_failing_shower_loses_the_view_not_the_run(sandbox: Any) -> None:
+    async def shower(content: Any) -> None:
+        raise RuntimeError("bus down")
+
+    hv = sandbox.make(shower=shower)
+    assert (await hv.call("write_file", {"path": "a.txt", "content": "a\n"})).ok
+    sandbox.assert_recorded()

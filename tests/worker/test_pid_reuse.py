@@ -1,0 +1,60 @@
+"""A runner's pid names it only while it lives: the kernel gives the number to a new process later
+(32,768 pids by default, several spent per run), and the local runtime must never take that process
+for the run's runner — not to list it, report it running, or signal its process group."""
+
+import asyncio
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nexus.worker.runtimes.local import LocalProcessRuntime, pid_alive, process_start
+
+
+@pytest.fixture
+def stranger():
+    """A process that is not a runner, in a session of its own (as a reused pid's owner could be)."""
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _leave_behind(runtime: LocalProcessRuntime, run_id: str, pid: int, started: int | None) -> Path:
+    d = runtime.run_dir(run_id)
+    d.mkdir(parents=True)
+    (d / "runner.pid").write_text(str(pid))
+    if started is not None:
+        (d / "runner.started").write_text(str(started))
+    (d / "attempt").write_text("1")
+    return d
+
+
+async def test_a_reused_pid_is_not_the_runner(tmp_path, stranger) -> None:
+    runtime = LocalProcessRuntime(tmp_path, parent_env={}, kill_grace_s=0.2)
+    start = process_start(stranger.pid)
+    assert start is not None
+    # An ended run's runner had this pid once, and started earlier than the process that has it now.
+    _leave_behind(runtime, "r-ended", stranger.pid, start - 1)
+    _leave_behind(runtime, "r-older", stranger.pid, None)  # written before starts were recorded
+
+    assert await runtime.list_runs() == []
+    assert (await runtime.status("r-ended")).phase == "missing"
+    await runtime.cancel_run("r-ended")
+    await runtime.cleanup("r-older")
+    assert await runtime.wait("r-ended") is None
+    assert stranger.poll() is None and pid_alive(stranger.pid)  # nobody signalled it
+
+
+async def test_the_recorded_runner_is_found_and_stopped(tmp_path, stranger) -> None:
+    runtime = LocalProcessRuntime(tmp_path, parent_env={}, kill_grace_s=0.2)
+    d = runtime.run_dir("r-live")
+    d.mkdir(parents=True)
+    runtime._record(d, stranger.pid)
+
+    assert await runtime.list_runs() == ["r-live"]
+    assert (await runtime.status("r-live")).phase == "running"
+    await runtime.cancel_run("r-live")
+    assert await asyncio.to_thread(stranger.wait, 5) == -signal.SIGTERM
+    assert await runtime.list_runs() == []
