@@ -3,6 +3,8 @@
 # checkout (NEXUS_TOOLS_DIR, default ~/.cache/nexus/bin): nats-server and FerretDB v1 (with its
 # SQLite and PostgreSQL handlers); Debian's PostgreSQL, which FerretDB runs on by default
 # (docs/storage.md says why); and the distribution's bubblewrap, which sandboxes agent commands.
+# No NATS exporter is built: the Go module proxy refuses nats-io's prometheus-nats-exporter, so core-api
+# reads nats-server's monitoring endpoint itself (docs/observability.md).
 set -euo pipefail
 BIN="${NEXUS_TOOLS_DIR:-$HOME/.cache/nexus/bin}"
 NATS_VERSION="${NATS_VERSION:-v2.15.2}"

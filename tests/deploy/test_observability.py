@@ -327,3 +327,33 @@ def test_consumer_lag_has_a_source_in_kubernetes():
     assert "-jsz=all" in exporter["args"]
     port = template["metadata"]["annotations"]["prometheus.io/port"]
     assert {"name": "exporter", "containerPort": int(port)} in exporter["ports"]
+
+
+def test_core_api_reads_every_nats_server_s_monitoring_in_kubernetes():
+    """NATS's connections and streams on the overview come from core-api reading each server's monitoring
+    endpoint: the dev cluster names every NATS replica's monitor port to core-api, and lets it through."""
+    infra = [d for path in (REPO / "k8s" / "infra").glob("*.yaml") for d in yaml.safe_load_all(path.read_text()) if d]
+    (nats,) = [d for d in infra if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "nats"]
+    (server,) = [c for c in nats["spec"]["template"]["spec"]["containers"] if c["name"] == "nats"]
+    port = next(p["containerPort"] for p in server["ports"] if p["name"] == "monitor")
+    (telemetry,) = [d for d in infra if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nexus-telemetry"]
+    urls = telemetry["data"]["NEXUS_NATS_MONITOR_URL"].split(",")
+    headless = nats["spec"]["serviceName"]
+    assert urls == [f"http://nats-{i}.{headless}.nexus.svc.cluster.local:{port}" for i in range(nats["spec"]["replicas"])]
+    (core_api,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "base" / "core-api.yaml").read_text())
+                   if d and d["kind"] == "Deployment"]
+    env_from = core_api["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert {"configMapRef": {"name": "nexus-telemetry", "optional": True}} in env_from
+
+    policies = [d for d in infra if d["kind"] == "NetworkPolicy"]
+
+    def allows(direction: str, selected: str, peer: str) -> bool:
+        key, peers = ("egress", "to") if direction == "egress" else ("ingress", "from")
+        return any(p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == selected
+                   and any({"protocol": "TCP", "port": port} in rule.get("ports", [])
+                           and any(x.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == peer
+                                   for x in rule.get(peers, []))
+                           for rule in p["spec"].get(key, []))
+                   for p in policies)
+
+    assert allows("egress", "core-api", "nats") and allows("ingress", "nats", "core-api")

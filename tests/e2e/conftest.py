@@ -12,6 +12,7 @@ import pytest
 from nexus.dev.servers import free_ports
 from nexus.dev.stack import SERVICES, Stack
 from tests.gitrepo import git, make_bare_repo  # noqa: F401 — `git` is used by the e2e tests
+from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
 
 @contextlib.contextmanager
@@ -56,6 +57,15 @@ async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}, timeout=30
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotApi]:
+    """A local fake of Telegram's Bot API (the gateway takes `fake.token` and `fake.base_url`)."""
+    f = FakeBotApi()
+    await f.start()
+    yield f
+    await f.stop()
 
 
 @pytest.fixture

@@ -1,24 +1,31 @@
 """The dashboards and alerts against a real Prometheus (Debian's package) scraping the real services: after a
 demo flow (a run that succeeds, one that fails, one that waits for an approval, one that times out, a poison
-message), every overview panel's query returns data through Prometheus's HTTP API (a panel that needs what the
-demo cannot make says so in NEEDS), and when a service is killed Prometheus's own rule evaluation fires
-NexusServiceDown. The rule file is the one deploy/ ships, with its `for:` durations shortened for the test."""
+message, a schedule coming due, a lead's chat command through a local fake of Telegram's Bot API, the board
+projected to a Plane double with an item edited behind its back, an agent with a daily budget), every overview
+panel's query returns data through Prometheus's HTTP API — NATS's connections and streams too, which core-api
+reads from nats-server's monitoring endpoint, and a consumer loop restarted after its durable was deleted — (a
+panel that needs what the demo cannot make would say so in NEEDS),
+and when a service is killed Prometheus's own rule evaluation fires NexusServiceDown. The rule file is the one
+deploy/ ships, with its `for:` durations shortened for the test."""
 
 import asyncio
 import json
 import re
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from nexus.dev.doubles.plane import PlaneDouble
 from nexus.dev.servers import free_port
 from nexus.dev.stack import SERVICES
 from tests.conftest import need_tool
 from tests.e2e.conftest import running_stack, wait_for
+from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
 
@@ -27,18 +34,10 @@ OVERVIEW = REPO / "deploy" / "grafana" / "dashboards" / "nexus-overview.json"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
-# Panels whose series only exist after something the demo flow does not do, and what that is.
-NEEDS = {
-    "Schedule occurrences fired": "a schedule coming due",
-    "Consumer loops restarted": "a consumer loop dying",
-    "Sync lag (task change → provider call)": "an external board (Plane or Jira) linked to the board",
-    "Provider calls by outcome": "an external board linked to the board",
-    "Drift repaired and external edits": "an external board linked to the board",
-    "Chat updates by outcome": "a Telegram bot token and chat updates",
-    "Sends by outcome": "a Telegram bot token and something to send",
-    "Budget spent": "a goal or an agent with a budget (tests/e2e/test_goals.py checks these gauges)",
-    "Budget remaining": "a goal or an agent with a budget (tests/e2e/test_goals.py checks these gauges)",
-}
+# Panels whose series only exist after something the demo flow cannot make, and why it cannot (none today).
+NEEDS: dict[str, str] = {}
+LEAD = 1001
+PLANE_KEY, PLANE_HOOK = "plane_api_key", "whsec_" + uuid.uuid4().hex
 
 SUCCEEDS = """
 steps:
@@ -112,8 +111,22 @@ async def run_of(api: httpx.AsyncClient, agent_name: str) -> str:
     return r.json()["current_run_id"]
 
 
-async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str) -> None:
-    ok = await run_of(api, await agent(api, SUCCEEDS))
+async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str, plane: PlaneDouble, plane_url: str,
+                    bot: FakeBotApi) -> int:
+    """The demo; returns how many scheduled runs it made (each succeeded)."""
+    # The board is projected to Plane (every task below becomes an item there), a lead is bound in chat.
+    r = await api.put("/v1/board/providers/default", json={"provider": "plane", "plane": {
+        "base_url": plane_url, "workspace_slug": plane.workspace, "project_id": plane.project_id,
+        "api_key_secret": "PLANE_KEY", "webhook_secret": "PLANE_HOOK"}})
+    assert r.status_code == 200, r.text
+    r = await api.post("/v1/chat-bindings", json={"user_id": str(LEAD), "identity": "lea@example.com", "role": "lead"})
+    assert r.status_code == 201, r.text
+
+    # An agent with a daily budget: core-api checks it at dispatch and as the run ends (the budget gauges).
+    budgeted = await agent(api, SUCCEEDS)
+    r = await api.put(f"/v1/budgets/agents/{budgeted}", json={"usd": 50, "tokens": 1_000_000})
+    assert r.status_code == 200, r.text
+    ok = await run_of(api, budgeted)
     fails = await run_of(api, await agent(api, FAILS, limits={"max_steps": 1}))
     asks = await run_of(api, await agent(api, ASKS, permissions={"commands": {"allow": [], "default": "ask"}}))
     times_out = await run_of(api, await agent(api, SLEEPS, limits={"wall_clock_s": 3},
@@ -125,6 +138,54 @@ async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str) -> None:
     assert list(ends.values()) == ["succeeded", "failed", "succeeded", "timed_out"], ends
     assert 400 <= (await api.post("/v1/tasks", json={"title": 7})).status_code < 500  # a 4xx for the error-share panel
     await poison(nats_url, creds)
+
+    # A lead's chat command: an update the gateway handles, and its reply sent through the outbox.
+    await bot.send_text(LEAD, "/agents")
+    await bot.wait_message(LEAD, "obs-")
+
+    # An item edited in Plane behind the board's back is repaired by the drift check.
+    task_id = (await api.get(f"/v1/runs/{ok}")).json()["task_id"]
+    item = await until(lambda: _item(plane, task_id))
+    plane.edit(item["id"], name="renamed behind the board's back")
+    assert await until(lambda: _repaired(plane, item["id"])), plane.items[item["id"]]
+
+    # Someone deletes core-api's command consumer: its loop is restarted and makes it anew (the schedule's
+    # occurrences below reach core-api through it).
+    await delete_consumer(nats_url, creds, "NEXUS_CMDS", "core-api-cmds")
+
+    # A schedule comes due (every 2 s): once it has fired it is switched off and what it started ends.
+    pinger = await agent(api, SUCCEEDS)
+    r = await api.post("/v1/schedules", json={"name": f"obs-{uuid.uuid4().hex[:6]}", "cron": "* * * * * */2", "timezone": "UTC",
+                                              "task": {"title": "observed schedule", "assignee": pinger}, "overlap": "skip"})
+    assert r.status_code == 201, r.text
+    schedule = r.json()["id"]
+    await wait_for(api, f"/v1/schedules/{schedule}", lambda x: x["fired_count"] >= 1)
+    assert (await api.delete(f"/v1/schedules/{schedule}")).status_code == 204
+    scheduled = [t for t in (await api.get("/v1/tasks", params={"limit": 100})).json()["items"] if t["title"] == "observed schedule"]
+    assert scheduled
+    for task in scheduled:
+        done = await wait_for(api, f"/v1/tasks/{task['id']}", lambda t: t["status"] in ("done", "failed", "cancelled"))
+        assert done["status"] == "done", done
+    return len(scheduled)
+
+
+async def _item(plane: PlaneDouble, task_id: str) -> dict | None:
+    items = plane.by_external_id(task_id)
+    return items[0] if items else None
+
+
+async def _repaired(plane: PlaneDouble, item_id: str) -> bool:
+    return plane.items[item_id]["name"] != "renamed behind the board's back"
+
+
+async def delete_consumer(nats_url: str, creds: str, stream: str, durable: str) -> None:
+    from nexus.events.bus import connect
+
+    nc = await connect(nats_url, "observability-test", creds=creds, user="tools")
+    try:
+        await nc.jetstream().delete_consumer(stream, durable)
+    finally:
+        await nc.drain()
 
 
 async def poison(nats_url: str, creds: str) -> None:
@@ -138,10 +199,20 @@ async def poison(nats_url: str, creds: str) -> None:
         await nc.drain()
 
 
-async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, mongo_url, nats_auth) -> None:
+@pytest.fixture
+def plane() -> Iterator[tuple[PlaneDouble, str]]:
+    double = PlaneDouble(api_keys=(PLANE_KEY,), rate_limit=100_000)
+    url = double.start()
+    yield double, url
+    double.stop()
+
+
+async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, mongo_url, nats_auth, fake, plane) -> None:
     binary = need_tool("prometheus")
-    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=list(SERVICES),
-                       env={"NEXUS_HEARTBEAT_TIMEOUT_S": "20"}) as stack:
+    env = {"NEXUS_HEARTBEAT_TIMEOUT_S": "20", "NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5",
+           "NEXUS_TELEGRAM_TOKEN": fake.token, "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
+           "NEXUS_SECRET_PLANE_KEY": PLANE_KEY, "NEXUS_SECRET_PLANE_HOOK": PLANE_HOOK, "NEXUS_DRIFT_INTERVAL_S": "1"}
+    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=list(SERVICES), env=env) as stack:
         port = free_port()
         config = prometheus_config(tmp_path, stack.metrics_ports)
         prometheus = subprocess.Popen(
@@ -153,7 +224,7 @@ async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, m
                         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom):
                 up = await until(lambda: _all_up(prom, len(stack.metrics_ports)))
                 assert up, "Prometheus never scraped every service"
-                await demo_flow(api, stack.nats_url, stack.creds("tools"))
+                scheduled = await demo_flow(api, stack.nats_url, stack.creds("tools"), *plane, fake)
 
                 # Every panel returns data once the demo's numbers are scraped (each final state counted once).
                 async def empty_panels() -> list[str]:
@@ -164,8 +235,29 @@ async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, m
                     return not await empty_panels()
 
                 assert await until(every_panel_has_data), f"panels without data: {await empty_panels()}"
-                counted = {r["metric"]["status"]: float(r["value"][1]) for r in await query(prom, "sum by (status) (nexus_runs_total)")}
-                assert {k: counted.get(k) for k in ("succeeded", "failed", "timed_out")} == {"succeeded": 2, "failed": 1, "timed_out": 1}
+                # Each final state counted once: Prometheus's sums equal the runs stored, once every run has ended
+                # (an occurrence fired as the schedule was deleted may still be running).
+                async def stored_and_counted() -> tuple[dict, dict]:
+                    runs = (await api.get("/v1/runs", params={"limit": 500})).json()["items"]
+                    stored = {k: float(sum(r["status"] == k for r in runs)) for k in FINAL}
+                    counted = {r["metric"]["status"]: float(r["value"][1])
+                               for r in await query(prom, "sum by (status) (nexus_runs_total)")}
+                    return stored if len(runs) == sum(stored.values()) else {}, {k: counted.get(k, 0.0) for k in FINAL}
+
+                async def agree() -> bool:
+                    stored, counted = await stored_and_counted()
+                    return stored == counted
+
+                assert await until(agree), await stored_and_counted()
+                stored, _ = await stored_and_counted()
+                assert stored["succeeded"] >= 2 + scheduled and (stored["failed"], stored["timed_out"]) == (1, 1), stored
+
+                # NATS's own numbers, from its monitoring endpoint through core-api: every service's connection,
+                # and the runs' events the stream holds.
+                connections = await query(prom, "sum(nexus_nats_connections)")
+                assert connections and float(connections[0]["value"][1]) >= len(SERVICES), connections
+                runs_stream = await query(prom, 'max(nexus_nats_stream_messages{stream="NEXUS_RUNS"})')
+                assert runs_stream and float(runs_stream[0]["value"][1]) > 0, runs_stream
                 assert set(NEEDS) <= set(panel_queries()), "NEEDS names a panel the overview does not have"
 
                 # A service goes: Prometheus's own rule evaluation fires NexusServiceDown for it.

@@ -9,7 +9,6 @@ and a late press changes nothing."""
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -45,14 +44,6 @@ steps:
   - tool_calls: [{name: write_file, args: {path: "{{target_file}}", content: "hello\\n"}}]
   - tool_calls: [{name: finish, args: {summary: "wrote {{target_file}}"}}]
 """
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBotApi]:
-    f = FakeBotApi()
-    await f.start()
-    yield f
-    await f.stop()
 
 
 def _admin(stack) -> httpx.AsyncClient:

@@ -1,7 +1,10 @@
 """One run is one trace: every process (core-api, worker, the runner it starts) exports its spans over OTLP/HTTP
 to a receiver this test runs, and the spans of one run — from the HTTP request that dispatched it to core-api
-storing its final status — share one trace id, the model and tool calls inside it."""
+storing its final status — share one trace id, the model and tool calls inside it. A run a schedule starts is rooted at the worker firing
+the occurrence, and a run a chat command starts (a goal's meta session, through a local fake of Telegram's Bot
+API) at the gateway handling the command: each such trace reaches the runner and comes back to core-api."""
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +122,92 @@ async def test_one_run_is_one_trace_across_processes(tmp_path: Path, nats_url: s
     # The runner's log lines (text under the local stack, as the worker's) carry the run and its trace.
     session_lines = [line for line in runner_log.splitlines() if "commands are confined by" in line]
     assert session_lines and all(f"run_id={run_id} trace_id={session.trace_id} span_id=" in line for line in session_lines), runner_log
+
+
+# ---------------------------------------------------------------- the other roots: a schedule, a chat command
+
+PLAIN = 'steps:\n  - tool_calls: [{name: note, args: {message: "rooted"}}]\n  - say: "done"\n'
+LEAD = 1001
+
+
+def through_the_runner(spans: list[ReceivedSpan], run_id: str) -> tuple[ReceivedSpan, list[ReceivedSpan]]:
+    """The one root of the run's trace and the trace, once it holds the runner's session and core-api applying
+    the run's final status, every span with its parent (each process exports in its own batches)."""
+    trace = run_trace(spans, run_id)
+    (root,) = roots(trace)
+    services = {s.service for s in trace}
+    assert {"core-api", "worker", "agent-runner"} <= services, services
+    (launch,) = [s for s in trace if s.name == "launch run"]
+    (session,) = [s for s in trace if s.name == "invoke_agent"]
+    assert launch.attributes["nexus.run_id"] == run_id and session.parent_span_id == launch.span_id
+    assert final_status(spans, run_id), "core-api's final status is not in the run's trace"
+    return root, trace
+
+
+async def succeeded_and_traced(api: httpx.AsyncClient, receiver: OtlpReceiver, run_id: str) -> tuple[str, list[ReceivedSpan]]:
+    """Once the run succeeded: the spans, when its trace holds core-api's final status and every span's parent."""
+    run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
+    assert run["status"] == "succeeded", run
+    try:
+        return run_id, receiver.wait_for(lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1)
+    except TimeoutError:
+        raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run_id))}") from None
+
+
+async def test_a_schedule_firing_is_the_root_of_its_runs_trace(tmp_path: Path, nats_url: str, mongo_url: str,
+                                                                nats_auth, receiver) -> None:
+    env = {"NEXUS_OTLP_ENDPOINT": receiver.endpoint, "NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5"}
+    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker"], env=env) as stack:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+            name = f"timed-{uuid.uuid4().hex[:6]}"
+            r = await api.post("/v1/agents", json={"name": name, "system_prompt": "You run on time.", "tools": ["note"],
+                                                   "llm": {"provider": "scripted", "script": PLAIN}})
+            assert r.status_code == 201, r.text
+            r = await api.post("/v1/schedules", json={"name": name, "cron": "* * * * * */2", "timezone": "UTC", "overlap": "skip",
+                                                      "task": {"title": f"on time {name}", "assignee": name}})
+            assert r.status_code == 201, r.text
+            schedule = r.json()
+            fired = await wait_for(api, f"/v1/schedules/{schedule['id']}", lambda s: s["fired_count"] >= 1 and s["active_item_id"])
+            assert (await api.delete(f"/v1/schedules/{schedule['id']}")).status_code == 204
+            task = (await api.get(f"/v1/tasks/{fired['active_item_id']}")).json()
+            run_id, spans = await succeeded_and_traced(api, receiver, task["current_run_id"])
+
+    root, trace = through_the_runner(spans, run_id)
+    assert (root.service, root.name) == ("worker", "fire schedule"), root
+    assert root.attributes["nexus.schedule_id"] == schedule["id"] and root.attributes["nexus.fire_reason"] == "on_time"
+    # The worker commands the occurrence (producer) → core-api fires it (consumer) → … → the launch.
+    (fire_cmd,) = [s for s in trace if s.kind == "producer" and s.parent_span_id == root.span_id]
+    assert fire_cmd.attributes["messaging.destination.name"] == "nexus.cmd.core.fire_schedule"
+    assert any(s.service == "core-api" and s.kind == "consumer" and s.parent_span_id == fire_cmd.span_id for s in trace)
+
+
+async def test_a_chat_command_is_the_root_of_what_it_starts(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth,
+                                                            receiver, fake) -> None:
+    env = {"NEXUS_OTLP_ENDPOINT": receiver.endpoint, "NEXUS_TELEGRAM_TOKEN": fake.token,
+           "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1"}
+    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker", "telegram-gateway"],
+                       env=env) as stack:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
+                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+            r = await api.post("/v1/chat-bindings", json={"user_id": str(LEAD), "identity": "lea@example.com", "role": "lead"})
+            assert r.status_code == 201, r.text
+            planner = f"planner-{uuid.uuid4().hex[:6]}"
+            script = 'steps:\n  - tool_calls: [{name: finish, args: {summary: "nothing to split"}}]\n'
+            r = await api.post("/v1/agents", json={"name": planner, "system_prompt": "You plan.", "tools": ["finish", "note"],
+                                                   "llm": {"provider": "scripted", "script": script}})
+            assert r.status_code == 201, r.text
+            await fake.send_text(LEAD, f"/goal Be traced from chat with {planner}")
+            created = await fake.wait_message(LEAD, "Goal <code>goal_")
+            goal_id = re.search(r"goal_[0-9a-z]{26}", created["text"]).group(0)
+            await wait_for(api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"]))  # the command applied
+            goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: bool(g.get("meta_run_id")))
+            run_id, spans = await succeeded_and_traced(api, receiver, goal["meta_run_id"])
+
+    root, trace = through_the_runner(spans, run_id)
+    assert (root.service, root.name) == ("telegram-gateway", "chat command goal"), root
+    assert root.attributes["nexus.chat.command"] == "goal"
+    assert not any("Be traced" in str(v) for s in trace for v in s.attributes.values())  # the arguments stay out
+    (goal_cmd,) = [s for s in trace if s.kind == "producer" and s.attributes["messaging.destination.name"] == "nexus.cmd.core.create_goal"]
+    assert goal_cmd.service == "telegram-gateway"
+    assert any(s.service == "core-api" and s.kind == "consumer" and s.parent_span_id == goal_cmd.span_id for s in trace)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import RUNS_STREAM
@@ -94,6 +95,7 @@ async def test_a_loop_that_dies_is_restarted_and_reported_down_meanwhile() -> No
     stop.set()
     await asyncio.wait_for(task, 10)
     assert LOOPS.restarts["test-loop"] == 1
+    assert REGISTRY.get_sample_value("nexus_loop_restarts_total", {"loop": "test-loop"}) == 1  # the overview's panel
 
 
 async def _until(cond) -> None:
@@ -131,3 +133,37 @@ async def test_consume_survives_its_fetch_loop_raising(nats_url, nats_creds, mon
     await asyncio.wait_for(task, 30)
     assert got == ["hello"] and len(calls) == 2
     await nc.drain()
+
+
+@pytest.mark.infra
+async def test_a_deleted_durable_consumer_is_made_again_and_the_restart_counted(nats_url, nats_creds) -> None:
+    """Someone deletes a loop's durable consumer: fetching through it would fail forever, leaving the service
+    deaf while it looks healthy. The loop ends, its supervisor starts it again (counted in
+    nexus_loop_restarts_total), the durable is created anew and what is published next is handled."""
+    nc = await connect(nats_url, "test-poison-3", creds=nats_creds)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    run_id, durable = f"run_{uuid.uuid4().hex}", f"g-{uuid.uuid4().hex[:8]}"
+    pub = Publisher(js, "test")
+    got: list[str] = []
+    stop = asyncio.Event()
+
+    async def handler(d: Delivery) -> None:
+        got.append(d.payload.message)
+        if "after" in got:
+            stop.set()
+
+    task = asyncio.create_task(consume(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>",
+                                       handler=handler, stop=stop))
+    try:
+        await pub.publish("run.log", RunLog(message="before"), run_id=run_id)
+        await asyncio.wait_for(_until(lambda: got == ["before"]), 30)
+        await js.delete_consumer(RUNS_STREAM, durable)
+        await pub.publish("run.log", RunLog(message="after"), run_id=run_id)
+        await asyncio.wait_for(task, 30)
+    finally:
+        stop.set()
+        await nc.drain()
+    assert got[-1] == "after" and set(got) == {"before", "after"}  # the new durable starts from the stream's start
+    assert REGISTRY.get_sample_value("nexus_loop_restarts_total", {"loop": durable}) == 1
+    assert LOOPS.healthy()

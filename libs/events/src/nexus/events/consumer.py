@@ -371,6 +371,22 @@ async def reclaim_unacked(js: JetStreamContext, *, stream: str, durable: str, su
     return handled
 
 
+class ConsumerGone(Exception):
+    """The durable consumer a loop fetches through no longer exists (someone deleted it): fetching again would
+    fail forever, so the loop ends and its supervisor starts it again, which creates the durable anew."""
+
+
+async def _deleted(sub: JetStreamContext.PullSubscription) -> bool:
+    """Whether the subscription's durable consumer is gone (not: unreachable while NATS reconnects)."""
+    try:
+        await sub.consumer_info()
+    except NotFoundError:
+        return True
+    except Exception:  # noqa: BLE001 — NATS unreachable: not known to be gone
+        return False
+    return False
+
+
 async def consume(js: JetStreamContext, *, durable: str, stop: asyncio.Event, **options: Any) -> None:
     """`consume_once` under supervision: a loop that dies is restarted with backoff."""
     await supervised(durable, lambda: consume_once(js, durable=durable, stop=stop, **options), stop)
@@ -439,7 +455,9 @@ async def consume_once(
                     msgs = await sub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
                 continue
-            except Exception:  # a reconnect in progress; keep the loop alive
+            except Exception as exc:  # a reconnect in progress; keep the loop alive
+                if await _deleted(sub):
+                    raise ConsumerGone(f"the durable consumer {durable} of {stream} was deleted") from exc
                 log.warning("fetch failed on %s; retrying", durable, exc_info=True)
                 await asyncio.sleep(0.5)
                 continue

@@ -11,6 +11,7 @@ from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.core_api.goals.handlers import follow_task
+from nexus.core_api.nats_monitor import watch_nats_monitor
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.core_api.schedules.service import fire
 from nexus.core_api.sessions.handlers import on_plan
@@ -100,6 +101,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
         every(5.0, stop, lambda: count_pending(ctx), what="count_pending"),
         watch_consumer_lag(ctx.js, "core-api", stop),
+        watch_nats_monitor(s.nats_monitor_url, stop),
         serve_queries(ctx, stop),
     ]
     try:

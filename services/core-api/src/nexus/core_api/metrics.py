@@ -4,6 +4,7 @@ reads the live registry after importing each service's metrics module)."""
 from prometheus_client import Counter, Gauge, Histogram
 
 from nexus.core_api.budgets.spend import LEFT_TOKENS, LEFT_USD, SPENT_TOKENS, SPENT_USD  # noqa: F401 — budgets
+from nexus.core_api.nats_monitor import CONNECTIONS  # noqa: F401 — NATS's monitoring endpoint, read by core-api
 from nexus.core_api.observability import LATENCY, REQUESTS  # noqa: F401 — HTTP, beside the middleware that counts
 from nexus.db.stats import COMMANDS as DB_COMMANDS, SECONDS as DB_SECONDS  # noqa: F401 — its database commands
 from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'

@@ -207,6 +207,26 @@ OVERVIEW = [
                 "Loops that died and were restarted, per 5 minutes.",
                 [("sum by (job, loop) (increase(nexus_loop_restarts_total[5m]))", "{{job}} {{loop}}")],
             ),
+            # NATS's own monitoring endpoint (/varz, /jsz), read by core-api; max: each replica of a stream reports it.
+            Panel(
+                "JetStream streams",
+                "Messages and bytes each stream holds (NATS's /jsz, read by core-api).",
+                [
+                    ("max by (stream) (nexus_nats_stream_messages)", "{{stream}} messages"),
+                    ("max by (stream) (nexus_nats_stream_bytes)", "{{stream}} bytes"),
+                ],
+                width=12,
+            ),
+            Panel(
+                "NATS connections",
+                "Clients connected to each NATS server (its /varz), and whether core-api could read each "
+                "server's monitoring endpoint (1: read).",
+                [
+                    ("sum by (server) (nexus_nats_connections)", "{{server}}"),
+                    ("min by (endpoint) (nexus_nats_monitor_up)", "monitoring read: {{endpoint}}"),
+                ],
+                width=12,
+            ),
         ],
     ),
     Section(

@@ -73,6 +73,7 @@ class Managed:
     # servers this one needs, stopped after it (FerretDB's PostgreSQL)
     backing: list["Managed"] = field(default_factory=list)
     on_stopped: list = field(default_factory=list, repr=False)
+    monitor_url: str = ""  # nats-server's monitoring endpoint (/varz, /jsz), when it has one
 
     def stop(self, timeout_s: float = 10.0, *, keep_data: bool = False) -> None:
         """Stop it and what backs it; a throw-away server's data goes with it unless `keep_data`
@@ -132,19 +133,34 @@ def remember_auth(url: str, auth: Path | None) -> None:
         _AUTH_BY_URL[url] = auth
 
 
+# The monitoring endpoint of each nats-server this process started, by URL (as _AUTH_BY_URL).
+_MONITOR_BY_URL: dict[str, str] = {}
+
+
+def monitor_for(url: str) -> str:
+    """The monitoring endpoint of a nats-server this process started ("" for one started elsewhere)."""
+    return _MONITOR_BY_URL.get(url.split(",")[0].strip(), "")
+
+
 def start_nats(
-    data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None
+    data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None,
+    monitor_port: int | None = None,
 ) -> Managed:
-    """nats-server with JetStream; with `auth` (a nats_auth() directory) every client must be one of its users."""
+    """nats-server with JetStream and its monitoring endpoint on `monitor_port` (a free one when None); with
+    `auth` (a nats_auth() directory) every client must be one of its users."""
     port = port or free_port()
+    monitor_port = monitor_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [find_tool("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data_dir)]
+    args = [find_tool("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
+            "-sd", str(data_dir)]
     if auth is not None:
         args += ["-c", str(auth / "nats.conf")]
     proc, log = _spawn(args, log_path)
     wait_port("127.0.0.1", port, proc=proc)
     remember_auth(f"nats://127.0.0.1:{port}", auth)
-    return Managed("nats", proc, f"nats://127.0.0.1:{port}", log)
+    monitor = f"http://127.0.0.1:{monitor_port}"
+    _MONITOR_BY_URL[f"nats://127.0.0.1:{port}"] = monitor
+    return Managed("nats", proc, f"nats://127.0.0.1:{port}", log, monitor_url=monitor)
 
 
 def ferretdb_handler(data_dir: Path | None = None) -> str:

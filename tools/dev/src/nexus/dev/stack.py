@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from nexus.dev.servers import Managed, auth_for, free_port, nats_auth, start_ferretdb, start_nats, wait_port
+from nexus.dev.servers import (
+    Managed,
+    auth_for,
+    free_port,
+    monitor_for,
+    nats_auth,
+    start_ferretdb,
+    start_nats,
+    wait_port,
+)
 from nexus.dev.supervisor import CrashLoop, Supervisor
 
 SERVICES = {
@@ -77,6 +86,10 @@ class Stack:
     # NATS authorization material (servers.nats_auth): generated under `home` when this stack starts its own
     # nats-server; given for a server started elsewhere with it; None for a server without authorization.
     auth_dir: Path | None = None
+    # nats-server's monitoring endpoint, which core-api reads into nexus_nats_* (NEXUS_NATS_MONITOR_URL): found
+    # for a server this process started; given (or empty: not read) for one started elsewhere.
+    nats_monitor_url: str = ""
+    nats_monitor_port: int | None = None
 
     def creds(self, user: str) -> str:
         return str(self.auth_dir / f"{user}.creds") if self.auth_dir else ""
@@ -87,11 +100,15 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         if self.nats_url and self.auth_dir is None:
             self.auth_dir = auth_for(self.nats_url)  # a server this process started with authorization
+        if self.nats_url and not self.nats_monitor_url:
+            self.nats_monitor_url = monitor_for(self.nats_url)
         if not self.nats_url:
             self.auth_dir = nats_auth(self.auth_dir or self.home / "nats-auth")
-            s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log", auth=self.auth_dir)
+            s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log", auth=self.auth_dir,
+                           monitor_port=self.nats_monitor_port)
             self.servers.append(s)
             self.nats_url = s.url
+            self.nats_monitor_url = s.monitor_url
         if not self.mongodb_url:
             s = start_ferretdb(self.home / "ferretdb", port=self.mongodb_port, log_path=logs / "ferretdb.log")
             self.servers.append(s)
@@ -117,6 +134,8 @@ class Stack:
             NEXUS_LOG_FORMAT=os.environ.get("NEXUS_LOG_FORMAT", "text"),
             PYTHONUNBUFFERED="1",
         )
+        if name == "core-api":
+            env["NEXUS_NATS_MONITOR_URL"] = self.nats_monitor_url
         env.update(self.env)
         return env
 
@@ -151,7 +170,9 @@ class Stack:
         port = int(old.url.rsplit(":", 1)[1].strip("/"))
         log_path = (self.log_dir or self.home / "logs") / f"{name}.log"
         if name == "nats":  # with its authorization: without it no account of ours (nor its JetStream) exists
-            new = start_nats(self.home / name, port=port, log_path=log_path, auth=self.auth_dir)
+            monitor_port = int(old.monitor_url.rsplit(":", 1)[1]) if old.monitor_url else None
+            new = start_nats(self.home / name, port=port, log_path=log_path, auth=self.auth_dir,
+                             monitor_port=monitor_port)
         else:
             new = start_ferretdb(self.home / name, port=port, log_path=log_path)
         self.servers[self.servers.index(old)] = new
@@ -245,12 +266,13 @@ def _banner(stack: Stack) -> str:
     web UI       {stack.api_url}/ui   (sign in with the admin key)
     API          {stack.api_url}   (OpenAPI: {stack.api_url}/schema/openapi.json, docs: {stack.api_url}/schema)
     admin key    {"from NEXUS_ADMIN_KEY" if os.environ.get("NEXUS_ADMIN_KEY") else stack.admin_key_file}
-    NATS         {stack.nats_url}
+    NATS         {stack.nats_url}   (monitoring: {stack.nats_monitor_url or "not read: set NEXUS_NATS_MONITOR_URL"})
     MongoDB      {stack.mongodb_url}
     agent-runner one process per run, launched by the worker (workspaces in {stack.home / "runs"})
 
   Observability (docs/observability.md):
     metrics      {_metrics_lines(stack)}
+                 (NATS's connections and streams are core-api's nexus_nats_*, read from NATS's monitoring)
     Prometheus   prometheus --config.file=deploy/prometheus/prometheus.yml   (scrapes the above; alert rules included)
     Grafana      provisioning in deploy/grafana/provisioning, dashboards in deploy/grafana/dashboards
     traces       {_traces_hint(stack)}
@@ -274,6 +296,8 @@ def main() -> None:
         mongodb_url=os.environ.get("NEXUS_MONGODB_URL"),
         http_port=args.port,
         nats_port=_port_or_free(4222),
+        nats_monitor_port=_port_or_free(8222),
+        nats_monitor_url=os.environ.get("NEXUS_NATS_MONITOR_URL", ""),
         mongodb_port=_port_or_free(27017),
     )
     stopping = threading.Event()
