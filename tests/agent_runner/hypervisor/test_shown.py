@@ -64,3 +64,21 @@ async def test_a_failing_shower_loses_the_view_not_the_run(sandbox: Any) -> None
     hv = sandbox.make(shower=shower)
     assert (await hv.call("write_file", {"path": "a.txt", "content": "a\n"})).ok
     sandbox.assert_recorded()
+
+
+def test_views_mask_a_secret_in_the_encodings_the_canary_knows() -> None:
+    import base64
+    from urllib.parse import quote
+
+    from nexus.agent_runner.hypervisor.secrets import SecretBox
+
+    value = "sk-live-Quokka-8Jd2+/x-271828"
+    box = SecretBox({"TOKEN": value})
+    for prefix in ("", "a", "ab"):  # each base64 alignment
+        text = base64.b64encode((prefix + value).encode()).decode()
+        masked = box.mask_forms(f"out: {text}\n")
+        assert "${secret:TOKEN} (base64)" in masked
+    for encoded, how in ((value.encode().hex(), "hex"), (value.encode().hex().upper(), "hex"),
+                         (quote(value, safe=""), "url-encoding")):
+        assert box.mask_forms(f"= {encoded} =") == f"= ${{secret:TOKEN}} ({how}) ="
+    assert box.mask_forms(f"plain {value}") == "plain ${secret:TOKEN}"

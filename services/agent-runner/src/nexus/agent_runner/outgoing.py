@@ -10,46 +10,14 @@
 What the canary cannot see: a value transformed otherwise (compressed, encrypted, split across
 objects, reversed). Values shorter than MIN_CANARY_CHARS are not searched (they would match by chance)."""
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, quote_plus
 
-from nexus.agent_runner.hypervisor.secrets import SecretBox
+from nexus.agent_runner.hypervisor.secrets import MIN_CANARY_CHARS, SecretBox, encodings
 from nexus.agent_runner.workspace import RunGit, run_git
 from nexus.domain.sessions import GitCommitChange, SessionChange
 
-MIN_CANARY_CHARS = 4
 _NEXUS_LINE = re.compile(r"^\s*nexus-[\w-]*\s*:.*$", re.IGNORECASE | re.MULTILINE)
-
-
-def _base64_runs(data: bytes) -> set[bytes]:
-    """The base64 text that `data` produces wherever it sits in a longer stream (three alignments)."""
-    runs = set()
-    for pad in range(3):
-        encoded = base64.b64encode(bytes(pad) + data)
-        first = -(-8 * pad // 6)  # the first character made only of `data`'s bits
-        last = (8 * (pad + len(data)) - 6) // 6  # the last one
-        run = encoded[first : last + 1].rstrip(b"=")
-        if len(run) >= MIN_CANARY_CHARS:
-            runs.update({run, run.replace(b"+", b"-").replace(b"/", b"_")})
-    return runs
-
-
-def encodings(value: str) -> dict[bytes, str]:
-    """Every form of `value` the canary looks for, each with the name of its encoding."""
-    raw = value.encode()
-    forms = {raw: "plain"}
-    for run in _base64_runs(raw):
-        forms.setdefault(run, "base64")
-    hexed = binascii.hexlify(raw)
-    forms.setdefault(hexed, "hex")
-    forms.setdefault(hexed.upper(), "hex")
-    for quoted in (quote(value, safe=""), quote_plus(value, safe="")):
-        forms.setdefault(quoted.encode(), "url-encoding")
-        forms.setdefault(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted).encode(), "url-encoding")
-    return forms
 
 
 def canaries(values: Mapping[str, str]) -> list[tuple[bytes, str]]:

@@ -4,12 +4,46 @@ events or logs get to see. This is the one masking implementation: the runner's 
 Masking comes before any cut or search (mask_cut, search.masked_copy).
 
 Masking is literal: a command that transforms a value (base64, reversal, splitting it across
-lines) is out of scope; the policy, not the mask, is what stops that."""
+lines) is out of scope; the policy, not the mask, is what stops that. Views of content that leave
+the run as events (a file's diff, a command's output) are masked in the simple encodings too
+(`mask_forms`), as the canary searches what is pushed."""
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
+from urllib.parse import quote, quote_plus
 
 SECRET_REF = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
+MIN_CANARY_CHARS = 4  # shorter values are not searched in their encodings (they would match by chance)
+
+
+def _base64_runs(data: bytes) -> set[bytes]:
+    """The base64 text that `data` produces wherever it sits in a longer stream (three alignments)."""
+    runs = set()
+    for pad in range(3):
+        encoded = base64.b64encode(bytes(pad) + data)
+        first = -(-8 * pad // 6)  # the first character made only of `data`'s bits
+        last = (8 * (pad + len(data)) - 6) // 6  # the last one
+        run = encoded[first : last + 1].rstrip(b"=")
+        if len(run) >= MIN_CANARY_CHARS:
+            runs.update({run, run.replace(b"+", b"-").replace(b"/", b"_")})
+    return runs
+
+
+def encodings(value: str) -> dict[bytes, str]:
+    """Every form of `value` the canary looks for, each with the name of its encoding."""
+    raw = value.encode()
+    forms = {raw: "plain"}
+    for run in _base64_runs(raw):
+        forms.setdefault(run, "base64")
+    hexed = binascii.hexlify(raw)
+    forms.setdefault(hexed, "hex")
+    forms.setdefault(hexed.upper(), "hex")
+    for quoted in (quote(value, safe=""), quote_plus(value, safe="")):
+        forms.setdefault(quoted.encode(), "url-encoding")
+        forms.setdefault(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted).encode(), "url-encoding")
+    return forms
 
 
 class UnknownSecret(Exception):
@@ -26,6 +60,7 @@ class SecretBox:
             ((value, f"${{secret:{name}}}") for name, value in self._values.items() if value),
             key=lambda pair: -len(pair[0]),
         )
+        self._forms: list[tuple[str, str]] | None = None  # made on first use of mask_forms
 
     @property
     def values(self) -> list[str]:
@@ -66,6 +101,24 @@ class SecretBox:
             if raw in data:
                 data = data.replace(raw, ref.encode())
         return data
+
+    def mask_forms(self, text: str) -> str:
+        """`mask`, and each value's simple encodings too (base64 at every alignment, hex,
+        percent-encoding), each replaced by its reference and encoding: for views of content that
+        leave the run (diffs, command output), where an encoded value is as good as the value."""
+        text = self.mask(text)
+        if self._forms is None:
+            forms: dict[str, str] = {}
+            for value, ref in self._masks:
+                if len(value) >= MIN_CANARY_CHARS:
+                    for encoded, how in encodings(value).items():
+                        if how != "plain":
+                            forms.setdefault(encoded.decode(), f"{ref} ({how})")
+            self._forms = sorted(forms.items(), key=lambda item: -len(item[0]))
+        for form, ref in self._forms:
+            if form in text:
+                text = text.replace(form, ref)
+        return text
 
     def contains_secret(self, text: str) -> bool:
         return any(value in text for value, _ in self._masks)
