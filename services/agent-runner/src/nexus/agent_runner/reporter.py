@@ -50,6 +50,7 @@ class RunReporter:
         self.step = 0
         self.mask = masker
         self._heartbeat: asyncio.Task | None = None
+        self._beating = False
         self._pending: list[asyncio.Task] = []  # publishes sent whose acks are awaited in the background
         # the session's agent kernel, once it has one: its mailboxes ride on the heartbeat
         self.kernel: Kernel | None = None
@@ -146,15 +147,21 @@ class RunReporter:
             # The first beat after one interval, like every other: "running" said the run is alive, and a
             # run that ends sooner needs none (each beat is a stored event and a write of the run's
             # liveness in core-api; silence is judged against the run's start as much as its last beat).
+            me = asyncio.current_task()
             await asyncio.sleep(every_s)
-            while True:
+            while self._beating:
                 with contextlib.suppress(Exception):
                     await self._publish(
                         "run.heartbeat",
                         Heartbeat(attempt=self.attempt, step=self.step, pid=os.getpid(), **self._mailboxes()),
                     )
+                if me is not None and me.cancelling():
+                    # Python 3.11's wait_for (inside the NATS client) loses a cancel that lands as its
+                    # reply arrives: the beat would go on for ever and the run never end.
+                    raise asyncio.CancelledError
                 await asyncio.sleep(every_s)
 
+        self._beating = True
         self._heartbeat = asyncio.create_task(beat())
 
     def _mailboxes(self) -> dict[str, int]:
@@ -164,6 +171,7 @@ class RunReporter:
         return {"mailbox_depth": stats.max_depth, "mailbox_dropped": stats.dropped}
 
     async def stop_heartbeat(self) -> None:
+        self._beating = False
         if self._heartbeat:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
