@@ -24,7 +24,8 @@ from nexus.core_api.settings import CoreSettings
 from nexus.db.cache import ReadCache
 from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
-from nexus.db.documents import Run, RunEvent
+from nexus.db import run_events
+from nexus.db.documents import Run
 from nexus.dev.servers import start_ferretdb, start_nats
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import NoteChange
@@ -109,7 +110,7 @@ async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, 
     cpu = {k: v - cpu0[k] for k, v in _cpu_s(pids or {}).items()}
     stop.set()
     await task
-    stored = await RunEvent.get_pymongo_collection().count_documents({})
+    stored = await run_events.count()
     install_cache(None)
     await client.drop_database(db)
     await client.close()
