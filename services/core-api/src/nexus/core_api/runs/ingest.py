@@ -179,7 +179,7 @@ async def _ingest(ctx: Context, run_id: str, agent_id: str, deliveries: list[Del
         fresh = await run_events.unstored(run_id, events) if again and events else events
         await _commit.insert([
             [(ledger.collection(), list(records), ledger.insert_records),
-             (run_events.collection(), run_events.chunk_docs(run_id, fresh), sessions.insert_new)],
+             (run_events.collection(), run_events.chunk_docs(run_id, fresh), run_events.insert_chunks)],
             [(SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)],
         ])
         for ev in opened_by:  # a change that outran its session's "opened"
