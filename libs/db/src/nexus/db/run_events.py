@@ -14,11 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from pymongo.errors import BulkWriteError
-
 from nexus.db.documents import RunEvent, RunEventChunk
+from nexus.db.writes import insert_fresh
 
-DUPLICATE_KEY = 11000
 # A chunk's encoded events stay far below the 16 MiB document limit (an event may be up to 1 MiB).
 CHUNK_BYTES = 4 * 1024 * 1024
 _encode = msgspec.json.Encoder().encode
@@ -114,19 +112,10 @@ async def unstored(run_id: str, events: list[dict]) -> list[dict]:
 async def insert_chunks(coll: Any, docs: list[dict]) -> None:
     """Insert chunks in one insert_many. A chunk refused because one with its id is stored (its first
     event was stored before) still has its events that are not stored yet written, as a chunk of their own."""
-    if not docs:
-        return
-    try:
-        await coll.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        for e in errors:
-            refused = docs[e["index"]]
-            rest = await unstored(refused["run_id"], _events(refused))
-            if rest:
-                await coll.insert_many(chunk_docs(refused["run_id"], rest), ordered=False)
+    for refused in await insert_fresh(coll, docs):
+        rest = await unstored(refused["run_id"], _events(refused))
+        if rest:
+            await coll.insert_many(chunk_docs(refused["run_id"], rest), ordered=False)
 
 
 async def events_of(run_id: str, *, newest: int | None = None) -> list[RunEvent]:

@@ -135,7 +135,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
     from nexus.core_api.runs.ingest import remember
 
-    remember(run.id, run.agent_id)  # its events are accepted without looking it up
+    remember(run.id)  # its events are accepted without looking it up
     await ctx.publisher.publish(
         "task.status_changed",
         TaskChanged(

@@ -86,29 +86,42 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
-# Runs are never deleted and never change agent: one found once stays known, with its agent.
-_known_runs: dict[str, str] = {}
+_known_runs: set[str] = set()  # runs are never deleted: one found once stays known
 
 
-def remember(run_id: str, agent_id: str) -> None:
+def remember(run_id: str) -> None:
     """A run this process just stored: its events need no lookup to be accepted."""
     if len(_known_runs) > 100_000:
         _known_runs.clear()
-    _known_runs[run_id] = agent_id
+    _known_runs.add(run_id)
 
 
-async def _agent_of(run_id: str, type_: str) -> str | None:
-    """The run's agent; None for a run this database does not hold."""
+async def _known(run_id: str, type_: str) -> bool:
     if run_id in _known_runs:
-        return _known_runs[run_id]
-    run = await cached_get(Run, run_id)
-    if run is None:
+        return True
+    if await cached_get(Run, run_id) is None:
         # Not a run of this core-api's database (another deployment sharing the bus, or a
         # runner started by hand): nothing here may change because of it.
         log.debug("ignoring %s for unknown run %s", type_, run_id)
-        return None
-    remember(run_id, run.agent_id)
-    return run.agent_id
+        return False
+    remember(run_id)
+    return True
+
+
+# A run's agent never changes: kept per run, so a model call's metric does not read the run (every
+# write to `runs` — a heartbeat's time — empties the read cache's copies of runs).
+_agents: dict[str, str] = {}
+
+
+async def _agent_of(run_id: str) -> str | None:
+    if run_id not in _agents:
+        run = await cached_get(Run, run_id)
+        if run is None:
+            return None
+        if len(_agents) > 100_000:
+            _agents.clear()
+        _agents[run_id] = run.agent_id
+    return _agents[run_id]
 
 
 def _event_doc(d: Delivery) -> dict:
@@ -155,12 +168,11 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool 
     """One run's events, in stream order. `again`: some of them may be stored already (a redelivery
     or a reclaim, possibly cut into other groups than the first time)."""
     run_id = deliveries[0].subject.split(".")[2]
-    agent_id = await _agent_of(run_id, deliveries[0].envelope.type)
-    if agent_id is None:
+    if not await _known(run_id, deliveries[0].envelope.type):
         return
     outbox = Outbox(ctx.publisher)
     try:
-        await _ingest(dataclasses.replace(ctx, publisher=outbox), run_id, agent_id, deliveries,
+        await _ingest(dataclasses.replace(ctx, publisher=outbox), run_id, deliveries,
                       again or any(d.deliveries > 1 for d in deliveries))
     finally:
         # What the steps announced follows state they stored: held until the group's writes are
@@ -168,7 +180,7 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool 
         await outbox.release()
 
 
-async def _ingest(ctx: Context, run_id: str, agent_id: str, deliveries: list[Delivery], again: bool) -> None:
+async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: bool) -> None:
     events: list[dict] = []
     changes: list[Any] = []
     records: list[Any] = []
@@ -190,7 +202,7 @@ async def _ingest(ctx: Context, run_id: str, agent_id: str, deliveries: list[Del
         opened_by.clear()
 
     for d in deliveries:
-        if isinstance(d.payload, p.LLMCalled):
+        if isinstance(d.payload, p.LLMCalled) and (agent_id := await _agent_of(run_id)) is not None:
             count_llm_call(
                 agent_id,
                 d.payload.provider,
