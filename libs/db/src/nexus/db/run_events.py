@@ -73,10 +73,24 @@ async def _chunks(run_id: str, newest_first: bool = False) -> list[dict]:
     return docs
 
 
+_no_legacy: set[str] = set()  # databases whose run_events collection was found empty: it stays so
+
+
+async def _legacy_query(query: dict, projection: dict | None = None) -> list[dict]:
+    """Events stored one per document, before chunks (nothing writes there any more: a database
+    found without any is not asked again)."""
+    coll = RunEvent.get_pymongo_collection()
+    if coll.database.name in _no_legacy:
+        return []
+    if await coll.find_one({}, {"_id": 1}) is None:
+        _no_legacy.add(coll.database.name)
+        return []
+    return await coll.find(query, projection).to_list(None)
+
+
 async def _legacy(run_id: str) -> list[dict]:
-    """Events stored one per document, before chunks."""
     out = []
-    async for d in RunEvent.get_pymongo_collection().find({"run_id": run_id}):
+    for d in await _legacy_query({"run_id": run_id}):
         d["id"] = d.pop("_id")
         out.append(d)
     return out
@@ -141,14 +155,11 @@ async def of_type(run_ids: list[str], type_: str, *, since: str | None = None) -
     (`occurred_at` as runs write it) before which events are left out."""
     if not run_ids:
         return []
-    query: dict = {"run_id": run_ids[0]} if len(run_ids) == 1 else {"run_id": {"$in": run_ids}}
+    runs: dict = {"run_id": run_ids[0]} if len(run_ids) == 1 else {"run_id": {"$in": run_ids}}
     by_run: dict[str, list[dict]] = {}
-    async for c in collection().find(query):
-        if type_ in c.get("types", ()):
-            by_run.setdefault(c["run_id"], []).extend(e for e in _events(c) if e["type"] == type_)
-    legacy: dict = {"type": type_, **query}
-    async for d in RunEvent.get_pymongo_collection().find(legacy, {"run_id": 1, "stream_seq": 1, "occurred_at": 1,
-                                                                     "data": 1}):
+    async for c in collection().find({"types": type_, **runs}):
+        by_run.setdefault(c["run_id"], []).extend(e for e in _events(c) if e["type"] == type_)
+    for d in await _legacy_query({"type": type_, **runs}, {"run_id": 1, "stream_seq": 1, "occurred_at": 1, "data": 1}):
         d["id"] = d.pop("_id")
         by_run.setdefault(d["run_id"], []).append(d)
     return [(run_id, e.get("data") or {}) for run_id, events in by_run.items() for e in _unique(events)
@@ -161,6 +172,5 @@ async def count(run_id: str | None = None) -> int:
     ids: set[str] = set()
     async for c in collection().find(query):
         ids.update(e["id"] for e in _events(c))
-    async for d in RunEvent.get_pymongo_collection().find(query, {"_id": 1}):
-        ids.add(d["_id"])
+    ids.update(d["_id"] for d in await _legacy_query(query, {"_id": 1}))
     return len(ids)
