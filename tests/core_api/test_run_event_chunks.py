@@ -60,6 +60,9 @@ async def test_each_event_is_stored_once_whatever_is_handed_out_again(client, ap
     newest = await in_app(client, lambda: run_events.events_of(run_id, newest=2))
     assert [e.stream_seq for e in newest] == [5, 6]
     assert await in_app(client, run_events.of_type, [run_id], "run.llm") == [(run_id, events[-1].data)]
+    # Model calls sit in chunks of their own: budgets read those, not the run's every event.
+    chunks = await in_app(client, lambda: run_events.collection().find({"run_id": run_id, "types": "run.llm"}).to_list(None))
+    assert [[e["type"] for e in run_events._events(c)] for c in chunks] == [["run.llm"]]
 
 
 async def test_readers_take_an_event_once_even_when_two_chunks_hold_it(client, app) -> None:

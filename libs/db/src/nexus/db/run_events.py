@@ -29,8 +29,21 @@ def event_doc(id_: str, type_: str, subject: str, stream_seq: int, occurred_at: 
             "data": data}
 
 
+# Read on their own (budgets sum a goal's or an agent's model calls on every run's end): kept in
+# chunks of their own, so that read fetches those events, not every event of every run.
+APART = frozenset({"run.llm"})
+
+
 def chunk_docs(run_id: str, events: list[dict]) -> list[dict]:
-    """The chunks of `events` (one run's, in stream order): one, unless they are very large."""
+    """The chunks of `events` (one run's, in stream order): one, plus one for the model calls among
+    them, unless they are very large."""
+    apart = [e for e in events if e["type"] in APART]
+    if apart and len(apart) < len(events):
+        return _chunked(run_id, [e for e in events if e["type"] not in APART]) + _chunked(run_id, apart)
+    return _chunked(run_id, events)
+
+
+def _chunked(run_id: str, events: list[dict]) -> list[dict]:
     out: list[dict] = []
     part: list[bytes] = []
     size = 0
