@@ -3,7 +3,8 @@
 FerretDB's cost is per document, per command and per field it converts, so core-api stores the
 events of one run that one fetch brought as ONE document: the run id, the first and last stream
 sequence, the event types it holds, and the events themselves in stream order as one JSON array
-in a binary field (one field for FerretDB to carry, however many events). The chunk's id is
+in a binary field (one field for FerretDB to carry, however many events); its model calls, which
+budgets read on their own, in a chunk of their own. The chunk's id is
 `<run_id>:<first seq>`, so a batch handed out again whole is refused by the primary key; a
 redelivery cut differently is filtered against what is stored before it is written (`unstored`),
 and readers take each event once by its envelope id whatever happened (`_unique`). Reads decode
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+
 from nexus.db.documents import RunEvent, RunEventChunk
 from nexus.db.writes import insert_fresh
 
