@@ -12,6 +12,7 @@ from nexus.db import run_events
 from nexus.db.documents import Run
 from nexus.domain.ids import new_id
 from nexus.events import payloads as p
+from nexus.events.bus import Publisher
 from nexus.events.catalog import spec
 from nexus.events.consumer import Delivery
 from nexus.events.envelope import decode_raw, encode, make_envelope
@@ -20,10 +21,11 @@ from tests.core_api.conftest import in_app, new_run
 pytestmark = pytest.mark.infra
 
 
-class Witness:
+class Witness(Publisher):
     """The real publisher; before each event goes out, what the database holds of its run."""
 
-    def __init__(self, publisher) -> None:
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__(publisher.js, publisher.source)
         self.publisher = publisher
         self.seen: list[tuple[str, str, int]] = []  # (type, the run's stored status, its stored events)
 

@@ -5,7 +5,7 @@ import re
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -498,7 +498,7 @@ async def pulling(
 async def fetched(
     sub: JetStreamContext.PullSubscription, durable: str, stop: asyncio.Event, size: Callable[[], int], *,
     prefetch: bool = False,
-) -> AsyncIterator[list[Msg]]:
+) -> AsyncGenerator[list[Msg], None]:
     """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
     fails while a reconnect is in progress, is simply tried again: the loop outlives both. With
     `prefetch`, the next batch is fetched while the caller handles this one; a batch fetched ahead
