@@ -136,14 +136,16 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
     run = await db.runs.find_one({"_id": seed_run_id})
     task = await db.tasks.find_one({"_id": run["task_id"]})
     session = await db.sessions.find_one({"run_id": seed_run_id}) or {"_id": run["session_id"], "run_id": seed_run_id}
-    events = await db.run_events.find({"run_id": seed_run_id}).to_list(None)
+    events = await db.run_events.find({"run_id": seed_run_id}).to_list(None)  # stored one by one (older core-api)
+    chunks = await db.run_event_chunks.find({"run_id": seed_run_id}).to_list(None)  # one per run per ingested batch
     audit = await db.audit_entries.find_one({}) or {"actor": "system", "action": "task.create", "resource": "tasks/x"}
     timings: dict = {}
     batch = 2000
 
     async def load(coll, total: int, make) -> None:
         t = time.perf_counter()
-        first_page = await reserve(coll, -(-total // BUCKET)) if coll.name != "run_events" else 0
+        paged = coll.name not in ("run_events", "run_event_chunks")
+        first_page = await reserve(coll, -(-total // BUCKET)) if paged else 0
         for start in range(0, total, batch):
             docs = []
             for i in range(start, min(total, start + batch)):
@@ -170,6 +172,10 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
         r = ids[i][0]
         return [_copy(e, _id=new_id("evt"), run_id=r) for e in events[:events_per_run]]
 
+    def mk_chunks(i: int, _: int) -> list:
+        r = ids[i][0]
+        return [_copy(c, _id=f"{r}:{c['first_seq']}", run_id=r) for c in chunks]
+
     def mk_audit(i: int, page: int) -> list:
         return [_copy(audit, _id=new_id("aud"), resource=f"tasks/{ids[i % n_runs][1]}", page=page)]
 
@@ -179,6 +185,9 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
     if events:
         await load(db.run_events, n_runs, mk_events)
         timings["run_events"]["documents"] = n_runs * min(events_per_run, len(events))
+    if chunks:
+        await load(db.run_event_chunks, n_runs, mk_chunks)
+        timings["run_event_chunks"]["documents"] = n_runs * len(chunks)
     await load(db.audit_entries, n_audit, mk_audit)
     timings["filled_ids"] = [r for r, _, _ in ids]
     return timings

@@ -24,7 +24,8 @@ from nexus.core_api.settings import CoreSettings
 from nexus.db.cache import ReadCache
 from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
-from nexus.db.documents import Run, RunEvent
+from nexus.db import run_events
+from nexus.db.documents import Run
 from nexus.dev.servers import start_ferretdb, start_nats
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import NoteChange
@@ -35,12 +36,12 @@ from nexus.events.envelope import encode, make_envelope
 from nexus.events.payloads import Heartbeat, LLMCalled, RunLog, SessionChanged
 
 
-def _events(run_ids: list[str], n: int) -> list[tuple[str, bytes]]:
+def _events(run_ids: list[str], n: int, changes: bool = True) -> list[tuple[str, bytes]]:
     out, seqs = [], dict.fromkeys(run_ids, 0)
     for i in range(n):
         run_id = run_ids[i % len(run_ids)]
         kind = i % 10
-        if kind < 5:
+        if kind < 5 or (kind in (7, 8) and not changes):
             type_, data = "run.log", RunLog(message=f"step {i}: working on it")
         elif kind < 7:
             type_, data = "run.llm", LLMCalled(step=i, provider="scripted", model="scripted", input_tokens=1200, output_tokens=80)
@@ -109,7 +110,7 @@ async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, 
     cpu = {k: v - cpu0[k] for k, v in _cpu_s(pids or {}).items()}
     stop.set()
     await task
-    stored = await RunEvent.get_pymongo_collection().count_documents({})
+    stored = await run_events.count()
     install_cache(None)
     await client.drop_database(db)
     await client.close()
@@ -134,7 +135,7 @@ async def _raw_baseline(mongo_url: str, n: int, pids: dict[str, int]) -> dict:
             "cpu_ms_per_1000_docs": {k: round(1_000_000 * v / n, 1) for k, v in cpu.items()}}
 
 
-async def main(runs: int, n: int, per_event: bool, prefetch: bool = True) -> dict:
+async def main(runs: int, n: int, per_event: bool, prefetch: bool = True, changes: bool = True) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     nats = start_nats(tmp / "nats", log_path=tmp / "nats.log")
     ferret = start_ferretdb(tmp / "ferretdb", log_path=tmp / "ferretdb.log")
@@ -144,11 +145,13 @@ async def main(runs: int, n: int, per_event: bool, prefetch: bool = True) -> dic
         await ensure_streams(js)
         pids = {"ferretdb": ferret.proc.pid, **{b.name: b.proc.pid for b in ferret.backing}}
         run_ids = [new_id("run") for _ in range(runs)]
-        events = _events(run_ids, n)
+        events = _events(run_ids, n, changes)
         stored_kinds = sum(1 for s, _ in events if not s.endswith(".heartbeat"))
         publish_s = await _publish(js, events)
         result: dict = {
             "runs": runs, "events": n, "events_stored_expected": stored_kinds,
+            "mix": "50% logs, 20% model calls, 20% session changes, 10% heartbeats" if changes
+            else "70% logs, 20% model calls, 10% heartbeats (no session changes)",
             "publish_per_s": round(n / publish_s),
             "baseline_raw_insert_many": await _raw_baseline(ferret.url, stored_kinds, pids),
             "ingest_batched": await _ingest(js, nc, ferret.url, run_ids, n, batched=True, pids=pids, prefetch=prefetch),
@@ -173,5 +176,8 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--skip-per-event", action="store_true", help="skip the slow one-at-a-time comparison")
     ap.add_argument("--no-prefetch", action="store_true", help="fetch the next batch only after this one is handled (the path before)")
+    ap.add_argument("--no-session-changes", action="store_true",
+                    help="logs in place of session changes (each change is also a ledger record and a change record)")
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(main(a.runs, a.events, not a.skip_per_event, not a.no_prefetch)), indent=2))
+    print(json.dumps(asyncio.run(main(a.runs, a.events, not a.skip_per_event, not a.no_prefetch,
+                                      not a.no_session_changes)), indent=2))

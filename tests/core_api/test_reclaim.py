@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from nexus.core_api.context import Context
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
-from nexus.db.documents import RunEvent
+from nexus.db import run_events
 from nexus.domain.ledger import seal
 from nexus.domain.sessions import NoteChange
 from nexus.events.bus import Publisher, connect
@@ -47,7 +47,7 @@ async def _consume_until_stored(ctx: Context, nats: tuple[str, str], durable: st
     stored: set[str] = set()
     try:
         for _ in range(600):
-            stored = {e.id async for e in RunEvent.find(RunEvent.run_id == run_id)}
+            stored = await run_events.stored_ids(run_id)
             if want <= stored or task.done():
                 break
             await asyncio.sleep(0.05)

@@ -7,7 +7,7 @@ import pytest
 
 from nexus.db.cache import ReadCache, cached_find, cached_get, install
 from nexus.db.connection import connect_db
-from nexus.db.documents import Goal
+from nexus.db.documents import AgentBudget, Goal
 
 pytestmark = pytest.mark.infra
 
@@ -113,3 +113,14 @@ async def test_expired_entries_do_not_pile_up(mongo_url) -> None:
     finally:
         install(None)
         await client.close()
+
+
+async def test_a_missing_document_is_remembered_only_when_asked_and_only_until_a_write(cache: ReadCache) -> None:
+    agent_id = f"agt_{uuid.uuid4().hex}"
+    assert await cached_get(AgentBudget, agent_id) is None
+    assert await cached_get(AgentBudget, agent_id, keep_missing=True) is None  # not kept by the first read
+    assert cache.hits == 0
+    assert await cached_get(AgentBudget, agent_id, keep_missing=True) is None
+    assert cache.hits == 1
+    await AgentBudget(id=agent_id, daily_usd=5.0).insert()  # a write to the collection: the miss is stale
+    assert (await cached_get(AgentBudget, agent_id, keep_missing=True)).daily_usd == 5.0

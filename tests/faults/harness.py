@@ -254,7 +254,11 @@ class FaultStack:
     async def _stored(self, run_id: str) -> set[str]:
         client = AsyncMongoClient(self.stack.mongodb_url, serverSelectionTimeoutMS=5000)
         try:
-            return {d["_id"] async for d in client[self.db_name]["run_events"].find({"run_id": run_id}, {"_id": 1})}
+            db = client[self.db_name]
+            ids = {d["_id"] async for d in db["run_events"].find({"run_id": run_id}, {"_id": 1})}
+            async for chunk in db["run_event_chunks"].find({"run_id": run_id}):  # one per run per ingested batch
+                ids.update(e["id"] for e in json.loads(chunk["events"]))  # the events as one JSON array
+            return ids
         finally:
             await client.close()
 

@@ -61,9 +61,9 @@ class ReadCache(monitoring.CommandListener):
         pass
 
     # -- reads
-    async def get(self, doc_cls: type[D], doc_id: Any) -> D | None:
+    async def get(self, doc_cls: type[D], doc_id: Any, *, keep_missing: bool = False) -> D | None:
         return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),
-                                   keep=lambda doc: doc is not None)
+                                   keep=lambda doc: keep_missing or doc is not None)
 
     async def find(self, doc_cls: type[D], query: dict, sort: Sort, limit: int) -> list[D]:
         """A find() with sort and limit, cached like a document: by collection and exact query, dropped
@@ -127,11 +127,13 @@ def install(cache: ReadCache | None) -> None:
     _cache = cache
 
 
-async def cached_get(doc_cls: type[D], doc_id: Any) -> D | None:
-    """Documents returned here are shared: read them, never mutate them."""
+async def cached_get(doc_cls: type[D], doc_id: Any, *, keep_missing: bool = False) -> D | None:
+    """Documents returned here are shared: read them, never mutate them. `keep_missing`: a document
+    that does not exist is remembered as missing too, until a write to its collection (only for a
+    collection this process alone writes, where absence is the common answer)."""
     if _cache is None:
         return await doc_cls.get(doc_id)
-    return await _cache.get(doc_cls, doc_id)
+    return await _cache.get(doc_cls, doc_id, keep_missing=keep_missing)
 
 
 async def cached_find(doc_cls: type[D], query: dict, sort: Sort, limit: int) -> list[D]:

@@ -247,6 +247,9 @@ class SessionChangeRecord(Document):
 
 
 class RunEvent(Document):
+    """One run event, as readers get it. New events are stored in chunks (RunEventChunk); this
+    collection keeps the events stored one per document before chunks, and is still read."""
+
     id: str  # the envelope id: a redelivered event is stored once
     run_id: str
     type: str
@@ -258,6 +261,24 @@ class RunEvent(Document):
     class Settings:
         name = "run_events"
         indexes = [pymongo.IndexModel([("run_id", 1), ("stream_seq", 1)])]
+
+
+class RunEventChunk(Document):
+    """A run's events of one ingested batch, in stream order, stored as ONE insert-only document
+    (nexus.db.run_events): FerretDB's cost is per document, command and field, not per byte."""
+
+    id: str  # "<run_id>:<first stream seq>": a redelivered batch is refused by the primary key
+    run_id: str
+    first_seq: int
+    last_seq: int
+    types: list[str]  # the event types it holds
+    events: bytes  # a JSON array of the events, each as RunEvent stores one without run_id
+
+    class Settings:
+        name = "run_event_chunks"
+        # run_id: a run's chunks; types: the chunks holding model calls, for budgets (an equality
+        # FerretDB pushes down, answered by the index instead of reading every chunk).
+        indexes = [pymongo.IndexModel([("run_id", 1), ("last_seq", 1)]), pymongo.IndexModel([("types", 1)])]
 
 
 class Approval(PagedDocument):
@@ -326,6 +347,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     Run,
     Session,
     RunEvent,
+    RunEventChunk,
     SessionChangeRecord,
     Approval,
     ApiKey,

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.results import UpdateResult
 
 _locks: dict[tuple[str, Any], list] = {}  # (collection, _id) -> [lock, holders and waiters]
@@ -94,3 +95,23 @@ async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: d
         return await doc_cls.get_pymongo_collection().update_one(
             {"_id": doc_id, **(conditions or {})}, update, upsert=upsert
         )
+
+
+DUPLICATE_KEY = 11000
+
+
+async def insert_fresh(coll: Any, docs: list[dict]) -> list[dict]:
+    """One unordered insert_many; returns the documents refused because their id is stored already
+    (a redelivery), and raises any other failure."""
+    if not docs:
+        return []
+    try:
+        await coll.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return [docs[e["index"]] for e in errors]
+    except DuplicateKeyError:
+        return list(docs)
+    return []

@@ -5,7 +5,7 @@ import re
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -216,24 +216,28 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
             await settle(js, msg, durable, deliveries, max_deliver, None)
 
 
+def _delivered(msg: Msg) -> tuple[int, int]:
+    """(times delivered, stream sequence) from a JetStream message's reply subject, read without
+    building nats' Metadata (a frozen dataclass and a datetime per message, a hot cost at thousands a second):
+    $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.… or, with a domain and account,
+    $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.…"""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[4]), int(tokens[5])
+    if len(tokens) >= 11 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[6]), int(tokens[7])
+    meta = msg.metadata  # anything else: nats' own parser (raises for a message not from a stream)
+    return meta.num_delivered, meta.sequence.stream
+
+
 async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, group_handler: GroupHandler) -> bool:
     """Handle one key's messages in one call and ack them all; False (nothing acked) if any message
     does not decode or the call fails, so the caller handles them one by one."""
     deliveries = []
     try:
         for msg in group:
-            meta = msg.metadata
             env, payload = decode_message(msg)
-            deliveries.append(
-                Delivery(
-                    env,
-                    payload,
-                    msg.subject,
-                    meta.num_delivered if meta else 1,
-                    meta.sequence.stream if meta else 0,
-                    msg,
-                )
-            )
+            deliveries.append(Delivery(env, payload, msg.subject, *_delivered(msg), msg))
         with processing_group([m.subject for m in group], [m.headers for m in group], consumer=durable):
             await group_handler(deliveries)
     except asyncio.CancelledError:
@@ -346,8 +350,9 @@ async def reclaim_unacked(js: JetStreamContext, *, stream: str, durable: str, su
             env, payload = decode_message(msg)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
             continue  # the durable's own delivery dead-letters it
+        # Counted as a second delivery: the dead instance had it, and may have stored part of it.
         groups.setdefault(partition(msg.subject), []).append(
-            Delivery(env, payload, msg.subject, 1, msg.metadata.sequence.stream)
+            Delivery(env, payload, msg.subject, 2, msg.metadata.sequence.stream)
         )
     sem = asyncio.Semaphore(concurrency)
     handled = 0
@@ -420,74 +425,42 @@ async def consume_once(
     the loop stops is nak'ed, so it comes back at once instead of after `ack_wait_s`.
     With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
     is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait."""
-    config = ConsumerConfig(
-        durable_name=durable,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        max_deliver=max_deliver,
-        ack_wait=ack_wait_s,
-        max_ack_pending=max_ack_pending,
-        filter_subject=subject,
-    )
-    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
-    if reclaim and partition is not None and group_handler is not None:
-        # A pull consumer delivers only on fetch: what is pending now was fetched by another instance — a
-        # dead one (the point), or a live replica (handling it twice changes nothing for an idempotent handler).
-        try:
-            await reclaim_unacked(js, stream=stream, durable=durable, subject=subject, group_handler=group_handler,
-                                  partition=partition, concurrency=concurrency)
-        except Exception:  # never keeps the consumer from starting; redelivery still comes
-            log.warning("could not reclaim %s's unacknowledged messages", durable, exc_info=True)
-    sem = asyncio.Semaphore(concurrency)
-
-    async def run(m: Msg) -> None:
-        async with sem:
-            await handle_message(js, m, durable, handler, max_deliver)
-
-    ahead: asyncio.Task | None = None
-    try:
-        while not stop.is_set():
+    async with pulling(js, stream=stream, durable=durable, subject=subject, max_deliver=max_deliver,
+                       ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending) as sub:
+        if reclaim and partition is not None and group_handler is not None:
+            # A pull consumer delivers only on fetch: what is pending now was fetched by another instance — a
+            # dead one (the point), or a live replica (handling it twice changes nothing for an idempotent handler).
             try:
-                if ahead is not None:
-                    fetched, ahead = ahead, None  # taken first: a fetch that failed is never awaited again
-                    msgs = await fetched
-                else:
-                    msgs = await sub.fetch(batch, timeout=0.5)
-            except (NatsTimeout, TimeoutError):
-                continue
-            except Exception as exc:  # a reconnect in progress; keep the loop alive
-                if await _deleted(sub):
-                    raise ConsumerGone(f"the durable consumer {durable} of {stream} was deleted") from exc
-                log.warning("fetch failed on %s; retrying", durable, exc_info=True)
-                await asyncio.sleep(0.5)
-                continue
-            if prefetch:
-                ahead = asyncio.create_task(sub.fetch(batch, timeout=0.5))
-            if partition is not None and concurrency > 1:
-                groups: dict[str, list[Msg]] = {}
-                for m in msgs:
-                    groups.setdefault(partition(m.subject), []).append(m)
+                await reclaim_unacked(js, stream=stream, durable=durable, subject=subject,
+                                      group_handler=group_handler, partition=partition, concurrency=concurrency)
+            except Exception:  # never keeps the consumer from starting; redelivery still comes
+                log.warning("could not reclaim %s's unacknowledged messages", durable, exc_info=True)
+        sem = asyncio.Semaphore(concurrency)
 
-                async def run_group(group: list[Msg]) -> None:
-                    async with sem:
-                        if group_handler is not None and await _handle_group(js, group, durable, group_handler):
-                            return
-                        for m in group:
-                            await handle_message(js, m, durable, handler, max_deliver)
+        async def run(m: Msg) -> None:
+            async with sem:
+                await handle_message(js, m, durable, handler, max_deliver)
 
-                await asyncio.gather(*(run_group(g) for g in groups.values()))
-            elif concurrency == 1:
-                for m in msgs:
+        async def run_group(group: list[Msg]) -> None:
+            async with sem:
+                if group_handler is not None and await _handle_group(js, group, durable, group_handler):
+                    return
+                for m in group:
                     await handle_message(js, m, durable, handler, max_deliver)
-            else:
-                await asyncio.gather(*(run(m) for m in msgs))
-    finally:
-        if ahead is not None:
-            await _return_unhandled(ahead)
-        try:
-            await sub.unsubscribe()
-        except Exception:  # noqa: BLE001
-            pass
+
+        batches_of = fetched(sub, durable, stop, lambda: batch, prefetch=prefetch, end_if_deleted=True)
+        async with contextlib.aclosing(batches_of) as batches:
+            async for msgs in batches:
+                if partition is not None and concurrency > 1:
+                    groups: dict[str, list[Msg]] = {}
+                    for m in msgs:
+                        groups.setdefault(partition(m.subject), []).append(m)
+                    await asyncio.gather(*(run_group(g) for g in groups.values()))
+                elif concurrency == 1:
+                    for m in msgs:
+                        await handle_message(js, m, durable, handler, max_deliver)
+                else:
+                    await asyncio.gather(*(run(m) for m in msgs))
 
 
 async def _return_unhandled(ahead: asyncio.Task) -> None:
@@ -540,17 +513,35 @@ async def pulling(
 
 
 async def fetched(
-    sub: JetStreamContext.PullSubscription, durable: str, stop: asyncio.Event, size: Callable[[], int]
-) -> AsyncIterator[list[Msg]]:
+    sub: JetStreamContext.PullSubscription, durable: str, stop: asyncio.Event, size: Callable[[], int], *,
+    prefetch: bool = False, end_if_deleted: bool = False,
+) -> AsyncGenerator[list[Msg], None]:
     """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
-    fails while a reconnect is in progress, is simply tried again: the loop outlives both."""
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(size(), timeout=0.5)
-        except (NatsTimeout, TimeoutError):
-            continue
-        except Exception:  # a reconnect in progress; keep the loop alive
-            log.warning("fetch failed on %s; retrying", durable, exc_info=True)
-            await asyncio.sleep(0.5)
-            continue
-        yield msgs
+    fails while a reconnect is in progress, is simply tried again: the loop outlives both. With
+    `prefetch`, the next batch is fetched while the caller handles this one; a batch fetched ahead
+    and never handed out (the loop ended) is nak'ed, so it comes back at once, not after the ack wait.
+    Close it (`contextlib.aclosing`) when the loop may end early. With `end_if_deleted`, a fetch that
+    fails because the durable consumer no longer exists raises `ConsumerGone` instead of retrying forever."""
+    ahead: asyncio.Task | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if ahead is not None:
+                    pending, ahead = ahead, None  # taken first: a fetch that failed is never awaited again
+                    msgs = await pending
+                else:
+                    msgs = await sub.fetch(size(), timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                continue
+            except Exception as exc:  # a reconnect in progress; keep the loop alive
+                if end_if_deleted and await _deleted(sub):
+                    raise ConsumerGone(f"the durable consumer {durable} was deleted") from exc
+                log.warning("fetch failed on %s; retrying", durable, exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if prefetch:
+                ahead = asyncio.create_task(sub.fetch(size(), timeout=0.5))
+            yield msgs
+    finally:
+        if ahead is not None:
+            await _return_unhandled(ahead)

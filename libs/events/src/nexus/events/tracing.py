@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import opentelemetry.propagate as propagate
-from opentelemetry.trace import Link, Span, SpanKind, get_current_span
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from nexus.observability.logs import about_run
 from nexus.observability.tracing import span, tracer
@@ -72,15 +72,19 @@ def processing(subject: str, headers: Mapping[str, str] | None, *, consumer: str
 def processing_group(subjects: list[str], headers: list[Mapping[str, str] | None], *, consumer: str) -> Iterator[Span]:
     """One CONSUMER span for a batch handled in one call: the child of the first message's publisher, linked
     to every other message's (a run's events all carry the run's trace)."""
-    contexts = [propagate.extract(dict(h or {})) for h in headers]
-    links = [Link(c) for c in (get_current_span(ctx).get_span_context() for ctx in contexts[1:]) if c.is_valid]
     attrs = _attributes("process", subjects[0], None, None, None)
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.batch.message_count"] = len(subjects)
     with (
         tracer(_TRACER).start_as_current_span(
-            f"process {_label(subjects[0])}", context=contexts[0], kind=SpanKind.CONSUMER, attributes=attrs, links=links
+            f"process {_label(subjects[0])}", context=propagate.extract(dict(headers[0] or {})),
+            kind=SpanKind.CONSUMER, attributes=attrs,
         ) as s,
         about_run(attrs.get("nexus.run_id")),
     ):
+        if s.is_recording():  # the other messages' contexts are read only for a span that is kept
+            for h in headers[1:]:
+                c = get_current_span(propagate.extract(dict(h or {}))).get_span_context()
+                if c.is_valid:
+                    s.add_link(c)
         yield s

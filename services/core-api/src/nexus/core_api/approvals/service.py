@@ -6,6 +6,7 @@ from typing import Literal
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.metrics import APPROVAL_DECISION, APPROVALS_PENDING
+from nexus.core_api.schemas import iso
 from nexus.db.documents import Approval, now
 from nexus.db.writes import update_document
 from nexus.events.payloads import ApprovalDecided, ApprovalRequested
@@ -19,7 +20,7 @@ async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
         if ev.expires_at
         else now() + timedelta(seconds=ctx.settings.approval_ttl_s)
     )
-    res = await update_document(
+    await update_document(
         Approval,
         ev.approval_id,
         {
@@ -38,9 +39,18 @@ async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
         },
         upsert=True,
     )
-    if res.upserted_id is not None:
-        # The runner reports `waiting_approval` itself, right after this request, on the same ordered stream.
-        await ctx.publisher.publish("approval.requested", ev, correlation_id=ev.run_id)
+    # Announced once the run's `waiting_approval` is stored (`announce_requested`): the runner reports it
+    # right after this request, on the same ordered stream, possibly in a later fetch.
+
+
+async def announce_requested(ctx: Context, run_id: str) -> None:
+    """Publish approval.requested for the run's pending approvals, once its `waiting_approval` is
+    stored: whoever the nudge wakes finds the run waiting. The message id is the approval's, so a
+    second announcement (a redelivered status) is dropped by JetStream's dedupe."""
+    async for doc in Approval.find({"run_id": run_id, "status": "pending"}):
+        ev = ApprovalRequested(approval_id=doc.id, run_id=doc.run_id, action=doc.action, detail=doc.detail,
+                               session_id=doc.session_id, expires_at=iso(doc.expires_at) or "")
+        await ctx.publisher.publish("approval.requested", ev, correlation_id=run_id, msg_id=f"{doc.id}.requested")
 
 
 async def decide(ctx: Context, approval_id: str, decision: Decision, reason: str, decided_by: str) -> Approval:

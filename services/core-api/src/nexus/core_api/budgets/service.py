@@ -8,6 +8,7 @@ import msgspec
 
 from nexus.core_api.budgets import spend
 from nexus.core_api.context import Context
+from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentBudget, Goal, Task
 from nexus.db.writes import update_document
 from nexus.domain.budgets import WARNING_FRACTION, Cap, Spend, split
@@ -26,7 +27,8 @@ def as_doc(cap: Cap) -> dict:
 
 
 async def agent_cap(agent_id: str) -> Cap:
-    doc = await AgentBudget.get(agent_id)
+    # Read at each dispatch and each run's end; most agents have none: their absence is cached too.
+    doc = await cached_get(AgentBudget, agent_id, keep_missing=True)
     return Cap(usd=doc.daily_usd, tokens=doc.daily_tokens) if doc else Cap()
 
 

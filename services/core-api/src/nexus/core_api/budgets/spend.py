@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import Gauge
 
-from nexus.db.documents import Run, RunEvent
+from nexus.db import run_events
+from nexus.db.documents import Run
 from nexus.domain.budgets import Cap, Spend
 
 SPENT_USD = Gauge("nexus_budget_spent_usd", "USD spent by a goal, or by an agent today", ["scope", "id"])
@@ -24,18 +25,14 @@ async def by_run(run_ids: list[str], *, since: datetime | None = None) -> dict[s
     """Each run's spend so far (its model calls, every attempt), optionally only calls since `since`."""
     if not run_ids:
         return {}
-    query: dict = {"type": "run.llm", "run_id": {"$in": run_ids}}
-    if since is not None:
-        query["occurred_at"] = {"$gte": since.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    after = since.isoformat(timespec="milliseconds").replace("+00:00", "Z") if since is not None else None
     out: dict[str, Spend] = {}
-    coll = RunEvent.get_pymongo_collection()
-    async for e in coll.find(query, {"run_id": 1, "data.input_tokens": 1, "data.output_tokens": 1, "data.cost_usd": 1}):
-        d = e.get("data") or {}
+    for run_id, d in await run_events.of_type(run_ids, "run.llm", since=after):
         call = Spend(
             usd=float(d.get("cost_usd") or 0.0),
             tokens=int(d.get("input_tokens") or 0) + int(d.get("output_tokens") or 0),
         )
-        out[e["run_id"]] = out.get(e["run_id"], Spend()) + call
+        out[run_id] = out.get(run_id, Spend()) + call
     return out
 
 

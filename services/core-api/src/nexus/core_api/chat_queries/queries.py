@@ -6,7 +6,8 @@ from typing import Any
 from nexus.core_api.errors import DomainError
 from nexus.core_api.named import goal_refs
 from nexus.core_api.schemas import iso
-from nexus.db.documents import Agent, Approval, Goal, Run, RunEvent, Task
+from nexus.db import run_events
+from nexus.db.documents import Agent, Approval, Goal, Run, Task
 
 ACTIVE_RUN = ("queued", "launching", "running", "waiting_approval")
 
@@ -87,8 +88,7 @@ async def agents(args: dict) -> list[dict]:
 
 
 async def last_events(run_id: str, n: int = 5) -> list[dict]:
-    docs = await RunEvent.find({"run_id": run_id}).sort("-stream_seq").limit(n).to_list()
-    return [{"type": e.type, "data": e.data} for e in reversed(docs)]
+    return [{"type": e.type, "data": e.data} for e in await run_events.events_of(run_id, newest=n)]
 
 
 async def goal_report(goal_id: str) -> dict:

@@ -8,11 +8,8 @@ A later report of the same entry with another hash is kept beside it as a confli
 
 from typing import Any
 
-from pymongo.errors import BulkWriteError, DuplicateKeyError
-
 from nexus.db.documents import Run, Session
-
-DUPLICATE_KEY = 11000
+from nexus.db.writes import insert_fresh
 
 COLLECTION = "ledger_records"
 
@@ -43,17 +40,7 @@ async def insert_records(coll: Any, docs: list[dict]) -> None:
             refused.append(doc)
         else:
             first[doc["_id"]] = doc
-    fresh = list(first.values())
-    if fresh:
-        try:
-            await coll.insert_many(fresh, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            refused = [fresh[e["index"]] for e in errors] + refused
-        except DuplicateKeyError:
-            refused = fresh + refused
+    refused = await insert_fresh(coll, list(first.values())) + refused
     for doc in refused:
         await coll.update_one(
             {"_id": doc["_id"], "hash": {"$ne": doc["hash"]}}, {"$addToSet": {"conflicts": doc["hash"]}}

@@ -1,10 +1,14 @@
 """core-api's consumer of every run's events: persist them, then let them move the run.
 
-One run's events of a fetch are ingested together (`ingest_group`): the events and session changes
-between two state-moving events are written with one insert_many each, heartbeats with one update;
-status, runtime, session and approval events are applied one at a time, in stream order."""
+One run's events of a fetch are ingested together (`ingest_group`): the events between two
+state-moving events are stored as one chunk (nexus.db.run_events), their session changes and ledger
+records with one insert_many each, heartbeats with one update; status, runtime, session and
+approval events are applied one at a time, in stream order. What the group announces (domain events,
+commands) is published only once all of the group's writes are stored (`Outbox`): a reader woken by
+an event always finds the state it announces."""
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -12,17 +16,21 @@ from typing import Any
 
 import msgspec
 
-from nexus.core_api.approvals.service import on_requested
+from nexus.core_api.approvals.service import announce_requested, on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
 from nexus.core_api.metrics import count_heartbeat, count_llm_call
 from nexus.core_api.runs.known import known as _known
 from nexus.core_api.sessions import service as sessions
 from nexus.core_api.workflow import engine
+from nexus.db import run_events
 from nexus.db.cache import cached_get
-from nexus.db.documents import Run, RunEvent, SessionChangeRecord, now
+from nexus.db.documents import Run, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
+from nexus.events.bus import Publisher
+from nexus.events.catalog import spec
+from nexus.events.envelope import Envelope, make_envelope
 from nexus.events.consumer import Delivery
 
 log = logging.getLogger("nexus.core_api.ingest")
@@ -37,20 +45,22 @@ Inserter = Callable[[Any, list[dict]], Awaitable[Any]]
 
 class GroupCommit:
     """Inserts of the groups being ingested at the same time go out together: the first writer waits
-    one turn of the loop for the others, then one insert_many per collection carries them all, the
-    collections in the order a writer listed them (ledger records before the changes they witness)."""
+    one turn of the loop for the others, then one insert_many per collection carries them all. A
+    writer lists its collections in stages: a stage's inserts run at once, a stage starts when the
+    one before is stored (ledger records before the changes they witness)."""
 
     def __init__(self) -> None:
         self.pending: dict[str, tuple[int, Any, list[dict], Inserter]] = {}
         self.waiters: list[asyncio.Future] = []
         self.flusher: asyncio.Task | None = None
 
-    async def insert(self, batches: list[tuple[Any, list[dict], Inserter]]) -> None:
-        if not any(docs for _, docs, _ in batches):
+    async def insert(self, stages: list[list[tuple[Any, list[dict], Inserter]]]) -> None:
+        if not any(docs for stage in stages for _, docs, _ in stage):
             return
-        for rank, (coll, docs, inserter) in enumerate(batches):
-            if docs:
-                self.pending.setdefault(coll.name, (rank, coll, [], inserter))[2].extend(docs)
+        for rank, stage in enumerate(stages):
+            for coll, docs, inserter in stage:
+                if docs:
+                    self.pending.setdefault(coll.name, (rank, coll, [], inserter))[2].extend(docs)
         fut = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         if self.flusher is None or self.flusher.done():
@@ -63,8 +73,8 @@ class GroupCommit:
             pending, waiters = self.pending, self.waiters
             self.pending, self.waiters = {}, []
             try:
-                for _, coll, docs, inserter in sorted(pending.values(), key=lambda b: b[0]):
-                    await inserter(coll, docs)
+                for rank in sorted({b[0] for b in pending.values()}):
+                    await asyncio.gather(*(ins(coll, docs) for r, coll, docs, ins in pending.values() if r == rank))
             except Exception as exc:  # noqa: BLE001 — every writer of the batch sees the failure and is retried
                 for w in waiters:
                     if not w.done():
@@ -79,22 +89,62 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
-def _event_doc(run_id: str, d: Delivery) -> dict:
-    return {
-        "_id": d.envelope.id,
-        "run_id": run_id,
-        "type": d.envelope.type,
-        "subject": d.subject,
-        "stream_seq": d.stream_seq,
-        "occurred_at": d.envelope.occurred_at,
-        "data": msgspec.to_builtins(d.payload),
-    }
+# A run's agent never changes: kept per run, so a model call's metric does not read the run (every
+# write to `runs` — a heartbeat's time — empties the read cache's copies of runs).
+_agents: dict[str, str] = {}
+
+
+async def _agent_of(run_id: str) -> str | None:
+    if run_id not in _agents:
+        run = await cached_get(Run, run_id)
+        if run is None:
+            return None
+        if len(_agents) > 100_000:
+            _agents.clear()
+        _agents[run_id] = run.agent_id
+    return _agents[run_id]
+
+
+def _event_doc(d: Delivery) -> dict:
+    env = d.envelope
+    return run_events.event_doc(env.id, env.type, d.subject, d.stream_seq, env.occurred_at, d.payload)
+
+
+class Outbox(Publisher):
+    """Stands in for the publisher while a group is ingested: what the group's steps publish is held,
+    in order, and published by `release` once everything the group writes is stored (with the
+    envelope id `publish` returned)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__(publisher.js, publisher.source)
+        self.publisher = publisher
+        self.held: list[tuple[str, msgspec.Struct, dict[str, Any]]] = []
+
+    async def publish(self, type_: str, data: msgspec.Struct, *, correlation_id: str | None = None,
+                      causation_id: str | None = None, msg_id: str | None = None, subject: str | None = None,
+                      **subject_params: str) -> Envelope:
+        if not isinstance(data, spec(type_).payload):  # refused now, as the publisher would
+            raise TypeError(f"{type_} carries {spec(type_).payload.__name__}, not {type(data).__name__}")
+        env = make_envelope(type_, data, source=self.source, correlation_id=correlation_id,
+                            causation_id=causation_id, id_=msg_id)
+        self.held.append((type_, data, {"correlation_id": correlation_id, "causation_id": causation_id,
+                                        "msg_id": env.id, "subject": subject, **subject_params}))
+        return env
+
+    async def release(self) -> None:
+        while self.held:
+            type_, data, options = self.held[0]
+            await self.publisher.publish(type_, data, **options)
+            self.held.pop(0)
 
 
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
     match d.payload:
         case p.RunStatusChanged():
             await engine.on_status(ctx, run_id, d.payload, d.stream_seq)
+            if d.payload.status == "waiting_approval":
+                # The run now waits, as stored: its approvals are announced (never before this).
+                await announce_requested(ctx, run_id)
         case p.RuntimeChanged():
             await engine.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
@@ -103,21 +153,36 @@ async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
             await on_requested(ctx, d.payload)
 
 
-async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
-    """One run's events, in stream order."""
+async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool = False) -> None:
+    """One run's events, in stream order. `again`: some of them may be stored already (a redelivery
+    or a reclaim, possibly cut into other groups than the first time)."""
     run_id = deliveries[0].subject.split(".")[2]
     if not await _known(run_id, deliveries[0].envelope.type):
         return
-    events: list[Any] = []
+    outbox = Outbox(ctx.publisher)
+    try:
+        await _ingest(dataclasses.replace(ctx, publisher=outbox), run_id, deliveries,
+                      again or any(d.deliveries > 1 for d in deliveries))
+    finally:
+        # What the steps announced follows state they stored: held until the group's writes are
+        # stored, and still published if a later write failed (the retry finds those steps done).
+        await outbox.release()
+
+
+async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: bool) -> None:
+    events: list[dict] = []
     changes: list[Any] = []
     records: list[Any] = []
     opened_by: list[Any] = []
     heartbeat = False
 
     async def flush() -> None:
-        await _commit.insert([(ledger.collection(), list(records), ledger.insert_records),
-                              (RunEvent.get_pymongo_collection(), list(events), sessions.insert_new),
-                              (SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)])
+        fresh = await run_events.unstored(run_id, events) if again and events else events
+        await _commit.insert([
+            [(ledger.collection(), list(records), ledger.insert_records),
+             (run_events.collection(), run_events.chunk_docs(run_id, fresh), run_events.insert_chunks)],
+            [(SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)],
+        ])
         for ev in opened_by:  # a change that outran its session's "opened"
             await sessions.ensure_session(run_id, ev)
         events.clear()
@@ -126,9 +191,9 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
         opened_by.clear()
 
     for d in deliveries:
-        if isinstance(d.payload, p.LLMCalled) and (run := await cached_get(Run, run_id)) is not None:
+        if isinstance(d.payload, p.LLMCalled) and (agent_id := await _agent_of(run_id)) is not None:
             count_llm_call(
-                run.agent_id,
+                agent_id,
                 d.payload.provider,
                 d.payload.model,
                 d.payload.input_tokens,
@@ -148,7 +213,7 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
             changes.append(sessions.change_record(run_id, d.payload))
             if d.payload.change.seq == 0:
                 opened_by.append(d.payload)
-        events.append(_event_doc(run_id, d))
+        events.append(_event_doc(d))
     await flush()
     if heartbeat and time.monotonic() - _heartbeats.get(run_id, 0.0) >= HEARTBEAT_WRITE_EVERY_S:
         _heartbeats[run_id] = time.monotonic()
@@ -158,4 +223,5 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery]) -> None:
 
 
 async def handle_run_event(ctx: Context, d: Delivery) -> None:
-    await ingest_group(ctx, [d])
+    """One event on its own: the fallback after its group failed, so part of it may be stored."""
+    await ingest_group(ctx, [d], again=True)

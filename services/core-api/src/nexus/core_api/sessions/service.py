@@ -25,6 +25,12 @@ async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
         "project_path": ev.project_path,
         "opened_seq": seq,
     }
+    later = {"$or": [{"opened_seq": {"$lt": seq}}, {"opened_seq": None}]}
+    if (ev.session_id, ev.attempt) in _opened:
+        # This process stored it open for this attempt: the upsert would change nothing (no insert, the
+        # same attempt), so the later report is one conditional write, not two.
+        await update_document(Session, ev.session_id, {"$set": fields}, later)
+        return
     res = await update_document(
         Session,
         ev.session_id,
@@ -42,8 +48,7 @@ async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
         upsert=True,
     )
     if res.upserted_id is None:
-        await update_document(Session, ev.session_id, {"$set": fields},
-                              {"$or": [{"opened_seq": {"$lt": seq}}, {"opened_seq": None}]})
+        await update_document(Session, ev.session_id, {"$set": fields}, later)
     if len(_opened) > 100_000:
         _opened.clear()
     _opened.add((ev.session_id, ev.attempt))

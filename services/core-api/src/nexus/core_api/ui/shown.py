@@ -4,7 +4,7 @@ the run page puts each beside the change it belongs to (session, attempt, seq)."
 
 from typing import Any
 
-from nexus.db.documents import RunEvent
+from nexus.db import run_events
 
 SHOWN_TYPES = ["run.file_diff", "run.command_output"]
 SHOWN_MAX = 1000  # contents a run page shows at most (the page lists the changes of the latest attempt)
@@ -16,8 +16,7 @@ async def contents(run_id: str) -> dict[Key, dict[str, Any]]:
     """The stored contents of a run's changes, by the change they belong to (first report wins)."""
     found: dict[Key, dict[str, Any]] = {}
     for type_ in SHOWN_TYPES:  # one equality each: FerretDB pushes equalities down, not `$in`
-        for e in await RunEvent.find({"run_id": run_id, "type": type_}).limit(SHOWN_MAX).to_list():
-            d = e.data
+        for _, d in (await run_events.of_type([run_id], type_))[:SHOWN_MAX]:
             found.setdefault((str(d.get("session_id")), int(d.get("attempt", 1)), int(d.get("seq", -1))), d)
     return found
 

@@ -15,7 +15,7 @@ from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.shown import contents, diff_lines
-from nexus.db.documents import RunEvent
+from nexus.db import run_events
 from nexus.domain.tasks import TaskStatus, can_move_task
 from nexus.events.catalog import EVENTS_STREAM, run_filter
 
@@ -194,8 +194,7 @@ class RunPages(Controller):
         api = Api(request)
         view = await _run_view(api, run_id)
         verdict = await api.call("GET", f"/v1/runs/{run_id}/verify")
-        events = await RunEvent.find({"run_id": view["run"]["id"]}).sort("-stream_seq").limit(EVENTS_SHOWN).to_list()
-        events.reverse()
+        events = await run_events.events_of(view["run"]["id"], newest=EVENTS_SHOWN)
         return page(
             request,
             "run.html",
