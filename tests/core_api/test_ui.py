@@ -355,3 +355,17 @@ async def test_the_run_stream_resumes_after_a_reconnect_and_ends_with_the_run(se
             assert [m["event"] for m in tail] == ["run-event", "run-status", "end"]
     finally:
         await nc.drain()
+
+
+def test_the_run_page_starts_from_the_status_its_events_show() -> None:
+    """The page's live stream continues after the events it shows; a run read a step behind them
+    (its status stored a moment after its events) must not leave the page on the older status."""
+    from nexus.core_api.ui.work import live_status
+
+    waiting = ("run.status", {"status": "waiting_approval", "attempt": 1})
+    assert live_status({"status": "queued", "attempt": 1}, [("run.log", {}), waiting]) == "waiting_approval"
+    assert live_status({"status": "running", "attempt": 1}, [waiting, ("run.log", {})]) == "waiting_approval"
+    # the run's own word wins when it is final, or when the events are an earlier attempt's
+    assert live_status({"status": "cancelled", "attempt": 1}, [waiting]) == "cancelled"
+    assert live_status({"status": "queued", "attempt": 2}, [("run.status", {"status": "failed", "attempt": 1})]) == "queued"
+    assert live_status({"status": "queued", "attempt": 1}, []) == "queued"

@@ -16,6 +16,7 @@ from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.shown import contents, diff_lines
 from nexus.db import run_events
+from nexus.domain.runs import RUN_FINAL
 from nexus.domain.tasks import TaskStatus, can_move_task
 from nexus.events.catalog import EVENTS_STREAM, run_filter
 
@@ -82,6 +83,23 @@ async def _board(api: Api, goal_id: str | None) -> dict:
     more = {c["id"]: c.get("more", False) for c in board["columns"]}
     return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or "", "more": more}
 
+
+
+def live_status(run: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str:
+    """The status the run page starts from: the last `run.status` among the events it shows, when it is
+    of the run's current attempt and the run is not final. The page's live stream continues after those
+    events, so its status must agree with them: the run read just before them can be a step behind (its
+    events of one fetch are stored together, its status a moment later), and a status already shown as
+    an event is never streamed again."""
+    status = str(run.get("status", ""))
+    if status in RUN_FINAL:
+        return status
+    for type_, data in reversed(events):
+        if type_ == "run.status":
+            if data.get("attempt", 1) == run.get("attempt", 1) and data.get("status"):
+                return str(data["status"])
+            break
+    return status
 
 class BoardPages(Controller):
     path = "/board"
@@ -195,6 +213,7 @@ class RunPages(Controller):
         view = await _run_view(api, run_id)
         verdict = await api.call("GET", f"/v1/runs/{run_id}/verify")
         events = await run_events.events_of(view["run"]["id"], newest=EVENTS_SHOWN)
+        view["run"]["status"] = live_status(view["run"], [(e.type, e.data) for e in events])
         return page(
             request,
             "run.html",
