@@ -145,11 +145,17 @@ def through_the_runner(spans: list[ReceivedSpan], run_id: str) -> tuple[Received
 
 
 async def succeeded_and_traced(api: httpx.AsyncClient, receiver: OtlpReceiver, run_id: str) -> tuple[str, list[ReceivedSpan]]:
-    """Once the run succeeded: the spans, when its trace holds core-api's final status and every span's parent."""
+    """Once the run succeeded: the spans, when its trace holds core-api's final status and every span's parent —
+    down to a true root (no parent at all: a span whose parent's process has not exported yet looks like one)."""
     run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
     assert run["status"] == "succeeded", run
+
+    def complete(got: list[ReceivedSpan]) -> bool:
+        top = roots(run_trace(got, run_id))
+        return bool(final_status(got, run_id)) and len(top) == 1 and not top[0].parent_span_id
+
     try:
-        return run_id, receiver.wait_for(lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1)
+        return run_id, receiver.wait_for(complete)
     except TimeoutError:
         raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run_id))}") from None
 
