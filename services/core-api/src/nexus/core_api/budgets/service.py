@@ -124,12 +124,13 @@ async def check_alerts(
         used, _ = await spend.of_goal(goal_id)
         spend.observe("goal", goal_id, cap, used)
         await _threshold(ctx, "goal", goal_id, cap, used, goal_id=goal_id, agent_id=agent_id)
-    if agent_id:
-        cap = await agent_cap(agent_id)
+    if agent_id and not (cap := await agent_cap(agent_id)).empty:
+        # Only an agent with a daily budget: its day's spend is read from every run of its day, a read
+        # that grows with the day's history, and at every run's end it made each run dearer than the
+        # last. What an uncapped agent spends is counted by the model-call metrics (by agent) anyway.
         used = await spend.of_agent_today(agent_id)
-        spend.observe("agent", agent_id, cap, used)  # spend by agent is shown capped or not
-        if not cap.empty:
-            await _threshold(ctx, "agent", agent_id, cap, used, goal_id=goal_id, agent_id=agent_id)
+        spend.observe("agent", agent_id, cap, used)
+        await _threshold(ctx, "agent", agent_id, cap, used, goal_id=goal_id, agent_id=agent_id)
     if run_id and reason == "budget_exceeded":
         used = spend.total(await spend.by_run([run_id]))
         await alert(
