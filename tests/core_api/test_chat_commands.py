@@ -8,7 +8,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from nexus.core_api.chat_bindings.handlers import handle_chat_command
+from nexus.core_api.chat_bindings.handlers import create_goal, decide_approval
 from nexus.core_api.chat_bindings.service import bind
 from nexus.core_api.chat_queries.responder import answer
 from nexus.core_api.context import Context
@@ -57,14 +57,14 @@ async def test_decisions_need_a_deciding_binding(ctx) -> None:
     await apr.insert()
     for principal, why in ((None, "no principal"), (viewer, "may not decide approvals"), (ChatPrincipal(user_id="98"), "not bound")):
         with pytest.raises(Poison, match=why):
-            await handle_chat_command(ctx, DecideApproval(approval_id=apr.id, decision="approved", principal=principal))
+            await decide_approval(ctx, DecideApproval(approval_id=apr.id, decision="approved", principal=principal))
     assert (await Approval.get(apr.id)).status == "pending"
 
-    await handle_chat_command(ctx, DecideApproval(approval_id=apr.id, decision="rejected", reason="no", principal=lead))
+    await decide_approval(ctx, DecideApproval(approval_id=apr.id, decision="rejected", reason="no", principal=lead))
     decided = await Approval.get(apr.id)
     assert decided.status == "rejected" and decided.decided_by == f"lead-{lead.user_id}@example.com"
     # A second decision (a redelivery, a second press) changes nothing.
-    await handle_chat_command(ctx, DecideApproval(approval_id=apr.id, decision="approved", principal=lead))
+    await decide_approval(ctx, DecideApproval(approval_id=apr.id, decision="approved", principal=lead))
     assert (await Approval.get(apr.id)).status == "rejected"
     entry = await AuditEntry.find_one({"resource": f"approvals/{apr.id}"})
     assert entry.action == "approval.rejected" and entry.actor == decided.decided_by and f"({lead.user_id})" in entry.actor_name
@@ -74,14 +74,14 @@ async def test_goal_from_chat_is_checked_and_created_once(ctx) -> None:
     viewer, lead = await _bound("viewer"), await _bound("lead")
     goal_id = "goal_" + "0" * 20 + uuid.uuid4().hex[:6]
     with pytest.raises(Poison, match="may not manage work"):
-        await handle_chat_command(ctx, CreateGoal(title="x", goal_id=goal_id, principal=viewer))
+        await create_goal(ctx, CreateGoal(title="x", goal_id=goal_id, principal=viewer))
     with pytest.raises(Poison, match="meta_agent"):
-        await handle_chat_command(ctx, CreateGoal(title="x", goal_id=goal_id, meta_agent="nobody", principal=lead))
+        await create_goal(ctx, CreateGoal(title="x", goal_id=goal_id, meta_agent="nobody", principal=lead))
     with pytest.raises(Poison, match="not a goal id"):
-        await handle_chat_command(ctx, CreateGoal(title="x", goal_id="goal_../../x", principal=lead))
+        await create_goal(ctx, CreateGoal(title="x", goal_id="goal_../../x", principal=lead))
     cmd = CreateGoal(title="Ship it", goal_id=goal_id, principal=lead)
-    await handle_chat_command(ctx, cmd)
-    await handle_chat_command(ctx, cmd)  # redelivered
+    await create_goal(ctx, cmd)
+    await create_goal(ctx, cmd)  # redelivered
     goals = await Goal.find({"_id": goal_id}).to_list()
     assert len(goals) == 1 and goals[0].created_by == f"lead-{lead.user_id}@example.com"
     entry = await AuditEntry.find_one({"resource": f"goals/{goal_id}", "action": "goal.create"})

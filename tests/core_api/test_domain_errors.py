@@ -6,7 +6,8 @@ import msgspec
 import pytest
 from litestar.exceptions import HTTPException
 
-from nexus.core_api.background import handle_command
+from nexus.core_api.board.handlers import on_cancel_task
+from nexus.core_api.commands import refused_is_poison
 from nexus.core_api.context import Context
 from nexus.core_api.errors import PROBLEM, DomainError, domain_handler
 from nexus.events.consumer import Delivery, Poison
@@ -31,5 +32,5 @@ async def test_a_command_the_services_refuse_is_poison_with_their_reason(ctx: Co
     cmd = CancelTask(task_id=task_id, provider="plane", actor="someone")
     delivery = Delivery(make_envelope("core.cancel_task", cmd, source="test"), cmd, "nexus.cmd.core.cancel_task", 1, 1)
     with pytest.raises(Poison) as refused:
-        await handle_command(ctx, delivery)
+        await refused_is_poison(on_cancel_task, ctx, delivery)
     assert "404" in str(refused.value) and task_id in str(refused.value)

@@ -9,6 +9,7 @@ explicitly (ack; nak with backoff; dead-letter to `nexus.dlq.<subject>` and term
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from nexus.events.bus import connect, ensure_streams
-from nexus.events.consumer import Handler, handle_message
+from nexus.events.consumer import LOOPS, Handler, handle_message
 from nexus.events.lag import OWNED, watch_consumer_lag
+from nexus.observability.periodic import every
+
+log = logging.getLogger("nexus.events.faststream")
 
 
 def broker_options(url: str, user: str, creds: str = "") -> dict[str, Any]:
@@ -84,6 +89,8 @@ def durable_subscriber(
         filter_subject=subject,
     )
 
+    _DURABLES.setdefault(broker, []).append((stream, config))
+
     def register(h: Handler) -> Any:
         async def on_message(msg: NatsMessage) -> None:
             await handle_message(dlq, msg.raw_message, durable, h, max_deliver)
@@ -99,6 +106,55 @@ def durable_subscriber(
         )(on_message)
 
     return register(handler) if handler is not None else register
+
+
+# The durable consumers each broker's subscribers read (stream, configuration), for `keep_durables`.
+_DURABLES: "weakref.WeakKeyDictionary[NatsBroker, list[tuple[str, ConsumerConfig]]]" = weakref.WeakKeyDictionary()
+
+
+def durables_of(broker: NatsBroker) -> list[tuple[str, ConsumerConfig]]:
+    """The (stream, consumer configuration) of every durable subscriber registered on `broker`."""
+    return list(_DURABLES.get(broker, ()))
+
+
+async def ensure_durables(
+    js: JetStreamContext, durables: list[tuple[str, ConsumerConfig]], *, level: int = logging.INFO
+) -> None:
+    """Create each of `durables` that does not exist. While one is missing (it could not be made: NATS
+    unreachable, a workqueue stream refusing an overlapping filter) it is reported down in LOOPS, so the
+    service's readiness says not ready; the error is raised after every durable was tried."""
+    failed: Exception | None = None
+    for stream, config in durables:
+        name = config.durable_name or ""
+        try:
+            try:
+                await js.consumer_info(stream, name)
+            except NotFoundError:
+                await js.add_consumer(stream, config)
+                log.log(level, "made the durable consumer %s on %s (it did not exist)", name, stream)
+        except Exception as exc:  # noqa: BLE001 — raised after the others were tried; reported down meanwhile
+            LOOPS.down[name] = f"durable consumer missing: {exc!r}"[:500]
+            failed = failed or exc
+        else:
+            LOOPS.down.pop(name, None)
+    if failed is not None:
+        raise failed
+
+
+async def keep_durables(js: JetStreamContext, broker: NatsBroker, stop: asyncio.Event, every_s: float = 5.0) -> None:
+    """Until `stop`: a durable of the broker's subscribers that someone deleted is made anew. FastStream's
+    pull loop keeps fetching by the durable's name through the outage, and reads it again once it exists
+    (the raw loops do the same through `ConsumerGone` and their supervisor)."""
+    durables = durables_of(broker)
+
+    async def keep() -> None:
+        await ensure_durables(js, durables, level=logging.WARNING)
+
+    try:
+        await every(every_s, stop, keep, what="keep durable consumers")
+    finally:
+        for _, config in durables:
+            LOOPS.down.pop(config.durable_name or "", None)
 
 
 @dataclass(frozen=True, slots=True)

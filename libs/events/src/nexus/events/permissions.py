@@ -94,9 +94,26 @@ CORE_QUERIES = "nexus.rpc.core.*"
 FASTSTREAM_INBOXES = "_INBOX.*"
 
 
+# core-api's commands, one durable consumer per subject: the subject picks the handler. NEXUS_CMDS is a
+# work queue, so their filters may not overlap (the server refuses such a consumer).
+CORE_COMMANDS = (
+    "core.create_goal", "core.decide_approval", "core.cancel_run", "core.cancel_task", "core.fire_schedule",
+    "core.plan_children",
+)
+
+
+def command_durable(type_: str) -> Durable:
+    """core-api's durable for one of its commands: core.create_goal → core-api-create-goal."""
+    return Durable(CMDS_STREAM, "core-api-" + type_.removeprefix("core.").replace("_", "-"), subject(type_))
+
+
+COMMAND_DURABLES = [command_durable(t) for t in CORE_COMMANDS]
+# The one durable on all of `nexus.cmd.core.>` core-api read before: it overlaps every durable above, so a
+# core-api deletes it at start (what it held stays in the work queue for the new durables).
+LEGACY_COMMANDS = Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>")
 CORE_API_DURABLES = [
     Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"),
-    Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>"),
+    *COMMAND_DURABLES,
     Durable(EVENTS_STREAM, "core-api-goals", "nexus.evt.task.>"),
 ]
 BOARD_SYNC_DURABLES = [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
@@ -126,8 +143,12 @@ SERVICES: dict[str, Permissions] = {
             f"$JS.API.STREAM.MSG.GET.{RUNS_STREAM}",
             f"$JS.API.DIRECT.GET.{RUNS_STREAM}",
             f"$JS.API.DIRECT.GET.{RUNS_STREAM}.>",
+            # the command durable of before, retired at start
+            f"$JS.API.CONSUMER.INFO.{CMDS_STREAM}.{LEGACY_COMMANDS.name}",
+            f"$JS.API.CONSUMER.DELETE.{CMDS_STREAM}.{LEGACY_COMMANDS.name}",
         ],
-        subscribes=[CORE_QUERIES],  # answers the gateway's queries (replies are responses)
+        # answers the gateway's queries (replies are responses); its command subscribers are FastStream's
+        subscribes=[CORE_QUERIES, FASTSTREAM_INBOXES],
         responds=True,
     ),
     "worker": _service(

@@ -2,23 +2,21 @@
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from nexus.core_api.approvals.service import count_pending, expire_due
-from nexus.core_api.board.handlers import cancel_task
-from nexus.core_api.chat_bindings.handlers import handle_chat_command
+from nexus.core_api.board import handlers as board_handlers
+from nexus.core_api.chat_bindings import handlers as chat_handlers
 from nexus.core_api.chat_queries.responder import serve_queries
+from nexus.core_api.commands import serve_commands
 from nexus.core_api.context import Context
-from nexus.core_api.errors import DomainError
 from nexus.core_api.goals.handlers import follow_task
 from nexus.core_api.nats_monitor import watch_nats_monitor
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
-from nexus.core_api.schedules.service import fire
-from nexus.core_api.sessions.handlers import on_plan
+from nexus.core_api.schedules import handlers as schedules_handlers
+from nexus.core_api.sessions import handlers as sessions_handlers
 from nexus.core_api.workflow.engine import requeue_stale
-from nexus.events import payloads as p
-from nexus.events.catalog import CMDS_STREAM, EVENTS_STREAM, RUNS_STREAM
-from nexus.events.consumer import LOOPS, Delivery, Poison, consume
+from nexus.events.catalog import EVENTS_STREAM, RUNS_STREAM
+from nexus.events.consumer import LOOPS, consume
 from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
 from nexus.observability.periodic import every
@@ -26,31 +24,9 @@ from nexus.observability.periodic import every
 log = logging.getLogger("nexus.core_api.background")
 
 
-async def _fire(ctx: Context, d: Delivery) -> None:
-    await fire(ctx, d.payload)
-
-
-# Each command is handled by its feature's handler.
-COMMANDS: dict[type, Callable[[Context, Delivery], Awaitable[None]]] = {
-    p.PlanChildren: on_plan,
-    p.DecideApproval: lambda ctx, d: handle_chat_command(ctx, d.payload),
-    p.CreateGoal: lambda ctx, d: handle_chat_command(ctx, d.payload),
-    p.CancelRunRequest: lambda ctx, d: handle_chat_command(ctx, d.payload),
-    p.FireSchedule: _fire,
-    p.CancelTask: lambda ctx, d: cancel_task(ctx, d.payload),
-}
-
-
-async def handle_command(ctx: Context, d: Delivery) -> None:
-    """A command the services refuse (a DomainError: what it names does not exist, it conflicts
-    with the current state) can never succeed: it is dead-lettered with their reason at once."""
-    handler = COMMANDS.get(type(d.payload))
-    if handler is None:
-        return
-    try:
-        await handler(ctx, d)
-    except DomainError as exc:
-        raise Poison(f"refused: {exc}") from exc
+# Each feature's command subscribers (one per subject, FastStream), beside its handlers.
+COMMAND_SUBSCRIBERS = (sessions_handlers.subscribe, chat_handlers.subscribe, schedules_handlers.subscribe,
+                       board_handlers.subscribe)
 
 
 async def run_background(ctx: Context, stop: asyncio.Event) -> None:
@@ -80,14 +56,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
             prefetch=True,
             reclaim=True,  # what a killed core-api had fetched is stored at restart, not after the 30 s ack wait
         ),
-        consume(
-            ctx.js,
-            stream=CMDS_STREAM,
-            durable="core-api-cmds",
-            subject="nexus.cmd.core.>",
-            handler=lambda d: handle_command(ctx, d),
-            stop=stop,
-        ),
+        serve_commands(ctx, stop, COMMAND_SUBSCRIBERS),
         # A goal follows its tasks: every task event re-derives its goal's status (idempotent).
         consume(
             ctx.js,

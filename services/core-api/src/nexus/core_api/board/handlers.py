@@ -2,6 +2,9 @@
 
 import logging
 
+from faststream.nats import NatsBroker
+
+from nexus.core_api.commands import command
 from nexus.core_api.context import Context
 from nexus.core_api.tasks import service as tasks
 from nexus.core_api.workflow import engine
@@ -9,6 +12,7 @@ from nexus.db.documents import AuditEntry, Run
 from nexus.domain.ids import new_id
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus, can_move_task
+from nexus.events.consumer import Delivery
 from nexus.events.payloads import CancelTask
 
 log = logging.getLogger("nexus.core_api.board")
@@ -29,3 +33,12 @@ async def cancel_task(ctx: Context, cmd: CancelTask) -> None:
         id=new_id("aud"), actor=f"{cmd.provider}:{cmd.actor}", actor_name=cmd.actor or cmd.provider,
         action="task.cancelled", resource=f"tasks/{task.id}", before_id=task.id, after_id=task.id,
     ).insert()
+
+
+async def on_cancel_task(ctx: Context, d: Delivery) -> None:
+    assert isinstance(d.payload, CancelTask)
+    await cancel_task(ctx, d.payload)
+
+
+def subscribe(broker: NatsBroker, ctx: Context) -> None:
+    command(broker, ctx, "core.cancel_task")(on_cancel_task)

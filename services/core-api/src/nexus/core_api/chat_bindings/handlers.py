@@ -2,12 +2,17 @@
 binding allows it, and is audited with the chat user and the bound identity. A refused command is
 dead-lettered with why."""
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
+
+from faststream.nats import NatsBroker
 
 from nexus.core_api.approvals.service import decide
 from nexus.core_api.audit.service import record
 from nexus.core_api.chat_bindings.service import Refused, actor, check
+from nexus.core_api.commands import command
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.core_api.named import goal_refs
@@ -15,24 +20,50 @@ from nexus.core_api.workflow import engine
 from nexus.db.documents import Goal
 from nexus.domain.roles import Capability
 from nexus.events import payloads as p
-from nexus.events.consumer import Poison
+from nexus.events.consumer import Delivery, Poison
 
 log = logging.getLogger("nexus.core_api.chat_bindings")
 GOAL_ID = re.compile(r"^goal_[0-9a-z]{26}$")
 
 
-async def handle_chat_command(ctx: Context, cmd: p.DecideApproval | p.CreateGoal | p.CancelRunRequest) -> None:
+async def decide_approval(ctx: Context, cmd: p.DecideApproval) -> None:
+    async with _refusals(cmd):
+        await _decide(ctx, cmd)
+
+
+async def create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
+    async with _refusals(cmd):
+        await _create_goal(ctx, cmd)
+
+
+async def cancel_run(ctx: Context, cmd: p.CancelRunRequest) -> None:
+    async with _refusals(cmd):
+        await _cancel(ctx, cmd)
+
+
+@contextlib.asynccontextmanager
+async def _refusals(cmd: object) -> AsyncIterator[None]:
     try:
-        match cmd:
-            case p.DecideApproval():
-                await _decide(ctx, cmd)
-            case p.CreateGoal():
-                await _create_goal(ctx, cmd)
-            case p.CancelRunRequest():
-                await _cancel(ctx, cmd)
+        yield
     except Refused as exc:
         log.warning("refused %s: %s", type(cmd).__name__, exc)
         raise Poison(f"refused: {exc}") from exc
+
+
+def subscribe(broker: NatsBroker, ctx: Context) -> None:
+    """One subscriber per command subject; the decoder has checked that the payload is the subject's."""
+
+    @command(broker, ctx, "core.decide_approval")
+    async def on_decide(ctx: Context, d: Delivery) -> None:
+        await decide_approval(ctx, d.payload)
+
+    @command(broker, ctx, "core.create_goal")
+    async def on_create_goal(ctx: Context, d: Delivery) -> None:
+        await create_goal(ctx, d.payload)
+
+    @command(broker, ctx, "core.cancel_run")
+    async def on_cancel_run(ctx: Context, d: Delivery) -> None:
+        await cancel_run(ctx, d.payload)
 
 
 async def _decide(ctx: Context, cmd: p.DecideApproval) -> None:

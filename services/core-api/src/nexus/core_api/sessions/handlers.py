@@ -1,6 +1,9 @@
 """sessions' NATS handler: a meta run's plan, heard on its own subject, becomes child tasks (the
 run workflow plans them: `workflow.engine.plan_children`)."""
 
+from faststream.nats import NatsBroker
+
+from nexus.core_api.commands import command
 from nexus.core_api.context import Context
 from nexus.core_api.workflow import engine
 from nexus.events.catalog import spec
@@ -17,3 +20,7 @@ async def on_plan(ctx: Context, d: Delivery) -> None:
         await engine.plan_children(ctx, cmd)
     except ValueError as exc:
         raise Poison(str(exc)) from exc
+
+
+def subscribe(broker: NatsBroker, ctx: Context) -> None:
+    command(broker, ctx, "core.plan_children")(on_plan)

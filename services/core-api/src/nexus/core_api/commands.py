@@ -1,0 +1,94 @@
+"""core-api's commands on FastStream: one subscriber and one durable consumer per command subject, declared
+by each feature next to its handler (`<feature>/handlers.py`, `subscribe(broker, ctx)`). The subject picks
+the handler; a message whose envelope names another type is dead-lettered by the decoder with that reason.
+
+Upgrade from the single durable on all of `nexus.cmd.core.>` (`core-api-cmds`): NEXUS_CMDS is a work
+queue, whose server refuses consumers with overlapping filters, so that durable is deleted first. A work
+queue keeps a message until it is acknowledged, not when its consumer goes, so what the old durable held
+(delivered or not) is read by the per-subject durables made next, which start at the stream's beginning."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from nexus.core_api.context import Context
+from nexus.core_api.errors import DomainError
+from nexus.events.consumer import LOOPS, Delivery, Poison
+from nexus.events.faststream import broker_options, durable_subscriber, durables_of, ensure_durables, keep_durables
+from nexus.events.permissions import LEGACY_COMMANDS, command_durable
+
+log = logging.getLogger("nexus.core_api.commands")
+
+CommandHandler = Callable[[Context, Delivery], Awaitable[None]]
+Subscribe = Callable[[NatsBroker, Context], None]
+STARTING = "core-api commands"  # the LOOPS entry while the durables cannot be made yet
+
+
+def command(broker: NatsBroker, ctx: Context, type_: str) -> Callable[[CommandHandler], CommandHandler]:
+    """Decorator: `handler(ctx, delivery)` handles the command `type_`, on the subject and durable of its own."""
+    durable = command_durable(type_)
+
+    def register(handler: CommandHandler) -> CommandHandler:
+        async def handle(d: Delivery) -> None:
+            await refused_is_poison(handler, ctx, d)
+
+        durable_subscriber(broker, durable.filter, handle, stream=durable.stream, durable=durable.name)
+        return handler
+
+    return register
+
+
+async def refused_is_poison(handler: CommandHandler, ctx: Context, d: Delivery) -> None:
+    """A command the services refuse (a DomainError: what it names does not exist, it conflicts with the
+    current state) can never succeed: it is dead-lettered with their reason at once."""
+    try:
+        await handler(ctx, d)
+    except DomainError as exc:
+        raise Poison(f"refused: {exc}") from exc
+
+
+async def retire_legacy(js: JetStreamContext) -> bool:
+    """Delete the durable on all of `nexus.cmd.core.>` if it exists; True if it did."""
+    try:
+        await js.delete_consumer(LEGACY_COMMANDS.stream, LEGACY_COMMANDS.name)
+    except NotFoundError:
+        return False
+    log.warning("deleted the durable %s: its commands are read by one durable per subject", LEGACY_COMMANDS.name)
+    return True
+
+
+async def serve_commands(ctx: Context, stop: asyncio.Event, subscribers: Iterable[Subscribe]) -> None:
+    """Until `stop`: the features' command subscribers on a broker connected as core-api. At start the old
+    durable is retired and the per-subject durables made (tried again until both succeed: meanwhile the
+    process is not ready); then a durable someone deletes is made anew while the broker runs."""
+    s = ctx.settings
+    broker = NatsBroker(name="core-api-commands", log_level=logging.DEBUG,
+                        **broker_options(s.nats_url, "core-api", s.nats_creds))
+    for subscribe in subscribers:
+        subscribe(broker, ctx)
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            await retire_legacy(ctx.js)
+            await ensure_durables(ctx.js, durables_of(broker))
+            LOOPS.down.pop(STARTING, None)
+            break
+        except Exception as exc:  # NATS unreachable, or an old core-api made its durable again: try again
+            LOOPS.down[STARTING] = repr(exc)[:500]
+            log.warning("command durables not ready; trying again in %.1fs", backoff, exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(backoff * 2, 10.0)
+    if stop.is_set():
+        LOOPS.down.pop(STARTING, None)
+        return
+    await broker.start()
+    try:
+        await keep_durables(ctx.js, broker, stop)
+    finally:
+        await broker.stop()
