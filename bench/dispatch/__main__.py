@@ -135,7 +135,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
             result["latency"] = await latency(api, log, args.runs)
             result["burst"] = await burst(api, log, stack, args.concurrent, args.hold)
-        await sub.unsubscribe()  # type: ignore[attr-defined]
+        await sub.unsubscribe()  # type: ignore[attr-defined]  # follow() returns the subscription as object
         await nc.drain()
         lat = result["latency"]["task_ready_to_runner_first_event"]
         result["targets"] = {

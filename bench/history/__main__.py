@@ -89,7 +89,7 @@ async def paired(n: int, sides: list[Side], op) -> dict:
 
 
 async def _get(side: Side, path: str) -> None:
-    (await side.api.get(path)).raise_for_status()  # type: ignore[union-attr]
+    (await side.api.get(path)).raise_for_status()  # type: ignore[union-attr]  # a side's client is set by prepare()
 
 
 OPS = {
@@ -101,16 +101,16 @@ OPS = {
     "list_tasks_first_page": lambda s, i: _get(s, "/v1/tasks?limit=20"),
     "list_audit_first_page": lambda s, i: _get(s, "/v1/audit?limit=20"),
     # the write every run makes several times: one run document's status, by id
-    "run_status_update": lambda s, i: s.mongo[DB]["runs"].update_one(  # type: ignore[index]
+    "run_status_update": lambda s, i: s.mongo[DB]["runs"].update_one(  # type: ignore[index]  # a side's database client is set by prepare()
         {"_id": s.rnd.choice(s.run_ids)}, {"$set": {"status": "succeeded", "reason": f"bench {i}"}}),
 }
 
 
 async def measure(sides: list[Side], args: argparse.Namespace) -> dict:
     for side in sides:
-        first = (await side.api.get("/v1/runs?limit=20")).json()  # type: ignore[union-attr]
+        first = (await side.api.get("/v1/runs?limit=20")).json()  # type: ignore[union-attr]  # a side's client is set by prepare()
         side.second_page = f"/v1/runs?limit=20&cursor={first['next_cursor']}"
-        side.task_id = (await side.api.get(f"/v1/runs/{side.run_ids[0]}")).json()["task_id"]  # type: ignore[union-attr]
+        side.task_id = (await side.api.get(f"/v1/runs/{side.run_ids[0]}")).json()["task_id"]  # type: ignore[union-attr]  # a side's client is set by prepare()
     from bench.history.ui import sign_in, ui_ops
 
     for side in sides:
@@ -119,7 +119,7 @@ async def measure(sides: list[Side], args: argparse.Namespace) -> dict:
     out = {name: await paired(args.samples, sides, op) for name, op in ops.items()}
 
     async def dispatch(side: Side, i: int) -> None:
-        await dispatch_one(side.api, f"history bench {i}")  # type: ignore[arg-type]
+        await dispatch_one(side.api, f"history bench {i}")  # type: ignore[arg-type]  # a side's client is set by prepare()
 
     out["dispatch_task_post_to_run_final"] = await paired(args.dispatch, sides, dispatch)
     return out
@@ -280,7 +280,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     try:
         empty, result["fill_empty"] = await prepare("empty", home / "empty", args.empty_runs, args.empty_runs, args)
         sides.append(empty)
-        result["baseline"] = await insert_rate(empty.mongo)  # type: ignore[arg-type]
+        result["baseline"] = await insert_rate(empty.mongo)  # type: ignore[arg-type]  # a side's database client is set by prepare()
         filled, result["fill_filled"] = await prepare("filled", home / "filled", args.runs, args.audit, args)
         sides.append(filled)
         result["figures"] = await measure(sides, args)

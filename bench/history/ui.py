@@ -10,7 +10,7 @@ _CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
 
 async def sign_in(base_url: str, key: str) -> httpx.AsyncClient:
     ui = httpx.AsyncClient(base_url=base_url, timeout=120)
-    token = _CSRF.search((await ui.get("/ui/login")).text).group(1)  # type: ignore[union-attr]
+    token = _CSRF.search((await ui.get("/ui/login")).text).group(1)  # type: ignore[union-attr]  # the login page always carries the token
     r = await ui.post("/ui/login", data={"_csrf": token, "key": key})
     if r.status_code != 303:
         raise RuntimeError(f"UI sign-in refused: {r.status_code} {r.text[:300]}")

@@ -227,7 +227,7 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 result[name]["per_run"] = per_run(db_before, await db_commands(ports), cpu, len(runs))
             after = await runner_starts(ports["worker"])
             result["runner_starts"] = {k: after[k] - before.get(k, 0) for k in after}
-        await sub.unsubscribe()  # type: ignore[attr-defined]
+        await sub.unsubscribe()  # type: ignore[attr-defined]  # follow() returns the subscription as object
         await nc.drain()
     finally:
         stack.stop()

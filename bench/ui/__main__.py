@@ -37,8 +37,8 @@ async def pages(side: Side) -> dict[str, str]:
     """Every page an admin reads, with ids from the side's own history."""
     api = side.api
     run_id = side.run_ids[len(side.run_ids) // 2]
-    run = (await api.get(f"/v1/runs/{run_id}")).json()  # type: ignore[union-attr]
-    agent_id = (await api.get("/v1/agents", params={"limit": 1})).json()["items"][0]["id"]  # type: ignore[union-attr]
+    run = (await api.get(f"/v1/runs/{run_id}")).json()  # type: ignore[union-attr]  # a side's client is set before its pages are read
+    agent_id = (await api.get("/v1/agents", params={"limit": 1})).json()["items"][0]["id"]  # type: ignore[union-attr]  # a side's client is set before its pages are read
     return {
         "board": "/ui/board",
         "board_lanes": "/ui/board/lanes",
@@ -67,7 +67,7 @@ async def measure(sides: list[Side], samples: int) -> dict:
         times: dict[str, list[float]] = {s.name: [] for s in sides}
         for i in range(samples):  # alternating, so both sides see the same load on a shared box
             for side in sides if i % 2 == 0 else list(reversed(sides)):
-                times[side.name].append(await _server_ms(side.ui, paths[side.name][name]))  # type: ignore[arg-type]
+                times[side.name].append(await _server_ms(side.ui, paths[side.name][name]))  # type: ignore[arg-type]  # a side's UI client is signed in before timing
         out[name] = {side: summary_ms(xs) for side, xs in times.items()}
         print(name, json.dumps(out[name]), file=sys.stderr, flush=True)  # progress: the fill and pages take minutes
     return out

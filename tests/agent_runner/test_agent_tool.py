@@ -34,7 +34,7 @@ def tool(tmp_path: Path) -> Any:
         assert out["ok"] is (expect == 0)
         return out
 
-    run.sessions = sessions  # type: ignore[attr-defined]
+    run.sessions = sessions  # type: ignore[attr-defined]  # the helper carries its sessions dir
     return run
 
 

@@ -27,7 +27,7 @@ async def test_a_swallowed_cancel_still_stops_the_heartbeat() -> None:
             swallowed.set()  # ... which returns anyway, as the reply came in the same instant
             return
 
-    reporter._publish = publish  # type: ignore[method-assign]
+    reporter._publish = publish  # type: ignore[method-assign]  # the test swaps the publish step
     reporter.start_heartbeat(0.01)
     while not beats:
         await asyncio.sleep(0.01)

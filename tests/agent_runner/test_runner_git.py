@@ -37,7 +37,7 @@ class GitHTTP(BaseHTTPRequestHandler):
     def _cgi(self) -> None:
         server = self.server
         auth = self.headers.get("Authorization", "")
-        server.seen.append((self.command, self.path, auth))  # type: ignore[attr-defined]
+        server.seen.append((self.command, self.path, auth))  # type: ignore[attr-defined]  # the test server carries its log
         if auth != f"Basic {BASIC}":
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -47,7 +47,7 @@ class GitHTTP(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         env = {
-            "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",  # type: ignore[attr-defined]
+            "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",  # type: ignore[attr-defined]  # the test server carries its root
             "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": "x-access-token",
             "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
             "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""), "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
@@ -73,7 +73,7 @@ class GitHTTP(BaseHTTPRequestHandler):
 def git_server(tmp_path: Path):
     bare = bare_repo(tmp_path)
     server = ThreadingHTTPServer(("127.0.0.1", 0), GitHTTP)
-    server.root, server.seen = tmp_path, []  # type: ignore[attr-defined]
+    server.root, server.seen = tmp_path, []  # type: ignore[attr-defined]  # the test server carries root and log
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, bare, f"http://127.0.0.1:{server.server_address[1]}/{bare.name}"

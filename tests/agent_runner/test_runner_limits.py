@@ -10,7 +10,7 @@ import pytest
 
 from nexus.agent_runner.process_limits import ProcessLimits
 from tests.agent_runner.llm.conftest import Reply, llm_server  # noqa: F401 — a fixture
-from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401
+from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401 — fixtures and helpers, used by name
 
 pytestmark = pytest.mark.infra
 

@@ -137,7 +137,7 @@ async def decide(js, run_id: str, approval_id: str, decision: str, reason: str =
     """What core-api publishes when a lead decides (approvals/service.decide)."""
     await Publisher(js, "core-api").publish(
         "run.approval_decided",
-        ApprovalDecided(approval_id=approval_id, run_id=run_id, decision=decision, reason=reason, decided_by=by),  # type: ignore[arg-type]
+        ApprovalDecided(approval_id=approval_id, run_id=run_id, decision=decision, reason=reason, decided_by=by),  # type: ignore[arg-type]  # decision is one of the two literals
         run_id=run_id,
     )
 

@@ -45,7 +45,7 @@ async def run_with(syncer: RecordingSyncer, messages: list[tuple[str, bytes]]) -
     async def dlq(m: dict) -> None:
         dead.append(m)
 
-    register(broker, syncer, asyncio.Event(), backoff_s=0.01, max_deliver=5)  # type: ignore[arg-type]
+    register(broker, syncer, asyncio.Event(), backoff_s=0.01, max_deliver=5)  # type: ignore[arg-type]  # a recording syncer stands in
     async with TestNatsBroker(broker) as tb:
         for subject, body in messages:
             await tb.publish(body, subject, stream="NEXUS_EVENTS")

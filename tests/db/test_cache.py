@@ -46,11 +46,11 @@ async def test_a_read_that_raced_a_write_is_not_kept(cache: ReadCache) -> None:
         await Goal.get_pymongo_collection().update_one({"_id": goal.id}, {"$set": {"title": "after"}})
         return doc
 
-    Goal.get = read_then_a_write_lands  # type: ignore[method-assign]
+    Goal.get = read_then_a_write_lands  # type: ignore[method-assign]  # the test gates the read
     try:
         stale = await cached_get(Goal, goal.id)
     finally:
-        Goal.get = original_get  # type: ignore[method-assign]
+        Goal.get = original_get  # type: ignore[method-assign]  # the original read restored
     assert stale.title == "before"  # the racing read itself answered what it read
     assert not cache.entries and cache.generations.get(coll, 0) > 0
     assert (await cached_get(Goal, goal.id)).title == "after"  # and nobody is served it afterwards
@@ -71,7 +71,7 @@ async def test_concurrent_misses_share_one_read_unless_a_write_comes_between(cac
         return await original_get(doc_id, *a, **kw)
 
     cache.entries.clear()
-    Goal.get = gated_get  # type: ignore[method-assign]
+    Goal.get = gated_get  # type: ignore[method-assign]  # the test gates the read
     try:
         first = asyncio.ensure_future(cached_get(Goal, goal.id))
         await asyncio.sleep(0)
@@ -81,7 +81,7 @@ async def test_concurrent_misses_share_one_read_unless_a_write_comes_between(cac
         gate.set()
         await asyncio.gather(first, second)
     finally:
-        Goal.get = original_get  # type: ignore[method-assign]
+        Goal.get = original_get  # type: ignore[method-assign]  # the original read restored
     assert second.result().title == "after" and cache.misses == 3
 
 

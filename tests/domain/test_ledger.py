@@ -112,7 +112,7 @@ def test_tampering_and_resealing_one_change_still_breaks_the_next() -> None:
 )
 def test_structural_tampering(edit: object, broken_at: int | None) -> None:
     sealed = seal(_changes())
-    edit(sealed)  # type: ignore[operator]
+    edit(sealed)  # type: ignore[operator]  # each param is a callable
     result = verify_chain(sealed)
     assert result.broken_at == broken_at
     if broken_at is None:

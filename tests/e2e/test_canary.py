@@ -75,7 +75,7 @@ class FakeModel(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.received.append(body)  # type: ignore[attr-defined]
+        self.server.received.append(body)  # type: ignore[attr-defined]  # the test server carries what it received
         request = json.loads(body)
         turn = sum(1 for m in request["messages"] if m["role"] == "assistant")
         steps = SCRIPTS[request["model"]]
@@ -99,7 +99,7 @@ class FakeModel(BaseHTTPRequestHandler):
 
 def _serve(handler: type, root: Path | None = None) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.root, server.seen, server.received = root, [], []  # type: ignore[attr-defined]
+    server.root, server.seen, server.received = root, [], []  # type: ignore[attr-defined]  # the test server carries its state
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -149,9 +149,9 @@ async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str, plane: Pl
     plane.edit(item["id"], name="renamed behind the board's back")
     assert await until(lambda: _repaired(plane, item["id"])), plane.items[item["id"]]
 
-    # Someone deletes core-api's command consumer: its loop is restarted and makes it anew (the schedule's
-    # occurrences below reach core-api through it).
-    await delete_consumer(nats_url, creds, "NEXUS_CMDS", "core-api-cmds")
+    # Someone deletes core-api's durable for schedule firings: it is made anew (the schedule's occurrences below
+    # reach core-api through it).
+    await delete_consumer(nats_url, creds, "NEXUS_CMDS", "core-api-fire-schedule")
 
     # A schedule comes due (every 2 s): once it has fired it is switched off and what it started ends.
     pinger = await agent(api, SUCCEEDS)
@@ -217,7 +217,7 @@ async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, m
         config = prometheus_config(tmp_path, stack.metrics_ports)
         prometheus = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 — the server holds it until it ends
         try:
             async with (httpx.AsyncClient(base_url=stack.api_url, timeout=30,
                                           headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api,

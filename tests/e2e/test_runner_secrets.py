@@ -55,7 +55,7 @@ async def _all_run_messages(nats_url: str, run_id: str, creds: str) -> list[tupl
 async def _ui_page(stack, path: str) -> str:
     """A page as an admin signed in to the UI sees it."""
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as ui:
-        token = re.search(r'name="_csrf" value="([^"]+)"', (await ui.get("/ui/login")).text).group(1)  # type: ignore[union-attr]
+        token = re.search(r'name="_csrf" value="([^"]+)"', (await ui.get("/ui/login")).text).group(1)  # type: ignore[union-attr]  # the login page always carries the token
         r = await ui.post("/ui/login", data={"_csrf": token, "key": stack.env["NEXUS_ADMIN_KEY"]})
         assert r.status_code == 303, r.text
         r = await ui.get(path)

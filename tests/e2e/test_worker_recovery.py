@@ -119,7 +119,7 @@ async def test_killed_while_the_runner_runs(stack: Stack, api: httpx.AsyncClient
         await asyncio.sleep(0.1)
     assert (await runtime_phases(stack, run_id)).count("launched") == 1
     assert "exited" in await runtime_phases(stack, run_id)
-    log = (stack.log_dir / "worker.log").read_text()  # type: ignore[operator]
+    log = (stack.log_dir / "worker.log").read_text()  # type: ignore[operator]  # this stack logs to files
     assert f"adopting run {run_id}" in log
 
 

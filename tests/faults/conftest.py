@@ -20,7 +20,7 @@ def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def own_stack(fault_dir: Path) -> Iterator[Stack]:
-    with running_stack(fault_dir, None, None, services=["core-api", "worker"], env=FAULT_ENV) as s:  # type: ignore[arg-type]
+    with running_stack(fault_dir, None, None, services=["core-api", "worker"], env=FAULT_ENV) as s:  # type: ignore[arg-type]  # None: the stack starts its own servers
         yield s
 
 

@@ -149,6 +149,6 @@ async def test_send_after_shutdown_is_shutting_down(make_kernel) -> None:
 async def test_spawn_rejects_non_agents(make_kernel) -> None:
     kernel = make_kernel()
     with pytest.raises(TypeError):
-        kernel.spawn(42)  # type: ignore[arg-type]
+        kernel.spawn(42)  # type: ignore[arg-type]  # the wrong type on purpose
     with pytest.raises(TypeError):
-        kernel.spawn(lambda: "not an agent")  # type: ignore[arg-type]
+        kernel.spawn(lambda: "not an agent")  # type: ignore[arg-type]  # the wrong type on purpose

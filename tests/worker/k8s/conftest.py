@@ -28,7 +28,7 @@ def make_request(run_id: str = "run_01jq8m6z4x7k2n9p3r5t7v9w1y", attempt: int = 
         "env": {"NEXUS_NATS_URL": "nats://nats.nexus:4222", "NEXUS_RUN_TOKEN": "tok-secret-123"},
         "wall_clock_s": 900,
     }
-    return RunRequest(**(fields | overrides))  # type: ignore[arg-type]
+    return RunRequest(**(fields | overrides))  # type: ignore[arg-type]  # fields built as a dict
 
 
 @pytest.fixture

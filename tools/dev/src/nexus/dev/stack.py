@@ -141,7 +141,7 @@ class Stack:
 
     def start_service(self, name: str) -> subprocess.Popen:
         if self.log_dir:
-            out: IO | int = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+            out: IO | int = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 — handed to the service process, which outlives this call
         else:
             out = subprocess.PIPE
         proc = subprocess.Popen(

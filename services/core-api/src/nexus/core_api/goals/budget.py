@@ -25,7 +25,7 @@ async def set_budget(goal_id: str, cap: Cap) -> Goal:
         Goal, goal_id, {"$set": {"budget": msgspec.to_builtins(cap), "budget_alerts": {}, "updated_at": now()}}
     )
     await _reshare_waiting(goal_id)
-    return await Goal.get(goal_id)  # type: ignore[return-value]
+    return await Goal.get(goal_id)  # type: ignore[return-value]  # written just above: it exists
 
 
 async def _reshare_waiting(goal_id: str) -> None:

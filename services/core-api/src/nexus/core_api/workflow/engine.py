@@ -204,7 +204,7 @@ async def cancel_goal(ctx: Context, goal_id: str, by: str) -> Goal:
             except Exception as exc:  # noqa: BLE001 — a task that moved on meanwhile is left where it is
                 log.info("goal %s: task %s not cancelled: %s", goal_id, task.id, exc)
     await report_goal(ctx, goal_id)
-    return await Goal.get(goal_id)  # type: ignore[return-value]
+    return await Goal.get(goal_id)  # type: ignore[return-value]  # read above: it exists
 
 
 # ---------------------------------------------------------------- meta sessions
