@@ -9,6 +9,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import msgspec
 import pytest
@@ -31,6 +32,7 @@ from tests.conftest import creds_of
 from tests.events.test_permissions import tools  # noqa: F401 — the fixture: the tests' own connection
 
 pytestmark = pytest.mark.infra
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ async def serving(ctx: Context) -> AsyncIterator[None]:
         await asyncio.wait_for(task, 30)
 
 
-async def until(check: Callable[[], Awaitable[object]], what: str, timeout_s: float = 30.0) -> object:
+async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = 30.0) -> T:
     """Wait (bounded) until `check()` returns something truthy; polls state, asserts nothing about time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -96,7 +98,7 @@ class Letters:
                 self.seen.append(msgspec.json.decode(decode_raw(msg.data).data, type=p.DeadLetter))
             return next((letter for letter in self.seen if match(letter)), None)
 
-        return await until(check, what)  # type: ignore[return-value]  # until returns what check found
+        return await until(check, what)
 
 
 @pytest.fixture
