@@ -8,7 +8,6 @@ queue keeps a message until it is acknowledged, not when its consumer goes, so w
 (delivered or not) is read by the per-subject durables made next, which start at the stream's beginning."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -18,7 +17,7 @@ from nats.js.errors import NotFoundError
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
-from nexus.events.consumer import LOOPS, Delivery, Poison
+from nexus.events.consumer import Delivery, Poison, supervised
 from nexus.events.faststream import broker_options, durable_subscriber, durables_of, ensure_durables, keep_durables
 from nexus.events.permissions import LEGACY_COMMANDS, command_durable
 
@@ -26,7 +25,6 @@ log = logging.getLogger("nexus.core_api.commands")
 
 CommandHandler = Callable[[Context, Delivery], Awaitable[None]]
 Subscribe = Callable[[NatsBroker, Context], None]
-STARTING = "core-api commands"  # the LOOPS entry while the durables cannot be made yet
 
 
 def command(broker: NatsBroker, ctx: Context, type_: str) -> Callable[[CommandHandler], CommandHandler]:
@@ -63,32 +61,23 @@ async def retire_legacy(js: JetStreamContext) -> bool:
 
 
 async def serve_commands(ctx: Context, stop: asyncio.Event, subscribers: Iterable[Subscribe]) -> None:
-    """Until `stop`: the features' command subscribers on a broker connected as core-api. At start the old
-    durable is retired and the per-subject durables made (tried again until both succeed: meanwhile the
-    process is not ready); then a durable someone deletes is made anew while the broker runs."""
+    """Until `stop`: the features' command subscribers on a broker connected as core-api, supervised (if
+    starting or serving fails, it starts again with backoff, and the process is not ready meanwhile)."""
+    await supervised("core-api commands", lambda: _serve(ctx, stop, subscribers), stop)
+
+
+async def _serve(ctx: Context, stop: asyncio.Event, subscribers: Iterable[Subscribe]) -> None:
+    """Retire the old durable, make the per-subject ones, then serve; a durable someone deletes meanwhile
+    is made anew."""
     s = ctx.settings
     broker = NatsBroker(name="core-api-commands", log_level=logging.DEBUG,
                         **broker_options(s.nats_url, "core-api", s.nats_creds))
     for subscribe in subscribers:
         subscribe(broker, ctx)
-    backoff = 0.5
-    while not stop.is_set():
-        try:
-            await retire_legacy(ctx.js)
-            await ensure_durables(ctx.js, durables_of(broker))
-            LOOPS.down.pop(STARTING, None)
-            break
-        except Exception as exc:  # NATS unreachable, or an old core-api made its durable again: try again
-            LOOPS.down[STARTING] = repr(exc)[:500]
-            log.warning("command durables not ready; trying again in %.1fs", backoff, exc_info=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), backoff)
-        backoff = min(backoff * 2, 10.0)
-    if stop.is_set():
-        LOOPS.down.pop(STARTING, None)
-        return
-    await broker.start()
+    await retire_legacy(ctx.js)
+    await ensure_durables(ctx.js, durables_of(broker))
     try:
+        await broker.start()
         await keep_durables(ctx.js, broker, stop)
     finally:
         await broker.stop()
