@@ -261,3 +261,33 @@ async def test_commands_left_under_the_old_durable_are_handled_after_the_upgrade
         await until(lambda: decided(apr), "the never-fetched command handled")
     assert not await _exists(js, LEGACY_COMMANDS.name)
     assert (await Approval.get(apr.id)).status == "approved"
+
+
+async def test_a_durable_that_cannot_be_made_again_keeps_core_api_not_ready(ctx, tools) -> None:
+    """Deleted, and refused when made again (another consumer on the work queue holds its subject): core-api
+    says not ready until it has its durable back, and the commands that waited are handled then."""
+    who, goal = await lead(), goal_id()
+    durable = command_durable("core.create_goal")
+    js = tools.jetstream()
+    async with serving(ctx):
+        await until(lambda: _exists(js, durable.name), "the durable made at start")
+        await until(_ready, "ready once every durable is made")
+        await js.delete_consumer(durable.stream, durable.name)
+        await js.add_consumer(CMDS_STREAM, ConsumerConfig(durable_name="intruder", filter_subject=durable.filter,
+                                                          ack_policy=AckPolicy.EXPLICIT))
+        try:
+            await until(lambda: _down(durable.name), "the durable reported down")
+            assert not LOOPS.healthy() and "not unique" in LOOPS.down[durable.name], LOOPS.down
+        finally:
+            await js.delete_consumer(CMDS_STREAM, "intruder")
+        await publish(tools, "core.create_goal", p.CreateGoal(title="Once it is back", goal_id=goal, principal=who))
+        await until(lambda: Goal.get(goal), "the command handled by the durable made again")
+        await until(_ready, "ready again")
+
+
+async def _ready() -> bool:
+    return LOOPS.healthy()
+
+
+async def _down(name: str) -> bool:
+    return name in LOOPS.down

@@ -133,7 +133,7 @@ async def ensure_durables(
                 await js.add_consumer(stream, config)
                 log.log(level, "made the durable consumer %s on %s (it did not exist)", name, stream)
         except Exception as exc:  # noqa: BLE001 — raised after the others were tried; reported down meanwhile
-            LOOPS.down[name] = f"durable consumer missing: {exc!r}"[:500]
+            LOOPS.down[name] = f"durable consumer missing: {str(exc) or repr(exc)}"[:500]
             failed = failed or exc
         else:
             LOOPS.down.pop(name, None)
