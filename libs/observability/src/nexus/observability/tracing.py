@@ -6,12 +6,13 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import opentelemetry.context as otel_context
 import opentelemetry.propagate as propagate
 import opentelemetry.trace as trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -22,6 +23,8 @@ log = logging.getLogger("nexus.observability.tracing")
 TRACES_PATH = "/v1/traces"
 # The environment variables a parent hands its child process to continue its trace.
 ENV_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE"}
+# What a span may carry as attributes (the values OpenTelemetry accepts).
+SpanAttributes: TypeAlias = Mapping[str, AttributeValue]
 
 
 def traces_url(endpoint: str) -> str:
@@ -52,7 +55,7 @@ def setup_tracing(
 
 # What Resource.create reads besides its arguments (its default "otel" detector reads the first two).
 _RESOURCE_ENV = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS")
-_resources: dict[tuple, "Resource"] = {}
+_resources: dict[tuple[str, tuple[tuple[str, str], ...], tuple[str | None, ...]], "Resource"] = {}
 
 
 def service_resource(service: str, resource: Mapping[str, str] | None = None) -> "Resource":
@@ -115,7 +118,7 @@ def context_from_env(environ: Mapping[str, str]) -> otel_context.Context:
 
 @contextmanager
 def span(
-    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping | None = None,
+    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: SpanAttributes | None = None,
     context: otel_context.Context | None = None,
 ) -> Iterator[Span]:
     """A current span that records an exception as its error status (and lets it propagate)."""
