@@ -1,7 +1,7 @@
 """Connecting to MongoDB (or FerretDB) and registering the documents with beanie."""
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
@@ -14,12 +14,14 @@ from nexus.domain.json_types import JsonObject
 
 # The documents that carry an optimistic-concurrency `version` (update_versioned).
 V = TypeVar("V", Task, Run, Schedule)
+# The client connect_db returns: raw reads come back as plain JSON objects.
+DbClient: TypeAlias = AsyncMongoClient[JsonObject]
 
 
 async def connect_db(
     url: str, database: str, *, create_indexes: bool = True, listeners: list[CommandListener] | None = None
-) -> AsyncMongoClient[JsonObject]:
-    client: AsyncMongoClient[JsonObject] = AsyncMongoClient(
+) -> DbClient:
+    client: DbClient = AsyncMongoClient(
         url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[*(listeners or []), CommandStats()]
     )
     await init_beanie(database=client[database], document_models=ALL_DOCUMENTS, skip_indexes=True)
@@ -37,7 +39,7 @@ async def ensure_indexes() -> None:
             await coll.create_indexes([model])
 
 
-async def ping(client: AsyncMongoClient[JsonObject]) -> bool:
+async def ping(client: DbClient) -> bool:
     await client.admin.command("ping")
     return True
 
