@@ -5,6 +5,7 @@ from typing import TypeAlias, TypeVar
 
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.monitoring import CommandListener
 
 from nexus.db.documents import ALL_DOCUMENTS, Run, Schedule, Task
@@ -16,6 +17,7 @@ from nexus.domain.json_types import JsonObject
 V = TypeVar("V", Task, Run, Schedule)
 # The client connect_db returns: raw reads come back as plain JSON objects.
 DbClient: TypeAlias = AsyncMongoClient[JsonObject]
+Database: TypeAlias = AsyncDatabase[JsonObject]
 
 
 async def connect_db(
