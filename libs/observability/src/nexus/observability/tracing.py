@@ -6,13 +6,13 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, cast
 
 import opentelemetry.context as otel_context
 import opentelemetry.propagate as propagate
 import opentelemetry.trace as trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -23,8 +23,6 @@ log = logging.getLogger("nexus.observability.tracing")
 TRACES_PATH = "/v1/traces"
 # The environment variables a parent hands its child process to continue its trace.
 ENV_CARRIER = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE"}
-# What a span may carry as attributes (the values OpenTelemetry accepts).
-SpanAttributes: TypeAlias = Mapping[str, AttributeValue]
 
 
 def traces_url(endpoint: str) -> str:
@@ -118,11 +116,13 @@ def context_from_env(environ: Mapping[str, str]) -> otel_context.Context:
 
 @contextmanager
 def span(
-    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: SpanAttributes | None = None,
-    context: otel_context.Context | None = None,
+    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, object] | None = None, context: otel_context.Context | None = None,
 ) -> Iterator[Span]:
     """A current span that records an exception as its error status (and lets it propagate)."""
-    with tracer_.start_as_current_span(name, context=context, kind=kind, attributes=dict(attributes or {}),
+    # OpenTelemetry checks each value itself: one it cannot carry is dropped with a warning
+    with tracer_.start_as_current_span(name, context=context, kind=kind,
+                                       attributes=cast(Attributes, dict(attributes or {})),
                                        record_exception=False, set_status_on_exception=False) as s:
         try:
             yield s

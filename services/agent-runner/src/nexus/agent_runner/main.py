@@ -12,7 +12,6 @@ if TYPE_CHECKING:
 
     from nexus.agent_runner.settings import RunnerSettings
     from nexus.events.payloads import RunConfig
-    from nexus.observability.tracing import SpanAttributes
 
 
 def _mask_logs(mask: "Callable[[str], str]") -> None:
@@ -44,7 +43,7 @@ async def run(settings: "RunnerSettings", environ: dict[str, str], *, announced:
 
     cfg = msgspec.json.decode(Path(settings.run_config).read_bytes(), type=RunConfig)
     run_id_var.set(cfg.run_id)
-    attributes: SpanAttributes = {
+    attributes = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.id": cfg.agent_id,
         "gen_ai.provider.name": cfg.llm.provider,

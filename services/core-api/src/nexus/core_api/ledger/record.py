@@ -6,9 +6,7 @@ run may report whatever final hash matches it. The record is a second witness, k
 cannot write: one document per (run, attempt, session, seq) holding the hash as it first arrived.
 A later report of the same entry with another hash is kept beside it as a conflict, never over it."""
 
-from typing import Any
-
-from pymongo.asynchronous.collection import AsyncCollection
+from typing import Any, cast
 
 from nexus.db.documents import Run, Session
 from nexus.db.writes import insert_fresh
@@ -17,7 +15,7 @@ from nexus.domain.json_types import JsonObject
 COLLECTION = "ledger_records"
 
 
-def collection() -> AsyncCollection[JsonObject]:
+def collection() -> Any:
     return Session.get_pymongo_collection().database[COLLECTION]
 
 
@@ -56,6 +54,6 @@ async def record_change(run: Run, session_id: str, change: Any, attempt: int | N
 
 
 async def records_of(run_id: str) -> list[JsonObject]:
-    return (
+    return cast(list[JsonObject], (  # the records as stored (raw reads)
         await collection().find({"run_id": run_id}).sort([("attempt", 1), ("session_id", 1), ("seq", 1)]).to_list(None)
-    )
+    ))

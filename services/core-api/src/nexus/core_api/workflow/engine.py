@@ -44,7 +44,7 @@ from nexus.events.payloads import (
     RuntimeChanged,
     TaskChanged,
 )
-from nexus.observability.tracing import SpanAttributes, span, tracer
+from nexus.observability.tracing import span, tracer
 
 log = logging.getLogger("nexus.core_api.workflow")
 TRACER = tracer("nexus.core_api")
@@ -80,7 +80,7 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
 
 # ---------------------------------------------------------------- runs
 async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -> None:
-    attributes: SpanAttributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
+    attributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
     with span(TRACER, "apply run.status", attributes=attributes):  # ingestion's step that moves the run
         _, then = await runs.on_status(run_id, ev, seq)
         await carry_out(ctx, then)
