@@ -7,7 +7,9 @@ by its `source` (apply sets it to `manifest/<name>`), a task by its title (defau
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl.client import ApiError, Client
 from nexus.nexusctl.manifests import Manifest, ManifestError
 
@@ -23,16 +25,16 @@ class Outcome:
     detail: str = ""
 
 
-def _find(client: Client, path: str) -> dict | None:
+def _find(client: Client, path: str) -> JsonObject | None:
     try:
-        return client.get(path)
+        return cast(JsonObject, client.get(path))  # an object's path answers the object
     except ApiError as exc:
         if exc.status == 404:
             return None
         raise
 
 
-def _marker(obj: dict) -> tuple:
+def _marker(obj: JsonObject) -> tuple[object, object, object]:
     return obj.get("revision"), obj.get("version"), obj.get("updated_at")
 
 
@@ -62,7 +64,7 @@ def apply_named(client: Client, m: Manifest) -> Outcome:
     return Outcome(m, action, updated["id"], _revision(updated))
 
 
-def _revision(obj: dict) -> str:
+def _revision(obj: JsonObject) -> str:
     if "revision" in obj:
         return f"revision {obj['revision']}"
     if "version" in obj:

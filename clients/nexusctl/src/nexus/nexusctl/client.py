@@ -5,6 +5,7 @@ from typing import Any
 
 import httpx
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl.config import Target
 
 USER_AGENT = "nexusctl/0.1"
@@ -13,7 +14,7 @@ USER_AGENT = "nexusctl/0.1"
 class ApiError(Exception):
     """An error answer from the API (problem+json), or no answer at all (status 0)."""
 
-    def __init__(self, status: int, title: str, detail: str = "", errors: list[dict] | None = None) -> None:
+    def __init__(self, status: int, title: str, detail: str = "", errors: list[JsonObject] | None = None) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status = status
         self.title = title
@@ -53,7 +54,7 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
+    def request(self, method: str, path: str, *, json: Any = None, params: JsonObject | None = None) -> Any:
         try:
             r = self.http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
@@ -79,7 +80,7 @@ class Client:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def pages(self, path: str, *, limit: int, params: dict | None = None) -> Iterator[dict]:
+    def pages(self, path: str, *, limit: int, params: JsonObject | None = None) -> Iterator[JsonObject]:
         """Follow `next_cursor` until `limit` items were yielded or the list ends."""
         cursor = None
         left = limit

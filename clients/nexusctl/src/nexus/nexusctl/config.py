@@ -17,8 +17,11 @@ The config file (`$NEXUSCTL_CONFIG`, else `$XDG_CONFIG_HOME/nexus/nexusctl.yaml`
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import yaml
+
+from nexus.domain.json_types import JsonObject
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # `make run` keeps its generated admin key here, relative to the checkout.
@@ -47,7 +50,7 @@ def config_path(env: Mapping[str, str]) -> Path:
     return base / "nexus" / "nexusctl.yaml"
 
 
-def load_file(path: Path) -> dict:
+def load_file(path: Path) -> JsonObject:
     if not path.exists():
         return {}
     try:
@@ -59,7 +62,7 @@ def load_file(path: Path) -> dict:
     return doc
 
 
-def contexts_of(doc: dict) -> dict[str, dict]:
+def contexts_of(doc: JsonObject) -> dict[str, JsonObject]:
     raw = doc.get("contexts") or []
     if isinstance(raw, dict):  # also accept `contexts: {name: {...}}`
         return {str(k): dict(v or {}) for k, v in raw.items()}
@@ -89,7 +92,7 @@ def resolve(
     doc = load_file(path)
     contexts = contexts_of(doc)
     name = context or doc.get("current-context")
-    ctx: dict = {}
+    ctx: JsonObject = {}
     if context and context not in contexts:
         raise ConfigError(f"no context named {context!r} in {path} (known: {', '.join(contexts) or 'none'})")
     if name and name in contexts:
@@ -100,7 +103,7 @@ def resolve(
         if url:
             return url
         if explicit_ctx and ctx.get("url"):
-            return ctx["url"]
+            return cast(str, ctx["url"])  # a context's url is a string (contexts are written by `config`)
         return env.get("NEXUS_URL") or ctx.get("url") or DEFAULT_URL
 
     def pick_key() -> tuple[str | None, str]:

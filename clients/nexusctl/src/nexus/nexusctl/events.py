@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl.client import ApiError, Client
 
 FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
@@ -17,10 +18,10 @@ FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 class Event:
     id: str
     type: str
-    envelope: dict
+    envelope: JsonObject
 
     @property
-    def data(self) -> dict:
+    def data(self) -> JsonObject:
         d = self.envelope.get("data")
         return d if isinstance(d, dict) else {}
 
@@ -119,7 +120,7 @@ def follow(
 # ----------------------------------------------------------------------------- formatting
 
 
-def _clock(envelope: dict) -> str:
+def _clock(envelope: JsonObject) -> str:
     at = str(envelope.get("occurred_at", ""))
     return at[11:19] if len(at) >= 19 else "--:--:--"
 
@@ -191,7 +192,7 @@ def pretty(ev: Event, *, verbose: bool = False) -> str | None:
     return f"{_clock(ev.envelope)}  {label:<9} {indent.join(text.splitlines()) or text}"
 
 
-def summary(run: dict) -> list[str]:
+def summary(run: JsonObject) -> list[str]:
     usage = run.get("usage") or {}
     lines = [f"run {run.get('id')} {run.get('status')}" + (f": {run['reason']}" if run.get("reason") else "")]
     for label, value in (

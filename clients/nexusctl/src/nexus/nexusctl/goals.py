@@ -1,5 +1,6 @@
 """`describe goal`: where the goal is, what it cost, what is left, its meta session and children."""
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl import render
 
 # Shown as tables below the object instead of as raw YAML.
@@ -10,7 +11,7 @@ def _money(usd: float | None) -> str:
     return "-" if usd is None else f"{usd:.4f} USD"
 
 
-def _cap(budget: dict) -> str:
+def _cap(budget: JsonObject) -> str:
     parts = []
     if budget.get("usd") is not None:
         parts.append(
@@ -23,7 +24,7 @@ def _cap(budget: dict) -> str:
     return "; ".join(parts) or "none"
 
 
-def goal_sections(goal: dict) -> list[str]:
+def goal_sections(goal: JsonObject) -> list[str]:
     progress = goal.get("progress") or {}
     by_status = progress.get("by_status") or {}
     counts = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "no child tasks"

@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-Column = tuple[str, Callable[[dict], Any]]
+from nexus.domain.json_types import JsonObject
+
+Column = tuple[str, Callable[[JsonObject], Any]]
 
 
-def key(*names: str) -> Callable[[dict], Any]:
+def key(*names: str) -> Callable[[JsonObject], Any]:
     """The first present field among `names` (the API speaks snake_case, sessions camelCase)."""
 
-    def get(obj: dict) -> Any:
+    def get(obj: JsonObject) -> Any:
         for name in names:
             value: Any = obj
             for part in name.split("."):
@@ -24,10 +26,10 @@ def key(*names: str) -> Callable[[dict], Any]:
     return get
 
 
-def age(*names: str) -> Callable[[dict], str]:
+def age(*names: str) -> Callable[[JsonObject], str]:
     getter = key(*names)
 
-    def get(obj: dict) -> str:
+    def get(obj: JsonObject) -> str:
         value = getter(obj)
         if not value:
             return ""
@@ -50,8 +52,8 @@ def human_duration(seconds: float) -> str:
     return f"{s}s"
 
 
-def _short(n: int, getter: Callable[[dict], Any]) -> Callable[[dict], str]:
-    def get(obj: dict) -> str:
+def _short(n: int, getter: Callable[[JsonObject], Any]) -> Callable[[JsonObject], str]:
+    def get(obj: JsonObject) -> str:
         text = " ".join(str(getter(obj) or "").split())
         return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -70,7 +72,7 @@ class Kind:
     deletable: bool = False
     filters: tuple[str, ...] = field(default_factory=tuple)  # query parameters `get` passes through
 
-    def ident(self, obj: dict) -> str:
+    def ident(self, obj: JsonObject) -> str:
         return str(key(self.id_field, "id")(obj) or "")
 
 

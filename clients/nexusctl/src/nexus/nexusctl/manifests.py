@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl.kinds import BY_MANIFEST, Kind
 
 API_VERSION = "nexus/v1"
@@ -37,7 +38,7 @@ class ManifestError(Exception):
 class Manifest:
     kind: Kind
     name: str
-    spec: dict
+    spec: JsonObject
     source: str  # "path/file.yaml" or "path/file.yaml#2" for the 3rd document
 
     @property

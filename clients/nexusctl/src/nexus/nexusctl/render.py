@@ -2,16 +2,17 @@
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl.kinds import Kind
 
 FORMATS = ("table", "wide", "json", "yaml", "name")
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no types: SafeDumper is Any here
     pass
 
 
@@ -25,7 +26,8 @@ _Dumper.add_representer(str, _str_presenter)
 
 
 def to_yaml(obj: Any) -> str:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+    # without a stream, yaml.dump returns the text
+    return cast(str, yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120))
 
 
 def to_json(obj: Any) -> str:
@@ -48,7 +50,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_list(kind: Kind, items: list[dict], fmt: str) -> str:
+def render_list(kind: Kind, items: list[JsonObject], fmt: str) -> str:
     if fmt == "json":
         return to_json({"kind": kind.name, "items": items})
     if fmt == "yaml":
@@ -63,7 +65,7 @@ def render_list(kind: Kind, items: list[dict], fmt: str) -> str:
     return table([c[0] for c in columns], [[getter(o) for _, getter in columns] for o in items])
 
 
-def render_one(kind: Kind, obj: dict, fmt: str) -> str:
+def render_one(kind: Kind, obj: JsonObject, fmt: str) -> str:
     if fmt == "json":
         return to_json(obj)
     if fmt == "yaml":

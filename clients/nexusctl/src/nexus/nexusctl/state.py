@@ -3,7 +3,7 @@
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import typer
 
@@ -36,7 +36,7 @@ class State:
 
 
 def state(ctx: typer.Context) -> State:
-    return ctx.find_root().obj
+    return cast(State, ctx.find_root().obj)  # main puts the State on the root context
 
 
 def out(text: str) -> None:

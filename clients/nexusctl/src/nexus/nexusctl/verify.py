@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from nexus.domain.json_types import JsonObject
 from nexus.domain.ledger import change_hash, verify_chain
 
 
@@ -31,7 +32,7 @@ class RunCheck:
         return not self.problems and all(s.ok for s in self.sessions)
 
 
-def explain(changes: list[dict], index: int) -> str:
+def explain(changes: list[JsonObject], index: int) -> str:
     """Why change `index` breaks the chain, in words."""
     raw = changes[index]
     if not isinstance(raw, dict):
@@ -50,7 +51,7 @@ def explain(changes: list[dict], index: int) -> str:
     return "unknown"
 
 
-def check_session(session: dict) -> SessionCheck:
+def check_session(session: JsonObject) -> SessionCheck:
     sid = str(session.get("sessionId") or session.get("session_id") or "?")
     changes = list(session.get("changes") or [])
     result = verify_chain(changes)
@@ -58,7 +59,7 @@ def check_session(session: dict) -> SessionCheck:
     return SessionCheck(sid, len(changes), result.ok, result.final_hash, result.broken_at, why)
 
 
-def check_run(run: dict, sessions: list[dict]) -> RunCheck:
+def check_run(run: JsonObject, sessions: list[JsonObject]) -> RunCheck:
     own = str(run.get("session_id") or "")
     check = RunCheck(run_id=str(run.get("id")), ledger_hash=str(run.get("ledger_hash") or ""), own_session=own)
     check.sessions = [check_session(s) for s in sessions]
@@ -91,7 +92,7 @@ def report(check: RunCheck) -> list[str]:
     return lines
 
 
-def add_record(check: RunCheck, verdict: dict) -> None:
+def add_record(check: RunCheck, verdict: JsonObject) -> None:
     """Fold in core-api's check against the hashes it recorded as the run reported them
     (`GET /v1/runs/{id}/verify`): what a truncated or re-sealed ledger cannot hide."""
     check.problems += [f"record: {p}" for p in verdict.get("problems") or []]

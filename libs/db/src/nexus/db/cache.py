@@ -9,19 +9,23 @@ as several processes."""
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 from beanie import Document, SortDirection
 from pymongo import monitoring
 
+from nexus.domain.json_types import JsonObject
+
 D = TypeVar("D", bound=Document)
+T = TypeVar("T")
 Sort = Sequence[tuple[str, int]]  # (field, 1 or -1); a SortDirection is one of those ints
+_Store = dict[tuple[str, Any], tuple[int, float, Any]]  # (collection, key) -> (generation, time, value)
 _encode = msgspec.json.Encoder(order="sorted").encode
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "drop", "dropDatabase"})
 
 
-def _expire(store: dict, older_than: float) -> None:
+def _expire(store: _Store, older_than: float) -> None:
     """Drop entries from the oldest while they are past their TTL: an expired entry is never served,
     and kept it would only hold memory (every run's documents, until the cap)."""
     while store:
@@ -65,7 +69,7 @@ class ReadCache(monitoring.CommandListener):
         return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),
                                    keep=lambda doc: keep_missing or doc is not None)
 
-    async def find(self, doc_cls: type[D], query: dict, sort: Sort, limit: int) -> list[D]:
+    async def find(self, doc_cls: type[D], query: JsonObject, sort: Sort, limit: int) -> list[D]:
         """A find() with sort and limit, cached like a document: by collection and exact query, dropped
         by any write to the collection. A query that cannot be keyed goes to the database."""
         try:
@@ -81,8 +85,8 @@ class ReadCache(monitoring.CommandListener):
             keep=lambda docs: True,
         )
 
-    async def _through(self, store: dict, cap: int, doc_cls: Any, ident: Any, load: Callable[[], Awaitable[Any]],
-                       keep: Callable[[Any], bool]) -> Any:
+    async def _through(self, store: _Store, cap: int, doc_cls: Any, ident: Any, load: Callable[[], Awaitable[T]],
+                       keep: Callable[[T], bool]) -> T:
         collection = doc_cls.get_pymongo_collection().full_name
         generation = self.generations.get(collection, 0)
         key = (collection, ident)
@@ -90,14 +94,14 @@ class ReadCache(monitoring.CommandListener):
         now = time.monotonic()
         if hit is not None and hit[0] == generation and now - hit[1] < self.ttl_s:
             self.hits += 1
-            return hit[2]
+            return cast(T, hit[2])  # what a load of this same key returned
         # Concurrent misses on one key share one read, if no write came between them:
         # otherwise every connection would queue its own read at each expiry.
         flight = (key, generation)
         pending = self._reading.get(flight)
         if pending is not None:
             self.shared += 1
-            return await asyncio.shield(pending)
+            return cast(T, await asyncio.shield(pending))  # a load of this same key
         self.misses += 1
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._reading[flight] = fut
@@ -136,7 +140,7 @@ async def cached_get(doc_cls: type[D], doc_id: Any, *, keep_missing: bool = Fals
     return await _cache.get(doc_cls, doc_id, keep_missing=keep_missing)
 
 
-async def cached_find(doc_cls: type[D], query: dict, sort: Sort, limit: int) -> list[D]:
+async def cached_find(doc_cls: type[D], query: JsonObject, sort: Sort, limit: int) -> list[D]:
     """Documents returned here are shared: read them, never mutate them."""
     if _cache is None:
         return await doc_cls.find(query).sort(_directions(sort)).limit(limit).to_list()

@@ -1,17 +1,29 @@
 """Connecting to MongoDB (or FerretDB) and registering the documents with beanie."""
 
+from collections.abc import Callable
+from typing import TypeAlias, TypeVar
+
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.monitoring import CommandListener
 
-from nexus.db.documents import ALL_DOCUMENTS
+from nexus.db.documents import ALL_DOCUMENTS, Run, Schedule, Task
 from nexus.db.stats import CommandStats
 from nexus.db.writes import update_document, written
+from nexus.domain.json_types import JsonObject
+
+# The documents that carry an optimistic-concurrency `version` (update_versioned).
+V = TypeVar("V", Task, Run, Schedule)
+# The client connect_db returns: raw reads come back as plain JSON objects.
+DbClient: TypeAlias = AsyncMongoClient[JsonObject]
+Database: TypeAlias = AsyncDatabase[JsonObject]
 
 
 async def connect_db(
-    url: str, database: str, *, create_indexes: bool = True, listeners: list | None = None
-) -> AsyncMongoClient:
-    client: AsyncMongoClient = AsyncMongoClient(
+    url: str, database: str, *, create_indexes: bool = True, listeners: list[CommandListener] | None = None
+) -> DbClient:
+    client: DbClient = AsyncMongoClient(
         url, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[*(listeners or []), CommandStats()]
     )
     await init_beanie(database=client[database], document_models=ALL_DOCUMENTS, skip_indexes=True)
@@ -29,7 +41,7 @@ async def ensure_indexes() -> None:
             await coll.create_indexes([model])
 
 
-async def ping(client: AsyncMongoClient) -> bool:
+async def ping(client: DbClient) -> bool:
     await client.admin.command("ping")
     return True
 
@@ -38,7 +50,9 @@ class Conflict(Exception):
     """The document changed between read and write too many times."""
 
 
-async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
+async def update_versioned(
+    doc_cls: type[V], doc_id: str, mutate: Callable[[V], JsonObject | None], *, attempts: int = 8
+) -> V | None:
     """Read, let `mutate(doc)` return the fields to $set (or None for no change), and write only if
     nobody else wrote in between (single-document compare-and-set on `version`). Returns the
     new document, or None when mutate declined. No transactions needed; on FerretDB the
@@ -49,7 +63,7 @@ async def update_versioned(doc_cls, doc_id: str, mutate, *, attempts: int = 8):
     and a write. If anyone wrote since, the version no longer matches and the next try reads."""
     from nexus.db.documents import now
 
-    doc = written.take(doc_cls, doc_id)
+    doc: V | None = written.take(doc_cls, doc_id)
     for _ in range(attempts):
         if doc is None:
             doc = await doc_cls.get(doc_id)

@@ -11,13 +11,17 @@ too few) fall back to the plain query, which the equality filter keeps small.
 On MongoDB, which sorts with its indexes, pages are read the plain way; `page` is still written."""
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from beanie import Document, Insert, before_event
 from pymongo import ReturnDocument
 
+from nexus.domain.json_types import JsonObject
+
 BUCKET = 32
 MAX_WALK = 16  # buckets a filtered page may read (one pushed-down equality each) before the plain read
+P = TypeVar("P", bound="PagedDocument")
 COUNTERS = "page_counters"
 
 
@@ -67,7 +71,7 @@ async def reserve(collection: Any, buckets: int) -> int:
     counter = await collection.database[COUNTERS].find_one_and_update(
         {"_id": collection.name}, {"$inc": {"n": buckets}}, upsert=True, return_document=ReturnDocument.AFTER,
     )
-    return counter["n"] - buckets + 1
+    return cast(int, counter["n"]) - buckets + 1  # the counter only ever has ints added ($inc)
 
 
 async def newest_page(doc_cls: Any) -> int:
@@ -88,8 +92,8 @@ async def sorts_natively(doc_cls: Any) -> bool:
     return known
 
 
-async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int | None, cursor: str | None,
-                      find) -> list | None:
+async def bucket_walk(doc_cls: type[P], filters: JsonObject, limit: int, cursor_page: int | None, cursor: str | None,
+                      find: Callable[[JsonObject, int], Awaitable[list[P]]]) -> list[P] | None:
     """Up to limit+1 documents newest first, read bucket by bucket; None when a short walk did not
     fill the page (the caller then asks the plain way). `find(query, limit)` reads one bucket."""
     start = cursor_page + 1 if cursor_page is not None else await newest_page(doc_cls)
@@ -99,7 +103,7 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
     # documents, where an equality on a common value (status=succeeded) would make the storage read
     # that value's whole index entry.
     within = {k: {"$in": [v]} if not isinstance(v, dict | list) else v for k, v in filters.items()}
-    found: list = []
+    found: list[P] = []
     page = start
     while page >= 1 and page > start - walk:
         query = {**within, "page": page}
@@ -107,7 +111,7 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
             query["_id"] = {"$lt": cursor}
         found.extend(await find(query, limit + 1))
         if len(found) > limit:
-            found.sort(key=lambda d: d.id, reverse=True)
+            found.sort(key=lambda d: cast(str, d.id), reverse=True)  # paged documents key on their own str ids
             return found[: limit + 1]
         page -= 1
         walked = start - page

@@ -15,9 +15,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from pymongo.asynchronous.collection import AsyncCollection
 
 from nexus.db.documents import RunEvent, RunEventChunk
 from nexus.db.writes import insert_fresh
+from nexus.domain.json_types import JsonObject
 
 # A chunk's encoded events stay far below the 16 MiB document limit (an event may be up to 1 MiB).
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -25,7 +27,7 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
 
 
-def event_doc(id_: str, type_: str, subject: str, stream_seq: int, occurred_at: str, data: Any) -> dict:
+def event_doc(id_: str, type_: str, subject: str, stream_seq: int, occurred_at: str, data: Any) -> JsonObject:
     """One event as a chunk holds it; `data` its payload (a msgspec Struct, or a dict)."""
     return {"id": id_, "type": type_, "subject": subject, "stream_seq": stream_seq, "occurred_at": occurred_at,
             "data": data}
@@ -36,7 +38,7 @@ def event_doc(id_: str, type_: str, subject: str, stream_seq: int, occurred_at: 
 APART = frozenset({"run.llm"})
 
 
-def chunk_docs(run_id: str, events: list[dict]) -> list[dict]:
+def chunk_docs(run_id: str, events: list[JsonObject]) -> list[JsonObject]:
     """The chunks of `events` (one run's, in stream order): one, plus one for the model calls among
     them, unless they are very large."""
     apart = [e for e in events if e["type"] in APART]
@@ -45,8 +47,8 @@ def chunk_docs(run_id: str, events: list[dict]) -> list[dict]:
     return _chunked(run_id, events)
 
 
-def _chunked(run_id: str, events: list[dict]) -> list[dict]:
-    out: list[dict] = []
+def _chunked(run_id: str, events: list[JsonObject]) -> list[JsonObject]:
+    out: list[JsonObject] = []
     part: list[bytes] = []
     size = 0
     first = last = 0
@@ -67,20 +69,20 @@ def _chunked(run_id: str, events: list[dict]) -> list[dict]:
     return out
 
 
-def _chunk(run_id: str, first: int, last: int, types: set[str], bodies: list[bytes]) -> dict:
+def _chunk(run_id: str, first: int, last: int, types: set[str], bodies: list[bytes]) -> JsonObject:
     return {"_id": f"{run_id}:{first}", "run_id": run_id, "first_seq": first, "last_seq": last,
             "types": sorted(types), "events": b"[" + b",".join(bodies) + b"]"}
 
 
-def _events(chunk: dict) -> list[dict]:
+def _events(chunk: JsonObject) -> list[JsonObject]:
     return _decode(chunk["events"])
 
 
-def collection() -> Any:
+def collection() -> AsyncCollection[JsonObject]:
     return RunEventChunk.get_pymongo_collection()
 
 
-async def _chunks(run_id: str, newest_first: bool = False) -> list[dict]:
+async def _chunks(run_id: str, newest_first: bool = False) -> list[JsonObject]:
     # The run's chunks by equality on run_id (FerretDB pushes it down to the index); the order is
     # applied here, not asked of the server (FerretDB v1 never sorts in storage).
     docs = await collection().find({"run_id": run_id}).to_list(None)
@@ -91,7 +93,7 @@ async def _chunks(run_id: str, newest_first: bool = False) -> list[dict]:
 _no_legacy: set[str] = set()  # databases whose run_events collection was found empty: it stays so
 
 
-async def _legacy_query(query: dict, projection: dict | None = None) -> list[dict]:
+async def _legacy_query(query: JsonObject, projection: JsonObject | None = None) -> list[JsonObject]:
     """Events stored one per document, before chunks (nothing writes there any more: a database
     found without any is not asked again)."""
     coll = RunEvent.get_pymongo_collection()
@@ -103,7 +105,7 @@ async def _legacy_query(query: dict, projection: dict | None = None) -> list[dic
     return await coll.find(query, projection).to_list(None)
 
 
-async def _legacy(run_id: str) -> list[dict]:
+async def _legacy(run_id: str) -> list[JsonObject]:
     out = []
     for d in await _legacy_query({"run_id": run_id}):
         d["id"] = d.pop("_id")
@@ -111,15 +113,15 @@ async def _legacy(run_id: str) -> list[dict]:
     return out
 
 
-def _unique(events: Iterable[dict]) -> list[dict]:
+def _unique(events: Iterable[JsonObject]) -> list[JsonObject]:
     """Each event once (by envelope id, its earliest copy), in stream order."""
-    seen: dict[str, dict] = {}
+    seen: dict[str, JsonObject] = {}
     for e in sorted(events, key=lambda e: e["stream_seq"]):
         seen.setdefault(e["id"], e)
     return list(seen.values())
 
 
-def _model(run_id: str, e: dict) -> RunEvent:
+def _model(run_id: str, e: JsonObject) -> RunEvent:
     return RunEvent(id=e["id"], run_id=run_id, type=e["type"], subject=e["subject"], stream_seq=e["stream_seq"],
                     occurred_at=e["occurred_at"], data=e.get("data") or {})
 
@@ -132,13 +134,13 @@ async def stored_ids(run_id: str) -> set[str]:
     return ids
 
 
-async def unstored(run_id: str, events: list[dict]) -> list[dict]:
+async def unstored(run_id: str, events: list[JsonObject]) -> list[JsonObject]:
     """`events` less those already stored: what a redelivered batch still has to write."""
     known = await stored_ids(run_id)
     return [e for e in events if e["id"] not in known]
 
 
-async def insert_chunks(coll: Any, docs: list[dict]) -> None:
+async def insert_chunks(coll: Any, docs: list[JsonObject]) -> None:
     """Insert chunks in one insert_many. A chunk refused because one with its id is stored (its first
     event was stored before) still has its events that are not stored yet written, as a chunk of their own."""
     for refused in await insert_fresh(coll, docs):
@@ -165,13 +167,13 @@ async def events_of(run_id: str, *, newest: int | None = None) -> list[RunEvent]
     return [_model(run_id, e) for e in unique]
 
 
-async def of_type(run_ids: list[str], type_: str, *, since: str | None = None) -> list[tuple[str, dict]]:
+async def of_type(run_ids: list[str], type_: str, *, since: str | None = None) -> list[tuple[str, JsonObject]]:
     """(run id, data) of the runs' events of one type, each event once; `since` an ISO time
     (`occurred_at` as runs write it) before which events are left out."""
     if not run_ids:
         return []
-    runs: dict = {"run_id": run_ids[0]} if len(run_ids) == 1 else {"run_id": {"$in": run_ids}}
-    by_run: dict[str, list[dict]] = {}
+    runs: JsonObject = {"run_id": run_ids[0]} if len(run_ids) == 1 else {"run_id": {"$in": run_ids}}
+    by_run: dict[str, list[JsonObject]] = {}
     async for c in collection().find({"types": type_, **runs}):
         by_run.setdefault(c["run_id"], []).extend(e for e in _events(c) if e["type"] == type_)
     for d in await _legacy_query({"type": type_, **runs}, {"run_id": 1, "stream_seq": 1, "occurred_at": 1, "data": 1}):

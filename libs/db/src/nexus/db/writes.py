@@ -13,10 +13,13 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+from beanie import Document
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.results import UpdateResult
 
-_locks: dict[tuple[str, Any], list] = {}  # (collection, _id) -> [lock, holders and waiters]
+from nexus.domain.json_types import JsonObject
+
+_locks: dict[tuple[str, Any], list[Any]] = {}  # (collection, _id) -> [lock, holders and waiters]
 
 
 class Written:
@@ -78,7 +81,8 @@ async def document_lock(doc_cls: Any, doc_id: Any) -> AsyncIterator[None]:
             del _locks[key]
 
 
-async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: dict | None = None, *,
+async def update_document(doc_cls: type[Document], doc_id: Any, update: JsonObject,
+                          conditions: JsonObject | None = None, *,
                           upsert: bool = False, beside_versioned: bool = False) -> UpdateResult:
     """`update_one({"_id": doc_id, **conditions}, update)`, serialized with every other update of the document.
     An upsert of a paged document (nexus.db.paging) inserts it with its bucket. `beside_versioned`:
@@ -100,7 +104,7 @@ async def update_document(doc_cls: Any, doc_id: Any, update: dict, conditions: d
 DUPLICATE_KEY = 11000
 
 
-async def insert_fresh(coll: Any, docs: list[dict]) -> list[dict]:
+async def insert_fresh(coll: Any, docs: list[JsonObject]) -> list[JsonObject]:
     """One unordered insert_many; returns the documents refused because their id is stored already
     (a redelivery), and raises any other failure."""
     if not docs:

@@ -2,6 +2,7 @@
 and the check a runner makes before each model call."""
 
 import math
+from typing import TypeVar
 
 import msgspec
 
@@ -50,7 +51,10 @@ class Cap(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return Cap(usd=_min(self.usd, other.usd), tokens=_min(self.tokens, other.tokens))
 
 
-def _min(a, b):
+_N = TypeVar("_N", int, float)
+
+
+def _min(a: _N | None, b: _N | None) -> _N | None:
     return b if a is None else a if b is None else min(a, b)
 
 

@@ -48,9 +48,9 @@ def seal_one(change: Any, *, seq: int, prev_hash: str) -> Any:
     return msgspec.structs.replace(placed, hash=change_hash(prev_hash, placed))
 
 
-def seal(changes: Iterable[Any]) -> list:
+def seal(changes: Iterable[Any]) -> list[SessionChange]:
     """Copies of `changes` with seq/prev_hash/hash filled, as one chain from the start."""
-    sealed: list = []
+    sealed: list[SessionChange] = []
     prev = ""
     for seq, change in enumerate(changes):
         sealed.append(seal_one(change, seq=seq, prev_hash=prev))

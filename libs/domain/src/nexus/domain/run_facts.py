@@ -16,6 +16,7 @@ does not depend on the order facts were recorded in (tests/domain/test_run_facts
 from dataclasses import dataclass
 from typing import Any
 
+from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
 
 RUNTIME_ENDS = frozenset({"exited", "lost", "launch_failed"})
@@ -52,16 +53,16 @@ class RunView:
     verdict: bool  # the status is an attempt's own final word (not a runtime failure, not yet final)
 
 
-def _find(attempts: list[dict], n: int) -> dict | None:
+def _find(attempts: list[JsonObject], n: int) -> JsonObject | None:
     return next((a for a in attempts if a.get("n") == n), None)
 
 
-def new_attempt(n: int, **fields: Any) -> dict:
+def new_attempt(n: int, **fields: Any) -> JsonObject:
     return {"n": n, "status": RunStatus.LAUNCHING.value, "seq": -1, "reason": "", "verdict": None, "verdict_seq": None,
             "verdict_reason": "", "ended": None, "ended_seq": None, "runtime": "", "ref": "", **fields}
 
 
-def record(attempts: list[dict], fact: StatusFact | RuntimeFact, **new_fields: Any) -> list[dict]:
+def record(attempts: list[JsonObject], fact: StatusFact | RuntimeFact, **new_fields: Any) -> list[JsonObject]:
     """The attempts with `fact` recorded; the same list (identity) when the fact adds nothing."""
     stored = _find(attempts, fact.attempt)
     if stored is not None and "verdict" not in stored and stored.get("status") in _FINAL_VALUES:
@@ -88,7 +89,7 @@ def record(attempts: list[dict], fact: StatusFact | RuntimeFact, **new_fields: A
     return attempts if a == before and len(out) == len(attempts) else out
 
 
-def derive(attempts: list[dict], max_attempts: int) -> RunView:
+def derive(attempts: list[JsonObject], max_attempts: int) -> RunView:
     """The run's status, current attempt and reason from its attempts' facts."""
     n, reason = 1, ""
     while True:
@@ -111,7 +112,7 @@ def derive(attempts: list[dict], max_attempts: int) -> RunView:
         return RunView(a.get("status") or RunStatus.LAUNCHING.value, n, "", False)
 
 
-def attempt_status(a: dict) -> str:
+def attempt_status(a: JsonObject) -> str:
     """What one attempt came to, for the run's attempt list."""
     if a.get("verdict"):
         return str(a["verdict"])

@@ -463,7 +463,7 @@ async def consume_once(
                     await asyncio.gather(*(run(m) for m in msgs))
 
 
-async def _return_unhandled(ahead: asyncio.Task) -> None:
+async def _return_unhandled(ahead: asyncio.Task[list[Msg]]) -> None:
     """A batch fetched ahead that will not be handled goes back to the server for redelivery now.
     The fetch is awaited, not cancelled (it ends within its 0.5 s timeout): cancelled, it would
     leave what the server already sent it waiting out ack_wait."""
@@ -522,7 +522,7 @@ async def fetched(
     and never handed out (the loop ended) is nak'ed, so it comes back at once, not after the ack wait.
     Close it (`contextlib.aclosing`) when the loop may end early. With `end_if_deleted`, a fetch that
     fails because the durable consumer no longer exists raises `ConsumerGone` instead of retrying forever."""
-    ahead: asyncio.Task | None = None
+    ahead: asyncio.Task[list[Msg]] | None = None
     try:
         while not stop.is_set():
             try:

@@ -21,9 +21,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import nkeys
 
+from nexus.domain.json_types import JsonObject
 from nexus.events.permissions import RUN_TEMPLATE, SERVICES, Permissions, RunIdentity, for_run, run_tags
 
 _HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
@@ -45,17 +47,19 @@ def _b64(data: bytes) -> str:
 
 
 def new_seed(prefix: int) -> bytes:
-    return nkeys.encode_seed(os.urandom(32), prefix)
+    return cast(bytes, nkeys.encode_seed(os.urandom(32), prefix))  # untyped nkeys: an encoded seed is bytes
 
 
 def public_key(seed: bytes) -> str:
-    return nkeys.from_seed(bytearray(seed)).public_key.decode()
+    # untyped nkeys: public_key is bytes, so this is a str
+    return cast(str, nkeys.from_seed(bytearray(seed)).public_key.decode())
 
 
-def encode_jwt(signer_seed: bytes, subject: str, name: str, nats: dict, *, issuer_account: str | None = None,
+def encode_jwt(signer_seed: bytes, subject: str, name: str, nats: JsonObject, *, issuer_account: str | None = None,
                expires_at: int | None = None) -> str:
     kp = nkeys.from_seed(bytearray(signer_seed))
-    claims: dict = {"iat": int(time.time()), "iss": kp.public_key.decode(), "name": name, "sub": subject, "nats": nats}
+    claims: JsonObject = {"iat": int(time.time()), "iss": kp.public_key.decode(), "name": name, "sub": subject,
+                          "nats": nats}
     if expires_at:
         claims["exp"] = int(expires_at)
     if issuer_account:
@@ -67,14 +71,15 @@ def encode_jwt(signer_seed: bytes, subject: str, name: str, nats: dict, *, issue
     return f"{signing_input}.{_b64(kp.sign(signing_input.encode()))}"
 
 
-def decode_jwt_claims(token: str) -> dict:
+def decode_jwt_claims(token: str) -> JsonObject:
     """The claims of a JWT, unverified (for inspection and tests)."""
     payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    # a JWT's claims are a JSON object
+    return cast(JsonObject, json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
-def user_claims(p: Permissions) -> dict:
-    nats: dict = {"pub": {"allow": list(p.pub_allow)}, "sub": {"allow": list(p.sub_allow)}, **_UNLIMITED,
+def user_claims(p: Permissions) -> JsonObject:
+    nats: JsonObject = {"pub": {"allow": list(p.pub_allow)}, "sub": {"allow": list(p.sub_allow)}, **_UNLIMITED,
                   "type": "user", "version": 2}
     if p.pub_deny:
         nats["pub"]["deny"] = list(p.pub_deny)

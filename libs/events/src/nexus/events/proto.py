@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from nexus.domain.json_types import JsonObject
 from nexus.events.catalog import MESSAGES, STREAMS, MessageSpec
 from nexus.events.envelope import Envelope
 from nexus.events.payloads import RunConfig
@@ -23,7 +24,7 @@ def _dump(obj: object) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def message_schema(m: MessageSpec) -> dict:
+def message_schema(m: MessageSpec) -> JsonObject:
     schema = msgspec.json.schema(m.payload)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = m.type
@@ -48,7 +49,7 @@ def _asyncapi_schema(node: Any) -> Any:
     return node
 
 
-def asyncapi() -> dict:
+def asyncapi() -> JsonObject:
     payloads = [m.payload for m in MESSAGES] + [Envelope]
     _, components = msgspec.json.schema_components(payloads, ref_template=REF_PREFIX)
     components = _asyncapi_schema(components)

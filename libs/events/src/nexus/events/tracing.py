@@ -4,6 +4,7 @@ messaging semantic conventions; span names use the subject without ids (nexus.ru
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import cast
 
 import opentelemetry.propagate as propagate
 from opentelemetry.trace import Span, SpanKind, get_current_span
@@ -28,7 +29,9 @@ def _run_id(subject: str, correlation_id: str | None) -> str | None:
     return correlation_id if correlation_id and correlation_id.startswith("run_") else None
 
 
-def _attributes(operation: str, subject: str, msg_id: str | None, correlation_id: str | None, size: int | None) -> dict:
+def _attributes(
+    operation: str, subject: str, msg_id: str | None, correlation_id: str | None, size: int | None
+) -> dict[str, str | int]:
     attrs: dict[str, str | int] = {
         "messaging.system": "nats",
         "messaging.operation.type": "send" if operation == "publish" else "process",
@@ -63,8 +66,9 @@ def processing(subject: str, headers: Mapping[str, str] | None, *, consumer: str
     attrs = _attributes("process", subject, msg_id, correlation_id, size)
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.message.delivery_count"] = deliveries  # nexus's own: JetStream's num_delivered
+    run_id = cast(str | None, attrs.get("nexus.run_id"))  # _attributes sets the run id as a str
     with span(tracer(_TRACER), f"process {_label(subject)}", kind=SpanKind.CONSUMER, attributes=attrs,
-              context=propagate.extract(dict(headers or {}))) as s, about_run(attrs.get("nexus.run_id")):
+              context=propagate.extract(dict(headers or {}))) as s, about_run(run_id):
         yield s
 
 
@@ -80,7 +84,7 @@ def processing_group(subjects: list[str], headers: list[Mapping[str, str] | None
             f"process {_label(subjects[0])}", context=propagate.extract(dict(headers[0] or {})),
             kind=SpanKind.CONSUMER, attributes=attrs,
         ) as s,
-        about_run(attrs.get("nexus.run_id")),
+        about_run(cast(str | None, attrs.get("nexus.run_id"))),  # _attributes sets the run id as a str
     ):
         if s.is_recording():  # the other messages' contexts are read only for a span that is kept
             for h in headers[1:]:

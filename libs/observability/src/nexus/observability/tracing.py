@@ -6,12 +6,13 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import opentelemetry.context as otel_context
 import opentelemetry.propagate as propagate
 import opentelemetry.trace as trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -52,7 +53,7 @@ def setup_tracing(
 
 # What Resource.create reads besides its arguments (its default "otel" detector reads the first two).
 _RESOURCE_ENV = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS")
-_resources: dict[tuple, "Resource"] = {}
+_resources: dict[tuple[str, tuple[tuple[str, str], ...], tuple[str | None, ...]], "Resource"] = {}
 
 
 def service_resource(service: str, resource: Mapping[str, str] | None = None) -> "Resource":
@@ -115,11 +116,13 @@ def context_from_env(environ: Mapping[str, str]) -> otel_context.Context:
 
 @contextmanager
 def span(
-    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping | None = None,
-    context: otel_context.Context | None = None,
+    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, object] | None = None, context: otel_context.Context | None = None,
 ) -> Iterator[Span]:
     """A current span that records an exception as its error status (and lets it propagate)."""
-    with tracer_.start_as_current_span(name, context=context, kind=kind, attributes=dict(attributes or {}),
+    # OpenTelemetry checks each value itself: one it cannot carry is dropped with a warning
+    with tracer_.start_as_current_span(name, context=context, kind=kind,
+                                       attributes=cast(Attributes, dict(attributes or {})),
                                        record_exception=False, set_status_on_exception=False) as s:
         try:
             yield s

@@ -34,6 +34,7 @@ import msgspec
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.hypervisor.state import now_iso, read_state, write_json, write_state
 from nexus.domain.agents import CommandPolicy, Permissions
+from nexus.domain.json_types import JsonObject
 from nexus.domain.ledger import verify_chain
 from nexus.domain.sessions import CommandRunChange, SessionState, SessionStatus
 
@@ -103,7 +104,7 @@ def _wire(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def _verify(session: SessionState) -> dict:
+def _verify(session: SessionState) -> JsonObject:
     result = verify_chain(session.changes)
     return {"ok": result.ok, "brokenAt": result.broken_at, "finalHash": result.final_hash}
 
@@ -111,7 +112,7 @@ def _verify(session: SessionState) -> dict:
 # --- commands -------------------------------------------------------------------------------
 
 
-def cmd_start(args: argparse.Namespace) -> dict:
+def cmd_start(args: argparse.Namespace) -> JsonObject:
     project = Path(args.project).expanduser()
     if not project.is_dir():
         raise CliError(f"project '{args.project}' is not a directory")
@@ -164,8 +165,8 @@ def _load(session_id: str) -> tuple[SessionState, Permissions, Path]:
 
 
 def _tool_call(
-    session_id: str, tool: str, tool_args: dict, close_as: SessionStatus | None = None
-) -> tuple[dict, SessionState]:
+    session_id: str, tool: str, tool_args: JsonObject, close_as: SessionStatus | None = None
+) -> tuple[JsonObject, SessionState]:
     """One hypervisor call on a session, under the session's lock; `close_as` sets the final
     status once the call succeeded."""
     with _locked(_paths(session_id)[2]):
@@ -193,16 +194,16 @@ def _tool_call(
     return out, session
 
 
-def cmd_log(args: argparse.Namespace) -> dict:
+def cmd_log(args: argparse.Namespace) -> JsonObject:
     return _tool_call(args.session, "note", {"message": args.message})[0]
 
 
-def cmd_write_file(args: argparse.Namespace) -> dict:
+def cmd_write_file(args: argparse.Namespace) -> JsonObject:
     content = args.content if args.content is not None else sys.stdin.read()
     return _tool_call(args.session, "write_file", {"path": args.path, "content": content})[0]
 
 
-def cmd_run(args: argparse.Namespace) -> dict:
+def cmd_run(args: argparse.Namespace) -> JsonObject:
     if bool(args.cmd) == bool(args.argv):
         raise CliError("give the command either as --cmd LINE or after --", code=2)
     line = args.cmd or shlex.join(args.argv)
@@ -217,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> dict:
     return out
 
 
-def cmd_status(args: argparse.Namespace) -> dict:
+def cmd_status(args: argparse.Namespace) -> JsonObject:
     with _locked(_paths(args.session)[2]):
         session, _, state_path = _load(args.session)
     return {
@@ -229,7 +230,7 @@ def cmd_status(args: argparse.Namespace) -> dict:
     }
 
 
-def cmd_finish(args: argparse.Namespace) -> dict:
+def cmd_finish(args: argparse.Namespace) -> JsonObject:
     status = cast(SessionStatus, args.status)  # one of the parser's choices
     out, session = _tool_call(args.session, "finish", {"summary": args.summary}, close_as=status)
     out.update(status=session.status, ledger=_verify(session))

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -31,6 +31,7 @@ from nexus.agent_runner import prompt, workspace
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.loop import LimitReached, Outcome, RunStopped
 from nexus.agent_runner.reporter import RunReporter
+from nexus.domain.json_types import JsonObject
 from nexus.domain.sessions import FileWriteChange
 from nexus.events.payloads import RunConfig
 from nexus.kernel import Kernel, Message, MessageKind
@@ -76,7 +77,7 @@ class HypervisorAgent:
             return None
         return message.reply(self.id, await self._call(payload))
 
-    async def _call(self, payload: dict) -> dict:
+    async def _call(self, payload: JsonObject) -> JsonObject:
         tool, arguments = payload.get("tool"), payload.get("arguments", {})
         if self.ended.is_set():
             return {"ok": False, "output": "", "error": f"the session is over: {self.reason or 'finished'}"}
@@ -94,9 +95,9 @@ class HypervisorAgent:
         elif self.hv.finished is not None:
             out.summary = self.hv.finished
             self._end()
-        return msgspec.to_builtins(result)
+        return cast(JsonObject, msgspec.to_builtins(result))  # a ToolResult struct encodes as an object
 
-    async def _usage(self, payload: dict) -> None:
+    async def _usage(self, payload: JsonObject) -> None:
         try:
             inp, outp = int(payload.get("input_tokens", 0)), int(payload.get("output_tokens", 0))
             cost = float(payload.get("cost_usd", 0.0))

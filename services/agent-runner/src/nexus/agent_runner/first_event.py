@@ -9,6 +9,7 @@ against ~150 ms for nkeys/pynacl). Anything unusual (TLS, no ack) returns False 
 client publishes it instead."""
 
 import base64
+import io
 import json
 import os
 import re
@@ -66,8 +67,8 @@ def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     if parts.scheme not in ("nats", ""):
         return False
-    connect: dict = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True, "lang": "python-min",
-                     "version": "0", "protocol": 1, "name": name}
+    connect: dict[str, object] = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
+                                  "lang": "python-min", "version": "0", "protocol": 1, "name": name}
     if parts.username and parts.password is not None:
         connect.update(user=unquote(parts.username), **{"pass": unquote(parts.password)})
     elif parts.username:
@@ -94,7 +95,7 @@ def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str
         return False
 
 
-def _await_ack(sock: socket.socket, reader) -> bool:
+def _await_ack(sock: socket.socket, reader: io.BufferedReader) -> bool:
     while True:
         line = reader.readline()
         if not line or line.startswith(b"-ERR"):

@@ -6,8 +6,15 @@ out through first_event.py before anything heavy is imported; everything else is
 import os
 import sys
 
+TYPE_CHECKING = False  # mypy reads this name as true; typing itself is not imported before the first event
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def _mask_logs(mask) -> None:
+    from nexus.agent_runner.settings import RunnerSettings
+    from nexus.events.payloads import RunConfig
+
+
+def _mask_logs(mask: "Callable[[str], str]") -> None:
     """Every log line of this process (tracebacks too) goes out masked, like its events."""
     import logging
 
@@ -23,7 +30,7 @@ def _mask_logs(mask) -> None:
         handler.addFilter(Masking())
 
 
-async def run(settings, environ: dict[str, str], *, announced: bool = False) -> int:
+async def run(settings: "RunnerSettings", environ: dict[str, str], *, announced: bool = False) -> int:
     """The run's session under one span, the child of the worker's launch (TRACEPARENT), with the run's id
     on every log line."""
     from pathlib import Path
@@ -54,7 +61,9 @@ async def run(settings, environ: dict[str, str], *, announced: bool = False) -> 
         return code
 
 
-async def _run(settings, environ: dict[str, str], cfg, *, announced: bool = False) -> int:
+async def _run(
+    settings: "RunnerSettings", environ: dict[str, str], cfg: "RunConfig", *, announced: bool = False
+) -> int:
     import asyncio
     import logging
     import signal

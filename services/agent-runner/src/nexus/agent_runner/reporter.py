@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.js import JetStreamContext
@@ -43,23 +44,25 @@ MAX_PENDING = 64  # events whose acks may be outstanding at once; one more waits
 
 
 class RunReporter:
-    def __init__(self, js: JetStreamContext, run_id: str, attempt: int, *, masker=lambda s: s) -> None:
+    def __init__(
+        self, js: JetStreamContext, run_id: str, attempt: int, *, masker: Callable[[str], str] = lambda s: s
+    ) -> None:
         self.publisher = Publisher(js, "agent-runner")
         self.run_id = run_id
         self.attempt = attempt
         self.step = 0
         self.mask = masker
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._beating = False
-        self._pending: list[asyncio.Task] = []  # publishes sent whose acks are awaited in the background
+        self._pending: list[asyncio.Task[None]] = []  # publishes sent whose acks are awaited in the background
         # the session's agent kernel, once it has one: its mailboxes ride on the heartbeat
         self.kernel: Kernel | None = None
 
-    async def _publish(self, type_: str, data) -> None:
+    async def _publish(self, type_: str, data: msgspec.Struct) -> None:
         # The publisher rides out a NATS restart or failover (retried with the same message id).
         await self.publisher.publish(type_, data, run_id=self.run_id, correlation_id=self.run_id)
 
-    async def _send(self, type_: str, data) -> None:
+    async def _send(self, type_: str, data: msgspec.Struct) -> None:
         """Sent as soon as the runner next waits, ack awaited in the background (by the next status
         or `flush`). The publishes start in the order they were made and each reaches the
         connection's buffer before its first real wait, so they go out in that order — and together,
@@ -87,7 +90,7 @@ class RunReporter:
             if failed is not None:
                 raise failed
 
-    async def status(self, status: str, **fields) -> None:
+    async def status(self, status: str, **fields: Any) -> None:
         if "reason" in fields:
             fields["reason"] = self.mask(fields["reason"])
         if "summary" in fields:
@@ -118,7 +121,9 @@ class RunReporter:
             ),
         )
 
-    def change_recorder(self, session_id: str, parent: str | None):
+    def change_recorder(
+        self, session_id: str, parent: str | None
+    ) -> Callable[[SessionChange], Awaitable[None]]:
         async def record(change: SessionChange) -> None:
             kind = change_kind(str(change.__struct_config__.tag))
             await self._send(  # the ledger's entries: each stored before the tool's result is used
@@ -134,7 +139,7 @@ class RunReporter:
         kind = "run.file_diff" if isinstance(shown, FileDiff) else "run.command_output"
         await self._send(kind, msgspec.structs.replace(shown, attempt=self.attempt))
 
-    async def llm(self, **fields) -> None:
+    async def llm(self, **fields: Any) -> None:
         if "text" in fields:
             fields["text"] = self.mask(fields["text"])[:4000]
         await self._send("run.llm", LLMCalled(**fields))

@@ -22,6 +22,7 @@ from nexus.agent_runner.waiting import RunInbox
 from nexus.events.permissions import RunIdentity
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
+from nexus.domain.json_types import JsonObject
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
 from nexus.events.payloads import ApprovalRequested, ChildFinished, ChildPlan, PlanChildren, RunConfig, Usage
@@ -123,7 +124,7 @@ class RunSession:
         )
         return False
 
-    async def spawn(self, args: dict) -> dict:
+    async def spawn(self, args: JsonObject) -> JsonObject:
         child = ChildPlan(
             session_id=new_id("ses"), title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
             description=str(args.get("description", "")), target_files=[str(f) for f in args.get("target_files", [])],
@@ -144,7 +145,7 @@ class RunSession:
             if self.tree is not None:
                 await self.tree.close()
 
-    def _status(self) -> dict:
+    def _status(self) -> JsonObject:
         hv = self.hv
         return {
             "sessionId": self.cfg.session_id,

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
+from nexus.domain.json_types import JsonObject
 from nexus.kernel import AgentNotFound, Kernel, KernelError, Message, MessageKind
 
 log = logging.getLogger("nexus.agent_runner.tree")
@@ -22,7 +23,7 @@ class SessionAgent:
         self.id = session_id
         self.name = f"session {session_id}"
         self.status = status  # a zero-argument callable giving the session's current status dict
-        self.children: dict[str, dict] = {}
+        self.children: dict[str, JsonObject] = {}
         self.heard_over_kernel: set[str] = set()
         self.changed = asyncio.Event()
 
@@ -41,7 +42,7 @@ class SessionAgent:
             self.changed.set()
         return None
 
-    async def wait_for(self, session_ids: set[str], timeout_s: float) -> dict[str, dict]:
+    async def wait_for(self, session_ids: set[str], timeout_s: float) -> dict[str, JsonObject]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not session_ids <= self.children.keys():
@@ -71,12 +72,12 @@ class SessionTree:
         await kernel.connect_nats(nc)
         return cls(kernel, agent)
 
-    async def child_finished(self, payload: dict, *, from_: str = "core-api") -> None:
+    async def child_finished(self, payload: JsonObject, *, from_: str = "core-api") -> None:
         """Feed an end reported by core-api into the meta session's agent."""
         await self.kernel.send(Message(from_=from_, to=self.agent.id, kind=MessageKind.EVENT,
                                        payload={"event": "child_finished", **payload}))
 
-    async def tell_parent(self, parent_session_id: str, payload: dict) -> bool:
+    async def tell_parent(self, parent_session_id: str, payload: JsonObject) -> bool:
         """A child tells its meta session, in another runner process, that it ended."""
         try:
             await self.kernel.send(Message(from_=self.agent.id, to=parent_session_id, kind=MessageKind.EVENT,

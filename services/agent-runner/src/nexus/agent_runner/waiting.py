@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -36,8 +37,8 @@ class RunInbox:
         # An optional async callback for each child's end (the session tree).
         self.on_child: Callable[[ChildFinished], Awaitable[None]] | None = None
         self.changed = asyncio.Condition()
-        self._subs: list = []
-        self._tasks: list[asyncio.Task] = []
+        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         for kind, type_ in KINDS.items():
@@ -49,7 +50,7 @@ class RunInbox:
             self._subs.append(sub)
             self._tasks.append(asyncio.create_task(self._pull(sub, type_)))
 
-    async def _pull(self, sub, type_: type) -> None:
+    async def _pull(self, sub: JetStreamContext.PullSubscription, type_: type) -> None:
         while True:
             try:
                 msgs = await sub.fetch(batch=16, timeout=5)
@@ -64,7 +65,7 @@ class RunInbox:
             for msg in msgs:
                 await self._on_msg(msg, type_)
 
-    async def _on_msg(self, msg, type_: type) -> None:
+    async def _on_msg(self, msg: Msg, type_: type) -> None:
         try:
             data: Any = msgspec.json.decode(decode_raw(msg.data).data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -6,7 +6,9 @@ dead-lettered with the reason."""
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from faststream.nats import NatsBroker
 
@@ -19,6 +21,7 @@ from nexus.events.consumer import Delivery, Poison
 from nexus.events.faststream import durable_subscriber
 
 log = logging.getLogger("nexus.board_sync.handlers")
+T = TypeVar("T")
 
 DURABLES = {"board-sync-tasks": "nexus.evt.task.>", "board-sync-runs": "nexus.evt.run.>",
             "board-sync-external": "nexus.evt.board.external_changed"}
@@ -30,7 +33,7 @@ def _epoch(iso: str) -> float | None:
     return None
 
 
-async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work) -> None:
+async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]]) -> T:
     """Run `work()` until it gets through: an outage (or a refused credential an admin will fix)
     keeps this message — and the ones behind it — waiting, never dropped."""
     while True:

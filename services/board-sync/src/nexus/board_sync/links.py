@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from nexus.domain.json_types import JsonObject
+
 
 class BoardLink(msgspec.Struct, kw_only=True):
     task_id: str
@@ -27,7 +29,7 @@ class LinkStore:
         await self.coll.create_index([("provider", 1), ("item_id", 1)])
 
     @staticmethod
-    def _from(doc: dict | None) -> BoardLink | None:
+    def _from(doc: JsonObject | None) -> BoardLink | None:
         if doc is None:
             return None
         fields = {k: v for k, v in doc.items() if k in BoardLink.__struct_fields__}

@@ -12,12 +12,13 @@ from nexus.board_sync.metrics import QUEUE_DEPTH
 from nexus.board_sync.resolver import ProviderResolver
 from nexus.board_sync.settings import BoardSyncSettings
 from nexus.board_sync.sync import Syncer
-from nexus.db.connection import connect_db
+from nexus.db.connection import Database, connect_db
 from nexus.db.documents import Task
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher
 from nexus.events.faststream import Edge, edge
 from nexus.events.catalog import EVENTS_STREAM
+from nexus.events.payloads import CancelTask
 from nexus.observability.periodic import every
 from nexus.observability.secrets import SecretStore
 from nexus.observability.service import bootstrap, start_ops, stop_event_on_signals
@@ -39,11 +40,11 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
         await db.close()
 
 
-async def _follow(settings: BoardSyncSettings, environ: dict[str, str], bus: Edge, links: LinkStore, database,
-                  stop) -> None:
+async def _follow(settings: BoardSyncSettings, environ: dict[str, str], bus: Edge, links: LinkStore, database: Database,
+                  stop: asyncio.Event) -> None:
     publisher = Publisher(bus.js, "board-sync")
 
-    async def cancel(cmd) -> None:
+    async def cancel(cmd: CancelTask) -> None:
         await publisher.publish("core.cancel_task", cmd, correlation_id=cmd.task_id)
 
     resolver = ProviderResolver(database["board_providers"], SecretStore(Path(settings.secrets_dir), environ))

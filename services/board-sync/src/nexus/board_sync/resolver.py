@@ -8,6 +8,7 @@ from nexus.board_sync.providers.http import limiter_for
 from nexus.board_sync.providers.internal import InternalProvider
 from nexus.board_sync.providers.jira import JiraProvider
 from nexus.board_sync.providers.plane import PlaneProvider
+from nexus.domain.json_types import JsonObject
 from nexus.observability.secrets import SecretStore
 
 INTERNAL = InternalProvider()
@@ -29,7 +30,7 @@ class ProviderResolver:
             raise MissingSecret(f"secret {ref!r} is not available to board-sync")
         return value
 
-    def _build(self, doc: dict) -> BoardProvider:
+    def _build(self, doc: JsonObject) -> BoardProvider:
         if doc["provider"] == "plane":
             c = doc["plane"]
             return PlaneProvider(

@@ -16,6 +16,7 @@ from nexus.board_sync.metrics import DRIFT_REPAIRED, EXTERNAL_CHANGES, SYNC_LAG
 from nexus.board_sync.providers.base import BoardProvider, Card, ExternalItem, Fields, group_of
 from nexus.board_sync.resolver import INTERNAL, ProviderResolver
 from nexus.db.documents import Repository, Run, Task
+from nexus.domain.json_types import JsonObject
 from nexus.events.payloads import BoardExternalChanged, CancelTask
 
 log = logging.getLogger("nexus.board_sync")
@@ -192,5 +193,5 @@ class Syncer:
         return repaired
 
 
-def _fields(link: BoardLink) -> dict:
+def _fields(link: BoardLink) -> JsonObject:
     return {f: getattr(link, f) for f in link.__struct_fields__}

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -56,7 +57,7 @@ from nexus.core_api.ui.routes import ui_routers
 
 log = logging.getLogger("nexus.core_api")
 
-ROUTES: list = document_problems([
+ROUTES: list[Any] = document_problems([
     healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
     GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
     ApiKeyController, mint_run_token, AuditController, system_events,

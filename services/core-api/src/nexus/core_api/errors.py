@@ -5,12 +5,14 @@ import re
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response
+from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from nexus.core_api.auth.requests import OpenRequest
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import InvalidTransition
 
 log = logging.getLogger("nexus.core_api.errors")
@@ -40,8 +42,8 @@ def not_found(kind: str, id_: str) -> DomainError:
     return DomainError(404, f"{kind} {id_!r} not found")
 
 
-def _problem(status: int, title: str, detail: str, errors: list[dict] | None = None) -> Response:
-    body: dict = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+def _problem(status: int, title: str, detail: str, errors: list[JsonObject] | None = None) -> Response[JsonObject]:
+    body: JsonObject = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
     return Response(body, status_code=status, media_type=PROBLEM)
@@ -55,7 +57,7 @@ def _field_from_message(message: str) -> str | None:
     return None
 
 
-def _field(item: dict, message: str) -> str | None:
+def _field(item: JsonObject, message: str) -> str | None:
     """The dotted path of the failing field: litestar names the object (`data` is the body itself),
     msgspec's message names the unknown or missing member inside it."""
     key = str(item.get("key") or "")
@@ -67,7 +69,7 @@ def _field(item: dict, message: str) -> str | None:
     return key or _field_from_message(message)
 
 
-def validation_handler(_: Request, exc: ValidationException) -> Response:
+def validation_handler(_: OpenRequest, exc: ValidationException) -> Response[JsonObject]:
     errors = []
     for item in exc.extra or []:
         if isinstance(item, dict):
@@ -89,20 +91,20 @@ _TITLES = {
 }
 
 
-def http_handler(_: Request, exc: HTTPException) -> Response:
+def http_handler(_: OpenRequest, exc: HTTPException) -> Response[JsonObject]:
     return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), str(exc.detail))
 
 
-def domain_handler(_: Request, exc: DomainError) -> Response:
+def domain_handler(_: OpenRequest, exc: DomainError) -> Response[JsonObject]:
     errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
     return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), exc.detail, errors)
 
 
-def transition_handler(_: Request, exc: InvalidTransition) -> Response:
+def transition_handler(_: OpenRequest, exc: InvalidTransition) -> Response[JsonObject]:
     return _problem(409, "Conflict", str(exc), [{"field": "status", "message": str(exc)}])
 
 
-def internal_handler(request: Request, exc: Exception) -> Response:
+def internal_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "the server failed; see its logs")
 

@@ -1,6 +1,7 @@
-from litestar import Request, get
+from litestar import get
 from litestar.exceptions import HTTPException
 
+from nexus.core_api.auth.requests import OpenRequest
 from nexus.core_api.context import Context
 from nexus.db.connection import ping
 from nexus.events.consumer import LOOPS
@@ -12,7 +13,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", include_in_schema=False)
-async def readyz(request: Request) -> dict[str, str]:
+async def readyz(request: OpenRequest) -> dict[str, str]:
     ctx: Context | None = getattr(request.app.state, "ctx", None)
     if ctx is None or not ctx.nc.is_connected:
         raise HTTPException(status_code=503, detail="NATS not connected")

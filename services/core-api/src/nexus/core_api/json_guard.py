@@ -4,8 +4,9 @@ body exhaust it) and bytes that are not UTF-8 (inside a string the decoder raise
 
 import re
 
-from litestar import Request
 from litestar.exceptions import HTTPException
+
+from nexus.core_api.auth.requests import OpenRequest
 
 MAX_DEPTH = 64
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -41,7 +42,7 @@ def problem_in(body: bytes) -> str | None:
     return None
 
 
-async def guard_json_body(request: Request) -> None:
+async def guard_json_body(request: OpenRequest) -> None:
     if request.method not in _BODY_METHODS or "json" not in request.headers.get("content-type", "json"):
         return
     body = await request.body()  # cached: the handler's own parse reads the same bytes

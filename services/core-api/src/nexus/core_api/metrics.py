@@ -9,7 +9,7 @@ from nexus.core_api.observability import LATENCY, REQUESTS  # noqa: F401 — HTT
 from nexus.db.stats import COMMANDS as DB_COMMANDS, SECONDS as DB_SECONDS  # noqa: F401 — its database commands
 from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'
 from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' lag
-from nexus.observability.metrics import RUNS_TOTAL  # noqa: F401 — runs by final state: core-api owns final states
+from nexus.observability.metrics import RUNS_TOTAL as RUNS_TOTAL  # runs by final state: core-api owns final states
 
 RUN_DURATION = Histogram(
     "nexus_run_duration_seconds", "From run creation to its final state", ["status"],

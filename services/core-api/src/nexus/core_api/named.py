@@ -16,7 +16,7 @@ async def find_named(doc_cls: type[D], ref: str, *, live: bool = True, cached: b
     `cached`, read through the read cache (a shared copy: read it, never change it)."""
     documents: Any = doc_cls
     if cached:
-        doc = await cached_get(documents, ref)
+        doc: D | None = await cached_get(documents, ref)
         if doc is None:
             doc = next(iter(await cached_find(documents, {"name": ref}, [("_id", 1)], 1)), None)
     else:

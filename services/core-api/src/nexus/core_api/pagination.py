@@ -3,13 +3,14 @@
 On FerretDB, collections of paged documents (runs, tasks, audit…) are read bucket by bucket
 (nexus.db.paging) so a page costs the same however long the history; elsewhere by sort and limit."""
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 import msgspec
 from litestar.params import Parameter
 
 from nexus.db.cache import cached_find, cached_get
 from nexus.db.paging import PagedDocument, bucket_walk, sorts_natively
+from nexus.domain.json_types import JsonObject
 
 T = TypeVar("T")
 
@@ -27,8 +28,8 @@ class Page(msgspec.Struct, Generic[T]):
 FEW = frozenset({"task_id", "run_id"})
 
 
-async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *, newest_first: bool = True,
-                  cache: bool = True) -> tuple[list, str | None]:
+async def page_of(doc_cls: Any, filters: JsonObject, limit: int, cursor: str | None, *, newest_first: bool = True,
+                  cache: bool = True) -> tuple[list[Any], str | None]:
     """One page, read through the coherent read cache (libs/db/cache.py): the documents are shared.
     `cache=False` for a query that names the current time (it would never be asked twice)."""
     if (newest_first and issubclass(doc_cls, PagedDocument) and not filters.keys() & FEW
@@ -51,7 +52,9 @@ async def page_of(doc_cls: Any, filters: dict, limit: int, cursor: str | None, *
     return docs, (docs[-1].id if more and docs else None)
 
 
-async def _by_buckets(doc_cls: Any, filters: dict, limit: int, cursor: str | None, cache: bool) -> list | None:
+async def _by_buckets(
+    doc_cls: Any, filters: JsonObject, limit: int, cursor: str | None, cache: bool
+) -> list[Any] | None:
     cursor_page = None
     if cursor:
         anchor = await cached_get(doc_cls, cursor)
@@ -59,10 +62,10 @@ async def _by_buckets(doc_cls: Any, filters: dict, limit: int, cursor: str | Non
             return None
         cursor_page = anchor.page
 
-    async def find(query: dict, n: int) -> list:
+    async def find(query: JsonObject, n: int) -> list[Any]:
         sort = [("_id", -1)]
         if cache:
             return await cached_find(doc_cls, query, sort, n)
-        return await doc_cls.find(query).sort(sort).limit(n).to_list()
+        return cast(list[Any], await doc_cls.find(query).sort(sort).limit(n).to_list())  # beanie's to_list
 
     return await bucket_walk(doc_cls, filters, limit, cursor_page, cursor, find)

@@ -5,7 +5,7 @@ from typing import Annotated, overload
 
 import msgspec
 
-from nexus.domain.limits import ShortText, Text  # noqa: F401 — the same limits as commands over the bus
+from nexus.domain.limits import ShortText as ShortText, Text as Text  # the same limits as commands over the bus
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="lowercase slug")]
 # What `${secret:NAME}` can reference in a command (the hypervisor's pattern).

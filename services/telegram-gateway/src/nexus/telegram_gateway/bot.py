@@ -4,7 +4,7 @@ commands that carry the chat principal, which core-api checks again."""
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -141,7 +141,7 @@ class Bot:
             await self.outbox.put(Outgoing(chat_id=chat.id, text=text))
 
     # ------------------------------------------------------------------ access
-    def _guarded(self, fn: Command):
+    def _guarded(self, fn: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[None, None, None]]:
         async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             caller = await identify(self.core, update)
             if caller is None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher
@@ -17,10 +18,13 @@ from nexus.telegram_gateway.alerts import Alerts
 from nexus.telegram_gateway.core import CoreClient
 from nexus.telegram_gateway.settings import TelegramSettings
 
+if TYPE_CHECKING:  # main imports the bot only when a token is set
+    from nexus.telegram_gateway.bot import Bot
+
 log = logging.getLogger("nexus.telegram_gateway")
 
 
-async def _start_bot(bot, stop: asyncio.Event, status: dict[str, str]) -> None:
+async def _start_bot(bot: "Bot", stop: asyncio.Event, status: dict[str, str]) -> None:
     """Telegram unreachable at start does not take the gateway down: it tries again with backoff."""
     delay = 1.0
     while not stop.is_set():

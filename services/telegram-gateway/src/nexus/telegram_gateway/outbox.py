@@ -34,7 +34,7 @@ class Outbox:
     def __init__(self, kv: KeyValue, deliver: Deliver, retry_s: float = 5.0) -> None:
         self.kv, self.deliver, self.retry_s = kv, deliver, retry_s
         self._queues: dict[int, asyncio.Queue[str]] = {}
-        self._senders: dict[int, asyncio.Task] = {}
+        self._senders: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
 
     async def start(self) -> None:

@@ -3,6 +3,7 @@ messages of them."""
 
 from typing import Any
 
+from nexus.domain.json_types import JsonObject
 from nexus.telegram_gateway.text import LIMIT, bold, code, esc, pre, units
 
 HELP = [
@@ -34,22 +35,22 @@ def money(v: Any) -> str:
     return f"${float(v or 0):.4f}"
 
 
-def run_line(r: dict) -> str:
+def run_line(r: JsonObject) -> str:
     return f"{code(r['id'])} {bold(r['status'])} {money(r.get('cost_usd'))}" + (
         f" — {esc(r['reason'])}" if r.get("reason") else ""
     )
 
 
-def goal_line(g: dict) -> str:
+def goal_line(g: JsonObject) -> str:
     return f"{code(g['id'])} {bold(g['status'])} {esc(g['title'])}"
 
 
-def approval_line(a: dict) -> str:
+def approval_line(a: JsonObject) -> str:
     expires = esc(a.get("expires_at") or "-")
     return f"{code(a['id'])} {esc(a['action'])}: {esc(a['detail'][:200])} (run {code(a['run_id'])}, expires {expires})"
 
 
-def status_blocks(s: dict) -> list[str]:
+def status_blocks(s: JsonObject) -> list[str]:
     kind = s.get("kind")
     if kind == "overview":
         return [f"Active runs: {bold(s['active_runs'])}", f"Pending approvals: {bold(s['pending_approvals'])}",
@@ -77,7 +78,7 @@ def status_blocks(s: dict) -> list[str]:
     return [esc(s)]
 
 
-def events_blocks(events: list[dict]) -> list[str]:
+def events_blocks(events: list[JsonObject]) -> list[str]:
     if not events:
         return []
     lines = []
@@ -88,7 +89,7 @@ def events_blocks(events: list[dict]) -> list[str]:
     return ["Last events:", *pre("\n".join(lines))]
 
 
-def approval_blocks(a: dict) -> list[str]:
+def approval_blocks(a: JsonObject) -> list[str]:
     who = a.get("agent_name") or a.get("agent_id") or "an agent"
     blocks = [
         f"⏸ {bold('Approval needed')} {code(a['id'])}",

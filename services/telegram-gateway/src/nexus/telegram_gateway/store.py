@@ -1,11 +1,14 @@
 """What the gateway owns, kept in a JetStream key-value bucket so a restart loses nothing: chat
 subscriptions, where each approval alert was posted, decisions on their way, users already refused."""
 
+from typing import TypeVar
+
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
+T = TypeVar("T")
 BUCKET = "nexus_chat"  # subscriptions and refused users: kept
 MARKS_BUCKET = "nexus_chat_marks"  # alerts posted, decisions sent, events seen: forgotten after a week
 MARKS_TTL_S = 7 * 86400
@@ -40,14 +43,14 @@ class ChatStore:
     def _bucket(self, key: str) -> KeyValue:
         return self.kv if key.startswith(("sub.", "refused.")) else self.marks
 
-    async def _get(self, key: str, type_: type):
+    async def _get(self, key: str, type_: type[T]) -> T | None:
         try:
             entry = await self._bucket(key).get(key)
         except KeyNotFoundError:
             return None
         return msgspec.json.decode(entry.value, type=type_) if entry.value else None
 
-    async def _put(self, key: str, value) -> None:
+    async def _put(self, key: str, value: object) -> None:
         await self._bucket(key).put(key, msgspec.json.encode(value))
 
     async def claim(self, key: str) -> bool:

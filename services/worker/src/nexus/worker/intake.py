@@ -31,7 +31,7 @@ class LaunchIntake:
         self.backlog = backlog
         self.ack_wait_s = ack_wait_s
         self.max_deliver = max_deliver
-        self.inflight: set[asyncio.Task] = set()
+        self.inflight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         subscription = pulling(

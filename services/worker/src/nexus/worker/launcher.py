@@ -71,7 +71,7 @@ class Launcher:
         self.launch_retries = launch_retries
         self.heartbeat_s = heartbeat_s
         self.pause_after_claim_s = pause_after_claim_s
-        self.watchers: dict[str, asyncio.Task] = {}
+        self.watchers: dict[str, asyncio.Task[None]] = {}
 
     async def _claim(self, run_id: str, attempt: int) -> bool:
         """One launch per run attempt across restarts and replicas: an atomic create in JetStream KV.

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 
-from nexus.db.connection import connect_db, ping
+from nexus.db.connection import DbClient, connect_db, ping
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_streams
 from nexus.events.catalog import BY_TYPE, CMDS_STREAM
@@ -20,6 +20,7 @@ from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.recovery import Recovery
+from nexus.worker.runtimes.base import AgentRuntime
 from nexus.worker.scheduler import Scheduler
 from nexus.worker.secrets import SecretStore
 from nexus.worker.settings import WorkerSettings
@@ -30,7 +31,7 @@ CANCEL_SUBJECT = BY_TYPE["worker.cancel_run"].subject
 log = logging.getLogger("nexus.worker")
 
 
-def build_runtime(settings: WorkerSettings, environ: dict[str, str]):
+def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRuntime:
     if settings.runtime == "kubernetes":
         from nexus.worker.runtimes.kubernetes import KubernetesRuntime
 
@@ -44,7 +45,7 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]):
     )
 
 
-async def _ready(db) -> bool:
+async def _ready(db: DbClient) -> bool:
     await ping(db)
     return LOOPS.healthy()
 

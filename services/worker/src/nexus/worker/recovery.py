@@ -5,11 +5,14 @@ import logging
 from datetime import UTC, datetime
 
 import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from nexus.db.documents import Run
 from nexus.db.lookup import find_each
+from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
 from nexus.events.envelope import decode_raw
@@ -29,7 +32,7 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _current_attempt(run: Run) -> dict:
+def _current_attempt(run: Run) -> JsonObject:
     return next((a for a in run.attempts if a.get("n") == run.attempt), {})
 
 
@@ -51,12 +54,12 @@ class Sightings:
         self.ended: dict[tuple[str, int], datetime] = {}
         self.since = datetime.now(UTC)  # silence is only counted from when this worker started listening
 
-    async def start(self, nc) -> None:
+    async def start(self, nc: NATS) -> None:
         self.since = datetime.now(UTC)
         for kind in ("heartbeat", "status", "runtime"):
             await nc.subscribe(f"nexus.run.*.{kind}", cb=self._on)
 
-    async def _on(self, msg) -> None:
+    async def _on(self, msg: Msg) -> None:
         try:
             data = msgspec.json.decode(decode_raw(msg.data).data)
             key = (msg.subject.split(".")[2], int(data.get("attempt", 1)))

@@ -14,7 +14,7 @@ from nexus.worker.metrics import ACTIVE, WAITING
 class Ticket:
     rank: tuple[int, int]
     agent_id: str = field(compare=False)
-    granted: asyncio.Future = field(compare=False, repr=False)
+    granted: asyncio.Future[None] = field(compare=False, repr=False)
 
 
 class Slots:

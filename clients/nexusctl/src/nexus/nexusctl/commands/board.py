@@ -6,6 +6,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl import events
 from nexus.nexusctl.state import err, handled, out, state
 
@@ -18,7 +19,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def columns_text(board: dict, width: int = WIDTH) -> str:
+def columns_text(board: JsonObject, width: int = WIDTH) -> str:
     """The board's columns side by side; each card is its title, then its run's status, approvals
     waiting and cost so far when it has them."""
     cols = board.get("columns", [])

@@ -1,9 +1,10 @@
 """get, describe, delete: the same verbs for every kind."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from nexus.domain.json_types import JsonObject
 from nexus.nexusctl import render
 from nexus.nexusctl.client import ApiError, Client
 from nexus.nexusctl.goals import TABULATED, goal_sections
@@ -58,14 +59,14 @@ def get(
         out(render.render_list(k, list(client.pages(k.path, limit=limit, params=filters)), output))
 
 
-def _section(title: str, headers: list[str], rows: list[list]) -> str:
+def _section(title: str, headers: list[str], rows: list[list[Any]]) -> str:
     if not rows:
         return f"{title}: none"
     body = render.table(headers, rows)
     return f"{title}:\n" + "\n".join("  " + line for line in body.splitlines())
 
 
-def _related(client: Client, k: Kind, obj: dict) -> list[str]:
+def _related(client: Client, k: Kind, obj: JsonObject) -> list[str]:
     """What describe adds beyond the object itself."""
     sections = []
     if k.name == "agents":
@@ -96,7 +97,7 @@ def _related(client: Client, k: Kind, obj: dict) -> list[str]:
     return sections
 
 
-def _changes(session: dict) -> str:
+def _changes(session: JsonObject) -> str:
     rows = []
     for c in session.get("changes") or []:
         what = (

@@ -31,6 +31,7 @@ from nexus.agent_runner.hypervisor.tools import ToolResult, ToolSpecJSON
 # Each tool module registers its tools on import; this order is the order the model sees them in.
 from nexus.agent_runner.hypervisor import file_tools, command_tools, git_tools, session_tools  # noqa: F401 — they register
 from nexus.domain.agents import Permissions
+from nexus.domain.json_types import JsonObject
 from nexus.domain.ledger import seal_one
 from nexus.observability.tracing import span, tracer
 from nexus.events.payloads import CommandOutput, FileDiff
@@ -49,7 +50,7 @@ _DETAIL_CHARS = 2000
 
 Recorder = Callable[[SessionChange], Awaitable[None]]
 Approver = Callable[[str, str], Awaitable[bool]]
-Spawner = Callable[[dict], Awaitable[dict]]
+Spawner = Callable[[JsonObject], Awaitable[JsonObject]]
 # Receives what a change looked like (FileDiff, CommandOutput), for people; never the ledger.
 Shower = Callable[[FileDiff | CommandOutput], Awaitable[None]]
 
@@ -136,15 +137,15 @@ class Hypervisor:
     def tool_specs(self, allowed: list[str] | None = None) -> list[ToolSpecJSON]:
         return [t.spec() for name, t in TOOLS.items() if self._offers(name) and (allowed is None or name in allowed)]
 
-    async def call(self, tool_name: str, args: dict) -> ToolResult:
+    async def call(self, tool_name: str, args: JsonObject) -> ToolResult:
         return await self._call(tool_name, args, own=False)
 
-    async def runner_call(self, tool_name: str, args: dict) -> ToolResult:
+    async def runner_call(self, tool_name: str, args: JsonObject) -> ToolResult:
         """The runner's own calls (the final commit, meta-plan.json, its notes): the same checks,
         confinement and record, but not bound by the agent's tool list nor closed by `finish`."""
         return await self._call(tool_name, args, own=True)
 
-    async def _call(self, tool_name: str, args: dict, *, own: bool) -> ToolResult:
+    async def _call(self, tool_name: str, args: JsonObject, *, own: bool) -> ToolResult:
         async with self._lock:
             tool = tool_name if isinstance(tool_name, str) else f"<{type(tool_name).__name__}>"
             shown = printable(self.mask(tool))[:200]

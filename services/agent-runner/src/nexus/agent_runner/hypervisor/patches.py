@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nexus.agent_runner.hypervisor.commands import CommandOutcome
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
 
@@ -29,7 +30,7 @@ _SOURCES = re.compile(r"^(?:rename|copy) from (.+)$", re.MULTILINE)
 _MODES = re.compile(
     r"^ (?:(?:create|delete) mode (?P<one>\d+) |mode change (?P<old>\d+) => (?P<new>\d+) )", re.MULTILINE
 )
-Git = Callable[..., Awaitable]  # hardened git outside any repository: (*args, cwd=...) -> CommandOutcome
+Git = Callable[..., Awaitable[CommandOutcome]]  # hardened git outside any repository: (*args, cwd=...)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Plan:
     paths: list[str]
 
 
-def _text(outcome) -> str:
+def _text(outcome: CommandOutcome) -> str:
     return outcome.output.decode("utf-8", errors="replace")
 
 

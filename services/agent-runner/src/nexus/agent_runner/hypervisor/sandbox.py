@@ -236,7 +236,7 @@ def _libc() -> ctypes.CDLL:
 @cache
 def landlock_abi() -> int:
     try:
-        abi = _libc().syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+        abi: int = _libc().syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     except (OSError, AttributeError):
         return 0
     return max(abi, 0)

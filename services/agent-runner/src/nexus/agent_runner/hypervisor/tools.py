@@ -6,6 +6,8 @@ from typing import Annotated
 
 import msgspec
 
+from nexus.domain.json_types import JsonObject
+
 Doc = msgspec.Meta
 
 
@@ -18,7 +20,7 @@ class ToolResult(msgspec.Struct, kw_only=True):
 class ToolSpecJSON(msgspec.Struct, kw_only=True):
     name: str
     description: str
-    parameters: dict
+    parameters: JsonObject
 
 
 class Args(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -10,6 +10,8 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from nexus.domain.json_types import JsonObject
+
 STOP_END_TURN = "end_turn"
 STOP_TOOL_USE = "tool_use"
 STOP_MAX_TOKENS = "max_tokens"
@@ -19,13 +21,13 @@ STOP_END_OF_SCRIPT = "end_of_script"
 class ToolSpec(msgspec.Struct, kw_only=True):
     name: str
     description: str
-    parameters: dict  # JSON Schema of the arguments
+    parameters: JsonObject  # JSON Schema of the arguments
 
 
 class ToolCall(msgspec.Struct, kw_only=True):
     id: str
     name: str
-    arguments: dict
+    arguments: JsonObject
 
 
 class Message(msgspec.Struct, kw_only=True):

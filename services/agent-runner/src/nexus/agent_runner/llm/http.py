@@ -10,6 +10,7 @@ import httpx
 
 from nexus.agent_runner.llm.base import LLMError
 from nexus.agent_runner.llm.retry import RetryPolicy, call_with_retry, retry_after_seconds
+from nexus.domain.json_types import JsonObject
 
 T = TypeVar("T")
 _MAX_ERROR_CHARS = 500
@@ -158,7 +159,7 @@ def decode_event_json(transport: HttpTransport, data: str) -> Any:
         raise transport.error(f"malformed event data in the stream: {data[:200]!r}") from None
 
 
-def parse_arguments(raw: str | dict | None) -> dict:
+def parse_arguments(raw: str | JsonObject | None) -> JsonObject:
     """Tool arguments as a dict. Models sometimes emit broken JSON: rather than fail the run,
     hand the raw text on under `_raw_arguments` so the hypervisor refuses the call and the
     model sees why."""

@@ -31,6 +31,7 @@ from nexus.agent_runner.llm.base import (
     approx_tokens,
     messages_text,
 )
+from nexus.domain.json_types import JsonObject
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 _STEP_KEYS = {"say", "tool_calls"}
@@ -39,7 +40,7 @@ _CALL_KEYS = {"name", "args"}
 
 class Step(msgspec.Struct, kw_only=True, frozen=True):
     say: str = ""
-    tool_calls: tuple[tuple[str, dict], ...] = ()  # (name, args), templated when played
+    tool_calls: tuple[tuple[str, JsonObject], ...] = ()  # (name, args), templated when played
 
 
 class ScriptedProvider:
@@ -146,7 +147,7 @@ def _parse_step(raw: Any, where: str) -> Step:
     return Step(say=say, tool_calls=tuple(_parse_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(calls)))
 
 
-def _parse_call(raw: Any, where: str) -> tuple[str, dict]:
+def _parse_call(raw: Any, where: str) -> tuple[str, JsonObject]:
     if not isinstance(raw, dict):
         raise LLMConfigError(f"invalid script: {where} must be a mapping with 'name' and 'args', got {_kind(raw)}")
     if extra := set(raw) - _CALL_KEYS:

@@ -3,10 +3,11 @@ honouring Retry-After / X-RateLimit-Reset, and counted by provider and outcome."
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from nexus.board_sync.metrics import PROVIDER_CALLS
 from nexus.board_sync.providers.base import AuthFailed, NotFound, ProviderError, RateLimited, Unavailable
@@ -63,8 +64,8 @@ def retry_after(resp: httpx.Response, *, reset: bool = True) -> float | None:
     return None
 
 
-def _wait(fallback):
-    def wait(state) -> float:
+def _wait(fallback: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, Unavailable) and exc.retry_after_s is not None:
             return exc.retry_after_s

@@ -7,6 +7,7 @@ import httpx
 
 from nexus.board_sync.providers.base import MARKER_SOURCE, Card, Comment, ExternalItem, Fields, ProviderError, group_of
 from nexus.board_sync.providers.http import HttpBoard, RateLimiter
+from nexus.domain.json_types import JsonObject
 
 # The status each group lands in, by name; a workflow may rename them in the provider config.
 DEFAULT_STATUS_NAMES = {
@@ -15,7 +16,7 @@ DEFAULT_STATUS_NAMES = {
 _CATEGORY_GROUP = {"new": "unstarted", "indeterminate": "started", "done": "completed"}
 
 
-def adf(text: str) -> dict | None:
+def adf(text: str) -> JsonObject | None:
     if not text:
         return None
     paragraphs = [
@@ -24,7 +25,7 @@ def adf(text: str) -> dict | None:
     return {"type": "doc", "version": 1, "content": paragraphs}
 
 
-def adf_text(doc: dict | None) -> str:
+def adf_text(doc: JsonObject | None) -> str:
     if not doc:
         return ""
     lines = []
@@ -52,7 +53,7 @@ class JiraProvider(HttpBoard):
         self.status_names = {**DEFAULT_STATUS_NAMES, **(status_names or {})}
         self._group_by_name = {v.lower(): k for k, v in self.status_names.items()}
 
-    def _item(self, body: dict) -> ExternalItem:
+    def _item(self, body: JsonObject) -> ExternalItem:
         f = body.get("fields", {})
         status = f.get("status") or {}
         group = self._group_by_name.get(str(status.get("name", "")).lower()) or _CATEGORY_GROUP.get(

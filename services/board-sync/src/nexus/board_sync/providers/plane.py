@@ -18,6 +18,7 @@ from nexus.board_sync.providers.base import (
     group_of,
 )
 from nexus.board_sync.providers.http import HttpBoard, RateLimiter
+from nexus.domain.json_types import JsonObject
 
 _P = re.compile(r"^<p>(.*)</p>$", re.S)
 
@@ -46,9 +47,9 @@ class PlaneProvider(HttpBoard):
         self._state_ids: dict[str, str] = {}  # group -> state id
         self._groups: dict[str, str] = {}  # state id -> group
 
-    async def _pages(self, path: str, **params: Any) -> list[dict]:
+    async def _pages(self, path: str, **params: Any) -> list[JsonObject]:
         """Every result of a cursor-paginated list."""
-        out: list[dict] = []
+        out: list[JsonObject] = []
         cursor: str | None = None
         while True:
             body = await self.call(
@@ -75,7 +76,7 @@ class PlaneProvider(HttpBoard):
             raise ProviderError(f"plane: the project has no state in group {group!r}")
         return self._state_ids[group]
 
-    async def _item(self, body: dict) -> ExternalItem:
+    async def _item(self, body: JsonObject) -> ExternalItem:
         await self._states()
         return ExternalItem(
             id=body["id"],

@@ -1,10 +1,11 @@
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.agents import service
 from nexus.core_api.agents.schemas import AgentOut, AgentRevisionOut, AgentSpec
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.db.documents import Agent, AgentRevision
 
@@ -14,7 +15,7 @@ class AgentController(Controller):
     tags = ["agents"]
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def create_agent(self, request: Request, data: AgentSpec) -> AgentOut:
+    async def create_agent(self, request: ApiRequest, data: AgentSpec) -> AgentOut:
         doc = await service.create(data, actor=request.user.key_id)
         await record(request.user, "agent.create", f"agents/{doc.id}", after_id=service.rev_id(doc.id, 1))
         return service.to_out(doc)
@@ -29,7 +30,7 @@ class AgentController(Controller):
         return service.to_out(await service.get(agent_id))
 
     @put("/{agent_id:str}", guards=[MANAGE_AGENTS])
-    async def update_agent(self, request: Request, agent_id: str, data: AgentSpec) -> AgentOut:
+    async def update_agent(self, request: ApiRequest, agent_id: str, data: AgentSpec) -> AgentOut:
         before = await service.get(agent_id)
         doc, changed = await service.update(agent_id, data, actor=request.user.key_id)
         if changed:
@@ -43,7 +44,7 @@ class AgentController(Controller):
         return service.to_out(doc)
 
     @delete("/{agent_id:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)
-    async def delete_agent(self, request: Request, agent_id: str) -> None:
+    async def delete_agent(self, request: ApiRequest, agent_id: str) -> None:
         doc = await service.delete(agent_id)
         await record(request.user, "agent.delete", f"agents/{doc.id}", before_id=service.rev_id(doc.id, doc.revision))
 

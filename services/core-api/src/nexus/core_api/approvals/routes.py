@@ -1,12 +1,13 @@
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.params import Parameter
 
 from nexus.core_api.approvals import service
 from nexus.core_api.approvals.schemas import ApprovalDecision, ApprovalOut, to_out
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import DECIDE_APPROVALS, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
@@ -23,7 +24,7 @@ async def _get(approval_id: str) -> Approval:
     return doc
 
 
-async def _decide(request: Request, approval_id: str, decision: service.Decision, reason: str) -> ApprovalOut:
+async def _decide(request: ApiRequest, approval_id: str, decision: service.Decision, reason: str) -> ApprovalOut:
     ctx: Context = request.app.state.ctx
     decided = await service.decide(ctx, approval_id, decision, reason, request.user.name)
     await record(
@@ -62,11 +63,11 @@ class ApprovalController(Controller):
         return to_out(await _get(approval_id))
 
     @post("/{approval_id:str}/approve", guards=[DECIDE_APPROVALS], status_code=200)
-    async def approve(self, request: Request, approval_id: str, data: ApprovalDecision | None = None) -> ApprovalOut:
+    async def approve(self, request: ApiRequest, approval_id: str, data: ApprovalDecision | None = None) -> ApprovalOut:
         return await _decide(request, approval_id, "approved", data.reason if data else "")
 
     @post("/{approval_id:str}/reject", guards=[DECIDE_APPROVALS], status_code=200)
-    async def reject(self, request: Request, approval_id: str, data: ApprovalDecision) -> ApprovalOut:
+    async def reject(self, request: ApiRequest, approval_id: str, data: ApprovalDecision) -> ApprovalOut:
         if not data.reason.strip():
             raise DomainError(422, "a rejection needs a reason", field="reason")
         return await _decide(request, approval_id, "rejected", data.reason)

@@ -8,13 +8,14 @@ from nexus.core_api.audit.schemas import AuditEntryOut, to_out
 from nexus.core_api.auth.guards import MANAGE_KEYS
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.db.documents import AuditEntry
+from nexus.domain.json_types import JsonObject
 
 Pattern = Annotated[
     str | None, Parameter(max_length=200, description="exact, or a prefix ending in `*` (e.g. `task.*`)")
 ]
 
 
-def _match(value: str) -> str | dict:
+def _match(value: str) -> str | JsonObject:
     return {"$regex": "^" + re.escape(value[:-1])} if value.endswith("*") else value
 
 

@@ -1,18 +1,20 @@
 """Authentication (a key on every request but health and docs) and one guard per capability."""
 
-from litestar.connection import ASGIConnection
+from collections.abc import Awaitable, Callable
+
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from nexus.core_api.auth.keys import KeyCache, Principal
+from nexus.core_api.auth.requests import Connection
 from nexus.domain.roles import Capability, Role, allows
 
 PUBLIC_PATHS = {"/healthz", "/readyz"}
 PUBLIC_PREFIXES = ("/schema",)
 
 
-def _raw_key(connection: ASGIConnection) -> str | None:
+def _raw_key(connection: Connection) -> str | None:
     auth = connection.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
@@ -20,7 +22,7 @@ def _raw_key(connection: ASGIConnection) -> str | None:
 
 
 class ApiKeyAuth(AbstractAuthenticationMiddleware):
-    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+    async def authenticate_request(self, connection: Connection) -> AuthenticationResult:
         path = connection.scope["path"]
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             return AuthenticationResult(user=None, auth=None)
@@ -34,8 +36,8 @@ class ApiKeyAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=raw)
 
 
-def require(capability: Capability):
-    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # async: no thread hop per request
+def require(capability: Capability) -> Callable[[Connection, BaseRouteHandler], Awaitable[None]]:
+    async def guard(connection: Connection, _: BaseRouteHandler) -> None:  # async: no thread hop per request
         principal: Principal | None = connection.user
         if principal is None:
             raise NotAuthorizedException("an API key is required")

@@ -10,6 +10,7 @@ from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.named import named_id
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Repository, Task, now
+from nexus.domain.json_types import JsonObject
 
 PROVIDERS = "board_providers"  # {_id: "default" | repository id, provider, plane, jira, updated_by, updated_at}
 
@@ -24,7 +25,7 @@ async def _scope(ref: str) -> str:
     return await named_id(Repository, ref, kind="repository", field="scope")
 
 
-def _out(doc: dict) -> BoardProviderOut:
+def _out(doc: JsonObject) -> BoardProviderOut:
     return BoardProviderOut(
         scope=doc["_id"], provider=doc["provider"],
         plane=msgspec.convert(doc["plane"], PlaneSettings) if doc.get("plane") else None,

@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS, MANAGE_WORK, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.board import providers, service
 from nexus.core_api.board.columns import column_of
 from nexus.core_api.board.schemas import BoardOut, BoardProviderIn, BoardProviderOut, CardMove, CardOut
@@ -18,11 +19,12 @@ from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.tasks import service as tasks
 from nexus.core_api.workflow import engine
 from nexus.db.documents import Agent, Repository
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TaskStatus
 from nexus.events.catalog import EVENTS_STREAM, spec
 
 
-async def _id_of(doc_cls, ref: str, field: str) -> str:
+async def _id_of(doc_cls: type[Agent | Repository], ref: str, field: str) -> str:
     return await named_id(doc_cls, ref, kind=field, field=field, live=False)  # a filter may name a deleted one
 
 
@@ -47,7 +49,7 @@ class BoardController(Controller):
             service.FINAL_SHOWN
         ),
     ) -> BoardOut:
-        filters: dict = {}
+        filters: JsonObject = {}
         if goal_id:
             filters["goal_id"] = goal_id
         if repository:
@@ -57,7 +59,7 @@ class BoardController(Controller):
         return await service.board(filters, final_limit)
 
     @get("/events", guards=[READ])
-    async def board_events(self, request: Request) -> ServerSentEvent:
+    async def board_events(self, request: ApiRequest) -> ServerSentEvent:
         """Card moves: replays from after Last-Event-ID (the stream sequence), then follows."""
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
@@ -72,7 +74,7 @@ class BoardController(Controller):
         )
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK], status_code=200)
-    async def move_card(self, request: Request, task_id: str, data: CardMove) -> CardOut:
+    async def move_card(self, request: ApiRequest, task_id: str, data: CardMove) -> CardOut:
         """Move a card to another column (the task state machine decides; a refused move is a 409
         naming the rule) and/or up and down within its column."""
         ctx: Context = request.app.state.ctx
@@ -109,13 +111,13 @@ class BoardProviderController(Controller):
         return await providers.get(scope_ref)
 
     @put("/{scope_ref:str}", guards=[MANAGE_KEYS])
-    async def put_provider(self, request: Request, scope_ref: str, data: BoardProviderIn) -> BoardProviderOut:
+    async def put_provider(self, request: ApiRequest, scope_ref: str, data: BoardProviderIn) -> BoardProviderOut:
         """`scope` is `default` or a repository (id or name). Credentials are secret names."""
         out = await providers.put(scope_ref, data, request.user.key_id)
         await record(request.user, "board.provider.set", f"board/providers/{out.scope}", after_id=out.scope)
         return out
 
     @delete("/{scope_ref:str}", guards=[MANAGE_KEYS])
-    async def delete_provider(self, request: Request, scope_ref: str) -> None:
+    async def delete_provider(self, request: ApiRequest, scope_ref: str) -> None:
         await providers.delete(scope_ref)
         await record(request.user, "board.provider.delete", f"board/providers/{scope_ref}", before_id=scope_ref)

@@ -11,6 +11,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.core_api.pagination import page_of
 from nexus.db.documents import Approval, Run, Task
+from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import BoardCardMoved
 
 RANKS = "board_ranks"  # {_id: task id, rank: float}: only cards a person has placed have one
@@ -112,7 +113,7 @@ def _statuses_of(column: str) -> list[str]:
     return [column]
 
 
-def target_status(column: str):
+def target_status(column: str) -> TaskStatus:
     if column not in TARGET_STATUS:
         raise DomainError(
             409, f"a card enters {column} only when its run does: a person cannot move it there", field="column"

@@ -7,13 +7,15 @@ import hmac
 import json
 from typing import Any
 
-from litestar import Controller, Request, post
+from litestar import Controller, post
 from pymongo.errors import DuplicateKeyError
 
+from nexus.core_api.auth.requests import OpenRequest
 from nexus.core_api.board import providers
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.db.documents import Task, now
+from nexus.domain.json_types import JsonObject
 from nexus.events.payloads import BoardExternalChanged
 
 DELIVERIES = "webhook_deliveries"  # {_id: "<provider>:<delivery id>", at}
@@ -46,7 +48,7 @@ def _actor(value: Any) -> str:
     return str(value or "")
 
 
-async def _accept(ctx: Context, change: BoardExternalChanged) -> dict:
+async def _accept(ctx: Context, change: BoardExternalChanged) -> JsonObject:
     key = f"{change.provider}:{change.delivery_id}"
     coll = Task.get_pymongo_collection().database[DELIVERIES]
     if await coll.find_one({"_id": key}):
@@ -61,7 +63,7 @@ async def _accept(ctx: Context, change: BoardExternalChanged) -> dict:
     return {"accepted": True, "duplicate": False}
 
 
-def _json(raw: bytes) -> dict:
+def _json(raw: bytes) -> JsonObject:
     try:
         body = json.loads(raw)
     except ValueError:
@@ -76,7 +78,7 @@ class WebhookController(Controller):
     tags = ["webhooks"]
 
     @post("/plane", status_code=200)
-    async def plane(self, request: Request) -> dict:
+    async def plane(self, request: OpenRequest) -> JsonObject:
         """Plane: `X-Plane-Signature` is the HMAC-SHA256 hex digest of the body with the webhook's secret."""
         ctx: Context = request.app.state.ctx
         raw = await request.body()
@@ -100,7 +102,7 @@ class WebhookController(Controller):
         ))
 
     @post("/jira", status_code=200)
-    async def jira(self, request: Request) -> dict:
+    async def jira(self, request: OpenRequest) -> JsonObject:
         """Jira: `X-Hub-Signature: sha256=<hex>` is the HMAC-SHA256 of the body with the webhook's shared secret."""
         ctx: Context = request.app.state.ctx
         raw = await request.body()

@@ -1,10 +1,11 @@
 """An agent's daily budget: read it with today's spend; an admin or lead sets or raises it (audited),
 and the tasks it held back are dispatched."""
 
-from litestar import Controller, Request, get, put
+from litestar import Controller, get, put
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.budgets import service, spend
 from nexus.core_api.budgets.schemas import AgentBudgetOut, BudgetIn, BudgetOut
 from nexus.core_api.context import Context
@@ -38,7 +39,7 @@ class BudgetController(Controller):
         return AgentBudgetOut(agent_id=agent.id, budget=budget_out(cap, await spend.of_agent_today(agent.id)))
 
     @put("/agents/{agent_ref:str}", guards=[MANAGE_WORK])
-    async def put_agent_budget(self, request: Request, agent_ref: str, data: BudgetIn) -> AgentBudgetOut:
+    async def put_agent_budget(self, request: ApiRequest, agent_ref: str, data: BudgetIn) -> AgentBudgetOut:
         ctx: Context = request.app.state.ctx
         agent = await get_named(Agent, agent_ref, "agent")
         # A new cap is a new budget: its alerts may be said again.

@@ -2,7 +2,7 @@
 ("blocked: budget") while a budget is spent, the 80% / 100% alerts, and raising a budget."""
 
 import logging
-from typing import Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -12,18 +12,19 @@ from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentBudget, Goal, Task
 from nexus.db.writes import update_document
 from nexus.domain.budgets import WARNING_FRACTION, Cap, Spend, split
+from nexus.domain.json_types import JsonObject
 from nexus.events.payloads import BudgetAlert
 
 log = logging.getLogger("nexus.core_api.budgets")
 Scope = Literal["goal", "agent", "run"]
 
 
-def cap_of(doc: dict | None) -> Cap:
+def cap_of(doc: JsonObject | None) -> Cap:
     return msgspec.convert(doc or {}, Cap)
 
 
-def as_doc(cap: Cap) -> dict:
-    return msgspec.to_builtins(cap)
+def as_doc(cap: Cap) -> JsonObject:
+    return cast(JsonObject, msgspec.to_builtins(cap))  # a Cap encodes as an object
 
 
 async def agent_cap(agent_id: str) -> Cap:
@@ -40,7 +41,7 @@ async def allowance(ctx: Context, task: Task, agent: Agent) -> Cap:
     """The most a run of `task` may spend: the tightest of what is left of the task's share, of its
     goal's budget and of its agent's day. Raises Blocked (after alerting) when one is spent."""
     allowed = Cap()
-    checks: list[tuple[Scope, str, Cap, Spend, dict]] = []
+    checks: list[tuple[Scope, str, Cap, Spend, JsonObject]] = []
     if task.budget:
         share = cap_of(task.budget)
         checks.append(("goal", task.goal_id or task.id, share, await spend.of_task(task.id), {"task_id": task.id}))
@@ -87,7 +88,7 @@ async def block(ctx: Context, task: Task, why: str) -> None:
     log.info("task %s not dispatched: %s", task.id, why)
 
 
-async def alert(ctx: Context, level: str, scope: Scope, scope_id: str, cap: Cap, used: Spend, **fields) -> None:
+async def alert(ctx: Context, level: str, scope: Scope, scope_id: str, cap: Cap, used: Spend, **fields: Any) -> None:
     """budget.warning / budget.exceeded, once per budget (and per day for an agent): the mark is set
     first with a filter that only matches without it, so two callers emit it once. A run's alert
     is said by the run's one end."""
@@ -147,7 +148,7 @@ async def check_alerts(
         )
 
 
-async def _threshold(ctx: Context, scope: Scope, scope_id: str, cap: Cap, used: Spend, **fields) -> None:
+async def _threshold(ctx: Context, scope: Scope, scope_id: str, cap: Cap, used: Spend, **fields: Any) -> None:
     if cap.exhausted(used):
         await alert(ctx, "exceeded", scope, scope_id, cap, used, **fields)
     if cap.reached_fraction(used) >= WARNING_FRACTION:

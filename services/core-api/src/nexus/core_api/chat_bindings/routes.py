@@ -1,11 +1,12 @@
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.chat_bindings import service
 from nexus.core_api.chat_bindings.schemas import ChatBindingCreate, ChatBindingOut, to_out
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
@@ -17,7 +18,7 @@ class ChatBindingController(Controller):
     tags = ["chat-bindings"]
 
     @post("/", guards=[MANAGE_KEYS])
-    async def bind_chat_user(self, request: Request, data: ChatBindingCreate) -> Response[ChatBindingOut]:
+    async def bind_chat_user(self, request: ApiRequest, data: ChatBindingCreate) -> Response[ChatBindingOut]:
         """Bind a chat user to a Nexus identity with a role (lead: decide and create; viewer: read); binding
         the same user again replaces the identity and role."""
         doc, created = await service.bind(
@@ -41,6 +42,6 @@ class ChatBindingController(Controller):
         return to_out(await service.get(binding_id))
 
     @delete("/{binding_id:str}", guards=[MANAGE_KEYS], status_code=HTTP_204_NO_CONTENT)
-    async def unbind_chat_user(self, request: Request, binding_id: str) -> None:
+    async def unbind_chat_user(self, request: ApiRequest, binding_id: str) -> None:
         doc = await service.unbind(binding_id)
         await record(request.user, "chat_binding.unbind", f"chat-bindings/{doc.id}", before_id=doc.id)

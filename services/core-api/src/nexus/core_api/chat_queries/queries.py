@@ -8,6 +8,7 @@ from nexus.core_api.named import goal_refs
 from nexus.core_api.schemas import iso
 from nexus.db import run_events
 from nexus.db.documents import Agent, Approval, Goal, Run, Task
+from nexus.domain.json_types import JsonObject
 
 ACTIVE_RUN = ("queued", "launching", "running", "waiting_approval")
 
@@ -53,21 +54,21 @@ def approval_row(a: Approval) -> dict[str, Any]:
     }
 
 
-async def goals(args: dict) -> list[dict]:
+async def goals(args: JsonObject) -> list[JsonObject]:
     return [goal_row(g) for g in await Goal.find({}).sort("-_id").limit(10).to_list()]
 
 
-async def runs(args: dict) -> dict:
+async def runs(args: JsonObject) -> JsonObject:
     active = await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).sort("-_id").limit(10).to_list()
     recent = await Run.find({"status": {"$nin": list(ACTIVE_RUN)}}).sort("-_id").limit(10).to_list()
     return {"active": [run_row(r) for r in active], "recent": [run_row(r) for r in recent]}
 
 
-async def approvals(args: dict) -> list[dict]:
+async def approvals(args: JsonObject) -> list[JsonObject]:
     return [approval_row(a) for a in await Approval.find({"status": "pending"}).sort("-_id").limit(20).to_list()]
 
 
-async def approval(args: dict) -> dict:
+async def approval(args: JsonObject) -> JsonObject:
     a = await Approval.get(str(args.get("id", "")))
     if a is None:
         raise DomainError(404, f"approval {args.get('id')!r} not found", field="id")
@@ -80,18 +81,18 @@ async def approval(args: dict) -> dict:
     return row
 
 
-async def agents(args: dict) -> list[dict]:
+async def agents(args: JsonObject) -> list[JsonObject]:
     docs = await Agent.find({"deleted": False}).sort("+name").limit(50).to_list()
     return [
         {"id": a.id, "name": a.name, "revision": a.revision, "description": a.spec.get("description", "")} for a in docs
     ]
 
 
-async def last_events(run_id: str, n: int = 5) -> list[dict]:
+async def last_events(run_id: str, n: int = 5) -> list[JsonObject]:
     return [{"type": e.type, "data": e.data} for e in await run_events.events_of(run_id, newest=n)]
 
 
-async def goal_report(goal_id: str) -> dict:
+async def goal_report(goal_id: str) -> JsonObject:
     g = await Goal.get(goal_id)
     if g is None:
         raise DomainError(404, f"goal {goal_id!r} not found", field="id")
@@ -102,7 +103,7 @@ async def goal_report(goal_id: str) -> dict:
             "report": g.report}  # stored when the goal ended (docs/goals.md)
 
 
-async def status(args: dict) -> dict:
+async def status(args: JsonObject) -> JsonObject:
     """One goal, task, run or approval by id; without an id, the counts a lead glances at."""
     ident = str(args.get("id") or "")
     if not ident:
@@ -126,7 +127,7 @@ async def status(args: dict) -> dict:
     raise DomainError(404, f"nothing called {ident!r}", field="id")
 
 
-async def resolve_goal_refs(args: dict) -> dict:
+async def resolve_goal_refs(args: JsonObject) -> JsonObject:
     agent_id, repo_id = await goal_refs(args.get("meta_agent") or None, args.get("repository") or None)
     return {"meta_agent_id": agent_id, "repository_id": repo_id}
 

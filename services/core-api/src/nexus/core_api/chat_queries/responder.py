@@ -13,6 +13,7 @@ from nexus.core_api.chat_queries.queries import QUERIES
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.db.documents import ChatBinding
+from nexus.domain.json_types import JsonObject
 from nexus.domain.roles import Capability
 from nexus.events.payloads import ChatPrincipal
 
@@ -24,10 +25,10 @@ class QueryRequest(msgspec.Struct, kw_only=True):
     # Without a principal the asker reads for itself (a gateway composing an alert); which services may
     # ask at all is decided by the NATS permissions on `nexus.rpc.core.>`.
     principal: ChatPrincipal | None = None
-    args: dict = msgspec.field(default_factory=dict)
+    args: JsonObject = msgspec.field(default_factory=dict)
 
 
-async def answer(query: str, body: bytes) -> dict:
+async def answer(query: str, body: bytes) -> JsonObject:
     try:
         req = msgspec.json.decode(body, type=QueryRequest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

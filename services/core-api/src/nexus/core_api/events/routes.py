@@ -3,11 +3,12 @@
 import re
 from typing import Annotated
 
-from litestar import Request, get
+from litestar import get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.auth.guards import READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
@@ -33,7 +34,7 @@ def parse_types(value: str | None) -> set[str] | None:
 
 @get("/v1/events", guards=[READ], tags=["events"])
 async def system_events(
-    request: Request,
+    request: ApiRequest,
     types: Annotated[
         str | None, Parameter(max_length=2000, description="comma-separated event types; `task.*` matches a prefix")
     ] = None,

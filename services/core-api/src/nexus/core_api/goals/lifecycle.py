@@ -17,6 +17,7 @@ from nexus.domain.goals import (
     check_goal_move,
     next_goal_status,
 )
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import GoalChanged
 
@@ -32,7 +33,7 @@ async def work_of(goal_id: str) -> tuple[GoalWork, list[Task]]:
 
 async def _move(ctx: Context, goal: Goal, target: GoalStatus, reason: str) -> bool:
     """Compare-and-set from the status read; True when this caller made the move (and announced it)."""
-    fields: dict = {"status": target.value, "status_reason": reason, "updated_at": now()}
+    fields: JsonObject = {"status": target.value, "status_reason": reason, "updated_at": now()}
     if target in GOAL_FINAL:
         fields["ended_at"] = fields["updated_at"]
     res = await update_document(Goal, goal.id, {"$set": fields}, {"status": goal.status})

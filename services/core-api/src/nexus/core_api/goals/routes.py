@@ -1,12 +1,13 @@
 """goals."""
 from typing import Annotated
 
-from litestar import Controller, Request, get, post, put
+from litestar import Controller, get, post, put
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.budgets.schemas import BudgetIn
 from nexus.core_api.context import Context
 from nexus.core_api.goals import service
@@ -30,7 +31,7 @@ class GoalController(Controller):
     tags = ["goals"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_goal(self, request: Request, data: GoalCreate) -> GoalDetail:
+    async def create_goal(self, request: ApiRequest, data: GoalCreate) -> GoalDetail:
         ctx: Context = request.app.state.ctx
         meta_agent_id, repo_id = await goal_refs(data.meta_agent, data.repository)
         budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
@@ -58,7 +59,7 @@ class GoalController(Controller):
         return await detail(await service.get(goal_id))
 
     @post("/{goal_id:str}/cancel", guards=[MANAGE_WORK], status_code=200)
-    async def cancel_goal(self, request: Request, goal_id: str) -> GoalDetail:
+    async def cancel_goal(self, request: ApiRequest, goal_id: str) -> GoalDetail:
         """Cancel the goal and every run still going; 409 naming the rule when it already ended."""
         ctx: Context = request.app.state.ctx
         by = request.user.name or request.user.key_id
@@ -67,7 +68,7 @@ class GoalController(Controller):
         return await detail(goal)
 
     @put("/{goal_id:str}/budget", guards=[MANAGE_WORK])
-    async def put_goal_budget(self, request: Request, goal_id: str, data: BudgetIn) -> GoalDetail:
+    async def put_goal_budget(self, request: ApiRequest, goal_id: str, data: BudgetIn) -> GoalDetail:
         """Set or raise the goal's budget (audited); work it held back ("blocked: budget") is dispatched."""
         ctx: Context = request.app.state.ctx
         goal = await set_budget((await service.get(goal_id)).id, Cap(usd=data.usd, tokens=data.tokens))
@@ -76,7 +77,7 @@ class GoalController(Controller):
         return await detail(goal)
 
     @get("/{goal_id:str}/events", guards=[READ])
-    async def goal_feed(self, request: Request, goal_id: str) -> ServerSentEvent:
+    async def goal_feed(self, request: ApiRequest, goal_id: str) -> ServerSentEvent:
         """The goal's progress as server-sent events: its goal.*, task.* and budget.* events, replayed
         after `Last-Event-ID` (or from the start) and followed; the feed ends after the goal's report."""
         goal = await service.get(goal_id)

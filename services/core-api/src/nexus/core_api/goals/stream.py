@@ -9,6 +9,7 @@ from litestar.response import ServerSentEventMessage
 
 from nexus.core_api.context import Context
 from nexus.core_api.runs.stream import jetstream_events
+from nexus.domain.json_types import JsonObject
 from nexus.events.catalog import EVENTS_STREAM
 
 TYPES = {"goal.*", "task.*", "budget.*"}
@@ -16,7 +17,7 @@ TYPES = {"goal.*", "task.*", "budget.*"}
 
 class _Envelope(msgspec.Struct):
     type: str = ""
-    data: dict = msgspec.field(default_factory=dict)
+    data: JsonObject = msgspec.field(default_factory=dict)
 
 
 def _about(data: str, goal_id: str) -> tuple[bool, bool]:

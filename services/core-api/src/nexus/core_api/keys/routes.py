@@ -1,11 +1,12 @@
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.keys import service
 from nexus.core_api.keys.schemas import KeyCreate, KeyCreated, KeyOut, created_out, to_out
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
@@ -17,7 +18,7 @@ class ApiKeyController(Controller):
     tags = ["api-keys"]
 
     @post("/", guards=[MANAGE_KEYS])
-    async def create_api_key(self, request: Request, data: KeyCreate) -> KeyCreated:
+    async def create_api_key(self, request: ApiRequest, data: KeyCreate) -> KeyCreated:
         doc, raw = await service.create(data.name, data.role, created_by=request.user.key_id)
         await record(request.user, "api_key.create", f"api-keys/{doc.id}", after_id=doc.id)
         return created_out(doc, raw)
@@ -42,13 +43,13 @@ class ApiKeyController(Controller):
         return to_out(await service.get(key_id))
 
     @delete("/{key_id:str}", guards=[MANAGE_KEYS], status_code=HTTP_204_NO_CONTENT)
-    async def revoke_api_key(self, request: Request, key_id: str) -> None:
+    async def revoke_api_key(self, request: ApiRequest, key_id: str) -> None:
         doc = await service.revoke(key_id, request.app.state.key_cache)
         await record(request.user, "api_key.revoke", f"api-keys/{doc.id}", before_id=doc.id)
 
 
 @post("/v1/runs/{run_id:str}/token", guards=[MANAGE_KEYS], tags=["api-keys"])
-async def mint_run_token(request: Request, run_id: str) -> KeyCreated:
+async def mint_run_token(request: ApiRequest, run_id: str) -> KeyCreated:
     """A `runner` key valid for this run only (its events, its approvals); shown once."""
     doc, raw = await service.mint_runner_token(run_id, created_by=request.user.key_id)
     await record(request.user, "api_key.create", f"api-keys/{doc.id}", after_id=doc.id)

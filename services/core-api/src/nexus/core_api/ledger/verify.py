@@ -5,6 +5,7 @@ import msgspec
 from nexus.core_api.ledger.record import records_of
 from nexus.core_api.sessions.schemas import load_chains
 from nexus.db.documents import Run, Session
+from nexus.domain.json_types import JsonObject
 from nexus.domain.ledger import verify_chain
 
 
@@ -26,19 +27,19 @@ class LedgerVerdict(msgspec.Struct, kw_only=True):
     problems: list[str]
 
 
-def _latest_attempt(records: list[dict]) -> dict[str, list[dict]]:
+def _latest_attempt(records: list[JsonObject]) -> dict[str, list[JsonObject]]:
     """session → its records of the latest attempt that recorded anything for it, in seq order."""
     latest: dict[str, int] = {}
     for r in records:
         latest[r["session_id"]] = max(latest.get(r["session_id"], 0), r["attempt"])
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[JsonObject]] = {}
     for r in records:
         if r["attempt"] == latest[r["session_id"]]:
             out.setdefault(r["session_id"], []).append(r)
     return out
 
 
-def check_session(session_id: str, changes: list[dict], recorded: list[dict]) -> SessionVerdict:
+def check_session(session_id: str, changes: list[JsonObject], recorded: list[JsonObject]) -> SessionVerdict:
     chain = verify_chain(changes)
     problems: list[str] = []
     if not chain.ok:
@@ -61,7 +62,7 @@ def check_session(session_id: str, changes: list[dict], recorded: list[dict]) ->
                           final_hash=chain.final_hash, problems=problems)
 
 
-def _stored(chains: dict, session: Session, recorded: list[dict]) -> list[dict]:
+def _stored(chains: JsonObject, session: Session, recorded: list[JsonObject]) -> list[JsonObject]:
     """The stored ledger of the attempt core-api recorded (or the session's latest, when none was)."""
     by_attempt = chains.get(session.id, {})
     attempt = recorded[0]["attempt"] if recorded else max(by_attempt, default=session.attempt)

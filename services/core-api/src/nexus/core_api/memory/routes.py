@@ -1,12 +1,13 @@
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.named import get_named, named_id
 from nexus.core_api.memory import service
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryPreviewOut, MemoryUpdate, Scope
@@ -14,6 +15,7 @@ from nexus.core_api.memory.select import select_items
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.db.documents import Agent, MemoryItem, Repository, now
 from nexus.domain.agents import MemoryPolicy
+from nexus.domain.json_types import JsonObject
 
 Filter = Annotated[str | None, Parameter(max_length=200)]
 
@@ -23,7 +25,7 @@ class MemoryController(Controller):
     tags = ["memory"]
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def create_memory(self, request: Request, data: MemoryCreate) -> MemoryOut:
+    async def create_memory(self, request: ApiRequest, data: MemoryCreate) -> MemoryOut:
         doc = await service.create(data)
         await record(request.user, "memory.create", f"memory/{doc.id}", after_id=doc.id)
         return service.to_out(doc)
@@ -40,7 +42,7 @@ class MemoryController(Controller):
         source: Filter = None,
         include_expired: bool = False,
     ) -> Page[MemoryOut]:
-        filters: dict = {
+        filters: JsonObject = {
             k: v for k, v in {"scope": scope_, "scope_id": scope_id, "tags": tag, "source": source}.items() if v
         }
         if not include_expired:
@@ -55,14 +57,14 @@ class MemoryController(Controller):
         return service.to_out(await service.get(item_id))
 
     @patch("/{item_id:str}", guards=[MANAGE_AGENTS])
-    async def update_memory(self, request: Request, item_id: str, data: MemoryUpdate) -> MemoryOut:
+    async def update_memory(self, request: ApiRequest, item_id: str, data: MemoryUpdate) -> MemoryOut:
         doc, changed = await service.update(item_id, data)
         if changed:
             await record(request.user, "memory.update", f"memory/{doc.id}", before_id=doc.id, after_id=doc.id)
         return service.to_out(doc)
 
     @delete("/{item_id:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)
-    async def delete_memory(self, request: Request, item_id: str) -> None:
+    async def delete_memory(self, request: ApiRequest, item_id: str) -> None:
         doc = await service.delete(item_id)
         await record(request.user, "memory.delete", f"memory/{doc.id}", before_id=doc.id)
 

@@ -1,6 +1,6 @@
 """Memory items: what agents know beyond their prompt, scoped to an agent, a repository, or everyone."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.named import named_id
@@ -9,6 +9,7 @@ from nexus.core_api.schemas import iso
 from nexus.db.documents import Agent, MemoryItem, Repository, now
 from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
+from nexus.domain.json_types import JsonObject
 
 
 def to_out(m: MemoryItem) -> MemoryOut:
@@ -35,7 +36,7 @@ async def _scope_id(scope: str, ref: str | None) -> str | None:
     return await named_id(Agent if scope == "agent" else Repository, ref, kind=scope, field="scope_id")
 
 
-def _expiry(ttl_s: int | None):
+def _expiry(ttl_s: int | None) -> datetime | None:
     return now() + timedelta(seconds=ttl_s) if ttl_s else None
 
 
@@ -50,7 +51,7 @@ async def create(data: MemoryCreate) -> MemoryItem:
 
 async def update(item_id: str, data: MemoryUpdate) -> tuple[MemoryItem, bool]:
     doc = await get(item_id)
-    fields: dict = {}
+    fields: JsonObject = {}
     if data.content is not None and data.content != doc.content:
         fields["content"] = data.content
     if data.tags is not None and sorted(set(data.tags)) != doc.tags:

@@ -1,10 +1,11 @@
 """The model price list: everyone reads it, admins change it (audited). A run is priced when dispatched."""
 
-from litestar import Controller, Request, delete, get, put
+from litestar import Controller, delete, get, put
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.errors import DomainError
 from nexus.core_api.prices import service
 from nexus.core_api.prices.schemas import ModelName, PriceIn, PriceOut
@@ -33,14 +34,14 @@ class PriceController(Controller):
         return service.to_out(await service.get(_model(model)))
 
     @put("/{model:str}", guards=[MANAGE_AGENTS])
-    async def put_price(self, request: Request, model: str, data: PriceIn) -> PriceOut:
+    async def put_price(self, request: ApiRequest, model: str, data: PriceIn) -> PriceOut:
         name = _model(model)
         doc = await service.put(name, data.input_per_mtok, data.output_per_mtok, by=request.user.key_id)
         await record(request.user, "price.update", f"prices/{name}", after_id=name)
         return service.to_out(doc)
 
     @delete("/{model:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)
-    async def delete_price(self, request: Request, model: str) -> None:
+    async def delete_price(self, request: ApiRequest, model: str) -> None:
         name = _model(model)
         await service.delete(name)
         await record(request.user, "price.delete", f"prices/{name}", before_id=name)

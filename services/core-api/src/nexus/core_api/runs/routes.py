@@ -1,11 +1,12 @@
 from typing import Annotated
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
@@ -55,7 +56,7 @@ class RunController(Controller):
         return to_out(run, await session_outs(sessions), with_config=True)
 
     @get("/{run_id:str}/events", guards=[READ])
-    async def run_events(self, request: Request, run_id: str) -> ServerSentEvent:
+    async def run_events(self, request: ApiRequest, run_id: str) -> ServerSentEvent:
         """Replays the run's events, follows live ones, and ends after the run's final status."""
         run = await _get(run_id)
         ctx: Context = request.app.state.ctx
@@ -71,7 +72,7 @@ class RunController(Controller):
         )
 
     @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
-    async def cancel_run(self, request: Request, run_id: str, data: RunAction | None = None) -> RunOut:
+    async def cancel_run(self, request: ApiRequest, run_id: str, data: RunAction | None = None) -> RunOut:
         run = await _get(run_id)
         if RunStatus(run.status) in RUN_FINAL:
             raise DomainError(409, f"run is already {run.status}", field="status")
@@ -81,7 +82,7 @@ class RunController(Controller):
         return to_out(await _get(run_id))
 
     @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
-    async def retry_run(self, request: Request, run_id: str) -> RunOut:
+    async def retry_run(self, request: ApiRequest, run_id: str) -> RunOut:
         """A new run of the same task with the same pinned config; the old run stays as it ended."""
         run = await _get(run_id)
         if RunStatus(run.status) not in RUN_FINAL:

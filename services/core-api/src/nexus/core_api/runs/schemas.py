@@ -3,6 +3,7 @@ from typing import Any
 from nexus.core_api.schemas import Body, Out, iso
 from nexus.core_api.sessions.schemas import SessionOut
 from nexus.db.documents import Run
+from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import attempt_status
 
 
@@ -45,7 +46,7 @@ class RunAction(Body):
     reason: str = ""
 
 
-def _attempt(a: dict) -> AttemptOut:
+def _attempt(a: JsonObject) -> AttemptOut:
     return AttemptOut(
         n=a.get("n", 0), status=attempt_status(a), reason=a.get("reason", ""), runtime=a.get("runtime"),
         started_at=iso(a.get("started_at")), ended_at=iso(a.get("ended_at")),

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from litestar.response import ServerSentEventMessage
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -45,9 +46,9 @@ async def jetstream_events(
         opt_start_seq=after_seq + 1 if after_seq else None,
         inactive_threshold=60.0,
     )
-    queue: asyncio.Queue = asyncio.Queue(maxsize=1024)
+    queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
 
-    async def on_msg(msg) -> None:
+    async def on_msg(msg: Msg) -> None:
         await queue.put(msg)
 
     sub = await js.subscribe(

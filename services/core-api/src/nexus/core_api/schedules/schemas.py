@@ -3,6 +3,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from nexus.core_api.schemas import Body, Name, Out, ShortText, Text
+from nexus.domain.json_types import JsonObject
 
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
 Cron = Annotated[
@@ -47,8 +48,8 @@ class ScheduleOut(Out, kw_only=True):
     cron: str
     timezone: str
     kind: str
-    task: dict | None
-    goal: dict | None
+    task: JsonObject | None
+    goal: JsonObject | None
     overlap: str
     missed: str
     catch_up_limit: int

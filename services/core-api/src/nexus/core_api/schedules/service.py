@@ -7,6 +7,7 @@ import hashlib
 import logging
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import cast
 
 from croniter import croniter
 from pymongo.errors import DuplicateKeyError
@@ -23,6 +24,7 @@ from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, now
 from nexus.db.schedules import occurrence_active
 from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import FireSchedule
 
@@ -43,11 +45,11 @@ def check_timing(cron: str, timezone: str) -> None:
         raise DomainError(422, f"invalid cron expression {cron!r}", field="cron")
 
 
-async def _ref(doc_cls, ref: str, kind: str, field: str) -> str:
+async def _ref(doc_cls: type[Agent | Repository], ref: str, kind: str, field: str) -> str:
     return await named_id(doc_cls, ref, kind=kind, field=field)
 
 
-async def _template(spec: ScheduleSpec) -> tuple[str, dict]:
+async def _template(spec: ScheduleSpec) -> tuple[str, JsonObject]:
     if (spec.task is None) == (spec.goal is None):
         raise DomainError(422, "give exactly one of `task` or `goal`", field="task")
     if spec.task is not None:
@@ -77,7 +79,8 @@ def next_fire_at(s: Schedule, at: datetime | None = None) -> datetime | None:
     if not s.enabled or s.deleted:
         return None
     start = max(at or datetime.now(UTC), _aware(s.anchor_at))
-    return croniter(s.cron, start.astimezone(ZoneInfo(s.timezone))).get_next(datetime).astimezone(UTC)
+    # croniter is untyped: get_next(datetime) returns a datetime
+    return cast(datetime, croniter(s.cron, start.astimezone(ZoneInfo(s.timezone))).get_next(datetime).astimezone(UTC))
 
 
 def to_out(s: Schedule) -> ScheduleOut:
@@ -105,7 +108,7 @@ def to_out(s: Schedule) -> ScheduleOut:
     )
 
 
-def _fields(spec: ScheduleSpec, kind: str, template: dict) -> dict:
+def _fields(spec: ScheduleSpec, kind: str, template: JsonObject) -> JsonObject:
     return {
         "cron": spec.cron,
         "timezone": spec.timezone,
@@ -134,7 +137,7 @@ async def get(id_or_name: str) -> Schedule:
     return await get_named(Schedule, id_or_name, "schedule")
 
 
-async def _cas(s: Schedule, changes: dict) -> bool:
+async def _cas(s: Schedule, changes: JsonObject) -> bool:
     """Write only if nobody wrote since `s` was read (the firing path and the API share the document)."""
     res = await update_document(
         Schedule, s.id, {"$set": {**changes, "updated_at": now()}, "$inc": {"version": 1}}, {"version": s.version}
@@ -182,7 +185,7 @@ def item_id(kind: str, schedule_id: str, at: datetime) -> str:
     return f"{kind}_{str(ULID.from_bytes(raw)).lower()}"
 
 
-def _held_back(s: Schedule, at: datetime) -> dict:
+def _held_back(s: Schedule, at: datetime) -> JsonObject:
     """The changes when the previous occurrence is still running, by overlap policy."""
     pending = [_aware(p) for p in s.pending]
     if s.overlap == "enqueue" and len(pending) < s.max_queued:

@@ -4,6 +4,7 @@ import msgspec
 
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Session, SessionChangeRecord
+from nexus.domain.json_types import JsonObject
 from nexus.domain.ledger import verify_chain
 
 
@@ -35,7 +36,7 @@ class SessionOut(msgspec.Struct, rename="camel", kw_only=True):
     attempts: list[AttemptChain] = msgspec.field(default_factory=list)
 
 
-Chains = dict[str, dict[int, list[dict]]]  # session id → attempt → change records in seq order
+Chains = dict[str, dict[int, list[JsonObject]]]  # session id → attempt → change records in seq order
 
 
 async def load_chains(sessions: list[Session]) -> Chains:
@@ -54,7 +55,7 @@ async def load_chains(sessions: list[Session]) -> Chains:
     return out
 
 
-def _chain(attempt: int, recs: list[dict]) -> AttemptChain:
+def _chain(attempt: int, recs: list[JsonObject]) -> AttemptChain:
     changes = [r["change"] for r in recs]
     result = verify_chain(changes)
     return AttemptChain(attempt=attempt, notes=[r["note"] for r in recs if r.get("note") is not None], changes=changes,

@@ -2,10 +2,12 @@
 apart (its own chain, seq from 0), each stored once."""
 
 import msgspec
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from nexus.db.documents import Session, SessionChangeRecord, now
 from nexus.db.writes import update_document
+from nexus.domain.json_types import JsonObject
 from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import SessionChanged, SessionOpened
 
@@ -54,7 +56,7 @@ async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
     _opened.add((ev.session_id, ev.attempt))
 
 
-def change_record(run_id: str, ev: SessionChanged) -> dict:
+def change_record(run_id: str, ev: SessionChanged) -> JsonObject:
     """The stored form of one change; its id refuses a second copy of the same (session, attempt, seq)."""
     return {
         "_id": SessionChangeRecord.key(ev.session_id, ev.attempt, ev.change.seq),
@@ -67,7 +69,7 @@ def change_record(run_id: str, ev: SessionChanged) -> dict:
     }
 
 
-async def insert_new(coll, docs: list[dict]) -> int:
+async def insert_new(coll: AsyncCollection[JsonObject], docs: list[JsonObject]) -> int:
     """insert_many that skips documents already stored (a redelivery); returns how many were new."""
     if not docs:
         return 0
@@ -81,7 +83,7 @@ async def insert_new(coll, docs: list[dict]) -> int:
         return 0
 
 
-async def store_changes(records: list[dict]) -> int:
+async def store_changes(records: list[JsonObject]) -> int:
     """Insert change records; a redelivered one is refused by its id and skipped."""
     return await insert_new(SessionChangeRecord.get_pymongo_collection(), records)
 

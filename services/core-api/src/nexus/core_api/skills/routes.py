@@ -1,8 +1,9 @@
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.skills import service
 from nexus.core_api.skills.schemas import SkillOut, SkillSpec
@@ -14,7 +15,7 @@ class SkillController(Controller):
     tags = ["skills"]
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def create_skill(self, request: Request, data: SkillSpec) -> SkillOut:
+    async def create_skill(self, request: ApiRequest, data: SkillSpec) -> SkillOut:
         doc = await service.create(data)
         await record(request.user, "skill.create", f"skills/{doc.id}", after_id=f"{doc.id}@1")
         return service.to_out(doc)
@@ -29,7 +30,7 @@ class SkillController(Controller):
         return service.to_out(await service.get(skill_id))
 
     @put("/{skill_id:str}", guards=[MANAGE_AGENTS])
-    async def update_skill(self, request: Request, skill_id: str, data: SkillSpec) -> SkillOut:
+    async def update_skill(self, request: ApiRequest, skill_id: str, data: SkillSpec) -> SkillOut:
         before = await service.get(skill_id)
         doc, changed = await service.update(skill_id, data)
         if changed:
@@ -43,7 +44,7 @@ class SkillController(Controller):
         return service.to_out(doc)
 
     @delete("/{skill_id:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)
-    async def delete_skill(self, request: Request, skill_id: str) -> None:
+    async def delete_skill(self, request: ApiRequest, skill_id: str) -> None:
         doc = await service.delete(skill_id)
         await record(request.user, "skill.delete", f"skills/{doc.id}", before_id=f"{doc.id}@{doc.version}")
 

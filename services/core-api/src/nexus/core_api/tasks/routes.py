@@ -1,10 +1,11 @@
 from typing import Annotated
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, get, patch, post
 from litestar.params import Parameter
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.tasks import service
@@ -20,7 +21,7 @@ class TaskController(Controller):
     tags = ["tasks"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_task(self, request: Request, data: TaskCreate) -> TaskOut:
+    async def create_task(self, request: ApiRequest, data: TaskCreate) -> TaskOut:
         ctx: Context = request.app.state.ctx
         task = await engine.create_task(ctx, data, actor=request.user.key_id)
         await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
@@ -48,13 +49,13 @@ class TaskController(Controller):
         return service.to_out(await service.get(task_id))
 
     @patch("/{task_id:str}", guards=[MANAGE_WORK])
-    async def update_task(self, request: Request, task_id: str, data: TaskUpdate) -> TaskOut:
+    async def update_task(self, request: ApiRequest, task_id: str, data: TaskUpdate) -> TaskOut:
         task = await service.update(task_id, data)
         await record(request.user, "task.update", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
         return service.to_out(task)
 
     @post("/{task_id:str}/status", guards=[MANAGE_WORK])
-    async def move_task(self, request: Request, task_id: str, data: TaskMove) -> TaskOut:
+    async def move_task(self, request: ApiRequest, task_id: str, data: TaskMove) -> TaskOut:
         ctx: Context = request.app.state.ctx
         task = await engine.move_task(ctx, task_id, TaskStatus(data.status))
         await record(request.user, f"task.{data.status}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)

@@ -1,5 +1,7 @@
 """Tasks as stored: created, read and edited here; how they move is the run workflow's (`workflow.tasks`)."""
 
+from typing import Any
+
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.named import named_id
 from nexus.core_api.schemas import iso
@@ -9,6 +11,7 @@ from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository, Task
 from nexus.db.writes import written
 from nexus.domain.ids import new_id
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TaskStatus, blockers_done
 
 
@@ -61,7 +64,7 @@ async def blocker_statuses(ids: list[str], self_id: str | None = None) -> list[T
     return statuses
 
 
-async def create(data: TaskCreate, *, actor: str, **extra) -> Task:
+async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
     """Stored, not announced: `workflow.engine.create_task` announces it."""
     if data.goal_id and await Goal.get(data.goal_id) is None:
         raise DomainError(422, f"goal {data.goal_id!r} does not exist", field="goal_id")
@@ -81,7 +84,7 @@ async def create(data: TaskCreate, *, actor: str, **extra) -> Task:
 
 async def update(task_id: str, data: TaskUpdate) -> Task:
     task = await get(task_id)
-    fields: dict = {}
+    fields: JsonObject = {}
     if data.title is not None:
         fields["title"] = data.title
     if data.description is not None:

@@ -1,12 +1,14 @@
 """Sign in (an API key exchanged for a session cookie), sign out, and how the UI answers a refusal."""
 
-from litestar import Request, Response, get, post
+from typing import Any
+
+from litestar import Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.response import Redirect
 
 from nexus.core_api.auth.keys import KeyCache, Principal
-from nexus.core_api.ui.auth import sealer
+from nexus.core_api.ui.auth import UiRequest, sealer
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.session import COOKIE, UiSession, new_session
 from nexus.domain.roles import Role
@@ -16,7 +18,7 @@ def _safe_next(value: str | None) -> str:
     return value if value and value.startswith("/ui/") and not value.startswith("//") else "/ui/board"
 
 
-def _cookie(request: Request, session: UiSession | None) -> Cookie:
+def _cookie(request: UiRequest, session: UiSession | None) -> Cookie:
     tls = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
     ttl = int(request.app.state.settings.ui_session_ttl_s)
     value = sealer(request.app).seal(session) if session else ""
@@ -25,13 +27,13 @@ def _cookie(request: Request, session: UiSession | None) -> Cookie:
     )
 
 
-def with_session(request: Request, response: Response, session: UiSession | None) -> Response:
+def with_session(request: UiRequest, response: Response[Any], session: UiSession | None) -> Response[Any]:
     response.set_cookie(_cookie(request, session))
     return response
 
 
 @get("/login", include_in_schema=False)
-async def login_form(request: Request, next: str | None = None) -> Response:
+async def login_form(request: UiRequest, next: str | None = None) -> Response[Any]:
     session: UiSession | None = request.auth
     fresh = session or new_session(request.app.state.settings.ui_session_ttl_s)
     request.scope["auth"] = fresh  # the form's CSRF token is this session's
@@ -39,7 +41,7 @@ async def login_form(request: Request, next: str | None = None) -> Response:
 
 
 @post("/login", include_in_schema=False, status_code=303)
-async def login(request: Request) -> Response:
+async def login(request: UiRequest) -> Response[Any]:
     form = await form_of(request)
     raw = form.get("key", "").strip()
     cache: KeyCache = request.app.state.key_cache
@@ -53,11 +55,11 @@ async def login(request: Request) -> Response:
 
 
 @post("/logout", include_in_schema=False, status_code=303)
-async def logout(request: Request) -> Response:
+async def logout(request: UiRequest) -> Response[Any]:
     return with_session(request, Redirect("/ui/login", status_code=303), None)
 
 
-def ui_error(request: Request, exc: HTTPException) -> Response:
+def ui_error(request: UiRequest, exc: HTTPException) -> Response[Any]:
     """A page needing a sign-in sends there; any other refusal is a page saying why, with its status."""
     if isinstance(exc, NotAuthorizedException) and request.method == "GET" and "hx-request" not in request.headers:
         return Redirect(f"/ui/login?next={request.url.path}", status_code=303)

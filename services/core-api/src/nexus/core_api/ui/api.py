@@ -6,11 +6,12 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 import msgspec
-from litestar import Request
 from litestar.exceptions import HTTPException
 from litestar.types import HTTPReceiveMessage, Message, Scope
 
+from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.session import UiSession
+from nexus.domain.json_types import JsonObject
 
 
 @dataclass
@@ -29,12 +30,12 @@ class ApiResult:
 
 
 class Api:
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: UiRequest) -> None:
         self.request = request
         session: UiSession | None = request.auth
         self.key = session.key if session else None
 
-    async def call(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> ApiResult:
+    async def call(self, method: str, path: str, *, json: Any = None, params: JsonObject | None = None) -> ApiResult:
         body = msgspec.json.encode(json) if json is not None else b""
         headers = [(b"accept", b"application/json"), (b"content-length", str(len(body)).encode())]
         if json is not None:

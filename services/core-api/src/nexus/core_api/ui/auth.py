@@ -1,18 +1,25 @@
 """Who is signed in to the UI: the sealed session cookie gives the API key, the key gives the same
 Principal the API's own middleware would; CSRF is checked on every state-changing request."""
 
+from typing import TypeAlias
+
+from litestar import Litestar
 from litestar.connection import ASGIConnection, Request
+from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from nexus.core_api.auth.keys import KeyCache
+from nexus.core_api.auth.keys import KeyCache, Principal
 from nexus.core_api.ui.session import COOKIE, CSRF_FIELD, CSRF_HEADER, Sealer, UiSession, csrf_ok
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# A UI request: the signed-in Principal (None before sign-in) and its sealed session (None without a cookie).
+UiRequest: TypeAlias = Request[Principal | None, UiSession | None, State]
+UiConnection: TypeAlias = ASGIConnection[BaseRouteHandler, Principal | None, UiSession | None, State]
 
 
-def sealer(app) -> Sealer:
+def sealer(app: Litestar) -> Sealer:
     found = getattr(app.state, "ui_sealer", None)
     if found is None:
         found = Sealer.from_secret(app.state.settings.ui_session_secret)
@@ -23,7 +30,7 @@ def sealer(app) -> Sealer:
 class UiSessionAuth(AbstractAuthenticationMiddleware):
     """Never refuses by itself: a page without a signed-in user is refused by its guard (→ sign-in)."""
 
-    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+    async def authenticate_request(self, connection: UiConnection) -> AuthenticationResult:
         session = sealer(connection.app).open(connection.cookies.get(COOKIE))
         principal = None
         if session and session.key:
@@ -32,7 +39,7 @@ class UiSessionAuth(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=session)
 
 
-async def csrf_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def csrf_guard(connection: UiConnection, _: BaseRouteHandler) -> None:
     """Every POST carries the session's token, as a form field or (htmx) a header; SameSite=Strict is
     the second lock."""
     if connection.scope.get("method", "GET") in SAFE_METHODS:

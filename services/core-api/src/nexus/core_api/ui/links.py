@@ -3,18 +3,19 @@ sealed and short-lived; using it revokes that key (compare-and-set, so only one 
 in with a new key of the same role, so a link seen twice, or after its expiry, signs nobody in."""
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Response, get, post
 from litestar.response import Redirect
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS
 from nexus.core_api.auth.keys import KeyCache, Principal, create_key
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.schemas import Body, Name, Out
 from nexus.core_api.ui.access import with_session
-from nexus.core_api.ui.auth import sealer
+from nexus.core_api.ui.auth import UiRequest, sealer
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.session import LoginLink, new_session
 from nexus.db.documents import ApiKey
@@ -37,7 +38,7 @@ class LoginLinkOut(Out):
 
 
 @post("/v1/ui/login-links", guards=[MANAGE_KEYS], tags=["api-keys"])
-async def mint_login_link(request: Request, data: LoginLinkCreate) -> LoginLinkOut:
+async def mint_login_link(request: ApiRequest, data: LoginLinkCreate) -> LoginLinkOut:
     """A one-time web UI sign-in for `name` with `role`, valid `ttl_s` seconds; shown once."""
     doc, raw = await create_key(f"{data.name}-link", Role(data.role), created_by=request.user.key_id)
     await record(request.user, "api_key.create", f"api-keys/{doc.id}", after_id=doc.id)
@@ -45,7 +46,7 @@ async def mint_login_link(request: Request, data: LoginLinkCreate) -> LoginLinkO
     return LoginLinkOut(path=f"/ui/login/link?t={token}", key_id=doc.id, expires_in_s=data.ttl_s)
 
 
-async def _link_key(request: Request, token: str | None) -> ApiKey | None:
+async def _link_key(request: UiRequest, token: str | None) -> ApiKey | None:
     link = sealer(request.app).open(token, LoginLink)
     if link is None:
         return None
@@ -55,7 +56,7 @@ async def _link_key(request: Request, token: str | None) -> ApiKey | None:
 
 
 @get("/login/link", include_in_schema=False)
-async def link_form(request: Request, t: str | None = None) -> Response:
+async def link_form(request: UiRequest, t: str | None = None) -> Response[Any]:
     """Asks before using the link: a link preview fetching the page must not spend it."""
     doc = await _link_key(request, t)
     session = request.auth or new_session(request.app.state.settings.ui_session_ttl_s)
@@ -70,7 +71,7 @@ async def link_form(request: Request, t: str | None = None) -> Response:
 
 
 @post("/login/link", include_in_schema=False, status_code=303)
-async def use_link(request: Request) -> Response:
+async def use_link(request: UiRequest) -> Response[Any]:
     form = await form_of(request)
     doc = await _link_key(request, form.get("t"))
     spent = (

@@ -1,10 +1,9 @@
 """Rendering helpers shared by the UI's pages: the template context every page gets, form parsing."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from litestar import Request
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
@@ -12,6 +11,7 @@ from markupsafe import Markup
 from markdown_it import MarkdownIt
 
 from nexus.core_api.auth.keys import Principal
+from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.session import CSRF_FIELD, UiSession
 from nexus.domain.roles import Capability, allows
 
@@ -25,7 +25,8 @@ def markdown(text: str) -> Markup:
 
 
 def to_yaml(value: Any) -> str:
-    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    # without a stream, safe_dump returns the text (PyYAML ships no types)
+    return cast(str, yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False))
 
 
 def _setup(engine: JinjaTemplateEngine) -> None:
@@ -34,16 +35,16 @@ def _setup(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters["ago"] = lambda s: (s or "")[:19].replace("T", " ")
 
 
-def template_config() -> TemplateConfig:
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     return TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_setup)
 
 
-def can(request: Request, capability: str) -> bool:
+def can(request: UiRequest, capability: str) -> bool:
     user = request.user
     return isinstance(user, Principal) and allows(user.role, Capability(capability))
 
 
-def page(request: Request, name: str, *, status: int = 200, **context: Any) -> Template:
+def page(request: UiRequest, name: str, *, status: int = 200, **context: Any) -> Template:
     session: UiSession | None = request.auth
     user = request.user if isinstance(request.user, Principal) else None
     return Template(
@@ -53,7 +54,7 @@ def page(request: Request, name: str, *, status: int = 200, **context: Any) -> T
     )
 
 
-async def form_of(request: Request) -> dict[str, str]:
+async def form_of(request: UiRequest) -> dict[str, str]:
     form = await request.form()
     return {k: v for k, v in form.items() if k != CSRF_FIELD and isinstance(v, str)}
 

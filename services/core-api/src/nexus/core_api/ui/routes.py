@@ -1,5 +1,7 @@
 """The UI's router: every page under /ui, the CSRF check on every form, refusals shown as pages."""
 
+from typing import Any
+
 from litestar import Router, get
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect
@@ -21,7 +23,7 @@ async def home() -> Redirect:
     return Redirect("/ui/board", status_code=303)
 
 
-def ui_routers() -> list:
+def ui_routers() -> list[Any]:
     pages = Router(
         path="/ui",
         route_handlers=[

@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from typing import overload
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -47,7 +48,14 @@ class Sealer:
         aad = type(sealed).__name__.encode()  # a session cookie is never a valid link, nor the other way round
         return base64.urlsafe_b64encode(nonce + self.aead.encrypt(nonce, msgspec.json.encode(sealed), aad)).decode()
 
-    def open(self, token: str | None, kind: type = UiSession):  # an instance of `kind`, or None
+    @overload
+    def open(self, token: str | None) -> UiSession | None: ...
+    @overload
+    def open(self, token: str | None, kind: type[LoginLink]) -> LoginLink | None: ...
+
+    def open(  # an instance of `kind`, or None
+        self, token: str | None, kind: type[UiSession] | type[LoginLink] = UiSession
+    ) -> UiSession | LoginLink | None:
         if not token or len(token) > 4096:
             return None
         try:

@@ -7,6 +7,7 @@ from nexus.core_api.tasks.service import blocker_statuses, get
 from nexus.core_api.workflow.followups import Dispatch, Followup, Promote, TaskMoved
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Task
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TaskStatus, blockers_done, check_task_move
 
 Moved = tuple[Task, list[Followup]]
@@ -28,7 +29,7 @@ async def move(task_id: str, target: TaskStatus) -> Moved:
     if target == TaskStatus.READY and not blockers_done(await blocker_statuses(task.blocked_by)):
         raise DomainError(409, "a task becomes ready only when its blockers are done", field="status")
 
-    def mutate(t: Task):
+    def mutate(t: Task) -> JsonObject | None:
         check_task_move(TaskStatus(t.status), target)
         return {"status": target.value}
 
@@ -41,7 +42,7 @@ async def move(task_id: str, target: TaskStatus) -> Moved:
 async def follow_run(task_id: str, target: TaskStatus, run_id: str) -> list[Followup]:
     """The run decides the task's fate: in_progress when it starts, done/failed when it ends."""
 
-    def mutate(t: Task):
+    def mutate(t: Task) -> JsonObject | None:
         if t.current_run_id not in (None, run_id) or t.status == target.value:
             return None
         if TaskStatus(t.status) in (TaskStatus.DONE, TaskStatus.CANCELLED):

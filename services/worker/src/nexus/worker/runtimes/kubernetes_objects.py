@@ -7,7 +7,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -203,7 +203,9 @@ def build_secret(request: RunRequest, job: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- reading what the cluster reports
 def run_id_of(job: dict[str, Any]) -> str:
     metadata = job.get("metadata", {})
-    return metadata.get("annotations", {}).get(ANNOTATION_RUN_ID) or metadata.get("labels", {}).get(LABEL_RUN_ID, "")
+    # annotations and labels are strings (Kubernetes refuses any other value)
+    return cast(str, metadata.get("annotations", {}).get(ANNOTATION_RUN_ID)
+                or metadata.get("labels", {}).get(LABEL_RUN_ID, ""))
 
 
 def attempt_of(job: dict[str, Any]) -> int:
@@ -214,6 +216,7 @@ def attempt_of(job: dict[str, Any]) -> int:
 
 
 def _true_condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    condition: dict[str, Any]
     for condition in job.get("status", {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
             return condition

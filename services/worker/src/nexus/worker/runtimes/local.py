@@ -10,6 +10,7 @@ import resource
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 from pathlib import Path
 
@@ -23,7 +24,7 @@ log = logging.getLogger("nexus.worker.local")
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "NEXUS_TOOLS_DIR")
 
 
-def _limits(memory_mb: int, open_files: int, cpu_s: int):
+def _limits(memory_mb: int, open_files: int, cpu_s: int) -> Callable[[], None]:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))

@@ -31,6 +31,9 @@ import signal
 import sys
 import threading
 import traceback
+from typing import cast
+
+from nexus.domain.json_types import JsonObject
 
 LAZY_IMPORTS = (
     "yaml",
@@ -139,7 +142,7 @@ def claim_env(env_file: str, claimant: str) -> str | None:
     return taken
 
 
-def _become(req: dict) -> int:
+def _become(req: JsonObject) -> int:
     """In the forked child: turn into the run, then run agent-runner's main. Returns the exit code."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
@@ -172,7 +175,8 @@ def _become(req: dict) -> int:
     os.environ.clear()
     os.environ.update(env)
     module, _, function = req.get("entry", DEFAULT_ENTRY).partition(":")
-    return getattr(importlib.import_module(module), function)(dict(os.environ))
+    # an entry point (agent-runner's main) returns the process's exit code
+    return cast(int, getattr(importlib.import_module(module), function)(dict(os.environ)))
 
 
 def _forget_probes() -> None:
@@ -181,7 +185,7 @@ def _forget_probes() -> None:
         sandbox.detect.cache_clear()
 
 
-def _fork(req: dict) -> int:
+def _fork(req: JsonObject) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -203,7 +207,7 @@ def _fork(req: dict) -> int:
     return -1  # unreachable
 
 
-def _send(out: int, msg: dict) -> None:
+def _send(out: int, msg: JsonObject) -> None:
     data = json.dumps(msg).encode() + b"\n"
     while data:
         data = data[os.write(out, data):]
@@ -252,7 +256,7 @@ def serve(inp: int, out: int) -> None:
         _reap(out)
 
 
-def _handle(req: dict, out: int) -> None:
+def _handle(req: JsonObject, out: int) -> None:
     if threading.active_count() != 1:  # never fork with a thread alive: its locks would be copied held
         _send(out, {"id": req["id"], "error": "the zygote has threads; refusing to fork"})
         return

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, cast
 
 from nexus.worker.metrics import ZYGOTE_UP
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, claim_env
@@ -42,8 +42,8 @@ class Zygote:
         self.starts = 0
         self._seq = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._exits: dict[int, asyncio.Future] = {}
-        self._task: asyncio.Task | None = None
+        self._exits: dict[int, asyncio.Future[object]] = {}  # an exit code, or LOST
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     def start(self) -> None:
@@ -102,7 +102,7 @@ class Zygote:
                 fut.set_result(LOST)
         self._exits.clear()
 
-    def _exit_future(self, pid: int) -> asyncio.Future:
+    def _exit_future(self, pid: int) -> asyncio.Future[object]:
         if pid not in self._exits:
             self._exits[pid] = asyncio.get_running_loop().create_future()
         return self._exits[pid]
@@ -169,11 +169,12 @@ class Zygote:
             return None
         code = await fut
         self._exits.pop(pid, None)
-        return None if code is LOST else code
+        return None if code is LOST else cast(int, code)  # what is not LOST is an exit code
 
     def exit_code(self, pid: int) -> int | None:
         fut = self._exits.get(pid)
-        return fut.result() if fut is not None and fut.done() and fut.result() is not LOST else None
+        # what is not LOST is an exit code
+        return cast(int, fut.result()) if fut is not None and fut.done() and fut.result() is not LOST else None
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
