@@ -36,6 +36,9 @@ from nexus.events.consumer import Delivery
 log = logging.getLogger("nexus.core_api.ingest")
 # Events that move state: applied one by one, in order, after what came before them is stored.
 STATEFUL = (p.RunStatusChanged, p.RuntimeChanged, p.SessionOpened, p.ApprovalRequested)
+# A run's status and runtime events: those of one fetch (up to any other state-moving event) are
+# recorded as ONE write of the run (`engine.on_run_facts`), each transition's effects kept.
+RUN_FACTS = (p.RunStatusChanged, p.RuntimeChanged)
 # A run's heartbeat is written at most this often (the worker also hears heartbeats on the bus itself).
 HEARTBEAT_WRITE_EVERY_S = 1.0
 
@@ -140,13 +143,6 @@ class Outbox(Publisher):
 
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
     match d.payload:
-        case p.RunStatusChanged():
-            await engine.on_status(ctx, run_id, d.payload, d.stream_seq)
-            if d.payload.status == "waiting_approval":
-                # The run now waits, as stored: its approvals are announced (never before this).
-                await announce_requested(ctx, run_id)
-        case p.RuntimeChanged():
-            await engine.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
             await sessions.on_opened(run_id, d.payload, d.stream_seq)
         case p.ApprovalRequested():
@@ -169,12 +165,41 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool 
         await outbox.release()
 
 
+def _superseded(deliveries: list[Delivery]) -> set[int]:
+    """Positions of session reports that a later report of the same session and attempt in this fetch
+    replaces (each report sets the same fields), with no change of that session between them: storing
+    only the last is the same end state in one write instead of two."""
+    out: set[int] = set()
+    last: dict[tuple[str, int], int] = {}
+    for i, d in enumerate(deliveries):
+        if isinstance(d.payload, p.SessionOpened):
+            key = (d.payload.session_id, d.payload.attempt)
+            if key in last:
+                out.add(last[key])
+            last[key] = i
+        elif isinstance(d.payload, p.SessionChanged):
+            last.pop((d.payload.session_id, d.payload.attempt), None)
+    return out
+
+
 async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: bool) -> None:
     events: list[dict] = []
     changes: list[Any] = []
     records: list[Any] = []
     opened_by: list[Any] = []
+    facts: list[Delivery] = []  # the run's status and runtime events not applied yet: one write for them all
     heartbeat = False
+
+    async def apply_facts() -> None:
+        """What came before them stored, the facts go out as one write of the run."""
+        await flush()
+        if facts:
+            await engine.on_run_facts(ctx, run_id, [(f.payload, f.stream_seq) for f in facts])
+            waiting = any(isinstance(f.payload, p.RunStatusChanged) and f.payload.status == "waiting_approval"
+                          for f in facts)
+            facts.clear()
+            if waiting:  # the run now waits, as stored: its approvals are announced (never before this)
+                await announce_requested(ctx, run_id)
 
     async def flush() -> None:
         fresh = await run_events.unstored(run_id, events) if again and events else events
@@ -190,7 +215,8 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         records.clear()
         opened_by.clear()
 
-    for d in deliveries:
+    superseded = _superseded(deliveries)
+    for i, d in enumerate(deliveries):
         if isinstance(d.payload, p.LLMCalled) and (agent_id := await _agent_of(run_id)) is not None:
             count_llm_call(
                 agent_id,
@@ -204,8 +230,12 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
             count_heartbeat(run_id, d.payload.mailbox_depth, d.payload.mailbox_dropped)
             heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
             continue
-        if isinstance(d.payload, STATEFUL):
-            await flush()
+        if isinstance(d.payload, RUN_FACTS):
+            facts.append(d)
+            if isinstance(d.payload, p.RunStatusChanged) and d.payload.status == "waiting_approval":
+                await apply_facts()  # announced before anything after it moves the run
+        elif isinstance(d.payload, STATEFUL) and i not in superseded:
+            await apply_facts()
             await _apply(ctx, run_id, d)
         elif isinstance(d.payload, p.SessionChanged):
             # Provenance: each ledger entry's hash as the run reported it, first report wins.
@@ -214,7 +244,7 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
             if d.payload.change.seq == 0:
                 opened_by.append(d.payload)
         events.append(_event_doc(d))
-    await flush()
+    await apply_facts()
     if heartbeat and time.monotonic() - _heartbeats.get(run_id, 0.0) >= HEARTBEAT_WRITE_EVERY_S:
         _heartbeats[run_id] = time.monotonic()
         if len(_heartbeats) > 100_000:
