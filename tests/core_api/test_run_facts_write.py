@@ -1,6 +1,7 @@
 """A run's status and runtime events of one fetch are stored as ONE write of the run, and every
 transition among them still has its effects, in order (real FerretDB and NATS): the run's `version`
-counts its writes; a recording publisher sees what the ingestion announced."""
+counts its writes; a recording publisher sees what the ingestion announced. And a model call of a
+run this core-api dispatched is counted by agent without reading the run."""
 
 import dataclasses
 
@@ -96,3 +97,17 @@ async def test_a_failed_attempt_and_its_retry_in_one_fetch_launch_the_retry(clie
                                                                                          "worker.launch_run"]
     launch = next(d for t, d in recorder.sent if t == "worker.launch_run")
     assert launch.attempt == 2
+
+
+async def test_a_model_call_of_a_run_dispatched_here_reads_no_run(client, app) -> None:
+    """The dispatching core-api keeps the run's agent: counting a model call by agent reads nothing,
+    even right after a write to the run emptied the read cache's runs."""
+    from nexus.db.stats import COMMANDS
+
+    run, _, ctx, _ = await _a_run(client, app)
+    run_id = run["id"]
+    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 1)])
+    finds = COMMANDS.labels("find", "runs", "ok")._value.get()
+    call = p.LLMCalled(step=1, provider="scripted", model="scripted", input_tokens=10, output_tokens=2)
+    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.llm", call, 2)])
+    assert COMMANDS.labels("find", "runs", "ok")._value.get() == finds

@@ -20,11 +20,11 @@ from nexus.core_api.approvals.service import announce_requested, on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
 from nexus.core_api.metrics import count_heartbeat, count_llm_call
+from nexus.core_api.runs.known import agent_of
 from nexus.core_api.runs.known import known as _known
 from nexus.core_api.sessions import service as sessions
 from nexus.core_api.workflow import engine
 from nexus.db import run_events
-from nexus.db.cache import cached_get
 from nexus.db.documents import Run, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
@@ -90,22 +90,6 @@ class GroupCommit:
 
 _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
-
-
-# A run's agent never changes: kept per run, so a model call's metric does not read the run (every
-# write to `runs` — a heartbeat's time — empties the read cache's copies of runs).
-_agents: dict[str, str] = {}
-
-
-async def _agent_of(run_id: str) -> str | None:
-    if run_id not in _agents:
-        run = await cached_get(Run, run_id)
-        if run is None:
-            return None
-        if len(_agents) > 100_000:
-            _agents.clear()
-        _agents[run_id] = run.agent_id
-    return _agents[run_id]
 
 
 def _event_doc(d: Delivery) -> dict:
@@ -217,7 +201,7 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
 
     superseded = _superseded(deliveries)
     for i, d in enumerate(deliveries):
-        if isinstance(d.payload, p.LLMCalled) and (agent_id := await _agent_of(run_id)) is not None:
+        if isinstance(d.payload, p.LLMCalled) and (agent_id := await agent_of(run_id)) is not None:
             count_llm_call(
                 agent_id,
                 d.payload.provider,
