@@ -102,12 +102,16 @@ async def test_a_failed_attempt_and_its_retry_in_one_fetch_launch_the_retry(clie
 async def test_a_model_call_of_a_run_dispatched_here_reads_no_run(client, app) -> None:
     """The dispatching core-api keeps the run's agent: counting a model call by agent reads nothing,
     even right after a write to the run emptied the read cache's runs."""
+    from nexus.core_api.metrics import LLM_TOKENS
     from nexus.db.stats import COMMANDS
 
     run, _, ctx, _ = await _a_run(client, app)
     run_id = run["id"]
     await in_app(client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 1)])
     finds = COMMANDS.labels("find", "runs", "ok")._value.get()
-    call = p.LLMCalled(step=1, provider="scripted", model="scripted", input_tokens=10, output_tokens=2)
-    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.llm", call, 2)])
+    tokens = LLM_TOKENS.labels("scripted", "scripted", run["agent_id"], "input")
+    before = tokens._value.get()
+    calls = [p.LLMCalled(step=i, provider="scripted", model="scripted", input_tokens=10 * i, output_tokens=2) for i in (1, 2)]
+    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.llm", call, 2 + i) for i, call in enumerate(calls)])
     assert COMMANDS.labels("find", "runs", "ok")._value.get() == finds
+    assert tokens._value.get() == before + 30  # both calls counted, by the run's agent

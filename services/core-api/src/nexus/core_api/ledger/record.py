@@ -14,8 +14,14 @@ from nexus.db.writes import insert_fresh
 COLLECTION = "ledger_records"
 
 
+_made: list[Any] = []  # [database, its collection]: a collection object costs more to make than to keep
+
+
 def collection() -> Any:
-    return Session.get_pymongo_collection().database[COLLECTION]
+    db = Session.get_pymongo_collection().database
+    if not _made or _made[0] is not db:
+        _made[:] = [db, db[COLLECTION]]
+    return _made[1]
 
 
 def record_id(run_id: str, attempt: int, session_id: str, seq: int) -> str:

@@ -200,16 +200,13 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         opened_by.clear()
 
     superseded = _superseded(deliveries)
+    calls: dict[tuple[str, str], list] = {}  # the model calls' tokens and cost by (provider, model), counted once
     for i, d in enumerate(deliveries):
-        if isinstance(d.payload, p.LLMCalled) and (agent_id := await agent_of(run_id)) is not None:
-            count_llm_call(
-                agent_id,
-                d.payload.provider,
-                d.payload.model,
-                d.payload.input_tokens,
-                d.payload.output_tokens,
-                d.payload.cost_usd,
-            )
+        if isinstance(d.payload, p.LLMCalled):
+            spent = calls.setdefault((d.payload.provider, d.payload.model), [0, 0, 0.0])
+            spent[0] += max(0, d.payload.input_tokens)
+            spent[1] += max(0, d.payload.output_tokens)
+            spent[2] += max(0.0, d.payload.cost_usd)
         if isinstance(d.payload, p.Heartbeat):
             count_heartbeat(run_id, d.payload.mailbox_depth, d.payload.mailbox_dropped)
             heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
@@ -228,6 +225,9 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
             if d.payload.change.seq == 0:
                 opened_by.append(d.payload)
         events.append(_event_doc(d))
+    if calls and (agent_id := await agent_of(run_id)) is not None:
+        for (provider, model), (tokens_in, tokens_out, cost) in calls.items():
+            count_llm_call(agent_id, provider, model, tokens_in, tokens_out, cost)
     await apply_facts()
     if heartbeat and time.monotonic() - _heartbeats.get(run_id, 0.0) >= HEARTBEAT_WRITE_EVERY_S:
         _heartbeats[run_id] = time.monotonic()
