@@ -26,12 +26,14 @@ def quick_next(sub: Any) -> bool:
     Returns whether it could."""
     inner = getattr(sub, "_sub", None)
     queue = getattr(inner, "_pending_queue", None)
-    if inner is None or queue is None or not hasattr(inner, "_pending_size") or getattr(inner, "_cb", None):
+    if inner is None or queue is None or not hasattr(inner, "_pending_size") or not hasattr(inner, "_conn"):
+        return False
+    if getattr(inner, "_cb", None):
         return False
     waiting = inner.next_msg
 
     async def next_msg(timeout: float | None = 1.0) -> Msg:
-        if queue.empty():
+        if queue.empty() or inner._conn.is_closed:  # nats-py's own path: its wait, its closed-connection error
             return await waiting(timeout)
         msg = queue.get_nowait()  # what nats-py's next_msg does once its wait is over
         inner._pending_size -= len(msg.data)
