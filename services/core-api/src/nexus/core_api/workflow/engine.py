@@ -3,6 +3,7 @@ out the follow-ups it returns, in order, a follow-up's own follow-ups before the
 the only module that composes features (tasks, budgets, goals, approvals, sessions' plans); features
 call it instead of calling each other."""
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -33,7 +34,7 @@ from nexus.db.documents import Goal, Run, Task, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
-from nexus.domain.run_facts import RUNTIME_ENDS
+from nexus.domain.run_facts import RUNTIME_ENDS, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import (
@@ -98,9 +99,14 @@ async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusCh
                 facts.append(runs.status_fact(*found))
                 verdicts.add(ev.attempt)
         facts.append((runs.runtime_fact(ev, seq), {}))
-    last = events[-1][0]
-    attributes = {"nexus.run_id": run_id, "nexus.run.facts": len(facts), "nexus.attempt": last.attempt}
-    with span(TRACER, "apply run facts", attributes=attributes):  # ingestion's step that moves the run
+    statuses = [f for f, _ in facts if isinstance(f, StatusFact)]
+    # Ingestion's step that moves the run, traced when the runner's word is among the facts (the last
+    # status named); the worker's word alone (launched, exited) has no span of its own, as before.
+    traced = span(TRACER, "apply run.status", attributes={
+        "nexus.run_id": run_id, "nexus.run.status": statuses[-1].status, "nexus.attempt": statuses[-1].attempt,
+        "nexus.run.facts": len(facts),
+    }) if statuses else contextlib.nullcontext()
+    with traced:
         _, then = await runs.apply_facts(run_id, facts)
         await carry_out(ctx, then)
 
