@@ -8,9 +8,10 @@ import pytest
 
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import DLQ_STREAM, RUNS_STREAM
-from nexus.events.consumer import Delivery, Poison, consume
+from nexus.events.consumer import Delivery, Poison, consume, pulling
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import DeadLetter, RunLog
+from nexus.events.pull import ack_all
 
 pytestmark = pytest.mark.infra
 
@@ -242,3 +243,86 @@ async def test_prefetch_survives_an_idle_stream(js) -> None:
         stop.set()
         await task
     assert handled == ["m0", "m1", "m2"]
+
+
+# The pull consumer's per-message costs (nexus.events.pull): a fetched batch is handed over without a
+# task per message; a group's acks, sent in one write, still acknowledge exactly those messages.
+async def _publish_logs(js, run_id: str, n: int) -> None:
+    pub = Publisher(js, "test")
+    for i in range(n):
+        await pub.publish("run.log", RunLog(message=f"m{i}"), run_id=run_id)
+
+
+def _pull(js, durable: str, run_id: str):
+    return pulling(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>", max_deliver=5,
+                   ack_wait_s=30, max_ack_pending=1000)
+
+
+async def _whole_batch(sub, n: int) -> list:
+    """What the server hands out may arrive over several socket reads: fetch until all n are here."""
+    msgs: list = []
+    for _ in range(50):
+        if len(msgs) >= n:
+            break
+        msgs += await sub.fetch(n - len(msgs), timeout=2)
+    return msgs
+
+
+async def test_a_fetched_batch_is_handed_over_without_a_task_per_message(js) -> None:
+    run_id = f"run_{uuid.uuid4().hex}"
+    n = 300
+    await _publish_logs(js, run_id, n)
+    loop = asyncio.get_running_loop()
+    made = 0
+    default = loop.get_task_factory()
+
+    def counting(loop_, coro, **kwargs):
+        nonlocal made
+        made += 1
+        return default(loop_, coro, **kwargs) if default else asyncio.Task(coro, loop=loop_, **kwargs)
+
+    async with _pull(js, f"t-{uuid.uuid4().hex[:8]}", run_id) as sub:
+        await asyncio.sleep(0)
+        loop.set_task_factory(counting)
+        try:
+            msgs = await _whole_batch(sub, n)
+        finally:
+            loop.set_task_factory(default)
+        bodies = [m.data.decode() for m in msgs]
+        assert len(msgs) == n
+        assert all(f'"m{i}"' in bodies[i] for i in range(n)), "out of stream order"
+        # nats-py's own next_msg makes two tasks per message (600 here); waiting messages now make none.
+        assert made < n // 4, f"{made} tasks for a fetch of {n}"
+        await ack_all(msgs)
+
+
+async def _ack_pending(js, durable: str, want: int) -> int:
+    """The durable's count of delivered-but-unacked messages once it reaches `want` (bounded wait: the
+    server applies acks asynchronously), or the last count seen."""
+    for _ in range(100):
+        info = await js.consumer_info(RUNS_STREAM, durable)
+        if info.num_ack_pending == want:
+            break
+        await asyncio.sleep(0.02)
+    return info.num_ack_pending
+
+
+async def test_one_write_acks_exactly_its_messages_with_two_instances_on_a_durable(js) -> None:
+    run_id = f"run_{uuid.uuid4().hex}"
+    durable = f"t-{uuid.uuid4().hex[:8]}"
+    await _publish_logs(js, run_id, 40)
+    async with _pull(js, durable, run_id) as first, _pull(js, durable, run_id) as second:
+        a = await _whole_batch(first, 25)  # the first instance holds the older messages
+        b = await _whole_batch(second, 15)  # the second the newer ones
+        assert len(a) == 25 and len(b) == 15
+        await ack_all(b)
+        await ack_all(b)  # acked twice: nothing more is sent, nothing raised
+        # Acknowledged one by one on their own subjects: the first instance's 25 are still its own
+        # (an ack of the newest sequence as "all" would have taken them too).
+        assert await _ack_pending(js, durable, 25) == 25
+        assert all(m._ackd for m in b) and not any(m._ackd for m in a)
+        await ack_all(a)
+        assert await _ack_pending(js, durable, 0) == 0
+        info = await js.consumer_info(RUNS_STREAM, durable)
+        assert info.num_pending == 0
+        assert info.ack_floor.stream_seq == info.delivered.stream_seq

@@ -15,8 +15,14 @@ from nexus.domain.json_types import JsonObject
 COLLECTION = "ledger_records"
 
 
+_made: list[Any] = []  # [database, its collection]: a collection object costs more to make than to keep
+
+
 def collection() -> Any:
-    return Session.get_pymongo_collection().database[COLLECTION]
+    db = Session.get_pymongo_collection().database
+    if not _made or _made[0] is not db:
+        _made[:] = [db, db[COLLECTION]]
+    return _made[1]
 
 
 def record_id(run_id: str, attempt: int, session_id: str, seq: int) -> str:

@@ -20,11 +20,11 @@ from nexus.core_api.approvals.service import announce_requested, on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
 from nexus.core_api.metrics import count_heartbeat, count_llm_call
+from nexus.core_api.runs.known import agent_of
 from nexus.core_api.runs.known import known as _known
 from nexus.core_api.sessions import service as sessions
 from nexus.core_api.workflow import engine
 from nexus.db import run_events
-from nexus.db.cache import cached_get
 from nexus.db.documents import Run, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
@@ -36,6 +36,9 @@ from nexus.events.consumer import Delivery
 log = logging.getLogger("nexus.core_api.ingest")
 # Events that move state: applied one by one, in order, after what came before them is stored.
 STATEFUL = (p.RunStatusChanged, p.RuntimeChanged, p.SessionOpened, p.ApprovalRequested)
+# A run's status and runtime events: those of one fetch (up to any other state-moving event) are
+# recorded as ONE write of the run (`engine.on_run_facts`), each transition's effects kept.
+RUN_FACTS = (p.RunStatusChanged, p.RuntimeChanged)
 # A run's heartbeat is written at most this often (the worker also hears heartbeats on the bus itself).
 HEARTBEAT_WRITE_EVERY_S = 1.0
 
@@ -89,22 +92,6 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
-# A run's agent never changes: kept per run, so a model call's metric does not read the run (every
-# write to `runs` — a heartbeat's time — empties the read cache's copies of runs).
-_agents: dict[str, str] = {}
-
-
-async def _agent_of(run_id: str) -> str | None:
-    if run_id not in _agents:
-        run = await cached_get(Run, run_id)
-        if run is None:
-            return None
-        if len(_agents) > 100_000:
-            _agents.clear()
-        _agents[run_id] = run.agent_id
-    return _agents[run_id]
-
-
 def _event_doc(d: Delivery) -> dict:
     env = d.envelope
     return run_events.event_doc(env.id, env.type, d.subject, d.stream_seq, env.occurred_at, d.payload)
@@ -140,13 +127,6 @@ class Outbox(Publisher):
 
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
     match d.payload:
-        case p.RunStatusChanged():
-            await engine.on_status(ctx, run_id, d.payload, d.stream_seq)
-            if d.payload.status == "waiting_approval":
-                # The run now waits, as stored: its approvals are announced (never before this).
-                await announce_requested(ctx, run_id)
-        case p.RuntimeChanged():
-            await engine.on_runtime(ctx, run_id, d.payload, d.stream_seq)
         case p.SessionOpened():
             await sessions.on_opened(run_id, d.payload, d.stream_seq)
         case p.ApprovalRequested():
@@ -169,12 +149,41 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool 
         await outbox.release()
 
 
+def _superseded(deliveries: list[Delivery]) -> set[int]:
+    """Positions of session reports that a later report of the same session and attempt in this fetch
+    replaces (each report sets the same fields), with no change of that session between them: storing
+    only the last is the same end state in one write instead of two."""
+    out: set[int] = set()
+    last: dict[tuple[str, int], int] = {}
+    for i, d in enumerate(deliveries):
+        if isinstance(d.payload, p.SessionOpened):
+            key = (d.payload.session_id, d.payload.attempt)
+            if key in last:
+                out.add(last[key])
+            last[key] = i
+        elif isinstance(d.payload, p.SessionChanged):
+            last.pop((d.payload.session_id, d.payload.attempt), None)
+    return out
+
+
 async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: bool) -> None:
     events: list[dict] = []
     changes: list[Any] = []
     records: list[Any] = []
     opened_by: list[Any] = []
+    facts: list[Delivery] = []  # the run's status and runtime events not applied yet: one write for them all
     heartbeat = False
+
+    async def apply_facts() -> None:
+        """What came before them stored, the facts go out as one write of the run."""
+        await flush()
+        if facts:
+            await engine.on_run_facts(ctx, run_id, [(f.payload, f.stream_seq) for f in facts])
+            waiting = any(isinstance(f.payload, p.RunStatusChanged) and f.payload.status == "waiting_approval"
+                          for f in facts)
+            facts.clear()
+            if waiting:  # the run now waits, as stored: its approvals are announced (never before this)
+                await announce_requested(ctx, run_id)
 
     async def flush() -> None:
         fresh = await run_events.unstored(run_id, events) if again and events else events
@@ -190,22 +199,24 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         records.clear()
         opened_by.clear()
 
-    for d in deliveries:
-        if isinstance(d.payload, p.LLMCalled) and (agent_id := await _agent_of(run_id)) is not None:
-            count_llm_call(
-                agent_id,
-                d.payload.provider,
-                d.payload.model,
-                d.payload.input_tokens,
-                d.payload.output_tokens,
-                d.payload.cost_usd,
-            )
+    superseded = _superseded(deliveries)
+    calls: dict[tuple[str, str], list] = {}  # the model calls' tokens and cost by (provider, model), counted once
+    for i, d in enumerate(deliveries):
+        if isinstance(d.payload, p.LLMCalled):
+            spent = calls.setdefault((d.payload.provider, d.payload.model), [0, 0, 0.0])
+            spent[0] += max(0, d.payload.input_tokens)
+            spent[1] += max(0, d.payload.output_tokens)
+            spent[2] += max(0.0, d.payload.cost_usd)
         if isinstance(d.payload, p.Heartbeat):
             count_heartbeat(run_id, d.payload.mailbox_depth, d.payload.mailbox_dropped)
             heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
             continue
-        if isinstance(d.payload, STATEFUL):
-            await flush()
+        if isinstance(d.payload, RUN_FACTS):
+            facts.append(d)
+            if isinstance(d.payload, p.RunStatusChanged) and d.payload.status == "waiting_approval":
+                await apply_facts()  # announced before anything after it moves the run
+        elif isinstance(d.payload, STATEFUL) and i not in superseded:
+            await apply_facts()
             await _apply(ctx, run_id, d)
         elif isinstance(d.payload, p.SessionChanged):
             # Provenance: each ledger entry's hash as the run reported it, first report wins.
@@ -214,7 +225,10 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
             if d.payload.change.seq == 0:
                 opened_by.append(d.payload)
         events.append(_event_doc(d))
-    await flush()
+    if calls and (agent_id := await agent_of(run_id)) is not None:
+        for (provider, model), (tokens_in, tokens_out, cost) in calls.items():
+            count_llm_call(agent_id, provider, model, tokens_in, tokens_out, cost)
+    await apply_facts()
     if heartbeat and time.monotonic() - _heartbeats.get(run_id, 0.0) >= HEARTBEAT_WRITE_EVERY_S:
         _heartbeats[run_id] = time.monotonic()
         if len(_heartbeats) > 100_000:

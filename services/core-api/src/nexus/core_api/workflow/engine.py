@@ -3,6 +3,7 @@ out the follow-ups it returns, in order, a follow-up's own follow-ups before the
 the only module that composes features (tasks, budgets, goals, approvals, sessions' plans); features
 call it instead of calling each other."""
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -33,7 +34,8 @@ from nexus.db.documents import Goal, Run, Task, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
-from nexus.domain.run_facts import RUNTIME_ENDS
+from nexus.domain.run_facts import RUNTIME_ENDS, StatusFact
+from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import (
     ChildFinished,
@@ -79,20 +81,34 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
 
 
 # ---------------------------------------------------------------- runs
-async def on_status(ctx: Context, run_id: str, ev: RunStatusChanged, seq: int) -> None:
-    attributes = {"nexus.run_id": run_id, "nexus.run.status": ev.status, "nexus.attempt": ev.attempt}
-    with span(TRACER, "apply run.status", attributes=attributes):  # ingestion's step that moves the run
-        _, then = await runs.on_status(run_id, ev, seq)
+async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusChanged | RuntimeChanged, int]]) -> None:
+    """A run's status and runtime events of one fetch (stream order, with their sequences) as ONE write
+    of the run: each recorded as it would have been alone, each transition's follow-ups carried out in
+    order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream."""
+    facts: list = []
+    verdicts: set[int] = set()  # attempts whose verdict is among the facts
+    for ev, seq in events:
+        if isinstance(ev, RunStatusChanged):
+            facts.append(runs.status_fact(ev, seq))
+            if RunStatus(ev.status) in RUN_FINAL:
+                verdicts.add(ev.attempt)
+            continue
+        if ev.phase in RUNTIME_ENDS and ev.attempt not in verdicts:
+            found = await runs.verdict_in_stream(ctx, run_id, ev.attempt)
+            if found is not None:  # the verdict outran its delivery to us: it, not the exit, decides the attempt
+                facts.append(runs.status_fact(*found))
+                verdicts.add(ev.attempt)
+        facts.append((runs.runtime_fact(ev, seq), {}))
+    statuses = [f for f, _ in facts if isinstance(f, StatusFact)]
+    # Ingestion's step that moves the run, traced when the runner's word is among the facts (the last
+    # status named); the worker's word alone (launched, exited) has no span of its own, as before.
+    traced = span(TRACER, "apply run.status", attributes={
+        "nexus.run_id": run_id, "nexus.run.status": statuses[-1].status, "nexus.attempt": statuses[-1].attempt,
+        "nexus.run.facts": len(facts),
+    }) if statuses else contextlib.nullcontext()
+    with traced:
+        _, then = await runs.apply_facts(run_id, facts)
         await carry_out(ctx, then)
-
-
-async def on_runtime(ctx: Context, run_id: str, ev: RuntimeChanged, seq: int) -> None:
-    if ev.phase in RUNTIME_ENDS:
-        found = await runs.verdict_in_stream(ctx, run_id, ev.attempt)
-        if found is not None:  # the verdict outran its delivery to us: it, not the exit, decides the attempt
-            await on_status(ctx, run_id, found[0], found[1])
-    _, then = await runs.on_runtime(run_id, ev, seq)
-    await carry_out(ctx, then)
 
 
 async def cancel_run(ctx: Context, run_id: str, reason: str) -> Run | None:

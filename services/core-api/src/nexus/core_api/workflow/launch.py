@@ -133,7 +133,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
         return None
     await run.insert()
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
-    remember(run.id)  # its events are accepted without looking it up
+    remember(run.id, agent.id)  # its events are accepted, its model calls counted, without looking it up
     await ctx.publisher.publish(
         "task.status_changed",
         TaskChanged(

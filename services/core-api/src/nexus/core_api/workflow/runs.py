@@ -88,25 +88,37 @@ def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact 
 Moved = tuple[Run | None, list[Followup]]
 
 
-async def apply_fact(run_id: str, fact: StatusFact | RuntimeFact, extra: dict | None = None) -> Moved:
-    """Record one fact of an attempt and let the run follow what all its facts say. A run ended by
-    its own verdict does not change again, except by an earlier attempt's verdict that arrived late
-    (which is what really happened first); a run given up after failed attempts yields to any verdict."""
-    before: dict = {}
+async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, dict]]) -> Moved:
+    """Record facts of the run's attempts, in stream order, as ONE compare-and-set, and let the run
+    follow what all its facts say. A run ended by its own verdict does not change again, except by an
+    earlier attempt's verdict that arrived late (which is what really happened first); a run given up
+    after failed attempts yields to any verdict; a run ended by an operator ignores them all.
+    Each fact is recorded on the run as the facts before it left it, exactly as one write each would
+    have, and every transition's follow-ups are returned in order, each with the run as that
+    transition left it (a run that went queued → running → succeeded in one fetch is still announced
+    started, then succeeded)."""
+    steps: list[tuple[str, int, Run]] = []  # (status before, attempt before, the run after) per transition
 
     def mutate(r: Run):
-        if RunStatus(r.status) in RUN_FINAL and r.final_by not in ("verdict", "retries"):
-            return None  # ended by an operator (cancel): nothing a runner says changes that
-        attempts = record(r.attempts, fact)
-        if attempts is r.attempts:
-            return None  # a duplicate: already recorded
-        before.update(status=r.status, attempt=r.attempt)
-        return _derived_fields(r, attempts, extra or {}, fact)
+        steps.clear()  # a retried compare-and-set starts again from the stored run
+        cur, fields = r, {}
+        for fact, extra in facts:
+            if RunStatus(cur.status) in RUN_FINAL and cur.final_by not in ("verdict", "retries"):
+                break  # ended by an operator (cancel): nothing a runner says changes that
+            attempts = record(cur.attempts, fact)
+            if attempts is cur.attempts:
+                continue  # a duplicate: already recorded
+            changed = _derived_fields(cur, attempts, extra, fact)
+            after = cur.model_copy(update=changed)
+            steps.append((cur.status, cur.attempt, after))
+            cur = after
+            fields.update(changed)
+        return fields or None
 
     run = await update_versioned(Run, run_id, mutate)
     if run is None:
         return None, []
-    return run, _followups(run, before["status"], before["attempt"])
+    return run, [f for was, was_attempt, after in steps for f in _followups(after, was, was_attempt)]
 
 
 def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
@@ -161,16 +173,15 @@ async def verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[Ru
     return ev, msg.seq or 0
 
 
-async def on_runtime(run_id: str, ev: RuntimeChanged, seq: int) -> Moved:
-    """The worker's word on the attempt's process (launched, exited…)."""
+def runtime_fact(ev: RuntimeChanged, seq: int) -> RuntimeFact:
     detail = ev.detail
     if ev.phase == "exited":
         detail = exit_reason(ev.exit_code)
-    return await apply_fact(run_id, RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime))
+    return RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime)
 
 
-async def on_status(run_id: str, ev: RunStatusChanged, seq: int) -> Moved:
-    """The runner's word on the attempt: running, waiting for an approval, or its verdict."""
+def status_fact(ev: RunStatusChanged, seq: int) -> tuple[StatusFact, dict]:
+    """The fact and what the run keeps of it when it is the verdict that decides the run."""
     extra: dict[str, Any] = {
         k: v
         for k, v in {
@@ -187,7 +198,7 @@ async def on_status(run_id: str, ev: RunStatusChanged, seq: int) -> Moved:
             "output_tokens": ev.usage.output_tokens,
             "cost_usd": ev.usage.cost_usd,
         }
-    return await apply_fact(run_id, StatusFact(ev.attempt, seq, ev.status, ev.reason), extra)
+    return StatusFact(ev.attempt, seq, ev.status, ev.reason), extra
 
 
 async def finish(run_id: str, status: RunStatus, reason: str) -> Moved:
