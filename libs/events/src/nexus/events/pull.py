@@ -14,7 +14,7 @@ they are missing, the plain public calls are used."""
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from nats.aio.msg import Msg
 
@@ -34,8 +34,8 @@ def quick_next(sub: Any) -> bool:
 
     async def next_msg(timeout: float | None = 1.0) -> Msg:
         if queue.empty() or inner._conn.is_closed:  # nats-py's own path: its wait, its closed-connection error
-            return await waiting(timeout)
-        msg = queue.get_nowait()  # what nats-py's next_msg does once its wait is over
+            return cast(Msg, await waiting(timeout))  # nats-py's next_msg, unannotated: it returns a Msg
+        msg = cast(Msg, queue.get_nowait())  # what nats-py's next_msg does once its wait is over; its queue holds Msgs
         inner._pending_size -= len(msg.data)
         queue.task_done()
         return msg
@@ -59,8 +59,9 @@ async def ack_all(msgs: Sequence[Msg]) -> None:
         return
     nc = msgs[0]._client
     send = getattr(nc, "_send_command", None)
-    internals = send is not None and hasattr(nc, "_flush_queue") and hasattr(nc, "_flush_pending")
-    if not internals or not getattr(nc, "is_connected", False) or any(m._client is not nc for m in msgs):
+    internals = hasattr(nc, "_flush_queue") and hasattr(nc, "_flush_pending")
+    one_conn = getattr(nc, "is_connected", False) and all(m._client is nc for m in msgs)
+    if send is None or not internals or not one_conn:
         for m in msgs:
             await m.ack()
         return
