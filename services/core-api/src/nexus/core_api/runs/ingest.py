@@ -27,6 +27,7 @@ from nexus.core_api.workflow import engine
 from nexus.db import run_events
 from nexus.db.documents import Run, SessionChangeRecord, now
 from nexus.db.writes import update_document
+from nexus.domain.json_types import JsonObject
 from nexus.events import payloads as p
 from nexus.events.bus import Publisher
 from nexus.events.catalog import spec
@@ -43,7 +44,7 @@ RUN_FACTS = (p.RunStatusChanged, p.RuntimeChanged)
 HEARTBEAT_WRITE_EVERY_S = 1.0
 
 
-Inserter = Callable[[Any, list[dict]], Awaitable[Any]]
+Inserter = Callable[[Any, list[JsonObject]], Awaitable[Any]]
 
 
 class GroupCommit:
@@ -53,11 +54,11 @@ class GroupCommit:
     one before is stored (ledger records before the changes they witness)."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, tuple[int, Any, list[dict], Inserter]] = {}
-        self.waiters: list[asyncio.Future] = []
-        self.flusher: asyncio.Task | None = None
+        self.pending: dict[str, tuple[int, Any, list[JsonObject], Inserter]] = {}
+        self.waiters: list[asyncio.Future[None]] = []
+        self.flusher: asyncio.Task[None] | None = None
 
-    async def insert(self, stages: list[list[tuple[Any, list[dict], Inserter]]]) -> None:
+    async def insert(self, stages: list[list[tuple[Any, list[JsonObject], Inserter]]]) -> None:
         if not any(docs for stage in stages for _, docs, _ in stage):
             return
         for rank, stage in enumerate(stages):
@@ -92,7 +93,7 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
-def _event_doc(d: Delivery) -> dict:
+def _event_doc(d: Delivery) -> JsonObject:
     env = d.envelope
     return run_events.event_doc(env.id, env.type, d.subject, d.stream_seq, env.occurred_at, d.payload)
 
@@ -167,7 +168,7 @@ def _superseded(deliveries: list[Delivery]) -> set[int]:
 
 
 async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: bool) -> None:
-    events: list[dict] = []
+    events: list[JsonObject] = []
     changes: list[Any] = []
     records: list[Any] = []
     opened_by: list[Any] = []
@@ -200,7 +201,7 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         opened_by.clear()
 
     superseded = _superseded(deliveries)
-    calls: dict[tuple[str, str], list] = {}  # the model calls' tokens and cost by (provider, model), counted once
+    calls: dict[tuple[str, str], list[Any]] = {}  # the model calls' tokens and cost by (provider, model), counted once
     for i, d in enumerate(deliveries):
         if isinstance(d.payload, p.LLMCalled):
             spent = calls.setdefault((d.payload.provider, d.payload.model), [0, 0, 0.0])

@@ -6,6 +6,7 @@ call it instead of calling each other."""
 import contextlib
 import logging
 from datetime import timedelta
+from typing import Any
 
 import msgspec
 
@@ -34,7 +35,8 @@ from nexus.db.documents import Goal, Run, Task, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
-from nexus.domain.run_facts import RUNTIME_ENDS, StatusFact
+from nexus.domain.json_types import JsonObject
+from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
 from nexus.events.payloads import (
@@ -85,7 +87,7 @@ async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusCh
     """A run's status and runtime events of one fetch (stream order, with their sequences) as ONE write
     of the run: each recorded as it would have been alone, each transition's follow-ups carried out in
     order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream."""
-    facts: list = []
+    facts: list[tuple[StatusFact | RuntimeFact, JsonObject]] = []
     verdicts: set[int] = set()  # attempts whose verdict is among the facts
     for ev, seq in events:
         if isinstance(ev, RunStatusChanged):
@@ -140,7 +142,7 @@ async def requeue_stale(ctx: Context) -> int:
 
 
 # ---------------------------------------------------------------- tasks
-async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra) -> Task:
+async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra: Any) -> Task:  # extra: Task fields
     task = await tasks_store.create(data, actor=actor, **extra)
     await announce_created(ctx, task)
     return task
@@ -156,7 +158,7 @@ async def move_task(ctx: Context, task_id: str, target: TaskStatus) -> Task:
     return task
 
 
-async def release(ctx: Context, query: dict) -> list[str]:
+async def release(ctx: Context, query: JsonObject) -> list[str]:
     """After a budget's raise: every ready task the query finds that a budget held back is tried again."""
     started = []
     async for task in Task.find({**query, "status": TaskStatus.READY.value, "blocked": {"$gt": ""}}):

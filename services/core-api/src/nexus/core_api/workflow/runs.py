@@ -18,6 +18,7 @@ from nexus.core_api.workflow.followups import Followup, Launch, NotifyParent, Pu
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Run, now
 from nexus.domain.ids import new_ulid
+from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RuntimeFact, StatusFact, derive, record
 from nexus.domain.runs import RUN_FINAL, RunStatus, exit_reason
 from nexus.domain.tasks import TaskStatus
@@ -57,7 +58,9 @@ def _announce(run: Run, type_: str) -> Publish:
     )
 
 
-def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact | RuntimeFact | None = None) -> dict:
+def _derived_fields(
+    r: Run, attempts: list[JsonObject], extra: JsonObject, fact: StatusFact | RuntimeFact | None = None
+) -> JsonObject:
     """The run's fields after its attempts' facts changed: status, attempt and reason are derived."""
     view = derive(attempts, r.max_attempts)
     stamp = now()
@@ -66,7 +69,7 @@ def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact 
         if a.get("verdict") or a.get("ended"):
             a["ended_at"] = a.get("ended_at") or stamp
         a["reason"] = a.get("verdict_reason") or a.get("ended") or ""
-    fields: dict = {"attempts": attempts, "status": view.status, "attempt": view.attempt, "reason": view.reason}
+    fields: JsonObject = {"attempts": attempts, "status": view.status, "attempt": view.attempt, "reason": view.reason}
     final = RunStatus(view.status) in RUN_FINAL
     if final:
         fields["ended_at"] = r.ended_at if RunStatus(r.status) in RUN_FINAL and r.ended_at else stamp
@@ -88,7 +91,7 @@ def _derived_fields(r: Run, attempts: list[dict], extra: dict, fact: StatusFact 
 Moved = tuple[Run | None, list[Followup]]
 
 
-async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, dict]]) -> Moved:
+async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, JsonObject]]) -> Moved:
     """Record facts of the run's attempts, in stream order, as ONE compare-and-set, and let the run
     follow what all its facts say. A run ended by its own verdict does not change again, except by an
     earlier attempt's verdict that arrived late (which is what really happened first); a run given up
@@ -99,9 +102,10 @@ async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, d
     started, then succeeded)."""
     steps: list[tuple[str, int, Run]] = []  # (status before, attempt before, the run after) per transition
 
-    def mutate(r: Run):
+    def mutate(r: Run) -> JsonObject | None:
         steps.clear()  # a retried compare-and-set starts again from the stored run
-        cur, fields = r, {}
+        cur = r
+        fields: JsonObject = {}
         for fact, extra in facts:
             if RunStatus(cur.status) in RUN_FINAL and cur.final_by not in ("verdict", "retries"):
                 break  # ended by an operator (cancel): nothing a runner says changes that
@@ -180,7 +184,7 @@ def runtime_fact(ev: RuntimeChanged, seq: int) -> RuntimeFact:
     return RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime)
 
 
-def status_fact(ev: RunStatusChanged, seq: int) -> tuple[StatusFact, dict]:
+def status_fact(ev: RunStatusChanged, seq: int) -> tuple[StatusFact, JsonObject]:
     """The fact and what the run keeps of it when it is the verdict that decides the run."""
     extra: dict[str, Any] = {
         k: v
@@ -203,9 +207,9 @@ def status_fact(ev: RunStatusChanged, seq: int) -> tuple[StatusFact, dict]:
 
 async def finish(run_id: str, status: RunStatus, reason: str) -> Moved:
     """An operator ends a run (cancel): final at once, and nothing a runner says later changes it."""
-    before: dict = {}
+    before: JsonObject = {}
 
-    def mutate(r: Run):
+    def mutate(r: Run) -> JsonObject | None:
         if RunStatus(r.status) in RUN_FINAL:
             return None
         attempts = record(r.attempts, StatusFact(r.attempt, 0, status.value, reason))
