@@ -36,7 +36,7 @@ BUDGET = {
     "runs_of_agent": BUCKET,
     "run": 10,
     "task": 5,
-    "agent": BUCKET + 5,  # its latest runs: one page, not two
+    "agent": BUCKET + 5,  # its latest runs: one bucket, not pages of them
     "agents": 5,
     "goals": 5,
     "audit": BUCKET,
