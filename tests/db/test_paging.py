@@ -1,5 +1,7 @@
 """List pages by insert bucket (nexus.db.paging), and the indexes FerretDB's pushed-down filters use."""
 
+import asyncio
+
 import pytest
 
 from nexus.core_api.pagination import page_of
@@ -99,15 +101,24 @@ async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
     buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(paging.BUCKET) if (p * paging.BUCKET + i) % 10 == 0]
                for p in range(1, 201)}
     reads: list[int] = []
+    rounds: list[int] = []  # how many reads were under way together, at each read's end
+    inflight = 0
 
     async def find(query: dict, n: int) -> list:
+        nonlocal inflight
         reads.append(query["page"])
+        inflight += 1
+        await asyncio.sleep(0)  # a round trip: the reads started with this one are under way together
+        rounds.append(inflight)
+        inflight -= 1
         return buckets[query["page"]][:n]
 
     got = await paging.bucket_walk(None, {"status": "failed"}, 25, 199, None, find)
     assert got is not None and len(got) == 26
     assert [d.id for d in got] == sorted((d.id for p in range(200, 0, -1) for d in buckets[p]), reverse=True)[:26]
     assert len(reads) <= 10 and reads == list(range(200, 200 - len(reads), -1))
+    # The first bucket alone, then the rest its rate says, together: not one round trip after another.
+    assert rounds[0] == 1 and max(rounds) > 2, rounds
     # One in a hundred: more than MAX_WALK buckets would be needed, so the plain read answers.
     sparse = {p: docs[:1] if p % 3 == 0 else [] for p, docs in buckets.items()}
     reads.clear()

@@ -109,7 +109,9 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
     def read(first: int) -> None:
         """Start the reads of bucket `first` and of those below it the page should need."""
         walked = start - first
-        left = min(first, first - (start - walk))  # buckets to the end of the walk (and the first bucket)
+        # Buckets to the end of the walk (and the first bucket); once matches were found, to the end of
+        # the longest walk: the walk goes on as far as their rate says, and so do these reads.
+        left = min(first, first - (start - (longest if found else walk)))
         if walked == 0:
             ahead = 1
         elif found:
