@@ -129,3 +129,24 @@ async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
 
     assert await paging.bucket_walk(None, {"status": "failed"}, 25, 199, None, find_sparse) is None
     assert len(reads) <= paging.MAX_WALK
+
+
+async def test_a_part_filled_newest_bucket_does_not_make_the_walk_read_ahead() -> None:
+    """The newest bucket is usually part-filled: its few documents say nothing of a filter's rate, so
+    the next bucket is read alone (it fills the page) rather than two more at once."""
+
+    class Doc:
+        def __init__(self, id_: str) -> None:
+            self.id = id_
+
+    buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(8 if p == 50 else paging.BUCKET)] for p in range(1, 51)}
+    reads: list[int] = []
+
+    async def find(query: dict, n: int) -> list:
+        reads.append(query["page"])
+        return sorted(buckets[query["page"]], key=lambda d: d.id, reverse=True)[:n]  # a bucket's newest n
+
+    got = await paging.bucket_walk(None, {}, 25, 49, None, find)
+    assert got is not None and [d.id for d in got] == sorted((d.id for p in (50, 49) for d in buckets[p]),
+                                                             reverse=True)[:26]
+    assert reads == [50, 49]

@@ -105,6 +105,7 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
     within = dict(filters)
     reads: dict[int, asyncio.Task] = {}
     found: list = []
+    newest = 0  # matches in the first bucket, which may be the newest and not yet full
 
     def read(first: int) -> None:
         """Start the reads of bucket `first` and of those below it the page should need."""
@@ -112,10 +113,11 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
         # Buckets to the end of the walk (and the first bucket); once matches were found, to the end of
         # the longest walk: the walk goes on as far as their rate says, and so do these reads.
         left = min(first, first - (start - (longest if found else walk)))
-        if walked == 0:
-            ahead = 1
-        elif found:
-            ahead = -(-(limit + 1 - len(found)) * walked // len(found))
+        beyond = len(found) - newest  # matches in full buckets: what the rate is reckoned from
+        if walked == 0 or (walked == 1 and found):
+            ahead = 1  # the first bucket alone, then (it may be part-filled) the next alone
+        elif beyond:
+            ahead = -(-(limit + 1 - len(found)) * (walked - 1) // beyond)
         else:
             ahead = left
         for p in range(first, first - max(1, min(ahead, left)), -1):
@@ -130,6 +132,8 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
             if page not in reads:
                 read(page)
             found.extend(await reads.pop(page))
+            if page == start:
+                newest = len(found)
             if len(found) > limit:
                 found.sort(key=lambda d: d.id, reverse=True)
                 return found[: limit + 1]
