@@ -1,6 +1,7 @@
 """List pages by insert bucket (nexus.db.paging), and the indexes FerretDB's pushed-down filters use."""
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -132,13 +133,23 @@ async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
 
 
 async def test_a_part_filled_newest_bucket_does_not_make_the_walk_read_ahead() -> None:
-    """The newest bucket is usually part-filled: its few documents say nothing of a filter's rate, so
-    the next bucket is read alone (it fills the page) rather than two more at once."""
+    """The newest bucket is usually part-filled (the block core-api is filling): its few documents are
+    not a low rate of matches, so the walk reads one more bucket (which fills the page), not three."""
 
     class Doc:
         def __init__(self, id_: str) -> None:
             self.id = id_
 
+    class Coll:
+        full_name = f"test.part_filled_{uuid.uuid4().hex}"
+
+    class Docs:
+        @staticmethod
+        def get_pymongo_collection() -> Coll:
+            return Coll()
+
+    block = paging._blocks[Coll.full_name] = paging._Block()
+    block.page, block.used = 50, 8  # this process has put 8 documents in bucket 50 so far
     buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(8 if p == 50 else paging.BUCKET)] for p in range(1, 51)}
     reads: list[int] = []
 
@@ -146,7 +157,10 @@ async def test_a_part_filled_newest_bucket_does_not_make_the_walk_read_ahead() -
         reads.append(query["page"])
         return sorted(buckets[query["page"]], key=lambda d: d.id, reverse=True)[:n]  # a bucket's newest n
 
-    got = await paging.bucket_walk(None, {}, 25, 49, None, find)
+    try:
+        got = await paging.bucket_walk(Docs, {}, 25, 49, None, find)
+    finally:
+        del paging._blocks[Coll.full_name]
     assert got is not None and [d.id for d in got] == sorted((d.id for p in (50, 49) for d in buckets[p]),
                                                              reverse=True)[:26]
     assert reads == [50, 49]

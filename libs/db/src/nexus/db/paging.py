@@ -70,6 +70,13 @@ async def reserve(collection: Any, buckets: int) -> int:
     return counter["n"] - buckets + 1
 
 
+def held(doc_cls: Any, page: int) -> int:
+    """How many documents bucket `page` holds as far as this process knows: fewer than BUCKET only for
+    the block it is filling (core-api is the only writer)."""
+    block = _blocks.get(doc_cls.get_pymongo_collection().full_name) if doc_cls is not None else None
+    return block.used if block is not None and block.page == page else BUCKET
+
+
 async def newest_page(doc_cls: Any) -> int:
     counter = await _counters(doc_cls).find_one({"_id": doc_cls.get_pymongo_collection().name})
     return int(counter["n"]) if counter else 0
@@ -105,7 +112,7 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
     within = dict(filters)
     reads: dict[int, asyncio.Task] = {}
     found: list = []
-    newest = 0  # matches in the first bucket, which may be the newest and not yet full
+    filled = held(doc_cls, start)  # the first bucket may be the newest, part-filled: its rate counts for less
 
     def read(first: int) -> None:
         """Start the reads of bucket `first` and of those below it the page should need."""
@@ -113,11 +120,10 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
         # Buckets to the end of the walk (and the first bucket); once matches were found, to the end of
         # the longest walk: the walk goes on as far as their rate says, and so do these reads.
         left = min(first, first - (start - (longest if found else walk)))
-        beyond = len(found) - newest  # matches in full buckets: what the rate is reckoned from
-        if walked == 0 or (walked == 1 and found):
-            ahead = 1  # the first bucket alone, then (it may be part-filled) the next alone
-        elif beyond:
-            ahead = -(-(limit + 1 - len(found)) * (walked - 1) // beyond)
+        if walked == 0:
+            ahead = 1
+        elif found:  # as many buckets as the rate of matches per document read says
+            ahead = -(-(limit + 1 - len(found)) * ((walked - 1) * BUCKET + filled) // (len(found) * BUCKET))
         else:
             ahead = left
         for p in range(first, first - max(1, min(ahead, left)), -1):
@@ -132,8 +138,6 @@ async def bucket_walk(doc_cls: Any, filters: dict, limit: int, cursor_page: int 
             if page not in reads:
                 read(page)
             found.extend(await reads.pop(page))
-            if page == start:
-                newest = len(found)
             if len(found) > limit:
                 found.sort(key=lambda d: d.id, reverse=True)
                 return found[: limit + 1]
