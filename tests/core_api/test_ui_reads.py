@@ -7,7 +7,6 @@ an agent page listing fifty runs) fails here; no time is measured."""
 import uuid
 from collections import Counter
 
-import httpx
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient

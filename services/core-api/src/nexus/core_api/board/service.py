@@ -65,8 +65,9 @@ async def board(filters: dict[str, Any], final_limit: int = FINAL_SHOWN) -> Boar
     )
     tasks = [t for found in open_ for t in found]
     more: dict[str, bool] = {}
-    for col, (shown, more[col]) in zip(FINAL_COLUMNS, finals, strict=True):
+    for col, (shown, more_of_col) in zip(FINAL_COLUMNS, finals, strict=True):
         tasks += shown
+        more[col] = more_of_col
     tasks = [t for t in tasks if not t.is_meta]
     ids = [t.id for t in tasks]
     current = [t.current_run_id for t in tasks if t.current_run_id]
