@@ -1,5 +1,8 @@
 """List pages by insert bucket (nexus.db.paging), and the indexes FerretDB's pushed-down filters use."""
 
+import asyncio
+import uuid
+
 import pytest
 
 from nexus.core_api.pagination import page_of
@@ -99,15 +102,24 @@ async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
     buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(paging.BUCKET) if (p * paging.BUCKET + i) % 10 == 0]
                for p in range(1, 201)}
     reads: list[int] = []
+    rounds: list[int] = []  # how many reads were under way together, at each read's end
+    inflight = 0
 
     async def find(query: dict, n: int) -> list:
+        nonlocal inflight
         reads.append(query["page"])
+        inflight += 1
+        await asyncio.sleep(0)  # a round trip: the reads started with this one are under way together
+        rounds.append(inflight)
+        inflight -= 1
         return buckets[query["page"]][:n]
 
     got = await paging.bucket_walk(None, {"status": "failed"}, 25, 199, None, find)
     assert got is not None and len(got) == 26
     assert [d.id for d in got] == sorted((d.id for p in range(200, 0, -1) for d in buckets[p]), reverse=True)[:26]
     assert len(reads) <= 10 and reads == list(range(200, 200 - len(reads), -1))
+    # The first bucket alone, then the rest its rate says, together: not one round trip after another.
+    assert rounds[0] == 1 and max(rounds) > 2, rounds
     # One in a hundred: more than MAX_WALK buckets would be needed, so the plain read answers.
     sparse = {p: docs[:1] if p % 3 == 0 else [] for p, docs in buckets.items()}
     reads.clear()
@@ -118,3 +130,37 @@ async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
 
     assert await paging.bucket_walk(None, {"status": "failed"}, 25, 199, None, find_sparse) is None
     assert len(reads) <= paging.MAX_WALK
+
+
+async def test_a_part_filled_newest_bucket_does_not_make_the_walk_read_ahead() -> None:
+    """The newest bucket is usually part-filled (the block core-api is filling): its few documents are
+    not a low rate of matches, so the walk reads one more bucket (which fills the page), not three."""
+
+    class Doc:
+        def __init__(self, id_: str) -> None:
+            self.id = id_
+
+    class Coll:
+        full_name = f"test.part_filled_{uuid.uuid4().hex}"
+
+    class Docs:
+        @staticmethod
+        def get_pymongo_collection() -> Coll:
+            return Coll()
+
+    block = paging._blocks[Coll.full_name] = paging._Block()
+    block.page, block.used = 50, 8  # this process has put 8 documents in bucket 50 so far
+    buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(8 if p == 50 else paging.BUCKET)] for p in range(1, 51)}
+    reads: list[int] = []
+
+    async def find(query: dict, n: int) -> list:
+        reads.append(query["page"])
+        return sorted(buckets[query["page"]], key=lambda d: d.id, reverse=True)[:n]  # a bucket's newest n
+
+    try:
+        got = await paging.bucket_walk(Docs, {}, 25, 49, None, find)
+    finally:
+        del paging._blocks[Coll.full_name]
+    assert got is not None and [d.id for d in got] == sorted((d.id for p in (50, 49) for d in buckets[p]),
+                                                             reverse=True)[:26]
+    assert reads == [50, 49]

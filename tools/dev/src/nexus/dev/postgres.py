@@ -8,7 +8,8 @@ Two settings make FerretDB v1's pushed-down filters use indexes:
   (fastupdate off): with it, every lookup scans the entries not yet merged, which grows with inserts.
 - The field name arrives as a parameter; an expression index matches only a constant, so the
   cluster plans every statement with its parameter values (plan_cache_mode=force_custom_plan).
-- A sequential scan is taken only where no index matches (enable_seqscan=off).
+- A sequential scan is taken only where no index matches (enable_seqscan=off); no query is JIT-compiled
+  (jit=off: the disabled scan's price would make a one-row read compile for tens of milliseconds).
 Sorts and ranges are never pushed down by FerretDB v1: list pages avoid them (nexus.db.paging)."""
 
 import hashlib
@@ -145,6 +146,9 @@ def start_postgres(data_dir: Path, port: int | None = None, log_path: Path | Non
         # Without statistics (a fresh or freshly loaded table) the planner prices a sequential scan as
         # cheap, not knowing each row's JSON must be unpacked: where an index matches, always use it.
         "-c", "enable_seqscan=off",
+        # That price (a disabled scan costs 10^10) is over the JIT threshold: every query on a collection
+        # without a matching index (a handful of agents) would be compiled first, 25-75 ms each time.
+        "-c", "jit=off",
         # a crash of the machine may lose the last few hundred milliseconds of commits, never consistency
         "-c", "synchronous_commit=off",
         "-c", "shared_buffers=64MB", "-c", "max_connections=200",

@@ -1,5 +1,6 @@
 """Agents (form and YAML, revisions, diffs, the runs of each revision), skills and memory."""
 
+import asyncio
 import difflib
 from typing import Annotated, Any
 
@@ -44,11 +45,12 @@ def spec_from_form(
     return spec, {}
 
 
+RUNS_SHOWN = 25  # an agent's latest runs, by revision: older ones are on the runs page (one bucket's read)
+
+
 async def _runs_by_revision(api: Api, agent_id: str) -> dict[int, list[dict]]:
     runs: dict[int, list[dict]] = {}
-    for r in (await api.get("/v1/runs", agent_id=agent_id, limit=50))[
-        "items"
-    ]:  # the latest: older ones are on the runs page
+    for r in (await api.get("/v1/runs", agent_id=agent_id, limit=RUNS_SHOWN))["items"]:
         runs.setdefault(r["agent_revision"], []).append(r)
     return runs
 
@@ -91,10 +93,11 @@ class AgentPages(Controller):
     @get("/{agent_id:str}", guards=[READ])
     async def agent(self, request: Request, agent_id: str) -> Response:
         api = Api(request)
-        agent = await api.get(f"/v1/agents/{agent_id}")
-        revisions = (await api.get(f"/v1/agents/{agent['id']}/revisions", limit=200))["items"]
-        return page(request, "agent.html", agent=agent, spec=agent["spec"], revisions=revisions,
-                    runs=await _runs_by_revision(api, agent["id"]), errors={})
+        agent = await api.get(f"/v1/agents/{agent_id}")  # by id or name: the reads below need its id
+        revisions, runs = await asyncio.gather(api.get(f"/v1/agents/{agent['id']}/revisions", limit=200),
+                                               _runs_by_revision(api, agent["id"]))
+        return page(request, "agent.html", agent=agent, spec=agent["spec"], revisions=revisions["items"],
+                    runs=runs, errors={})
 
     @post("/{agent_id:str}", guards=[MANAGE_AGENTS])
     async def update_agent(self, request: Request, agent_id: str) -> Response:

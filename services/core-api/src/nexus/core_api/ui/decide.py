@@ -1,6 +1,8 @@
 """Approvals (approve or reject with a reason), goals (progress, budget, the session tree, the report),
 and, for admins, API keys and the audit log."""
 
+import asyncio
+
 from litestar import Controller, Request, Response, get, post
 from litestar.response import Redirect
 
@@ -53,9 +55,8 @@ class GoalPages(Controller):
     @get("/", guards=[READ])
     async def goals(self, request: Request) -> Response:
         api = Api(request)
-        listing = await api.get("/v1/goals", limit=200)
-        agents = (await api.get("/v1/agents", limit=200))["items"]
-        return page(request, "goals.html", goals=listing["items"], agents=agents, form={}, errors={})
+        listing, agents = await asyncio.gather(api.get("/v1/goals", limit=200), api.get("/v1/agents", limit=200))
+        return page(request, "goals.html", goals=listing["items"], agents=agents["items"], form={}, errors={})
 
     @post("/", guards=[MANAGE_WORK])
     async def create_goal(self, request: Request) -> Response:

@@ -1,6 +1,7 @@
 """The work: the board (columns per goal, live), tasks, runs (live events, attempts, session changes,
 ledger verdict, cancel and retry)."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,8 +71,8 @@ def _render(request: Request, name: str, **context: Any) -> str:
 
 
 async def _board(api: Api, goal_id: str | None) -> dict:
-    board = await api.get("/v1/board", goal_id=goal_id)
-    goals = {g["id"]: g for g in (await api.get("/v1/goals", limit=200))["items"]}
+    board, goal_list = await asyncio.gather(api.get("/v1/board", goal_id=goal_id), api.get("/v1/goals", limit=200))
+    goals = {g["id"]: g for g in goal_list["items"]}
     lanes: dict[str | None, dict] = {}
     for col in board["columns"]:
         for card in col["cards"]:
@@ -177,15 +178,17 @@ class TaskPages(Controller):
     @get("/{task_id:str}", guards=[READ])
     async def task(self, request: Request, task_id: str) -> Response:
         api = Api(request)
-        task = await api.get(f"/v1/tasks/{task_id}")
-        runs = (await api.get("/v1/runs", task_id=task["id"], limit=PAGE))["items"]
-        return page(request, "task.html", task=task, runs=runs)
+        task, runs = await asyncio.gather(  # a task is named by its id alone: both reads can go at once
+            api.get(f"/v1/tasks/{task_id}"), api.get("/v1/runs", task_id=task_id, limit=PAGE)
+        )
+        return page(request, "task.html", task=task, runs=runs["items"])
 
 
 async def _run_view(api: Api, run_id: str) -> dict:
-    run = await api.get(f"/v1/runs/{run_id}")
-    approvals = (await api.get("/v1/approvals", run_id=run["id"], status="all", limit=100))["items"]
-    return {"run": run, "approvals": approvals, "cost": (run.get("usage") or {}).get("cost_usd")}
+    run, approvals = await asyncio.gather(  # a run is named by its id alone: both reads can go at once
+        api.get(f"/v1/runs/{run_id}"), api.get("/v1/approvals", run_id=run_id, status="all", limit=100)
+    )
+    return {"run": run, "approvals": approvals["items"], "cost": (run.get("usage") or {}).get("cost_usd")}
 
 
 class RunPages(Controller):
@@ -211,8 +214,11 @@ class RunPages(Controller):
     async def run(self, request: Request, run_id: str) -> Response:
         api = Api(request)
         view = await _run_view(api, run_id)
-        verdict = await api.call("GET", f"/v1/runs/{run_id}/verify")
-        events = await run_events.events_of(view["run"]["id"], newest=EVENTS_SHOWN)
+        verdict, events, shown = await asyncio.gather(
+            api.call("GET", f"/v1/runs/{run_id}/verify"),
+            run_events.events_of(view["run"]["id"], newest=EVENTS_SHOWN),
+            contents(view["run"]["id"]),
+        )
         view["run"]["status"] = live_status(view["run"], [(e.type, e.data) for e in events])
         return page(
             request,
@@ -224,7 +230,7 @@ class RunPages(Controller):
                 for e in events
             ],
             after=events[-1].stream_seq if events else 0,
-            shown=await contents(view["run"]["id"]),
+            shown=shown,
             diff_lines=diff_lines,
         )
 
