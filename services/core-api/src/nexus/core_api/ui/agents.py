@@ -5,13 +5,15 @@ import difflib
 from typing import Annotated, Any
 
 import yaml
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Redirect
 
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
 from nexus.core_api.ui.api import Api, ApiResult
+from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, markdown, page, to_yaml, words
+from nexus.domain.json_types import JsonObject
 
 
 def spec_from_form(
@@ -48,8 +50,8 @@ def spec_from_form(
 RUNS_SHOWN = 25  # an agent's latest runs, by revision: older ones are on the runs page (one bucket's read)
 
 
-async def _runs_by_revision(api: Api, agent_id: str) -> dict[int, list[dict]]:
-    runs: dict[int, list[dict]] = {}
+async def _runs_by_revision(api: Api, agent_id: str) -> dict[int, list[JsonObject]]:
+    runs: dict[int, list[JsonObject]] = {}
     for r in (await api.get("/v1/runs", agent_id=agent_id, limit=RUNS_SHOWN))["items"]:
         runs.setdefault(r["agent_revision"], []).append(r)
     return runs
@@ -59,12 +61,12 @@ class AgentPages(Controller):
     path = "/agents"
 
     @get("/", guards=[READ])
-    async def agents(self, request: Request, cursor: str | None = None) -> Response:
+    async def agents(self, request: UiRequest, cursor: str | None = None) -> Response[Any]:
         listing = await Api(request).get("/v1/agents", limit=100, cursor=cursor)
         return page(request, "agents.html", agents=listing["items"], next_cursor=listing["next_cursor"])
 
     @get("/new", guards=[MANAGE_AGENTS])
-    async def new_agent(self, request: Request) -> Response:
+    async def new_agent(self, request: UiRequest) -> Response[Any]:
         return page(
             request,
             "agent_form.html",
@@ -74,7 +76,7 @@ class AgentPages(Controller):
         )
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def create_agent(self, request: Request) -> Response:
+    async def create_agent(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         spec, errors = spec_from_form(form)
         result = await Api(request).post("/v1/agents", spec) if spec is not None else ApiResult(422, None, errors)
@@ -91,7 +93,7 @@ class AgentPages(Controller):
         return Redirect(f"/ui/agents/{result.body['id']}", status_code=303)
 
     @get("/{agent_id:str}", guards=[READ])
-    async def agent(self, request: Request, agent_id: str) -> Response:
+    async def agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
         api = Api(request)
         agent = await api.get(f"/v1/agents/{agent_id}")  # by id or name: the reads below need its id
         revisions, runs = await asyncio.gather(api.get(f"/v1/agents/{agent['id']}/revisions", limit=200),
@@ -100,7 +102,7 @@ class AgentPages(Controller):
                     runs=runs, errors={})
 
     @post("/{agent_id:str}", guards=[MANAGE_AGENTS])
-    async def update_agent(self, request: Request, agent_id: str) -> Response:
+    async def update_agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
         api = Api(request)
         agent = await api.get(f"/v1/agents/{agent_id}")
         form = await form_of(request)
@@ -126,7 +128,7 @@ class AgentPages(Controller):
         return Redirect(f"/ui/agents/{agent['id']}", status_code=303)
 
     @get("/{agent_id:str}/diff", guards=[READ])
-    async def diff(self, request: Request, agent_id: str, a: int, b: int) -> Response:
+    async def diff(self, request: UiRequest, agent_id: str, a: int, b: int) -> Response[Any]:
         api = Api(request)
         old = await api.get(f"/v1/agents/{agent_id}/revisions/{a}")
         new = await api.get(f"/v1/agents/{agent_id}/revisions/{b}")
@@ -139,15 +141,15 @@ class SkillPages(Controller):
     path = "/skills"
 
     @get("/", guards=[READ])
-    async def skills(self, request: Request) -> Response:
+    async def skills(self, request: UiRequest) -> Response[Any]:
         return page(request, "skills.html", skills=(await Api(request).get("/v1/skills", limit=200))["items"])
 
     @get("/new", guards=[MANAGE_AGENTS])
-    async def new_skill(self, request: Request) -> Response:
+    async def new_skill(self, request: UiRequest) -> Response[Any]:
         return page(request, "skill_form.html", skill=None, form={}, errors={})
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def save_skill(self, request: Request) -> Response:
+    async def save_skill(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         body = {
             "name": form.get("name", "").strip(),
@@ -171,12 +173,12 @@ class SkillPages(Controller):
         return Redirect(f"/ui/skills/{result.body['id']}", status_code=303)
 
     @post("/preview", guards=[READ])
-    async def preview(self, request: Request) -> Response:
+    async def preview(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         return Response(str(markdown(form.get("content", ""))), media_type="text/html")
 
     @get("/{skill_id:str}", guards=[READ])
-    async def skill(self, request: Request, skill_id: str, version: int | None = None) -> Response:
+    async def skill(self, request: UiRequest, skill_id: str, version: int | None = None) -> Response[Any]:
         api = Api(request)
         skill = await api.get(f"/v1/skills/{skill_id}")
         shown = await api.get(f"/v1/skills/{skill['id']}/versions/{version}") if version else skill
@@ -198,11 +200,11 @@ class MemoryPages(Controller):
     @get("/", guards=[READ])
     async def memory(
         self,
-        request: Request,
+        request: UiRequest,
         scope_: Annotated[str | None, Parameter(query="scope")] = None,
         agent: str | None = None,
         query_: Annotated[str | None, Parameter(query="query")] = None,
-    ) -> Response:
+    ) -> Response[Any]:
         """Items by scope, or — given an agent and a query — what a run of that agent would be handed,
         ranked as dispatch ranks."""
         api, scope, query = Api(request), scope_, query_  # `scope` and `query` are litestar's reserved names
@@ -217,7 +219,7 @@ class MemoryPages(Controller):
                     preview=preview, scope=scope or "", agent=agent or "", query=query or "", errors=errors, form={})
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def create(self, request: Request) -> Response:
+    async def create(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         body: dict[str, Any] = {
             "scope": form.get("scope", ""),
@@ -247,7 +249,7 @@ class MemoryPages(Controller):
         return Redirect("/ui/memory", status_code=303)
 
     @post("/{item_id:str}/delete", guards=[MANAGE_AGENTS])
-    async def delete(self, request: Request, item_id: str) -> Response:
+    async def delete(self, request: UiRequest, item_id: str) -> Response[Any]:
         result = await Api(request).call("DELETE", f"/v1/memory/{item_id}")
         if not result.ok:
             return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)

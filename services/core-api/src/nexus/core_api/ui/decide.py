@@ -2,19 +2,21 @@
 and, for admins, API keys and the audit log."""
 
 import asyncio
+from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.response import Redirect
 
 from nexus.core_api.auth.guards import DECIDE_APPROVALS, MANAGE_KEYS, MANAGE_WORK, READ
 from nexus.core_api.ui.api import Api
+from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.work import PAGE
 
 
 async def _approvals(
-    request: Request, status: str, *, code: int = 200, errors: dict | None = None, failed: str = ""
-) -> Response:
+    request: UiRequest, status: str, *, code: int = 200, errors: dict[str, str] | None = None, failed: str = ""
+) -> Response[Any]:
     listing = await Api(request).get("/v1/approvals", status=status, limit=200)
     return page(
         request,
@@ -31,13 +33,13 @@ class ApprovalPages(Controller):
     path = "/approvals"
 
     @get("/", guards=[READ])
-    async def approvals(self, request: Request, status: str = "pending") -> Response:
+    async def approvals(self, request: UiRequest, status: str = "pending") -> Response[Any]:
         return await _approvals(
             request, status if status in ("pending", "approved", "rejected", "expired", "all") else "pending"
         )
 
     @post("/{approval_id:str}/{decision:str}", guards=[DECIDE_APPROVALS])
-    async def decide(self, request: Request, approval_id: str, decision: str) -> Response:
+    async def decide(self, request: UiRequest, approval_id: str, decision: str) -> Response[Any]:
         form = await form_of(request)
         verb = {"approve": "approve", "reject": "reject"}.get(decision)
         if verb is None:
@@ -53,13 +55,13 @@ class GoalPages(Controller):
     path = "/goals"
 
     @get("/", guards=[READ])
-    async def goals(self, request: Request) -> Response:
+    async def goals(self, request: UiRequest) -> Response[Any]:
         api = Api(request)
         listing, agents = await asyncio.gather(api.get("/v1/goals", limit=200), api.get("/v1/agents", limit=200))
         return page(request, "goals.html", goals=listing["items"], agents=agents["items"], form={}, errors={})
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_goal(self, request: Request) -> Response:
+    async def create_goal(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         body = {
             k: form[k].strip() for k in ("title", "description", "meta_agent", "repository") if form.get(k, "").strip()
@@ -81,7 +83,7 @@ class GoalPages(Controller):
         return Redirect(f"/ui/goals/{result.body['id']}", status_code=303)
 
     @get("/{goal_id:str}", guards=[READ])
-    async def goal(self, request: Request, goal_id: str) -> Response:
+    async def goal(self, request: UiRequest, goal_id: str) -> Response[Any]:
         """Tolerant of what a goal carries: progress, budget, cost and report are shown when the API has them."""
         api = Api(request)
         goal = await api.get(f"/v1/goals/{goal_id}")
@@ -98,7 +100,7 @@ class AdminPages(Controller):
     path = "/admin"
 
     @get("/keys", guards=[MANAGE_KEYS])
-    async def keys(self, request: Request) -> Response:
+    async def keys(self, request: UiRequest) -> Response[Any]:
         return page(
             request,
             "keys.html",
@@ -109,7 +111,7 @@ class AdminPages(Controller):
         )
 
     @post("/keys", guards=[MANAGE_KEYS])
-    async def create_key(self, request: Request) -> Response:
+    async def create_key(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         api = Api(request)
         result = await api.post("/v1/api-keys", {"name": form.get("name", "").strip(), "role": form.get("role", "")})
@@ -119,14 +121,14 @@ class AdminPages(Controller):
                     created=result.body if result.ok else None, errors=result.errors, form=form)
 
     @post("/keys/{key_id:str}/revoke", guards=[MANAGE_KEYS])
-    async def revoke(self, request: Request, key_id: str) -> Response:
+    async def revoke(self, request: UiRequest, key_id: str) -> Response[Any]:
         result = await Api(request).call("DELETE", f"/v1/api-keys/{key_id}")
         if not result.ok:
             return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
         return Redirect("/ui/admin/keys", status_code=303)
 
     @get("/audit", guards=[MANAGE_KEYS])
-    async def audit(self, request: Request, action: str | None = None, cursor: str | None = None) -> Response:
+    async def audit(self, request: UiRequest, action: str | None = None, cursor: str | None = None) -> Response[Any]:
         result = await Api(request).call("GET", "/v1/audit", params={"action": action, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
         return page(request, "audit.html", status=result.status, entries=body["items"], next_cursor=body["next_cursor"],

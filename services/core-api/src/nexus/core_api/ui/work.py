@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
@@ -14,9 +14,11 @@ from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.ui.api import Api
+from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.shown import contents, diff_lines
 from nexus.db import run_events
+from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL
 from nexus.domain.tasks import TaskStatus, can_move_task
 from nexus.events.catalog import EVENTS_STREAM, run_filter
@@ -63,17 +65,18 @@ def event_line(type_: str, data: dict[str, Any]) -> str:
     return text[:400]
 
 
-def _render(request: Request, name: str, **context: Any) -> str:
+def _render(request: UiRequest, name: str, **context: Any) -> str:
     engine = request.app.template_engine
     if engine is None:
         raise RuntimeError("the app has no template engine (create_app sets the UI's)")
-    return engine.get_template(name).render(**context)
+    html: str = engine.get_template(name).render(**context)  # the app holds its engine untyped: Jinja renders str
+    return html
 
 
-async def _board(api: Api, goal_id: str | None) -> dict:
+async def _board(api: Api, goal_id: str | None) -> JsonObject:
     board, goal_list = await asyncio.gather(api.get("/v1/board", goal_id=goal_id), api.get("/v1/goals", limit=200))
     goals = {g["id"]: g for g in goal_list["items"]}
-    lanes: dict[str | None, dict] = {}
+    lanes: dict[str | None, JsonObject] = {}
     for col in board["columns"]:
         for card in col["cards"]:
             lane = lanes.setdefault(card["goal_id"], {"goal": goals.get(card["goal_id"]), "goal_id": card["goal_id"],
@@ -106,17 +109,17 @@ class BoardPages(Controller):
     path = "/board"
 
     @get("/", guards=[READ])
-    async def board(self, request: Request, goal_id: str | None = None) -> Response:
+    async def board(self, request: UiRequest, goal_id: str | None = None) -> Response[Any]:
         ctx: Context = request.app.state.ctx
         after = (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq  # before the read: no move can fall between
         return page(request, "board.html", after=after, **await _board(Api(request), goal_id))
 
     @get("/lanes", guards=[READ])
-    async def lanes(self, request: Request, goal_id: str | None = None) -> Response:
+    async def lanes(self, request: UiRequest, goal_id: str | None = None) -> Response[Any]:
         return page(request, "_lanes.html", **await _board(Api(request), goal_id))
 
     @get("/stream", guards=[READ])
-    async def stream(self, request: Request, after: int = 0) -> ServerSentEvent:
+    async def stream(self, request: UiRequest, after: int = 0) -> ServerSentEvent:
         """A nudge per board-relevant fact after the page's read (or after Last-Event-ID); the page
         re-reads the board."""
         ctx: Context = request.app.state.ctx
@@ -142,7 +145,7 @@ class BoardPages(Controller):
         return ServerSentEvent(nudges())
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK])
-    async def move(self, request: Request, task_id: str) -> Response:
+    async def move(self, request: UiRequest, task_id: str) -> Response[Any]:
         form = await form_of(request)
         body = {k: form[k] for k in ("column", "direction") if form.get(k)}
         result = await Api(request).post(f"/v1/board/cards/{task_id}/move", body)
@@ -155,12 +158,12 @@ class TaskPages(Controller):
     path = "/tasks"
 
     @get("/new", guards=[MANAGE_WORK])
-    async def new_task(self, request: Request, goal_id: str | None = None) -> Response:
+    async def new_task(self, request: UiRequest, goal_id: str | None = None) -> Response[Any]:
         agents = (await Api(request).get("/v1/agents", limit=200))["items"]
         return page(request, "task_form.html", agents=agents, form={"goal_id": goal_id or ""}, errors={})
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_task(self, request: Request) -> Response:
+    async def create_task(self, request: UiRequest) -> Response[Any]:
         form = await form_of(request)
         body = {
             k: form[k].strip()
@@ -176,7 +179,7 @@ class TaskPages(Controller):
         return Redirect(f"/ui/runs/{run_id}" if run_id else f"/ui/tasks/{result.body['id']}", status_code=303)
 
     @get("/{task_id:str}", guards=[READ])
-    async def task(self, request: Request, task_id: str) -> Response:
+    async def task(self, request: UiRequest, task_id: str) -> Response[Any]:
         api = Api(request)
         task, runs = await asyncio.gather(  # a task is named by its id alone: both reads can go at once
             api.get(f"/v1/tasks/{task_id}"), api.get("/v1/runs", task_id=task_id, limit=PAGE)
@@ -184,7 +187,7 @@ class TaskPages(Controller):
         return page(request, "task.html", task=task, runs=runs["items"])
 
 
-async def _run_view(api: Api, run_id: str) -> dict:
+async def _run_view(api: Api, run_id: str) -> JsonObject:
     run, approvals = await asyncio.gather(  # a run is named by its id alone: both reads can go at once
         api.get(f"/v1/runs/{run_id}"), api.get("/v1/approvals", run_id=run_id, status="all", limit=100)
     )
@@ -197,13 +200,13 @@ class RunPages(Controller):
     @get("/", guards=[READ])
     async def runs(
         self,
-        request: Request,
+        request: UiRequest,
         status: str | None = None,
         agent_id: str | None = None,
         task_id: str | None = None,
         goal_id: str | None = None,
         cursor: str | None = None,
-    ) -> Response:
+    ) -> Response[Any]:
         filters = {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}
         result = await Api(request).call("GET", "/v1/runs", params={**filters, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
@@ -211,7 +214,7 @@ class RunPages(Controller):
                     filters={k: v or "" for k, v in filters.items()}, errors=result.errors)
 
     @get("/{run_id:str}", guards=[READ])
-    async def run(self, request: Request, run_id: str) -> Response:
+    async def run(self, request: UiRequest, run_id: str) -> Response[Any]:
         api = Api(request)
         view = await _run_view(api, run_id)
         verdict, events, shown = await asyncio.gather(
@@ -235,11 +238,11 @@ class RunPages(Controller):
         )
 
     @get("/{run_id:str}/summary", guards=[READ])
-    async def summary(self, request: Request, run_id: str) -> Response:
+    async def summary(self, request: UiRequest, run_id: str) -> Response[Any]:
         return page(request, "_run_summary.html", **await _run_view(Api(request), run_id))
 
     @get("/{run_id:str}/stream", guards=[READ])
-    async def stream(self, request: Request, run_id: str, after: int = 0) -> ServerSentEvent:
+    async def stream(self, request: UiRequest, run_id: str, after: int = 0) -> ServerSentEvent:
         """The run's events as list items, from after Last-Event-ID (a reconnect) or `after` (what the page showed)."""
         await Api(request).get(f"/v1/runs/{run_id}")  # 404 for a run that does not exist
         ctx: Context = request.app.state.ctx
@@ -277,7 +280,7 @@ class RunPages(Controller):
         return ServerSentEvent(items())
 
     @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
-    async def cancel(self, request: Request, run_id: str) -> Response:
+    async def cancel(self, request: UiRequest, run_id: str) -> Response[Any]:
         form = await form_of(request)
         result = await Api(request).post(f"/v1/runs/{run_id}/cancel", {"reason": form.get("reason", "")})
         if not result.ok:
@@ -285,7 +288,7 @@ class RunPages(Controller):
         return Redirect(f"/ui/runs/{run_id}", status_code=303)
 
     @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
-    async def retry(self, request: Request, run_id: str) -> Response:
+    async def retry(self, request: UiRequest, run_id: str) -> Response[Any]:
         result = await Api(request).post(f"/v1/runs/{run_id}/retry")
         if not result.ok:
             return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
