@@ -69,3 +69,22 @@ async def test_the_written_repository_is_what_git_init_makes(tmp_path: Path) -> 
     await workspace.git(ours, "commit", "-q", "-m", "work")
     assert await workspace.git(ours, "fsck", "--strict") == ""
     assert await workspace.git(ours, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+
+
+async def test_a_run_without_a_repository_makes_only_what_git_needs(tmp_path: Path) -> None:
+    """Every directory a run makes costs it an inode: the written repository holds only what git needs
+    to see one, git's HOME is made by the first git process, and git makes the rest when it writes."""
+    rg = _rg(tmp_path)
+    await workspace.prepare(None, rg, agent_id="agt_1", token=None)
+    assert sorted(p.name for p in rg.git_dir.iterdir()) == ["HEAD", "config", "objects", "refs"]
+    assert sorted(p.name for p in rg.private.iterdir()) == ["repo.git"]
+    (rg.work_tree / "a.txt").write_text("a\n")
+    assert await workspace.has_changes(rg)
+    assert (rg.private / "home").is_dir() and (rg.private / "home").stat().st_mode & 0o777 == 0o700
+    await workspace.git(rg, "add", "-A")
+    await workspace.git(rg, "commit", "-q", "-m", "work")
+    await workspace.git(rg, "tag", "v1")
+    await workspace.git(rg, "gc", "-q")
+    assert await workspace.git(rg, "fsck", "--strict") == ""
+    assert await workspace.git(rg, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert await workspace.git(rg, "tag", "--list") == "v1"

@@ -29,6 +29,7 @@ class RunGit:
     private: Path  # runner-only: the git directory and git's empty HOME
     base: dict[str, str] = field(default_factory=dict)  # PATH, locale (no secrets, no credential)
     sealed: str = ""  # safegit.steering_digest once the runner wrote the config: any change stops git
+    _home_made: bool = field(default=False, repr=False, compare=False)
 
     def check_sealed(self) -> None:
         if self.sealed and safegit.steering_digest(self.git_dir) != self.sealed:
@@ -42,6 +43,11 @@ class RunGit:
 
     @property
     def home(self) -> Path:
+        """git's empty HOME, made (0700) by the first git process a run starts: most runs without a
+        repository start none."""
+        if not self._home_made:
+            safegit.private_dir(self.private / "home")
+            self._home_made = True
         return self.private / "home"
 
     def env(self, *, repo: bool = True) -> dict[str, str]:
@@ -87,7 +93,6 @@ async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: st
     reset(rg)
     rg.sealed = ""
     safegit.private_dir(rg.private)
-    safegit.private_dir(rg.home)
     rg.work_tree.parent.mkdir(parents=True, exist_ok=True)
     if repo is None:
         rg.work_tree.mkdir()
@@ -107,11 +112,14 @@ def init_repository(rg: RunGit, branch: str = "main") -> None:
     """An empty repository in the run's private git directory for its work tree: what `git init -q -b
     <branch>` makes there with git's templates left out (sample hooks that never run — hooks are off —
     a description and an exclude file of comments), written directly: a run without a repository
-    starts no git process to get one."""
+    starts no git process to get one. Only the directories git needs to see a repository (`objects`,
+    `refs`): git makes `objects/pack`, `refs/heads`, `refs/tags` and the rest when it first writes
+    there, and every directory made costs each run an inode (most runs without a repository never
+    commit)."""
     git_dir = rg.git_dir
     git_dir.mkdir(mode=0o700)
-    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info"):
-        (git_dir / sub).mkdir(parents=True)
+    for sub in ("objects", "refs"):
+        (git_dir / sub).mkdir()
     (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
     (git_dir / "config").write_text(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"

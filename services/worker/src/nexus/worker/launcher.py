@@ -11,7 +11,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from nexus.db.documents import Run
+from nexus.db.run_state import run_state
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
 from nexus.events.credentials import RunSigner
@@ -35,7 +35,7 @@ def claim_key(run_id: str, attempt: int) -> str:
 
 
 async def is_stale(cmd: LaunchRun) -> bool:
-    run = await Run.get(cmd.run_id)
+    run = await run_state(cmd.run_id)  # two fields, not the run with its whole config
     return run is None or run.attempt != cmd.attempt or RunStatus(run.status) in RUN_FINAL
 
 

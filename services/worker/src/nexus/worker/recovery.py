@@ -141,15 +141,17 @@ class Recovery:
         runs = await find_each(Run, "status", [*ACTIVE_STATES, "queued"])  # not $in: an index lookup per status
         for run in runs:
             status = await self.runtime.status(run.id)
-            claim = await self._claim(run)
+            # The launch claim is read (a KV round trip) only where it decides something: not for a run
+            # this worker watches, nor one that said it ended — at 50 in flight, most of every sweep.
             if status.phase in ("running", "pending"):
-                if run.id not in self.launcher.watchers and await self._launcher_gone(claim):
+                if run.id not in self.launcher.watchers and await self._launcher_gone(await self._claim(run)):
                     self.launcher.adopt(run.id, run.attempt, run.agent_id)
                 await self._deadline(run, now)
                 continue
             key = (run.id, run.attempt)
             if run.id in self.launcher.watchers or key in self.sightings.ended:
                 continue  # it ended and said so (or our watcher is saying it); core-api has not caught up yet
+            claim = await self._claim(run)
             heard = self.sightings.seen.get(key)
             if run.status == "queued":
                 # Claimed but never started (the worker died in between): the attempt is lost.

@@ -49,6 +49,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     for entry, rel in cmdparse.approvals(plan.writes, hv.permissions.ask):
         await hv.ask(entry, rel)
     timeout = min(args.timeout_s, policy.timeout_s) if args.timeout_s else policy.timeout_s
+    hv.rooms()  # the command's HOME exists before the sandbox decides whether to bind it
     spec = sandbox.Spec(
         workspace=hv.ws.root,
         network=policy.network,

@@ -100,12 +100,16 @@ class Hypervisor:
         if private_dir is None:
             private_dir = Path(tempfile.mkdtemp(prefix="nexus-hv-"))
             weakref.finalize(self, shutil.rmtree, private_dir, True)  # ours: gone with the hypervisor
-        private = safegit.private_dir(Path(private_dir))
-        self.scratch = safegit.private_dir(private / "scratch")
+        # The hypervisor's own rooms are made (0700) when first needed (`rooms`): a run that starts no
+        # process and writes no scratch file makes none.
+        private = Path(private_dir)
+        self._rooms = (private, private / "scratch", private / "home", private / "git-home")
+        self._rooms_made = False
+        self._scratch = private / "scratch"
         self.env = commands.scrub_env(base, self.ws.root, self.secrets.values)
         # Commands never get the workspace (nor the runner's) HOME, nor a global or system git config.
         self.env.update(
-            HOME=str(safegit.private_dir(private / "home")),
+            HOME=str(private / "home"),
             GIT_CONFIG_GLOBAL="/dev/null",
             GIT_CONFIG_NOSYSTEM="1",
             GIT_CEILING_DIRECTORIES=os.path.dirname(self.ws.root),
@@ -113,12 +117,10 @@ class Hypervisor:
         self.env.pop("XDG_CONFIG_HOME", None)
         self._git_dir = git_dir
         self._git_sealed = safegit.steering_digest(git_dir) if git_dir is not None else ""
-        self._git_env = safegit.env(
-            self.env, safegit.private_dir(private / "git-home"), git_dir=git_dir, work_tree=self.workspace
-        )
+        self._git_env = safegit.env(self.env, private / "git-home", git_dir=git_dir, work_tree=self.workspace)
         # git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR).
         self._nonrepo_git_env = safegit.env(self.env, private / "git-home") | {
-            "GIT_CEILING_DIRECTORIES": str(self.scratch)
+            "GIT_CEILING_DIRECTORIES": str(self._scratch)
         }
         self._program_dirs = commands.program_dirs(self.env)
         self.cmd_env = commands.command_env(self.env)
@@ -127,6 +129,20 @@ class Hypervisor:
         self._allowed = set(allowed_tools) if allowed_tools is not None else None
         self._lock = asyncio.Lock()
         self.finished: str | None = None
+
+    def rooms(self) -> None:
+        """Make the hypervisor's private rooms (its directory, scratch, the commands' HOME, git's HOME),
+        each 0700, before the first process or scratch file needs them."""
+        if not self._rooms_made:
+            for room in self._rooms:
+                safegit.private_dir(room)
+            self._rooms_made = True
+
+    @property
+    def scratch(self) -> Path:
+        """Scratch space outside the workspace (masked copies, patch trees)."""
+        self.rooms()
+        return self._scratch
 
     # --- the contract ----------------------------------------------------------------------
 
@@ -329,6 +345,7 @@ class Hypervisor:
             raise Refused(
                 "git-tampered", "the repository's git directory was changed outside the hypervisor; git refused"
             )
+        self.rooms()
         return await commands.execute(
             safegit.argv(*args), cwd=cwd or self.ws.root, env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S, max_output=self.permissions.commands.max_output_bytes,
