@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export NEXUS_TOOLS_DIR ?= $(HOME)/.cache/nexus/bin
 
-.PHONY: install test-tools run ctl lint typecheck check test test-fast test-faults soak images test-images proto dashboards bench clean
+.PHONY: install test-tools run ctl lint format typecheck check test test-fast test-faults soak images test-images proto dashboards bench clean
 
 install: ## uv, the Python workspace (from uv.lock), nats-server, FerretDB and PostgreSQL
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -19,8 +19,12 @@ run: install ## the whole system on this machine (data in .nexus/)
 ctl: ## nexusctl against the local system, e.g. `make ctl ARGS="runs list"` (or .venv/bin/nexusctl)
 	@$(UV) run --frozen nexusctl $(ARGS)
 
-lint: ## ruff's checks (pyproject.toml [tool.ruff]); fix line by line, never a mass reformat
+lint: ## ruff's checks and its formatting, checked (pyproject.toml [tool.ruff]); `make format` applies the formatting
 	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+
+format: ## ruff's formatting applied to the tree (what `make lint` checks)
+	@$(UV) run --frozen ruff format .
 
 typecheck: ## mypy over every package's sources (pyproject.toml [tool.mypy])
 	@$(UV) run --frozen mypy

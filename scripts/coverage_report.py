@@ -23,8 +23,13 @@ def package_of(path: str) -> str | None:
 
 def per_package() -> dict[str, tuple[float, int]]:
     subprocess.run([sys.executable, "-m", "coverage", "combine", "--quiet"], cwd=ROOT, check=False)
-    out = subprocess.run([sys.executable, "-m", "coverage", "json", "-q", "-o", "-"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "coverage", "json", "-q", "-o", "-"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # lines, covered, branches, covered
     for path, data in json.loads(out)["files"].items():
         pkg = package_of(path)

@@ -172,16 +172,21 @@ def _core_api_imports(root: Path = CORE_API) -> list[tuple[str, str, str]]:
     for path in sorted(root.rglob("*.py")):
         module = ".".join(path.relative_to(root).with_suffix("").parts)
         tree = ast.parse(path.read_text(), str(path))
-        local = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
-                 for n in ast.walk(f)}
+        local = {
+            id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) for n in ast.walk(f)
+        }
         for node in ast.walk(tree):
             names = []
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 if node.module == "nexus.core_api":
                     names = [f"nexus.core_api.{a.name}" for a in node.names]
                 else:  # `from nexus.core_api.tasks import service` imports the module tasks.service
-                    names = [f"{node.module}.{a.name}" if (root / Path(*node.module.split(".")[2:]) / f"{a.name}.py")
-                             .exists() else node.module for a in node.names]
+                    names = [
+                        f"{node.module}.{a.name}"
+                        if (root / Path(*node.module.split(".")[2:]) / f"{a.name}.py").exists()
+                        else node.module
+                        for a in node.names
+                    ]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             for name in names:
@@ -204,8 +209,11 @@ def feature_violations(root: Path = CORE_API) -> list[str]:
 
     def uses_others(f: str) -> bool:
         return any(
-            feature(src) == f and src.split(".")[-1] not in EDGES and (g := feature(dst)) not in (None, f)
-            and g not in PLATFORM and dst.split(".")[-1] not in SHAPES
+            feature(src) == f
+            and src.split(".")[-1] not in EDGES
+            and (g := feature(dst)) not in (None, f)
+            and g not in PLATFORM
+            and dst.split(".")[-1] not in SHAPES
             for src, dst, _ in imports
         )
 
@@ -234,15 +242,21 @@ def test_core_api_features_compose_only_through_the_workflow() -> None:
 def test_core_api_has_no_function_local_imports_of_other_features() -> None:
     """A function-local import of another feature hides a cycle; there is none left to hide."""
     features = _core_api_features()
-    hidden = [f"{src} → {dst}" for src, dst, how in _core_api_imports()
-              if how == "local" and dst.split(".")[0] in features and dst.split(".")[0] != src.split(".")[0]]
+    hidden = [
+        f"{src} → {dst}"
+        for src, dst, how in _core_api_imports()
+        if how == "local" and dst.split(".")[0] in features and dst.split(".")[0] != src.split(".")[0]
+    ]
     assert not hidden, "function-local cross-feature imports: " + ", ".join(hidden)
 
 
 def test_the_feature_contract_sees_a_bypass(tmp_path: Path) -> None:
     """The contract fails on what it forbids: a feature calling into a non-leaf feature's service."""
     for name, body in {
-        "runs/__init__.py": "", "tasks/__init__.py": "", "workflow/__init__.py": "", "skills/__init__.py": "",
+        "runs/__init__.py": "",
+        "tasks/__init__.py": "",
+        "workflow/__init__.py": "",
+        "skills/__init__.py": "",
         "skills/service.py": "",
         "runs/lifecycle.py": "from nexus.core_api.skills import service\n",
         "tasks/service.py": "def f():\n    from nexus.core_api.runs.lifecycle import cancel\n",

@@ -24,7 +24,9 @@ TARGET_P99_MS = 10.0
 
 def seed(url: str, key: str, n: int = 50) -> list[str]:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
-        return [api.post("/v1/goals", json={"title": f"bench goal {i}"}).raise_for_status().json()["id"] for i in range(n)]
+        return [
+            api.post("/v1/goals", json={"title": f"bench goal {i}"}).raise_for_status().json()["id"] for i in range(n)
+        ]
 
 
 def scenarios(url: str, key: str, goal: str, rate: int) -> list[dict]:
@@ -34,7 +36,14 @@ def scenarios(url: str, key: str, goal: str, rate: int) -> list[dict]:
         {"name": "baseline_healthz", "path": "/healthz", "rate": rate},
         {"name": "read_goal", "path": f"/v1/goals/{goal}", "rate": rate, "headers": auth},
         {"name": "read_goal_list_20", "path": "/v1/goals?limit=20", "rate": rate // 2, "headers": auth},
-        {"name": "write_goal", "path": "/v1/goals", "rate": rate // 5, "headers": auth, "method": "POST", "body": write},
+        {
+            "name": "write_goal",
+            "path": "/v1/goals",
+            "rate": rate // 5,
+            "headers": auth,
+            "method": "POST",
+            "body": write,
+        },
         {"name": "max_baseline_healthz", "path": "/healthz", "rate": None},
         {"name": "max_read_goal", "path": f"/v1/goals/{goal}", "rate": None, "headers": auth},
         {"name": "max_write_goal", "path": "/v1/goals", "rate": None, "headers": auth, "method": "POST", "body": write},
@@ -57,8 +66,13 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="nexus-bench-api-"))
     key = "nxk_bench_" + uuid.uuid4().hex
-    stack = Stack(home=home, http_port=free_port(), metrics_ports={"core-api": free_port()}, log_dir=home,
-                  env={"NEXUS_ADMIN_KEY": key, "NEXUS_LOG_LEVEL": "warning", "NEXUS_MONGODB_DB": "bench"})
+    stack = Stack(
+        home=home,
+        http_port=free_port(),
+        metrics_ports={"core-api": free_port()},
+        log_dir=home,
+        env={"NEXUS_ADMIN_KEY": key, "NEXUS_LOG_LEVEL": "warning", "NEXUS_MONGODB_DB": "bench"},
+    )
     results = []
     try:
         stack.start(["core-api"])
@@ -66,10 +80,26 @@ def main() -> int:
         for sc in scenarios(stack.api_url, key, goals[0], args.rate):
             fixed = sc["rate"] is not None
             seconds = args.seconds if fixed else max(3.0, args.seconds / 2)
-            r = oha(binary, stack.api_url + sc["path"], seconds=seconds, rate=sc["rate"], connections=args.connections,
-                    method=sc.get("method", "GET"), body=sc.get("body"), headers=sc.get("headers"))
-            results.append({"name": sc["name"], "method": sc.get("method", "GET"), "path": sc["path"].replace(goals[0], "{goal_id}"),
-                            "target_rps": sc["rate"] or "max", "seconds": seconds, **r})
+            r = oha(
+                binary,
+                stack.api_url + sc["path"],
+                seconds=seconds,
+                rate=sc["rate"],
+                connections=args.connections,
+                method=sc.get("method", "GET"),
+                body=sc.get("body"),
+                headers=sc.get("headers"),
+            )
+            results.append(
+                {
+                    "name": sc["name"],
+                    "method": sc.get("method", "GET"),
+                    "path": sc["path"].replace(goals[0], "{goal_id}"),
+                    "target_rps": sc["rate"] or "max",
+                    "seconds": seconds,
+                    **r,
+                }
+            )
     finally:
         stack.stop()
 
@@ -81,11 +111,18 @@ def main() -> int:
         "server": "core-api on granian (1 worker) + FerretDB + NATS, loopback",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "scenarios": results,
-        "target": {"reads_p99_ms_at_rps": args.rate, "limit_ms": TARGET_P99_MS, "read_goal_p99_ms": read["p99_ms"],
-                   "achieved_rps": read["rps"], "met": read["p99_ms"] <= TARGET_P99_MS and read["success_rate"] == 1.0},
+        "target": {
+            "reads_p99_ms_at_rps": args.rate,
+            "limit_ms": TARGET_P99_MS,
+            "read_goal_p99_ms": read["p99_ms"],
+            "achieved_rps": read["rps"],
+            "met": read["p99_ms"] <= TARGET_P99_MS and read["success_rate"] == 1.0,
+        },
         "vs_baseline": {
             "read_p99_over_healthz_p99": round(read["p99_ms"] / max(by["baseline_healthz"]["p99_ms"], 1e-3), 2),
-            "max_read_rps_over_healthz": round(by["max_read_goal"]["rps"] / max(by["max_baseline_healthz"]["rps"], 1e-3), 3),
+            "max_read_rps_over_healthz": round(
+                by["max_read_goal"]["rps"] / max(by["max_baseline_healthz"]["rps"], 1e-3), 3
+            ),
         },
     }
     print(json.dumps(report, indent=2))

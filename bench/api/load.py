@@ -17,17 +17,34 @@ def find_oha(install: bool) -> tuple[str | None, str]:
             return candidate, ""
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
     if not Path(cargo).exists():
-        return None, "oha is not installed and cargo is missing: `cargo install oha --locked` (or any oha on PATH) enables this bench"
+        return (
+            None,
+            "oha is not installed and cargo is missing: `cargo install oha --locked` (or any oha on PATH) enables this bench",
+        )
     if not install:
-        return None, "oha is not installed; rerun with --install (runs `cargo install oha --locked`, several minutes on 2 cores)"
-    done = subprocess.run([cargo, "install", "oha", "--locked", "--version", OHA_VERSION], capture_output=True, text=True)
+        return (
+            None,
+            "oha is not installed; rerun with --install (runs `cargo install oha --locked`, several minutes on 2 cores)",
+        )
+    done = subprocess.run(
+        [cargo, "install", "oha", "--locked", "--version", OHA_VERSION], capture_output=True, text=True
+    )
     if done.returncode != 0:
         return None, f"cargo install oha failed: {done.stderr[-500:]}"
     return str(Path.home() / ".cargo/bin/oha"), ""
 
 
-def oha(binary: str, url: str, *, seconds: float, rate: int | None, connections: int, method: str = "GET",
-        body: str | None = None, headers: dict[str, str] | None = None) -> dict:
+def oha(
+    binary: str,
+    url: str,
+    *,
+    seconds: float,
+    rate: int | None,
+    connections: int,
+    method: str = "GET",
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict:
     """One oha run; rate None means as fast as the connections allow (max throughput)."""
     args = [binary, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(connections), "-m", method]
     if rate:

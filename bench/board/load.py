@@ -98,21 +98,46 @@ async def run(seconds: float, tasks: int) -> dict:
         await ensure_streams(js)
         pub = Publisher(js, "core-api")
         providers = Task.get_pymongo_collection().database["board_providers"]
-        phases = [Phase("baseline_1000", unlimited, "repo_unlimited", tasks),
-                  Phase("plane_100", limited, "repo_limited_100", tasks),
-                  Phase("plane_1000", limited, "repo_limited_1000", tasks)]
+        phases = [
+            Phase("baseline_1000", unlimited, "repo_unlimited", tasks),
+            Phase("plane_100", limited, "repo_limited_100", tasks),
+            Phase("plane_1000", limited, "repo_limited_1000", tasks),
+        ]
         for ph in phases:
-            await providers.update_one({"_id": ph.scope}, {"$set": {"provider": "plane", "updated_at": now(), "plane": {
-                "base_url": urls[id(ph.double)], "workspace_slug": ph.double.workspace, "project_id": ph.double.project_id,
-                "api_key_secret": "PLANE_KEY", "rate_limit_per_minute": 6000 if ph.double is unlimited else 60}}}, upsert=True)
+            await providers.update_one(
+                {"_id": ph.scope},
+                {
+                    "$set": {
+                        "provider": "plane",
+                        "updated_at": now(),
+                        "plane": {
+                            "base_url": urls[id(ph.double)],
+                            "workspace_slug": ph.double.workspace,
+                            "project_id": ph.double.project_id,
+                            "api_key_secret": "PLANE_KEY",
+                            "rate_limit_per_minute": 6000 if ph.double is unlimited else 60,
+                        },
+                    }
+                },
+                upsert=True,
+            )
             for t in ph.task_ids:
                 await Task(id=t, title="bench", status="ready", repository_id=ph.scope).insert()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}, "NEXUS_NATS_URL": nats.url,
-               "NEXUS_MONGODB_URL": mongo.url, "NEXUS_MONGODB_DB": db_name, "NEXUS_METRICS_PORT": str(free_port()),
-               "NEXUS_METRICS_HOST": "127.0.0.1", "NEXUS_SECRET_PLANE_KEY": "plane_api_key", "NEXUS_DRIFT_INTERVAL_S": "0",
-               "NEXUS_LOG_LEVEL": "warning"}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")},
+            "NEXUS_NATS_URL": nats.url,
+            "NEXUS_MONGODB_URL": mongo.url,
+            "NEXUS_MONGODB_DB": db_name,
+            "NEXUS_METRICS_PORT": str(free_port()),
+            "NEXUS_METRICS_HOST": "127.0.0.1",
+            "NEXUS_SECRET_PLANE_KEY": "plane_api_key",
+            "NEXUS_DRIFT_INTERVAL_S": "0",
+            "NEXUS_LOG_LEVEL": "warning",
+        }
         log = open(home / "board-sync.log", "ab")  # noqa: SIM115 — closed when the process it is given to ends
-        proc = subprocess.Popen([sys.executable, "-m", "nexus.board_sync.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nexus.board_sync.main"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         results = {}
         for ph, per_minute in zip(phases, (1000, 100, 1000), strict=True):
             # warm-up: the items exist before the clock starts (creating them is not the measured path)
@@ -128,19 +153,31 @@ async def run(seconds: float, tasks: int) -> dict:
             values, missing = lags(ph)
             dlq = (await js.stream_info(DLQ_STREAM)).state.messages
             results[ph.name] = {
-                "changes_per_minute": per_minute, "changes": len(ph.changes), "seconds_offered": seconds,
-                "lag_p50_ms": pct(values, 0.5), "lag_p99_ms": pct(values, 0.99), "lag_max_ms": pct(values, 1.0),
+                "changes_per_minute": per_minute,
+                "changes": len(ph.changes),
+                "seconds_offered": seconds,
+                "lag_p50_ms": pct(values, 0.5),
+                "lag_p99_ms": pct(values, 0.99),
+                "lag_max_ms": pct(values, 1.0),
                 "changes_already_shown": missing,  # flipped back before a sync: the item already showed it, no write needed
-                 "all_handled_and_final_state_shown": drained, "drain_after_load_s": round(drain_s, 1),
+                "all_handled_and_final_state_shown": drained,
+                "drain_after_load_s": round(drain_s, 1),
                 "provider_calls": len(ph.double.calls) - calls_before,
                 "calls_per_change": round((len(ph.double.calls) - calls_before) / max(1, len(ph.changes)), 3),
-                "throttled_429": ph.double.throttled - throttled_before, "dead_letters_total": dlq,
+                "throttled_429": ph.double.throttled - throttled_before,
+                "dead_letters_total": dlq,
             }
         info = {d: (await js.consumer_info(EVENTS_STREAM, d)).num_pending for d in ("board-sync-tasks",)}
         await nc.close()
         await client.close()
-        return {"bench": "board-sync lag", "plane_rate_limit_per_minute": 60, "tasks": tasks, "results": results,
-                "left_pending": info, "note": "2 shared cores, contended by other work"}
+        return {
+            "bench": "board-sync lag",
+            "plane_rate_limit_per_minute": 60,
+            "tasks": tasks,
+            "results": results,
+            "left_pending": info,
+            "note": "2 shared cores, contended by other work",
+        }
     finally:
         if proc is not None:
             proc.terminate()
@@ -167,5 +204,3 @@ async def _settled(ph: Phase, js) -> bool:
         if not items or ph.double.group_of(items[0]) != GROUP[docs[t]]:
             return False
     return True
-
-

@@ -25,11 +25,16 @@ HOLD = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {{cmd:
 
 
 async def make_agent(api: httpx.AsyncClient, name: str, script: str) -> None:
-    r = await api.post("/v1/agents", json={
-        "name": name, "system_prompt": "You are benchmarked.", "tools": ["note", "run_command"],
-        "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
-        "llm": {"provider": "scripted", "script": script},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": "You are benchmarked.",
+            "tools": ["note", "run_command"],
+            "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
+            "llm": {"provider": "scripted", "script": script},
+        },
+    )
     r.raise_for_status()
 
 
@@ -98,18 +103,33 @@ async def burst(api: httpx.AsyncClient, log: RunLog, stack: Stack, n: int, hold_
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     ends = [log.final.get(r) for r in ids]
     return {
-        "runs": n, "hold_s": hold_s, "all_completed": completed, "runner_final_statuses": {s: ends.count(s) for s in set(ends)},
-        "core_api_statuses": statuses, "lost": len([r for r in ids if r in log.lost]),
+        "runs": n,
+        "hold_s": hold_s,
+        "all_completed": completed,
+        "runner_final_statuses": {s: ends.count(s) for s in set(ends)},
+        "core_api_statuses": statuses,
+        "lost": len([r for r in ids if r in log.lost]),
         "launched_twice": len([r for r in ids if log.launches.get(r, 0) > 1]),
         "retried_attempts": sum(max(0, len(r["attempts"]) - 1) for r in runs),
-        "wall_s": round(wall, 2), "throughput_runs_per_s": round(n / wall, 2), "core_api_settled_s": round(settled, 2),
-        "task_ready_to_runner_first_event": summary_ms([log.first_runner[r] - ready for r, ready in created if r in log.first_runner]),
-        "task_ready_to_worker_launched": summary_ms([log.launched[r] - ready for r, ready in created if r in log.launched]),
+        "wall_s": round(wall, 2),
+        "throughput_runs_per_s": round(n / wall, 2),
+        "core_api_settled_s": round(settled, 2),
+        "task_ready_to_runner_first_event": summary_ms(
+            [log.first_runner[r] - ready for r, ready in created if r in log.first_runner]
+        ),
+        "task_ready_to_worker_launched": summary_ms(
+            [log.launched[r] - ready for r, ready in created if r in log.launched]
+        ),
         # split of the above: core-api storing the run and commanding its launch, then the worker
-        "task_ready_to_run_commanded": summary_ms([ts(run["created_at"]) - ready for run, (_, ready) in zip(runs, created, strict=True)]),
-        "run_commanded_to_worker_launched": summary_ms([log.launched[run["id"]] - ts(run["created_at"]) for run in runs if run["id"] in log.launched]),
+        "task_ready_to_run_commanded": summary_ms(
+            [ts(run["created_at"]) - ready for run, (_, ready) in zip(runs, created, strict=True)]
+        ),
+        "run_commanded_to_worker_launched": summary_ms(
+            [log.launched[run["id"]] - ts(run["created_at"]) for run in runs if run["id"] in log.launched]
+        ),
         "worker_launched_to_runner_first_event": summary_ms(
-            [log.first_runner[r] - log.launched[r] for r in ids if r in log.launched and r in log.first_runner]),
+            [log.first_runner[r] - log.launched[r] for r in ids if r in log.launched and r in log.first_runner]
+        ),
         **sampler.report(),
     }
 
@@ -117,9 +137,18 @@ async def burst(api: httpx.AsyncClient, log: RunLog, stack: Stack, n: int, hold_
 async def main_async(args: argparse.Namespace) -> dict:
     home = Path(tempfile.mkdtemp(prefix="nexus-bench-dispatch-"))
     key = "nxk_bench_" + uuid.uuid4().hex
-    stack = Stack(home=home, http_port=free_port(), metrics_ports={n: free_port() for n in SERVICES}, log_dir=home,
-                  env={"NEXUS_ADMIN_KEY": key, "NEXUS_MAX_RUNS_PER_AGENT": str(args.concurrent), "NEXUS_MAX_CONCURRENT_RUNS": str(args.concurrent),
-                       "NEXUS_LOG_LEVEL": "warning"})
+    stack = Stack(
+        home=home,
+        http_port=free_port(),
+        metrics_ports={n: free_port() for n in SERVICES},
+        log_dir=home,
+        env={
+            "NEXUS_ADMIN_KEY": key,
+            "NEXUS_MAX_RUNS_PER_AGENT": str(args.concurrent),
+            "NEXUS_MAX_CONCURRENT_RUNS": str(args.concurrent),
+            "NEXUS_LOG_LEVEL": "warning",
+        },
+    )
     home.mkdir(parents=True, exist_ok=True)
     stack.admin_key_file.write_text(key)
     result: dict = {"machine": {"cpus": __import__("os").cpu_count(), "python": sys.version.split()[0]}}
@@ -132,15 +161,19 @@ async def main_async(args: argparse.Namespace) -> dict:
         nc = await connect(stack.nats_url or "", "bench-dispatch", creds=stack.creds("tools"))
         log = RunLog()
         sub = await log.follow(nc.jetstream())
-        async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as api:
             result["latency"] = await latency(api, log, args.runs)
             result["burst"] = await burst(api, log, stack, args.concurrent, args.hold)
         await sub.unsubscribe()  # type: ignore[attr-defined]  # follow() returns the subscription as object
         await nc.drain()
         lat = result["latency"]["task_ready_to_runner_first_event"]
         result["targets"] = {
-            "p50_le_300ms": lat["p50_ms"] <= 300, "p99_le_1s": lat["p99_ms"] <= 1000,
-            "burst_all_complete_none_lost": result["burst"]["all_completed"] and result["burst"]["lost"] == 0
+            "p50_le_300ms": lat["p50_ms"] <= 300,
+            "p99_le_1s": lat["p99_ms"] <= 1000,
+            "burst_all_complete_none_lost": result["burst"]["all_completed"]
+            and result["burst"]["lost"] == 0
             and result["burst"]["launched_twice"] == 0,
         }
     finally:

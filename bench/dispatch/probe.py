@@ -31,8 +31,13 @@ def pct(values: list[float], p: float) -> float:
 
 def summary_ms(values: list[float]) -> dict:
     ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 1), "p99_ms": round(pct(ms, 99), 1),
-            "mean_ms": round(statistics.fmean(ms), 1) if ms else None, "max_ms": round(max(ms), 1) if ms else None}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 1),
+        "p99_ms": round(pct(ms, 99), 1),
+        "mean_ms": round(statistics.fmean(ms), 1) if ms else None,
+        "max_ms": round(max(ms), 1) if ms else None,
+    }
 
 
 @dataclass
@@ -61,7 +66,9 @@ class RunLog:
             if env.type == "run.status" and data.get("status") in FINAL:
                 self.final[run_id] = data["status"]
 
-        return await js.subscribe("nexus.run.>", stream=RUNS_STREAM, cb=on, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+        return await js.subscribe(
+            "nexus.run.>", stream=RUNS_STREAM, cb=on, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+        )
 
 
 def _rss_kb(pid: str) -> int:

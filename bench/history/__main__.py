@@ -39,10 +39,16 @@ DB = "nexus"
 
 
 async def make_agent(api: httpx.AsyncClient) -> None:
-    r = await api.post("/v1/agents", json={
-        "name": "quick", "system_prompt": "You are benchmarked.", "tools": ["note"],
-        "permissions": {"can_commit": False}, "llm": {"provider": "scripted", "script": DONE},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": "quick",
+            "system_prompt": "You are benchmarked.",
+            "tools": ["note"],
+            "permissions": {"can_commit": False},
+            "llm": {"provider": "scripted", "script": DONE},
+        },
+    )
     r.raise_for_status()
 
 
@@ -102,7 +108,8 @@ OPS = {
     "list_audit_first_page": lambda s, i: _get(s, "/v1/audit?limit=20"),
     # the write every run makes several times: one run document's status, by id
     "run_status_update": lambda s, i: s.mongo[DB]["runs"].update_one(  # type: ignore[index]  # a side's database client is set by prepare()
-        {"_id": s.rnd.choice(s.run_ids)}, {"$set": {"status": "succeeded", "reason": f"bench {i}"}}),
+        {"_id": s.rnd.choice(s.run_ids)}, {"$set": {"status": "succeeded", "reason": f"bench {i}"}}
+    ),
 }
 
 
@@ -213,16 +220,27 @@ def ratios(figures: dict) -> dict:
     out = {}
     for k, v in figures.items():
         e, f = v["empty"], v["filled"]
-        out[k] = {"p50": round(f["p50_ms"] / e["p50_ms"], 2) if e["p50_ms"] else None,
-                  "p99": round(f["p99_ms"] / e["p99_ms"], 2) if e["p99_ms"] else None}
+        out[k] = {
+            "p50": round(f["p50_ms"] / e["p50_ms"], 2) if e["p50_ms"] else None,
+            "p99": round(f["p99_ms"] / e["p99_ms"], 2) if e["p99_ms"] else None,
+        }
     return out
 
 
 async def prepare(name: str, home: Path, runs: int, audit: int, args: argparse.Namespace) -> tuple[Side, dict]:
     key = "nxk_bench_" + uuid.uuid4().hex
-    stack = Stack(home=home, http_port=free_port(), metrics_ports={n: free_port() for n in SERVICES}, log_dir=home,
-                  env={"NEXUS_ADMIN_KEY": key, "NEXUS_LOG_LEVEL": "warning", "NEXUS_READ_CACHE_TTL_S": "0",
-                       "NEXUS_MONGODB_DB": DB})
+    stack = Stack(
+        home=home,
+        http_port=free_port(),
+        metrics_ports={n: free_port() for n in SERVICES},
+        log_dir=home,
+        env={
+            "NEXUS_ADMIN_KEY": key,
+            "NEXUS_LOG_LEVEL": "warning",
+            "NEXUS_READ_CACHE_TTL_S": "0",
+            "NEXUS_MONGODB_DB": DB,
+        },
+    )
     home.mkdir(parents=True, exist_ok=True)
     stack.admin_key_file.write_text(key)
     side = Side(name, stack, key)
@@ -239,7 +257,9 @@ async def _prepare(side: Side, runs: int, audit: int, args: argparse.Namespace) 
     stack, key = side.stack, side.key
     stack.start(["core-api", "worker"])
     side.mongo = AsyncMongoClient(stack.mongodb_url)
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as api:
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    ) as api:
         await make_agent(api)
         seed, _ = await dispatch_one(api, "seed")
     stack.stop_service("core-api")
@@ -270,10 +290,20 @@ async def main_async(args: argparse.Namespace) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "note": "shared, contended box"},
         "ferretdb_handler": ferretdb_handler(),
         "sizes": {
-            "empty": {"runs": args.empty_runs, "tasks": args.empty_runs, "sessions": args.empty_runs,
-                      "run_events_per_run": args.events_per_run, "audit_entries": args.empty_runs},
-            "filled": {"runs": args.runs, "tasks": args.runs, "sessions": args.runs,
-                       "run_events_per_run": args.events_per_run, "audit_entries": args.audit},
+            "empty": {
+                "runs": args.empty_runs,
+                "tasks": args.empty_runs,
+                "sessions": args.empty_runs,
+                "run_events_per_run": args.events_per_run,
+                "audit_entries": args.empty_runs,
+            },
+            "filled": {
+                "runs": args.runs,
+                "tasks": args.runs,
+                "sessions": args.runs,
+                "run_events_per_run": args.events_per_run,
+                "audit_entries": args.audit,
+            },
         },
     }
     sides: list[Side] = []
@@ -299,16 +329,24 @@ async def main_async(args: argparse.Namespace) -> dict:
         else:
             shutil.rmtree(home, ignore_errors=True)
     return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.history")
     parser.add_argument("--runs", type=int, default=100_000, help="runs (and as many tasks and sessions) to fill")
     parser.add_argument("--audit", type=int, default=1_000_000, help="audit entries to fill")
-    parser.add_argument("--empty-runs", type=int, default=64,
-                        help="runs, tasks, sessions and audit entries on the 'empty' side: two pages, so both sides return full pages")
+    parser.add_argument(
+        "--empty-runs",
+        type=int,
+        default=64,
+        help="runs, tasks, sessions and audit entries on the 'empty' side: two pages, so both sides return full pages",
+    )
     parser.add_argument("--events-per-run", type=int, default=7, help="run events copied per run")
     parser.add_argument("--samples", type=int, default=200, help="requests per read/update figure")
     parser.add_argument("--dispatch", type=int, default=10, help="sequential runs for the dispatch figure")
-    parser.add_argument("--handler", choices=["postgresql", "sqlite"], help="FerretDB handler (default: the embedded default)")
+    parser.add_argument(
+        "--handler", choices=["postgresql", "sqlite"], help="FerretDB handler (default: the embedded default)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))
 

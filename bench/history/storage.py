@@ -19,13 +19,28 @@ from bench.dispatch.probe import summary_ms
 from nexus.dev.servers import ferretdb_handler, start_ferretdb
 
 RUN = {
-    "_id": "run_seed", "task_id": "tsk_seed", "agent_id": "agt_seed", "agent_revision": 1, "session_id": "ses_seed",
-    "status": "succeeded", "attempt": 1, "attempts": [{"attempt": 1, "status": "succeeded"}], "max_attempts": 3,
+    "_id": "run_seed",
+    "task_id": "tsk_seed",
+    "agent_id": "agt_seed",
+    "agent_revision": 1,
+    "session_id": "ses_seed",
+    "status": "succeeded",
+    "attempt": 1,
+    "attempts": [{"attempt": 1, "status": "succeeded"}],
+    "max_attempts": 3,
     "config": {"prompt": "p" * 600, "tools": [{"name": f"tool{j}", "description": "d" * 30} for j in range(8)]},
-    "usage": {"input_tokens": 10, "output_tokens": 20}, "reason": "", "summary": "done", "version": 5,
+    "usage": {"input_tokens": 10, "output_tokens": 20},
+    "reason": "",
+    "summary": "done",
+    "version": 5,
 }
-INDEXES = {"runs": ["status", "task_id", "agent_id", "page"], "tasks": ["status", "goal_id", "page"],
-           "sessions": ["run_id", "page"], "run_events": ["run_id"], "audit_entries": ["page"]}
+INDEXES = {
+    "runs": ["status", "task_id", "agent_id", "page"],
+    "tasks": ["status", "goal_id", "page"],
+    "sessions": ["run_id", "page"],
+    "run_events": ["run_id"],
+    "audit_entries": ["page"],
+}
 
 
 async def setup(mongo: AsyncMongoClient, name: str, runs: int, audit: int) -> list[str]:
@@ -36,8 +51,12 @@ async def setup(mongo: AsyncMongoClient, name: str, runs: int, audit: int) -> li
     await db.runs.insert_one(RUN)
     await db.tasks.insert_one({"_id": "tsk_seed", "title": "seed", "status": "done", "current_run_id": "run_seed"})
     await db.sessions.insert_one({"_id": "ses_seed", "run_id": "run_seed", "changes": [{"seq": 1, "kind": "note"}]})
-    await db.run_events.insert_many([{"_id": f"evt_{i}", "run_id": "run_seed", "type": "log", "data": {"i": i}} for i in range(7)])
-    await db.audit_entries.insert_one({"_id": "aud_seed", "actor": "system", "action": "task.create", "resource": "tasks/tsk_seed"})
+    await db.run_events.insert_many(
+        [{"_id": f"evt_{i}", "run_id": "run_seed", "type": "log", "data": {"i": i}} for i in range(7)]
+    )
+    await db.audit_entries.insert_one(
+        {"_id": "aud_seed", "actor": "system", "action": "task.create", "resource": "tasks/tsk_seed"}
+    )
     history.DB = name
     return (await history.fill(mongo, "run_seed", runs, audit, 7))["filled_ids"]
 
@@ -56,8 +75,12 @@ async def main_async(args: argparse.Namespace) -> dict:
         ops = {
             "run_by_id": lambda k: mongo[k].runs.find_one({"_id": rnd.choice(ids[k])}),
             "sessions_of_run": lambda k: mongo[k].sessions.find({"run_id": rnd.choice(ids[k])}).to_list(None),
-            "runs_list_bucket": lambda k: mongo[k].runs.find({"page": newest[k] - 1}).sort("_id", -1).limit(21).to_list(None),
-            "run_status_update": lambda k: mongo[k].runs.update_one({"_id": rnd.choice(ids[k])}, {"$set": {"status": "failed"}}),
+            "runs_list_bucket": lambda k: (
+                mongo[k].runs.find({"page": newest[k] - 1}).sort("_id", -1).limit(21).to_list(None)
+            ),
+            "run_status_update": lambda k: mongo[k].runs.update_one(
+                {"_id": rnd.choice(ids[k])}, {"$set": {"status": "failed"}}
+            ),
         }
         figures = {}
         for name, op in ops.items():
@@ -70,8 +93,11 @@ async def main_async(args: argparse.Namespace) -> dict:
             figures[name] = {k: summary_ms(v) for k, v in samples.items()}
         await mongo.close()
         return {
-            "ferretdb_handler": args.handler or ferretdb_handler(), "runs": args.runs, "audit_entries": args.audit,
-            "fill_s": fill_s, "figures": figures,
+            "ferretdb_handler": args.handler or ferretdb_handler(),
+            "runs": args.runs,
+            "audit_entries": args.audit,
+            "fill_s": fill_s,
+            "figures": figures,
             "ratio_filled_over_empty": history.ratios(figures),
         }
     finally:

@@ -44,11 +44,20 @@ def _events(run_ids: list[str], n: int, changes: bool = True) -> list[tuple[str,
         if kind < 5 or (kind in (7, 8) and not changes):
             type_, data = "run.log", RunLog(message=f"step {i}: working on it")
         elif kind < 7:
-            type_, data = "run.llm", LLMCalled(step=i, provider="scripted", model="scripted", input_tokens=1200, output_tokens=80)
+            type_, data = (
+                "run.llm",
+                LLMCalled(step=i, provider="scripted", model="scripted", input_tokens=1200, output_tokens=80),
+            )
         elif kind < 9:
             seq = seqs[run_id]
             seqs[run_id] += 1
-            type_, data = "run.note", SessionChanged(session_id=f"ses_{run_id}", change=NoteChange(timestamp="2026-01-01T00:00:00Z", seq=seq, message=f"note {seq}"))
+            type_, data = (
+                "run.note",
+                SessionChanged(
+                    session_id=f"ses_{run_id}",
+                    change=NoteChange(timestamp="2026-01-01T00:00:00Z", seq=seq, message=f"note {seq}"),
+                ),
+            )
         else:
             type_, data = "run.heartbeat", Heartbeat(step=i)
         out.append((f"nexus.run.{run_id}.{type_.split('.')[1]}", encode(make_envelope(type_, data, source="bench"))))
@@ -71,15 +80,33 @@ def _cpu_s(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, batched: bool,
-                  pids: dict[str, int] | None = None, prefetch: bool = True) -> dict:
+async def _ingest(
+    js,
+    nc,
+    mongo_url: str,
+    run_ids: list[str],
+    expected: int,
+    *,
+    batched: bool,
+    pids: dict[str, int] | None = None,
+    prefetch: bool = True,
+) -> dict:
     db = f"bench_ingest_{uuid.uuid4().hex[:8]}"
     cache = ReadCache(2.0)  # as core-api runs it
     client = await connect_db(mongo_url, db, listeners=[cache])
     install_cache(cache)
     for run_id in run_ids:
-        await Run(id=run_id, task_id=new_id("task"), agent_id="agt_bench", agent_revision=1, session_id=f"ses_{run_id}", config={}).insert()
-    ctx = Context(settings=CoreSettings(mongodb_url=mongo_url, mongodb_db=db), nc=nc, js=js, publisher=Publisher(js, "core-api"))
+        await Run(
+            id=run_id,
+            task_id=new_id("task"),
+            agent_id="agt_bench",
+            agent_revision=1,
+            session_id=f"ses_{run_id}",
+            config={},
+        ).insert()
+    ctx = Context(
+        settings=CoreSettings(mongodb_url=mongo_url, mongodb_db=db), nc=nc, js=js, publisher=Publisher(js, "core-api")
+    )
     handled = 0
     done = asyncio.Event()
 
@@ -100,11 +127,22 @@ async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, 
     stop = asyncio.Event()
     cpu0 = _cpu_s(pids or {})
     t0 = time.perf_counter()
-    task = asyncio.create_task(consume(
-        js, stream=RUNS_STREAM, durable=f"bench-{uuid.uuid4().hex[:8]}", subject="nexus.run.>", handler=one,
-        group_handler=group if batched else None, stop=stop, batch=512, concurrency=32,
-        partition=lambda s: s.split(".")[2], max_ack_pending=8000, **({"prefetch": True} if prefetch else {}),
-    ))
+    task = asyncio.create_task(
+        consume(
+            js,
+            stream=RUNS_STREAM,
+            durable=f"bench-{uuid.uuid4().hex[:8]}",
+            subject="nexus.run.>",
+            handler=one,
+            group_handler=group if batched else None,
+            stop=stop,
+            batch=512,
+            concurrency=32,
+            partition=lambda s: s.split(".")[2],
+            max_ack_pending=8000,
+            **({"prefetch": True} if prefetch else {}),
+        )
+    )
     await asyncio.wait_for(done.wait(), 900)
     elapsed = time.perf_counter() - t0
     cpu = {k: v - cpu0[k] for k, v in _cpu_s(pids or {}).items()}
@@ -114,15 +152,22 @@ async def _ingest(js, nc, mongo_url: str, run_ids: list[str], expected: int, *, 
     install_cache(None)
     await client.drop_database(db)
     await client.close()
-    return {"seconds": round(elapsed, 2), "events_per_s": round(expected / elapsed), "stored": stored,
-            "cpu_ms_per_1000_events": {k: round(1_000_000 * v / expected, 1) for k, v in cpu.items()},
-            "cpu_ms_per_1000_events_total": round(1_000_000 * sum(cpu.values()) / expected, 1)}
+    return {
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(expected / elapsed),
+        "stored": stored,
+        "cpu_ms_per_1000_events": {k: round(1_000_000 * v / expected, 1) for k, v in cpu.items()},
+        "cpu_ms_per_1000_events_total": round(1_000_000 * sum(cpu.values()) / expected, 1),
+    }
 
 
 async def _raw_baseline(mongo_url: str, n: int, pids: dict[str, int]) -> dict:
     client = AsyncMongoClient(mongo_url)
     coll = client[f"bench_raw_{uuid.uuid4().hex[:8]}"]["raw"]
-    docs = [{"_id": uuid.uuid4().hex, "run_id": "run_x", "type": "run.log", "data": {"message": f"step {i}"}} for i in range(n)]
+    docs = [
+        {"_id": uuid.uuid4().hex, "run_id": "run_x", "type": "run.log", "data": {"message": f"step {i}"}}
+        for i in range(n)
+    ]
     cpu0 = _cpu_s(pids)
     t0 = time.perf_counter()
     for i in range(0, n, 256):
@@ -131,8 +176,11 @@ async def _raw_baseline(mongo_url: str, n: int, pids: dict[str, int]) -> dict:
     cpu = {k: v - cpu0[k] for k, v in _cpu_s(pids).items()}
     await client.drop_database(coll.database.name)
     await client.close()
-    return {"seconds": round(elapsed, 2), "docs_per_s": round(n / elapsed),
-            "cpu_ms_per_1000_docs": {k: round(1_000_000 * v / n, 1) for k, v in cpu.items()}}
+    return {
+        "seconds": round(elapsed, 2),
+        "docs_per_s": round(n / elapsed),
+        "cpu_ms_per_1000_docs": {k: round(1_000_000 * v / n, 1) for k, v in cpu.items()},
+    }
 
 
 async def main(runs: int, n: int, per_event: bool, prefetch: bool = True, changes: bool = True) -> dict:
@@ -149,8 +197,11 @@ async def main(runs: int, n: int, per_event: bool, prefetch: bool = True, change
         stored_kinds = sum(1 for s, _ in events if not s.endswith(".heartbeat"))
         publish_s = await _publish(js, events)
         result: dict = {
-            "runs": runs, "events": n, "events_stored_expected": stored_kinds,
-            "mix": "50% logs, 20% model calls, 20% session changes, 10% heartbeats" if changes
+            "runs": runs,
+            "events": n,
+            "events_stored_expected": stored_kinds,
+            "mix": "50% logs, 20% model calls, 20% session changes, 10% heartbeats"
+            if changes
             else "70% logs, 20% model calls, 10% heartbeats (no session changes)",
             "publish_per_s": round(n / publish_s),
             "baseline_raw_insert_many": await _raw_baseline(ferret.url, stored_kinds, pids),
@@ -175,9 +226,20 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--skip-per-event", action="store_true", help="skip the slow one-at-a-time comparison")
-    ap.add_argument("--no-prefetch", action="store_true", help="fetch the next batch only after this one is handled (the path before)")
-    ap.add_argument("--no-session-changes", action="store_true",
-                    help="logs in place of session changes (each change is also a ledger record and a change record)")
+    ap.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="fetch the next batch only after this one is handled (the path before)",
+    )
+    ap.add_argument(
+        "--no-session-changes",
+        action="store_true",
+        help="logs in place of session changes (each change is also a ledger record and a change record)",
+    )
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(main(a.runs, a.events, not a.skip_per_event, not a.no_prefetch,
-                                      not a.no_session_changes)), indent=2))
+    print(
+        json.dumps(
+            asyncio.run(main(a.runs, a.events, not a.skip_per_event, not a.no_prefetch, not a.no_session_changes)),
+            indent=2,
+        )
+    )

@@ -26,8 +26,12 @@ HEAVY = "import nexus.agent_runner.session, nexus.agent_runner.reporter, nexus.e
 
 
 def _stats(samples: list[float]) -> dict:
-    return {"median_ms": round(statistics.median(samples), 1), "min_ms": round(min(samples), 1),
-            "max_ms": round(max(samples), 1), "n": len(samples)}
+    return {
+        "median_ms": round(statistics.median(samples), 1),
+        "min_ms": round(min(samples), 1),
+        "max_ms": round(max(samples), 1),
+        "n": len(samples),
+    }
 
 
 def _process_ms(code: str) -> float:
@@ -45,8 +49,14 @@ async def _runner_first_event_ms(nc, url: str, root: Path) -> float:
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     d = root / run_id
     d.mkdir()
-    cfg = RunConfig(run_id=run_id, agent_id="agent_b", task_id="task_b", session_id=f"ses_{run_id[4:]}", system_prompt="bench",
-                    llm=LLMSpec(provider="scripted", script="steps:\n  - say: done\n"))
+    cfg = RunConfig(
+        run_id=run_id,
+        agent_id="agent_b",
+        task_id="task_b",
+        session_id=f"ses_{run_id[4:]}",
+        system_prompt="bench",
+        llm=LLMSpec(provider="scripted", script="steps:\n  - say: done\n"),
+    )
     (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
     first: asyncio.Future = asyncio.get_running_loop().create_future()
 
@@ -56,11 +66,25 @@ async def _runner_first_event_ms(nc, url: str, root: Path) -> float:
 
     sub = await nc.subscribe(f"nexus.run.{run_id}.>", cb=on_msg)
     await nc.flush()
-    env = {"PATH": os.environ["PATH"], "HOME": str(d), "NEXUS_NATS_URL": url, "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
-           "NEXUS_WORKSPACE": str(d / "workspace"), "NEXUS_STATE_DIR": str(d / "state"), "NEXUS_HEARTBEAT_S": "60"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(d),
+        "NEXUS_NATS_URL": url,
+        "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
+        "NEXUS_WORKSPACE": str(d / "workspace"),
+        "NEXUS_STATE_DIR": str(d / "state"),
+        "NEXUS_HEARTBEAT_S": "60",
+    }
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "nexus.agent_runner.main", env=env, cwd=str(d),
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nexus.agent_runner.main",
+        env=env,
+        cwd=str(d),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     t1 = await asyncio.wait_for(first, 30)
     if await proc.wait() != 0:
         raise RuntimeError(f"the runner failed (run {run_id})")
@@ -96,7 +120,10 @@ def measure(reps: int) -> dict:
         "runner_full_imports_alone": _stats(heavy),
         "target_ms": 300,
     }
-    out["runner_minus_asyncio_baseline_ms"] = round(out["runner_process_start_to_first_event"]["median_ms"]
-                                                    - out["baseline_python_import_asyncio_start_to_exit"]["median_ms"], 1)
+    out["runner_minus_asyncio_baseline_ms"] = round(
+        out["runner_process_start_to_first_event"]["median_ms"]
+        - out["baseline_python_import_asyncio_start_to_exit"]["median_ms"],
+        1,
+    )
     out["meets_target"] = out["runner_process_start_to_first_event"]["median_ms"] <= 300
     return out

@@ -58,13 +58,25 @@ async def _runs(n: int, concurrency: int) -> dict:
                 run_id = f"run_{os.urandom(8).hex()}"
                 d = root / run_id
                 (d / "home").mkdir(parents=True)
-                cfg = RunConfig(run_id=run_id, agent_id="agent_b", task_id="task_b", session_id=f"ses_{run_id[4:]}",
-                                system_prompt="bench", llm=LLMSpec(provider="scripted", script=TRIVIAL))
+                cfg = RunConfig(
+                    run_id=run_id,
+                    agent_id="agent_b",
+                    task_id="task_b",
+                    session_id=f"ses_{run_id[4:]}",
+                    system_prompt="bench",
+                    llm=LLMSpec(provider="scripted", script=TRIVIAL),
+                )
                 (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
-                env = {**zygote.env, "HOME": str(d / "home"), "NEXUS_NATS_URL": server.url,
-                       "NEXUS_RUN_CONFIG": str(d / "run-config.json"), "NEXUS_WORKSPACE": str(d / "workspace"),
-                       "NEXUS_STATE_DIR": str(d / "state"), "NEXUS_LOG_FORMAT": "json",
-                       "NEXUS_NATS_CREDS": signer.mint(RunIdentity(run_id, 1, cfg.session_id, None), 600)}
+                env = {
+                    **zygote.env,
+                    "HOME": str(d / "home"),
+                    "NEXUS_NATS_URL": server.url,
+                    "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
+                    "NEXUS_WORKSPACE": str(d / "workspace"),
+                    "NEXUS_STATE_DIR": str(d / "state"),
+                    "NEXUS_LOG_FORMAT": "json",
+                    "NEXUS_NATS_CREDS": signer.mint(RunIdentity(run_id, 1, cfg.session_id, None), 600),
+                }
                 t0 = time.perf_counter()
                 pid = await zygote.spawn(cwd=str(d), log_path=str(d / "runner.log"), env=env, limits=(2048, 1024, 600))
                 codes.append(await zygote.wait(pid))
@@ -80,9 +92,15 @@ async def _runs(n: int, concurrency: int) -> dict:
         await asyncio.sleep(0.1)  # the last exit reaped
         cpu_ms = (_reaped_ticks(zygote.pid) - before) * 1000 / os.sysconf("SC_CLK_TCK") / n
         walls.sort()
-        return {"runs": n, "concurrency": concurrency, "exit_codes": sorted({c for c in codes if c is not None}),
-                "cpu_ms_per_run": round(cpu_ms, 1), "wall_p50_ms": round(statistics.median(walls), 1),
-                "wall_max_ms": round(walls[-1], 1), "runs_per_s": round(n / elapsed, 1)}
+        return {
+            "runs": n,
+            "concurrency": concurrency,
+            "exit_codes": sorted({c for c in codes if c is not None}),
+            "cpu_ms_per_run": round(cpu_ms, 1),
+            "wall_p50_ms": round(statistics.median(walls), 1),
+            "wall_max_ms": round(walls[-1], 1),
+            "runs_per_s": round(n / elapsed, 1),
+        }
     finally:
         await zygote.close()
         server.stop()
@@ -91,4 +109,7 @@ async def _runs(n: int, concurrency: int) -> dict:
 
 def measure(n: int, concurrency: int = 1) -> dict:
     preload()  # the baseline forks an interpreter as large as the zygote
-    return {"baseline_fork_only": fork_exec_rate(max(n, 20), exec_=False), "trivial_run": asyncio.run(_runs(n, concurrency))}
+    return {
+        "baseline_fork_only": fork_exec_rate(max(n, 20), exec_=False),
+        "trivial_run": asyncio.run(_runs(n, concurrency)),
+    }

@@ -23,13 +23,20 @@ def _tree(ws: Path, files: int) -> None:
     for i in range(files):
         d = ws / f"f{i % 20}"
         d.mkdir(exist_ok=True)
-        (d / f"m{i // 20}.txt").write_text("\n".join(f"line {j} of file {i}: lorem ipsum dolor" for j in range(60)) + "\n")
+        (d / f"m{i // 20}.txt").write_text(
+            "\n".join(f"line {j} of file {i}: lorem ipsum dolor" for j in range(60)) + "\n"
+        )
     (ws / "f0" / "m0.txt").write_text("v0\n")
 
 
 async def _raw(*argv: str, cwd: Path, stdin: bytes | None = None) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     await proc.communicate(stdin)
 
 
@@ -43,10 +50,18 @@ async def measure(files: int, n: int) -> dict:
         env = {**os.environ, "GIT_DIR": str(gitdir), "GIT_WORK_TREE": str(ws)}
         subprocess.run(["git", "init", "-q"], env=env, check=True)
         subprocess.run(["git", "add", "-A"], env=env, check=True)
-        subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "base"], env=env, check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "base"], env=env, check=True
+        )
         subprocess.run(["git", "init", "-q", str(raw_ws)], check=True)
         session = SessionState(session_id="ses_bench", project_path=str(ws), created_at="", updated_at="")
-        hv = Hypervisor(workspace=ws, permissions=Permissions(), session=session, secrets={"K": "s3cr3t-bench-value"}, git_dir=gitdir)
+        hv = Hypervisor(
+            workspace=ws,
+            permissions=Permissions(),
+            session=session,
+            secrets={"K": "s3cr3t-bench-value"},
+            git_dir=gitdir,
+        )
         flips = {"hv": 0, "raw": 0}
 
         def patch(kind: str) -> bytes:
@@ -59,18 +74,26 @@ async def measure(files: int, n: int) -> dict:
             assert result.ok, result.error
 
         ops = {
-            "search_text": {"raw": lambda i: _raw("grep", "-rnIE", "--null", "-e", "lorem ip[s]um dolor$", "--", ".", cwd=raw_ws),
-                            "hypervisor": lambda i: hv_call("search_text", {"pattern": "lorem ip[s]um dolor$"})},
-            "apply_patch": {"raw": lambda i: _raw("git", "apply", "-", cwd=raw_ws, stdin=patch("raw")),
-                            "hypervisor": lambda i: hv_call("apply_patch", lambda: {"patch": patch("hv").decode()})},
-            "git_status": {"raw": lambda i: _raw("git", "status", "--short", cwd=raw_ws),
-                           "hypervisor": lambda i: hv_call("git_status", {})},
+            "search_text": {
+                "raw": lambda i: _raw("grep", "-rnIE", "--null", "-e", "lorem ip[s]um dolor$", "--", ".", cwd=raw_ws),
+                "hypervisor": lambda i: hv_call("search_text", {"pattern": "lorem ip[s]um dolor$"}),
+            },
+            "apply_patch": {
+                "raw": lambda i: _raw("git", "apply", "-", cwd=raw_ws, stdin=patch("raw")),
+                "hypervisor": lambda i: hv_call("apply_patch", lambda: {"patch": patch("hv").decode()}),
+            },
+            "git_status": {
+                "raw": lambda i: _raw("git", "status", "--short", cwd=raw_ws),
+                "hypervisor": lambda i: hv_call("git_status", {}),
+            },
         }
         out: dict = {"files": files, "n": n}
         for name, variants in ops.items():
             samples = await _interleaved(n, variants)
             out[name] = {label: _us(values) for label, values in samples.items()}
-            out[name]["overhead_median_us"] = round(out[name]["hypervisor"]["median_us"] - out[name]["raw"]["median_us"], 1)
+            out[name]["overhead_median_us"] = round(
+                out[name]["hypervisor"]["median_us"] - out[name]["raw"]["median_us"], 1
+            )
         return out
 
 

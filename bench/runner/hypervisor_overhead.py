@@ -19,7 +19,11 @@ CONTENT = "x" * 1024
 
 
 def _us(samples: list[float]) -> dict:
-    return {"median_us": round(statistics.median(samples), 1), "mean_us": round(statistics.fmean(samples), 1), "n": len(samples)}
+    return {
+        "median_us": round(statistics.median(samples), 1),
+        "mean_us": round(statistics.fmean(samples), 1),
+        "n": len(samples),
+    }
 
 
 async def _interleaved(n: int, ops: dict) -> dict[str, list[float]]:
@@ -34,17 +38,26 @@ async def _interleaved(n: int, ops: dict) -> dict[str, list[float]]:
 
 
 def _hypervisor(ws: Path, state_file: Path | None) -> Hypervisor:
-    session = SessionState(session_id="ses_bench", project_path=str(ws), run_id="run_bench", created_at="", updated_at="")
+    session = SessionState(
+        session_id="ses_bench", project_path=str(ws), run_id="run_bench", created_at="", updated_at=""
+    )
 
     async def recorder(_change) -> None:  # the runner publishes here; measured apart from NATS
         return None
 
-    return Hypervisor(workspace=ws, permissions=Permissions(commands=CommandPolicy(allow=["true"])), session=session, state_file=state_file, recorder=recorder)
+    return Hypervisor(
+        workspace=ws,
+        permissions=Permissions(commands=CommandPolicy(allow=["true"])),
+        session=session,
+        state_file=state_file,
+        recorder=recorder,
+    )
 
 
 async def _raw_command(_i: int) -> None:
-    proc = await asyncio.create_subprocess_exec("true", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                                                start_new_session=True)
+    proc = await asyncio.create_subprocess_exec(
+        "true", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+    )
     await proc.communicate()
 
 
@@ -63,7 +76,10 @@ async def measure(n_files: int, n_commands: int) -> dict:
         async def raw_read(i: int) -> None:
             (raw_dir / f"f{i % 50}.txt").read_text()
 
-        hvs = {"hypervisor_with_state_file": _hypervisor(ws, root / "state.json"), "hypervisor_without_state_file": _hypervisor(ws, None)}
+        hvs = {
+            "hypervisor_with_state_file": _hypervisor(ws, root / "state.json"),
+            "hypervisor_without_state_file": _hypervisor(ws, None),
+        }
 
         def via(hv: Hypervisor, tool: str, args) -> object:
             async def op(i: int) -> None:

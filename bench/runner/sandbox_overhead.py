@@ -20,8 +20,12 @@ ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 def _ms(samples: list[float]) -> dict:
     ordered = sorted(samples)
-    return {"median_ms": round(statistics.median(ordered), 2), "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1], 2),
-            "mean_ms": round(statistics.fmean(ordered), 2), "n": len(ordered)}
+    return {
+        "median_ms": round(statistics.median(ordered), 2),
+        "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1], 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
+        "n": len(ordered),
+    }
 
 
 async def _interleaved(n: int, ops: dict) -> dict[str, list[float]]:
@@ -38,8 +42,9 @@ def _execute(argv: list[str], ws: Path, mode: str | None):
     spec = sandbox.Spec(workspace=str(ws), programs=[shutil.which(argv[0], path=ENV["PATH"]) or argv[0]])
 
     async def op() -> None:
-        outcome = await commands.execute(argv, cwd=str(ws), env=ENV, timeout_s=30, max_output=65536,
-                                         confine=(mode, spec) if mode else None)
+        outcome = await commands.execute(
+            argv, cwd=str(ws), env=ENV, timeout_s=30, max_output=65536, confine=(mode, spec) if mode else None
+        )
         assert outcome.exit_code == 0, outcome.output
 
     return op
@@ -47,8 +52,13 @@ def _execute(argv: list[str], ws: Path, mode: str | None):
 
 def _via_hypervisor(ws: Path, mode: str):
     session = SessionState(session_id=f"ses_bench_{mode}", project_path=str(ws))
-    hv = Hypervisor(workspace=ws, permissions=Permissions(commands=CommandPolicy(allow=["true", "git status*"])),
-                    session=session, base_env=ENV, sandbox_mode=mode)
+    hv = Hypervisor(
+        workspace=ws,
+        permissions=Permissions(commands=CommandPolicy(allow=["true", "git status*"])),
+        session=session,
+        base_env=ENV,
+        sandbox_mode=mode,
+    )
 
     async def op() -> None:
         assert (await hv.call("run_command", {"cmd": "true"})).ok
@@ -67,12 +77,17 @@ async def measure(n: int) -> dict:
             modes["landlock"] = "landlock"
         if sandbox.detect("bwrap") == "bwrap":
             modes["bwrap"] = "bwrap"
-        out: dict = {"available": sorted(m for m in modes if m != "unsandboxed"), "landlock_abi": sandbox.landlock_abi()}
+        out: dict = {
+            "available": sorted(m for m in modes if m != "unsandboxed"),
+            "landlock_abi": sandbox.landlock_abi(),
+        }
         for label, argv in (("true", ["true"]), ("git_status", ["git", "status", "--short"])):
             samples = await _interleaved(n, {name: _execute(argv, ws, mode) for name, mode in modes.items()})
             out[label] = {name: _ms(values) for name, values in samples.items()}
             out[label]["overhead_median_ms"] = {
-                name: round(out[label][name]["median_ms"] - out[label]["unsandboxed"]["median_ms"], 2) for name in modes if name != "unsandboxed"
+                name: round(out[label][name]["median_ms"] - out[label]["unsandboxed"]["median_ms"], 2)
+                for name in modes
+                if name != "unsandboxed"
             }
         plain, _ = _via_hypervisor(ws, "none")
         confined, mode = _via_hypervisor(ws, "auto")

@@ -85,8 +85,10 @@ def growth(before: dict, after: dict) -> dict:
     out = {}
     for name, b in before.items():
         a = after.get(name, {})
-        out[name] = {k: (round(100.0 * (a[k] - b[k]) / b[k], 1) if b.get(k) and a.get(k) is not None else None)
-                     for k in ("rss_kib", "open_files")}
+        out[name] = {
+            k: (round(100.0 * (a[k] - b[k]) / b[k], 1) if b.get(k) and a.get(k) is not None else None)
+            for k in ("rss_kib", "open_files")
+        }
     return out
 
 
@@ -102,23 +104,43 @@ async def lag(nc) -> dict:
 async def main_async(a: argparse.Namespace) -> dict:
     home = Path(tempfile.mkdtemp(prefix="nexus-soak-"))
     key = "nxk_soak_" + uuid.uuid4().hex
-    stack = Stack(home=home, http_port=free_port(), metrics_ports={n: free_port() for n in SERVICES}, log_dir=home,
-                  env={"NEXUS_ADMIN_KEY": key, "NEXUS_MAX_RUNS_PER_AGENT": str(a.concurrent), "NEXUS_MAX_CONCURRENT_RUNS": str(a.concurrent),
-                       "NEXUS_LOG_LEVEL": "warning"})
+    stack = Stack(
+        home=home,
+        http_port=free_port(),
+        metrics_ports={n: free_port() for n in SERVICES},
+        log_dir=home,
+        env={
+            "NEXUS_ADMIN_KEY": key,
+            "NEXUS_MAX_RUNS_PER_AGENT": str(a.concurrent),
+            "NEXUS_MAX_CONCURRENT_RUNS": str(a.concurrent),
+            "NEXUS_LOG_LEVEL": "warning",
+        },
+    )
     home.mkdir(parents=True, exist_ok=True)
     stack.admin_key_file.write_text(key)
-    result: dict = {"minutes": a.minutes, "concurrent": a.concurrent, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                    "note": "2 shared cores with other engineers' work running"}
+    result: dict = {
+        "minutes": a.minutes,
+        "concurrent": a.concurrent,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "note": "2 shared cores with other engineers' work running",
+    }
     rng = random.Random(7)
     try:
         stack.start(["core-api", "worker"])
-        async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as api:
             for d in DURATIONS:
-                r = await api.post("/v1/agents", json={
-                    "name": f"soak-{d}", "system_prompt": "You are soaked.", "tools": ["note", "run_command"],
-                    "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
-                    "llm": {"provider": "scripted", "script": script(d)},
-                })
+                r = await api.post(
+                    "/v1/agents",
+                    json={
+                        "name": f"soak-{d}",
+                        "system_prompt": "You are soaked.",
+                        "tools": ["note", "run_command"],
+                        "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
+                        "llm": {"provider": "scripted", "script": script(d)},
+                    },
+                )
                 r.raise_for_status()
             warm = await api.post("/v1/tasks", json={"title": "warm-up", "assignee": "soak-0"})
             warm.raise_for_status()
@@ -132,15 +154,24 @@ async def main_async(a: argparse.Namespace) -> dict:
 
             async def lane(i: int) -> None:
                 while time.monotonic() < deadline:
-                    r = await api.post("/v1/tasks", json={"title": f"soak {i}", "assignee": f"soak-{rng.choice(DURATIONS)}"})
+                    r = await api.post(
+                        "/v1/tasks", json={"title": f"soak {i}", "assignee": f"soak-{rng.choice(DURATIONS)}"}
+                    )
                     r.raise_for_status()
                     run_id = r.json()["current_run_id"]
                     created.append(run_id)
                     statuses[run_id] = await _final(api, run_id)
                     if statuses[run_id] != "succeeded":  # what ended otherwise, and why, in the report
                         run = (await api.get(f"/v1/runs/{run_id}")).json()
-                        unexpected.append({"run_id": run_id, "status": run.get("status"), "reason": run.get("reason"),
-                                           "attempt": run.get("attempt"), "agent": run.get("agent_id")})
+                        unexpected.append(
+                            {
+                                "run_id": run_id,
+                                "status": run.get("status"),
+                                "reason": run.get("reason"),
+                                "attempt": run.get("attempt"),
+                                "agent": run.get("agent_id"),
+                            }
+                        )
 
             async def warm_sample() -> None:
                 # Pools (MongoDB clients, FerretDB's backend connections) open under the first load: a
@@ -152,8 +183,13 @@ async def main_async(a: argparse.Namespace) -> dict:
             by_status: dict[str, int] = {}
             for s in statuses.values():
                 by_status[s] = by_status.get(s, 0) + 1
-            result["runs"] = {"created": len(created), "final": sum(s in FINAL for s in statuses.values()), "by_status": by_status,
-                              "per_minute": round(len(created) / a.minutes, 1), "not_succeeded": unexpected[:50]}
+            result["runs"] = {
+                "created": len(created),
+                "final": sum(s in FINAL for s in statuses.values()),
+                "by_status": by_status,
+                "per_minute": round(len(created) / a.minutes, 1),
+                "not_succeeded": unexpected[:50],
+            }
             nc = await connect(stack.nats_url or "", "soak", creds=stack.creds("tools"))
             for _ in range(100):  # let the last events drain; the lag reported is what remains
                 result["consumer_lag"] = await lag(nc)
@@ -168,7 +204,9 @@ async def main_async(a: argparse.Namespace) -> dict:
     finally:
         stack.stop()
         if (result.get("runs") or {}).get("not_succeeded"):
-            result["logs_kept_in"] = str(home)  # a run ended otherwise than succeeded: its services' logs stay for reading
+            result["logs_kept_in"] = str(
+                home
+            )  # a run ended otherwise than succeeded: its services' logs stay for reading
         else:
             shutil.rmtree(home, ignore_errors=True)
     return result
@@ -187,8 +225,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", "10")))
     ap.add_argument("--concurrent", type=int, default=int(os.environ.get("SOAK_CONCURRENT", "100")))
-    ap.add_argument("--warmup-minutes", type=float, default=float(os.environ.get("SOAK_WARMUP_MINUTES", "1")),
-                    help="when the `warm` sample is taken, under load (at most half the soak)")
+    ap.add_argument(
+        "--warmup-minutes",
+        type=float,
+        default=float(os.environ.get("SOAK_WARMUP_MINUTES", "1")),
+        help="when the `warm` sample is taken, under load (at most half the soak)",
+    )
     print(json.dumps(asyncio.run(main_async(ap.parse_args())), indent=2))
 
 

@@ -74,8 +74,9 @@ async def create_task(api: httpx.AsyncClient, agent: str, title: str, errors: li
     return r.json()
 
 
-async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float,
-                      errors: list[str]) -> list[dict]:
+async def closed_loop(
+    api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float, errors: list[str]
+) -> list[dict]:
     """`inflight` clients, each creating a task and waiting for its run's end before the next."""
     todo = iter(range(n))
     out: list[dict] = []
@@ -87,14 +88,23 @@ async def closed_loop(api: httpx.AsyncClient, finals: Finals, agent: str, n: int
             if task is None:
                 continue
             end = await finals.wait(task["current_run_id"], timeout_s)
-            out.append({"run_id": task["current_run_id"], "t0": t0, "created": ts(task["created_at"]),
-                        "status": end[0] if end else None, "end": end[1] if end else None})
+            out.append(
+                {
+                    "run_id": task["current_run_id"],
+                    "t0": t0,
+                    "created": ts(task["created_at"]),
+                    "status": end[0] if end else None,
+                    "end": end[1] if end else None,
+                }
+            )
 
     await asyncio.gather(*(lane() for _ in range(inflight)))
     return out
 
 
-async def open_burst(api: httpx.AsyncClient, finals: Finals, agent: str, n: int, timeout_s: float, errors: list[str]) -> list[dict]:
+async def open_burst(
+    api: httpx.AsyncClient, finals: Finals, agent: str, n: int, timeout_s: float, errors: list[str]
+) -> list[dict]:
     """The dispatch bench's burst: all tasks created at once (16 requests at a time), then wait for all."""
     sem = asyncio.Semaphore(16)
 
@@ -119,12 +129,19 @@ def shape_report(runs: list[dict], log: RunLog, cpu: dict, errors: list[str]) ->
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
     ids = [r["run_id"] for r in runs]
     return {
-        "runs": len(runs), "task_requests_refused": len(errors), "refusals": sorted(set(errors))[:3], "statuses_in_database": statuses, "runs_per_s": round(len(ended) / wall, 2) if ended else 0.0,
+        "runs": len(runs),
+        "task_requests_refused": len(errors),
+        "refusals": sorted(set(errors))[:3],
+        "statuses_in_database": statuses,
+        "runs_per_s": round(len(ended) / wall, 2) if ended else 0.0,
         "wall_s": round(wall, 2),
         "request_to_final": summary_ms([r["end"] - r["t0"] for r in ended]),
-        "dispatch_task_created_to_runner_first_event": summary_ms([log.first_runner[r["run_id"]] - r["created"] for r in runs
-                                                                   if r["run_id"] in log.first_runner]),
-        "task_created_to_worker_launched": summary_ms([log.launched[r["run_id"]] - r["created"] for r in runs if r["run_id"] in log.launched]),
+        "dispatch_task_created_to_runner_first_event": summary_ms(
+            [log.first_runner[r["run_id"]] - r["created"] for r in runs if r["run_id"] in log.first_runner]
+        ),
+        "task_created_to_worker_launched": summary_ms(
+            [log.launched[r["run_id"]] - r["created"] for r in runs if r["run_id"] in log.launched]
+        ),
         "lost": len([i for i in ids if i in log.lost]),
         "launched_twice": len([i for i in ids if log.launches.get(i, 0) > 1]),
         "cpu_s": cpu,
@@ -151,7 +168,7 @@ async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
             for line in (await c.get(f"http://127.0.0.1:{ports[service]}/metrics")).text.splitlines():
                 if line.startswith("nexus_db_commands_total{"):
                     labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1 : line.index("}")].split(","))
-                    key = f'{labels["command"].strip(chr(34))} {labels["collection"].strip(chr(34))}'.strip()
+                    key = f"{labels['command'].strip(chr(34))} {labels['collection'].strip(chr(34))}".strip()
                     counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
             out[service] = counts
     return out
@@ -189,9 +206,19 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
     home = Path(tempfile.mkdtemp(prefix="nexus-bench-throughput-"))
     key = "nxk_bench_" + uuid.uuid4().hex
     ports = {n: free_port() for n in SERVICES}
-    stack = Stack(home=home, http_port=free_port(), metrics_ports=ports, log_dir=home,
-                  env={"NEXUS_ADMIN_KEY": key, "NEXUS_MAX_RUNS_PER_AGENT": "500", "NEXUS_MAX_CONCURRENT_RUNS": "500",
-                       "NEXUS_LOG_LEVEL": "warning", "NEXUS_ZYGOTE": "true" if zygote else "false"})
+    stack = Stack(
+        home=home,
+        http_port=free_port(),
+        metrics_ports=ports,
+        log_dir=home,
+        env={
+            "NEXUS_ADMIN_KEY": key,
+            "NEXUS_MAX_RUNS_PER_AGENT": "500",
+            "NEXUS_MAX_CONCURRENT_RUNS": "500",
+            "NEXUS_LOG_LEVEL": "warning",
+            "NEXUS_ZYGOTE": "true" if zygote else "false",
+        },
+    )
     home.mkdir(parents=True, exist_ok=True)
     stack.admin_key_file.write_text(key)
     result: dict = {"zygote": zygote}
@@ -203,16 +230,29 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
         log, finals = RunLog(), Finals()
         sub = await log.follow(nc.jetstream())
         await nc.subscribe("nexus.evt.run.*", cb=finals.on)
-        meter = CpuMeter({**{n: p.pid for n, p in stack.procs.items()}, **{s.name: s.proc.pid for s in stack.servers},
-                          **{b.name: b.proc.pid for s in stack.servers for b in s.backing}})
-        async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as api:
+        meter = CpuMeter(
+            {
+                **{n: p.pid for n, p in stack.procs.items()},
+                **{s.name: s.proc.pid for s in stack.servers},
+                **{b.name: b.proc.pid for s in stack.servers for b in s.backing},
+            }
+        )
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        ) as api:
             await make_agent(api, "trivial", TRIVIAL)
             await make_agent(api, "holder", HOLD.format(s=args.hold))
-            await closed_loop(api, finals, "trivial", 3, 1, args.timeout, [])  # warm-up: caches, connections, first imports
+            await closed_loop(
+                api, finals, "trivial", 3, 1, args.timeout, []
+            )  # warm-up: caches, connections, first imports
             before = await runner_starts(ports["worker"])
             shapes = {
-                "one_at_a_time": lambda errors: closed_loop(api, finals, "trivial", args.sequential, 1, args.timeout, errors),
-                "inflight": lambda errors: closed_loop(api, finals, "trivial", args.runs, args.inflight, args.timeout, errors),
+                "one_at_a_time": lambda errors: closed_loop(
+                    api, finals, "trivial", args.sequential, 1, args.timeout, errors
+                ),
+                "inflight": lambda errors: closed_loop(
+                    api, finals, "trivial", args.runs, args.inflight, args.timeout, errors
+                ),
                 "burst": lambda errors: open_burst(api, finals, "holder", args.burst, args.timeout, errors),
             }
             for name, shape in shapes.items():
@@ -240,9 +280,14 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    result: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_start": os.getloadavg()}}
-    result["baseline"] = {"fork_exec_bin_true": fork_exec_rate(args.baseline_n), "fork_only": fork_exec_rate(args.baseline_n, exec_=False),
-                          "pymongo": await pymongo_insert_rate(args.baseline_n)}
+    result: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_start": os.getloadavg()}
+    }
+    result["baseline"] = {
+        "fork_exec_bin_true": fork_exec_rate(args.baseline_n),
+        "fork_only": fork_exec_rate(args.baseline_n, exec_=False),
+        "pymongo": await pymongo_insert_rate(args.baseline_n),
+    }
     modes = {"cold": False, "zygote": True}
     for name in args.modes.split(","):
         result[name] = await one_mode(modes[name], args)
@@ -252,11 +297,16 @@ async def main_async(args: argparse.Namespace) -> dict:
             "inflight_ge_100_runs_per_s": z["runs_per_s"] >= 100,
             "dispatch_p50_le_50ms": z["dispatch_task_created_to_runner_first_event"]["p50_ms"] <= 50,
             "dispatch_p99_le_250ms": z["dispatch_task_created_to_runner_first_event"]["p99_ms"] <= 250,
-            "none_lost_none_twice": all(result[m][s]["lost"] == 0 and result[m][s]["launched_twice"] == 0
-                                        for m in args.modes.split(",") for s in args.shapes.split(",")),
+            "none_lost_none_twice": all(
+                result[m][s]["lost"] == 0 and result[m][s]["launched_twice"] == 0
+                for m in args.modes.split(",")
+                for s in args.shapes.split(",")
+            ),
         }
         if "cold" in result and result["cold"]["inflight"]["runs_per_s"]:
-            result["speedup_inflight_zygote_over_cold"] = round(z["runs_per_s"] / result["cold"]["inflight"]["runs_per_s"], 2)
+            result["speedup_inflight_zygote_over_cold"] = round(
+                z["runs_per_s"] / result["cold"]["inflight"]["runs_per_s"], 2
+            )
     return result
 
 
@@ -267,7 +317,9 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=20, help="runs one at a time")
     parser.add_argument("--burst", type=int, default=50, help="tasks created at once in the burst shape")
     parser.add_argument("--hold", type=int, default=2, help="seconds each burst run sleeps, so they overlap")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take before it counts as unfinished")
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds a run may take before it counts as unfinished"
+    )
     parser.add_argument("--shapes", default="one_at_a_time,inflight,burst", help="which shapes to run")
     parser.add_argument("--modes", default="cold,zygote", help="cold, zygote or both (before and after, same run)")
     parser.add_argument("--baseline-n", type=int, default=200, help="iterations of each baseline")

@@ -39,7 +39,9 @@ async def pymongo_insert_rate(n: int) -> dict:
             await coll.insert_one({"_id": f"one-{i}", "status": "queued", "attempt": 1, "payload": "x" * 200})
         one = time.perf_counter() - t0
         t0 = time.perf_counter()
-        await coll.insert_many([{"_id": f"many-{i}", "status": "queued", "attempt": 1, "payload": "x" * 200} for i in range(n)])
+        await coll.insert_many(
+            [{"_id": f"many-{i}", "status": "queued", "attempt": 1, "payload": "x" * 200} for i in range(n)]
+        )
         many = time.perf_counter() - t0
         return {"n": n, "insert_one_per_s": round(n / one, 1), "insert_many_docs_per_s": round(n / many, 1)}
     finally:

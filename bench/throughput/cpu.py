@@ -69,8 +69,10 @@ class CpuMeter:
         self._busy = _busy_s()
 
     def stop(self) -> dict:
-        used: dict = {name: round(sum(_proc_cpu_s(pid) - self._start.get(pid, 0.0) for pid in self._pids(name)), 2)
-                      for name in self.services}
+        used: dict = {
+            name: round(sum(_proc_cpu_s(pid) - self._start.get(pid, 0.0) for pid in self._pids(name)), 2)
+            for name in self.services
+        }
         reaped = {name: round(self._reaped(name) - self._start_reaped[name], 2) for name in self.services}
         busy = _busy_s() - self._busy
         used["machine_busy"] = round(busy, 2)

@@ -78,9 +78,16 @@ async def main_async(args: argparse.Namespace) -> dict:
     result: dict = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "note": "shared, contended box"},
         "what": "server-side time per UI page (Server-Timing), ms; same pages on an empty and a filled history",
-        "sizes": {"empty": {"runs": args.empty_runs, "audit_entries": args.empty_runs},
-                  "filled": {"runs": args.runs, "tasks": args.runs, "sessions": args.runs,
-                             "run_events_per_run": args.events_per_run, "audit_entries": args.audit}},
+        "sizes": {
+            "empty": {"runs": args.empty_runs, "audit_entries": args.empty_runs},
+            "filled": {
+                "runs": args.runs,
+                "tasks": args.runs,
+                "sessions": args.runs,
+                "run_events_per_run": args.events_per_run,
+                "audit_entries": args.audit,
+            },
+        },
         "full_size_command": "uv run python -m bench.ui --runs 100000 --audit 1000000",
     }
     sides: list[Side] = []
@@ -109,7 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ui")
     parser.add_argument("--runs", type=int, default=20_000, help="runs (and as many tasks and sessions) to fill")
     parser.add_argument("--audit", type=int, default=100_000, help="audit entries to fill")
-    parser.add_argument("--empty-runs", type=int, default=64, help="runs, tasks, sessions, audit entries on the empty side")
+    parser.add_argument(
+        "--empty-runs", type=int, default=64, help="runs, tasks, sessions, audit entries on the empty side"
+    )
     parser.add_argument("--events-per-run", type=int, default=7, help="run events copied per run")
     parser.add_argument("--samples", type=int, default=50, help="requests per page per side")
     parser.add_argument("--handler", default=None, help=argparse.SUPPRESS)  # bench.history's prepare reads it

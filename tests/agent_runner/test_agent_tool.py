@@ -25,7 +25,11 @@ def tool(tmp_path: Path) -> Any:
     def run(*args: str, stdin: str | None = None, expect: int = 0) -> dict:
         proc = subprocess.run(
             [sys.executable, "-m", "nexus.agent_runner.agent_tool", *args],
-            input=stdin, capture_output=True, text=True, env=env, timeout=60,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         lines = proc.stdout.splitlines()
         assert len(lines) == 1, proc.stdout + proc.stderr  # exactly one JSON object
@@ -46,13 +50,14 @@ def test_meta_and_three_children(tool: Any, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     meta = tool("start", "--project", str(project), "--backend", "qwen")["sessionId"]
-    children = {
-        letter: tool("start", "--project", str(project), "--parent", meta)["sessionId"] for letter in "abc"
-    }
+    children = {letter: tool("start", "--project", str(project), "--parent", meta)["sessionId"] for letter in "abc"}
     assert len({meta, *children.values()}) == 4
 
     tool("log", "--session", meta, "--message", "decomposing the goal into three children")
-    plan = {"metaSessionId": meta, "children": [{"sessionId": sid, "targetFile": f"child-{letter}.txt"} for letter, sid in children.items()]}
+    plan = {
+        "metaSessionId": meta,
+        "children": [{"sessionId": sid, "targetFile": f"child-{letter}.txt"} for letter, sid in children.items()],
+    }
     tool("write-file", "--session", meta, "--path", "meta-plan.json", "--content", json.dumps(plan))
     for letter, sid in children.items():
         written = tool("write-file", "--session-id", sid, "--path", f"child-{letter}.txt", stdin=f"SESSION_ID={sid}\n")
@@ -87,7 +92,9 @@ def _project(tmp_path: Path) -> Path:
 def test_run_and_status(tool: Any, tmp_path: Path) -> None:
     policy = tmp_path / "perms.json"
     policy.write_text(json.dumps({"commands": {"allow": ["python3 *", "echo *"], "default": "deny"}}))
-    sid = tool("start", "--project", str(_project(tmp_path)), "--session-id", "ses_run", "--permissions", str(policy))["sessionId"]
+    sid = tool("start", "--project", str(_project(tmp_path)), "--session-id", "ses_run", "--permissions", str(policy))[
+        "sessionId"
+    ]
     ran = tool("run", "--session", sid, "--", "python3", "-c", "print('hi'); raise SystemExit(4)")
     assert ran["exitCode"] == 4 and ran["output"].startswith("hi\n")
     line = tool("run", "--session", sid, "--cmd", "echo a; b", "--timeout", "5")
@@ -141,7 +148,10 @@ def test_unknown_session_and_missing_project(tool: Any, tmp_path: Path) -> None:
     assert "no session" in tool("status", "--session", "ses_missing", expect=1)["error"]
     assert "not a directory" in tool("start", "--project", str(tmp_path / "nope"), expect=1)["error"]
     tool("start", "--project", str(_project(tmp_path)), "--session-id", "dup")
-    assert "already exists" in tool("start", "--project", str(_project(tmp_path)), "--session-id", "dup", expect=1)["error"]
+    assert (
+        "already exists"
+        in tool("start", "--project", str(_project(tmp_path)), "--session-id", "dup", expect=1)["error"]
+    )
 
 
 def test_without_permissions_commands_are_denied_and_home_is_not_the_project(tool: Any, tmp_path: Path) -> None:
@@ -150,7 +160,11 @@ def test_without_permissions_commands_are_denied_and_home_is_not_the_project(too
     policy = tmp_path / "perms.json"
     policy.write_text(json.dumps({"commands": {"allow": ["env"], "default": "deny"}}))
     sid = tool("start", "--project", str(_project(tmp_path)), "--permissions", str(policy))["sessionId"]
-    home = next(line[5:] for line in tool("run", "--session", sid, "--cmd", "env")["output"].splitlines() if line.startswith("HOME="))
+    home = next(
+        line[5:]
+        for line in tool("run", "--session", sid, "--cmd", "env")["output"].splitlines()
+        if line.startswith("HOME=")
+    )
     assert not home.startswith(str(_project(tmp_path))) and Path(home).is_dir() and not any(Path(home).iterdir())
 
 

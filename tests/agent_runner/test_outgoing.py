@@ -48,11 +48,19 @@ LEAKS = {
     "base64-offset-1": ({"a.txt": _b64_at(1)}, "work", "base64"),
     "base64-offset-2": ({"a.txt": _b64_at(2)}, "work", "base64"),
     "base64-url": ({"a.txt": base64.urlsafe_b64encode(b"yy" + SECRET.encode())}, "work", "base64"),
-    "base64-wrapped-in-json": ({"a.json": b'{"k": "' + base64.b64encode(b"prefix:" + SECRET.encode()) + b'"}'}, "work", "base64"),
+    "base64-wrapped-in-json": (
+        {"a.json": b'{"k": "' + base64.b64encode(b"prefix:" + SECRET.encode()) + b'"}'},
+        "work",
+        "base64",
+    ),
     "hex-lower": ({"a.txt": binascii.hexlify(SECRET.encode())}, "work", "hex"),
     "hex-upper": ({"a.txt": binascii.hexlify(SECRET.encode()).upper()}, "work", "hex"),
     "url-encoded": ({"a.txt": quote(SECRET, safe="").encode()}, "work", "url-encoding"),
-    "url-encoded-lower": ({"a.txt": re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(SECRET, safe="")).encode()}, "work", "url-encoding"),
+    "url-encoded-lower": (
+        {"a.txt": re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(SECRET, safe="")).encode()},
+        "work",
+        "url-encoding",
+    ),
     "in-a-path": ({f"dir/{SECRET}.txt": b"x"}, "work", "plain"),
     "in-a-directory-name": ({f"{SECRET}/inner.txt": b"x"}, "work", "plain"),
     "in-the-commit-message": ({"a.txt": b"x"}, f"work\n\nthe key is {SECRET}", "plain"),
@@ -86,7 +94,9 @@ async def test_provenance_accepts_only_the_hypervisors_commits_with_its_trailers
 
     # A forged ledger hash on a recorded commit, and a commit nobody recorded: both refused.
     forged = await _commit(rg, {"b.txt": b"2"}, body.replace("h0", "h9"))
-    refused = await outgoing.check_provenance(rg, [*ledger, GitCommitChange(sha=forged, branch="b", message="", timestamp="t", hash="h2")], trailers)
+    refused = await outgoing.check_provenance(
+        rg, [*ledger, GitCommitChange(sha=forged, branch="b", message="", timestamp="t", hash="h2")], trailers
+    )
     assert refused == f"commit {forged[:12]} carries Nexus-* trailers the runner did not write"
     assert (await outgoing.check_provenance(rg, ledger, trailers)).endswith("was not made through the hypervisor")
 
@@ -106,5 +116,7 @@ async def test_the_workspace_has_no_git_and_git_config_is_isolated(rg, tmp_path)
     assert env["HOME"] == str(rg.home) and list(rg.home.iterdir()) == []
     assert not any(key.startswith("GIT_CONFIG_KEY") for key in env)  # no credential outside clone/fetch/push
     # A repository planted in the workspace is not the one git uses.
-    subprocess.run(["git", "init", "-q", str(rg.work_tree)], check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    subprocess.run(
+        ["git", "init", "-q", str(rg.work_tree)], check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    )
     assert await workspace.git(rg, "rev-parse", "--git-dir") == str(rg.git_dir)

@@ -25,8 +25,12 @@ async def test_events_keep_their_order_and_a_status_waits_for_them(js) -> None:
     await r.status("succeeded")
     events = await read_events(js, run_id)
     kinds = [(e["type"], e["data"].get("message") or e["data"].get("status")) for _, e in events]
-    assert kinds == [("run.status", "running"), *[("run.log", f"line {i}") for i in range(20)],
-                     ("run.llm", None), ("run.status", "succeeded")]
+    assert kinds == [
+        ("run.status", "running"),
+        *[("run.log", f"line {i}") for i in range(20)],
+        ("run.llm", None),
+        ("run.status", "succeeded"),
+    ]
     assert len({e["id"] for _, e in events}) == len(events)  # each its own message id (JetStream's dedupe id)
 
 

@@ -8,7 +8,16 @@ from datetime import datetime
 import pytest
 
 from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
-    bare_repo, changes, config, decide, final_status, git, js, read_events, start_runner, wait_event,
+    bare_repo,
+    changes,
+    config,
+    decide,
+    final_status,
+    git,
+    js,
+    read_events,
+    start_runner,
+    wait_event,
 )
 
 pytestmark = pytest.mark.infra
@@ -29,13 +38,20 @@ async def _requested(js, run_id: str) -> dict:
 async def test_approve_resumes(js, nats_url, tmp_path) -> None:
     r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK))
     req = await _requested(js, r.cfg.run_id)
-    assert req["action"] == "command" and req["detail"] == "touch approved.txt" and req["session_id"] == r.cfg.session_id
+    assert (
+        req["action"] == "command" and req["detail"] == "touch approved.txt" and req["session_id"] == r.cfg.session_id
+    )
     await wait_event(js, r.cfg.run_id, lambda t, d: t == "run.status" and d["status"] == "waiting_approval")
     assert not (r.workspace / "approved.txt").exists()  # paused: nothing ran yet
     await decide(js, r.cfg.run_id, req["approval_id"], "approved")
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
-    assert [e["data"]["status"] for _, e in events if e["type"] == "run.status"] == ["running", "waiting_approval", "running", "succeeded"]
+    assert [e["data"]["status"] for _, e in events if e["type"] == "run.status"] == [
+        "running",
+        "waiting_approval",
+        "running",
+        "succeeded",
+    ]
     assert [c["decision"] for c in changes(events, "approval")] == ["requested", "approved"]
     (cmd,) = changes(events, "command-run")
     assert cmd["cmd"] == "touch approved.txt" and cmd["exitCode"] == 0
@@ -66,7 +82,9 @@ async def test_expiry_denies_and_the_run_goes_on(js, nats_url, tmp_path) -> None
     assert final_status(events)["status"] == "succeeded"
     assert [c["decision"] for c in changes(events, "approval")] == ["requested", "expired"]
     assert changes(events, "refused")[0]["reason"] == "approval-expired"
-    assert not changes(events, "command-run") and [c["message"] for c in changes(events, "note")] == ["after the command"]
+    assert not changes(events, "command-run") and [c["message"] for c in changes(events, "note")] == [
+        "after the command"
+    ]
 
 
 def _when(stamp: str) -> datetime:
@@ -78,7 +96,9 @@ async def test_runner_backstop_expires_when_nobody_answers(js, nats_url, tmp_pat
     if where == "run config":  # core-api's approval_ttl_s travels in the run config and wins over the runner's default
         r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK, approval_ttl_s=0.2))
     else:
-        r = await start_runner(tmp_path, nats_url, config(SCRIPT, permissions=ASK), env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2"})
+        r = await start_runner(
+            tmp_path, nats_url, config(SCRIPT, permissions=ASK), env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2"}
+        )
     assert await r.exit_code() == 0, r.log()
     asked = next(e for _, e in await read_events(js, r.cfg.run_id) if e["type"] == "run.approval_requested")
     expires_in = _when(asked["data"]["expires_at"]) - _when(asked["occurred_at"])
@@ -105,7 +125,9 @@ async def test_merge_waits_for_approval(js, nats_url, tmp_path, decision) -> Non
     r = await start_runner(tmp_path, nats_url, cfg)
     req = await _requested(js, cfg.run_id)
     assert req["action"] == "merge" and f"into main of {bare}" in req["detail"]
-    await decide(js, cfg.run_id, req["approval_id"], decision, reason="looks good" if decision == "approved" else "wait for QA")
+    await decide(
+        js, cfg.run_id, req["approval_id"], decision, reason="looks good" if decision == "approved" else "wait for QA"
+    )
     assert await r.exit_code() == 0, r.log()
     end = final_status(await read_events(js, cfg.run_id))
     branch_sha = git(bare, "rev-parse", cfg.repo.branch)  # the run's branch is pushed either way

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
-    bare_repo, changes, config, final_status, git, js, read_events, start_runner,
+    bare_repo,
+    changes,
+    config,
+    final_status,
+    git,
+    js,
+    read_events,
+    start_runner,
 )
 
 pytestmark = pytest.mark.infra
@@ -24,7 +31,11 @@ def external(steps: list[dict], *, bare: Path | None = None, command: list[str] 
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     if bare is not None:
         fields["repo"] = {"url": str(bare), "ref": "main", "branch": f"nexus/task_t/{run_id}", "target_branch": "main"}
-    llm = {"provider": "external", "model": "scripted-cli", "command": command or [sys.executable, str(CLI), json.dumps(steps)]}
+    llm = {
+        "provider": "external",
+        "model": "scripted-cli",
+        "command": command or [sys.executable, str(CLI), json.dumps(steps)],
+    }
     return config("", run_id=run_id, **(fields | {"llm": llm}))
 
 
@@ -42,19 +53,29 @@ async def test_a_cli_works_only_through_the_hypervisor_and_its_work_is_committed
         {"tool": "note", "arguments": {"message": "wrote the feature"}},
         {"tool": "finish", "arguments": {"summary": "feature written by the CLI"}},
     ]
-    r = await start_runner(tmp_path, nats_url, external(steps, bare=bare, permissions={"commands": {"allow": ["git status*"]}}))
+    r = await start_runner(
+        tmp_path, nats_url, external(steps, bare=bare, permissions={"commands": {"allow": ["git status*"]}})
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)
     assert end["status"] == "succeeded" and end["summary"] == "feature written by the CLI", end
     assert end["usage"]["input_tokens"] == 120 and end["usage"]["output_tokens"] == 30, end
     assert [c["relPath"] for c in changes(events, "file-write")] == ["feature.txt"]
-    assert [c["exitCode"] for c in changes(events, "command-run")] == [128]  # no repository in the workspace: git tools only
+    assert [c["exitCode"] for c in changes(events, "command-run")] == [
+        128
+    ]  # no repository in the workspace: git tools only
     refused = changes(events, "refused")
     assert len(refused) == 1 and refused[0]["tool"] == "write_file", refused
     assert "wrote the feature" in [c["message"] for c in changes(events, "note")]
     tools = [(e["data"]["tool"], e["data"]["ok"]) for _, e in events if e["type"] == "run.tool"]
-    assert tools == [("write_file", True), ("run_command", True), ("write_file", False), ("note", True), ("finish", True)]
+    assert tools == [
+        ("write_file", True),
+        ("run_command", True),
+        ("write_file", False),
+        ("note", True),
+        ("finish", True),
+    ]
     llm = [e["data"] for _, e in events if e["type"] == "run.llm"]
     assert [(x["provider"], x["input_tokens"]) for x in llm] == [("external", 120)]
     assert any(f"kernel agent {r.cfg.session_id}-cli" in m for m in logs(events)), logs(events)
@@ -69,7 +90,9 @@ async def test_a_cli_works_only_through_the_hypervisor_and_its_work_is_committed
 
 
 async def test_a_cli_that_exits_non_zero_before_finish_fails_the_run(js, nats_url, tmp_path) -> None:
-    r = await start_runner(tmp_path, nats_url, external([{"tool": "note", "arguments": {"message": "starting"}}, {"exit": 3}]))
+    r = await start_runner(
+        tmp_path, nats_url, external([{"tool": "note", "arguments": {"message": "starting"}}, {"exit": 3}])
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)
@@ -96,8 +119,11 @@ async def test_the_step_limit_binds_the_cli(js, nats_url, tmp_path) -> None:
 
 
 async def test_the_token_limit_binds_the_cli_s_reported_spend(js, nats_url, tmp_path) -> None:
-    steps = [{"usage": {"input_tokens": 900, "output_tokens": 200}}, {"tool": "note", "arguments": {"message": "after"}},
-             {"tool": "finish", "arguments": {"summary": "never"}}]
+    steps = [
+        {"usage": {"input_tokens": 900, "output_tokens": 200}},
+        {"tool": "note", "arguments": {"message": "after"}},
+        {"tool": "finish", "arguments": {"summary": "never"}},
+    ]
     r = await start_runner(tmp_path, nats_url, external(steps, limits={"max_tokens": 1000}))
     assert await r.exit_code() == 0, r.log()
     end = final_status(await read_events(js, r.cfg.run_id))
@@ -108,7 +134,9 @@ async def test_what_the_cli_writes_itself_is_named_and_it_never_sees_secrets(js,
     bare = bare_repo(tmp_path)
     secret = "s3cr3t-" + uuid.uuid4().hex
     steps = [{"shell": "env > seen-env.txt"}, {"tool": "finish", "arguments": {"summary": "done"}}]
-    r = await start_runner(tmp_path, nats_url, external(steps, bare=bare, secrets=["API_TOKEN"]), secrets={"API_TOKEN": secret})
+    r = await start_runner(
+        tmp_path, nats_url, external(steps, bare=bare, secrets=["API_TOKEN"]), secrets={"API_TOKEN": secret}
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     assert final_status(events)["status"] == "succeeded"

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
-    bare_repo, changes, config, final_status, git, js, read_events, start_runner,
+    bare_repo,
+    changes,
+    config,
+    final_status,
+    git,
+    js,
+    read_events,
+    start_runner,
 )
 
 pytestmark = pytest.mark.infra
@@ -47,10 +54,18 @@ class GitHTTP(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         env = {
-            "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",  # type: ignore[attr-defined]  # the test server carries its root
-            "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": "x-access-token",
-            "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
-            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""), "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "PATH": os.environ["PATH"],
+            "GIT_PROJECT_ROOT": str(server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",  # type: ignore[attr-defined]  # the test server carries its root
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "REMOTE_USER": "x-access-token",
+            "REMOTE_ADDR": "127.0.0.1",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
         }
         out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False).stdout
         head, _, payload = out.partition(b"\r\n\r\n")
@@ -93,14 +108,28 @@ def git_shim(tmp_path: Path) -> tuple[Path, Path]:
 def _cfg(url: str, name: str, secret: str | None = "GIT_TOKEN"):
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     # The model ends with `finish` and may not commit itself: the runner's own commit still happens.
-    script = (f"steps:\n  - tool_calls: [{{name: write_file, args: {{path: {name}.txt, content: 'from {{{{run_id}}}}'}}}}]\n"
-              "  - tool_calls: [{name: finish, args: {summary: done}}]\n")
-    return config(script, run_id=run_id, tools=["write_file", "finish"], secrets=[secret] if secret else [], repo={
-        "url": url, "ref": "main", "branch": f"nexus/task_{name}/{run_id}", "target_branch": "main", "credentials_secret": secret,
-    })
+    script = (
+        f"steps:\n  - tool_calls: [{{name: write_file, args: {{path: {name}.txt, content: 'from {{{{run_id}}}}'}}}}]\n"
+        "  - tool_calls: [{name: finish, args: {summary: done}}]\n"
+    )
+    return config(
+        script,
+        run_id=run_id,
+        tools=["write_file", "finish"],
+        secrets=[secret] if secret else [],
+        repo={
+            "url": url,
+            "ref": "main",
+            "branch": f"nexus/task_{name}/{run_id}",
+            "target_branch": "main",
+            "credentials_secret": secret,
+        },
+    )
 
 
-async def test_two_concurrent_runs_clone_with_a_token_and_never_share_a_tree(js, nats_url, tmp_path, git_server, git_shim) -> None:
+async def test_two_concurrent_runs_clone_with_a_token_and_never_share_a_tree(
+    js, nats_url, tmp_path, git_server, git_shim
+) -> None:
     server, bare, url = git_server
     shim, argv_log = git_shim
     env = {"PATH": f"{shim}:{os.environ['PATH']}"}
@@ -122,8 +151,12 @@ async def test_two_concurrent_runs_clone_with_a_token_and_never_share_a_tree(js,
         trailers = dict(line.split(": ", 1) for line in message.splitlines() if line.startswith("Nexus-"))
         recorded = changes(events)
         commit_at = next(i for i, c in enumerate(recorded) if c["type"] == "git-commit")
-        assert trailers == {"Nexus-Run": r.cfg.run_id, "Nexus-Agent": "agent_t@3", "Nexus-Session": r.cfg.session_id,
-                            "Nexus-Ledger": recorded[commit_at - 1]["hash"]}
+        assert trailers == {
+            "Nexus-Run": r.cfg.run_id,
+            "Nexus-Agent": "agent_t@3",
+            "Nexus-Session": r.cfg.session_id,
+            "Nexus-Ledger": recorded[commit_at - 1]["hash"],
+        }
         assert end["ledger_hash"] == recorded[-1]["hash"]
         # The token is nowhere: not in the clone's config, its remote url, the events, the log.
         # The git directory is the runner's, outside the workspace; the workspace has no .git at all.

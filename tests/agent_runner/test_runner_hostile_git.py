@@ -19,16 +19,25 @@ from tests.agent_runner.hypervisor.test_hostile_git import GITLINK, _modify, _mo
 from tests.agent_runner.test_runner_git import TOKEN as git_token
 from tests.agent_runner.test_runner_git import git_server  # noqa: F401 — a fixture
 from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
-    bare_repo, changes, config, final_status, git, js, read_events, start_runner,
+    bare_repo,
+    changes,
+    config,
+    final_status,
+    git,
+    js,
+    read_events,
+    start_runner,
 )
 
 pytestmark = pytest.mark.infra
 SECRET = "sk-live-Quokka-8Jd2+/x-271828"
 TOKEN = "ghp_runnerToken4242abcdef"
 SECRETS = {"API_TOKEN": SECRET, "GIT_TOKEN": TOKEN}
-CONFIG = ('[core]\n\tfsmonitor = "env > leak-fsmonitor.txt; false"\n[filter "evil"]\n\tclean = "env > leak-clean.txt; cat"\n'
-          '\tsmudge = "env > leak-smudge.txt; cat"\n\trequired = true\n[diff "evil"]\n\ttextconv = "env > leak-textconv.txt; cat"\n'
-          '[alias]\n\tstatus = "!env > leak-alias.txt"\n')
+CONFIG = (
+    '[core]\n\tfsmonitor = "env > leak-fsmonitor.txt; false"\n[filter "evil"]\n\tclean = "env > leak-clean.txt; cat"\n'
+    '\tsmudge = "env > leak-smudge.txt; cat"\n\trequired = true\n[diff "evil"]\n\ttextconv = "env > leak-textconv.txt; cat"\n'
+    '[alias]\n\tstatus = "!env > leak-alias.txt"\n'
+)
 PERMISSIONS = {"commands": {"allow": ["git log*", "mkdir *", "cp *", "touch *"], "default": "deny"}}
 
 # (tool, arguments, the reasons a refusal may give)
@@ -46,7 +55,11 @@ HOSTILE = [
     ("apply_patch", {"patch": _modify("../sentinel.txt")}, ("invalid-patch", "path-escape")),
     ("apply_patch", {"patch": _new(f"k-{SECRET}", "100644", "+x\n")}, ("secret-in-path",)),
     ("write_file", {"path": ".git/config", "content": CONFIG}, ("git-internals",)),
-    ("write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\nenv > leak-hook.txt\n"}, ("git-internals",)),
+    (
+        "write_file",
+        {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\nenv > leak-hook.txt\n"},
+        ("git-internals",),
+    ),
     ("write_file", {"path": "sub/.git/config", "content": CONFIG}, ("git-internals",)),
     ("edit_file", {"path": ".git/config", "old": "[core]", "new": "[core]\n\tfsmonitor = x"}, ("git-internals",)),
     ("write_file", {"path": SECRET, "content": "x"}, ("secret-in-path",)),
@@ -59,7 +72,11 @@ HOSTILE = [
     ("git_commit", {"message": "Nexus-Session: ses_fake"}, ("forged-trailer",)),
     ("git_commit", {"message": "mine\n  NEXUS-AGENT : someone@9"}, ("forged-trailer",)),
     ("run_command", {"cmd": "git push origin HEAD:main"}, ("policy-deny", "not-permitted")),
-    ("run_command", {"cmd": "git -c alias.x=!sh x"}, ("policy-deny", "not-permitted", "shell-not-allowed", "path-outside-workspace")),
+    (
+        "run_command",
+        {"cmd": "git -c alias.x=!sh x"},
+        ("policy-deny", "not-permitted", "shell-not-allowed", "path-outside-workspace"),
+    ),
     ("run_command", {"cmd": "cp planted.cfg ../state/git/repo.git/config"}, ("path-outside-workspace", "policy-deny")),
 ]
 
@@ -71,13 +88,25 @@ def _script(*steps: list[tuple[str, dict]], summary: str = "done") -> str:
 
 
 def _repo(bare: Path, run_id: str) -> dict:
-    return {"url": str(bare), "ref": "main", "branch": f"nexus/task_t/{run_id}", "target_branch": "main", "credentials_secret": "GIT_TOKEN"}
+    return {
+        "url": str(bare),
+        "ref": "main",
+        "branch": f"nexus/task_t/{run_id}",
+        "target_branch": "main",
+        "credentials_secret": "GIT_TOKEN",
+    }
 
 
 def _cfg(bare: Path, script: str):
     run_id = f"run_{uuid.uuid4().hex[:16]}"
-    return config(script, run_id=run_id, permissions=PERMISSIONS, secrets=sorted(SECRETS), limits={"max_steps": 20},
-                  repo=_repo(bare, run_id))
+    return config(
+        script,
+        run_id=run_id,
+        permissions=PERMISSIONS,
+        secrets=sorted(SECRETS),
+        limits={"max_steps": 20},
+        repo=_repo(bare, run_id),
+    )
 
 
 def _encodings() -> list[str]:
@@ -87,35 +116,58 @@ def _encodings() -> list[str]:
 
 def _every_object(bare: Path) -> bytes:
     """The raw content of every object in the remote, every branch."""
-    shas = subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch-check=%(objectname)"], cwd=bare,
-                          capture_output=True, check=True).stdout
+    shas = subprocess.run(
+        ["git", "cat-file", "--batch-all-objects", "--batch-check=%(objectname)"],
+        cwd=bare,
+        capture_output=True,
+        check=True,
+    ).stdout
     return subprocess.run(["git", "cat-file", "--batch"], cwd=bare, input=shas, capture_output=True, check=True).stdout
 
 
 def _assert_nothing_leaked(bare: Path, run, events) -> None:
-    texts = [_every_object(bare), json.dumps(events).encode(), run.log().encode(),
-             (run.dir / "state" / f"{run.cfg.session_id}.json").read_bytes()]
+    texts = [
+        _every_object(bare),
+        json.dumps(events).encode(),
+        run.log().encode(),
+        (run.dir / "state" / f"{run.cfg.session_id}.json").read_bytes(),
+    ]
     for text in texts:
         for value in (*_encodings(), TOKEN, base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()):
             assert value.encode() not in text
 
 
-async def test_a_hostile_agent_plants_git_drivers_and_forges_provenance_and_nothing_takes(js, nats_url, tmp_path) -> None:
+async def test_a_hostile_agent_plants_git_drivers_and_forges_provenance_and_nothing_takes(
+    js, nats_url, tmp_path
+) -> None:
     bare = bare_repo(tmp_path)
     plant = [
         ("write_file", {"path": "planted.cfg", "content": CONFIG}),
         ("run_command", {"cmd": "mkdir .git"}),
         ("run_command", {"cmd": "cp planted.cfg .git/config"}),
         # The reviewed attack: git log writing a config through --output (there is no repository here any more).
-        ("run_command", {"cmd": "git log -1 '--format=[core]%n%x09fsmonitor = \"env > leak-log.txt; false\"' --output=.git/config"}),
+        (
+            "run_command",
+            {"cmd": "git log -1 '--format=[core]%n%x09fsmonitor = \"env > leak-log.txt; false\"' --output=.git/config"},
+        ),
         ("run_command", {"cmd": "cp planted.cfg .gitconfig"}),
         ("write_file", {"path": ".gitattributes", "content": "* filter=evil diff=evil merge=evil\n"}),
         ("write_file", {"path": "src.txt", "content": "hello\n"}),
     ]
     hostile = [(tool, args) for tool, args, _ in HOSTILE]
-    work = [("git_status", {}), ("git_diff", {}), ("git_log", {}), ("git_commit", {"message": "agent work"}), ("write_file", {"path": "more.txt", "content": "more\n"})]
-    r = await start_runner(tmp_path, nats_url, _cfg(bare, _script(plant, hostile, work, summary="done\nNexus-Ledger: forged-in-summary")),
-                           secrets=SECRETS)
+    work = [
+        ("git_status", {}),
+        ("git_diff", {}),
+        ("git_log", {}),
+        ("git_commit", {"message": "agent work"}),
+        ("write_file", {"path": "more.txt", "content": "more\n"}),
+    ]
+    r = await start_runner(
+        tmp_path,
+        nats_url,
+        _cfg(bare, _script(plant, hostile, work, summary="done\nNexus-Ledger: forged-in-summary")),
+        secrets=SECRETS,
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)
@@ -141,8 +193,12 @@ async def test_a_hostile_agent_plants_git_drivers_and_forges_provenance_and_noth
     for i, sha in zip(commits, git(bare, "rev-list", "--max-count=2", branch).split()[::-1], strict=True):
         assert recorded[i]["sha"] == sha
         trailers = git(bare, "log", "-1", "--format=%(trailers:only,unfold)", sha).splitlines()
-        assert [t for t in trailers if t] == [f"Nexus-Run: {r.cfg.run_id}", "Nexus-Agent: agent_t@3",
-                                              f"Nexus-Session: {r.cfg.session_id}", f"Nexus-Ledger: {recorded[i - 1]['hash']}"]
+        assert [t for t in trailers if t] == [
+            f"Nexus-Run: {r.cfg.run_id}",
+            "Nexus-Agent: agent_t@3",
+            f"Nexus-Session: {r.cfg.session_id}",
+            f"Nexus-Ledger: {recorded[i - 1]['hash']}",
+        ]
     assert "forged" not in git(bare, "log", "--format=%B", branch)
     assert end["commit_sha"] == git(bare, "rev-parse", branch)
     _assert_nothing_leaked(bare, r, events)
@@ -159,7 +215,9 @@ async def test_the_canary_stops_a_push_holding_a_secret(js, nats_url, tmp_path, 
     end = final_status(events)
     assert end["status"] == "failed" and end["reason"].startswith("push refused: ${secret:API_TOKEN}"), end
     assert "notes.md" in end["reason"]
-    assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]  # nothing pushed
+    assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == [
+        "refs/heads/main"
+    ]  # nothing pushed
     last = changes(events, "refused")[-1]
     assert (last["tool"], last["reason"]) == ("push", "secret-in-push")
     assert end["ledger_hash"] == changes(events)[-1]["hash"]
@@ -168,7 +226,12 @@ async def test_the_canary_stops_a_push_holding_a_secret(js, nats_url, tmp_path, 
 
 async def test_a_secret_in_a_file_name_made_by_a_command_is_never_pushed(js, nats_url, tmp_path) -> None:
     bare = bare_repo(tmp_path)
-    r = await start_runner(tmp_path, nats_url, _cfg(bare, _script([("run_command", {"cmd": "touch ${secret:API_TOKEN}"})])), secrets=SECRETS)
+    r = await start_runner(
+        tmp_path,
+        nats_url,
+        _cfg(bare, _script([("run_command", {"cmd": "touch ${secret:API_TOKEN}"})])),
+        secrets=SECRETS,
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)
@@ -183,14 +246,25 @@ async def test_the_credential_reaches_only_the_clone_and_the_push(js, nats_url, 
     server, bare, url = git_server
     shim, log = tmp_path / "shim", tmp_path / "git-env.log"
     shim.mkdir()
-    (shim / "git").write_text(f'#!/bin/sh\nprintf "%s|%s\\n" "${{GIT_CONFIG_VALUE_0:+credential}}" "$*" >> {log}\n'
-                              f'exec {shutil.which("git")} "$@"\n')
+    (shim / "git").write_text(
+        f'#!/bin/sh\nprintf "%s|%s\\n" "${{GIT_CONFIG_VALUE_0:+credential}}" "$*" >> {log}\n'
+        f'exec {shutil.which("git")} "$@"\n'
+    )
     (shim / "git").chmod(0o755)
     run_id = f"run_{uuid.uuid4().hex[:16]}"
-    script = _script([("write_file", {"path": "a.txt", "content": "a\n"}), ("git_status", {}), ("git_diff", {}),
-                      ("git_commit", {"message": "a"}), ("git_log", {})])
+    script = _script(
+        [
+            ("write_file", {"path": "a.txt", "content": "a\n"}),
+            ("git_status", {}),
+            ("git_diff", {}),
+            ("git_commit", {"message": "a"}),
+            ("git_log", {}),
+        ]
+    )
     cfg = config(script, run_id=run_id, secrets=["GIT_TOKEN"], repo={**_repo(bare, run_id), "url": url})
-    r = await start_runner(tmp_path, nats_url, cfg, secrets={"GIT_TOKEN": git_token}, env={"PATH": f"{shim}:{os.environ['PATH']}"})
+    r = await start_runner(
+        tmp_path, nats_url, cfg, secrets={"GIT_TOKEN": git_token}, env={"PATH": f"{shim}:{os.environ['PATH']}"}
+    )
     assert await r.exit_code() == 0, r.log()
     assert final_status(await read_events(js, run_id))["status"] == "succeeded", r.log()
     calls = []

@@ -14,7 +14,11 @@ from tests.agent_runner.test_runner_support import changes, config, final_status
 
 pytestmark = pytest.mark.infra
 
-NOTES = "steps:\n" + "".join(f"  - tool_calls: [{{name: note, args: {{message: 'step {i}'}}}}]\n" for i in range(1, 6)) + "  - say: done\n"
+NOTES = (
+    "steps:\n"
+    + "".join(f"  - tool_calls: [{{name: note, args: {{message: 'step {i}'}}}}]\n" for i in range(1, 6))
+    + "  - say: done\n"
+)
 
 
 async def test_step_limit(js, nats_url, tmp_path) -> None:
@@ -55,17 +59,36 @@ async def test_within_limits_succeeds(js, nats_url, tmp_path) -> None:
 # The runner's own process limits (the worker sets them; here they are set the same way), reached
 # because of what a hostile model sends: the run ends failed with the limit named, never a traceback.
 
+
 def _model(url: str) -> dict:
     return {"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{url}/v1"}
 
 
 def _note_call(n: int) -> dict:
-    return {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                "role": "assistant", "content": None,
-                "tool_calls": [{"id": f"call_{n}", "type": "function",
-                                "function": {"name": "note", "arguments": json.dumps({"message": "again"})}}]}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    return {
+        "id": "chatcmpl-x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"call_{n}",
+                            "type": "function",
+                            "function": {"name": "note", "arguments": json.dumps({"message": "again"})},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
 
 
 async def test_cpu_time_limit_stops_the_run_at_a_step(js, nats_url, tmp_path, llm_server) -> None:
@@ -130,7 +153,9 @@ async def test_budget_stops_the_run_before_the_call_that_could_pass_it(js, nats_
     calls = [e["data"] for _, e in events if e["type"] == "run.llm"]
     spent = sum(c["cost_usd"] for c in calls)
     assert calls and spent <= 3.0 and end["usage"]["cost_usd"] == pytest.approx(spent, abs=1e-6), (calls, end)
-    assert all(c["cost_usd"] == pytest.approx((c["input_tokens"] + c["output_tokens"]) / 1000) for c in calls)  # the config's price
+    assert all(
+        c["cost_usd"] == pytest.approx((c["input_tokens"] + c["output_tokens"]) / 1000) for c in calls
+    )  # the config's price
     assert len(changes(events, "note")) == len(calls) < 5  # stopped before the rest of the work
     logs = [e["data"]["message"] for _, e in events if e["type"] == "run.log"]
     assert any(m.startswith("budget exceeded before step") for m in logs), logs
@@ -140,7 +165,11 @@ async def test_token_budget_and_an_ample_one(js, nats_url, tmp_path) -> None:
     r = await start_runner(tmp_path, nats_url, config(NOTES, budget={"tokens": 50}))
     assert await r.exit_code() == 0, r.log()
     end = final_status(await read_events(js, r.cfg.run_id))
-    assert end["status"] == "failed" and end["reason"] == "budget_exceeded" and end["usage"]["input_tokens"] == 0, end  # no call at all
-    r = await start_runner(tmp_path, nats_url, config(NOTES, budget={"tokens": 1_000_000, "usd": 100.0}, price=[1.0, 1.0]))
+    assert end["status"] == "failed" and end["reason"] == "budget_exceeded" and end["usage"]["input_tokens"] == 0, (
+        end
+    )  # no call at all
+    r = await start_runner(
+        tmp_path, nats_url, config(NOTES, budget={"tokens": 1_000_000, "usd": 100.0}, price=[1.0, 1.0])
+    )
     assert await r.exit_code() == 0, r.log()
     assert final_status(await read_events(js, r.cfg.run_id))["status"] == "succeeded"

@@ -45,17 +45,33 @@ async def test_meta_session_plans_waits_and_summarises(js, nats_url, nats_creds,
     assert (a.title, a.target_files, a.agent_id) == ("Write a", ["a.txt"], "writer")
     assert (b.target_files, b.agent_id) == (["b.txt"], None)
     on_disk = json.loads((r.workspace / "meta-plan.json").read_text())
-    assert on_disk == {"metaSessionId": cfg.session_id, "goalId": "goal_x", "children": [
-        {"sessionId": a.session_id, "title": "Write a", "targetFiles": ["a.txt"]},
-        {"sessionId": b.session_id, "title": "Write b", "targetFiles": ["b.txt"]},
-    ]}
+    assert on_disk == {
+        "metaSessionId": cfg.session_id,
+        "goalId": "goal_x",
+        "children": [
+            {"sessionId": a.session_id, "title": "Write a", "targetFiles": ["a.txt"]},
+            {"sessionId": b.session_id, "title": "Write b", "targetFiles": ["b.txt"]},
+        ],
+    }
     assert r.proc.returncode is None  # still waiting for its children
 
     core = Publisher(js, "core-api")
-    await core.publish("run.child_finished", ChildFinished(session_id=a.session_id, run_id="run_a", task_id="task_a", status="succeeded"),
-                       run_id=cfg.run_id)
-    await core.publish("run.child_finished", ChildFinished(session_id=b.session_id, run_id="", task_id="", status="failed",
-                                                           reason="not planned: agent 'nobody' does not exist"), run_id=cfg.run_id)
+    await core.publish(
+        "run.child_finished",
+        ChildFinished(session_id=a.session_id, run_id="run_a", task_id="task_a", status="succeeded"),
+        run_id=cfg.run_id,
+    )
+    await core.publish(
+        "run.child_finished",
+        ChildFinished(
+            session_id=b.session_id,
+            run_id="",
+            task_id="",
+            status="failed",
+            reason="not planned: agent 'nobody' does not exist",
+        ),
+        run_id=cfg.run_id,
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, cfg.run_id)
     end = final_status(events)

@@ -22,18 +22,31 @@ steps:
 
 
 async def test_secret_value_never_leaves_the_command(js, nats_url, tmp_path) -> None:
-    cfg = config(SCRIPT, secrets=["API_TOKEN"], permissions={"commands": {"allow": ["printenv *", "env", "mkdir *"], "default": "deny"}})
+    cfg = config(
+        SCRIPT,
+        secrets=["API_TOKEN"],
+        permissions={"commands": {"allow": ["printenv *", "env", "mkdir *"], "default": "deny"}},
+    )
     r = await start_runner(tmp_path, nats_url, cfg, secrets={"API_TOKEN": VALUE})
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, cfg.run_id)
     assert final_status(events)["status"] == "succeeded"
     printenv, env = changes(events, "command-run")
     # printenv NAME exits 1 when NAME is not set: the command did get the value, by environment.
-    assert printenv["cmd"] == "TOKEN=${secret:API_TOKEN} printenv TOKEN" and printenv["exitCode"] == 0 and env["exitCode"] == 0
+    assert (
+        printenv["cmd"] == "TOKEN=${secret:API_TOKEN} printenv TOKEN"
+        and printenv["exitCode"] == 0
+        and env["exitCode"] == 0
+    )
     # A secret never names a file, and a reference to an undeclared secret is refused.
     assert [c["reason"] for c in changes(events, "refused")] == ["secret-in-argv", "unknown-secret"]
     assert not (r.workspace / VALUE).exists()
     assert (r.workspace / "ref.txt").read_text() == "${secret:API_TOKEN}"  # files get the reference, not the value
     assert len(events) > 8
-    for text in (str(events), r.log(), (r.dir / "run-config.json").read_text(), (r.dir / "state").joinpath(f"{cfg.session_id}.json").read_text()):
+    for text in (
+        str(events),
+        r.log(),
+        (r.dir / "run-config.json").read_text(),
+        (r.dir / "state").joinpath(f"{cfg.session_id}.json").read_text(),
+    ):
         assert VALUE not in text

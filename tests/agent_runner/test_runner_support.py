@@ -31,8 +31,13 @@ bare_repo = make_bare_repo  # the name these tests use
 def config(script: str, **fields) -> RunConfig:
     run_id = fields.pop("run_id", f"run_{uuid.uuid4().hex[:16]}")
     base = {
-        "run_id": run_id, "agent_id": "agent_t", "agent_revision": 3, "task_id": "task_t", "session_id": f"ses_{run_id[4:]}",
-        "system_prompt": "test", "llm": {"provider": "scripted", "script": script},
+        "run_id": run_id,
+        "agent_id": "agent_t",
+        "agent_revision": 3,
+        "task_id": "task_t",
+        "session_id": f"ses_{run_id[4:]}",
+        "system_prompt": "test",
+        "llm": {"provider": "scripted", "script": script},
         "task": {"title": "Test task"},
     }
     return msgspec.convert(base | fields, RunConfig)
@@ -68,8 +73,15 @@ def run_creds(cfg: RunConfig, attempt: int = 1) -> dict[str, str]:
     return {"NEXUS_NATS_CREDS": RUN_SIGNER[0].mint(who, cfg.limits.wall_clock_s)}
 
 
-async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dict[str, str] | None = None,
-                       env: dict[str, str] | None = None, rlimits: dict[int, int] | None = None) -> RunnerProc:
+async def start_runner(
+    tmp: Path,
+    nats_url: str,
+    cfg: RunConfig,
+    *,
+    secrets: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    rlimits: dict[int, int] | None = None,
+) -> RunnerProc:
     """The runner as its own process; `rlimits` are applied to it as the worker does (soft, hard = value,
     value + 5 for CPU time)."""
     d = tmp / cfg.run_id
@@ -77,15 +89,29 @@ async def start_runner(tmp: Path, nats_url: str, cfg: RunConfig, *, secrets: dic
     (d / "home").mkdir()
     (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
     full_env = {
-        "PATH": os.environ["PATH"], "HOME": str(d / "home"), "NEXUS_NATS_URL": nats_url,
-        "NEXUS_RUN_CONFIG": str(d / "run-config.json"), "NEXUS_WORKSPACE": str(d / "workspace"),
-        "NEXUS_STATE_DIR": str(d / "state"), "NEXUS_ATTEMPT": "1", "NEXUS_HEARTBEAT_S": "30",
-        **{f"NEXUS_SECRET_{k}": v for k, v in (secrets or {}).items()}, **run_creds(cfg), **(env or {}),
+        "PATH": os.environ["PATH"],
+        "HOME": str(d / "home"),
+        "NEXUS_NATS_URL": nats_url,
+        "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
+        "NEXUS_WORKSPACE": str(d / "workspace"),
+        "NEXUS_STATE_DIR": str(d / "state"),
+        "NEXUS_ATTEMPT": "1",
+        "NEXUS_HEARTBEAT_S": "30",
+        **{f"NEXUS_SECRET_{k}": v for k, v in (secrets or {}).items()},
+        **run_creds(cfg),
+        **(env or {}),
     }
     with open(d / "runner.log", "wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nexus.agent_runner.main", cwd=str(d), env=full_env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            sys.executable,
+            "-m",
+            "nexus.agent_runner.main",
+            cwd=str(d),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=(lambda: _apply(rlimits)) if rlimits else None,
         )
     return RunnerProc(cfg=cfg, dir=d, proc=proc)
@@ -133,7 +159,9 @@ async def wait_event(js, run_id: str, predicate, attempts: int = 300) -> dict:
     raise AssertionError(f"no matching event for {run_id}: {[e['type'] for _, e in await read_events(js, run_id)]}")
 
 
-async def decide(js, run_id: str, approval_id: str, decision: str, reason: str = "", by: str = "lead@example.com") -> None:
+async def decide(
+    js, run_id: str, approval_id: str, decision: str, reason: str = "", by: str = "lead@example.com"
+) -> None:
     """What core-api publishes when a lead decides (approvals/service.decide)."""
     await Publisher(js, "core-api").publish(
         "run.approval_decided",
@@ -175,7 +203,10 @@ def test_announce_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text('{"run_id": "bad id.>"}')
     assert first_event.announce({"NEXUS_RUN_CONFIG": str(tmp_path / "c.json")}) is False
     # Nothing listens here: no ack, no claim of success.
-    assert first_event.publish_js("nats://127.0.0.1:1", "nexus.run.x.status", "id", b"{}", name="t", timeout_s=0.5) is False
+    assert (
+        first_event.publish_js("nats://127.0.0.1:1", "nexus.run.x.status", "id", b"{}", name="t", timeout_s=0.5)
+        is False
+    )
     assert first_event.publish_js("tls://127.0.0.1:4222", "nexus.run.x.status", "id", b"{}", name="t") is False
 
 
@@ -186,7 +217,9 @@ async def test_announce_is_stored_once_and_deduplicated(js, nats_url: str) -> No
     creds = run_creds(config("steps: []\n", run_id=run_id)).get("NEXUS_NATS_CREDS", "")
     as_run = {"name": "t", "creds": creds, "inbox_prefix": f"_INBOX.{run_id}" if creds else "_INBOX"}
     assert first_event.publish_js(nats_url, f"nexus.run.{run_id}.status", msg_id, body, **as_run)
-    assert first_event.publish_js(nats_url, f"nexus.run.{run_id}.status", msg_id, body, **as_run)  # a dupe is acked, not stored
+    assert first_event.publish_js(
+        nats_url, f"nexus.run.{run_id}.status", msg_id, body, **as_run
+    )  # a dupe is acked, not stored
     events = await read_events(js, run_id)
     assert [e["id"] for _, e in events] == [msg_id]
     # A subject no stream takes gets no ack: reported as failure, not success.

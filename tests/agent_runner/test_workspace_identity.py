@@ -21,7 +21,11 @@ async def _config(rg: workspace.RunGit, key: str) -> str:
 
 @pytest.mark.parametrize("with_repo", [False, True])
 async def test_git_reads_the_identity_the_runner_wrote(tmp_path: Path, with_repo: bool) -> None:
-    repo = RepoSpec(url=str(make_bare_repo(tmp_path)), ref="main", branch="nexus/t/r", target_branch="main") if with_repo else None
+    repo = (
+        RepoSpec(url=str(make_bare_repo(tmp_path)), ref="main", branch="nexus/t/r", target_branch="main")
+        if with_repo
+        else None
+    )
     rg = _rg(tmp_path)
     await workspace.prepare(repo, rg, agent_id="agt_1", token=None)
     assert await _config(rg, "user.name") == "Nexus agent agt_1"
@@ -30,7 +34,9 @@ async def test_git_reads_the_identity_the_runner_wrote(tmp_path: Path, with_repo
     (rg.work_tree / "a.txt").write_text("a\n")
     await workspace.git(rg, "add", "-A")
     await workspace.git(rg, "commit", "-q", "-m", "work")
-    assert await workspace.git(rg, "log", "-1", "--format=%an <%ae>") == "Nexus agent agt_1 <agt_1@agents.nexus.invalid>"
+    assert (
+        await workspace.git(rg, "log", "-1", "--format=%an <%ae>") == "Nexus agent agt_1 <agt_1@agents.nexus.invalid>"
+    )
 
 
 async def test_awkward_values_are_quoted_and_line_breaks_refused(tmp_path: Path) -> None:
@@ -56,7 +62,11 @@ async def test_the_written_repository_is_what_git_init_makes(tmp_path: Path) -> 
 
     async def settings(rg: workspace.RunGit) -> set[str]:
         listed = await workspace.git(rg, "config", "--local", "--list")
-        return {line.replace(str(rg.work_tree), "<work tree>") for line in listed.splitlines() if not line.startswith("user.")}
+        return {
+            line.replace(str(rg.work_tree), "<work tree>")
+            for line in listed.splitlines()
+            if not line.startswith("user.")
+        }
 
     assert await settings(ours) == await settings(made)
     assert await workspace.git(ours, "symbolic-ref", "HEAD") == "refs/heads/main"

@@ -24,7 +24,9 @@ def make_double(kind: str, **kw) -> HttpDouble | None:
     return None
 
 
-def make_provider(kind: str, double: HttpDouble | None, url: str, *, credential: str | None = None, **retry) -> BoardProvider:
+def make_provider(
+    kind: str, double: HttpDouble | None, url: str, *, credential: str | None = None, **retry
+) -> BoardProvider:
     limiter = RateLimiter(0)  # no client-side spacing: the double's own limit is what is exercised
     retry = {**FAST, **retry}
     if kind == "plane":

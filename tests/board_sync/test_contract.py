@@ -12,10 +12,17 @@ pytestmark = pytest.mark.parametrize("kind", PROVIDERS)
 async def test_create_then_find_by_external_id(kind):
     async with served(kind) as (provider, double):
         assert await provider.find_by_external_id("task_1") is None
-        item = await provider.create_item(Card(task_id="task_1", title="Ship login", description="with tests", status="ready"))
+        item = await provider.create_item(
+            Card(task_id="task_1", title="Ship login", description="with tests", status="ready")
+        )
         found = await provider.find_by_external_id("task_1")
         assert found is not None and found.id == item.id
-        assert (found.external_id, found.title, found.description, found.group) == ("task_1", "Ship login", "with tests", "unstarted")
+        assert (found.external_id, found.title, found.description, found.group) == (
+            "task_1",
+            "Ship login",
+            "with tests",
+            "unstarted",
+        )
         assert await provider.find_by_external_id("task_2") is None
 
 
@@ -39,9 +46,17 @@ async def test_every_status_group_round_trips(kind):
 async def test_fields_round_trip(kind):
     async with served(kind) as (provider, _):
         item = await provider.create_item(Card(task_id="task_1", title="old", description="a"))
-        await provider.update_fields(item.id, Fields(title="new", description="line 1\nline 2", assignee="member-1", labels=["l1"]))
+        await provider.update_fields(
+            item.id, Fields(title="new", description="line 1\nline 2", assignee="member-1", labels=["l1"])
+        )
         got = await provider.get_item(item.id)
-        assert (got.title, got.description, got.assignee, got.labels, got.external_id) == ("new", "line 1\nline 2", "member-1", ["l1"], "task_1")
+        assert (got.title, got.description, got.assignee, got.labels, got.external_id) == (
+            "new",
+            "line 1\nline 2",
+            "member-1",
+            ["l1"],
+            "task_1",
+        )
 
 
 async def test_comments_and_links(kind):

@@ -54,21 +54,38 @@ async def run_with(syncer: RecordingSyncer, messages: list[tuple[str, bytes]]) -
 
 async def test_task_and_run_events_sync_their_task_and_webhooks_go_to_on_external():
     s = RecordingSyncer()
-    dead = await run_with(s, [
-        ("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready"))),
-        ("nexus.evt.run.succeeded", env("run.succeeded", RunChanged(run_id="r1", task_id="t2", agent_id="a", status="succeeded"))),
-        ("nexus.evt.board.external_changed", env("board.external_changed",
-                                                  BoardExternalChanged(provider="plane", delivery_id="d1", event="issue", item_id="i1"))),
-    ])
+    dead = await run_with(
+        s,
+        [
+            ("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready"))),
+            (
+                "nexus.evt.run.succeeded",
+                env("run.succeeded", RunChanged(run_id="r1", task_id="t2", agent_id="a", status="succeeded")),
+            ),
+            (
+                "nexus.evt.board.external_changed",
+                env(
+                    "board.external_changed",
+                    BoardExternalChanged(provider="plane", delivery_id="d1", event="issue", item_id="i1"),
+                ),
+            ),
+        ],
+    )
     assert s.synced == ["t1", "t2"] and s.external == ["i1"] and dead == []
 
 
 async def test_an_outage_holds_the_change_until_the_provider_is_back():
     s = RecordingSyncer(fail_first=3)
-    dead = await run_with(s, [
-        ("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready"))),
-        ("nexus.evt.task.status_changed", env("task.status_changed", TaskChanged(task_id="t1", status="in_progress"))),
-    ])
+    dead = await run_with(
+        s,
+        [
+            ("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready"))),
+            (
+                "nexus.evt.task.status_changed",
+                env("task.status_changed", TaskChanged(task_id="t1", status="in_progress")),
+            ),
+        ],
+    )
     assert s.synced == ["t1", "t1"] and dead == []
 
 

@@ -17,14 +17,21 @@ from tests.conftest import creds_of
 
 def make_settings(nats_url: str, mongo_url: str, tmp: Path, tag: str, nats_creds: str = "") -> CoreSettings:
     return CoreSettings(
-        nats_url=nats_url, nats_creds=nats_creds, mongodb_url=mongo_url, mongodb_db=f"capi_{tag}_{uuid.uuid4().hex[:8]}",
-        admin_key="nxk_test_admin_" + uuid.uuid4().hex, admin_key_file=str(tmp / "admin.key"), sse_keepalive_s=0.5,
+        nats_url=nats_url,
+        nats_creds=nats_creds,
+        mongodb_url=mongo_url,
+        mongodb_db=f"capi_{tag}_{uuid.uuid4().hex[:8]}",
+        admin_key="nxk_test_admin_" + uuid.uuid4().hex,
+        admin_key_file=str(tmp / "admin.key"),
+        sse_keepalive_s=0.5,
         max_body_bytes=64 * 1024,
     )
 
 
 @pytest.fixture(scope="module")
-def settings(nats_url: str, mongo_url: str, nats_auth, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> CoreSettings:
+def settings(
+    nats_url: str, mongo_url: str, nats_auth, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> CoreSettings:
     tag = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:12]
     return make_settings(nats_url, mongo_url, tmp_path_factory.mktemp("core_api"), tag, creds_of(nats_auth, "core-api"))
 

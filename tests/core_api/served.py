@@ -29,12 +29,33 @@ def create() -> Litestar:
 @contextmanager
 def served(settings: CoreSettings, log_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, **{f"NEXUS_{k.upper()}": str(v) for k, v in msgspec.structs.asdict(settings).items() if v is not None}}
+    env = {
+        **os.environ,
+        **{f"NEXUS_{k.upper()}": str(v) for k, v in msgspec.structs.asdict(settings).items() if v is not None},
+    }
     log = open(log_path, "ab")  # noqa: SIM115 — closed by Managed.stop
     proc = subprocess.Popen(
-        [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--no-access-log", "tests.core_api.served:create"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "tests.core_api.served:create",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
     )
     server = Managed("core-api", proc, f"http://127.0.0.1:{port}", log)
     try:

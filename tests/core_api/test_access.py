@@ -13,7 +13,9 @@ from tests.core_api.conftest import bearer, new_key, new_run
 
 pytestmark = pytest.mark.infra
 
-PUBLIC = re.compile(r"^/(healthz|readyz|schema|v1/webhooks|ui)(/|$)")  # webhooks: a signature, not a key (tests/core_api/test_board.py)
+PUBLIC = re.compile(
+    r"^/(healthz|readyz|schema|v1/webhooks|ui)(/|$)"
+)  # webhooks: a signature, not a key (tests/core_api/test_board.py)
 # ui: a session cookie, not a key; its own matrix is tests/core_api/test_ui.py
 _PARAM = re.compile(r"\{(\w+):(\w+)\}")
 
@@ -34,7 +36,9 @@ def endpoints(app: Litestar) -> list[tuple[str, str, Capability | None]]:
 
 
 def fill(path: str, run_id: str) -> str:
-    return _PARAM.sub(lambda m: run_id if m.group(1) == "run_id" else ("1" if m.group(2) == "int" else "zz_missing"), path)
+    return _PARAM.sub(
+        lambda m: run_id if m.group(1) == "run_id" else ("1" if m.group(2) == "int" else "zz_missing"), path
+    )
 
 
 def expected(who: str, cap: Capability, path: str) -> int | None:
@@ -50,7 +54,9 @@ def expected(who: str, cap: Capability, path: str) -> int | None:
 
 async def call(client: httpx.AsyncClient, method: str, url: str, headers: dict) -> int:
     # Streamed: an allowed SSE route answers 200 and would never end; the status is all we need.
-    async with client.stream(method, url, headers=headers, json={} if method in ("POST", "PUT", "PATCH") else None) as r:
+    async with client.stream(
+        method, url, headers=headers, json={} if method in ("POST", "PUT", "PATCH") else None
+    ) as r:
         return r.status_code
 
 
@@ -66,7 +72,10 @@ async def test_every_route_for_every_role(app: Litestar, http: httpx.AsyncClient
         r = await http.post(f"/v1/runs/{run['id']}/token")
         keys[name] = r.json()["key"]
 
-    failures, tally = [], {who: {"allowed": 0, "denied": 0} for who in ("anonymous", "runner-b", "runner-a", "viewer", "lead", "admin")}
+    failures, tally = (
+        [],
+        {who: {"allowed": 0, "denied": 0} for who in ("anonymous", "runner-b", "runner-a", "viewer", "lead", "admin")},
+    )
     # DELETE last, and the admin last of all: its allowed mutations must not change what others see.
     order = {"GET": 0, "PUT": 1, "PATCH": 1, "POST": 2, "DELETE": 3}
     whos = list(tally)

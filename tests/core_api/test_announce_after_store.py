@@ -47,24 +47,49 @@ async def test_an_approval_is_announced_once_its_run_is_stored_waiting(client, a
     run_id = run["id"]
     witness = Witness(app.state.ctx.publisher)
     ctx = dataclasses.replace(app.state.ctx, publisher=witness)
-    asked = p.ApprovalRequested(approval_id=new_id("apr"), run_id=run_id, action="command:rm", detail="rm -rf build",
-                                session_id=run["session_id"])
+    asked = p.ApprovalRequested(
+        approval_id=new_id("apr"),
+        run_id=run_id,
+        action="command:rm",
+        detail="rm -rf build",
+        session_id=run["session_id"],
+    )
     # The runner asks, then reports waiting_approval; the consumer's fetch may end between the two.
-    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 1),
-                                             delivery(run_id, "run.approval_requested", asked, 2)])
+    await in_app(
+        client,
+        ingest_group,
+        ctx,
+        [
+            delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 1),
+            delivery(run_id, "run.approval_requested", asked, 2),
+        ],
+    )
     assert [s for s in witness.seen if s[0] == "approval.requested"] == []  # the run is not stored as waiting yet
-    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="waiting_approval"), 3)])
+    await in_app(
+        client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="waiting_approval"), 3)]
+    )
     nudges = [s for s in witness.seen if s[0] == "approval.requested"]
     assert [status for _, status, _ in nudges] == ["waiting_approval"]
     assert (await client.get(f"/v1/approvals/{asked.approval_id}")).json()["status"] == "pending"
 
     # Both in one fetch: the same, one nudge, after the run is stored waiting.
-    again = p.ApprovalRequested(approval_id=new_id("apr"), run_id=run_id, action="command:ls", session_id=run["session_id"])
-    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 4),
-                                             delivery(run_id, "run.approval_requested", again, 5),
-                                             delivery(run_id, "run.status", p.RunStatusChanged(status="waiting_approval"), 6)])
+    again = p.ApprovalRequested(
+        approval_id=new_id("apr"), run_id=run_id, action="command:ls", session_id=run["session_id"]
+    )
+    await in_app(
+        client,
+        ingest_group,
+        ctx,
+        [
+            delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 4),
+            delivery(run_id, "run.approval_requested", again, 5),
+            delivery(run_id, "run.status", p.RunStatusChanged(status="waiting_approval"), 6),
+        ],
+    )
     nudges = [s for s in witness.seen if s[0] == "approval.requested"]
-    assert [status for _, status, _ in nudges] == ["waiting_approval"] * 3  # the first again (deduped by its id), the new one
+    assert [status for _, status, _ in nudges] == [
+        "waiting_approval"
+    ] * 3  # the first again (deduped by its id), the new one
 
 
 async def test_a_runs_end_is_announced_after_the_rest_of_its_batch_is_stored(client, app) -> None:
@@ -72,10 +97,12 @@ async def test_a_runs_end_is_announced_after_the_rest_of_its_batch_is_stored(cli
     run_id = run["id"]
     witness = Witness(app.state.ctx.publisher)
     ctx = dataclasses.replace(app.state.ctx, publisher=witness)
-    batch = [delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 1),
-             delivery(run_id, "run.log", p.RunLog(message="working"), 2),
-             delivery(run_id, "run.status", p.RunStatusChanged(status="succeeded", summary="done"), 3),
-             delivery(run_id, "run.log", p.RunLog(message="after the verdict"), 4)]
+    batch = [
+        delivery(run_id, "run.status", p.RunStatusChanged(status="running"), 1),
+        delivery(run_id, "run.log", p.RunLog(message="working"), 2),
+        delivery(run_id, "run.status", p.RunStatusChanged(status="succeeded", summary="done"), 3),
+        delivery(run_id, "run.log", p.RunLog(message="after the verdict"), 4),
+    ]
     await in_app(client, ingest_group, ctx, batch)
     ends = [s for s in witness.seen if s[0] == "run.succeeded"]
     assert ends == [("run.succeeded", "succeeded", len(batch))]  # every event of the batch stored before it

@@ -28,14 +28,26 @@ async def test_columns_ranks_and_refused_moves(client):
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     board = (await client.get("/v1/board", params={"goal_id": goal["id"]})).json()
-    assert [c["id"] for c in board["columns"]] == ["backlog", "ready", "running", "waiting_approval", "in_review", "done", "failed_cancelled"]
+    assert [c["id"] for c in board["columns"]] == [
+        "backlog",
+        "ready",
+        "running",
+        "waiting_approval",
+        "in_review",
+        "done",
+        "failed_cancelled",
+    ]
     assert cards(board, "backlog") == ids
 
     r = await client.post(f"/v1/board/cards/{ids[2]}/move", json={"direction": "top"})
     assert r.status_code == 200, r.text
     r = await client.post(f"/v1/board/cards/{ids[0]}/move", json={"direction": "down"})
     assert r.status_code == 200, r.text
-    assert cards((await client.get("/v1/board", params={"goal_id": goal["id"]})).json(), "backlog") == [ids[2], ids[1], ids[0]]
+    assert cards((await client.get("/v1/board", params={"goal_id": goal["id"]})).json(), "backlog") == [
+        ids[2],
+        ids[1],
+        ids[0],
+    ]
 
     # the state machine refuses backlog → done, and names the rule
     r = assert_problem(await client.post(f"/v1/board/cards/{ids[1]}/move", json={"column": "done"}), 409)
@@ -51,11 +63,15 @@ async def test_final_columns_show_their_newest_cards_and_say_there_are_more(clie
     goal = (await client.post("/v1/goals", json={"title": f"g-{uuid.uuid4().hex[:6]}"})).json()
     ids = []
     for i in range(3):
-        task = (await client.post("/v1/tasks", json={"title": f"old {i}", "status": "backlog", "goal_id": goal["id"]})).json()
+        task = (
+            await client.post("/v1/tasks", json={"title": f"old {i}", "status": "backlog", "goal_id": goal["id"]})
+        ).json()
         r = await client.post(f"/v1/board/cards/{task['id']}/move", json={"column": "failed_cancelled"})
         assert r.status_code == 200, r.text
         ids.append(task["id"])
-    open_one = (await client.post("/v1/tasks", json={"title": "open", "status": "backlog", "goal_id": goal["id"]})).json()
+    open_one = (
+        await client.post("/v1/tasks", json={"title": "open", "status": "backlog", "goal_id": goal["id"]})
+    ).json()
 
     def column(board: dict, name: str) -> dict:
         return next(col for col in board["columns"] if col["id"] == name)
@@ -72,12 +88,22 @@ async def test_board_filters_and_bad_input(client):
     assert_problem(await client.get("/v1/board", params={"assignee": "nobody-here"}), 422, "assignee")
     assert_problem(await client.post("/v1/board/cards/task_missing/move", json={"column": "ready"}), 404)
     r = await client.post("/v1/tasks", json={"title": "x", "status": "backlog"})
-    assert_problem(await client.post(f"/v1/board/cards/{r.json()['id']}/move", json={"column": "sideways"}), 422, "column")
+    assert_problem(
+        await client.post(f"/v1/board/cards/{r.json()['id']}/move", json={"column": "sideways"}), 422, "column"
+    )
 
 
 async def test_provider_settings_hold_secret_references_only(client):
-    body = {"provider": "plane", "plane": {"base_url": "http://plane.internal", "workspace_slug": "acme", "project_id": "p1",
-                                            "api_key_secret": "PLANE_KEY", "webhook_secret": "PLANE_HOOK"}}
+    body = {
+        "provider": "plane",
+        "plane": {
+            "base_url": "http://plane.internal",
+            "workspace_slug": "acme",
+            "project_id": "p1",
+            "api_key_secret": "PLANE_KEY",
+            "webhook_secret": "PLANE_HOOK",
+        },
+    }
     r = await client.put("/v1/board/providers/default", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["plane"]["api_key_secret"] == "PLANE_KEY"
@@ -99,21 +125,45 @@ def hook_secret(app, client) -> str:
 
 def _signed(secret: str, payload: dict) -> tuple[bytes, dict]:
     raw = json.dumps(payload).encode()
-    return raw, {"Content-Type": "application/json", "X-Plane-Delivery": str(uuid.uuid4()), "X-Plane-Event": payload["event"],
-                 "X-Plane-Signature": hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()}
+    return raw, {
+        "Content-Type": "application/json",
+        "X-Plane-Delivery": str(uuid.uuid4()),
+        "X-Plane-Event": payload["event"],
+        "X-Plane-Signature": hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest(),
+    }
 
 
 async def test_plane_webhook_forged_refused_replay_ignored(app, client, hook_secret, nats_url, nats_creds):
-    await client.put("/v1/board/providers/default", json={"provider": "plane", "plane": {
-        "base_url": "http://plane.internal", "workspace_slug": "acme", "project_id": "p1", "api_key_secret": "PLANE_KEY",
-        "webhook_secret": "PLANE_HOOK"}})
+    await client.put(
+        "/v1/board/providers/default",
+        json={
+            "provider": "plane",
+            "plane": {
+                "base_url": "http://plane.internal",
+                "workspace_slug": "acme",
+                "project_id": "p1",
+                "api_key_secret": "PLANE_KEY",
+                "webhook_secret": "PLANE_HOOK",
+            },
+        },
+    )
     nc = await connect(nats_url, "test-board", creds=nats_creds)  # the test's own user reads the stream
     js = nc.jetstream()
     item = f"item-{uuid.uuid4().hex}"
-    sub = await js.pull_subscribe("nexus.evt.board.external_changed", stream="NEXUS_EVENTS",
-                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))
-    raw, headers = _signed(hook_secret, {"event": "issue", "action": "update", "data": {"id": item},
-                                         "activity": {"field": "state", "actor": {"display_name": "Ana"}}})
+    sub = await js.pull_subscribe(
+        "nexus.evt.board.external_changed",
+        stream="NEXUS_EVENTS",
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
+    raw, headers = _signed(
+        hook_secret,
+        {
+            "event": "issue",
+            "action": "update",
+            "data": {"id": item},
+            "activity": {"field": "state", "actor": {"display_name": "Ana"}},
+        },
+    )
     anon = {"Authorization": ""}
     forged = {**headers, "X-Plane-Signature": hmac.new(b"guess", raw, hashlib.sha256).hexdigest()}
     assert_problem(await client.post("/v1/webhooks/plane", content=raw, headers={**anon, **forged}), 401)
@@ -138,11 +188,23 @@ async def test_plane_webhook_forged_refused_replay_ignored(app, client, hook_sec
 async def test_jira_webhook_needs_the_shared_secret(app, client):
     value = "jira_" + uuid.uuid4().hex
     app.state.ctx.secrets.environ = {"NEXUS_SECRET_JIRA_HOOK": value}
-    r = await client.put("/v1/board/providers/default", json={"provider": "jira", "jira": {
-        "base_url": "https://acme.atlassian.net", "project_key": "NEX", "email": "bot@acme.org",
-        "api_token_secret": "JIRA_TOKEN", "webhook_secret": "JIRA_HOOK"}})
+    r = await client.put(
+        "/v1/board/providers/default",
+        json={
+            "provider": "jira",
+            "jira": {
+                "base_url": "https://acme.atlassian.net",
+                "project_key": "NEX",
+                "email": "bot@acme.org",
+                "api_token_secret": "JIRA_TOKEN",
+                "webhook_secret": "JIRA_HOOK",
+            },
+        },
+    )
     assert r.status_code == 200, r.text
-    raw = json.dumps({"webhookEvent": "jira:issue_updated", "issue": {"key": "NEX-1"}, "user": {"displayName": "Ana"}}).encode()
+    raw = json.dumps(
+        {"webhookEvent": "jira:issue_updated", "issue": {"key": "NEX-1"}, "user": {"displayName": "Ana"}}
+    ).encode()
     good = "sha256=" + hmac.new(value.encode(), raw, hashlib.sha256).hexdigest()
     hook = uuid.uuid4().hex
     anon = {"Authorization": "", "Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": hook}

@@ -20,12 +20,22 @@ async def test_bind_rebind_list_unbind_and_bad_input(client) -> None:
     r = await client.post("/v1/chat-bindings", json={"user_id": uid, "identity": "alice@example.com", "role": "lead"})
     assert r.status_code == 200 and r.json()["role"] == "lead", r.text
     assert (await client.get(f"/v1/chat-bindings/telegram:{uid}")).json()["role"] == "lead"
-    assert any(b["user_id"] == uid for b in (await client.get("/v1/chat-bindings", params={"role": "lead"})).json()["items"])
-    assert_problem(await client.post("/v1/chat-bindings", json={"user_id": uid, "identity": "a", "role": "admin"}), 422, "role")
-    assert_problem(await client.post("/v1/chat-bindings", json={"user_id": "@alice", "identity": "a", "role": "lead"}), 422, "user_id")
+    assert any(
+        b["user_id"] == uid for b in (await client.get("/v1/chat-bindings", params={"role": "lead"})).json()["items"]
+    )
+    assert_problem(
+        await client.post("/v1/chat-bindings", json={"user_id": uid, "identity": "a", "role": "admin"}), 422, "role"
+    )
+    assert_problem(
+        await client.post("/v1/chat-bindings", json={"user_id": "@alice", "identity": "a", "role": "lead"}),
+        422,
+        "user_id",
+    )
     assert_problem(await client.post("/v1/chat-bindings", json={"user_id": uid, "role": "lead"}), 422, "identity")
     lead_key = await new_key(client, "lead")
-    r = await client.post("/v1/chat-bindings", json={"user_id": uid, "identity": "me", "role": "lead"}, headers=bearer(lead_key))
+    r = await client.post(
+        "/v1/chat-bindings", json={"user_id": uid, "identity": "me", "role": "lead"}, headers=bearer(lead_key)
+    )
     assert r.status_code == 403
     assert (await client.delete(f"/v1/chat-bindings/telegram:{uid}")).status_code == 204
     assert_problem(await client.delete(f"/v1/chat-bindings/telegram:{uid}"), 404)

@@ -45,17 +45,28 @@ async def test_queries_answer_bound_users_only(ctx) -> None:
     refused = await answer("goals", msgspec.json.encode({"principal": stranger}))
     assert refused["ok"] is False and refused["refused"] is True and "not bound" in refused["error"]
     assert (await answer("goals", msgspec.json.encode({"principal": viewer}))) == {"ok": True, "data": []}
-    assert (await answer("status", msgspec.json.encode({"principal": viewer, "args": {"id": "run_nothing"}})))["ok"] is False
+    assert (await answer("status", msgspec.json.encode({"principal": viewer, "args": {"id": "run_nothing"}})))[
+        "ok"
+    ] is False
     assert (await answer("nonsense", b"{}"))["ok"] is False
     assert (await answer("goals", b"not json"))["ok"] is False
 
 
 async def test_decisions_need_a_deciding_binding(ctx) -> None:
     viewer, lead = await _bound("viewer"), await _bound("lead")
-    apr = Approval(id=f"apr_{uuid.uuid4().hex}", run_id="run_missing", action="command", detail="rm -rf build",
-                   expires_at=now() + timedelta(hours=1))
+    apr = Approval(
+        id=f"apr_{uuid.uuid4().hex}",
+        run_id="run_missing",
+        action="command",
+        detail="rm -rf build",
+        expires_at=now() + timedelta(hours=1),
+    )
     await apr.insert()
-    for principal, why in ((None, "no principal"), (viewer, "may not decide approvals"), (ChatPrincipal(user_id="98"), "not bound")):
+    for principal, why in (
+        (None, "no principal"),
+        (viewer, "may not decide approvals"),
+        (ChatPrincipal(user_id="98"), "not bound"),
+    ):
         with pytest.raises(Poison, match=why):
             await decide_approval(ctx, DecideApproval(approval_id=apr.id, decision="approved", principal=principal))
     assert (await Approval.get(apr.id)).status == "pending"
@@ -67,7 +78,11 @@ async def test_decisions_need_a_deciding_binding(ctx) -> None:
     await decide_approval(ctx, DecideApproval(approval_id=apr.id, decision="approved", principal=lead))
     assert (await Approval.get(apr.id)).status == "rejected"
     entry = await AuditEntry.find_one({"resource": f"approvals/{apr.id}"})
-    assert entry.action == "approval.rejected" and entry.actor == decided.decided_by and f"({lead.user_id})" in entry.actor_name
+    assert (
+        entry.action == "approval.rejected"
+        and entry.actor == decided.decided_by
+        and f"({lead.user_id})" in entry.actor_name
+    )
 
 
 async def test_goal_from_chat_is_checked_and_created_once(ctx) -> None:

@@ -45,8 +45,9 @@ async def ctx(fresh_db, nats_url: str, nats_auth, tools) -> AsyncIterator[Contex
     creds = creds_of(nats_auth, "core-api")
     nc = await connect(nats_url, "core-api", creds=creds)
     cjs = nc.jetstream()
-    yield Context(settings=CoreSettings(nats_url=nats_url, nats_creds=creds), nc=nc, js=cjs,
-                  publisher=Publisher(cjs, "core-api"))
+    yield Context(
+        settings=CoreSettings(nats_url=nats_url, nats_creds=creds), nc=nc, js=cjs, publisher=Publisher(cjs, "core-api")
+    )
     await nc.drain()
     for d in COMMAND_DURABLES:  # leave the shared server as found
         with contextlib.suppress(NotFoundError):
@@ -103,8 +104,9 @@ class Letters:
 
 @pytest.fixture
 async def letters(tools) -> AsyncIterator[Letters]:
-    sub = await tools.jetstream().subscribe("nexus.dlq.nexus.cmd.core.>", stream=DLQ_STREAM, ordered_consumer=True,
-                                            deliver_policy="new")
+    sub = await tools.jetstream().subscribe(
+        "nexus.dlq.nexus.cmd.core.>", stream=DLQ_STREAM, ordered_consumer=True, deliver_policy="new"
+    )
     yield Letters(sub)
     await sub.unsubscribe()
 
@@ -116,15 +118,27 @@ async def lead() -> p.ChatPrincipal:
 
 
 async def pending_approval() -> Approval:
-    apr = Approval(id=f"apr_{uuid.uuid4().hex}", run_id="run_missing", action="command", detail="make",
-                   expires_at=now() + timedelta(hours=1))
+    apr = Approval(
+        id=f"apr_{uuid.uuid4().hex}",
+        run_id="run_missing",
+        action="command",
+        detail="make",
+        expires_at=now() + timedelta(hours=1),
+    )
     await apr.insert()
     return apr
 
 
 async def running_run() -> str:
-    run = Run(id=f"run_{uuid.uuid4().hex}", task_id=f"task_{uuid.uuid4().hex}", agent_id="agt_x", agent_revision=1,
-              session_id=f"ses_{uuid.uuid4().hex}", status="running", config={})
+    run = Run(
+        id=f"run_{uuid.uuid4().hex}",
+        task_id=f"task_{uuid.uuid4().hex}",
+        agent_id="agt_x",
+        agent_revision=1,
+        session_id=f"ses_{uuid.uuid4().hex}",
+        status="running",
+        config={},
+    )
     await run.insert()
     return run.id
 
@@ -147,14 +161,23 @@ async def test_each_command_subject_reaches_its_own_handler(ctx, tools, letters)
     task_id, plan_run = f"task_{uuid.uuid4().hex}", f"run_{uuid.uuid4().hex}"
     schedule = f"sch_{uuid.uuid4().hex}"
     async with serving(ctx):
-        await publish(tools, "core.decide_approval", p.DecideApproval(approval_id=apr.id, decision="approved", principal=who))
+        await publish(
+            tools, "core.decide_approval", p.DecideApproval(approval_id=apr.id, decision="approved", principal=who)
+        )
         await publish(tools, "core.create_goal", p.CreateGoal(title="Ship it", goal_id=goal, principal=who))
         await publish(tools, "core.cancel_run", p.CancelRunRequest(run_id=run_id, principal=who))
         await publish(tools, "core.cancel_task", p.CancelTask(task_id=task_id, provider="plane", actor="someone"))
-        await publish(tools, "core.plan_children", p.PlanChildren(run_id=plan_run, session_id="ses_x", children=[]),
-                      subject=spec("core.plan_children").subject_for(run_id=plan_run))
-        fired = await publish(tools, "core.fire_schedule",
-                              p.FireSchedule(schedule_id=schedule, occurrence_at="2026-01-01T00:00:00Z", occurrence_id=schedule))
+        await publish(
+            tools,
+            "core.plan_children",
+            p.PlanChildren(run_id=plan_run, session_id="ses_x", children=[]),
+            subject=spec("core.plan_children").subject_for(run_id=plan_run),
+        )
+        fired = await publish(
+            tools,
+            "core.fire_schedule",
+            p.FireSchedule(schedule_id=schedule, occurrence_at="2026-01-01T00:00:00Z", occurrence_id=schedule),
+        )
 
         await until(lambda: decided(apr), "the approval decided")
         await until(lambda: Goal.get(goal), "the goal created")
@@ -165,7 +188,9 @@ async def test_each_command_subject_reaches_its_own_handler(ctx, tools, letters)
             "core.plan_children": await letters.wait(lambda x: plan_run in x.reason, "the plan refusal"),
         }
 
-        async def fire_handled() -> bool:  # an unknown schedule's occurrence changes nothing: acked, gone from the queue
+        async def fire_handled() -> (
+            bool
+        ):  # an unknown schedule's occurrence changes nothing: acked, gone from the queue
             info = await tools.jetstream().consumer_info(CMDS_STREAM, command_durable("core.fire_schedule").name)
             return (info.ack_floor.stream_seq or 0) >= fired
 
@@ -184,12 +209,18 @@ async def test_a_payload_of_another_type_is_dead_lettered_not_routed_by_type(ctx
     who, goal = await lead(), goal_id()
     async with serving(ctx):
         # A goal's creation, sent on the approval-decision subject.
-        await publish(tools, "core.create_goal", p.CreateGoal(title="Smuggled", goal_id=goal, principal=who),
-                      subject=spec("core.decide_approval").subject)
+        await publish(
+            tools,
+            "core.create_goal",
+            p.CreateGoal(title="Smuggled", goal_id=goal, principal=who),
+            subject=spec("core.decide_approval").subject,
+        )
         letter = await letters.wait(lambda x: goal in x.body, "the mismatched command's dead letter")
         # The subscriber lives on: a right command on the same subject is handled after it.
         apr = await pending_approval()
-        await publish(tools, "core.decide_approval", p.DecideApproval(approval_id=apr.id, decision="rejected", principal=who))
+        await publish(
+            tools, "core.decide_approval", p.DecideApproval(approval_id=apr.id, decision="rejected", principal=who)
+        )
         await until(lambda: decided(apr), "the next decision applied")
     assert letter.original_subject == "nexus.cmd.core.decide_approval"
     assert letter.consumer == command_durable("core.decide_approval").name
@@ -234,13 +265,26 @@ async def test_commands_left_under_the_old_durable_are_handled_after_the_upgrade
     acknowledged (it was stopped mid-way) and one it never fetched both wait in the work queue. The new
     core-api retires that durable (the server would refuse its per-subject ones beside it) and handles both."""
     js = tools.jetstream()
-    await js.add_consumer(CMDS_STREAM, ConsumerConfig(durable_name=LEGACY_COMMANDS.name, filter_subject=LEGACY_COMMANDS.filter,
-                                                      ack_policy=AckPolicy.EXPLICIT, ack_wait=300))
+    await js.add_consumer(
+        CMDS_STREAM,
+        ConsumerConfig(
+            durable_name=LEGACY_COMMANDS.name,
+            filter_subject=LEGACY_COMMANDS.filter,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=300,
+        ),
+    )
     with pytest.raises(Exception, match="not unique"):  # why the old durable must go first
-        await js.add_consumer(CMDS_STREAM, ConsumerConfig(durable_name=command_durable("core.create_goal").name,
-                                                          filter_subject=spec("core.create_goal").subject))
+        await js.add_consumer(
+            CMDS_STREAM,
+            ConsumerConfig(
+                durable_name=command_durable("core.create_goal").name, filter_subject=spec("core.create_goal").subject
+            ),
+        )
     who, apr, goal = await lead(), await pending_approval(), goal_id()
-    fetched_seq = await publish(tools, "core.create_goal", p.CreateGoal(title="Fetched, never acked", goal_id=goal, principal=who))
+    fetched_seq = await publish(
+        tools, "core.create_goal", p.CreateGoal(title="Fetched, never acked", goal_id=goal, principal=who)
+    )
     old = await js.pull_subscribe(LEGACY_COMMANDS.filter, durable=LEGACY_COMMANDS.name, stream=CMDS_STREAM)
     held: list = []
 
@@ -251,8 +295,9 @@ async def test_commands_left_under_the_old_durable_are_handled_after_the_upgrade
 
     await until(fetched_it, "the old durable fetching the command")
     await old.unsubscribe()
-    waiting_seq = await publish(tools, "core.decide_approval",
-                                p.DecideApproval(approval_id=apr.id, decision="approved", principal=who))
+    waiting_seq = await publish(
+        tools, "core.decide_approval", p.DecideApproval(approval_id=apr.id, decision="approved", principal=who)
+    )
     info = await js.consumer_info(CMDS_STREAM, LEGACY_COMMANDS.name)
     assert info.num_ack_pending >= 1 and info.num_pending >= 1 and waiting_seq > fetched_seq
 
@@ -273,8 +318,10 @@ async def test_a_durable_that_cannot_be_made_again_keeps_core_api_not_ready(ctx,
         await until(lambda: _exists(js, durable.name), "the durable made at start")
         await until(_ready, "ready once every durable is made")
         await js.delete_consumer(durable.stream, durable.name)
-        await js.add_consumer(CMDS_STREAM, ConsumerConfig(durable_name="intruder", filter_subject=durable.filter,
-                                                          ack_policy=AckPolicy.EXPLICIT))
+        await js.add_consumer(
+            CMDS_STREAM,
+            ConsumerConfig(durable_name="intruder", filter_subject=durable.filter, ack_policy=AckPolicy.EXPLICIT),
+        )
         try:
             await until(lambda: _down(durable.name), "the durable reported down")
             assert not LOOPS.healthy() and "not unique" in LOOPS.down[durable.name], LOOPS.down

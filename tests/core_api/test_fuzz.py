@@ -31,13 +31,21 @@ def fuzz(op, mode: GenerationMode, auth: dict) -> list[str]:
     failures: list[str] = []
 
     @given(case=op.as_strategy(generation_mode=mode))
-    @hsettings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
-               suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @hsettings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
     def run(case) -> None:
         try:
             case.call_and_validate(headers=auth, checks=CHECKS, timeout=10)
         except (AssertionError, FailureGroup) as exc:
-            failures.append(f"{op.method.upper()} {op.path} [{mode.value}]: {str(exc)[:1500]}\n  {case.as_curl_command()[:600]}")
+            failures.append(
+                f"{op.method.upper()} {op.path} [{mode.value}]: {str(exc)[:1500]}\n  {case.as_curl_command()[:600]}"
+            )
 
     try:
         run()

@@ -19,6 +19,7 @@ async def audited(client, action: str, resource: str) -> bool:
     assert r.status_code == 200, r.text
     return any(e["action"] == action and e["resource"] == resource for e in r.json()["items"])
 
+
 pytestmark = pytest.mark.infra
 
 
@@ -36,21 +37,39 @@ async def test_price_list_is_data_admins_edit(client) -> None:
     assert run["config"]["price"] == [3.0, 12.0], run["config"]
 
     lead = await new_key(client, "lead")
-    assert_problem(await client.put(f"/v1/prices/{model}", json={"input_per_mtok": 1, "output_per_mtok": 1}, headers=bearer(lead)), 403)
-    assert_problem(await client.put(f"/v1/prices/{model}", json={"input_per_mtok": -1, "output_per_mtok": 1}), 422, "input_per_mtok")
+    assert_problem(
+        await client.put(f"/v1/prices/{model}", json={"input_per_mtok": 1, "output_per_mtok": 1}, headers=bearer(lead)),
+        403,
+    )
+    assert_problem(
+        await client.put(f"/v1/prices/{model}", json={"input_per_mtok": -1, "output_per_mtok": 1}),
+        422,
+        "input_per_mtok",
+    )
     assert_problem(await client.put(f"/v1/prices/{model}", json={"input_per_mtok": 1}), 422, "output_per_mtok")
-    assert_problem(await client.put("/v1/prices/Bad Name", json={"input_per_mtok": 1, "output_per_mtok": 1}), 422, "model")
+    assert_problem(
+        await client.put("/v1/prices/Bad Name", json={"input_per_mtok": 1, "output_per_mtok": 1}), 422, "model"
+    )
     assert (await client.delete(f"/v1/prices/{model}")).status_code == 204
     assert_problem(await client.get(f"/v1/prices/{model}"), 404)
 
 
 async def test_goal_detail_cancel_and_the_rule_a_refused_move_names(client) -> None:
     meta = await new_agent(client)
-    r = await client.post("/v1/goals", json={"title": "Budgeted", "meta_agent": meta["name"], "budget": {"usd": 0.5, "tokens": 1000}})
+    r = await client.post(
+        "/v1/goals", json={"title": "Budgeted", "meta_agent": meta["name"], "budget": {"usd": 0.5, "tokens": 1000}}
+    )
     assert r.status_code == 201, r.text
     goal = r.json()
     assert goal["status"] == "planning" and goal["status_reason"] == "its meta session is planning", goal
-    assert goal["budget"] == {"usd": 0.5, "tokens": 1000, "spent_usd": 0.0, "spent_tokens": 0, "left_usd": 0.5, "left_tokens": 1000}
+    assert goal["budget"] == {
+        "usd": 0.5,
+        "tokens": 1000,
+        "spent_usd": 0.0,
+        "spent_tokens": 0,
+        "left_usd": 0.5,
+        "left_tokens": 1000,
+    }
     assert goal["meta"]["run_id"] == goal["meta_run_id"] and goal["meta"]["run_status"] == "queued"
     assert goal["progress"] == {"total": 0, "by_status": {}} and goal["children"] == [] and goal["report"] is None
     run = (await client.get(f"/v1/runs/{goal['meta_run_id']}")).json()
@@ -62,15 +81,25 @@ async def test_goal_detail_cancel_and_the_rule_a_refused_move_names(client) -> N
     assert cancelled["status"] == "cancelled" and cancelled["ended_at"], cancelled
     assert (await client.get(f"/v1/runs/{goal['meta_run_id']}")).json()["status"] == "cancelled"
     report = cancelled["report"]
-    assert report["status"] == "cancelled" and report["meta"]["status"] == "cancelled" and report["duration_s"] >= 0, report
+    assert report["status"] == "cancelled" and report["meta"]["status"] == "cancelled" and report["duration_s"] >= 0, (
+        report
+    )
     assert await audited(client, "goal.cancel", f"goals/{goal['id']}")
 
     # The goal's feed: its own events only, in order, ending with its report.
     feed = [m for m in await collect(sse(client, f"/v1/goals/{goal['id']}/events"), lambda got: False) if "event" in m]
     assert all(m["data"]["data"]["goal_id"] == goal["id"] for m in feed)
-    assert [m["data"]["data"]["status"] for m in feed if m["event"] == "task.status_changed"] == ["in_progress", "cancelled"]
+    assert [m["data"]["data"]["status"] for m in feed if m["event"] == "task.status_changed"] == [
+        "in_progress",
+        "cancelled",
+    ]
     moves = [m for m in feed if m["event"].startswith("goal.")]
-    assert [m["event"] for m in moves] == ["goal.created", "goal.status_changed", "goal.status_changed", "goal.reported"], feed
+    assert [m["event"] for m in moves] == [
+        "goal.created",
+        "goal.status_changed",
+        "goal.status_changed",
+        "goal.reported",
+    ], feed
     assert [m["data"]["data"]["status"] for m in moves[1:3]] == ["planning", "cancelled"]
     assert feed[-1]["event"] == "goal.reported"
     resumed = await collect(sse(client, f"/v1/goals/{goal['id']}/events", last_id=feed[-2]["id"]), lambda got: False)
@@ -88,11 +117,22 @@ async def test_goal_detail_cancel_and_the_rule_a_refused_move_names(client) -> N
 async def test_goal_budget_split_among_the_planned_children(app, client) -> None:
     planner, writer = await new_agent(client), await new_agent(client)
     for weights, tokens, expected in (([1, 1, 1], 900, [300, 300, 300]), ([1, 2], 900, [300, 600])):
-        goal = (await client.post("/v1/goals", json={"title": "Split", "meta_agent": planner["name"], "budget": {"tokens": tokens}})).json()
+        goal = (
+            await client.post(
+                "/v1/goals", json={"title": "Split", "meta_agent": planner["name"], "budget": {"tokens": tokens}}
+            )
+        ).json()
         meta = (await client.get(f"/v1/runs/{goal['meta_run_id']}")).json()
-        plan = PlanChildren(run_id=meta["id"], session_id=meta["session_id"], children=[
-            ChildPlan(session_id=f"ses_{uuid.uuid4().hex[:20]}", title=f"child {i}", agent_id=writer["id"], weight=w)
-            for i, w in enumerate(weights)])
+        plan = PlanChildren(
+            run_id=meta["id"],
+            session_id=meta["session_id"],
+            children=[
+                ChildPlan(
+                    session_id=f"ses_{uuid.uuid4().hex[:20]}", title=f"child {i}", agent_id=writer["id"], weight=w
+                )
+                for i, w in enumerate(weights)
+            ],
+        )
         await in_app(client, plan_children, app.state.ctx, plan)
         await in_app(client, plan_children, app.state.ctx, plan)  # a redelivered plan changes nothing
         detail = (await client.get(f"/v1/goals/{goal['id']}")).json()
@@ -101,7 +141,9 @@ async def test_goal_budget_split_among_the_planned_children(app, client) -> None
         assert [c["weight"] for c in detail["children"]] == weights
         for child in detail["children"]:
             run = (await client.get(f"/v1/runs/{child['run_id']}")).json()
-            assert run["config"]["budget"]["tokens"] <= child["budget"]["tokens"], run["config"]  # never more than its share
+            assert run["config"]["budget"]["tokens"] <= child["budget"]["tokens"], run[
+                "config"
+            ]  # never more than its share
 
 
 async def test_agent_daily_cap_holds_work_until_a_lead_raises_it(client) -> None:
@@ -123,7 +165,9 @@ async def test_agent_daily_cap_holds_work_until_a_lead_raises_it(client) -> None
     assert await audited(client, "budget.update", f"budgets/agents/{agent['id']}")
 
     viewer = await new_key(client, "viewer")
-    assert_problem(await client.put(f"/v1/budgets/agents/{agent['id']}", json={"tokens": 1}, headers=bearer(viewer)), 403)
+    assert_problem(
+        await client.put(f"/v1/budgets/agents/{agent['id']}", json={"tokens": 1}, headers=bearer(viewer)), 403
+    )
     assert_problem(await client.put(f"/v1/budgets/agents/{agent['id']}", json={"tokens": -1}), 422, "tokens")
     assert_problem(await client.put(f"/v1/budgets/agents/{agent['id']}", json={"dollars": 1}), 422, "dollars")
     assert_problem(await client.get("/v1/budgets/agents/nobody"), 404)

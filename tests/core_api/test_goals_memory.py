@@ -9,7 +9,9 @@ pytestmark = pytest.mark.infra
 
 async def test_goal_with_meta_agent_starts_a_meta_session(client) -> None:
     meta = await new_agent(client)
-    r = await client.post("/v1/goals", json={"title": "Ship login", "description": "a page", "meta_agent": meta["name"]})
+    r = await client.post(
+        "/v1/goals", json={"title": "Ship login", "description": "a page", "meta_agent": meta["name"]}
+    )
     assert r.status_code == 201, r.text
     goal = r.json()
     assert goal["meta_agent_id"] == meta["id"] and goal["meta_run_id"], goal
@@ -33,13 +35,25 @@ async def test_goal_without_meta_agent_and_validation(client) -> None:
 
 async def test_memory_crud_scopes_and_ttl(client) -> None:
     agent = await new_agent(client)
-    r = await client.post("/v1/memory", json={"scope": "agent", "scope_id": agent["name"], "content": "use pytest",
-                                               "tags": ["testing"], "source": "review"})
+    r = await client.post(
+        "/v1/memory",
+        json={
+            "scope": "agent",
+            "scope_id": agent["name"],
+            "content": "use pytest",
+            "tags": ["testing"],
+            "source": "review",
+        },
+    )
     assert r.status_code == 201, r.text
     item = r.json()
     assert item["scope_id"] == agent["id"] and item["expires_at"] is None and item["tags"] == ["testing"]
     assert_problem(await client.post("/v1/memory", json={"scope": "agent", "content": "x"}), 422, "scope_id")
-    assert_problem(await client.post("/v1/memory", json={"scope": "global", "scope_id": agent["id"], "content": "x"}), 422, "scope_id")
+    assert_problem(
+        await client.post("/v1/memory", json={"scope": "global", "scope_id": agent["id"], "content": "x"}),
+        422,
+        "scope_id",
+    )
     assert_problem(await client.post("/v1/memory", json={"scope": "team", "content": "x"}), 422, "scope")
     assert_problem(await client.post("/v1/memory", json={"scope": "global", "content": "x", "ttl_s": -1}), 422, "ttl_s")
 
@@ -47,7 +61,9 @@ async def test_memory_crud_scopes_and_ttl(client) -> None:
     assert r.status_code == 200 and r.json()["content"] == "use pytest -q" and r.json()["expires_at"]
     listed = (await client.get("/v1/memory", params={"scope": "agent", "scope_id": agent["id"]})).json()["items"]
     assert [m["id"] for m in listed] == [item["id"]]
-    assert (await client.get("/v1/memory", params={"tag": "testing", "source": "review"})).json()["items"][0]["id"] == item["id"]
+    assert (await client.get("/v1/memory", params={"tag": "testing", "source": "review"})).json()["items"][0][
+        "id"
+    ] == item["id"]
 
     assert (await client.delete(f"/v1/memory/{item['id']}")).status_code == 204
     assert_problem(await client.get(f"/v1/memory/{item['id']}"), 404)
@@ -71,7 +87,9 @@ async def test_memory_preview_is_what_a_run_gets(client) -> None:
     assert r.status_code == 200, r.text
     preview = r.json()
     contents = [m["content"] for m in preview["items"]]
-    assert len(contents) == 2 and set(contents) == {"deploy with the blue green script", "deploy only on weekdays"}, contents
+    assert len(contents) == 2 and set(contents) == {"deploy with the blue green script", "deploy only on weekdays"}, (
+        contents
+    )
     assert preview["total_chars"] == sum(map(len, contents)) and preview["agent_revision"] == 1
 
     run_r = await client.post("/v1/tasks", json={"title": "how do I deploy", "assignee": agent["id"]})
@@ -85,7 +103,9 @@ async def _wait_expired(client, agent_id: str) -> None:
     for _ in range(100):
         live = (await client.get("/v1/memory", params={"scope_id": agent_id})).json()["items"]
         if all(m["content"] != "deploy expired advice" for m in live):
-            every = (await client.get("/v1/memory", params={"scope_id": agent_id, "include_expired": True})).json()["items"]
+            every = (await client.get("/v1/memory", params={"scope_id": agent_id, "include_expired": True})).json()[
+                "items"
+            ]
             assert any(m["content"] == "deploy expired advice" for m in every)
             return
         await asyncio.sleep(0.05)

@@ -14,7 +14,6 @@ from nexus.domain.roles import Role
 pytestmark = pytest.mark.infra
 
 
-
 async def _settled(cache: KeyCache) -> None:
     while cache._loading or cache._tasks:  # background loads and bookkeeping, bounded by the test timeout
         await asyncio.sleep(0.01)
@@ -34,7 +33,9 @@ async def test_reloads_ahead_of_expiry_in_the_background_and_sees_a_revocation(f
     doc, raw = await create_key("ci", Role.LEAD, created_by="test")
     cache = KeyCache(ttl_s=60, refresh_at=0.0)  # every hit is old enough to be reloaded behind it
     assert (await cache.lookup(raw)).role == Role.LEAD
-    await update_document(ApiKey, doc.id, {"$set": {"revoked": True}})  # as keys/service revokes; the use-time write may race it
+    await update_document(
+        ApiKey, doc.id, {"$set": {"revoked": True}}
+    )  # as keys/service revokes; the use-time write may race it
     assert (await cache.lookup(raw)) is not None  # served from the valid entry while it reloads
     await _settled(cache)
     assert cache.loads == 2 and await cache.lookup(raw) is None

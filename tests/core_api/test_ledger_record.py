@@ -32,8 +32,12 @@ async def report_run(client, run: dict, messages: list[str]) -> list:
     await deliver(client, run["id"], "run.status", p.RunStatusChanged(status="running"), 0)
     changes = seal(NoteChange(timestamp="2026-12-06T00:00:00Z", message=m) for m in messages)
     for i, change in enumerate(changes):
-        await deliver(client, run["id"], "run.note", p.SessionChanged(session_id=run["session_id"], change=change), i + 1)
-    await deliver(client, run["id"], "run.status", p.RunStatusChanged(status="succeeded", ledger_hash=changes[-1].hash), 99)
+        await deliver(
+            client, run["id"], "run.note", p.SessionChanged(session_id=run["session_id"], change=change), i + 1
+        )
+    await deliver(
+        client, run["id"], "run.status", p.RunStatusChanged(status="succeeded", ledger_hash=changes[-1].hash), 99
+    )
     return changes
 
 
@@ -41,11 +45,23 @@ async def tamper(client, run: dict, changes: list) -> None:
     """What someone with the database (or an offline copy) does: replace the ledger and the run's hash to match."""
     coll = SessionChangeRecord.get_pymongo_collection()
     await in_app(client, coll.delete_many, {"session_id": run["session_id"]})
-    docs = [{"_id": SessionChangeRecord.key(run["session_id"], 1, c.seq), "session_id": run["session_id"], "run_id": run["id"],
-             "attempt": 1, "seq": c.seq, "change": msgspec.to_builtins(c), "note": getattr(c, "message", None)} for c in changes]
+    docs = [
+        {
+            "_id": SessionChangeRecord.key(run["session_id"], 1, c.seq),
+            "session_id": run["session_id"],
+            "run_id": run["id"],
+            "attempt": 1,
+            "seq": c.seq,
+            "change": msgspec.to_builtins(c),
+            "note": getattr(c, "message", None),
+        }
+        for c in changes
+    ]
     if docs:
         await in_app(client, coll.insert_many, docs)
-    await in_app(client, update_document, Run, run["id"], {"$set": {"ledger_hash": changes[-1].hash if changes else ""}})
+    await in_app(
+        client, update_document, Run, run["id"], {"$set": {"ledger_hash": changes[-1].hash if changes else ""}}
+    )
 
 
 async def verify(client, run_id: str) -> dict:
@@ -89,7 +105,9 @@ async def test_a_resealed_ledger_with_a_matching_forged_hash_is_caught(client) -
 async def test_an_entry_appended_after_the_fact_is_caught(client) -> None:
     run = await new_run(client)
     changes = await report_run(client, run, ["one"])
-    extra = seal_one(NoteChange(timestamp="2026-12-06T00:00:01Z", message="added later"), seq=1, prev_hash=changes[0].hash)
+    extra = seal_one(
+        NoteChange(timestamp="2026-12-06T00:00:01Z", message="added later"), seq=1, prev_hash=changes[0].hash
+    )
     await tamper(client, run, [changes[0], extra])
     v = await verify(client, run["id"])
     assert not v["ok"]
@@ -115,13 +133,23 @@ async def test_ledger_records_in_one_batch_keep_the_first_report(client) -> None
     """Run-event ingestion stores a fetch's ledger records with one insert_many: an entry reported
     twice keeps the hash that came first (in the batch, or stored before it), another hash becomes
     a conflict beside it, and a redelivery with the same hash changes nothing."""
+
     def rec(seq: int, hash_: str) -> dict:
-        return {"_id": f"run_batch:1:ses_l:{seq}", "run_id": "run_batch", "attempt": 1, "session_id": "ses_l", "seq": seq,
-                "hash": hash_, "prev_hash": ""}
+        return {
+            "_id": f"run_batch:1:ses_l:{seq}",
+            "run_id": "run_batch",
+            "attempt": 1,
+            "session_id": "ses_l",
+            "seq": seq,
+            "hash": hash_,
+            "prev_hash": "",
+        }
 
     async def both() -> list[dict]:
         await insert_records(collection(), [rec(0, "h0"), rec(1, "h1"), rec(1, "forged"), rec(0, "h0")])
-        await insert_records(collection(), [rec(1, "h1"), rec(2, "h2"), rec(0, "again")])  # a redelivery, a new entry, a re-report
+        await insert_records(
+            collection(), [rec(1, "h1"), rec(2, "h2"), rec(0, "again")]
+        )  # a redelivery, a new entry, a re-report
         return await records_of("run_batch")
 
     got = {r["seq"]: (r["hash"], sorted(r.get("conflicts", []))) for r in await in_app(client, both)}

@@ -45,8 +45,30 @@ async def test_truncated_json_is_a_400_naming_the_position(client, path: str) ->
 
 # Raw bodies: JSON-ish fragments, deep nesting, bad bytes. Whatever the body, the answer is never a 5xx,
 # and anything not 2xx is problem+json.
-_fragments = st.sampled_from([b"{", b"}", b"[", b"]", b'"', b":", b",", b"1", b"null", b'"name"', b"\\u", b"\\ud800",
-                              b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x00", b" ", b"1e999", b"-", b"tru"])
+_fragments = st.sampled_from(
+    [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b'"',
+        b":",
+        b",",
+        b"1",
+        b"null",
+        b'"name"',
+        b"\\u",
+        b"\\ud800",
+        b"\xff",
+        b"\xc3\x28",
+        b"\xed\xa0\x80",
+        b"\x00",
+        b" ",
+        b"1e999",
+        b"-",
+        b"tru",
+    ]
+)
 _bodies = st.one_of(
     st.binary(max_size=300),
     st.lists(_fragments, max_size=80).map(b"".join),

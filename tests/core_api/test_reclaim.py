@@ -33,17 +33,31 @@ async def tools(nats_url: str, nats_creds: str):
     await nc.close()
 
 
-async def _consume_until_stored(ctx: Context, nats: tuple[str, str], durable: str, subject: str, run_id: str,
-                                want: set[str]) -> set[str]:
+async def _consume_until_stored(
+    ctx: Context, nats: tuple[str, str], durable: str, subject: str, run_id: str, want: set[str]
+) -> set[str]:
     """The restarted core-api's run-event consumer (as background.py starts it), on the app's loop,
     until every wanted event is stored or a bounded number of polls has passed. It reads a durable of
     the test's own (as the tests' NATS user): core-api's own name is shared on the test server."""
     nc = await connect(nats[0], "test-reclaim-consumer", creds=nats[1])
     stop = asyncio.Event()
-    task = asyncio.create_task(consume_once(
-        nc.jetstream(), stream=RUNS_STREAM, durable=durable, subject=subject, stop=stop, ack_wait_s=ACK_WAIT_S,
-        handler=lambda d: handle_run_event(ctx, d), group_handler=lambda ds: ingest_group(ctx, ds),
-        batch=512, concurrency=4, partition=lambda s: s.split(".")[2], max_deliver=20, reclaim=True))
+    task = asyncio.create_task(
+        consume_once(
+            nc.jetstream(),
+            stream=RUNS_STREAM,
+            durable=durable,
+            subject=subject,
+            stop=stop,
+            ack_wait_s=ACK_WAIT_S,
+            handler=lambda d: handle_run_event(ctx, d),
+            group_handler=lambda ds: ingest_group(ctx, ds),
+            batch=512,
+            concurrency=4,
+            partition=lambda s: s.split(".")[2],
+            max_deliver=20,
+            reclaim=True,
+        )
+    )
     stored: set[str] = set()
     try:
         for _ in range(600):
@@ -58,21 +72,32 @@ async def _consume_until_stored(ctx: Context, nats: tuple[str, str], durable: st
     return stored
 
 
-async def test_a_dead_instances_unacked_events_are_stored_at_restart(client: AsyncTestClient, app: Litestar, tools,
-                                                                    nats_url: str, nats_creds: str) -> None:
+async def test_a_dead_instances_unacked_events_are_stored_at_restart(
+    client: AsyncTestClient, app: Litestar, tools, nats_url: str, nats_creds: str
+) -> None:
     run = await new_run(client)
     run_id, sid = run["id"], run["session_id"]
     js = tools.jetstream()
     pub = Publisher(js, "test")
     durable, subject = f"core-api-runs-{uuid.uuid4().hex[:8]}", f"nexus.run.{run_id}.>"
-    await js.add_consumer(RUNS_STREAM, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
-                                                      max_deliver=20, filter_subject=subject))
+    await js.add_consumer(
+        RUNS_STREAM,
+        ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_S,
+            max_deliver=20,
+            filter_subject=subject,
+        ),
+    )
     # What the run reported before core-api was killed: it starts, opens its session, records changes, logs.
     chain = seal([NoteChange(timestamp="2026-01-01T00:00:00Z", message=f"note {i}") for i in range(3)])
-    held = [await pub.publish("run.status", RunStatusChanged(status="running"), run_id=run_id),
-            await pub.publish("run.session", SessionOpened(session_id=sid, project_path="/w"), run_id=run_id),
-            *[await pub.publish("run.note", SessionChanged(session_id=sid, change=c), run_id=run_id) for c in chain],
-            await pub.publish("run.log", RunLog(message="working"), run_id=run_id)]
+    held = [
+        await pub.publish("run.status", RunStatusChanged(status="running"), run_id=run_id),
+        await pub.publish("run.session", SessionOpened(session_id=sid, project_path="/w"), run_id=run_id),
+        *[await pub.publish("run.note", SessionChanged(session_id=sid, change=c), run_id=run_id) for c in chain],
+        await pub.publish("run.log", RunLog(message="working"), run_id=run_id),
+    ]
     # The core-api about to be killed fetches them all, stores none, acknowledges none: SIGKILL.
     dead = await js.pull_subscribe(subject, durable=durable, stream=RUNS_STREAM)
     fetched = []
@@ -85,7 +110,9 @@ async def test_a_dead_instances_unacked_events_are_stored_at_restart(client: Asy
     done = await pub.publish("run.status", RunStatusChanged(status="succeeded", summary="done"), run_id=run_id)
 
     want = {e.id for e in [*held, done]}
-    stored = await in_app(client, _consume_until_stored, app.state.ctx, (nats_url, nats_creds), durable, subject, run_id, want)
+    stored = await in_app(
+        client, _consume_until_stored, app.state.ctx, (nats_url, nats_creds), durable, subject, run_id, want
+    )
 
     assert want - stored == set(), "events the killed instance held were not stored by its successor"
     info = await js.consumer_info(RUNS_STREAM, durable)

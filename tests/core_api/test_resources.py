@@ -29,16 +29,50 @@ async def test_session_tree_of_a_meta_run(client, app) -> None:
     note = NoteChange(timestamp="2026-01-01T00:00:00Z", seq=1, message="plan: two parts")
     await in_app(client, on_change, run["id"], SessionChanged(session_id=root, change=note))
     kids = [new_id("ses"), new_id("ses")]
-    await in_app(client, plan_children, app.state.ctx, PlanChildren(run_id=run["id"], session_id=root, children=[
-        ChildPlan(session_id=kids[0], title="part one"), ChildPlan(session_id=kids[1], title="part two")]))
-    child_run = (await client.get("/v1/runs", params={"task_id": (await client.get("/v1/tasks", params={"goal_id": goal["id"]})).json()["items"][0]["id"]})).json()["items"][0]
-    await in_app(client, on_opened, child_run["id"], SessionOpened(session_id=child_run["session_id"], project_path="/w", parent_session_id=root))
+    await in_app(
+        client,
+        plan_children,
+        app.state.ctx,
+        PlanChildren(
+            run_id=run["id"],
+            session_id=root,
+            children=[ChildPlan(session_id=kids[0], title="part one"), ChildPlan(session_id=kids[1], title="part two")],
+        ),
+    )
+    child_run = (
+        await client.get(
+            "/v1/runs",
+            params={
+                "task_id": (await client.get("/v1/tasks", params={"goal_id": goal["id"]})).json()["items"][0]["id"]
+            },
+        )
+    ).json()["items"][0]
+    await in_app(
+        client,
+        on_opened,
+        child_run["id"],
+        SessionOpened(session_id=child_run["session_id"], project_path="/w", parent_session_id=root),
+    )
 
     r = await client.get(f"/v1/runs/{run['id']}/sessions/tree")
     assert r.status_code == 200, r.text
     tree = r.json()
-    assert set(tree) >= {"sessionId", "parentSessionId", "backend", "status", "notes", "changes", "createdAt", "updatedAt", "children"}
-    assert tree["parentSessionId"] is None and tree["notes"] == ["plan: two parts"] and tree["changes"][0]["type"] == "note"
+    assert set(tree) >= {
+        "sessionId",
+        "parentSessionId",
+        "backend",
+        "status",
+        "notes",
+        "changes",
+        "createdAt",
+        "updatedAt",
+        "children",
+    }
+    assert (
+        tree["parentSessionId"] is None
+        and tree["notes"] == ["plan: two parts"]
+        and tree["changes"][0]["type"] == "note"
+    )
     children = {c["sessionId"]: c for c in tree["children"]}
     assert set(children) == set(kids) and all(c["parentSessionId"] == root for c in children.values())
     assert children[child_run["session_id"]]["status"] == "active"
@@ -47,7 +81,9 @@ async def test_session_tree_of_a_meta_run(client, app) -> None:
     listed = (await client.get("/v1/sessions", params={"parent_session_id": root})).json()["items"]
     assert [s["sessionId"] for s in listed] == [child_run["session_id"]]
     assert (await client.get(f"/v1/sessions/{root}")).json()["runId"] == run["id"]
-    assert [s["sessionId"] for s in (await client.get("/v1/sessions", params={"run_id": run["id"]})).json()["items"]] == [root]
+    assert [
+        s["sessionId"] for s in (await client.get("/v1/sessions", params={"run_id": run["id"]})).json()["items"]
+    ] == [root]
     assert_problem(await client.get("/v1/sessions/ses_missing"), 404)
     assert_problem(await client.get("/v1/runs/run_missing/sessions/tree"), 404)
 
@@ -56,10 +92,20 @@ async def test_approvals_list_approve_reject(client, app) -> None:
     run = await new_run(client)
     ids = [f"apr_{uuid.uuid4().hex}" for _ in range(3)]
     for i, aid in enumerate(ids):
-        await in_app(client, on_requested, app.state.ctx, ApprovalRequested(approval_id=aid, run_id=run["id"], action=f"command:{i}", detail="rm -rf build"))
+        await in_app(
+            client,
+            on_requested,
+            app.state.ctx,
+            ApprovalRequested(approval_id=aid, run_id=run["id"], action=f"command:{i}", detail="rm -rf build"),
+        )
     pending = (await client.get("/v1/approvals", params={"run_id": run["id"]})).json()["items"]
     assert {a["id"] for a in pending} == set(ids) and all(a["status"] == "pending" for a in pending)
-    assert [a["id"] for a in (await client.get("/v1/approvals", params={"run_id": run["id"], "action": "command:1"})).json()["items"]] == [ids[1]]
+    assert [
+        a["id"]
+        for a in (await client.get("/v1/approvals", params={"run_id": run["id"], "action": "command:1"})).json()[
+            "items"
+        ]
+    ] == [ids[1]]
 
     lead = await new_key(client, "lead")
     r = await client.post(f"/v1/approvals/{ids[0]}/approve", json={"reason": "fine"}, headers=bearer(lead))
@@ -127,38 +173,64 @@ async def test_every_mutation_is_audited(client) -> None:
     entries = (await client.get("/v1/audit", params={"limit": 200})).json()["items"]
     seen = {(e["action"], e["resource"]) for e in entries}
     for expected in [
-        ("agent.create", f"agents/{agent['id']}"), ("goal.create", f"goals/{goal['id']}"),
-        ("memory.create", f"memory/{mem['id']}"), ("memory.update", f"memory/{mem['id']}"), ("memory.delete", f"memory/{mem['id']}"),
-        ("api_key.create", f"api-keys/{key['id']}"), ("api_key.revoke", f"api-keys/{key['id']}"),
+        ("agent.create", f"agents/{agent['id']}"),
+        ("goal.create", f"goals/{goal['id']}"),
+        ("memory.create", f"memory/{mem['id']}"),
+        ("memory.update", f"memory/{mem['id']}"),
+        ("memory.delete", f"memory/{mem['id']}"),
+        ("api_key.create", f"api-keys/{key['id']}"),
+        ("api_key.revoke", f"api-keys/{key['id']}"),
     ]:
         assert expected in seen, expected
     assert entries == sorted(entries, key=lambda e: e["id"], reverse=True)  # newest first
     mine = (await client.get("/v1/audit", params={"resource": f"memory/{mem['id']}"})).json()["items"]
     assert [e["action"] for e in mine] == ["memory.delete", "memory.update", "memory.create"]
-    assert mine[0]["actor"] == "key_bootstrap_admin" and mine[0]["before_id"] == mem["id"] and mine[-1]["after_id"] == mem["id"]
-    assert {e["action"] for e in (await client.get("/v1/audit", params={"action": "api_key.*"})).json()["items"]} == {"api_key.create", "api_key.revoke"}
+    assert (
+        mine[0]["actor"] == "key_bootstrap_admin"
+        and mine[0]["before_id"] == mem["id"]
+        and mine[-1]["after_id"] == mem["id"]
+    )
+    assert {e["action"] for e in (await client.get("/v1/audit", params={"action": "api_key.*"})).json()["items"]} == {
+        "api_key.create",
+        "api_key.revoke",
+    }
     viewer = await new_key(client, "viewer")
     assert_problem(await client.get("/v1/audit", headers=bearer(viewer)), 403)
 
 
 async def test_validation_unknown_fields_and_oversized_bodies(client, settings) -> None:
-    assert_problem(await client.post("/v1/agents", json={"name": "ok-name", "system_prompt": "x", "colour": 1}), 422, "colour")
+    assert_problem(
+        await client.post("/v1/agents", json={"name": "ok-name", "system_prompt": "x", "colour": 1}), 422, "colour"
+    )
     assert_problem(await client.post("/v1/agents", json={"name": "ok-name"}), 422, "system_prompt")
-    body = assert_problem(await client.post("/v1/agents", json={"name": "ok-name", "system_prompt": "x", "llm": {"provider": "external"}}),
-                          422, "llm")
+    body = assert_problem(
+        await client.post(
+            "/v1/agents", json={"name": "ok-name", "system_prompt": "x", "llm": {"provider": "external"}}
+        ),
+        422,
+        "llm",
+    )
     assert "`command`" in body["detail"] + str(body["errors"]), body
     assert_problem(await client.post("/v1/tasks", json={"title": "t", "priority": 1000}), 422, "priority")
     assert_problem(await client.get("/v1/tasks", params={"limit": 0}), 422, "limit")
     assert_problem(await client.get("/v1/tasks", params={"status": "sleeping"}), 422, "status")
-    r = await client.post("/v1/memory", content=b'{"scope": "global", "content": "' + b"x" * settings.max_body_bytes + b'"}',
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/v1/memory",
+        content=b'{"scope": "global", "content": "' + b"x" * settings.max_body_bytes + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert_problem(r, 413)
-    assert_problem(await client.post("/v1/goals", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    assert_problem(
+        await client.post("/v1/goals", content=b"{not json", headers={"content-type": "application/json"}), 400
+    )
 
 
 async def test_cursor_pagination_walks_every_page(client) -> None:
     tag = f"page-{uuid.uuid4().hex[:6]}"
-    made = [(await client.post("/v1/memory", json={"scope": "global", "content": f"fact {i}", "tags": [tag]})).json()["id"] for i in range(7)]
+    made = [
+        (await client.post("/v1/memory", json={"scope": "global", "content": f"fact {i}", "tags": [tag]})).json()["id"]
+        for i in range(7)
+    ]
     seen, cursor, pages = [], None, 0
     while True:
         params = {"tag": tag, "limit": 3, **({"cursor": cursor} if cursor else {})}
@@ -193,7 +265,9 @@ async def test_blocked_task_waits_until_its_blocker_is_done(client) -> None:
     blocked = (await client.post("/v1/tasks", json={"title": "second", "blocked_by": [blocker["id"]]})).json()
     assert blocked["status"] == "backlog"
     assert_problem(await client.post(f"/v1/tasks/{blocked['id']}/status", json={"status": "ready"}), 409, "status")
-    assert_problem(await client.post("/v1/tasks", json={"title": "x", "blocked_by": ["task_missing"]}), 422, "blocked_by")
+    assert_problem(
+        await client.post("/v1/tasks", json={"title": "x", "blocked_by": ["task_missing"]}), 422, "blocked_by"
+    )
 
     r = await client.post(f"/v1/tasks/{blocker['id']}/status", json={"status": "done"})
     assert r.status_code == 201 and r.json()["status"] == "done", r.text

@@ -38,10 +38,16 @@ async def test_each_event_is_stored_once_whatever_is_handed_out_again(client, ap
     ctx = app.state.ctx
     (change,) = seal([NoteChange(timestamp="2026-12-06T00:00:00Z", message="a note")])
     batch = [delivery(run_id, "run.log", p.RunLog(message=f"step {i}"), i) for i in (1, 2, 3)]
-    batch += [delivery(run_id, "run.heartbeat", p.Heartbeat(step=4), 4),
-              delivery(run_id, "run.note", p.SessionChanged(session_id=sid, change=change), 5),
-              delivery(run_id, "run.llm", p.LLMCalled(step=6, provider="scripted", model="m", input_tokens=10,
-                                                      output_tokens=2, cost_usd=0.5), 6)]
+    batch += [
+        delivery(run_id, "run.heartbeat", p.Heartbeat(step=4), 4),
+        delivery(run_id, "run.note", p.SessionChanged(session_id=sid, change=change), 5),
+        delivery(
+            run_id,
+            "run.llm",
+            p.LLMCalled(step=6, provider="scripted", model="m", input_tokens=10, output_tokens=2, cost_usd=0.5),
+            6,
+        ),
+    ]
     await in_app(client, ingest_group, ctx, batch[:3])
     assert await stored_copies(client, run_id) == [1, 2, 3]
     # The whole batch again (the first three were stored, the rest not): only the rest is written.
@@ -55,13 +61,16 @@ async def test_each_event_is_stored_once_whatever_is_handed_out_again(client, ap
 
     events = await in_app(client, run_events.events_of, run_id)
     assert [(e.stream_seq, e.type, e.id) for e in events] == [
-        (d.stream_seq, d.envelope.type, d.envelope.id) for d in batch if d.envelope.type != "run.heartbeat"]
+        (d.stream_seq, d.envelope.type, d.envelope.id) for d in batch if d.envelope.type != "run.heartbeat"
+    ]
     assert events[0].data["message"] == "step 1" and events[-1].data["cost_usd"] == 0.5
     newest = await in_app(client, lambda: run_events.events_of(run_id, newest=2))
     assert [e.stream_seq for e in newest] == [5, 6]
     assert await in_app(client, run_events.of_type, [run_id], "run.llm") == [(run_id, events[-1].data)]
     # Model calls sit in chunks of their own: budgets read those, not the run's every event.
-    chunks = await in_app(client, lambda: run_events.collection().find({"run_id": run_id, "types": "run.llm"}).to_list(None))
+    chunks = await in_app(
+        client, lambda: run_events.collection().find({"run_id": run_id, "types": "run.llm"}).to_list(None)
+    )
     assert [[e["type"] for e in run_events._events(c)] for c in chunks] == [["run.llm"]]
 
 
@@ -70,8 +79,10 @@ async def test_readers_take_an_event_once_even_when_two_chunks_hold_it(client, a
     run = await new_run(client)
     run_id = run["id"]
     logs = [delivery(run_id, "run.log", p.RunLog(message=f"line {i}"), i) for i in (1, 2, 3)]
-    docs = [run_events.event_doc(d.envelope.id, d.envelope.type, d.subject, d.stream_seq, d.envelope.occurred_at,
-                                 d.payload) for d in logs]
+    docs = [
+        run_events.event_doc(d.envelope.id, d.envelope.type, d.subject, d.stream_seq, d.envelope.occurred_at, d.payload)
+        for d in logs
+    ]
     chunks = run_events.chunk_docs(run_id, docs[:2]) + run_events.chunk_docs(run_id, docs[1:])
     await in_app(client, run_events.collection().insert_many, chunks)
     assert await stored_copies(client, run_id) == [1, 2, 2, 3]

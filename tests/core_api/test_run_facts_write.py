@@ -53,7 +53,12 @@ async def _a_run(client, app) -> tuple[dict, Recorder, object, int]:
     """A dispatched run, a context whose announcements are recorded, and the run's version (its writes)."""
     run = await new_run(client)
     recorder = Recorder(app.state.ctx.publisher)
-    return run, recorder, dataclasses.replace(app.state.ctx, publisher=recorder), await in_app(client, _version, run["id"])
+    return (
+        run,
+        recorder,
+        dataclasses.replace(app.state.ctx, publisher=recorder),
+        await in_app(client, _version, run["id"]),
+    )
 
 
 async def test_a_fetch_of_a_runs_facts_is_one_write_with_every_transitions_effects(client, app) -> None:
@@ -93,8 +98,10 @@ async def test_a_failed_attempt_and_its_retry_in_one_fetch_launch_the_retry(clie
     stored = (await client.get(f"/v1/runs/{run_id}")).json()
     assert (stored["status"], stored["attempt"]) == ("queued", 2)
     # The run started (announced), then its first attempt died: the second is launched.
-    assert [t for t, _ in recorder.sent if t in ("run.started", "worker.launch_run")] == ["run.started",
-                                                                                         "worker.launch_run"]
+    assert [t for t, _ in recorder.sent if t in ("run.started", "worker.launch_run")] == [
+        "run.started",
+        "worker.launch_run",
+    ]
     launch = next(d for t, d in recorder.sent if t == "worker.launch_run")
     assert launch.attempt == 2
 
@@ -111,7 +118,9 @@ async def test_a_model_call_of_a_run_dispatched_here_reads_no_run(client, app) -
     finds = COMMANDS.labels("find", "runs", "ok")._value.get()
     tokens = LLM_TOKENS.labels("scripted", "scripted", run["agent_id"], "input")
     before = tokens._value.get()
-    calls = [p.LLMCalled(step=i, provider="scripted", model="scripted", input_tokens=10 * i, output_tokens=2) for i in (1, 2)]
+    calls = [
+        p.LLMCalled(step=i, provider="scripted", model="scripted", input_tokens=10 * i, output_tokens=2) for i in (1, 2)
+    ]
     await in_app(client, ingest_group, ctx, [delivery(run_id, "run.llm", call, 2 + i) for i, call in enumerate(calls)])
     assert COMMANDS.labels("find", "runs", "ok")._value.get() == finds
     assert tokens._value.get() == before + 30  # both calls counted, by the run's agent

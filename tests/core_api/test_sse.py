@@ -49,7 +49,11 @@ async def collect(stream: AsyncIterator[dict], want, limit: int = 5000) -> list[
 
 
 def goal_ids(msgs: list[dict], mine: set[str]) -> list[str]:
-    return [m["data"]["data"]["goal_id"] for m in msgs if m.get("event") == "goal.created" and m["data"]["data"]["goal_id"] in mine]
+    return [
+        m["data"]["data"]["goal_id"]
+        for m in msgs
+        if m.get("event") == "goal.created" and m["data"]["data"]["goal_id"] in mine
+    ]
 
 
 async def test_system_events_resume_after_a_disconnect(http: httpx.AsyncClient) -> None:
@@ -61,15 +65,19 @@ async def test_system_events_resume_after_a_disconnect(http: httpx.AsyncClient) 
 
     missed = [(await http.post("/v1/goals", json={"title": f"while away {i}"})).json()["id"] for i in range(3)]
     mine = {first, *missed}
-    got = await collect(sse(http, "/v1/events", last_id, types="goal.created,run.succeeded"),
-                        lambda ms: len(goal_ids(ms, mine)) == 3 and ms[-1].get("comment") == "keep-alive")
+    got = await collect(
+        sse(http, "/v1/events", last_id, types="goal.created,run.succeeded"),
+        lambda ms: len(goal_ids(ms, mine)) == 3 and ms[-1].get("comment") == "keep-alive",
+    )
     assert goal_ids(got, mine) == missed  # nothing seen twice, nothing lost, in order
     assert all(int(m["id"]) > int(last_id) for m in got if "id" in m)
     assert got[0]["comment"] == "connected" and got[-1]["comment"] == "keep-alive"
     assert_problem(await http.get("/v1/events", params={"types": "nonsense.happened"}), 422, "types")
 
 
-async def test_a_poison_message_in_the_stream_ends_no_reader(http: httpx.AsyncClient, settings, nats_creds: str) -> None:
+async def test_a_poison_message_in_the_stream_ends_no_reader(
+    http: httpx.AsyncClient, settings, nats_creds: str
+) -> None:
     """Messages that are not envelopes, kept by the stream, are skipped by every reader and every replay."""
     nc = await connect(settings.nats_url, "test-sse-poison", creds=nats_creds)
     try:
@@ -77,8 +85,10 @@ async def test_a_poison_message_in_the_stream_ends_no_reader(http: httpx.AsyncCl
         for body in (b"not json at all", b'{"type": "goal.created"}', b"[1, 2, 3]"):
             await js.publish("nexus.evt.goal.created", body)
         run = await new_run(http)
-        await js.publish(f"nexus.run.{run['id']}.log", b'{"id": "x", "type": "run.status", "occurred_at": "t", '
-                         b'"source": "s", "data": [1]}')  # an envelope whose status data is not an object
+        await js.publish(
+            f"nexus.run.{run['id']}.log",
+            b'{"id": "x", "type": "run.status", "occurred_at": "t", "source": "s", "data": [1]}',
+        )  # an envelope whose status data is not an object
     finally:
         await nc.drain()
     after = (await http.post("/v1/goals", json={"title": "after the poison"})).json()["id"]
@@ -86,14 +96,18 @@ async def test_a_poison_message_in_the_stream_ends_no_reader(http: httpx.AsyncCl
     assert after in goal_ids(got, {after})  # replayed from the start, past the poison, to the goal
     pub_nc = await connect(settings.nats_url, "test-sse-poison-2", creds=nats_creds)
     try:
-        await Publisher(pub_nc.jetstream(), "agent-runner").publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
+        await Publisher(pub_nc.jetstream(), "agent-runner").publish(
+            "run.status", RunStatusChanged(status="succeeded"), run_id=run["id"]
+        )
     finally:
         await pub_nc.drain()
     rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events")]  # skips the poison, ends after the status
     assert [m["event"] for m in rest if "data" in m][-1] == "run.status"
 
 
-async def test_run_events_resume_and_end_after_the_final_status(http: httpx.AsyncClient, settings, nats_creds: str) -> None:
+async def test_run_events_resume_and_end_after_the_final_status(
+    http: httpx.AsyncClient, settings, nats_creds: str
+) -> None:
     run = await new_run(http)
     nc = await connect(settings.nats_url, "test-sse", creds=nats_creds)
     pub = Publisher(nc.jetstream(), "agent-runner")
@@ -111,8 +125,13 @@ async def test_run_events_resume_and_end_after_the_final_status(http: httpx.Asyn
         rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events", events[-1]["id"])]  # ends by itself
         data = [m for m in rest if "data" in m]
         assert [(m["event"], m["data"]["data"].get("message")) for m in data] == [
-            ("run.log", "line 2"), ("run.log", "line 3"), ("run.status", None)]
-        assert [int(m["id"]) for m in data] == sorted(int(m["id"]) for m in data) and int(data[0]["id"]) > int(events[-1]["id"])
+            ("run.log", "line 2"),
+            ("run.log", "line 3"),
+            ("run.status", None),
+        ]
+        assert [int(m["id"]) for m in data] == sorted(int(m["id"]) for m in data) and int(data[0]["id"]) > int(
+            events[-1]["id"]
+        )
     finally:
         await nc.drain()
 
@@ -121,10 +140,16 @@ async def test_board_card_moves_resume_after_a_disconnect(http: httpx.AsyncClien
     task = (await http.post("/v1/tasks", json={"title": "card", "status": "backlog"})).json()["id"]
 
     def moves(msgs: list[dict]) -> list[str]:
-        return [m["data"]["data"]["column"] for m in msgs if m.get("event") == "board.card_moved" and m["data"]["data"]["task_id"] == task]
+        return [
+            m["data"]["data"]["column"]
+            for m in msgs
+            if m.get("event") == "board.card_moved" and m["data"]["data"]["task_id"] == task
+        ]
 
     got = await collect(sse(http, "/v1/board/events"), lambda ms: moves(ms) == ["backlog"])
-    last_id = next(m["id"] for m in got if m.get("event") == "board.card_moved" and m["data"]["data"]["task_id"] == task)
+    last_id = next(
+        m["id"] for m in got if m.get("event") == "board.card_moved" and m["data"]["data"]["task_id"] == task
+    )
     r = await http.post(f"/v1/board/cards/{task}/move", json={"column": "failed_cancelled"})
     assert r.status_code == 200, r.text
     # reconnecting after the last move seen gives the next move, not the first one again

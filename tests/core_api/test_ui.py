@@ -81,12 +81,23 @@ async def test_every_page_renders_for_an_admin(client: AsyncTestClient, admin: h
     r = await client.post("/v1/goals", json={"title": "a goal for the pages"})
     goal = r.json()
     pages = {
-        "/ui/agents": agent["name"], f"/ui/agents/{agent['id']}": "You help more.", "/ui/agents/new": "Create agent",
-        f"/ui/agents/{agent['id']}/diff?a=1&b=2": "+system_prompt: You help more.", "/ui/skills": skill["name"],
-        f"/ui/skills/{skill['id']}": "<em>be kind</em>", "/ui/memory": "Remember something", "/ui/board": run["task_id"],
-        "/ui/runs": run["id"], f"/ui/runs/{run['id']}": run["agent_id"], f"/ui/runs/{run['id']}/summary": "Attempts",
-        f"/ui/tasks/{run['task_id']}": run["id"], "/ui/tasks/new": "Start task", "/ui/approvals": "Approvals",
-        "/ui/goals": goal["title"], f"/ui/goals/{goal['id']}": "Progress", "/ui/admin/keys": "bootstrap-admin",
+        "/ui/agents": agent["name"],
+        f"/ui/agents/{agent['id']}": "You help more.",
+        "/ui/agents/new": "Create agent",
+        f"/ui/agents/{agent['id']}/diff?a=1&b=2": "+system_prompt: You help more.",
+        "/ui/skills": skill["name"],
+        f"/ui/skills/{skill['id']}": "<em>be kind</em>",
+        "/ui/memory": "Remember something",
+        "/ui/board": run["task_id"],
+        "/ui/runs": run["id"],
+        f"/ui/runs/{run['id']}": run["agent_id"],
+        f"/ui/runs/{run['id']}/summary": "Attempts",
+        f"/ui/tasks/{run['task_id']}": run["id"],
+        "/ui/tasks/new": "Start task",
+        "/ui/approvals": "Approvals",
+        "/ui/goals": goal["title"],
+        f"/ui/goals/{goal['id']}": "Progress",
+        "/ui/admin/keys": "bootstrap-admin",
         "/ui/admin/audit": "agent.update",
     }
     with jar(client, admin) as c:
@@ -101,11 +112,22 @@ async def test_every_page_renders_for_an_admin(client: AsyncTestClient, admin: h
             assert r.status_code == 404 and "not found" in r.text, missing
 
 
-async def test_agent_forms_create_edit_and_refuse_what_the_api_refuses(client: AsyncTestClient, admin: httpx.Cookies) -> None:
+async def test_agent_forms_create_edit_and_refuse_what_the_api_refuses(
+    client: AsyncTestClient, admin: httpx.Cookies
+) -> None:
     name = f"ui-{uuid.uuid4().hex[:8]}"
     with jar(client, admin) as c:
         token = await csrf_on(c, "/ui/agents/new")
-        r = await c.post("/ui/agents", data={"_csrf": token, "mode": "form", "name": name, "system_prompt": "Form-made.", "tools": "read_file, write_file"})
+        r = await c.post(
+            "/ui/agents",
+            data={
+                "_csrf": token,
+                "mode": "form",
+                "name": name,
+                "system_prompt": "Form-made.",
+                "tools": "read_file, write_file",
+            },
+        )
         assert r.status_code == 303, r.text
         agent_path = r.headers["location"]
         r = await c.get(agent_path)
@@ -118,7 +140,10 @@ async def test_agent_forms_create_edit_and_refuse_what_the_api_refuses(client: A
         assert r.status_code == api.status_code == 422
         assert f'data-field="{api_field}"' in r.text and 'value="Bad Name"' in r.text  # the form keeps what was typed
 
-        r = await c.post("/ui/agents", data={"_csrf": token, "mode": "yaml", "yaml": f"name: {name}-y\nsystem_prompt: x\nflavour: sweet\n"})
+        r = await c.post(
+            "/ui/agents",
+            data={"_csrf": token, "mode": "yaml", "yaml": f"name: {name}-y\nsystem_prompt: x\nflavour: sweet\n"},
+        )
         assert r.status_code == 422 and 'data-field="flavour"' in r.text
         r = await c.post("/ui/agents", data={"_csrf": token, "mode": "yaml", "yaml": "- just\n- a list\n"})
         assert r.status_code == 422 and 'data-field="yaml"' in r.text
@@ -128,18 +153,30 @@ async def test_agent_forms_create_edit_and_refuse_what_the_api_refuses(client: A
         assert r.status_code == 409 and 'data-field="name"' in r.text
 
         # Editing as YAML keeps what the form does not show and makes revision 2; the diff shows the change.
-        r = await c.post(agent_path, data={"_csrf": token, "mode": "yaml",
-                                           "yaml": f"name: {name}\nsystem_prompt: YAML-made.\ntools: [read_file]\npermissions: {{can_commit: true}}\n"})
+        r = await c.post(
+            agent_path,
+            data={
+                "_csrf": token,
+                "mode": "yaml",
+                "yaml": f"name: {name}\nsystem_prompt: YAML-made.\ntools: [read_file]\npermissions: {{can_commit: true}}\n",
+            },
+        )
         assert r.status_code == 303, r.text
         agent = (await client.get(f"/v1/agents/{name}")).json()
         assert agent["revision"] == 2 and agent["spec"]["permissions"]["can_commit"] is True
-        r = await c.post(agent_path, data={"_csrf": token, "mode": "form", "name": name, "system_prompt": "Form again.", "tools": "read_file"})
+        r = await c.post(
+            agent_path,
+            data={"_csrf": token, "mode": "form", "name": name, "system_prompt": "Form again.", "tools": "read_file"},
+        )
         assert r.status_code == 303
         agent = (await client.get(f"/v1/agents/{name}")).json()
         assert agent["revision"] == 3 and agent["spec"]["permissions"]["can_commit"] is True  # not on the form, kept
         r = await c.get(f"{agent_path}/diff?a=1&b=3")
         assert "-system_prompt: Form-made." in r.text and "+system_prompt: Form again." in r.text
-        r = await c.post(agent_path, data={"_csrf": token, "mode": "form", "name": name, "system_prompt": "", "skills": "no-such-skill"})
+        r = await c.post(
+            agent_path,
+            data={"_csrf": token, "mode": "form", "name": name, "system_prompt": "", "skills": "no-such-skill"},
+        )
         assert r.status_code == 422
 
 
@@ -168,7 +205,9 @@ async def test_other_forms_answer_4xx_naming_the_field(client: AsyncTestClient, 
         assert r.status_code == 409
 
 
-async def test_posts_without_the_session_csrf_token_are_refused(client: AsyncTestClient, admin: httpx.Cookies, settings) -> None:
+async def test_posts_without_the_session_csrf_token_are_refused(
+    client: AsyncTestClient, admin: httpx.Cookies, settings
+) -> None:
     with jar(client, admin) as c:
         name = f"csrf-{uuid.uuid4().hex[:8]}"
         r = await c.post("/ui/agents", data={"mode": "form", "name": name, "system_prompt": "x"})
@@ -181,8 +220,11 @@ async def test_posts_without_the_session_csrf_token_are_refused(client: AsyncTes
     with jar(client, admin) as c:
         r = await c.post("/ui/agents", data={"_csrf": foreign, "mode": "form", "name": name, "system_prompt": "x"})
         assert r.status_code == 403
-        r = await c.post("/ui/agents", data={"mode": "form", "name": name, "system_prompt": "x"},
-                         headers={"X-CSRF-Token": await csrf_on(c, "/ui/agents")})
+        r = await c.post(
+            "/ui/agents",
+            data={"mode": "form", "name": name, "system_prompt": "x"},
+            headers={"X-CSRF-Token": await csrf_on(c, "/ui/agents")},
+        )
         assert r.status_code == 303  # htmx sends the token as a header
     assert (await client.get(f"/v1/agents/{name}")).status_code == 200
 
@@ -202,13 +244,17 @@ async def test_a_viewer_reads_but_sees_no_buttons_and_a_forged_post_is_refused(c
         assert r.status_code == 200 and "Cancel" not in r.text
         r = await c.post(f"/ui/approvals/{approval.id}/approve", data={"_csrf": token, "reason": "forged"})
         assert r.status_code == 403
-        r = await c.post("/ui/agents", data={"_csrf": token, "mode": "form", "name": "viewer-made", "system_prompt": "x"})
+        r = await c.post(
+            "/ui/agents", data={"_csrf": token, "mode": "form", "name": "viewer-made", "system_prompt": "x"}
+        )
         assert r.status_code == 403
         assert (await c.get("/ui/admin/keys")).status_code == 403
     assert (await client.get(f"/v1/approvals/{approval.id}")).json()["status"] == "pending"
 
 
-async def test_approvals_are_decided_with_a_reason_and_sign_out_ends_the_session(client: AsyncTestClient, settings) -> None:
+async def test_approvals_are_decided_with_a_reason_and_sign_out_ends_the_session(
+    client: AsyncTestClient, settings
+) -> None:
     run = await new_run(client)
     approval = Approval(id=f"apr_{uuid.uuid4().hex}", run_id=run["id"], action="command", detail="rm -rf build")
     await in_app(client, approval.insert)
@@ -242,12 +288,25 @@ def ui_endpoints(app) -> list[tuple[str, str, Capability]]:
     """(method, path, capability) of every UI page and form; each must have exactly one capability guard."""
     out, unguarded = [], []
     for route in app.routes:
-        if not isinstance(route, HTTPRoute) or not route.path.startswith("/ui") or route.path in UI_OPEN or route.path.startswith("/ui/static"):
+        if (
+            not isinstance(route, HTTPRoute)
+            or not route.path.startswith("/ui")
+            or route.path in UI_OPEN
+            or route.path.startswith("/ui/static")
+        ):
             continue
         for handler in route.route_handlers:
-            caps = [g.capability for g in (getattr(g, "func", g) for g in handler.resolve_guards()) if hasattr(g, "capability")]
+            caps = [
+                g.capability
+                for g in (getattr(g, "func", g) for g in handler.resolve_guards())
+                if hasattr(g, "capability")
+            ]
             for method in set(handler.http_methods) - {"OPTIONS", "HEAD"}:
-                (out.append((method, route.path, caps[0])) if len(caps) == 1 else unguarded.append((method, route.path)))
+                (
+                    out.append((method, route.path, caps[0]))
+                    if len(caps) == 1
+                    else unguarded.append((method, route.path))
+                )
     assert not unguarded, f"UI routes without exactly one capability guard: {unguarded}"
     return sorted(out, key=lambda r: (r[0] != "GET", r[1]))
 
@@ -302,7 +361,9 @@ async def test_a_login_link_signs_in_once_with_its_role(client: AsyncTestClient)
         r = await c.post("/ui/login/link", data={"_csrf": csrf_of((await c.get("/ui/login")).text), "t": "forged"})
         assert r.status_code == 401
     audit = (await client.get("/v1/audit", params={"action": "api_key.*"})).json()["items"]
-    assert any(e["actor_name"] == "alice-link" and e["action"] == "api_key.revoke" for e in audit)  # the use is on the record
+    assert any(
+        e["actor_name"] == "alice-link" and e["action"] == "api_key.revoke" for e in audit
+    )  # the use is on the record
     r = await client.post("/v1/ui/login-links", json={"name": "bob", "role": "emperor"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "role"
 
@@ -326,8 +387,9 @@ async def ui_stream(c: httpx.AsyncClient, path: str, last_id: str | None = None,
     return msgs
 
 
-async def test_the_run_stream_resumes_after_a_reconnect_and_ends_with_the_run(server_url: str, http: httpx.AsyncClient, settings,
-                                                                                 nats_creds: str) -> None:
+async def test_the_run_stream_resumes_after_a_reconnect_and_ends_with_the_run(
+    server_url: str, http: httpx.AsyncClient, settings, nats_creds: str
+) -> None:
     from nexus.events.bus import Publisher, connect
     from nexus.events.payloads import RunLog, RunStatusChanged
 
@@ -336,14 +398,18 @@ async def test_the_run_stream_resumes_after_a_reconnect_and_ends_with_the_run(se
     pub = Publisher(nc.jetstream(), "agent-runner")
     try:
         async with httpx.AsyncClient(base_url=server_url, timeout=30) as c:
-            r = await c.post("/ui/login", data={"_csrf": csrf_of((await c.get("/ui/login")).text), "key": settings.admin_key})
+            r = await c.post(
+                "/ui/login", data={"_csrf": csrf_of((await c.get("/ui/login")).text), "key": settings.admin_key}
+            )
             assert r.status_code == 303
             for i in range(3):
                 await pub.publish("run.log", RunLog(message=f"line <{i}>"), run_id=run["id"])
             path = f"/ui/runs/{run['id']}/stream"
             first = await ui_stream(c, path, stop=lambda ms: len(ms) == 2)
             assert [m["event"] for m in first] == ["run-event", "run-event"]
-            assert "message=line &lt;0&gt;" in first[0]["data"] and 'data-type="run.log"' in first[0]["data"]  # escaped HTML
+            assert (
+                "message=line &lt;0&gt;" in first[0]["data"] and 'data-type="run.log"' in first[0]["data"]
+            )  # escaped HTML
 
             await pub.publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
             rest = await ui_stream(c, path, last_id=first[-1]["id"])  # ends by itself after the final status
@@ -367,5 +433,8 @@ def test_the_run_page_starts_from_the_status_its_events_show() -> None:
     assert live_status({"status": "running", "attempt": 1}, [waiting, ("run.log", {})]) == "waiting_approval"
     # the run's own word wins when it is final, or when the events are an earlier attempt's
     assert live_status({"status": "cancelled", "attempt": 1}, [waiting]) == "cancelled"
-    assert live_status({"status": "queued", "attempt": 2}, [("run.status", {"status": "failed", "attempt": 1})]) == "queued"
+    assert (
+        live_status({"status": "queued", "attempt": 2}, [("run.status", {"status": "failed", "attempt": 1})])
+        == "queued"
+    )
     assert live_status({"status": "queued", "attempt": 1}, []) == "queued"

@@ -45,8 +45,9 @@ BUDGET = {
 @pytest.fixture(scope="module")
 def settings(nats_url: str, mongo_url: str, nats_auth, tmp_path_factory: pytest.TempPathFactory) -> CoreSettings:
     """The read cache off: every read a page makes reaches the database and is counted."""
-    made = make_settings(nats_url, mongo_url, tmp_path_factory.mktemp("ui_reads"), "uireads",
-                         creds_of(nats_auth, "core-api"))
+    made = make_settings(
+        nats_url, mongo_url, tmp_path_factory.mktemp("ui_reads"), "uireads", creds_of(nats_auth, "core-api")
+    )
     return msgspec.structs.replace(made, read_cache_ttl_s=0.0)
 
 
@@ -59,10 +60,18 @@ async def grow(seed: dict, buckets: int) -> None:
     new_runs, new_tasks = [], []
     for i in range(buckets * BUCKET):
         run_id, task_id = new_id("run"), new_id("tsk")
-        new_runs.append({**run, "_id": run_id, "task_id": task_id, "page": first_run + i // BUCKET,
-                         "status": STATUSES[i % len(STATUSES)]})
-        new_tasks.append({**task, "_id": task_id, "current_run_id": run_id, "page": first_task + i // BUCKET,
-                          "status": "done"})
+        new_runs.append(
+            {
+                **run,
+                "_id": run_id,
+                "task_id": task_id,
+                "page": first_run + i // BUCKET,
+                "status": STATUSES[i % len(STATUSES)],
+            }
+        )
+        new_tasks.append(
+            {**task, "_id": task_id, "current_run_id": run_id, "page": first_task + i // BUCKET, "status": "done"}
+        )
     await runs.insert_many(new_runs)
     await tasks.insert_many(new_tasks)
 
@@ -96,7 +105,9 @@ def documents(counted: Counter) -> int:
 async def test_pages_read_what_they_show_not_what_history_holds(client: AsyncTestClient, settings) -> None:
     agent = await new_agent(client, name=f"reads-{uuid.uuid4().hex[:6]}")
     seed = await new_run(client, agent)
-    await in_app(client, grow, seed, MAX_WALK + 4)  # enough that a failed run (one in ten) fills its page within the walk
+    await in_app(
+        client, grow, seed, MAX_WALK + 4
+    )  # enough that a failed run (one in ten) fills its page within the walk
     cookies = await sign_in(client, settings.admin_key)
     pages = {
         "board": "/ui/board",

@@ -12,9 +12,23 @@ from nexus.events.payloads import LaunchRun, RepoSpec, RunConfig
 
 
 def _run(**fields) -> Run:
-    base = dict(id="run_1", task_id="task_1", agent_id="agt_1", agent_revision=1, goal_id="goal_1",
-                session_id="ses_1", parent_run_id=None, status="running", attempt=1, attempts=[], reason="",
-                summary="", created_at=None, ended_at=None, config={})
+    base = dict(
+        id="run_1",
+        task_id="task_1",
+        agent_id="agt_1",
+        agent_revision=1,
+        goal_id="goal_1",
+        session_id="ses_1",
+        parent_run_id=None,
+        status="running",
+        attempt=1,
+        attempts=[],
+        reason="",
+        summary="",
+        created_at=None,
+        ended_at=None,
+        config={},
+    )
     return Run.model_construct(**{**base, **fields})
 
 
@@ -58,8 +72,15 @@ def test_a_launch_carries_the_run_id_once() -> None:
 
 
 def test_a_retry_is_the_same_config_with_its_own_run_session_and_branch() -> None:
-    cfg = RunConfig(run_id="run_old", agent_id="agt_1", task_id="task_1", system_prompt="p", session_id="ses_old",
-                    repo=RepoSpec(url="file:///r", branch="nexus/task_1/run_old"), tools=["read_file"])
+    cfg = RunConfig(
+        run_id="run_old",
+        agent_id="agt_1",
+        task_id="task_1",
+        system_prompt="p",
+        session_id="ses_old",
+        repo=RepoSpec(url="file:///r", branch="nexus/task_1/run_old"),
+        tools=["read_file"],
+    )
     old = _run(id="run_old", status="failed", config=msgspec.to_builtins(cfg))
     new = retried_config(old, "run_new", "ses_new")
     assert (new.run_id, new.session_id, new.repo and new.repo.branch) == ("run_new", "ses_new", "nexus/task_1/run_new")

@@ -93,7 +93,10 @@ async def test_a_listing_is_cached_until_a_write_to_its_collection(cache: ReadCa
     first = await cached_find(Goal, query, sort, 10)
     again = await cached_find(Goal, query, sort, 10)
     assert [g.title for g in first] == ["list 2", "list 1", "list 0"] and again is first
-    assert [g.title for g in await cached_find(Goal, query, sort, 2)] == ["list 2", "list 1"]  # another query, its own entry
+    assert [g.title for g in await cached_find(Goal, query, sort, 2)] == [
+        "list 2",
+        "list 1",
+    ]  # another query, its own entry
     await Goal(id=f"goal_{tag}_9", title="list 9", created_by=tag).insert()
     assert [g.title for g in await cached_find(Goal, query, sort, 10)][0] == "list 9"
 

@@ -99,8 +99,10 @@ async def test_a_middling_filter_walks_on_as_far_as_its_rate_says() -> None:
         def __init__(self, id_: str) -> None:
             self.id = id_
 
-    buckets = {p: [Doc(f"d{p:04}{i:02}") for i in range(paging.BUCKET) if (p * paging.BUCKET + i) % 10 == 0]
-               for p in range(1, 201)}
+    buckets = {
+        p: [Doc(f"d{p:04}{i:02}") for i in range(paging.BUCKET) if (p * paging.BUCKET + i) % 10 == 0]
+        for p in range(1, 201)
+    }
     reads: list[int] = []
     rounds: list[int] = []  # how many reads were under way together, at each read's end
     inflight = 0
@@ -161,6 +163,8 @@ async def test_a_part_filled_newest_bucket_does_not_make_the_walk_read_ahead() -
         got = await paging.bucket_walk(Docs, {}, 25, 49, None, find)
     finally:
         del paging._blocks[Coll.full_name]
-    assert got is not None and [d.id for d in got] == sorted((d.id for p in (50, 49) for d in buckets[p]),
-                                                             reverse=True)[:26]
+    assert (
+        got is not None
+        and [d.id for d in got] == sorted((d.id for p in (50, 49) for d in buckets[p]), reverse=True)[:26]
+    )
     assert reads == [50, 49]

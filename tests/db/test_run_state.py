@@ -35,11 +35,21 @@ async def test_run_state_reads_two_fields_and_answers_like_the_run(mongo_url: st
     try:
         run_id = f"run_{uuid.uuid4().hex}"
         config = {"system_prompt": "long " * 200, "llm": {"provider": "scripted"}, "limits": {"wall_clock_s": 60}}
-        await Run(id=run_id, task_id="task_1", agent_id="agt_1", agent_revision=1, session_id="ses_1",
-                  config=config, status="running", attempt=2).insert()
+        await Run(
+            id=run_id,
+            task_id="task_1",
+            agent_id="agt_1",
+            agent_revision=1,
+            session_id="ses_1",
+            config=config,
+            status="running",
+            attempt=2,
+        ).insert()
         state = await run_state(run_id)
         assert state is not None and (state.status, state.attempt) == ("running", 2)
-        assert replies.documents and all(set(d) <= {"_id", "status", "attempt"} for d in replies.documents), replies.documents
+        assert replies.documents and all(set(d) <= {"_id", "status", "attempt"} for d in replies.documents), (
+            replies.documents
+        )
         assert await run_state(f"run_{uuid.uuid4().hex}") is None
     finally:
         await client.close()

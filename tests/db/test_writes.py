@@ -13,12 +13,13 @@ from nexus.db.writes import Written, update_document
 pytestmark = pytest.mark.infra
 
 
-
 async def test_concurrent_updates_of_different_fields_both_land(fresh_db) -> None:
     ids = [f"goal_{uuid.uuid4().hex}" for _ in range(30)]
     for goal_id in ids:
         await Goal(id=goal_id, title="t").insert()
-    await asyncio.gather(*(update_document(Goal, g, {"$set": {field: "x"}}) for g in ids for field in ("description", "meta_run_id")))
+    await asyncio.gather(
+        *(update_document(Goal, g, {"$set": {field: "x"}}) for g in ids for field in ("description", "meta_run_id"))
+    )
     for goal_id in ids:
         goal = await Goal.get(goal_id)
         assert (goal.description, goal.meta_run_id) == ("x", "x"), goal_id
@@ -28,8 +29,13 @@ async def test_of_two_compare_and_sets_with_one_condition_exactly_one_wins(fresh
     ids = [f"goal_{uuid.uuid4().hex}" for _ in range(30)]
     for goal_id in ids:
         await Goal(id=goal_id, title="t", status="open").insert()
-    results = await asyncio.gather(*(update_document(Goal, g, {"$set": {"status": who}}, {"status": "open"})
-                                     for g in ids for who in ("done", "failed")))
+    results = await asyncio.gather(
+        *(
+            update_document(Goal, g, {"$set": {"status": who}}, {"status": "open"})
+            for g in ids
+            for who in ("done", "failed")
+        )
+    )
     for i, goal_id in enumerate(ids):
         pair = results[2 * i : 2 * i + 2]
         assert sorted(r.modified_count for r in pair) == [0, 1], goal_id
@@ -43,7 +49,9 @@ async def test_update_versioned_claims_each_task_once(fresh_db) -> None:
     def claim(who: str):
         return lambda t: {"status": "in_progress", "current_run_id": who} if t.status == "ready" else None
 
-    claims = await asyncio.gather(*(update_versioned(Task, t.id, claim(who)) for t in tasks for who in ("run_a", "run_b", "run_c")))
+    claims = await asyncio.gather(
+        *(update_versioned(Task, t.id, claim(who)) for t in tasks for who in ("run_a", "run_b", "run_c"))
+    )
     for i, task in enumerate(tasks):
         assert sum(c is not None for c in claims[3 * i : 3 * i + 3]) == 1, task.id
 
@@ -80,7 +88,13 @@ async def test_update_versioned_starts_from_its_own_last_write(fresh_db) -> None
     assert again is not None and again.description == "from elsewhere" and again.version == 4
     assert finds() == before + 1
     stored = await Task.get(task.id)
-    assert (stored.status, stored.title, stored.description, stored.priority, stored.version) == ("done", "t", "from elsewhere", 7, 4)
+    assert (stored.status, stored.title, stored.description, stored.priority, stored.version) == (
+        "done",
+        "t",
+        "from elsewhere",
+        7,
+        4,
+    )
 
 
 async def test_a_stale_kept_copy_is_refused_by_its_version(fresh_db) -> None:
@@ -90,11 +104,12 @@ async def test_a_stale_kept_copy_is_refused_by_its_version(fresh_db) -> None:
     task = Task(id=f"task_{uuid.uuid4().hex}", title="t", status="ready")
     await task.insert()
     written.keep(Task, task.id, task)  # version 0 as inserted
-    await Task.get_pymongo_collection().update_one({"_id": task.id}, {"$set": {"status": "cancelled"}, "$inc": {"version": 1}})
+    await Task.get_pymongo_collection().update_one(
+        {"_id": task.id}, {"$set": {"status": "cancelled"}, "$inc": {"version": 1}}
+    )
     moved = await update_versioned(Task, task.id, lambda t: {"status": "in_progress"} if t.status == "ready" else None)
     assert moved is None  # it saw the cancelled task, not the stale copy
     assert (await Task.get(task.id)).status == "cancelled"
-
 
 
 async def test_kept_copies_are_bounded_and_the_least_recently_written_goes_first(fresh_db) -> None:
@@ -106,5 +121,8 @@ async def test_kept_copies_are_bounded_and_the_least_recently_written_goes_first
         kept.keep(Task, t.id, t)
     kept.keep(Task, tasks[0].id, tasks[0])  # written again: now the most recent
     kept.keep(Task, tasks[3].id, tasks[3])  # one too many: t1, written longest ago, goes
-    assert [title for title in ("t0", "t1", "t2", "t3")
-            if kept.peek(Task, tasks[int(title[1])].id) is not None] == ["t0", "t2", "t3"]
+    assert [title for title in ("t0", "t1", "t2", "t3") if kept.peek(Task, tasks[int(title[1])].id) is not None] == [
+        "t0",
+        "t2",
+        "t3",
+    ]

@@ -114,7 +114,7 @@ def stages(service) -> list[Stage]:
 
 def test_the_parser_reads_stages_and_resolves_args(tmp_path):
     dockerfile = tmp_path / "x.Dockerfile"
-    dockerfile.write_text('ARG IMG=python:3.11-slim\nFROM ${IMG} AS a\nRUN echo \\\n  hi\nFROM a\nUSER 10\n')
+    dockerfile.write_text("ARG IMG=python:3.11-slim\nFROM ${IMG} AS a\nRUN echo \\\n  hi\nFROM a\nUSER 10\n")
     a, b = parse(dockerfile)
     assert a == Stage("a", "python:3.11-slim", [("RUN", "echo    hi")])
     assert last([a, b], b, "USER") == "10" and chain([a, b], b) == [b, a]
@@ -161,9 +161,7 @@ def test_copies_every_workspace_member_the_package_needs(service, stages):
 
 def test_dockerignore_sends_what_the_image_copies(service, stages):
     ignore = DOCKER / f"{service}.Dockerfile.dockerignore"
-    patterns = [
-        line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]
+    patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
     for src in ("pyproject.toml", "uv.lock", "libs", f"services/{service}"):
         assert not ignored(src, patterns), src
     for heavy in (".venv", ".git", ".nexus", "libs/domain/src/nexus/__pycache__"):

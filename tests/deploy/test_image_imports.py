@@ -53,14 +53,31 @@ def _context(service: str, into: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_every_module_of_the_image_imports_in_the_environment_its_dockerfile_builds(service: str, tmp_path: Path) -> None:
+def test_every_module_of_the_image_imports_in_the_environment_its_dockerfile_builds(
+    service: str, tmp_path: Path
+) -> None:
     sync = _context(service, tmp_path)
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / ".venv"), "UV_PYTHON_DOWNLOADS": "never",
-           "UV_PYTHON": sys.executable, "VIRTUAL_ENV": ""}
+    env = {
+        **os.environ,
+        "UV_PROJECT_ENVIRONMENT": str(tmp_path / ".venv"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_PYTHON": sys.executable,
+        "VIRTUAL_ENV": "",
+    }
     done = subprocess.run([UV, "sync", *sync[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    packages = [p.removeprefix("nexus-").replace("-", "_") for p in sync[sync.index("--package") + 1:] if not p.startswith("-")]
+    packages = [
+        p.removeprefix("nexus-").replace("-", "_") for p in sync[sync.index("--package") + 1 :] if not p.startswith("-")
+    ]
     tops = [f"nexus.{p}" for p in packages]
-    imported = subprocess.run([str(tmp_path / ".venv/bin/python"), "-c", IMPORT_ALL, *tops], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
-    assert imported.returncode == 0, f"modules that do not import in the {service} image:\n{imported.stdout}{imported.stderr[-2000:]}"
+    imported = subprocess.run(
+        [str(tmp_path / ".venv/bin/python"), "-c", IMPORT_ALL, *tops],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )
+    assert imported.returncode == 0, (
+        f"modules that do not import in the {service} image:\n{imported.stdout}{imported.stderr[-2000:]}"
+    )

@@ -25,8 +25,15 @@ NAMESPACES = {"nexus", "nexus-agents"}
 # Credentials are never committed: whoever deploys creates this Secret (Tilt does in dev).
 OPERATOR_PROVIDED = {("Secret", "nexus-secrets")} | {
     # NATS authorization, generated per deployment (python -m nexus.events.credentials k8s DIR; Tilt does in dev).
-    ("Secret", name) for name in ("nexus-nats-config", "nexus-nats-run-signer", "nexus-nats-core-api", "nexus-nats-worker",
-                                  "nexus-nats-board-sync", "nexus-nats-telegram-gateway")
+    ("Secret", name)
+    for name in (
+        "nexus-nats-config",
+        "nexus-nats-run-signer",
+        "nexus-nats-core-api",
+        "nexus-nats-worker",
+        "nexus-nats-board-sync",
+        "nexus-nats-telegram-gateway",
+    )
 }
 
 WORKER_RULES = {
@@ -60,7 +67,9 @@ def env_of(container: dict, objects: list[dict]) -> dict[str, Any]:
     env: dict[str, Any] = {}
     for source in container.get("envFrom", []):
         ref = source["configMapRef"]["name"]
-        if source["configMapRef"].get("optional") and not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == ref]:
+        if source["configMapRef"].get("optional") and not [
+            o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == ref
+        ]:
             continue  # an optional ConfigMap this set of objects does not have
         env.update(find(objects, "ConfigMap", ref, "nexus")["data"])
     for var in container.get("env", []):
@@ -289,9 +298,7 @@ def test_secrets_come_from_a_secret(base_objects):
 
 
 def test_only_the_worker_and_prometheus_get_a_kubernetes_api_token(pods):
-    with_token = {
-        p.owner["metadata"]["name"] for p in pods if p.spec.get("automountServiceAccountToken") is not False
-    }
+    with_token = {p.owner["metadata"]["name"] for p in pods if p.spec.get("automountServiceAccountToken") is not False}
     assert with_token == {"worker", "prometheus"}
 
 
@@ -390,7 +397,9 @@ def test_workload_selector_matches_its_template(controller_pod):
 
 def _overlay(name: str) -> list[dict]:
     kubectl = need_tool("kubectl")
-    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / name)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / name)], check=True, capture_output=True, text=True
+    )
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
@@ -404,9 +413,18 @@ def test_prod_runs_streams_at_three_replicas_on_its_own_servers_and_pins_images(
     objs = _overlay("prod")
     (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
     assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "3"
-    assert "w=majority" in config["data"]["NEXUS_MONGODB_URL"] and "retryWrites=true" in config["data"]["NEXUS_MONGODB_URL"]
-    assert not [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/name") in {"nats", "mongodb", "grafana"}]
-    images = {c["image"] for o in objs if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]}
+    assert (
+        "w=majority" in config["data"]["NEXUS_MONGODB_URL"]
+        and "retryWrites=true" in config["data"]["NEXUS_MONGODB_URL"]
+    )
+    assert not [
+        o
+        for o in objs
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/name") in {"nats", "mongodb", "grafana"}
+    ]
+    images = {
+        c["image"] for o in objs if o["kind"] == "Deployment" for c in o["spec"]["template"]["spec"]["containers"]
+    }
     assert images and all(":" in i and not i.endswith(":latest") and "/" in i for i in images), images
     (ingress,) = [o for o in objs if o["kind"] == "Ingress"]
     assert ingress["spec"]["tls"][0]["secretName"] == "nexus-api-tls"
@@ -416,30 +434,47 @@ def test_dev_runs_streams_at_one_replica_with_its_own_servers():
     objs = _overlay("dev")
     (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-config"]
     assert config["data"]["NEXUS_JETSTREAM_REPLICAS"] == "1"
-    assert {"nats", "mongodb", "otel-collector"} <= {o["metadata"].get("labels", {}).get("app.kubernetes.io/name") for o in objs}
+    assert {"nats", "mongodb", "otel-collector"} <= {
+        o["metadata"].get("labels", {}).get("app.kubernetes.io/name") for o in objs
+    }
     (telemetry,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "nexus-telemetry"]
     (collector,) = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "otel-collector"]
-    assert telemetry["data"]["NEXUS_OTLP_ENDPOINT"] == f"http://otel-collector.nexus.svc.cluster.local:{collector['spec']['ports'][0]['port']}"
+    assert (
+        telemetry["data"]["NEXUS_OTLP_ENDPOINT"]
+        == f"http://otel-collector.nexus.svc.cluster.local:{collector['spec']['ports'][0]['port']}"
+    )
     for service in ("core-api", "worker", "board-sync", "telegram-gateway"):  # each reads it
         (deploy,) = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == service]
-        assert {"configMapRef": {"name": "nexus-telemetry", "optional": True}} in deploy["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        assert {"configMapRef": {"name": "nexus-telemetry", "optional": True}} in deploy["spec"]["template"]["spec"][
+            "containers"
+        ][0]["envFrom"]
 
 
 def test_agent_pods_reach_only_nats_dns_and_outside_hosts(all_objects):
     policies = [o for o in all_objects if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "nexus-agents"]
-    deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")
+    ]
     assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     assert not [p for p in policies if p["spec"].get("ingress")]  # nothing may connect to a run pod
     rules = [r for p in policies for r in p["spec"].get("egress", [])]
     ports = {(r["to"][0].get("ipBlock") is not None, port["port"]) for r in rules for port in r["ports"]}
     assert ports == {(False, 4222), (False, 53), (True, 443), (True, 22), (False, 4318)}
     (otlp,) = [r for r in rules if any(p["port"] == 4318 for p in r["ports"])]  # spans, to the dev collector only
-    assert otlp["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nexus"}},
-                           "podSelector": {"matchLabels": {"app.kubernetes.io/name": "otel-collector"}}}]
+    assert otlp["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nexus"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "otel-collector"}},
+        }
+    ]
     for r in rules:
         for peer in r["to"]:
             if "ipBlock" in peer:  # outside only: every private range is excluded
-                assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(peer["ipBlock"]["except"])
+                assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(
+                    peer["ipBlock"]["except"]
+                )
 
 
 def test_core_api_and_worker_survive_a_drain_and_scale(all_objects):
@@ -447,6 +482,8 @@ def test_core_api_and_worker_survive_a_drain_and_scale(all_objects):
         (pdb,) = [o for o in all_objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == name]
         (hpa,) = [o for o in all_objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == name]
         (deploy,) = [o for o in all_objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
-        assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+        )
         assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] <= deploy["spec"]["replicas"]
         assert hpa["spec"]["scaleTargetRef"]["name"] == name

@@ -24,8 +24,12 @@ PROMETHEUS = REPO / "deploy" / "prometheus"
 
 # Each service's metrics module; importing it registers every family the service exports (the runner is
 # not scraped: it lives for one run).
-SERVICE_METRICS_MODULES = ["nexus.core_api.metrics", "nexus.worker.metrics", "nexus.board_sync.metrics",
-                           "nexus.telegram_gateway.metrics"]
+SERVICE_METRICS_MODULES = [
+    "nexus.core_api.metrics",
+    "nexus.worker.metrics",
+    "nexus.board_sync.metrics",
+    "nexus.telegram_gateway.metrics",
+]
 
 
 def exported() -> dict[str, str]:
@@ -110,7 +114,7 @@ def test_metric_names_finds_metrics_and_only_metrics():
         "[$__rate_interval]))) / on (job) group_left sum without (instance) (node_cpu_seconds_total offset 5m) > 1e3"
     )
     assert metric_names(expr) == {"nexus_http_request_duration_seconds", "node_cpu_seconds_total"}
-    assert metric_names("up == 0 or absent(up{job=\"worker\"})") == {"up"}
+    assert metric_names('up == 0 or absent(up{job="worker"})') == {"up"}
 
 
 # ---------------------------------------------------------------- dashboards
@@ -152,9 +156,14 @@ def test_every_exported_family_has_a_panel_or_a_stated_reason():
     """Both ways against the live registry: no panel reads a family nothing exports (above), and no family a
     service exports goes without a panel unless UNPANELLED says why."""
     used = set().union(*(metric_names(q) for path in dashboards() for q in exprs(json.loads(path.read_text()))))
-    unexplained = {name for name in EXPORTED if name not in used and name not in UNPANELLED
-                   and not name.startswith(tuple(UNPANELLED_PREFIXES))}
-    assert not unexplained, f"exported without a panel or a reason in nexus.dev.dashboards.UNPANELLED: {sorted(unexplained)}"
+    unexplained = {
+        name
+        for name in EXPORTED
+        if name not in used and name not in UNPANELLED and not name.startswith(tuple(UNPANELLED_PREFIXES))
+    }
+    assert not unexplained, (
+        f"exported without a panel or a reason in nexus.dev.dashboards.UNPANELLED: {sorted(unexplained)}"
+    )
     assert not set(UNPANELLED) & used, "a family with a panel is also listed as having none"
     assert set(UNPANELLED) <= set(EXPORTED), "UNPANELLED names a family nothing exports"
 
@@ -180,7 +189,9 @@ def test_each_service_metrics_module_names_every_family_its_code_registers():
     """In a fresh interpreter: the metrics modules alone register what importing every module of the services
     registers, so the checks above (which read the metrics modules) see every family a service can export."""
     packages = [m.removesuffix(".metrics") for m in SERVICE_METRICS_MODULES]
-    out = subprocess.run([sys.executable, "-c", WALK, *packages], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", WALK, *packages], capture_output=True, text=True, check=True, timeout=120
+    )
     found = json.loads(out.stdout)
     assert set(found["registered"]) - set(found["declared"]) == set(), "import these in the service's metrics module"
 
@@ -192,7 +203,9 @@ def test_the_registry_reading_catches_a_family_without_a_panel():
     registry = CollectorRegistry()
     Counter("nexus_added_by_a_branch", "a metric with no panel yet", registry=registry)
     names = {f.name + "_total" for f in registry.collect()}
-    used = set().union(*(metric_names(q) for q in exprs(json.loads((DASHBOARDS_DIR / "nexus-overview.json").read_text()))))
+    used = set().union(
+        *(metric_names(q) for q in exprs(json.loads((DASHBOARDS_DIR / "nexus-overview.json").read_text())))
+    )
     assert "nexus_added_by_a_branch_total" in names - used
 
 
@@ -217,7 +230,9 @@ def test_overview_shows_the_views_sres_ask_for():
     assert has("nexus_http_request_duration_seconds", "by (route, le)")
     assert has("nexus_consumer_pending_messages", "consumer") and has("nexus_consumer_redelivered_messages", "consumer")
     assert has("nexus_llm_tokens_total", "provider", "model") and has("nexus_llm_cost_usd_total", "agent")
-    assert has("nexus_board_sync_lag_seconds", "histogram_quantile(0.99,") and has("nexus_board_provider_calls_total", "outcome")
+    assert has("nexus_board_sync_lag_seconds", "histogram_quantile(0.99,") and has(
+        "nexus_board_provider_calls_total", "outcome"
+    )
 
 
 def test_grafana_in_kubernetes_is_provisioned_with_the_files_under_deploy():
@@ -228,14 +243,18 @@ def test_grafana_in_kubernetes_is_provisioned_with_the_files_under_deploy():
     assert config_map["data"]["dashboards.yaml"] == (provisioning / "dashboards" / "nexus.yaml").read_text()
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    mounts = {m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    mounts = {
+        m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
     assert env["NEXUS_GRAFANA_DASHBOARDS"] == mounts["dashboards"]
     assert env["NEXUS_PROMETHEUS_URL"].startswith("http://prometheus.")
 
 
 def test_grafana_in_kubernetes_opens_on_a_dashboard_that_exists():
     grafana = [
-        d for d in yaml.safe_load_all((REPO / "k8s" / "infra" / "grafana.yaml").read_text()) if d["kind"] == "Deployment"
+        d
+        for d in yaml.safe_load_all((REPO / "k8s" / "infra" / "grafana.yaml").read_text())
+        if d["kind"] == "Deployment"
     ][0]
     env = {e["name"]: e.get("value") for e in grafana["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (DASHBOARDS_DIR / Path(env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).name).exists()
@@ -306,7 +325,9 @@ def test_kubernetes_prometheus_reads_rules_where_they_are_mounted():
     (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     config = yaml.safe_load(config_map["data"]["prometheus.yml"])
-    mounts = {m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    mounts = {
+        m["name"]: m["mountPath"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
     assert config["rule_files"] == [mounts["rules"] + "/*.yml"]
     # The Tiltfile names each ConfigMap key after the file it mounts: every one must match the glob.
     tiltfile = (REPO / "Tiltfile").read_text()
@@ -339,9 +360,14 @@ def test_core_api_reads_every_nats_server_s_monitoring_in_kubernetes():
     (telemetry,) = [d for d in infra if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nexus-telemetry"]
     urls = telemetry["data"]["NEXUS_NATS_MONITOR_URL"].split(",")
     headless = nats["spec"]["serviceName"]
-    assert urls == [f"http://nats-{i}.{headless}.nexus.svc.cluster.local:{port}" for i in range(nats["spec"]["replicas"])]
-    (core_api,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "base" / "core-api.yaml").read_text())
-                   if d and d["kind"] == "Deployment"]
+    assert urls == [
+        f"http://nats-{i}.{headless}.nexus.svc.cluster.local:{port}" for i in range(nats["spec"]["replicas"])
+    ]
+    (core_api,) = [
+        d
+        for d in yaml.safe_load_all((REPO / "k8s" / "base" / "core-api.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    ]
     env_from = core_api["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert {"configMapRef": {"name": "nexus-telemetry", "optional": True}} in env_from
 
@@ -349,11 +375,17 @@ def test_core_api_reads_every_nats_server_s_monitoring_in_kubernetes():
 
     def allows(direction: str, selected: str, peer: str) -> bool:
         key, peers = ("egress", "to") if direction == "egress" else ("ingress", "from")
-        return any(p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == selected
-                   and any({"protocol": "TCP", "port": port} in rule.get("ports", [])
-                           and any(x.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == peer
-                                   for x in rule.get(peers, []))
-                           for rule in p["spec"].get(key, []))
-                   for p in policies)
+        return any(
+            p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == selected
+            and any(
+                {"protocol": "TCP", "port": port} in rule.get("ports", [])
+                and any(
+                    x.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == peer
+                    for x in rule.get(peers, [])
+                )
+                for rule in p["spec"].get(key, [])
+            )
+            for p in policies
+        )
 
     assert allows("egress", "core-api", "nats") and allows("ingress", "nats", "core-api")

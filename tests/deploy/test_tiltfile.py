@@ -67,8 +67,15 @@ def run_tiltfile(kustomize, env: dict[str, str]) -> TiltRun:
         "fall_back_on": lambda files: ("fall_back_on", files),
         "print": lambda *args: None,
         # Tilt runs the command; here the same generator runs with this interpreter.
-        "local": lambda cmd, **kw: subprocess.run(cmd.replace("uv run --frozen python", sys.executable), shell=True, check=True,
-                                                  capture_output=True, text=True).stdout,
+        "local": lambda cmd, **kw: (
+            subprocess.run(
+                cmd.replace("uv run --frozen python", sys.executable),
+                shell=True,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        ),
     }
     extensions = {"ext://restart_process": {"docker_build_with_restart": docker_build_with_restart}}
 

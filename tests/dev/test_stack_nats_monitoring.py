@@ -18,7 +18,9 @@ def varz(url: str) -> dict:
 
 
 def test_core_api_is_handed_the_monitoring_endpoint_and_it_survives_a_restart(tmp_path: Path) -> None:
-    stack = Stack(home=tmp_path / "home", mongodb_url="mongodb://127.0.0.1:1/", metrics_ports={"core-api": 1, "worker": 2})
+    stack = Stack(
+        home=tmp_path / "home", mongodb_url="mongodb://127.0.0.1:1/", metrics_ports={"core-api": 1, "worker": 2}
+    )
     try:
         stack.start_infra()
         monitor = stack.nats_monitor_url
@@ -36,8 +38,12 @@ def test_core_api_is_handed_the_monitoring_endpoint_and_it_survives_a_restart(tm
 
 
 def test_a_server_started_elsewhere_is_read_only_when_named(tmp_path: Path) -> None:
-    stack = Stack(home=tmp_path, nats_url="nats://127.0.0.1:1", mongodb_url="mongodb://127.0.0.1:1/",
-                  metrics_ports={"core-api": 1})
+    stack = Stack(
+        home=tmp_path,
+        nats_url="nats://127.0.0.1:1",
+        mongodb_url="mongodb://127.0.0.1:1/",
+        metrics_ports={"core-api": 1},
+    )
     stack.start_infra()
     assert stack.service_env("core-api")["NEXUS_NATS_MONITOR_URL"] == ""
     assert "not read: set NEXUS_NATS_MONITOR_URL" in _banner(stack)

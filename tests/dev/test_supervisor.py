@@ -53,7 +53,9 @@ def test_backoff_grows_and_a_crash_loop_gives_up_with_a_clear_message() -> None:
     sup = Supervisor(out=out, clock=clock, max_restarts=3, window_s=60, base_backoff_s=0.5)
     sup.watch("core-api", _exits(1), lambda: _exits(1), log_hint=".nexus/logs/core-api.log")
     waits = []
-    with pytest.raises(CrashLoop, match=r"core-api keeps crashing .*3 restarts.*giving up; see .nexus/logs/core-api.log"):
+    with pytest.raises(
+        CrashLoop, match=r"core-api keeps crashing .*3 restarts.*giving up; see .nexus/logs/core-api.log"
+    ):
         for _ in range(10):
             sup.check()
             w = sup.watched["core-api"]

@@ -3,23 +3,36 @@
 import pytest
 
 from nexus.domain.budgets import Cap, Spend, call_cost, split, would_exceed
-from nexus.domain.goals import GoalStatus, GoalTransitionRefused, GoalWork, check_goal_move, derive_goal_status, next_goal_status
+from nexus.domain.goals import (
+    GoalStatus,
+    GoalTransitionRefused,
+    GoalWork,
+    check_goal_move,
+    derive_goal_status,
+    next_goal_status,
+)
 
 S = GoalStatus
 
 
-@pytest.mark.parametrize(("work", "status"), [
-    (GoalWork(), S.OPEN),
-    (GoalWork(meta_status="in_progress"), S.PLANNING),
-    (GoalWork(meta_status="in_progress", children=("ready", "in_progress")), S.IN_PROGRESS),
-    (GoalWork(meta_status="in_progress", children=("done", "done")), S.IN_PROGRESS),  # the plan still runs
-    (GoalWork(meta_status="done", children=("done", "done", "done")), S.DONE),
-    (GoalWork(meta_status="done", children=("done", "failed", "done")), S.FAILED),
-    (GoalWork(meta_status="in_progress", children=("failed", "in_progress")), S.IN_PROGRESS),  # ends when the work does
-    (GoalWork(meta_status="failed"), S.FAILED),
-    (GoalWork(meta_status="done"), S.DONE),
-    (GoalWork(children=("done",)), S.DONE),  # a goal without a meta session: its tasks decide
-])
+@pytest.mark.parametrize(
+    ("work", "status"),
+    [
+        (GoalWork(), S.OPEN),
+        (GoalWork(meta_status="in_progress"), S.PLANNING),
+        (GoalWork(meta_status="in_progress", children=("ready", "in_progress")), S.IN_PROGRESS),
+        (GoalWork(meta_status="in_progress", children=("done", "done")), S.IN_PROGRESS),  # the plan still runs
+        (GoalWork(meta_status="done", children=("done", "done", "done")), S.DONE),
+        (GoalWork(meta_status="done", children=("done", "failed", "done")), S.FAILED),
+        (
+            GoalWork(meta_status="in_progress", children=("failed", "in_progress")),
+            S.IN_PROGRESS,
+        ),  # ends when the work does
+        (GoalWork(meta_status="failed"), S.FAILED),
+        (GoalWork(meta_status="done"), S.DONE),
+        (GoalWork(children=("done",)), S.DONE),  # a goal without a meta session: its tasks decide
+    ],
+)
 def test_status_follows_the_work(work: GoalWork, status: GoalStatus) -> None:
     assert derive_goal_status(work)[0] == status
 
@@ -30,7 +43,9 @@ def test_moves_are_forward_only_and_final_is_final() -> None:
     assert next_goal_status(S.IN_PROGRESS, GoalWork(meta_status="in_progress")) is None  # never back to planning
     assert next_goal_status(S.DONE, GoalWork(meta_status="failed")) is None
     check_goal_move(S.IN_PROGRESS, S.CANCELLED)
-    with pytest.raises(GoalTransitionRefused, match="done to cancelled: a goal that is done, failed or cancelled does not change"):
+    with pytest.raises(
+        GoalTransitionRefused, match="done to cancelled: a goal that is done, failed or cancelled does not change"
+    ):
         check_goal_move(S.DONE, S.CANCELLED)
     with pytest.raises(GoalTransitionRefused, match="never moves back"):
         check_goal_move(S.IN_PROGRESS, S.PLANNING)

@@ -81,7 +81,14 @@ def test_delayed_events_catch_up(data, cut, rnd) -> None:
 def test_verdict_wins_over_lagging_launched_and_running() -> None:
     attempts = fold([StatusFact(1, 5, "succeeded"), RuntimeFact(1, 6, "exited", "code 0")])
     assert derive(attempts, MAX_ATTEMPTS).status == "succeeded"
-    late = fold([StatusFact(1, 5, "succeeded"), RuntimeFact(1, 6, "exited"), RuntimeFact(1, 1, "launched"), StatusFact(1, 2, "running")])
+    late = fold(
+        [
+            StatusFact(1, 5, "succeeded"),
+            RuntimeFact(1, 6, "exited"),
+            RuntimeFact(1, 1, "launched"),
+            StatusFact(1, 2, "running"),
+        ]
+    )
     assert derive(late, MAX_ATTEMPTS).status == "succeeded"
 
 

@@ -16,14 +16,26 @@ from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path: Path, nats_url: str, mongo_url: str, *, env: dict[str, str] | None = None,
-                  services: list[str] | None = None, nats_auth: Path | None = None) -> Iterator[Stack]:
+def running_stack(
+    tmp_path: Path,
+    nats_url: str,
+    mongo_url: str,
+    *,
+    env: dict[str, str] | None = None,
+    services: list[str] | None = None,
+    nats_auth: Path | None = None,
+) -> Iterator[Stack]:
     """The services as real processes on free ports, with their own database; logs are printed at
     the end (pytest shows them when the test fails)."""
     http_port, *ops_ports = free_ports(1 + len(SERVICES))
     s = Stack(
-        home=tmp_path / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=http_port, auth_dir=nats_auth,
-        metrics_ports=dict(zip(SERVICES, ops_ports, strict=True)), log_dir=tmp_path,
+        home=tmp_path / "nexus",
+        nats_url=nats_url,
+        mongodb_url=mongo_url,
+        http_port=http_port,
+        auth_dir=nats_auth,
+        metrics_ports=dict(zip(SERVICES, ops_ports, strict=True)),
+        log_dir=tmp_path,
         env={
             "NEXUS_MONGODB_DB": f"e2e_{uuid.uuid4().hex[:10]}",
             "NEXUS_ADMIN_KEY": "nxk_e2e_admin_" + uuid.uuid4().hex,

@@ -27,8 +27,15 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 
 async def _agent(api: httpx.AsyncClient, name: str, script: str, permissions: dict) -> None:
-    r = await api.post("/v1/agents", json={"name": name, "system_prompt": "test", "permissions": permissions,
-                                           "llm": {"provider": "scripted", "script": script}})
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": "test",
+            "permissions": permissions,
+            "llm": {"provider": "scripted", "script": script},
+        },
+    )
     assert r.status_code == 201, r.text
 
 
@@ -54,8 +61,11 @@ async def test_approve_resumes_reject_stops_and_merge_waits(api: httpx.AsyncClie
     await _agent(api, "merger", MERGER, {"can_commit": True, "can_merge": True, "ask": ["push_default_branch"]})
     r = await api.post("/v1/repositories", json={"name": "demo", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text
-    yes, no, merge = (await _task(api, "approve me", "asker"), await _task(api, "reject me", "asker"),
-                      await _task(api, "merge me", "merger"))
+    yes, no, merge = (
+        await _task(api, "approve me", "asker"),
+        await _task(api, "reject me", "asker"),
+        await _task(api, "merge me", "merger"),
+    )
 
     # Both asker runs pause on the command outside the allow-list; the merger on merging into main.
     approve_me = await _pending(api, yes["current_run_id"])
@@ -81,7 +91,11 @@ async def test_approve_resumes_reject_stops_and_merge_waits(api: httpx.AsyncClie
     assert [c["decision"] for c in _changes(run, "approval")] == ["requested", "approved"]
     (cmd,) = _changes(run, "command-run")
     assert cmd["cmd"] == "touch approved.txt" and cmd["exitCode"] == 0
-    assert set(git(bare_repo, "ls-tree", "--name-only", run["branch"]).split()) == {"README.md", "approved.txt", "after.txt"}
+    assert set(git(bare_repo, "ls-tree", "--name-only", run["branch"]).split()) == {
+        "README.md",
+        "approved.txt",
+        "after.txt",
+    }
 
     # Rejected: refused on the record, the run stopped there, failed, saying who and why.
     run = await wait_for(api, f"/v1/runs/{no['current_run_id']}", lambda x: x["status"] in FINAL)

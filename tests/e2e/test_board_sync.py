@@ -55,34 +55,65 @@ async def test_board_projected_to_plane(tmp_path: Path, nats_url: str, mongo_url
     plane_url = plane.start()
     crash = tmp_path / "crash-after-create"
     crash.write_text("once")
-    env = {"NEXUS_SECRET_PLANE_KEY": "plane_api_key", "NEXUS_SECRET_PLANE_HOOK": HOOK_SECRET,
-           "NEXUS_CRASH_AFTER_CREATE_FILE": str(crash), "NEXUS_DRIFT_INTERVAL_S": "1", "NEXUS_ACK_WAIT_S": "3",
-           "NEXUS_OUTAGE_BACKOFF_S": "0.5"}
+    env = {
+        "NEXUS_SECRET_PLANE_KEY": "plane_api_key",
+        "NEXUS_SECRET_PLANE_HOOK": HOOK_SECRET,
+        "NEXUS_CRASH_AFTER_CREATE_FILE": str(crash),
+        "NEXUS_DRIFT_INTERVAL_S": "1",
+        "NEXUS_ACK_WAIT_S": "3",
+        "NEXUS_OUTAGE_BACKOFF_S": "0.5",
+    }
     try:
-        with running_stack(tmp_path, nats_url, mongo_url, env=env, services=["core-api", "worker", "board-sync"]) as stack:
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                         headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+        with running_stack(
+            tmp_path, nats_url, mongo_url, env=env, services=["core-api", "worker", "board-sync"]
+        ) as stack:
+            async with httpx.AsyncClient(
+                base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+            ) as api:
                 await scenario(api, stack, plane, plane_url, crash, bare_repo)
     finally:
         plane.stop()
 
 
-async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url: str, crash: Path, bare_repo: Path) -> None:
-    r = await api.put("/v1/board/providers/default", json={"provider": "plane", "plane": {
-        "base_url": plane_url, "workspace_slug": plane.workspace, "project_id": plane.project_id,
-        "api_key_secret": "PLANE_KEY", "webhook_secret": "PLANE_HOOK"}})
+async def scenario(
+    api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url: str, crash: Path, bare_repo: Path
+) -> None:
+    r = await api.put(
+        "/v1/board/providers/default",
+        json={
+            "provider": "plane",
+            "plane": {
+                "base_url": plane_url,
+                "workspace_slug": plane.workspace,
+                "project_id": plane.project_id,
+                "api_key_secret": "PLANE_KEY",
+                "webhook_secret": "PLANE_HOOK",
+            },
+        },
+    )
     assert r.status_code == 200, r.text
     assert "plane_api_key" not in r.text and HOOK_SECRET not in r.text
-    r = await api.post("/v1/agents", json={
-        "name": "boarder", "system_prompt": "You write files.", "tools": ["write_file", "git_commit", "finish"],
-        "permissions": {"can_commit": True}, "llm": {"provider": "scripted", "script": SCRIPT}})
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": "boarder",
+            "system_prompt": "You write files.",
+            "tools": ["write_file", "git_commit", "finish"],
+            "permissions": {"can_commit": True},
+            "llm": {"provider": "scripted", "script": SCRIPT},
+        },
+    )
     assert r.status_code == 201, r.text
     r = await api.post("/v1/repositories", json={"name": "boarded", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text
 
     # 1. task created → board-sync creates the item and dies before writing the link; restarted,
     #    it finds the item by the task id instead of creating a second one.
-    task = (await api.post("/v1/tasks", json={"title": "Put it on the board", "assignee": "boarder", "repository": "boarded"})).json()
+    task = (
+        await api.post(
+            "/v1/tasks", json={"title": "Put it on the board", "assignee": "boarder", "repository": "boarded"}
+        )
+    ).json()
     board_sync = stack.procs["board-sync"]
     await until(lambda: board_sync.poll() is not None)
     assert board_sync.returncode == 70 and not crash.exists()
@@ -95,7 +126,13 @@ async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url:
     run = (await api.get(f"/v1/runs/{task['current_run_id']}")).json()
     assert run["commit_sha"], run
     item = await until(lambda: (i := item_for(plane, task["id"])) and plane.group_of(i) == "completed" and i)
-    comments = await until(lambda: [html.unescape(c["comment_html"]) for c in plane.comments.get(item["id"], []) if run["id"] in c["comment_html"]])
+    comments = await until(
+        lambda: [
+            html.unescape(c["comment_html"])
+            for c in plane.comments.get(item["id"], [])
+            if run["id"] in c["comment_html"]
+        ]
+    )
     assert run["commit_sha"][:12] in comments[0] and run["summary"] and run["summary"] in comments[0], (comments, run)
     await until(lambda: any(link["url"].endswith(f"/v1/runs/{run['id']}") for link in plane.links.get(item["id"], [])))
     assert plane.creates == 1 and len(plane.by_external_id(task["id"])) == 1
@@ -106,14 +143,21 @@ async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url:
     assert card["column"] == "done" and card["run"]["status"] == "succeeded"
 
     # 4. a card moved to a cancelled state in Plane cancels the task, audited with provider and actor
-    waiting = (await api.post("/v1/tasks", json={"title": "Maybe later", "status": "backlog", "repository": "boarded"})).json()
+    waiting = (
+        await api.post("/v1/tasks", json={"title": "Maybe later", "status": "backlog", "repository": "boarded"})
+    ).json()
     item2 = await until(lambda: item_for(plane, waiting["id"]))
     forged_body, forged = plane.webhook("not-the-secret", event="issue", action="update", data={"id": item2["id"]})
     r = await post_hook(stack.api_url, forged_body, forged)
     assert r.status_code == 401, r.text
     plane.edit(item2["id"], state=plane.state_id("cancelled"))
-    body, headers = plane.webhook(HOOK_SECRET, event="issue", action="update", data={"id": item2["id"]},
-                                  activity={"field": "state", "actor": {"display_name": "Ana"}})
+    body, headers = plane.webhook(
+        HOOK_SECRET,
+        event="issue",
+        action="update",
+        data={"id": item2["id"]},
+        activity={"field": "state", "actor": {"display_name": "Ana"}},
+    )
     r = await post_hook(stack.api_url, body, headers)
     assert r.status_code == 200 and r.json()["accepted"] is True, r.text
     await wait_for(api, f"/v1/tasks/{waiting['id']}", lambda t: t["status"] == "cancelled")
@@ -124,20 +168,36 @@ async def scenario(api: httpx.AsyncClient, stack, plane: PlaneDouble, plane_url:
     assert r.status_code == 200 and r.json() == {"accepted": False, "duplicate": True}
 
     # 5. any other external edit is reverted, with a comment saying the internal board is authoritative
-    third = (await api.post("/v1/tasks", json={"title": "Stay in backlog", "status": "backlog", "repository": "boarded"})).json()
+    third = (
+        await api.post("/v1/tasks", json={"title": "Stay in backlog", "status": "backlog", "repository": "boarded"})
+    ).json()
     item3 = await until(lambda: item_for(plane, third["id"]))
     plane.edit(item3["id"], state=plane.state_id("started"))
-    body, headers = plane.webhook(HOOK_SECRET, event="issue", action="update", data={"id": item3["id"]},
-                                  activity={"field": "state", "actor": {"display_name": "Bo"}})
+    body, headers = plane.webhook(
+        HOOK_SECRET,
+        event="issue",
+        action="update",
+        data={"id": item3["id"]},
+        activity={"field": "state", "actor": {"display_name": "Bo"}},
+    )
     assert (await post_hook(stack.api_url, body, headers)).status_code == 200
-    await until(lambda: plane.group_of(plane.items[item3["id"]]) == "backlog"
-                and any("authoritative" in c["comment_html"] for c in plane.comments.get(item3["id"], [])))
+    await until(
+        lambda: (
+            plane.group_of(plane.items[item3["id"]]) == "backlog"
+            and any("authoritative" in c["comment_html"] for c in plane.comments.get(item3["id"], []))
+        )
+    )
     assert (await api.get(f"/v1/tasks/{third['id']}")).json()["status"] == "backlog"
 
     # no echo loop: Plane reporting board-sync's own revert changes nothing and adds no comment
     comments_before = len(plane.comments[item3["id"]])
-    body, headers = plane.webhook(HOOK_SECRET, event="issue", action="update", data={"id": item3["id"]},
-                                  activity={"field": "state", "actor": {"display_name": "Nexus bot"}})
+    body, headers = plane.webhook(
+        HOOK_SECRET,
+        event="issue",
+        action="update",
+        data={"id": item3["id"]},
+        activity={"field": "state", "actor": {"display_name": "Nexus bot"}},
+    )
     assert (await post_hook(stack.api_url, body, headers)).status_code == 200
     metrics_url = f"http://127.0.0.1:{stack.metrics_ports['board-sync']}/metrics"
     await until(lambda: 'outcome="echo"' in httpx.get(metrics_url).text)

@@ -23,12 +23,20 @@ STEPS = [
 
 
 async def test_an_external_cli_agent_runs_a_task_to_a_commit(api: httpx.AsyncClient, bare_repo) -> None:
-    r = await api.post("/v1/agents", json={
-        "name": "cli-writer", "system_prompt": "You write small files.",
-        "tools": ["write_file", "run_command", "note", "finish"],
-        "permissions": {"can_commit": True, "commands": {"allow": ["cat *"], "default": "deny"}},
-        "llm": {"provider": "external", "model": "scripted-cli", "command": [sys.executable, str(CLI), json.dumps(STEPS)]},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": "cli-writer",
+            "system_prompt": "You write small files.",
+            "tools": ["write_file", "run_command", "note", "finish"],
+            "permissions": {"can_commit": True, "commands": {"allow": ["cat *"], "default": "deny"}},
+            "llm": {
+                "provider": "external",
+                "model": "scripted-cli",
+                "command": [sys.executable, str(CLI), json.dumps(STEPS)],
+            },
+        },
+    )
     assert r.status_code == 201, r.text
     r = await api.post("/v1/repositories", json={"name": "cli-demo", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text

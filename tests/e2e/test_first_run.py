@@ -53,7 +53,11 @@ async def test_first_run(api: httpx.AsyncClient, bare_repo, tmp_path) -> None:
             "system_prompt": "You write small files.",
             "skills": ["house-style"],
             "tools": ["write_file", "run_command", "note", "read_file", "finish", "git_commit"],
-            "permissions": {"can_commit": True, "can_merge": False, "commands": {"allow": ["cat *"], "default": "deny"}},
+            "permissions": {
+                "can_commit": True,
+                "can_merge": False,
+                "commands": {"allow": ["cat *"], "default": "deny"},
+            },
             "llm": {"provider": "scripted", "script": SCRIPT},
         },
     )

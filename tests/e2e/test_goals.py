@@ -26,7 +26,10 @@ TOOLS = ["spawn_child", "write_file", "note", "finish", "git_commit", "run_comma
 
 def planner(*children: tuple[str, str]) -> str:
     """A meta session's script: one spawn_child per (file, agent), then finish."""
-    calls = "".join(f"      - {{name: spawn_child, args: {{title: 'Write {f}', target_files: [{f}], agent: {a}}}}}\n" for f, a in children)
+    calls = "".join(
+        f"      - {{name: spawn_child, args: {{title: 'Write {f}', target_files: [{f}], agent: {a}}}}}\n"
+        for f, a in children
+    )
     return f"steps:\n  - say: planning\n    tool_calls:\n{calls}  - tool_calls: [{{name: finish, args: {{summary: planned}}}}]\n"
 
 
@@ -38,11 +41,17 @@ steps:
 
 
 async def agent(api: httpx.AsyncClient, name: str, script: str, **spec) -> dict:
-    r = await api.post("/v1/agents", json={
-        "name": name, "system_prompt": f"You are {name}.", "tools": TOOLS,
-        "permissions": {"can_commit": True, "can_merge": False, **spec.pop("permissions", {})},
-        "llm": {"provider": "scripted", "script": script}, **spec,
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": f"You are {name}.",
+            "tools": TOOLS,
+            "permissions": {"can_commit": True, "can_merge": False, **spec.pop("permissions", {})},
+            "llm": {"provider": "scripted", "script": script},
+            **spec,
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -80,14 +89,24 @@ async def test_goal_created_over_nats_is_planned_worked_and_reported(api: httpx.
     goal_id = new_id("goal")
     nc = await connect(stack.nats_url, "test-goals", creds=stack.creds("tools"))
     try:
-        await Publisher(nc.jetstream(), "test").publish("core.create_goal", CreateGoal(
-            title="Three files", description="a, b and c", goal_id=goal_id, meta_agent="planner", repository="demo",
-            requested_by="lead@example.com"))
+        await Publisher(nc.jetstream(), "test").publish(
+            "core.create_goal",
+            CreateGoal(
+                title="Three files",
+                description="a, b and c",
+                goal_id=goal_id,
+                meta_agent="planner",
+                repository="demo",
+                requested_by="lead@example.com",
+            ),
+        )
     finally:
         await nc.drain()
     goal = await until_found(api, f"/v1/goals/{goal_id}")
     meta_agent = (await api.get("/v1/agents/planner")).json()
-    assert goal["meta_agent_id"] == meta_agent["id"] and goal["repository_id"] and goal["created_by"] == "lead@example.com", goal
+    assert (
+        goal["meta_agent_id"] == meta_agent["id"] and goal["repository_id"] and goal["created_by"] == "lead@example.com"
+    ), goal
 
     # Its feed streams the goal's progress and ends with its report.
     feed = await read_sse(api, f"/v1/goals/{goal_id}/events")
@@ -103,11 +122,17 @@ async def test_goal_created_over_nats_is_planned_worked_and_reported(api: httpx.
     assert goal["usage"]["tokens"] > 0 and goal["usage"]["cost_usd"] > 0, goal["usage"]
     assert goal["usage"]["tokens"] == goal["meta"]["tokens"] + sum(c["tokens"] for c in goal["children"])
     report = goal["report"]
-    assert report["status"] == "done" and report["duration_s"] > 0 and report["cost_usd"] == goal["usage"]["cost_usd"], report
+    assert (
+        report["status"] == "done" and report["duration_s"] > 0 and report["cost_usd"] == goal["usage"]["cost_usd"]
+    ), report
     assert sorted(c["summary"] for c in report["children"]) == ["wrote a.txt", "wrote b.txt", "wrote c.txt"]
     for child in report["children"]:
         run = (await api.get(f"/v1/runs/{child['run_id']}")).json()
-        assert child["branch"] == run["branch"] and child["commit_sha"] == run["commit_sha"] and child["ledger_hash"] == run["ledger_hash"]
+        assert (
+            child["branch"] == run["branch"]
+            and child["commit_sha"] == run["commit_sha"]
+            and child["ledger_hash"] == run["ledger_hash"]
+        )
         assert git(bare_repo, "rev-parse", child["branch"]) == child["commit_sha"]  # the work is on its branch
         assert child["cost_usd"] > 0 and child["tokens"] > 0
     print("TOKENS", json.dumps({"meta": goal["meta"]["tokens"], "children": [c["tokens"] for c in goal["children"]]}))
@@ -126,7 +151,9 @@ async def test_a_child_failing_fails_the_goal(api: httpx.AsyncClient, bare_repo)
     await agent(api, "writer", WRITER)
     await agent(api, "failer", FAILER, limits={"max_steps": 1})  # its verdict: failed, no retry changes that
     await repository(api, bare_repo)
-    goal = (await api.post("/v1/goals", json={"title": "One fails", "meta_agent": "planner", "repository": "demo"})).json()
+    goal = (
+        await api.post("/v1/goals", json={"title": "One fails", "meta_agent": "planner", "repository": "demo"})
+    ).json()
     goal = await goal_ended(api, goal["id"])
     assert goal["status"] == "failed" and goal["status_reason"] == "1 of 2 child tasks failed", goal
     assert goal["progress"]["by_status"] == {"done": 1, "failed": 1}
@@ -148,8 +175,12 @@ async def test_cancelling_a_goal_cancels_its_running_runs(api: httpx.AsyncClient
     await agent(api, "sleeper", SLEEPER, permissions={"commands": {"allow": ["sleep *"]}})
     await repository(api, bare_repo)
     goal = (await api.post("/v1/goals", json={"title": "Long", "meta_agent": "planner", "repository": "demo"})).json()
-    goal = await wait_for(api, f"/v1/goals/{goal['id']}", lambda g: len(g["children"]) == 2
-                          and all(c["run_status"] == "running" for c in g["children"]), attempts=1800)
+    goal = await wait_for(
+        api,
+        f"/v1/goals/{goal['id']}",
+        lambda g: len(g["children"]) == 2 and all(c["run_status"] == "running" for c in g["children"]),
+        attempts=1800,
+    )
     assert goal["status"] == "in_progress"
 
     r = await api.post(f"/v1/goals/{goal['id']}/cancel")
@@ -160,7 +191,10 @@ async def test_cancelling_a_goal_cancels_its_running_runs(api: httpx.AsyncClient
     meta = await wait_for(api, f"/v1/runs/{goal['meta_run_id']}", lambda x: x["status"] in FINAL)
     assert meta["status"] == "cancelled", meta
     goal = await goal_ended(api, goal["id"])
-    assert goal["status"] == "cancelled" and [c["status"] for c in goal["report"]["children"]] == ["cancelled", "cancelled"], goal
+    assert goal["status"] == "cancelled" and [c["status"] for c in goal["report"]["children"]] == [
+        "cancelled",
+        "cancelled",
+    ], goal
     r = await api.post(f"/v1/goals/{goal['id']}/cancel")
     assert r.status_code == 409 and "does not change" in r.json()["detail"], r.text
 
@@ -176,15 +210,21 @@ steps:
 """
 
 
-async def test_goal_budget_splits_and_the_overspending_child_is_stopped(api: httpx.AsyncClient, stack, bare_repo) -> None:
+async def test_goal_budget_splits_and_the_overspending_child_is_stopped(
+    api: httpx.AsyncClient, stack, bare_repo
+) -> None:
     await agent(api, "planner", planner(("a.txt", "writer"), ("b.txt", "writer"), ("c.txt", "overspender")))
     await agent(api, "writer", WRITER)
     await agent(api, "overspender", OVERSPENDER)
     await repository(api, bare_repo)
     # The planner spends about 1700 tokens; each share is about 2500, and a writer needs about 1100.
     budget = 9200
-    goal = (await api.post("/v1/goals", json={"title": "Capped", "meta_agent": "planner", "repository": "demo",
-                                              "budget": {"tokens": budget}})).json()
+    goal = (
+        await api.post(
+            "/v1/goals",
+            json={"title": "Capped", "meta_agent": "planner", "repository": "demo", "budget": {"tokens": budget}},
+        )
+    ).json()
     goal = await goal_ended(api, goal["id"])
     shares = [c["budget"]["tokens"] for c in goal["children"]]
     assert len(set(shares)) == 1 and sum(shares) <= budget, goal  # even, never more than the goal had
@@ -197,15 +237,22 @@ async def test_goal_budget_splits_and_the_overspending_child_is_stopped(api: htt
     assert run["status"] == "failed" and run["reason"] == "budget_exceeded", run
     assert run["config"]["budget"]["tokens"] <= c["budget"]["tokens"]
     # Stopped before the third call: its work so far is committed on its branch, nothing after it.
-    assert sorted(git(bare_repo, "ls-tree", "--name-only", run["branch"]).split()) == ["README.md", "c.txt", "more-c.txt"]
+    assert sorted(git(bare_repo, "ls-tree", "--name-only", run["branch"]).split()) == [
+        "README.md",
+        "c.txt",
+        "more-c.txt",
+    ]
     assert git(bare_repo, "rev-parse", run["branch"]) == run["commit_sha"]
     assert git(bare_repo, "log", "--format=%s", "main") == "init"  # a stopped run is never merged
     verdict = (await api.get(f"/v1/runs/{run['id']}/verify")).json()
     assert verdict["ok"] and verdict["ledger_hash"] == run["ledger_hash"], verdict  # the ledger is intact
     assert goal["budget"]["spent_tokens"] == goal["usage"]["tokens"] and goal["budget"]["tokens"] == budget
     # The alerts went out for the gateway and the board: the run stopped, the goal's budget at 80% and spent.
-    await until_alerted(stack, {("exceeded", "run", run["id"]), ("warning", "goal", goal["id"]),
-                                ("exceeded", "goal", goal["id"])}, goal_id=goal["id"])
+    await until_alerted(
+        stack,
+        {("exceeded", "run", run["id"]), ("warning", "goal", goal["id"]), ("exceeded", "goal", goal["id"])},
+        goal_id=goal["id"],
+    )
     # Spend and what is left, for dashboards.
     async with httpx.AsyncClient() as c:
         metrics = (await c.get(f"http://127.0.0.1:{stack.metrics_ports['core-api']}/metrics")).text

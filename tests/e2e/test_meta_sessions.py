@@ -34,10 +34,16 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 
 
 async def _agent(api: httpx.AsyncClient, name: str, script: str, tools: list[str]) -> dict:
-    r = await api.post("/v1/agents", json={
-        "name": name, "system_prompt": f"You are {name}.", "tools": tools,
-        "permissions": {"can_commit": True, "can_merge": False}, "llm": {"provider": "scripted", "script": script},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": f"You are {name}.",
+            "tools": tools,
+            "permissions": {"can_commit": True, "can_merge": False},
+            "llm": {"provider": "scripted", "script": script},
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -47,8 +53,15 @@ async def test_meta_session_with_three_children(api: httpx.AsyncClient, bare_rep
     await _agent(api, "child-writer", CHILD, ["write_file", "finish", "git_commit"])
     r = await api.post("/v1/repositories", json={"name": "demo", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text
-    r = await api.post("/v1/goals", json={"title": "Three files", "description": "child-a, child-b, child-c",
-                                          "meta_agent": "planner", "repository": "demo"})
+    r = await api.post(
+        "/v1/goals",
+        json={
+            "title": "Three files",
+            "description": "child-a, child-b, child-c",
+            "meta_agent": "planner",
+            "repository": "demo",
+        },
+    )
     assert r.status_code == 201, r.text
     goal = r.json()
     assert goal["meta_run_id"], goal
@@ -102,5 +115,7 @@ async def test_meta_session_with_three_children(api: httpx.AsyncClient, bare_rep
         assert any(c["type"] == "file-write" for c in s["changes"]), s
     assert sessions[0]["parentSessionId"] is None
     assert [s["parentSessionId"] for s in sessions[1:]] == [meta_sid] * 3
-    assert [c["childSessionId"] for c in sessions[0]["changes"] if c["type"] == "child-session"] == list(by_target.values())
+    assert [c["childSessionId"] for c in sessions[0]["changes"] if c["type"] == "child-session"] == list(
+        by_target.values()
+    )
     assert len({s["projectPath"] for s in sessions}) == 4  # four working trees, none shared

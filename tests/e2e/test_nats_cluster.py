@@ -40,24 +40,35 @@ async def _jetstream_ready(url: str, creds: str) -> None:
         await nc.close()
 
 
-async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, mongo_url, nats_auth, nats_creds) -> None:
+async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(
+    tmp_path, mongo_url, nats_auth, nats_creds
+) -> None:
     nodes = start_nats_cluster(tmp_path / "cluster", auth=nats_auth)
     try:
         await _jetstream_ready(nodes[0].url, nats_creds)
         env = {"NEXUS_JETSTREAM_REPLICAS": "3"}
         # Every node's URL, as a production client reaches the cluster (there, through one Service).
         urls = ",".join(n.url for n in nodes)
-        with running_stack(tmp_path, urls, mongo_url, env=env, services=["core-api", "worker"], nats_auth=nats_auth) as stack:
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                         headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+        with running_stack(
+            tmp_path, urls, mongo_url, env=env, services=["core-api", "worker"], nats_auth=nats_auth
+        ) as stack:
+            async with httpx.AsyncClient(
+                base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+            ) as api:
                 nc = await connect([n.url for n in nodes], "tests", creds=nats_creds)
                 js = nc.jetstream()
                 for s in STREAMS:
                     assert (await js.stream_info(s.name)).config.num_replicas == 3, s.name
-                r = await api.post("/v1/agents", json={
-                    "name": "steady", "system_prompt": "t", "tools": ["note", "run_command", "finish"],
-                    "permissions": {"commands": {"allow": ["sleep *"], "default": "deny"}},
-                    "llm": {"provider": "scripted", "script": SCRIPT}})
+                r = await api.post(
+                    "/v1/agents",
+                    json={
+                        "name": "steady",
+                        "system_prompt": "t",
+                        "tools": ["note", "run_command", "finish"],
+                        "permissions": {"commands": {"allow": ["sleep *"], "default": "deny"}},
+                        "llm": {"provider": "scripted", "script": SCRIPT},
+                    },
+                )
                 assert r.status_code == 201, r.text
                 r = await api.post("/v1/tasks", json={"title": f"t-{uuid.uuid4().hex[:6]}", "assignee": "steady"})
                 run_id = r.json()["current_run_id"]
@@ -69,15 +80,24 @@ async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, 
                 victim.kill()
 
                 try:
-                    run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed"),
-                                         attempts=600)
+                    run = await wait_for(
+                        api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed"), attempts=600
+                    )
                 except AssertionError:
                     nc2 = await connect([n.url for n in nodes if n is not victim], "tests", creds=nats_creds)
                     info = await nc2.jetstream().stream_info(RUNS_STREAM, subjects_filter=f"nexus.run.{run_id}.>")
                     print("DIAG stream subjects", info.state.subjects)
                     for c in ("core-api-runs",):
                         ci = await nc2.jetstream().consumer_info(RUNS_STREAM, c)
-                        print("DIAG consumer", ci.num_pending, ci.num_ack_pending, ci.num_redelivered, ci.delivered, ci.ack_floor, ci.cluster)
+                        print(
+                            "DIAG consumer",
+                            ci.num_pending,
+                            ci.num_ack_pending,
+                            ci.num_redelivered,
+                            ci.delivered,
+                            ci.ack_floor,
+                            ci.cluster,
+                        )
                     raise
                 assert run["status"] == "succeeded", run
                 notes = [c for s in run["sessions"] for c in s["changes"] if c["type"] == "note"]
@@ -85,7 +105,9 @@ async def test_a_run_survives_the_loss_of_the_node_leading_its_stream(tmp_path, 
                 assert [a["status"] for a in run["attempts"]] == ["succeeded"]  # the node loss cost no retry
                 events = await read_sse(api, f"/v1/runs/{run_id}/events")
                 assert [e["event"] for e in events].count("run.note") == 3
-                assert [json.loads(e["data"])["data"]["status"] for e in events if e["event"] == "run.status"][-1] == "succeeded"
+                assert [json.loads(e["data"])["data"]["status"] for e in events if e["event"] == "run.status"][
+                    -1
+                ] == "succeeded"
     finally:
         for node in nodes:
             node.kill()

@@ -30,11 +30,16 @@ steps:
 
 
 async def _agent(api: httpx.AsyncClient, name: str, script: str) -> None:
-    r = await api.post("/v1/agents", json={
-        "name": name, "system_prompt": "test", "tools": ["run_command", "finish"],
-        "permissions": {"commands": {"allow": ["sleep *"], "default": "deny"}},
-        "llm": {"provider": "scripted", "script": script},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": "test",
+            "tools": ["run_command", "finish"],
+            "permissions": {"commands": {"allow": ["sleep *"], "default": "deny"}},
+            "llm": {"provider": "scripted", "script": script},
+        },
+    )
     assert r.status_code == 201, r.text
 
 
@@ -60,8 +65,9 @@ async def _until(predicate, attempts: int = 600) -> None:
 async def test_cancelling_a_live_run_stops_it_and_its_command(tmp_path, nats_url, mongo_url) -> None:
     marker = f"3599.{uuid.uuid4().int % 10**6:06d}"  # a sleep nobody else runs
     with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"]) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+        ) as api:
             await _agent(api, "sleeper", _sleeper(marker))
             run_id = await _run_of_new_task(api, "sleeper")
             await _until(lambda: _processes_with(f"sleep {marker}"))  # the command is running
@@ -77,8 +83,9 @@ async def test_cancelling_a_live_run_stops_it_and_its_command(tmp_path, nats_url
 async def test_the_per_agent_cap_holds_the_second_run_until_the_first_exits(tmp_path, nats_url, mongo_url) -> None:
     env = {"NEXUS_MAX_RUNS_PER_AGENT": "1"}
     with running_stack(tmp_path, nats_url, mongo_url, env=env, services=["core-api", "worker"]) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+        ) as api:
             await _agent(api, "capped", _sleeper("0.5"))
             runs = [await _run_of_new_task(api, "capped") for _ in range(2)]
             for run_id in runs:
@@ -107,9 +114,12 @@ def _metric(text: str, name: str, **labels: str) -> float:
 async def test_ops_ports_answer_and_counters_move_after_a_run(tmp_path, nats_url, mongo_url) -> None:
     with running_stack(tmp_path, nats_url, mongo_url) as stack:
         ports = stack.metrics_ports
-        async with httpx.AsyncClient(timeout=30) as ops, httpx.AsyncClient(
-            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
-        ) as api:
+        async with (
+            httpx.AsyncClient(timeout=30) as ops,
+            httpx.AsyncClient(
+                base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+            ) as api,
+        ):
             for name in stack.procs:
                 base = f"http://127.0.0.1:{ports[name]}"
                 await _until_ok(ops, f"{base}/readyz")
@@ -126,13 +136,20 @@ async def test_ops_ports_answer_and_counters_move_after_a_run(tmp_path, nats_url
             assert run["status"] == "succeeded"
 
             after_core, after_worker = (await ops.get(core)).text, (await ops.get(worker)).text
-            assert _metric(after_core, "nexus_runs_total", status="succeeded") == \
-                _metric(before_core, "nexus_runs_total", status="succeeded") + 1
-            assert _metric(after_core, "nexus_consumer_messages_total") > _metric(before_core, "nexus_consumer_messages_total")
-            assert _metric(after_core, "nexus_dispatch_latency_seconds_count") == \
-                _metric(before_core, "nexus_dispatch_latency_seconds_count") + 1  # ready → the runner's first event
-            assert _metric(after_worker, "nexus_launch_duration_seconds_count") > \
-                _metric(before_worker, "nexus_launch_duration_seconds_count")
+            assert (
+                _metric(after_core, "nexus_runs_total", status="succeeded")
+                == _metric(before_core, "nexus_runs_total", status="succeeded") + 1
+            )
+            assert _metric(after_core, "nexus_consumer_messages_total") > _metric(
+                before_core, "nexus_consumer_messages_total"
+            )
+            assert (
+                _metric(after_core, "nexus_dispatch_latency_seconds_count")
+                == _metric(before_core, "nexus_dispatch_latency_seconds_count") + 1
+            )  # ready → the runner's first event
+            assert _metric(after_worker, "nexus_launch_duration_seconds_count") > _metric(
+                before_worker, "nexus_launch_duration_seconds_count"
+            )
             assert "nexus_runs_total" not in after_worker  # final states are core-api's to count, once
 
 
@@ -150,21 +167,46 @@ async def _until_ok(client: httpx.AsyncClient, url: str) -> None:
 async def test_a_run_past_its_cpu_limit_is_stopped_with_the_reason(tmp_path, nats_url, mongo_url, llm_server) -> None:
     """The worker's runner limits hold through the real stack: a model that keeps the runner busy
     forever ends in a failed run whose reason names the CPU limit, as the API shows it."""
-    reply = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None,
-                          "tool_calls": [{"id": "call_1", "type": "function",
-                                          "function": {"name": "note", "arguments": "{\"message\": \"again\"}"}}]}}],
-             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    reply = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "note", "arguments": '{"message": "again"}'},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
     llm_server.otherwise = Reply(headers={"content-type": "application/json"}, body=json.dumps(reply).encode())
     env = {"NEXUS_RUN_CPU_SECONDS": "2"}
     with running_stack(tmp_path, nats_url, mongo_url, env=env, services=["core-api", "worker"]) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
-            r = await api.post("/v1/agents", json={
-                "name": "busy", "system_prompt": "test", "tools": ["note", "finish"],
-                "limits": {"max_steps": 1_000_000, "max_tokens": 10**12},
-                "llm": {"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{llm_server.url}/v1"},
-            })
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+        ) as api:
+            r = await api.post(
+                "/v1/agents",
+                json={
+                    "name": "busy",
+                    "system_prompt": "test",
+                    "tools": ["note", "finish"],
+                    "limits": {"max_steps": 1_000_000, "max_tokens": 10**12},
+                    "llm": {"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{llm_server.url}/v1"},
+                },
+            )
             assert r.status_code == 201, r.text
             run_id = await _run_of_new_task(api, "busy")
             run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in FINAL, attempts=1200)

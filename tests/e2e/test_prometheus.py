@@ -68,8 +68,9 @@ def prometheus_config(tmp: Path, targets: dict[str, int]) -> Path:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
         "rule_files": [str(tmp / "rules.yml")],
-        "scrape_configs": [{"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                           for name, port in targets.items()],
+        "scrape_configs": [
+            {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for name, port in targets.items()
+        ],
     }
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
@@ -78,8 +79,11 @@ def prometheus_config(tmp: Path, targets: dict[str, int]) -> Path:
 
 def panel_queries() -> dict[str, list[str]]:
     dashboard = json.loads(OVERVIEW.read_text())
-    return {p["title"]: [t["expr"].replace("$__rate_interval", "1m") for t in p.get("targets", [])]
-            for p in dashboard["panels"] if p["type"] != "row"}
+    return {
+        p["title"]: [t["expr"].replace("$__rate_interval", "1m") for t in p.get("targets", [])]
+        for p in dashboard["panels"]
+        if p["type"] != "row"
+    }
 
 
 async def query(prom: httpx.AsyncClient, expr: str) -> list:
@@ -99,8 +103,16 @@ async def until(check, attempts: int = 300, every_s: float = 0.2):
 
 async def agent(api: httpx.AsyncClient, script: str, **spec) -> str:
     name = f"obs-{uuid.uuid4().hex[:6]}"
-    r = await api.post("/v1/agents", json={"name": name, "system_prompt": "observed", "tools": ["note", "run_command"],
-                                           "llm": {"provider": "scripted", "script": script}, **spec})
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": "observed",
+            "tools": ["note", "run_command"],
+            "llm": {"provider": "scripted", "script": script},
+            **spec,
+        },
+    )
     assert r.status_code == 201, r.text
     return name
 
@@ -111,13 +123,24 @@ async def run_of(api: httpx.AsyncClient, agent_name: str) -> str:
     return r.json()["current_run_id"]
 
 
-async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str, plane: PlaneDouble, plane_url: str,
-                    bot: FakeBotApi) -> int:
+async def demo_flow(
+    api: httpx.AsyncClient, nats_url: str, creds: str, plane: PlaneDouble, plane_url: str, bot: FakeBotApi
+) -> int:
     """The demo; returns how many scheduled runs it made (each succeeded)."""
     # The board is projected to Plane (every task below becomes an item there), a lead is bound in chat.
-    r = await api.put("/v1/board/providers/default", json={"provider": "plane", "plane": {
-        "base_url": plane_url, "workspace_slug": plane.workspace, "project_id": plane.project_id,
-        "api_key_secret": "PLANE_KEY", "webhook_secret": "PLANE_HOOK"}})
+    r = await api.put(
+        "/v1/board/providers/default",
+        json={
+            "provider": "plane",
+            "plane": {
+                "base_url": plane_url,
+                "workspace_slug": plane.workspace,
+                "project_id": plane.project_id,
+                "api_key_secret": "PLANE_KEY",
+                "webhook_secret": "PLANE_HOOK",
+            },
+        },
+    )
     assert r.status_code == 200, r.text
     r = await api.post("/v1/chat-bindings", json={"user_id": str(LEAD), "identity": "lea@example.com", "role": "lead"})
     assert r.status_code == 201, r.text
@@ -129,12 +152,19 @@ async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str, plane: Pl
     ok = await run_of(api, budgeted)
     fails = await run_of(api, await agent(api, FAILS, limits={"max_steps": 1}))
     asks = await run_of(api, await agent(api, ASKS, permissions={"commands": {"allow": [], "default": "ask"}}))
-    times_out = await run_of(api, await agent(api, SLEEPS, limits={"wall_clock_s": 3},
-                                              permissions={"commands": {"allow": ["sleep *"], "default": "deny"}}))
+    times_out = await run_of(
+        api,
+        await agent(
+            api, SLEEPS, limits={"wall_clock_s": 3}, permissions={"commands": {"allow": ["sleep *"], "default": "deny"}}
+        ),
+    )
     page = await wait_for(api, f"/v1/approvals?run_id={asks}&status=pending", lambda p: len(p["items"]) == 1)
     r = await api.post(f"/v1/approvals/{page['items'][0]['id']}/approve", json={"reason": "observed"})
     assert r.status_code == 200, r.text
-    ends = {run: (await wait_for(api, f"/v1/runs/{run}", lambda x: x["status"] in FINAL))["status"] for run in (ok, fails, asks, times_out)}
+    ends = {
+        run: (await wait_for(api, f"/v1/runs/{run}", lambda x: x["status"] in FINAL))["status"]
+        for run in (ok, fails, asks, times_out)
+    }
     assert list(ends.values()) == ["succeeded", "failed", "succeeded", "timed_out"], ends
     assert 400 <= (await api.post("/v1/tasks", json={"title": 7})).status_code < 500  # a 4xx for the error-share panel
     await poison(nats_url, creds)
@@ -157,13 +187,25 @@ async def demo_flow(api: httpx.AsyncClient, nats_url: str, creds: str, plane: Pl
 
     # A schedule comes due (every 2 s): once it has fired it is switched off and what it started ends.
     pinger = await agent(api, SUCCEEDS)
-    r = await api.post("/v1/schedules", json={"name": f"obs-{uuid.uuid4().hex[:6]}", "cron": "* * * * * */2", "timezone": "UTC",
-                                              "task": {"title": "observed schedule", "assignee": pinger}, "overlap": "skip"})
+    r = await api.post(
+        "/v1/schedules",
+        json={
+            "name": f"obs-{uuid.uuid4().hex[:6]}",
+            "cron": "* * * * * */2",
+            "timezone": "UTC",
+            "task": {"title": "observed schedule", "assignee": pinger},
+            "overlap": "skip",
+        },
+    )
     assert r.status_code == 201, r.text
     schedule = r.json()["id"]
     await wait_for(api, f"/v1/schedules/{schedule}", lambda x: x["fired_count"] >= 1)
     assert (await api.delete(f"/v1/schedules/{schedule}")).status_code == 204
-    scheduled = [t for t in (await api.get("/v1/tasks", params={"limit": 100})).json()["items"] if t["title"] == "observed schedule"]
+    scheduled = [
+        t
+        for t in (await api.get("/v1/tasks", params={"limit": 100})).json()["items"]
+        if t["title"] == "observed schedule"
+    ]
     assert scheduled
     for task in scheduled:
         done = await wait_for(api, f"/v1/tasks/{task['id']}", lambda t: t["status"] in ("done", "failed", "cancelled"))
@@ -196,7 +238,9 @@ async def poison(nats_url: str, creds: str) -> None:
 
     nc = await connect(nats_url, "observability-test", creds=creds, user="tools")
     try:
-        await nc.jetstream().publish("nexus.cmd.core.create_goal", b"{not json", headers={"Nats-Msg-Id": uuid.uuid4().hex})
+        await nc.jetstream().publish(
+            "nexus.cmd.core.create_goal", b"{not json", headers={"Nats-Msg-Id": uuid.uuid4().hex}
+        )
     finally:
         await nc.drain()
 
@@ -209,41 +253,69 @@ def plane() -> Iterator[tuple[PlaneDouble, str]]:
     double.stop()
 
 
-async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, mongo_url, nats_auth, fake, plane) -> None:
+async def test_every_panel_has_data_and_service_down_fires(
+    tmp_path, nats_url, mongo_url, nats_auth, fake, plane
+) -> None:
     binary = need_tool("prometheus")
-    env = {"NEXUS_HEARTBEAT_TIMEOUT_S": "20", "NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5",
-           "NEXUS_TELEGRAM_TOKEN": fake.token, "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
-           "NEXUS_SECRET_PLANE_KEY": PLANE_KEY, "NEXUS_SECRET_PLANE_HOOK": PLANE_HOOK, "NEXUS_DRIFT_INTERVAL_S": "1"}
+    env = {
+        "NEXUS_HEARTBEAT_TIMEOUT_S": "20",
+        "NEXUS_SCHEDULE_TICK_S": "0.5",
+        "NEXUS_SCHEDULE_GRACE_S": "5",
+        "NEXUS_TELEGRAM_TOKEN": fake.token,
+        "NEXUS_TELEGRAM_API_URL": fake.base_url,
+        "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
+        "NEXUS_SECRET_PLANE_KEY": PLANE_KEY,
+        "NEXUS_SECRET_PLANE_HOOK": PLANE_HOOK,
+        "NEXUS_DRIFT_INTERVAL_S": "1",
+    }
     with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=list(SERVICES), env=env) as stack:
         port = free_port()
         config = prometheus_config(tmp_path, stack.metrics_ports)
         prometheus = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 — the server holds it until it ends
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115 — the server holds it until it ends
+            stderr=subprocess.STDOUT,
+        )
         try:
-            async with (httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                          headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api,
-                        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom):
+            async with (
+                httpx.AsyncClient(
+                    base_url=stack.api_url,
+                    timeout=30,
+                    headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"},
+                ) as api,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom,
+            ):
                 up = await until(lambda: _all_up(prom, len(stack.metrics_ports)))
                 assert up, "Prometheus never scraped every service"
                 scheduled = await demo_flow(api, stack.nats_url, stack.creds("tools"), *plane, fake)
 
                 # Every panel returns data once the demo's numbers are scraped (each final state counted once).
                 async def empty_panels() -> list[str]:
-                    return [title for title, exprs in panel_queries().items()
-                            if title not in NEEDS and not any([await query(prom, e) for e in exprs])]
+                    return [
+                        title
+                        for title, exprs in panel_queries().items()
+                        if title not in NEEDS and not any([await query(prom, e) for e in exprs])
+                    ]
 
                 async def every_panel_has_data() -> bool:
                     return not await empty_panels()
 
                 assert await until(every_panel_has_data), f"panels without data: {await empty_panels()}"
+
                 # Each final state counted once: Prometheus's sums equal the runs stored, once every run has ended
                 # (an occurrence fired as the schedule was deleted may still be running).
                 async def stored_and_counted() -> tuple[dict, dict]:
                     runs = (await api.get("/v1/runs", params={"limit": 500})).json()["items"]
                     stored = {k: float(sum(r["status"] == k for r in runs)) for k in FINAL}
-                    counted = {r["metric"]["status"]: float(r["value"][1])
-                               for r in await query(prom, "sum by (status) (nexus_runs_total)")}
+                    counted = {
+                        r["metric"]["status"]: float(r["value"][1])
+                        for r in await query(prom, "sum by (status) (nexus_runs_total)")
+                    }
                     return stored if len(runs) == sum(stored.values()) else {}, {k: counted.get(k, 0.0) for k in FINAL}
 
                 async def agree() -> bool:
@@ -252,7 +324,9 @@ async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, m
 
                 assert await until(agree), await stored_and_counted()
                 stored, _ = await stored_and_counted()
-                assert stored["succeeded"] >= 2 + scheduled and (stored["failed"], stored["timed_out"]) == (1, 1), stored
+                assert stored["succeeded"] >= 2 + scheduled and (stored["failed"], stored["timed_out"]) == (1, 1), (
+                    stored
+                )
 
                 # NATS's own numbers, from its monitoring endpoint through core-api: every service's connection,
                 # and the runs' events the stream holds.
@@ -267,8 +341,12 @@ async def test_every_panel_has_data_and_service_down_fires(tmp_path, nats_url, m
 
                 async def firing() -> bool:
                     r = await prom.get("/api/v1/alerts")
-                    return any(a["labels"]["alertname"] == "NexusServiceDown" and a["labels"].get("job") == "telegram-gateway"
-                               and a["state"] == "firing" for a in r.json()["data"]["alerts"])
+                    return any(
+                        a["labels"]["alertname"] == "NexusServiceDown"
+                        and a["labels"].get("job") == "telegram-gateway"
+                        and a["state"] == "firing"
+                        for a in r.json()["data"]["alerts"]
+                    )
 
                 assert await until(firing), (await prom.get("/api/v1/alerts")).json()
         finally:

@@ -67,11 +67,18 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
     secrets = stack.home / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     (secrets / "api_token").write_text(VALUE + "\n")
-    r = await api.post("/v1/agents", json={
-        "name": "secretive", "system_prompt": "test", "secrets": ["api_token"],
-        "permissions": {"commands": {"allow": ["printenv *", "mkdir *", "python3 *", "rm conf.txt"], "default": "deny"}},
-        "llm": {"provider": "scripted", "script": SCRIPT},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": "secretive",
+            "system_prompt": "test",
+            "secrets": ["api_token"],
+            "permissions": {
+                "commands": {"allow": ["printenv *", "mkdir *", "python3 *", "rm conf.txt"], "default": "deny"}
+            },
+            "llm": {"provider": "scripted", "script": SCRIPT},
+        },
+    )
     assert r.status_code == 201, r.text
     r = await api.post("/v1/repositories", json={"name": "demo", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text
@@ -84,7 +91,10 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
     cmds = [c for c in session["changes"] if c["type"] == "command-run"]
     # printenv NAME exits 1 when NAME is unset: the command got the value, by environment only.
     assert [(c["cmd"].split(" -c ")[0], c["exitCode"]) for c in cmds] == [
-        ("TOKEN=${secret:api_token} printenv TOKEN", 0), ("TOKEN=${secret:api_token} python3", 0), ("rm conf.txt", 0)]
+        ("TOKEN=${secret:api_token} printenv TOKEN", 0),
+        ("TOKEN=${secret:api_token} python3", 0),
+        ("rm conf.txt", 0),
+    ]
     refused = [c for c in session["changes"] if c["type"] == "refused"]
     assert [c["reason"] for c in refused] == ["secret-in-argv"]  # a secret never names a file
     assert run["config"]["secrets"] == ["api_token"]
@@ -92,10 +102,21 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
 
     messages = await _all_run_messages(nats_url, run_id, stack.creds("tools"))
     kinds = {msgspec.json.decode(body)["type"] for body, _ in messages}
-    assert {"run.status", "run.llm", "run.tool", "run.command_run", "run.note", "run.session",
-            "run.file_diff", "run.command_output"} <= kinds, kinds
-    shown = [msgspec.json.decode(body)["data"] for body, _ in messages
-             if msgspec.json.decode(body)["type"] in ("run.file_diff", "run.command_output")]
+    assert {
+        "run.status",
+        "run.llm",
+        "run.tool",
+        "run.command_run",
+        "run.note",
+        "run.session",
+        "run.file_diff",
+        "run.command_output",
+    } <= kinds, kinds
+    shown = [
+        msgspec.json.decode(body)["data"]
+        for body, _ in messages
+        if msgspec.json.decode(body)["type"] in ("run.file_diff", "run.command_output")
+    ]
     printed = next(d for d in shown if d.get("cmd", "").endswith("printenv TOKEN"))
     assert printed["output"] == "${secret:api_token}\n"
     (diff,) = [d for d in shown if d.get("rel_path") == "conf.txt"]

@@ -47,20 +47,31 @@ steps:
 
 
 def _admin(stack) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}, timeout=30)
+    return httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}, timeout=30
+    )
 
 
 async def _setup(api: httpx.AsyncClient, bare_repo: Path) -> None:
     for user_id, identity, role in ((LEAD, "alice@example.com", "lead"), (VIEWER, "victor@example.com", "viewer")):
         r = await api.post("/v1/chat-bindings", json={"user_id": str(user_id), "identity": identity, "role": role})
         assert r.status_code == 201, r.text
-    agents = [("asker", ASKER, ["run_command", "write_file", "finish", "git_commit"], {"commands": {"default": "ask"}}),
-              ("planner", PLANNER, ["spawn_child", "note", "finish", "git_commit"], {}),
-              ("child-writer", CHILD, ["write_file", "finish", "git_commit"], {})]
+    agents = [
+        ("asker", ASKER, ["run_command", "write_file", "finish", "git_commit"], {"commands": {"default": "ask"}}),
+        ("planner", PLANNER, ["spawn_child", "note", "finish", "git_commit"], {}),
+        ("child-writer", CHILD, ["write_file", "finish", "git_commit"], {}),
+    ]
     for name, script, tools, perms in agents:
-        r = await api.post("/v1/agents", json={"name": name, "system_prompt": "test", "tools": tools,
-                                               "permissions": {"can_commit": True, **perms},
-                                               "llm": {"provider": "scripted", "script": script}})
+        r = await api.post(
+            "/v1/agents",
+            json={
+                "name": name,
+                "system_prompt": "test",
+                "tools": tools,
+                "permissions": {"can_commit": True, **perms},
+                "llm": {"provider": "scripted", "script": script},
+            },
+        )
         assert r.status_code == 201, r.text
     r = await api.post("/v1/repositories", json={"name": "demo", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text
@@ -85,16 +96,29 @@ async def _gateway_metric(stack, outcome: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str, mongo_url: str, fake: FakeBotApi) -> None:
-    env = {"NEXUS_TELEGRAM_TOKEN": fake.token, "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
-           "NEXUS_TELEGRAM_DEFAULT_REPOSITORY": "demo", "NEXUS_TELEGRAM_SEND_RETRY_S": "0.2"}
+async def test_polling_goal_approvals_and_refusals(
+    tmp_path: Path, nats_url: str, mongo_url: str, fake: FakeBotApi
+) -> None:
+    env = {
+        "NEXUS_TELEGRAM_TOKEN": fake.token,
+        "NEXUS_TELEGRAM_API_URL": fake.base_url,
+        "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
+        "NEXUS_TELEGRAM_DEFAULT_REPOSITORY": "demo",
+        "NEXUS_TELEGRAM_SEND_RETRY_S": "0.2",
+    }
     bare_repo = make_bare_repo(tmp_path)
     with running_stack(tmp_path, nats_url, mongo_url, env=env) as stack:
         async with _admin(stack) as api:
             await _setup(api, bare_repo)
             await fake.wait(lambda: fake.sent(None, "setMyCommands"), "the command menu")
             menu = fake.sent(None, "setMyCommands")[0]["commands"]
-            assert {c["command"] for c in msgspec.json.decode(menu)} >= {"goal", "approve", "reject", "subscribe", "runs"}
+            assert {c["command"] for c in msgspec.json.decode(menu)} >= {
+                "goal",
+                "approve",
+                "reject",
+                "subscribe",
+                "runs",
+            }
 
             # An unknown user: one refusal, then silence.
             await fake.send_text(STRANGER, "/goals")
@@ -111,7 +135,9 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
             fake.throttle["sendMessage"] = [1]
             await fake.send_text(LEAD, "/subscribe all")
             await fake.wait_message(LEAD, "Subscribed to everything")
-            assert [c.status for c in fake.calls if c.method == "sendMessage" and "Subscribed" in c.params.get("text", "")] == [429, 200]
+            assert [
+                c.status for c in fake.calls if c.method == "sendMessage" and "Subscribed" in c.params.get("text", "")
+            ] == [429, 200]
 
             # A viewer reads but cannot create.
             await fake.send_text(VIEWER, "/goal Not mine")
@@ -121,16 +147,28 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
             await fake.send_text(LEAD, "/goal Two files with planner")
             created = await fake.wait_message(LEAD, "Goal <code>goal_")
             goal_id = re.search(r"goal_[0-9a-z]{26}", created["text"]).group(0)
-            await wait_for(api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"]))  # the command is applied
-            goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: g["status"] in ("done", "failed", "cancelled"), attempts=1800)
+            await wait_for(
+                api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"])
+            )  # the command is applied
+            goal = await wait_for(
+                api, f"/v1/goals/{goal_id}", lambda g: g["status"] in ("done", "failed", "cancelled"), attempts=1800
+            )
             assert goal["status"] == "done" and goal["meta_run_id"] and goal["created_by"] == "alice@example.com"
             runs = (await api.get("/v1/runs", params={"goal_id": goal_id, "limit": 10})).json()["items"]
             assert len(runs) == 3 and all(r["status"] == "succeeded" for r in runs), runs
             await fake.wait_message(LEAD, "Planned for goal")
             # This goal's end: the session's NATS server may still hold an earlier test's goal events.
-            done = await fake.wait(lambda: next((m for m in fake.sent(LEAD, "sendMessage")
-                                                 if "Goal done" in m.get("text", "") and goal_id in m["text"]), None),
-                                   f"Goal done for {goal_id}")
+            done = await fake.wait(
+                lambda: next(
+                    (
+                        m
+                        for m in fake.sent(LEAD, "sendMessage")
+                        if "Goal done" in m.get("text", "") and goal_id in m["text"]
+                    ),
+                    None,
+                ),
+                f"Goal done for {goal_id}",
+            )
             assert "planned two children" in done["text"]
 
             # Approval alerts reach the subscribed lead with buttons.
@@ -171,8 +209,11 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
             # Audited with the chat user and the bound identity.
             audit = (await api.get("/v1/audit", params={"limit": 100})).json()["items"]
             mine = {(e["action"], e["actor"]) for e in audit if f"({LEAD})" in e["actor_name"]}
-            assert {("goal.create", "alice@example.com"), ("approval.approved", "alice@example.com"),
-                    ("approval.rejected", "alice@example.com")} <= mine, audit
+            assert {
+                ("goal.create", "alice@example.com"),
+                ("approval.approved", "alice@example.com"),
+                ("approval.rejected", "alice@example.com"),
+            } <= mine, audit
 
             # core-api checks the principal itself: a decision sent straight to the bus for a viewer or an
             # unbound user is refused (dead-lettered with why), and the approval stays pending.
@@ -183,13 +224,21 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
                 dlq = await js.subscribe("nexus.dlq.nexus.cmd.core.decide_approval", ordered_consumer=True)
                 pub = Publisher(js, "intruder")
                 for who in (str(VIEWER), str(STRANGER)):
-                    await pub.publish("core.decide_approval", DecideApproval(
-                        approval_id=third["id"], decision="approved", principal=ChatPrincipal(user_id=who)))
+                    await pub.publish(
+                        "core.decide_approval",
+                        DecideApproval(
+                            approval_id=third["id"], decision="approved", principal=ChatPrincipal(user_id=who)
+                        ),
+                    )
                 await pub.publish("core.decide_approval", DecideApproval(approval_id=third["id"], decision="approved"))
-                reasons = [msgspec.json.decode((await dlq.next_msg(timeout=60)).data)["data"]["reason"] for _ in range(3)]
+                reasons = [
+                    msgspec.json.decode((await dlq.next_msg(timeout=60)).data)["data"]["reason"] for _ in range(3)
+                ]
             finally:
                 await nc.close()
-            assert "may not decide approvals" in reasons[0] and "not bound" in reasons[1] and "no principal" in reasons[2]
+            assert (
+                "may not decide approvals" in reasons[0] and "not bound" in reasons[1] and "no principal" in reasons[2]
+            )
             assert (await api.get(f"/v1/approvals/{third['id']}")).json()["status"] == "pending"
 
     # The bot token is a secret: no service logged it.
@@ -200,10 +249,16 @@ async def test_polling_goal_approvals_and_refusals(tmp_path: Path, nats_url: str
 async def test_webhook_secret_and_a_late_press(tmp_path: Path, nats_url: str, mongo_url: str, fake: FakeBotApi) -> None:
     (hook_port,) = free_ports(1)
     secret = uuid.uuid4().hex
-    env = {"NEXUS_TELEGRAM_TOKEN": fake.token, "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_MODE": "webhook",
-           "NEXUS_TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{hook_port}/telegram", "NEXUS_TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1",
-           "NEXUS_TELEGRAM_WEBHOOK_PORT": str(hook_port), "NEXUS_TELEGRAM_WEBHOOK_SECRET": secret,
-           "NEXUS_APPROVAL_TTL_S": "2"}
+    env = {
+        "NEXUS_TELEGRAM_TOKEN": fake.token,
+        "NEXUS_TELEGRAM_API_URL": fake.base_url,
+        "NEXUS_TELEGRAM_MODE": "webhook",
+        "NEXUS_TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{hook_port}/telegram",
+        "NEXUS_TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1",
+        "NEXUS_TELEGRAM_WEBHOOK_PORT": str(hook_port),
+        "NEXUS_TELEGRAM_WEBHOOK_SECRET": secret,
+        "NEXUS_APPROVAL_TTL_S": "2",
+    }
     bare_repo = make_bare_repo(tmp_path)
     with running_stack(tmp_path, nats_url, mongo_url, env=env) as stack:
         async with _admin(stack) as api:
@@ -213,11 +268,24 @@ async def test_webhook_secret_and_a_late_press(tmp_path: Path, nats_url: str, mo
 
             # Telegram's secret header is checked: a forged update is turned away and never handled.
             async with httpx.AsyncClient() as c:
-                for _ in range(100):  # the gateway asks Telegram for the webhook before its route serves: 404 until then
-                    r = await c.post(fake.webhook["url"], headers={"X-Telegram-Bot-Api-Secret-Token": "forged"},
-                                     json={"update_id": 1, "message": {"message_id": 1, "date": 0, "text": "/subscribe all",
-                                           "chat": {"id": LEAD, "type": "private"}, "from": {"id": LEAD, "is_bot": False, "first_name": "x"},
-                                           "entities": [{"type": "bot_command", "offset": 0, "length": 10}]}})
+                for _ in range(
+                    100
+                ):  # the gateway asks Telegram for the webhook before its route serves: 404 until then
+                    r = await c.post(
+                        fake.webhook["url"],
+                        headers={"X-Telegram-Bot-Api-Secret-Token": "forged"},
+                        json={
+                            "update_id": 1,
+                            "message": {
+                                "message_id": 1,
+                                "date": 0,
+                                "text": "/subscribe all",
+                                "chat": {"id": LEAD, "type": "private"},
+                                "from": {"id": LEAD, "is_bot": False, "first_name": "x"},
+                                "entities": [{"type": "bot_command", "offset": 0, "length": 10}],
+                            },
+                        },
+                    )
                     if r.status_code != 404:
                         break
                     await asyncio.sleep(0.1)
@@ -242,7 +310,9 @@ async def test_webhook_secret_and_a_late_press(tmp_path: Path, nats_url: str, mo
             assert not [c for c in session["changes"] if c["type"] == "command-run"]  # the command never ran
 
 
-async def test_without_a_token_the_gateway_follows_events_and_says_telegram_is_off(tmp_path: Path, nats_url: str, mongo_url: str) -> None:
+async def test_without_a_token_the_gateway_follows_events_and_says_telegram_is_off(
+    tmp_path: Path, nats_url: str, mongo_url: str
+) -> None:
     with running_stack(tmp_path, nats_url, mongo_url, services=["telegram-gateway"]) as stack:
         url = f"http://127.0.0.1:{stack.metrics_ports['telegram-gateway']}/readyz"
         body = ""

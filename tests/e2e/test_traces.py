@@ -50,32 +50,62 @@ def roots(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
 
 def final_status(spans: list[ReceivedSpan], run_id: str) -> list[ReceivedSpan]:
     """core-api applying the run's final status to the run (ingestion's last step) in the run's trace."""
-    return [s for s in run_trace(spans, run_id) if s.service == "core-api" and s.name == "apply run.status"
-            and s.attributes.get("nexus.run.status") == "succeeded"]
+    return [
+        s
+        for s in run_trace(spans, run_id)
+        if s.service == "core-api"
+        and s.name == "apply run.status"
+        and s.attributes.get("nexus.run.status") == "succeeded"
+    ]
 
 
-async def test_one_run_is_one_trace_across_processes(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth, receiver) -> None:
-    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker"],
-                       env={"NEXUS_OTLP_ENDPOINT": receiver.endpoint}) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+async def test_one_run_is_one_trace_across_processes(
+    tmp_path: Path, nats_url: str, mongo_url: str, nats_auth, receiver
+) -> None:
+    with running_stack(
+        tmp_path,
+        nats_url,
+        mongo_url,
+        nats_auth=nats_auth,
+        services=["core-api", "worker"],
+        env={"NEXUS_OTLP_ENDPOINT": receiver.endpoint},
+    ) as stack:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+        ) as api:
             name = f"tracer-{uuid.uuid4().hex[:6]}"
-            r = await api.post("/v1/agents", json={"name": name, "system_prompt": "You trace.", "tools": ["note", "read_file"],
-                                                   "llm": {"provider": "scripted", "script": SCRIPT}})
+            r = await api.post(
+                "/v1/agents",
+                json={
+                    "name": name,
+                    "system_prompt": "You trace.",
+                    "tools": ["note", "read_file"],
+                    "llm": {"provider": "scripted", "script": SCRIPT},
+                },
+            )
             assert r.status_code == 201, r.text
             r = await api.post("/v1/tasks", json={"title": "Be traced", "assignee": name})
             assert r.status_code == 201, r.text
             run_id = r.json()["current_run_id"]
-            run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
+            run = await wait_for(
+                api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed", "timed_out")
+            )
             assert run["status"] == "succeeded", run
 
         # Each process exports in its own batches: wait until the final status is in and every span's parent too.
         runner_log = (stack.home / "runs" / run_id / "attempt-1" / "runner.log").read_text()
         try:
-            spans = run_trace(receiver.wait_for(lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1), run_id)
+            spans = run_trace(
+                receiver.wait_for(
+                    lambda got: bool(final_status(got, run_id)) and len(roots(run_trace(got, run_id))) == 1
+                ),
+                run_id,
+            )
         except TimeoutError:
             spans = run_trace(receiver.spans, run_id)
-            raise AssertionError(f"final status: {final_status(spans, run_id)}; spans without their parent: {roots(spans)}") from None
+            raise AssertionError(
+                f"final status: {final_status(spans, run_id)}; spans without their parent: {roots(spans)}"
+            ) from None
 
     by_id = {s.span_id: s for s in spans}
     services = {s.service for s in spans}
@@ -87,12 +117,20 @@ async def test_one_run_is_one_trace_across_processes(tmp_path: Path, nats_url: s
 
     # core-api commands the launch (producer) → the worker handles it (consumer) and launches → the runner's
     # session is the child of that launch, through TRACEPARENT.
-    (launch_cmd,) = [s for s in spans if s.kind == "producer" and s.attributes["messaging.destination.name"] == "nexus.cmd.worker.launch_run"]
+    (launch_cmd,) = [
+        s
+        for s in spans
+        if s.kind == "producer" and s.attributes["messaging.destination.name"] == "nexus.cmd.worker.launch_run"
+    ]
     assert launch_cmd.service == "core-api" and launch_cmd.attributes["messaging.system"] == "nats"
     (intake,) = [s for s in spans if s.kind == "consumer" and s.parent_span_id == launch_cmd.span_id]
     assert intake.service == "worker" and intake.attributes["messaging.consumer.group.name"] == "worker-launch"
     (launch,) = [s for s in spans if s.name == "launch run"]
-    assert launch.service == "worker" and launch.attributes["nexus.run_id"] == run_id and launch.parent_span_id == intake.span_id
+    assert (
+        launch.service == "worker"
+        and launch.attributes["nexus.run_id"] == run_id
+        and launch.parent_span_id == intake.span_id
+    )
     (session,) = [s for s in spans if s.name == "invoke_agent"]
     assert session.service == "agent-runner" and session.parent_span_id == launch.span_id
 
@@ -106,22 +144,42 @@ async def test_one_run_is_one_trace_across_processes(tmp_path: Path, nats_url: s
 
     chats = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
     assert len(chats) == 3 and all(inside(c) and c.kind == "client" for c in chats)
-    assert all(c.attributes["gen_ai.provider.name"] == "scripted" and c.attributes["gen_ai.usage.input_tokens"] > 0
-               and "gen_ai.usage.output_tokens" in c.attributes and "nexus.llm.cost_usd" in c.attributes for c in chats)
-    tools = {s.attributes["gen_ai.tool.name"]: s for s in spans if s.attributes.get("gen_ai.operation.name") == "execute_tool"}
+    assert all(
+        c.attributes["gen_ai.provider.name"] == "scripted"
+        and c.attributes["gen_ai.usage.input_tokens"] > 0
+        and "gen_ai.usage.output_tokens" in c.attributes
+        and "nexus.llm.cost_usd" in c.attributes
+        for c in chats
+    )
+    tools = {
+        s.attributes["gen_ai.tool.name"]: s
+        for s in spans
+        if s.attributes.get("gen_ai.operation.name") == "execute_tool"
+    }
     assert {"note", "read_file"} <= set(tools) and all(inside(t) for t in tools.values())
-    assert tools["note"].attributes["nexus.tool.outcome"] == "ok" and tools["note"].attributes["nexus.tool.refused"] is False
-    assert tools["read_file"].attributes["nexus.tool.outcome"] == "refused" and tools["read_file"].attributes["nexus.tool.refused"] is True
+    assert (
+        tools["note"].attributes["nexus.tool.outcome"] == "ok"
+        and tools["note"].attributes["nexus.tool.refused"] is False
+    )
+    assert (
+        tools["read_file"].attributes["nexus.tool.outcome"] == "refused"
+        and tools["read_file"].attributes["nexus.tool.refused"] is True
+    )
 
     # The runner's final status reaches core-api in the same trace: published inside the session, applied by
     # core-api's ingestion under the consumer span that continues it.
     consumers = [by_id[final.parent_span_id] for final in final_status(spans, run_id)]
-    assert all(c.service == "core-api" and c.kind == "consumer" and c.attributes["messaging.system"] == "nats" for c in consumers)
+    assert all(
+        c.service == "core-api" and c.kind == "consumer" and c.attributes["messaging.system"] == "nats"
+        for c in consumers
+    )
     assert any(inside(c) for c in consumers), consumers  # the runner's own report of it
 
     # The runner's log lines (text under the local stack, as the worker's) carry the run and its trace.
     session_lines = [line for line in runner_log.splitlines() if "commands are confined by" in line]
-    assert session_lines and all(f"run_id={run_id} trace_id={session.trace_id} span_id=" in line for line in session_lines), runner_log
+    assert session_lines and all(
+        f"run_id={run_id} trace_id={session.trace_id} span_id=" in line for line in session_lines
+    ), runner_log
 
 
 # ---------------------------------------------------------------- the other roots: a schedule, a chat command
@@ -144,7 +202,9 @@ def through_the_runner(spans: list[ReceivedSpan], run_id: str) -> tuple[Received
     return root, trace
 
 
-async def succeeded_and_traced(api: httpx.AsyncClient, receiver: OtlpReceiver, run_id: str) -> tuple[str, list[ReceivedSpan]]:
+async def succeeded_and_traced(
+    api: httpx.AsyncClient, receiver: OtlpReceiver, run_id: str
+) -> tuple[str, list[ReceivedSpan]]:
     """Once the run succeeded: the spans, when its trace holds core-api's final status and every span's parent —
     down to a true root (no parent at all: a span whose parent's process has not exported yet looks like one)."""
     run = await wait_for(api, f"/v1/runs/{run_id}", lambda b: b["status"] in ("succeeded", "failed", "timed_out"))
@@ -160,21 +220,42 @@ async def succeeded_and_traced(api: httpx.AsyncClient, receiver: OtlpReceiver, r
         raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run_id))}") from None
 
 
-async def test_a_schedule_firing_is_the_root_of_its_runs_trace(tmp_path: Path, nats_url: str, mongo_url: str,
-                                                                nats_auth, receiver) -> None:
+async def test_a_schedule_firing_is_the_root_of_its_runs_trace(
+    tmp_path: Path, nats_url: str, mongo_url: str, nats_auth, receiver
+) -> None:
     env = {"NEXUS_OTLP_ENDPOINT": receiver.endpoint, "NEXUS_SCHEDULE_TICK_S": "0.5", "NEXUS_SCHEDULE_GRACE_S": "5"}
-    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker"], env=env) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+    with running_stack(
+        tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker"], env=env
+    ) as stack:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+        ) as api:
             name = f"timed-{uuid.uuid4().hex[:6]}"
-            r = await api.post("/v1/agents", json={"name": name, "system_prompt": "You run on time.", "tools": ["note"],
-                                                   "llm": {"provider": "scripted", "script": PLAIN}})
+            r = await api.post(
+                "/v1/agents",
+                json={
+                    "name": name,
+                    "system_prompt": "You run on time.",
+                    "tools": ["note"],
+                    "llm": {"provider": "scripted", "script": PLAIN},
+                },
+            )
             assert r.status_code == 201, r.text
-            r = await api.post("/v1/schedules", json={"name": name, "cron": "* * * * * */2", "timezone": "UTC", "overlap": "skip",
-                                                      "task": {"title": f"on time {name}", "assignee": name}})
+            r = await api.post(
+                "/v1/schedules",
+                json={
+                    "name": name,
+                    "cron": "* * * * * */2",
+                    "timezone": "UTC",
+                    "overlap": "skip",
+                    "task": {"title": f"on time {name}", "assignee": name},
+                },
+            )
             assert r.status_code == 201, r.text
             schedule = r.json()
-            fired = await wait_for(api, f"/v1/schedules/{schedule['id']}", lambda s: s["fired_count"] >= 1 and s["active_item_id"])
+            fired = await wait_for(
+                api, f"/v1/schedules/{schedule['id']}", lambda s: s["fired_count"] >= 1 and s["active_item_id"]
+            )
             assert (await api.delete(f"/v1/schedules/{schedule['id']}")).status_code == 204
             task = (await api.get(f"/v1/tasks/{fired['active_item_id']}")).json()
             run_id, spans = await succeeded_and_traced(api, receiver, task["current_run_id"])
@@ -188,25 +269,43 @@ async def test_a_schedule_firing_is_the_root_of_its_runs_trace(tmp_path: Path, n
     assert any(s.service == "core-api" and s.kind == "consumer" and s.parent_span_id == fire_cmd.span_id for s in trace)
 
 
-async def test_a_chat_command_is_the_root_of_what_it_starts(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth,
-                                                            receiver, fake) -> None:
-    env = {"NEXUS_OTLP_ENDPOINT": receiver.endpoint, "NEXUS_TELEGRAM_TOKEN": fake.token,
-           "NEXUS_TELEGRAM_API_URL": fake.base_url, "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1"}
-    with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker", "telegram-gateway"],
-                       env=env) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30,
-                                     headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}) as api:
-            r = await api.post("/v1/chat-bindings", json={"user_id": str(LEAD), "identity": "lea@example.com", "role": "lead"})
+async def test_a_chat_command_is_the_root_of_what_it_starts(
+    tmp_path: Path, nats_url: str, mongo_url: str, nats_auth, receiver, fake
+) -> None:
+    env = {
+        "NEXUS_OTLP_ENDPOINT": receiver.endpoint,
+        "NEXUS_TELEGRAM_TOKEN": fake.token,
+        "NEXUS_TELEGRAM_API_URL": fake.base_url,
+        "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
+    }
+    with running_stack(
+        tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=["core-api", "worker", "telegram-gateway"], env=env
+    ) as stack:
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}
+        ) as api:
+            r = await api.post(
+                "/v1/chat-bindings", json={"user_id": str(LEAD), "identity": "lea@example.com", "role": "lead"}
+            )
             assert r.status_code == 201, r.text
             planner = f"planner-{uuid.uuid4().hex[:6]}"
             script = 'steps:\n  - tool_calls: [{name: finish, args: {summary: "nothing to split"}}]\n'
-            r = await api.post("/v1/agents", json={"name": planner, "system_prompt": "You plan.", "tools": ["finish", "note"],
-                                                   "llm": {"provider": "scripted", "script": script}})
+            r = await api.post(
+                "/v1/agents",
+                json={
+                    "name": planner,
+                    "system_prompt": "You plan.",
+                    "tools": ["finish", "note"],
+                    "llm": {"provider": "scripted", "script": script},
+                },
+            )
             assert r.status_code == 201, r.text
             await fake.send_text(LEAD, f"/goal Be traced from chat with {planner}")
             created = await fake.wait_message(LEAD, "Goal <code>goal_")
             goal_id = re.search(r"goal_[0-9a-z]{26}", created["text"]).group(0)
-            await wait_for(api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"]))  # the command applied
+            await wait_for(
+                api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"])
+            )  # the command applied
             goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: bool(g.get("meta_run_id")))
             run_id, spans = await succeeded_and_traced(api, receiver, goal["meta_run_id"])
 
@@ -214,6 +313,10 @@ async def test_a_chat_command_is_the_root_of_what_it_starts(tmp_path: Path, nats
     assert (root.service, root.name) == ("telegram-gateway", "chat command goal"), root
     assert root.attributes["nexus.chat.command"] == "goal"
     assert not any("Be traced" in str(v) for s in trace for v in s.attributes.values())  # the arguments stay out
-    (goal_cmd,) = [s for s in trace if s.kind == "producer" and s.attributes["messaging.destination.name"] == "nexus.cmd.core.create_goal"]
+    (goal_cmd,) = [
+        s
+        for s in trace
+        if s.kind == "producer" and s.attributes["messaging.destination.name"] == "nexus.cmd.core.create_goal"
+    ]
     assert goal_cmd.service == "telegram-gateway"
     assert any(s.service == "core-api" and s.kind == "consumer" and s.parent_span_id == goal_cmd.span_id for s in trace)

@@ -50,7 +50,9 @@ async def signed_in(browser: Browser, base: str, key: str, *, scripts: bool = Tr
     return page
 
 
-async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClient, browser: Browser, bare_repo) -> None:
+async def test_admin_runs_a_task_through_the_browser(
+    stack, api: httpx.AsyncClient, browser: Browser, bare_repo
+) -> None:
     r = await api.post("/v1/repositories", json={"name": "demo", "url": str(bare_repo), "default_branch": "main"})
     assert r.status_code == 201, r.text
     base = stack.api_url
@@ -96,7 +98,9 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
     await page.wait_for_url(re.compile(r".*/ui/runs/run_[a-z0-9]+$"))
     run_id = page.url.rsplit("/", 1)[1]
     run_page = page
-    await expect(run_page.locator("#live-status .status")).to_have_attribute("data-status", "waiting_approval", timeout=WAIT)
+    await expect(run_page.locator("#live-status .status")).to_have_attribute(
+        "data-status", "waiting_approval", timeout=WAIT
+    )
     await expect(run_page.locator("#events li[data-type='run.approval_requested']")).to_have_count(1, timeout=WAIT)
     await shot(run_page, "run-waiting")
     events_before = await run_page.locator("#events li").count()
@@ -121,7 +125,9 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
 
     # Neither the run page nor the board is reloaded: both follow the streams.
     await expect(run_page.locator("#live-status .status")).to_have_attribute("data-status", "succeeded", timeout=WAIT)
-    await expect(run_page.locator("#run-status")).to_have_attribute("data-status", "succeeded", timeout=WAIT)  # the facts, re-read
+    await expect(run_page.locator("#run-status")).to_have_attribute(
+        "data-status", "succeeded", timeout=WAIT
+    )  # the facts, re-read
     await expect(run_page.locator("#events li[data-type='run.approval_decided']")).to_have_count(1, timeout=WAIT)
     assert await run_page.locator("#events li").count() > events_before
     await shot(run_page, "run-succeeded")
@@ -134,13 +140,22 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
     await run_page.reload()
     await expect(run_page.locator(".change[data-type]", has_text="notes/hello.txt").first).to_be_visible()
     # ... with what the write changed: its diff, the added line styled as an addition.
-    await expect(run_page.locator(".change[data-type='file-write'] pre.diff .add", has_text="+written after a person said yes")).to_be_visible()
+    await expect(
+        run_page.locator(".change[data-type='file-write'] pre.diff .add", has_text="+written after a person said yes")
+    ).to_be_visible()
     await expect(run_page.locator("#ledger")).to_have_attribute("data-ok", "true")
     await shot(run_page, "run")
 
-    for name, path in {"agents": "/ui/agents", "skills": "/ui/skills", "memory": "/ui/memory", "runs": "/ui/runs",
-                       "goals": "/ui/goals", "keys": "/ui/admin/keys", "audit": "/ui/admin/audit",
-                       "task": f"/ui/tasks/{run['task_id']}"}.items():
+    for name, path in {
+        "agents": "/ui/agents",
+        "skills": "/ui/skills",
+        "memory": "/ui/memory",
+        "runs": "/ui/runs",
+        "goals": "/ui/goals",
+        "keys": "/ui/admin/keys",
+        "audit": "/ui/admin/audit",
+        "task": f"/ui/tasks/{run['task_id']}",
+    }.items():
         response = await page.goto(path)
         assert response is not None and response.status == 200, path
         await shot(page, name)
@@ -153,8 +168,15 @@ async def test_admin_runs_a_task_through_the_browser(stack, api: httpx.AsyncClie
 async def test_a_viewer_cannot_approve(stack, api: httpx.AsyncClient, browser: Browser) -> None:
     r = await api.post("/v1/api-keys", json={"name": "watcher", "role": "viewer"})
     viewer_key = r.json()["key"]
-    r = await api.post("/v1/agents", json={"name": "asker", "system_prompt": "x", "permissions": {"ask": ["write:*"]},
-                                           "llm": {"provider": "scripted", "script": SCRIPT}})
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": "asker",
+            "system_prompt": "x",
+            "permissions": {"ask": ["write:*"]},
+            "llm": {"provider": "scripted", "script": SCRIPT},
+        },
+    )
     assert r.status_code == 201, r.text
     task = (await api.post("/v1/tasks", json={"title": "ask", "assignee": "asker"})).json()
     page = await wait_for(api, "/v1/approvals", lambda p: len(p["items"]) == 1)
@@ -167,23 +189,31 @@ async def test_a_viewer_cannot_approve(stack, api: httpx.AsyncClient, browser: B
     await expect(viewer.locator("button[data-decide]")).to_have_count(0)
     await shot(viewer, "approvals-viewer")
     token = await viewer.locator("input[name=_csrf]").first.get_attribute("value")
-    r = await viewer.request.post(f"{stack.api_url}/ui/approvals/{approval['id']}/approve", form={"_csrf": token, "reason": "forged"})
+    r = await viewer.request.post(
+        f"{stack.api_url}/ui/approvals/{approval['id']}/approve", form={"_csrf": token, "reason": "forged"}
+    )
     assert r.status == 403
     assert (await api.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
     assert (await api.get(f"/v1/tasks/{task['id']}")).json()["current_run_id"] == approval["run_id"]
 
     # Reading needs no JavaScript: signed in through the plain form, the run page lists what happened so far.
-    await wait_for(api, f"/v1/runs/{approval['run_id']}", lambda run: run["status"] == "waiting_approval")  # a static page does not catch up
+    await wait_for(
+        api, f"/v1/runs/{approval['run_id']}", lambda run: run["status"] == "waiting_approval"
+    )  # a static page does not catch up
     plain = await signed_in(browser, stack.api_url, viewer_key, scripts=False)
     await plain.goto(f"/ui/runs/{approval['run_id']}")
     await expect(plain.locator("#live-status .status")).to_have_attribute("data-status", "waiting_approval")
     await expect(plain.locator("#events li[data-type='run.approval_requested']")).to_have_count(1)
     await plain.goto("/ui/board")
-    await expect(plain.locator(f"article[data-task='{task['id']}']")).to_have_attribute("data-column", "waiting_approval")
+    await expect(plain.locator(f"article[data-task='{task['id']}']")).to_have_attribute(
+        "data-column", "waiting_approval"
+    )
     await shot(plain, "board-without-javascript")
 
 
-async def test_a_card_dragged_to_another_column_moves_where_the_state_machine_allows(stack, api: httpx.AsyncClient, browser: Browser) -> None:
+async def test_a_card_dragged_to_another_column_moves_where_the_state_machine_allows(
+    stack, api: httpx.AsyncClient, browser: Browser
+) -> None:
     task = (await api.post("/v1/tasks", json={"title": "drag me", "status": "backlog"})).json()
     page = await signed_in(browser, stack.api_url, stack.env["NEXUS_ADMIN_KEY"])
     card = page.locator(f"article[data-task='{task['id']}']")
@@ -199,7 +229,9 @@ async def test_a_card_dragged_to_another_column_moves_where_the_state_machine_al
 
     # Backlog → Failed / cancelled is one: the move is stored and the card follows.
     await card.drag_to(lane.locator(".column[data-column='failed_cancelled']"))
-    await expect(page.locator(f"article[data-task='{task['id']}']")).to_have_attribute("data-column", "failed_cancelled", timeout=WAIT)
+    await expect(page.locator(f"article[data-task='{task['id']}']")).to_have_attribute(
+        "data-column", "failed_cancelled", timeout=WAIT
+    )
     assert (await api.get(f"/v1/tasks/{task['id']}")).json()["status"] == "cancelled"
     await expect(page.locator("#board-message")).to_contain_text("Moved “drag me” to Failed / cancelled")
     await shot(page, "board-drag-moved")

@@ -27,7 +27,9 @@ FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, mongo_url: str, nats_auth: Path | None) -> Iterator[Stack]:
     env = {"NEXUS_HEARTBEAT_TIMEOUT_S": "3", "NEXUS_SWEEP_INTERVAL_S": "0.5", "NEXUS_RUNNER_HEARTBEAT_S": "0.5"}
-    with running_stack(tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env, nats_auth=nats_auth) as s:
+    with running_stack(
+        tmp_path, nats_url, mongo_url, services=["core-api", "worker"], env=env, nats_auth=nats_auth
+    ) as s:
         yield s
 
 
@@ -36,11 +38,16 @@ def script(sleep_s: int) -> str:
 
 
 async def start_run(api: httpx.AsyncClient, name: str, sleep_s: int) -> dict:
-    r = await api.post("/v1/agents", json={
-        "name": name, "system_prompt": "You wait.", "tools": ["run_command", "note"],
-        "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
-        "llm": {"provider": "scripted", "script": script(sleep_s)},
-    })
+    r = await api.post(
+        "/v1/agents",
+        json={
+            "name": name,
+            "system_prompt": "You wait.",
+            "tools": ["run_command", "note"],
+            "permissions": {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
+            "llm": {"provider": "scripted", "script": script(sleep_s)},
+        },
+    )
     assert r.status_code == 201, r.text
     r = await api.post("/v1/tasks", json={"title": f"{name} task", "assignee": name})
     assert r.status_code == 201, r.text

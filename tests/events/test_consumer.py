@@ -45,8 +45,16 @@ async def _collect(js, run_id: str, handler, *, max_deliver: int = 3, until: int
 
     durable = f"t-{uuid.uuid4().hex[:8]}"
     task = asyncio.create_task(
-        consume(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>",
-                handler=wrapped, stop=stop, max_deliver=max_deliver, ack_wait_s=2)
+        consume(
+            js,
+            stream=RUNS_STREAM,
+            durable=durable,
+            subject=f"nexus.run.{run_id}.>",
+            handler=wrapped,
+            stop=stop,
+            max_deliver=max_deliver,
+            ack_wait_s=2,
+        )
     )
     for _ in range(300):
         if len(seen) >= until:
@@ -153,10 +161,18 @@ async def test_partitioned_consumer_keeps_each_runs_order_and_overlaps_runs(js) 
         seen[run].append(int(d.payload.message))
         in_flight.discard(run)
 
-    task = asyncio.create_task(consume(
-        js, stream=RUNS_STREAM, durable=f"p-{tag}", subject="nexus.run.*.log", handler=handler, stop=stop,
-        concurrency=4, partition=lambda s: s.split(".")[2],
-    ))
+    task = asyncio.create_task(
+        consume(
+            js,
+            stream=RUNS_STREAM,
+            durable=f"p-{tag}",
+            subject="nexus.run.*.log",
+            handler=handler,
+            stop=stop,
+            concurrency=4,
+            partition=lambda s: s.split(".")[2],
+        )
+    )
     for _ in range(300):
         if sum(map(len, seen.values())) == 20:
             break
@@ -165,7 +181,6 @@ async def test_partitioned_consumer_keeps_each_runs_order_and_overlaps_runs(js) 
     await task
     assert seen == {r: list(range(10)) for r in runs}
     assert max(overlapped) == 2  # the two runs were handled at the same time
-
 
 
 async def test_prefetch_keeps_each_keys_order_and_returns_what_it_did_not_handle(js) -> None:
@@ -191,10 +206,22 @@ async def test_prefetch_keeps_each_keys_order_and_returns_what_it_did_not_handle
         async def one(d: Delivery) -> None:
             await group([d])
 
-        return asyncio.create_task(consume(
-            js, stream=RUNS_STREAM, durable=durable, subject="nexus.run.*.log", handler=one, group_handler=group,
-            stop=stop, batch=8, concurrency=4, partition=lambda s: s.split(".")[2], ack_wait_s=120, prefetch=True,
-        ))
+        return asyncio.create_task(
+            consume(
+                js,
+                stream=RUNS_STREAM,
+                durable=durable,
+                subject="nexus.run.*.log",
+                handler=one,
+                group_handler=group,
+                stop=stop,
+                batch=8,
+                concurrency=4,
+                partition=lambda s: s.split(".")[2],
+                ack_wait_s=120,
+                prefetch=True,
+            )
+        )
 
     stop, held = asyncio.Event(), asyncio.Event()
     first = consumer(0, stop, held)
@@ -226,11 +253,21 @@ async def test_prefetch_survives_an_idle_stream(js) -> None:
         handled.append(d.payload.message)
         got.set()
 
-    task = asyncio.create_task(consume(
-        js, stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}", subject=f"nexus.run.{run_id}.>", handler=one,
-        group_handler=lambda ds: asyncio.gather(*(one(d) for d in ds)), stop=stop, batch=8, concurrency=2,
-        partition=lambda s: s.split(".")[2], prefetch=True,
-    ))
+    task = asyncio.create_task(
+        consume(
+            js,
+            stream=RUNS_STREAM,
+            durable=f"t-{uuid.uuid4().hex[:8]}",
+            subject=f"nexus.run.{run_id}.>",
+            handler=one,
+            group_handler=lambda ds: asyncio.gather(*(one(d) for d in ds)),
+            stop=stop,
+            batch=8,
+            concurrency=2,
+            partition=lambda s: s.split(".")[2],
+            prefetch=True,
+        )
+    )
     try:
         for n in range(3):  # idle fetches come and go: each ~0.5 s timeout, several in a row
             await pub.publish("run.log", RunLog(message=f"m{n}"), run_id=run_id)
@@ -254,8 +291,15 @@ async def _publish_logs(js, run_id: str, n: int) -> None:
 
 
 def _pull(js, durable: str, run_id: str):
-    return pulling(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>", max_deliver=5,
-                   ack_wait_s=30, max_ack_pending=1000)
+    return pulling(
+        js,
+        stream=RUNS_STREAM,
+        durable=durable,
+        subject=f"nexus.run.{run_id}.>",
+        max_deliver=5,
+        ack_wait_s=30,
+        max_ack_pending=1000,
+    )
 
 
 async def _whole_batch(sub, n: int) -> list:

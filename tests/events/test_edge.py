@@ -31,9 +31,15 @@ async def test_the_edge_exports_the_lag_of_its_users_consumers(nats_url: str, na
         try:
             await js.consumer_info(durable.stream, durable.name)
         except NotFoundError:
-            await js.add_consumer(durable.stream, ConsumerConfig(
-                durable_name=durable.name, filter_subject=durable.filter, ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL))
+            await js.add_consumer(
+                durable.stream,
+                ConsumerConfig(
+                    durable_name=durable.name,
+                    filter_subject=durable.filter,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                ),
+            )
             created = True
         await js.publish("nexus.evt.goal.status_changed", b"{}")  # waiting: nobody pulls this durable here
         waiting = (await js.consumer_info(durable.stream, durable.name)).num_pending

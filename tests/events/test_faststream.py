@@ -37,8 +37,14 @@ async def test_faststream_subscriber_decodes_retries_and_dead_letters(nats_url: 
             handled.set()
 
     broker = NatsBroker(**broker_options(nats_url, "tools", nats_creds))
-    durable_subscriber(broker, subject=f"nexus.run.{run_id}.>", stream=RUNS_STREAM, durable=f"t-{uuid.uuid4().hex[:8]}",
-                       max_deliver=3, ack_wait_s=2)(handler)
+    durable_subscriber(
+        broker,
+        subject=f"nexus.run.{run_id}.>",
+        stream=RUNS_STREAM,
+        durable=f"t-{uuid.uuid4().hex[:8]}",
+        max_deliver=3,
+        ack_wait_s=2,
+    )(handler)
     await broker.start()
     try:
         subject = f"nexus.run.{run_id}.log"
@@ -47,7 +53,10 @@ async def test_faststream_subscriber_decodes_retries_and_dead_letters(nats_url: 
         pub = Publisher(js, "test")
         await pub.publish("run.log", RunLog(message="boom"), run_id=run_id)
         await pub.publish("run.log", RunLog(message="after"), run_id=run_id)
-        letters = [msgspec.json.decode(decode_raw((await dlq.next_msg(timeout=30)).data).data, type=DeadLetter) for _ in range(2)]
+        letters = [
+            msgspec.json.decode(decode_raw((await dlq.next_msg(timeout=30)).data).data, type=DeadLetter)
+            for _ in range(2)
+        ]
         await asyncio.wait_for(handled.wait(), 30)
     finally:
         await broker.stop()

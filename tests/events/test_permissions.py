@@ -34,11 +34,14 @@ class Conn:
             self.violations.append(str(exc).lower())
             self.heard.set()
 
-        self.nc = await connect(url, name, creds=creds, user=user, error_cb=on_error, max_reconnect_attempts=0, allow_reconnect=False)
+        self.nc = await connect(
+            url, name, creds=creds, user=user, error_cb=on_error, max_reconnect_attempts=0, allow_reconnect=False
+        )
         return self
 
     async def refused(self, what: str) -> bool:
         """Wait (bounded) for the server to call `what` a permissions violation."""
+
         async def seen() -> None:
             while not any("permissions violation" in v and f'"{what.lower()}"' in v for v in self.violations):
                 self.heard.clear()
@@ -130,11 +133,23 @@ async def test_a_run_publishes_its_own_events_and_plan(as_run, tools) -> None:
     assert not run.violations
 
 
-@pytest.mark.parametrize("target", [
-    "nexus.cmd.worker.launch_run", "nexus.cmd.worker.cancel_run", "nexus.cmd.core.decide_approval", "nexus.cmd.core.create_goal",
-    "nexus.evt.run.succeeded", "nexus.evt.approval.decided", "nexus.dlq.nexus.run.x.log",
-    "other-run-log", "other-run-plan", "own-approval_decided", "own-child_finished", "unrelated-kernel-inbox",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "nexus.cmd.worker.launch_run",
+        "nexus.cmd.worker.cancel_run",
+        "nexus.cmd.core.decide_approval",
+        "nexus.cmd.core.create_goal",
+        "nexus.evt.run.succeeded",
+        "nexus.evt.approval.decided",
+        "nexus.dlq.nexus.run.x.log",
+        "other-run-log",
+        "other-run-plan",
+        "own-approval_decided",
+        "own-child_finished",
+        "unrelated-kernel-inbox",
+    ],
+)
 async def test_a_run_cannot_publish_outside_its_own_subjects(as_run, tools, target: str) -> None:
     who, other = new_run(), new_run()
     subject_ = {
@@ -153,13 +168,26 @@ async def test_a_run_cannot_publish_outside_its_own_subjects(as_run, tools, targ
         assert await last_seq(tools, stream, subject_) == before
 
 
-@pytest.mark.parametrize("target", [
-    "other-run", "all-runs", "nexus.cmd.>", "nexus.evt.>", "_INBOX.>", "_INBOX.core-api.>", "other-run-inbox", ">",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "other-run",
+        "all-runs",
+        "nexus.cmd.>",
+        "nexus.evt.>",
+        "_INBOX.>",
+        "_INBOX.core-api.>",
+        "other-run-inbox",
+        ">",
+    ],
+)
 async def test_a_run_cannot_subscribe_to_another_run_or_a_service(as_run, target: str) -> None:
     who, other = new_run(), new_run()
-    subject_ = {"other-run": f"nexus.run.{other.run_id}.>", "all-runs": "nexus.run.>",
-                "other-run-inbox": f"_INBOX.{other.run_id}.>"}.get(target, target)
+    subject_ = {
+        "other-run": f"nexus.run.{other.run_id}.>",
+        "all-runs": "nexus.run.>",
+        "other-run-inbox": f"_INBOX.{other.run_id}.>",
+    }.get(target, target)
     run = await as_run(who)
     assert await run.cannot_subscribe(subject_)
 
@@ -168,10 +196,12 @@ async def test_a_run_cannot_read_the_run_stream_through_a_consumer_of_its_own_ma
     who, other = new_run(), new_run()
     run = await as_run(who)
     # An unnamed consumer (any filter), one named like its own but filtering another run, and core-api's durable.
-    for api in (f"$JS.API.CONSUMER.CREATE.{RUNS_STREAM}",
-                f"$JS.API.CONSUMER.CREATE.{RUNS_STREAM}.{who.consumer('approval_decided')}.nexus.run.{other.run_id}.approval_decided",
-                f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.core-api-runs",
-                f"$JS.API.CONSUMER.DELETE.{RUNS_STREAM}.core-api-runs"):
+    for api in (
+        f"$JS.API.CONSUMER.CREATE.{RUNS_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{RUNS_STREAM}.{who.consumer('approval_decided')}.nexus.run.{other.run_id}.approval_decided",
+        f"$JS.API.CONSUMER.MSG.NEXT.{RUNS_STREAM}.core-api-runs",
+        f"$JS.API.CONSUMER.DELETE.{RUNS_STREAM}.core-api-runs",
+    ):
         assert await run.cannot_publish(api), api
 
 
@@ -198,7 +228,9 @@ async def test_a_decision_reaches_a_run_only_from_core_api(as_run, as_service, t
 
 
 async def test_only_core_api_and_the_gateway_may_decide_approvals(as_service) -> None:
-    assert set(DECIDERS) == {"telegram-gateway"}  # core-api applies it (its HTTP route decides directly); it never sends it
+    assert set(DECIDERS) == {
+        "telegram-gateway"
+    }  # core-api applies it (its HTTP route decides directly); it never sends it
     cmd = DecideApproval(approval_id="apr_x", decision="approved", decided_by="x")
     gateway = await as_service("telegram-gateway")
     await Publisher(gateway.nc.jetstream(), "telegram-gateway").publish("core.decide_approval", cmd)
@@ -207,12 +239,21 @@ async def test_only_core_api_and_the_gateway_may_decide_approvals(as_service) ->
         assert await svc.cannot_publish(subject("core.decide_approval")), name
 
 
-@pytest.mark.parametrize(("service", "target"), [
-    ("board-sync", "nexus.evt.task.created"), ("board-sync", "nexus.cmd.worker.launch_run"),
-    ("worker", "nexus.evt.run.succeeded"), ("worker", "nexus.cmd.worker.launch_run"), ("worker", "nexus.run.x.child_finished"),
-    ("telegram-gateway", "nexus.run.x.log"), ("telegram-gateway", "nexus.cmd.worker.cancel_run"),
-    ("core-api", "nexus.run.x.status"), ("core-api", "nexus.cmd.core.create_goal"), ("core-api", "$KV.nexus_launches.x"),
-])
+@pytest.mark.parametrize(
+    ("service", "target"),
+    [
+        ("board-sync", "nexus.evt.task.created"),
+        ("board-sync", "nexus.cmd.worker.launch_run"),
+        ("worker", "nexus.evt.run.succeeded"),
+        ("worker", "nexus.cmd.worker.launch_run"),
+        ("worker", "nexus.run.x.child_finished"),
+        ("telegram-gateway", "nexus.run.x.log"),
+        ("telegram-gateway", "nexus.cmd.worker.cancel_run"),
+        ("core-api", "nexus.run.x.status"),
+        ("core-api", "nexus.cmd.core.create_goal"),
+        ("core-api", "$KV.nexus_launches.x"),
+    ],
+)
 async def test_a_service_cannot_publish_outside_its_list(as_service, service: str, target: str) -> None:
     svc = await as_service(service)
     assert await svc.cannot_publish(target)
@@ -230,7 +271,13 @@ async def test_no_credential_no_forged_credential(nats_url: str, auth: Path, tmp
     # A credential from another deployment (a key this server does not trust) is refused too.
     foreign = BusAuth.generate()
     with pytest.raises(NatsError, match="Authorization Violation"):
-        await connect(nats_url, "foreign", creds=foreign.service_creds["core-api"], max_reconnect_attempts=0, allow_reconnect=False)
+        await connect(
+            nats_url,
+            "foreign",
+            creds=foreign.service_creds["core-api"],
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
 
 
 def test_the_run_table_is_what_the_brief_of_confinement_says() -> None:
@@ -238,8 +285,16 @@ def test_the_run_table_is_what_the_brief_of_confinement_says() -> None:
     p = for_run(who)
     assert "nexus.run.run_a.>" in p.pub_allow
     assert set(p.pub_deny) == {"nexus.run.run_a.approval_decided", "nexus.run.run_a.child_finished"}
-    assert not [s for s in p.pub_allow if s.startswith(("nexus.cmd.", "nexus.evt.")) and s != "nexus.cmd.core.plan_children.run_a"]
-    assert not [s for s in (*p.pub_allow, *p.sub_allow) if "*" in s or s.endswith(">") and not s.startswith(("nexus.run.run_a.", "_INBOX.run_a."))]
+    assert not [
+        s
+        for s in p.pub_allow
+        if s.startswith(("nexus.cmd.", "nexus.evt.")) and s != "nexus.cmd.core.plan_children.run_a"
+    ]
+    assert not [
+        s
+        for s in (*p.pub_allow, *p.sub_allow)
+        if "*" in s or s.endswith(">") and not s.startswith(("nexus.run.run_a.", "_INBOX.run_a."))
+    ]
     assert set(SERVICES) == {"core-api", "worker", "board-sync", "telegram-gateway", "tools"}
 
 
@@ -254,8 +309,13 @@ async def test_the_run_signing_key_cannot_mint_more_than_a_run(nats_url: str, au
     assert signer.seed.decode() not in repr(signer)
     who = new_run()
     user = new_seed(nkeys.PREFIX_BYTE_USER)
-    greedy = {"pub": {"allow": [">"]}, "sub": {"allow": [">"]}, "tags": [f"session:{who.session_id}", "attempt:1"],
-              "type": "user", "version": 2}
+    greedy = {
+        "pub": {"allow": [">"]},
+        "sub": {"allow": [">"]},
+        "tags": [f"session:{who.session_id}", "attempt:1"],
+        "type": "user",
+        "version": 2,
+    }
     jwt = encode_jwt(signer.seed, public_key(user), who.run_id, greedy, issuer_account=signer.account_pub)
     try:
         c = await Conn().open(nats_url, "greedy", creds_text(jwt, user), user=who.run_id)

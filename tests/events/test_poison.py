@@ -41,7 +41,12 @@ def test_commands_over_the_bus_have_the_http_field_limits() -> None:
     with pytest.raises(msgspec.ValidationError, match=r"\$\.title"):
         decode_message(_Msg("nexus.cmd.core.create_goal", huge))
     with pytest.raises(msgspec.ValidationError, match=r"\$\.approval_id"):
-        decode_message(_Msg("nexus.cmd.core.decide_approval", _body("core.decide_approval", DecideApproval(approval_id="", decision="approved"))))
+        decode_message(
+            _Msg(
+                "nexus.cmd.core.decide_approval",
+                _body("core.decide_approval", DecideApproval(approval_id="", decision="approved")),
+            )
+        )
 
 
 def test_a_message_over_the_size_limit_is_refused() -> None:
@@ -58,7 +63,9 @@ async def test_a_dead_letter_of_a_large_escaped_message_fits_and_the_consumer_li
     await ensure_streams(js)
     run_id = f"run_{uuid.uuid4().hex}"
     subject = f"nexus.run.{run_id}.log"
-    poison = _body("run.status", RunStatusChanged(status="running", reason='"' * 400_000))  # on the log subject: wrong type
+    poison = _body(
+        "run.status", RunStatusChanged(status="running", reason='"' * 400_000)
+    )  # on the log subject: wrong type
     assert len(poison) > 700_000
     await js.publish(subject, poison)
     await Publisher(js, "test").publish("run.log", RunLog(message="after the poison"), run_id=run_id)
@@ -128,8 +135,16 @@ async def test_consume_survives_its_fetch_loop_raising(nats_url, nats_creds, mon
         got.append(d.payload.message)
         stop.set()
 
-    task = asyncio.create_task(consume(js, stream=RUNS_STREAM, durable=f"f-{uuid.uuid4().hex[:8]}",
-                                       subject=f"nexus.run.{run_id}.>", handler=handler, stop=stop))
+    task = asyncio.create_task(
+        consume(
+            js,
+            stream=RUNS_STREAM,
+            durable=f"f-{uuid.uuid4().hex[:8]}",
+            subject=f"nexus.run.{run_id}.>",
+            handler=handler,
+            stop=stop,
+        )
+    )
     await asyncio.wait_for(task, 30)
     assert got == ["hello"] and len(calls) == 2
     await nc.drain()
@@ -153,8 +168,9 @@ async def test_a_deleted_durable_consumer_is_made_again_and_the_restart_counted(
         if "after" in got:
             stop.set()
 
-    task = asyncio.create_task(consume(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>",
-                                       handler=handler, stop=stop))
+    task = asyncio.create_task(
+        consume(js, stream=RUNS_STREAM, durable=durable, subject=f"nexus.run.{run_id}.>", handler=handler, stop=stop)
+    )
     try:
         await pub.publish("run.log", RunLog(message="before"), run_id=run_id)
         await asyncio.wait_for(_until(lambda: got == ["before"]), 30)

@@ -39,8 +39,13 @@ def test_run_config_schema_accepts_the_seed_example() -> None:
     from nexus.events.payloads import RunConfig
 
     seed = {
-        "run_id": "run_123", "agent_id": "agent_backend_implementer", "task_id": "task_456", "system_prompt": "...",
-        "skills": ["...skill markdown..."], "memory": ["...relevant memory..."], "tools": ["git", "shell", "cargo"],
+        "run_id": "run_123",
+        "agent_id": "agent_backend_implementer",
+        "task_id": "task_456",
+        "system_prompt": "...",
+        "skills": ["...skill markdown..."],
+        "memory": ["...relevant memory..."],
+        "tools": ["git", "shell", "cargo"],
         "permissions": {"can_commit": True, "can_merge": False},
     }
     cfg = msgspec.convert(seed, RunConfig)
@@ -59,7 +64,14 @@ def test_the_official_asyncapi_parser_accepts_the_document() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    out = subprocess.run([node, "validate.mjs", str(ROOT / "proto" / "asyncapi.json")], cwd=checker,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [node, "validate.mjs", str(ROOT / "proto" / "asyncapi.json")],
+        cwd=checker,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     summary = json.loads(out.stdout.splitlines()[-1])
-    assert out.returncode == 0 and summary == {"parsed": True, "errors": 0, "diagnostics": summary["diagnostics"]}, out.stdout[-3000:]
+    assert out.returncode == 0 and summary == {"parsed": True, "errors": 0, "diagnostics": summary["diagnostics"]}, (
+        out.stdout[-3000:]
+    )

@@ -26,8 +26,9 @@ def own_stack(fault_dir: Path) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 async def faults(own_stack: Stack, fault_dir: Path) -> AsyncIterator[FaultStack]:
-    async with httpx.AsyncClient(base_url=own_stack.api_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {own_stack.env['NEXUS_ADMIN_KEY']}"}) as api:
+    async with httpx.AsyncClient(
+        base_url=own_stack.api_url, timeout=30, headers={"Authorization": f"Bearer {own_stack.env['NEXUS_ADMIN_KEY']}"}
+    ) as api:
         f = FaultStack(own_stack, api, make_bare_repo(fault_dir))
         await f.setup()
         yield f

@@ -36,7 +36,9 @@ steps:
   - say: "done"
 """
 FAULT_ENV = {
-    "NEXUS_HEARTBEAT_TIMEOUT_S": "5", "NEXUS_SWEEP_INTERVAL_S": "0.5", "NEXUS_RUNNER_HEARTBEAT_S": "0.5",
+    "NEXUS_HEARTBEAT_TIMEOUT_S": "5",
+    "NEXUS_SWEEP_INTERVAL_S": "0.5",
+    "NEXUS_RUNNER_HEARTBEAT_S": "0.5",
     "NEXUS_REQUEUE_AFTER_S": "5",
 }
 
@@ -60,8 +62,15 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return (self.status in FINAL and self.status == self.verdict and self.commits <= 1 and self.lost_events == 0
-                and self.chains_verified and self.duplicate_launches == 0 and not self.redone)
+        return (
+            self.status in FINAL
+            and self.status == self.verdict
+            and self.commits <= 1
+            and self.lost_events == 0
+            and self.chains_verified
+            and self.duplicate_launches == 0
+            and not self.redone
+        )
 
 
 class FaultStack:
@@ -71,20 +80,32 @@ class FaultStack:
         self.db_name = stack.env["NEXUS_MONGODB_DB"]
 
     async def setup(self) -> None:
-        r = await self.api.post("/v1/agents", json={
-            "name": "fault-writer", "system_prompt": "You write one file.",
-            "tools": ["write_file", "run_command", "note", "finish"],
-            "permissions": {"can_commit": True, "can_merge": False, "commands": {"allow": ["sleep *"], "default": "deny"}},
-            "llm": {"provider": "scripted", "script": SCRIPT},
-        })
+        r = await self.api.post(
+            "/v1/agents",
+            json={
+                "name": "fault-writer",
+                "system_prompt": "You write one file.",
+                "tools": ["write_file", "run_command", "note", "finish"],
+                "permissions": {
+                    "can_commit": True,
+                    "can_merge": False,
+                    "commands": {"allow": ["sleep *"], "default": "deny"},
+                },
+                "llm": {"provider": "scripted", "script": SCRIPT},
+            },
+        )
         assert r.status_code == 201, r.text
-        r = await self.api.post("/v1/repositories", json={"name": "fault-repo", "url": str(self.bare), "default_branch": "main"})
+        r = await self.api.post(
+            "/v1/repositories", json={"name": "fault-repo", "url": str(self.bare), "default_branch": "main"}
+        )
         assert r.status_code == 201, r.text
 
     async def create(self, title: str) -> str:
         for _ in range(600):  # core-api may be restarting from the previous case
             try:
-                r = await self.api.post("/v1/tasks", json={"title": title, "assignee": "fault-writer", "repository": "fault-repo"})
+                r = await self.api.post(
+                    "/v1/tasks", json={"title": title, "assignee": "fault-writer", "repository": "fault-repo"}
+                )
                 if r.status_code == 201:
                     return r.json()["current_run_id"]
             except httpx.HTTPError:
@@ -140,8 +161,12 @@ class FaultStack:
             return None
 
     def pushed(self, run_id: str) -> bool:
-        out = subprocess.run(["git", "--git-dir", str(self.bare), "for-each-ref", "--format=%(refname)", "refs/heads/nexus/"],
-                             capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["git", "--git-dir", str(self.bare), "for-each-ref", "--format=%(refname)", "refs/heads/nexus/"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return run_id in out
 
     async def reach(self, point: str, run_id: str, target: str) -> None:
@@ -189,7 +214,11 @@ class FaultStack:
         run_id = await self.create(f"{target} at {point}")
         out = Outcome(target, point, run_id)
         await self.reach(point, run_id, target)
-        if target in ("runner", "zygote") and (pid := self.runner_pid(run_id)) is not None and (parent := _parent(pid)) is not None:
+        if (
+            target in ("runner", "zygote")
+            and (pid := self.runner_pid(run_id)) is not None
+            and (parent := _parent(pid)) is not None
+        ):
             out.forked = parent == self.zygote_pid()  # None when it had already exited (after its push)
         killed_at = time.monotonic()
         self.kill_and_restart(target, run_id)
@@ -263,13 +292,23 @@ class FaultStack:
             await client.close()
 
     def _commits(self, run_id: str) -> int:
-        ref = subprocess.run(["git", "--git-dir", str(self.bare), "for-each-ref", "--format=%(refname)", "refs/heads/nexus/"],
-                             capture_output=True, text=True, check=False).stdout.split()
+        ref = subprocess.run(
+            ["git", "--git-dir", str(self.bare), "for-each-ref", "--format=%(refname)", "refs/heads/nexus/"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
         mine = [r for r in ref if r.endswith(run_id)]
         if not mine:
             return 0
-        return int(subprocess.run(["git", "--git-dir", str(self.bare), "rev-list", "--count", f"main..{mine[0]}"],
-                                  capture_output=True, text=True, check=True).stdout)
+        return int(
+            subprocess.run(
+                ["git", "--git-dir", str(self.bare), "rev-list", "--count", f"main..{mine[0]}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
 
 
 async def _async(value: bool) -> bool:
@@ -289,9 +328,11 @@ def _children(pid: int) -> list[int]:
 
 def table(outcomes: list[Outcome]) -> str:
     """fault × point → final/total, duplicates, lost events, time to final (the note's table)."""
-    rows = ["| fault | point | final/total | status = runner's | duplicate commits | duplicate launches | redone | lost events "
-            "| chains verify | time to final (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| fault | point | final/total | status = runner's | duplicate commits | duplicate launches | redone | lost events "
+        "| chains verify | time to final (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[str, str], list[Outcome]] = {}
     for o in outcomes:
         groups.setdefault((o.target, o.point), []).append(o)

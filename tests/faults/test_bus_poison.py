@@ -32,8 +32,9 @@ def stack(tmp_path: Path, nats_url: str, mongo_url: str) -> Iterator[Stack]:
 
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"},
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}, timeout=30
+    ) as client:
         yield client
 
 
@@ -69,10 +70,12 @@ async def test_poison_commands_are_dead_lettered_and_consumers_live_on(stack: St
     nc = await connect(stack.nats_url or "", "faults-poison", creds=stack.creds("tools"))
     js = nc.jetstream()
     try:
-        escaped = encode(make_envelope("core.create_goal", CreateGoal(title=f'{tag}' + '"' * 400_000), source="poison"))
+        escaped = encode(make_envelope("core.create_goal", CreateGoal(title=f"{tag}" + '"' * 400_000), source="poison"))
         huge = encode(make_envelope("core.create_goal", CreateGoal(title=tag + "x" * 950_000), source="poison"))
         wrong = encode(make_envelope("core.create_goal", CreateGoal(title=f"sneaky {tag}"), source="poison"))
-        launch = encode(make_envelope("run.status", RunStatusChanged(status="running", reason='"' * 400_000), source="poison"))
+        launch = encode(
+            make_envelope("run.status", RunStatusChanged(status="running", reason='"' * 400_000), source="poison")
+        )
         assert len(escaped) > 700_000 and len(huge) > 900_000
         await js.publish("nexus.cmd.core.create_goal", escaped)
         await js.publish("nexus.cmd.core.create_goal", huge)
@@ -88,10 +91,14 @@ async def test_poison_commands_are_dead_lettered_and_consumers_live_on(stack: St
             await asyncio.sleep(0.1)
         else:
             raise AssertionError(f"the good command after the poison was never handled: {goals.text[:500]}")
-        assert not [t for t in titles if tag in t and not t.startswith("after the poison")]  # nothing of the poison stored
+        assert not [
+            t for t in titles if tag in t and not t.startswith("after the poison")
+        ]  # nothing of the poison stored
 
-        sha = {name: hashlib.sha256(body).hexdigest() for name, body in
-               {"escaped": escaped, "huge": huge, "wrong": wrong, "launch": launch}.items()}
+        sha = {
+            name: hashlib.sha256(body).hexdigest()
+            for name, body in {"escaped": escaped, "huge": huge, "wrong": wrong, "launch": launch}.items()
+        }
         goal_letters = await _letters(js, "nexus.cmd.core.create_goal", {sha["escaped"], sha["huge"]})
         (mismatch,) = (await _letters(js, "nexus.cmd.core.decide_approval", {sha["wrong"]})).values()
         (bad_launch,) = (await _letters(js, "nexus.cmd.worker.launch_run", {sha["launch"]})).values()

@@ -13,8 +13,14 @@ from tests.faults.harness import FINAL, POINTS, TARGETS, FaultStack, Outcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
 
-TRIMMED = [("core-api", "mid-run"), ("worker", "mid-run"), ("runner", "mid-run"), ("zygote", "mid-run"), ("nats", "created"),
-           ("ferretdb", "push")]
+TRIMMED = [
+    ("core-api", "mid-run"),
+    ("worker", "mid-run"),
+    ("runner", "mid-run"),
+    ("zygote", "mid-run"),
+    ("nats", "created"),
+    ("ferretdb", "push"),
+]
 CASES = [(t, p) for t in TARGETS for p in POINTS] if os.environ.get("NEXUS_FAULTS") == "full" else TRIMMED
 
 

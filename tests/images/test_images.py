@@ -66,8 +66,21 @@ AUTH_DIR: list[Path] = []
 
 
 def _run(image: str, name: str, env: dict[str, str], *cmd: str) -> str:
-    args = ["run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp:exec,mode=1777",
-            "--security-opt", "no-new-privileges", "--cap-drop", "ALL"]
+    args = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:exec,mode=1777",
+        "--security-opt",
+        "no-new-privileges",
+        "--cap-drop",
+        "ALL",
+    ]
     if AUTH_DIR:
         args += ["-v", f"{AUTH_DIR[0]}:/auth:ro"]
         env = {**_auth_env(AUTH_DIR[0], image), **env}
@@ -100,16 +113,24 @@ def _wait_ok(url: str, name: str) -> httpx.Response:
     raise AssertionError(f"{url} never answered 200")
 
 
-def test_every_image_starts_non_root_read_only_and_serves_its_ops_port(images, containers, nats_url, mongo_url, container_auth) -> None:
+def test_every_image_starts_non_root_read_only_and_serves_its_ops_port(
+    images, containers, nats_url, mongo_url, container_auth
+) -> None:
     AUTH_DIR[:] = [container_auth] if container_auth else []
     db = f"img_{uuid.uuid4().hex[:8]}"
     ports = free_ports(len(SERVICES) + 1)
     for service, port in zip(SERVICES, ports, strict=False):
         name = f"nexus-test-{service}-{uuid.uuid4().hex[:6]}"
         containers.append(name)
-        env = {"NEXUS_NATS_URL": nats_url, "NEXUS_MONGODB_URL": mongo_url, "NEXUS_MONGODB_DB": db,
-               "NEXUS_METRICS_PORT": str(port), "NEXUS_HTTP_PORT": str(ports[-1]), "NEXUS_HTTP_HOST": "127.0.0.1",
-               "NEXUS_ADMIN_KEY": "nxk_images_" + uuid.uuid4().hex}
+        env = {
+            "NEXUS_NATS_URL": nats_url,
+            "NEXUS_MONGODB_URL": mongo_url,
+            "NEXUS_MONGODB_DB": db,
+            "NEXUS_METRICS_PORT": str(port),
+            "NEXUS_HTTP_PORT": str(ports[-1]),
+            "NEXUS_HTTP_HOST": "127.0.0.1",
+            "NEXUS_ADMIN_KEY": "nxk_images_" + uuid.uuid4().hex,
+        }
         _run(service, name, env)
         _wait_ok(f"http://127.0.0.1:{port}/readyz", name)
         metrics = _wait_ok(f"http://127.0.0.1:{port}/metrics", name)
@@ -120,12 +141,32 @@ def test_every_image_starts_non_root_read_only_and_serves_its_ops_port(images, c
 
 
 def test_the_runner_image_has_what_a_run_needs(images) -> None:
-    out = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", f"nexus-agent-runner:{TAG}",
-                 "sh", "-c", "id -u && git --version && python -c 'import nexus.agent_runner.main'", check=False)
+    out = docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        f"nexus-agent-runner:{TAG}",
+        "sh",
+        "-c",
+        "id -u && git --version && python -c 'import nexus.agent_runner.main'",
+        check=False,
+    )
     # The entry point is the runner; `sh -c` goes through it only when the image allows it.
     if out.returncode != 0:
-        out = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", "--entrypoint", "sh", f"nexus-agent-runner:{TAG}",
-                     "-c", "id -u && git --version && python -c 'import nexus.agent_runner.main'")
+        out = docker(
+            "run",
+            "--rm",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--entrypoint",
+            "sh",
+            f"nexus-agent-runner:{TAG}",
+            "-c",
+            "id -u && git --version && python -c 'import nexus.agent_runner.main'",
+        )
     lines = out.stdout.splitlines()
     assert lines[0] == "10001" and lines[1].startswith("git version")
 
@@ -135,18 +176,43 @@ def test_a_scripted_run_goes_through_the_containers(images, containers, nats_url
     db = f"img_{uuid.uuid4().hex[:8]}"
     http_port, core_ops, worker_ops = free_ports(3)
     admin = "nxk_images_" + uuid.uuid4().hex
-    common = {"NEXUS_NATS_URL": nats_url, "NEXUS_MONGODB_URL": mongo_url, "NEXUS_MONGODB_DB": db,
-              "NEXUS_ADMIN_KEY": admin, "NEXUS_LOG_FORMAT": "json"}
+    common = {
+        "NEXUS_NATS_URL": nats_url,
+        "NEXUS_MONGODB_URL": mongo_url,
+        "NEXUS_MONGODB_DB": db,
+        "NEXUS_ADMIN_KEY": admin,
+        "NEXUS_LOG_FORMAT": "json",
+    }
     core, worker = f"nexus-test-core-{uuid.uuid4().hex[:6]}", f"nexus-test-worker-{uuid.uuid4().hex[:6]}"
     containers.extend([core, worker])
-    _run("core-api", core, {**common, "NEXUS_HTTP_PORT": str(http_port), "NEXUS_HTTP_HOST": "127.0.0.1",
-                            "NEXUS_METRICS_PORT": str(core_ops)})
+    _run(
+        "core-api",
+        core,
+        {
+            **common,
+            "NEXUS_HTTP_PORT": str(http_port),
+            "NEXUS_HTTP_HOST": "127.0.0.1",
+            "NEXUS_METRICS_PORT": str(core_ops),
+        },
+    )
     _run("worker", worker, {**common, "NEXUS_METRICS_PORT": str(worker_ops), "NEXUS_RUNTIME": "local"})
     _wait_ok(f"http://127.0.0.1:{core_ops}/readyz", core)
     _wait_ok(f"http://127.0.0.1:{worker_ops}/readyz", worker)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-    r = api.post("/v1/agents", json={"name": "img", "system_prompt": "t", "tools": ["note", "finish"],
-                                      "llm": {"provider": "scripted", "script": "steps:\n  - tool_calls: [{name: note, args: {message: from a container}}]\n  - say: done\n"}})
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{http_port}", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+    )
+    r = api.post(
+        "/v1/agents",
+        json={
+            "name": "img",
+            "system_prompt": "t",
+            "tools": ["note", "finish"],
+            "llm": {
+                "provider": "scripted",
+                "script": "steps:\n  - tool_calls: [{name: note, args: {message: from a container}}]\n  - say: done\n",
+            },
+        },
+    )
     assert r.status_code == 201, r.text
     run_id = api.post("/v1/tasks", json={"title": "in containers", "assignee": "img"}).json()["current_run_id"]
     run: dict = {}

@@ -40,7 +40,11 @@ def query(to: str, payload: object):
     "command",
     [
         pytest.param(PY_EXAMPLE, id="python"),
-        pytest.param(JS_EXAMPLE, id="js", marks=pytest.mark.skipif(NODE is None and not os.environ.get("CI"), reason="node not installed")),
+        pytest.param(
+            JS_EXAMPLE,
+            id="js",
+            marks=pytest.mark.skipif(NODE is None and not os.environ.get("CI"), reason="node not installed"),
+        ),
     ],
 )
 async def test_example_agent_answers_asks_pipelined(make_kernel, command: list[str]) -> None:

@@ -22,7 +22,12 @@ class Nexus:
 
     def env(self, **extra: str) -> dict[str, str]:
         # NEXUSCTL_CONFIG points nowhere so a developer's own contexts never leak into the tests.
-        return {"NEXUS_URL": self.url, "NEXUS_API_KEY": self.admin_key, "NEXUSCTL_CONFIG": str(self.home / "none.yaml"), **extra}
+        return {
+            "NEXUS_URL": self.url,
+            "NEXUS_API_KEY": self.admin_key,
+            "NEXUSCTL_CONFIG": str(self.home / "none.yaml"),
+            **extra,
+        }
 
 
 @pytest.fixture(scope="package")
@@ -31,9 +36,18 @@ def nexus(nats_url: str, mongo_url: str, nats_auth, tmp_path_factory: pytest.Tem
     admin_key = "nxk_ctl_admin_" + uuid.uuid4().hex
     ports = free_ports(1 + len(SERVICES))
     stack = Stack(
-        home=tmp / "nexus", nats_url=nats_url, mongodb_url=mongo_url, http_port=ports[0], auth_dir=nats_auth,
-        metrics_ports=dict(zip(SERVICES, ports[1:], strict=True)), log_dir=tmp,
-        env={"NEXUS_MONGODB_DB": f"ctl_{uuid.uuid4().hex[:10]}", "NEXUS_ADMIN_KEY": admin_key, "NEXUS_SWEEP_INTERVAL_S": "1"},
+        home=tmp / "nexus",
+        nats_url=nats_url,
+        mongodb_url=mongo_url,
+        http_port=ports[0],
+        auth_dir=nats_auth,
+        metrics_ports=dict(zip(SERVICES, ports[1:], strict=True)),
+        log_dir=tmp,
+        env={
+            "NEXUS_MONGODB_DB": f"ctl_{uuid.uuid4().hex[:10]}",
+            "NEXUS_ADMIN_KEY": admin_key,
+            "NEXUS_SWEEP_INTERVAL_S": "1",
+        },
     )
     try:
         stack.start(["core-api", "worker"])

@@ -101,7 +101,9 @@ def test_every_example_applies_and_a_second_apply_changes_nothing(ctl, nexus) ->
 def test_a_changed_agent_is_configured_as_revision_2(ctl, tmp_path: Path) -> None:
     name = f"writer-{uid()}"
     path = tmp_path / "agent.yaml"
-    path.write_text(f"kind: Agent\nmetadata: {{name: {name}}}\nspec:\n  system_prompt: You write.\n  tools: [write_file]\n")
+    path.write_text(
+        f"kind: Agent\nmetadata: {{name: {name}}}\nspec:\n  system_prompt: You write.\n  tools: [write_file]\n"
+    )
     assert ctl("apply", "-f", str(path)).stdout.strip() == f"agent/{name} created (revision 1)"
     path.write_text(path.read_text().replace("You write.", "You write carefully."))
     assert ctl("apply", "-f", str(path)).stdout.strip() == f"agent/{name} configured (revision 2)"
@@ -136,7 +138,9 @@ def test_bad_manifests_are_reported_by_field(ctl, tmp_path: Path) -> None:
     assert ctl("get", "agent", f"skill-{tag}").code == 1  # never created with a dangling skill
 
     # A malformed file applies nothing at all.
-    path.write_text(f"kind: Skill\nmetadata: {{name: s-{tag}}}\nspec: {{content: x}}\n---\nkind: Agent\nmetadata: {{}}\n")
+    path.write_text(
+        f"kind: Skill\nmetadata: {{name: s-{tag}}}\nspec: {{content: x}}\n---\nkind: Agent\nmetadata: {{}}\n"
+    )
     r = ctl("apply", "-f", str(path))
     assert r.code == 1 and "bad.yaml#1: metadata.name: required" in r.stderr
     assert ctl("get", "skill", f"s-{tag}").code == 1
@@ -164,7 +168,9 @@ def test_get_describe_and_delete(ctl, tmp_path: Path) -> None:
     assert table[1].split()[:4] == [f"repo-{tag}", f"https://example.com/{tag}.git", "main", "yes"]
     assert "GH_TOKEN" not in ctl("get", "repo", f"repo-{tag}", "-o", "json").stdout  # the secret's name stays inside
     memory = ctl("get", "memory", "--filter", "tag=build", "-o", "json")
-    assert [i["content"] for i in json.loads(memory.stdout)["items"] if tag in i["content"]] == [f"The build uses uv {tag}"]
+    assert [i["content"] for i in json.loads(memory.stdout)["items"] if tag in i["content"]] == [
+        f"The build uses uv {tag}"
+    ]
     assert "Versions:" in ctl("describe", "skill", f"notes-{tag}").stdout
     assert "skill.create" in ctl("get", "audit", "--limit", "20").stdout
 
@@ -279,7 +285,11 @@ def test_approvals_and_keys(ctl, nexus) -> None:
     assert watched.code == 0, watched.stdout
     assert "push_default_branch needs a decision" in watched.stdout and "approved by" in watched.stdout
 
-    key_id = next(k["id"] for k in json.loads(ctl("get", "keys", "-o", "json").stdout)["items"] if viewer_key.startswith(k["prefix"]))
+    key_id = next(
+        k["id"]
+        for k in json.loads(ctl("get", "keys", "-o", "json").stdout)["items"]
+        if viewer_key.startswith(k["prefix"])
+    )
     assert ctl("delete", "key", key_id).stdout.strip() == f"key/{key_id} revoked"
     revoked = ctl("get", "agents", NEXUS_API_KEY=viewer_key)
     assert revoked.code == 1 and "Unauthorized (401)" in revoked.stderr
@@ -299,7 +309,9 @@ def test_chat_bind_list_unbind(ctl) -> None:
 def test_describe_goal_shows_progress_cost_budget_and_children(ctl, nexus) -> None:
     with _api(nexus) as api:
         goal = api.post("/v1/goals", json={"title": f"Ship {uid()}", "budget": {"usd": 2.0, "tokens": 5000}}).json()
-        task = api.post("/v1/tasks", json={"title": "write the page", "goal_id": goal["id"], "status": "backlog"}).json()
+        task = api.post(
+            "/v1/tasks", json={"title": "write the page", "goal_id": goal["id"], "status": "backlog"}
+        ).json()
         for _ in range(300):  # the goal follows its task's events
             if api.get(f"/v1/goals/{goal['id']}").json()["status"] == "in_progress":
                 break

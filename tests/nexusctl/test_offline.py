@@ -59,7 +59,9 @@ def test_folders_load_recursively_with_dependencies_first(tmp_path: Path) -> Non
 
 
 def test_the_same_object_twice_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "x.yaml").write_text("kind: Skill\nmetadata: {name: s}\nspec: {content: a}\n---\nkind: Skill\nmetadata: {name: s}\n")
+    (tmp_path / "x.yaml").write_text(
+        "kind: Skill\nmetadata: {name: s}\nspec: {content: a}\n---\nkind: Skill\nmetadata: {name: s}\n"
+    )
     with pytest.raises(manifests.ManifestError, match="also defined"):
         manifests.load([str(tmp_path)])
 
@@ -68,17 +70,24 @@ def test_the_same_object_twice_is_refused(tmp_path: Path) -> None:
 
 
 def _run_with(changes: list[dict], ledger_hash: str) -> dict:
-    return {"id": "run_x", "status": "succeeded", "session_id": "ses_x", "ledger_hash": ledger_hash,
-            "sessions": [{"sessionId": "ses_x", "changes": changes}]}
+    return {
+        "id": "run_x",
+        "status": "succeeded",
+        "session_id": "ses_x",
+        "ledger_hash": ledger_hash,
+        "sessions": [{"sessionId": "ses_x", "changes": changes}],
+    }
 
 
 @pytest.fixture
 def chain() -> list[dict]:
-    sealed = seal([
-        FileWriteChange(rel_path="hello.txt", bytes=6, timestamp=T),
-        CommandRunChange(cmd="cat hello.txt", exit_code=0, timestamp=T),
-        NoteChange(message="wrote hello.txt", timestamp=T),
-    ])
+    sealed = seal(
+        [
+            FileWriteChange(rel_path="hello.txt", bytes=6, timestamp=T),
+            CommandRunChange(cmd="cat hello.txt", exit_code=0, timestamp=T),
+            NoteChange(message="wrote hello.txt", timestamp=T),
+        ]
+    )
     return [msgspec.to_builtins(c) for c in sealed]  # the wire form the API returns
 
 
@@ -118,11 +127,15 @@ def test_a_chain_cut_short_disagrees_with_the_run(chain: list[dict]) -> None:
 def test_runs_verify_reads_a_saved_run(chain: list[dict], tmp_path: Path) -> None:
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(_run_with(chain, chain[-1]["hash"])))
-    ok = CliRunner().invoke(app, ["runs", "verify", "--file", str(saved)], env={"NEXUSCTL_CONFIG": str(tmp_path / "none")})
+    ok = CliRunner().invoke(
+        app, ["runs", "verify", "--file", str(saved)], env={"NEXUSCTL_CONFIG": str(tmp_path / "none")}
+    )
     assert ok.exit_code == 0 and "holds" in ok.stdout
     chain[0]["relPath"] = "evil.txt"
     saved.write_text(json.dumps(_run_with(chain, chain[-1]["hash"])))
-    bad = CliRunner().invoke(app, ["runs", "verify", "--file", str(saved)], env={"NEXUSCTL_CONFIG": str(tmp_path / "none")})
+    bad = CliRunner().invoke(
+        app, ["runs", "verify", "--file", str(saved)], env={"NEXUSCTL_CONFIG": str(tmp_path / "none")}
+    )
     assert bad.exit_code == 1 and "breaks at change 0" in bad.stdout and "is BROKEN" in bad.stdout
 
 
@@ -130,13 +143,19 @@ def test_runs_verify_reads_a_saved_run(chain: list[dict], tmp_path: Path) -> Non
 
 
 def test_sse_parsing_skips_keepalives_and_keeps_ids() -> None:
-    raw = ": connected\ndata: \n\nid: 7\nevent: run.note\ndata: {\"type\": \"run.note\"}\n\n: keep-alive\ndata: \n\n"
+    raw = ': connected\ndata: \n\nid: 7\nevent: run.note\ndata: {"type": "run.note"}\n\n: keep-alive\ndata: \n\n'
     assert list(events.parse_sse(iter(raw.split("\n")))) == [("7", "run.note", '{"type": "run.note"}')]
 
 
 def test_a_command_reads_as_one_line() -> None:
-    env = {"type": "run.command_run", "occurred_at": "2026-01-01T12:34:56.000Z",
-           "data": {"session_id": "s", "change": {"type": "command-run", "cmd": "pytest -q", "exitCode": 1, "durationMs": 40}}}
+    env = {
+        "type": "run.command_run",
+        "occurred_at": "2026-01-01T12:34:56.000Z",
+        "data": {
+            "session_id": "s",
+            "change": {"type": "command-run", "cmd": "pytest -q", "exitCode": 1, "durationMs": 40},
+        },
+    }
     line = events.pretty(events.Event("1", "run.command_run", env))
     assert line == "12:34:56  command   $ pytest -q → exit 1 in 40 ms"
     assert events.pretty(events.Event("2", "run.heartbeat", {"data": {}})) is None
@@ -189,11 +208,27 @@ def test_config_view_and_use_context_never_print_a_key(tmp_path: Path) -> None:
 def test_board_prints_columns_side_by_side():
     from nexus.nexusctl.commands.board import columns_text
 
-    board = {"columns": [
-        {"id": "backlog", "title": "Backlog", "cards": [{"title": "Write the docs", "run": None, "approvals_waiting": 0, "cost_usd": 0}]},
-        {"id": "running", "title": "Running", "cards": [
-            {"title": "Ship login", "run": {"id": "run_1", "status": "running"}, "approvals_waiting": 1, "cost_usd": 0.125}]},
-    ]}
+    board = {
+        "columns": [
+            {
+                "id": "backlog",
+                "title": "Backlog",
+                "cards": [{"title": "Write the docs", "run": None, "approvals_waiting": 0, "cost_usd": 0}],
+            },
+            {
+                "id": "running",
+                "title": "Running",
+                "cards": [
+                    {
+                        "title": "Ship login",
+                        "run": {"id": "run_1", "status": "running"},
+                        "approvals_waiting": 1,
+                        "cost_usd": 0.125,
+                    }
+                ],
+            },
+        ]
+    }
     lines = columns_text(board, width=36).splitlines()
     assert lines[0].startswith("Backlog (1)") and "│ Running (1)" in lines[0]
     assert lines[2].startswith("Write the docs") and lines[2].rstrip().endswith("Ship login")

@@ -11,7 +11,15 @@ import pytest
 
 from nexus.dev.otlp import OtlpReceiver
 from nexus.observability.logs import JsonFormatter, TextFormatter, about_run
-from nexus.observability.tracing import context_from_env, flush_tracing, setup_tracing, span, traceparent_env, traces_url, tracer
+from nexus.observability.tracing import (
+    context_from_env,
+    flush_tracing,
+    setup_tracing,
+    span,
+    traceparent_env,
+    traces_url,
+    tracer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,9 @@ def test_a_run_id_is_scoped_to_its_block() -> None:
 def test_traceparent_hands_the_current_span_to_a_child_process(provider) -> None:
     with span(tracer("test"), "launch") as parent:
         env = traceparent_env()
-    assert set(env) == {"TRACEPARENT"} and env["TRACEPARENT"].split("-")[1] == format(parent.get_span_context().trace_id, "032x")
+    assert set(env) == {"TRACEPARENT"} and env["TRACEPARENT"].split("-")[1] == format(
+        parent.get_span_context().trace_id, "032x"
+    )
     with span(tracer("test"), "child", context=context_from_env(env)) as child:
         assert child.get_span_context().trace_id == parent.get_span_context().trace_id
         assert child.parent.span_id == parent.get_span_context().span_id
@@ -76,7 +86,11 @@ def test_an_error_marks_the_span(provider, receiver) -> None:
     with pytest.raises(KeyError), span(tracer("test"), "fails"):
         raise KeyError("x")
     flush_tracing()
-    (failed,) = [s for s in receiver.wait_for(lambda spans: any(s.name == "fails" for s in spans), timeout_s=10) if s.name == "fails"]
+    (failed,) = [
+        s
+        for s in receiver.wait_for(lambda spans: any(s.name == "fails" for s in spans), timeout_s=10)
+        if s.name == "fails"
+    ]
     assert failed.status_code == 2 and failed.attributes["error.type"] == "KeyError"  # STATUS_CODE_ERROR
     assert failed.service == "observability-test"
 

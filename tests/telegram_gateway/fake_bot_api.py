@@ -16,8 +16,15 @@ from tornado.httpserver import HTTPServer
 
 from nexus.dev.servers import free_port
 
-BOT_USER = {"id": 4242, "is_bot": True, "first_name": "Nexus", "username": "nexus_test_bot",
-            "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+BOT_USER = {
+    "id": 4242,
+    "is_bot": True,
+    "first_name": "Nexus",
+    "username": "nexus_test_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
 
 
 @dataclass
@@ -54,28 +61,43 @@ class FakeBotApi:
 
     # ------------------------------------------------------------------ what the bot did
     def sent(self, chat_id: int | None = None, method: str = "sendMessage") -> list[dict]:
-        return [c.params for c in self.calls if c.method == method and c.status == 200
-                and (chat_id is None or int(c.params.get("chat_id", 0)) == chat_id)]
+        return [
+            c.params
+            for c in self.calls
+            if c.method == method
+            and c.status == 200
+            and (chat_id is None or int(c.params.get("chat_id", 0)) == chat_id)
+        ]
 
     async def wait(self, predicate, what: str, timeout_s: float = 120.0):
         """Wait until predicate() is truthy after some call; bounded, and says what never came."""
+
         async def until():
             async with self._changed:
                 while not (result := predicate()):
                     await self._changed.wait()
                 return result
+
         try:
             return await asyncio.wait_for(until(), timeout_s)
         except TimeoutError:
-            raise AssertionError(f"never saw {what}; calls: {[(c.method, c.params) for c in self.calls[-15:]]}") from None
+            raise AssertionError(
+                f"never saw {what}; calls: {[(c.method, c.params) for c in self.calls[-15:]]}"
+            ) from None
 
     async def wait_message(self, chat_id: int, contains: str, method: str = "sendMessage") -> dict:
-        return await self.wait(lambda: next((m for m in self.sent(chat_id, method) if contains in m.get("text", "")), None),
-                               f"{method} to {chat_id} containing {contains!r}")
+        return await self.wait(
+            lambda: next((m for m in self.sent(chat_id, method) if contains in m.get("text", "")), None),
+            f"{method} to {chat_id} containing {contains!r}",
+        )
 
     async def wait_answer(self, callback_id: str) -> dict:
-        return await self.wait(lambda: next((c for c in self.sent(None, "answerCallbackQuery")
-                                             if c.get("callback_query_id") == callback_id), None), f"answer to {callback_id}")
+        return await self.wait(
+            lambda: next(
+                (c for c in self.sent(None, "answerCallbackQuery") if c.get("callback_query_id") == callback_id), None
+            ),
+            f"answer to {callback_id}",
+        )
 
     # ------------------------------------------------------------------ what users do
     def _user(self, user_id: int) -> dict:
@@ -83,17 +105,42 @@ class FakeBotApi:
 
     async def send_text(self, user_id: int, text: str, chat_id: int | None = None) -> None:
         chat_id = chat_id or user_id
-        entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
-        await self.push({"message": {"message_id": next(self._ids), "date": int(time.time()), "text": text, "entities": entities,
-                                     "chat": {"id": chat_id, "type": "private"}, "from": self._user(user_id)}})
+        entities = (
+            [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
+        )
+        await self.push(
+            {
+                "message": {
+                    "message_id": next(self._ids),
+                    "date": int(time.time()),
+                    "text": text,
+                    "entities": entities,
+                    "chat": {"id": chat_id, "type": "private"},
+                    "from": self._user(user_id),
+                }
+            }
+        )
 
     async def press(self, user_id: int, message: dict, data: str) -> str:
         """Press an inline button of a message the bot sent (as recorded by sendMessage)."""
         callback_id = f"cb{next(self._ids)}"
-        await self.push({"callback_query": {
-            "id": callback_id, "from": self._user(user_id), "chat_instance": "ci", "data": data,
-            "message": {"message_id": message["message_id"], "date": int(time.time()), "text": message["text"],
-                        "chat": {"id": int(message["chat_id"]), "type": "private"}, "from": BOT_USER}}})
+        await self.push(
+            {
+                "callback_query": {
+                    "id": callback_id,
+                    "from": self._user(user_id),
+                    "chat_instance": "ci",
+                    "data": data,
+                    "message": {
+                        "message_id": message["message_id"],
+                        "date": int(time.time()),
+                        "text": message["text"],
+                        "chat": {"id": int(message["chat_id"]), "type": "private"},
+                        "from": BOT_USER,
+                    },
+                }
+            }
+        )
         return callback_id
 
     async def push(self, body: dict) -> None:
@@ -113,8 +160,12 @@ class FakeBotApi:
         if self.throttle.get(method):
             retry_after = self.throttle[method].pop(0)
             await self._record(method, params, 429)
-            return 429, {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry_after}",
-                         "parameters": {"retry_after": retry_after}}
+            return 429, {
+                "ok": False,
+                "error_code": 429,
+                "description": f"Too Many Requests: retry after {retry_after}",
+                "parameters": {"retry_after": retry_after},
+            }
         if method == "getUpdates":
             return 200, {"ok": True, "result": await self._get_updates(params)}
         result = self._result(method, params)
@@ -140,8 +191,13 @@ class FakeBotApi:
         if method in ("sendMessage", "editMessageText"):
             chat_id = int(params["chat_id"])
             message_id = int(params.get("message_id") or next(self._ids))
-            return {"message_id": message_id, "date": int(time.time()), "text": params.get("text", ""),
-                    "chat": {"id": chat_id, "type": "private"}, "from": BOT_USER}
+            return {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "text": params.get("text", ""),
+                "chat": {"id": chat_id, "type": "private"},
+                "from": BOT_USER,
+            }
         return True
 
     async def _get_updates(self, params: dict) -> list[dict]:

@@ -39,12 +39,15 @@ def test_decided_text_keeps_the_header_of_a_long_alert() -> None:
     assert units(edited) <= LIMIT and edited.startswith("<b>header</b>\n…") and edited.endswith("✅ Approved")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Ship the login page", ("Ship the login page", None, None)),
-    ("Ship it in web with planner", ("Ship it", "web", "planner")),
-    ("Ship it with planner in web", ("Ship it", "web", "planner")),
-    ("Log in with email", ("Log in", None, "email")),
-    ("", ("", None, None)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Ship the login page", ("Ship the login page", None, None)),
+        ("Ship it in web with planner", ("Ship it", "web", "planner")),
+        ("Ship it with planner in web", ("Ship it", "web", "planner")),
+        ("Log in with email", ("Log in", None, "email")),
+        ("", ("", None, None)),
+    ],
+)
 def test_parse_goal(text, expected) -> None:
     assert parse_goal(text) == expected

@@ -25,8 +25,10 @@ from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, LaunchRun, RunConfig
 from nexus.worker.launcher import LAUNCH_BUCKET
 
-QUICK = 'steps:\n  - tool_calls:\n      - name: write_file\n        args: {path: "a.txt", content: "hi"}\n  - say: "done"\n'
-SLEEPY = "steps:\n  - tool_calls:\n      - name: run_command\n        args: {{cmd: \"sleep {s}\"}}\n  - say: \"slept\"\n"
+QUICK = (
+    'steps:\n  - tool_calls:\n      - name: write_file\n        args: {path: "a.txt", content: "hi"}\n  - say: "done"\n'
+)
+SLEEPY = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {{cmd: "sleep {s}"}}\n  - say: "slept"\n'
 
 
 def sleepy(seconds: int = 30) -> str:
@@ -47,18 +49,31 @@ class Workers:
     def start(self, name: str = "w1", **settings: object) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k == "NEXUS_TOOLS_DIR"}
         env.update(
-            NEXUS_NATS_URL=self.nats_url, NEXUS_MONGODB_URL=self.mongo_url, NEXUS_MONGODB_DB=self.db,
+            NEXUS_NATS_URL=self.nats_url,
+            NEXUS_MONGODB_URL=self.mongo_url,
+            NEXUS_MONGODB_DB=self.db,
             NEXUS_NATS_CREDS=str(self.nats_auth / "worker.creds") if self.nats_auth else "",
             NEXUS_NATS_RUN_SIGNER_FILE=str(self.nats_auth / "run-signer") if self.nats_auth else "",
-            NEXUS_WORKER_ID=f"{name}-{uuid.uuid4().hex[:6]}", NEXUS_METRICS_HOST="127.0.0.1", NEXUS_METRICS_PORT=str(free_port()),
-            NEXUS_WORKSPACES_DIR=str(self.tmp / name / "runs"), NEXUS_SECRETS_DIR=str(self.tmp / name / "secrets"),
-            NEXUS_LOG_FORMAT="text", NEXUS_RUNNER_HEARTBEAT_S="0.5", NEXUS_SWEEP_INTERVAL_S="0.5",
-            NEXUS_HEARTBEAT_TIMEOUT_S="120", PYTHONUNBUFFERED="1",
+            NEXUS_WORKER_ID=f"{name}-{uuid.uuid4().hex[:6]}",
+            NEXUS_METRICS_HOST="127.0.0.1",
+            NEXUS_METRICS_PORT=str(free_port()),
+            NEXUS_WORKSPACES_DIR=str(self.tmp / name / "runs"),
+            NEXUS_SECRETS_DIR=str(self.tmp / name / "secrets"),
+            NEXUS_LOG_FORMAT="text",
+            NEXUS_RUNNER_HEARTBEAT_S="0.5",
+            NEXUS_SWEEP_INTERVAL_S="0.5",
+            NEXUS_HEARTBEAT_TIMEOUT_S="120",
+            PYTHONUNBUFFERED="1",
         )
         env.update({f"NEXUS_{k.upper()}": str(v) for k, v in settings.items()})
         log = self.tmp / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "nexus.worker.main"], env=env, stdout=open(log, "ab"),  # noqa: SIM115 — closed when the process it is given to ends
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nexus.worker.main"],
+            env=env,
+            stdout=open(log, "ab"),  # noqa: SIM115 — closed when the process it is given to ends
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append((proc, log))
         return proc
 
@@ -109,29 +124,53 @@ class Bus:
     async def launch(self, run: Run, *, msg_id: str | None = None, priority: int | None = None) -> None:
         cfg = msgspec.convert(run.config, RunConfig)
         await self.publisher.publish(
-            "worker.launch_run", LaunchRun(attempt=run.attempt, config=cfg, priority=run.priority if priority is None else priority),
-            msg_id=msg_id or run.launch_msg_id, correlation_id=run.id,
+            "worker.launch_run",
+            LaunchRun(attempt=run.attempt, config=cfg, priority=run.priority if priority is None else priority),
+            msg_id=msg_id or run.launch_msg_id,
+            correlation_id=run.id,
         )
 
     async def cancel(self, run_id: str) -> None:
         await self.publisher.publish("worker.cancel_run", CancelRun(run_id=run_id), correlation_id=run_id)
 
 
-async def make_run(script: str, *, agent_id: str = "agt_test", wall_clock_s: int = 120, priority: int = 0, max_steps: int = 10,
-                   **fields) -> Run:
+async def make_run(
+    script: str,
+    *,
+    agent_id: str = "agt_test",
+    wall_clock_s: int = 120,
+    priority: int = 0,
+    max_steps: int = 10,
+    **fields,
+) -> Run:
     """A run as core-api stores it before commanding its launch."""
     from nexus.domain.ids import new_id, new_ulid
 
     run_id = new_id("run")
     cfg = RunConfig(
-        run_id=run_id, agent_id=agent_id, task_id=new_id("task"), session_id=new_id("ses"), system_prompt="You test the worker.",
+        run_id=run_id,
+        agent_id=agent_id,
+        task_id=new_id("task"),
+        session_id=new_id("ses"),
+        system_prompt="You test the worker.",
         tools=["write_file", "run_command", "note", "finish"],
-        permissions=msgspec.convert({"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}}, Permissions),
+        permissions=msgspec.convert(
+            {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}}, Permissions
+        ),
         llm=msgspec.convert({"provider": "scripted", "script": script}, LLMSpec),
         limits=msgspec.convert({"wall_clock_s": wall_clock_s, "max_steps": max_steps}, Limits),
     )
-    run = Run(id=run_id, task_id=cfg.task_id, agent_id=agent_id, agent_revision=1, session_id=cfg.session_id,
-              config=msgspec.to_builtins(cfg), priority=priority, launch_msg_id=new_ulid(), **fields)
+    run = Run(
+        id=run_id,
+        task_id=cfg.task_id,
+        agent_id=agent_id,
+        agent_revision=1,
+        session_id=cfg.session_id,
+        config=msgspec.to_builtins(cfg),
+        priority=priority,
+        launch_msg_id=new_ulid(),
+        **fields,
+    )
     await run.insert()
     return run
 
@@ -156,7 +195,9 @@ async def bus(nats_url: str, nats_creds: str) -> AsyncIterator[Bus]:
         env = decode_raw(msg.data)
         b.events.append((msg.subject.split(".")[2], env.type, msgspec.json.decode(env.data), env.occurred_at))
 
-    sub = await js.subscribe("nexus.run.>", stream=RUNS_STREAM, cb=collect, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    sub = await js.subscribe(
+        "nexus.run.>", stream=RUNS_STREAM, cb=collect, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+    )
     yield b
     await sub.unsubscribe()
     await nc.drain()

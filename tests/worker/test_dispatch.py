@@ -72,7 +72,12 @@ async def test_higher_priority_launch_goes_first_when_slots_are_scarce(workers, 
     await bus.cancel(blocker.id)  # …which frees now.
     waiting = [low1, low2, high, lowest]
     await bus.until(lambda: all(bus.runtime(r.id, "exited") for r in waiting), tries=600)
-    order = sorted(waiting, key=lambda r: next(ts for rid, t, d, ts in bus.events if rid == r.id and t == "run.runtime" and d["phase"] == "launched"))
+    order = sorted(
+        waiting,
+        key=lambda r: next(
+            ts for rid, t, d, ts in bus.events if rid == r.id and t == "run.runtime" and d["phase"] == "launched"
+        ),
+    )
     assert [r.id for r in order] == [high.id, low1.id, low2.id, lowest.id]
 
 

@@ -23,7 +23,7 @@ async def test_success_reports_launch_events_and_exit(workers, bus) -> None:
     run = await make_run(QUICK)
     await bus.launch(run)
     await bus.until(lambda: bus.runtime(run.id, "exited"))
-    launched, = bus.runtime(run.id, "launched")
+    (launched,) = bus.runtime(run.id, "launched")
     assert launched["attempt"] == 1 and launched["runtime"] == "local" and int(launched["detail"]) > 0
     assert bus.statuses(run.id) == ["running", "succeeded"]
     assert bus.of(run.id, "run.file_write") and bus.of(run.id, "run.llm")
@@ -90,7 +90,14 @@ async def test_worker_times_out_a_hung_runner(workers, bus) -> None:
     os.kill(pid, signal.SIGSTOP)
     # core-api's view, which the worker reads: the attempt is running since now.
     await Run.get_pymongo_collection().update_one(
-        {"_id": run.id}, {"$set": {"status": "running", "started_at": datetime.now(UTC), "attempts": [{"n": 1, "started_at": datetime.now(UTC)}]}}
+        {"_id": run.id},
+        {
+            "$set": {
+                "status": "running",
+                "started_at": datetime.now(UTC),
+                "attempts": [{"n": 1, "started_at": datetime.now(UTC)}],
+            }
+        },
     )
     await bus.until(lambda: bus.runtime(run.id, "exited"), tries=300)
     statuses = bus.of(run.id, "run.status")
@@ -102,14 +109,21 @@ async def test_worker_times_out_a_hung_runner(workers, bus) -> None:
 async def test_runs_without_a_live_execution_are_lost(workers, bus) -> None:
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     # A run whose runner vanished (no process, no heartbeat for an hour)…
-    vanished = await make_run(QUICK, status="running", started_at=long_ago, last_heartbeat_at=long_ago,
-                              attempts=[{"n": 1, "status": "running", "started_at": long_ago}])
+    vanished = await make_run(
+        QUICK,
+        status="running",
+        started_at=long_ago,
+        last_heartbeat_at=long_ago,
+        attempts=[{"n": 1, "status": "running", "started_at": long_ago}],
+    )
     # …one claimed for launch by a worker that died before starting it…
     claimed = await make_run(QUICK, attempt=2)
     kv = await bus.js.create_key_value(KeyValueConfig(bucket=LAUNCH_BUCKET, ttl=7 * 86400, history=1))
     await kv.create(claim_key(claimed.id, 2), json.dumps({"worker": "dead-worker", "at": time.time() - 3600}).encode())
     # …and one heard from recently, which is left alone.
-    alive = await make_run(QUICK, status="running", started_at=datetime.now(UTC), last_heartbeat_at=datetime.now(UTC) + timedelta(hours=1))
+    alive = await make_run(
+        QUICK, status="running", started_at=datetime.now(UTC), last_heartbeat_at=datetime.now(UTC) + timedelta(hours=1)
+    )
     workers.start(heartbeat_timeout_s=2)
     await bus.until(lambda: bus.runtime(vanished.id, "lost") and bus.runtime(claimed.id, "lost"))
     assert "no heartbeat" in bus.runtime(vanished.id, "lost")[0]["detail"]

@@ -26,17 +26,32 @@ def at(hour: int) -> datetime:
 
 
 def command(s: Schedule, when: datetime) -> FireSchedule:
-    return FireSchedule(schedule_id=s.id, occurrence_at=when.isoformat().replace("+00:00", "Z"), occurrence_id=occurrence_id(s.id, when))
+    return FireSchedule(
+        schedule_id=s.id, occurrence_at=when.isoformat().replace("+00:00", "Z"), occurrence_id=occurrence_id(s.id, when)
+    )
 
 
 async def _setup(bus, db_name: str, overlap: str) -> tuple[Context, Schedule]:
-    ctx = Context(settings=CoreSettings(mongodb_db=db_name), nc=bus.nc, js=bus.js, publisher=Publisher(bus.js, "core-api"))
+    ctx = Context(
+        settings=CoreSettings(mongodb_db=db_name), nc=bus.nc, js=bus.js, publisher=Publisher(bus.js, "core-api")
+    )
     agent = await Agent.find_one({"name": "scheduled"})
     if agent is None:
-        agent = Agent(id=new_id("agt"), name="scheduled", spec={"system_prompt": "You run on a clock.", "llm": {"provider": "scripted"}})
+        agent = Agent(
+            id=new_id("agt"),
+            name="scheduled",
+            spec={"system_prompt": "You run on a clock.", "llm": {"provider": "scripted"}},
+        )
         await agent.insert()
-    s = Schedule(id=new_id("sch"), name=f"hourly-{overlap}", cron="0 * * * *", kind="task", overlap=overlap, anchor_at=at(9),
-                 template={"title": "Hourly report", "assignee_agent_id": agent.id})
+    s = Schedule(
+        id=new_id("sch"),
+        name=f"hourly-{overlap}",
+        cron="0 * * * *",
+        kind="task",
+        overlap=overlap,
+        anchor_at=at(9),
+        template={"title": "Hourly report", "assignee_agent_id": agent.id},
+    )
     await s.insert()
     return ctx, s
 
@@ -45,7 +60,9 @@ async def _tasks(s: Schedule) -> list[Task]:
     return await Task.find({"created_by": f"schedule:{s.id}"}).sort("_id").to_list()
 
 
-@pytest.mark.parametrize(("overlap", "held", "skipped"), [("skip", [], 2), ("enqueue", [11, 12], 0), ("coalesce", [12], 0)])
+@pytest.mark.parametrize(
+    ("overlap", "held", "skipped"), [("skip", [], 2), ("enqueue", [11, 12], 0), ("coalesce", [12], 0)]
+)
 async def test_overlap_policy_while_the_previous_occurrence_runs(bus, db_name, overlap, held, skipped) -> None:
     ctx, s = await _setup(bus, db_name, overlap)
     first = await fire(ctx, command(s, at(10)))

@@ -9,8 +9,11 @@ from nexus.worker.recovery import Sightings
 def test_prune_keeps_what_was_heard_after_the_sweep_began() -> None:
     s = Sightings()
     sweep_began = datetime.now(UTC)
-    s.seen = {("run_old", 1): sweep_began - timedelta(seconds=5), ("run_new", 1): sweep_began + timedelta(seconds=1),
-              ("run_live", 1): sweep_began - timedelta(seconds=5)}
+    s.seen = {
+        ("run_old", 1): sweep_began - timedelta(seconds=5),
+        ("run_new", 1): sweep_began + timedelta(seconds=1),
+        ("run_live", 1): sweep_began - timedelta(seconds=5),
+    }
     s.ended = {("run_old", 1): sweep_began - timedelta(seconds=5), ("run_new", 1): sweep_began + timedelta(seconds=1)}
     s.prune({"run_live"}, sweep_began)
     assert set(s.seen) == {("run_new", 1), ("run_live", 1)}  # the old, inactive one is forgotten

@@ -48,15 +48,30 @@ async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_ur
     runtime = LocalProcessRuntime(tmp_path / "runs", parent_env=dict(os.environ))
     publisher = Publisher(js, "worker")
     membership = Membership(workers, me, timeout_s=60)
-    launcher = Launcher(runtime, publisher, claims, SecretStore(tmp_path / "secrets", {}), Slots(10, 10),
-                        nats_url=nats_url, worker_id=me, membership=membership)
+    launcher = Launcher(
+        runtime,
+        publisher,
+        claims,
+        SecretStore(tmp_path / "secrets", {}),
+        Slots(10, 10),
+        nats_url=nats_url,
+        worker_id=me,
+        membership=membership,
+    )
     recovery = Recovery(runtime, publisher, launcher, claims, membership, heartbeat_timeout_s=120)
     runners: list[subprocess.Popen] = []
     watched, unwatched = f"run_{uuid.uuid4().hex}", f"run_{uuid.uuid4().hex}"
     try:
         for run_id, launched_by in ((watched, me), (unwatched, f"w-gone-{uuid.uuid4().hex[:6]}")):
-            await Run(id=run_id, task_id="task_1", agent_id="agt_1", agent_revision=1, session_id=f"ses_{run_id}",
-                      config={"limits": {"wall_clock_s": 600}}, status="running").insert()
+            await Run(
+                id=run_id,
+                task_id="task_1",
+                agent_id="agt_1",
+                agent_revision=1,
+                session_id=f"ses_{run_id}",
+                config={"limits": {"wall_clock_s": 600}},
+                status="running",
+            ).insert()
             runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
             runners.append(runner)
             run_dir = runtime.run_dir(run_id)

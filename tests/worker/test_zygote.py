@@ -100,8 +100,16 @@ async def test_a_killed_worker_leaves_forked_runners_to_be_adopted(workers, bus)
         await bus.launch(run)
     await bus.until(lambda: all(bus.of(r.id, "run.llm") for r in runs))
     for run in runs:  # core-api's view, which the worker reads: running since now
-        await Run.get_pymongo_collection().update_one({"_id": run.id}, {"$set": {
-            "status": "running", "started_at": datetime.now(UTC), "attempts": [{"n": 1, "started_at": datetime.now(UTC)}]}})
+        await Run.get_pymongo_collection().update_one(
+            {"_id": run.id},
+            {
+                "$set": {
+                    "status": "running",
+                    "started_at": datetime.now(UTC),
+                    "attempts": [{"n": 1, "started_at": datetime.now(UTC)}],
+                }
+            },
+        )
     pids = [int(bus.runtime(r.id, "launched")[0]["detail"]) for r in runs]
     assert all(parent(pid) == zygote for pid in pids)
     first = workers.procs[-1][0]

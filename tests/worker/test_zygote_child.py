@@ -20,7 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def zygote():
-    z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ZYGOTE_ONLY": "1"}, entry="tests.worker.zygote_probe:report")
+    z = Zygote(
+        {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ZYGOTE_ONLY": "1"},
+        entry="tests.worker.zygote_probe:report",
+    )
     z.start()
     for _ in range(600):
         if z.ready:
@@ -33,7 +36,12 @@ async def zygote():
 
 async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(zygote: Zygote, tmp_path: Path) -> None:
     out = tmp_path / "seen.json"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "PROBE_OUT": str(out), "NEXUS_SECRET_TOKEN": "s3cr3t"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "PROBE_OUT": str(out),
+        "NEXUS_SECRET_TOKEN": "s3cr3t",
+    }
     pid = await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99))
     assert await zygote.wait(pid) == 0
     seen = json.loads(out.read_text())
@@ -43,7 +51,9 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
     assert seen["limits"] == {"RLIMIT_AS": [1536 << 20, 1536 << 20], "RLIMIT_NOFILE": [77, 77], "RLIMIT_CPU": [99, 104]}
     assert max(seen["fds"]) <= 3 and seen["threads"] == 1  # stdio (+ the listing): none of the zygote's pipes
     assert not (tmp_path / "runner.env").exists()
-    assert (tmp_path / f"runner.env.{pid}").read_bytes() == b""  # claimed, then emptied: the secret lives only in the run
+    assert (
+        tmp_path / f"runner.env.{pid}"
+    ).read_bytes() == b""  # claimed, then emptied: the secret lives only in the run
     # Done once in the zygote, inherited: the sandbox probe, the tracing resource; and what the zygote
     # imported is frozen out of the collector's walks (no copy-on-write of it by a child's collections).
     assert seen["warm"]["sandbox_probed"] and seen["warm"]["tracing_resources"] == 1
@@ -52,8 +62,15 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
 
 async def test_exit_codes_and_signals_reach_the_worker(zygote: Zygote, tmp_path: Path) -> None:
     env = {"PROBE_OUT": str(tmp_path / "seen.json"), "PROBE_EXIT": "3"}
-    assert await zygote.wait(await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "log"), env=env, limits=(1024, 64, 60))) == 3
-    bad = {"PROBE_OUT": str(tmp_path / "missing-dir" / "seen.json")}  # the entry raises: a traceback in the log, exit 126
+    assert (
+        await zygote.wait(
+            await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "log"), env=env, limits=(1024, 64, 60))
+        )
+        == 3
+    )
+    bad = {
+        "PROBE_OUT": str(tmp_path / "missing-dir" / "seen.json")
+    }  # the entry raises: a traceback in the log, exit 126
     pid = await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "bad.log"), env=bad, limits=(1024, 64, 60))
     assert await zygote.wait(pid) == 126
     assert "FileNotFoundError" in (tmp_path / "bad.log").read_text()
@@ -65,7 +82,12 @@ async def test_a_withdrawn_environment_is_never_run(zygote: Zygote, tmp_path: Pa
     try:
         zygote.spawn_timeout_s = 0.5
         with pytest.raises(ZygoteUnavailable):  # timed out: voided, the zygote is replaced
-            await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "log"), env={"PROBE_OUT": str(tmp_path / "x")}, limits=(1024, 64, 60))
+            await zygote.spawn(
+                cwd=str(tmp_path),
+                log_path=str(tmp_path / "log"),
+                env={"PROBE_OUT": str(tmp_path / "x")},
+                limits=(1024, 64, 60),
+            )
     finally:
         zygote.kill()
     assert not (tmp_path / "x").exists() and not (tmp_path / "runner.env").exists()
@@ -73,14 +95,17 @@ async def test_a_withdrawn_environment_is_never_run(zygote: Zygote, tmp_path: Pa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another identity needs root")
-async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_user(zygote: Zygote, tmp_path: Path) -> None:
+async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_user(
+    zygote: Zygote, tmp_path: Path
+) -> None:
     """The zygote's sandbox probe ran as the zygote's user; a child running as another one forgets it."""
     shared = Path(tempfile.mkdtemp(prefix="zygote-uid-"))  # reachable by that user (pytest's tmp_path is not)
     shared.chmod(0o777)
     out = shared / "seen.json"
     env = {"PATH": "/usr/bin:/bin", "PROBE_OUT": str(out)}
-    pid = await zygote.spawn(cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99),
-                             uid=65534, gid=65534)
+    pid = await zygote.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99), uid=65534, gid=65534
+    )
     assert await zygote.wait(pid) == 0, (tmp_path / "runner.log").read_text()
     try:
         assert json.loads(out.read_text())["warm"]["sandbox_probed"] is False

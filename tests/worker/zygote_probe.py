@@ -23,9 +23,18 @@ def _warm() -> dict:
 def report(environ: dict[str, str]) -> int:
     fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))  # the listing itself holds one
     seen = {
-        "env": dict(os.environ), "given": environ, "pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0),
-        "cwd": os.getcwd(), "fds": fds, "threads": threading.active_count(),
-        "limits": {name: list(resource.getrlimit(getattr(resource, name))) for name in ("RLIMIT_AS", "RLIMIT_NOFILE", "RLIMIT_CPU")},
+        "env": dict(os.environ),
+        "given": environ,
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "sid": os.getsid(0),
+        "cwd": os.getcwd(),
+        "fds": fds,
+        "threads": threading.active_count(),
+        "limits": {
+            name: list(resource.getrlimit(getattr(resource, name)))
+            for name in ("RLIMIT_AS", "RLIMIT_NOFILE", "RLIMIT_CPU")
+        },
         "warm": _warm(),
     }
     with open(environ["PROBE_OUT"], "w") as f:

@@ -43,8 +43,9 @@ def new_id():
 class Message:
     __slots__ = ("id", "timestamp", "from_", "to", "kind", "payload", "conversation_id", "reply_to", "trace_id")
 
-    def __init__(self, from_, to, kind, payload=None, id=None, timestamp=None, conversation_id=None,
-                 reply_to=None, trace_id=None):
+    def __init__(
+        self, from_, to, kind, payload=None, id=None, timestamp=None, conversation_id=None, reply_to=None, trace_id=None
+    ):
         self.from_ = from_
         self.to = to
         self.kind = kind
@@ -84,8 +85,15 @@ class Message:
 
     def reply(self, from_, payload=None):
         """A Response to this message: back to its sender, same conversation and trace."""
-        return Message(from_, self.from_, RESPONSE, payload, conversation_id=self.conversation_id or self.id,
-                       reply_to=self.id, trace_id=self.trace_id)
+        return Message(
+            from_,
+            self.from_,
+            RESPONSE,
+            payload,
+            conversation_id=self.conversation_id or self.id,
+            reply_to=self.id,
+            trace_id=self.trace_id,
+        )
 
     def __repr__(self):
         return "Message(%r)" % (self.to_wire(),)

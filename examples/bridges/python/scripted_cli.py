@@ -65,8 +65,11 @@ class ScriptedCLI(Agent):
             elif "usage" in step:
                 self.bridge.send(hypervisor, dict(step["usage"], event="usage"), kind=EVENT)
             else:
-                reply = await self.bridge.ask(hypervisor, {"tool": step["tool"], "arguments": _fill(step.get("arguments", {}), task)},
-                                              timeout=3600)
+                reply = await self.bridge.ask(
+                    hypervisor,
+                    {"tool": step["tool"], "arguments": _fill(step.get("arguments", {}), task)},
+                    timeout=3600,
+                )
                 sys.stderr.write("%s -> %s\n" % (step["tool"], json.dumps(reply.payload)[:500]))
                 if step["tool"] == "finish":
                     return None  # the runner stops us next

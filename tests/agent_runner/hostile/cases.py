@@ -255,4 +255,11 @@ SECRETS: list[tuple[str, tuple[str, ...]]] = [
     ("PAGER=id git log", ("env-not-allowed",)),
 ]
 
-CLASSES = {"wrappers": WRAPPERS, "deny-evasion": DENY_EVASION, "git": GIT, "writes": WRITES, "symlinks": SYMLINKS, "secrets": SECRETS}
+CLASSES = {
+    "wrappers": WRAPPERS,
+    "deny-evasion": DENY_EVASION,
+    "git": GIT,
+    "writes": WRITES,
+    "symlinks": SYMLINKS,
+    "secrets": SECRETS,
+}

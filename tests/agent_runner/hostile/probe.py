@@ -32,16 +32,21 @@ def main() -> None:
     what, args = sys.argv[1], sys.argv[2:]
     if what == "write-outside":
         sentinel, marker = os.path.join("..", "..", "sentinel"), os.path.join("/tmp", args[0])
-        report(what, [
-            attempt("sentinel", lambda: write(os.path.join(sentinel, "pwned"))),
-            attempt("sentinel-file", lambda: write(os.path.join(sentinel, "secret.txt"), "owned\n", "a")),
-            attempt("tmp-marker", lambda: write(marker)),
-            attempt("git-config", lambda: write(".git/config", "[core]\n\tfsmonitor = id\n", "a")),
-            attempt("git-hook", lambda: write(".git/hooks/pre-commit", "#!/bin/sh\nid\n")),
-            attempt("git-hook-via-link", lambda: (os.symlink(".git/hooks", "hooklink"), write("hooklink/post-checkout"))),
-            attempt("etc", lambda: write(os.path.join("/etc", args[0]))),
-            attempt("usr", lambda: write(os.path.join("/usr/local/bin", args[0]))),
-        ])
+        report(
+            what,
+            [
+                attempt("sentinel", lambda: write(os.path.join(sentinel, "pwned"))),
+                attempt("sentinel-file", lambda: write(os.path.join(sentinel, "secret.txt"), "owned\n", "a")),
+                attempt("tmp-marker", lambda: write(marker)),
+                attempt("git-config", lambda: write(".git/config", "[core]\n\tfsmonitor = id\n", "a")),
+                attempt("git-hook", lambda: write(".git/hooks/pre-commit", "#!/bin/sh\nid\n")),
+                attempt(
+                    "git-hook-via-link", lambda: (os.symlink(".git/hooks", "hooklink"), write("hooklink/post-checkout"))
+                ),
+                attempt("etc", lambda: write(os.path.join("/etc", args[0]))),
+                attempt("usr", lambda: write(os.path.join("/usr/local/bin", args[0]))),
+            ],
+        )
     elif what == "environ":
         seen = []
         try:
@@ -90,7 +95,13 @@ def main() -> None:
             handle.close()
         report(what, [f"opened: {count}"])
     elif what == "home":
-        report(what, [f"home: {os.environ.get('HOME', '')}", attempt("gitconfig", lambda: write(os.path.expanduser("~/.gitconfig"), "[alias]\n\tst = !id\n"))])
+        report(
+            what,
+            [
+                f"home: {os.environ.get('HOME', '')}",
+                attempt("gitconfig", lambda: write(os.path.expanduser("~/.gitconfig"), "[alias]\n\tst = !id\n")),
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -94,8 +94,14 @@ def _seed(root: Path, sentinel: Path) -> Path:
     _tar(seed / "abs.tar", ("/tmp/nexus-abs-escape", "file", "x"))
     _zip(seed / "hook.zip", ".git/config", "[core]\n\tfsmonitor = id\n")
     _zip(seed / "link.zip", "ziplink", "/etc", mode=0o120777)
-    for name, target in (("esc", "/etc"), ("sentlink", str(sentinel / "secret.txt")), ("proclink", "/proc/self/environ"),
-                         ("rootlink", "/"), ("uplink", "../.."), ("gitlink", ".git")):
+    for name, target in (
+        ("esc", "/etc"),
+        ("sentlink", str(sentinel / "secret.txt")),
+        ("proclink", "/proc/self/environ"),
+        ("rootlink", "/"),
+        ("uplink", "../.."),
+        ("gitlink", ".git"),
+    ):
         os.symlink(target, seed / name)
     git(seed, "add", "-A")
     git(seed, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
@@ -138,14 +144,26 @@ class Stage:
         self.bare = _seed(tmp_path, self.sentinel)
 
     def config(self, calls: list[dict], **fields):
-        script = {"steps": [{"tool_calls": calls[i:i + 40]} for i in range(0, len(calls), 40)] + [{"say": "done"}]}
+        script = {"steps": [{"tool_calls": calls[i : i + 40]} for i in range(0, len(calls), 40)] + [{"say": "done"}]}
         run_id = f"run_{uuid.uuid4().hex[:16]}"
         repo = {"url": str(self.bare), "ref": "main", "branch": f"nexus/task_t/{run_id}", "target_branch": "main"}
-        return config(json.dumps(script), run_id=run_id, repo=repo, secrets=["API_TOKEN"], permissions=POLICY,
-                      tools=["run_command", "write_file", "note", "finish"], limits={"max_steps": 40}, **fields)
+        return config(
+            json.dumps(script),
+            run_id=run_id,
+            repo=repo,
+            secrets=["API_TOKEN"],
+            permissions=POLICY,
+            tools=["run_command", "write_file", "note", "finish"],
+            limits={"max_steps": 40},
+            **fields,
+        )
 
     def planted(self) -> list[Path]:
-        return [p for p in (Path(self.marker), Path("/etc") / self.marker_name, Path("/usr/local/bin") / self.marker_name) if p.exists()]
+        return [
+            p
+            for p in (Path(self.marker), Path("/etc") / self.marker_name, Path("/usr/local/bin") / self.marker_name)
+            if p.exists()
+        ]
 
     def intact(self) -> None:
         assert self.planted() == []
@@ -157,8 +175,9 @@ class Stage:
 
 async def _run(stage: Stage, js, nats_url: str, calls: list[dict], env: dict[str, str] | None = None):
     cfg = stage.config(calls)
-    r = await start_runner(stage.root, nats_url, cfg, secrets={"API_TOKEN": VALUE},
-                           env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2", **(env or {})})
+    r = await start_runner(
+        stage.root, nats_url, cfg, secrets={"API_TOKEN": VALUE}, env={"NEXUS_APPROVAL_TIMEOUT_S": "0.2", **(env or {})}
+    )
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, cfg.run_id)
     assert final_status(events)["status"] == "succeeded", (final_status(events), r.log()[-3000:])
@@ -168,7 +187,9 @@ async def _run(stage: Stage, js, nats_url: str, calls: list[dict], env: dict[str
 def _no_leak(stage: Stage, r, events) -> None:
     state = r.dir / "state" / f"{r.cfg.session_id}.json"
     assert verify_chain(read_state(state).changes).ok
-    pushed = subprocess.run(["git", "log", "-p", "--all", "--format=%H %B"], cwd=stage.bare, capture_output=True, text=True).stdout
+    pushed = subprocess.run(
+        ["git", "log", "-p", "--all", "--format=%H %B"], cwd=stage.bare, capture_output=True, text=True
+    ).stdout
     for text in (str(events), r.log(), state.read_text(), pushed):
         assert VALUE not in text and VALUE.replace("\\", "\\\\") not in text
 
@@ -177,7 +198,11 @@ def _workspace_git_clean(r) -> None:
     gitdir = r.workspace / ".git"
     if gitdir.is_dir():
         assert "fsmonitor" not in (gitdir / "config").read_text()
-        planted = [p.name for p in (gitdir / "hooks").iterdir() if not p.name.endswith(".sample")] if (gitdir / "hooks").exists() else []
+        planted = (
+            [p.name for p in (gitdir / "hooks").iterdir() if not p.name.endswith(".sample")]
+            if (gitdir / "hooks").exists()
+            else []
+        )
         assert planted == []
 
 
@@ -191,7 +216,9 @@ async def test_hostile_commands_are_refused_and_recorded(js, nats_url, tmp_path,
     stage = Stage(tmp_path)
     cases = CLASSES[kind]
     setup = [{"name": "run_command", "args": {"cmd": "python3 scripts/mklinks.py now"}}]
-    calls = setup + [{"name": "run_command", "args": {"cmd": _fill(cmd, {"sentinel": str(stage.sentinel)})}} for cmd, _ in cases]
+    calls = setup + [
+        {"name": "run_command", "args": {"cmd": _fill(cmd, {"sentinel": str(stage.sentinel)})}} for cmd, _ in cases
+    ]
     r, events = await _run(stage, js, nats_url, calls)
 
     tools = [e["data"] for _, e in events if e["type"] == "run.tool"]
@@ -201,7 +228,11 @@ async def test_hostile_commands_are_refused_and_recorded(js, nats_url, tmp_path,
     assert wrong_allows == []
     refused = [c for c in changes(events, "refused") if c["tool"] == "run_command"]
     assert len(refused) == len(cases)  # each refusal is in the ledger
-    wrong_reasons = [(cmd, c["reason"], c["detail"]) for (cmd, reasons), c in zip(cases, refused, strict=True) if c["reason"] not in reasons]
+    wrong_reasons = [
+        (cmd, c["reason"], c["detail"])
+        for (cmd, reasons), c in zip(cases, refused, strict=True)
+        if c["reason"] not in reasons
+    ]
     assert wrong_reasons == []
     for (_cmd, _), tool, change in zip(cases, tools[1:], refused, strict=True):
         assert tool["error"].startswith(f"refused ({change['reason']})")
@@ -242,12 +273,16 @@ async def test_what_the_policy_lets_run_finds_no_way_out(js, nats_url, tmp_path,
         pytest.skip("this kernel's Landlock cannot scope signals")
     stage = Stage(tmp_path)
     markers = {how: f"nexus-survivor-{how}-{uuid.uuid4().hex}" for how in ("setsid", "double-fork", "nohup")}
-    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", f"nexus-victim-{uuid.uuid4().hex}"])
+    victim = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", f"nexus-victim-{uuid.uuid4().hex}"]
+    )
     try:
         calls = _contained_calls(stage, nats_url, victim.pid, markers, survive=mode == "auto")
         r, events = await _run(stage, js, nats_url, calls, env={"NEXUS_SANDBOX": mode})
         logs = [e["data"]["message"] for _, e in events if e["type"] == "run.log"]
-        assert any(m.startswith(f"commands are confined by {'bwrap' if mode == 'auto' else 'landlock'}") for m in logs), logs
+        assert any(
+            m.startswith(f"commands are confined by {'bwrap' if mode == 'auto' else 'landlock'}") for m in logs
+        ), logs
         tools = [e["data"] for _, e in events if e["type"] == "run.tool"]
         assert all(t["ok"] for t in tools[: len(calls)]), tools
         assert [c["exitCode"] for c in changes(events, "command-run")] == [0] * len(calls)
@@ -256,9 +291,13 @@ async def test_what_the_policy_lets_run_finds_no_way_out(js, nats_url, tmp_path,
         # Landlock cannot carve the git directory out of the workspace: there it is protected only
         # when it lives outside the workspace.
         git_inside = (r.workspace / ".git").is_dir()
-        escaped = [line for line in _probe(r, "write-outside").splitlines() if line.endswith("DONE")
-                   and not (mode == "auto" and line.startswith("tmp-marker"))
-                   and not (mode == "landlock" and git_inside and line.startswith("git-"))]
+        escaped = [
+            line
+            for line in _probe(r, "write-outside").splitlines()
+            if line.endswith("DONE")
+            and not (mode == "auto" and line.startswith("tmp-marker"))
+            and not (mode == "landlock" and git_inside and line.startswith("git-"))
+        ]
         assert escaped == [], _probe(r, "write-outside")
         environ = _probe(r, "environ")
         assert "NEXUS" not in environ and "${secret" not in environ and VALUE not in environ

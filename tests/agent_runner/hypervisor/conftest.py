@@ -89,7 +89,9 @@ class Sandbox:
         return seen
 
     def sentinel_intact(self) -> bool:
-        return (self.sentinel / "secret.txt").read_text() == SENTINEL_TEXT and (self.sentinel / "dir" / "inner.txt").exists()
+        return (self.sentinel / "secret.txt").read_text() == SENTINEL_TEXT and (
+            self.sentinel / "dir" / "inner.txt"
+        ).exists()
 
     def assert_recorded(self) -> None:
         """The state file on disk holds exactly the session, the chain verifies, events match."""
@@ -137,7 +139,10 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
     git(ws, "add", "-A")
     git(ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
     box = Sandbox(
-        root=tmp_path, ws=ws, sentinel=sentinel, state_file=tmp_path / "state" / "session.json",
+        root=tmp_path,
+        ws=ws,
+        sentinel=sentinel,
+        state_file=tmp_path / "state" / "session.json",
         session=SessionState(session_id="ses_test", project_path=str(ws)),
     )
     box.make()

@@ -99,9 +99,24 @@ async def test_runner_environment_does_not_reach_commands(sandbox: Any, cmd: str
 async def test_default_environment_is_minimal(sandbox: Any) -> None:
     result, _ = await _run(sandbox, "env")
     names = {line.split("=", 1)[0] for line in result.output.splitlines() if "=" in line}
-    assert names <= {"PATH", "PWD", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "GIT_TERMINAL_PROMPT", "GIT_CONFIG_NOSYSTEM",
-                     "GIT_CONFIG_GLOBAL", "GIT_CEILING_DIRECTORIES", "GIT_OPTIONAL_LOCKS", "GIT_AUTHOR_NAME",
-                     "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"}
+    assert names <= {
+        "PATH",
+        "PWD",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "GIT_TERMINAL_PROMPT",
+        "GIT_CONFIG_NOSYSTEM",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CEILING_DIRECTORIES",
+        "GIT_OPTIONAL_LOCKS",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+    }
     # HOME is an empty private directory: never the workspace (a .gitconfig written there would be git's).
     home = next(line.split("=", 1)[1] for line in result.output.splitlines() if line.startswith("HOME="))
     assert not home.startswith(str(sandbox.ws)) and os.listdir(home) == []
@@ -134,9 +149,13 @@ async def test_secret_is_never_in_the_command_line(sandbox: Any) -> None:
     result, change = await _run(sandbox, cmd)
     assert change.exit_code == 0 and "${secret:API_KEY}" not in result.output and "python3" in result.output
     # From the host, while it runs: no process has the value in its command line.
-    script = "import os, time\nopen('started', 'w').write('1')\nwhile not os.path.exists('stop'):\n    time.sleep(0.02)\n"
+    script = (
+        "import os, time\nopen('started', 'w').write('1')\nwhile not os.path.exists('stop'):\n    time.sleep(0.02)\n"
+    )
     (sandbox.ws / "hold.py").write_text(script)
-    running = asyncio.ensure_future(sandbox.hv.call("run_command", {"cmd": "TOKEN=${secret:API_KEY} python3 hold.py", "timeout_s": 20}))
+    running = asyncio.ensure_future(
+        sandbox.hv.call("run_command", {"cmd": "TOKEN=${secret:API_KEY} python3 hold.py", "timeout_s": 20})
+    )
     for _ in range(400):
         if (sandbox.ws / "started").exists():
             break
@@ -148,8 +167,16 @@ async def test_secret_is_never_in_the_command_line(sandbox: Any) -> None:
     assert (await running).ok
 
 
-@pytest.mark.parametrize("cmd", ["echo ${secret:API_KEY}", "touch ${secret:API_KEY}", "mkdir x-${secret:API_KEY}",
-                                 "env TOKEN=${secret:API_KEY} printenv TOKEN", "X=pre${secret:API_KEY} printenv X"])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "echo ${secret:API_KEY}",
+        "touch ${secret:API_KEY}",
+        "mkdir x-${secret:API_KEY}",
+        "env TOKEN=${secret:API_KEY} printenv TOKEN",
+        "X=pre${secret:API_KEY} printenv X",
+    ],
+)
 async def test_secret_in_argv_or_a_file_name_is_refused(sandbox: Any, cmd: str) -> None:
     before = sandbox.snapshot()
     result = await sandbox.hv.call("run_command", {"cmd": cmd})
@@ -163,7 +190,9 @@ async def test_secret_cut_by_the_output_cap_is_not_half_shown(sandbox: Any) -> N
     cap = 4096
     hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(allow=["python3 *"], max_output_bytes=cap)))
     # The cap falls in the middle of the secret: it is masked before the cut.
-    cmd = f"T=${{secret:API_KEY}} python3 -c 'import os, sys; sys.stdout.write(\"x\" * {cap - 8} + os.environ[\"T\"] * 2)'"
+    cmd = (
+        f'T=${{secret:API_KEY}} python3 -c \'import os, sys; sys.stdout.write("x" * {cap - 8} + os.environ["T"] * 2)\''
+    )
     result = await hv.call("run_command", {"cmd": cmd})
     assert result.ok
     head = sandbox.SECRET[:8]
@@ -241,8 +270,11 @@ async def test_symlink_made_by_a_command_is_not_followed(sandbox: Any) -> None:
     # The argv check cannot see this link's target; the path check at use must.
     made = await sandbox.hv.call("run_command", {"cmd": "python3 -c \"import os; os.symlink(os.sep + 'etc', 'esc')\""})
     assert made.ok and (sandbox.ws / "esc").is_symlink()
-    for tool, args in [("read_file", {"path": "esc/passwd"}), ("list_dir", {"path": "esc"}),
-                       ("write_file", {"path": "esc/pwned", "content": "x"})]:
+    for tool, args in [
+        ("read_file", {"path": "esc/passwd"}),
+        ("list_dir", {"path": "esc"}),
+        ("write_file", {"path": "esc/pwned", "content": "x"}),
+    ]:
         result = await sandbox.hv.call(tool, args)
         assert not result.ok and "outside-workspace" in result.error
         assert isinstance(sandbox.session.changes[-1], RefusedChange)

@@ -73,22 +73,84 @@ CASES = [
     Case("read-dotdot", "read_file", {"path": "../sentinel/secret.txt"}, "path-escape"),
     Case("read-inner-dotdot", "read_file", {"path": "src/../../sentinel/secret.txt"}, "path-escape"),
     Case("read-proc-environ-abs", "read_file", {"path": "/proc/self/environ"}, "absolute-path"),
-    Case("read-proc-via-link", "read_file", {"path": "proc/environ"}, "special-filesystem", _link("proc", "/proc/self")),
+    Case(
+        "read-proc-via-link", "read_file", {"path": "proc/environ"}, "special-filesystem", _link("proc", "/proc/self")
+    ),
     Case("read-dev-zero-via-link", "read_file", {"path": "zero"}, "special-filesystem", _link("zero", "/dev/zero")),
     Case("read-nul-byte", "read_file", {"path": "README.md\x00.txt"}, "invalid-path"),
     Case("read-injection-in-path", "read_file", {"path": "README.md; rm -rf /"}, "not-found"),
     # --- symlinks --------------------------------------------------------------------------
-    Case("read-symlink-out", "read_file", {"path": "link_out"}, "outside-workspace", _link("link_out", "{sentinel}/secret.txt")),
-    Case("read-relative-symlink-out", "read_file", {"path": "rel_out"}, "outside-workspace", _link("rel_out", "../sentinel/secret.txt")),
-    Case("read-symlinked-parent", "read_file", {"path": "linkdir/secret.txt"}, "outside-workspace", _link("linkdir", "{sentinel}")),
-    Case("write-symlink-out", "write_file", {"path": "link_out", "content": "owned"}, "outside-workspace", _link("link_out", "{sentinel}/secret.txt")),
-    Case("write-symlinked-parent", "write_file", {"path": "linkdir/pwned", "content": "x"}, "outside-workspace", _link("linkdir", "{sentinel}")),
-    Case("write-dangling-link-out", "write_file", {"path": "dangling", "content": "x"}, "outside-workspace", _link("dangling", "{sentinel}/created-through-link")),
-    Case("write-through-inside-symlink", "write_file", {"path": "link_in", "content": "x"}, "symlink", _link("link_in", "README.md")),
-    Case("write-dangling-inside-symlink", "write_file", {"path": "dangling_in", "content": "x"}, "symlink", _link("dangling_in", "not-yet.txt")),
-    Case("edit-symlink-out", "edit_file", {"path": "link_out", "old": "sentinel", "new": "owned"}, "outside-workspace", _link("link_out", "{sentinel}/secret.txt")),
+    Case(
+        "read-symlink-out",
+        "read_file",
+        {"path": "link_out"},
+        "outside-workspace",
+        _link("link_out", "{sentinel}/secret.txt"),
+    ),
+    Case(
+        "read-relative-symlink-out",
+        "read_file",
+        {"path": "rel_out"},
+        "outside-workspace",
+        _link("rel_out", "../sentinel/secret.txt"),
+    ),
+    Case(
+        "read-symlinked-parent",
+        "read_file",
+        {"path": "linkdir/secret.txt"},
+        "outside-workspace",
+        _link("linkdir", "{sentinel}"),
+    ),
+    Case(
+        "write-symlink-out",
+        "write_file",
+        {"path": "link_out", "content": "owned"},
+        "outside-workspace",
+        _link("link_out", "{sentinel}/secret.txt"),
+    ),
+    Case(
+        "write-symlinked-parent",
+        "write_file",
+        {"path": "linkdir/pwned", "content": "x"},
+        "outside-workspace",
+        _link("linkdir", "{sentinel}"),
+    ),
+    Case(
+        "write-dangling-link-out",
+        "write_file",
+        {"path": "dangling", "content": "x"},
+        "outside-workspace",
+        _link("dangling", "{sentinel}/created-through-link"),
+    ),
+    Case(
+        "write-through-inside-symlink",
+        "write_file",
+        {"path": "link_in", "content": "x"},
+        "symlink",
+        _link("link_in", "README.md"),
+    ),
+    Case(
+        "write-dangling-inside-symlink",
+        "write_file",
+        {"path": "dangling_in", "content": "x"},
+        "symlink",
+        _link("dangling_in", "not-yet.txt"),
+    ),
+    Case(
+        "edit-symlink-out",
+        "edit_file",
+        {"path": "link_out", "old": "sentinel", "new": "owned"},
+        "outside-workspace",
+        _link("link_out", "{sentinel}/secret.txt"),
+    ),
     Case("list-symlinked-dir", "list_dir", {"path": "linkdir"}, "outside-workspace", _link("linkdir", "{sentinel}")),
-    Case("search-symlinked-dir", "search_text", {"pattern": "sentinel", "path": "linkdir"}, "outside-workspace", _link("linkdir", "{sentinel}")),
+    Case(
+        "search-symlinked-dir",
+        "search_text",
+        {"pattern": "sentinel", "path": "linkdir"},
+        "outside-workspace",
+        _link("linkdir", "{sentinel}"),
+    ),
     # --- special files and hard links ------------------------------------------------------
     Case("read-fifo", "read_file", {"path": "fifo"}, "special-file", _fifo),
     Case("write-fifo", "write_file", {"path": "fifo", "content": "x"}, "special-file", _fifo),
@@ -100,24 +162,80 @@ CASES = [
     Case("write-abs-tmp", "write_file", {"path": str(ESCAPE_MARKER), "content": "x"}, "absolute-path"),
     Case("write-dotdot", "write_file", {"path": "../sentinel/pwned", "content": "x"}, "path-escape"),
     Case("write-workspace-root", "write_file", {"path": ".", "content": "x"}, "invalid-path"),
-    Case("write-proc-via-link", "write_file", {"path": "proc/attr/current", "content": "x"}, "special-filesystem", _link("proc", "/proc/self")),
-    Case("write-git-hook", "write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\ntouch /tmp/x\n"}, "git-internals"),
-    Case("write-git-config", "write_file", {"path": ".git/config", "content": "[core]\n\thooksPath = ../evil\n"}, "git-internals"),
-    Case("write-git-casefolded", "write_file", {"path": "src/.GIT/hooks/post-checkout", "content": "x"}, "git-internals"),
-    Case("write-git-via-symlink", "write_file", {"path": "gitlink/hooks/pre-commit", "content": "x"}, "git-internals", _link("gitlink", ".git")),
-    Case("edit-git-config", "edit_file", {"path": ".git/config", "old": "[core]", "new": "[core]\n\tfsmonitor = ./evil"}, "git-internals"),
+    Case(
+        "write-proc-via-link",
+        "write_file",
+        {"path": "proc/attr/current", "content": "x"},
+        "special-filesystem",
+        _link("proc", "/proc/self"),
+    ),
+    Case(
+        "write-git-hook",
+        "write_file",
+        {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\ntouch /tmp/x\n"},
+        "git-internals",
+    ),
+    Case(
+        "write-git-config",
+        "write_file",
+        {"path": ".git/config", "content": "[core]\n\thooksPath = ../evil\n"},
+        "git-internals",
+    ),
+    Case(
+        "write-git-casefolded", "write_file", {"path": "src/.GIT/hooks/post-checkout", "content": "x"}, "git-internals"
+    ),
+    Case(
+        "write-git-via-symlink",
+        "write_file",
+        {"path": "gitlink/hooks/pre-commit", "content": "x"},
+        "git-internals",
+        _link("gitlink", ".git"),
+    ),
+    Case(
+        "edit-git-config",
+        "edit_file",
+        {"path": ".git/config", "old": "[core]", "new": "[core]\n\tfsmonitor = ./evil"},
+        "git-internals",
+    ),
     Case("write-huge-file", "write_file", {"path": "big.bin", "content": "x" * (9 << 20)}, "too-large"),
     # --- listing and searching outside -----------------------------------------------------
     Case("list-dotdot", "list_dir", {"path": ".."}, "path-escape"),
     Case("list-abs-root", "list_dir", {"path": "/"}, "absolute-path"),
     Case("search-dotdot", "search_text", {"pattern": "sentinel", "path": "../sentinel"}, "path-escape"),
     # --- patches -----------------------------------------------------------------------------
-    Case("patch-dotdot", "apply_patch", {"patch": _patch("a/../sentinel/secret.txt", "b/../sentinel/secret.txt")}, "path-escape"),
+    Case(
+        "patch-dotdot",
+        "apply_patch",
+        {"patch": _patch("a/../sentinel/secret.txt", "b/../sentinel/secret.txt")},
+        "path-escape",
+    ),
     # git reads "--- /abs/x" with its -p1 rule as the relative "abs/x": inside the workspace, and absent.
-    Case("patch-abs", "apply_patch", {"patch": _patch("{sentinel}/secret.txt", "{sentinel}/secret.txt")}, "patch-failed"),
-    Case("patch-git-hook", "apply_patch", {"patch": "diff --git a/.git/hooks/post-commit b/.git/hooks/post-commit\nnew file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-commit\n@@ -0,0 +1 @@\n+touch /tmp/x\n"}, "git-internals"),
-    Case("patch-creates-symlink", "apply_patch", {"patch": "diff --git a/esc b/esc\nnew file mode 120000\n--- /dev/null\n+++ b/esc\n@@ -0,0 +1 @@\n+/\n\\ No newline at end of file\n"}, "symlink"),
-    Case("patch-through-symlinked-dir", "apply_patch", {"patch": _patch("a/linkdir/secret.txt", "b/linkdir/secret.txt")}, "outside-workspace", _link("linkdir", "{sentinel}")),
+    Case(
+        "patch-abs", "apply_patch", {"patch": _patch("{sentinel}/secret.txt", "{sentinel}/secret.txt")}, "patch-failed"
+    ),
+    Case(
+        "patch-git-hook",
+        "apply_patch",
+        {
+            "patch": "diff --git a/.git/hooks/post-commit b/.git/hooks/post-commit\nnew file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-commit\n@@ -0,0 +1 @@\n+touch /tmp/x\n"
+        },
+        "git-internals",
+    ),
+    Case(
+        "patch-creates-symlink",
+        "apply_patch",
+        {
+            "patch": "diff --git a/esc b/esc\nnew file mode 120000\n--- /dev/null\n+++ b/esc\n@@ -0,0 +1 @@\n+/\n\\ No newline at end of file\n"
+        },
+        "symlink",
+    ),
+    Case(
+        "patch-through-symlinked-dir",
+        "apply_patch",
+        {"patch": _patch("a/linkdir/secret.txt", "b/linkdir/secret.txt")},
+        "outside-workspace",
+        _link("linkdir", "{sentinel}"),
+    ),
     # --- commands: arguments pointing out, shells, injection ------------------------------------
     Case("cmd-rm-dotdot", "run_command", {"cmd": "rm -rf ../sentinel"}, "path-outside-workspace"),
     Case("cmd-rm-abs", "run_command", {"cmd": "rm -rf {sentinel}"}, "path-outside-workspace"),
@@ -140,21 +258,70 @@ CASES = [
     Case("cmd-git-merge-not-allowed", "run_command", {"cmd": "git -c x=y merge other"}, "not-permitted"),
     # --- command policy and approvals ------------------------------------------------------------
     Case("cmd-policy-deny", "run_command", {"cmd": "rm -rf README.md"}, "policy-deny", permissions=DENY_RM),
-    Case("cmd-policy-deny-by-abs-program", "run_command", {"cmd": "/bin/rm -rf README.md"}, "policy-deny", permissions=DENY_RM),
-    Case("cmd-policy-deny-extra-spaces", "run_command", {"cmd": "  rm   -rf   README.md"}, "policy-deny", permissions=DENY_RM),
-    Case("cmd-policy-default-deny", "run_command", {"cmd": "touch pwned"}, "policy-deny", permissions=ALLOW_ONLY_STATUS),
-    Case("cmd-ask-without-approver", "run_command", {"cmd": "touch pwned"}, "approval-required", permissions=ASK_COMMANDS),
-    Case("cmd-ask-rejected", "run_command", {"cmd": "touch pwned"}, "approval-rejected", permissions=ASK_COMMANDS, approver="reject"),
-    Case("cmd-ask-expired", "run_command", {"cmd": "touch pwned"}, "approval-expired", permissions=ASK_COMMANDS, approver="expire"),
-    Case("write-ask-glob-rejected", "write_file", {"path": "deploy/prod.yaml", "content": "x"}, "approval-rejected", permissions=Permissions(ask=["write:deploy/*"]), approver="reject"),
-    Case("write-ask-glob-without-approver", "write_file", {"path": "deploy/prod.yaml", "content": "x"}, "approval-required", permissions=Permissions(ask=["write:deploy/*"])),
+    Case(
+        "cmd-policy-deny-by-abs-program",
+        "run_command",
+        {"cmd": "/bin/rm -rf README.md"},
+        "policy-deny",
+        permissions=DENY_RM,
+    ),
+    Case(
+        "cmd-policy-deny-extra-spaces",
+        "run_command",
+        {"cmd": "  rm   -rf   README.md"},
+        "policy-deny",
+        permissions=DENY_RM,
+    ),
+    Case(
+        "cmd-policy-default-deny", "run_command", {"cmd": "touch pwned"}, "policy-deny", permissions=ALLOW_ONLY_STATUS
+    ),
+    Case(
+        "cmd-ask-without-approver", "run_command", {"cmd": "touch pwned"}, "approval-required", permissions=ASK_COMMANDS
+    ),
+    Case(
+        "cmd-ask-rejected",
+        "run_command",
+        {"cmd": "touch pwned"},
+        "approval-rejected",
+        permissions=ASK_COMMANDS,
+        approver="reject",
+    ),
+    Case(
+        "cmd-ask-expired",
+        "run_command",
+        {"cmd": "touch pwned"},
+        "approval-expired",
+        permissions=ASK_COMMANDS,
+        approver="expire",
+    ),
+    Case(
+        "write-ask-glob-rejected",
+        "write_file",
+        {"path": "deploy/prod.yaml", "content": "x"},
+        "approval-rejected",
+        permissions=Permissions(ask=["write:deploy/*"]),
+        approver="reject",
+    ),
+    Case(
+        "write-ask-glob-without-approver",
+        "write_file",
+        {"path": "deploy/prod.yaml", "content": "x"},
+        "approval-required",
+        permissions=Permissions(ask=["write:deploy/*"]),
+    ),
     # --- the tool surface itself -----------------------------------------------------------------
     Case("unknown-tool", "exec_python", {"code": "import os"}, "unknown-tool"),
     Case("wrong-argument-type", "read_file", {"path": 5}, "invalid-arguments"),
     Case("unexpected-argument", "read_file", {"path": "README.md", "follow_symlinks": True}, "invalid-arguments"),
     Case("negative-timeout", "run_command", {"cmd": "true", "timeout_s": -1}, "invalid-arguments"),
     Case("spawn-without-spawner", "spawn_child", {"title": "child"}, "not-permitted"),
-    Case("commit-not-permitted", "git_commit", {"message": "x"}, "not-permitted", permissions=Permissions(can_commit=False)),
+    Case(
+        "commit-not-permitted",
+        "git_commit",
+        {"message": "x"},
+        "not-permitted",
+        permissions=Permissions(can_commit=False),
+    ),
     Case("approval-without-approver", "request_approval", {"action": "merge", "detail": "please"}, "approval-required"),
 ]
 

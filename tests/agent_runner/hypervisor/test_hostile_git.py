@@ -87,9 +87,17 @@ CASES = [
     Case("patch-symlink-trailing-space", "apply_patch", {"patch": _new("esc", "120000 ")}, NOT_REGULAR),
     Case("patch-symlink-tab", "apply_patch", {"patch": _new("esc", "\t120000")}, NOT_REGULAR),
     Case("patch-symlink-mode-change", "apply_patch", {"patch": _mode_change("README.md", "120000")}, NOT_REGULAR),
-    Case("patch-symlink-mode-change-zeros", "apply_patch", {"patch": _mode_change("README.md", "  0120000")}, NOT_REGULAR),
-    Case("patch-symlink-index-line", "apply_patch",
-         {"patch": "diff --git a/esc b/esc\nindex 0000000..1111111 120000\n--- /dev/null\n+++ b/esc\n@@ -0,0 +1 @@\n+/etc\n"}, NOT_REGULAR),
+    Case(
+        "patch-symlink-mode-change-zeros", "apply_patch", {"patch": _mode_change("README.md", "  0120000")}, NOT_REGULAR
+    ),
+    Case(
+        "patch-symlink-index-line",
+        "apply_patch",
+        {
+            "patch": "diff --git a/esc b/esc\nindex 0000000..1111111 120000\n--- /dev/null\n+++ b/esc\n@@ -0,0 +1 @@\n+/etc\n"
+        },
+        NOT_REGULAR,
+    ),
     Case("patch-gitlink", "apply_patch", {"patch": _new("sub", "160000", GITLINK)}, NOT_REGULAR),
     Case("patch-gitlink-zeros", "apply_patch", {"patch": _new("sub", "0160000", GITLINK)}, NOT_REGULAR),
     Case("patch-gitlink-mode-change", "apply_patch", {"patch": _mode_change("README.md", "160000")}, NOT_REGULAR),
@@ -97,21 +105,65 @@ CASES = [
     Case("patch-odd-mode", "apply_patch", {"patch": _new("odd", "100777")}, NOT_REGULAR),
     # --- paths into .git, outside, through symlinks ------------------------------------------
     Case("patch-rename-into-git", "apply_patch", {"patch": _move("rename", "README.md", ".git/config")}, GIT_PATH),
-    Case("patch-copy-into-git-hooks", "apply_patch", {"patch": _move("copy", "README.md", ".git/hooks/post-checkout")}, GIT_PATH),
+    Case(
+        "patch-copy-into-git-hooks",
+        "apply_patch",
+        {"patch": _move("copy", "README.md", ".git/hooks/post-checkout")},
+        GIT_PATH,
+    ),
     Case("patch-upper-case-git", "apply_patch", {"patch": _new(".GIT/config", "100644", "+[core]\n")}, GIT_PATH),
     Case("patch-nested-git", "apply_patch", {"patch": _new("sub/.git/config", "100644", "+[core]\n")}, GIT_PATH),
     Case("patch-git-file", "apply_patch", {"patch": _new(".git", "100644", "+gitdir: /tmp\n")}, GIT_PATH),
-    Case("patch-rename-outside", "apply_patch", {"patch": _move("rename", "README.md", "../escaped")}, ("invalid-patch", "path-escape")),
-    Case("patch-create-through-symlinked-dir", "apply_patch", {"patch": _new("linkdir/new.txt", "100644", "+x\n")},
-         ("outside-workspace", "symlink"), _link("linkdir", "{sentinel}/dir")),
-    Case("patch-modify-through-symlinked-dir", "apply_patch", {"patch": _modify("linkdir/secret.txt")},
-         ("outside-workspace", "symlink"), _link("linkdir", "{sentinel}")),
-    Case("patch-delete-through-symlinked-dir", "apply_patch",
-         {"patch": "diff --git a/linkdir/secret.txt b/linkdir/secret.txt\ndeleted file mode 100644\n--- a/linkdir/secret.txt\n+++ /dev/null\n"
-                   "@@ -1 +0,0 @@\n-sentinel: must never change or leak\n"}, ("outside-workspace", "symlink"), _link("linkdir", "{sentinel}")),
-    Case("patch-through-inside-symlinked-dir", "apply_patch", {"patch": _new("srclink/x.py", "100644", "+x\n")}, SYMLINK, _link("srclink", "src")),
-    Case("patch-modify-a-symlink", "apply_patch", {"patch": _modify("lnk")}, ("outside-workspace", "symlink", "patch-failed"), _link("lnk", "{sentinel}/secret.txt")),
-    Case("patch-secret-in-path", "apply_patch", {"patch": _new(f"leak-{SECRET}.txt", "100644", "+x\n")}, ("secret-in-path",)),
+    Case(
+        "patch-rename-outside",
+        "apply_patch",
+        {"patch": _move("rename", "README.md", "../escaped")},
+        ("invalid-patch", "path-escape"),
+    ),
+    Case(
+        "patch-create-through-symlinked-dir",
+        "apply_patch",
+        {"patch": _new("linkdir/new.txt", "100644", "+x\n")},
+        ("outside-workspace", "symlink"),
+        _link("linkdir", "{sentinel}/dir"),
+    ),
+    Case(
+        "patch-modify-through-symlinked-dir",
+        "apply_patch",
+        {"patch": _modify("linkdir/secret.txt")},
+        ("outside-workspace", "symlink"),
+        _link("linkdir", "{sentinel}"),
+    ),
+    Case(
+        "patch-delete-through-symlinked-dir",
+        "apply_patch",
+        {
+            "patch": "diff --git a/linkdir/secret.txt b/linkdir/secret.txt\ndeleted file mode 100644\n--- a/linkdir/secret.txt\n+++ /dev/null\n"
+            "@@ -1 +0,0 @@\n-sentinel: must never change or leak\n"
+        },
+        ("outside-workspace", "symlink"),
+        _link("linkdir", "{sentinel}"),
+    ),
+    Case(
+        "patch-through-inside-symlinked-dir",
+        "apply_patch",
+        {"patch": _new("srclink/x.py", "100644", "+x\n")},
+        SYMLINK,
+        _link("srclink", "src"),
+    ),
+    Case(
+        "patch-modify-a-symlink",
+        "apply_patch",
+        {"patch": _modify("lnk")},
+        ("outside-workspace", "symlink", "patch-failed"),
+        _link("lnk", "{sentinel}/secret.txt"),
+    ),
+    Case(
+        "patch-secret-in-path",
+        "apply_patch",
+        {"patch": _new(f"leak-{SECRET}.txt", "100644", "+x\n")},
+        ("secret-in-path",),
+    ),
     # --- a secret's value in a path --------------------------------------------------------
     Case("write-secret-path", "write_file", {"path": SECRET, "content": "x"}, ("secret-in-path",)),
     Case("write-secret-dir", "write_file", {"path": f"d/{SECRET}/x.txt", "content": "x"}, ("secret-in-path",)),
@@ -125,20 +177,54 @@ CASES = [
     # --- provenance: Nexus-* trailers are the runner's ----------------------------------------
     Case("commit-forged-ledger", "git_commit", {"message": "work\n\nNexus-Ledger: 00forged"}, FORGED, _file("a.txt")),
     Case("commit-forged-lower-case", "git_commit", {"message": "work\n\nnexus-run: run_fake"}, FORGED, _file("a.txt")),
-    Case("commit-forged-indented", "git_commit", {"message": "work\n\n   Nexus-Session : ses_fake"}, FORGED, _file("a.txt")),
+    Case(
+        "commit-forged-indented",
+        "git_commit",
+        {"message": "work\n\n   Nexus-Session : ses_fake"},
+        FORGED,
+        _file("a.txt"),
+    ),
     Case("commit-forged-first-line", "git_commit", {"message": "Nexus-Agent: me@1"}, FORGED, _file("a.txt")),
     Case("commit-forged-middle", "git_commit", {"message": "a\nNexus-Ledger: x\nb"}, FORGED, _file("a.txt")),
     Case("commit-forged-custom-key", "git_commit", {"message": "a\n\nNEXUS-APPROVED-BY: lead"}, FORGED, _file("a.txt")),
     # --- the private git directory changed behind the hypervisor's back ----------------------
-    Case("status-after-config-tamper", "git_status", {}, ("git-tampered",),
-         tamper=_append("config", '[core]\n\tfsmonitor = "touch {sentinel}/fsmonitor-ran; false"\n')),
-    Case("diff-after-filter-tamper", "git_diff", {}, ("git-tampered",),
-         tamper=_append("config", '[filter "evil"]\n\tclean = touch {sentinel}/filter-ran\n')),
-    Case("log-after-attributes-tamper", "git_log", {}, ("git-tampered",), tamper=_append("info/attributes", "* filter=evil\n")),
-    Case("commit-after-alternates-tamper", "git_commit", {"message": "x"}, ("git-tampered",),
-         _file("a.txt"), _append("objects/info/alternates", "/tmp\n")),
-    Case("commit-after-worktree-config", "git_commit", {"message": "x"}, ("git-tampered",),
-         _file("a.txt"), _append("config.worktree", "[core]\n\thooksPath = /tmp\n")),
+    Case(
+        "status-after-config-tamper",
+        "git_status",
+        {},
+        ("git-tampered",),
+        tamper=_append("config", '[core]\n\tfsmonitor = "touch {sentinel}/fsmonitor-ran; false"\n'),
+    ),
+    Case(
+        "diff-after-filter-tamper",
+        "git_diff",
+        {},
+        ("git-tampered",),
+        tamper=_append("config", '[filter "evil"]\n\tclean = touch {sentinel}/filter-ran\n'),
+    ),
+    Case(
+        "log-after-attributes-tamper",
+        "git_log",
+        {},
+        ("git-tampered",),
+        tamper=_append("info/attributes", "* filter=evil\n"),
+    ),
+    Case(
+        "commit-after-alternates-tamper",
+        "git_commit",
+        {"message": "x"},
+        ("git-tampered",),
+        _file("a.txt"),
+        _append("objects/info/alternates", "/tmp\n"),
+    ),
+    Case(
+        "commit-after-worktree-config",
+        "git_commit",
+        {"message": "x"},
+        ("git-tampered",),
+        _file("a.txt"),
+        _append("config.worktree", "[core]\n\thooksPath = /tmp\n"),
+    ),
 ]
 
 
@@ -207,8 +293,15 @@ async def test_planted_config_filters_fsmonitor_and_hooks_never_run(sandbox: Any
     _plant_drivers(sandbox)
     hv = sandbox.make()
     (sandbox.ws / "README.md").write_text("# demo\nchanged\n")
-    for tool, args in (("git_status", {}), ("git_diff", {}), ("git_log", {}), ("git_commit", {"message": "with drivers planted"}),
-                       ("git_diff", {}), ("git_status", {}), ("git_log", {})):
+    for tool, args in (
+        ("git_status", {}),
+        ("git_diff", {}),
+        ("git_log", {}),
+        ("git_commit", {"message": "with drivers planted"}),
+        ("git_diff", {}),
+        ("git_status", {}),
+        ("git_log", {}),
+    ):
         result = await hv.call(tool, args)
         assert result.ok, (tool, result.error)
     assert not any((sandbox.sentinel / m).exists() for m in MARKERS), sorted(p.name for p in sandbox.sentinel.iterdir())
@@ -218,7 +311,9 @@ async def test_planted_config_filters_fsmonitor_and_hooks_never_run(sandbox: Any
     assert git_cmd(sandbox.ws, "show", "HEAD:README.md") == "# demo\nchanged\n"
 
 
-async def test_a_parent_swapped_for_a_symlink_during_apply_writes_nothing_outside(sandbox: Any, monkeypatch: Any) -> None:
+async def test_a_parent_swapped_for_a_symlink_during_apply_writes_nothing_outside(
+    sandbox: Any, monkeypatch: Any
+) -> None:
     hv = sandbox.make()
     copy_in = patches._copy_in
 
@@ -237,18 +332,32 @@ async def test_a_parent_swapped_for_a_symlink_during_apply_writes_nothing_outsid
 
 async def test_apply_patch_keeps_modes_and_applies_renames(sandbox: Any) -> None:
     hv = sandbox.make()
-    patch = (_move("rename", "README.md", "docs/README.md")
-             + _new("run.sh", "100755", "+echo hi\n"))
+    patch = _move("rename", "README.md", "docs/README.md") + _new("run.sh", "100755", "+echo hi\n")
     result = await hv.call("apply_patch", {"patch": patch})
     assert result.ok, result.error
-    assert not (sandbox.ws / "README.md").exists() and (sandbox.ws / "docs" / "README.md").read_text().startswith("# demo")
-    assert os.stat(sandbox.ws / "run.sh").st_mode & 0o777 == 0o755 and (sandbox.ws / "run.sh").read_text() == "echo hi\n"
+    assert not (sandbox.ws / "README.md").exists() and (sandbox.ws / "docs" / "README.md").read_text().startswith(
+        "# demo"
+    )
+    assert (
+        os.stat(sandbox.ws / "run.sh").st_mode & 0o777 == 0o755 and (sandbox.ws / "run.sh").read_text() == "echo hi\n"
+    )
 
 
 # --- search is no oracle; masking comes before any cut -------------------------------------------
 
-PROBES = [SECRET, SECRET[:6], SECRET[:10], SECRET[-8:], "s3cr3t", "^token = s3", "9f8e7d6c$", "s.cr.t-V", "[s]3cr3t", "Value-[0-9]f8e",
-          "s3cr3t-Value-9f8e7d6c|nothing-else-matches"]
+PROBES = [
+    SECRET,
+    SECRET[:6],
+    SECRET[:10],
+    SECRET[-8:],
+    "s3cr3t",
+    "^token = s3",
+    "9f8e7d6c$",
+    "s.cr.t-V",
+    "[s]3cr3t",
+    "Value-[0-9]f8e",
+    "s3cr3t-Value-9f8e7d6c|nothing-else-matches",
+]
 
 
 @pytest.mark.parametrize("pattern", PROBES)
@@ -274,8 +383,14 @@ async def test_search_shows_the_masked_view(sandbox: Any) -> None:
 
 async def test_errors_never_repr_a_secret(sandbox: Any) -> None:
     value = "back\\slash-Secret-31415"
-    hv = Hypervisor(workspace=sandbox.ws, permissions=Permissions(commands=CommandPolicy(default="allow")), session=sandbox.session,
-                    state_file=sandbox.state_file, secrets={"BS": value}, git_dir=sandbox.root / "gitdir")
+    hv = Hypervisor(
+        workspace=sandbox.ws,
+        permissions=Permissions(commands=CommandPolicy(default="allow")),
+        session=sandbox.session,
+        state_file=sandbox.state_file,
+        secrets={"BS": value},
+        git_dir=sandbox.root / "gitdir",
+    )
     # A secret as the program: the command policy refuses it before anything runs (secrets reach a
     # command only through its environment), and neither the error nor the ledger shows the value.
     result = await hv.call("run_command", {"cmd": "${secret:BS}"})

@@ -47,9 +47,19 @@ def verdict(ws: Path, cmd: str, policy: CommandPolicy, ask: list[str] | None = N
         ("timeout 5 nohup stdbuf -oL rm -rf src", CommandPolicy(allow=["timeout *"], deny=["rm *"]), [], "deny"),
         ("env LANG=C rm src", CommandPolicy(allow=["env *"]), [], "deny"),
         ("timeout 60 cat README.md", CommandPolicy(allow=["cat *"]), [], "allow"),
-        ("find src -name x -exec grep y {} +", CommandPolicy(allow=["grep *"]), [], "deny"),  # find itself is not allowed
+        (
+            "find src -name x -exec grep y {} +",
+            CommandPolicy(allow=["grep *"]),
+            [],
+            "deny",
+        ),  # find itself is not allowed
         ("find src -name x -exec grep y {} +", CommandPolicy(allow=["grep *", "find *"]), [], "allow"),
-        ("ionice -c 3 taskset 1 chrt -o 0 setsid -w flock README.md rm src", CommandPolicy(allow=["*"], deny=["rm *"]), [], "deny"),
+        (
+            "ionice -c 3 taskset 1 chrt -o 0 setsid -w flock README.md rm src",
+            CommandPolicy(allow=["*"], deny=["rm *"]),
+            [],
+            "deny",
+        ),
     ],
 )
 def test_policy_verdicts(ws: Path, cmd: str, policy: CommandPolicy, ask: list[str], expected: str) -> None:
@@ -142,8 +152,11 @@ def test_xargs_arguments_from_its_file_are_checked(ws: Path) -> None:
     policy = CommandPolicy(allow=["*"], default="allow")
     (ws / "ok.list").write_text("README.md\nsrc\n")
     assert verdict(ws, "xargs -a ok.list cat", policy) == "allow"
-    for content, reason in (("/etc/shadow\n", "path-outside-workspace"), ("README.md --output=x\n", "not-permitted"),
-                            (".git/config\n", "git-internals")):
+    for content, reason in (
+        ("/etc/shadow\n", "path-outside-workspace"),
+        ("README.md --output=x\n", "not-permitted"),
+        (".git/config\n", "git-internals"),
+    ):
         (ws / "bad.list").write_text(content)
         with pytest.raises(Refused) as exc:
             verdict(ws, "xargs -a bad.list cat", policy)
@@ -156,8 +169,11 @@ def test_xargs_arguments_from_its_file_are_checked(ws: Path) -> None:
 def test_symlinks_are_followed_by_the_check(ws: Path) -> None:
     os.symlink("/etc/passwd", ws / "out")
     os.symlink(".git", ws / "g")
-    for cmd, reason in (("cat out", "path-outside-workspace"), ("cp README.md g/config", "git-internals"),
-                        ("git log --output=g/config", "git-internals")):
+    for cmd, reason in (
+        ("cat out", "path-outside-workspace"),
+        ("cp README.md g/config", "git-internals"),
+        ("git log --output=g/config", "git-internals"),
+    ):
         with pytest.raises(Refused) as exc:
             verdict(ws, cmd, CommandPolicy(allow=["*"]))
         assert exc.value.reason == reason
@@ -225,13 +241,24 @@ def test_write_approvals_cover_directories(ws: Path) -> None:
 
 
 def test_scrubbed_environment() -> None:
-    base = {"PATH": "/usr/bin:.:relative:/ws/bin:/bin", "NEXUS_TOKEN": "t", "nexus_x": "y", "LANG": "C.UTF-8",
-            "AWS": "has-s3cret-inside"}
+    base = {
+        "PATH": "/usr/bin:.:relative:/ws/bin:/bin",
+        "NEXUS_TOKEN": "t",
+        "nexus_x": "y",
+        "LANG": "C.UTF-8",
+        "AWS": "has-s3cret-inside",
+    }
     env = commands.scrub_env(base, "/ws", ["s3cret"])
     assert env == {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/ws", "GIT_TERMINAL_PROMPT": "0"}
     command = commands.command_env({**env, "OTHER": "x"})
-    assert command == {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
-                       "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_OPTIONAL_LOCKS": "0"}
+    assert command == {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_OPTIONAL_LOCKS": "0",
+    }
 
 
 def test_secret_box() -> None:
@@ -248,6 +275,8 @@ def test_secret_box() -> None:
 def test_output_is_masked_before_it_is_cut() -> None:
     box = SecretBox({"A": "alpha-secret"})
     raw = b"x" * 6 + b"alpha-secret" + b"tail"
-    outcome = commands.CommandOutcome(exit_code=0, output=raw, total_bytes=len(raw), truncated=True, timed_out=False, duration_ms=1)
+    outcome = commands.CommandOutcome(
+        exit_code=0, output=raw, total_bytes=len(raw), truncated=True, timed_out=False, duration_ms=1
+    )
     shown = commands.render(outcome, 10, box.mask, box.mask_cut)
     assert shown == "xxxxxx${se" and "alph" not in shown

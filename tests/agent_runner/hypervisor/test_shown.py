@@ -23,7 +23,7 @@ async def test_a_diff_per_file_write_and_the_output_of_each_command_masked(sandb
     got = _collect(sandbox)
     hv = sandbox.hv
     # A command puts the secret's value into a file and prints it; then the file is edited around it.
-    assert (await hv.call("run_command", {"cmd": f"T=${{secret:{sandbox.SECRET_NAME}}} python3 -c \"{WRITER}\""})).ok
+    assert (await hv.call("run_command", {"cmd": f'T=${{secret:{sandbox.SECRET_NAME}}} python3 -c "{WRITER}"'})).ok
     assert (await hv.call("run_command", {"cmd": f"T=${{secret:{sandbox.SECRET_NAME}}} printenv T"})).ok
     assert (await hv.call("edit_file", {"path": "conf.txt", "old": "mode=a", "new": "mode=b"})).ok
     assert (await hv.call("write_file", {"path": "new.txt", "content": "fresh\n"})).ok
@@ -78,7 +78,10 @@ def test_views_mask_a_secret_in_the_encodings_the_canary_knows() -> None:
         text = base64.b64encode((prefix + value).encode()).decode()
         masked = box.mask_forms(f"out: {text}\n")
         assert "${secret:TOKEN} (base64)" in masked
-    for encoded, how in ((value.encode().hex(), "hex"), (value.encode().hex().upper(), "hex"),
-                         (quote(value, safe=""), "url-encoding")):
+    for encoded, how in (
+        (value.encode().hex(), "hex"),
+        (value.encode().hex().upper(), "hex"),
+        (quote(value, safe=""), "url-encoding"),
+    ):
         assert box.mask_forms(f"= {encoded} =") == f"= ${{secret:TOKEN}} ({how}) ="
     assert box.mask_forms(f"plain {value}") == "plain ${secret:TOKEN}"

@@ -22,8 +22,21 @@ from nexus.domain.sessions import (
 )
 
 ALL_TOOLS = [
-    "read_file", "write_file", "edit_file", "apply_patch", "list_dir", "search_text", "run_command",
-    "git_status", "git_diff", "git_log", "git_commit", "note", "request_approval", "spawn_child", "finish",
+    "read_file",
+    "write_file",
+    "edit_file",
+    "apply_patch",
+    "list_dir",
+    "search_text",
+    "run_command",
+    "git_status",
+    "git_diff",
+    "git_log",
+    "git_commit",
+    "note",
+    "request_approval",
+    "spawn_child",
+    "finish",
 ]
 
 
@@ -134,13 +147,20 @@ async def test_ask_command_approved_runs_and_records_the_decision(sandbox: Any) 
         asked.append((action, detail))
         return True
 
-    hv = sandbox.make(permissions=Permissions(commands=CommandPolicy(allow=["git *"]), ask=["command"]), approver=approver)
+    hv = sandbox.make(
+        permissions=Permissions(commands=CommandPolicy(allow=["git *"]), ask=["command"]), approver=approver
+    )
     allowed = await hv.call("run_command", {"cmd": "git status --short"})
     asked_for = await hv.call("run_command", {"cmd": "T=${secret:API_KEY} printenv T"})
     assert allowed.ok and asked_for.ok
     assert asked == [("command", "T=${secret:API_KEY} printenv T")]
     kinds = [(type(c).__name__, getattr(c, "decision", "")) for c in sandbox.session.changes]
-    assert kinds == [("CommandRunChange", ""), ("ApprovalChange", "requested"), ("ApprovalChange", "approved"), ("CommandRunChange", "")]
+    assert kinds == [
+        ("CommandRunChange", ""),
+        ("ApprovalChange", "requested"),
+        ("ApprovalChange", "approved"),
+        ("CommandRunChange", ""),
+    ]
     sandbox.assert_recorded()
 
 
@@ -165,7 +185,10 @@ async def test_git_merge_is_never_a_command(sandbox: Any) -> None:
         asked.append(action)
         return True
 
-    hv = sandbox.make(permissions=Permissions(can_merge=True, ask=["merge"], commands=CommandPolicy(allow=["git *"])), approver=approver)
+    hv = sandbox.make(
+        permissions=Permissions(can_merge=True, ask=["merge"], commands=CommandPolicy(allow=["git *"])),
+        approver=approver,
+    )
     result = await hv.call("run_command", {"cmd": "git merge main"})
     assert asked == [] and result.error.startswith("refused (not-permitted)")
 
@@ -178,10 +201,15 @@ async def test_command_writes_ask_like_write_file(sandbox: Any) -> None:
         return action != "write:deploy/*"
 
     (sandbox.ws / "deploy").mkdir()
-    hv = sandbox.make(permissions=Permissions(ask=["write:deploy/*"], commands=CommandPolicy(allow=["cp *", "touch *", "git *"])), approver=approver)
+    hv = sandbox.make(
+        permissions=Permissions(ask=["write:deploy/*"], commands=CommandPolicy(allow=["cp *", "touch *", "git *"])),
+        approver=approver,
+    )
     assert (await hv.call("run_command", {"cmd": "cp README.md src/copy.md"})).ok
     refused = await hv.call("run_command", {"cmd": "cp README.md deploy/prod.yaml"})
-    assert refused.error.startswith("refused (approval-rejected)") and not (sandbox.ws / "deploy" / "prod.yaml").exists()
+    assert (
+        refused.error.startswith("refused (approval-rejected)") and not (sandbox.ws / "deploy" / "prod.yaml").exists()
+    )
     refused = await hv.call("run_command", {"cmd": "git log -1 --output=deploy/log.txt"})
     assert refused.error.startswith("refused (approval-rejected)") and not (sandbox.ws / "deploy" / "log.txt").exists()
     assert asked == [("write:deploy/*", "deploy/prod.yaml"), ("write:deploy/*", "deploy/log.txt")]
@@ -197,8 +225,12 @@ async def test_request_approval(sandbox: Any) -> None:
     no = await hv.call("request_approval", {"action": "merge"})
     assert yes.ok and not no.ok
     decisions = [(c.action, c.decision) for c in sandbox.session.changes if isinstance(c, ApprovalChange)]
-    assert decisions == [("push_default_branch", "requested"), ("push_default_branch", "approved"),
-                         ("merge", "requested"), ("merge", "rejected")]
+    assert decisions == [
+        ("push_default_branch", "requested"),
+        ("push_default_branch", "approved"),
+        ("merge", "requested"),
+        ("merge", "rejected"),
+    ]
 
 
 async def test_git_status_diff_commit(sandbox: Any, git_cmd: Any) -> None:
@@ -243,7 +275,10 @@ async def test_spawn_child_records_the_child(sandbox: Any) -> None:
     assert result.ok and msgspec.json.decode(result.output) == {"session_id": "ses_child_a", "task_id": "tsk_a"}
     assert requests == [{"title": "A", "description": "write a", "target_files": ["child-a.txt"]}]
     change = sandbox.session.changes[-1]
-    assert isinstance(change, ChildSessionChange) and (change.child_session_id, change.task_id) == ("ses_child_a", "tsk_a")
+    assert isinstance(change, ChildSessionChange) and (change.child_session_id, change.task_id) == (
+        "ses_child_a",
+        "tsk_a",
+    )
     escape = await hv.call("spawn_child", {"title": "B", "target_files": ["../b.txt"]})
     assert escape.error.startswith("refused (path-escape)") and len(requests) == 1
 

@@ -54,14 +54,24 @@ class FakeLLMServer:
 
     # What the next requests get, in order.
     def json(self, obj: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        self.replies.append(Reply(status=status, headers={"content-type": "application/json", **(headers or {})},
-                                  body=json.dumps(obj).encode()))
+        self.replies.append(
+            Reply(
+                status=status,
+                headers={"content-type": "application/json", **(headers or {})},
+                body=json.dumps(obj).encode(),
+            )
+        )
 
     def sse(self, payload: str, *, split_every: int | None = None, cut: bool = False) -> None:
         data = payload.encode()
         step = split_every or len(data) or 1
-        self.replies.append(Reply(headers={"content-type": "text/event-stream", "cache-control": "no-cache"},
-                                  pieces=[data[i:i + step] for i in range(0, len(data), step)], cut=cut))
+        self.replies.append(
+            Reply(
+                headers={"content-type": "text/event-stream", "cache-control": "no-cache"},
+                pieces=[data[i : i + step] for i in range(0, len(data), step)],
+                cut=cut,
+            )
+        )
 
     def hang(self) -> None:
         self.replies.append(Reply(hang=True))
@@ -101,8 +111,12 @@ class FakeLLMServer:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append(Request(method, path, headers, body))
 
-        reply = self.replies.popleft() if self.replies else self.otherwise or Reply(
-            status=599, headers={"content-type": "text/plain"}, body=b"the fake server has no reply queued")
+        reply = (
+            self.replies.popleft()
+            if self.replies
+            else self.otherwise
+            or Reply(status=599, headers={"content-type": "text/plain"}, body=b"the fake server has no reply queued")
+        )
         if reply.hang:
             await reader.read()  # until the client gives up and closes
             return

@@ -12,8 +12,11 @@ from nexus.agent_runner.llm.retry import RetryPolicy
 
 KEY = "sk-ant-test-0123456789"
 MODEL = "claude-3-5-haiku-20241022"
-RUN_COMMAND = ToolSpec(name="run_command", description="Run a shell command",
-                       parameters={"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]})
+RUN_COMMAND = ToolSpec(
+    name="run_command",
+    description="Run a shell command",
+    parameters={"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]},
+)
 
 
 def event(kind: str, **data: Any) -> str:
@@ -21,29 +24,50 @@ def event(kind: str, **data: Any) -> str:
 
 
 def message_start(input_tokens: int) -> str:
-    return event("message_start", message={
-        "id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": MODEL,
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": input_tokens, "output_tokens": 1}})
+    return event(
+        "message_start",
+        message={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": MODEL,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        },
+    )
 
 
 def text_block(index: int, *pieces: str) -> str:
-    return (event("content_block_start", index=index, content_block={"type": "text", "text": ""})
-            + "".join(event("content_block_delta", index=index, delta={"type": "text_delta", "text": p}) for p in pieces)
-            + event("content_block_stop", index=index))
+    return (
+        event("content_block_start", index=index, content_block={"type": "text", "text": ""})
+        + "".join(event("content_block_delta", index=index, delta={"type": "text_delta", "text": p}) for p in pieces)
+        + event("content_block_stop", index=index)
+    )
 
 
 def tool_block(index: int, call_id: str, name: str, *json_pieces: str) -> str:
-    return (event("content_block_start", index=index,
-                  content_block={"type": "tool_use", "id": call_id, "name": name, "input": {}})
-            + "".join(event("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": p})
-                      for p in json_pieces)
-            + event("content_block_stop", index=index))
+    return (
+        event(
+            "content_block_start",
+            index=index,
+            content_block={"type": "tool_use", "id": call_id, "name": name, "input": {}},
+        )
+        + "".join(
+            event("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": p})
+            for p in json_pieces
+        )
+        + event("content_block_stop", index=index)
+    )
 
 
 def finish(stop_reason: str, output_tokens: int) -> str:
-    return (event("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": None},
-                  usage={"output_tokens": output_tokens})
-            + event("message_stop"))
+    return event(
+        "message_delta",
+        delta={"stop_reason": stop_reason, "stop_sequence": None},
+        usage={"output_tokens": output_tokens},
+    ) + event("message_stop")
 
 
 def provider(url: str, retry: RetryPolicy, **kw: Any) -> AnthropicProvider:
@@ -51,12 +75,18 @@ def provider(url: str, retry: RetryPolicy, **kw: Any) -> AnthropicProvider:
 
 
 async def test_plain_text_reply_is_streamed_and_assembled(llm_server, retry) -> None:
-    llm_server.sse(message_start(25) + event("ping") + text_block(0, "Hello", ", world") + finish("end_turn", 6),
-                   split_every=11)
+    llm_server.sse(
+        message_start(25) + event("ping") + text_block(0, "Hello", ", world") + finish("end_turn", 6), split_every=11
+    )
     llm = provider(llm_server.url, retry, max_tokens=1000, temperature=0.0)
     completion = await llm.complete(
-        [Message(role="system", content="Be brief."), Message(role="system", content="Be kind."),
-         Message(role="user", content="Hi")], [])
+        [
+            Message(role="system", content="Be brief."),
+            Message(role="system", content="Be kind."),
+            Message(role="user", content="Hi"),
+        ],
+        [],
+    )
     await llm.aclose()
 
     assert (completion.text, completion.tool_calls, completion.stop_reason) == ("Hello, world", [], "end_turn")
@@ -94,7 +124,8 @@ async def test_text_and_two_tool_uses_with_fragmented_input_json(llm_server, ret
         ToolCall(id="toolu_02", name="run_command", arguments={"cmd": "git status"}),
     ]
     assert llm_server.requests[0].json["tools"] == [
-        {"name": "run_command", "description": "Run a shell command", "input_schema": RUN_COMMAND.parameters}]
+        {"name": "run_command", "description": "Run a shell command", "input_schema": RUN_COMMAND.parameters}
+    ]
 
 
 async def test_a_tool_call_without_arguments_has_empty_arguments(llm_server, retry) -> None:
@@ -110,10 +141,14 @@ async def test_history_becomes_content_blocks_with_tool_results_in_one_user_turn
     history = [
         Message(role="system", content="sys"),
         Message(role="user", content="go"),
-        Message(role="assistant", content="Two things.", tool_calls=[
-            ToolCall(id="toolu_1", name="run_command", arguments={"cmd": "ls"}),
-            ToolCall(id="toolu_2", name="run_command", arguments={"cmd": "pwd"}),
-        ]),
+        Message(
+            role="assistant",
+            content="Two things.",
+            tool_calls=[
+                ToolCall(id="toolu_1", name="run_command", arguments={"cmd": "ls"}),
+                ToolCall(id="toolu_2", name="run_command", arguments={"cmd": "pwd"}),
+            ],
+        ),
         Message(role="tool", tool_call_id="toolu_1", content="a.txt"),
         Message(role="tool", tool_call_id="toolu_2", content=""),
         Message(role="user", content="and now?"),
@@ -125,24 +160,42 @@ async def test_history_becomes_content_blocks_with_tool_results_in_one_user_turn
     assert body["system"] == "sys"
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "go"}]},
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "Two things."},
-            {"type": "tool_use", "id": "toolu_1", "name": "run_command", "input": {"cmd": "ls"}},
-            {"type": "tool_use", "id": "toolu_2", "name": "run_command", "input": {"cmd": "pwd"}},
-        ]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.txt"},
-            {"type": "tool_result", "tool_use_id": "toolu_2"},
-            {"type": "text", "text": "and now?"},
-        ]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Two things."},
+                {"type": "tool_use", "id": "toolu_1", "name": "run_command", "input": {"cmd": "ls"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "run_command", "input": {"cmd": "pwd"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a.txt"},
+                {"type": "tool_result", "tool_use_id": "toolu_2"},
+                {"type": "text", "text": "and now?"},
+            ],
+        },
     ]
 
 
 async def test_usage_counts_cached_input_and_prices_the_model(llm_server, retry) -> None:
-    start = event("message_start", message={"id": "msg_1", "type": "message", "role": "assistant", "content": [],
-                                            "model": MODEL, "usage": {"input_tokens": 600_000, "output_tokens": 1,
-                                                                      "cache_read_input_tokens": 400_000,
-                                                                      "cache_creation_input_tokens": 0}})
+    start = event(
+        "message_start",
+        message={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": MODEL,
+            "usage": {
+                "input_tokens": 600_000,
+                "output_tokens": 1,
+                "cache_read_input_tokens": 400_000,
+                "cache_creation_input_tokens": 0,
+            },
+        },
+    )
     llm_server.sse(start + text_block(0, "x") + finish("max_tokens", 250_000))
     llm = provider(llm_server.url, retry)
     completion = await llm.complete([Message(role="user", content="Hi")], [])
@@ -153,24 +206,39 @@ async def test_usage_counts_cached_input_and_prices_the_model(llm_server, retry)
 
 
 async def test_non_streaming_reply(llm_server, retry) -> None:
-    llm_server.json({
-        "id": "msg_2", "type": "message", "role": "assistant", "model": MODEL, "stop_reason": "tool_use",
-        "content": [{"type": "text", "text": "Checking."},
-                    {"type": "tool_use", "id": "toolu_5", "name": "run_command", "input": {"cmd": "ls"}}],
-        "usage": {"input_tokens": 30, "output_tokens": 12},
-    })
+    llm_server.json(
+        {
+            "id": "msg_2",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "stop_reason": "tool_use",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_5", "name": "run_command", "input": {"cmd": "ls"}},
+            ],
+            "usage": {"input_tokens": 30, "output_tokens": 12},
+        }
+    )
     llm = provider(llm_server.url, retry, stream=False)
     completion = await llm.complete([Message(role="user", content="go")], [RUN_COMMAND])
     await llm.aclose()
     assert llm_server.requests[0].json["stream"] is False
     assert completion.text == "Checking."
     assert completion.tool_calls == [ToolCall(id="toolu_5", name="run_command", arguments={"cmd": "ls"})]
-    assert (completion.usage.input_tokens, completion.usage.output_tokens, completion.stop_reason) == (30, 12, "tool_use")
+    assert (completion.usage.input_tokens, completion.usage.output_tokens, completion.stop_reason) == (
+        30,
+        12,
+        "tool_use",
+    )
 
 
 async def test_an_overloaded_error_event_mid_stream_is_retried(llm_server, retry, sleeps) -> None:
-    llm_server.sse(message_start(10) + text_block(0, "par")
-                   + event("error", error={"type": "overloaded_error", "message": "Overloaded"}))
+    llm_server.sse(
+        message_start(10)
+        + text_block(0, "par")
+        + event("error", error={"type": "overloaded_error", "message": "Overloaded"})
+    )
     llm_server.sse(message_start(10) + text_block(0, "whole") + finish("end_turn", 2))
     llm = provider(llm_server.url, retry)
     completion = await llm.complete([Message(role="user", content="Hi")], [])

@@ -19,22 +19,29 @@ from nexus.agent_runner.llm.retry import RetryPolicy, retry_after_seconds
 KEY = "sk-secret-DO-NOT-LEAK-42"
 HI = [Message(role="user", content="Hi")]
 
-OPENAI_OK = "".join(
-    f"data: {json.dumps(c)}\n\n"
-    for c in [
-        {"model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "recovered"}, "finish_reason": None}]},
-        {"model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    ]
-) + "data: [DONE]\n\n"
-OPENAI_UNFINISHED = f"data: {json.dumps({'model': 'gpt-4o', 'choices': [{'index': 0, 'delta': {'content': 'half'}}]})}\n\n"
+OPENAI_OK = (
+    "".join(
+        f"data: {json.dumps(c)}\n\n"
+        for c in [
+            {"model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "recovered"}, "finish_reason": None}]},
+            {"model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+    )
+    + "data: [DONE]\n\n"
+)
+OPENAI_UNFINISHED = (
+    f"data: {json.dumps({'model': 'gpt-4o', 'choices': [{'index': 0, 'delta': {'content': 'half'}}]})}\n\n"
+)
 
 
 def _anthropic_event(kind: str, **data: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
 
-ANTHROPIC_START = _anthropic_event("message_start", message={"model": "claude-sonnet-4-20250514", "content": [],
-                                                             "usage": {"input_tokens": 5, "output_tokens": 1}})
+ANTHROPIC_START = _anthropic_event(
+    "message_start",
+    message={"model": "claude-sonnet-4-20250514", "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}},
+)
 ANTHROPIC_OK = (
     ANTHROPIC_START
     + _anthropic_event("content_block_start", index=0, content_block={"type": "text", "text": ""})
@@ -44,7 +51,8 @@ ANTHROPIC_OK = (
     + _anthropic_event("message_stop")
 )
 ANTHROPIC_UNFINISHED = ANTHROPIC_START + _anthropic_event(
-    "content_block_start", index=0, content_block={"type": "text", "text": "half"})
+    "content_block_start", index=0, content_block={"type": "text", "text": "half"}
+)
 
 
 @dataclass

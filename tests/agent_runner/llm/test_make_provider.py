@@ -22,16 +22,39 @@ async def test_the_default_spec_is_the_scripted_provider() -> None:
 
 async def test_each_http_provider_is_built_with_its_key_from_the_secrets(llm_server) -> None:
     secrets = {"OPENAI_KEY": "sk-o", "ANTHROPIC_KEY": "sk-a"}
-    openai = make_provider(LLMSpec(provider="openai", model="gpt-4o", api_key_secret="OPENAI_KEY",
-                                   base_url=f"{llm_server.url}/v1"), secrets=secrets, variables={})
-    anthropic = make_provider(LLMSpec(provider="anthropic", model="claude-sonnet-4-5", api_key_secret="ANTHROPIC_KEY",
-                                      base_url=llm_server.url), secrets=secrets, variables={}, stream=False, max_tokens=77)
+    openai = make_provider(
+        LLMSpec(provider="openai", model="gpt-4o", api_key_secret="OPENAI_KEY", base_url=f"{llm_server.url}/v1"),
+        secrets=secrets,
+        variables={},
+    )
+    anthropic = make_provider(
+        LLMSpec(
+            provider="anthropic", model="claude-sonnet-4-5", api_key_secret="ANTHROPIC_KEY", base_url=llm_server.url
+        ),
+        secrets=secrets,
+        variables={},
+        stream=False,
+        max_tokens=77,
+    )
     assert isinstance(openai, OpenAIProvider) and (openai.name, openai.model) == ("openai", "gpt-4o")
-    assert isinstance(anthropic, AnthropicProvider) and (anthropic.name, anthropic.model) == ("anthropic", "claude-sonnet-4-5")
-    llm_server.json({"model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": "a"}}]})
-    llm_server.json({"model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "b"}], "stop_reason": "end_turn",
-                     "usage": {"input_tokens": 1, "output_tokens": 1}})
+    assert isinstance(anthropic, AnthropicProvider) and (anthropic.name, anthropic.model) == (
+        "anthropic",
+        "claude-sonnet-4-5",
+    )
+    llm_server.json(
+        {
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a"}}],
+        }
+    )
+    llm_server.json(
+        {
+            "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "b"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
     await openai.complete([Message(role="user", content="x")], [])
     await anthropic.complete([Message(role="user", content="x")], [])
     await openai.aclose()
@@ -43,10 +66,15 @@ async def test_each_http_provider_is_built_with_its_key_from_the_secrets(llm_ser
 
 
 async def test_a_local_openai_compatible_server_needs_no_key(llm_server) -> None:
-    llm = make_provider(LLMSpec(provider="openai", model="llama3.1:8b", base_url=f"{llm_server.url}/v1"),
-                        secrets={}, variables={})
-    llm_server.json({"model": "llama3.1:8b", "choices": [{"index": 0, "finish_reason": "stop",
-                                                          "message": {"role": "assistant", "content": "hi"}}]})
+    llm = make_provider(
+        LLMSpec(provider="openai", model="llama3.1:8b", base_url=f"{llm_server.url}/v1"), secrets={}, variables={}
+    )
+    llm_server.json(
+        {
+            "model": "llama3.1:8b",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        }
+    )
     assert (await llm.complete([Message(role="user", content="x")], [])).text == "hi"
     await llm.aclose()
     assert "authorization" not in llm_server.requests[0].headers
@@ -82,7 +110,8 @@ def test_an_unknown_model_costs_zero_and_says_so_once(caplog) -> None:
     assert cost_usd("my-finetune-v3", usage) == 0.0
     assert cost_usd("my-finetune-v3", usage) == 0.0
     assert [r.getMessage() for r in caplog.records].count(
-        "no price known for model 'my-finetune-v3': its calls are counted as costing 0 USD") == 1
+        "no price known for model 'my-finetune-v3': its calls are counted as costing 0 USD"
+    ) == 1
     assert cost_usd("gpt-4.1", usage) == pytest.approx(10.00)
 
 

@@ -20,14 +20,24 @@ WRITE_FILE = ToolSpec(
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
-            "choices": [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}]}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}],
+    }
 
 
 def usage_chunk(prompt: int, completion: int) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
-            "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                     "total_tokens": prompt + completion}}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
 
 
 def sse(*chunks: dict[str, Any], done: bool = True) -> str:
@@ -35,8 +45,13 @@ def sse(*chunks: dict[str, Any], done: bool = True) -> str:
 
 
 def text_stream(text: str = "Hello there", prompt: int = 12, completion: int = 3) -> str:
-    return sse(chunk({"role": "assistant", "content": ""}), chunk({"content": text[:4]}), chunk({"content": text[4:]}),
-               chunk({}, "stop"), usage_chunk(prompt, completion))
+    return sse(
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": text[:4]}),
+        chunk({"content": text[4:]}),
+        chunk({}, "stop"),
+        usage_chunk(prompt, completion),
+    )
 
 
 def provider(url: str, retry: RetryPolicy, **kw: Any) -> OpenAIProvider:
@@ -46,7 +61,9 @@ def provider(url: str, retry: RetryPolicy, **kw: Any) -> OpenAIProvider:
 async def test_plain_text_reply_is_streamed_and_assembled(llm_server, retry) -> None:
     llm_server.sse(text_stream("Hello there"), split_every=9)  # chunk borders fall mid-line
     llm = provider(llm_server.url, retry, temperature=0.2)
-    completion = await llm.complete([Message(role="system", content="Be brief."), Message(role="user", content="Hi")], [])
+    completion = await llm.complete(
+        [Message(role="system", content="Be brief."), Message(role="user", content="Hi")], []
+    )
     await llm.aclose()
 
     assert completion.text == "Hello there"
@@ -66,19 +83,42 @@ async def test_plain_text_reply_is_streamed_and_assembled(llm_server, retry) -> 
 
 
 async def test_two_parallel_tool_calls_with_arguments_fragmented_across_chunks(llm_server, retry) -> None:
-    llm_server.sse(sse(
-        chunk({"role": "assistant", "content": None}),
-        chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
-                               "function": {"name": "write_file", "arguments": ""}}]}),
-        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"pa'}}]}),
-        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'th": "a.txt", "con'}}]}),
-        chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function",
-                               "function": {"name": "write_file", "arguments": '{"path": "b.txt",'}}]}),
-        chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'tent": "A \\"quoted\\""}'}}]}),
-        chunk({"tool_calls": [{"index": 1, "function": {"arguments": ' "content": "B"}'}}]}),
-        chunk({}, "tool_calls"),
-        usage_chunk(50, 40),
-    ), split_every=17)
+    llm_server.sse(
+        sse(
+            chunk({"role": "assistant", "content": None}),
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "write_file", "arguments": ""},
+                        }
+                    ]
+                }
+            ),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"pa'}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'th": "a.txt", "con'}}]}),
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "call_b",
+                            "type": "function",
+                            "function": {"name": "write_file", "arguments": '{"path": "b.txt",'},
+                        }
+                    ]
+                }
+            ),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'tent": "A \\"quoted\\""}'}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": ' "content": "B"}'}}]}),
+            chunk({}, "tool_calls"),
+            usage_chunk(50, 40),
+        ),
+        split_every=17,
+    )
     llm = provider(llm_server.url, retry)
     completion = await llm.complete([Message(role="user", content="write two files")], [WRITE_FILE])
     await llm.aclose()
@@ -88,8 +128,16 @@ async def test_two_parallel_tool_calls_with_arguments_fragmented_across_chunks(l
         ToolCall(id="call_a", name="write_file", arguments={"path": "a.txt", "content": 'A "quoted"'}),
         ToolCall(id="call_b", name="write_file", arguments={"path": "b.txt", "content": "B"}),
     ]
-    assert llm_server.requests[0].json["tools"] == [{"type": "function", "function": {
-        "name": "write_file", "description": "Write a file in the workspace", "parameters": WRITE_FILE.parameters}}]
+    assert llm_server.requests[0].json["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "write_file",
+                "description": "Write a file in the workspace",
+                "parameters": WRITE_FILE.parameters,
+            },
+        }
+    ]
 
 
 async def test_a_conversation_with_tool_results_goes_out_in_the_wire_format(llm_server, retry) -> None:
@@ -107,8 +155,13 @@ async def test_a_conversation_with_tool_results_goes_out_in_the_wire_format(llm_
     assert llm_server.requests[0].json["messages"] == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "go"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "write_file", "arguments": '{"path": "x"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "write_file", "arguments": '{"path": "x"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "wrote 0 bytes"},
         {"role": "assistant", "content": "Wrote it."},
     ]
@@ -142,14 +195,31 @@ async def test_a_server_that_reports_no_usage_gets_an_estimate(llm_server, retry
 
 
 async def test_non_streaming_mode_sends_stream_false_and_reads_one_json_reply(llm_server, retry) -> None:
-    llm_server.json({
-        "id": "chatcmpl-2", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": "Let me write.",
-            "tool_calls": [{"id": "call_x", "type": "function",
-                            "function": {"name": "write_file", "arguments": '{"path": "n.txt"}'}}]}}],
-        "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 100_000, "total_tokens": 1_100_000},
-    })
+    llm_server.json(
+        {
+            "id": "chatcmpl-2",
+            "object": "chat.completion",
+            "model": "gpt-4o-2024-08-06",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": "Let me write.",
+                        "tool_calls": [
+                            {
+                                "id": "call_x",
+                                "type": "function",
+                                "function": {"name": "write_file", "arguments": '{"path": "n.txt"}'},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 100_000, "total_tokens": 1_100_000},
+        }
+    )
     llm = provider(llm_server.url, retry, model="gpt-4o", stream=False)
     completion = await llm.complete([Message(role="user", content="go")], [WRITE_FILE])
     await llm.aclose()
@@ -162,8 +232,12 @@ async def test_non_streaming_mode_sends_stream_false_and_reads_one_json_reply(ll
 
 
 async def test_a_server_that_ignores_stream_true_and_answers_json_is_understood(llm_server, retry) -> None:
-    llm_server.json({"model": "llama", "choices": [{"index": 0, "finish_reason": "stop",
-                                                    "message": {"role": "assistant", "content": "plain"}}]})
+    llm_server.json(
+        {
+            "model": "llama",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "plain"}}],
+        }
+    )
     llm = provider(llm_server.url, retry)
     completion = await llm.complete([Message(role="user", content="go")], [])
     await llm.aclose()
@@ -171,10 +245,21 @@ async def test_a_server_that_ignores_stream_true_and_answers_json_is_understood(
 
 
 async def test_a_server_that_rejects_stream_options_is_asked_again_without_streaming(llm_server, retry) -> None:
-    llm_server.json({"error": {"message": "Unrecognized request argument supplied: stream_options",
-                               "type": "invalid_request_error"}}, status=400)
-    llm_server.json({"model": "old", "choices": [{"index": 0, "finish_reason": "stop",
-                                                  "message": {"role": "assistant", "content": "fine"}}]})
+    llm_server.json(
+        {
+            "error": {
+                "message": "Unrecognized request argument supplied: stream_options",
+                "type": "invalid_request_error",
+            }
+        },
+        status=400,
+    )
+    llm_server.json(
+        {
+            "model": "old",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "fine"}}],
+        }
+    )
     llm = provider(llm_server.url, retry)
     completion = await llm.complete([Message(role="user", content="go")], [])
     await llm.aclose()
@@ -183,10 +268,18 @@ async def test_a_server_that_rejects_stream_options_is_asked_again_without_strea
 
 
 async def test_broken_tool_arguments_reach_the_hypervisor_as_raw_text(llm_server, retry) -> None:
-    llm_server.sse(sse(
-        chunk({"tool_calls": [{"index": 0, "id": "call_q", "function": {"name": "write_file", "arguments": '{"path": '}}]}),
-        chunk({}, "tool_calls"),
-    ))
+    llm_server.sse(
+        sse(
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "call_q", "function": {"name": "write_file", "arguments": '{"path": '}}
+                    ]
+                }
+            ),
+            chunk({}, "tool_calls"),
+        )
+    )
     llm = provider(llm_server.url, retry)
     completion = await llm.complete([Message(role="user", content="go")], [WRITE_FILE])
     await llm.aclose()
@@ -196,8 +289,13 @@ async def test_broken_tool_arguments_reach_the_hypervisor_as_raw_text(llm_server
 
 
 async def test_an_error_inside_the_stream_is_an_llm_error(llm_server, retry) -> None:
-    llm_server.sse(sse(chunk({"content": "par"}), {"error": {"message": "context too long", "type": "invalid_request_error"}},
-                       done=False))
+    llm_server.sse(
+        sse(
+            chunk({"content": "par"}),
+            {"error": {"message": "context too long", "type": "invalid_request_error"}},
+            done=False,
+        )
+    )
     llm = provider(llm_server.url, retry)
     with pytest.raises(LLMError, match="context too long") as caught:
         await llm.complete([Message(role="user", content="go")], [])

@@ -38,7 +38,9 @@ async def test_steps_play_in_order_with_placeholders_filled() -> None:
     assert second.text == ""
     assert [(c.id, c.name) for c in second.tool_calls] == [("call_2", "run_command"), ("call_3", "note")]
     assert second.tool_calls[1].arguments == {
-        "text": "{{unknown_thing}} stays", "tags": ["writer", 3], "nested": {"run-1": True},
+        "text": "{{unknown_thing}} stays",
+        "tags": ["writer", 3],
+        "nested": {"run-1": True},
     }
     assert (third.text, third.tool_calls, third.stop_reason) == ("done", [], "end_turn")
     assert {c.model for c in (first, second, third)} == {"scripted"}
@@ -91,8 +93,14 @@ async def test_usage_is_counted_roughly_four_characters_per_token() -> None:
         ("steps:\n  - say: [1, 2]", "steps[0].say must be a string, got list"),
         ("steps:\n  - tool_calls: {name: x}", "steps[0].tool_calls must be a list, got dict"),
         ("steps:\n  - tool_calls:\n      - args: {a: 1}", "steps[0].tool_calls[0].name must be a non-empty string"),
-        ("steps:\n  - tool_calls:\n      - {name: x, args: [1]}", "steps[0].tool_calls[0].args must be a mapping, got list"),
-        ("steps:\n  - tool_calls:\n      - {name: x, arguments: {}}", "steps[0].tool_calls[0] has unknown keys ['arguments']"),
+        (
+            "steps:\n  - tool_calls:\n      - {name: x, args: [1]}",
+            "steps[0].tool_calls[0].args must be a mapping, got list",
+        ),
+        (
+            "steps:\n  - tool_calls:\n      - {name: x, arguments: {}}",
+            "steps[0].tool_calls[0] has unknown keys ['arguments']",
+        ),
     ],
 )
 def test_an_invalid_script_is_refused_at_construction_naming_the_problem(script: str, problem: str) -> None:

@@ -20,7 +20,9 @@ IMAGE = "ghcr.io/nexus/agent-runner:test"
 
 
 def make_request(run_id: str = "run_01jq8m6z4x7k2n9p3r5t7v9w1y", attempt: int = 1, **overrides: object) -> RunRequest:
-    config = RunConfig(run_id=run_id, agent_id="agt_01jq8m5coder", task_id="task_01jq8m5login", system_prompt="You write code.")
+    config = RunConfig(
+        run_id=run_id, agent_id="agt_01jq8m5coder", task_id="task_01jq8m5login", system_prompt="You write code."
+    )
     fields: dict[str, object] = {
         "run_id": run_id,
         "attempt": attempt,

@@ -21,7 +21,17 @@ from typing import Any
 
 import kubernetes_validate
 
-from .fake_wire import DISCOVERY, KUBERNETES_VERSION, Obj, Request, read_request, send, send_chunk, send_stream, send_stream_head
+from .fake_wire import (
+    DISCOVERY,
+    KUBERNETES_VERSION,
+    Obj,
+    Request,
+    read_request,
+    send,
+    send_chunk,
+    send_stream,
+    send_stream_head,
+)
 
 TOKEN = "fake-token"
 
@@ -40,7 +50,11 @@ class ResourceType:
         return f"{plural}.{self.group}" if self.group else plural
 
 
-RESOURCES = {"jobs": ResourceType("batch", "Job"), "pods": ResourceType("", "Pod"), "secrets": ResourceType("", "Secret")}
+RESOURCES = {
+    "jobs": ResourceType("batch", "Job"),
+    "pods": ResourceType("", "Pod"),
+    "secrets": ResourceType("", "Secret"),
+}
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -107,7 +121,7 @@ def field_matcher(selector: str) -> Callable[[Obj], bool]:
         key, _, value = term.partition("=")
         key = key.rstrip("=")
         if key not in ("metadata.name", "metadata.namespace"):
-            raise ApiError(400, "BadRequest", f'field label not supported: {key}')
+            raise ApiError(400, "BadRequest", f"field label not supported: {key}")
         wanted.append((key.split(".")[1], value.lstrip("=")))
     return lambda obj: all(obj["metadata"].get(k) == v for k, v in wanted)
 
@@ -128,9 +142,16 @@ def merge_patch(target: Any, patch: Any) -> Any:
 # Lists the API server merges by a key under a strategic merge patch (the `patchMergeKey` of the
 # fields our objects use); every other list is replaced, as in a JSON merge patch.
 MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "volumes": "name", "volumeMounts": "mountPath",
-    "env": "name", "ports": "containerPort", "ownerReferences": "uid", "imagePullSecrets": "name",
-    "tolerations": None, "finalizers": None,
+    "containers": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "env": "name",
+    "ports": "containerPort",
+    "ownerReferences": "uid",
+    "imagePullSecrets": "name",
+    "tolerations": None,
+    "finalizers": None,
 }
 
 
@@ -180,7 +201,9 @@ def load_role(path: Path) -> list[Obj]:
 def _verb(method: str, named: bool, query: dict[str, str]) -> str:
     if method == "GET":
         return "watch" if query.get("watch") == "true" else ("get" if named else "list")
-    return {"POST": "create", "PATCH": "patch", "PUT": "update"}.get(method) or ("delete" if named else "deletecollection")
+    return {"POST": "create", "PATCH": "patch", "PUT": "update"}.get(method) or (
+        "delete" if named else "deletecollection"
+    )
 
 
 def _allowed(rules: list[Obj], group: str, resource: str, verb: str) -> bool:
@@ -245,7 +268,9 @@ class FakeApiServer:
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "nexus-worker", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nexus-worker", "namespace": namespace}}],
+            "contexts": [
+                {"name": "fake", "context": {"cluster": "fake", "user": "nexus-worker", "namespace": namespace}}
+            ],
             "current-context": "fake",
         }
         path.write_text(json.dumps(config))  # JSON is YAML
@@ -296,7 +321,11 @@ class FakeApiServer:
         snapshot = copy.deepcopy(obj)
         self._history.append((int(obj["metadata"]["resourceVersion"]), resource, event, snapshot))
         for watcher in self._watchers:
-            if watcher.resource == resource and watcher.namespace == obj["metadata"]["namespace"] and watcher.matches(obj):
+            if (
+                watcher.resource == resource
+                and watcher.namespace == obj["metadata"]["namespace"]
+                and watcher.matches(obj)
+            ):
                 watcher.queue.put_nowait((event, snapshot))
         for react in list(self.reactions):
             react(event, resource, obj)
@@ -437,9 +466,12 @@ class FakeApiServer:
         if _allowed(self.rules, group, rbac_resource, verb):
             return
         self.forbidden.append((verb, group, rbac_resource))
-        what = f'{RESOURCES[resource].qualified(resource)} "{name}"' if name else RESOURCES[resource].qualified(resource)
+        what = (
+            f'{RESOURCES[resource].qualified(resource)} "{name}"' if name else RESOURCES[resource].qualified(resource)
+        )
         raise ApiError(
-            403, "Forbidden",
+            403,
+            "Forbidden",
             f'{what} is forbidden: User "system:serviceaccount:nexus:worker" cannot {verb} resource '
             f'"{rbac_resource}" in API group "{group}" in the namespace "{namespace}"',
             {"name": name or "", "group": group, "kind": resource},
@@ -463,16 +495,28 @@ class FakeApiServer:
         return lambda obj: labels(obj["metadata"].get("labels") or {}) and fields(obj)
 
     def _list(self, resource: str, namespace: str, query: dict[str, str]) -> Obj:
-        items = [{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")} for obj in self.list(resource, namespace, self._matcher(query))]
+        items = [
+            {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+            for obj in self.list(resource, namespace, self._matcher(query))
+        ]
         rt = RESOURCES[resource]
-        return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
 
     def _validate(self, resource: str, obj: Obj) -> None:
         rt = RESOURCES[resource]
         name = obj.get("metadata", {}).get("name", "")
         prefix = f'{rt.kind}{"." + rt.group if rt.group else ""} "{name}" is invalid'
         if obj.get("kind") != rt.kind or obj.get("apiVersion") != rt.api_version:
-            raise ApiError(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version ({rt.api_version})")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version ({rt.api_version})",
+            )
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -480,7 +524,9 @@ class FakeApiServer:
             raise ApiError(422, "Invalid", f"{prefix}: {path}: {e.message}") from e
         problems = []
         if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
-            problems.append(f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'")
+            problems.append(
+                f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"
+            )
         if resource == "jobs" and len(name) > 63:  # the Job controller puts its name in a pod label
             problems.append(f"metadata.name: Invalid value: {name!r}: must be no more than 63 characters")
         labels = dict(obj["metadata"].get("labels") or {})
@@ -490,7 +536,9 @@ class FakeApiServer:
             if not _LABEL_NAME.match(key.rpartition("/")[2]) or len(key.rpartition("/")[2]) > 63:
                 problems.append(f"metadata.labels: Invalid value: {key!r}: name part must be a valid label name")
             if len(value) > 63 or not _LABEL_VALUE.match(value):
-                problems.append(f"metadata.labels: Invalid value: {value!r}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'")
+                problems.append(
+                    f"metadata.labels: Invalid value: {value!r}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"
+                )
         if problems:
             raise ApiError(422, "Invalid", f"{prefix}: [{', '.join(problems)}]")
         self.validated.append(copy.deepcopy(obj))
@@ -499,10 +547,16 @@ class FakeApiServer:
         """POST: validate, default and store, as the API server does."""
         meta = body.setdefault("metadata", {})
         if meta.setdefault("namespace", namespace) != namespace:
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         self._validate(resource, body)
         if namespace not in self.namespaces:
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"}
+            )
         name = meta["name"]
         if self.get(resource, namespace, name) is not None:
             rt = RESOURCES[resource]
@@ -527,7 +581,11 @@ class FakeApiServer:
         if patched["metadata"].get("uid") != current["metadata"]["uid"]:
             raise ApiError(422, "Invalid", "metadata.uid: Invalid value: field is immutable")
         if resource == "secrets" and current.get("immutable") and patched.get("data") != current.get("data"):
-            raise ApiError(422, "Invalid", f'Secret "{name}" is invalid: data: Forbidden: field is immutable when `immutable` is set')
+            raise ApiError(
+                422,
+                "Invalid",
+                f'Secret "{name}" is invalid: data: Forbidden: field is immutable when `immutable` is set',
+            )
         self._validate(resource, patched)
         if patched.get("spec") != current.get("spec"):
             patched["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
@@ -537,7 +595,11 @@ class FakeApiServer:
         obj = self._get(resource, namespace, name)
         options = request.json()
         # batch/v1 Jobs orphan their pods unless told otherwise (the REST default kubectl works around).
-        policy = options.get("propagationPolicy") or request.query.get("propagationPolicy") or ("Orphan" if resource == "jobs" else "Background")
+        policy = (
+            options.get("propagationPolicy")
+            or request.query.get("propagationPolicy")
+            or ("Orphan" if resource == "jobs" else "Background")
+        )
         self.deletions.append((resource, name, policy))
         if policy == "Foreground" and not obj["metadata"].get("deletionTimestamp"):
             obj["metadata"]["deletionTimestamp"] = self.now()
@@ -563,10 +625,12 @@ class FakeApiServer:
         if container not in statuses:
             if container not in {c["name"] for c in pod["spec"]["containers"]}:
                 raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
-            raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
+            raise ApiError(
+                400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
         lines = self.logs.get((namespace, name), [])
         if "tailLines" in query:
-            lines = lines[-int(query["tailLines"]):] if int(query["tailLines"]) else []
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
         return "".join(f"{line}\n" for line in lines)
 
     async def _watch(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -581,7 +645,14 @@ class FakeApiServer:
             await send_stream(writer, [json.dumps({"type": "ERROR", "object": gone})])
             return
         if since and since != "0":
-            backlog = [(e, o) for rv, res, e, o in self._history if rv > int(since) and res == resource and o["metadata"]["namespace"] == namespace and watcher.matches(o)]
+            backlog = [
+                (e, o)
+                for rv, res, e, o in self._history
+                if rv > int(since)
+                and res == resource
+                and o["metadata"]["namespace"] == namespace
+                and watcher.matches(o)
+            ]
         else:  # no resourceVersion: the current state as ADDED events, then changes
             backlog = [("ADDED", copy.deepcopy(o)) for o in self.list(resource, namespace, watcher.matches)]
         self._watchers.append(watcher)
@@ -618,13 +689,25 @@ def _default_job(job: Obj) -> None:
     """What the API server fills in on a new Job: defaults, and the selector it generates from the uid."""
     uid, name = job["metadata"]["uid"], job["metadata"]["name"]
     spec = job["spec"]
-    defaults = {"parallelism": 1, "completions": 1, "backoffLimit": 6, "completionMode": "NonIndexed", "suspend": False, "podReplacementPolicy": "TerminatingOrFailed"}
+    defaults = {
+        "parallelism": 1,
+        "completions": 1,
+        "backoffLimit": 6,
+        "completionMode": "NonIndexed",
+        "suspend": False,
+        "podReplacementPolicy": "TerminatingOrFailed",
+    }
     for key, value in defaults.items():
         spec.setdefault(key, value)
     spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
     template = spec["template"]
     template.setdefault("metadata", {}).setdefault("labels", {}).update(
-        {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name, "controller-uid": uid, "job-name": name}
+        {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
     )
     template["spec"].setdefault("dnsPolicy", "ClusterFirst")
     template["spec"].setdefault("schedulerName", "default-scheduler")

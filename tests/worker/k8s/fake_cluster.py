@@ -22,7 +22,14 @@ class RunnerView:
 
 
 def _condition(kind: str, reason: str, message: str, now: str, status: str = "True") -> Obj:
-    return {"type": kind, "status": status, "reason": reason, "message": message, "lastProbeTime": now, "lastTransitionTime": now}
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+    }
 
 
 class FakeCluster:
@@ -82,14 +89,21 @@ class FakeCluster:
         suspended = conditions.get("Suspended")
         if obj["spec"].get("suspend"):
             if suspended is None or suspended["status"] != "True":
-                self._set_condition(now_status, _condition("Suspended", "JobSuspended", "Job suspended", self.apiserver.now()))
+                self._set_condition(
+                    now_status, _condition("Suspended", "JobSuspended", "Job suspended", self.apiserver.now())
+                )
                 now_status["active"] = 0
                 now_status["ready"] = 0
         else:
             if suspended is not None and suspended["status"] == "True":
-                self._set_condition(now_status, _condition("Suspended", "JobResumed", "Job resumed", self.apiserver.now(), "False"))
+                self._set_condition(
+                    now_status, _condition("Suspended", "JobResumed", "Job resumed", self.apiserver.now(), "False")
+                )
             now_status.setdefault("startTime", self.apiserver.now())
-            if not any(p["metadata"]["labels"].get("batch.kubernetes.io/controller-uid") == obj["metadata"]["uid"] for p in self.pods()):
+            if not any(
+                p["metadata"]["labels"].get("batch.kubernetes.io/controller-uid") == obj["metadata"]["uid"]
+                for p in self.pods()
+            ):
                 self._create_pod(obj)
                 now_status["active"] = 1
                 now_status["ready"] = 0
@@ -101,7 +115,9 @@ class FakeCluster:
 
     @staticmethod
     def _set_condition(status: Obj, condition: Obj) -> None:
-        status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != condition["type"]] + [condition]
+        status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != condition["type"]] + [
+            condition
+        ]
 
     def _create_pod(self, job: Obj) -> None:
         meta = job["metadata"]
@@ -117,14 +133,28 @@ class FakeCluster:
                 "annotations": {"batch.kubernetes.io/job-tracking": ""},
                 "finalizers": ["batch.kubernetes.io/job-tracking"],
                 "ownerReferences": [
-                    {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
                 ],
             },
             "spec": template["spec"] | {"nodeName": "node-1"},
             "status": {
                 "phase": "Pending",
                 "qosClass": "Burstable",
-                "conditions": [{"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": self.apiserver.now()}],
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "True",
+                        "lastProbeTime": None,
+                        "lastTransitionTime": self.apiserver.now(),
+                    }
+                ],
             },
         }
         self.apiserver.insert("pods", pod)
@@ -223,7 +253,11 @@ class FakeCluster:
         self.apiserver.update("pods", pod)
         job = self.job(job_name)
         if self.lagging:  # the pod is over; the Job says so only once its controller has run
-            job["status"].update(active=0, ready=0, uncountedTerminatedPods={"succeeded" if exit_code == 0 else "failed": [pod["metadata"]["uid"]]})
+            job["status"].update(
+                active=0,
+                ready=0,
+                uncountedTerminatedPods={"succeeded" if exit_code == 0 else "failed": [pod["metadata"]["uid"]]},
+            )
             self.apiserver.update("jobs", job)
             return
         self._conclude(job, exit_code, now)
@@ -237,7 +271,9 @@ class FakeCluster:
     def _conclude(self, job: Obj, exit_code: int, now: str) -> None:
         if exit_code == 0:
             conditions = [
-                _condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now),
+                _condition(
+                    "SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now
+                ),
                 _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now),
             ]
             job["status"].update(active=0, ready=0, succeeded=1, completionTime=now)

@@ -52,7 +52,11 @@ DISCOVERY: dict[str, Obj] = {
         "compiler": "gc",
         "platform": "linux/amd64",
     },
-    "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]},
+    "/api": {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}],
+    },
     "/api/v1": _resource_list(
         "v1",
         [
@@ -72,7 +76,9 @@ DISCOVERY: dict[str, Obj] = {
             }
         ],
     },
-    "/apis/batch/v1": _resource_list("batch/v1", [("jobs", "job", "Job", _VERBS), ("jobs/status", "", "Job", ["get", "patch", "update"])]),
+    "/apis/batch/v1": _resource_list(
+        "batch/v1", [("jobs", "job", "Job", _VERBS), ("jobs/status", "", "Job", ["get", "patch", "update"])]
+    ),
 }
 
 
@@ -110,7 +116,9 @@ async def send(writer: asyncio.StreamWriter, status: int, body: bytes, content_t
 
 
 async def send_stream_head(writer: asyncio.StreamWriter) -> None:
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     await writer.drain()
 
 

@@ -75,7 +75,10 @@ def test_job_carries_the_run_policy() -> None:
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "nexus-agent-runner"
     assert container["image"] == IMAGE
-    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
     assert security["readOnlyRootFilesystem"] is True
@@ -160,7 +163,14 @@ def _job(status: dict | None = None, **spec: object) -> dict:
 
 
 def _failed(reason: str, message: str) -> dict:
-    return _job({"conditions": [{"type": "FailureTarget", "status": "True"}, {"type": "Failed", "status": "True", "reason": reason, "message": message}]})
+    return _job(
+        {
+            "conditions": [
+                {"type": "FailureTarget", "status": "True"},
+                {"type": "Failed", "status": "True", "reason": reason, "message": message},
+            ]
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -170,9 +180,21 @@ def _failed(reason: str, message: str) -> dict:
         (_job(suspend=True), "pending", "suspended until its Secret exists"),
         (_job({"active": 1, "ready": 0}), "pending", "pod starting"),
         (_job({"active": 1, "ready": 1}), "running", ""),
-        (_job({"conditions": [{"type": "Suspended", "status": "False"}, {"type": "Complete", "status": "True"}]}), "succeeded", ""),
-        (_failed("DeadlineExceeded", "Job was active longer than specified deadline"), "failed", "DeadlineExceeded: Job was active longer than specified deadline"),
-        ({**_job({"active": 1, "ready": 1}), "metadata": {"name": "j", "deletionTimestamp": "2025-01-01T00:00:00Z"}}, "missing", "Job is being deleted"),
+        (
+            _job({"conditions": [{"type": "Suspended", "status": "False"}, {"type": "Complete", "status": "True"}]}),
+            "succeeded",
+            "",
+        ),
+        (
+            _failed("DeadlineExceeded", "Job was active longer than specified deadline"),
+            "failed",
+            "DeadlineExceeded: Job was active longer than specified deadline",
+        ),
+        (
+            {**_job({"active": 1, "ready": 1}), "metadata": {"name": "j", "deletionTimestamp": "2025-01-01T00:00:00Z"}},
+            "missing",
+            "Job is being deleted",
+        ),
     ],
 )
 def test_job_status_reading(job: dict | None, phase: str, detail: str) -> None:
@@ -188,5 +210,8 @@ def test_termination_reads_the_runner_container_of_the_newest_pod() -> None:
             "status": {"containerStatuses": [{"name": "runner", "state": {"terminated": terminated}}]},
         }
 
-    assert termination([pod("2025-01-01T00:00:01Z", 1, "Error"), pod("2025-01-01T00:00:09Z", 137, "OOMKilled")]) == (137, "OOMKilled")
+    assert termination([pod("2025-01-01T00:00:01Z", 1, "Error"), pod("2025-01-01T00:00:09Z", 137, "OOMKilled")]) == (
+        137,
+        "OOMKilled",
+    )
     assert termination([]) == (None, "")

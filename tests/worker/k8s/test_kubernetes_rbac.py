@@ -33,7 +33,7 @@ async def test_what_the_role_withholds_is_refused_with_a_forbidden_status(kube_a
     with pytest.raises(ServerError) as refused:
         [s async for s in kube_api.get("secrets", namespace=NAMESPACE)]
     assert refused.value.response.status_code == 403
-    assert "cannot list resource \"secrets\"" in refused.value.status["message"]
+    assert 'cannot list resource "secrets"' in refused.value.status["message"]
     assert set(apiserver.forbidden) == {("list", "", "secrets")}  # kr8s retries a refused call
 
 

@@ -20,13 +20,20 @@ from .fake_cluster import FakeCluster
 RUN = "run_01jq8m6z4x7k2n9p3r5t7v9w1y"
 
 
-async def test_launch_creates_a_job_and_a_secret_the_job_owns(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_launch_creates_a_job_and_a_secret_the_job_owns(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     request = make_request()
     handle = await runtime.start_run(request)
 
     (job,) = cluster.jobs()
     (secret,) = cluster.secrets()
-    assert (handle.run_id, handle.attempt, handle.runtime, handle.ref) == (RUN, 1, "kubernetes", job["metadata"]["name"])
+    assert (handle.run_id, handle.attempt, handle.runtime, handle.ref) == (
+        RUN,
+        1,
+        "kubernetes",
+        job["metadata"]["name"],
+    )
     assert job["spec"]["suspend"] is False  # resumed once its Secret existed
     assert [ref["uid"] for ref in secret["metadata"]["ownerReferences"]] == [job["metadata"]["uid"]]
     # Every body the runtime sent passed the strict OpenAPI schema check in the fake server.
@@ -48,7 +55,9 @@ async def test_launch_runs_to_success(runtime: KubernetesRuntime, cluster: FakeC
     assert (status.phase, status.exit_code) == ("succeeded", 0)
 
 
-async def test_a_crash_fails_the_run_with_exit_code_and_reason(runtime: KubernetesRuntime, cluster: FakeCluster) -> None:
+async def test_a_crash_fails_the_run_with_exit_code_and_reason(
+    runtime: KubernetesRuntime, cluster: FakeCluster
+) -> None:
     handle = await runtime.start_run(make_request())
     cluster.start_pod(handle.ref)
     cluster.finish_pod(handle.ref, exit_code=137, reason="OOMKilled")
@@ -58,7 +67,9 @@ async def test_a_crash_fails_the_run_with_exit_code_and_reason(runtime: Kubernet
     assert "OOMKilled" in status.detail
 
 
-async def test_passing_the_deadline_fails_with_deadline_exceeded(runtime: KubernetesRuntime, cluster: FakeCluster) -> None:
+async def test_passing_the_deadline_fails_with_deadline_exceeded(
+    runtime: KubernetesRuntime, cluster: FakeCluster
+) -> None:
     handle = await runtime.start_run(make_request(wall_clock_s=60))
     assert cluster.job(handle.ref)["spec"]["activeDeadlineSeconds"] == 60
     cluster.start_pod(handle.ref)
@@ -69,14 +80,18 @@ async def test_passing_the_deadline_fails_with_deadline_exceeded(runtime: Kubern
     assert status.exit_code is None  # the controller killed the pod; there is no exit to report
 
 
-async def test_a_run_without_a_job_is_missing(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_a_run_without_a_job_is_missing(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     assert (await runtime.status("run_never_launched")).phase == "missing"
     handle = await runtime.start_run(make_request())
     apiserver.remove("jobs", cluster.job(handle.ref), "Background")  # someone deleted it behind our back
     assert (await runtime.status(RUN)).phase == "missing"
 
 
-async def test_logs_come_from_the_jobs_pod(runtime: KubernetesRuntime, cluster: FakeCluster, kube_api: kr8s.asyncio.Api) -> None:
+async def test_logs_come_from_the_jobs_pod(
+    runtime: KubernetesRuntime, cluster: FakeCluster, kube_api: kr8s.asyncio.Api
+) -> None:
     assert await runtime.get_logs(RUN) == []
     handle = await runtime.start_run(make_request())
     assert await runtime.get_logs(RUN) == []  # pod not started: no logs yet, not an error
@@ -87,7 +102,9 @@ async def test_logs_come_from_the_jobs_pod(runtime: KubernetesRuntime, cluster: 
     assert await short.get_logs(RUN) == ["step 1: llm", "step 2: write_file src/login.py"]
 
 
-async def test_cancel_deletes_the_jobs_in_the_foreground(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_cancel_deletes_the_jobs_in_the_foreground(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     first = await runtime.start_run(make_request(attempt=1))
     cluster.start_pod(first.ref)
     cluster.finish_pod(first.ref, exit_code=1)
@@ -106,7 +123,9 @@ async def test_cancel_deletes_the_jobs_in_the_foreground(runtime: KubernetesRunt
     await runtime.cancel_run(RUN)  # again: nothing left, no error
 
 
-async def test_a_job_being_deleted_counts_as_gone(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_a_job_being_deleted_counts_as_gone(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     cluster.start_pod(handle.ref)
     apiserver.hold_foreground_deletions = True
@@ -120,7 +139,9 @@ async def test_a_job_being_deleted_counts_as_gone(runtime: KubernetesRuntime, cl
     assert cluster.jobs() == [] and cluster.secrets() == [] and cluster.pods() == []
 
 
-async def test_list_runs_finds_every_run_with_a_job_for_orphan_sweeps(runtime: KubernetesRuntime, apiserver: FakeApiServer) -> None:
+async def test_list_runs_finds_every_run_with_a_job_for_orphan_sweeps(
+    runtime: KubernetesRuntime, apiserver: FakeApiServer
+) -> None:
     await runtime.start_run(make_request(run_id="run_a", attempt=1))
     await runtime.start_run(make_request(run_id="run_a", attempt=2))
     await runtime.start_run(make_request(run_id="run_b"))
@@ -132,7 +153,9 @@ async def test_list_runs_finds_every_run_with_a_job_for_orphan_sweeps(runtime: K
     assert await runtime.list_runs() == ["run_b"]
 
 
-async def test_relaunching_the_same_attempt_adopts_the_job(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_relaunching_the_same_attempt_adopts_the_job(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     first = await runtime.start_run(make_request())
     second = await runtime.start_run(make_request())
     assert second == first
@@ -141,7 +164,9 @@ async def test_relaunching_the_same_attempt_adopts_the_job(runtime: KubernetesRu
     assert len(posts) == 2  # the second launch was answered 409 AlreadyExists and adopted the Job
 
 
-async def test_an_interrupted_launch_leaves_no_pod_and_is_finished_by_the_next(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_an_interrupted_launch_leaves_no_pod_and_is_finished_by_the_next(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     apiserver.fault("POST", r"/secrets$", status=None)  # the connection drops while creating the Secret
     with pytest.raises(RuntimeError_) as failure:
         await runtime.start_run(make_request())
@@ -156,18 +181,24 @@ async def test_an_interrupted_launch_leaves_no_pod_and_is_finished_by_the_next(r
     assert (await runtime.status(RUN)).phase == "running"
 
 
-async def test_a_stale_secret_of_an_earlier_job_is_replaced(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_a_stale_secret_of_an_earlier_job_is_replaced(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     name = build_job(make_request(), JobSettings(namespace=NAMESPACE, image=IMAGE))["metadata"]["name"]
     stale_data = {"run-config.json": base64.b64encode(b"{}").decode()}
     owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "deleted-job-uid"}
-    apiserver.insert("secrets", {"metadata": {"name": name, "namespace": NAMESPACE, "ownerReferences": [owner]}, "data": stale_data})
+    apiserver.insert(
+        "secrets", {"metadata": {"name": name, "namespace": NAMESPACE, "ownerReferences": [owner]}, "data": stale_data}
+    )
     handle = await runtime.start_run(make_request())
     (secret,) = cluster.secrets()
     assert secret["metadata"]["ownerReferences"][0]["uid"] == cluster.job(handle.ref)["metadata"]["uid"]
     assert secret["data"] != stale_data
 
 
-async def test_a_job_of_another_run_with_the_same_name_is_not_adopted(runtime: KubernetesRuntime, cluster: FakeCluster) -> None:
+async def test_a_job_of_another_run_with_the_same_name_is_not_adopted(
+    runtime: KubernetesRuntime, cluster: FakeCluster
+) -> None:
     await runtime.start_run(make_request(run_id="run-x"))
     with pytest.raises(RuntimeError_) as failure:
         await runtime.start_run(make_request(run_id="RUN_X"))  # same DNS name, different run
@@ -175,7 +206,9 @@ async def test_a_job_of_another_run_with_the_same_name_is_not_adopted(runtime: K
     assert len(cluster.jobs()) == 1
 
 
-async def test_a_new_attempt_gets_its_own_job_and_status_follows_it(runtime: KubernetesRuntime, cluster: FakeCluster) -> None:
+async def test_a_new_attempt_gets_its_own_job_and_status_follows_it(
+    runtime: KubernetesRuntime, cluster: FakeCluster
+) -> None:
     first = await runtime.start_run(make_request(attempt=1))
     cluster.start_pod(first.ref)
     cluster.write_log(first.ref, "attempt 1")
@@ -189,7 +222,9 @@ async def test_a_new_attempt_gets_its_own_job_and_status_follows_it(runtime: Kub
 
 
 @pytest.mark.parametrize("status", [500, 503, 504, 429, None], ids=["500", "503", "504", "429", "dropped"])
-async def test_server_trouble_is_transient(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer, status: int | None) -> None:
+async def test_server_trouble_is_transient(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer, status: int | None
+) -> None:
     apiserver.fault("POST", r"/jobs$", status=status)
     with pytest.raises(RuntimeError_) as failure:
         await runtime.start_run(make_request())

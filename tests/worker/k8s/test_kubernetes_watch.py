@@ -18,7 +18,9 @@ pytestmark = pytest.mark.timeout(60)
 RUN = "run_01jq8m6z4x7k2n9p3r5t7v9w1y"
 
 
-async def test_watch_follows_a_run_to_success(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_watch_follows_a_run_to_success(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     changes = runtime.watch(RUN)
     assert await anext(changes) == RuntimeStatus(phase="pending", detail="pod starting")
@@ -32,7 +34,9 @@ async def test_watch_follows_a_run_to_success(runtime: KubernetesRuntime, cluste
         await anext(changes)
 
 
-async def test_watch_replays_changes_made_before_the_stream_opened(runtime: KubernetesRuntime, cluster: FakeCluster) -> None:
+async def test_watch_replays_changes_made_before_the_stream_opened(
+    runtime: KubernetesRuntime, cluster: FakeCluster
+) -> None:
     handle = await runtime.start_run(make_request())
     changes = runtime.watch(RUN)
     assert (await anext(changes)).phase == "pending"
@@ -53,7 +57,9 @@ async def test_watch_reports_a_crash_with_its_exit_code(runtime: KubernetesRunti
     assert (final.phase, final.exit_code) == ("failed", 2)
 
 
-async def test_watch_ends_missing_when_the_run_is_cancelled(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_watch_ends_missing_when_the_run_is_cancelled(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     cluster.start_pod(handle.ref)
     changes = runtime.watch(RUN)
@@ -69,7 +75,9 @@ async def test_watch_of_a_run_without_a_job_ends_at_once(runtime: KubernetesRunt
     assert [s.phase async for s in runtime.watch("run_never_launched")] == ["missing"]
 
 
-async def test_watch_resumes_when_the_server_closes_the_stream(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_watch_resumes_when_the_server_closes_the_stream(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     changes = runtime.watch(RUN)
     assert (await anext(changes)).phase == "pending"
@@ -83,7 +91,9 @@ async def test_watch_resumes_when_the_server_closes_the_stream(runtime: Kubernet
     await changes.aclose()
 
 
-async def test_watch_recovers_from_an_expired_resource_version(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_watch_recovers_from_an_expired_resource_version(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     apiserver.fault("GET", r"watch=true", expire_watch=True)  # 410 Gone: history compacted
     changes = runtime.watch(RUN)
@@ -113,7 +123,9 @@ async def test_closing_the_watch_closes_the_stream(runtime: KubernetesRuntime, a
 
 # ---------------------------------------------------------------- wait: what the launcher awaits to report `exited`
 @pytest.mark.parametrize(("exit_code", "expected"), [(0, 0), (3, 3)])
-async def test_wait_returns_the_runners_exit_code(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer, exit_code: int, expected: int) -> None:
+async def test_wait_returns_the_runners_exit_code(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer, exit_code: int, expected: int
+) -> None:
     handle = await runtime.start_run(make_request())
     waiting = asyncio.ensure_future(runtime.wait(RUN))
     await apiserver.next_watch()
@@ -123,7 +135,9 @@ async def test_wait_returns_the_runners_exit_code(runtime: KubernetesRuntime, cl
     assert await waiting == expected
 
 
-async def test_wait_has_no_exit_code_after_a_deadline(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_wait_has_no_exit_code_after_a_deadline(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     waiting = asyncio.ensure_future(runtime.wait(RUN))
     await apiserver.next_watch()
@@ -132,7 +146,9 @@ async def test_wait_has_no_exit_code_after_a_deadline(runtime: KubernetesRuntime
     assert await waiting is None
 
 
-async def test_wait_outlasts_api_trouble(runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer) -> None:
+async def test_wait_outlasts_api_trouble(
+    runtime: KubernetesRuntime, cluster: FakeCluster, apiserver: FakeApiServer
+) -> None:
     handle = await runtime.start_run(make_request())
     apiserver.fault("GET", r"/jobs\?labelSelector", status=503)  # the first list fails
     waiting = asyncio.ensure_future(runtime.wait(RUN))

@@ -77,11 +77,21 @@ class Kind:
 
 
 AGENTS = Kind(
-    "agents", "agent", "/v1/agents", ("agent", "ag", "agt"),
-    (("NAME", key("name")), ("REVISION", key("revision")), ("PROVIDER", key("spec.llm.provider")),
-     ("MODEL", key("spec.llm.model")), ("SKILLS", lambda o: ",".join(o.get("spec", {}).get("skills", []))),
-     ("AGE", age("created_at"))),
-    manifest="Agent", id_field="name", deletable=True,
+    "agents",
+    "agent",
+    "/v1/agents",
+    ("agent", "ag", "agt"),
+    (
+        ("NAME", key("name")),
+        ("REVISION", key("revision")),
+        ("PROVIDER", key("spec.llm.provider")),
+        ("MODEL", key("spec.llm.model")),
+        ("SKILLS", lambda o: ",".join(o.get("spec", {}).get("skills", []))),
+        ("AGE", age("created_at")),
+    ),
+    manifest="Agent",
+    id_field="name",
+    deletable=True,
 )
 SKILLS = Kind(
     "skills",
@@ -99,10 +109,20 @@ SKILLS = Kind(
     deletable=True,
 )
 REPOSITORIES = Kind(
-    "repositories", "repository", "/v1/repositories", ("repository", "repos", "repo"),
-    (("NAME", key("name")), ("URL", key("url")), ("BRANCH", key("default_branch")),
-     ("CREDENTIALS", lambda o: "yes" if o.get("has_credentials") else "-"), ("AGE", age("created_at"))),
-    manifest="Repository", id_field="name", deletable=True,
+    "repositories",
+    "repository",
+    "/v1/repositories",
+    ("repository", "repos", "repo"),
+    (
+        ("NAME", key("name")),
+        ("URL", key("url")),
+        ("BRANCH", key("default_branch")),
+        ("CREDENTIALS", lambda o: "yes" if o.get("has_credentials") else "-"),
+        ("AGE", age("created_at")),
+    ),
+    manifest="Repository",
+    id_field="name",
+    deletable=True,
 )
 TASKS = Kind(
     "tasks",
@@ -135,11 +155,18 @@ GOALS = Kind(
     filters=("status", "created_by"),
 )
 RUNS = Kind(
-    "runs", "run", "/v1/runs", ("run", "rn"),
-    (("ID", key("id")), ("STATUS", key("status")), ("TASK", key("task_id")),
-     ("AGENT", lambda o: f"{o.get('agent_id')}@{o.get('agent_revision')}"),
-     ("ATTEMPT", lambda o: f"{o.get('attempt')}/{o.get('max_attempts')}"),
-     ("AGE", age("created_at"))),
+    "runs",
+    "run",
+    "/v1/runs",
+    ("run", "rn"),
+    (
+        ("ID", key("id")),
+        ("STATUS", key("status")),
+        ("TASK", key("task_id")),
+        ("AGENT", lambda o: f"{o.get('agent_id')}@{o.get('agent_revision')}"),
+        ("ATTEMPT", lambda o: f"{o.get('attempt')}/{o.get('max_attempts')}"),
+        ("AGE", age("created_at")),
+    ),
     filters=("status", "agent_id", "task_id", "goal_id"),
 )
 SESSIONS = Kind(
@@ -159,21 +186,50 @@ SESSIONS = Kind(
     filters=("run_id", "parent_session_id", "status"),
 )
 APPROVALS = Kind(
-    "approvals", "approval", "/v1/approvals", ("approval", "apr"),
-    (("ID", key("id")), ("RUN", key("run_id")), ("ACTION", key("action")), ("STATUS", key("status")),
-     ("DETAIL", _short(40, key("detail"))), ("AGE", age("created_at"))),
+    "approvals",
+    "approval",
+    "/v1/approvals",
+    ("approval", "apr"),
+    (
+        ("ID", key("id")),
+        ("RUN", key("run_id")),
+        ("ACTION", key("action")),
+        ("STATUS", key("status")),
+        ("DETAIL", _short(40, key("detail"))),
+        ("AGE", age("created_at")),
+    ),
     filters=("status", "run_id", "action"),
 )
 KEYS = Kind(
-    "keys", "key", "/v1/api-keys", ("key", "api-keys", "api-key", "apikeys", "apikey"),
-    (("ID", key("id")), ("NAME", key("name")), ("ROLE", key("role")), ("PREFIX", key("prefix")),
-     ("REVOKED", lambda o: "yes" if o.get("revoked") else "-"), ("AGE", age("created_at"))),
-    deletable=True, filters=("role", "revoked", "run_id"),
+    "keys",
+    "key",
+    "/v1/api-keys",
+    ("key", "api-keys", "api-key", "apikeys", "apikey"),
+    (
+        ("ID", key("id")),
+        ("NAME", key("name")),
+        ("ROLE", key("role")),
+        ("PREFIX", key("prefix")),
+        ("REVOKED", lambda o: "yes" if o.get("revoked") else "-"),
+        ("AGE", age("created_at")),
+    ),
+    deletable=True,
+    filters=("role", "revoked", "run_id"),
 )
 AUDIT = Kind(
-    "audit", "audit entry", "/v1/audit", ("audits", "aud"),
-    (("ID", key("id")), ("ACTOR", key("actor_name", "actor")), ("ACTION", key("action")), ("RESOURCE", key("resource")),
-     ("BEFORE", key("before_id")), ("AFTER", key("after_id")), ("AGE", age("at", "created_at", "occurred_at"))),
+    "audit",
+    "audit entry",
+    "/v1/audit",
+    ("audits", "aud"),
+    (
+        ("ID", key("id")),
+        ("ACTOR", key("actor_name", "actor")),
+        ("ACTION", key("action")),
+        ("RESOURCE", key("resource")),
+        ("BEFORE", key("before_id")),
+        ("AFTER", key("after_id")),
+        ("AGE", age("at", "created_at", "occurred_at")),
+    ),
     filters=("actor", "action", "resource"),
 )
 MEMORY = Kind(

@@ -66,8 +66,14 @@ class ReadCache(monitoring.CommandListener):
 
     # -- reads
     async def get(self, doc_cls: type[D], doc_id: Any, *, keep_missing: bool = False) -> D | None:
-        return await self._through(self.entries, self.max_entries, doc_cls, doc_id, lambda: doc_cls.get(doc_id),
-                                   keep=lambda doc: keep_missing or doc is not None)
+        return await self._through(
+            self.entries,
+            self.max_entries,
+            doc_cls,
+            doc_id,
+            lambda: doc_cls.get(doc_id),
+            keep=lambda doc: keep_missing or doc is not None,
+        )
 
     async def find(self, doc_cls: type[D], query: JsonObject, sort: Sort, limit: int) -> list[D]:
         """A find() with sort and limit, cached like a document: by collection and exact query, dropped
@@ -85,8 +91,15 @@ class ReadCache(monitoring.CommandListener):
             keep=lambda docs: True,
         )
 
-    async def _through(self, store: _Store, cap: int, doc_cls: Any, ident: Any, load: Callable[[], Awaitable[T]],
-                       keep: Callable[[T], bool]) -> T:
+    async def _through(
+        self,
+        store: _Store,
+        cap: int,
+        doc_cls: Any,
+        ident: Any,
+        load: Callable[[], Awaitable[T]],
+        keep: Callable[[T], bool],
+    ) -> T:
         collection = doc_cls.get_pymongo_collection().full_name
         generation = self.generations.get(collection, 0)
         key = (collection, ident)

@@ -57,7 +57,9 @@ async def allocate(doc_cls: Any) -> int:
     async with block.lock:
         if block.used >= BUCKET:
             counter = await _counters(doc_cls).find_one_and_update(
-                {"_id": doc_cls.get_pymongo_collection().name}, {"$inc": {"n": 1}}, upsert=True,
+                {"_id": doc_cls.get_pymongo_collection().name},
+                {"$inc": {"n": 1}},
+                upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
             block.page, block.used = counter["n"], 0
@@ -69,7 +71,10 @@ async def reserve(collection: Any, buckets: int) -> int:
     """Take `buckets` bucket numbers at once for a bulk load into `collection` (a pymongo collection);
     returns the first. Call it while no core-api writes to the collection."""
     counter = await collection.database[COUNTERS].find_one_and_update(
-        {"_id": collection.name}, {"$inc": {"n": buckets}}, upsert=True, return_document=ReturnDocument.AFTER,
+        {"_id": collection.name},
+        {"$inc": {"n": buckets}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
     )
     return cast(int, counter["n"]) - buckets + 1  # the counter only ever has ints added ($inc)
 
@@ -99,8 +104,14 @@ async def sorts_natively(doc_cls: Any) -> bool:
     return known
 
 
-async def bucket_walk(doc_cls: type[P], filters: JsonObject, limit: int, cursor_page: int | None, cursor: str | None,
-                      find: Callable[[JsonObject, int], Awaitable[list[P]]]) -> list[P] | None:
+async def bucket_walk(
+    doc_cls: type[P],
+    filters: JsonObject,
+    limit: int,
+    cursor_page: int | None,
+    cursor: str | None,
+    find: Callable[[JsonObject, int], Awaitable[list[P]]],
+) -> list[P] | None:
     """Up to limit+1 documents newest first, read bucket by bucket; None when a short walk did not
     fill the page (the caller then asks the plain way). `find(query, limit)` reads one bucket.
 

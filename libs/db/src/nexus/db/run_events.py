@@ -29,8 +29,14 @@ _decode = msgspec.json.Decoder(list[dict[str, Any]]).decode
 
 def event_doc(id_: str, type_: str, subject: str, stream_seq: int, occurred_at: str, data: Any) -> JsonObject:
     """One event as a chunk holds it; `data` its payload (a msgspec Struct, or a dict)."""
-    return {"id": id_, "type": type_, "subject": subject, "stream_seq": stream_seq, "occurred_at": occurred_at,
-            "data": data}
+    return {
+        "id": id_,
+        "type": type_,
+        "subject": subject,
+        "stream_seq": stream_seq,
+        "occurred_at": occurred_at,
+        "data": data,
+    }
 
 
 # Read on their own (budgets sum a goal's or an agent's model calls on every run's end): kept in
@@ -70,8 +76,14 @@ def _chunked(run_id: str, events: list[JsonObject]) -> list[JsonObject]:
 
 
 def _chunk(run_id: str, first: int, last: int, types: set[str], bodies: list[bytes]) -> JsonObject:
-    return {"_id": f"{run_id}:{first}", "run_id": run_id, "first_seq": first, "last_seq": last,
-            "types": sorted(types), "events": b"[" + b",".join(bodies) + b"]"}
+    return {
+        "_id": f"{run_id}:{first}",
+        "run_id": run_id,
+        "first_seq": first,
+        "last_seq": last,
+        "types": sorted(types),
+        "events": b"[" + b",".join(bodies) + b"]",
+    }
 
 
 def _events(chunk: JsonObject) -> list[JsonObject]:
@@ -122,8 +134,15 @@ def _unique(events: Iterable[JsonObject]) -> list[JsonObject]:
 
 
 def _model(run_id: str, e: JsonObject) -> RunEvent:
-    return RunEvent(id=e["id"], run_id=run_id, type=e["type"], subject=e["subject"], stream_seq=e["stream_seq"],
-                    occurred_at=e["occurred_at"], data=e.get("data") or {})
+    return RunEvent(
+        id=e["id"],
+        run_id=run_id,
+        type=e["type"],
+        subject=e["subject"],
+        stream_seq=e["stream_seq"],
+        occurred_at=e["occurred_at"],
+        data=e.get("data") or {},
+    )
 
 
 async def stored_ids(run_id: str) -> set[str]:
@@ -179,8 +198,12 @@ async def of_type(run_ids: list[str], type_: str, *, since: str | None = None) -
     for d in await _legacy_query({"type": type_, **runs}, {"run_id": 1, "stream_seq": 1, "occurred_at": 1, "data": 1}):
         d["id"] = d.pop("_id")
         by_run.setdefault(d["run_id"], []).append(d)
-    return [(run_id, e.get("data") or {}) for run_id, events in by_run.items() for e in _unique(events)
-            if since is None or e.get("occurred_at", "") >= since]
+    return [
+        (run_id, e.get("data") or {})
+        for run_id, events in by_run.items()
+        for e in _unique(events)
+        if since is None or e.get("occurred_at", "") >= since
+    ]
 
 
 async def count(run_id: str | None = None) -> int:

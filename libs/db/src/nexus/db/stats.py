@@ -18,7 +18,8 @@ COMMANDS = Counter(
 # What FerretDB v1 costs most is handing documents over (it reads and converts each whole document,
 # whatever the projection): a read's cost follows this more than the number of commands.
 DOCUMENTS = Counter(
-    "nexus_db_documents_returned_total", "Documents the database returned to reads (find, getMore), by collection",
+    "nexus_db_documents_returned_total",
+    "Documents the database returned to reads (find, getMore), by collection",
     ["collection"],
 )
 SECONDS = Counter(

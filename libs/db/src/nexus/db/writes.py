@@ -81,9 +81,15 @@ async def document_lock(doc_cls: Any, doc_id: Any) -> AsyncIterator[None]:
             del _locks[key]
 
 
-async def update_document(doc_cls: type[Document], doc_id: Any, update: JsonObject,
-                          conditions: JsonObject | None = None, *,
-                          upsert: bool = False, beside_versioned: bool = False) -> UpdateResult:
+async def update_document(
+    doc_cls: type[Document],
+    doc_id: Any,
+    update: JsonObject,
+    conditions: JsonObject | None = None,
+    *,
+    upsert: bool = False,
+    beside_versioned: bool = False,
+) -> UpdateResult:
     """`update_one({"_id": doc_id, **conditions}, update)`, serialized with every other update of the document.
     An upsert of a paged document (nexus.db.paging) inserts it with its bucket. `beside_versioned`:
     the update sets only fields no versioned update reads or writes (a heartbeat's time), so the copy

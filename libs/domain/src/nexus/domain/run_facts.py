@@ -58,8 +58,20 @@ def _find(attempts: list[JsonObject], n: int) -> JsonObject | None:
 
 
 def new_attempt(n: int, **fields: Any) -> JsonObject:
-    return {"n": n, "status": RunStatus.LAUNCHING.value, "seq": -1, "reason": "", "verdict": None, "verdict_seq": None,
-            "verdict_reason": "", "ended": None, "ended_seq": None, "runtime": "", "ref": "", **fields}
+    return {
+        "n": n,
+        "status": RunStatus.LAUNCHING.value,
+        "seq": -1,
+        "reason": "",
+        "verdict": None,
+        "verdict_seq": None,
+        "verdict_reason": "",
+        "ended": None,
+        "ended_seq": None,
+        "runtime": "",
+        "ref": "",
+        **fields,
+    }
 
 
 def record(attempts: list[JsonObject], fact: StatusFact | RuntimeFact, **new_fields: Any) -> list[JsonObject]:

@@ -69,8 +69,9 @@ async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
     await js.update_stream(cfg)
 
 
-async def ensure_key_value(js: JetStreamContext, bucket: str, *, ttl_s: float, history: int = 1,
-                           replicas: int = 1) -> KeyValue:
+async def ensure_key_value(
+    js: JetStreamContext, bucket: str, *, ttl_s: float, history: int = 1, replicas: int = 1
+) -> KeyValue:
     """A KV bucket with this config: created, or its backing stream updated in place (replicas too)."""
     try:
         return await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl_s, history=history, replicas=replicas))
@@ -122,8 +123,9 @@ class Publisher:
 PUBLISH_RETRY_S = 30.0
 
 
-async def publish_retrying(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str],
-                           budget_s: float = PUBLISH_RETRY_S) -> None:
+async def publish_retrying(
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str], budget_s: float = PUBLISH_RETRY_S
+) -> None:
     loop = asyncio.get_running_loop()
     deadline, delay = loop.time() + budget_s, 0.1
     while True:

@@ -63,8 +63,13 @@ MESSAGES: tuple[MessageSpec, ...] = (
     _cmd("core.decide_approval", p.DecideApproval, "A gateway relays a lead's approve/reject."),
     _cmd("core.cancel_run", p.CancelRunRequest, "A chat asks core-api to cancel a run on behalf of a bound user."),
     # On the run's own subject, so a run's credential may send its plan and no other run's.
-    MessageSpec("core.plan_children", "nexus.cmd.core.plan_children.{run_id}", p.PlanChildren, CMDS_STREAM,
-                "A meta session sends its child tasks (meta-plan.json)."),
+    MessageSpec(
+        "core.plan_children",
+        "nexus.cmd.core.plan_children.{run_id}",
+        p.PlanChildren,
+        CMDS_STREAM,
+        "A meta session sends its child tasks (meta-plan.json).",
+    ),
     _cmd("core.fire_schedule", p.FireSchedule, "The worker's clock fires one occurrence of a schedule."),
     _cmd("core.cancel_task", p.CancelTask, "board-sync relays a card cancelled on an external board."),
     _run("status", p.RunStatusChanged, "The runner's view of the run: running, waiting_approval, final."),

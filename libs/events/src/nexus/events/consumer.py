@@ -81,7 +81,8 @@ def expected_type(subject: str) -> str | None:
 
 _PARAMETERIZED = [
     (re.compile(re.escape(m.subject).replace(r"\{run_id\}", r"[^.]+")), m.type)
-    for m in MESSAGES if "{run_id}" in m.subject and not m.subject.startswith("nexus.run.")
+    for m in MESSAGES
+    if "{run_id}" in m.subject and not m.subject.startswith("nexus.run.")
 ]
 
 
@@ -202,8 +203,15 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         await reject(js, msg, durable, f"undecodable: {exc}", deliveries)
         return
-    with processing(msg.subject, msg.headers, consumer=durable, msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
-                    correlation_id=env.correlation_id, size=len(msg.data), deliveries=deliveries) as span:
+    with processing(
+        msg.subject,
+        msg.headers,
+        consumer=durable,
+        msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+        correlation_id=env.correlation_id,
+        size=len(msg.data),
+        deliveries=deliveries,
+    ) as span:
         try:
             await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
         except Poison as exc:
@@ -324,8 +332,17 @@ async def _read_range(js: JetStreamContext, stream: str, subject: str, first: in
     return out
 
 
-async def reclaim_unacked(js: JetStreamContext, *, stream: str, durable: str, subject: str, group_handler: GroupHandler,
-                          partition: Callable[[str], str], concurrency: int = 1, limit: int = RECLAIM_LIMIT) -> int:
+async def reclaim_unacked(
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    subject: str,
+    group_handler: GroupHandler,
+    partition: Callable[[str], str],
+    concurrency: int = 1,
+    limit: int = RECLAIM_LIMIT,
+) -> int:
     """Handle again, straight from the stream, what `durable` delivered and nobody acknowledged yet.
 
     A consumer instance that dies (SIGKILL) leaves the messages it had fetched pending on the server:
@@ -371,8 +388,14 @@ async def reclaim_unacked(js: JetStreamContext, *, stream: str, durable: str, su
                 )
 
     await asyncio.gather(*(run_group(g) for g in groups.values()))
-    log.info("%s: handled %d of %d messages a previous instance left unacknowledged (stream %d..%d)",
-             durable, handled, len(msgs), first, last)
+    log.info(
+        "%s: handled %d of %d messages a previous instance left unacknowledged (stream %d..%d)",
+        durable,
+        handled,
+        len(msgs),
+        first,
+        last,
+    )
     return handled
 
 
@@ -425,14 +448,28 @@ async def consume_once(
     the loop stops is nak'ed, so it comes back at once instead of after `ack_wait_s`.
     With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
     is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait."""
-    async with pulling(js, stream=stream, durable=durable, subject=subject, max_deliver=max_deliver,
-                       ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending) as sub:
+    async with pulling(
+        js,
+        stream=stream,
+        durable=durable,
+        subject=subject,
+        max_deliver=max_deliver,
+        ack_wait_s=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+    ) as sub:
         if reclaim and partition is not None and group_handler is not None:
             # A pull consumer delivers only on fetch: what is pending now was fetched by another instance — a
             # dead one (the point), or a live replica (handling it twice changes nothing for an idempotent handler).
             try:
-                await reclaim_unacked(js, stream=stream, durable=durable, subject=subject,
-                                      group_handler=group_handler, partition=partition, concurrency=concurrency)
+                await reclaim_unacked(
+                    js,
+                    stream=stream,
+                    durable=durable,
+                    subject=subject,
+                    group_handler=group_handler,
+                    partition=partition,
+                    concurrency=concurrency,
+                )
             except Exception:  # never keeps the consumer from starting; redelivery still comes
                 log.warning("could not reclaim %s's unacknowledged messages", durable, exc_info=True)
         sem = asyncio.Semaphore(concurrency)
@@ -514,8 +551,13 @@ async def pulling(
 
 
 async def fetched(
-    sub: JetStreamContext.PullSubscription, durable: str, stop: asyncio.Event, size: Callable[[], int], *,
-    prefetch: bool = False, end_if_deleted: bool = False,
+    sub: JetStreamContext.PullSubscription,
+    durable: str,
+    stop: asyncio.Event,
+    size: Callable[[], int],
+    *,
+    prefetch: bool = False,
+    end_if_deleted: bool = False,
 ) -> AsyncGenerator[list[Msg], None]:
     """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
     fails while a reconnect is in progress, is simply tried again: the loop outlives both. With

@@ -31,8 +31,16 @@ from nexus.events.permissions import RUN_TEMPLATE, SERVICES, Permissions, RunIde
 _HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 _UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
 _ACCOUNT_LIMITS = {**_UNLIMITED, "imports": -1, "exports": -1, "wildcards": True, "conn": -1, "leaf": -1}
-_JETSTREAM = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1, "max_ack_pending": -1,
-              "mem_max_stream_bytes": -1, "disk_max_stream_bytes": -1, "max_bytes_required": False}
+_JETSTREAM = {
+    "mem_storage": -1,
+    "disk_storage": -1,
+    "streams": -1,
+    "consumer": -1,
+    "max_ack_pending": -1,
+    "mem_max_stream_bytes": -1,
+    "disk_max_stream_bytes": -1,
+    "max_bytes_required": False,
+}
 ACCOUNT_NAME = "NEXUS"
 # The first line of a generated server config; material without it (an older layout) is regenerated.
 CONFIG_MARK = (
@@ -55,11 +63,23 @@ def public_key(seed: bytes) -> str:
     return cast(str, nkeys.from_seed(bytearray(seed)).public_key.decode())
 
 
-def encode_jwt(signer_seed: bytes, subject: str, name: str, nats: JsonObject, *, issuer_account: str | None = None,
-               expires_at: int | None = None) -> str:
+def encode_jwt(
+    signer_seed: bytes,
+    subject: str,
+    name: str,
+    nats: JsonObject,
+    *,
+    issuer_account: str | None = None,
+    expires_at: int | None = None,
+) -> str:
     kp = nkeys.from_seed(bytearray(signer_seed))
-    claims: JsonObject = {"iat": int(time.time()), "iss": kp.public_key.decode(), "name": name, "sub": subject,
-                          "nats": nats}
+    claims: JsonObject = {
+        "iat": int(time.time()),
+        "iss": kp.public_key.decode(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    }
     if expires_at:
         claims["exp"] = int(expires_at)
     if issuer_account:
@@ -79,8 +99,13 @@ def decode_jwt_claims(token: str) -> JsonObject:
 
 
 def user_claims(p: Permissions) -> JsonObject:
-    nats: JsonObject = {"pub": {"allow": list(p.pub_allow)}, "sub": {"allow": list(p.sub_allow)}, **_UNLIMITED,
-                  "type": "user", "version": 2}
+    nats: JsonObject = {
+        "pub": {"allow": list(p.pub_allow)},
+        "sub": {"allow": list(p.sub_allow)},
+        **_UNLIMITED,
+        "type": "user",
+        "version": 2,
+    }
     if p.pub_deny:
         nats["pub"]["deny"] = list(p.pub_deny)
     if p.sub_deny:
@@ -92,20 +117,28 @@ def user_claims(p: Permissions) -> JsonObject:
 
 def creds_text(jwt: str, user_seed: bytes) -> str:
     """The standard `.creds` format nats clients read."""
-    return (f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
-            "************************* IMPORTANT *************************\n"
-            "NKEY Seed printed below can be used to sign and prove identity.\n"
-            "NKEYs are sensitive and should be treated as secrets.\n\n"
-            f"-----BEGIN USER NKEY SEED-----\n{user_seed.decode()}\n------END USER NKEY SEED------\n\n"
-            "*************************************************************\n")
+    return (
+        f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
+        "************************* IMPORTANT *************************\n"
+        "NKEY Seed printed below can be used to sign and prove identity.\n"
+        "NKEYs are sensitive and should be treated as secrets.\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{user_seed.decode()}\n------END USER NKEY SEED------\n\n"
+        "*************************************************************\n"
+    )
 
 
 def mint_user(signer_seed: bytes, account_pub: str, name: str, p: Permissions, *, expires_at: int | None = None) -> str:
     """A fresh user key and its JWT, as creds text. Signed by the account key or one of its signing keys."""
     user_seed = new_seed(nkeys.PREFIX_BYTE_USER)
     issuer = public_key(signer_seed)
-    jwt = encode_jwt(signer_seed, public_key(user_seed), name, user_claims(p),
-                     issuer_account=account_pub if issuer != account_pub else None, expires_at=expires_at)
+    jwt = encode_jwt(
+        signer_seed,
+        public_key(user_seed),
+        name,
+        user_claims(p),
+        issuer_account=account_pub if issuer != account_pub else None,
+        expires_at=expires_at,
+    )
     return creds_text(jwt, user_seed)
 
 
@@ -131,8 +164,14 @@ class RunSigner:
         signing key is scoped, so the server gives it RUN_TEMPLATE's permissions, nothing it claims itself."""
         user_seed = new_seed(nkeys.PREFIX_BYTE_USER)
         nats = {"tags": run_tags(run), "type": "user", "version": 2}
-        jwt = encode_jwt(self.seed, public_key(user_seed), run.user, nats, issuer_account=self.account_pub,
-                         expires_at=int(time.time() + wall_clock_s + RUN_CREDS_GRACE_S))
+        jwt = encode_jwt(
+            self.seed,
+            public_key(user_seed),
+            run.user,
+            nats,
+            issuer_account=self.account_pub,
+            expires_at=int(time.time() + wall_clock_s + RUN_CREDS_GRACE_S),
+        )
         return creds_text(jwt, user_seed)
 
 
@@ -170,28 +209,33 @@ class BusAuth:
                 "version": 2,
             },
         )
-        config = "\n".join([
-            CONFIG_MARK,
-            f"operator: {op_jwt}",
-            f"system_account: {sys_pub}",
-            "resolver: MEMORY",
-            # A user JWT travels in the CONNECT line: a service's permissions (durables, buckets) make it
-            # longer than the default 4 KiB limit.
-            "max_control_line: 65536",
-            "resolver_preload: {",
-            f"  {sys_pub}: {sys_jwt}",
-            f"  {acc_pub}: {acc_jwt}",
-            "}",
-            "",
-        ])
+        config = "\n".join(
+            [
+                CONFIG_MARK,
+                f"operator: {op_jwt}",
+                f"system_account: {sys_pub}",
+                "resolver: MEMORY",
+                # A user JWT travels in the CONNECT line: a service's permissions (durables, buckets) make it
+                # longer than the default 4 KiB limit.
+                "max_control_line: 65536",
+                "resolver_preload: {",
+                f"  {sys_pub}: {sys_jwt}",
+                f"  {acc_pub}: {acc_jwt}",
+                "}",
+                "",
+            ]
+        )
         creds = {name: mint_user(account, acc_pub, name, p) for name, p in (users or SERVICES).items()}
         return cls(config, creds, RunSigner(acc_pub, signer))
 
     def write(self, directory: Path) -> Path:
         """Write `nats.conf`, `<service>.creds` and `run-signer` (all 0600) into `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
-        files = {"nats.conf": self.server_config, "run-signer": self.run_signer.serialize() + "\n",
-                 **{f"{name}.creds": text for name, text in self.service_creds.items()}}
+        files = {
+            "nats.conf": self.server_config,
+            "run-signer": self.run_signer.serialize() + "\n",
+            **{f"{name}.creds": text for name, text in self.service_creds.items()},
+        }
         for name, text in files.items():
             path = directory / name
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -227,8 +271,16 @@ def k8s_secrets(auth: BusAuth, namespace: str = "nexus") -> str:
 
 
 def _secret(name: str, namespace: str, data: dict[str, str]) -> str:
-    lines = ["apiVersion: v1", "kind: Secret", "metadata:", f"  name: {name}", f"  namespace: {namespace}",
-             "  labels: {app.kubernetes.io/part-of: nexus}", "type: Opaque", "data:"]
+    lines = [
+        "apiVersion: v1",
+        "kind: Secret",
+        "metadata:",
+        f"  name: {name}",
+        f"  namespace: {namespace}",
+        "  labels: {app.kubernetes.io/part-of: nexus}",
+        "type: Opaque",
+        "data:",
+    ]
     lines += [f"  {k}: {base64.b64encode(v.encode()).decode()}" for k, v in data.items()]
     return "\n".join(lines) + "\n"
 

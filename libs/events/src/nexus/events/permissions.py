@@ -49,8 +49,14 @@ def subject(type_: str, **params: str) -> str:
 def durable_api(d: Durable) -> list[str]:
     """JetStream API subjects to look up, create, pull from and acknowledge one durable consumer."""
     api = f"$JS.API.CONSUMER.%s.{d.stream}.{d.name}"
-    return [api % "INFO", api % "DURABLE.CREATE", f"{api % 'CREATE'}.{d.filter}", api % "MSG.NEXT",
-            f"$JS.ACK.{d.stream}.{d.name}.>", f"$JS.ACK.*.*.{d.stream}.{d.name}.>"]
+    return [
+        api % "INFO",
+        api % "DURABLE.CREATE",
+        f"{api % 'CREATE'}.{d.filter}",
+        api % "MSG.NEXT",
+        f"$JS.ACK.{d.stream}.{d.name}.>",
+        f"$JS.ACK.*.*.{d.stream}.{d.name}.>",
+    ]
 
 
 def stream_admin() -> list[str]:
@@ -61,10 +67,17 @@ def stream_admin() -> list[str]:
 def kv_bucket(bucket: str) -> list[str]:
     """Full use of one KV bucket the service owns."""
     stream = f"KV_{bucket}"
-    return [f"$KV.{bucket}.>", f"$JS.API.STREAM.*.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}",
-            f"$JS.API.DIRECT.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>",
-            f"$JS.API.CONSUMER.*.{stream}", f"$JS.API.CONSUMER.*.{stream}.>", f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
-            f"$JS.FC.{stream}.>"]
+    return [
+        f"$KV.{bucket}.>",
+        f"$JS.API.STREAM.*.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.*.{stream}",
+        f"$JS.API.CONSUMER.*.{stream}.>",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
 
 
 def ephemeral_readers(stream: str) -> list[str]:
@@ -78,12 +91,22 @@ def ephemeral_readers(stream: str) -> list[str]:
     ]
 
 
-def _service(user: str, publishes: list[str], durables: list[Durable], *, extra_pub: Sequence[str] = (),
-             subscribes: Sequence[str] = (), responds: bool = False) -> Permissions:
+def _service(
+    user: str,
+    publishes: list[str],
+    durables: list[Durable],
+    *,
+    extra_pub: Sequence[str] = (),
+    subscribes: Sequence[str] = (),
+    responds: bool = False,
+) -> Permissions:
     dlq = [subject("dlq")] if durables else []  # a consumer dead-letters what it cannot handle
     pub = [*publishes, *dlq, *stream_admin(), *(a for d in durables for a in durable_api(d)), *extra_pub]
-    return Permissions(pub_allow=tuple(dict.fromkeys(pub)), sub_allow=(f"{inbox_prefix(user)}.>", *subscribes),
-                       allow_responses=responds)
+    return Permissions(
+        pub_allow=tuple(dict.fromkeys(pub)),
+        sub_allow=(f"{inbox_prefix(user)}.>", *subscribes),
+        allow_responses=responds,
+    )
 
 
 # Request/reply queries core-api answers (the gateway's reads): core NATS, no stream.
@@ -97,7 +120,11 @@ FASTSTREAM_INBOXES = "_INBOX.*"
 # core-api's commands, one durable consumer per subject: the subject picks the handler. NEXUS_CMDS is a
 # work queue, so their filters may not overlap (the server refuses such a consumer).
 CORE_COMMANDS = (
-    "core.create_goal", "core.decide_approval", "core.cancel_run", "core.cancel_task", "core.fire_schedule",
+    "core.create_goal",
+    "core.decide_approval",
+    "core.cancel_run",
+    "core.cancel_task",
+    "core.fire_schedule",
     "core.plan_children",
 )
 
@@ -116,15 +143,21 @@ CORE_API_DURABLES = [
     *COMMAND_DURABLES,
     Durable(EVENTS_STREAM, "core-api-goals", "nexus.evt.task.>"),
 ]
-BOARD_SYNC_DURABLES = [Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
-                       Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),
-                       Durable(EVENTS_STREAM, "board-sync-external", subject("board.external_changed"))]
-GATEWAY_DURABLES = [Durable(EVENTS_STREAM, "telegram-gw-approvals", "nexus.evt.approval.>"),
-                    Durable(EVENTS_STREAM, "telegram-gw-runs", "nexus.evt.run.>"),
-                    Durable(EVENTS_STREAM, "telegram-gw-goals", "nexus.evt.goal.>"),
-                    Durable(EVENTS_STREAM, "telegram-gw-tasks", subject("task.created"))]
-WORKER_DURABLES = [Durable(CMDS_STREAM, "worker-launch", subject("worker.launch_run")),
-                   Durable(CMDS_STREAM, "worker-cancel", subject("worker.cancel_run"))]
+BOARD_SYNC_DURABLES = [
+    Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
+    Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),
+    Durable(EVENTS_STREAM, "board-sync-external", subject("board.external_changed")),
+]
+GATEWAY_DURABLES = [
+    Durable(EVENTS_STREAM, "telegram-gw-approvals", "nexus.evt.approval.>"),
+    Durable(EVENTS_STREAM, "telegram-gw-runs", "nexus.evt.run.>"),
+    Durable(EVENTS_STREAM, "telegram-gw-goals", "nexus.evt.goal.>"),
+    Durable(EVENTS_STREAM, "telegram-gw-tasks", subject("task.created")),
+]
+WORKER_DURABLES = [
+    Durable(CMDS_STREAM, "worker-launch", subject("worker.launch_run")),
+    Durable(CMDS_STREAM, "worker-cancel", subject("worker.cancel_run")),
+]
 
 SERVICES: dict[str, Permissions] = {
     "core-api": _service(
@@ -216,8 +249,11 @@ def for_run(run: RunIdentity) -> Permissions:
         pub_allow=(*own, *kernel, *consumers),
         pub_deny=tuple(f"nexus.run.{rid}.{k}" for k in CORE_ONLY_RUN_KINDS),
         # Its session's inbox, and its kernel's own (where replies to the kernel's asks arrive).
-        sub_allow=(f"{inbox_prefix(run.user)}.>", KERNEL_INBOX.format(agent_id=run.session_id),
-                   KERNEL_INBOX.format(agent_id=f"runner-{run.session_id}")),
+        sub_allow=(
+            f"{inbox_prefix(run.user)}.>",
+            KERNEL_INBOX.format(agent_id=run.session_id),
+            KERNEL_INBOX.format(agent_id=f"runner-{run.session_id}"),
+        ),
         allow_responses=True,
     )
 
@@ -231,4 +267,3 @@ RUN_TEMPLATE = RunIdentity("{{name()}}", "{{tag(attempt)}}", "{{tag(session)}}",
 def run_tags(run: RunIdentity) -> list[str]:
     """The user JWT tags that fill RUN_TEMPLATE for `run` (its name is the run id)."""
     return [f"attempt:{run.attempt}", f"session:{run.session_id}", f"parent:{run.parent_session_id or run.session_id}"]
-

@@ -110,8 +110,13 @@ def asyncapi() -> JsonObject:
         "operations": operations,
         "components": {"schemas": components, "messages": messages},
         "x-nexus-streams": {
-            n: {"subjects": list(s.subjects), "retention": s.retention, "max_age_s": s.max_age_s,
-                "duplicate_window_s": s.duplicate_window_s, "description": s.description}
+            n: {
+                "subjects": list(s.subjects),
+                "retention": s.retention,
+                "max_age_s": s.max_age_s,
+                "duplicate_window_s": s.duplicate_window_s,
+                "description": s.description,
+            }
             for n, s in stream_of.items()
         },
     }
@@ -120,8 +125,13 @@ def asyncapi() -> JsonObject:
 def render() -> dict[str, str]:
     files = {"asyncapi.json": _dump(asyncapi())}
     rc = msgspec.json.schema(RunConfig)
-    rc.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RunConfig",
-               "description": "What core-api hands a run: the agent as data."})
+    rc.update(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "RunConfig",
+            "description": "What core-api hands a run: the agent as data.",
+        }
+    )
     files["run-config.schema.json"] = _dump(rc)
     env = msgspec.json.schema(Envelope)
     env.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Envelope"})

@@ -50,25 +50,51 @@ def _attributes(
 
 
 @contextmanager
-def publishing(subject: str, headers: dict[str, str], *, msg_id: str | None = None, correlation_id: str | None = None,
-               size: int | None = None) -> Iterator[Span]:
+def publishing(
+    subject: str,
+    headers: dict[str, str],
+    *,
+    msg_id: str | None = None,
+    correlation_id: str | None = None,
+    size: int | None = None,
+) -> Iterator[Span]:
     """A PRODUCER span for one publish; `headers` gain its W3C context (traceparent) for the consumer."""
-    with span(tracer(_TRACER), f"publish {_label(subject)}", kind=SpanKind.PRODUCER,
-              attributes=_attributes("publish", subject, msg_id, correlation_id, size)) as s:
+    with span(
+        tracer(_TRACER),
+        f"publish {_label(subject)}",
+        kind=SpanKind.PRODUCER,
+        attributes=_attributes("publish", subject, msg_id, correlation_id, size),
+    ) as s:
         propagate.inject(headers)
         yield s
 
 
 @contextmanager
-def processing(subject: str, headers: Mapping[str, str] | None, *, consumer: str, msg_id: str | None = None,
-               correlation_id: str | None = None, size: int | None = None, deliveries: int = 1) -> Iterator[Span]:
+def processing(
+    subject: str,
+    headers: Mapping[str, str] | None,
+    *,
+    consumer: str,
+    msg_id: str | None = None,
+    correlation_id: str | None = None,
+    size: int | None = None,
+    deliveries: int = 1,
+) -> Iterator[Span]:
     """A CONSUMER span for handling one message, the child of the span that published it."""
     attrs = _attributes("process", subject, msg_id, correlation_id, size)
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.message.delivery_count"] = deliveries  # nexus's own: JetStream's num_delivered
     run_id = cast(str | None, attrs.get("nexus.run_id"))  # _attributes sets the run id as a str
-    with span(tracer(_TRACER), f"process {_label(subject)}", kind=SpanKind.CONSUMER, attributes=attrs,
-              context=propagate.extract(dict(headers or {}))) as s, about_run(run_id):
+    with (
+        span(
+            tracer(_TRACER),
+            f"process {_label(subject)}",
+            kind=SpanKind.CONSUMER,
+            attributes=attrs,
+            context=propagate.extract(dict(headers or {})),
+        ) as s,
+        about_run(run_id),
+    ):
         yield s
 
 
@@ -81,8 +107,10 @@ def processing_group(subjects: list[str], headers: list[Mapping[str, str] | None
     attrs["messaging.batch.message_count"] = len(subjects)
     with (
         tracer(_TRACER).start_as_current_span(
-            f"process {_label(subjects[0])}", context=propagate.extract(dict(headers[0] or {})),
-            kind=SpanKind.CONSUMER, attributes=attrs,
+            f"process {_label(subjects[0])}",
+            context=propagate.extract(dict(headers[0] or {})),
+            kind=SpanKind.CONSUMER,
+            attributes=attrs,
         ) as s,
         about_run(cast(str | None, attrs.get("nexus.run_id"))),  # _attributes sets the run id as a str
     ):

@@ -116,14 +116,23 @@ def context_from_env(environ: Mapping[str, str]) -> otel_context.Context:
 
 @contextmanager
 def span(
-    tracer_: trace.Tracer, name: str, *, kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, object] | None = None, context: otel_context.Context | None = None,
+    tracer_: trace.Tracer,
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, object] | None = None,
+    context: otel_context.Context | None = None,
 ) -> Iterator[Span]:
     """A current span that records an exception as its error status (and lets it propagate)."""
     # OpenTelemetry checks each value itself: one it cannot carry is dropped with a warning
-    with tracer_.start_as_current_span(name, context=context, kind=kind,
-                                       attributes=cast(Attributes, dict(attributes or {})),
-                                       record_exception=False, set_status_on_exception=False) as s:
+    with tracer_.start_as_current_span(
+        name,
+        context=context,
+        kind=kind,
+        attributes=cast(Attributes, dict(attributes or {})),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as s:
         try:
             yield s
         except BaseException as exc:

@@ -137,14 +137,21 @@ def cmd_start(args: argparse.Namespace) -> JsonObject:
             raise CliError(f"session {session_id} already exists", stateFile=str(state_path))
         now = now_iso()
         session = SessionState(
-            session_id=session_id, project_path=os.path.realpath(project), parent_session_id=args.parent,
-            backend=args.backend, created_at=now, updated_at=now,
+            session_id=session_id,
+            project_path=os.path.realpath(project),
+            parent_session_id=args.parent,
+            backend=args.backend,
+            created_at=now,
+            updated_at=now,
         )
         write_json(permissions_path, permissions)
         write_state(state_path, session)
     return {
-        "ok": True, "sessionId": session_id, "projectPath": session.project_path,
-        "parentSessionId": session.parent_session_id, "stateFile": str(state_path),
+        "ok": True,
+        "sessionId": session_id,
+        "projectPath": session.project_path,
+        "parentSessionId": session.parent_session_id,
+        "stateFile": str(state_path),
     }
 
 

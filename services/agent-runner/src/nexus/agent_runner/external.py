@@ -44,8 +44,9 @@ REGISTER_TIMEOUT_S = 30.0
 class HypervisorAgent:
     """The kernel agent through which the CLI acts: one tool call per Query, in order."""
 
-    def __init__(self, agent_id: str, cli_id: str, hv: Hypervisor, reporter: RunReporter, cfg: RunConfig,
-                 stop: Any) -> None:
+    def __init__(
+        self, agent_id: str, cli_id: str, hv: Hypervisor, reporter: RunReporter, cfg: RunConfig, stop: Any
+    ) -> None:
         self.id = agent_id
         self.name = f"hypervisor {cfg.session_id}"
         self.cli_id = cli_id
@@ -126,8 +127,17 @@ class HypervisorAgent:
             )
 
 
-async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter: RunReporter, *, workdir: Path,
-                       env: dict[str, str], rg: workspace.RunGit, stop: Any = lambda: "") -> Outcome:
+async def run_external(
+    cfg: RunConfig,
+    kernel: Kernel,
+    hv: Hypervisor,
+    reporter: RunReporter,
+    *,
+    workdir: Path,
+    env: dict[str, str],
+    rg: workspace.RunGit,
+    stop: Any = lambda: "",
+) -> Outcome:
     """Run the CLI to its end. Returns the outcome; raises RunStopped (or LimitReached) when the run fails."""
     command = list(cfg.llm.command or [])
     hv_id, cli_id = f"{cfg.session_id}-hv", f"{cfg.session_id}-cli"
@@ -135,20 +145,39 @@ async def run_external(cfg: RunConfig, kernel: Kernel, hv: Hypervisor, reporter:
     # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
     kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
     try:
-        await spawn_bridge(kernel, command, id=cli_id, remote=False, cwd=str(workdir), env=env, own_group=True,
-                           register_timeout=REGISTER_TIMEOUT_S)
+        await spawn_bridge(
+            kernel,
+            command,
+            id=cli_id,
+            remote=False,
+            cwd=str(workdir),
+            env=env,
+            own_group=True,
+            register_timeout=REGISTER_TIMEOUT_S,
+        )
     except Exception as exc:  # a CLI that cannot start ends the run with why
         raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
     bridge = kernel.agent(cli_id)
     assert isinstance(bridge, BridgeAgent) and bridge.pipes is not None
     exited = bridge.pipes.exited
     await reporter.log(f"external CLI {os.path.basename(command[0])} attached as kernel agent {cli_id}")
-    await kernel.send(Message(from_=hv_id, to=cli_id, kind=MessageKind.COMMAND, payload={
-        "event": "start", "hypervisor": hv_id, "session_id": cfg.session_id, "run_id": cfg.run_id,
-        "system": prompt.system_message(cfg), "task": prompt.task_message(cfg),
-        "tools": [msgspec.to_builtins(t) for t in hv.tool_specs(cfg.tools or None)],
-        "limits": msgspec.to_builtins(cfg.limits),
-    }))
+    await kernel.send(
+        Message(
+            from_=hv_id,
+            to=cli_id,
+            kind=MessageKind.COMMAND,
+            payload={
+                "event": "start",
+                "hypervisor": hv_id,
+                "session_id": cfg.session_id,
+                "run_id": cfg.run_id,
+                "system": prompt.system_message(cfg),
+                "task": prompt.task_message(cfg),
+                "tools": [msgspec.to_builtins(t) for t in hv.tool_specs(cfg.tools or None)],
+                "limits": msgspec.to_builtins(cfg.limits),
+            },
+        )
+    )
     ended = asyncio.ensure_future(agent.ended.wait())
     try:
         await asyncio.wait([ended, exited], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]  # a bool and an int future; typeshed wants one type

@@ -33,12 +33,22 @@ def running_envelope(run_id: str, attempt: int) -> tuple[str, bytes]:
     """The same JSON the Publisher would send for RunStatusChanged(status="running")."""
     env_id = new_ulid()
     body = {
-        "id": env_id, "type": "run.status",
+        "id": env_id,
+        "type": "run.status",
         "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "source": "agent-runner",
-        "data": {"status": "running", "attempt": attempt, "reason": "", "summary": "", "branch": "", "commit_sha": "",
-                 "ledger_hash": "", "usage": None},
-        "correlation_id": run_id, "causation_id": None,
+        "data": {
+            "status": "running",
+            "attempt": attempt,
+            "reason": "",
+            "summary": "",
+            "branch": "",
+            "commit_sha": "",
+            "ledger_hash": "",
+            "usage": None,
+        },
+        "correlation_id": run_id,
+        "causation_id": None,
     }
     return env_id, json.dumps(body, separators=(",", ":")).encode()
 
@@ -61,14 +71,32 @@ def sign_nonce(seed: str, nonce: str) -> str:
     )
 
 
-def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str, timeout_s: float = TIMEOUT_S,
-               creds: str = "", inbox_prefix: str = "_INBOX", traceparent: str = "") -> bool:
+def publish_js(
+    url: str,
+    subject: str,
+    msg_id: str,
+    payload: bytes,
+    *,
+    name: str,
+    timeout_s: float = TIMEOUT_S,
+    creds: str = "",
+    inbox_prefix: str = "_INBOX",
+    traceparent: str = "",
+) -> bool:
     """Publish one message to JetStream and wait for its ack. False on anything unexpected."""
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     if parts.scheme not in ("nats", ""):
         return False
-    connect: dict[str, object] = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
-                                  "lang": "python-min", "version": "0", "protocol": 1, "name": name}
+    connect: dict[str, object] = {
+        "verbose": False,
+        "pedantic": False,
+        "headers": True,
+        "no_responders": True,
+        "lang": "python-min",
+        "version": "0",
+        "protocol": 1,
+        "name": name,
+    }
     if parts.username and parts.password is not None:
         connect.update(user=unquote(parts.username), **{"pass": unquote(parts.password)})
     elif parts.username:
@@ -86,9 +114,13 @@ def publish_js(url: str, subject: str, msg_id: str, payload: bytes, *, name: str
             trace = f"traceparent: {traceparent}\r\n" if TRACEPARENT.fullmatch(traceparent) else ""
             headers = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n{trace}\r\n".encode()
             sock.sendall(
-                b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                b"CONNECT "
+                + json.dumps(connect).encode()
+                + b"\r\n"
                 + f"SUB {inbox} 1\r\nHPUB {subject} {inbox} {len(headers)} {len(headers) + len(payload)}\r\n".encode()
-                + headers + payload + b"\r\nPING\r\n"
+                + headers
+                + payload
+                + b"\r\nPING\r\n"
             )
             return _await_ack(sock, reader)
     except (OSError, ValueError):

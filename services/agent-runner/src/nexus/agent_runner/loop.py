@@ -30,7 +30,10 @@ def _masked(value: Any, mask: Callable[[str], str]) -> Any:
 
 
 async def _model_call(
-    provider: LLMProvider, messages: list[Message], tools: list[ToolSpec], price: tuple[float, float] | None = None,
+    provider: LLMProvider,
+    messages: list[Message],
+    tools: list[ToolSpec],
+    price: tuple[float, float] | None = None,
 ) -> Completion:
     """One call to the model under a CLIENT span with OpenTelemetry's GenAI attributes and the call's cost
     (`price`, USD per 1M tokens from the run's config, when given; else the provider's own table)."""
@@ -89,8 +92,9 @@ class Outcome:
         return Spend(usd=self.cost_usd, tokens=self.input_tokens + self.output_tokens)
 
 
-def estimate_call(messages: list[Message], tools: list[ToolSpec], out: Outcome,
-                  price: tuple[float, float] | None) -> Spend:
+def estimate_call(
+    messages: list[Message], tools: list[ToolSpec], out: Outcome, price: tuple[float, float] | None
+) -> Spend:
     """Conservative: the whole prompt as it stands, and an output as large as the largest yet."""
     input_tokens = approx_tokens(messages_text(messages, tools))
     output_tokens = max(MIN_OUTPUT_ESTIMATE, out.largest_output)

@@ -121,9 +121,7 @@ class RunReporter:
             ),
         )
 
-    def change_recorder(
-        self, session_id: str, parent: str | None
-    ) -> Callable[[SessionChange], Awaitable[None]]:
+    def change_recorder(self, session_id: str, parent: str | None) -> Callable[[SessionChange], Awaitable[None]]:
         async def record(change: SessionChange) -> None:
             kind = change_kind(str(change.__struct_config__.tag))
             await self._send(  # the ledger's entries: each stored before the tool's result is used

@@ -52,9 +52,20 @@ def _child_outcome(end: ChildFinished | None) -> str:
 
 
 class RunSession:
-    def __init__(self, cfg: RunConfig, js: JetStreamContext, reporter: RunReporter, *, workdir: Path, state_dir: Path,
-                 secrets: dict[str, str], env: dict[str, str], approval_timeout_s: float = 3600.0, nc: Any = None,
-                 sandbox_mode: str = "auto") -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        js: JetStreamContext,
+        reporter: RunReporter,
+        *,
+        workdir: Path,
+        state_dir: Path,
+        secrets: dict[str, str],
+        env: dict[str, str],
+        approval_timeout_s: float = 3600.0,
+        nc: Any = None,
+        sandbox_mode: str = "auto",
+    ) -> None:
         self.cfg = cfg
         self.js = js
         self.nc = nc  # with a NATS client, the session is hosted on the agent kernel (tree.py)
@@ -126,9 +137,12 @@ class RunSession:
 
     async def spawn(self, args: JsonObject) -> JsonObject:
         child = ChildPlan(
-            session_id=new_id("ses"), title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
-            description=str(args.get("description", "")), target_files=[str(f) for f in args.get("target_files", [])],
-            agent_id=args.get("agent"), weight=float(args.get("weight", 1.0)),
+            session_id=new_id("ses"),
+            title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
+            description=str(args.get("description", "")),
+            target_files=[str(f) for f in args.get("target_files", [])],
+            agent_id=args.get("agent"),
+            weight=float(args.get("weight", 1.0)),
         )
         self.children.append(child)
         return {"session_id": child.session_id, "target_files": child.target_files}
@@ -161,8 +175,13 @@ class RunSession:
         self.token = self.secrets.get(cfg.repo.credentials_secret) if cfg.repo and cfg.repo.credentials_secret else None
         await workspace.prepare(cfg.repo, self.rg, agent_id=cfg.agent_id, token=self.token)
         session = SessionState(
-            session_id=cfg.session_id, project_path=str(self.workdir), parent_session_id=cfg.parent_session_id,
-            backend=backend(cfg), run_id=cfg.run_id, created_at=_now(), updated_at=_now(),
+            session_id=cfg.session_id,
+            project_path=str(self.workdir),
+            parent_session_id=cfg.parent_session_id,
+            backend=backend(cfg),
+            run_id=cfg.run_id,
+            created_at=_now(),
+            updated_at=_now(),
         )
         await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg))
         self.trailers = {
@@ -171,12 +190,21 @@ class RunSession:
             "Nexus-Session": cfg.session_id,
         }
         hv = Hypervisor(
-            workspace=self.workdir, permissions=cfg.permissions, session=session,
-            state_file=self.state_dir / f"{cfg.session_id}.json", secrets=self.secrets,
-            recorder=r.change_recorder(cfg.session_id, cfg.parent_session_id), approver=self.approve,
-            spawner=self.spawn if cfg.meta else None, commit_trailers=self.trailers, base_env=self.env,
-            allowed_tools=cfg.tools or None, git_dir=self.rg.git_dir, private_dir=self.state_dir / "hypervisor",
-            sandbox_mode=self.sandbox_mode, shower=r.content,
+            workspace=self.workdir,
+            permissions=cfg.permissions,
+            session=session,
+            state_file=self.state_dir / f"{cfg.session_id}.json",
+            secrets=self.secrets,
+            recorder=r.change_recorder(cfg.session_id, cfg.parent_session_id),
+            approver=self.approve,
+            spawner=self.spawn if cfg.meta else None,
+            commit_trailers=self.trailers,
+            base_env=self.env,
+            allowed_tools=cfg.tools or None,
+            git_dir=self.rg.git_dir,
+            private_dir=self.state_dir / "hypervisor",
+            sandbox_mode=self.sandbox_mode,
+            shower=r.content,
         )
         self.hv = hv
         confinement = f"commands are confined by {describe_sandbox(hv.sandbox)}"
@@ -212,8 +240,18 @@ class RunSession:
         ]
         try:
             budget = (cfg.budget or Cap()).tightest(Cap(usd=cfg.limits.max_cost_usd))
-            return await run_loop(provider, hv, self.reporter, messages, tools, cfg.limits, stop=self._stop_reason,
-                                  budget=budget, price=cfg.price, out=self.outcome)
+            return await run_loop(
+                provider,
+                hv,
+                self.reporter,
+                messages,
+                tools,
+                cfg.limits,
+                stop=self._stop_reason,
+                budget=budget,
+                price=cfg.price,
+                out=self.outcome,
+            )
         finally:
             await provider.aclose()
 
@@ -223,8 +261,9 @@ class RunSession:
         try:
             # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
             env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
-            return await run_external(self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg,
-                                      stop=self._stop_reason)
+            return await run_external(
+                self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg, stop=self._stop_reason
+            )
         finally:
             if self.tree is None:
                 await kernel.shutdown("drop", 2.0)
@@ -276,8 +315,9 @@ class RunSession:
             return False
         return await workspace.has_changes(self.rg)
 
-    async def _end(self, hv: Hypervisor, status: str, reason: str, usage: Usage | None, summary: str = "",
-                   keep_work: bool = False) -> None:
+    async def _end(
+        self, hv: Hypervisor, status: str, reason: str, usage: Usage | None, summary: str = "", keep_work: bool = False
+    ) -> None:
         """`keep_work`: a failed run whose work so far is still committed and pushed (a budget stop)."""
         cfg = self.cfg
         commit_sha = ""
@@ -307,11 +347,21 @@ class RunSession:
                 await self.reporter.log(f"the work so far could not be kept: {reason}", level="warning")
             status, reason = outcome_status, stop_reason
         hv.seal_state()
-        await self.reporter.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg),
-                                    status="completed" if status == "succeeded" else "error")
+        await self.reporter.session(
+            cfg.session_id,
+            str(self.workdir),
+            cfg.parent_session_id,
+            backend(cfg),
+            status="completed" if status == "succeeded" else "error",
+        )
         await self.reporter.status(
-            status, reason=reason, summary=summary[:8000], branch=cfg.repo.branch if cfg.repo else "",
-            commit_sha=commit_sha, ledger_hash=hv.ledger_hash, usage=usage,
+            status,
+            reason=reason,
+            summary=summary[:8000],
+            branch=cfg.repo.branch if cfg.repo else "",
+            commit_sha=commit_sha,
+            ledger_hash=hv.ledger_hash,
+            usage=usage,
         )
         if self.tree is not None and cfg.parent_session_id:
             await self.tree.tell_parent(

@@ -74,15 +74,24 @@ class SessionTree:
 
     async def child_finished(self, payload: JsonObject, *, from_: str = "core-api") -> None:
         """Feed an end reported by core-api into the meta session's agent."""
-        await self.kernel.send(Message(from_=from_, to=self.agent.id, kind=MessageKind.EVENT,
-                                       payload={"event": "child_finished", **payload}))
+        await self.kernel.send(
+            Message(
+                from_=from_, to=self.agent.id, kind=MessageKind.EVENT, payload={"event": "child_finished", **payload}
+            )
+        )
 
     async def tell_parent(self, parent_session_id: str, payload: JsonObject) -> bool:
         """A child tells its meta session, in another runner process, that it ended."""
         try:
-            await self.kernel.send(Message(from_=self.agent.id, to=parent_session_id, kind=MessageKind.EVENT,
-                                           payload={"event": "child_finished", "session_id": self.agent.id, **payload}),
-                                   timeout=5.0)
+            await self.kernel.send(
+                Message(
+                    from_=self.agent.id,
+                    to=parent_session_id,
+                    kind=MessageKind.EVENT,
+                    payload={"event": "child_finished", "session_id": self.agent.id, **payload},
+                ),
+                timeout=5.0,
+            )
             return True
         except (AgentNotFound, KernelError) as exc:  # the parent is gone: core-api's event still reaches it
             log.info("could not tell parent session %s over the kernel: %s", parent_session_id, exc)

@@ -45,8 +45,9 @@ class RunInbox:
             config = ConsumerConfig(
                 ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=3600.0
             )
-            sub = await self.js.pull_subscribe(run_subject(self.run_id, kind), durable=self.who.consumer(kind),
-                                               stream=RUNS_STREAM, config=config)
+            sub = await self.js.pull_subscribe(
+                run_subject(self.run_id, kind), durable=self.who.consumer(kind), stream=RUNS_STREAM, config=config
+            )
             self._subs.append(sub)
             self._tasks.append(asyncio.create_task(self._pull(sub, type_)))
 

@@ -56,8 +56,9 @@ class RunGit:
         )
 
 
-async def run_git(rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True,
-                  check: bool = True) -> tuple[int, bytes]:
+async def run_git(
+    rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True, check: bool = True
+) -> tuple[int, bytes]:
     if repo:
         rg.check_sealed()
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
@@ -159,8 +160,22 @@ async def continue_run_branch(rg: RunGit, branch: str, token: str | None) -> boo
 async def clone(repo: RepoSpec, rg: RunGit, token: str | None) -> None:
     """The one networked step of preparing: objects and refs only (no checkout), into the private
     git directory; the `.git` pointer file git leaves in the work tree is removed."""
-    await run_git(rg, "clone", "-q", "--no-checkout", "--single-branch", "--no-tags", "--branch", repo.ref,
-                  f"--separate-git-dir={rg.git_dir}", "--", repo.url, str(rg.work_tree), token=token, repo=False)
+    await run_git(
+        rg,
+        "clone",
+        "-q",
+        "--no-checkout",
+        "--single-branch",
+        "--no-tags",
+        "--branch",
+        repo.ref,
+        f"--separate-git-dir={rg.git_dir}",
+        "--",
+        repo.url,
+        str(rg.work_tree),
+        token=token,
+        repo=False,
+    )
     os.unlink(rg.work_tree / ".git")
 
 

@@ -23,8 +23,11 @@ from nexus.events.faststream import durable_subscriber
 log = logging.getLogger("nexus.board_sync.handlers")
 T = TypeVar("T")
 
-DURABLES = {"board-sync-tasks": "nexus.evt.task.>", "board-sync-runs": "nexus.evt.run.>",
-            "board-sync-external": "nexus.evt.board.external_changed"}
+DURABLES = {
+    "board-sync-tasks": "nexus.evt.task.>",
+    "board-sync-runs": "nexus.evt.run.>",
+    "board-sync-external": "nexus.evt.board.external_changed",
+}
 
 
 def _epoch(iso: str) -> float | None:
@@ -53,8 +56,15 @@ async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work: Ca
             raise Poison(str(exc)) from exc
 
 
-def register(broker: NatsBroker, syncer: Syncer, stop: asyncio.Event, *, backoff_s: float, max_deliver: int,
-             ack_wait_s: float = 30.0) -> None:
+def register(
+    broker: NatsBroker,
+    syncer: Syncer,
+    stop: asyncio.Event,
+    *,
+    backoff_s: float,
+    max_deliver: int,
+    ack_wait_s: float = 30.0,
+) -> None:
     async def on_task(d: Delivery) -> None:
         if isinstance(d.payload, p.TaskChanged):
             await patiently(

@@ -40,18 +40,35 @@ async def serve(settings: BoardSyncSettings, environ: dict[str, str]) -> None:
         await db.close()
 
 
-async def _follow(settings: BoardSyncSettings, environ: dict[str, str], bus: Edge, links: LinkStore, database: Database,
-                  stop: asyncio.Event) -> None:
+async def _follow(
+    settings: BoardSyncSettings,
+    environ: dict[str, str],
+    bus: Edge,
+    links: LinkStore,
+    database: Database,
+    stop: asyncio.Event,
+) -> None:
     publisher = Publisher(bus.js, "board-sync")
 
     async def cancel(cmd: CancelTask) -> None:
         await publisher.publish("core.cancel_task", cmd, correlation_id=cmd.task_id)
 
     resolver = ProviderResolver(database["board_providers"], SecretStore(Path(settings.secrets_dir), environ))
-    syncer = Syncer(links, resolver, nexus_url=settings.api_url, cancel=cancel,
-                    crash_after_create_file=settings.crash_after_create_file)
-    register(bus.broker, syncer, stop, backoff_s=settings.outage_backoff_s, max_deliver=settings.max_deliver,
-             ack_wait_s=settings.ack_wait_s)
+    syncer = Syncer(
+        links,
+        resolver,
+        nexus_url=settings.api_url,
+        cancel=cancel,
+        crash_after_create_file=settings.crash_after_create_file,
+    )
+    register(
+        bus.broker,
+        syncer,
+        stop,
+        backoff_s=settings.outage_backoff_s,
+        max_deliver=settings.max_deliver,
+        ack_wait_s=settings.ack_wait_s,
+    )
 
     async def queue_depth() -> None:
         for durable in DURABLES:

@@ -7,7 +7,9 @@ from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa:
 from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' lag
 
 SYNC_LAG = Histogram(
-    "nexus_board_sync_lag_seconds", "From a task change to the provider call that reflects it", ["provider"],
+    "nexus_board_sync_lag_seconds",
+    "From a task change to the provider call that reflects it",
+    ["provider"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
 PROVIDER_CALLS = Counter("nexus_board_provider_calls_total", "Calls to an external board", ["provider", "outcome"])

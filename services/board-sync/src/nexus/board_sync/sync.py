@@ -32,8 +32,15 @@ def commit_url(repo_url: str, sha: str) -> str:
 
 
 class Syncer:
-    def __init__(self, links: LinkStore, resolver: ProviderResolver, *, nexus_url: str,
-                 cancel: Callable[[CancelTask], Awaitable[None]], crash_after_create_file: str | None = None) -> None:
+    def __init__(
+        self,
+        links: LinkStore,
+        resolver: ProviderResolver,
+        *,
+        nexus_url: str,
+        cancel: Callable[[CancelTask], Awaitable[None]],
+        crash_after_create_file: str | None = None,
+    ) -> None:
         self.links = links
         self.resolver = resolver
         self.nexus_url = nexus_url.rstrip("/")
@@ -81,8 +88,16 @@ class Syncer:
             self._maybe_crash()
         else:
             log.info("task %s already has %s item %s: linking it", task.id, provider.name, item.id)
-        link = BoardLink(task_id=task.id, provider=provider.name, scope=scope, item_id=item.id, item_key=item.key,
-                         group=item.group, title=item.title, description=item.description)
+        link = BoardLink(
+            task_id=task.id,
+            provider=provider.name,
+            scope=scope,
+            item_id=item.id,
+            item_key=item.key,
+            group=item.group,
+            title=item.title,
+            description=item.description,
+        )
         await self.links.save(link)
         return link, writes
 
@@ -146,8 +161,14 @@ class Syncer:
             provider = await self.resolver.for_scope(link.scope)
             item = await provider.get_item(link.item_id)
             if item.group == "cancelled" and link.group != "cancelled":
-                await self.cancel(CancelTask(task_id=task.id, provider=change.provider, actor=change.actor,
-                                             reason=f"cancelled on {change.provider}"))
+                await self.cancel(
+                    CancelTask(
+                        task_id=task.id,
+                        provider=change.provider,
+                        actor=change.actor,
+                        reason=f"cancelled on {change.provider}",
+                    )
+                )
                 return "cancelled"
             if self._matches(item, link):
                 return "echo"
@@ -178,8 +199,14 @@ class Syncer:
                 if task is None or provider is INTERNAL:
                     continue
                 item = await provider.get_item(link.item_id)
-                wanted = BoardLink(**{**_fields(link), "group": group_of(task.status), "title": task.title,
-                                      "description": task.description})
+                wanted = BoardLink(
+                    **{
+                        **_fields(link),
+                        "group": group_of(task.status),
+                        "title": task.title,
+                        "description": task.description,
+                    }
+                )
                 if self._matches(item, wanted):
                     continue
                 if item.group == "cancelled" and link.group != "cancelled":

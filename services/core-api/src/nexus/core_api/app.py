@@ -58,17 +58,42 @@ from nexus.core_api.ui.routes import ui_routers
 
 log = logging.getLogger("nexus.core_api")
 
-ROUTES: list[Any] = document_problems([
-    healthz, readyz, AgentController, SkillController, RepositoryController, TaskController, RunController,
-    GoalController, MemoryController, preview_memory, SessionController, run_session_tree, ApprovalController,
-    ApiKeyController, mint_run_token, AuditController, system_events,
-    ScheduleController, ChatBindingController, verify_run_ledger, BoardController, BoardProviderController,
-    WebhookController, BudgetController, PriceController,
-])
+ROUTES: list[Any] = document_problems(
+    [
+        healthz,
+        readyz,
+        AgentController,
+        SkillController,
+        RepositoryController,
+        TaskController,
+        RunController,
+        GoalController,
+        MemoryController,
+        preview_memory,
+        SessionController,
+        run_session_tree,
+        ApprovalController,
+        ApiKeyController,
+        mint_run_token,
+        AuditController,
+        system_events,
+        ScheduleController,
+        ChatBindingController,
+        verify_run_ledger,
+        BoardController,
+        BoardProviderController,
+        WebhookController,
+        BudgetController,
+        PriceController,
+    ]
+)
 
 
 def create_app(
-    settings: CoreSettings, *, background: bool = True, environ: Mapping[str, str] | None = None,
+    settings: CoreSettings,
+    *,
+    background: bool = True,
+    environ: Mapping[str, str] | None = None,
     freeze_gc: bool = False,
 ) -> Litestar:
     @contextlib.asynccontextmanager
@@ -79,8 +104,13 @@ def create_app(
         nc = await connect(settings.nats_url, "core-api", creds=settings.nats_creds)
         js = nc.jetstream()
         await ensure_streams(js, settings.jetstream_replicas)
-        ctx = Context(settings=settings, nc=nc, js=js, publisher=Publisher(js, "core-api"),
-                      secrets=SecretStore(Path(settings.secrets_dir), environ or {}))
+        ctx = Context(
+            settings=settings,
+            nc=nc,
+            js=js,
+            publisher=Publisher(js, "core-api"),
+            secrets=SecretStore(Path(settings.secrets_dir), environ or {}),
+        )
         app.state.ctx = ctx
         app.state.db = db
         await ensure_bootstrap_admin(settings.admin_key, Path(settings.admin_key_file))

@@ -25,12 +25,17 @@ log = logging.getLogger("nexus.core_api.background")
 
 
 # Each feature's command subscribers (one per subject, FastStream), beside its handlers.
-COMMAND_SUBSCRIBERS = (sessions_handlers.subscribe, chat_handlers.subscribe, schedules_handlers.subscribe,
-                       board_handlers.subscribe)
+COMMAND_SUBSCRIBERS = (
+    sessions_handlers.subscribe,
+    chat_handlers.subscribe,
+    schedules_handlers.subscribe,
+    board_handlers.subscribe,
+)
 
 
 async def run_background(ctx: Context, stop: asyncio.Event) -> None:
     s = ctx.settings
+
     async def ready() -> bool:  # the bus is up and no consumer loop is down
         return ctx.nc.is_connected and LOOPS.healthy()
 

@@ -70,8 +70,9 @@ async def _serve(ctx: Context, stop: asyncio.Event, subscribers: Iterable[Subscr
     """Retire the old durable, make the per-subject ones, then serve; a durable someone deletes meanwhile
     is made anew."""
     s = ctx.settings
-    broker = NatsBroker(name="core-api-commands", log_level=logging.DEBUG,
-                        **broker_options(s.nats_url, "core-api", s.nats_creds))
+    broker = NatsBroker(
+        name="core-api-commands", log_level=logging.DEBUG, **broker_options(s.nats_url, "core-api", s.nats_creds)
+    )
     for subscribe in subscribers:
         subscribe(broker, ctx)
     await retire_legacy(ctx.js)

@@ -138,8 +138,12 @@ class Problem(msgspec.Struct):
 PROBLEM_RESPONSES = {
     code: ResponseSpec(Problem, media_type=PROBLEM, description=text, generate_examples=False)
     for code, text in {
-        400: "Malformed request", 401: "No or unknown API key", 403: "The key's role may not do this",
-        404: "Not found", 409: "Conflict with the current state", 413: "Body too large",
+        400: "Malformed request",
+        401: "No or unknown API key",
+        403: "The key's role may not do this",
+        404: "Not found",
+        409: "Conflict with the current state",
+        413: "Body too large",
         422: "Invalid input; `errors` names each failing field",
     }.items()
 }

@@ -12,7 +12,9 @@ from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' la
 from nexus.observability.metrics import RUNS_TOTAL as RUNS_TOTAL  # runs by final state: core-api owns final states
 
 RUN_DURATION = Histogram(
-    "nexus_run_duration_seconds", "From run creation to its final state", ["status"],
+    "nexus_run_duration_seconds",
+    "From run creation to its final state",
+    ["status"],
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
 # A ready task is dispatched (its run created) the moment it becomes ready; the runner's first event is its

@@ -17,15 +17,18 @@ log = logging.getLogger("nexus.core_api.nats_monitor")
 
 CONNECTIONS = Gauge("nexus_nats_connections", "Clients connected to each NATS server (its /varz)", ["server"])
 STREAM_MESSAGES = Gauge(
-    "nexus_nats_stream_messages", "Messages each JetStream stream holds, as each server reports it (its /jsz)",
+    "nexus_nats_stream_messages",
+    "Messages each JetStream stream holds, as each server reports it (its /jsz)",
     ["server", "account", "stream"],
 )
 STREAM_BYTES = Gauge(
-    "nexus_nats_stream_bytes", "Bytes each JetStream stream holds, as each server reports it (its /jsz)",
+    "nexus_nats_stream_bytes",
+    "Bytes each JetStream stream holds, as each server reports it (its /jsz)",
     ["server", "account", "stream"],
 )
 MONITOR_UP = Gauge(
-    "nexus_nats_monitor_up", "Whether core-api's last read of a NATS server's monitoring endpoint succeeded",
+    "nexus_nats_monitor_up",
+    "Whether core-api's last read of a NATS server's monitoring endpoint succeeded",
     ["endpoint"],
 )
 _STREAM_GAUGES = (STREAM_MESSAGES, STREAM_BYTES)
@@ -48,7 +51,9 @@ async def read_server(client: httpx.AsyncClient, endpoint: str) -> tuple[str, in
         for s in account.get("stream_detail") or []:
             state = s.get("state") or {}
             streams[(account.get("name") or account.get("id", ""), s["name"])] = (
-                int(state.get("messages", 0)), int(state.get("bytes", 0)))
+                int(state.get("messages", 0)),
+                int(state.get("bytes", 0)),
+            )
     return str(varz.get("server_name") or varz.get("server_id", endpoint)), int(varz.get("connections", 0)), streams
 
 

@@ -11,7 +11,9 @@ from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("nexus_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "nexus_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "nexus_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
@@ -45,7 +47,11 @@ class HttpMetricsMiddleware(ASGIMiddleware):
 def tracing_plugin() -> OpenTelemetryPlugin:
     """One SERVER span per request, named by its route template; probes are not traced, and the ASGI
     receive/send sub-spans are left out (they say nothing the server span does not)."""
-    return OpenTelemetryPlugin(OpenTelemetryConfig(
-        exclude=["^/healthz$", "^/readyz$", "^/metrics$"], exclude_spans=["receive", "send"], scopes={ScopeType.HTTP},
-        http_capture_headers_sanitize_fields=["authorization", "x-api-key", "x-telegram-bot-api-secret-token"],
-    ))
+    return OpenTelemetryPlugin(
+        OpenTelemetryConfig(
+            exclude=["^/healthz$", "^/readyz$", "^/metrics$"],
+            exclude_spans=["receive", "send"],
+            scopes={ScopeType.HTTP},
+            http_capture_headers_sanitize_fields=["authorization", "x-api-key", "x-telegram-bot-api-secret-token"],
+        )
+    )

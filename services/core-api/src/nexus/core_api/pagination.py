@@ -28,12 +28,17 @@ class Page(msgspec.Struct, Generic[T]):
 FEW = frozenset({"task_id", "run_id"})
 
 
-async def page_of(doc_cls: Any, filters: JsonObject, limit: int, cursor: str | None, *, newest_first: bool = True,
-                  cache: bool = True) -> tuple[list[Any], str | None]:
+async def page_of(
+    doc_cls: Any, filters: JsonObject, limit: int, cursor: str | None, *, newest_first: bool = True, cache: bool = True
+) -> tuple[list[Any], str | None]:
     """One page, read through the coherent read cache (libs/db/cache.py): the documents are shared.
     `cache=False` for a query that names the current time (it would never be asked twice)."""
-    if (newest_first and issubclass(doc_cls, PagedDocument) and not filters.keys() & FEW
-            and not await sorts_natively(doc_cls)):
+    if (
+        newest_first
+        and issubclass(doc_cls, PagedDocument)
+        and not filters.keys() & FEW
+        and not await sorts_natively(doc_cls)
+    ):
         docs = await _by_buckets(doc_cls, filters, limit, cursor, cache)
         if docs is not None:
             more = len(docs) > limit

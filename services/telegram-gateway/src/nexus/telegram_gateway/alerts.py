@@ -24,6 +24,7 @@ RUN_ENDS = ("run.failed", "run.timed_out")
 # A goal's moves that end it (planning and in_progress are progress, not alerts).
 GOAL_ENDS = {"done": "🏁 Goal done", "failed": "🔥 Goal failed", "cancelled": "⏹ Goal cancelled"}
 
+
 class Alerts:
     def __init__(self, core: CoreClient, store: ChatStore, outbox: Outbox | None, link_base: str | None = None) -> None:
         self.core, self.store, self.outbox = core, store, outbox  # no outbox: Telegram is off, events are only followed
@@ -65,8 +66,13 @@ class Alerts:
             # when the decision comes is edited by the sender right after it is posted.
             await self.store.set_decided(ev.approval_id, line)
             for posted in await self.store.posted(ev.approval_id):
-                await self.outbox.put(Outgoing(chat_id=posted.chat_id, text=render.decided_text(posted.text, line),
-                                               edit_message_id=posted.message_id))
+                await self.outbox.put(
+                    Outgoing(
+                        chat_id=posted.chat_id,
+                        text=render.decided_text(posted.text, line),
+                        edit_message_id=posted.message_id,
+                    )
+                )
 
     async def on_run(self, d: Delivery) -> None:
         ev = d.payload
@@ -99,8 +105,11 @@ class Alerts:
         if d.envelope.type == "goal.status_changed" and ev.status in GOAL_ENDS:
             report = await self.core.query("status", id=ev.goal_id)
             mark = GOAL_ENDS[ev.status]
-            blocks = [f"{bold(mark)} {code(ev.goal_id)} {esc(ev.title)}", f"Summary: {esc(ev.summary or '-')}",
-                      f"Cost: {render.money(report.get('cost_usd'))}"]
+            blocks = [
+                f"{bold(mark)} {code(ev.goal_id)} {esc(ev.title)}",
+                f"Summary: {esc(ev.summary or '-')}",
+                f"Cost: {render.money(report.get('cost_usd'))}",
+            ]
             blocks += [
                 f"• {code(r['branch'])} {code(r['commit_sha'][:12])} {esc(r['summary'])}"
                 for r in report.get("runs", [])

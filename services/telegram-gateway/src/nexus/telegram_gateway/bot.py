@@ -52,11 +52,15 @@ def parse_goal(text: str) -> tuple[str, str | None, str | None]:
 
 
 def keyboard(approval_id: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[
-        InlineKeyboardButton("Approve", callback_data=f"d:a:{approval_id}"),
-        InlineKeyboardButton("Reject", callback_data=f"d:r:{approval_id}"),
-        InlineKeyboardButton("Details", callback_data=f"d:i:{approval_id}"),
-    ]])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Approve", callback_data=f"d:a:{approval_id}"),
+                InlineKeyboardButton("Reject", callback_data=f"d:r:{approval_id}"),
+                InlineKeyboardButton("Details", callback_data=f"d:i:{approval_id}"),
+            ]
+        ]
+    )
 
 
 class Bot:
@@ -65,8 +69,12 @@ class Bot:
         self.outbox: Outbox | None = None  # set once the outbox (which sends through this bot) exists
         assert settings.telegram_token
         self.app = (
-            Application.builder().token(settings.telegram_token).base_url(settings.telegram_api_url)
-            .rate_limiter(AIORateLimiter(max_retries=3)).concurrent_updates(8).build()
+            Application.builder()
+            .token(settings.telegram_token)
+            .base_url(settings.telegram_api_url)
+            .rate_limiter(AIORateLimiter(max_retries=3))
+            .concurrent_updates(8)
+            .build()
         )
         commands: dict[str, Command] = {
             "start": self.cmd_help,
@@ -88,8 +96,12 @@ class Bot:
             self.app.add_handler(CommandHandler(name, self._guarded(fn), filters=filters.UpdateType.MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^d:[ari]:"))
         # Anything else said to the bot privately, or an unknown command in a group, gets a pointer to /help.
-        self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND),
-                                            self._guarded(self.cmd_unknown)))
+        self.app.add_handler(
+            MessageHandler(
+                filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND),
+                self._guarded(self.cmd_unknown),
+            )
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -102,8 +114,11 @@ class Bot:
             raise RuntimeError("the bot application was built without an updater")
         if s.telegram_mode == "webhook":
             await updater.start_webhook(
-                listen=s.telegram_webhook_listen, port=s.telegram_webhook_port, url_path=s.telegram_webhook_path,
-                secret_token=s.telegram_webhook_secret, webhook_url=s.telegram_webhook_url,
+                listen=s.telegram_webhook_listen,
+                port=s.telegram_webhook_port,
+                url_path=s.telegram_webhook_path,
+                secret_token=s.telegram_webhook_secret,
+                webhook_url=s.telegram_webhook_url,
             )
         else:
             await updater.start_polling(timeout=s.telegram_poll_timeout_s, drop_pending_updates=False)
@@ -121,8 +136,13 @@ class Bot:
         """The outbox's way out: send (or edit) one message; an approval alert's place is remembered."""
         markup = keyboard(msg.approval_id) if msg.approval_id else None
         if msg.edit_message_id is not None:
-            await self.app.bot.edit_message_text(msg.text, chat_id=msg.chat_id, message_id=msg.edit_message_id,
-                                                 parse_mode=ParseMode.HTML, reply_markup=markup)
+            await self.app.bot.edit_message_text(
+                msg.text,
+                chat_id=msg.chat_id,
+                message_id=msg.edit_message_id,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+            )
             return
         sent = await self.app.bot.send_message(msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup)
         if msg.approval_id:
@@ -130,8 +150,12 @@ class Bot:
                 msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=sent.message_id, text=msg.text)
             )
             if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
-                await self.app.bot.edit_message_text(render.decided_text(msg.text, line), chat_id=msg.chat_id,
-                                                     message_id=sent.message_id, parse_mode=ParseMode.HTML)
+                await self.app.bot.edit_message_text(
+                    render.decided_text(msg.text, line),
+                    chat_id=msg.chat_id,
+                    message_id=sent.message_id,
+                    parse_mode=ParseMode.HTML,
+                )
 
     async def reply(self, update: Update, blocks: list[str]) -> None:
         """Replies go through the outbox too: in order per chat, and a send that fails is not lost."""
@@ -184,15 +208,28 @@ class Bot:
         repo = repo or self.settings.telegram_default_repository
         await self.core.query("resolve_goal_refs", caller.principal, meta_agent=agent, repository=repo or "")
         goal_id = new_id("goal")
-        await self.core.command("core.create_goal", CreateGoal(
-            title=title[:500], requested_by=caller.identity, goal_id=goal_id, meta_agent=agent, repository=repo or "",
-            principal=caller.principal,
-        ), correlation_id=goal_id)
+        await self.core.command(
+            "core.create_goal",
+            CreateGoal(
+                title=title[:500],
+                requested_by=caller.identity,
+                goal_id=goal_id,
+                meta_agent=agent,
+                repository=repo or "",
+                principal=caller.principal,
+            ),
+            correlation_id=goal_id,
+        )
         assert update.effective_chat is not None
         await self.store.subscribe(update.effective_chat.id, goal_id)
         where = f" in {code(repo)}" if repo else ""
-        await self.reply(update, [f"🎯 Goal {code(goal_id)} created: {esc(title)}",
-                                  f"{code(agent)} plans it into tasks{where}; progress and the result come here."])
+        await self.reply(
+            update,
+            [
+                f"🎯 Goal {code(goal_id)} created: {esc(title)}",
+                f"{code(agent)} plans it into tasks{where}; progress and the result come here.",
+            ],
+        )
 
     async def cmd_goals(self, update: Update, caller: Caller, args: list[str]) -> None:
         goals = await self.core.query("goals", caller.principal)
@@ -204,14 +241,22 @@ class Bot:
 
     async def cmd_runs(self, update: Update, caller: Caller, args: list[str]) -> None:
         r = await self.core.query("runs", caller.principal)
-        blocks = [bold("Active runs"), *([render.run_line(x) for x in r["active"]] or ["none"]),
-                  bold("Recent runs"), *([render.run_line(x) for x in r["recent"]] or ["none"])]
+        blocks = [
+            bold("Active runs"),
+            *([render.run_line(x) for x in r["active"]] or ["none"]),
+            bold("Recent runs"),
+            *([render.run_line(x) for x in r["recent"]] or ["none"]),
+        ]
         await self.reply(update, blocks)
 
     async def cmd_approvals(self, update: Update, caller: Caller, args: list[str]) -> None:
         items = await self.core.query("approvals", caller.principal)
-        await self.reply(update, [bold("Waiting approvals"), *[render.approval_line(a) for a in items]] if items
-                         else ["No approval is waiting."])
+        await self.reply(
+            update,
+            [bold("Waiting approvals"), *[render.approval_line(a) for a in items]]
+            if items
+            else ["No approval is waiting."],
+        )
 
     async def cmd_approve(self, update: Update, caller: Caller, args: list[str]) -> None:
         await self._decide_command(update, caller, args, "approved")
@@ -285,9 +330,17 @@ class Bot:
             return f"Nothing changed: this approval expired at {a['expires_at']}."
         if not await self.store.claim(f"decision.{approval_id}"):
             return "Nothing changed: a decision on this approval is already on its way."
-        await self.core.command("core.decide_approval", DecideApproval(
-            approval_id=approval_id, decision=decision, reason=reason, decided_by=caller.identity,  # type: ignore[arg-type]  # a button's or command's own word
-            principal=caller.principal), correlation_id=a["run_id"])
+        await self.core.command(
+            "core.decide_approval",
+            DecideApproval(
+                approval_id=approval_id,
+                decision=decision,  # type: ignore[arg-type]  # a button's or command's own word
+                reason=reason,
+                decided_by=caller.identity,
+                principal=caller.principal,
+            ),
+            correlation_id=a["run_id"],
+        )
         return f"{'Approving' if decision == 'approved' else 'Rejecting'} {approval_id}…"
 
     async def on_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:

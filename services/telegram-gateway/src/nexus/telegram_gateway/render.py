@@ -53,8 +53,11 @@ def approval_line(a: JsonObject) -> str:
 def status_blocks(s: JsonObject) -> list[str]:
     kind = s.get("kind")
     if kind == "overview":
-        return [f"Active runs: {bold(s['active_runs'])}", f"Pending approvals: {bold(s['pending_approvals'])}",
-                f"Open goals: {bold(s['open_goals'])}"]
+        return [
+            f"Active runs: {bold(s['active_runs'])}",
+            f"Pending approvals: {bold(s['pending_approvals'])}",
+            f"Open goals: {bold(s['open_goals'])}",
+        ]
     if kind == "goal":
         return [
             f"Goal {goal_line(s)}",
@@ -66,8 +69,10 @@ def status_blocks(s: JsonObject) -> list[str]:
             ],
         ]
     if kind == "task":
-        return [f"Task {code(s['id'])} {bold(s['status'])} {esc(s['title'])}",
-                f"Current run: {code(s['current_run_id'] or '-')}"]
+        return [
+            f"Task {code(s['id'])} {bold(s['status'])} {esc(s['title'])}",
+            f"Current run: {code(s['current_run_id'] or '-')}",
+        ]
     if kind == "run":
         blocks = [f"Run {run_line(s)}", f"Task {code(s['task_id'])} · agent {code(s['agent_id'])}"]
         if s.get("branch"):

@@ -24,8 +24,15 @@ SUBJECT = "nexus.cmd.worker.launch_run"
 
 
 class LaunchIntake:
-    def __init__(self, js: JetStreamContext, launcher: Launcher, *, backlog: int = 256, ack_wait_s: float = 10.0,
-                 max_deliver: int = 5) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        launcher: Launcher,
+        *,
+        backlog: int = 256,
+        ack_wait_s: float = 10.0,
+        max_deliver: int = 5,
+    ) -> None:
         self.js = js
         self.launcher = launcher
         self.backlog = backlog
@@ -81,8 +88,15 @@ class LaunchIntake:
         # The ack wait is short so a dead worker's launches come back quickly; a live one says it is still on it.
         ticker = asyncio.create_task(self._in_progress(m))
         try:
-            with processing(m.subject, m.headers, consumer=DURABLE, msg_id=(m.headers or {}).get("Nats-Msg-Id"),
-                            correlation_id=cmd.run_id, size=len(m.data), deliveries=deliveries):
+            with processing(
+                m.subject,
+                m.headers,
+                consumer=DURABLE,
+                msg_id=(m.headers or {}).get("Nats-Msg-Id"),
+                correlation_id=cmd.run_id,
+                size=len(m.data),
+                deliveries=deliveries,
+            ):
                 await asyncio.wait({ticket.granted})  # (waiting does not cancel the grant if we are cancelled)
                 await self.launcher.launch(cmd, ticket)
         except asyncio.CancelledError:

@@ -39,9 +39,14 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRun
     from nexus.worker.runtimes.local import LocalProcessRuntime
 
     return LocalProcessRuntime(
-        Path(settings.workspaces_dir).resolve(), parent_env=environ, memory_mb=settings.run_memory_mb,
-        open_files=settings.run_open_files, cpu_seconds=settings.run_cpu_seconds, zygote=settings.zygote,
-        run_uid=settings.run_uid, run_gid=settings.run_gid,
+        Path(settings.workspaces_dir).resolve(),
+        parent_env=environ,
+        memory_mb=settings.run_memory_mb,
+        open_files=settings.run_open_files,
+        cpu_seconds=settings.run_cpu_seconds,
+        zygote=settings.zygote,
+        run_uid=settings.run_uid,
+        run_gid=settings.run_gid,
     )
 
 
@@ -102,8 +107,15 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     try:
         await asyncio.gather(
             supervised("worker-launch", lambda: intake.run(stop), stop),
-            consume(js, stream=CMDS_STREAM, durable="worker-cancel", subject=CANCEL_SUBJECT,
-                    handler=launcher.handle_cancel, stop=stop, ack_wait_s=settings.cancel_ack_wait_s),
+            consume(
+                js,
+                stream=CMDS_STREAM,
+                durable="worker-cancel",
+                subject=CANCEL_SUBJECT,
+                handler=launcher.handle_cancel,
+                stop=stop,
+                ack_wait_s=settings.cancel_ack_wait_s,
+            ),
             every(settings.worker_beat_s, stop, membership.beat, what="liveness beat", at_start=True),
             watch_consumer_lag(js, "worker", stop),
             every(settings.sweep_interval_s, stop, recovery.sweep, what="recovery sweep", at_start=True),

@@ -37,8 +37,13 @@ def _current_attempt(run: Run) -> JsonObject:
 
 
 def last_sign_of_life(run: Run, claimed_at: datetime | None = None) -> datetime:
-    times = [_aware(run.last_heartbeat_at), _aware(_current_attempt(run).get("started_at")), claimed_at,
-             _aware(run.started_at), _aware(run.created_at)]
+    times = [
+        _aware(run.last_heartbeat_at),
+        _aware(_current_attempt(run).get("started_at")),
+        claimed_at,
+        _aware(run.started_at),
+        _aware(run.created_at),
+    ]
     return max(t for t in times if t is not None)
 
 
@@ -117,8 +122,10 @@ class Recovery:
         log.warning("run %s attempt %d lost: %s", run.id, run.attempt, detail)
         EXECUTIONS.labels("lost").inc()
         await self.publisher.publish(
-            "run.runtime", RuntimeChanged(phase="lost", attempt=run.attempt, runtime=self.runtime.name, detail=detail),
-            run_id=run.id, correlation_id=run.id,
+            "run.runtime",
+            RuntimeChanged(phase="lost", attempt=run.attempt, runtime=self.runtime.name, detail=detail),
+            run_id=run.id,
+            correlation_id=run.id,
         )
 
     async def _claim(self, run: Run) -> Claim | None:
@@ -184,7 +191,8 @@ class Recovery:
         await self.publisher.publish(
             "run.status",
             RunStatusChanged(status="timed_out", attempt=run.attempt, reason=f"wall-clock limit of {limit}s exceeded"),
-            run_id=run.id, correlation_id=run.id,
+            run_id=run.id,
+            correlation_id=run.id,
         )
         await self.runtime.cancel_run(run.id)
 

@@ -31,8 +31,9 @@ def occurrence_id(schedule_id: str, at: datetime) -> str:
     return f"{schedule_id}@{_aware(at).astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
-def due_occurrences(cron: str, tz: str, after: datetime, now: datetime, *, missed: str, catch_up_limit: int,
-                    grace_s: float) -> list[tuple[datetime, bool]]:
+def due_occurrences(
+    cron: str, tz: str, after: datetime, now: datetime, *, missed: str, catch_up_limit: int, grace_s: float
+) -> list[tuple[datetime, bool]]:
     """Occurrences in (after, now], oldest first, as (time in UTC, late). One no older than `grace_s`
     is on time; older ones were missed: dropped under `skip`, the newest `catch_up_limit` kept under
     `catch_up`. Walks back from now, so a long downtime costs no more than the cap."""
@@ -85,8 +86,12 @@ class Scheduler:
         if last is not None and time.monotonic() - last < REFIRE_AFTER_S:
             return
         self.fired[msg_id] = time.monotonic()
-        cmd = FireSchedule(schedule_id=s.id, occurrence_at=at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                           occurrence_id=occurrence_id(s.id, at), late=late)
+        cmd = FireSchedule(
+            schedule_id=s.id,
+            occurrence_at=at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            occurrence_id=occurrence_id(s.id, at),
+            late=late,
+        )
         # The root of the trace of every run this occurrence starts.
         with span(
             TRACER,

@@ -22,8 +22,10 @@ def quantiles(metric: str, by: str = "") -> list[tuple[str, str]]:
     """p50 and p99 of a histogram, optionally per label."""
     labels = f"{by}, le" if by else "le"
     legend = f"{{{{{by}}}}} " if by else ""
-    return [(f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket{RATE})))", f"{legend}p{int(q * 100)}")
-            for q in (0.5, 0.99)]
+    return [
+        (f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket{RATE})))", f"{legend}p{int(q * 100)}")
+        for q in (0.5, 0.99)
+    ]
 
 
 @dataclass

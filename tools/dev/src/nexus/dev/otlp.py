@@ -81,11 +81,18 @@ class OtlpReceiver:
             resource = {a.key: _value(a.value) for a in rs.resource.attributes}
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    out.append(ReceivedSpan(
-                        service=str(resource.get("service.name", "")), name=s.name, kind=KINDS.get(s.kind, str(s.kind)),
-                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(), parent_span_id=s.parent_span_id.hex(),
-                        attributes={a.key: _value(a.value) for a in s.attributes}, status_code=s.status.code,
-                    ))
+                    out.append(
+                        ReceivedSpan(
+                            service=str(resource.get("service.name", "")),
+                            name=s.name,
+                            kind=KINDS.get(s.kind, str(s.kind)),
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_span_id=s.parent_span_id.hex(),
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            status_code=s.status.code,
+                        )
+                    )
         with self._arrived:
             self.requests += 1
             self.spans.extend(out)

@@ -61,8 +61,10 @@ CREATE EVENT TRIGGER nexus_gin_companions ON ddl_command_end WHEN TAG IN ('CREAT
 
 def bin_dir() -> Path | None:
     """Debian's PostgreSQL server binaries (the newest installed major), or those on PATH."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
-                      if p.parent.parent.name.isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if versions:
         return versions[-1].parent
     found = shutil.which("postgres")
@@ -121,12 +123,17 @@ def _cluster_dir(link: Path) -> tuple[Path, bool]:
 def _psql(port: int, sql: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", USER, "-d", DATABASE],
-        input=sql, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+        input=sql,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
     )
 
 
-def start_postgres(data_dir: Path, port: int | None = None, log_path: Path | None = None,
-                   timeout_s: float = 60.0) -> Managed:
+def start_postgres(
+    data_dir: Path, port: int | None = None, log_path: Path | None = None, timeout_s: float = 60.0
+) -> Managed:
     b = bin_dir()
     if b is None:
         raise FileNotFoundError("PostgreSQL is not installed; run scripts/install-tools.sh")
@@ -135,23 +142,52 @@ def start_postgres(data_dir: Path, port: int | None = None, log_path: Path | Non
     fresh = not (cluster / "PG_VERSION").exists()
     if fresh:
         subprocess.run(
-            [*_as_postgres(), str(b / "initdb"), "-D", str(cluster), "-U", USER, "-A", "trust", "-E", "UTF8",
-             "--locale=C.UTF-8", "--no-sync"],
-            check=True, capture_output=True, timeout=120,
+            [
+                *_as_postgres(),
+                str(b / "initdb"),
+                "-D",
+                str(cluster),
+                "-U",
+                USER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
     args = [
-        *_as_postgres(), str(b / "postgres"), "-D", str(cluster), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "plan_cache_mode=force_custom_plan",
+        *_as_postgres(),
+        str(b / "postgres"),
+        "-D",
+        str(cluster),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "plan_cache_mode=force_custom_plan",
         # Without statistics (a fresh or freshly loaded table) the planner prices a sequential scan as
         # cheap, not knowing each row's JSON must be unpacked: where an index matches, always use it.
-        "-c", "enable_seqscan=off",
+        "-c",
+        "enable_seqscan=off",
         # That price (a disabled scan costs 10^10) is over the JIT threshold: every query on a collection
         # without a matching index (a handful of agents) would be compiled first, 25-75 ms each time.
-        "-c", "jit=off",
+        "-c",
+        "jit=off",
         # a crash of the machine may lose the last few hundred milliseconds of commits, never consistency
-        "-c", "synchronous_commit=off",
-        "-c", "shared_buffers=64MB", "-c", "max_connections=200",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "shared_buffers=64MB",
+        "-c",
+        "max_connections=200",
     ]
     proc, log = _spawn(args, log_path)
     managed = Managed(
@@ -178,7 +214,6 @@ def start_postgres(data_dir: Path, port: int | None = None, log_path: Path | Non
         managed.stop()
         raise
     return managed
-
 
 
 def vacuum_analyze(server: Managed, timeout_s: float = 3600.0) -> None:

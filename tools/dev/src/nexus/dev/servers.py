@@ -143,7 +143,10 @@ def monitor_for(url: str) -> str:
 
 
 def start_nats(
-    data_dir: Path, port: int | None = None, log_path: Path | None = None, auth: Path | None = None,
+    data_dir: Path,
+    port: int | None = None,
+    log_path: Path | None = None,
+    auth: Path | None = None,
     monitor_port: int | None = None,
 ) -> Managed:
     """nats-server with JetStream and its monitoring endpoint on `monitor_port` (a free one when None); with
@@ -151,8 +154,18 @@ def start_nats(
     port = port or free_port()
     monitor_port = monitor_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [find_tool("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
-            "-sd", str(data_dir)]
+    args = [
+        find_tool("nats-server"),
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        str(monitor_port),
+        "-sd",
+        str(data_dir),
+    ]
     if auth is not None:
         args += ["-c", str(auth / "nats.conf")]
     proc, log = _spawn(args, log_path)
@@ -174,8 +187,9 @@ def ferretdb_handler(data_dir: Path | None = None) -> str:
     return "postgresql" if postgres.available() else "sqlite"
 
 
-def start_ferretdb(data_dir: Path, port: int | None = None, log_path: Path | None = None, *,
-                   handler: str | None = None) -> Managed:
+def start_ferretdb(
+    data_dir: Path, port: int | None = None, log_path: Path | None = None, *, handler: str | None = None
+) -> Managed:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     handler = handler or ferretdb_handler(data_dir)

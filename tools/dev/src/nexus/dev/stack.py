@@ -104,8 +104,13 @@ class Stack:
             self.nats_monitor_url = monitor_for(self.nats_url)
         if not self.nats_url:
             self.auth_dir = nats_auth(self.auth_dir or self.home / "nats-auth")
-            s = start_nats(self.home / "nats", port=self.nats_port, log_path=logs / "nats.log", auth=self.auth_dir,
-                           monitor_port=self.nats_monitor_port)
+            s = start_nats(
+                self.home / "nats",
+                port=self.nats_port,
+                log_path=logs / "nats.log",
+                auth=self.auth_dir,
+                monitor_port=self.nats_monitor_port,
+            )
             self.servers.append(s)
             self.nats_url = s.url
             self.nats_monitor_url = s.monitor_url
@@ -145,7 +150,10 @@ class Stack:
         else:
             out = subprocess.PIPE
         proc = subprocess.Popen(
-            [sys.executable, "-m", SERVICES[name]], env=self.service_env(name), stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", SERVICES[name]],
+            env=self.service_env(name),
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         if out is subprocess.PIPE:
@@ -171,8 +179,9 @@ class Stack:
         log_path = (self.log_dir or self.home / "logs") / f"{name}.log"
         if name == "nats":  # with its authorization: without it no account of ours (nor its JetStream) exists
             monitor_port = int(old.monitor_url.rsplit(":", 1)[1]) if old.monitor_url else None
-            new = start_nats(self.home / name, port=port, log_path=log_path, auth=self.auth_dir,
-                             monitor_port=monitor_port)
+            new = start_nats(
+                self.home / name, port=port, log_path=log_path, auth=self.auth_dir, monitor_port=monitor_port
+            )
         else:
             new = start_ferretdb(self.home / name, port=port, log_path=log_path)
         self.servers[self.servers.index(old)] = new
@@ -318,4 +327,3 @@ def main() -> None:
         print("\n  stopping Nexus…", flush=True)
         stack.stop()
     sys.exit(code)
-

@@ -7,8 +7,9 @@ import typer
 from nexus.nexusctl import render
 from nexus.nexusctl.state import handled, out, state
 
-chat = typer.Typer(help="Bind Telegram users to Nexus identities (lead: decide and create; viewer: read).",
-                   no_args_is_help=True)
+chat = typer.Typer(
+    help="Bind Telegram users to Nexus identities (lead: decide and create; viewer: read).", no_args_is_help=True
+)
 
 
 @chat.command()

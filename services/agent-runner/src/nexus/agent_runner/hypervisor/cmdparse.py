@@ -26,10 +26,34 @@ from nexus.agent_runner.hypervisor.secrets import SECRET_REF
 MAX_DEPTH = 8
 MAX_ARCHIVE_MEMBERS = 20_000
 
-SHELLS = frozenset({
-    "sh", "bash", "rbash", "dash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "csh", "tcsh", "fish", "ash", "yash",
-    "posh", "pwsh", "elvish", "nu", "xonsh", "busybox-sh", "watch", "script", "tmux", "screen",
-})
+SHELLS = frozenset(
+    {
+        "sh",
+        "bash",
+        "rbash",
+        "dash",
+        "zsh",
+        "ksh",
+        "ksh93",
+        "mksh",
+        "pdksh",
+        "csh",
+        "tcsh",
+        "fish",
+        "ash",
+        "yash",
+        "posh",
+        "pwsh",
+        "elvish",
+        "nu",
+        "xonsh",
+        "busybox-sh",
+        "watch",
+        "script",
+        "tmux",
+        "screen",
+    }
+)
 # Programs that run code the agent can write (a script, a Makefile, a conftest.py): allowed only
 # when an allow pattern names the program as its first word.
 _INTERPRETER = re.compile(
@@ -43,55 +67,246 @@ _INTERPRETER = re.compile(
     r"([0-9][0-9.]*)?$"
 )
 # Never for an agent, whatever the policy says.
-NEVER = frozenset({
-    "sudo", "su", "doas", "pkexec", "runuser", "setpriv", "capsh", "chroot", "unshare", "nsenter", "bwrap",
-    "firejail", "systemd-run", "mount", "umount", "insmod", "modprobe", "rmmod", "mknod", "at", "batch",
-    "crontab", "parallel", "apt", "apt-get", "dpkg", "fakeroot", "proot", "start-stop-daemon", "kill", "pkill",
-    "killall", "patch", "gpg", "git-shell", "git-receive-pack", "git-upload-pack", "git-upload-archive",
-    # They run another program and are not parsed here: what they run would go unseen.
-    "setarch", "linux32", "linux64", "i386", "x86_64", "uname26", "prlimit", "cgexec", "numactl", "schedtool", "sg",
-    "newgrp", "runcon", "unbuffer", "faketime", "torsocks", "proxychains", "proxychains4", "catchsegv", "nocache",
-    "eatmydata", "chronic", "ifne", "pee", "vipe", "entr", "run-parts", "valgrind", "dbus-run-session", "ssh-agent",
-    "xvfb-run", "docker", "podman", "kubectl", "ip", "chpst", "daemonize", "toybox", "sem", "xe", "rlwrap",
-})
+NEVER = frozenset(
+    {
+        "sudo",
+        "su",
+        "doas",
+        "pkexec",
+        "runuser",
+        "setpriv",
+        "capsh",
+        "chroot",
+        "unshare",
+        "nsenter",
+        "bwrap",
+        "firejail",
+        "systemd-run",
+        "mount",
+        "umount",
+        "insmod",
+        "modprobe",
+        "rmmod",
+        "mknod",
+        "at",
+        "batch",
+        "crontab",
+        "parallel",
+        "apt",
+        "apt-get",
+        "dpkg",
+        "fakeroot",
+        "proot",
+        "start-stop-daemon",
+        "kill",
+        "pkill",
+        "killall",
+        "patch",
+        "gpg",
+        "git-shell",
+        "git-receive-pack",
+        "git-upload-pack",
+        "git-upload-archive",
+        # They run another program and are not parsed here: what they run would go unseen.
+        "setarch",
+        "linux32",
+        "linux64",
+        "i386",
+        "x86_64",
+        "uname26",
+        "prlimit",
+        "cgexec",
+        "numactl",
+        "schedtool",
+        "sg",
+        "newgrp",
+        "runcon",
+        "unbuffer",
+        "faketime",
+        "torsocks",
+        "proxychains",
+        "proxychains4",
+        "catchsegv",
+        "nocache",
+        "eatmydata",
+        "chronic",
+        "ifne",
+        "pee",
+        "vipe",
+        "entr",
+        "run-parts",
+        "valgrind",
+        "dbus-run-session",
+        "ssh-agent",
+        "xvfb-run",
+        "docker",
+        "podman",
+        "kubectl",
+        "ip",
+        "chpst",
+        "daemonize",
+        "toybox",
+        "sem",
+        "xe",
+        "rlwrap",
+    }
+)
 # Options that make a program run another one, for any program (and their GNU abbreviations).
 _EXEC_OPTIONS = (
-    "--compress-program", "--use-compress-program", "--to-command", "--checkpoint-action", "--rsh-command",
-    "--rmt-command", "--info-script", "--new-volume-script", "--unzip-command", "--execute", "--exec", "--filter",
-    "--pager", "--editor", "--command", "--shell", "--preprocessor", "--interpreter", "--wrapper",
+    "--compress-program",
+    "--use-compress-program",
+    "--to-command",
+    "--checkpoint-action",
+    "--rsh-command",
+    "--rmt-command",
+    "--info-script",
+    "--new-volume-script",
+    "--unzip-command",
+    "--execute",
+    "--exec",
+    "--filter",
+    "--pager",
+    "--editor",
+    "--command",
+    "--shell",
+    "--preprocessor",
+    "--interpreter",
+    "--wrapper",
 )
-GIT_READ_ONLY = frozenset({
-    "status", "diff", "log", "show", "blame", "annotate", "ls-files", "ls-tree", "rev-parse", "rev-list", "grep",
-    "shortlog", "describe", "cat-file", "diff-tree", "diff-files", "diff-index", "merge-base", "name-rev",
-    "whatchanged", "count-objects", "check-ignore", "check-attr", "show-ref", "for-each-ref", "version",
-})
-_GIT_GLOBAL_FLAGS = frozenset({
-    "--no-pager", "-P", "--no-optional-locks", "--literal-pathspecs", "--glob-pathspecs", "--noglob-pathspecs",
-    "--icase-pathspecs", "--no-replace-objects", "--no-lazy-fetch",
-})
+GIT_READ_ONLY = frozenset(
+    {
+        "status",
+        "diff",
+        "log",
+        "show",
+        "blame",
+        "annotate",
+        "ls-files",
+        "ls-tree",
+        "rev-parse",
+        "rev-list",
+        "grep",
+        "shortlog",
+        "describe",
+        "cat-file",
+        "diff-tree",
+        "diff-files",
+        "diff-index",
+        "merge-base",
+        "name-rev",
+        "whatchanged",
+        "count-objects",
+        "check-ignore",
+        "check-attr",
+        "show-ref",
+        "for-each-ref",
+        "version",
+    }
+)
+_GIT_GLOBAL_FLAGS = frozenset(
+    {
+        "--no-pager",
+        "-P",
+        "--no-optional-locks",
+        "--literal-pathspecs",
+        "--glob-pathspecs",
+        "--noglob-pathspecs",
+        "--icase-pathspecs",
+        "--no-replace-objects",
+        "--no-lazy-fetch",
+    }
+)
 _GIT_REFUSED_OPTIONS = ("--ext-diff", "--textconv", "-O", "--open-files-in-pager", "--exec", "--upload-pack")
 # Our own hardening, in front of the agent's git subcommand.
 GIT_HARDENING = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "diff.external=", "--no-pager")
 
 # Long options whose value is a file the program writes, for any program.
-_WRITE_OPTIONS = frozenset({
-    "--output", "--output-file", "--output-document", "--outfile", "--out-file", "--log-file", "--logfile",
-    "--junitxml", "--junit-xml", "--basetemp", "--report-file", "--result-log", "--output-dir",
-    "--output-directory", "--target-directory", "--dump-header", "--cookie-jar", "--trace", "--trace-ascii",
-    "--libcurl", "--stderr", "--index-file", "--listed-incremental", "--append-output", "--directory-prefix",
-})
+_WRITE_OPTIONS = frozenset(
+    {
+        "--output",
+        "--output-file",
+        "--output-document",
+        "--outfile",
+        "--out-file",
+        "--log-file",
+        "--logfile",
+        "--junitxml",
+        "--junit-xml",
+        "--basetemp",
+        "--report-file",
+        "--result-log",
+        "--output-dir",
+        "--output-directory",
+        "--target-directory",
+        "--dump-header",
+        "--cookie-jar",
+        "--trace",
+        "--trace-ascii",
+        "--libcurl",
+        "--stderr",
+        "--index-file",
+        "--listed-incremental",
+        "--append-output",
+        "--directory-prefix",
+    }
+)
 # Programs whose `-o X` writes X (elsewhere `-o` means other things: pytest's ini override, ...).
 _SHORT_O_WRITES = frozenset({"sort", "curl", "time", "objcopy", "strip", "xxd", "msgfmt", "wget", "shuf", "base64"})
 # Programs that write (create, change or remove) every path argument they are given.
-_WRITE_ALL = frozenset({
-    "rm", "rmdir", "unlink", "shred", "touch", "mkdir", "mkfifo", "truncate", "tee", "dos2unix", "unix2dos",
-    "gzip", "gunzip", "bzip2", "bunzip2", "xz", "unxz", "zstd", "unzstd", "lzma", "unlzma", "sponge",
-})
+_WRITE_ALL = frozenset(
+    {
+        "rm",
+        "rmdir",
+        "unlink",
+        "shred",
+        "touch",
+        "mkdir",
+        "mkfifo",
+        "truncate",
+        "tee",
+        "dos2unix",
+        "unix2dos",
+        "gzip",
+        "gunzip",
+        "bzip2",
+        "bunzip2",
+        "xz",
+        "unxz",
+        "zstd",
+        "unzstd",
+        "lzma",
+        "unlzma",
+        "sponge",
+    }
+)
 # What xargs may run: programs that write nothing whatever options they are given.
-_XARGS_SAFE = frozenset({
-    "cat", "head", "tail", "wc", "grep", "egrep", "fgrep", "ls", "stat", "file", "md5sum", "sha1sum", "sha256sum",
-    "sha512sum", "echo", "basename", "dirname", "du", "cmp", "nl", "strings", "true", "false",
-})
+_XARGS_SAFE = frozenset(
+    {
+        "cat",
+        "head",
+        "tail",
+        "wc",
+        "grep",
+        "egrep",
+        "fgrep",
+        "ls",
+        "stat",
+        "file",
+        "md5sum",
+        "sha1sum",
+        "sha256sum",
+        "sha512sum",
+        "echo",
+        "basename",
+        "dirname",
+        "du",
+        "cmp",
+        "nl",
+        "strings",
+        "true",
+        "false",
+    }
+)
 _FIRST_ARG_NOT_A_PATH = frozenset({"chmod", "chown", "chgrp"})
 _DESTINATION_LAST = frozenset({"cp", "mv", "ln", "install", "link"})
 # Writers that destroy what they are given: never the workspace root, which holds the git directory.
@@ -124,27 +339,38 @@ def _spec(flags: str = "", values: str = "", positionals: int = 0, leaf_if: str 
 
 
 WRAPPERS: dict[str, WrapperSpec] = {
-    "env": _spec("-i - -0 -v --ignore-environment --null --debug --list-signal-handling",
-                 "-u --unset -C --chdir -S --split-string"),
+    "env": _spec(
+        "-i - -0 -v --ignore-environment --null --debug --list-signal-handling",
+        "-u --unset -C --chdir -S --split-string",
+    ),
     "nice": _spec("", "-n --adjustment"),
     "nohup": _spec(),
     "timeout": _spec("--preserve-status --foreground -v --verbose -p", "-s --signal -k --kill-after", positionals=1),
     "stdbuf": _spec("", "-i -o -e --input --output --error"),
     "setsid": _spec("-c --ctty -f --fork -w --wait"),
-    "ionice": _spec("-t --ignore", "-c --class -n --classdata -p --pid -P --pgid -u --uid",
-                    leaf_if="-p --pid -P --pgid -u --uid"),
-    "chrt": _spec("-a --all-tasks -b --batch -d --deadline -e --ext -f --fifo -i --idle -o --other -r --rr -R "
-                  "--reset-on-fork -v --verbose", "-T --sched-runtime -P --sched-period -D --sched-deadline",
-                  positionals=1, leaf_if="-m --max -p --pid"),
+    "ionice": _spec(
+        "-t --ignore", "-c --class -n --classdata -p --pid -P --pgid -u --uid", leaf_if="-p --pid -P --pgid -u --uid"
+    ),
+    "chrt": _spec(
+        "-a --all-tasks -b --batch -d --deadline -e --ext -f --fifo -i --idle -o --other -r --rr -R "
+        "--reset-on-fork -v --verbose",
+        "-T --sched-runtime -P --sched-period -D --sched-deadline",
+        positionals=1,
+        leaf_if="-m --max -p --pid",
+    ),
     "taskset": _spec("-a --all-tasks -c --cpu-list", "", positionals=1, leaf_if="-p --pid"),
-    "flock": _spec("-s --shared -x --exclusive -e -u --unlock -n --nonblock --nb -o --close -F --no-fork "
-                   "--verbose", "-w --timeout --wait -E --conflict-exit-code", positionals=1),
+    "flock": _spec(
+        "-s --shared -x --exclusive -e -u --unlock -n --nonblock --nb -o --close -F --no-fork --verbose",
+        "-w --timeout --wait -E --conflict-exit-code",
+        positionals=1,
+    ),
     "command": _spec("-p", "", leaf_if="-v -V"),
     "exec": _spec("-c -l", ""),
     "time": _spec("-a --append -p --portability -v --verbose -q --quiet", "-o --output -f --format"),
-    "xargs": _spec("-0 --null -p --interactive -r --no-run-if-empty -t --verbose -x --exit -o --open-tty",
-                   "-a --arg-file -E -I -L -n --max-args -s --max-chars -P --max-procs -d --delimiter "
-                   "--process-slot-var"),
+    "xargs": _spec(
+        "-0 --null -p --interactive -r --no-run-if-empty -t --verbose -x --exit -o --open-tty",
+        "-a --arg-file -E -I -L -n --max-args -s --max-chars -P --max-procs -d --delimiter --process-slot-var",
+    ),
 }
 _REFUSED_WRAPPER_OPTIONS = {
     "flock": {"-c", "--command"},
@@ -362,7 +588,7 @@ def _options(name: str, spec: WrapperSpec, args: list[str]) -> tuple[int, list[t
             if option in refused:
                 raise Refused("not-permitted", f"{name} {option} is not allowed")
             if option in spec.values:
-                value = arg[position + 1:]
+                value = arg[position + 1 :]
                 if not value:
                     value = _value_after(args, index, name, option)
                     index += 1
@@ -403,13 +629,13 @@ def _wrapper(name: str, argv: list[str], ctx: Context, out: Analysis, depth: int
         return [argv[0], *args[:start], *_env_rest(args[start:], ctx, out, depth, head=None)]
     if len(args) - start < spec.positionals:
         return list(argv)  # no command: the wrapper on its own (`nice` prints the niceness)
-    positionals = args[start:start + spec.positionals]
+    positionals = args[start : start + spec.positionals]
     _paths(positionals, ctx, name)
     if name == "flock" and positionals:
         _write(positionals[0], ctx, out, name)
     if name == "xargs":
         _xargs_input(dict(seen), ctx)
-    inner = args[start + spec.positionals:]
+    inner = args[start + spec.positionals :]
     if not inner:
         return list(argv)  # the wrapper on its own (xargs runs echo)
     return [
@@ -501,7 +727,7 @@ def _find(argv: list[str], ctx: Context, out: Analysis, depth: int) -> list[str]
                 end += 1
             if end >= len(args) or end == index + 1:
                 raise Refused("invalid-command", f"find {token} without a command ending in ; or +")
-            inner = _resolve(args[index + 1:end], ctx, out, depth=depth + 1, via="find")
+            inner = _resolve(args[index + 1 : end], ctx, out, depth=depth + 1, via="find")
             if (
                 out.layers[-1].real in _WRITE_ALL | _DESTINATION_LAST | _FIRST_ARG_NOT_A_PATH
                 or out.layers[-1].name == "sed"
@@ -615,8 +841,14 @@ def _destination(argv: list[str], ctx: Context, out: Analysis) -> None:
         args,
         frozenset({"-t", "--target-directory", "-S", "--suffix", "-m", "--mode", "-o", "--owner", "-g", "--group"}),
     )
-    directory = next((a.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "") for i, a in enumerate(args)
-                      if a == "-t" or a.startswith("--target-directory")), None)
+    directory = next(
+        (
+            a.partition("=")[2] or (args[i + 1] if i + 1 < len(args) else "")
+            for i, a in enumerate(args)
+            if a == "-t" or a.startswith("--target-directory")
+        ),
+        None,
+    )
     if directory is not None:
         _write(directory, ctx, out, name, is_dir=True)
         destinations = [os.path.join(directory, os.path.basename(t.rstrip("/"))) for t in targets]
@@ -648,8 +880,12 @@ def _sed(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
     in_place = any(
         a.startswith("--in-place") or (_flag(a, "i", "--in-place") and "e" not in a[1 : a.index("i")]) for a in args
     )
-    scripted = any(a in ("-e", "-f", "--expression", "--file") or a.startswith(("--expression=", "--file=")) or
-                   (a.startswith("-") and not a.startswith("--") and a[-1:] in ("e", "f")) for a in args)
+    scripted = any(
+        a in ("-e", "-f", "--expression", "--file")
+        or a.startswith(("--expression=", "--file="))
+        or (a.startswith("-") and not a.startswith("--") and a[-1:] in ("e", "f"))
+        for a in args
+    )
     if in_place:
         files = _positionals(args, frozenset({"-e", "-f", "--expression", "--file", "-l", "--line-length"}))
         for target in files if scripted else files[1:]:
@@ -675,9 +911,19 @@ def _tar(argv: list[str], ctx: Context, out: Analysis) -> None:
         if arg.startswith("--"):
             if option in _TAR_REFUSED or option not in _TAR_LONG:  # exact names only: GNU abbreviations could hide one
                 raise Refused("not-permitted", f"tar {_short(option, 40)} is not an option agents may use")
-            mode = {"--extract": "x", "--get": "x", "--create": "c", "--append": "c", "--update": "c",
-                    "--catenate": "c", "--concatenate": "c", "--delete": "c", "--list": "t", "--diff": "t",
-                    "--compare": "t"}.get(option, mode)
+            mode = {
+                "--extract": "x",
+                "--get": "x",
+                "--create": "c",
+                "--append": "c",
+                "--update": "c",
+                "--catenate": "c",
+                "--concatenate": "c",
+                "--delete": "c",
+                "--list": "t",
+                "--diff": "t",
+                "--compare": "t",
+            }.get(option, mode)
             if option in ("--file", "--directory", "--strip-components"):
                 if not eq:
                     value = args[index + 1] if index + 1 < len(args) else ""
@@ -697,8 +943,8 @@ def _tar(argv: list[str], ctx: Context, out: Analysis) -> None:
                 if letter in "xcrtudA":
                     mode = {"x": "x", "t": "t", "d": "t"}.get(letter, "c")
                 if letter in _TAR_VALUES:
-                    value = arg[position + 1:] or (args[index + 1] if index + 1 < len(args) else "")
-                    if not arg[position + 1:]:
+                    value = arg[position + 1 :] or (args[index + 1] if index + 1 < len(args) else "")
+                    if not arg[position + 1 :]:
                         index += 1
                     if letter == "f":
                         archive = value
@@ -722,7 +968,8 @@ def _tar(argv: list[str], ctx: Context, out: Analysis) -> None:
 
 _TAR_VALUES = frozenset("fCTXbgLNVH")
 _TAR_LETTERS = frozenset("AcdrtuxfCTXbgLNVHvzjJaZkmOpsSUWlnowBGiMR")
-_TAR_LONG = frozenset("""
+_TAR_LONG = frozenset(
+    """
 --extract --get --create --append --update --catenate --concatenate --delete --list --diff --compare --file --directory
 --strip-components --verbose --gzip --gunzip --ungzip --bzip2 --xz --lzma --zstd --auto-compress --exclude --exclude-vcs
 --exclude-vcs-ignores --no-same-owner --no-same-permissions --preserve-permissions --same-permissions --overwrite
@@ -731,12 +978,28 @@ _TAR_LONG = frozenset("""
 --warning --ignore-failed-read --show-transformed-names --null --verbatim-files-from --level --label --mode
 --atime-preserve --same-order --preserve-order --blocking-factor --record-size --unlink-first --sparse
 --no-overwrite-dir --ignore-zeros --occurrence --to-stdout --stdout --verify --no-xattrs --no-acls --no-selinux
-""".split())
-_TAR_REFUSED = frozenset({
-    "--to-command", "--use-compress-program", "--checkpoint-action", "--info-script", "--new-volume-script",
-    "--rsh-command", "--rmt-command", "--absolute-names", "--transform", "--xform", "--dereference",
-    "--keep-directory-symlink", "--force-local", "--files-from", "--index-file", "--listed-incremental",
-})
+""".split()
+)
+_TAR_REFUSED = frozenset(
+    {
+        "--to-command",
+        "--use-compress-program",
+        "--checkpoint-action",
+        "--info-script",
+        "--new-volume-script",
+        "--rsh-command",
+        "--rmt-command",
+        "--absolute-names",
+        "--transform",
+        "--xform",
+        "--dereference",
+        "--keep-directory-symlink",
+        "--force-local",
+        "--files-from",
+        "--index-file",
+        "--listed-incremental",
+    }
+)
 
 
 def _tar_members(archive: str, ctx: Context) -> list[str]:
@@ -878,7 +1141,7 @@ def _git(argv: list[str], ctx: Context, out: Analysis) -> list[str]:
             f"git {_short(verb, 40) or '(no subcommand)'} is not for agents: they read with git "
             f"{', '.join(sorted(GIT_READ_ONLY)[:8])}, ...; the git tools commit, and the runner pushes and merges",
         )
-    for arg in args[index + 1:]:
+    for arg in args[index + 1 :]:
         if arg == "--":
             break
         option = arg.partition("=")[0]
@@ -895,8 +1158,11 @@ def _curl_wget(argv: list[str], ctx: Context, out: Analysis) -> None:
     if name == "wget" and not any(a.startswith(("-O", "--output-document")) or a in ("--spider",) for a in args):
         raise Refused("unknown-write-target", "wget without -O writes a file named by the server")
     if name == "curl":
-        if any(a in ("-O", "--remote-name", "--remote-name-all", "-J", "--remote-header-name") or
-               (a.startswith("-") and not a.startswith("--") and "O" in a) for a in args):
+        if any(
+            a in ("-O", "--remote-name", "--remote-name-all", "-J", "--remote-header-name")
+            or (a.startswith("-") and not a.startswith("--") and "O" in a)
+            for a in args
+        ):
             raise Refused("unknown-write-target", "curl -O writes a file named by the server; use -o FILE")
         if any(a in ("-K", "--config") or a.startswith("--config=") for a in args):
             raise Refused("not-permitted", "curl --config reads more options from a file")
@@ -913,8 +1179,17 @@ _HANDLERS = {
     **dict.fromkeys(_WRITE_ALL, _writes_all),
     **dict.fromkeys(_FIRST_ARG_NOT_A_PATH, _writes_after_first),
     **dict.fromkeys(_DESTINATION_LAST, _destination),
-    "dd": _dd, "sed": _sed, "tar": _tar, "unzip": _unzip, "uniq": _uniq, "split": _split, "csplit": _split,
-    "git": _git, "curl": _curl_wget, "wget": _curl_wget, "zip": _zip,
+    "dd": _dd,
+    "sed": _sed,
+    "tar": _tar,
+    "unzip": _unzip,
+    "uniq": _uniq,
+    "split": _split,
+    "csplit": _split,
+    "git": _git,
+    "curl": _curl_wget,
+    "wget": _curl_wget,
+    "zip": _zip,
 }
 _KNOWN = frozenset(_HANDLERS)
 

@@ -78,10 +78,17 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     )
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))
-    await hv.show(CommandOutput(
-        session_id=hv.session.session_id, seq=hv.session.changes[-1].seq, cmd=hv.mask(args.cmd),
-        exit_code=outcome.exit_code, output=tail, truncated=cut or outcome.truncated, total_bytes=outcome.total_bytes,
-    ))
+    await hv.show(
+        CommandOutput(
+            session_id=hv.session.session_id,
+            seq=hv.session.changes[-1].seq,
+            cmd=hv.mask(args.cmd),
+            exit_code=outcome.exit_code,
+            output=tail,
+            truncated=cut or outcome.truncated,
+            total_bytes=outcome.total_bytes,
+        )
+    )
     footer = [f"[exit code {outcome.exit_code}]"]
     if outcome.truncated:
         footer.append(

@@ -192,8 +192,14 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 async def execute(
-    argv: list[str], *, cwd: str, env: Mapping[str, str], timeout_s: float, max_output: int,
-    confine: tuple[str, sandbox.Spec] | None = None, slack: int = 0,
+    argv: list[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    timeout_s: float,
+    max_output: int,
+    confine: tuple[str, sandbox.Spec] | None = None,
+    slack: int = 0,
 ) -> CommandOutcome:
     """Run argv (confined by `confine` = (mode, spec) when given); keep max_output + slack bytes."""
     loop = asyncio.get_running_loop()
@@ -203,8 +209,13 @@ async def execute(
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *run_argv, cwd=cwd, env=run_env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=write_fd, stderr=write_fd, start_new_session=True,
+            *run_argv,
+            cwd=cwd,
+            env=run_env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            start_new_session=True,
             preexec_fn=prepared.preexec if prepared else None,
         )
     except FileNotFoundError:

@@ -290,8 +290,11 @@ class Hypervisor:
             return
         # Masked once more here, the one way out: a value in an encoding the canary knows is as good
         # as the value to whoever reads the event (the callers masked plain values before cutting).
-        masked = {f: self.secrets.mask_forms(v) for f in content.__struct_fields__
-                  if isinstance(v := getattr(content, f), str)}
+        masked = {
+            f: self.secrets.mask_forms(v)
+            for f in content.__struct_fields__
+            if isinstance(v := getattr(content, f), str)
+        }
         content = msgspec.structs.replace(content, **masked)
         try:
             await self._shower(content)
@@ -308,10 +311,17 @@ class Hypervisor:
 
     async def show_write(self, rel: str, old: bytes | None, new: bytes | None) -> None:
         diff = shown.file_diff(rel, old, new, self.secrets.mask_forms)
-        await self.show(FileDiff(
-            session_id=self.session.session_id, seq=self.session.changes[-1].seq, rel_path=self.mask(rel),
-            diff=diff.text, truncated=diff.truncated, binary=diff.binary, too_large=diff.too_large,
-        ))
+        await self.show(
+            FileDiff(
+                session_id=self.session.session_id,
+                seq=self.session.changes[-1].seq,
+                rel_path=self.mask(rel),
+                diff=diff.text,
+                truncated=diff.truncated,
+                binary=diff.binary,
+                too_large=diff.too_large,
+            )
+        )
 
     async def ask(self, action: str, detail: str) -> None:
         """Pause for a human; returns only when approved."""
@@ -347,8 +357,11 @@ class Hypervisor:
             )
         self.rooms()
         return await commands.execute(
-            safegit.argv(*args), cwd=cwd or self.ws.root, env=self._git_env if repo else self._nonrepo_git_env,
-            timeout_s=GIT_TIMEOUT_S, max_output=self.permissions.commands.max_output_bytes,
+            safegit.argv(*args),
+            cwd=cwd or self.ws.root,
+            env=self._git_env if repo else self._nonrepo_git_env,
+            timeout_s=GIT_TIMEOUT_S,
+            max_output=self.permissions.commands.max_output_bytes,
         )
 
     def decode(self, outcome: commands.CommandOutcome) -> str:
@@ -368,15 +381,7 @@ class Hypervisor:
 
     # --- files -----------------------------------------------------------------------------
 
-
-
-
-
-
-
-
     # --- commands --------------------------------------------------------------------------
-
 
     # --- git -------------------------------------------------------------------------------
 
@@ -386,15 +391,7 @@ class Hypervisor:
             raise Refused("git-failed", self.decode(outcome).strip())
         return self.decode(outcome)
 
-
     async def has_head(self) -> bool:
         return (await self.git("rev-parse", "--verify", "-q", "HEAD")).exit_code == 0
 
-
-
-
     # --- session ---------------------------------------------------------------------------
-
-
-
-

@@ -61,8 +61,10 @@ async def plan(patch: bytes, scratch: Path, git: Git) -> Plan:
                 kind = {"120000": "a symlink", "160000": "a submodule (gitlink)"}.get(
                     mode.lstrip("0").rjust(6, "0"), f"mode {mode}"
                 )
-                raise Refused("symlink" if mode.endswith("120000") else "not-regular-file",
-                              f"patches may only touch regular files; this one makes {kind}")
+                raise Refused(
+                    "symlink" if mode.endswith("120000") else "not-regular-file",
+                    f"patches may only touch regular files; this one makes {kind}",
+                )
     # numstat -z: "added\tdeleted\tpath\0", or "added\tdeleted\t\0from\0to\0" for a rename or copy.
     named = {item.split("\t")[-1] for item in numstat.output.decode(errors="surrogateescape").split("\0")}
     named |= set(_SOURCES.findall(patch.decode(errors="surrogateescape")))

@@ -20,17 +20,28 @@ from collections.abc import Mapping
 from pathlib import Path
 
 HARDENING: tuple[str, ...] = (
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "core.fsmonitor=false",
-    "-c", "core.untrackedCache=false",
-    "-c", "core.attributesFile=/dev/null",
-    "-c", "core.pager=cat",
-    "-c", "core.askPass=",
-    "-c", "credential.helper=",
-    "-c", "commit.gpgSign=false",
-    "-c", "tag.gpgSign=false",
-    "-c", "protocol.ext.allow=never",
-    "-c", "submodule.recurse=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.untrackedCache=false",
+    "-c",
+    "core.attributesFile=/dev/null",
+    "-c",
+    "core.pager=cat",
+    "-c",
+    "core.askPass=",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "tag.gpgSign=false",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "submodule.recurse=false",
 )
 # Options that keep diff-like commands from running an external diff or a textconv program.
 NO_DRIVERS: tuple[str, ...] = ("--no-ext-diff", "--no-textconv")
@@ -60,12 +71,20 @@ def env(
     """The environment of a hardened git invocation: nothing inherited but PATH, locale and identity."""
     out = {key: base[key] for key in ENV_KEEP if key in base}
     out.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    out.update({
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-        "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": ":", "GIT_NO_REPLACE_OBJECTS": "1",
-        "GIT_OPTIONAL_LOCKS": "0",
-    })
+    out.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_PAGER": "cat",
+            "GIT_EDITOR": ":",
+            "GIT_NO_REPLACE_OBJECTS": "1",
+            "GIT_OPTIONAL_LOCKS": "0",
+        }
+    )
     if git_dir is not None:
         out["GIT_DIR"] = str(git_dir)
     if work_tree is not None:
@@ -80,8 +99,13 @@ def with_credential(env: Mapping[str, str], token: str | None) -> dict[str, str]
     out = dict(env)
     if token:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        out.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        out.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        )
     return out
 
 

@@ -26,10 +26,33 @@ BWRAP = "/usr/bin/bwrap"
 MODES = ("auto", "bwrap", "landlock", "none")
 _SYSTEM_RO = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 _ETC_FILES = (
-    "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf", "ld.so.cache", "ld.so.conf",
-    "ld.so.conf.d", "localtime", "timezone", "ssl", "ca-certificates", "ca-certificates.conf", "alternatives",
-    "mime.types", "protocols", "services", "locale.alias", "magic", "magic.mime", "os-release", "debian_version",
-    "python3", "python3.11", "perl",
+    "passwd",
+    "group",
+    "hosts",
+    "resolv.conf",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "alternatives",
+    "mime.types",
+    "protocols",
+    "services",
+    "locale.alias",
+    "magic",
+    "magic.mime",
+    "os-release",
+    "debian_version",
+    "python3",
+    "python3.11",
+    "perl",
 )
 TMP_BYTES = 256 << 20
 
@@ -94,8 +117,17 @@ def _bwrap_works() -> bool:
 
 
 def _base_args(network: bool) -> list[str]:
-    args = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
     if not network:
         args.append("--unshare-net")
     for path in _SYSTEM_RO:
@@ -150,9 +182,12 @@ def _under(path: str, roots: Iterable[str]) -> bool:
 def _rlimits(limits: Limits) -> Callable[[], None]:
     def apply() -> None:
         for kind, value in (
-            (resource.RLIMIT_CPU, limits.cpu_s), (resource.RLIMIT_AS, limits.address_space),
-            (resource.RLIMIT_FSIZE, limits.file_size), (resource.RLIMIT_NOFILE, limits.open_files),
-            (resource.RLIMIT_NPROC, limits.processes), (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_CPU, limits.cpu_s),
+            (resource.RLIMIT_AS, limits.address_space),
+            (resource.RLIMIT_FSIZE, limits.file_size),
+            (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_NPROC, limits.processes),
+            (resource.RLIMIT_CORE, 0),
         ):
             soft, hard = resource.getrlimit(kind)
             cap = value if hard == resource.RLIM_INFINITY else min(value, hard)

@@ -63,8 +63,13 @@ def make_provider(
 
     api_key = _api_key(spec, secrets)
     options: dict[str, Any] = dict(
-        model=spec.model, base_url=spec.base_url, api_key=api_key, temperature=spec.temperature,
-        stream=stream, timeout_s=timeout_s, retry=retry,
+        model=spec.model,
+        base_url=spec.base_url,
+        api_key=api_key,
+        temperature=spec.temperature,
+        stream=stream,
+        timeout_s=timeout_s,
+        retry=retry,
     )
     if max_tokens is not None:
         options["max_tokens"] = max_tokens

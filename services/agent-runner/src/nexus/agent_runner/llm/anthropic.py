@@ -115,14 +115,19 @@ class AnthropicProvider:
     ) -> Completion:
         text = "".join("".join(b["text"]) for b in blocks if b["type"] == "text")
         calls = [
-            ToolCall(id=b["id"] or f"toolu_{i}", name=b["name"] or "",
-                     arguments=parse_arguments("".join(b["json"])) if b["json"] else parse_arguments(b["input"]))
-            for i, b in enumerate(blocks) if b["type"] == "tool_use"
+            ToolCall(
+                id=b["id"] or f"toolu_{i}",
+                name=b["name"] or "",
+                arguments=parse_arguments("".join(b["json"])) if b["json"] else parse_arguments(b["input"]),
+            )
+            for i, b in enumerate(blocks)
+            if b["type"] == "tool_use"
         ]
         model = model or self.model
         reason = stop_reason or (STOP_TOOL_USE if calls else STOP_END_TURN)
-        return Completion(text=text, tool_calls=calls, usage=usage, stop_reason=reason,
-                          model=model, cost_usd=cost_usd(model, usage))
+        return Completion(
+            text=text, tool_calls=calls, usage=usage, stop_reason=reason, model=model, cost_usd=cost_usd(model, usage)
+        )
 
     def _reply_error(self, error: dict[str, Any]) -> Exception:
         kind = str(error.get("type") or "error")
@@ -133,8 +138,14 @@ class AnthropicProvider:
 
 def _block(raw: dict[str, Any]) -> dict[str, Any]:
     """A content block being assembled: text and tool-input JSON arrive in fragments."""
-    return {"type": raw.get("type"), "text": [raw.get("text") or ""], "id": raw.get("id"),
-            "name": raw.get("name"), "input": raw.get("input"), "json": []}
+    return {
+        "type": raw.get("type"),
+        "text": [raw.get("text") or ""],
+        "id": raw.get("id"),
+        "name": raw.get("name"),
+        "input": raw.get("input"),
+        "json": [],
+    }
 
 
 def _usage(raw: Any, previous: Usage) -> Usage:

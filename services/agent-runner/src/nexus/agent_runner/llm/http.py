@@ -78,12 +78,20 @@ class HttpTransport:
         return await call_with_retry(attempt, self._retry, what=f"{self.provider} request")
 
     def error(
-        self, message: str, *, retryable: bool = False, status: int | None = None,
-        retry_after: float | None = None, detail: str = "",
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+        detail: str = "",
     ) -> LLMError:
         return LLMError(
-            self.redact(f"{self.provider}: {message}"), retryable=retryable, status=status,
-            retry_after=retry_after, detail=self.redact(detail),
+            self.redact(f"{self.provider}: {message}"),
+            retryable=retryable,
+            status=status,
+            retry_after=retry_after,
+            detail=self.redact(detail),
         )
 
     def redact(self, text: str) -> str:

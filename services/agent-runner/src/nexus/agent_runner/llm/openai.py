@@ -59,8 +59,12 @@ class OpenAIProvider:
         self.stream = stream
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = HttpTransport(
-            provider=self.name, base_url=base_url or DEFAULT_BASE_URL, headers=headers,
-            timeout_s=timeout_s, retry=retry, secrets=(api_key,),
+            provider=self.name,
+            base_url=base_url or DEFAULT_BASE_URL,
+            headers=headers,
+            timeout_s=timeout_s,
+            retry=retry,
+            secrets=(api_key,),
         )
 
     async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> Completion:
@@ -105,13 +109,19 @@ class OpenAIProvider:
         choice = data["choices"][0]
         message = choice.get("message") or {}
         calls = [
-            ToolCall(id=c.get("id") or f"call_{i}", name=(c.get("function") or {}).get("name", ""),
-                     arguments=parse_arguments((c.get("function") or {}).get("arguments")))
+            ToolCall(
+                id=c.get("id") or f"call_{i}",
+                name=(c.get("function") or {}).get("name", ""),
+                arguments=parse_arguments((c.get("function") or {}).get("arguments")),
+            )
             for i, c in enumerate(message.get("tool_calls") or [])
         ]
         return _Reply(
-            text=message.get("content") or "", tool_calls=calls, finish_reason=choice.get("finish_reason"),
-            model=data.get("model"), usage=_usage(data.get("usage")),
+            text=message.get("content") or "",
+            tool_calls=calls,
+            finish_reason=choice.get("finish_reason"),
+            model=data.get("model"),
+            usage=_usage(data.get("usage")),
         )
 
     async def _read_stream(self, events: AsyncIterator[SSEEvent]) -> "_Reply":
@@ -186,8 +196,14 @@ class _Reply:
         reason = _STOP_REASONS.get(self.finish_reason or "", self.finish_reason or STOP_END_TURN)
         if self.tool_calls and reason == STOP_END_TURN:
             reason = STOP_TOOL_USE  # some servers say "stop" even when they called tools
-        return Completion(text=self.text, tool_calls=self.tool_calls, usage=usage, stop_reason=reason,
-                          model=model, cost_usd=cost_usd(model, usage))
+        return Completion(
+            text=self.text,
+            tool_calls=self.tool_calls,
+            usage=usage,
+            stop_reason=reason,
+            model=model,
+            cost_usd=cost_usd(model, usage),
+        )
 
 
 def _usage(raw: Any) -> Usage | None:

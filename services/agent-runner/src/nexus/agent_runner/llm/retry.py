@@ -44,8 +44,14 @@ async def call_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
-        log.warning("%s failed (attempt %d of %d), retrying in %.2fs: %s",
-                    what, state.attempt_number, policy.max_attempts, state.upcoming_sleep, err)
+        log.warning(
+            "%s failed (attempt %d of %d), retrying in %.2fs: %s",
+            what,
+            state.attempt_number,
+            policy.max_attempts,
+            state.upcoming_sleep,
+            err,
+        )
 
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(max(1, policy.max_attempts)),

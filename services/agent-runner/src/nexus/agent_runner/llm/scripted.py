@@ -64,8 +64,11 @@ class ScriptedProvider:
         input_tokens = approx_tokens(messages_text(messages, tools))
         if self._next_step >= len(self._steps):
             return Completion(
-                text="", tool_calls=[], usage=Usage(input_tokens=input_tokens),
-                stop_reason=STOP_END_OF_SCRIPT, model=self.model,
+                text="",
+                tool_calls=[],
+                usage=Usage(input_tokens=input_tokens),
+                stop_reason=STOP_END_OF_SCRIPT,
+                model=self.model,
             )
         step = self._steps[self._next_step]
         self._next_step += 1

@@ -11,7 +11,11 @@ from nexus.domain.json_types import JsonObject
 
 # The status each group lands in, by name; a workflow may rename them in the provider config.
 DEFAULT_STATUS_NAMES = {
-    "backlog": "Backlog", "unstarted": "To Do", "started": "In Progress", "completed": "Done", "cancelled": "Cancelled",
+    "backlog": "Backlog",
+    "unstarted": "To Do",
+    "started": "In Progress",
+    "completed": "Done",
+    "cancelled": "Cancelled",
 }
 _CATEGORY_GROUP = {"new": "unstarted", "indeterminate": "started", "done": "completed"}
 
@@ -41,9 +45,19 @@ def marker(task_id: str) -> str:
 class JiraProvider(HttpBoard):
     name = "jira"
 
-    def __init__(self, base_url: str, project_key: str, email: str, api_token: str, limiter: RateLimiter, *,
-                 status_names: dict[str, str] | None = None, issue_type: str = "Task",
-                 transport: httpx.AsyncBaseTransport | None = None, **retry: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        project_key: str,
+        email: str,
+        api_token: str,
+        limiter: RateLimiter,
+        *,
+        status_names: dict[str, str] | None = None,
+        issue_type: str = "Task",
+        transport: httpx.AsyncBaseTransport | None = None,
+        **retry: Any,
+    ) -> None:
         client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), auth=(email, api_token), timeout=15.0, transport=transport
         )
@@ -57,9 +71,10 @@ class JiraProvider(HttpBoard):
         f = body.get("fields", {})
         status = f.get("status") or {}
         group = self._group_by_name.get(str(status.get("name", "")).lower()) or _CATEGORY_GROUP.get(
-            (status.get("statusCategory") or {}).get("key", ""), "backlog")
+            (status.get("statusCategory") or {}).get("key", ""), "backlog"
+        )
         labels = list(f.get("labels") or [])
-        ext = next((lb[len(MARKER_SOURCE) + 1:] for lb in labels if lb.startswith(MARKER_SOURCE + "-")), "")
+        ext = next((lb[len(MARKER_SOURCE) + 1 :] for lb in labels if lb.startswith(MARKER_SOURCE + "-")), "")
         return ExternalItem(
             id=body["key"],
             key=body["key"],
@@ -73,7 +88,9 @@ class JiraProvider(HttpBoard):
 
     async def create_item(self, card: Card) -> ExternalItem:
         fields: dict[str, Any] = {
-            "project": {"key": self.project_key}, "summary": card.title, "issuetype": {"name": self.issue_type},
+            "project": {"key": self.project_key},
+            "summary": card.title,
+            "issuetype": {"name": self.issue_type},
             "labels": [marker(card.task_id), *card.labels],
         }
         if card.description:
@@ -88,10 +105,16 @@ class JiraProvider(HttpBoard):
         token: str | None = None
         jql = f'project = "{self.project_key}" AND labels = "{marker(task_id)}"'
         while True:
-            body = await self.call("POST", "/rest/api/3/search/jql", json={
-                "jql": jql, "fields": ["summary", "description", "status", "labels", "assignee"], "maxResults": 50,
-                **({"nextPageToken": token} if token else {}),
-            })
+            body = await self.call(
+                "POST",
+                "/rest/api/3/search/jql",
+                json={
+                    "jql": jql,
+                    "fields": ["summary", "description", "status", "labels", "assignee"],
+                    "maxResults": 50,
+                    **({"nextPageToken": token} if token else {}),
+                },
+            )
             for issue in body.get("issues", []):
                 item = self._item(issue)
                 if item.external_id == task_id:

@@ -37,8 +37,17 @@ def from_html(value: str | None) -> str:
 class PlaneProvider(HttpBoard):
     name = "plane"
 
-    def __init__(self, base_url: str, workspace: str, project_id: str, api_key: str, limiter: RateLimiter,
-                 *, transport: httpx.AsyncBaseTransport | None = None, **retry: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        workspace: str,
+        project_id: str,
+        api_key: str,
+        limiter: RateLimiter,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **retry: Any,
+    ) -> None:
         client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers={"X-API-Key": api_key}, timeout=15.0, transport=transport
         )

@@ -28,7 +28,15 @@ class ApprovalOut(Out):
 
 def to_out(a: Approval) -> ApprovalOut:
     return ApprovalOut(
-        id=a.id, run_id=a.run_id, session_id=a.session_id, action=a.action, detail=a.detail, status=a.status,
-        reason=a.reason, decided_by=a.decided_by, expires_at=iso(a.expires_at), created_at=iso(a.created_at),
+        id=a.id,
+        run_id=a.run_id,
+        session_id=a.session_id,
+        action=a.action,
+        detail=a.detail,
+        status=a.status,
+        reason=a.reason,
+        decided_by=a.decided_by,
+        expires_at=iso(a.expires_at),
+        created_at=iso(a.created_at),
         decided_at=iso(a.decided_at),
     )

@@ -48,8 +48,14 @@ async def announce_requested(ctx: Context, run_id: str) -> None:
     stored: whoever the nudge wakes finds the run waiting. The message id is the approval's, so a
     second announcement (a redelivered status) is dropped by JetStream's dedupe."""
     async for doc in Approval.find({"run_id": run_id, "status": "pending"}):
-        ev = ApprovalRequested(approval_id=doc.id, run_id=doc.run_id, action=doc.action, detail=doc.detail,
-                               session_id=doc.session_id, expires_at=iso(doc.expires_at) or "")
+        ev = ApprovalRequested(
+            approval_id=doc.id,
+            run_id=doc.run_id,
+            action=doc.action,
+            detail=doc.detail,
+            session_id=doc.session_id,
+            expires_at=iso(doc.expires_at) or "",
+        )
         await ctx.publisher.publish("approval.requested", ev, correlation_id=run_id, msg_id=f"{doc.id}.requested")
 
 

@@ -15,6 +15,12 @@ class AuditEntryOut(Out):
 
 def to_out(e: AuditEntry) -> AuditEntryOut:
     return AuditEntryOut(
-        id=e.id, actor=e.actor, actor_name=e.actor_name, action=e.action, resource=e.resource,
-        before_id=e.before_id, after_id=e.after_id, at=iso(e.at),
+        id=e.id,
+        actor=e.actor,
+        actor_name=e.actor_name,
+        action=e.action,
+        resource=e.resource,
+        before_id=e.before_id,
+        after_id=e.after_id,
+        at=iso(e.at),
     )

@@ -30,8 +30,13 @@ async def cancel_task(ctx: Context, cmd: CancelTask) -> None:
     if run is not None and RunStatus(run.status) not in RUN_FINAL:
         await engine.cancel_run(ctx, run.id, f"cancelled on {cmd.provider} by {cmd.actor or 'someone'}")
     await AuditEntry(
-        id=new_id("aud"), actor=f"{cmd.provider}:{cmd.actor}", actor_name=cmd.actor or cmd.provider,
-        action="task.cancelled", resource=f"tasks/{task.id}", before_id=task.id, after_id=task.id,
+        id=new_id("aud"),
+        actor=f"{cmd.provider}:{cmd.actor}",
+        actor_name=cmd.actor or cmd.provider,
+        action="task.cancelled",
+        resource=f"tasks/{task.id}",
+        before_id=task.id,
+        after_id=task.id,
     ).insert()
 
 

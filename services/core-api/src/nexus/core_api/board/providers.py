@@ -27,10 +27,12 @@ async def _scope(ref: str) -> str:
 
 def _out(doc: JsonObject) -> BoardProviderOut:
     return BoardProviderOut(
-        scope=doc["_id"], provider=doc["provider"],
+        scope=doc["_id"],
+        provider=doc["provider"],
         plane=msgspec.convert(doc["plane"], PlaneSettings) if doc.get("plane") else None,
         jira=msgspec.convert(doc["jira"], JiraSettings) if doc.get("jira") else None,
-        updated_by=doc.get("updated_by", ""), updated_at=iso(doc.get("updated_at")) or "",
+        updated_by=doc.get("updated_by", ""),
+        updated_at=iso(doc.get("updated_at")) or "",
     )
 
 
@@ -39,8 +41,11 @@ async def put(ref: str, data: BoardProviderIn, actor: str) -> BoardProviderOut:
         raise DomainError(422, f"provider {data.provider} needs its `{data.provider}` settings", field=data.provider)
     scope = await _scope(ref)
     doc = {
-        "provider": data.provider, "plane": msgspec.to_builtins(data.plane) if data.plane else None,
-        "jira": msgspec.to_builtins(data.jira) if data.jira else None, "updated_by": actor, "updated_at": now(),
+        "provider": data.provider,
+        "plane": msgspec.to_builtins(data.plane) if data.plane else None,
+        "jira": msgspec.to_builtins(data.jira) if data.jira else None,
+        "updated_by": actor,
+        "updated_at": now(),
     }
     await _coll().update_one({"_id": scope}, {"$set": doc}, upsert=True)
     return _out({"_id": scope, **doc})
@@ -65,5 +70,8 @@ async def delete(ref: str) -> None:
 
 async def webhook_secrets(provider: str) -> list[str]:
     """The secret references of every configured board of this kind that accepts webhooks."""
-    return [d[provider]["webhook_secret"] async for d in _coll().find({"provider": provider})
-            if (d.get(provider) or {}).get("webhook_secret")]
+    return [
+        d[provider]["webhook_secret"]
+        async for d in _coll().find({"provider": provider})
+        if (d.get(provider) or {}).get("webhook_secret")
+    ]

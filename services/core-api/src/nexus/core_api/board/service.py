@@ -81,21 +81,38 @@ async def board(filters: dict[str, Any], final_limit: int = FINAL_SHOWN) -> Boar
     for position, t in enumerate(_order(tasks, ranks)):
         run = by_id.get(t.current_run_id or "")
         col = column_of(t.status, run.status if run else None)
-        columns[col].append(CardOut(
-            task_id=t.id, title=t.title, status=t.status, column=col, rank=ranks.get(t.id, float(position + 1_000_000)),
-            goal_id=t.goal_id, repository_id=t.repository_id, assignee_agent_id=t.assignee_agent_id,
-            run=RunBrief(id=run.id, status=run.status) if run else None,
-            approvals_waiting=waiting.get(t.current_run_id or "", 0), cost_usd=round(cost.get(t.id, 0.0), 6),
-        ))
-    return BoardOut(columns=[ColumnOut(id=c, title=title, cards=columns[c], more=more.get(c, False))
-                             for c, title in COLUMNS])
+        columns[col].append(
+            CardOut(
+                task_id=t.id,
+                title=t.title,
+                status=t.status,
+                column=col,
+                rank=ranks.get(t.id, float(position + 1_000_000)),
+                goal_id=t.goal_id,
+                repository_id=t.repository_id,
+                assignee_agent_id=t.assignee_agent_id,
+                run=RunBrief(id=run.id, status=run.status) if run else None,
+                approvals_waiting=waiting.get(t.current_run_id or "", 0),
+                cost_usd=round(cost.get(t.id, 0.0), 6),
+            )
+        )
+    return BoardOut(
+        columns=[ColumnOut(id=c, title=title, cards=columns[c], more=more.get(c, False)) for c, title in COLUMNS]
+    )
 
 
 async def publish_moved(ctx: Context, t: Task, *, rank: float | None = None, previous: str | None = None) -> None:
-    await ctx.publisher.publish("board.card_moved", BoardCardMoved(
-        task_id=t.id, column=column_of(t.status), rank=rank, goal_id=t.goal_id, repository_id=t.repository_id,
-        previous_column=previous,
-    ))
+    await ctx.publisher.publish(
+        "board.card_moved",
+        BoardCardMoved(
+            task_id=t.id,
+            column=column_of(t.status),
+            rank=rank,
+            goal_id=t.goal_id,
+            repository_id=t.repository_id,
+            previous_column=previous,
+        ),
+    )
 
 
 async def rerank(ctx: Context, task: Task, direction: str) -> float:

@@ -93,13 +93,19 @@ class WebhookController(Controller):
         data = body.get("data") or {}
         event = str(body.get("event") or request.headers.get("x-plane-event", ""))
         comment = event == "issue_comment"
-        return await _accept(ctx, BoardExternalChanged(
-            provider="plane", delivery_id=delivery[:200], event=event, action=str(body.get("action", "")),
-            item_id=str((data.get("issue") if comment else data.get("id")) or ""),
-            actor=_actor((body.get("activity") or {}).get("actor") or data.get("actor") or data.get("updated_by")),
-            comment=_text(data.get("comment_stripped") or data.get("comment_html")) if comment else "",
-            body=raw.decode("utf-8", errors="replace")[:100_000],
-        ))
+        return await _accept(
+            ctx,
+            BoardExternalChanged(
+                provider="plane",
+                delivery_id=delivery[:200],
+                event=event,
+                action=str(body.get("action", "")),
+                item_id=str((data.get("issue") if comment else data.get("id")) or ""),
+                actor=_actor((body.get("activity") or {}).get("actor") or data.get("actor") or data.get("updated_by")),
+                comment=_text(data.get("comment_stripped") or data.get("comment_html")) if comment else "",
+                body=raw.decode("utf-8", errors="replace")[:100_000],
+            ),
+        )
 
     @post("/jira", status_code=200)
     async def jira(self, request: OpenRequest) -> JsonObject:
@@ -113,10 +119,16 @@ class WebhookController(Controller):
         body = _json(raw)
         delivery = request.headers.get("x-atlassian-webhook-identifier") or hashlib.sha256(raw).hexdigest()
         event = str(body.get("webhookEvent", ""))
-        return await _accept(ctx, BoardExternalChanged(
-            provider="jira", delivery_id=delivery[:200], event=event, action=event.rsplit("_", 1)[-1],
-            item_id=str((body.get("issue") or {}).get("key") or ""),
-            actor=_actor(body.get("user") or (body.get("comment") or {}).get("author")),
-            comment=_text((body.get("comment") or {}).get("body")) if "comment" in event else "",
-            body=raw.decode("utf-8", errors="replace")[:100_000],
-        ))
+        return await _accept(
+            ctx,
+            BoardExternalChanged(
+                provider="jira",
+                delivery_id=delivery[:200],
+                event=event,
+                action=event.rsplit("_", 1)[-1],
+                item_id=str((body.get("issue") or {}).get("key") or ""),
+                actor=_actor(body.get("user") or (body.get("comment") or {}).get("author")),
+                comment=_text((body.get("comment") or {}).get("body")) if "comment" in event else "",
+                body=raw.decode("utf-8", errors="replace")[:100_000],
+            ),
+        )

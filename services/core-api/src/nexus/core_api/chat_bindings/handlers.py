@@ -74,8 +74,13 @@ async def _decide(ctx: Context, cmd: p.DecideApproval) -> None:
     except DomainError as exc:  # decided already (a second press, a redelivery) or unknown: nothing changes
         log.info("decision on %s not applied: %s", cmd.approval_id, exc.detail)
         return
-    await record(actor(binding, cmd.principal), f"approval.{decided.status}", f"approvals/{cmd.approval_id}",
-                 before_id=cmd.approval_id, after_id=cmd.approval_id)
+    await record(
+        actor(binding, cmd.principal),
+        f"approval.{decided.status}",
+        f"approvals/{cmd.approval_id}",
+        before_id=cmd.approval_id,
+        after_id=cmd.approval_id,
+    )
 
 
 async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
@@ -91,8 +96,15 @@ async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
         agent_id, repo_id = await goal_refs(cmd.meta_agent or None, cmd.repository or None)
     except DomainError as exc:
         raise Poison(f"{exc.field}: {exc.detail}") from exc
-    goal = await engine.create_goal(ctx, cmd.title, cmd.description, created_by=who.key_id if who else cmd.requested_by,
-                             meta_agent_id=agent_id, repository_id=repo_id, goal_id=cmd.goal_id or None)
+    goal = await engine.create_goal(
+        ctx,
+        cmd.title,
+        cmd.description,
+        created_by=who.key_id if who else cmd.requested_by,
+        meta_agent_id=agent_id,
+        repository_id=repo_id,
+        goal_id=cmd.goal_id or None,
+    )
     if who is not None:
         await record(who, "goal.create", f"goals/{goal.id}", after_id=goal.id)
 

@@ -28,5 +28,13 @@ class ChatBindingOut(Out):
 
 
 def to_out(b: ChatBinding) -> ChatBindingOut:
-    return ChatBindingOut(id=b.id, provider=b.provider, user_id=b.user_id, identity=b.identity, role=b.role,
-                          created_by=b.created_by, created_at=iso(b.created_at), updated_at=iso(b.updated_at))
+    return ChatBindingOut(
+        id=b.id,
+        provider=b.provider,
+        user_id=b.user_id,
+        identity=b.identity,
+        role=b.role,
+        created_by=b.created_by,
+        created_at=iso(b.created_at),
+        updated_at=iso(b.updated_at),
+    )

@@ -21,9 +21,12 @@ async def bind(provider: str, user_id: str, identity: str, role: str, *, created
     """Create or replace the binding of one chat user; returns (binding, created)."""
     bid = binding_id(provider, user_id)
     res = await update_document(
-        ChatBinding, bid,
-        {"$set": {"identity": identity, "role": role, "updated_at": now()},
-         "$setOnInsert": {"provider": provider, "user_id": user_id, "created_by": created_by, "created_at": now()}},
+        ChatBinding,
+        bid,
+        {
+            "$set": {"identity": identity, "role": role, "updated_at": now()},
+            "$setOnInsert": {"provider": provider, "user_id": user_id, "created_by": created_by, "created_at": now()},
+        },
         upsert=True,
     )
     doc = await ChatBinding.get(bid)

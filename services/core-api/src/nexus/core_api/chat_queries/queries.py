@@ -35,8 +35,14 @@ def run_row(r: Run) -> dict[str, Any]:
 
 
 def goal_row(g: Goal) -> dict[str, Any]:
-    return {"id": g.id, "title": g.title, "status": g.status, "meta_run_id": g.meta_run_id, "created_by": g.created_by,
-            "created_at": iso(g.created_at)}
+    return {
+        "id": g.id,
+        "title": g.title,
+        "status": g.status,
+        "meta_run_id": g.meta_run_id,
+        "created_by": g.created_by,
+        "created_at": iso(g.created_at),
+    }
 
 
 def approval_row(a: Approval) -> dict[str, Any]:
@@ -76,8 +82,13 @@ async def approval(args: JsonObject) -> JsonObject:
     run = await Run.get(a.run_id)
     if run is not None:
         task, agent = await Task.get(run.task_id), await Agent.get(run.agent_id)
-        row.update(agent_id=run.agent_id, agent_name=agent.name if agent else run.agent_id, task_id=run.task_id,
-                   task_title=task.title if task else "", goal_id=run.goal_id)
+        row.update(
+            agent_id=run.agent_id,
+            agent_name=agent.name if agent else run.agent_id,
+            task_id=run.task_id,
+            task_title=task.title if task else "",
+            goal_id=run.goal_id,
+        )
     return row
 
 
@@ -98,26 +109,40 @@ async def goal_report(goal_id: str) -> JsonObject:
         raise DomainError(404, f"goal {goal_id!r} not found", field="id")
     tasks = await Task.find({"goal_id": goal_id}).to_list()
     goal_runs = await Run.find({"goal_id": goal_id}).to_list()
-    return {"kind": "goal", **goal_row(g), "tasks": [{"id": t.id, "title": t.title, "status": t.status} for t in tasks],
-            "runs": [run_row(r) for r in goal_runs], "cost_usd": sum(_cost(r) for r in goal_runs),
-            "report": g.report}  # stored when the goal ended (docs/goals.md)
+    return {
+        "kind": "goal",
+        **goal_row(g),
+        "tasks": [{"id": t.id, "title": t.title, "status": t.status} for t in tasks],
+        "runs": [run_row(r) for r in goal_runs],
+        "cost_usd": sum(_cost(r) for r in goal_runs),
+        "report": g.report,
+    }  # stored when the goal ended (docs/goals.md)
 
 
 async def status(args: JsonObject) -> JsonObject:
     """One goal, task, run or approval by id; without an id, the counts a lead glances at."""
     ident = str(args.get("id") or "")
     if not ident:
-        return {"kind": "overview", "active_runs": await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).count(),
-                "pending_approvals": await Approval.find({"status": "pending"}).count(),
-                "open_goals": await Goal.find({"status": {"$in": ["open", "planning", "in_progress"]}}).count()}
+        return {
+            "kind": "overview",
+            "active_runs": await Run.find({"status": {"$in": list(ACTIVE_RUN)}}).count(),
+            "pending_approvals": await Approval.find({"status": "pending"}).count(),
+            "open_goals": await Goal.find({"status": {"$in": ["open", "planning", "in_progress"]}}).count(),
+        }
     prefix = ident.split("_", 1)[0]
     if prefix == "goal":
         return await goal_report(ident)
     if prefix == "task":
         t = await Task.get(ident)
         if t is not None:
-            return {"kind": "task", "id": t.id, "title": t.title, "status": t.status, "goal_id": t.goal_id,
-                    "current_run_id": t.current_run_id}
+            return {
+                "kind": "task",
+                "id": t.id,
+                "title": t.title,
+                "status": t.status,
+                "goal_id": t.goal_id,
+                "current_run_id": t.current_run_id,
+            }
     elif prefix == "run":
         r = await Run.get(ident)
         if r is not None:
@@ -133,6 +158,11 @@ async def resolve_goal_refs(args: JsonObject) -> JsonObject:
 
 
 QUERIES = {
-    "goals": goals, "runs": runs, "approvals": approvals, "approval": approval, "agents": agents, "status": status,
+    "goals": goals,
+    "runs": runs,
+    "approvals": approvals,
+    "approval": approval,
+    "agents": agents,
+    "status": status,
     "resolve_goal_refs": resolve_goal_refs,
 }

@@ -45,6 +45,12 @@ async def system_events(
     ctx: Context = request.app.state.ctx
     after = parse_last_event_id(request.headers.get("last-event-id"))
     return ServerSentEvent(
-        jetstream_events(ctx.js, "nexus.evt.>", after_seq=after, keepalive_s=ctx.settings.sse_keepalive_s,
-                         types=wanted, stream=EVENTS_STREAM)
+        jetstream_events(
+            ctx.js,
+            "nexus.evt.>",
+            after_seq=after,
+            keepalive_s=ctx.settings.sse_keepalive_s,
+            types=wanted,
+            stream=EVENTS_STREAM,
+        )
     )

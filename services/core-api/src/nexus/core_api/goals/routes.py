@@ -1,4 +1,5 @@
 """goals."""
+
 from typing import Annotated
 
 from litestar import Controller, get, post, put
@@ -35,8 +36,15 @@ class GoalController(Controller):
         ctx: Context = request.app.state.ctx
         meta_agent_id, repo_id = await goal_refs(data.meta_agent, data.repository)
         budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
-        goal = await engine.create_goal(ctx, data.title, data.description, created_by=request.user.key_id,
-                                        meta_agent_id=meta_agent_id, repository_id=repo_id, budget=budget)
+        goal = await engine.create_goal(
+            ctx,
+            data.title,
+            data.description,
+            created_by=request.user.key_id,
+            meta_agent_id=meta_agent_id,
+            repository_id=repo_id,
+            budget=budget,
+        )
         await record(request.user, "goal.create", f"goals/{goal.id}", after_id=goal.id)
         return await detail(await service.get(goal.id))
 

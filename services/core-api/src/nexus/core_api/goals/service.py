@@ -10,9 +10,16 @@ from nexus.db.documents import Goal
 
 def to_out(g: Goal) -> GoalOut:
     return GoalOut(
-        id=g.id, title=g.title, description=g.description, status=g.status, meta_agent_id=g.meta_agent_id,
-        repository_id=g.repository_id, meta_run_id=g.meta_run_id, created_by=g.created_by,
-        created_at=iso(g.created_at), updated_at=iso(g.updated_at),
+        id=g.id,
+        title=g.title,
+        description=g.description,
+        status=g.status,
+        meta_agent_id=g.meta_agent_id,
+        repository_id=g.repository_id,
+        meta_run_id=g.meta_run_id,
+        created_by=g.created_by,
+        created_at=iso(g.created_at),
+        updated_at=iso(g.updated_at),
     )
 
 

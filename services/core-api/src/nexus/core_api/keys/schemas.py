@@ -30,8 +30,15 @@ class KeyCreated(KeyOut):
 
 def to_out(k: ApiKey) -> KeyOut:
     return KeyOut(
-        id=k.id, name=k.name, role=k.role, prefix=k.prefix, run_id=k.run_id, revoked=k.revoked, created_by=k.created_by,
-        created_at=iso(k.created_at), last_used_at=iso(k.last_used_at),
+        id=k.id,
+        name=k.name,
+        role=k.role,
+        prefix=k.prefix,
+        run_id=k.run_id,
+        revoked=k.revoked,
+        created_by=k.created_by,
+        created_at=iso(k.created_at),
+        last_used_at=iso(k.last_used_at),
     )
 
 

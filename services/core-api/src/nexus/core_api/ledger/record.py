@@ -32,8 +32,15 @@ def record_id(run_id: str, attempt: int, session_id: str, seq: int) -> str:
 def record_doc(run_id: str, attempt: int, session_id: str, change: Any) -> JsonObject:
     """The record of one reported ledger entry, keyed by (run, attempt, session, seq)."""
     seq = int(change.seq)
-    return {"_id": record_id(run_id, attempt, session_id, seq), "run_id": run_id, "attempt": attempt,
-            "session_id": session_id, "seq": seq, "hash": str(change.hash), "prev_hash": str(change.prev_hash)}
+    return {
+        "_id": record_id(run_id, attempt, session_id, seq),
+        "run_id": run_id,
+        "attempt": attempt,
+        "session_id": session_id,
+        "seq": seq,
+        "hash": str(change.hash),
+        "prev_hash": str(change.prev_hash),
+    }
 
 
 async def insert_records(coll: Any, docs: list[JsonObject]) -> None:
@@ -60,6 +67,12 @@ async def record_change(run: Run, session_id: str, change: Any, attempt: int | N
 
 
 async def records_of(run_id: str) -> list[JsonObject]:
-    return cast(list[JsonObject], (  # the records as stored (raw reads)
-        await collection().find({"run_id": run_id}).sort([("attempt", 1), ("session_id", 1), ("seq", 1)]).to_list(None)
-    ))
+    return cast(
+        list[JsonObject],
+        (  # the records as stored (raw reads)
+            await collection()
+            .find({"run_id": run_id})
+            .sort([("attempt", 1), ("session_id", 1), ("seq", 1)])
+            .to_list(None)
+        ),
+    )

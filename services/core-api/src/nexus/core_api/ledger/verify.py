@@ -58,8 +58,14 @@ def check_session(session_id: str, changes: list[JsonObject], recorded: list[Jso
     unrecorded = sorted(set(stored) - {r["seq"] for r in recorded}, key=lambda s: (not isinstance(s, int), s))
     if unrecorded:
         problems.append(f"entries {unrecorded[:10]} are in the ledger but were never reported as they happened")
-    return SessionVerdict(session_id=session_id, changes=len(changes), recorded=len(recorded), chain_ok=chain.ok,
-                          final_hash=chain.final_hash, problems=problems)
+    return SessionVerdict(
+        session_id=session_id,
+        changes=len(changes),
+        recorded=len(recorded),
+        chain_ok=chain.ok,
+        final_hash=chain.final_hash,
+        problems=problems,
+    )
 
 
 def _stored(chains: JsonObject, session: Session, recorded: list[JsonObject]) -> list[JsonObject]:
@@ -80,12 +86,18 @@ async def verify_run(run: Run) -> LedgerVerdict:
     own = by_session.get(run.session_id, [])
     recorded_hash = own[-1]["hash"] if own else ""
     if run.ledger_hash and run.ledger_hash != recorded_hash:
-        problems.append(f"the run reported ledger hash {run.ledger_hash[:16]}… but the last entry recorded as it "
-                        f"arrived is {recorded_hash[:16] or 'none'}…")
+        problems.append(
+            f"the run reported ledger hash {run.ledger_hash[:16]}… but the last entry recorded as it "
+            f"arrived is {recorded_hash[:16] or 'none'}…"
+        )
     if run.session_id not in {s.id for s in sessions}:
         problems.append(f"the run's session {run.session_id} was not found")
     ok = not problems and all(not v.problems for v in verdicts)
-    return LedgerVerdict(run_id=run.id, ok=ok, ledger_hash=run.ledger_hash, recorded_hash=recorded_hash,
-                         sessions=verdicts, problems=problems)
-
-
+    return LedgerVerdict(
+        run_id=run.id,
+        ok=ok,
+        ledger_hash=run.ledger_hash,
+        recorded_hash=recorded_hash,
+        sessions=verdicts,
+        problems=problems,
+    )

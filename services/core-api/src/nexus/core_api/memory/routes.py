@@ -85,6 +85,10 @@ async def preview_memory(
     policy = msgspec.convert(agent.spec.get("memory_policy", {}), MemoryPolicy)
     items = await select_items(policy, agent_id=agent.id, repository_id=repo_id, query=query_)
     return MemoryPreviewOut(
-        agent_id=agent.id, agent_revision=agent.revision, repository_id=repo_id, query=query_,
-        items=[service.to_out(m) for m in items], total_chars=sum(len(m.content) for m in items),
+        agent_id=agent.id,
+        agent_revision=agent.revision,
+        repository_id=repo_id,
+        query=query_,
+        items=[service.to_out(m) for m in items],
+        total_chars=sum(len(m.content) for m in items),
     )

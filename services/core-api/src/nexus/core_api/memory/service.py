@@ -14,8 +14,14 @@ from nexus.domain.json_types import JsonObject
 
 def to_out(m: MemoryItem) -> MemoryOut:
     return MemoryOut(
-        id=m.id, scope=m.scope, scope_id=m.scope_id, content=m.content, tags=m.tags, source=m.source,
-        expires_at=iso(m.expires_at), created_at=iso(m.created_at),
+        id=m.id,
+        scope=m.scope,
+        scope_id=m.scope_id,
+        content=m.content,
+        tags=m.tags,
+        source=m.source,
+        expires_at=iso(m.expires_at),
+        created_at=iso(m.created_at),
     )
 
 
@@ -42,8 +48,13 @@ def _expiry(ttl_s: int | None) -> datetime | None:
 
 async def create(data: MemoryCreate) -> MemoryItem:
     doc = MemoryItem(
-        id=new_id("mem"), scope=data.scope, scope_id=await _scope_id(data.scope, data.scope_id), content=data.content,
-        tags=sorted(set(data.tags)), source=data.source, expires_at=_expiry(data.ttl_s),
+        id=new_id("mem"),
+        scope=data.scope,
+        scope_id=await _scope_id(data.scope, data.scope_id),
+        content=data.content,
+        tags=sorted(set(data.tags)),
+        source=data.source,
+        expires_at=_expiry(data.ttl_s),
     )
     await doc.insert()
     return doc

@@ -11,8 +11,13 @@ from nexus.domain.ids import new_id
 
 def to_out(doc: Repository) -> RepositoryOut:
     return RepositoryOut(
-        id=doc.id, name=doc.name, url=doc.url, default_branch=doc.default_branch,
-        has_credentials=bool(doc.credentials_secret), created_at=iso(doc.created_at), updated_at=iso(doc.updated_at),
+        id=doc.id,
+        name=doc.name,
+        url=doc.url,
+        default_branch=doc.default_branch,
+        has_credentials=bool(doc.credentials_secret),
+        created_at=iso(doc.created_at),
+        updated_at=iso(doc.updated_at),
     )
 
 

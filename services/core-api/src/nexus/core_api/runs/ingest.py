@@ -108,15 +108,35 @@ class Outbox(Publisher):
         self.publisher = publisher
         self.held: list[tuple[str, msgspec.Struct, dict[str, Any]]] = []
 
-    async def publish(self, type_: str, data: msgspec.Struct, *, correlation_id: str | None = None,
-                      causation_id: str | None = None, msg_id: str | None = None, subject: str | None = None,
-                      **subject_params: str) -> Envelope:
+    async def publish(
+        self,
+        type_: str,
+        data: msgspec.Struct,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        msg_id: str | None = None,
+        subject: str | None = None,
+        **subject_params: str,
+    ) -> Envelope:
         if not isinstance(data, spec(type_).payload):  # refused now, as the publisher would
             raise TypeError(f"{type_} carries {spec(type_).payload.__name__}, not {type(data).__name__}")
-        env = make_envelope(type_, data, source=self.source, correlation_id=correlation_id,
-                            causation_id=causation_id, id_=msg_id)
-        self.held.append((type_, data, {"correlation_id": correlation_id, "causation_id": causation_id,
-                                        "msg_id": env.id, "subject": subject, **subject_params}))
+        env = make_envelope(
+            type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
+        )
+        self.held.append(
+            (
+                type_,
+                data,
+                {
+                    "correlation_id": correlation_id,
+                    "causation_id": causation_id,
+                    "msg_id": env.id,
+                    "subject": subject,
+                    **subject_params,
+                },
+            )
+        )
         return env
 
     async def release(self) -> None:
@@ -142,8 +162,12 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool 
         return
     outbox = Outbox(ctx.publisher)
     try:
-        await _ingest(dataclasses.replace(ctx, publisher=outbox), run_id, deliveries,
-                      again or any(d.deliveries > 1 for d in deliveries))
+        await _ingest(
+            dataclasses.replace(ctx, publisher=outbox),
+            run_id,
+            deliveries,
+            again or any(d.deliveries > 1 for d in deliveries),
+        )
     finally:
         # What the steps announced follows state they stored: held until the group's writes are
         # stored, and still published if a later write failed (the retry finds those steps done).
@@ -180,19 +204,24 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         await flush()
         if facts:
             await engine.on_run_facts(ctx, run_id, [(f.payload, f.stream_seq) for f in facts])
-            waiting = any(isinstance(f.payload, p.RunStatusChanged) and f.payload.status == "waiting_approval"
-                          for f in facts)
+            waiting = any(
+                isinstance(f.payload, p.RunStatusChanged) and f.payload.status == "waiting_approval" for f in facts
+            )
             facts.clear()
             if waiting:  # the run now waits, as stored: its approvals are announced (never before this)
                 await announce_requested(ctx, run_id)
 
     async def flush() -> None:
         fresh = await run_events.unstored(run_id, events) if again and events else events
-        await _commit.insert([
-            [(ledger.collection(), list(records), ledger.insert_records),
-             (run_events.collection(), run_events.chunk_docs(run_id, fresh), run_events.insert_chunks)],
-            [(SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)],
-        ])
+        await _commit.insert(
+            [
+                [
+                    (ledger.collection(), list(records), ledger.insert_records),
+                    (run_events.collection(), run_events.chunk_docs(run_id, fresh), run_events.insert_chunks),
+                ],
+                [(SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)],
+            ]
+        )
         for ev in opened_by:  # a change that outran its session's "opened"
             await sessions.ensure_session(run_id, ev)
         events.clear()

@@ -48,18 +48,38 @@ class RunAction(Body):
 
 def _attempt(a: JsonObject) -> AttemptOut:
     return AttemptOut(
-        n=a.get("n", 0), status=attempt_status(a), reason=a.get("reason", ""), runtime=a.get("runtime"),
-        started_at=iso(a.get("started_at")), ended_at=iso(a.get("ended_at")),
+        n=a.get("n", 0),
+        status=attempt_status(a),
+        reason=a.get("reason", ""),
+        runtime=a.get("runtime"),
+        started_at=iso(a.get("started_at")),
+        ended_at=iso(a.get("ended_at")),
     )
 
 
 def to_out(r: Run, sessions: list[SessionOut] | None = None, with_config: bool = False) -> RunOut:
     return RunOut(
-        id=r.id, task_id=r.task_id, agent_id=r.agent_id, agent_revision=r.agent_revision, goal_id=r.goal_id,
-        status=r.status, attempt=r.attempt, max_attempts=r.max_attempts, attempts=[_attempt(a) for a in r.attempts],
-        reason=r.reason, summary=r.summary, branch=r.branch, commit_sha=r.commit_sha, ledger_hash=r.ledger_hash,
-        usage=r.usage, session_id=r.session_id, parent_session_id=r.parent_session_id, parent_run_id=r.parent_run_id,
-        created_at=iso(r.created_at), started_at=iso(r.started_at), ended_at=iso(r.ended_at),
+        id=r.id,
+        task_id=r.task_id,
+        agent_id=r.agent_id,
+        agent_revision=r.agent_revision,
+        goal_id=r.goal_id,
+        status=r.status,
+        attempt=r.attempt,
+        max_attempts=r.max_attempts,
+        attempts=[_attempt(a) for a in r.attempts],
+        reason=r.reason,
+        summary=r.summary,
+        branch=r.branch,
+        commit_sha=r.commit_sha,
+        ledger_hash=r.ledger_hash,
+        usage=r.usage,
+        session_id=r.session_id,
+        parent_session_id=r.parent_session_id,
+        parent_run_id=r.parent_run_id,
+        created_at=iso(r.created_at),
+        started_at=iso(r.started_at),
+        ended_at=iso(r.ended_at),
         config=r.config if with_config else None,
         sessions=sessions,
     )

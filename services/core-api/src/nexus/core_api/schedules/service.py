@@ -245,13 +245,26 @@ async def _create_item(ctx: Context, s: Schedule, item: str, at: datetime) -> No
     created_by = f"schedule:{s.id}"
     try:
         if s.kind == "goal":
-            await engine.create_goal(ctx, t["title"], t.get("description", ""), created_by=created_by,
-                                     meta_agent_id=t.get("meta_agent_id"), repository_id=t.get("repository_id"),
-                                     goal_id=item)
+            await engine.create_goal(
+                ctx,
+                t["title"],
+                t.get("description", ""),
+                created_by=created_by,
+                meta_agent_id=t.get("meta_agent_id"),
+                repository_id=t.get("repository_id"),
+                goal_id=item,
+            )
         else:
-            task = Task(id=item, title=t["title"], description=t.get("description", ""), status=TaskStatus.READY.value,
-                        assignee_agent_id=t["assignee_agent_id"], repository_id=t.get("repository_id"),
-                        priority=t.get("priority", 0), created_by=created_by)
+            task = Task(
+                id=item,
+                title=t["title"],
+                description=t.get("description", ""),
+                status=TaskStatus.READY.value,
+                assignee_agent_id=t["assignee_agent_id"],
+                repository_id=t.get("repository_id"),
+                priority=t.get("priority", 0),
+                created_by=created_by,
+            )
             await task.insert()
             await engine.announce_created(ctx, task)
             await engine.dispatch(ctx, task)

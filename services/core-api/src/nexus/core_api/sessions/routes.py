@@ -86,7 +86,11 @@ class SessionController(Controller):
 
     @get("/", guards=[READ])
     async def list_sessions(
-        self, limit: Limit = 50, cursor: Cursor = None, run_id: Filter = None, parent_session_id: Filter = None,
+        self,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        run_id: Filter = None,
+        parent_session_id: Filter = None,
         status: Filter = None,
     ) -> Page[SessionOut]:
         filters = {

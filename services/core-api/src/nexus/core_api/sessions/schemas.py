@@ -58,8 +58,13 @@ async def load_chains(sessions: list[Session]) -> Chains:
 def _chain(attempt: int, recs: list[JsonObject]) -> AttemptChain:
     changes = [r["change"] for r in recs]
     result = verify_chain(changes)
-    return AttemptChain(attempt=attempt, notes=[r["note"] for r in recs if r.get("note") is not None], changes=changes,
-                        ledger_hash=result.final_hash, verified=result.ok)
+    return AttemptChain(
+        attempt=attempt,
+        notes=[r["note"] for r in recs if r.get("note") is not None],
+        changes=changes,
+        ledger_hash=result.final_hash,
+        verified=result.ok,
+    )
 
 
 def to_out(s: Session, chains: Chains | None = None) -> SessionOut:
@@ -71,9 +76,18 @@ def to_out(s: Session, chains: Chains | None = None) -> SessionOut:
     else:  # stored before changes were kept per attempt
         notes, changes = s.notes, sorted(s.changes, key=lambda c: c.get("seq", 0))
     return SessionOut(
-        session_id=s.id, run_id=s.run_id, project_path=s.project_path, parent_session_id=s.parent_session_id,
-        backend=s.backend, status=s.status, notes=notes, changes=changes,
-        created_at=iso(s.created_at), updated_at=iso(s.updated_at), attempt=s.attempt, attempts=attempts,
+        session_id=s.id,
+        run_id=s.run_id,
+        project_path=s.project_path,
+        parent_session_id=s.parent_session_id,
+        backend=s.backend,
+        status=s.status,
+        notes=notes,
+        changes=changes,
+        created_at=iso(s.created_at),
+        updated_at=iso(s.updated_at),
+        attempt=s.attempt,
+        attempts=attempts,
     )
 
 

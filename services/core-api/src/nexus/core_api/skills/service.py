@@ -15,8 +15,13 @@ def to_out(doc: Skill | SkillRevision) -> SkillOut:
     updated = getattr(doc, "updated_at", doc.created_at)
     sid = doc.skill_id if isinstance(doc, SkillRevision) else doc.id
     return SkillOut(
-        id=sid, name=doc.name, version=doc.version, description=doc.description, content=doc.content,
-        created_at=iso(doc.created_at), updated_at=iso(updated),
+        id=sid,
+        name=doc.name,
+        version=doc.version,
+        description=doc.description,
+        content=doc.content,
+        created_at=iso(doc.created_at),
+        updated_at=iso(updated),
     )
 
 

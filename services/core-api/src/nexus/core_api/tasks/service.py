@@ -73,9 +73,18 @@ async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
     statuses = await blocker_statuses(data.blocked_by)
     status = TaskStatus.READY if data.status == "ready" and blockers_done(statuses) else TaskStatus.BACKLOG
     doc = Task(
-        id=new_id("task"), title=data.title, description=data.description, goal_id=data.goal_id, status=status.value,
-        assignee_agent_id=assignee, repository_id=repo, priority=data.priority, blocked_by=list(data.blocked_by),
-        auto_ready=data.status == "ready", created_by=actor, **extra,
+        id=new_id("task"),
+        title=data.title,
+        description=data.description,
+        goal_id=data.goal_id,
+        status=status.value,
+        assignee_agent_id=assignee,
+        repository_id=repo,
+        priority=data.priority,
+        blocked_by=list(data.blocked_by),
+        auto_ready=data.status == "ready",
+        created_by=actor,
+        **extra,
     )
     await doc.insert()
     written.keep(Task, doc.id, doc)  # dispatching it claims it without reading it back

@@ -47,8 +47,13 @@ async def login(request: UiRequest) -> Response[Any]:
     cache: KeyCache = request.app.state.key_cache
     principal: Principal | None = await cache.lookup(raw) if raw else None
     if principal is None or principal.role == Role.RUNNER:
-        return page(request, "login.html", status=401, next=_safe_next(form.get("next")),
-                    error="unknown or revoked key" if raw else "paste an API key")
+        return page(
+            request,
+            "login.html",
+            status=401,
+            next=_safe_next(form.get("next")),
+            error="unknown or revoked key" if raw else "paste an API key",
+        )
     # A new CSRF token with the new identity.
     session = new_session(request.app.state.settings.ui_session_ttl_s, key=raw)
     return with_session(request, Redirect(_safe_next(form.get("next")), status_code=303), session)
@@ -65,4 +70,3 @@ def ui_error(request: UiRequest, exc: HTTPException) -> Response[Any]:
         return Redirect(f"/ui/login?next={request.url.path}", status_code=303)
     status = exc.status_code
     return page(request, "error.html", status=status, status_code=status, detail=exc.detail)
-

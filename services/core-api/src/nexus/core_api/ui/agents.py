@@ -96,10 +96,12 @@ class AgentPages(Controller):
     async def agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
         api = Api(request)
         agent = await api.get(f"/v1/agents/{agent_id}")  # by id or name: the reads below need its id
-        revisions, runs = await asyncio.gather(api.get(f"/v1/agents/{agent['id']}/revisions", limit=200),
-                                               _runs_by_revision(api, agent["id"]))
-        return page(request, "agent.html", agent=agent, spec=agent["spec"], revisions=revisions["items"],
-                    runs=runs, errors={})
+        revisions, runs = await asyncio.gather(
+            api.get(f"/v1/agents/{agent['id']}/revisions", limit=200), _runs_by_revision(api, agent["id"])
+        )
+        return page(
+            request, "agent.html", agent=agent, spec=agent["spec"], revisions=revisions["items"], runs=runs, errors={}
+        )
 
     @post("/{agent_id:str}", guards=[MANAGE_AGENTS])
     async def update_agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
@@ -132,8 +134,15 @@ class AgentPages(Controller):
         api = Api(request)
         old = await api.get(f"/v1/agents/{agent_id}/revisions/{a}")
         new = await api.get(f"/v1/agents/{agent_id}/revisions/{b}")
-        lines = list(difflib.unified_diff(to_yaml(old["spec"]).splitlines(), to_yaml(new["spec"]).splitlines(),
-                                          f"revision {a}", f"revision {b}", lineterm=""))
+        lines = list(
+            difflib.unified_diff(
+                to_yaml(old["spec"]).splitlines(),
+                to_yaml(new["spec"]).splitlines(),
+                f"revision {a}",
+                f"revision {b}",
+                lineterm="",
+            )
+        )
         return page(request, "diff.html", agent_id=agent_id, a=a, b=b, lines=lines)
 
 
@@ -215,8 +224,18 @@ class MemoryPages(Controller):
         listing = await api.call("GET", "/v1/memory", params={"scope": scope, "limit": 200})
         if not listing.ok:
             status, errors = listing.status, {**errors, **listing.errors}
-        return page(request, "memory.html", status=status, items=listing.body["items"] if listing.ok else [],
-                    preview=preview, scope=scope or "", agent=agent or "", query=query or "", errors=errors, form={})
+        return page(
+            request,
+            "memory.html",
+            status=status,
+            items=listing.body["items"] if listing.ok else [],
+            preview=preview,
+            scope=scope or "",
+            agent=agent or "",
+            query=query or "",
+            errors=errors,
+            form={},
+        )
 
     @post("/", guards=[MANAGE_AGENTS])
     async def create(self, request: UiRequest) -> Response[Any]:

@@ -51,4 +51,3 @@ async def csrf_guard(connection: UiConnection, _: BaseRouteHandler) -> None:
         presented = form.get(CSRF_FIELD)
     if not csrf_ok(session, presented):
         raise PermissionDeniedException("the form's CSRF token is missing or stale; reload the page")
-

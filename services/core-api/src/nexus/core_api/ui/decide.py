@@ -117,8 +117,15 @@ class AdminPages(Controller):
         result = await api.post("/v1/api-keys", {"name": form.get("name", "").strip(), "role": form.get("role", "")})
         keys = (await api.get("/v1/api-keys", limit=200))["items"]
         # The raw key is shown on this one response only, as the API shows it once.
-        return page(request, "keys.html", status=result.status if not result.ok else 200, keys=keys,
-                    created=result.body if result.ok else None, errors=result.errors, form=form)
+        return page(
+            request,
+            "keys.html",
+            status=result.status if not result.ok else 200,
+            keys=keys,
+            created=result.body if result.ok else None,
+            errors=result.errors,
+            form=form,
+        )
 
     @post("/keys/{key_id:str}/revoke", guards=[MANAGE_KEYS])
     async def revoke(self, request: UiRequest, key_id: str) -> Response[Any]:
@@ -131,5 +138,12 @@ class AdminPages(Controller):
     async def audit(self, request: UiRequest, action: str | None = None, cursor: str | None = None) -> Response[Any]:
         result = await Api(request).call("GET", "/v1/audit", params={"action": action, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
-        return page(request, "audit.html", status=result.status, entries=body["items"], next_cursor=body["next_cursor"],
-                    action=action or "", errors=result.errors)
+        return page(
+            request,
+            "audit.html",
+            status=result.status,
+            entries=body["items"],
+            next_cursor=body["next_cursor"],
+            action=action or "",
+            errors=result.errors,
+        )

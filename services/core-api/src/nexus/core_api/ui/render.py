@@ -52,9 +52,16 @@ def page(request: UiRequest, name: str, *, status: int = 200, **context: Any) ->
     session: UiSession | None = request.auth
     user = request.user if isinstance(request.user, Principal) else None
     return Template(
-        template_name=name, status_code=status,
-        context={"user": user, "csrf": session.csrf if session else "", "csrf_field": CSRF_FIELD,
-                 "can": lambda c: can(request, c), "path": request.url.path, **context},
+        template_name=name,
+        status_code=status,
+        context={
+            "user": user,
+            "csrf": session.csrf if session else "",
+            "csrf_field": CSRF_FIELD,
+            "can": lambda c: can(request, c),
+            "path": request.url.path,
+            **context,
+        },
     )
 
 

@@ -48,6 +48,7 @@ def ui_routers() -> list[Any]:
         exception_handlers={HTTPException: ui_error, ValidationException: ui_error},
         include_in_schema=False,
     )
-    static = create_static_files_router(path="/ui/static", directories=[HERE / "static"], include_in_schema=False,
-                                        cache_control=None)
+    static = create_static_files_router(
+        path="/ui/static", directories=[HERE / "static"], include_in_schema=False, cache_control=None
+    )
     return [pages, static, *document_problems([mint_login_link])]  # the link is minted through the API, with a key

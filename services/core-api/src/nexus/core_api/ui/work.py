@@ -79,14 +79,19 @@ async def _board(api: Api, goal_id: str | None) -> JsonObject:
     lanes: dict[str | None, JsonObject] = {}
     for col in board["columns"]:
         for card in col["cards"]:
-            lane = lanes.setdefault(card["goal_id"], {"goal": goals.get(card["goal_id"]), "goal_id": card["goal_id"],
-                                                    "columns": {c: [] for c, _ in COLUMNS}})
+            lane = lanes.setdefault(
+                card["goal_id"],
+                {
+                    "goal": goals.get(card["goal_id"]),
+                    "goal_id": card["goal_id"],
+                    "columns": {c: [] for c, _ in COLUMNS},
+                },
+            )
             card["moves"] = moves_for(card["status"], card["column"])
             lane["columns"][card["column"]].append(card)
     order = sorted(lanes.values(), key=lambda lane: (lane["goal_id"] is None, lane["goal_id"] or ""), reverse=False)
     more = {c["id"]: c.get("more", False) for c in board["columns"]}
     return {"lanes": order, "titles": dict(COLUMNS), "goal_id": goal_id or "", "more": more}
-
 
 
 def live_status(run: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str:
@@ -104,6 +109,7 @@ def live_status(run: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -
                 return str(data["status"])
             break
     return status
+
 
 class BoardPages(Controller):
     path = "/board"
@@ -210,8 +216,15 @@ class RunPages(Controller):
         filters = {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}
         result = await Api(request).call("GET", "/v1/runs", params={**filters, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
-        return page(request, "runs.html", status=result.status, runs=body["items"], next_cursor=body["next_cursor"],
-                    filters={k: v or "" for k, v in filters.items()}, errors=result.errors)
+        return page(
+            request,
+            "runs.html",
+            status=result.status,
+            runs=body["items"],
+            next_cursor=body["next_cursor"],
+            filters={k: v or "" for k, v in filters.items()},
+            errors=result.errors,
+        )
 
     @get("/{run_id:str}", guards=[READ])
     async def run(self, request: UiRequest, run_id: str) -> Response[Any]:

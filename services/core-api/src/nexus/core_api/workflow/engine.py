@@ -61,10 +61,16 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
                 await ctx.publisher.publish(f.type, f.payload, **f.options)
             case TaskMoved():
                 t = f.task
-                await ctx.publisher.publish(f.type, TaskChanged(
-                    task_id=t.id, status=t.status, title=t.title, goal_id=t.goal_id,
-                    assignee_agent_id=t.assignee_agent_id,
-                ))
+                await ctx.publisher.publish(
+                    f.type,
+                    TaskChanged(
+                        task_id=t.id,
+                        status=t.status,
+                        title=t.title,
+                        goal_id=t.goal_id,
+                        assignee_agent_id=t.assignee_agent_id,
+                    ),
+                )
                 await publish_moved(ctx, t)
             case Launch():
                 await launch.command_launch(ctx, f.run, f.config)
@@ -104,10 +110,20 @@ async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusCh
     statuses = [f for f, _ in facts if isinstance(f, StatusFact)]
     # Ingestion's step that moves the run, traced when the runner's word is among the facts (the last
     # status named); the worker's word alone (launched, exited) has no span of its own, as before.
-    traced = span(TRACER, "apply run.status", attributes={
-        "nexus.run_id": run_id, "nexus.run.status": statuses[-1].status, "nexus.attempt": statuses[-1].attempt,
-        "nexus.run.facts": len(facts),
-    }) if statuses else contextlib.nullcontext()
+    traced = (
+        span(
+            TRACER,
+            "apply run.status",
+            attributes={
+                "nexus.run_id": run_id,
+                "nexus.run.status": statuses[-1].status,
+                "nexus.attempt": statuses[-1].attempt,
+                "nexus.run.facts": len(facts),
+            },
+        )
+        if statuses
+        else contextlib.nullcontext()
+    )
     with traced:
         _, then = await runs.apply_facts(run_id, facts)
         await carry_out(ctx, then)
@@ -170,11 +186,26 @@ async def release(ctx: Context, query: JsonObject) -> list[str]:
 
 
 # ---------------------------------------------------------------- goals
-async def create_goal(ctx: Context, title: str, description: str, *, created_by: str, meta_agent_id: str | None = None,
-                      repository_id: str | None = None, goal_id: str | None = None, budget: Cap | None = None) -> Goal:
-    goal = Goal(id=goal_id or new_id("goal"), title=title, description=description, created_by=created_by,
-                meta_agent_id=meta_agent_id, repository_id=repository_id,
-                budget=msgspec.to_builtins(budget) if budget is not None and not budget.empty else {})
+async def create_goal(
+    ctx: Context,
+    title: str,
+    description: str,
+    *,
+    created_by: str,
+    meta_agent_id: str | None = None,
+    repository_id: str | None = None,
+    goal_id: str | None = None,
+    budget: Cap | None = None,
+) -> Goal:
+    goal = Goal(
+        id=goal_id or new_id("goal"),
+        title=title,
+        description=description,
+        created_by=created_by,
+        meta_agent_id=meta_agent_id,
+        repository_id=repository_id,
+        budget=msgspec.to_builtins(budget) if budget is not None and not budget.empty else {},
+    )
     await goal.insert()
     await ctx.publisher.publish("goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status))
     if meta_agent_id:
@@ -271,7 +302,8 @@ async def _create_child(
         parent_session_id=meta_session_id,
         session_id=child.session_id,
         target_files=list(child.target_files),
-        budget=msgspec.to_builtins(share), budget_weight=child.weight,
+        budget=msgspec.to_builtins(share),
+        budget_weight=child.weight,
     )
 
 

@@ -115,19 +115,32 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     run_id = new_id("run")
     session_id = task.session_id or new_id("ses")
     price = await price_for(agent.spec.get("llm", {}).get("model", "scripted"))
-    config = await assemble_config(task, agent, run_id, session_id, approval_ttl_s=ctx.settings.approval_ttl_s,
-                                   budget=budget, price=price)
+    config = await assemble_config(
+        task, agent, run_id, session_id, approval_ttl_s=ctx.settings.approval_ttl_s, budget=budget, price=price
+    )
     run = Run(
-        id=run_id, task_id=task.id, agent_id=agent.id, agent_revision=agent.revision, goal_id=task.goal_id,
-        session_id=session_id, parent_session_id=task.parent_session_id, parent_run_id=task.parent_run_id,
-        config=msgspec.to_builtins(config), max_attempts=ctx.settings.max_attempts, priority=task.priority,
+        id=run_id,
+        task_id=task.id,
+        agent_id=agent.id,
+        agent_revision=agent.revision,
+        goal_id=task.goal_id,
+        session_id=session_id,
+        parent_session_id=task.parent_session_id,
+        parent_run_id=task.parent_run_id,
+        config=msgspec.to_builtins(config),
+        max_attempts=ctx.settings.max_attempts,
+        priority=task.priority,
         launch_msg_id=new_ulid(),  # stored with the run: its launch command needs no second write
     )
     # Claim the task first (compare-and-set on its version): a second dispatcher loses here.
     claimed = await update_versioned(
-        Task, task.id,
-        lambda t: {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id, "blocked": ""}
-        if t.status == TaskStatus.READY.value else None,
+        Task,
+        task.id,
+        lambda t: (
+            {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id, "blocked": ""}
+            if t.status == TaskStatus.READY.value
+            else None
+        ),
     )
     if claimed is None:
         return None
@@ -163,9 +176,17 @@ async def retry_run(old: Run) -> tuple[Run, list[Followup]]:
     session_id = new_id("ses")
     config = retried_config(old, run_id, session_id)
     run = Run(
-        id=run_id, task_id=old.task_id, agent_id=old.agent_id, agent_revision=old.agent_revision, goal_id=old.goal_id,
-        session_id=session_id, parent_session_id=old.parent_session_id, parent_run_id=old.parent_run_id,
-        config=msgspec.to_builtins(config), max_attempts=old.max_attempts, priority=old.priority,
+        id=run_id,
+        task_id=old.task_id,
+        agent_id=old.agent_id,
+        agent_revision=old.agent_revision,
+        goal_id=old.goal_id,
+        session_id=session_id,
+        parent_session_id=old.parent_session_id,
+        parent_run_id=old.parent_run_id,
+        config=msgspec.to_builtins(config),
+        max_attempts=old.max_attempts,
+        priority=old.priority,
     )
     await run.insert()
     task = await update_versioned(

@@ -35,6 +35,7 @@ def _observe_end(run: Run) -> None:
     if run.ended_at and run.created_at:
         RUN_DURATION.labels(run.status).observe(max(0.0, (run.ended_at - run.created_at).total_seconds()))
 
+
 TASK_AFTER_RUN = {
     RunStatus.SUCCEEDED: TaskStatus.DONE,
     RunStatus.FAILED: TaskStatus.FAILED,
@@ -142,15 +143,19 @@ def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
     if status in RUN_FINAL:
         _observe_end(run)
         log.info("run %s %s (attempt %d): %s", run.id, status.value, run.attempt, run.reason or "-")
-        then: list[Followup] = [TaskFollowsRun(run.task_id, TASK_AFTER_RUN[status], run.id),
-                                _announce(run, f"run.{status.value}")]
+        then: list[Followup] = [
+            TaskFollowsRun(run.task_id, TASK_AFTER_RUN[status], run.id),
+            _announce(run, f"run.{status.value}"),
+        ]
         if any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
             # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
-            then.append(Publish(
-                "worker.cancel_run",
-                CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
-                {"correlation_id": run.id},
-            ))
+            then.append(
+                Publish(
+                    "worker.cancel_run",
+                    CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
+                    {"correlation_id": run.id},
+                )
+            )
         if run.parent_run_id:
             then.append(NotifyParent(run))
         then.append(RunEnded(run))

@@ -204,8 +204,9 @@ def build_secret(request: RunRequest, job: dict[str, Any]) -> dict[str, Any]:
 def run_id_of(job: dict[str, Any]) -> str:
     metadata = job.get("metadata", {})
     # annotations and labels are strings (Kubernetes refuses any other value)
-    return cast(str, metadata.get("annotations", {}).get(ANNOTATION_RUN_ID)
-                or metadata.get("labels", {}).get(LABEL_RUN_ID, ""))
+    return cast(
+        str, metadata.get("annotations", {}).get(ANNOTATION_RUN_ID) or metadata.get("labels", {}).get(LABEL_RUN_ID, "")
+    )
 
 
 def attempt_of(job: dict[str, Any]) -> int:

@@ -193,8 +193,14 @@ class LocalProcessRuntime:
         if self.zygote is None or not self.zygote.ready:
             return None
         try:
-            pid = await self.zygote.spawn(cwd=str(attempt_dir), log_path=str(attempt_dir / "runner.log"), env=env,
-                                          limits=self.limits, uid=self.run_uid, gid=self.run_gid)
+            pid = await self.zygote.spawn(
+                cwd=str(attempt_dir),
+                log_path=str(attempt_dir / "runner.log"),
+                env=env,
+                limits=self.limits,
+                uid=self.run_uid,
+                gid=self.run_gid,
+            )
         except ZygoteUnavailable as exc:
             log.warning("run %s: %s; starting it cold", run_id, exc)
             return None

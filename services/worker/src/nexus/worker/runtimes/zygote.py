@@ -210,7 +210,7 @@ def _fork(req: JsonObject) -> int:
 def _send(out: int, msg: JsonObject) -> None:
     data = json.dumps(msg).encode() + b"\n"
     while data:
-        data = data[os.write(out, data):]
+        data = data[os.write(out, data) :]
 
 
 def _reap(out: int) -> None:

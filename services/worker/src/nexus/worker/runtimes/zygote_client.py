@@ -30,8 +30,14 @@ class ZygoteUndecided(Exception):
 
 
 class Zygote:
-    def __init__(self, env: dict[str, str], *, python: str = sys.executable, spawn_timeout_s: float = 30.0,
-                 entry: str = DEFAULT_ENTRY) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        python: str = sys.executable,
+        spawn_timeout_s: float = 30.0,
+        entry: str = DEFAULT_ENTRY,
+    ) -> None:
         self.env = env
         self.entry = entry
         self.cmd = [python, "-m", "nexus.worker.runtimes.zygote"]
@@ -67,7 +73,11 @@ class Zygote:
     async def _run_once(self) -> bool:
         """Run one zygote until it ends; True if it became ready."""
         self.proc = await asyncio.create_subprocess_exec(
-            *self.cmd, env=self.env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+            *self.cmd,
+            env=self.env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
         )
         self.starts += 1
         assert self.proc.stdout is not None

@@ -145,7 +145,7 @@ def paginate(rows: list[dict], query: dict[str, str], cap: int = 100) -> dict:
     """Plane's cursor pagination: `<per_page>:<page>:0` cursors."""
     per_page = max(1, min(int(query.get("per_page", 100)), cap))
     page = int(query.get("cursor", f"{per_page}:0:0").split(":")[1])
-    chunk = rows[page * per_page:(page + 1) * per_page]
+    chunk = rows[page * per_page : (page + 1) * per_page]
     more = (page + 1) * per_page < len(rows)
     return {
         "grouped_by": None,

@@ -9,14 +9,25 @@ from typing import Any
 from nexus.dev.doubles.base import HttpDouble, Reply, Request
 
 STATUSES = {  # name -> status category
-    "Backlog": "new", "To Do": "new", "In Progress": "indeterminate", "Done": "done", "Cancelled": "done",
+    "Backlog": "new",
+    "To Do": "new",
+    "In Progress": "indeterminate",
+    "Done": "done",
+    "Cancelled": "done",
 }
 _LABEL = re.compile(r'labels\s*=\s*"([^"]+)"')
 
 
 class JiraDouble(HttpDouble):
-    def __init__(self, *, project_key: str = "NEX", users: dict[str, str] | None = None, rate_limit: int = 100,
-                 window_s: float = 60.0, page_size: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        project_key: str = "NEX",
+        users: dict[str, str] | None = None,
+        rate_limit: int = 100,
+        window_s: float = 60.0,
+        page_size: int = 2,
+    ) -> None:
         super().__init__(rate_limit=rate_limit, window_s=window_s)
         self.project_key = project_key
         self.users = users or {"bot@example.com": "jira_api_token"}
@@ -66,10 +77,17 @@ class JiraDouble(HttpDouble):
         if (fields.get("project") or {}).get("key") != self.project_key:
             raise Reply(400, {"errorMessages": [], "errors": {"project": "valid project is required"}})
         key = f"{self.project_key}-{next(self._n)}"
-        self.issues[key] = {"id": str(next(self._ids)), "key": key, "fields": {
-            "summary": fields["summary"], "description": fields.get("description"), "labels": fields.get("labels", []),
-            "assignee": fields.get("assignee"), "status": self._status("Backlog"),
-        }}
+        self.issues[key] = {
+            "id": str(next(self._ids)),
+            "key": key,
+            "fields": {
+                "summary": fields["summary"],
+                "description": fields.get("description"),
+                "labels": fields.get("labels", []),
+                "assignee": fields.get("assignee"),
+                "status": self._status("Backlog"),
+            },
+        }
         self.creates += 1
         return 201, {"id": self.issues[key]["id"], "key": key, "self": f"/rest/api/3/issue/{key}"}
 
@@ -85,10 +103,13 @@ class JiraDouble(HttpDouble):
 
     def _transitions(self, req: Request, key: str):
         current = self._issue(key)["fields"]["status"]["name"]
-        return 200, {"transitions": [
-            {"id": str(i + 11), "name": f"Move to {name}", "to": self._status(name)}
-            for i, name in enumerate(STATUSES) if name != current
-        ]}
+        return 200, {
+            "transitions": [
+                {"id": str(i + 11), "name": f"Move to {name}", "to": self._status(name)}
+                for i, name in enumerate(STATUSES)
+                if name != current
+            ]
+        }
 
     def _transition(self, req: Request, key: str):
         issue = self._issue(key)
@@ -104,7 +125,7 @@ class JiraDouble(HttpDouble):
     def _list_comments(self, req: Request, key: str):
         rows = self.comments.get(self._issue(key)["key"], [])
         start, size = int(req.query.get("startAt", 0)), min(int(req.query.get("maxResults", 50)), self.page_size)
-        return 200, {"startAt": start, "maxResults": size, "total": len(rows), "comments": rows[start:start + size]}
+        return 200, {"startAt": start, "maxResults": size, "total": len(rows), "comments": rows[start : start + size]}
 
     def _comment(self, req: Request, key: str):
         self._issue(key)
@@ -124,6 +145,6 @@ class JiraDouble(HttpDouble):
         rows = [i for i in self.issues.values() if not m or m.group(1) in i["fields"]["labels"]]
         start = int(body.get("nextPageToken") or 0)
         size = min(int(body.get("maxResults", 50)), self.page_size)
-        page = rows[start:start + size]
+        page = rows[start : start + size]
         more = start + size < len(rows)
         return 200, {"issues": page, "isLast": not more, **({"nextPageToken": str(start + size)} if more else {})}

@@ -82,8 +82,14 @@ class PlaneDouble(HttpDouble):
         self, secret: str, *, event: str, action: str, data: dict, activity: dict | None = None
     ) -> tuple[bytes, dict[str, str]]:
         """A delivery as Plane sends it: the JSON body and its headers, signed with the webhook's secret."""
-        payload = {"event": event, "action": action, "webhook_id": str(uuid.uuid4()), "workspace_id": str(uuid.uuid4()),
-                   "data": data, "activity": activity or {}}
+        payload = {
+            "event": event,
+            "action": action,
+            "webhook_id": str(uuid.uuid4()),
+            "workspace_id": str(uuid.uuid4()),
+            "data": data,
+            "activity": activity or {},
+        }
         body = json.dumps(payload).encode()
         sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         return body, {
