@@ -248,6 +248,13 @@ OVERVIEW = [
                 unit="s",
                 width=12,
             ),
+            Panel(
+                "Documents read per second",
+                "Documents each service's reads return, by collection: the embedded database's cost follows them.",
+                [(f"sum by (job, collection) (rate(nexus_db_documents_returned_total{RATE}))", "{{job}} {{collection}}")],
+                unit="ops",
+                width=24,
+            ),
         ],
     ),
     Section(
