@@ -185,7 +185,17 @@ def _forget_probes() -> None:
         sandbox.detect.cache_clear()
 
 
+def _entry_loaded(req: JsonObject) -> None:
+    """The entry's module imported here, once, before the fork: a child that drops to another user
+    may not be able to read the code, and no child should import it again."""
+    module = str(req.get("entry", DEFAULT_ENTRY)).partition(":")[0]
+    if module not in sys.modules:
+        with contextlib.suppress(Exception):  # the child imports it again and reports why it cannot
+            importlib.import_module(module)
+
+
 def _fork(req: JsonObject) -> int:
+    _entry_loaded(req)
     pid = os.fork()
     if pid:
         return pid
