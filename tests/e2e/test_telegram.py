@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+from nats.js.api import DeliverPolicy
 import pytest
 
 from nexus.dev.servers import free_ports
@@ -221,7 +222,9 @@ async def test_polling_goal_approvals_and_refusals(
             nc = await connect(stack.nats_url, "test-intruder", creds=stack.creds("tools"))
             try:
                 js = nc.jetstream()
-                dlq = await js.subscribe("nexus.dlq.nexus.cmd.core.decide_approval", ordered_consumer=True)
+                dlq = await js.subscribe(  # only what this test sends: the server may hold earlier tests' letters
+                    "nexus.dlq.nexus.cmd.core.decide_approval", ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+                )
                 pub = Publisher(js, "intruder")
                 for who in (str(VIEWER), str(STRANGER)):
                     await pub.publish(

@@ -42,8 +42,10 @@ async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_ur
     nc = await connect(nats_url, "tools", creds=nats_creds)
     js = nc.jetstream()
     await ensure_streams(js)
-    claims = CountedReads(await ensure_key_value(js, LAUNCH_BUCKET, ttl_s=3600))
-    workers = await ensure_key_value(js, WORKERS_BUCKET, ttl_s=3600)
+    # The buckets as the worker makes them: the session's NATS server is shared, and a bucket made
+    # with another configuration refuses every later maker of it.
+    claims = CountedReads(await ensure_key_value(js, LAUNCH_BUCKET, ttl_s=7 * 86400))
+    workers = await ensure_key_value(js, WORKERS_BUCKET, ttl_s=86400)
     me = f"w-{uuid.uuid4().hex[:6]}"
     runtime = LocalProcessRuntime(tmp_path / "runs", parent_env=dict(os.environ))
     publisher = Publisher(js, "worker")

@@ -251,7 +251,12 @@ OVERVIEW = [
             Panel(
                 "Documents read per second",
                 "Documents each service's reads return, by collection: the embedded database's cost follows them.",
-                [(f"sum by (job, collection) (rate(nexus_db_documents_returned_total{RATE}))", "{{job}} {{collection}}")],
+                [
+                    (
+                        f"sum by (job, collection) (rate(nexus_db_documents_returned_total{RATE}))",
+                        "{{job}} {{collection}}",
+                    )
+                ],
                 unit="ops",
                 width=24,
             ),
