@@ -42,9 +42,12 @@ def broker_options(url: str, user: str, creds: str = "") -> dict[str, Any]:
         "max_reconnect_attempts": -1,
     }
     if creds:
+        from faststream.nats.security import NatsCredentials
         from nats.aio.client import RawCredentials
 
-        options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
+        options["security"] = NatsCredentials(
+            RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
+        )
         options["inbox_prefix"] = inbox_prefix(user)
     return options
 
@@ -157,11 +160,26 @@ async def keep_durables(js: JetStreamContext, broker: NatsBroker, stop: asyncio.
             LOOPS.down.pop(config.durable_name or "", None)
 
 
+def durables_down(broker: NatsBroker) -> list[str]:
+    """The durables of `broker`'s subscribers that are missing now (and could not be made again)."""
+    return [name for _, config in durables_of(broker) if (name := config.durable_name or "") in LOOPS.down]
+
+
 @dataclass(frozen=True, slots=True)
 class Edge:
     nc: NATS
     js: JetStreamContext
     broker: NatsBroker  # the service's subscribers register here; the service starts it when ready
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start the broker and serve until `stop`, making again any durable of its subscribers that
+        someone deletes meanwhile (a missing one keeps `ready()` false until it is back)."""
+        await self.broker.start()
+        await keep_durables(self.js, self.broker, stop)
+
+    def ready(self) -> bool:
+        """Connected, and every durable the subscribers read exists."""
+        return self.nc.is_connected and not durables_down(self.broker)
 
 
 @contextlib.asynccontextmanager

@@ -76,14 +76,13 @@ async def _follow(
             QUEUE_DEPTH.labels(durable).set(info.num_pending + info.num_ack_pending)
 
     async def ready() -> bool:
-        return bus.nc.is_connected
+        return bus.ready()
 
     ops = await start_ops(settings, ready)
-    await bus.broker.start()
     log.info("board-sync is following the board")
     try:
         await asyncio.gather(
-            every(settings.drift_interval_s, stop, syncer.reconcile), every(5.0, stop, queue_depth), stop.wait()
+            every(settings.drift_interval_s, stop, syncer.reconcile), every(5.0, stop, queue_depth), bus.serve(stop)
         )
     finally:
         await bus.broker.stop()  # no handler uses the providers' clients past this point

@@ -68,7 +68,7 @@ async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) ->
     Alerts(core, store, outbox, settings.telegram_link_base).register(bus.broker)
 
     async def ready() -> bool:
-        return bus.nc.is_connected
+        return bus.ready()
 
     ops = await start_ops(settings, ready, lambda: f"telegram: {status['telegram']}")
     starting = None
@@ -76,8 +76,7 @@ async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) ->
         if bot is not None and outbox is not None:
             await outbox.start()
             starting = asyncio.create_task(_start_bot(bot, stop, status))
-        await bus.broker.start()
-        await stop.wait()
+        await bus.serve(stop)
     finally:
         if starting is not None:
             starting.cancel()

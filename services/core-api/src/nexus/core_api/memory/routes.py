@@ -2,7 +2,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
@@ -36,7 +36,7 @@ class MemoryController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         # `scope` and `query` are litestar's reserved names: the parameters are renamed, not their query keys.
-        scope_: Annotated[Scope | None, Parameter(query="scope", description="agent, repo or global")] = None,
+        scope_: Annotated[Scope | None, QueryParameter(name="scope", description="agent, repo or global")] = None,
         scope_id: Filter = None,
         tag: Annotated[str | None, Parameter(description="items carrying this tag", max_length=63)] = None,
         source: Filter = None,
@@ -73,7 +73,7 @@ class MemoryController(Controller):
 async def preview_memory(
     agent_id: str,
     query_: Annotated[
-        str, Parameter(query="query", description="the task text a run would carry", max_length=20_000)
+        str, QueryParameter(name="query", description="the task text a run would carry", max_length=20_000)
     ] = "",
     repository: Annotated[
         str | None, Parameter(description="repository id or name the task is for", max_length=120)
