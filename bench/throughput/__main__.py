@@ -6,7 +6,10 @@ Shapes, each a trivial agent (one scripted "done", no repository), task POST →
 database (core-api's `run.<status>` fact, announced after it stored the status):
   - `one_at_a_time`: one run in flight (request → final latency);
   - `inflight`: `--runs` runs with `--inflight` in flight (the LangGraph-like shape);
-  - `burst`: the dispatch bench's shape, `--burst` tasks created at once, each run holding `--hold` s.
+  - `burst`: the dispatch bench's shape, `--burst` tasks created at once, each run holding `--hold` s;
+  - `steady`: open loop, tasks created at a fixed arrival rate for `--steady-s` seconds, once per rate
+    in `--rates` (runs/s): the dispatch latency at a rate the box sustains, and whether it keeps up
+    (`kept_up`: every run ended and the last arrivals waited no longer than the first — no growing queue).
 Per shape: runs/s, request → final and dispatch (task created → runner's first event) p50/p99, lost,
 launched twice, forked vs cold starts, and where the CPU went (per service, runners = the rest).
 Same-run baselines: raw `os.fork` + exec of /bin/true, a bare fork, and raw pymongo inserts into
@@ -17,6 +20,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -119,6 +123,55 @@ async def open_burst(
         end = await finals.wait(run["run_id"], timeout_s)
         run.update(status=end[0] if end else None, end=end[1] if end else None)
     return runs
+
+
+async def open_steady(
+    api: httpx.AsyncClient, finals: Finals, agent: str, rate: float, seconds: float, timeout_s: float, errors: list[str]
+) -> list[dict]:
+    """Open loop: one task created every 1/`rate` s for `seconds` s, each request on its own (a slow answer
+    does not delay the next arrival), then wait for every run's end."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    n = max(1, round(rate * seconds))
+
+    async def arrive(i: int) -> dict | None:
+        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        t0 = time.time()
+        task = await create_task(api, agent, f"{agent} steady {i}", errors)
+        if task is None:
+            return None
+        end = await finals.wait(task["current_run_id"], timeout_s)
+        return {
+            "run_id": task["current_run_id"],
+            "t0": t0,
+            "created": ts(task["created_at"]),
+            "status": end[0] if end else None,
+            "end": end[1] if end else None,
+        }
+
+    return [r for r in await asyncio.gather(*(arrive(i) for i in range(n))) if r is not None]
+
+
+def steady_report(runs: list[dict], rate: float) -> dict:
+    """What an open-loop shape adds: the offered and achieved rates, and whether the box kept up — every
+    run ended, at least 90 % of the offered rate was achieved (the drain after the last arrival included),
+    and the last quarter of arrivals waited no longer than the first (request → final p50 at most 1.5×
+    and 100 ms above it): a queue that grows means the rate is beyond what the box sustains."""
+    ended = sorted((r for r in runs if r["end"] is not None), key=lambda r: r["t0"])
+    if not ended:
+        return {"offered_runs_per_s": rate, "achieved_runs_per_s": 0.0, "kept_up": False}
+    first = min(r["t0"] for r in runs)
+    achieved = len(ended) / max(max(r["end"] for r in ended) - first, 1e-9)
+    q = max(1, len(ended) // 4)
+    head = statistics.median(r["end"] - r["t0"] for r in ended[:q])
+    tail = statistics.median(r["end"] - r["t0"] for r in ended[-q:])
+    return {
+        "offered_runs_per_s": rate,
+        "achieved_runs_per_s": round(achieved, 2),
+        "request_to_final_p50_first_quarter_ms": round(head * 1000, 1),
+        "request_to_final_p50_last_quarter_ms": round(tail * 1000, 1),
+        "kept_up": len(ended) == len(runs) and achieved >= 0.9 * rate and tail <= 1.5 * head + 0.1,
+    }
 
 
 def shape_report(runs: list[dict], log: RunLog, cpu: dict, errors: list[str]) -> dict:
@@ -255,8 +308,13 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 ),
                 "burst": lambda errors: open_burst(api, finals, "holder", args.burst, args.timeout, errors),
             }
+            if "steady" in args.shapes.split(","):
+                for rate in (float(r) for r in args.rates.split(",") if r.strip()):
+                    shapes[f"steady_{rate:g}"] = lambda errors, rate=rate: open_steady(  # type: ignore[misc]  # every shape takes the errors list
+                        api, finals, "trivial", rate, args.steady_s, args.timeout, errors
+                    )
             for name, shape in shapes.items():
-                if name not in args.shapes.split(","):
+                if name.split("_", 1)[0] != "steady" and name not in args.shapes.split(","):
                     continue
                 db_before = await db_commands(ports)
                 meter.start()
@@ -265,6 +323,8 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 cpu = meter.stop()
                 result[name] = shape_report(runs, log, cpu, errors)
                 result[name]["per_run"] = per_run(db_before, await db_commands(ports), cpu, len(runs))
+                if name.startswith("steady_"):
+                    result[name].update(steady_report(runs, float(name.removeprefix("steady_"))))
             after = await runner_starts(ports["worker"])
             result["runner_starts"] = {k: after[k] - before.get(k, 0) for k in after}
         await sub.unsubscribe()  # type: ignore[attr-defined]  # follow() returns the subscription as object
@@ -298,15 +358,28 @@ async def main_async(args: argparse.Namespace) -> dict:
             "dispatch_p50_le_50ms": z["dispatch_task_created_to_runner_first_event"]["p50_ms"] <= 50,
             "dispatch_p99_le_250ms": z["dispatch_task_created_to_runner_first_event"]["p99_ms"] <= 250,
             "none_lost_none_twice": all(
-                result[m][s]["lost"] == 0 and result[m][s]["launched_twice"] == 0
+                shape["lost"] == 0 and shape["launched_twice"] == 0
                 for m in args.modes.split(",")
-                for s in args.shapes.split(",")
+                for shape in result[m].values()
+                if isinstance(shape, dict) and "lost" in shape
             ),
         }
-        if "cold" in result and result["cold"]["inflight"]["runs_per_s"]:
+        if "cold" in result and "inflight" in result["cold"] and result["cold"]["inflight"]["runs_per_s"]:
             result["speedup_inflight_zygote_over_cold"] = round(
                 z["runs_per_s"] / result["cold"]["inflight"]["runs_per_s"], 2
             )
+    steady = {k: v for k, v in result.get("zygote", {}).items() if k.startswith("steady_") and v.get("kept_up")}
+    if steady:  # the dispatch goal read at the highest arrival rate the box kept up with
+        name, top = max(steady.items(), key=lambda kv: kv[1]["offered_runs_per_s"])
+        d = top["dispatch_task_created_to_runner_first_event"]
+        result["steady_highest_kept_up"] = {
+            "shape": name,
+            "offered_runs_per_s": top["offered_runs_per_s"],
+            "dispatch_p50_ms": d["p50_ms"],
+            "dispatch_p99_ms": d["p99_ms"],
+            "dispatch_p50_le_50ms": d["p50_ms"] <= 50,
+            "dispatch_p99_le_250ms": d["p99_ms"] <= 250,
+        }
     return result
 
 
@@ -320,7 +393,9 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a run may take before it counts as unfinished"
     )
-    parser.add_argument("--shapes", default="one_at_a_time,inflight,burst", help="which shapes to run")
+    parser.add_argument("--shapes", default="one_at_a_time,inflight,burst", help="which shapes to run (and steady)")
+    parser.add_argument("--rates", default="5,10,15,20", help="arrival rates (runs/s) of the steady shape")
+    parser.add_argument("--steady-s", type=float, default=10.0, help="seconds of arrivals per steady rate")
     parser.add_argument("--modes", default="cold,zygote", help="cold, zygote or both (before and after, same run)")
     parser.add_argument("--baseline-n", type=int, default=200, help="iterations of each baseline")
     parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")
