@@ -9,6 +9,7 @@ from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository, Task
+from nexus.db.group import insert_grouped
 from nexus.db.writes import written
 from nexus.domain.ids import new_id
 from nexus.domain.json_types import JsonObject
@@ -86,7 +87,7 @@ async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
         created_by=actor,
         **extra,
     )
-    await doc.insert()
+    await insert_grouped(doc)  # with the tasks concurrent requests create
     written.keep(Task, doc.id, doc)  # dispatching it claims it without reading it back
     return doc
 

@@ -14,6 +14,7 @@ from nexus.core_api.workflow.followups import Followup, Launch, TaskMoved
 from nexus.db.cache import cached_get
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
+from nexus.db.group import insert_grouped
 from nexus.db.writes import update_document, written
 from nexus.domain.agents import LLMSpec, Limits, MemoryPolicy, Permissions
 from nexus.domain.budgets import Cap
@@ -144,7 +145,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
     )
     if claimed is None:
         return None
-    await run.insert()
+    await insert_grouped(run)  # with the runs concurrent dispatches store
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
     remember(run.id, agent.id)  # its events are accepted, its model calls counted, without looking it up
     await ctx.publisher.publish(
