@@ -3,6 +3,7 @@ keep each request's guarantees: a 2xx only once its task, audit entry and run ar
 a request's bad input refused with a 4xx naming its field while the others of its batch succeed."""
 
 import asyncio
+import dataclasses
 import uuid
 
 import httpx
@@ -18,6 +19,7 @@ from nexus.db.group import GroupWriteFailed
 from nexus.db.stats import COMMANDS
 from nexus.core_api.settings import CoreSettings
 from tests.core_api.conftest import bearer, in_app, new_agent
+from tests.core_api.test_run_facts_write import Recorder
 
 pytestmark = pytest.mark.infra
 
@@ -107,3 +109,33 @@ class _Request:
 
     class url:  # noqa: N801 — shaped like the request's url
         path = "/v1/tasks"
+
+
+async def test_a_task_that_runs_at_once_is_one_write_with_the_events_of_created_then_claimed(
+    client: AsyncTestClient, app: Litestar
+) -> None:
+    agent = await new_agent(client)
+    recorder = Recorder(app.state.ctx.publisher)
+    ctx = app.state.ctx
+    app.state.ctx = dataclasses.replace(ctx, publisher=recorder)
+    writes = (inserts("tasks"), COMMANDS.labels("update", "tasks", "ok")._value.get())
+    try:
+        r = await client.post("/v1/tasks", json={"title": "at once", "assignee": agent["id"]})
+    finally:
+        app.state.ctx = ctx
+    assert r.status_code == 201, r.text
+    task = r.json()
+    assert task["status"] == "in_progress" and task["current_run_id"]
+    assert (inserts("tasks") - writes[0], COMMANDS.labels("update", "tasks", "ok")._value.get() - writes[1]) == (1, 0)
+    # What the board and the feed hear is what they heard when the claim was a second write.
+    told = [(t, getattr(d, "status", None)) for t, d in recorder.sent if getattr(d, "task_id", None) == task["id"]]
+    assert told == [
+        ("task.created", "ready"),
+        ("board.card_moved", None),
+        ("task.status_changed", "in_progress"),
+        ("run.queued", "queued"),
+    ], told
+    assert recorder.sent[1][1].column == "ready"
+    assert (await client.get(f"/v1/tasks/{task['id']}")).json() == task
+    run = (await client.get(f"/v1/runs/{task['current_run_id']}")).json()
+    assert run["task_id"] == task["id"] and run["status"] == "queued"

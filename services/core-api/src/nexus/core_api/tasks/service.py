@@ -78,6 +78,13 @@ async def mark_blocking(task_id: str) -> None:
 
 async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
     """Stored, not announced: `workflow.engine.create_task` announces it."""
+    doc = await build(data, actor=actor, **extra)
+    await store(doc)
+    return doc
+
+
+async def build(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
+    """The task `data` asks for, checked (422 naming the field) but not stored."""
     if data.goal_id and await Goal.get(data.goal_id) is None:
         raise DomainError(422, f"goal {data.goal_id!r} does not exist", field="goal_id")
     assignee = await _agent_id(data.assignee) if data.assignee else None
@@ -99,9 +106,12 @@ async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
         created_by=actor,
         **extra,
     )
-    await insert_grouped(doc)  # with the tasks concurrent requests create
-    written.keep(Task, doc.id, doc)  # dispatching it claims it without reading it back
     return doc
+
+
+async def store(doc: Task) -> None:
+    await insert_grouped(doc)  # with the tasks concurrent requests create
+    written.keep(Task, doc.id, doc)  # its next move starts from it without reading it back
 
 
 async def update(task_id: str, data: TaskUpdate) -> Task:
