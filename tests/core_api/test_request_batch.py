@@ -45,7 +45,9 @@ async def _stored_whole(task_ids: list[str]) -> None:
     """Each task, its audit entry and its run are in the database."""
     tasks = {t.id: t for t in await Task.find({"_id": {"$in": task_ids}}).to_list()}
     assert set(tasks) == set(task_ids)
-    audited = {a.after_id for a in await AuditEntry.find({"action": "task.create", "after_id": {"$in": task_ids}}).to_list()}
+    audited = {
+        a.after_id for a in await AuditEntry.find({"action": "task.create", "after_id": {"$in": task_ids}}).to_list()
+    }
     assert audited == set(task_ids)
     runs = {r.task_id: r for r in await Run.find({"task_id": {"$in": task_ids}}).to_list()}
     assert set(runs) == set(task_ids)
@@ -107,7 +109,7 @@ def test_a_batch_the_database_lost_answers_503_naming_no_other_request() -> None
 class _Request:
     method = "POST"
 
-    class url:  # noqa: N801 — shaped like the request's url
+    class url:
         path = "/v1/tasks"
 
 

@@ -23,14 +23,14 @@ class Inserts(CommandListener):
     def __init__(self) -> None:
         self.commands = 0
 
-    def started(self, event) -> None:  # noqa: ANN001 — pymongo's event
+    def started(self, event) -> None:
         if event.command_name == "insert" and event.command.get("insert") == "audit_entries":
             self.commands += 1
 
-    def succeeded(self, event) -> None:  # noqa: ANN001
+    def succeeded(self, event) -> None:
         pass
 
-    def failed(self, event) -> None:  # noqa: ANN001
+    def failed(self, event) -> None:
         pass
 
 
@@ -70,7 +70,9 @@ async def test_a_taken_id_fails_only_its_own_caller(counted: Inserts) -> None:
     others = [entry(i) for i in range(1, 10)]
     again = entry(0, action="other")
     again.id = first.id
-    results = await asyncio.gather(*(group.insert(e) for e in [*others[:5], again, *others[5:]]), return_exceptions=True)
+    results = await asyncio.gather(
+        *(group.insert(e) for e in [*others[:5], again, *others[5:]]), return_exceptions=True
+    )
     assert isinstance(results[5], DuplicateKeyError), results
     assert [r for i, r in enumerate(results) if i != 5] == [None] * 9
     assert (await AuditEntry.get(first.id)).action == "task.create"  # the stored one is untouched
@@ -81,7 +83,9 @@ async def test_a_document_that_spoils_the_command_fails_only_its_own_caller(coun
     group = GroupInsert(AuditEntry)
     others = [entry(i) for i in range(8)]
     spoiled = entry(8, before_id="a\x00b")  # PostgreSQL cannot hold a NUL
-    results = await asyncio.gather(*(group.insert(e) for e in [*others[:4], spoiled, *others[4:]]), return_exceptions=True)
+    results = await asyncio.gather(
+        *(group.insert(e) for e in [*others[:4], spoiled, *others[4:]]), return_exceptions=True
+    )
     assert isinstance(results[4], GroupWriteFailed), results
     assert [r for i, r in enumerate(results) if i != 4] == [None] * 8
     assert await AuditEntry.find({"_id": {"$in": [e.id for e in others]}}).count() == 8

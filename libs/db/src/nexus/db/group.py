@@ -106,7 +106,6 @@ class GroupInsert:
             else:
                 done.set_result(None)
 
-
     async def _one_by_one(self, coll: Any, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         """One document may have spoiled the command (the server refused it as a whole, e.g. a value
         the storage cannot hold) after storing some of the others (an unordered insert goes on past a

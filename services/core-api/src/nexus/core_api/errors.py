@@ -108,7 +108,7 @@ def transition_handler(_: OpenRequest, exc: InvalidTransition) -> Response[JsonO
 
 def unstored_handler(request: OpenRequest, exc: GroupWriteFailed) -> Response[JsonObject]:
     """The database refused or lost the write this request's document went out in (with those of
-    other requests, each told the same): nothing of this request's is known stored; retrying is safe."""
+    other requests, each told only of its own): the request stopped there, what it wrote before stays."""
     log.warning("%s %s: %s", request.method, request.url.path, exc, exc_info=exc.__cause__)
     return _problem(503, "Service unavailable", f"{exc}: the request did not complete")
 

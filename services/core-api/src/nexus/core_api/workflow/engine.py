@@ -165,9 +165,7 @@ async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra: An
     return task
 
 
-async def submit_task(
-    ctx: Context, data: TaskCreate, *, actor: str, audit: Callable[[Task], Awaitable[None]]
-) -> Task:
+async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Callable[[Task], Awaitable[None]]) -> Task:
     """A task asked for over the API: stored and audited before anything is announced. When it can run
     at once it is stored already claimed by its run — one write of the task instead of an insert and
     a claim; nobody else can claim a task not yet stored — and its events are those of a task created
