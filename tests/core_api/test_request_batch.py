@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from pymongo.errors import AutoReconnect
 
 from nexus.core_api.errors import PROBLEM, unstored_handler
+from nexus.db import cache
 from nexus.db.documents import AuditEntry, Run, Task
 from nexus.db.group import GroupWriteFailed
 from nexus.db.stats import COMMANDS
@@ -141,3 +142,27 @@ async def test_a_task_that_runs_at_once_is_one_write_with_the_events_of_created_
     assert (await client.get(f"/v1/tasks/{task['id']}")).json() == task
     run = (await client.get(f"/v1/runs/{task['current_run_id']}")).json()
     assert run["task_id"] == task["id"] and run["status"] == "queued"
+
+
+@pytest.fixture
+def lasting_cache():
+    """The read cache's entries outlive the test however slow the box (only a write drops them)."""
+    ttl = cache._cache.ttl_s
+    cache._cache.ttl_s = 3600.0
+    yield
+    cache._cache.ttl_s = ttl
+
+
+async def test_an_agent_named_by_name_is_read_once_until_agents_change(client: AsyncTestClient, lasting_cache) -> None:
+    agent = await new_agent(client)
+    r = await client.post("/v1/tasks", json={"title": "first", "assignee": agent["name"]})
+    assert r.status_code == 201, r.text
+    finds = COMMANDS.labels("find", "agents", "ok")._value.get()
+    for i in range(3):
+        r = await client.post("/v1/tasks", json={"title": f"again {i}", "assignee": agent["name"]})
+        assert r.status_code == 201 and r.json()["assignee_agent_id"] == agent["id"], r.text
+    assert COMMANDS.labels("find", "agents", "ok")._value.get() == finds
+    # A write to agents forgets what was remembered missing: an agent made now is found by its name.
+    later = await new_agent(client)
+    r = await client.post("/v1/tasks", json={"title": "later", "assignee": later["name"]})
+    assert r.status_code == 201 and r.json()["assignee_agent_id"] == later["id"], r.text
