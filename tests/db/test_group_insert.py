@@ -51,7 +51,7 @@ async def test_concurrent_inserts_go_out_together_and_each_is_stored_as_insert_s
     group = GroupInsert(AuditEntry)
     entries = [entry(i, after_id=f"task_{i}") for i in range(40)]
     await asyncio.gather(*(group.insert(e) for e in entries))
-    assert counted.commands <= 4, counted.commands  # one per batch: the first, then what waited for it
+    assert counted.commands <= 8, counted.commands  # one per batch: the first, then what waited for it
     alone = entry(99)
     await alone.insert()  # beanie's own path, for comparison
     stored = {d["_id"]: d for d in await AuditEntry.get_pymongo_collection().find({}).to_list()}
