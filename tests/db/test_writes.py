@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from nexus.db.connection import update_versioned
-from nexus.db.documents import Goal, Task
+from nexus.db.documents import Goal, Run, Task
 from nexus.db.writes import Written, update_document
 
 pytestmark = pytest.mark.infra
@@ -126,3 +126,28 @@ async def test_kept_copies_are_bounded_and_the_least_recently_written_goes_first
         "t2",
         "t3",
     ]
+
+
+async def test_kept_copies_share_nothing_nested_with_the_caller(fresh_db) -> None:
+    """A caller that changes something inside a field (a run's config, its attempts) changes neither
+    the kept copy nor the next caller's."""
+    kept = Written()
+    run = Run(
+        id=f"run_{uuid.uuid4().hex}",
+        task_id="task_1",
+        agent_id="agt_1",
+        agent_revision=1,
+        session_id="ses_1",
+        config={"task": {"title": "as kept", "target_files": ["a.py"]}, "tools": ["read"]},
+        attempts=[{"attempt": 1, "phase": "launched"}],
+    )
+    kept.keep(Run, run.id, run)
+    run.config["task"]["title"] = "changed by the caller"
+    run.attempts[0]["phase"] = "changed by the caller"
+    taken = kept.take(Run, run.id)
+    taken.config["task"]["target_files"].append("b.py")
+    taken.config["tools"].append("shell")
+    again = kept.take(Run, run.id)
+    assert again.config == {"task": {"title": "as kept", "target_files": ["a.py"]}, "tools": ["read"]}
+    assert again.attempts == [{"attempt": 1, "phase": "launched"}]
+    assert again == kept.peek(Run, run.id) and again is not kept.peek(Run, run.id)

@@ -135,6 +135,10 @@ class Task(PagedDocument):
     repository_id: str | None = None
     priority: int = 0
     blocked_by: list[str] = Field(default_factory=list)
+    # Another task names this one in its blocked_by (marked before that task reads this one's status,
+    # with the version moved): only then does this task's end look for what it unblocks. None: not
+    # known (stored before the mark existed), so its end looks.
+    blocks: bool | None = None
     is_meta: bool = False  # the decomposition task of a goal: its run is a meta session
     auto_ready: bool = True  # created "ready" but blocked: promoted when its blockers are done
     parent_run_id: str | None = None

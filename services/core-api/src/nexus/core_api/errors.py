@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from nexus.core_api.auth.requests import OpenRequest
+from nexus.db.group import GroupWriteFailed
 from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import InvalidTransition
 
@@ -88,6 +89,7 @@ _TITLES = {
     404: "Not found",
     409: "Conflict",
     413: "Payload too large",
+    503: "Service unavailable",
 }
 
 
@@ -104,6 +106,13 @@ def transition_handler(_: OpenRequest, exc: InvalidTransition) -> Response[JsonO
     return _problem(409, "Conflict", str(exc), [{"field": "status", "message": str(exc)}])
 
 
+def unstored_handler(request: OpenRequest, exc: GroupWriteFailed) -> Response[JsonObject]:
+    """The database refused or lost the write this request's document went out in (with those of
+    other requests, each told only of its own): the request stopped there, what it wrote before stays."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc, exc_info=exc.__cause__)
+    return _problem(503, "Service unavailable", f"{exc}: the request did not complete")
+
+
 def internal_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "the server failed; see its logs")
@@ -114,6 +123,7 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_handler,
     DomainError: domain_handler,
     InvalidTransition: transition_handler,
+    GroupWriteFailed: unstored_handler,
     Exception: internal_handler,
 }
 _ = MediaType

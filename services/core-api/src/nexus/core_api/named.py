@@ -16,7 +16,9 @@ async def find_named(doc_cls: type[D], ref: str, *, live: bool = True, cached: b
     `cached`, read through the read cache (a shared copy: read it, never change it)."""
     documents: Any = doc_cls
     if cached:
-        doc: D | None = await cached_get(documents, ref)
+        # A name is no id: its miss by id is remembered, as the find by name is, until a write to the
+        # collection (a task naming its agent by name then reads nothing).
+        doc: D | None = await cached_get(documents, ref, keep_missing=True)
         if doc is None:
             doc = next(iter(await cached_find(documents, {"name": ref}, [("_id", 1)], 1)), None)
     else:

@@ -2,18 +2,22 @@
 
 from nexus.core_api.auth.keys import Principal
 from nexus.db.documents import AuditEntry
+from nexus.db.group import insert_grouped
 from nexus.domain.ids import new_id
 
 
 async def record(
     actor: Principal | None, action: str, resource: str, *, before_id: str | None = None, after_id: str | None = None
 ) -> None:
-    await AuditEntry(
-        id=new_id("aud"),
-        actor=actor.key_id if actor else "system",
-        actor_name=actor.name if actor else "system",
-        action=action,
-        resource=resource,
-        before_id=before_id,
-        after_id=after_id,
-    ).insert()
+    # Stored before the request answers, in one insert with the entries concurrent requests write.
+    await insert_grouped(
+        AuditEntry(
+            id=new_id("aud"),
+            actor=actor.key_id if actor else "system",
+            actor_name=actor.name if actor else "system",
+            action=action,
+            resource=resource,
+            before_id=before_id,
+            after_id=after_id,
+        )
+    )

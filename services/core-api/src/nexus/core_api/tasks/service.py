@@ -9,7 +9,8 @@ from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, Goal, Repository, Task
-from nexus.db.writes import written
+from nexus.db.group import insert_grouped
+from nexus.db.writes import update_document, written
 from nexus.domain.ids import new_id
 from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TaskStatus, blockers_done
@@ -52,11 +53,15 @@ async def _repo_id(ref: str) -> str:
     return await named_id(Repository, ref, kind="repository", field="repository")
 
 
-async def blocker_statuses(ids: list[str], self_id: str | None = None) -> list[TaskStatus]:
+async def blocker_statuses(ids: list[str], self_id: str | None = None, *, declared: bool = False) -> list[TaskStatus]:
+    """The blockers' statuses; `declared`: the caller is making them blockers, so each is marked first
+    (`Task.blocks`): one that ends after its status is read here then looks for the task it unblocks."""
     statuses = []
     for bid in ids:
         if bid == self_id:
             raise DomainError(422, "a task cannot block itself", field="blocked_by")
+        if declared:
+            await mark_blocking(bid)
         blocker = await Task.get(bid)
         if blocker is None:
             raise DomainError(422, f"blocking task {bid!r} does not exist", field="blocked_by")
@@ -64,13 +69,27 @@ async def blocker_statuses(ids: list[str], self_id: str | None = None) -> list[T
     return statuses
 
 
+async def mark_blocking(task_id: str) -> None:
+    """The version moves with the mark: a transition that started from a copy made before it is
+    refused (compare-and-set) and reads the mark, in this process or another."""
+    update = {"$set": {"blocks": True}, "$inc": {"version": 1}}
+    await update_document(Task, task_id, update, {"blocks": {"$ne": True}})
+
+
 async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
     """Stored, not announced: `workflow.engine.create_task` announces it."""
+    doc = await build(data, actor=actor, **extra)
+    await store(doc)
+    return doc
+
+
+async def build(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
+    """The task `data` asks for, checked (422 naming the field) but not stored."""
     if data.goal_id and await Goal.get(data.goal_id) is None:
         raise DomainError(422, f"goal {data.goal_id!r} does not exist", field="goal_id")
     assignee = await _agent_id(data.assignee) if data.assignee else None
     repo = await _repo_id(data.repository) if data.repository else None
-    statuses = await blocker_statuses(data.blocked_by)
+    statuses = await blocker_statuses(data.blocked_by, declared=True)
     status = TaskStatus.READY if data.status == "ready" and blockers_done(statuses) else TaskStatus.BACKLOG
     doc = Task(
         id=new_id("task"),
@@ -82,13 +101,17 @@ async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
         repository_id=repo,
         priority=data.priority,
         blocked_by=list(data.blocked_by),
+        blocks=False,  # nothing names it yet: its end needs no look for tasks it unblocks
         auto_ready=data.status == "ready",
         created_by=actor,
         **extra,
     )
-    await doc.insert()
-    written.keep(Task, doc.id, doc)  # dispatching it claims it without reading it back
     return doc
+
+
+async def store(doc: Task) -> None:
+    await insert_grouped(doc)  # with the tasks concurrent requests create
+    written.keep(Task, doc.id, doc)  # its next move starts from it without reading it back
 
 
 async def update(task_id: str, data: TaskUpdate) -> Task:
@@ -105,7 +128,7 @@ async def update(task_id: str, data: TaskUpdate) -> Task:
     if data.repository is not None:
         fields["repository_id"] = await _repo_id(data.repository)
     if data.blocked_by is not None:
-        await blocker_statuses(data.blocked_by, self_id=task.id)
+        await blocker_statuses(data.blocked_by, self_id=task.id, declared=True)
         fields["blocked_by"] = list(data.blocked_by)
     updated = await update_versioned(Task, task.id, lambda _: fields)
     return updated or task

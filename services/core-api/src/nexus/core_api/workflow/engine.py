@@ -6,6 +6,7 @@ call it instead of calling each other."""
 import contextlib
 import logging
 from datetime import timedelta
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -161,6 +162,25 @@ async def requeue_stale(ctx: Context) -> int:
 async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra: Any) -> Task:  # extra: Task fields
     task = await tasks_store.create(data, actor=actor, **extra)
     await announce_created(ctx, task)
+    return task
+
+
+async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Callable[[Task], Awaitable[None]]) -> Task:
+    """A task asked for over the API: stored and audited before anything is announced. When it can run
+    at once it is stored already claimed by its run — one write of the task instead of an insert and
+    a claim; nobody else can claim a task not yet stored — and its events are those of a task created
+    (ready) then claimed, in that order."""
+    task = await tasks_store.build(data, actor=actor)
+    prepared = await launch.prepare(ctx, task)
+    created = task.model_copy()  # as created, before the claim: what `task.created` says
+    if prepared is not None:
+        for name, value in launch.claim(prepared).items():
+            setattr(task, name, value)
+    await tasks_store.store(task)
+    await audit(task)
+    await announce_created(ctx, created)
+    if prepared is not None:
+        await launch.start(ctx, prepared, task)
     return task
 
 

@@ -1,6 +1,7 @@
 """From a ready task to a commanded run: assemble the run config once, store the run, command the worker."""
 
 import logging
+from dataclasses import dataclass
 
 import msgspec
 
@@ -14,10 +15,12 @@ from nexus.core_api.workflow.followups import Followup, Launch, TaskMoved
 from nexus.db.cache import cached_get
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
+from nexus.db.group import insert_grouped
 from nexus.db.writes import update_document, written
 from nexus.domain.agents import LLMSpec, Limits, MemoryPolicy, Permissions
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id, new_ulid
+from nexus.domain.json_types import JsonObject
 from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, TaskBrief, TaskChanged
 
@@ -99,15 +102,26 @@ async def command_launch(ctx: Context, run: Run, config: RunConfig | None = None
     )
 
 
-async def dispatch_task(ctx: Context, task: Task) -> Run | None:
-    """Start a run for a ready, assigned task. Safe to call twice: only one caller wins the task."""
+@dataclass(frozen=True)
+class Prepared:
+    """A run made ready for a task (its config assembled), not yet stored: the task is claimed for it
+    (a compare-and-set, or stored claimed when it is new), then `start` stores and launches it."""
+
+    run: Run
+    config: RunConfig
+    agent: Agent
+
+
+async def prepare(ctx: Context, task: Task) -> Prepared | None:
+    """A run for a ready, assigned task, or None: no such agent, or a spent budget (the task then
+    stays ready, saying why — `blocked` — until it is raised)."""
     if task.status != TaskStatus.READY.value or not task.assignee_agent_id:
         return None
     agent = await cached_get(Agent, task.assignee_agent_id)
     if agent is None or agent.deleted:
         log.warning("task %s is assigned to a missing agent %s", task.id, task.assignee_agent_id)
         return None
-    try:  # a spent budget keeps the task ready, waiting ("blocked: budget") until it is raised
+    try:
         budget = await allowance(ctx, task, agent)
     except Blocked as exc:
         await block(ctx, task, str(exc))
@@ -132,33 +146,50 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
         priority=task.priority,
         launch_msg_id=new_ulid(),  # stored with the run: its launch command needs no second write
     )
+    return Prepared(run, config, agent)
+
+
+def claim(prepared: Prepared) -> JsonObject:
+    """What a task claimed by the prepared run holds."""
+    return {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": prepared.run.id, "blocked": ""}
+
+
+async def dispatch_task(ctx: Context, task: Task) -> Run | None:
+    """Start a run for a ready, assigned task. Safe to call twice: only one caller wins the task."""
+    prepared = await prepare(ctx, task)
+    if prepared is None:
+        return None
     # Claim the task first (compare-and-set on its version): a second dispatcher loses here.
     claimed = await update_versioned(
-        Task,
-        task.id,
-        lambda t: (
-            {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id, "blocked": ""}
-            if t.status == TaskStatus.READY.value
-            else None
-        ),
+        Task, task.id, lambda t: claim(prepared) if t.status == TaskStatus.READY.value else None
     )
     if claimed is None:
         return None
-    await run.insert()
+    return await start(ctx, prepared, claimed)
+
+
+async def start(ctx: Context, prepared: Prepared, claimed: Task) -> Run:
+    """The prepared run of a task claimed for it: stored, announced, its launch commanded."""
+    run, agent = prepared.run, prepared.agent
+    await insert_grouped(run)  # with the runs concurrent dispatches store
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
     remember(run.id, agent.id)  # its events are accepted, its model calls counted, without looking it up
     await ctx.publisher.publish(
         "task.status_changed",
         TaskChanged(
-            task_id=task.id, status=claimed.status, title=task.title, goal_id=task.goal_id, assignee_agent_id=agent.id
+            task_id=claimed.id,
+            status=claimed.status,
+            title=claimed.title,
+            goal_id=claimed.goal_id,
+            assignee_agent_id=agent.id,
         ),
     )
-    await command_launch(ctx, run, config)
+    await command_launch(ctx, run, prepared.config)
     await ctx.publisher.publish(
         "run.queued",
-        RunChanged(run_id=run.id, task_id=task.id, agent_id=agent.id, status=run.status, attempt=run.attempt),
+        RunChanged(run_id=run.id, task_id=claimed.id, agent_id=agent.id, status=run.status, attempt=run.attempt),
     )
-    log.info("dispatched task %s as run %s (agent %s rev %d)", task.id, run.id, agent.name, agent.revision)
+    log.info("dispatched task %s as run %s (agent %s rev %d)", claimed.id, run.id, agent.name, agent.revision)
     return run
 
 

@@ -15,7 +15,8 @@ Moved = tuple[Task, list[Followup]]
 
 def _moved(task: Task, target: TaskStatus) -> list[Followup]:
     then: list[Followup] = [TaskMoved("task.status_changed", task)]
-    if target == TaskStatus.DONE:
+    # As the move's compare-and-set found it: a task marked as a blocker since has a newer version.
+    if target == TaskStatus.DONE and task.blocks is not False:
         then.append(Promote(task.id))
     return then
 
