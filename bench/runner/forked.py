@@ -47,7 +47,10 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
     auth = nats_auth(root / "auth")
     server = start_nats(root / "nats", auth=auth, log_path=root / "nats.log")
     repo_root = str(Path(__file__).resolve().parents[2])  # the floor's entry module (bench.runner.floor)
-    zygote = Zygote({k: v for k, v in os.environ.items() if k in ("PATH", "LANG")} | {"PYTHONPATH": repo_root})
+    # NEXUS_ZYGOTE_REHEARSAL=false in the bench's environment: a zygote without its rehearsal run
+    zygote = Zygote(
+        {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "NEXUS_ZYGOTE_REHEARSAL")} | {"PYTHONPATH": repo_root}
+    )
     try:
         nc = await connect(server.url, "tools", creds=str(auth / "tools.creds"))
         await ensure_streams(nc.jetstream())
