@@ -38,7 +38,9 @@ async def _floor(environ: dict[str, str]) -> None:
     try:
         await publish("run.status", RunStatusChanged(status="running", attempt=1))
         await asyncio.gather(
-            publish("run.session", SessionOpened(session_id=session_id, project_path="", backend="scripted", attempt=1)),
+            publish(
+                "run.session", SessionOpened(session_id=session_id, project_path="", backend="scripted", attempt=1)
+            ),
             publish("run.log", RunLog(message="floor")),
             publish(
                 "run.llm",

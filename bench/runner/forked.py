@@ -23,15 +23,13 @@ import msgspec
 from bench.runner.floor import ENTRY as FLOOR_ENTRY
 from bench.throughput.baselines import fork_exec_rate
 from nexus.dev.servers import nats_auth, start_nats
-from nexus.domain.agents import LLMSpec
 from nexus.events.bus import connect, ensure_streams
 from nexus.events.credentials import RunSigner
-from nexus.events.payloads import RunConfig
+from nexus.agent_runner.rehearsal import trivial_config
 from nexus.events.permissions import RunIdentity
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, preload
 from nexus.worker.runtimes.zygote_client import Zygote
 
-TRIVIAL = "steps:\n  - say: done\n"
 KINDS = {"trivial_run": DEFAULT_ENTRY, "floor": FLOOR_ENTRY}
 BLOCK = 10  # runs of one kind in a row before the other kind's block
 
@@ -49,7 +47,8 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
     repo_root = str(Path(__file__).resolve().parents[2])  # the floor's entry module (bench.runner.floor)
     # NEXUS_ZYGOTE_REHEARSAL=false in the bench's environment: a zygote without its rehearsal run
     zygote = Zygote(
-        {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "NEXUS_ZYGOTE_REHEARSAL")} | {"PYTHONPATH": repo_root}
+        {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "NEXUS_ZYGOTE_REHEARSAL")}
+        | {"PYTHONPATH": repo_root}
     )
     try:
         nc = await connect(server.url, "tools", creds=str(auth / "tools.creds"))
@@ -72,14 +71,7 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
                 run_id = f"run_{os.urandom(8).hex()}"
                 d = root / run_id
                 (d / "home").mkdir(parents=True)
-                cfg = RunConfig(
-                    run_id=run_id,
-                    agent_id="agent_b",
-                    task_id="task_b",
-                    session_id=f"ses_{run_id[4:]}",
-                    system_prompt="bench",
-                    llm=LLMSpec(provider="scripted", script=TRIVIAL),
-                )
+                cfg = trivial_config(run_id, "b")
                 (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
                 env = {
                     **zygote.env,

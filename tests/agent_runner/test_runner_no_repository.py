@@ -33,7 +33,7 @@ async def test_a_run_that_writes_files_commits_them_as_before(js, nats_url, tmp_
     script = (
         "steps:\n"
         "  - tool_calls: [{name: git_status, args: {}}]\n"  # git before any write: the repository is written then
-        "  - tool_calls: [{name: write_file, args: {path: src/a.txt, content: \"a\\n\"}}]\n"
+        '  - tool_calls: [{name: write_file, args: {path: src/a.txt, content: "a\\n"}}]\n'
         "  - tool_calls: [{name: git_diff, args: {}}]\n"
         "  - say: wrote a\n"
     )

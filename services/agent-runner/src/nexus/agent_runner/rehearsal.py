@@ -41,6 +41,18 @@ rehearsed = 0  # rehearsals this process played through (a forked child sees its
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU, signal.SIGCHLD, signal.SIGHUP)
 
 
+def trivial_config(run_id: str, name: str) -> RunConfig:
+    """The run config of a trivial run: a scripted agent that says "done", no repository."""
+    return RunConfig(
+        run_id=run_id,
+        agent_id=f"agent_{name}",
+        task_id=f"task_{name}",
+        session_id=f"ses_{run_id[4:]}",
+        system_prompt=name,
+        llm=LLMSpec(provider="scripted", script=TRIVIAL),
+    )
+
+
 class _StandIn:
     """Enough of a NATS server for one runner: INFO, PONG for every PING, and for every publish
     with a reply subject a JetStream acknowledgement sent to the subscription that owns the reply."""
@@ -92,15 +104,7 @@ async def _rehearse(root: Path) -> int:
     stand_in = _StandIn()
     server = await asyncio.start_server(stand_in.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    run_id = "run_rehearsal000000"
-    cfg = RunConfig(
-        run_id=run_id,
-        agent_id="agent_rehearsal",
-        task_id="task_rehearsal",
-        session_id=f"ses_{run_id[4:]}",
-        system_prompt="rehearsal",
-        llm=LLMSpec(provider="scripted", script=TRIVIAL),
-    )
+    cfg = trivial_config("run_rehearsal000000", "rehearsal")
     (root / "run-config.json").write_bytes(msgspec.json.encode(cfg))
     environ = {
         "NEXUS_NATS_CREDS": _throwaway_credential(cfg),
@@ -182,11 +186,11 @@ def rehearse() -> int:
         os.dup2(saved_err, 2)
         os.close(saved_err)
         os.close(null)
-        for handler, kept in filters:
-            handler.filters[:] = kept
-        for sig, handler in handlers.items():
-            if handler is not None:
+        for log_handler, kept in filters:
+            log_handler.filters[:] = kept
+        for sig, disposition in handlers.items():
+            if disposition is not None:
                 with contextlib.suppress(ValueError, OSError):
-                    signal.signal(sig, handler)
+                    signal.signal(sig, disposition)
         signal.set_wakeup_fd(wakeup)
         shutil.rmtree(root, ignore_errors=True)

@@ -165,7 +165,9 @@ def init_repository(rg: RunGit, branch: str = "main", *, identity: tuple[str, st
     for sub in ("objects", "refs"):
         (git_dir / sub).mkdir()
     (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
-    user = f"[user]\n\tname = {_config_value(identity[0])}\n\temail = {_config_value(identity[1])}\n" if identity else ""
+    user = ""
+    if identity:
+        user = f"[user]\n\tname = {_config_value(identity[0])}\n\temail = {_config_value(identity[1])}\n"
     (git_dir / "config").write_text(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"
         f"\tworktree = {_config_value(str(rg.work_tree))}\n" + user

@@ -375,8 +375,10 @@ class Hypervisor:
             raise Refused(
                 "no-repository", "this session has no repository outside the workspace; the git tools need one"
             )
-        if repo and self._git_dir is not None and (
-            (sealed := self._sealed()) == "" or safegit.steering_digest(self._git_dir) != sealed
+        if (
+            repo
+            and self._git_dir is not None
+            and ((sealed := self._sealed()) == "" or safegit.steering_digest(self._git_dir) != sealed)
         ):
             raise Refused(
                 "git-tampered", "the repository's git directory was changed outside the hypervisor; git refused"
