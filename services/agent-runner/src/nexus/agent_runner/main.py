@@ -182,7 +182,8 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
     try:
         return asyncio.run(run(settings, environ, announced=announced))
     finally:
-        flush_tracing()  # a zygote child leaves with os._exit: what is buffered goes now or never
+        if settings.otlp_endpoint:  # without one nothing is buffered: spans go nowhere
+            flush_tracing()  # a zygote child leaves with os._exit: what is buffered goes now or never
 
 
 def main() -> None:
