@@ -82,3 +82,32 @@ def test_the_rehearsal_runs_a_real_run_and_leaves_nothing_behind(tmp_path: Path)
         "stderr_is_ours": True,
     }, stderr.read_text()
     assert "rehearsal" not in stderr.read_text()  # its log lines went nowhere
+
+
+HUNG = r"""
+import asyncio, json, os, signal, threading
+from nexus.worker.runtimes.zygote import preload, warm_per_run_work
+preload()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+from nexus.agent_runner import rehearsal
+async def silent(self, reader, writer):  # a stand-in that never says INFO: the client waits for ever
+    await asyncio.sleep(3600)
+rehearsal._StandIn.serve = silent
+rehearsal.REHEARSAL_TIMEOUT_S = 0.5
+before = rehearsal.rehearsed
+warm_per_run_work()  # as the zygote calls it: a failed warm-up is said, never fatal
+import opentelemetry.trace as otel_trace
+print(json.dumps({
+    "rehearsed": rehearsal.rehearsed - before,
+    "threads": threading.active_count(),
+    "sigterm_ignored": signal.getsignal(signal.SIGTERM) == signal.SIG_IGN,
+    "provider_installed": otel_trace._TRACER_PROVIDER is not None,
+}))
+"""
+
+
+def test_a_rehearsal_that_hangs_is_given_up_and_the_zygote_goes_on(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", HUNG], capture_output=True, check=True, timeout=120)
+    seen = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert seen == {"rehearsed": 0, "threads": 1, "sigterm_ignored": True, "provider_installed": False}
+    assert b"could not warm a rehearsal run" in done.stderr

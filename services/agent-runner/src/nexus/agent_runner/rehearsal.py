@@ -38,6 +38,7 @@ from nexus.events.payloads import RunConfig
 
 TRIVIAL = "steps:\n  - say: done\n"
 rehearsed = 0  # rehearsals this process played through (a forked child sees its zygote's)
+REHEARSAL_TIMEOUT_S = 20.0  # a rehearsal that hangs is given up (TimeoutError): the zygote serves unrehearsed
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU, signal.SIGCHLD, signal.SIGHUP)
 
 
@@ -178,7 +179,7 @@ def rehearse() -> int:
     try:
         os.dup2(null, 2)  # the rehearsal's log lines are nobody's
         with _lent_tracer_provider():
-            code = asyncio.run(_rehearse(root))
+            code = asyncio.run(asyncio.wait_for(_rehearse(root), REHEARSAL_TIMEOUT_S))
         global rehearsed
         rehearsed += code == 0
         return code
