@@ -172,12 +172,13 @@ def rehearse() -> int:
     (0 when the rehearsal ran through)."""
     handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     filters = [(h, list(h.filters)) for h in logging.getLogger().handlers]
-    wakeup = signal.set_wakeup_fd(-1)
     root = Path(tempfile.mkdtemp(prefix="nexus-rehearsal-"))
     saved_err = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
+    wakeup = signal.set_wakeup_fd(-1)
     try:
+        null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 2)  # the rehearsal's log lines are nobody's
+        os.close(null)
         with _lent_tracer_provider():
             code = asyncio.run(asyncio.wait_for(_rehearse(root), REHEARSAL_TIMEOUT_S))
         global rehearsed
@@ -186,7 +187,6 @@ def rehearse() -> int:
     finally:
         os.dup2(saved_err, 2)
         os.close(saved_err)
-        os.close(null)
         for log_handler, kept in filters:
             log_handler.filters[:] = kept
         for sig, disposition in handlers.items():
