@@ -1,8 +1,14 @@
 """A trivial run in a runner forked from the warm zygote, measured alone: CPU per run (what the
 zygote reaped: the runner and anything it started) and wall time, against a real operator-mode
 nats-server, each run with its own minted NATS credential — as the worker launches them, minus the
-worker and the database. Same-run baseline: a bare `os.fork` + `_exit` + wait of the zygote-sized
-interpreter (this process, with the runner's modules imported)."""
+worker and the database. Same-run baselines: a bare `os.fork` + `_exit` + wait of the zygote-sized
+interpreter (this process, with the runner's modules imported), and the **floor** (`floor.py`): a
+child forked from the same zygote that only connects with its own credential, publishes the six
+events of a trivial run awaiting their acks, and exits — what per-run isolation and identity cost.
+
+Floor and trivial runs alternate in blocks from the one zygote, so the box's noise falls on both
+alike. Per kind: CPU-ms per run (user and system apart), minor page faults per run (mostly the
+copy-on-write of the inherited heap), wall p50 per run."""
 
 import asyncio
 import os
@@ -14,29 +20,36 @@ from pathlib import Path
 
 import msgspec
 
+from bench.runner.floor import ENTRY as FLOOR_ENTRY
 from bench.throughput.baselines import fork_exec_rate
 from nexus.dev.servers import nats_auth, start_nats
-from nexus.domain.agents import LLMSpec
 from nexus.events.bus import connect, ensure_streams
 from nexus.events.credentials import RunSigner
-from nexus.events.payloads import RunConfig
+from nexus.agent_runner.rehearsal import trivial_config
 from nexus.events.permissions import RunIdentity
-from nexus.worker.runtimes.zygote import preload
+from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, preload
 from nexus.worker.runtimes.zygote_client import Zygote
 
-TRIVIAL = "steps:\n  - say: done\n"
+KINDS = {"trivial_run": DEFAULT_ENTRY, "floor": FLOOR_ENTRY}
+BLOCK = 10  # runs of one kind in a row before the other kind's block
 
 
-def _reaped_ticks(pid: int) -> int:
+def _reaped(pid: int) -> tuple[int, int, int]:
+    """The zygote's reaped children so far: (user ticks, system ticks, minor faults)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[13]) + int(fields[14])  # cutime + cstime of the zygote: its children, reaped
+    return int(fields[13]), int(fields[14]), int(fields[8])  # cutime, cstime, cminflt
 
 
-async def _runs(n: int, concurrency: int) -> dict:
+async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS)) -> dict:
     root = Path(tempfile.mkdtemp(prefix="nexus-bench-forked-"))
     auth = nats_auth(root / "auth")
     server = start_nats(root / "nats", auth=auth, log_path=root / "nats.log")
-    zygote = Zygote({k: v for k, v in os.environ.items() if k in ("PATH", "LANG")})
+    repo_root = str(Path(__file__).resolve().parents[2])  # the floor's entry module (bench.runner.floor)
+    # NEXUS_ZYGOTE_REHEARSAL=false in the bench's environment: a zygote without its rehearsal run
+    zygote = Zygote(
+        {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "NEXUS_ZYGOTE_REHEARSAL")}
+        | {"PYTHONPATH": repo_root}
+    )
     try:
         nc = await connect(server.url, "tools", creds=str(auth / "tools.creds"))
         await ensure_streams(nc.jetstream())
@@ -49,23 +62,16 @@ async def _runs(n: int, concurrency: int) -> dict:
             await asyncio.sleep(0.05)
         if not zygote.ready or zygote.pid is None:
             raise RuntimeError("the zygote never became ready")
-        walls: list[float] = []
-        codes: list[int | None] = []
+        walls: dict[str, list[float]] = {k: [] for k in kinds}
+        codes: dict[str, set[int | None]] = {k: set() for k in kinds}
         gate = asyncio.Semaphore(concurrency)
 
-        async def one() -> None:
+        async def one(kind: str) -> None:
             async with gate:
                 run_id = f"run_{os.urandom(8).hex()}"
                 d = root / run_id
                 (d / "home").mkdir(parents=True)
-                cfg = RunConfig(
-                    run_id=run_id,
-                    agent_id="agent_b",
-                    task_id="task_b",
-                    session_id=f"ses_{run_id[4:]}",
-                    system_prompt="bench",
-                    llm=LLMSpec(provider="scripted", script=TRIVIAL),
-                )
+                cfg = trivial_config(run_id, "b")
                 (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
                 env = {
                     **zygote.env,
@@ -77,30 +83,50 @@ async def _runs(n: int, concurrency: int) -> dict:
                     "NEXUS_LOG_FORMAT": "json",
                     "NEXUS_NATS_CREDS": signer.mint(RunIdentity(run_id, 1, cfg.session_id, None), 600),
                 }
+                if kind == "floor":
+                    env["NEXUS_RUN_ID"] = run_id
+                zygote.entry = KINDS[kind]  # read when the request is written: one kind per block
                 t0 = time.perf_counter()
                 pid = await zygote.spawn(cwd=str(d), log_path=str(d / "runner.log"), env=env, limits=(2048, 1024, 600))
-                codes.append(await zygote.wait(pid))
-                walls.append((time.perf_counter() - t0) * 1000)
+                codes[kind].add(await zygote.wait(pid))
+                walls[kind].append((time.perf_counter() - t0) * 1000)
 
-        await one()  # warm-up: the server's first stream writes
-        walls.clear()
-        codes.clear()
-        before = _reaped_ticks(zygote.pid)
+        for kind in kinds:  # warm-up: the server's first stream writes
+            await one(kind)
+            walls[kind].clear()
+        totals = {k: [0, 0, 0] for k in kinds}
+        counts = dict.fromkeys(kinds, 0)
         t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
+        done = 0
+        while done < n:
+            block = min(BLOCK, n - done)
+            for kind in kinds:
+                before = _reaped(zygote.pid)
+                await asyncio.gather(*(one(kind) for _ in range(block)))
+                after = _reaped(zygote.pid)
+                for i in range(3):
+                    totals[kind][i] += after[i] - before[i]
+                counts[kind] += block
+            done += block
         elapsed = time.perf_counter() - t0
-        await asyncio.sleep(0.1)  # the last exit reaped
-        cpu_ms = (_reaped_ticks(zygote.pid) - before) * 1000 / os.sysconf("SC_CLK_TCK") / n
-        walls.sort()
-        return {
-            "runs": n,
-            "concurrency": concurrency,
-            "exit_codes": sorted({c for c in codes if c is not None}),
-            "cpu_ms_per_run": round(cpu_ms, 1),
-            "wall_p50_ms": round(statistics.median(walls), 1),
-            "wall_max_ms": round(walls[-1], 1),
-            "runs_per_s": round(n / elapsed, 1),
-        }
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        out: dict = {}
+        for kind in kinds:
+            user, system, faults = totals[kind]
+            ordered = sorted(walls[kind])
+            out[kind] = {
+                "runs": counts[kind],
+                "concurrency": concurrency,
+                "exit_codes": sorted(c for c in codes[kind] if c is not None),
+                "cpu_ms_per_run": round((user + system) * tick_ms / counts[kind], 1),
+                "user_ms_per_run": round(user * tick_ms / counts[kind], 1),
+                "system_ms_per_run": round(system * tick_ms / counts[kind], 1),
+                "minor_faults_per_run": round(faults / counts[kind]),
+                "wall_p50_ms": round(statistics.median(ordered), 1),
+                "wall_max_ms": round(ordered[-1], 1),
+            }
+        out["elapsed_s"] = round(elapsed, 2)
+        return out
     finally:
         await zygote.close()
         server.stop()
@@ -109,7 +135,10 @@ async def _runs(n: int, concurrency: int) -> dict:
 
 def measure(n: int, concurrency: int = 1) -> dict:
     preload()  # the baseline forks an interpreter as large as the zygote
-    return {
-        "baseline_fork_only": fork_exec_rate(max(n, 20), exec_=False),
-        "trivial_run": asyncio.run(_runs(n, concurrency)),
-    }
+    runs = asyncio.run(_runs(n, concurrency))
+    out = {"baseline_fork_only": fork_exec_rate(max(n, 20), exec_=False), **runs}
+    if "floor" in runs and "trivial_run" in runs:
+        trivial, floor = runs["trivial_run"], runs["floor"]
+        out["trivial_minus_floor_cpu_ms"] = round(trivial["cpu_ms_per_run"] - floor["cpu_ms_per_run"], 1)
+        out["floor_share_of_trivial"] = round(floor["cpu_ms_per_run"] / trivial["cpu_ms_per_run"], 2)
+    return out

@@ -15,7 +15,13 @@ from nexus.agent_runner.hypervisor import Hypervisor, commands, sandbox
 from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.sessions import SessionState
 
-ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+# As the hypervisor gives commands: no system or global git config (the sandbox may not let git read it).
+ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+}
 
 
 def _ms(samples: list[float]) -> dict:

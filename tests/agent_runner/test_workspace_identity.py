@@ -42,6 +42,7 @@ async def test_git_reads_the_identity_the_runner_wrote(tmp_path: Path, with_repo
 async def test_awkward_values_are_quoted_and_line_breaks_refused(tmp_path: Path) -> None:
     rg = _rg(tmp_path)
     await workspace.prepare(None, rg, agent_id="agt_1", token=None)
+    rg.ensure()  # the owed repository, written
     rg.sealed = ""  # as while preparing: the runner writes before it seals
     workspace.write_identity(rg, name='a "b" \\ c; #d', email="e@x")
     assert await _config(rg, "user.name") == 'a "b" \\ c; #d'
@@ -58,6 +59,7 @@ async def test_the_written_repository_is_what_git_init_makes(tmp_path: Path) -> 
     await workspace.git(made, "init", "-q", "-b", "main")
     ours = _rg(tmp_path / "by-runner")
     await workspace.prepare(None, ours, agent_id="agt_1", token=None)
+    ours.ensure()
     ours.sealed = ""
 
     async def settings(rg: workspace.RunGit) -> set[str]:
@@ -82,14 +84,19 @@ async def test_the_written_repository_is_what_git_init_makes(tmp_path: Path) -> 
 
 
 async def test_a_run_without_a_repository_makes_only_what_git_needs(tmp_path: Path) -> None:
-    """Every directory a run makes costs it an inode: the written repository holds only what git needs
-    to see one, git's HOME is made by the first git process, and git makes the rest when it writes."""
+    """Every directory a run makes costs it an inode: a run without a repository makes none for git
+    until git is first needed; then the written repository holds only what git needs to see one,
+    git's HOME is made by the first git process, and git makes the rest when it writes."""
     rg = _rg(tmp_path)
     await workspace.prepare(None, rg, agent_id="agt_1", token=None)
-    assert sorted(p.name for p in rg.git_dir.iterdir()) == ["HEAD", "config", "objects", "refs"]
-    assert sorted(p.name for p in rg.private.iterdir()) == ["repo.git"]
+    assert rg.owed and not rg.private.exists()  # nothing of git made yet
+    assert [p.name for p in tmp_path.iterdir()] == ["ws"]
     (rg.work_tree / "a.txt").write_text("a\n")
-    assert await workspace.has_changes(rg)
+    assert await workspace.has_changes(rg)  # the first git call writes the repository, then runs
+    assert not rg.owed
+    assert sorted(p.name for p in rg.git_dir.iterdir()) == ["HEAD", "config", "objects", "refs"]
+    assert sorted(p.name for p in rg.private.iterdir()) == ["home", "repo.git"]
+    assert rg.private.stat().st_mode & 0o777 == 0o700 and rg.git_dir.stat().st_mode & 0o777 == 0o700
     assert (rg.private / "home").is_dir() and (rg.private / "home").stat().st_mode & 0o777 == 0o700
     await workspace.git(rg, "add", "-A")
     await workspace.git(rg, "commit", "-q", "-m", "work")
@@ -98,3 +105,28 @@ async def test_a_run_without_a_repository_makes_only_what_git_needs(tmp_path: Pa
     assert await workspace.git(rg, "fsck", "--strict") == ""
     assert await workspace.git(rg, "rev-parse", "--abbrev-ref", "HEAD") == "main"
     assert await workspace.git(rg, "tag", "--list") == "v1"
+
+
+async def test_a_git_directory_the_runner_did_not_write_is_refused(tmp_path: Path) -> None:
+    """The owed repository is written into a git directory that must not exist yet: one planted before
+    the runner needed git (by anything but the runner) is never adopted, and git stays refused after."""
+    rg = _rg(tmp_path)
+    await workspace.prepare(None, rg, agent_id="agt_1", token=None)
+    rg.git_dir.mkdir(parents=True)
+    (rg.git_dir / "config").write_text("[core]\n\tfsmonitor = touch /tmp/pwned\n")
+    with pytest.raises(workspace.GitError, match="exists before the runner wrote it"):
+        await workspace.has_changes(rg)
+    with pytest.raises(workspace.GitError, match="changed outside the runner"):
+        await workspace.has_changes(rg)  # not retried into adopting it: refused for good
+
+
+async def test_a_retried_attempt_forgets_the_owed_repository_of_the_last(tmp_path: Path) -> None:
+    """An attempt prepared again in the same place starts from nothing, whatever the last one wrote."""
+    rg = _rg(tmp_path)
+    await workspace.prepare(None, rg, agent_id="agt_1", token=None)
+    (rg.work_tree / "a.txt").write_text("a\n")
+    await workspace.git(rg, "add", "-A")
+    await workspace.git(rg, "commit", "-q", "-m", "first attempt")
+    await workspace.prepare(None, rg, agent_id="agt_1", token=None)
+    assert rg.owed and not rg.git_dir.exists() and not any(rg.work_tree.iterdir())
+    assert await workspace.head(rg) == ""  # a fresh repository: no commit of the last attempt

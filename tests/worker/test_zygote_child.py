@@ -58,6 +58,7 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
     # imported is frozen out of the collector's walks (no copy-on-write of it by a child's collections).
     assert seen["warm"]["sandbox_probed"] and seen["warm"]["tracing_resources"] == 1
     assert seen["warm"]["frozen_objects"] > 10_000
+    assert seen["warm"]["rehearsals"] == 1  # one trivial run played in the zygote before it forked
 
 
 async def test_exit_codes_and_signals_reach_the_worker(zygote: Zygote, tmp_path: Path) -> None:

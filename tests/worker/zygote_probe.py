@@ -13,10 +13,12 @@ def _warm() -> dict:
     """What the child inherited from the zygote's warm-up instead of doing it again."""
     sandbox = sys.modules.get("nexus.agent_runner.hypervisor.sandbox")
     tracing = sys.modules.get("nexus.observability.tracing")
+    rehearsal = sys.modules.get("nexus.agent_runner.rehearsal")
     return {
         "sandbox_probed": bool(sandbox and sandbox.detect.cache_info().currsize),
         "tracing_resources": len(tracing._resources) if tracing else 0,
         "frozen_objects": gc.get_freeze_count(),
+        "rehearsals": rehearsal.rehearsed if rehearsal else 0,
     }
 
 

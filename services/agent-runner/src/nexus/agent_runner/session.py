@@ -202,6 +202,7 @@ class RunSession:
             base_env=self.env,
             allowed_tools=cfg.tools or None,
             git_dir=self.rg.git_dir,
+            git_seal=self.rg.ensure,  # the seal prepare took (no second read), or the owed repository's
             private_dir=self.state_dir / "hypervisor",
             sandbox_mode=self.sandbox_mode,
             shower=r.content,

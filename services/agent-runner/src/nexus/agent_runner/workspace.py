@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,10 @@ class GitError(Exception):
     pass
 
 
+_UNSEALABLE = "unsealable"  # a seal no digest matches: the repository could not be written, git is refused
+_BARE = re.compile(r"(?m)^(\s*bare\s*=\s*)\S+\s*$")  # compiled once (in the zygote), not per run
+
+
 @dataclass
 class RunGit:
     """Where the run's repository lives: the agent's work tree and the runner's private parts."""
@@ -30,8 +35,32 @@ class RunGit:
     base: dict[str, str] = field(default_factory=dict)  # PATH, locale (no secrets, no credential)
     sealed: str = ""  # safegit.steering_digest once the runner wrote the config: any change stops git
     _home_made: bool = field(default=False, repr=False, compare=False)
+    # A run without a repository: the (name, email) of the empty repository still to be written, on
+    # the first git call that needs it (`ensure`). None once written, and for a cloned repository.
+    _owed: tuple[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def ensure(self) -> str:
+        """The repository's seal, writing the repository first when it is still owed: a run without a
+        repository gets its empty one (and pays its directories and files) only when something needs
+        git — the final commit of a run that wrote files, a git tool, an external CLI's run. Until
+        then no git process can run against it: there is nothing to run against. Written as at
+        `prepare` (`init_repository`), then sealed; a failure refuses every later git call."""
+        if self._owed is not None:
+            name, email = self._owed
+            self._owed = None
+            self.sealed = _UNSEALABLE  # until written and sealed below, no git runs here
+            safegit.private_dir(self.private)
+            init_repository(self, identity=(name, email))
+            self.sealed = safegit.steering_digest(self.git_dir)
+        return self.sealed
+
+    @property
+    def owed(self) -> bool:
+        """The repository is still to be written (a run without one that has not needed git yet)."""
+        return self._owed is not None
 
     def check_sealed(self) -> None:
+        self.ensure()
         if self.sealed and safegit.steering_digest(self.git_dir) != self.sealed:
             raise GitError(
                 "the run's git directory was changed outside the runner (config, attributes or alternates); git refused"
@@ -83,48 +112,65 @@ async def git(rg: RunGit, *args: str, token: str | None = None) -> str:
 
 def reset(rg: RunGit) -> None:
     """A retried attempt in the same place starts clean: no work tree, no git directory."""
+    rg._owed = None
     for path in (rg.work_tree, rg.git_dir):
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.exists():
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: str | None) -> None:
+    """The run's work tree, and its repository: cloned (and sealed) now when the run has one; for a
+    run without one, an empty work tree and an empty repository owed until git is first needed
+    (`RunGit.ensure`) — most such runs never commit, and each directory or file made costs a run an
+    inode allocation (~0.4 ms each on ext4 without a journal)."""
     reset(rg)
     rg.sealed = ""
+    identity = (f"Nexus agent {agent_id}", f"{agent_id}@agents.nexus.invalid")
+    if repo is None:
+        rg.work_tree.mkdir(parents=True)  # fresh: `reset` removed an earlier attempt's, so no .git in it
+        rg._owed = identity
+        return
     safegit.private_dir(rg.private)
     rg.work_tree.parent.mkdir(parents=True, exist_ok=True)
-    if repo is None:
-        rg.work_tree.mkdir()
-        init_repository(rg)
-    else:
-        await clone(repo, rg, token)
-        await git(rg, "reset", "-q", "--hard", "HEAD")  # the checkout, without the credential
-        if not await continue_run_branch(rg, repo.branch, token):
-            await git(rg, "checkout", "-q", "-b", repo.branch)
-    write_identity(rg, name=f"Nexus agent {agent_id}", email=f"{agent_id}@agents.nexus.invalid")
+    await clone(repo, rg, token)
+    await git(rg, "reset", "-q", "--hard", "HEAD")  # the checkout, without the credential
+    if not await continue_run_branch(rg, repo.branch, token):
+        await git(rg, "checkout", "-q", "-b", repo.branch)
+    write_identity(rg, name=identity[0], email=identity[1])
     if (rg.work_tree / ".git").exists() or (rg.work_tree / ".git").is_symlink():
         raise GitError("the workspace holds a .git entry after preparing it")
     rg.sealed = safegit.steering_digest(rg.git_dir)
 
 
-def init_repository(rg: RunGit, branch: str = "main") -> None:
+def init_repository(rg: RunGit, branch: str = "main", *, identity: tuple[str, str] | None = None) -> None:
     """An empty repository in the run's private git directory for its work tree: what `git init -q -b
     <branch>` makes there with git's templates left out (sample hooks that never run — hooks are off —
     a description and an exclude file of comments), written directly: a run without a repository
     starts no git process to get one. Only the directories git needs to see a repository (`objects`,
     `refs`): git makes `objects/pack`, `refs/heads`, `refs/tags` and the rest when it first writes
-    there, and every directory made costs each run an inode (most runs without a repository never
-    commit)."""
+    there, and every directory made costs each run an inode. `identity` (name, email) goes into the
+    same single write of the config, as `write_identity` would add it. The git directory must not
+    exist yet: one found there was not made by this runner, and is refused."""
     git_dir = rg.git_dir
-    git_dir.mkdir(mode=0o700)
+    try:
+        git_dir.mkdir(mode=0o700)
+    except FileExistsError:
+        raise GitError("the run's git directory exists before the runner wrote it; git refused") from None
     for sub in ("objects", "refs"):
         (git_dir / sub).mkdir()
     (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+    user = ""
+    if identity:
+        user = f"[user]\n\tname = {_config_value(identity[0])}\n\temail = {_config_value(identity[1])}\n"
     (git_dir / "config").write_text(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"
-        f"\tworktree = {_config_value(str(rg.work_tree))}\n"
+        f"\tworktree = {_config_value(str(rg.work_tree))}\n" + user
     )
 
 
@@ -140,7 +186,7 @@ def write_identity(rg: RunGit, *, name: str, email: str) -> None:
     runner's own write, like the clone's."""
     path = rg.git_dir / "config"
     text = path.read_text()
-    text, found = re.subn(r"(?m)^(\s*bare\s*=\s*)\S+\s*$", r"\g<1>false", text, count=1)
+    text, found = _BARE.subn(r"\g<1>false", text, count=1)
     if not found:
         text += "[core]\n\tbare = false\n"
     text += f"[user]\n\tname = {_config_value(name)}\n\temail = {_config_value(email)}\n"

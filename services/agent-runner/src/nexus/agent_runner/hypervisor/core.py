@@ -7,6 +7,7 @@ back as ToolResult(ok=False) and a RefusedChange. Secret values never leave: eve
 error, change and approval detail is masked back to `${secret:NAME}`."""
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -79,12 +80,15 @@ class Hypervisor:
         git_dir: Path | None = None,
         private_dir: Path | None = None,
         shower: Shower | None = None,
+        git_seal: Callable[[], str] | None = None,
     ) -> None:
         """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
         git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
         hooks and drivers cannot be trusted. `private_dir`: the hypervisor's own room outside
         the workspace (git's empty HOME, the commands' HOME, scratch space); a fresh temporary
-        directory when not given."""
+        directory when not given. `git_seal`: the seal of `git_dir`'s steering files as the runner took
+        it, asked at each git call (a repository the runner still owes is written then); without it
+        the hypervisor takes the seal itself, now."""
         self.ws = Workspace(workspace)
         self.workspace = Path(self.ws.root)
         self.permissions = permissions
@@ -106,29 +110,49 @@ class Hypervisor:
         self._rooms = (private, private / "scratch", private / "home", private / "git-home")
         self._rooms_made = False
         self._scratch = private / "scratch"
-        self.env = commands.scrub_env(base, self.ws.root, self.secrets.values)
-        # Commands never get the workspace (nor the runner's) HOME, nor a global or system git config.
-        self.env.update(
-            HOME=str(private / "home"),
-            GIT_CONFIG_GLOBAL="/dev/null",
-            GIT_CONFIG_NOSYSTEM="1",
-            GIT_CEILING_DIRECTORIES=os.path.dirname(self.ws.root),
-        )
-        self.env.pop("XDG_CONFIG_HOME", None)
+        self._base = base
+        self._private = private
         self._git_dir = git_dir
-        self._git_sealed = safegit.steering_digest(git_dir) if git_dir is not None else ""
-        self._git_env = safegit.env(self.env, private / "git-home", git_dir=git_dir, work_tree=self.workspace)
-        # git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR).
-        self._nonrepo_git_env = safegit.env(self.env, private / "git-home") | {
-            "GIT_CEILING_DIRECTORIES": str(self._scratch)
-        }
-        self._program_dirs = commands.program_dirs(self.env)
-        self.cmd_env = commands.command_env(self.env)
+        # The seal of the git directory's steering files: the runner's (`git_seal`, taken when it wrote
+        # the repository, which may be on first use) or taken here.
+        self._git_seal = git_seal
+        self._git_sealed = safegit.steering_digest(git_dir) if git_dir is not None and git_seal is None else ""
         self.sandbox = sandbox.detect(sandbox_mode)  # how agent commands are confined: bwrap, landlock or none
         self.session.sandbox = self.sandbox
         self._allowed = set(allowed_tools) if allowed_tools is not None else None
         self._lock = asyncio.Lock()
         self.finished: str | None = None
+
+    # The environments of commands and git, made when first needed: most runs start no process.
+    @functools.cached_property
+    def env(self) -> dict[str, str]:
+        env = commands.scrub_env(self._base, self.ws.root, self.secrets.values)
+        # Commands never get the workspace (nor the runner's) HOME, nor a global or system git config.
+        env.update(
+            HOME=str(self._private / "home"),
+            GIT_CONFIG_GLOBAL="/dev/null",
+            GIT_CONFIG_NOSYSTEM="1",
+            GIT_CEILING_DIRECTORIES=os.path.dirname(self.ws.root),
+        )
+        env.pop("XDG_CONFIG_HOME", None)
+        return env
+
+    @functools.cached_property
+    def _git_env(self) -> dict[str, str]:
+        return safegit.env(self.env, self._private / "git-home", git_dir=self._git_dir, work_tree=self.workspace)
+
+    @functools.cached_property
+    def _nonrepo_git_env(self) -> dict[str, str]:
+        """git as a patch parser: no repository at all (found neither by discovery nor by GIT_DIR)."""
+        return safegit.env(self.env, self._private / "git-home") | {"GIT_CEILING_DIRECTORIES": str(self._scratch)}
+
+    @functools.cached_property
+    def _program_dirs(self) -> list[str]:
+        return commands.program_dirs(self.env)
+
+    @functools.cached_property
+    def cmd_env(self) -> dict[str, str]:
+        return commands.command_env(self.env)
 
     def rooms(self) -> None:
         """Make the hypervisor's private rooms (its directory, scratch, the commands' HOME, git's HOME),
@@ -351,7 +375,11 @@ class Hypervisor:
             raise Refused(
                 "no-repository", "this session has no repository outside the workspace; the git tools need one"
             )
-        if repo and self._git_dir is not None and safegit.steering_digest(self._git_dir) != self._git_sealed:
+        if (
+            repo
+            and self._git_dir is not None
+            and ((sealed := self._sealed()) == "" or safegit.steering_digest(self._git_dir) != sealed)
+        ):
             raise Refused(
                 "git-tampered", "the repository's git directory was changed outside the hypervisor; git refused"
             )
@@ -363,6 +391,14 @@ class Hypervisor:
             timeout_s=GIT_TIMEOUT_S,
             max_output=self.permissions.commands.max_output_bytes,
         )
+
+    def _sealed(self) -> str:
+        if self._git_seal is None:
+            return self._git_sealed
+        try:
+            return self._git_seal()  # the runner writes a repository still owed, then seals it
+        except Exception as exc:  # noqa: BLE001 — any failure to write it refuses git, never the run
+            raise Refused("no-repository", f"the session's repository could not be written: {exc}") from None
 
     def decode(self, outcome: commands.CommandOutcome) -> str:
         text = outcome.output.decode("utf-8", errors="replace")

@@ -124,11 +124,26 @@ def warm_per_run_work() -> None:
         ("the decoders", _warm_decoders),
         ("logging", _warm_logging),
         ("the sandbox probe", lambda: importlib.import_module("nexus.agent_runner.hypervisor.sandbox").detect("auto")),
+        ("a rehearsal run", _rehearse),
     ):
         try:
             warm()
         except Exception as exc:  # noqa: BLE001 — a child computes it itself
             print(f"zygote: could not warm {what}: {exc}", file=sys.stderr)
+
+
+def _rehearse() -> None:
+    """One trivial run played here (agent-runner's rehearsal, against a stand-in for NATS in this
+    process) so that what CPython writes on first use — specialised bytecode, the type-attribute
+    cache, version tags, lazy caches — is written once here, not copied page by page into every
+    child. `NEXUS_ZYGOTE_REHEARSAL=false` leaves it out."""
+    if os.environ.get("NEXUS_ZYGOTE_REHEARSAL", "true").lower() in ("0", "false", "no", "off"):
+        return
+    code = importlib.import_module("nexus.agent_runner.rehearsal").rehearse()
+    if code != 0:
+        print(f"zygote: the rehearsal run ended with {code}", file=sys.stderr)
+    if threading.active_count() != 1:  # never: the zygote refuses to fork with a thread alive
+        print("zygote: the rehearsal run left a thread behind", file=sys.stderr)
 
 
 def claim_env(env_file: str, claimant: str) -> str | None:
