@@ -4,6 +4,7 @@ endpoint is set, in the real wire format (received here by the same receiver the
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -118,3 +119,32 @@ def test_spans_leave_only_when_an_endpoint_is_set(receiver, with_endpoint) -> No
     subprocess.run([sys.executable, "-c", CHILD, receiver.endpoint if with_endpoint else ""], check=True, timeout=60)
     after = [s for s in receiver.spans if s.service == "child"]
     assert len(after) - len(before) == (1 if with_endpoint else 0)
+
+
+UNRECORDED = """
+import json, os, sys
+from nexus.observability.tracing import context_from_env, ids, setup_tracing, span, traceparent_env, tracer
+setup_tracing("child", None)
+with span(tracer("child"), "outer", context=context_from_env(os.environ)) as s:
+    trace_id, span_id = ids()
+    print(json.dumps({"recording": s.is_recording(), "trace_id": trace_id, "span_id": span_id,
+                      "next_hop": traceparent_env().get("TRACEPARENT", "")}))
+"""
+
+
+def test_without_an_endpoint_spans_are_not_recorded_but_keep_their_ids_and_context() -> None:
+    """Nothing is exported without an endpoint, so nothing is recorded; the logs' ids and the trace's
+    continuation across processes stay."""
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    out = subprocess.run(
+        [sys.executable, "-c", UNRECORDED],
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRACEPARENT": parent},
+    ).stdout
+    seen = json.loads(out)
+    assert seen["recording"] is False
+    assert seen["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and seen["span_id"] not in (None, "b7ad6b7169203331")
+    assert seen["next_hop"].split("-")[1:3] == [seen["trace_id"], seen["span_id"]]

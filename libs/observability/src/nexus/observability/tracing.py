@@ -34,11 +34,16 @@ def traces_url(endpoint: str) -> str:
 def setup_tracing(
     service: str, otlp_endpoint: str | None = None, *, resource: Mapping[str, str] | None = None
 ) -> "TracerProvider":
-    """Install this process's tracer provider. Without an endpoint spans are made (ids for the logs, context
-    for the next hop) but exported nowhere."""
+    """Install this process's tracer provider. Without an endpoint nothing is recorded: a span still gets its
+    ids (for the logs) and its context crosses to the next hop, but as a non-recording span, flagged not
+    sampled — building, timing and keeping attributes for spans nobody exports cost ~0.2 ms per published
+    message. With an endpoint every span is recorded unless the caller's context says it was not sampled."""
     from opentelemetry.sdk.trace import TracerProvider  # the SDK only where a process sets up (kept off import paths)
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-    provider = TracerProvider(resource=service_resource(service, resource))
+    provider = TracerProvider(
+        resource=service_resource(service, resource), sampler=None if otlp_endpoint else ALWAYS_OFF
+    )
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
