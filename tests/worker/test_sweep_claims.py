@@ -40,7 +40,13 @@ class CountedReads:
 
 async def running_run(run_id: str, **fields) -> None:
     await Run(
-        id=run_id, task_id="task_1", agent_id="agt_1", agent_revision=1, session_id=f"ses_{run_id}", status="running", **fields
+        id=run_id,
+        task_id="task_1",
+        agent_id="agt_1",
+        agent_revision=1,
+        session_id=f"ses_{run_id}",
+        status="running",
+        **fields,
     ).insert()
 
 

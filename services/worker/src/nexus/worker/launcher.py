@@ -78,7 +78,9 @@ class Launcher:
         self.freshness = freshness
         self._cancelling: set[asyncio.Task[None]] = set()
 
-    async def _claim(self, run_id: str, attempt: int, before_takeover: Callable[[], Awaitable[bool]] | None = None) -> bool:
+    async def _claim(
+        self, run_id: str, attempt: int, before_takeover: Callable[[], Awaitable[bool]] | None = None
+    ) -> bool:
         """One launch per run attempt across restarts and replicas: an atomic create in JetStream KV.
         The value says who claimed it and when (recovery reads both). A claim held by a worker that
         stopped beating, for an attempt with no execution, is taken over (compare-and-set on its
