@@ -212,6 +212,17 @@ async def runner_starts(port: int) -> dict[str, int]:
     return out
 
 
+async def launch_checks(port: int) -> dict[str, float]:
+    """How the worker judged its launches current so far: `bus` (no read of the run) or `read`."""
+    async with httpx.AsyncClient(timeout=60) as c:
+        text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        line.split('how="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("nexus_launch_checks_total{")
+    }
+
+
 async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
     """Each service's database commands so far (nexus.db.stats), by "command collection"."""
     out: dict[str, dict[str, float]] = {}
@@ -298,6 +309,14 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
             await closed_loop(
                 api, finals, "trivial", 3, 1, args.timeout, []
             )  # warm-up: caches, connections, first imports
+            # …and the worker past the margin after its start in which it reads every launch's run (a
+            # long-running worker judges launches by the bus): warm-up runs until it does, or 60 of them.
+            for _ in range(60):
+                checks = await launch_checks(ports["worker"])
+                if not checks or checks.get("bus"):  # a worker that never judges by the bus: nothing to wait for
+                    break
+                await asyncio.sleep(0.5)
+                await closed_loop(api, finals, "trivial", 1, 1, args.timeout, [])
             before = await runner_starts(ports["worker"])
             shapes = {
                 "one_at_a_time": lambda errors: closed_loop(
@@ -316,7 +335,7 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
             for name, shape in shapes.items():
                 if name.split("_", 1)[0] != "steady" and name not in args.shapes.split(","):
                     continue
-                db_before = await db_commands(ports)
+                db_before, checks_before = await db_commands(ports), await launch_checks(ports["worker"])
                 meter.start()
                 errors: list[str] = []
                 runs = await shape(errors)
@@ -325,6 +344,8 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 result[name]["per_run"] = per_run(db_before, await db_commands(ports), cpu, len(runs))
                 if name.startswith("steady_"):
                     result[name].update(steady_report(runs, float(name.removeprefix("steady_"))))
+                checks = await launch_checks(ports["worker"])
+                result[name]["launches_judged"] = {k: v - checks_before.get(k, 0.0) for k, v in checks.items()}
             after = await runner_starts(ports["worker"])
             result["runner_starts"] = {k: after[k] - before.get(k, 0) for k in after}
         await sub.unsubscribe()  # type: ignore[attr-defined]  # follow() returns the subscription as object

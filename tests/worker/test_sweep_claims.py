@@ -38,6 +38,18 @@ class CountedReads:
         return getattr(self.kv, name)
 
 
+async def running_run(run_id: str, **fields) -> None:
+    await Run(
+        id=run_id,
+        task_id="task_1",
+        agent_id="agt_1",
+        agent_revision=1,
+        session_id=f"ses_{run_id}",
+        status="running",
+        **fields,
+    ).insert()
+
+
 async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_url, nats_creds, tmp_path: Path) -> None:
     nc = await connect(nats_url, "tools", creds=nats_creds)
     js = nc.jetstream()
@@ -65,15 +77,7 @@ async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_ur
     watched, unwatched = f"run_{uuid.uuid4().hex}", f"run_{uuid.uuid4().hex}"
     try:
         for run_id, launched_by in ((watched, me), (unwatched, f"w-gone-{uuid.uuid4().hex[:6]}")):
-            await Run(
-                id=run_id,
-                task_id="task_1",
-                agent_id="agt_1",
-                agent_revision=1,
-                session_id=f"ses_{run_id}",
-                config={"limits": {"wall_clock_s": 600}},
-                status="running",
-            ).insert()
+            await running_run(run_id, config={"limits": {"wall_clock_s": 600}})
             runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
             runners.append(runner)
             run_dir = runtime.run_dir(run_id)
@@ -96,3 +100,19 @@ async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_ur
         with contextlib.suppress(Exception):
             await asyncio.gather(*launcher.watchers.values(), return_exceptions=True)
         await nc.drain()
+
+
+async def test_a_sweep_reads_of_a_run_its_state_and_limits_not_its_config(fresh_db) -> None:
+    from nexus.worker.recovery import active_runs
+
+    run_id = f"run_{uuid.uuid4().hex}"
+    limits = {"wall_clock_s": 42, "max_steps": 3}
+    await running_run(
+        run_id,
+        config={"system_prompt": "x" * 20_000, "tools": ["write_file"], "limits": limits},
+        attempts=[{"n": 1, "started_at": "2026-01-01T00:00:00Z"}],
+    )
+    (swept,) = [r for r in await active_runs(["running"]) if r.id == run_id]
+    assert swept.config == {"limits": limits}
+    assert (swept.agent_id, swept.status, swept.attempt, swept.attempts[0]["n"]) == ("agt_1", "running", 1, 1)
+    assert swept.created_at is not None

@@ -71,7 +71,9 @@ class LaunchIntake:
         return max(1, min(self.backlog - len(self.inflight), 64))
 
     async def _accept(self, m: Msg) -> None:
-        deliveries = m.metadata.num_delivered if m.metadata else 1
+        meta = m.metadata
+        deliveries = meta.num_delivered if meta else 1
+        stored_at = meta.timestamp.timestamp() if meta and meta.timestamp else None
         try:
             _, cmd = decode_message(m)
             if not isinstance(cmd, LaunchRun):
@@ -80,11 +82,13 @@ class LaunchIntake:
             await reject(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
             return
         ticket = self.launcher.slots.request(cmd.config.agent_id, cmd.priority)
-        task = asyncio.create_task(self._handle(m, cmd, ticket, deliveries))
+        task = asyncio.create_task(self._handle(m, cmd, ticket, deliveries, stored_at))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    async def _handle(self, m: Msg, cmd: LaunchRun, ticket: Ticket, deliveries: int) -> None:
+    async def _handle(
+        self, m: Msg, cmd: LaunchRun, ticket: Ticket, deliveries: int, stored_at: float | None = None
+    ) -> None:
         # The ack wait is short so a dead worker's launches come back quickly; a live one says it is still on it.
         ticker = asyncio.create_task(self._in_progress(m))
         try:
@@ -98,7 +102,7 @@ class LaunchIntake:
                 deliveries=deliveries,
             ):
                 await asyncio.wait({ticket.granted})  # (waiting does not cancel the grant if we are cancelled)
-                await self.launcher.launch(cmd, ticket)
+                await self.launcher.launch(cmd, ticket, stored_at=stored_at, deliveries=deliveries)
         except asyncio.CancelledError:
             self.launcher.slots.release(ticket)  # shutting down: the message is redelivered to someone else
             raise

@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -17,10 +18,11 @@ from nexus.events.bus import Publisher
 from nexus.events.credentials import RunSigner
 from nexus.events.consumer import Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
+from nexus.worker.freshness import Freshness
 from nexus.worker.membership import Membership
 from nexus.events.permissions import RunIdentity
 from nexus.observability.tracing import span, traceparent_env, tracer
-from nexus.worker.metrics import EXECUTIONS, LAUNCH_LATENCY
+from nexus.worker.metrics import EXECUTIONS, LAUNCH_CHECKS, LAUNCH_LATENCY
 from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
 from nexus.worker.secrets import SecretStore
 from nexus.worker.slots import Slots, Ticket
@@ -56,6 +58,7 @@ class Launcher:
         membership: "Membership | None" = None,
         run_signer: RunSigner | None = None,
         runner_env: dict[str, str] | None = None,
+        freshness: Freshness | None = None,
     ) -> None:
         # How runners log and where their spans go (NEXUS_LOG_FORMAT, NEXUS_OTLP_ENDPOINT).
         self.runner_env = runner_env or {}
@@ -72,12 +75,17 @@ class Launcher:
         self.heartbeat_s = heartbeat_s
         self.pause_after_claim_s = pause_after_claim_s
         self.watchers: dict[str, asyncio.Task[None]] = {}
+        self.freshness = freshness
+        self._cancelling: set[asyncio.Task[None]] = set()
 
-    async def _claim(self, run_id: str, attempt: int) -> bool:
+    async def _claim(
+        self, run_id: str, attempt: int, before_takeover: Callable[[], Awaitable[bool]] | None = None
+    ) -> bool:
         """One launch per run attempt across restarts and replicas: an atomic create in JetStream KV.
         The value says who claimed it and when (recovery reads both). A claim held by a worker that
         stopped beating, for an attempt with no execution, is taken over (compare-and-set on its
-        revision), so a launch the dead worker held starts in seconds, not after a timeout."""
+        revision), so a launch the dead worker held starts in seconds, not after a timeout — unless
+        `before_takeover` (the read of a launch judged fresh without one) says the launch is stale."""
         value = json.dumps({"worker": self.worker_id, "at": time.time()}).encode()
         key = claim_key(run_id, attempt)
         try:
@@ -93,6 +101,8 @@ class Launcher:
         except (KeyNotFoundError, ValueError, AttributeError):
             return False
         if await self.membership.alive(holder) or (await self.runtime.status(run_id)).phase in ("running", "pending"):
+            return False
+        if before_takeover is not None and await before_takeover():
             return False
         try:
             await self.kv.update(key, value, last=entry.revision)
@@ -119,14 +129,26 @@ class Launcher:
         who = RunIdentity(cmd.run_id, cmd.attempt, cmd.config.session_id, cmd.config.parent_session_id)
         return {"NEXUS_NATS_CREDS": self.run_signer.mint(who, cmd.config.limits.wall_clock_s)}
 
-    async def launch(self, cmd: LaunchRun, ticket: Ticket) -> None:
-        """Launch one attempt holding `ticket` (a granted slot). The slot is kept until the runner exits."""
-        try:
+    async def launch(
+        self, cmd: LaunchRun, ticket: Ticket, *, stored_at: float | None = None, deliveries: int | None = None
+    ) -> None:
+        """Launch one attempt holding `ticket` (a granted slot). The slot is kept until the runner exits.
+        `stored_at` (when the command was stored in its stream) and `deliveries` let a launch be judged
+        current without reading its run (freshness.py); without them the run is read."""
+        fresh = self.freshness is not None and self.freshness.fresh(cmd.run_id, stored_at, deliveries)
+        LAUNCH_CHECKS.labels("bus" if fresh else "read").inc()
+
+        async def stale() -> bool:
             if await is_stale(cmd):
                 log.info("dropping stale launch of %s attempt %d", cmd.run_id, cmd.attempt)
+                return True
+            return False
+
+        try:
+            if not fresh and await stale():
                 self.slots.release(ticket)
                 return
-            if not await self._claim(cmd.run_id, cmd.attempt):
+            if not await self._claim(cmd.run_id, cmd.attempt, stale if fresh else None):
                 log.info("run %s attempt %d was already launched; not launching twice", cmd.run_id, cmd.attempt)
                 self.slots.release(ticket)
                 return
@@ -135,6 +157,10 @@ class Launcher:
             raise
         if self.pause_after_claim_s:
             await asyncio.sleep(self.pause_after_claim_s)
+        if self._cancel_heard(cmd.run_id):
+            log.info("run %s was cancelled while its launch was under way; not starting it", cmd.run_id)
+            self.slots.release(ticket)
+            return
         with span(
             TRACER,
             "launch run",
@@ -185,6 +211,12 @@ class Launcher:
             log.exception("could not report the launch of %s", cmd.run_id)
         # "exited" always follows "launched"; the watcher owns the slot from here.
         self.watchers[cmd.run_id] = asyncio.create_task(self._watch(cmd.run_id, cmd.attempt, ticket))
+        if self._cancel_heard(cmd.run_id):  # heard while the runner was being started: it found no runner to stop
+            log.info("run %s was cancelled while its runner started; stopping it", cmd.run_id)
+            await self.runtime.cancel_run(cmd.run_id)
+
+    def _cancel_heard(self, run_id: str) -> bool:
+        return self.freshness is not None and self.freshness.was_cancelled(run_id)
 
     async def _watch(self, run_id: str, attempt: int, ticket: Ticket) -> None:
         try:
@@ -198,21 +230,34 @@ class Launcher:
     async def handle_cancel(self, d: Delivery) -> None:
         cmd: CancelRun = d.payload
         log.info("cancel of run %s taken from the queue by worker %s", cmd.run_id, self.worker_id)
+        if self.freshness is not None:
+            self.freshness.heard_cancel(cmd.run_id)
         await self.runtime.cancel_run(cmd.run_id)
 
     async def on_cancel_broadcast(self, msg: Any) -> None:
         """Every worker hears every cancel (a plain subscription beside the durable consumer): with the
         local runtime only the worker that started a run can end it, and the durable consumer hands
-        each cancel to one worker. Not hosting the run here is a no-op; so is a cancel heard twice."""
+        each cancel to one worker. Not hosting the run here is a no-op; so is a cancel heard twice.
+        Every cancel is remembered at once (launches are judged by it); stopping a runner, which may
+        take the kill grace, runs beside the subscription so the next cancel is not held behind it."""
         try:
             _, cmd = decode_message(msg)
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
             log.warning("undecodable cancel on %s: %s", msg.subject, exc)
             return
+        if self.freshness is not None:
+            self.freshness.heard_cancel(cmd.run_id)
+        if self.runtime.name != "local":  # a Job is stopped by whichever worker the durable consumer hands it
+            return
+        task = asyncio.create_task(self._cancel_broadcast(cmd.run_id))
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
+
+    async def _cancel_broadcast(self, run_id: str) -> None:
         try:
-            await self.runtime.cancel_run(cmd.run_id)
+            await self.runtime.cancel_run(run_id)
         except Exception:  # the durable consumer and the orphan sweep still cover this run
-            log.exception("cancel of %s (broadcast) failed", cmd.run_id)
+            log.exception("cancel of %s (broadcast) failed", run_id)
 
     def adopt(self, run_id: str, attempt: int, agent_id: str) -> None:
         """After a restart: watch a run whose runner outlived the worker that launched it."""
@@ -222,7 +267,7 @@ class Launcher:
         self.watchers[run_id] = asyncio.create_task(self._watch(run_id, attempt, self.slots.hold(agent_id)))
 
     async def close(self) -> None:
-        tasks = list(self.watchers.values())
+        tasks = [*self.watchers.values(), *self._cancelling]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -16,6 +16,7 @@ from nexus.events.credentials import RunSigner
 from nexus.events.lag import watch_consumer_lag
 from nexus.observability.periodic import every
 from nexus.observability.service import bootstrap, child_observability_env, start_ops, stop_event_on_signals
+from nexus.worker.freshness import Freshness
 from nexus.worker.intake import LaunchIntake
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
@@ -68,6 +69,15 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     if (open_runtime := getattr(runtime, "open", None)) is not None:
         open_runtime()
     publisher = Publisher(js, "worker")
+    freshness = (
+        Freshness(
+            margin_s=settings.launch_fresh_margin_s,
+            reconnects=lambda: int(nc.stats["reconnects"]),
+            connected=lambda: nc.is_connected,
+        )
+        if settings.launch_fresh_without_read
+        else None
+    )
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     # Dead after worker_dead_after_s of silence, or sooner where the lost-run timeout is shorter still.
     dead_after = min(settings.worker_dead_after_s, max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s))
@@ -88,6 +98,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         if settings.nats_run_signer_file
         else None,
         runner_env=child_observability_env(settings),
+        freshness=freshness,
     )
     recovery = Recovery(
         runtime,
@@ -101,8 +112,12 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     await recovery.sightings.start(nc)
     scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s)
     intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)
-    if runtime.name == "local":  # only the worker that started a local run can end it: every worker hears every cancel
-        await nc.subscribe(CANCEL_SUBJECT, cb=launcher.on_cancel_broadcast)
+    # Every worker hears every cancel: with the local runtime only the worker that started a run can end it,
+    # and every launch is judged current by the cancels heard (freshness.py).
+    await nc.subscribe(CANCEL_SUBJECT, cb=launcher.on_cancel_broadcast)
+    await nc.flush()  # the server has the subscription: every cancel from now on reaches this worker
+    if freshness is not None:
+        freshness.listening()
     log.info("worker %s up: runtime=%s, max %d runs", worker_id, runtime.name, settings.max_concurrent_runs)
     try:
         await asyncio.gather(

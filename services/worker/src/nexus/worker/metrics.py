@@ -25,3 +25,8 @@ ZYGOTE_UP = Gauge("nexus_runner_zygote_up", "1 while this worker's warm runner z
 RUNNER_STARTS = Counter(
     "nexus_runner_starts", "Runner processes started, by how: forked from the zygote or cold", ["how"]
 )
+LAUNCH_CHECKS = Counter(
+    "nexus_launch_checks",
+    "How each launch was judged current: bus (first delivery, no cancel heard: no read) or read (the run was read)",
+    ["how"],
+)

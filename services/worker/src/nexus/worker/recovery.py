@@ -3,15 +3,16 @@
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
+from pydantic import BaseModel, Field
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from nexus.db.documents import Run
-from nexus.db.lookup import find_each
 from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
@@ -26,17 +27,54 @@ log = logging.getLogger("nexus.worker.recovery")
 ACTIVE_STATES = ["launching", "running", "waiting_approval"]
 
 
+class SweptRun(BaseModel):
+    """What a sweep reads of an active run: no config but its limits (a run document carries the whole run
+    config, which the database converts and this process validates field by field, every sweep)."""
+
+    id: str = Field(alias="_id")
+    agent_id: str
+    status: str
+    attempt: int = 1
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)  # {"limits": …} only
+    last_heartbeat_at: datetime | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+
+    class Settings:
+        projection = {
+            "_id": 1,
+            "agent_id": 1,
+            "status": 1,
+            "attempt": 1,
+            "attempts": 1,
+            "config.limits": 1,
+            "last_heartbeat_at": 1,
+            "created_at": 1,
+            "started_at": 1,
+        }
+
+
+async def active_runs(statuses: list[str]) -> list[SweptRun]:
+    """The runs in `statuses`, one equality query per status (FerretDB v1 answers an equality from the
+    index, `$in` by reading every run), each as a SweptRun."""
+    out: list[SweptRun] = []
+    for status in statuses:
+        out.extend(await Run.find({"status": status}, projection_model=SweptRun).to_list())
+    return out
+
+
 def _aware(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _current_attempt(run: Run) -> JsonObject:
+def _current_attempt(run: "Run | SweptRun") -> JsonObject:
     return next((a for a in run.attempts if a.get("n") == run.attempt), {})
 
 
-def last_sign_of_life(run: Run, claimed_at: datetime | None = None) -> datetime:
+def last_sign_of_life(run: "Run | SweptRun", claimed_at: datetime | None = None) -> datetime:
     times = [
         _aware(run.last_heartbeat_at),
         _aware(_current_attempt(run).get("started_at")),
@@ -109,14 +147,14 @@ class Recovery:
         self.reported: set[tuple[str, int, str]] = set()  # (run, attempt, what) this process already said
         self.sightings = Sightings()
 
-    async def _once(self, run: Run, what: str) -> bool:
+    async def _once(self, run: SweptRun, what: str) -> bool:
         key = (run.id, run.attempt, what)
         if key in self.reported:
             return False
         self.reported.add(key)
         return True
 
-    async def _lost(self, run: Run, detail: str) -> None:
+    async def _lost(self, run: SweptRun, detail: str) -> None:
         if not await self._once(run, "lost"):
             return
         log.warning("run %s attempt %d lost: %s", run.id, run.attempt, detail)
@@ -128,7 +166,7 @@ class Recovery:
             correlation_id=run.id,
         )
 
-    async def _claim(self, run: Run) -> Claim | None:
+    async def _claim(self, run: SweptRun) -> Claim | None:
         try:
             entry = await self.kv.get(claim_key(run.id, run.attempt))
         except KeyNotFoundError:
@@ -145,7 +183,7 @@ class Recovery:
     async def sweep(self) -> None:
         now = datetime.now(UTC)
         await self.membership.beat()
-        runs = await find_each(Run, "status", [*ACTIVE_STATES, "queued"])  # not $in: an index lookup per status
+        runs = await active_runs([*ACTIVE_STATES, "queued"])
         for run in runs:
             status = await self.runtime.status(run.id)
             # The launch claim is read (a KV round trip) only where it decides something: not for a run
@@ -178,7 +216,7 @@ class Recovery:
         self.sightings.prune(live, now)
         await self._orphans(live, now)
 
-    async def _deadline(self, run: Run, now: datetime) -> None:
+    async def _deadline(self, run: SweptRun, now: datetime) -> None:
         limit = (run.config.get("limits") or {}).get("wall_clock_s", 1800)
         started = _aware(_current_attempt(run).get("started_at")) or _aware(run.started_at)
         if started is None or (now - started).total_seconds() <= limit + self.grace:

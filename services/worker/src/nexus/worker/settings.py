@@ -27,6 +27,10 @@ class WorkerSettings(CommonSettings, kw_only=True):
     sweep_interval_s: float = 5.0
     deadline_grace_s: float = 10.0
     launch_retries: int = 4
+    # A launch on its first delivery, for a run no cancel was heard of, is launched without reading the run
+    # (freshness.py); the margin covers core-api's store-to-command gap and clock skew. Off: every launch reads it.
+    launch_fresh_without_read: bool = True
+    launch_fresh_margin_s: float = 10.0
     # Local runtime limits for each runner process.
     run_memory_mb: int = 2048
     run_open_files: int = 1024

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from nexus.worker.metrics import RUNNER_STARTS
+from nexus.worker.runtimes.files import write_file
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
 from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable, ZygoteUndecided
 
@@ -87,6 +88,17 @@ def process_groups(root: int) -> set[int]:
     return found
 
 
+def _made(path: Path) -> bool:
+    """Make the directory `path` (and its parents when missing); whether it is new."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        path.mkdir(parents=True, exist_ok=True)
+    return True
+
+
 def _killpgs(groups: set[int], sig: int) -> None:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -151,23 +163,24 @@ class LocalProcessRuntime:
     def _record(self, d: Path, pid: int) -> None:
         # Read while the runner cannot have been reaped yet (it is our child, or the zygote's, which
         # reports its end through us); a runner already gone is recorded as such (start 0).
-        (d / "runner.started").write_text(str(process_start(pid) or 0))
-        (d / "runner.pid").write_text(str(pid))
+        write_file(d / "runner.started", str(process_start(pid) or 0).encode())
+        write_file(d / "runner.pid", str(pid).encode())
 
     async def start_run(self, request: RunRequest) -> RunHandle:
         d = self.run_dir(request.run_id)
         attempt_dir = d / f"attempt-{request.attempt}"
-        existing = self._pid(request.run_id)
-        if existing:
-            if (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
-                return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing))
-            await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
-        attempt_dir.mkdir(parents=True, exist_ok=True)
-        (attempt_dir / "home").mkdir(exist_ok=True)
+        if not _made(d):  # a run this machine has seen before: its runner may still be there
+            existing = self._pid(request.run_id)
+            if existing:
+                if (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
+                    return RunHandle(
+                        run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing)
+                    )
+                await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
+        _made(attempt_dir)
+        _made(attempt_dir / "home")
         config_path = attempt_dir / "run-config.json"
-        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.json.encode(request.config))
+        write_file(config_path, msgspec.json.encode(request.config), 0o600)
         env = {
             **self.parent_env,
             "HOME": str(attempt_dir / "home"),
@@ -185,7 +198,7 @@ class LocalProcessRuntime:
         if pid is None:
             pid = await self._start_cold(request.run_id, attempt_dir, env)
         self._record(d, pid)
-        (d / "attempt").write_text(str(request.attempt))
+        write_file(d / "attempt", str(request.attempt).encode())
         return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
 
     async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int | None:

@@ -11,6 +11,7 @@ import sys
 from typing import Any, cast
 
 from nexus.worker.metrics import ZYGOTE_UP
+from nexus.worker.runtimes.files import write_file
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, claim_env
 
 log = logging.getLogger("nexus.worker.zygote")
@@ -125,9 +126,7 @@ class Zygote:
         if not self.ready or self.proc is None or self.proc.stdin is None:
             raise ZygoteUnavailable("the runner zygote is not ready")
         env_file = os.path.join(cwd, "runner.env")
-        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(env).encode())
+        write_file(env_file, json.dumps(env).encode(), 0o600)
         self._seq += 1
         fut = asyncio.get_running_loop().create_future()
         self._pending[self._seq] = fut
