@@ -99,6 +99,12 @@ OVERVIEW = [
                 ],
             ),
             Panel(
+                "Launches judged current",
+                "How workers judged each launch current: by what the bus told them (no database read) or by"
+                " reading the run (redeliveries, a cancel heard, takeovers, the first seconds after a start).",
+                [(f"sum by (how) (rate(nexus_launch_checks_total{RATE})) * 60", "{{how}} / min")],
+            ),
+            Panel(
                 "Approvals",
                 "Approvals waiting for a decision, and how long a decision takes (p50, p99, by decision).",
                 [
