@@ -4,6 +4,7 @@ storing its final status — share one trace id, the model and tool calls inside
 the occurrence, and a run a chat command starts (a goal's meta session, through a local fake of Telegram's Bot
 API) at the gateway handling the command: each such trace reaches the runner and comes back to core-api."""
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -220,6 +221,17 @@ async def succeeded_and_traced(
         raise AssertionError(f"spans without their parent: {roots(run_trace(receiver.spans, run_id))}") from None
 
 
+async def dispatched(api: httpx.AsyncClient, task_id: str, attempts: int = 600) -> dict:
+    """The task once it exists and has its run (a bounded count of polls, not a time)."""
+    for _ in range(attempts):
+        r = await api.get(f"/v1/tasks/{task_id}")
+        if r.status_code == 200 and r.json().get("current_run_id"):
+            return r.json()
+        assert r.status_code in (200, 404), r.text
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"task {task_id} was never dispatched")
+
+
 async def test_a_schedule_firing_is_the_root_of_its_runs_trace(
     tmp_path: Path, nats_url: str, mongo_url: str, nats_auth, receiver
 ) -> None:
@@ -257,7 +269,8 @@ async def test_a_schedule_firing_is_the_root_of_its_runs_trace(
                 api, f"/v1/schedules/{schedule['id']}", lambda s: s["fired_count"] >= 1 and s["active_item_id"]
             )
             assert (await api.delete(f"/v1/schedules/{schedule['id']}")).status_code == 204
-            task = (await api.get(f"/v1/tasks/{fired['active_item_id']}")).json()
+            # The schedule names its occurrence before the task is stored and dispatched.
+            task = await dispatched(api, fired["active_item_id"])
             run_id, spans = await succeeded_and_traced(api, receiver, task["current_run_id"])
 
     root, trace = through_the_runner(spans, run_id)
