@@ -6,8 +6,9 @@ from nexus.core_api.errors import DomainError
 from nexus.core_api.tasks.service import blocker_statuses, get
 from nexus.core_api.workflow.followups import Dispatch, Followup, Promote, TaskMoved
 from nexus.db.connection import update_versioned
-from nexus.db.documents import Task
+from nexus.db.documents import Run, Task
 from nexus.domain.json_types import JsonObject
+from nexus.domain.runs import RUN_FINAL
 from nexus.domain.tasks import TaskStatus, blockers_done, check_task_move
 
 Moved = tuple[Task, list[Followup]]
@@ -39,18 +40,39 @@ async def move(task_id: str, target: TaskStatus) -> Moved:
     return moved, _moved(moved, target)
 
 
+async def ended_briefs(task_id: str) -> dict[str, JsonObject]:
+    """Each ended run of the task as the board's card shows it (`Task.run_brief`), with the cost of all
+    the task's runs together: one read, by the task's index."""
+    runs = await Run.find({"task_id": task_id}).to_list()
+    cost = round(sum(float((r.usage or {}).get("cost_usd", 0.0)) for r in runs), 6)
+    return {
+        r.id: {"id": r.id, "status": r.status, "attempt": r.attempt, "cost_usd": cost}
+        for r in runs
+        if r.status in RUN_FINAL
+    }
+
+
 async def follow_run(task_id: str, target: TaskStatus, run_id: str) -> list[Followup]:
-    """The run decides the task's fate: in_progress when it starts, done/failed when it ends."""
+    """The run decides the task's fate: in_progress when it starts, done/failed when it ends. The same
+    write keeps the ended run's facts on the task for the board (`run_brief`); a task that does not
+    follow still has them put right when they changed (a late verdict on a task a person moved)."""
+    briefs = await ended_briefs(task_id)
+    follows = False
 
     def mutate(t: Task) -> JsonObject | None:
-        if t.current_run_id not in (None, run_id) or t.status == target.value:
-            return None
-        if TaskStatus(t.status) in (TaskStatus.DONE, TaskStatus.CANCELLED):
-            return None
-        return {"status": target.value, "current_run_id": run_id}
+        nonlocal follows
+        follows = not (
+            t.current_run_id not in (None, run_id)
+            or t.status == target.value
+            or TaskStatus(t.status) in (TaskStatus.DONE, TaskStatus.CANCELLED)
+        )
+        if follows:
+            return {"status": target.value, "current_run_id": run_id, "run_brief": briefs.get(run_id)}
+        brief = briefs.get(t.current_run_id or "")
+        return {"run_brief": brief} if brief is not None and brief != t.run_brief else None
 
     moved = await update_versioned(Task, task_id, mutate)
-    return [] if moved is None else _moved(moved, target)
+    return _moved(moved, target) if moved is not None and follows else []
 
 
 async def promote_unblocked(done_task_id: str) -> list[Followup]:
