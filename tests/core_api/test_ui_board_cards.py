@@ -60,18 +60,26 @@ async def test_an_ended_runs_card_comes_from_its_task_as_its_runs_say(
     ctx = app.state.ctx
     run = await new_run(client)
     run_id, task_id = run["id"], run["task_id"]
-    assert await in_app(client, _brief, task_id) is None  # running: nothing kept yet
-    for ev in (
-        RunStatusChanged(status="running", attempt=1),
-        RunStatusChanged(status="succeeded", attempt=1, usage=Usage(cost_usd=0.25)),
-    ):
-        await in_app(client, handle_run_event, ctx, await _publish(publisher, run_id, "run.status", ev))
+    assert await in_app(client, _brief, task_id) == {"costs": {}}  # running: no run ended yet
+    await in_app(
+        client,
+        handle_run_event,
+        ctx,
+        await _publish(publisher, run_id, "run.status", RunStatusChanged(status="running", attempt=1)),
+    )
+    ending = await _publish(
+        publisher, run_id, "run.status", RunStatusChanged(status="succeeded", attempt=1, usage=Usage(cost_usd=0.25))
+    )
+    before_end = _run_finds()
+    await in_app(client, handle_run_event, ctx, ending)
+    assert _run_finds() == before_end  # the task added the run's cost to those it keeps: no run read
     assert (await client.get(f"/v1/tasks/{task_id}")).json()["status"] == "done"
     assert await in_app(client, _brief, task_id) == {
         "id": run_id,
         "status": "succeeded",
         "attempt": 1,
         "cost_usd": 0.25,
+        "costs": {run_id: 0.25},
     }
 
     before = _run_finds()
@@ -82,9 +90,29 @@ async def test_an_ended_runs_card_comes_from_its_task_as_its_runs_say(
     assert await _card(client, task_id) == kept
 
     # The run changed after its task stopped following it (here its cost, as a late verdict would):
-    # the task's move is not made again, and the facts it keeps are put right.
+    # the task's move is not made again, and the facts it keeps are put right (read from the runs).
     await in_app(client, _set_cost, run_id, 0.5)
     assert await in_app(client, follow_run, task_id, TaskStatus.DONE, run_id) == []
     assert (await in_app(client, _brief, task_id))["cost_usd"] == 0.5
     card = await _card(client, task_id)
     assert card["cost_usd"] == 0.5 and card["status"] == "done", card
+
+
+async def test_a_task_that_keeps_no_costs_reads_its_runs_once_when_a_run_ends(
+    client: AsyncTestClient,
+    app: Litestar,
+    publisher,
+) -> None:
+    """A task stored before tasks kept their runs' costs: its run's end reads the task's runs (every run's
+    cost counts on the card), and from then on it keeps them."""
+    ctx = app.state.ctx
+    run = await new_run(client)
+    run_id, task_id = run["id"], run["task_id"]
+    await in_app(client, _unset_brief, task_id)
+    for ev in (
+        RunStatusChanged(status="running", attempt=1),
+        RunStatusChanged(status="failed", attempt=1, usage=Usage(cost_usd=0.75)),
+    ):
+        await in_app(client, handle_run_event, ctx, await _publish(publisher, run_id, "run.status", ev))
+    brief = await in_app(client, _brief, task_id)
+    assert brief == {"id": run_id, "status": "failed", "attempt": 1, "cost_usd": 0.75, "costs": {run_id: 0.75}}

@@ -2,6 +2,8 @@
 blockers being done. A move is a compare-and-set on the task's version; it returns the task as
 stored and its follow-ups (announce it, move its card, promote what it blocked, dispatch)."""
 
+from typing import cast
+
 from nexus.core_api.errors import DomainError
 from nexus.core_api.tasks.service import blocker_statuses, get
 from nexus.core_api.workflow.followups import Dispatch, Followup, Promote, TaskMoved
@@ -40,38 +42,64 @@ async def move(task_id: str, target: TaskStatus) -> Moved:
     return moved, _moved(moved, target)
 
 
-async def ended_briefs(task_id: str) -> dict[str, JsonObject]:
-    """Each ended run of the task as the board's card shows it (`Task.run_brief`), with the cost of all
-    the task's runs together: one read, by the task's index."""
+# What a task keeps of its runs for the board's card (`Task.run_brief`): its current run as it ended
+# ({"id", "status", "attempt"}), the cost of all its runs ("cost_usd") and each run's cost ("costs", by run
+# id), so that the next run's end adds its own cost without reading the others.
+RUN_FACTS = ("id", "status", "attempt")
+
+
+async def ended_briefs(task_id: str) -> tuple[dict[str, JsonObject], dict[str, float]]:
+    """Each ended run of the task ({"id", "status", "attempt"}) and every run's cost: one read, by the
+    task's index — for a task that does not keep its runs' costs yet (stored before it did)."""
     runs = await Run.find({"task_id": task_id}).to_list()
-    cost = round(sum(float((r.usage or {}).get("cost_usd", 0.0)) for r in runs), 6)
-    return {
-        r.id: {"id": r.id, "status": r.status, "attempt": r.attempt, "cost_usd": cost}
-        for r in runs
-        if r.status in RUN_FINAL
-    }
+    costs = {r.id: float((r.usage or {}).get("cost_usd", 0.0)) for r in runs}
+    return {r.id: {"id": r.id, "status": r.status, "attempt": r.attempt} for r in runs if r.status in RUN_FINAL}, costs
 
 
-async def follow_run(task_id: str, target: TaskStatus, run_id: str) -> list[Followup]:
-    """The run decides the task's fate: in_progress when it starts, done/failed when it ends. The same
-    write keeps the ended run's facts on the task for the board (`run_brief`); a task that does not
-    follow still has them put right when they changed (a late verdict on a task a person moved)."""
-    briefs = await ended_briefs(task_id)
-    follows = False
+def _brief(t: Task, run_id: str, facts: JsonObject | None, costs: dict[str, float], follows: bool) -> JsonObject:
+    """The task's `run_brief` once `run_id` ended with `facts`: its facts when the task follows it (or
+    already did), else the current run's facts as kept; the cost over all runs either way."""
+    if facts is not None and (follows or t.current_run_id == run_id):
+        head = dict(facts)
+    else:
+        head = {k: v for k, v in (t.run_brief or {}).items() if k in RUN_FACTS}
+    return {**head, "cost_usd": round(sum(costs.values()), 6), "costs": costs}
+
+
+async def follow_run(task_id: str, target: TaskStatus, run_id: str, ended: JsonObject | None = None) -> list[Followup]:
+    """The run decides the task's fate: done/failed/cancelled when it ends. The same write keeps the
+    ended run's facts on the task for the board (`run_brief`); a task that does not follow still has them
+    put right when they changed (a late verdict on a task a person moved). `ended` is the run as it
+    ended ({"id", "status", "attempt", "cost_usd"}): the task adds it to the costs it keeps, reading no
+    run; without it, or for a task that keeps no costs yet, the task's runs are read."""
+    read = None if ended is not None else await ended_briefs(task_id)
+    follows = unknown = False
 
     def mutate(t: Task) -> JsonObject | None:
-        nonlocal follows
+        nonlocal follows, unknown
         follows = not (
             t.current_run_id not in (None, run_id)
             or t.status == target.value
             or TaskStatus(t.status) in (TaskStatus.DONE, TaskStatus.CANCELLED)
         )
+        if read is not None:
+            facts, costs = read[0].get(run_id), read[1]
+        else:
+            assert ended is not None  # one of the two is given
+            kept = (t.run_brief or {}).get("costs")
+            if not isinstance(kept, dict):
+                unknown = True  # the task does not know its other runs' costs: read them
+                return None
+            facts = {k: ended[k] for k in RUN_FACTS}
+            costs = {**kept, run_id: float(cast(float, ended.get("cost_usd", 0.0)))}
+        brief = _brief(t, run_id, facts, costs, follows)
         if follows:
-            return {"status": target.value, "current_run_id": run_id, "run_brief": briefs.get(run_id)}
-        brief = briefs.get(t.current_run_id or "")
-        return {"run_brief": brief} if brief is not None and brief != t.run_brief else None
+            return {"status": target.value, "current_run_id": run_id, "run_brief": brief}
+        return {"run_brief": brief} if brief != t.run_brief else None
 
     moved = await update_versioned(Task, task_id, mutate)
+    if unknown:
+        return await follow_run(task_id, target, run_id)
     return _moved(moved, target) if moved is not None and follows else []
 
 
