@@ -162,6 +162,7 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
 
     ids = [(new_id("run"), new_id("tsk"), new_id("ses")) for _ in range(n_runs)]
     statuses = ["succeeded"] * 8 + ["failed", "cancelled"]
+    cost = round(float((run.get("usage") or {}).get("cost_usd", 0.0)), 6)
 
     def mk_run(i: int, page: int) -> list:
         r, t, s = ids[i]
@@ -169,7 +170,9 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
 
     def mk_task(i: int, page: int) -> list:
         r, t, _ = ids[i]
-        return [_copy(task, _id=t, current_run_id=r, page=page, status="done")]
+        # its run ended: the task keeps the run's facts for the board, as core-api writes them with the move
+        brief = {"id": r, "status": statuses[i % 10], "attempt": run.get("attempt", 1), "cost_usd": cost}
+        return [_copy(task, _id=t, current_run_id=r, page=page, status="done", run_brief=brief)]
 
     def mk_session(i: int, page: int) -> list:
         r, _, s = ids[i]

@@ -107,6 +107,9 @@ async def test_every_page_renders_for_an_admin(client: AsyncTestClient, admin: h
             assert r.headers["content-type"].startswith("text/html")
             assert shown in r.text, (path, shown)
             assert re.fullmatch(r"app;dur=\d+\.\d\d", r.headers["server-timing"]), path  # what bench.ui reads
+        for ref in (agent["id"], agent["name"]):  # named either way, the agent page lists its runs by revision
+            r = await c.get(f"/ui/agents/{ref}")
+            assert r.status_code == 200 and run["id"] in r.text and "You help more." in r.text, ref
         for missing in ("/ui/runs/run_nope", "/ui/agents/nope", "/ui/goals/goal_nope"):
             r = await c.get(missing)
             assert r.status_code == 404 and "not found" in r.text, missing

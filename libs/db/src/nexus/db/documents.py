@@ -146,6 +146,11 @@ class Task(PagedDocument):
     parent_session_id: str | None = None
     target_files: list[str] = Field(default_factory=list)
     current_run_id: str | None = None
+    # The current run as it ended, for the board's card without reading the run: {"id", "status",
+    # "attempt", "cost_usd" (all the task's runs together)}. Written with the task's move when a run
+    # ends (nexus.core_api.workflow.tasks.follow_run); a reader trusts it only while "id" is
+    # current_run_id.
+    run_brief: dict[str, Any] | None = None
     budget: dict[str, Any] = Field(default_factory=dict)  # this child's share of its goal's budget (Cap)
     budget_weight: float = 1.0
     blocked: str = ""  # "budget: …" while a spent budget keeps a ready task from being dispatched

@@ -48,6 +48,16 @@ async def _runs_of(task_ids: list[str]) -> list[Run]:
     return [r for runs in found for r in runs]
 
 
+def _brief(t: Task) -> dict[str, Any] | None:
+    """The task's current run as it ended, kept on the task (`run_brief`), when it still is the task's
+    current run and the task is not running it again: the card needs no read of the task's runs. A
+    running card (its column follows its run) or a brief of an older run reads the runs."""
+    brief = t.run_brief
+    if not brief or brief.get("id") != t.current_run_id or t.status == TaskStatus.IN_PROGRESS.value:
+        return None
+    return brief
+
+
 async def _waiting(run_ids: list[str]) -> dict[str, int]:
     """Pending approvals per run, for the runs the cards show."""
     waiting: dict[str, int] = {}
@@ -72,11 +82,17 @@ async def board(filters: dict[str, Any], final_limit: int = FINAL_SHOWN) -> Boar
     tasks = [t for t in tasks if not t.is_meta]
     ids = [t.id for t in tasks]
     current = [t.current_run_id for t in tasks if t.current_run_id]
-    runs, waiting, ranks = await asyncio.gather(_runs_of(ids), _waiting(current), _ranks(ids))
-    by_id = {r.id: r for r in runs}
+    briefs = {t.id: b for t in tasks if (b := _brief(t)) is not None}
+    runs, waiting, ranks = await asyncio.gather(
+        _runs_of([i for i in ids if i not in briefs]), _waiting(current), _ranks(ids)
+    )
+    by_id = {r.id: RunBrief(id=r.id, status=r.status) for r in runs}
     cost: dict[str, float] = {}
     for r in runs:
         cost[r.task_id] = cost.get(r.task_id, 0.0) + float((r.usage or {}).get("cost_usd", 0.0))
+    for task_id, b in briefs.items():
+        by_id[b["id"]] = RunBrief(id=b["id"], status=b["status"])
+        cost[task_id] = float(b.get("cost_usd", 0.0))
     columns: dict[str, list[CardOut]] = {c: [] for c, _ in COLUMNS}
     for position, t in enumerate(_order(tasks, ranks)):
         run = by_id.get(t.current_run_id or "")
@@ -91,7 +107,7 @@ async def board(filters: dict[str, Any], final_limit: int = FINAL_SHOWN) -> Boar
                 goal_id=t.goal_id,
                 repository_id=t.repository_id,
                 assignee_agent_id=t.assignee_agent_id,
-                run=RunBrief(id=run.id, status=run.status) if run else None,
+                run=run,
                 approvals_waiting=waiting.get(t.current_run_id or "", 0),
                 cost_usd=round(cost.get(t.id, 0.0), 6),
             )

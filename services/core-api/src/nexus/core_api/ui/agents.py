@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import yaml
 from litestar import Controller, Response, get, post
+from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.response import Redirect
 
@@ -95,12 +96,21 @@ class AgentPages(Controller):
     @get("/{agent_id:str}", guards=[READ])
     async def agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
         api = Api(request)
-        agent = await api.get(f"/v1/agents/{agent_id}")  # by id or name: the reads below need its id
-        revisions, runs = await asyncio.gather(
-            api.get(f"/v1/agents/{agent['id']}/revisions", limit=200), _runs_by_revision(api, agent["id"])
+
+        async def revisions_of(ref: str) -> ApiResult:
+            return await api.call("GET", f"/v1/agents/{ref}/revisions", params={"limit": 200})
+
+        # Named by its id (the usual link), the three reads go together; named otherwise, the reads
+        # below wait for its id. A reference that is not the agent's id reads them again with it.
+        agent, listed, runs = await asyncio.gather(
+            api.get(f"/v1/agents/{agent_id}"), revisions_of(agent_id), _runs_by_revision(api, agent_id)
         )
+        if agent["id"] != agent_id or not listed.ok:
+            listed, runs = await asyncio.gather(revisions_of(agent["id"]), _runs_by_revision(api, agent["id"]))
+        if not listed.ok:
+            raise HTTPException(status_code=listed.status, detail=listed.detail or "the request failed")
         return page(
-            request, "agent.html", agent=agent, spec=agent["spec"], revisions=revisions["items"], runs=runs, errors={}
+            request, "agent.html", agent=agent, spec=agent["spec"], revisions=listed.body["items"], runs=runs, errors={}
         )
 
     @post("/{agent_id:str}", guards=[MANAGE_AGENTS])

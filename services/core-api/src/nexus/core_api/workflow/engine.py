@@ -78,7 +78,7 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
             case Dispatch():
                 await launch.dispatch_task(ctx, f.task)
             case TaskFollowsRun():
-                await carry_out(ctx, await tasks.follow_run(f.task_id, f.status, f.run_id))
+                await carry_out(ctx, await tasks.follow_run(f.task_id, f.status, f.run_id, f.ended))
             case Promote():
                 await carry_out(ctx, await tasks.promote_unblocked(f.done_task_id))
             case NotifyParent():

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexus.domain.json_types import JsonObject
 from nexus.db.documents import Run, Task
 from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import RunConfig
@@ -47,6 +48,7 @@ class TaskFollowsRun:
     task_id: str
     status: TaskStatus
     run_id: str
+    ended: JsonObject | None = None  # the run as it ended: {"id", "status", "attempt", "cost_usd"}
 
 
 @dataclass(frozen=True)

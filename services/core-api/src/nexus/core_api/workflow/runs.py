@@ -144,7 +144,17 @@ def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
         _observe_end(run)
         log.info("run %s %s (attempt %d): %s", run.id, status.value, run.attempt, run.reason or "-")
         then: list[Followup] = [
-            TaskFollowsRun(run.task_id, TASK_AFTER_RUN[status], run.id),
+            TaskFollowsRun(
+                run.task_id,
+                TASK_AFTER_RUN[status],
+                run.id,
+                {
+                    "id": run.id,
+                    "status": run.status,
+                    "attempt": run.attempt,
+                    "cost_usd": float((run.usage or {}).get("cost_usd", 0.0)),
+                },
+            ),
             _announce(run, f"run.{status.value}"),
         ]
         if any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
