@@ -36,14 +36,16 @@ def test_a_child_run_that_ends_moves_its_task_announces_notifies_its_parent_and_
     run = _run(status="succeeded", parent_run_id="run_0")
     then = runs._followups(run, "running", 1)
     assert [type(f) for f in then] == [TaskFollowsRun, Publish, NotifyParent, RunEnded]
-    assert then[0] == TaskFollowsRun("task_1", TaskStatus.DONE, "run_1")
+    ended = {"id": "run_1", "status": "succeeded", "attempt": 1, "cost_usd": 0.0}  # what the task keeps of it
+    assert then[0] == TaskFollowsRun("task_1", TaskStatus.DONE, "run_1", ended)
     assert isinstance(then[1], Publish) and then[1].type == "run.succeeded"
 
 
 def test_a_top_run_that_fails_notifies_no_parent() -> None:
     then = runs._followups(_run(status="failed"), "running", 1)
     assert [type(f) for f in then] == [TaskFollowsRun, Publish, RunEnded]
-    assert then[0] == TaskFollowsRun("task_1", TaskStatus.FAILED, "run_1")
+    ended = {"id": "run_1", "status": "failed", "attempt": 1, "cost_usd": 0.0}
+    assert then[0] == TaskFollowsRun("task_1", TaskStatus.FAILED, "run_1", ended)
 
 
 def test_a_late_verdict_of_an_earlier_attempt_cancels_the_later_one_in_the_worker() -> None:

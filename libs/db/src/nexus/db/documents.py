@@ -147,9 +147,10 @@ class Task(PagedDocument):
     target_files: list[str] = Field(default_factory=list)
     current_run_id: str | None = None
     # The current run as it ended, for the board's card without reading the run: {"id", "status",
-    # "attempt", "cost_usd" (all the task's runs together)}. Written with the task's move when a run
-    # ends (nexus.core_api.workflow.tasks.follow_run); a reader trusts it only while "id" is
-    # current_run_id.
+    # "attempt", "cost_usd" (all the task's runs together), "costs" (each run's, by id)}. Written with the
+    # task's move when a run ends (nexus.core_api.workflow.tasks.follow_run), which adds the run's cost to
+    # "costs" without reading the other runs; a reader trusts the facts only while "id" is current_run_id.
+    # A new task starts with `no_run_ended()`; None is a task stored before briefs (its runs are read).
     run_brief: dict[str, Any] | None = None
     budget: dict[str, Any] = Field(default_factory=dict)  # this child's share of its goal's budget (Cap)
     budget_weight: float = 1.0
@@ -167,6 +168,11 @@ class Task(PagedDocument):
             pymongo.IndexModel([("goal_id", 1)]),
             pymongo.IndexModel([("page", 1)]),
         ]
+
+
+def no_run_ended() -> dict[str, Any]:
+    """A new task's `run_brief`: no run ended yet, every run's cost known (none)."""
+    return {"costs": {}}
 
 
 class Run(PagedDocument):

@@ -53,7 +53,7 @@ def _brief(t: Task) -> dict[str, Any] | None:
     current run and the task is not running it again: the card needs no read of the task's runs. A
     running card (its column follows its run) or a brief of an older run reads the runs."""
     brief = t.run_brief
-    if not brief or brief.get("id") != t.current_run_id or t.status == TaskStatus.IN_PROGRESS.value:
+    if not brief or not brief.get("id") or brief["id"] != t.current_run_id or t.status == TaskStatus.IN_PROGRESS.value:
         return None
     return brief
 

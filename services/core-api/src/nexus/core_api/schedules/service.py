@@ -20,7 +20,7 @@ from nexus.core_api.named import get_named, named_id
 from nexus.core_api.schedules.schemas import ScheduleOut, ScheduleSpec
 from nexus.core_api.schemas import iso
 from nexus.core_api.workflow import engine
-from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, now
+from nexus.db.documents import Agent, Goal, Repository, Schedule, Task, no_run_ended, now
 from nexus.db.schedules import occurrence_active
 from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
@@ -264,6 +264,7 @@ async def _create_item(ctx: Context, s: Schedule, item: str, at: datetime) -> No
                 repository_id=t.get("repository_id"),
                 priority=t.get("priority", 0),
                 created_by=created_by,
+                run_brief=no_run_ended(),
             )
             await task.insert()
             await engine.announce_created(ctx, task)

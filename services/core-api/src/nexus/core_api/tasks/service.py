@@ -8,7 +8,7 @@ from nexus.core_api.schemas import iso
 from nexus.core_api.tasks.schemas import TaskCreate, TaskOut, TaskUpdate
 from nexus.db.connection import update_versioned
 from nexus.db.cache import cached_get
-from nexus.db.documents import Agent, Goal, Repository, Task
+from nexus.db.documents import Agent, Goal, Repository, Task, no_run_ended
 from nexus.db.group import insert_grouped
 from nexus.db.writes import update_document, written
 from nexus.domain.ids import new_id
@@ -102,6 +102,7 @@ async def build(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
         priority=data.priority,
         blocked_by=list(data.blocked_by),
         blocks=False,  # nothing names it yet: its end needs no look for tasks it unblocks
+        run_brief=no_run_ended(),  # no run ended yet: a run's end adds its cost without reading the others
         auto_ready=data.status == "ready",
         created_by=actor,
         **extra,

@@ -32,7 +32,7 @@ from nexus.core_api.workflow.followups import (
     TaskFollowsRun,
     TaskMoved,
 )
-from nexus.db.documents import Goal, Run, Task, now
+from nexus.db.documents import Goal, Run, Task, no_run_ended, now
 from nexus.db.writes import update_document
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
@@ -245,6 +245,7 @@ async def start_meta_session(ctx: Context, goal: Goal) -> None:
         repository_id=goal.repository_id,
         is_meta=True,
         created_by=goal.created_by,
+        run_brief=no_run_ended(),
     )
     await task.insert()
     run = await launch.dispatch_task(ctx, task)
