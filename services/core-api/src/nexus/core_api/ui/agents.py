@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import yaml
 from litestar import Controller, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Redirect
 
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
@@ -220,9 +220,9 @@ class MemoryPages(Controller):
     async def memory(
         self,
         request: UiRequest,
-        scope_: Annotated[str | None, Parameter(query="scope")] = None,
+        scope_: Annotated[str | None, QueryParameter(name="scope")] = None,
         agent: str | None = None,
-        query_: Annotated[str | None, Parameter(query="query")] = None,
+        query_: Annotated[str | None, QueryParameter(name="query")] = None,
     ) -> Response[Any]:
         """Items by scope, or — given an agent and a query — what a run of that agent would be handed,
         ranked as dispatch ranks."""
