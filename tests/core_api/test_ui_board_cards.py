@@ -12,6 +12,7 @@ from nexus.core_api.runs.ingest import handle_run_event
 from nexus.core_api.workflow.tasks import follow_run
 from nexus.db.documents import Run, Task
 from nexus.db.stats import COMMANDS
+from nexus.db.writes import update_document
 from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import RunStatusChanged, Usage
 from tests.core_api.conftest import new_run
@@ -40,7 +41,8 @@ async def _card(client: AsyncTestClient, task_id: str) -> dict:
 
 
 async def _unset_brief(task_id: str) -> None:
-    await Task.get_pymongo_collection().update_one({"_id": task_id}, {"$unset": {"run_brief": ""}})
+    """As a task stored before briefs: the field gone, and core-api's kept copy of the task forgotten."""
+    await update_document(Task, task_id, {"$unset": {"run_brief": ""}})
 
 
 async def _set_cost(run_id: str, cost: float) -> None:
