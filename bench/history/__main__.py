@@ -141,6 +141,7 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
     buckets reserved the way core-api takes them, so list pages see them as history."""
     db = mongo[DB]
     run = await db.runs.find_one({"_id": seed_run_id})
+    run_config = await db.run_configs.find_one({"_id": seed_run_id})  # None: a tree that keeps it on the run
     task = await db.tasks.find_one({"_id": run["task_id"]})
     session = await db.sessions.find_one({"run_id": seed_run_id}) or {"_id": run["session_id"], "run_id": seed_run_id}
     events = await db.run_events.find({"run_id": seed_run_id}).to_list(None)  # stored one by one (older core-api)
@@ -151,7 +152,7 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
 
     async def load(coll, total: int, make) -> None:
         t = time.perf_counter()
-        paged = coll.name not in ("run_events", "run_event_chunks")
+        paged = coll.name not in ("run_events", "run_event_chunks", "run_configs")
         first_page = await reserve(coll, -(-total // BUCKET)) if paged else 0
         for start in range(0, total, batch):
             docs = []
@@ -167,6 +168,9 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
     def mk_run(i: int, page: int) -> list:
         r, t, s = ids[i]
         return [_copy(run, _id=r, task_id=t, session_id=s, page=page, status=statuses[i % 10])]
+
+    def mk_config(i: int, _: int) -> list:
+        return [_copy(run_config, _id=ids[i][0])]
 
     def mk_task(i: int, page: int) -> list:
         r, t, _ = ids[i]
@@ -190,6 +194,8 @@ async def fill(mongo: AsyncMongoClient, seed_run_id: str, n_runs: int, n_audit: 
         return [_copy(audit, _id=new_id("aud"), resource=f"tasks/{ids[i % n_runs][1]}", page=page)]
 
     await load(db.runs, n_runs, mk_run)
+    if run_config:
+        await load(db.run_configs, n_runs, mk_config)
     await load(db.tasks, n_runs, mk_task)
     await load(db.sessions, n_runs, mk_session)
     if events:

@@ -102,7 +102,6 @@ async def _ingest(
             agent_id="agt_bench",
             agent_revision=1,
             session_id=f"ses_{run_id}",
-            config={},
         ).insert()
     ctx = Context(
         settings=CoreSettings(mongodb_url=mongo_url, mongodb_db=db), nc=nc, js=js, publisher=Publisher(js, "core-api")

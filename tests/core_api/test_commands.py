@@ -137,7 +137,6 @@ async def running_run() -> str:
         agent_revision=1,
         session_id=f"ses_{uuid.uuid4().hex}",
         status="running",
-        config={},
     )
     await run.insert()
     return run.id

@@ -27,7 +27,6 @@ def _run(**fields) -> Run:
         summary="",
         created_at=None,
         ended_at=None,
-        config={},
     )
     return Run.model_construct(**{**base, **fields})
 
@@ -83,7 +82,7 @@ def test_a_retry_is_the_same_config_with_its_own_run_session_and_branch() -> Non
         repo=RepoSpec(url="file:///r", branch="nexus/task_1/run_old"),
         tools=["read_file"],
     )
-    old = _run(id="run_old", status="failed", config=msgspec.to_builtins(cfg))
-    new = retried_config(old, "run_new", "ses_new")
+    old = _run(id="run_old", status="failed")
+    new = retried_config(old, cfg, "run_new", "ses_new")
     assert (new.run_id, new.session_id, new.repo and new.repo.branch) == ("run_new", "ses_new", "nexus/task_1/run_new")
     assert msgspec.structs.replace(new, run_id="run_old", session_id="ses_old", repo=cfg.repo) == cfg

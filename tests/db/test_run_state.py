@@ -1,11 +1,13 @@
-"""The launch's staleness read asks the database for a run's status and attempt only (the run
-document carries its whole run config; every field returned is converted by FerretDB and decoded
-by the worker), and answers as a read of the whole run would."""
+"""The launch's staleness read asks the database for a run's status and attempt only (every field
+returned is converted by FerretDB and decoded by the worker; a run stored before configs were kept
+apart carries its whole config), and answers as a read of the whole run would."""
 
 import uuid
 
 import pytest
 from pymongo import monitoring
+
+from beanie.odm.utils.dump import get_dict
 
 from nexus.db.connection import connect_db
 from nexus.db.documents import Run
@@ -35,16 +37,16 @@ async def test_run_state_reads_two_fields_and_answers_like_the_run(mongo_url: st
     try:
         run_id = f"run_{uuid.uuid4().hex}"
         config = {"system_prompt": "long " * 200, "llm": {"provider": "scripted"}, "limits": {"wall_clock_s": 60}}
-        await Run(
+        run = Run(
             id=run_id,
             task_id="task_1",
             agent_id="agt_1",
             agent_revision=1,
             session_id="ses_1",
-            config=config,
             status="running",
             attempt=2,
-        ).insert()
+        )
+        await Run.get_pymongo_collection().insert_one(get_dict(run, to_db=True) | {"config": config})  # the old shape
         state = await run_state(run_id)
         assert state is not None and (state.status, state.attempt) == ("running", 2)
         assert replies.documents and all(set(d) <= {"_id", "status", "attempt"} for d in replies.documents), (

@@ -129,7 +129,7 @@ async def test_kept_copies_are_bounded_and_the_least_recently_written_goes_first
 
 
 async def test_kept_copies_share_nothing_nested_with_the_caller(fresh_db) -> None:
-    """A caller that changes something inside a field (a run's config, its attempts) changes neither
+    """A caller that changes something inside a field (a run's usage, its attempts) changes neither
     the kept copy nor the next caller's."""
     kept = Written()
     run = Run(
@@ -138,16 +138,16 @@ async def test_kept_copies_share_nothing_nested_with_the_caller(fresh_db) -> Non
         agent_id="agt_1",
         agent_revision=1,
         session_id="ses_1",
-        config={"task": {"title": "as kept", "target_files": ["a.py"]}, "tools": ["read"]},
+        usage={"task": {"title": "as kept", "target_files": ["a.py"]}, "tools": ["read"]},
         attempts=[{"attempt": 1, "phase": "launched"}],
     )
     kept.keep(Run, run.id, run)
-    run.config["task"]["title"] = "changed by the caller"
+    run.usage["task"]["title"] = "changed by the caller"
     run.attempts[0]["phase"] = "changed by the caller"
     taken = kept.take(Run, run.id)
-    taken.config["task"]["target_files"].append("b.py")
-    taken.config["tools"].append("shell")
+    taken.usage["task"]["target_files"].append("b.py")
+    taken.usage["tools"].append("shell")
     again = kept.take(Run, run.id)
-    assert again.config == {"task": {"title": "as kept", "target_files": ["a.py"]}, "tools": ["read"]}
+    assert again.usage == {"task": {"title": "as kept", "target_files": ["a.py"]}, "tools": ["read"]}
     assert again.attempts == [{"attempt": 1, "phase": "launched"}]
     assert again == kept.peek(Run, run.id) and again is not kept.peek(Run, run.id)

@@ -17,6 +17,7 @@ from nats.js.api import DeliverPolicy, KeyValueConfig
 
 from nexus.db.connection import connect_db
 from nexus.db.documents import Run
+from nexus.db.run_configs import config_of, store_run
 from nexus.dev.servers import free_port
 from nexus.domain.agents import Limits, LLMSpec, Permissions
 from nexus.events.bus import Publisher, connect, ensure_streams
@@ -122,7 +123,7 @@ class Bus:
         raise AssertionError("condition never held")
 
     async def launch(self, run: Run, *, msg_id: str | None = None, priority: int | None = None) -> None:
-        cfg = msgspec.convert(run.config, RunConfig)
+        cfg = await run_config(run)
         await self.publisher.publish(
             "worker.launch_run",
             LaunchRun(attempt=run.attempt, config=cfg, priority=run.priority if priority is None else priority),
@@ -166,13 +167,18 @@ async def make_run(
         agent_id=agent_id,
         agent_revision=1,
         session_id=cfg.session_id,
-        config=msgspec.to_builtins(cfg),
+        wall_clock_s=wall_clock_s,
         priority=priority,
         launch_msg_id=new_ulid(),
         **fields,
     )
-    await run.insert()
+    await store_run(run, msgspec.to_builtins(cfg))
     return run
+
+
+async def run_config(run: Run) -> RunConfig:
+    """The run's config as stored beside it (what core-api sends with its launch)."""
+    return msgspec.convert(await config_of(run.id), RunConfig)
 
 
 @pytest.fixture

@@ -13,20 +13,19 @@ import uuid
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from nexus.db.documents import Run
 from nexus.dev.servers import free_port
 from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_streams
-from nexus.events.payloads import LaunchRun, RunConfig
+from nexus.events.payloads import LaunchRun
 from nexus.worker.freshness import Freshness
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher, claim_key
 from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.runtimes.local import LocalProcessRuntime, pid_alive
 from nexus.worker.secrets import SecretStore
 from nexus.worker.slots import Slots
-from tests.worker.conftest import QUICK, make_run, sleepy
+from tests.worker.conftest import QUICK, make_run, run_config, sleepy
 from tests.worker.test_dispatch import _until_drained
 
 pytestmark = pytest.mark.infra
@@ -160,7 +159,7 @@ async def test_a_cancel_heard_while_the_runner_starts_stops_it(fresh_db, nats_ur
     )
     try:
         run = await make_run(QUICK)
-        cmd = LaunchRun(attempt=1, config=msgspec.convert(run.config, RunConfig))
+        cmd = LaunchRun(attempt=1, config=await run_config(run))
         await launcher.launch(cmd, await launcher.slots.acquire(run.agent_id), stored_at=time.time(), deliveries=1)
         pid = int((runtime.run_dir(run.id) / "runner.pid").read_text())
         for _ in range(300):  # stopped, not left to sleep for two minutes

@@ -38,8 +38,8 @@ class CountedReads:
         return getattr(self.kv, name)
 
 
-async def running_run(run_id: str, **fields) -> None:
-    await Run(
+def a_running_run(run_id: str, **fields) -> Run:
+    return Run(
         id=run_id,
         task_id="task_1",
         agent_id="agt_1",
@@ -47,7 +47,11 @@ async def running_run(run_id: str, **fields) -> None:
         session_id=f"ses_{run_id}",
         status="running",
         **fields,
-    ).insert()
+    )
+
+
+async def running_run(run_id: str, **fields) -> None:
+    await a_running_run(run_id, **fields).insert()
 
 
 async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_url, nats_creds, tmp_path: Path) -> None:
@@ -102,17 +106,31 @@ async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_ur
         await nc.drain()
 
 
-async def test_a_sweep_reads_of_a_run_its_state_and_limits_not_its_config(fresh_db) -> None:
-    from nexus.worker.recovery import active_runs
+async def test_a_sweep_reads_of_a_run_its_state_and_limit_and_no_config(fresh_db) -> None:
+    from nexus.db.run_configs import store_run
+    from nexus.worker.recovery import active_runs, wall_clock_limit
 
     run_id = f"run_{uuid.uuid4().hex}"
-    limits = {"wall_clock_s": 42, "max_steps": 3}
-    await running_run(
-        run_id,
-        config={"system_prompt": "x" * 20_000, "tools": ["write_file"], "limits": limits},
-        attempts=[{"n": 1, "started_at": "2026-01-01T00:00:00Z"}],
-    )
+    run = a_running_run(run_id, wall_clock_s=42, attempts=[{"n": 1, "started_at": "2026-01-01T00:00:00Z"}])
+    await store_run(run, {"system_prompt": "x" * 20_000, "limits": {"wall_clock_s": 42, "max_steps": 3}})
     (swept,) = [r for r in await active_runs(["running"]) if r.id == run_id]
-    assert swept.config == {"limits": limits}
+    assert (swept.wall_clock_s, swept.config, wall_clock_limit(swept)) == (42, {}, 42)
     assert (swept.agent_id, swept.status, swept.attempt, swept.attempts[0]["n"]) == ("agt_1", "running", 1, 1)
     assert swept.created_at is not None
+
+
+async def test_a_run_stored_with_its_config_inline_is_swept_with_its_configs_limit(fresh_db) -> None:
+    """A run stored before configs were kept apart: its limit is its inline config's, and of that
+    config the sweep reads the limits only."""
+    from beanie.odm.utils.dump import get_dict
+
+    from nexus.worker.recovery import active_runs, wall_clock_limit
+
+    run_id = f"run_{uuid.uuid4().hex}"
+    limits = {"wall_clock_s": 7, "max_steps": 3}
+    run = a_running_run(run_id, attempts=[{"n": 1, "started_at": "2026-01-01T00:00:00Z"}])
+    old_shape = get_dict(run, to_db=True) | {"config": {"system_prompt": "x" * 20_000, "limits": limits}}
+    del old_shape["wall_clock_s"]
+    await Run.get_pymongo_collection().insert_one(old_shape)
+    (swept,) = [r for r in await active_runs(["running"]) if r.id == run_id]
+    assert (swept.wall_clock_s, swept.config, wall_clock_limit(swept)) == (None, {"limits": limits}, 7)

@@ -176,6 +176,12 @@ def no_run_ended() -> dict[str, Any]:
 
 
 class Run(PagedDocument):
+    """A run as lists, transitions and the board read it. Its config (the assembled agent: prompt,
+    skills, memory, tools, permissions, limits…) is its own insert-only document (RunConfigRecord,
+    nexus.db.run_configs): FerretDB converts every document it reads or updates whole, so a config
+    kept here was paid for by every status change and every list page. A run stored before that
+    keeps `config` inline; this model ignores it, `nexus.db.run_configs.config_of` reads either."""
+
     id: str
     task_id: str
     agent_id: str
@@ -190,7 +196,7 @@ class Run(PagedDocument):
     max_attempts: int = 3
     priority: int = 0
     launch_msg_id: str | None = None
-    config: dict[str, Any]
+    wall_clock_s: int | None = None  # its config's wall-clock limit, for the worker's deadline sweep
     reason: str = ""
     final_by: str = ""  # "verdict" (an attempt said), "retries" (attempts ran out), "operator" (cancelled)
     summary: str = ""
@@ -214,6 +220,17 @@ class Run(PagedDocument):
             pymongo.IndexModel([("parent_session_id", 1)]),
             pymongo.IndexModel([("page", 1)]),
         ]
+
+
+class RunConfigRecord(Document):
+    """A run's config as it was assembled and sent, stored once with the run and never updated
+    (nexus.db.run_configs). The id is the run's."""
+
+    id: str
+    config: dict[str, Any]
+
+    class Settings:
+        name = "run_configs"
 
 
 class Session(PagedDocument):
@@ -360,6 +377,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     Goal,
     Task,
     Run,
+    RunConfigRecord,
     Session,
     RunEvent,
     RunEventChunk,

@@ -1,9 +1,9 @@
 """A run's status and attempt, read without the rest of the document.
 
-The worker asks this of every launch (is it stale?). A run document carries the whole run config;
-FerretDB converts every field it returns and the caller decodes and validates each one, so reading
-the two fields a launch needs costs the database ~a third less than reading the run (measured on
-FerretDB with the PostgreSQL handler)."""
+The worker asks this of every launch it cannot judge from the bus (is it stale?). FerretDB converts
+every field it returns and the caller decodes and validates each one, so reading the two fields a
+launch needs costs less than reading the run (a run stored before configs were kept apart still
+carries its whole config inline)."""
 
 from pydantic import BaseModel
 

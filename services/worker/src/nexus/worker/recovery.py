@@ -28,15 +28,16 @@ ACTIVE_STATES = ["launching", "running", "waiting_approval"]
 
 
 class SweptRun(BaseModel):
-    """What a sweep reads of an active run: no config but its limits (a run document carries the whole run
-    config, which the database converts and this process validates field by field, every sweep)."""
+    """What a sweep reads of an active run: its state and its wall-clock limit — `wall_clock_s` on the
+    run, or the inline config's limits of a run stored before configs were kept apart (only those)."""
 
     id: str = Field(alias="_id")
     agent_id: str
     status: str
     attempt: int = 1
     attempts: list[dict[str, Any]] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict)  # {"limits": …} only
+    wall_clock_s: int | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # {"limits": …} only, of a run stored before
     last_heartbeat_at: datetime | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -48,11 +49,21 @@ class SweptRun(BaseModel):
             "status": 1,
             "attempt": 1,
             "attempts": 1,
+            "wall_clock_s": 1,
             "config.limits": 1,
             "last_heartbeat_at": 1,
             "created_at": 1,
             "started_at": 1,
         }
+
+
+def wall_clock_limit(run: SweptRun) -> int:
+    """The run's wall-clock limit in seconds: on the run, or in the inline config of a run stored before
+    configs were kept apart (its agent's default when neither says)."""
+    if run.wall_clock_s is not None:
+        return run.wall_clock_s
+    limit: int = (run.config.get("limits") or {}).get("wall_clock_s", 1800)
+    return limit
 
 
 async def active_runs(statuses: list[str]) -> list[SweptRun]:
@@ -217,7 +228,7 @@ class Recovery:
         await self._orphans(live, now)
 
     async def _deadline(self, run: SweptRun, now: datetime) -> None:
-        limit = (run.config.get("limits") or {}).get("wall_clock_s", 1800)
+        limit = wall_clock_limit(run)
         started = _aware(_current_attempt(run).get("started_at")) or _aware(run.started_at)
         if started is None or (now - started).total_seconds() <= limit + self.grace:
             return

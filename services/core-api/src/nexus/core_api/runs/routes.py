@@ -1,3 +1,4 @@
+import asyncio
 from typing import Annotated
 
 from litestar import Controller, get, post
@@ -16,6 +17,8 @@ from nexus.core_api.workflow import engine
 from nexus.db.cache import cached_get
 from nexus.core_api.sessions.schemas import outs as session_outs
 from nexus.db.documents import Run, Session
+from nexus.db.run_configs import config_of
+from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.catalog import run_filter
 
@@ -50,10 +53,20 @@ class RunController(Controller):
         return Page([to_out(d) for d in docs], nxt)
 
     @get("/{run_id:str}", guards=[READ])
-    async def get_run(self, run_id: str) -> RunOut:
+    async def get_run(
+        self,
+        run_id: str,
+        with_config: Annotated[
+            bool, Parameter(query="config", description="include the run's config (its own read)")
+        ] = True,
+    ) -> RunOut:
         run = await _get(run_id)
-        sessions = await Session.find({"run_id": run.id}).sort("+created_at").to_list()
-        return to_out(run, await session_outs(sessions), with_config=True)
+
+        async def config() -> JsonObject | None:
+            return await config_of(run.id) if with_config else None
+
+        sessions, cfg = await asyncio.gather(Session.find({"run_id": run.id}).sort("+created_at").to_list(), config())
+        return to_out(run, await session_outs(sessions), cfg)
 
     @get("/{run_id:str}/events", guards=[READ])
     async def run_events(self, request: ApiRequest, run_id: str) -> ServerSentEvent:

@@ -57,7 +57,8 @@ def _attempt(a: JsonObject) -> AttemptOut:
     )
 
 
-def to_out(r: Run, sessions: list[SessionOut] | None = None, with_config: bool = False) -> RunOut:
+def to_out(r: Run, sessions: list[SessionOut] | None = None, config: JsonObject | None = None) -> RunOut:
+    """The run as the API shows it; `config` (its own document, nexus.db.run_configs) only for one run."""
     return RunOut(
         id=r.id,
         task_id=r.task_id,
@@ -80,6 +81,6 @@ def to_out(r: Run, sessions: list[SessionOut] | None = None, with_config: bool =
         created_at=iso(r.created_at),
         started_at=iso(r.started_at),
         ended_at=iso(r.ended_at),
-        config=r.config if with_config else None,
+        config=config,
         sessions=sessions,
     )

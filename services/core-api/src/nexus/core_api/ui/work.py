@@ -195,7 +195,9 @@ class TaskPages(Controller):
 
 async def _run_view(api: Api, run_id: str) -> JsonObject:
     run, approvals = await asyncio.gather(  # a run is named by its id alone: both reads can go at once
-        api.get(f"/v1/runs/{run_id}"), api.get("/v1/approvals", run_id=run_id, status="all", limit=100)
+        # the page shows no config: the run alone (its config is a read of its own)
+        api.get(f"/v1/runs/{run_id}", config="false"),
+        api.get("/v1/approvals", run_id=run_id, status="all", limit=100),
     )
     return {"run": run, "approvals": approvals["items"], "cost": (run.get("usage") or {}).get("cost_usd")}
 
@@ -257,7 +259,7 @@ class RunPages(Controller):
     @get("/{run_id:str}/stream", guards=[READ])
     async def stream(self, request: UiRequest, run_id: str, after: int = 0) -> ServerSentEvent:
         """The run's events as list items, from after Last-Event-ID (a reconnect) or `after` (what the page showed)."""
-        await Api(request).get(f"/v1/runs/{run_id}")  # 404 for a run that does not exist
+        await Api(request).get(f"/v1/runs/{run_id}", config="false")  # 404 for a run that does not exist
         ctx: Context = request.app.state.ctx
         start = parse_last_event_id(request.headers.get("last-event-id")) or max(0, after)
 

@@ -152,7 +152,11 @@ async def requeue_stale(ctx: Context) -> int:
     cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
     n = 0
     async for run in Run.find({"status": "queued", "updated_at": {"$lt": cutoff}}):
-        await launch.command_launch(ctx, run)
+        try:
+            await launch.command_launch(ctx, run)
+        except launch.NoConfig:
+            log.error("run %s is queued but has no stored config; it cannot be launched", run.id)
+            continue
         await update_document(Run, run.id, {"$set": {"updated_at": now()}})
         n += 1
     return n

@@ -15,7 +15,7 @@ from nexus.core_api.workflow.followups import Followup, Launch, TaskMoved
 from nexus.db.cache import cached_get
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Agent, Repository, Run, Task
-from nexus.db.group import insert_grouped
+from nexus.db.run_configs import config_of, store_run
 from nexus.db.writes import update_document, written
 from nexus.domain.agents import LLMSpec, Limits, MemoryPolicy, Permissions
 from nexus.domain.budgets import Cap
@@ -88,18 +88,30 @@ async def command_launch(ctx: Context, run: Run, config: RunConfig | None = None
     """(Re)publish the launch of the run's current attempt. The message id is stored on the run, so a
     re-publish inside JetStream's duplicate window is dropped by the server, and the worker's own
     attempt check drops it after that. `config` is the run's, when the caller holds it; else it is
-    read from the run as stored."""
+    read as stored (`stored_config`)."""
     msg_id = run.launch_msg_id or new_ulid()
     if not run.launch_msg_id:
         await update_document(Run, run.id, {"$set": {"launch_msg_id": msg_id}})
         run.launch_msg_id = msg_id
-    cfg = config if config is not None else msgspec.convert(run.config, RunConfig)
+    cfg = config if config is not None else await stored_config(run.id)
     await ctx.publisher.publish(
         "worker.launch_run",
         LaunchRun(attempt=run.attempt, config=cfg, priority=run.priority),
         msg_id=msg_id,
         correlation_id=run.id,
     )
+
+
+class NoConfig(LookupError):
+    """A run whose config is not stored (it cannot be launched or retried)."""
+
+
+async def stored_config(run_id: str) -> RunConfig:
+    """The run's config as it was assembled (its own document, or inline on a run stored before)."""
+    raw = await config_of(run_id)
+    if raw is None:
+        raise NoConfig(f"run {run_id} has no stored config")
+    return msgspec.convert(raw, RunConfig)
 
 
 @dataclass(frozen=True)
@@ -141,7 +153,7 @@ async def prepare(ctx: Context, task: Task) -> Prepared | None:
         session_id=session_id,
         parent_session_id=task.parent_session_id,
         parent_run_id=task.parent_run_id,
-        config=msgspec.to_builtins(config),
+        wall_clock_s=config.limits.wall_clock_s,
         max_attempts=ctx.settings.max_attempts,
         priority=task.priority,
         launch_msg_id=new_ulid(),  # stored with the run: its launch command needs no second write
@@ -171,7 +183,7 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
 async def start(ctx: Context, prepared: Prepared, claimed: Task) -> Run:
     """The prepared run of a task claimed for it: stored, announced, its launch commanded."""
     run, agent = prepared.run, prepared.agent
-    await insert_grouped(run)  # with the runs concurrent dispatches store
+    await store_run(run, msgspec.to_builtins(prepared.config))  # with the runs concurrent dispatches store
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
     remember(run.id, agent.id)  # its events are accepted, its model calls counted, without looking it up
     await ctx.publisher.publish(
@@ -193,9 +205,8 @@ async def start(ctx: Context, prepared: Prepared, claimed: Task) -> Run:
     return run
 
 
-def retried_config(old: Run, run_id: str, session_id: str) -> RunConfig:
-    """A retry's config: the ended run's, as a new run with its own session and working branch."""
-    cfg = msgspec.convert(old.config, RunConfig)
+def retried_config(old: Run, cfg: RunConfig, run_id: str, session_id: str) -> RunConfig:
+    """A retry's config: the ended run's (`cfg`), as a new run with its own session and working branch."""
     repo = cfg.repo and msgspec.structs.replace(cfg.repo, branch=f"nexus/{old.task_id}/{run_id}")
     return msgspec.structs.replace(cfg, run_id=run_id, session_id=session_id, repo=repo)
 
@@ -205,7 +216,7 @@ async def retry_run(old: Run) -> tuple[Run, list[Followup]]:
     claimed; announcing the task and launching the run are its follow-ups."""
     run_id = new_id("run")
     session_id = new_id("ses")
-    config = retried_config(old, run_id, session_id)
+    config = retried_config(old, await stored_config(old.id), run_id, session_id)
     run = Run(
         id=run_id,
         task_id=old.task_id,
@@ -215,11 +226,11 @@ async def retry_run(old: Run) -> tuple[Run, list[Followup]]:
         session_id=session_id,
         parent_session_id=old.parent_session_id,
         parent_run_id=old.parent_run_id,
-        config=msgspec.to_builtins(config),
+        wall_clock_s=config.limits.wall_clock_s,
         max_attempts=old.max_attempts,
         priority=old.priority,
     )
-    await run.insert()
+    await store_run(run, msgspec.to_builtins(config))
     task = await update_versioned(
         Task, old.task_id, lambda t: {"status": TaskStatus.IN_PROGRESS.value, "current_run_id": run_id}
     )
