@@ -102,6 +102,12 @@ def quiet_provider(service: str, resource: Mapping[str, str] | None = None) -> "
     return made
 
 
+def records_nothing() -> bool:
+    """This process's spans are never recorded: its provider is a quiet one (no exporter)."""
+    provider = trace.get_tracer_provider()
+    return any(quiet is provider for quiet in _quiet.values())
+
+
 def service_resource(service: str, resource: Mapping[str, str] | None = None) -> "Resource":
     """The process's resource, made once per (service, attributes, OTEL_* environment): Resource.create
     runs its detectors on a thread pool (two threads, ~5 ms), which a runner forked from the warm zygote
