@@ -17,6 +17,8 @@ async def trees(nats_url, nats_creds):
     meta_id, child_id = f"ses_meta{uuid.uuid4().hex[:10]}", f"ses_child{uuid.uuid4().hex[:10]}"
     meta = await SessionTree.open(ncs[0], meta_id, lambda: {"sessionId": meta_id, "changes": 3})
     child = await SessionTree.open(ncs[1], child_id, lambda: {"sessionId": child_id, "changes": 1})
+    for nc in ncs:  # a tree's subscriptions are not confirmed by a round trip: a runner's next publish orders them
+        await nc.flush()
     yield meta, child
     for tree in (meta, child):
         await tree.close()

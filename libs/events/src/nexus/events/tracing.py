@@ -10,7 +10,7 @@ import opentelemetry.propagate as propagate
 from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from nexus.observability.logs import about_run
-from nexus.observability.tracing import span, tracer
+from nexus.observability.tracing import records_nothing, span, tracer
 
 _TRACER = "nexus.events"
 
@@ -58,7 +58,15 @@ def publishing(
     correlation_id: str | None = None,
     size: int | None = None,
 ) -> Iterator[Span]:
-    """A PRODUCER span for one publish; `headers` gain its W3C context (traceparent) for the consumer."""
+    """A PRODUCER span for one publish; `headers` gain its W3C context (traceparent) for the consumer.
+    In a process that records no span (no exporter: `records_nothing`) a publish inside a span makes
+    none of its own: nothing would keep it, and the consumer continues the trace from the current
+    span's context instead (~0.2 ms of CPU per publish: a forked runner publishes six)."""
+    current = get_current_span()
+    if records_nothing() and current.get_span_context().is_valid:
+        propagate.inject(headers)
+        yield current
+        return
     with span(
         tracer(_TRACER),
         f"publish {_label(subject)}",

@@ -285,14 +285,17 @@ class Kernel:
         if not (self._accepting and self.deliver_nowait(message)):
             await self._send_slow(message, self._send_timeout, remote=False)
 
-    async def connect_nats(self, nc: Any, *, margin: float = 1.0) -> NatsRemote:
+    async def connect_nats(self, nc: Any, *, margin: float = 1.0, confirm: bool = True) -> NatsRemote:
         """Route unknown ids over NATS and expose local agents on `nexus.agent.<id>.inbox`.
-        The connection stays the caller's: shutdown unsubscribes but does not close it."""
+        The connection stays the caller's: shutdown unsubscribes but does not close it.
+        Returns once the server knows every subscription (one round trip); `confirm=False`: once
+        they are written to the connection — the server takes them before anything the caller
+        publishes on it afterwards, which is all a caller that only needs that order waits for."""
         from nexus.kernel.remote import NatsRemote
 
         remote = NatsRemote(self, nc, margin=margin)
         self._remote = remote
-        await remote.start()
+        await remote.start(confirm=confirm)
         return remote
 
     @property

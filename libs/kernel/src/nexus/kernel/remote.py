@@ -70,13 +70,13 @@ class NatsRemote:
         self.sent = 0
         self.received = 0
 
-    async def start(self) -> None:
+    async def start(self, *, confirm: bool = True) -> None:
         self._ack_prefix = self._nc.new_inbox()
         self._ack_sub = await self._nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
         self.expose(self._kernel.id)  # replies to the kernel's own asks
         for agent_id in self._kernel.agent_ids():
             self.expose(agent_id)
-        await self.ready()
+        await self.ready(confirm=confirm)
 
     # ---- exposure -----------------------------------------------------------------------
 
@@ -134,11 +134,13 @@ class NatsRemote:
             except Exception as exc:  # noqa: BLE001 — connection closing or closed: nothing left to undo
                 log.debug("unsubscribe failed: %s", exc)
 
-    async def ready(self) -> None:
-        """Wait until every exposure and withdrawal so far is known to the server."""
+    async def ready(self, *, confirm: bool = True) -> None:
+        """Wait until every exposure and withdrawal so far is known to the server; `confirm=False`:
+        until each is written to the connection (no round trip), ahead of anything published after."""
         while self._subscribing:
             await asyncio.gather(*list(self._subscribing), return_exceptions=True)
-        await self._nc.flush()
+        if confirm:
+            await self._nc.flush()
 
     # ---- outbound -----------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__("%(asctime)s %(levelname)-7s " + service + " %(name)s: %(message)s")
+        self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -77,11 +78,32 @@ def _set_level(logger: logging.Logger, level: int) -> None:
         logger.setLevel(level)
 
 
-def setup_logging(service: str, level: str = "info", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
+def setup_logging(service: str, level: str = "info", fmt: str = "json", *, quiet: tuple[str, ...] = ()) -> None:
+    """One handler on the root logger writing `fmt` lines of `service` to stderr, at `level`; the
+    loggers named in `quiet` (and some chatty libraries) say only warnings and worse. A handler already
+    there that writes the same lines to this stderr, with no filter, is kept: a runner forked from the
+    warm zygote inherits the one it would make (making one costs each run a lock, a weak reference in
+    logging's module state, a formatter)."""
+    kind = JsonFormatter if fmt == "json" else TextFormatter
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    if not _kept(root.handlers, kind, service):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(kind(service))
+        root.handlers[:] = [handler]
     _set_level(root, logging.getLevelName(level.upper()))
-    for noisy in ("pymongo", "nats", "httpx", "httpcore", "kr8s"):
+    for noisy in ("pymongo", "nats", "httpx", "httpcore", "kr8s", *quiet):
         _set_level(logging.getLogger(noisy), max(logging.WARNING, root.level))
+
+
+def _kept(handlers: list[logging.Handler], kind: type, service: str) -> bool:
+    if len(handlers) != 1:
+        return False
+    (h,) = handlers
+    return (
+        type(h) is logging.StreamHandler
+        and h.stream is sys.stderr
+        and not h.filters
+        and h.level == logging.NOTSET
+        and type(h.formatter) is kind
+        and getattr(h.formatter, "service", None) == service
+    )

@@ -2,8 +2,10 @@
 nowhere otherwise. W3C trace context crosses NATS in message headers (nexus.events) and reaches a runner
 through its environment (`TRACEPARENT`, the variable name OpenTelemetry's environment carrier uses)."""
 
+import functools
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, cast
@@ -39,15 +41,14 @@ def setup_tracing(
     sampled — building, timing and keeping attributes for spans nobody exports cost ~0.2 ms per published
     message. With an endpoint every span is recorded unless the caller's context says it was not sampled."""
     from opentelemetry.sdk.trace import TracerProvider  # the SDK only where a process sets up (kept off import paths)
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-    provider = TracerProvider(
-        resource=service_resource(service, resource), sampler=None if otlp_endpoint else ALWAYS_OFF
-    )
-    if otlp_endpoint:
+    if not otlp_endpoint:
+        provider = quiet_provider(service, resource)
+    else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        provider = TracerProvider(resource=service_resource(service, resource))
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(otlp_endpoint)), schedule_delay_millis=500)
         )
@@ -58,7 +59,53 @@ def setup_tracing(
 
 # What Resource.create reads besides its arguments (its default "otel" detector reads the first two).
 _RESOURCE_ENV = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS")
-_resources: dict[tuple[str, tuple[tuple[str, str], ...], tuple[str | None, ...]], "Resource"] = {}
+_ResourceKey = tuple[str, tuple[tuple[str, str], ...], tuple[str | None, ...]]
+_resources: dict[_ResourceKey, "Resource"] = {}
+_quiet: dict[_ResourceKey, "TracerProvider"] = {}
+
+
+def _resource_key(service: str, resource: Mapping[str, str] | None) -> _ResourceKey:
+    return service, tuple(sorted((resource or {}).items())), tuple(os.environ.get(name) for name in _RESOURCE_ENV)
+
+
+@functools.cache
+def _quiet_provider_class() -> type["TracerProvider"]:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    class QuietTracerProvider(TracerProvider):
+        def _handle_fork(self) -> None:
+            # The SDK's hook in every forked child of a process holding a provider: a fresh lock, and the
+            # process-dependent part of the resource looked up again (resource detectors found through
+            # entry points: ~130 page faults and ~0.4 ms in each child, even one that never traces).
+            # Nothing of this provider is exported, so its resource is never read: the lock only.
+            self._tracers_lock = threading.Lock()
+
+    return QuietTracerProvider
+
+
+def quiet_provider(service: str, resource: Mapping[str, str] | None = None) -> "TracerProvider":
+    """The provider of a process that exports nothing (non-recording spans, no processor), made once
+    per service resource. A process that forks children (the runner zygote) makes it, and the tracers
+    its children use, before it forks (`warm`): each child installs it and finds every tracer made —
+    the SDK keeps a provider's tracers by scope, and making one (its scope, configuration and metrics)
+    cost a forked runner ~0.3 ms per tracer. Never installed in the process that made it for others."""
+    key = _resource_key(service, resource)
+    made = _quiet.get(key)
+    if made is None:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        # Nothing to flush at exit: no processor.
+        made = _quiet_provider_class()(
+            resource=service_resource(service, resource), sampler=ALWAYS_OFF, shutdown_on_exit=False
+        )
+        _quiet[key] = made
+    return made
+
+
+def records_nothing() -> bool:
+    """This process's spans are never recorded: its provider is a quiet one (no exporter)."""
+    provider = trace.get_tracer_provider()
+    return any(quiet is provider for quiet in _quiet.values())
 
 
 def service_resource(service: str, resource: Mapping[str, str] | None = None) -> "Resource":
@@ -68,7 +115,7 @@ def service_resource(service: str, resource: Mapping[str, str] | None = None) ->
     names other resource attributes makes its own."""
     from opentelemetry.sdk.resources import Resource
 
-    key = (service, tuple(sorted((resource or {}).items())), tuple(os.environ.get(name) for name in _RESOURCE_ENV))
+    key = _resource_key(service, resource)
     made = _resources.get(key)
     if made is None:
         made = Resource.create({"service.name": service, "service.namespace": "nexus", **(resource or {})})
@@ -76,13 +123,14 @@ def service_resource(service: str, resource: Mapping[str, str] | None = None) ->
     return made
 
 
-def warm(service: str) -> None:
+def warm(service: str, tracers: tuple[str, ...] = ()) -> None:
     """Do once, in a process that forks children (the runner zygote), what each child's tracing set-up
-    would pay: the service's resource, and the warnings filter the SDK's get_tracer compiles on first use
-    (~0.7 ms per tracer in every child unless re's cache already holds its patterns)."""
-    from opentelemetry.sdk.trace import TracerProvider
-
-    TracerProvider(resource=service_resource(service), shutdown_on_exit=False).get_tracer("warm")
+    would pay: the service's resource, the warnings filter the SDK's get_tracer compiles on first use
+    (~0.7 ms per tracer in every child unless re's cache already holds its patterns), and the quiet
+    provider a child without an exporter installs, with the `tracers` it will ask for."""
+    provider = quiet_provider(service)
+    for name in tracers or ("warm",):
+        provider.get_tracer(name)
 
 
 def flush_tracing(timeout_ms: int = 5000) -> None:

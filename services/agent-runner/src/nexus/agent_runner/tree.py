@@ -68,8 +68,10 @@ class SessionTree:
         agent = SessionAgent(session_id, status)
         kernel.spawn(agent)
         # Attached after the agent is in: the kernel's own inbox and the session's are subscribed
-        # together and confirmed by one round trip (connect_nats returns once the server knows both).
-        await kernel.connect_nats(nc)
+        # together. Not confirmed by a round trip: the server takes a connection's protocol in order,
+        # so both are in place before anything this run publishes next — its session event, and the
+        # plan that makes its children (the only ones told to write to it) exist at all.
+        await kernel.connect_nats(nc, confirm=False)
         return cls(kernel, agent)
 
     async def child_finished(self, payload: JsonObject, *, from_: str = "core-api") -> None:

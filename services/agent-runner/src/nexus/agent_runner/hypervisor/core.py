@@ -286,8 +286,11 @@ class Hypervisor:
         return msgspec.structs.replace(change, **masked)
 
     def seal_state(self) -> None:
-        """Make the session state file durable (fsync): called when the session ends."""
-        self._save_state(durable=True)
+        """Write the session state file, durable (fsync) when it holds a ledger: called when the session
+        ends. A session that recorded no change has no ledger to keep — its file says only what its
+        session events said — so it is written like every other state write, without the fsync
+        (~0.4–2 ms of a trivial run's CPU, in ext4's journal)."""
+        self._save_state(durable=bool(self.session.changes))
 
     def _save_state(self, *, durable: bool) -> None:
         if self.state_file is not None:

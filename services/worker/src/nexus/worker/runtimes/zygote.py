@@ -19,6 +19,7 @@ child claims it by renaming it to `<env_file>.<pid>`, reads it and empties it. T
 the launch's single point of no return: a worker that lost its zygote mid-request voids the file
 first, and only then may it start the run cold — never both (see `claim_env`)."""
 
+import _signal
 import contextlib
 import gc
 import importlib
@@ -94,7 +95,8 @@ def preload() -> int:
 
 
 def _warm_tracing() -> None:
-    importlib.import_module("nexus.observability.tracing").warm("agent-runner")
+    # The tracers a run's modules ask for (agent-runner's and the bus's): made once, found by each child.
+    importlib.import_module("nexus.observability.tracing").warm("agent-runner", ("nexus.agent_runner", "nexus.events"))
 
 
 def _warm_decoders() -> None:
@@ -110,7 +112,8 @@ def _warm_decoders() -> None:
 
 def _warm_logging() -> None:
     # The levels a runner sets (each setLevel walks every logger the preloaded modules made).
-    importlib.import_module("nexus.observability.logs").setup_logging("agent-runner", "info", "json")
+    quiet = importlib.import_module("nexus.agent_runner.main").QUIET_LOGGERS
+    importlib.import_module("nexus.observability.logs").setup_logging("agent-runner", "info", "json", quiet=quiet)
 
 
 def warm_per_run_work() -> None:
@@ -160,9 +163,11 @@ def claim_env(env_file: str, claimant: str) -> str | None:
 def _become(req: JsonObject) -> int:
     """In the forked child: turn into the run, then run agent-runner's main. Returns the exit code."""
     signal.set_wakeup_fd(-1)
+    # Through `_signal` (under `signal`): `signal.signal` looks the replaced disposition up as an enum,
+    # which for the zygote's own handler is a failed lookup, an exception, in every child.
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(sig, _signal.SIG_DFL)
+    _signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()
     log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
