@@ -130,6 +130,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
                 handler=launcher.handle_cancel,
                 stop=stop,
                 ack_wait_s=settings.cancel_ack_wait_s,
+                memory=True,  # a work queue: see nexus.events.consumer.pull_config
             ),
             every(settings.worker_beat_s, stop, membership.beat, what="liveness beat", at_start=True),
             watch_consumer_lag(js, "worker", stop),
