@@ -8,7 +8,7 @@ import pytest
 
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import DLQ_STREAM, RUNS_STREAM
-from nexus.events.consumer import Delivery, Poison, consume, pulling
+from nexus.events.consumer import Delivery, Poison, consume, pull_config, pulling
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import DeadLetter, RunLog
 from nexus.events.pull import ack_all
@@ -291,15 +291,9 @@ async def _publish_logs(js, run_id: str, n: int) -> None:
 
 
 def _pull(js, durable: str, run_id: str):
-    return pulling(
-        js,
-        stream=RUNS_STREAM,
-        durable=durable,
-        subject=f"nexus.run.{run_id}.>",
-        max_deliver=5,
-        ack_wait_s=30,
-        max_ack_pending=1000,
-    )
+    subject = f"nexus.run.{run_id}.>"
+    config = pull_config(durable=durable, subject=subject, max_deliver=5, ack_wait_s=30, max_ack_pending=1000)
+    return pulling(js, stream=RUNS_STREAM, subject=subject, config=config)
 
 
 async def _whole_batch(sub, n: int) -> list:

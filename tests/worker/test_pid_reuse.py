@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import msgspec
+
+from nexus.domain.agents import LLMSpec
+from nexus.events.payloads import RunConfig
+from nexus.worker.runtimes.base import RunRequest
 from nexus.worker.runtimes.local import LocalProcessRuntime, pid_alive, process_start
 
 
@@ -58,3 +63,50 @@ async def test_the_recorded_runner_is_found_and_stopped(tmp_path, stranger) -> N
     await runtime.cancel_run("r-live")
     assert await asyncio.to_thread(stranger.wait, 5) == -signal.SIGTERM
     assert await runtime.list_runs() == []
+
+
+async def test_sweeps_read_the_directories_of_ended_runs_once(tmp_path, stranger, monkeypatch) -> None:
+    """Run directories stay on disk after their runs end. The first listing reads every one (it finds the
+    runners an earlier worker left); later ones read only the runs found alive and those started since, so
+    a worker at rest does not cost more with every run it ever held."""
+    runtime = LocalProcessRuntime(tmp_path, parent_env={}, kill_grace_s=0.2, runner_cmd=["sleep", "30"])
+    for i in range(40):
+        _leave_behind(runtime, f"r-ended-{i}", stranger.pid, 1)  # ended long ago: the pid is someone else's now
+    d = runtime.run_dir("r-live")
+    d.mkdir(parents=True)
+    runtime._record(d, stranger.pid)
+    read: list[str] = []
+    real_pid = runtime._pid
+
+    def counting(run_id: str) -> int | None:
+        read.append(run_id)
+        return real_pid(run_id)
+
+    monkeypatch.setattr(runtime, "_pid", counting)
+    assert await runtime.list_runs() == ["r-live"]
+    assert len(read) == 41
+    read.clear()
+    assert await runtime.list_runs() == ["r-live"]
+    assert read == ["r-live"]
+    # A runner started since is listed; one that ended is dropped for good.
+    handle = await runtime.start_run(RunRequest(run_id="r-new", attempt=1, config=_config("r-new")))
+    try:
+        assert sorted(await runtime.list_runs()) == ["r-live", "r-new"]
+        await runtime.cancel_run("r-live")
+        assert await runtime.list_runs() == ["r-new"]
+        read.clear()
+        assert await runtime.list_runs() == ["r-new"] and read == ["r-new"]
+    finally:
+        await runtime.cleanup(handle.run_id)
+
+
+def _config(run_id: str) -> RunConfig:
+    return RunConfig(
+        run_id=run_id,
+        agent_id="agt_test",
+        task_id="task_test",
+        session_id="ses_test",
+        system_prompt="You test the worker.",
+        tools=[],
+        llm=msgspec.convert({"provider": "scripted", "script": 'steps:\n  - say: "done"\n'}, LLMSpec),
+    )

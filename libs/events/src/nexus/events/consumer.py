@@ -437,6 +437,7 @@ async def consume_once(
     group_handler: GroupHandler | None = None,
     prefetch: bool = False,
     reclaim: bool = False,
+    memory: bool = False,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
@@ -447,16 +448,18 @@ async def consume_once(
     this one is done, so order and ack-after-handling hold); what was fetched but not handled when
     the loop stops is nak'ed, so it comes back at once instead of after `ack_wait_s`.
     With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
-    is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait."""
-    async with pulling(
-        js,
-        stream=stream,
+    is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait.
+    With `memory` (work-queue streams only, see `pull_config`) the durable's state is kept in memory, and a
+    durable lost with a server restart is made anew in place."""
+    config = pull_config(
         durable=durable,
         subject=subject,
         max_deliver=max_deliver,
         ack_wait_s=ack_wait_s,
         max_ack_pending=max_ack_pending,
-    ) as sub:
+        memory=memory,
+    )
+    async with pulling(js, stream=stream, subject=subject, config=config) as sub:
         if reclaim and partition is not None and group_handler is not None:
             # A pull consumer delivers only on fetch: what is pending now was fetched by another instance — a
             # dead one (the point), or a live replica (handling it twice changes nothing for an idempotent handler).
@@ -485,7 +488,15 @@ async def consume_once(
                 for m in group:
                     await handle_message(js, m, durable, handler, max_deliver)
 
-        batches_of = fetched(sub, durable, stop, lambda: batch, prefetch=prefetch, end_if_deleted=True)
+        batches_of = fetched(
+            sub,
+            durable,
+            stop,
+            lambda: batch,
+            prefetch=prefetch,
+            end_if_deleted=True,
+            remake=remaking(js, stream, config) if memory else None,
+        )
         async with contextlib.aclosing(batches_of) as batches:
             async for msgs in batches:
                 if partition is not None and concurrency > 1:
@@ -500,18 +511,37 @@ async def consume_once(
                     await asyncio.gather(*(run(m) for m in msgs))
 
 
-async def _return_unhandled(ahead: asyncio.Task[list[Msg]]) -> None:
-    """A batch fetched ahead that will not be handled goes back to the server for redelivery now.
-    The fetch is awaited, not cancelled (it ends within its 0.5 s timeout): cancelled, it would
-    leave what the server already sent it waiting out ack_wait."""
+async def _return_unhandled(ahead: "asyncio.Future[list[Msg]]", sub: Any) -> None:
+    """A batch fetched ahead (or a fetch cut short by `stop`) that will not be handled goes back to the
+    server for redelivery now, not after ack_wait: what it already got, and what the server had sent it
+    that still waits in the subscription's queue."""
+    if not ahead.done():
+        ahead.cancel()
     try:
         msgs = await ahead
     except asyncio.CancelledError:
-        raise
+        if not ahead.cancelled():  # we are being cancelled ourselves
+            raise
+        msgs = []
     except Exception:  # noqa: BLE001 — a timeout or a failed fetch: nothing was handed to us
-        return
-    for m in msgs:
+        msgs = []
+    for m in [*msgs, *_waiting(sub)]:
         await _quietly(m.nak())
+
+
+def _waiting(sub: Any) -> list[Msg]:
+    """The stream messages waiting in a pull subscription's queue, taken out of it (status messages dropped)."""
+    inner = getattr(sub, "_sub", None)
+    queue = getattr(inner, "_pending_queue", None)
+    out: list[Msg] = []
+    while queue is not None and not queue.empty():
+        msg = queue.get_nowait()
+        queue.task_done()
+        if hasattr(inner, "_pending_size"):
+            inner._pending_size -= len(msg.data)
+        if (msg.reply or "").startswith("$JS.ACK."):
+            out.append(msg)
+    return out
 
 
 # The one way a delivered message is decoded, handled and settled, for subscribers built elsewhere
@@ -519,20 +549,21 @@ async def _return_unhandled(ahead: asyncio.Task[list[Msg]]) -> None:
 handle_message = _handle_one
 
 
-@contextlib.asynccontextmanager
-async def pulling(
-    js: JetStreamContext,
-    *,
-    stream: str,
-    durable: str,
-    subject: str,
-    max_deliver: int,
-    ack_wait_s: float,
-    max_ack_pending: int,
-) -> AsyncIterator[JetStreamContext.PullSubscription]:
-    """The durable pull consumer every loop reads through (explicit acks, the whole stream, one
-    subject), unsubscribed when the loop ends."""
-    config = ConsumerConfig(
+# How long one pull request lingers on the server. It ends as soon as messages arrive (the server answers a
+# lingering no-wait request once it has delivered what is there), so this is not a delay: it only sets how
+# often an idle consumer asks again — each ask is a request and an answer through nats-server.
+FETCH_WAIT_S = 5.0
+
+
+def pull_config(
+    *, durable: str, subject: str, max_deliver: int, ack_wait_s: float, max_ack_pending: int, memory: bool = False
+) -> ConsumerConfig:
+    """The durable pull consumer every loop reads through: explicit acks, the whole stream, one subject.
+    `memory`: its state (delivered, acknowledged) lives in nats-server's memory instead of a file rewritten
+    on every change. Only for a work-queue stream, where an acknowledged message is removed from the stream:
+    a consumer lost with a server restart is made anew from the stream's start and gets exactly the
+    messages nobody acknowledged (`tests/events/test_memory_consumer.py` restarts a real nats-server)."""
+    return ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
@@ -540,14 +571,28 @@ async def pulling(
         ack_wait=ack_wait_s,
         max_ack_pending=max_ack_pending,
         filter_subject=subject,
+        mem_storage=memory or None,
     )
-    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+
+
+@contextlib.asynccontextmanager
+async def pulling(
+    js: JetStreamContext, *, stream: str, subject: str, config: ConsumerConfig
+) -> AsyncIterator[JetStreamContext.PullSubscription]:
+    """A pull subscription through the durable `config` names (made with it when missing), unsubscribed
+    when the loop ends."""
+    sub = await js.pull_subscribe(subject, durable=config.durable_name, stream=stream, config=config)
     quick_next(sub)  # a fetched batch is handed over without a task per message
     try:
         yield sub
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def remaking(js: JetStreamContext, stream: str, config: ConsumerConfig) -> Callable[[], Awaitable[object]]:
+    """What makes a lost durable anew in place (the subscription keeps fetching by its name)."""
+    return lambda: js.add_consumer(stream, config)
 
 
 async def fetched(
@@ -558,33 +603,48 @@ async def fetched(
     *,
     prefetch: bool = False,
     end_if_deleted: bool = False,
+    remake: Callable[[], Awaitable[object]] | None = None,
+    wait_s: float = FETCH_WAIT_S,
 ) -> AsyncGenerator[list[Msg], None]:
     """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
-    fails while a reconnect is in progress, is simply tried again: the loop outlives both. With
-    `prefetch`, the next batch is fetched while the caller handles this one; a batch fetched ahead
-    and never handed out (the loop ended) is nak'ed, so it comes back at once, not after the ack wait.
-    Close it (`contextlib.aclosing`) when the loop may end early. With `end_if_deleted`, a fetch that
-    fails because the durable consumer no longer exists raises `ConsumerGone` instead of retrying forever."""
-    ahead: asyncio.Task[list[Msg]] | None = None
+    fails while a reconnect is in progress, is simply tried again: the loop outlives both. A fetch
+    lingers up to `wait_s` on the server and returns as soon as something arrives; `stop` cuts it short
+    (what it had received goes back to the server at once). With `prefetch`, the next batch is fetched
+    while the caller handles this one; a batch fetched ahead and never handed out (the loop ended) is
+    nak'ed, so it comes back at once, not after the ack wait. Close it (`contextlib.aclosing`) when the
+    loop may end early. When the durable consumer no longer exists (deleted, or a memory consumer lost
+    with a server restart): `remake` makes it anew in place; else with `end_if_deleted` the loop raises
+    `ConsumerGone` instead of retrying forever."""
+    ahead: asyncio.Future[list[Msg]] | None = None
+    stopping = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
+            pending, ahead = ahead or asyncio.ensure_future(sub.fetch(size(), timeout=wait_s)), None
+            await asyncio.wait((pending, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():  # stopped while the request lingered
+                ahead = pending
+                break
             try:
-                if ahead is not None:
-                    pending, ahead = ahead, None  # taken first: a fetch that failed is never awaited again
-                    msgs = await pending
-                else:
-                    msgs = await sub.fetch(size(), timeout=0.5)
+                msgs = pending.result()
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception as exc:  # a reconnect in progress; keep the loop alive
-                if end_if_deleted and await _deleted(sub):
-                    raise ConsumerGone(f"the durable consumer {durable} was deleted") from exc
-                log.warning("fetch failed on %s; retrying", durable, exc_info=True)
-                await asyncio.sleep(0.5)
+                if (remake is not None or end_if_deleted) and await _deleted(sub):
+                    if remake is None:
+                        raise ConsumerGone(f"the durable consumer {durable} was deleted") from exc
+                    log.warning("the durable consumer %s is gone; making it anew", durable)
+                    with contextlib.suppress(Exception):  # not made now: the next round tries again
+                        await remake()
+                        continue
+                else:
+                    log.warning("fetch failed on %s; retrying", durable, exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(stopping), 0.5)
                 continue
             if prefetch:
-                ahead = asyncio.create_task(sub.fetch(size(), timeout=0.5))
+                ahead = asyncio.ensure_future(sub.fetch(size(), timeout=wait_s))
             yield msgs
     finally:
+        stopping.cancel()
         if ahead is not None:
-            await _return_unhandled(ahead)
+            await _return_unhandled(ahead, sub)

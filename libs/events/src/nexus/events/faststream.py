@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from nexus.events.bus import connect, ensure_streams
-from nexus.events.consumer import LOOPS, Handler, handle_message
+from nexus.events.consumer import FETCH_WAIT_S, LOOPS, Handler, handle_message
 from nexus.events.lag import OWNED, watch_consumer_lag
 from nexus.observability.periodic import every
 
@@ -104,7 +104,7 @@ def durable_subscriber(
             stream=JStream(name=stream, declare=False),
             durable=durable,
             config=config,
-            pull_sub=PullSub(batch_size=batch, timeout=0.5),
+            pull_sub=PullSub(batch_size=batch, timeout=FETCH_WAIT_S),  # a lingering request: see FETCH_WAIT_S
             ack_policy=AckPolicy.MANUAL,
         )(on_message)
 

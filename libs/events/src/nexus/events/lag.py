@@ -43,7 +43,8 @@ async def export_lag(js: JetStreamContext, durables: list[Durable]) -> None:
         REDELIVERED.labels(d.stream, d.name).set(info.num_redelivered or 0)
 
 
-async def watch_consumer_lag(js: JetStreamContext, service: str, stop: asyncio.Event, every_s: float = 5.0) -> None:
-    """Until `stop`: export the lag of `service`'s durable consumers every `every_s` seconds."""
+async def watch_consumer_lag(js: JetStreamContext, service: str, stop: asyncio.Event, every_s: float = 30.0) -> None:
+    """Until `stop`: export the lag of `service`'s durable consumers at once, then every `every_s` seconds (a
+    gauge for dashboards and alerts: each round asks the server once per durable, which is not free at rest)."""
     durables = OWNED[service]
     await every(every_s, stop, lambda: export_lag(js, durables), what=f"{service} consumer lag", at_start=True)

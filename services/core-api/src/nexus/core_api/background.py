@@ -73,7 +73,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         ),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
-        every(5.0, stop, lambda: count_pending(ctx), what="count_pending"),
+        every(30.0, stop, lambda: count_pending(ctx), what="count_pending"),  # a gauge: one count every 30 s
         watch_consumer_lag(ctx.js, "core-api", stop),
         watch_nats_monitor(s.nats_monitor_url, stop),
         serve_queries(ctx, stop),

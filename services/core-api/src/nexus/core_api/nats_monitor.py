@@ -1,5 +1,5 @@
 """NATS's own numbers — client connections per server, messages and bytes each JetStream stream holds — read
-from each nats-server's monitoring endpoint (`/varz`, `/jsz`) every few seconds and exported by core-api as its
+from each nats-server's monitoring endpoint (`/varz`, `/jsz`) every 30 seconds and exported by core-api as its
 own families, beside the consumer lag it reads from consumer info. No exporter process is needed next to the
 server (under `make run` the stack starts nats-server with its monitoring port and hands core-api its URL).
 
@@ -92,8 +92,9 @@ class NatsMonitor:
             await every(every_s, stop, lambda: self.read(client), what="NATS monitoring", at_start=True)
 
 
-async def watch_nats_monitor(setting: str, stop: asyncio.Event, every_s: float = 5.0) -> None:
-    """Until `stop`: export NATS's monitoring numbers every `every_s` seconds (nothing when `setting` is empty)."""
+async def watch_nats_monitor(setting: str, stop: asyncio.Event, every_s: float = 30.0) -> None:
+    """Until `stop`: export NATS's monitoring numbers at once, then every `every_s` seconds (nothing when
+    `setting` is empty). Dashboard gauges: a read of /varz and /jsz costs nats-server more than most requests."""
     urls = endpoints(setting)
     if not urls:
         log.info("NATS monitoring not read: NEXUS_NATS_MONITOR_URL is not set")

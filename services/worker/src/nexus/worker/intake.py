@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from nexus.events.catalog import CMDS_STREAM
-from nexus.events.consumer import decode_message, fetched, pulling, reject, settle
+from nexus.events.consumer import decode_message, fetched, pull_config, pulling, reject, remaking, settle
 from nexus.events.payloads import LaunchRun
 from nexus.events.tracing import processing
 from nexus.worker.launcher import Launcher
@@ -41,18 +41,21 @@ class LaunchIntake:
         self.inflight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        subscription = pulling(
-            self.js,
-            stream=CMDS_STREAM,
+        # In memory: the commands stream is a work queue (what was acknowledged is gone from it), so a durable
+        # lost with a server restart is made anew here and gets exactly the launches nobody acknowledged;
+        # nats-server no longer rewrites a state file for every launch delivered and acknowledged.
+        config = pull_config(
             durable=DURABLE,
             subject=SUBJECT,
             max_deliver=self.max_deliver,
             ack_wait_s=self.ack_wait_s,
             max_ack_pending=max(self.backlog * 4, 1000),
+            memory=True,
         )
         try:
-            async with subscription as sub:
-                async for msgs in fetched(sub, DURABLE, stop, self._room):
+            async with pulling(self.js, stream=CMDS_STREAM, subject=SUBJECT, config=config) as sub:
+                remake = remaking(self.js, CMDS_STREAM, config)
+                async for msgs in fetched(sub, DURABLE, stop, self._room, remake=remake):
                     for m in msgs:
                         try:
                             await self._accept(m)

@@ -110,7 +110,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         deadline_grace_s=settings.deadline_grace_s,
     )
     await recovery.sightings.start(nc)
-    scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s)
+    scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s, reread_s=settings.schedule_reread_s)
     intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)
     # Every worker hears every cancel: with the local runtime only the worker that started a run can end it,
     # and every launch is judged current by the cancels heard (freshness.py).
@@ -130,6 +130,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
                 handler=launcher.handle_cancel,
                 stop=stop,
                 ack_wait_s=settings.cancel_ack_wait_s,
+                memory=True,  # a work queue: see nexus.events.consumer.pull_config
             ),
             every(settings.worker_beat_s, stop, membership.beat, what="liveness beat", at_start=True),
             watch_consumer_lag(js, "worker", stop),

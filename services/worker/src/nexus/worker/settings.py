@@ -43,6 +43,9 @@ class WorkerSettings(CommonSettings, kw_only=True):
     run_gid: int = 0
     # Schedules: how often the clock is checked, and how late an occurrence may fire and still count as on time.
     schedule_tick_s: float = 1.0
+    # A tick reads the schedules only when one is due, holds occurrences back, or this long after its last
+    # read (a schedule created or changed is noticed within it; one due is always read fresh). 0: every tick.
+    schedule_reread_s: float = 5.0
     schedule_grace_s: float = 60.0
     # Tests only: widen the window between claiming a launch and starting the runtime (SIGKILL tests).
     fault_pause_after_claim_s: float = 0.0

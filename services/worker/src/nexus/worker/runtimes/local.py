@@ -130,6 +130,10 @@ class LocalProcessRuntime:
         self.kill_grace_s = kill_grace_s
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._forked: dict[str, int] = {}  # run id -> pid of a runner forked by the zygote
+        # The runs whose runner may be alive: every run directory is read once (the first `list_runs`, which
+        # finds runners an earlier worker left), then only these — the directories of ended runs stay on
+        # disk, and reading each one's pid files every sweep made a worker at rest cost more with every run.
+        self._maybe_live: set[str] | None = None
         # Only the stock runner can be forked warm; a custom command always starts cold.
         self.zygote = Zygote(self.parent_env) if zygote and runner_cmd is None else None
         # The run's identity, when the worker runs as root and one is configured.
@@ -173,6 +177,8 @@ class LocalProcessRuntime:
             existing = self._pid(request.run_id)
             if existing:
                 if (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
+                    if self._maybe_live is not None:
+                        self._maybe_live.add(request.run_id)
                     return RunHandle(
                         run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing)
                     )
@@ -198,6 +204,8 @@ class LocalProcessRuntime:
         if pid is None:
             pid = await self._start_cold(request.run_id, attempt_dir, env)
         self._record(d, pid)
+        if self._maybe_live is not None:  # its pid is recorded: list_runs can tell whether it lives
+            self._maybe_live.add(request.run_id)
         write_file(d / "attempt", str(request.attempt).encode())
         return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
 
@@ -296,10 +304,14 @@ class LocalProcessRuntime:
         return RuntimeStatus(phase="missing")
 
     async def list_runs(self) -> list[str]:
-        out = []
-        for d in self.root.iterdir() if self.root.exists() else []:
-            if self._pid(d.name):
-                out.append(d.name)
+        """The runs whose runner is alive on this machine: all run directories the first time, then the
+        runs found alive then and those started since (a runner that ended is dropped for good)."""
+        if self._maybe_live is None:
+            names = [d.name for d in self.root.iterdir()] if self.root.exists() else []
+        else:
+            names = sorted(self._maybe_live)
+        out = [name for name in names if self._pid(name)]
+        self._maybe_live = set(out)
         return out
 
     async def cleanup(self, run_id: str) -> None:
