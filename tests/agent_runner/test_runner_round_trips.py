@@ -75,3 +75,7 @@ async def test_a_trivial_run_waits_on_nats_only_for_its_acks(js, nats_url, tmp_p
     subscribed = next(i for i, line in enumerate(lines) if line.startswith(b"SUB " + inbox))
     session_event = next(i for i, line in enumerate(lines) if re.match(rb"HPUB nexus\.run\.[^.]+\.session ", line))
     assert subscribed < session_event
+    # Its connection subscribes to its replies (JetStream's acks) and to its session's inbox, nothing
+    # more: the kernel's own inbox and its send acknowledgements wait for a send this run never makes.
+    subscriptions = [line.split()[1] for line in lines if line.startswith(b"SUB ")]
+    assert len(subscriptions) == 2 and inbox in subscriptions, subscriptions

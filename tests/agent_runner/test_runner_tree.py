@@ -47,6 +47,13 @@ async def test_sessions_answer_status_queries_over_nats(trees) -> None:
     assert reply.payload == {"sessionId": meta.agent.id, "changes": 3}
 
 
+async def test_the_kernel_itself_gets_its_reply_though_its_inbox_is_made_only_when_it_first_sends(trees) -> None:
+    meta, child = trees
+    assert child.kernel.id not in child.kernel.remote._subs  # a session that never sends has no such inbox
+    reply = await child.kernel.ask(Message(from_=child.kernel.id, to=meta.agent.id, kind=MessageKind.QUERY), timeout=10)
+    assert reply.payload == {"sessionId": meta.agent.id, "changes": 3}
+
+
 async def test_telling_a_parent_that_is_gone_is_not_fatal(trees) -> None:
     _, child = trees
     assert await child.tell_parent(f"ses_gone{uuid.uuid4().hex[:8]}", {"status": "succeeded"}) is False

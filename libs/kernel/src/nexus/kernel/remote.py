@@ -67,16 +67,33 @@ class NatsRemote:
         self._seq = itertools.count(1)
         self._ack_prefix = ""
         self._ack_sub: Subscription | None = None
+        self._outbound_lock = asyncio.Lock()
         self.sent = 0
         self.received = 0
 
     async def start(self, *, confirm: bool = True) -> None:
-        self._ack_prefix = self._nc.new_inbox()
-        self._ack_sub = await self._nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
-        self.expose(self._kernel.id)  # replies to the kernel's own asks
+        """Expose the kernel's agents. With `confirm`, also the kernel's own inbox (replies to its asks)
+        and the acknowledgements of its sends, and wait until the server knows them all. Without it,
+        those two are written just before the kernel's first send (`_outbound`) — the server takes
+        them before that send, so before any reply to it — and a kernel that never sends has neither."""
+        if confirm:
+            await self._outbound()
         for agent_id in self._kernel.agent_ids():
             self.expose(agent_id)
         await self.ready(confirm=confirm)
+
+    async def _outbound(self) -> None:
+        """The acknowledgement subscription and the kernel's own inbox, made once."""
+        if self._ack_sub is not None:
+            return
+        async with self._outbound_lock:
+            if self._ack_sub is not None:
+                return
+            self._ack_prefix = self._nc.new_inbox()
+            ack_sub = await self._nc.subscribe(self._ack_prefix + ".*", cb=self._on_ack)
+            if _TOKEN.fullmatch(self._kernel.id):  # replies to the kernel's own asks
+                await self._subscribe(self._kernel.id)
+            self._ack_sub = ack_sub
 
     # ---- exposure -----------------------------------------------------------------------
 
@@ -148,6 +165,7 @@ class NatsRemote:
         to = message.to
         if not _TOKEN.fullmatch(to):
             raise AgentNotFound(to, "not a valid remote agent id")
+        await self._outbound()
         token = f"{next(self._seq):x}"
         fut = self._loop.create_future()
         self._acks[token] = fut

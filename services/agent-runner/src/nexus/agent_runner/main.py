@@ -156,8 +156,8 @@ async def _run(
         try:
             # Every event is acknowledged (flushed above) and every subscription is gone (the session's
             # inbox and kernel close theirs): nothing is left to drain. close() still writes anything
-            # buffered before it disconnects; drain() would add two round trips (an UNSUB's flush, then
-            # its own) to every run.
+            # buffered before it disconnects; drain() would add three round trips (a flush per
+            # subscription it drains, then its own) to every run.
             await nc.close()
         finally:
             for sig, previous in reversed(restore):
