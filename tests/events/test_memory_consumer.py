@@ -38,9 +38,7 @@ async def _until(check, tries: int = 600) -> None:
 
 
 def _config(durable: str, subject: str):
-    return pull_config(
-        durable=durable, subject=subject, max_deliver=5, ack_wait_s=30, max_ack_pending=100, memory=True
-    )
+    return pull_config(durable=durable, subject=subject, max_deliver=5, ack_wait_s=30, max_ack_pending=100, memory=True)
 
 
 async def test_a_memory_consumer_on_the_work_queue_gets_exactly_the_unacked_after_a_server_restart(

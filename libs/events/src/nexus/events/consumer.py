@@ -532,7 +532,7 @@ async def _return_unhandled(ahead: "asyncio.Future[list[Msg]]", sub: Any) -> Non
 
 def _waiting(sub: Any) -> list[Msg]:
     """The stream messages waiting in a pull subscription's queue, taken out of it (status messages dropped)."""
-    inner = getattr(sub, "_sub", None)
+    inner: Any = getattr(sub, "_sub", None)
     queue = getattr(inner, "_pending_queue", None)
     out: list[Msg] = []
     while queue is not None and not queue.empty():
