@@ -38,9 +38,7 @@ async def _until(check, tries: int = 600) -> None:
 
 
 def _config(durable: str, subject: str):
-    return pull_config(
-        durable=durable, subject=subject, max_deliver=5, ack_wait_s=30, max_ack_pending=100, memory=True
-    )
+    return pull_config(durable=durable, subject=subject, max_deliver=5, ack_wait_s=30, max_ack_pending=100, memory=True)
 
 
 async def test_a_memory_consumer_on_the_work_queue_gets_exactly_the_unacked_after_a_server_restart(
@@ -90,8 +88,9 @@ async def _jetstream_answers(js) -> bool:
 
 
 async def test_the_fetch_loop_makes_a_lost_memory_consumer_anew_and_carries_on(tmp_path: Path) -> None:
-    """A server restart loses a memory durable: the loop (as the worker's launch intake runs it) makes it
-    anew in place and hands out what is published after the restart, without ending."""
+    """A server restart loses a memory durable and the pull request lingering on it: the loop (as the worker's
+    launch intake runs it) asks again at the reconnect, makes the durable anew in place and hands out what is
+    published after the restart, without ending."""
     data = tmp_path / "nats"
     server = start_nats(data)
     nc = await connect(server.url, "test-memory-consumer-2")
@@ -105,7 +104,10 @@ async def test_the_fetch_loop_makes_a_lost_memory_consumer_anew_and_carries_on(t
 
         async def loop() -> None:
             async with pulling(js, stream=CMDS_STREAM, subject=subject, config=config) as sub:
-                batches = fetched(sub, durable, stop, lambda: 8, remake=remaking(js, CMDS_STREAM, config), wait_s=1)
+                # An hour-long fetch: what is published after the restart arrives only if the reconnect ends
+                # the request that died with the old server, and the durable is made anew.
+                remake = remaking(js, CMDS_STREAM, config)
+                batches = fetched(sub, durable, stop, lambda: 8, remake=remake, wait_s=3600)
                 async with contextlib.aclosing(batches) as each:
                     async for msgs in each:
                         for m in msgs:

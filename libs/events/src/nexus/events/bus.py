@@ -1,6 +1,7 @@
 """Connecting, declaring streams and publishing. Kept light: agent-runner imports this at start."""
 
 import asyncio
+import weakref
 from typing import Any
 
 import msgspec
@@ -28,11 +29,39 @@ async def connect(url: str | list[str], name: str, *, creds: str = "", user: str
         options["user_credentials"] = RawCredentials(creds) if creds.lstrip().startswith("-----BEGIN") else creds
         options.setdefault("inbox_prefix", inbox_prefix(user or name))
     servers = [u.strip() for u in url.split(",") if u.strip()] if isinstance(url, str) else url
-    return await nats.connect(
+    own_cb = options.pop("reconnected_cb", None)
+    made: list[NATS] = []
+
+    async def reconnected() -> None:
+        for event in list(_RECONNECT_WAITERS.get(made[0], ())) if made else ():
+            event.set()
+        if own_cb is not None:
+            await own_cb()
+
+    nc = await nats.connect(
         servers,
         name=name,
+        reconnected_cb=reconnected,
         **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options},
     )
+    made.append(nc)
+    return nc
+
+
+# Who wants to hear that a connection made by `connect` came back: a pull request lingering on a server that
+# restarted is gone with it, and its fetch would wait out its whole expiry for nothing.
+_RECONNECT_WAITERS: "weakref.WeakKeyDictionary[NATS, set[asyncio.Event]]" = weakref.WeakKeyDictionary()
+
+
+def on_reconnect(nc: Any, event: asyncio.Event) -> None:
+    """Set `event` each time `nc` (made by `connect`) reconnects; `forget_reconnect` to stop."""
+    if nc is not None:
+        _RECONNECT_WAITERS.setdefault(nc, set()).add(event)
+
+
+def forget_reconnect(nc: Any, event: asyncio.Event) -> None:
+    if nc is not None:
+        _RECONNECT_WAITERS.get(nc, set()).discard(event)
 
 
 def _stream_config(s: StreamSpec, replicas: int = 1) -> StreamConfig:

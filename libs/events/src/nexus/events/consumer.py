@@ -18,6 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
+from nexus.events.bus import forget_reconnect, on_reconnect
 from nexus.events.catalog import BY_TYPE, MESSAGES, dlq_subject
 from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
@@ -531,7 +532,7 @@ async def _return_unhandled(ahead: "asyncio.Future[list[Msg]]", sub: Any) -> Non
 
 def _waiting(sub: Any) -> list[Msg]:
     """The stream messages waiting in a pull subscription's queue, taken out of it (status messages dropped)."""
-    inner = getattr(sub, "_sub", None)
+    inner: Any = getattr(sub, "_sub", None)
     queue = getattr(inner, "_pending_queue", None)
     out: list[Msg] = []
     while queue is not None and not queue.empty():
@@ -617,10 +618,22 @@ async def fetched(
     `ConsumerGone` instead of retrying forever."""
     ahead: asyncio.Future[list[Msg]] | None = None
     stopping = asyncio.ensure_future(stop.wait())
+    # A reconnect ends a lingering fetch: its pull request died with the connection (or the server), and
+    # the fetch would wait out its expiry before asking again.
+    nc, reconnected = getattr(sub, "_nc", None), asyncio.Event()
+    on_reconnect(nc, reconnected)
+    back = asyncio.ensure_future(reconnected.wait())
     try:
         while not stop.is_set():
             pending, ahead = ahead or asyncio.ensure_future(sub.fetch(size(), timeout=wait_s)), None
-            await asyncio.wait((pending, stopping), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((pending, stopping, back), return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done() and back.done():  # what the server sends from now on waits in the queue
+                reconnected.clear()
+                back = asyncio.ensure_future(reconnected.wait())
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+                continue
             if not pending.done():  # stopped while the request lingered
                 ahead = pending
                 break
@@ -646,5 +659,7 @@ async def fetched(
             yield msgs
     finally:
         stopping.cancel()
+        back.cancel()
+        forget_reconnect(nc, reconnected)
         if ahead is not None:
             await _return_unhandled(ahead, sub)

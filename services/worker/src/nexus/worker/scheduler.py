@@ -60,7 +60,8 @@ def next_occurrence(s: Schedule) -> datetime:
     after = _aware(s.last_occurrence_at) if s.last_occurrence_at else _aware(s.anchor_at)
     after = max(after, _aware(s.anchor_at))
     try:
-        return croniter(s.cron, after.astimezone(ZoneInfo(s.timezone))).get_next(datetime).astimezone(UTC)
+        at: datetime = croniter(s.cron, after.astimezone(ZoneInfo(s.timezone))).get_next(datetime)
+        return at.astimezone(UTC)
     except Exception:  # noqa: BLE001 — croniter's and zoneinfo's errors alike: read it every tick
         return after
 
