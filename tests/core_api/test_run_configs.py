@@ -128,3 +128,22 @@ async def test_one_run_without_its_config_shows_it_as_none_and_is_not_retried(cl
     assert r.status_code == 200 and r.json()["config"] is None and r.json()["id"] == run["id"]
     await in_app(client, _ended, run["id"])
     assert_problem(await client.post(f"/v1/runs/{run['id']}/retry"), 409, "config")
+
+
+async def test_a_queued_run_without_its_config_is_ended_failed_by_the_requeue_sweep(client, app) -> None:
+    """Its launch cannot be commanded again without its config: the sweep ends it instead of trying forever."""
+    from datetime import timedelta
+
+    from nexus.core_api.workflow.engine import requeue_stale
+
+    run = await new_run(client)
+
+    async def lost_and_stale(run_id: str) -> None:
+        await RunConfigRecord.get_pymongo_collection().delete_one({"_id": run_id})
+        await update_document(Run, run_id, {"$set": {"updated_at": now() - timedelta(hours=1)}})
+
+    await in_app(client, lost_and_stale, run["id"])
+    await in_app(client, requeue_stale, app.state.ctx)
+    ended = (await client.get(f"/v1/runs/{run['id']}")).json()
+    assert (ended["status"], ended["reason"]) == ("failed", "its config was not stored: it cannot be launched")
+    assert (await client.get(f"/v1/tasks/{run['task_id']}")).json()["status"] == "failed"
