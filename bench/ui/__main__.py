@@ -101,15 +101,19 @@ async def main_async(args: argparse.Namespace) -> dict:
         result["ratio_filled_over_empty"] = ratios(figures)
         result["filled_p99_under_100ms"] = {k: v["filled"]["p99_ms"] < GOAL_MS for k, v in figures.items()}
     finally:
-        for side in sides:
-            for client in (side.api, side.ui):
-                if client:
-                    await client.aclose()
-            if side.mongo:
-                await side.mongo.close()
-            side.stack.stop()
+        await close_sides(sides)
         shutil.rmtree(home, ignore_errors=True)
     return result
+
+
+async def close_sides(sides: list[Side]) -> None:
+    for side in sides:
+        for client in (side.api, side.ui):
+            if client:
+                await client.aclose()
+        if side.mongo:
+            await side.mongo.close()
+        side.stack.stop()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from nexus.db.documents import Run, RunConfigRecord, now
 from nexus.db.stats import COMMANDS
 from nexus.db.writes import update_document
 from nexus.events import payloads as p
-from tests.core_api.conftest import in_app, new_agent, new_run
+from tests.core_api.conftest import assert_problem, in_app, new_agent, new_run
 from tests.core_api.test_announce_after_store import delivery
 from tests.core_api.test_run_facts_write import Recorder
 from tests.core_api.test_ui import jar, sign_in
@@ -115,9 +115,9 @@ async def test_a_run_stored_with_its_config_inline_launches_its_next_attempt_wit
     assert launch.config.system_prompt == config["system_prompt"] and launch.config.session_id == run["session_id"]
 
 
-async def test_one_run_without_its_config_shows_it_as_none(client) -> None:
+async def test_one_run_without_its_config_shows_it_as_none_and_is_not_retried(client) -> None:
     """A run whose config is nowhere (a half-written store, a hand-made document) still reads: the
-    config shows as none instead of failing the request."""
+    config shows as none instead of failing the request; a retry is refused, naming the config."""
     run = await new_run(client)
 
     async def drop(run_id: str) -> None:
@@ -126,3 +126,24 @@ async def test_one_run_without_its_config_shows_it_as_none(client) -> None:
     await in_app(client, drop, run["id"])
     r = await client.get(f"/v1/runs/{run['id']}")
     assert r.status_code == 200 and r.json()["config"] is None and r.json()["id"] == run["id"]
+    await in_app(client, _ended, run["id"])
+    assert_problem(await client.post(f"/v1/runs/{run['id']}/retry"), 409, "config")
+
+
+async def test_a_queued_run_without_its_config_is_ended_failed_by_the_requeue_sweep(client, app) -> None:
+    """Its launch cannot be commanded again without its config: the sweep ends it instead of trying forever."""
+    from datetime import timedelta
+
+    from nexus.core_api.workflow.engine import requeue_stale
+
+    run = await new_run(client)
+
+    async def lost_and_stale(run_id: str) -> None:
+        await RunConfigRecord.get_pymongo_collection().delete_one({"_id": run_id})
+        await update_document(Run, run_id, {"$set": {"updated_at": now() - timedelta(hours=1)}})
+
+    await in_app(client, lost_and_stale, run["id"])
+    await in_app(client, requeue_stale, app.state.ctx)
+    ended = (await client.get(f"/v1/runs/{run['id']}")).json()
+    assert (ended["status"], ended["reason"]) == ("failed", "its config was not stored: it cannot be launched")
+    assert (await client.get(f"/v1/tasks/{run['task_id']}")).json()["status"] == "failed"

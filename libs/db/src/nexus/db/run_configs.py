@@ -9,17 +9,20 @@ id; the run keeps what lists, transitions and the board read.
 Runs stored before this keep their config inline (`config` on the run document): `config_of` reads
 either shape."""
 
+import asyncio
+
 from nexus.db.documents import Run, RunConfigRecord
 from nexus.db.group import insert_grouped
 from nexus.domain.json_types import JsonObject
 
 
 async def store_run(run: Run, config: JsonObject) -> None:
-    """The run and its config, each written with the inserts concurrent callers make (group commit).
-    The config goes first: a stored run always has the config it is launched, retried and shown with
-    (a config whose run was not stored is an orphan nobody reads)."""
-    await insert_grouped(RunConfigRecord(id=run.id, config=config))
-    await insert_grouped(run)
+    """The run and its config, each written with the inserts concurrent callers make (group commit),
+    both at once: one round trip on the dispatch path, not two. Both are refused or stored together but
+    for a connection lost between the two commands; a run left without its config then reads with none,
+    is refused a retry, and, still queued, is ended failed by core-api's requeue sweep (a config left
+    without its run is an orphan nobody reads)."""
+    await asyncio.gather(insert_grouped(RunConfigRecord(id=run.id, config=config)), insert_grouped(run))
 
 
 async def config_of(run_id: str) -> JsonObject | None:

@@ -14,6 +14,7 @@ from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
 from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
 from nexus.core_api.workflow import engine
+from nexus.core_api.workflow.launch import NoConfig
 from nexus.db.cache import cached_get
 from nexus.core_api.sessions.schemas import outs as session_outs
 from nexus.db.documents import Run, Session
@@ -101,6 +102,9 @@ class RunController(Controller):
         if RunStatus(run.status) not in RUN_FINAL:
             raise DomainError(409, f"run is still {run.status}", field="status")
         ctx: Context = request.app.state.ctx
-        new = await engine.retry_run(ctx, run)
+        try:
+            new = await engine.retry_run(ctx, run)
+        except NoConfig:
+            raise DomainError(409, "the run has no stored config to retry it with", field="config") from None
         await record(request.user, "run.retry", f"runs/{new.id}", before_id=run.id, after_id=new.id)
         return to_out(new)

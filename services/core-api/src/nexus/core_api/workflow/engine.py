@@ -154,8 +154,10 @@ async def requeue_stale(ctx: Context) -> int:
     async for run in Run.find({"status": "queued", "updated_at": {"$lt": cutoff}}):
         try:
             await launch.command_launch(ctx, run)
-        except launch.NoConfig:
-            log.error("run %s is queued but has no stored config; it cannot be launched", run.id)
+        except launch.NoConfig:  # its store was cut between the run and its config (they go out together)
+            log.error("run %s is queued but has no stored config; it cannot be launched: failed", run.id)
+            _, then = await runs.finish(run.id, RunStatus.FAILED, "its config was not stored: it cannot be launched")
+            await carry_out(ctx, then)
             continue
         await update_document(Run, run.id, {"$set": {"updated_at": now()}})
         n += 1
