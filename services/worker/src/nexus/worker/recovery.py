@@ -13,6 +13,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from nexus.db.documents import Run
+from nexus.domain.agents import Limits
 from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
@@ -57,12 +58,15 @@ class SweptRun(BaseModel):
         }
 
 
+DEFAULT_WALL_CLOCK_S = Limits().wall_clock_s  # an agent's when its limits do not say
+
+
 def wall_clock_limit(run: SweptRun) -> int:
     """The run's wall-clock limit in seconds: on the run, or in the inline config of a run stored before
     configs were kept apart (its agent's default when neither says)."""
     if run.wall_clock_s is not None:
         return run.wall_clock_s
-    limit: int = (run.config.get("limits") or {}).get("wall_clock_s", 1800)
+    limit: int = (run.config.get("limits") or {}).get("wall_clock_s", DEFAULT_WALL_CLOCK_S)
     return limit
 
 
