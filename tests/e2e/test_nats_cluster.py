@@ -180,3 +180,8 @@ async def test_event_streams_wait_out_a_cluster_without_quorum(tmp_path, mongo_u
         assert r.status_code == 201, r.text  # the request rode out the election
         late = r.json()["current_run_id"]
         await wait_for(api, f"/v1/runs/{late}", lambda b: b["status"] == "succeeded")
+
+        # The outage is told once per consumer, with its cause, and then its end, not every half second.
+        log = (tmp_path / "core-api.log").read_text(errors="replace")
+        failed, again = log.count("fetch failed on core-api-runs"), log.count("fetching on core-api-runs again")
+        assert 1 <= failed <= again + 1, (failed, again)
