@@ -52,7 +52,8 @@ async def cluster_stack(
     try:
         await _jetstream_ready(nodes[0].url, nats_creds)
         urls = ",".join(n.url for n in nodes)
-        env = {"NEXUS_JETSTREAM_REPLICAS": "3"}
+        # A queued run whose launch was never heard of is commanded again after 5 s, not 30.
+        env = {"NEXUS_JETSTREAM_REPLICAS": "3", "NEXUS_REQUEUE_AFTER_S": "5"}
         with running_stack(
             tmp_path, urls, mongo_url, env=env, services=["core-api", "worker"], nats_auth=nats_auth
         ) as stack:
