@@ -260,6 +260,7 @@ async def test_every_panel_has_data_and_service_down_fires(
     env = {
         "NEXUS_HEARTBEAT_TIMEOUT_S": "20",
         "NEXUS_SCHEDULE_TICK_S": "0.5",
+        "NEXUS_NATS_MONITOR_EVERY_S": "1",
         "NEXUS_SCHEDULE_GRACE_S": "5",
         "NEXUS_TELEGRAM_TOKEN": fake.token,
         "NEXUS_TELEGRAM_API_URL": fake.base_url,
@@ -330,10 +331,14 @@ async def test_every_panel_has_data_and_service_down_fires(
 
                 # NATS's own numbers, from its monitoring endpoint through core-api: every service's connection,
                 # and the runs' events the stream holds.
-                connections = await query(prom, "sum(nexus_nats_connections)")
-                assert connections and float(connections[0]["value"][1]) >= len(SERVICES), connections
-                runs_stream = await query(prom, 'max(nexus_nats_stream_messages{stream="NEXUS_RUNS"})')
-                assert runs_stream and float(runs_stream[0]["value"][1]) > 0, runs_stream
+                async def nats_figure(expr: str, at_least: float) -> list:
+                    got = await query(prom, expr)
+                    return got if got and float(got[0]["value"][1]) >= at_least else []
+
+                connections = await until(lambda: nats_figure("sum(nexus_nats_connections)", len(SERVICES)))
+                assert connections, await query(prom, "sum(nexus_nats_connections)")
+                runs_stream = 'max(nexus_nats_stream_messages{stream="NEXUS_RUNS"})'
+                assert await until(lambda: nats_figure(runs_stream, 1)), await query(prom, runs_stream)
                 assert set(NEEDS) <= set(panel_queries()), "NEEDS names a panel the overview does not have"
 
                 # A service goes: Prometheus's own rule evaluation fires NexusServiceDown for it.

@@ -74,9 +74,11 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: release_orphans(ctx), what="release_orphans"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
-        every(30.0, stop, lambda: count_pending(ctx), what="count_pending"),  # a gauge: one count every 30 s
-        watch_consumer_lag(ctx.js, "core-api", stop),
-        watch_nats_monitor(s.nats_monitor_url, stop),
+        # Gauges for dashboards: one count, one question per durable, one read of each monitoring endpoint
+        # every `nats_monitor_every_s` (30 s), which is not free at rest.
+        every(s.nats_monitor_every_s, stop, lambda: count_pending(ctx), what="count_pending"),
+        watch_consumer_lag(ctx.js, "core-api", stop, every_s=s.nats_monitor_every_s),
+        watch_nats_monitor(s.nats_monitor_url, stop, every_s=s.nats_monitor_every_s),
         serve_queries(ctx, stop),
     ]
     try:

@@ -22,3 +22,4 @@ class CoreSettings(CommonSettings, kw_only=True):
     ui_session_secret: str | None = None  # seals the web UI's session cookie; random per process when unset
     ui_session_ttl_s: float = 8 * 3600.0  # a web UI sign-in lasts this long
     nats_monitor_url: str = ""  # NATS monitoring endpoints (comma-separated), read into nexus_nats_*; empty: off
+    nats_monitor_every_s: float = 30.0  # how often those, consumer lag and pending approvals are read
