@@ -186,6 +186,7 @@ async def test_a_refused_connection_is_retryable(case, retry, sleeps) -> None:
         await llm.complete(HI, [])
     await llm.aclose()
     assert (caught.value.retryable, caught.value.status) == (True, None)
+    assert "//" not in str(caught.value).split("://", 1)[1]  # the URL it names is the one it called
     assert len(sleeps.waits) == 2
 
 

@@ -105,7 +105,7 @@ class HttpTransport:
         await self._client.aclose()
 
     def _url(self, path: str) -> str:
-        return f"{self._client.base_url}{path}"
+        return f"{str(self._client.base_url).rstrip('/')}/{path.lstrip('/')}"  # httpx's base URL ends with a slash
 
     def _status_error(self, response: httpx.Response) -> LLMError:
         status = response.status_code
