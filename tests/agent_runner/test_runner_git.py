@@ -93,6 +93,7 @@ def git_server(tmp_path: Path):
     thread.start()
     yield server, bare, f"http://127.0.0.1:{server.server_address[1]}/{bare.name}"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

@@ -117,6 +117,7 @@ async def test_memory_limit_names_the_limit(js, nats_url, tmp_path, llm_server) 
     assert await r.exit_code() == 2, r.log()
     end = final_status(await read_events(js, r.cfg.run_id))
     assert end["status"] == "failed" and end["reason"] == "memory limit of 512 MiB reached", end
+    assert len(llm_server.requests) == 1  # not asked again: the same reply would reach the limit again
 
 
 def test_open_files_limit_is_named() -> None:

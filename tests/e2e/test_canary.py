@@ -179,6 +179,7 @@ def remote(tmp_path: Path):
     server = _serve(GitHTTP, git_root)
     yield bare, f"http://127.0.0.1:{server.server_address[1]}/{bare.name}", server
     server.shutdown()
+    server.server_close()
 
 
 async def test_no_secret_or_credential_escapes_a_hostile_run(
@@ -190,6 +191,7 @@ async def test_no_secret_or_credential_escapes_a_hostile_run(
         await _run_everything(tmp_path, nats_url, nats_creds, mongo_url, bare, url, git_server, model)
     finally:
         model.shutdown()
+        model.server_close()
 
 
 async def _run_everything(tmp_path, nats_url, nats_creds, mongo_url, bare, url, git_server, model) -> None:

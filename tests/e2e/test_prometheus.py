@@ -272,16 +272,17 @@ async def test_every_panel_has_data_and_service_down_fires(
     with running_stack(tmp_path, nats_url, mongo_url, nats_auth=nats_auth, services=list(SERVICES), env=env) as stack:
         port = free_port()
         config = prometheus_config(tmp_path, stack.metrics_ports)
-        prometheus = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115 — the server holds it until it ends
-            stderr=subprocess.STDOUT,
-        )
+        with open(tmp_path / "prometheus.log", "wb") as out:  # the server writes to its own copy of the descriptor
+            prometheus = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             async with (
                 httpx.AsyncClient(

@@ -68,13 +68,14 @@ class Workers:
         )
         env.update({f"NEXUS_{k.upper()}": str(v) for k, v in settings.items()})
         log = self.tmp / f"{name}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nexus.worker.main"],
-            env=env,
-            stdout=open(log, "ab"),  # noqa: SIM115 — closed when the process it is given to ends
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(log, "ab") as out:  # the worker writes to its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nexus.worker.main"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((proc, log))
         return proc
 

@@ -31,9 +31,8 @@ def _fifo(box: Any) -> None:
 
 
 def _socket(box: Any) -> None:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(box.ws / "sock"))
-    box.__dict__["_sock"] = sock  # keep it bound for the test's lifetime
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(box.ws / "sock"))  # the socket file stays, a socket still, after its socket is closed
 
 
 def _device(box: Any) -> None:

@@ -15,6 +15,7 @@ from nexus.agent_runner.llm import LLMError, LLMProvider, Message
 from nexus.agent_runner.llm.anthropic import AnthropicProvider
 from nexus.agent_runner.llm.openai import OpenAIProvider
 from nexus.agent_runner.llm.retry import RetryPolicy, retry_after_seconds
+from nexus.agent_runner.process_limits import ProcessLimits
 
 KEY = "sk-secret-DO-NOT-LEAK-42"
 HI = [Message(role="user", content="Hi")]
@@ -185,6 +186,7 @@ async def test_a_refused_connection_is_retryable(case, retry, sleeps) -> None:
         await llm.complete(HI, [])
     await llm.aclose()
     assert (caught.value.retryable, caught.value.status) == (True, None)
+    assert "//" not in str(caught.value).split("://", 1)[1]  # the URL it names is the one it called
     assert len(sleeps.waits) == 2
 
 
@@ -196,6 +198,30 @@ async def test_a_connection_dropped_mid_stream_is_retried(case, llm_server, retr
     await llm.aclose()
     assert completion.text == "recovered"
     assert len(llm_server.requests) == 2
+
+
+async def test_running_out_of_memory_while_reading_is_not_retried(case, llm_server, retry, sleeps, monkeypatch) -> None:
+    """The process's memory limit, reached where the event loop reads the socket (the loop closes the
+    connection, httpx reports a read error): the same reply would reach it again, so no retry, and the
+    MemoryError stays in the chain for the runner to name its memory limit."""
+    llm_server.sse(case.ok)
+    llm_server.sse(case.ok)  # what a retry would get
+    port = int(llm_server.url.rsplit(":", 1)[1])
+    real_recv = socket.socket.recv
+
+    def recv(sock: socket.socket, *args: Any) -> bytes:
+        if sock.getpeername()[1] == port:  # the client's end only: the server still reads the request
+            raise MemoryError
+        return real_recv(sock, *args)
+
+    monkeypatch.setattr(socket.socket, "recv", recv)
+    llm = case.make(llm_server.url, retry)
+    with pytest.raises(LLMError, match="did not fit in memory") as caught:
+        await llm.complete(HI, [])
+    await llm.aclose()
+    assert caught.value.retryable is False
+    assert len(llm_server.requests) == 1 and sleeps.waits == []
+    assert ProcessLimits().describe(caught.value) is not None
 
 
 async def test_a_stream_that_stops_before_the_model_finished_is_retried(case, llm_server, retry) -> None:

@@ -38,12 +38,17 @@ async def connect(url: str | list[str], name: str, *, creds: str = "", user: str
         if own_cb is not None:
             await own_cb()
 
-    nc = await nats.connect(
-        servers,
-        name=name,
-        reconnected_cb=reconnected,
-        **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options},
-    )
+    nc = NATS()
+    try:
+        await nc.connect(
+            servers,
+            name=name,
+            reconnected_cb=reconnected,
+            **{"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 5, **options},
+        )
+    except BaseException:
+        await nc.close()  # a first connect refused without reconnecting leaves its socket open in the client
+        raise
     made.append(nc)
     return nc
 

@@ -194,7 +194,7 @@ class Launcher:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(lambda e: isinstance(e, RuntimeError_) and e.transient),
                 stop=stop_after_attempt(self.launch_retries),
-                wait=wait_exponential_jitter(initial=0.2, max=5),
+                wait=wait_exponential_jitter(multiplier=0.2, max=5),
                 reraise=True,
             ):
                 with attempt:

@@ -146,16 +146,20 @@ class Stack:
 
     def start_service(self, name: str) -> subprocess.Popen:
         if self.log_dir:
-            out: IO | int = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 — handed to the service process, which outlives this call
+            out: IO | int = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 — closed once the service has it
         else:
             out = subprocess.PIPE
-        proc = subprocess.Popen(
-            [sys.executable, "-m", SERVICES[name]],
-            env=self.service_env(name),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", SERVICES[name]],
+                env=self.service_env(name),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if not isinstance(out, int):  # the service writes to its own copy of the descriptor
+                out.close()
         if out is subprocess.PIPE:
             threading.Thread(
                 target=_pump, args=(name, proc.stdout, sys.stdout, sys.stdout.isatty()), daemon=True

@@ -69,6 +69,8 @@ class HttpTransport:
                     f"request to {self._url(path)} timed out ({type(e).__name__})", retryable=True
                 ) from None
             except httpx.TransportError as e:
+                if _out_of_memory(e):  # the process's memory limit, not the network: a retry would reach it again
+                    raise self.error(f"the reply from {self._url(path)} did not fit in memory") from e
                 raise self.error(
                     f"connection to {self._url(path)} failed: {type(e).__name__}: {e}", retryable=True
                 ) from None
@@ -103,7 +105,7 @@ class HttpTransport:
         await self._client.aclose()
 
     def _url(self, path: str) -> str:
-        return f"{self._client.base_url}{path}"
+        return f"{str(self._client.base_url).rstrip('/')}/{path.lstrip('/')}"  # httpx's base URL ends with a slash
 
     def _status_error(self, response: httpx.Response) -> LLMError:
         status = response.status_code
@@ -120,6 +122,19 @@ class HttpTransport:
             retry_after=retry_after_seconds(response.headers) if retryable else None,
             detail=detail,
         )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` comes of a MemoryError: one raised while the event loop reads the socket ends the
+    connection, and reaches the caller as a read error of that connection."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, MemoryError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -1,7 +1,7 @@
 from typing import Annotated, Literal
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from nexus.core_api.approvals import service
 from nexus.core_api.approvals.schemas import ApprovalDecision, ApprovalOut, to_out
@@ -59,15 +59,19 @@ class ApprovalController(Controller):
         return Page([to_out(d) for d in docs], nxt)
 
     @get("/{approval_id:str}", guards=[READ])
-    async def get_approval(self, approval_id: str) -> ApprovalOut:
+    async def get_approval(self, approval_id: FromPath[str]) -> ApprovalOut:
         return to_out(await _get(approval_id))
 
     @post("/{approval_id:str}/approve", guards=[DECIDE_APPROVALS], status_code=200)
-    async def approve(self, request: ApiRequest, approval_id: str, data: ApprovalDecision | None = None) -> ApprovalOut:
+    async def approve(
+        self, request: ApiRequest, approval_id: FromPath[str], data: JSONBody[ApprovalDecision | None] = None
+    ) -> ApprovalOut:
         return await _decide(request, approval_id, "approved", data.reason if data else "")
 
     @post("/{approval_id:str}/reject", guards=[DECIDE_APPROVALS], status_code=200)
-    async def reject(self, request: ApiRequest, approval_id: str, data: ApprovalDecision) -> ApprovalOut:
+    async def reject(
+        self, request: ApiRequest, approval_id: FromPath[str], data: JSONBody[ApprovalDecision]
+    ) -> ApprovalOut:
         if not data.reason.strip():
             raise DomainError(422, "a rejection needs a reason", field="reason")
         return await _decide(request, approval_id, "rejected", data.reason)

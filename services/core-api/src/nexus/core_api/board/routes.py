@@ -3,7 +3,7 @@
 from typing import Annotated
 
 from litestar import Controller, delete, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
@@ -74,7 +74,7 @@ class BoardController(Controller):
         )
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK], status_code=200)
-    async def move_card(self, request: ApiRequest, task_id: str, data: CardMove) -> CardOut:
+    async def move_card(self, request: ApiRequest, task_id: FromPath[str], data: JSONBody[CardMove]) -> CardOut:
         """Move a card to another column (the task state machine decides; a refused move is a 409
         naming the rule) and/or up and down within its column."""
         ctx: Context = request.app.state.ctx
@@ -107,17 +107,19 @@ class BoardProviderController(Controller):
         return await providers.list_all()
 
     @get("/{scope_ref:str}", guards=[MANAGE_KEYS])
-    async def get_provider(self, scope_ref: str) -> BoardProviderOut:
+    async def get_provider(self, scope_ref: FromPath[str]) -> BoardProviderOut:
         return await providers.get(scope_ref)
 
     @put("/{scope_ref:str}", guards=[MANAGE_KEYS])
-    async def put_provider(self, request: ApiRequest, scope_ref: str, data: BoardProviderIn) -> BoardProviderOut:
+    async def put_provider(
+        self, request: ApiRequest, scope_ref: FromPath[str], data: JSONBody[BoardProviderIn]
+    ) -> BoardProviderOut:
         """`scope` is `default` or a repository (id or name). Credentials are secret names."""
         out = await providers.put(scope_ref, data, request.user.key_id)
         await record(request.user, "board.provider.set", f"board/providers/{out.scope}", after_id=out.scope)
         return out
 
     @delete("/{scope_ref:str}", guards=[MANAGE_KEYS])
-    async def delete_provider(self, request: ApiRequest, scope_ref: str) -> None:
+    async def delete_provider(self, request: ApiRequest, scope_ref: FromPath[str]) -> None:
         await providers.delete(scope_ref)
         await record(request.user, "board.provider.delete", f"board/providers/{scope_ref}", before_id=scope_ref)

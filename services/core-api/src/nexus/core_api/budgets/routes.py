@@ -2,6 +2,7 @@
 and the tasks it held back are dispatched."""
 
 from litestar import Controller, get, put
+from litestar.params import FromPath, JSONBody
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
@@ -33,13 +34,15 @@ class BudgetController(Controller):
     tags = ["budgets"]
 
     @get("/agents/{agent_ref:str}", guards=[READ])
-    async def get_agent_budget(self, agent_ref: str) -> AgentBudgetOut:
+    async def get_agent_budget(self, agent_ref: FromPath[str]) -> AgentBudgetOut:
         agent = await get_named(Agent, agent_ref, "agent")
         cap = await service.agent_cap(agent.id)
         return AgentBudgetOut(agent_id=agent.id, budget=budget_out(cap, await spend.of_agent_today(agent.id)))
 
     @put("/agents/{agent_ref:str}", guards=[MANAGE_WORK])
-    async def put_agent_budget(self, request: ApiRequest, agent_ref: str, data: BudgetIn) -> AgentBudgetOut:
+    async def put_agent_budget(
+        self, request: ApiRequest, agent_ref: FromPath[str], data: JSONBody[BudgetIn]
+    ) -> AgentBudgetOut:
         ctx: Context = request.app.state.ctx
         agent = await get_named(Agent, agent_ref, "agent")
         # A new cap is a new budget: its alerts may be said again.

@@ -1,7 +1,7 @@
 from typing import Annotated, Literal
 
 from litestar import Controller, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
@@ -18,7 +18,7 @@ class ChatBindingController(Controller):
     tags = ["chat-bindings"]
 
     @post("/", guards=[MANAGE_KEYS])
-    async def bind_chat_user(self, request: ApiRequest, data: ChatBindingCreate) -> Response[ChatBindingOut]:
+    async def bind_chat_user(self, request: ApiRequest, data: JSONBody[ChatBindingCreate]) -> Response[ChatBindingOut]:
         """Bind a chat user to a Nexus identity with a role (lead: decide and create; viewer: read); binding
         the same user again replaces the identity and role."""
         doc, created = await service.bind(
@@ -38,10 +38,10 @@ class ChatBindingController(Controller):
         return Page([to_out(d) for d in docs], nxt)
 
     @get("/{binding_id:str}", guards=[MANAGE_KEYS])
-    async def get_chat_binding(self, binding_id: str) -> ChatBindingOut:
+    async def get_chat_binding(self, binding_id: FromPath[str]) -> ChatBindingOut:
         return to_out(await service.get(binding_id))
 
     @delete("/{binding_id:str}", guards=[MANAGE_KEYS], status_code=HTTP_204_NO_CONTENT)
-    async def unbind_chat_user(self, request: ApiRequest, binding_id: str) -> None:
+    async def unbind_chat_user(self, request: ApiRequest, binding_id: FromPath[str]) -> None:
         doc = await service.unbind(binding_id)
         await record(request.user, "chat_binding.unbind", f"chat-bindings/{doc.id}", before_id=doc.id)

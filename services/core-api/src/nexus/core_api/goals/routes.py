@@ -3,7 +3,7 @@
 from typing import Annotated
 
 from litestar import Controller, get, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
@@ -32,7 +32,7 @@ class GoalController(Controller):
     tags = ["goals"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_goal(self, request: ApiRequest, data: GoalCreate) -> GoalDetail:
+    async def create_goal(self, request: ApiRequest, data: JSONBody[GoalCreate]) -> GoalDetail:
         ctx: Context = request.app.state.ctx
         meta_agent_id, repo_id = await goal_refs(data.meta_agent, data.repository)
         budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
@@ -63,11 +63,11 @@ class GoalController(Controller):
         return Page([service.to_out(d) for d in docs], nxt)
 
     @get("/{goal_id:str}", guards=[READ])
-    async def get_goal(self, goal_id: str) -> GoalDetail:
+    async def get_goal(self, goal_id: FromPath[str]) -> GoalDetail:
         return await detail(await service.get(goal_id))
 
     @post("/{goal_id:str}/cancel", guards=[MANAGE_WORK], status_code=200)
-    async def cancel_goal(self, request: ApiRequest, goal_id: str) -> GoalDetail:
+    async def cancel_goal(self, request: ApiRequest, goal_id: FromPath[str]) -> GoalDetail:
         """Cancel the goal and every run still going; 409 naming the rule when it already ended."""
         ctx: Context = request.app.state.ctx
         by = request.user.name or request.user.key_id
@@ -76,7 +76,9 @@ class GoalController(Controller):
         return await detail(goal)
 
     @put("/{goal_id:str}/budget", guards=[MANAGE_WORK])
-    async def put_goal_budget(self, request: ApiRequest, goal_id: str, data: BudgetIn) -> GoalDetail:
+    async def put_goal_budget(
+        self, request: ApiRequest, goal_id: FromPath[str], data: JSONBody[BudgetIn]
+    ) -> GoalDetail:
         """Set or raise the goal's budget (audited); work it held back ("blocked: budget") is dispatched."""
         ctx: Context = request.app.state.ctx
         goal = await set_budget((await service.get(goal_id)).id, Cap(usd=data.usd, tokens=data.tokens))
@@ -85,7 +87,7 @@ class GoalController(Controller):
         return await detail(goal)
 
     @get("/{goal_id:str}/events", guards=[READ])
-    async def goal_feed(self, request: ApiRequest, goal_id: str) -> ServerSentEvent:
+    async def goal_feed(self, request: ApiRequest, goal_id: FromPath[str]) -> ServerSentEvent:
         """The goal's progress as server-sent events: its goal.*, task.* and budget.* events, replayed
         after `Last-Event-ID` (or from the start) and followed; the feed ends after the goal's report."""
         goal = await service.get(goal_id)
@@ -96,7 +98,7 @@ class GoalController(Controller):
     @get("/{goal_id:str}/tasks", guards=[READ])
     async def list_goal_tasks(
         self,
-        goal_id: str,
+        goal_id: FromPath[str],
         limit: Limit = 50,
         cursor: Cursor = None,
         status: Annotated[TaskStatus | None, Parameter(description="filter by status")] = None,

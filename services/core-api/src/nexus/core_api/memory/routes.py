@@ -2,7 +2,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
@@ -25,7 +25,7 @@ class MemoryController(Controller):
     tags = ["memory"]
 
     @post("/", guards=[MANAGE_AGENTS])
-    async def create_memory(self, request: ApiRequest, data: MemoryCreate) -> MemoryOut:
+    async def create_memory(self, request: ApiRequest, data: JSONBody[MemoryCreate]) -> MemoryOut:
         doc = await service.create(data)
         await record(request.user, "memory.create", f"memory/{doc.id}", after_id=doc.id)
         return service.to_out(doc)
@@ -40,7 +40,7 @@ class MemoryController(Controller):
         scope_id: Filter = None,
         tag: Annotated[str | None, Parameter(description="items carrying this tag", max_length=63)] = None,
         source: Filter = None,
-        include_expired: bool = False,
+        include_expired: FromQuery[bool] = False,
     ) -> Page[MemoryOut]:
         filters: JsonObject = {
             k: v for k, v in {"scope": scope_, "scope_id": scope_id, "tags": tag, "source": source}.items() if v
@@ -53,25 +53,27 @@ class MemoryController(Controller):
         return Page([service.to_out(d) for d in docs], nxt)
 
     @get("/{item_id:str}", guards=[READ])
-    async def get_memory(self, item_id: str) -> MemoryOut:
+    async def get_memory(self, item_id: FromPath[str]) -> MemoryOut:
         return service.to_out(await service.get(item_id))
 
     @patch("/{item_id:str}", guards=[MANAGE_AGENTS])
-    async def update_memory(self, request: ApiRequest, item_id: str, data: MemoryUpdate) -> MemoryOut:
+    async def update_memory(
+        self, request: ApiRequest, item_id: FromPath[str], data: JSONBody[MemoryUpdate]
+    ) -> MemoryOut:
         doc, changed = await service.update(item_id, data)
         if changed:
             await record(request.user, "memory.update", f"memory/{doc.id}", before_id=doc.id, after_id=doc.id)
         return service.to_out(doc)
 
     @delete("/{item_id:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)
-    async def delete_memory(self, request: ApiRequest, item_id: str) -> None:
+    async def delete_memory(self, request: ApiRequest, item_id: FromPath[str]) -> None:
         doc = await service.delete(item_id)
         await record(request.user, "memory.delete", f"memory/{doc.id}", before_id=doc.id)
 
 
 @get("/v1/agents/{agent_id:str}/memory/preview", guards=[READ], tags=["memory"])
 async def preview_memory(
-    agent_id: str,
+    agent_id: FromPath[str],
     query_: Annotated[
         str, QueryParameter(name="query", description="the task text a run would carry", max_length=20_000)
     ] = "",

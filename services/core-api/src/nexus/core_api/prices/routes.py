@@ -1,6 +1,7 @@
 """The model price list: everyone reads it, admins change it (audited). A run is priced when dispatched."""
 
 from litestar import Controller, delete, get, put
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from nexus.core_api.audit.service import record
@@ -30,18 +31,18 @@ class PriceController(Controller):
         return [service.to_out(p) for p in await ModelPrice.find({}).sort("+_id").to_list()]
 
     @get("/{model:str}", guards=[READ])
-    async def get_price(self, model: str) -> PriceOut:
+    async def get_price(self, model: FromPath[str]) -> PriceOut:
         return service.to_out(await service.get(_model(model)))
 
     @put("/{model:str}", guards=[MANAGE_AGENTS])
-    async def put_price(self, request: ApiRequest, model: str, data: PriceIn) -> PriceOut:
+    async def put_price(self, request: ApiRequest, model: FromPath[str], data: JSONBody[PriceIn]) -> PriceOut:
         name = _model(model)
         doc = await service.put(name, data.input_per_mtok, data.output_per_mtok, by=request.user.key_id)
         await record(request.user, "price.update", f"prices/{name}", after_id=name)
         return service.to_out(doc)
 
     @delete("/{model:str}", guards=[MANAGE_AGENTS], status_code=HTTP_204_NO_CONTENT)
-    async def delete_price(self, request: ApiRequest, model: str) -> None:
+    async def delete_price(self, request: ApiRequest, model: FromPath[str]) -> None:
         name = _model(model)
         await service.delete(name)
         await record(request.user, "price.delete", f"prices/{name}", before_id=name)

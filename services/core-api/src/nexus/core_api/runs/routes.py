@@ -2,7 +2,7 @@ import asyncio
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.audit.service import record
@@ -41,9 +41,9 @@ class RunController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         status: Annotated[RunStatus | None, Parameter(description="filter by status")] = None,
-        agent_id: str | None = None,
-        task_id: str | None = None,
-        goal_id: str | None = None,
+        agent_id: FromQuery[str | None] = None,
+        task_id: FromQuery[str | None] = None,
+        goal_id: FromQuery[str | None] = None,
     ) -> Page[RunOut]:
         filters = {
             k: v
@@ -56,9 +56,9 @@ class RunController(Controller):
     @get("/{run_id:str}", guards=[READ])
     async def get_run(
         self,
-        run_id: str,
+        run_id: FromPath[str],
         with_config: Annotated[
-            bool, Parameter(query="config", description="include the run's config (its own read)")
+            bool, QueryParameter(name="config", description="include the run's config (its own read)")
         ] = True,
     ) -> RunOut:
         run = await _get(run_id)
@@ -70,7 +70,7 @@ class RunController(Controller):
         return to_out(run, await session_outs(sessions), cfg)
 
     @get("/{run_id:str}/events", guards=[READ])
-    async def run_events(self, request: ApiRequest, run_id: str) -> ServerSentEvent:
+    async def run_events(self, request: ApiRequest, run_id: FromPath[str]) -> ServerSentEvent:
         """Replays the run's events, follows live ones, and ends after the run's final status."""
         run = await _get(run_id)
         ctx: Context = request.app.state.ctx
@@ -86,7 +86,9 @@ class RunController(Controller):
         )
 
     @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
-    async def cancel_run(self, request: ApiRequest, run_id: str, data: RunAction | None = None) -> RunOut:
+    async def cancel_run(
+        self, request: ApiRequest, run_id: FromPath[str], data: JSONBody[RunAction | None] = None
+    ) -> RunOut:
         run = await _get(run_id)
         if RunStatus(run.status) in RUN_FINAL:
             raise DomainError(409, f"run is already {run.status}", field="status")
@@ -96,7 +98,7 @@ class RunController(Controller):
         return to_out(await _get(run_id))
 
     @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
-    async def retry_run(self, request: ApiRequest, run_id: str) -> RunOut:
+    async def retry_run(self, request: ApiRequest, run_id: FromPath[str]) -> RunOut:
         """A new run of the same task with the same pinned config; the old run stays as it ended."""
         run = await _get(run_id)
         if RunStatus(run.status) not in RUN_FINAL:

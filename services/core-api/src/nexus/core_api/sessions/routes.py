@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from nexus.core_api.auth.guards import READ
 from nexus.core_api.errors import not_found
@@ -100,7 +100,7 @@ class SessionController(Controller):
         return Page(await outs(docs), nxt)
 
     @get("/{session_id:str}", guards=[READ])
-    async def get_session(self, session_id: str) -> SessionOut:
+    async def get_session(self, session_id: FromPath[str]) -> SessionOut:
         doc = await Session.get(session_id)
         if doc is None:
             raise not_found("session", session_id)
@@ -108,7 +108,7 @@ class SessionController(Controller):
 
 
 @get("/v1/runs/{run_id:str}/sessions/tree", guards=[READ], tags=["sessions"])
-async def run_session_tree(run_id: str) -> SessionNode:
+async def run_session_tree(run_id: FromPath[str]) -> SessionNode:
     """The run's session and, below it, every child session that names it as parent (meta → children)."""
     run = await Run.get(run_id)
     if run is None:

@@ -1,7 +1,7 @@
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
@@ -21,7 +21,7 @@ class TaskController(Controller):
     tags = ["tasks"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_task(self, request: ApiRequest, data: TaskCreate) -> TaskOut:
+    async def create_task(self, request: ApiRequest, data: JSONBody[TaskCreate]) -> TaskOut:
         ctx: Context = request.app.state.ctx
 
         async def audit(task: Task) -> None:
@@ -37,8 +37,8 @@ class TaskController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         status: Annotated[TaskStatus | None, Parameter(description="filter by status")] = None,
-        goal_id: str | None = None,
-        assignee_agent_id: str | None = None,
+        goal_id: FromQuery[str | None] = None,
+        assignee_agent_id: FromQuery[str | None] = None,
     ) -> Page[TaskOut]:
         filters = {
             k: v for k, v in {"status": status, "goal_id": goal_id, "assignee_agent_id": assignee_agent_id}.items() if v
@@ -47,17 +47,17 @@ class TaskController(Controller):
         return Page([service.to_out(d) for d in docs], nxt)
 
     @get("/{task_id:str}", guards=[READ])
-    async def get_task(self, task_id: str) -> TaskOut:
+    async def get_task(self, task_id: FromPath[str]) -> TaskOut:
         return service.to_out(await service.get(task_id))
 
     @patch("/{task_id:str}", guards=[MANAGE_WORK])
-    async def update_task(self, request: ApiRequest, task_id: str, data: TaskUpdate) -> TaskOut:
+    async def update_task(self, request: ApiRequest, task_id: FromPath[str], data: JSONBody[TaskUpdate]) -> TaskOut:
         task = await service.update(task_id, data)
         await record(request.user, "task.update", f"tasks/{task.id}", before_id=task.id, after_id=task.id)
         return service.to_out(task)
 
     @post("/{task_id:str}/status", guards=[MANAGE_WORK])
-    async def move_task(self, request: ApiRequest, task_id: str, data: TaskMove) -> TaskOut:
+    async def move_task(self, request: ApiRequest, task_id: FromPath[str], data: JSONBody[TaskMove]) -> TaskOut:
         ctx: Context = request.app.state.ctx
         task = await engine.move_task(ctx, task_id, TaskStatus(data.status))
         await record(request.user, f"task.{data.status}", f"tasks/{task.id}", before_id=task.id, after_id=task.id)

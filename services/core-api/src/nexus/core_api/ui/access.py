@@ -5,6 +5,7 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.params import FromQuery
 from litestar.response import Redirect
 
 from nexus.core_api.auth.keys import KeyCache, Principal
@@ -33,7 +34,7 @@ def with_session(request: UiRequest, response: Response[Any], session: UiSession
 
 
 @get("/login", include_in_schema=False)
-async def login_form(request: UiRequest, next: str | None = None) -> Response[Any]:
+async def login_form(request: UiRequest, next: FromQuery[str | None] = None) -> Response[Any]:
     session: UiSession | None = request.auth
     fresh = session or new_session(request.app.state.settings.ui_session_ttl_s)
     request.scope["auth"] = fresh  # the form's CSRF token is this session's

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import yaml
 from litestar import Controller, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.params import QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect
 
 from nexus.core_api.auth.guards import MANAGE_AGENTS, READ
@@ -62,7 +62,7 @@ class AgentPages(Controller):
     path = "/agents"
 
     @get("/", guards=[READ])
-    async def agents(self, request: UiRequest, cursor: str | None = None) -> Response[Any]:
+    async def agents(self, request: UiRequest, cursor: FromQuery[str | None] = None) -> Response[Any]:
         listing = await Api(request).get("/v1/agents", limit=100, cursor=cursor)
         return page(request, "agents.html", agents=listing["items"], next_cursor=listing["next_cursor"])
 
@@ -94,7 +94,7 @@ class AgentPages(Controller):
         return Redirect(f"/ui/agents/{result.body['id']}", status_code=303)
 
     @get("/{agent_id:str}", guards=[READ])
-    async def agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
+    async def agent(self, request: UiRequest, agent_id: FromPath[str]) -> Response[Any]:
         api = Api(request)
 
         async def revisions_of(ref: str) -> ApiResult:
@@ -114,7 +114,7 @@ class AgentPages(Controller):
         )
 
     @post("/{agent_id:str}", guards=[MANAGE_AGENTS])
-    async def update_agent(self, request: UiRequest, agent_id: str) -> Response[Any]:
+    async def update_agent(self, request: UiRequest, agent_id: FromPath[str]) -> Response[Any]:
         api = Api(request)
         agent = await api.get(f"/v1/agents/{agent_id}")
         form = await form_of(request)
@@ -140,7 +140,9 @@ class AgentPages(Controller):
         return Redirect(f"/ui/agents/{agent['id']}", status_code=303)
 
     @get("/{agent_id:str}/diff", guards=[READ])
-    async def diff(self, request: UiRequest, agent_id: str, a: int, b: int) -> Response[Any]:
+    async def diff(
+        self, request: UiRequest, agent_id: FromPath[str], a: FromQuery[int], b: FromQuery[int]
+    ) -> Response[Any]:
         api = Api(request)
         old = await api.get(f"/v1/agents/{agent_id}/revisions/{a}")
         new = await api.get(f"/v1/agents/{agent_id}/revisions/{b}")
@@ -197,7 +199,9 @@ class SkillPages(Controller):
         return Response(str(markdown(form.get("content", ""))), media_type="text/html")
 
     @get("/{skill_id:str}", guards=[READ])
-    async def skill(self, request: UiRequest, skill_id: str, version: int | None = None) -> Response[Any]:
+    async def skill(
+        self, request: UiRequest, skill_id: FromPath[str], version: FromQuery[int | None] = None
+    ) -> Response[Any]:
         api = Api(request)
         skill = await api.get(f"/v1/skills/{skill_id}")
         shown = await api.get(f"/v1/skills/{skill['id']}/versions/{version}") if version else skill
@@ -221,7 +225,7 @@ class MemoryPages(Controller):
         self,
         request: UiRequest,
         scope_: Annotated[str | None, QueryParameter(name="scope")] = None,
-        agent: str | None = None,
+        agent: FromQuery[str | None] = None,
         query_: Annotated[str | None, QueryParameter(name="query")] = None,
     ) -> Response[Any]:
         """Items by scope, or — given an agent and a query — what a run of that agent would be handed,
@@ -278,7 +282,7 @@ class MemoryPages(Controller):
         return Redirect("/ui/memory", status_code=303)
 
     @post("/{item_id:str}/delete", guards=[MANAGE_AGENTS])
-    async def delete(self, request: UiRequest, item_id: str) -> Response[Any]:
+    async def delete(self, request: UiRequest, item_id: FromPath[str]) -> Response[Any]:
         result = await Api(request).call("DELETE", f"/v1/memory/{item_id}")
         if not result.ok:
             return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)

@@ -5,6 +5,7 @@ import asyncio
 from typing import Any
 
 from litestar import Controller, Response, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect
 
 from nexus.core_api.auth.guards import DECIDE_APPROVALS, MANAGE_KEYS, MANAGE_WORK, READ
@@ -33,13 +34,13 @@ class ApprovalPages(Controller):
     path = "/approvals"
 
     @get("/", guards=[READ])
-    async def approvals(self, request: UiRequest, status: str = "pending") -> Response[Any]:
+    async def approvals(self, request: UiRequest, status: FromQuery[str] = "pending") -> Response[Any]:
         return await _approvals(
             request, status if status in ("pending", "approved", "rejected", "expired", "all") else "pending"
         )
 
     @post("/{approval_id:str}/{decision:str}", guards=[DECIDE_APPROVALS])
-    async def decide(self, request: UiRequest, approval_id: str, decision: str) -> Response[Any]:
+    async def decide(self, request: UiRequest, approval_id: FromPath[str], decision: FromPath[str]) -> Response[Any]:
         form = await form_of(request)
         verb = {"approve": "approve", "reject": "reject"}.get(decision)
         if verb is None:
@@ -83,7 +84,7 @@ class GoalPages(Controller):
         return Redirect(f"/ui/goals/{result.body['id']}", status_code=303)
 
     @get("/{goal_id:str}", guards=[READ])
-    async def goal(self, request: UiRequest, goal_id: str) -> Response[Any]:
+    async def goal(self, request: UiRequest, goal_id: FromPath[str]) -> Response[Any]:
         """Tolerant of what a goal carries: progress, budget, cost and report are shown when the API has them."""
         api = Api(request)
         goal = await api.get(f"/v1/goals/{goal_id}")
@@ -128,14 +129,16 @@ class AdminPages(Controller):
         )
 
     @post("/keys/{key_id:str}/revoke", guards=[MANAGE_KEYS])
-    async def revoke(self, request: UiRequest, key_id: str) -> Response[Any]:
+    async def revoke(self, request: UiRequest, key_id: FromPath[str]) -> Response[Any]:
         result = await Api(request).call("DELETE", f"/v1/api-keys/{key_id}")
         if not result.ok:
             return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
         return Redirect("/ui/admin/keys", status_code=303)
 
     @get("/audit", guards=[MANAGE_KEYS])
-    async def audit(self, request: UiRequest, action: str | None = None, cursor: str | None = None) -> Response[Any]:
+    async def audit(
+        self, request: UiRequest, action: FromQuery[str | None] = None, cursor: FromQuery[str | None] = None
+    ) -> Response[Any]:
         result = await Api(request).call("GET", "/v1/audit", params={"action": action, "cursor": cursor, "limit": PAGE})
         body = result.body if result.ok else {"items": [], "next_cursor": None}
         return page(

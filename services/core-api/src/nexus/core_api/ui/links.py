@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Response, get, post
+from litestar.params import FromQuery, JSONBody
 from litestar.response import Redirect
 
 from nexus.core_api.audit.service import record
@@ -38,7 +39,7 @@ class LoginLinkOut(Out):
 
 
 @post("/v1/ui/login-links", guards=[MANAGE_KEYS], tags=["api-keys"])
-async def mint_login_link(request: ApiRequest, data: LoginLinkCreate) -> LoginLinkOut:
+async def mint_login_link(request: ApiRequest, data: JSONBody[LoginLinkCreate]) -> LoginLinkOut:
     """A one-time web UI sign-in for `name` with `role`, valid `ttl_s` seconds; shown once."""
     doc, raw = await create_key(f"{data.name}-link", Role(data.role), created_by=request.user.key_id)
     await record(request.user, "api_key.create", f"api-keys/{doc.id}", after_id=doc.id)
@@ -56,7 +57,7 @@ async def _link_key(request: UiRequest, token: str | None) -> ApiKey | None:
 
 
 @get("/login/link", include_in_schema=False)
-async def link_form(request: UiRequest, t: str | None = None) -> Response[Any]:
+async def link_form(request: UiRequest, t: FromQuery[str | None] = None) -> Response[Any]:
     """Asks before using the link: a link preview fetching the page must not spend it."""
     doc = await _link_key(request, t)
     session = request.auth or new_session(request.app.state.settings.ui_session_ttl_s)

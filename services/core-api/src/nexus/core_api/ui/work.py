@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Response, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
@@ -115,17 +116,17 @@ class BoardPages(Controller):
     path = "/board"
 
     @get("/", guards=[READ])
-    async def board(self, request: UiRequest, goal_id: str | None = None) -> Response[Any]:
+    async def board(self, request: UiRequest, goal_id: FromQuery[str | None] = None) -> Response[Any]:
         ctx: Context = request.app.state.ctx
         after = (await ctx.js.stream_info(EVENTS_STREAM)).state.last_seq  # before the read: no move can fall between
         return page(request, "board.html", after=after, **await _board(Api(request), goal_id))
 
     @get("/lanes", guards=[READ])
-    async def lanes(self, request: UiRequest, goal_id: str | None = None) -> Response[Any]:
+    async def lanes(self, request: UiRequest, goal_id: FromQuery[str | None] = None) -> Response[Any]:
         return page(request, "_lanes.html", **await _board(Api(request), goal_id))
 
     @get("/stream", guards=[READ])
-    async def stream(self, request: UiRequest, after: int = 0) -> ServerSentEvent:
+    async def stream(self, request: UiRequest, after: FromQuery[int] = 0) -> ServerSentEvent:
         """A nudge per board-relevant fact after the page's read (or after Last-Event-ID); the page
         re-reads the board."""
         ctx: Context = request.app.state.ctx
@@ -151,7 +152,7 @@ class BoardPages(Controller):
         return ServerSentEvent(nudges())
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK])
-    async def move(self, request: UiRequest, task_id: str) -> Response[Any]:
+    async def move(self, request: UiRequest, task_id: FromPath[str]) -> Response[Any]:
         form = await form_of(request)
         body = {k: form[k] for k in ("column", "direction") if form.get(k)}
         result = await Api(request).post(f"/v1/board/cards/{task_id}/move", body)
@@ -164,7 +165,7 @@ class TaskPages(Controller):
     path = "/tasks"
 
     @get("/new", guards=[MANAGE_WORK])
-    async def new_task(self, request: UiRequest, goal_id: str | None = None) -> Response[Any]:
+    async def new_task(self, request: UiRequest, goal_id: FromQuery[str | None] = None) -> Response[Any]:
         agents = (await Api(request).get("/v1/agents", limit=200))["items"]
         return page(request, "task_form.html", agents=agents, form={"goal_id": goal_id or ""}, errors={})
 
@@ -185,7 +186,7 @@ class TaskPages(Controller):
         return Redirect(f"/ui/runs/{run_id}" if run_id else f"/ui/tasks/{result.body['id']}", status_code=303)
 
     @get("/{task_id:str}", guards=[READ])
-    async def task(self, request: UiRequest, task_id: str) -> Response[Any]:
+    async def task(self, request: UiRequest, task_id: FromPath[str]) -> Response[Any]:
         api = Api(request)
         task, runs = await asyncio.gather(  # a task is named by its id alone: both reads can go at once
             api.get(f"/v1/tasks/{task_id}"), api.get("/v1/runs", task_id=task_id, limit=PAGE)
@@ -209,11 +210,11 @@ class RunPages(Controller):
     async def runs(
         self,
         request: UiRequest,
-        status: str | None = None,
-        agent_id: str | None = None,
-        task_id: str | None = None,
-        goal_id: str | None = None,
-        cursor: str | None = None,
+        status: FromQuery[str | None] = None,
+        agent_id: FromQuery[str | None] = None,
+        task_id: FromQuery[str | None] = None,
+        goal_id: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
     ) -> Response[Any]:
         filters = {"status": status, "agent_id": agent_id, "task_id": task_id, "goal_id": goal_id}
         result = await Api(request).call("GET", "/v1/runs", params={**filters, "cursor": cursor, "limit": PAGE})
@@ -229,7 +230,7 @@ class RunPages(Controller):
         )
 
     @get("/{run_id:str}", guards=[READ])
-    async def run(self, request: UiRequest, run_id: str) -> Response[Any]:
+    async def run(self, request: UiRequest, run_id: FromPath[str]) -> Response[Any]:
         api = Api(request)
         view = await _run_view(api, run_id)
         verdict, events, shown = await asyncio.gather(
@@ -253,11 +254,11 @@ class RunPages(Controller):
         )
 
     @get("/{run_id:str}/summary", guards=[READ])
-    async def summary(self, request: UiRequest, run_id: str) -> Response[Any]:
+    async def summary(self, request: UiRequest, run_id: FromPath[str]) -> Response[Any]:
         return page(request, "_run_summary.html", **await _run_view(Api(request), run_id))
 
     @get("/{run_id:str}/stream", guards=[READ])
-    async def stream(self, request: UiRequest, run_id: str, after: int = 0) -> ServerSentEvent:
+    async def stream(self, request: UiRequest, run_id: FromPath[str], after: FromQuery[int] = 0) -> ServerSentEvent:
         """The run's events as list items, from after Last-Event-ID (a reconnect) or `after` (what the page showed)."""
         await Api(request).get(f"/v1/runs/{run_id}", config="false")  # 404 for a run that does not exist
         ctx: Context = request.app.state.ctx
@@ -295,7 +296,7 @@ class RunPages(Controller):
         return ServerSentEvent(items())
 
     @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
-    async def cancel(self, request: UiRequest, run_id: str) -> Response[Any]:
+    async def cancel(self, request: UiRequest, run_id: FromPath[str]) -> Response[Any]:
         form = await form_of(request)
         result = await Api(request).post(f"/v1/runs/{run_id}/cancel", {"reason": form.get("reason", "")})
         if not result.ok:
@@ -303,7 +304,7 @@ class RunPages(Controller):
         return Redirect(f"/ui/runs/{run_id}", status_code=303)
 
     @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
-    async def retry(self, request: UiRequest, run_id: str) -> Response[Any]:
+    async def retry(self, request: UiRequest, run_id: FromPath[str]) -> Response[Any]:
         result = await Api(request).post(f"/v1/runs/{run_id}/retry")
         if not result.ok:
             return page(request, "error.html", status=result.status, status_code=result.status, detail=result.detail)
