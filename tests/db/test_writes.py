@@ -79,14 +79,15 @@ async def test_update_versioned_starts_from_its_own_last_write(fresh_db) -> None
         return None
 
     assert await update_versioned(Task, task.id, declines) is None
+    assert finds() == before + 1  # a decline on the kept copy is asked again of the stored document
     kept = await update_versioned(Task, task.id, lambda t: {"priority": 5} if t.title == "t" else None)
-    assert kept is not None and kept.version == 3 and finds() == before
+    assert kept is not None and kept.version == 3 and finds() == before + 1
     # Any other update of the document drops the kept copy, even one that leaves the version as it
     # is (the compare-and-set could not tell): the next update reads what it wrote.
     await update_document(Task, task.id, {"$set": {"description": "from elsewhere"}})
     again = await update_versioned(Task, task.id, lambda t: {"priority": 7})
     assert again is not None and again.description == "from elsewhere" and again.version == 4
-    assert finds() == before + 1
+    assert finds() == before + 2
     stored = await Task.get(task.id)
     assert (stored.status, stored.title, stored.description, stored.priority, stored.version) == (
         "done",
@@ -110,6 +111,22 @@ async def test_a_stale_kept_copy_is_refused_by_its_version(fresh_db) -> None:
     moved = await update_versioned(Task, task.id, lambda t: {"status": "in_progress"} if t.status == "ready" else None)
     assert moved is None  # it saw the cancelled task, not the stale copy
     assert (await Task.get(task.id)).status == "cancelled"
+
+
+async def test_a_stale_kept_copy_does_not_decline_for_the_stored_document(fresh_db) -> None:
+    """The other way round: the kept copy says no (the task is not ready), the stored one, moved back
+    to ready by another process, says yes — the claim is made, not lost."""
+    from nexus.db.writes import written
+
+    task = Task(id=f"task_{uuid.uuid4().hex}", title="t", status="in_progress")
+    await task.insert()
+    written.keep(Task, task.id, task)
+    await Task.get_pymongo_collection().update_one(
+        {"_id": task.id}, {"$set": {"status": "ready"}, "$inc": {"version": 1}}
+    )
+    moved = await update_versioned(Task, task.id, lambda t: {"status": "in_progress"} if t.status == "ready" else None)
+    assert moved is not None and moved.version == 2
+    assert (await Task.get(task.id)).status == "in_progress"
 
 
 async def test_kept_copies_are_bounded_and_the_least_recently_written_goes_first(fresh_db) -> None:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from typer.testing import CliRunner
@@ -233,3 +234,30 @@ def test_board_prints_columns_side_by_side():
     assert lines[0].startswith("Backlog (1)") and "│ Running (1)" in lines[0]
     assert lines[2].startswith("Write the docs") and lines[2].rstrip().endswith("Ship login")
     assert lines[3].rstrip().endswith("running · 1 approval(s) · $0.12")
+
+
+def test_following_reconnects_after_the_servers_error_event_and_resumes(monkeypatch) -> None:
+    """The server ends a stream with an `error` event when it cannot read the run's events for a while
+    (the bus out of reach): nexusctl comes back after the last event it saw, as after a dropped line."""
+    from nexus.nexusctl.client import Client
+    from nexus.nexusctl.config import Target
+
+    first = (
+        'id: 5\nevent: run.note\ndata: {"type": "run.note", "data": {"change": {"message": "one"}}}\n\n'
+        'event: error\nretry: 2000\ndata: {"error": "the event stream is unavailable; reconnect to resume"}\n\n'
+    )
+    rest = 'id: 9\nevent: run.status\ndata: {"type": "run.status", "data": {"status": "succeeded"}}\n\n'
+    asked: list[str | None] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        after = request.headers.get("last-event-id")
+        asked.append(after)
+        body = {None: first, "5": rest}.get(after, "")  # what a server sends after the event named
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
+
+    client = Client(Target(url="http://nexus.test", api_key="k"))
+    client.http = httpx.Client(base_url="http://nexus.test", transport=httpx.MockTransport(serve))
+    monkeypatch.setattr(events.time, "sleep", lambda _s: None)
+    seen = [(ev.id, ev.type) for ev in events.follow(client, "run_x")]
+    assert seen == [("5", "run.note"), ("9", "run.status")]
+    assert asked[:2] == [None, "5"]

@@ -55,6 +55,15 @@ DEAD_AFTER_S = 45.0
 DRAIN_S = 2.0
 
 
+# What the server sends, and then ends the stream, when it cannot read the event stream for a while
+# (the bus out of reach): the client reconnects after the last event it saw, as after a drop.
+STREAM_ERROR = "error"
+
+
+class _Unavailable(Exception):
+    pass
+
+
 def _is_final(ev: Event) -> bool:
     return ev.type == "run.status" and ev.data.get("status") in FINAL
 
@@ -93,6 +102,8 @@ def follow(
     while True:
         try:
             for ev in _stream(client, path, last_event_id, DRAIN_S if final else idle_timeout or DEAD_AFTER_S):
+                if ev.type == STREAM_ERROR:  # the server could not read the stream now: come back for the rest
+                    raise _Unavailable
                 failures = 0
                 last_event_id = ev.id or last_event_id
                 yield ev
@@ -102,6 +113,8 @@ def follow(
             else:
                 return
             continue
+        except _Unavailable:
+            failures += 1
         except httpx.ReadTimeout:
             if final or idle_timeout:
                 return

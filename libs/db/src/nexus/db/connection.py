@@ -60,17 +60,25 @@ async def update_versioned(
 
     The first try starts from the document as this process last wrote it, when it has it
     (nexus.db.writes.written): a run's several transitions then cost one write each, not a read
-    and a write. If anyone wrote since, the version no longer matches and the next try reads."""
+    and a write. If anyone wrote since, the version no longer matches and the next try reads; a
+    decline on the kept copy is asked again of the stored document."""
     from nexus.db.documents import now
 
     doc: V | None = written.take(doc_cls, doc_id)
+    kept = doc is not None
     for _ in range(attempts):
         if doc is None:
+            kept = False
             doc = await doc_cls.get(doc_id)
             if doc is None:
                 return None
         changes = mutate(doc)
         if not changes:
+            if kept:
+                # Declined on the copy this process kept: another writer (a second core-api, an
+                # operator's tool) may have moved the document since, so the stored one decides.
+                doc = None
+                continue
             return None
         changes = {**changes, "updated_at": now()}
         res = await update_document(

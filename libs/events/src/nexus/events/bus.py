@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.kv import KeyValue
-from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
@@ -146,23 +146,51 @@ class Publisher:
         return env
 
 
+# What a NATS call raises while the bus is briefly out of reach (a lost node, an election, a restart,
+# a reconnect): the call may be tried again later; the caller's input was not at fault.
+BUS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    ServiceUnavailableError,
+)
+
+
 # While a cluster node is lost or a stream elects a new leader (seconds), JetStream answers "no
 # responders" or times out. A publish is retried with backoff for this long: the message id makes
 # a retry of a publish that did land a duplicate JetStream drops.
 PUBLISH_RETRY_S = 30.0
+# JetStream's answer to a retry whose first attempt is still being proposed to the stream's replicas
+# (its answer was lost to a timeout): that one is not decided yet, so the retry waits and asks again.
+DUPLICATE_IN_PROCESS = 10158
+
+
+def _passing(exc: Exception) -> bool:
+    if isinstance(exc, nats.errors.TimeoutError | NoStreamResponseError | ServiceUnavailableError):
+        return True
+    return isinstance(exc, APIError) and exc.err_code == DUPLICATE_IN_PROCESS
 
 
 async def publish_retrying(
     js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str], budget_s: float = PUBLISH_RETRY_S
 ) -> None:
+    """Publish and wait for the stream's ack, riding out an election. Past the budget it raises
+    nats.errors.TimeoutError: the message may or may not be stored, as with any unconfirmed publish."""
     loop = asyncio.get_running_loop()
     deadline, delay = loop.time() + budget_s, 0.1
     while True:
         try:
             await js.publish(subject, payload, headers=headers)
             return
-        except (nats.errors.TimeoutError, NoStreamResponseError, ServiceUnavailableError):
-            if loop.time() + delay > deadline:
+        except (nats.errors.TimeoutError, NoStreamResponseError, APIError) as exc:
+            if not _passing(exc):
                 raise
+            if loop.time() + delay > deadline:
+                if isinstance(exc, nats.errors.TimeoutError):
+                    raise
+                raise nats.errors.TimeoutError from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -3,6 +3,7 @@
 import asyncio
 import re
 import contextlib
+import time
 import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -596,6 +597,11 @@ def remaking(js: JetStreamContext, stream: str, config: ConsumerConfig) -> Calla
     return lambda: js.add_consumer(stream, config)
 
 
+def _recovered(durable: str, failures: int, since: float) -> None:
+    took = time.monotonic() - since
+    log.info("fetching on %s again after %d failed fetches (%.1f s)", durable, failures, took)
+
+
 async def fetched(
     sub: JetStreamContext.PullSubscription,
     durable: str,
@@ -623,6 +629,8 @@ async def fetched(
     nc, reconnected = getattr(sub, "_nc", None), asyncio.Event()
     on_reconnect(nc, reconnected)
     back = asyncio.ensure_future(reconnected.wait())
+    failing_since: float | None = None  # a streak of failed fetches: told once with its cause, then when it ends
+    failures = 0
     try:
         while not stop.is_set():
             pending, ahead = ahead or asyncio.ensure_future(sub.fetch(size(), timeout=wait_s)), None
@@ -640,6 +648,9 @@ async def fetched(
             try:
                 msgs = pending.result()
             except (NatsTimeout, TimeoutError):
+                if failing_since is not None:  # an empty answer is an answer
+                    _recovered(durable, failures, failing_since)
+                    failing_since, failures = None, 0
                 continue
             except Exception as exc:  # a reconnect in progress; keep the loop alive
                 if (remake is not None or end_if_deleted) and await _deleted(sub):
@@ -650,10 +661,18 @@ async def fetched(
                         await remake()
                         continue
                 else:
-                    log.warning("fetch failed on %s; retrying", durable, exc_info=True)
+                    failures += 1
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.warning("fetch failed on %s; retrying every 0.5 s", durable, exc_info=True)
+                    else:
+                        log.debug("fetch failed on %s again: %r", durable, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(stopping), 0.5)
                 continue
+            if failing_since is not None:
+                _recovered(durable, failures, failing_since)
+                failing_since, failures = None, 0
             if prefetch:
                 ahead = asyncio.ensure_future(sub.fetch(size(), timeout=wait_s))
             yield msgs

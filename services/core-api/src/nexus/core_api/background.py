@@ -14,7 +14,7 @@ from nexus.core_api.nats_monitor import watch_nats_monitor
 from nexus.core_api.runs.ingest import handle_run_event, ingest_group
 from nexus.core_api.schedules import handlers as schedules_handlers
 from nexus.core_api.sessions import handlers as sessions_handlers
-from nexus.core_api.workflow.engine import requeue_stale
+from nexus.core_api.workflow.engine import release_orphans, requeue_stale
 from nexus.events.catalog import EVENTS_STREAM, RUNS_STREAM
 from nexus.events.consumer import LOOPS, consume
 from nexus.events.lag import watch_consumer_lag
@@ -72,6 +72,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
             stop=stop,
         ),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
+        every(max(1.0, s.requeue_after_s / 3), stop, lambda: release_orphans(ctx), what="release_orphans"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
         every(30.0, stop, lambda: count_pending(ctx), what="count_pending"),  # a gauge: one count every 30 s
         watch_consumer_lag(ctx.js, "core-api", stop),

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from nexus.core_api.auth.requests import OpenRequest
 from nexus.db.group import GroupWriteFailed
 from nexus.domain.json_types import JsonObject
+from nexus.events.bus import BUS_UNAVAILABLE
 from nexus.domain.tasks import InvalidTransition
 
 log = logging.getLogger("nexus.core_api.errors")
@@ -113,6 +114,15 @@ def unstored_handler(request: OpenRequest, exc: GroupWriteFailed) -> Response[Js
     return _problem(503, "Service unavailable", f"{exc}: the request did not complete")
 
 
+def bus_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:
+    """NATS did not answer in time (a lost node, an election, a restart): the request stopped there,
+    what it stored before stays, and the caller is told to try again shortly rather than of a fault."""
+    log.warning("%s %s: the message bus did not answer: %r", request.method, request.url.path, exc)
+    response = _problem(503, "Service unavailable", "the message bus did not answer; try again shortly")
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 def internal_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "Internal error", "the server failed; see its logs")
@@ -124,6 +134,7 @@ EXCEPTION_HANDLERS = {
     DomainError: domain_handler,
     InvalidTransition: transition_handler,
     GroupWriteFailed: unstored_handler,
+    **dict.fromkeys(BUS_UNAVAILABLE, bus_handler),
     Exception: internal_handler,
 }
 _ = MediaType

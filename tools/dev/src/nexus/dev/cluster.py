@@ -12,6 +12,7 @@ class ClusterNode:
     name: str
     client_port: int
     managed: Managed
+    conf: Path
 
     @property
     def url(self) -> str:
@@ -19,6 +20,13 @@ class ClusterNode:
 
     def kill(self) -> None:
         self.managed.stop(timeout_s=0)
+
+    def restart(self) -> None:
+        """The node again, on its port and with its store, as a node back from a crash."""
+        log_path = self.conf.with_name("nats.log")
+        proc, log = _spawn([find_tool("nats-server"), "-c", str(self.conf)], log_path)
+        self.managed = Managed(f"nats-{self.name}", proc, "", log)
+        wait_port("127.0.0.1", self.client_port, proc=proc)
 
 
 def node_config(name: str, client_port: int, route_port: int, routes: list[int], store: Path) -> str:
@@ -44,7 +52,7 @@ def start_nats_cluster(data_dir: Path, size: int = 3, auth: Path | None = None) 
         auth_conf = (auth / "nats.conf").read_text() if auth else ""
         conf.write_text(node_config(name, client_ports[i], route_ports[i], route_ports, node_dir / "js") + auth_conf)
         proc, log = _spawn([find_tool("nats-server"), "-c", str(conf)], node_dir / "nats.log")
-        nodes.append(ClusterNode(name, client_ports[i], Managed(f"nats-{name}", proc, "", log)))
+        nodes.append(ClusterNode(name, client_ports[i], Managed(f"nats-{name}", proc, "", log), conf))
         remember_auth(nodes[-1].url, auth)
     for node in nodes:
         wait_port("127.0.0.1", node.client_port, proc=node.managed.proc)

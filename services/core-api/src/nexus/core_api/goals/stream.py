@@ -8,7 +8,7 @@ import msgspec
 from litestar.response import ServerSentEventMessage
 
 from nexus.core_api.context import Context
-from nexus.core_api.runs.stream import jetstream_events
+from nexus.core_api.runs.stream import jetstream_events, not_an_event
 from nexus.domain.json_types import JsonObject
 from nexus.events.catalog import EVENTS_STREAM
 
@@ -39,7 +39,7 @@ async def goal_events(ctx: Context, goal_id: str, *, after_seq: int) -> AsyncIte
     events = cast("AsyncGenerator[ServerSentEventMessage, None]", follow)  # an async generator: closed below
     try:
         async for msg in events:
-            if not msg.data:  # a comment: connected, keep-alive
+            if not_an_event(msg):
                 yield msg
                 continue
             mine, last = _about(str(msg.data), goal_id)

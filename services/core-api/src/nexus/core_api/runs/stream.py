@@ -12,6 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 import msgspec
+import nats.errors
+import nats.js.errors
 
 from nexus.domain.runs import RUN_FINAL
 from nexus.events.catalog import RUNS_STREAM
@@ -20,6 +22,21 @@ from nexus.events.envelope import decode_raw
 log = logging.getLogger("nexus.core_api.sse")
 
 FINAL_NAMES = {s.value for s in RUN_FINAL}
+
+# What a JetStream API call meets while the cluster has no leader to answer it (a node lost, a
+# restart, an election): it passes. Anything else (a stream that does not exist, a bad request) does not.
+UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
+# How long a stream waits for JetStream to answer before it ends with an `error` event; the client
+# reconnects with Last-Event-ID after `retry` and loses nothing.
+OPEN_WAIT_S = 60.0
+RECONNECT_MS = 2000
+STREAM_ERROR = "error"
+
+
+def not_an_event(m: ServerSentEventMessage) -> bool:
+    """A comment (connected, keep-alive, waiting) or the stream's own `error`: callers that reshape
+    events pass these through as they are."""
+    return m.event is None or m.event == STREAM_ERROR
 
 
 def parse_last_event_id(value: str | None) -> int:
@@ -38,25 +55,49 @@ async def jetstream_events(
     types: set[str] | None = None,
     stream: str = RUNS_STREAM,
     stop_when_final: bool = False,
+    open_wait_s: float = OPEN_WAIT_S,
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Replay from after_seq, then follow. With stop_when_final, end after a run's final status has
-    been sent and nothing older is pending."""
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
-        opt_start_seq=after_seq + 1 if after_seq else None,
-        inactive_threshold=60.0,
-    )
+    been sent and nothing older is pending. While JetStream cannot make the stream's consumer (no
+    leader yet), the stream stays open with comments and tries again for up to open_wait_s."""
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
 
     async def on_msg(msg: Msg) -> None:
         await queue.put(msg)
 
-    sub = await js.subscribe(
-        subject, stream=stream, ordered_consumer=True, config=config, cb=on_msg, pending_msgs_limit=1024
-    )
+    yield ServerSentEventMessage(comment="connected")
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + open_wait_s
+    pause = 0.2
+    while True:
+        # A fresh config (and so a fresh deliver inbox) per attempt: an attempt whose answer was lost
+        # may have made its consumer, which then pushes to an inbox nobody reads until it expires.
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
+            opt_start_seq=after_seq + 1 if after_seq else None,
+            inactive_threshold=60.0,
+        )
+        try:
+            sub = await js.subscribe(
+                subject, stream=stream, ordered_consumer=True, config=config, cb=on_msg, pending_msgs_limit=1024
+            )
+            break
+        except UNAVAILABLE as exc:
+            if loop.time() >= give_up_at:
+                log.warning("the event stream %s stayed unavailable for %.0f s: %r", stream, open_wait_s, exc)
+                yield ServerSentEventMessage(
+                    data=msgspec.json.encode(
+                        {"error": "the event stream is unavailable; reconnect to resume"}
+                    ).decode(),
+                    event=STREAM_ERROR,
+                    retry=RECONNECT_MS,
+                )
+                return
+            yield ServerSentEventMessage(comment="waiting for the event stream")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
     final_seen = False
     try:
-        yield ServerSentEventMessage(comment="connected")
         while True:
             try:
                 # Once the run has ended, only what is already in the stream is left to send.

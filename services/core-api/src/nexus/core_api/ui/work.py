@@ -12,7 +12,7 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
-from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
+from nexus.core_api.runs.stream import jetstream_events, not_an_event, parse_last_event_id
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, page
@@ -145,7 +145,7 @@ class BoardPages(Controller):
                 stream=EVENTS_STREAM,
             ):
                 yield (
-                    m if m.event is None else ServerSentEventMessage(event="board-changed", data=m.event or "", id=m.id)
+                    m if not_an_event(m) else ServerSentEventMessage(event="board-changed", data=m.event or "", id=m.id)
                 )
 
         return ServerSentEvent(nudges())
@@ -271,7 +271,7 @@ class RunPages(Controller):
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stop_when_final=True,
             ):
-                if m.event is None:  # a comment: connected, keep-alive
+                if not_an_event(m):
                     yield m
                     continue
                 env = json.loads(str(m.data))

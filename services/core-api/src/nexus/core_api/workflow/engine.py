@@ -33,6 +33,7 @@ from nexus.core_api.workflow.followups import (
     TaskMoved,
 )
 from nexus.db.documents import Goal, Run, Task, no_run_ended, now
+from nexus.db.connection import update_versioned
 from nexus.db.writes import update_document, written
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
@@ -40,6 +41,7 @@ from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
+from nexus.events.bus import BUS_UNAVAILABLE
 from nexus.events.payloads import (
     ChildFinished,
     ChildPlan,
@@ -171,6 +173,41 @@ async def requeue_stale(ctx: Context) -> int:
     return n
 
 
+async def release_orphans(ctx: Context) -> int:
+    """A task claimed for a run that was never stored (core-api lost between the claim and the run's
+    insert) would wait for that run forever: its claim is released and it is dispatched again. Only
+    claims older than the requeue delay are looked at, so a dispatch under way is never taken for one."""
+    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
+    claims = {
+        doc["current_run_id"]: doc["_id"]
+        async for doc in Task.get_pymongo_collection().find(
+            {"status": TaskStatus.IN_PROGRESS.value, "updated_at": {"$lt": cutoff}}, {"current_run_id": 1}
+        )
+        if doc.get("current_run_id")
+    }
+    if not claims:
+        return 0
+    stored = {doc["_id"] async for doc in Run.get_pymongo_collection().find({"_id": {"$in": list(claims)}}, {"_id": 1})}
+    n = 0
+    for run_id in claims.keys() - stored:
+        task_id = claims[run_id]
+        released = await update_versioned(Task, task_id, _unclaim(run_id))
+        if released is None:
+            continue
+        log.warning("task %s was claimed for run %s, which was never stored: dispatched again", task_id, run_id)
+        await launch.dispatch_task(ctx, released)
+        n += 1
+    return n
+
+
+def _unclaim(run_id: str) -> Callable[[Task], JsonObject | None]:
+    def mutate(t: Task) -> JsonObject | None:
+        claimed = t.status == TaskStatus.IN_PROGRESS.value and t.current_run_id == run_id
+        return {"status": TaskStatus.READY.value, "current_run_id": None} if claimed else None
+
+    return mutate
+
+
 # ---------------------------------------------------------------- tasks
 async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra: Any) -> Task:  # extra: Task fields
     task = await tasks_store.create(data, actor=actor, **extra)
@@ -190,10 +227,23 @@ async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Call
         for name, value in launch.claim(prepared).items():
             setattr(task, name, value)
     await tasks_store.store(task)
-    await audit(task)
-    await announce_created(ctx, created)
     if prepared is not None:
-        await launch.start(ctx, prepared, task)
+        await launch.store(prepared)  # the claim's run, stored before anything is announced
+    await audit(task)
+    try:
+        await announce_created(ctx, created)
+        if prepared is not None:
+            await launch.announce_start(ctx, prepared, task)
+    except BUS_UNAVAILABLE as exc:
+        # Everything is stored: the task is created, its run queued, and the requeue sweep commands the
+        # launch once the bus answers. Failing the request would only invite a second, duplicate task.
+        log.warning(
+            "task %s stored%s, but the bus did not answer its announcements (%r); its run's launch is left to "
+            "the requeue sweep",
+            task.id,
+            f" with run {prepared.run.id} queued" if prepared else "",
+            exc,
+        )
     return task
 
 

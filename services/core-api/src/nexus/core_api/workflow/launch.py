@@ -182,10 +182,22 @@ async def dispatch_task(ctx: Context, task: Task) -> Run | None:
 
 async def start(ctx: Context, prepared: Prepared, claimed: Task) -> Run:
     """The prepared run of a task claimed for it: stored, announced, its launch commanded."""
+    await store(prepared)
+    return await announce_start(ctx, prepared, claimed)
+
+
+async def store(prepared: Prepared) -> None:
+    """The run and its config, stored queued. From here on it is not lost: were its launch never
+    commanded (a crash, the bus out of reach), the requeue sweep commands it."""
     run, agent = prepared.run, prepared.agent
     await store_run(run, msgspec.to_builtins(prepared.config))  # with the runs concurrent dispatches store
     written.keep(Run, run.id, run)  # its first transition starts from it instead of reading it back
     remember(run.id, agent.id)  # its events are accepted, its model calls counted, without looking it up
+
+
+async def announce_start(ctx: Context, prepared: Prepared, claimed: Task) -> Run:
+    """The stored run's task announced as claimed, its launch commanded, the run announced queued."""
+    run, agent = prepared.run, prepared.agent
     await ctx.publisher.publish(
         "task.status_changed",
         TaskChanged(
