@@ -127,7 +127,7 @@ async def test_a_model_call_of_a_run_dispatched_here_reads_no_run(client, app) -
     assert tokens._value.get() == before + 30  # both calls counted, by the run's agent
 
 
-async def test_an_exit_after_the_stored_verdict_writes_nothing_and_reads_no_stream(client, app, monkeypatch) -> None:
+async def test_an_exit_after_the_stored_verdict_is_no_database_command_and_no_stream_look(client, app, monkeypatch) -> None:
     """A trivial run's events one per fetch (a quiet system): launched, running and the verdict are a
     write each; the exit that follows the stored verdict changes nothing, so it is no write, and no
     look at the stream for a verdict (the run as last written holds it)."""
@@ -148,7 +148,14 @@ async def test_an_exit_after_the_stored_verdict_writes_nothing_and_reads_no_stre
         await in_app(client, ingest_group, ctx, [d])
     decided = await in_app(client, _version, run_id)
     assert decided == before + 3  # launched, running, succeeded (the log is no write of the run)
+    from nexus.db.stats import COMMANDS
+
+    def runs_commands() -> float:
+        return sum(COMMANDS.labels(c, "runs", "ok")._value.get() for c in ("find", "update"))
+
+    sent = runs_commands()
     await in_app(client, ingest_group, ctx, [events[-1]])
+    assert runs_commands() == sent  # neither written nor read back: the run as last written says it all
     assert await in_app(client, _version, run_id) == decided
     assert looked == []
     stored = (await client.get(f"/v1/runs/{run_id}")).json()

@@ -95,9 +95,16 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
 async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusChanged | RuntimeChanged, int]]) -> None:
     """A run's status and runtime events of one fetch (stream order, with their sequences) as ONE write
     of the run: each recorded as it would have been alone, each transition's follow-ups carried out in
-    order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream."""
+    order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream;
+    one whose verdict the run holds already changes nothing and costs nothing."""
+    decided = _stored_verdicts(run_id)
+    # An attempt's runtime end after its stored verdict changes nothing (nexus.domain.run_facts.record):
+    # not even read back to be declined.
+    events = [(ev, seq) for ev, seq in events if not (_runtime_end(ev) and ev.attempt in decided)]
+    if not events:
+        return
     facts: list[tuple[StatusFact | RuntimeFact, JsonObject]] = []
-    verdicts = _stored_verdicts(run_id)  # attempts whose verdict is stored or among the facts
+    verdicts = set(decided)  # attempts whose verdict is stored or among the facts
     for ev, seq in events:
         if isinstance(ev, RunStatusChanged):
             facts.append(runs.status_fact(ev, seq))
@@ -130,6 +137,10 @@ async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusCh
     with traced:
         _, then = await runs.apply_facts(run_id, facts)
         await carry_out(ctx, then)
+
+
+def _runtime_end(ev: RunStatusChanged | RuntimeChanged) -> bool:
+    return isinstance(ev, RuntimeChanged) and ev.phase in RUNTIME_ENDS
 
 
 def _stored_verdicts(run_id: str) -> set[int]:
