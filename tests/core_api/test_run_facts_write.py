@@ -127,7 +127,9 @@ async def test_a_model_call_of_a_run_dispatched_here_reads_no_run(client, app) -
     assert tokens._value.get() == before + 30  # both calls counted, by the run's agent
 
 
-async def test_an_exit_after_the_stored_verdict_is_no_database_command_and_no_stream_look(client, app, monkeypatch) -> None:
+async def test_an_exit_after_the_stored_verdict_is_no_database_command_and_no_stream_look(
+    client, app, monkeypatch
+) -> None:
     """A trivial run's events one per fetch (a quiet system): launched, running and the verdict are a
     write each; the exit that follows the stored verdict changes nothing, so it is no write, and no
     look at the stream for a verdict (the run as last written holds it)."""
