@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from nexus.core_api.runs.ingest import ingest_group
+from nexus.db import run_events
 from nexus.db.documents import Run
 from nexus.events import payloads as p
 from nexus.events.bus import Publisher
@@ -124,3 +125,43 @@ async def test_a_model_call_of_a_run_dispatched_here_reads_no_run(client, app) -
     await in_app(client, ingest_group, ctx, [delivery(run_id, "run.llm", call, 2 + i) for i, call in enumerate(calls)])
     assert COMMANDS.labels("find", "runs", "ok")._value.get() == finds
     assert tokens._value.get() == before + 30  # both calls counted, by the run's agent
+
+
+async def test_an_exit_after_the_stored_verdict_is_no_database_command_and_no_stream_look(
+    client, app, monkeypatch
+) -> None:
+    """A trivial run's events one per fetch (a quiet system): launched, running and the verdict are a
+    write each; the exit that follows the stored verdict changes nothing, so it is no write, and no
+    look at the stream for a verdict (the run as last written holds it)."""
+    from nexus.core_api.workflow import runs as run_steps
+
+    looked: list[str] = []
+    real = run_steps.verdict_in_stream
+
+    async def counted(ctx, run_id: str, attempt: int):
+        looked.append(run_id)
+        return await real(ctx, run_id, attempt)
+
+    monkeypatch.setattr(run_steps, "verdict_in_stream", counted)
+    run, _, ctx, before = await _a_run(client, app)
+    run_id = run["id"]
+    events = _trivial_run(run_id)
+    for d in events[:-1]:
+        await in_app(client, ingest_group, ctx, [d])
+    decided = await in_app(client, _version, run_id)
+    assert decided == before + 3  # launched, running, succeeded (the log is no write of the run)
+    from nexus.db.stats import COMMANDS
+
+    def runs_commands() -> float:
+        return sum(COMMANDS.labels(c, "runs", "ok")._value.get() for c in ("find", "update"))
+
+    sent = runs_commands()
+    await in_app(client, ingest_group, ctx, [events[-1]])
+    assert runs_commands() == sent  # neither written nor read back: the run as last written says it all
+    assert await in_app(client, _version, run_id) == decided
+    assert looked == []
+    stored = (await client.get(f"/v1/runs/{run_id}")).json()
+    assert stored["status"] == "succeeded" and stored["attempt"] == 1
+    # The exit is still kept among the run's events.
+    kept = await in_app(client, run_events.events_of, run_id)
+    assert [e.id for e in kept] == [d.envelope.id for d in events]

@@ -97,6 +97,15 @@ def test_an_exit_after_a_verdict_never_starts_a_retry() -> None:
     assert (view.status, view.attempt) == ("succeeded", 1)
 
 
+def test_an_exit_after_its_attempts_verdict_is_not_recorded() -> None:
+    """The run's end is decided: the exit heard after it adds nothing, so it costs no write."""
+    decided = fold([RuntimeFact(1, 1, "launched"), StatusFact(1, 2, "running"), StatusFact(1, 3, "succeeded")])
+    assert record(decided, RuntimeFact(1, 4, "exited", "code 0")) is decided
+    assert record(decided, RuntimeFact(1, 4, "lost", "silent")) is decided
+    # Another attempt's exit is still recorded.
+    assert record(decided, RuntimeFact(2, 5, "exited", "code 1")) is not decided
+
+
 def test_an_exit_without_a_verdict_retries_then_fails() -> None:
     view = derive(fold([RuntimeFact(1, 1, "launched"), RuntimeFact(1, 2, "exited", "code 137")]), 2)
     assert (view.status, view.attempt) == ("queued", 2)

@@ -8,7 +8,8 @@ derived from all facts:
 - within an attempt, the non-final status with the highest stream sequence is the current one;
 - the final status with the lowest sequence is that attempt's end (the first verdict said wins);
 - an attempt whose runtime ended (exited, lost, launch failed) without a verdict is retried while
-  attempts remain; the earliest attempt with a verdict decides the run.
+  attempts remain; the earliest attempt with a verdict decides the run (its runtime's end, heard
+  after the verdict, is not recorded: it changes nothing).
 
 `record` and `derive` are pure; `record(record(a, f), f) == record(a, f)` and the derived state
 does not depend on the order facts were recorded in (tests/domain/test_run_facts.py)."""
@@ -96,7 +97,9 @@ def record(attempts: list[JsonObject], fact: StatusFact | RuntimeFact, **new_fie
         if not a.get("runtime"):
             a.update(runtime=fact.runtime, ref=fact.detail)
     elif fact.phase in RUNTIME_ENDS:
-        if a.get("ended_seq") is None or fact.seq < a["ended_seq"]:
+        # An attempt that gave its verdict is decided: how its process ended after that adds nothing
+        # (`derive` reads the verdict first), so recording it would be a write that changes no state.
+        if a.get("verdict") is None and (a.get("ended_seq") is None or fact.seq < a["ended_seq"]):
             a.update(ended=f"{fact.phase}: {fact.detail}" if fact.detail else fact.phase, ended_seq=fact.seq)
     return attempts if a == before and len(out) == len(attempts) else out
 

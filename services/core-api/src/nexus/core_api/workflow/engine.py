@@ -34,7 +34,7 @@ from nexus.core_api.workflow.followups import (
 )
 from nexus.db.documents import Goal, Run, Task, no_run_ended, now
 from nexus.db.connection import update_versioned
-from nexus.db.writes import update_document
+from nexus.db.writes import update_document, written
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
 from nexus.domain.json_types import JsonObject
@@ -95,9 +95,16 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
 async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusChanged | RuntimeChanged, int]]) -> None:
     """A run's status and runtime events of one fetch (stream order, with their sequences) as ONE write
     of the run: each recorded as it would have been alone, each transition's follow-ups carried out in
-    order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream."""
+    order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream;
+    one whose verdict the run holds already changes nothing and costs nothing."""
+    decided = _stored_verdicts(run_id)
+    # An attempt's runtime end after its stored verdict changes nothing (nexus.domain.run_facts.record):
+    # not even read back to be declined.
+    events = [(ev, seq) for ev, seq in events if not (_runtime_end(ev) and ev.attempt in decided)]
+    if not events:
+        return
     facts: list[tuple[StatusFact | RuntimeFact, JsonObject]] = []
-    verdicts: set[int] = set()  # attempts whose verdict is among the facts
+    verdicts = set(decided)  # attempts whose verdict is stored or among the facts
     for ev, seq in events:
         if isinstance(ev, RunStatusChanged):
             facts.append(runs.status_fact(ev, seq))
@@ -130,6 +137,17 @@ async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusCh
     with traced:
         _, then = await runs.apply_facts(run_id, facts)
         await carry_out(ctx, then)
+
+
+def _runtime_end(ev: RunStatusChanged | RuntimeChanged) -> bool:
+    return isinstance(ev, RuntimeChanged) and ev.phase in RUNTIME_ENDS
+
+
+def _stored_verdicts(run_id: str) -> set[int]:
+    """Attempts whose verdict the run, as this process last wrote it, holds already: their exit needs
+    no look at the stream (a verdict once stored is never taken back, so the copy can only lack one)."""
+    run = written.peek(Run, run_id)
+    return {a["n"] for a in run.attempts if a.get("verdict")} if run is not None else set()
 
 
 async def cancel_run(ctx: Context, run_id: str, reason: str) -> Run | None:
