@@ -34,6 +34,7 @@ log = logging.getLogger("nexus.telegram_gateway.bot")
 TRACER = tracer("nexus.telegram_gateway")
 Command = Callable[[Update, Caller, list[str]], Awaitable[None]]
 DECISIONS = {"a": "approved", "r": "rejected"}
+FAILED = "⚠️ Something went wrong on our side; nothing was changed by this message. Try again in a moment."
 
 
 def parse_goal(text: str) -> tuple[str, str | None, str | None]:
@@ -95,6 +96,7 @@ class Bot:
         for name, fn in commands.items():
             self.app.add_handler(CommandHandler(name, self._guarded(fn), filters=filters.UpdateType.MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^d:[ari]:"))
+        self.app.add_handler(CallbackQueryHandler(self.on_stale_button))  # no button of ours says anything else
         # Anything else said to the bot privately, or an unknown command in a group, gets a pointer to /help.
         self.app.add_handler(
             MessageHandler(
@@ -167,22 +169,37 @@ class Bot:
     # ------------------------------------------------------------------ access
     def _guarded(self, fn: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[None, None, None]]:
         async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-            caller = await identify(self.core, update)
-            if caller is None:
-                await refuse_once(self.store, update)
-                return
             text = update.effective_message.text if update.effective_message else ""
             args = (text or "").split()[1:]
             # The root of the trace of whatever the command starts (a goal, its runs); the arguments stay out.
             command = fn.__name__.removeprefix("cmd_")
             with span(TRACER, f"chat command {command}", attributes={"nexus.chat.command": command}):
                 try:
+                    caller = await identify(self.core, update)
+                    if caller is None:
+                        await refuse_once(self.store, update)
+                        return
                     await fn(update, caller, args)
                 except CoreError as exc:
                     await self.reply(update, [f"⚠️ {esc(exc)}"])
+                except Exception:  # noqa: BLE001 — the user hears that it failed; the cause goes to the log
+                    log.exception("chat command %s failed", command)
+                    UPDATES.labels("failed").inc()
+                    await self._say_failed(update)
+                    return
             UPDATES.labels("handled").inc()
 
         return handler
+
+    async def _say_failed(self, update: Update) -> None:
+        """Straight to Telegram, not through the outbox: what failed may be the bus the outbox stands on."""
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(FAILED[:200], show_alert=True)
+            elif update.effective_chat is not None:
+                await update.effective_chat.send_message(FAILED)
+        except Exception:  # noqa: BLE001 — Telegram unreachable too: the log has the first failure
+            log.warning("could not tell chat that its update failed", exc_info=True)
 
     async def _lead_only(self, update: Update, caller: Caller, what: str) -> bool:
         if caller.is_lead:
@@ -201,6 +218,7 @@ class Bot:
         if not await self._lead_only(update, caller, "create goals"):
             return
         title, repo, agent = parse_goal(" ".join(args))
+        title = title[:500].strip()  # a goal's title is short; the chat says what was kept
         if not title:
             await self.reply(update, ["Usage: /goal &lt;text&gt; [in &lt;repository&gt;] [with &lt;planner agent&gt;]"])
             return
@@ -211,7 +229,7 @@ class Bot:
         await self.core.command(
             "core.create_goal",
             CreateGoal(
-                title=title[:500],
+                title=title,
                 requested_by=caller.identity,
                 goal_id=goal_id,
                 meta_agent=agent,
@@ -330,36 +348,48 @@ class Bot:
             return f"Nothing changed: this approval expired at {a['expires_at']}."
         if not await self.store.claim(f"decision.{approval_id}"):
             return "Nothing changed: a decision on this approval is already on its way."
-        await self.core.command(
-            "core.decide_approval",
-            DecideApproval(
-                approval_id=approval_id,
-                decision=decision,  # type: ignore[arg-type]  # a button's or command's own word
-                reason=reason,
-                decided_by=caller.identity,
-                principal=caller.principal,
-            ),
-            correlation_id=a["run_id"],
-        )
+        try:
+            await self.core.command(
+                "core.decide_approval",
+                DecideApproval(
+                    approval_id=approval_id,
+                    decision=decision,  # type: ignore[arg-type]  # a button's or command's own word
+                    reason=reason[:2000],
+                    decided_by=caller.identity,
+                    principal=caller.principal,
+                ),
+                correlation_id=a["run_id"],
+            )
+        except BaseException:  # not sent: the next press may try again
+            await self.store.release(f"decision.{approval_id}")
+            raise
         return f"{'Approving' if decision == 'approved' else 'Rejecting'} {approval_id}…"
+
+    async def on_stale_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button this bot does not know (an old keyboard, or forged data): answered, so it stops spinning."""
+        if update.callback_query is not None:
+            await update.callback_query.answer("This button does nothing any more.", show_alert=True)
+        UPDATES.labels("ignored").inc()
 
     async def on_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         assert query is not None and query.data
-        caller = await identify(self.core, update)
-        if caller is None:
-            await refuse_once(self.store, update)
-            return
         kind, approval_id = query.data.split(":", 2)[1:]
         try:
+            caller = await identify(self.core, update)
+            if caller is None:
+                await refuse_once(self.store, update)
+                return
             if kind == "i":
                 a = await self.core.query("approval", caller.principal, id=approval_id)
                 await query.answer()
                 await self.reply(update, render.approval_blocks(a) + [f"Status: {bold(a['status'])}"])
                 return
-            await query.answer(
-                await self.decide(caller, approval_id, DECISIONS[kind], "decided with a button in Telegram"),
-                show_alert=True,
-            )
+            said = await self.decide(caller, approval_id, DECISIONS[kind], "decided with a button in Telegram")
+            await query.answer(said[:200], show_alert=True)  # Telegram's limit for a button's answer
         except CoreError as exc:
             await query.answer(str(exc)[:200], show_alert=True)
+        except Exception:  # noqa: BLE001 — the user hears that it failed; the cause goes to the log
+            log.exception("button %s failed", kind)
+            UPDATES.labels("failed").inc()
+            await self._say_failed(update)

@@ -61,6 +61,10 @@ class ChatStore:
         except KeyWrongLastSequenceError:
             return False
 
+    async def release(self, key: str) -> None:
+        """Undo a claim whose work did not happen, so that it can be claimed again."""
+        await self._bucket(key).delete(key)
+
     # subscriptions
     async def subscription(self, chat_id: int) -> Subscription:
         return await self._get(f"sub.{chat_id}", Subscription) or Subscription()
