@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -28,7 +29,7 @@ from nexus.telegram_gateway.core import CoreClient, CoreError
 from nexus.telegram_gateway.outbox import Outbox, Outgoing
 from nexus.telegram_gateway.settings import TelegramSettings
 from nexus.telegram_gateway.store import ChatStore, PostedAlert
-from nexus.telegram_gateway.text import bold, code, esc, pack
+from nexus.telegram_gateway.text import as_plain, bold, code, esc, pack
 
 log = logging.getLogger("nexus.telegram_gateway.bot")
 TRACER = tracer("nexus.telegram_gateway")
@@ -138,26 +139,46 @@ class Bot:
         """The outbox's way out: send (or edit) one message; an approval alert's place is remembered."""
         markup = keyboard(msg.approval_id) if msg.approval_id else None
         if msg.edit_message_id is not None:
-            await self.app.bot.edit_message_text(
-                msg.text,
-                chat_id=msg.chat_id,
-                message_id=msg.edit_message_id,
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup,
-            )
-            return
-        sent = await self.app.bot.send_message(msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup)
-        if msg.approval_id:
-            await self.store.add_posted(
-                msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=sent.message_id, text=msg.text)
-            )
-            if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
+            try:
                 await self.app.bot.edit_message_text(
-                    render.decided_text(msg.text, line),
+                    msg.text,
                     chat_id=msg.chat_id,
-                    message_id=sent.message_id,
+                    message_id=msg.edit_message_id,
                     parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
                 )
+            except BadRequest as exc:
+                if "not modified" not in str(exc).lower():  # already says this: done
+                    raise
+            return
+        try:
+            sent = await self.app.bot.send_message(
+                msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup
+            )
+        except BadRequest as exc:
+            if "parse entities" not in str(exc).lower():
+                raise
+            # Our markup is always escaped; should Telegram still refuse it, the words arrive unformatted.
+            log.warning("chat %s: Telegram refused the message's formatting (%s); sent as plain text", msg.chat_id, exc)
+            sent = await self.app.bot.send_message(msg.chat_id, as_plain(msg.text), reply_markup=markup)
+        if msg.approval_id:
+            try:
+                await self._remember(msg, sent.message_id)
+            except Exception:  # noqa: BLE001 — it was sent: retrying the send would post it twice
+                log.warning("approval %s: where its alert was posted is not remembered", msg.approval_id, exc_info=True)
+
+    async def _remember(self, msg: Outgoing, message_id: int) -> None:
+        assert msg.approval_id is not None
+        await self.store.add_posted(
+            msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=message_id, text=msg.text)
+        )
+        if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
+            await self.app.bot.edit_message_text(
+                render.decided_text(msg.text, line),
+                chat_id=msg.chat_id,
+                message_id=message_id,
+                parse_mode=ParseMode.HTML,
+            )
 
     async def reply(self, update: Update, blocks: list[str]) -> None:
         """Replies go through the outbox too: in order per chat, and a send that fails is not lost."""

@@ -6,12 +6,14 @@ another, and a restart resumes from the bucket."""
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
-from telegram.error import BadRequest, Forbidden, InvalidToken
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter
 
 from nexus.domain.ids import new_ulid
 
@@ -28,6 +30,11 @@ class Outgoing(msgspec.Struct, kw_only=True):
 
 
 Deliver = Callable[[Outgoing], Awaitable[None]]
+T = TypeVar("T")
+
+
+def _seconds(retry_after: int | timedelta) -> float:
+    return retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
 
 
 class Outbox:
@@ -40,11 +47,16 @@ class Outbox:
     async def start(self) -> None:
         """Resume what a previous process left unsent."""
         try:
-            keys = sorted(await self.kv.keys(), key=lambda k: k.split(".")[1])
+            keys = sorted(await self.kv.keys(), key=lambda k: k.split(".")[-1])
         except NoKeysError:
             keys = []
         for key in keys:
-            self._enqueue(int(key.split(".")[0].replace("m", "-")), key)
+            try:
+                chat_id = int(key.split(".")[0].replace("m", "-"))
+            except ValueError:  # not one of ours: left alone
+                log.warning("outbox key %s names no chat; skipped", key)
+                continue
+            self._enqueue(chat_id, key)
 
     async def put(self, msg: Outgoing) -> None:
         key = f"{str(msg.chat_id).replace('-', 'm')}.{new_ulid()}"  # a KV key has no room for '-' first
@@ -62,28 +74,62 @@ class Outbox:
         while not self._stopping:
             key = await q.get()
             try:
-                msg = msgspec.json.decode((await self.kv.get(key)).value or b"", type=Outgoing)
+                entry = await self._patiently(lambda: self.kv.get(key), f"chat {chat_id}: reading the outbox")
             except KeyNotFoundError:  # sent already, by a previous process
                 continue
-            attempt = 0
-            while not self._stopping:
-                try:
-                    await self.deliver(msg)
-                    OUTBOX.labels("sent").inc()
-                    break
-                except (BadRequest, Forbidden, InvalidToken) as exc:  # will never succeed: kept in the log
-                    OUTBOX.labels("dropped").inc()
-                    log.warning("chat %s: message dropped by Telegram: %s", chat_id, exc)
-                    break
-                except Exception as exc:  # noqa: BLE001 — anything else may pass: retried later
-                    attempt += 1
-                    OUTBOX.labels("retried").inc()
-                    delay = min(self.retry_s * 2 ** min(attempt - 1, 5), 300.0)
-                    log.warning("chat %s: send failed (%s); retrying in %.1fs", chat_id, exc, delay)
-                    await asyncio.sleep(delay)
+            try:
+                msg = msgspec.json.decode(entry.value or b"", type=Outgoing)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # can never be sent: not kept forever
+                OUTBOX.labels("dropped").inc()
+                log.error("chat %s: outbox entry %s is not a message (%s); dropped", chat_id, key, exc)
             else:
-                return
-            await self.kv.delete(key)
+                if not await self._send(chat_id, msg):
+                    return  # stopping: the entry stays for the next process
+            await self._patiently(lambda: self.kv.delete(key), f"chat {chat_id}: clearing the outbox")
+
+    async def _send(self, chat_id: int, msg: Outgoing) -> bool:
+        """Deliver until it is sent or can never be (True), or the outbox stops (False)."""
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self.deliver(msg)
+                OUTBOX.labels("sent").inc()
+                return True
+            except ChatMigrated as exc:  # a group became a supergroup: the message goes to its new id
+                if msg.edit_message_id is not None:  # the message to edit stayed behind in the old chat
+                    OUTBOX.labels("dropped").inc()
+                    return True
+                log.info("chat %s moved to %s; sending there", chat_id, exc.new_chat_id)
+                msg = msgspec.structs.replace(msg, chat_id=exc.new_chat_id)
+            except (BadRequest, Forbidden, InvalidToken) as exc:  # will never succeed: kept in the log
+                OUTBOX.labels("dropped").inc()
+                log.warning("chat %s: message dropped by Telegram: %s", chat_id, exc)
+                return True
+            except Exception as exc:  # noqa: BLE001 — anything else may pass: retried later
+                attempt += 1
+                OUTBOX.labels("retried").inc()
+                delay = min(self.retry_s * 2 ** min(attempt - 1, 5), 300.0)
+                if isinstance(exc, RetryAfter):  # Telegram says how long its flood control lasts
+                    delay = max(delay, _seconds(exc.retry_after))
+                log.warning("chat %s: send failed (%s); retrying in %.1fs", chat_id, exc, delay)
+                await asyncio.sleep(delay)
+        return False
+
+    async def _patiently(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """A bucket operation, retried while the bus is out of reach (the sender must not die of it)."""
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except KeyNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 — the bus reconnects; the entry is still there
+                attempt += 1
+                if self._stopping:
+                    raise
+                delay = min(self.retry_s * 2 ** min(attempt - 1, 5), 30.0)
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         self._stopping = True

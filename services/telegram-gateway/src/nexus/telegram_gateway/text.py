@@ -13,6 +13,11 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
+def as_plain(message: str) -> str:
+    """A message's words without its markup (tags gone, entities read back)."""
+    return html.unescape(re.sub(r"<[^>]*>", "", message))
+
+
 def bold(value: object) -> str:
     return f"<b>{esc(value)}</b>"
 
