@@ -222,6 +222,7 @@ class _Handler(tornado.web.RequestHandler):
 
     async def post(self, token: str, method: str) -> None:
         if token != self.fake.token:
+            await self.fake._record(method, {}, 404)
             self.set_status(404)
             self.finish({"ok": False, "error_code": 404, "description": "Not Found"})
             return

@@ -22,7 +22,9 @@ LEAD, VIEWER, STRANGER = BASE + 1, BASE + 2, BASE + 3
 
 
 @pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory, nats_url: str, mongo_url: str, nats_auth: Path | None) -> Iterator[Stack]:
+def core(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, mongo_url: str, nats_auth: Path | None
+) -> Iterator[Stack]:
     with running_stack(
         tmp_path_factory.mktemp("core"), nats_url, mongo_url, services=["core-api"], nats_auth=nats_auth
     ) as stack:
@@ -88,7 +90,9 @@ async def test_garbage_arguments_get_a_clear_reply(bot: FakeBotApi, text: str) -
     assert "Traceback" not in reply
 
 
-@pytest.mark.parametrize("command", ["/status", "/approve", "/reject", "/cancel", "/subscribe", "/unsubscribe", "/goal"])
+@pytest.mark.parametrize(
+    "command", ["/status", "/approve", "/reject", "/cancel", "/subscribe", "/unsubscribe", "/goal"]
+)
 async def test_very_long_arguments_are_answered_within_the_limit(bot: FakeBotApi, command: str) -> None:
     # Telegram lets a user send 4096 characters; escaped, '<' grows fourfold.
     arg = ("<" * 2000) + ("😀" * 1000)

@@ -164,7 +164,7 @@ class Bot:
         if msg.approval_id:
             try:
                 await self._remember(msg, sent.message_id)
-            except Exception:  # noqa: BLE001 — it was sent: retrying the send would post it twice
+            except Exception:  # it was sent: retrying the send would post it twice
                 log.warning("approval %s: where its alert was posted is not remembered", msg.approval_id, exc_info=True)
 
     async def _remember(self, msg: Outgoing, message_id: int) -> None:
@@ -203,7 +203,7 @@ class Bot:
                     await fn(update, caller, args)
                 except CoreError as exc:
                     await self.reply(update, [f"⚠️ {esc(exc)}"])
-                except Exception:  # noqa: BLE001 — the user hears that it failed; the cause goes to the log
+                except Exception:  # the user hears that it failed; the cause goes to the log
                     log.exception("chat command %s failed", command)
                     UPDATES.labels("failed").inc()
                     await self._say_failed(update)
@@ -219,7 +219,7 @@ class Bot:
                 await update.callback_query.answer(FAILED[:200], show_alert=True)
             elif update.effective_chat is not None:
                 await update.effective_chat.send_message(FAILED)
-        except Exception:  # noqa: BLE001 — Telegram unreachable too: the log has the first failure
+        except Exception:  # Telegram unreachable too: the log has the first failure
             log.warning("could not tell chat that its update failed", exc_info=True)
 
     async def _lead_only(self, update: Update, caller: Caller, what: str) -> bool:
@@ -410,7 +410,7 @@ class Bot:
             await query.answer(said[:200], show_alert=True)  # Telegram's limit for a button's answer
         except CoreError as exc:
             await query.answer(str(exc)[:200], show_alert=True)
-        except Exception:  # noqa: BLE001 — the user hears that it failed; the cause goes to the log
+        except Exception:  # the user hears that it failed; the cause goes to the log
             log.exception("button %s failed", kind)
             UPDATES.labels("failed").inc()
             await self._say_failed(update)

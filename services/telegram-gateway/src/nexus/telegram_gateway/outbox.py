@@ -4,6 +4,7 @@ flood control after the rate limiter's own retries) is retried later; one chat w
 another, and a restart resumes from the bucket."""
 
 import asyncio
+from functools import partial
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -74,7 +75,7 @@ class Outbox:
         while not self._stopping:
             key = await q.get()
             try:
-                entry = await self._patiently(lambda: self.kv.get(key), f"chat {chat_id}: reading the outbox")
+                entry = await self._patiently(partial(self.kv.get, key), f"chat {chat_id}: reading the outbox")
             except KeyNotFoundError:  # sent already, by a previous process
                 continue
             try:
@@ -85,7 +86,7 @@ class Outbox:
             else:
                 if not await self._send(chat_id, msg):
                     return  # stopping: the entry stays for the next process
-            await self._patiently(lambda: self.kv.delete(key), f"chat {chat_id}: clearing the outbox")
+            await self._patiently(partial(self.kv.delete, key), f"chat {chat_id}: clearing the outbox")
 
     async def _send(self, chat_id: int, msg: Outgoing) -> bool:
         """Deliver until it is sent or can never be (True), or the outbox stops (False)."""
@@ -123,7 +124,7 @@ class Outbox:
                 return await op()
             except KeyNotFoundError:
                 raise
-            except Exception as exc:  # noqa: BLE001 — the bus reconnects; the entry is still there
+            except Exception as exc:  # the bus reconnects; the entry is still there
                 attempt += 1
                 if self._stopping:
                     raise
