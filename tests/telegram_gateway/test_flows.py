@@ -14,7 +14,8 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from nexus.dev.stack import Stack
-from nexus.events.bus import connect
+from nexus.events.bus import Publisher, connect
+from nexus.events.payloads import GoalChanged, TaskChanged
 from nexus.telegram_gateway.text import LIMIT, units
 from tests.e2e.conftest import fake, running_stack, wait_for  # noqa: F401 — `fake`: the fake Bot API fixture
 from tests.gitrepo import make_bare_repo
@@ -218,3 +219,80 @@ def test_no_secret_in_what_the_gateway_said(core: Stack) -> None:
     for log in Path(core.log_dir or ".").glob("*.log"):
         assert token_secret not in log.read_text(errors="replace"), log.name
     assert re.fullmatch(r"[\w-]+", token_secret)
+
+
+def _balanced(message: str) -> bool:
+    stack: list[str] = []
+    for closing, name in re.findall(r"<(/?)([a-z]+)[^>]*>", message):
+        if not closing:
+            stack.append(name)
+        elif not stack or stack.pop() != name:
+            return False
+    return not stack
+
+
+async def test_a_goal_from_chat_its_alerts_with_agent_text_and_every_read(
+    core: Stack, api: httpx.AsyncClient, fake: FakeBotApi, nats_creds: str
+) -> None:
+    async with running_gateway(gateway_settings(core, fake), fake):
+        await fake.send_text(LEAD, "/goal Ship <b>it</b> & 😀 with asker in demo")
+        created = await fake.wait_message(LEAD, "Goal <code>goal_")
+        assert "Ship &lt;b&gt;it&lt;/b&gt; &amp; 😀" in created["text"]
+        goal_id = re.search(r"goal_[0-9a-z]{26}", created["text"]).group(0)
+        await wait_for(api, "/v1/goals", lambda page: any(g["id"] == goal_id for g in page["items"]))  # applied
+        goal = await wait_for(api, f"/v1/goals/{goal_id}", lambda g: bool(g.get("meta_run_id")))
+        run_id = goal["meta_run_id"]
+        run = await wait_for(api, f"/v1/runs/{run_id}", lambda r: bool(r.get("task_id")))
+
+        # What agents write is shown as written: escaped, cut under the limit, never half a tag.
+        nc = await connect(core.nats_url, "test-goal-events", creds=nats_creds)
+        try:
+            pub = Publisher(nc.jetstream(), "test")
+            await pub.publish(
+                "task.created",
+                TaskChanged(task_id="task_planned", status="ready", title=MARKUP, goal_id=goal_id),
+            )
+            await pub.publish(
+                "goal.status_changed",
+                GoalChanged(goal_id=goal_id, title="Ship it", status="done", summary=MARKUP + " " + "<i>" * 2000),
+            )
+        finally:
+            await nc.close()
+        planned = await fake.wait_message(LEAD, "Planned for goal")
+        assert "&lt;script&gt;alert(1)&lt;/script&gt; **bold _under [link" in planned["text"]
+        await fake.wait(lambda: [m for m in fake.sent(LEAD) if "Cost: $" in m["text"]], "the end of the goal's alert")
+        done = [m["text"] for m in fake.sent(LEAD) if "Goal done" in m["text"] or "&lt;i" in m["text"]]
+        assert len(done) >= 2 and all(units(t) <= LIMIT and _balanced(t) for t in done)
+        assert "<script>" not in "".join(done) and "".join(done).count("&lt;i&gt;") == 2000
+
+        # Every read, as a viewer; and what a viewer may not do.
+        for text, expected in (
+            (f"/status {goal_id}", goal_id),
+            (f"/status {run_id}", run_id),
+            (f"/status {run['task_id']}", run["task_id"]),
+            ("/status", "Active runs"),
+            ("/goals", goal_id),
+            ("/runs", "Recent runs"),
+            ("/approvals", "approval"),
+            ("/agents", "asker"),
+            ("/help", "viewer"),
+            (f"/cancel {run_id}", "viewers can read but not cancel"),
+            (f"/approve apr_{goal_id}", "viewer"),
+        ):
+            before = len(fake.sent(VIEWER))
+            await fake.send_text(VIEWER, text)
+            reply = await fake.wait(
+                lambda before=before: next(iter(fake.sent(VIEWER)[before:]), None), f"the reply to {text}"
+            )
+            assert expected in reply["text"], (text, reply["text"])
+
+        # A lead cancels the goal's run, and unsubscribes.
+        await fake.send_text(LEAD, f"/cancel {goal_id}")
+        await fake.wait_message(LEAD, "is not a run")
+        await fake.send_text(LEAD, f"/cancel {run_id}")
+        await fake.wait_message(LEAD, "Cancelling run")
+        assert (await wait_for(api, f"/v1/runs/{run_id}", lambda x: x["status"] in FINAL))["status"] == "cancelled"
+        await fake.send_text(LEAD, f"/unsubscribe {goal_id}")
+        await fake.wait_message(LEAD, f"Unsubscribed from goal <code>{goal_id}")
+        await fake.send_text(LEAD, "/unsubscribe")
+        await fake.wait_message(LEAD, "Unsubscribed from all alerts")
