@@ -104,6 +104,7 @@ class FakeBotApi:
         return {"id": user_id, "is_bot": False, "first_name": f"user{user_id}", "username": f"user{user_id}"}
 
     async def send_text(self, user_id: int, text: str, chat_id: int | None = None) -> None:
+        """A user's message; with a (negative) chat_id, said in that group."""
         chat_id = chat_id or user_id
         entities = (
             [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
@@ -115,7 +116,7 @@ class FakeBotApi:
                     "date": int(time.time()),
                     "text": text,
                     "entities": entities,
-                    "chat": {"id": chat_id, "type": "private"},
+                    "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
                     "from": self._user(user_id),
                 }
             }

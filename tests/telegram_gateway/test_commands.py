@@ -98,3 +98,17 @@ async def test_very_long_arguments_are_answered_within_the_limit(bot: FakeBotApi
     arg = ("<" * 2000) + ("😀" * 1000)
     replies = await reply_to(bot, LEAD, f"{command} {arg}")
     assert replies and all(r.strip() for r in replies)
+
+
+async def test_in_a_group_a_command_for_another_bot_and_chatter_get_no_answer(bot: FakeBotApi) -> None:
+    group = -BASE
+    for text in ("/goals@some_other_bot", "/nosuchcommand@some_other_bot", "lunch anyone?"):
+        await bot.send_text(LEAD, text, chat_id=group)
+    # After them: a command addressed to this bot, one to no bot in particular, then /help.
+    await bot.send_text(LEAD, "/goals@nexus_test_bot", chat_id=group)
+    await bot.send_text(LEAD, "/nosuchcommand", chat_id=group)
+    await bot.wait(lambda: len(bot.sent(group)) >= 2, "the replies in the group")
+    await bot.send_text(LEAD, "/help", chat_id=group)
+    await bot.wait(lambda: any("/unsubscribe" in m["text"] for m in bot.sent(group)), "the help in the group")
+    replies = [m["text"] for m in bot.sent(group)]
+    assert len(replies) == 3 and sum("did not understand" in r for r in replies) == 1, replies

@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 from telegram.ext import (
@@ -65,6 +65,15 @@ def keyboard(approval_id: str) -> InlineKeyboardMarkup:
     )
 
 
+class NotForAnotherBot(filters.MessageFilter):
+    """In a group, `/goals@other_bot` is another bot's business: no answer from this one."""
+
+    def filter(self, message: Message) -> bool:
+        first = (message.text or "").split(maxsplit=1)[0] if (message.text or "").strip() else ""
+        _, at, name = first.partition("@")
+        return not at or name.lower() == (message.get_bot().username or "").lower()
+
+
 class Bot:
     def __init__(self, settings: TelegramSettings, core: CoreClient, store: ChatStore) -> None:
         self.settings, self.core, self.store = settings, core, store
@@ -101,7 +110,7 @@ class Bot:
         # Anything else said to the bot privately, or an unknown command in a group, gets a pointer to /help.
         self.app.add_handler(
             MessageHandler(
-                filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND),
+                filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND) & NotForAnotherBot(),
                 self._guarded(self.cmd_unknown),
             )
         )
