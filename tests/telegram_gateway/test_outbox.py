@@ -92,3 +92,39 @@ async def test_flood_control_is_waited_out_a_moved_group_gets_its_message_and_a_
     assert second - first >= 1.0  # Telegram's retry_after, not the outbox's own 0.01 s
     assert [k for k in await kv.keys() if k.startswith("7.")] == []  # the poison entry is gone, not retried
     await nc.drain()
+
+
+async def test_a_stop_lets_the_message_being_sent_finish_so_the_next_process_does_not_send_it_again(
+    nats_url: str, nats_creds: str
+) -> None:
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    sent: list[str] = []
+    telegram_answers = asyncio.Event()
+    sending = asyncio.Event()
+
+    async def slow(m: Outgoing) -> None:
+        sending.set()
+        await telegram_answers.wait()
+        sent.append(m.text)
+
+    first = Outbox(kv, slow, retry_s=0.01)
+    await first.put(Outgoing(chat_id=1, text="in flight"))
+    await first.put(Outgoing(chat_id=1, text="not yet"))
+    await asyncio.wait_for(sending.wait(), 60)
+    stopping = asyncio.create_task(first.stop())  # SIGTERM while Telegram has the message
+    await _until(lambda: first._stopping)
+    telegram_answers.set()
+    await stopping
+    assert sent == ["in flight"]
+
+    async def deliver(m: Outgoing) -> None:
+        sent.append(m.text)
+
+    second = Outbox(kv, deliver, retry_s=0.01)
+    await second.start()
+    await second.put(Outgoing(chat_id=1, text="after the restart"))
+    await _until(lambda: "after the restart" in sent)
+    await second.stop()
+    assert sent == ["in flight", "not yet", "after the restart"]
+    await nc.drain()

@@ -62,7 +62,10 @@ async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) ->
 
         bot = Bot(settings, core, store)
         outbox = outbox_mod.Outbox(
-            await store_mod.open_bucket(bus.js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s
+            await store_mod.open_bucket(bus.js, outbox_mod.BUCKET),
+            bot.deliver,
+            settings.telegram_send_retry_s,
+            sent=store.marks,
         )
         bot.outbox = outbox
         status["telegram"] = "starting"

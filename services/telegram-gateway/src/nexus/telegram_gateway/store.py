@@ -61,6 +61,14 @@ class ChatStore:
         except KeyWrongLastSequenceError:
             return False
 
+    async def marked(self, key: str) -> bool:
+        """Whether `key` was claimed."""
+        try:
+            await self._bucket(key).get(key)
+        except KeyNotFoundError:
+            return False
+        return True
+
     async def release(self, key: str) -> None:
         """Undo a claim whose work did not happen, so that it can be claimed again."""
         await self._bucket(key).delete(key)
