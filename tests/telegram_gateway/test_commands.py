@@ -112,3 +112,49 @@ async def test_in_a_group_a_command_for_another_bot_and_chatter_get_no_answer(bo
     await bot.wait(lambda: any("/unsubscribe" in m["text"] for m in bot.sent(group)), "the help in the group")
     replies = [m["text"] for m in bot.sent(group)]
     assert len(replies) == 3 and sum("did not understand" in r for r in replies) == 1, replies
+
+
+async def test_telegram_errors_drop_what_cannot_succeed_retry_the_rest_and_never_block_the_chat(
+    core: Stack, bot: FakeBotApi
+) -> None:
+    lead = BASE + 4  # a chat of its own: no reply of another test comes in between
+    async with admin(core) as api:
+        r = await api.post(
+            "/v1/chat-bindings", json={"user_id": str(lead), "identity": "lead2@example.com", "role": "lead"}
+        )
+        assert r.status_code == 201, r.text
+
+    def replies() -> list[tuple[int, dict]]:  # what was sent to this chat
+        return [
+            (c.status, c.params)
+            for c in bot.calls
+            if c.method == "sendMessage" and int(c.params.get("chat_id", 0)) == lead
+        ]
+
+    # 403 (the user blocked the bot): that reply is dropped, not retried; the next one still goes.
+    bot.fail[f"sendMessage:{lead}"] = [(403, "Forbidden: bot was blocked by the user")]
+    await bot.send_text(lead, "/status")
+    await bot.wait(lambda: any(status == 403 for status, _ in replies()), "the refused send")
+    await reply_to(bot, lead, "/agents")
+    assert [s for s, p in replies() if "Active runs" in p["text"]] == [403]  # dropped, never retried
+
+    # A network failure (502 from Telegram's side): retried until it goes, once.
+    bot.fail[f"sendMessage:{lead}"] = [(502, "Bad Gateway"), (502, "Bad Gateway")]
+    await bot.send_text(lead, "/approvals")
+
+    def waiting(text: str) -> bool:
+        return "No approval is waiting" in text or "Waiting approvals" in text
+
+    await bot.wait(lambda: [p for s, p in replies() if s == 200 and waiting(p["text"])], "the retried reply")
+    assert [s for s, p in replies() if waiting(p.get("text", ""))] == [502, 502, 200]
+
+    # Telegram refuses the formatting: the words arrive, unformatted.
+    bot.fail[f"sendMessage:{lead}"] = [(400, "Bad Request: can't parse entities: unsupported start tag")]
+    await bot.send_text(lead, "/help")
+    plain = await bot.wait(
+        lambda: next(
+            (p for s, p in replies() if s == 200 and "parse_mode" not in p and "/unsubscribe" in p["text"]), None
+        ),
+        "the help as plain words",
+    )
+    assert "<b>" not in plain["text"] and "you are lead2@example.com (lead)" in plain["text"]
