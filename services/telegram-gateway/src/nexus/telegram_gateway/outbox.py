@@ -6,11 +6,11 @@ another, and a restart resumes from the bucket."""
 import asyncio
 import contextlib
 import hashlib
-import re
-from functools import partial
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 import msgspec
@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter
 
 from nexus.domain.ids import new_ulid
+from nexus.telegram_gateway.store import exists
 
 log = logging.getLogger("nexus.telegram_gateway.outbox")
 BUCKET = "nexus_chat_outbox"
@@ -36,14 +37,6 @@ class Outgoing(msgspec.Struct, kw_only=True):
 Deliver = Callable[[Outgoing], Awaitable[None]]
 T = TypeVar("T")
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,64}")
-
-
-async def _exists(kv: KeyValue, key: str) -> bool:
-    try:
-        await kv.get(key)
-    except KeyNotFoundError:
-        return False
-    return True
 
 
 def key_part(ident: str) -> str:
@@ -85,7 +78,7 @@ class Outbox:
         if ident is None:
             await self.kv.put(key, msgspec.json.encode(msg))
         else:
-            if self.sent is not None and await _exists(self.sent, f"sent.{key}"):  # sent already
+            if self.sent is not None and await exists(self.sent, f"sent.{key}"):  # sent already
                 return
             try:
                 await self.kv.create(key, msgspec.json.encode(msg))
