@@ -111,7 +111,9 @@ async def test_buttons_pressed_by_everyone_twice_late_and_forged(
             (LEAD, f"d:r:{first['id']}"),
         ):
             answers[(who, data)] = (await fake.wait_answer(await fake.press(who, alert, data))).get("text", "")
-        assert "Not allowed" in answers[(STRANGER, f"d:a:{first['id']}")]
+        assert "not allowed to use this bot" in answers[(STRANGER, f"d:a:{first['id']}")]
+        assert str(STRANGER) in answers[(STRANGER, f"d:a:{first['id']}")]
+        assert not [m for m in fake.sent(LEAD) if "not allowed" in m["text"]]  # nothing said in the lead's chat
         assert "viewer" in answers[(VIEWER, f"d:a:{first['id']}")]
         assert "does nothing" in answers[(LEAD, "x:forged")]
         assert "not found" in answers[(LEAD, "d:a:")] and "not found" in answers[(LEAD, "d:r:apr_nothing_like_this")]
