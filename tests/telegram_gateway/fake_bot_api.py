@@ -1,7 +1,8 @@
 """A local stand-in for Telegram's Bot API, speaking its HTTP wire format: `POST /bot/<token>/<method>`
 with form-encoded (or JSON) parameters, answers `{"ok": true, "result": …}`; updates are served to
 long polling (getUpdates with offset/timeout) or, once setWebhook was called, POSTed to the webhook
-with its X-Telegram-Bot-Api-Secret-Token. A test can make the next calls of a method answer 429."""
+with its X-Telegram-Bot-Api-Secret-Token. A test can make the next calls of a method answer 429, or
+any other error Telegram gives (400, 403, 502)."""
 
 import asyncio
 import itertools
@@ -40,6 +41,8 @@ class FakeBotApi:
     port: int = 0
     calls: list[Call] = field(default_factory=list)
     throttle: dict[str, list[int]] = field(default_factory=dict)  # method → retry_after of the next answers
+    # "method" or "method:chat_id" → (status, description) of the next answers
+    fail: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     webhook: dict[str, str] | None = None
     _updates: list[dict] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -104,6 +107,7 @@ class FakeBotApi:
         return {"id": user_id, "is_bot": False, "first_name": f"user{user_id}", "username": f"user{user_id}"}
 
     async def send_text(self, user_id: int, text: str, chat_id: int | None = None) -> None:
+        """A user's message; with a (negative) chat_id, said in that group."""
         chat_id = chat_id or user_id
         entities = (
             [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}] if text.startswith("/") else []
@@ -115,7 +119,7 @@ class FakeBotApi:
                     "date": int(time.time()),
                     "text": text,
                     "entities": entities,
-                    "chat": {"id": chat_id, "type": "private"},
+                    "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
                     "from": self._user(user_id),
                 }
             }
@@ -166,6 +170,11 @@ class FakeBotApi:
                 "description": f"Too Many Requests: retry after {retry_after}",
                 "parameters": {"retry_after": retry_after},
             }
+        for key in (f"{method}:{params.get('chat_id')}", method):  # one chat's calls, or any
+            if self.fail.get(key):
+                status, description = self.fail[key].pop(0)
+                await self._record(method, params, status)
+                return status, {"ok": False, "error_code": status, "description": description}
         if method == "getUpdates":
             return 200, {"ok": True, "result": await self._get_updates(params)}
         result = self._result(method, params)
@@ -222,6 +231,7 @@ class _Handler(tornado.web.RequestHandler):
 
     async def post(self, token: str, method: str) -> None:
         if token != self.fake.token:
+            await self.fake._record(method, {}, 404)
             self.set_status(404)
             self.finish({"ok": False, "error_code": 404, "description": "Not Found"})
             return

@@ -6,7 +6,9 @@ import asyncio
 import uuid
 
 import pytest
-from telegram.error import BadRequest, NetworkError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter
+
+from nexus.domain.ids import new_ulid
 
 from nexus.events.bus import connect
 from nexus.telegram_gateway.outbox import Outbox, Outgoing
@@ -54,4 +56,75 @@ async def test_failed_sends_are_retried_in_order_without_blocking_other_chats(na
     await _until(lambda: (3, "c1") in sent)
     await second.stop()
     assert sorted(sent) == [(1, "a1"), (1, "a2"), (2, "b1"), (2, "b2"), (3, "c1")]
+    await nc.drain()
+
+
+async def test_flood_control_is_waited_out_a_moved_group_gets_its_message_and_a_poison_entry_is_dropped(
+    nats_url: str, nats_creds: str
+) -> None:
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    attempts: dict[str, list[float]] = {}
+    sent: list[tuple[int, str]] = []
+    loop = asyncio.get_running_loop()
+
+    async def deliver(m: Outgoing) -> None:
+        attempts.setdefault(m.text, []).append(loop.time())
+        if m.text == "flood" and len(attempts["flood"]) == 1:
+            raise RetryAfter(1)
+        if m.chat_id == -5:
+            raise ChatMigrated(-1005)
+        if m.text == "blocked":
+            raise Forbidden("Forbidden: bot was blocked by the user")
+        sent.append((m.chat_id, m.text))
+
+    # What a broken process (or a hand) left in the bucket: not a message, and a key naming no chat.
+    await kv.put(f"7.{new_ulid()}", b"{not json")
+    await kv.put(f"nochat.{new_ulid()}", b"{}")
+    outbox = Outbox(kv, deliver, retry_s=0.01)
+    await outbox.start()
+    for chat, text in ((1, "flood"), (-5, "moved"), (8, "blocked"), (8, "after blocked"), (7, "after poison")):
+        await outbox.put(Outgoing(chat_id=chat, text=text))
+    await _until(lambda: len(sent) == 4)
+    await outbox.stop()
+    assert sorted(sent) == [(-1005, "moved"), (1, "flood"), (7, "after poison"), (8, "after blocked")]
+    first, second = attempts["flood"]
+    assert second - first >= 1.0  # Telegram's retry_after, not the outbox's own 0.01 s
+    assert [k for k in await kv.keys() if k.startswith("7.")] == []  # the poison entry is gone, not retried
+    await nc.drain()
+
+
+async def test_a_stop_lets_the_message_being_sent_finish_so_the_next_process_does_not_send_it_again(
+    nats_url: str, nats_creds: str
+) -> None:
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    sent: list[str] = []
+    telegram_answers = asyncio.Event()
+    sending = asyncio.Event()
+
+    async def slow(m: Outgoing) -> None:
+        sending.set()
+        await telegram_answers.wait()
+        sent.append(m.text)
+
+    first = Outbox(kv, slow, retry_s=0.01)
+    await first.put(Outgoing(chat_id=1, text="in flight"))
+    await first.put(Outgoing(chat_id=1, text="not yet"))
+    await asyncio.wait_for(sending.wait(), 60)
+    stopping = asyncio.create_task(first.stop())  # SIGTERM while Telegram has the message
+    await _until(lambda: first._stopping)
+    telegram_answers.set()
+    await stopping
+    assert sent == ["in flight"]
+
+    async def deliver(m: Outgoing) -> None:
+        sent.append(m.text)
+
+    second = Outbox(kv, deliver, retry_s=0.01)
+    await second.start()
+    await second.put(Outgoing(chat_id=1, text="after the restart"))
+    await _until(lambda: "after the restart" in sent)
+    await second.stop()
+    assert sent == ["in flight", "not yet", "after the restart"]
     await nc.drain()

@@ -1,6 +1,8 @@
 """Chat text: escaped for Telegram's HTML parse mode, split under 4096 UTF-16 units without cutting a
 tag; /goal's optional tails."""
 
+import re
+
 import pytest
 
 from nexus.telegram_gateway.bot import parse_goal
@@ -28,11 +30,6 @@ def test_astral_characters_count_twice() -> None:
     assert len(plain("😀" * 2049)) == 2
 
 
-def test_pack_refuses_a_block_that_cannot_fit() -> None:
-    with pytest.raises(ValueError):
-        pack(["x" * (LIMIT + 1)])
-
-
 def test_decided_text_keeps_the_header_of_a_long_alert() -> None:
     alert = "<b>header</b>\n" + pre("y" * 5000)[0]
     edited = decided_text(alert, "✅ Approved")
@@ -51,3 +48,32 @@ def test_decided_text_keeps_the_header_of_a_long_alert() -> None:
 )
 def test_parse_goal(text, expected) -> None:
     assert parse_goal(text) == expected
+
+
+def _balanced(message: str) -> bool:
+    stack = []
+    for closing, name in re.findall(r"<(/?)([a-z]+)[^>]*>", message):
+        if closing:
+            if not stack or stack.pop() != name:
+                return False
+        else:
+            stack.append(name)
+    return not stack
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "⚠️ " + esc("approval '" + "<" * 2000 + "😀" * 1000 + "' not found"),
+        f"🎯 Goal <code>goal_1</code> created: <b>{esc('&' * 3000)}</b> <i>{'é' * 3000}</i>",
+        "<code>" + esc("<script>alert(1)</script>" * 400) + "</code> tail",
+        '<a href="https://x.example/runs/1">' + "😀" * 3000 + "</a>",
+    ],
+)
+def test_a_block_longer_than_a_message_is_cut_between_tags_and_entities(block: str) -> None:
+    messages = pack(["<b>header</b>", block, "footer"])
+    assert len(messages) > 1 and all(units(m) <= LIMIT for m in messages)
+    assert all(_balanced(m) for m in messages), messages
+    assert not any(re.search(r"&[#\w]*$|<[^>]*$", m) for m in messages)  # no entity or tag cut in half
+    text = "".join(re.sub(r"<[^>]+>", "", m).replace("\n", "") for m in messages)
+    assert text == re.sub(r"<[^>]+>", "", "<b>header</b>" + block + "footer")  # nothing lost

@@ -44,8 +44,10 @@ async def refuse_once(store: ChatStore, update: Update) -> None:
     user = update.effective_user
     if user is None:
         return
-    if update.callback_query is not None:
-        await update.callback_query.answer("Not allowed.", show_alert=True)
+    if update.callback_query is not None:  # a button in a group: told to the presser alone, not to the group
+        await update.callback_query.answer(REFUSAL.format(user_id=user.id), show_alert=True)
+        UPDATES.labels("refused").inc()
+        return
     if await store.claim(f"refused.{user.id}") and update.effective_chat is not None:
         await update.effective_chat.send_message(REFUSAL.format(user_id=user.id))
         UPDATES.labels("refused").inc()

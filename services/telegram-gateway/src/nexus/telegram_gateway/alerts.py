@@ -13,7 +13,7 @@ from nexus.events.envelope import utcnow_iso
 from nexus.events.faststream import durable_subscriber
 from nexus.telegram_gateway import render
 from nexus.telegram_gateway.core import CoreClient
-from nexus.telegram_gateway.outbox import Outbox, Outgoing
+from nexus.telegram_gateway.outbox import Outbox, Outgoing, key_part
 from nexus.telegram_gateway.store import ChatStore
 from nexus.telegram_gateway.text import bold, code, esc, pack
 
@@ -45,13 +45,18 @@ class Alerts:
         if self.outbox is None:
             log.info("%s (Telegram is off)", d.envelope.type)
             return
-        if not chats or not await self.store.claim(f"seen.{d.envelope.id}"):  # a redelivery alerts nobody twice
+        event = key_part(d.envelope.id)
+        if not chats or await self.store.marked(f"seen.{event}"):  # a redelivery alerts nobody twice
             return
+        # Queued under keys named after the event, so a redelivery after a crash half-way queues only what
+        # is missing; the event is marked seen once all of it is queued (a crash before loses nothing).
         messages = pack(blocks)
         for chat in chats:
             for i, text in enumerate(messages):
                 last = i == len(messages) - 1
-                await self.outbox.put(Outgoing(chat_id=chat, text=text, approval_id=approval_id if last else None))
+                msg = Outgoing(chat_id=chat, text=text, approval_id=approval_id if last else None)
+                await self.outbox.put(msg, ident=f"{event}-{i:03d}")
+        await self.store.claim(f"seen.{event}")
 
     async def on_approval(self, d: Delivery) -> None:
         ev = d.payload

@@ -7,8 +7,9 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -28,12 +29,13 @@ from nexus.telegram_gateway.core import CoreClient, CoreError
 from nexus.telegram_gateway.outbox import Outbox, Outgoing
 from nexus.telegram_gateway.settings import TelegramSettings
 from nexus.telegram_gateway.store import ChatStore, PostedAlert
-from nexus.telegram_gateway.text import bold, code, esc, pack
+from nexus.telegram_gateway.text import as_plain, bold, code, esc, pack
 
 log = logging.getLogger("nexus.telegram_gateway.bot")
 TRACER = tracer("nexus.telegram_gateway")
 Command = Callable[[Update, Caller, list[str]], Awaitable[None]]
 DECISIONS = {"a": "approved", "r": "rejected"}
+FAILED = "⚠️ Something went wrong on our side; nothing was changed by this message. Try again in a moment."
 
 
 def parse_goal(text: str) -> tuple[str, str | None, str | None]:
@@ -61,6 +63,15 @@ def keyboard(approval_id: str) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+class NotForAnotherBot(filters.MessageFilter):
+    """In a group, `/goals@other_bot` is another bot's business: no answer from this one."""
+
+    def filter(self, message: Message) -> bool:
+        first = (message.text or "").split(maxsplit=1)[0] if (message.text or "").strip() else ""
+        _, at, name = first.partition("@")
+        return not at or name.lower() == (message.get_bot().username or "").lower()
 
 
 class Bot:
@@ -95,10 +106,11 @@ class Bot:
         for name, fn in commands.items():
             self.app.add_handler(CommandHandler(name, self._guarded(fn), filters=filters.UpdateType.MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^d:[ari]:"))
+        self.app.add_handler(CallbackQueryHandler(self.on_stale_button))  # no button of ours says anything else
         # Anything else said to the bot privately, or an unknown command in a group, gets a pointer to /help.
         self.app.add_handler(
             MessageHandler(
-                filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND),
+                filters.UpdateType.MESSAGE & (filters.ChatType.PRIVATE | filters.COMMAND) & NotForAnotherBot(),
                 self._guarded(self.cmd_unknown),
             )
         )
@@ -136,26 +148,46 @@ class Bot:
         """The outbox's way out: send (or edit) one message; an approval alert's place is remembered."""
         markup = keyboard(msg.approval_id) if msg.approval_id else None
         if msg.edit_message_id is not None:
-            await self.app.bot.edit_message_text(
-                msg.text,
-                chat_id=msg.chat_id,
-                message_id=msg.edit_message_id,
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup,
-            )
-            return
-        sent = await self.app.bot.send_message(msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup)
-        if msg.approval_id:
-            await self.store.add_posted(
-                msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=sent.message_id, text=msg.text)
-            )
-            if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
+            try:
                 await self.app.bot.edit_message_text(
-                    render.decided_text(msg.text, line),
+                    msg.text,
                     chat_id=msg.chat_id,
-                    message_id=sent.message_id,
+                    message_id=msg.edit_message_id,
                     parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
                 )
+            except BadRequest as exc:
+                if "not modified" not in str(exc).lower():  # already says this: done
+                    raise
+            return
+        try:
+            sent = await self.app.bot.send_message(
+                msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup
+            )
+        except BadRequest as exc:
+            if "parse entities" not in str(exc).lower():
+                raise
+            # Our markup is always escaped; should Telegram still refuse it, the words arrive unformatted.
+            log.warning("chat %s: Telegram refused the message's formatting (%s); sent as plain text", msg.chat_id, exc)
+            sent = await self.app.bot.send_message(msg.chat_id, as_plain(msg.text), reply_markup=markup)
+        if msg.approval_id:
+            try:
+                await self._remember(msg, sent.message_id)
+            except Exception:  # it was sent: retrying the send would post it twice
+                log.warning("approval %s: where its alert was posted is not remembered", msg.approval_id, exc_info=True)
+
+    async def _remember(self, msg: Outgoing, message_id: int) -> None:
+        assert msg.approval_id is not None
+        await self.store.add_posted(
+            msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=message_id, text=msg.text)
+        )
+        if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
+            await self.app.bot.edit_message_text(
+                render.decided_text(msg.text, line),
+                chat_id=msg.chat_id,
+                message_id=message_id,
+                parse_mode=ParseMode.HTML,
+            )
 
     async def reply(self, update: Update, blocks: list[str]) -> None:
         """Replies go through the outbox too: in order per chat, and a send that fails is not lost."""
@@ -167,22 +199,37 @@ class Bot:
     # ------------------------------------------------------------------ access
     def _guarded(self, fn: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[None, None, None]]:
         async def handler(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-            caller = await identify(self.core, update)
-            if caller is None:
-                await refuse_once(self.store, update)
-                return
             text = update.effective_message.text if update.effective_message else ""
             args = (text or "").split()[1:]
             # The root of the trace of whatever the command starts (a goal, its runs); the arguments stay out.
             command = fn.__name__.removeprefix("cmd_")
             with span(TRACER, f"chat command {command}", attributes={"nexus.chat.command": command}):
                 try:
+                    caller = await identify(self.core, update)
+                    if caller is None:
+                        await refuse_once(self.store, update)
+                        return
                     await fn(update, caller, args)
                 except CoreError as exc:
                     await self.reply(update, [f"⚠️ {esc(exc)}"])
+                except Exception:  # the user hears that it failed; the cause goes to the log
+                    log.exception("chat command %s failed", command)
+                    UPDATES.labels("failed").inc()
+                    await self._say_failed(update)
+                    return
             UPDATES.labels("handled").inc()
 
         return handler
+
+    async def _say_failed(self, update: Update) -> None:
+        """Straight to Telegram, not through the outbox: what failed may be the bus the outbox stands on."""
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(FAILED[:200], show_alert=True)
+            elif update.effective_chat is not None:
+                await update.effective_chat.send_message(FAILED)
+        except Exception:  # Telegram unreachable too: the log has the first failure
+            log.warning("could not tell chat that its update failed", exc_info=True)
 
     async def _lead_only(self, update: Update, caller: Caller, what: str) -> bool:
         if caller.is_lead:
@@ -201,6 +248,7 @@ class Bot:
         if not await self._lead_only(update, caller, "create goals"):
             return
         title, repo, agent = parse_goal(" ".join(args))
+        title = title[:500].strip()  # a goal's title is short; the chat says what was kept
         if not title:
             await self.reply(update, ["Usage: /goal &lt;text&gt; [in &lt;repository&gt;] [with &lt;planner agent&gt;]"])
             return
@@ -211,7 +259,7 @@ class Bot:
         await self.core.command(
             "core.create_goal",
             CreateGoal(
-                title=title[:500],
+                title=title,
                 requested_by=caller.identity,
                 goal_id=goal_id,
                 meta_agent=agent,
@@ -330,36 +378,48 @@ class Bot:
             return f"Nothing changed: this approval expired at {a['expires_at']}."
         if not await self.store.claim(f"decision.{approval_id}"):
             return "Nothing changed: a decision on this approval is already on its way."
-        await self.core.command(
-            "core.decide_approval",
-            DecideApproval(
-                approval_id=approval_id,
-                decision=decision,  # type: ignore[arg-type]  # a button's or command's own word
-                reason=reason,
-                decided_by=caller.identity,
-                principal=caller.principal,
-            ),
-            correlation_id=a["run_id"],
-        )
+        try:
+            await self.core.command(
+                "core.decide_approval",
+                DecideApproval(
+                    approval_id=approval_id,
+                    decision=decision,  # type: ignore[arg-type]  # a button's or command's own word
+                    reason=reason[:2000],
+                    decided_by=caller.identity,
+                    principal=caller.principal,
+                ),
+                correlation_id=a["run_id"],
+            )
+        except BaseException:  # not sent: the next press may try again
+            await self.store.release(f"decision.{approval_id}")
+            raise
         return f"{'Approving' if decision == 'approved' else 'Rejecting'} {approval_id}…"
+
+    async def on_stale_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        """A button this bot does not know (an old keyboard, or forged data): answered, so it stops spinning."""
+        if update.callback_query is not None:
+            await update.callback_query.answer("This button does nothing any more.", show_alert=True)
+        UPDATES.labels("ignored").inc()
 
     async def on_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         assert query is not None and query.data
-        caller = await identify(self.core, update)
-        if caller is None:
-            await refuse_once(self.store, update)
-            return
         kind, approval_id = query.data.split(":", 2)[1:]
         try:
+            caller = await identify(self.core, update)
+            if caller is None:
+                await refuse_once(self.store, update)
+                return
             if kind == "i":
                 a = await self.core.query("approval", caller.principal, id=approval_id)
                 await query.answer()
                 await self.reply(update, render.approval_blocks(a) + [f"Status: {bold(a['status'])}"])
                 return
-            await query.answer(
-                await self.decide(caller, approval_id, DECISIONS[kind], "decided with a button in Telegram"),
-                show_alert=True,
-            )
+            said = await self.decide(caller, approval_id, DECISIONS[kind], "decided with a button in Telegram")
+            await query.answer(said[:200], show_alert=True)  # Telegram's limit for a button's answer
         except CoreError as exc:
             await query.answer(str(exc)[:200], show_alert=True)
+        except Exception:  # the user hears that it failed; the cause goes to the log
+            log.exception("button %s failed", kind)
+            UPDATES.labels("failed").inc()
+            await self._say_failed(update)

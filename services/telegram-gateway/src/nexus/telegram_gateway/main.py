@@ -16,6 +16,7 @@ from nexus.telegram_gateway import outbox as outbox_mod
 from nexus.telegram_gateway import store as store_mod
 from nexus.telegram_gateway.alerts import Alerts
 from nexus.telegram_gateway.core import CoreClient
+from nexus.telegram_gateway.redact import redact_token_in_logs
 from nexus.telegram_gateway.settings import TelegramSettings
 
 if TYPE_CHECKING:  # main imports the bot only when a token is set
@@ -57,9 +58,14 @@ async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) ->
     if settings.telegram_token:
         from nexus.telegram_gateway.bot import Bot
 
+        redact_token_in_logs(settings.telegram_token)
+
         bot = Bot(settings, core, store)
         outbox = outbox_mod.Outbox(
-            await store_mod.open_bucket(bus.js, outbox_mod.BUCKET), bot.deliver, settings.telegram_send_retry_s
+            await store_mod.open_bucket(bus.js, outbox_mod.BUCKET),
+            bot.deliver,
+            settings.telegram_send_retry_s,
+            sent=store.marks,
         )
         bot.outbox = outbox
         status["telegram"] = "starting"

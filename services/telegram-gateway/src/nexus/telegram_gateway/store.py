@@ -32,6 +32,14 @@ async def open_bucket(js: JetStreamContext, name: str, ttl_s: float | None = Non
         return await js.create_key_value(bucket=name, history=1, ttl=ttl_s)
 
 
+async def exists(kv: KeyValue, key: str) -> bool:
+    try:
+        await kv.get(key)
+    except KeyNotFoundError:
+        return False
+    return True
+
+
 class ChatStore:
     def __init__(self, kv: KeyValue, marks: KeyValue) -> None:
         self.kv, self.marks = kv, marks
@@ -60,6 +68,14 @@ class ChatStore:
             return True
         except KeyWrongLastSequenceError:
             return False
+
+    async def marked(self, key: str) -> bool:
+        """Whether `key` was claimed."""
+        return await exists(self._bucket(key), key)
+
+    async def release(self, key: str) -> None:
+        """Undo a claim whose work did not happen, so that it can be claimed again."""
+        await self._bucket(key).delete(key)
 
     # subscriptions
     async def subscription(self, chat_id: int) -> Subscription:

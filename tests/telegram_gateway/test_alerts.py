@@ -1,0 +1,82 @@
+"""An alert is queued once per chat even when handling its event fails half-way and the event is
+delivered again (a crash, a bus hiccup): nothing lost, nothing twice. Real JetStream buckets."""
+
+import uuid
+
+import msgspec
+import pytest
+from nats.js.kv import KeyValue
+
+from nexus.domain.ids import new_ulid
+from nexus.events.bus import connect
+from nexus.events.consumer import Delivery
+from nexus.events.envelope import RawEnvelope
+from nexus.events.payloads import TaskChanged
+from nexus.telegram_gateway.alerts import Alerts
+from nexus.telegram_gateway.outbox import Outbox, Outgoing
+from nexus.telegram_gateway.store import ChatStore, open_bucket
+from tests.telegram_gateway.test_outbox import _until
+
+pytestmark = pytest.mark.infra
+
+
+class FailsOnce:
+    """A bucket whose first write for chat 2 fails, as when the process dies or the bus drops then."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv, self.failed = kv, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.kv, name)
+
+    def _first_for_chat_2(self, key: str) -> None:
+        if key.startswith("2.") and not self.failed:
+            self.failed = True
+            raise ConnectionError("the bus went away")
+
+    async def create(self, key: str, value: bytes):
+        self._first_for_chat_2(key)
+        return await self.kv.create(key, value)
+
+    async def put(self, key: str, value: bytes):
+        self._first_for_chat_2(key)
+        return await self.kv.put(key, value)
+
+
+async def test_an_event_handled_again_after_failing_half_way_alerts_each_chat_once(
+    nats_url: str, nats_creds: str
+) -> None:
+    nc = await connect(nats_url, "test-alerts", creds=nats_creds)
+    js = nc.jetstream()
+    tag = uuid.uuid4().hex[:8]
+    store = ChatStore(await open_bucket(js, f"chat_{tag}"), await open_bucket(js, f"marks_{tag}"))
+    sent: list[tuple[int, str]] = []
+
+    async def deliver(m: Outgoing) -> None:
+        sent.append((m.chat_id, m.text))
+
+    outbox = Outbox(FailsOnce(await open_bucket(js, f"outbox_{tag}")), deliver, retry_s=0.01, sent=store.marks)  # type: ignore[arg-type]
+    alerts = Alerts(core=None, store=store, outbox=outbox)  # type: ignore[arg-type]  # task alerts ask core nothing
+    for chat in (1, 2):
+        await store.subscribe(chat, "goal_x")
+    event = TaskChanged(task_id="task_x", status="ready", title="Write the page", goal_id="goal_x")
+    delivery = Delivery(
+        RawEnvelope(
+            id=new_ulid(), type="task.created", occurred_at="", source="t", data=msgspec.Raw(msgspec.json.encode(event))
+        ),
+        event,
+        "nexus.evt.task.created",
+        1,
+        1,
+    )
+    with pytest.raises(ConnectionError):
+        await alerts.on_task_created(delivery)  # chat 1 queued, chat 2 not: the consumer will deliver it again
+    await alerts.on_task_created(delivery)
+    await alerts.on_task_created(delivery)  # and once more after it was handled: nothing new
+    for chat in (1, 2):
+        await outbox.put(Outgoing(chat_id=chat, text="after"))  # each chat's sender sends in order
+    await _until(lambda: sum(text == "after" for _, text in sent) == 2)
+    await outbox.stop()
+    planned = sorted(chat for chat, text in sent if "Write the page" in text)
+    assert planned == [1, 2]
+    await nc.drain()
