@@ -5,6 +5,7 @@ run; search is no oracle over a secret; a directory swapped for a symlink mid-ap
 
 import asyncio
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,3 +399,71 @@ async def test_errors_never_repr_a_secret(sandbox: Any) -> None:
     change = sandbox.session.changes[-1]
     for text in (result.error, change.detail, Path(sandbox.state_file).read_text()):
         assert value not in text and value.replace("\\", "\\\\") not in text and "back\\\\" not in text
+
+
+# --- a repository nested in the work tree: git would run its drivers outside the sandbox ----------
+
+
+def _nested_git(box: Any, sub: str, *, separate: bool = False) -> None:
+    """What a sandboxed command (an allowed interpreter, a test run) can do in the workspace: make a
+    repository of its own in `sub`, whose config defines a clean filter that its .gitattributes uses,
+    and leave a file in it changed, so a `git status` inside it must run the filter."""
+    path = box.ws / sub
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {k: v for k, v in env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+
+    def g(*args: str) -> None:
+        subprocess.run(
+            ["git", "-C", str(path), "-c", "user.name=x", "-c", "user.email=x@x", *args], env=env, check=True
+        )
+
+    path.mkdir(parents=True, exist_ok=True)
+    init = ["init", "-q"] + ([f"--separate-git-dir={box.ws / 'store'}"] if separate else [])
+    g(*init)
+    (path / "f.txt").write_text("one\n")
+    (path / ".gitattributes").write_text("* filter=evil\n")
+    g("add", "-A")
+    g("commit", "-q", "-m", "nested")
+    g("config", "filter.evil.clean", f"touch {box.sentinel}/filter-ran; cat")
+    (path / "f.txt").write_text("two\n")
+
+
+def _tracked_gitlink(box: Any) -> None:
+    """The repository the run was cloned from has a submodule at `lib` (an empty directory in the work tree)."""
+    from tests.agent_runner.hypervisor.conftest import git
+
+    git(box.ws, "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},lib")
+    git(box.ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a submodule")
+    (box.ws / "lib").mkdir()
+
+
+NESTED = {
+    "nested-repository": lambda box: _nested_git(box, "sub"),
+    "nested-gitfile": lambda box: _nested_git(box, "deep/sub", separate=True),
+    "populated-submodule": lambda box: (_tracked_gitlink(box), _nested_git(box, "lib")),
+}
+
+
+@pytest.mark.parametrize("plant", NESTED, ids=list(NESTED))
+async def test_a_repository_nested_in_the_workspace_never_steers_git(sandbox: Any, plant: str) -> None:
+    """A `.git` below the workspace's root makes git treat that directory as a repository of its own:
+    `add -A` stages it as a gitlink, and from then on status, diff and add run `git status` inside it,
+    with its config — filters, drivers — outside the sandbox. The git tools refuse while one exists."""
+    hv = sandbox.make()
+    NESTED[plant](sandbox)
+    (sandbox.ws / "README.md").write_text("# demo\nchanged\n")
+    for tool, args in (
+        ("git_status", {}),
+        ("git_commit", {"message": "with a nested repository"}),
+        ("git_status", {}),
+        ("git_diff", {}),
+        ("git_commit", {"message": "again"}),
+    ):
+        result = await hv.call(tool, args)
+        assert not result.ok and result.error.startswith("refused (nested-git)"), (tool, result)
+        change = sandbox.session.changes[-1]
+        assert isinstance(change, RefusedChange) and (change.tool, change.reason) == (tool, "nested-git")
+    assert not (sandbox.sentinel / "filter-ran").exists()
+    sandbox.assert_recorded()
+    # git_log reads no work tree: it still answers.
+    assert (await hv.call("git_log", {})).ok

@@ -22,6 +22,10 @@ class GitError(Exception):
     pass
 
 
+class NestedGit(GitError):
+    """The work tree holds a repository of its own: git, run outside the sandbox, would obey its config."""
+
+
 _UNSEALABLE = "unsealable"  # a seal no digest matches: the repository could not be written, git is refused
 _BARE = re.compile(r"(?m)^(\s*bare\s*=\s*)\S+\s*$")  # compiled once (in the zygote), not per run
 
@@ -90,6 +94,11 @@ async def run_git(
 ) -> tuple[int, bytes]:
     if repo:
         rg.check_sealed()
+        if safegit.reads_work_tree(args) and (nested := await asyncio.to_thread(safegit.nested_git, rg.work_tree)):
+            raise NestedGit(
+                f"the workspace holds a git repository of its own at {nested}: git would run its config (filters, "
+                f"drivers) outside the sandbox; git {safegit.subcommand(args)} refused"
+            )
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
     cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
     proc = await asyncio.create_subprocess_exec(

@@ -386,6 +386,16 @@ class Hypervisor:
             raise Refused(
                 "git-tampered", "the repository's git directory was changed outside the hypervisor; git refused"
             )
+        if (
+            repo
+            and safegit.reads_work_tree(args)
+            and (nested := await asyncio.to_thread(safegit.nested_git, self.ws.root))
+        ):
+            raise Refused(
+                "nested-git",
+                f"the workspace holds a git repository of its own at {nested}; git would run its config "
+                "(filters, drivers) outside the sandbox, so the git tools are refused until it is removed",
+            )
         self.rooms()
         return await commands.execute(
             safegit.argv(*args),

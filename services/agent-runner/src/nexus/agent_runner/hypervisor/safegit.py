@@ -126,5 +126,45 @@ def steering_digest(git_dir: Path) -> str:
     return digest.hexdigest()
 
 
+# Subcommands that never look at the work tree: every other one is checked for nested repositories.
+_TREELESS = frozenset(
+    {"rev-parse", "log", "cat-file", "push", "fetch", "ls-remote", "merge-base", "config", "rev-list", "show"}
+)
+
+
+def subcommand(args: tuple[str, ...] | list[str]) -> str:
+    """The git subcommand of `args` (after any leading `-c name=value` pairs)."""
+    i = 0
+    while i < len(args) and args[i] == "-c":
+        i += 2
+    return args[i] if i < len(args) else ""
+
+
+def reads_work_tree(args: tuple[str, ...] | list[str]) -> bool:
+    return subcommand(args) not in _TREELESS
+
+
+def nested_git(work_tree: Path | str) -> str:
+    """The first `.git` entry (any case; directory, file or link) below the work tree's root, as a
+    path relative to it, or "". git takes a directory holding one for a repository of its own: `add -A`
+    stages it as a gitlink, and status, diff and add then run `git status` inside it — with its config,
+    so its filters and drivers, outside any sandbox. The root's own `.git` is skipped by git (the
+    repository is named by GIT_DIR), so it is not reported. Links are not followed."""
+    root = os.fspath(work_tree)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        top = dirpath == root
+        if not top:
+            for name in (*dirnames, *filenames):
+                if name.casefold() == ".git":
+                    return os.path.relpath(os.path.join(dirpath, name), root)
+        # The root's own .git is not a repository git sees: not descended into.
+        dirnames[:] = [d for d in dirnames if not (top and d.casefold() == ".git")]
+        for name in dirnames:  # as git looks: a directory it may enter but not list still counts
+            inside = os.path.join(dirpath, name, ".git")
+            if os.path.lexists(inside):
+                return os.path.relpath(inside, root)
+    return ""
+
+
 def argv(*args: str) -> list[str]:
     return ["git", *HARDENING, *args]
