@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from nexus.agent_runner import workspace
 from nexus.agent_runner.hypervisor import Hypervisor, patches
 from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.sessions import RefusedChange
@@ -417,7 +418,7 @@ def _nested_git(box: Any, sub: str, *, separate: bool = False) -> None:
             ["git", "-C", str(path), "-c", "user.name=x", "-c", "user.email=x@x", *args], env=env, check=True
         )
 
-    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mkdir", "-p", str(path)], check=True)  # Path.mkdir recurses once per missing parent
     init = ["init", "-q"] + ([f"--separate-git-dir={box.ws / 'store'}"] if separate else [])
     g(*init)
     (path / "f.txt").write_text("one\n")
@@ -437,10 +438,18 @@ def _tracked_gitlink(box: Any) -> None:
     (box.ws / "lib").mkdir()
 
 
+def _clear_deep(box: Any) -> None:
+    """A tree deeper than Python's recursion must go before pytest's own cleanup (shutil.rmtree) meets it."""
+    if (box.ws / "d").exists():
+        workspace.remove_tree(box.ws / "d")
+
+
 NESTED = {
     "nested-repository": lambda box: _nested_git(box, "sub"),
     "nested-gitfile": lambda box: _nested_git(box, "deep/sub", separate=True),
     "populated-submodule": lambda box: (_tracked_gitlink(box), _nested_git(box, "lib")),
+    # Deeper than Python's recursion limit: the check keeps its own stack.
+    "deep-nested-repository": lambda box: _nested_git(box, "d/" * 1200 + "sub"),
 }
 
 
@@ -449,21 +458,44 @@ async def test_a_repository_nested_in_the_workspace_never_steers_git(sandbox: An
     """A `.git` below the workspace's root makes git treat that directory as a repository of its own:
     `add -A` stages it as a gitlink, and from then on status, diff and add run `git status` inside it,
     with its config — filters, drivers — outside the sandbox. The git tools refuse while one exists."""
-    hv = sandbox.make()
-    NESTED[plant](sandbox)
-    (sandbox.ws / "README.md").write_text("# demo\nchanged\n")
-    for tool, args in (
-        ("git_status", {}),
-        ("git_commit", {"message": "with a nested repository"}),
-        ("git_status", {}),
-        ("git_diff", {}),
-        ("git_commit", {"message": "again"}),
-    ):
-        result = await hv.call(tool, args)
-        assert not result.ok and result.error.startswith("refused (nested-git)"), (tool, result)
-        change = sandbox.session.changes[-1]
-        assert isinstance(change, RefusedChange) and (change.tool, change.reason) == (tool, "nested-git")
-    assert not (sandbox.sentinel / "filter-ran").exists()
-    sandbox.assert_recorded()
-    # git_log reads no work tree: it still answers.
-    assert (await hv.call("git_log", {})).ok
+    try:
+        hv = sandbox.make()
+        NESTED[plant](sandbox)
+        (sandbox.ws / "README.md").write_text("# demo\nchanged\n")
+        for tool, args in (
+            ("git_status", {}),
+            ("git_commit", {"message": "with a nested repository"}),
+            ("git_status", {}),
+            ("git_diff", {}),
+            ("git_commit", {"message": "again"}),
+        ):
+            result = await hv.call(tool, args)
+            assert not result.ok and result.error.startswith("refused (nested-git)"), (tool, result)
+            change = sandbox.session.changes[-1]
+            assert isinstance(change, RefusedChange) and (change.tool, change.reason) == (tool, "nested-git")
+        assert not (sandbox.sentinel / "filter-ran").exists()
+        sandbox.assert_recorded()
+        # git_log reads no work tree: it still answers.
+        assert (await hv.call("git_log", {})).ok
+    finally:
+        _clear_deep(sandbox)
+
+
+async def test_a_tree_deeper_than_any_recursion_is_searched_and_committed(sandbox: Any, git_cmd: Any) -> None:
+    """A path 1,200 directories deep (write_file makes its parents): search, status and commit walk the
+    tree without recursing on it — search leaves out what is past its depth and says so."""
+    try:
+        hv = sandbox.make()
+        deep = "d/" * 1200 + "needle.txt"
+        assert (await hv.call("write_file", {"path": deep, "content": "needle\n"})).ok
+        assert (await hv.call("write_file", {"path": "d/top.txt", "content": "needle\n"})).ok
+        found = await hv.call("search_text", {"pattern": "needle"})
+        assert found.ok and found.output.startswith("d/top.txt:1:needle\n"), found
+        assert "directories deep]" in found.output
+        for tool, args in (("git_status", {}), ("git_commit", {"message": "deep"}), ("git_diff", {})):
+            result = await hv.call(tool, args)
+            assert result.ok, (tool, result.error)
+        assert deep in git_cmd(sandbox.ws, "ls-tree", "-r", "--name-only", "HEAD").split()
+        sandbox.assert_recorded()
+    finally:
+        _clear_deep(sandbox)

@@ -197,6 +197,7 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
         shown.append("[more matches not shown; narrow the pattern or the path]")
     if skipped:
         shown.append(
-            f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, hard-linked, or over the total]"
+            f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, hard-linked, over the "
+            f"total, or more than {search.MAX_DEPTH} directories deep]"
         )
     return ToolResult(ok=True, output="\n".join(shown) if shown else "no matches")

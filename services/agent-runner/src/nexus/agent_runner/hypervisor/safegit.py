@@ -149,21 +149,38 @@ def nested_git(work_tree: Path | str) -> str:
     path relative to it, or "". git takes a directory holding one for a repository of its own: `add -A`
     stages it as a gitlink, and status, diff and add then run `git status` inside it — with its config,
     so its filters and drivers, outside any sandbox. The root's own `.git` is skipped by git (the
-    repository is named by GIT_DIR), so it is not reported. Links are not followed."""
-    root = os.fspath(work_tree)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        top = dirpath == root
-        if not top:
-            for name in (*dirnames, *filenames):
+    repository is named by GIT_DIR), so it is not reported. Links are not followed. The walk keeps its
+    own stack (a tree thousands of directories deep is no recursion) and opens each directory by its
+    path relative to the root, as git, running there, does."""
+    root = os.open(os.fspath(work_tree), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pending = [""]
+        while pending:
+            rel = pending.pop()
+            try:
+                fd = os.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+            except OSError:
+                continue  # gone, a link, or a path git could not open either
+            try:
+                with os.scandir(fd) as entries:
+                    listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+            finally:
+                os.close(fd)
+            for name, is_dir in listed:
+                path = f"{rel}/{name}" if rel else name
                 if name.casefold() == ".git":
-                    return os.path.relpath(os.path.join(dirpath, name), root)
-        # The root's own .git is not a repository git sees: not descended into.
-        dirnames[:] = [d for d in dirnames if not (top and d.casefold() == ".git")]
-        for name in dirnames:  # as git looks: a directory it may enter but not list still counts
-            inside = os.path.join(dirpath, name, ".git")
-            if os.path.lexists(inside):
-                return os.path.relpath(inside, root)
-    return ""
+                    if rel:
+                        return path
+                    continue  # the root's own: not a repository git sees, not descended into
+                if is_dir:
+                    try:  # as git looks: a directory it may enter but not list still counts
+                        os.lstat(f"{path}/.git", dir_fd=root)
+                        return f"{path}/.git"
+                    except OSError:
+                        pending.append(path)
+        return ""
+    finally:
+        os.close(root)
 
 
 def argv(*args: str) -> list[str]:
