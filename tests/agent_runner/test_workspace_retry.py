@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 from nexus.agent_runner import workspace
+from nexus.agent_runner.hypervisor import paths
 from nexus.events.payloads import RepoSpec
 from tests.gitrepo import git, make_bare_repo
 
@@ -44,4 +45,4 @@ async def test_a_retry_in_the_same_place_clears_a_tree_deeper_than_any_recursion
         assert not (rg.work_tree / "d").exists()
         assert await workspace.head(rg)
     finally:  # pytest's own cleanup (shutil.rmtree) would meet the tree if the fix did not
-        workspace.remove_tree(rg.work_tree)
+        paths.remove_tree(rg.work_tree)

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from nexus.agent_runner import workspace
-from nexus.agent_runner.hypervisor import Hypervisor, patches
+from nexus.agent_runner.hypervisor import Hypervisor, patches, paths
 from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.sessions import RefusedChange
 from tests.agent_runner.hypervisor.conftest import SECRET
@@ -441,7 +440,7 @@ def _tracked_gitlink(box: Any) -> None:
 def _clear_deep(box: Any) -> None:
     """A tree deeper than Python's recursion must go before pytest's own cleanup (shutil.rmtree) meets it."""
     if (box.ws / "d").exists():
-        workspace.remove_tree(box.ws / "d")
+        paths.remove_tree(box.ws / "d")
 
 
 NESTED = {

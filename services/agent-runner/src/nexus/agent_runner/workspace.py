@@ -10,11 +10,10 @@ import asyncio
 import os
 import re
 import stat
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nexus.agent_runner.hypervisor import safegit
+from nexus.agent_runner.hypervisor import paths, safegit
 from nexus.events.payloads import RepoSpec
 
 
@@ -128,20 +127,9 @@ def reset(rg: RunGit) -> None:
         except FileNotFoundError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            remove_tree(path)
+            paths.remove_tree(path)
         else:
             path.unlink()
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a directory tree of any depth. shutil.rmtree recurses once per level, so a tree an agent's
-    commands made a thousand directories deep would be a RecursionError (even with ignore_errors); GNU
-    rm walks it iteratively, never following a link, and stays on the tree's own filesystem."""
-    done = subprocess.run(
-        ["rm", "-rf", "--one-file-system", "--", str(path)], stdin=subprocess.DEVNULL, capture_output=True
-    )
-    if done.returncode != 0:
-        raise GitError(f"could not clear {path}: {done.stderr.decode(errors='replace').strip()[:500]}")
 
 
 async def prepare(repo: RepoSpec | None, rg: RunGit, *, agent_id: str, token: str | None) -> None:
