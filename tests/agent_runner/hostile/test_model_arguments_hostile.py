@@ -44,7 +44,8 @@ HOSTILE: list[tuple[Any, Any]] = [
     ("note", json.dumps({"message": "n" * (17 << 20)})),  # 17 MiB, past the note's cap
     ("git_status", '{"unexpected": true}'),
 ]
-BAD_NAMES: list[Any] = [["write_file"], {"name": "note"}, 12]
+VALUE = "sk-hostile-Wombat-5Rq9+/x-16180"  # a secret the model learned (a prompt injection, say)
+BAD_NAMES: list[Any] = [["write_file"], {"name": "note"}, 12, VALUE, f"note {VALUE}"]
 
 
 def _stream(n: int, name: Any, arguments: Any) -> bytes:
@@ -88,12 +89,16 @@ async def test_malformed_tool_calls_are_tool_errors_and_the_run_goes_on(
         llm={"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{llm_server.url}/v1"},
         limits={"max_steps": len(calls) + 5, "max_tokens": 10**12},
         permissions={"commands": {"allow": ["true"], "default": "deny"}},
+        secrets=["API_TOKEN"],
     )
-    r = await start_runner(tmp_path, nats_url, cfg)
+    r = await start_runner(tmp_path, nats_url, cfg, secrets={"API_TOKEN": VALUE})
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, r.cfg.run_id)
     end = final_status(events)
     assert end["status"] == "succeeded" and end["summary"] == "survived", end
+    # A tool name is the model's output like its text: a value in it reaches no event, log line or later request.
+    for seen in (json.dumps(events), r.log(), *(req.body.decode() for req in llm_server.requests)):
+        assert VALUE not in seen
     refused = changes(events, "refused")
     assert len(refused) == len(calls), [(c["tool"], c["reason"], c["detail"][:80]) for c in refused]
     for change in refused:

@@ -9,7 +9,7 @@ from opentelemetry.trace import SpanKind
 
 from nexus.agent_runner.hypervisor import Hypervisor
 from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec, approx_tokens, messages_text
-from nexus.agent_runner.reporter import RunReporter
+from nexus.agent_runner.reporter import RunReporter, shown_name
 from nexus.domain.agents import Limits
 from nexus.domain.budgets import BUDGET_EXCEEDED, Cap, Spend, call_cost, would_exceed
 from nexus.observability.tracing import span, tracer
@@ -152,7 +152,10 @@ async def run_loop(
             )
         # The history the model reads next is masked too: a value it produced never comes back to it.
         calls = [
-            msgspec.structs.replace(c, arguments=_masked(c.arguments, reporter.mask)) for c in completion.tool_calls
+            msgspec.structs.replace(
+                c, name=shown_name(c.name, reporter.mask), arguments=_masked(c.arguments, reporter.mask)
+            )
+            for c in completion.tool_calls
         ]
         messages.append(Message(role="assistant", content=reporter.mask(completion.text), tool_calls=calls))
         if not completion.tool_calls:
