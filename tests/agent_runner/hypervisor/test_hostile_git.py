@@ -4,6 +4,7 @@ changes. Plus the attacks that are not refusals: planted git config, filters and
 run; search is no oracle over a secret; a directory swapped for a symlink mid-apply changes nothing."""
 
 import asyncio
+import gzip
 import os
 import subprocess
 from collections.abc import Callable
@@ -498,3 +499,18 @@ async def test_a_tree_deeper_than_any_recursion_is_searched_and_committed(sandbo
         sandbox.assert_recorded()
     finally:
         _clear_deep(sandbox)
+
+
+async def test_a_git_pointer_a_command_makes_without_naming_it_stops_the_git_tools(sandbox: Any) -> None:
+    """No interpreter needed: `gzip -d -S x sub/.gitx` writes `sub/.git` (the name is the operand less the
+    suffix, never in the command line), a pointer to a git directory the agent wrote as plain files. The
+    command runs; the git tools then refuse while the pointer is there."""
+    hv = sandbox.make()
+    (sandbox.ws / "sub").mkdir()
+    (sandbox.ws / "sub" / ".gitx").write_bytes(gzip.compress(b"gitdir: ../store\n"))
+    ran = await hv.call("run_command", {"cmd": "gzip -d -S x sub/.gitx"})
+    assert ran.ok and (sandbox.ws / "sub" / ".git").is_file(), ran
+    for tool in ("git_status", "git_diff", "git_commit"):
+        result = await hv.call(tool, {"message": "m"} if tool == "git_commit" else {})
+        assert result.error.startswith("refused (nested-git)"), (tool, result)
+    sandbox.assert_recorded()
