@@ -115,7 +115,7 @@ class RunSession:
             ApprovalRequested(
                 approval_id=approval_id,
                 run_id=self.cfg.run_id,
-                action=action,
+                action=self.reporter.mask(action)[:200],
                 detail=self.reporter.mask(detail)[:2000],
                 session_id=self.cfg.session_id,
                 expires_at=expires.isoformat().replace("+00:00", "Z"),

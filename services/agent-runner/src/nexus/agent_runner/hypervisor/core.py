@@ -354,7 +354,8 @@ class Hypervisor:
         """Pause for a human; returns only when approved."""
         if self._approver is None:
             raise Refused("approval-required", f"{action} needs approval and this run has no approver")
-        detail = self.mask(detail)
+        # Both are shown to a human (and may be the model's own text: request_approval): masked here, the one way out.
+        action, detail = self.mask(action), self.mask(detail)
         await self.record(ApprovalChange(action=action, decision="requested", timestamp=now_iso()))
         try:
             approved = await self._approver(action, detail)
