@@ -10,7 +10,7 @@ from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
 from nexus.agent_runner.hypervisor.state import now_iso
-from nexus.agent_runner.hypervisor.tools import Args, Doc, ToolResult
+from nexus.agent_runner.hypervisor.tools import MAX_COMMAND_CHARS, Args, Doc, ToolResult
 from nexus.domain.sessions import CommandRunChange
 from nexus.events.payloads import CommandOutput
 
@@ -22,8 +22,9 @@ class RunCommandArgs(Args):
     cmd: Annotated[
         str,
         Doc(
+            max_length=MAX_COMMAND_CHARS,
             description="A command line, split like a POSIX shell would split it but run WITHOUT a shell "
-            "(no pipes, redirection, globbing or $VARS). Use ${secret:NAME} to pass a secret."
+            "(no pipes, redirection, globbing or $VARS). Use ${secret:NAME} to pass a secret.",
         ),
     ]
     timeout_s: (
