@@ -81,9 +81,14 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
     for path in args.target_files:
         hv.check_path(path)
     targets = [hv.ws.resolve(path, writing=True) for path in args.target_files]
-    request: dict[str, object] = {"title": args.title, "description": args.description, "target_files": targets}
+    # The plan leaves the run (a command to core-api, its tasks, a board): the model's text in it is masked.
+    request: dict[str, object] = {
+        "title": hv.mask(args.title),
+        "description": hv.mask(args.description),
+        "target_files": targets,
+    }
     if args.agent:
-        request["agent"] = args.agent
+        request["agent"] = hv.mask(args.agent)
     if args.weight != 1.0:
         request["weight"] = args.weight
     try:
