@@ -23,6 +23,7 @@ def _reply(n: int, name: Any, arguments: Any) -> dict:
     """A chat completion calling `name` with the raw `arguments` the model sent."""
     reply = _note_call(n)
     reply["choices"][0]["message"]["tool_calls"][0]["function"] = {"name": name, "arguments": arguments}
+    reply["choices"][0]["message"]["content"] = "thinking \ud800"  # a lone surrogate in the text too
     return reply
 
 
@@ -43,9 +44,12 @@ HOSTILE: list[tuple[Any, Any]] = [
     ("note", '{"message": ""}'),
     ("note", json.dumps({"message": "n" * (17 << 20)})),  # 17 MiB, past the note's cap
     ("git_status", '{"unexpected": true}'),
+    ("write_file", '{"path": "a.txt", "content": "\\ud800"}'),  # a lone surrogate: valid JSON, no text
+    ("note", '{"message": "\\udfff \\ud800"}'),
+    ("run_command", '{"cmd": "echo \\ud800"}'),
 ]
 VALUE = "sk-hostile-Wombat-5Rq9+/x-16180"  # a secret the model learned (a prompt injection, say)
-BAD_NAMES: list[Any] = [["write_file"], {"name": "note"}, 12, VALUE, f"note {VALUE}"]
+BAD_NAMES: list[Any] = [["write_file"], {"name": "note"}, 12, VALUE, f"note {VALUE}", "note\ud800"]
 
 
 def _stream(n: int, name: Any, arguments: Any) -> bytes:

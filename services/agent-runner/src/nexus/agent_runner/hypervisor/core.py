@@ -263,6 +263,7 @@ class Hypervisor:
             parsed: Any = msgspec.convert(args, registered.args)
         except msgspec.ValidationError as exc:
             raise Refused("invalid-arguments", str(exc)) from None
+        _require_text(parsed)
         if registered.path_arg:
             self.check_path(parsed.path)
         try:
@@ -445,3 +446,16 @@ class Hypervisor:
         return (await self.git("rev-parse", "--verify", "-q", "HEAD")).exit_code == 0
 
     # --- session ---------------------------------------------------------------------------
+
+
+def _require_text(parsed: Any) -> None:
+    """Every string argument is text: JSON lets a model send a lone surrogate ("\\ud800"), which no
+    UTF-8 file, command line, ledger or event can hold — refused here, before any tool meets it."""
+    for field in parsed.__struct_fields__:
+        value = getattr(parsed, field)
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str):
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    raise Refused("invalid-arguments", f"`{field}` is not Unicode text (a lone surrogate)") from None

@@ -177,6 +177,8 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
     rel = hv.ws.resolve(args.path)
     if not args.pattern:
         raise Refused("invalid-arguments", "the pattern is empty")
+    if "\0" in args.pattern:
+        raise Refused("invalid-arguments", "the pattern contains a NUL byte")
     scratch = tempfile.mkdtemp(prefix="search-", dir=hv.scratch)
     try:
         skipped = search.masked_copy(hv.ws, rel, Path(scratch), hv.secrets)

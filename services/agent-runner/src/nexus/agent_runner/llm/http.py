@@ -198,6 +198,8 @@ def parse_arguments(raw: str | JsonObject | None) -> JsonObject:
         return _unusable(raw, "arguments are not a JSON object")
     if too_deep(value, MAX_ARGUMENT_DEPTH):
         return _unusable(raw, f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels")
+    if not all_text(value):
+        return _unusable(raw, "arguments hold a lone surrogate (\\ud800-\\udfff alone is no Unicode text)")
     return value
 
 
@@ -224,3 +226,28 @@ def too_deep(value: Any, limit: int) -> bool:
                     return True
                 stack.append((child, depth + 1))
     return False
+
+
+def all_text(value: Any) -> bool:
+    """Whether every string in a decoded JSON value (keys too) is Unicode text: JSON lets a lone
+    surrogate be written ("\\ud800"), which no UTF-8 file, command line, ledger or event can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not is_text(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def is_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
