@@ -47,6 +47,17 @@ def _hardlink(box: Any) -> None:
     os.link(box.sentinel / "secret.txt", box.ws / "hard")
 
 
+def _planted_repository(box: Any) -> None:
+    """What an agent can leave at the workspace's root without naming .git (`gzip -d -S x .gitx`): a pointer
+    to a git directory of its own making, whose config the agent wrote."""
+    store = box.ws / "store"
+    (store / "objects").mkdir(parents=True)
+    (store / "refs").mkdir()
+    (store / "HEAD").write_text("ref: refs/heads/main\n")
+    (store / "config").write_text(f'[filter "x"]\n\tclean = "touch {box.sentinel}/filter-ran; cat"\n')
+    (box.ws / ".git").write_text("gitdir: store\n")
+
+
 @dataclass
 class Case:
     id: str
@@ -81,6 +92,15 @@ TEXT_CASES = [
     Case("surrogate-child-file", "spawn_child", {"title": "t", "target_files": [SURROGATE]}, "invalid-arguments"),
     Case("nul-commit-message", "git_commit", {"message": "m\x00x"}, "invalid-arguments"),
     Case("nul-search-pattern", "search_text", {"pattern": "a\x00"}, "invalid-arguments"),
+    # --- git reading a repository the agent planted (its config: filters, drivers) ------------
+    Case(
+        "git-planted-repository",
+        "run_command",
+        {"cmd": "git status"},
+        "git-internals",
+        _planted_repository,
+        ALLOW_ONLY_STATUS,
+    ),
 ]
 
 CASES = [

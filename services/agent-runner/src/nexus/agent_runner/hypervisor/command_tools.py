@@ -3,6 +3,7 @@ policy, confined by the sandbox, their output masked and bounded."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Annotated
 
 from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox, shown
@@ -38,6 +39,13 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     template = commands.parse(args.cmd)
     ctx = cmdparse.Context(hv.ws.root, hv.cmd_env.get("PATH", ""))
     plan = cmdparse.analyze(template, ctx)
+    if hv.repository_outside and any("git" in (layer.name, layer.real) for layer in plan.layers):
+        if os.path.lexists(os.path.join(hv.ws.root, ".git")):
+            # The run's repository lives outside the workspace: a .git here is the agent's own making (a
+            # pointer a command wrote without naming it), and git would read its config — filters, drivers.
+            raise Refused(
+                "git-internals", "the workspace holds a .git entry the run's repository did not put there; git refused"
+            )
     decision, why = commands.decide(args.cmd, plan.layers, policy, hv.permissions.ask)
     if decision == "deny":
         raise Refused("policy-deny", f"the command policy denies it ({why})")

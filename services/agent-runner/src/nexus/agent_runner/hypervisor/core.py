@@ -168,6 +168,11 @@ class Hypervisor:
         self.rooms()
         return self._scratch
 
+    @property
+    def repository_outside(self) -> bool:
+        """The session's repository lives outside the workspace (a run's): any .git in the workspace is not it."""
+        return self._git_dir is not None
+
     # --- the contract ----------------------------------------------------------------------
 
     @property
