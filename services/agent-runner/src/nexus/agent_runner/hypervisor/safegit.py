@@ -159,13 +159,20 @@ def nested_git(work_tree: Path | str) -> str:
             rel = pending.pop()
             try:
                 fd = os.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+                try:
+                    with os.scandir(fd) as entries:
+                        listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+                finally:
+                    os.close(fd)
             except OSError:
-                continue  # gone, a link, or a path git could not open either
-            try:
-                with os.scandir(fd) as entries:
-                    listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
-            finally:
-                os.close(fd)
+                # Gone, or not listable: git, which stats `<dir>/.git` without listing, would still see one.
+                if rel:
+                    try:
+                        os.lstat(f"{rel}/.git", dir_fd=root)
+                    except OSError:
+                        continue
+                    return f"{rel}/.git"
+                continue
             for name, is_dir in listed:
                 path = f"{rel}/{name}" if rel else name
                 if name.casefold() == ".git":
@@ -173,11 +180,7 @@ def nested_git(work_tree: Path | str) -> str:
                         return path
                     continue  # the root's own: not a repository git sees, not descended into
                 if is_dir:
-                    try:  # as git looks: a directory it may enter but not list still counts
-                        os.lstat(f"{path}/.git", dir_fd=root)
-                        return f"{path}/.git"
-                    except OSError:
-                        pending.append(path)
+                    pending.append(path)
         return ""
     finally:
         os.close(root)
