@@ -160,3 +160,22 @@ async def test_merge_without_ask_merges_at_once(js, nats_url, tmp_path) -> None:
     assert final_status(events)["status"] == "succeeded"
     assert not [e for _, e in events if e["type"] == "run.approval_requested"]
     assert git(bare, "show", "main:feature.txt") == "merged"
+
+
+async def test_an_approval_a_model_asks_for_shows_no_secret(js, nats_url, tmp_path) -> None:
+    """`request_approval`'s action is the model's text: a secret's value in it (or in its detail) reaches
+    neither the approval request a human is shown nor any other event of the run."""
+    value = "sk-approve-Numbat-77Qx+/z"
+    script = (
+        "steps:\n"
+        f"  - tool_calls: [{{name: request_approval, args: {{action: 'deploy {value}', detail: 'with {value}'}}}}]\n"
+        "  - say: done\n"
+    )
+    r = await start_runner(tmp_path, nats_url, config(script, secrets=["API_TOKEN"]), secrets={"API_TOKEN": value})
+    req = await _requested(js, r.cfg.run_id)
+    assert req["action"] == "deploy ${secret:API_TOKEN}" and req["detail"] == "with ${secret:API_TOKEN}", req
+    await decide(js, r.cfg.run_id, req["approval_id"], "approved")
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    assert value not in str(events) and value not in r.log()

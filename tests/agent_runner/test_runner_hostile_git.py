@@ -280,3 +280,65 @@ async def test_the_credential_reaches_only_the_clone_and_the_push(js, nats_url, 
     assert {verb for verb, cred in calls if cred} == {"clone", "ls-remote", "push"}, calls
     assert all(cred for verb, cred in calls if verb in ("clone", "ls-remote", "fetch", "push"))
     assert {"status", "diff", "commit", "add", "log", "rev-list", "cat-file"} <= {verb for verb, _ in calls}
+
+
+NESTED_PLANT = """import os, subprocess
+env = dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
+def g(*args):
+    subprocess.run(["git", "-C", "vendor/lib", "-c", "user.name=x", "-c", "user.email=x@x", *args], env=env, check=True)
+os.makedirs("vendor/lib")
+g("init", "-q")
+open("vendor/lib/f.txt", "w").write("one\\n")
+open("vendor/lib/.gitattributes", "w").write("* filter=evil\\n")
+g("add", "-A")
+g("commit", "-q", "-m", "nested")
+g("config", "filter.evil.clean", "touch {marker}; cat")
+open("vendor/lib/f.txt", "w").write("two\\n")
+"""
+
+
+async def test_a_repository_a_sandboxed_command_nests_in_the_workspace_never_runs_outside(
+    js, nats_url, tmp_path
+) -> None:
+    """An allowed interpreter runs any code in the sandbox, and the sandbox lets it write the workspace:
+    it makes a repository of its own in a subdirectory, with a clean filter in its config. The runner's
+    and the git tools' `git` (outside the sandbox) would stage it as a gitlink and run `git status` in it,
+    filter and all. They refuse instead, the run fails naming it, and nothing is pushed."""
+    bare = bare_repo(tmp_path)
+    marker = tmp_path / "escaped"  # outside the workspace and the sandbox: only code outside can write it
+    run_id = f"run_{uuid.uuid4().hex[:16]}"
+    script = _script(
+        [
+            ("write_file", {"path": "plant.py", "content": NESTED_PLANT.replace("{marker}", str(marker))}),
+            ("run_command", {"cmd": "python3 plant.py"}),
+            ("git_commit", {"message": "agent work"}),
+            ("git_status", {}),
+            ("git_diff", {}),
+        ]
+    )
+    cfg = config(
+        script,
+        run_id=run_id,
+        permissions={"commands": {"allow": ["python3 plant.py"], "default": "deny"}},
+        secrets=sorted(SECRETS),
+        limits={"max_steps": 20},
+        repo=_repo(bare, run_id),
+    )
+    r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, run_id)
+    assert (r.workspace / "vendor" / "lib" / ".git").is_dir(), r.log()  # the plant ran, in the sandbox
+    assert not marker.exists()  # the nested repository's filter never ran outside the sandbox
+    ran = changes(events, "command-run")
+    assert ran and ran[0]["exitCode"] == 0, ran
+    refused = changes(events, "refused")
+    assert [(c["tool"], c["reason"]) for c in refused] == [
+        ("git_commit", "nested-git"),
+        ("git_status", "nested-git"),
+        ("git_diff", "nested-git"),
+        ("commit", "nested-git"),  # the runner's own final commit
+    ], refused
+    end = final_status(events)
+    assert end["status"] == "failed" and "vendor/lib/.git" in end["reason"], end
+    assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]
+    _assert_nothing_leaked(bare, r, events)

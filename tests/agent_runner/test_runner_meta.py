@@ -80,3 +80,37 @@ async def test_meta_session_plans_waits_and_summarises(js, nats_url, nats_creds,
     assert f"- Write b ({b.session_id}): failed: not planned: agent 'nobody' does not exist" in end["summary"]
     assert [c["childSessionId"] for c in changes(events, "child-session")] == [a.session_id, b.session_id]
     assert [c["relPath"] for c in changes(events, "file-write")] == ["meta-plan.json"]
+
+
+async def test_a_plan_carries_no_secret_the_model_put_in_it(js, nats_url, nats_creds, tmp_path) -> None:
+    """A child's title and description are the model's text, and they leave the run (the plan command,
+    core-api's tasks, a board): a secret's value in them goes out as its reference."""
+    value = "sk-plan-Bilby-31Zq+/w"
+    planner = (
+        "steps:\n  - tool_calls:\n"
+        f"      - {{name: spawn_child, args: {{title: 'Rotate {value}', description: 'use {value}', "
+        "target_files: [a.txt]}}\n"
+        "  - tool_calls: [{name: finish, args: {summary: planned}}]\n"
+    )
+    cfg = config(planner, meta=True, tools=["spawn_child", "finish"], secrets=["API_TOKEN"], task={"title": "Plan"})
+    plans: asyncio.Queue = asyncio.Queue()
+
+    async def on_plan(msg) -> None:
+        plans.put_nowait((msg.data, msgspec.json.decode(decode_raw(msg.data).data, type=PlanChildren)))
+
+    nc = await connect(nats_url, "tests", creds=nats_creds)
+    await nc.subscribe("nexus.cmd.core.plan_children.*", cb=on_plan)
+    await nc.flush()
+    try:
+        r = await start_runner(tmp_path, nats_url, cfg, secrets={"API_TOKEN": value})
+        raw, plan = await asyncio.wait_for(plans.get(), 60)
+        while plan.run_id != cfg.run_id:
+            raw, plan = await asyncio.wait_for(plans.get(), 60)
+    finally:
+        await nc.drain()
+    (child,) = plan.children
+    assert (child.title, child.description) == ("Rotate ${secret:API_TOKEN}", "use ${secret:API_TOKEN}"), child
+    assert value.encode() not in raw
+    assert value not in (r.workspace / "meta-plan.json").read_text()
+    r.proc.kill()
+    await r.exit_code()

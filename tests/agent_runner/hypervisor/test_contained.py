@@ -4,6 +4,7 @@ process the command started is gone afterwards. Each asserts the safe outcome an
 
 import asyncio
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,30 @@ async def test_hooks_in_the_repo_do_not_run_on_commit(sandbox: Any, git_cmd: Any
     result = await sandbox.hv.call("git_commit", {"message": "add a"})
     assert result.ok, result.error
     assert sorted(p.name for p in sandbox.sentinel.iterdir()) == ["dir", "evil.sh", "secret.txt"]
+
+
+DEEP_TMP = (
+    "import os, tempfile; os.chdir(tempfile.gettempdir())\n"
+    "for _ in range(1500):\n"
+    "    os.mkdir('d'); os.chdir('d')\n"
+    "print('deep')\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["landlock", "none"])
+async def test_a_temporary_tree_deeper_than_any_recursion_is_cleared_after_the_command(sandbox: Any, mode: str) -> None:
+    """Without bwrap a command's HOME and TMPDIR are a private directory the hypervisor removes after it:
+    a tree 1,500 levels deep there is removed too, and the command's result comes back (shutil.rmtree,
+    recursive, raised RecursionError through the tool call)."""
+    from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
+
+    if sandbox_mod.detect(mode) != mode:
+        pytest.skip("Landlock is not available here")
+    hv = sandbox.make(sandbox_mode=mode)
+    (sandbox.ws / "deep.py").write_text(DEEP_TMP)
+    before = set(os.listdir(tempfile.gettempdir()))
+    result = await hv.call("run_command", {"cmd": "python3 deep.py"})
+    assert result.ok and result.output.startswith("deep\n"), result
+    left = {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("nexus-cmd-")}
+    assert not left, left
+    sandbox.assert_recorded()

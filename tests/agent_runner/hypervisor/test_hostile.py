@@ -46,6 +46,17 @@ def _hardlink(box: Any) -> None:
     os.link(box.sentinel / "secret.txt", box.ws / "hard")
 
 
+def _planted_repository(box: Any) -> None:
+    """What an agent can leave at the workspace's root without naming .git (`gzip -d -S x .gitx`): a pointer
+    to a git directory of its own making, whose config the agent wrote."""
+    store = box.ws / "store"
+    (store / "objects").mkdir(parents=True)
+    (store / "refs").mkdir()
+    (store / "HEAD").write_text("ref: refs/heads/main\n")
+    (store / "config").write_text(f'[filter "x"]\n\tclean = "touch {box.sentinel}/filter-ran; cat"\n')
+    (box.ws / ".git").write_text("gitdir: store\n")
+
+
 @dataclass
 class Case:
     id: str
@@ -65,7 +76,34 @@ DENY_RM = Permissions(commands=CommandPolicy(deny=["rm *"]))
 ALLOW_ONLY_STATUS = Permissions(commands=CommandPolicy(allow=["git status*"], default="deny"))
 ASK_COMMANDS = Permissions(commands=CommandPolicy(allow=["git status*"]), ask=["command"])
 
+SURROGATE = "\ud800"  # valid in JSON ("\\ud800"), so a model can send it; no UTF-8 text holds it
+TEXT_CASES = [
+    # --- text that is no text: a lone surrogate anywhere, a NUL where it would become an argument --
+    Case("surrogate-command", "run_command", {"cmd": f"echo {SURROGATE}"}, "invalid-arguments"),
+    Case("surrogate-path", "write_file", {"path": f"s{SURROGATE}.txt", "content": "x"}, "invalid-arguments"),
+    Case("surrogate-content", "write_file", {"path": "ok.txt", "content": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-edit", "edit_file", {"path": "README.md", "old": "hello", "new": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-patch", "apply_patch", {"patch": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-search", "search_text", {"pattern": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-list", "list_dir", {"path": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-note", "note", {"message": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-commit", "git_commit", {"message": SURROGATE}, "invalid-arguments"),
+    Case("surrogate-child-file", "spawn_child", {"title": "t", "target_files": [SURROGATE]}, "invalid-arguments"),
+    Case("nul-commit-message", "git_commit", {"message": "m\x00x"}, "invalid-arguments"),
+    Case("nul-search-pattern", "search_text", {"pattern": "a\x00"}, "invalid-arguments"),
+    # --- git reading a repository the agent planted (its config: filters, drivers) ------------
+    Case(
+        "git-planted-repository",
+        "run_command",
+        {"cmd": "git status"},
+        "git-internals",
+        _planted_repository,
+        ALLOW_ONLY_STATUS,
+    ),
+]
+
 CASES = [
+    *TEXT_CASES,
     # --- paths: absolute, '..', special filesystems ---------------------------------------
     Case("read-abs-etc-passwd", "read_file", {"path": "/etc/passwd"}, "absolute-path"),
     Case("read-abs-sentinel", "read_file", {"path": "{sentinel}/secret.txt"}, "absolute-path"),

@@ -4,7 +4,9 @@ changes. Plus the attacks that are not refusals: planted git config, filters and
 run; search is no oracle over a secret; a directory swapped for a symlink mid-apply changes nothing."""
 
 import asyncio
+import gzip
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from nexus.agent_runner.hypervisor import Hypervisor, patches
+from nexus.agent_runner.hypervisor import Hypervisor, patches, paths
 from nexus.domain.agents import CommandPolicy, Permissions
 from nexus.domain.sessions import RefusedChange
 from tests.agent_runner.hypervisor.conftest import SECRET
@@ -398,3 +400,117 @@ async def test_errors_never_repr_a_secret(sandbox: Any) -> None:
     change = sandbox.session.changes[-1]
     for text in (result.error, change.detail, Path(sandbox.state_file).read_text()):
         assert value not in text and value.replace("\\", "\\\\") not in text and "back\\\\" not in text
+
+
+# --- a repository nested in the work tree: git would run its drivers outside the sandbox ----------
+
+
+def _nested_git(box: Any, sub: str, *, separate: bool = False) -> None:
+    """What a sandboxed command (an allowed interpreter, a test run) can do in the workspace: make a
+    repository of its own in `sub`, whose config defines a clean filter that its .gitattributes uses,
+    and leave a file in it changed, so a `git status` inside it must run the filter."""
+    path = box.ws / sub
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {k: v for k, v in env.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")}
+
+    def g(*args: str) -> None:
+        subprocess.run(
+            ["git", "-C", str(path), "-c", "user.name=x", "-c", "user.email=x@x", *args], env=env, check=True
+        )
+
+    subprocess.run(["mkdir", "-p", str(path)], check=True)  # Path.mkdir recurses once per missing parent
+    init = ["init", "-q"] + ([f"--separate-git-dir={box.ws / 'store'}"] if separate else [])
+    g(*init)
+    (path / "f.txt").write_text("one\n")
+    (path / ".gitattributes").write_text("* filter=evil\n")
+    g("add", "-A")
+    g("commit", "-q", "-m", "nested")
+    g("config", "filter.evil.clean", f"touch {box.sentinel}/filter-ran; cat")
+    (path / "f.txt").write_text("two\n")
+
+
+def _tracked_gitlink(box: Any) -> None:
+    """The repository the run was cloned from has a submodule at `lib` (an empty directory in the work tree)."""
+    from tests.agent_runner.hypervisor.conftest import git
+
+    git(box.ws, "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},lib")
+    git(box.ws, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a submodule")
+    (box.ws / "lib").mkdir()
+
+
+def _clear_deep(box: Any) -> None:
+    """A tree deeper than Python's recursion must go before pytest's own cleanup (shutil.rmtree) meets it."""
+    if (box.ws / "d").exists():
+        paths.remove_tree(box.ws / "d")
+
+
+NESTED = {
+    "nested-repository": lambda box: _nested_git(box, "sub"),
+    "nested-gitfile": lambda box: _nested_git(box, "deep/sub", separate=True),
+    "populated-submodule": lambda box: (_tracked_gitlink(box), _nested_git(box, "lib")),
+    # Deeper than Python's recursion limit: the check keeps its own stack.
+    "deep-nested-repository": lambda box: _nested_git(box, "d/" * 1200 + "sub"),
+}
+
+
+@pytest.mark.parametrize("plant", NESTED, ids=list(NESTED))
+async def test_a_repository_nested_in_the_workspace_never_steers_git(sandbox: Any, plant: str) -> None:
+    """A `.git` below the workspace's root makes git treat that directory as a repository of its own:
+    `add -A` stages it as a gitlink, and from then on status, diff and add run `git status` inside it,
+    with its config — filters, drivers — outside the sandbox. The git tools refuse while one exists."""
+    try:
+        hv = sandbox.make()
+        NESTED[plant](sandbox)
+        (sandbox.ws / "README.md").write_text("# demo\nchanged\n")
+        for tool, args in (
+            ("git_status", {}),
+            ("git_commit", {"message": "with a nested repository"}),
+            ("git_status", {}),
+            ("git_diff", {}),
+            ("git_commit", {"message": "again"}),
+        ):
+            result = await hv.call(tool, args)
+            assert not result.ok and result.error.startswith("refused (nested-git)"), (tool, result)
+            change = sandbox.session.changes[-1]
+            assert isinstance(change, RefusedChange) and (change.tool, change.reason) == (tool, "nested-git")
+        assert not (sandbox.sentinel / "filter-ran").exists()
+        sandbox.assert_recorded()
+        # git_log reads no work tree: it still answers.
+        assert (await hv.call("git_log", {})).ok
+    finally:
+        _clear_deep(sandbox)
+
+
+async def test_a_tree_deeper_than_any_recursion_is_searched_and_committed(sandbox: Any, git_cmd: Any) -> None:
+    """A path 1,200 directories deep (write_file makes its parents): search, status and commit walk the
+    tree without recursing on it — search leaves out what is past its depth and says so."""
+    try:
+        hv = sandbox.make()
+        deep = "d/" * 1200 + "needle.txt"
+        assert (await hv.call("write_file", {"path": deep, "content": "needle\n"})).ok
+        assert (await hv.call("write_file", {"path": "d/top.txt", "content": "needle\n"})).ok
+        found = await hv.call("search_text", {"pattern": "needle"})
+        assert found.ok and found.output.startswith("d/top.txt:1:needle\n"), found
+        assert "directories deep]" in found.output
+        for tool, args in (("git_status", {}), ("git_commit", {"message": "deep"}), ("git_diff", {})):
+            result = await hv.call(tool, args)
+            assert result.ok, (tool, result.error)
+        assert deep in git_cmd(sandbox.ws, "ls-tree", "-r", "--name-only", "HEAD").split()
+        sandbox.assert_recorded()
+    finally:
+        _clear_deep(sandbox)
+
+
+async def test_a_git_pointer_a_command_makes_without_naming_it_stops_the_git_tools(sandbox: Any) -> None:
+    """No interpreter needed: `gzip -d -S x sub/.gitx` writes `sub/.git` (the name is the operand less the
+    suffix, never in the command line), a pointer to a git directory the agent wrote as plain files. The
+    command runs; the git tools then refuse while the pointer is there."""
+    hv = sandbox.make()
+    (sandbox.ws / "sub").mkdir()
+    (sandbox.ws / "sub" / ".gitx").write_bytes(gzip.compress(b"gitdir: ../store\n"))
+    ran = await hv.call("run_command", {"cmd": "gzip -d -S x sub/.gitx"})
+    assert ran.ok and (sandbox.ws / "sub" / ".git").is_file(), ran
+    for tool in ("git_status", "git_diff", "git_commit"):
+        result = await hv.call(tool, {"message": "m"} if tool == "git_commit" else {})
+        assert result.error.startswith("refused (nested-git)"), (tool, result)
+    sandbox.assert_recorded()

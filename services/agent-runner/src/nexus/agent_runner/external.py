@@ -88,9 +88,9 @@ class HypervisorAgent:
             return {"ok": False, "output": "", "error": self.reason}
         out.steps += 1
         self.reporter.step = out.steps
-        name = tool if isinstance(tool, str) else repr(tool)
-        result = await self.hv.call(name, arguments)  # not an object: refused and recorded by the hypervisor
-        await self.reporter.tool(name, result.ok, result.error)
+        # Any name and arguments: what is no string or object is refused and recorded by the hypervisor.
+        result = await self.hv.call(tool, arguments)  # type: ignore[arg-type]
+        await self.reporter.tool(tool, result.ok, result.error)  # masked, and a string, there
         if reason := self.stop():
             self._end(reason)
         elif self.hv.finished is not None:

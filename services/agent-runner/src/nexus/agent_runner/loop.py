@@ -8,8 +8,16 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from nexus.agent_runner.hypervisor import Hypervisor
-from nexus.agent_runner.llm.base import Completion, LLMProvider, Message, ToolSpec, approx_tokens, messages_text
-from nexus.agent_runner.reporter import RunReporter
+from nexus.agent_runner.llm.base import (
+    Completion,
+    LLMProvider,
+    Message,
+    ToolSpec,
+    approx_tokens,
+    as_text,
+    messages_text,
+)
+from nexus.agent_runner.reporter import RunReporter, shown_name
 from nexus.domain.agents import Limits
 from nexus.domain.budgets import BUDGET_EXCEEDED, Cap, Spend, call_cost, would_exceed
 from nexus.observability.tracing import span, tracer
@@ -131,6 +139,7 @@ async def run_loop(
                     f"{'-' if budget.usd is None else budget.usd} USD"
                 )
         completion = await _model_call(provider, messages, tools, price)
+        completion.text = as_text(completion.text)  # what the run records, shows and sends back is UTF-8 text
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd
@@ -152,7 +161,10 @@ async def run_loop(
             )
         # The history the model reads next is masked too: a value it produced never comes back to it.
         calls = [
-            msgspec.structs.replace(c, arguments=_masked(c.arguments, reporter.mask)) for c in completion.tool_calls
+            msgspec.structs.replace(
+                c, name=shown_name(c.name, reporter.mask), arguments=_masked(c.arguments, reporter.mask)
+            )
+            for c in completion.tool_calls
         ]
         messages.append(Message(role="assistant", content=reporter.mask(completion.text), tool_calls=calls))
         if not completion.tool_calls:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from nats.js import JetStreamContext
 
+from nexus.agent_runner.hypervisor.secrets import printable
 from nexus.domain.sessions import SessionChange, SessionStatus
 from nexus.events.bus import Publisher
 from nexus.events.catalog import change_kind
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nexus.agent_runner")
 MAX_PENDING = 64  # events whose acks may be outstanding at once; one more waits for all of them
+
+
+def shown_name(name: Any, mask: Callable[[str], str]) -> str:
+    """A tool name as events and the model's history show it: the model's output like its text, so masked
+    (a name may hold a secret's value), printable, cut, and a string whatever the model or CLI sent."""
+    text = name if isinstance(name, str) else f"<{type(name).__name__}>"
+    return printable(mask(text))[:200]
 
 
 class RunReporter:
@@ -140,10 +148,13 @@ class RunReporter:
     async def llm(self, **fields: Any) -> None:
         if "text" in fields:
             fields["text"] = self.mask(fields["text"])[:4000]
+        if "tool_calls" in fields:
+            fields["tool_calls"] = [shown_name(name, self.mask) for name in fields["tool_calls"]]
         await self._send("run.llm", LLMCalled(**fields))
 
-    async def tool(self, tool: str, ok: bool, error: str = "") -> None:
-        await self._send("run.tool", ToolCalled(step=self.step, tool=tool, ok=ok, error=self.mask(error)[:2000]))
+    async def tool(self, tool: Any, ok: bool, error: str = "") -> None:
+        shown = shown_name(tool, self.mask)
+        await self._send("run.tool", ToolCalled(step=self.step, tool=shown, ok=ok, error=self.mask(error)[:2000]))
 
     def start_heartbeat(self, every_s: float) -> None:
         async def beat() -> None:

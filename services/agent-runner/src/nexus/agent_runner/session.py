@@ -115,7 +115,7 @@ class RunSession:
             ApprovalRequested(
                 approval_id=approval_id,
                 run_id=self.cfg.run_id,
-                action=action,
+                action=self.reporter.mask(action)[:200],
                 detail=self.reporter.mask(detail)[:2000],
                 session_id=self.cfg.session_id,
                 expires_at=expires.isoformat().replace("+00:00", "Z"),
@@ -327,7 +327,12 @@ class RunSession:
             status = "succeeded"  # through the commit and push below; the verdict stays `outcome_status`
             kept = f"; the work so far is on {cfg.repo.branch}" if cfg.repo else ""
             summary = summary or f"stopped: {reason}{kept}"
-        if status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv):
+        try:
+            dirty = status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv)
+        except workspace.NestedGit as exc:  # the agent's doing: refused and recorded, not a crash
+            await hv.refuse("commit", "nested-git", str(exc))
+            status, reason, dirty = "failed", f"commit refused: {exc}", False
+        if dirty:
             title = cfg.task.title if cfg.task else cfg.task_id
             message = outgoing.without_trailers(f"{title}\n\n{summary}".strip()[:4000]) or "Nexus run"
             result = await hv.runner_call("git_commit", {"message": message})

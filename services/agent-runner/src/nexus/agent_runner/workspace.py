@@ -9,17 +9,20 @@ clone, fetch or push invocation that talks to the remote."""
 import asyncio
 import os
 import re
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nexus.agent_runner.hypervisor import safegit
+from nexus.agent_runner.hypervisor import paths, safegit
 from nexus.events.payloads import RepoSpec
 
 
 class GitError(Exception):
     pass
+
+
+class NestedGit(GitError):
+    """The work tree holds a repository of its own: git, run outside the sandbox, would obey its config."""
 
 
 _UNSEALABLE = "unsealable"  # a seal no digest matches: the repository could not be written, git is refused
@@ -90,6 +93,11 @@ async def run_git(
 ) -> tuple[int, bytes]:
     if repo:
         rg.check_sealed()
+        if safegit.reads_work_tree(args) and (nested := await asyncio.to_thread(safegit.nested_git, rg.work_tree)):
+            raise NestedGit(
+                f"the workspace holds a git repository of its own at {nested}: git would run its config (filters, "
+                f"drivers) outside the sandbox; git {safegit.subcommand(args)} refused"
+            )
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
     cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
     proc = await asyncio.create_subprocess_exec(
@@ -119,7 +127,7 @@ def reset(rg: RunGit) -> None:
         except FileNotFoundError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            paths.remove_tree(path)
         else:
             path.unlink()
 

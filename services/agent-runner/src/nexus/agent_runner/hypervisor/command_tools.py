@@ -3,6 +3,7 @@ policy, confined by the sandbox, their output masked and bounded."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Annotated
 
 from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox, shown
@@ -10,7 +11,7 @@ from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
 from nexus.agent_runner.hypervisor.state import now_iso
-from nexus.agent_runner.hypervisor.tools import Args, Doc, ToolResult
+from nexus.agent_runner.hypervisor.tools import MAX_COMMAND_CHARS, Args, Doc, ToolResult
 from nexus.domain.sessions import CommandRunChange
 from nexus.events.payloads import CommandOutput
 
@@ -22,8 +23,9 @@ class RunCommandArgs(Args):
     cmd: Annotated[
         str,
         Doc(
+            max_length=MAX_COMMAND_CHARS,
             description="A command line, split like a POSIX shell would split it but run WITHOUT a shell "
-            "(no pipes, redirection, globbing or $VARS). Use ${secret:NAME} to pass a secret."
+            "(no pipes, redirection, globbing or $VARS). Use ${secret:NAME} to pass a secret.",
         ),
     ]
     timeout_s: (
@@ -37,6 +39,13 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     template = commands.parse(args.cmd)
     ctx = cmdparse.Context(hv.ws.root, hv.cmd_env.get("PATH", ""))
     plan = cmdparse.analyze(template, ctx)
+    if hv.repository_outside and any("git" in (layer.name, layer.real) for layer in plan.layers):
+        if os.path.lexists(os.path.join(hv.ws.root, ".git")):
+            # The run's repository lives outside the workspace: a .git here is the agent's own making (a
+            # pointer a command wrote without naming it), and git would read its config — filters, drivers.
+            raise Refused(
+                "git-internals", "the workspace holds a .git entry the run's repository did not put there; git refused"
+            )
     decision, why = commands.decide(args.cmd, plan.layers, policy, hv.permissions.ask)
     if decision == "deny":
         raise Refused("policy-deny", f"the command policy denies it ({why})")

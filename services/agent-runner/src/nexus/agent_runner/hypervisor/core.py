@@ -168,6 +168,11 @@ class Hypervisor:
         self.rooms()
         return self._scratch
 
+    @property
+    def repository_outside(self) -> bool:
+        """The session's repository lives outside the workspace (a run's): any .git in the workspace is not it."""
+        return self._git_dir is not None
+
     # --- the contract ----------------------------------------------------------------------
 
     @property
@@ -263,6 +268,7 @@ class Hypervisor:
             parsed: Any = msgspec.convert(args, registered.args)
         except msgspec.ValidationError as exc:
             raise Refused("invalid-arguments", str(exc)) from None
+        _require_text(parsed)
         if registered.path_arg:
             self.check_path(parsed.path)
         try:
@@ -354,7 +360,8 @@ class Hypervisor:
         """Pause for a human; returns only when approved."""
         if self._approver is None:
             raise Refused("approval-required", f"{action} needs approval and this run has no approver")
-        detail = self.mask(detail)
+        # Both are shown to a human (and may be the model's own text: request_approval): masked here, the one way out.
+        action, detail = self.mask(action), self.mask(detail)
         await self.record(ApprovalChange(action=action, decision="requested", timestamp=now_iso()))
         try:
             approved = await self._approver(action, detail)
@@ -385,6 +392,16 @@ class Hypervisor:
         ):
             raise Refused(
                 "git-tampered", "the repository's git directory was changed outside the hypervisor; git refused"
+            )
+        if (
+            repo
+            and safegit.reads_work_tree(args)
+            and (nested := await asyncio.to_thread(safegit.nested_git, self.ws.root))
+        ):
+            raise Refused(
+                "nested-git",
+                f"the workspace holds a git repository of its own at {nested}; git would run its config "
+                "(filters, drivers) outside the sandbox, so the git tools are refused until it is removed",
             )
         self.rooms()
         return await commands.execute(
@@ -434,3 +451,16 @@ class Hypervisor:
         return (await self.git("rev-parse", "--verify", "-q", "HEAD")).exit_code == 0
 
     # --- session ---------------------------------------------------------------------------
+
+
+def _require_text(parsed: Any) -> None:
+    """Every string argument is text: JSON lets a model send a lone surrogate ("\\ud800"), which no
+    UTF-8 file, command line, ledger or event can hold — refused here, before any tool meets it."""
+    for field in parsed.__struct_fields__:
+        value = getattr(parsed, field)
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str):
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    raise Refused("invalid-arguments", f"`{field}` is not Unicode text (a lone surrogate)") from None

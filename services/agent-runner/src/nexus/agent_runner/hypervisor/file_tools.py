@@ -177,6 +177,8 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
     rel = hv.ws.resolve(args.path)
     if not args.pattern:
         raise Refused("invalid-arguments", "the pattern is empty")
+    if "\0" in args.pattern:
+        raise Refused("invalid-arguments", "the pattern contains a NUL byte")
     scratch = tempfile.mkdtemp(prefix="search-", dir=hv.scratch)
     try:
         skipped = search.masked_copy(hv.ws, rel, Path(scratch), hv.secrets)
@@ -197,6 +199,7 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
         shown.append("[more matches not shown; narrow the pattern or the path]")
     if skipped:
         shown.append(
-            f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, hard-linked, or over the total]"
+            f"[{skipped} files not searched: larger than {search.MAX_FILE_BYTES} bytes, hard-linked, over the "
+            f"total, or more than {search.MAX_DEPTH} directories deep]"
         )
     return ToolResult(ok=True, output="\n".join(shown) if shown else "no matches")

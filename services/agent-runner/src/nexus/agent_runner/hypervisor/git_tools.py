@@ -56,6 +56,8 @@ async def git_log(hv: Hypervisor, args: NoArgs) -> ToolResult:
 
 @tool("git_commit", GitCommitArgs, "Stage every change and commit it.")
 async def git_commit(hv: Hypervisor, args: GitCommitArgs) -> ToolResult:
+    if "\0" in args.message:
+        raise Refused("invalid-arguments", "the commit message contains a NUL byte")
     if not hv.permissions.can_commit:
         raise Refused("not-permitted", "this agent may not commit (can_commit is false)")
     if _FORGED_TRAILER.search(args.message):

@@ -9,7 +9,9 @@ a hard link to a file outside the workspace is cut, not written through."""
 
 import os
 import secrets
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from nexus.agent_runner.hypervisor.errors import Refused
@@ -209,3 +211,21 @@ def _require_regular(rel: str, st: os.stat_result) -> None:
         raise Refused("is-a-directory", f"{rel} is a directory")
     if not stat.S_ISREG(st.st_mode):
         raise Refused("special-file", f"{rel} is not a regular file (device, FIFO or socket)")
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Remove a directory tree of any depth. shutil.rmtree recurses once per level, so a tree a command
+    made a thousand directories deep is a RecursionError (even with ignore_errors); such a tree is
+    then removed by GNU rm, which walks any depth, never follows a link and stays on the tree's own
+    filesystem. Raises OSError when the tree could not be removed."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except RecursionError:
+        done = subprocess.run(
+            ["rm", "-rf", "--one-file-system", "--", os.fspath(path)], stdin=subprocess.DEVNULL, capture_output=True
+        )
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip()[:500]
+            raise OSError(f"could not remove {os.fspath(path)}: {why}") from None

@@ -126,5 +126,65 @@ def steering_digest(git_dir: Path) -> str:
     return digest.hexdigest()
 
 
+# Subcommands that never look at the work tree: every other one is checked for nested repositories.
+_TREELESS = frozenset(
+    {"rev-parse", "log", "cat-file", "push", "fetch", "ls-remote", "merge-base", "config", "rev-list", "show"}
+)
+
+
+def subcommand(args: tuple[str, ...] | list[str]) -> str:
+    """The git subcommand of `args` (after any leading `-c name=value` pairs)."""
+    i = 0
+    while i < len(args) and args[i] == "-c":
+        i += 2
+    return args[i] if i < len(args) else ""
+
+
+def reads_work_tree(args: tuple[str, ...] | list[str]) -> bool:
+    return subcommand(args) not in _TREELESS
+
+
+def nested_git(work_tree: Path | str) -> str:
+    """The first `.git` entry (any case; directory, file or link) below the work tree's root, as a
+    path relative to it, or "". git takes a directory holding one for a repository of its own: `add -A`
+    stages it as a gitlink, and status, diff and add then run `git status` inside it — with its config,
+    so its filters and drivers, outside any sandbox. The root's own `.git` is skipped by git (the
+    repository is named by GIT_DIR), so it is not reported. Links are not followed. The walk keeps its
+    own stack (a tree thousands of directories deep is no recursion) and opens each directory by its
+    path relative to the root, as git, running there, does."""
+    root = os.open(os.fspath(work_tree), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pending = [""]
+        while pending:
+            rel = pending.pop()
+            try:
+                fd = os.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+                try:
+                    with os.scandir(fd) as entries:
+                        listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+                finally:
+                    os.close(fd)
+            except OSError:
+                # Gone, or not listable: git, which stats `<dir>/.git` without listing, would still see one.
+                if rel:
+                    try:
+                        os.lstat(f"{rel}/.git", dir_fd=root)
+                    except OSError:
+                        continue
+                    return f"{rel}/.git"
+                continue
+            for name, is_dir in listed:
+                path = f"{rel}/{name}" if rel else name
+                if name.casefold() == ".git":
+                    if rel:
+                        return path
+                    continue  # the root's own: not a repository git sees, not descended into
+                if is_dir:
+                    pending.append(path)
+        return ""
+    finally:
+        os.close(root)
+
+
 def argv(*args: str) -> list[str]:
     return ["git", *HARDENING, *args]

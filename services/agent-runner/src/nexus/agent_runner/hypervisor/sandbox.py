@@ -12,15 +12,17 @@ paths, and (ABI >= 4) TCP to nothing unless networking is granted; (ABI >= 6) no
 processes outside. Where neither works, `none`: rlimits and the process group only. The mode is
 detected once per process and reported on every session."""
 
+import contextlib
 import ctypes
 import os
 import resource
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
+
+from nexus.agent_runner.hypervisor.paths import remove_tree
 
 BWRAP = "/usr/bin/bwrap"
 MODES = ("auto", "bwrap", "landlock", "none")
@@ -233,8 +235,14 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
             rlimits()
             restrict(rules)
 
-        return Prepared(list(argv), preexec, inner_env, lambda: shutil.rmtree(private, ignore_errors=True))
-    return Prepared(list(argv), rlimits, inner_env, lambda: shutil.rmtree(private, ignore_errors=True))
+        return Prepared(list(argv), preexec, inner_env, partial(_clear, private))
+    return Prepared(list(argv), rlimits, inner_env, partial(_clear, private))
+
+
+def _clear(private: str) -> None:
+    """The command's private HOME/TMPDIR, gone after it: at any depth the command made it."""
+    with contextlib.suppress(OSError):
+        remove_tree(private)
 
 
 # --- Landlock, through the raw syscalls (no privilege needed) ------------------------------------

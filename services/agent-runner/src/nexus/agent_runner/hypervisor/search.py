@@ -16,6 +16,7 @@ from nexus.agent_runner.hypervisor.secrets import SecretBox
 
 MAX_FILE_BYTES = 4 << 20
 MAX_TOTAL_BYTES = 64 << 20
+MAX_DEPTH = 128  # directories deeper are not searched (os.fwalk recurses: a deeper tree would be a RecursionError)
 
 
 def _read(dir_fd: int, name: str) -> bytes | None:
@@ -37,7 +38,7 @@ def _read(dir_fd: int, name: str) -> bytes | None:
 
 def masked_copy(ws: Workspace, rel: str, into: Path, secrets: SecretBox) -> int:
     """Copy the files under `rel` (a file or a directory) into `into/<rel>`, masked. Returns how many
-    files were left out (too large, hard-linked, over the total)."""
+    files were left out (too large, hard-linked, over the total; a directory past MAX_DEPTH counts one)."""
     skipped, total = 0, 0
     if rel != "." and _is_file(ws, rel):
         try:
@@ -52,6 +53,9 @@ def masked_copy(ws: Workspace, rel: str, into: Path, secrets: SecretBox) -> int:
     try:
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
             dirnames[:] = sorted(d for d in dirnames if d.casefold() != ".git")
+            if dirpath.count(os.sep) >= MAX_DEPTH and dirnames:
+                skipped += len(dirnames)  # each a tree left out, counted as one
+                dirnames[:] = []
             for name in sorted(filenames):
                 found = _read(dir_fd, name)
                 if found is None or total + len(found) > MAX_TOTAL_BYTES:

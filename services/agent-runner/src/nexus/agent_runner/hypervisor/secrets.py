@@ -129,5 +129,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 def printable(text: str) -> str:
     """A (masked) text fit for an error message or a log line: control characters become '?'.
-    Used instead of repr(), whose escaping would hide a secret containing a backslash from the mask."""
-    return _CONTROL.sub("?", text)
+    Used instead of repr(), whose escaping would hide a secret containing a backslash from the mask. A lone
+    surrogate (a model's JSON can hold one) becomes '?' too: no ledger, event or log line can carry it."""
+    return _CONTROL.sub("?", text.encode("utf-8", "replace").decode())

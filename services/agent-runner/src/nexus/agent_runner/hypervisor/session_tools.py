@@ -27,15 +27,18 @@ class NoteArgs(Args):
 
 
 class RequestApprovalArgs(Args):
-    action: Annotated[str, Doc(min_length=1, description="What you want to do, e.g. 'merge' or 'push_default_branch'.")]
-    detail: Annotated[str, Doc(description="Why, and exactly what will happen.")] = ""
+    action: Annotated[
+        str,
+        Doc(min_length=1, max_length=200, description="What you want to do, e.g. 'merge' or 'push_default_branch'."),
+    ]
+    detail: Annotated[str, Doc(max_length=2000, description="Why, and exactly what will happen.")] = ""
 
 
 class SpawnChildArgs(Args):
-    title: Annotated[str, Doc(min_length=1)]
-    description: str = ""
-    target_files: Annotated[list[RelPath], Doc(description="Files the child session will write.")] = msgspec.field(
-        default_factory=list
+    title: Annotated[str, Doc(min_length=1, max_length=500)]
+    description: Annotated[str, Doc(max_length=MAX_NOTE_CHARS)] = ""
+    target_files: Annotated[list[RelPath], Doc(max_length=1000, description="Files the child session will write.")] = (
+        msgspec.field(default_factory=list)
     )
     agent: (
         Annotated[
@@ -78,9 +81,14 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
     for path in args.target_files:
         hv.check_path(path)
     targets = [hv.ws.resolve(path, writing=True) for path in args.target_files]
-    request: dict[str, object] = {"title": args.title, "description": args.description, "target_files": targets}
+    # The plan leaves the run (a command to core-api, its tasks, a board): the model's text in it is masked.
+    request: dict[str, object] = {
+        "title": hv.mask(args.title),
+        "description": hv.mask(args.description),
+        "target_files": targets,
+    }
     if args.agent:
-        request["agent"] = args.agent
+        request["agent"] = hv.mask(args.agent)
     if args.weight != 1.0:
         request["weight"] = args.weight
     try:

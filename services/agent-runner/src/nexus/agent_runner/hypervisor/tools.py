@@ -27,7 +27,15 @@ class Args(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-RelPath = Annotated[str, Doc(description="A path relative to the workspace root (no absolute paths, no '..').")]
+# Every text a model sends that a ledger change keeps is bounded by its type: a change is one bus message
+# (1 MiB by default), so an unbounded field was a run that could not record its own change.
+MAX_PATH_CHARS = 4096
+MAX_COMMAND_CHARS = 65_536
+
+RelPath = Annotated[
+    str,
+    Doc(max_length=MAX_PATH_CHARS, description="A path relative to the workspace root (no absolute paths, no '..')."),
+]
 
 
 class NoArgs(Args):

@@ -91,6 +91,11 @@ class LLMProvider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def as_text(text: str) -> str:
+    """A model's text as UTF-8 can carry it: a lone surrogate (JSON lets a reply write one) becomes '?'."""
+    return text.encode("utf-8", "replace").decode()
+
+
 def approx_tokens(text: str) -> int:
     """About four characters per token: good enough to exercise accounting and limits
     when a provider reports no usage."""

@@ -14,6 +14,8 @@ from nexus.domain.json_types import JsonObject
 
 T = TypeVar("T")
 _MAX_ERROR_CHARS = 500
+# A reply nested past the JSON decoder's recursion (a model's tool input can be): the run fails saying so.
+_TOO_DEEP = "reply is nested too deeply to decode (a tool input nested past any tool's schema)"
 
 
 class SSEEvent(NamedTuple):
@@ -63,6 +65,8 @@ class HttpTransport:
                         data = json.loads(raw)
                     except ValueError:
                         raise self.error(f"reply is neither an event stream nor JSON: {raw[:200]!r}") from None
+                    except RecursionError:
+                        raise self.error(_TOO_DEEP) from None
                     return on_json(data)
             except httpx.TimeoutException as e:
                 raise self.error(
@@ -180,20 +184,85 @@ def decode_event_json(transport: HttpTransport, data: str) -> Any:
         return json.loads(data)
     except ValueError:
         raise transport.error(f"malformed event data in the stream: {data[:200]!r}") from None
+    except RecursionError:
+        raise transport.error(_TOO_DEEP) from None
+
+
+MAX_ARGUMENT_DEPTH = 64  # far deeper than any tool's schema; a model's arguments past it are refused
+_MAX_RAW_CHARS = 2000  # of arguments that could not be used, what is kept for the model to see
 
 
 def parse_arguments(raw: str | JsonObject | None) -> JsonObject:
     """Tool arguments as a dict. Models sometimes emit broken JSON: rather than fail the run,
     hand the raw text on under `_raw_arguments` so the hypervisor refuses the call and the
-    model sees why."""
+    model sees why. Arguments nested deeper than MAX_ARGUMENT_DEPTH are handed on the same way:
+    a hostile model's 100,000 brackets would otherwise end the run in a RecursionError (the JSON
+    decoder, and every walk over the arguments after it, recurse)."""
     if isinstance(raw, dict):
-        return raw
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError as e:
-        return {"_raw_arguments": raw, "_error": f"arguments are not valid JSON: {e}"}
+        value: Any = raw
+    elif raw is None or not isinstance(raw, str) or not raw.strip():
+        return {} if not raw else _unusable(raw, "arguments are not a JSON object")
+    else:
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            return _unusable(raw, f"arguments are not valid JSON: {e}")
+        except RecursionError:
+            return _unusable(raw, f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels")
     if not isinstance(value, dict):
-        return {"_raw_arguments": raw, "_error": "arguments are not a JSON object"}
+        return _unusable(raw, "arguments are not a JSON object")
+    if too_deep(value, MAX_ARGUMENT_DEPTH):
+        return _unusable(raw, f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels")
+    if not all_text(value):
+        return _unusable(raw, "arguments hold a lone surrogate (\\ud800-\\udfff alone is no Unicode text)")
     return value
+
+
+def _unusable(raw: Any, why: str) -> JsonObject:
+    text = raw if isinstance(raw, str) else _shape(raw)
+    cut = f"... [{len(text)} characters]" if len(text) > _MAX_RAW_CHARS else ""
+    return {"_raw_arguments": text[:_MAX_RAW_CHARS] + cut, "_error": why}
+
+
+def _shape(value: Any) -> str:
+    """What a value that is no JSON text looks like, without walking it (it may be nested past any limit)."""
+    return f"<{type(value).__name__}>"
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests deeper than `limit` (iterative: no recursion on the value)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def all_text(value: Any) -> bool:
+    """Whether every string in a decoded JSON value (keys too) is Unicode text: JSON lets a lone
+    surrogate be written ("\\ud800"), which no UTF-8 file, command line, ledger or event can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not is_text(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def is_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
