@@ -648,10 +648,7 @@ async def fetched(
             try:
                 msgs = pending.result()
             except (NatsTimeout, TimeoutError):
-                if failing_since is not None:  # an empty answer is an answer
-                    _recovered(durable, failures, failing_since)
-                    failing_since, failures = None, 0
-                continue
+                msgs = None  # no message within the wait: an answer all the same
             except Exception as exc:  # a reconnect in progress; keep the loop alive
                 if (remake is not None or end_if_deleted) and await _deleted(sub):
                     if remake is None:
@@ -673,6 +670,8 @@ async def fetched(
             if failing_since is not None:
                 _recovered(durable, failures, failing_since)
                 failing_since, failures = None, 0
+            if msgs is None:
+                continue
             if prefetch:
                 ahead = asyncio.ensure_future(sub.fetch(size(), timeout=wait_s))
             yield msgs

@@ -11,22 +11,26 @@ from nexus.dev.servers import Managed, _spawn, find_tool, free_ports, remember_a
 class ClusterNode:
     name: str
     client_port: int
-    managed: Managed
     conf: Path
+    managed: Managed | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.client_port}"
 
     def kill(self) -> None:
-        self.managed.stop(timeout_s=0)
+        if self.managed is not None:
+            self.managed.stop(timeout_s=0)
+
+    def start(self) -> Managed:
+        """nats-server for this node, its log appended to `nats.log` beside its config."""
+        proc, log = _spawn([find_tool("nats-server"), "-c", str(self.conf)], self.conf.with_name("nats.log"))
+        self.managed = Managed(f"nats-{self.name}", proc, "", log)
+        return self.managed
 
     def restart(self) -> None:
         """The node again, on its port and with its store, as a node back from a crash."""
-        log_path = self.conf.with_name("nats.log")
-        proc, log = _spawn([find_tool("nats-server"), "-c", str(self.conf)], log_path)
-        self.managed = Managed(f"nats-{self.name}", proc, "", log)
-        wait_port("127.0.0.1", self.client_port, proc=proc)
+        wait_port("127.0.0.1", self.client_port, proc=self.start().proc)
 
 
 def node_config(name: str, client_port: int, route_port: int, routes: list[int], store: Path) -> str:
@@ -43,7 +47,8 @@ def start_nats_cluster(data_dir: Path, size: int = 3, auth: Path | None = None) 
     """`size` joined nodes; with `auth` (a servers.nats_auth() directory) each runs with that authorization."""
     ports = free_ports(2 * size)
     client_ports, route_ports = ports[:size], ports[size:]
-    nodes = []
+    nodes: list[ClusterNode] = []
+    started: list[Managed] = []
     for i in range(size):
         name = f"n{i + 1}"
         node_dir = data_dir / name
@@ -51,9 +56,10 @@ def start_nats_cluster(data_dir: Path, size: int = 3, auth: Path | None = None) 
         conf = node_dir / "nats.conf"
         auth_conf = (auth / "nats.conf").read_text() if auth else ""
         conf.write_text(node_config(name, client_ports[i], route_ports[i], route_ports, node_dir / "js") + auth_conf)
-        proc, log = _spawn([find_tool("nats-server"), "-c", str(conf)], node_dir / "nats.log")
-        nodes.append(ClusterNode(name, client_ports[i], Managed(f"nats-{name}", proc, "", log), conf))
-        remember_auth(nodes[-1].url, auth)
-    for node in nodes:
-        wait_port("127.0.0.1", node.client_port, proc=node.managed.proc)
+        node = ClusterNode(name, client_ports[i], conf)
+        started.append(node.start())
+        nodes.append(node)
+        remember_auth(node.url, auth)
+    for node, managed in zip(nodes, started, strict=True):
+        wait_port("127.0.0.1", node.client_port, proc=managed.proc)
     return nodes
