@@ -3,6 +3,7 @@ out the follow-ups it returns, in order, a follow-up's own follow-ups before the
 the only module that composes features (tasks, budgets, goals, approvals, sessions' plans); features
 call it instead of calling each other."""
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -240,8 +241,12 @@ async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Call
             setattr(task, name, value)
     await tasks_store.store(task)
     if prepared is not None:
-        await launch.store(prepared)  # the claim's run, stored before anything is announced
-    await audit(task)
+        # The claim's run and the audit entry, written at once (the task they name is stored); both
+        # before anything is announced. One failing fails the request: a run stored without its audit
+        # entry is launched by the requeue sweep, a claim whose run was not stored is released.
+        await asyncio.gather(launch.store(prepared), audit(task))
+    else:
+        await audit(task)
     # Announced together, in order: one round trip to the bus for all of them instead of one each.
     outbox = Outbox(ctx.publisher)
     announcing = dataclasses.replace(ctx, publisher=outbox)
