@@ -60,7 +60,7 @@ async def test_a_read_started_before_a_change_does_not_stand_as_the_list(client,
         monkeypatch.setattr(prices.ModelPrice, "get_pymongo_collection", staticmethod(lambda: held))
         prices.forget()
         first = asyncio.ensure_future(prices.price_for(model))  # reads the list before the change
-        while len(held.gates) == 2:  # noqa: ASYNC110 — until its find is made
+        while len(held.gates) == 2:  # until its find is made
             await asyncio.sleep(0)
         await prices.put(model, 1.0, 2.0, "tests")  # forgets the list
         changed = asyncio.ensure_future(prices.price_for(model))  # a read of the list as it is now
