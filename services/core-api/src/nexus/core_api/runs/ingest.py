@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-
 from nexus.core_api.approvals.service import announce_requested, on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
