@@ -226,7 +226,8 @@ async def launch_checks(port: int) -> dict[str, float]:
 
 
 async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Each service's database commands so far (nexus.db.stats), by "command collection"."""
+    """Each service's database commands so far (nexus.db.stats), by "command collection", and what it published
+    to JetStream (nexus_bus_published_total, nexus_bus_publish_waits_total) where it says."""
     out: dict[str, dict[str, float]] = {}
     async with httpx.AsyncClient(timeout=60) as c:  # a busy box answers slowly
         for service in ("core-api", "worker"):
@@ -236,6 +237,8 @@ async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
                     labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1 : line.index("}")].split(","))
                     key = f"{labels['command'].strip(chr(34))} {labels['collection'].strip(chr(34))}".strip()
                     counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+                elif line.startswith(("nexus_bus_published_total ", "nexus_bus_publish_waits_total ")):
+                    counts[line.split(" ", 1)[0]] = float(line.rsplit(" ", 1)[1])  # publishes, not commands
             out[service] = counts
     return out
 
@@ -247,7 +250,10 @@ def per_run(before: dict[str, dict[str, float]], after: dict[str, dict[str, floa
     for service, counts in after.items():
         delta = {k: v - before.get(service, {}).get(k, 0.0) for k, v in counts.items()}
         delta = {k: round(v / n, 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v > 0}
+        published = {k.removeprefix("nexus_bus_"): delta.pop(k) for k in list(delta) if k.startswith("nexus_bus_")}
         out["db_commands"][service] = {"total": round(sum(delta.values()), 2), **delta}
+        if published:  # to JetStream: messages, and the waits for their acks (a batch sent together is one)
+            out.setdefault("publishes", {})[service] = published
     for name, v in cpu.items():
         if isinstance(v, (int, float)) and name not in ("machine_busy", "rest_runners_and_others"):
             out["cpu_ms"][name] = round(1000 * v / n, 1)

@@ -166,3 +166,30 @@ async def test_an_agent_named_by_name_is_read_once_until_agents_change(client: A
     later = await new_agent(client)
     r = await client.post("/v1/tasks", json={"title": "later", "assignee": later["name"]})
     assert r.status_code == 201 and r.json()["assignee_agent_id"] == later["id"], r.text
+
+
+async def test_a_tasks_run_and_its_audit_entry_are_written_at_once(
+    client: AsyncTestClient, app: Litestar, monkeypatch
+) -> None:
+    """The run's store waits for the audit entry's write to start: written one after the other, it never
+    would, and the request would fail."""
+    from nexus.core_api.tasks import routes
+    from nexus.core_api.workflow import launch
+
+    agent = await new_agent(client)
+    audit_started = asyncio.Event()
+    real_record, real_store = routes.record, launch.store
+
+    async def record(*args, **kwargs):
+        audit_started.set()
+        return await real_record(*args, **kwargs)
+
+    async def store(prepared):
+        await asyncio.wait_for(audit_started.wait(), 10)
+        return await real_store(prepared)
+
+    monkeypatch.setattr(routes, "record", record)
+    monkeypatch.setattr(launch, "store", store)
+    r = await client.post("/v1/tasks", json={"title": "run and audit at once", "assignee": agent["id"]})
+    assert r.status_code == 201, r.text
+    await stored_whole(client, [r.json()["id"]])

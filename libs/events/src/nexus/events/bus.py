@@ -1,7 +1,9 @@
 """Connecting, declaring streams and publishing. Kept light: agent-runner imports this at start."""
 
 import asyncio
+import contextvars
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -117,6 +119,21 @@ async def ensure_key_value(
         return await js.key_value(bucket)
 
 
+@dataclass
+class Published:
+    """What this process published to JetStream: messages, and the waits for their acks (one per publish
+    awaited alone, one per batch an `Outbox` sent together). Plain counts: the runner imports this module,
+    and a service exports them as metrics."""
+
+    messages: int = 0
+    waits: int = 0
+
+
+PUBLISHED = Published()
+# Set while an Outbox sends its batch: the publishes started then share one wait.
+_TOGETHER: contextvars.ContextVar[bool] = contextvars.ContextVar("nexus_publish_together", default=False)
+
+
 class Publisher:
     """Publishes catalog messages as envelopes; the envelope id is JetStream's dedupe id."""
 
@@ -146,9 +163,63 @@ class Publisher:
         subject = subject or m.subject_for(**subject_params)
         body = encode(env)
         headers = {"Nats-Msg-Id": env.id}
+        PUBLISHED.messages += 1
+        PUBLISHED.waits += 0 if _TOGETHER.get() else 1
         with publishing(subject, headers, msg_id=env.id, correlation_id=correlation_id, size=len(body)):
             await publish_retrying(self.js, subject, body, headers)
         return env
+
+
+class Outbox(Publisher):
+    """Stands in for a publisher while a step runs: what the step publishes is held, in order (a payload
+    not of its type is refused at once, as the publisher would), and `release` publishes it through the
+    publisher it stands in for, with the envelope ids `publish` returned."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__(publisher.js, publisher.source)
+        self.publisher = publisher
+        self.held: list[tuple[str, msgspec.Struct, dict[str, Any]]] = []
+
+    async def publish(
+        self,
+        type_: str,
+        data: msgspec.Struct,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        msg_id: str | None = None,
+        subject: str | None = None,
+        **subject_params: str,
+    ) -> Envelope:
+        m = spec(type_)
+        if not isinstance(data, m.payload):
+            raise TypeError(f"{type_} carries {m.payload.__name__}, not {type(data).__name__}")
+        env = make_envelope(
+            type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
+        )
+        options = {"correlation_id": correlation_id, "causation_id": causation_id, "msg_id": env.id, "subject": subject}
+        self.held.append((type_, data, {**options, **subject_params}))
+        return env
+
+    async def release(self) -> None:
+        """Everything held, published together: each publish is started in the order it was held and
+        reaches the connection's buffer before its first wait, so they go out in that order, in one
+        write, and their acks are awaited together — one round trip for all instead of one each. Each
+        rides out an election on its own (`publish_retrying`), so only a publish retried through one may
+        land after one held later; the first failure is raised once every publish has settled."""
+        held, self.held = self.held, []
+        if not held:
+            return
+        PUBLISHED.waits += 1
+        together = _TOGETHER.set(True)  # the tasks below copy the context as it is now
+        try:
+            sent = [asyncio.ensure_future(self.publisher.publish(t, d, **o)) for t, d, o in held]
+        finally:
+            _TOGETHER.reset(together)
+        outcomes = await asyncio.gather(*sent, return_exceptions=True)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed
 
 
 # What a NATS call raises while the bus is briefly out of reach (a lost node, an election, a restart,

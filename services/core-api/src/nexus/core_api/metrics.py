@@ -1,15 +1,35 @@
 """core-api's metrics. Importing this module registers every family core-api exports (the dashboard check
 reads the live registry after importing each service's metrics module)."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from nexus.core_api.budgets.spend import LEFT_TOKENS, LEFT_USD, SPENT_TOKENS, SPENT_USD  # noqa: F401 — budgets
 from nexus.core_api.nats_monitor import CONNECTIONS  # noqa: F401 — NATS's monitoring endpoint, read by core-api
 from nexus.core_api.observability import LATENCY, REQUESTS  # noqa: F401 — HTTP, beside the middleware that counts
 from nexus.db.stats import COMMANDS as DB_COMMANDS, SECONDS as DB_SECONDS  # noqa: F401 — its database commands
+from nexus.events.bus import PUBLISHED
 from nexus.events.consumer import CONSUMED, DEAD_LETTERS, LOOP_RESTARTS  # noqa: F401 — its consumers'
 from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' lag
 from nexus.observability.metrics import RUNS_TOTAL as RUNS_TOTAL  # runs by final state: core-api owns final states
+
+
+class _Published(Collector):
+    """What core-api published to JetStream (nexus.events.bus counts it), read at each scrape."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("nexus_bus_published", "Messages published to JetStream", value=PUBLISHED.messages)
+        yield CounterMetricFamily(
+            "nexus_bus_publish_waits",
+            "Waits for JetStream's acks: one per publish awaited alone, one per batch published together",
+            value=PUBLISHED.waits,
+        )
+
+
+REGISTRY.register(_Published())
 
 RUN_DURATION = Histogram(
     "nexus_run_duration_seconds",

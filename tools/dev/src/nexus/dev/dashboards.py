@@ -215,6 +215,15 @@ OVERVIEW = [
                 "Loops that died and were restarted, per 5 minutes.",
                 [("sum by (job, loop) (increase(nexus_loop_restarts_total[5m]))", "{{job}} {{loop}}")],
             ),
+            Panel(
+                "Published messages",
+                "Messages published to JetStream per second, and the waits for their acks (a batch published "
+                "together is one wait).",
+                [
+                    (f"sum by (job) (rate(nexus_bus_published_total{RATE}))", "{{job}} messages"),
+                    (f"sum by (job) (rate(nexus_bus_publish_waits_total{RATE}))", "{{job}} waits"),
+                ],
+            ),
             # NATS's own monitoring endpoint (/varz, /jsz), read by core-api; max: each replica of a stream reports it.
             Panel(
                 "JetStream streams",

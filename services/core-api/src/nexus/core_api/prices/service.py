@@ -1,6 +1,7 @@
 """The price list runs are costed with: data in the database, seeded once from the published list,
 changed by admins through the API; each run is handed its model's price when it is dispatched."""
 
+import asyncio
 import time
 
 from pymongo.errors import BulkWriteError
@@ -42,23 +43,37 @@ async def seed() -> int:
 
 # Read per dispatch, changed rarely: kept for a few seconds (another core-api's edit shows within that).
 TABLE_TTL_S = 5.0
-_table: tuple[float, dict[str, tuple[float, float]]] | None = None
+Table = dict[str, tuple[float, float]]
+_table: tuple[float, Table] | None = None
+# The read under way: dispatches that find the table stale meanwhile wait for it instead of each reading
+# the whole list (at 20 dispatches a second, a read per dispatch in flight at each expiry).
+_reading: asyncio.Task[Table] | None = None
+_generation = 0  # a read started before a change of the list is not kept
 
 
 def forget() -> None:
-    global _table
-    _table = None
+    global _table, _reading, _generation
+    _table, _reading = None, None
+    _generation += 1
 
 
-async def table() -> dict[str, tuple[float, float]]:
-    global _table
+async def table() -> Table:
+    global _reading
     if _table is not None and time.monotonic() - _table[0] < TABLE_TTL_S:
         return _table[1]
+    if _reading is None or _reading.done() or _reading.get_loop() is not asyncio.get_running_loop():
+        _reading = asyncio.create_task(_read(_generation))
+    return await asyncio.shield(_reading)
+
+
+async def _read(generation: int) -> Table:
+    global _table
     rows = {
         d["_id"]: (d["input_per_mtok"], d["output_per_mtok"])
         async for d in ModelPrice.get_pymongo_collection().find({})
     }
-    _table = (time.monotonic(), rows)
+    if generation == _generation:
+        _table = (time.monotonic(), rows)
     return rows
 
 

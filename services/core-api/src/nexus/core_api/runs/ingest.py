@@ -14,8 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
 from nexus.core_api.approvals.service import announce_requested, on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
@@ -29,9 +27,7 @@ from nexus.db.documents import Run, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.domain.json_types import JsonObject
 from nexus.events import payloads as p
-from nexus.events.bus import Publisher
-from nexus.events.catalog import spec
-from nexus.events.envelope import Envelope, make_envelope
+from nexus.events.bus import Outbox
 from nexus.events.consumer import Delivery
 
 log = logging.getLogger("nexus.core_api.ingest")
@@ -96,54 +92,6 @@ _heartbeats: dict[str, float] = {}
 def _event_doc(d: Delivery) -> JsonObject:
     env = d.envelope
     return run_events.event_doc(env.id, env.type, d.subject, d.stream_seq, env.occurred_at, d.payload)
-
-
-class Outbox(Publisher):
-    """Stands in for the publisher while a group is ingested: what the group's steps publish is held,
-    in order, and published by `release` once everything the group writes is stored (with the
-    envelope id `publish` returned)."""
-
-    def __init__(self, publisher: Publisher) -> None:
-        super().__init__(publisher.js, publisher.source)
-        self.publisher = publisher
-        self.held: list[tuple[str, msgspec.Struct, dict[str, Any]]] = []
-
-    async def publish(
-        self,
-        type_: str,
-        data: msgspec.Struct,
-        *,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        msg_id: str | None = None,
-        subject: str | None = None,
-        **subject_params: str,
-    ) -> Envelope:
-        if not isinstance(data, spec(type_).payload):  # refused now, as the publisher would
-            raise TypeError(f"{type_} carries {spec(type_).payload.__name__}, not {type(data).__name__}")
-        env = make_envelope(
-            type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
-        )
-        self.held.append(
-            (
-                type_,
-                data,
-                {
-                    "correlation_id": correlation_id,
-                    "causation_id": causation_id,
-                    "msg_id": env.id,
-                    "subject": subject,
-                    **subject_params,
-                },
-            )
-        )
-        return env
-
-    async def release(self) -> None:
-        while self.held:
-            type_, data, options = self.held[0]
-            await self.publisher.publish(type_, data, **options)
-            self.held.pop(0)
 
 
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:

@@ -3,7 +3,9 @@ out the follow-ups it returns, in order, a follow-up's own follow-ups before the
 the only module that composes features (tasks, budgets, goals, approvals, sessions' plans); features
 call it instead of calling each other."""
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 from datetime import timedelta
 from collections.abc import Awaitable, Callable
@@ -41,7 +43,7 @@ from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
-from nexus.events.bus import BUS_UNAVAILABLE
+from nexus.events.bus import BUS_UNAVAILABLE, Outbox
 from nexus.events.payloads import (
     ChildFinished,
     ChildPlan,
@@ -239,12 +241,20 @@ async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Call
             setattr(task, name, value)
     await tasks_store.store(task)
     if prepared is not None:
-        await launch.store(prepared)  # the claim's run, stored before anything is announced
-    await audit(task)
+        # The claim's run and the audit entry, written at once (the task they name is stored); both
+        # before anything is announced. One failing fails the request: a run stored without its audit
+        # entry is launched by the requeue sweep, a claim whose run was not stored is released.
+        await asyncio.gather(launch.store(prepared), audit(task))
+    else:
+        await audit(task)
+    # Announced together, in order: one round trip to the bus for all of them instead of one each.
+    outbox = Outbox(ctx.publisher)
+    announcing = dataclasses.replace(ctx, publisher=outbox)
+    await announce_created(announcing, created)
+    if prepared is not None:
+        await launch.announce_start(announcing, prepared, task)
     try:
-        await announce_created(ctx, created)
-        if prepared is not None:
-            await launch.announce_start(ctx, prepared, task)
+        await outbox.release()
     except BUS_UNAVAILABLE as exc:
         # Everything is stored: the task is created, its run queued, and the requeue sweep commands the
         # launch once the bus answers. Failing the request would only invite a second, duplicate task.
