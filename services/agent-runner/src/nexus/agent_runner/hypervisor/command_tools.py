@@ -3,16 +3,17 @@ policy, confined by the sandbox, their output masked and bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Annotated
 
-from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox, shown
+from nexus.agent_runner.hypervisor import changeset, cmdparse, commands, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
 from nexus.agent_runner.hypervisor.state import now_iso
-from nexus.agent_runner.hypervisor.tools import MAX_COMMAND_CHARS, Args, Doc, ToolResult
-from nexus.domain.sessions import CommandRunChange
+from nexus.agent_runner.hypervisor.tools import MAX_COMMAND_CHARS, MAX_PATH_CHARS, Args, Doc, ToolResult
+from nexus.domain.sessions import CommandRunChange, FileWriteChange
 from nexus.events.payloads import CommandOutput
 
 if TYPE_CHECKING:
@@ -67,6 +68,14 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         home=hv.env.get("HOME"),
     )
     longest = max((len(v.encode()) for v in hv.secrets.values), default=0)
+    skip = None if hv.repository_outside else os.path.join(hv.ws.root, ".git")
+    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+    if not before.complete:
+        raise Refused(
+            "workspace-too-large",
+            f"the workspace holds more than {changeset.MAX_ENTRIES} entries; a command's changes could not be "
+            "recorded, so commands are refused until files are removed",
+        )
     outcome = await commands.execute(
         plan.argv,
         cwd=hv.ws.root,
@@ -76,15 +85,24 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         confine=(hv.sandbox, spec),
         slack=longest,
     )
+    changed = await _record_changes(hv, before, skip)
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
             exit_code=outcome.exit_code,
             duration_ms=outcome.duration_ms,
             output_truncated=outcome.truncated,
+            files_changed=len(changed),
             timestamp=now_iso(),
         )
     )
+    if outcome.process_limit:
+        raise Refused(
+            "process-limit",
+            f"the command tried to run more than {outcome.process_limit} processes at once (a fork bomb?); "
+            f"the sandbox refused the rest and ended it (exit code {outcome.exit_code}); "
+            f"its file changes are recorded",
+        )
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))
     await hv.show(
@@ -104,6 +122,28 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
             f"[output truncated: showed {min(len(outcome.output), policy.max_output_bytes)} "
             f"of {outcome.total_bytes} bytes]"
         )
+    if changed:
+        shown_files = ", ".join(changeset.shown_path(c.rel)[:200] for c in changed[:20])
+        more = f" and {len(changed) - 20} more" if len(changed) > 20 else ""
+        footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
     if outcome.timed_out:
         footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
     return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
+
+
+async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str | None) -> list[changeset.Changed]:
+    """Every file the command created, changed or deleted in the workspace, named in its arguments or
+    not, recorded as a file-write change (a deletion has no hash) before the command's own change."""
+    after = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+    changed = changeset.changes(hv.ws.root, before, after)
+    for item in changed[: changeset.MAX_ITEMISED]:
+        hashed = await asyncio.to_thread(changeset.digest, hv.ws.root, item)
+        await hv.record(
+            FileWriteChange(
+                rel_path=changeset.shown_path(hashed.rel)[:MAX_PATH_CHARS],
+                bytes=hashed.size,
+                sha256=hashed.sha256,
+                timestamp=now_iso(),
+            )
+        )
+    return changed  # past the walk's limit the count is a floor, and the next command is refused

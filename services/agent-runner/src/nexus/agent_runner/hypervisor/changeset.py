@@ -1,0 +1,109 @@
+"""What a command changed in the workspace, whatever it named: the work tree is read before and after
+each command (every entry's inode, type, size, mode and change time, never following a link) and
+the difference is recorded. A program can write files its arguments never name (`gzip -S`, `csplit
+-b`, `tar x`, `cp -r`, `sed -i.bak`, `make`, any interpreter), so the command line alone cannot be
+the record. A file's change time (ctime) is set by the kernel on every write, rename or chmod and
+cannot be set back by the writer, so a change cannot hide behind a restored mtime.
+
+The walk keeps its own stack (a tree thousands of levels deep is read without recursion) and stops
+at `MAX_ENTRIES`: a workspace larger than that is not tracked, and commands are refused in it."""
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+
+MAX_ENTRIES = 200_000
+MAX_ITEMISED = 200  # per command: the ledger gets one change per file up to this many, and the count
+_CHUNK = 1 << 20
+
+Entry = tuple[int, int, int, int, int, int]  # type bits, inode, size, mode, mtime_ns, ctime_ns
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    entries: dict[str, Entry]
+    complete: bool  # False: the walk stopped at MAX_ENTRIES
+
+
+@dataclass(frozen=True)
+class Changed:
+    rel: str  # as the file system has it (undecodable bytes as surrogate escapes)
+    deleted: bool
+    size: int
+    sha256: str  # of the content (a link's target; nothing for a fifo or socket); "" when deleted
+
+
+def snapshot(root: str, skip: str | None = None) -> Snapshot:
+    """Every entry under `root` but the directory `skip` (a git directory inside the workspace)."""
+    entries: dict[str, Entry] = {}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as listing:
+                for item in listing:
+                    rel = os.path.join(rel_dir, item.name) if rel_dir else item.name
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if len(entries) >= MAX_ENTRIES:
+                        return Snapshot(entries, complete=False)
+                    entries[rel] = (
+                        stat.S_IFMT(st.st_mode),
+                        st.st_ino,
+                        st.st_size,
+                        st.st_mode,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                    )
+                    if stat.S_ISDIR(st.st_mode) and os.path.join(root, rel) != skip:
+                        stack.append(rel)
+        except OSError:
+            continue
+    return Snapshot(entries, complete=True)
+
+
+def changes(root: str, before: Snapshot, after: Snapshot) -> list[Changed]:
+    """Files (anything but a directory) created, changed or deleted between the two, sorted by path."""
+    found: list[Changed] = []
+    for rel in sorted(before.entries.keys() | after.entries.keys()):
+        old, new = before.entries.get(rel), after.entries.get(rel)
+        if old == new:
+            continue
+        if new is None:
+            if old is not None and not stat.S_ISDIR(old[0]):
+                found.append(Changed(rel, deleted=True, size=0, sha256=""))
+            continue
+        if stat.S_ISDIR(new[0]):
+            if old is not None and not stat.S_ISDIR(old[0]):  # a file replaced by a directory
+                found.append(Changed(rel, deleted=True, size=0, sha256=""))
+            continue
+        found.append(Changed(rel, deleted=False, size=new[2], sha256=""))
+    return found
+
+
+def digest(root: str, change: Changed) -> Changed:
+    """The change with its content's hash: a regular file's bytes, a link's target; never followed."""
+    if change.deleted:
+        return change
+    path = os.path.join(root, change.rel)
+    sha = hashlib.sha256()
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            sha.update(os.fsencode(os.readlink(path)))
+        elif stat.S_ISREG(st.st_mode):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as fh:
+                while block := fh.read(_CHUNK):
+                    sha.update(block)
+    except OSError:
+        return change
+    return Changed(change.rel, deleted=False, size=change.size, sha256=sha.hexdigest())
+
+
+def shown_path(rel: str) -> str:
+    """A path fit for the ledger: bytes that are no UTF-8 shown escaped (\\xNN)."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
