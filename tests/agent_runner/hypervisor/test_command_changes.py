@@ -76,11 +76,16 @@ async def test_a_file_a_command_writes_without_naming_it_is_recorded(
 
 
 async def test_a_deletion_and_a_change_with_its_time_set_back_are_recorded(sandbox: Any) -> None:
-    """`touch -r` puts the old modification time back; the change time still moves."""
+    """Same size, the old modification time put back: the change time still moves."""
     (sandbox.ws / "keep.txt").write_text("aaaa\n")
-    (sandbox.ws / "stamp").write_text("")
-    result = await sandbox.hv.call("run_command", {"cmd": "python3 -c \"open('keep.txt','w').write('bbbb\\\\n')\""})
-    assert result.ok, result.error
+    (sandbox.ws / "rewrite.py").write_text(
+        "import os\n"
+        "st = os.stat('keep.txt')\n"
+        "open('keep.txt', 'w').write('bbbb\\n')\n"
+        "os.utime('keep.txt', ns=(st.st_atime_ns, st.st_mtime_ns))\n"
+    )
+    result = await sandbox.hv.call("run_command", {"cmd": "python3 rewrite.py"})
+    assert result.ok and "[exit code 0]" in result.output, result
     result = await sandbox.hv.call("run_command", {"cmd": "rm src/app.py"})
     assert result.ok, result.error
     writes = [c for c in sandbox.session.changes if isinstance(c, FileWriteChange)]
@@ -107,12 +112,20 @@ async def test_past_the_itemised_cap_the_count_still_tells(sandbox: Any, monkeyp
     assert sandbox.session.changes[-1].files_changed == 10
 
 
-async def test_a_workspace_too_large_to_track_refuses_commands(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_workspace_too_large_to_track_runs_only_rm(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the walk's limit a command's changes cannot be told, so it is refused; rm names what it deletes,
+    so it runs, and once the workspace is back under the limit commands run again."""
     from nexus.agent_runner.hypervisor import changeset
 
-    monkeypatch.setattr(changeset, "MAX_ENTRIES", 2)
-    result = await sandbox.hv.call("run_command", {"cmd": "true"})
+    monkeypatch.setattr(changeset, "MAX_ENTRIES", 2)  # README.md, src, src/app.py
+    result = await sandbox.hv.call("run_command", {"cmd": "touch x"})
     assert not result.ok and "workspace-too-large" in result.error
+    assert not (sandbox.ws / "x").exists()
+    result = await sandbox.hv.call("run_command", {"cmd": "rm -r src"})
+    assert result.ok and "[exit code 0]" in result.output, result
+    result = await sandbox.hv.call("run_command", {"cmd": "touch x"})
+    assert result.ok and "[exit code 0]" in result.output, result
+    assert [c.rel_path for c in sandbox.session.changes if isinstance(c, FileWriteChange)] == ["x"]
 
 
 async def test_a_name_that_is_no_utf8_is_recorded_escaped(sandbox: Any) -> None:

@@ -5,24 +5,24 @@ the difference is recorded. A program can write files its arguments never name (
 the record. A file's change time (ctime) is set by the kernel on every write, rename or chmod and
 cannot be set back by the writer, so a change cannot hide behind a restored mtime.
 
-The walk keeps its own stack (a tree thousands of levels deep is read without recursion) and stops
-at `MAX_ENTRIES`: a workspace larger than that is not tracked, and commands are refused in it."""
+The walk keeps its own stack (a tree thousands of levels deep is read without recursion), keeps one
+number per entry (a hash of its status) and stops at `MAX_ENTRIES`: a workspace larger than that is
+not tracked, and only `rm` runs in it (command_tools), which names what it deletes."""
 
 import hashlib
 import os
 import stat
 from dataclasses import dataclass
 
-MAX_ENTRIES = 200_000
+MAX_ENTRIES = 500_000
 MAX_ITEMISED = 200  # per command: the ledger gets one change per file up to this many, and the count
 _CHUNK = 1 << 20
-
-Entry = tuple[int, int, int, int, int, int]  # type bits, inode, size, mode, mtime_ns, ctime_ns
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    entries: dict[str, Entry]
+    entries: dict[str, int]  # path: hash of (inode, type and mode, size, mtime_ns, ctime_ns)
+    sizes: dict[str, int]  # path: size, for files only
     complete: bool  # False: the walk stopped at MAX_ENTRIES
 
 
@@ -36,7 +36,8 @@ class Changed:
 
 def snapshot(root: str, skip: str | None = None) -> Snapshot:
     """Every entry under `root` but the directory `skip` (a git directory inside the workspace)."""
-    entries: dict[str, Entry] = {}
+    entries: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -49,38 +50,25 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
                     except OSError:
                         continue
                     if len(entries) >= MAX_ENTRIES:
-                        return Snapshot(entries, complete=False)
-                    entries[rel] = (
-                        stat.S_IFMT(st.st_mode),
-                        st.st_ino,
-                        st.st_size,
-                        st.st_mode,
-                        st.st_mtime_ns,
-                        st.st_ctime_ns,
-                    )
-                    if stat.S_ISDIR(st.st_mode) and os.path.join(root, rel) != skip:
+                        return Snapshot(entries, sizes, complete=False)
+                    entries[rel] = hash((st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                    if not stat.S_ISDIR(st.st_mode):
+                        sizes[rel] = st.st_size
+                    elif os.path.join(root, rel) != skip:
                         stack.append(rel)
         except OSError:
             continue
-    return Snapshot(entries, complete=True)
+    return Snapshot(entries, sizes, complete=True)
 
 
-def changes(root: str, before: Snapshot, after: Snapshot) -> list[Changed]:
+def changes(before: Snapshot, after: Snapshot) -> list[Changed]:
     """Files (anything but a directory) created, changed or deleted between the two, sorted by path."""
     found: list[Changed] = []
-    for rel in sorted(before.entries.keys() | after.entries.keys()):
-        old, new = before.entries.get(rel), after.entries.get(rel)
-        if old == new:
+    for rel in sorted(before.sizes.keys() | after.sizes.keys()):  # files, then and now
+        if before.entries.get(rel) == after.entries.get(rel):
             continue
-        if new is None:
-            if old is not None and not stat.S_ISDIR(old[0]):
-                found.append(Changed(rel, deleted=True, size=0, sha256=""))
-            continue
-        if stat.S_ISDIR(new[0]):
-            if old is not None and not stat.S_ISDIR(old[0]):  # a file replaced by a directory
-                found.append(Changed(rel, deleted=True, size=0, sha256=""))
-            continue
-        found.append(Changed(rel, deleted=False, size=new[2], sha256=""))
+        size = after.sizes.get(rel)
+        found.append(Changed(rel, deleted=size is None, size=size or 0, sha256=""))
     return found
 
 

@@ -70,11 +70,11 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     longest = max((len(v.encode()) for v in hv.secrets.values), default=0)
     skip = None if hv.repository_outside else os.path.join(hv.ws.root, ".git")
     before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
-    if not before.complete:
+    if not before.complete and {layer.real for layer in plan.layers} != {"rm"}:
         raise Refused(
             "workspace-too-large",
-            f"the workspace holds more than {changeset.MAX_ENTRIES} entries; a command's changes could not be "
-            "recorded, so commands are refused until files are removed",
+            f"the workspace holds more than {changeset.MAX_ENTRIES} entries; what a command changes could not "
+            "be recorded, so only rm runs until files are removed",
         )
     outcome = await commands.execute(
         plan.argv,
@@ -85,7 +85,8 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         confine=(hv.sandbox, spec),
         slack=longest,
     )
-    changed = await _record_changes(hv, before, skip)
+    # Past the walk's limit only rm ran: what it deleted is what its command line names.
+    changed = await _record_changes(hv, before, skip) if before.complete else []
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
@@ -135,7 +136,7 @@ async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str 
     """Every file the command created, changed or deleted in the workspace, named in its arguments or
     not, recorded as a file-write change (a deletion has no hash) before the command's own change."""
     after = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
-    changed = changeset.changes(hv.ws.root, before, after)
+    changed = changeset.changes(before, after)
     for item in changed[: changeset.MAX_ITEMISED]:
         hashed = await asyncio.to_thread(changeset.digest, hv.ws.root, item)
         await hv.record(
@@ -146,4 +147,4 @@ async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str 
                 timestamp=now_iso(),
             )
         )
-    return changed  # past the walk's limit the count is a floor, and the next command is refused
+    return changed  # past the walk's limit now: the count is a floor, and the next command is refused
