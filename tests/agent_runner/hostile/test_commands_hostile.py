@@ -323,3 +323,42 @@ async def test_what_the_policy_lets_run_finds_no_way_out(js, nats_url, tmp_path,
         victim.wait()
         for path in stage.planted():  # only if the sandbox failed (and the test with it): leave no trace
             path.unlink()
+
+
+async def test_files_commands_write_without_naming_them_reach_the_run_events(js, nats_url, tmp_path) -> None:
+    """Through the real runner: the file-write changes a command's unnamed files are recorded as
+    are published with the run's other changes, before the command's own, which counts them."""
+    calls = [
+        ("write_file", {"path": "lines.txt", "content": "one\ntwo\n"}),
+        ("write_file", {"path": "sub/f.txt", "content": "f\n"}),
+        ("run_command", {"cmd": "split -l 1 lines.txt piece"}),
+        ("run_command", {"cmd": "csplit -s -f part -b %03d.md lines.txt 2"}),
+        ("run_command", {"cmd": "cp -r sub copied"}),
+        ("run_command", {"cmd": "sed -i.orig s/one/uno/ lines.txt"}),
+    ]
+    steps = [{"tool_calls": [{"name": name, "args": args}]} for name, args in calls]
+    steps.append({"tool_calls": [{"name": "finish", "args": {"summary": "done"}}]})
+    cfg = config(
+        json.dumps({"steps": steps}),
+        permissions={"commands": {"allow": ["split *", "csplit *", "cp *", "sed *"], "default": "deny"}},
+    )
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    recorded = changes(events)[2:]  # after the two write_file changes
+    by_command: list[tuple[str, list[str]]] = []
+    pending: list[str] = []
+    for change in recorded:
+        if change["type"] == "file-write":
+            pending.append(change["relPath"])
+        elif change["type"] == "command-run":
+            assert change["filesChanged"] == len(pending), change
+            by_command.append((change["cmd"], pending))
+            pending = []
+    assert by_command == [
+        ("split -l 1 lines.txt piece", ["pieceaa", "pieceab"]),
+        ("csplit -s -f part -b %03d.md lines.txt 2", ["part000.md", "part001.md"]),
+        ("cp -r sub copied", ["copied/f.txt"]),
+        ("sed -i.orig s/one/uno/ lines.txt", ["lines.txt", "lines.txt.orig"]),
+    ]
