@@ -135,3 +135,20 @@ async def test_a_name_that_is_no_utf8_is_recorded_escaped(sandbox: Any) -> None:
     writes = [c.rel_path for c in sandbox.session.changes if isinstance(c, FileWriteChange)]
     assert writes == ["odd\\xff"]
     sandbox.assert_recorded()
+
+
+async def test_a_file_named_after_a_secret_is_recorded_by_reference(sandbox: Any) -> None:
+    """A command given a secret can name a file after it, even so long that the record's cut falls
+    inside the value: the ledger and the model see its reference, never the value or its head."""
+    make = (
+        f"T=${{secret:{sandbox.SECRET_NAME}}} python3 -c "
+        "\"import os; t = os.environ['T']; os.makedirs('d' * 195, exist_ok=True); "
+        "open(t, 'w'); open('d' * 195 + '/' + t, 'w')\""
+    )
+    result = await sandbox.hv.call("run_command", {"cmd": make})
+    assert result.ok and "[exit code 0]" in result.output, result
+    writes = [c.rel_path for c in sandbox.session.changes if isinstance(c, FileWriteChange)]
+    assert f"${{secret:{sandbox.SECRET_NAME}}}" in writes
+    for text in (*writes, result.output):
+        assert "/" + sandbox.SECRET[:2] not in text  # no head of the value after the cut
+    sandbox.assert_recorded()

@@ -124,7 +124,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
             f"of {outcome.total_bytes} bytes]"
         )
     if changed:
-        shown_files = ", ".join(changeset.shown_path(c.rel)[:200] for c in changed[:20])
+        shown_files = ", ".join(_ledger_path(hv, c.rel, 200) for c in changed[:20])
         more = f" and {len(changed) - 20} more" if len(changed) > 20 else ""
         footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
     if outcome.timed_out:
@@ -141,10 +141,16 @@ async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str 
         hashed = await asyncio.to_thread(changeset.digest, hv.ws.root, item)
         await hv.record(
             FileWriteChange(
-                rel_path=changeset.shown_path(hashed.rel)[:MAX_PATH_CHARS],
+                rel_path=_ledger_path(hv, hashed.rel),
                 bytes=hashed.size,
                 sha256=hashed.sha256,
                 timestamp=now_iso(),
             )
         )
     return changed  # past the walk's limit now: the count is a floor, and the next command is refused
+
+
+def _ledger_path(hv: Hypervisor, rel: str, limit: int = MAX_PATH_CHARS) -> str:
+    """A path a command made, as the ledger and the model see it: masked before it is cut, so no value's
+    head is left at the cut."""
+    return hv.mask(changeset.shown_path(rel))[:limit]
