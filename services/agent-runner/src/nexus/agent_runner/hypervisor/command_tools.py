@@ -34,6 +34,20 @@ class RunCommandArgs(Args):
     ) = None
 
 
+def _cap_met(cap: str, limits: sandbox.Limits, code: int) -> Refused:
+    if cap == "pids":
+        return Refused(
+            "process-limit",
+            f"the command tried to run more than {limits.processes} processes at once (a fork bomb?); the "
+            f"sandbox refused the rest and ended it (exit code {code}); its file changes are recorded",
+        )
+    return Refused(
+        "memory-limit",
+        f"the command's processes used more than {limits.memory >> 20} MiB together; the sandbox ended it "
+        f"(exit code {code}); its file changes are recorded",
+    )
+
+
 @tool("run_command", RunCommandArgs, "Run a command in the workspace under the agent's command policy.")
 async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     policy = hv.permissions.commands
@@ -97,13 +111,8 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
             timestamp=now_iso(),
         )
     )
-    if outcome.process_limit:
-        raise Refused(
-            "process-limit",
-            f"the command tried to run more than {outcome.process_limit} processes at once (a fork bomb?); "
-            f"the sandbox refused the rest and ended it (exit code {outcome.exit_code}); "
-            f"its file changes are recorded",
-        )
+    if outcome.cap_reached:
+        raise _cap_met(outcome.cap_reached, spec.limits, outcome.exit_code)
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))
     await hv.show(

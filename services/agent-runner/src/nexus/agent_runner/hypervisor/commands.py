@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import cmdparse, pidcap, safegit, sandbox
+from nexus.agent_runner.hypervisor import cgroups, cmdparse, safegit, sandbox
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.domain.agents import CommandPolicy
 
@@ -46,7 +46,7 @@ class CommandOutcome(msgspec.Struct, kw_only=True):
     truncated: bool
     timed_out: bool
     duration_ms: int
-    process_limit: int = 0  # > 0: the command tried to run more processes than this at once, and was ended
+    cap_reached: str = ""  # "pids" or "memory": the command met its cgroup's cap, and was ended
 
 
 def _inside(path: str, root: str) -> bool:
@@ -240,9 +240,9 @@ async def execute(
     transport, capture = await loop.connect_read_pipe(
         lambda: _Capture(max_output + slack, done), os.fdopen(read_fd, "rb", buffering=0)
     )
-    timed_out = capped = False
+    timed_out, capped = False, ""
     try:
-        capped = await _wait(proc, timeout_s, prepared.cap if prepared else None)
+        capped = await _wait(proc, timeout_s, prepared.caps if prepared else None)
     except TimeoutError:
         timed_out = True
     finally:
@@ -263,16 +263,16 @@ async def execute(
         truncated=capture.total > max_output,
         timed_out=timed_out,
         duration_ms=int((time.monotonic() - started) * 1000),
-        process_limit=prepared.cap.limit if capped and prepared and prepared.cap else 0,
+        cap_reached=capped,
     )
 
 
-async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, cap: pidcap.PidsCap | None) -> bool:
-    """Until the command exits or a fork fails at its process cap (a fork bomb, or a program that would
-    start more than its share: ended then, not at its timeout). True when a fork failed at the cap."""
-    if cap is None:
+async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, caps: cgroups.CommandCaps | None) -> str:
+    """Until the command exits or meets a cap of its cgroups (a fork bomb, a memory bomb, or a program
+    that would take more than its share: ended then, not at its timeout). The cap it met, or ""."""
+    if caps is None:
         await asyncio.wait_for(proc.wait(), timeout_s)
-        return False
+        return ""
     deadline = time.monotonic() + timeout_s
     while True:
         left = deadline - time.monotonic()
@@ -280,7 +280,7 @@ async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, cap: pidcap.
             raise TimeoutError
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), min(left, _CAP_POLL_S))
-            return cap.refused()
+            return caps.reached()
         except TimeoutError:
-            if cap.refused():
-                return True
+            if reached := caps.reached():
+                return reached

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, partial
 
-from nexus.agent_runner.hypervisor import pidcap
+from nexus.agent_runner.hypervisor import cgroups
 from nexus.agent_runner.hypervisor.paths import remove_tree
 
 BWRAP = "/usr/bin/bwrap"
@@ -67,6 +67,7 @@ class Limits:
     file_size: int = 1 << 30
     open_files: int = 1024
     processes: int = 512  # per command (a pids cgroup, where one can be made) and per user (the rlimit; never root)
+    memory: int = 8 << 30  # all of the command's processes together (a memory cgroup, where one can be made)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Prepared:
     preexec: Callable[[], None]
     env: dict[str, str]
     cleanup: Callable[[], None]
-    cap: pidcap.PidsCap | None = None  # the command's own process cap, when a cgroup could be made
+    caps: cgroups.CommandCaps | None = None  # the command's own cgroups, when they could be made
 
 
 @cache
@@ -183,10 +184,10 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def _rlimits(limits: Limits, pids: pidcap.PidsCap | None) -> Callable[[], None]:
+def _rlimits(limits: Limits, caps: cgroups.CommandCaps | None) -> Callable[[], None]:
     def apply() -> None:
-        if pids is not None:
-            pids.enter()
+        if caps is not None:
+            caps.enter()
         for kind, value in (
             (resource.RLIMIT_CPU, limits.cpu_s),
             (resource.RLIMIT_AS, limits.address_space),
@@ -203,18 +204,19 @@ def _rlimits(limits: Limits, pids: pidcap.PidsCap | None) -> Callable[[], None]:
 
 
 def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prepared:
-    """The argv, environment, pre-exec step and cleanup that run `argv` confined by `mode`, in a
-    pids cgroup of its own where one can be made (the process rlimit never binds root)."""
-    cap = pidcap.open_cap(spec.limits.processes)
-    prepared = _prepare(mode, argv, env, spec, _rlimits(spec.limits, cap))
-    if cap is None:
+    """The argv, environment, pre-exec step and cleanup that run `argv` confined by `mode`, in cgroups
+    of its own where they can be made (the process rlimit never binds root; the memory one binds each
+    process, not their sum)."""
+    caps = cgroups.CommandCaps({"pids": spec.limits.processes, "memory": spec.limits.memory})
+    prepared = _prepare(mode, argv, env, spec, _rlimits(spec.limits, caps if caps.active else None))
+    if not caps.active:
         return prepared
 
     def cleanup() -> None:
-        cap.close()
+        caps.close()
         prepared.cleanup()
 
-    return Prepared(prepared.argv, prepared.preexec, prepared.env, cleanup, cap)
+    return Prepared(prepared.argv, prepared.preexec, prepared.env, cleanup, caps)
 
 
 def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimits: Callable[[], None]) -> Prepared:
