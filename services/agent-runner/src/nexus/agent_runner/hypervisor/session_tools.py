@@ -65,7 +65,7 @@ class SpawnChildArgs(Args):
 async def note(hv: Hypervisor, args: NoteArgs) -> ToolResult:
     if len(args.message) > MAX_NOTE_CHARS:
         raise Refused("too-large", f"notes are limited to {MAX_NOTE_CHARS} characters")
-    hv.session.notes.append(hv.mask(args.message))
+    hv.session.notes.append(hv.secrets.mask_forms(args.message))
     await hv.record(NoteChange(message=args.message, timestamp=now_iso()))
     return ToolResult(ok=True, output="noted")
 
@@ -111,6 +111,6 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
 async def finish(hv: Hypervisor, args: FinishArgs) -> ToolResult:
     if len(args.summary) > MAX_NOTE_CHARS:
         raise Refused("too-large", f"the summary is limited to {MAX_NOTE_CHARS} characters")
-    hv.finished = hv.mask(args.summary)
+    hv.finished = hv.secrets.mask_forms(args.summary)
     await hv.record(NoteChange(message=f"finished: {args.summary}", timestamp=now_iso()))
     return ToolResult(ok=True, output="session finished")
