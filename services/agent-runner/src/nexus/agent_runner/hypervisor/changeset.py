@@ -68,6 +68,8 @@ def changes(before: Snapshot, after: Snapshot) -> list[Changed]:
         if before.entries.get(rel) == after.entries.get(rel):
             continue
         size = after.sizes.get(rel)
+        if size is None and not after.complete:
+            continue  # past the walk's limit now: not seen is not deleted
         found.append(Changed(rel, deleted=size is None, size=size or 0, sha256=""))
     return found
 

@@ -273,14 +273,16 @@ async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, caps: cgroup
     if caps is None:
         await asyncio.wait_for(proc.wait(), timeout_s)
         return ""
+    waiter = asyncio.ensure_future(proc.wait())
     deadline = time.monotonic() + timeout_s
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
+            waiter.cancel()
             raise TimeoutError
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), min(left, _CAP_POLL_S))
+        done, _ = await asyncio.wait({waiter}, timeout=min(left, _CAP_POLL_S))
+        if done:
             return caps.reached()
-        except TimeoutError:
-            if reached := caps.reached():
-                return reached
+        if reached := caps.reached():
+            waiter.cancel()
+            return reached
