@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
+from nexus.agent_runner.hypervisor import cgroups, sandbox as sandbox_mod
 from nexus.agent_runner.hypervisor.state import read_state
 from nexus.domain.ledger import verify_chain
 from tests.agent_runner.hostile.cases import CLASSES
@@ -362,3 +362,34 @@ async def test_files_commands_write_without_naming_them_reach_the_run_events(js,
         ("cp -r sub copied", ["copied/f.txt"]),
         ("sed -i.orig s/one/uno/ lines.txt", ["lines.txt", "lines.txt.orig"]),
     ]
+
+
+@pytest.mark.skipif(
+    os.getuid() == 0 and cgroups.parent("pids") is None,
+    reason="root without a writable pids cgroup: nothing bounds a fork bomb here, so none is started",
+)
+async def test_a_fork_bomb_is_refused_and_the_run_goes_on_to_succeed(js, nats_url, tmp_path) -> None:
+    marker = f"runner-bomb-{os.getpid()}-{time.monotonic_ns()}"
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    steps = [
+        {"tool_calls": [{"name": "write_file", "args": {"path": "bomb.py", "content": bomb}}]},
+        {"tool_calls": [{"name": "run_command", "args": {"cmd": f"python3 bomb.py {marker}"}}]},
+        {"tool_calls": [{"name": "run_command", "args": {"cmd": "echo after"}}]},
+        {"tool_calls": [{"name": "finish", "args": {"summary": "survived"}}]},
+    ]
+    cfg = config(
+        json.dumps({"steps": steps}),
+        permissions={"commands": {"allow": ["python3 bomb.py *", "echo *"], "default": "deny", "timeout_s": 60}},
+    )
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "succeeded" and end["summary"] == "survived", end
+    (refused,) = changes(events, "refused")
+    assert refused["reason"] == "process-limit" and "more than 512 processes" in refused["detail"], refused
+    assert [c["exitCode"] for c in changes(events, "command-run")][-1] == 0  # the next command ran
+    deadline = time.monotonic() + 10
+    while _with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _with_marker(marker) == []  # nothing the bomb started is left
