@@ -167,3 +167,12 @@ async def test_a_command_that_pushes_the_workspace_past_the_limit_deletes_nothin
     assert writes and all(c.sha256 for c in writes), writes
     refused = await sandbox.hv.call("run_command", {"cmd": "touch g"})
     assert not refused.ok and "workspace-too-large" in refused.error
+
+
+async def test_control_characters_in_a_name_are_recorded_escaped(sandbox: Any) -> None:
+    """A newline or a terminal escape sequence in a file name reaches no ledger or event as it is."""
+    result = await sandbox.hv.call("run_command", {"cmd": "python3 -c \"open('a\\nb\\x1b[31mc', 'w')\""})
+    assert result.ok and "[exit code 0]" in result.output, result
+    writes = [c.rel_path for c in sandbox.session.changes if isinstance(c, FileWriteChange)]
+    assert writes == ["a\\x0ab\\x1b[31mc"]
+    assert "\x1b" not in result.output

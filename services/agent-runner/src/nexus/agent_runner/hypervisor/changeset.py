@@ -11,12 +11,14 @@ not tracked, and only `rm` runs in it (command_tools), which names what it delet
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 
 MAX_ENTRIES = 500_000
 MAX_ITEMISED = 200  # per command: the ledger gets one change per file up to this many, and the count
 _CHUNK = 1 << 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -95,5 +97,7 @@ def digest(root: str, change: Changed) -> Changed:
 
 
 def shown_path(rel: str) -> str:
-    """A path fit for the ledger: bytes that are no UTF-8 shown escaped (\\xNN)."""
-    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+    """A path fit for the ledger and a terminal: bytes that are no UTF-8, and control characters (a
+    newline, an escape sequence in a file name), shown escaped as \\xNN."""
+    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
