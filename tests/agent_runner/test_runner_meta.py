@@ -10,7 +10,8 @@ import pytest
 
 from nexus.events.bus import Publisher, connect
 from nexus.events.envelope import decode_raw
-from nexus.events.payloads import ChildFinished, PlanChildren
+from nexus.domain.limits import MAX_BODY_BYTES
+from nexus.events.payloads import MAX_CHILDREN, ChildFinished, PlanChildren
 from tests.agent_runner.test_runner_support import changes, config, final_status, js, read_events, start_runner  # noqa: F401 — pytest fixtures, used as parameters
 
 pytestmark = pytest.mark.infra
@@ -114,3 +115,71 @@ async def test_a_plan_carries_no_secret_the_model_put_in_it(js, nats_url, nats_c
     assert value not in (r.workspace / "meta-plan.json").read_text()
     r.proc.kill()
     await r.exit_code()
+
+
+async def _plan_of(nats_url, nats_creds, tmp_path, planner: dict) -> tuple[bytes, PlanChildren, object]:
+    """Start a meta run on `planner` (scripted steps) and return the plan it sends, as core-api reads it."""
+    cfg = config(
+        json.dumps(planner),
+        meta=True,
+        tools=["spawn_child", "finish"],
+        task={"title": "Plan"},
+        limits={"max_steps": 20, "max_tokens": 10**12},
+    )
+    plans: asyncio.Queue = asyncio.Queue()
+
+    async def on_plan(msg) -> None:
+        plans.put_nowait(msg.data)
+
+    nc = await connect(nats_url, "tests", creds=nats_creds)
+    await nc.subscribe("nexus.cmd.core.plan_children.*", cb=on_plan)
+    await nc.flush()
+    try:
+        r = await start_runner(tmp_path, nats_url, cfg)
+        while True:
+            raw = await asyncio.wait_for(plans.get(), 120)
+            # Decoded with its type's constraints, as core-api decodes it: a plan it would refuse fails here.
+            plan = msgspec.json.decode(decode_raw(raw).data, type=PlanChildren)
+            if plan.run_id == cfg.run_id:
+                return raw, plan, r
+    finally:
+        await nc.drain()
+
+
+def _spawns(n: int, **args: object) -> list[dict]:
+    return [{"name": "spawn_child", "args": {"title": f"part {i}", **args}} for i in range(n)]
+
+
+async def test_children_past_the_plan_cap_are_refused_and_the_plan_stays_one_core_api_takes(
+    js, nats_url, nats_creds, tmp_path
+) -> None:
+    calls = _spawns(MAX_CHILDREN + 5)
+    steps = [{"tool_calls": calls[i : i + 50]} for i in range(0, len(calls), 50)]
+    steps.append({"tool_calls": [{"name": "finish", "args": {"summary": "planned"}}]})
+    raw, plan, r = await _plan_of(nats_url, nats_creds, tmp_path, {"steps": steps})
+    r.proc.kill()
+    await r.exit_code()
+    assert len(plan.children) == MAX_CHILDREN
+    events = await read_events(js, r.cfg.run_id)
+    refused = changes(events, "refused")
+    assert [c["reason"] for c in refused] == ["too-many-children"] * 5, refused
+    assert len(changes(events, "child-session")) == MAX_CHILDREN
+
+
+async def test_a_plan_too_large_for_the_bus_is_refused_child_by_child(js, nats_url, nats_creds, tmp_path) -> None:
+    """Each child may carry a 16,000-character description and long target paths: the plan as a whole
+    must still fit one bus message, or it never reaches core-api and the run waits for nobody."""
+    steps = [
+        {"tool_calls": _spawns(2, target_files=["p" * 2000])},
+        {"tool_calls": _spawns(40, description="d" * 16_000)},
+        {"tool_calls": _spawns(30, description="d" * 16_000)},
+        {"tool_calls": [{"name": "finish", "args": {"summary": "planned"}}]},
+    ]
+    raw, plan, r = await _plan_of(nats_url, nats_creds, tmp_path, {"steps": steps})
+    r.proc.kill()
+    await r.exit_code()
+    assert len(raw) < MAX_BODY_BYTES
+    events = await read_events(js, r.cfg.run_id)
+    reasons = [c["reason"] for c in changes(events, "refused")]
+    assert "plan-too-large" in reasons and reasons.count("invalid-arguments") == 2, reasons
+    assert len(plan.children) == len(changes(events, "child-session")) == 70 - reasons.count("plan-too-large")

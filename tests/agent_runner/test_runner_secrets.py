@@ -50,3 +50,27 @@ async def test_secret_value_never_leaves_the_command(js, nats_url, tmp_path) -> 
         (r.dir / "state").joinpath(f"{cfg.session_id}.json").read_text(),
     ):
         assert VALUE not in text
+
+
+async def test_a_value_the_model_encodes_reaches_no_event(js, nats_url, tmp_path) -> None:
+    """A model that knows a value (a prompt injection, say) writes it base64- or hex-encoded in its text,
+    a note, an approval's detail and its summary: every run event shows the reference instead, as the
+    canary would find the encoded value in a push."""
+    import base64
+    import binascii
+    import json
+
+    b64 = base64.b64encode(b"key=" + VALUE.encode()).decode()
+    hexed = binascii.hexlify(VALUE.encode()).decode()
+    steps = [
+        {"say": f"I found {b64}", "tool_calls": [{"name": "note", "args": {"message": f"hex {hexed}"}}]},
+        {"tool_calls": [{"name": "finish", "args": {"summary": f"done with {b64} / {hexed}"}}]},
+    ]
+    cfg = config(json.dumps({"steps": steps}), secrets=["API_TOKEN"])
+    r = await start_runner(tmp_path, nats_url, cfg, secrets={"API_TOKEN": VALUE})
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    blob = json.dumps(events)
+    assert b64.rstrip("=")[6:] not in blob and hexed not in blob
+    assert "${secret:API_TOKEN} (hex)" in blob

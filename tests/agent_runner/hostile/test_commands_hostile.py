@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
+from nexus.agent_runner.hypervisor import cgroups, sandbox as sandbox_mod
 from nexus.agent_runner.hypervisor.state import read_state
 from nexus.domain.ledger import verify_chain
 from tests.agent_runner.hostile.cases import CLASSES
@@ -323,3 +323,73 @@ async def test_what_the_policy_lets_run_finds_no_way_out(js, nats_url, tmp_path,
         victim.wait()
         for path in stage.planted():  # only if the sandbox failed (and the test with it): leave no trace
             path.unlink()
+
+
+async def test_files_commands_write_without_naming_them_reach_the_run_events(js, nats_url, tmp_path) -> None:
+    """Through the real runner: the file-write changes a command's unnamed files are recorded as
+    are published with the run's other changes, before the command's own, which counts them."""
+    calls = [
+        ("write_file", {"path": "lines.txt", "content": "one\ntwo\n"}),
+        ("write_file", {"path": "sub/f.txt", "content": "f\n"}),
+        ("run_command", {"cmd": "split -l 1 lines.txt piece"}),
+        ("run_command", {"cmd": "csplit -s -f part -b %03d.md lines.txt 2"}),
+        ("run_command", {"cmd": "cp -r sub copied"}),
+        ("run_command", {"cmd": "sed -i.orig s/one/uno/ lines.txt"}),
+    ]
+    steps = [{"tool_calls": [{"name": name, "args": args}]} for name, args in calls]
+    steps.append({"tool_calls": [{"name": "finish", "args": {"summary": "done"}}]})
+    cfg = config(
+        json.dumps({"steps": steps}),
+        permissions={"commands": {"allow": ["split *", "csplit *", "cp *", "sed *"], "default": "deny"}},
+    )
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    recorded = changes(events)[2:]  # after the two write_file changes
+    by_command: list[tuple[str, list[str]]] = []
+    pending: list[str] = []
+    for change in recorded:
+        if change["type"] == "file-write":
+            pending.append(change["relPath"])
+        elif change["type"] == "command-run":
+            assert change["filesChanged"] == len(pending), change
+            by_command.append((change["cmd"], pending))
+            pending = []
+    assert by_command == [
+        ("split -l 1 lines.txt piece", ["pieceaa", "pieceab"]),
+        ("csplit -s -f part -b %03d.md lines.txt 2", ["part000.md", "part001.md"]),
+        ("cp -r sub copied", ["copied/f.txt"]),
+        ("sed -i.orig s/one/uno/ lines.txt", ["lines.txt", "lines.txt.orig"]),
+    ]
+
+
+@pytest.mark.skipif(
+    os.getuid() == 0 and cgroups.parent("pids") is None,
+    reason="root without a writable pids cgroup: nothing bounds a fork bomb here, so none is started",
+)
+async def test_a_fork_bomb_is_refused_and_the_run_goes_on_to_succeed(js, nats_url, tmp_path) -> None:
+    marker = f"runner-bomb-{os.getpid()}-{time.monotonic_ns()}"
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    steps = [
+        {"tool_calls": [{"name": "write_file", "args": {"path": "bomb.py", "content": bomb}}]},
+        {"tool_calls": [{"name": "run_command", "args": {"cmd": f"python3 bomb.py {marker}"}}]},
+        {"tool_calls": [{"name": "run_command", "args": {"cmd": "echo after"}}]},
+        {"tool_calls": [{"name": "finish", "args": {"summary": "survived"}}]},
+    ]
+    cfg = config(
+        json.dumps({"steps": steps}),
+        permissions={"commands": {"allow": ["python3 bomb.py *", "echo *"], "default": "deny", "timeout_s": 60}},
+    )
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "succeeded" and end["summary"] == "survived", end
+    (refused,) = changes(events, "refused")
+    assert refused["reason"] == "process-limit" and "more than 512 processes" in refused["detail"], refused
+    assert [c["exitCode"] for c in changes(events, "command-run")][-1] == 0  # the next command ran
+    deadline = time.monotonic() + 10
+    while _with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _with_marker(marker) == []  # nothing the bomb started is left

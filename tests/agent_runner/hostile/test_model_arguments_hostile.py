@@ -141,3 +141,35 @@ async def test_a_tool_input_nested_past_the_decoder_fails_the_run_naming_it(js, 
     (refused,) = changes(events, "refused")  # the first, decodable, reply: a refused call, fed back
     assert (refused["tool"], refused["reason"]) == ("note", "invalid-arguments"), refused
     assert len(llm_server.requests) == 2  # no retry of a reply that cannot be read
+
+
+async def test_ten_thousand_tool_calls_in_one_reply_run_only_up_to_the_cap(js, nats_url, tmp_path, llm_server) -> None:
+    """One reply may make at most MAX_TOOL_CALLS_PER_REPLY calls: those run, the rest do not, the model
+    is told so with the last result, the refusal is in the ledger, and the run goes on."""
+    from nexus.agent_runner.loop import MAX_TOOL_CALLS_PER_REPLY as cap
+
+    flood = _note_call(0)
+    flood["choices"][0]["message"]["tool_calls"] = [
+        {"id": f"call_{n}", "type": "function", "function": {"name": "note", "arguments": '{"message": "again"}'}}
+        for n in range(10_000)
+    ]
+    done = _reply(1, "finish", json.dumps({"summary": "survived"}))
+    for reply in (flood, done):
+        llm_server.replies.append(Reply(headers={"content-type": "application/json"}, body=json.dumps(reply).encode()))
+    cfg = config("", llm={"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{llm_server.url}/v1"})
+    r = await start_runner(tmp_path, nats_url, cfg)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    assert final_status(events)["status"] == "succeeded"
+    assert len([c for c in changes(events, "note") if c["message"] == "again"]) == cap
+    (refused,) = changes(events, "refused")
+    assert (refused["tool"], refused["reason"]) == ("tool-calls", "too-many-tool-calls"), refused
+    assert "10000 tool calls" in refused["detail"]
+    # The model's next request holds the calls that ran, each with its result; the last says what happened.
+    sent = llm_server.requests[1].json["messages"]
+    (assistant,) = [m for m in sent if m["role"] == "assistant"]
+    assert len(assistant["tool_calls"]) == cap
+    results = [m for m in sent if m["role"] == "tool"]
+    assert len(results) == cap and "refused (too-many-tool-calls)" in results[-1]["content"]
+    llm_events = [e for _, e in events if e["type"] == "run.llm"]
+    assert len(llm_events[0]["data"]["tool_calls"]) == cap

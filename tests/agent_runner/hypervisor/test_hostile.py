@@ -115,6 +115,8 @@ CASES = [
     ),
     Case("read-dev-zero-via-link", "read_file", {"path": "zero"}, "special-filesystem", _link("zero", "/dev/zero")),
     Case("read-nul-byte", "read_file", {"path": "README.md\x00.txt"}, "invalid-path"),
+    Case("write-newline-in-name", "write_file", {"path": "a\nb.txt", "content": "x"}, "invalid-path"),
+    Case("write-escape-in-name", "write_file", {"path": "x\x1b[2J.txt", "content": "x"}, "invalid-path"),
     Case("read-injection-in-path", "read_file", {"path": "README.md; rm -rf /"}, "not-found"),
     # --- symlinks --------------------------------------------------------------------------
     Case(

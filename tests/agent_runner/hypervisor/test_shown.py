@@ -29,7 +29,9 @@ async def test_a_diff_per_file_write_and_the_output_of_each_command_masked(sandb
     assert (await hv.call("write_file", {"path": "new.txt", "content": "fresh\n"})).ok
     assert sandbox.SECRET in (sandbox.ws / "conf.txt").read_text()  # the file really holds the value
     assert [type(c) for c in got] == [CommandOutput, CommandOutput, FileDiff, FileDiff]
-    seqs = [c.seq for c in sandbox.session.changes]
+    # The file the command wrote is in the ledger first (seq 0), without a view: its old content is not known.
+    assert sandbox.session.changes[0].rel_path == "conf.txt"
+    seqs = [c.seq for c in sandbox.session.changes[1:]]
     assert [c.seq for c in got] == seqs and {c.session_id for c in got} == {sandbox.session.session_id}
     ref = f"${{secret:{sandbox.SECRET_NAME}}}"
     printed, edit, created = got[1], got[2], got[3]
@@ -85,3 +87,32 @@ def test_views_mask_a_secret_in_the_encodings_the_canary_knows() -> None:
     ):
         assert box.mask_forms(f"= {encoded} =") == f"= ${{secret:TOKEN}} ({how}) ="
     assert box.mask_forms(f"plain {value}") == "plain ${secret:TOKEN}"
+
+
+async def test_an_encoded_value_reaches_neither_the_model_nor_the_ledger(sandbox: Any) -> None:
+    """A command allowed an interpreter can print a secret's base64 or hex; the model could then put it
+    in a note or an approval, which are published as they are recorded. Everything the model reads
+    back and every change recorded is masked in the encodings the canary knows, not only literally."""
+    import base64
+    import binascii
+
+    approvals: list[tuple[str, str]] = []
+
+    async def approver(action: str, detail: str) -> bool:
+        approvals.append((action, detail))
+        return True
+
+    hv = sandbox.make(approver=approver)
+    raw = sandbox.SECRET.encode()
+    forms = [base64.b64encode(b"k=" + raw).decode(), binascii.hexlify(raw).decode()]
+    encode = "import base64, binascii, os; t = os.environ['T'].encode(); print(base64.b64encode(b'k=' + t).decode(), binascii.hexlify(t).decode())"
+    printed = await hv.call("run_command", {"cmd": f'T=${{secret:{sandbox.SECRET_NAME}}} python3 -c "{encode}"'})
+    assert printed.ok and "[exit code 0]" in printed.output, printed
+    noted = await hv.call("note", {"message": f"found {forms[0]} and {forms[1]}"})
+    asked = await hv.call("request_approval", {"action": f"use {forms[1]}", "detail": f"the key {forms[0]}"})
+    assert noted.ok and asked.ok
+    seen = [printed.output, noted.output, asked.output, *map(repr, sandbox.session.changes), *map(repr, approvals)]
+    for text in seen:
+        assert forms[0].rstrip("=")[4:] not in text and forms[1] not in text, text
+    assert "${secret:API_KEY} (hex)" in printed.output
+    sandbox.assert_recorded()

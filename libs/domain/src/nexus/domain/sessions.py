@@ -28,6 +28,9 @@ class CommandRunChange(_Change, tag="command-run"):
     exit_code: int
     duration_ms: int = 0
     output_truncated: bool = False
+    # Files the command created, changed or deleted in the workspace, named or not: the first
+    # `changeset.MAX_ITEMISED` are the file-write changes recorded just before this one.
+    files_changed: int = 0
 
 
 class NoteChange(_Change, tag="note"):

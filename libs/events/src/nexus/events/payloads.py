@@ -115,22 +115,28 @@ class CancelRunRequest(Payload):
     principal: ChatPrincipal | None = None
 
 
+MAX_TARGET_CHARS = 1000  # a child's target file path
+
+
 class ChildPlan(Payload):
     session_id: Ref
     title: ShortText
     description: Text = ""
-    target_files: Annotated[list[Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=1000)] = (
-        msgspec.field(default_factory=list)
-    )
+    target_files: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=MAX_TARGET_CHARS)]], msgspec.Meta(max_length=1000)
+    ] = msgspec.field(default_factory=list)
     agent_id: Ref | None = None
     # The child's share of the goal's budget, relative to its siblings' (even when all are equal).
     weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
 
 
+MAX_CHILDREN = 200  # children one meta session may plan
+
+
 class PlanChildren(Payload):
     run_id: Ref
     session_id: Ref
-    children: Annotated[list[ChildPlan], msgspec.Meta(max_length=200)]
+    children: Annotated[list[ChildPlan], msgspec.Meta(max_length=MAX_CHILDREN)]
 
 
 # ---------------------------------------------------------------- run events (NEXUS_RUNS)

@@ -84,6 +84,8 @@ class BudgetExceeded(RunStopped):
 
 # A model call's output is not known before it is made: reserve at least this many tokens for it.
 MIN_OUTPUT_ESTIMATE = 256
+# Tool calls one reply may make: the rest are not run, nor kept in the history, nor published; the model is told.
+MAX_TOOL_CALLS_PER_REPLY = 64
 
 
 class Outcome:
@@ -140,6 +142,8 @@ async def run_loop(
                 )
         completion = await _model_call(provider, messages, tools, price)
         completion.text = as_text(completion.text)  # what the run records, shows and sends back is UTF-8 text
+        made = len(completion.tool_calls)
+        completion.tool_calls = completion.tool_calls[:MAX_TOOL_CALLS_PER_REPLY]
         out.input_tokens += completion.usage.input_tokens
         out.output_tokens += completion.usage.output_tokens
         out.cost_usd += completion.cost_usd
@@ -170,10 +174,13 @@ async def run_loop(
         if not completion.tool_calls:
             out.summary = completion.text
             return out
-        for call in completion.tool_calls:
+        beyond = await _refuse_beyond_cap(hv, made)
+        for n, call in enumerate(completion.tool_calls, 1):
             result = await hv.call(call.name, call.arguments)
             await reporter.tool(call.name, result.ok, result.error)
             content = result.output if result.ok else f"ERROR: {result.error}"
+            if n == len(completion.tool_calls) and beyond:
+                content += "\n" + beyond
             messages.append(Message(role="tool", content=content, tool_call_id=call.id))
             if reason := stop():
                 raise RunStopped(reason)
@@ -181,3 +188,16 @@ async def run_loop(
             out.summary = hv.finished
             return out
     raise LimitReached(f"step limit of {limits.max_steps} reached")
+
+
+async def _refuse_beyond_cap(hv: Hypervisor, made: int) -> str:
+    """A reply with more tool calls than a reply may make: the refusal in the ledger, and its words for
+    the model (after the last call that ran); "" when within the cap."""
+    if made <= MAX_TOOL_CALLS_PER_REPLY:
+        return ""
+    detail = (
+        f"the reply made {made} tool calls; at most {MAX_TOOL_CALLS_PER_REPLY} run per reply: the first "
+        f"{MAX_TOOL_CALLS_PER_REPLY} ran, the other {made - MAX_TOOL_CALLS_PER_REPLY} did not"
+    )
+    await hv.refuse("tool-calls", "too-many-tool-calls", detail)
+    return f"ERROR: refused (too-many-tool-calls): {detail}"

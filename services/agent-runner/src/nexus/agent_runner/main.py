@@ -88,9 +88,10 @@ async def _run(
     secrets = secrets_from_env(environ, cfg.secrets)
     nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}", creds=settings.nats_creds, user=cfg.run_id)
     js = nc.jetstream()
-    mask = SecretBox(secrets).mask
-    _mask_logs(mask)
-    reporter = RunReporter(js, cfg.run_id, settings.attempt, masker=mask)
+    box = SecretBox(secrets)
+    _mask_logs(box.mask)
+    # Events are published: a value in an encoding the canary knows is masked there too.
+    reporter = RunReporter(js, cfg.run_id, settings.attempt, masker=box.mask_forms)
     if not announced:
         await reporter.status("running")
     reporter.start_heartbeat(settings.heartbeat_s)

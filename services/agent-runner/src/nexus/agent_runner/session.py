@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 
 from nexus.agent_runner import outgoing, prompt, workspace
 from nexus.agent_runner.hypervisor import Hypervisor, safegit
+from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.sandbox import describe as describe_sandbox
 from nexus.agent_runner.external import run_external
 from nexus.agent_runner.llm import make_provider
@@ -23,13 +24,23 @@ from nexus.events.permissions import RunIdentity
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id
 from nexus.domain.json_types import JsonObject
+from nexus.domain.limits import MAX_BODY_BYTES
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
-from nexus.events.payloads import ApprovalRequested, ChildFinished, ChildPlan, PlanChildren, RunConfig, Usage
+from nexus.events.payloads import (
+    MAX_CHILDREN,
+    ApprovalRequested,
+    ChildFinished,
+    ChildPlan,
+    PlanChildren,
+    RunConfig,
+    Usage,
+)
 from nexus.kernel import Kernel
 
 log = logging.getLogger("nexus.agent_runner")
 CHILDREN_TIMEOUT_S = 3600.0
+MAX_PLAN_BYTES = MAX_BODY_BYTES - (64 << 10)  # the plan command's body, with room for its envelope
 # Actions of the runner itself that an agent document may mark "ask" (permissions.ask).
 MERGE_ASKS = ("merge", "push_default_branch")
 
@@ -136,6 +147,10 @@ class RunSession:
         return False
 
     async def spawn(self, args: JsonObject) -> JsonObject:
+        """A child in the plan, refused when the plan would pass what core-api takes: MAX_CHILDREN
+        children, one bus message (the plan is sent whole, when the session finishes)."""
+        if len(self.children) >= MAX_CHILDREN:
+            raise Refused("too-many-children", f"a meta session plans at most {MAX_CHILDREN} children")
         child = ChildPlan(
             session_id=new_id("ses"),
             title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
@@ -144,6 +159,12 @@ class RunSession:
             agent_id=args.get("agent"),
             weight=float(args.get("weight", 1.0)),
         )
+        plan = PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=[*self.children, child])
+        if len(msgspec.json.encode(plan)) > MAX_PLAN_BYTES:
+            raise Refused(
+                "plan-too-large",
+                f"the plan would pass {MAX_PLAN_BYTES} bytes with this child; shorter descriptions, or fewer children",
+            )
         self.children.append(child)
         return {"session_id": child.session_id, "target_files": child.target_files}
 

@@ -3,16 +3,17 @@ policy, confined by the sandbox, their output masked and bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Annotated
 
-from nexus.agent_runner.hypervisor import cmdparse, commands, sandbox, shown
+from nexus.agent_runner.hypervisor import changeset, cmdparse, commands, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
 from nexus.agent_runner.hypervisor.state import now_iso
-from nexus.agent_runner.hypervisor.tools import MAX_COMMAND_CHARS, Args, Doc, ToolResult
-from nexus.domain.sessions import CommandRunChange
+from nexus.agent_runner.hypervisor.tools import MAX_COMMAND_CHARS, MAX_PATH_CHARS, Args, Doc, ToolResult
+from nexus.domain.sessions import CommandRunChange, FileWriteChange
 from nexus.events.payloads import CommandOutput
 
 if TYPE_CHECKING:
@@ -31,6 +32,20 @@ class RunCommandArgs(Args):
     timeout_s: (
         Annotated[float, Doc(gt=0, description="Seconds before the command is killed (capped by policy).")] | None
     ) = None
+
+
+def _cap_met(cap: str, limits: sandbox.Limits, code: int) -> Refused:
+    if cap == "pids":
+        return Refused(
+            "process-limit",
+            f"the command tried to run more than {limits.processes} processes at once (a fork bomb?); the "
+            f"sandbox refused the rest and ended it (exit code {code}); its file changes are recorded",
+        )
+    return Refused(
+        "memory-limit",
+        f"the command's processes used more than {limits.memory >> 20} MiB together; the sandbox ended it "
+        f"(exit code {code}); its file changes are recorded",
+    )
 
 
 @tool("run_command", RunCommandArgs, "Run a command in the workspace under the agent's command policy.")
@@ -67,6 +82,14 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         home=hv.env.get("HOME"),
     )
     longest = max((len(v.encode()) for v in hv.secrets.values), default=0)
+    skip = None if hv.repository_outside else os.path.join(hv.ws.root, ".git")
+    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+    if not before.complete and {layer.real for layer in plan.layers} != {"rm"}:
+        raise Refused(
+            "workspace-too-large",
+            f"the workspace holds more than {changeset.MAX_ENTRIES} entries; what a command changes could not "
+            "be recorded, so only rm runs until files are removed",
+        )
     outcome = await commands.execute(
         plan.argv,
         cwd=hv.ws.root,
@@ -76,15 +99,20 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         confine=(hv.sandbox, spec),
         slack=longest,
     )
+    # Past the walk's limit only rm ran: what it deleted is what its command line names.
+    changed = await _record_changes(hv, before, skip) if before.complete else []
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
             exit_code=outcome.exit_code,
             duration_ms=outcome.duration_ms,
             output_truncated=outcome.truncated,
+            files_changed=len(changed),
             timestamp=now_iso(),
         )
     )
+    if outcome.cap_reached:
+        raise _cap_met(outcome.cap_reached, spec.limits, outcome.exit_code)
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))
     await hv.show(
@@ -104,6 +132,34 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
             f"[output truncated: showed {min(len(outcome.output), policy.max_output_bytes)} "
             f"of {outcome.total_bytes} bytes]"
         )
+    if changed:
+        shown_files = ", ".join(_ledger_path(hv, c.rel, 200) for c in changed[:20])
+        more = f" and {len(changed) - 20} more" if len(changed) > 20 else ""
+        footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
     if outcome.timed_out:
         footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
     return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
+
+
+async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str | None) -> list[changeset.Changed]:
+    """Every file the command created, changed or deleted in the workspace, named in its arguments or
+    not, recorded as a file-write change (a deletion has no hash) before the command's own change."""
+    after = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+    changed = changeset.changes(before, after)
+    for item in changed[: changeset.MAX_ITEMISED]:
+        hashed = await asyncio.to_thread(changeset.digest, hv.ws.root, item)
+        await hv.record(
+            FileWriteChange(
+                rel_path=_ledger_path(hv, hashed.rel),
+                bytes=hashed.size,
+                sha256=hashed.sha256,
+                timestamp=now_iso(),
+            )
+        )
+    return changed  # past the walk's limit now: the count is a floor, and the next command is refused
+
+
+def _ledger_path(hv: Hypervisor, rel: str, limit: int = MAX_PATH_CHARS) -> str:
+    """A path a command made, as the ledger and the model see it: masked before it is cut, so no value's
+    head is left at the cut."""
+    return hv.mask(changeset.shown_path(rel))[:limit]

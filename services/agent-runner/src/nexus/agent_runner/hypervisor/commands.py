@@ -9,6 +9,7 @@ is bubblewrap (so a child that calls setsid() dies with it too), a timeout and a
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
@@ -16,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import cmdparse, safegit, sandbox
+from nexus.agent_runner.hypervisor import cgroups, cmdparse, safegit, sandbox
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.domain.agents import CommandPolicy
 
@@ -25,6 +26,7 @@ Decision = Literal["allow", "deny", "ask"]
 _ENV_KEEP = safegit.ENV_KEEP
 TIMEOUT_EXIT_CODE = 124  # as coreutils `timeout` reports it
 _DRAIN_GRACE_S = 1.0
+_CAP_POLL_S = 0.2
 _EXPLICIT_KINDS = {
     "shell": "shell-not-allowed",
     "interpreter": "interpreter-not-allowed",
@@ -44,6 +46,7 @@ class CommandOutcome(msgspec.Struct, kw_only=True):
     truncated: bool
     timed_out: bool
     duration_ms: int
+    cap_reached: str = ""  # "pids" or "memory": the command met its cgroup's cap, and was ended
 
 
 def _inside(path: str, root: str) -> bool:
@@ -220,13 +223,16 @@ async def execute(
         )
     except FileNotFoundError:
         os.close(read_fd)
+        if prepared:
+            prepared.cleanup()
         raise Refused("command-not-found", f"{os.path.basename(argv[0])[:120]} was not found on PATH") from None
-    except (PermissionError, OSError) as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: the pre-exec step failed
         os.close(read_fd)
         if prepared:
             prepared.cleanup()
         raise Refused(
-            "not-executable", f"{os.path.basename(argv[0])[:120]} could not be started ({exc.strerror})"
+            "not-executable",
+            f"{os.path.basename(argv[0])[:120]} could not be started ({getattr(exc, 'strerror', None) or exc})",
         ) from None
     finally:
         os.close(write_fd)
@@ -234,9 +240,9 @@ async def execute(
     transport, capture = await loop.connect_read_pipe(
         lambda: _Capture(max_output + slack, done), os.fdopen(read_fd, "rb", buffering=0)
     )
-    timed_out = False
+    timed_out, capped = False, ""
     try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
+        capped = await _wait(proc, timeout_s, prepared.caps if prepared else None)
     except TimeoutError:
         timed_out = True
     finally:
@@ -257,4 +263,26 @@ async def execute(
         truncated=capture.total > max_output,
         timed_out=timed_out,
         duration_ms=int((time.monotonic() - started) * 1000),
+        cap_reached=capped,
     )
+
+
+async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, caps: cgroups.CommandCaps | None) -> str:
+    """Until the command exits or meets a cap of its cgroups (a fork bomb, a memory bomb, or a program
+    that would take more than its share: ended then, not at its timeout). The cap it met, or ""."""
+    if caps is None:
+        await asyncio.wait_for(proc.wait(), timeout_s)
+        return ""
+    waiter = asyncio.ensure_future(proc.wait())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waiter.cancel()
+            raise TimeoutError
+        done, _ = await asyncio.wait({waiter}, timeout=min(left, _CAP_POLL_S))
+        if done:
+            return caps.reached()
+        if reached := caps.reached():
+            waiter.cancel()
+            return reached

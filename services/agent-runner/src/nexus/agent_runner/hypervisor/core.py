@@ -220,7 +220,10 @@ class Hypervisor:
                         "nexus.tool.refusal_reason": refused,
                     }
                 )
-            return ToolResult(ok=result.ok, output=self.mask(result.output), error=self.mask(result.error))
+            # A value in an encoding the canary knows is as good as the value: never shown to the model either.
+            return ToolResult(
+                ok=result.ok, output=self.secrets.mask_forms(result.output), error=self.secrets.mask_forms(result.error)
+            )
 
     async def refuse(self, action: str, reason: str, detail: str) -> None:
         """Record a refusal of the runner's own (a push the canary stopped): in the ledger like a tool's."""
@@ -284,8 +287,9 @@ class Hypervisor:
             raise Refused("secret-in-path", f"{self.mask(path)}: a secret's value may not be part of a path")
 
     def _mask_change(self, change: Any) -> Any:
+        """Every text of a change, masked in the encodings the canary knows too: changes are published."""
         masked = {
-            field: self.mask(value)
+            field: self.secrets.mask_forms(value)
             for field in change.__struct_fields__
             if isinstance(value := getattr(change, field), str) and field not in ("hash", "prev_hash", "timestamp")
         }
@@ -361,7 +365,7 @@ class Hypervisor:
         if self._approver is None:
             raise Refused("approval-required", f"{action} needs approval and this run has no approver")
         # Both are shown to a human (and may be the model's own text: request_approval): masked here, the one way out.
-        action, detail = self.mask(action), self.mask(detail)
+        action, detail = self.secrets.mask_forms(action), self.secrets.mask_forms(detail)
         await self.record(ApprovalChange(action=action, decision="requested", timestamp=now_iso()))
         try:
             approved = await self._approver(action, detail)

@@ -8,6 +8,7 @@ through a symlink, never into `.git`, and replace the directory entry (temp file
 a hard link to a file outside the workspace is cut, not written through."""
 
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -17,6 +18,7 @@ from pathlib import Path
 from nexus.agent_runner.hypervisor.errors import Refused
 
 _SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -40,6 +42,9 @@ class Workspace:
             raise Refused("invalid-path", "the path is empty")
         if "\x00" in user_path:
             raise Refused("invalid-path", "the path contains a NUL byte")
+        if _CONTROL.search(user_path):
+            # A newline or a terminal escape in a name would reach the ledger, events and people's terminals.
+            raise Refused("invalid-path", "the path contains a control character")
         if os.path.isabs(user_path):
             raise Refused("absolute-path", f"'{user_path}': paths are relative to the workspace")
         parts = user_path.split("/")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, partial
 
+from nexus.agent_runner.hypervisor import cgroups
 from nexus.agent_runner.hypervisor.paths import remove_tree
 
 BWRAP = "/usr/bin/bwrap"
@@ -65,7 +66,8 @@ class Limits:
     address_space: int = 8 << 30
     file_size: int = 1 << 30
     open_files: int = 1024
-    processes: int = 512  # per user: only enforced when the runner is not root (the images run as uid 10001)
+    processes: int = 512  # per command (a pids cgroup, where one can be made) and per user (the rlimit; never root)
+    memory: int = 8 << 30  # all of the command's processes together (a memory cgroup, where one can be made)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Prepared:
     preexec: Callable[[], None]
     env: dict[str, str]
     cleanup: Callable[[], None]
+    caps: cgroups.CommandCaps | None = None  # the command's own cgroups, when they could be made
 
 
 @cache
@@ -181,8 +184,10 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def _rlimits(limits: Limits) -> Callable[[], None]:
+def _rlimits(limits: Limits, caps: cgroups.CommandCaps | None) -> Callable[[], None]:
     def apply() -> None:
+        if caps is not None:
+            caps.enter()
         for kind, value in (
             (resource.RLIMIT_CPU, limits.cpu_s),
             (resource.RLIMIT_AS, limits.address_space),
@@ -199,8 +204,22 @@ def _rlimits(limits: Limits) -> Callable[[], None]:
 
 
 def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prepared:
-    """The argv, environment and pre-exec step that run `argv` confined by `mode`."""
-    rlimits = _rlimits(spec.limits)
+    """The argv, environment, pre-exec step and cleanup that run `argv` confined by `mode`, in cgroups
+    of its own where they can be made (the process rlimit never binds root; the memory one binds each
+    process, not their sum)."""
+    caps = cgroups.CommandCaps({"pids": spec.limits.processes, "memory": spec.limits.memory})
+    prepared = _prepare(mode, argv, env, spec, _rlimits(spec.limits, caps if caps.active else None))
+    if not caps.active:
+        return prepared
+
+    def cleanup() -> None:
+        caps.close()
+        prepared.cleanup()
+
+    return Prepared(prepared.argv, prepared.preexec, prepared.env, cleanup, caps)
+
+
+def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimits: Callable[[], None]) -> Prepared:
     if mode == "bwrap":
         args = [BWRAP, *_base_args(spec.network)]
         for root in _extra_roots(spec.programs, spec.workspace):

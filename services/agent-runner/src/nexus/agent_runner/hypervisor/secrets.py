@@ -3,10 +3,11 @@ command, and every value is masked back to its reference in whatever the model, 
 events or logs get to see. This is the one masking implementation: the runner's reporter uses it too.
 Masking comes before any cut or search (mask_cut, search.masked_copy).
 
-Masking is literal: a command that transforms a value (base64, reversal, splitting it across
-lines) is out of scope; the policy, not the mask, is what stops that. Views of content that leave
-the run as events (a file's diff, a command's output) are masked in the simple encodings too
-(`mask_forms`), as the canary searches what is pushed."""
+Masking is literal in log lines. What leaves the run (every ledger change and event, a file's diff, a
+command's output) and every tool result the model reads is masked in the simple encodings too
+(`mask_forms`: base64 at every alignment, hex, percent-encoding), as the canary searches what is
+pushed. A value otherwise transformed (reversed, compressed, split across lines) is out of scope;
+the policy, not the mask, is what stops that."""
 
 import base64
 import binascii

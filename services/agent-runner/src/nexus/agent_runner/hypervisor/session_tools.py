@@ -9,8 +9,9 @@ import msgspec
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.state import now_iso
-from nexus.agent_runner.hypervisor.tools import Args, Doc, RelPath, ToolResult
+from nexus.agent_runner.hypervisor.tools import Args, Doc, ToolResult
 from nexus.domain.sessions import ChildSessionChange, NoteChange
+from nexus.events.payloads import MAX_TARGET_CHARS
 
 if TYPE_CHECKING:
     from nexus.agent_runner.hypervisor.core import Hypervisor
@@ -37,9 +38,10 @@ class RequestApprovalArgs(Args):
 class SpawnChildArgs(Args):
     title: Annotated[str, Doc(min_length=1, max_length=500)]
     description: Annotated[str, Doc(max_length=MAX_NOTE_CHARS)] = ""
-    target_files: Annotated[list[RelPath], Doc(max_length=1000, description="Files the child session will write.")] = (
-        msgspec.field(default_factory=list)
-    )
+    target_files: Annotated[
+        list[Annotated[str, Doc(max_length=MAX_TARGET_CHARS)]],
+        Doc(max_length=1000, description="Files the child session will write (paths relative to the workspace)."),
+    ] = msgspec.field(default_factory=list)
     agent: (
         Annotated[
             str,
@@ -63,7 +65,7 @@ class SpawnChildArgs(Args):
 async def note(hv: Hypervisor, args: NoteArgs) -> ToolResult:
     if len(args.message) > MAX_NOTE_CHARS:
         raise Refused("too-large", f"notes are limited to {MAX_NOTE_CHARS} characters")
-    hv.session.notes.append(hv.mask(args.message))
+    hv.session.notes.append(hv.secrets.mask_forms(args.message))
     await hv.record(NoteChange(message=args.message, timestamp=now_iso()))
     return ToolResult(ok=True, output="noted")
 
@@ -93,6 +95,8 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
         request["weight"] = args.weight
     try:
         result = await hv.spawner(request)
+    except Refused:
+        raise  # the plan's own bounds: named as they are
     except Exception as exc:  # noqa: BLE001 — the spawner's failure is the model's answer, and on the record
         raise Refused("spawn-failed", str(exc)) from None
     child_id = result.get("session_id") or result.get("sessionId")
@@ -107,6 +111,6 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
 async def finish(hv: Hypervisor, args: FinishArgs) -> ToolResult:
     if len(args.summary) > MAX_NOTE_CHARS:
         raise Refused("too-large", f"the summary is limited to {MAX_NOTE_CHARS} characters")
-    hv.finished = hv.mask(args.summary)
+    hv.finished = hv.secrets.mask_forms(args.summary)
     await hv.record(NoteChange(message=f"finished: {args.summary}", timestamp=now_iso()))
     return ToolResult(ok=True, output="session finished")

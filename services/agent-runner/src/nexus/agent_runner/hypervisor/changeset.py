@@ -1,0 +1,103 @@
+"""What a command changed in the workspace, whatever it named: the work tree is read before and after
+each command (every entry's inode, type, size, mode and change time, never following a link) and
+the difference is recorded. A program can write files its arguments never name (`gzip -S`, `csplit
+-b`, `tar x`, `cp -r`, `sed -i.bak`, `make`, any interpreter), so the command line alone cannot be
+the record. A file's change time (ctime) is set by the kernel on every write, rename or chmod and
+cannot be set back by the writer, so a change cannot hide behind a restored mtime.
+
+The walk keeps its own stack (a tree thousands of levels deep is read without recursion), keeps one
+number per entry (a hash of its status) and stops at `MAX_ENTRIES`: a workspace larger than that is
+not tracked, and only `rm` runs in it (command_tools), which names what it deletes."""
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+
+MAX_ENTRIES = 500_000
+MAX_ITEMISED = 200  # per command: the ledger gets one change per file up to this many, and the count
+_CHUNK = 1 << 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    entries: dict[str, int]  # path: hash of (inode, type and mode, size, mtime_ns, ctime_ns)
+    sizes: dict[str, int]  # path: size, for files only
+    complete: bool  # False: the walk stopped at MAX_ENTRIES
+
+
+@dataclass(frozen=True)
+class Changed:
+    rel: str  # as the file system has it (undecodable bytes as surrogate escapes)
+    deleted: bool
+    size: int
+    sha256: str  # of the content (a link's target; nothing for a fifo or socket); "" when deleted
+
+
+def snapshot(root: str, skip: str | None = None) -> Snapshot:
+    """Every entry under `root` but the directory `skip` (a git directory inside the workspace)."""
+    entries: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as listing:
+                for item in listing:
+                    rel = os.path.join(rel_dir, item.name) if rel_dir else item.name
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if len(entries) >= MAX_ENTRIES:
+                        return Snapshot(entries, sizes, complete=False)
+                    entries[rel] = hash((st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                    if not stat.S_ISDIR(st.st_mode):
+                        sizes[rel] = st.st_size
+                    elif os.path.join(root, rel) != skip:
+                        stack.append(rel)
+        except OSError:
+            continue
+    return Snapshot(entries, sizes, complete=True)
+
+
+def changes(before: Snapshot, after: Snapshot) -> list[Changed]:
+    """Files (anything but a directory) created, changed or deleted between the two, sorted by path."""
+    found: list[Changed] = []
+    for rel in sorted(before.sizes.keys() | after.sizes.keys()):  # files, then and now
+        if before.entries.get(rel) == after.entries.get(rel):
+            continue
+        size = after.sizes.get(rel)
+        if size is None and not after.complete:
+            continue  # past the walk's limit now: not seen is not deleted
+        found.append(Changed(rel, deleted=size is None, size=size or 0, sha256=""))
+    return found
+
+
+def digest(root: str, change: Changed) -> Changed:
+    """The change with its content's hash: a regular file's bytes, a link's target; never followed."""
+    if change.deleted:
+        return change
+    path = os.path.join(root, change.rel)
+    sha = hashlib.sha256()
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            sha.update(os.fsencode(os.readlink(path)))
+        elif stat.S_ISREG(st.st_mode):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as fh:
+                while block := fh.read(_CHUNK):
+                    sha.update(block)
+    except OSError:
+        return change
+    return Changed(change.rel, deleted=False, size=change.size, sha256=sha.hexdigest())
+
+
+def shown_path(rel: str) -> str:
+    """A path fit for the ledger and a terminal: bytes that are no UTF-8, and control characters (a
+    newline, an escape sequence in a file name), shown escaped as \\xNN."""
+    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)

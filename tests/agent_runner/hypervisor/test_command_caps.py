@@ -1,0 +1,90 @@
+"""A command cannot start more processes than its cap, even when the runner runs as root (whom the
+kernel's process rlimit never binds), nor use more memory across its processes than its cap (the
+address-space rlimit binds each process alone): a fork bomb or a memory bomb is ended with a
+refusal in the ledger, leaves nothing running, and the next command runs."""
+
+import functools
+import os
+import time
+from typing import Any
+
+import pytest
+
+from nexus.agent_runner.hypervisor import cgroups, sandbox as sandbox_mod
+from nexus.domain.sessions import CommandRunChange, RefusedChange
+
+from tests.agent_runner.hypervisor.test_contained import _marked_dead
+
+needs_cap = pytest.mark.skipif(
+    os.getuid() == 0 and cgroups.parent("pids") is None,
+    reason="root without a writable pids cgroup: nothing bounds a fork bomb here, so none is started",
+)
+
+
+async def _bomb(box: Any, script: str, marker: str) -> Any:
+    (box.ws / "bomb.py").write_text(script)
+    result = await box.hv.call("run_command", {"cmd": f"python3 bomb.py {marker}", "timeout_s": 60})
+    assert _marked_dead(marker, within_s=10) == []  # nothing it started is left
+    return result
+
+
+def _assert_refused(box: Any, result: Any) -> None:
+    assert not result.ok
+    assert "refused (process-limit)" in result.error
+    assert f"more than {sandbox_mod.Limits().processes} processes" in result.error
+    assert isinstance(box.session.changes[-2], CommandRunChange)
+    refusal = box.session.changes[-1]
+    assert isinstance(refusal, RefusedChange) and refusal.reason == "process-limit"
+
+
+async def test_more_processes_than_the_cap_are_refused(sandbox: Any) -> None:
+    """Bounded (2,000 sleepers), so that without the cap it ends too: then they all start."""
+    marker = f"many-{os.getpid()}-{time.monotonic_ns()}"
+    script = (
+        "import os, time\n"
+        "for _ in range(2000):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "print('all started')\n"
+    )
+    result = await _bomb(sandbox, script, marker)
+    _assert_refused(sandbox, result)
+    after = await sandbox.hv.call("run_command", {"cmd": "echo still-here"})
+    assert after.ok and "still-here" in after.output
+
+
+@needs_cap
+async def test_a_fork_bomb_ends_with_a_refusal_and_the_run_goes_on(sandbox: Any) -> None:
+    marker = f"bomb-{os.getpid()}-{time.monotonic_ns()}"
+    script = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    result = await _bomb(sandbox, script, marker)
+    _assert_refused(sandbox, result)
+    after = await sandbox.hv.call("run_command", {"cmd": "echo still-here"})
+    assert after.ok and "still-here" in after.output
+    sandbox.assert_recorded()
+
+
+async def test_memory_past_the_cap_across_processes_ends_the_command(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four processes of 160 MiB each, every one well under the address-space rlimit; together past a
+    cap of 256 MiB (without the cap, 640 MiB is used and the command ends by itself)."""
+    monkeypatch.setattr(sandbox_mod, "Limits", functools.partial(sandbox_mod.Limits, memory=256 << 20))
+    marker = f"hog-{os.getpid()}-{time.monotonic_ns()}"
+    script = (
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        break\n"
+        "held = b'x' * (160 << 20)\n"
+        "time.sleep(5)\n"
+        "print('held')\n"
+    )
+    result = await _bomb(sandbox, script, marker)
+    assert not result.ok
+    assert "refused (memory-limit)" in result.error and "more than 256 MiB" in result.error, result
+    refusal = sandbox.session.changes[-1]
+    assert isinstance(refusal, RefusedChange) and refusal.reason == "memory-limit"
+    after = await sandbox.hv.call("run_command", {"cmd": "echo still-here"})
+    assert after.ok and "still-here" in after.output
