@@ -10,9 +10,11 @@ import re
 from typing import Any
 
 import msgspec
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ValidationException
 
 from nexus.core_api.auth.requests import OpenRequest
+from nexus.core_api.errors import BodyRefused
 
 MAX_DEPTH = 64
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -20,8 +22,13 @@ _BRACKETS = re.compile(rb"[\[\]{}]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class MalformedBody(HTTPException):
+class MalformedBody(BodyRefused):
     status_code = 400
+
+
+class NotJson(BodyRefused):
+    status_code = 415
+    field = "content-type"
 
 
 def nesting_depth(body: bytes) -> int:
@@ -85,9 +92,20 @@ def guard_nul(request: OpenRequest) -> None:
             _refuse_nul(name, "path")
 
 
+def takes_json(request: OpenRequest) -> bool:
+    """Whether the route's handler reads a JSON body (`data`); webhooks and the UI's forms read their own."""
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    return data is not None and getattr(data.kwarg_definition, "media_type", None) == RequestEncodingType.JSON
+
+
 async def guard_json_body(request: OpenRequest) -> None:
     guard_nul(request)
-    if request.method not in _BODY_METHODS or "json" not in request.headers.get("content-type", "json"):
+    if request.method not in _BODY_METHODS:
+        return
+    content_type = request.headers.get("content-type", "json")
+    if "json" not in content_type:
+        if takes_json(request) and await request.body():
+            raise NotJson(detail=f"the body must be JSON (Content-Type: application/json), not {content_type[:100]!r}")
         return
     body = await request.body()  # cached: the handler's own parse reads the same bytes
     if body and (reason := problem_in(body)):
