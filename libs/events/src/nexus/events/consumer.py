@@ -88,9 +88,15 @@ _PARAMETERIZED = [
 ]
 
 
+# What `decode_message` raises for a message no consumer can ever read (not JSON, not an envelope, a type
+# its subject does not carry, a payload of another shape, too large): every caller catches exactly these.
+UNDECODABLE = (msgspec.DecodeError, ValueError)
+
+
 def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
     """The envelope and its payload, decoded as the SUBJECT says: a command's subject decides its
-    handler, so an envelope whose `type` disagrees is refused (and dead-lettered with that reason)."""
+    handler, so an envelope whose `type` disagrees is refused (and dead-lettered with that reason).
+    Raises one of UNDECODABLE."""
     if len(msg.data) > MAX_MESSAGE_BYTES:
         raise ValueError(f"message of {len(msg.data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     env = decode_raw(msg.data)
@@ -202,7 +208,7 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
     deliveries = meta.num_delivered if meta else 1
     try:
         env, payload = decode_message(msg)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+    except UNDECODABLE as exc:
         await reject(js, msg, durable, f"undecodable: {exc}", deliveries)
         return
     with processing(
@@ -367,7 +373,7 @@ async def reclaim_unacked(
     for msg in msgs:
         try:
             env, payload = decode_message(msg)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        except UNDECODABLE:
             continue  # the durable's own delivery dead-letters it
         # Counted as a second delivery: the dead instance had it, and may have stored part of it.
         groups.setdefault(partition(msg.subject), []).append(
