@@ -21,7 +21,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from nexus.dev.stack import Stack
 from nexus.events.bus import Publisher, connect
-from nexus.events.catalog import DLQ_STREAM, MESSAGES, STREAMS
+from nexus.events.catalog import BY_TYPE, DLQ_STREAM, MESSAGES, STREAMS
 from nexus.events.envelope import decode_raw, encode, make_envelope
 from nexus.events.payloads import CreateGoal, DeadLetter
 from tests.e2e.conftest import api, stack  # noqa: F401 — the fixtures: every service, its API client
@@ -61,6 +61,26 @@ def envelope(type_: str, data: bytes) -> bytes:
     return head.replace(b'"data":null', b'"data":' + data)
 
 
+def shaped(payload: type, text: str, integer: int) -> bytes:
+    """A payload of the right shape whose every required string is `text` and integer `integer`."""
+    schema = msgspec.json.schema(payload)
+    defs = schema.get("$defs", {})
+
+    def fill(node: dict) -> object:
+        if "$ref" in node:
+            return fill(defs[node["$ref"].rsplit("/", 1)[-1]])
+        if "enum" in node:
+            return node["enum"][0]
+        if "anyOf" in node:
+            return fill(next(n for n in node["anyOf"] if n.get("type") != "null"))
+        kind = node.get("type")
+        if kind == "object":
+            return {k: fill(v) for k, v in node.get("properties", {}).items() if k in node.get("required", [])}
+        return {"string": text, "integer": integer, "number": 1.5, "boolean": True, "array": []}.get(kind)
+
+    return msgspec.json.encode(fill(schema))
+
+
 def poisons(type_: str, tag: str) -> dict[str, bytes]:
     """The bodies every consumer of a subject carrying `type_` must dead-letter (each unique by `tag`)."""
     other = next(m.type for m in MESSAGES if m.type not in (type_, "dlq"))
@@ -81,6 +101,22 @@ def poisons(type_: str, tag: str) -> dict[str, bytes]:
         "payload hostile values": envelope(type_ or other, hostile),
         "near a megabyte": envelope(type_ or other, b'{"zz": "' + tag.encode() + b"x" * 1_000_000 + b'"}'),
     }
+
+
+def hostile(type_: str, tag: str) -> dict[str, tuple[bytes, bool]]:
+    """Payloads of the right shape holding what no store can keep, each with whether every reader must
+    refuse it: a NUL in every required string (a run's own events may carry one: ingestion keeps them as
+    bytes), an integer past 64 bits in every required integer. A variant whose payload has no such field
+    is a valid message and left out."""
+    payload = BY_TYPE[type_].payload
+    nul = shaped(payload, f"{tag}\x00", 1)
+    wide = shaped(payload, tag, 2**64 + 1)
+    out = {}
+    if b"\\u0000" in nul:
+        out["payload holding a NUL"] = (envelope(type_, nul), not type_.startswith("run."))
+    if str(2**64 + 1).encode() in wide:
+        out["payload past 64 bits"] = (envelope(type_, wide), True)
+    return out
 
 
 async def consumers(js) -> dict[str, list[str]]:
@@ -164,6 +200,10 @@ async def test_every_consumer_dead_letters_every_poison_and_lives_on(stack: Stac
             for kind, body in poisons(type_, f"{tag}{len(want)}").items():
                 await js.publish(subject, body)
                 for reader in readers:
+                    want[(reader, hashlib.sha256(body).hexdigest())] = f"{subject} [{kind}] at {reader}"
+            for kind, (body, refused) in (hostile(type_, f"{tag}{len(want)}") if type_ else {}).items():
+                await js.publish(subject, body)
+                for reader in readers if refused else ():
                     want[(reader, hashlib.sha256(body).hexdigest())] = f"{subject} [{kind}] at {reader}"
         assert covered == set(durables), f"consumers no catalog subject reaches: {set(durables) - covered}"
 

@@ -20,10 +20,11 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
 from nexus.events.bus import forget_reconnect, on_reconnect
-from nexus.events.catalog import BY_TYPE, MESSAGES, dlq_subject
+from nexus.events.catalog import BY_TYPE, MESSAGES, RUNS_STREAM, dlq_subject
 from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
 from nexus.events.payloads import MAX_MESSAGE_BYTES
+from nexus.domain.limits import unstorable
 from nexus.events.pull import ack_all, quick_next
 from nexus.events.tracing import processing, processing_group, publishing
 
@@ -106,7 +107,13 @@ def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
     m = BY_TYPE.get(want or env.type)
     if m is None:
         raise ValueError(f"unknown message type {env.type!r}")
-    return env, msgspec.json.decode(env.data, type=m.payload)
+    payload: Any = msgspec.json.decode(env.data, type=m.payload)
+    # What no store can keep is refused here, as over HTTP, rather than failing at every redelivery's write.
+    # A run's own events may carry a NUL (what a command printed): ingestion keeps them as bytes.
+    if (found := unstorable(env.data, nul=m.stream != RUNS_STREAM)) is not None:
+        field, why = found
+        raise ValueError(f"{why} (at `$.{field}`)")
+    return env, payload
 
 
 def subject_label(subject: str) -> str:
