@@ -192,7 +192,7 @@ def test_what_no_store_can_keep_is_refused_by_field_as_over_http() -> None:
     with pytest.raises(ValueError, match=r"NUL character cannot be stored \(at `\$\.title`\)"):
         decode_message(_Msg("nexus.cmd.core.create_goal", goal))
     wide = _body("run.status", RunStatusChanged(status="running", attempt=2**64 + 1))
-    with pytest.raises(ValueError, match=r"past 64 bits cannot be stored \(at `\$\.attempt`\)"):
+    with pytest.raises(ValueError, match=r"outside the signed 64-bit range cannot be stored \(at `\$\.attempt`\)"):
         decode_message(_Msg("nexus.run.run_1.status", wide))
     _, log = decode_message(_Msg("nexus.run.run_1.log", _body("run.log", RunLog(message="printed \x00"))))
     assert log.message == "printed \x00"

@@ -19,7 +19,7 @@ Who = Annotated[str, msgspec.Meta(max_length=200)]
 # and an integer past 64 bits (BSON's widest). Looked for in the raw JSON first, which costs a scan; only
 # a body that may hold one is decoded again to name the field.
 NUL_MESSAGE = "a NUL character cannot be stored"
-INT64_MESSAGE = "an integer past 64 bits cannot be stored"
+INT64_MESSAGE = "an integer outside the signed 64-bit range cannot be stored"
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _LONG_DIGITS = re.compile(rb"\d{19}")
 _INT64 = range(-(2**63), 2**63)
