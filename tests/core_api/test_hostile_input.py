@@ -248,7 +248,7 @@ HEADERS: dict[str, dict[str, bytes]] = {
     "authorization huge": {"authorization": b"Bearer " + b"k" * 6000},
     "if-match games": {"if-match": b'W/"\xff", *, "x"', "if-none-match": b"*", "if-modified-since": b"yesterday"},
     "accept odd": {"accept": b"application/\xff; q=abc"},
-    "content-length lies": {"x-forwarded-for": b"\xff", "x-request-id": b"\xe2\x80\xae"},
+    "forwarding headers not ascii": {"x-forwarded-for": b"\xff", "x-request-id": b"\xe2\x80\xae"},
 }
 
 
