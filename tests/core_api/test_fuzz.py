@@ -1,5 +1,6 @@
 """Property-based fuzzing of every operation in the OpenAPI document (schemathesis, positive and
-negative data, as the admin): no 5xx, and every documented response matches its schema.
+negative data, as the admin): no 5xx, every documented response matches its schema, and every 4xx is
+problem+json whose 422 names each failing field.
 Bounded: a few examples per operation and mode, so the whole run stays well under two minutes."""
 
 import re
@@ -18,7 +19,27 @@ pytestmark = pytest.mark.infra
 
 MAX_EXAMPLES = 8
 STREAMS = re.compile(r"/events$")  # SSE never ends by design; resume has its own tests
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+
+
+# Refused by the HTTP server's own parser before the application sees the request (a request line or
+# headers past its buffer): its plain answer is all there can be.
+SERVER_REFUSALS = {414, 431}
+
+
+def problem_names_the_field(ctx, response, case) -> None:
+    """A 4xx is problem+json; a 422 names the failing field of each error (a body refused whole: `body`)."""
+    if not 400 <= response.status_code < 500 or response.status_code in SERVER_REFUSALS:
+        return
+    ctype = (response.headers.get("content-type") or [""])[0]
+    assert ctype.startswith("application/problem+json"), f"{response.status_code} is {ctype!r}: {response.text[:300]}"
+    body = response.json()
+    assert body.get("status") == response.status_code and body.get("detail"), response.text[:300]
+    if response.status_code == 422:
+        fields = [e.get("field") for e in body.get("errors") or []]
+        assert fields and all(fields), f"422 names no field: {response.text[:300]}"
+
+
+CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, problem_names_the_field]
 
 
 def operations(url: str) -> list:

@@ -42,3 +42,15 @@ async def test_an_escaped_backslash_before_u0000_is_text_not_a_nul(client) -> No
     )
     assert r.status_code == 201, r.text
     assert r.json()["title"] == "C:\\u0000 is a path"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(b'{"args": {"id": "a\\u0000"}}', "args.id"), (b'{"args": {"id": 18446744073709551617}}', "args.id")],
+)
+async def test_a_chat_query_holding_what_no_store_can_keep_is_refused_by_name(body: bytes, field: str) -> None:
+    """The gateway's queries over NATS are answered as HTTP is: refused naming the field, before any read."""
+    from nexus.core_api.chat_queries.responder import answer
+
+    reply = await answer("approval", body)
+    assert reply["ok"] is False and f"`$.{field}`" in reply["error"], reply

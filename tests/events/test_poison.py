@@ -183,3 +183,16 @@ async def test_a_deleted_durable_consumer_is_made_again_and_the_restart_counted(
     assert got[-1] == "after" and set(got) == {"before", "after"}  # the new durable starts from the stream's start
     assert REGISTRY.get_sample_value("nexus_loop_restarts_total", {"loop": durable}) == 1
     assert LOOPS.healthy()
+
+
+def test_what_no_store_can_keep_is_refused_by_field_as_over_http() -> None:
+    """A NUL in a command's or an event's string and an integer past 64 bits anywhere are refused at
+    decoding, naming the field; a run's own events may carry a NUL (what a command printed)."""
+    goal = _body("core.create_goal", CreateGoal(title="a\x00goal"))
+    with pytest.raises(ValueError, match=r"NUL character cannot be stored \(at `\$\.title`\)"):
+        decode_message(_Msg("nexus.cmd.core.create_goal", goal))
+    wide = _body("run.status", RunStatusChanged(status="running", attempt=2**64 + 1))
+    with pytest.raises(ValueError, match=r"outside the signed 64-bit range cannot be stored \(at `\$\.attempt`\)"):
+        decode_message(_Msg("nexus.run.run_1.status", wide))
+    _, log = decode_message(_Msg("nexus.run.run_1.log", _body("run.log", RunLog(message="printed \x00"))))
+    assert log.message == "printed \x00"

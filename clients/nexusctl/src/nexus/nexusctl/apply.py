@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from nexus.domain.json_types import JsonObject
-from nexus.nexusctl.client import ApiError, Client
+from nexus.nexusctl.client import ApiError, Client, seg
 from nexus.nexusctl.manifests import Manifest, ManifestError
 
 CREATED, CONFIGURED, UNCHANGED = "created", "configured", "unchanged"
@@ -46,7 +46,7 @@ def check_skills(client: Client, m: Manifest) -> None:
         if not isinstance(ref, str):
             continue  # the API names the type error
         name, _, version = ref.partition("@")
-        path = f"/v1/skills/{name}/versions/{version}" if version.isdigit() else f"/v1/skills/{name}"
+        path = f"/v1/skills/{seg(name)}/versions/{seg(version)}" if version.isdigit() else f"/v1/skills/{seg(name)}"
         if _find(client, path) is None:
             raise ManifestError(m.source, f"spec.skills[{i}]", f"skill {ref!r} does not exist")
 
@@ -55,11 +55,11 @@ def apply_named(client: Client, m: Manifest) -> Outcome:
     if m.kind.manifest == "Agent":
         check_skills(client, m)
     body = {**m.spec, "name": m.name}
-    existing = _find(client, f"{m.kind.path}/{m.name}")
+    existing = _find(client, f"{m.kind.path}/{seg(m.name)}")
     if existing is None:
         created = client.post(m.kind.path, body)
         return Outcome(m, CREATED, created["id"], _revision(created))
-    updated = client.put(f"{m.kind.path}/{existing['id']}", body)
+    updated = client.put(f"{m.kind.path}/{seg(existing['id'])}", body)
     action = CONFIGURED if _marker(updated) != _marker(existing) else UNCHANGED
     return Outcome(m, action, updated["id"], _revision(updated))
 
@@ -75,7 +75,7 @@ def _revision(obj: JsonObject) -> str:
 def _ref_id(client: Client, path: str, ref: str | None) -> str | None:
     if not ref:
         return None
-    found = _find(client, f"{path}/{ref}")
+    found = _find(client, f"{path}/{seg(ref)}")
     return found["id"] if found else ref  # unknown: let the API name the field on create/patch
 
 
@@ -107,7 +107,7 @@ def apply_memory(client: Client, m: Manifest) -> Outcome:
         patch["tags"] = list(m.spec.get("tags") or [])
     if not patch:  # ttl_s counts from creation: re-applying does not extend it
         return Outcome(m, UNCHANGED, item["id"])
-    client.patch(f"{m.kind.path}/{item['id']}", patch)
+    client.patch(f"{m.kind.path}/{seg(item['id'])}", patch)
     return Outcome(m, CONFIGURED, item["id"])
 
 
@@ -137,7 +137,7 @@ def apply_task(client: Client, m: Manifest) -> Outcome:
     patch = {k: v for k, v in desired.items() if v != current[k] and v is not None}
     if not patch:
         return Outcome(m, UNCHANGED, existing["id"], existing.get("status", ""))
-    updated = client.patch(f"{m.kind.path}/{existing['id']}", patch)
+    updated = client.patch(f"{m.kind.path}/{seg(existing['id'])}", patch)
     return Outcome(m, CONFIGURED, updated["id"], updated.get("status", ""))
 
 

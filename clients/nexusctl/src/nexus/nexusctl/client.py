@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -9,6 +10,24 @@ from nexus.domain.json_types import JsonObject
 from nexus.nexusctl.config import Target
 
 USER_AGENT = "nexusctl/0.1"
+
+
+class BadValue(Exception):
+    """A value given on the command line that cannot go into a request as typed."""
+
+
+NOT_UTF8 = "a value given is not valid UTF-8 text (check the shell's encoding or the bytes typed)"
+
+
+def seg(value: object) -> str:
+    """A name or id as ONE path segment, whatever it holds: a slash, `?`, `#` or `%` stays inside it,
+    and a `.` or `..` is not read as a step up the path."""
+    text = str(value)
+    try:
+        quoted = quote(text, safe="")
+    except UnicodeEncodeError:
+        raise BadValue(NOT_UTF8) from None
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 class ApiError(Exception):
@@ -57,6 +76,8 @@ class Client:
     def request(self, method: str, path: str, *, json: Any = None, params: JsonObject | None = None) -> Any:
         try:
             r = self.http.request(method, path, json=json, params=params)
+        except UnicodeEncodeError:
+            raise BadValue(NOT_UTF8) from None
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach Nexus at {self.target.url}", type(exc).__name__) from None
         if r.status_code >= 400:

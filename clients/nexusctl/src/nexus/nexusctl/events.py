@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from nexus.domain.json_types import JsonObject
-from nexus.nexusctl.client import ApiError, Client
+from nexus.nexusctl.client import ApiError, Client, seg
 
 FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
@@ -97,7 +97,7 @@ def follow(
     after the run's final status (and any stragglers), when the server ends the stream, or, with
     idle_timeout, when nothing arrived for that long."""
     failures = 0
-    path = f"/v1/runs/{run_id}/events"
+    path = f"/v1/runs/{seg(run_id)}/events"
     final = False
     while True:
         try:

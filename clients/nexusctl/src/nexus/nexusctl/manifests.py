@@ -51,15 +51,20 @@ def files_in(path: str) -> list[tuple[str, str]]:
     if path == "-":
         return [("<stdin>", sys.stdin.read())]
     p = Path(path)
-    if p.is_dir():
-        # In a folder only YAML counts (other JSON files, e.g. package.json, are not manifests).
-        found = sorted(
-            f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml") and not f.name.startswith(".")
-        )
-        return [(str(f), f.read_text()) for f in found]
-    if not p.exists():
-        raise ManifestError(path, None, "no such file or directory")
-    return [(str(p), p.read_text())]
+    try:
+        if p.is_dir():
+            # In a folder only YAML counts (other JSON files, e.g. package.json, are not manifests).
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml") and not f.name.startswith(".")
+            )
+            return [(str(f), f.read_text()) for f in found]
+        if not p.exists():
+            raise ManifestError(path, None, "no such file or directory")
+        return [(str(p), p.read_text())]
+    except OSError as exc:  # a name too long, no permission, a folder that moved while read
+        raise ManifestError(path[:200], None, exc.strerror or str(exc)) from None
+    except UnicodeError:
+        raise ManifestError(path[:200], None, "not UTF-8 text") from None
 
 
 def parse(source: str, text: str) -> list[Manifest]:

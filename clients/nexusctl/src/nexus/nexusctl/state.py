@@ -7,7 +7,7 @@ from typing import NoReturn, cast
 
 import typer
 
-from nexus.nexusctl.client import ApiError, Client
+from nexus.nexusctl.client import ApiError, BadValue, Client
 from nexus.nexusctl.config import ConfigError, Target, resolve
 from nexus.nexusctl.kinds import UnknownKind
 from nexus.nexusctl.manifests import ManifestError
@@ -70,5 +70,5 @@ def handled() -> Iterator[None]:
         for line in lines[1:]:
             err(line)
         raise typer.Exit(1) from None
-    except (ConfigError, UnknownKind, ManifestError) as exc:
+    except (ConfigError, UnknownKind, ManifestError, BadValue) as exc:
         fail(str(exc))

@@ -1,7 +1,8 @@
 """Field and size limits shared by every way in: the HTTP API and commands over the bus check the
 same ones, so a value refused over HTTP is refused over NATS too."""
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 import msgspec
 
@@ -12,3 +13,45 @@ ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 # An id or a name someone refers to (agent, approval, session, run).
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
 Who = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+# What no store can keep, wherever it comes in: a NUL character (PostgreSQL's text and jsonb refuse it)
+# and an integer past 64 bits (BSON's widest). Looked for in the raw JSON first, which costs a scan; only
+# a body that may hold one is decoded again to name the field.
+NUL_MESSAGE = "a NUL character cannot be stored"
+INT64_MESSAGE = "an integer outside the signed 64-bit range cannot be stored"
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT64 = range(-(2**63), 2**63)
+
+
+def unstorable(body: bytes, *, nul: bool = True) -> tuple[str, str] | None:
+    """(the dotted path of the first field, why) for a JSON body holding what no store can keep, or None
+    (also for a body that is not JSON: its own decoder says so). `nul=False`: integers only."""
+    if not ((nul and _ESCAPED_NUL.search(body)) or _LONG_DIGITS.search(body)):
+        return None
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return _unstorable_in(value, "", nul)
+
+
+def _unstorable_in(value: Any, path: str, nul: bool) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return (path, NUL_MESSAGE) if nul and "\x00" in value else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (path, INT64_MESSAGE) if value not in _INT64 else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            if nul and "\x00" in str(k):
+                return here, NUL_MESSAGE
+            items.append((here, v))
+    elif isinstance(value, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    for here, v in items:
+        if (found := _unstorable_in(v, here, nul)) is not None:
+            return found
+    return None

@@ -20,10 +20,11 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
 from nexus.events.bus import forget_reconnect, on_reconnect
-from nexus.events.catalog import BY_TYPE, MESSAGES, dlq_subject
+from nexus.events.catalog import BY_TYPE, MESSAGES, RUNS_STREAM, dlq_subject
 from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
 from nexus.events.payloads import MAX_MESSAGE_BYTES
+from nexus.domain.limits import unstorable
 from nexus.events.pull import ack_all, quick_next
 from nexus.events.tracing import processing, processing_group, publishing
 
@@ -88,9 +89,15 @@ _PARAMETERIZED = [
 ]
 
 
+# What `decode_message` raises for a message no consumer can ever read (not JSON, not an envelope, a type
+# its subject does not carry, a payload of another shape, too large): every caller catches exactly these.
+UNDECODABLE = (msgspec.DecodeError, ValueError)
+
+
 def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
     """The envelope and its payload, decoded as the SUBJECT says: a command's subject decides its
-    handler, so an envelope whose `type` disagrees is refused (and dead-lettered with that reason)."""
+    handler, so an envelope whose `type` disagrees is refused (and dead-lettered with that reason).
+    Raises one of UNDECODABLE."""
     if len(msg.data) > MAX_MESSAGE_BYTES:
         raise ValueError(f"message of {len(msg.data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     env = decode_raw(msg.data)
@@ -100,7 +107,13 @@ def decode_message(msg: Msg) -> tuple[RawEnvelope, Any]:
     m = BY_TYPE.get(want or env.type)
     if m is None:
         raise ValueError(f"unknown message type {env.type!r}")
-    return env, msgspec.json.decode(env.data, type=m.payload)
+    payload: Any = msgspec.json.decode(env.data, type=m.payload)
+    # What no store can keep is refused here, as over HTTP, rather than failing at every redelivery's write.
+    # A run's own events may carry a NUL (what a command printed): ingestion keeps them as bytes.
+    if (found := unstorable(env.data, nul=m.stream != RUNS_STREAM)) is not None:
+        field, why = found
+        raise ValueError(f"{why} (at `$.{field}`)")
+    return env, payload
 
 
 def subject_label(subject: str) -> str:
@@ -202,7 +215,7 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
     deliveries = meta.num_delivered if meta else 1
     try:
         env, payload = decode_message(msg)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+    except UNDECODABLE as exc:
         await reject(js, msg, durable, f"undecodable: {exc}", deliveries)
         return
     with processing(
@@ -367,7 +380,7 @@ async def reclaim_unacked(
     for msg in msgs:
         try:
             env, payload = decode_message(msg)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        except UNDECODABLE:
             continue  # the durable's own delivery dead-letters it
         # Counted as a second delivery: the dead instance had it, and may have stored part of it.
         groups.setdefault(partition(msg.subject), []).append(

@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 from litestar import MediaType, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
@@ -71,14 +72,22 @@ def _field(item: JsonObject, message: str) -> str | None:
     return key or _field_from_message(message)
 
 
+# litestar's word for a body that is missing altogether (the name of the absent argument)
+_NO_BODY = "'data'"
+
+
 def validation_handler(_: OpenRequest, exc: ValidationException) -> Response[JsonObject]:
     errors = []
     for item in exc.extra or []:
         if isinstance(item, dict):
             message = str(item.get("message", ""))
-            errors.append({"field": _field(item, message), "message": message, "source": item.get("source", "body")})
+            source = item.get("source", "body")
+            field = _field(item, message) or ("body" if source == "body" else None)
+            if message == _NO_BODY:
+                message = "a JSON body is required"
+            errors.append({"field": field, "message": message, "source": source})
     if not errors:
-        errors.append({"field": _field_from_message(str(exc.detail)), "message": str(exc.detail)})
+        errors.append({"field": _field_from_message(str(exc.detail)) or "body", "message": str(exc.detail)})
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
     return _problem(422 if exc.status_code == 400 else exc.status_code, "Invalid request", detail, errors)
 
@@ -90,12 +99,37 @@ _TITLES = {
     404: "Not found",
     409: "Conflict",
     413: "Payload too large",
+    415: "Unsupported media type",
     503: "Service unavailable",
 }
 
 
+class BodyRefused(HTTPException):
+    """A request body refused as a whole, before any field of it is read: `field` names the part of the
+    request at fault (`body`, or the `content-type` header that says what it is)."""
+
+    field = "body"
+
+
+def _refused_part(exc: HTTPException) -> str | None:
+    """What part of the request an HTTP error refuses, when it is the body as a whole."""
+    if isinstance(exc, BodyRefused):
+        return exc.field
+    if isinstance(exc, RequestEntityTooLarge) or isinstance(exc.__cause__, SerializationException):
+        return "body"  # too large to read, or not JSON at all
+    return None
+
+
 def http_handler(_: OpenRequest, exc: HTTPException) -> Response[JsonObject]:
-    return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), str(exc.detail))
+    detail = str(exc.detail)
+    part = _refused_part(exc)
+    errors: list[JsonObject] | None = [{"field": part, "message": detail}] if part else None
+    response = _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), detail, errors)
+    if isinstance(exc, RequestEntityTooLarge):
+        # The rest of the body was never read: the connection cannot carry another request, and the client
+        # must be told so rather than find it closed under its next one.
+        response.headers["Connection"] = "close"
+    return response
 
 
 def domain_handler(_: OpenRequest, exc: DomainError) -> Response[JsonObject]:
@@ -165,6 +199,7 @@ PROBLEM_RESPONSES = {
         404: "Not found",
         409: "Conflict with the current state",
         413: "Body too large",
+        415: "The body is not JSON (Content-Type)",
         422: "Invalid input; `errors` names each failing field",
     }.items()
 }

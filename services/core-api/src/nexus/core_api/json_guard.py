@@ -2,17 +2,18 @@
 them: nesting deeper than any Nexus document needs (the decoder recurses, and 1,000 levels in a 2 KB
 body exhaust it) and bytes that are not UTF-8 (inside a string the decoder raises, not reports).
 
-A NUL character in a query or path value or in a body's string is refused with a 422 naming its field:
-the database cannot hold one (PostgreSQL's text and jsonb refuse it), so it would fail as a 500 at the
-first read or write that carried it."""
+A NUL character in a query or path value, and in a body a NUL or an integer past 64 bits, is refused
+with a 422 naming its field: the database cannot hold one (PostgreSQL's text and jsonb refuse a NUL,
+BSON an integer that wide), so it would fail as a 500 at the first read or write that carried it."""
 
 import re
-from typing import Any
 
-import msgspec
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ValidationException
 
 from nexus.core_api.auth.requests import OpenRequest
+from nexus.core_api.errors import BodyRefused
+from nexus.domain.limits import NUL_MESSAGE, unstorable
 
 MAX_DEPTH = 64
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -20,8 +21,13 @@ _BRACKETS = re.compile(rb"[\[\]{}]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class MalformedBody(HTTPException):
+class MalformedBody(BodyRefused):
     status_code = 400
+
+
+class NotJson(BodyRefused):
+    status_code = 415
+    field = "content-type"
 
 
 def nesting_depth(body: bytes) -> int:
@@ -48,54 +54,39 @@ def problem_in(body: bytes) -> str | None:
     return None
 
 
-_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-_NUL_MESSAGE = "a NUL character cannot be stored"
-
-
-def _nul_path(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string (or key) holding a NUL, or None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            here = f"{path}.{k}" if path else str(k)
-            if "\x00" in str(k):
-                return here
-            if (found := _nul_path(v, here)) is not None:
-                return found
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if (found := _nul_path(v, f"{path}[{i}]" if path else f"[{i}]")) is not None:
-                return found
-    return None
-
-
-def _refuse_nul(field: str, source: str) -> None:
+def _refuse(field: str, message: str, source: str) -> None:
     raise ValidationException(
-        detail=f"{field}: {_NUL_MESSAGE}", extra=[{"key": field, "message": _NUL_MESSAGE, "source": source}]
+        detail=f"{field}: {message}", extra=[{"key": field, "message": message, "source": source}]
     )
 
 
 def guard_nul(request: OpenRequest) -> None:
     for name, value in request.query_params.items():
         if "\x00" in name or "\x00" in str(value):
-            _refuse_nul(name, "query")
+            _refuse(name, NUL_MESSAGE, "query")
     for name, value in request.path_params.items():
         if isinstance(value, str) and "\x00" in value:
-            _refuse_nul(name, "path")
+            _refuse(name, NUL_MESSAGE, "path")
+
+
+def takes_json(request: OpenRequest) -> bool:
+    """Whether the route's handler reads a JSON body (`data`); webhooks and the UI's forms read their own."""
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    return data is not None and getattr(data.kwarg_definition, "media_type", None) == RequestEncodingType.JSON
 
 
 async def guard_json_body(request: OpenRequest) -> None:
     guard_nul(request)
-    if request.method not in _BODY_METHODS or "json" not in request.headers.get("content-type", "json"):
+    if request.method not in _BODY_METHODS:
+        return
+    content_type = request.headers.get("content-type", "json")
+    if "json" not in content_type:
+        if takes_json(request) and await request.body():
+            raise NotJson(detail=f"the body must be JSON (Content-Type: application/json), not {content_type[:100]!r}")
         return
     body = await request.body()  # cached: the handler's own parse reads the same bytes
     if body and (reason := problem_in(body)):
         raise MalformedBody(detail=reason)
-    if body and _ESCAPED_NUL.search(body):
-        try:
-            path = _nul_path(msgspec.json.decode(body))
-        except msgspec.DecodeError:
-            return  # not JSON: the handler's own parse says so
-        if path is not None:
-            _refuse_nul(path or "body", "body")
+    if body and (found := unstorable(body)) is not None:
+        field, message = found
+        _refuse(field or "body", message, "body")

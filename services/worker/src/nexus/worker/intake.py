@@ -7,12 +7,11 @@ import asyncio
 import contextlib
 import logging
 
-import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from nexus.events.catalog import CMDS_STREAM
-from nexus.events.consumer import decode_message, fetched, pull_config, pulling, reject, remaking, settle
+from nexus.events.consumer import UNDECODABLE, decode_message, fetched, pull_config, pulling, reject, remaking, settle
 from nexus.events.payloads import LaunchRun
 from nexus.events.tracing import processing
 from nexus.worker.launcher import Launcher
@@ -81,7 +80,7 @@ class LaunchIntake:
             _, cmd = decode_message(m)
             if not isinstance(cmd, LaunchRun):
                 raise ValueError(f"{type(cmd).__name__} on {m.subject}")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        except UNDECODABLE as exc:
             await reject(self.js, m, DURABLE, f"undecodable: {exc}", deliveries)
             return
         ticket = self.launcher.slots.request(cmd.config.agent_id, cmd.priority)

@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -16,7 +15,7 @@ from nexus.db.run_state import run_state
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
 from nexus.events.credentials import RunSigner
-from nexus.events.consumer import Delivery, decode_message
+from nexus.events.consumer import UNDECODABLE, Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.freshness import Freshness
 from nexus.worker.membership import Membership
@@ -242,7 +241,7 @@ class Launcher:
         take the kill grace, runs beside the subscription so the next cancel is not held behind it."""
         try:
             _, cmd = decode_message(msg)
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+        except UNDECODABLE as exc:
             log.warning("undecodable cancel on %s: %s", msg.subject, exc)
             return
         if self.freshness is not None:

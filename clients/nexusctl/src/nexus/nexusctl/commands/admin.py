@@ -7,6 +7,7 @@ import typer
 from nexus.nexusctl import config as cfg
 from nexus.nexusctl import render
 from nexus.nexusctl.state import err, handled, out, state
+from nexus.nexusctl.client import seg
 
 approvals = typer.Typer(help="Decide on runs waiting for a human.", no_args_is_help=True)
 keys = typer.Typer(help="Create API keys (list them with `get keys`, revoke with `delete key`).", no_args_is_help=True)
@@ -17,7 +18,7 @@ ApprovalId = Annotated[str, typer.Argument(help="the approval id (apr_…)")]
 
 def _decide(ctx: typer.Context, approval_id: str, verb: str, reason: str) -> None:
     with handled():
-        a = state(ctx).client.post(f"/v1/approvals/{approval_id}/{verb}", {"reason": reason})
+        a = state(ctx).client.post(f"/v1/approvals/{seg(approval_id)}/{seg(verb)}", {"reason": reason})
         out(f"approval/{a['id']} {a['status']} (run {a['run_id']}, {a['action']})")
 
 
@@ -95,7 +96,7 @@ def login_link(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="a slug naming who the link is for")],
     role: Annotated[str, typer.Option(help="admin, lead or viewer")],
-    ttl: Annotated[int, typer.Option(help="seconds the link stays valid")] = 900,
+    ttl: Annotated[int, typer.Option(min=1, help="seconds the link stays valid")] = 900,
 ) -> None:
     """A one-time web UI sign-in link: whoever opens it first is signed in with ROLE; it is printed once."""
     st = state(ctx)

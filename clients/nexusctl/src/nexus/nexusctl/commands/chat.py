@@ -6,6 +6,7 @@ import typer
 
 from nexus.nexusctl import render
 from nexus.nexusctl.state import handled, out, state
+from nexus.nexusctl.client import seg
 
 chat = typer.Typer(
     help="Bind Telegram users to Nexus identities (lead: decide and create; viewer: read).", no_args_is_help=True
@@ -45,5 +46,5 @@ def list_(
 def unbind(ctx: typer.Context, user_id: Annotated[str, typer.Argument(help="the Telegram user id")]) -> None:
     """Remove a Telegram user's binding: the bot refuses them from then on."""
     with handled():
-        state(ctx).client.delete(f"/v1/chat-bindings/telegram:{user_id}")
+        state(ctx).client.delete(f"/v1/chat-bindings/telegram:{seg(user_id)}")
     out(f"chat-binding/telegram:{user_id} removed")

@@ -6,7 +6,7 @@ import typer
 
 from nexus.domain.json_types import JsonObject
 from nexus.nexusctl import render
-from nexus.nexusctl.client import ApiError, Client
+from nexus.nexusctl.client import ApiError, Client, seg
 from nexus.nexusctl.goals import TABULATED, goal_sections
 from nexus.nexusctl.kinds import KINDS, Kind, lookup
 from nexus.nexusctl.state import fail, handled, out, state
@@ -40,7 +40,7 @@ def get(
     kind: Annotated[str, typer.Argument(help=KIND_HELP)],
     names: Annotated[list[str] | None, typer.Argument(help="names or ids; none lists them all")] = None,
     output: Output = "table",
-    limit: Annotated[int, typer.Option(help="list at most this many (pages are followed)")] = 100,
+    limit: Annotated[int, typer.Option(min=1, help="list at most this many (pages are followed)")] = 100,
     filter_: Annotated[
         list[str] | None, typer.Option("--filter", "-l", help="key=value, e.g. status=ready (repeatable)")
     ] = None,
@@ -52,7 +52,7 @@ def get(
         k = lookup(kind)
         client = state(ctx).client
         if names:
-            items = [client.get(f"{k.path}/{n}") for n in names]
+            items = [client.get(f"{k.path}/{seg(n)}") for n in names]
             out(render.render_one(k, items[0], output) if len(items) == 1 else render.render_list(k, items, output))
             return
         filters = _parse_filters(k, filter_ or [], status)
@@ -70,11 +70,11 @@ def _related(client: Client, k: Kind, obj: JsonObject) -> list[str]:
     """What describe adds beyond the object itself."""
     sections = []
     if k.name == "agents":
-        revs = client.get(f"{k.path}/{obj['id']}/revisions", limit=20)["items"]
+        revs = client.get(f"{k.path}/{seg(obj['id'])}/revisions", limit=20)["items"]
         rows = [[r["revision"], r["created_at"], r.get("created_by")] for r in revs]
         sections.append(_section("Revisions", ["REVISION", "CREATED", "BY"], rows))
     elif k.name == "skills":
-        vers = client.get(f"{k.path}/{obj['id']}/versions", limit=20)["items"]
+        vers = client.get(f"{k.path}/{seg(obj['id'])}/versions", limit=20)["items"]
         sections.append(_section("Versions", ["VERSION", "CREATED"], [[v["version"], v["created_at"]] for v in vers]))
     elif k.name == "tasks":
         runs = client.get("/v1/runs", task_id=obj["id"], limit=20)["items"]
@@ -126,7 +126,7 @@ def describe(
     with handled():
         k = lookup(kind)
         client = state(ctx).client
-        obj = client.get(f"{k.path}/{name}")
+        obj = client.get(f"{k.path}/{seg(name)}")
         hidden = ("sessions", "config", *(TABULATED if k.name == "goals" else ()))
         shown = {key: v for key, v in obj.items() if key not in hidden}
         out(f"{k.singular.capitalize()} {k.ident(obj)}\n" + render.to_yaml(shown).rstrip())
@@ -157,7 +157,7 @@ def delete(
         client = state(ctx).client
         for name in names:
             try:
-                client.delete(f"{k.path}/{name}")
+                client.delete(f"{k.path}/{seg(name)}")
             except ApiError as exc:
                 if exc.status == 404 and ignore_not_found:
                     continue

@@ -8,6 +8,7 @@ import typer
 
 from nexus.nexusctl import events, render, verify
 from nexus.nexusctl.state import err, fail, handled, out, state
+from nexus.nexusctl.client import seg
 
 app = typer.Typer(help="Follow, inspect, cancel, retry and verify runs.", no_args_is_help=True)
 
@@ -27,7 +28,7 @@ def watch(
     """Follow a run live until it ends; exit 0 only if it succeeded."""
     with handled():
         client = state(ctx).client
-        run = client.get(f"/v1/runs/{run_id}")
+        run = client.get(f"/v1/runs/{seg(run_id)}")
         out(
             f"watching run {run['id']} (task {run['task_id']}, "
             f"agent {run['agent_id']}@{run['agent_revision']}): {run['status']}"
@@ -38,7 +39,7 @@ def watch(
                 last_id = ev.id or last_id
                 if line := events.pretty(ev, verbose=verbose):
                     out(line)
-            run = client.get(f"/v1/runs/{run_id}")
+            run = client.get(f"/v1/runs/{seg(run_id)}")
             if run["status"] in events.FINAL:
                 break
             # The server ended the stream but the run goes on (e.g. a restart): resume where we were.
@@ -77,7 +78,7 @@ def cancel(
 ) -> None:
     """Cancel a run that has not ended."""
     with handled():
-        run = state(ctx).client.post(f"/v1/runs/{run_id}/cancel", {"reason": reason} if reason else None)
+        run = state(ctx).client.post(f"/v1/runs/{seg(run_id)}/cancel", {"reason": reason} if reason else None)
         out(f"run/{run['id']} {run['status']}")
 
 
@@ -85,7 +86,7 @@ def cancel(
 def retry(ctx: typer.Context, run_id: RunId) -> None:
     """Start a new run of an ended run's task, with the same pinned agent revision."""
     with handled():
-        run = state(ctx).client.post(f"/v1/runs/{run_id}/retry")
+        run = state(ctx).client.post(f"/v1/runs/{seg(run_id)}/retry")
         out(f"run/{run['id']} {run['status']} (retry of {run_id})")
 
 
@@ -109,10 +110,10 @@ def verify_cmd(
             except (OSError, ValueError) as exc:
                 fail(f"cannot read {file}: {exc}")
         else:
-            run = state(ctx).client.get(f"/v1/runs/{run_id}")
+            run = state(ctx).client.get(f"/v1/runs/{seg(run_id)}")
         check = verify.check_run(run, run.get("sessions") or [])
         if file is None:  # a saved file can only be checked against itself; the record lives in core-api
-            verify.add_record(check, state(ctx).client.get(f"/v1/runs/{run_id}/verify"))
+            verify.add_record(check, state(ctx).client.get(f"/v1/runs/{seg(run_id)}/verify"))
     if output == "json":
         out(
             render.to_json(

@@ -14,6 +14,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.db.documents import ChatBinding
 from nexus.domain.json_types import JsonObject
+from nexus.domain.limits import unstorable
 from nexus.domain.roles import Capability
 from nexus.events.payloads import ChatPrincipal
 
@@ -33,6 +34,8 @@ async def answer(query: str, body: bytes) -> JsonObject:
         req = msgspec.json.decode(body, type=QueryRequest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
+    if (found := unstorable(body)) is not None:  # no read could match it: refused as over HTTP
+        return {"ok": False, "error": f"bad request: {found[1]} (at `$.{found[0]}`)"}
     if query == "whoami":
         if req.principal is None:
             return {"ok": False, "error": "whoami needs a principal"}

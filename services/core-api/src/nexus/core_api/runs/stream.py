@@ -5,6 +5,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Annotated
+
+from litestar.params import Parameter
 
 from litestar.response import ServerSentEventMessage
 from nats.aio.msg import Msg
@@ -15,6 +18,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 
+from nexus.core_api.errors import DomainError
 from nexus.domain.runs import RUN_FINAL
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
@@ -39,11 +43,23 @@ def not_an_event(m: ServerSentEventMessage) -> bool:
     return m.event is None or m.event == STREAM_ERROR
 
 
+# The largest stream sequence a client may resume after: JetStream's sequences are unsigned 64-bit
+# and the resume starts one past it.
+MAX_SEQ = 2**63 - 1
+LAST_EVENT_ID = "Last-Event-ID"
+# A stream sequence given in a query (where a page's stream starts).
+StreamSeq = Annotated[int, Parameter(ge=0, le=MAX_SEQ, description="a stream sequence to start after")]
+
+
 def parse_last_event_id(value: str | None) -> int:
-    try:
-        return max(0, int(value)) if value else 0
-    except ValueError:
+    """The stream sequence a reconnecting client resumes after (0: from the start). Every id this
+    server sends is a sequence, so anything else was never one of ours and is refused by name
+    before the stream opens (past JetStream's range it would break the stream under way)."""
+    if not value:
         return 0
+    if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_SEQ):
+        raise DomainError(422, f"not a stream sequence (0 to {MAX_SEQ}): {value[:40]!r}", field=LAST_EVENT_ID)
+    return int(value)
 
 
 async def jetstream_events(

@@ -13,7 +13,7 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
-from nexus.core_api.runs.stream import jetstream_events, not_an_event, parse_last_event_id
+from nexus.core_api.runs.stream import StreamSeq, jetstream_events, not_an_event, parse_last_event_id
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, page
@@ -126,7 +126,7 @@ class BoardPages(Controller):
         return page(request, "_lanes.html", **await _board(Api(request), goal_id))
 
     @get("/stream", guards=[READ])
-    async def stream(self, request: UiRequest, after: FromQuery[int] = 0) -> ServerSentEvent:
+    async def stream(self, request: UiRequest, after: StreamSeq = 0) -> ServerSentEvent:
         """A nudge per board-relevant fact after the page's read (or after Last-Event-ID); the page
         re-reads the board."""
         ctx: Context = request.app.state.ctx
@@ -258,7 +258,7 @@ class RunPages(Controller):
         return page(request, "_run_summary.html", **await _run_view(Api(request), run_id))
 
     @get("/{run_id:str}/stream", guards=[READ])
-    async def stream(self, request: UiRequest, run_id: FromPath[str], after: FromQuery[int] = 0) -> ServerSentEvent:
+    async def stream(self, request: UiRequest, run_id: FromPath[str], after: StreamSeq = 0) -> ServerSentEvent:
         """The run's events as list items, from after Last-Event-ID (a reconnect) or `after` (what the page showed)."""
         await Api(request).get(f"/v1/runs/{run_id}", config="false")  # 404 for a run that does not exist
         ctx: Context = request.app.state.ctx
