@@ -13,6 +13,7 @@ import pytest
 
 from nexus.agent_runner.llm import LLMError, LLMProvider, Message
 from nexus.agent_runner.llm.anthropic import AnthropicProvider
+from nexus.agent_runner.llm.base import as_text
 from nexus.agent_runner.llm.openai import OpenAIProvider
 from nexus.agent_runner.llm.retry import RetryPolicy, retry_after_seconds
 from nexus.agent_runner.process_limits import ProcessLimits
@@ -242,3 +243,10 @@ def test_retry_after_forms() -> None:
     assert 3000 < retry_after_seconds({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"})
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_a_models_text_is_made_text_every_store_can_keep() -> None:
+    """A reply may hold a lone surrogate (no UTF-8) or a NUL (no database keeps one): the run records,
+    shows and reports the text with both replaced, so its summary and its changes can be stored."""
+    assert as_text("done\x00 \ud800 ok") == "done\ufffd ? ok"
+    assert as_text("plain") == "plain"

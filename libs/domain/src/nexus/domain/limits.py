@@ -25,6 +25,12 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 _INT64 = range(-(2**63), 2**63)
 
 
+def storable(text: str) -> str:
+    """A runner's text as a document can keep it: a NUL becomes U+FFFD (a run's own events may carry one:
+    what a model wrote, what a command printed; the run must still end as its runner reported)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def unstorable(body: bytes, *, nul: bool = True) -> tuple[str, str] | None:
     """(the dotted path of the first field, why) for a JSON body holding what no store can keep, or None
     (also for a body that is not JSON: its own decoder says so). `nul=False`: integers only."""

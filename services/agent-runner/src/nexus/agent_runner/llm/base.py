@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from nexus.domain.json_types import JsonObject
+from nexus.domain.limits import storable
 
 STOP_END_TURN = "end_turn"
 STOP_TOOL_USE = "tool_use"
@@ -92,8 +93,9 @@ class LLMProvider(Protocol):
 
 
 def as_text(text: str) -> str:
-    """A model's text as UTF-8 can carry it: a lone surrogate (JSON lets a reply write one) becomes '?'."""
-    return text.encode("utf-8", "replace").decode()
+    """A model's text as UTF-8 and every store can carry it: a lone surrogate (JSON lets a reply write one)
+    becomes '?', a NUL U+FFFD."""
+    return storable(text.encode("utf-8", "replace").decode())
 
 
 def approx_tokens(text: str) -> int:

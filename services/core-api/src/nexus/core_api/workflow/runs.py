@@ -19,6 +19,7 @@ from nexus.db.connection import update_versioned
 from nexus.db.documents import Run, now
 from nexus.domain.ids import new_ulid
 from nexus.domain.json_types import JsonObject
+from nexus.domain.limits import storable
 from nexus.domain.run_facts import RuntimeFact, StatusFact, derive, record
 from nexus.domain.runs import RUN_FINAL, RunStatus, exit_reason
 from nexus.domain.tasks import TaskStatus
@@ -196,13 +197,13 @@ def runtime_fact(ev: RuntimeChanged, seq: int) -> RuntimeFact:
     detail = ev.detail
     if ev.phase == "exited":
         detail = exit_reason(ev.exit_code)
-    return RuntimeFact(ev.attempt, seq, ev.phase, detail, runtime=ev.runtime)
+    return RuntimeFact(ev.attempt, seq, ev.phase, storable(detail), runtime=storable(ev.runtime))
 
 
 def status_fact(ev: RunStatusChanged, seq: int) -> tuple[StatusFact, JsonObject]:
     """The fact and what the run keeps of it when it is the verdict that decides the run."""
     extra: dict[str, Any] = {
-        k: v
+        k: storable(v)
         for k, v in {
             "summary": ev.summary,
             "branch": ev.branch,
@@ -217,7 +218,7 @@ def status_fact(ev: RunStatusChanged, seq: int) -> tuple[StatusFact, JsonObject]
             "output_tokens": ev.usage.output_tokens,
             "cost_usd": ev.usage.cost_usd,
         }
-    return StatusFact(ev.attempt, seq, ev.status, ev.reason), extra
+    return StatusFact(ev.attempt, seq, ev.status, storable(ev.reason)), extra
 
 
 async def finish(run_id: str, status: RunStatus, reason: str) -> Moved:
