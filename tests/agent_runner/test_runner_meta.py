@@ -76,7 +76,13 @@ async def test_meta_session_plans_waits_and_summarises(js, nats_url, nats_creds,
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, cfg.run_id)
     end = final_status(events)
-    assert end["status"] == "succeeded", end
+    # Part of the plan never ran: the meta run does not claim it did, and the ledger says why.
+    assert end["status"] == "failed", end
+    assert end["reason"] == (
+        f"1 of 2 children not planned: Write b ({b.session_id}): not planned: agent 'nobody' does not exist"
+    ), end
+    refused = changes(events, "refused")
+    assert [(c["tool"], c["reason"]) for c in refused] == [("spawn_child", "not-planned")], refused
     assert f"- Write a ({a.session_id}): succeeded" in end["summary"]
     assert f"- Write b ({b.session_id}): failed: not planned: agent 'nobody' does not exist" in end["summary"]
     assert [c["childSessionId"] for c in changes(events, "child-session")] == [a.session_id, b.session_id]

@@ -163,6 +163,40 @@ async def test_a_child_failing_fails_the_goal(api: httpx.AsyncClient, bare_repo)
     assert goal["report"]["status"] == "failed"
 
 
+async def test_a_child_for_an_agent_that_may_do_more_is_refused(api: httpx.AsyncClient, bare_repo) -> None:
+    """A planner cannot widen what runs for it: the broader agent's child is never planned, the reason
+    is on the meta session's record, and the meta run and goal end failed instead of waiting for it."""
+    await agent(api, "writer", WRITER)  # the planner's own tools and permissions: no more
+    await agent(api, "wider", WRITER, permissions={"commands": {"default": "allow", "network": True}})
+    await agent(api, "planner", planner(("a.txt", "writer"), ("b.txt", "wider")))
+    await repository(api, bare_repo)
+    goal = (await api.post("/v1/goals", json={"title": "Widen", "meta_agent": "planner", "repository": "demo"})).json()
+    goal = await goal_ended(api, goal["id"])
+    assert goal["status"] == "failed" and goal["status_reason"] == "planning failed", goal
+    assert [(c["title"], c["status"]) for c in goal["children"]] == [("Write a.txt", "done")], goal
+
+    meta = (await api.get(f"/v1/runs/{goal['meta_run_id']}")).json()
+    why = "delegation refused: agent 'wider' may do more than 'planner' (permissions.commands.default: allow"
+    assert meta["status"] == "failed" and why in meta["reason"], meta
+    assert meta["reason"].startswith("1 of 2 children not planned: Write b.txt"), meta
+    session = (await api.get(f"/v1/sessions/{meta['session_id']}")).json()
+    refused = [c for c in session["changes"] if c["type"] == "refused"]
+    assert [(c["tool"], c["reason"]) for c in refused] == [("spawn_child", "not-planned")], session
+    assert why in refused[0]["detail"] and "permissions.commands.network" in refused[0]["detail"], refused
+    assert git(bare_repo, "show", f"{meta['branch']}:meta-plan.json")  # the meta session's own work is kept
+
+
+async def test_an_agent_named_in_delegates_to_runs_its_child(api: httpx.AsyncClient, bare_repo) -> None:
+    await agent(api, "wider", WRITER, permissions={"commands": {"default": "allow", "network": True}})
+    await agent(api, "planner", planner(("a.txt", "wider")), delegates_to=["wider"])
+    await repository(api, bare_repo)
+    goal = (await api.post("/v1/goals", json={"title": "Grant", "meta_agent": "planner", "repository": "demo"})).json()
+    goal = await goal_ended(api, goal["id"])
+    assert goal["status"] == "done" and goal["meta"]["run_status"] == "succeeded", goal
+    wider = (await api.get("/v1/agents/wider")).json()
+    assert [(c["agent_id"], c["status"]) for c in goal["children"]] == [(wider["id"], "done")], goal
+
+
 SLEEPER = """
 steps:
   - tool_calls: [{name: run_command, args: {cmd: "sleep 120"}}]
@@ -171,8 +205,8 @@ steps:
 
 
 async def test_cancelling_a_goal_cancels_its_running_runs(api: httpx.AsyncClient, bare_repo) -> None:
-    await agent(api, "planner", planner(("a.txt", "sleeper"), ("b.txt", "sleeper")))
     await agent(api, "sleeper", SLEEPER, permissions={"commands": {"allow": ["sleep *"]}})
+    await agent(api, "planner", planner(("a.txt", "sleeper"), ("b.txt", "sleeper")), delegates_to=["sleeper"])
     await repository(api, bare_repo)
     goal = (await api.post("/v1/goals", json={"title": "Long", "meta_agent": "planner", "repository": "demo"})).json()
     goal = await wait_for(

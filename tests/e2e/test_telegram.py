@@ -59,7 +59,7 @@ async def _setup(api: httpx.AsyncClient, bare_repo: Path) -> None:
         assert r.status_code == 201, r.text
     agents = [
         ("asker", ASKER, ["run_command", "write_file", "finish", "git_commit"], {"commands": {"default": "ask"}}),
-        ("planner", PLANNER, ["spawn_child", "note", "finish", "git_commit"], {}),
+        ("planner", PLANNER, ["spawn_child", "write_file", "note", "finish", "git_commit"], {}),
         ("child-writer", CHILD, ["write_file", "finish", "git_commit"], {}),
     ]
     for name, script, tools, perms in agents:

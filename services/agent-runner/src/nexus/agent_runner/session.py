@@ -243,7 +243,11 @@ class RunSession:
             await self._end(hv, "failed", str(exc), self._usage(self.outcome))
             return
         if cfg.meta and self.children:
-            outcome.summary = await self._run_children(hv, outcome.summary)
+            outcome.summary, unplanned = await self._run_children(hv, outcome.summary)
+            if unplanned:  # part of the plan never ran: the meta session did not reach what it planned
+                reason = f"{len(unplanned)} of {len(self.children)} children not planned: {unplanned[0]}"
+                await self._end(hv, "failed", reason, self._usage(outcome), summary=outcome.summary, keep_work=True)
+                return
         await self._end(hv, "succeeded", "", self._usage(outcome), summary=outcome.summary)
 
     @staticmethod
@@ -290,8 +294,9 @@ class RunSession:
             if self.tree is None:
                 await kernel.shutdown("drop", 2.0)
 
-    async def _run_children(self, hv: Hypervisor, summary: str) -> str:
-        """Write meta-plan.json, hand the plan to core-api, wait for every child, summarise."""
+    async def _run_children(self, hv: Hypervisor, summary: str) -> tuple[str, list[str]]:
+        """Write meta-plan.json, hand the plan to core-api, wait for every child, summarise; with the
+        reasons core-api gave for the children it refused to plan, each also in the ledger."""
         plan = {
             "metaSessionId": self.cfg.session_id,
             "goalId": self.cfg.task.goal_id if self.cfg.task else None,
@@ -324,9 +329,15 @@ class RunSession:
             await self.reporter.log(f"{heard} of {len(ids)} children reported their end over the agent kernel")
         else:
             done = await inbox.children_done(ids, CHILDREN_TIMEOUT_S)
+        unplanned = []
+        for c in self.children:
+            end = done.get(c.session_id)
+            if end is not None and not end.run_id:  # core-api never made it a run
+                unplanned.append(f"{c.title} ({c.session_id}): {end.reason}")
+                await hv.refuse("spawn_child", "not-planned", unplanned[-1])
         lines = [f"- {c.title} ({c.session_id}): {_child_outcome(done.get(c.session_id))}" for c in self.children]
         await hv.runner_call("note", {"message": "children finished:\n" + "\n".join(lines)})
-        return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines)
+        return (summary + "\n\n" if summary else "") + "Children:\n" + "\n".join(lines), unplanned
 
     async def _has_changes(self, hv: Hypervisor) -> bool:
         """Whether the workspace holds work to commit. A run without a repository starts from an empty

@@ -46,7 +46,12 @@ class SpawnChildArgs(Args):
         Annotated[
             str,
             Doc(
-                min_length=1, max_length=120, description="The agent (id or name) to run the child; default: this one."
+                min_length=1,
+                max_length=120,
+                description=(
+                    "The agent (id or name) to run the child; default: this one. It must be allowed no more"
+                    " than this one, or be named in this agent's delegates_to: otherwise the child is refused."
+                ),
             ),
         ]
         | None

@@ -24,6 +24,9 @@ class AgentSpec(Body):
     llm: LLMSpec = msgspec.field(default_factory=LLMSpec)
     limits: Limits = msgspec.field(default_factory=Limits)
     secrets: list[SecretName] = msgspec.field(default_factory=list)
+    # Agents (by name) its meta sessions may hand a child to though they may do more than it may;
+    # without a name here a child goes only to an agent that may do no more (docs/goals.md).
+    delegates_to: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
 
 
 class AgentOut(Out):

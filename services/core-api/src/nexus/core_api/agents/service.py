@@ -38,12 +38,18 @@ def revision_out(doc: AgentRevision) -> AgentRevisionOut:
     )
 
 
-async def _check_skills(spec: AgentSpec) -> None:
+async def _check_references(spec: AgentSpec) -> None:
     await resolve(spec.skills)  # an unknown skill is a 422 naming `skills` now, not a failed dispatch later
+    for i, name in enumerate(spec.delegates_to):
+        field = f"delegates_to[{i}]"
+        if name in spec.delegates_to[:i]:
+            raise DomainError(422, f"agent {name!r} is named twice", field=field)
+        if name != spec.name and await Agent.find_one({"name": name, "deleted": False}) is None:
+            raise DomainError(422, f"there is no agent named {name!r} to delegate to", field=field)
 
 
 async def create(spec: AgentSpec, *, actor: str) -> Agent:
-    await _check_skills(spec)
+    await _check_references(spec)
     if await Agent.find_one({"name": spec.name}):
         raise DomainError(409, f"an agent named {spec.name!r} exists", field="name")
     doc = Agent(id=new_id("agt"), name=spec.name, revision=1, spec=msgspec.to_builtins(spec))
@@ -67,7 +73,7 @@ async def get(agent_id_or_name: str) -> Agent:
 async def update(agent_id: str, spec: AgentSpec, *, actor: str) -> tuple[Agent, bool]:
     """A new revision when the spec changed; the same one when it did not (so `apply` is idempotent)."""
     doc = await get(agent_id)
-    await _check_skills(spec)
+    await _check_references(spec)
     new_spec = msgspec.to_builtins(spec)
     if spec.name != doc.name:
         raise DomainError(422, "an agent's name cannot change", field="name")

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from nexus.core_api.audit.service import record
 from nexus.core_api.budgets.service import check_alerts, shares_for
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
@@ -20,6 +21,7 @@ from nexus.core_api.goals.lifecycle import cancel_goal as stop_goal
 from nexus.core_api.goals.lifecycle import reconcile
 from nexus.core_api.goals.report import finish as report_goal
 from nexus.core_api.board.service import publish_moved
+from nexus.core_api.sessions.delegation import check_child_agent
 from nexus.core_api.tasks import service as tasks_store
 from nexus.core_api.tasks.schemas import TaskCreate
 from nexus.core_api.workflow import launch, runs, tasks
@@ -379,8 +381,9 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
             continue
         try:
             task = await _create_child(ctx, parent, parent_task, cmd.session_id, child, share)
-        except DomainError as exc:  # e.g. the plan names an agent that does not exist
+        except DomainError as exc:  # the plan names an agent that does not exist, or one it may not delegate to
             log.warning("meta run %s: child %s cannot be planned: %s", parent.id, child.session_id, exc.detail)
+            await record(None, "session.child_refused", f"runs/{parent.id}", after_id=child.session_id)
             await _report_unplannable(ctx, parent, child.session_id, exc.detail)
             continue
         created.append(task)
@@ -393,13 +396,14 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
 async def _create_child(
     ctx: Context, parent: Run, parent_task: Task | None, meta_session_id: str, child: ChildPlan, share: Cap
 ) -> Task:
+    assignee = await check_child_agent(parent, child.agent_id)
     return await create_task(
         ctx,
         TaskCreate(
             title=child.title,
             description=child.description,
             goal_id=parent.goal_id,
-            assignee=child.agent_id or parent.agent_id,
+            assignee=assignee,
             repository=parent_task.repository_id if parent_task else None,
         ),
         actor=f"run:{parent.id}",
