@@ -2,7 +2,6 @@
 (real NATS and FerretDB), not when JetStream redelivers them after the ack wait — by then the run has
 long been final, and its events and session chain would have looked incomplete all that time."""
 
-import asyncio
 import uuid
 
 import pytest
@@ -16,10 +15,9 @@ from nexus.domain.ledger import seal
 from nexus.domain.sessions import NoteChange
 from nexus.events.bus import Publisher, connect
 from nexus.events.catalog import RUNS_STREAM
-from nexus.events.consumer import consume_once
 from nexus.events.payloads import RunLog, RunStatusChanged, SessionChanged, SessionOpened
 from nats.js.api import AckPolicy, ConsumerConfig
-from tests.core_api.conftest import in_app, new_run
+from tests.core_api.conftest import consume_until, in_app, new_run
 
 pytestmark = pytest.mark.infra
 
@@ -37,38 +35,31 @@ async def _consume_until_stored(
     ctx: Context, nats: tuple[str, str], durable: str, subject: str, run_id: str, want: set[str]
 ) -> set[str]:
     """The restarted core-api's run-event consumer (as background.py starts it), on the app's loop,
-    until every wanted event is stored or a bounded number of polls has passed. It reads a durable of
-    the test's own (as the tests' NATS user): core-api's own name is shared on the test server."""
-    nc = await connect(nats[0], "test-reclaim-consumer", creds=nats[1])
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        consume_once(
-            nc.jetstream(),
-            stream=RUNS_STREAM,
-            durable=durable,
-            subject=subject,
-            stop=stop,
-            ack_wait_s=ACK_WAIT_S,
-            handler=lambda d: handle_run_event(ctx, d),
-            group_handler=lambda ds: ingest_group(ctx, ds),
-            batch=512,
-            concurrency=4,
-            partition=lambda s: s.split(".")[2],
-            max_deliver=20,
-            reclaim=True,
-        )
-    )
+    until every wanted event is stored. It reads a durable of the test's own (as the tests' NATS user):
+    core-api's own name is shared on the test server."""
     stored: set[str] = set()
-    try:
-        for _ in range(600):
-            stored = await run_events.stored_ids(run_id)
-            if want <= stored or task.done():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await task
-        await nc.close()
+
+    async def done() -> bool:
+        nonlocal stored
+        stored = await run_events.stored_ids(run_id)
+        return want <= stored
+
+    await consume_until(
+        nats,
+        "test-reclaim-consumer",
+        done,
+        stream=RUNS_STREAM,
+        durable=durable,
+        subject=subject,
+        ack_wait_s=ACK_WAIT_S,
+        handler=lambda d: handle_run_event(ctx, d),
+        group_handler=lambda ds: ingest_group(ctx, ds),
+        batch=512,
+        concurrency=4,
+        partition=lambda s: s.split(".")[2],
+        max_deliver=20,
+        reclaim=True,
+    )
     return stored
 
 
