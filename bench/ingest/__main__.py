@@ -198,7 +198,6 @@ async def main(runs: int, n: int, per_event: bool, options: dict, changes: bool 
             "publish_per_s": round(n / publish_s),
             "fetch": options.get("batch", RUN_EVENTS_CONSUMER["batch"]),
             "concurrency": options.get("concurrency", RUN_EVENTS_CONSUMER["concurrency"]),
-            "depth": options.get("depth", RUN_EVENTS_CONSUMER["depth"]),
             "baseline_raw_insert_many": await _raw_baseline(ferret.url, stored_kinds, pids),
             "ingest_batched": await _ingest(js, nc, ferret.url, run_ids, n, batched=True, pids=pids, options=options),
         }
@@ -228,7 +227,6 @@ if __name__ == "__main__":
     )
     ap.add_argument("--fetch", type=int, help="messages per fetch (core-api's own by default)")
     ap.add_argument("--concurrency", type=int, help="groups handled at once (core-api's own by default)")
-    ap.add_argument("--depth", type=int, help="fetches in hand at once (core-api's own by default)")
     ap.add_argument(
         "--no-session-changes",
         action="store_true",
@@ -238,7 +236,6 @@ if __name__ == "__main__":
     options = {"prefetch": not a.no_prefetch}
     options |= {"batch": a.fetch} if a.fetch else {}
     options |= {"concurrency": a.concurrency} if a.concurrency else {}
-    options |= {"depth": a.depth} if a.depth else {}
     print(
         json.dumps(
             asyncio.run(main(a.runs, a.events, not a.skip_per_event, options, not a.no_session_changes)), indent=2

@@ -10,7 +10,7 @@ from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.catalog import DLQ_STREAM, RUNS_STREAM
 from nexus.events.consumer import Delivery, Poison, consume, pull_config, pulling
 from nexus.events.envelope import decode_raw
-from nexus.events.payloads import DeadLetter, Heartbeat, RunLog
+from nexus.events.payloads import DeadLetter, RunLog
 from nexus.events.pull import ack_all
 
 pytestmark = pytest.mark.infra
@@ -364,55 +364,3 @@ async def test_one_write_acks_exactly_its_messages_with_two_instances_on_a_durab
         info = await js.consumer_info(RUNS_STREAM, durable)
         assert info.num_pending == 0
         assert info.ack_floor.stream_seq == info.delivered.stream_seq
-
-
-async def test_the_next_fetch_goes_on_while_one_key_is_held_and_that_key_keeps_its_order(js) -> None:
-    """With `depth=2` a key's group of the next fetch starts once that key's group of this fetch is
-    done, not once the whole fetch is: another key is not held up by one slow key, and the slow key's
-    next events still wait for it (order, and acks only after each group is handled)."""
-    run_id = f"run_{uuid.uuid4().hex}"
-    pub = Publisher(js, "test")
-    # Fetches of 2: [log 1, heartbeat 1], [heartbeat 2, log 2]; the key is the event's kind.
-    await pub.publish("run.log", RunLog(message="1"), run_id=run_id)
-    await pub.publish("run.heartbeat", Heartbeat(step=1), run_id=run_id)
-    await pub.publish("run.heartbeat", Heartbeat(step=2), run_id=run_id)
-    await pub.publish("run.log", RunLog(message="2"), run_id=run_id)
-    handled: list[str] = []
-    release, second_heartbeat = asyncio.Event(), asyncio.Event()
-
-    async def group(ds: list[Delivery]) -> None:
-        for d in ds:
-            name = f"log {d.payload.message}" if isinstance(d.payload, RunLog) else f"heartbeat {d.payload.step}"
-            if name == "log 1":
-                await release.wait()  # a slow group: the first fetch is not done while it waits
-            handled.append(name)
-            if name == "heartbeat 2":
-                second_heartbeat.set()
-
-    stop = asyncio.Event()
-    durable = f"t-{uuid.uuid4().hex[:8]}"
-    task = asyncio.create_task(
-        consume(
-            js,
-            stream=RUNS_STREAM,
-            durable=durable,
-            subject=f"nexus.run.{run_id}.>",
-            handler=lambda d: group([d]),
-            group_handler=group,
-            stop=stop,
-            batch=2,
-            concurrency=4,
-            partition=lambda s: s.split(".")[3],
-            depth=2,
-        )
-    )
-    try:
-        await asyncio.wait_for(second_heartbeat.wait(), 20)  # the next fetch's other key, while log 1 is held
-        assert handled == ["heartbeat 1", "heartbeat 2"]  # log 2 waits for log 1
-        release.set()
-        await _settled(js, durable, 400)
-    finally:
-        release.set()
-        stop.set()
-        await task
-    assert handled == ["heartbeat 1", "heartbeat 2", "log 1", "log 2"]

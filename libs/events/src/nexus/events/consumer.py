@@ -1,7 +1,6 @@
 """Durable pull consumers with idempotent handlers, bounded redelivery and a dead-letter subject."""
 
 import asyncio
-import collections
 import re
 import contextlib
 import time
@@ -441,7 +440,6 @@ async def consume_once(
     prefetch: bool = False,
     reclaim: bool = False,
     memory: bool = False,
-    depth: int = 1,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
@@ -451,8 +449,6 @@ async def consume_once(
     With `prefetch`, the next batch is fetched while this one is handled (it is handled only after
     this one is done, so order and ack-after-handling hold); what was fetched but not handled when
     the loop stops is nak'ed, so it comes back at once instead of after `ack_wait_s`.
-    With `depth` > 1 (and `partition`), up to that many fetches are handled at once, each key's groups
-    one after the other (`KeyChain`): one slow key does not hold the next fetch's other keys.
     With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
     is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait.
     With `memory` (work-queue streams only, see `pull_config`) the durable's state is kept in memory, and a
@@ -503,67 +499,18 @@ async def consume_once(
             end_if_deleted=True,
             remake=remaking(js, stream, config) if memory else None,
         )
-        chain = KeyChain(run_group, depth)
-        try:
-            async with contextlib.aclosing(batches_of) as batches:
-                async for msgs in batches:
-                    if partition is not None and concurrency > 1:
-                        groups: dict[str, list[Msg]] = {}
-                        for m in msgs:
-                            groups.setdefault(partition(m.subject), []).append(m)
-                        await chain.add(groups)
-                    elif concurrency == 1:
-                        for m in msgs:
-                            await handle_message(js, m, durable, handler, max_deliver)
-                    else:
-                        await asyncio.gather(*(run(m) for m in msgs))
-        except asyncio.CancelledError:
-            chain.cancel()  # shutting down: what was started stops unacked, and is redelivered
-            raise
-        finally:
-            await chain.drain()  # what was started is handled and settled before the loop ends (or fails)
-
-
-class KeyChain:
-    """Up to `depth` fetched batches handled at once, each key's groups strictly one after the other:
-    a key's group of the next batch starts when its group of this batch is done (handled and
-    settled), so each key's order and ack-after-handling hold while other keys, and the next batch's
-    decoding and fetching, go on."""
-
-    def __init__(self, run_group: Callable[[list[Msg]], Awaitable[None]], depth: int) -> None:
-        self.run_group = run_group
-        self.depth = max(1, depth)
-        self.tails: dict[str, asyncio.Future[None]] = {}
-        self.batches: collections.deque[asyncio.Future[Any]] = collections.deque()
-
-    async def _after(self, key: str, group: list[Msg], before: "asyncio.Future[None] | None") -> None:
-        try:
-            if before is not None:
-                await asyncio.wait((before,))  # its outcome is its own; only the order matters here
-            await self.run_group(group)
-        finally:
-            if self.tails.get(key) is asyncio.current_task():
-                del self.tails[key]
-
-    async def add(self, groups: dict[str, list[Msg]]) -> None:
-        """Start a batch's groups; returns once fewer than `depth` batches are in hand."""
-        tasks = []
-        for key, group in groups.items():
-            task = asyncio.ensure_future(self._after(key, group, self.tails.get(key)))
-            self.tails[key] = task
-            tasks.append(task)
-        self.batches.append(asyncio.gather(*tasks))
-        while len(self.batches) >= self.depth:
-            await self.batches.popleft()
-
-    async def drain(self) -> None:
-        while self.batches:
-            await self.batches.popleft()
-
-    def cancel(self) -> None:
-        for batch in self.batches:
-            batch.cancel()
-        self.batches.clear()
+        async with contextlib.aclosing(batches_of) as batches:
+            async for msgs in batches:
+                if partition is not None and concurrency > 1:
+                    groups: dict[str, list[Msg]] = {}
+                    for m in msgs:
+                        groups.setdefault(partition(m.subject), []).append(m)
+                    await asyncio.gather(*(run_group(g) for g in groups.values()))
+                elif concurrency == 1:
+                    for m in msgs:
+                        await handle_message(js, m, durable, handler, max_deliver)
+                else:
+                    await asyncio.gather(*(run(m) for m in msgs))
 
 
 async def _return_unhandled(ahead: "asyncio.Future[list[Msg]]", sub: Any) -> None:

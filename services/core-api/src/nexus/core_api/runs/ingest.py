@@ -55,8 +55,7 @@ def run_of(subject: str) -> str:
 
 # How core-api's run-event consumer reads (nexus.events.consumer.consume): every run's group of a fetch
 # is handled at once (`concurrency` = the fetch), so all of them join ONE group commit — a smaller bound
-# cuts a fetch's inserts into several rounds, one after the other; and a run's group of the next fetch
-# starts as soon as its group of this one is stored (`depth`), not once every run of this one is.
+# cuts a fetch's inserts into several rounds, one after the other.
 RUN_EVENTS_CONSUMER: dict[str, Any] = {
     "stream": RUNS_STREAM,
     "subject": "nexus.run.>",
@@ -66,7 +65,6 @@ RUN_EVENTS_CONSUMER: dict[str, Any] = {
     "max_ack_pending": 8000,
     "max_deliver": 20,  # a database restart must not dead-letter run events: they are retried for minutes
     "prefetch": True,
-    "depth": 2,
 }
 
 
