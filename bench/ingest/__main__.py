@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 from bench.throughput.cpu import _children
 from bench.throughput.cpu import _proc_cpu_s as _proc_cpu
 from nexus.core_api.context import Context
-from nexus.core_api.runs.ingest import handle_run_event, ingest_group
+from nexus.core_api.runs.ingest import RUN_EVENTS_CONSUMER, handle_run_event, ingest_group
 from nexus.core_api.settings import CoreSettings
 from nexus.db.cache import ReadCache
 from nexus.db.cache import install as install_cache
@@ -30,7 +30,6 @@ from nexus.dev.servers import start_ferretdb, start_nats
 from nexus.domain.ids import new_id
 from nexus.domain.sessions import NoteChange
 from nexus.events.bus import Publisher, connect, ensure_streams
-from nexus.events.catalog import RUNS_STREAM
 from nexus.events.consumer import Delivery, consume
 from nexus.events.envelope import encode, make_envelope
 from nexus.events.payloads import Heartbeat, LLMCalled, RunLog, SessionChanged
@@ -89,7 +88,7 @@ async def _ingest(
     *,
     batched: bool,
     pids: dict[str, int] | None = None,
-    prefetch: bool = True,
+    options: dict | None = None,
 ) -> dict:
     db = f"bench_ingest_{uuid.uuid4().hex[:8]}"
     cache = ReadCache(2.0)  # as core-api runs it
@@ -129,17 +128,11 @@ async def _ingest(
     task = asyncio.create_task(
         consume(
             js,
-            stream=RUNS_STREAM,
             durable=f"bench-{uuid.uuid4().hex[:8]}",
-            subject="nexus.run.>",
             handler=one,
             group_handler=group if batched else None,
             stop=stop,
-            batch=512,
-            concurrency=32,
-            partition=lambda s: s.split(".")[2],
-            max_ack_pending=8000,
-            **({"prefetch": True} if prefetch else {}),
+            **{**RUN_EVENTS_CONSUMER, **(options or {})},  # as core-api reads (runs/ingest.py)
         )
     )
     await asyncio.wait_for(done.wait(), 900)
@@ -182,7 +175,7 @@ async def _raw_baseline(mongo_url: str, n: int, pids: dict[str, int]) -> dict:
     }
 
 
-async def main(runs: int, n: int, per_event: bool, prefetch: bool = True, changes: bool = True) -> dict:
+async def main(runs: int, n: int, per_event: bool, options: dict, changes: bool = True) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     nats = start_nats(tmp / "nats", log_path=tmp / "nats.log")
     ferret = start_ferretdb(tmp / "ferretdb", log_path=tmp / "ferretdb.log")
@@ -203,8 +196,10 @@ async def main(runs: int, n: int, per_event: bool, prefetch: bool = True, change
             if changes
             else "70% logs, 20% model calls, 10% heartbeats (no session changes)",
             "publish_per_s": round(n / publish_s),
+            "fetch": options.get("batch", RUN_EVENTS_CONSUMER["batch"]),
+            "concurrency": options.get("concurrency", RUN_EVENTS_CONSUMER["concurrency"]),
             "baseline_raw_insert_many": await _raw_baseline(ferret.url, stored_kinds, pids),
-            "ingest_batched": await _ingest(js, nc, ferret.url, run_ids, n, batched=True, pids=pids, prefetch=prefetch),
+            "ingest_batched": await _ingest(js, nc, ferret.url, run_ids, n, batched=True, pids=pids, options=options),
         }
         if per_event:
             result["ingest_per_event"] = await _ingest(js, nc, ferret.url, run_ids, n, batched=False, pids=pids)
@@ -230,15 +225,19 @@ if __name__ == "__main__":
         action="store_true",
         help="fetch the next batch only after this one is handled (the path before)",
     )
+    ap.add_argument("--fetch", type=int, help="messages per fetch (core-api's own by default)")
+    ap.add_argument("--concurrency", type=int, help="groups handled at once (core-api's own by default)")
     ap.add_argument(
         "--no-session-changes",
         action="store_true",
         help="logs in place of session changes (each change is also a ledger record and a change record)",
     )
     a = ap.parse_args()
+    options = {"prefetch": not a.no_prefetch}
+    options |= {"batch": a.fetch} if a.fetch else {}
+    options |= {"concurrency": a.concurrency} if a.concurrency else {}
     print(
         json.dumps(
-            asyncio.run(main(a.runs, a.events, not a.skip_per_event, not a.no_prefetch, not a.no_session_changes)),
-            indent=2,
+            asyncio.run(main(a.runs, a.events, not a.skip_per_event, options, not a.no_session_changes)), indent=2
         )
     )

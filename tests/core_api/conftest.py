@@ -2,8 +2,9 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +13,8 @@ from litestar.testing import AsyncTestClient
 
 from nexus.core_api.app import create_app
 from nexus.core_api.settings import CoreSettings
+from nexus.events.bus import connect
+from nexus.events.consumer import consume_once
 from tests.conftest import creds_of
 
 
@@ -93,6 +96,23 @@ async def in_app(client: AsyncTestClient, fn, *args):
     """Run a service coroutine on the app's own event loop (the test client serves it from a portal
     thread, and the database client is bound to that loop)."""
     return await asyncio.to_thread(client.blocking_portal.call, fn, *args)
+
+
+async def consume_until(nats: tuple[str, str], name: str, done: Callable[[], Awaitable[bool]], **options: Any) -> None:
+    """A consumer loop (`consume_once` with `options`, on its own connection as the tests' NATS user) run
+    on the app's loop until `done()` holds, the loop ends, or a bounded number of polls has passed."""
+    nc = await connect(nats[0], name, creds=nats[1])
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume_once(nc.jetstream(), stop=stop, **options))
+    try:
+        for _ in range(600):
+            if await done() or task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        await nc.close()
 
 
 @pytest.fixture(scope="module")

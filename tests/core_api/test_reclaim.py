@@ -16,10 +16,9 @@ from nexus.domain.ledger import seal
 from nexus.domain.sessions import NoteChange
 from nexus.events.bus import Publisher, connect
 from nexus.events.catalog import RUNS_STREAM
-from nexus.events.consumer import consume_once
 from nexus.events.payloads import RunLog, RunStatusChanged, SessionChanged, SessionOpened
 from nats.js.api import AckPolicy, ConsumerConfig
-from tests.core_api.conftest import in_app, new_run
+from tests.core_api.conftest import consume_until, in_app, new_run
 
 pytestmark = pytest.mark.infra
 
@@ -37,38 +36,31 @@ async def _consume_until_stored(
     ctx: Context, nats: tuple[str, str], durable: str, subject: str, run_id: str, want: set[str]
 ) -> set[str]:
     """The restarted core-api's run-event consumer (as background.py starts it), on the app's loop,
-    until every wanted event is stored or a bounded number of polls has passed. It reads a durable of
-    the test's own (as the tests' NATS user): core-api's own name is shared on the test server."""
-    nc = await connect(nats[0], "test-reclaim-consumer", creds=nats[1])
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        consume_once(
-            nc.jetstream(),
-            stream=RUNS_STREAM,
-            durable=durable,
-            subject=subject,
-            stop=stop,
-            ack_wait_s=ACK_WAIT_S,
-            handler=lambda d: handle_run_event(ctx, d),
-            group_handler=lambda ds: ingest_group(ctx, ds),
-            batch=512,
-            concurrency=4,
-            partition=lambda s: s.split(".")[2],
-            max_deliver=20,
-            reclaim=True,
-        )
-    )
+    until every wanted event is stored. It reads a durable of the test's own (as the tests' NATS user):
+    core-api's own name is shared on the test server."""
     stored: set[str] = set()
-    try:
-        for _ in range(600):
-            stored = await run_events.stored_ids(run_id)
-            if want <= stored or task.done():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await task
-        await nc.close()
+
+    async def done() -> bool:
+        nonlocal stored
+        stored = await run_events.stored_ids(run_id)
+        return want <= stored
+
+    await consume_until(
+        nats,
+        "test-reclaim-consumer",
+        done,
+        stream=RUNS_STREAM,
+        durable=durable,
+        subject=subject,
+        ack_wait_s=ACK_WAIT_S,
+        handler=lambda d: handle_run_event(ctx, d),
+        group_handler=lambda ds: ingest_group(ctx, ds),
+        batch=512,
+        concurrency=4,
+        partition=lambda s: s.split(".")[2],
+        max_deliver=20,
+        reclaim=True,
+    )
     return stored
 
 
@@ -115,8 +107,14 @@ async def test_a_dead_instances_unacked_events_are_stored_at_restart(
     )
 
     assert want - stored == set(), "events the killed instance held were not stored by its successor"
-    info = await js.consumer_info(RUNS_STREAM, durable)
-    assert info.num_ack_pending == len(held)  # still held by the server: stored from the stream, not redelivered
+    # Still held by the server: stored from the stream, not redelivered (the last event's ack, sent as the
+    # consumer stopped, is applied by the server a moment later).
+    for _ in range(100):
+        info = await js.consumer_info(RUNS_STREAM, durable)
+        if info.num_ack_pending == len(held):
+            break
+        await asyncio.sleep(0.02)
+    assert info.num_ack_pending == len(held)
     r = await client.get(f"/v1/runs/{run_id}")
     assert r.status_code == 200, r.text
     body = r.json()

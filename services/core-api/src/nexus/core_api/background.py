@@ -11,11 +11,11 @@ from nexus.core_api.commands import serve_commands
 from nexus.core_api.context import Context
 from nexus.core_api.goals.handlers import follow_task
 from nexus.core_api.nats_monitor import watch_nats_monitor
-from nexus.core_api.runs.ingest import handle_run_event, ingest_group
+from nexus.core_api.runs.ingest import RUN_EVENTS_CONSUMER, handle_run_event, ingest_group
 from nexus.core_api.schedules import handlers as schedules_handlers
 from nexus.core_api.sessions import handlers as sessions_handlers
 from nexus.core_api.workflow.engine import release_orphans, requeue_stale
-from nexus.events.catalog import EVENTS_STREAM, RUNS_STREAM
+from nexus.events.catalog import EVENTS_STREAM
 from nexus.events.consumer import LOOPS, consume
 from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
@@ -47,19 +47,12 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
     jobs = [
         consume(
             ctx.js,
-            stream=RUNS_STREAM,
             durable="core-api-runs",
-            subject="nexus.run.>",
             handler=lambda d: handle_run_event(ctx, d),
             group_handler=lambda ds: ingest_group(ctx, ds),
             stop=stop,
-            batch=512,
-            concurrency=32,
-            partition=lambda subject: subject.split(".")[2],
-            max_ack_pending=8000,
-            max_deliver=20,  # a database restart must not dead-letter run events: they are retried for minutes
-            prefetch=True,
             reclaim=True,  # what a killed core-api had fetched is stored at restart, not after the 30 s ack wait
+            **RUN_EVENTS_CONSUMER,
         ),
         serve_commands(ctx, stop, COMMAND_SUBSCRIBERS),
         # A goal follows its tasks: every task event re-derives its goal's status (idempotent).

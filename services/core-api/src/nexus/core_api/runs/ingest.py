@@ -28,6 +28,7 @@ from nexus.db.writes import update_document
 from nexus.domain.json_types import JsonObject
 from nexus.events import payloads as p
 from nexus.events.bus import Outbox
+from nexus.events.catalog import RUNS_STREAM
 from nexus.events.consumer import Delivery
 
 log = logging.getLogger("nexus.core_api.ingest")
@@ -38,6 +39,30 @@ STATEFUL = (p.RunStatusChanged, p.RuntimeChanged, p.SessionOpened, p.ApprovalReq
 RUN_FACTS = (p.RunStatusChanged, p.RuntimeChanged)
 # A run's heartbeat is written at most this often (the worker also hears heartbeats on the bus itself).
 HEARTBEAT_WRITE_EVERY_S = 1.0
+# Messages per fetch. A fetch's events are stored run by run (a chunk each, and its model calls' chunk),
+# so a larger fetch is fewer, larger documents and fewer commands per event; the fetch ends as soon
+# as the stream has no more, so a quiet stream is not waited on.
+FETCH = 2048
+
+
+def run_of(subject: str) -> str:
+    """The run a run event's subject names: nexus.run.<run_id>.<kind>."""
+    return subject.split(".")[2]
+
+
+# How core-api's run-event consumer reads (nexus.events.consumer.consume): every run's group of a fetch
+# is handled at once (`concurrency` = the fetch), so all of them join ONE group commit — a smaller bound
+# cuts a fetch's inserts into several rounds, one after the other.
+RUN_EVENTS_CONSUMER: dict[str, Any] = {
+    "stream": RUNS_STREAM,
+    "subject": "nexus.run.>",
+    "batch": FETCH,
+    "concurrency": FETCH,
+    "partition": run_of,
+    "max_ack_pending": 8000,
+    "max_deliver": 20,  # a database restart must not dead-letter run events: they are retried for minutes
+    "prefetch": True,
+}
 
 
 Inserter = Callable[[Any, list[JsonObject]], Awaitable[Any]]
@@ -105,7 +130,7 @@ async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
 async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool = False) -> None:
     """One run's events, in stream order. `again`: some of them may be stored already (a redelivery
     or a reclaim, possibly cut into other groups than the first time)."""
-    run_id = deliveries[0].subject.split(".")[2]
+    run_id = run_of(deliveries[0].subject)
     if not await _known(run_id, deliveries[0].envelope.type):
         return
     outbox = Outbox(ctx.publisher)
