@@ -48,3 +48,6 @@ class LinkStore:
         doc = msgspec.to_builtins(link)
         task_id = doc.pop("task_id")
         await self.coll.update_one({"_id": task_id}, {"$set": {**doc, "updated_at": datetime.now(UTC)}}, upsert=True)
+
+    async def delete(self, task_id: str) -> None:
+        await self.coll.delete_one({"_id": task_id})
