@@ -123,8 +123,13 @@ class HttpBoard:
         if status >= 400:
             PROVIDER_CALLS.labels(self.name, "rejected").inc()
             raise ProviderError(f"{self.name}: {status} on {method} {path}: {resp.text[:300]}")
+        try:
+            body = resp.json() if resp.content else None
+        except ValueError as exc:  # a proxy's error page, a cut-off answer: the provider is not answering
+            PROVIDER_CALLS.labels(self.name, "malformed").inc()
+            raise Unavailable(f"{self.name}: {status} on {method} {path} with a body that is not JSON") from exc
         PROVIDER_CALLS.labels(self.name, "ok").inc()
-        return resp.json() if resp.content else None
+        return body
 
     async def aclose(self) -> None:
         await self.client.aclose()
