@@ -36,17 +36,32 @@ def _epoch(iso: str) -> float | None:
     return None
 
 
+HOLD_MAX_S = 60.0  # the longest wait between two tries of a held change
+
+
 async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]]) -> T:
     """Run `work()` until it gets through: an outage (or a refused credential an admin will fix)
-    keeps this message — and the ones behind it — waiting, never dropped."""
+    keeps this message — and the ones behind it — waiting, never dropped. The wait doubles with each
+    failed try (up to HOLD_MAX_S, or what the provider asked for), so a revoked token is not tried
+    again every few seconds for as long as nobody fixes it."""
+    tries = 0
     while True:
         try:
             return await work()
         except (Unavailable, AuthFailed, MissingSecret) as exc:
             if stop.is_set():
                 raise  # nak: it is redelivered after the restart
-            wait = getattr(exc, "retry_after_s", None) or backoff_s
-            log.warning("provider not reachable (%s); holding %s for %.1fs", exc, d.subject, wait)
+            wait = getattr(exc, "retry_after_s", None) or min(backoff_s * 2**tries, HOLD_MAX_S)
+            tries += 1
+            if isinstance(exc, Unavailable):
+                log.warning("provider not reachable (%s); holding %s for %.2fs", exc, d.subject, wait)
+            else:
+                log.error(
+                    "board credential not usable (%s): fix it in the provider settings; holding %s for %.2fs",
+                    exc,
+                    d.subject,
+                    wait,
+                )
             if d.msg is not None:
                 with contextlib.suppress(Exception):
                     await d.msg.in_progress()
