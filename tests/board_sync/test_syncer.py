@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nexus.board_sync.links import LinkStore
-from nexus.board_sync.providers.base import DESCRIPTION_MAX, TITLE_MAX
+from nexus.board_sync.providers.base import DESCRIPTION_MAX, TITLE_MAX, Unavailable
 from nexus.board_sync.resolver import ProviderResolver
 from nexus.board_sync.sync import Syncer
 from nexus.db.documents import Task
@@ -167,3 +167,17 @@ async def test_titles_and_descriptions_the_board_would_refuse_are_fitted(kind, f
         await task.save()
         await b.syncer.sync_task(task.id)
         assert [b.title(i) for i in b.items(task.id)] == ["Short again"] and b.creates == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_create_whose_answer_was_lost_is_linked_not_made_twice(kind, fresh_db, tmp_path):
+    async with board(kind, fresh_db, tmp_path) as b:
+        task = await new_task()
+        create = r".*/work-items/$" if kind == "plane" else r"/rest/api/3/issue$"
+        b.double.lose_answer = ("POST", create)  # the board makes the item, the answer never arrives
+        with pytest.raises(Unavailable):  # held: the handler tries the change again
+            await b.syncer.sync_task(task.id)
+        await b.syncer.sync_task(task.id)  # before: Plane refused the retried create (409), Jira made a second
+        [item] = b.items(task.id)
+        link = await b.links.get(task.id)
+        assert link is not None and link.item_id == item_id(b, item) and b.creates == 1

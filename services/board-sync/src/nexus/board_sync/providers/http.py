@@ -87,9 +87,12 @@ class HttpBoard:
         self.attempts = attempts
         self.max_backoff_s = max_backoff_s
 
-    async def call(self, method: str, path: str, **kw: Any) -> Any:
+    async def call(self, method: str, path: str, *, once: bool = False, **kw: Any) -> Any:
+        """`once`: a call that must not be carried out twice (a create). Only a 429 (refused before
+        anything was done) is retried here; after a 5xx, a timeout or a lost answer the caller looks
+        for what the call may have made before trying again."""
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Unavailable),
+            retry=retry_if_exception_type(RateLimited if once else Unavailable),
             wait=_wait(wait_exponential_jitter(multiplier=0.2, max=self.max_backoff_s)),
             stop=stop_after_attempt(self.attempts),
             reraise=True,

@@ -102,6 +102,7 @@ class PlaneProvider(HttpBoard):
         body = await self.call(
             "POST",
             f"{self.project}/work-items/",
+            once=True,
             json={
                 "name": card.title,
                 "description_html": to_html(card.description),

@@ -47,6 +47,8 @@ class HttpDouble:
         self.throttled = 0  # 429 answers given
         self.outage = 0  # while > 0 every call answers 503 (and counts down when finite); -1: until cleared
         self.garbled = 0  # the same for a 200 whose body is a proxy's HTML page instead of JSON
+        # (method, path pattern): the next such call is carried out, but answered 504 (its answer lost on the way)
+        self.lose_answer: tuple[str, str] | None = None
         self._seen: dict[str, deque] = {}
         self.server: ThreadingHTTPServer | None = None
 
@@ -104,6 +106,13 @@ class HttpDouble:
                         status, body = fn(req, **m.groupdict())
                     except Reply as r:
                         return r.status, r.body, {**headers, **r.headers}
+                    if (
+                        self.lose_answer
+                        and self.lose_answer[0] == req.method
+                        and re.match(self.lose_answer[1], req.path)
+                    ):
+                        self.lose_answer = None
+                        return 504, {"detail": "Gateway Timeout"}, headers
                     return status, body, headers
         return 404, {"detail": "Not found."}, headers
 
