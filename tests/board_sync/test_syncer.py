@@ -14,7 +14,7 @@ from nexus.board_sync.links import LinkStore
 from nexus.board_sync.providers.base import DESCRIPTION_MAX, TITLE_MAX, Unavailable
 from nexus.board_sync.resolver import ProviderResolver
 from nexus.board_sync.sync import Syncer
-from nexus.db.documents import Task
+from nexus.db.documents import Repository, Run, Task
 from nexus.dev.doubles.base import HttpDouble
 from nexus.dev.doubles.jira import JiraDouble
 from nexus.dev.doubles.plane import PlaneDouble
@@ -181,3 +181,40 @@ async def test_a_create_whose_answer_was_lost_is_linked_not_made_twice(kind, fre
         [item] = b.items(task.id)
         link = await b.links.get(task.id)
         assert link is not None and link.item_id == item_id(b, item) and b.creates == 1
+
+
+async def test_a_run_comment_held_halfway_goes_on_where_it_stopped(fresh_db, tmp_path):
+    async with board("plane", fresh_db, tmp_path) as b:
+        assert isinstance(b.double, PlaneDouble)
+        repo = Repository(id="repo_1", name="r", url="https://git.example/acme/r.git")
+        await repo.insert()
+        task = await new_task()
+        task.repository_id, task.status = repo.id, "done"
+        await task.save()
+        await b.syncer.sync_task(task.id)
+        run = Run(id="run_1", task_id=task.id, agent_id="a", agent_revision=1, session_id="s", status="succeeded")
+        run.summary, run.commit_sha, run.branch = "Did it.", "abc123def4567890", "nexus/t"
+        await run.insert()
+        task.current_run_id = run.id
+        await task.save()
+        [item] = b.items(task.id)
+        comment_route = b.double._comment
+
+        def comment_then_outage(*args, **kw):
+            answer = comment_route(*args, **kw)
+            b.double.outage = -1  # Plane goes down right after the comment
+            return answer
+
+        b.double.routes = [(m, p, comment_then_outage if f == comment_route else f) for m, p, f in b.double.routes]
+        with pytest.raises(Unavailable):
+            await b.syncer.sync_task(task.id)
+        b.double.outage = 0
+        b.double.routes = [(m, p, comment_route if f == comment_then_outage else f) for m, p, f in b.double.routes]
+        b.double.lose_answer = ("POST", r".*/links/$")  # and the answer to the first link is lost
+        await b.syncer.sync_task(task.id)  # before: the comment again, then the retried link refused (400)
+        assert len(b.double.comments[item["id"]]) == 1
+        assert [lk["url"] for lk in b.double.links[item["id"]]] == [
+            "http://nexus.test/v1/runs/run_1",
+            "https://git.example/acme/r/commit/abc123def4567890",
+        ]
+        assert await b.syncer.sync_task(task.id) == 0 and len(b.double.links[item["id"]]) == 2

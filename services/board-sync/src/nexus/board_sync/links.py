@@ -19,6 +19,8 @@ class BoardLink(msgspec.Struct, kw_only=True):
     title: str = ""
     description: str = ""
     commented_runs: list[str] = msgspec.field(default_factory=list)
+    # The URLs linked on the item; None: stored before links were remembered (they went with their comment).
+    linked: list[str] | None = None
 
 
 class LinkStore:

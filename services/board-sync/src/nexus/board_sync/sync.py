@@ -152,23 +152,38 @@ class Syncer:
         return writes
 
     async def _comment_run(self, provider: BoardProvider, link: BoardLink, task: Task) -> int:
-        """Once per finished run: a comment with its summary and links to the run and the commit."""
+        """Once per finished run: a comment with its summary and links to the run and the commit.
+        Each step is remembered as soon as it is done, so a change held halfway (an outage between
+        the comment and a link) goes on where it stopped instead of commenting twice."""
         run = await Run.get(task.current_run_id) if task.current_run_id else None
-        if run is None or run.status not in RUN_FINAL or run.id in link.commented_runs:
+        if run is None or run.status not in RUN_FINAL:
             return 0
         run_url = f"{self.nexus_url}/v1/runs/{run.id}"
-        lines = [f"Run {run.id} {run.status}.", run.summary or run.reason or "", f"Run: {run_url}"]
         commit = ""
         if run.commit_sha:
             repo = await Repository.get(task.repository_id) if task.repository_id else None
             commit = commit_url(repo.url, run.commit_sha) if repo else run.commit_sha
-            lines.append(f"Commit {run.commit_sha[:12]} on {run.branch}: {commit}")
-        await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
-        await provider.link(link.item_id, f"Nexus run {run.id}", run_url)
+        writes = 0
+        if run.id not in link.commented_runs:
+            lines = [f"Run {run.id} {run.status}.", run.summary or run.reason or "", f"Run: {run_url}"]
+            if run.commit_sha:
+                lines.append(f"Commit {run.commit_sha[:12]} on {run.branch}: {commit}")
+            await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
+            link.commented_runs.append(run.id)
+            link.linked = link.linked or []
+            await self.links.save(link)
+            writes = 1
+        if link.linked is None:
+            return writes
+        wanted = [(f"Nexus run {run.id}", run_url)]
         if commit.startswith(("http://", "https://")):
-            await provider.link(link.item_id, f"commit {run.commit_sha[:12]}", commit)
-        link.commented_runs.append(run.id)
-        return 1
+            wanted.append((f"commit {run.commit_sha[:12]}", commit))
+        for title, url in wanted:
+            if url not in link.linked:
+                await provider.link(link.item_id, title, url)
+                link.linked.append(url)
+                await self.links.save(link)
+        return writes
 
     # ---------------------------------------------------------------- coming back
     async def on_external(self, change: BoardExternalChanged) -> str:
