@@ -3,6 +3,7 @@ external board is made again (by a task change, a webhook or the drift check) in
 every change after it, and board text the boards would refuse (long or multi-line titles, very long
 descriptions) is fitted so the item is made, and stays quiet to the drift check afterwards."""
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -218,3 +219,12 @@ async def test_a_run_comment_held_halfway_goes_on_where_it_stopped(fresh_db, tmp
             "https://git.example/acme/r/commit/abc123def4567890",
         ]
         assert await b.syncer.sync_task(task.id) == 0 and len(b.double.links[item["id"]]) == 2
+
+
+async def test_the_syncer_keeps_no_lock_for_tasks_it_is_not_syncing(fresh_db, tmp_path):
+    async with board("plane", fresh_db, tmp_path) as b:
+        tasks = [await new_task(f"T{i}") for i in range(3)]
+        await asyncio.gather(*(b.syncer.sync_task(t.id) for t in tasks * 2))  # each task twice at once
+        assert len(b.items(tasks[0].id)) == 1 and b.creates == 3
+        await b.syncer.reconcile()
+        assert b.syncer._locks == {}  # before: one lock per task ever synced, for the life of the process

@@ -5,10 +5,11 @@ creating, the provider is asked for an item carrying the task id (a crash betwee
 create and the link write leaves exactly such an item)."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from nexus.board_sync.links import BoardLink, LinkStore
@@ -36,6 +37,12 @@ RUN_FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 AUTHORITATIVE = "The internal board is authoritative: this change was reverted. Change the task in Nexus instead."
 
 
+class _TaskLock:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 def commit_url(repo_url: str, sha: str) -> str:
     if repo_url.startswith(("http://", "https://")):
         return f"{repo_url.removesuffix('.git')}/commit/{sha}"
@@ -57,10 +64,21 @@ class Syncer:
         self.nexus_url = nexus_url.rstrip("/")
         self.cancel = cancel
         self.crash_file = Path(crash_after_create_file) if crash_after_create_file else None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _TaskLock] = {}
 
-    def _lock(self, task_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(task_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _lock(self, task_id: str) -> AsyncIterator[None]:
+        """One sync of a task at a time; the lock is kept only while someone holds or waits for it
+        (one per task ever synced would grow for as long as the process lives)."""
+        entry = self._locks.setdefault(task_id, _TaskLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[task_id]
 
     async def _provider(self, task: Task, link: BoardLink | None) -> tuple[BoardProvider, str]:
         scope = link.scope if link else await self.resolver.scope_of(task.repository_id)
