@@ -104,3 +104,15 @@ async def test_5xx_is_retried_then_reported_as_an_outage(kind):
             await provider.get_item(item.id)
         double.outage = 0
         assert [c.text for c in await provider.list_comments(item.id)] == ["after a blip"]
+
+
+async def test_an_answer_that_is_not_json_is_retried_then_reported_as_an_outage(kind):
+    if kind == "internal":
+        pytest.skip("the internal board makes no calls")
+    async with served(kind) as (provider, double):
+        item = await provider.create_item(Card(task_id="task_1", title="x"))
+        double.garbled = 2  # a proxy answering its own page twice: the retries absorb it
+        assert (await provider.get_item(item.id)).title == "x"
+        double.garbled = -1  # and while it lasts, the caller holds the change as in an outage
+        with pytest.raises(Unavailable, match="not JSON"):
+            await provider.get_item(item.id)

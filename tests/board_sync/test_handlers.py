@@ -2,12 +2,15 @@
 the settling rules (outage → held and retried in order; refused for good → dead letter)."""
 
 import asyncio
+import logging
+import re
 
 import pytest
 from faststream.nats import JStream, NatsBroker, TestNatsBroker
 
-from nexus.board_sync.handlers import register
-from nexus.board_sync.providers.base import ProviderError, Unavailable
+from nexus.board_sync.handlers import patiently, register
+from nexus.board_sync.providers.base import AuthFailed, ProviderError, Unavailable
+from nexus.events.consumer import Delivery
 from nexus.events.envelope import encode, make_envelope
 from nexus.events.payloads import BoardExternalChanged, RunChanged, TaskChanged
 
@@ -20,11 +23,11 @@ class RecordingSyncer:
         self.error = error
 
     async def sync_task(self, task_id: str, *, changed_at: float | None = None) -> int:
-        if self.error is not None:
+        if self.error is not None and not isinstance(self.error, AuthFailed):
             raise self.error
         if self.fail_first:
             self.fail_first -= 1
-            raise Unavailable("plane is down", retry_after_s=0.01)
+            raise self.error or Unavailable("plane is down", retry_after_s=0.01)
         self.synced.append(task_id)
         return 1
 
@@ -96,3 +99,44 @@ async def test_undecodable_or_refused_changes_are_dead_lettered(body):
     dead = await run_with(s, [("nexus.evt.task.created", raw)])
     assert len(dead) == 1 and dead[0]["data"]["original_subject"] == "nexus.evt.task.created"
     assert ("undecodable" if body else "rejected") in dead[0]["data"]["reason"]
+
+
+async def test_a_refused_credential_is_tried_ever_more_seldom_and_said_plainly(caplog):
+    s = RecordingSyncer(fail_first=5, error=AuthFailed("plane: credential refused (401) on GET /work-items/"))
+    with caplog.at_level(logging.INFO, logger="nexus.board_sync.handlers"):
+        dead = await run_with(
+            s, [("nexus.evt.task.created", env("task.created", TaskChanged(task_id="t1", status="ready")))]
+        )
+    held = [r for r in caplog.records if "holding" in r.getMessage()]
+    waits = [float(re.findall(r"for ([0-9.]+)s", r.getMessage())[0]) for r in held]
+    assert waits == [0.01, 0.02, 0.04, 0.08, 0.16]  # not every 0.01 s for as long as the token stays revoked
+    assert all(r.levelno == logging.ERROR and "credential" in r.getMessage() for r in held)
+    assert s.synced == ["t1"] and dead == []
+
+
+class Held:
+    """A JetStream message as the handler sees it: counts 'still working' signals."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+
+    async def in_progress(self) -> None:
+        self.beats += 1
+
+
+async def test_a_slow_provider_call_keeps_telling_jetstream_the_message_is_being_worked_on():
+    msg, answered = Held(), asyncio.Event()
+
+    async def slow_call() -> str:  # a provider answering slowly, or retrying a long Retry-After
+        await answered.wait()
+        return "done"
+
+    raw = make_envelope("task.created", TaskChanged(task_id="t1", status="ready"), source="test")
+    d = Delivery(raw, raw.data, "nexus.evt.task.created", 1, 1, msg)  # type: ignore[arg-type]  # stands in
+    call = asyncio.create_task(patiently(asyncio.Event(), 0.01, d, slow_call, beat_s=0.01))
+    for _ in range(500):  # before: nothing was said during a call, so JetStream delivered it again
+        if msg.beats >= 3:
+            break
+        await asyncio.sleep(0.01)
+    answered.set()
+    assert await call == "done" and msg.beats >= 3

@@ -36,20 +36,51 @@ def _epoch(iso: str) -> float | None:
     return None
 
 
-async def patiently(stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]]) -> T:
+HOLD_MAX_S = 60.0  # the longest wait between two tries of a held change
+
+
+async def patiently(
+    stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]], *, beat_s: float = 10.0
+) -> T:
     """Run `work()` until it gets through: an outage (or a refused credential an admin will fix)
-    keeps this message — and the ones behind it — waiting, never dropped."""
+    keeps this message — and the ones behind it — waiting, never dropped. The wait doubles with each
+    failed try (up to HOLD_MAX_S, or what the provider asked for), so a revoked token is not tried
+    again every few seconds for as long as nobody fixes it. All along (a provider's slow answers
+    and retries included), JetStream is told every `beat_s` that the message is still being worked
+    on, so it is not delivered again meanwhile."""
+    beat = asyncio.create_task(_still_working(d, beat_s))
+    try:
+        return await _tries(stop, backoff_s, d, work)
+    finally:
+        beat.cancel()
+
+
+async def _still_working(d: Delivery, beat_s: float) -> None:
+    while d.msg is not None:
+        await asyncio.sleep(beat_s)
+        with contextlib.suppress(Exception):
+            await d.msg.in_progress()
+
+
+async def _tries(stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]]) -> T:
+    tries = 0
     while True:
         try:
             return await work()
         except (Unavailable, AuthFailed, MissingSecret) as exc:
             if stop.is_set():
                 raise  # nak: it is redelivered after the restart
-            wait = getattr(exc, "retry_after_s", None) or backoff_s
-            log.warning("provider not reachable (%s); holding %s for %.1fs", exc, d.subject, wait)
-            if d.msg is not None:
-                with contextlib.suppress(Exception):
-                    await d.msg.in_progress()
+            wait = getattr(exc, "retry_after_s", None) or min(backoff_s * 2**tries, HOLD_MAX_S)
+            tries += 1
+            if isinstance(exc, Unavailable):
+                log.warning("provider not reachable (%s); holding %s for %.2fs", exc, d.subject, wait)
+            else:
+                log.error(
+                    "board credential not usable (%s): fix it in the provider settings; holding %s for %.2fs",
+                    exc,
+                    d.subject,
+                    wait,
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
         except ProviderError as exc:
@@ -65,6 +96,8 @@ def register(
     max_deliver: int,
     ack_wait_s: float = 30.0,
 ) -> None:
+    beat_s = ack_wait_s / 3  # well inside JetStream's ack wait
+
     async def on_task(d: Delivery) -> None:
         if isinstance(d.payload, p.TaskChanged):
             await patiently(
@@ -72,6 +105,7 @@ def register(
                 backoff_s,
                 d,
                 lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)),
+                beat_s=beat_s,
             )
 
     async def on_run(d: Delivery) -> None:
@@ -81,11 +115,12 @@ def register(
                 backoff_s,
                 d,
                 lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)),
+                beat_s=beat_s,
             )
 
     async def on_external(d: Delivery) -> None:
         if isinstance(d.payload, p.BoardExternalChanged):
-            await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload))
+            await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload), beat_s=beat_s)
 
     for durable, handler in (
         ("board-sync-tasks", on_task),

@@ -19,6 +19,8 @@ class BoardLink(msgspec.Struct, kw_only=True):
     title: str = ""
     description: str = ""
     commented_runs: list[str] = msgspec.field(default_factory=list)
+    # The URLs linked on the item; None: stored before links were remembered (they went with their comment).
+    linked: list[str] | None = None
 
 
 class LinkStore:
@@ -48,3 +50,6 @@ class LinkStore:
         doc = msgspec.to_builtins(link)
         task_id = doc.pop("task_id")
         await self.coll.update_one({"_id": task_id}, {"$set": {**doc, "updated_at": datetime.now(UTC)}}, upsert=True)
+
+    async def delete(self, task_id: str) -> None:
+        await self.coll.delete_one({"_id": task_id})

@@ -3,11 +3,27 @@
 A provider maps the internal task status to its own states through five state groups (Plane's
 words): backlog, unstarted, started, completed, cancelled."""
 
+import re
 from typing import Protocol
 
 import msgspec
 
 MARKER_SOURCE = "nexus"  # the external source under which items carry the task id
+TITLE_MAX = 255  # Plane's work-item name and Jira's summary hold at most this many characters
+DESCRIPTION_MAX = 32_767  # Jira's limit on a rich-text field (the task's own is far longer)
+_BREAKS = re.compile(r"\s*[\r\n\t\v\f]+\s*")
+
+
+def fit_title(title: str) -> str:
+    """A task title as an external board can hold it: one line (Jira refuses a summary with a line
+    break), at most TITLE_MAX characters (both refuse a longer one with a 400), cut with an ellipsis."""
+    line = _BREAKS.sub(" ", title).strip()
+    return line if len(line) <= TITLE_MAX else line[: TITLE_MAX - 1].rstrip() + "…"
+
+
+def fit_description(text: str) -> str:
+    """A task description as an external board can hold it: cut with an ellipsis past DESCRIPTION_MAX."""
+    return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "…"
 
 
 class Card(msgspec.Struct, kw_only=True):

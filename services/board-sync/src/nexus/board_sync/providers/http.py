@@ -87,9 +87,12 @@ class HttpBoard:
         self.attempts = attempts
         self.max_backoff_s = max_backoff_s
 
-    async def call(self, method: str, path: str, **kw: Any) -> Any:
+    async def call(self, method: str, path: str, *, once: bool = False, **kw: Any) -> Any:
+        """`once`: a call that must not be carried out twice (a create). Only a 429 (refused before
+        anything was done) is retried here; after a 5xx, a timeout or a lost answer the caller looks
+        for what the call may have made before trying again."""
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Unavailable),
+            retry=retry_if_exception_type(RateLimited if once else Unavailable),
             wait=_wait(wait_exponential_jitter(multiplier=0.2, max=self.max_backoff_s)),
             stop=stop_after_attempt(self.attempts),
             reraise=True,
@@ -123,8 +126,13 @@ class HttpBoard:
         if status >= 400:
             PROVIDER_CALLS.labels(self.name, "rejected").inc()
             raise ProviderError(f"{self.name}: {status} on {method} {path}: {resp.text[:300]}")
+        try:
+            body = resp.json() if resp.content else None
+        except ValueError as exc:  # a proxy's error page, a cut-off answer: the provider is not answering
+            PROVIDER_CALLS.labels(self.name, "malformed").inc()
+            raise Unavailable(f"{self.name}: {status} on {method} {path} with a body that is not JSON") from exc
         PROVIDER_CALLS.labels(self.name, "ok").inc()
-        return resp.json() if resp.content else None
+        return body
 
     async def aclose(self) -> None:
         await self.client.aclose()

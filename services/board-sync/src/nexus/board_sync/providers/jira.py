@@ -97,7 +97,7 @@ class JiraProvider(HttpBoard):
             fields["description"] = adf(card.description)
         if card.assignee:
             fields["assignee"] = {"accountId": card.assignee}
-        created = await self.call("POST", "/rest/api/3/issue", json={"fields": fields})
+        created = await self.call("POST", "/rest/api/3/issue", once=True, json={"fields": fields})
         await self.update_status(created["key"], group_of(card.status))
         return await self.get_item(created["key"])
 

@@ -102,6 +102,7 @@ class PlaneProvider(HttpBoard):
         body = await self.call(
             "POST",
             f"{self.project}/work-items/",
+            once=True,
             json={
                 "name": card.title,
                 "description_html": to_html(card.description),
@@ -155,4 +156,8 @@ class PlaneProvider(HttpBoard):
         return [Comment(id=r["id"], text=from_html(r.get("comment_html"))) for r in rows]
 
     async def link(self, item_id: str, title: str, url: str) -> None:
-        await self.call("POST", f"{self.project}/work-items/{item_id}/links/", json={"title": title, "url": url})
+        try:
+            await self.call("POST", f"{self.project}/work-items/{item_id}/links/", json={"title": title, "url": url})
+        except ProviderError as exc:  # a link made by a try whose answer was lost: Plane keeps one per URL
+            if "already exists" not in str(exc):
+                raise

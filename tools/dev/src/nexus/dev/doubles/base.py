@@ -11,6 +11,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+GARBLED = b"<html><body><h1>502 Bad Gateway</h1></body></html>"  # bytes are answered as they are
+
+
 class Reply(Exception):
     """Raised by a route to answer with a status and a JSON body."""
 
@@ -43,6 +46,9 @@ class HttpDouble:
         self.calls: list[tuple[str, str, float]] = []  # (method, path, epoch seconds) of every call a route answered
         self.throttled = 0  # 429 answers given
         self.outage = 0  # while > 0 every call answers 503 (and counts down when finite); -1: until cleared
+        self.garbled = 0  # the same for a 200 whose body is a proxy's HTML page instead of JSON
+        # (method, path pattern): the next such call is carried out, but answered 504 (its answer lost on the way)
+        self.lose_answer: tuple[str, str] | None = None
         self._seen: dict[str, deque] = {}
         self.server: ThreadingHTTPServer | None = None
 
@@ -88,6 +94,10 @@ class HttpDouble:
                 if self.outage > 0:
                     self.outage -= 1
                 return 503, {"detail": "Service unavailable"}, headers
+            if self.garbled:
+                if self.garbled > 0:
+                    self.garbled -= 1
+                return 200, GARBLED, {**headers, "Content-Type": "text/html"}
             for method, pattern, fn in self.routes:
                 m = pattern.match(req.path)
                 if m and method == req.method:
@@ -96,6 +106,13 @@ class HttpDouble:
                         status, body = fn(req, **m.groupdict())
                     except Reply as r:
                         return r.status, r.body, {**headers, **r.headers}
+                    if (
+                        self.lose_answer
+                        and self.lose_answer[0] == req.method
+                        and re.match(self.lose_answer[1], req.path)
+                    ):
+                        self.lose_answer = None
+                        return 504, {"detail": "Gateway Timeout"}, headers
                     return status, body, headers
         return 404, {"detail": "Not found."}, headers
 
@@ -116,11 +133,10 @@ class HttpDouble:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, out, extra = double.handle(Request(self.command, parts.path, query, headers, body))
-                data = b"" if out is None else json.dumps(out).encode()
+                data = b"" if out is None else out if isinstance(out, bytes) else json.dumps(out).encode()
                 self.send_response(status)
-                for k, v in extra.items():
+                for k, v in {"Content-Type": "application/json", **extra}.items():
                     self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -15,6 +15,8 @@ STATUSES = {  # name -> status category
     "Done": "done",
     "Cancelled": "done",
 }
+SUMMARY_MAX = 255
+RICH_TEXT_MAX = 32_767
 _LABEL = re.compile(r'labels\s*=\s*"([^"]+)"')
 
 
@@ -76,6 +78,7 @@ class JiraDouble(HttpDouble):
             raise Reply(400, {"errorMessages": [], "errors": {"summary": "You must specify a summary of the issue."}})
         if (fields.get("project") or {}).get("key") != self.project_key:
             raise Reply(400, {"errorMessages": [], "errors": {"project": "valid project is required"}})
+        self._check_fields(fields)
         key = f"{self.project_key}-{next(self._n)}"
         self.issues[key] = {
             "id": str(next(self._ids)),
@@ -91,11 +94,27 @@ class JiraDouble(HttpDouble):
         self.creates += 1
         return 201, {"id": self.issues[key]["id"], "key": key, "self": f"/rest/api/3/issue/{key}"}
 
+    @staticmethod
+    def _check_fields(fields: dict) -> None:
+        """Jira's own checks: a one-line summary under 255 characters, rich text under 32,767."""
+        summary = fields.get("summary")
+        if isinstance(summary, str) and ("\n" in summary or "\r" in summary):
+            raise Reply(
+                400, {"errorMessages": [], "errors": {"summary": "Field 'summary' cannot contain newline characters."}}
+            )
+        if isinstance(summary, str) and len(summary) > SUMMARY_MAX:
+            raise Reply(400, {"errorMessages": [], "errors": {"summary": "Summary must be less than 255 characters."}})
+        blocks = (fields.get("description") or {}).get("content", [])
+        text = "\n".join("".join(n.get("text", "") for n in b.get("content", [])) for b in blocks)
+        if len(text) > RICH_TEXT_MAX:
+            raise Reply(400, {"errorMessages": [], "errors": {"description": "The entered text is too long."}})
+
     def _get(self, req: Request, key: str):
         return 200, self._issue(key)
 
     def _edit(self, req: Request, key: str):
         issue = self._issue(key)
+        self._check_fields((req.body or {}).get("fields") or {})
         for k, v in ((req.body or {}).get("fields") or {}).items():
             if k in ("summary", "description", "labels", "assignee"):
                 issue["fields"][k] = v

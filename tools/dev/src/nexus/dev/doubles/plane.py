@@ -11,6 +11,7 @@ from typing import Any
 from nexus.dev.doubles.base import HttpDouble, Reply, Request, paginate
 
 GROUPS = ("backlog", "unstarted", "started", "completed", "cancelled")
+NAME_MAX = 255  # a work item's name is a CharField(max_length=255)
 _PROJECT = r"/api/v1/workspaces/(?P<slug>[^/]+)/projects/(?P<project>[^/]+)"
 
 
@@ -132,6 +133,7 @@ class PlaneDouble(HttpDouble):
         body = req.body or {}
         if not body.get("name"):
             raise Reply(400, {"name": ["This field is required."]})
+        self._check_name(body)
         if body.get("external_id") and body.get("external_source"):
             for i in self.items.values():
                 if i.get("external_id") == body["external_id"] and i.get("external_source") == body["external_source"]:
@@ -158,6 +160,11 @@ class PlaneDouble(HttpDouble):
         self.creates += 1
         return 201, self.items[pk]
 
+    @staticmethod
+    def _check_name(body: dict) -> None:
+        if len(body.get("name") or "") > NAME_MAX:
+            raise Reply(400, {"name": [f"Ensure this field has no more than {NAME_MAX} characters."]})
+
     def _get(self, req: Request, slug: str, project: str, pk: str):
         return 200, self._item(slug, project, pk)
 
@@ -166,6 +173,7 @@ class PlaneDouble(HttpDouble):
         body = req.body or {}
         if "state" in body and body["state"] not in {s["id"] for s in self.states}:
             raise Reply(400, {"state": ["Invalid state"]})
+        self._check_name(body)
         for k in ("name", "description_html", "state", "assignees", "labels"):
             if k in body:
                 item[k] = body[k]
