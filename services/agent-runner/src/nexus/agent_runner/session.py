@@ -21,7 +21,7 @@ from nexus.agent_runner.tree import SessionTree
 from nexus.agent_runner.waiting import RunInbox
 from nexus.events.permissions import RunIdentity
 from nexus.domain.budgets import Cap
-from nexus.domain.ids import new_id
+from nexus.domain.ids import derived_id, new_id
 from nexus.domain.json_types import JsonObject
 from nexus.domain.sessions import SessionState
 from nexus.events.bus import Publisher
@@ -136,12 +136,20 @@ class RunSession:
         return False
 
     async def spawn(self, args: JsonObject) -> JsonObject:
+        title = str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}"
+        target_files = [str(f) for f in args.get("target_files", [])]
+        agent = args.get("agent")
         child = ChildPlan(
-            session_id=new_id("ses"),
-            title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
+            # The same child planned again by a retried attempt (an earlier attempt's runner died while its
+            # children worked) is the same child: core-api plans a session id once, and the children's ends
+            # are replayed to the new attempt. A new id per attempt would start every child again.
+            session_id=derived_id(
+                "ses", self.cfg.session_id, str(len(self.children)), title, *target_files, "@", str(agent or "")
+            ),
+            title=title,
             description=str(args.get("description", "")),
-            target_files=[str(f) for f in args.get("target_files", [])],
-            agent_id=args.get("agent"),
+            target_files=target_files,
+            agent_id=agent,
             weight=float(args.get("weight", 1.0)),
         )
         self.children.append(child)
