@@ -236,3 +236,21 @@ async def test_an_execution_is_cleaned_up_only_once_its_run_ended_a_while_ago(sw
         await asyncio.sleep(0.05)
     assert group_gone(procs[long_ended].pid) and group_gone(procs[unknown].pid)
     assert procs[just_ended].poll() is None  # it is reporting its end and exiting on its own
+
+
+async def test_a_launch_still_under_way_is_not_lost_however_long_it_takes(sweeper: Sweeper) -> None:
+    """A launch can outlast the lost-run timeout between its claim and its runner (a start retried with
+    backoff, a fork under load, the bus away for a moment). Declared lost meanwhile, the next attempt
+    would be launched and the runner this launch then starts would run beside it. Only a claim nobody
+    is launching any more — this worker's that is no longer under way, a dead worker's — is lost."""
+    under_way = await a_run("queued", wall_clock_s=600)
+    await sweeper.claim(under_way, sweeper.launcher.worker_id, time.time() - 60)
+    sweeper.launcher.launching.add((under_way, 1))
+    given_up = await a_run("queued", wall_clock_s=600)  # claimed here, its launch ended without a runner
+    await sweeper.claim(given_up, sweeper.launcher.worker_id, time.time() - 60)
+
+    await sweeper.recovery.sweep()
+
+    assert not await sweeper.events(under_way)
+    lost = [d["detail"] for t, d in await sweeper.events(given_up) if t == "run.runtime"]
+    assert lost == ["claimed for launch but never started"]
