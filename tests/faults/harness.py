@@ -309,10 +309,16 @@ class FaultStack:
             f.unlink()
         if hook := HOOKS.get(c.point):
             (self.gate / f"hold-{hook}").touch()
+        if c.point == "projecting":  # Plane takes the run's comment and its answer is held back
+            self.plane.held.clear()
+            self.plane.hold_answers("POST", "/comments/")
 
     def release(self) -> None:
         for f in self.gate.glob("hold-*"):
             f.unlink()
+        for held in self.plane.holding.values():
+            held.set()
+        self.plane.holding.clear()
 
     # ------------------------------------------------------------------ reaching the point
     async def reach(self, c: Case, run_id: str, goal_id: str | None) -> None:
@@ -331,6 +337,8 @@ class FaultStack:
             await self.until(f"the push held at {HOOKS[c.point]}", lambda: _async(at.exists()), tries=4000)
         elif c.point == "verdict":
             await self.until("the verdict", self._status_in(run_id, FINAL), tries=4000)
+        elif c.point == "projecting":
+            await self.until("the run's comment in Plane", lambda: _async(bool(self.plane.held)), tries=4000)
         elif c.point == "children":
             await self.until("a child running", lambda: self._child_running(goal_id or ""), tries=4000)
 

@@ -1,7 +1,7 @@
 """The fault matrix: SIGKILL (and restart) each process of Nexus — core-api, the worker, a runner forked
 from the worker's zygote, the zygote itself, nats-server, FerretDB, FerretDB's PostgreSQL, board-sync and
 telegram-gateway — at points of a run: right after task creation, between the worker's claim and the fork,
-mid-run, waiting for an approval, between the final commit and its push, after the push before the
+mid-run, waiting for an approval, while board-sync's write to Plane is unanswered, between the final commit and its push, after the push before the
 verdict, after the verdict before the runner exits, during a goal's child runs, and during a cancel. Runs
 of several shapes (tests/faults/shapes.py) must each end as their work did — succeeded, failed, timed out
 or cancelled — with the expected commits on their branch, no attempt's runner started twice, no finished
@@ -39,6 +39,7 @@ MORE = [
     Case("telegram-gateway", "approval", "approval"),
     Case("board-sync", "mid-run"),
     Case("board-sync", "push"),
+    Case("board-sync", "projecting"),  # Plane took the run's comment; board-sync died before it heard so
     Case("telegram-gateway", "mid-run", "fail"),
     Case("runner", "mid-run", "fail"),
     Case("worker", "mid-run", "fail"),
