@@ -22,6 +22,7 @@ from nexus.dev.servers import Managed
 from nexus.dev.stack import SERVICES, Stack
 from nexus.domain.ledger import verify_chain
 from nexus.events.bus import Publisher, connect
+from nexus.events.catalog import EVENTS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRunRequest, ChatPrincipal
 from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
@@ -42,6 +43,13 @@ WORKER_FAULT_ENV = {
 # Points held open by the remote's own hooks: the final commit made and its push not landed ("pushing"),
 # the push landed and the runner not told yet, so no verdict ("pushed").
 HOOKS = {"pushing": "pre-receive", "pushed": "post-receive"}
+EDGE_DURABLES = (
+    "board-sync-tasks",
+    "board-sync-runs",
+    "telegram-gw-approvals",
+    "telegram-gw-runs",
+    "telegram-gw-goals",
+)
 FAULT_ENV = {
     "NEXUS_HEARTBEAT_TIMEOUT_S": "5",
     "NEXUS_SWEEP_INTERVAL_S": "0.5",
@@ -437,6 +445,7 @@ class FaultStack:
         else:
             await self.until(f"goal {goal_id} reported", lambda: self._goal_reported(goal_id), tries=4000)
         out.seconds_to_final = round(time.monotonic() - killed_at, 1)
+        await self.edges_idle()
         if goal_id is None:
             await self.check(out, out.run_id)
             run = await self.run(run_id) or {}
@@ -448,6 +457,28 @@ class FaultStack:
         out.edges_ok = not problems
         out.notes.extend(problems)
         return out
+
+    async def edges_idle(self) -> None:
+        """Until board-sync's and the gateway's durable consumers hold nothing: every event delivered
+        and acknowledged, including what a killed instance held (back after its ack wait), so a doubled
+        card comment or alert has been made by the time the edges are checked."""
+        nc = await connect(self.stack.nats_url or "", "faults-edges", creds=self.stack.creds("tools"))
+        js = nc.jetstream()
+
+        async def idle() -> bool:
+            for durable in EDGE_DURABLES:
+                try:
+                    info = await js.consumer_info(EVENTS_STREAM, durable)
+                except Exception:  # noqa: BLE001 — the server or the durable not back yet: not idle
+                    return False
+                if info.num_pending or info.num_ack_pending:
+                    return False
+            return True
+
+        try:
+            await self.until("board-sync and the gateway idle", idle, tries=1200)
+        finally:
+            await nc.close()
 
     async def _goal_reported(self, goal_id: str) -> bool:
         goal = await self.get(f"/v1/goals/{goal_id}")

@@ -132,7 +132,10 @@ class Syncer:
             repo = await Repository.get(task.repository_id) if task.repository_id else None
             commit = commit_url(repo.url, run.commit_sha) if repo else run.commit_sha
             lines.append(f"Commit {run.commit_sha[:12]} on {run.branch}: {commit}")
-        await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
+        # Once, even across a crash after the provider took the comment and before the link recorded it.
+        heading = f"Run {run.id} "
+        if not any(c.text.startswith(heading) for c in await provider.list_comments(link.item_id)):
+            await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
         await provider.link(link.item_id, f"Nexus run {run.id}", run_url)
         if commit.startswith(("http://", "https://")):
             await provider.link(link.item_id, f"commit {run.commit_sha[:12]}", commit)

@@ -155,4 +155,8 @@ class PlaneProvider(HttpBoard):
         return [Comment(id=r["id"], text=from_html(r.get("comment_html"))) for r in rows]
 
     async def link(self, item_id: str, title: str, url: str) -> None:
-        await self.call("POST", f"{self.project}/work-items/{item_id}/links/", json={"title": title, "url": url})
+        try:
+            await self.call("POST", f"{self.project}/work-items/{item_id}/links/", json={"title": title, "url": url})
+        except ProviderError as exc:  # linked already (by a board-sync that died before it recorded so)
+            if "already exists" not in str(exc):
+                raise
