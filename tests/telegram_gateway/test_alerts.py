@@ -88,7 +88,7 @@ class AwayThenBack:
     def __init__(self, unanswered: int, answer: dict) -> None:
         self.unanswered, self.answer, self.asked = unanswered, answer, 0
 
-    async def query(self, name: str, principal=None, **args):  # noqa: ANN001, ANN201 — CoreClient.query's shape
+    async def query(self, name: str, principal=None, **args):
         from nexus.telegram_gateway.core import CoreError
 
         self.asked += 1
