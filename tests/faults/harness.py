@@ -1,6 +1,7 @@
-"""The fault matrix's moving parts: a stack that owns its nats-server and FerretDB (so they can be
-killed too), a run that writes, commits and pushes, the kill at a point of the run, and the checks
-that every run ends as its runner reported, once, with nothing lost."""
+"""The fault matrix's moving parts: a stack that owns its nats-server, FerretDB and FerretDB's PostgreSQL
+(so they can be killed too), with board-sync projecting to a Plane double and telegram-gateway alerting
+through a Telegram fake; runs of several shapes (shapes.py); the kill at a point of a run; and the checks
+that every run ends in the final state its work reached, once, with nothing lost and nothing doubled."""
 
 import asyncio
 import json
@@ -12,35 +13,75 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from nats.js.errors import KeyNotFoundError
 from pymongo import AsyncMongoClient
 
+from nexus.dev import postgres
+from nexus.dev.doubles.plane import PlaneDouble
+from nexus.dev.servers import Managed
 from nexus.dev.stack import SERVICES, Stack
 from nexus.domain.ledger import verify_chain
-from nexus.events.bus import connect
+from nexus.events.bus import Publisher, connect
+from nexus.events.catalog import EVENTS_STREAM
 from nexus.events.envelope import decode_raw
+from nexus.events.payloads import CancelRunRequest, ChatPrincipal
+from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
+from tests.faults import edges, shapes
+from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 # "runner" is a runner forked from the worker's warm zygote (the harness waits for the zygote first);
-# "zygote" is that zygote alone (the worker restarts it); "worker" takes its zygote with it.
-TARGETS = ("core-api", "worker", "runner", "zygote", "nats", "ferretdb")
+# "zygote" is that zygote alone (the worker restarts it); "worker" takes its zygote with it; "postgres"
+# is FerretDB's PostgreSQL alone (FerretDB lives on and must get through it).
+TARGETS = ("core-api", "worker", "runner", "zygote", "nats", "ferretdb", "postgres", "board-sync", "telegram-gateway")
 POINTS = ("created", "mid-run", "push")
-# Writes a file (the same content in every attempt), works a little, ends; the runner commits and pushes.
-SCRIPT = """
-steps:
-  - tool_calls:
-      - name: write_file
-        args: {path: "result.txt", content: "the work\\n"}
-  - tool_calls:
-      - name: run_command
-        args: {cmd: "sleep 2"}
-  - say: "done"
-"""
+# Points that need the worker to hold a window open (only for the cases at them: see FaultStack.prepare).
+WORKER_FAULT_ENV = {
+    "launching": {"NEXUS_FAULT_PAUSE_AFTER_CLAIM_S": "4"},  # claimed, the runner not forked yet
+    "verdict": {"NEXUS_FAULT_RUNNER_PAUSE_AFTER_VERDICT_S": "4"},  # the verdict stored, the runner not exited
+}
+# Points held open by the remote's own hooks: the final commit made and its push not landed ("pushing"),
+# the push landed and the runner not told yet, so no verdict ("pushed").
+HOOKS = {"pushing": "pre-receive", "pushed": "post-receive"}
+EDGE_DURABLES = (
+    "board-sync-tasks",
+    "board-sync-runs",
+    "telegram-gw-approvals",
+    "telegram-gw-runs",
+    "telegram-gw-goals",
+)
 FAULT_ENV = {
     "NEXUS_HEARTBEAT_TIMEOUT_S": "5",
     "NEXUS_SWEEP_INTERVAL_S": "0.5",
     "NEXUS_RUNNER_HEARTBEAT_S": "0.5",
     "NEXUS_REQUEUE_AFTER_S": "5",
+    "NEXUS_ACK_WAIT_S": "3",  # board-sync's: a change a killed board-sync held comes back soon
+    "NEXUS_DRIFT_INTERVAL_S": "2",
+    "NEXUS_OUTAGE_BACKOFF_S": "0.5",
+    "NEXUS_TELEGRAM_POLL_TIMEOUT_S": "1",
+    "NEXUS_TELEGRAM_SEND_RETRY_S": "0.2",
+    "NEXUS_SECRET_PLANE_KEY": "plane_api_key",
+    "NEXUS_SECRET_PLANE_HOOK": "whsec_faults",
 }
+HOOK = """#!/bin/sh
+# The fault matrix holds the push here while {gate}/hold-{name} exists.
+if [ -e "{gate}/hold-{name}" ]; then
+  touch "{gate}/at-{name}"
+  while [ -e "{gate}/hold-{name}" ]; do sleep 0.05; done
+fi
+cat >/dev/null
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    target: str
+    point: str
+    shape: str = "commit"
+
+    @property
+    def id(self) -> str:
+        return f"{self.target}@{self.point}" + ("" if self.shape == "commit" else f":{self.shape}")
 
 
 @dataclass
@@ -48,77 +89,126 @@ class Outcome:
     target: str
     point: str
     run_id: str
+    shape: str = "commit"
     status: str = ""
     verdict: str = ""  # what the deciding attempt's runner reported on the stream
+    expected: str = "succeeded"  # what the work itself reaches (shapes.VERDICT)
     attempts: int = 0
     commits: int = 0
+    expected_commits: int = 1
     duplicate_launches: int = 0  # an attempt's runner started more than once (another process for the same attempt)
     redone: bool = False  # a later attempt although an earlier one had given its verdict
     forked: bool | None = None  # runner and zygote kills: the run's runner was the zygote's child at the kill
     lost_events: int = 0
     chains_verified: bool = False
+    edges_ok: bool = True  # the board's card and the chat's alerts, each there once
     seconds_to_final: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (
-            self.status in FINAL
+            self.status == self.expected
             and self.status == self.verdict
-            and self.commits <= 1
+            and self.commits == self.expected_commits
             and self.lost_events == 0
             and self.chains_verified
             and self.duplicate_launches == 0
             and not self.redone
+            and self.edges_ok
         )
 
 
 class FaultStack:
-    def __init__(self, stack: Stack, api: httpx.AsyncClient, bare_repo: Path) -> None:
+    def __init__(
+        self, stack: Stack, api: httpx.AsyncClient, bare_repo: Path, plane: PlaneDouble, bot: FakeBotApi
+    ) -> None:
         self.types: dict[str, str] = {}  # event id → type@sequence, to name what was not stored
-        self.stack, self.api, self.bare = stack, api, bare_repo
+        self.stack, self.api, self.bare, self.plane, self.bot = stack, api, bare_repo, plane, bot
         self.db_name = stack.env["NEXUS_MONGODB_DB"]
+        self.gate = bare_repo.parent / "gate"
+        self.worker_env: dict[str, str] = {}
 
-    async def setup(self) -> None:
-        r = await self.api.post(
-            "/v1/agents",
-            json={
-                "name": "fault-writer",
-                "system_prompt": "You write one file.",
-                "tools": ["write_file", "run_command", "note", "finish"],
-                "permissions": {
-                    "can_commit": True,
-                    "can_merge": False,
-                    "commands": {"allow": ["sleep *"], "default": "deny"},
-                },
-                "llm": {"provider": "scripted", "script": SCRIPT},
-            },
-        )
-        assert r.status_code == 201, r.text
+    async def setup(self, plane_url: str) -> None:
+        for agent in shapes.AGENTS:
+            r = await self.api.post("/v1/agents", json=shapes.agent_body(agent))
+            assert r.status_code == 201, r.text
         r = await self.api.post(
             "/v1/repositories", json={"name": "fault-repo", "url": str(self.bare), "default_branch": "main"}
         )
         assert r.status_code == 201, r.text
+        r = await self.api.put("/v1/prices/scripted", json={"input_per_mtok": 2.0, "output_per_mtok": 8.0})
+        assert r.status_code == 200, r.text
+        r = await self.api.put(
+            "/v1/board/providers/default",
+            json={
+                "provider": "plane",
+                "plane": {
+                    "base_url": plane_url,
+                    "workspace_slug": self.plane.workspace,
+                    "project_id": self.plane.project_id,
+                    "api_key_secret": "PLANE_KEY",
+                    "webhook_secret": "PLANE_HOOK",
+                },
+            },
+        )
+        assert r.status_code == 200, r.text
+        r = await self.api.post(
+            "/v1/chat-bindings", json={"user_id": str(edges.LEAD), "identity": "lead@example.com", "role": "lead"}
+        )
+        assert r.status_code == 201, r.text
+        await self.bot.send_text(edges.LEAD, "/subscribe all")
+        await self.bot.wait_message(edges.LEAD, "Subscribed to everything")
+        self.gate.mkdir(exist_ok=True)
+        for name in HOOKS.values():
+            hook = self.bare / "hooks" / name
+            hook.write_text(HOOK.format(gate=self.gate, name=name))
+            hook.chmod(0o755)
 
-    async def create(self, title: str) -> str:
-        for _ in range(600):  # core-api may be restarting from the previous case
+    # ------------------------------------------------------------------ starting a case's work
+    async def _post(self, path: str, body: dict | None = None, ok: tuple[int, ...] = (200, 201)) -> httpx.Response:
+        """POST until core-api takes it (it may be restarting, or waiting for the bus or the database)."""
+        last = ""
+        for _ in range(600):
             try:
-                r = await self.api.post(
-                    "/v1/tasks", json={"title": title, "assignee": "fault-writer", "repository": "fault-repo"}
-                )
-                if r.status_code == 201:
-                    return r.json()["current_run_id"]
-            except httpx.HTTPError:
-                pass
+                r = await self.api.post(path, json=body)
+                if r.status_code in ok:
+                    return r
+                last = f"{r.status_code} {r.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             await asyncio.sleep(0.1)
-        raise AssertionError("core-api never accepted the task")
+        raise AssertionError(f"core-api never took POST {path}: {last}")
 
-    async def run(self, run_id: str) -> dict | None:
+    async def create(self, c: Case) -> tuple[str, str, str | None]:
+        """The case's work: (the run to follow, its task, its goal) — for a goal, its meta run."""
+        if c.shape == "goal":
+            r = await self._post(
+                "/v1/goals",
+                {
+                    "title": c.id,
+                    "meta_agent": "fault-planner",
+                    "repository": "fault-repo",
+                    "budget": {"usd": 5.0},
+                },
+            )
+            goal = r.json()
+            meta = await self.run(goal["meta_run_id"]) or {}
+            return goal["meta_run_id"], meta.get("task_id", ""), goal["id"]
+        r = await self._post(
+            "/v1/tasks", {"title": c.id, "assignee": shapes.AGENT[c.shape], "repository": "fault-repo"}
+        )
+        return r.json()["current_run_id"], r.json()["id"], None
+
+    async def get(self, path: str) -> dict | None:
         try:
-            r = await self.api.get(f"/v1/runs/{run_id}")
+            r = await self.api.get(path)
             return r.json() if r.status_code == 200 else None
         except httpx.HTTPError:
             return None
+
+    async def run(self, run_id: str) -> dict | None:
+        return await self.get(f"/v1/runs/{run_id}")
 
     async def until(self, what: str, cond, tries: int = 1200) -> None:
         """Poll a condition; the bound is a count of polls, not an assertion on time."""
@@ -128,6 +218,7 @@ class FaultStack:
             await asyncio.sleep(0.05)
         raise AssertionError(f"{what} never happened")
 
+    # ------------------------------------------------------------------ the processes
     def zygote_pid(self) -> int | None:
         """The worker's warm runner zygote: its child running `nexus.worker.runtimes.zygote`."""
         worker = self.stack.procs.get("worker")
@@ -161,109 +252,310 @@ class FaultStack:
             return None
 
     def pushed(self, run_id: str) -> bool:
-        out = subprocess.run(
+        return any(r.endswith(run_id) for r in self._refs())
+
+    def _refs(self) -> list[str]:
+        return subprocess.run(
             ["git", "--git-dir", str(self.bare), "for-each-ref", "--format=%(refname)", "refs/heads/nexus/"],
             capture_output=True,
             text=True,
             check=False,
-        ).stdout
-        return run_id in out
+        ).stdout.split()
 
-    async def reach(self, point: str, run_id: str, target: str) -> None:
-        if point == "created" and target != "runner":
-            return
-        if point == "created":  # the runner: as soon as it exists
-            await self.until("the runner starting", lambda: _async(self.runner_pid(run_id) is not None))
-        elif point == "mid-run":
-            await self.until("the run running", self._is_running(run_id))
-        else:
-            await self.until("the push", lambda: _async(self.pushed(run_id)), tries=4000)
+    def _postgres(self) -> tuple[Managed, Managed]:
+        """FerretDB and the PostgreSQL under it."""
+        ferret = next(x for x in self.stack.servers if x.name == "ferretdb")
+        return ferret, ferret.backing[0]
 
-    def _is_running(self, run_id: str):
-        async def check() -> bool:
-            run = await self.run(run_id)
-            return bool(run and run["status"] in ("running", *FINAL))
-
-        return check
-
-    def kill_and_restart(self, target: str, run_id: str) -> None:
+    def kill(self, target: str, run_id: str) -> None:
         s = self.stack
         if target in SERVICES:
             s.stop_service(target, signal.SIGKILL)
-            s.start_service(target)
         elif target == "zygote":
             pid = self.zygote_pid()
             assert pid is not None, "the worker has no zygote to kill"
             os.kill(pid, signal.SIGKILL)  # the worker notices and starts another
         elif target == "runner":
-            pid = self.runner_pid(run_id)
-            if pid:
+            if pid := self.runner_pid(run_id):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        elif target == "postgres":
+            _, pg = self._postgres()
+            os.killpg(pg.proc.pid, signal.SIGKILL)  # the postmaster and every backend of its group
+            pg.proc.wait()
         else:
             server = next(x for x in s.servers if x.name == target)
             os.killpg(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
+
+    def restart(self, target: str) -> None:
+        s = self.stack
+        if target in SERVICES:
+            s.start_service(target)
+        elif target == "postgres":
+            ferret, pg = self._postgres()
+            port = int(pg.url.rsplit(":", 1)[1].split("/")[0])
+            log = (s.log_dir or s.home / "logs") / "ferretdb-postgres.log"
+            ferret.backing[0] = postgres.start_postgres(s.home / "ferretdb" / "pg", port=port, log_path=log)
+        elif target in ("nats", "ferretdb"):
             s.restart_server(target)
 
-    async def case(self, target: str, point: str) -> Outcome:
-        if target in ("runner", "zygote"):
+    async def prepare(self, c: Case) -> None:
+        """The worker with the fault pauses this point needs (restarted only when they change), the push
+        held at the remote's hook for the hook points, and nothing of the last case's held back."""
+        want = {**FAULT_ENV, **WORKER_FAULT_ENV.get(c.point, {})}
+        if want != self.worker_env:
+            for k in [k for k in self.stack.env if k.startswith("NEXUS_FAULT_")]:
+                del self.stack.env[k]
+            self.stack.env.update(want)
+            self.stack.stop_service("worker")
+            self.stack.start_service("worker")
+            self.worker_env = want
+        for f in self.gate.iterdir():
+            f.unlink()
+        if hook := HOOKS.get(c.point):
+            (self.gate / f"hold-{hook}").touch()
+        if c.point == "projecting":  # Plane takes the run's comment and its answer is held back
+            self.plane.held.clear()
+            self.plane.hold_answers("POST", "/comments/")
+
+    def release(self) -> None:
+        for f in self.gate.glob("hold-*"):
+            f.unlink()
+        for held in self.plane.holding.values():
+            held.set()
+        self.plane.holding.clear()
+
+    # ------------------------------------------------------------------ reaching the point
+    async def reach(self, c: Case, run_id: str, goal_id: str | None) -> None:
+        if c.point == "created" and c.target == "runner":  # as soon as it exists
+            await self.until("the runner starting", lambda: _async(self.runner_pid(run_id) is not None))
+        elif c.point == "launching":
+            await self.until("the launch claimed", lambda: self._claimed(run_id), tries=2400)
+        elif c.point in ("mid-run", "cancel"):
+            await self.until("the run running", self._status_in(run_id, ("running", *FINAL)))
+        elif c.point == "approval":
+            await self.until("the run waiting for approval", self._status_in(run_id, ("waiting_approval",)), 2400)
+        elif c.point == "push":
+            await self.until("the push", lambda: _async(self.pushed(run_id)), tries=4000)
+        elif c.point in HOOKS:
+            at = self.gate / f"at-{HOOKS[c.point]}"
+            await self.until(f"the push held at {HOOKS[c.point]}", lambda: _async(at.exists()), tries=4000)
+        elif c.point == "verdict":
+            await self.until("the verdict", self._status_in(run_id, FINAL), tries=4000)
+        elif c.point == "projecting":
+            await self.until("the run's comment in Plane", lambda: _async(bool(self.plane.held)), tries=4000)
+        elif c.point == "children":
+            await self.until("a child running", lambda: self._child_running(goal_id or ""), tries=4000)
+
+    def _status_in(self, run_id: str, statuses: tuple[str, ...]):
+        async def check() -> bool:
+            run = await self.run(run_id)
+            return bool(run and run["status"] in statuses)
+
+        return check
+
+    async def _child_running(self, goal_id: str) -> bool:
+        goal = await self.get(f"/v1/goals/{goal_id}") or {}
+        return any(ch.get("run_status") == "running" for ch in goal.get("children", []))
+
+    async def _claimed(self, run_id: str) -> bool:
+        nc = await connect(self.stack.nats_url or "", "faults-claim", creds=self.stack.creds("tools"))
+        try:
+            kv = await nc.jetstream().key_value(LAUNCH_BUCKET)
+            await kv.get(claim_key(run_id, 1))
+            return True
+        except KeyNotFoundError:
+            return False
+        finally:
+            await nc.close()
+
+    # ------------------------------------------------------------------ while the target is dead
+    async def cancel(self, target: str, run_id: str) -> None:
+        """Cancel the run now, while the target is dead. Without core-api, a lead's cancel goes onto the bus
+        as the gateway sends it and waits there for core-api; otherwise through the API, asked again while
+        it answers that it cannot (the bus or the database out of reach)."""
+        if target == "core-api":
+            nc = await connect(self.stack.nats_url or "", "faults-cancel", creds=self.stack.creds("tools"))
+            try:
+                await Publisher(nc.jetstream(), "telegram-gateway").publish(
+                    "core.cancel_run",
+                    CancelRunRequest(run_id=run_id, principal=ChatPrincipal(user_id=str(edges.LEAD))),
+                    correlation_id=run_id,
+                )
+            finally:
+                await nc.drain()
+            return
+        try:  # once: without the bus or the database core-api may answer only that it cannot
+            await self.api.post(f"/v1/runs/{run_id}/cancel", timeout=60)
+        except httpx.HTTPError:
+            pass
+
+    async def cancelled(self, run_id: str) -> None:
+        """After the restart: the cancel asked again until core-api takes it, as a client told to retry does
+        (a cancel it took already, or a run it ended already, answers 409)."""
+        await self._post(f"/v1/runs/{run_id}/cancel", ok=(200, 201, 202, 409))
+
+    async def approve(self, run_id: str) -> list[str]:
+        """Approve every approval the run asks for until it ends (a retried attempt asks again)."""
+        decided: list[str] = []
+
+        async def ended() -> bool:
+            page = await self.get(f"/v1/approvals?run_id={run_id}&status=pending") or {"items": []}
+            for a in page["items"]:
+                r = await self._post(f"/v1/approvals/{a['id']}/approve", ok=(200, 409))
+                if r.status_code == 200:
+                    decided.append(a["id"])
+            run = await self.run(run_id)
+            return bool(run and run["status"] in FINAL)
+
+        await self.until(f"run {run_id} approved and final", ended, tries=3000)
+        return decided
+
+    # ------------------------------------------------------------------ one case
+    async def case(self, c: Case) -> Outcome:
+        await self.prepare(c)
+        if c.target in ("runner", "zygote"):
             await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
-        run_id = await self.create(f"{target} at {point}")
-        out = Outcome(target, point, run_id)
-        await self.reach(point, run_id, target)
+        run_id, task_id, goal_id = await self.create(c)
+        out = Outcome(c.target, c.point, run_id, c.shape, expected=shapes.VERDICT[c.shape])
+        out.expected_commits = shapes.COMMITS.get(c.shape, 0)
+        await self.reach(c, run_id, goal_id)
         if (
-            target in ("runner", "zygote")
+            c.target in ("runner", "zygote")
             and (pid := self.runner_pid(run_id)) is not None
             and (parent := _parent(pid)) is not None
         ):
             out.forked = parent == self.zygote_pid()  # None when it had already exited (after its push)
         killed_at = time.monotonic()
-        self.kill_and_restart(target, run_id)
-
-        async def final() -> bool:
-            run = await self.run(run_id)
-            return bool(run and run["status"] in FINAL)
-
-        await self.until(f"run {run_id} final", final, tries=3000)
+        self.kill(c.target, run_id)
+        try:
+            if c.shape == "cancel":
+                await self.cancel(c.target, run_id)
+        finally:
+            self.restart(c.target)
+            self.release()
+        if c.shape == "cancel" and c.target != "core-api":  # core-api's cancel is the one on the bus
+            await self.cancelled(run_id)
+        approvals = await self.approve(run_id) if c.shape == "approval" else []
+        if goal_id is None:
+            await self.until(f"run {run_id} final", self._status_in(run_id, FINAL), tries=3000)
+        else:
+            await self.until(f"goal {goal_id} reported", lambda: self._goal_reported(goal_id), tries=4000)
         out.seconds_to_final = round(time.monotonic() - killed_at, 1)
-        await self.check(out)
+        await self.edges_idle()
+        if goal_id is None:
+            await self.check(out, out.run_id)
+            run = await self.run(run_id) or {}
+            task = await self.get(f"/v1/tasks/{task_id}") or {}
+            problems = await edges.board(self.plane, task_id, task.get("status", ""), [run_id])
+            problems += await edges.telegram(self.bot, {run_id: run.get("status", "")}, approvals)
+        else:
+            problems = await self.check_goal(out, goal_id)
+        out.edges_ok = not problems
+        out.notes.extend(problems)
         return out
 
-    async def check(self, out: Outcome) -> None:
-        run = await self.run(out.run_id) or {}
-        out.status, out.attempts = run.get("status", ""), len(run.get("attempts", []))
-        verdicts, stream_ids, launches = await self._stream(out.run_id)
-        out.verdict = verdicts.get(run.get("attempt", 0), "")
-        out.duplicate_launches = sum(max(0, len(pids) - 1) for pids in launches.values())
-        out.redone = any(n > min(verdicts) for n in launches) if verdicts else False
-        out.commits = self._commits(out.run_id)
-        chains = [a for s in run.get("sessions") or [] for a in s.get("attempts", [])]
-        out.chains_verified = bool(chains) and all(a["verified"] and verify_chain(a["changes"]).ok for a in chains)
+    async def edges_idle(self) -> None:
+        """Until board-sync's and the gateway's durable consumers hold nothing: every event delivered
+        and acknowledged, including what a killed instance held (back after its ack wait), so a doubled
+        card comment or alert has been made by the time the edges are checked."""
+        nc = await connect(self.stack.nats_url or "", "faults-edges", creds=self.stack.creds("tools"))
+        js = nc.jetstream()
+
+        async def idle() -> bool:
+            for durable in EDGE_DURABLES:
+                try:
+                    info = await js.consumer_info(EVENTS_STREAM, durable)
+                except Exception:  # noqa: BLE001 — the server or the durable not back yet: not idle
+                    return False
+                if info.num_pending or info.num_ack_pending:
+                    return False
+            return True
+
+        try:
+            await self.until("board-sync and the gateway idle", idle, tries=1200)
+        finally:
+            await nc.close()
+
+    async def _goal_reported(self, goal_id: str) -> bool:
+        goal = await self.get(f"/v1/goals/{goal_id}")
+        return bool(goal and goal.get("report") is not None)
+
+    async def check_goal(self, out: Outcome, goal_id: str) -> list[str]:
+        """The goal done; its meta run and each child run checked like a run of its own (summed into
+        `out`); two children, no child planned twice; each child's card and the goal's end alert once."""
+        goal = await self.get(f"/v1/goals/{goal_id}") or {}
+        children = goal.get("children", [])
+        problems = [] if goal.get("status") == "done" else [f"goal {goal_id} is {goal.get('status')}"]
+        if len(children) != 2:
+            problems.append(f"goal {goal_id} has {len(children)} children")
+        await self.check(out, out.run_id)
+        out.expected_commits, out.commits = 1, 0
+        statuses = {out.run_id: out.status}
+        for ch in children:
+            one = Outcome(out.target, out.point, ch["run_id"])
+            await self.check(one, ch["run_id"])
+            statuses[ch["run_id"]] = one.status
+            out.commits = max(out.commits, one.commits)  # each child's own branch: one commit each
+            out.duplicate_launches += one.duplicate_launches
+            out.redone = out.redone or one.redone
+            out.lost_events += one.lost_events
+            out.chains_verified = out.chains_verified and one.chains_verified
+            out.notes.extend(one.notes)
+            if one.status != "succeeded" or one.status != one.verdict or one.commits != 1:
+                problems.append(f"child run {ch['run_id']}: {one.status}/{one.verdict}, {one.commits} commits")
+            task = await self.get(f"/v1/tasks/{ch['task_id']}") or {}
+            problems += await edges.board(self.plane, ch["task_id"], task.get("status", ""), [ch["run_id"]])
+        problems += await edges.telegram(self.bot, statuses, [], goal_id)
+        return problems
+
+    async def check(self, out: Outcome, run_id: str) -> None:
+        run = await self.run(run_id) or {}
+        verdicts, stream_ids, launches, ends = await self._stream(run_id)
+        # Every attempt launched without a verdict has ended (the exit a retry would follow) before the run
+        # is judged. (One with a verdict may never say `exited`: its runner can end while no worker watches.)
+        for _ in range(100):
+            if all(n in ends or n in verdicts for n in launches):
+                break
+            await asyncio.sleep(0.05)
+            verdicts, stream_ids, launches, ends = await self._stream(run_id)
         lost: set[str] = set(stream_ids)
         for _ in range(400):  # the last events (the worker's `exited`) may still be on their way in
-            lost = set(stream_ids) - await self._stored(out.run_id)
+            lost = set(stream_ids) - await self._stored(run_id)
             if not lost:
                 break
             await asyncio.sleep(0.05)
+        run = await self.run(run_id) or run
+        out.status, out.attempts = run.get("status", ""), len(run.get("attempts", []))
+        out.verdict = verdicts.get(run.get("attempt", 0), "")
+        if out.status == "cancelled" and run.get("final_by") == "operator":
+            out.verdict = "cancelled"  # an operator's end: the runner's word is not asked
+        out.duplicate_launches = sum(max(0, len(pids) - 1) for pids in launches.values())
+        out.redone = any(n > min(verdicts) for n in launches) if verdicts else False
+        out.commits = self._commits(run_id)
+        chains = [a for s in run.get("sessions") or [] for a in s.get("attempts", [])]
+        out.chains_verified = bool(chains) and all(a["verified"] and verify_chain(a["changes"]).ok for a in chains)
         out.lost_events = len(lost)
         out.notes.extend(f"not stored: {self.types.get(i, i)}" for i in sorted(lost))
 
-    async def _stream(self, run_id: str) -> tuple[dict[int, str], list[str], dict[int, set[str]]]:
-        """Each attempt's first verdict on the stream, the ids of every event core-api must store, and
-        the runner processes each attempt launched (the pids of the worker's `launched` events: the
-        same runner reported twice is one, a second process for the attempt is a duplicate)."""
+    async def _stream(self, run_id: str) -> tuple[dict[int, str], list[str], dict[int, set[str]], set[int]]:
+        """Each attempt's first verdict on the stream, the ids of every event core-api must store, the
+        runner processes each attempt launched (the pids of the worker's `launched` events: the same
+        runner reported twice is one, a second process for the attempt is a duplicate), and the attempts
+        whose runtime ended (exited, lost, launch failed)."""
         nc = await connect(self.stack.nats_url or "", "faults-check", creds=self.stack.creds("tools"))
         verdicts: dict[int, str] = {}
         ids: list[str] = []
         launches: dict[int, set[str]] = {}
+        ends: set[int] = set()
         try:
             sub = await nc.jetstream().subscribe(f"nexus.run.{run_id}.>", ordered_consumer=True)
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=1.0)
+                    msg = await sub.next_msg(timeout=0.5)
                 except TimeoutError:
                     break
                 env = decode_raw(msg.data)
@@ -272,13 +564,16 @@ class FaultStack:
                 ids.append(env.id)
                 self.types[env.id] = f"{env.type}@{msg.metadata.sequence.stream}"
                 data = json.loads(bytes(env.data))
+                attempt = int(data.get("attempt", 1))
                 if env.type == "run.status" and data["status"] in FINAL:
-                    verdicts.setdefault(int(data.get("attempt", 1)), data["status"])
+                    verdicts.setdefault(attempt, data["status"])
                 if env.type == "run.runtime" and data.get("phase") == "launched":
-                    launches.setdefault(int(data.get("attempt", 1)), set()).add(str(data.get("detail", "")))
+                    launches.setdefault(attempt, set()).add(str(data.get("detail", "")))
+                if env.type == "run.runtime" and data.get("phase") in ("exited", "lost", "launch_failed"):
+                    ends.add(attempt)
         finally:
             await nc.drain()
-        return verdicts, ids, launches
+        return verdicts, ids, launches, ends
 
     async def _stored(self, run_id: str) -> set[str]:
         client = AsyncMongoClient(self.stack.mongodb_url, serverSelectionTimeoutMS=5000)
@@ -292,13 +587,7 @@ class FaultStack:
             await client.close()
 
     def _commits(self, run_id: str) -> int:
-        ref = subprocess.run(
-            ["git", "--git-dir", str(self.bare), "for-each-ref", "--format=%(refname)", "refs/heads/nexus/"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        mine = [r for r in ref if r.endswith(run_id)]
+        mine = [r for r in self._refs() if r.endswith(run_id)]
         if not mine:
             return 0
         return int(
@@ -327,22 +616,18 @@ def _children(pid: int) -> list[int]:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    """fault × point → final/total, duplicates, lost events, time to final (the note's table)."""
+    """fault × point × shape → final as the work reached, duplicates, lost events, time to final."""
     rows = [
-        "| fault | point | final/total | status = runner's | duplicate commits | duplicate launches | redone | lost events "
-        "| chains verify | time to final (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| fault | point | run | final as expected | status = runner's | duplicate commits | duplicate launches "
+        "| redone | lost events | chains verify | board & chat once | time to final (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[Outcome]] = {}
     for o in outcomes:
-        groups.setdefault((o.target, o.point), []).append(o)
-    for (target, point), os_ in groups.items():
         rows.append(
-            f"| SIGKILL {target} | {point} | {sum(o.status in FINAL for o in os_)}/{len(os_)} "
-            f"| {sum(o.status == o.verdict for o in os_)}/{len(os_)} | {sum(max(0, o.commits - 1) for o in os_)} "
-            f"| {sum(o.duplicate_launches for o in os_)} | {sum(o.redone for o in os_)} "
-            f"| {sum(o.lost_events for o in os_)} | {sum(o.chains_verified for o in os_)}/{len(os_)} "
-            f"| {max(o.seconds_to_final for o in os_)} |"
+            f"| SIGKILL {o.target} | {o.point} | {o.shape} → {o.expected} | {'yes' if o.status == o.expected else o.status} "
+            f"| {'yes' if o.status == o.verdict else o.verdict or '-'} | {max(0, o.commits - o.expected_commits)} "
+            f"| {o.duplicate_launches} | {'yes' if o.redone else 'no'} | {o.lost_events} "
+            f"| {'yes' if o.chains_verified else 'no'} | {'yes' if o.edges_ok else 'no'} | {o.seconds_to_final} |"
         )
     return "\n".join(rows)
 

@@ -80,3 +80,58 @@ async def test_an_event_handled_again_after_failing_half_way_alerts_each_chat_on
     planned = sorted(chat for chat, text in sent if "Write the page" in text)
     assert planned == [1, 2]
     await nc.drain()
+
+
+class AwayThenBack:
+    """core-api restarting: the first queries go unanswered, then it answers."""
+
+    def __init__(self, unanswered: int, answer: dict) -> None:
+        self.unanswered, self.answer, self.asked = unanswered, answer, 0
+
+    async def query(self, name: str, principal=None, **args):
+        from nexus.telegram_gateway.core import CoreError
+
+        self.asked += 1
+        if self.asked <= self.unanswered:
+            raise CoreError("core-api did not answer; try again in a moment")
+        return self.answer
+
+
+async def test_an_alert_waits_out_core_api_being_away_instead_of_being_dropped(nats_url: str, nats_creds: str) -> None:
+    """More unanswered queries than the consumer's deliveries (five): handled by the subscriber's own
+    handler, the alert still goes out once core-api answers — it is not dead-lettered and lost."""
+    from nexus.events.payloads import ApprovalRequested
+
+    nc = await connect(nats_url, "test-alerts", creds=nats_creds)
+    js = nc.jetstream()
+    tag = uuid.uuid4().hex[:8]
+    store = ChatStore(await open_bucket(js, f"chat_{tag}"), await open_bucket(js, f"marks_{tag}"))
+    sent: list[tuple[int, str]] = []
+
+    async def deliver(m: Outgoing) -> None:
+        sent.append((m.chat_id, m.text))
+
+    outbox = Outbox(await open_bucket(js, f"outbox_{tag}"), deliver, retry_s=0.01, sent=store.marks)
+    approval = {"id": "apr_x", "run_id": "run_x", "agent": "asker", "action": "run_command", "detail": "touch x"}
+    core = AwayThenBack(8, approval)
+    alerts = Alerts(core=core, store=store, outbox=outbox, wait_s=0.01)  # type: ignore[arg-type]  # core: its query only
+    await store.subscribe(1, None)  # everything
+    event = ApprovalRequested(approval_id="apr_x", run_id="run_x", action="run_command", detail="touch x")
+    delivery = Delivery(
+        RawEnvelope(
+            id=new_ulid(),
+            type="approval.requested",
+            occurred_at="",
+            source="t",
+            data=msgspec.Raw(msgspec.json.encode(event)),
+        ),
+        event,
+        "nexus.evt.approval.requested",
+        1,
+        1,
+    )
+    await alerts._patiently(alerts.on_approval)(delivery)
+    await _until(lambda: any("apr_x" in text for _, text in sent))
+    await outbox.stop()
+    await nc.drain()
+    assert core.asked == 9 and [c for c, text in sent if "apr_x" in text] == [1]

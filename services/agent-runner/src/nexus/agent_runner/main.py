@@ -154,6 +154,8 @@ async def _run(
             await reporter.flush()  # every path ends with its events stored (a verdict flushed them already)
         except Exception:  # the run's end stands; what could not be stored is said in the log
             log.exception("run %s: some events could not be stored", cfg.run_id)
+        if settings.fault_pause_after_verdict_s:
+            await asyncio.sleep(settings.fault_pause_after_verdict_s)
         try:
             # Every event is acknowledged (flushed above) and every subscription is gone (the session's
             # inbox and kernel close theirs): nothing is left to drain. close() still writes anything

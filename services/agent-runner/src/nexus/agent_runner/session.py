@@ -22,7 +22,7 @@ from nexus.agent_runner.tree import SessionTree
 from nexus.agent_runner.waiting import RunInbox
 from nexus.events.permissions import RunIdentity
 from nexus.domain.budgets import Cap
-from nexus.domain.ids import new_id
+from nexus.domain.ids import derived_id, new_id
 from nexus.domain.json_types import JsonObject
 from nexus.domain.limits import MAX_BODY_BYTES
 from nexus.domain.sessions import SessionState
@@ -151,12 +151,20 @@ class RunSession:
         children, one bus message (the plan is sent whole, when the session finishes)."""
         if len(self.children) >= MAX_CHILDREN:
             raise Refused("too-many-children", f"a meta session plans at most {MAX_CHILDREN} children")
+        title = str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}"
+        target_files = [str(f) for f in args.get("target_files", [])]
+        agent = args.get("agent")
         child = ChildPlan(
-            session_id=new_id("ses"),
-            title=str(args.get("title", ""))[:500] or f"child {len(self.children) + 1}",
+            # The same child planned again by a retried attempt (an earlier attempt's runner died while its
+            # children worked) is the same child: core-api plans a session id once, and the children's ends
+            # are replayed to the new attempt. A new id per attempt would start every child again.
+            session_id=derived_id(
+                "ses", self.cfg.session_id, str(len(self.children)), title, *target_files, "@", str(agent or "")
+            ),
+            title=title,
             description=str(args.get("description", "")),
-            target_files=[str(f) for f in args.get("target_files", [])],
-            agent_id=args.get("agent"),
+            target_files=target_files,
+            agent_id=agent,
             weight=float(args.get("weight", 1.0)),
         )
         plan = PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=[*self.children, child])

@@ -186,7 +186,10 @@ class Syncer:
             lines = [f"Run {run.id} {run.status}.", run.summary or run.reason or "", f"Run: {run_url}"]
             if run.commit_sha:
                 lines.append(f"Commit {run.commit_sha[:12]} on {run.branch}: {commit}")
-            await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
+            # Once, even across a crash after the provider took the comment and before the link recorded it.
+            heading = f"Run {run.id} "
+            if not any(c.text.startswith(heading) for c in await provider.list_comments(link.item_id)):
+                await provider.add_comment(link.item_id, "\n".join(line for line in lines if line))
             link.commented_runs.append(run.id)
             link.linked = link.linked or []
             await self.links.save(link)

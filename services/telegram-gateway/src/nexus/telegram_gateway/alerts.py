@@ -2,17 +2,19 @@
 requested (with Approve / Reject / Details), its decision (the alert is edited to say who and when),
 a run failed, a goal's progress and its end, a budget exceeded. Each alert goes through the outbox."""
 
+import asyncio
+import contextlib
 import html
 import logging
 
 from faststream.nats import NatsBroker
 
 from nexus.events.catalog import EVENTS_STREAM
-from nexus.events.consumer import Delivery
+from nexus.events.consumer import Delivery, Handler
 from nexus.events.envelope import utcnow_iso
 from nexus.events.faststream import durable_subscriber
 from nexus.telegram_gateway import render
-from nexus.telegram_gateway.core import CoreClient
+from nexus.telegram_gateway.core import CoreClient, CoreError
 from nexus.telegram_gateway.outbox import Outbox, Outgoing, key_part
 from nexus.telegram_gateway.store import ChatStore
 from nexus.telegram_gateway.text import bold, code, esc, pack
@@ -26,9 +28,20 @@ GOAL_ENDS = {"done": "🏁 Goal done", "failed": "🔥 Goal failed", "cancelled"
 
 
 class Alerts:
-    def __init__(self, core: CoreClient, store: ChatStore, outbox: Outbox | None, link_base: str | None = None) -> None:
+    def __init__(
+        self,
+        core: CoreClient,
+        store: ChatStore,
+        outbox: Outbox | None,
+        link_base: str | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+        wait_s: float = 1.0,
+    ) -> None:
         self.core, self.store, self.outbox = core, store, outbox  # no outbox: Telegram is off, events are only followed
         self.link_base = link_base.rstrip("/") if link_base else None
+        self.stop = stop or asyncio.Event()
+        self.wait_s = wait_s
 
     def register(self, broker: NatsBroker) -> None:
         for durable, subject, handler in (
@@ -38,8 +51,30 @@ class Alerts:
             ("telegram-gw-tasks", "nexus.evt.task.created", self.on_task_created),
         ):
             durable_subscriber(broker, subject=subject, stream=EVENTS_STREAM, durable=durable, deliver_new=True)(
-                handler
+                self._patiently(handler)
             )
+
+    def _patiently(self, handler: Handler) -> Handler:
+        """core-api out of reach (restarting, the bus electing a leader) is an outage, not a bad event: the
+        alert waits for it — the message held, said in progress — and is never dead-lettered for it.
+        (Five quick deliveries were over before a restarted core-api answered: the alert was lost.)"""
+
+        async def patient(d: Delivery) -> None:
+            while True:
+                try:
+                    await handler(d)
+                    return
+                except CoreError as exc:
+                    if exc.refused or self.stop.is_set():
+                        raise  # refused: retried, then dead-lettered; stopping: redelivered after the restart
+                    log.warning("core-api not reachable (%s); holding %s", exc, d.subject)
+                    if d.msg is not None:
+                        with contextlib.suppress(Exception):
+                            await d.msg.in_progress()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), self.wait_s)
+
+        return patient
 
     async def _send(self, d: Delivery, chats: list[int], blocks: list[str], approval_id: str | None = None) -> None:
         if self.outbox is None:

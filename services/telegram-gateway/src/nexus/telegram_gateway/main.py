@@ -71,7 +71,7 @@ async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) ->
         status["telegram"] = "starting"
     else:
         log.info("no NEXUS_TELEGRAM_TOKEN: Telegram is off; following alerts only")
-    Alerts(core, store, outbox, settings.telegram_link_base).register(bus.broker)
+    Alerts(core, store, outbox, settings.telegram_link_base, stop=stop).register(bus.broker)
 
     async def ready() -> bool:
         return bus.ready()

@@ -74,6 +74,7 @@ class Launcher:
         self.heartbeat_s = heartbeat_s
         self.pause_after_claim_s = pause_after_claim_s
         self.watchers: dict[str, asyncio.Task[None]] = {}
+        self.launching: set[tuple[str, int]] = set()  # (run, attempt) claimed here and not started or given up yet
         self.freshness = freshness
         self._cancelling: set[asyncio.Task[None]] = set()
 
@@ -154,6 +155,13 @@ class Launcher:
         except BaseException:
             self.slots.release(ticket)
             raise
+        self.launching.add((cmd.run_id, cmd.attempt))
+        try:
+            await self._launch_claimed(cmd, ticket)
+        finally:
+            self.launching.discard((cmd.run_id, cmd.attempt))
+
+    async def _launch_claimed(self, cmd: LaunchRun, ticket: Ticket) -> None:
         if self.pause_after_claim_s:
             await asyncio.sleep(self.pause_after_claim_s)
         if self._cancel_heard(cmd.run_id):

@@ -97,7 +97,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text())
         if settings.nats_run_signer_file
         else None,
-        runner_env=child_observability_env(settings),
+        runner_env=_runner_env(settings),
         freshness=freshness,
     )
     recovery = Recovery(
@@ -144,6 +144,13 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         await ops.stop()
         await nc.drain()
         await db.close()
+
+
+def _runner_env(settings: WorkerSettings) -> dict[str, str]:
+    env = child_observability_env(settings)
+    if settings.fault_runner_pause_after_verdict_s:
+        env["NEXUS_FAULT_PAUSE_AFTER_VERDICT_S"] = str(settings.fault_runner_pause_after_verdict_s)
+    return env
 
 
 def main() -> None:

@@ -192,6 +192,13 @@ class Recovery:
         except (ValueError, KeyError, TypeError):  # an old-style claim: who and when unknown
             return Claim((entry.value or b"").decode(errors="replace"), datetime.now(UTC))
 
+    async def _launching(self, run: SweptRun, claim: Claim) -> bool:
+        """Whether the worker that claimed the run's launch is still launching it: this worker knows its
+        own launches in flight; another worker is taken at its word while it beats (its sweep judges it)."""
+        if claim.worker == self.launcher.worker_id:
+            return (run.id, run.attempt) in self.launcher.launching
+        return await self.membership.alive(claim.worker)
+
     async def _launcher_gone(self, claim: Claim | None) -> bool:
         return claim is None or not await self.membership.alive(claim.worker)
 
@@ -214,8 +221,15 @@ class Recovery:
             claim = await self._claim(run)
             heard = self.sightings.seen.get(key)
             if run.status == "queued":
-                # Claimed but never started (the worker died in between): the attempt is lost.
-                if claim is not None and heard is None and (now - claim.at).total_seconds() > self.timeout:
+                # Claimed but never started (the worker died in between): the attempt is lost. Not while the
+                # claimer is still on it (a slow fork, a start retried, the bus away): the runner it starts
+                # would run beside the next attempt.
+                if (
+                    claim is not None
+                    and heard is None
+                    and (now - claim.at).total_seconds() > self.timeout
+                    and not await self._launching(run, claim)
+                ):
                     await self._lost(run, "claimed for launch but never started")
                 continue
             signs = [

@@ -49,6 +49,8 @@ class WorkerSettings(CommonSettings, kw_only=True):
     schedule_grace_s: float = 60.0
     # Tests only: widen the window between claiming a launch and starting the runtime (SIGKILL tests).
     fault_pause_after_claim_s: float = 0.0
+    # Tests only: each runner lingers this long after its verdict, before it exits (SIGKILL tests).
+    fault_runner_pause_after_verdict_s: float = 0.0
     # The key that signs each run attempt's own NATS credential (nexus.events.credentials); empty: runs get none.
     nats_run_signer_file: str = ""
     # Kubernetes runtime.

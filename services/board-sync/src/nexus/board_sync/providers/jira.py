@@ -175,6 +175,6 @@ class JiraProvider(HttpBoard):
                 return out
 
     async def link(self, item_id: str, title: str, url: str) -> None:
-        await self.call(
-            "POST", f"/rest/api/3/issue/{item_id}/remotelink", json={"object": {"url": url, "title": title}}
-        )
+        # Keyed by its URL (globalId): the same link made again, after a crash before it was recorded, updates it.
+        body = {"globalId": url, "object": {"url": url, "title": title}}
+        await self.call("POST", f"/rest/api/3/issue/{item_id}/remotelink", json=body)

@@ -158,6 +158,6 @@ class PlaneProvider(HttpBoard):
     async def link(self, item_id: str, title: str, url: str) -> None:
         try:
             await self.call("POST", f"{self.project}/work-items/{item_id}/links/", json={"title": title, "url": url})
-        except ProviderError as exc:  # a link made by a try whose answer was lost: Plane keeps one per URL
+        except ProviderError as exc:  # linked already: an answer lost, or a board-sync that died before it recorded so
             if "already exists" not in str(exc):
                 raise

@@ -50,6 +50,9 @@ class HttpDouble:
         # (method, path pattern): the next such call is carried out, but answered 504 (its answer lost on the way)
         self.lose_answer: tuple[str, str] | None = None
         self._seen: dict[str, deque] = {}
+        # (method, path suffix) → released when set: such a call is applied at once and answered only then
+        self.holding: dict[tuple[str, str], threading.Event] = {}
+        self.held: list[str] = []  # the paths of the calls whose answer was held back
         self.server: ThreadingHTTPServer | None = None
 
     # ---------------------------------------------------------------- to override
@@ -62,6 +65,20 @@ class HttpDouble:
             return fn
 
         return register
+
+    def hold_answers(self, method: str, suffix: str) -> threading.Event:
+        """Apply every `method` call on a path ending in `suffix`, but keep its answer back until the
+        returned event is set: a client that dies meanwhile never learns that its write was made."""
+        release = threading.Event()
+        self.holding[(method, suffix)] = release
+        return release
+
+    def _hold(self, method: str, path: str, status: int) -> None:
+        for (m, suffix), release in list(self.holding.items()):
+            if m == method and path.endswith(suffix) and status < 300 and not release.is_set():
+                with self.lock:
+                    self.held.append(path)
+                release.wait(120)
 
     # ---------------------------------------------------------------- serving
     def _limit_headers(self, key: str) -> tuple[bool, dict[str, str]]:
@@ -133,13 +150,17 @@ class HttpDouble:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, out, extra = double.handle(Request(self.command, parts.path, query, headers, body))
+                double._hold(self.command, parts.path, status)
                 data = b"" if out is None else out if isinstance(out, bytes) else json.dumps(out).encode()
                 self.send_response(status)
                 for k, v in {"Content-Type": "application/json", **extra}.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client died waiting: nothing to answer
+                    self.close_connection = True
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 

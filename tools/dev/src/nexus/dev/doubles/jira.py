@@ -155,7 +155,15 @@ class JiraDouble(HttpDouble):
     def _remote_link(self, req: Request, key: str):
         self._issue(key)
         obj: dict[str, Any] = (req.body or {}).get("object") or {}
-        self.remote_links.setdefault(key, []).append(obj)
+        links = self.remote_links.setdefault(key, [])
+        global_id = (req.body or {}).get("globalId")
+        if global_id is not None:  # Jira: a link with the same globalId is updated, not added again
+            for i, existing in enumerate(links):
+                if existing.get("globalId") == global_id:
+                    links[i] = {**obj, "globalId": global_id}
+                    return 200, {"id": i + 1, "self": f"/rest/api/3/issue/{key}/remotelink"}
+            obj = {**obj, "globalId": global_id}
+        links.append(obj)
         return 201, {"id": next(self._ids), "self": f"/rest/api/3/issue/{key}/remotelink"}
 
     def _search(self, req: Request):
