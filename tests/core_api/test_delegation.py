@@ -59,7 +59,7 @@ async def test_an_agent_named_in_delegates_to_is_granted(client, app) -> None:
 
 async def test_the_refusal_names_every_broader_field(client, app) -> None:
     from nexus.core_api.errors import DomainError
-    from nexus.core_api.sessions.delegation import check_child_agent
+    from nexus.core_api.workflow.delegation import check_child_agent
     from nexus.db.documents import Run
 
     planner = await new_agent(client, **NARROW)

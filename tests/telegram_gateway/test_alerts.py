@@ -1,6 +1,7 @@
 """An alert is queued once per chat even when handling its event fails half-way and the event is
 delivered again (a crash, a bus hiccup): nothing lost, nothing twice. Real JetStream buckets."""
 
+import asyncio
 import uuid
 
 import msgspec
@@ -85,7 +86,7 @@ async def test_an_event_handled_again_after_failing_half_way_alerts_each_chat_on
 class AwayThenBack:
     """core-api restarting: the first queries go unanswered, then it answers."""
 
-    def __init__(self, unanswered: int, answer: dict) -> None:
+    def __init__(self, unanswered: int, answer: dict | Exception) -> None:
         self.unanswered, self.answer, self.asked = unanswered, answer, 0
 
     async def query(self, name: str, principal=None, **args):
@@ -93,7 +94,9 @@ class AwayThenBack:
 
         self.asked += 1
         if self.asked <= self.unanswered:
-            raise CoreError("core-api did not answer; try again in a moment")
+            raise CoreError("core-api did not answer; try again in a moment", unreachable=True)
+        if isinstance(self.answer, Exception):
+            raise self.answer
         return self.answer
 
 
@@ -135,3 +138,32 @@ async def test_an_alert_waits_out_core_api_being_away_instead_of_being_dropped(n
     await outbox.stop()
     await nc.drain()
     assert core.asked == 9 and [c for c, text in sent if "apr_x" in text] == [1]
+
+
+async def test_an_answer_that_is_no_is_not_waited_out(nats_url: str, nats_creds: str) -> None:
+    """Only silence is an outage: core-api answering that it knows no such approval (a forged or stale
+    event) fails the handling at once, so the consumer retries it and dead-letters it instead of
+    holding it for ever."""
+    from nexus.events.payloads import ApprovalRequested
+    from nexus.telegram_gateway.core import CoreError
+
+    nc = await connect(nats_url, "test-alerts", creds=nats_creds)
+    js = nc.jetstream()
+    tag = uuid.uuid4().hex[:8]
+    store = ChatStore(await open_bucket(js, f"chat_{tag}"), await open_bucket(js, f"marks_{tag}"))
+    core = AwayThenBack(1, CoreError("approval apr_gone not found"))
+    alerts = Alerts(core=core, store=store, outbox=None, wait_s=0.01)  # type: ignore[arg-type]  # core: its query only
+    event = ApprovalRequested(approval_id="apr_gone", run_id="run_x", action="run_command", detail="x")
+    raw = RawEnvelope(
+        id=new_ulid(),
+        type="approval.requested",
+        occurred_at="",
+        source="t",
+        data=msgspec.Raw(msgspec.json.encode(event)),
+    )
+    with pytest.raises(CoreError, match="not found"):
+        await asyncio.wait_for(
+            alerts._patiently(alerts.on_approval)(Delivery(raw, event, "nexus.evt.approval.requested", 1, 1)), 30
+        )
+    assert core.asked == 2  # once unanswered (waited out), once answered no (raised)
+    await nc.drain()

@@ -65,8 +65,8 @@ class Alerts:
                     await handler(d)
                     return
                 except CoreError as exc:
-                    if exc.refused or self.stop.is_set():
-                        raise  # refused: retried, then dead-lettered; stopping: redelivered after the restart
+                    if not exc.unreachable or self.stop.is_set():
+                        raise  # an answer (refused, not found): retried, then dead-lettered; stopping: redelivered
                     log.warning("core-api not reachable (%s); holding %s", exc, d.subject)
                     if d.msg is not None:
                         with contextlib.suppress(Exception):

@@ -13,9 +13,12 @@ from nexus.events.payloads import ChatPrincipal
 
 
 class CoreError(Exception):
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    """core-api's answer was no: `refused` (the asker may not), or it gave no answer at all
+    (`unreachable`: restarting, the bus electing a leader — an outage, not an answer)."""
+
+    def __init__(self, message: str, *, refused: bool = False, unreachable: bool = False) -> None:
         super().__init__(message)
-        self.refused = refused
+        self.refused, self.unreachable = refused, unreachable
 
 
 class CoreClient:
@@ -30,7 +33,7 @@ class CoreClient:
         try:
             msg = await self.nc.request(f"nexus.rpc.core.{name}", msgspec.json.encode(body), timeout=self.timeout_s)
         except (NatsTimeout, TimeoutError, NoRespondersError) as exc:
-            raise CoreError("core-api did not answer; try again in a moment") from exc
+            raise CoreError("core-api did not answer; try again in a moment", unreachable=True) from exc
         reply = msgspec.json.decode(msg.data)
         if not reply.get("ok"):
             raise CoreError(reply.get("error", "refused"), refused=bool(reply.get("refused")))

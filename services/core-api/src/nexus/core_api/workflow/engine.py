@@ -21,7 +21,7 @@ from nexus.core_api.goals.lifecycle import cancel_goal as stop_goal
 from nexus.core_api.goals.lifecycle import reconcile
 from nexus.core_api.goals.report import finish as report_goal
 from nexus.core_api.board.service import publish_moved
-from nexus.core_api.sessions.delegation import check_child_agent
+from nexus.core_api.workflow.delegation import check_child_agent
 from nexus.core_api.tasks import service as tasks_store
 from nexus.core_api.tasks.schemas import TaskCreate
 from nexus.core_api.workflow import launch, runs, tasks
