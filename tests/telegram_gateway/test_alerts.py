@@ -10,10 +10,10 @@ from nats.js.kv import KeyValue
 
 from nexus.domain.ids import new_ulid
 from nexus.events.bus import connect
-from nexus.events.consumer import Delivery
+from nexus.events.consumer import Delivery, Poison
 from nexus.events.envelope import RawEnvelope
 from nexus.events.payloads import TaskChanged
-from nexus.telegram_gateway.alerts import Alerts
+from nexus.telegram_gateway.alerts import NO_ANSWER_TRIES, Alerts
 from nexus.telegram_gateway.outbox import Outbox, Outgoing
 from nexus.telegram_gateway.store import ChatStore, open_bucket
 from tests.telegram_gateway.test_outbox import _until
@@ -142,8 +142,7 @@ async def test_an_alert_waits_out_core_api_being_away_instead_of_being_dropped(n
 
 async def test_an_answer_that_is_no_is_not_waited_out(nats_url: str, nats_creds: str) -> None:
     """Only silence is an outage: core-api answering that it knows no such approval (a forged or stale
-    event) fails the handling at once, so the consumer retries it and dead-letters it instead of
-    holding it for ever."""
+    event) is poison after a few more asks — dead-lettered with that answer as its reason, not held for ever."""
     from nexus.events.payloads import ApprovalRequested
     from nexus.telegram_gateway.core import CoreError
 
@@ -161,9 +160,9 @@ async def test_an_answer_that_is_no_is_not_waited_out(nats_url: str, nats_creds:
         source="t",
         data=msgspec.Raw(msgspec.json.encode(event)),
     )
-    with pytest.raises(CoreError, match="not found"):
+    with pytest.raises(Poison, match="core-api answered: approval apr_gone not found"):
         await asyncio.wait_for(
             alerts._patiently(alerts.on_approval)(Delivery(raw, event, "nexus.evt.approval.requested", 1, 1)), 30
         )
-    assert core.asked == 2  # once unanswered (waited out), once answered no (raised)
+    assert core.asked == 2 + NO_ANSWER_TRIES  # once unanswered (waited out), then answered no until poison
     await nc.drain()

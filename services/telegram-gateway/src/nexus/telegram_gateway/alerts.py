@@ -10,7 +10,7 @@ import logging
 from faststream.nats import NatsBroker
 
 from nexus.events.catalog import EVENTS_STREAM
-from nexus.events.consumer import Delivery, Handler
+from nexus.events.consumer import Delivery, Handler, Poison
 from nexus.events.envelope import utcnow_iso
 from nexus.events.faststream import durable_subscriber
 from nexus.telegram_gateway import render
@@ -25,6 +25,10 @@ RUN_ENDS = ("run.failed", "run.timed_out")
 
 # A goal's moves that end it (planning and in_progress are progress, not alerts).
 GOAL_ENDS = {"done": "🏁 Goal done", "failed": "🔥 Goal failed", "cancelled": "⏹ Goal cancelled"}
+
+
+# How many more times an alert asks core-api again after an answer that is no, before the event is poison.
+NO_ANSWER_TRIES = 3
 
 
 class Alerts:
@@ -60,14 +64,22 @@ class Alerts:
         (Five quick deliveries were over before a restarted core-api answered: the alert was lost.)"""
 
         async def patient(d: Delivery) -> None:
+            noes = 0
             while True:
                 try:
                     await handler(d)
                     return
                 except CoreError as exc:
-                    if not exc.unreachable or self.stop.is_set():
-                        raise  # an answer (refused, not found): retried, then dead-lettered; stopping: redelivered
-                    log.warning("core-api not reachable (%s); holding %s", exc, d.subject)
+                    if self.stop.is_set():
+                        raise  # redelivered after the restart
+                    if not exc.unreachable:
+                        # An answer that is no (no such run or approval): asked again a few times, in case
+                        # the read lagged the event, then poison — a forged or stale event, nothing to alert.
+                        noes += 1
+                        if noes > NO_ANSWER_TRIES:
+                            raise Poison(f"core-api answered: {exc}") from exc
+                    else:
+                        log.warning("core-api not reachable (%s); holding %s", exc, d.subject)
                     if d.msg is not None:
                         with contextlib.suppress(Exception):
                             await d.msg.in_progress()

@@ -14,7 +14,7 @@ from nexus.events.payloads import ChatPrincipal
 
 class CoreError(Exception):
     """core-api's answer was no: `refused` (the asker may not), or it gave no answer at all
-    (`unreachable`: restarting, the bus electing a leader — an outage, not an answer)."""
+    (`unreachable`: restarting, the bus electing a leader, its database away — an outage, not an answer)."""
 
     def __init__(self, message: str, *, refused: bool = False, unreachable: bool = False) -> None:
         super().__init__(message)
@@ -36,7 +36,9 @@ class CoreClient:
             raise CoreError("core-api did not answer; try again in a moment", unreachable=True) from exc
         reply = msgspec.json.decode(msg.data)
         if not reply.get("ok"):
-            raise CoreError(reply.get("error", "refused"), refused=bool(reply.get("refused")))
+            raise CoreError(
+                reply.get("error", "refused"), refused=bool(reply.get("refused")), unreachable=bool(reply.get("retry"))
+            )
         return reply.get("data")
 
     async def command(self, type_: str, payload: msgspec.Struct, *, correlation_id: str | None = None) -> None:

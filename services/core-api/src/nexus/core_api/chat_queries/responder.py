@@ -61,7 +61,8 @@ async def serve_queries(ctx: Context, stop: asyncio.Event) -> None:
             reply = await answer(query, msg.data)
         except Exception as exc:  # the asker gets an answer, the responder lives on
             log.exception("query %s failed", query)
-            reply = {"ok": False, "error": f"query failed: {type(exc).__name__}"}
+            # not an answer but a failure to give one (the database away, say): the asker may ask again
+            reply = {"ok": False, "error": f"query failed: {type(exc).__name__}", "retry": True}
         await msg.respond(msgspec.json.encode(reply))
 
     sub = await ctx.nc.subscribe(RPC_SUBJECT, queue="core-api", cb=on_request)
