@@ -141,6 +141,18 @@ class Publisher:
         self.js = js
         self.source = source
 
+    def _enveloped(
+        self, type_: str, data: msgspec.Struct, correlation_id: str | None, causation_id: str | None, msg_id: str | None
+    ) -> tuple[Any, Envelope]:
+        """The message's catalog entry and its envelope; a payload not of its type is refused."""
+        m = spec(type_)
+        if not isinstance(data, m.payload):
+            raise TypeError(f"{type_} carries {m.payload.__name__}, not {type(data).__name__}")
+        env = make_envelope(
+            type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
+        )
+        return m, env
+
     async def publish(
         self,
         type_: str,
@@ -152,12 +164,7 @@ class Publisher:
         subject: str | None = None,
         **subject_params: str,
     ) -> Envelope:
-        m = spec(type_)
-        if not isinstance(data, m.payload):
-            raise TypeError(f"{type_} carries {m.payload.__name__}, not {type(data).__name__}")
-        env = make_envelope(
-            type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
-        )
+        m, env = self._enveloped(type_, data, correlation_id, causation_id, msg_id)
         from nexus.events.tracing import publishing
 
         subject = subject or m.subject_for(**subject_params)
@@ -191,12 +198,7 @@ class Outbox(Publisher):
         subject: str | None = None,
         **subject_params: str,
     ) -> Envelope:
-        m = spec(type_)
-        if not isinstance(data, m.payload):
-            raise TypeError(f"{type_} carries {m.payload.__name__}, not {type(data).__name__}")
-        env = make_envelope(
-            type_, data, source=self.source, correlation_id=correlation_id, causation_id=causation_id, id_=msg_id
-        )
+        m, env = self._enveloped(type_, data, correlation_id, causation_id, msg_id)
         options = {"correlation_id": correlation_id, "causation_id": causation_id, "msg_id": env.id, "subject": subject}
         self.held.append((type_, data, {**options, **subject_params}))
         return env
