@@ -83,6 +83,7 @@ class Agent:
     tools: list[str]
     permissions: dict
     limits: dict | None = None
+    delegates_to: tuple[str, ...] = ()  # agents that may do more than it, named so it may hand them children
 
 
 AGENTS = [
@@ -92,8 +93,8 @@ AGENTS = [
     # Its own wall clock ends it, mid-sleep; a retried attempt has a clock of its own and ends the same way.
     Agent("fault-sleeper", sleeper(30), TOOLS, SLEEP, {"wall_clock_s": 6}),
     Agent("fault-cancelled", sleeper(40), TOOLS, SLEEP),
-    Agent("fault-planner", PLANNER, ["spawn_child", "note", "finish"], {}),
-    Agent("fault-child", CHILD, TOOLS, SLEEP),
+    Agent("fault-child", CHILD, TOOLS, SLEEP),  # before its planner, which names it
+    Agent("fault-planner", PLANNER, ["spawn_child", "note", "finish"], {}, delegates_to=("fault-child",)),
 ]
 
 
@@ -107,4 +108,6 @@ def agent_body(a: Agent) -> dict:
     }
     if a.limits:
         body["limits"] = a.limits
+    if a.delegates_to:
+        body["delegates_to"] = list(a.delegates_to)
     return body
