@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -79,6 +80,15 @@ async def new_run(client: AsyncTestClient, agent: dict | None = None, **task) ->
     r = await client.get(f"/v1/runs/{run_id}")
     assert r.status_code == 200, r.text
     return r.json()
+
+
+async def store_status(settings, run_id: str, status: str) -> None:
+    """What core-api's ingestion does with a runner's final status (the test app runs no consumer)."""
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        await client[settings.mongodb_db]["runs"].update_one({"_id": run_id}, {"$set": {"status": status}})
+    finally:
+        await client.close()
 
 
 def assert_problem(r, status: int, field: str | None = None) -> dict:

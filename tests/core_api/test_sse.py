@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from nexus.core_api.runs.stream import SETTLING
 from nexus.events.bus import Publisher, connect
 from nexus.events.payloads import RunLog, RunStatusChanged
-from tests.core_api.conftest import assert_problem, new_run
+from tests.core_api.conftest import assert_problem, new_run, store_status
 
 pytestmark = pytest.mark.infra
 
@@ -101,6 +102,7 @@ async def test_a_poison_message_in_the_stream_ends_no_reader(
         )
     finally:
         await pub_nc.drain()
+    await store_status(settings, run["id"], "succeeded")
     rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events")]  # skips the poison, ends after the status
     assert [m["event"] for m in rest if "data" in m][-1] == "run.status"
 
@@ -122,6 +124,7 @@ async def test_run_events_resume_and_end_after_the_final_status(
 
         await pub.publish("run.log", RunLog(message="line 3"), run_id=run["id"])
         await pub.publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
+        await store_status(settings, run["id"], "succeeded")
         rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events", events[-1]["id"])]  # ends by itself
         data = [m for m in rest if "data" in m]
         assert [(m["event"], m["data"]["data"].get("message")) for m in data] == [
@@ -134,6 +137,45 @@ async def test_run_events_resume_and_end_after_the_final_status(
         )
     finally:
         await nc.drain()
+
+
+async def test_a_run_stream_ends_once_the_runs_end_is_stored(
+    http: httpx.AsyncClient, settings, nats_creds: str
+) -> None:
+    """The runner's final status is on the stream before core-api stored it: a client that reads the run
+    when its stream ended must see it ended, so the stream waits for the store."""
+    run = await new_run(http)
+    nc = await connect(settings.nats_url, "test-sse-settle", creds=nats_creds)
+    try:
+        await Publisher(nc.jetstream(), "agent-runner").publish(
+            "run.status", RunStatusChanged(status="succeeded"), run_id=run["id"]
+        )
+    finally:
+        await nc.drain()
+    stream = sse(http, f"/v1/runs/{run['id']}/events")
+    seen = []
+    async for m in stream:
+        seen.append(m)
+        if m.get("comment") == SETTLING or len(seen) > 50:
+            break
+    assert seen[-1].get("comment") == SETTLING, seen  # not ended: the run is not stored as ended yet
+    assert (await http.get(f"/v1/runs/{run['id']}")).json()["status"] not in ("succeeded", "failed")
+    await store_status(settings, run["id"], "succeeded")
+    rest = [m async for m in stream]  # ends by itself once the store says so
+    assert all("data" not in m for m in rest), rest
+
+
+async def test_a_run_ended_with_nothing_from_its_runner_ends_its_stream(http: httpx.AsyncClient) -> None:
+    """Cancelled before it launched: no runner ever wrote to its stream, and a watcher is not left hanging."""
+    run = await new_run(http)
+    r = await http.post(f"/v1/runs/{run['id']}/cancel", json={"reason": "not needed"})
+    assert r.status_code == 201 and r.json()["status"] == "cancelled", r.text
+    got = []
+    async for m in sse(http, f"/v1/runs/{run['id']}/events"):
+        got.append(m)
+        if len(got) > 40:  # keep-alives every 0.5 s: without its end, the stream would go on for ever
+            break
+    assert len(got) <= 40 and not any("data" in m for m in got), got
 
 
 async def test_board_card_moves_resume_after_a_disconnect(http: httpx.AsyncClient) -> None:

@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from nexus.db.documents import Approval
 from nexus.domain.roles import Capability, Role, allows
-from tests.core_api.conftest import in_app, new_agent, new_key, new_run
+from tests.core_api.conftest import in_app, new_agent, new_key, new_run, store_status
 
 pytestmark = pytest.mark.infra
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
@@ -415,6 +415,7 @@ async def test_the_run_stream_resumes_after_a_reconnect_and_ends_with_the_run(
             )  # escaped HTML
 
             await pub.publish("run.status", RunStatusChanged(status="succeeded"), run_id=run["id"])
+            await store_status(settings, run["id"], "succeeded")
             rest = await ui_stream(c, path, last_id=first[-1]["id"])  # ends by itself after the final status
             assert [m["event"] for m in rest] == ["run-event", "run-event", "run-status", "end"]
             assert "line &lt;2&gt;" in rest[0]["data"] and 'data-status="succeeded"' in rest[2]["data"]

@@ -12,7 +12,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
-from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id
+from nexus.core_api.runs.stream import run_stored_final, jetstream_events, parse_last_event_id
 from nexus.core_api.workflow import engine
 from nexus.core_api.workflow.launch import NoConfig
 from nexus.db.cache import cached_get
@@ -82,6 +82,7 @@ class RunController(Controller):
                 after_seq=after,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stop_when_final=True,
+                stored_final=run_stored_final(run.id),
             )
         )
 

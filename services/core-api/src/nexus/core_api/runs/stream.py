@@ -4,7 +4,7 @@ reconnects with Last-Event-ID resumes exactly after the last event it saw, minut
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from litestar.params import Parameter
@@ -19,7 +19,8 @@ import nats.errors
 import nats.js.errors
 
 from nexus.core_api.errors import DomainError
-from nexus.domain.runs import RUN_FINAL
+from nexus.db.documents import Run
+from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
 
@@ -35,6 +36,12 @@ UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.
 OPEN_WAIT_S = 60.0
 RECONNECT_MS = 2000
 STREAM_ERROR = "error"
+# A run's stream ends when its end is stored, not when the runner claims it: a client that reads the
+# run after the stream ended sees it final. How long after the runner's final status the stream waits
+# for that (core-api's ingestion stores it in milliseconds unless it is down), and how often it looks.
+SETTLE_WAIT_S = 10.0
+SETTLE_POLL_S = 0.05
+SETTLING = "waiting for the run's end to be stored"
 
 
 def not_an_event(m: ServerSentEventMessage) -> bool:
@@ -62,6 +69,16 @@ def parse_last_event_id(value: str | None) -> int:
     return int(value)
 
 
+def run_stored_final(run_id: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the run's end is stored, read from the database (not a cache that may lag it)."""
+
+    async def final() -> bool:
+        run = await Run.get(run_id)
+        return run is None or RunStatus(run.status) in RUN_FINAL
+
+    return final
+
+
 async def jetstream_events(
     js: JetStreamContext,
     subject: str,
@@ -71,11 +88,15 @@ async def jetstream_events(
     types: set[str] | None = None,
     stream: str = RUNS_STREAM,
     stop_when_final: bool = False,
+    stored_final: Callable[[], Awaitable[bool]] | None = None,
     open_wait_s: float = OPEN_WAIT_S,
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Replay from after_seq, then follow. With stop_when_final, end after a run's final status has
-    been sent and nothing older is pending. While JetStream cannot make the stream's consumer (no
-    leader yet), the stream stays open with comments and tries again for up to open_wait_s."""
+    been sent, nothing older is pending and (given stored_final) the run's end is stored — waited for
+    up to SETTLE_WAIT_S. A run ended with nothing from its runner on the stream (cancelled before it
+    launched, given up after its attempts crashed) ends its stream at the next keep-alive. While
+    JetStream cannot make the stream's consumer (no leader yet), the stream stays open with comments
+    and tries again for up to open_wait_s."""
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
 
     async def on_msg(msg: Msg) -> None:
@@ -113,13 +134,27 @@ async def jetstream_events(
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
     final_seen = False
+    settle_by: float | None = None  # once the runner's end is sent: when to stop waiting for it to be stored
+
+    async def ended() -> bool:
+        """The run's end is stored (always true without stored_final), or waited for long enough."""
+        if stored_final is None or await stored_final():
+            return True
+        return settle_by is not None and loop.time() >= settle_by
+
     try:
         while True:
             try:
                 # Once the run has ended, only what is already in the stream is left to send.
-                msg = await asyncio.wait_for(queue.get(), 1.0 if final_seen else keepalive_s)
+                wait = (SETTLE_POLL_S if settle_by is not None else 1.0) if final_seen else keepalive_s
+                msg = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
                 if final_seen:
+                    settle_by = settle_by or loop.time() + SETTLE_WAIT_S
+                    if await ended():
+                        return
+                    continue
+                if stop_when_final and stored_final is not None and await stored_final():
                     return
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
@@ -137,8 +172,11 @@ async def jetstream_events(
                 yield ServerSentEventMessage(
                     data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream)
                 )
-            if final_seen and msg.metadata.num_pending == 0:
-                return
+            if final_seen and msg.metadata.num_pending == 0 and settle_by is None:
+                if await ended():
+                    return
+                settle_by = loop.time() + SETTLE_WAIT_S
+                yield ServerSentEventMessage(comment=SETTLING)
     finally:
         # Unsubscribing an ordered consumer can stall on a busy connection; never let it hold the response open.
         with contextlib.suppress(Exception):

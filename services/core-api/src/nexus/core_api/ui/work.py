@@ -13,7 +13,7 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
-from nexus.core_api.runs.stream import StreamSeq, jetstream_events, not_an_event, parse_last_event_id
+from nexus.core_api.runs.stream import run_stored_final, StreamSeq, jetstream_events, not_an_event, parse_last_event_id
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, page
@@ -271,6 +271,7 @@ class RunPages(Controller):
                 after_seq=start,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stop_when_final=True,
+                stored_final=run_stored_final(run_id),
             ):
                 if not_an_event(m):
                     yield m
