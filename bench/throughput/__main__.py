@@ -6,6 +6,9 @@ Shapes, each a trivial agent (one scripted "done", no repository), task POST →
 database (core-api's `run.<status>` fact, announced after it stored the status):
   - `one_at_a_time`: one run in flight (request → final latency);
   - `inflight`: `--runs` runs with `--inflight` in flight (the LangGraph-like shape);
+  - `inflight_sse`, `inflight_poll`: the same, each client learning its run's end over HTTP only, as an
+    outside client does: following the run's event stream until it ends (then reading the run), or
+    reading the run every 50 ms until it is final;
   - `burst`: the dispatch bench's shape, `--burst` tasks created at once, each run holding `--hold` s;
   - `idle`: the stack at rest for `--idle-s` seconds: CPU-ms per second per process (what every
     run at a low rate carries as its share);
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -71,6 +75,42 @@ class Finals:
             return None
 
 
+Wait = Callable[[str, float], Awaitable[tuple[str, float] | None]]
+
+
+class HttpWait:
+    """A run's end as an outside client learns it: over the API, not the bus."""
+
+    def __init__(self, api: httpx.AsyncClient) -> None:
+        self.api = api
+
+    async def _final(self, run_id: str) -> str | None:
+        r = await self.api.get(f"/v1/runs/{run_id}", params={"config": "false"})
+        status = r.json().get("status") if r.status_code == 200 else None
+        return status if status in FINAL else None
+
+    async def sse(self, run_id: str, timeout_s: float) -> tuple[str, float] | None:
+        """Follow the run's event stream until the server ends it, then read the run."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.api.stream("GET", f"/v1/runs/{run_id}/events") as r:
+                    async for _ in r.aiter_raw():
+                        pass
+                ended = time.time()
+                status = await self._final(run_id)
+        except TimeoutError:
+            return None
+        return (status, ended) if status else None
+
+    async def poll(self, run_id: str, timeout_s: float) -> tuple[str, float] | None:
+        give_up = time.monotonic() + timeout_s
+        while time.monotonic() < give_up:
+            if status := await self._final(run_id):
+                return status, time.time()
+            await asyncio.sleep(0.05)
+        return None
+
+
 async def create_task(api: httpx.AsyncClient, agent: str, title: str, errors: list[str]) -> dict | None:
     """The task core-api created, or None (its error is kept: a refused task is reported, not fatal)."""
     r = await api.post("/v1/tasks", json={"title": title, "assignee": agent})
@@ -81,11 +121,18 @@ async def create_task(api: httpx.AsyncClient, agent: str, title: str, errors: li
 
 
 async def closed_loop(
-    api: httpx.AsyncClient, finals: Finals, agent: str, n: int, inflight: int, timeout_s: float, errors: list[str]
+    api: httpx.AsyncClient,
+    finals: Finals | Wait,
+    agent: str,
+    n: int,
+    inflight: int,
+    timeout_s: float,
+    errors: list[str],
 ) -> list[dict]:
     """`inflight` clients, each creating a task and waiting for its run's end before the next."""
     todo = iter(range(n))
     out: list[dict] = []
+    wait = finals.wait if isinstance(finals, Finals) else finals
 
     async def lane() -> None:
         for i in todo:
@@ -93,7 +140,7 @@ async def closed_loop(
             task = await create_task(api, agent, f"{agent} {i}", errors)
             if task is None:
                 continue
-            end = await finals.wait(task["current_run_id"], timeout_s)
+            end = await wait(task["current_run_id"], timeout_s)
             out.append(
                 {
                     "run_id": task["current_run_id"],
@@ -332,6 +379,12 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 ),
                 "inflight": lambda errors: closed_loop(
                     api, finals, "trivial", args.runs, args.inflight, args.timeout, errors
+                ),
+                "inflight_sse": lambda errors: closed_loop(
+                    api, HttpWait(api).sse, "trivial", args.runs, args.inflight, args.timeout, errors
+                ),
+                "inflight_poll": lambda errors: closed_loop(
+                    api, HttpWait(api).poll, "trivial", args.runs, args.inflight, args.timeout, errors
                 ),
                 "burst": lambda errors: open_burst(api, finals, "holder", args.burst, args.timeout, errors),
             }

@@ -127,3 +127,61 @@ async def test_a_missing_document_is_remembered_only_when_asked_and_only_until_a
     assert cache.hits == 1
     await AgentBudget(id=agent_id, daily_usd=5.0).insert()  # a write to the collection: the miss is stale
     assert (await cached_get(AgentBudget, agent_id, keep_missing=True)).daily_usd == 5.0
+
+
+async def test_a_write_to_one_document_leaves_the_others_cached(cache: ReadCache) -> None:
+    """Under load every run is written all the time: a write keyed by id must not empty the cache of
+    every other run, or a read by id always misses."""
+    tag = uuid.uuid4().hex
+    goals = [Goal(id=f"goal_{tag}_{i}", title=f"goal {i}") for i in range(3)]
+    for g in goals:
+        await g.insert()
+    for g in goals:
+        await cached_get(Goal, g.id)
+    coll = Goal.get_pymongo_collection()
+    await coll.update_one({"_id": goals[0].id}, {"$set": {"title": "changed"}})  # update, keyed
+    await Goal.find_one(Goal.id == goals[0].id).update({"$set": {"title": "changed again"}})  # beanie's
+    await coll.find_one_and_update({"_id": {"$eq": goals[0].id}}, {"$set": {"title": "and again"}})
+    await Goal(id=f"goal_{tag}_new", title="new").insert()  # an insert of another id
+    hits = cache.hits
+    assert (await cached_get(Goal, goals[1].id)).title == "goal 1"
+    assert (await cached_get(Goal, goals[2].id)).title == "goal 2"
+    assert cache.hits == hits + 2  # still cached
+    assert (await cached_get(Goal, goals[0].id)).title == "and again"  # the written one is read fresh
+
+
+async def test_writes_not_keyed_by_id_make_every_entry_stale(cache: ReadCache) -> None:
+    tag = uuid.uuid4().hex
+    goals = [Goal(id=f"goal_{tag}_{i}", title="before", created_by=tag) for i in range(3)]
+    for g in goals:
+        await g.insert()
+        await cached_get(Goal, g.id)
+    coll = Goal.get_pymongo_collection()
+    await coll.update_many({"created_by": tag}, {"$set": {"title": "by field"}})
+    assert {(await cached_get(Goal, g.id)).title for g in goals} == {"by field"}
+    await coll.update_many({"_id": {"$in": [goals[0].id, goals[1].id]}}, {"$set": {"title": "by ids"}})
+    assert [(await cached_get(Goal, g.id)).title for g in goals] == ["by ids", "by ids", "by field"]
+    await coll.delete_one({"_id": goals[2].id})
+    assert await cached_get(Goal, goals[2].id) is None
+    # remembered missing, then inserted: read fresh
+    missing = f"goal_{tag}_later"
+    assert await cached_get(Goal, missing, keep_missing=True) is None
+    await Goal(id=missing, title="arrived").insert()
+    assert (await cached_get(Goal, missing, keep_missing=True)).title == "arrived"
+
+
+def test_written_ids_name_only_what_a_command_can_change() -> None:
+    from nexus.db.cache import written_ids
+
+    assert written_ids("update", {"updates": [{"q": {"_id": "a", "version": 3}}, {"q": {"_id": {"$in": ["b"]}}}]}) == [
+        "a",
+        "b",
+    ]
+    assert written_ids("update", {"updates": [{"q": {"_id": "a"}}, {"q": {"status": "x"}}]}) is None
+    assert written_ids("update", {"updates": [{"q": {"_id": {"$gt": "a"}}}]}) is None
+    assert written_ids("delete", {"deletes": [{"q": {"_id": "a"}, "limit": 1}]}) == ["a"]
+    assert written_ids("insert", {"documents": [{"_id": "a"}, {"_id": "b"}]}) == ["a", "b"]
+    assert written_ids("insert", {}) is None  # documents not shown: not keyed
+    assert written_ids("findAndModify", {"query": {"_id": "a"}}) == ["a"]
+    assert written_ids("findAndModify", {"query": {"title": "a"}}) is None
+    assert written_ids("drop", {}) is None

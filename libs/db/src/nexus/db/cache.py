@@ -1,10 +1,12 @@
 """A read-through cache of documents by id, kept coherent by watching the driver's own writes.
 
 core-api is the only writer of its collections, so every write passes through this process's
-MongoDB client: a CommandListener bumps the collection's generation when a write command starts,
-which makes every cached entry of that collection stale at once. A read that raced a write is
-not cached (its generation changed while it ran). A TTL bounds staleness if core-api ever runs
-as several processes."""
+MongoDB client: a CommandListener sees each write command as it starts. A write keyed by `_id` (an
+update, delete or find-and-modify whose filter names the document's id, an insert of documents with
+ids) makes only those documents' entries stale; any other write, every entry of its collection. A
+cached listing is made stale by any write to its collection. A read that raced a write is not cached
+(its generation changed while it ran). A TTL bounds staleness if core-api ever runs as several
+processes."""
 
 import asyncio
 import time
@@ -20,9 +22,46 @@ from nexus.domain.json_types import JsonObject
 D = TypeVar("D", bound=Document)
 T = TypeVar("T")
 Sort = Sequence[tuple[str, int]]  # (field, 1 or -1); a SortDirection is one of those ints
-_Store = dict[tuple[str, Any], tuple[int, float, Any]]  # (collection, key) -> (generation, time, value)
+_Store = dict[tuple[str, Any], tuple[Any, float, Any]]  # (collection, key) -> (generation, time, value)
 _encode = msgspec.json.Encoder(order="sorted").encode
 WRITES = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify", "drop", "dropDatabase"})
+# Where a write command lists what it writes, and where each item's filter is (None: the item is the document).
+_ITEMS = {"update": ("updates", "q"), "delete": ("deletes", "q"), "insert": ("documents", None)}
+MAX_KEYED = 200_000  # documents whose own generation is kept; past it, every entry is made stale
+
+
+def _ids_of_filter(q: Any) -> list[Any] | None:
+    """The ids a filter can match when it names them (`_id` equal, `$eq` or `$in`), else None."""
+    if not isinstance(q, dict):
+        return None
+    v = q.get("_id")
+    if isinstance(v, dict):
+        if set(v) == {"$eq"}:
+            return [v["$eq"]]
+        if set(v) == {"$in"} and isinstance(v["$in"], list):
+            return list(v["$in"])
+        return None
+    return None if v is None or isinstance(v, list) else [v]
+
+
+def written_ids(name: str, command: Any) -> list[Any] | None:
+    """The ids of the documents a write command can change, or None when it is not keyed by id."""
+    if name in ("findAndModify", "findandmodify"):
+        return _ids_of_filter(command.get("query"))
+    where = _ITEMS.get(name)
+    if where is None:
+        return None
+    field, at = where
+    items = command.get(field)
+    if not isinstance(items, list) or not items:
+        return None
+    ids: list[Any] = []
+    for item in items:
+        found = _ids_of_filter(item if at is None else item.get(at) if isinstance(item, dict) else None)
+        if found is None:
+            return None
+        ids.extend(found)
+    return ids
 
 
 def _expire(store: _Store, older_than: float) -> None:
@@ -40,10 +79,12 @@ class ReadCache(monitoring.CommandListener):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.max_queries = max_queries  # list results are bigger and more varied than documents
-        self.queries: dict[tuple[str, Any], tuple[int, float, Any]] = {}
-        self.generations: dict[str, int] = {}
-        self.entries: dict[tuple[str, Any], tuple[int, float, Any]] = {}
-        self._reading: dict[tuple[tuple[str, Any], int], asyncio.Future[Any]] = {}
+        self.queries: _Store = {}
+        self.generations: dict[str, int] = {}  # per collection, moved by every write: listings
+        self.wide: dict[str, int] = {}  # per collection, moved by writes not keyed by id: documents
+        self.keyed: dict[tuple[str, Any], int] = {}  # per document, moved by writes keyed by its id
+        self.entries: _Store = {}
+        self._reading: dict[tuple[tuple[str, Any], Any], asyncio.Future[Any]] = {}
         self.hits = self.misses = self.shared = 0
 
     # -- monitoring.CommandListener
@@ -53,10 +94,26 @@ class ReadCache(monitoring.CommandListener):
             if isinstance(collection, str):
                 ns = f"{event.database_name}.{collection}"
                 self.generations[ns] = self.generations.get(ns, 0) + 1
+                self._documents_written(ns, written_ids(event.command_name, event.command))
             else:  # dropDatabase and the like: forget everything
                 self.generations = {k: v + 1 for k, v in self.generations.items()}
+                self.wide = {k: v + 1 for k, v in self.wide.items()}
                 self.entries.clear()
                 self.queries.clear()
+
+    def _documents_written(self, ns: str, ids: list[Any] | None) -> None:
+        if ids is not None and len(self.keyed) + len(ids) <= MAX_KEYED:
+            try:
+                for doc_id in ids:
+                    key = (ns, doc_id)
+                    self.keyed[key] = self.keyed.get(key, 0) + 1
+                return
+            except TypeError:  # an id that cannot be a key: the whole collection goes stale below
+                pass
+        if ids is not None:  # too many documents kept: start again, every entry stale (none may match a reset)
+            self.keyed.clear()
+            self.wide = {k: v + 1 for k, v in self.wide.items()}
+        self.wide[ns] = self.wide.get(ns, 0) + 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -66,11 +123,12 @@ class ReadCache(monitoring.CommandListener):
 
     # -- reads
     async def get(self, doc_cls: type[D], doc_id: Any, *, keep_missing: bool = False) -> D | None:
+        ns = doc_cls.get_pymongo_collection().full_name
         return await self._through(
             self.entries,
             self.max_entries,
-            doc_cls,
-            doc_id,
+            (ns, doc_id),
+            lambda: (self.wide.get(ns, 0), self.keyed.get((ns, doc_id), 0)),
             lambda: doc_cls.get(doc_id),
             keep=lambda doc: keep_missing or doc is not None,
         )
@@ -82,11 +140,12 @@ class ReadCache(monitoring.CommandListener):
             key = ("find", _encode((query, sort, limit)))
         except (TypeError, msgspec.EncodeError):
             return await doc_cls.find(query).sort(_directions(sort)).limit(limit).to_list()
+        ns = doc_cls.get_pymongo_collection().full_name
         return await self._through(
             self.queries,
             self.max_queries,
-            doc_cls,
-            key,
+            (ns, key),
+            lambda: self.generations.get(ns, 0),
             lambda: doc_cls.find(query).sort(_directions(sort)).limit(limit).to_list(),
             keep=lambda docs: True,
         )
@@ -95,14 +154,12 @@ class ReadCache(monitoring.CommandListener):
         self,
         store: _Store,
         cap: int,
-        doc_cls: Any,
-        ident: Any,
+        key: tuple[str, Any],
+        generation_of: Callable[[], Any],
         load: Callable[[], Awaitable[T]],
         keep: Callable[[T], bool],
     ) -> T:
-        collection = doc_cls.get_pymongo_collection().full_name
-        generation = self.generations.get(collection, 0)
-        key = (collection, ident)
+        generation = generation_of()
         hit = store.get(key)
         now = time.monotonic()
         if hit is not None and hit[0] == generation and now - hit[1] < self.ttl_s:
@@ -126,7 +183,7 @@ class ReadCache(monitoring.CommandListener):
             raise
         finally:
             del self._reading[flight]
-        if keep(value) and self.generations.get(collection, 0) == generation:
+        if keep(value) and generation_of() == generation:
             store.pop(key, None)  # re-inserted at the end: the store stays ordered by age
             _expire(store, now - self.ttl_s)
             if len(store) >= cap:

@@ -4,6 +4,7 @@ reconnects with Last-Event-ID resumes exactly after the last event it saw, minut
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
@@ -19,6 +20,7 @@ import nats.errors
 import nats.js.errors
 
 from nexus.core_api.errors import DomainError
+from nexus.core_api.workflow import ends
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.catalog import RUNS_STREAM
@@ -42,6 +44,7 @@ STREAM_ERROR = "error"
 SETTLE_WAIT_S = 10.0
 SETTLE_POLL_S = 0.05
 SETTLING = "waiting for the run's end to be stored"
+STORED_READ_S = 1.0
 
 
 def not_an_event(m: ServerSentEventMessage) -> bool:
@@ -70,9 +73,18 @@ def parse_last_event_id(value: str | None) -> int:
 
 
 def run_stored_final(run_id: str) -> Callable[[], Awaitable[bool]]:
-    """Whether the run's end is stored, read from the database (not a cache that may lag it)."""
+    """Whether the run's end is stored: known at once when this process stored it, else read from the
+    database (not a cache that may lag it) at most every STORED_READ_S."""
+    read_at: float | None = None
 
     async def final() -> bool:
+        nonlocal read_at
+        if ends.known_ended(run_id):
+            return True
+        now = time.monotonic()
+        if read_at is not None and now - read_at < STORED_READ_S:
+            return False
+        read_at = now
         run = await Run.get(run_id)
         return run is None or RunStatus(run.status) in RUN_FINAL
 

@@ -24,7 +24,7 @@ from nexus.core_api.board.service import publish_moved
 from nexus.core_api.workflow.delegation import check_child_agent
 from nexus.core_api.tasks import service as tasks_store
 from nexus.core_api.tasks.schemas import TaskCreate
-from nexus.core_api.workflow import launch, runs, tasks
+from nexus.core_api.workflow import ends, launch, runs, tasks
 from nexus.core_api.workflow.followups import (
     Dispatch,
     Followup,
@@ -91,6 +91,7 @@ async def carry_out(ctx: Context, then: list[Followup]) -> None:
                 await _notify_parent(ctx, f.run)
             case RunEnded():
                 run = f.run
+                ends.stored(run.id)
                 await check_alerts(ctx, goal_id=run.goal_id, agent_id=run.agent_id, run_id=run.id, reason=run.reason)
                 await reconcile(ctx, run.goal_id)
 
