@@ -82,7 +82,7 @@ class RunController(Controller):
                 after_seq=after,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stop_when_final=True,
-                stored_final=run_stored_final(run.id),
+                stored_final=run_stored_final(run.id, run.status),
             )
         )
 

@@ -72,21 +72,23 @@ def parse_last_event_id(value: str | None) -> int:
     return int(value)
 
 
-def run_stored_final(run_id: str) -> Callable[[], Awaitable[bool]]:
-    """Whether the run's end is stored: known at once when this process stored it, else read from the
-    database (not a cache that may lag it) at most every STORED_READ_S."""
-    read_at: float | None = None
+def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the run's end is stored: known when the stream opened on an ended run, or at once when
+    this process stored it; else read from the database (not a cache that may lag it) at most every
+    STORED_READ_S (another core-api may have stored it)."""
+    ended_at_open = status_at_open in FINAL_NAMES
+    read_at = time.monotonic()  # the run was read as the stream opened
 
     async def final() -> bool:
         nonlocal read_at
-        if ends.known_ended(run_id):
+        if ended_at_open or ends.known_ended(run_id):
             return True
         now = time.monotonic()
-        if read_at is not None and now - read_at < STORED_READ_S:
+        if now - read_at < STORED_READ_S:
             return False
         read_at = now
-        run = await Run.get(run_id)
-        return run is None or RunStatus(run.status) in RUN_FINAL
+        stored = await Run.get(run_id)
+        return stored is None or RunStatus(stored.status) in RUN_FINAL
 
     return final
 

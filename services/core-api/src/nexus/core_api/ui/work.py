@@ -260,7 +260,7 @@ class RunPages(Controller):
     @get("/{run_id:str}/stream", guards=[READ])
     async def stream(self, request: UiRequest, run_id: FromPath[str], after: StreamSeq = 0) -> ServerSentEvent:
         """The run's events as list items, from after Last-Event-ID (a reconnect) or `after` (what the page showed)."""
-        await Api(request).get(f"/v1/runs/{run_id}", config="false")  # 404 for a run that does not exist
+        run = await Api(request).get(f"/v1/runs/{run_id}", config="false")  # 404 for a run that does not exist
         ctx: Context = request.app.state.ctx
         start = parse_last_event_id(request.headers.get("last-event-id")) or max(0, after)
 
@@ -271,7 +271,7 @@ class RunPages(Controller):
                 after_seq=start,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stop_when_final=True,
-                stored_final=run_stored_final(run_id),
+                stored_final=run_stored_final(run_id, str(run.get("status", ""))),
             ):
                 if not_an_event(m):
                     yield m
