@@ -25,7 +25,7 @@ from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
 from nexus.events.payloads import MAX_MESSAGE_BYTES
 from nexus.domain.limits import unstorable
-from nexus.events.pull import ack_all, quick_next
+from nexus.events.pull import FETCH_MAX_BYTES, ack_all, fetch_bounded, quick_next
 from nexus.events.tracing import processing, processing_group, publishing
 
 log = logging.getLogger("nexus.events.consumer")
@@ -319,18 +319,26 @@ async def supervised(
 # At most this many messages of a dead instance's window are handled again at start; past that, the
 # rest come back by redelivery after the ack wait, as they always would.
 RECLAIM_LIMIT = 20_000
+# ...and at most about this many bytes of them (the messages read are held until all are handled).
+RECLAIM_MAX_BYTES = 64 * 1024 * 1024
 
 
 async def _read_range(js: JetStreamContext, stream: str, subject: str, first: int, last: int, limit: int) -> list[Msg]:
-    """The stream's messages on `subject` with sequence first..last (at most `limit`), read by an
-    ordered consumer of our own: nothing is delivered to, or acknowledged on, the durable."""
+    """The stream's messages on `subject` with sequence first..last (at most `limit`, and about
+    RECLAIM_MAX_BYTES), read by an ordered consumer of our own: nothing is delivered to, or acknowledged
+    on, the durable."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, inactive_threshold=30.0
     )
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config)
+    # What the server pushes ahead of our reading is bounded too: past it, the subscription drops (a gap the
+    # ordered consumer mends by asking again from where it is).
+    sub = await js.subscribe(
+        subject, stream=stream, ordered_consumer=True, config=config, pending_bytes_limit=RECLAIM_MAX_BYTES
+    )
     out: list[Msg] = []
+    size = 0
     try:
-        while len(out) < limit:
+        while len(out) < limit and size < RECLAIM_MAX_BYTES:
             try:
                 msg = await sub.next_msg(timeout=2.0)
             except (NatsTimeout, TimeoutError):
@@ -339,6 +347,7 @@ async def _read_range(js: JetStreamContext, stream: str, subject: str, first: in
             if meta.sequence.stream > last:
                 break
             out.append(msg)
+            size += len(msg.data) + len(msg.subject)
             if meta.sequence.stream == last or meta.num_pending == 0:
                 break
     finally:
@@ -453,6 +462,7 @@ async def consume_once(
     prefetch: bool = False,
     reclaim: bool = False,
     memory: bool = False,
+    max_bytes: int = FETCH_MAX_BYTES,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
@@ -465,7 +475,8 @@ async def consume_once(
     With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
     is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait.
     With `memory` (work-queue streams only, see `pull_config`) the durable's state is kept in memory, and a
-    durable lost with a server restart is made anew in place."""
+    durable lost with a server restart is made anew in place. A fetch holds at most `batch` messages and about
+    `max_bytes` bytes (with `prefetch`, two fetches are in memory at once)."""
     config = pull_config(
         durable=durable,
         subject=subject,
@@ -511,6 +522,7 @@ async def consume_once(
             prefetch=prefetch,
             end_if_deleted=True,
             remake=remaking(js, stream, config) if memory else None,
+            max_bytes=max_bytes,
         )
         async with contextlib.aclosing(batches_of) as batches:
             async for msgs in batches:
@@ -625,8 +637,9 @@ async def fetched(
     end_if_deleted: bool = False,
     remake: Callable[[], Awaitable[object]] | None = None,
     wait_s: float = FETCH_WAIT_S,
+    max_bytes: int = FETCH_MAX_BYTES,
 ) -> AsyncGenerator[list[Msg], None]:
-    """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
+    """Each batch (of at most `size()` messages and about `max_bytes` bytes: `fetch_bounded`) fetched until `stop`; a fetch that finds nothing, or
     fails while a reconnect is in progress, is simply tried again: the loop outlives both. A fetch
     lingers up to `wait_s` on the server and returns as soon as something arrives; `stop` cuts it short
     (what it had received goes back to the server at once). With `prefetch`, the next batch is fetched
@@ -646,7 +659,7 @@ async def fetched(
     failures = 0
     try:
         while not stop.is_set():
-            pending, ahead = ahead or asyncio.ensure_future(sub.fetch(size(), timeout=wait_s)), None
+            pending, ahead = ahead or asyncio.ensure_future(fetch_bounded(sub, size(), max_bytes, wait_s)), None
             await asyncio.wait((pending, stopping, back), return_when=asyncio.FIRST_COMPLETED)
             if not pending.done() and back.done():  # what the server sends from now on waits in the queue
                 reconnected.clear()
@@ -686,7 +699,7 @@ async def fetched(
             if msgs is None:
                 continue
             if prefetch:
-                ahead = asyncio.ensure_future(sub.fetch(size(), timeout=wait_s))
+                ahead = asyncio.ensure_future(fetch_bounded(sub, size(), max_bytes, wait_s))
             yield msgs
     finally:
         stopping.cancel()
