@@ -639,8 +639,9 @@ async def fetched(
     wait_s: float = FETCH_WAIT_S,
     max_bytes: int = FETCH_MAX_BYTES,
 ) -> AsyncGenerator[list[Msg], None]:
-    """Each batch (of at most `size()` messages and about `max_bytes` bytes: `fetch_bounded`) fetched until `stop`; a fetch that finds nothing, or
-    fails while a reconnect is in progress, is simply tried again: the loop outlives both. A fetch
+    """Each batch (of at most `size()` messages and about `max_bytes` bytes: `fetch_bounded`) fetched until
+    `stop`; a fetch that finds nothing, or fails while a reconnect is in progress, is simply tried again:
+    the loop outlives both. A fetch
     lingers up to `wait_s` on the server and returns as soon as something arrives; `stop` cuts it short
     (what it had received goes back to the server at once). With `prefetch`, the next batch is fetched
     while the caller handles this one; a batch fetched ahead and never handed out (the loop ended) is
