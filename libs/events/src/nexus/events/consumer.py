@@ -177,6 +177,11 @@ async def _quietly(op: Awaitable[Any]) -> None:
         log.warning("acknowledging a message failed; it will be redelivered", exc_info=True)
 
 
+def retry_delay(deliveries: int) -> float:
+    """How long a message that failed on its `deliveries`-th delivery waits before it comes back."""
+    return min(0.2 * 2.0**deliveries, 10.0)
+
+
 async def settle(
     js: DeadLetterSink, msg: Msg, durable: str, deliveries: int, max_deliver: int, exc: Exception | None
 ) -> None:
@@ -188,7 +193,7 @@ async def settle(
         await reject(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
     else:
         log.warning("handling %s failed (delivery %d), will retry: %r", msg.subject, deliveries, exc, exc_info=exc)
-        await _quietly(msg.nak(delay=min(0.2 * 2**deliveries, 10.0)))
+        await _quietly(msg.nak(delay=retry_delay(deliveries)))
         CONSUMED.labels(durable, "retried").inc()
 
 
@@ -201,16 +206,40 @@ def _metadata(msg: Msg) -> Any:
         return None
 
 
-async def _handle_one(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+class HandlerTimedOut(Exception):
+    """A handler ran past its deadline (a downstream that never answers): its message is retried later."""
+
+
+@contextlib.asynccontextmanager
+async def _within(deadline_s: float | None, subject: str) -> AsyncIterator[None]:
+    """The handler's work, cut at `deadline_s`: a call into a downstream that hangs (a database, a provider, an
+    API that takes the request and never answers) must not stop the consumer for good. The deadline is the
+    ack wait: past it JetStream hands the message out again anyway. None: the handler bounds itself (it holds
+    its message on purpose, telling JetStream it is still working)."""
+    if deadline_s is None:
+        yield
+        return
     try:
-        await _handle(js, msg, durable, handler, max_deliver)
+        async with asyncio.timeout(deadline_s):
+            yield
+    except TimeoutError as exc:
+        raise HandlerTimedOut(f"handling {subject} took longer than {deadline_s:g}s") from exc
+
+
+async def _handle_one(
+    js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int, deadline_s: float | None = None
+) -> None:
+    try:
+        await _handle(js, msg, durable, handler, max_deliver, deadline_s)
     except asyncio.CancelledError:
         raise
     except Exception:  # nothing one message does may end the loop; it is redelivered
         log.exception("handling %s on %s failed outside the handler", msg.subject, durable)
 
 
-async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+async def _handle(
+    js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int, deadline_s: float | None
+) -> None:
     meta = _metadata(msg)
     deliveries = meta.num_delivered if meta else 1
     try:
@@ -228,7 +257,8 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
         deliveries=deliveries,
     ) as span:
         try:
-            await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
+            async with _within(deadline_s, msg.subject):
+                await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
         except Poison as exc:
             span.set_attribute("nexus.outcome", "dead_letter")
             await reject(js, msg, durable, f"rejected: {exc}", deliveries)
@@ -254,18 +284,36 @@ def _delivered(msg: Msg) -> tuple[int, int]:
     return meta.num_delivered, meta.sequence.stream
 
 
-async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, group_handler: GroupHandler) -> bool:
+async def _handle_group(
+    js: JetStreamContext,
+    group: list[Msg],
+    durable: str,
+    group_handler: GroupHandler,
+    deadline_s: float | None = None,
+    max_deliver: int = 0,
+) -> bool:
     """Handle one key's messages in one call and ack them all; False (nothing acked) if any message
-    does not decode or the call fails, so the caller handles them one by one."""
-    deliveries = []
+    does not decode or the call fails, so the caller handles them one by one. A call past its deadline
+    sends them all back for later (one by one, each would wait out the same hung downstream), unless one
+    is on its last delivery: that one must be settled (dead-lettered) one by one."""
+    deliveries: list[Delivery] = []
     try:
         for msg in group:
             env, payload = decode_message(msg)
             deliveries.append(Delivery(env, payload, msg.subject, *_delivered(msg), msg))
         with processing_group([m.subject for m in group], [m.headers for m in group], consumer=durable):
-            await group_handler(deliveries)
+            async with _within(deadline_s, group[0].subject):
+                await group_handler(deliveries)
     except asyncio.CancelledError:
         raise
+    except HandlerTimedOut as exc:
+        if max(d.deliveries for d in deliveries) >= max_deliver:
+            return False
+        log.warning("%r: %d messages of %s come back later", exc, len(group), durable)
+        for m, d in zip(group, deliveries, strict=True):
+            await _quietly(m.nak(delay=retry_delay(d.deliveries)))
+        CONSUMED.labels(durable, "retried").inc(len(group))
+        return True
     except Exception:  # one by one instead, where each failure is settled on its own
         log.debug("group of %d on %s handled one by one", len(group), durable, exc_info=True)
         return False
@@ -366,6 +414,7 @@ async def reclaim_unacked(
     partition: Callable[[str], str],
     concurrency: int = 1,
     limit: int = RECLAIM_LIMIT,
+    deadline_s: float | None = None,
 ) -> int:
     """Handle again, straight from the stream, what `durable` delivered and nobody acknowledged yet.
 
@@ -402,7 +451,8 @@ async def reclaim_unacked(
         nonlocal handled
         async with sem:
             try:
-                await group_handler(group)
+                async with _within(deadline_s, group[0].subject):  # a hung downstream must not keep us from starting
+                    await group_handler(group)
                 handled += len(group)
             except asyncio.CancelledError:
                 raise
@@ -498,6 +548,7 @@ async def consume_once(
                     group_handler=group_handler,
                     partition=partition,
                     concurrency=concurrency,
+                    deadline_s=ack_wait_s,
                 )
             except Exception:  # never keeps the consumer from starting; redelivery still comes
                 log.warning("could not reclaim %s's unacknowledged messages", durable, exc_info=True)
@@ -505,14 +556,16 @@ async def consume_once(
 
         async def run(m: Msg) -> None:
             async with sem:
-                await handle_message(js, m, durable, handler, max_deliver)
+                await handle_message(js, m, durable, handler, max_deliver, ack_wait_s)
 
         async def run_group(group: list[Msg]) -> None:
             async with sem:
-                if group_handler is not None and await _handle_group(js, group, durable, group_handler):
+                if group_handler is not None and await _handle_group(
+                    js, group, durable, group_handler, ack_wait_s, max_deliver
+                ):
                     return
                 for m in group:
-                    await handle_message(js, m, durable, handler, max_deliver)
+                    await handle_message(js, m, durable, handler, max_deliver, ack_wait_s)
 
         batches_of = fetched(
             sub,
@@ -533,7 +586,7 @@ async def consume_once(
                     await asyncio.gather(*(run_group(g) for g in groups.values()))
                 elif concurrency == 1:
                     for m in msgs:
-                        await handle_message(js, m, durable, handler, max_deliver)
+                        await handle_message(js, m, durable, handler, max_deliver, ack_wait_s)
                 else:
                     await asyncio.gather(*(run(m) for m in msgs))
 
