@@ -116,3 +116,29 @@ async def test_an_answer_that_is_not_json_is_retried_then_reported_as_an_outage(
         double.garbled = -1  # and while it lasts, the caller holds the change as in an outage
         with pytest.raises(Unavailable, match="not JSON"):
             await provider.get_item(item.id)
+
+
+def _links(double, item_id: str) -> list[dict]:
+    return list(getattr(double, "links", {}).get(item_id) or getattr(double, "remote_links", {}).get(item_id) or [])
+
+
+@pytest.mark.parametrize("fault", ["drop_answer", "lose_answer"])
+async def test_a_write_whose_answer_is_lost_is_made_once(kind, fault):
+    """The board makes the write, then its answer is lost (the connection cut, or a gateway's 504): the
+    write is looked for before it is sent again, so there is one comment, one link, one move."""
+    if kind == "internal":
+        pytest.skip("the internal board makes no calls")
+    async with served(kind) as (provider, double):
+        item = await provider.create_item(Card(task_id="task_1", title="x"))
+        text = "Run run_1 succeeded.\nDid it."
+        setattr(double, fault, ("POST", r".*/comments?/?$"))
+        await provider.add_comment(item.id, text)  # before: sent again, a second comment
+        assert [c.text for c in await provider.list_comments(item.id)] == [text]
+        setattr(double, fault, ("POST", r".*/(links/|remotelink)$"))
+        await provider.link(item.id, "Nexus run run_1", "http://nexus.test/v1/runs/run_1")
+        assert [lk["url"] for lk in _links(double, item.id)] == ["http://nexus.test/v1/runs/run_1"]
+        move = ("POST", r".*/transitions$") if kind == "jira" else ("PATCH", r".*/work-items/[^/]+/$")
+        setattr(double, fault, move)
+        await provider.update_status(item.id, "started")  # before (Jira): the move sent again was refused
+        assert (await provider.get_item(item.id)).group == "started"
+        assert getattr(double, fault) is None  # the fault did strike

@@ -140,3 +140,22 @@ async def test_a_slow_provider_call_keeps_telling_jetstream_the_message_is_being
         await asyncio.sleep(0.01)
     answered.set()
     assert await call == "done" and msg.beats >= 3
+
+
+async def test_a_try_that_never_returns_is_cut_and_made_again():
+    """The beat above would hold a message for ever behind a call that never returns (a database that takes
+    the request and never answers): one try is bounded, and a try past it is held like an outage."""
+    tries = 0
+
+    async def hangs_once() -> str:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            await asyncio.Event().wait()  # never answered
+        return "done"
+
+    raw = make_envelope("task.created", TaskChanged(task_id="t1", status="ready"), source="test")
+    d = Delivery(raw, raw.data, "nexus.evt.task.created", 1, 1, Held())  # type: ignore[arg-type]  # stands in
+    # before: waited for ever (the test's own bound ends it)
+    assert await asyncio.wait_for(patiently(asyncio.Event(), 0.01, d, hangs_once, beat_s=0.01, try_s=0.2), 30) == "done"
+    assert tries == 2

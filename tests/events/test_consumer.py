@@ -364,3 +364,25 @@ async def test_one_write_acks_exactly_its_messages_with_two_instances_on_a_durab
         info = await js.consumer_info(RUNS_STREAM, durable)
         assert info.num_pending == 0
         assert info.ack_floor.stream_seq == info.delivered.stream_seq
+
+
+async def test_a_handler_that_never_returns_is_cut_at_the_ack_wait_and_the_consumer_goes_on(js) -> None:
+    """A downstream that takes a request and never answers: the handler is cut at the ack wait, its message
+    comes back later, and the messages behind it are handled meanwhile (before: the loop waited for ever)."""
+    run_id = f"run_{uuid.uuid4().hex[:10]}"
+    pub = Publisher(js, "test")
+    for i in range(3):
+        await pub.publish("run.log", RunLog(message=f"m{i}"), run_id=run_id)
+    handled: list[str] = []
+    hung = False
+
+    async def handler(d: Delivery) -> None:
+        nonlocal hung
+        if d.payload.message == "m0" and not hung:
+            hung = True
+            await asyncio.Event().wait()  # never answered
+        handled.append(d.payload.message)
+
+    await asyncio.wait_for(_collect(js, run_id, handler, until=4), 120)  # before: for ever
+    # (those behind it waited out their own ack wait meanwhile: they may come twice, and handlers are idempotent)
+    assert set(handled) == {"m0", "m1", "m2"} and handled[0] == "m1" and handled.count("m0") == 1

@@ -2,7 +2,7 @@
 with form-encoded (or JSON) parameters, answers `{"ok": true, "result": …}`; updates are served to
 long polling (getUpdates with offset/timeout) or, once setWebhook was called, POSTed to the webhook
 with its X-Telegram-Bot-Api-Secret-Token. A test can make the next calls of a method answer 429, or
-any other error Telegram gives (400, 403, 502)."""
+any other error Telegram gives (400, 403, 502), or be carried out and lose their answer (`drop`)."""
 
 import asyncio
 import itertools
@@ -43,6 +43,8 @@ class FakeBotApi:
     throttle: dict[str, list[int]] = field(default_factory=dict)  # method → retry_after of the next answers
     # "method" or "method:chat_id" → (status, description) of the next answers
     fail: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # method → how many of its next calls are carried out, then their connection closed with no answer
+    drop: dict[str, int] = field(default_factory=dict)
     webhook: dict[str, str] | None = None
     _updates: list[dict] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -242,6 +244,11 @@ class _Handler(tornado.web.RequestHandler):
         if "reply_markup" in params and isinstance(params["reply_markup"], str):
             params["reply_markup"] = json.loads(params["reply_markup"])
         status, body = await self.fake.answer(method, params)
+        if self.fake.drop.get(method):  # done, and the answer lost on the way: the client cannot know
+            self.fake.drop[method] -= 1
+            self.request.connection.stream.close()
+            self._finished = True  # nothing is to be written on the closed connection
+            return
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))

@@ -166,3 +166,38 @@ async def test_an_answer_that_is_no_is_not_waited_out(nats_url: str, nats_creds:
         )
     assert core.asked == 2 + NO_ANSWER_TRIES  # once unanswered (waited out), then answered no until poison
     await nc.drain()
+
+
+async def test_a_try_that_never_returns_is_cut_and_made_again() -> None:
+    """A query or a write that never returns must not hold the alert's consumer for ever: the try is cut
+    and made again (here the second try finds the approval and alerts nobody: no chat follows it)."""
+    from nexus.events.payloads import ApprovalRequested
+
+    class HangsOnce:
+        asked = 0
+
+        async def query(self, name: str, **params: object) -> dict:
+            self.asked += 1
+            if self.asked == 1:
+                await asyncio.Event().wait()  # core-api took the request and never answered
+            return {"id": "apr_x", "run_id": "run_x", "action": "run_command", "goal_id": None}
+
+    class NoChats:
+        async def chats_for(self, goal_id: str | None) -> list[int]:
+            return []
+
+    core = HangsOnce()
+    alerts = Alerts(core=core, store=NoChats(), outbox=None, wait_s=0.01, try_s=0.2)  # type: ignore[arg-type]
+    event = ApprovalRequested(approval_id="apr_x", run_id="run_x", action="run_command", detail="x")
+    raw = RawEnvelope(
+        id=new_ulid(),
+        type="approval.requested",
+        occurred_at="",
+        source="t",
+        data=msgspec.Raw(msgspec.json.encode(event)),
+    )
+    # before: waited for ever (the test's own bound ends it)
+    await asyncio.wait_for(
+        alerts._patiently(alerts.on_approval)(Delivery(raw, event, "nexus.evt.approval.requested", 1, 1)), 30
+    )
+    assert core.asked == 2

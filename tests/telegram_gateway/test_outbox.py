@@ -5,14 +5,17 @@ left unsent; what Telegram refuses for good is dropped, not retried forever."""
 import asyncio
 import uuid
 
+import httpx
 import pytest
+from telegram import Bot
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter
 
 from nexus.domain.ids import new_ulid
 
 from nexus.events.bus import connect
-from nexus.telegram_gateway.outbox import Outbox, Outgoing
+from nexus.telegram_gateway.outbox import REPEAT, Outbox, Outgoing
 from nexus.telegram_gateway.store import open_bucket
+from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
 pytestmark = pytest.mark.infra
 
@@ -127,4 +130,78 @@ async def test_a_stop_lets_the_message_being_sent_finish_so_the_next_process_doe
     await _until(lambda: "after the restart" in sent)
     await second.stop()
     assert sent == ["in flight", "not yet", "after the restart"]
+    await nc.drain()
+
+
+async def test_a_send_telegram_took_while_the_gateway_died_is_sent_once_more_marked_as_a_repeat(
+    nats_url: str, nats_creds: str
+) -> None:
+    """Killed between Telegram taking an alert and the outbox clearing it: the next process cannot ask
+    Telegram whether it arrived, so it sends it once more saying so, never silently twice."""
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    sent: list[str] = []
+
+    async def deliver_then_die(m: Outgoing) -> None:
+        sent.append(m.text)  # Telegram has it...
+        await asyncio.Event().wait()  # ...and the process is killed before it hears so
+
+    first = Outbox(kv, deliver_then_die, retry_s=0.05)
+    await first.put(Outgoing(chat_id=7, text="<b>Approval needed</b>", approval_id="apr_1"))
+    await first.put(Outgoing(chat_id=8, text="Run failed"))
+    await _until(lambda: len(sent) == 2)
+    await first.put(Outgoing(chat_id=7, text="queued behind, never tried"))
+    for task in first._senders.values():  # a kill: nothing more of the first process runs
+        task.cancel()
+    await asyncio.gather(*first._senders.values(), return_exceptions=True)
+
+    async def deliver(m: Outgoing) -> None:
+        sent.append(m.text)
+
+    second = Outbox(kv, deliver, retry_s=0.05)
+    await second.start()
+    await _until(lambda: len(sent) >= 5)
+    await second.stop()
+    # before: each alert a second time, nothing telling the lead that it is the same alert
+    again = sent[2:]
+    assert sorted(again) == sorted(
+        [f"{REPEAT}\n<b>Approval needed</b>", f"{REPEAT}\nRun failed", "queued behind, never tried"]
+    )
+    assert again.index(f"{REPEAT}\n<b>Approval needed</b>") < again.index("queued behind, never tried")  # in order
+    await nc.drain()
+
+
+async def test_an_answer_telegram_lost_makes_the_next_try_say_it_may_be_a_repeat(
+    nats_url: str, nats_creds: str
+) -> None:
+    """Through python-telegram-bot and the fake Bot API: a send carried out whose answer is lost is sent
+    once more, marked; one whose connection was never made is sent again as it is."""
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    fake = FakeBotApi()
+    await fake.start()
+    bot = Bot(fake.token, base_url=fake.base_url)
+    refused = {"n": 1}
+
+    async def deliver(m: Outgoing) -> None:
+        if m.chat_id == 9 and refused["n"]:  # a connection never made: nothing reached Telegram
+            refused["n"] -= 1
+            raise NetworkError("httpx.ConnectError: refused") from httpx.ConnectError("refused")
+        await bot.send_message(m.chat_id, m.text, parse_mode="HTML")
+
+    async with bot:
+        fake.drop["sendMessage"] = 1
+        outbox = Outbox(kv, deliver, retry_s=0.05)
+        await outbox.put(Outgoing(chat_id=7, text="Run <code>run_1</code> failed"))
+        await fake.wait(lambda: len(fake.sent(7)) == 2, "the send again")
+        await outbox.put(Outgoing(chat_id=9, text="Goal done"))
+        await fake.wait(lambda: len(fake.sent(9)) == 1, "the send after a refused connection")
+        await outbox.stop()
+    await fake.stop()
+    # before: the same message twice, unmarked
+    assert [c["text"] for c in fake.sent(7)] == [
+        "Run <code>run_1</code> failed",
+        f"{REPEAT}\nRun <code>run_1</code> failed",
+    ]
+    assert [c["text"] for c in fake.sent(9)] == ["Goal done"]
     await nc.drain()

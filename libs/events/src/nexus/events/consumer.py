@@ -25,7 +25,7 @@ from nexus.events.envelope import RawEnvelope, decode_raw, encode, make_envelope
 from nexus.events.payloads import DeadLetter
 from nexus.events.payloads import MAX_MESSAGE_BYTES
 from nexus.domain.limits import unstorable
-from nexus.events.pull import ack_all, quick_next
+from nexus.events.pull import FETCH_MAX_BYTES, ack_all, fetch_bounded, quick_next
 from nexus.events.tracing import processing, processing_group, publishing
 
 log = logging.getLogger("nexus.events.consumer")
@@ -177,6 +177,11 @@ async def _quietly(op: Awaitable[Any]) -> None:
         log.warning("acknowledging a message failed; it will be redelivered", exc_info=True)
 
 
+def retry_delay(deliveries: int) -> float:
+    """How long a message that failed on its `deliveries`-th delivery waits before it comes back."""
+    return min(0.2 * 2.0**deliveries, 10.0)
+
+
 async def settle(
     js: DeadLetterSink, msg: Msg, durable: str, deliveries: int, max_deliver: int, exc: Exception | None
 ) -> None:
@@ -188,7 +193,7 @@ async def settle(
         await reject(js, msg, durable, f"failed {deliveries} times: {exc!r}", deliveries)
     else:
         log.warning("handling %s failed (delivery %d), will retry: %r", msg.subject, deliveries, exc, exc_info=exc)
-        await _quietly(msg.nak(delay=min(0.2 * 2**deliveries, 10.0)))
+        await _quietly(msg.nak(delay=retry_delay(deliveries)))
         CONSUMED.labels(durable, "retried").inc()
 
 
@@ -201,16 +206,40 @@ def _metadata(msg: Msg) -> Any:
         return None
 
 
-async def _handle_one(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+class HandlerTimedOut(Exception):
+    """A handler ran past its deadline (a downstream that never answers): its message is retried later."""
+
+
+@contextlib.asynccontextmanager
+async def _within(deadline_s: float | None, subject: str) -> AsyncIterator[None]:
+    """The handler's work, cut at `deadline_s`: a call into a downstream that hangs (a database, a provider, an
+    API that takes the request and never answers) must not stop the consumer for good. The deadline is the
+    ack wait: past it JetStream hands the message out again anyway. None: the handler bounds itself (it holds
+    its message on purpose, telling JetStream it is still working)."""
+    if deadline_s is None:
+        yield
+        return
     try:
-        await _handle(js, msg, durable, handler, max_deliver)
+        async with asyncio.timeout(deadline_s):
+            yield
+    except TimeoutError as exc:
+        raise HandlerTimedOut(f"handling {subject} took longer than {deadline_s:g}s") from exc
+
+
+async def _handle_one(
+    js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int, deadline_s: float | None = None
+) -> None:
+    try:
+        await _handle(js, msg, durable, handler, max_deliver, deadline_s)
     except asyncio.CancelledError:
         raise
     except Exception:  # nothing one message does may end the loop; it is redelivered
         log.exception("handling %s on %s failed outside the handler", msg.subject, durable)
 
 
-async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int) -> None:
+async def _handle(
+    js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, max_deliver: int, deadline_s: float | None
+) -> None:
     meta = _metadata(msg)
     deliveries = meta.num_delivered if meta else 1
     try:
@@ -228,7 +257,8 @@ async def _handle(js: DeadLetterSink, msg: Msg, durable: str, handler: Handler, 
         deliveries=deliveries,
     ) as span:
         try:
-            await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
+            async with _within(deadline_s, msg.subject):
+                await handler(Delivery(env, payload, msg.subject, deliveries, meta.sequence.stream if meta else 0, msg))
         except Poison as exc:
             span.set_attribute("nexus.outcome", "dead_letter")
             await reject(js, msg, durable, f"rejected: {exc}", deliveries)
@@ -254,18 +284,36 @@ def _delivered(msg: Msg) -> tuple[int, int]:
     return meta.num_delivered, meta.sequence.stream
 
 
-async def _handle_group(js: JetStreamContext, group: list[Msg], durable: str, group_handler: GroupHandler) -> bool:
+async def _handle_group(
+    js: JetStreamContext,
+    group: list[Msg],
+    durable: str,
+    group_handler: GroupHandler,
+    deadline_s: float | None = None,
+    max_deliver: int = 0,
+) -> bool:
     """Handle one key's messages in one call and ack them all; False (nothing acked) if any message
-    does not decode or the call fails, so the caller handles them one by one."""
-    deliveries = []
+    does not decode or the call fails, so the caller handles them one by one. A call past its deadline
+    sends them all back for later (one by one, each would wait out the same hung downstream), unless one
+    is on its last delivery: that one must be settled (dead-lettered) one by one."""
+    deliveries: list[Delivery] = []
     try:
         for msg in group:
             env, payload = decode_message(msg)
             deliveries.append(Delivery(env, payload, msg.subject, *_delivered(msg), msg))
         with processing_group([m.subject for m in group], [m.headers for m in group], consumer=durable):
-            await group_handler(deliveries)
+            async with _within(deadline_s, group[0].subject):
+                await group_handler(deliveries)
     except asyncio.CancelledError:
         raise
+    except HandlerTimedOut as exc:
+        if max(d.deliveries for d in deliveries) >= max_deliver:
+            return False
+        log.warning("%r: %d messages of %s come back later", exc, len(group), durable)
+        for m, d in zip(group, deliveries, strict=True):
+            await _quietly(m.nak(delay=retry_delay(d.deliveries)))
+        CONSUMED.labels(durable, "retried").inc(len(group))
+        return True
     except Exception:  # one by one instead, where each failure is settled on its own
         log.debug("group of %d on %s handled one by one", len(group), durable, exc_info=True)
         return False
@@ -319,18 +367,26 @@ async def supervised(
 # At most this many messages of a dead instance's window are handled again at start; past that, the
 # rest come back by redelivery after the ack wait, as they always would.
 RECLAIM_LIMIT = 20_000
+# ...and at most about this many bytes of them (the messages read are held until all are handled).
+RECLAIM_MAX_BYTES = 64 * 1024 * 1024
 
 
 async def _read_range(js: JetStreamContext, stream: str, subject: str, first: int, last: int, limit: int) -> list[Msg]:
-    """The stream's messages on `subject` with sequence first..last (at most `limit`), read by an
-    ordered consumer of our own: nothing is delivered to, or acknowledged on, the durable."""
+    """The stream's messages on `subject` with sequence first..last (at most `limit`, and about
+    RECLAIM_MAX_BYTES), read by an ordered consumer of our own: nothing is delivered to, or acknowledged
+    on, the durable."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first, inactive_threshold=30.0
     )
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config)
+    # What the server pushes ahead of our reading is bounded too: past it, the subscription drops (a gap the
+    # ordered consumer mends by asking again from where it is).
+    sub = await js.subscribe(
+        subject, stream=stream, ordered_consumer=True, config=config, pending_bytes_limit=RECLAIM_MAX_BYTES
+    )
     out: list[Msg] = []
+    size = 0
     try:
-        while len(out) < limit:
+        while len(out) < limit and size < RECLAIM_MAX_BYTES:
             try:
                 msg = await sub.next_msg(timeout=2.0)
             except (NatsTimeout, TimeoutError):
@@ -339,6 +395,7 @@ async def _read_range(js: JetStreamContext, stream: str, subject: str, first: in
             if meta.sequence.stream > last:
                 break
             out.append(msg)
+            size += len(msg.data) + len(msg.subject)
             if meta.sequence.stream == last or meta.num_pending == 0:
                 break
     finally:
@@ -357,6 +414,7 @@ async def reclaim_unacked(
     partition: Callable[[str], str],
     concurrency: int = 1,
     limit: int = RECLAIM_LIMIT,
+    deadline_s: float | None = None,
 ) -> int:
     """Handle again, straight from the stream, what `durable` delivered and nobody acknowledged yet.
 
@@ -393,7 +451,8 @@ async def reclaim_unacked(
         nonlocal handled
         async with sem:
             try:
-                await group_handler(group)
+                async with _within(deadline_s, group[0].subject):  # a hung downstream must not keep us from starting
+                    await group_handler(group)
                 handled += len(group)
             except asyncio.CancelledError:
                 raise
@@ -453,6 +512,7 @@ async def consume_once(
     prefetch: bool = False,
     reclaim: bool = False,
     memory: bool = False,
+    max_bytes: int = FETCH_MAX_BYTES,
 ) -> None:
     """Pull and handle until `stop` is set. With concurrency > 1 a batch is handled in parallel;
     with `partition` (subject → key) messages of one key keep their order and different keys
@@ -465,7 +525,8 @@ async def consume_once(
     With `reclaim` (and `partition`, `group_handler`), what a dead instance fetched and never acknowledged
     is handled first, straight from the stream (`reclaim_unacked`), instead of after the ack wait.
     With `memory` (work-queue streams only, see `pull_config`) the durable's state is kept in memory, and a
-    durable lost with a server restart is made anew in place."""
+    durable lost with a server restart is made anew in place. A fetch holds at most `batch` messages and about
+    `max_bytes` bytes (with `prefetch`, two fetches are in memory at once)."""
     config = pull_config(
         durable=durable,
         subject=subject,
@@ -487,6 +548,7 @@ async def consume_once(
                     group_handler=group_handler,
                     partition=partition,
                     concurrency=concurrency,
+                    deadline_s=ack_wait_s,
                 )
             except Exception:  # never keeps the consumer from starting; redelivery still comes
                 log.warning("could not reclaim %s's unacknowledged messages", durable, exc_info=True)
@@ -494,14 +556,16 @@ async def consume_once(
 
         async def run(m: Msg) -> None:
             async with sem:
-                await handle_message(js, m, durable, handler, max_deliver)
+                await handle_message(js, m, durable, handler, max_deliver, ack_wait_s)
 
         async def run_group(group: list[Msg]) -> None:
             async with sem:
-                if group_handler is not None and await _handle_group(js, group, durable, group_handler):
+                if group_handler is not None and await _handle_group(
+                    js, group, durable, group_handler, ack_wait_s, max_deliver
+                ):
                     return
                 for m in group:
-                    await handle_message(js, m, durable, handler, max_deliver)
+                    await handle_message(js, m, durable, handler, max_deliver, ack_wait_s)
 
         batches_of = fetched(
             sub,
@@ -511,6 +575,7 @@ async def consume_once(
             prefetch=prefetch,
             end_if_deleted=True,
             remake=remaking(js, stream, config) if memory else None,
+            max_bytes=max_bytes,
         )
         async with contextlib.aclosing(batches_of) as batches:
             async for msgs in batches:
@@ -521,7 +586,7 @@ async def consume_once(
                     await asyncio.gather(*(run_group(g) for g in groups.values()))
                 elif concurrency == 1:
                     for m in msgs:
-                        await handle_message(js, m, durable, handler, max_deliver)
+                        await handle_message(js, m, durable, handler, max_deliver, ack_wait_s)
                 else:
                     await asyncio.gather(*(run(m) for m in msgs))
 
@@ -625,9 +690,11 @@ async def fetched(
     end_if_deleted: bool = False,
     remake: Callable[[], Awaitable[object]] | None = None,
     wait_s: float = FETCH_WAIT_S,
+    max_bytes: int = FETCH_MAX_BYTES,
 ) -> AsyncGenerator[list[Msg], None]:
-    """Each batch (of at most `size()` messages) fetched until `stop`; a fetch that finds nothing, or
-    fails while a reconnect is in progress, is simply tried again: the loop outlives both. A fetch
+    """Each batch (of at most `size()` messages and about `max_bytes` bytes: `fetch_bounded`) fetched until
+    `stop`; a fetch that finds nothing, or fails while a reconnect is in progress, is simply tried again:
+    the loop outlives both. A fetch
     lingers up to `wait_s` on the server and returns as soon as something arrives; `stop` cuts it short
     (what it had received goes back to the server at once). With `prefetch`, the next batch is fetched
     while the caller handles this one; a batch fetched ahead and never handed out (the loop ended) is
@@ -646,7 +713,7 @@ async def fetched(
     failures = 0
     try:
         while not stop.is_set():
-            pending, ahead = ahead or asyncio.ensure_future(sub.fetch(size(), timeout=wait_s)), None
+            pending, ahead = ahead or asyncio.ensure_future(fetch_bounded(sub, size(), max_bytes, wait_s)), None
             await asyncio.wait((pending, stopping, back), return_when=asyncio.FIRST_COMPLETED)
             if not pending.done() and back.done():  # what the server sends from now on waits in the queue
                 reconnected.clear()
@@ -686,7 +753,7 @@ async def fetched(
             if msgs is None:
                 continue
             if prefetch:
-                ahead = asyncio.ensure_future(sub.fetch(size(), timeout=wait_s))
+                ahead = asyncio.ensure_future(fetch_bounded(sub, size(), max_bytes, wait_s))
             yield msgs
     finally:
         stopping.cancel()

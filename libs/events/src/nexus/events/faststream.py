@@ -74,12 +74,16 @@ def durable_subscriber(
     ack_wait_s: float = 30.0,
     batch: int = 1,
     deliver_new: bool = False,
+    holds: bool = False,
 ) -> Any:
     """Register `handler(Delivery)` on a durable JetStream pull consumer named `durable` (or, without
     a handler, return a decorator that does). FastStream handles the messages of one fetched batch
     concurrently: the default batch of one keeps the subject's order (a handler that waits holds the
     ones behind it). `deliver_new`: a consumer created now starts at new messages instead of the
-    stream's whole history (alerts about last week help nobody)."""
+    stream's whole history (alerts about last week help nobody). A handler is cut at the ack wait (a
+    downstream that never answers must not stop the subscriber for good), unless it `holds` its message on
+    purpose (telling JetStream it is still working while a provider is out): then it bounds each of its
+    tries itself."""
     from nexus.events.catalog import DLQ_STREAM
 
     dlq = BrokerPublisher(broker, DLQ_STREAM)
@@ -96,7 +100,7 @@ def durable_subscriber(
 
     def register(h: Handler) -> Any:
         async def on_message(msg: NatsMessage) -> None:
-            await handle_message(dlq, msg.raw_message, durable, h, max_deliver)
+            await handle_message(dlq, msg.raw_message, durable, h, max_deliver, None if holds else ack_wait_s)
 
         on_message.__name__ = f"on_{durable.replace('-', '_')}"
         return broker.subscriber(

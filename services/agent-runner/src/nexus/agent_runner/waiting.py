@@ -22,6 +22,7 @@ from nexus.events.catalog import RUNS_STREAM, run_subject
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import ApprovalDecided, ChildFinished
 from nexus.events.permissions import RunIdentity
+from nexus.events.pull import fetch_bounded
 
 log = logging.getLogger("nexus.agent_runner.waiting")
 KINDS = {"approval_decided": ApprovalDecided, "child_finished": ChildFinished}
@@ -54,7 +55,7 @@ class RunInbox:
     async def _pull(self, sub: JetStreamContext.PullSubscription, type_: type) -> None:
         while True:
             try:
-                msgs = await sub.fetch(batch=16, timeout=5)
+                msgs = await fetch_bounded(sub, 16, timeout=5)
             except NatsTimeout:
                 continue
             except asyncio.CancelledError:

@@ -37,20 +37,29 @@ def _epoch(iso: str) -> float | None:
 
 
 HOLD_MAX_S = 60.0  # the longest wait between two tries of a held change
+TRY_S = 300.0  # the longest one try may take (each provider call has its timeout; a database call may not)
 
 
 async def patiently(
-    stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]], *, beat_s: float = 10.0
+    stop: asyncio.Event,
+    backoff_s: float,
+    d: Delivery,
+    work: Callable[[], Awaitable[T]],
+    *,
+    beat_s: float = 10.0,
+    try_s: float = TRY_S,
 ) -> T:
     """Run `work()` until it gets through: an outage (or a refused credential an admin will fix)
     keeps this message — and the ones behind it — waiting, never dropped. The wait doubles with each
     failed try (up to HOLD_MAX_S, or what the provider asked for), so a revoked token is not tried
     again every few seconds for as long as nobody fixes it. All along (a provider's slow answers
     and retries included), JetStream is told every `beat_s` that the message is still being worked
-    on, so it is not delivered again meanwhile."""
+    on, so it is not delivered again meanwhile. Since that beat would hold a message for ever behind a
+    call that never returns (a database that takes a request and never answers), one try past `try_s` is
+    cut and held like an outage: every try is idempotent, so a try cut half-way is simply made again."""
     beat = asyncio.create_task(_still_working(d, beat_s))
     try:
-        return await _tries(stop, backoff_s, d, work)
+        return await _tries(stop, backoff_s, d, work, try_s)
     finally:
         beat.cancel()
 
@@ -62,17 +71,22 @@ async def _still_working(d: Delivery, beat_s: float) -> None:
             await d.msg.in_progress()
 
 
-async def _tries(stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]]) -> T:
+async def _tries(
+    stop: asyncio.Event, backoff_s: float, d: Delivery, work: Callable[[], Awaitable[T]], try_s: float
+) -> T:
     tries = 0
     while True:
         try:
-            return await work()
-        except (Unavailable, AuthFailed, MissingSecret) as exc:
+            async with asyncio.timeout(try_s):
+                return await work()
+        except (Unavailable, AuthFailed, MissingSecret, TimeoutError) as exc:
             if stop.is_set():
                 raise  # nak: it is redelivered after the restart
             wait = getattr(exc, "retry_after_s", None) or min(backoff_s * 2**tries, HOLD_MAX_S)
             tries += 1
-            if isinstance(exc, Unavailable):
+            if isinstance(exc, TimeoutError):
+                log.warning("a try of %s took longer than %gs; holding it for %.2fs", d.subject, try_s, wait)
+            elif isinstance(exc, Unavailable):
                 log.warning("provider not reachable (%s); holding %s for %.2fs", exc, d.subject, wait)
             else:
                 log.error(
@@ -95,6 +109,7 @@ def register(
     backoff_s: float,
     max_deliver: int,
     ack_wait_s: float = 30.0,
+    try_s: float = TRY_S,
 ) -> None:
     beat_s = ack_wait_s / 3  # well inside JetStream's ack wait
 
@@ -106,6 +121,7 @@ def register(
                 d,
                 lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)),
                 beat_s=beat_s,
+                try_s=try_s,
             )
 
     async def on_run(d: Delivery) -> None:
@@ -116,11 +132,12 @@ def register(
                 d,
                 lambda: syncer.sync_task(d.payload.task_id, changed_at=_epoch(d.envelope.occurred_at)),
                 beat_s=beat_s,
+                try_s=try_s,
             )
 
     async def on_external(d: Delivery) -> None:
         if isinstance(d.payload, p.BoardExternalChanged):
-            await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload), beat_s=beat_s)
+            await patiently(stop, backoff_s, d, lambda: syncer.on_external(d.payload), beat_s=beat_s, try_s=try_s)
 
     for durable, handler in (
         ("board-sync-tasks", on_task),
@@ -135,4 +152,5 @@ def register(
             durable=durable,
             max_deliver=max_deliver,
             ack_wait_s=ack_wait_s,
+            holds=True,  # held while a provider is out; each try bounded by `try_s`
         )

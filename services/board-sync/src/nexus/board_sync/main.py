@@ -68,6 +68,7 @@ async def _follow(
         backoff_s=settings.outage_backoff_s,
         max_deliver=settings.max_deliver,
         ack_wait_s=settings.ack_wait_s,
+        try_s=settings.try_s,
     )
 
     async def queue_depth() -> None:

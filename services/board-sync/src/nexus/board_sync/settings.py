@@ -14,6 +14,7 @@ class BoardSyncSettings(CommonSettings, kw_only=True):
     outage_backoff_s: float = 2.0  # between tries while a provider is out; the change waits in JetStream meanwhile
     max_deliver: int = 20
     ack_wait_s: float = 30.0  # a change a crashed board-sync held is redelivered after this
+    try_s: float = 300.0  # one try of a change, provider retries included; one past it is held like an outage
     # Fault injection for tests: when this file exists, board-sync removes it and dies right after
     # a provider created an item and before the link is written.
     crash_after_create_file: str | None = None

@@ -244,7 +244,8 @@ class Syncer:
             if self._matches(item, link):
                 return "echo"
             await self._repair(provider, link, task, item)
-            await provider.add_comment(link.item_id, AUTHORITATIVE)
+            # Named after the delivery: a comment is known by its first line, and each revert has its own.
+            await provider.add_comment(link.item_id, f"{AUTHORITATIVE} (webhook delivery {change.delivery_id})")
             await self.links.save(link)
             return "reverted"
 

@@ -29,6 +29,10 @@ GOAL_ENDS = {"done": "🏁 Goal done", "failed": "🔥 Goal failed", "cancelled"
 
 # How many more times an alert asks core-api again after an answer that is no, before the event is poison.
 NO_ANSWER_TRIES = 3
+# The longest one try of an alert may take (its queries and bucket writes each have a timeout; this bounds
+# them all, and anything else a try waits on), inside the ack wait: a try past it is cut and made again, like
+# an outage. A try cut half-way loses nothing: what it queued stays queued, and the next try adds the rest.
+TRY_S = 25.0
 
 
 class Alerts:
@@ -41,11 +45,13 @@ class Alerts:
         *,
         stop: asyncio.Event | None = None,
         wait_s: float = 1.0,
+        try_s: float = TRY_S,
     ) -> None:
         self.core, self.store, self.outbox = core, store, outbox  # no outbox: Telegram is off, events are only followed
         self.link_base = link_base.rstrip("/") if link_base else None
         self.stop = stop or asyncio.Event()
         self.wait_s = wait_s
+        self.try_s = try_s
 
     def register(self, broker: NatsBroker) -> None:
         for durable, subject, handler in (
@@ -54,21 +60,27 @@ class Alerts:
             ("telegram-gw-goals", "nexus.evt.goal.>", self.on_goal),
             ("telegram-gw-tasks", "nexus.evt.task.created", self.on_task_created),
         ):
-            durable_subscriber(broker, subject=subject, stream=EVENTS_STREAM, durable=durable, deliver_new=True)(
-                self._patiently(handler)
-            )
+            durable_subscriber(
+                broker, subject=subject, stream=EVENTS_STREAM, durable=durable, deliver_new=True, holds=True
+            )(self._patiently(handler))
 
     def _patiently(self, handler: Handler) -> Handler:
         """core-api out of reach (restarting, the bus electing a leader) is an outage, not a bad event: the
         alert waits for it — the message held, said in progress — and is never dead-lettered for it.
-        (Five quick deliveries were over before a restarted core-api answered: the alert was lost.)"""
+        (Five quick deliveries were over before a restarted core-api answered: the alert was lost.)
+        A try that hangs (a call that never returns) is cut at `try_s` and made again."""
 
         async def patient(d: Delivery) -> None:
             noes = 0
             while True:
                 try:
-                    await handler(d)
+                    async with asyncio.timeout(self.try_s):  # idempotent: a try cut half-way is made again
+                        await handler(d)
                     return
+                except TimeoutError:
+                    if self.stop.is_set():
+                        raise
+                    log.warning("a try of %s took longer than %gs; holding it", d.subject, self.try_s)
                 except CoreError as exc:
                     if self.stop.is_set():
                         raise  # redelivered after the restart
@@ -80,11 +92,11 @@ class Alerts:
                             raise Poison(f"core-api answered: {exc}") from exc
                     else:
                         log.warning("core-api not reachable (%s); holding %s", exc, d.subject)
-                    if d.msg is not None:
-                        with contextlib.suppress(Exception):
-                            await d.msg.in_progress()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), self.wait_s)
+                if d.msg is not None:
+                    with contextlib.suppress(Exception):
+                        await d.msg.in_progress()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), self.wait_s)
 
         return patient
 

@@ -1,7 +1,12 @@
 """Every alert goes through a durable outbox: written to a JetStream key-value bucket first, then sent
 by one sender per chat, in order. A send that fails for a reason that may pass (network, Telegram's
 flood control after the rate limiter's own retries) is retried later; one chat waiting never holds up
-another, and a restart resumes from the bucket."""
+another, and a restart resumes from the bucket.
+
+Telegram has no idempotency key, and a bot cannot read a chat back to see whether a message arrived. So
+a message is recorded as tried before each send; a send whose outcome is unknown (the answer lost, or a
+process killed between Telegram taking it and the outbox clearing it) is sent once more marked as a
+possible repeat (`REPEAT`), never silently twice and never dropped."""
 
 import asyncio
 import contextlib
@@ -17,10 +22,11 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
 
 from nexus.domain.ids import new_ulid
 from nexus.telegram_gateway.store import exists
+from nexus.telegram_gateway.text import LIMIT, units
 
 log = logging.getLogger("nexus.telegram_gateway.outbox")
 BUCKET = "nexus_chat_outbox"
@@ -32,6 +38,9 @@ class Outgoing(msgspec.Struct, kw_only=True):
     text: str  # HTML, already under the message limit
     edit_message_id: int | None = None  # edit this message instead of sending a new one (its buttons go)
     approval_id: str | None = None  # an approval alert: with its buttons, and where it was posted is remembered
+    # A send was started and not known to have failed: whether Telegram took it is unknown (an edit needs no
+    # such care: the same edit twice says the same).
+    tried: bool = False
 
 
 Deliver = Callable[[Outgoing], Awaitable[None]]
@@ -42,6 +51,34 @@ _KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,64}")
 def key_part(ident: str) -> str:
     """`ident` as one token of a key-value key: kept when it is one (a ULID sorts in time), else hashed."""
     return ident if _KEY_SAFE.fullmatch(ident) else hashlib.sha256(ident.encode()).hexdigest()[:40]
+
+
+# What a message sent again after an unknown outcome says first (a note of its own when the message is full).
+REPEAT = "↻ <i>Sent again: the first sending may have arrived too.</i>"
+# httpx's failures that mean the request never left (python-telegram-bot raises its NetworkError from them).
+_NOT_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout")
+
+
+def may_have_arrived(exc: BaseException) -> bool:
+    """Whether Telegram may have taken a send that failed with `exc`: the request left and its answer was
+    lost (a timeout, a connection cut). A refusal, or a connection never made, took nothing."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, NetworkError)
+        and cause is not None
+        and type(cause).__module__.startswith("httpx")
+        and type(cause).__name__ not in _NOT_SENT
+    )
+
+
+def repeat_of(msg: Outgoing) -> list[Outgoing]:
+    """What to send for `msg` when its earlier sending may have arrived: marked as a possible repeat."""
+    if msg.edit_message_id is not None:
+        return [msg]
+    marked = f"{REPEAT}\n{msg.text}"
+    if units(marked) <= LIMIT:
+        return [msgspec.structs.replace(msg, text=marked)]
+    return [Outgoing(chat_id=msg.chat_id, text=REPEAT), msg]
 
 
 def _seconds(retry_after: int | timedelta) -> float:
@@ -115,20 +152,31 @@ class Outbox:
             OUTBOX.labels("dropped").inc()
             log.error("chat %s: outbox entry %s is not a message (%s); dropped", chat_id, key, exc)
         else:
-            if not await self._send(chat_id, msg):
+            if not await self._send(chat_id, key, msg):
                 return False
             if self.sent is not None:  # a redelivered event finds its message sent, and queues it no more
                 await self._patiently(partial(self.sent.put, f"sent.{key}", b"1"), f"chat {chat_id}: marking")
         await self._patiently(partial(self.kv.delete, key), f"chat {chat_id}: clearing the outbox")
         return True
 
-    async def _send(self, chat_id: int, msg: Outgoing) -> bool:
+    async def _tried(self, chat_id: int, key: str, msg: Outgoing, tried: bool) -> Outgoing:
+        """Record in the entry whether a send of it may have reached Telegram (before the send, and after one
+        known to have failed), so that the next process knows what it cannot know otherwise."""
+        if msg.edit_message_id is None and msg.tried != tried:
+            msg = msgspec.structs.replace(msg, tried=tried)
+            await self._patiently(partial(self.kv.put, key, msgspec.json.encode(msg)), f"chat {chat_id}: recording")
+        return msg
+
+    async def _send(self, chat_id: int, key: str, msg: Outgoing) -> bool:
         """Deliver until it is sent or can never be (True), or the outbox stops (False)."""
         attempt = 0
+        repeat = msg.tried  # tried by a process that died: whether it arrived is unknown
         while not self._stopping:
+            msg = await self._tried(chat_id, key, msg, True)
             try:
-                await self.deliver(msg)
-                OUTBOX.labels("sent").inc()
+                for part in repeat_of(msg) if repeat else [msg]:
+                    await self.deliver(part)
+                OUTBOX.labels("repeated" if repeat and msg.edit_message_id is None else "sent").inc()
                 return True
             except ChatMigrated as exc:  # a group became a supergroup: the message goes to its new id
                 if msg.edit_message_id is not None:  # the message to edit stayed behind in the old chat
@@ -143,6 +191,10 @@ class Outbox:
             except Exception as exc:  # noqa: BLE001 — anything else may pass: retried later
                 attempt += 1
                 OUTBOX.labels("retried").inc()
+                if may_have_arrived(exc):
+                    repeat = True
+                elif not repeat:
+                    msg = await self._tried(chat_id, key, msg, False)
                 delay = min(self.retry_s * 2 ** min(attempt - 1, 5), 300.0)
                 if isinstance(exc, RetryAfter):  # Telegram says how long its flood control lasts
                     delay = max(delay, _seconds(exc.retry_after))

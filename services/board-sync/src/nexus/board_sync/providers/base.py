@@ -61,6 +61,13 @@ class Comment(msgspec.Struct, kw_only=True):
     text: str
 
 
+def same_comment(comments: list[Comment], text: str) -> Comment | None:
+    """The comment among `comments` that is `text`: a comment is known by its first line (each of board-sync's
+    names there what it is about: a run, a webhook delivery), which a board keeps as it was written."""
+    heading = text.split("\n", 1)[0]
+    return next((c for c in comments if c.text.split("\n", 1)[0] == heading), None)
+
+
 class ProviderError(Exception):
     """A provider call failed for a reason that will not go away by retrying (bad request)."""
 
@@ -114,6 +121,8 @@ class BoardProvider(Protocol):
 
     async def update_fields(self, item_id: str, fields: Fields) -> None: ...
 
+    # Each write below is made once, even when its answer is lost (looked for before it is sent again):
+    # a comment is known by its first line (`same_comment`), a link by its URL.
     async def add_comment(self, item_id: str, text: str) -> Comment: ...
 
     async def link(self, item_id: str, title: str, url: str) -> None: ...

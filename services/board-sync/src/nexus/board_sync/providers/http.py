@@ -3,8 +3,8 @@ honouring Retry-After / X-RateLimit-Reset, and counted by provider and outcome."
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -74,6 +74,9 @@ def _wait(fallback: Callable[[RetryCallState], float]) -> Callable[[RetryCallSta
     return wait
 
 
+T = TypeVar("T")
+
+
 class HttpBoard:
     """The transport every HTTP provider shares."""
 
@@ -100,6 +103,20 @@ class HttpBoard:
         async for attempt in retrying:
             with attempt:
                 return await self._once(method, path, **kw)
+
+    async def made_once(self, send: Callable[[], Awaitable[T]], made: Callable[[], Awaitable[T | None]]) -> T:
+        """A write that must happen once (a comment, a link, a transition), whose call is `once`: after a
+        failure that may hide a write made (a lost answer, a 5xx, a cut connection), `made` looks for what
+        it would have made, and only if there is none is it sent again."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await send()
+            except Unavailable:
+                if attempt == self.attempts:
+                    raise
+                if (found := await made()) is not None:
+                    return found
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _once(self, method: str, path: str, **kw: Any) -> Any:
         await self.limiter.acquire()

@@ -5,7 +5,16 @@ from typing import Any
 
 import httpx
 
-from nexus.board_sync.providers.base import MARKER_SOURCE, Card, Comment, ExternalItem, Fields, ProviderError, group_of
+from nexus.board_sync.providers.base import (
+    MARKER_SOURCE,
+    Card,
+    Comment,
+    ExternalItem,
+    Fields,
+    ProviderError,
+    group_of,
+    same_comment,
+)
 from nexus.board_sync.providers.http import HttpBoard, RateLimiter
 from nexus.domain.json_types import JsonObject
 
@@ -131,17 +140,25 @@ class JiraProvider(HttpBoard):
         )
 
     async def update_status(self, item_id: str, group: str) -> None:
+        # A transition made twice is refused (the issue is no longer where it starts): looked for first.
+        async def made() -> bool | None:
+            return (await self.get_item(item_id)).group == group or None
+
+        await self.made_once(lambda: self._transition(item_id, group), made)
+
+    async def _transition(self, item_id: str, group: str) -> bool:
         target = self.status_names[group].lower()
         body = await self.call("GET", f"/rest/api/3/issue/{item_id}/transitions")
         for t in body.get("transitions", []):
             if str(t.get("to", {}).get("name", "")).lower() == target:
                 await self.call(
-                    "POST", f"/rest/api/3/issue/{item_id}/transitions", json={"transition": {"id": t["id"]}}
+                    "POST", f"/rest/api/3/issue/{item_id}/transitions", once=True, json={"transition": {"id": t["id"]}}
                 )
-                return
+                return True
         current = await self.get_item(item_id)
         if current.group != group:
             raise ProviderError(f"jira: the workflow of {item_id} offers no transition to {self.status_names[group]!r}")
+        return True
 
     async def update_fields(self, item_id: str, fields: Fields) -> None:
         update: dict[str, Any] = {}
@@ -158,8 +175,14 @@ class JiraProvider(HttpBoard):
             await self.call("PUT", f"/rest/api/3/issue/{item_id}", json={"fields": update})
 
     async def add_comment(self, item_id: str, text: str) -> Comment:
-        body = await self.call("POST", f"/rest/api/3/issue/{item_id}/comment", json={"body": adf(text)})
-        return Comment(id=str(body["id"]), text=adf_text(body.get("body")))
+        async def send() -> Comment:
+            body = await self.call("POST", f"/rest/api/3/issue/{item_id}/comment", once=True, json={"body": adf(text)})
+            return Comment(id=str(body["id"]), text=adf_text(body.get("body")))
+
+        async def made() -> Comment | None:
+            return same_comment(await self.list_comments(item_id), text)
+
+        return await self.made_once(send, made)
 
     async def list_comments(self, item_id: str) -> list[Comment]:
         out: list[Comment] = []
@@ -175,6 +198,7 @@ class JiraProvider(HttpBoard):
                 return out
 
     async def link(self, item_id: str, title: str, url: str) -> None:
-        # Keyed by its URL (globalId): the same link made again, after a crash before it was recorded, updates it.
+        # Keyed by its URL (globalId): the same link made again (its answer lost, or a crash before it was
+        # recorded) updates it instead of adding one, so this write is safe to repeat as it is.
         body = {"globalId": url, "object": {"url": url, "title": title}}
         await self.call("POST", f"/rest/api/3/issue/{item_id}/remotelink", json=body)

@@ -16,6 +16,7 @@ from nexus.board_sync.providers.base import (
     NotFound,
     ProviderError,
     group_of,
+    same_comment,
 )
 from nexus.board_sync.providers.http import HttpBoard, RateLimiter
 from nexus.domain.json_types import JsonObject
@@ -146,18 +147,32 @@ class PlaneProvider(HttpBoard):
             await self.call("PATCH", f"{self.project}/work-items/{item_id}/", json=patch)
 
     async def add_comment(self, item_id: str, text: str) -> Comment:
-        body = await self.call(
-            "POST", f"{self.project}/work-items/{item_id}/comments/", json={"comment_html": to_html(text)}
-        )
-        return Comment(id=body["id"], text=from_html(body.get("comment_html")))
+        async def send() -> Comment:
+            path = f"{self.project}/work-items/{item_id}/comments/"
+            body = await self.call("POST", path, once=True, json={"comment_html": to_html(text)})
+            return Comment(id=body["id"], text=from_html(body.get("comment_html")))
+
+        async def made() -> Comment | None:
+            return same_comment(await self.list_comments(item_id), text)
+
+        return await self.made_once(send, made)
 
     async def list_comments(self, item_id: str) -> list[Comment]:
         rows = await self._pages(f"{self.project}/work-items/{item_id}/comments/")
         return [Comment(id=r["id"], text=from_html(r.get("comment_html"))) for r in rows]
 
     async def link(self, item_id: str, title: str, url: str) -> None:
-        try:
-            await self.call("POST", f"{self.project}/work-items/{item_id}/links/", json={"title": title, "url": url})
-        except ProviderError as exc:  # linked already: an answer lost, or a board-sync that died before it recorded so
-            if "already exists" not in str(exc):
-                raise
+        path = f"{self.project}/work-items/{item_id}/links/"
+
+        async def send() -> bool:
+            try:
+                await self.call("POST", path, once=True, json={"title": title, "url": url})
+            except ProviderError as exc:  # linked already: by a board-sync that died before it recorded so
+                if "already exists" not in str(exc):
+                    raise
+            return True
+
+        async def made() -> bool | None:
+            return any(lk.get("url") == url for lk in await self._pages(path)) or None
+
+        await self.made_once(send, made)

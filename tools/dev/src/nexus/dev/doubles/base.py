@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 
 GARBLED = b"<html><body><h1>502 Bad Gateway</h1></body></html>"  # bytes are answered as they are
+DROPPED = 0  # the status of a call whose connection is closed without an answer
 
 
 class Reply(Exception):
@@ -49,6 +50,9 @@ class HttpDouble:
         self.garbled = 0  # the same for a 200 whose body is a proxy's HTML page instead of JSON
         # (method, path pattern): the next such call is carried out, but answered 504 (its answer lost on the way)
         self.lose_answer: tuple[str, str] | None = None
+        # (method, path pattern): the next such call is carried out, then its connection is closed with no
+        # answer at all (a reset, a proxy's timeout): the client cannot know whether it was made
+        self.drop_answer: tuple[str, str] | None = None
         self._seen: dict[str, deque] = {}
         # (method, path suffix) → released when set: such a call is applied at once and answered only then
         self.holding: dict[tuple[str, str], threading.Event] = {}
@@ -123,15 +127,20 @@ class HttpDouble:
                         status, body = fn(req, **m.groupdict())
                     except Reply as r:
                         return r.status, r.body, {**headers, **r.headers}
-                    if (
-                        self.lose_answer
-                        and self.lose_answer[0] == req.method
-                        and re.match(self.lose_answer[1], req.path)
-                    ):
-                        self.lose_answer = None
+                    if self._lost(req, "lose_answer"):
                         return 504, {"detail": "Gateway Timeout"}, headers
+                    if self._lost(req, "drop_answer"):
+                        return DROPPED, None, {}
                     return status, body, headers
         return 404, {"detail": "Not found."}, headers
+
+    def _lost(self, req: Request, fault: str) -> bool:
+        """Whether the answer to `req` is to be lost by `fault` (set for one call, then cleared)."""
+        wanted = getattr(self, fault)
+        if wanted and wanted[0] == req.method and re.match(wanted[1], req.path):
+            setattr(self, fault, None)
+            return True
+        return False
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         double = self
@@ -150,6 +159,9 @@ class HttpDouble:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, out, extra = double.handle(Request(self.command, parts.path, query, headers, body))
+                if status == DROPPED:  # made, and the connection closed before any answer
+                    self.close_connection = True
+                    return
                 double._hold(self.command, parts.path, status)
                 data = b"" if out is None else out if isinstance(out, bytes) else json.dumps(out).encode()
                 self.send_response(status)

@@ -137,7 +137,9 @@ class JiraDouble(HttpDouble):
         try:
             name = names[int(tid or "") - 11]
         except (TypeError, ValueError, IndexError):
-            raise Reply(400, {"errorMessages": ["Transition id is not valid for this issue."], "errors": {}}) from None
+            name = ""
+        if name not in STATUSES or name == issue["fields"]["status"]["name"]:  # Jira offers none to where it is
+            raise Reply(400, {"errorMessages": ["Transition id is not valid for this issue."], "errors": {}})
         issue["fields"]["status"] = self._status(name)
         return 204, None
 
