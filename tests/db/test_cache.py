@@ -185,3 +185,16 @@ def test_written_ids_name_only_what_a_command_can_change() -> None:
     assert written_ids("findAndModify", {"query": {"_id": "a"}}) == ["a"]
     assert written_ids("findAndModify", {"query": {"title": "a"}}) is None
     assert written_ids("drop", {}) is None
+
+
+async def test_a_run_config_is_read_once_and_a_missing_one_is_not_remembered(cache: ReadCache) -> None:
+    from nexus.db.documents import RunConfigRecord
+    from nexus.db.run_configs import config_of
+
+    run_id = f"run_{uuid.uuid4().hex}"
+    assert await config_of(run_id) is None  # not stored yet: not remembered as missing
+    await RunConfigRecord(id=run_id, config={"agent_id": "a"}).insert()
+    assert await config_of(run_id) == {"agent_id": "a"}
+    hits = cache.hits
+    assert await config_of(run_id) == {"agent_id": "a"}
+    assert cache.hits == hits + 1  # configs never change once stored: the second read is the cache's

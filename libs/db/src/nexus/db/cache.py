@@ -133,6 +133,19 @@ class ReadCache(monitoring.CommandListener):
             keep=lambda doc: keep_missing or doc is not None,
         )
 
+    async def value(self, doc_cls: Any, doc_id: Any, load: Callable[[], Awaitable[T]], keep: Callable[[T], bool]) -> T:
+        """What `load` reads of one document (a raw read of some of its fields), cached and made stale
+        exactly as the document itself is."""
+        ns = doc_cls.get_pymongo_collection().full_name
+        return await self._through(
+            self.entries,
+            self.max_entries,
+            (ns, ("value", doc_id)),
+            lambda: (self.wide.get(ns, 0), self.keyed.get((ns, doc_id), 0)),
+            load,
+            keep=keep,
+        )
+
     async def find(self, doc_cls: type[D], query: JsonObject, sort: Sort, limit: int) -> list[D]:
         """A find() with sort and limit, cached like a document: by collection and exact query, dropped
         by any write to the collection. A query that cannot be keyed goes to the database."""
@@ -208,6 +221,14 @@ async def cached_get(doc_cls: type[D], doc_id: Any, *, keep_missing: bool = Fals
     if _cache is None:
         return await doc_cls.get(doc_id)
     return await _cache.get(doc_cls, doc_id, keep_missing=keep_missing)
+
+
+async def cached_value(doc_cls: Any, doc_id: Any, load: Callable[[], Awaitable[T]], keep: Callable[[T], bool]) -> T:
+    """What `load` reads of the document `doc_id` of `doc_cls`'s collection, shared like cached_get's
+    documents: read it, never mutate it. Kept only when `keep` says so."""
+    if _cache is None:
+        return await load()
+    return await _cache.value(doc_cls, doc_id, load, keep)
 
 
 async def cached_find(doc_cls: type[D], query: JsonObject, sort: Sort, limit: int) -> list[D]:

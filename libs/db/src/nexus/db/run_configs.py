@@ -11,6 +11,7 @@ either shape."""
 
 import asyncio
 
+from nexus.db.cache import cached_value
 from nexus.db.documents import Run, RunConfigRecord
 from nexus.db.group import insert_grouped
 from nexus.domain.json_types import JsonObject
@@ -27,7 +28,12 @@ async def store_run(run: Run, config: JsonObject) -> None:
 
 async def config_of(run_id: str) -> JsonObject | None:
     """The run's config as stored: its own document, or — for a run stored before configs were kept
-    apart — the run's inline `config`. None: no such run (or one stored without a config)."""
+    apart — the run's inline `config`. None: no such run (or one stored without a config). A config is
+    never changed once stored, so it is read through the cache: shared, never to be mutated."""
+    return await cached_value(RunConfigRecord, run_id, lambda: _config_of(run_id), keep=lambda c: c is not None)
+
+
+async def _config_of(run_id: str) -> JsonObject | None:
     record = await RunConfigRecord.get_pymongo_collection().find_one({"_id": run_id})
     if record is not None:
         config: JsonObject = record["config"]

@@ -15,7 +15,7 @@ from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
 from nexus.core_api.runs.stream import run_stored_final, jetstream_events, parse_last_event_id
 from nexus.core_api.workflow import engine
 from nexus.core_api.workflow.launch import NoConfig
-from nexus.db.cache import cached_get
+from nexus.db.cache import cached_find, cached_get
 from nexus.core_api.sessions.schemas import outs as session_outs
 from nexus.db.documents import Run, Session
 from nexus.db.run_configs import config_of
@@ -66,7 +66,7 @@ class RunController(Controller):
         async def config() -> JsonObject | None:
             return await config_of(run.id) if with_config else None
 
-        sessions, cfg = await asyncio.gather(Session.find({"run_id": run.id}).sort("+created_at").to_list(), config())
+        sessions, cfg = await asyncio.gather(cached_find(Session, {"run_id": run.id}, [("created_at", 1)], 0), config())
         return to_out(run, await session_outs(sessions), cfg)
 
     @get("/{run_id:str}/events", guards=[READ])
