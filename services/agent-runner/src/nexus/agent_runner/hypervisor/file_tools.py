@@ -118,10 +118,13 @@ async def apply_patch(hv: Hypervisor, args: ApplyPatchArgs) -> ToolResult:
     patch = args.patch.encode()
     if len(patch) > MAX_WRITE_BYTES:
         raise Refused("too-large", f"the patch is {len(patch)} bytes")
+    if hv.disk.full():
+        raise hv.disk.refusal("a patch adds bytes")
     scratch = tempfile.mkdtemp(prefix="patch-", dir=hv.scratch)
     try:
         return await _apply(hv, patch, Path(scratch))
     finally:
+        hv.disk.forget()  # a patch is at most MAX_WRITE_BYTES: it may pass the budget by that much, once
         shutil.rmtree(scratch, ignore_errors=True)
 
 

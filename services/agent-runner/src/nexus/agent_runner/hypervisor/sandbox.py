@@ -59,13 +59,14 @@ _ETC_FILES = (
     "perl",
 )
 TMP_BYTES = 256 << 20
+FILE_BYTES = 1 << 30  # no file of a command grows past it (nor past what is left of the run's disk budget)
 
 
 @dataclass(frozen=True)
 class Limits:
     cpu_s: int = 600
     address_space: int = 8 << 30
-    file_size: int = 1 << 30
+    file_size: int = FILE_BYTES
     open_files: int = 1024
     processes: int = 512  # per command (a pids cgroup, where one can be made) and per user (the rlimit; never root)
     memory: int = 8 << 30  # all of the command's processes together (a memory cgroup, where one can be made)

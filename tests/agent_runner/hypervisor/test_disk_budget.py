@@ -1,0 +1,85 @@
+"""An agent cannot fill the disk: the bytes it may add to its workspace and the commands' HOME are a
+budget, kept by the file tools (a write past it is refused), by each command's file-size limit (what is
+left of it), by a watch that ends a command writing past it, and by the sum taken after each command.
+Once it is used up only rm runs; the refusals are recorded and the run goes on."""
+
+from typing import Any
+
+import pytest
+
+from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.domain.sessions import CommandRunChange, FileWriteChange, RefusedChange
+
+MiB = 1 << 20
+
+
+def _make(box: Any, budget: int) -> Hypervisor:
+    return box.make(disk_budget=budget)
+
+
+def _refused(box: Any, result: Any) -> RefusedChange:
+    assert not result.ok and result.error.startswith("refused (disk-budget)"), result
+    refusal = box.session.changes[-1]
+    assert isinstance(refusal, RefusedChange) and refusal.reason == "disk-budget"
+    return refusal
+
+
+async def test_a_write_past_the_budget_is_refused_and_shrinking_is_not(sandbox: Any) -> None:
+    hv = _make(sandbox, 1 * MiB)
+    first = await hv.call("write_file", {"path": "a.txt", "content": "x" * (600 << 10)})
+    assert first.ok, first.error
+    second = await hv.call("write_file", {"path": "b.txt", "content": "y" * (600 << 10)})
+    _refused(sandbox, second)
+    assert not (sandbox.ws / "b.txt").exists()
+    again = await hv.call("write_file", {"path": "a.txt", "content": "z" * (600 << 10)})  # adds nothing
+    assert again.ok, again.error
+    smaller = await hv.call("write_file", {"path": "a.txt", "content": "small"})
+    assert smaller.ok
+    now = await hv.call("write_file", {"path": "b.txt", "content": "y" * (600 << 10)})
+    assert now.ok, now.error
+    sandbox.assert_recorded()
+
+
+async def test_one_huge_file_from_a_command_stops_at_the_budget(sandbox: Any) -> None:
+    hv = _make(sandbox, 8 * MiB)
+    result = await hv.call("run_command", {"cmd": "dd if=/dev/zero of=big bs=1M count=200", "timeout_s": 60})
+    _refused(sandbox, result)
+    assert (sandbox.ws / "big").stat().st_size <= 8 * MiB  # the file-size limit: what was left
+    run = next(c for c in reversed(sandbox.session.changes) if isinstance(c, CommandRunChange))
+    assert run.files_changed == 1
+    assert any(isinstance(c, FileWriteChange) and c.rel_path == "big" for c in sandbox.session.changes)
+    blocked = await hv.call("run_command", {"cmd": "touch more"})
+    _refused(sandbox, blocked)
+    assert not (sandbox.ws / "more").exists()
+    removed = await hv.call("run_command", {"cmd": "rm big"})
+    assert removed.ok, removed.error
+    after = await hv.call("run_command", {"cmd": "touch more"})
+    assert after.ok, after.error
+    sandbox.assert_recorded()
+
+
+ENDLESS = (
+    "import os, sys, time\n"
+    "where = os.environ['HOME'] if sys.argv[1] == 'home' else '.'\n"
+    "for i in range(100_000):\n"
+    "    with open(os.path.join(where, f'f{i}'), 'wb') as fh:\n"
+    "        fh.write(b'x' * (1 << 20))\n"
+    "        fh.flush(); os.fsync(fh.fileno())\n"
+    "    time.sleep(0.1)\n"
+)
+
+
+@pytest.mark.parametrize("where", ["workspace", "home"])
+async def test_a_command_writing_many_small_files_is_ended_at_the_budget(sandbox: Any, where: str) -> None:
+    """Each file is far under the file-size limit; together they pass the budget, and the command is ended
+    then (without the watch it would run to its timeout)."""
+    hv = _make(sandbox, 8 * MiB)
+    if where == "home" and hv.sandbox != "bwrap":
+        pytest.skip("a command's HOME outlives it only under bwrap")
+    (sandbox.ws / "fill.py").write_text(ENDLESS)
+    result = await hv.call("run_command", {"cmd": f"python3 fill.py {where}", "timeout_s": 20})
+    refusal = _refused(sandbox, result)
+    assert "it was ended" in refusal.detail
+    blocked = await hv.call("write_file", {"path": "x.txt", "content": "x"})
+    _refused(sandbox, blocked)
+    sandbox.assert_recorded()
