@@ -1,0 +1,201 @@
+"""An agent that tries to leave its sandbox from a command it is allowed to run (python3, any program):
+read the runner's environment, credential or state, reach the network or the runner's sockets, use a
+descriptor the runner holds, signal the runner, fill memory through /dev, or leave something running.
+Each asserts the escape failed and the runner (this test process) is untouched and goes on."""
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from nexus.domain.agents import CommandPolicy, Permissions
+from nexus.domain.sessions import CommandRunChange
+
+from tests.agent_runner.hypervisor.test_contained import _marked_dead
+
+
+async def _py(box: Any, script: str, *args: str, timeout_s: float = 30) -> str:
+    (box.ws / "probe.py").write_text(script)
+    result = await box.hv.call("run_command", {"cmd": " ".join(["python3", "probe.py", *args]), "timeout_s": timeout_s})
+    assert result.ok, result.error
+    assert isinstance(box.session.changes[-1], CommandRunChange)
+    return str(result.output)
+
+
+def _bwrap(box: Any) -> None:
+    if box.hv.sandbox != "bwrap":
+        pytest.skip("these walls are bubblewrap's")
+
+
+READ_EVERY_ENVIRON = """
+import os
+found = []
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        try:
+            found.append(open(f'/proc/{pid}/environ', 'rb').read().decode(errors='replace'))
+        except OSError as exc:
+            found.append(f'{pid}: {exc}')
+print('PIDS', [p for p in os.listdir('/proc') if p.isdigit()])
+print('\\n'.join(found))
+"""
+
+
+async def test_no_process_the_command_can_see_holds_the_runner_environment(sandbox: Any) -> None:
+    _bwrap(sandbox)
+    out = await _py(sandbox, READ_EVERY_ENVIRON)
+    assert "PIDS" in out
+    assert sandbox.RUNNER_SECRET not in out and "NEXUS_SECRET" not in out
+    assert str(os.getpid()) not in out.split("PIDS", 1)[1].splitlines()[0] or os.getpid() < 10
+
+
+async def test_the_runner_state_credential_and_git_directory_are_out_of_sight(sandbox: Any) -> None:
+    _bwrap(sandbox)
+    sandbox.hv.seal_state()
+    (sandbox.root / "nats.creds").write_text("-----BEGIN NATS USER JWT-----\nsecret-jwt\n")
+    targets = [str(sandbox.state_file), str(sandbox.root / "nats.creds"), str(sandbox.root / "gitdir" / "config")]
+    (sandbox.ws / "targets.txt").write_text("\n".join(targets))  # named in a file: the policy reads no script
+    script = (
+        "for path in open('targets.txt').read().splitlines():\n"
+        "    try:\n"
+        "        print('READ', path, open(path).read()[:40])\n"
+        "    except OSError as exc:\n"
+        "        print('NO', path, type(exc).__name__)\n"
+    )
+    out = await _py(sandbox, script)
+    assert "READ" not in out and out.count("NO ") == 3, out
+
+
+async def test_a_descriptor_the_runner_holds_does_not_reach_the_command(sandbox: Any) -> None:
+    secret_file = sandbox.root / "held.txt"
+    secret_file.write_text("held-by-the-runner\n")
+    fd = os.open(secret_file, os.O_RDONLY)
+    os.set_inheritable(fd, True)  # even one a library left inheritable
+    try:
+        script = (
+            "import os\n"
+            "for fd in sorted(int(n) for n in os.listdir('/proc/self/fd')):\n"
+            "    try:\n"
+            "        print(fd, os.readlink(f'/proc/self/fd/{fd}'), os.pread(fd, 64, 0))\n"
+            "    except OSError as exc:\n"
+            "        print(fd, type(exc).__name__)\n"
+        )
+        out = await _py(sandbox, script)
+    finally:
+        os.close(fd)
+    assert "held-by-the-runner" not in out and "held.txt" not in out
+
+
+async def test_the_network_and_the_runner_sockets_are_out_of_reach(sandbox: Any) -> None:
+    _bwrap(sandbox)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    abstract = socket.socket(socket.AF_UNIX)
+    name = f"\0nexus-test-{os.getpid()}-{time.monotonic_ns()}"
+    abstract.bind(name)
+    abstract.listen()
+    abstract.setblocking(False)
+    port = listener.getsockname()[1]
+    script = (
+        "import socket, sys\n"
+        "for family, where in ((socket.AF_INET, ('127.0.0.1', int(sys.argv[1]))), (socket.AF_UNIX, '\\0' + sys.argv[2])):\n"
+        "    s = socket.socket(family)\n"
+        "    s.settimeout(3)\n"
+        "    try:\n"
+        "        s.connect(where); print('CONNECTED', family)\n"
+        "    except OSError as exc:\n"
+        "        print('NO', family, exc)\n"
+    )
+    try:
+        out = await _py(sandbox, script, str(port), name[1:])
+        assert "CONNECTED" not in out, out
+        for sock in (listener, abstract):
+            with pytest.raises(BlockingIOError):
+                sock.accept()
+    finally:
+        listener.close()
+        abstract.close()
+
+
+@pytest.mark.parametrize("how", ["kill-everything", "kill-runner-pid", "kill-parent-group"])
+async def test_signals_do_not_reach_the_runner(sandbox: Any, how: str) -> None:
+    _bwrap(sandbox)
+    script = {
+        "kill-everything": "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print(e)\n",
+        "kill-runner-pid": "import os, signal, sys\ntry:\n    os.kill(int(sys.argv[1]), signal.SIGTERM)\nexcept OSError as e:\n    print('NO', e)\n",
+        "kill-parent-group": "import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n        os.killpg(os.getpgid(pid), signal.SIGTERM)\n    except OSError as e:\n        print('NO', e)\n",
+    }[how]
+    got: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        (sandbox.ws / "probe.py").write_text(script)
+        await sandbox.hv.call("run_command", {"cmd": f"python3 probe.py {os.getpid()}", "timeout_s": 20})
+        await asyncio.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert got == []
+    after = await sandbox.hv.call("run_command", {"cmd": "echo still-here"})
+    assert after.ok and "still-here" in after.output
+
+
+FILL_DEV = """
+import os
+for path in ('/dev/filler', '/dev/shm/filler'):
+    try:
+        with open(path, 'wb') as fh:
+            for _ in range(1024):
+                fh.write(b'x' * (1 << 20))
+        print('WROTE', path, os.path.getsize(path))
+    except OSError as exc:
+        print('NO', path, exc.strerror, os.path.getsize(path) if os.path.exists(path) else 0)
+"""
+
+
+async def test_dev_holds_no_memory_hog(sandbox: Any) -> None:
+    """bwrap's /dev is a tmpfs of half the machine's memory: writable by the command, a gigabyte there
+    was memory no cap counted where no cgroup could be made. Now /dev is read-only and /dev/shm sized."""
+    _bwrap(sandbox)
+    out = await _py(sandbox, FILL_DEV)
+    assert "WROTE" not in out, out
+    assert "NO /dev/filler Read-only file system" in out
+
+
+DAEMON = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.closerange(0, 3)
+        os.execvp('python3', ['python3', '-c', 'import time; time.sleep(120)', sys.argv[1]])
+    os._exit(0)
+print('daemonized')
+"""
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+async def test_a_daemon_does_not_outlive_its_command_as_root(sandbox: Any, mode: str) -> None:
+    """A double fork and setsid() leave the process group; under bwrap the pid namespace ends it, and
+    without bwrap (root, no cgroups) the runner's own pid namespace does."""
+    from nexus.agent_runner.hypervisor import cgroups, sandbox as sandbox_mod
+
+    if sandbox_mod.detect(mode) != mode:
+        pytest.skip(f"{mode} is not available here")
+    if mode == "none" and not sandbox_mod.pid_namespaces():
+        pytest.skip("a pid namespace of the runner's own needs root and Linux >= 6.14")
+    hv = sandbox.make(sandbox_mode=mode, permissions=Permissions(commands=CommandPolicy(allow=["python3 *"])))
+    marker = f"daemon-{mode}-{os.getpid()}-{time.monotonic_ns()}"
+    orig = cgroups.parent
+    cgroups.parent = lambda controller: None  # type: ignore[assignment] # the cgroups' kill after the command is not what holds it
+    try:
+        (sandbox.ws / "probe.py").write_text(DAEMON)
+        result = await hv.call("run_command", {"cmd": f"python3 probe.py {marker}"})
+    finally:
+        cgroups.parent = orig  # type: ignore[assignment]
+    assert result.ok and "daemonized" in result.output
+    assert _marked_dead(marker) == []
