@@ -83,3 +83,36 @@ async def test_a_command_writing_many_small_files_is_ended_at_the_budget(sandbox
     blocked = await hv.call("write_file", {"path": "x.txt", "content": "x"})
     _refused(sandbox, blocked)
     sandbox.assert_recorded()
+
+
+DEEP = """
+import os
+for _ in range(300):
+    os.mkdir('d' * 40)
+    os.chdir('d' * 40)
+with open('hidden.bin', 'wb') as fh:
+    fh.write(b'x' * (4 << 20))
+print('written')
+"""
+
+
+async def test_files_past_the_longest_path_are_neither_hidden_from_the_record_nor_from_the_budget(
+    sandbox: Any,
+) -> None:
+    """A tree deeper than PATH_MAX (12,000 characters here): the walk used to skip what it could not open
+    by its path, so the file's write was never recorded, nor counted against the budget, and the next
+    command and write ran as if nothing had happened."""
+    hv = _make(sandbox, 8 * MiB)
+    (sandbox.ws / "deep.py").write_text(DEEP)
+    result = await hv.call("run_command", {"cmd": "python3 deep.py"})
+    assert not result.ok and result.error.startswith("refused (workspace-too-large)"), result
+    assert "could not be read" in result.error
+    assert isinstance(sandbox.session.changes[-2], CommandRunChange)
+    for call, args in [("run_command", {"cmd": "touch more"}), ("write_file", {"path": "y.txt", "content": "y"})]:
+        blocked = await hv.call(call, args)
+        assert not blocked.ok, (call, blocked)
+    removed = await hv.call("run_command", {"cmd": "rm -rf " + "d" * 40})
+    assert removed.ok, removed.error
+    now = await hv.call("write_file", {"path": "y.txt", "content": "y"})
+    assert now.ok, now.error
+    sandbox.assert_recorded()

@@ -36,7 +36,9 @@ class RunCommandArgs(Args):
 
 def _cap_met(hv: Hypervisor, cap: str, limits: sandbox.Limits, code: int) -> Refused:
     if cap == "disk":
-        return hv.disk.refusal(f"the command wrote past the run's disk budget; it was ended (exit code {code})")
+        return hv.disk.refusal(
+            f"the command wrote past the run's disk budget, or where no walk sees; it was ended (exit code {code})"
+        )
     if cap == "pids":
         return Refused(
             "process-limit",
@@ -82,7 +84,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     if not before.complete and not only_rm:
         raise Refused(
             "workspace-too-large",
-            f"the workspace holds more than {changeset.MAX_ENTRIES} entries; what a command changes could not "
+            f"the workspace cannot be walked whole: {before.why}; what a command changes could not "
             "be recorded, so only rm runs until files are removed",
         )
     hv.disk.observe(await asyncio.to_thread(hv.disk_total, before))
@@ -105,10 +107,10 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         max_output=policy.max_output_bytes,
         confine=(hv.sandbox, spec),
         slack=longest,
-        guard=hv.disk.guard(),
+        guard=hv.disk.guard() if before.complete else None,  # else only rm runs, and adds nothing
     )
     # Past the walk's limit only rm ran: what it deleted is what its command line names.
-    changed = await _record_changes(hv, before, skip) if before.complete else []
+    changed, after = await _record_changes(hv, before, skip) if before.complete else ([], before)
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
@@ -119,9 +121,15 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
             timestamp=now_iso(),
         )
     )
+    if before.complete and not after.complete:
+        raise Refused(
+            "workspace-too-large",
+            f"after the command the workspace cannot be walked whole: {after.why}; its changes are recorded as "
+            "far as they could be seen, and only rm runs until files are removed",
+        )
     if outcome.cap_reached:
         raise _cap_met(hv, outcome.cap_reached, spec.limits, outcome.exit_code)
-    if hv.disk.full():
+    if after.complete and hv.disk.full():
         raise hv.disk.refusal("the command's files used up the budget; its file changes are recorded")
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))
@@ -153,7 +161,9 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
 
 
-async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str | None) -> list[changeset.Changed]:
+async def _record_changes(
+    hv: Hypervisor, before: changeset.Snapshot, skip: str | None
+) -> tuple[list[changeset.Changed], changeset.Snapshot]:
     """Every file the command created, changed or deleted in the workspace, named in its arguments or
     not, recorded as a file-write change (a deletion has no hash) before the command's own change."""
     after = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
@@ -169,7 +179,7 @@ async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str 
                 timestamp=now_iso(),
             )
         )
-    return changed  # past the walk's limit now: the count is a floor, and the next command is refused
+    return changed, after  # past the walk's limit now: the count is a floor, and the command is refused
 
 
 def _ledger_path(hv: Hypervisor, rel: str, limit: int = MAX_PATH_CHARS) -> str:

@@ -176,11 +176,15 @@ class Hypervisor:
         """The git directory inside the workspace that walks of the work tree skip (a session's own)."""
         return None if self.repository_outside else os.path.join(self.ws.root, ".git")
 
-    def disk_total(self, workspace: changeset.Snapshot) -> int:
-        """The bytes the disk budget covers: the workspace (walked as `workspace`) and the commands' HOME."""
-        return disk.total(workspace) + disk.total(changeset.snapshot(str(self._private / "home")))
+    def disk_total(self, workspace: changeset.Snapshot) -> int | None:
+        """The bytes the disk budget covers: the workspace (walked as `workspace`) and the commands' HOME;
+        None when either cannot be walked whole (files out of the walk's sight count as unknown)."""
+        home = changeset.snapshot(str(self._private / "home"))
+        if not (workspace.complete and home.complete):
+            return None
+        return disk.total(workspace) + disk.total(home)
 
-    def _disk_used(self) -> int:
+    def _disk_used(self) -> int | None:
         return self.disk_total(changeset.snapshot(self.ws.root, self.in_tree_git))
 
     @property

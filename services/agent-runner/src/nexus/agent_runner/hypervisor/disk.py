@@ -36,23 +36,28 @@ def _fs_used(paths: Iterable[str]) -> int:
 class Budget:
     """`measure` sums what the budget covers now (a walk); the first measure is the run's starting point."""
 
-    def __init__(self, limit: int, measure: Callable[[], int], paths: Callable[[], list[str]]) -> None:
+    def __init__(self, limit: int, measure: Callable[[], int | None], paths: Callable[[], list[str]]) -> None:
         self.limit = limit
         self._measure = measure
         self._paths = paths
         self._base: int | None = None
         self._now: int | None = None
+        self._unknown = False  # the last walk was not whole: counted as used up, until one is
 
-    def observe(self, now: int) -> None:
-        """What the budget covers holds `now` bytes (summed by someone else's walk)."""
+    def observe(self, now: int | None) -> None:
+        """What the budget covers holds `now` bytes (summed by someone else's walk; None: not whole)."""
+        self._unknown = now is None
+        if now is None:
+            return
         if self._base is None:
             self._base = now
         self._now = now
 
     def grown(self) -> int:
-        if self._now is None:
+        if self._now is None or self._unknown:
             self.observe(self._measure())
-        assert self._now is not None and self._base is not None
+        if self._unknown or self._now is None or self._base is None:
+            return self.limit
         return self._now - self._base
 
     def left(self) -> int:
@@ -68,6 +73,7 @@ class Budget:
     def forget(self) -> None:
         """Written in ways not counted here (a patch): summed anew when next needed."""
         self._now = None
+        self._unknown = False
 
     def check_write(self, rel: str, delta: int) -> None:
         """Refuse a write that adds `delta` bytes past the budget (shrinking is always allowed)."""
@@ -85,7 +91,7 @@ class Budget:
     def guard(self) -> Callable[[], Awaitable[str]]:
         """A command's watch: "disk" once what it wrote passes what is left of the budget."""
         allowed = self.left()
-        begun = self._now or 0  # set by left()
+        begun = self._now or 0  # set by left(), unless the walk was not whole (then nothing is allowed)
         paths = self._paths()
         used = _fs_used(paths)
 
@@ -94,7 +100,10 @@ class Budget:
             grew = _fs_used(paths) - used
             if grew <= allowed:
                 return ""
-            wrote = await asyncio.to_thread(self._measure) - begun
+            measured = await asyncio.to_thread(self._measure)
+            if measured is None:  # written where the walk cannot see: not the machine's other processes
+                return "disk"
+            wrote = measured - begun
             if wrote > allowed:
                 return "disk"
             used += grew - max(wrote, 0)  # the rest was written by other processes of the machine
