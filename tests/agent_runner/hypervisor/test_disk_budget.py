@@ -116,3 +116,16 @@ async def test_files_past_the_longest_path_are_neither_hidden_from_the_record_no
     now = await hv.call("write_file", {"path": "y.txt", "content": "y"})
     assert now.ok, now.error
     sandbox.assert_recorded()
+
+
+async def test_blocks_reserved_past_a_file_end_count_against_the_budget(sandbox: Any) -> None:
+    """`fallocate --keep-size` takes disk blocks without growing the file's length, which neither the
+    file-size limit nor a sum of lengths sees: the budget counts the blocks a file holds."""
+    hv = _make(sandbox, 8 * MiB)
+    made = await hv.call("run_command", {"cmd": "touch f"})
+    assert made.ok, made.error
+    result = await hv.call("run_command", {"cmd": "fallocate --keep-size --length 64MiB f"})
+    _refused(sandbox, result)
+    assert (sandbox.ws / "f").stat().st_blocks * 512 >= 64 * MiB  # the command did take them
+    blocked = await hv.call("write_file", {"path": "x.txt", "content": "x"})
+    _refused(sandbox, blocked)

@@ -28,6 +28,7 @@ class Snapshot:
     sizes: dict[str, int]  # path: size, for files only
     complete: bool  # False: the walk stopped at MAX_ENTRIES, or could not read a directory
     why: str = ""  # when not complete: why, in a sentence
+    used: int = 0  # bytes the entries hold on disk: each one's length or its blocks, whichever is more
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
     """Every entry under `root` but the directory `skip` (a git directory inside the workspace)."""
     entries: dict[str, int] = {}
     sizes: dict[str, int] = {}
+    used = 0
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -54,8 +56,11 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
                     except FileNotFoundError:
                         continue  # removed meanwhile
                     if len(entries) >= MAX_ENTRIES:
-                        return Snapshot(entries, sizes, complete=False, why=f"it holds more than {MAX_ENTRIES} entries")
+                        why = f"it holds more than {MAX_ENTRIES} entries"
+                        return Snapshot(entries, sizes, complete=False, why=why, used=used)
                     entries[rel] = hash((st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                    # Blocks too: `fallocate --keep-size` takes disk past a file's end, its length unchanged.
+                    used += max(st.st_size, st.st_blocks * 512)
                     if not stat.S_ISDIR(st.st_mode):
                         sizes[rel] = st.st_size
                     elif os.path.join(root, rel) != skip:
@@ -67,8 +72,8 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
             # hide what is under it from the record and the disk budget: the walk is not whole.
             depth = rel_dir.count(os.sep) + 1 if rel_dir else 0  # its depth, not its name (any length, any bytes)
             why = f"a directory {depth} levels down could not be read ({exc.strerror})"
-            return Snapshot(entries, sizes, complete=False, why=why)
-    return Snapshot(entries, sizes, complete=True)
+            return Snapshot(entries, sizes, complete=False, why=why, used=used)
+    return Snapshot(entries, sizes, complete=True, used=used)
 
 
 def changes(before: Snapshot, after: Snapshot) -> list[Changed]:

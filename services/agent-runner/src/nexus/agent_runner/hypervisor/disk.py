@@ -18,7 +18,7 @@ SIGXFSZ_EXITS = (-25, 128 + 25)  # a process the file-size limit ended: directly
 
 
 def total(snapshot: changeset.Snapshot) -> int:
-    return sum(snapshot.sizes.values())
+    return snapshot.used
 
 
 def _fs_used(paths: Iterable[str]) -> int:
