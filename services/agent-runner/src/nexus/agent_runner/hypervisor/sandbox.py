@@ -293,7 +293,10 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
         return Prepared(args, rlimits, {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
-    private = tempfile.mkdtemp(prefix="nexus-cmd-")
+    # Inside the hypervisor's HOME room when there is one: what the command writes there is walked and
+    # counted by the run's disk budget like the workspace (the machine's /tmp is no one's budget).
+    room = spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
+    private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=room)
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
         roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
