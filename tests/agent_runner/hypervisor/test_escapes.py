@@ -214,3 +214,38 @@ async def test_a_daemon_does_not_outlive_its_command_as_root(sandbox: Any, mode:
         cgroups.parent = orig  # type: ignore[assignment]
     assert result.ok and "daemonized" in result.output
     assert _marked_dead(marker) == []
+
+
+LINK_OUT = """
+import os
+for source in ('/etc/passwd', '/etc/hostname', os.path.join(os.environ['HOME'], 'planted')):
+    try:
+        open(source, 'a').close() if source.endswith('planted') else None
+        os.link(source, os.path.basename(source) + '.link')
+        print('LINKED', source)
+    except OSError as exc:
+        print('NO', source, exc.strerror)
+    try:
+        os.symlink(source, os.path.basename(source) + '.sym')
+    except OSError:
+        pass
+"""
+
+
+async def test_links_a_command_makes_to_files_outside_carry_nothing_out(confined: Any, git_cmd: Any) -> None:
+    """A hard link from the workspace to a file of the machine would be read by git and committed (then
+    pushed); a symbolic one followed by the file tools. Hard links cannot cross bwrap's mounts nor
+    Landlock's trees (no `refer` right outside the workspace), and symbolic ones are committed as links."""
+    out = await _py(confined, LINK_OUT)
+    assert "NO /etc/passwd" in out and "LINKED /etc" not in out, out
+    for tool, args in [("read_file", {"path": "passwd.sym"}), ("write_file", {"path": "passwd.sym", "content": "x"})]:
+        result = await confined.hv.call(tool, args)
+        assert not result.ok
+    committed = await confined.hv.call("git_commit", {"message": "links"})
+    assert committed.ok, committed.error
+    shown = git_cmd(confined.ws, "show", "--stat", "HEAD")
+    assert "passwd.link" not in shown and "hostname.link" not in shown
+    blobs = git_cmd(confined.ws, "ls-tree", "-r", "HEAD")
+    for line in blobs.splitlines():
+        if line.split("\t")[1].endswith(".sym"):
+            assert line.startswith("120000")  # a link, never the file's content
