@@ -54,10 +54,15 @@ async def test_more_processes_than_the_cap_are_refused(sandbox: Any, caps_mode: 
     if not _bounded(caps_mode):
         pytest.skip("root with neither a pids cgroup nor a pid namespace of its own")
     marker = f"many-{os.getpid()}-{time.monotonic_ns()}"
-    script = (
+    script = (  # a refused fork is waited out, as a build would: the cap, not the program, ends it
         "import os, time\n"
         "for _ in range(2000):\n"
-        "    if os.fork() == 0:\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        time.sleep(30)\n"
+        "        break\n"
+        "    if pid == 0:\n"
         "        time.sleep(30)\n"
         "        os._exit(0)\n"
         "print('all started')\n"
@@ -107,3 +112,23 @@ async def test_memory_past_the_cap_across_processes_ends_the_command(
     assert isinstance(refusal, RefusedChange) and refusal.reason == "memory-limit"
     after = await sandbox.hv.call("run_command", {"cmd": "echo still-here"})
     assert after.ok and "still-here" in after.output
+
+
+MEMFD = (
+    "import os, time\n"
+    "fd = os.memfd_create('hold')\n"
+    "for _ in range(400):\n"
+    "    os.write(fd, b'x' * (1 << 20))\n"
+    "time.sleep(5)\n"
+    "print('held')\n"
+)
+
+
+async def test_memory_held_in_a_memfd_is_counted(sandbox: Any, monkeypatch: pytest.MonkeyPatch, caps_mode: str) -> None:
+    """400 MiB written to a memfd and never mapped: resident in no process, so without a memory cgroup
+    the watch of the tree counts the memfds its processes hold (it used to see nothing, the address-space
+    rlimit neither)."""
+    monkeypatch.setattr(sandbox_mod, "Limits", functools.partial(sandbox_mod.Limits, memory=256 << 20))
+    marker = f"memfd-{os.getpid()}-{time.monotonic_ns()}"
+    result = await _bomb(sandbox, MEMFD, marker)
+    assert not result.ok and "refused (memory-limit)" in result.error, result
