@@ -109,8 +109,11 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         slack=longest,
         guard=hv.disk.guard() if before.complete else None,  # else only rm runs, and adds nothing
     )
-    # Past the walk's limit only rm ran: what it deleted is what its command line names.
-    changed, after = await _record_changes(hv, before, skip) if before.complete else ([], before)
+    if before.complete:
+        changed, after = await _record_changes(hv, before, skip)
+    else:  # only rm ran: what it deleted is what its command line names; the walk says if it is whole again
+        changed, after = [], await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+        hv.disk.observe(await asyncio.to_thread(hv.disk_total, after))
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
@@ -129,7 +132,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         )
     if outcome.cap_reached:
         raise _cap_met(hv, outcome.cap_reached, spec.limits, outcome.exit_code)
-    if after.complete and hv.disk.full():
+    if after.complete and hv.disk.full() and not only_rm:
         raise hv.disk.refusal("the command's files used up the budget; its file changes are recorded")
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))

@@ -450,6 +450,7 @@ class Hypervisor:
     async def write(self, rel: str, data: bytes) -> ToolResult:
         self.check_path(rel)
         grows = len(data) - self.ws.size(rel)
+        await asyncio.to_thread(self.disk.grown)  # the first walk of the run, when this is its first write
         self.disk.check_write(rel, grows)
         await self.approve_write(rel)
         old = self.before_write(rel)

@@ -54,7 +54,9 @@ class Budget:
         self._now = now
 
     def grown(self) -> int:
-        if self._now is None or self._unknown:
+        """Bytes added so far (a walk when none was summed yet: callers on the event loop run it in a
+        thread); the whole budget while the last walk was not whole — until a command's walk is."""
+        if self._now is None and not self._unknown:
             self.observe(self._measure())
         if self._unknown or self._now is None or self._base is None:
             return self.limit

@@ -3,6 +3,7 @@ workspace (paths.Workspace) and with every secret's value masked out of what the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import os
@@ -118,7 +119,7 @@ async def apply_patch(hv: Hypervisor, args: ApplyPatchArgs) -> ToolResult:
     patch = args.patch.encode()
     if len(patch) > MAX_WRITE_BYTES:
         raise Refused("too-large", f"the patch is {len(patch)} bytes")
-    if hv.disk.full():
+    if await asyncio.to_thread(hv.disk.full):
         raise hv.disk.refusal("a patch adds bytes")
     scratch = tempfile.mkdtemp(prefix="patch-", dir=hv.scratch)
     try:

@@ -277,9 +277,7 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
         args = [BWRAP, *_base_args(spec.network)]
         for root in _extra_roots(spec.programs, spec.workspace):
             args += ["--ro-bind-try", root, root]
-        home = (
-            spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
-        )
+        home = _home_room(spec)
         if home:
             args += ["--bind", home, home]
         args += ["--bind", spec.workspace, spec.workspace]
@@ -295,8 +293,7 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
         return Prepared(args, rlimits, {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
     # Inside the hypervisor's HOME room when there is one: what the command writes there is walked and
     # counted by the run's disk budget like the workspace (the machine's /tmp is no one's budget).
-    room = spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
-    private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=room)
+    private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
         roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
@@ -312,6 +309,12 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
 
         return Prepared(list(argv), preexec, inner_env, partial(_clear, private))
     return Prepared(list(argv), rlimits, inner_env, partial(_clear, private))
+
+
+def _home_room(spec: Spec) -> str | None:
+    """The hypervisor's HOME room for commands, when it has one (a directory outside the workspace)."""
+    home = spec.home
+    return home if home and os.path.isdir(home) and not _under(home, (spec.workspace,)) else None
 
 
 def _clear(private: str) -> None:
