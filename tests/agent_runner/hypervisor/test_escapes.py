@@ -249,3 +249,45 @@ async def test_links_a_command_makes_to_files_outside_carry_nothing_out(confined
     for line in blobs.splitlines():
         if line.split("\t")[1].endswith(".sym"):
             assert line.startswith("120000")  # a link, never the file's content
+
+
+RUNNER = """
+import asyncio, sys
+from pathlib import Path
+from nexus.agent_runner.hypervisor import Hypervisor, cgroups
+from nexus.domain.agents import CommandPolicy, Permissions
+from nexus.domain.sessions import SessionState
+cgroups.parent = lambda controller: None
+ws, mode, marker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+policy = Permissions(commands=CommandPolicy(allow=["python3 *"], default="allow"))
+hv = Hypervisor(ws, policy, SessionState(session_id="s", project_path=str(ws)), sandbox_mode=mode)
+cmd = "python3 -c 'import time; time.sleep(60)' " + marker + "-command"  # a marker this runner's argv lacks
+asyncio.run(hv.call("run_command", {"cmd": cmd, "timeout_s": 60}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+async def test_a_command_dies_with_a_killed_runner(tmp_path: Any, mode: str) -> None:
+    """Where the runner's own pid namespace holds the command (no cgroups, root), that namespace's first
+    process is the wrapper, not bwrap: killed with the runner too, or the command ran on, unwatched."""
+    import subprocess
+    import sys
+
+    from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
+    from tests.agent_runner.hypervisor.test_contained import _with_marker
+
+    if sandbox_mod.detect(mode) != mode or not sandbox_mod.pid_namespaces():
+        pytest.skip("needs the pid namespace cap (root, Linux >= 6.14)")
+    marker = f"orphan-{mode}-{os.getpid()}-{time.monotonic_ns()}"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), mode, marker])
+    marker += "-command"
+    try:
+        for _ in range(400):
+            if _with_marker(marker):
+                break
+            await asyncio.sleep(0.05)
+        assert _with_marker(marker), "the command never started"
+    finally:
+        runner.kill()
+        runner.wait()
+    assert _marked_dead(marker) == []
