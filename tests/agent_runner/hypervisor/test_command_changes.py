@@ -157,12 +157,13 @@ async def test_a_file_named_after_a_secret_is_recorded_by_reference(sandbox: Any
 async def test_a_command_that_pushes_the_workspace_past_the_limit_deletes_nothing_on_record(
     sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Files the walk no longer reaches after the command are not recorded as deleted."""
+    """Files the walk no longer reaches after the command are not recorded as deleted; the command is
+    told at once that only rm runs now."""
     from nexus.agent_runner.hypervisor import changeset
 
     monkeypatch.setattr(changeset, "MAX_ENTRIES", 5)  # README.md, src, src/app.py and two more
     result = await sandbox.hv.call("run_command", {"cmd": "touch a b c d e f"})
-    assert result.ok, result.error
+    assert not result.ok and "workspace-too-large" in result.error and "after the command" in result.error
     writes = [c for c in sandbox.session.changes if isinstance(c, FileWriteChange)]
     assert writes and all(c.sha256 for c in writes), writes
     refused = await sandbox.hv.call("run_command", {"cmd": "touch g"})

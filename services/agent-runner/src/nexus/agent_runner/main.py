@@ -125,6 +125,7 @@ async def _run(
             approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s,
             nc=nc,
             sandbox_mode=settings.sandbox,
+            disk_budget=settings.disk_budget_bytes,
         )
         # The CPU time limit's warning: stop at the next step, like any other limit.
         _on_signal(loop, signal.SIGXCPU, lambda: session.stop(limits.cpu_reason()), restore)

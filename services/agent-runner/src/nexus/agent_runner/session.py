@@ -10,7 +10,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from nexus.agent_runner import outgoing, prompt, workspace
-from nexus.agent_runner.hypervisor import Hypervisor, safegit
+from nexus.agent_runner.hypervisor import Hypervisor, disk, safegit
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.sandbox import describe as describe_sandbox
 from nexus.agent_runner.external import run_external
@@ -76,6 +76,7 @@ class RunSession:
         approval_timeout_s: float = 3600.0,
         nc: Any = None,
         sandbox_mode: str = "auto",
+        disk_budget: int = disk.BUDGET,
     ) -> None:
         self.cfg = cfg
         self.js = js
@@ -92,6 +93,7 @@ class RunSession:
         self.children: list[ChildPlan] = []
         self.approval_timeout_s = approval_timeout_s
         self.sandbox_mode = sandbox_mode
+        self.disk_budget = disk_budget
         self.rejection = ""  # set when a human rejects: the run stops with this reason
         self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
@@ -234,6 +236,7 @@ class RunSession:
             git_seal=self.rg.ensure,  # the seal prepare took (no second read), or the owed repository's
             private_dir=self.state_dir / "hypervisor",
             sandbox_mode=self.sandbox_mode,
+            disk_budget=self.disk_budget,
             shower=r.content,
         )
         self.hv = hv

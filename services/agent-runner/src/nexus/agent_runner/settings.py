@@ -20,6 +20,8 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     # How agent commands are confined: "auto" (bubblewrap if the kernel allows it, else Landlock, else
     # rlimits only), or one of "bwrap", "landlock", "none" to insist (tests use it to check the fallbacks).
     sandbox: str = "auto"
+    # The bytes a run may add to its workspace and its commands' HOME (hypervisor/disk.py).
+    disk_budget_bytes: int = 4 << 30
     # Tests only: linger this long after the verdict is stored, before exiting (SIGKILL tests).
     fault_pause_after_verdict_s: float = 0.0
 

@@ -143,6 +143,11 @@ class CommandCaps:
     def active(self) -> bool:
         return bool(self._groups)
 
+    @property
+    def controllers(self) -> set[str]:
+        """The controllers whose cap a cgroup holds for this command."""
+        return set(self._groups)
+
     def enter(self) -> None:
         for group in {id(g): g for g in self._groups.values()}.values():
             with open(os.path.join(group.path, "cgroup.procs"), "w") as fh:

@@ -6,8 +6,9 @@ the record. A file's change time (ctime) is set by the kernel on every write, re
 cannot be set back by the writer, so a change cannot hide behind a restored mtime.
 
 The walk keeps its own stack (a tree thousands of levels deep is read without recursion), keeps one
-number per entry (a hash of its status) and stops at `MAX_ENTRIES`: a workspace larger than that is
-not tracked, and only `rm` runs in it (command_tools), which names what it deletes."""
+number per entry (a hash of its status) and stops at `MAX_ENTRIES`, or at a directory it cannot read
+(a path longer than the kernel takes): such a workspace is not tracked, and only `rm` runs in it
+(command_tools), which names what it deletes."""
 
 import hashlib
 import os
@@ -25,7 +26,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class Snapshot:
     entries: dict[str, int]  # path: hash of (inode, type and mode, size, mtime_ns, ctime_ns)
     sizes: dict[str, int]  # path: size, for files only
-    complete: bool  # False: the walk stopped at MAX_ENTRIES
+    complete: bool  # False: the walk stopped at MAX_ENTRIES, or could not read a directory
+    why: str = ""  # when not complete: why, in a sentence
+    used: int = 0  # bytes the entries hold on disk: each one's length or its blocks, whichever is more
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
     """Every entry under `root` but the directory `skip` (a git directory inside the workspace)."""
     entries: dict[str, int] = {}
     sizes: dict[str, int] = {}
+    used = 0
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -49,18 +53,27 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
                     rel = os.path.join(rel_dir, item.name) if rel_dir else item.name
                     try:
                         st = item.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
+                    except FileNotFoundError:
+                        continue  # removed meanwhile
                     if len(entries) >= MAX_ENTRIES:
-                        return Snapshot(entries, sizes, complete=False)
+                        why = f"it holds more than {MAX_ENTRIES} entries"
+                        return Snapshot(entries, sizes, complete=False, why=why, used=used)
                     entries[rel] = hash((st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                    # Blocks too: `fallocate --keep-size` takes disk past a file's end, its length unchanged.
+                    used += max(st.st_size, st.st_blocks * 512)
                     if not stat.S_ISDIR(st.st_mode):
                         sizes[rel] = st.st_size
                     elif os.path.join(root, rel) != skip:
                         stack.append(rel)
-        except OSError:
-            continue
-    return Snapshot(entries, sizes, complete=True)
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except OSError as exc:
+            # A directory that cannot be read (a path past PATH_MAX, a mode that shuts the runner out) would
+            # hide what is under it from the record and the disk budget: the walk is not whole.
+            depth = rel_dir.count(os.sep) + 1 if rel_dir else 0  # its depth, not its name (any length, any bytes)
+            why = f"a directory {depth} levels down could not be read ({exc.strerror})"
+            return Snapshot(entries, sizes, complete=False, why=why, used=used)
+    return Snapshot(entries, sizes, complete=True, used=used)
 
 
 def changes(before: Snapshot, after: Snapshot) -> list[Changed]:

@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Annotated
 
-from nexus.agent_runner.hypervisor import changeset, cmdparse, commands, sandbox, shown
+from nexus.agent_runner.hypervisor import changeset, cmdparse, commands, disk, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
@@ -34,7 +34,11 @@ class RunCommandArgs(Args):
     ) = None
 
 
-def _cap_met(cap: str, limits: sandbox.Limits, code: int) -> Refused:
+def _cap_met(hv: Hypervisor, cap: str, limits: sandbox.Limits, code: int) -> Refused:
+    if cap == "disk":
+        return hv.disk.refusal(
+            f"the command wrote past the run's disk budget, or where no walk sees; it was ended (exit code {code})"
+        )
     if cap == "pids":
         return Refused(
             "process-limit",
@@ -74,22 +78,27 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         await hv.ask(entry, rel)
     timeout = min(args.timeout_s, policy.timeout_s) if args.timeout_s else policy.timeout_s
     hv.rooms()  # the command's HOME exists before the sandbox decides whether to bind it
+    skip = hv.in_tree_git
+    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+    only_rm = {layer.real for layer in plan.layers} == {"rm"}
+    if not before.complete and not only_rm:
+        raise Refused(
+            "workspace-too-large",
+            f"the workspace cannot be walked whole: {before.why}; what a command changes could not "
+            "be recorded, so only rm runs until files are removed",
+        )
+    hv.disk.observe(await asyncio.to_thread(hv.disk_total, before))
+    if hv.disk.full() and not only_rm:
+        raise hv.disk.refusal("the budget is used up")
     spec = sandbox.Spec(
         workspace=hv.ws.root,
         network=policy.network,
         programs=plan.programs,
-        limits=sandbox.Limits(cpu_s=int(timeout) + 5),
+        # No file of the command grows past what is left of the run's disk budget.
+        limits=sandbox.Limits(cpu_s=int(timeout) + 5, file_size=min(sandbox.FILE_BYTES, hv.disk.left())),
         home=hv.env.get("HOME"),
     )
     longest = max((len(v.encode()) for v in hv.secrets.values), default=0)
-    skip = None if hv.repository_outside else os.path.join(hv.ws.root, ".git")
-    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
-    if not before.complete and {layer.real for layer in plan.layers} != {"rm"}:
-        raise Refused(
-            "workspace-too-large",
-            f"the workspace holds more than {changeset.MAX_ENTRIES} entries; what a command changes could not "
-            "be recorded, so only rm runs until files are removed",
-        )
     outcome = await commands.execute(
         plan.argv,
         cwd=hv.ws.root,
@@ -98,9 +107,13 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         max_output=policy.max_output_bytes,
         confine=(hv.sandbox, spec),
         slack=longest,
+        guard=hv.disk.guard() if before.complete else None,  # else only rm runs, and adds nothing
     )
-    # Past the walk's limit only rm ran: what it deleted is what its command line names.
-    changed = await _record_changes(hv, before, skip) if before.complete else []
+    if before.complete:
+        changed, after = await _record_changes(hv, before, skip)
+    else:  # only rm ran: what it deleted is what its command line names; the walk says if it is whole again
+        changed, after = [], await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+        hv.disk.observe(await asyncio.to_thread(hv.disk_total, after))
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
@@ -111,8 +124,16 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
             timestamp=now_iso(),
         )
     )
+    if before.complete and not after.complete:
+        raise Refused(
+            "workspace-too-large",
+            f"after the command the workspace cannot be walked whole: {after.why}; its changes are recorded as "
+            "far as they could be seen, and only rm runs until files are removed",
+        )
     if outcome.cap_reached:
-        raise _cap_met(outcome.cap_reached, spec.limits, outcome.exit_code)
+        raise _cap_met(hv, outcome.cap_reached, spec.limits, outcome.exit_code)
+    if after.complete and hv.disk.full() and not only_rm:
+        raise hv.disk.refusal("the command's files used up the budget; its file changes are recorded")
     text = commands.render(outcome, policy.max_output_bytes, hv.mask, hv.secrets.mask_cut)
     tail, cut = shown.output_tail(hv.secrets.mask_forms(text))
     await hv.show(
@@ -138,13 +159,18 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
     if outcome.timed_out:
         footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
+    if outcome.exit_code in disk.SIGXFSZ_EXITS:
+        footer.append(f"[a file reached the command's size limit of {spec.limits.file_size} bytes]")
     return ToolResult(ok=True, output=text + "\n" + "\n".join(footer))
 
 
-async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str | None) -> list[changeset.Changed]:
+async def _record_changes(
+    hv: Hypervisor, before: changeset.Snapshot, skip: str | None
+) -> tuple[list[changeset.Changed], changeset.Snapshot]:
     """Every file the command created, changed or deleted in the workspace, named in its arguments or
     not, recorded as a file-write change (a deletion has no hash) before the command's own change."""
     after = await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
+    hv.disk.observe(await asyncio.to_thread(hv.disk_total, after))
     changed = changeset.changes(before, after)
     for item in changed[: changeset.MAX_ITEMISED]:
         hashed = await asyncio.to_thread(changeset.digest, hv.ws.root, item)
@@ -156,7 +182,7 @@ async def _record_changes(hv: Hypervisor, before: changeset.Snapshot, skip: str 
                 timestamp=now_iso(),
             )
         )
-    return changed  # past the walk's limit now: the count is a floor, and the next command is refused
+    return changed, after  # past the walk's limit now: the count is a floor, and the command is refused
 
 
 def _ledger_path(hv: Hypervisor, rel: str, limit: int = MAX_PATH_CHARS) -> str:

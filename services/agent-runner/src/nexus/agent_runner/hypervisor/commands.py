@@ -11,17 +11,19 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from fnmatch import fnmatchcase
 from typing import Literal
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import cgroups, cmdparse, safegit, sandbox
+from nexus.agent_runner.hypervisor import cmdparse, proctree, safegit, sandbox
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.domain.agents import CommandPolicy
 
 Decision = Literal["allow", "deny", "ask"]
+# Asked while a command runs: the cap it passed ("pids", "memory", "disk"), or "" while none.
+Guard = Callable[[], Awaitable[str]]
 
 _ENV_KEEP = safegit.ENV_KEEP
 TIMEOUT_EXIT_CODE = 124  # as coreutils `timeout` reports it
@@ -46,7 +48,7 @@ class CommandOutcome(msgspec.Struct, kw_only=True):
     truncated: bool
     timed_out: bool
     duration_ms: int
-    cap_reached: str = ""  # "pids" or "memory": the command met its cgroup's cap, and was ended
+    cap_reached: str = ""  # "pids", "memory" or a watch's word ("disk"): the command met a cap, and was ended
 
 
 def _inside(path: str, root: str) -> bool:
@@ -203,8 +205,10 @@ async def execute(
     max_output: int,
     confine: tuple[str, sandbox.Spec] | None = None,
     slack: int = 0,
+    guard: Guard | None = None,
 ) -> CommandOutcome:
-    """Run argv (confined by `confine` = (mode, spec) when given); keep max_output + slack bytes."""
+    """Run argv (confined by `confine` = (mode, spec) when given); keep max_output + slack bytes; end it
+    when its cgroups, the watch of what they could not hold, or `guard` say it passed a cap."""
     loop = asyncio.get_running_loop()
     prepared = sandbox.prepare(confine[0], argv, dict(env), confine[1]) if confine else None
     run_argv, run_env = (prepared.argv, prepared.env) if prepared else (argv, dict(env))
@@ -240,9 +244,14 @@ async def execute(
     transport, capture = await loop.connect_read_pipe(
         lambda: _Capture(max_output + slack, done), os.fdopen(read_fd, "rb", buffering=0)
     )
+    guards = [guard] if guard else []
+    if prepared and prepared.caps:
+        guards.append(_sync(prepared.caps.reached))
+    if prepared and prepared.unbounded:
+        guards.append(proctree.Watch(proc.pid, prepared.unbounded).reached)
     timed_out, capped = False, ""
     try:
-        capped = await _wait(proc, timeout_s, prepared.caps if prepared else None)
+        capped = await _wait(proc, timeout_s, guards)
     except TimeoutError:
         timed_out = True
     finally:
@@ -267,10 +276,24 @@ async def execute(
     )
 
 
-async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, caps: cgroups.CommandCaps | None) -> str:
-    """Until the command exits or meets a cap of its cgroups (a fork bomb, a memory bomb, or a program
+def _sync(check: Callable[[], str]) -> Guard:
+    async def guard() -> str:
+        return check()
+
+    return guard
+
+
+async def _reached(guards: list[Guard]) -> str:
+    for guard in guards:
+        if reached := await guard():
+            return reached
+    return ""
+
+
+async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, guards: list[Guard]) -> str:
+    """Until the command exits or meets a cap (a fork bomb, a memory bomb, a disk filler, or a program
     that would take more than its share: ended then, not at its timeout). The cap it met, or ""."""
-    if caps is None:
+    if not guards:
         await asyncio.wait_for(proc.wait(), timeout_s)
         return ""
     waiter = asyncio.ensure_future(proc.wait())
@@ -282,7 +305,7 @@ async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, caps: cgroup
             raise TimeoutError
         done, _ = await asyncio.wait({waiter}, timeout=min(left, _CAP_POLL_S))
         if done:
-            return caps.reached()
-        if reached := caps.reached():
+            return await _reached(guards)
+        if reached := await _reached(guards):
             waiter.cancel()
             return reached

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from nexus.agent_runner.hypervisor import commands, safegit, sandbox, shown
+from nexus.agent_runner.hypervisor import changeset, commands, disk, safegit, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
 from nexus.agent_runner.hypervisor.secrets import SecretBox, printable
@@ -81,6 +81,7 @@ class Hypervisor:
         private_dir: Path | None = None,
         shower: Shower | None = None,
         git_seal: Callable[[], str] | None = None,
+        disk_budget: int = disk.BUDGET,
     ) -> None:
         """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
         git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
@@ -88,7 +89,8 @@ class Hypervisor:
         the workspace (git's empty HOME, the commands' HOME, scratch space); a fresh temporary
         directory when not given. `git_seal`: the seal of `git_dir`'s steering files as the runner took
         it, asked at each git call (a repository the runner still owes is written then); without it
-        the hypervisor takes the seal itself, now."""
+        the hypervisor takes the seal itself, now. `disk_budget`: the bytes the agent may add to the
+        workspace and the commands' HOME (disk.py)."""
         self.ws = Workspace(workspace)
         self.workspace = Path(self.ws.root)
         self.permissions = permissions
@@ -120,6 +122,7 @@ class Hypervisor:
         self.sandbox = sandbox.detect(sandbox_mode)  # how agent commands are confined: bwrap, landlock or none
         self.session.sandbox = self.sandbox
         self._allowed = set(allowed_tools) if allowed_tools is not None else None
+        self.disk = disk.Budget(disk_budget, self._disk_used, lambda: [self.ws.root, str(self._private / "home")])
         self._lock = asyncio.Lock()
         self.finished: str | None = None
 
@@ -167,6 +170,22 @@ class Hypervisor:
         """Scratch space outside the workspace (masked copies, patch trees)."""
         self.rooms()
         return self._scratch
+
+    @property
+    def in_tree_git(self) -> str | None:
+        """The git directory inside the workspace that walks of the work tree skip (a session's own)."""
+        return None if self.repository_outside else os.path.join(self.ws.root, ".git")
+
+    def disk_total(self, workspace: changeset.Snapshot) -> int | None:
+        """The bytes the disk budget covers: the workspace (walked as `workspace`) and the commands' HOME;
+        None when either cannot be walked whole (files out of the walk's sight count as unknown)."""
+        home = changeset.snapshot(str(self._private / "home"))
+        if not (workspace.complete and home.complete):
+            return None
+        return disk.total(workspace) + disk.total(home)
+
+    def _disk_used(self) -> int | None:
+        return self.disk_total(changeset.snapshot(self.ws.root, self.in_tree_git))
 
     @property
     def repository_outside(self) -> bool:
@@ -430,9 +449,13 @@ class Hypervisor:
 
     async def write(self, rel: str, data: bytes) -> ToolResult:
         self.check_path(rel)
+        grows = len(data) - self.ws.size(rel)
+        await asyncio.to_thread(self.disk.grown)  # the first walk of the run, when this is its first write
+        self.disk.check_write(rel, grows)
         await self.approve_write(rel)
         old = self.before_write(rel)
         self.ws.write_bytes(rel, data)
+        self.disk.add(grows)
         await self.record(
             FileWriteChange(rel_path=rel, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), timestamp=now_iso())
         )

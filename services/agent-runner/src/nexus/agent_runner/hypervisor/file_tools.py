@@ -3,6 +3,7 @@ workspace (paths.Workspace) and with every secret's value masked out of what the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import os
@@ -118,10 +119,13 @@ async def apply_patch(hv: Hypervisor, args: ApplyPatchArgs) -> ToolResult:
     patch = args.patch.encode()
     if len(patch) > MAX_WRITE_BYTES:
         raise Refused("too-large", f"the patch is {len(patch)} bytes")
+    if await asyncio.to_thread(hv.disk.full):
+        raise hv.disk.refusal("a patch adds bytes")
     scratch = tempfile.mkdtemp(prefix="patch-", dir=hv.scratch)
     try:
         return await _apply(hv, patch, Path(scratch))
     finally:
+        hv.disk.forget()  # a patch is at most MAX_WRITE_BYTES: it may pass the budget by that much, once
         shutil.rmtree(scratch, ignore_errors=True)
 
 

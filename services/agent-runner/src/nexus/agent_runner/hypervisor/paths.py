@@ -161,6 +161,20 @@ class Workspace:
         _require_regular(rel, st)
         return stat.S_IMODE(st.st_mode)
 
+    def size(self, rel: str) -> int:
+        """The size of the regular file `rel`, 0 when there is none."""
+        try:
+            dfd, name = self._open_parent(rel)
+        except Refused:
+            return 0
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return 0
+        finally:
+            os.close(dfd)
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
     def remove(self, rel: str) -> None:
         """Delete the regular file `rel` (never through a symlinked parent); gone already is fine."""
         try:

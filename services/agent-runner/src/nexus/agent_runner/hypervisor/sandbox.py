@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import resource
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -58,13 +59,14 @@ _ETC_FILES = (
     "perl",
 )
 TMP_BYTES = 256 << 20
+FILE_BYTES = 1 << 30  # no file of a command grows past it (nor past what is left of the run's disk budget)
 
 
 @dataclass(frozen=True)
 class Limits:
     cpu_s: int = 600
     address_space: int = 8 << 30
-    file_size: int = 1 << 30
+    file_size: int = FILE_BYTES
     open_files: int = 1024
     processes: int = 512  # per command (a pids cgroup, where one can be made) and per user (the rlimit; never root)
     memory: int = 8 << 30  # all of the command's processes together (a memory cgroup, where one can be made)
@@ -87,6 +89,7 @@ class Prepared:
     env: dict[str, str]
     cleanup: Callable[[], None]
     caps: cgroups.CommandCaps | None = None  # the command's own cgroups, when they could be made
+    unbounded: dict[str, int] = field(default_factory=dict)  # the caps no cgroup holds: watched (proctree)
 
 
 @cache
@@ -142,7 +145,10 @@ def _base_args(network: bool) -> list[str]:
             args += ["--ro-bind", path, path]
     for name in _ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/dev/shm"]
+    # bwrap's /dev is a tmpfs of half the machine's memory, writable by the command: read-only, and
+    # /dev/shm sized like /tmp (without a memory cgroup, nothing else would bound what they hold).
+    args += ["--remount-ro", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
     return args
 
 
@@ -185,9 +191,13 @@ def _under(path: str, roots: Iterable[str]) -> bool:
 
 
 def _rlimits(limits: Limits, caps: cgroups.CommandCaps | None) -> Callable[[], None]:
+    libc = _libc()  # loaded before the fork, never in the child
+
     def apply() -> None:
         if caps is not None:
             caps.enter()
+        # Ended with the runner (bwrap is told so again; a pid namespace's wrapper and the other modes are not).
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         for kind, value in (
             (resource.RLIMIT_CPU, limits.cpu_s),
             (resource.RLIMIT_AS, limits.address_space),
@@ -209,14 +219,57 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
     process, not their sum)."""
     caps = cgroups.CommandCaps({"pids": spec.limits.processes, "memory": spec.limits.memory})
     prepared = _prepare(mode, argv, env, spec, _rlimits(spec.limits, caps if caps.active else None))
+    unbounded = {c: v for c, v in caps.limits.items() if c not in caps.controllers}
+    run_argv = prepared.argv
+    if "pids" in unbounded and mode in ("bwrap", "none") and pid_namespaces():
+        run_argv = [*_pid_capped(spec.limits.processes), *run_argv]
     if not caps.active:
-        return prepared
+        return Prepared(run_argv, prepared.preexec, prepared.env, prepared.cleanup, None, unbounded)
 
     def cleanup() -> None:
         caps.close()
         prepared.cleanup()
 
-    return Prepared(prepared.argv, prepared.preexec, prepared.env, cleanup, caps)
+    return Prepared(run_argv, prepared.preexec, prepared.env, cleanup, caps, unbounded)
+
+
+# --- a process cap that binds root too, where no pids cgroup can be made -------------------------
+# Since Linux 6.14 pid_max is a pid namespace's own, and a fork fails (EAGAIN) when any namespace
+# above the process has no number left. The command starts as PID 1 of a namespace the runner made
+# (root in the machine's user namespace: the command, root only in bwrap's own, can write only its
+# own namespace's pid_max, never this one's), whose pid_max its process cap sets; when that PID 1 ends,
+# the kernel ends everything left in the namespace.
+UNSHARE = "/usr/bin/unshare"
+_PID_MAX_SINCE = (6, 14)
+_RESERVED_PIDS = 300  # after its first wrap the kernel hands out numbers from 300 up only
+_SET_PID_MAX = 'printf %s "$1" > /proc/sys/kernel/pid_max && shift && exec "$@"'
+
+
+def _pid_capped(processes: int) -> list[str]:
+    pid_max = processes + _RESERVED_PIDS + 3  # the namespace's PID 1, bwrap's own, and the wrap's slack
+    return [UNSHARE, "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", _SET_PID_MAX, "sh", str(pid_max)]
+
+
+def _kernel() -> tuple[int, ...]:
+    release = os.uname().release.split("-", 1)[0]
+    try:
+        return tuple(int(part) for part in release.split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+@cache
+def pid_namespaces() -> bool:
+    """The runner can cap a command's processes by a pid namespace of its own (root, Linux >= 6.14: on
+    an older kernel pid_max is the machine's, so it is never written there)."""
+    if os.geteuid() != 0 or _kernel() < _PID_MAX_SINCE or not os.access(UNSHARE, os.X_OK):
+        return False
+    probe = [*_pid_capped(100), "/bin/cat", "/proc/sys/kernel/pid_max"]
+    try:
+        done = subprocess.run(probe, capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == str(100 + _RESERVED_PIDS + 3).encode()
 
 
 def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimits: Callable[[], None]) -> Prepared:
@@ -224,9 +277,7 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
         args = [BWRAP, *_base_args(spec.network)]
         for root in _extra_roots(spec.programs, spec.workspace):
             args += ["--ro-bind-try", root, root]
-        home = (
-            spec.home if spec.home and os.path.isdir(spec.home) and not _under(spec.home, (spec.workspace,)) else None
-        )
+        home = _home_room(spec)
         if home:
             args += ["--bind", home, home]
         args += ["--bind", spec.workspace, spec.workspace]
@@ -240,7 +291,9 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
         return Prepared(args, rlimits, {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
-    private = tempfile.mkdtemp(prefix="nexus-cmd-")
+    # Inside the hypervisor's HOME room when there is one: what the command writes there is walked and
+    # counted by the run's disk budget like the workspace (the machine's /tmp is no one's budget).
+    private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
         roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
@@ -258,6 +311,12 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
     return Prepared(list(argv), rlimits, inner_env, partial(_clear, private))
 
 
+def _home_room(spec: Spec) -> str | None:
+    """The hypervisor's HOME room for commands, when it has one (a directory outside the workspace)."""
+    home = spec.home
+    return home if home and os.path.isdir(home) and not _under(home, (spec.workspace,)) else None
+
+
 def _clear(private: str) -> None:
     """The command's private HOME/TMPDIR, gone after it: at any depth the command made it."""
     with contextlib.suppress(OSError):
@@ -268,6 +327,7 @@ def _clear(private: str) -> None:
 
 _SYS_CREATE, _SYS_ADD, _SYS_RESTRICT = 444, 445, 446  # the same number on every architecture
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG = 1
 _FS_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _FS_ALL_V1 = (1 << 13) - 1
 _NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP

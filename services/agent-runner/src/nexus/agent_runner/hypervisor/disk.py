@@ -1,0 +1,114 @@
+"""The run's disk budget: how many bytes the agent may add to its workspace and to the commands' HOME,
+over what they held at its first tool call, whatever writes them (the file tools, a command's `dd`, an
+interpreter's loop). A file tool's write that would pass it is refused; each command's files are capped
+at what is left (RLIMIT_FSIZE), a command whose file system grows past what is left is ended (its
+growth confirmed by a walk, since other processes share the file system), and after every command the
+work tree is summed again. Once the budget is used up only `rm` runs, and writes that add bytes are
+refused, until files are removed: a full disk is the machine's and every run's problem, not the agent's."""
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Iterable
+
+from nexus.agent_runner.hypervisor import changeset
+from nexus.agent_runner.hypervisor.errors import Refused
+
+BUDGET = 4 << 30
+SIGXFSZ_EXITS = (-25, 128 + 25)  # a process the file-size limit ended: directly, or as bwrap reports it
+
+
+def total(snapshot: changeset.Snapshot) -> int:
+    return snapshot.used
+
+
+def _fs_used(paths: Iterable[str]) -> int:
+    """Bytes used on the file systems holding `paths`, each file system once."""
+    seen: dict[int, int] = {}
+    for path in paths:
+        try:
+            st, fs = os.stat(path), os.statvfs(path)
+        except OSError:
+            continue
+        seen[st.st_dev] = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+    return sum(seen.values())
+
+
+class Budget:
+    """`measure` sums what the budget covers now (a walk); the first measure is the run's starting point."""
+
+    def __init__(self, limit: int, measure: Callable[[], int | None], paths: Callable[[], list[str]]) -> None:
+        self.limit = limit
+        self._measure = measure
+        self._paths = paths
+        self._base: int | None = None
+        self._now: int | None = None
+        self._unknown = False  # the last walk was not whole: counted as used up, until one is
+
+    def observe(self, now: int | None) -> None:
+        """What the budget covers holds `now` bytes (summed by someone else's walk; None: not whole)."""
+        self._unknown = now is None
+        if now is None:
+            return
+        if self._base is None:
+            self._base = now
+        self._now = now
+
+    def grown(self) -> int:
+        """Bytes added so far (a walk when none was summed yet: callers on the event loop run it in a
+        thread); the whole budget while the last walk was not whole — until a command's walk is."""
+        if self._now is None and not self._unknown:
+            self.observe(self._measure())
+        if self._unknown or self._now is None or self._base is None:
+            return self.limit
+        return self._now - self._base
+
+    def left(self) -> int:
+        return max(self.limit - self.grown(), 0)
+
+    def full(self) -> bool:
+        return self.grown() >= self.limit
+
+    def add(self, delta: int) -> None:
+        if self._now is not None:
+            self._now += delta
+
+    def forget(self) -> None:
+        """Written in ways not counted here (a patch): summed anew when next needed."""
+        self._now = None
+        self._unknown = False
+
+    def check_write(self, rel: str, delta: int) -> None:
+        """Refuse a write that adds `delta` bytes past the budget (shrinking is always allowed)."""
+        if delta > 0 and self.grown() + delta > self.limit:
+            raise self.refusal(f"writing {rel} would add {delta} bytes")
+
+    def refusal(self, what: str) -> Refused:
+        return Refused(
+            "disk-budget",
+            f"{what}; the run may add at most {self.limit >> 20} MiB to its workspace and HOME, and has added "
+            f"{max(self.grown(), 0) >> 20} MiB. Remove files (rm) first: until then only rm runs and writes "
+            "that add bytes are refused",
+        )
+
+    def guard(self) -> Callable[[], Awaitable[str]]:
+        """A command's watch: "disk" once what it wrote passes what is left of the budget."""
+        allowed = self.left()
+        begun = self._now or 0  # set by left(), unless the walk was not whole (then nothing is allowed)
+        paths = self._paths()
+        used = _fs_used(paths)
+
+        async def reached() -> str:
+            nonlocal used
+            grew = _fs_used(paths) - used
+            if grew <= allowed:
+                return ""
+            measured = await asyncio.to_thread(self._measure)
+            if measured is None:  # written where the walk cannot see: not the machine's other processes
+                return "disk"
+            wrote = measured - begun
+            if wrote > allowed:
+                return "disk"
+            used += grew - max(wrote, 0)  # the rest was written by other processes of the machine
+            return ""
+
+        return reached
