@@ -1,9 +1,12 @@
 """A session's later status report from its run is one write when this core-api stored it open
-(real FerretDB): no upsert that would change nothing, and still never a reopening by an older report."""
+(real FerretDB): no upsert that would change nothing, and still never a reopening by an older report.
+A session's first report, ingested, is an insert that joins the group commit: the sessions of the
+runs ingested at once go out in one insert_many, not an upsert each."""
+
+import asyncio
+import dataclasses
 
 import pytest
-
-import dataclasses
 
 from nexus.core_api.runs.ingest import ingest_group
 from nexus.core_api.sessions.service import on_opened
@@ -18,6 +21,10 @@ pytestmark = pytest.mark.infra
 
 def updates() -> float:
     return COMMANDS.labels("update", "sessions", "ok")._value.get()
+
+
+def inserts() -> float:
+    return COMMANDS.labels("insert", "sessions", "ok")._value.get()
 
 
 async def test_a_session_opened_here_is_completed_with_one_write(client) -> None:
@@ -41,9 +48,9 @@ async def test_a_sessions_opening_and_closing_in_one_fetch_are_one_write(client,
         delivery(run["id"], "run.log", RunLog(message="working"), 2),
         delivery(run["id"], "run.session", SessionOpened(session_id=sid, project_path="/w", status="completed"), 3),
     ]
-    before = updates()
+    before, inserted = updates(), inserts()
     await in_app(client, ingest_group, ctx, group)
-    assert updates() == before + 1
+    assert (updates(), inserts()) == (before, inserted + 1)  # one write: the session inserted as it ended
     (session,) = (await client.get(f"/v1/runs/{run['id']}")).json()["sessions"]
     assert (session["status"], session["backend"], session["projectPath"]) == ("completed", "scripted", "/w")
     # Handed out again: the older report, on its own, does not reopen it.
@@ -63,8 +70,42 @@ async def test_a_change_between_a_sessions_reports_keeps_both(client, app) -> No
         delivery(run["id"], "run.note", change, 2),
         delivery(run["id"], "run.session", SessionOpened(session_id=sid, project_path="/w", status="completed"), 3),
     ]
-    before = updates()
+    before, inserted = updates(), inserts()
     await in_app(client, ingest_group, ctx, group)
-    assert updates() == before + 2
+    assert (updates(), inserts()) == (before + 1, inserted + 1)
     (session,) = (await client.get(f"/v1/runs/{run['id']}")).json()["sessions"]
     assert session["status"] == "completed"
+
+
+async def test_the_sessions_of_runs_ingested_at_once_go_out_in_one_insert(client, app) -> None:
+    runs = [await new_run(client) for _ in range(5)]
+    ctx = app.state.ctx
+    groups = [
+        [delivery(r["id"], "run.session", SessionOpened(session_id=r["session_id"], project_path="/w"), 1)]
+        for r in runs
+    ]
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(ingest_group(ctx, g) for g in groups))
+
+    before, inserted = updates(), inserts()
+    await in_app(client, all_at_once)
+    assert (updates(), inserts()) == (before, inserted + 1)
+    for r in runs:
+        (session,) = (await client.get(f"/v1/runs/{r['id']}")).json()["sessions"]
+        assert (session["status"], session["projectPath"], session["attempt"]) == ("active", "/w", 1)
+
+
+async def test_a_session_stored_already_is_refused_by_the_insert_and_updated(client, app) -> None:
+    """A later attempt's first report (the session stored by the attempt before), or a report whose
+    session a change stored first: the insert is refused by the id, and the upsert does what it did."""
+    run = await new_run(client)
+    sid, ctx = run["session_id"], app.state.ctx
+    first = SessionOpened(session_id=sid, project_path="/w", status="error")
+    await in_app(client, ingest_group, ctx, [delivery(run["id"], "run.session", first, 1)])
+    again = SessionOpened(session_id=sid, project_path="/w2", status="active", attempt=2)
+    before = updates()
+    await in_app(client, ingest_group, ctx, [delivery(run["id"], "run.session", again, 2)])
+    assert updates() == before + 2  # the attempt raised by the upsert, the report set by a later one
+    (session,) = (await client.get(f"/v1/runs/{run['id']}")).json()["sessions"]
+    assert (session["status"], session["projectPath"], session["attempt"]) == ("active", "/w2", 2)

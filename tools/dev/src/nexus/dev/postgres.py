@@ -6,6 +6,10 @@ Two settings make FerretDB v1's pushed-down filters use indexes:
   btree on `(_jsonb -> 'field')`; a btree cannot answer `@>`. An event trigger (below) gives every
   such btree index a GIN companion on the same expression, which can. Without GIN's pending list
   (fastupdate off): with it, every lookup scans the entries not yet merged, which grows with inserts.
+  A non-unique btree then answers nothing FerretDB asks, yet every insert and update maintained it
+  (a run's update wrote 12 index entries, 5 of them for such btrees): it is replaced by its first
+  field's GIN index under its own name. Unique btrees stay (they enforce uniqueness; `_id`'s also
+  answers FerretDB's `UPDATE ... WHERE _jsonb -> '_id' = $1`).
 - The field name arrives as a parameter; an expression index matches only a constant, so the
   cluster plans every statement with its parameter values (plan_cache_mode=force_custom_plan).
 - A sequential scan is taken only where no index matches (enable_seqscan=off); no query is JIT-compiled
@@ -27,35 +31,64 @@ USER = "nexus"
 DATABASE = "postgres"
 
 GIN_COMPANIONS = r"""
+CREATE OR REPLACE FUNCTION nexus_gin_of(tbl regclass, expr text) RETURNS name LANGUAGE sql AS $$
+  SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam
+   WHERE x.indrelid = tbl AND a.amname = 'gin'
+     AND split_part(pg_get_indexdef(x.indexrelid, 1, false), ' jsonb_path_ops', 1) = expr
+   ORDER BY c.relname LIKE '%\_expr\_idx%' DESC LIMIT 1
+$$;
+CREATE OR REPLACE FUNCTION nexus_lean_index(ix oid) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  idx record;
+  expr text;
+  gin name;
+  i int;
+BEGIN
+  SELECT x.indrelid::regclass AS tbl, x.indnatts AS n, a.amname AS am, x.indisunique AS uniq,
+         c.relname AS name, n.nspname AS nsp
+    INTO idx
+    FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE x.indexrelid = ix;
+  IF idx.am IS DISTINCT FROM 'btree' THEN
+    RETURN;
+  END IF;
+  FOR i IN 1..idx.n LOOP
+    expr := pg_get_indexdef(ix, i, false);
+    CONTINUE WHEN left(expr, 11) <> '((_jsonb ->' OR nexus_gin_of(idx.tbl, expr) IS NOT NULL;
+    EXECUTE format('CREATE INDEX ON %s USING gin (%s jsonb_path_ops) WITH (fastupdate = off)', idx.tbl, expr);
+  END LOOP;
+  expr := pg_get_indexdef(ix, 1, false);
+  IF idx.uniq OR left(expr, 11) <> '((_jsonb ->' THEN
+    RETURN;  -- a unique btree enforces its uniqueness (and answers FerretDB's `_id =` of updates): it stays
+  END IF;
+  -- A non-unique btree answers nothing FerretDB asks (its filters are `@>`), yet every insert and
+  -- update maintains it: the GIN index of its first field takes its name (so FerretDB's dropIndexes
+  -- still finds one), and the btree goes.
+  gin := nexus_gin_of(idx.tbl, expr);
+  EXECUTE format('DROP INDEX %I.%I', idx.nsp, idx.name);
+  IF gin LIKE '%\_expr\_idx%' THEN
+    EXECUTE format('ALTER INDEX %I.%I RENAME TO %I', idx.nsp, gin, idx.name);
+  ELSE
+    EXECUTE format('CREATE INDEX %I ON %s USING gin (%s jsonb_path_ops) WITH (fastupdate = off)',
+                   idx.name, idx.tbl, expr);
+  END IF;
+END $$;
 CREATE OR REPLACE FUNCTION nexus_gin_companions() RETURNS event_trigger LANGUAGE plpgsql AS $$
 DECLARE
   cmd record;
-  idx record;
-  expr text;
-  i int;
 BEGIN
   FOR cmd IN SELECT objid FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE INDEX' LOOP
-    SELECT x.indrelid::regclass AS tbl, x.indnatts AS n, a.amname AS am
-      INTO idx
-      FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam
-     WHERE x.indexrelid = cmd.objid;
-    CONTINUE WHEN idx.am IS DISTINCT FROM 'btree';
-    FOR i IN 1..idx.n LOOP
-      expr := pg_get_indexdef(cmd.objid, i, false);
-      CONTINUE WHEN left(expr, 11) <> '((_jsonb ->';
-      IF NOT EXISTS (
-        SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam
-         WHERE x.indrelid = idx.tbl AND a.amname = 'gin'
-           AND split_part(pg_get_indexdef(x.indexrelid, 1, false), ' jsonb_path_ops', 1) = expr
-      ) THEN
-        EXECUTE format('CREATE INDEX ON %s USING gin (%s jsonb_path_ops) WITH (fastupdate = off)', idx.tbl, expr);
-      END IF;
-    END LOOP;
+    PERFORM nexus_lean_index(cmd.objid);
   END LOOP;
 END $$;
 DROP EVENT TRIGGER IF EXISTS nexus_gin_companions;
 CREATE EVENT TRIGGER nexus_gin_companions ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
   EXECUTE FUNCTION nexus_gin_companions();
+-- Indexes made before this version of the trigger (a cluster kept across starts) are made lean too.
+SELECT nexus_lean_index(x.indexrelid)
+  FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam
+ WHERE a.amname = 'btree' AND left(pg_get_indexdef(x.indexrelid, 1, false), 11) = '((_jsonb ->';
 """
 
 
@@ -206,7 +239,7 @@ def start_postgres(
         wait_port("127.0.0.1", port, timeout_s=timeout_s, proc=proc)
         deadline = time.monotonic() + timeout_s
         while True:  # listening is not yet accepting: wait out recovery/startup
-            res = _psql(port, GIN_COMPANIONS if fresh else "SELECT 1")
+            res = _psql(port, GIN_COMPANIONS)
             if res.returncode == 0:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -23,7 +23,7 @@ from nexus.core_api.runs.known import known as _known
 from nexus.core_api.sessions import service as sessions
 from nexus.core_api.workflow import engine
 from nexus.db import run_events
-from nexus.db.documents import Run, SessionChangeRecord, now
+from nexus.db.documents import Run, Session, SessionChangeRecord, now
 from nexus.db.writes import update_document
 from nexus.domain.json_types import JsonObject
 from nexus.events import payloads as p
@@ -114,6 +114,12 @@ _commit = GroupCommit()
 _heartbeats: dict[str, float] = {}
 
 
+async def _insert_session(doc: JsonObject) -> bool:
+    """A new session goes out with the group commit's inserts; False: it is stored already."""
+    await _commit.insert([[(Session.get_pymongo_collection(), [doc], sessions.insert_sessions)]])
+    return not doc.pop(sessions.REFUSED, False)
+
+
 def _event_doc(d: Delivery) -> JsonObject:
     env = d.envelope
     return run_events.event_doc(env.id, env.type, d.subject, d.stream_seq, env.occurred_at, d.payload)
@@ -122,7 +128,7 @@ def _event_doc(d: Delivery) -> JsonObject:
 async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
     match d.payload:
         case p.SessionOpened():
-            await sessions.on_opened(run_id, d.payload, d.stream_seq)
+            await sessions.on_opened(run_id, d.payload, d.stream_seq, insert=_insert_session)
         case p.ApprovalRequested():
             await on_requested(ctx, d.payload)
 

@@ -1,12 +1,15 @@
 """Sessions as core-api stores them: opened by the runner per attempt; each attempt's changes kept
 apart (its own chain, seq from 0), each stored once."""
 
+from collections.abc import Awaitable, Callable
+
 import msgspec
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from nexus.db.documents import Session, SessionChangeRecord, now
-from nexus.db.writes import update_document
+from nexus.db.paging import allocate
+from nexus.db.writes import insert_fresh, update_document
 from nexus.domain.json_types import JsonObject
 from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import SessionChanged, SessionOpened
@@ -14,12 +17,21 @@ from nexus.events.payloads import SessionChanged, SessionOpened
 DUPLICATE_KEY = 11000
 # (session, attempt) this process stored as opened: a first change of it needs no upsert of its own.
 _opened: set[tuple[str, int]] = set()
+# Set by `insert_sessions` on a document the database refused (its session is stored already).
+REFUSED = "__refused"
+
+# Stores one new session document, possibly with other writers' documents; says whether it was stored.
+Inserter = Callable[[JsonObject], Awaitable[bool]]
 
 
-async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
+async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0, insert: Inserter | None = None) -> None:
     """The session's status as its run reports it (active, then completed or error). A report only
     replaces one that came before it on the stream (`seq`, its stream sequence): a redelivered
-    `active` held by a killed core-api must not reopen a session that has since completed."""
+    `active` held by a killed core-api must not reopen a session that has since completed.
+    `insert`: a session not stored yet is inserted through it (ingestion's group commit: one
+    insert_many carries the sessions of every run ingested at once, where an upsert is a command each
+    and, on FerretDB, a read and a write); a session stored already is refused by its id and
+    upserted as before."""
     fields = {
         "status": ev.status,
         "updated_at": now(),
@@ -32,6 +44,9 @@ async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
         # This process stored it open for this attempt: the upsert would change nothing (no insert, the
         # same attempt), so the later report is one conditional write, not two.
         await update_document(Session, ev.session_id, {"$set": fields}, later)
+        return
+    if insert is not None and await insert(await new_session(run_id, ev, fields)):
+        _remember_opened(ev)
         return
     res = await update_document(
         Session,
@@ -51,9 +66,34 @@ async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0) -> None:
     )
     if res.upserted_id is None:
         await update_document(Session, ev.session_id, {"$set": fields}, later)
+    _remember_opened(ev)
+
+
+def _remember_opened(ev: SessionOpened) -> None:
     if len(_opened) > 100_000:
         _opened.clear()
     _opened.add((ev.session_id, ev.attempt))
+
+
+async def new_session(run_id: str, ev: SessionOpened, fields: JsonObject) -> JsonObject:
+    """The session as the upsert of its first report stores it."""
+    return {
+        "_id": ev.session_id,
+        "attempt": ev.attempt,
+        "run_id": run_id,
+        "parent_session_id": ev.parent_session_id,
+        "notes": [],
+        "changes": [],
+        "created_at": now(),
+        **fields,
+        "page": await allocate(Session),
+    }
+
+
+async def insert_sessions(coll: AsyncCollection[JsonObject], docs: list[JsonObject]) -> None:
+    """One insert_many of new sessions; each one refused as stored already is marked `REFUSED`."""
+    for doc in await insert_fresh(coll, docs):
+        doc[REFUSED] = True
 
 
 def change_record(run_id: str, ev: SessionChanged) -> JsonObject:
