@@ -1,8 +1,8 @@
 """An audit entry as stored, made at the repository boundary without the `AuditEntry` model.
 
 Every mutation writes one before its request answers. Building the beanie model (pydantic's validation)
-and encoding it back (beanie's encoder) cost more than the entry's own insert share, for a document whose
-fields are all plain strings and a time; `tests/db/test_audit.py` holds it equal to what the model stores."""
+and encoding it back (beanie's encoder) is work for nothing on a document whose fields are plain strings
+and a time (docs/throughput.md); `tests/db/test_audit.py` holds it equal to what the model stores."""
 
 from typing import Any
 
@@ -20,8 +20,8 @@ async def insert_audit_entry(
     resource: str,
     before_id: str | None = None,
     after_id: str | None = None,
-) -> dict[str, Any]:
-    """Stored with the entries concurrent callers write (one insert per batch); returns it as stored."""
+) -> None:
+    """Stored with the entries concurrent callers write (one insert per batch)."""
     raw: dict[str, Any] = {
         "_id": entry_id,
         "page": await allocate(AuditEntry),
@@ -34,4 +34,3 @@ async def insert_audit_entry(
         "at": now(),
     }
     await insert_grouped_raw(AuditEntry, raw)
-    return raw
