@@ -49,7 +49,10 @@ class GroupInsert:
     async def insert(self, doc: Document) -> None:
         if isinstance(doc, PagedDocument) and doc.page is None:
             doc.page = await allocate(type(doc))
-        raw = get_dict(doc, to_db=True, keep_nulls=doc.get_settings().keep_nulls)
+        await self.insert_raw(get_dict(doc, to_db=True, keep_nulls=doc.get_settings().keep_nulls))
+
+    async def insert_raw(self, raw: dict[str, Any]) -> None:
+        """A document already as stored (its bucket taken, if paged), for a caller that makes it itself."""
         loop = asyncio.get_running_loop()
         if self.writer is not None and self.writer.get_loop() is not loop:  # a loop that ended (tests)
             self.writer, self.pending = None, []
@@ -142,3 +145,8 @@ def group_of(doc_cls: type[Document]) -> GroupInsert:
 async def insert_grouped(doc: Document) -> None:
     """`await doc.insert()`, written in one command with the inserts other callers make meanwhile."""
     await group_of(type(doc)).insert(doc)
+
+
+async def insert_grouped_raw(doc_cls: type[Document], raw: dict[str, Any]) -> None:
+    """`insert_grouped` of a document the caller encoded itself (see `nexus.db.audit`)."""
+    await group_of(doc_cls).insert_raw(raw)
