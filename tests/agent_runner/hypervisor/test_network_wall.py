@@ -31,6 +31,12 @@ for name, family, kind, proto, where in json.loads(sys.argv[1]):
         out[name] = 'CONNECTED'
     except OSError as exc:
         out[name] = f'{type(exc).__name__}: {exc}'
+try:  # TCP Fast Open: a connect hidden in sendto()
+    high = next(target[4] for target in json.loads(sys.argv[1]) if target[0] == 'high')
+    socket.socket().sendto(b'x', socket.MSG_FASTOPEN, tuple(high))
+    out['fastopen'] = 'CONNECTED'
+except OSError as exc:
+    out['fastopen'] = f'{type(exc).__name__}: {exc}'
 params = ctypes.create_string_buffer(120)
 fd = ctypes.CDLL(None, use_errno=True).syscall(425, 8, params)  # io_uring_setup: its socket ops bypass seccomp
 out['io_uring'] = 'CONNECTED' if fd >= 0 else f'errno {ctypes.get_errno()}'
@@ -74,6 +80,11 @@ def listeners() -> Iterator[dict[str, socket.socket]]:
     opened = {"service": _service_listener(), "high": _listen("127.0.0.1"), "declared": _listen("127.0.0.1")}
     if address := _host_address():
         opened["host"] = _listen(address)
+    if socket.has_ipv6:
+        try:
+            opened["ipv6"] = _listen("::1", family=socket.AF_INET6)
+        except OSError:
+            pass  # no IPv6 loopback here
     abstract = socket.socket(socket.AF_UNIX)
     abstract.bind(f"\0nexus-netwall-{os.getpid()}-{time.monotonic_ns()}")
     abstract.listen()
@@ -101,7 +112,8 @@ def _targets(opened: dict[str, socket.socket]) -> list[list[Any]]:
         if name == "abstract":
             targets.append([name, "AF_UNIX", socket.SOCK_STREAM, 0, "\0" + where[1:].decode()])
             continue
-        targets.append([name, "AF_INET", socket.SOCK_STREAM, 0, list(where)])
+        family = "AF_INET6" if sock.family == socket.AF_INET6 else "AF_INET"
+        targets.append([name, family, socket.SOCK_STREAM, 0, list(where[:2])])
     high = list(opened["high"].getsockname())
     targets.append(["mptcp", "AF_INET", socket.SOCK_STREAM, socket.IPPROTO_MPTCP, high])  # a TCP that Landlock misses
     targets.append(["sctp", "AF_INET", socket.SOCK_SEQPACKET, 0, high])
