@@ -75,6 +75,15 @@ def test_the_same_or_a_narrower_document_does_not_exceed() -> None:
             },
             "permissions.commands.network",
         ),
+        (
+            {
+                "permissions": {
+                    **PLANNER["permissions"],
+                    "commands": {**PLANNER["permissions"]["commands"], "ports": [27017]},
+                }
+            },
+            "permissions.commands.ports: 27017",
+        ),
         ({"permissions": {**PLANNER["permissions"], "ask": []}}, "permissions.ask (missing): merge"),
         ({"limits": {"max_tokens": 100_000}}, "limits.max_cost_usd: no cap (at most 1.0)"),
         ({"limits": {"max_tokens": 200_000, "max_cost_usd": 1.0}}, "limits.max_tokens: 200000 (at most 100000)"),

@@ -1,6 +1,6 @@
 """What an agent is allowed to do, which model it uses and how far it may go — all data."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -11,12 +11,14 @@ class CommandPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     `deny` is also matched on every wrapper). `deny` wins over `allow`; a command matching neither
     follows `default`, which is deny unless set. Shells, interpreters and programs in the workspace
     run only when an allow pattern names them as its first word (`python3 -m pytest*`), never
-    through a wildcard. `network` lets commands reach the network (off: their own empty network)."""
+    through a wildcard. `network` lets commands reach the internet (off: their own empty network):
+    TCP to ports 22, 443 and 9418 and to the `ports` named here, never to the machine's services."""
 
     allow: list[str] = msgspec.field(default_factory=list)
     deny: list[str] = msgspec.field(default_factory=list)
     default: Literal["allow", "deny", "ask"] = "deny"
     network: bool = False
+    ports: list[Annotated[int, msgspec.Meta(ge=1, le=65535)]] = msgspec.field(default_factory=list)
     timeout_s: float = 60.0
     max_output_bytes: int = 65536
 

@@ -57,6 +57,7 @@ def _commands(parent: Permissions, child: Permissions) -> list[str]:
         found.append(f"permissions.commands.default: {c.default} (at most {p.default})")
     if c.network and not p.network:
         found.append("permissions.commands.network")
+    found += _more("permissions.commands.ports", {str(port) for port in set(c.ports) - set(p.ports)})
     found += _more("permissions.commands.allow", set(c.allow) - set(p.allow))
     found += _more("permissions.commands.deny (missing)", set(p.deny) - set(c.deny))
     found += _greater("permissions.commands.timeout_s", c.timeout_s, p.timeout_s)

@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Annotated
 
-from nexus.agent_runner.hypervisor import changeset, cmdparse, commands, disk, sandbox, shown
+from nexus.agent_runner.hypervisor import changeset, cmdparse, commands, disk, netwall, sandbox, shown
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.secrets import UnknownSecret
@@ -93,6 +93,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     spec = sandbox.Spec(
         workspace=hv.ws.root,
         network=policy.network,
+        ports=netwall.ports(policy.ports),
         programs=plan.programs,
         # No file of the command grows past what is left of the run's disk budget.
         limits=sandbox.Limits(cpu_s=int(timeout) + 5, file_size=min(sandbox.FILE_BYTES, hv.disk.left())),

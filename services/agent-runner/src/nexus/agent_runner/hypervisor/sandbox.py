@@ -5,10 +5,11 @@ running command can reach.
 workspace read-write (its git directory read-only), read-only system paths and the program's own
 installation, a private /tmp, its own PID namespace (only its own processes in /proc; when the
 command exits, everything it started dies with the namespace, `setsid()` or not), no network
-unless the policy grants it, and rlimits. Where namespaces are refused (a restricted Kubernetes
+unless the policy grants it (then a Landlock ruleset and a seccomp filter, netwall, limit it to the
+internet's ports: not the machine's services), and rlimits. Where namespaces are refused (a restricted Kubernetes
 pod), `landlock`: the same rlimits, a fresh process group, and a Landlock ruleset (no privilege
 needed) that limits writes to the workspace and a private temp directory, reads to the system
-paths, and (ABI >= 4) TCP to nothing unless networking is granted; (ABI >= 6) no signals to
+paths, and (ABI >= 4) TCP to nothing, or to the internet's ports when networking is granted; (ABI >= 6) no signals to
 processes outside. Where neither works, `none`: rlimits and the process group only. The mode is
 detected once per process and reported on every session."""
 
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, partial
 
-from nexus.agent_runner.hypervisor import cgroups
+from nexus.agent_runner.hypervisor import cgroups, netwall
 from nexus.agent_runner.hypervisor.paths import remove_tree
 
 BWRAP = "/usr/bin/bwrap"
@@ -80,6 +81,7 @@ class Spec:
     limits: Limits = field(default_factory=Limits)
     gitdir: str | None = None  # read-only inside the sandbox when it lies in the workspace
     home: str | None = None  # a private, writable HOME outside the workspace (else one of the command's own)
+    ports: tuple[int, ...] = netwall.INTERNET_PORTS  # the TCP ports a networked command may connect to
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def detect(requested: str = "auto") -> str:
 
 def describe(mode: str) -> str:
     return {
-        "bwrap": "bwrap: namespaces (mount, pid, net, ipc, uts, user), read-only system, private /tmp, rlimits",
+        "bwrap": "bwrap: namespaces (mount, pid, net, ipc, uts, user), read-only system, private /tmp, rlimits"
+        + ("; granted network limited to the internet's ports by Landlock" if landlock_abi() >= 4 else ""),
         "landlock": f"landlock (ABI {landlock_abi()}): user namespaces refused; "
         "filesystem and TCP limited by Landlock, rlimits, process group",
         "none": "none: neither user namespaces nor Landlock; "
@@ -290,7 +293,8 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
             args += ["--ro-bind", gitdir, gitdir]
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
-        return Prepared(args, rlimits, {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}, lambda: None)
+        inner_env = {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}
+        return Prepared(args, _walled(rlimits, spec), inner_env, lambda: None)
     # Inside the hypervisor's HOME room when there is one: what the command writes there is walked and
     # counted by the run's disk budget like the workspace (the machine's /tmp is no one's budget).
     private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
@@ -301,6 +305,7 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
             read=[r for r in roots if os.path.exists(r)],
             write=[spec.workspace, private, "/dev/null"],
             network=spec.network,
+            ports=spec.ports,
         )
 
         def preexec() -> None:
@@ -309,6 +314,20 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
 
         return Prepared(list(argv), preexec, inner_env, partial(_clear, private))
     return Prepared(list(argv), rlimits, inner_env, partial(_clear, private))
+
+
+def _walled(rlimits: Callable[[], None], spec: Spec) -> Callable[[], None]:
+    """bwrap's pre-exec step: with the network granted, the runner's network namespace is shared, so
+    bwrap and the command under it get a Landlock ruleset on TCP ports (and abstract sockets) only."""
+    if not spec.network or landlock_abi() < 4:
+        return rlimits
+    rules = Rules(read=[], write=[], network=True, ports=spec.ports, filesystem=False)
+
+    def preexec() -> None:
+        rlimits()
+        restrict(rules)
+
+    return preexec
 
 
 def _home_room(spec: Spec) -> str | None:
@@ -330,8 +349,15 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_PDEATHSIG = 1
 _FS_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _FS_ALL_V1 = (1 << 13) - 1
-_NET_ALL = (1 << 0) | (1 << 1)  # bind and connect TCP
+_NET_CONNECT = 1 << 1
+_NET_ALL = (1 << 0) | _NET_CONNECT  # bind and connect TCP
+_RULE_PATH, _RULE_PORT = 1, 2
 _SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets and signals
+
+
+class _PortAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -348,6 +374,8 @@ class Rules:
     read: list[str]
     write: list[str]
     network: bool
+    ports: tuple[int, ...] = ()  # with network: TCP connect only to these
+    filesystem: bool = True  # False: leave paths to the namespaces (bwrap)
 
 
 @cache
@@ -375,37 +403,55 @@ def _fs_mask(abi: int) -> int:
     return mask
 
 
+def _net_mask(abi: int, rules: Rules) -> int:
+    if abi < 4:
+        return 0
+    return _NET_CONNECT if rules.network else _NET_ALL  # granted: listening stays free, connecting is by port
+
+
 def restrict(rules: Rules) -> None:
     """Confine the calling process (and what it executes) to the rules; runs in the child."""
     abi = landlock_abi()
     libc = _libc()
-    handled = _fs_mask(abi)
-    attr = _RulesetAttr(handled, _NET_ALL if abi >= 4 and not rules.network else 0, _SCOPE_ALL if abi >= 6 else 0)
+    handled = _fs_mask(abi) if rules.filesystem else 0
+    net = _net_mask(abi, rules)
+    attr = _RulesetAttr(handled, net, _SCOPE_ALL if abi >= 6 else 0)
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     ruleset = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
-        for paths, access in ((rules.read, _FS_READ), (rules.write, handled)):
-            for path in paths:
-                try:
-                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    allowed = (
-                        access
-                        if os.path.isdir(path)
-                        else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15))
-                    )
-                    beneath = _PathBeneath(allowed & handled, fd)
-                    if libc.syscall(_SYS_ADD, ruleset, ctypes.c_int(1), ctypes.byref(beneath), ctypes.c_uint32(0)) < 0:
-                        raise OSError(ctypes.get_errno(), "landlock_add_rule failed")
-                finally:
-                    os.close(fd)
+        if rules.filesystem:
+            _add_paths(libc, ruleset, rules, handled)
+        if net and rules.network:
+            for port in rules.ports:
+                _add_rule(libc, ruleset, _RULE_PORT, _PortAttr(_NET_CONNECT, port))
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+        if net and (program := netwall.socket_filter()):
+            netwall.install(program, libc)  # what Landlock's TCP rules do not see (MPTCP, SCTP, io_uring)
         if libc.syscall(_SYS_RESTRICT, ruleset, ctypes.c_uint32(0)) < 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
         os.close(ruleset)
+
+
+def _add_rule(libc: ctypes.CDLL, ruleset: int, kind: int, rule: ctypes.Structure) -> None:
+    if libc.syscall(_SYS_ADD, ruleset, ctypes.c_int(kind), ctypes.byref(rule), ctypes.c_uint32(0)) < 0:
+        raise OSError(ctypes.get_errno(), "landlock_add_rule failed")
+
+
+def _add_paths(libc: ctypes.CDLL, ruleset: int, rules: Rules, handled: int) -> None:
+    for paths, access in ((rules.read, _FS_READ), (rules.write, handled)):
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                allowed = (
+                    access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15))
+                )
+                _add_rule(libc, ruleset, _RULE_PATH, _PathBeneath(allowed & handled, fd))
+            finally:
+                os.close(fd)
