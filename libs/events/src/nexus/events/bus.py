@@ -1,8 +1,10 @@
 """Connecting, declaring streams and publishing. Kept light: agent-runner imports this at start."""
 
 import asyncio
+import contextlib
 import contextvars
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,6 +243,25 @@ BUS_UNAVAILABLE: tuple[type[Exception], ...] = (
 # responders" or times out. A publish is retried with backoff for this long: the message id makes
 # a retry of a publish that did land a duplicate JetStream drops.
 PUBLISH_RETRY_S = 30.0
+# What a publish made while someone waits for an answer (an HTTP request) may wait instead: set by
+# `answering`, None elsewhere (a consumer or a sweep rides out a restart of the bus).
+_ANSWERING: contextvars.ContextVar[float | None] = contextvars.ContextVar("nexus_publish_answering", default=None)
+ANSWERING_WAIT_S = 5.0
+
+
+@contextlib.contextmanager
+def answering(wait_s: float | None = ANSWERING_WAIT_S) -> Iterator[None]:
+    """While someone waits for an answer: a publish waits for the bus at most `wait_s`, and not at all
+    while the connection is down (a lost server is back in seconds or minutes, not in a request's time),
+    raising what BUS_UNAVAILABLE lists so the caller answers at once. `None`: the full wait again (work
+    handed on from a request to the background)."""
+    token = _ANSWERING.set(wait_s)
+    try:
+        yield
+    finally:
+        _ANSWERING.reset(token)
+
+
 # JetStream's answer to a retry whose first attempt is still being proposed to the stream's replicas
 # (its answer was lost to a timeout): that one is not decided yet, so the retry waits and asks again.
 DUPLICATE_IN_PROCESS = 10158
@@ -253,15 +274,21 @@ def _passing(exc: Exception) -> bool:
 
 
 async def publish_retrying(
-    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str], budget_s: float = PUBLISH_RETRY_S
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str], budget_s: float | None = None
 ) -> None:
-    """Publish and wait for the stream's ack, riding out an election. Past the budget it raises
-    nats.errors.TimeoutError: the message may or may not be stored, as with any unconfirmed publish."""
+    """Publish and wait for the stream's ack, riding out an election. Past the budget (PUBLISH_RETRY_S, or
+    `answering`'s) it raises nats.errors.TimeoutError: the message may or may not be stored, as with any
+    unconfirmed publish."""
+    answering_s = _ANSWERING.get()
+    if answering_s is not None and not js._nc.is_connected:  # the client holds the publish until it reconnects
+        raise nats.errors.ConnectionReconnectingError
+    budget = budget_s if budget_s is not None else answering_s if answering_s is not None else PUBLISH_RETRY_S
     loop = asyncio.get_running_loop()
-    deadline, delay = loop.time() + budget_s, 0.1
+    deadline, delay = loop.time() + budget, 0.1
     while True:
         try:
-            await js.publish(subject, payload, headers=headers)
+            wait = max(0.1, min(deadline - loop.time(), js._timeout))
+            await js.publish(subject, payload, headers=headers, timeout=wait)
             return
         except (nats.errors.TimeoutError, NoStreamResponseError, APIError) as exc:
             if not _passing(exc):

@@ -112,6 +112,6 @@ async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
 async def _cancel(ctx: Context, cmd: p.CancelRunRequest) -> None:
     binding = await check(cmd.principal, Capability.MANAGE_WORK)
     assert cmd.principal is not None
-    run = await engine.cancel_run(ctx, cmd.run_id, f"{cmd.reason} by {binding.identity}")
+    run, _ = await engine.cancel_run(ctx, cmd.run_id, f"{cmd.reason} by {binding.identity}")
     if run is not None:
         await record(actor(binding, cmd.principal), "run.cancel", f"runs/{cmd.run_id}", before_id=cmd.run_id)
