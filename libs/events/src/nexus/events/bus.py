@@ -3,8 +3,9 @@
 import asyncio
 import contextlib
 import contextvars
+import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,11 @@ from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConf
 from nats.js.kv import KeyValue
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
+from nexus.domain.ids import new_ulid
 from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
+
+log = logging.getLogger("nexus.events.bus")
 
 
 async def connect(url: str | list[str], name: str, *, creds: str = "", user: str | None = None, **options: Any) -> NATS:
@@ -177,6 +181,43 @@ class Publisher:
         with publishing(subject, headers, msg_id=env.id, correlation_id=correlation_id, size=len(body)):
             await publish_retrying(self.js, subject, body, headers)
         return env
+
+    async def publish_soon(self, type_: str, data: msgspec.Struct, **options: Any) -> bool:
+        """As `publish`, for a message whose cause is stored already: if the bus is out of reach it is
+        published in the background once the bus is back (`when_back`; the same envelope id, so a first
+        attempt that did land is not stored twice), and False says so."""
+        options.setdefault("msg_id", new_ulid())
+        try:
+            await self.publish(type_, data, **options)
+            return True
+        except BUS_UNAVAILABLE as exc:
+            log.warning("the bus did not answer (%r); %s is published once it is back", exc, type_)
+        when_back(lambda: self.publish(type_, data, **options), type_)
+        return False
+
+
+# Work handed to the background until the bus is back (`when_back`), held until done.
+_LATER: set["asyncio.Task[None]"] = set()
+LATER_RETRY_S = 2.0
+
+
+def when_back(attempt: Callable[[], Awaitable[Any]], what: str) -> None:
+    """Try `attempt` in the background until the bus lets it through: work whose cause is stored and
+    whose caller was answered without it. Held in this process's memory only."""
+
+    async def until_done() -> None:
+        with answering(None):  # nobody waits for it any more: each try rides out the bus's absence
+            while True:
+                try:
+                    await attempt()
+                    return
+                except BUS_UNAVAILABLE as exc:
+                    log.warning("the bus still does not answer (%r); %s waits for it", exc, what)
+                    await asyncio.sleep(LATER_RETRY_S)
+
+    task = asyncio.create_task(until_done())
+    _LATER.add(task)
+    task.add_done_callback(_LATER.discard)
 
 
 class Outbox(Publisher):

@@ -70,7 +70,7 @@ async def _decide(ctx: Context, cmd: p.DecideApproval) -> None:
     binding = await check(cmd.principal, Capability.DECIDE_APPROVALS)
     assert cmd.principal is not None
     try:
-        decided = await decide(ctx, cmd.approval_id, cmd.decision, cmd.reason, binding.identity)
+        decided, _ = await decide(ctx, cmd.approval_id, cmd.decision, cmd.reason, binding.identity)
     except DomainError as exc:  # decided already (a second press, a redelivery) or unknown: nothing changes
         log.info("decision on %s not applied: %s", cmd.approval_id, exc.detail)
         return

@@ -45,7 +45,7 @@ from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
-from nexus.events.bus import BUS_UNAVAILABLE, Outbox, answering
+from nexus.events.bus import BUS_UNAVAILABLE, Outbox, when_back
 from nexus.events.payloads import (
     ChildFinished,
     ChildPlan,
@@ -107,36 +107,18 @@ async def _one(ctx: Context, f: Followup) -> list[Followup]:
     return []
 
 
-# Follow-ups a request handed on because the bus was out of reach (`carry_out_soon`), held until done.
-_LATER: set["asyncio.Task[None]"] = set()
-LATER_RETRY_S = 2.0
-
-
 async def carry_out_soon(ctx: Context, then: list[Followup]) -> bool:
     """As `carry_out`; but if the bus is out of reach, what is left is carried out in the background
-    once it is back (tried again until it is), and False says so: the step itself is stored, the caller
-    can answer that it was taken instead of keeping its client waiting for the bus."""
+    once it is back (`when_back`), and False says so: the step itself is stored, the caller can answer
+    that it was taken instead of keeping its client waiting for the bus."""
     pending = list(then)
     try:
         await _carry_out(ctx, pending)
         return True
     except BUS_UNAVAILABLE as exc:
         log.warning("the bus did not answer (%r); %d follow-up(s) carried out once it is back", exc, len(pending))
-    task = asyncio.create_task(_carry_out_later(ctx, pending))
-    _LATER.add(task)
-    task.add_done_callback(_LATER.discard)
+    when_back(lambda: _carry_out(ctx, pending), f"{len(pending)} follow-up(s)")
     return False
-
-
-async def _carry_out_later(ctx: Context, pending: list[Followup]) -> None:
-    with answering(None):  # no one waits for an answer any more: each publish rides out the bus's absence
-        while True:
-            try:
-                await _carry_out(ctx, pending)
-                return
-            except BUS_UNAVAILABLE as exc:
-                log.warning("the bus still does not answer (%r); %d follow-up(s) wait for it", exc, len(pending))
-                await asyncio.sleep(LATER_RETRY_S)
 
 
 # ---------------------------------------------------------------- runs
