@@ -271,9 +271,9 @@ class Recovery:
                 continue
             run = await Run.get(run_id)
             ended = _aware(run.ended_at) if run else None
-            # A runner that gave its verdict is reporting its end and exiting on its own; one whose run an
-            # operator ended never will (its cancel command may be lost with the bus): stopped at once.
-            if ended is not None and (now - ended).total_seconds() < self.grace and run and run.final_by != "operator":
+            # It is reporting its end and exiting on its own (a runner told to cancel reports `cancelled` first:
+            # stopped at once while the bus is away, its word would be lost).
+            if ended is not None and (now - ended).total_seconds() < self.grace:
                 continue
             if run is None or RunStatus(run.status) in RUN_FINAL:  # queued counts as active: it may have just launched
                 log.warning("cleaning up orphaned execution of %s", run_id)
