@@ -75,7 +75,8 @@ async def telegram(
             n = sum(goal_id in m.get("text", "") and "Goal done" in m.get("text", "") for m in sent)
             if n != 1:
                 out.append(f"telegram: {n} 'Goal done' alerts for {goal_id}")
-        mine = [m["text"] for m in sent if any(i in m.get("text", "") for i in [*runs, *approvals, goal_id or "-"])]
+        ids = [*runs, *approvals, *([goal_id] if goal_id else [])]  # never a stand-in: "-" is in every alert
+        mine = [m["text"] for m in sent if any(i in m.get("text", "") for i in ids)]
         out += [f"telegram: said {n} times: {text[:80]!r}" for text, n in Counter(mine).items() if n > 1]
         return out
 

@@ -205,3 +205,57 @@ async def test_an_answer_telegram_lost_makes_the_next_try_say_it_may_be_a_repeat
     ]
     assert [c["text"] for c in fake.sent(9)] == ["Goal done"]
     await nc.drain()
+
+
+async def test_an_alert_queued_again_while_its_first_copy_is_sent_goes_out_once(
+    nats_url: str, nats_creds: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event of an alert handled again (redelivered after a restart) while the outbox sends the copy a
+    first handling queued: the second handling looks for the "sent" mark before it is written and queues
+    after the first copy's entry is cleared. Seen in the fault matrix (telegram-gateway@approval: an
+    approval alerted twice) once the gateway's events came back after 5 s instead of 30."""
+    from nexus.telegram_gateway import outbox as outbox_module
+    from nexus.telegram_gateway.store import exists
+
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    marks = await open_bucket(nc.jetstream(), f"sent_{uuid.uuid4().hex[:8]}")
+    sent: list[str] = []
+    telegram_answers, sending, armed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def deliver(m: Outgoing) -> None:
+        sending.set()
+        await telegram_answers.wait()
+        sent.append(m.text)
+
+    async def looked_before_the_mark(bucket, key: str) -> bool:
+        found = await exists(bucket, key)
+        if armed.is_set():  # the second handling's look; then the first copy is sent, marked and cleared
+            armed.clear()
+            telegram_answers.set()
+            await _until_async(lambda: cleared(key.removeprefix("sent.")))
+        return found
+
+    async def cleared(key: str) -> bool:
+        return not await exists(kv, key)
+
+    monkeypatch.setattr(outbox_module, "exists", looked_before_the_mark)
+    box = Outbox(kv, deliver, retry_s=0.01, sent=marks)
+    alert = Outgoing(chat_id=1, text="approval needed")
+    await box.put(alert, "apr_1")  # the first handling: its copy is being sent
+    await asyncio.wait_for(sending.wait(), 60)
+    armed.set()
+    await box.put(alert, "apr_1")  # the redelivered event's handling
+    await box.put(Outgoing(chat_id=1, text="after"))  # the chat's sender is in order: anything before it went first
+    await _until(lambda: "after" in sent)
+    await box.stop()
+    await nc.drain()
+    assert sent == ["approval needed", "after"]
+
+
+async def _until_async(predicate) -> None:
+    for _ in range(400):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition never held")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from nexus.db.documents import Run
-from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_streams
+from nexus.events.bus import BUS_UNAVAILABLE, Publisher, connect, ensure_key_value, ensure_streams
 from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher, claim_key
@@ -254,3 +254,25 @@ async def test_a_launch_still_under_way_is_not_lost_however_long_it_takes(sweepe
     assert not await sweeper.events(under_way)
     lost = [d["detail"] for t, d in await sweeper.events(given_up) if t == "run.runtime"]
     assert lost == ["claimed for launch but never started"]
+
+
+async def test_a_runner_of_a_run_an_operator_cancelled_is_stopped_even_without_the_bus(
+    sweeper: Sweeper, nats_url: str, nats_creds: str
+) -> None:
+    """Its cancel command may never come (sent while the bus was out of reach): the database's word is
+    enough, read by a sweep that cannot reach the bus at all."""
+    cancelled = await a_run("cancelled", final_by="operator", ended_at=LONG_AGO)
+    proc = sweeper.runner(cancelled)
+    gone = await connect(nats_url, "tools", creds=nats_creds)
+    workers = await ensure_key_value(gone.jetstream(), WORKERS_BUCKET, ttl_s=86400)
+    sweeper.recovery.membership = Membership(workers, "w-cut-off", timeout_s=60)
+    await gone.close()  # the sweep's bus is out of reach
+
+    with pytest.raises(BUS_UNAVAILABLE):
+        await sweeper.recovery.sweep()
+
+    for _ in range(200):
+        if group_gone(proc.pid):
+            break
+        await asyncio.sleep(0.05)
+    assert group_gone(proc.pid)

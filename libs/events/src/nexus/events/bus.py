@@ -1,8 +1,11 @@
 """Connecting, declaring streams and publishing. Kept light: agent-runner imports this at start."""
 
 import asyncio
+import contextlib
 import contextvars
+import logging
 import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +17,11 @@ from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConf
 from nats.js.kv import KeyValue
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
+from nexus.domain.ids import new_ulid
 from nexus.events.catalog import STREAMS, StreamSpec, spec
 from nexus.events.envelope import Envelope, encode, make_envelope
+
+log = logging.getLogger("nexus.events.bus")
 
 
 async def connect(url: str | list[str], name: str, *, creds: str = "", user: str | None = None, **options: Any) -> NATS:
@@ -176,6 +182,43 @@ class Publisher:
             await publish_retrying(self.js, subject, body, headers)
         return env
 
+    async def publish_soon(self, type_: str, data: msgspec.Struct, **options: Any) -> bool:
+        """As `publish`, for a message whose cause is stored already: if the bus is out of reach it is
+        published in the background once the bus is back (`when_back`; the same envelope id, so a first
+        attempt that did land is not stored twice), and False says so."""
+        options.setdefault("msg_id", new_ulid())
+        try:
+            await self.publish(type_, data, **options)
+            return True
+        except BUS_UNAVAILABLE as exc:
+            log.warning("the bus did not answer (%r); %s is published once it is back", exc, type_)
+        when_back(lambda: self.publish(type_, data, **options), type_)
+        return False
+
+
+# Work handed to the background until the bus is back (`when_back`), held until done.
+_LATER: set["asyncio.Task[None]"] = set()
+LATER_RETRY_S = 2.0
+
+
+def when_back(attempt: Callable[[], Awaitable[Any]], what: str) -> None:
+    """Try `attempt` in the background until the bus lets it through: work whose cause is stored and
+    whose caller was answered without it. Held in this process's memory only."""
+
+    async def until_done() -> None:
+        with answering(None):  # nobody waits for it any more: each try rides out the bus's absence
+            while True:
+                try:
+                    await attempt()
+                    return
+                except BUS_UNAVAILABLE as exc:
+                    log.warning("the bus still does not answer (%r); %s waits for it", exc, what)
+                    await asyncio.sleep(LATER_RETRY_S)
+
+    task = asyncio.create_task(until_done())
+    _LATER.add(task)
+    task.add_done_callback(_LATER.discard)
+
 
 class Outbox(Publisher):
     """Stands in for a publisher while a step runs: what the step publishes is held, in order (a payload
@@ -241,6 +284,25 @@ BUS_UNAVAILABLE: tuple[type[Exception], ...] = (
 # responders" or times out. A publish is retried with backoff for this long: the message id makes
 # a retry of a publish that did land a duplicate JetStream drops.
 PUBLISH_RETRY_S = 30.0
+# What a publish made while someone waits for an answer (an HTTP request) may wait instead: set by
+# `answering`, None elsewhere (a consumer or a sweep rides out a restart of the bus).
+_ANSWERING: contextvars.ContextVar[float | None] = contextvars.ContextVar("nexus_publish_answering", default=None)
+ANSWERING_WAIT_S = 5.0
+
+
+@contextlib.contextmanager
+def answering(wait_s: float | None = ANSWERING_WAIT_S) -> Iterator[None]:
+    """While someone waits for an answer: a publish waits for the bus at most `wait_s`, and not at all
+    while the connection is down (a lost server is back in seconds or minutes, not in a request's time),
+    raising what BUS_UNAVAILABLE lists so the caller answers at once. `None`: the full wait again (work
+    handed on from a request to the background)."""
+    token = _ANSWERING.set(wait_s)
+    try:
+        yield
+    finally:
+        _ANSWERING.reset(token)
+
+
 # JetStream's answer to a retry whose first attempt is still being proposed to the stream's replicas
 # (its answer was lost to a timeout): that one is not decided yet, so the retry waits and asks again.
 DUPLICATE_IN_PROCESS = 10158
@@ -253,15 +315,21 @@ def _passing(exc: Exception) -> bool:
 
 
 async def publish_retrying(
-    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str], budget_s: float = PUBLISH_RETRY_S
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str], budget_s: float | None = None
 ) -> None:
-    """Publish and wait for the stream's ack, riding out an election. Past the budget it raises
-    nats.errors.TimeoutError: the message may or may not be stored, as with any unconfirmed publish."""
+    """Publish and wait for the stream's ack, riding out an election. Past the budget (PUBLISH_RETRY_S, or
+    `answering`'s) it raises nats.errors.TimeoutError: the message may or may not be stored, as with any
+    unconfirmed publish."""
+    answering_s = _ANSWERING.get()
+    if answering_s is not None and not js._nc.is_connected:  # the client holds the publish until it reconnects
+        raise nats.errors.ConnectionReconnectingError
+    budget = budget_s if budget_s is not None else answering_s if answering_s is not None else PUBLISH_RETRY_S
     loop = asyncio.get_running_loop()
-    deadline, delay = loop.time() + budget_s, 0.1
+    deadline, delay = loop.time() + budget, 0.1
     while True:
         try:
-            await js.publish(subject, payload, headers=headers)
+            wait = max(0.1, min(deadline - loop.time(), js._timeout))
+            await js.publish(subject, payload, headers=headers, timeout=wait)
             return
         except (nats.errors.TimeoutError, NoStreamResponseError, APIError) as exc:
             if not _passing(exc):

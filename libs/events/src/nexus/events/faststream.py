@@ -63,6 +63,25 @@ class BrokerPublisher:
         await self.broker.publish(payload, subject, headers=headers, stream=self.stream)
 
 
+# How long a message delivered and not acknowledged waits before it is delivered again. Short: a pull
+# request of a process that just died can still be handed a message (the server has not seen the death
+# yet), which then waits this long; a handler still at work says so every third of it (`_in_progress`).
+ACK_WAIT_S = 5.0
+# How long a handler that does not hold its message on purpose may work on it: past it, a downstream that
+# never answers is given up on and the message comes back later (it is kept in progress until then).
+HANDLER_DEADLINE_S = 30.0
+
+
+async def _in_progress(msg: Any, every_s: float) -> None:
+    """Until cancelled: tell the server every `every_s` that `msg` is still being handled."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await msg.in_progress()
+        except Exception:  # the bus away: the message comes back after its ack wait, as any would
+            log.debug("could not say %s is in progress", msg.subject, exc_info=True)
+
+
 def durable_subscriber(
     broker: NatsBroker,
     subject: str,
@@ -71,7 +90,7 @@ def durable_subscriber(
     stream: str,
     durable: str,
     max_deliver: int = 5,
-    ack_wait_s: float = 30.0,
+    ack_wait_s: float = ACK_WAIT_S,
     batch: int = 1,
     deliver_new: bool = False,
     holds: bool = False,
@@ -80,7 +99,7 @@ def durable_subscriber(
     a handler, return a decorator that does). FastStream handles the messages of one fetched batch
     concurrently: the default batch of one keeps the subject's order (a handler that waits holds the
     ones behind it). `deliver_new`: a consumer created now starts at new messages instead of the
-    stream's whole history (alerts about last week help nobody). A handler is cut at the ack wait (a
+    stream's whole history (alerts about last week help nobody). A handler is cut at HANDLER_DEADLINE_S (a
     downstream that never answers must not stop the subscriber for good), unless it `holds` its message on
     purpose (telling JetStream it is still working while a provider is out): then it bounds each of its
     tries itself."""
@@ -100,7 +119,13 @@ def durable_subscriber(
 
     def register(h: Handler) -> Any:
         async def on_message(msg: NatsMessage) -> None:
-            await handle_message(dlq, msg.raw_message, durable, h, max_deliver, None if holds else ack_wait_s)
+            beat = asyncio.create_task(_in_progress(msg.raw_message, ack_wait_s / 3))
+            try:
+                await handle_message(
+                    dlq, msg.raw_message, durable, h, max_deliver, None if holds else HANDLER_DEADLINE_S
+                )
+            finally:
+                beat.cancel()
 
         on_message.__name__ = f"on_{durable.replace('-', '_')}"
         return broker.subscriber(
@@ -135,10 +160,14 @@ async def ensure_durables(
         name = config.durable_name or ""
         try:
             try:
-                await js.consumer_info(stream, name)
+                info = await js.consumer_info(stream, name)
             except NotFoundError:
                 await js.add_consumer(stream, config)
                 log.log(level, "made the durable consumer %s on %s (it did not exist)", name, stream)
+            else:
+                if info.config.ack_wait != config.ack_wait:  # made by an older version: updated in place
+                    await js.add_consumer(stream, config)
+                    log.info("the durable consumer %s on %s now waits %ss for acks", name, stream, config.ack_wait)
         except Exception as exc:  # noqa: BLE001 — raised after the others were tried; reported down meanwhile
             LOOPS.down[name] = f"durable consumer missing: {str(exc) or repr(exc)}"[:500]
             failed = failed or exc

@@ -22,7 +22,7 @@ from nexus.core_api.auth.guards import ApiKeyAuth
 from nexus.core_api.auth.keys import KeyCache, ensure_bootstrap_admin
 from nexus.core_api.background import run_background
 from nexus.core_api.context import Context
-from nexus.core_api.errors import EXCEPTION_HANDLERS
+from nexus.core_api.errors import EXCEPTION_HANDLERS, AnswerPromptly
 from nexus.core_api.health import healthz, readyz
 from nexus.core_api.json_guard import guard_json_body
 from nexus.core_api.observability import HttpMetricsMiddleware, tracing_plugin
@@ -138,6 +138,7 @@ def create_app(
         state=State({"key_cache": KeyCache(), "settings": settings}),
         middleware=[
             HttpMetricsMiddleware(),
+            AnswerPromptly(),
             DefineMiddleware(
                 ApiKeyAuth,
                 # /ui: its own session cookie (nexus.core_api.ui.auth)

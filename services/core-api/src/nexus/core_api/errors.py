@@ -8,14 +8,17 @@ import msgspec
 from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
+from litestar.middleware import ASGIMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from nexus.core_api.auth.requests import OpenRequest
 from nexus.db.group import GroupWriteFailed
 from nexus.domain.json_types import JsonObject
-from nexus.events.bus import BUS_UNAVAILABLE
+from nexus.events.bus import BUS_UNAVAILABLE, answering
 from nexus.domain.tasks import InvalidTransition
 
 log = logging.getLogger("nexus.core_api.errors")
@@ -155,6 +158,18 @@ def bus_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:
     response = _problem(503, "Service unavailable", "the message bus did not answer; try again shortly")
     response.headers["Retry-After"] = "2"
     return response
+
+
+class AnswerPromptly(ASGIMiddleware):
+    """A request's publishes wait for the bus a few seconds at most, and not at all while it is out of
+    reach (`nexus.events.bus.answering`): the caller gets its answer (a 503 to retry, or what the route
+    makes of it) at once instead of after the publish's 30 s wait for the bus."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        with answering():
+            await next_app(scope, receive, send)
 
 
 def internal_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:

@@ -146,8 +146,22 @@ class Outbox:
             entry = await self._patiently(partial(self.kv.get, key), f"chat {chat_id}: reading the outbox")
         except KeyNotFoundError:  # sent already, by a previous process
             return True
+        if self.sent is not None and await self._patiently(
+            partial(exists, self.sent, f"sent.{key}"), f"chat {chat_id}: reading the marks"
+        ):
+            # Sent already: queued again by an event handled while its first copy was being sent (the
+            # handler looked for the mark before it was written, and queued after the entry was cleared).
+            OUTBOX.labels("duplicate").inc()
+        else:
+            if not await self._send_entry(chat_id, key, entry.value or b""):
+                return False
+        await self._patiently(partial(self.kv.delete, key), f"chat {chat_id}: clearing the outbox")
+        return True
+
+    async def _send_entry(self, chat_id: int, key: str, value: bytes) -> bool:
+        """Send the entry's message and mark it sent; False if the outbox stopped first."""
         try:
-            msg = msgspec.json.decode(entry.value or b"", type=Outgoing)
+            msg = msgspec.json.decode(value, type=Outgoing)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # can never be sent: not kept forever
             OUTBOX.labels("dropped").inc()
             log.error("chat %s: outbox entry %s is not a message (%s); dropped", chat_id, key, exc)
@@ -156,7 +170,6 @@ class Outbox:
                 return False
             if self.sent is not None:  # a redelivered event finds its message sent, and queues it no more
                 await self._patiently(partial(self.sent.put, f"sent.{key}", b"1"), f"chat {chat_id}: marking")
-        await self._patiently(partial(self.kv.delete, key), f"chat {chat_id}: clearing the outbox")
         return True
 
     async def _tried(self, chat_id: int, key: str, msg: Outgoing, tried: bool) -> Outgoing:

@@ -204,8 +204,11 @@ class Recovery:
 
     async def sweep(self) -> None:
         now = datetime.now(UTC)
-        await self.membership.beat()
         runs = await active_runs([*ACTIVE_STATES, "queued"])
+        # First, and with the database alone: a run cancelled while the bus was out of reach is stopped
+        # even though its cancel command has not come (nor will while the bus is away).
+        await self._orphans({r.id for r in runs}, now)
+        await self.membership.beat()
         for run in runs:
             status = await self.runtime.status(run.id)
             # The launch claim is read (a KV round trip) only where it decides something: not for a run
@@ -243,7 +246,6 @@ class Recovery:
         live = {r.id for r in runs}
         self.reported = {k for k in self.reported if k[0] in live}
         self.sightings.prune(live, now)
-        await self._orphans(live, now)
 
     async def _deadline(self, run: SweptRun, now: datetime) -> None:
         limit = wall_clock_limit(run)
@@ -269,8 +271,10 @@ class Recovery:
                 continue
             run = await Run.get(run_id)
             ended = _aware(run.ended_at) if run else None
+            # It is reporting its end and exiting on its own (a runner told to cancel reports `cancelled` first:
+            # stopped at once while the bus is away, its word would be lost).
             if ended is not None and (now - ended).total_seconds() < self.grace:
-                continue  # it is reporting its end and exiting on its own
+                continue
             if run is None or RunStatus(run.status) in RUN_FINAL:  # queued counts as active: it may have just launched
                 log.warning("cleaning up orphaned execution of %s", run_id)
                 await self.runtime.cleanup(run_id)

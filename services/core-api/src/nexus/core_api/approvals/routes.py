@@ -1,6 +1,7 @@
 from typing import Annotated, Literal
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 
 from nexus.core_api.approvals import service
@@ -24,9 +25,15 @@ async def _get(approval_id: str) -> Approval:
     return doc
 
 
-async def _decide(request: ApiRequest, approval_id: str, decision: service.Decision, reason: str) -> ApprovalOut:
+# The decision is stored, and the run hears it once the bus is back: nothing to ask again.
+DEFERRED = {202: ResponseSpec(ApprovalOut, description="Decided; the run hears it once the bus is back")}
+
+
+async def _decide(
+    request: ApiRequest, approval_id: str, decision: service.Decision, reason: str
+) -> Response[ApprovalOut]:
     ctx: Context = request.app.state.ctx
-    decided = await service.decide(ctx, approval_id, decision, reason, request.user.name)
+    decided, told = await service.decide(ctx, approval_id, decision, reason, request.user.name)
     await record(
         request.user,
         f"approval.{decided.status}",
@@ -36,7 +43,7 @@ async def _decide(request: ApiRequest, approval_id: str, decision: service.Decis
     )
     if decided.status != decision:  # the clock got there first
         raise DomainError(409, f"approval is {decided.status}: {decided.reason}", field="decision")
-    return to_out(decided)
+    return Response(to_out(decided), status_code=200 if told else 202)
 
 
 class ApprovalController(Controller):
@@ -62,16 +69,16 @@ class ApprovalController(Controller):
     async def get_approval(self, approval_id: FromPath[str]) -> ApprovalOut:
         return to_out(await _get(approval_id))
 
-    @post("/{approval_id:str}/approve", guards=[DECIDE_APPROVALS], status_code=200)
+    @post("/{approval_id:str}/approve", guards=[DECIDE_APPROVALS], status_code=200, responses=DEFERRED)
     async def approve(
         self, request: ApiRequest, approval_id: FromPath[str], data: JSONBody[ApprovalDecision | None] = None
-    ) -> ApprovalOut:
+    ) -> Response[ApprovalOut]:
         return await _decide(request, approval_id, "approved", data.reason if data else "")
 
-    @post("/{approval_id:str}/reject", guards=[DECIDE_APPROVALS], status_code=200)
+    @post("/{approval_id:str}/reject", guards=[DECIDE_APPROVALS], status_code=200, responses=DEFERRED)
     async def reject(
         self, request: ApiRequest, approval_id: FromPath[str], data: JSONBody[ApprovalDecision]
-    ) -> ApprovalOut:
+    ) -> Response[ApprovalOut]:
         if not data.reason.strip():
             raise DomainError(422, "a rejection needs a reason", field="reason")
         return await _decide(request, approval_id, "rejected", data.reason)

@@ -59,7 +59,11 @@ async def announce_requested(ctx: Context, run_id: str) -> None:
         await ctx.publisher.publish("approval.requested", ev, correlation_id=run_id, msg_id=f"{doc.id}.requested")
 
 
-async def decide(ctx: Context, approval_id: str, decision: Decision, reason: str, decided_by: str) -> Approval:
+async def decide(
+    ctx: Context, approval_id: str, decision: Decision, reason: str, decided_by: str
+) -> tuple[Approval, bool]:
+    """The approval decided (stored at once); True when the run was told, False when the bus was away: it
+    is told once the bus is back."""
     doc = await Approval.get(approval_id)
     if doc is None:
         raise not_found("approval", approval_id)
@@ -81,12 +85,13 @@ async def decide(ctx: Context, approval_id: str, decision: Decision, reason: str
     ev = ApprovalDecided(
         approval_id=approval_id, run_id=doc.run_id, decision=decision, reason=reason, decided_by=decided_by
     )
-    await ctx.publisher.publish("run.approval_decided", ev, run_id=doc.run_id)
-    await ctx.publisher.publish("approval.decided", ev, correlation_id=doc.run_id)
+    # The decision is stored: it reaches the run (and the chat) once the bus is back if it is away now.
+    told = await ctx.publisher.publish_soon("run.approval_decided", ev, run_id=doc.run_id)
+    told = await ctx.publisher.publish_soon("approval.decided", ev, correlation_id=doc.run_id) and told
     decided = await Approval.get(approval_id)
     if decided is None:
         raise not_found("approval", approval_id)
-    return decided
+    return decided, told
 
 
 async def count_pending(ctx: Context) -> None:

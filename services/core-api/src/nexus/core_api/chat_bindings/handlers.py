@@ -70,7 +70,7 @@ async def _decide(ctx: Context, cmd: p.DecideApproval) -> None:
     binding = await check(cmd.principal, Capability.DECIDE_APPROVALS)
     assert cmd.principal is not None
     try:
-        decided = await decide(ctx, cmd.approval_id, cmd.decision, cmd.reason, binding.identity)
+        decided, _ = await decide(ctx, cmd.approval_id, cmd.decision, cmd.reason, binding.identity)
     except DomainError as exc:  # decided already (a second press, a redelivery) or unknown: nothing changes
         log.info("decision on %s not applied: %s", cmd.approval_id, exc.detail)
         return
@@ -112,6 +112,6 @@ async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
 async def _cancel(ctx: Context, cmd: p.CancelRunRequest) -> None:
     binding = await check(cmd.principal, Capability.MANAGE_WORK)
     assert cmd.principal is not None
-    run = await engine.cancel_run(ctx, cmd.run_id, f"{cmd.reason} by {binding.identity}")
+    run, _ = await engine.cancel_run(ctx, cmd.run_id, f"{cmd.reason} by {binding.identity}")
     if run is not None:
         await record(actor(binding, cmd.principal), "run.cancel", f"runs/{cmd.run_id}", before_id=cmd.run_id)

@@ -1,7 +1,8 @@
 import asyncio
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
@@ -86,17 +87,24 @@ class RunController(Controller):
             )
         )
 
-    @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
+    @post(
+        "/{run_id:str}/cancel",
+        guards=[MANAGE_WORK],
+        responses={202: ResponseSpec(RunOut, description="Cancelled; its runner is stopped once the bus is back")},
+    )
     async def cancel_run(
         self, request: ApiRequest, run_id: FromPath[str], data: JSONBody[RunAction | None] = None
-    ) -> RunOut:
+    ) -> Response[RunOut]:
+        """The run ends `cancelled` at once (stored before anything else). 201 when its runner was told to
+        stop; 202 when the bus was out of reach: nothing is lost, the worker is told once the bus is back
+        (and stops a cancelled run's runner by itself meanwhile), so a retry is neither needed nor harmful."""
         run = await _get(run_id)
         if RunStatus(run.status) in RUN_FINAL:
             raise DomainError(409, f"run is already {run.status}", field="status")
         ctx: Context = request.app.state.ctx
-        await engine.cancel_run(ctx, run.id, (data.reason if data else "") or "cancelled by an operator")
+        _, told = await engine.cancel_run(ctx, run.id, (data.reason if data else "") or "cancelled by an operator")
         await record(request.user, "run.cancel", f"runs/{run.id}", before_id=run.id, after_id=run.id)
-        return to_out(await _get(run_id))
+        return Response(to_out(await _get(run_id)), status_code=201 if told else 202)
 
     @post("/{run_id:str}/retry", guards=[MANAGE_WORK])
     async def retry_run(self, request: ApiRequest, run_id: FromPath[str]) -> RunOut:

@@ -45,7 +45,7 @@ from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.domain.tasks import TASK_FINAL, TaskStatus
-from nexus.events.bus import BUS_UNAVAILABLE, Outbox
+from nexus.events.bus import BUS_UNAVAILABLE, Outbox, when_back
 from nexus.events.payloads import (
     ChildFinished,
     ChildPlan,
@@ -62,38 +62,64 @@ TRACER = tracer("nexus.core_api")
 
 
 async def carry_out(ctx: Context, then: list[Followup]) -> None:
-    for f in then:
-        match f:
-            case Publish():
-                await ctx.publisher.publish(f.type, f.payload, **f.options)
-            case TaskMoved():
-                t = f.task
-                await ctx.publisher.publish(
-                    f.type,
-                    TaskChanged(
-                        task_id=t.id,
-                        status=t.status,
-                        title=t.title,
-                        goal_id=t.goal_id,
-                        assignee_agent_id=t.assignee_agent_id,
-                    ),
-                )
-                await publish_moved(ctx, t)
-            case Launch():
-                await launch.command_launch(ctx, f.run, f.config)
-            case Dispatch():
-                await launch.dispatch_task(ctx, f.task)
-            case TaskFollowsRun():
-                await carry_out(ctx, await tasks.follow_run(f.task_id, f.status, f.run_id, f.ended))
-            case Promote():
-                await carry_out(ctx, await tasks.promote_unblocked(f.done_task_id))
-            case NotifyParent():
-                await _notify_parent(ctx, f.run)
-            case RunEnded():
-                run = f.run
-                ends.stored(run.id)
-                await check_alerts(ctx, goal_id=run.goal_id, agent_id=run.agent_id, run_id=run.id, reason=run.reason)
-                await reconcile(ctx, run.goal_id)
+    """Each follow-up in order, a follow-up's own follow-ups before the next one."""
+    await _carry_out(ctx, list(then))
+
+
+async def _carry_out(ctx: Context, pending: list[Followup]) -> None:
+    """Carries out `pending` from its head; what is left stays in it when one raises (`carry_out_soon`)."""
+    while pending:
+        pending[:1] = await _one(ctx, pending[0])
+
+
+async def _one(ctx: Context, f: Followup) -> list[Followup]:
+    """One follow-up; what it asks for next."""
+    match f:
+        case Publish():
+            await ctx.publisher.publish(f.type, f.payload, **f.options)
+        case TaskMoved():
+            t = f.task
+            await ctx.publisher.publish(
+                f.type,
+                TaskChanged(
+                    task_id=t.id,
+                    status=t.status,
+                    title=t.title,
+                    goal_id=t.goal_id,
+                    assignee_agent_id=t.assignee_agent_id,
+                ),
+            )
+            await publish_moved(ctx, t)
+        case Launch():
+            await launch.command_launch(ctx, f.run, f.config)
+        case Dispatch():
+            await launch.dispatch_task(ctx, f.task)
+        case TaskFollowsRun():
+            return await tasks.follow_run(f.task_id, f.status, f.run_id, f.ended)
+        case Promote():
+            return await tasks.promote_unblocked(f.done_task_id)
+        case NotifyParent():
+            await _notify_parent(ctx, f.run)
+        case RunEnded():
+            run = f.run
+            ends.stored(run.id)
+            await check_alerts(ctx, goal_id=run.goal_id, agent_id=run.agent_id, run_id=run.id, reason=run.reason)
+            await reconcile(ctx, run.goal_id)
+    return []
+
+
+async def carry_out_soon(ctx: Context, then: list[Followup]) -> bool:
+    """As `carry_out`; but if the bus is out of reach, what is left is carried out in the background
+    once it is back (`when_back`), and False says so: the step itself is stored, the caller can answer
+    that it was taken instead of keeping its client waiting for the bus."""
+    pending = list(then)
+    try:
+        await _carry_out(ctx, pending)
+        return True
+    except BUS_UNAVAILABLE as exc:
+        log.warning("the bus did not answer (%r); %d follow-up(s) carried out once it is back", exc, len(pending))
+    when_back(lambda: _carry_out(ctx, pending), f"{len(pending)} follow-up(s)")
+    return False
 
 
 # ---------------------------------------------------------------- runs
@@ -155,10 +181,11 @@ def _stored_verdicts(run_id: str) -> set[int]:
     return {a["n"] for a in run.attempts if a.get("verdict")} if run is not None else set()
 
 
-async def cancel_run(ctx: Context, run_id: str, reason: str) -> Run | None:
+async def cancel_run(ctx: Context, run_id: str, reason: str) -> tuple[Run | None, bool]:
+    """The run ended by an operator, stored at once; True when its runner was told to stop too, False when
+    the bus was out of reach: the worker is told (and the end announced) once it is back."""
     run, then = await runs.cancel(run_id, reason)
-    await carry_out(ctx, then)
-    return run
+    return run, await carry_out_soon(ctx, then)
 
 
 async def retry_run(ctx: Context, old: Run) -> Run:
@@ -351,7 +378,7 @@ async def cancel_goal(ctx: Context, goal_id: str, by: str) -> Goal:
         if TaskStatus(task.status) in TASK_FINAL:
             continue
         run = (
-            await cancel_run(ctx, task.current_run_id, f"goal {goal_id} cancelled by {by}")
+            (await cancel_run(ctx, task.current_run_id, f"goal {goal_id} cancelled by {by}"))[0]
             if task.current_run_id
             else None
         )
