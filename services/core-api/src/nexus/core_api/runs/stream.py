@@ -75,15 +75,17 @@ def parse_last_event_id(value: str | None) -> int:
 def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable[bool]]:
     """Whether the run's end is stored: known when the stream opened on an ended run, or at once when
     this process stored it; else read from the database (not a cache that may lag it) at most every
-    STORED_READ_S (another core-api may have stored it)."""
+    STORED_READ_S, starting STORED_READ_S after the first ask (another core-api may have stored it)."""
     ended_at_open = status_at_open in FINAL_NAMES
-    read_at = time.monotonic()  # the run was read as the stream opened
+    read_at: float | None = None  # the database is first read STORED_READ_S after the first ask
 
     async def final() -> bool:
         nonlocal read_at
         if ended_at_open or ends.known_ended(run_id):
             return True
         now = time.monotonic()
+        if read_at is None:
+            read_at = now
         if now - read_at < STORED_READ_S:
             return False
         read_at = now
