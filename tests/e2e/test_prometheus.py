@@ -362,7 +362,11 @@ async def test_every_panel_has_data_and_service_down_fires(
 
 async def _all_up(prom: httpx.AsyncClient, services: int) -> bool:
     try:
-        results = await query(prom, "up")
+        r = await prom.get("/api/v1/query", params={"query": "up"})
     except httpx.HTTPError:
         return False
-    return len(results) == services and all(r["value"][1] == "1" for r in results)
+    if r.status_code == 503:  # Prometheus is still starting (its storage not ready): not up yet
+        return False
+    assert r.status_code == 200 and r.json()["status"] == "success", ("up", r.text)
+    results = r.json()["data"]["result"]
+    return len(results) == services and all(x["value"][1] == "1" for x in results)
