@@ -49,6 +49,17 @@ async def collect(stream: AsyncIterator[dict], want, limit: int = 5000) -> list[
     return got
 
 
+async def runner_says_succeeded(settings, nats_creds: str, run_id: str) -> None:
+    """The runner's final status on the run's stream (what core-api has not stored yet)."""
+    nc = await connect(settings.nats_url, "test-sse-runner", creds=nats_creds)
+    try:
+        await Publisher(nc.jetstream(), "agent-runner").publish(
+            "run.status", RunStatusChanged(status="succeeded"), run_id=run_id
+        )
+    finally:
+        await nc.drain()
+
+
 def goal_ids(msgs: list[dict], mine: set[str]) -> list[str]:
     return [
         m["data"]["data"]["goal_id"]
@@ -95,13 +106,7 @@ async def test_a_poison_message_in_the_stream_ends_no_reader(
     after = (await http.post("/v1/goals", json={"title": "after the poison"})).json()["id"]
     got = await collect(sse(http, "/v1/events", types="goal.*"), lambda ms: after in goal_ids(ms, {after}))
     assert after in goal_ids(got, {after})  # replayed from the start, past the poison, to the goal
-    pub_nc = await connect(settings.nats_url, "test-sse-poison-2", creds=nats_creds)
-    try:
-        await Publisher(pub_nc.jetstream(), "agent-runner").publish(
-            "run.status", RunStatusChanged(status="succeeded"), run_id=run["id"]
-        )
-    finally:
-        await pub_nc.drain()
+    await runner_says_succeeded(settings, nats_creds, run["id"])
     await store_status(settings, run["id"], "succeeded")
     rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events")]  # skips the poison, ends after the status
     assert [m["event"] for m in rest if "data" in m][-1] == "run.status"
@@ -145,13 +150,7 @@ async def test_a_run_stream_ends_once_the_runs_end_is_stored(
     """The runner's final status is on the stream before core-api stored it: a client that reads the run
     when its stream ended must see it ended, so the stream waits for the store."""
     run = await new_run(http)
-    nc = await connect(settings.nats_url, "test-sse-settle", creds=nats_creds)
-    try:
-        await Publisher(nc.jetstream(), "agent-runner").publish(
-            "run.status", RunStatusChanged(status="succeeded"), run_id=run["id"]
-        )
-    finally:
-        await nc.drain()
+    await runner_says_succeeded(settings, nats_creds, run["id"])
     stream = sse(http, f"/v1/runs/{run['id']}/events")
     seen = []
     async for m in stream:
