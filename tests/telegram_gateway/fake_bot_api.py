@@ -215,6 +215,9 @@ class FakeBotApi:
         offset = int(params.get("offset") or 0)
         timeout = min(float(params.get("timeout") or 0), 1.0)
 
+        if offset > 0:  # as Telegram does: updates below the offset are confirmed, and never given again
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+
         def pending() -> list[dict]:
             return [u for u in self._updates if u["update_id"] >= offset]
 

@@ -187,6 +187,8 @@ async def test_a_restart_mid_flow_announces_each_approval_once(
         )
         await wait_for(api, f"/v1/runs/{during['run_id']}", lambda x: x["status"] in FINAL)
     assert len(alerts_of(fake, before["id"])) == 1 and len(alerts_of(fake, during["id"])) == 1
+    # The command confirmed before the restart is not handled again by the next gateway.
+    assert len([m for m in fake.sent(LEAD) if m["text"].startswith("Subscribed")]) == 1
 
 
 async def test_a_poison_alert_is_dead_lettered_and_the_alerts_go_on(
