@@ -117,7 +117,9 @@ async def board(filters: dict[str, Any], final_limit: int = FINAL_SHOWN) -> Boar
     )
 
 
-async def publish_moved(ctx: Context, t: Task, *, rank: float | None = None, previous: str | None = None) -> None:
+async def publish_moved(
+    ctx: Context, t: Task, *, rank: float | None = None, previous: str | None = None, msg_id: str | None = None
+) -> None:
     await ctx.publisher.publish(
         "board.card_moved",
         BoardCardMoved(
@@ -128,6 +130,7 @@ async def publish_moved(ctx: Context, t: Task, *, rank: float | None = None, pre
             repository_id=t.repository_id,
             previous_column=previous,
         ),
+        msg_id=msg_id,
     )
 
 

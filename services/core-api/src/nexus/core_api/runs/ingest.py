@@ -182,7 +182,7 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         """What came before them stored, the facts go out as one write of the run."""
         await flush()
         if facts:
-            await engine.on_run_facts(ctx, run_id, [(f.payload, f.stream_seq) for f in facts])
+            await engine.on_run_facts(ctx, run_id, [(f.payload, f.stream_seq) for f in facts], again=again)
             waiting = any(
                 isinstance(f.payload, p.RunStatusChanged) and f.payload.status == "waiting_approval" for f in facts
             )

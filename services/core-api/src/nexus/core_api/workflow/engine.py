@@ -40,7 +40,7 @@ from nexus.db.documents import Goal, Run, Task, no_run_ended, now
 from nexus.db.connection import update_versioned
 from nexus.db.writes import update_document, written
 from nexus.domain.budgets import Cap
-from nexus.domain.ids import new_id
+from nexus.domain.ids import derived_ulid, new_id
 from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
@@ -88,14 +88,16 @@ async def _one(ctx: Context, f: Followup) -> list[Followup]:
                     goal_id=t.goal_id,
                     assignee_agent_id=t.assignee_agent_id,
                 ),
+                # Named by the task's version that made the move: a move announced again is taken once.
+                msg_id=derived_ulid(t.id, f.type, str(t.version)),
             )
-            await publish_moved(ctx, t)
+            await publish_moved(ctx, t, msg_id=derived_ulid(t.id, "board.card_moved", str(t.version)))
         case Launch():
             await launch.command_launch(ctx, f.run, f.config)
         case Dispatch():
             await launch.dispatch_task(ctx, f.task)
         case TaskFollowsRun():
-            return await tasks.follow_run(f.task_id, f.status, f.run_id, f.ended)
+            return await tasks.follow_run(f.task_id, f.status, f.run_id, f.ended, again=f.again)
         case Promote():
             return await tasks.promote_unblocked(f.done_task_id)
         case NotifyParent():
@@ -123,11 +125,16 @@ async def carry_out_soon(ctx: Context, then: list[Followup]) -> bool:
 
 
 # ---------------------------------------------------------------- runs
-async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusChanged | RuntimeChanged, int]]) -> None:
+async def on_run_facts(
+    ctx: Context, run_id: str, events: list[tuple[RunStatusChanged | RuntimeChanged, int]], *, again: bool = False
+) -> None:
     """A run's status and runtime events of one fetch (stream order, with their sequences) as ONE write
     of the run: each recorded as it would have been alone, each transition's follow-ups carried out in
     order once the run is stored. An exit whose attempt's verdict is among them needs no look at the stream;
-    one whose verdict the run holds already changes nothing and costs nothing."""
+    one whose verdict the run holds already changes nothing and costs nothing. `again`: the events were
+    handed out before and not acknowledged (the process they went to may have died after storing the
+    run's end and before carrying it out): a verdict found stored already has the run's end carried out
+    once more."""
     decided = _stored_verdicts(run_id)
     # An attempt's runtime end after its stored verdict changes nothing (nexus.domain.run_facts.record):
     # not even read back to be declined.
@@ -166,7 +173,7 @@ async def on_run_facts(ctx: Context, run_id: str, events: list[tuple[RunStatusCh
         else contextlib.nullcontext()
     )
     with traced:
-        _, then = await runs.apply_facts(run_id, facts)
+        _, then = await runs.apply_facts(run_id, facts, again=again)
         await carry_out(ctx, then)
 
 
@@ -218,8 +225,11 @@ async def requeue_stale(ctx: Context) -> int:
 
 async def release_orphans(ctx: Context) -> int:
     """A task claimed for a run that was never stored (core-api lost between the claim and the run's
-    insert) would wait for that run forever: its claim is released and it is dispatched again. Only
-    claims older than the requeue delay are looked at, so a dispatch under way is never taken for one."""
+    insert) would wait for that run forever: its claim is released and it is dispatched again. A task
+    still in progress whose run ended (core-api lost after storing the run's end and before carrying it
+    out, or its end left for a bus that came back after this process died) has the run's end carried out
+    again. Only claims and ends older than the requeue delay are looked at, so a dispatch or an end
+    under way is never taken for one."""
     cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
     claims = {
         doc["current_run_id"]: doc["_id"]
@@ -230,9 +240,12 @@ async def release_orphans(ctx: Context) -> int:
     }
     if not claims:
         return 0
-    stored = {doc["_id"] async for doc in Run.get_pymongo_collection().find({"_id": {"$in": list(claims)}}, {"_id": 1})}
+    stored = {
+        doc["_id"]: doc["status"]
+        async for doc in Run.get_pymongo_collection().find({"_id": {"$in": list(claims)}}, {"status": 1})
+    }
     n = 0
-    for run_id in claims.keys() - stored:
+    for run_id in claims.keys() - stored.keys():
         task_id = claims[run_id]
         released = await update_versioned(Task, task_id, _unclaim(run_id))
         if released is None:
@@ -240,6 +253,14 @@ async def release_orphans(ctx: Context) -> int:
         log.warning("task %s was claimed for run %s, which was never stored: dispatched again", task_id, run_id)
         await launch.dispatch_task(ctx, released)
         n += 1
+    ended = [run_id for run_id, status in stored.items() if RunStatus(status) in RUN_FINAL]
+    if ended:
+        async for run in Run.find({"_id": {"$in": ended}, "updated_at": {"$lt": cutoff}}):
+            log.warning(
+                "run %s ended %s, and its task still waits for it: its end is carried out again", run.id, run.status
+            )
+            await carry_out(ctx, runs.end_followups(run, again=True))
+            n += 1
     return n
 
 

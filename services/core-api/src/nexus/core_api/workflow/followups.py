@@ -49,6 +49,9 @@ class TaskFollowsRun:
     status: TaskStatus
     run_id: str
     ended: JsonObject | None = None  # the run as it ended: {"id", "status", "attempt", "cost_usd"}
+    # The run's end is carried out again (its first carrying out may have died half-way): a task that
+    # already follows it is announced again, not left as it is.
+    again: bool = False
 
 
 @dataclass(frozen=True)

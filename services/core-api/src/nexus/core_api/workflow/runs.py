@@ -17,7 +17,7 @@ from nexus.core_api.metrics import DISPATCH_LATENCY, RUN_DURATION, RUNS_TOTAL
 from nexus.core_api.workflow.followups import Followup, Launch, NotifyParent, Publish, RunEnded, TaskFollowsRun
 from nexus.db.connection import update_versioned
 from nexus.db.documents import Run, now
-from nexus.domain.ids import new_ulid
+from nexus.domain.ids import derived_ulid, new_ulid
 from nexus.domain.json_types import JsonObject
 from nexus.domain.limits import storable
 from nexus.domain.run_facts import RuntimeFact, StatusFact, derive, record
@@ -46,6 +46,8 @@ TASK_AFTER_RUN = {
 
 
 def _announce(run: Run, type_: str) -> Publish:
+    """A run's move, announced under an id named by the move (its run, status and attempt): announced
+    again after a crash, it is taken once by JetStream (within its duplicate window) and by consumers."""
     return Publish(
         type_,
         RunChanged(
@@ -56,7 +58,7 @@ def _announce(run: Run, type_: str) -> Publish:
             attempt=run.attempt,
             reason=run.reason,
         ),
-        {"correlation_id": run.id},
+        {"correlation_id": run.id, "msg_id": derived_ulid(run.id, type_, str(run.attempt))},
     )
 
 
@@ -93,7 +95,9 @@ def _derived_fields(
 Moved = tuple[Run | None, list[Followup]]
 
 
-async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, JsonObject]]) -> Moved:
+async def apply_facts(
+    run_id: str, facts: list[tuple[StatusFact | RuntimeFact, JsonObject]], *, again: bool = False
+) -> Moved:
     """Record facts of the run's attempts, in stream order, as ONE compare-and-set, and let the run
     follow what all its facts say. A run ended by its own verdict does not change again, except by an
     earlier attempt's verdict that arrived late (which is what really happened first); a run given up
@@ -101,11 +105,15 @@ async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, J
     Each fact is recorded on the run as the facts before it left it, exactly as one write each would
     have, and every transition's follow-ups are returned in order, each with the run as that
     transition left it (a run that went queued → running → succeeded in one fetch is still announced
-    started, then succeeded)."""
+    started, then succeeded). `again` (facts handed out before and never acknowledged): a verdict among
+    them that is stored already has the run's end carried out once more (`end_followups`)."""
     steps: list[tuple[str, int, Run]] = []  # (status before, attempt before, the run after) per transition
+    ended_again = False  # a verdict already recorded came again: the run's end may not have been carried out
 
     def mutate(r: Run) -> JsonObject | None:
+        nonlocal ended_again
         steps.clear()  # a retried compare-and-set starts again from the stored run
+        ended_again = False
         cur = r
         fields: JsonObject = {}
         for fact, extra in facts:
@@ -113,7 +121,10 @@ async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, J
                 break  # ended by an operator (cancel): nothing a runner says changes that
             attempts = record(cur.attempts, fact)
             if attempts is cur.attempts:
-                continue  # a duplicate: already recorded
+                # A duplicate: already recorded. A verdict comes again only when the process that stored
+                # it did not live to take it off the stream — maybe before it carried out the run's end.
+                ended_again |= again and isinstance(fact, StatusFact) and RunStatus(fact.status) in RUN_FINAL
+                continue
             changed = _derived_fields(cur, attempts, extra, fact)
             after = cur.model_copy(update=changed)
             steps.append((cur.status, cur.attempt, after))
@@ -122,9 +133,13 @@ async def apply_facts(run_id: str, facts: list[tuple[StatusFact | RuntimeFact, J
         return fields or None
 
     run = await update_versioned(Run, run_id, mutate)
-    if run is None:
-        return None, []
-    return run, [f for was, was_attempt, after in steps for f in _followups(after, was, was_attempt)]
+    then = [f for was, was_attempt, after in steps for f in _followups(after, was, was_attempt)] if run else []
+    if ended_again and not any(RunStatus(after.status) in RUN_FINAL for _, _, after in steps):
+        # Whatever else these facts changed, the run's end is carried out again (each step may be taken twice).
+        run = run or await Run.get(run_id)
+        if run is not None and RunStatus(run.status) in RUN_FINAL:
+            then += end_followups(run, again=True)
+    return run, then
 
 
 def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
@@ -144,33 +159,7 @@ def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
     if status in RUN_FINAL:
         _observe_end(run)
         log.info("run %s %s (attempt %d): %s", run.id, status.value, run.attempt, run.reason or "-")
-        then: list[Followup] = [
-            TaskFollowsRun(
-                run.task_id,
-                TASK_AFTER_RUN[status],
-                run.id,
-                {
-                    "id": run.id,
-                    "status": run.status,
-                    "attempt": run.attempt,
-                    "cost_usd": float((run.usage or {}).get("cost_usd", 0.0)),
-                },
-            ),
-            _announce(run, f"run.{status.value}"),
-        ]
-        if any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
-            # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
-            then.append(
-                Publish(
-                    "worker.cancel_run",
-                    CancelRun(run_id=run.id, reason="an earlier attempt already ended the run"),
-                    {"correlation_id": run.id},
-                )
-            )
-        if run.parent_run_id:
-            then.append(NotifyParent(run))
-        then.append(RunEnded(run))
-        return then
+        return end_followups(run)
     if status == RunStatus.QUEUED and run.attempt != was_attempt:
         RUNS_ENDED.labels("retried").inc()
         log.info("run %s attempt %d failed (%s); launching attempt %d", run.id, was_attempt, run.reason, run.attempt)
@@ -178,6 +167,43 @@ def _followups(run: Run, was: str, was_attempt: int) -> list[Followup]:
     if status == RunStatus.RUNNING and run.attempt == 1 and RunStatus(was) in (RunStatus.QUEUED, RunStatus.LAUNCHING):
         return [_announce(run, "run.started")]
     return []
+
+
+def end_followups(run: Run, *, again: bool = False) -> list[Followup]:
+    """What a run's end asks for: its task follows, the end is announced, a later attempt or a runner
+    told to stop, its parent told, its goal let follow. `again`: carried out once more for an end stored
+    by a process that may have died half-way through carrying it out — each step is one that may be
+    taken twice (compare-and-sets that find the work done, announcements under the ids of their first)."""
+    status = RunStatus(run.status)
+    then: list[Followup] = [
+        TaskFollowsRun(
+            run.task_id,
+            TASK_AFTER_RUN[status],
+            run.id,
+            {
+                "id": run.id,
+                "status": run.status,
+                "attempt": run.attempt,
+                "cost_usd": float((run.usage or {}).get("cost_usd", 0.0)),
+            },
+            again=again,
+        ),
+        _announce(run, f"run.{status.value}"),
+    ]
+    if run.final_by == "operator":  # its runner was told to stop (`cancel`): told again
+        if again:
+            then.append(_stop(run.id, run.reason or "cancelled"))
+    elif any(a.get("n", 0) > run.attempt and not a.get("verdict") and not a.get("ended") for a in run.attempts):
+        # A late verdict of an earlier attempt decided the run: the later attempt has nothing to do.
+        then.append(_stop(run.id, "an earlier attempt already ended the run"))
+    if run.parent_run_id:
+        then.append(NotifyParent(run))
+    then.append(RunEnded(run))
+    return then
+
+
+def _stop(run_id: str, reason: str) -> Publish:
+    return Publish("worker.cancel_run", CancelRun(run_id=run_id, reason=reason), {"correlation_id": run_id})
 
 
 async def verdict_in_stream(ctx: Context, run_id: str, attempt: int) -> tuple[RunStatusChanged, int] | None:
@@ -241,5 +267,5 @@ async def finish(run_id: str, status: RunStatus, reason: str) -> Moved:
 async def cancel(run_id: str, reason: str) -> Moved:
     run, then = await finish(run_id, RunStatus.CANCELLED, reason)
     if run is not None:
-        then.append(Publish("worker.cancel_run", CancelRun(run_id=run_id, reason=reason), {"correlation_id": run_id}))
+        then.append(_stop(run_id, reason))
     return run, then

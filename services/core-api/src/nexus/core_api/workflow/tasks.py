@@ -67,17 +67,23 @@ def _brief(t: Task, run_id: str, facts: JsonObject | None, costs: dict[str, floa
     return {**head, "cost_usd": round(sum(costs.values()), 6), "costs": costs}
 
 
-async def follow_run(task_id: str, target: TaskStatus, run_id: str, ended: JsonObject | None = None) -> list[Followup]:
+async def follow_run(
+    task_id: str, target: TaskStatus, run_id: str, ended: JsonObject | None = None, *, again: bool = False
+) -> list[Followup]:
     """The run decides the task's fate: done/failed/cancelled when it ends. The same write keeps the
     ended run's facts on the task for the board (`run_brief`); a task that does not follow still has them
     put right when they changed (a late verdict on a task a person moved). `ended` is the run as it
     ended ({"id", "status", "attempt", "cost_usd"}): the task adds it to the costs it keeps, reading no
-    run; without it, or for a task that keeps no costs yet, the task's runs are read."""
+    run; without it, or for a task that keeps no costs yet, the task's runs are read. `again`: the run's
+    end is carried out once more (the process that first did may have died after moving the task and
+    before announcing it), so a task found already following this run is announced again."""
     read = None if ended is not None else await ended_briefs(task_id)
     follows = unknown = False
+    seen: Task | None = None
 
     def mutate(t: Task) -> JsonObject | None:
-        nonlocal follows, unknown
+        nonlocal follows, unknown, seen
+        seen = t
         follows = not (
             t.current_run_id not in (None, run_id)
             or t.status == target.value
@@ -100,8 +106,12 @@ async def follow_run(task_id: str, target: TaskStatus, run_id: str, ended: JsonO
 
     moved = await update_versioned(Task, task_id, mutate)
     if unknown:
-        return await follow_run(task_id, target, run_id)
-    return _moved(moved, target) if moved is not None and follows else []
+        return await follow_run(task_id, target, run_id, again=again)
+    if moved is not None and follows:
+        return _moved(moved, target)
+    if again and seen is not None and seen.status == target.value and seen.current_run_id == run_id:
+        return _moved(moved or seen, target)
+    return []
 
 
 async def promote_unblocked(done_task_id: str) -> list[Followup]:

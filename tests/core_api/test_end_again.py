@@ -1,0 +1,150 @@
+"""A run's end stored by a core-api that died before carrying it out (its task moved, the end
+announced, its goal and parent told) is carried out by whoever comes next: the redelivered verdict,
+or the sweep for tasks still waiting on an ended run. Carried out twice, each step is taken once."""
+
+from datetime import timedelta
+
+import msgspec
+import pytest
+from nats.js.api import DeliverPolicy
+from pymongo import AsyncMongoClient
+
+from nexus.core_api.runs.ingest import ingest_group
+from nexus.core_api.workflow import tasks as task_steps
+from nexus.core_api.workflow.engine import release_orphans
+from nexus.db.documents import now
+from nexus.events.bus import Publisher, connect
+from nexus.events.consumer import Delivery
+from nexus.events.envelope import decode_raw
+from nexus.events.payloads import RunStatusChanged
+from tests.core_api.conftest import in_app, new_run
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture
+async def publisher(nats_url: str, nats_creds: str):
+    nc = await connect(nats_url, "test-end-again", creds=nats_creds)
+    yield Publisher(nc.jetstream(), "test")
+    await nc.close()
+
+
+async def _on_stream(publisher: Publisher, run_id: str, status: str) -> Delivery:
+    """The runner's status on the run's stream, and the delivery core-api would fetch of it."""
+    env = await publisher.publish(
+        "run.status", RunStatusChanged(status=status, attempt=1, summary="done"), run_id=run_id, correlation_id=run_id
+    )
+    msg = await publisher.js.get_last_msg("NEXUS_RUNS", f"nexus.run.{run_id}.status")
+    raw = decode_raw(msg.data)
+    assert raw.id == env.id
+    return Delivery(raw, msgspec.json.decode(raw.data, type=RunStatusChanged), msg.subject, 1, msg.seq)
+
+
+def _again(d: Delivery, deliveries: int) -> Delivery:
+    return Delivery(d.envelope, d.payload, d.subject, deliveries, d.stream_seq)
+
+
+async def _announced(publisher: Publisher, subject: str, **match: str) -> list[dict]:
+    """Every announcement on `subject` whose payload has the fields of `match`."""
+    sub = await publisher.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    found: list[dict] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=5)
+            except TimeoutError:
+                break  # nothing on the subject at all
+            data = msgspec.json.decode(decode_raw(msg.data).data)
+            if all(data.get(k) == v for k, v in match.items()):
+                found.append(data)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+class Killed(Exception):
+    """core-api killed: nothing after this point of the run's end was carried out."""
+
+
+@pytest.fixture
+def dies_before_the_task_follows(monkeypatch: pytest.MonkeyPatch):
+    """core-api stores the run's end, then dies before its first follow-up (the task's move)."""
+
+    async def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(task_steps, "follow_run", killed)
+    return monkeypatch
+
+
+async def _ended_then_killed(client, app, publisher, dies: pytest.MonkeyPatch) -> tuple[dict, Delivery]:
+    run = await new_run(client)
+    running = await _on_stream(publisher, run["id"], "running")
+    succeeded = await _on_stream(publisher, run["id"], "succeeded")
+    with pytest.raises(Killed):
+        await in_app(client, ingest_group, app.state.ctx, [running, succeeded])
+    dies.undo()
+    assert (await client.get(f"/v1/runs/{run['id']}")).json()["status"] == "succeeded"  # the end is stored
+    assert (await client.get(f"/v1/tasks/{run['task_id']}")).json()["status"] == "in_progress"  # and no more
+    return run, succeeded
+
+
+async def test_a_verdict_handed_out_again_carries_out_the_end_a_dead_core_api_did_not(
+    client, app, publisher, dies_before_the_task_follows
+) -> None:
+    run, succeeded = await _ended_then_killed(client, app, publisher, dies_before_the_task_follows)
+    await in_app(client, ingest_group, app.state.ctx, [_again(succeeded, 2)])
+    assert (await client.get(f"/v1/tasks/{run['task_id']}")).json()["status"] == "done"
+    # Handed out once more (another crash, a lost ack): nothing is announced twice.
+    await in_app(client, ingest_group, app.state.ctx, [_again(succeeded, 3)])
+    assert len(await _announced(publisher, "nexus.evt.run.succeeded", run_id=run["id"])) == 1
+    moves = await _announced(publisher, "nexus.evt.task.status_changed", task_id=run["task_id"])
+    assert [m["status"] for m in moves].count("done") == 1
+
+
+async def test_a_verdict_stored_already_and_handed_out_the_first_time_carries_out_nothing_again(
+    client, app, publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict core-api read from the stream before its delivery (an exit outran it) comes in its
+    own turn: the run's end was carried out then, and is not again."""
+    run = await new_run(client)
+    running = await _on_stream(publisher, run["id"], "running")
+    succeeded = await _on_stream(publisher, run["id"], "succeeded")
+    await in_app(client, ingest_group, app.state.ctx, [running, succeeded])
+    followed: list[str] = []
+    original = task_steps.follow_run
+
+    async def counted(*args, **kwargs):
+        followed.append(args[0])
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(task_steps, "follow_run", counted)
+    await in_app(client, ingest_group, app.state.ctx, [succeeded])
+    assert followed == []
+    await in_app(client, ingest_group, app.state.ctx, [_again(succeeded, 2)])
+    assert followed == [run["task_id"]]  # the same delivery handed out again: carried out again
+
+
+async def test_the_sweep_carries_out_the_end_of_a_run_whose_task_still_waits(
+    client, app, settings, publisher, dies_before_the_task_follows
+) -> None:
+    """No redelivery comes (the message was acknowledged, or the end was the operator's): the sweep finds
+    the task still in progress on an ended run once the end is older than the requeue delay."""
+    run, _ = await _ended_then_killed(client, app, publisher, dies_before_the_task_follows)
+    ctx = app.state.ctx
+    assert await in_app(client, release_orphans, ctx) == 0  # an end this young may be being carried out
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        db = mongo[settings.mongodb_db]
+        old = now() - timedelta(hours=1)
+        await db["runs"].update_one({"_id": run["id"]}, {"$set": {"updated_at": old}})
+        await db["tasks"].update_one({"_id": run["task_id"]}, {"$set": {"updated_at": old}})
+    finally:
+        await mongo.close()
+    assert await in_app(client, release_orphans, ctx) == 1
+    task = (await client.get(f"/v1/tasks/{run['task_id']}")).json()
+    assert task["status"] == "done"
+    assert await in_app(client, release_orphans, ctx) == 0  # settled: nothing left to do
+    assert len(await _announced(publisher, "nexus.evt.run.succeeded", run_id=run["id"])) == 1
