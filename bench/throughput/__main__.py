@@ -6,9 +6,11 @@ Shapes, each a trivial agent (one scripted "done", no repository), task POST →
 database (core-api's `run.<status>` fact, announced after it stored the status):
   - `one_at_a_time`: one run in flight (request → final latency);
   - `inflight`: `--runs` runs with `--inflight` in flight (the LangGraph-like shape);
-  - `inflight_sse`, `inflight_poll`: the same, each client learning its run's end over HTTP only, as an
-    outside client does: following the run's event stream until it ends (then reading the run), or
-    reading the run every 50 ms until it is final;
+  - `inflight_sse`, `inflight_wait`, `inflight_poll`: the same, each client learning its run's end over
+    HTTP only, as an outside client does: following the run's event stream until it ends (then reading
+    the run), asking for the run with `?wait_s=` (answered once its end is stored), or reading the run
+    every 50 ms until it is final; `inflight_post_wait`: one request a run, the task created with
+    `?wait_s=` (the LangGraph-like `runs/wait`);
   - `burst`: the dispatch bench's shape, `--burst` tasks created at once, each run holding `--hold` s;
   - `idle`: the stack at rest for `--idle-s` seconds: CPU-ms per second per process (what every
     run at a low rate carries as its share);
@@ -102,6 +104,15 @@ class HttpWait:
             return None
         return (status, ended) if status else None
 
+    async def wait(self, run_id: str, timeout_s: float) -> tuple[str, float] | None:
+        """Ask for the run once, the server answering when its end is stored (`?wait_s=`)."""
+        give_up = time.monotonic() + timeout_s
+        while (left := give_up - time.monotonic()) > 0:
+            r = await self.api.get(f"/v1/runs/{run_id}", params={"config": "false", "wait_s": round(min(left, 30), 3)})
+            if r.status_code == 200 and (status := r.json().get("status")) in FINAL:
+                return status, time.time()
+        return None
+
     async def poll(self, run_id: str, timeout_s: float) -> tuple[str, float] | None:
         give_up = time.monotonic() + timeout_s
         while time.monotonic() < give_up:
@@ -141,6 +152,43 @@ async def closed_loop(
             if task is None:
                 continue
             end = await wait(task["current_run_id"], timeout_s)
+            out.append(
+                {
+                    "run_id": task["current_run_id"],
+                    "t0": t0,
+                    "created": ts(task["created_at"]),
+                    "status": end[0] if end else None,
+                    "end": end[1] if end else None,
+                }
+            )
+
+    await asyncio.gather(*(lane() for _ in range(inflight)))
+    return out
+
+
+TASK_ENDS = {"done": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+
+
+async def closed_loop_waiting(
+    api: httpx.AsyncClient, agent: str, n: int, inflight: int, timeout_s: float, errors: list[str]
+) -> list[dict]:
+    """As `closed_loop`, one request a run: the task created with `?wait_s=`, answered once its run ended
+    (read as the run's outcome from the task's status; a run not ended by then is waited for as `wait`)."""
+    todo = iter(range(n))
+    out: list[dict] = []
+
+    async def lane() -> None:
+        for i in todo:
+            t0 = time.time()
+            r = await api.post(
+                "/v1/tasks", params={"wait_s": min(timeout_s, 60)}, json={"title": f"{agent} {i}", "assignee": agent}
+            )
+            if r.status_code != 201:
+                errors.append(f"{r.status_code}: {r.text[:300]}")
+                continue
+            task = r.json()
+            status = TASK_ENDS.get(task["status"])
+            end = (status, time.time()) if status else await HttpWait(api).wait(task["current_run_id"], timeout_s)
             out.append(
                 {
                     "run_id": task["current_run_id"],
@@ -382,6 +430,12 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 ),
                 "inflight_sse": lambda errors: closed_loop(
                     api, HttpWait(api).sse, "trivial", args.runs, args.inflight, args.timeout, errors
+                ),
+                "inflight_wait": lambda errors: closed_loop(
+                    api, HttpWait(api).wait, "trivial", args.runs, args.inflight, args.timeout, errors
+                ),
+                "inflight_post_wait": lambda errors: closed_loop_waiting(
+                    api, "trivial", args.runs, args.inflight, args.timeout, errors
                 ),
                 "inflight_poll": lambda errors: closed_loop(
                     api, HttpWait(api).poll, "trivial", args.runs, args.inflight, args.timeout, errors

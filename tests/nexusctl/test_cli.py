@@ -256,6 +256,29 @@ def test_watch_exits_non_zero_when_the_run_fails(ctl, tmp_path: Path) -> None:
     watched = ctl("runs", "watch", run_id)
     assert watched.code == 1
     assert f"run {run_id} failed: step limit of 1 reached" in watched.stdout
+    waited = ctl("runs", "wait", run_id)
+    assert waited.code == 1 and f"run {run_id} failed: step limit of 1 reached" in waited.stdout
+
+
+def test_wait_answers_with_the_runs_end_or_says_it_is_still_going(ctl, nexus, tmp_path: Path) -> None:
+    assert ctl("apply", "-f", str(EXAMPLES / "skills"), "-f", str(EXAMPLES / "agents" / "hello.yaml")).code == 0
+    run_id = _task(ctl, "hello")
+    waited = ctl("runs", "wait", run_id)
+    assert waited.code == 0, waited.stdout + waited.stderr
+    assert f"run {run_id} succeeded" in waited.stdout and "hello.txt is written and checked." in waited.stdout
+    # A run that cannot end soon: it waits for an approval nobody gives.
+    name = f"asker-{uid()}"
+    (tmp_path / "a.yaml").write_text(
+        f"kind: Agent\nmetadata: {{name: {name}}}\nspec:\n  system_prompt: hi\n  tools: [run_command]\n"
+        "  permissions: {commands: {default: ask}}\n  llm:\n    provider: scripted\n"
+        "    script: |\n      steps:\n        - tool_calls: [{name: run_command, args: {cmd: echo hi}}]\n"
+    )
+    assert ctl("apply", "-f", str(tmp_path / "a.yaml")).code == 0
+    pending = _task(ctl, name)
+    still = ctl("runs", "wait", pending, "--timeout", "1")
+    assert still.code == 3 and f"run {pending} is still" in still.stderr, still.stdout + still.stderr
+    assert ctl("runs", "cancel", pending).code == 0
+    assert ctl("runs", "wait", pending).code == 1
 
 
 # ---------------------------------------------------------------------------------- approvals and keys

@@ -1,6 +1,7 @@
-"""`runs watch|logs|cancel|retry|verify`."""
+"""`runs watch|wait|logs|cancel|retry|verify`."""
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from nexus.nexusctl import events, render, verify
 from nexus.nexusctl.state import err, fail, handled, out, state
 from nexus.nexusctl.client import seg
 
-app = typer.Typer(help="Follow, inspect, cancel, retry and verify runs.", no_args_is_help=True)
+app = typer.Typer(help="Follow, wait for, inspect, cancel, retry and verify runs.", no_args_is_help=True)
 
 RunId = Annotated[str, typer.Argument(help="the run id (run_…)")]
 
@@ -45,6 +46,37 @@ def watch(
             # The server ended the stream but the run goes on (e.g. a restart): resume where we were.
             _reconnecting(last_id, 1)
         out("")
+        for line in events.summary(run):
+            out(line)
+    raise typer.Exit(0 if run["status"] == "succeeded" else 1)
+
+
+# Each request waits at most this long for the run's end (under the client's own request timeout).
+WAIT_PER_REQUEST_S = 25.0
+STILL_GOING = 3  # the exit code when the run had not ended in time
+
+
+@app.command()
+def wait(
+    ctx: typer.Context,
+    run_id: RunId,
+    timeout: Annotated[
+        float, typer.Option(min=0, help=f"give up after this many seconds (exit {STILL_GOING})")
+    ] = 600.0,
+) -> None:
+    """Wait for a run to end, asking the API to answer once it has (no event stream); print its summary.
+    Exit 0 if it succeeded, 1 if it ended otherwise, 3 if it had not ended in time."""
+    with handled():
+        client = state(ctx).client
+        give_up = time.monotonic() + timeout
+        while True:
+            left = max(0.0, give_up - time.monotonic())
+            run = client.get(f"/v1/runs/{seg(run_id)}", wait_s=round(min(left, WAIT_PER_REQUEST_S), 3), config="false")
+            if run["status"] in events.FINAL or left <= 0:
+                break
+        if run["status"] not in events.FINAL:
+            err(f"run {run['id']} is still {run['status']} after {timeout:g}s")
+            raise typer.Exit(STILL_GOING)
         for line in events.summary(run):
             out(line)
     raise typer.Exit(0 if run["status"] == "succeeded" else 1)

@@ -13,7 +13,8 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
-from nexus.core_api.runs.stream import run_stored_final, jetstream_events, parse_last_event_id
+from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id, run_stored_final
+from nexus.core_api.runs.wait import WaitS, when_ended
 from nexus.core_api.workflow import engine
 from nexus.core_api.workflow.launch import NoConfig
 from nexus.db.cache import cached_find, cached_get
@@ -61,8 +62,11 @@ class RunController(Controller):
         with_config: Annotated[
             bool, QueryParameter(name="config", description="include the run's config (its own read)")
         ] = True,
+        wait_s: WaitS = 0,
     ) -> RunOut:
         run = await _get(run_id)
+        if wait_s and RunStatus(run.status) not in RUN_FINAL:
+            run = await when_ended(run, wait_s)
 
         async def config() -> JsonObject | None:
             return await config_of(run.id) if with_config else None

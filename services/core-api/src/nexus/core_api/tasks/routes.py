@@ -10,8 +10,10 @@ from nexus.core_api.context import Context
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
-from nexus.core_api.workflow import engine
-from nexus.db.documents import Task
+from nexus.core_api.runs.wait import WaitS, ended, when_ended
+from nexus.core_api.workflow import engine, ends
+from nexus.db.cache import cached_get
+from nexus.db.documents import Run, Task
 from nexus.db.writes import written
 from nexus.domain.tasks import TaskStatus
 
@@ -21,7 +23,8 @@ class TaskController(Controller):
     tags = ["tasks"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_task(self, request: ApiRequest, data: JSONBody[TaskCreate]) -> TaskOut:
+    async def create_task(self, request: ApiRequest, data: JSONBody[TaskCreate], wait_s: WaitS = 0) -> TaskOut:
+        """Create a task; with `wait_s`, answered once the run it started has ended (the task as it is then)."""
         ctx: Context = request.app.state.ctx
 
         async def audit(task: Task) -> None:
@@ -29,7 +32,14 @@ class TaskController(Controller):
 
         task = await engine.submit_task(ctx, data, actor=request.user.key_id, audit=audit)
         # As kept (its times as the database holds them), so it reads as a read-back would.
-        return service.to_out(written.peek(Task, task.id) or task)
+        out = written.peek(Task, task.id) or task
+        if wait_s and task.current_run_id:
+            run = written.peek(Run, task.current_run_id) or await cached_get(Run, task.current_run_id)
+            if run is not None and ended(await when_ended(run, wait_s)):
+                # Moved with the run's end: as this process wrote it, or (ended by another) as stored.
+                stored_here = ends.known_ended(run.id) and written.peek(Task, task.id)
+                out = stored_here or await Task.get(task.id) or out
+        return service.to_out(out)
 
     @get("/", guards=[READ])
     async def list_tasks(
