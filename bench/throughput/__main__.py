@@ -131,6 +131,17 @@ async def create_task(api: httpx.AsyncClient, agent: str, title: str, errors: li
     return r.json()
 
 
+def outcome(task: dict, t0: float, end: tuple[str, float] | None) -> dict:
+    """One closed-loop run as the shapes report it: when it was asked for, created, and how it ended."""
+    return {
+        "run_id": task["current_run_id"],
+        "t0": t0,
+        "created": ts(task["created_at"]),
+        "status": end[0] if end else None,
+        "end": end[1] if end else None,
+    }
+
+
 async def closed_loop(
     api: httpx.AsyncClient,
     finals: Finals | Wait,
@@ -151,16 +162,7 @@ async def closed_loop(
             task = await create_task(api, agent, f"{agent} {i}", errors)
             if task is None:
                 continue
-            end = await wait(task["current_run_id"], timeout_s)
-            out.append(
-                {
-                    "run_id": task["current_run_id"],
-                    "t0": t0,
-                    "created": ts(task["created_at"]),
-                    "status": end[0] if end else None,
-                    "end": end[1] if end else None,
-                }
-            )
+            out.append(outcome(task, t0, await wait(task["current_run_id"], timeout_s)))
 
     await asyncio.gather(*(lane() for _ in range(inflight)))
     return out
@@ -189,15 +191,7 @@ async def closed_loop_waiting(
             task = r.json()
             status = TASK_ENDS.get(task["status"])
             end = (status, time.time()) if status else await HttpWait(api).wait(task["current_run_id"], timeout_s)
-            out.append(
-                {
-                    "run_id": task["current_run_id"],
-                    "t0": t0,
-                    "created": ts(task["created_at"]),
-                    "status": end[0] if end else None,
-                    "end": end[1] if end else None,
-                }
-            )
+            out.append(outcome(task, t0, end))
 
     await asyncio.gather(*(lane() for _ in range(inflight)))
     return out
@@ -237,14 +231,7 @@ async def open_steady(
         task = await create_task(api, agent, f"{agent} steady {i}", errors)
         if task is None:
             return None
-        end = await finals.wait(task["current_run_id"], timeout_s)
-        return {
-            "run_id": task["current_run_id"],
-            "t0": t0,
-            "created": ts(task["created_at"]),
-            "status": end[0] if end else None,
-            "end": end[1] if end else None,
-        }
+        return outcome(task, t0, await finals.wait(task["current_run_id"], timeout_s))
 
     return [r for r in await asyncio.gather(*(arrive(i) for i in range(n))) if r is not None]
 
