@@ -100,3 +100,40 @@ async def test_delegates_to_is_validated_where_agents_are_written(client) -> Non
     assert made["spec"]["delegates_to"] == [other["name"]]
     spec = {**made["spec"], "delegates_to": ["nobody-here"]}
     assert_problem(await client.put(f"/v1/agents/{made['id']}", json=spec), 422, "delegates_to[0]")
+
+
+async def test_a_plan_handed_out_again_dispatches_the_child_its_first_handling_did_not(
+    client, app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """core-api died after storing a planned child and before dispatching it: the plan comes again (it was
+    never acknowledged) and the child it finds is dispatched, once."""
+    from nexus.core_api.workflow import launch
+
+    planner = await new_agent(client, **NARROW)
+    child_agent = await new_agent(client, tools=["write_file", "finish"], permissions={"can_commit": True})
+    original = launch.dispatch_task
+
+    async def died(ctx, task):
+        if task.parent_run_id:  # the child, stored; core-api killed before its dispatch
+            raise RuntimeError("killed")
+        return await original(ctx, task)
+
+    monkeypatch.setattr(launch, "dispatch_task", died)
+    goal = (await client.post("/v1/goals", json={"title": "Split", "meta_agent": planner["name"]})).json()
+    meta = (await client.get(f"/v1/runs/{goal['meta_run_id']}")).json()
+    plan = PlanChildren(
+        run_id=meta["id"],
+        session_id=meta["session_id"],
+        children=[ChildPlan(session_id=f"ses_{uuid.uuid4().hex[:20]}", title="child", agent_id=child_agent["name"])],
+    )
+    with pytest.raises(RuntimeError):
+        await in_app(client, plan_children, app.state.ctx, plan)
+    stored = await _task(client, plan.children[0].session_id)
+    assert stored is not None and stored.status == "ready" and stored.current_run_id is None
+    monkeypatch.setattr(launch, "dispatch_task", original)
+    await in_app(client, plan_children, app.state.ctx, plan)
+    await in_app(client, plan_children, app.state.ctx, plan)  # and again: nothing twice
+    child = await _task(client, plan.children[0].session_id)
+    assert child is not None and child.status == "in_progress" and child.current_run_id
+    runs = (await client.get("/v1/runs", params={"task_id": child.id})).json()["items"]
+    assert [r["id"] for r in runs] == [child.current_run_id]

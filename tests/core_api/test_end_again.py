@@ -11,13 +11,14 @@ from pymongo import AsyncMongoClient
 
 from nexus.core_api.runs.ingest import ingest_group
 from nexus.core_api.workflow import tasks as task_steps
-from nexus.core_api.workflow.engine import release_orphans
-from nexus.db.documents import now
+from nexus.core_api.workflow.engine import dispatch_waiting, release_orphans
+from nexus.db.documents import Task, now
+from nexus.domain.ids import new_id
 from nexus.events.bus import Publisher, connect
 from nexus.events.consumer import Delivery
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import RunStatusChanged
-from tests.core_api.conftest import in_app, new_run
+from tests.core_api.conftest import in_app, new_agent, new_run
 
 pytestmark = pytest.mark.infra
 
@@ -148,3 +149,36 @@ async def test_the_sweep_carries_out_the_end_of_a_run_whose_task_still_waits(
     assert task["status"] == "done"
     assert await in_app(client, release_orphans, ctx) == 0  # settled: nothing left to do
     assert len(await _announced(publisher, "nexus.evt.run.succeeded", run_id=run["id"])) == 1
+
+
+async def test_a_ready_task_stored_and_never_dispatched_is_dispatched_by_the_sweep(client, app, settings) -> None:
+    """A task made ready by a core-api that died before dispatching it (a planned child, a goal's planning
+    task, a task its blockers' end made ready) is dispatched once it has waited past the requeue delay;
+    one a spent budget holds back, or whose agent is gone, is left waiting."""
+    agent = await new_agent(client)
+    gone = await new_agent(client)
+    assert (await client.delete(f"/v1/agents/{gone['id']}")).status_code in (200, 204)
+    ctx = app.state.ctx
+    ids = {}
+    for name, assignee, blocked in (
+        ("never dispatched", agent, ""),
+        ("held", agent, "budget: spent"),
+        ("gone", gone, ""),
+    ):
+        task = Task(id=new_id("task"), title=name, status="ready", assignee_agent_id=assignee["id"], blocked=blocked)
+        await in_app(client, task.insert)
+        ids[name] = task.id
+    assert await in_app(client, dispatch_waiting, ctx) == 0  # this young, a dispatch may be under way
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        await mongo[settings.mongodb_db]["tasks"].update_many(
+            {"_id": {"$in": list(ids.values())}}, {"$set": {"updated_at": now() - timedelta(hours=1)}}
+        )
+    finally:
+        await mongo.close()
+    assert await in_app(client, dispatch_waiting, ctx) == 1
+    dispatched = (await client.get(f"/v1/tasks/{ids['never dispatched']}")).json()
+    assert dispatched["status"] == "in_progress" and dispatched["current_run_id"]
+    for name in ("held", "gone"):
+        assert (await client.get(f"/v1/tasks/{ids[name]}")).json()["status"] == "ready"
+    assert await in_app(client, dispatch_waiting, ctx) == 0

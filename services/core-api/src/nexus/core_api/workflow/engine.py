@@ -36,7 +36,8 @@ from nexus.core_api.workflow.followups import (
     TaskFollowsRun,
     TaskMoved,
 )
-from nexus.db.documents import Goal, Run, Task, no_run_ended, now
+from nexus.db.cache import cached_get
+from nexus.db.documents import Agent, Goal, Run, Task, no_run_ended, now
 from nexus.db.connection import update_versioned
 from nexus.db.writes import update_document, written
 from nexus.domain.budgets import Cap
@@ -264,6 +265,27 @@ async def release_orphans(ctx: Context) -> int:
     return n
 
 
+async def dispatch_waiting(ctx: Context) -> int:
+    """A ready, assigned task is always dispatched: one stored by a core-api that died before dispatching
+    it (a goal's planning task, a planned child, a task its blockers' end made ready) is dispatched here
+    once it has waited longer than the requeue delay. A task a spent budget holds back (`blocked`) waits
+    for the budget's raise; one whose agent is gone waits for it to be assigned anew."""
+    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
+    n = 0
+    async for task in Task.find(
+        {"status": TaskStatus.READY.value, "assignee_agent_id": {"$ne": None}, "updated_at": {"$lt": cutoff}}
+    ):
+        if task.blocked:
+            continue
+        agent = await cached_get(Agent, task.assignee_agent_id or "")
+        if agent is None or agent.deleted:
+            continue
+        if await launch.dispatch_task(ctx, task) is not None:
+            log.warning("task %s was ready and never dispatched: dispatched now", task.id)
+            n += 1
+    return n
+
+
 def _unclaim(run_id: str) -> Callable[[Task], JsonObject | None]:
     def mutate(t: Task) -> JsonObject | None:
         claimed = t.status == TaskStatus.IN_PROGRESS.value and t.current_run_id == run_id
@@ -425,8 +447,10 @@ async def plan_children(ctx: Context, cmd: PlanChildren) -> list[Task]:
     shares = await shares_for(parent.goal_id, [c.weight for c in cmd.children])
     for child, share in zip(cmd.children, shares, strict=True):
         existing = await Task.find_one({"session_id": child.session_id})
-        if existing is not None:  # a redelivered plan creates nothing twice
+        if existing is not None:  # a redelivered plan creates nothing twice…
             created.append(existing)
+            # …and dispatches what the first handling stored and did not live to dispatch (a no-op otherwise).
+            await launch.dispatch_task(ctx, existing)
             continue
         try:
             task = await _create_child(ctx, parent, parent_task, cmd.session_id, child, share)
@@ -487,5 +511,5 @@ async def _notify_parent(ctx: Context, run: Run) -> None:
             reason=run.reason,
         ),
         run_id=run.parent_run_id or "",
-        msg_id=None,
+        msg_id=derived_ulid(run.id, "run.child_finished", run.status),  # told again after a crash: taken once
     )
