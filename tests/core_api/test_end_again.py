@@ -7,8 +7,10 @@ from datetime import timedelta
 import msgspec
 import pytest
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 from pymongo import AsyncMongoClient
 
+from nexus.core_api.approvals import service as approvals
 from nexus.core_api.runs.ingest import ingest_group
 from nexus.core_api.workflow import tasks as task_steps
 from nexus.core_api.workflow.engine import dispatch_waiting, release_orphans
@@ -17,8 +19,10 @@ from nexus.domain.ids import new_id
 from nexus.events.bus import Publisher, connect
 from nexus.events.consumer import Delivery
 from nexus.events.envelope import decode_raw
+from nexus.events import payloads as p
 from nexus.events.payloads import RunStatusChanged
 from tests.core_api.conftest import in_app, new_agent, new_run
+from tests.core_api.test_announce_after_store import delivery
 
 pytestmark = pytest.mark.infra
 
@@ -182,3 +186,56 @@ async def test_a_ready_task_stored_and_never_dispatched_is_dispatched_by_the_swe
     for name in ("held", "gone"):
         assert (await client.get(f"/v1/tasks/{ids[name]}")).json()["status"] == "ready"
     assert await in_app(client, dispatch_waiting, ctx) == 0
+
+
+async def test_a_decision_stored_by_a_core_api_that_died_before_telling_the_run_is_told_again(
+    client, app, settings, publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without it the run would wait out the approval's time and end as if nobody had decided."""
+    run = await new_run(client)
+    ctx = app.state.ctx
+    asked = p.ApprovalRequested(
+        approval_id=new_id("apr"),
+        run_id=run["id"],
+        action="command:rm",
+        detail="rm -rf build",
+        session_id=run["session_id"],
+    )
+    await in_app(
+        client,
+        ingest_group,
+        ctx,
+        [
+            delivery(run["id"], "run.status", p.RunStatusChanged(status="running"), 1),
+            delivery(run["id"], "run.approval_requested", asked, 2),
+            delivery(run["id"], "run.status", p.RunStatusChanged(status="waiting_approval"), 3),
+        ],
+    )
+
+    async def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(Publisher, "publish_soon", killed)
+    with pytest.raises(Killed):
+        await in_app(client, approvals.decide, ctx, asked.approval_id, "approved", "fine", "lead@example.com")
+    monkeypatch.undo()
+    assert (await client.get(f"/v1/approvals/{asked.approval_id}")).json()["status"] == "approved"
+    subject = f"nexus.run.{run['id']}.approval_decided"
+    with pytest.raises(NotFoundError):
+        await publisher.js.get_last_msg("NEXUS_RUNS", subject)  # the run was never told
+    assert await in_app(client, approvals.tell_decided, ctx) == 0  # this young, it may be being told
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        db = mongo[settings.mongodb_db]
+        await db["runs"].update_one({"_id": run["id"]}, {"$set": {"updated_at": now() - timedelta(hours=2)}})
+        await db["approvals"].update_one(
+            {"_id": asked.approval_id}, {"$set": {"decided_at": now() - timedelta(hours=1)}}
+        )
+    finally:
+        await mongo.close()
+    assert await in_app(client, approvals.tell_decided, ctx) == 1
+    assert await in_app(client, approvals.tell_decided, ctx) == 1  # told each sweep while the run waits…
+    told = decode_raw((await publisher.js.get_last_msg("NEXUS_RUNS", subject)).data)
+    assert msgspec.json.decode(told.data)["decision"] == "approved"
+    info = await publisher.js.stream_info("NEXUS_RUNS", subjects_filter=subject)
+    assert info.state.subjects == {subject: 1}  # …taken once

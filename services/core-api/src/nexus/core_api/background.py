@@ -3,7 +3,7 @@
 import asyncio
 import logging
 
-from nexus.core_api.approvals.service import count_pending, expire_due
+from nexus.core_api.approvals.service import count_pending, expire_due, tell_decided
 from nexus.core_api.board import handlers as board_handlers
 from nexus.core_api.chat_bindings import handlers as chat_handlers
 from nexus.core_api.chat_queries.responder import serve_queries
@@ -68,6 +68,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: release_orphans(ctx), what="release_orphans"),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: dispatch_waiting(ctx), what="dispatch_waiting"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
+        every(max(1.0, s.requeue_after_s / 3), stop, lambda: tell_decided(ctx), what="tell_decided"),
         # Gauges for dashboards: one count, one question per durable, one read of each monitoring endpoint
         # every `nats_monitor_every_s` (30 s), which is not free at rest.
         every(s.nats_monitor_every_s, stop, lambda: count_pending(ctx), what="count_pending"),

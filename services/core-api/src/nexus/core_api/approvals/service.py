@@ -1,15 +1,19 @@
 """Approvals: a paused run waits for a lead; the decision is relayed to the run; the clock can expire it."""
 
+import logging
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.metrics import APPROVAL_DECISION, APPROVALS_PENDING
 from nexus.core_api.schemas import iso
-from nexus.db.documents import Approval, now
+from nexus.db.documents import Approval, Run, now
 from nexus.db.writes import update_document
+from nexus.domain.runs import RunStatus
 from nexus.events.payloads import ApprovalDecided, ApprovalRequested
+
+log = logging.getLogger("nexus.core_api.approvals")
 
 Decision = Literal["approved", "rejected", "expired"]
 
@@ -82,16 +86,46 @@ async def decide(
     if doc.created_at:  # this call decided it (compare-and-set above): observed once
         created = doc.created_at if doc.created_at.tzinfo else doc.created_at.replace(tzinfo=UTC)
         APPROVAL_DECISION.labels(decision).observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
-    ev = ApprovalDecided(
-        approval_id=approval_id, run_id=doc.run_id, decision=decision, reason=reason, decided_by=decided_by
-    )
-    # The decision is stored: it reaches the run (and the chat) once the bus is back if it is away now.
-    told = await ctx.publisher.publish_soon("run.approval_decided", ev, run_id=doc.run_id)
-    told = await ctx.publisher.publish_soon("approval.decided", ev, correlation_id=doc.run_id) and told
     decided = await Approval.get(approval_id)
     if decided is None:
         raise not_found("approval", approval_id)
-    return decided, told
+    return decided, await _tell(ctx, decided)
+
+
+async def _tell(ctx: Context, doc: Approval) -> bool:
+    """The stored decision told to its run and to the chat, under ids named by the approval (told again,
+    it is taken once); False when the bus was away: told once it is back."""
+    decision = cast(Decision, doc.status)  # decided: one of the three
+    ev = ApprovalDecided(
+        approval_id=doc.id, run_id=doc.run_id, decision=decision, reason=doc.reason, decided_by=doc.decided_by
+    )
+    told = await ctx.publisher.publish_soon("run.approval_decided", ev, run_id=doc.run_id, msg_id=f"{doc.id}.told")
+    return (
+        await ctx.publisher.publish_soon("approval.decided", ev, correlation_id=doc.run_id, msg_id=f"{doc.id}.decided")
+        and told
+    )
+
+
+async def tell_decided(ctx: Context) -> int:
+    """A decision stored by a core-api that died before telling the run (its run still waits, not moved
+    since the decision, past the requeue delay) is told again; the run would otherwise wait out the
+    approval's time and end as if nobody had decided. Told each sweep until the run moves or the approval's
+    time is out (JetStream drops the copies within its duplicate window; the runner takes one)."""
+    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
+    n = 0
+    async for run in Run.find({"status": RunStatus.WAITING_APPROVAL.value, "updated_at": {"$lt": cutoff}}):
+        async for doc in Approval.find(
+            {
+                "run_id": run.id,
+                "status": {"$ne": "pending"},
+                "decided_at": {"$gt": run.updated_at, "$lt": cutoff},
+                "expires_at": {"$gt": now()},  # past it, the runner no longer waits for a word
+            }
+        ):
+            log.warning("approval %s was %s and its run still waits: told again", doc.id, doc.status)
+            await _tell(ctx, doc)
+            n += 1
+    return n
 
 
 async def count_pending(ctx: Context) -> None:
