@@ -42,18 +42,23 @@ def delivery(run_id: str, type_: str, data, seq: int) -> Delivery:
     return Delivery(env, data, spec(type_).subject_for(run_id=run_id), 1, seq)
 
 
+def an_ask(run: dict) -> p.ApprovalRequested:
+    """What a run's runner sends when its agent's command needs a lead's approval."""
+    return p.ApprovalRequested(
+        approval_id=new_id("apr"),
+        run_id=run["id"],
+        action="command:rm",
+        detail="rm -rf build",
+        session_id=run["session_id"],
+    )
+
+
 async def test_an_approval_is_announced_once_its_run_is_stored_waiting(client, app) -> None:
     run = await new_run(client)
     run_id = run["id"]
     witness = Witness(app.state.ctx.publisher)
     ctx = dataclasses.replace(app.state.ctx, publisher=witness)
-    asked = p.ApprovalRequested(
-        approval_id=new_id("apr"),
-        run_id=run_id,
-        action="command:rm",
-        detail="rm -rf build",
-        session_id=run["session_id"],
-    )
+    asked = an_ask(run)
     # The runner asks, then reports waiting_approval; the consumer's fetch may end between the two.
     await in_app(
         client,

@@ -22,7 +22,7 @@ from nexus.events.envelope import decode_raw
 from nexus.events import payloads as p
 from nexus.events.payloads import RunStatusChanged
 from tests.core_api.conftest import in_app, new_agent, new_run
-from tests.core_api.test_announce_after_store import delivery
+from tests.core_api.test_announce_after_store import an_ask, delivery
 
 pytestmark = pytest.mark.infra
 
@@ -194,13 +194,7 @@ async def test_a_decision_stored_by_a_core_api_that_died_before_telling_the_run_
     """Without it the run would wait out the approval's time and end as if nobody had decided."""
     run = await new_run(client)
     ctx = app.state.ctx
-    asked = p.ApprovalRequested(
-        approval_id=new_id("apr"),
-        run_id=run["id"],
-        action="command:rm",
-        detail="rm -rf build",
-        session_id=run["session_id"],
-    )
+    asked = an_ask(run)
     await in_app(
         client,
         ingest_group,
