@@ -12,6 +12,7 @@ from nexus.core_api.runs.wait import when_ended as _when_ended
 from nexus.core_api.workflow import ends
 from nexus.db.documents import Run
 from nexus.events import payloads as p
+from nexus.events.bus import Publisher, connect
 from tests.core_api.conftest import assert_problem, in_app, new_agent, new_run, store_status
 from tests.core_api.test_announce_after_store import delivery
 
@@ -105,3 +106,24 @@ async def test_a_task_created_with_a_wait_is_answered_once_its_run_ended(client,
     ] == "in_progress"
     bad = await http.post("/v1/tasks", params={"wait_s": "61"}, json={"title": title, "assignee": agent["id"]})
     assert_problem(bad, 422, "wait_s")
+
+
+async def test_an_end_another_core_api_announces_is_heard(client, nats_url, nats_creds) -> None:
+    """The end stored and announced by another core-api (this test, as one would): this process hears it,
+    so what waits for the run is woken without reading the database."""
+    run = await new_run(client)
+    assert not ends.known_ended(run["id"])
+    nc = await connect(nats_url, "test-run-wait", creds=nats_creds)
+    try:
+        await Publisher(nc.jetstream(), "test").publish(
+            "run.succeeded",
+            p.RunChanged(run_id=run["id"], task_id=run["task_id"], agent_id=run["agent_id"], status="succeeded"),
+            correlation_id=run["id"],
+        )
+    finally:
+        await nc.close()
+    for _ in range(2000):
+        if ends.known_ended(run["id"]):
+            break
+        await asyncio.sleep(0.005)
+    assert ends.known_ended(run["id"])

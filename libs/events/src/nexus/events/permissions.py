@@ -180,8 +180,13 @@ SERVICES: dict[str, Permissions] = {
             f"$JS.API.CONSUMER.INFO.{CMDS_STREAM}.{LEGACY_COMMANDS.name}",
             f"$JS.API.CONSUMER.DELETE.{CMDS_STREAM}.{LEGACY_COMMANDS.name}",
         ],
-        # answers the gateway's queries (replies are responses); its command subscribers are FastStream's
-        subscribes=[CORE_QUERIES, FASTSTREAM_INBOXES],
+        # answers the gateway's queries (replies are responses); its command subscribers are FastStream's;
+        # hears every core-api's announcements of runs' ends (what waits for one is woken by them)
+        subscribes=[
+            CORE_QUERIES,
+            FASTSTREAM_INBOXES,
+            *(subject(f"run.{end}") for end in ("succeeded", "failed", "cancelled", "timed_out")),
+        ],
         responds=True,
     ),
     "worker": _service(

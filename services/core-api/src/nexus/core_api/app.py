@@ -31,6 +31,7 @@ from nexus.core_api.runs.routes import RunController
 from nexus.core_api.settings import CoreSettings
 from nexus.core_api.skills.routes import SkillController
 from nexus.core_api.tasks.routes import TaskController
+from nexus.core_api.workflow import ends
 from nexus.db.cache import ReadCache
 from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
@@ -113,6 +114,7 @@ def create_app(
         )
         app.state.ctx = ctx
         app.state.db = db
+        await ends.follow_announced(nc)  # waits for runs' ends (`?wait_s=`, event streams) woken by any core-api
         await ensure_bootstrap_admin(settings.admin_key, Path(settings.admin_key_file))
         await seed_prices()
         stop = asyncio.Event()

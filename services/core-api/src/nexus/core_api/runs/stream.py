@@ -44,7 +44,9 @@ STREAM_ERROR = "error"
 SETTLE_WAIT_S = 10.0
 SETTLE_POLL_S = 0.05
 SETTLING = "waiting for the run's end to be stored"
-STORED_READ_S = 1.0
+# How often a wait for a run's end reads the database besides hearing the announcements of ends (which
+# a connection down for a moment may miss): a fallback, so seldom.
+STORED_READ_S = 5.0
 
 
 def not_an_event(m: ServerSentEventMessage) -> bool:
@@ -73,9 +75,9 @@ def parse_last_event_id(value: str | None) -> int:
 
 
 def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable[bool]]:
-    """Whether the run's end is stored: known when the stream opened on an ended run, or at once when
-    this process stored it; else read from the database (not a cache that may lag it) at most every
-    STORED_READ_S, starting STORED_READ_S after the first ask (another core-api may have stored it)."""
+    """Whether the run's end is stored: known when the stream opened on an ended run, or at once when this
+    process stored it or heard a core-api announce it; else read from the database (not a cache that may
+    lag it) at most every STORED_READ_S, starting STORED_READ_S after the first ask."""
     ended_at_open = status_at_open in FINAL_NAMES
     read_at: float | None = None  # the database is first read STORED_READ_S after the first ask
 

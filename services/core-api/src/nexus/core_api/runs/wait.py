@@ -1,6 +1,7 @@
 """Waiting for a run's end inside a request (`?wait_s=`): an outside client learns it in one request,
-with no event stream and no polling. Answered the moment this process stores the end (its task moved
-by then); an end another core-api stored is read from the database every STORED_READ_S meanwhile."""
+with no event stream and no polling. Answered the moment this process stores the end or hears a core-api
+announce it (its task moved by then); the database is read every STORED_READ_S besides, in case an
+announcement was missed."""
 
 import asyncio
 from typing import Annotated
@@ -9,7 +10,7 @@ from litestar.params import QueryParameter
 
 from nexus.core_api.runs.stream import STORED_READ_S
 from nexus.core_api.workflow import ends
-from nexus.db.cache import cached_get
+from nexus.db.writes import written
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
 
@@ -27,6 +28,14 @@ WaitS = Annotated[
 ]
 
 
+async def _as_stored(run: Run) -> Run:
+    """The ended run: as this process wrote it, when it stored the end (no read); else as stored."""
+    kept: Run | None = written.peek(Run, run.id)
+    if kept is not None and ended(kept):
+        return kept
+    return await Run.get(run.id) or run
+
+
 def ended(run: Run) -> bool:
     return RunStatus(run.status) in RUN_FINAL
 
@@ -37,6 +46,6 @@ async def when_ended(run: Run, wait_s: float) -> Run:
     deadline = loop.time() + wait_s
     while not ended(run) and (left := deadline - loop.time()) > 0:
         if await ends.until_stored(run.id, min(left, STORED_READ_S)):
-            return await cached_get(Run, run.id) or run  # stored by this process: its cache holds it
-        run = await Run.get(run.id) or run  # another core-api may have stored it
+            return await _as_stored(run)
+        run = await Run.get(run.id) or run  # an announcement missed: the database says
     return run

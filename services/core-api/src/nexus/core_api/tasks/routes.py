@@ -11,11 +11,11 @@ from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
 from nexus.core_api.runs.wait import WaitS, ended, when_ended
-from nexus.core_api.workflow import engine, ends
+from nexus.core_api.workflow import engine
 from nexus.db.cache import cached_get
 from nexus.db.documents import Run, Task
 from nexus.db.writes import written
-from nexus.domain.tasks import TaskStatus
+from nexus.domain.tasks import TASK_FINAL, TaskStatus
 
 
 class TaskController(Controller):
@@ -37,8 +37,10 @@ class TaskController(Controller):
             run = written.peek(Run, task.current_run_id) or await cached_get(Run, task.current_run_id)
             if run is not None and ended(await when_ended(run, wait_s)):
                 # Moved with the run's end: as this process wrote it, or (ended by another) as stored.
-                stored_here = ends.known_ended(run.id) and written.peek(Task, task.id)
-                out = stored_here or await Task.get(task.id) or out
+                kept: Task | None = written.peek(Task, task.id)
+                if kept is None or TaskStatus(kept.status) not in TASK_FINAL:
+                    kept = await Task.get(task.id)
+                out = kept or out
         return service.to_out(out)
 
     @get("/", guards=[READ])
