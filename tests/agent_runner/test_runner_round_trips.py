@@ -2,7 +2,8 @@
 process, as the worker starts it) and the real nats-server. Past connecting, a trivial run waits for
 the server only for its events' acknowledgements — no PING to confirm a subscription, none to drain
 at exit — and subscribes to nothing but its replies: its session's kernel inbox, which only children
-it plans may write to, is subscribed when it plans them, before the plan goes out."""
+it plans may write to, is subscribed when it plans them, before the plan goes out. A run that waits for
+core-api makes the one consumer it waits on, without a lookup first."""
 
 import asyncio
 from urllib.parse import urlparse
@@ -13,7 +14,15 @@ import pytest
 from nexus.events.bus import Publisher, connect
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import ChildFinished, PlanChildren
-from tests.agent_runner.test_runner_support import config, final_status, js, read_events, start_runner  # noqa: F401 — fixtures and helpers, used by name
+from tests.agent_runner.test_runner_support import (  # noqa: F401 — fixtures and helpers, used by name
+    config,
+    decide,
+    final_status,
+    js,
+    read_events,
+    start_runner,
+    wait_event,
+)
 
 pytestmark = pytest.mark.infra
 
@@ -127,3 +136,29 @@ async def test_a_meta_session_subscribes_its_inbox_before_its_plan_goes_out(js, 
     )
     # The server takes a connection's protocol in order: the inbox is in place before any child exists.
     assert subscribed < planned
+
+
+ASKING = "steps:\n  - tool_calls: [{name: run_command, args: {cmd: 'touch a.txt'}}]\n  - say: done\n"
+
+
+async def test_a_run_that_waits_for_an_approval_makes_only_that_consumer_and_no_lookup(js, nats_url, tmp_path) -> None:
+    proxy = RecordingProxy(nats_url)
+    url = await proxy.start()
+    cfg = config(ASKING, permissions={"commands": {"allow": ["echo *"], "default": "ask"}})
+    try:
+        r = await start_runner(tmp_path, url, cfg)
+        requested = await wait_event(js, cfg.run_id, lambda t, d: t == "run.approval_requested")
+        await decide(js, cfg.run_id, requested["data"]["approval_id"], "approved")
+        assert await r.exit_code() == 0, r.log()
+    finally:
+        await proxy.close()
+    assert final_status(await read_events(js, cfg.run_id))["status"] == "succeeded"
+    api = [line.split()[1].decode() for line in run_wire(proxy, cfg.run_id) if line.startswith(b"PUB $JS.API.")]
+    consumer = f"{cfg.run_id}-a1-approval_decided"
+    # One create, straight away (the name is this attempt's own: nothing to look up first), and its delete at the end;
+    # nothing for the children's ends, which a run without children never waits for.
+    assert [a for a in api if ".CONSUMER.CREATE." in a or ".CONSUMER.INFO." in a] == [
+        f"$JS.API.CONSUMER.CREATE.NEXUS_RUNS.{consumer}.nexus.run.{cfg.run_id}.approval_decided"
+    ], api
+    assert [a for a in api if ".CONSUMER.DELETE." in a] == [f"$JS.API.CONSUMER.DELETE.NEXUS_RUNS.{consumer}"], api
+    assert not [a for a in api if "child_finished" in a], api

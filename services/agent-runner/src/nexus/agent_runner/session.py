@@ -89,7 +89,6 @@ class RunSession:
         self.secrets = secrets
         self.env = env
         self.inbox = RunInbox(js, RunIdentity(cfg.run_id, reporter.attempt, cfg.session_id, cfg.parent_session_id))
-        self._inbox_started = False
         self.children: list[ChildPlan] = []
         self.approval_timeout_s = approval_timeout_s
         self.sandbox_mode = sandbox_mode
@@ -110,16 +109,15 @@ class RunSession:
     def _stop_reason(self) -> str:
         return self.rejection or self.stopped
 
-    async def _inbox(self) -> RunInbox:
-        if not self._inbox_started:
-            await self.inbox.start()
-            self._inbox_started = True
+    async def _inbox(self, kind: str) -> RunInbox:
+        """The run's inbox, listening for `kind` (what core-api says to it: approval decisions, children's ends)."""
+        await self.inbox.start(kind)
         return self.inbox
 
     async def approve(self, action: str, detail: str) -> bool:
         """Pause for a human: True on approve; False on reject (and the run stops, see `rejection`);
         TimeoutError when nobody decided in time (the action is denied and the run goes on)."""
-        inbox = await self._inbox()
+        inbox = await self._inbox("approval_decided")
         approval_id = new_id("apr")
         expires = datetime.now(UTC) + timedelta(seconds=self.approval_timeout_s)
         await self.reporter.flush()  # the request comes after what the run said before it
@@ -192,7 +190,7 @@ class RunSession:
         try:
             await self._run()
         finally:
-            if self._inbox_started:
+            if self.inbox.started:
                 await self.inbox.close()
             if self.tree is not None:
                 await self.tree.close()
@@ -327,7 +325,7 @@ class RunSession:
         tree = await self._open_tree()  # subscribed before the plan below makes any child exist
         if tree is not None:
             self.inbox.on_child = lambda end: tree.child_finished(msgspec.to_builtins(end))
-        inbox = await self._inbox()
+        inbox = await self._inbox("child_finished")
         await Publisher(self.js, "agent-runner").publish(
             "core.plan_children",
             PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
