@@ -18,7 +18,8 @@ database (core-api's `run.<status>` fact, announced after it stored the status):
     in `--rates` (runs/s): the dispatch latency at a rate the box sustains, and whether it keeps up
     (`kept_up`: every run ended and the last arrivals waited no longer than the first — no growing queue).
 Per shape: runs/s, request → final and dispatch (task created → runner's first event) p50/p99, lost,
-launched twice, forked vs cold starts, and where the CPU went (per service, runners = the rest).
+launched twice, forked vs cold starts, where the CPU went (per service, runners = the rest), and what
+each run asked of nats-server (`per_run.nats_server`: messages, connections, subscriptions, API requests).
 Same-run baselines: raw `os.fork` + exec of /bin/true, a bare fork, and raw pymongo inserts into
 the same FerretDB."""
 
@@ -325,6 +326,34 @@ async def db_commands(ports: dict[str, int]) -> dict[str, dict[str, float]]:
     return out
 
 
+async def bus_counters(monitor_url: str) -> dict[str, float]:
+    """nats-server's own counters (its monitoring endpoint): messages in and out (all, and per kind of
+    connection: every runner's connection counts as `agent-runner`), connections accepted, subscriptions
+    made and withdrawn, JetStream API requests. Closed connections are counted while the server keeps
+    them (its last 10,000): a shape of more runs than that undercounts the runners' messages."""
+    if not monitor_url:
+        return {}
+    async with httpx.AsyncClient(base_url=monitor_url, timeout=60) as c:
+        varz = (await c.get("/varz")).json()
+        subsz = (await c.get("/subsz")).json()
+        jsz = (await c.get("/jsz")).json()
+        connz = (await c.get("/connz", params={"state": "all", "limit": 100_000})).json()
+    by_kind: dict[str, float] = {}
+    for conn in connz.get("connections", []):  # a runner's connection is named for its run: grouped as one kind
+        kind = "agent-runner" if conn.get("name", "").startswith("agent-runner-") else conn.get("name", "?")
+        for what in ("in_msgs", "out_msgs"):
+            by_kind[f"{kind} {what}"] = by_kind.get(f"{kind} {what}", 0) + conn.get(what, 0)
+    return {
+        **by_kind,
+        "messages_in": varz.get("in_msgs", 0),
+        "messages_out": varz.get("out_msgs", 0),
+        "connections": varz.get("total_connections", 0),
+        "subscriptions_made": subsz.get("num_inserts", 0),
+        "subscriptions_withdrawn": subsz.get("num_removes", 0),
+        "jetstream_api_requests": jsz.get("api", {}).get("total", 0),
+    }
+
+
 def per_run(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], cpu: dict, runs: int) -> dict:
     """Database commands and CPU-ms per run: the figures contention changes least."""
     n = max(runs, 1)
@@ -448,12 +477,17 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                 if name.split("_", 1)[0] != "steady" and name not in args.shapes.split(","):
                     continue
                 db_before, checks_before = await db_commands(ports), await launch_checks(ports["worker"])
+                bus_before = await bus_counters(stack.nats_monitor_url)
                 meter.start()
                 errors: list[str] = []
                 runs = await shape(errors)
                 cpu = meter.stop()
                 result[name] = shape_report(runs, log, cpu, errors)
                 result[name]["per_run"] = per_run(db_before, await db_commands(ports), cpu, len(runs))
+                bus_after = await bus_counters(stack.nats_monitor_url)
+                result[name]["per_run"]["nats_server"] = {
+                    k: round((v - bus_before.get(k, 0)) / max(len(runs), 1), 2) for k, v in bus_after.items()
+                }
                 if name.startswith("steady_"):
                     result[name].update(steady_report(runs, float(name.removeprefix("steady_"))))
                 checks = await launch_checks(ports["worker"])

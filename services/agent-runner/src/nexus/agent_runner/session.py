@@ -89,7 +89,6 @@ class RunSession:
         self.secrets = secrets
         self.env = env
         self.inbox = RunInbox(js, RunIdentity(cfg.run_id, reporter.attempt, cfg.session_id, cfg.parent_session_id))
-        self._inbox_started = False
         self.children: list[ChildPlan] = []
         self.approval_timeout_s = approval_timeout_s
         self.sandbox_mode = sandbox_mode
@@ -110,16 +109,15 @@ class RunSession:
     def _stop_reason(self) -> str:
         return self.rejection or self.stopped
 
-    async def _inbox(self) -> RunInbox:
-        if not self._inbox_started:
-            await self.inbox.start()
-            self._inbox_started = True
+    async def _inbox(self, kind: str) -> RunInbox:
+        """The run's inbox, listening for `kind` (what core-api says to it: approval decisions, children's ends)."""
+        await self.inbox.start(kind)
         return self.inbox
 
     async def approve(self, action: str, detail: str) -> bool:
         """Pause for a human: True on approve; False on reject (and the run stops, see `rejection`);
         TimeoutError when nobody decided in time (the action is denied and the run goes on)."""
-        inbox = await self._inbox()
+        inbox = await self._inbox("approval_decided")
         approval_id = new_id("apr")
         expires = datetime.now(UTC) + timedelta(seconds=self.approval_timeout_s)
         await self.reporter.flush()  # the request comes after what the run said before it
@@ -178,14 +176,21 @@ class RunSession:
         self.children.append(child)
         return {"session_id": child.session_id, "target_files": child.target_files}
 
-    async def run(self) -> None:
-        if self.nc is not None:
+    async def _open_tree(self) -> SessionTree | None:
+        """The session on the agent kernel, opened when the run first needs it: before it plans children
+        (its inbox is where they tell it their end, and the only ones its credential lets write there)
+        or tells its parent. A session that does neither keeps no kernel, no subscription and no agent
+        task — a trivial run's inbox could be reached by no one but itself."""
+        if self.tree is None and self.nc is not None:
             self.tree = await SessionTree.open(self.nc, self.cfg.session_id, self._status)
             self.reporter.kernel = self.tree.kernel
+        return self.tree
+
+    async def run(self) -> None:
         try:
             await self._run()
         finally:
-            if self._inbox_started:
+            if self.inbox.started:
                 await self.inbox.close()
             if self.tree is not None:
                 await self.tree.close()
@@ -294,7 +299,8 @@ class RunSession:
 
     async def _external(self, hv: Hypervisor) -> Outcome:
         """An external coding CLI is the brain: one more kernel agent of this session's tree."""
-        kernel = self.tree.kernel if self.tree is not None else Kernel(id=f"runner-{self.cfg.session_id}")
+        tree = await self._open_tree()
+        kernel = tree.kernel if tree is not None else Kernel(id=f"runner-{self.cfg.session_id}")
         try:
             # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
             env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
@@ -316,10 +322,10 @@ class RunSession:
             ],
         }
         await hv.runner_call("write_file", {"path": "meta-plan.json", "content": json.dumps(plan, indent=2) + "\n"})
-        if self.tree is not None:
-            tree = self.tree
+        tree = await self._open_tree()  # subscribed before the plan below makes any child exist
+        if tree is not None:
             self.inbox.on_child = lambda end: tree.child_finished(msgspec.to_builtins(end))
-        inbox = await self._inbox()
+        inbox = await self._inbox("child_finished")
         await Publisher(self.js, "agent-runner").publish(
             "core.plan_children",
             PlanChildren(run_id=self.cfg.run_id, session_id=self.cfg.session_id, children=self.children),
@@ -328,15 +334,15 @@ class RunSession:
         )
         await self.reporter.log(f"planned {len(self.children)} child sessions; waiting for them")
         ids = {c.session_id for c in self.children}
-        if self.tree is not None:
+        if tree is not None:
             # Children in other runner processes tell this session's kernel agent over NATS; core-api's
             # durable `run.child_finished` feeds the same agent (and covers a child that crashed).
-            ends = await self.tree.agent.wait_for(ids, CHILDREN_TIMEOUT_S)
+            ends = await tree.agent.wait_for(ids, CHILDREN_TIMEOUT_S)
             done = {
                 s: msgspec.convert({k: v for k, v in e.items() if k in ChildFinished.__struct_fields__}, ChildFinished)
                 for s, e in ends.items()
             }
-            heard = len(self.tree.agent.heard_over_kernel & ids)
+            heard = len(tree.agent.heard_over_kernel & ids)
             await self.reporter.log(f"{heard} of {len(ids)} children reported their end over the agent kernel")
         else:
             done = await inbox.children_done(ids, CHILDREN_TIMEOUT_S)
@@ -412,8 +418,8 @@ class RunSession:
             ledger_hash=hv.ledger_hash,
             usage=usage,
         )
-        if self.tree is not None and cfg.parent_session_id:
-            await self.tree.tell_parent(
+        if cfg.parent_session_id and (tree := await self._open_tree()) is not None:
+            await tree.tell_parent(
                 cfg.parent_session_id,
                 {
                     "run_id": cfg.run_id,

@@ -1,10 +1,11 @@
 """The run's session tree on the agent kernel (libs/kernel).
 
-Each runner hosts its own session as a kernel agent, reachable from other runner processes over
-NATS (`nexus.agent.<session_id>.inbox`). A child session tells its meta session that it ended with a
-kernel message, so the meta hears at once; core-api's durable `run.child_finished` (which also
-covers a child that crashed before it could say anything) is fed into the same agent. Other
-processes may ask a session for its status."""
+A runner hosts its session as a kernel agent, reachable from other runner processes over NATS
+(`nexus.agent.<session_id>.inbox`), once the session needs it (`RunSession._open_tree`): before it
+plans children (the only ones whose credential lets them write there) or when it tells its parent.
+A child session tells its meta session that it ended with a kernel message, so the meta hears at
+once; core-api's durable `run.child_finished` (which also covers a child that crashed before it
+could say anything) is fed into the same agent. Its children may ask a session for its status."""
 
 import asyncio
 import logging

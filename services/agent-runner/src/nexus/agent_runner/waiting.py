@@ -3,7 +3,10 @@ from the run's own subjects, so nothing published before we listened is missed.
 
 Each is read through a pull consumer named for this run attempt (nexus.events.permissions): the
 run's NATS credential may create and pull exactly these consumers, with exactly these filters, and
-no other consumer on the stream (which would let it read other runs)."""
+no other consumer on the stream (which would let it read other runs). A kind's consumer is made when
+the run first waits for that kind — a run that asks for an approval never makes the children's — and
+made at once, without looking it up first: its name is this attempt's own, and creating a consumer
+that exists with the same configuration returns it."""
 
 import asyncio
 import contextlib
@@ -38,19 +41,33 @@ class RunInbox:
         # An optional async callback for each child's end (the session tree).
         self.on_child: Callable[[ChildFinished], Awaitable[None]] | None = None
         self.changed = asyncio.Condition()
-        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._subs: dict[str, JetStreamContext.PullSubscription] = {}  # by kind, once listened to
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        for kind, type_ in KINDS.items():
+    @property
+    def started(self) -> bool:
+        return bool(self._subs)
+
+    async def start(self, *kinds: str) -> None:
+        """Listen for `kinds` (every kind when none is named) from the first of the run's messages on
+        them; a kind listened to already is left as it is."""
+        for kind in kinds or tuple(KINDS):
+            if kind in self._subs:
+                continue
+            durable = self.who.consumer(kind)
             config = ConsumerConfig(
-                ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=3600.0
+                # Named, the create goes to CONSUMER.CREATE.<stream>.<name>.<filter>: the one the run may use.
+                name=durable,
+                durable_name=durable,
+                filter_subject=run_subject(self.run_id, kind),
+                ack_policy=AckPolicy.NONE,
+                deliver_policy=DeliverPolicy.ALL,
+                inactive_threshold=3600.0,
             )
-            sub = await self.js.pull_subscribe(
-                run_subject(self.run_id, kind), durable=self.who.consumer(kind), stream=RUNS_STREAM, config=config
-            )
-            self._subs.append(sub)
-            self._tasks.append(asyncio.create_task(self._pull(sub, type_)))
+            await self.js.add_consumer(RUNS_STREAM, config=config)
+            sub = await self.js.pull_subscribe_bind(durable=durable, stream=RUNS_STREAM)
+            self._subs[kind] = sub
+            self._tasks.append(asyncio.create_task(self._pull(sub, KINDS[kind])))
 
     async def _pull(self, sub: JetStreamContext.PullSubscription, type_: type) -> None:
         while True:
@@ -100,9 +117,9 @@ class RunInbox:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
-        for kind in KINDS:
+        for kind in self._subs:
             with contextlib.suppress(Exception):
                 await self.js.delete_consumer(RUNS_STREAM, self.who.consumer(kind))
-        for sub in self._subs:
+        for sub in self._subs.values():
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
