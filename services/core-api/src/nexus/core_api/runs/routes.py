@@ -20,6 +20,7 @@ from nexus.core_api.workflow.launch import NoConfig
 from nexus.db.cache import cached_find, cached_get
 from nexus.core_api.sessions.schemas import outs as session_outs
 from nexus.db.documents import Run, Session
+from nexus.db.writes import written
 from nexus.db.run_configs import config_of
 from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
@@ -64,7 +65,8 @@ class RunController(Controller):
         ] = True,
         wait_s: WaitS = 0,
     ) -> RunOut:
-        run = await _get(run_id)
+        # Waiting, the run as this process last wrote it will do to start from (it is read again at its end).
+        run = (wait_s and written.peek(Run, run_id)) or await _get(run_id)
         if wait_s and RunStatus(run.status) not in RUN_FINAL:
             run = await when_ended(run, wait_s)
 
