@@ -36,6 +36,19 @@ def sleepy(seconds: int = 30) -> str:
     return SLEEPY.format(s=seconds)
 
 
+def trivial_config(run_id: str) -> RunConfig:
+    """A trivial run's config, for tests that launch without a database."""
+    return RunConfig(
+        run_id=run_id,
+        agent_id="agt_test",
+        task_id="task_test",
+        session_id="ses_test",
+        system_prompt="You test the worker.",
+        tools=[],
+        llm=msgspec.convert({"provider": "scripted", "script": 'steps:\n  - say: "done"\n'}, LLMSpec),
+    )
+
+
 class Workers:
     """Worker processes (`python -m nexus.worker.main`) sharing one database and NATS."""
 
