@@ -184,8 +184,8 @@ class LocalProcessRuntime:
                     )
                 await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
         _made(attempt_dir)
-        config_path = attempt_dir / "run-config.json"
-        write_file(config_path, msgspec.json.encode(request.config), 0o600)
+        config = msgspec.json.encode(request.config)
+        config_path = attempt_dir / "run-config.json"  # a cold runner's; a forked one's is named by its child
         env = {
             **self.parent_env,
             # The runner's own HOME is its attempt directory: a directory fewer to make per launch (commands
@@ -198,18 +198,20 @@ class LocalProcessRuntime:
             **request.env,
         }
         if self.run_uid:
-            for path in (attempt_dir, config_path):
-                os.chown(path, self.run_uid, self.run_gid)
-        pid = await self._fork(request.run_id, attempt_dir, env)
+            os.chown(attempt_dir, self.run_uid, self.run_gid)
+        pid = await self._fork(request.run_id, attempt_dir, env, config)
         RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
         if pid is None:
+            write_file(config_path, config, 0o600)
+            if self.run_uid:
+                os.chown(config_path, self.run_uid, self.run_gid)
             pid = await self._start_cold(request.run_id, attempt_dir, env)
         self._record(d, pid, request.attempt)
         if self._maybe_live is not None:  # its pid is recorded: list_runs can tell whether it lives
             self._maybe_live.add(request.run_id)
         return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
 
-    async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int | None:
+    async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str], config: bytes) -> int | None:
         """The pid of a runner forked from the zygote; None when the run must start cold."""
         if self.zygote is None or not self.zygote.ready:
             return None
@@ -221,6 +223,7 @@ class LocalProcessRuntime:
                 limits=self.limits,
                 uid=self.run_uid,
                 gid=self.run_gid,
+                config=config,
             )
         except ZygoteUnavailable as exc:
             log.warning("run %s: %s; starting it cold", run_id, exc)
