@@ -25,6 +25,7 @@ from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, LaunchRun, RunConfig
 from nexus.worker.launcher import LAUNCH_BUCKET
+from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_
 
 QUICK = (
     'steps:\n  - tool_calls:\n      - name: write_file\n        args: {path: "a.txt", content: "hi"}\n  - say: "done"\n'
@@ -47,6 +48,22 @@ def trivial_config(run_id: str) -> RunConfig:
         tools=[],
         llm=msgspec.convert({"provider": "scripted", "script": 'steps:\n  - say: "done"\n'}, LLMSpec),
     )
+
+
+class FlakyRuntime:
+    """A runtime whose start fails as told, then starts (no process): for the launcher's own logic."""
+
+    name = "flaky"
+
+    def __init__(self, failures: list[RuntimeError_]) -> None:
+        self.failures = failures
+        self.tries = 0
+
+    async def start_run(self, request: RunRequest) -> RunHandle:
+        self.tries += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref="42")
 
 
 class Workers:

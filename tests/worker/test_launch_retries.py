@@ -6,23 +6,9 @@ from typing import Any, cast
 import pytest
 
 from nexus.worker.launcher import Launcher
-from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_
+from nexus.worker.runtimes.base import RunRequest, RuntimeError_
 from nexus.worker.slots import Slots
-from tests.worker.conftest import trivial_config
-
-
-class FlakyRuntime:
-    name = "flaky"
-
-    def __init__(self, failures: list[RuntimeError_]) -> None:
-        self.failures = failures
-        self.tries = 0
-
-    async def start_run(self, request: RunRequest) -> RunHandle:
-        self.tries += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref="42")
+from tests.worker.conftest import FlakyRuntime, trivial_config
 
 
 def launcher(runtime: FlakyRuntime, retries: int) -> Launcher:

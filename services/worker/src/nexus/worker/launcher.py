@@ -20,6 +20,7 @@ from nexus.events.consumer import UNDECODABLE, Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.freshness import Freshness
 from nexus.worker.membership import Membership
+from nexus.worker.sightings import Sightings
 from nexus.events.permissions import RunIdentity
 from nexus.observability.tracing import span, traceparent_env, tracer
 from nexus.worker.metrics import EXECUTIONS, LAUNCH_CHECKS, LAUNCH_LATENCY
@@ -77,6 +78,7 @@ class Launcher:
         self.watchers: dict[str, asyncio.Task[None]] = {}
         self.launching: set[tuple[str, int]] = set()  # (run, attempt) claimed here and not started or given up yet
         self.freshness = freshness
+        self.sightings = Sightings()  # the recovery sweep's too
         self._cancelling: set[asyncio.Task[None]] = set()
 
     async def _claim(
@@ -121,6 +123,7 @@ class Launcher:
             run_id=run_id,
             correlation_id=run_id,
         )
+        self.sightings.heard(run_id, attempt, ended=phase == "exited")  # not echoed back to us (sightings.py)
 
     def run_credentials(self, cmd: LaunchRun) -> dict[str, str]:
         """The attempt's own NATS user: only its run's subjects (nexus.events.permissions.for_run). It goes
