@@ -18,6 +18,7 @@ from nats.js.errors import KeyNotFoundError
 from nexus.dev.stack import Stack
 from nexus.events.bus import connect
 from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
+from nexus.worker.runtimes.record import read_record
 from tests.e2e.conftest import running_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
@@ -59,7 +60,9 @@ async def final_run(api: httpx.AsyncClient, run_id: str) -> dict:
 
 
 def runner_pid(stack: Stack, run_id: str) -> int:
-    return int((stack.home / "runs" / run_id / "runner.pid").read_text())
+    record = read_record(stack.home / "runs" / run_id)
+    assert record is not None, f"run {run_id} has no runner recorded"
+    return record.pid
 
 
 async def runtime_phases(stack: Stack, run_id: str) -> list[str]:

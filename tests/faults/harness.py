@@ -26,6 +26,7 @@ from nexus.events.catalog import CHANGE_KINDS, EVENTS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRunRequest, ChatPrincipal
 from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
+from nexus.worker.runtimes.record import read_record
 from tests.faults import edges, shapes
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
@@ -247,10 +248,8 @@ class FaultStack:
         await self.until("the runner zygote ready", up, tries=2400)
 
     def runner_pid(self, run_id: str) -> int | None:
-        try:
-            return int((self.stack.home / "runs" / run_id / "runner.pid").read_text())
-        except (OSError, ValueError):
-            return None
+        record = read_record(self.stack.home / "runs" / run_id)
+        return record.pid if record is not None else None
 
     def pushed(self, run_id: str) -> bool:
         return any(r.endswith(run_id) for r in self._refs())

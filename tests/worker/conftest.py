@@ -25,6 +25,7 @@ from nexus.events.catalog import RUNS_STREAM
 from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, LaunchRun, RunConfig
 from nexus.worker.launcher import LAUNCH_BUCKET
+from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_
 
 QUICK = (
     'steps:\n  - tool_calls:\n      - name: write_file\n        args: {path: "a.txt", content: "hi"}\n  - say: "done"\n'
@@ -34,6 +35,35 @@ SLEEPY = 'steps:\n  - tool_calls:\n      - name: run_command\n        args: {{cm
 
 def sleepy(seconds: int = 30) -> str:
     return SLEEPY.format(s=seconds)
+
+
+def trivial_config(run_id: str) -> RunConfig:
+    """A trivial run's config, for tests that launch without a database."""
+    return RunConfig(
+        run_id=run_id,
+        agent_id="agt_test",
+        task_id="task_test",
+        session_id="ses_test",
+        system_prompt="You test the worker.",
+        tools=[],
+        llm=msgspec.convert({"provider": "scripted", "script": 'steps:\n  - say: "done"\n'}, LLMSpec),
+    )
+
+
+class FlakyRuntime:
+    """A runtime whose start fails as told, then starts (no process): for the launcher's own logic."""
+
+    name = "flaky"
+
+    def __init__(self, failures: list[RuntimeError_]) -> None:
+        self.failures = failures
+        self.tries = 0
+
+    async def start_run(self, request: RunRequest) -> RunHandle:
+        self.tries += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref="42")
 
 
 class Workers:

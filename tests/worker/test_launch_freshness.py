@@ -21,6 +21,7 @@ from nexus.events.bus import Publisher, connect, ensure_key_value, ensure_stream
 from nexus.events.payloads import LaunchRun
 from nexus.worker.freshness import Freshness
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher, claim_key
+from nexus.worker.runtimes.record import read_record
 from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.runtimes.local import LocalProcessRuntime, pid_alive
 from nexus.worker.secrets import SecretStore
@@ -161,7 +162,9 @@ async def test_a_cancel_heard_while_the_runner_starts_stops_it(fresh_db, nats_ur
         run = await make_run(QUICK)
         cmd = LaunchRun(attempt=1, config=await run_config(run))
         await launcher.launch(cmd, await launcher.slots.acquire(run.agent_id), stored_at=time.time(), deliveries=1)
-        pid = int((runtime.run_dir(run.id) / "runner.pid").read_text())
+        record = read_record(runtime.run_dir(run.id))
+        assert record is not None
+        pid = record.pid
         for _ in range(300):  # stopped, not left to sleep for two minutes
             if not pid_alive(pid):
                 break

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import msgspec
-
-from nexus.domain.agents import LLMSpec
-from nexus.events.payloads import RunConfig
 from nexus.worker.runtimes.base import RunRequest
 from nexus.worker.runtimes.local import LocalProcessRuntime, pid_alive, process_start
+from tests.worker.conftest import trivial_config
 
 
 @pytest.fixture
@@ -56,13 +53,30 @@ async def test_the_recorded_runner_is_found_and_stopped(tmp_path, stranger) -> N
     runtime = LocalProcessRuntime(tmp_path, parent_env={}, kill_grace_s=0.2)
     d = runtime.run_dir("r-live")
     d.mkdir(parents=True)
-    runtime._record(d, stranger.pid)
+    runtime._record(d, stranger.pid, 1)
 
     assert await runtime.list_runs() == ["r-live"]
     assert (await runtime.status("r-live")).phase == "running"
     await runtime.cancel_run("r-live")
     assert await asyncio.to_thread(stranger.wait, 5) == -signal.SIGTERM
     assert await runtime.list_runs() == []
+
+
+async def test_a_runner_an_older_worker_recorded_in_three_files_is_found_not_launched_again(tmp_path, stranger) -> None:
+    """Workers before `runner.json` wrote `runner.pid`, `runner.started` and `attempt`: a worker of this version
+    still finds such a runner (to adopt, sweep and stop it), and never starts the same attempt beside it."""
+    runtime = LocalProcessRuntime(tmp_path, parent_env={}, kill_grace_s=0.2, runner_cmd=["sleep", "30"])
+    _leave_behind(runtime, "r-older-live", stranger.pid, process_start(stranger.pid))
+
+    assert await runtime.list_runs() == ["r-older-live"]
+    handle = await runtime.start_run(
+        RunRequest(run_id="r-older-live", attempt=1, config=trivial_config("r-older-live"))
+    )
+    assert handle.ref == str(stranger.pid)
+    assert not (runtime.run_dir("r-older-live") / "attempt-1").exists()  # nothing launched beside it
+    assert (await runtime.status("r-older-live")).phase == "running"
+    await runtime.cancel_run("r-older-live")
+    assert await asyncio.to_thread(stranger.wait, 5) == -signal.SIGTERM
 
 
 async def test_sweeps_read_the_directories_of_ended_runs_once(tmp_path, stranger, monkeypatch) -> None:
@@ -74,7 +88,7 @@ async def test_sweeps_read_the_directories_of_ended_runs_once(tmp_path, stranger
         _leave_behind(runtime, f"r-ended-{i}", stranger.pid, 1)  # ended long ago: the pid is someone else's now
     d = runtime.run_dir("r-live")
     d.mkdir(parents=True)
-    runtime._record(d, stranger.pid)
+    runtime._record(d, stranger.pid, 1)
     read: list[str] = []
     real_pid = runtime._pid
 
@@ -89,7 +103,7 @@ async def test_sweeps_read_the_directories_of_ended_runs_once(tmp_path, stranger
     assert await runtime.list_runs() == ["r-live"]
     assert read == ["r-live"]
     # A runner started since is listed; one that ended is dropped for good.
-    handle = await runtime.start_run(RunRequest(run_id="r-new", attempt=1, config=_config("r-new")))
+    handle = await runtime.start_run(RunRequest(run_id="r-new", attempt=1, config=trivial_config("r-new")))
     try:
         assert sorted(await runtime.list_runs()) == ["r-live", "r-new"]
         await runtime.cancel_run("r-live")
@@ -98,15 +112,3 @@ async def test_sweeps_read_the_directories_of_ended_runs_once(tmp_path, stranger
         assert await runtime.list_runs() == ["r-new"] and read == ["r-new"]
     finally:
         await runtime.cleanup(handle.run_id)
-
-
-def _config(run_id: str) -> RunConfig:
-    return RunConfig(
-        run_id=run_id,
-        agent_id="agt_test",
-        task_id="task_test",
-        session_id="ses_test",
-        system_prompt="You test the worker.",
-        tools=[],
-        llm=msgspec.convert({"provider": "scripted", "script": 'steps:\n  - say: "done"\n'}, LLMSpec),
-    )

@@ -50,7 +50,7 @@ class Sweeper:
         self.runners.append(proc)
         run_dir = self.runtime.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.runtime._record(run_dir, proc.pid)
+        self.runtime._record(run_dir, proc.pid, 1)
         return proc
 
     async def claim(self, run_id: str, by: str, at: float, attempt: int = 1) -> None:

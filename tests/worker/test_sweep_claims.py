@@ -86,7 +86,7 @@ async def test_a_sweep_reads_the_claims_of_unwatched_runs_only(fresh_db, nats_ur
             runners.append(runner)
             run_dir = runtime.run_dir(run_id)
             run_dir.mkdir(parents=True)
-            runtime._record(run_dir, runner.pid)  # as a launch records its runner
+            runtime._record(run_dir, runner.pid, 1)  # as a launch records its runner
             await claims.create(claim_key(run_id, 1), json.dumps({"worker": launched_by, "at": time.time()}).encode())
         launcher.watchers[watched] = asyncio.create_task(asyncio.Event().wait())  # this worker launched it
         claims.reads.clear()

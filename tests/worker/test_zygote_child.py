@@ -61,6 +61,28 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
     assert seen["warm"]["rehearsals"] == 1  # one trivial run played in the zygote before it forked
 
 
+async def test_the_runs_config_comes_in_its_environment_file_and_stays_there_alone(
+    zygote: Zygote, tmp_path: Path
+) -> None:
+    """The worker hands the run's config over with the environment (one file made per launch, not two): the
+    claimed file then holds the config and nothing of the environment, and the runner's NEXUS_RUN_CONFIG
+    names it."""
+    out = tmp_path / "seen.json"
+    config = b'{"run_id":"run_probe","note":"line one\\nline two"}'  # a newline inside a JSON string
+    env = {"PROBE_OUT": str(out), "NEXUS_SECRET_TOKEN": "s3cr3t", "NEXUS_RUN_CONFIG": str(tmp_path / "unused")}
+    pid = await zygote.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99), config=config
+    )
+    assert await zygote.wait(pid) == 0, (tmp_path / "runner.log").read_text()
+    seen = json.loads(out.read_text())
+    claimed = tmp_path / f"runner.env.{pid}"
+    assert seen["env"]["NEXUS_RUN_CONFIG"] == str(claimed) and seen["config"] == config.decode()
+    assert seen["env"]["NEXUS_SECRET_TOKEN"] == "s3cr3t"
+    assert claimed.read_bytes() == config  # the secret lives only in the run
+    assert claimed.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runner.env." + str(pid), "runner.log", "seen.json"]
+
+
 async def test_exit_codes_and_signals_reach_the_worker(zygote: Zygote, tmp_path: Path) -> None:
     env = {"PROBE_OUT": str(tmp_path / "seen.json"), "PROBE_EXIT": "3"}
     assert (
@@ -96,7 +118,7 @@ async def test_a_withdrawn_environment_is_never_run(zygote: Zygote, tmp_path: Pa
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another identity needs root")
-async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_user(
+async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_user_and_reads_its_config(
     zygote: Zygote, tmp_path: Path
 ) -> None:
     """The zygote's sandbox probe ran as the zygote's user; a child running as another one forgets it."""
@@ -105,10 +127,18 @@ async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_use
     out = shared / "seen.json"
     env = {"PATH": "/usr/bin:/bin", "PROBE_OUT": str(out)}
     pid = await zygote.spawn(
-        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99), uid=65534, gid=65534
+        cwd=str(shared),
+        log_path=str(tmp_path / "runner.log"),
+        env=env,
+        limits=(1536, 77, 99),
+        uid=65534,
+        gid=65534,
+        config=b'{"run_id":"run_probe"}',
     )
     assert await zygote.wait(pid) == 0, (tmp_path / "runner.log").read_text()
     try:
-        assert json.loads(out.read_text())["warm"]["sandbox_probed"] is False
+        seen = json.loads(out.read_text())
+        assert seen["warm"]["sandbox_probed"] is False
+        assert seen["config"] == '{"run_id":"run_probe"}'  # its config is readable as the run's user
     finally:
         shutil.rmtree(shared, ignore_errors=True)

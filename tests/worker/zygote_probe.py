@@ -22,6 +22,15 @@ def _warm() -> dict:
     }
 
 
+def _config(environ: dict[str, str]) -> str | None:
+    """The run's config as the runner reads it (NEXUS_RUN_CONFIG), as the run's user."""
+    path = environ.get("NEXUS_RUN_CONFIG")
+    if not path:
+        return None
+    with open(path) as f:
+        return f.read()
+
+
 def report(environ: dict[str, str]) -> int:
     fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))  # the listing itself holds one
     seen = {
@@ -38,6 +47,7 @@ def report(environ: dict[str, str]) -> int:
             for name in ("RLIMIT_AS", "RLIMIT_NOFILE", "RLIMIT_CPU")
         },
         "warm": _warm(),
+        "config": _config(environ),
     }
     with open(environ["PROBE_OUT"], "w") as f:
         json.dump(seen, f)

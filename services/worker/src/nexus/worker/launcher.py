@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,10 +20,11 @@ from nexus.events.consumer import UNDECODABLE, Delivery, decode_message
 from nexus.events.payloads import CancelRun, LaunchRun, RuntimeChanged
 from nexus.worker.freshness import Freshness
 from nexus.worker.membership import Membership
+from nexus.worker.sightings import Sightings
 from nexus.events.permissions import RunIdentity
 from nexus.observability.tracing import span, traceparent_env, tracer
 from nexus.worker.metrics import EXECUTIONS, LAUNCH_CHECKS, LAUNCH_LATENCY
-from nexus.worker.runtimes.base import AgentRuntime, RunRequest, RuntimeError_
+from nexus.worker.runtimes.base import AgentRuntime, RunHandle, RunRequest, RuntimeError_
 from nexus.worker.secrets import SecretStore
 from nexus.worker.slots import Slots, Ticket
 
@@ -76,6 +78,7 @@ class Launcher:
         self.watchers: dict[str, asyncio.Task[None]] = {}
         self.launching: set[tuple[str, int]] = set()  # (run, attempt) claimed here and not started or given up yet
         self.freshness = freshness
+        self.sightings = Sightings()  # the recovery sweep's too
         self._cancelling: set[asyncio.Task[None]] = set()
 
     async def _claim(
@@ -120,6 +123,7 @@ class Launcher:
             run_id=run_id,
             correlation_id=run_id,
         )
+        self.sightings.heard(run_id, attempt, ended=phase == "exited")  # not echoed back to us (sightings.py)
 
     def run_credentials(self, cmd: LaunchRun) -> dict[str, str]:
         """The attempt's own NATS user: only its run's subjects (nexus.events.permissions.for_run). It goes
@@ -198,14 +202,7 @@ class Launcher:
             wall_clock_s=cmd.config.limits.wall_clock_s,
         )
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(lambda e: isinstance(e, RuntimeError_) and e.transient),
-                stop=stop_after_attempt(self.launch_retries),
-                wait=wait_exponential_jitter(multiplier=0.2, max=5),
-                reraise=True,
-            ):
-                with attempt:
-                    handle = await self.runtime.start_run(request)
+            handle = await self._start_retrying(request)
         except RuntimeError_ as exc:
             self.slots.release(ticket)
             await self.report(cmd.run_id, cmd.attempt, "launch_failed", str(exc))
@@ -221,6 +218,27 @@ class Launcher:
         if self._cancel_heard(cmd.run_id):  # heard while the runner was being started: it found no runner to stop
             log.info("run %s was cancelled while its runner started; stopping it", cmd.run_id)
             await self.runtime.cancel_run(cmd.run_id)
+
+    async def _start_retrying(self, request: RunRequest) -> RunHandle:
+        """The runtime's start, a transient failure retried with backoff. The first try is made outside
+        tenacity: its machinery cost a launch more than the zygote's request, and nearly every start succeeds
+        at once."""
+        try:
+            return await self.runtime.start_run(request)
+        except RuntimeError_ as exc:
+            if not exc.transient or self.launch_retries <= 1:
+                raise
+        # The waits are those of one loop from the first try: 0.2 s × 2^(n-1) after the n-th, plus up to 1 s.
+        await asyncio.sleep(min(0.2 + random.uniform(0, 1), 5))
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, RuntimeError_) and e.transient),
+            stop=stop_after_attempt(self.launch_retries - 1),  # the first try is spent
+            wait=wait_exponential_jitter(multiplier=0.4, max=5),
+            reraise=True,
+        ):
+            with attempt:
+                handle = await self.runtime.start_run(request)
+        return handle
 
     def _cancel_heard(self, run_id: str) -> bool:
         return self.freshness is not None and self.freshness.was_cancelled(run_id)

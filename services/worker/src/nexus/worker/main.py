@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+from nats.aio.client import Client as NATS
 
 from nexus.db.connection import DbClient, connect_db, ping
 from nexus.domain.settings import load_settings
@@ -51,6 +52,12 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRun
     )
 
 
+async def connect_bus(url: str, creds: str) -> NATS:
+    """The worker's connection. Without echo: nothing the worker subscribes to needs its own messages back,
+    and what it says of runs it notes in its sightings itself (sightings.py)."""
+    return await connect(url, "worker", creds=creds, no_echo=True)
+
+
 async def _ready(db: DbClient) -> bool:
     await ping(db)
     return LOOPS.healthy()
@@ -59,7 +66,7 @@ async def _ready(db: DbClient) -> bool:
 async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     stop = stop_event_on_signals()
     db = await connect_db(settings.mongodb_url, settings.mongodb_db, create_indexes=False)
-    nc = await connect(settings.nats_url, "worker", creds=settings.nats_creds)
+    nc = await connect_bus(settings.nats_url, settings.nats_creds)
     js = nc.jetstream()
     await ensure_streams(js, settings.jetstream_replicas)
     claims = await ensure_key_value(js, LAUNCH_BUCKET, ttl_s=7 * 86400, replicas=settings.jetstream_replicas)

@@ -5,10 +5,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from pydantic import BaseModel, Field
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -17,7 +14,6 @@ from nexus.domain.agents import Limits
 from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.bus import Publisher
-from nexus.events.envelope import decode_raw
 from nexus.events.payloads import RunStatusChanged, RuntimeChanged
 from nexus.worker.launcher import Launcher, claim_key
 from nexus.worker.membership import Membership
@@ -100,40 +96,6 @@ def last_sign_of_life(run: "Run | SweptRun", claimed_at: datetime | None = None)
     return max(t for t in times if t is not None)
 
 
-class Sightings:
-    """What this worker hears from runners on the bus itself: their last heartbeat and whether an
-    attempt has ended. The database's view comes through core-api and lags when it is busy; a run
-    is never declared lost on a stale copy of what the runner already said."""
-
-    FINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
-
-    def __init__(self) -> None:
-        self.seen: dict[tuple[str, int], datetime] = {}
-        self.ended: dict[tuple[str, int], datetime] = {}
-        self.since = datetime.now(UTC)  # silence is only counted from when this worker started listening
-
-    async def start(self, nc: NATS) -> None:
-        self.since = datetime.now(UTC)
-        for kind in ("heartbeat", "status", "runtime"):
-            await nc.subscribe(f"nexus.run.*.{kind}", cb=self._on)
-
-    async def _on(self, msg: Msg) -> None:
-        try:
-            data = msgspec.json.decode(decode_raw(msg.data).data)
-            key = (msg.subject.split(".")[2], int(data.get("attempt", 1)))
-        except (msgspec.DecodeError, ValueError, TypeError, AttributeError):
-            return
-        self.seen[key] = datetime.now(UTC)
-        if data.get("status") in self.FINAL or data.get("phase") == "exited":
-            self.ended[key] = self.seen[key]
-
-    def prune(self, live: set[str], since: datetime) -> None:
-        """Forget runs no longer active — but not what was heard after `since` (the sweep's query):
-        a run launched (and even ended) while a sweep ran is not in that sweep's list yet."""
-        self.seen = {k: v for k, v in self.seen.items() if k[0] in live or v >= since}
-        self.ended = {k: v for k, v in self.ended.items() if k[0] in live or v >= since}
-
-
 class Claim:
     def __init__(self, worker: str, at: datetime) -> None:
         self.worker = worker
@@ -160,7 +122,7 @@ class Recovery:
         self.timeout = heartbeat_timeout_s
         self.grace = deadline_grace_s
         self.reported: set[tuple[str, int, str]] = set()  # (run, attempt, what) this process already said
-        self.sightings = Sightings()
+        self.sightings = launcher.sightings
 
     async def _once(self, run: SweptRun, what: str) -> bool:
         key = (run.id, run.attempt, what)
@@ -180,6 +142,7 @@ class Recovery:
             run_id=run.id,
             correlation_id=run.id,
         )
+        self.sightings.heard(run.id, run.attempt, ended=False)  # said on the bus: heard, as a runner's word is
 
     async def _claim(self, run: SweptRun) -> Claim | None:
         try:
@@ -263,6 +226,7 @@ class Recovery:
             run_id=run.id,
             correlation_id=run.id,
         )
+        self.sightings.heard(run.id, run.attempt, ended=True)
         await self.runtime.cancel_run(run.id)
 
     async def _orphans(self, active_ids: set[str], now: datetime) -> None:

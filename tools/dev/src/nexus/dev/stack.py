@@ -3,6 +3,7 @@ multiplexed with a service prefix. `make run` uses it; so do the end-to-end test
 
 import argparse
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -232,16 +233,17 @@ class Stack:
 
     def stop_runners(self) -> None:
         """Runners live in process groups of their own (they outlive a worker restart by design); when
-        the whole stack stops, so do they: each local run directory names its runner's pid."""
-        for pid_file in (self.home / "runs").glob("**/runner.pid"):
+        the whole stack stops, so do they: each local run directory names its runner (`runner.json`: its pid
+        and when it started; the worker's `runtimes/record.py`)."""
+        for record in (self.home / "runs").glob("*/runner.json"):
             try:
-                pid = int(pid_file.read_text())
-                started = (pid_file.parent / "runner.started").read_text().strip()
+                runner = json.loads(record.read_bytes())
+                pid, started = int(runner["pid"]), str(runner["started"])
                 with open(f"/proc/{pid}/stat") as f:  # the same process, not one that got its pid later
                     if f.read().rsplit(")", 1)[1].split()[19] != started:
                         continue
                 os.killpg(pid, signal.SIGKILL)
-            except (ValueError, OSError, IndexError):
+            except (ValueError, OSError, IndexError, KeyError, TypeError):
                 pass  # already gone, or not ours to signal
 
 

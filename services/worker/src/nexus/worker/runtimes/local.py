@@ -18,6 +18,7 @@ import msgspec
 
 from nexus.worker.metrics import RUNNER_STARTS
 from nexus.worker.runtimes.files import write_file
+from nexus.worker.runtimes.record import RECORD, RunnerRecord, read_record, write_record
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
 from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable, ZygoteUndecided
 
@@ -99,6 +100,11 @@ def _made(path: Path) -> bool:
     return True
 
 
+def _is_alive(record: RunnerRecord) -> bool:
+    """The recorded runner is still that process: pids are reused (process_start)."""
+    return process_start(record.pid) == record.started and pid_alive(record.pid)
+
+
 def _killpgs(groups: set[int], sig: int) -> None:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -156,40 +162,35 @@ class LocalProcessRuntime:
         """The pid of this run's runner, only while it is still that process. A runner that ended leaves
         its pid behind, and the kernel hands the number to a new process sooner or later — another run's
         runner, a git, a server: signalling it as this run's runner would kill the wrong work."""
-        d = self.run_dir(run_id)
-        try:
-            pid = int((d / "runner.pid").read_text())
-            started = int((d / "runner.started").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if process_start(pid) == started and pid_alive(pid) else None
+        record = read_record(self.run_dir(run_id))
+        return record.pid if record is not None and _is_alive(record) else None
 
-    def _record(self, d: Path, pid: int) -> None:
+    def _record(self, d: Path, pid: int, attempt: int) -> None:
         # Read while the runner cannot have been reaped yet (it is our child, or the zygote's, which
         # reports its end through us); a runner already gone is recorded as such (start 0).
-        write_file(d / "runner.started", str(process_start(pid) or 0).encode())
-        write_file(d / "runner.pid", str(pid).encode())
+        write_record(d, RunnerRecord(pid, process_start(pid) or 0, attempt))
 
     async def start_run(self, request: RunRequest) -> RunHandle:
         d = self.run_dir(request.run_id)
         attempt_dir = d / f"attempt-{request.attempt}"
         if not _made(d):  # a run this machine has seen before: its runner may still be there
-            existing = self._pid(request.run_id)
-            if existing:
-                if (d / "attempt").exists() and (d / "attempt").read_text() == str(request.attempt):
+            existing = read_record(d)
+            if existing is not None and _is_alive(existing):
+                if existing.attempt == request.attempt:
                     if self._maybe_live is not None:
                         self._maybe_live.add(request.run_id)
                     return RunHandle(
-                        run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing)
+                        run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing.pid)
                     )
                 await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
         _made(attempt_dir)
-        _made(attempt_dir / "home")
-        config_path = attempt_dir / "run-config.json"
-        write_file(config_path, msgspec.json.encode(request.config), 0o600)
+        config = msgspec.json.encode(request.config)
+        config_path = attempt_dir / "run-config.json"  # a cold runner's; a forked one's is named by its child
         env = {
             **self.parent_env,
-            "HOME": str(attempt_dir / "home"),
+            # The runner's own HOME is its attempt directory: a directory fewer to make per launch (commands
+            # get a private HOME of their own from the hypervisor, never this one).
+            "HOME": str(attempt_dir),
             "NEXUS_RUN_CONFIG": str(config_path),
             "NEXUS_WORKSPACE": str(attempt_dir / "workspace"),
             "NEXUS_STATE_DIR": str(attempt_dir / "state"),
@@ -197,19 +198,20 @@ class LocalProcessRuntime:
             **request.env,
         }
         if self.run_uid:
-            for path in (attempt_dir, attempt_dir / "home", config_path):
-                os.chown(path, self.run_uid, self.run_gid)
-        pid = await self._fork(request.run_id, attempt_dir, env)
+            os.chown(attempt_dir, self.run_uid, self.run_gid)
+        pid = await self._fork(request.run_id, attempt_dir, env, config)
         RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
         if pid is None:
+            write_file(config_path, config, 0o600)
+            if self.run_uid:
+                os.chown(config_path, self.run_uid, self.run_gid)
             pid = await self._start_cold(request.run_id, attempt_dir, env)
-        self._record(d, pid)
+        self._record(d, pid, request.attempt)
         if self._maybe_live is not None:  # its pid is recorded: list_runs can tell whether it lives
             self._maybe_live.add(request.run_id)
-        write_file(d / "attempt", str(request.attempt).encode())
         return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
 
-    async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int | None:
+    async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str], config: bytes) -> int | None:
         """The pid of a runner forked from the zygote; None when the run must start cold."""
         if self.zygote is None or not self.zygote.ready:
             return None
@@ -221,6 +223,7 @@ class LocalProcessRuntime:
                 limits=self.limits,
                 uid=self.run_uid,
                 gid=self.run_gid,
+                config=config,
             )
         except ZygoteUnavailable as exc:
             log.warning("run %s: %s; starting it cold", run_id, exc)
@@ -285,8 +288,8 @@ class LocalProcessRuntime:
 
     async def get_logs(self, run_id: str) -> list[str]:
         d = self.run_dir(run_id)
-        attempt = (d / "attempt").read_text() if (d / "attempt").exists() else "1"
-        path = d / f"attempt-{attempt}" / "runner.log"
+        record = read_record(d)
+        path = d / f"attempt-{record.attempt if record is not None and record.attempt else 1}" / "runner.log"
         if not path.exists():
             return []
         return path.read_text(errors="replace").splitlines()
@@ -318,8 +321,9 @@ class LocalProcessRuntime:
         await self.cancel_run(run_id)
         self._procs.pop(run_id, None)
         self._forked.pop(run_id, None)
-        with contextlib.suppress(OSError):
-            (self.run_dir(run_id) / "runner.pid").unlink()
+        for name in (RECORD, "runner.pid"):  # an older worker's record is `runner.pid` (record.py)
+            with contextlib.suppress(OSError):
+                (self.run_dir(run_id) / name).unlink()
 
     def purge(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)

@@ -14,8 +14,9 @@ The child becomes the run exactly as the cold path makes it: a session and proce
 own, the run's rlimits, its attempt directory as cwd, stdin from /dev/null and stdout/stderr to
 runner.log, every inherited descriptor closed, the run's identity when one is given, and an
 environment made only of what the worker wrote for it. The run's environment (it carries the
-run's secrets) never passes through the zygote: the worker writes it to `env_file` (0600) and the
-child claims it by renaming it to `<env_file>.<pid>`, reads it and empties it. The rename is also
+run's secrets) never passes through the zygote: the worker writes it to `env_file` (0600), with the run's
+config after it, and the child claims it by renaming it to `<env_file>.<pid>`, reads it and leaves in it
+only the config, which its NEXUS_RUN_CONFIG then names. The rename is also
 the launch's single point of no return: a worker that lost its zygote mid-request voids the file
 first, and only then may it start the run cold — never both (see `claim_env`)."""
 
@@ -160,6 +161,30 @@ def claim_env(env_file: str, claimant: str) -> str | None:
     return taken
 
 
+def _take_launch(taken: str, uid: int, gid: int) -> dict[str, str]:
+    """Read the claimed launch file (`<env JSON>\\n<run config>`) and keep on disk only the run's config, in the
+    same file (the runner's NEXUS_RUN_CONFIG names it): the secrets the environment carried now live only in
+    this process. The config comes this way, not as a file of its own, to spare the worker an inode per launch."""
+    fd = os.open(taken, os.O_RDWR)
+    try:
+        data = b""
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+        env_part, _, config = data.partition(b"\n")  # JSON's own newlines are escaped: the first one ends the env
+        env: dict[str, str] = json.loads(env_part)
+        os.ftruncate(fd, 0)
+        if config:
+            view = memoryview(config)
+            while view:
+                view = view[os.pwrite(fd, view, len(config) - len(view)) :]
+            if uid:
+                os.fchown(fd, uid, gid)  # read by the runner once it is the run's user
+            env["NEXUS_RUN_CONFIG"] = os.path.abspath(taken)
+    finally:
+        os.close(fd)
+    return env
+
+
 def _become(req: JsonObject) -> int:
     """In the forked child: turn into the run, then run agent-runner's main. Returns the exit code."""
     signal.set_wakeup_fd(-1)
@@ -180,9 +205,7 @@ def _become(req: JsonObject) -> int:
     if taken is None:
         print("zygote child: the run's environment was withdrawn; not starting", file=sys.stderr)
         return 125
-    with open(taken, "rb") as f:
-        env = json.loads(f.read())
-    os.truncate(taken, 0)  # the secrets it carried now live only in this process's environment
+    env = _take_launch(taken, int(req.get("uid") or 0), int(req.get("gid") or req.get("uid") or 0))
     memory_mb, open_files, cpu_s = req["limits"]
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))

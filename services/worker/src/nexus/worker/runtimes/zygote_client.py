@@ -119,14 +119,24 @@ class Zygote:
         return self._exits[pid]
 
     async def spawn(
-        self, *, cwd: str, log_path: str, env: dict[str, str], limits: tuple[int, int, int], uid: int = 0, gid: int = 0
+        self,
+        *,
+        cwd: str,
+        log_path: str,
+        env: dict[str, str],
+        limits: tuple[int, int, int],
+        uid: int = 0,
+        gid: int = 0,
+        config: bytes = b"",
     ) -> int:
         """Fork a runner; its pid. ZygoteUnavailable: nothing was started (start it cold);
-        ZygoteUndecided: it was started, though the zygote did not say so."""
+        ZygoteUndecided: it was started, though the zygote did not say so. `config` (the run's, as JSON) is
+        handed over in the environment's file; the child leaves it there and points NEXUS_RUN_CONFIG at it."""
         if not self.ready or self.proc is None or self.proc.stdin is None:
             raise ZygoteUnavailable("the runner zygote is not ready")
         env_file = os.path.join(cwd, "runner.env")
-        write_file(env_file, json.dumps(env).encode(), 0o600)
+        # JSON escapes every newline it holds: the first one in the file ends the environment (zygote._take_launch)
+        write_file(env_file, json.dumps(env).encode() + b"\n" + config, 0o600)
         self._seq += 1
         fut = asyncio.get_running_loop().create_future()
         self._pending[self._seq] = fut
