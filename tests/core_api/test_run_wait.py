@@ -8,7 +8,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from nexus.core_api.runs.ingest import ingest_group
-from nexus.core_api.runs.wait import when_ended as _when_ended
+from nexus.core_api.workflow.waiting import when_ended as _when_ended
 from nexus.core_api.workflow import ends
 from nexus.db.documents import Run
 from nexus.events import payloads as p
@@ -85,13 +85,13 @@ async def test_a_task_created_with_a_wait_is_answered_once_its_run_ended(client,
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
     try:
         db = mongo[settings.mongodb_db]
-        for _ in range(2000):
+        for _ in range(2000):  # the task and its run, both stored (they are written one after the other)
             task = await db["tasks"].find_one({"title": title, "current_run_id": {"$ne": None}})
-            if task is not None:
+            if task is not None and await db["runs"].find_one({"_id": task["current_run_id"]}) is not None:
                 break
             await asyncio.sleep(0.01)
         else:
-            raise AssertionError("the task was never stored")
+            raise AssertionError("the task and its run were never stored")
         assert not creating.done()  # its run has not ended: the request waits
         await db["tasks"].update_one({"_id": task["_id"]}, {"$set": {"status": "done"}})
         await db["runs"].update_one({"_id": task["current_run_id"]}, {"$set": {"status": "succeeded"}})

@@ -44,9 +44,6 @@ STREAM_ERROR = "error"
 SETTLE_WAIT_S = 10.0
 SETTLE_POLL_S = 0.05
 SETTLING = "waiting for the run's end to be stored"
-# How often a wait for a run's end reads the database besides hearing the announcements of ends (which
-# a connection down for a moment may miss): a fallback, so seldom.
-STORED_READ_S = 5.0
 
 
 def not_an_event(m: ServerSentEventMessage) -> bool:
@@ -88,7 +85,7 @@ def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable
         now = time.monotonic()
         if read_at is None:
             read_at = now
-        if now - read_at < STORED_READ_S:
+        if now - read_at < ends.STORED_READ_S:
             return False
         read_at = now
         stored = await Run.get(run_id)

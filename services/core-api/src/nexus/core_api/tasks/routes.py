@@ -10,7 +10,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
-from nexus.core_api.runs.wait import WaitS, ended, when_ended
+from nexus.core_api.workflow.waiting import WaitS, ended, when_ended
 from nexus.core_api.workflow import engine
 from nexus.db.cache import cached_get
 from nexus.db.documents import Run, Task

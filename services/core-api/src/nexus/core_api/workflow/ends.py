@@ -21,6 +21,9 @@ log = logging.getLogger("nexus.core_api.ends")
 ANNOUNCED_ENDS = ("run.succeeded", "run.failed", "run.cancelled", "run.timed_out")
 
 KEPT = 20_000
+# How often a wait for a run's end reads the database besides hearing the announcements of ends (which
+# a connection down for a moment may miss): a fallback, so seldom.
+STORED_READ_S = 5.0
 _ended: OrderedDict[str, None] = OrderedDict()
 _waiting: dict[str, set[asyncio.Future[None]]] = {}
 

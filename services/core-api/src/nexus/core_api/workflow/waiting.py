@@ -8,8 +8,8 @@ from typing import Annotated
 
 from litestar.params import QueryParameter
 
-from nexus.core_api.runs.stream import STORED_READ_S
 from nexus.core_api.workflow import ends
+from nexus.core_api.workflow.ends import STORED_READ_S
 from nexus.db.writes import written
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
