@@ -67,7 +67,7 @@ class RunController(Controller):
     ) -> RunOut:
         # Waiting, the run as this process last wrote it will do to start from (it is read again at its end).
         run = (wait_s and written.peek(Run, run_id)) or await _get(run_id)
-        if wait_s and RunStatus(run.status) not in RUN_FINAL:
+        if wait_s:
             run = await when_ended(run, wait_s)
 
         async def config() -> JsonObject | None:

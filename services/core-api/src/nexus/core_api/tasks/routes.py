@@ -10,12 +10,11 @@ from nexus.core_api.context import Context
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
-from nexus.core_api.workflow.waiting import WaitS, ended, when_ended
+from nexus.core_api.workflow.waiting import WaitS, task_when_its_run_ended
 from nexus.core_api.workflow import engine
-from nexus.db.cache import cached_get
-from nexus.db.documents import Run, Task
+from nexus.db.documents import Task
 from nexus.db.writes import written
-from nexus.domain.tasks import TASK_FINAL, TaskStatus
+from nexus.domain.tasks import TaskStatus
 
 
 class TaskController(Controller):
@@ -33,15 +32,7 @@ class TaskController(Controller):
         task = await engine.submit_task(ctx, data, actor=request.user.key_id, audit=audit)
         # As kept (its times as the database holds them), so it reads as a read-back would.
         out = written.peek(Task, task.id) or task
-        if wait_s and task.current_run_id:
-            run = written.peek(Run, task.current_run_id) or await cached_get(Run, task.current_run_id)
-            if run is not None and ended(await when_ended(run, wait_s)):
-                # Moved with the run's end: as this process wrote it, or (ended by another) as stored.
-                kept: Task | None = written.peek(Task, task.id)
-                if kept is None or TaskStatus(kept.status) not in TASK_FINAL:
-                    kept = await Task.get(task.id)
-                out = kept or out
-        return service.to_out(out)
+        return service.to_out(await task_when_its_run_ended(out, wait_s) if wait_s else out)
 
     @get("/", guards=[READ])
     async def list_tasks(

@@ -4,15 +4,20 @@ announce it (its task moved by then); the database is read every STORED_READ_S b
 announcement was missed."""
 
 import asyncio
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from litestar.params import QueryParameter
 
 from nexus.core_api.workflow import ends
 from nexus.core_api.workflow.ends import STORED_READ_S
+from nexus.db.cache import cached_get
+from nexus.db.documents import Run, Task
 from nexus.db.writes import written
-from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
+from nexus.domain.tasks import TASK_FINAL, TaskStatus
+
+D = TypeVar("D", Run, Task)
 
 # The longest a request may wait (a client wanting longer asks again).
 MAX_WAIT_S = 60.0
@@ -28,12 +33,10 @@ WaitS = Annotated[
 ]
 
 
-async def _as_stored(run: Run) -> Run:
-    """The ended run: as this process wrote it, when it stored the end (no read); else as stored."""
-    kept: Run | None = written.peek(Run, run.id)
-    if kept is not None and ended(kept):
-        return kept
-    return await Run.get(run.id) or run
+async def _settled(cls: type[D], doc_id: str, settled: Callable[[D], bool]) -> D | None:
+    """The document as this process last wrote it when that copy is settled (no read); else as stored."""
+    kept: D | None = written.peek(cls, doc_id)
+    return kept if kept is not None and settled(kept) else await cls.get(doc_id)
 
 
 def ended(run: Run) -> bool:
@@ -46,6 +49,16 @@ async def when_ended(run: Run, wait_s: float) -> Run:
     deadline = loop.time() + wait_s
     while not ended(run) and (left := deadline - loop.time()) > 0:
         if await ends.until_stored(run.id, min(left, STORED_READ_S)):
-            return await _as_stored(run)
+            return await _settled(Run, run.id, ended) or run
         run = await Run.get(run.id) or run  # an announcement missed: the database says
     return run
+
+
+async def task_when_its_run_ended(task: Task, wait_s: float) -> Task:
+    """The task once the run it started has ended (it moves with it), or as it is after `wait_s`."""
+    if task.current_run_id is None:
+        return task
+    run = written.peek(Run, task.current_run_id) or await cached_get(Run, task.current_run_id)
+    if run is None or not ended(await when_ended(run, wait_s)):
+        return task
+    return await _settled(Task, task.id, lambda t: TaskStatus(t.status) in TASK_FINAL) or task
