@@ -2,6 +2,7 @@
 announced, its goal and parent told) is carried out by whoever comes next: the redelivered verdict,
 or the sweep for tasks still waiting on an ended run. Carried out twice, each step is taken once."""
 
+import asyncio
 from datetime import timedelta
 
 import msgspec
@@ -13,8 +14,8 @@ from pymongo import AsyncMongoClient
 from nexus.core_api.approvals import service as approvals
 from nexus.core_api.runs.ingest import ingest_group
 from nexus.core_api.workflow import tasks as task_steps
-from nexus.core_api.workflow.engine import dispatch_waiting, release_orphans
-from nexus.db.documents import Task, now
+from nexus.core_api.workflow.engine import dispatch_waiting, plan_unplanned_goals, planning_task_id, release_orphans
+from nexus.db.documents import Goal, Task, now
 from nexus.domain.ids import new_id
 from nexus.events.bus import Publisher, connect
 from nexus.events.consumer import Delivery
@@ -233,3 +234,64 @@ async def test_a_decision_stored_by_a_core_api_that_died_before_telling_the_run_
     assert msgspec.json.decode(told.data)["decision"] == "approved"
     info = await publisher.js.stream_info("NEXUS_RUNS", subjects_filter=subject)
     assert info.state.subjects == {subject: 1}  # …taken once
+
+
+async def test_a_goal_stored_without_its_planning_task_is_planned_once_by_the_sweep(
+    client, app, settings, publisher
+) -> None:
+    """core-api died between storing a goal and its planning task: the goal would stay `open` forever.
+    Two sweeps at once (two core-apis) make one planning task; its run is noted on the goal."""
+    meta = await new_agent(client)
+    ctx = app.state.ctx
+    goal = Goal(id=new_id("goal"), title="stranded", meta_agent_id=meta["id"])
+    await in_app(client, goal.insert)
+    assert await in_app(client, plan_unplanned_goals, ctx) == 0  # this young, its request may still be planning it
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        await mongo[settings.mongodb_db]["goals"].update_one(
+            {"_id": goal.id}, {"$set": {"created_at": now() - timedelta(hours=1)}}
+        )
+    finally:
+        await mongo.close()
+
+    async def two_sweeps() -> list[int]:
+        return list(await asyncio.gather(plan_unplanned_goals(ctx), plan_unplanned_goals(ctx)))
+
+    assert sum(await in_app(client, two_sweeps)) >= 1
+    tasks = (await client.get(f"/v1/goals/{goal.id}/tasks")).json()["items"]
+    assert [t["id"] for t in tasks] == [planning_task_id(goal.id)], tasks
+    assert tasks[0]["status"] == "in_progress" and tasks[0]["current_run_id"]
+    shown = (await client.get(f"/v1/goals/{goal.id}")).json()
+    assert shown["meta_run_id"] == tasks[0]["current_run_id"] and shown["status"] != "open", shown
+    assert await in_app(client, plan_unplanned_goals, ctx) == 0  # settled
+    assert len(await _announced(publisher, "nexus.evt.goal.created", goal_id=goal.id)) == 1
+
+
+async def test_a_planning_task_dispatched_by_the_sweep_has_its_run_noted_on_the_goal(client, app, settings) -> None:
+    """The planning task was stored, then core-api died: `dispatch_waiting` dispatches it, and the goal
+    learns its meta run (the goal's tree is reached through it)."""
+    meta = await new_agent(client)
+    ctx = app.state.ctx
+    goal = Goal(id=new_id("goal"), title="half planned", meta_agent_id=meta["id"])
+    task = Task(
+        id=planning_task_id(goal.id),
+        title="Plan",
+        goal_id=goal.id,
+        status="ready",
+        assignee_agent_id=meta["id"],
+        is_meta=True,
+    )
+    await in_app(client, goal.insert)
+    await in_app(client, task.insert)
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        db = mongo[settings.mongodb_db]
+        await db["goals"].update_one({"_id": goal.id}, {"$set": {"created_at": now() - timedelta(hours=1)}})
+        await db["tasks"].update_one({"_id": task.id}, {"$set": {"updated_at": now() - timedelta(hours=1)}})
+    finally:
+        await mongo.close()
+    assert await in_app(client, dispatch_waiting, ctx) == 1
+    await in_app(client, plan_unplanned_goals, ctx)
+    run_id = (await client.get(f"/v1/tasks/{task.id}")).json()["current_run_id"]
+    assert run_id and (await client.get(f"/v1/goals/{goal.id}")).json()["meta_run_id"] == run_id
+    assert len((await client.get(f"/v1/goals/{goal.id}/tasks")).json()["items"]) == 1

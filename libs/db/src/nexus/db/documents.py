@@ -122,7 +122,7 @@ class Goal(PagedDocument):
 
     class Settings:
         name = "goals"
-        indexes = [pymongo.IndexModel([("page", 1)])]
+        indexes = [pymongo.IndexModel([("page", 1)]), pymongo.IndexModel([("status", 1)])]
 
 
 class Task(PagedDocument):

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.audit.service import record
 from nexus.core_api.budgets.service import check_alerts, shares_for
@@ -41,7 +42,8 @@ from nexus.db.documents import Agent, Goal, Run, Task, no_run_ended, now
 from nexus.db.connection import update_versioned
 from nexus.db.writes import update_document, written
 from nexus.domain.budgets import Cap
-from nexus.domain.ids import derived_ulid, new_id
+from nexus.domain.goals import GoalStatus
+from nexus.domain.ids import derived_id, derived_ulid, new_id
 from nexus.domain.json_types import JsonObject
 from nexus.domain.run_facts import RUNTIME_ENDS, RuntimeFact, StatusFact
 from nexus.domain.runs import RUN_FINAL, RunStatus
@@ -384,16 +386,31 @@ async def create_goal(
         budget=msgspec.to_builtins(budget) if budget is not None and not budget.empty else {},
     )
     await goal.insert()
-    await ctx.publisher.publish("goal.created", GoalChanged(goal_id=goal.id, title=goal.title, status=goal.status))
+    await _announce_goal(ctx, goal)
     if meta_agent_id:
         await start_meta_session(ctx, goal)
     return goal
 
 
+async def _announce_goal(ctx: Context, goal: Goal) -> None:
+    # named by its goal: announced again by the sweep after a crash, it is taken once
+    await ctx.publisher.publish(
+        "goal.created",
+        GoalChanged(goal_id=goal.id, title=goal.title, status=GoalStatus.OPEN.value),
+        msg_id=derived_ulid(goal.id, "goal.created"),
+    )
+
+
+def planning_task_id(goal_id: str) -> str:
+    """A goal's planning task is named by its goal: a second start (the sweep after a core-api died
+    between storing the goal and its planning task, two sweeps at once) finds it instead of making one."""
+    return derived_id("task", goal_id, "plan")
+
+
 async def start_meta_session(ctx: Context, goal: Goal) -> None:
     """The goal's decomposition is itself a task, run by the meta agent as a session with no parent."""
     task = Task(
-        id=new_id("task"),
+        id=planning_task_id(goal.id),
         title=f"Plan: {goal.title}",
         description=goal.description,
         goal_id=goal.id,
@@ -404,12 +421,46 @@ async def start_meta_session(ctx: Context, goal: Goal) -> None:
         created_by=goal.created_by,
         run_brief=no_run_ended(),
     )
-    await task.insert()
+    try:
+        await task.insert()
+    except DuplicateKeyError:
+        stored = await Task.get(task.id)
+        if stored is None:
+            raise
+        task = stored
     run = await launch.dispatch_task(ctx, task)
-    if run is not None:
-        await update_document(Goal, goal.id, {"$set": {"meta_run_id": run.id}})
-        goal.meta_run_id = run.id
+    await _note_meta_run(goal, run.id if run is not None else task.current_run_id)
     await reconcile(ctx, goal.id)
+
+
+async def _note_meta_run(goal: Goal, run_id: str | None) -> None:
+    if run_id and goal.meta_run_id != run_id:
+        await update_document(Goal, goal.id, {"$set": {"meta_run_id": run_id}})
+        goal.meta_run_id = run_id
+
+
+async def plan_unplanned_goals(ctx: Context) -> int:
+    """A goal stored by a core-api that died before its planning task was (or before the task's run was
+    noted on the goal) is planned here once it has waited longer than the requeue delay. A goal still
+    `open` that long has not started planning; its planning task is created if missing (named by the
+    goal, so once), dispatched by `dispatch_waiting` if it was stored and not dispatched, and its run
+    noted on the goal once it has one."""
+    cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
+    n = 0
+    async for goal in Goal.find({"status": GoalStatus.OPEN.value, "created_at": {"$lt": cutoff}}):
+        if not goal.meta_agent_id:
+            continue
+        task = await Task.find_one({"goal_id": goal.id, "is_meta": True})
+        if task is None:
+            log.warning("goal %s was stored without its planning task: announced and planned now", goal.id)
+            await _announce_goal(ctx, goal)
+            await start_meta_session(ctx, goal)
+            n += 1
+        elif task.current_run_id and goal.meta_run_id is None:
+            await _note_meta_run(goal, task.current_run_id)
+            await reconcile(ctx, goal.id)
+            n += 1
+    return n
 
 
 async def cancel_goal(ctx: Context, goal_id: str, by: str) -> Goal:
