@@ -23,6 +23,7 @@ from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.recovery import Recovery
 from nexus.worker.runtimes.base import AgentRuntime
+from nexus.worker.runtimes.relay import Relays
 from nexus.worker.scheduler import Scheduler
 from nexus.worker.secrets import SecretStore
 from nexus.worker.settings import WorkerSettings
@@ -74,7 +75,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     ops = await start_ops(settings, lambda: _ready(db))
     runtime = build_runtime(settings, environ)
     if (open_runtime := getattr(runtime, "open", None)) is not None:
-        open_runtime()
+        open_runtime(Relays(nc) if settings.relay else None)  # a forked run's publishes ride this connection
     publisher = Publisher(js, "worker")
     freshness = (
         Freshness(
