@@ -24,6 +24,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
 from nexus.events import relay as frames
+from nexus.events.bus import PUBLISH_RETRY_S
 
 
 class RelayBroken(Exception):
@@ -150,8 +151,22 @@ class RunBus:
     async def nats(self) -> NATS:
         async with self._connecting:
             if self._nc is None:
-                self._nc = await self._connect()
+                self._nc = await (self._connect() if self._end is None else self._connect_riding_out())
         return self._nc
+
+    async def _connect_riding_out(self) -> NATS:
+        """A relayed run connects mid-run, maybe while the bus itself is out (the relay broke for that): it
+        tries for as long as a publish rides out the bus's absence, as a connected client would reconnect."""
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + PUBLISH_RETRY_S, 0.1
+        while True:
+            try:
+                return await self._connect()
+            except Exception:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def jetstream(self) -> JetStreamContext:
         return (await self.nats()).jetstream()
