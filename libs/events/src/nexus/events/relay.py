@@ -9,6 +9,7 @@ the envelope's bytes), and the answer carries JetStream's own ack.
 
 Headers are `Name: value` lines. Lengths are big-endian and count what follows them."""
 
+import re
 import struct
 
 REQUEST = struct.Struct(">IHH")
@@ -36,8 +37,10 @@ def reply(seq: int, outcome: int, data: bytes = b"") -> bytes:
     return LENGTH.pack(REPLY.size + len(data)) + REPLY.pack(seq, outcome) + data
 
 
-def _token_ok(token: str) -> bool:
-    return bool(token) and token not in ("*", ">") and all(33 <= ord(c) < 127 for c in token)
+# A subject one may publish to: tokens of printable ASCII without a space, a dot, `*` or `>` (no wildcard, and
+# nothing the protocol line would split on).
+_TOKEN = r"[!-)+\-/-=?-~]+"
+PUBLISHABLE = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
 
 
 def parse_request(body: bytes) -> tuple[int, str, dict[str, str], bytes]:
@@ -54,7 +57,7 @@ def parse_request(body: bytes) -> tuple[int, str, dict[str, str], bytes]:
         lines = body[at + n_subj : at + n_subj + n_head].decode("ascii").split("\r\n")
     except UnicodeDecodeError as exc:
         raise BadFrame("not ASCII") from exc
-    if not all(_token_ok(t) for t in subject.split(".")):
+    if not PUBLISHABLE.fullmatch(subject):
         raise BadFrame("not a subject one may publish to")
     headers: dict[str, str] = {}
     for line in lines[:-1] if lines[-1] == "" else lines:
