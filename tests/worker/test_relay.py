@@ -3,16 +3,27 @@ runs are mid-way loses none of their events and doubles none: each runner connec
 publishes again what the relay had not acknowledged, with the same message ids. Real worker, zygote,
 runner processes and NATS."""
 
+import asyncio
 import os
 import re
 import signal
+import socket
+import uuid
 from collections import Counter
 
 import httpx
 import pytest
 
 from nexus.dev.servers import free_port
+from nexus.events import relay as frames
+from nexus.events.bus import connect, ensure_streams
+from nexus.events.envelope import encode, make_envelope
+from nexus.events.payloads import Heartbeat, RunStatusChanged
+from nexus.events.permissions import RunIdentity
+from nexus.worker.runtimes.relay import Relays
+from nexus.worker.sightings import Sightings
 from tests.agent_runner.test_runner_support import read_events
+from tests.conftest import creds_of
 from tests.worker.conftest import QUICK, make_run
 from tests.worker.test_zygote import ready_worker
 
@@ -83,3 +94,32 @@ async def test_killing_the_worker_mid_run_loses_no_forked_event_and_doubles_none
         assert len({e["id"] for e in events}) == len(events), run.id
         statuses = [e["data"]["status"] for e in events if e["type"] == "run.status"]
         assert statuses == ["running", "succeeded"], run.id
+
+
+async def test_the_worker_hears_what_it_relays_as_it_hears_a_runner_on_the_bus(nats_url, nats_auth) -> None:
+    """The worker's connection does not echo its own publishes: a relayed heartbeat or status reaches its
+    sightings (what keeps a run that said its end from being declared lost while core-api lags) from the relay."""
+    nc = await connect(nats_url, "worker", creds=creds_of(nats_auth, "worker"))
+    await ensure_streams(nc.jetstream())
+    sightings = Sightings()
+    relays = Relays(nc)
+    relays.heard = sightings.note
+    run_id = f"run_{uuid.uuid4().hex[:12]}"
+    mine, theirs = socket.socketpair()
+    await relays.serve(mine, RunIdentity(run_id, 2, "ses_x"))
+    reader, writer = await asyncio.open_unix_connection(sock=theirs)
+    for seq, (kind, data) in enumerate(
+        [
+            ("run.heartbeat", Heartbeat(attempt=2, step=1, pid=1)),
+            ("run.status", RunStatusChanged(status="succeeded", attempt=2)),
+        ]
+    ):
+        env = make_envelope(kind, data, source="agent-runner", correlation_id=run_id)
+        writer.write(frames.request(seq, f"nexus.run.{run_id}.{kind[4:]}", encode(env), {"Nats-Msg-Id": env.id}))
+    got = frames.Frames(1 << 20)
+    bodies: list[bytes] = []
+    while len(bodies) < 2:
+        bodies += got.feed(await asyncio.wait_for(reader.read(65536), 10))
+    assert (run_id, 2) in sightings.seen and (run_id, 2) in sightings.ended
+    writer.close()
+    await nc.close()

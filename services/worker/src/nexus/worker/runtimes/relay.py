@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
@@ -29,8 +30,9 @@ PUBLISH_TIMEOUT_S = 5.0  # JetStream's usual wait; past it the runner publishes 
 class RunRelay(asyncio.Protocol):
     """One forked run's end of the relay: frames in, JetStream publishes out, acks back."""
 
-    def __init__(self, nc: NATS, run: RunIdentity) -> None:
+    def __init__(self, nc: NATS, run: RunIdentity, heard: Callable[[str, bytes], None] | None = None) -> None:
         self.nc = nc
+        self.heard = heard
         self.run_id = run.run_id
         self.allowed, self.denied = run_streamed(run)
         # The largest publish the server takes, and what a frame adds around it.
@@ -68,6 +70,8 @@ class RunRelay(asyncio.Protocol):
             msg = await self.nc.request(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers=headers)
             answer = frames.reply(seq, frames.ACK, msg.data)
             RELAYED.labels("published").inc()
+            if self.heard is not None:  # the worker's connection does not echo it back to its own sightings
+                self.heard(subject, payload)
         except NoRespondersError:
             answer = frames.reply(seq, frames.NO_STREAM)
         except Exception as exc:  # noqa: BLE001 — timed out, reconnecting, closed: the runner publishes itself
@@ -100,6 +104,8 @@ class Relays:
 
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
+        # Told each relayed publish the stream took (subject, payload): the worker's sightings of its runs.
+        self.heard: Callable[[str, bytes], None] | None = None
 
     def pair(self) -> tuple[socket.socket, socket.socket]:
         """(the worker's end, the run's end), neither inherited by a process the worker starts."""
@@ -108,7 +114,8 @@ class Relays:
     async def serve(self, mine: socket.socket, run: RunIdentity) -> None:
         """Serve the worker's end; one that cannot be served is closed (the run then publishes itself)."""
         try:
-            await asyncio.get_running_loop().create_unix_connection(lambda: RunRelay(self.nc, run), sock=mine)
+            loop = asyncio.get_running_loop()
+            await loop.create_unix_connection(lambda: RunRelay(self.nc, run, self.heard), sock=mine)
         except OSError as exc:
             log.warning("run %s: relay not served (%r); the runner publishes itself", run.run_id, exc)
             with contextlib.suppress(OSError):
