@@ -307,11 +307,11 @@ def _reader(inp: int, fds: "collections.deque[int]") -> "Callable[[], bytes]":
     """What reads the worker's requests: from a Unix socket, with the descriptors they carry (kept in
     `fds`, in order); from a pipe (a test's), without."""
     try:
-        sock = socket.socket(fileno=os.dup(inp))
-    except OSError:
+        sock = socket.socket(fileno=inp)
+    except OSError:  # not a socket
         return lambda: os.read(inp, 65536)
     if sock.family != socket.AF_UNIX:
-        sock.detach()
+        sock.detach()  # the descriptor stays ours, read as a stream
         return lambda: os.read(inp, 65536)
 
     def read() -> bytes:
