@@ -130,6 +130,7 @@ async def _run(
             env=workspace.base_env(environ),
             approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s,
             nats=bus.nats,
+            relayed=bus.relayed,
             sandbox_mode=settings.sandbox,
             disk_budget=settings.disk_budget_bytes,
         )

@@ -148,6 +148,11 @@ class RunBus:
             bus.js = await bus.jetstream()
         return bus
 
+    @property
+    def relayed(self) -> bool:
+        """Whether publishes ride the worker's relay (while it holds), not this run's own connection."""
+        return self._end is not None
+
     async def nats(self) -> NATS:
         async with self._connecting:
             if self._nc is None:

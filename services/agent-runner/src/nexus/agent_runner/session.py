@@ -76,6 +76,7 @@ class RunSession:
         env: dict[str, str],
         approval_timeout_s: float = 3600.0,
         nats: Callable[[], Awaitable[Any]] | None = None,
+        relayed: bool = False,
         sandbox_mode: str = "auto",
         disk_budget: int = disk.BUDGET,
     ) -> None:
@@ -83,6 +84,7 @@ class RunSession:
         self.js = js
         # the run's own connection, made on first call: with it, the session is hosted on the agent kernel (tree.py)
         self.nats = nats
+        self.relayed = relayed  # its publishes ride the worker's connection, not the one `nats` makes
         self.tree: SessionTree | None = None
         self.hv: Hypervisor | None = None
         self.reporter = reporter
@@ -184,7 +186,8 @@ class RunSession:
         or tells its parent. A session that does neither keeps no kernel, no subscription and no agent
         task — a trivial run's inbox could be reached by no one but itself."""
         if self.tree is None and self.nats is not None:
-            self.tree = await SessionTree.open(await self.nats(), self.cfg.session_id, self._status)
+            nc = await self.nats()
+            self.tree = await SessionTree.open(nc, self.cfg.session_id, self._status, confirm=self.relayed)
             self.reporter.kernel = self.tree.kernel
         return self.tree
 
