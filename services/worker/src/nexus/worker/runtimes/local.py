@@ -242,6 +242,10 @@ class LocalProcessRuntime:
         except ZygoteUndecided as exc:
             log.warning("run %s: %s; watching it by pid", run_id, exc)
             pid = exc.pid
+        except BaseException:
+            if mine is not None:
+                mine.close()
+            raise
         else:
             self._forked[run_id] = pid
         finally:
