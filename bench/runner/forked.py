@@ -5,6 +5,8 @@ worker and the database. Same-run baselines: a bare `os.fork` + `_exit` + wait o
 interpreter (this process, with the runner's modules imported), and the **floor** (`floor.py`): a
 child forked from the same zygote that only connects with its own credential, publishes the six
 events of a trivial run awaiting their acks, and exits — what per-run isolation and identity cost.
+`relayed_run` is the trivial run as the worker forks it when it relays (its publishes ride a socket
+pair whose other end this process serves, as the worker does, on a connection of the worker's user).
 
 Floor and trivial runs alternate in blocks from the one zygote, so the box's noise falls on both
 alike. Per kind: CPU-ms per run (user and system apart), minor page faults per run (mostly the
@@ -27,10 +29,11 @@ from nexus.events.bus import connect, ensure_streams
 from nexus.events.credentials import RunSigner
 from nexus.agent_runner.rehearsal import trivial_config
 from nexus.events.permissions import RunIdentity
+from nexus.worker.runtimes.relay import Relays
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, preload
 from nexus.worker.runtimes.zygote_client import Zygote
 
-KINDS = {"trivial_run": DEFAULT_ENTRY, "floor": FLOOR_ENTRY}
+KINDS = {"trivial_run": DEFAULT_ENTRY, "relayed_run": DEFAULT_ENTRY, "floor": FLOOR_ENTRY}
 BLOCK = 10  # runs of one kind in a row before the other kind's block
 
 
@@ -46,6 +49,7 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
     server = start_nats(root / "nats", auth=auth, log_path=root / "nats.log")
     repo_root = str(Path(__file__).resolve().parents[2])  # the floor's entry module (bench.runner.floor)
     # NEXUS_ZYGOTE_REHEARSAL=false in the bench's environment: a zygote without its rehearsal run
+    relays: Relays | None = None
     zygote = Zygote(
         {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "NEXUS_ZYGOTE_REHEARSAL")}
         | {"PYTHONPATH": repo_root}
@@ -54,6 +58,7 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
         nc = await connect(server.url, "tools", creds=str(auth / "tools.creds"))
         await ensure_streams(nc.jetstream())
         await nc.drain()
+        relays = Relays(await connect(server.url, "worker", creds=str(auth / "worker.creds")))
         signer = RunSigner.parse((auth / "run-signer").read_text())
         zygote.start()
         for _ in range(1200):
@@ -87,7 +92,13 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
                     env["NEXUS_RUN_ID"] = run_id
                 zygote.entry = KINDS[kind]  # read when the request is written: one kind per block
                 t0 = time.perf_counter()
-                pid = await zygote.spawn(cwd=str(d), log_path=str(d / "runner.log"), env=env, limits=(2048, 1024, 600))
+                mine, theirs = relays.pair() if kind == "relayed_run" else (None, None)
+                pid = await zygote.spawn(
+                    cwd=str(d), log_path=str(d / "runner.log"), env=env, limits=(2048, 1024, 600), relay=theirs
+                )
+                if mine is not None and theirs is not None:
+                    theirs.close()
+                    await relays.serve(mine, RunIdentity(run_id, 1, cfg.session_id, None))
                 codes[kind].add(await zygote.wait(pid))
                 walls[kind].append((time.perf_counter() - t0) * 1000)
 
@@ -129,6 +140,8 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
         return out
     finally:
         await zygote.close()
+        if relays is not None:
+            await relays.nc.close()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,27 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
     assert seen["warm"]["sandbox_probed"] and seen["warm"]["tracing_resources"] == 1
     assert seen["warm"]["frozen_objects"] > 10_000
     assert seen["warm"]["rehearsals"] == 1  # one trivial run played in the zygote before it forked
+
+
+async def test_a_relayed_child_holds_its_end_of_the_relay_and_nothing_it_executes_does(
+    zygote: Zygote, tmp_path: Path
+) -> None:
+    out = tmp_path / "seen.json"
+    mine, theirs = socket.socketpair()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PROBE_OUT": str(out)}
+    pid = await zygote.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99), relay=theirs
+    )
+    theirs.close()
+    assert await zygote.wait(pid) == 0
+    seen = json.loads(out.read_text())
+    assert seen["relay"] == {"fd": 3, "inheritable": False}  # the zygote's dup, close-on-exec
+    assert seen["env"] == {**env, "NEXUS_RELAY_FD": "3"}
+    assert max(seen["fds"]) <= 4  # stdio, the relay (+ the listing)
+    mine.settimeout(5)
+    assert mine.recv(100) == b"hello from the run"
+    assert mine.recv(100) == b""  # the child's exit closed the only other end: the zygote kept no copy
+    mine.close()
 
 
 async def test_the_runs_config_comes_in_its_environment_file_and_stays_there_alone(

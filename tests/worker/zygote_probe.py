@@ -31,6 +31,16 @@ def _config(environ: dict[str, str]) -> str | None:
         return f.read()
 
 
+def _relay(environ: dict[str, str]) -> dict | None:
+    """The run's end of the worker's relay, if it was given one: said hello through, and whether a
+    process it executes would inherit it."""
+    if "NEXUS_RELAY_FD" not in environ:
+        return None
+    fd = int(environ["NEXUS_RELAY_FD"])
+    os.write(fd, b"hello from the run")
+    return {"fd": fd, "inheritable": os.get_inheritable(fd)}
+
+
 def report(environ: dict[str, str]) -> int:
     fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))  # the listing itself holds one
     seen = {
@@ -48,6 +58,7 @@ def report(environ: dict[str, str]) -> int:
         },
         "warm": _warm(),
         "config": _config(environ),
+        "relay": _relay(environ),
     }
     with open(environ["PROBE_OUT"], "w") as f:
         json.dump(seen, f)

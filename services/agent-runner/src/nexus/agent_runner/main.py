@@ -79,6 +79,7 @@ async def _run(
 
     from nexus.agent_runner.hypervisor.secrets import SecretBox
     from nexus.agent_runner.process_limits import ProcessLimits
+    from nexus.agent_runner.relay import RunBus
     from nexus.agent_runner.reporter import RunReporter
     from nexus.agent_runner.settings import secrets_from_env
     from nexus.events.bus import connect
@@ -86,8 +87,13 @@ async def _run(
     log = logging.getLogger("nexus.agent_runner")
     limits = ProcessLimits()
     secrets = secrets_from_env(environ, cfg.secrets)
-    nc = await connect(settings.nats_url, f"agent-runner-{cfg.run_id}", creds=settings.nats_creds, user=cfg.run_id)
-    js = nc.jetstream()
+    # Its own connection, with its own credential: at once, or (a forked run whose publishes the worker
+    # relays) when it first needs more than to publish.
+    bus = await RunBus.open(
+        lambda: connect(settings.nats_url, f"agent-runner-{cfg.run_id}", creds=settings.nats_creds, user=cfg.run_id),
+        settings.relay_fd,
+    )
+    js = bus.js
     box = SecretBox(secrets)
     _mask_logs(box.mask)
     # Events are published: a value in an encoding the canary knows is masked there too.
@@ -123,7 +129,8 @@ async def _run(
             secrets=secrets,
             env=workspace.base_env(environ),
             approval_timeout_s=cfg.approval_ttl_s or settings.approval_timeout_s,
-            nc=nc,
+            nats=bus.nats,
+            relayed=bus.relayed,
             sandbox_mode=settings.sandbox,
             disk_budget=settings.disk_budget_bytes,
         )
@@ -162,7 +169,7 @@ async def _run(
             # inbox and kernel close theirs): nothing is left to drain. close() still writes anything
             # buffered before it disconnects; drain() would add three round trips (a flush per
             # subscription it drains, then its own) to every run.
-            await nc.close()
+            await bus.close()
         finally:
             for sig, previous in reversed(restore):
                 _signal.signal(sig, previous if previous is not None else _signal.SIG_DFL)

@@ -3,10 +3,11 @@
 A cold runner spends ~0.45 CPU-s importing before it does anything; a fork of an already warm
 process costs a few milliseconds. The zygote is started by the worker (`zygote_client.py`) with
 the scrubbed environment every run gets, runs no event loop and no thread, and speaks
-newline-delimited JSON over its stdin/stdout:
+newline-delimited JSON over its stdin (a Unix socket, so a request can carry a descriptor) and stdout:
 
     worker → zygote   {"id": 7, "cwd": …, "log": …, "env_file": …, "limits": [mb, files, cpu_s], "uid": 0, "gid": 0,
-                       "entry": "module:function" (optional; agent-runner's by default)}
+                       "entry": "module:function" (optional; agent-runner's by default),
+                       "relay": true (optional: the run's end of the worker's relay rides with the request)}
     zygote → worker   {"ready": <pid>} once, then {"id": 7, "pid": 1234} or {"id": 7, "error": "…"},
                       and {"exit": 1234, "code": 0} when a child ends (code: -N for signal N).
 
@@ -18,9 +19,14 @@ run's secrets) never passes through the zygote: the worker writes it to `env_fil
 config after it, and the child claims it by renaming it to `<env_file>.<pid>`, reads it and leaves in it
 only the config, which its NEXUS_RUN_CONFIG then names. The rename is also
 the launch's single point of no return: a worker that lost its zygote mid-request voids the file
-first, and only then may it start the run cold — never both (see `claim_env`)."""
+first, and only then may it start the run cold — never both (see `claim_env`).
+
+A request marked `relay` carries (SCM_RIGHTS) the run's end of a socket pair whose other end the worker
+keeps: the child holds it as descriptor 3, not inherited by what it executes, and NEXUS_RELAY_FD names
+it; its run's publishes ride the worker's NATS connection (worker runtimes/relay.py)."""
 
 import _signal
+import collections
 import contextlib
 import gc
 import importlib
@@ -30,9 +36,11 @@ import pkgutil
 import resource
 import selectors
 import signal
+import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import cast
 
 from nexus.domain.json_types import JsonObject
@@ -185,7 +193,21 @@ def _take_launch(taken: str, uid: int, gid: int) -> dict[str, str]:
     return env
 
 
-def _become(req: JsonObject) -> int:
+RELAY_FD = 3  # where a child keeps its end of the relay
+
+
+def _keep_relay(relay: int | None) -> int:
+    """The relay's end moved to RELAY_FD, not inherited across exec (a command the run starts never holds
+    it); the first descriptor the child may close."""
+    if relay is None:
+        return RELAY_FD
+    if relay != RELAY_FD:
+        os.dup2(relay, RELAY_FD, inheritable=False)
+    os.set_inheritable(RELAY_FD, False)
+    return RELAY_FD + 1
+
+
+def _become(req: JsonObject, relay: int | None = None) -> int:
     """In the forked child: turn into the run, then run agent-runner's main. Returns the exit code."""
     signal.set_wakeup_fd(-1)
     # Through `_signal` (under `signal`): `signal.signal` looks the replaced disposition up as an enum,
@@ -199,13 +221,17 @@ def _become(req: JsonObject) -> int:
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the zygote's pipes and anything else inherited
+    first_closed = _keep_relay(relay)
+    # the zygote's pipes and anything else inherited
+    os.closerange(first_closed, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.chdir(req["cwd"])
     taken = claim_env(req["env_file"], str(os.getpid()))
     if taken is None:
         print("zygote child: the run's environment was withdrawn; not starting", file=sys.stderr)
         return 125
     env = _take_launch(taken, int(req.get("uid") or 0), int(req.get("gid") or req.get("uid") or 0))
+    if relay is not None:
+        env["NEXUS_RELAY_FD"] = str(RELAY_FD)
     memory_mb, open_files, cpu_s = req["limits"]
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
     resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
@@ -237,14 +263,14 @@ def _entry_loaded(req: JsonObject) -> None:
             importlib.import_module(module)
 
 
-def _fork(req: JsonObject) -> int:
+def _fork(req: JsonObject, relay: int | None) -> int:
     _entry_loaded(req)
     pid = os.fork()
     if pid:
         return pid
     code = 126
     try:
-        code = _become(req)
+        code = _become(req, relay)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 — whatever happens, the child never returns into the zygote's loop
@@ -277,6 +303,25 @@ def _reap(out: int) -> None:
         _send(out, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
+def _reader(inp: int, fds: "collections.deque[int]") -> "Callable[[], bytes]":
+    """What reads the worker's requests: from a Unix socket, with the descriptors they carry (kept in
+    `fds`, in order); from a pipe (a test's), without."""
+    try:
+        sock = socket.socket(fileno=inp)
+    except OSError:  # not a socket
+        return lambda: os.read(inp, 65536)
+    if sock.family != socket.AF_UNIX:
+        sock.detach()  # the descriptor stays ours, read as a stream
+        return lambda: os.read(inp, 65536)
+
+    def read() -> bytes:
+        data, got, _, _ = socket.recv_fds(sock, 65536, 16)
+        fds.extend(got)
+        return data
+
+    return read
+
+
 def serve(inp: int, out: int) -> None:
     """Answer spawn requests until the worker closes our stdin. Single-threaded, no event loop:
     SIGCHLD wakes the selector through a self-pipe."""
@@ -288,6 +333,8 @@ def serve(inp: int, out: int) -> None:
     sel = selectors.DefaultSelector()
     sel.register(inp, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
+    fds: collections.deque[int] = collections.deque()
+    read = _reader(inp, fds)
     _send(out, {"ready": os.getpid()})
     buf = b""
     while True:
@@ -298,27 +345,32 @@ def serve(inp: int, out: int) -> None:
                         pass
                 _reap(out)
                 continue
-            data = os.read(inp, 65536)
+            data = read()
             if not data:
                 return  # the worker is gone or closed us; running children live on (init adopts them)
             buf += data
             *lines, buf = buf.split(b"\n")
             for line in lines:
                 if line.strip():
-                    _handle(json.loads(line), out)
+                    _handle(json.loads(line), out, fds)
         _reap(out)
 
 
-def _handle(req: JsonObject, out: int) -> None:
-    if threading.active_count() != 1:  # never fork with a thread alive: its locks would be copied held
-        _send(out, {"id": req["id"], "error": "the zygote has threads; refusing to fork"})
-        return
+def _handle(req: JsonObject, out: int, fds: "collections.deque[int]") -> None:
+    # A descriptor comes with the first byte of its request, so it is here by the time its line is.
+    relay = (fds.popleft() if fds else None) if req.get("relay") else None
     try:
-        pid = _fork(req)
+        if relay is None and req.get("relay"):
+            _send(out, {"id": req["id"], "error": "the relay's descriptor did not arrive"})
+        elif threading.active_count() != 1:  # never fork with a thread alive: its locks would be copied held
+            _send(out, {"id": req["id"], "error": "the zygote has threads; refusing to fork"})
+        else:
+            _send(out, {"id": req["id"], "pid": _fork(req, relay)})
     except OSError as exc:
         _send(out, {"id": req["id"], "error": f"fork failed: {exc}", "errno": exc.errno})
-        return
-    _send(out, {"id": req["id"], "pid": pid})
+    finally:
+        if relay is not None:
+            os.close(relay)  # the child has its own copy; the zygote holds no run's relay
 
 
 def main() -> None:
