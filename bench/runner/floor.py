@@ -21,6 +21,7 @@ from nexus.events.envelope import encode, make_envelope
 from nexus.events.payloads import LLMCalled, RunLog, RunStatusChanged, SessionOpened
 
 ENTRY = "bench.runner.floor:start"
+BARE_ENTRY = "bench.runner.floor:bare"  # the isolation alone: `_become`, then exit (no loop, no bus)
 
 
 async def _floor(environ: dict[str, str]) -> None:
@@ -61,6 +62,12 @@ async def _floor(environ: dict[str, str]) -> None:
 def start(environ: dict[str, str]) -> int:
     """The zygote's entry for a floor child: the exit code."""
     asyncio.run(_floor(environ))
+    return 0
+
+
+def bare(environ: dict[str, str]) -> int:
+    """The zygote's entry for a bare child: it has become the run (`_become`) and exits at once — what the fork,
+    the isolation steps and the exit cost below any event loop or bus."""
     return 0
 
 

@@ -142,3 +142,30 @@ async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_use
         assert seen["config"] == '{"run_id":"run_probe"}'  # its config is readable as the run's user
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _thp_mode() -> str:
+    try:  # e.g. "always [madvise] never": the bracketed one is in force
+        return Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "never"
+
+
+@pytest.mark.skipif(
+    _thp_mode() == "never" or tuple(map(int, os.uname().release.split(".")[:2])) < (6, 1),
+    reason="huge pages for anonymous memory are off, or the kernel has no MADV_COLLAPSE (6.1+)",
+)
+async def test_the_zygote_forks_with_its_heap_in_huge_pages(zygote: Zygote, tmp_path: Path) -> None:
+    """A fork copies one page-table entry per 4 KiB page the zygote maps, and each child's exit takes them
+    all down again: the zygote's heap is in huge pages (an entry per 2 MiB) before it forks, and a child
+    forked from it still becomes the run."""
+    assert zygote.pid is not None
+    rollup = Path(f"/proc/{zygote.pid}/smaps_rollup").read_text()
+    huge_kb = int(rollup.split("AnonHugePages:")[1].split()[0])
+    assert huge_kb >= 4096, rollup
+    out = tmp_path / "seen.json"
+    pid = await zygote.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env={"PROBE_OUT": str(out)}, limits=(1536, 77, 99)
+    )
+    assert await zygote.wait(pid) == 0, (tmp_path / "runner.log").read_text()
+    assert json.loads(out.read_text())["pid"] == pid
