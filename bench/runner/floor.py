@@ -11,6 +11,7 @@ descriptors closed, the run's environment claimed from `runner.env`) that then o
 and exits. No workspace, no git, no hypervisor, no model, no session state, no tracing, no logging.
 `bench.runner --only forked` prints its CPU per run beside the full trivial run's."""
 
+import _signal
 import asyncio
 import os
 
@@ -61,6 +62,7 @@ async def _floor(environ: dict[str, str]) -> None:
 
 def start(environ: dict[str, str]) -> int:
     """The zygote's entry for a floor child: the exit code."""
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)  # as the runner's `start`: asyncio.run adds no handler of its own
     asyncio.run(_floor(environ))
     return 0
 
