@@ -52,13 +52,20 @@ LAZY_IMPORTS = (
     "nkeys",
     "shutil",
     "signal",
-    # tracing: the SDK and the OTLP exporter (~150 ms of imports; no thread starts before a provider is set up)
+    # tracing: the SDK (no thread starts before a provider is set up)
     "nexus.events.tracing",
     "opentelemetry.sdk.trace",
     "opentelemetry.sdk.trace.export",
     "opentelemetry.sdk.resources",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
 )
+# The OTLP exporter (~150 ms of imports, ~2.5 MiB): preloaded only when the zygote's runs export
+# (NEXUS_OTLP_ENDPOINT in the environment every run gets, the zygote's too).
+EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+# What libraries import only for what a run never does: httpx's command line (click, rich, pygments)
+# and tenacity's tornado support (tornado, curses). Marked absent before anything is imported, each
+# library takes its own fallback (as when those are not installed), and the zygote is ~5 MiB smaller:
+# every MiB it holds costs every run ~40-60 µs, a fork copying its page table and the exit freeing it.
+NEVER_IN_A_RUN = ("httpx._main", "tornado")
 DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
 MADV_COLLAPSE = 25  # Linux 6.1+: back a range with huge pages now (not left to khugepaged), THP mode madvise or always
 HUGE_PAGE = 2 << 20
@@ -72,9 +79,12 @@ def preload() -> int:
 
     import nexus.agent_runner as pkg
 
+    for name in NEVER_IN_A_RUN:  # None in sys.modules: importing it raises ImportError
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     count = 0
     # What the runner and the libraries it uses import lazily (each would cost every child again).
-    for name in LAZY_IMPORTS:
+    exporting = bool(os.environ.get("NEXUS_OTLP_ENDPOINT"))
+    for name in (*LAZY_IMPORTS, EXPORTER) if exporting else LAZY_IMPORTS:
         try:
             importlib.import_module(name)
             count += 1
