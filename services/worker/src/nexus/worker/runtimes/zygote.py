@@ -64,7 +64,7 @@ EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 # What libraries import only for what a run never does: httpx's command line (click, rich, pygments)
 # and tenacity's tornado support (tornado, curses). Marked absent before anything is imported, each
 # library takes its own fallback (as when those are not installed), and the zygote is ~5 MiB smaller:
-# every MiB it holds costs every run ~40-60 µs, a fork copying its page table and the exit freeing it.
+# every MiB it holds cost every run ~65 µs here (load ~20): the fork copies its page table, the exit frees it.
 NEVER_IN_A_RUN = ("httpx._main", "tornado")
 DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
 MADV_COLLAPSE = 25  # Linux 6.1+: back a range with huge pages now (not left to khugepaged), THP mode madvise or always
