@@ -79,8 +79,6 @@ def preload() -> int:
 
     import nexus.agent_runner as pkg
 
-    for name in NEVER_IN_A_RUN:  # None in sys.modules: importing it raises ImportError
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     count = 0
     # What the runner and the libraries it uses import lazily (each would cost every child again).
     exporting = bool(os.environ.get("NEXUS_OTLP_ENDPOINT"))
@@ -368,6 +366,10 @@ def main() -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(2, 1)
+    # In the zygote's process only (other processes call preload too): None in sys.modules makes an import
+    # of it raise ImportError.
+    for name in NEVER_IN_A_RUN:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     preload()
     # Everything imported so far lives as long as the zygote: out of the collector's reach, a child's
     # collections never walk (and so never copy, page by page) the objects it shares with the zygote.
