@@ -8,6 +8,8 @@ import resource
 import sys
 import threading
 
+OTLP_EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
 
 def _warm() -> dict:
     """What the child inherited from the zygote's warm-up instead of doing it again."""
@@ -19,6 +21,11 @@ def _warm() -> dict:
         "tracing_resources": len(tracing._resources) if tracing else 0,
         "frozen_objects": gc.get_freeze_count(),
         "rehearsals": rehearsal.rehearsed if rehearsal else 0,
+        # what the zygote imported (None: marked never to be imported)
+        "modules": {
+            name: "absent" if name not in sys.modules else "blocked" if sys.modules[name] is None else "loaded"
+            for name in ("httpx", "httpx._main", "click", "tornado", OTLP_EXPORTER)
+        },
     }
 
 

@@ -113,7 +113,8 @@ async def _run(
             main_task.cancel()
 
     restore: list[tuple[int, Any]] = []
-    _on_signal(loop, signal.SIGTERM, on_term, restore)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT as SIGTERM: the run is cancelled and says so
+        _on_signal(loop, sig, on_term, restore)
     try:
         from nexus.agent_runner import workspace
         from nexus.agent_runner.session import RunSession
@@ -200,6 +201,11 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
     settings = load_settings(RunnerSettings, environ)
     setup_logging("agent-runner", settings.log_level, settings.log_format, quiet=QUIET_LOGGERS)
     setup_tracing("agent-runner", settings.otlp_endpoint)
+    # SIGINT, like SIGTERM, cancels the run inside its loop (`_run`) and ends the process outside it. Not left
+    # to asyncio.run, which puts its own handler in when it finds Python's default one and reads, sets and
+    # puts it back through `signal`, whose enum conversion of a handler fails (an exception) each time:
+    # ~0.4 ms of every run, for a handler that cancelled the run without its verdict.
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     try:
         return asyncio.run(run(settings, environ, announced=announced))
     finally:

@@ -48,6 +48,7 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRun
         open_files=settings.run_open_files,
         cpu_seconds=settings.run_cpu_seconds,
         zygote=settings.zygote,
+        zygote_env=child_observability_env(settings),
         run_uid=settings.run_uid,
         run_gid=settings.run_gid,
     )

@@ -11,7 +11,7 @@ import resource
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from pathlib import Path
 
@@ -128,6 +128,7 @@ class LocalProcessRuntime:
         runner_cmd: list[str] | None = None,
         kill_grace_s: float = 5.0,
         zygote: bool = False,
+        zygote_env: Mapping[str, str] | None = None,
         run_uid: int = 0,
         run_gid: int = 0,
     ) -> None:
@@ -144,7 +145,8 @@ class LocalProcessRuntime:
         # disk, and reading each one's pid files every sweep made a worker at rest cost more with every run.
         self._maybe_live: set[str] | None = None
         # Only the stock runner can be forked warm; a custom command always starts cold.
-        self.zygote = Zygote(self.parent_env) if zygote and runner_cmd is None else None
+        # `zygote_env`: what every run is given of how to log and trace (the zygote preloads what that needs).
+        self.zygote = Zygote(self.parent_env | dict(zygote_env or {})) if zygote and runner_cmd is None else None
         # The run's identity, when the worker runs as root and one is configured.
         self.run_uid = run_uid if os.geteuid() == 0 else 0
         self.run_gid = (run_gid or run_uid) if self.run_uid else 0
