@@ -92,6 +92,10 @@ SELECT nexus_lean_index(x.indexrelid)
 """
 
 
+STATEMENTS_ON = ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track_planning=on"]
+STATEMENTS_SQL = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;"
+
+
 def bin_dir() -> Path | None:
     """Debian's PostgreSQL server binaries (the newest installed major), or those on PATH."""
     versions = sorted(
@@ -223,6 +227,8 @@ def start_postgres(
         "shared_buffers=64MB",
         "-c",
         "max_connections=200",
+        # What each statement costs, for a measurement (bench.throughput --pg-statements): off by default.
+        *(STATEMENTS_ON if os.environ.get("NEXUS_PG_STATEMENTS") else []),
     ]
     proc, log = _spawn(args, log_path)
     managed = Managed(
@@ -239,7 +245,7 @@ def start_postgres(
         wait_port("127.0.0.1", port, timeout_s=timeout_s, proc=proc)
         deadline = time.monotonic() + timeout_s
         while True:  # listening is not yet accepting: wait out recovery/startup
-            res = _psql(port, GIN_COMPANIONS)
+            res = _psql(port, GIN_COMPANIONS + (STATEMENTS_SQL if os.environ.get("NEXUS_PG_STATEMENTS") else ""))
             if res.returncode == 0:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -253,7 +259,26 @@ def start_postgres(
 
 def vacuum_analyze(server: Managed, timeout_s: float = 3600.0) -> None:
     """VACUUM ANALYZE the whole cluster: what autovacuum does over time, done at once (after a bulk load)."""
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-    res = _psql(port, "VACUUM (ANALYZE);", timeout_s=timeout_s)
+    res = _psql(port_of(server), "VACUUM (ANALYZE);", timeout_s=timeout_s)
     if res.returncode != 0:
         raise RuntimeError(f"VACUUM failed: {res.stderr.strip()}")
+
+
+def port_of(server: Managed) -> int:
+    return int(server.url.rsplit(":", 1)[1].split("/")[0])
+
+
+def query(server: Managed, sql: str) -> list[list[str]]:
+    """Rows of a read-only query, as text (a measurement's counters)."""
+    res = subprocess.run(
+        [
+            "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-h", "127.0.0.1", "-p", str(port_of(server)),
+            "-U", USER, "-d", DATABASE, "-c", sql,
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr.strip())
+    return [line.split("\t") for line in res.stdout.splitlines() if line]
