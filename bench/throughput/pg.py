@@ -1,6 +1,8 @@
 """What a shape asked of PostgreSQL behind FerretDB, per run: commits, rows written, WAL records, bytes and
-full-page images, WAL flushes (pg_stat_database, pg_stat_wal); with `--pg-statements` (the cluster started
-with pg_stat_statements) also each statement's calls, execution and planning time, rows and WAL bytes."""
+full-page images, WAL flushes (pg_stat_database, pg_stat_wal); with NEXUS_PG_STATEMENTS=1 (the cluster started
+with pg_stat_statements) also each statement's calls, execution and planning time, rows and WAL bytes.
+A backend reports its counters at most once a second (more rarely when idle), so these lag the shape a
+little; `wal_bytes_by_lsn` (the WAL position's move) does not."""
 
 import os
 
@@ -8,7 +10,8 @@ from nexus.dev.servers import Managed
 
 COUNTERS = """
 SELECT d.xact_commit, d.xact_rollback, d.tup_inserted, d.tup_updated, d.tup_deleted, d.tup_fetched,
-       d.blks_hit + d.blks_read, w.wal_records, w.wal_fpi, w.wal_bytes, w.wal_write, w.wal_sync
+       d.blks_hit + d.blks_read, w.wal_records, w.wal_fpi, w.wal_bytes, w.wal_write, w.wal_sync,
+       pg_current_wal_lsn() - '0/0'
   FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = current_database()
 """
 NAMES = (
@@ -24,9 +27,10 @@ NAMES = (
     "wal_bytes",
     "wal_writes",
     "wal_flushes",
+    "wal_bytes_by_lsn",
 )
 STATEMENTS = """
-SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), calls, total_exec_time, total_plan_time, rows, wal_bytes
+SELECT calls, total_exec_time, total_plan_time, rows, wal_bytes, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
   FROM pg_stat_statements WHERE calls > 0
 """
 
@@ -48,7 +52,7 @@ def snapshot(server: Managed | None) -> dict:
     out: dict = {"counters": dict(zip(NAMES, (float(v) for v in query(server, COUNTERS)[0]), strict=True))}
     if want_statements():
         out["statements"] = {
-            row[0]: [float(v) for v in row[1:]] for row in query(server, STATEMENTS)
+            "|".join(row[5:]): [float(v) for v in row[:5]] for row in query(server, STATEMENTS)
         }  # same text, different users: the last one wins (FerretDB uses one)
     return out
 
@@ -60,9 +64,7 @@ def per_run(before: dict, after: dict, runs: int) -> dict:
         return {}
     n = max(runs, 1)
     counters = after["counters"]
-    out: dict = {
-        k: round((v - before.get("counters", {}).get(k, 0.0)) / n, 2) for k, v in counters.items()
-    }
+    out: dict = {k: round((v - before.get("counters", {}).get(k, 0.0)) / n, 2) for k, v in counters.items()}
     if "statements" in after:
         rows = []
         for text, now in after["statements"].items():

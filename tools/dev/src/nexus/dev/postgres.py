@@ -269,16 +269,8 @@ def port_of(server: Managed) -> int:
 
 
 def query(server: Managed, sql: str) -> list[list[str]]:
-    """Rows of a read-only query, as text (a measurement's counters)."""
-    res = subprocess.run(
-        [
-            "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-h", "127.0.0.1", "-p", str(port_of(server)),
-            "-U", USER, "-d", DATABASE, "-c", sql,
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """Rows of a read-only query, as text split at `|` (a measurement's counters: put free text last)."""
+    res = _psql(port_of(server), "\\pset tuples_only on\n\\pset format unaligned\n" + sql + ";\n", timeout_s=60.0)
     if res.returncode != 0:
         raise RuntimeError(res.stderr.strip())
-    return [line.split("\t") for line in res.stdout.splitlines() if line]
+    return [line.split("|") for line in res.stdout.splitlines() if line]
