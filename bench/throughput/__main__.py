@@ -19,7 +19,9 @@ database (core-api's `run.<status>` fact, announced after it stored the status):
     (`kept_up`: every run ended and the last arrivals waited no longer than the first — no growing queue).
 Per shape: runs/s, request → final and dispatch (task created → runner's first event) p50/p99, lost,
 launched twice, forked vs cold starts, where the CPU went (per service, runners = the rest), and what
-each run asked of nats-server (`per_run.nats_server`: messages, connections, subscriptions, API requests).
+each run asked of nats-server (`per_run.nats_server`: messages, connections, subscriptions, API requests)
+and of PostgreSQL behind FerretDB (`per_run.postgres`: commits, rows, WAL; each statement's cost too when
+run with NEXUS_PG_STATEMENTS=1, which starts the cluster with pg_stat_statements).
 Same-run baselines: raw `os.fork` + exec of /bin/true, a bare fork, and raw pymongo inserts into
 the same FerretDB."""
 
@@ -42,6 +44,7 @@ import msgspec
 from bench.dispatch.__main__ import make_agent
 from bench.dispatch.probe import FINAL, RunLog, summary_ms, ts
 from bench.throughput.baselines import fork_exec_rate, pymongo_insert_rate
+from bench.throughput import pg
 from bench.throughput.cpu import CpuMeter
 from nexus.dev.servers import free_port
 from nexus.dev.stack import SERVICES, Stack
@@ -478,12 +481,16 @@ async def one_mode(zygote: bool, args: argparse.Namespace) -> dict:
                     continue
                 db_before, checks_before = await db_commands(ports), await launch_checks(ports["worker"])
                 bus_before = await bus_counters(stack.nats_monitor_url)
+                pg_before = pg.snapshot(pg.postgres_of(stack.servers))
                 meter.start()
                 errors: list[str] = []
                 runs = await shape(errors)
                 cpu = meter.stop()
                 result[name] = shape_report(runs, log, cpu, errors)
                 result[name]["per_run"] = per_run(db_before, await db_commands(ports), cpu, len(runs))
+                result[name]["per_run"]["postgres"] = pg.per_run(
+                    pg_before, pg.snapshot(pg.postgres_of(stack.servers)), len(runs)
+                )
                 bus_after = await bus_counters(stack.nats_monitor_url)
                 result[name]["per_run"]["nats_server"] = {
                     k: round((v - bus_before.get(k, 0)) / max(len(runs), 1), 2) for k, v in bus_after.items()

@@ -172,3 +172,48 @@ async def test_an_exit_after_the_stored_verdict_is_no_database_command_and_no_st
     # The exit is still kept among the run's events.
     kept = await in_app(client, run_events.events_of, run_id)
     assert [e.id for e in kept] == [d.envelope.id for d in events]
+
+
+async def test_a_session_report_is_no_barrier_between_a_runs_facts(client, app) -> None:
+    """A trivial run's stream as its runner sends it, in one fetch: the session's reports (opened, then
+    completed) sit between the run's facts. They move only the session, so the run is still ONE write,
+    and the session is inserted in the same round as the events' chunk — and stored before the run's
+    end is announced."""
+    from nexus.db.documents import Session
+    from nexus.db.stats import COMMANDS
+
+    run, recorder, ctx, before = await _a_run(client, app)
+    run_id, sid = run["id"], run["session_id"]
+    seen_at_end: list[str | None] = []
+    real = recorder.publish
+
+    async def publish(type_: str, data, **options):
+        if type_ == "run.succeeded":  # what a reader woken by the end finds
+            session = await Session.get(sid)
+            seen_at_end.append(session.status if session else None)
+        return await real(type_, data, **options)
+
+    recorder.publish = publish  # type: ignore[method-assign]  # observed, then passed on
+    opened = {"session_id": sid, "project_path": "/w", "attempt": 1}
+    events = [
+        ("run.runtime", p.RuntimeChanged(phase="launched", attempt=1, runtime="local", detail="pid 1")),
+        ("run.status", p.RunStatusChanged(status="running")),
+        ("run.session", p.SessionOpened(**opened)),
+        ("run.log", p.RunLog(message="working")),
+        ("run.session", p.SessionOpened(**opened, status="completed")),
+        ("run.status", p.RunStatusChanged(status="succeeded", summary="done")),
+        ("run.runtime", p.RuntimeChanged(phase="exited", attempt=1, runtime="local", exit_code=0)),
+    ]
+
+    def inserts() -> tuple[float, ...]:
+        return tuple(COMMANDS.labels("insert", c, "ok")._value.get() for c in ("sessions", "run_event_chunks"))
+
+    sent = inserts()
+    await in_app(client, ingest_group, ctx, [delivery(run_id, t, d, 1 + i) for i, (t, d) in enumerate(events)])
+    assert await in_app(client, _version, run_id) == before + 1  # one write of the run, not one per side
+    assert [a - b for a, b in zip(inserts(), sent, strict=True)] == [1, 1]  # the session and one chunk
+    assert seen_at_end == ["completed"]
+    stored = (await client.get(f"/v1/runs/{run_id}")).json()
+    assert stored["status"] == "succeeded"
+    kept = await in_app(client, run_events.events_of, run_id)
+    assert [e.stream_seq for e in kept] == list(range(1, len(events) + 1))

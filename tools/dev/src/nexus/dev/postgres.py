@@ -92,6 +92,10 @@ SELECT nexus_lean_index(x.indexrelid)
 """
 
 
+STATEMENTS_ON = ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track_planning=on"]
+STATEMENTS_SQL = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;"
+
+
 def bin_dir() -> Path | None:
     """Debian's PostgreSQL server binaries (the newest installed major), or those on PATH."""
     versions = sorted(
@@ -219,10 +223,17 @@ def start_postgres(
         # lived in PostgreSQL's memory for up to 600 ms, and a kill of PostgreSQL took it, and the event, along.
         "-c",
         "synchronous_commit=on",
+        # A document over ~2 kB (a chunk of a run's events) is compressed as it is stored: lz4 compresses
+        # it several times faster than pglz, the default, to about the same size (pglz_compress was ~5 %
+        # of the cluster's CPU under the trivial-run bench). Values stored before read as they were.
+        "-c",
+        "default_toast_compression=lz4",
         "-c",
         "shared_buffers=64MB",
         "-c",
         "max_connections=200",
+        # What each statement costs, for a measurement (bench.throughput --pg-statements): off by default.
+        *(STATEMENTS_ON if os.environ.get("NEXUS_PG_STATEMENTS") else []),
     ]
     proc, log = _spawn(args, log_path)
     managed = Managed(
@@ -239,7 +250,7 @@ def start_postgres(
         wait_port("127.0.0.1", port, timeout_s=timeout_s, proc=proc)
         deadline = time.monotonic() + timeout_s
         while True:  # listening is not yet accepting: wait out recovery/startup
-            res = _psql(port, GIN_COMPANIONS)
+            res = _psql(port, GIN_COMPANIONS + (STATEMENTS_SQL if os.environ.get("NEXUS_PG_STATEMENTS") else ""))
             if res.returncode == 0:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -253,7 +264,18 @@ def start_postgres(
 
 def vacuum_analyze(server: Managed, timeout_s: float = 3600.0) -> None:
     """VACUUM ANALYZE the whole cluster: what autovacuum does over time, done at once (after a bulk load)."""
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-    res = _psql(port, "VACUUM (ANALYZE);", timeout_s=timeout_s)
+    res = _psql(port_of(server), "VACUUM (ANALYZE);", timeout_s=timeout_s)
     if res.returncode != 0:
         raise RuntimeError(f"VACUUM failed: {res.stderr.strip()}")
+
+
+def port_of(server: Managed) -> int:
+    return int(server.url.rsplit(":", 1)[1].split("/")[0])
+
+
+def query(server: Managed, sql: str) -> list[list[str]]:
+    """Rows of a read-only query, as text split at `|` (a measurement's counters: put free text last)."""
+    res = _psql(port_of(server), "\\pset tuples_only on\n\\pset format unaligned\n" + sql + ";\n", timeout_s=60.0)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr.strip())
+    return [line.split("|") for line in res.stdout.splitlines() if line]

@@ -100,11 +100,13 @@ class Managed:
             self.log.close()
 
 
-def _spawn(args: list[str], log_path: Path | None) -> tuple[subprocess.Popen, IO | None]:
+def _spawn(
+    args: list[str], log_path: Path | None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, IO | None]:
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 — closed by Managed.stop
     out = log if log else subprocess.DEVNULL
     proc = subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
     return proc, log
 
@@ -176,6 +178,14 @@ def start_nats(
     return Managed("nats", proc, f"nats://127.0.0.1:{port}", log, monitor_url=monitor)
 
 
+# FerretDB's Go garbage collector runs once its heap has grown by 10x, not 1x (Go's default): every
+# command converts whole documents, and at the default a tenth of its CPU went to collecting them
+# (measured: 1.07 -> 0.71 CPU-ms per update by id, 0.56 -> 0.43 per insert of four; its resident
+# memory 36 -> 73 MB). The soft limit keeps a burst of large reads from growing it past 512 MiB. Set
+# either in the environment to override.
+FERRETDB_GC = {"GOGC": "1000", "GOMEMLIMIT": "512MiB"}
+
+
 def ferretdb_handler(data_dir: Path | None = None) -> str:
     from nexus.dev import postgres
 
@@ -214,7 +224,7 @@ def start_ferretdb(
         "--state-dir=" + str(data_dir),
     ]
     try:
-        proc, log = _spawn(args, log_path)
+        proc, log = _spawn(args, log_path, env={**FERRETDB_GC, **os.environ})
         wait_port("127.0.0.1", port, proc=proc)
     except BaseException:
         for b in backing:

@@ -1,11 +1,13 @@
 """core-api's consumer of every run's events: persist them, then let them move the run.
 
-One run's events of a fetch are ingested together (`ingest_group`): the events between two
-state-moving events are stored as one chunk (nexus.db.run_events), their session changes and ledger
-records with one insert_many each, heartbeats with one update; status, runtime, session and
-approval events are applied one at a time, in stream order. What the group announces (domain events,
-commands) is published only once all of the group's writes are stored (`Outbox`): a reader woken by
-an event always finds the state it announces."""
+One run's events of a fetch are ingested together (`ingest_group`): its events up to an approval are
+stored as one chunk (nexus.db.run_events), their session changes and ledger records with one insert_many
+each, its sessions' reports with the same group commit, heartbeats with one update; then its status and
+runtime events move the run in ONE write. A session's report moves only its session, so it is no
+barrier between the run's facts: stored with the events before the run is written, it costs the run no
+write of its own. Approvals are applied one at a time, in stream order, after what came before them is
+stored. What the group announces (domain events, commands) is published only once all of the group's
+writes are stored (`Outbox`): a reader woken by an event always finds the state it announces."""
 
 import asyncio
 import dataclasses
@@ -32,8 +34,6 @@ from nexus.events.catalog import RUNS_STREAM
 from nexus.events.consumer import Delivery
 
 log = logging.getLogger("nexus.core_api.ingest")
-# Events that move state: applied one by one, in order, after what came before them is stored.
-STATEFUL = (p.RunStatusChanged, p.RuntimeChanged, p.SessionOpened, p.ApprovalRequested)
 # A run's status and runtime events: those of one fetch (up to any other state-moving event) are
 # recorded as ONE write of the run (`engine.on_run_facts`), each transition's effects kept.
 RUN_FACTS = (p.RunStatusChanged, p.RuntimeChanged)
@@ -125,12 +125,10 @@ def _event_doc(d: Delivery) -> JsonObject:
     return run_events.event_doc(env.id, env.type, d.subject, d.stream_seq, env.occurred_at, d.payload)
 
 
-async def _apply(ctx: Context, run_id: str, d: Delivery) -> None:
-    match d.payload:
-        case p.SessionOpened():
-            await sessions.on_opened(run_id, d.payload, d.stream_seq, insert=_insert_session)
-        case p.ApprovalRequested():
-            await on_requested(ctx, d.payload)
+async def _sessions_opened(run_id: str, reports: list[Delivery]) -> None:
+    """The sessions' reports, in stream order (the first joins the group commit it is started beside)."""
+    for d in reports:
+        await sessions.on_opened(run_id, d.payload, d.stream_seq, insert=_insert_session)
 
 
 async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool = False) -> None:
@@ -175,6 +173,7 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
     changes: list[Any] = []
     records: list[Any] = []
     opened_by: list[Any] = []
+    reports: list[Delivery] = []  # the sessions' reports, stored with the events before the run's facts
     facts: list[Delivery] = []  # the run's status and runtime events not applied yet: one write for them all
     heartbeat = False
 
@@ -192,7 +191,7 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
 
     async def flush() -> None:
         fresh = await run_events.unstored(run_id, events) if again and events else events
-        await _commit.insert(
+        stored = _commit.insert(
             [
                 [
                     (ledger.collection(), list(records), ledger.insert_records),
@@ -201,12 +200,15 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
                 [(SessionChangeRecord.get_pymongo_collection(), list(changes), sessions.insert_new)],
             ]
         )
+        # A new session's insert goes out in the same round as the events' chunk, not a round after it.
+        await asyncio.gather(stored, _sessions_opened(run_id, list(reports)))
         for ev in opened_by:  # a change that outran its session's "opened"
             await sessions.ensure_session(run_id, ev)
         events.clear()
         changes.clear()
         records.clear()
         opened_by.clear()
+        reports.clear()
 
     superseded = _superseded(deliveries)
     calls: dict[tuple[str, str], list[Any]] = {}  # the model calls' tokens and cost by (provider, model), counted once
@@ -224,9 +226,12 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
             facts.append(d)
             if isinstance(d.payload, p.RunStatusChanged) and d.payload.status == "waiting_approval":
                 await apply_facts()  # announced before anything after it moves the run
-        elif isinstance(d.payload, STATEFUL) and i not in superseded:
+        elif isinstance(d.payload, p.SessionOpened):
+            if i not in superseded:
+                reports.append(d)
+        elif isinstance(d.payload, p.ApprovalRequested):
             await apply_facts()
-            await _apply(ctx, run_id, d)
+            await on_requested(ctx, d.payload)
         elif isinstance(d.payload, p.SessionChanged):
             # Provenance: each ledger entry's hash as the run reported it, first report wins.
             records.append(ledger.record_doc(run_id, d.payload.attempt, d.payload.session_id, d.payload.change))
