@@ -23,12 +23,10 @@ from nexus.core_api.errors import DomainError
 from nexus.core_api.workflow import ends
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
-from nexus.events.catalog import RUNS_STREAM
-from nexus.events.envelope import decode_raw
+from nexus.core_api.runs.feed import FINAL_NAMES, feed_msg
+from nexus.events.catalog import EVENTS_STREAM
 
 log = logging.getLogger("nexus.core_api.sse")
-
-FINAL_NAMES = {s.value for s in RUN_FINAL}
 
 # What a JetStream API call meets while the cluster has no leader to answer it (a node lost, a
 # restart, an election): it passes. Anything else (a stream that does not exist, a bad request) does not.
@@ -44,6 +42,7 @@ STREAM_ERROR = "error"
 SETTLE_WAIT_S = 10.0
 SETTLE_POLL_S = 0.05
 SETTLING = "waiting for the run's end to be stored"
+WAITING = "waiting for the event stream"
 
 
 def not_an_event(m: ServerSentEventMessage) -> bool:
@@ -94,6 +93,12 @@ def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable
     return final
 
 
+def stream_error(text: str) -> ServerSentEventMessage:
+    """The stream's last message: its client reconnects after `retry` with Last-Event-ID, losing nothing."""
+    data = msgspec.json.encode({"error": text}).decode()
+    return ServerSentEventMessage(data=data, event=STREAM_ERROR, retry=RECONNECT_MS)
+
+
 async def jetstream_events(
     js: JetStreamContext,
     subject: str,
@@ -101,17 +106,13 @@ async def jetstream_events(
     after_seq: int,
     keepalive_s: float,
     types: set[str] | None = None,
-    stream: str = RUNS_STREAM,
-    stop_when_final: bool = False,
-    stored_final: Callable[[], Awaitable[bool]] | None = None,
+    stream: str = EVENTS_STREAM,
     open_wait_s: float = OPEN_WAIT_S,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Replay from after_seq, then follow. With stop_when_final, end after a run's final status has
-    been sent, nothing older is pending and (given stored_final) the run's end is stored — waited for
-    up to SETTLE_WAIT_S. A run ended with nothing from its runner on the stream (cancelled before it
-    launched, given up after its attempts crashed) ends its stream at the next keep-alive. While
-    JetStream cannot make the stream's consumer (no leader yet), the stream stays open with comments
-    and tries again for up to open_wait_s."""
+    """The system's streams (every domain event, the board's moves, a goal's): replay from after_seq, then
+    follow, through a consumer of the stream's own (a replay may be the stream's whole retention). While
+    JetStream cannot make the consumer (no leader yet), the stream stays open with comments and tries
+    again for up to open_wait_s. A run's stream follows the process's run feed instead (`follow.run_stream`)."""
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
 
     async def on_msg(msg: Msg) -> None:
@@ -137,61 +138,23 @@ async def jetstream_events(
         except UNAVAILABLE as exc:
             if loop.time() >= give_up_at:
                 log.warning("the event stream %s stayed unavailable for %.0f s: %r", stream, open_wait_s, exc)
-                yield ServerSentEventMessage(
-                    data=msgspec.json.encode(
-                        {"error": "the event stream is unavailable; reconnect to resume"}
-                    ).decode(),
-                    event=STREAM_ERROR,
-                    retry=RECONNECT_MS,
-                )
+                yield stream_error("the event stream is unavailable; reconnect to resume")
                 return
-            yield ServerSentEventMessage(comment="waiting for the event stream")
+            yield ServerSentEventMessage(comment=WAITING)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
-    final_seen = False
-    settle_by: float | None = None  # once the runner's end is sent: when to stop waiting for it to be stored
-
-    async def ended() -> bool:
-        """The run's end is stored (always true without stored_final), or waited for long enough."""
-        if stored_final is None or await stored_final():
-            return True
-        return settle_by is not None and loop.time() >= settle_by
-
     try:
         while True:
             try:
-                # Once the run has ended, only what is already in the stream is left to send.
-                wait = (SETTLE_POLL_S if settle_by is not None else 1.0) if final_seen else keepalive_s
-                msg = await asyncio.wait_for(queue.get(), wait)
+                msg = await asyncio.wait_for(queue.get(), keepalive_s)
             except TimeoutError:
-                if final_seen:
-                    settle_by = settle_by or loop.time() + SETTLE_WAIT_S
-                    if await ended():
-                        return
-                    continue
-                if stop_when_final and stored_final is not None and await stored_final():
-                    return
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
-            try:
-                env = decode_raw(msg.data)
-                if stop_when_final and env.type == "run.status":
-                    final_seen = final_seen or msgspec.json.decode(env.data).get("status") in FINAL_NAMES
-            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
-                # A message that is not an envelope (a poison message kept by the stream) is skipped: it must
-                # not end every reader's stream, now and on every replay for as long as the stream keeps it.
-                seq = msg.metadata.sequence.stream
-                log.warning("skipping an undecodable message on %s (stream sequence %d)", msg.subject, seq)
+            m = feed_msg(msg.metadata.sequence.stream, msg.subject, msg.data)
+            if m.type is None:  # a poison message: skipped
                 continue
-            if not types or any(env.type == t or env.type.startswith(t.rstrip("*")) for t in types):
-                yield ServerSentEventMessage(
-                    data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream)
-                )
-            if final_seen and msg.metadata.num_pending == 0 and settle_by is None:
-                if await ended():
-                    return
-                settle_by = loop.time() + SETTLE_WAIT_S
-                yield ServerSentEventMessage(comment=SETTLING)
+            if not types or any(m.type == t or m.type.startswith(t.rstrip("*")) for t in types):
+                yield ServerSentEventMessage(data=m.data.decode(), event=m.type, id=str(m.seq))
     finally:
         # Unsubscribing an ordered consumer can stall on a busy connection; never let it hold the response open.
         with contextlib.suppress(Exception):
