@@ -41,7 +41,9 @@ async def _replay_by_consumer(
     js: JetStreamContext, stream: str, subject: str, start: int, upto: int
 ) -> AsyncIterator[FeedMsg]:
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, inactive_threshold=60.0)
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, inactive_threshold=60.0
+    )
     sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config, cb=queue.put)
     try:
         while True:
