@@ -180,10 +180,9 @@ class RunFeed:
     async def _make(self) -> None:
         """(Re)make the consumer from the sequence after the last one handed out, on a fresh inbox."""
         await self._remove(*self._detach())
-        if self.last_seq is None:
-            start = (await self.js.stream_info(self.stream)).state.last_seq + 1
-        else:
-            start = self.last_seq + 1
+        if self.last_seq is None:  # set before the consumer can deliver: its first messages may beat its answer
+            self.last_seq = self.kept_after = (await self.js.stream_info(self.stream)).state.last_seq
+        start = self.last_seq + 1
         inbox = self.nc.new_inbox()
         self._made += 1
         made = self._made
@@ -212,8 +211,6 @@ class RunFeed:
         except BaseException:
             await self._remove(*self._detach())
             raise
-        if self.last_seq is None:
-            self.last_seq = self.kept_after = start - 1
         for listeners in self.listeners.values():  # streams that joined while it was being made
             for listener in listeners:
                 if listener.after is None:
