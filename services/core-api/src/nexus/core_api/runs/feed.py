@@ -38,7 +38,7 @@ QUEUE_MAX = 1024
 HEARTBEAT_S = 5.0
 # The feed's consumer is kept this long after the last stream left (a stream opens right after another
 # closes under load), and removed by the server this long after core-api is gone.
-IDLE_STOP_S = 30.0
+IDLE_STOP_S = 10.0
 INACTIVE_S = 60.0
 RETRY_MAX_S = 2.0
 # What the feed keeps of the newest messages, for the streams that join a run already under way: under
