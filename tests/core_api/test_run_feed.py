@@ -13,7 +13,7 @@ from litestar.response import ServerSentEventMessage
 
 from nexus.core_api.runs import feed as feed_module
 from nexus.core_api.runs.feed import RunFeed
-from nexus.core_api.runs.follow import run_stream
+from nexus.core_api.runs.follow import REPLAY_GETS, run_stream
 from nexus.core_api.runs.stream import STREAM_ERROR
 from nexus.events.bus import connect, ensure_streams
 from nexus.events.catalog import RUNS_STREAM
@@ -155,3 +155,14 @@ async def test_a_lost_feed_consumer_is_made_again_from_where_it_was(
     # Made from the sequence after the last one handed out, never from the stream's start.
     info = await feed.js.consumer_info(RUNS_STREAM, again)
     assert info.config.opt_start_seq is not None and info.config.opt_start_seq > seqs[1]
+
+
+async def test_a_past_of_exactly_the_gets_a_stream_reads_one_by_one_ends_there(feed: RunFeed, runner) -> None:
+    """Older than the feed and no longer than what is read by gets: no consumer waits for a message that
+    never comes (the stream would say it waits, then end with an error)."""
+    run = uuid.uuid4().hex
+    seqs = [await runner(run, "log", {"message": f"line {i}"}) for i in range(REPLAY_GETS - 1)]
+    seqs.append(await runner(run, "status", {"status": "succeeded"}))
+    stored = asyncio.Event()
+    stored.set()
+    assert await ids(stream_of(feed, run, 0, stored)) == seqs

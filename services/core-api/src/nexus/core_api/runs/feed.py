@@ -150,12 +150,15 @@ class RunFeed:
                     reconnected.clear()
                     try:
                         await self._make()
-                        pause = 0.2
-                    except Exception as exc:  # noqa: BLE001  # no leader, no answer, anything: the streams wait, it tries again
-                        log.warning("the run feed's consumer could not be made: %r", exc)
+                    except Exception as exc:  # noqa: BLE001  # no leader, no answer: the streams wait, it tries again
+                        # Told once per streak, not every RETRY_MAX_S for as long as an outage lasts.
+                        log.log(logging.DEBUG if pause > 0.2 else logging.WARNING, "the run feed waits: %r", exc)
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, RETRY_MAX_S)
                         continue
+                    if pause > 0.2:
+                        log.info("the run feed follows the run events again")
+                    pause = 0.2
                 self._wake.clear()
                 try:  # the server's heartbeats come every HEARTBEAT_S while nothing else does
                     await asyncio.wait_for(self._wake.wait(), 2 * HEARTBEAT_S)
@@ -278,9 +281,7 @@ class RunFeed:
     async def close(self) -> None:
         task = self._task
         self.listeners.clear()
-        self._idle_since = -IDLE_STOP_S
         if task is not None:
-            self._wake.set()
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task

@@ -55,7 +55,7 @@ async def _replay_by_consumer(
             if meta.sequence.stream > upto:
                 return
             yield feed_msg(meta.sequence.stream, msg.subject, msg.data)
-            if meta.sequence.stream == upto or meta.num_pending == 0:
+            if meta.sequence.stream == upto or meta.num_pending == 0:  # nothing stored after it: the past is read
                 return
     finally:
         with contextlib.suppress(Exception):
@@ -67,21 +67,20 @@ async def _replay_by_consumer(
 async def replay(js: JetStreamContext, stream: str, subject: str, after: int, upto: int) -> AsyncIterator[FeedMsg]:
     """The stored messages on `subject` with a sequence in (after, upto], in order, read without a consumer
     (the stream leader's message get, next by subject) unless there are more than REPLAY_GETS."""
-    cursor = after + 1
-    for _ in range(REPLAY_GETS):
-        if cursor > upto:
-            return
+    cursor, got = after + 1, 0
+    while cursor <= upto:
         try:
             raw = await js.get_msg(stream, seq=cursor, subject=subject, next=True)
         except nats.js.errors.NotFoundError:
             return
         if raw.seq is None or raw.seq > upto:
             return
+        if got == REPLAY_GETS:  # a long past: the rest through a consumer, which delivers this one first
+            async for m in _replay_by_consumer(js, stream, subject, raw.seq, upto):
+                yield m
+            return
         yield feed_msg(raw.seq, raw.subject or subject, raw.data or b"")
-        cursor = raw.seq + 1
-    if cursor <= upto:
-        async for m in _replay_by_consumer(js, stream, subject, cursor, upto):
-            yield m
+        cursor, got = raw.seq + 1, got + 1
 
 
 async def _past(feed: RunFeed, listener: Listener, sent: int) -> AsyncIterator[FeedMsg]:
