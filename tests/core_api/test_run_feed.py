@@ -163,6 +163,7 @@ async def test_a_past_of_exactly_the_gets_a_stream_reads_one_by_one_ends_there(f
     run = uuid.uuid4().hex
     seqs = [await runner(run, "log", {"message": f"line {i}"}) for i in range(REPLAY_GETS - 1)]
     seqs.append(await runner(run, "status", {"status": "succeeded"}))
+    await runner(uuid.uuid4().hex, "log", {"message": "another run's, after it"})
     stored = asyncio.Event()
     stored.set()
     assert await ids(stream_of(feed, run, 0, stored)) == seqs
