@@ -13,7 +13,7 @@ from litestar.response import ServerSentEventMessage
 
 from nexus.core_api.runs import feed as feed_module
 from nexus.core_api.runs.feed import RunFeed
-from nexus.core_api.runs.follow import REPLAY_GETS, run_stream
+from nexus.core_api.runs.stream import REPLAY_GETS, run_stream
 from nexus.core_api.runs.stream import STREAM_ERROR
 from nexus.events.bus import connect, ensure_streams
 from nexus.events.catalog import RUNS_STREAM

@@ -5,7 +5,7 @@ left on the server for a minute after it): ~2 CPU-ms of core-api's and ~1.3 of n
 (docs/throughput.md, "A run's stream without a consumer of its own"). Now one push consumer on
 `nexus.run.>` follows what is new, made when the first stream joins and removed a while after the last
 one left; each stream gets its run's messages in a bounded queue, and reads what came before it joined
-with message gets (`follow.run_stream`).
+with message gets (`stream.run_stream`).
 
 The consumer is ordered by hand, not by nats-py's ordered consumer, which restarts a consumer that has
 delivered nothing yet from sequence 1 (a replay of the whole stream): a gap in the consumer's sequence,

@@ -13,8 +13,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
-from nexus.core_api.runs.follow import run_stream
-from nexus.core_api.runs.stream import parse_last_event_id, run_stored_final
+from nexus.core_api.runs.stream import parse_last_event_id, run_stored_final, run_stream
 from nexus.core_api.workflow.waiting import WaitS, when_ended
 from nexus.core_api.workflow import engine
 from nexus.core_api.workflow.launch import NoConfig

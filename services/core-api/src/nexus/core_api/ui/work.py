@@ -13,13 +13,13 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
-from nexus.core_api.runs.follow import run_stream
 from nexus.core_api.runs.stream import (
     StreamSeq,
     jetstream_events,
     not_an_event,
     parse_last_event_id,
     run_stored_final,
+    run_stream,
 )
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.auth import UiRequest
