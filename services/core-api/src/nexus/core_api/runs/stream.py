@@ -168,9 +168,10 @@ async def jetstream_events(
 # (`Listener.after`) and which older ones it still holds (`Listener.kept`); only what is older still is read
 # from JetStream, by message gets. Nothing falls between the parts, and a sequence already sent is never
 # sent again, so the ids (stream sequences) stay exact for a client resuming with Last-Event-ID.
+
 # A replay older than the feed's memory reads up to this many messages one get at a time (each costs
 # nats-server ~0.3 ms); a longer one reads the rest through a consumer of its own.
-REPLAY_GETS = 4
+REPLAY_GETS = 2
 REPLAY_WAIT_S = 5.0
 
 
