@@ -11,6 +11,7 @@ descriptors closed, the run's environment claimed from `runner.env`) that then o
 and exits. No workspace, no git, no hypervisor, no model, no session state, no tracing, no logging.
 `bench.runner --only forked` prints its CPU per run beside the full trivial run's."""
 
+import _signal
 import asyncio
 import os
 
@@ -21,6 +22,7 @@ from nexus.events.envelope import encode, make_envelope
 from nexus.events.payloads import LLMCalled, RunLog, RunStatusChanged, SessionOpened
 
 ENTRY = "bench.runner.floor:start"
+BARE_ENTRY = "bench.runner.floor:bare"  # the isolation alone: `_become`, then exit (no loop, no bus)
 
 
 async def _floor(environ: dict[str, str]) -> None:
@@ -60,7 +62,14 @@ async def _floor(environ: dict[str, str]) -> None:
 
 def start(environ: dict[str, str]) -> int:
     """The zygote's entry for a floor child: the exit code."""
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)  # as the runner's `start`: asyncio.run adds no handler of its own
     asyncio.run(_floor(environ))
+    return 0
+
+
+def bare(environ: dict[str, str]) -> int:
+    """The zygote's entry for a bare child: it has become the run (`_become`) and exits at once — what the fork,
+    the isolation steps and the exit cost below any event loop or bus."""
     return 0
 
 

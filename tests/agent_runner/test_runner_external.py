@@ -158,7 +158,10 @@ def _alive(marker: str) -> bool:
     return subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True, check=False).returncode == 0
 
 
-async def test_cancelling_the_run_stops_the_cli_and_everything_it_started(js, nats_url, tmp_path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_cancelling_the_run_stops_the_cli_and_everything_it_started(js, nats_url, tmp_path, sig) -> None:
+    """SIGINT cancels a run as SIGTERM does: the run says it was cancelled (asyncio's own SIGINT handler
+    ended it with no verdict)."""
     marker = f"sleep 300.{uuid.uuid4().int % 10**9:09d}"  # the CLI's own grandchild, by its exact command line
     r = await start_runner(tmp_path, nats_url, external([{"shell": f"{marker}; echo after"}]))
     for _ in range(300):  # a bounded wait for the CLI's own child to be running
@@ -166,7 +169,7 @@ async def test_cancelling_the_run_stops_the_cli_and_everything_it_started(js, na
             break
         await asyncio.sleep(0.1)
     assert _alive(marker), r.log()
-    r.proc.send_signal(signal.SIGTERM)
+    r.proc.send_signal(sig)
     assert await r.exit_code() == 4, r.log()
     assert final_status(await read_events(js, r.cfg.run_id))["status"] == "cancelled"
     for _ in range(100):

@@ -8,12 +8,15 @@ from datetime import timedelta
 import msgspec
 import pytest
 
+from nexus.core_api.agents import service as agents
+from nexus.core_api.agents.schemas import AgentSpec
 from nexus.core_api.chat_bindings.handlers import create_goal, decide_approval
 from nexus.core_api.chat_bindings.service import bind
 from nexus.core_api.chat_queries.responder import answer
 from nexus.core_api.context import Context
 from nexus.core_api.settings import CoreSettings
-from nexus.db.documents import Approval, AuditEntry, Goal, now
+from nexus.db.documents import Approval, AuditEntry, Goal, Task, now
+from nexus.domain.ids import new_id
 from nexus.events.bus import Publisher, connect, ensure_streams
 from nexus.events.consumer import Poison
 from nexus.events.payloads import ChatPrincipal, CreateGoal, DecideApproval
@@ -101,3 +104,16 @@ async def test_goal_from_chat_is_checked_and_created_once(ctx) -> None:
     assert len(goals) == 1 and goals[0].created_by == f"lead-{lead.user_id}@example.com"
     entry = await AuditEntry.find_one({"resource": f"goals/{goal_id}", "action": "goal.create"})
     assert entry is not None and f"({lead.user_id})" in entry.actor_name
+
+
+async def test_a_goal_from_chat_stored_by_a_handler_that_died_is_planned_on_redelivery(ctx) -> None:
+    """The handler stored the goal and died before its planning task: the command handed out again plans it."""
+    lead = await _bound("lead")
+    meta = await agents.create(AgentSpec(name=f"planner-{uuid.uuid4().hex[:6]}", system_prompt="You plan."), actor="t")
+    goal_id = new_id("goal")
+    await Goal(id=goal_id, title="Half made", meta_agent_id=meta.id).insert()  # what the dead handler left
+    await create_goal(ctx, CreateGoal(title="Half made", goal_id=goal_id, meta_agent=meta.id, principal=lead))
+    planning = await Task.find({"goal_id": goal_id}).to_list()
+    assert [t.is_meta for t in planning] == [True]
+    await create_goal(ctx, CreateGoal(title="Half made", goal_id=goal_id, meta_agent=meta.id, principal=lead))
+    assert await Task.find({"goal_id": goal_id}).count() == 1

@@ -7,21 +7,26 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from nexus.domain.settings import load_settings
+from nexus.worker.main import build_runtime
+from nexus.worker.runtimes.local import LocalProcessRuntime
 from nexus.worker.runtimes.zygote import claim_env
 from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable
+from nexus.worker.settings import WorkerSettings
+from tests.worker.zygote_probe import OTLP_EXPORTER
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def zygote():
+async def _started(**env: str) -> Zygote:
     z = Zygote(
-        {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ZYGOTE_ONLY": "1"},
+        {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ZYGOTE_ONLY": "1", **env},
         entry="tests.worker.zygote_probe:report",
     )
     z.start()
@@ -30,8 +35,24 @@ async def zygote():
             break
         await asyncio.sleep(0.05)
     assert z.ready, "the zygote never became ready"
+    return z
+
+
+@pytest.fixture
+async def zygote():
+    z = await _started()
     yield z
     await z.close()
+
+
+async def _modules_seen(z: Zygote, tmp_path: Path) -> dict[str, str]:
+    out = tmp_path / "seen.json"
+    pid = await z.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env={"PROBE_OUT": str(out)}, limits=(1536, 77, 99)
+    )
+    assert await z.wait(pid) == 0, (tmp_path / "runner.log").read_text()
+    modules: dict[str, str] = json.loads(out.read_text())["warm"]["modules"]
+    return modules
 
 
 async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(zygote: Zygote, tmp_path: Path) -> None:
@@ -59,6 +80,27 @@ async def test_a_forked_child_has_the_runs_env_limits_session_and_nothing_else(z
     assert seen["warm"]["sandbox_probed"] and seen["warm"]["tracing_resources"] == 1
     assert seen["warm"]["frozen_objects"] > 10_000
     assert seen["warm"]["rehearsals"] == 1  # one trivial run played in the zygote before it forked
+
+
+async def test_a_relayed_child_holds_its_end_of_the_relay_and_nothing_it_executes_does(
+    zygote: Zygote, tmp_path: Path
+) -> None:
+    out = tmp_path / "seen.json"
+    mine, theirs = socket.socketpair()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PROBE_OUT": str(out)}
+    pid = await zygote.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env=env, limits=(1536, 77, 99), relay=theirs
+    )
+    theirs.close()
+    assert await zygote.wait(pid) == 0
+    seen = json.loads(out.read_text())
+    assert seen["relay"] == {"fd": 3, "inheritable": False}  # the zygote's dup, close-on-exec
+    assert seen["env"] == {**env, "NEXUS_RELAY_FD": "3"}
+    assert max(seen["fds"]) <= 4  # stdio, the relay (+ the listing)
+    mine.settimeout(5)
+    assert mine.recv(100) == b"hello from the run"
+    assert mine.recv(100) == b""  # the child's exit closed the only other end: the zygote kept no copy
+    mine.close()
 
 
 async def test_the_runs_config_comes_in_its_environment_file_and_stays_there_alone(
@@ -142,3 +184,55 @@ async def test_a_child_that_drops_to_another_user_probes_the_sandbox_as_that_use
         assert seen["config"] == '{"run_id":"run_probe"}'  # its config is readable as the run's user
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _thp_mode() -> str:
+    try:  # e.g. "always [madvise] never": the bracketed one is in force
+        return Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "never"
+
+
+@pytest.mark.skipif(
+    _thp_mode() == "never" or tuple(map(int, os.uname().release.split(".")[:2])) < (6, 1),
+    reason="huge pages for anonymous memory are off, or the kernel has no MADV_COLLAPSE (6.1+)",
+)
+async def test_the_zygote_forks_with_its_heap_in_huge_pages(zygote: Zygote, tmp_path: Path) -> None:
+    """A fork copies one page-table entry per 4 KiB page the zygote maps, and each child's exit takes them
+    all down again: the zygote's heap is in huge pages (an entry per 2 MiB) before it forks, and a child
+    forked from it still becomes the run."""
+    assert zygote.pid is not None
+    rollup = Path(f"/proc/{zygote.pid}/smaps_rollup").read_text()
+    huge_kb = int(rollup.split("AnonHugePages:")[1].split()[0])
+    assert huge_kb >= 4096, rollup
+    out = tmp_path / "seen.json"
+    pid = await zygote.spawn(
+        cwd=str(tmp_path), log_path=str(tmp_path / "runner.log"), env={"PROBE_OUT": str(out)}, limits=(1536, 77, 99)
+    )
+    assert await zygote.wait(pid) == 0, (tmp_path / "runner.log").read_text()
+    assert json.loads(out.read_text())["pid"] == pid
+
+
+async def test_the_zygote_holds_what_runs_use_and_not_what_they_never_do(zygote: Zygote, tmp_path: Path) -> None:
+    """Every MiB the zygote holds is copied (its page table) by each fork and freed by each exit: httpx's
+    command line (click, rich) and tenacity's tornado support are never imported, and the OTLP exporter only
+    when runs export their spans."""
+    modules = await _modules_seen(zygote, tmp_path)
+    assert modules["httpx"] == "loaded"  # the model providers' client, warm
+    assert modules["httpx._main"] == "blocked" and modules["click"] == "absent" and modules["tornado"] == "blocked"
+    assert modules[OTLP_EXPORTER] == "absent"
+
+
+async def test_a_zygote_whose_runs_export_spans_preloads_the_exporter(tmp_path: Path) -> None:
+    z = await _started(NEXUS_OTLP_ENDPOINT="http://127.0.0.1:9")
+    try:
+        assert (await _modules_seen(z, tmp_path))[OTLP_EXPORTER] == "loaded"
+    finally:
+        await z.close()
+
+
+def test_the_worker_tells_its_zygote_how_runs_trace(tmp_path: Path) -> None:
+    environ = {"NEXUS_OTLP_ENDPOINT": "http://collector:4318", "NEXUS_WORKSPACES_DIR": str(tmp_path)}
+    runtime = build_runtime(load_settings(WorkerSettings, environ), {"PATH": "/usr/bin"})
+    assert isinstance(runtime, LocalProcessRuntime) and runtime.zygote is not None
+    assert runtime.zygote.env["NEXUS_OTLP_ENDPOINT"] == "http://collector:4318"

@@ -8,6 +8,8 @@ import resource
 import sys
 import threading
 
+OTLP_EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
 
 def _warm() -> dict:
     """What the child inherited from the zygote's warm-up instead of doing it again."""
@@ -19,6 +21,11 @@ def _warm() -> dict:
         "tracing_resources": len(tracing._resources) if tracing else 0,
         "frozen_objects": gc.get_freeze_count(),
         "rehearsals": rehearsal.rehearsed if rehearsal else 0,
+        # what the zygote imported (None: marked never to be imported)
+        "modules": {
+            name: "absent" if name not in sys.modules else "blocked" if sys.modules[name] is None else "loaded"
+            for name in ("httpx", "httpx._main", "click", "tornado", OTLP_EXPORTER)
+        },
     }
 
 
@@ -29,6 +36,16 @@ def _config(environ: dict[str, str]) -> str | None:
         return None
     with open(path) as f:
         return f.read()
+
+
+def _relay(environ: dict[str, str]) -> dict | None:
+    """The run's end of the worker's relay, if it was given one: said hello through, and whether a
+    process it executes would inherit it."""
+    if "NEXUS_RELAY_FD" not in environ:
+        return None
+    fd = int(environ["NEXUS_RELAY_FD"])
+    os.write(fd, b"hello from the run")
+    return {"fd": fd, "inheritable": os.get_inheritable(fd)}
 
 
 def report(environ: dict[str, str]) -> int:
@@ -48,6 +65,7 @@ def report(environ: dict[str, str]) -> int:
         },
         "warm": _warm(),
         "config": _config(environ),
+        "relay": _relay(environ),
     }
     with open(environ["PROBE_OUT"], "w") as f:
         json.dump(seen, f)

@@ -470,3 +470,19 @@ class AgentBudget(Document):
 
 
 ALL_DOCUMENTS += [ModelPrice, AgentBudget]
+
+
+class IdempotencyKey(Document):
+    """A create asked with an `Idempotency-Key`: what it named, so the same request asked again (a client
+    retrying after a lost answer or a core-api that died mid-request) gets the same thing, never a second."""
+
+    id: str  # a digest of (the caller's key id, what is created, the client's key): the key itself is not kept
+    digest: str  # of the request's body: the same key with another body is refused
+    resource_id: str  # the id the created thing has (or will have: chosen before it is stored)
+    created_at: datetime = Field(default_factory=now)
+
+    class Settings:
+        name = "idempotency_keys"
+
+
+ALL_DOCUMENTS.append(IdempotencyKey)

@@ -91,6 +91,43 @@ def ephemeral_readers(stream: str) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    run_id: str
+    attempt: int | str
+    session_id: str
+    parent_session_id: str | None = None
+    reads: tuple[str, ...] = field(default=CORE_ONLY_RUN_KINDS)
+
+    @property
+    def user(self) -> str:
+        return self.run_id
+
+    def consumer(self, kind: str) -> str:
+        """The name of this attempt's durable consumer on one of its own run subjects."""
+        return f"{self.run_id}-a{self.attempt}-{kind}"
+
+
+def run_streamed(run: RunIdentity) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a run attempt may publish into streams, as (allowed, denied) subject patterns: its own run
+    subjects less what only core-api says there, and its own plan of children. Its credential is built
+    from these, and the worker's relay of a forked run's events checks each subject against them."""
+    rid = run.run_id
+    allowed = (f"nexus.run.{rid}.>", subject("core.plan_children", run_id=rid))
+    return allowed, tuple(f"nexus.run.{rid}.{k}" for k in CORE_ONLY_RUN_KINDS)
+
+
+def matches(pattern: str, subject_: str) -> bool:
+    """NATS subject matching: `*` is one token, a last `>` one or more."""
+    want, got = pattern.split("."), subject_.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(want) == len(got)
+
+
 def _service(
     user: str,
     publishes: list[str],
@@ -99,11 +136,13 @@ def _service(
     extra_pub: Sequence[str] = (),
     subscribes: Sequence[str] = (),
     responds: bool = False,
+    deny: Sequence[str] = (),
 ) -> Permissions:
     dlq = [subject("dlq")] if durables else []  # a consumer dead-letters what it cannot handle
     pub = [*publishes, *dlq, *stream_admin(), *(a for d in durables for a in durable_api(d)), *extra_pub]
     return Permissions(
         pub_allow=tuple(dict.fromkeys(pub)),
+        pub_deny=tuple(deny),
         sub_allow=(f"{inbox_prefix(user)}.>", *subscribes),
         allow_responses=responds,
     )
@@ -191,8 +230,11 @@ SERVICES: dict[str, Permissions] = {
     ),
     "worker": _service(
         "worker",
-        [subject("run.runtime"), subject("run.status"), subject("core.fire_schedule")],
+        # its own run.runtime and run.status, and what it relays for the runs it forked (each relay checked
+        # against that run's own `run_streamed`): every run's subjects and plans, less core-api's kinds
+        [*run_streamed(RunIdentity("*", 0, ""))[0], subject("core.fire_schedule")],
         WORKER_DURABLES,
+        deny=run_streamed(RunIdentity("*", 0, ""))[1],
         extra_pub=[*kv_bucket("nexus_launches"), *kv_bucket("nexus_workers")],
         # every worker hears every cancel (core NATS) and watches runs' liveness
         subscribes=[
@@ -220,29 +262,12 @@ SERVICES: dict[str, Permissions] = {
 DECIDERS = tuple(u for u, p in SERVICES.items() if subject("core.decide_approval") in p.pub_allow)
 
 
-@dataclass(frozen=True)
-class RunIdentity:
-    run_id: str
-    attempt: int | str
-    session_id: str
-    parent_session_id: str | None = None
-    reads: tuple[str, ...] = field(default=CORE_ONLY_RUN_KINDS)
-
-    @property
-    def user(self) -> str:
-        return self.run_id
-
-    def consumer(self, kind: str) -> str:
-        """The name of this attempt's durable consumer on one of its own run subjects."""
-        return f"{self.run_id}-a{self.attempt}-{kind}"
-
-
 def for_run(run: RunIdentity) -> Permissions:
     """A run attempt's runner: its own run subjects (less what only core-api says there), its own
     plan of children, its kernel inbox and its parent's, and its own consumers on what core-api says
     to it. Nothing on `nexus.cmd.>` beyond its own plan, nothing of another run, no service subject."""
     rid = run.run_id
-    own = [f"nexus.run.{rid}.>", subject("core.plan_children", run_id=rid)]
+    own, denied = run_streamed(run)
     # A session without a parent may tell its own inbox (harmless), so the template has one shape for all.
     kernel = [KERNEL_INBOX.format(agent_id=run.parent_session_id or run.session_id)]
     consumers = []
@@ -252,7 +277,7 @@ def for_run(run: RunIdentity) -> Permissions:
         consumers += [api % "INFO", f"{api % 'CREATE'}.nexus.run.{rid}.{kind}", api % "MSG.NEXT", api % "DELETE"]
     return Permissions(
         pub_allow=(*own, *kernel, *consumers),
-        pub_deny=tuple(f"nexus.run.{rid}.{k}" for k in CORE_ONLY_RUN_KINDS),
+        pub_deny=denied,
         # Its session's inbox, and its kernel's own (where replies to the kernel's asks arrive).
         sub_allow=(
             f"{inbox_prefix(run.user)}.>",

@@ -99,15 +99,55 @@ class _StandIn:
                 return
 
 
+class _WorkerEnd(asyncio.Protocol):
+    """Enough of the worker's end of a relay (nexus.events.relay): every publish acknowledged."""
+
+    def __init__(self) -> None:
+        from nexus.events import relay as frames
+
+        self.frames = frames
+        self.split = frames.Frames(1 << 21)
+        self.seq = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a unix socket's transport
+
+    def data_received(self, data: bytes) -> None:
+        for body in self.split.feed(data):
+            self.seq += 1
+            ack = json.dumps({"stream": "NEXUS_RUNS", "seq": self.seq}).encode()
+            if self.transport is not None:
+                self.transport.write(self.frames.reply(self.frames.parse_request(body)[0], self.frames.ACK, ack))
+
+
 async def _rehearse(root: Path) -> int:
+    """A trivial run on a connection of its own (a cold runner's way, and a forked one's once its relay
+    breaks), then one whose publishes ride a relay (a forked runner's way)."""
+    import socket
+
+    code = await _rehearse_one(root / "own", {})
+    if code:
+        return code
+    mine, theirs = socket.socketpair()
+    transport, _ = await asyncio.get_running_loop().create_unix_connection(_WorkerEnd, sock=mine)
+    try:  # the run takes its end (NEXUS_RELAY_FD) and closes it as it ends
+        return await _rehearse_one(root / "relayed", {"NEXUS_RELAY_FD": str(theirs.detach())})
+    finally:
+        transport.close()
+
+
+async def _rehearse_one(root: Path, extra: dict[str, str]) -> int:
     from nexus.agent_runner.main import run
 
+    root.mkdir()
     stand_in = _StandIn()
     server = await asyncio.start_server(stand_in.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     cfg = trivial_config("run_rehearsal000000", "rehearsal")
     (root / "run-config.json").write_bytes(msgspec.json.encode(cfg))
     environ = {
+        **extra,
         "NEXUS_NATS_CREDS": _throwaway_credential(cfg),
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(root),

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,13 +75,16 @@ class RunSession:
         secrets: dict[str, str],
         env: dict[str, str],
         approval_timeout_s: float = 3600.0,
-        nc: Any = None,
+        nats: Callable[[], Awaitable[Any]] | None = None,
+        relayed: bool = False,
         sandbox_mode: str = "auto",
         disk_budget: int = disk.BUDGET,
     ) -> None:
         self.cfg = cfg
         self.js = js
-        self.nc = nc  # with a NATS client, the session is hosted on the agent kernel (tree.py)
+        # the run's own connection, made on first call: with it, the session is hosted on the agent kernel (tree.py)
+        self.nats = nats
+        self.relayed = relayed  # its publishes ride the worker's connection, not the one `nats` makes
         self.tree: SessionTree | None = None
         self.hv: Hypervisor | None = None
         self.reporter = reporter
@@ -181,8 +185,9 @@ class RunSession:
         (its inbox is where they tell it their end, and the only ones its credential lets write there)
         or tells its parent. A session that does neither keeps no kernel, no subscription and no agent
         task — a trivial run's inbox could be reached by no one but itself."""
-        if self.tree is None and self.nc is not None:
-            self.tree = await SessionTree.open(self.nc, self.cfg.session_id, self._status)
+        if self.tree is None and self.nats is not None:
+            nc = await self.nats()
+            self.tree = await SessionTree.open(nc, self.cfg.session_id, self._status, confirm=self.relayed)
             self.reporter.kernel = self.tree.kernel
         return self.tree
 

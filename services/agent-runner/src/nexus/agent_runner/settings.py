@@ -6,6 +6,8 @@ import msgspec
 class RunnerSettings(msgspec.Struct, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: str = ""  # this run attempt's own NATS credential (text), minted by the worker
+    # A forked run's end of the worker's relay (its publishes ride the worker's connection; relay.py); -1: none.
+    relay_fd: int = -1
     run_config: str = "/etc/nexus/run-config.json"
     workspace: str = "/workspace"
     state_dir: str = ""

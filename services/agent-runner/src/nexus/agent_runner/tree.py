@@ -64,15 +64,16 @@ class SessionTree:
         self.agent = agent
 
     @classmethod
-    async def open(cls, nc: Any, session_id: str, status: Any) -> "SessionTree":
+    async def open(cls, nc: Any, session_id: str, status: Any, *, confirm: bool = False) -> "SessionTree":
         kernel = Kernel(id=f"runner-{session_id}")
         agent = SessionAgent(session_id, status)
         kernel.spawn(agent)
         # Attached after the agent is in: the kernel's own inbox and the session's are subscribed
         # together. Not confirmed by a round trip: the server takes a connection's protocol in order,
         # so both are in place before anything this run publishes next — its session event, and the
-        # plan that makes its children (the only ones told to write to it) exist at all.
-        await kernel.connect_nats(nc, confirm=False)
+        # plan that makes its children (the only ones told to write to it) exist at all. A run whose publishes
+        # the worker relays sends them on another connection: `confirm` waits for the server's word instead.
+        await kernel.connect_nats(nc, confirm=confirm)
         return cls(kernel, agent)
 
     async def child_finished(self, payload: JsonObject, *, from_: str = "core-api") -> None:

@@ -14,6 +14,7 @@ from nexus.core_api.nats_monitor import watch_nats_monitor
 from nexus.core_api.runs.ingest import RUN_EVENTS_CONSUMER, handle_run_event, ingest_group
 from nexus.core_api.schedules import handlers as schedules_handlers
 from nexus.core_api.sessions import handlers as sessions_handlers
+from nexus.core_api.idempotency import forget_old as forget_old_keys
 from nexus.core_api.workflow.engine import dispatch_waiting, plan_unplanned_goals, release_orphans, requeue_stale
 from nexus.events.catalog import EVENTS_STREAM
 from nexus.events.consumer import LOOPS, consume
@@ -69,6 +70,7 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: dispatch_waiting(ctx), what="dispatch_waiting"),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: plan_unplanned_goals(ctx), what="plan_unplanned_goals"),
         every(5.0, stop, lambda: expire_due(ctx), what="expire_due"),
+        every(3600.0, stop, forget_old_keys, what="forget_old_keys"),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: tell_decided(ctx), what="tell_decided"),
         # Gauges for dashboards: one count, one question per durable, one read of each monitoring endpoint
         # every `nats_monitor_every_s` (30 s), which is not free at rest.

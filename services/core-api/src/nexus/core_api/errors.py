@@ -69,6 +69,8 @@ def _field(item: JsonObject, message: str) -> str | None:
     key = str(item.get("key") or "")
     if key == "data" and item.get("source", "body") == "body":
         key = ""
+    if item.get("source") == "header":  # named as the client sends it, not as the handler's argument
+        return "-".join(part.capitalize() for part in key.split("_"))
     name = m.group(1) if (m := _UNKNOWN.search(message) or _MISSING.search(message)) else None
     if name:
         return f"{key}.{name}" if key else name

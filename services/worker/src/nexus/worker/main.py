@@ -23,6 +23,7 @@ from nexus.worker.launcher import LAUNCH_BUCKET, Launcher
 from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.recovery import Recovery
 from nexus.worker.runtimes.base import AgentRuntime
+from nexus.worker.runtimes.relay import Relays
 from nexus.worker.scheduler import Scheduler
 from nexus.worker.secrets import SecretStore
 from nexus.worker.settings import WorkerSettings
@@ -47,6 +48,7 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRun
         open_files=settings.run_open_files,
         cpu_seconds=settings.run_cpu_seconds,
         zygote=settings.zygote,
+        zygote_env=child_observability_env(settings),
         run_uid=settings.run_uid,
         run_gid=settings.run_gid,
     )
@@ -73,8 +75,9 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
     workers = await ensure_key_value(js, WORKERS_BUCKET, ttl_s=86400, replicas=settings.jetstream_replicas)
     ops = await start_ops(settings, lambda: _ready(db))
     runtime = build_runtime(settings, environ)
+    relays = Relays(nc) if settings.relay else None  # a forked run's publishes ride this connection
     if (open_runtime := getattr(runtime, "open", None)) is not None:
-        open_runtime()
+        open_runtime(relays)
     publisher = Publisher(js, "worker")
     freshness = (
         Freshness(
@@ -117,6 +120,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         deadline_grace_s=settings.deadline_grace_s,
     )
     await recovery.sightings.start(nc)
+    if relays is not None:
+        relays.heard = recovery.sightings.note
     scheduler = Scheduler(publisher, grace_s=settings.schedule_grace_s, reread_s=settings.schedule_reread_s)
     intake = LaunchIntake(js, launcher, backlog=settings.launch_backlog, ack_wait_s=settings.launch_ack_wait_s)
     # Every worker hears every cancel: with the local runtime only the worker that started a run can end it,

@@ -30,3 +30,8 @@ LAUNCH_CHECKS = Counter(
     "How each launch was judged current: bus (first delivery, no cancel heard: no read) or read (the run was read)",
     ["how"],
 )
+RELAYED = Counter(
+    "nexus_relayed_publishes",
+    "Forked runs' publishes the worker relayed onto its connection (published), and relays it closed (refused)",
+    ["outcome"],
+)

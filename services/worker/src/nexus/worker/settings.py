@@ -38,6 +38,8 @@ class WorkerSettings(CommonSettings, kw_only=True):
     runner_heartbeat_s: float = 5.0
     # Fork runners from a warm zygote (imports done once per worker); off: every runner starts as a new process.
     zygote: bool = True
+    # A forked runner's publishes ride the worker's NATS connection (runtimes/relay.py); off: it opens its own.
+    relay: bool = True
     # The uid/gid runners run as when the worker runs as root (0: the worker's own).
     run_uid: int = 0
     run_gid: int = 0

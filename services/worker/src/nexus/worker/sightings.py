@@ -25,16 +25,25 @@ class Sightings:
         self.ended: dict[tuple[str, int], datetime] = {}
         self.since = datetime.now(UTC)  # silence is only counted from when this worker started listening
 
+    KINDS = ("heartbeat", "status", "runtime")
+
     async def start(self, nc: NATS) -> None:
         self.since = datetime.now(UTC)
-        for kind in ("heartbeat", "status", "runtime"):
+        for kind in self.KINDS:
             await nc.subscribe(f"nexus.run.*.{kind}", cb=self._on)
 
     async def _on(self, msg: Msg) -> None:
+        self.note(msg.subject, msg.data)
+
+    def note(self, subject: str, body: bytes) -> None:
+        """A runner's word on `subject`, heard on the bus or relayed by this worker (which the bus does not
+        echo back to it either: runtimes/relay.py)."""
+        if subject.rsplit(".", 1)[-1] not in self.KINDS:
+            return
         try:
-            data = msgspec.json.decode(decode_raw(msg.data).data)
-            key = (msg.subject.split(".")[2], int(data.get("attempt", 1)))
-        except (msgspec.DecodeError, ValueError, TypeError, AttributeError):
+            data = msgspec.json.decode(decode_raw(body).data)
+            key = (subject.split(".")[2], int(data.get("attempt", 1)))
+        except (msgspec.DecodeError, ValueError, TypeError, AttributeError, IndexError):
             return
         self.heard(key[0], key[1], ended=data.get("status") in self.FINAL or data.get("phase") == "exited")
 

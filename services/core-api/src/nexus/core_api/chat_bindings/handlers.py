@@ -90,8 +90,10 @@ async def _create_goal(ctx: Context, cmd: p.CreateGoal) -> None:
         who = actor(binding, cmd.principal)
     if cmd.goal_id and not GOAL_ID.match(cmd.goal_id):
         raise Poison(f"goal_id {cmd.goal_id!r} is not a goal id")
-    if cmd.goal_id and await Goal.get(cmd.goal_id) is not None:
-        return  # a redelivered command creates nothing twice
+    if cmd.goal_id and (stored := await Goal.get(cmd.goal_id)) is not None:
+        # A redelivered command creates nothing twice, and does what a handler that died left undone.
+        await engine.ensure_planned(ctx, stored)
+        return
     try:
         agent_id, repo_id = await goal_refs(cmd.meta_agent or None, cmd.repository or None)
     except DomainError as exc:

@@ -11,6 +11,7 @@ from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.budgets.schemas import BudgetIn
 from nexus.core_api.context import Context
+from nexus.core_api.idempotency import IdemKey
 from nexus.core_api.goals import service
 from nexus.core_api.goals.detail import detail
 from nexus.core_api.goals.budget import set_budget
@@ -32,14 +33,20 @@ class GoalController(Controller):
     tags = ["goals"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_goal(self, request: ApiRequest, data: JSONBody[GoalCreate]) -> GoalDetail:
+    async def create_goal(
+        self, request: ApiRequest, data: JSONBody[GoalCreate], idempotency_key: IdemKey = None
+    ) -> GoalDetail:
+        """Create a goal (its meta agent, if named, starts planning it); with an `Idempotency-Key`, once
+        however often it is asked (the same body: the same goal)."""
         ctx: Context = request.app.state.ctx
         meta_agent_id, repo_id = await goal_refs(data.meta_agent, data.repository)
         budget = Cap(usd=data.budget.usd, tokens=data.budget.tokens) if data.budget else None
-        goal = await engine.create_goal(
+        goal = await engine.create_goal_once(
             ctx,
-            data.title,
-            data.description,
+            idempotency_key,
+            data,
+            title=data.title,
+            description=data.description,
             created_by=request.user.key_id,
             meta_agent_id=meta_agent_id,
             repository_id=repo_id,

@@ -233,7 +233,10 @@ async def fire(ctx: Context, cmd: FireSchedule) -> str | None:
 
 async def _created(ctx: Context, kind: str, item: str) -> bool:
     if kind == "goal":
-        return await Goal.get(item) is not None
+        goal = await Goal.get(item)
+        if goal is not None:
+            await engine.ensure_planned(ctx, goal)  # stored, then the process died before planning it
+        return goal is not None
     task = await Task.get(item)
     if task is not None and task.status == TaskStatus.READY.value and not task.current_run_id:
         await engine.dispatch(ctx, task)  # created, then the process died before dispatching it

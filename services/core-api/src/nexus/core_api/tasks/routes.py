@@ -7,6 +7,7 @@ from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
+from nexus.core_api.idempotency import IdemKey
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
@@ -22,14 +23,17 @@ class TaskController(Controller):
     tags = ["tasks"]
 
     @post("/", guards=[MANAGE_WORK])
-    async def create_task(self, request: ApiRequest, data: JSONBody[TaskCreate], wait_s: WaitS = 0) -> TaskOut:
-        """Create a task; with `wait_s`, answered once the run it started has ended (the task as it is then)."""
+    async def create_task(
+        self, request: ApiRequest, data: JSONBody[TaskCreate], wait_s: WaitS = 0, idempotency_key: IdemKey = None
+    ) -> TaskOut:
+        """Create a task; with `wait_s`, answered once the run it started has ended (the task as it is then);
+        with an `Idempotency-Key`, once however often it is asked (the same body: the same task)."""
         ctx: Context = request.app.state.ctx
 
         async def audit(task: Task) -> None:
             await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
 
-        task = await engine.submit_task(ctx, data, actor=request.user.key_id, audit=audit)
+        task = await engine.submit_task_once(ctx, data, idempotency_key, actor=request.user.key_id, audit=audit)
         # As kept (its times as the database holds them), so it reads as a read-back would.
         out = written.peek(Task, task.id) or task
         return service.to_out(await task_when_its_run_ended(out, wait_s) if wait_s else out)

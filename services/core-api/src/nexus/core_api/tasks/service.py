@@ -83,7 +83,7 @@ async def create(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
     return doc
 
 
-async def build(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
+async def build(data: TaskCreate, *, actor: str, task_id: str | None = None, **extra: Any) -> Task:
     """The task `data` asks for, checked (422 naming the field) but not stored."""
     if data.goal_id and await Goal.get(data.goal_id) is None:
         raise DomainError(422, f"goal {data.goal_id!r} does not exist", field="goal_id")
@@ -92,7 +92,7 @@ async def build(data: TaskCreate, *, actor: str, **extra: Any) -> Task:
     statuses = await blocker_statuses(data.blocked_by, declared=True)
     status = TaskStatus.READY if data.status == "ready" and blockers_done(statuses) else TaskStatus.BACKLOG
     doc = Task(
-        id=new_id("task"),
+        id=task_id or new_id("task"),
         title=data.title,
         description=data.description,
         goal_id=data.goal_id,

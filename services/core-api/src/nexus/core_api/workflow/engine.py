@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from nexus.core_api.audit.service import record
 from nexus.core_api.budgets.service import check_alerts, shares_for
 from nexus.core_api.context import Context
+from nexus.core_api import idempotency
 from nexus.core_api.errors import DomainError
 from nexus.core_api.goals.lifecycle import cancel_goal as stop_goal
 from nexus.core_api.goals.lifecycle import reconcile
@@ -303,12 +304,19 @@ async def create_task(ctx: Context, data: TaskCreate, *, actor: str, **extra: An
     return task
 
 
-async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Callable[[Task], Awaitable[None]]) -> Task:
+async def submit_task(
+    ctx: Context,
+    data: TaskCreate,
+    *,
+    actor: str,
+    audit: Callable[[Task], Awaitable[None]],
+    task_id: str | None = None,
+) -> Task:
     """A task asked for over the API: stored and audited before anything is announced. When it can run
     at once it is stored already claimed by its run — one write of the task instead of an insert and
     a claim; nobody else can claim a task not yet stored — and its events are those of a task created
     (ready) then claimed, in that order."""
-    task = await tasks_store.build(data, actor=actor)
+    task = await tasks_store.build(data, actor=actor, task_id=task_id)
     prepared = await launch.prepare(ctx, task)
     created = task.model_copy()  # as created, before the claim: what `task.created` says
     if prepared is not None:
@@ -341,6 +349,23 @@ async def submit_task(ctx: Context, data: TaskCreate, *, actor: str, audit: Call
             exc,
         )
     return task
+
+
+async def submit_task_once(
+    ctx: Context, data: TaskCreate, key: str | None, *, actor: str, audit: Callable[[Task], Awaitable[None]]
+) -> Task:
+    """`submit_task`, made once per idempotency key (`nexus.core_api.idempotency`): asked again, the task
+    the first request stored (its run included), or, when that request died before storing it, made now
+    under the id it chose."""
+    if key is None:
+        return await submit_task(ctx, data, actor=actor, audit=audit)
+    got = await idempotency.claim(actor, "task", key, data, "task")
+    if not got.first and (task := written.peek(Task, got.resource_id) or await Task.get(got.resource_id)):
+        return task
+    try:
+        return await submit_task(ctx, data, actor=actor, audit=audit, task_id=got.resource_id)
+    except DuplicateKeyError:  # the same request, asked at once, stored it first
+        return written.peek(Task, got.resource_id) or await Task.get(got.resource_id)  # type: ignore[return-value]
 
 
 async def announce_created(ctx: Context, task: Task) -> None:
@@ -448,19 +473,41 @@ async def plan_unplanned_goals(ctx: Context) -> int:
     cutoff = now() - timedelta(seconds=ctx.settings.requeue_after_s)
     n = 0
     async for goal in Goal.find({"status": GoalStatus.OPEN.value, "created_at": {"$lt": cutoff}}):
-        if not goal.meta_agent_id:
-            continue
-        task = await Task.find_one({"goal_id": goal.id, "is_meta": True})
-        if task is None:
-            log.warning("goal %s was stored without its planning task: announced and planned now", goal.id)
-            await _announce_goal(ctx, goal)
-            await start_meta_session(ctx, goal)
-            n += 1
-        elif task.current_run_id and goal.meta_run_id is None:
-            await _note_meta_run(goal, task.current_run_id)
-            await reconcile(ctx, goal.id)
-            n += 1
+        n += await ensure_planned(ctx, goal)
     return n
+
+
+async def ensure_planned(ctx: Context, goal: Goal) -> bool:
+    """What a goal's create left undone, done (True when something was): its announcement and planning
+    task when it has none, its planning run noted on it. Safe beside a create still under way."""
+    if not goal.meta_agent_id or GoalStatus(goal.status) != GoalStatus.OPEN:
+        return False
+    task = await Task.find_one({"goal_id": goal.id, "is_meta": True})
+    if task is None:
+        log.warning("goal %s was stored without its planning task: announced and planned now", goal.id)
+        await _announce_goal(ctx, goal)
+        await start_meta_session(ctx, goal)
+        return True
+    if task.current_run_id and goal.meta_run_id is None:
+        await _note_meta_run(goal, task.current_run_id)
+        await reconcile(ctx, goal.id)
+        return True
+    return False
+
+
+async def create_goal_once(ctx: Context, key: str | None, body: msgspec.Struct, **create: Any) -> Goal:
+    """`create_goal`, made once per idempotency key (`nexus.core_api.idempotency`): asked again, the
+    goal the first request stored, with whatever that request did not live to do done now."""
+    if key is None:
+        return await create_goal(ctx, **create)
+    got = await idempotency.claim(create["created_by"], "goal", key, body, "goal")
+    if not got.first and (goal := await Goal.get(got.resource_id)) is not None:
+        await ensure_planned(ctx, goal)
+        return goal
+    try:
+        return await create_goal(ctx, **create, goal_id=got.resource_id)
+    except DuplicateKeyError:  # the same request, asked at once, stored it first
+        return await Goal.get(got.resource_id)  # type: ignore[return-value]  # stored: its insert refused ours
 
 
 async def cancel_goal(ctx: Context, goal_id: str, by: str) -> Goal:

@@ -1,6 +1,7 @@
 """The local runtime: agent-runner as a child process in its own process group and workspace, with
 CPU, memory and open-file limits, a scrubbed environment, and kill-on-cancel of the whole group.
-A runner is forked from the worker's warm zygote when it is up (zygote.py), else started cold."""
+A runner is forked from the worker's warm zygote when it is up (zygote.py), else started cold; a forked
+runner's publishes ride the worker's own NATS connection when the worker relays them (relay.py)."""
 
 import asyncio
 import contextlib
@@ -10,16 +11,18 @@ import resource
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from pathlib import Path
 
 import msgspec
 
+from nexus.events.permissions import RunIdentity
 from nexus.worker.metrics import RUNNER_STARTS
 from nexus.worker.runtimes.files import write_file
 from nexus.worker.runtimes.record import RECORD, RunnerRecord, read_record, write_record
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
+from nexus.worker.runtimes.relay import Relays
 from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable, ZygoteUndecided
 
 log = logging.getLogger("nexus.worker.local")
@@ -125,6 +128,7 @@ class LocalProcessRuntime:
         runner_cmd: list[str] | None = None,
         kill_grace_s: float = 5.0,
         zygote: bool = False,
+        zygote_env: Mapping[str, str] | None = None,
         run_uid: int = 0,
         run_gid: int = 0,
     ) -> None:
@@ -141,13 +145,17 @@ class LocalProcessRuntime:
         # disk, and reading each one's pid files every sweep made a worker at rest cost more with every run.
         self._maybe_live: set[str] | None = None
         # Only the stock runner can be forked warm; a custom command always starts cold.
-        self.zygote = Zygote(self.parent_env) if zygote and runner_cmd is None else None
+        # `zygote_env`: what every run is given of how to log and trace (the zygote preloads what that needs).
+        self.zygote = Zygote(self.parent_env | dict(zygote_env or {})) if zygote and runner_cmd is None else None
         # The run's identity, when the worker runs as root and one is configured.
         self.run_uid = run_uid if os.geteuid() == 0 else 0
         self.run_gid = (run_gid or run_uid) if self.run_uid else 0
+        self.relays: Relays | None = None  # set by `open` when the worker relays forked runs' publishes
 
-    def open(self) -> None:
-        """Start the zygote (call from the running loop); until it is ready runs start cold."""
+    def open(self, relays: Relays | None = None) -> None:
+        """Start the zygote (call from the running loop); until it is ready runs start cold. With `relays`,
+        a forked run publishes through the worker's connection instead of opening its own."""
+        self.relays = relays
         if self.zygote is not None:
             self.zygote.start()
 
@@ -199,7 +207,7 @@ class LocalProcessRuntime:
         }
         if self.run_uid:
             os.chown(attempt_dir, self.run_uid, self.run_gid)
-        pid = await self._fork(request.run_id, attempt_dir, env, config)
+        pid = await self._fork(request, attempt_dir, env, config)
         RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
         if pid is None:
             write_file(config_path, config, 0o600)
@@ -211,10 +219,12 @@ class LocalProcessRuntime:
             self._maybe_live.add(request.run_id)
         return RunHandle(run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(pid))
 
-    async def _fork(self, run_id: str, attempt_dir: Path, env: dict[str, str], config: bytes) -> int | None:
+    async def _fork(self, request: RunRequest, attempt_dir: Path, env: dict[str, str], config: bytes) -> int | None:
         """The pid of a runner forked from the zygote; None when the run must start cold."""
+        run_id = request.run_id
         if self.zygote is None or not self.zygote.ready:
             return None
+        mine, theirs = self.relays.pair() if self.relays is not None else (None, None)
         try:
             pid = await self.zygote.spawn(
                 cwd=str(attempt_dir),
@@ -224,14 +234,29 @@ class LocalProcessRuntime:
                 uid=self.run_uid,
                 gid=self.run_gid,
                 config=config,
+                relay=theirs,
             )
         except ZygoteUnavailable as exc:
             log.warning("run %s: %s; starting it cold", run_id, exc)
+            if mine is not None:
+                mine.close()
             return None
         except ZygoteUndecided as exc:
             log.warning("run %s: %s; watching it by pid", run_id, exc)
-            return exc.pid
-        self._forked[run_id] = pid
+            pid = exc.pid
+        except BaseException:
+            if mine is not None:
+                mine.close()
+            raise
+        else:
+            self._forked[run_id] = pid
+        finally:
+            if theirs is not None:
+                theirs.close()  # the child holds its own
+        if mine is not None and self.relays is not None:
+            cfg = request.config
+            # the run's identity, as its credential was minted for it (launcher.run_credentials)
+            await self.relays.serve(mine, RunIdentity(run_id, request.attempt, cfg.session_id, cfg.parent_session_id))
         return pid
 
     async def _start_cold(self, run_id: str, attempt_dir: Path, env: dict[str, str]) -> int:

@@ -2,11 +2,13 @@
 each forked runner's exit code, and restart it when it dies. While it is down (or starting) the
 local runtime starts runs cold."""
 
+import array
 import asyncio
 import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 from typing import Any, cast
 
@@ -44,6 +46,9 @@ class Zygote:
         self.cmd = [python, "-m", "nexus.worker.runtimes.zygote"]
         self.spawn_timeout_s = spawn_timeout_s
         self.proc: asyncio.subprocess.Process | None = None
+        # the zygote's stdin: a Unix socket, so that a request can carry a descriptor
+        self.requests: socket.socket | None = None
+        self._sending = asyncio.Lock()  # one request at a time on it: a request is one line, never interleaved
         self.pid: int | None = None
         self.ready = False
         self.starts = 0
@@ -73,15 +78,31 @@ class Zygote:
 
     async def _run_once(self) -> bool:
         """Run one zygote until it ends; True if it became ready."""
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.cmd,
-            env=self.env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=1 << 20,
-        )
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.cmd,
+                env=self.env,
+                stdin=theirs.fileno(),
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 20,
+            )
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        self.requests = mine
+        try:
+            return await self._serve_answers()
+        finally:
+            self.requests = None
+            mine.close()
+
+    async def _serve_answers(self) -> bool:
+        assert self.proc is not None and self.proc.stdout is not None
         self.starts += 1
-        assert self.proc.stdout is not None
         ready = False
         while line := await self.proc.stdout.readline():
             msg = json.loads(line)
@@ -128,11 +149,13 @@ class Zygote:
         uid: int = 0,
         gid: int = 0,
         config: bytes = b"",
+        relay: socket.socket | None = None,
     ) -> int:
         """Fork a runner; its pid. ZygoteUnavailable: nothing was started (start it cold);
         ZygoteUndecided: it was started, though the zygote did not say so. `config` (the run's, as JSON) is
-        handed over in the environment's file; the child leaves it there and points NEXUS_RUN_CONFIG at it."""
-        if not self.ready or self.proc is None or self.proc.stdin is None:
+        handed over in the environment's file; the child leaves it there and points NEXUS_RUN_CONFIG at it.
+        `relay`, the run's end of the worker's relay, is handed to the child (the caller keeps its own copy)."""
+        if not self.ready or self.proc is None or self.requests is None:
             raise ZygoteUnavailable("the runner zygote is not ready")
         env_file = os.path.join(cwd, "runner.env")
         # JSON escapes every newline it holds: the first one in the file ends the environment (zygote._take_launch)
@@ -150,10 +173,12 @@ class Zygote:
             "gid": gid,
             "entry": self.entry,
         }
+        if relay is not None:
+            req["relay"] = True
         try:
-            self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+            await self._request(self.requests, json.dumps(req).encode() + b"\n", relay)
             answer = await asyncio.wait_for(fut, self.spawn_timeout_s)
-        except (ZygoteUnavailable, TimeoutError, ConnectionError) as exc:
+        except (ZygoteUnavailable, TimeoutError, OSError) as exc:
             self._pending.pop(req["id"], None)
             if isinstance(exc, TimeoutError):
                 self.kill()  # a zygote that stops answering is replaced
@@ -165,6 +190,20 @@ class Zygote:
         pid = int(answer["pid"])
         self._exit_future(pid)  # an exit reported before anyone waits is kept
         return pid
+
+    async def _request(self, sock: socket.socket, line: bytes, fd: socket.socket | None) -> None:
+        """Send one request line, the descriptor (if any) riding with its first byte."""
+        loop = asyncio.get_running_loop()
+        async with self._sending:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd.fileno()]))] if fd else []
+            while True:
+                try:
+                    sent = sock.sendmsg([line], ancillary)
+                    break
+                except BlockingIOError:
+                    await _writable(loop, sock)
+            if sent < len(line):
+                await loop.sock_sendall(sock, line[sent:])
 
     def _undecided(self, env_file: str) -> Exception:
         """After a failed request: void the run's environment so a late child cannot start, unless a
@@ -203,11 +242,26 @@ class Zygote:
     async def close(self) -> None:
         """Stop the zygote; runners it forked keep running (a restarted worker adopts them)."""
         self._closing = True
-        if self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.close()
+        if self.requests is not None:
+            with contextlib.suppress(OSError):
+                self.requests.shutdown(socket.SHUT_WR)  # the zygote reads its end: no more requests
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 5)
             except TimeoutError:
                 self.kill()
                 await self._task
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    writable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not writable.done():
+            writable.set_result(None)
+
+    loop.add_writer(sock, ready)
+    try:
+        await writable
+    finally:
+        loop.remove_writer(sock)
