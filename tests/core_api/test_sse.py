@@ -196,3 +196,23 @@ async def test_board_card_moves_resume_after_a_disconnect(http: httpx.AsyncClien
     # reconnecting after the last move seen gives the next move, not the first one again
     got = await collect(sse(http, "/v1/board/events", last_id=last_id), lambda ms: bool(moves(ms)))
     assert moves(got) == ["failed_cancelled"]
+
+
+async def test_run_streams_make_no_consumer_of_their_own(http: httpx.AsyncClient, settings, nats_creds: str) -> None:
+    """Streams open on three runs at once: their events come from the process's one run feed, so JetStream
+    holds no consumer filtered on any of these runs (a stream made one each, and left it for a minute)."""
+    runs = [(await new_run(http))["id"] for _ in range(3)]
+    streams = [sse(http, f"/v1/runs/{run_id}/events") for run_id in runs]
+    for stream in streams:  # each joined and past its replay: it waits with keep-alives
+        async for m in stream:
+            if m.get("comment") == "keep-alive":
+                break
+    nc = await connect(settings.nats_url, "test-sse-consumers", creds=nats_creds)
+    try:
+        filters = {c.config.filter_subject for c in await nc.jetstream().consumers_info("NEXUS_RUNS")}
+    finally:
+        await nc.drain()
+        for stream in streams:
+            await stream.aclose()
+    assert not filters & {f"nexus.run.{run_id}.>" for run_id in runs}, filters
+    assert "nexus.run.>" in filters  # the feed (and core-api's durable ingestion, which this app does not run)

@@ -138,6 +138,8 @@ def create_app(
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(t, 10)
             install_cache(None)
+            if "run_feed" in vars(ctx):  # made by the first run stream: its consumer is removed, not left to expire
+                await ctx.run_feed.close()
             await nc.drain()
             await db.close()
 

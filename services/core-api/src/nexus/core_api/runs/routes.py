@@ -13,7 +13,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
 from nexus.core_api.pagination import Cursor, Limit, Page, page_of
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
-from nexus.core_api.runs.stream import jetstream_events, parse_last_event_id, run_stored_final
+from nexus.core_api.runs.stream import parse_last_event_id, run_stored_final, run_stream
 from nexus.core_api.workflow.waiting import WaitS, when_ended
 from nexus.core_api.workflow import engine
 from nexus.core_api.workflow.launch import NoConfig
@@ -24,7 +24,6 @@ from nexus.db.writes import written
 from nexus.db.run_configs import config_of
 from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL, RunStatus
-from nexus.events.catalog import run_filter
 
 
 async def _get(run_id: str) -> Run:
@@ -79,16 +78,16 @@ class RunController(Controller):
     @get("/{run_id:str}/events", guards=[READ])
     async def run_events(self, request: ApiRequest, run_id: FromPath[str]) -> ServerSentEvent:
         """Replays the run's events, follows live ones, and ends after the run's final status."""
-        run = await _get(run_id)
+        # The run as this process last wrote it will do (its status only moves on); else it is read.
+        run = written.peek(Run, run_id) or await _get(run_id)
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
         return ServerSentEvent(
-            jetstream_events(
-                ctx.js,
-                run_filter(run.id),
+            run_stream(
+                ctx.run_feed,
+                run.id,
                 after_seq=after,
                 keepalive_s=ctx.settings.sse_keepalive_s,
-                stop_when_final=True,
                 stored_final=run_stored_final(run.id, run.status),
             )
         )

@@ -1,5 +1,7 @@
 """Server-sent events straight from JetStream: the event id is the stream sequence, so a client that
-reconnects with Last-Event-ID resumes exactly after the last event it saw, minutes later or not."""
+reconnects with Last-Event-ID resumes exactly after the last event it saw, minutes later or not. A run's
+stream (`run_stream`) follows the process's run feed (`feed.py`); the system's streams have a consumer
+each (`jetstream_events`)."""
 
 import asyncio
 import contextlib
@@ -23,12 +25,10 @@ from nexus.core_api.errors import DomainError
 from nexus.core_api.workflow import ends
 from nexus.db.documents import Run
 from nexus.domain.runs import RUN_FINAL, RunStatus
-from nexus.events.catalog import RUNS_STREAM
-from nexus.events.envelope import decode_raw
+from nexus.core_api.runs.feed import FINAL_NAMES, FeedMsg, Listener, RunFeed, feed_msg
+from nexus.events.catalog import EVENTS_STREAM, run_filter
 
 log = logging.getLogger("nexus.core_api.sse")
-
-FINAL_NAMES = {s.value for s in RUN_FINAL}
 
 # What a JetStream API call meets while the cluster has no leader to answer it (a node lost, a
 # restart, an election): it passes. Anything else (a stream that does not exist, a bad request) does not.
@@ -44,6 +44,7 @@ STREAM_ERROR = "error"
 SETTLE_WAIT_S = 10.0
 SETTLE_POLL_S = 0.05
 SETTLING = "waiting for the run's end to be stored"
+WAITING = "waiting for the event stream"
 
 
 def not_an_event(m: ServerSentEventMessage) -> bool:
@@ -94,6 +95,12 @@ def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable
     return final
 
 
+def stream_error(text: str) -> ServerSentEventMessage:
+    """The stream's last message: its client reconnects after `retry` with Last-Event-ID, losing nothing."""
+    data = msgspec.json.encode({"error": text}).decode()
+    return ServerSentEventMessage(data=data, event=STREAM_ERROR, retry=RECONNECT_MS)
+
+
 async def jetstream_events(
     js: JetStreamContext,
     subject: str,
@@ -101,17 +108,13 @@ async def jetstream_events(
     after_seq: int,
     keepalive_s: float,
     types: set[str] | None = None,
-    stream: str = RUNS_STREAM,
-    stop_when_final: bool = False,
-    stored_final: Callable[[], Awaitable[bool]] | None = None,
+    stream: str = EVENTS_STREAM,
     open_wait_s: float = OPEN_WAIT_S,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Replay from after_seq, then follow. With stop_when_final, end after a run's final status has
-    been sent, nothing older is pending and (given stored_final) the run's end is stored — waited for
-    up to SETTLE_WAIT_S. A run ended with nothing from its runner on the stream (cancelled before it
-    launched, given up after its attempts crashed) ends its stream at the next keep-alive. While
-    JetStream cannot make the stream's consumer (no leader yet), the stream stays open with comments
-    and tries again for up to open_wait_s."""
+    """The system's streams (every domain event, the board's moves, a goal's): replay from after_seq, then
+    follow, through a consumer of the stream's own (a replay may be the stream's whole retention). While
+    JetStream cannot make the consumer (no leader yet), the stream stays open with comments and tries
+    again for up to open_wait_s. A run's stream follows the process's run feed instead (`run_stream`)."""
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
 
     async def on_msg(msg: Msg) -> None:
@@ -137,62 +140,183 @@ async def jetstream_events(
         except UNAVAILABLE as exc:
             if loop.time() >= give_up_at:
                 log.warning("the event stream %s stayed unavailable for %.0f s: %r", stream, open_wait_s, exc)
-                yield ServerSentEventMessage(
-                    data=msgspec.json.encode(
-                        {"error": "the event stream is unavailable; reconnect to resume"}
-                    ).decode(),
-                    event=STREAM_ERROR,
-                    retry=RECONNECT_MS,
-                )
+                yield stream_error("the event stream is unavailable; reconnect to resume")
                 return
-            yield ServerSentEventMessage(comment="waiting for the event stream")
+            yield ServerSentEventMessage(comment=WAITING)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
-    final_seen = False
-    settle_by: float | None = None  # once the runner's end is sent: when to stop waiting for it to be stored
-
-    async def ended() -> bool:
-        """The run's end is stored (always true without stored_final), or waited for long enough."""
-        if stored_final is None or await stored_final():
-            return True
-        return settle_by is not None and loop.time() >= settle_by
-
     try:
         while True:
             try:
-                # Once the run has ended, only what is already in the stream is left to send.
-                wait = (SETTLE_POLL_S if settle_by is not None else 1.0) if final_seen else keepalive_s
-                msg = await asyncio.wait_for(queue.get(), wait)
+                msg = await asyncio.wait_for(queue.get(), keepalive_s)
             except TimeoutError:
-                if final_seen:
-                    settle_by = settle_by or loop.time() + SETTLE_WAIT_S
-                    if await ended():
-                        return
-                    continue
-                if stop_when_final and stored_final is not None and await stored_final():
-                    return
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
-            try:
-                env = decode_raw(msg.data)
-                if stop_when_final and env.type == "run.status":
-                    final_seen = final_seen or msgspec.json.decode(env.data).get("status") in FINAL_NAMES
-            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
-                # A message that is not an envelope (a poison message kept by the stream) is skipped: it must
-                # not end every reader's stream, now and on every replay for as long as the stream keeps it.
-                seq = msg.metadata.sequence.stream
-                log.warning("skipping an undecodable message on %s (stream sequence %d)", msg.subject, seq)
+            m = feed_msg(msg.metadata.sequence.stream, msg.subject, msg.data)
+            if m.type is None:  # a poison message: skipped
                 continue
-            if not types or any(env.type == t or env.type.startswith(t.rstrip("*")) for t in types):
-                yield ServerSentEventMessage(
-                    data=msg.data.decode(), event=env.type, id=str(msg.metadata.sequence.stream)
-                )
-            if final_seen and msg.metadata.num_pending == 0 and settle_by is None:
-                if await ended():
-                    return
-                settle_by = loop.time() + SETTLE_WAIT_S
-                yield ServerSentEventMessage(comment=SETTLING)
+            if not types or any(m.type == t or m.type.startswith(t.rstrip("*")) for t in types):
+                yield ServerSentEventMessage(data=m.data.decode(), event=m.type, id=str(m.seq))
     finally:
         # Unsubscribing an ordered consumer can stall on a busy connection; never let it hold the response open.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(sub.unsubscribe(), 2)
+
+
+# A run's event stream: what came before it joined the process's run feed, then what the feed hands it.
+# The feed is joined first, and it tells from which sequence it hands the stream every message of the run
+# (`Listener.after`) and which older ones it still holds (`Listener.kept`); only what is older still is read
+# from JetStream, by message gets. Nothing falls between the parts, and a sequence already sent is never
+# sent again, so the ids (stream sequences) stay exact for a client resuming with Last-Event-ID.
+
+# A replay older than the feed's memory reads up to this many messages one get at a time (each costs
+# nats-server ~0.3 ms); a longer one reads the rest through a consumer of its own.
+REPLAY_GETS = 2
+REPLAY_WAIT_S = 5.0
+
+
+async def _replay_by_consumer(
+    js: JetStreamContext, stream: str, subject: str, start: int, upto: int
+) -> AsyncIterator[FeedMsg]:
+    queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, inactive_threshold=60.0
+    )
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config, cb=queue.put)
+    try:
+        while True:
+            try:
+                msg = await asyncio.wait_for(queue.get(), REPLAY_WAIT_S)
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None  # the caller waits and tries again from what it sent
+            meta = msg.metadata
+            if meta.sequence.stream > upto:
+                return
+            yield feed_msg(meta.sequence.stream, msg.subject, msg.data)
+            if meta.sequence.stream == upto or meta.num_pending == 0:  # nothing stored after it: the past is read
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sub.unsubscribe(), 2)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(js.delete_consumer(stream, sub._consumer), 2)
+
+
+async def replay(js: JetStreamContext, stream: str, subject: str, after: int, upto: int) -> AsyncIterator[FeedMsg]:
+    """The stored messages on `subject` with a sequence in (after, upto], in order, read without a consumer
+    (the stream leader's message get, next by subject) unless there are more than REPLAY_GETS."""
+    cursor, got = after + 1, 0
+    while cursor <= upto:
+        try:
+            raw = await js.get_msg(stream, seq=cursor, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return
+        if raw.seq is None or raw.seq > upto:
+            return
+        if got == REPLAY_GETS:  # a long past: the rest through a consumer, which delivers this one first
+            async for m in _replay_by_consumer(js, stream, subject, raw.seq, upto):
+                yield m
+            return
+        yield feed_msg(raw.seq, raw.subject or subject, raw.data or b"")
+        cursor, got = raw.seq + 1, got + 1
+
+
+async def _past(feed: RunFeed, listener: Listener, sent: int) -> AsyncIterator[FeedMsg]:
+    """What came before the stream joined the feed: from JetStream what the feed no longer holds, then
+    what it held."""
+    assert listener.after is not None  # joined
+    if sent < listener.kept_after:
+        upto = min(listener.kept_after, listener.after)
+        async for m in replay(feed.js, feed.stream, run_filter(listener.run_id), sent, upto):
+            yield m
+    for seq, subject, data in listener.kept:
+        if seq <= listener.after:
+            yield feed_msg(seq, subject, data)
+
+
+async def run_stream(
+    feed: RunFeed,
+    run_id: str,
+    *,
+    after_seq: int,
+    keepalive_s: float,
+    stored_final: Callable[[], Awaitable[bool]],
+    open_wait_s: float = OPEN_WAIT_S,
+) -> AsyncIterator[ServerSentEventMessage]:
+    """A run's events: replay from after_seq, then follow; end after the run's final status has been sent,
+    nothing else of the run is waiting and its end is stored — waited for up to SETTLE_WAIT_S. A run ended
+    with nothing from its runner on the stream (cancelled before it launched, given up after its attempts
+    crashed) ends its stream at the next keep-alive. While JetStream cannot answer (no leader yet), the
+    stream stays open with comments and tries again for up to open_wait_s. A client too slow for its
+    run's events ends with an `error` event and resumes with Last-Event-ID."""
+    yield ServerSentEventMessage(comment="connected")
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + open_wait_s
+    listener = feed.join(run_id)
+    sent, final_seen, pause = after_seq, False, 0.2
+    try:
+        while True:  # the past, tried again from what was sent while JetStream cannot answer
+            try:
+                if listener.after is None:
+                    await asyncio.wait_for(listener.joined.wait(), pause)
+                async for m in _past(feed, listener, sent):
+                    if m.seq > sent:
+                        sent, final_seen = m.seq, final_seen or m.final
+                        if m.type is not None:
+                            yield ServerSentEventMessage(data=m.data.decode(), event=m.type, id=str(m.seq))
+                break
+            except (TimeoutError, *UNAVAILABLE) as exc:
+                if loop.time() >= give_up_at:
+                    log.warning("a run's event stream stayed unavailable for %.0f s: %r", open_wait_s, exc)
+                    yield stream_error("the event stream is unavailable; reconnect to resume")
+                    return
+                yield ServerSentEventMessage(comment=WAITING)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        async for out in _live(listener, sent, final_seen, keepalive_s, stored_final):
+            yield out
+    finally:
+        feed.leave(listener)
+
+
+async def _live(
+    listener: Listener,
+    sent: int,
+    final_seen: bool,
+    keepalive_s: float,
+    stored_final: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[ServerSentEventMessage]:
+    """The rest of a run's stream, from what the feed hands its listener."""
+    loop = asyncio.get_running_loop()
+    settle_by: float | None = None  # once the runner's end is sent: when to stop waiting for it to be stored
+
+    async def ended() -> bool:
+        """The run's end is stored, or waited for long enough."""
+        return await stored_final() or (settle_by is not None and loop.time() >= settle_by)
+
+    while True:
+        if listener.queue.empty():
+            if listener.overflowed:  # a client too slow: it resumes from its last id, the feed never waited
+                yield stream_error("the stream fell behind the run's events; reconnect to resume")
+                return
+            if final_seen and settle_by is None:  # nothing of the run waits after its final status
+                if await ended():
+                    return
+                settle_by = loop.time() + SETTLE_WAIT_S
+                yield ServerSentEventMessage(comment=SETTLING)
+        try:
+            # Once the run has ended, only what the feed already holds is left to send.
+            m = await asyncio.wait_for(listener.queue.get(), SETTLE_POLL_S if final_seen else keepalive_s)
+        except TimeoutError:
+            if final_seen:
+                if await ended():
+                    return
+                continue
+            if await stored_final():
+                return
+            yield ServerSentEventMessage(comment="keep-alive")
+            continue
+        if m.seq > sent:
+            sent, final_seen = m.seq, final_seen or m.final
+            if m.type is not None:
+                yield ServerSentEventMessage(data=m.data.decode(), event=m.type, id=str(m.seq))

@@ -13,7 +13,14 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
-from nexus.core_api.runs.stream import run_stored_final, StreamSeq, jetstream_events, not_an_event, parse_last_event_id
+from nexus.core_api.runs.stream import (
+    StreamSeq,
+    jetstream_events,
+    not_an_event,
+    parse_last_event_id,
+    run_stored_final,
+    run_stream,
+)
 from nexus.core_api.ui.api import Api
 from nexus.core_api.ui.auth import UiRequest
 from nexus.core_api.ui.render import form_of, page
@@ -22,7 +29,7 @@ from nexus.db import run_events
 from nexus.domain.json_types import JsonObject
 from nexus.domain.runs import RUN_FINAL
 from nexus.domain.tasks import TaskStatus, can_move_task
-from nexus.events.catalog import EVENTS_STREAM, run_filter
+from nexus.events.catalog import EVENTS_STREAM
 
 BOARD_TYPES = {"board.card_moved", "run.*", "approval.*", "task.*"}
 EVENTS_SHOWN = 500
@@ -265,12 +272,11 @@ class RunPages(Controller):
         start = parse_last_event_id(request.headers.get("last-event-id")) or max(0, after)
 
         async def items() -> AsyncIterator[ServerSentEventMessage]:
-            async for m in jetstream_events(
-                ctx.js,
-                run_filter(run_id),
+            async for m in run_stream(
+                ctx.run_feed,
+                run_id,
                 after_seq=start,
                 keepalive_s=ctx.settings.sse_keepalive_s,
-                stop_when_final=True,
                 stored_final=run_stored_final(run_id, str(run.get("status", ""))),
             ):
                 if not_an_event(m):
