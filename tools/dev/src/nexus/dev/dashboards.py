@@ -105,6 +105,12 @@ OVERVIEW = [
                 [(f"sum by (how) (rate(nexus_launch_checks_total{RATE})) * 60", "{{how}} / min")],
             ),
             Panel(
+                "Relayed publishes",
+                "Forked runs' publishes the workers relayed onto their own connections, and relays a worker closed"
+                " (a frame a run may not send: another run's subject, a bad header, a flood). Refused should stay 0.",
+                [(f"sum by (outcome) (rate(nexus_relayed_publishes_total{RATE})) * 60", "{{outcome}} / min")],
+            ),
+            Panel(
                 "Approvals",
                 "Approvals waiting for a decision, and how long a decision takes (p50, p99, by decision).",
                 [
