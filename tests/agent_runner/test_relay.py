@@ -76,16 +76,22 @@ def stored(events: list) -> list[tuple[str, str]]:
 EXPECTED = [("run.status", "running"), *[("run.log", f"line {i}") for i in range(10)], ("run.status", "succeeded")]
 
 
-async def test_a_relayed_run_publishes_every_event_once_without_a_connection_of_its_own(js, nats_url) -> None:
+async def played_through(js, nats_url: str, **worker_end: int) -> tuple[str, "WorkerEnd", list[str], list]:
+    """A run played over a relay whose worker end behaves as `worker_end` says: (run id, the worker's end,
+    the connections the run made of its own, the events stored)."""
     run_id = f"run_{uuid.uuid4().hex[:16]}"
     mine, theirs = socket.socketpair()
-    end = WorkerEnd(js, mine, answer=12, more=0)
+    end = WorkerEnd(js, mine, **worker_end)
     serving = asyncio.create_task(end.serve())
     bus, connects = await relayed_run(js, nats_url, end, theirs, run_id)
     await play(bus, run_id)
     await bus.close()
     await serving
-    events = await read_events(js, run_id)
+    return run_id, end, connects, await read_events(js, run_id)
+
+
+async def test_a_relayed_run_publishes_every_event_once_without_a_connection_of_its_own(js, nats_url) -> None:
+    run_id, end, connects, events = await played_through(js, nats_url, answer=12, more=0)
     assert stored(events) == EXPECTED
     assert connects == []  # every publish rode the relay
     assert [e["id"] for _, e in events] == end.seen
@@ -95,15 +101,7 @@ async def test_a_relayed_run_publishes_every_event_once_without_a_connection_of_
 async def test_a_worker_dying_mid_run_loses_nothing_and_doubles_nothing(js, nats_url, answered, published) -> None:
     """The worker read the run's frames, published `answered + published` of them to JetStream, answered
     only the first `answered`, and died: the run publishes the rest itself, each event stored once."""
-    run_id = f"run_{uuid.uuid4().hex[:16]}"
-    mine, theirs = socket.socketpair()
-    end = WorkerEnd(js, mine, answer=answered, more=published)
-    serving = asyncio.create_task(end.serve())
-    bus, connects = await relayed_run(js, nats_url, end, theirs, run_id)
-    await play(bus, run_id)
-    await bus.close()
-    await serving
-    events = await read_events(js, run_id)
+    run_id, end, connects, events = await played_through(js, nats_url, answer=answered, more=published)
     assert stored(events) == EXPECTED if published == 0 else sorted(stored(events)) == sorted(EXPECTED)
     assert stored(events)[0] == EXPECTED[0] and stored(events)[-1] == EXPECTED[-1]  # statuses stay barriers
     assert len({e["id"] for _, e in events}) == len(EXPECTED)

@@ -198,6 +198,9 @@ WORKER_DURABLES = [
     Durable(CMDS_STREAM, "worker-cancel", subject("worker.cancel_run")),
 ]
 
+# What any run may publish into streams (allowed, denied): what the worker relays, each relay checked per run.
+ANY_RUN_STREAMED = run_streamed(RunIdentity("*", 0, ""))
+
 SERVICES: dict[str, Permissions] = {
     "core-api": _service(
         "core-api",
@@ -232,9 +235,9 @@ SERVICES: dict[str, Permissions] = {
         "worker",
         # its own run.runtime and run.status, and what it relays for the runs it forked (each relay checked
         # against that run's own `run_streamed`): every run's subjects and plans, less core-api's kinds
-        [*run_streamed(RunIdentity("*", 0, ""))[0], subject("core.fire_schedule")],
+        [*ANY_RUN_STREAMED[0], subject("core.fire_schedule")],
         WORKER_DURABLES,
-        deny=run_streamed(RunIdentity("*", 0, ""))[1],
+        deny=ANY_RUN_STREAMED[1],
         extra_pub=[*kv_bucket("nexus_launches"), *kv_bucket("nexus_workers")],
         # every worker hears every cancel (core NATS) and watches runs' liveness
         subscribes=[
