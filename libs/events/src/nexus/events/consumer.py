@@ -607,6 +607,14 @@ async def _return_unhandled(ahead: "asyncio.Future[list[Msg]]", sub: Any) -> Non
         msgs = []
     for m in [*msgs, *_waiting(sub)]:
         await _quietly(m.nak())
+    # The fetch's pull request outlives its cancel: what the server sent for it before it read our PING
+    # is in the queue once the PONG is back (else it would sit unacknowledged until ack_wait).
+    nc = getattr(sub, "_nc", None)
+    if nc is not None:
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=1)
+        for m in _waiting(sub):
+            await _quietly(m.nak())
 
 
 def _waiting(sub: Any) -> list[Msg]:
