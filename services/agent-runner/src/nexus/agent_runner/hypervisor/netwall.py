@@ -1,4 +1,4 @@
-"""What `commands.network: true` reaches: the internet's usual ports, not the machine's services.
+"""What `commands.network: true` reaches: the internet's usual ports over TCP, not the machine's services.
 
 A networked command shares the runner's network namespace, where NATS, the database, PostgreSQL,
 core-api and the cloud metadata address listen. Landlock (ABI >= 4) limits TCP connect by port on
@@ -6,24 +6,32 @@ every address, so the command may connect only to `INTERNET_PORTS` and the ports
 declares: 4222, 27017, 5432, 8080 ... are refused on loopback, the host's own addresses and every
 other host alike (a DNS name that resolves to loopback changes nothing). Landlock judges only TCP,
 and this kernel lets an MPTCP socket (a TCP variant) through it, so a seccomp filter lets a command
-make only plain TCP, UDP, unix and netlink sockets (no MPTCP, SCTP, raw, packet or vsock) and no
-io_uring (whose socket opcodes seccomp cannot see)."""
+make only plain TCP, unix and netlink sockets (no UDP or ICMP datagrams, MPTCP, SCTP, raw, packet
+or vsock) and no io_uring (whose socket opcodes seccomp cannot see). Seccomp cannot read the address
+a datagram is sent to, so no datagram socket at all: names are resolved over TCP (port 53), told so
+by `RESOLVER_ENV` and, where the sandbox has a file system of its own, `resolv_conf`."""
 
 import ctypes
+import os
 import platform
 import struct
+import tempfile
 from functools import cache
 
-# https, ssh and git: what fetching code and packages needs. Not 80: the cloud metadata service
-# (169.254.169.254) answers there; an agent that needs plain http declares it.
-INTERNET_PORTS = (22, 443, 9418)
+# ssh, DNS over TCP, https and git: what fetching code and packages needs. Not 80: the cloud metadata
+# service (169.254.169.254) answers there; an agent that needs plain http declares it.
+INTERNET_PORTS = (22, 53, 443, 9418)
+# glibc's resolver (and Go's cgo one, which RES_OPTIONS selects) asks the nameserver over TCP: a UDP
+# socket is refused. Go's own resolver reads only resolv.conf's options.
+RESOLVER_ENV = {"RES_OPTIONS": "use-vc"}
+RESOLV_CONF = "/etc/resolv.conf"
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _RET_ALLOW, _RET_KILL_PROCESS, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
 _EPERM, _EACCES, _EAFNOSUPPORT = 1, 13, 97
 _LD_ABS, _JEQ, _JGE, _AND, _RET = 0x20, 0x15, 0x35, 0x54, 0x06
 _AF_UNIX, _AF_INET, _AF_NETLINK, _AF_INET6 = 1, 2, 16, 10
-_SOCK_STREAM, _SOCK_DGRAM, _SOCK_TYPE_MASK = 1, 2, 0xF
+_SOCK_STREAM, _SOCK_TYPE_MASK = 1, 0xF
 _IPPROTO_TCP = 6
 # The native architecture's audit number and syscall numbers (socket, io_uring_setup).
 _ARCHES = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
@@ -80,9 +88,8 @@ def socket_filter() -> bytes | None:
             (_RET, _RET_ERRNO | _EAFNOSUPPORT),
             ("inet",),
             (_LD_ABS, 24),  # args[1]: the type, without SOCK_NONBLOCK / SOCK_CLOEXEC
-            (_AND, _SOCK_TYPE_MASK),
-            (_JEQ, _SOCK_DGRAM, "allow", None),
-            (_JEQ, _SOCK_STREAM, None, "eacces"),
+            (_AND, _SOCK_TYPE_MASK),  # as the kernel masks it: any other flag bit is EINVAL there
+            (_JEQ, _SOCK_STREAM, None, "eacces"),  # datagrams (UDP, ICMP), raw, seqpacket: no address to judge
             (_LD_ABS, 32),  # args[2]: a stream socket is plain TCP (0 or 6), never MPTCP (262) or SCTP
             (_JEQ, 0, "allow", None),
             (_JEQ, _IPPROTO_TCP, "allow", "eacces"),
@@ -109,3 +116,18 @@ def install(program: bytes, libc: ctypes.CDLL) -> None:
 def ports(declared: list[int]) -> tuple[int, ...]:
     """The TCP ports a networked command may connect to: the internet's usual ones and the agent's own."""
     return tuple(sorted({*INTERNET_PORTS, *declared}))
+
+
+def resolv_conf() -> str:
+    """A copy of the machine's resolv.conf (its nameservers kept) that asks them over TCP, for bwrap to
+    bind over /etc/resolv.conf; the caller removes it after the command."""
+    try:
+        with open(RESOLV_CONF, encoding="utf-8", errors="replace") as fh:
+            original = fh.read()
+    except OSError:
+        original = ""  # no file: the resolver's default, the local nameserver
+    fd, path = tempfile.mkstemp(prefix="nexus-resolv-", suffix=".conf")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(original.rstrip("\n") + "\noptions use-vc\n")  # options lines add up; this one last
+    os.chmod(path, 0o644)  # read by the command's own user in bwrap's user namespace
+    return path

@@ -5,8 +5,8 @@ running command can reach.
 workspace read-write (its git directory read-only), read-only system paths and the program's own
 installation, a private /tmp, its own PID namespace (only its own processes in /proc; when the
 command exits, everything it started dies with the namespace, `setsid()` or not), no network
-unless the policy grants it (then a Landlock ruleset and a seccomp filter, netwall, limit it to the
-internet's ports: not the machine's services), and rlimits. Where namespaces are refused (a restricted Kubernetes
+unless the policy grants it (then a Landlock ruleset and a seccomp filter, netwall, limit it to TCP
+to the internet's ports, no UDP: not the machine's services), and rlimits. Where namespaces are refused (a restricted Kubernetes
 pod), `landlock`: the same rlimits, a fresh process group, and a Landlock ruleset (no privilege
 needed) that limits writes to the workspace and a private temp directory, reads to the system
 paths, and (ABI >= 4) TCP to nothing, or to the internet's ports when networking is granted; (ABI >= 6) no signals to
@@ -291,15 +291,21 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
             and not os.path.islink(gitdir)
         ):
             args += ["--ro-bind", gitdir, gitdir]
+        cleanup: Callable[[], None] = lambda: None
+        if _net_walled(spec):
+            resolv = netwall.resolv_conf()  # its nameservers asked over TCP: the command has no UDP
+            args += ["--ro-bind", resolv, "/etc/resolv.conf"]
+            cleanup = partial(_unlink, resolv)
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
-        inner_env = {**env, "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}
-        return Prepared(args, _walled(rlimits, spec), inner_env, lambda: None)
+        inner_env = {**env, **_resolver_env(spec), "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}
+        return Prepared(args, _walled(rlimits, spec), inner_env, cleanup)
     # Inside the hypervisor's HOME room when there is one: what the command writes there is walked and
     # counted by the run's disk budget like the workspace (the machine's /tmp is no one's budget).
     private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
+        inner_env.update(_resolver_env(spec))
         roots = [*_SYSTEM_RO, *(f"/etc/{name}" for name in _ETC_FILES), *_extra_roots(spec.programs, spec.workspace)]
         rules = Rules(
             read=[r for r in roots if os.path.exists(r)],
@@ -316,10 +322,25 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
     return Prepared(list(argv), rlimits, inner_env, partial(_clear, private))
 
 
+def _net_walled(spec: Spec) -> bool:
+    """The command shares the runner's network behind netwall: TCP by port, no datagram socket."""
+    return spec.network and landlock_abi() >= 4
+
+
+def _resolver_env(spec: Spec) -> dict[str, str]:
+    return dict(netwall.RESOLVER_ENV) if _net_walled(spec) else {}
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def _walled(rlimits: Callable[[], None], spec: Spec) -> Callable[[], None]:
     """bwrap's pre-exec step: with the network granted, the runner's network namespace is shared, so
-    bwrap and the command under it get a Landlock ruleset on TCP ports (and abstract sockets) only."""
-    if not spec.network or landlock_abi() < 4:
+    bwrap and the command under it get a Landlock ruleset on TCP ports (and abstract sockets) and the
+    socket filter only."""
+    if not _net_walled(spec):
         return rlimits
     rules = Rules(read=[], write=[], network=True, ports=spec.ports, filesystem=False)
 
