@@ -233,7 +233,7 @@ def nameserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Nam
     threading.Thread(target=server.serve_forever, daemon=True).start()
     conf = tmp_path / "resolv.conf"
     conf.write_text(f"# the machine's\nnameserver {address}\noptions timeout:2 attempts:1\n")
-    monkeypatch.setattr(netwall, "RESOLV_CONF", str(conf))
+    monkeypatch.setattr(netwall, "RESOLV_CONF", str(conf), raising=False)
     yield server
     server.shutdown()
     server.server_close()
