@@ -12,7 +12,8 @@ class CommandPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     follows `default`, which is deny unless set. Shells, interpreters and programs in the workspace
     run only when an allow pattern names them as its first word (`python3 -m pytest*`), never
     through a wildcard. `network` lets commands reach the internet (off: their own empty network):
-    TCP to ports 22, 443 and 9418 and to the `ports` named here, never to the machine's services."""
+    TCP to ports 22, 53, 443 and 9418 and to the `ports` named here (no UDP: names resolve over TCP),
+    never to the machine's services."""
 
     allow: list[str] = msgspec.field(default_factory=list)
     deny: list[str] = msgspec.field(default_factory=list)

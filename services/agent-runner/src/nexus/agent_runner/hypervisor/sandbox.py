@@ -6,12 +6,13 @@ workspace read-write (its git directory read-only), read-only system paths and t
 installation, a private /tmp, its own PID namespace (only its own processes in /proc; when the
 command exits, everything it started dies with the namespace, `setsid()` or not), no network
 unless the policy grants it (then a Landlock ruleset and a seccomp filter, netwall, limit it to TCP
-to the internet's ports, no UDP: not the machine's services), and rlimits. Where namespaces are refused (a restricted Kubernetes
-pod), `landlock`: the same rlimits, a fresh process group, and a Landlock ruleset (no privilege
-needed) that limits writes to the workspace and a private temp directory, reads to the system
-paths, and (ABI >= 4) TCP to nothing, or to the internet's ports when networking is granted; (ABI >= 6) no signals to
-processes outside. Where neither works, `none`: rlimits and the process group only. The mode is
-detected once per process and reported on every session."""
+to the internet's ports, no UDP: not the machine's services), and rlimits. Where namespaces are
+refused (a restricted Kubernetes pod), `landlock`: the same rlimits, a fresh process group, and a
+Landlock ruleset (no privilege needed) that limits writes to the workspace and a private temp
+directory, reads to the system paths, and (ABI >= 4) TCP to nothing, or to the internet's ports when
+networking is granted, and no UDP either way; (ABI >= 6) no signals to processes outside. Where
+neither works, `none`: rlimits and the process group only. The mode is detected once per process and
+reported on every session."""
 
 import contextlib
 import ctypes
@@ -291,11 +292,8 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
             and not os.path.islink(gitdir)
         ):
             args += ["--ro-bind", gitdir, gitdir]
-        cleanup: Callable[[], None] = lambda: None
-        if _net_walled(spec):
-            resolv = netwall.resolv_conf()  # its nameservers asked over TCP: the command has no UDP
-            args += ["--ro-bind", resolv, "/etc/resolv.conf"]
-            cleanup = partial(_unlink, resolv)
+        resolver, cleanup = _resolver(spec)
+        args += resolver
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
         inner_env = {**env, **_resolver_env(spec), "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}
@@ -329,6 +327,14 @@ def _net_walled(spec: Spec) -> bool:
 
 def _resolver_env(spec: Spec) -> dict[str, str]:
     return dict(netwall.RESOLVER_ENV) if _net_walled(spec) else {}
+
+
+def _resolver(spec: Spec) -> tuple[list[str], Callable[[], None]]:
+    """bwrap's binds for a walled network: the machine's nameservers, asked over TCP (it has no UDP)."""
+    if not _net_walled(spec):
+        return [], lambda: None
+    resolv = netwall.resolv_conf()
+    return ["--ro-bind", resolv, "/etc/resolv.conf"], partial(_unlink, resolv)
 
 
 def _unlink(path: str) -> None:
