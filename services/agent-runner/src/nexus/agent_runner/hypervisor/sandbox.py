@@ -110,9 +110,9 @@ def detect(requested: str = "auto") -> str:
 def describe(mode: str) -> str:
     return {
         "bwrap": "bwrap: namespaces (mount, pid, net, ipc, uts, user), read-only system, private /tmp, rlimits"
-        + ("; granted network limited to the internet's ports by Landlock" if landlock_abi() >= 4 else ""),
+        + ("; granted network limited to the internet's TCP ports by Landlock, no UDP" if landlock_abi() >= 4 else ""),
         "landlock": f"landlock (ABI {landlock_abi()}): user namespaces refused; "
-        "filesystem and TCP limited by Landlock, rlimits, process group",
+        "filesystem and TCP limited by Landlock, no UDP, rlimits, process group",
         "none": "none: neither user namespaces nor Landlock; "
         "only rlimits and a process group (the policy is the only wall)",
     }[mode]
