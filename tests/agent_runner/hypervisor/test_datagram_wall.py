@@ -4,9 +4,10 @@ machine, a metadata service on UDP, or carry anything anywhere. Real UDP listene
 on loopback, on the host's own address and on IPv6 loopback receive nothing from a hostile command
 under bwrap and under Landlock, whatever socket type flags, protocol or upper argument bits it
 tries, connected or not, or by taking the runner's own socket; names still resolve, over TCP (a
-tiny DNS responder of the test, named by the sandbox's resolv.conf); a command without network is
-as it was."""
+tiny DNS responder of the test, named by the sandbox's resolv.conf), and curl fetches by name from a
+declared port; a command without network is as it was."""
 
+import http.server
 import json
 import os
 import random
@@ -180,19 +181,21 @@ async def test_a_networked_command_still_resolves_the_machines_names(sandbox: An
 
 NAME = "nexus-datagram-wall.test"
 ANSWERS = ("192.0.2.41", "192.0.2.42")  # two: glibc then orders them, probing each with a UDP connect
+WEB = f"web.{NAME}"  # a name for this machine's loopback, where the test serves HTTP on a declared port
+ZONE = {NAME: ANSWERS, WEB: ("127.0.0.1",)}
 
 
 def _answer(query: bytes) -> bytes:
-    """A reply to one DNS query: ANSWERS for NAME's A record, no data for its other types, NXDOMAIN else."""
+    """A reply to one DNS query: the ZONE's A records, no data for a known name's other types, NXDOMAIN else."""
     ident, end = query[:2], 12
     while query[end]:
         end += query[end] + 1
     qname = b".".join(query[at + 1 : at + 1 + query[at]] for at in _labels(query, end)).decode().lower()
     qtype = struct.unpack("!H", query[end + 1 : end + 3])[0]
     question = query[12 : end + 5]
-    if qname != NAME:
+    if qname not in ZONE:
         return ident + struct.pack("!HHHHH", 0x8183, 1, 0, 0, 0) + question
-    records = [socket.inet_aton(a) for a in ANSWERS] if qtype == 1 else []
+    records = [socket.inet_aton(a) for a in ZONE[qname]] if qtype == 1 else []
     body = b"".join(struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + rdata for rdata in records)
     return ident + struct.pack("!HHHHH", 0x8180, 1, len(records), 0, 0) + question + body
 
@@ -247,6 +250,29 @@ async def test_a_networked_command_resolves_names_over_tcp_through_the_machines_
     for how in ("getaddrinfo/0", f"getaddrinfo/{socket.AI_ADDRCONFIG}", "getent"):
         assert seen[how] == sorted(ANSWERS), seen
     assert nameserver.asked, "the nameserver was asked over TCP"
+
+
+async def test_curl_fetches_by_name_with_no_udp(sandbox: Any, nameserver: _Nameserver) -> None:
+    """What fetching tools do: resolve over TCP, then connect to a port the agent declared."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        box = _make(sandbox, "bwrap", network=True, ports=[server.server_port])
+        result = await box.hv.call("run_command", {"cmd": f"curl -sS --max-time 20 http://{WEB}:{server.server_port}/"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.ok and "hello over tcp" in str(result.output), result
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello over tcp\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 async def test_an_unnetworked_bwrap_command_is_as_it_was(sandbox: Any, udp_listeners: dict[str, socket.socket]) -> None:
