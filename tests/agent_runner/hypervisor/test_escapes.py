@@ -291,3 +291,52 @@ async def test_a_command_dies_with_a_killed_runner(tmp_path: Any, mode: str) -> 
         runner.kill()
         runner.wait()
     assert _marked_dead(marker) == []
+
+
+CAPABILITIES = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+class Header(ctypes.Structure):
+    _fields_ = [('version', ctypes.c_uint32), ('pid', ctypes.c_int)]
+class Data(ctypes.Structure):
+    _fields_ = [('effective', ctypes.c_uint32), ('permitted', ctypes.c_uint32), ('inheritable', ctypes.c_uint32)]
+data = (Data * 2)()
+libc.capget(ctypes.byref(Header(0x20080522, 0)), ctypes.byref(data))
+print('EFFECTIVE', data[0].effective | data[1].effective, 'PERMITTED', data[0].permitted | data[1].permitted)
+print('BOUNDING', sum(libc.prctl(23, cap, 0, 0, 0) == 1 for cap in range(64)))
+open('owned', 'w').close()
+for name, attempt in (('chown', lambda: os.chown('owned', 4321, 4321)), ('setuid', lambda: os.setuid(4321)),
+                      ('raw', lambda: __import__('socket').socket(2, 3, 1))):
+    try:
+        attempt()
+        print('DID', name)
+    except OSError as e:
+        print('NO', name, e.errno)
+"""
+
+
+@pytest.mark.parametrize("mode", ["landlock", "none", "none-in-a-pid-namespace"])
+async def test_a_root_runner_lends_its_commands_no_capability(
+    sandbox: Any, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a user namespace the command runs in the runner's own: as root it kept every capability
+    (routes, firewall, raw sockets, chown, setuid) that no Landlock rule judges. Where no pids cgroup can
+    be made, the `none` mode's command starts under a pid namespace's wrapper that needs them itself."""
+    from nexus.agent_runner.hypervisor import cgroups
+    from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
+
+    if os.geteuid() != 0:
+        pytest.skip("a runner that is not root has no capability to lend")
+    if mode == "none-in-a-pid-namespace":
+        if not sandbox_mod.pid_namespaces():
+            pytest.skip("needs the pid namespace cap (root, Linux >= 6.14)")
+        monkeypatch.setattr(cgroups, "parent", lambda controller: None)
+        mode = "none"
+    if sandbox_mod.detect(mode) != mode:
+        pytest.skip(f"{mode} is not available here")
+    sandbox.make(sandbox_mode=mode)
+    out = await _py(sandbox, CAPABILITIES)
+    assert "EFFECTIVE 0 PERMITTED 0" in out and "BOUNDING 0" in out, out
+    assert "DID" not in out and out.count("NO ") == 3, out
+    after = await sandbox.hv.call("run_command", {"cmd": "echo still-here"})
+    assert after.ok and "still-here" in after.output

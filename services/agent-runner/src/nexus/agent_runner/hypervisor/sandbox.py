@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, partial
 
-from nexus.agent_runner.hypervisor import cgroups, netwall
+from nexus.agent_runner.hypervisor import cgroups, netwall, privileges
 from nexus.agent_runner.hypervisor.paths import remove_tree
 
 BWRAP = "/usr/bin/bwrap"
@@ -222,10 +222,13 @@ def prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec) -> Prep
     of its own where they can be made (the process rlimit never binds root; the memory one binds each
     process, not their sum)."""
     caps = cgroups.CommandCaps({"pids": spec.limits.processes, "memory": spec.limits.memory})
-    prepared = _prepare(mode, argv, env, spec, _rlimits(spec.limits, caps if caps.active else None))
     unbounded = {c: v for c, v in caps.limits.items() if c not in caps.controllers}
+    wrapped = "pids" in unbounded and mode in ("bwrap", "none") and pid_namespaces()
+    # The pid namespace's wrapper needs root's capabilities (unshare, its pid_max): in the `none` mode the
+    # command gives them up after the wrapper (setpriv), not before it.
+    prepared = _prepare(mode, argv, env, spec, _rlimits(spec.limits, caps if caps.active else None), wrapped)
     run_argv = prepared.argv
-    if "pids" in unbounded and mode in ("bwrap", "none") and pid_namespaces():
+    if wrapped:
         run_argv = [*_pid_capped(spec.limits.processes), *run_argv]
     if not caps.active:
         return Prepared(run_argv, prepared.preexec, prepared.env, prepared.cleanup, None, unbounded)
@@ -266,7 +269,8 @@ def _kernel() -> tuple[int, ...]:
 def pid_namespaces() -> bool:
     """The runner can cap a command's processes by a pid namespace of its own (root, Linux >= 6.14: on
     an older kernel pid_max is the machine's, so it is never written there)."""
-    if os.geteuid() != 0 or _kernel() < _PID_MAX_SINCE or not os.access(UNSHARE, os.X_OK):
+    tools = (UNSHARE, privileges.SETPRIV[0])  # both util-linux's; setpriv gives the `none` mode's command its drop
+    if os.geteuid() != 0 or _kernel() < _PID_MAX_SINCE or not all(os.access(t, os.X_OK) for t in tools):
         return False
     probe = [*_pid_capped(100), "/bin/cat", "/proc/sys/kernel/pid_max"]
     try:
@@ -276,7 +280,9 @@ def pid_namespaces() -> bool:
     return done.returncode == 0 and done.stdout.strip() == str(100 + _RESERVED_PIDS + 3).encode()
 
 
-def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimits: Callable[[], None]) -> Prepared:
+def _prepare(
+    mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimits: Callable[[], None], wrapped: bool = False
+) -> Prepared:
     if mode == "bwrap":
         args = [BWRAP, *_base_args(spec.network)]
         for root in _extra_roots(spec.programs, spec.workspace):
@@ -312,12 +318,23 @@ def _prepare(mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimit
             ports=spec.ports,
         )
 
+        drop = privileges.dropper(_libc())
+
         def preexec() -> None:
             rlimits()
+            drop()  # before the ruleset: a root runner's capabilities are not the command's
             restrict(rules)
 
         return Prepared(list(argv), preexec, inner_env, partial(_clear, private))
-    return Prepared(list(argv), rlimits, inner_env, partial(_clear, private))
+    if wrapped:
+        return Prepared([*privileges.SETPRIV, *argv], rlimits, inner_env, partial(_clear, private))
+    drop = privileges.dropper(_libc())
+
+    def unprivileged() -> None:
+        rlimits()
+        drop()
+
+    return Prepared(list(argv), unprivileged, inner_env, partial(_clear, private))
 
 
 def _net_walled(spec: Spec) -> bool:
