@@ -51,6 +51,7 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRun
         zygote_env=child_observability_env(settings),
         run_uid=settings.run_uid,
         run_gid=settings.run_gid,
+        run_files=settings.run_files_dir,
     )
 
 

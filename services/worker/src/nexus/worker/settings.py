@@ -10,7 +10,11 @@ class WorkerSettings(CommonSettings, kw_only=True):
     mongodb_db: str = "nexus"
     worker_id: str = ""
     runtime: Literal["local", "kubernetes"] = "local"
+    # On disk: each run attempt's state directory and workspace (what the agent and git write).
     workspaces_dir: str = ".nexus/runs"
+    # The runs' control files (the runner's record, environment, config and log): "" puts them in a directory
+    # of this user's in /dev/shm when that is a tmpfs, else in `<workspaces_dir>/.run-files` (runtimes/run_files.py).
+    run_files_dir: str = ""
     secrets_dir: str = ".nexus/secrets"
     max_concurrent_runs: int = 100
     max_runs_per_agent: int = 20
