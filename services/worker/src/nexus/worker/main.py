@@ -119,6 +119,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         membership,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         deadline_grace_s=settings.deadline_grace_s,
+        retention_s=settings.run_retention_s,
+        retention_batch=settings.run_retention_batch,
     )
     await recovery.sightings.start(nc)
     if relays is not None:

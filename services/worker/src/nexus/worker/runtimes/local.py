@@ -19,6 +19,7 @@ import resource
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from pathlib import Path
@@ -112,6 +113,34 @@ def _made(path: Path) -> bool:
     return True
 
 
+GONE = ".gone."  # what prune moved aside to remove (one left by a worker killed while removing it goes next time)
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return os.stat(path).st_mtime < cutoff
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _aside(paths: list[Path]) -> list[Path]:
+    """`paths` renamed out of the way (`.gone.<name>`), as they are now."""
+    out = []
+    for path in paths:
+        aside = path if path.name.startswith(GONE) else path.with_name(GONE + path.name)
+        with contextlib.suppress(OSError):
+            path.rename(aside)
+            out.append(aside)
+    return out
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _legacy_names(root: Path) -> list[str]:
     """The run directories an older worker made in `root` (`<run_id>/`, holding its runner's record); this
     worker's own entries there are `<run_id>.<N>` and dot-names."""
@@ -165,6 +194,7 @@ class LocalProcessRuntime:
         # finds runners an earlier worker left), then only these — the directories of ended runs stay on
         # disk, and reading each one's pid files every sweep made a worker at rest cost more with every run.
         self._maybe_live: set[str] | None = None
+        self._starting: set[str] = set()
         # Only the stock runner can be forked warm; a custom command always starts cold.
         # `zygote_env`: what every run is given of how to log and trace (the zygote preloads what that needs).
         self.zygote = Zygote(self.parent_env | dict(zygote_env or {})) if zygote and runner_cmd is None else None
@@ -215,6 +245,13 @@ class LocalProcessRuntime:
         write_record(d, RunnerRecord(pid, process_start(pid) or 0, attempt))
 
     async def start_run(self, request: RunRequest) -> RunHandle:
+        self._starting.add(request.run_id)  # never pruned while it is being launched (`prune`)
+        try:
+            return await self._start_run(request)
+        finally:
+            self._starting.discard(request.run_id)
+
+    async def _start_run(self, request: RunRequest) -> RunHandle:
         d = self.run_dir(request.run_id)
         attempt_dir = d / f"attempt-{request.attempt}"
         # A run this machine has seen before: its runner may still be there.
@@ -392,5 +429,50 @@ class LocalProcessRuntime:
                 with contextlib.suppress(OSError):
                     (d / name).unlink()
 
-    def purge(self, run_id: str) -> None:
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+    async def prune(self, max_age_s: float, batch: int) -> int:
+        """Remove the files of up to `batch` runs that ended more than `max_age_s` ago: their control files and
+        their state directories (workspaces, git directories) on disk; how many entries went. A run whose
+        runner lives, or that is being launched, is left alone. Without this, a worker's disk grows with
+        every run it ever ran."""
+        cutoff = time.time() - max_age_s
+        # Chosen and moved aside with no await in between: a launch that comes later makes the run's directories
+        # anew. The control files first, so the state directories of the same runs are found ownerless next.
+        gone = _aside(self._ended(self.files, cutoff, batch, self._ended_run))
+        gone += _aside(self._ended(self.root, cutoff, batch - len(gone), self._ended_on_disk))
+        await asyncio.to_thread(_remove, gone)  # off the event loop: a workspace can be large
+        return len(gone)
+
+    def _ended(self, root: Path, cutoff: float, batch: int, ended: Callable[[str, float], bool]) -> list[Path]:
+        out: list[Path] = []
+        try:
+            entries = os.scandir(root)
+        except OSError:
+            return out
+        with entries:
+            for entry in entries:
+                if len(out) >= batch:
+                    break
+                name = entry.name
+                if name.startswith(GONE) or (not name.startswith(".") and ended(name, cutoff)):
+                    out.append(Path(entry.path))
+        return out
+
+    def _ended_run(self, run_id: str, cutoff: float) -> bool:
+        """The run's control files were last touched before `cutoff` (its last launch, its log's last line)
+        and its runner is not alive."""
+        d = self.run_dir(run_id)
+        if run_id in self._starting or run_id in (self._maybe_live or ()) or not _older(d, cutoff):
+            return False
+        record = self._read(run_id)
+        if record is not None and _is_alive(record):
+            return False
+        attempt = record.attempt if record is not None and record.attempt else 1
+        return _older(d / f"attempt-{attempt}" / "runner.log", cutoff)
+
+    def _ended_on_disk(self, name: str, cutoff: float) -> bool:
+        """A state directory whose run has no control files left (gone with a reboot's tmpfs, or pruned),
+        or the run directory of a worker before the run files root, whose runner has ended."""
+        run_id, dot, _ = name.rpartition(".")
+        if not dot:  # an older worker's `<run_id>/`
+            return self._legacy and _older(self.root / name, cutoff) and self._pid(name) is None
+        return not self.run_dir(run_id).exists() and run_id not in self._starting and _older(self.root / name, cutoff)
