@@ -33,6 +33,7 @@ from nexus.events.credentials import RunSigner
 from nexus.agent_runner.rehearsal import trivial_config
 from nexus.events.permissions import RunIdentity
 from nexus.worker.runtimes.relay import Relays
+from nexus.worker.runtimes.run_files import run_files_root
 from nexus.worker.runtimes.zygote import DEFAULT_ENTRY, preload
 from nexus.worker.runtimes.zygote_client import Zygote
 
@@ -52,6 +53,8 @@ def _reaped(pid: int) -> tuple[int, int, int, int, int]:
 
 async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS)) -> dict:
     root = Path(tempfile.mkdtemp(prefix="nexus-bench-forked-"))
+    runs = root / "runs"  # laid out as the worker lays out a run (its runtimes/local.py)
+    files = run_files_root(runs)  # the control files: in memory when /dev/shm is a tmpfs
     auth = nats_auth(root / "auth")
     server = start_nats(root / "nats", auth=auth, log_path=root / "nats.log")
     repo_root = str(Path(__file__).resolve().parents[2])  # the floor's entry module (bench.runner.floor)
@@ -81,17 +84,17 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
         async def one(kind: str) -> None:
             async with gate:
                 run_id = f"run_{os.urandom(8).hex()}"
-                d = root / run_id
-                (d / "home").mkdir(parents=True)
+                d = files / run_id / "attempt-1"
+                d.mkdir(parents=True)
                 cfg = trivial_config(run_id, "b")
                 (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
                 env = {
                     **zygote.env,
-                    "HOME": str(d / "home"),
+                    "HOME": str(d),
                     "NEXUS_NATS_URL": server.url,
                     "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
-                    "NEXUS_WORKSPACE": str(d / "workspace"),
-                    "NEXUS_STATE_DIR": str(d / "state"),
+                    "NEXUS_WORKSPACE": str(runs / f"{run_id}.1" / "workspace"),
+                    "NEXUS_STATE_DIR": str(runs / f"{run_id}.1"),
                     "NEXUS_LOG_FORMAT": "json",
                     "NEXUS_NATS_CREDS": signer.mint(RunIdentity(run_id, 1, cfg.session_id, None), 600),
                 }
@@ -152,6 +155,7 @@ async def _runs(n: int, concurrency: int, kinds: tuple[str, ...] = tuple(KINDS))
         if relays is not None:
             await relays.nc.close()
         server.stop()
+        shutil.rmtree(files, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -177,3 +177,19 @@ async def test_cancelling_the_run_stops_the_cli_and_everything_it_started(js, na
             break
         await asyncio.sleep(0.1)
     assert not _alive(marker), "the CLI's shell outlived the cancelled run"
+
+
+async def test_a_cli_that_floods_the_runners_log_cannot_grow_it_past_its_limit(js, nats_url, tmp_path) -> None:
+    """What the agent does reaches the runner's log (here: each malformed usage event is a warning line), and
+    that log may live in memory (the worker's run files): 20,000 such events, ~5 MB of log without the
+    bound, leave at most the limit there, and the run goes on to its end."""
+    steps = [{"usage": {"input_tokens": "many"}}] * 20000 + [{"tool": "finish", "arguments": {"summary": "done"}}]
+    script = tmp_path / "flood.json"
+    script.write_text(json.dumps(steps))
+    cfg = external(steps, command=[sys.executable, str(CLI), str(script)])
+    r = await start_runner(tmp_path, nats_url, cfg, env={"NEXUS_LOG_LIMIT": "50000"})
+    assert await r.exit_code() == 0, r.log()[-2000:]
+    assert final_status(await read_events(js, r.cfg.run_id))["status"] == "succeeded"
+    size = (r.dir / "runner.log").stat().st_size
+    assert size <= 50000 + 200, size
+    assert "non-numeric fields was ignored" in r.log() and "runner.log reached its limit" in r.log()

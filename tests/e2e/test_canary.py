@@ -255,7 +255,7 @@ async def _run_everything(tmp_path, nats_url, nats_creds, mongo_url, bare, url, 
             ]
         # Logs: every service of the stack and every runner, as they were written.
         logs = [(p.name, p.read_bytes()) for p in tmp_path.glob("*.log")] + [
-            (str(p), p.read_bytes()) for p in stack.home.glob("runs/*/*/runner.log")
+            (str(p), p.read_bytes()) for p in stack.run_files.glob("*/*/runner.log")
         ]
     assert {"core-api.log", "worker.log", "board-sync.log", "telegram-gateway.log"} <= {name for name, _ in logs}
     assert sum(name.endswith("runner.log") for name, _ in logs) >= len(SCRIPTS)

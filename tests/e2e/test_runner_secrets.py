@@ -98,7 +98,7 @@ async def test_secret_never_leaves_the_command(api: httpx.AsyncClient, stack, na
     refused = [c for c in session["changes"] if c["type"] == "refused"]
     assert [c["reason"] for c in refused] == ["secret-in-argv"]  # a secret never names a file
     assert run["config"]["secrets"] == ["api_token"]
-    assert not list(stack.home.glob(f"runs/{run_id}/*/workspace/{VALUE}"))
+    assert not list(stack.home.glob(f"runs/{run_id}.*/workspace/{VALUE}"))
 
     messages = await _all_run_messages(nats_url, run_id, stack.creds("tools"))
     kinds = {msgspec.json.decode(body)["type"] for body, _ in messages}

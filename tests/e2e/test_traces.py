@@ -94,7 +94,7 @@ async def test_one_run_is_one_trace_across_processes(
             assert run["status"] == "succeeded", run
 
         # Each process exports in its own batches: wait until the final status is in and every span's parent too.
-        runner_log = (stack.home / "runs" / run_id / "attempt-1" / "runner.log").read_text()
+        runner_log = (stack.run_files / run_id / "attempt-1" / "runner.log").read_text()
         try:
             spans = run_trace(
                 receiver.wait_for(

@@ -60,7 +60,7 @@ async def final_run(api: httpx.AsyncClient, run_id: str) -> dict:
 
 
 def runner_pid(stack: Stack, run_id: str) -> int:
-    record = read_record(stack.home / "runs" / run_id)
+    record = read_record(stack.run_files / run_id)
     assert record is not None, f"run {run_id} has no runner recorded"
     return record.pid
 

@@ -248,7 +248,7 @@ class FaultStack:
         await self.until("the runner zygote ready", up, tries=2400)
 
     def runner_pid(self, run_id: str) -> int | None:
-        record = read_record(self.stack.home / "runs" / run_id)
+        record = read_record(self.stack.run_files / run_id)
         return record.pid if record is not None else None
 
     def pushed(self, run_id: str) -> bool:

@@ -4,6 +4,7 @@ themselves (as core-api would) and read what the worker and the runners publish.
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRun, LaunchRun, RunConfig
 from nexus.worker.launcher import LAUNCH_BUCKET
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_
+from nexus.worker.runtimes.run_files import LINK
 
 QUICK = (
     'steps:\n  - tool_calls:\n      - name: write_file\n        args: {path: "a.txt", content: "hi"}\n  - say: "done"\n'
@@ -118,6 +120,10 @@ class Workers:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+        # The runs' control files, in memory when the machine has a tmpfs (runtimes/run_files.py): nothing else frees them.
+        for link in self.tmp.glob(f"*/runs/{LINK}"):
+            if link.is_symlink():
+                shutil.rmtree(link.resolve(), ignore_errors=True)
 
 
 class Bus:

@@ -44,18 +44,21 @@ async def test_a_launch_makes_four_entries_and_its_runners_home_is_its_attempt_d
     try:
         made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
         # runner.log is the cold runner's stdout (opened by the worker for it; a forked runner opens its own)
-        assert made == [
-            "r-files",
-            "r-files/attempt-1",
-            "r-files/attempt-1/run-config.json",
-            "r-files/attempt-1/runner.log",
-            "r-files/runner.json",
+        assert made == [  # its control files; on disk, as without a tmpfs (test_run_files: in memory)
+            ".run-files",
+            ".run-files/r-files",
+            ".run-files/r-files/attempt-1",
+            ".run-files/r-files/attempt-1/run-config.json",
+            ".run-files/r-files/attempt-1/runner.log",
+            ".run-files/r-files/runner.json",
         ]
         environ = dict(
             entry.split("=", 1) for entry in Path(f"/proc/{handle.ref}/environ").read_text().split("\0") if entry
         )
-        assert environ["HOME"] == str(tmp_path / "r-files" / "attempt-1")
-        assert read_record(tmp_path / "r-files") == RunnerRecord(int(handle.ref), process_start(int(handle.ref)), 1)
+        assert environ["HOME"] == str(runtime.run_dir("r-files") / "attempt-1")
+        assert read_record(runtime.run_dir("r-files")) == RunnerRecord(
+            int(handle.ref), process_start(int(handle.ref)), 1
+        )
         assert (await runtime.status("r-files")).phase == "running"
     finally:
         await runtime.cleanup("r-files")

@@ -232,7 +232,11 @@ async def test_a_zygote_whose_runs_export_spans_preloads_the_exporter(tmp_path: 
 
 
 def test_the_worker_tells_its_zygote_how_runs_trace(tmp_path: Path) -> None:
-    environ = {"NEXUS_OTLP_ENDPOINT": "http://collector:4318", "NEXUS_WORKSPACES_DIR": str(tmp_path)}
+    environ = {
+        "NEXUS_OTLP_ENDPOINT": "http://collector:4318",
+        "NEXUS_WORKSPACES_DIR": str(tmp_path),
+        "NEXUS_RUN_FILES_DIR": str(tmp_path / "run-files"),  # not in /dev/shm: nothing would remove it
+    }
     runtime = build_runtime(load_settings(WorkerSettings, environ), {"PATH": "/usr/bin"})
     assert isinstance(runtime, LocalProcessRuntime) and runtime.zygote is not None
     assert runtime.zygote.env["NEXUS_OTLP_ENDPOINT"] == "http://collector:4318"

@@ -193,6 +193,7 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
     forked from the worker's warm zygote, whose modules are already imported, come in here."""
     import asyncio
 
+    from nexus.agent_runner import runner_log
     from nexus.agent_runner.settings import RunnerSettings
     from nexus.domain.settings import load_settings
     from nexus.observability.logs import setup_logging
@@ -200,6 +201,7 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
 
     settings = load_settings(RunnerSettings, environ)
     setup_logging("agent-runner", settings.log_level, settings.log_format, quiet=QUIET_LOGGERS)
+    runner_log.bound(settings.log_limit)  # the log may live in memory: the agent must not be able to fill it
     setup_tracing("agent-runner", settings.otlp_endpoint)
     # SIGINT, like SIGTERM, cancels the run inside its loop (`_run`) and ends the process outside it. Not left
     # to asyncio.run, which puts its own handler in when it finds Python's default one and reads, sets and

@@ -18,6 +18,8 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     approval_timeout_s: float = 3600.0
     log_level: str = "info"
     log_format: str = "json"  # the worker passes its own ("text" under `make run`)
+    # Characters the runner's stdout and stderr may take together (runner_log.py); what comes after is dropped.
+    log_limit: int = 1 << 20
     otlp_endpoint: str | None = None  # spans go over OTLP/HTTP here when set (the worker passes its own)
     # How agent commands are confined: "auto" (bubblewrap if the kernel allows it, else Landlock, else
     # rlimits only), or one of "bwrap", "landlock", "none" to insist (tests use it to check the fallbacks).

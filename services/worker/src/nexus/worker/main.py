@@ -51,6 +51,7 @@ def build_runtime(settings: WorkerSettings, environ: dict[str, str]) -> AgentRun
         zygote_env=child_observability_env(settings),
         run_uid=settings.run_uid,
         run_gid=settings.run_gid,
+        run_files=settings.run_files_dir,
     )
 
 
@@ -118,6 +119,8 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         membership,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         deadline_grace_s=settings.deadline_grace_s,
+        retention_s=settings.run_retention_s,
+        retention_batch=settings.run_retention_batch,
     )
     await recovery.sightings.start(nc)
     if relays is not None:

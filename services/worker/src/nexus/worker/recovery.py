@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from nexus.worker.runtimes.base import AgentRuntime
 
 log = logging.getLogger("nexus.worker.recovery")
 ACTIVE_STATES = ["launching", "running", "waiting_approval"]
+PRUNE_EVERY_S = 60.0
 
 
 class SweptRun(BaseModel):
@@ -113,7 +115,10 @@ class Recovery:
         *,
         heartbeat_timeout_s: float,
         deadline_grace_s: float = 10.0,
+        retention_s: float = 0.0,
+        retention_batch: int = 256,
     ) -> None:
+        """`retention_s`: ended runs' files are removed from this machine this long after their end (0: kept)."""
         self.runtime = runtime
         self.publisher = publisher
         self.launcher = launcher
@@ -121,6 +126,8 @@ class Recovery:
         self.membership = membership
         self.timeout = heartbeat_timeout_s
         self.grace = deadline_grace_s
+        self.retention = (retention_s, retention_batch)
+        self._next_prune = 0.0
         self.reported: set[tuple[str, int, str]] = set()  # (run, attempt, what) this process already said
         self.sightings = launcher.sightings
 
@@ -209,6 +216,19 @@ class Recovery:
         live = {r.id for r in runs}
         self.reported = {k for k in self.reported if k[0] in live}
         self.sightings.prune(live, now)
+        await self._prune_files()
+
+    async def _prune_files(self) -> None:
+        """Ended runs' files off this machine (a runtime that keeps any: the local one), in batches: once a
+        minute (or once per retention, when shorter), and every sweep while batches come back full."""
+        prune = getattr(self.runtime, "prune", None)
+        max_age_s, batch = self.retention
+        if prune is None or max_age_s <= 0 or time.monotonic() < self._next_prune:
+            return
+        removed = await prune(max_age_s, batch)
+        if removed:
+            log.info("removed %d entries of runs that ended over %.0fs ago", removed, max_age_s)
+        self._next_prune = time.monotonic() + (0 if removed >= batch else min(PRUNE_EVERY_S, max_age_s))
 
     async def _deadline(self, run: SweptRun, now: datetime) -> None:
         limit = wall_clock_limit(run)

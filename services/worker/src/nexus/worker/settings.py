@@ -10,7 +10,15 @@ class WorkerSettings(CommonSettings, kw_only=True):
     mongodb_db: str = "nexus"
     worker_id: str = ""
     runtime: Literal["local", "kubernetes"] = "local"
+    # On disk: each run attempt's state directory and workspace (what the agent and git write).
     workspaces_dir: str = ".nexus/runs"
+    # The runs' control files (the runner's record, environment, config and log): "" puts them in a directory
+    # of this user's in /dev/shm when that is a tmpfs, else in `<workspaces_dir>/.run-files` (runtimes/run_files.py).
+    run_files_dir: str = ""
+    # The files of a run that ended (control files, state directory and workspace) are removed this long after
+    # its last sign on this machine, at most run_retention_batch per sweep (local runtime); 0 keeps them for good.
+    run_retention_s: float = 3 * 86400
+    run_retention_batch: int = 256
     secrets_dir: str = ".nexus/secrets"
     max_concurrent_runs: int = 100
     max_runs_per_agent: int = 20

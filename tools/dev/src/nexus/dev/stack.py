@@ -5,6 +5,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,11 +232,18 @@ class Stack:
             s.stop()
         self.servers.clear()
 
+    @property
+    def run_files(self) -> Path:
+        """The runs' control files (runner.json, runner.log…): the worker links `runs/.run-files` to where
+        it keeps them, in memory when the machine has a tmpfs (the worker's `runtimes/run_files.py`)."""
+        return self.home / "runs" / ".run-files"
+
     def stop_runners(self) -> None:
         """Runners live in process groups of their own (they outlive a worker restart by design); when
         the whole stack stops, so do they: each local run directory names its runner (`runner.json`: its pid
-        and when it started; the worker's `runtimes/record.py`)."""
-        for record in (self.home / "runs").glob("*/runner.json"):
+        and when it started; the worker's `runtimes/record.py`). Their control files go with them when they
+        were in memory (nothing would ever free them there); the workspaces stay on disk."""
+        for record in self.run_files.glob("*/runner.json"):
             try:
                 runner = json.loads(record.read_bytes())
                 pid, started = int(runner["pid"]), str(runner["started"])
@@ -245,6 +253,8 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
             except (ValueError, OSError, IndexError, KeyError, TypeError):
                 pass  # already gone, or not ours to signal
+        if self.run_files.is_symlink():
+            shutil.rmtree(self.run_files.resolve(), ignore_errors=True)
 
 
 def _port_or_free(preferred: int) -> int:

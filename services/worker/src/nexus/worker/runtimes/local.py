@@ -1,7 +1,15 @@
 """The local runtime: agent-runner as a child process in its own process group and workspace, with
 CPU, memory and open-file limits, a scrubbed environment, and kill-on-cancel of the whole group.
 A runner is forked from the worker's warm zygote when it is up (zygote.py), else started cold; a forked
-runner's publishes ride the worker's own NATS connection when the worker relays them (relay.py)."""
+runner's publishes ride the worker's own NATS connection when the worker relays them (relay.py).
+
+Where a run's files live (run_files.py says why):
+- control files, under the run files root (memory-backed when the machine has a tmpfs):
+  `<run_id>/runner.json` (the runner's record) and `<run_id>/attempt-N/` (the runner's cwd and HOME:
+  `runner.env`, claimed as `runner.env.<pid>` and then holding the run's config, or a cold runner's
+  `run-config.json`; `runner.log`, the runner's stdout and stderr, bounded by the runner);
+- what the agent and git write, on disk under `workspaces_dir`: `<run_id>.<N>/` (the runner's state
+  directory: the session's state, the git directory, the hypervisor's rooms) and in it `workspace/`."""
 
 import asyncio
 import contextlib
@@ -11,6 +19,7 @@ import resource
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from pathlib import Path
@@ -23,6 +32,7 @@ from nexus.worker.runtimes.files import write_file
 from nexus.worker.runtimes.record import RECORD, RunnerRecord, read_record, write_record
 from nexus.worker.runtimes.base import RunHandle, RunRequest, RuntimeError_, RuntimeStatus
 from nexus.worker.runtimes.relay import Relays
+from nexus.worker.runtimes.run_files import LINK, run_files_root
 from nexus.worker.runtimes.zygote_client import Zygote, ZygoteUnavailable, ZygoteUndecided
 
 log = logging.getLogger("nexus.worker.local")
@@ -103,6 +113,43 @@ def _made(path: Path) -> bool:
     return True
 
 
+GONE = ".gone."  # what prune moved aside to remove (one left by a worker killed while removing it goes next time)
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return os.stat(path).st_mtime < cutoff
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _aside(paths: list[Path]) -> list[Path]:
+    """`paths` renamed out of the way (`.gone.<name>`), as they are now."""
+    out = []
+    for path in paths:
+        aside = path if path.name.startswith(GONE) else path.with_name(GONE + path.name)
+        with contextlib.suppress(OSError):
+            path.rename(aside)
+            out.append(aside)
+    return out
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _legacy_names(root: Path) -> list[str]:
+    """The run directories an older worker made in `root` (`<run_id>/`, holding its runner's record); this
+    worker's own entries there are `<run_id>.<N>` and dot-names."""
+    try:
+        return [e.name for e in os.scandir(root) if "." not in e.name and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def _is_alive(record: RunnerRecord) -> bool:
     """The recorded runner is still that process: pids are reused (process_start)."""
     return process_start(record.pid) == record.started and pid_alive(record.pid)
@@ -131,8 +178,11 @@ class LocalProcessRuntime:
         zygote_env: Mapping[str, str] | None = None,
         run_uid: int = 0,
         run_gid: int = 0,
+        run_files: str | None = None,
     ) -> None:
-        self.root = workspaces_dir
+        """`run_files`: where the runs' control files go (run_files.py); "" picks a tmpfs when there is one,
+        None keeps them on disk (`<workspaces_dir>/.run-files`)."""
+        self.root = workspaces_dir  # the runs' state directories and workspaces, on disk
         self.root.mkdir(parents=True, exist_ok=True)
         self.parent_env = {k: v for k, v in parent_env.items() if k in KEEP_ENV}
         self.limits = (memory_mb, open_files, cpu_seconds)
@@ -144,12 +194,17 @@ class LocalProcessRuntime:
         # finds runners an earlier worker left), then only these — the directories of ended runs stay on
         # disk, and reading each one's pid files every sweep made a worker at rest cost more with every run.
         self._maybe_live: set[str] | None = None
+        self._starting: set[str] = set()
         # Only the stock runner can be forked warm; a custom command always starts cold.
         # `zygote_env`: what every run is given of how to log and trace (the zygote preloads what that needs).
         self.zygote = Zygote(self.parent_env | dict(zygote_env or {})) if zygote and runner_cmd is None else None
         # The run's identity, when the worker runs as root and one is configured.
         self.run_uid = run_uid if os.geteuid() == 0 else 0
         self.run_gid = (run_gid or run_uid) if self.run_uid else 0
+        self.files = run_files_root(self.root, str(self.root / LINK) if run_files is None else run_files, self.run_gid)
+        # Run directories a worker before the run files root kept beside the workspaces (`<root>/<run_id>/`):
+        # read too while any is left, so their runners are still found, adopted and stopped.
+        self._legacy = self.files != self.root and any(_legacy_names(self.root))
         self.relays: Relays | None = None  # set by `open` when the worker relays forked runs' publishes
 
     def open(self, relays: Relays | None = None) -> None:
@@ -164,13 +219,24 @@ class LocalProcessRuntime:
             await self.zygote.close()
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        """The run's control files (its runner's record, each attempt's directory)."""
+        return self.files / run_id
+
+    def state_dir(self, run_id: str, attempt: int) -> Path:
+        """The attempt's state directory on disk; its workspace is `workspace` in it."""
+        return self.root / f"{run_id}.{attempt}"
+
+    def _read(self, run_id: str) -> RunnerRecord | None:
+        record = read_record(self.run_dir(run_id))
+        if record is None and self._legacy:
+            record = read_record(self.root / run_id)
+        return record
 
     def _pid(self, run_id: str) -> int | None:
         """The pid of this run's runner, only while it is still that process. A runner that ended leaves
         its pid behind, and the kernel hands the number to a new process sooner or later — another run's
         runner, a git, a server: signalling it as this run's runner would kill the wrong work."""
-        record = read_record(self.run_dir(run_id))
+        record = self._read(run_id)
         return record.pid if record is not None and _is_alive(record) else None
 
     def _record(self, d: Path, pid: int, attempt: int) -> None:
@@ -179,10 +245,18 @@ class LocalProcessRuntime:
         write_record(d, RunnerRecord(pid, process_start(pid) or 0, attempt))
 
     async def start_run(self, request: RunRequest) -> RunHandle:
+        self._starting.add(request.run_id)  # never pruned while it is being launched (`prune`)
+        try:
+            return await self._start_run(request)
+        finally:
+            self._starting.discard(request.run_id)
+
+    async def _start_run(self, request: RunRequest) -> RunHandle:
         d = self.run_dir(request.run_id)
         attempt_dir = d / f"attempt-{request.attempt}"
-        if not _made(d):  # a run this machine has seen before: its runner may still be there
-            existing = read_record(d)
+        # A run this machine has seen before: its runner may still be there.
+        if not _made(d) or self._legacy:
+            existing = self._read(request.run_id)
             if existing is not None and _is_alive(existing):
                 if existing.attempt == request.attempt:
                     if self._maybe_live is not None:
@@ -192,6 +266,7 @@ class LocalProcessRuntime:
                     )
                 await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
         _made(attempt_dir)
+        state_dir = self.state_dir(request.run_id, request.attempt)
         config = msgspec.json.encode(request.config)
         config_path = attempt_dir / "run-config.json"  # a cold runner's; a forked one's is named by its child
         env = {
@@ -200,13 +275,15 @@ class LocalProcessRuntime:
             # get a private HOME of their own from the hypervisor, never this one).
             "HOME": str(attempt_dir),
             "NEXUS_RUN_CONFIG": str(config_path),
-            "NEXUS_WORKSPACE": str(attempt_dir / "workspace"),
-            "NEXUS_STATE_DIR": str(attempt_dir / "state"),
+            "NEXUS_WORKSPACE": str(state_dir / "workspace"),
+            "NEXUS_STATE_DIR": str(state_dir),
             "NEXUS_ATTEMPT": str(request.attempt),
             **request.env,
         }
-        if self.run_uid:
+        if self.run_uid:  # the runner, as the run's user, writes in both (the workspace it makes in the state dir)
             os.chown(attempt_dir, self.run_uid, self.run_gid)
+            _made(state_dir)
+            os.chown(state_dir, self.run_uid, self.run_gid)
         pid = await self._fork(request, attempt_dir, env, config)
         RUNNER_STARTS.labels("cold" if pid is None else "forked").inc()
         if pid is None:
@@ -313,7 +390,7 @@ class LocalProcessRuntime:
 
     async def get_logs(self, run_id: str) -> list[str]:
         d = self.run_dir(run_id)
-        record = read_record(d)
+        record = self._read(run_id)
         path = d / f"attempt-{record.attempt if record is not None and record.attempt else 1}" / "runner.log"
         if not path.exists():
             return []
@@ -335,7 +412,8 @@ class LocalProcessRuntime:
         """The runs whose runner is alive on this machine: all run directories the first time, then the
         runs found alive then and those started since (a runner that ended is dropped for good)."""
         if self._maybe_live is None:
-            names = [d.name for d in self.root.iterdir()] if self.root.exists() else []
+            names = [d.name for d in self.files.iterdir()] if self.files.exists() else []
+            names += _legacy_names(self.root) if self._legacy else []
         else:
             names = sorted(self._maybe_live)
         out = [name for name in names if self._pid(name)]
@@ -346,9 +424,55 @@ class LocalProcessRuntime:
         await self.cancel_run(run_id)
         self._procs.pop(run_id, None)
         self._forked.pop(run_id, None)
-        for name in (RECORD, "runner.pid"):  # an older worker's record is `runner.pid` (record.py)
-            with contextlib.suppress(OSError):
-                (self.run_dir(run_id) / name).unlink()
+        for d in (self.run_dir(run_id), self.root / run_id) if self._legacy else (self.run_dir(run_id),):
+            for name in (RECORD, "runner.pid"):  # an older worker's record is `runner.pid` (record.py)
+                with contextlib.suppress(OSError):
+                    (d / name).unlink()
 
-    def purge(self, run_id: str) -> None:
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+    async def prune(self, max_age_s: float, batch: int) -> int:
+        """Remove the files of up to `batch` runs that ended more than `max_age_s` ago: their control files and
+        their state directories (workspaces, git directories) on disk; how many entries went. A run whose
+        runner lives, or that is being launched, is left alone. Without this, a worker's disk grows with
+        every run it ever ran."""
+        cutoff = time.time() - max_age_s
+        # Chosen and moved aside with no await in between: a launch that comes later makes the run's directories
+        # anew. The control files first, so the state directories of the same runs are found ownerless next.
+        gone = _aside(self._ended(self.files, cutoff, batch, self._ended_run))
+        gone += _aside(self._ended(self.root, cutoff, batch - len(gone), self._ended_on_disk))
+        await asyncio.to_thread(_remove, gone)  # off the event loop: a workspace can be large
+        return len(gone)
+
+    def _ended(self, root: Path, cutoff: float, batch: int, ended: Callable[[str, float], bool]) -> list[Path]:
+        out: list[Path] = []
+        try:
+            entries = os.scandir(root)
+        except OSError:
+            return out
+        with entries:
+            for entry in entries:
+                if len(out) >= batch:
+                    break
+                name = entry.name
+                if name.startswith(GONE) or (not name.startswith(".") and ended(name, cutoff)):
+                    out.append(Path(entry.path))
+        return out
+
+    def _ended_run(self, run_id: str, cutoff: float) -> bool:
+        """The run's control files were last touched before `cutoff` (its last launch, its log's last line)
+        and its runner is not alive."""
+        d = self.run_dir(run_id)
+        if run_id in self._starting or run_id in (self._maybe_live or ()) or not _older(d, cutoff):
+            return False
+        record = self._read(run_id)
+        if record is not None and _is_alive(record):
+            return False
+        attempt = record.attempt if record is not None and record.attempt else 1
+        return _older(d / f"attempt-{attempt}" / "runner.log", cutoff)
+
+    def _ended_on_disk(self, name: str, cutoff: float) -> bool:
+        """A state directory whose run has no control files left (gone with a reboot's tmpfs, or pruned),
+        or the run directory of a worker before the run files root, whose runner has ended."""
+        run_id, dot, _ = name.rpartition(".")
+        if not dot:  # an older worker's `<run_id>/`
+            return self._legacy and _older(self.root / name, cutoff) and self._pid(name) is None
+        return not self.run_dir(run_id).exists() and run_id not in self._starting and _older(self.root / name, cutoff)
