@@ -108,7 +108,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         max_output=policy.max_output_bytes,
         confine=(hv.sandbox, spec),
         slack=longest,
-        guard=hv.disk.guard() if before.complete else None,  # else only rm runs, and adds nothing
+        guard=hv.disk.guard(len(before.entries)) if before.complete else None,  # else only rm runs, and adds nothing
     )
     if before.complete:
         changed, after = await _record_changes(hv, before, skip)
@@ -126,10 +126,11 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         )
     )
     if before.complete and not after.complete:
+        ended = "; it was ended when it did" if outcome.cap_reached else ""
         raise Refused(
             "workspace-too-large",
-            f"after the command the workspace cannot be walked whole: {after.why}; its changes are recorded as "
-            "far as they could be seen, and only rm runs until files are removed",
+            f"after the command the workspace cannot be walked whole: {after.why}{ended}; its changes are "
+            "recorded as far as they could be seen, and only rm runs until files are removed",
         )
     if outcome.cap_reached:
         raise _cap_met(hv, outcome.cap_reached, spec.limits, outcome.exit_code)
