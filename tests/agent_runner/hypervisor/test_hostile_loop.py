@@ -1,0 +1,70 @@
+"""The runner's event loop is never the one walking the workspace: a tool that lists, copies, walks or
+removes a tree does it in a thread. A workspace of 200,000 small files made search_text hold the loop
+for ~9 s on the development box (its masked copy and the removal of that copy), and a command's private
+HOME of as many files, removed after it in the Landlock and none modes, did the same; meanwhile the
+runner sends no heartbeat (30 s without one and the worker takes the run for dead), no event, and
+answers no cancellation."""
+
+import asyncio
+import functools
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from nexus.agent_runner.hypervisor import changeset, file_tools, paths, safegit, search
+from nexus.agent_runner.hypervisor import sandbox as confinement
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _watch(monkeypatch: pytest.MonkeyPatch, seen: list[str], owner: Any, name: str) -> None:
+    original: Callable[..., Any] = getattr(owner, name)
+
+    @functools.wraps(original)
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if _on_loop():
+            seen.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, watched)
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "landlock", "none"])
+async def test_no_tool_walks_or_removes_a_tree_on_the_event_loop(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    if confinement.detect(mode) != mode:
+        pytest.skip(f"{mode} is not available here")
+    seen: list[str] = []
+    for owner, name in [
+        (search, "masked_copy"),
+        (shutil, "rmtree"),
+        (paths, "remove_tree"),
+        (confinement, "remove_tree"),
+        (changeset, "snapshot"),
+        (safegit, "nested_git"),
+        (file_tools, "listing"),
+    ]:
+        _watch(monkeypatch, seen, owner, name)
+    hv = sandbox.make(sandbox_mode=mode)
+    patch = "--- a/README.md\n+++ b/README.md\n@@ -1,2 +1,2 @@\n-# demo\n+# demo!\n hello world\n"
+    for tool, args in [
+        ("run_command", {"cmd": "mkdir -p tree/a"}),
+        ("search_text", {"pattern": "hello"}),
+        ("list_dir", {"path": "."}),
+        ("apply_patch", {"patch": patch}),
+        ("git_status", {}),
+        ("write_file", {"path": "x.txt", "content": "x"}),
+    ]:
+        result = await hv.call(tool, args)
+        assert result.ok, (tool, result.error)
+    assert seen == []
+
