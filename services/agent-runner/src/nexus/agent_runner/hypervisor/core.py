@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
@@ -427,13 +428,18 @@ class Hypervisor:
                 "(filters, drivers) outside the sandbox, so the git tools are refused until it is removed",
             )
         self.rooms()
-        return await commands.execute(
+        started = time.time_ns() - 2_000_000_000  # a file's time is the kernel's coarse clock: a little behind
+        outcome = await commands.execute(
             safegit.argv(*args),
             cwd=cwd or self.ws.root,
             env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S,
             max_output=self.permissions.commands.max_output_bytes,
         )
+        if outcome.timed_out and repo and self._git_dir is not None:
+            # Killed mid-write (`add -A` of gigabytes): its locks would refuse every later commit of the run.
+            await asyncio.to_thread(safegit.clear_locks, self._git_dir, started)
+        return outcome
 
     def _sealed(self) -> str:
         if self._git_seal is None:
@@ -470,6 +476,10 @@ class Hypervisor:
 
     async def git_or_refuse(self, *args: str) -> str:
         outcome = await self.git(*args)
+        if outcome.timed_out:
+            raise Refused(
+                "git-timeout", f"git {safegit.subcommand(args)} did not finish within {GIT_TIMEOUT_S:g} s and was ended"
+            )
         if outcome.exit_code != 0:
             raise Refused("git-failed", self.decode(outcome).strip())
         return self.decode(outcome)

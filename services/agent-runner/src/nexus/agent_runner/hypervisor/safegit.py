@@ -186,5 +186,26 @@ def nested_git(work_tree: Path | str) -> str:
         os.close(root)
 
 
+def clear_locks(git_dir: Path, since_ns: int) -> list[str]:
+    """Remove the lock files (`index.lock`, `HEAD.lock`, `refs/.../*.lock`, ...) made at or after
+    `since_ns` in `git_dir`: git ended by a timeout (SIGKILL) leaves them, and every later git that
+    writes then fails ("index.lock: File exists") for the rest of the run, the runner's own final commit
+    too. Only for git the caller killed, which was the repository's one writer. Returns what was removed
+    (relative paths); `objects` is not walked (git takes no lock there that outlives it)."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(git_dir):
+        if dirpath == os.fspath(git_dir):
+            dirnames[:] = [d for d in dirnames if d != "objects"]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if name.endswith(".lock") and os.lstat(path).st_mtime_ns >= since_ns:
+                    os.unlink(path)
+                    removed.append(os.path.relpath(path, git_dir))
+            except FileNotFoundError:
+                continue
+    return removed
+
+
 def argv(*args: str) -> list[str]:
     return ["git", *HARDENING, *args]

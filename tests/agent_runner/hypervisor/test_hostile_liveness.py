@@ -1,4 +1,6 @@
-"""The runner's event loop is never the one walking the workspace: a tool that lists, copies, walks or
+"""A hostile workspace cannot make the runner stop answering, nor leave its repository unusable.
+
+The runner's event loop is never the one walking the workspace: a tool that lists, copies, walks or
 removes a tree does it in a thread. A workspace of 200,000 small files made search_text hold the loop
 for ~9 s on the development box (its masked copy and the removal of that copy), and a command's private
 HOME of as many files, removed after it in the Landlock and none modes, did the same; meanwhile the
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nexus.agent_runner.hypervisor import changeset, file_tools, paths, safegit, search
+from nexus.agent_runner.hypervisor import changeset, core, file_tools, paths, safegit, search
 from nexus.agent_runner.hypervisor import sandbox as confinement
 
 
@@ -68,3 +70,24 @@ async def test_no_tool_walks_or_removes_a_tree_on_the_event_loop(
         assert result.ok, (tool, result.error)
     assert seen == []
 
+
+async def test_a_git_tool_ended_at_its_timeout_leaves_no_lock_behind(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git add -A` of a workspace holding gigabytes outlasts the git timeout; killed, it left
+    `index.lock` in the run's git directory (out of the agent's reach), and every later commit failed
+    ("index.lock: File exists") for the rest of the run — the runner's own final commit too."""
+    hv = sandbox.make()
+    made = await hv.call("run_command", {"cmd": "dd if=/dev/urandom of=big.bin bs=1M count=200"})
+    assert made.ok, made.error
+    monkeypatch.setattr(core, "GIT_TIMEOUT_S", 0.3)  # compressing 200 MiB of noise takes seconds
+    slow = await hv.call("git_commit", {"message": "too big for its time"})
+    assert not slow.ok and slow.error.startswith("refused (git-timeout)"), slow.error
+    assert not (sandbox.root / "gitdir" / "index.lock").exists()
+    monkeypatch.undo()
+    removed = await hv.call("run_command", {"cmd": "rm big.bin"})
+    assert removed.ok, removed.error
+    (sandbox.ws / "small.txt").write_text("small\n")
+    committed = await hv.call("git_commit", {"message": "small"})
+    assert committed.ok, committed.error
+    sandbox.assert_recorded()
