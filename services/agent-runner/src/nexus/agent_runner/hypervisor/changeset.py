@@ -100,10 +100,17 @@ def digest(root: str, change: Changed) -> Changed:
         if stat.S_ISLNK(st.st_mode):
             sha.update(os.fsencode(os.readlink(path)))
         elif stat.S_ISREG(st.st_mode):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
             with os.fdopen(fd, "rb") as fh:
-                while block := fh.read(_CHUNK):
+                # What was opened is what was looked at: a FIFO swapped in between (a writer feeding it
+                # forever) or a file still growing is never read past the size seen.
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                    return change
+                left = opened.st_size
+                while left > 0 and (block := fh.read(min(_CHUNK, left))):
                     sha.update(block)
+                    left -= len(block)
     except OSError:
         return change
     return Changed(change.rel, deleted=False, size=change.size, sha256=sha.hexdigest())
