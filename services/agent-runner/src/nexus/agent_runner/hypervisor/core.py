@@ -403,8 +403,12 @@ class Hypervisor:
                 await self.ask(entry, rel)
                 return
 
-    async def git(self, *args: str, cwd: str | None = None, repo: bool = True) -> commands.CommandOutcome:
-        """Git with the config isolated and every code-running knob off (safegit); never the agent's env."""
+    async def git(
+        self, *args: str, cwd: str | None = None, repo: bool = True, max_output: int | None = None
+    ) -> commands.CommandOutcome:
+        """Git with the config isolated and every code-running knob off (safegit); never the agent's env.
+        Its output is cut at the agent's output cap unless `max_output` says otherwise (a check that
+        must read all of it)."""
         if repo and self._git_dir is None:
             raise Refused(
                 "no-repository", "this session has no repository outside the workspace; the git tools need one"
@@ -434,7 +438,7 @@ class Hypervisor:
             cwd=cwd or self.ws.root,
             env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S,
-            max_output=self.permissions.commands.max_output_bytes,
+            max_output=self.permissions.commands.max_output_bytes if max_output is None else max_output,
         )
         if outcome.timed_out and repo and self._git_dir is not None:
             # Killed mid-write (`add -A` of gigabytes): its locks would refuse every later commit of the run.
