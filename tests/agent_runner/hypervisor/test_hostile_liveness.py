@@ -118,3 +118,28 @@ def test_a_file_swapped_for_a_fifo_before_it_is_hashed_is_not_read(
         os.close(writer)
         os.close(reader)
     assert hashed.sha256 == ""
+
+
+@pytest.mark.parametrize("name", [".gitignore", "sub/.gitignore", ".gitattributes", "sub/.gitattributes", ".mailmap"])
+async def test_a_fifo_git_would_open_by_name_is_refused_not_waited_on(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """git opens these files by name wherever it meets them, and the open of a FIFO waits for a writer:
+    each git tool waited out its timeout (60 s; 2 s here) and no commit could ever be made."""
+    monkeypatch.setattr(core, "GIT_TIMEOUT_S", 2.0)
+    hv = sandbox.make()
+    plant = f"import os\nos.makedirs(os.path.dirname({name!r}) or '.', exist_ok=True)\nos.mkfifo({name!r})\n"
+    (sandbox.ws / "plant.py").write_text(plant + "open('work.txt', 'w').write('work')\n")
+    made = await hv.call("run_command", {"cmd": "python3 plant.py"})
+    assert made.ok, made.error
+    for tool, args in [("git_status", {}), ("git_diff", {}), ("git_commit", {"message": "work"})]:
+        result = await hv.call(tool, args)
+        assert not result.ok and result.error.startswith("refused (special-file)"), (tool, result.error)
+        assert name in result.error
+    log = await hv.call("git_log", {})  # reads no work tree, and no .mailmap
+    assert log.ok, log.error
+    removed = await hv.call("run_command", {"cmd": f"rm {name}"})
+    assert removed.ok, removed.error
+    committed = await hv.call("git_commit", {"message": "work"})
+    assert committed.ok, committed.error
+    sandbox.assert_recorded()

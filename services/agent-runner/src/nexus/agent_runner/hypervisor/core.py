@@ -426,11 +426,8 @@ class Hypervisor:
             and safegit.reads_work_tree(args)
             and (nested := await asyncio.to_thread(safegit.nested_git, self.ws.root))
         ):
-            raise Refused(
-                "nested-git",
-                f"the workspace holds a git repository of its own at {nested}; git would run its config "
-                "(filters, drivers) outside the sandbox, so the git tools are refused until it is removed",
-            )
+            reason, why = safegit.hazard(nested)
+            raise Refused(reason, f"{why}, so the git tools are refused until it is removed")
         self.rooms()
         started = time.time_ns() - 2_000_000_000  # a file's time is the kernel's coarse clock: a little behind
         outcome = await commands.execute(
