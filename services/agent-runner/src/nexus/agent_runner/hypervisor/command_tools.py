@@ -115,6 +115,8 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
     else:  # only rm ran: what it deleted is what its command line names; the walk says if it is whole again
         changed, after = [], await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
         hv.disk.observe(await asyncio.to_thread(hv.disk_total, after))
+    # A setuid file outlives the command on the machine's disk (as the runner's user): never kept.
+    cleared = await asyncio.to_thread(changeset.unprivilege, hv.ws.root, after.privileged)
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
@@ -159,6 +161,9 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         shown_files = ", ".join(_ledger_path(hv, c.rel, 200) for c in changed[:20])
         more = f" and {len(changed) - 20} more" if len(changed) > 20 else ""
         footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
+    if cleared:
+        names = ", ".join(_ledger_path(hv, rel, 200) for rel in cleared[:20])
+        footer.append(f"[setuid/setgid bits removed (files the command made privileged stay plain): {names}]")
     if outcome.timed_out:
         footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
     if outcome.exit_code in disk.SIGXFSZ_EXITS:
