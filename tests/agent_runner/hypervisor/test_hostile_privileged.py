@@ -42,3 +42,21 @@ async def test_no_setuid_file_outlives_the_command_that_made_it(sandbox: Any, mo
     again = await hv.call("run_command", {"cmd": "chmod u+s by-chmod"})
     assert again.ok and not (sandbox.ws / "by-chmod").stat().st_mode & stat.S_ISUID
     sandbox.assert_recorded()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a runner that is not root can make no file run as root")
+async def test_a_hard_link_to_a_privileged_file_outside_keeps_that_file_as_it_was(sandbox: Any) -> None:
+    """Clearing the bits through a hard link would change the machine's own setuid program (the `none`
+    mode reaches every path of the machine): such a name is removed from the workspace instead."""
+    if confinement.detect("none") != "none":
+        pytest.skip("none is not available here")
+    outside = sandbox.sentinel / "privileged"
+    outside.write_bytes(b"\x7fELF")
+    outside.chmod(0o4755)
+    hv = sandbox.make(sandbox_mode="none")
+    (sandbox.ws / "link.py").write_text(f"import os\nos.link({str(outside)!r}, 'linked')\n")
+    result = await hv.call("run_command", {"cmd": "python3 link.py"})
+    assert result.ok, result.error
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o4755
+    assert not (sandbox.ws / "linked").exists()
+    assert "linked" in result.output

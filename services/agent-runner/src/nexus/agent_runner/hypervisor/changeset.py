@@ -122,26 +122,30 @@ def digest(root: str, change: Changed) -> Changed:
 
 
 def unprivilege(root: str, rels: tuple[str, ...]) -> list[str]:
-    """Clear the setuid and setgid bits of these files (never through a link): the workspace is a
+    """Take the setuid and setgid bits off these files (never through a link): the workspace is a
     directory of the machine, and a file a command made setuid stays so there after the command — as the
     runner's user, root in a container or under the local runtime, where any user who reaches it runs it
-    as root. Returns the files cleared."""
-    cleared = []
+    as root. A file with more than one link may be one of the machine's own (a hard link to a system
+    program): its mode is not touched, the workspace's name for it is removed. Returns the files."""
+    done = []
     for rel in rels:
+        path = os.path.join(root, rel)
         try:
-            fd = os.open(
-                os.path.join(root, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-            )
+            fd = os.open(path, _READ_FLAGS)
         except OSError:
             continue  # gone, or a link (whose own mode means nothing)
         try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
-                os.fchmod(fd, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
-                cleared.append(rel)
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID)):
+                continue
+            if st.st_nlink == 1:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+            elif (os.lstat(path).st_ino, os.lstat(path).st_dev) == (st.st_ino, st.st_dev):
+                os.unlink(path)
+            done.append(rel)
         finally:
             os.close(fd)
-    return cleared
+    return done
 
 
 def shown_path(rel: str) -> str:

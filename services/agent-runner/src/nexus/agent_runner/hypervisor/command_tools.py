@@ -163,7 +163,7 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
     if cleared:
         names = ", ".join(_ledger_path(hv, rel, 200) for rel in cleared[:20])
-        footer.append(f"[setuid/setgid bits removed (files the command made privileged stay plain): {names}]")
+        footer.append(f"[setuid/setgid bits removed (a hard-linked file's name removed instead): {names}]")
     if outcome.timed_out:
         footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
     if outcome.exit_code in disk.SIGXFSZ_EXITS:
