@@ -342,3 +342,49 @@ async def test_a_repository_a_sandboxed_command_nests_in_the_workspace_never_run
     assert end["status"] == "failed" and "vendor/lib/.git" in end["reason"], end
     assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]
     _assert_nothing_leaked(bare, r, events)
+
+
+FIFO_PLANT = """import os
+os.makedirs("docs")
+os.mkfifo("docs/.gitignore")
+open("work.txt", "w").write("work\\n")
+"""
+
+
+async def test_a_fifo_where_git_opens_a_file_by_name_stalls_neither_the_tools_nor_the_runner(
+    js, nats_url, tmp_path
+) -> None:
+    """git opens every `.gitignore` (and `.gitattributes`, `.mailmap`, ...) it meets by name, and the open
+    of a FIFO waits for a writer: a command planting one made every git tool wait out its 60 s timeout,
+    and the runner's own `git status` before its final commit (which has none) wait for ever. The git
+    tools and the final commit now refuse, naming it; the run ends."""
+    bare = bare_repo(tmp_path)
+    run_id = f"run_{uuid.uuid4().hex[:16]}"
+    script = _script(
+        [
+            ("write_file", {"path": "plant.py", "content": FIFO_PLANT}),
+            ("run_command", {"cmd": "python3 plant.py"}),
+            ("git_status", {}),
+            ("git_commit", {"message": "agent work"}),
+        ]
+    )
+    cfg = config(
+        script,
+        run_id=run_id,
+        permissions={"commands": {"allow": ["python3 plant.py"], "default": "deny"}},
+        secrets=sorted(SECRETS),
+        limits={"max_steps": 20},
+        repo=_repo(bare, run_id),
+    )
+    r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS)
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, run_id)
+    refused = changes(events, "refused")
+    assert [(c["tool"], c["reason"]) for c in refused] == [
+        ("git_status", "special-file"),
+        ("git_commit", "special-file"),
+        ("commit", "special-file"),  # the runner's own final commit
+    ], refused
+    end = final_status(events)
+    assert end["status"] == "failed" and "docs/.gitignore" in end["reason"], end
+    assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]

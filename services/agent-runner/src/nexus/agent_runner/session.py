@@ -384,7 +384,7 @@ class RunSession:
         try:
             dirty = status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv)
         except workspace.NestedGit as exc:  # the agent's doing: refused and recorded, not a crash
-            await hv.refuse("commit", "nested-git", str(exc))
+            await hv.refuse("commit", exc.reason, str(exc))
             status, reason, dirty = "failed", f"commit refused: {exc}", False
         if dirty:
             title = cfg.task.title if cfg.task else cfg.task_id

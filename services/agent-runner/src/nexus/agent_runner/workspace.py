@@ -22,7 +22,12 @@ class GitError(Exception):
 
 
 class NestedGit(GitError):
-    """The work tree holds a repository of its own: git, run outside the sandbox, would obey its config."""
+    """The work tree holds what git must not meet: a repository of its own (git, run outside the sandbox,
+    would obey its config), or a FIFO where git opens a file by name (it would wait on it)."""
+
+    def __init__(self, message: str, reason: str = "nested-git") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 _UNSEALABLE = "unsealable"  # a seal no digest matches: the repository could not be written, git is refused
@@ -94,10 +99,8 @@ async def run_git(
     if repo:
         rg.check_sealed()
         if safegit.reads_work_tree(args) and (nested := await asyncio.to_thread(safegit.nested_git, rg.work_tree)):
-            raise NestedGit(
-                f"the workspace holds a git repository of its own at {nested}: git would run its config (filters, "
-                f"drivers) outside the sandbox; git {safegit.subcommand(args)} refused"
-            )
+            reason, why = safegit.hazard(nested)
+            raise NestedGit(f"{why}; git {safegit.subcommand(args)} refused", reason)
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
     cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
     proc = await asyncio.create_subprocess_exec(

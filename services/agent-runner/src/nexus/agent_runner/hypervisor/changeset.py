@@ -19,6 +19,7 @@ from dataclasses import dataclass
 MAX_ENTRIES = 500_000
 MAX_ITEMISED = 200  # per command: the ledger gets one change per file up to this many, and the count
 _CHUNK = 1 << 20
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC  # never a link, never a wait
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -29,6 +30,7 @@ class Snapshot:
     complete: bool  # False: the walk stopped at MAX_ENTRIES, or could not read a directory
     why: str = ""  # when not complete: why, in a sentence
     used: int = 0  # bytes the entries hold on disk: each one's length or its blocks, whichever is more
+    privileged: tuple[str, ...] = ()  # files with a setuid or setgid bit (a command's doing: cleared after it)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
     """Every entry under `root` but the directory `skip` (a git directory inside the workspace)."""
     entries: dict[str, int] = {}
     sizes: dict[str, int] = {}
+    privileged: list[str] = []
     used = 0
     stack = [""]
     while stack:
@@ -63,6 +66,8 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
                     used += max(st.st_size, st.st_blocks * 512)
                     if not stat.S_ISDIR(st.st_mode):
                         sizes[rel] = st.st_size
+                        if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                            privileged.append(rel)
                     elif os.path.join(root, rel) != skip:
                         stack.append(rel)
         except FileNotFoundError:
@@ -73,7 +78,7 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
             depth = rel_dir.count(os.sep) + 1 if rel_dir else 0  # its depth, not its name (any length, any bytes)
             why = f"a directory {depth} levels down could not be read ({exc.strerror})"
             return Snapshot(entries, sizes, complete=False, why=why, used=used)
-    return Snapshot(entries, sizes, complete=True, used=used)
+    return Snapshot(entries, sizes, complete=True, used=used, privileged=tuple(privileged))
 
 
 def changes(before: Snapshot, after: Snapshot) -> list[Changed]:
@@ -100,13 +105,47 @@ def digest(root: str, change: Changed) -> Changed:
         if stat.S_ISLNK(st.st_mode):
             sha.update(os.fsencode(os.readlink(path)))
         elif stat.S_ISREG(st.st_mode):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(path, _READ_FLAGS)
             with os.fdopen(fd, "rb") as fh:
-                while block := fh.read(_CHUNK):
+                # What was opened is what was looked at: a FIFO swapped in between (a writer feeding it
+                # forever) or a file still growing is never read past the size seen.
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                    return change
+                left = opened.st_size
+                while left > 0 and (block := fh.read(min(_CHUNK, left))):
                     sha.update(block)
+                    left -= len(block)
     except OSError:
         return change
     return Changed(change.rel, deleted=False, size=change.size, sha256=sha.hexdigest())
+
+
+def unprivilege(root: str, rels: tuple[str, ...]) -> list[str]:
+    """Take the setuid and setgid bits off these files (never through a link): the workspace is a
+    directory of the machine, and a file a command made setuid stays so there after the command — as the
+    runner's user, root in a container or under the local runtime, where any user who reaches it runs it
+    as root. A file with more than one link may be one of the machine's own (a hard link to a system
+    program): its mode is not touched, the workspace's name for it is removed. Returns the files."""
+    done = []
+    for rel in rels:
+        path = os.path.join(root, rel)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError:
+            continue  # gone, or a link (whose own mode means nothing)
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID)):
+                continue
+            if st.st_nlink == 1:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+            elif (os.lstat(path).st_ino, os.lstat(path).st_dev) == (st.st_ino, st.st_dev):
+                os.unlink(path)
+            done.append(rel)
+        finally:
+            os.close(fd)
+    return done
 
 
 def shown_path(rel: str) -> str:

@@ -108,13 +108,15 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         max_output=policy.max_output_bytes,
         confine=(hv.sandbox, spec),
         slack=longest,
-        guard=hv.disk.guard() if before.complete else None,  # else only rm runs, and adds nothing
+        guard=hv.disk.guard(len(before.entries)) if before.complete else None,  # else only rm runs, and adds nothing
     )
     if before.complete:
         changed, after = await _record_changes(hv, before, skip)
     else:  # only rm ran: what it deleted is what its command line names; the walk says if it is whole again
         changed, after = [], await asyncio.to_thread(changeset.snapshot, hv.ws.root, skip)
         hv.disk.observe(await asyncio.to_thread(hv.disk_total, after))
+    # A setuid file outlives the command on the machine's disk (as the runner's user): never kept.
+    cleared = await asyncio.to_thread(changeset.unprivilege, hv.ws.root, after.privileged)
     await hv.record(
         CommandRunChange(
             cmd=args.cmd,
@@ -126,10 +128,11 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         )
     )
     if before.complete and not after.complete:
+        ended = "; it was ended when it did" if outcome.cap_reached else ""
         raise Refused(
             "workspace-too-large",
-            f"after the command the workspace cannot be walked whole: {after.why}; its changes are recorded as "
-            "far as they could be seen, and only rm runs until files are removed",
+            f"after the command the workspace cannot be walked whole: {after.why}{ended}; its changes are "
+            "recorded as far as they could be seen, and only rm runs until files are removed",
         )
     if outcome.cap_reached:
         raise _cap_met(hv, outcome.cap_reached, spec.limits, outcome.exit_code)
@@ -158,6 +161,9 @@ async def run_command(hv: Hypervisor, args: RunCommandArgs) -> ToolResult:
         shown_files = ", ".join(_ledger_path(hv, c.rel, 200) for c in changed[:20])
         more = f" and {len(changed) - 20} more" if len(changed) > 20 else ""
         footer.append(f"[files changed in the workspace, recorded: {shown_files}{more}]")
+    if cleared:
+        names = ", ".join(_ledger_path(hv, rel, 200) for rel in cleared[:20])
+        footer.append(f"[setuid/setgid bits removed (a hard-linked file's name removed instead): {names}]")
     if outcome.timed_out:
         footer.append(f"[timed out after {timeout:g}s; every process it started was killed]")
     if outcome.exit_code in disk.SIGXFSZ_EXITS:

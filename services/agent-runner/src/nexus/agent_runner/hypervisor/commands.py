@@ -257,8 +257,8 @@ async def execute(
     finally:
         _kill_group(proc)  # also whatever it left running in the background
         await proc.wait()
-        if prepared:
-            prepared.cleanup()
+        if prepared:  # a private HOME of any size to remove: in a thread, never on the runner's loop
+            await asyncio.to_thread(prepared.cleanup)
     try:
         # Output still in the pipe; a grandchild that left the group may hold it open.
         await asyncio.wait_for(asyncio.shield(done), _DRAIN_GRACE_S)

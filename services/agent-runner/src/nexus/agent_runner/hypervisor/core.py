@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
@@ -402,8 +403,12 @@ class Hypervisor:
                 await self.ask(entry, rel)
                 return
 
-    async def git(self, *args: str, cwd: str | None = None, repo: bool = True) -> commands.CommandOutcome:
-        """Git with the config isolated and every code-running knob off (safegit); never the agent's env."""
+    async def git(
+        self, *args: str, cwd: str | None = None, repo: bool = True, max_output: int | None = None
+    ) -> commands.CommandOutcome:
+        """Git with the config isolated and every code-running knob off (safegit); never the agent's env.
+        Its output is cut at the agent's output cap unless `max_output` says otherwise (a check that
+        must read all of it)."""
         if repo and self._git_dir is None:
             raise Refused(
                 "no-repository", "this session has no repository outside the workspace; the git tools need one"
@@ -421,19 +426,21 @@ class Hypervisor:
             and safegit.reads_work_tree(args)
             and (nested := await asyncio.to_thread(safegit.nested_git, self.ws.root))
         ):
-            raise Refused(
-                "nested-git",
-                f"the workspace holds a git repository of its own at {nested}; git would run its config "
-                "(filters, drivers) outside the sandbox, so the git tools are refused until it is removed",
-            )
+            reason, why = safegit.hazard(nested)
+            raise Refused(reason, f"{why}, so the git tools are refused until it is removed")
         self.rooms()
-        return await commands.execute(
+        started = time.time_ns() - 2_000_000_000  # a file's time is the kernel's coarse clock: a little behind
+        outcome = await commands.execute(
             safegit.argv(*args),
             cwd=cwd or self.ws.root,
             env=self._git_env if repo else self._nonrepo_git_env,
             timeout_s=GIT_TIMEOUT_S,
-            max_output=self.permissions.commands.max_output_bytes,
+            max_output=self.permissions.commands.max_output_bytes if max_output is None else max_output,
         )
+        if outcome.timed_out and repo and self._git_dir is not None:
+            # Killed mid-write (`add -A` of gigabytes): its locks would refuse every later commit of the run.
+            await asyncio.to_thread(safegit.clear_locks, self._git_dir, started)
+        return outcome
 
     def _sealed(self) -> str:
         if self._git_seal is None:
@@ -470,6 +477,10 @@ class Hypervisor:
 
     async def git_or_refuse(self, *args: str) -> str:
         outcome = await self.git(*args)
+        if outcome.timed_out:
+            raise Refused(
+                "git-timeout", f"git {safegit.subcommand(args)} did not finish within {GIT_TIMEOUT_S:g} s and was ended"
+            )
         if outcome.exit_code != 0:
             raise Refused("git-failed", self.decode(outcome).strip())
         return self.decode(outcome)

@@ -21,16 +21,16 @@ def total(snapshot: changeset.Snapshot) -> int:
     return snapshot.used
 
 
-def _fs_used(paths: Iterable[str]) -> int:
-    """Bytes used on the file systems holding `paths`, each file system once."""
-    seen: dict[int, int] = {}
+def _fs_used(paths: Iterable[str]) -> tuple[int, int]:
+    """Bytes and inodes used on the file systems holding `paths`, each file system once."""
+    seen: dict[int, tuple[int, int]] = {}
     for path in paths:
         try:
             st, fs = os.stat(path), os.statvfs(path)
         except OSError:
             continue
-        seen[st.st_dev] = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-    return sum(seen.values())
+        seen[st.st_dev] = ((fs.f_blocks - fs.f_bfree) * fs.f_frsize, fs.f_files - fs.f_ffree)
+    return sum(b for b, _ in seen.values()), sum(i for _, i in seen.values())
 
 
 class Budget:
@@ -90,25 +90,33 @@ class Budget:
             "that add bytes are refused",
         )
 
-    def guard(self) -> Callable[[], Awaitable[str]]:
-        """A command's watch: "disk" once what it wrote passes what is left of the budget."""
+    def guard(self, entries: int) -> Callable[[], Awaitable[str]]:
+        """A command's watch: "disk" once what it wrote passes what is left of the budget, or once the
+        workspace holds more entries than the walk follows (`entries`: how many it held before). Empty
+        files, directories and links hold no counted byte but each takes an inode of the machine's disk:
+        without this a command made millions of them until its timeout."""
         allowed = self.left()
         begun = self._now or 0  # set by left(), unless the walk was not whole (then nothing is allowed)
         paths = self._paths()
-        used = _fs_used(paths)
+        used, inodes = _fs_used(paths)
+        # New inodes past which a walk confirms: what the walk can still follow (a floor, so a workspace
+        # near the limit is not walked at every poll for the machine's other files).
+        made_allowed = max(changeset.MAX_ENTRIES - entries, changeset.MAX_ENTRIES // 50)
 
         async def reached() -> str:
-            nonlocal used
-            grew = _fs_used(paths) - used
-            if grew <= allowed:
+            nonlocal used, inodes
+            now_used, now_inodes = _fs_used(paths)
+            grew = now_used - used
+            if grew <= allowed and now_inodes - inodes <= made_allowed:
                 return ""
             measured = await asyncio.to_thread(self._measure)
-            if measured is None:  # written where the walk cannot see: not the machine's other processes
+            if measured is None:  # past the walk's reach (too many entries, or out of its sight)
                 return "disk"
             wrote = measured - begun
             if wrote > allowed:
                 return "disk"
             used += grew - max(wrote, 0)  # the rest was written by other processes of the machine
+            inodes = now_inodes  # the walk was whole: the entries made so far are within what it follows
             return ""
 
         return reached

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from nexus.agent_runner.hypervisor import commands, patches, search
 from nexus.agent_runner.hypervisor.errors import Refused
+from nexus.agent_runner.hypervisor.paths import Workspace
 from nexus.agent_runner.hypervisor.registry import tool
 from nexus.agent_runner.hypervisor.state import now_iso
 from nexus.agent_runner.hypervisor.tools import Args, Doc, RelPath, ToolResult
@@ -126,7 +127,7 @@ async def apply_patch(hv: Hypervisor, args: ApplyPatchArgs) -> ToolResult:
         return await _apply(hv, patch, Path(scratch))
     finally:
         hv.disk.forget()  # a patch is at most MAX_WRITE_BYTES: it may pass the budget by that much, once
-        shutil.rmtree(scratch, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
 
 
 async def _apply(hv: Hypervisor, patch: bytes, scratch: Path) -> ToolResult:
@@ -156,7 +157,13 @@ async def _apply(hv: Hypervisor, patch: bytes, scratch: Path) -> ToolResult:
 @tool("list_dir", ListDirArgs, "List a directory: directories end with '/', symlinks with '@'.", path_arg=True)
 async def list_dir(hv: Hypervisor, args: ListDirArgs) -> ToolResult:
     rel = hv.ws.resolve(args.path)
-    fd = hv.ws.open_dir(rel)
+    # A directory a command filled with hundreds of thousands of names: read in a thread, never on the loop.
+    return ToolResult(ok=True, output=await asyncio.to_thread(listing, hv.ws, rel))
+
+
+def listing(ws: Workspace, rel: str) -> str:
+    """The first MAX_LIST_ENTRIES names of the directory `rel`, sorted and marked, and how many more."""
+    fd = ws.open_dir(rel)
     try:
         names = sorted(os.listdir(fd))
         lines = []
@@ -167,7 +174,7 @@ async def list_dir(hv: Hypervisor, args: ListDirArgs) -> ToolResult:
         os.close(fd)
     if len(names) > MAX_LIST_ENTRIES:
         lines.append(f"[{len(names) - MAX_LIST_ENTRIES} more entries not shown]")
-    return ToolResult(ok=True, output="\n".join(lines))
+    return "\n".join(lines)
 
 
 @tool(
@@ -185,7 +192,8 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
         raise Refused("invalid-arguments", "the pattern contains a NUL byte")
     scratch = tempfile.mkdtemp(prefix="search-", dir=hv.scratch)
     try:
-        skipped = search.masked_copy(hv.ws, rel, Path(scratch), hv.secrets)
+        # A walk of the whole workspace (seconds for 100,000 files): in a thread, never on the runner's loop.
+        skipped = await asyncio.to_thread(search.masked_copy, hv.ws, rel, Path(scratch), hv.secrets)
         argv = ["grep", "-rnIE", "--null", "--devices=skip", "--color=never", "-e", args.pattern, "--", rel]
         outcome = await commands.execute(
             argv,
@@ -195,7 +203,7 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
             max_output=hv.permissions.commands.max_output_bytes,
         )
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
     if outcome.exit_code not in (0, 1) and not outcome.timed_out:
         raise Refused("invalid-pattern", hv.decode(outcome).strip())
     shown = search.format_matches(hv.decode(outcome), MAX_SEARCH_LINES, MAX_SEARCH_LINE_CHARS)

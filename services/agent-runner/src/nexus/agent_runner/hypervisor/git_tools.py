@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 GIT_LOG_ENTRIES = 50
 MAX_MESSAGE_CHARS = 16_000
+MAX_STAGED_NAMES_BYTES = 64 << 20  # the names of a commit's paths, all checked for secrets' values
 _FORGED_TRAILER = re.compile(r"^\s*nexus-[\w-]*\s*:", re.IGNORECASE | re.MULTILINE)
 
 
@@ -70,7 +71,17 @@ async def git_commit(hv: Hypervisor, args: GitCommitArgs) -> ToolResult:
     await hv.git_or_refuse("add", "-A")
     if (await hv.git("diff", "--cached", "--quiet", *safegit.NO_DRIVERS)).exit_code == 0:
         raise Refused("nothing-to-commit", "there are no changes to commit")
-    staged = await hv.git("diff", "--cached", "--name-only", "-z", "--no-renames", *safegit.NO_DRIVERS)
+    names = ("diff", "--cached", "--name-only", "-z", "--no-renames", *safegit.NO_DRIVERS)
+    # Every staged name is read: cut at the output cap, the names past 64 KiB went unchecked and a path
+    # holding a secret's value was committed.
+    staged = await hv.git(*names, max_output=MAX_STAGED_NAMES_BYTES)
+    if staged.exit_code != 0 or staged.truncated:
+        await hv.git("reset", "-q")
+        raise Refused(
+            "too-many-paths",
+            f"the staged paths could not all be checked (more than {MAX_STAGED_NAMES_BYTES >> 20} MiB of names, "
+            "or git failed); commit fewer files",
+        )
     for path in staged.output.decode(errors="surrogateescape").split("\0"):
         if hv.secrets.contains_secret(path):
             await hv.git("reset", "-q")

@@ -55,6 +55,9 @@ async def plan(patch: bytes, scratch: Path, git: Git) -> Plan:
     summary = await git("apply", "--summary", str(patch_file), cwd=str(tree))
     if summary.exit_code != 0:
         raise Refused("invalid-patch", _text(summary).strip())
+    if numstat.truncated or summary.truncated:
+        # Paths and modes past the output cap would go unchecked (and unwritten): refused, not half applied.
+        raise Refused("too-large", "the patch names more files than can be checked; split it")
     for match in _MODES.finditer(_text(summary)):
         for mode in filter(None, match.group("one", "old", "new")):
             if mode not in REGULAR_MODES:

@@ -42,6 +42,8 @@ HARDENING: tuple[str, ...] = (
     "protocol.ext.allow=never",
     "-c",
     "submodule.recurse=false",
+    "-c",
+    "log.mailmap=false",  # the work tree's .mailmap is the agent's: it would rename authors in a log, or stall it
 )
 # Options that keep diff-like commands from running an external diff or a textconv program.
 NO_DRIVERS: tuple[str, ...] = ("--no-ext-diff", "--no-textconv")
@@ -144,14 +146,21 @@ def reads_work_tree(args: tuple[str, ...] | list[str]) -> bool:
     return subcommand(args) not in _TREELESS
 
 
+# Files git opens by name wherever it meets them in the work tree (not only those it is asked to add).
+_READ_BY_NAME = frozenset({".gitattributes", ".gitignore", ".gitmodules", ".mailmap"})
+
+
 def nested_git(work_tree: Path | str) -> str:
-    """The first `.git` entry (any case; directory, file or link) below the work tree's root, as a
-    path relative to it, or "". git takes a directory holding one for a repository of its own: `add -A`
-    stages it as a gitlink, and status, diff and add then run `git status` inside it — with its config,
-    so its filters and drivers, outside any sandbox. The root's own `.git` is skipped by git (the
-    repository is named by GIT_DIR), so it is not reported. Links are not followed. The walk keeps its
-    own stack (a tree thousands of directories deep is no recursion) and opens each directory by its
-    path relative to the root, as git, running there, does."""
+    """The path (relative to the work tree) of the first entry git must not meet there, or "":
+    - a `.git` entry (any case; directory, file or link) below the root: git takes a directory holding
+      one for a repository of its own: `add -A` stages it as a gitlink, and status, diff and add then run
+      `git status` inside it — with its config, so its filters and drivers, outside any sandbox. The
+      root's own `.git` is skipped by git (the repository is named by GIT_DIR), so it is not reported;
+    - a FIFO, socket or device named like a file git opens by name (`.gitignore`, `.gitattributes`,
+      `.gitmodules`, `.mailmap`): git's open of a FIFO waits for a writer that never comes, so every git
+      call stalled to its timeout (the runner's own `git status`, which has none, for ever).
+    Links are not followed. The walk keeps its own stack (a tree thousands of directories deep is no
+    recursion) and opens each directory by its path relative to the root, as git, running there, does."""
     root = os.open(os.fspath(work_tree), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         pending = [""]
@@ -161,7 +170,7 @@ def nested_git(work_tree: Path | str) -> str:
                 fd = os.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
                 try:
                     with os.scandir(fd) as entries:
-                        listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+                        listed = [(entry.name, _kind(entry)) for entry in entries]
                 finally:
                     os.close(fd)
             except OSError:
@@ -173,17 +182,62 @@ def nested_git(work_tree: Path | str) -> str:
                         continue
                     return f"{rel}/.git"
                 continue
-            for name, is_dir in listed:
+            for name, kind in listed:
                 path = f"{rel}/{name}" if rel else name
                 if name.casefold() == ".git":
                     if rel:
                         return path
                     continue  # the root's own: not a repository git sees, not descended into
-                if is_dir:
+                if kind == "special" and name.casefold() in _READ_BY_NAME:
+                    return path
+                if kind == "dir":
                     pending.append(path)
         return ""
     finally:
         os.close(root)
+
+
+def clear_locks(git_dir: Path, since_ns: int) -> list[str]:
+    """Remove the lock files (`index.lock`, `HEAD.lock`, `refs/.../*.lock`, ...) made at or after
+    `since_ns` in `git_dir`: git ended by a timeout (SIGKILL) leaves them, and every later git that
+    writes then fails ("index.lock: File exists") for the rest of the run, the runner's own final commit
+    too. Only for git the caller killed, which was the repository's one writer. Returns what was removed
+    (relative paths); `objects` is not walked (git takes no lock there that outlives it)."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(git_dir):
+        if dirpath == os.fspath(git_dir):
+            dirnames[:] = [d for d in dirnames if d != "objects"]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if name.endswith(".lock") and os.lstat(path).st_mtime_ns >= since_ns:
+                    os.unlink(path)
+                    removed.append(os.path.relpath(path, git_dir))
+            except FileNotFoundError:
+                continue
+    return removed
+
+
+def hazard(path: str) -> tuple[str, str]:
+    """The refusal's reason and its words for an entry `nested_git` found."""
+    if os.path.basename(path).casefold() == ".git":
+        return "nested-git", (
+            f"the workspace holds a git repository of its own at {path}; git would run its config (filters, "
+            "drivers) outside the sandbox"
+        )
+    return "special-file", (
+        f"the workspace holds {path}, which is no regular file (a FIFO, socket or device): git opens it by "
+        "name and would wait on it"
+    )
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    """ "dir", "special" (a FIFO, socket or device), or "other" (a file or a link); links never followed."""
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+        return "other"
+    return "special"
 
 
 def argv(*args: str) -> list[str]:
