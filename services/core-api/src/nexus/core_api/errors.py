@@ -34,8 +34,11 @@ class DomainError(Exception):
     409 a conflict with the current state, 422 invalid input). The HTTP edge turns it into
     problem+json (`domain_handler`); a NATS command handler dead-letters the command with it."""
 
-    def __init__(self, status_code: int, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, detail: str, *, field: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(detail)
+        self.retry_after_s = retry_after_s  # a refusal for now (429, 503): when to ask again
         self.status_code = status_code
         self.detail = detail
         self.field = field
@@ -103,6 +106,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     409: "Conflict",
+    429: "Too many requests",
     413: "Payload too large",
     415: "Unsupported media type",
     503: "Service unavailable",
@@ -139,7 +143,10 @@ def http_handler(_: OpenRequest, exc: HTTPException) -> Response[JsonObject]:
 
 def domain_handler(_: OpenRequest, exc: DomainError) -> Response[JsonObject]:
     errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
-    return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), exc.detail, errors)
+    response = _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), exc.detail, errors)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def transition_handler(_: OpenRequest, exc: InvalidTransition) -> Response[JsonObject]:

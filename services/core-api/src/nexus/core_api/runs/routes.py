@@ -6,6 +6,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
+from nexus.core_api.streams import held_stream
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
@@ -82,14 +83,17 @@ class RunController(Controller):
         run = written.peek(Run, run_id) or await _get(run_id)
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
-        return ServerSentEvent(
+        return held_stream(
+            request.app.state,
+            request.user,
+            request.auth,
             run_stream(
                 ctx.run_feed,
                 run.id,
                 after_seq=after,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stored_final=run_stored_final(run.id, run.status),
-            )
+            ),
         )
 
     @post(
