@@ -1,5 +1,6 @@
-"""Event streams are held by the key that opened them: a revoked key's open streams end, and one key
-cannot hold more than its share of streams (429 with Retry-After; other keys are not refused)."""
+"""Requests held open are held by the key that sent them: a revoked key's open event streams end, and
+one key cannot hold more than its share of streams or of `wait_s` waits (429 with Retry-After; other
+keys are not refused)."""
 
 import asyncio
 import contextlib
@@ -18,7 +19,7 @@ PER_KEY = 3
 
 @pytest.fixture(scope="module")
 def settings(settings: CoreSettings) -> CoreSettings:
-    return msgspec.structs.replace(settings, sse_streams_per_key=PER_KEY)
+    return msgspec.structs.replace(settings, sse_streams_per_key=PER_KEY, waits_per_key=PER_KEY)
 
 
 async def new_key(http: httpx.AsyncClient, role: str = "viewer") -> tuple[str, str]:
@@ -79,3 +80,38 @@ async def test_one_key_holds_a_bounded_number_of_streams(http: httpx.AsyncClient
         else:
             pytest.fail("a closed stream's slot was never given back")
         await again.aclose()
+
+
+async def test_one_key_holds_a_bounded_number_of_waits(http: httpx.AsyncClient, server_url: str) -> None:
+    run = await new_run(http)  # no worker: it stays queued until cancelled
+    _, key = await new_key(http, "lead")
+    async with contextlib.AsyncExitStack() as clients:
+        greedy, *waiting = [
+            await clients.enter_async_context(httpx.AsyncClient(base_url=server_url, headers=bearer(key), timeout=60))
+            for _ in range(PER_KEY + 1)
+        ]
+
+        def wait(c: httpx.AsyncClient) -> asyncio.Task[httpx.Response]:
+            return asyncio.create_task(c.get(f"/v1/runs/{run['id']}", params={"wait_s": 50}))
+
+        waits = [wait(c) for c in waiting]
+        for _ in range(100):  # until the server holds its share (bounded by tries)
+            r = await greedy.get(f"/v1/runs/{run['id']}", params={"wait_s": 0.05})
+            if r.status_code == 429:
+                break
+            # A wait that came while this probe held a slot was refused: it asks again.
+            waits = [
+                wait(c) if w.done() and w.result().status_code == 429 else w
+                for c, w in zip(waiting, waits, strict=True)
+            ]
+        body = assert_problem(r, 429, "Authorization")
+        assert int(r.headers["Retry-After"]) > 0 and "wait_s" in body["detail"]
+        title = f"refused-{run['id']}"
+        r = await greedy.post("/v1/tasks", params={"wait_s": 5}, json={"title": title})
+        assert_problem(r, 429, "Authorization")  # refused before anything was made
+        listed = (await http.get("/v1/tasks", params={"limit": 500})).json()["items"]
+        assert title not in [t["title"] for t in listed]
+        assert (await http.get(f"/v1/runs/{run['id']}", params={"wait_s": 0.1})).status_code == 200  # another key
+        assert (await http.post(f"/v1/runs/{run['id']}/cancel")).status_code in (201, 202)
+        assert all(w.status_code == 200 for w in await asyncio.gather(*waits))  # ended: their slots are back
+        assert (await greedy.get(f"/v1/runs/{run['id']}", params={"wait_s": 1})).status_code == 200

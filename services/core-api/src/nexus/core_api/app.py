@@ -37,7 +37,7 @@ from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
-from nexus.core_api.streams import StreamSlots
+from nexus.core_api.held import KeySlots
 from nexus.observability.secrets import SecretStore
 from nexus.core_api.approvals.routes import ApprovalController
 from nexus.core_api.audit.routes import AuditController
@@ -148,7 +148,12 @@ def create_app(
         route_handlers=[*ROUTES, *ui_routers()],  # the web UI under /ui: built per app, its pages call the routes above
         lifespan=[lifespan],
         state=State(
-            {"key_cache": KeyCache(), "settings": settings, "stream_slots": StreamSlots(settings.sse_streams_per_key)}
+            {
+                "key_cache": KeyCache(),
+                "settings": settings,
+                "stream_slots": KeySlots(settings.sse_streams_per_key, "event streams"),
+                "wait_slots": KeySlots(settings.waits_per_key, "waiting requests (wait_s)"),
+            }
         ),
         middleware=[
             HttpMetricsMiddleware(),

@@ -6,7 +6,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
-from nexus.core_api.streams import held_stream
+from nexus.core_api.held import held_stream
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS, MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest

@@ -7,7 +7,7 @@ from litestar import get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
-from nexus.core_api.streams import held_stream
+from nexus.core_api.held import held_stream
 from nexus.core_api.auth.guards import READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context

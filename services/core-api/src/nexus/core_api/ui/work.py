@@ -10,7 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
-from nexus.core_api.streams import held_stream
+from nexus.core_api.held import held_stream
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
@@ -75,7 +75,7 @@ def event_line(type_: str, data: dict[str, Any]) -> str:
 
 
 def _held(request: UiRequest, messages: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:
-    """A page's stream, held by the signed-in key like the API's own (`nexus.core_api.streams`)."""
+    """A page's stream, held by the signed-in key like the API's own (`nexus.core_api.held`)."""
     assert request.user is not None and request.auth is not None and request.auth.key  # the READ guard passed
     return held_stream(request.app.state, request.user, request.auth.key, messages)
 
