@@ -1,7 +1,9 @@
 """Every error is application/problem+json naming the failing field; nothing leaks a 500 body."""
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -14,6 +16,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Receive, Scope, Send
+from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.auth.requests import OpenRequest
 from nexus.db.group import GroupWriteFailed
@@ -49,6 +52,20 @@ class DomainError(Exception):
 
 def not_found(kind: str, id_: str) -> DomainError:
     return DomainError(404, f"{kind} {id_!r} not found")
+
+
+def changed_concurrently(kind: str, field: str) -> DomainError:
+    return DomainError(409, f"the {kind} changed concurrently: read it again and retry", field=field)
+
+
+@contextlib.contextmanager
+def one_writer(kind: str, field: str) -> Iterator[None]:
+    """Around the insert of a document whose id is the next revision: a writer that lost the race to the
+    same revision is told of the conflict (409), not of a fault."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise changed_concurrently(kind, field) from None
 
 
 def _problem(status: int, title: str, detail: str, errors: list[JsonObject] | None = None) -> Response[JsonObject]:
