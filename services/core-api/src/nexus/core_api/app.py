@@ -37,6 +37,7 @@ from nexus.db.cache import install as install_cache
 from nexus.db.connection import connect_db
 from nexus.domain.settings import load_settings
 from nexus.events.bus import Publisher, connect, ensure_streams
+from nexus.core_api.held import KeySlots
 from nexus.observability.secrets import SecretStore
 from nexus.core_api.approvals.routes import ApprovalController
 from nexus.core_api.audit.routes import AuditController
@@ -146,7 +147,14 @@ def create_app(
     return Litestar(
         route_handlers=[*ROUTES, *ui_routers()],  # the web UI under /ui: built per app, its pages call the routes above
         lifespan=[lifespan],
-        state=State({"key_cache": KeyCache(), "settings": settings}),
+        state=State(
+            {
+                "key_cache": KeyCache(),
+                "settings": settings,
+                "stream_slots": KeySlots(settings.sse_streams_per_key, "event streams"),
+                "wait_slots": KeySlots(settings.waits_per_key, "waiting requests (wait_s)"),
+            }
+        ),
         middleware=[
             HttpMetricsMiddleware(),
             AnswerPromptly(),

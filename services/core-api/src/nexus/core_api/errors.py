@@ -1,7 +1,9 @@
 """Every error is application/problem+json naming the failing field; nothing leaks a 500 body."""
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -14,6 +16,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Receive, Scope, Send
+from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.auth.requests import OpenRequest
 from nexus.db.group import GroupWriteFailed
@@ -34,8 +37,11 @@ class DomainError(Exception):
     409 a conflict with the current state, 422 invalid input). The HTTP edge turns it into
     problem+json (`domain_handler`); a NATS command handler dead-letters the command with it."""
 
-    def __init__(self, status_code: int, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, detail: str, *, field: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(detail)
+        self.retry_after_s = retry_after_s  # a refusal for now (429, 503): when to ask again
         self.status_code = status_code
         self.detail = detail
         self.field = field
@@ -46,6 +52,20 @@ class DomainError(Exception):
 
 def not_found(kind: str, id_: str) -> DomainError:
     return DomainError(404, f"{kind} {id_!r} not found")
+
+
+def changed_concurrently(kind: str, field: str) -> DomainError:
+    return DomainError(409, f"the {kind} changed concurrently: read it again and retry", field=field)
+
+
+@contextlib.contextmanager
+def one_writer(kind: str, field: str) -> Iterator[None]:
+    """Around the insert of a document whose id is the next revision: a writer that lost the race to the
+    same revision is told of the conflict (409), not of a fault."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise changed_concurrently(kind, field) from None
 
 
 def _problem(status: int, title: str, detail: str, errors: list[JsonObject] | None = None) -> Response[JsonObject]:
@@ -103,6 +123,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     409: "Conflict",
+    429: "Too many requests",
     413: "Payload too large",
     415: "Unsupported media type",
     503: "Service unavailable",
@@ -139,7 +160,10 @@ def http_handler(_: OpenRequest, exc: HTTPException) -> Response[JsonObject]:
 
 def domain_handler(_: OpenRequest, exc: DomainError) -> Response[JsonObject]:
     errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
-    return _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), exc.detail, errors)
+    response = _problem(exc.status_code, _TITLES.get(exc.status_code, "Request failed"), exc.detail, errors)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def transition_handler(_: OpenRequest, exc: InvalidTransition) -> Response[JsonObject]:

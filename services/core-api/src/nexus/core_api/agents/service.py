@@ -4,7 +4,7 @@ import msgspec
 from pymongo.errors import DuplicateKeyError
 
 from nexus.core_api.agents.schemas import AgentOut, AgentRevisionOut, AgentSpec
-from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.errors import DomainError, changed_concurrently, not_found, one_writer
 from nexus.core_api.schemas import iso
 from nexus.core_api.skills.service import resolve
 from nexus.db.cache import cached_get
@@ -80,9 +80,10 @@ async def update(agent_id: str, spec: AgentSpec, *, actor: str) -> tuple[Agent, 
     if new_spec == doc.spec:
         return doc, False
     revision = doc.revision + 1
-    await AgentRevision(
-        id=rev_id(doc.id, revision), agent_id=doc.id, revision=revision, spec=new_spec, created_by=actor
-    ).insert()
+    with one_writer("agent", "revision"):
+        await AgentRevision(
+            id=rev_id(doc.id, revision), agent_id=doc.id, revision=revision, spec=new_spec, created_by=actor
+        ).insert()
     res = await update_document(
         Agent,
         doc.id,
@@ -90,7 +91,7 @@ async def update(agent_id: str, spec: AgentSpec, *, actor: str) -> tuple[Agent, 
         {"revision": doc.revision},
     )
     if res.modified_count != 1:
-        raise DomainError(409, "the agent changed concurrently; retry")
+        raise changed_concurrently("agent", "revision")
     return await get(doc.id), True
 
 

@@ -6,6 +6,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
+from nexus.core_api.held import held_stream
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_KEYS, MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
@@ -63,14 +64,17 @@ class BoardController(Controller):
         """Card moves: replays from after Last-Event-ID (the stream sequence), then follows."""
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
-        return ServerSentEvent(
+        return held_stream(
+            request.app.state,
+            request.user,
+            request.auth,
             jetstream_events(
                 ctx.js,
                 spec("board.card_moved").subject,
                 after_seq=after,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stream=EVENTS_STREAM,
-            )
+            ),
         )
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK], status_code=200)

@@ -7,6 +7,7 @@ from litestar import get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
+from nexus.core_api.held import held_stream
 from nexus.core_api.auth.guards import READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
@@ -44,7 +45,10 @@ async def system_events(
     wanted = parse_types(types)
     ctx: Context = request.app.state.ctx
     after = parse_last_event_id(request.headers.get("last-event-id"))
-    return ServerSentEvent(
+    return held_stream(
+        request.app.state,
+        request.user,
+        request.auth,
         jetstream_events(
             ctx.js,
             "nexus.evt.>",
@@ -52,5 +56,5 @@ async def system_events(
             keepalive_s=ctx.settings.sse_keepalive_s,
             types=wanted,
             stream=EVENTS_STREAM,
-        )
+        ),
     )

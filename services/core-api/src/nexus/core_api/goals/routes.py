@@ -6,6 +6,7 @@ from litestar import Controller, get, post, put
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
+from nexus.core_api.held import held_stream
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
@@ -100,7 +101,7 @@ class GoalController(Controller):
         goal = await service.get(goal_id)
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
-        return ServerSentEvent(goal_events(ctx, goal.id, after_seq=after))
+        return held_stream(request.app.state, request.user, request.auth, goal_events(ctx, goal.id, after_seq=after))
 
     @get("/{goal_id:str}/tasks", guards=[READ])
     async def list_goal_tasks(

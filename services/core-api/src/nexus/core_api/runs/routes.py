@@ -6,6 +6,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
+from nexus.core_api.held import held_stream, waiting
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
@@ -58,6 +59,7 @@ class RunController(Controller):
     @get("/{run_id:str}", guards=[READ])
     async def get_run(
         self,
+        request: ApiRequest,
         run_id: FromPath[str],
         with_config: Annotated[
             bool, QueryParameter(name="config", description="include the run's config (its own read)")
@@ -67,7 +69,8 @@ class RunController(Controller):
         # Waiting, the run as this process last wrote it will do to start from (it is read again at its end).
         run = (wait_s and written.peek(Run, run_id)) or await _get(run_id)
         if wait_s:
-            run = await when_ended(run, wait_s)
+            with waiting(request.app.state, request.user, wait_s):
+                run = await when_ended(run, wait_s)
 
         async def config() -> JsonObject | None:
             return await config_of(run.id) if with_config else None
@@ -82,14 +85,17 @@ class RunController(Controller):
         run = written.peek(Run, run_id) or await _get(run_id)
         ctx: Context = request.app.state.ctx
         after = parse_last_event_id(request.headers.get("last-event-id"))
-        return ServerSentEvent(
+        return held_stream(
+            request.app.state,
+            request.user,
+            request.auth,
             run_stream(
                 ctx.run_feed,
                 run.id,
                 after_seq=after,
                 keepalive_s=ctx.settings.sse_keepalive_s,
                 stored_final=run_stored_final(run.id, run.status),
-            )
+            ),
         )
 
     @post(

@@ -2,7 +2,7 @@
 
 from pymongo.errors import DuplicateKeyError
 
-from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.errors import DomainError, changed_concurrently, not_found, one_writer
 from nexus.core_api.named import get_named
 from nexus.core_api.schemas import iso
 from nexus.core_api.skills.schemas import SkillOut, SkillSpec
@@ -59,14 +59,15 @@ async def update(id_or_name: str, spec: SkillSpec) -> tuple[Skill, bool]:
     if spec.content == doc.content and spec.description == doc.description:
         return doc, False
     version = doc.version + 1
-    await SkillRevision(
-        id=_rev_id(doc.id, version),
-        skill_id=doc.id,
-        name=doc.name,
-        version=version,
-        description=spec.description,
-        content=spec.content,
-    ).insert()
+    with one_writer("skill", "version"):
+        await SkillRevision(
+            id=_rev_id(doc.id, version),
+            skill_id=doc.id,
+            name=doc.name,
+            version=version,
+            description=spec.description,
+            content=spec.content,
+        ).insert()
     res = await update_document(
         Skill,
         doc.id,
@@ -74,7 +75,7 @@ async def update(id_or_name: str, spec: SkillSpec) -> tuple[Skill, bool]:
         {"version": doc.version},
     )
     if res.modified_count != 1:
-        raise DomainError(409, "the skill changed concurrently; retry")
+        raise changed_concurrently("skill", "version")
     return await get(doc.id), True
 
 

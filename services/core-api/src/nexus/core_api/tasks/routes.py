@@ -3,6 +3,7 @@ from typing import Annotated
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
+from nexus.core_api.held import waiting
 from nexus.core_api.audit.service import record
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
@@ -33,10 +34,11 @@ class TaskController(Controller):
         async def audit(task: Task) -> None:
             await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
 
-        task = await engine.submit_task_once(ctx, data, idempotency_key, actor=request.user.key_id, audit=audit)
-        # As kept (its times as the database holds them), so it reads as a read-back would.
-        out = written.peek(Task, task.id) or task
-        return service.to_out(await task_when_its_run_ended(out, wait_s) if wait_s else out)
+        with waiting(request.app.state, request.user, wait_s):  # refused before anything is made
+            task = await engine.submit_task_once(ctx, data, idempotency_key, actor=request.user.key_id, audit=audit)
+            # As kept (its times as the database holds them), so it reads as a read-back would.
+            out = written.peek(Task, task.id) or task
+            return service.to_out(await task_when_its_run_ended(out, wait_s) if wait_s else out)
 
     @get("/", guards=[READ])
     async def list_tasks(

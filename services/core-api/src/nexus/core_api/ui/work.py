@@ -10,6 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 
+from nexus.core_api.held import held_stream
 from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.board.columns import COLUMNS, TARGET_STATUS
 from nexus.core_api.context import Context
@@ -71,6 +72,12 @@ def event_line(type_: str, data: dict[str, Any]) -> str:
     ]
     text = " ".join(parts) if parts else json.dumps(data, default=str)
     return text[:400]
+
+
+def _held(request: UiRequest, messages: AsyncIterator[ServerSentEventMessage]) -> ServerSentEvent:
+    """A page's stream, held by the signed-in key like the API's own (`nexus.core_api.held`)."""
+    assert request.user is not None and request.auth is not None and request.auth.key  # the READ guard passed
+    return held_stream(request.app.state, request.user, request.auth.key, messages)
 
 
 def _render(request: UiRequest, name: str, **context: Any) -> str:
@@ -156,7 +163,7 @@ class BoardPages(Controller):
                     m if not_an_event(m) else ServerSentEventMessage(event="board-changed", data=m.event or "", id=m.id)
                 )
 
-        return ServerSentEvent(nudges())
+        return _held(request, nudges())
 
     @post("/cards/{task_id:str}/move", guards=[MANAGE_WORK])
     async def move(self, request: UiRequest, task_id: FromPath[str]) -> Response[Any]:
@@ -300,7 +307,7 @@ class RunPages(Controller):
                     yield ServerSentEventMessage(event="run-status", data=status.strip())
             yield ServerSentEventMessage(event="end", data="the run has ended")
 
-        return ServerSentEvent(items())
+        return _held(request, items())
 
     @post("/{run_id:str}/cancel", guards=[MANAGE_WORK])
     async def cancel(self, request: UiRequest, run_id: FromPath[str]) -> Response[Any]:
