@@ -30,10 +30,13 @@ async def test_concurrent_agent_updates(http: httpx.AsyncClient) -> None:
     agent = (await http.post("/v1/agents", json={"name": name, "system_prompt": "v0"})).json()
     for _ in range(3):  # a race is not certain in one round
         bodies = [{"name": name, "system_prompt": f"v{uuid.uuid4().hex}"} for _ in range(WRITERS)]
-        check(await concurrent_puts(http, f"/v1/agents/{agent['id']}", bodies), "revision")
+        made = check(await concurrent_puts(http, f"/v1/agents/{agent['id']}", bodies), "revision")
         revs = (await http.get(f"/v1/agents/{agent['id']}/revisions", params={"limit": 500})).json()["items"]
         numbers = sorted(r["revision"] for r in revs)
         assert numbers == list(range(1, len(numbers) + 1))  # none twice, none skipped
+        assert len({m["revision"] for m in made}) == len(made)  # each change answered with its own revision
+        # Read after the writes: the agent as stored now, never a revision a racing read kept.
+        assert (await http.get(f"/v1/agents/{agent['id']}")).json()["revision"] == numbers[-1]
 
 
 async def test_concurrent_skill_updates(http: httpx.AsyncClient) -> None:

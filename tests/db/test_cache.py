@@ -56,6 +56,40 @@ async def test_a_read_that_raced_a_write_is_not_kept(cache: ReadCache) -> None:
     assert (await cached_get(Goal, goal.id)).title == "after"  # and nobody is served it afterwards
 
 
+async def test_a_read_between_a_write_sent_and_its_answer_is_not_kept(cache: ReadCache, mongo_url) -> None:
+    """A read that starts after a write was sent can be answered before the database applies it: kept, it
+    was served as current until the TTL (a PUT answered, then a GET showed the revision before it)."""
+    from datetime import timedelta
+
+    from pymongo import AsyncMongoClient, monitoring
+
+    goal = Goal(id=f"goal_{uuid.uuid4().hex}", title="before")
+    await goal.insert()
+    coll = Goal.get_pymongo_collection()
+    db, name = coll.database.name, coll.name
+    update = {"update": name, "updates": [{"q": {"_id": goal.id}, "u": {"$set": {"title": "after"}}}]}
+    conn = ("127.0.0.1", 1)
+    cache.started(monitoring.CommandStartedEvent(update, db, 424242, conn, None))  # the write is sent
+    original_get = Goal.get
+    # The same write as the database applies it, on a connection this cache does not watch.
+    other = AsyncMongoClient(mongo_url)
+
+    async def answered_before_the_write_lands(doc_id, *a, **kw):
+        doc = await original_get(doc_id, *a, **kw)  # the read is answered first (the old title)...
+        await other[db][name].update_one({"_id": goal.id}, {"$set": {"title": "after"}})  # ...then it lands
+        cache.succeeded(monitoring.CommandSucceededEvent(timedelta(0), {"ok": 1}, "update", 424242, conn, None))
+        return doc
+
+    Goal.get = answered_before_the_write_lands  # type: ignore[method-assign]  # the test orders the two
+    try:
+        stale = await cached_get(Goal, goal.id)
+    finally:
+        Goal.get = original_get  # type: ignore[method-assign]  # the original read restored
+        await other.close()
+    assert stale.title == "before"  # the read itself answered what it read
+    assert (await cached_get(Goal, goal.id)).title == "after"  # nobody is served it afterwards
+
+
 async def test_concurrent_misses_share_one_read_unless_a_write_comes_between(cache: ReadCache) -> None:
     goal = Goal(id=f"goal_{uuid.uuid4().hex}", title="shared")
     await goal.insert()

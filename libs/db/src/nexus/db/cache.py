@@ -1,7 +1,8 @@
 """A read-through cache of documents by id, kept coherent by watching the driver's own writes.
 
 core-api is the only writer of its collections, so every write passes through this process's
-MongoDB client: a CommandListener sees each write command as it starts. A write keyed by `_id` (an
+MongoDB client: a CommandListener sees each write command as it starts and again as it is answered
+(a read between the two may be answered before the write lands). A write keyed by `_id` (an
 update, delete or find-and-modify whose filter names the document's id, an insert of documents with
 ids) makes only those documents' entries stale; any other write, every entry of its collection. A
 cached listing is made stale by any write to its collection. A read that raced a write is not cached
@@ -85,21 +86,42 @@ class ReadCache(monitoring.CommandListener):
         self.keyed: dict[tuple[str, Any], int] = {}  # per document, moved by writes keyed by its id
         self.entries: _Store = {}
         self._reading: dict[tuple[tuple[str, Any], Any], asyncio.Future[Any]] = {}
+        # Writes sent and not yet answered, by (connection, request): what their answer makes stale again.
+        self._writing: dict[tuple[Any, int], tuple[str, list[Any] | None]] = {}
         self.hits = self.misses = self.shared = 0
 
     # -- monitoring.CommandListener
+    # A write moves what it touches twice: when it is sent and when it is answered. A read that starts
+    # between the two can be answered before the write is applied: it must not be kept as current (it
+    # was, until the TTL: a PUT's answer, then a GET of the same document, showed the revision before it).
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in WRITES:
             collection = event.command.get(event.command_name)
             if isinstance(collection, str):
                 ns = f"{event.database_name}.{collection}"
-                self.generations[ns] = self.generations.get(ns, 0) + 1
-                self._documents_written(ns, written_ids(event.command_name, event.command))
+                ids = written_ids(event.command_name, event.command)
+                self._writing[(event.connection_id, event.request_id)] = (ns, ids)
+                self._moved(ns, ids)
             else:  # dropDatabase and the like: forget everything
-                self.generations = {k: v + 1 for k, v in self.generations.items()}
-                self.wide = {k: v + 1 for k, v in self.wide.items()}
-                self.entries.clear()
-                self.queries.clear()
+                self._forget_all()
+
+    def _moved(self, ns: str, ids: list[Any] | None) -> None:
+        self.generations[ns] = self.generations.get(ns, 0) + 1
+        self._documents_written(ns, ids)
+
+    def _forget_all(self) -> None:
+        self.generations = {k: v + 1 for k, v in self.generations.items()}
+        self.wide = {k: v + 1 for k, v in self.wide.items()}
+        self.entries.clear()
+        self.queries.clear()
+
+    def _answered(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent) -> None:
+        if event.command_name in WRITES:
+            written = self._writing.pop((event.connection_id, event.request_id), None)
+            if written is not None:
+                self._moved(*written)
+            else:  # a write whose start this listener did not see as keyed: its whole store is stale
+                self._forget_all()
 
     def _documents_written(self, ns: str, ids: list[Any] | None) -> None:
         if ids is not None and len(self.keyed) + len(ids) <= MAX_KEYED:
@@ -116,10 +138,10 @@ class ReadCache(monitoring.CommandListener):
         self.wide[ns] = self.wide.get(ns, 0) + 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        self._answered(event)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self._answered(event)
 
     # -- reads
     async def get(self, doc_cls: type[D], doc_id: Any, *, keep_missing: bool = False) -> D | None:

@@ -14,8 +14,8 @@ class CoreSettings(CommonSettings, kw_only=True):
     max_attempts: int = 3
     requeue_after_s: float = 30.0  # a queued run whose launch was never confirmed is commanded again
     sse_keepalive_s: float = 15.0
-    sse_streams_per_key: int = 64  # event streams one API key may hold open at once (per process)
-    waits_per_key: int = 256  # `?wait_s=` requests one API key may hold open at once (per process)
+    sse_streams_per_key: int = 256  # event streams one API key may hold open at once (per process)
+    waits_per_key: int = 1024  # `?wait_s=` requests one API key may hold open at once (per process)
     approval_ttl_s: int = 3600
     read_cache_ttl_s: float = 2.0  # 0 turns the by-id read cache off (see nexus.db.cache)
     secrets_dir: str = (
