@@ -109,6 +109,18 @@ def _cfg(bare: Path, script: str):
     )
 
 
+def _planting_cfg(script: str, run_id: str, bare: Path):
+    """A run whose agent may run only `python3 plant.py` (what plants the hostile files), on its own repository."""
+    return config(
+        script,
+        run_id=run_id,
+        permissions={"commands": {"allow": ["python3 plant.py"], "default": "deny"}},
+        secrets=sorted(SECRETS),
+        limits={"max_steps": 20},
+        repo=_repo(bare, run_id),
+    )
+
+
 def _encodings() -> list[str]:
     raw = SECRET.encode()
     return [SECRET, base64.b64encode(raw).decode(), binascii.hexlify(raw).decode(), quote(SECRET, safe="")]
@@ -316,14 +328,7 @@ async def test_a_repository_a_sandboxed_command_nests_in_the_workspace_never_run
             ("git_diff", {}),
         ]
     )
-    cfg = config(
-        script,
-        run_id=run_id,
-        permissions={"commands": {"allow": ["python3 plant.py"], "default": "deny"}},
-        secrets=sorted(SECRETS),
-        limits={"max_steps": 20},
-        repo=_repo(bare, run_id),
-    )
+    cfg = _planting_cfg(script, run_id, bare)
     r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS)
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, run_id)
@@ -368,14 +373,7 @@ async def test_a_fifo_where_git_opens_a_file_by_name_stalls_neither_the_tools_no
             ("git_commit", {"message": "agent work"}),
         ]
     )
-    cfg = config(
-        script,
-        run_id=run_id,
-        permissions={"commands": {"allow": ["python3 plant.py"], "default": "deny"}},
-        secrets=sorted(SECRETS),
-        limits={"max_steps": 20},
-        repo=_repo(bare, run_id),
-    )
+    cfg = _planting_cfg(script, run_id, bare)
     r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS)
     assert await r.exit_code() == 0, r.log()
     events = await read_events(js, run_id)
