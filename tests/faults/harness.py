@@ -37,11 +37,21 @@ CHANGES = {f"run.{k.replace('-', '_')}" for k in CHANGE_KINDS}  # the events tha
 # is FerretDB's PostgreSQL alone (FerretDB lives on and must get through it).
 TARGETS = ("core-api", "worker", "runner", "zygote", "nats", "ferretdb", "postgres", "board-sync", "telegram-gateway")
 POINTS = ("created", "mid-run", "push")
-# Points that need the worker to hold a window open (only for the cases at them: see FaultStack.prepare).
-WORKER_FAULT_ENV = {
-    "launching": {"NEXUS_FAULT_PAUSE_AFTER_CLAIM_S": "4"},  # claimed, the runner not forked yet
-    "verdict": {"NEXUS_FAULT_RUNNER_PAUSE_AFTER_VERDICT_S": "4"},  # the verdict stored, the runner not exited
+# Points that need a service to hold a window open (only for the cases at them: see FaultStack.prepare).
+POINT_ENV = {
+    "worker": {
+        "launching": {"NEXUS_FAULT_PAUSE_AFTER_CLAIM_S": "4"},  # claimed, the runner not forked yet
+        "verdict": {"NEXUS_FAULT_RUNNER_PAUSE_AFTER_VERDICT_S": "4"},  # the verdict stored, the runner not exited
+    },
+    # core-api stored the run's end and has not carried it out (its task moved, the end announced).
+    "core-api": {"ending": {"NEXUS_FAULT_PAUSE_AFTER_END_S": "4"}},
 }
+# How a target is hit: SIGKILL and restart; SIGKILL, restart, SIGKILL again while it starts, restart (a
+# restart loop); or SIGSTOP for longer than every ack wait and heartbeat timeout, then SIGCONT (a freeze:
+# nothing restarts, the process goes on from where it was, among copies of what it held).
+HOW = ("kill", "twice", "freeze")
+FREEZE_S = 8.0
+AGAIN_AFTER_S = 1.5  # `twice`: the second kill, this long after the first restart (while it starts)
 # Points held open by the remote's own hooks: the final commit made and its push not landed ("pushing"),
 # the push landed and the runner not told yet, so no verdict ("pushed").
 HOOKS = {"pushing": "pre-receive", "pushed": "post-receive"}
@@ -77,13 +87,19 @@ cat >/dev/null
 
 @dataclass(frozen=True)
 class Case:
-    target: str
+    target: str  # one of TARGETS, or two joined by "+" (both hit at once)
     point: str
     shape: str = "commit"
+    how: str = "kill"  # one of HOW
 
     @property
     def id(self) -> str:
-        return f"{self.target}@{self.point}" + ("" if self.shape == "commit" else f":{self.shape}")
+        shape = "" if self.shape == "commit" else f":{self.shape}"
+        return f"{self.target}@{self.point}{shape}" + ("" if self.how == "kill" else f"~{self.how}")
+
+    @property
+    def targets(self) -> list[str]:
+        return self.target.split("+")
 
 
 @dataclass
@@ -129,7 +145,7 @@ class FaultStack:
         self.stack, self.api, self.bare, self.plane, self.bot = stack, api, bare_repo, plane, bot
         self.db_name = stack.env["NEXUS_MONGODB_DB"]
         self.gate = bare_repo.parent / "gate"
-        self.worker_env: dict[str, str] = {}
+        self.point_env: dict[str, dict[str, str]] = {name: {} for name in POINT_ENV}  # as each service was started
 
     async def setup(self, plane_url: str) -> None:
         for agent in shapes.AGENTS:
@@ -290,6 +306,73 @@ class FaultStack:
             os.killpg(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
 
+    def freeze(self, target: str, run_id: str, sig: int) -> None:
+        """SIGSTOP (or SIGCONT) the target: its whole process group (a service with its children, a
+        runner with its commands, a server), the zygote alone."""
+        if target == "zygote":
+            pid = self.zygote_pid()
+            assert pid is not None, "the worker has no zygote to freeze"
+            os.kill(pid, sig)
+            return
+        if target in SERVICES:
+            group = self.stack.procs[target].pid
+        elif target == "runner":
+            group = self.runner_pid(run_id) or 0
+        elif target == "postgres":
+            group = self._postgres()[1].proc.pid
+        else:
+            group = next(x for x in self.stack.servers if x.name == target).proc.pid
+        if group:
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
+
+    async def hit(self, c: Case, run_id: str) -> None:
+        """What the case does to its targets; a cancel shape's cancel is asked while they are down."""
+        if c.how == "freeze":
+            for t in c.targets:
+                self.freeze(t, run_id, signal.SIGSTOP)
+            try:
+                if c.shape == "cancel":
+                    await self.cancel(c.targets, run_id)
+                await asyncio.sleep(FREEZE_S)
+            finally:
+                for t in c.targets:
+                    self.freeze(t, run_id, signal.SIGCONT)
+                self.release()
+            return
+        for t in c.targets:
+            self.kill(t, run_id)
+        try:
+            if c.shape == "cancel":
+                await self.cancel(c.targets, run_id)
+        finally:
+            for t in c.targets:
+                self.restart(t)
+            if c.how != "twice":
+                self.release()
+        if c.how == "twice":  # killed again while it starts (a runner: the next attempt's, once launched)
+            try:
+                await self.again(c, run_id)
+            finally:
+                self.release()
+
+    async def again(self, c: Case, run_id: str) -> None:
+        if c.target == "runner":
+            first = self.runner_pid(run_id)
+
+            async def next_runner() -> bool:
+                return self.runner_pid(run_id) not in (None, first)
+
+            await self.until("the next attempt's runner", next_runner, tries=4000)
+        else:
+            await asyncio.sleep(AGAIN_AFTER_S)
+        for t in c.targets:
+            self.kill(t, run_id)
+        for t in c.targets:
+            self.restart(t)
+
     def restart(self, target: str) -> None:
         s = self.stack
         if target in SERVICES:
@@ -305,14 +388,16 @@ class FaultStack:
     async def prepare(self, c: Case) -> None:
         """The worker with the fault pauses this point needs (restarted only when they change), the push
         held at the remote's hook for the hook points, and nothing of the last case's held back."""
-        want = {**FAULT_ENV, **WORKER_FAULT_ENV.get(c.point, {})}
-        if want != self.worker_env:
-            for k in [k for k in self.stack.env if k.startswith("NEXUS_FAULT_")]:
-                del self.stack.env[k]
-            self.stack.env.update(want)
-            self.stack.stop_service("worker")
-            self.stack.start_service("worker")
-            self.worker_env = want
+        want = {name: points.get(c.point, {}) for name, points in POINT_ENV.items()}
+        for k in [k for k in self.stack.env if k.startswith("NEXUS_FAULT_")]:
+            del self.stack.env[k]
+        for env in want.values():
+            self.stack.env.update(env)
+        for name, env in want.items():
+            if env != self.point_env[name]:
+                self.stack.stop_service(name)
+                self.stack.start_service(name)
+                self.point_env[name] = env
         for f in self.gate.iterdir():
             f.unlink()
         if hook := HOOKS.get(c.point):
@@ -332,6 +417,8 @@ class FaultStack:
     async def reach(self, c: Case, run_id: str, goal_id: str | None) -> None:
         if c.point == "created" and c.target == "runner":  # as soon as it exists
             await self.until("the runner starting", lambda: _async(self.runner_pid(run_id) is not None))
+        elif c.point == "ending":  # stored final, its task not moved yet (core-api pauses there)
+            await self.until("the run's end stored", self._status_in(run_id, FINAL), tries=4000)
         elif c.point == "launching":
             await self.until("the launch claimed", lambda: self._claimed(run_id), tries=2400)
         elif c.point in ("mid-run", "cancel"):
@@ -373,11 +460,11 @@ class FaultStack:
             await nc.close()
 
     # ------------------------------------------------------------------ while the target is dead
-    async def cancel(self, target: str, run_id: str) -> None:
+    async def cancel(self, targets: list[str], run_id: str) -> None:
         """Cancel the run now, while the target is dead. Without core-api, a lead's cancel goes onto the bus
         as the gateway sends it and waits there for core-api; otherwise through the API, asked again while
         it answers that it cannot (the bus or the database out of reach)."""
-        if target == "core-api":
+        if "core-api" in targets:
             nc = await connect(self.stack.nats_url or "", "faults-cancel", creds=self.stack.creds("tools"))
             try:
                 await Publisher(nc.jetstream(), "telegram-gateway").publish(
@@ -417,7 +504,7 @@ class FaultStack:
     # ------------------------------------------------------------------ one case
     async def case(self, c: Case) -> Outcome:
         await self.prepare(c)
-        if c.target in ("runner", "zygote"):
+        if {"runner", "zygote"} & set(c.targets):
             await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
         run_id, task_id, goal_id = await self.create(c)
         out = Outcome(c.target, c.point, run_id, c.shape, expected=shapes.VERDICT[c.shape])
@@ -425,19 +512,14 @@ class FaultStack:
         await self.reach(c, run_id, goal_id)
         if (
             c.target in ("runner", "zygote")
+            and c.how != "freeze"
             and (pid := self.runner_pid(run_id)) is not None
             and (parent := _parent(pid)) is not None
         ):
             out.forked = parent == self.zygote_pid()  # None when it had already exited (after its push)
         killed_at = time.monotonic()
-        self.kill(c.target, run_id)
-        try:
-            if c.shape == "cancel":
-                await self.cancel(c.target, run_id)
-        finally:
-            self.restart(c.target)
-            self.release()
-        if c.shape == "cancel" and c.target != "core-api":  # core-api's cancel is the one on the bus
+        await self.hit(c, run_id)
+        if c.shape == "cancel" and "core-api" not in c.targets:  # a dead core-api's cancel is the one on the bus
             await self.cancelled(run_id)
         approvals = await self.approve(run_id) if c.shape == "approval" else []
         if goal_id is None:
@@ -449,14 +531,26 @@ class FaultStack:
         if goal_id is None:
             await self.check(out, out.run_id)
             run = await self.run(run_id) or {}
-            task = await self.get(f"/v1/tasks/{task_id}") or {}
-            problems = await edges.board(self.plane, task_id, task.get("status", ""), [run_id])
+            problems = await self.task_and_card(task_id, run.get("status", ""), run_id)
             problems += await edges.telegram(self.bot, {run_id: run.get("status", "")}, approvals)
         else:
             problems = await self.check_goal(out, goal_id)
         out.edges_ok = not problems
         out.notes.extend(problems)
         return out
+
+    async def task_and_card(self, task_id: str, run_status: str, run_id: str) -> list[str]:
+        """The task followed its run's end (a core-api that died between storing the end and carrying it
+        out leaves that to its successor, so it may come after the run is final), and its card shows it."""
+        want = shapes.TASK_STATUS.get(run_status, "")
+        status = ""
+        for _ in range(edges.POLLS):
+            status = (await self.get(f"/v1/tasks/{task_id}") or {}).get("status", "")
+            if status == want:
+                break
+            await asyncio.sleep(0.05)
+        problems = [] if status == want else [f"task {task_id} is {status}, its run {run_status}"]
+        return problems + await edges.board(self.plane, task_id, want, [run_id])
 
     async def edges_idle(self) -> None:
         """Until board-sync's and the gateway's durable consumers hold nothing: every event delivered
@@ -507,8 +601,7 @@ class FaultStack:
             out.notes.extend(one.notes)
             if one.status != "succeeded" or one.status != one.verdict or one.commits != 1:
                 problems.append(f"child run {ch['run_id']}: {one.status}/{one.verdict}, {one.commits} commits")
-            task = await self.get(f"/v1/tasks/{ch['task_id']}") or {}
-            problems += await edges.board(self.plane, ch["task_id"], task.get("status", ""), [ch["run_id"]])
+            problems += await self.task_and_card(ch["task_id"], one.status, ch["run_id"])
         problems += await edges.telegram(self.bot, statuses, [], goal_id)
         return problems
 

@@ -13,6 +13,8 @@ class CoreSettings(CommonSettings, kw_only=True):
     max_body_bytes: int = 1_048_576
     max_attempts: int = 3
     requeue_after_s: float = 30.0  # a queued run whose launch was never confirmed is commanded again
+    # Tests only: pause between storing a run's end and carrying it out (its task, its announcements; SIGKILL tests).
+    fault_pause_after_end_s: float = 0.0
     sse_keepalive_s: float = 15.0
     sse_streams_per_key: int = 256  # event streams one API key may hold open at once (per process)
     waits_per_key: int = 1024  # `?wait_s=` requests one API key may hold open at once (per process)

@@ -178,6 +178,8 @@ async def on_run_facts(
     )
     with traced:
         _, then = await runs.apply_facts(run_id, facts, again=again)
+        if ctx.settings.fault_pause_after_end_s and any(isinstance(f, TaskFollowsRun) for f in then):
+            await asyncio.sleep(ctx.settings.fault_pause_after_end_s)  # the fault matrix's `ending` point
         await carry_out(ctx, then)
 
 
