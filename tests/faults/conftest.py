@@ -55,7 +55,10 @@ async def faults(
     ) as api:
         f = FaultStack(own_stack, api, make_bare_repo(fault_dir), plane[0], bot)
         await f.setup(plane[1])
-        yield f
+        try:
+            yield f
+        finally:
+            f.peer.stop()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from nexus.events.payloads import CancelRunRequest, ChatPrincipal
 from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
 from nexus.worker.runtimes.record import read_record
 from tests.faults import edges, shapes
+from tests.faults.peer import Peer, claimer_pid
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
@@ -91,11 +92,13 @@ class Case:
     point: str
     shape: str = "commit"
     how: str = "kill"  # one of HOW
+    workers: int = 1  # 2: a second worker runs beside the stack's (tests/faults/peer.py); "worker" is the one hit
 
     @property
     def id(self) -> str:
         shape = "" if self.shape == "commit" else f":{self.shape}"
-        return f"{self.target}@{self.point}{shape}" + ("" if self.how == "kill" else f"~{self.how}")
+        how = "" if self.how == "kill" else f"~{self.how}"
+        return f"{self.target}@{self.point}{shape}{how}" + ("" if self.workers == 1 else f"/{self.workers}")
 
     @property
     def targets(self) -> list[str]:
@@ -145,6 +148,8 @@ class FaultStack:
         self.stack, self.api, self.bare, self.plane, self.bot = stack, api, bare_repo, plane, bot
         self.db_name = stack.env["NEXUS_MONGODB_DB"]
         self.gate = bare_repo.parent / "gate"
+        self.peer = Peer(stack)
+        self.frozen_worker: int | None = None
         self.point_env: dict[str, dict[str, str]] = {name: {} for name in POINT_ENV}  # as each service was started
 
     async def setup(self, plane_url: str) -> None:
@@ -308,7 +313,11 @@ class FaultStack:
 
     def freeze(self, target: str, run_id: str, sig: int) -> None:
         """SIGSTOP (or SIGCONT) the target: its whole process group (a service with its children, a
-        runner with its commands, a server), the zygote alone."""
+        runner with its commands, a server), the zygote alone; with two workers, "worker" is the one
+        that claimed the run's launch (`self.frozen_worker`)."""
+        if target == "worker" and self.frozen_worker:
+            os.killpg(self.frozen_worker, sig)
+            return
         if target == "zygote":
             pid = self.zygote_pid()
             assert pid is not None, "the worker has no zygote to freeze"
@@ -331,6 +340,7 @@ class FaultStack:
     async def hit(self, c: Case, run_id: str) -> None:
         """What the case does to its targets; a cancel shape's cancel is asked while they are down."""
         if c.how == "freeze":
+            self.frozen_worker = await claimer_pid(self.stack, run_id) if c.workers == 2 else None
             for t in c.targets:
                 self.freeze(t, run_id, signal.SIGSTOP)
             try:
@@ -398,6 +408,12 @@ class FaultStack:
                 self.stack.stop_service(name)
                 self.stack.start_service(name)
                 self.point_env[name] = env
+                if name == "worker":
+                    self.peer.stop()  # started again below with the same pauses, if the case has two
+        if c.workers == 2:
+            self.peer.start()
+        else:
+            self.peer.stop()
         for f in self.gate.iterdir():
             f.unlink()
         if hook := HOOKS.get(c.point):

@@ -95,6 +95,9 @@ HARDER = [
     Case("nats+ferretdb", "mid-run"),
     Case("worker+nats", "pushing"),
     Case("board-sync", "projecting", how="freeze"),
+    # One of two workers frozen while it launches, or watches its runner: the other judges it dead.
+    Case("worker", "launching", how="freeze", workers=2),
+    Case("worker", "mid-run", how="freeze", workers=2),
 ]
 TRIMMED = [
     Case("core-api", "mid-run"),

@@ -27,6 +27,7 @@ from nexus.events.envelope import decode_raw
 from nexus.worker.launcher import LAUNCH_BUCKET, Launcher, claim_key
 from nexus.worker.membership import WORKERS_BUCKET, Membership
 from nexus.worker.recovery import Recovery
+from nexus.worker.runtimes.base import RunRequest, RuntimeError_
 from nexus.worker.runtimes.local import LocalProcessRuntime
 from nexus.worker.secrets import SecretStore
 from nexus.worker.slots import Slots
@@ -238,6 +239,34 @@ async def test_an_execution_is_cleaned_up_only_once_its_run_ended_a_while_ago(sw
     assert procs[just_ended].poll() is None  # it is reporting its end and exiting on its own
 
 
+async def test_a_launch_is_declared_lost_only_once_its_claim_is_marked(sweeper: Sweeper) -> None:
+    """Its claimer may only have stood still (frozen, swapped out) and come back: the claim is marked
+    lost first, by a compare-and-set, so the claimer finds it changed and starts nothing
+    (`Launcher._still_ours`); a claimer that confirmed its start between the sweep's read and its mark
+    wins, and the attempt is not declared lost — its runner would run beside the next attempt's."""
+    marked = await a_run("queued", wall_clock_s=600)
+    await sweeper.claim(marked, gone_worker(), time.time() - 60)
+    started = await a_run("queued", wall_clock_s=600)
+    await sweeper.claim(started, gone_worker(), time.time() - 60)
+    read = sweeper.recovery._claim
+
+    async def read_then_the_claimer_confirms(run):  # the claimer of `started` comes back right after the read
+        claim = await read(run)
+        if run.id == started:
+            entry = await sweeper.claims.get(claim_key(started, 1))  # type: ignore[attr-defined]
+            value = json.dumps({"worker": claim.worker, "at": time.time(), "starting": True}).encode()
+            await sweeper.claims.update(claim_key(started, 1), value, last=entry.revision)  # type: ignore[attr-defined]
+        return claim
+
+    sweeper.recovery._claim = read_then_the_claimer_confirms  # type: ignore[method-assign]
+    await sweeper.recovery.sweep()
+
+    lost = [d["detail"] for t, d in await sweeper.events(marked) if t == "run.runtime"]
+    assert lost == ["claimed for launch but never started"]
+    assert json.loads((await sweeper.claims.get(claim_key(marked, 1))).value)["lost"] is True  # type: ignore[attr-defined]
+    assert not await sweeper.events(started)
+
+
 async def test_a_launch_still_under_way_is_not_lost_however_long_it_takes(sweeper: Sweeper) -> None:
     """A launch can outlast the lost-run timeout between its claim and its runner (a start retried with
     backoff, a fork under load, the bus away for a moment). Declared lost meanwhile, the next attempt
@@ -276,3 +305,55 @@ async def test_a_runner_of_a_run_an_operator_cancelled_is_stopped_even_without_t
             break
         await asyncio.sleep(0.05)
     assert group_gone(proc.pid)
+
+
+async def test_a_stale_attempts_launch_leaves_the_next_attempts_runner_alone(sweeper: Sweeper) -> None:
+    """A launch of attempt 1 that comes after attempt 2's runner started (its worker stood still, the
+    run went on) is refused, not made room for: before, the older attempt's start stopped the newer
+    attempt's runner ("never two at once"), the wrong one of the two."""
+    run_id = await a_run("running", attempt=2)
+    proc = sweeper.runner(run_id)
+    sweeper.runtime._record(sweeper.runtime.run_dir(run_id), proc.pid, 2)  # the runner of attempt 2
+
+    with pytest.raises(RuntimeError_, match="attempt 2 of the run is running already"):
+        await sweeper.runtime.start_run(RunRequest(run_id=run_id, attempt=1, config=None))  # type: ignore[arg-type]  # never read
+
+    assert proc.poll() is None  # attempt 2's runner lives on
+
+
+async def test_an_earlier_attempts_runner_is_stopped_without_a_word(sweeper: Sweeper, tmp_path: Path) -> None:
+    """Attempt 2 starting beside attempt 1's runner (attempt 1 ended without a verdict while its runner
+    lived) stops it with SIGKILL, not SIGTERM: told to cancel, that runner reported `cancelled` for
+    attempt 1, the earliest verdict decided the run, and it ended cancelled with nobody having
+    cancelled it (`worker@launching~freeze/2`)."""
+    run_id = await a_run("queued", attempt=2)
+    said, ready = tmp_path / "said-cancelled", tmp_path / "ready"
+    old = subprocess.Popen(  # a runner: on SIGTERM it says `cancelled` (here: writes a file) and exits
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time, pathlib\n"
+            f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(said)!r}).write_text('cancelled'), sys.exit(0)))\n"
+            f"pathlib.Path({str(ready)!r}).touch()\n"
+            "time.sleep(120)",
+        ],
+        start_new_session=True,
+    )
+    sweeper.runners.append(old)
+    for _ in range(600):  # its handler in place
+        if ready.exists():
+            break
+        await asyncio.sleep(0.05)
+    sweeper.runtime.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+    sweeper.runtime._record(sweeper.runtime.run_dir(run_id), old.pid, 1)
+    new = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    sweeper.runners.append(new)
+
+    async def started_cold(*_: object) -> int:  # attempt 2's runner: a stand-in
+        return new.pid
+
+    sweeper.runtime._start_cold = started_cold  # type: ignore[method-assign]
+    await sweeper.runtime.start_run(RunRequest(run_id=run_id, attempt=2, config=None))  # type: ignore[arg-type]  # stored, not read
+
+    assert old.wait(30) == -9
+    assert not said.exists()

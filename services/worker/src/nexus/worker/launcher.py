@@ -5,7 +5,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -31,6 +31,14 @@ from nexus.worker.slots import Slots, Ticket
 log = logging.getLogger("nexus.worker.launcher")
 LAUNCH_BUCKET = "nexus_launches"
 TRACER = tracer("nexus.worker")
+
+
+def _backoff() -> Iterator[float]:
+    """Waits between asking a bus that does not answer: 0.2 s doubling to 5 s, for about two minutes."""
+    wait = 0.2
+    for _ in range(30):
+        yield wait
+        wait = min(wait * 2, 5.0)
 
 
 def claim_key(run_id: str, attempt: int) -> str:
@@ -83,36 +91,56 @@ class Launcher:
 
     async def _claim(
         self, run_id: str, attempt: int, before_takeover: Callable[[], Awaitable[bool]] | None = None
-    ) -> bool:
+    ) -> int | None:
         """One launch per run attempt across restarts and replicas: an atomic create in JetStream KV.
         The value says who claimed it and when (recovery reads both). A claim held by a worker that
         stopped beating, for an attempt with no execution, is taken over (compare-and-set on its
         revision), so a launch the dead worker held starts in seconds, not after a timeout — unless
-        `before_takeover` (the read of a launch judged fresh without one) says the launch is stale."""
+        `before_takeover` (the read of a launch judged fresh without one) says the launch is stale.
+        Returns the claim's revision (what `_still_ours` sets from), None when it is not ours."""
         value = json.dumps({"worker": self.worker_id, "at": time.time()}).encode()
         key = claim_key(run_id, attempt)
         try:
-            await self.kv.create(key, value)
-            return True
+            return int(await self.kv.create(key, value))
         except KeyWrongLastSequenceError:
             pass
         if self.membership is None:
-            return False
+            return None
         try:
             entry = await self.kv.get(key)
             holder = str(json.loads(entry.value or b"{}").get("worker", ""))
         except (KeyNotFoundError, ValueError, AttributeError):
-            return False
+            return None
         if await self.membership.alive(holder) or (await self.runtime.status(run_id)).phase in ("running", "pending"):
-            return False
+            return None
         if before_takeover is not None and await before_takeover():
-            return False
+            return None
         try:
-            await self.kv.update(key, value, last=entry.revision)
+            revision = int(await self.kv.update(key, value, last=entry.revision))
         except KeyWrongLastSequenceError:
-            return False  # another worker took it over first
+            return None  # another worker took it over first
         log.warning("taking over the launch of %s attempt %d from %s, which stopped", run_id, attempt, holder)
-        return True
+        return revision
+
+    async def _still_ours(self, run_id: str, attempt: int, revision: int) -> bool:
+        """Right before the runner starts: the claim is still as we made it, and now says the start is
+        under way (a compare-and-set on its revision). A worker that stood still after its claim (frozen,
+        swapped out, a pause longer than the heartbeat timeout) looks dead to the others: one may have
+        taken the claim over, or its sweep declared the attempt lost (it marks the claim first) and the
+        run went on to its next attempt. Starting then would run a second runner beside theirs. The bus
+        out of reach is waited out: the answer decides."""
+        key = claim_key(run_id, attempt)
+        value = json.dumps({"worker": self.worker_id, "at": time.time(), "starting": True}).encode()
+        for wait in _backoff():
+            try:
+                await self.kv.update(key, value, last=revision)
+                return True
+            except KeyWrongLastSequenceError:
+                return False
+            except Exception as exc:  # noqa: BLE001 — the bus away: asked again until it answers
+                log.warning("cannot confirm the launch claim of %s attempt %d yet (%r)", run_id, attempt, exc)
+                await asyncio.sleep(wait)
+        return False
 
     async def report(
         self, run_id: str, attempt: int, phase: str, detail: str = "", exit_code: int | None = None
@@ -152,7 +180,8 @@ class Launcher:
             if not fresh and await stale():
                 self.slots.release(ticket)
                 return
-            if not await self._claim(cmd.run_id, cmd.attempt, stale if fresh else None):
+            revision = await self._claim(cmd.run_id, cmd.attempt, stale if fresh else None)
+            if revision is None:
                 log.info("run %s attempt %d was already launched; not launching twice", cmd.run_id, cmd.attempt)
                 self.slots.release(ticket)
                 return
@@ -161,15 +190,24 @@ class Launcher:
             raise
         self.launching.add((cmd.run_id, cmd.attempt))
         try:
-            await self._launch_claimed(cmd, ticket)
+            await self._launch_claimed(cmd, ticket, revision)
         finally:
             self.launching.discard((cmd.run_id, cmd.attempt))
 
-    async def _launch_claimed(self, cmd: LaunchRun, ticket: Ticket) -> None:
+    async def _launch_claimed(self, cmd: LaunchRun, ticket: Ticket, revision: int) -> None:
         if self.pause_after_claim_s:
             await asyncio.sleep(self.pause_after_claim_s)
         if self._cancel_heard(cmd.run_id):
             log.info("run %s was cancelled while its launch was under way; not starting it", cmd.run_id)
+            self.slots.release(ticket)
+            return
+        if not await self._still_ours(cmd.run_id, cmd.attempt, revision):
+            log.warning(
+                "the launch of %s attempt %d was taken from this worker while it stood still; not starting it",
+                cmd.run_id,
+                cmd.attempt,
+            )
+            EXECUTIONS.labels("superseded").inc()
             self.slots.release(ticket)
             return
         with span(

@@ -10,7 +10,8 @@ from nexus.events.lag import PENDING  # noqa: F401 — its durable consumers' la
 EXECUTIONS = Counter(
     "nexus_run_executions",
     "Run executions by what the worker saw: launched, lost (its process or Job gone), "
-    "timed_out (stopped at its wall-clock limit)",
+    "timed_out (stopped at its wall-clock limit), superseded (its launch claim taken while the worker stood still: "
+    "not started)",
     ["event"],
 )
 ACTIVE = Gauge("nexus_runs_active", "Runs this worker holds a slot for (launched or adopted, not yet exited)")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from nexus.db.documents import Run
@@ -99,9 +99,10 @@ def last_sign_of_life(run: "Run | SweptRun", claimed_at: datetime | None = None)
 
 
 class Claim:
-    def __init__(self, worker: str, at: datetime) -> None:
+    def __init__(self, worker: str, at: datetime, revision: int = 0) -> None:
         self.worker = worker
         self.at = at
+        self.revision = revision  # the KV entry's: a sweep that declares it lost sets from it
 
 
 class Recovery:
@@ -158,9 +159,21 @@ class Recovery:
             return None
         try:
             value = json.loads(entry.value or b"{}")
-            return Claim(str(value["worker"]), datetime.fromtimestamp(float(value["at"]), UTC))
+            return Claim(str(value["worker"]), datetime.fromtimestamp(float(value["at"]), UTC), entry.revision or 0)
         except (ValueError, KeyError, TypeError):  # an old-style claim: who and when unknown
-            return Claim((entry.value or b"").decode(errors="replace"), datetime.now(UTC))
+            return Claim((entry.value or b"").decode(errors="replace"), datetime.now(UTC), entry.revision or 0)
+
+    async def _fence(self, run: SweptRun, claim: Claim) -> bool:
+        """The claim marked lost (a compare-and-set on the revision read), before the attempt is said lost:
+        its claimer, if it only stood still and comes back, finds its claim changed and starts nothing
+        (`Launcher._still_ours`); one that confirmed its start first makes this fail, and the attempt is
+        not declared lost (its runner is about to be heard)."""
+        value = json.dumps({"worker": claim.worker, "at": claim.at.timestamp(), "lost": True}).encode()
+        try:
+            await self.kv.update(claim_key(run.id, run.attempt), value, last=claim.revision)
+            return True
+        except KeyWrongLastSequenceError:
+            return False
 
     async def _launching(self, run: SweptRun, claim: Claim) -> bool:
         """Whether the worker that claimed the run's launch is still launching it: this worker knows its
@@ -202,6 +215,7 @@ class Recovery:
                     and heard is None
                     and (now - claim.at).total_seconds() > self.timeout
                     and not await self._launching(run, claim)
+                    and await self._fence(run, claim)
                 ):
                     await self._lost(run, "claimed for launch but never started")
                 continue

@@ -264,7 +264,16 @@ class LocalProcessRuntime:
                     return RunHandle(
                         run_id=request.run_id, attempt=request.attempt, runtime=self.name, ref=str(existing.pid)
                     )
-                await self.cancel_run(request.run_id)  # an earlier attempt's runner: never two at once
+                if existing.attempt > request.attempt:  # a stale launch: the run went on without it
+                    raise RuntimeError_(
+                        f"attempt {existing.attempt} of the run is running already; "
+                        f"not starting attempt {request.attempt}",
+                        transient=False,
+                    )
+                # An earlier attempt's runner: never two at once. Its attempt ended without a verdict (the
+                # run went on to this one), so it is stopped without a word: told to cancel, it would report
+                # `cancelled`, taken as its attempt's late verdict — and the earliest verdict decides the run.
+                await self.cancel_run(request.run_id, silently=True)
         _made(attempt_dir)
         state_dir = self.state_dir(request.run_id, request.attempt)
         config = msgspec.json.encode(request.config)
@@ -376,11 +385,16 @@ class LocalProcessRuntime:
             await asyncio.sleep(0.5)
         return None
 
-    async def cancel_run(self, run_id: str) -> None:
+    async def cancel_run(self, run_id: str, *, silently: bool = False) -> None:
+        """The runner told to cancel (SIGTERM: it reports `cancelled`), killed after the grace; `silently`:
+        killed at once, with no chance to say anything."""
         pid = self._pid(run_id)
         if not pid:
             return
         groups = process_groups(pid)  # found now: once the runner is gone its children are init's
+        if silently:
+            _killpgs(groups | {pid}, signal.SIGKILL)
+            return
         _killpgs({pid}, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.kill_grace_s
