@@ -98,6 +98,9 @@ HARDER = [
     # One of two workers frozen while it launches, or watches its runner: the other judges it dead.
     Case("worker", "launching", how="freeze", workers=2),
     Case("worker", "mid-run", how="freeze", workers=2),
+    Case("worker", "pushing", how="freeze", workers=2),
+    Case("worker", "mid-run", "timeout", how="freeze", workers=2),
+    Case("worker", "cancel", "cancel", how="freeze", workers=2),
 ]
 TRIMMED = [
     Case("core-api", "mid-run"),
