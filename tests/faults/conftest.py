@@ -11,7 +11,8 @@ import pytest
 from nexus.dev.doubles.plane import PlaneDouble
 from nexus.dev.stack import Stack
 from tests.e2e.conftest import running_stack
-from tests.faults.harness import FAULT_ENV, FaultStack, Outcome, save, table
+from tests.faults.harness import FAULT_ENV, FaultStack
+from tests.faults.records import Outcome, save, table
 from tests.gitrepo import make_bare_repo
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
 

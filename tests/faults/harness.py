@@ -4,17 +4,14 @@ through a Telegram fake; runs of several shapes (shapes.py); the kill at a point
 that every run ends in the final state its work reached, once, with nothing lost and nothing doubled."""
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 from nats.js.errors import KeyNotFoundError
-from pymongo import AsyncMongoClient
 
 from nexus.dev import postgres
 from nexus.dev.doubles.plane import PlaneDouble
@@ -23,15 +20,14 @@ from nexus.dev.stack import SERVICES, Stack
 from nexus.domain.ledger import verify_chain
 from nexus.events.bus import Publisher, connect
 from nexus.events.catalog import CHANGE_KINDS, EVENTS_STREAM
-from nexus.events.envelope import decode_raw
 from nexus.events.payloads import CancelRunRequest, ChatPrincipal
 from nexus.worker.launcher import LAUNCH_BUCKET, claim_key
 from nexus.worker.runtimes.record import read_record
 from tests.faults import edges, shapes
 from tests.faults.peer import Peer, claimer_pid
+from tests.faults.records import FINAL, Case, Outcome, final_by, stored_ids, stream_of
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
-FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 CHANGES = {f"run.{k.replace('-', '_')}" for k in CHANGE_KINDS}  # the events that are session changes
 # "runner" is a runner forked from the worker's warm zygote (the harness waits for the zygote first);
 # "zygote" is that zygote alone (the worker restarts it); "worker" takes its zygote with it; "postgres"
@@ -84,60 +80,6 @@ if [ -e "{gate}/hold-{name}" ]; then
 fi
 cat >/dev/null
 """
-
-
-@dataclass(frozen=True)
-class Case:
-    target: str  # one of TARGETS, or two joined by "+" (both hit at once)
-    point: str
-    shape: str = "commit"
-    how: str = "kill"  # one of HOW
-    workers: int = 1  # 2: a second worker runs beside the stack's (tests/faults/peer.py); "worker" is the one hit
-
-    @property
-    def id(self) -> str:
-        shape = "" if self.shape == "commit" else f":{self.shape}"
-        how = "" if self.how == "kill" else f"~{self.how}"
-        return f"{self.target}@{self.point}{shape}{how}" + ("" if self.workers == 1 else f"/{self.workers}")
-
-    @property
-    def targets(self) -> list[str]:
-        return self.target.split("+")
-
-
-@dataclass
-class Outcome:
-    target: str
-    point: str
-    run_id: str
-    shape: str = "commit"
-    status: str = ""
-    verdict: str = ""  # what the deciding attempt's runner reported on the stream
-    expected: str = "succeeded"  # what the work itself reaches (shapes.VERDICT)
-    attempts: int = 0
-    commits: int = 0
-    expected_commits: int = 1
-    duplicate_launches: int = 0  # an attempt's runner started more than once (another process for the same attempt)
-    redone: bool = False  # a later attempt although an earlier one had given its verdict
-    forked: bool | None = None  # runner and zygote kills: the run's runner was the zygote's child at the kill
-    lost_events: int = 0
-    chains_verified: bool = False
-    edges_ok: bool = True  # the board's card and the chat's alerts, each there once
-    seconds_to_final: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.status == self.expected
-            and self.status == self.verdict
-            and self.commits == self.expected_commits
-            and self.lost_events == 0
-            and self.chains_verified
-            and self.duplicate_launches == 0
-            and not self.redone
-            and self.edges_ok
-        )
 
 
 class FaultStack:
@@ -523,7 +465,7 @@ class FaultStack:
         if {"runner", "zygote"} & set(c.targets):
             await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
         run_id, task_id, goal_id = await self.create(c)
-        out = Outcome(c.target, c.point, run_id, c.shape, expected=shapes.VERDICT[c.shape])
+        out = Outcome(c.target, c.point, run_id, c.shape, c.how, c.workers, expected=shapes.VERDICT[c.shape])
         out.expected_commits = shapes.COMMITS.get(c.shape, 0)
         await self.reach(c, run_id, goal_id)
         if (
@@ -623,25 +565,25 @@ class FaultStack:
 
     async def check(self, out: Outcome, run_id: str) -> None:
         run = await self.run(run_id) or {}
-        verdicts, stream_ids, launches, ends = await self._stream(run_id)
+        verdicts, stream_ids, launches, ends = await stream_of(self.stack, run_id, self.types)
         # Every attempt launched without a verdict has ended (the exit a retry would follow) before the run
         # is judged. (One with a verdict may never say `exited`: its runner can end while no worker watches.)
         for _ in range(100):
             if all(n in ends or n in verdicts for n in launches):
                 break
             await asyncio.sleep(0.05)
-            verdicts, stream_ids, launches, ends = await self._stream(run_id)
+            verdicts, stream_ids, launches, ends = await stream_of(self.stack, run_id, self.types)
         lost: set[str] = set(stream_ids)
         for _ in range(400):  # the last events (the worker's `exited`) may still be on their way in
-            lost = set(stream_ids) - await self._stored(run_id)
+            lost = set(stream_ids) - await stored_ids(self.stack, run_id)
             if not lost:
                 break
             await asyncio.sleep(0.05)
         run = await self.run(run_id) or run
         out.status, out.attempts = run.get("status", ""), len(run.get("attempts", []))
         out.verdict = verdicts.get(run.get("attempt", 0), "")
-        if out.status == "cancelled" and run.get("final_by") == "operator":
-            out.verdict = "cancelled"  # an operator's end: the runner's word is not asked
+        if out.status == "cancelled" and await final_by(self.stack, run_id) == "operator":
+            out.verdict = "cancelled"  # an operator's end: the runner's word is not asked (it may be dead)
         out.duplicate_launches = sum(max(0, len(pids) - 1) for pids in launches.values())
         out.redone = any(n > min(verdicts) for n in launches) if verdicts else False
         out.commits = self._commits(run_id)
@@ -653,51 +595,6 @@ class FaultStack:
         )
         out.lost_events = len(lost)
         out.notes.extend(f"not stored: {self.types.get(i, i)}" for i in sorted(lost))
-
-    async def _stream(self, run_id: str) -> tuple[dict[int, str], list[str], dict[int, set[str]], set[int]]:
-        """Each attempt's first verdict on the stream, the ids of every event core-api must store, the
-        runner processes each attempt launched (the pids of the worker's `launched` events: the same
-        runner reported twice is one, a second process for the attempt is a duplicate), and the attempts
-        whose runtime ended (exited, lost, launch failed)."""
-        nc = await connect(self.stack.nats_url or "", "faults-check", creds=self.stack.creds("tools"))
-        verdicts: dict[int, str] = {}
-        ids: list[str] = []
-        launches: dict[int, set[str]] = {}
-        ends: set[int] = set()
-        try:
-            sub = await nc.jetstream().subscribe(f"nexus.run.{run_id}.>", ordered_consumer=True)
-            while True:
-                try:
-                    msg = await sub.next_msg(timeout=0.5)
-                except TimeoutError:
-                    break
-                env = decode_raw(msg.data)
-                if env.type == "run.heartbeat":
-                    continue
-                ids.append(env.id)
-                self.types[env.id] = f"{env.type}@{msg.metadata.sequence.stream}"
-                data = json.loads(bytes(env.data))
-                attempt = int(data.get("attempt", 1))
-                if env.type == "run.status" and data["status"] in FINAL:
-                    verdicts.setdefault(attempt, data["status"])
-                if env.type == "run.runtime" and data.get("phase") == "launched":
-                    launches.setdefault(attempt, set()).add(str(data.get("detail", "")))
-                if env.type == "run.runtime" and data.get("phase") in ("exited", "lost", "launch_failed"):
-                    ends.add(attempt)
-        finally:
-            await nc.drain()
-        return verdicts, ids, launches, ends
-
-    async def _stored(self, run_id: str) -> set[str]:
-        client = AsyncMongoClient(self.stack.mongodb_url, serverSelectionTimeoutMS=5000)
-        try:
-            db = client[self.db_name]
-            ids = {d["_id"] async for d in db["run_events"].find({"run_id": run_id}, {"_id": 1})}
-            async for chunk in db["run_event_chunks"].find({"run_id": run_id}):  # one per run per ingested batch
-                ids.update(e["id"] for e in json.loads(chunk["events"]))  # the events as one JSON array
-            return ids
-        finally:
-            await client.close()
 
     def _commits(self, run_id: str) -> int:
         mine = [r for r in self._refs() if r.endswith(run_id)]
@@ -726,24 +623,3 @@ def _parent(pid: int) -> int | None:
 
 def _children(pid: int) -> list[int]:
     return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _parent(int(e.name)) == pid]
-
-
-def table(outcomes: list[Outcome]) -> str:
-    """fault × point × shape → final as the work reached, duplicates, lost events, time to final."""
-    rows = [
-        "| fault | point | run | final as expected | status = runner's | duplicate commits | duplicate launches "
-        "| redone | lost events | chains verify | board & chat once | time to final (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for o in outcomes:
-        rows.append(
-            f"| SIGKILL {o.target} | {o.point} | {o.shape} → {o.expected} | {'yes' if o.status == o.expected else o.status} "
-            f"| {'yes' if o.status == o.verdict else o.verdict or '-'} | {max(0, o.commits - o.expected_commits)} "
-            f"| {o.duplicate_launches} | {'yes' if o.redone else 'no'} | {o.lost_events} "
-            f"| {'yes' if o.chains_verified else 'no'} | {'yes' if o.edges_ok else 'no'} | {o.seconds_to_final} |"
-        )
-    return "\n".join(rows)
-
-
-def save(outcomes: list[Outcome], path: Path) -> None:
-    path.write_text(json.dumps([asdict(o) for o in outcomes], indent=2))

@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from tests.faults.harness import POINTS, Case, FaultStack, Outcome
+from tests.faults.harness import POINTS, FaultStack
+from tests.faults.records import Case, Outcome
 
 pytestmark = [pytest.mark.e2e, pytest.mark.infra]
 
