@@ -215,6 +215,7 @@ class Recovery:
                     and heard is None
                     and (now - claim.at).total_seconds() > self.timeout
                     and not await self._launching(run, claim)
+                    and (run.id, run.attempt, "lost") not in self.reported  # marked and said once
                     and await self._fence(run, claim)
                 ):
                     await self._lost(run, "claimed for launch but never started")
