@@ -444,12 +444,18 @@ class FaultStack:
         await self._post(f"/v1/runs/{run_id}/cancel", ok=(200, 201, 202, 409))
 
     async def approve(self, run_id: str) -> list[str]:
-        """Approve every approval the run asks for until it ends (a retried attempt asks again)."""
+        """Approve every approval the run asks for until it ends (a retried attempt asks again), each once
+        its alert reached the lead, as a person would. (Approved through the API as soon as it was stored, an
+        approval can be decided before its run's `waiting_approval` is ingested: it is then never announced,
+        rightly — there is nothing left to ask — and its alert could not be checked.)"""
         decided: list[str] = []
+
+        def alerted(approval_id: str) -> bool:
+            return any(approval_id in m.get("text", "") and "reply_markup" in m for m in self.bot.sent(edges.LEAD))
 
         async def ended() -> bool:
             page = await self.get(f"/v1/approvals?run_id={run_id}&status=pending") or {"items": []}
-            for a in page["items"]:
+            for a in [a for a in page["items"] if alerted(a["id"])]:
                 r = await self._post(f"/v1/approvals/{a['id']}/approve", ok=(200, 409))
                 if r.status_code == 200:
                     decided.append(a["id"])
