@@ -79,7 +79,11 @@ MESSAGES: tuple[MessageSpec, ...] = (
     *(_run(k.replace("-", "_"), p.SessionChanged, f"A recorded `{k}` session change.") for k in CHANGE_KINDS),
     _run("file_diff", p.FileDiff, "A file write's diff (masked, capped), for people reading the run."),
     _run("command_output", p.CommandOutput, "A command's output tail (masked, capped), for people reading the run."),
-    _run("session", p.SessionOpened, "A session (meta or child) opened or changed status."),
+    _run(
+        "session",
+        p.SessionOpened,
+        "A session (meta or child) opened or changed status; its end rides on the run's final status.",
+    ),
     _run("heartbeat", p.Heartbeat, "The runner is alive."),
     _run("runtime", p.RuntimeChanged, "The worker's view: launched, exited, lost, launch_failed."),
     _run("approval_requested", p.ApprovalRequested, "The run paused for a human decision."),

@@ -116,17 +116,27 @@ class RunReporter:
         parent: str | None,
         backend: str,
         status: SessionStatus = "active",
+        sandbox: str = "",
     ) -> None:
-        await self._send(
-            "run.session",
-            SessionOpened(
-                session_id=session_id,
-                project_path=project_path,
-                parent_session_id=parent,
-                backend=backend,
-                status=status,
-                attempt=self.attempt,
-            ),
+        await self._send("run.session", self.session_report(session_id, project_path, parent, backend, status, sandbox))
+
+    def session_report(
+        self,
+        session_id: str,
+        project_path: str,
+        parent: str | None,
+        backend: str,
+        status: SessionStatus = "active",
+        sandbox: str = "",
+    ) -> SessionOpened:
+        return SessionOpened(
+            session_id=session_id,
+            project_path=project_path,
+            parent_session_id=parent,
+            backend=backend,
+            status=status,
+            attempt=self.attempt,
+            sandbox=sandbox,
         )
 
     def change_recorder(self, session_id: str, parent: str | None) -> Callable[[SessionChange], Awaitable[None]]:

@@ -224,7 +224,6 @@ class RunSession:
             created_at=_now(),
             updated_at=_now(),
         )
-        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg))
         self.trailers = {
             "Nexus-Run": cfg.run_id,
             "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}",
@@ -250,9 +249,10 @@ class RunSession:
             shower=r.content,
         )
         self.hv = hv
-        confinement = f"commands are confined by {describe_sandbox(hv.sandbox)}"
-        log.info(confinement)
-        await r.log(confinement)
+        # The session's opening says what confines its commands (stored on the session): one event, not a
+        # log line beside it. The runner's own log still says it in words.
+        log.info("commands are confined by %s", describe_sandbox(hv.sandbox))
+        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg), sandbox=hv.sandbox)
         try:
             outcome = await (self._external(hv) if cfg.llm.provider == "external" else self._model(hv))
         except BudgetExceeded as exc:
@@ -407,13 +407,6 @@ class RunSession:
                 await self.reporter.log(f"the work so far could not be kept: {reason}", level="warning")
             status, reason = outcome_status, stop_reason
         hv.seal_state()
-        await self.reporter.session(
-            cfg.session_id,
-            str(self.workdir),
-            cfg.parent_session_id,
-            backend(cfg),
-            status="completed" if status == "succeeded" else "error",
-        )
         await self.reporter.status(
             status,
             reason=reason,
@@ -422,6 +415,14 @@ class RunSession:
             commit_sha=commit_sha,
             ledger_hash=hv.ledger_hash,
             usage=usage,
+            session=self.reporter.session_report(  # the session ends with the verdict, in its event
+                cfg.session_id,
+                str(self.workdir),
+                cfg.parent_session_id,
+                backend(cfg),
+                status="completed" if status == "succeeded" else "error",
+                sandbox=hv.sandbox,
+            ),
         )
         if cfg.parent_session_id and (tree := await self._open_tree()) is not None:
             await tree.tell_parent(
