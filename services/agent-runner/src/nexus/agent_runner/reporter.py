@@ -109,16 +109,8 @@ class RunReporter:
     async def log(self, message: str, level: str = "info") -> None:
         await self._send("run.log", RunLog(message=self.mask(message), level=level))  # type: ignore[arg-type]  # a RunLog level
 
-    async def session(
-        self,
-        session_id: str,
-        project_path: str,
-        parent: str | None,
-        backend: str,
-        status: SessionStatus = "active",
-        sandbox: str = "",
-    ) -> None:
-        await self._send("run.session", self.session_report(session_id, project_path, parent, backend, status, sandbox))
+    async def session(self, report: SessionOpened) -> None:
+        await self._send("run.session", report)
 
     def session_report(
         self,

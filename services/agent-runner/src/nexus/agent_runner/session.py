@@ -252,7 +252,9 @@ class RunSession:
         # The session's opening says what confines its commands (stored on the session): one event, not a
         # log line beside it. The runner's own log still says it in words.
         log.info("commands are confined by %s", describe_sandbox(hv.sandbox))
-        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg), sandbox=hv.sandbox)
+        await r.session(
+            r.session_report(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg), sandbox=hv.sandbox)
+        )
         try:
             outcome = await (self._external(hv) if cfg.llm.provider == "external" else self._model(hv))
         except BudgetExceeded as exc:
