@@ -35,6 +35,7 @@ from nexus.events.payloads import (
     ChildPlan,
     PlanChildren,
     RunConfig,
+    SessionOpened,
     Usage,
 )
 from nexus.kernel import Kernel
@@ -87,6 +88,7 @@ class RunSession:
         self.relayed = relayed  # its publishes ride the worker's connection, not the one `nats` makes
         self.tree: SessionTree | None = None
         self.hv: Hypervisor | None = None
+        self.opened: SessionOpened | None = None  # the session's opening report, once sent
         self.reporter = reporter
         self.workdir = workdir
         self.state_dir = state_dir
@@ -252,9 +254,10 @@ class RunSession:
         # The session's opening says what confines its commands (stored on the session): one event, not a
         # log line beside it. The runner's own log still says it in words.
         log.info("commands are confined by %s", describe_sandbox(hv.sandbox))
-        await r.session(
-            r.session_report(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg), sandbox=hv.sandbox)
+        self.opened = r.session_report(
+            cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg), sandbox=hv.sandbox
         )
+        await r.session(self.opened)
         try:
             outcome = await (self._external(hv) if cfg.llm.provider == "external" else self._model(hv))
         except BudgetExceeded as exc:
@@ -272,6 +275,13 @@ class RunSession:
                 await self._end(hv, "failed", reason, self._usage(outcome), summary=outcome.summary, keep_work=True)
                 return
         await self._end(hv, "succeeded", "", self._usage(outcome), summary=outcome.summary)
+
+    def closing(self, verdict: str) -> SessionOpened | None:
+        """The session's end for a run ending with `verdict`: completed when it succeeded, else error;
+        None when it never opened (nothing to close)."""
+        if self.opened is None:
+            return None
+        return msgspec.structs.replace(self.opened, status="completed" if verdict == "succeeded" else "error")
 
     @staticmethod
     def _usage(outcome: Outcome) -> Usage:
@@ -417,14 +427,7 @@ class RunSession:
             commit_sha=commit_sha,
             ledger_hash=hv.ledger_hash,
             usage=usage,
-            session=self.reporter.session_report(  # the session ends with the verdict, in its event
-                cfg.session_id,
-                str(self.workdir),
-                cfg.parent_session_id,
-                backend(cfg),
-                status="completed" if status == "succeeded" else "error",
-                sandbox=hv.sandbox,
-            ),
+            session=self.closing(status),  # the session ends with the verdict, in its event
         )
         if cfg.parent_session_id and (tree := await self._open_tree()) is not None:
             await tree.tell_parent(
