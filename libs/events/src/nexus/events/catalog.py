@@ -72,6 +72,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
     ),
     _cmd("core.fire_schedule", p.FireSchedule, "The worker's clock fires one occurrence of a schedule."),
     _cmd("core.cancel_task", p.CancelTask, "board-sync relays a card cancelled on an external board."),
+    _cmd("core.follow_goal", p.FollowGoal, "core-api derives a goal's status again after one of its tasks moved."),
     _run("status", p.RunStatusChanged, "The runner's view of the run: running, waiting_approval, final."),
     _run("log", p.RunLog, "A log line from the runner."),
     _run("llm", p.LLMCalled, "One model call: tokens, cost, tool calls asked for."),

@@ -417,6 +417,13 @@ class BoardExternalChanged(Payload):
     body: str = ""  # the delivery as received (JSON text)
 
 
+class FollowGoal(Payload):
+    """core-api asks itself to derive a goal's status again: one of its tasks moved."""
+
+    goal_id: Ref
+    task_id: Ref = ""  # the task that moved (for the log)
+
+
 class CancelTask(Payload):
     """board-sync asks core-api to cancel a task because its card was cancelled on an external board."""
 
