@@ -451,7 +451,10 @@ class FaultStack:
             run = await self.run(run_id) or {}
             task = await self.get(f"/v1/tasks/{task_id}") or {}
             problems = await edges.board(self.plane, task_id, task.get("status", ""), [run_id])
-            problems += await edges.telegram(self.bot, {run_id: run.get("status", "")}, approvals)
+            killed = c.target == "telegram-gateway"
+            problems += await edges.telegram(
+                self.bot, {run_id: run.get("status", "")}, approvals, gateway_killed=killed
+            )
         else:
             problems = await self.check_goal(out, goal_id)
         out.edges_ok = not problems
@@ -509,7 +512,9 @@ class FaultStack:
                 problems.append(f"child run {ch['run_id']}: {one.status}/{one.verdict}, {one.commits} commits")
             task = await self.get(f"/v1/tasks/{ch['task_id']}") or {}
             problems += await edges.board(self.plane, ch["task_id"], task.get("status", ""), [ch["run_id"]])
-        problems += await edges.telegram(self.bot, statuses, [], goal_id)
+        problems += await edges.telegram(
+            self.bot, statuses, [], goal_id, gateway_killed=out.target == "telegram-gateway"
+        )
         return problems
 
     async def check(self, out: Outcome, run_id: str) -> None:
