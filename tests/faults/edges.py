@@ -47,6 +47,11 @@ async def board(plane: PlaneDouble, task_id: str, task_status: str, run_ids: lis
     return await settled(problems)
 
 
+def marked_repeats(fake: FakeBotApi) -> int:
+    """How many messages the lead got headed as a possible repeat (so far: the fake lives through every case)."""
+    return sum(REPEAT in m.get("text", "") for m in fake.sent(LEAD))
+
+
 async def telegram(
     fake: FakeBotApi,
     runs: dict[str, str],

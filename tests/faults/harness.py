@@ -417,6 +417,7 @@ class FaultStack:
     # ------------------------------------------------------------------ one case
     async def case(self, c: Case) -> Outcome:
         await self.prepare(c)
+        repeated_before = edges.marked_repeats(self.bot)
         if c.target in ("runner", "zygote"):
             await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
         run_id, task_id, goal_id = await self.create(c)
@@ -459,6 +460,8 @@ class FaultStack:
             problems = await self.check_goal(out, goal_id)
         out.edges_ok = not problems
         out.notes.extend(problems)
+        if repeats := edges.marked_repeats(self.bot) - repeated_before:  # accepted after a gateway kill, but shown
+            out.notes.append(f"telegram: {repeats} sent again, marked as a possible repeat")
         return out
 
     async def edges_idle(self) -> None:
