@@ -417,6 +417,7 @@ class FaultStack:
     # ------------------------------------------------------------------ one case
     async def case(self, c: Case) -> Outcome:
         await self.prepare(c)
+        repeated_before = edges.marked_repeats(self.bot)
         if c.target in ("runner", "zygote"):
             await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
         run_id, task_id, goal_id = await self.create(c)
@@ -451,11 +452,16 @@ class FaultStack:
             run = await self.run(run_id) or {}
             task = await self.get(f"/v1/tasks/{task_id}") or {}
             problems = await edges.board(self.plane, task_id, task.get("status", ""), [run_id])
-            problems += await edges.telegram(self.bot, {run_id: run.get("status", "")}, approvals)
+            killed = c.target == "telegram-gateway"
+            problems += await edges.telegram(
+                self.bot, {run_id: run.get("status", "")}, approvals, gateway_killed=killed
+            )
         else:
             problems = await self.check_goal(out, goal_id)
         out.edges_ok = not problems
         out.notes.extend(problems)
+        if repeats := edges.marked_repeats(self.bot) - repeated_before:  # accepted after a gateway kill, but shown
+            out.notes.append(f"telegram: {repeats} sent again, marked as a possible repeat")
         return out
 
     async def edges_idle(self) -> None:
@@ -509,7 +515,9 @@ class FaultStack:
                 problems.append(f"child run {ch['run_id']}: {one.status}/{one.verdict}, {one.commits} commits")
             task = await self.get(f"/v1/tasks/{ch['task_id']}") or {}
             problems += await edges.board(self.plane, ch["task_id"], task.get("status", ""), [ch["run_id"]])
-        problems += await edges.telegram(self.bot, statuses, [], goal_id)
+        problems += await edges.telegram(
+            self.bot, statuses, [], goal_id, gateway_killed=out.target == "telegram-gateway"
+        )
         return problems
 
     async def check(self, out: Outcome, run_id: str) -> None:
