@@ -79,6 +79,7 @@ class RunSession:
         relayed: bool = False,
         sandbox_mode: str = "auto",
         disk_budget: int = disk.BUDGET,
+        git_timeout_s: float = workspace.GIT_TIMEOUT_S,
     ) -> None:
         self.cfg = cfg
         self.js = js
@@ -101,7 +102,7 @@ class RunSession:
         self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
         self.rg = workspace.RunGit(
-            work_tree=workdir, private=state_dir / "git", base=env
+            work_tree=workdir, private=state_dir / "git", base=env, timeout_s=git_timeout_s
         )  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
         self.outcome = Outcome()  # the model's spend so far, kept when the run is stopped
@@ -383,7 +384,7 @@ class RunSession:
             summary = summary or f"stopped: {reason}{kept}"
         try:
             dirty = status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv)
-        except workspace.NestedGit as exc:  # the agent's doing: refused and recorded, not a crash
+        except workspace.GitRefused as exc:  # the agent's doing (a nested repository, a tree git takes hours on)
             await hv.refuse("commit", exc.reason, str(exc))
             status, reason, dirty = "failed", f"commit refused: {exc}", False
         if dirty:
