@@ -185,6 +185,12 @@ class Hypervisor:
             return None
         return disk.total(workspace) + disk.total(home)
 
+    def objects_used(self) -> int:
+        """The bytes the repository's objects hold (what commits add to the disk, outside the work tree)."""
+        if self._git_dir is None:
+            return 0
+        return disk.total(changeset.snapshot(str(self._git_dir / "objects")))
+
     def _disk_used(self) -> int | None:
         return self.disk_total(changeset.snapshot(self.ws.root, self.in_tree_git))
 
