@@ -3,6 +3,7 @@ status` before the final commit, the canary's reads, the push) would run for hou
 bounded (NEXUS_GIT_TIMEOUT_S), ended with what it started, recorded, and the run fails saying so."""
 
 import os
+import resource
 import uuid
 from pathlib import Path
 
@@ -65,3 +66,28 @@ async def test_a_work_tree_that_stalls_the_runners_git_fails_the_run_instead_of_
     assert end["status"] == "failed" and "git status did not finish within 3 s" in end["reason"], end
     assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]
     assert _gits_in(r.workspace) == []
+
+
+BIG_FILE_PLANT = """with open("big.bin", "wb") as fh:
+    for _ in range(600):
+        fh.write(bytes(1 << 20))
+"""
+
+
+async def test_a_commit_larger_than_the_runners_memory_is_checked_and_pushed(js, nats_url, tmp_path) -> None:
+    """The canary read every outgoing object through one `git cat-file --batch` held whole in memory (and
+    copied once more): a 600 MiB file (within the disk budget; a few hundred KiB compressed) ended a
+    runner limited to 1 GiB of address space in a MemoryError before its push. It is read a chunk at a time."""
+    bare = bare_repo(tmp_path)
+    run_id = f"run_{uuid.uuid4().hex[:16]}"
+    script = _script(
+        [("write_file", {"path": "plant.py", "content": BIG_FILE_PLANT})],
+        [("run_command", {"cmd": "python3 plant.py", "timeout_s": 120})],
+    )
+    cfg = _planting_cfg(script, run_id, bare)
+    r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS, rlimits={resource.RLIMIT_AS: 1 << 30})
+    assert await r.exit_code() == 0, r.log()
+    end = final_status(await read_events(js, run_id))
+    assert end["status"] == "succeeded", end
+    size = git(bare, "cat-file", "-s", f"refs/heads/{cfg.repo.branch}:big.bin")
+    assert int(size) == 600 << 20

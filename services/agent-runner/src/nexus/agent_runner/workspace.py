@@ -13,6 +13,7 @@ import re
 import signal
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,9 +119,20 @@ class RunGit:
         )
 
 
+Reader = Callable[[asyncio.StreamReader], Awaitable[None]]
+
+
 async def run_git(
-    rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True, check: bool = True
+    rg: RunGit,
+    *args: str,
+    token: str | None = None,
+    stdin: bytes | None = None,
+    repo: bool = True,
+    check: bool = True,
+    reader: Reader | None = None,
 ) -> tuple[int, bytes]:
+    """git, hardened and bounded. `reader`: reads the output as it comes instead (what a run commits can be
+    gigabytes: held whole it ended the runner at its memory limit); git is ended once it returns."""
     if repo:
         rg.check_sealed()
         if safegit.reads_work_tree(args) and (nested := await asyncio.to_thread(safegit.nested_git, rg.work_tree)):
@@ -139,7 +151,7 @@ async def run_git(
         start_new_session=True,  # its own group: what it starts (a remote helper) is ended with it
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), rg.timeout_s)
+        out, err, stopped = await asyncio.wait_for(_exchange(proc, stdin, reader), rg.timeout_s)
     except TimeoutError:
         await _end_git(proc)
         if repo and rg.git_dir.is_dir():  # the locks it was killed holding would refuse every later git write
@@ -150,9 +162,40 @@ async def run_git(
     except BaseException:  # the run cancelled meanwhile: git does not outlive it
         await asyncio.shield(_end_git(proc))
         raise
-    if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()[:1000]}")
-    return proc.returncode or 0, out
+    code = 0 if stopped else proc.returncode or 0  # ended by us once its reader had what it wanted
+    if check and code != 0:
+        raise GitError(f"git {args[0]} failed ({code}): {err.decode(errors='replace').strip()[:1000]}")
+    return code, out
+
+
+async def _exchange(
+    proc: asyncio.subprocess.Process, stdin: bytes | None, reader: Reader | None
+) -> tuple[bytes, bytes, bool]:
+    """(output, errors, whether git was ended because its reader returned before the end)."""
+    if reader is None:
+        return (*await proc.communicate(stdin), False)
+    assert proc.stdout is not None and proc.stderr is not None
+    feeding = asyncio.create_task(_feed(proc, stdin))
+    errors = asyncio.create_task(proc.stderr.read())
+    try:
+        await reader(proc.stdout)
+    finally:
+        feeding.cancel()
+    stopped = not proc.stdout.at_eof()
+    if stopped:  # the reader has what it wanted: the rest is not waited for
+        await _end_git(proc)
+    await proc.wait()
+    return b"", await errors, stopped
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes | None) -> None:
+    if proc.stdin is None:
+        return
+    with contextlib.suppress(ConnectionError):  # git ended before reading it all
+        if data:
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+        proc.stdin.close()
 
 
 async def _end_git(proc: asyncio.subprocess.Process) -> None:
