@@ -439,15 +439,19 @@ class RunSession:
     async def _push(self, hv: Hypervisor, branch: str, *, provenance: bool) -> str:
         """Push HEAD to `branch` unless what goes out holds a secret (the canary) or a commit the
         hypervisor did not make. Returns "" when pushed, else why not (recorded in the ledger)."""
-        why = await outgoing.find_leak(self.rg, self.secrets)
-        if not why and provenance:
-            why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
-        if why:
-            await hv.refuse(
-                "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
-            )
-            return f"push refused: {why}"
-        await workspace.push(self.rg, branch, self.token)
+        try:
+            why = await outgoing.find_leak(self.rg, self.secrets)
+            if not why and provenance:
+                why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
+            if why:
+                await hv.refuse(
+                    "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
+                )
+                return f"push refused: {why}"
+            await workspace.push(self.rg, branch, self.token)
+        except workspace.GitRefused as exc:  # a check or the push itself ended at its bound
+            await hv.refuse("push", exc.reason, f"{branch} not updated: {exc}")
+            return f"push refused: {exc}"
         return ""
 
     async def _merge(self, hv: Hypervisor) -> str:
