@@ -153,25 +153,22 @@ def _base_args(network: bool) -> list[str]:
 
 
 def _temporary_binds(private: str, home: str | None) -> list[str]:
-    """The command's /tmp and /dev/shm: directories of its own on disk (`private`, in the HOME room the
-    run's disk budget walks), never a tmpfs. A tmpfs is memory: bwrap's /dev is one of half the machine's
-    memory, and one sized by bwrap (`--size`, no inode cap) still held an inode per empty file and 64 KiB
-    of extended attributes per inode past its size (3 GiB in a 256 MiB /tmp), uncounted where no memory
-    cgroup is made. On disk, bytes count against the disk budget, inodes against its watch. Bound before
-    the workspace and HOME, which may lie below /tmp on the machine."""
-    args = ["--bind", os.path.join(private, "shm"), "/dev/shm", "--remount-ro", "/dev"]
-    args += ["--bind", os.path.join(private, "tmp"), "/tmp"]
+    """The command's /tmp and /dev/shm: one directory of its own on disk (`private`, in the HOME room
+    the run's disk budget walks; one entry more there while it runs), never a tmpfs. A tmpfs is memory:
+    bwrap's /dev is one of half the machine's memory, and one sized by bwrap (`--size`, no inode cap)
+    still held an inode per empty file and 64 KiB of extended attributes per inode past its size (3 GiB
+    in a 256 MiB /tmp), uncounted where no memory cgroup is made. On disk, bytes count against the disk
+    budget, inodes against its watch. Bound before the workspace and HOME, which may lie below /tmp on
+    the machine."""
+    args = ["--bind", private, "/dev/shm", "--remount-ro", "/dev", "--bind", private, "/tmp"]
     return args if home else [*args, "--dir", "/tmp/home"]
 
 
-def _private_dir(spec: Spec, *subdirs: str) -> str:
+def _private_dir(spec: Spec) -> str:
     """A command's own temporary directory, in the hypervisor's HOME room when there is one: what the
     command writes there is walked and counted by the run's disk budget like the workspace (the machine's
     /tmp is no one's budget). Removed after the command (`_clear`)."""
-    private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
-    for sub in subdirs:
-        os.mkdir(os.path.join(private, sub), 0o700)
-    return private
+    return tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
 
 
 def _extra_roots(programs: Iterable[str], workspace: str) -> list[str]:
@@ -210,6 +207,11 @@ def _shebang(program: str) -> str | None:
 
 def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def rlimited(limits: Limits) -> Callable[[], None]:
+    """The pre-exec step that puts a helper of the hypervisor's own (not an agent's command) in `limits`."""
+    return _rlimits(limits, None)
 
 
 def _rlimits(limits: Limits, caps: cgroups.CommandCaps | None) -> Callable[[], None]:
@@ -303,7 +305,7 @@ def _prepare(
 ) -> Prepared:
     if mode == "bwrap":
         home = _home_room(spec)
-        private = _private_dir(spec, "tmp", "shm")
+        private = _private_dir(spec)
         args = [BWRAP, *_base_args(spec.network), *_temporary_binds(private, home)]
         for root in _extra_roots(spec.programs, spec.workspace):
             args += ["--ro-bind-try", root, root]
