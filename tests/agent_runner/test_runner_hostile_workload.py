@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_runner.test_runner_hostile_git import SECRETS, _planting_cfg, _script
+from tests.agent_runner.test_runner_hostile_git import SECRETS, _planting_cfg, _repo, _script
 from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
     bare_repo,
     changes,
+    config,
     final_status,
     git,
     js,
@@ -65,6 +66,30 @@ async def test_a_work_tree_that_stalls_the_runners_git_fails_the_run_instead_of_
     end = final_status(events)
     assert end["status"] == "failed" and "git status did not finish within 3 s" in end["reason"], end
     assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads").split() == ["refs/heads/main"]
+    assert _gits_in(r.workspace) == []
+
+
+async def test_a_run_ended_by_its_wall_clock_in_the_runners_git_leaves_no_git_running(js, nats_url, tmp_path) -> None:
+    """The run's wall clock ends it in the middle of that `git status`: git, which had no bound and was
+    never ended, went on for a quarter of an hour after the runner had gone. Now it ends with the run."""
+    bare = bare_repo(tmp_path)
+    run_id = f"run_{uuid.uuid4().hex[:16]}"
+    script = _script(
+        [("write_file", {"path": "plant.py", "content": SLOW_STATUS_PLANT})],
+        [("run_command", {"cmd": "python3 plant.py", "timeout_s": 120})],
+    )
+    cfg = config(
+        script,
+        run_id=run_id,
+        permissions={"commands": {"allow": ["python3 plant.py"], "default": "deny"}},
+        secrets=sorted(SECRETS),
+        limits={"max_steps": 20, "wall_clock_s": 30},
+        repo=_repo(bare, run_id),
+    )
+    r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS)
+    assert await r.exit_code() != 0, r.log()
+    end = final_status(await read_events(js, run_id))
+    assert end["status"] == "timed_out", end
     assert _gits_in(r.workspace) == []
 
 
