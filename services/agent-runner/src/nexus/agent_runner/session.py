@@ -80,6 +80,7 @@ class RunSession:
         relayed: bool = False,
         sandbox_mode: str = "auto",
         disk_budget: int = disk.BUDGET,
+        git_timeout_s: float = workspace.GIT_TIMEOUT_S,
     ) -> None:
         self.cfg = cfg
         self.js = js
@@ -103,7 +104,7 @@ class RunSession:
         self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
         self.rg = workspace.RunGit(
-            work_tree=workdir, private=state_dir / "git", base=env
+            work_tree=workdir, private=state_dir / "git", base=env, timeout_s=git_timeout_s
         )  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
         self.outcome = Outcome()  # the model's spend so far, kept when the run is stopped
@@ -395,7 +396,7 @@ class RunSession:
             summary = summary or f"stopped: {reason}{kept}"
         try:
             dirty = status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv)
-        except workspace.NestedGit as exc:  # the agent's doing: refused and recorded, not a crash
+        except workspace.GitRefused as exc:  # the agent's doing (a nested repository, a tree git takes hours on)
             await hv.refuse("commit", exc.reason, str(exc))
             status, reason, dirty = "failed", f"commit refused: {exc}", False
         if dirty:
@@ -444,15 +445,19 @@ class RunSession:
     async def _push(self, hv: Hypervisor, branch: str, *, provenance: bool) -> str:
         """Push HEAD to `branch` unless what goes out holds a secret (the canary) or a commit the
         hypervisor did not make. Returns "" when pushed, else why not (recorded in the ledger)."""
-        why = await outgoing.find_leak(self.rg, self.secrets)
-        if not why and provenance:
-            why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
-        if why:
-            await hv.refuse(
-                "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
-            )
-            return f"push refused: {why}"
-        await workspace.push(self.rg, branch, self.token)
+        try:
+            why = await outgoing.find_leak(self.rg, self.secrets)
+            if not why and provenance:
+                why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
+            if why:
+                await hv.refuse(
+                    "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
+                )
+                return f"push refused: {why}"
+            await workspace.push(self.rg, branch, self.token)
+        except workspace.GitRefused as exc:  # a check or the push itself ended at its bound
+            await hv.refuse("push", exc.reason, f"{branch} not updated: {exc}")
+            return f"push refused: {exc}"
         return ""
 
     async def _merge(self, hv: Hypervisor) -> str:
