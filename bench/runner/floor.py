@@ -4,10 +4,10 @@ A child forked from the same warm zygote as a real run (so it has gone through t
 `_become`: its own session and process group, rlimits, cwd, stdio to runner.log, inherited
 descriptors closed, the run's environment claimed from `runner.env`) that then only
 - opens its own NATS connection with the run's own minted credential (`NEXUS_NATS_CREDS`), and
-- publishes the six events a trivial run publishes (running, the session opened, a log line, the
-  model call, the session completed, succeeded) to JetStream as envelopes with their dedupe ids,
-  in the same three round trips the runner's reporter uses (a status is awaited alone; the four
-  events between the statuses are sent together, their acks awaited together),
+- publishes the four events a trivial run publishes (running, the session opened, the model call,
+  succeeded with the session's end) to JetStream as envelopes with their dedupe ids, in the same
+  three round trips the runner's reporter uses (a status is awaited alone; the two events between
+  the statuses are sent together, their acks awaited together),
 and exits. No workspace, no git, no hypervisor, no model, no session state, no tracing, no logging.
 `bench.runner --only forked` prints its CPU per run beside the full trivial run's."""
 
@@ -15,11 +15,13 @@ import _signal
 import asyncio
 import os
 
+import msgspec
+
 from nexus.domain.agents import LLMSpec  # noqa: F401 — the zygote preloads the same modules either way
 from nexus.events.bus import connect
 from nexus.events.catalog import spec
 from nexus.events.envelope import encode, make_envelope
-from nexus.events.payloads import LLMCalled, RunLog, RunStatusChanged, SessionOpened
+from nexus.events.payloads import LLMCalled, RunStatusChanged, SessionOpened
 
 ENTRY = "bench.runner.floor:start"
 BARE_ENTRY = "bench.runner.floor:bare"  # the isolation alone: `_become`, then exit (no loop, no bus)
@@ -39,23 +41,16 @@ async def _floor(environ: dict[str, str]) -> None:
 
     try:
         await publish("run.status", RunStatusChanged(status="running", attempt=1))
+        opened = SessionOpened(session_id=session_id, project_path="", backend="scripted", attempt=1, sandbox="bwrap")
         await asyncio.gather(
-            publish(
-                "run.session", SessionOpened(session_id=session_id, project_path="", backend="scripted", attempt=1)
-            ),
-            publish("run.log", RunLog(message="floor")),
+            publish("run.session", opened),
             publish(
                 "run.llm",
                 LLMCalled(step=1, provider="scripted", model="scripted", input_tokens=1, output_tokens=1, text="done"),
             ),
-            publish(
-                "run.session",
-                SessionOpened(
-                    session_id=session_id, project_path="", backend="scripted", status="completed", attempt=1
-                ),
-            ),
         )
-        await publish("run.status", RunStatusChanged(status="succeeded", attempt=1))
+        ended = msgspec.structs.replace(opened, status="completed")
+        await publish("run.status", RunStatusChanged(status="succeeded", attempt=1, session=ended))
     finally:
         await nc.close()
 

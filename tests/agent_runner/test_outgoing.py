@@ -65,6 +65,9 @@ LEAKS = {
     "in-a-directory-name": ({f"{SECRET}/inner.txt": b"x"}, "work", "plain"),
     "in-the-commit-message": ({"a.txt": b"x"}, f"work\n\nthe key is {SECRET}", "plain"),
     "in-a-binary-blob": ({"a.bin": b"\x00\x01" + SECRET.encode() + b"\xff"}, "work", "plain"),
+    # Objects are read a chunk at a time: a value across two chunks, and one in a later object.
+    "across-a-chunk": ({"a.bin": b"x" * ((1 << 20) - 5) + SECRET.encode()}, "work", "plain"),
+    "after-a-big-object": ({"a.bin": bytes(3 << 20), "b.txt": SECRET.encode()}, "work", "plain"),
 }
 
 

@@ -46,6 +46,8 @@ async def test_wall_clock_limit(js, nats_url, tmp_path) -> None:
     end = final_status(events)
     assert end["status"] == "timed_out" and end["reason"] == "wall-clock limit of 1s exceeded", end
     assert not changes(events, "command-run")  # the sleep never finished
+    # The session it opened ends with the verdict, as an error (not left open for ever).
+    assert (end["session"]["session_id"], end["session"]["status"]) == (r.cfg.session_id, "error"), end
 
 
 async def test_within_limits_succeeds(js, nats_url, tmp_path) -> None:

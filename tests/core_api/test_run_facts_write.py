@@ -174,11 +174,13 @@ async def test_an_exit_after_the_stored_verdict_is_no_database_command_and_no_st
     assert [e.id for e in kept] == [d.envelope.id for d in events]
 
 
-async def test_a_session_report_is_no_barrier_between_a_runs_facts(client, app) -> None:
+@pytest.mark.parametrize("ended_by", ["its verdict", "a report of its own"])
+async def test_a_session_report_is_no_barrier_between_a_runs_facts(client, app, ended_by: str) -> None:
     """A trivial run's stream as its runner sends it, in one fetch: the session's reports (opened, then
     completed) sit between the run's facts. They move only the session, so the run is still ONE write,
     and the session is inserted in the same round as the events' chunk — and stored before the run's
-    end is announced."""
+    end is announced. A runner's verdict carries its session's end (an older runner sent it as a report
+    of its own, still ingested): stored the same, one event fewer."""
     from nexus.db.documents import Session
     from nexus.db.stats import COMMANDS
 
@@ -204,6 +206,9 @@ async def test_a_session_report_is_no_barrier_between_a_runs_facts(client, app) 
         ("run.status", p.RunStatusChanged(status="succeeded", summary="done")),
         ("run.runtime", p.RuntimeChanged(phase="exited", attempt=1, runtime="local", exit_code=0)),
     ]
+    if ended_by == "its verdict":
+        verdict = p.RunStatusChanged(status="succeeded", summary="done", session=events.pop(4)[1])
+        events[4] = ("run.status", verdict)
 
     def inserts() -> tuple[float, ...]:
         return tuple(COMMANDS.labels("insert", c, "ok")._value.get() for c in ("sessions", "run_event_chunks"))

@@ -15,6 +15,7 @@ from nexus.domain.sessions import NoteChange
 from nexus.events.payloads import RunLog, SessionChanged, SessionOpened
 from tests.core_api.conftest import in_app, new_run
 from tests.core_api.test_announce_after_store import delivery
+from tests.core_api.test_ui import jar, sign_in
 
 pytestmark = pytest.mark.infra
 
@@ -109,3 +110,21 @@ async def test_a_session_stored_already_is_refused_by_the_insert_and_updated(cli
     assert updates() == before + 2  # the attempt raised by the upsert, the report set by a later one
     (session,) = (await client.get(f"/v1/runs/{run['id']}")).json()["sessions"]
     assert (session["status"], session["projectPath"], session["attempt"]) == ("active", "/w2", 2)
+
+
+async def test_a_session_keeps_what_confines_its_commands(client, app, settings) -> None:
+    """The run's opening report names its sandbox (no log line beside it); stored on the session and shown
+    with it. A report that does not say (an older runner's) leaves it as it was."""
+    run = await new_run(client)
+    sid, ctx = run["session_id"], app.state.ctx
+    opened = SessionOpened(session_id=sid, project_path="/w", sandbox="landlock")
+    await in_app(client, ingest_group, ctx, [delivery(run["id"], "run.session", opened, 1)])
+    (session,) = (await client.get(f"/v1/runs/{run['id']}")).json()["sessions"]
+    assert session["sandbox"] == "landlock"
+    ended = SessionOpened(session_id=sid, project_path="/w", status="completed")
+    await in_app(client, ingest_group, ctx, [delivery(run["id"], "run.session", ended, 2)])
+    shown = (await client.get(f"/v1/sessions/{sid}")).json()
+    assert (shown["status"], shown["sandbox"]) == ("completed", "landlock")
+    with jar(client, await sign_in(client, settings.admin_key)) as c:  # and the run's page says it
+        page = (await c.get(f"/ui/runs/{run['id']}")).text
+    assert 'commands confined by <span class="sandbox">landlock</span>' in page

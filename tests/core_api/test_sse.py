@@ -11,6 +11,7 @@ from nexus.core_api.runs.stream import SETTLING
 from nexus.events.bus import Publisher, connect
 from nexus.events.payloads import RunLog, RunStatusChanged
 from tests.core_api.conftest import assert_problem, new_run, store_status
+from tests.core_api.test_ui import csrf_of
 
 pytestmark = pytest.mark.infra
 
@@ -61,11 +62,8 @@ async def runner_says_succeeded(settings, nats_creds: str, run_id: str) -> None:
 
 
 def goal_ids(msgs: list[dict], mine: set[str]) -> list[str]:
-    return [
-        m["data"]["data"]["goal_id"]
-        for m in msgs
-        if m.get("event") == "goal.created" and m["data"]["data"]["goal_id"] in mine
-    ]
+    datas = [m["data"]["data"] for m in msgs if m.get("event") == "goal.created"]
+    return [d["goal_id"] for d in datas if isinstance(d, dict) and d.get("goal_id") in mine]
 
 
 async def test_system_events_resume_after_a_disconnect(http: httpx.AsyncClient) -> None:
@@ -94,22 +92,43 @@ async def test_a_poison_message_in_the_stream_ends_no_reader(
     nc = await connect(settings.nats_url, "test-sse-poison", creds=nats_creds)
     try:
         js = nc.jetstream()
-        for body in (b"not json at all", b'{"type": "goal.created"}', b"[1, 2, 3]"):
+        for body in (
+            b"not json at all",
+            b'{"type": "goal.created"}',
+            b"[1, 2, 3]",
+            b'{"id": "x", "type": "goal.created", "occurred_at": "t", "source": "s", "data": [1]}',  # data no object
+            b'{"id": "y", "type": "goal.created", "occurred_at": "t", "source": "s", "data": {"goal_id": 7}}',
+        ):
             await js.publish("nexus.evt.goal.created", body)
         run = await new_run(http)
         await js.publish(
             f"nexus.run.{run['id']}.log",
             b'{"id": "x", "type": "run.status", "occurred_at": "t", "source": "s", "data": [1]}',
         )  # an envelope whose status data is not an object
+        await js.publish(
+            f"nexus.run.{run['id']}.log",
+            b'{"id": "z", "type": "run.log", "occurred_at": "t", "source": "s", "data": "a string"}',
+        )  # and a log line's
     finally:
         await nc.drain()
     after = (await http.post("/v1/goals", json={"title": "after the poison"})).json()["id"]
     got = await collect(sse(http, "/v1/events", types="goal.*"), lambda ms: after in goal_ids(ms, {after}))
     assert after in goal_ids(got, {after})  # replayed from the start, past the poison, to the goal
+    # A goal's own stream reads every event too: past the poison, to the goal's.
+    mine = await collect(sse(http, f"/v1/goals/{after}/events"), lambda ms: after in goal_ids(ms, {after}), 200)
+    assert after in goal_ids(mine, {after}), mine[-3:]
     await runner_says_succeeded(settings, nats_creds, run["id"])
     await store_status(settings, run["id"], "succeeded")
     rest = [m async for m in sse(http, f"/v1/runs/{run['id']}/events")]  # skips the poison, ends after the status
     assert [m["event"] for m in rest if "data" in m][-1] == "run.status"
+    # The run's page follows the same events: it shows the poison bare and ends with the run.
+    async with httpx.AsyncClient(base_url=str(http.base_url), timeout=30) as page:
+        r = await page.get("/ui/login")
+        r = await page.post("/ui/login", data={"_csrf": csrf_of(r.text), "key": settings.admin_key, "next": "/ui"})
+        assert r.status_code == 303, r.text
+        async with page.stream("GET", f"/ui/runs/{run['id']}/stream") as r:
+            shown = [line async for line in r.aiter_lines() if line.startswith("event:")]  # ends when the server does
+    assert shown[-1] == "event: end", shown[-3:]
 
 
 async def test_run_events_resume_and_end_after_the_final_status(

@@ -179,10 +179,11 @@ async def demo_flow(
     plane.edit(item["id"], name="renamed behind the board's back")
     assert await until(lambda: _repaired(plane, item["id"])), plane.items[item["id"]]
 
-    # Someone deletes two of core-api's durables: the raw loop on task events ends and is restarted (the
-    # loop-restart panel), the FastStream subscriber's durable for schedule firings is made anew; the schedule's
-    # occurrences below, and the task events they cause, reach core-api through them.
-    await delete_consumer(nats_url, creds, "NEXUS_EVENTS", "core-api-goals")
+    # Someone deletes two of core-api's durables: its raw loop on run events ends and is restarted (the
+    # loop-restart panel) and reads the run stream again from its start, each run's end still counted once
+    # (below); the FastStream subscriber's durable for schedule firings is made anew; the schedule's
+    # occurrences below, and their runs' events, reach core-api through them.
+    await delete_consumer(nats_url, creds, "NEXUS_RUNS", "core-api-runs")
     await delete_consumer(nats_url, creds, "NEXUS_CMDS", "core-api-fire-schedule")
 
     # A schedule comes due (every 2 s): once it has fired it is switched off and what it started ends.

@@ -117,7 +117,11 @@ async def test_a_workspace_too_large_to_track_runs_only_rm(sandbox: Any, monkeyp
     so it runs, and once the workspace is back under the limit commands run again."""
     from nexus.agent_runner.hypervisor import changeset
 
-    monkeypatch.setattr(changeset, "MAX_ENTRIES", 2)  # README.md, src, src/app.py
+    for i in range(60):
+        (sandbox.ws / "src" / f"m{i}.py").write_text("")
+    # README.md, src and its files are past it; what a command's /tmp adds to the HOME room while it runs
+    # (its directory, the mount points of paths below /tmp) is not.
+    monkeypatch.setattr(changeset, "MAX_ENTRIES", 50)
     result = await sandbox.hv.call("run_command", {"cmd": "touch x"})
     assert not result.ok and "workspace-too-large" in result.error
     assert not (sandbox.ws / "x").exists()

@@ -174,11 +174,18 @@ for path in ('/dev/filler', '/dev/shm/filler'):
 
 async def test_dev_holds_no_memory_hog(sandbox: Any) -> None:
     """bwrap's /dev is a tmpfs of half the machine's memory: writable by the command, a gigabyte there
-    was memory no cap counted where no cgroup could be made. Now /dev is read-only and /dev/shm sized."""
+    was memory no cap counted where no cgroup could be made. Now /dev is read-only and /dev/shm is the
+    command's own directory on disk, held to the run's disk budget (test_hostile_temporary.py)."""
+    sandbox.make(disk_budget=64 << 20)
     _bwrap(sandbox)
-    out = await _py(sandbox, FILL_DEV)
-    assert "WROTE" not in out, out
-    assert "NO /dev/filler Read-only file system" in out
+    (sandbox.ws / "probe.py").write_text(FILL_DEV)
+    result = await sandbox.hv.call("run_command", {"cmd": "python3 probe.py", "timeout_s": 30})
+    if not result.ok:  # the budget's watch saw /dev/shm grow past what was left, and ended the command
+        assert result.error.startswith("refused (disk-budget)"), result.error
+        return
+    assert "WROTE" not in result.output, result.output
+    assert "NO /dev/filler Read-only file system" in result.output
+    assert "NO /dev/shm/filler File too large" in result.output, result.output  # the budget's file-size limit
 
 
 DAEMON = """

@@ -39,3 +39,35 @@ async def test_a_patch_naming_more_files_than_git_s_report_holds_is_refused_whol
     assert not result.ok and result.error.startswith("refused (too-large)"), result.error[:300]
     assert not any((sandbox.ws / name).exists() for name in files)
     sandbox.assert_recorded()
+
+
+MiB = 1 << 20
+BLOB = "import os, sys\nopen('blob', 'wb').write(os.urandom(int(sys.argv[1]) << 20))\n"
+
+
+def _bytes_under(path: Any) -> int:
+    return sum(max(f.stat().st_size, f.stat().st_blocks * 512) for f in path.rglob("*") if f.is_file())
+
+
+async def test_commits_fill_the_disk_no_further_than_the_budget(sandbox: Any) -> None:
+    """Write a file, commit it, remove it, again: the work tree stays within the disk budget, but each
+    commit left its content in the repository's objects, outside the work tree, which nothing counted.
+    Six rounds of 24 MiB put 144 MiB on the machine's disk under a budget of 32 MiB. Now a commit's
+    objects count against the budget, and once it is used up the next commit is refused."""
+    hv = sandbox.make(disk_budget=32 * MiB)
+    objects = sandbox.root / "gitdir" / "objects"
+    before = _bytes_under(objects)
+    (sandbox.ws / "blob.py").write_text(BLOB)
+    refused = []
+    for round_ in range(6):
+        wrote = await hv.call("run_command", {"cmd": "python3 blob.py 24", "timeout_s": 60})
+        committed = await hv.call("git_commit", {"message": f"round {round_}"})
+        if not committed.ok:
+            assert committed.error.startswith("refused (disk-budget)"), (wrote, committed)
+            refused.append(round_)
+        removed = await hv.call("run_command", {"cmd": "rm -f blob"})
+        assert removed.ok, removed.error
+    assert refused, "every commit was taken"
+    # At most the budget, plus what the one commit that used it up added (a work tree's worth).
+    assert _bytes_under(objects) - before <= 2 * 32 * MiB
+    sandbox.assert_recorded()

@@ -48,3 +48,31 @@ async def test_a_command_making_endless_empty_entries_is_ended_when_the_walk_can
     after = await hv.call("run_command", {"cmd": "touch more"})
     assert after.ok, after.error
     sandbox.assert_recorded()
+
+
+LONG_NAMES = (
+    "import os\n"
+    "deep = os.path.join('long', *(c * 250 for c in 'abcdefghijklmno'))\n"  # ~3,800 bytes of path
+    "os.makedirs(deep)\n"
+    "for i in range(40_000):\n"
+    "    os.close(os.open(os.path.join(deep, f'{i:06d}' + 'x' * 150), os.O_CREAT | os.O_WRONLY, 0o644))\n"
+)
+
+
+async def test_a_command_making_files_at_the_end_of_long_paths_is_ended_before_their_names_fill_memory(
+    sandbox: Any,
+) -> None:
+    """Entries well within MAX_ENTRIES, but each at the end of a path of ~4,000 bytes: the walks around a
+    command keep every path, so 40,000 of them were 160 MB of names held twice (and 150,000 past a
+    runner's memory limit). The walk keeps at most MAX_NAME_BYTES of names: past them the command is
+    ended and only rm runs, as past MAX_ENTRIES."""
+    hv = sandbox.make()
+    (sandbox.ws / "names.py").write_text(LONG_NAMES)
+    result = await hv.call("run_command", {"cmd": "python3 names.py", "timeout_s": 120})
+    assert not result.ok and result.error.startswith("refused (workspace-too-large)"), result
+    assert "paths are longer than" in result.error
+    removed = await hv.call("run_command", {"cmd": "rm -rf long"})
+    assert removed.ok, removed.error
+    after = await hv.call("run_command", {"cmd": "touch more"})
+    assert after.ok, after.error
+    sandbox.assert_recorded()

@@ -143,3 +143,17 @@ async def test_a_fifo_git_would_open_by_name_is_refused_not_waited_on(
     committed = await hv.call("git_commit", {"message": "work"})
     assert committed.ok, committed.error
     sandbox.assert_recorded()
+
+
+async def test_a_search_pattern_that_explodes_grep_is_refused_within_its_memory_cap(sandbox: Any) -> None:
+    """grep runs the model's pattern outside the sandbox (on a masked copy), with no cap but its timeout:
+    nested repetitions make its compiled pattern grow without end (4 GB in 20 s on the development box,
+    against the runner's memory and the machine's). Now it runs within 1 GiB of address space: it stops
+    at once, out of memory, and the call is refused with what grep said."""
+    hv = sandbox.make()
+    (sandbox.ws / "a.txt").write_text("hello\n")
+    result = await hv.call("search_text", {"pattern": "((x{32767}){32767})"})
+    assert not result.ok and result.error.startswith("refused (invalid-pattern)"), result
+    assert "memory exhausted" in result.error.lower(), result.error
+    after = await hv.call("search_text", {"pattern": "hel+o"})  # grep runs on
+    assert after.ok and "a.txt" in after.output, after

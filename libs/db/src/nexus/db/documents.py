@@ -239,6 +239,7 @@ class Session(PagedDocument):
     project_path: str = ""
     parent_session_id: str | None = None
     backend: str = "scripted"
+    sandbox: str = ""  # what confines the session's commands: bwrap, landlock or none, as its run said
     status: str = "active"
     # Before changes were kept per attempt (SessionChangeRecord) they were pushed here; still read.
     notes: list[str] = Field(default_factory=list)

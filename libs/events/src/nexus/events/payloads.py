@@ -149,6 +149,18 @@ class Usage(Payload):
     cost_usd: float = 0.0
 
 
+class SessionOpened(Payload):
+    session_id: str
+    project_path: str
+    parent_session_id: str | None = None
+    backend: str = "scripted"
+    status: Literal["active", "completed", "error"] = "active"
+    attempt: int = 1
+    # How the session's commands are confined: "bwrap", "landlock" or "none" ("" from a runner that
+    # does not say).
+    sandbox: str = ""
+
+
 class RunStatusChanged(Payload):
     status: RunPhase
     attempt: int = 1
@@ -158,6 +170,9 @@ class RunStatusChanged(Payload):
     commit_sha: str = ""
     ledger_hash: str = ""
     usage: Usage | None = None
+    # A final status from the runner carries the end of the session its attempt ran (the report
+    # `run.session` would have sent just before it): one event where there were two, ingested as both.
+    session: SessionOpened | None = None
 
 
 class RunLog(Payload):
@@ -219,15 +234,6 @@ class CommandOutput(Payload):
     output: str = ""  # the last bytes the model saw, at most the cap
     truncated: bool = False  # the output shown is not all the command printed
     total_bytes: int = 0  # what the command printed in all
-
-
-class SessionOpened(Payload):
-    session_id: str
-    project_path: str
-    parent_session_id: str | None = None
-    backend: str = "scripted"
-    status: Literal["active", "completed", "error"] = "active"
-    attempt: int = 1
 
 
 class Heartbeat(Payload):
@@ -409,6 +415,13 @@ class BoardExternalChanged(Payload):
     actor: str = ""
     comment: str = ""  # a comment's text, when the delivery is one
     body: str = ""  # the delivery as received (JSON text)
+
+
+class FollowGoal(Payload):
+    """core-api asks itself to derive a goal's status again: one of its tasks moved."""
+
+    goal_id: Ref
+    task_id: Ref = ""  # the task that moved (for the log)
 
 
 class CancelTask(Payload):

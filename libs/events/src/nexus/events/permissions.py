@@ -165,6 +165,7 @@ CORE_COMMANDS = (
     "core.cancel_task",
     "core.fire_schedule",
     "core.plan_children",
+    "core.follow_goal",
 )
 
 
@@ -180,8 +181,10 @@ LEGACY_COMMANDS = Durable(CMDS_STREAM, "core-api-cmds", "nexus.cmd.core.>")
 CORE_API_DURABLES = [
     Durable(RUNS_STREAM, "core-api-runs", "nexus.run.>"),
     *COMMAND_DURABLES,
-    Durable(EVENTS_STREAM, "core-api-goals", "nexus.evt.task.>"),
 ]
+# The durable on every task event a goal once followed its tasks by (most tasks are in no goal: three
+# deliveries of nothing per run); a goal's task now sends `core.follow_goal`. A core-api deletes it at start.
+LEGACY_GOALS = Durable(EVENTS_STREAM, "core-api-goals", "nexus.evt.task.>")
 BOARD_SYNC_DURABLES = [
     Durable(EVENTS_STREAM, "board-sync-tasks", "nexus.evt.task.>"),
     Durable(EVENTS_STREAM, "board-sync-runs", "nexus.evt.run.>"),
@@ -208,6 +211,7 @@ SERVICES: dict[str, Permissions] = {
             "nexus.evt.>",
             subject("worker.launch_run"),
             subject("worker.cancel_run"),
+            subject("core.follow_goal"),
             *(subject(f"run.{k}") for k in CORE_ONLY_RUN_KINDS),
         ],
         CORE_API_DURABLES,
@@ -221,6 +225,7 @@ SERVICES: dict[str, Permissions] = {
             # the command durable of before, retired at start
             f"$JS.API.CONSUMER.INFO.{CMDS_STREAM}.{LEGACY_COMMANDS.name}",
             f"$JS.API.CONSUMER.DELETE.{CMDS_STREAM}.{LEGACY_COMMANDS.name}",
+            f"$JS.API.CONSUMER.DELETE.{EVENTS_STREAM}.{LEGACY_GOALS.name}",
         ],
         # answers the gateway's queries (replies are responses); its command subscribers are FastStream's;
         # hears every core-api's announcements of runs' ends (what waits for one is woken by them)

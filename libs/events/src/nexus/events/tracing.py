@@ -10,7 +10,7 @@ import opentelemetry.propagate as propagate
 from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from nexus.observability.logs import about_run
-from nexus.observability.tracing import records_nothing, span, tracer
+from nexus.observability.tracing import records_nothing, span, tracer, unrecorded
 
 _TRACER = "nexus.events"
 
@@ -89,17 +89,18 @@ def processing(
     deliveries: int = 1,
 ) -> Iterator[Span]:
     """A CONSUMER span for handling one message, the child of the span that published it."""
+    context = propagate.extract(dict(headers or {}))
+    if records_nothing():  # no attributes to build for a span nobody keeps
+        with unrecorded(context) as s, about_run(_run_id(subject, correlation_id)):
+            yield s
+        return
     attrs = _attributes("process", subject, msg_id, correlation_id, size)
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.message.delivery_count"] = deliveries  # nexus's own: JetStream's num_delivered
     run_id = cast(str | None, attrs.get("nexus.run_id"))  # _attributes sets the run id as a str
     with (
         span(
-            tracer(_TRACER),
-            f"process {_label(subject)}",
-            kind=SpanKind.CONSUMER,
-            attributes=attrs,
-            context=propagate.extract(dict(headers or {})),
+            tracer(_TRACER), f"process {_label(subject)}", kind=SpanKind.CONSUMER, attributes=attrs, context=context
         ) as s,
         about_run(run_id),
     ):
@@ -110,15 +111,17 @@ def processing(
 def processing_group(subjects: list[str], headers: list[Mapping[str, str] | None], *, consumer: str) -> Iterator[Span]:
     """One CONSUMER span for a batch handled in one call: the child of the first message's publisher, linked
     to every other message's (a run's events all carry the run's trace)."""
+    context = propagate.extract(dict(headers[0] or {}))
+    if records_nothing():  # no attributes, no links for a span nobody keeps
+        with unrecorded(context) as s, about_run(_run_id(subjects[0], None)):
+            yield s
+        return
     attrs = _attributes("process", subjects[0], None, None, None)
     attrs["messaging.consumer.group.name"] = consumer
     attrs["messaging.batch.message_count"] = len(subjects)
     with (
         tracer(_TRACER).start_as_current_span(
-            f"process {_label(subjects[0])}",
-            context=propagate.extract(dict(headers[0] or {})),
-            kind=SpanKind.CONSUMER,
-            attributes=attrs,
+            f"process {_label(subjects[0])}", context=context, kind=SpanKind.CONSUMER, attributes=attrs
         ) as s,
         about_run(cast(str | None, attrs.get("nexus.run_id"))),  # _attributes sets the run id as a str
     ):

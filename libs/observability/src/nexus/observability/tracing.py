@@ -5,6 +5,7 @@ through its environment (`TRACEPARENT`, the variable name OpenTelemetry's enviro
 import functools
 import logging
 import os
+import random
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 import opentelemetry.context as otel_context
 import opentelemetry.propagate as propagate
 import opentelemetry.trace as trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
@@ -177,6 +178,10 @@ def span(
     context: otel_context.Context | None = None,
 ) -> Iterator[Span]:
     """A current span that records an exception as its error status (and lets it propagate)."""
+    if records_nothing():
+        with unrecorded(context) as s:
+            yield s
+        return
     # OpenTelemetry checks each value itself: one it cannot carry is dropped with a warning
     with tracer_.start_as_current_span(
         name,
@@ -192,6 +197,29 @@ def span(
             s.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}"))
             s.set_attribute("error.type", type(exc).__name__)
             raise
+
+
+@contextmanager
+def unrecorded(context: otel_context.Context | None = None) -> Iterator[Span]:
+    """The current span a process that records nothing gets, made as the SDK makes it under its ALWAYS_OFF
+    sampler — a non-recording span, not sampled, continuing the parent's trace (its trace id and state)
+    or starting one, with a span id of its own for the logs — without the SDK's path there (sampler,
+    attribute checks, span limits, its use_span): the first span of a forked run cost ~160 page faults
+    through it, and every consumed message a span in core-api and the worker."""
+    parent = trace.get_current_span(context).get_span_context()
+    span_id = random.getrandbits(64)
+    while not span_id:
+        span_id = random.getrandbits(64)
+    if parent.is_valid:
+        trace_id, state = parent.trace_id, parent.trace_state
+    else:
+        trace_id, state = random.getrandbits(128) or 1, None
+    s = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(0), trace_state=state))
+    token = otel_context.attach(trace.set_span_in_context(s, context))
+    try:
+        yield s
+    finally:
+        otel_context.detach(token)
 
 
 def ids() -> tuple[str | None, str | None]:

@@ -115,6 +115,12 @@ async def _run(
     restore: list[tuple[int, Any]] = []
     for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT as SIGTERM: the run is cancelled and says so
         _on_signal(loop, sig, on_term, restore)
+    session = None
+
+    def closing(verdict: str) -> "Any":
+        """The session's end riding on a verdict given here (the run stopped short of its own end)."""
+        return session.closing(verdict) if session is not None else None
+
     try:
         from nexus.agent_runner import workspace
         from nexus.agent_runner.session import RunSession
@@ -134,6 +140,7 @@ async def _run(
             relayed=bus.relayed,
             sandbox_mode=settings.sandbox,
             disk_budget=settings.disk_budget_bytes,
+            git_timeout_s=settings.git_timeout_s,
         )
         # The CPU time limit's warning: stop at the next step, like any other limit.
         _on_signal(loop, signal.SIGXCPU, lambda: session.stop(limits.cpu_reason()), restore)
@@ -143,11 +150,17 @@ async def _run(
         except TimeoutError:
             if loop.time() - started < cfg.limits.wall_clock_s:
                 raise  # a timeout inside the run (the bus, a tool), not the run's wall clock: a failure
-            await reporter.status("timed_out", reason=f"wall-clock limit of {cfg.limits.wall_clock_s}s exceeded")
+            await reporter.status(
+                "timed_out",
+                reason=f"wall-clock limit of {cfg.limits.wall_clock_s}s exceeded",
+                session=closing("timed_out"),
+            )
             code = 3
     except asyncio.CancelledError:
         if cancelled:
-            await asyncio.shield(reporter.status("cancelled", reason="the run was cancelled"))
+            await asyncio.shield(
+                reporter.status("cancelled", reason="the run was cancelled", session=closing("cancelled"))
+            )
         code = 4
     except Exception as exc:  # any failure ends the run with its reason, never silently
         reason = limits.describe(exc)
@@ -155,7 +168,7 @@ async def _run(
             log.exception("run %s failed", cfg.run_id)
         else:
             log.error("run %s stopped: %s", cfg.run_id, reason)
-        await reporter.status("failed", reason=reason or f"{type(exc).__name__}: {exc}")
+        await reporter.status("failed", reason=reason or f"{type(exc).__name__}: {exc}", session=closing("failed"))
         code = 2
     finally:
         await reporter.stop_heartbeat()

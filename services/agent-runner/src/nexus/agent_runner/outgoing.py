@@ -10,6 +10,7 @@
 What the canary cannot see: a value transformed otherwise (compressed, encrypted, split across
 objects, reversed). Values shorter than MIN_CANARY_CHARS are not searched (they would match by chance)."""
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping
 
@@ -17,6 +18,7 @@ from nexus.agent_runner.hypervisor.secrets import MIN_CANARY_CHARS, SecretBox, e
 from nexus.agent_runner.workspace import RunGit, run_git
 from nexus.domain.sessions import GitCommitChange, SessionChange
 
+_CHUNK = 1 << 20  # what the canary holds of an object at a time
 _NEXUS_LINE = re.compile(r"^\s*nexus-[\w-]*\s*:.*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -73,19 +75,54 @@ async def read_objects(rg: RunGit, shas: Iterable[str]) -> dict[str, tuple[str, 
 
 
 async def find_leak(rg: RunGit, values: Mapping[str, str]) -> str:
-    """Why the push must not happen ("" when nothing outgoing holds a secret)."""
+    """Why the push must not happen ("" when nothing outgoing holds a secret). Objects are read as git
+    streams them, a chunk at a time: what a run commits can be gigabytes (held whole, twice, a commit of
+    600 MiB ended the runner at its memory limit before any push)."""
     forms = canaries(values)
     if not forms:
         return ""
     named = await _objects(rg)
+    if not named:
+        return ""
     mask = SecretBox(values).mask  # a path may hold the value itself: the reason names it masked
-    for sha, (kind, data) in (await read_objects(rg, named)).items():
-        where = f"{kind} {sha[:12]}" + (f" at {mask(named[sha])}" if named.get(sha) else "")
-        for candidate in (data, named.get(sha, "").encode(errors="surrogateescape")):
-            for form, what in forms:
-                if form in candidate:
-                    return f"{what} found in {where}"
-    return ""
+    found = ""
+
+    async def scan(out: asyncio.StreamReader) -> None:
+        nonlocal found
+        while header := await out.readline():
+            parts = header.decode(errors="replace").split()
+            if len(parts) < 3:  # "<sha> missing"
+                continue
+            sha, kind = parts[0], parts[1]
+            path = named.get(sha, "")
+            what = await _scan_content(out, int(parts[2]), forms) or _first(
+                path.encode(errors="surrogateescape"), forms
+            )
+            if what:
+                found = f"{what} found in {kind} {sha[:12]}" + (f" at {mask(path)}" if path else "")
+                return
+
+    await run_git(rg, "cat-file", "--batch", stdin="".join(f"{sha}\n" for sha in named).encode(), reader=scan)
+    return found
+
+
+def _first(data: bytes, forms: list[tuple[bytes, str]]) -> str:
+    return next((what for form, what in forms if form in data), "")
+
+
+async def _scan_content(out: asyncio.StreamReader, size: int, forms: list[tuple[bytes, str]]) -> str:
+    """The first form found in the next `size` bytes of `out` (read a chunk at a time, each chunk with the
+    end of the one before, so a value across two chunks is found), "" if none; the content is read whole."""
+    keep = max(len(form) for form, _ in forms) - 1
+    tail, hit, left = b"", "", size
+    while left:
+        chunk = await out.readexactly(min(_CHUNK, left))
+        left -= len(chunk)
+        window = tail + chunk
+        hit = hit or _first(window, forms)
+        tail = window[-keep:] if keep else b""
+    await out.readexactly(1)  # the newline after the content
+    return hit
 
 
 def without_trailers(message: str) -> str:

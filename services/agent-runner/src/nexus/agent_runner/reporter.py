@@ -109,24 +109,26 @@ class RunReporter:
     async def log(self, message: str, level: str = "info") -> None:
         await self._send("run.log", RunLog(message=self.mask(message), level=level))  # type: ignore[arg-type]  # a RunLog level
 
-    async def session(
+    async def session(self, report: SessionOpened) -> None:
+        await self._send("run.session", report)
+
+    def session_report(
         self,
         session_id: str,
         project_path: str,
         parent: str | None,
         backend: str,
         status: SessionStatus = "active",
-    ) -> None:
-        await self._send(
-            "run.session",
-            SessionOpened(
-                session_id=session_id,
-                project_path=project_path,
-                parent_session_id=parent,
-                backend=backend,
-                status=status,
-                attempt=self.attempt,
-            ),
+        sandbox: str = "",
+    ) -> SessionOpened:
+        return SessionOpened(
+            session_id=session_id,
+            project_path=project_path,
+            parent_session_id=parent,
+            backend=backend,
+            status=status,
+            attempt=self.attempt,
+            sandbox=sandbox,
         )
 
     def change_recorder(self, session_id: str, parent: str | None) -> Callable[[SessionChange], Awaitable[None]]:

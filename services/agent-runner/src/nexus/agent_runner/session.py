@@ -35,6 +35,7 @@ from nexus.events.payloads import (
     ChildPlan,
     PlanChildren,
     RunConfig,
+    SessionOpened,
     Usage,
 )
 from nexus.kernel import Kernel
@@ -79,6 +80,7 @@ class RunSession:
         relayed: bool = False,
         sandbox_mode: str = "auto",
         disk_budget: int = disk.BUDGET,
+        git_timeout_s: float = workspace.GIT_TIMEOUT_S,
     ) -> None:
         self.cfg = cfg
         self.js = js
@@ -87,6 +89,7 @@ class RunSession:
         self.relayed = relayed  # its publishes ride the worker's connection, not the one `nats` makes
         self.tree: SessionTree | None = None
         self.hv: Hypervisor | None = None
+        self.opened: SessionOpened | None = None  # the session's opening report, once sent
         self.reporter = reporter
         self.workdir = workdir
         self.state_dir = state_dir
@@ -101,7 +104,7 @@ class RunSession:
         self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
         self.rg = workspace.RunGit(
-            work_tree=workdir, private=state_dir / "git", base=env
+            work_tree=workdir, private=state_dir / "git", base=env, timeout_s=git_timeout_s
         )  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
         self.outcome = Outcome()  # the model's spend so far, kept when the run is stopped
@@ -224,7 +227,6 @@ class RunSession:
             created_at=_now(),
             updated_at=_now(),
         )
-        await r.session(cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg))
         self.trailers = {
             "Nexus-Run": cfg.run_id,
             "Nexus-Agent": f"{cfg.agent_id}@{cfg.agent_revision}",
@@ -250,9 +252,13 @@ class RunSession:
             shower=r.content,
         )
         self.hv = hv
-        confinement = f"commands are confined by {describe_sandbox(hv.sandbox)}"
-        log.info(confinement)
-        await r.log(confinement)
+        # The session's opening says what confines its commands (stored on the session): one event, not a
+        # log line beside it. The runner's own log still says it in words.
+        log.info("commands are confined by %s", describe_sandbox(hv.sandbox))
+        self.opened = r.session_report(
+            cfg.session_id, str(self.workdir), cfg.parent_session_id, backend(cfg), sandbox=hv.sandbox
+        )
+        await r.session(self.opened)
         try:
             outcome = await (self._external(hv) if cfg.llm.provider == "external" else self._model(hv))
         except BudgetExceeded as exc:
@@ -270,6 +276,13 @@ class RunSession:
                 await self._end(hv, "failed", reason, self._usage(outcome), summary=outcome.summary, keep_work=True)
                 return
         await self._end(hv, "succeeded", "", self._usage(outcome), summary=outcome.summary)
+
+    def closing(self, verdict: str) -> SessionOpened | None:
+        """The session's end for a run ending with `verdict`: completed when it succeeded, else error;
+        None when it never opened (nothing to close)."""
+        if self.opened is None:
+            return None
+        return msgspec.structs.replace(self.opened, status="completed" if verdict == "succeeded" else "error")
 
     @staticmethod
     def _usage(outcome: Outcome) -> Usage:
@@ -383,7 +396,7 @@ class RunSession:
             summary = summary or f"stopped: {reason}{kept}"
         try:
             dirty = status == "succeeded" and cfg.permissions.can_commit and await self._has_changes(hv)
-        except workspace.NestedGit as exc:  # the agent's doing: refused and recorded, not a crash
+        except workspace.GitRefused as exc:  # the agent's doing (a nested repository, a tree git takes hours on)
             await hv.refuse("commit", exc.reason, str(exc))
             status, reason, dirty = "failed", f"commit refused: {exc}", False
         if dirty:
@@ -407,13 +420,6 @@ class RunSession:
                 await self.reporter.log(f"the work so far could not be kept: {reason}", level="warning")
             status, reason = outcome_status, stop_reason
         hv.seal_state()
-        await self.reporter.session(
-            cfg.session_id,
-            str(self.workdir),
-            cfg.parent_session_id,
-            backend(cfg),
-            status="completed" if status == "succeeded" else "error",
-        )
         await self.reporter.status(
             status,
             reason=reason,
@@ -422,6 +428,7 @@ class RunSession:
             commit_sha=commit_sha,
             ledger_hash=hv.ledger_hash,
             usage=usage,
+            session=self.closing(status),  # the session ends with the verdict, in its event
         )
         if cfg.parent_session_id and (tree := await self._open_tree()) is not None:
             await tree.tell_parent(
@@ -438,15 +445,19 @@ class RunSession:
     async def _push(self, hv: Hypervisor, branch: str, *, provenance: bool) -> str:
         """Push HEAD to `branch` unless what goes out holds a secret (the canary) or a commit the
         hypervisor did not make. Returns "" when pushed, else why not (recorded in the ledger)."""
-        why = await outgoing.find_leak(self.rg, self.secrets)
-        if not why and provenance:
-            why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
-        if why:
-            await hv.refuse(
-                "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
-            )
-            return f"push refused: {why}"
-        await workspace.push(self.rg, branch, self.token)
+        try:
+            why = await outgoing.find_leak(self.rg, self.secrets)
+            if not why and provenance:
+                why = await outgoing.check_provenance(self.rg, hv.session.changes, self.trailers)
+            if why:
+                await hv.refuse(
+                    "push", "secret-in-push" if "secret:" in why else "provenance", f"nothing pushed to {branch}: {why}"
+                )
+                return f"push refused: {why}"
+            await workspace.push(self.rg, branch, self.token)
+        except workspace.GitRefused as exc:  # a check or the push itself ended at its bound
+            await hv.refuse("push", exc.reason, f"{branch} not updated: {exc}")
+            return f"push refused: {exc}"
         return ""
 
     async def _merge(self, hv: Hypervisor) -> str:

@@ -7,9 +7,13 @@ hooks, fsmonitor, filters or helpers); the repository credential is handed only 
 clone, fetch or push invocation that talks to the remote."""
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import stat
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +25,34 @@ class GitError(Exception):
     pass
 
 
-class NestedGit(GitError):
+class GitRefused(GitError):
+    """A git call of the runner's refused or ended for what the agent made of the work tree: recorded in
+    the ledger with its reason, and the run fails, rather than a crash or a hang."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NestedGit(GitRefused):
     """The work tree holds what git must not meet: a repository of its own (git, run outside the sandbox,
     would obey its config), or a FIFO where git opens a file by name (it would wait on it)."""
 
     def __init__(self, message: str, reason: str = "nested-git") -> None:
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(message, reason)
+
+
+class GitTimedOut(GitRefused):
+    """A git call of the runner's did not finish within its bound and was ended (with what it started)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "git-timeout")
+
+
+# The bound of each git call of the runner's own (a clone, the final status, the canary's reads, a push).
+# A work tree the agent shaped can make git run for hours: 100,000 files under a .gitignore of a million
+# patterns is 10^11 matches for one `git status`.
+GIT_TIMEOUT_S = 600.0
 
 
 _UNSEALABLE = "unsealable"  # a seal no digest matches: the repository could not be written, git is refused
@@ -41,6 +66,7 @@ class RunGit:
     work_tree: Path
     private: Path  # runner-only: the git directory and git's empty HOME
     base: dict[str, str] = field(default_factory=dict)  # PATH, locale (no secrets, no credential)
+    timeout_s: float = GIT_TIMEOUT_S  # each git call's bound (`run_git`)
     sealed: str = ""  # safegit.steering_digest once the runner wrote the config: any change stops git
     _home_made: bool = field(default=False, repr=False, compare=False)
     # A run without a repository: the (name, email) of the empty repository still to be written, on
@@ -93,9 +119,20 @@ class RunGit:
         )
 
 
+Reader = Callable[[asyncio.StreamReader], Awaitable[None]]
+
+
 async def run_git(
-    rg: RunGit, *args: str, token: str | None = None, stdin: bytes | None = None, repo: bool = True, check: bool = True
+    rg: RunGit,
+    *args: str,
+    token: str | None = None,
+    stdin: bytes | None = None,
+    repo: bool = True,
+    check: bool = True,
+    reader: Reader | None = None,
 ) -> tuple[int, bytes]:
+    """git, hardened and bounded. `reader`: reads the output as it comes instead (what a run commits can be
+    gigabytes: held whole it ended the runner at its memory limit); git is ended once it returns."""
     if repo:
         rg.check_sealed()
         if safegit.reads_work_tree(args) and (nested := await asyncio.to_thread(safegit.nested_git, rg.work_tree)):
@@ -103,6 +140,7 @@ async def run_git(
             raise NestedGit(f"{why}; git {safegit.subcommand(args)} refused", reason)
     env = safegit.with_credential(rg.env(repo=repo), token) if token else rg.env(repo=repo)
     cwd = rg.work_tree if repo and rg.work_tree.is_dir() else rg.private
+    started = time.time_ns() - 2_000_000_000  # a file's time is the kernel's coarse clock: a little behind
     proc = await asyncio.create_subprocess_exec(
         *safegit.argv(*args),
         cwd=str(cwd),
@@ -110,11 +148,61 @@ async def run_git(
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own group: what it starts (a remote helper) is ended with it
     )
-    out, err = await proc.communicate(stdin)
-    if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()[:1000]}")
-    return proc.returncode or 0, out
+    try:
+        out, err, stopped = await asyncio.wait_for(_exchange(proc, stdin, reader), rg.timeout_s)
+    except TimeoutError:
+        await _end_git(proc)
+        if repo and rg.git_dir.is_dir():  # the locks it was killed holding would refuse every later git write
+            await asyncio.to_thread(safegit.clear_locks, rg.git_dir, started)
+        raise GitTimedOut(
+            f"git {safegit.subcommand(args)} did not finish within {rg.timeout_s:g} s and was ended"
+        ) from None
+    except BaseException:  # the run cancelled meanwhile: git does not outlive it
+        await asyncio.shield(_end_git(proc))
+        raise
+    code = 0 if stopped else proc.returncode or 0  # ended by us once its reader had what it wanted
+    if check and code != 0:
+        raise GitError(f"git {args[0]} failed ({code}): {err.decode(errors='replace').strip()[:1000]}")
+    return code, out
+
+
+async def _exchange(
+    proc: asyncio.subprocess.Process, stdin: bytes | None, reader: Reader | None
+) -> tuple[bytes, bytes, bool]:
+    """(output, errors, whether git was ended because its reader returned before the end)."""
+    if reader is None:
+        return (*await proc.communicate(stdin), False)
+    assert proc.stdout is not None and proc.stderr is not None
+    feeding = asyncio.create_task(_feed(proc, stdin))
+    errors = asyncio.create_task(proc.stderr.read())
+    try:
+        await reader(proc.stdout)
+    finally:
+        feeding.cancel()
+    stopped = not proc.stdout.at_eof()
+    if stopped:  # the reader has what it wanted: the rest is not waited for
+        await _end_git(proc)
+    await proc.wait()
+    return b"", await errors, stopped
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes | None) -> None:
+    if proc.stdin is None:
+        return
+    with contextlib.suppress(ConnectionError):  # git ended before reading it all
+        if data:
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+        proc.stdin.close()
+
+
+async def _end_git(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 async def git(rg: RunGit, *args: str, token: str | None = None) -> str:

@@ -9,14 +9,13 @@ from nexus.core_api.chat_bindings import handlers as chat_handlers
 from nexus.core_api.chat_queries.responder import serve_queries
 from nexus.core_api.commands import serve_commands
 from nexus.core_api.context import Context
-from nexus.core_api.goals.handlers import follow_task
+from nexus.core_api.goals import handlers as goals_handlers
 from nexus.core_api.nats_monitor import watch_nats_monitor
 from nexus.core_api.runs.ingest import RUN_EVENTS_CONSUMER, handle_run_event, ingest_group
 from nexus.core_api.schedules import handlers as schedules_handlers
 from nexus.core_api.sessions import handlers as sessions_handlers
 from nexus.core_api.idempotency import forget_old as forget_old_keys
 from nexus.core_api.workflow.engine import dispatch_waiting, plan_unplanned_goals, release_orphans, requeue_stale
-from nexus.events.catalog import EVENTS_STREAM
 from nexus.events.consumer import LOOPS, consume
 from nexus.events.lag import watch_consumer_lag
 from nexus.observability.health import OpsServer
@@ -27,6 +26,7 @@ log = logging.getLogger("nexus.core_api.background")
 
 # Each feature's command subscribers (one per subject, FastStream), beside its handlers.
 COMMAND_SUBSCRIBERS = (
+    goals_handlers.subscribe,
     sessions_handlers.subscribe,
     chat_handlers.subscribe,
     schedules_handlers.subscribe,
@@ -56,15 +56,6 @@ async def run_background(ctx: Context, stop: asyncio.Event) -> None:
             **RUN_EVENTS_CONSUMER,
         ),
         serve_commands(ctx, stop, COMMAND_SUBSCRIBERS),
-        # A goal follows its tasks: every task event re-derives its goal's status (idempotent).
-        consume(
-            ctx.js,
-            stream=EVENTS_STREAM,
-            durable="core-api-goals",
-            subject="nexus.evt.task.>",
-            handler=lambda d: follow_task(ctx, d),
-            stop=stop,
-        ),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: requeue_stale(ctx), what="requeue_stale"),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: release_orphans(ctx), what="release_orphans"),
         every(max(1.0, s.requeue_after_s / 3), stop, lambda: dispatch_waiting(ctx), what="dispatch_waiting"),

@@ -19,7 +19,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError
 from nexus.events.consumer import Delivery, Poison, supervised
 from nexus.events.faststream import broker_options, durable_subscriber, durables_of, ensure_durables, keep_durables
-from nexus.events.permissions import LEGACY_COMMANDS, command_durable
+from nexus.events.permissions import LEGACY_COMMANDS, LEGACY_GOALS, command_durable
 
 log = logging.getLogger("nexus.core_api.commands")
 
@@ -50,14 +50,24 @@ async def refused_is_poison(handler: CommandHandler, ctx: Context, d: Delivery) 
         raise Poison(f"refused: {exc}") from exc
 
 
+# Durables an earlier core-api read and this one does not, deleted at start, with why.
+RETIRED = {
+    LEGACY_COMMANDS: "its commands are read by one durable per subject",
+    LEGACY_GOALS: "a goal's task sends core.follow_goal; the other task events were read for nothing",
+}
+
+
 async def retire_legacy(js: JetStreamContext) -> bool:
-    """Delete the durable on all of `nexus.cmd.core.>` if it exists; True if it did."""
-    try:
-        await js.delete_consumer(LEGACY_COMMANDS.stream, LEGACY_COMMANDS.name)
-    except NotFoundError:
-        return False
-    log.warning("deleted the durable %s: its commands are read by one durable per subject", LEGACY_COMMANDS.name)
-    return True
+    """Delete the retired durables that exist; True if one did."""
+    gone = False
+    for durable, why in RETIRED.items():
+        try:
+            await js.delete_consumer(durable.stream, durable.name)
+        except NotFoundError:
+            continue
+        log.warning("deleted the durable %s: %s", durable.name, why)
+        gone = True
+    return gone
 
 
 async def serve_commands(ctx: Context, stop: asyncio.Event, subscribers: Iterable[Subscribe]) -> None:

@@ -6,9 +6,9 @@ the record. A file's change time (ctime) is set by the kernel on every write, re
 cannot be set back by the writer, so a change cannot hide behind a restored mtime.
 
 The walk keeps its own stack (a tree thousands of levels deep is read without recursion), keeps one
-number per entry (a hash of its status) and stops at `MAX_ENTRIES`, or at a directory it cannot read
-(a path longer than the kernel takes): such a workspace is not tracked, and only `rm` runs in it
-(command_tools), which names what it deletes."""
+number per entry (a hash of its status) and stops at `MAX_ENTRIES` or `MAX_NAME_BYTES`, or at a
+directory it cannot read (a path longer than the kernel takes): such a workspace is not tracked, and
+only `rm` runs in it (command_tools), which names what it deletes."""
 
 import hashlib
 import os
@@ -17,6 +17,9 @@ import stat
 from dataclasses import dataclass
 
 MAX_ENTRIES = 500_000
+# The names the walk keeps, all together: 150,000 files at the end of 4,000-byte paths are 600 MB of names
+# in each of the two walks around a command (and in the disk budget's), in the runner's memory.
+MAX_NAME_BYTES = 64 << 20
 MAX_ITEMISED = 200  # per command: the ledger gets one change per file up to this many, and the count
 _CHUNK = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC  # never a link, never a wait
@@ -46,7 +49,7 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
     entries: dict[str, int] = {}
     sizes: dict[str, int] = {}
     privileged: list[str] = []
-    used = 0
+    used = names = 0
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -58,8 +61,13 @@ def snapshot(root: str, skip: str | None = None) -> Snapshot:
                         st = item.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # removed meanwhile
-                    if len(entries) >= MAX_ENTRIES:
-                        why = f"it holds more than {MAX_ENTRIES} entries"
+                    names += len(rel)
+                    if len(entries) >= MAX_ENTRIES or names > MAX_NAME_BYTES:
+                        why = (
+                            f"it holds more than {MAX_ENTRIES} entries"
+                            if len(entries) >= MAX_ENTRIES
+                            else f"its paths are longer than {MAX_NAME_BYTES >> 20} MiB together"
+                        )
                         return Snapshot(entries, sizes, complete=False, why=why, used=used)
                     entries[rel] = hash((st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
                     # Blocks too: `fallocate --keep-size` takes disk past a file's end, its length unchanged.

@@ -206,11 +206,14 @@ async def execute(
     confine: tuple[str, sandbox.Spec] | None = None,
     slack: int = 0,
     guard: Guard | None = None,
+    limits: sandbox.Limits | None = None,
 ) -> CommandOutcome:
-    """Run argv (confined by `confine` = (mode, spec) when given); keep max_output + slack bytes; end it
-    when its cgroups, the watch of what they could not hold, or `guard` say it passed a cap."""
+    """Run argv (confined by `confine` = (mode, spec) when given; else within `limits`' rlimits when
+    given); keep max_output + slack bytes; end it when its cgroups, the watch of what they could not hold,
+    or `guard` say it passed a cap."""
     loop = asyncio.get_running_loop()
     prepared = sandbox.prepare(confine[0], argv, dict(env), confine[1]) if confine else None
+    preexec = prepared.preexec if prepared else sandbox.rlimited(limits) if limits else None
     run_argv, run_env = (prepared.argv, prepared.env) if prepared else (argv, dict(env))
     read_fd, write_fd = os.pipe()
     started = time.monotonic()
@@ -223,7 +226,7 @@ async def execute(
             stdout=write_fd,
             stderr=write_fd,
             start_new_session=True,
-            preexec_fn=prepared.preexec if prepared else None,
+            preexec_fn=preexec,
         )
     except FileNotFoundError:
         os.close(read_fd)

@@ -26,7 +26,7 @@ from nexus.agent_runner.hypervisor import changeset, commands, disk, safegit, sa
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
 from nexus.agent_runner.hypervisor.secrets import SecretBox, printable
-from nexus.agent_runner.hypervisor.state import now_iso, write_state
+from nexus.agent_runner.hypervisor.state import append_change, now_iso, write_state
 from nexus.agent_runner.hypervisor.registry import TOOLS
 from nexus.agent_runner.hypervisor.tools import ToolResult, ToolSpecJSON
 
@@ -126,6 +126,7 @@ class Hypervisor:
         self.disk = disk.Budget(disk_budget, self._disk_used, lambda: [self.ws.root, str(self._private / "home")])
         self._lock = asyncio.Lock()
         self.finished: str | None = None
+        self._state_written = False  # by this hypervisor: until then a change writes the whole file
 
     # The environments of commands and git, made when first needed: most runs start no process.
     @functools.cached_property
@@ -184,6 +185,12 @@ class Hypervisor:
         if not (workspace.complete and home.complete):
             return None
         return disk.total(workspace) + disk.total(home)
+
+    def objects_used(self) -> int:
+        """The bytes the repository's objects hold (what commits add to the disk, outside the work tree)."""
+        if self._git_dir is None:
+            return 0
+        return disk.total(changeset.snapshot(str(self._git_dir / "objects")))
 
     def _disk_used(self) -> int | None:
         return self.disk_total(changeset.snapshot(self.ws.root, self.in_tree_git))
@@ -322,10 +329,15 @@ class Hypervisor:
         (~0.4–2 ms of a trivial run's CPU, in ext4's journal)."""
         self._save_state(durable=bool(self.session.changes))
 
-    def _save_state(self, *, durable: bool) -> None:
+    def _save_state(self, *, durable: bool, change: Any = None) -> None:
+        """The whole state file, or only `change` appended to its journal once the file was written here."""
         if self.state_file is not None:
             try:
-                write_state(self.state_file, self.session, durable=durable)
+                if change is not None and self._state_written:
+                    append_change(self.state_file, change)
+                else:
+                    write_state(self.state_file, self.session, durable=durable)
+                    self._state_written = True
             except OSError as exc:
                 raise RecordError(f"cannot write the session state file {self.state_file}: {exc}") from exc
 
@@ -333,7 +345,8 @@ class Hypervisor:
         sealed = seal_one(self._mask_change(change), seq=len(self.session.changes), prev_hash=self.ledger_hash)
         self.session.changes.append(sealed)
         self.session.updated_at = sealed.timestamp
-        self._save_state(durable=False)  # fsynced at the end (seal_state); the event stream is the durable record
+        # Appended, fsynced at the end (seal_state); the event stream is the durable record.
+        self._save_state(durable=False, change=sealed)
         if self._recorder is not None:
             try:
                 await self._recorder(sealed)

@@ -43,6 +43,10 @@ class Budget:
         self._base: int | None = None
         self._now: int | None = None
         self._unknown = False  # the last walk was not whole: counted as used up, until one is
+        # What commits added to the repository's objects (outside the work tree, never walked with it): an
+        # agent's commit, rm and write again filled the machine's disk through the git directory, past the
+        # budget, one work tree's worth per commit.
+        self.stored = 0
 
     def observe(self, now: int | None) -> None:
         """What the budget covers holds `now` bytes (summed by someone else's walk; None: not whole)."""
@@ -60,13 +64,17 @@ class Budget:
             self.observe(self._measure())
         if self._unknown or self._now is None or self._base is None:
             return self.limit
-        return self._now - self._base
+        return self._now - self._base + self.stored
 
     def left(self) -> int:
         return max(self.limit - self.grown(), 0)
 
     def full(self) -> bool:
         return self.grown() >= self.limit
+
+    def store(self, delta: int) -> None:
+        """The repository's objects grew by `delta` bytes (a commit): counted for the rest of the run."""
+        self.stored += max(delta, 0)
 
     def add(self, delta: int) -> None:
         if self._now is not None:
@@ -85,7 +93,7 @@ class Budget:
     def refusal(self, what: str) -> Refused:
         return Refused(
             "disk-budget",
-            f"{what}; the run may add at most {self.limit >> 20} MiB to its workspace and HOME, and has added "
+            f"{what}; the run may add at most {self.limit >> 20} MiB to its workspace, HOME and commits, and has added "
             f"{max(self.grown(), 0) >> 20} MiB. Remove files (rm) first: until then only rm runs and writes "
             "that add bytes are refused",
         )

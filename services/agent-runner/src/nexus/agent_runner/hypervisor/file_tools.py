@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from nexus.agent_runner.hypervisor import commands, patches, search
+from nexus.agent_runner.hypervisor import commands, patches, sandbox, search
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.paths import Workspace
 from nexus.agent_runner.hypervisor.registry import tool
@@ -30,6 +30,8 @@ MAX_LIST_ENTRIES = 1000
 MAX_SEARCH_LINES = 200
 MAX_SEARCH_LINE_CHARS = 300
 SEARCH_TIMEOUT_S = 20.0
+# grep compiles the model's pattern outside the sandbox: `((x{32767}){32767})` grew to 4 GB in 20 s.
+SEARCH_LIMITS = sandbox.Limits(cpu_s=int(SEARCH_TIMEOUT_S) + 5, address_space=1 << 30)
 
 
 class ApplyPatchArgs(Args):
@@ -201,6 +203,7 @@ async def search_text(hv: Hypervisor, args: SearchTextArgs) -> ToolResult:
             env=hv.env,
             timeout_s=SEARCH_TIMEOUT_S,
             max_output=hv.permissions.commands.max_output_bytes,
+            limits=SEARCH_LIMITS,
         )
     finally:
         await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)

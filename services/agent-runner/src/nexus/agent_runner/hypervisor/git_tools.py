@@ -3,6 +3,7 @@ diff, log and commit, the commit carrying the runner's trailers and the ledger h
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING, Annotated
 
@@ -68,6 +69,17 @@ async def git_commit(hv: Hypervisor, args: GitCommitArgs) -> ToolResult:
     message = args.message.strip()
     if not message or len(message) > MAX_MESSAGE_CHARS:
         raise Refused("invalid-arguments", "the commit message is empty or too long")
+    # What a commit writes into the repository's objects is the run's disk too (disk.py).
+    if await asyncio.to_thread(hv.disk.full):
+        raise hv.disk.refusal("a commit adds the work tree's new content to the repository")
+    stored = await asyncio.to_thread(hv.objects_used)
+    try:
+        return await _commit(hv, message)
+    finally:
+        hv.disk.store(await asyncio.to_thread(hv.objects_used) - stored)
+
+
+async def _commit(hv: Hypervisor, message: str) -> ToolResult:
     await hv.git_or_refuse("add", "-A")
     if (await hv.git("diff", "--cached", "--quiet", *safegit.NO_DRIVERS)).exit_code == 0:
         raise Refused("nothing-to-commit", "there are no changes to commit")

@@ -1,18 +1,18 @@
 """The OS wall around every agent command: the policy decides what may run, this decides what a
 running command can reach.
 
-`bwrap` (Debian's bubblewrap) when the kernel lets us create namespaces: the command sees the
-workspace read-write (its git directory read-only), read-only system paths and the program's own
-installation, a private /tmp, its own PID namespace (only its own processes in /proc; when the
-command exits, everything it started dies with the namespace, `setsid()` or not), no network
-unless the policy grants it (then a Landlock ruleset and a seccomp filter, netwall, limit it to TCP
-to the internet's ports, no UDP: not the machine's services), and rlimits. Where namespaces are
-refused (a restricted Kubernetes pod), `landlock`: the same rlimits, a fresh process group, and a
-Landlock ruleset (no privilege needed) that limits writes to the workspace and a private temp
-directory, reads to the system paths, and (ABI >= 4) TCP to nothing, or to the internet's ports when
-networking is granted, and no UDP either way; (ABI >= 6) no signals to processes outside. Where
-neither works, `none`: rlimits and the process group only. The mode is detected once per process and
-reported on every session."""
+`bwrap` (Debian's bubblewrap) when the kernel lets us create namespaces: the command sees the workspace
+read-write (its git directory read-only), read-only system paths and the program's own installation, a
+private /tmp and /dev/shm on disk (the run's disk budget holds them), its own PID namespace (only its
+own processes in /proc; when the command exits, everything it started dies with the namespace,
+`setsid()` or not), no network unless the policy grants it (then a Landlock ruleset and a seccomp
+filter, netwall, limit it to TCP to the internet's ports, no UDP: not the machine's services), and
+rlimits. Where namespaces are refused (a restricted Kubernetes pod), `landlock`: the same rlimits, a
+fresh process group, and a Landlock ruleset (no privilege needed) that limits writes to the workspace
+and a private temp directory, reads to the system paths, and (ABI >= 4) TCP to nothing, or to the
+internet's ports when networking is granted, and no UDP either way; (ABI >= 6) no signals to processes
+outside. Where neither works, `none`: rlimits and the process group only. The mode is detected once per
+process and reported on every session."""
 
 import contextlib
 import ctypes
@@ -60,7 +60,6 @@ _ETC_FILES = (
     "python3.11",
     "perl",
 )
-TMP_BYTES = 256 << 20
 FILE_BYTES = 1 << 30  # no file of a command grows past it (nor past what is left of the run's disk budget)
 
 
@@ -149,11 +148,27 @@ def _base_args(network: bool) -> list[str]:
             args += ["--ro-bind", path, path]
     for name in _ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/dev/shm"]
-    # bwrap's /dev is a tmpfs of half the machine's memory, writable by the command: read-only, and
-    # /dev/shm sized like /tmp (without a memory cgroup, nothing else would bound what they hold).
-    args += ["--remount-ro", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
     return args
+
+
+def _temporary_binds(private: str, home: str | None) -> list[str]:
+    """The command's /tmp and /dev/shm: one directory of its own on disk (`private`, in the HOME room
+    the run's disk budget walks; one entry more there while it runs), never a tmpfs. A tmpfs is memory:
+    bwrap's /dev is one of half the machine's memory, and one sized by bwrap (`--size`, no inode cap)
+    still held an inode per empty file and 64 KiB of extended attributes per inode past its size (3 GiB
+    in a 256 MiB /tmp), uncounted where no memory cgroup is made. On disk, bytes count against the disk
+    budget, inodes against its watch. Bound before the workspace and HOME, which may lie below /tmp on
+    the machine."""
+    args = ["--bind", private, "/dev/shm", "--remount-ro", "/dev", "--bind", private, "/tmp"]
+    return args if home else [*args, "--dir", "/tmp/home"]
+
+
+def _private_dir(spec: Spec) -> str:
+    """A command's own temporary directory, in the hypervisor's HOME room when there is one: what the
+    command writes there is walked and counted by the run's disk budget like the workspace (the machine's
+    /tmp is no one's budget). Removed after the command (`_clear`)."""
+    return tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
 
 
 def _extra_roots(programs: Iterable[str], workspace: str) -> list[str]:
@@ -192,6 +207,11 @@ def _shebang(program: str) -> str | None:
 
 def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def rlimited(limits: Limits) -> Callable[[], None]:
+    """The pre-exec step that puts a helper of the hypervisor's own (not an agent's command) in `limits`."""
+    return _rlimits(limits, None)
 
 
 def _rlimits(limits: Limits, caps: cgroups.CommandCaps | None) -> Callable[[], None]:
@@ -284,10 +304,11 @@ def _prepare(
     mode: str, argv: list[str], env: dict[str, str], spec: Spec, rlimits: Callable[[], None], wrapped: bool = False
 ) -> Prepared:
     if mode == "bwrap":
-        args = [BWRAP, *_base_args(spec.network)]
+        home = _home_room(spec)
+        private = _private_dir(spec)
+        args = [BWRAP, *_base_args(spec.network), *_temporary_binds(private, home)]
         for root in _extra_roots(spec.programs, spec.workspace):
             args += ["--ro-bind-try", root, root]
-        home = _home_room(spec)
         if home:
             args += ["--bind", home, home]
         args += ["--bind", spec.workspace, spec.workspace]
@@ -298,15 +319,18 @@ def _prepare(
             and not os.path.islink(gitdir)
         ):
             args += ["--ro-bind", gitdir, gitdir]
-        resolver, cleanup = _resolver(spec)
+        resolver, forget = _resolver(spec)
         args += resolver
         args += ["--remount-ro", "/", "--chdir", spec.workspace, "--", *argv]  # the sandbox's own root: read-only too
         # The environment goes through bwrap's own (never --setenv: its argv is world-readable).
         inner_env = {**env, **_resolver_env(spec), "HOME": home or "/tmp/home", "TMPDIR": "/tmp"}
+
+        def cleanup() -> None:
+            forget()
+            _clear(private)
+
         return Prepared(args, _walled(rlimits, spec), inner_env, cleanup)
-    # Inside the hypervisor's HOME room when there is one: what the command writes there is walked and
-    # counted by the run's disk budget like the workspace (the machine's /tmp is no one's budget).
-    private = tempfile.mkdtemp(prefix="nexus-cmd-", dir=_home_room(spec))
+    private = _private_dir(spec)
     inner_env = {**env, "HOME": private, "TMPDIR": private}
     if mode == "landlock":
         inner_env.update(_resolver_env(spec))

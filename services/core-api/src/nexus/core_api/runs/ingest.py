@@ -151,6 +151,19 @@ async def ingest_group(ctx: Context, deliveries: list[Delivery], *, again: bool 
         await outbox.release()
 
 
+def _unfolded(deliveries: list[Delivery]) -> tuple[list[Delivery], set[int]]:
+    """A runner's final status that carries its session's end counts as that session's report just
+    before it (as the runner once sent it, an event of its own); the positions of those reports."""
+    out: list[Delivery] = []
+    carried: set[int] = set()
+    for d in deliveries:
+        if isinstance(d.payload, p.RunStatusChanged) and d.payload.session is not None:
+            carried.add(len(out))
+            out.append(dataclasses.replace(d, payload=d.payload.session))
+        out.append(d)
+    return out, carried
+
+
 def _superseded(deliveries: list[Delivery]) -> set[int]:
     """Positions of session reports that a later report of the same session and attempt in this fetch
     replaces (each report sets the same fields), with no change of that session between them: storing
@@ -210,9 +223,14 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         opened_by.clear()
         reports.clear()
 
+    deliveries, carried = _unfolded(deliveries)
     superseded = _superseded(deliveries)
     calls: dict[tuple[str, str], list[Any]] = {}  # the model calls' tokens and cost by (provider, model), counted once
     for i, d in enumerate(deliveries):
+        if i in carried:  # stored as the session's report; the event is the verdict that carries it
+            if i not in superseded:
+                reports.append(d)
+            continue
         if isinstance(d.payload, p.LLMCalled):
             spent = calls.setdefault((d.payload.provider, d.payload.model), [0, 0, 0.0])
             spent[0] += max(0, d.payload.input_tokens)

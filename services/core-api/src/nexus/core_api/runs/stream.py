@@ -145,18 +145,27 @@ async def jetstream_events(
             yield ServerSentEventMessage(comment=WAITING)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
+    said_at = loop.time()
     try:
         while True:
             try:
                 msg = await asyncio.wait_for(queue.get(), keepalive_s)
             except TimeoutError:
+                said_at = loop.time()
                 yield ServerSentEventMessage(comment="keep-alive")
                 continue
             m = feed_msg(msg.metadata.sequence.stream, msg.subject, msg.data)
-            if m.type is None:  # a poison message: skipped
-                continue
-            if not types or any(m.type == t or m.type.startswith(t.rstrip("*")) for t in types):
+            if m.type is not None and (
+                not types or any(m.type == t or m.type.startswith(t.rstrip("*")) for t in types)
+            ):
+                said_at = loop.time()
                 yield ServerSentEventMessage(data=m.data.decode(), event=m.type, id=str(m.seq))
+            elif loop.time() - said_at >= keepalive_s:
+                # A long replay of what the client does not follow (or of poison, skipped) still says something
+                # every keep-alive: a client gone is seen at that write (its stream slot given back), and one
+                # still there, or a proxy between, is not left in silence for the whole replay.
+                said_at = loop.time()
+                yield ServerSentEventMessage(comment="keep-alive")
     finally:
         # Unsubscribing an ordered consumer can stall on a busy connection; never let it hold the response open.
         with contextlib.suppress(Exception):

@@ -34,6 +34,7 @@ class SessionNode(msgspec.Struct, rename="camel", kw_only=True):
     children: list["SessionNode"]
     attempt: int = 1
     attempts: list[AttemptChain] = msgspec.field(default_factory=list)
+    sandbox: str = ""
 
 
 def _node(out: SessionOut) -> SessionNode:

@@ -20,7 +20,8 @@ class AttemptChain(msgspec.Struct, rename="camel", kw_only=True):
 
 class SessionOut(msgspec.Struct, rename="camel", kw_only=True):
     """The session contract: sessionId, parentSessionId, backend, status, notes, changes
-    (those of the latest attempt), and every attempt's chain apart."""
+    (those of the latest attempt), and every attempt's chain apart; `sandbox`: what confines its
+    commands (bwrap, landlock or none; empty until its run opened it)."""
 
     session_id: str
     run_id: str
@@ -34,6 +35,7 @@ class SessionOut(msgspec.Struct, rename="camel", kw_only=True):
     updated_at: str
     attempt: int = 1
     attempts: list[AttemptChain] = msgspec.field(default_factory=list)
+    sandbox: str = ""
 
 
 Chains = dict[str, dict[int, list[JsonObject]]]  # session id → attempt → change records in seq order
@@ -88,6 +90,7 @@ def to_out(s: Session, chains: Chains | None = None) -> SessionOut:
         updated_at=iso(s.updated_at),
         attempt=s.attempt,
         attempts=attempts,
+        sandbox=s.sandbox,
     )
 
 

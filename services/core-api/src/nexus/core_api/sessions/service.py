@@ -38,6 +38,7 @@ async def on_opened(run_id: str, ev: SessionOpened, seq: int = 0, insert: Insert
         "backend": ev.backend,
         "project_path": ev.project_path,
         "opened_seq": seq,
+        **({"sandbox": ev.sandbox} if ev.sandbox else {}),  # a runner that does not say leaves it as it was
     }
     later = {"$or": [{"opened_seq": {"$lt": seq}}, {"opened_seq": None}]}
     if (ev.session_id, ev.attempt) in _opened:

@@ -290,7 +290,9 @@ class RunPages(Controller):
                     yield m
                     continue
                 env = json.loads(str(m.data))
-                data = env.get("data") or {}
+                data = env.get("data")
+                if not isinstance(data, dict):  # an envelope kept by the stream with no object in it: shown bare
+                    data = {}
                 html = _render(
                     request,
                     "_event.html",

@@ -53,6 +53,7 @@ from nexus.events.bus import BUS_UNAVAILABLE, Outbox, when_back
 from nexus.events.payloads import (
     ChildFinished,
     ChildPlan,
+    FollowGoal,
     GoalChanged,
     PlanChildren,
     RunStatusChanged,
@@ -96,6 +97,12 @@ async def _one(ctx: Context, f: Followup) -> list[Followup]:
                 msg_id=derived_ulid(t.id, f.type, str(t.version)),
             )
             await publish_moved(ctx, t, msg_id=derived_ulid(t.id, "board.card_moved", str(t.version)))
+            if t.goal_id:  # its goal follows it (goals/handlers.py); a task in no goal asks nothing
+                await ctx.publisher.publish(
+                    "core.follow_goal",
+                    FollowGoal(goal_id=t.goal_id, task_id=t.id),
+                    msg_id=derived_ulid(t.id, "core.follow_goal", str(t.version)),
+                )
         case Launch():
             await launch.command_launch(ctx, f.run, f.config)
         case Dispatch():
