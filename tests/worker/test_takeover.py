@@ -38,7 +38,17 @@ async def test_a_launch_taken_from_a_worker_that_stood_still_is_not_started(work
     the next attempt's (fault matrix, `worker@launching~freeze/2`: that old runner, stopped to make way
     for the next attempt, reported `cancelled`, and the run ended cancelled with nobody having cancelled it)."""
     port = free_port()
-    workers.start(metrics_port=port, fault_pause_after_claim_s=3, heartbeat_timeout_s=600)
+    # Its beats stored at its start and not again (no beat, no sweep): standing still 3 s after the claim,
+    # it is past half of its 2 s of liveness when it comes back. (A worker that surely beat throughout is
+    # judged dead by nobody, and skips the check: `test_membership.py`.)
+    workers.start(
+        metrics_port=port,
+        fault_pause_after_claim_s=3,
+        heartbeat_timeout_s=600,
+        worker_beat_s=3600,
+        sweep_interval_s=3600,
+        worker_dead_after_s=2,
+    )
     run = await make_run(QUICK)
     kv = await bus.js.key_value(LAUNCH_BUCKET)
     await bus.launch(run)

@@ -122,6 +122,9 @@ class Launcher:
         log.warning("taking over the launch of %s attempt %d from %s, which stopped", run_id, attempt, holder)
         return revision
 
+    def _surely_ours(self, claimed_at: float | None) -> bool:
+        return claimed_at is not None and self.membership is not None and self.membership.surely_alive(claimed_at)
+
     async def _still_ours(self, run_id: str, attempt: int, revision: int) -> bool:
         """Right before the runner starts: the claim is still as we made it, and now says the start is
         under way (a compare-and-set on its revision). A worker that stood still after its claim (frozen,
@@ -181,6 +184,8 @@ class Launcher:
                 self.slots.release(ticket)
                 return
             revision = await self._claim(cmd.run_id, cmd.attempt, stale if fresh else None)
+            # Surely alive as the claim was made (None if not): what spares the confirmation before the start.
+            claimed_at = time.time() if self.membership is not None and self.membership.surely_alive() else None
             if revision is None:
                 log.info("run %s attempt %d was already launched; not launching twice", cmd.run_id, cmd.attempt)
                 self.slots.release(ticket)
@@ -190,18 +195,21 @@ class Launcher:
             raise
         self.launching.add((cmd.run_id, cmd.attempt))
         try:
-            await self._launch_claimed(cmd, ticket, revision)
+            await self._launch_claimed(cmd, ticket, revision, claimed_at)
         finally:
             self.launching.discard((cmd.run_id, cmd.attempt))
 
-    async def _launch_claimed(self, cmd: LaunchRun, ticket: Ticket, revision: int) -> None:
+    async def _launch_claimed(self, cmd: LaunchRun, ticket: Ticket, revision: int, claimed_at: float | None) -> None:
         if self.pause_after_claim_s:
             await asyncio.sleep(self.pause_after_claim_s)
         if self._cancel_heard(cmd.run_id):
             log.info("run %s was cancelled while its launch was under way; not starting it", cmd.run_id)
             self.slots.release(ticket)
             return
-        if not await self._still_ours(cmd.run_id, cmd.attempt, revision):
+        # Only another worker that judged this one dead may take the claim over or mark it lost: when this one
+        # was surely alive at its claim and has been since, the claim is as it made it, and the confirming
+        # round trip is spared (every launch).
+        if not self._surely_ours(claimed_at) and not await self._still_ours(cmd.run_id, cmd.attempt, revision):
             log.warning(
                 "the launch of %s attempt %d was taken from this worker while it stood still; not starting it",
                 cmd.run_id,

@@ -19,9 +19,25 @@ class Membership:
         self.kv = kv
         self.worker_id = worker_id
         self.timeout_s = timeout_s
+        self.beat_at: float | None = None  # the time this worker's last stored beat says
+        self.woke_at: float | None = None  # the last beat that ended a silence others may have judged dead
 
     async def beat(self) -> None:
-        await self.kv.put(worker_key(self.worker_id), str(time.time()).encode())
+        at = time.time()
+        await self.kv.put(worker_key(self.worker_id), str(at).encode())
+        if self.beat_at is not None and at - self.beat_at >= self.timeout_s / 2:
+            self.woke_at = at
+        self.beat_at = at
+
+    def surely_alive(self, since: float | None = None) -> bool:
+        """No other worker can have judged this one dead (now, or at any time after `since`, when it was
+        surely alive too): its last stored beat is younger than half the timeout (the other half for the
+        clocks of two machines to disagree), and no silence as long ended after `since`. What a worker
+        that may have stood still (frozen, swapped out) checks before acting on a claim it made earlier:
+        the beat that follows a thaw does not vouch for the silence before it."""
+        if self.beat_at is None or time.time() - self.beat_at >= self.timeout_s / 2:
+            return False
+        return since is None or self.woke_at is None or self.woke_at < since
 
     async def alive(self, worker_id: str) -> bool:
         if worker_id == self.worker_id:
