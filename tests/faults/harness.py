@@ -468,6 +468,7 @@ class FaultStack:
     # ------------------------------------------------------------------ one case
     async def case(self, c: Case) -> Outcome:
         await self.prepare(c)
+        repeated_before = edges.marked_repeats(self.bot)
         if {"runner", "zygote"} & set(c.targets):
             await self.zygote_ready()  # the runner is forked from it (the zygote restarts after a worker kill)
         run_id, task_id, goal_id = await self.create(c)
@@ -496,11 +497,15 @@ class FaultStack:
             await self.check(out, out.run_id)
             run = await self.run(run_id) or {}
             problems = await self.task_and_card(task_id, run.get("status", ""), run_id)
-            problems += await edges.telegram(self.bot, {run_id: run.get("status", "")}, approvals)
+            problems += await edges.telegram(
+                self.bot, {run_id: run.get("status", "")}, approvals, gateway_killed=_gateway_killed(out)
+            )
         else:
             problems = await self.check_goal(out, goal_id)
         out.edges_ok = not problems
         out.notes.extend(problems)
+        if repeats := edges.marked_repeats(self.bot) - repeated_before:  # accepted after a gateway kill, but shown
+            out.notes.append(f"telegram: {repeats} sent again, marked as a possible repeat")
         return out
 
     async def task_and_card(self, task_id: str, run_status: str, run_id: str) -> list[str]:
@@ -566,7 +571,7 @@ class FaultStack:
             if one.status != "succeeded" or one.status != one.verdict or one.commits != 1:
                 problems.append(f"child run {ch['run_id']}: {one.status}/{one.verdict}, {one.commits} commits")
             problems += await self.task_and_card(ch["task_id"], one.status, ch["run_id"])
-        problems += await edges.telegram(self.bot, statuses, [], goal_id)
+        problems += await edges.telegram(self.bot, statuses, [], goal_id, gateway_killed=_gateway_killed(out))
         return problems
 
     async def check(self, out: Outcome, run_id: str) -> None:
@@ -614,6 +619,12 @@ class FaultStack:
                 check=True,
             ).stdout
         )
+
+
+def _gateway_killed(out: Outcome) -> bool:
+    """Killed, the gateway may send an alert once more, marked as a possible repeat (edges.telegram);
+    frozen, it is never restarted, and has no such excuse."""
+    return "telegram-gateway" in out.target.split("+") and out.how != "freeze"
 
 
 async def _async(value: bool) -> bool:

@@ -2,7 +2,8 @@
 with form-encoded (or JSON) parameters, answers `{"ok": true, "result": …}`; updates are served to
 long polling (getUpdates with offset/timeout) or, once setWebhook was called, POSTed to the webhook
 with its X-Telegram-Bot-Api-Secret-Token. A test can make the next calls of a method answer 429, or
-any other error Telegram gives (400, 403, 502), or be carried out and lose their answer (`drop`)."""
+any other error Telegram gives (400, 403, 502), be carried out and lose their answer (`drop`), or wait,
+not carried out yet, until the test releases them (`hold`)."""
 
 import asyncio
 import itertools
@@ -45,6 +46,9 @@ class FakeBotApi:
     fail: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     # method → how many of its next calls are carried out, then their connection closed with no answer
     drop: dict[str, int] = field(default_factory=dict)
+    # "method" or "method:chat_id" → its calls wait, not carried out, until `release`; `holding` shows them
+    hold: set[str] = field(default_factory=set)
+    holding: list[Call] = field(default_factory=list)
     webhook: dict[str, str] | None = None
     _updates: list[dict] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -161,8 +165,26 @@ class FakeBotApi:
             self._updates.append(update)
             self._changed.notify_all()
 
+    async def release(self, key: str) -> None:
+        """Carry out the calls held under `key`, and those to come."""
+        async with self._changed:
+            self.hold.discard(key)
+            self._changed.notify_all()
+
+    async def _held(self, method: str, params: dict[str, Any]) -> None:
+        keys = (f"{method}:{params.get('chat_id')}", method)
+        async with self._changed:
+            if not self.hold.intersection(keys):
+                return
+            call = Call(method, params, 0)
+            self.holding.append(call)
+            self._changed.notify_all()
+            await self._changed.wait_for(lambda: not self.hold.intersection(keys))
+            self.holding.remove(call)
+
     # ------------------------------------------------------------------ the Bot API
     async def answer(self, method: str, params: dict[str, Any]) -> tuple[int, dict]:
+        await self._held(method, params)
         if self.throttle.get(method):
             retry_after = self.throttle[method].pop(0)
             await self._record(method, params, 429)

@@ -14,6 +14,7 @@ from nexus.domain.ids import new_ulid
 
 from nexus.events.bus import connect
 from nexus.telegram_gateway.outbox import REPEAT, Outbox, Outgoing
+from nexus.telegram_gateway.presence import Presence
 from nexus.telegram_gateway.store import open_bucket
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
@@ -151,14 +152,12 @@ async def test_a_send_telegram_took_while_the_gateway_died_is_sent_once_more_mar
     await first.put(Outgoing(chat_id=8, text="Run failed"))
     await _until(lambda: len(sent) == 2)
     await first.put(Outgoing(chat_id=7, text="queued behind, never tried"))
-    for task in first._senders.values():  # a kill: nothing more of the first process runs
-        task.cancel()
-    await asyncio.gather(*first._senders.values(), return_exceptions=True)
+    await _kill(first)
 
     async def deliver(m: Outgoing) -> None:
         sent.append(m.text)
 
-    second = Outbox(kv, deliver, retry_s=0.05)
+    second = Outbox(kv, deliver, retry_s=0.05, presence=Presence(kv, silent_s=0.5))
     await second.start()
     await _until(lambda: len(sent) >= 5)
     await second.stop()
@@ -168,6 +167,57 @@ async def test_a_send_telegram_took_while_the_gateway_died_is_sent_once_more_mar
         [f"{REPEAT}\n<b>Approval needed</b>", f"{REPEAT}\nRun failed", "queued behind, never tried"]
     )
     assert again.index(f"{REPEAT}\n<b>Approval needed</b>") < again.index("queued behind, never tried")  # in order
+    await nc.drain()
+
+
+async def test_a_second_process_leaves_what_the_first_is_sending_to_it_and_takes_over_once_it_is_killed(
+    nats_url: str, nats_creds: str
+) -> None:
+    """Two gateways on one outbox (a rolling restart, a replica): the one that starts resumes every entry,
+    and one of them the other is sending. It sends it only if the other dies, and then marked."""
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    sent: list[tuple[str, str]] = []
+    telegram_answers, sending = asyncio.Event(), asyncio.Event()
+
+    def deliverer(name: str, slow: bool):
+        async def deliver(m: Outgoing) -> int:
+            if slow and m.text == "in flight":
+                sending.set()
+                await telegram_answers.wait()
+            sent.append((name, m.text))
+            return len(sent)
+
+        return deliver
+
+    first = Outbox(kv, deliverer("first", True), retry_s=0.05)
+    await first.start()
+    await first.put(Outgoing(chat_id=1, text="in flight"))
+    await asyncio.wait_for(sending.wait(), 60)
+    second = Outbox(kv, deliverer("second", False), retry_s=0.05)
+    await second.start()  # finds "in flight" claimed by the first, which beats
+    await second.put(Outgoing(chat_id=2, text="another chat"))
+    await _until(lambda: ("second", "another chat") in sent)
+    await asyncio.sleep(1.5)  # the second waits: the first beats
+    telegram_answers.set()
+    await _until(lambda: ("first", "in flight") in sent)
+    await first.stop()
+    await second.stop()
+    # before: the second sent "in flight" too, unmarked, while the first was sending it
+    assert sorted(sent) == [("first", "in flight"), ("second", "another chat")]
+
+    # One killed while sending: the other takes it over once its beat stops, marked as a repeat.
+    telegram_answers.clear()
+    sending.clear()
+    third = Outbox(kv, deliverer("third", True), retry_s=0.05)
+    await third.put(Outgoing(chat_id=3, text="in flight"))
+    await asyncio.wait_for(sending.wait(), 60)
+    fourth = Outbox(kv, deliverer("fourth", False), retry_s=0.05, presence=Presence(kv, silent_s=0.5))
+    await fourth.start()
+    await _kill(third)
+    await _until(lambda: ("fourth", f"{REPEAT}\nin flight") in sent)
+    await fourth.stop()
+    assert [t for n, t in sent if n in ("third", "fourth")] == [f"{REPEAT}\nin flight"]
     await nc.drain()
 
 
@@ -259,3 +309,11 @@ async def _until_async(predicate) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition never held")
+
+
+async def _kill(outbox: Outbox) -> None:
+    """What SIGKILL does to an outbox: nothing more of it runs, its beat stops where it was."""
+    tasks = [*outbox._senders.values(), *([outbox.presence.task] if outbox.presence.task else [])]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

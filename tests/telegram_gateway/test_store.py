@@ -24,6 +24,9 @@ async def test_alerts_posted_at_once_in_many_chats_are_all_remembered(nats_url: 
         *(store.add_posted("apr_x", PostedAlert(chat_id=c, message_id=100 + c, text="t")) for c in range(20))
     )
     assert sorted(p.chat_id for p in await store.posted("apr_x")) == list(range(20))
+    # told again by the sender that finishes a killed one's alert: still one place, edited once
+    await store.add_posted("apr_x", PostedAlert(chat_id=3, message_id=103, text="t"))
+    assert len(await store.posted("apr_x")) == 20
     await nc.drain()
 
 

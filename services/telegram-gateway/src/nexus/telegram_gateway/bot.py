@@ -144,8 +144,8 @@ class Bot:
         await self.app.shutdown()
 
     # ------------------------------------------------------------------ sending
-    async def deliver(self, msg: Outgoing) -> None:
-        """The outbox's way out: send (or edit) one message; an approval alert's place is remembered."""
+    async def deliver(self, msg: Outgoing) -> int | None:
+        """The outbox's way out: send (or edit) one message; the id of the message a send made."""
         markup = keyboard(msg.approval_id) if msg.approval_id else None
         if msg.edit_message_id is not None:
             try:
@@ -159,7 +159,7 @@ class Bot:
             except BadRequest as exc:
                 if "not modified" not in str(exc).lower():  # already says this: done
                     raise
-            return
+            return None
         try:
             sent = await self.app.bot.send_message(
                 msg.chat_id, msg.text, parse_mode=ParseMode.HTML, reply_markup=markup
@@ -170,24 +170,26 @@ class Bot:
             # Our markup is always escaped; should Telegram still refuse it, the words arrive unformatted.
             log.warning("chat %s: Telegram refused the message's formatting (%s); sent as plain text", msg.chat_id, exc)
             sent = await self.app.bot.send_message(msg.chat_id, as_plain(msg.text), reply_markup=markup)
-        if msg.approval_id:
-            try:
-                await self._remember(msg, sent.message_id)
-            except Exception:  # it was sent: retrying the send would post it twice
-                log.warning("approval %s: where its alert was posted is not remembered", msg.approval_id, exc_info=True)
+        return sent.message_id
 
-    async def _remember(self, msg: Outgoing, message_id: int) -> None:
+    async def posted(self, msg: Outgoing, message_id: int) -> None:
+        """An approval alert is known sent: remember where (for the decision's edit), and edit it now if it
+        was decided while it waited in the outbox. Made again after a restart: both steps are idempotent."""
         assert msg.approval_id is not None
         await self.store.add_posted(
             msg.approval_id, PostedAlert(chat_id=msg.chat_id, message_id=message_id, text=msg.text)
         )
-        if line := await self.store.decided(msg.approval_id):  # decided while the alert waited in the outbox
-            await self.app.bot.edit_message_text(
-                render.decided_text(msg.text, line),
-                chat_id=msg.chat_id,
-                message_id=message_id,
-                parse_mode=ParseMode.HTML,
-            )
+        if line := await self.store.decided(msg.approval_id):
+            try:
+                await self.app.bot.edit_message_text(
+                    render.decided_text(msg.text, line),
+                    chat_id=msg.chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                )
+            except BadRequest as exc:
+                if "not modified" not in str(exc).lower():  # edited already (before a restart): done
+                    raise
 
     async def reply(self, update: Update, blocks: list[str]) -> None:
         """Replies go through the outbox too: in order per chat, and a send that fails is not lost."""

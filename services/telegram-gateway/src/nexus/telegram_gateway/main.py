@@ -66,6 +66,7 @@ async def _attend(settings: TelegramSettings, bus: Edge, stop: asyncio.Event) ->
             bot.deliver,
             settings.telegram_send_retry_s,
             sent=store.marks,
+            posted=bot.posted,
         )
         bot.outbox = outbox
         status["telegram"] = "starting"

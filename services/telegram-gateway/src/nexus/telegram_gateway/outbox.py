@@ -3,10 +3,13 @@ by one sender per chat, in order. A send that fails for a reason that may pass (
 flood control after the rate limiter's own retries) is retried later; one chat waiting never holds up
 another, and a restart resumes from the bucket.
 
-Telegram has no idempotency key, and a bot cannot read a chat back to see whether a message arrived. So
-a message is recorded as tried before each send; a send whose outcome is unknown (the answer lost, or a
-process killed between Telegram taking it and the outbox clearing it) is sent once more marked as a
-possible repeat (`REPEAT`), never silently twice and never dropped."""
+Each entry is sent once across processes: a sender claims it (compare-and-set) before sending, and no
+other process sends it while that one beats (`presence`); Telegram's answer is recorded in the entry
+before anything else, so a process killed after that leaves a message known sent, which the next one
+only finishes (where an approval alert was posted, the marks) and never sends again. Telegram has no
+idempotency key and a bot cannot read a chat back: a send whose outcome is unknown (the answer lost, or
+the sender killed between Telegram taking it and that record) is sent once more marked as a possible
+repeat (`REPEAT`), never silently twice and never dropped."""
 
 import asyncio
 import contextlib
@@ -25,6 +28,8 @@ from prometheus_client import Counter
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter
 
 from nexus.domain.ids import new_ulid
+from nexus.telegram_gateway.presence import PREFIX as BEAT_PREFIX
+from nexus.telegram_gateway.presence import Presence
 from nexus.telegram_gateway.store import exists
 from nexus.telegram_gateway.text import LIMIT, units
 
@@ -41,9 +46,15 @@ class Outgoing(msgspec.Struct, kw_only=True):
     # A send was started and not known to have failed: whether Telegram took it is unknown (an edit needs no
     # such care: the same edit twice says the same).
     tried: bool = False
+    sender: str | None = None  # the process that claimed it: no other sends it while that one beats
+    delivered: bool = False  # Telegram took it: never sent again, only finished and cleared
+    message_id: int | None = None  # the message Telegram made of it (a new message)
 
 
-Deliver = Callable[[Outgoing], Awaitable[None]]
+# Sends (or edits) one message; returns the id of the message a send made.
+Deliver = Callable[[Outgoing], Awaitable[int | None]]
+# Told where an approval alert was posted, once it is known sent (again after a restart: it must be idempotent).
+Posted = Callable[[Outgoing, int], Awaitable[None]]
 T = TypeVar("T")
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_=-]{1,64}")
 
@@ -85,10 +96,25 @@ def _seconds(retry_after: int | timedelta) -> float:
     return retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
 
 
+class _Lost(Exception):
+    """Another process took the entry over (this one was judged gone): it is theirs to finish."""
+
+
 class Outbox:
-    def __init__(self, kv: KeyValue, deliver: Deliver, retry_s: float = 5.0, sent: KeyValue | None = None) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        deliver: Deliver,
+        retry_s: float = 5.0,
+        sent: KeyValue | None = None,
+        *,
+        posted: Posted | None = None,
+        presence: Presence | None = None,
+    ) -> None:
         self.kv, self.deliver, self.retry_s = kv, deliver, retry_s
         self.sent = sent  # where a message queued with an ident is marked sent (a bucket that forgets, in time)
+        self.posted = posted
+        self.presence = presence or Presence(kv)
         self._queues: dict[int, asyncio.Queue[str]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
         self._stopping = False
@@ -96,12 +122,15 @@ class Outbox:
         self._busy: set[int] = set()  # chats whose sender is in the middle of a message
 
     async def start(self) -> None:
-        """Resume what a previous process left unsent."""
+        """Resume what a previous process left unsent (and what another live one sends: it is left to it)."""
+        await self.presence.start()
         try:
             keys = sorted(await self.kv.keys(), key=lambda k: k.split(".")[-1])
         except NoKeysError:
             keys = []
         for key in keys:
+            if key.startswith(BEAT_PREFIX):
+                continue
             try:
                 chat_id = int(key.split(".")[0].replace("m", "-"))
             except ValueError:  # not one of ours: left alone
@@ -141,79 +170,123 @@ class Outbox:
                 self._busy.discard(chat_id)
 
     async def _one(self, chat_id: int, key: str) -> bool:
-        """Send the message under `key` and clear it; False if the outbox stopped first."""
-        try:
-            entry = await self._patiently(partial(self.kv.get, key), f"chat {chat_id}: reading the outbox")
-        except KeyNotFoundError:  # sent already, by a previous process
-            return True
-        if self.sent is not None and await self._patiently(
-            partial(exists, self.sent, f"sent.{key}"), f"chat {chat_id}: reading the marks"
-        ):
-            # Sent already: queued again by an event handled while its first copy was being sent (the
-            # handler looked for the mark before it was written, and queued after the entry was cleared).
-            OUTBOX.labels("duplicate").inc()
-        else:
-            if not await self._send_entry(chat_id, key, entry.value or b""):
-                return False
-        await self._patiently(partial(self.kv.delete, key), f"chat {chat_id}: clearing the outbox")
-        return True
-
-    async def _send_entry(self, chat_id: int, key: str, value: bytes) -> bool:
-        """Send the entry's message and mark it sent; False if the outbox stopped first."""
-        try:
-            msg = msgspec.json.decode(value, type=Outgoing)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # can never be sent: not kept forever
-            OUTBOX.labels("dropped").inc()
-            log.error("chat %s: outbox entry %s is not a message (%s); dropped", chat_id, key, exc)
-        else:
-            if not await self._send(chat_id, key, msg):
-                return False
-            if self.sent is not None:  # a redelivered event finds its message sent, and queues it no more
-                await self._patiently(partial(self.sent.put, f"sent.{key}", b"1"), f"chat {chat_id}: marking")
-        return True
-
-    async def _tried(self, chat_id: int, key: str, msg: Outgoing, tried: bool) -> Outgoing:
-        """Record in the entry whether a send of it may have reached Telegram (before the send, and after one
-        known to have failed), so that the next process knows what it cannot know otherwise."""
-        if msg.edit_message_id is None and msg.tried != tried:
-            msg = msgspec.structs.replace(msg, tried=tried)
-            await self._patiently(partial(self.kv.put, key, msgspec.json.encode(msg)), f"chat {chat_id}: recording")
-        return msg
-
-    async def _send(self, chat_id: int, key: str, msg: Outgoing) -> bool:
-        """Deliver until it is sent or can never be (True), or the outbox stops (False)."""
-        attempt = 0
-        repeat = msg.tried  # tried by a process that died: whether it arrived is unknown
+        """Send the message under `key` (unless it is known sent, or another live process sends it) and
+        clear it; False if the outbox stopped first."""
+        what = f"chat {chat_id}: reading the outbox"
         while not self._stopping:
-            msg = await self._tried(chat_id, key, msg, True)
             try:
-                for part in repeat_of(msg) if repeat else [msg]:
-                    await self.deliver(part)
-                OUTBOX.labels("repeated" if repeat and msg.edit_message_id is None else "sent").inc()
+                entry = await self._patiently(partial(self.kv.get, key), what)
+            except KeyNotFoundError:  # sent and cleared already (by this process, another or a previous one)
                 return True
+            msg = _decoded(chat_id, key, entry.value or b"")
+            if msg is not None and not msg.delivered:
+                if await self._marked_sent(chat_id, key):
+                    # Sent already: queued again by an event handled while its first copy was being sent (the
+                    # handler looked for the mark before it was written, and queued after the entry was cleared).
+                    OUTBOX.labels("duplicate").inc()
+                elif msg.sender not in (None, self.presence.me) and not await self._patiently(
+                    partial(self.presence.silent, msg.sender), f"chat {chat_id}: hearing its sender"
+                ):
+                    await self._pause(self.presence.beat_s)  # another live process sends it: theirs to finish
+                    continue
+                else:
+                    try:
+                        msg = await self._send(chat_id, key, entry.revision or 0, msg)
+                    except _Lost:
+                        continue  # claimed by another process between our read and our claim: look again
+                    if msg is None:
+                        return False
+            await self._finish(chat_id, key, msg)
+            return True
+        return False
+
+    async def _marked_sent(self, chat_id: int, key: str) -> bool:
+        if self.sent is None:
+            return False
+        return await self._patiently(partial(exists, self.sent, f"sent.{key}"), f"chat {chat_id}: reading the marks")
+
+    async def _finish(self, chat_id: int, key: str, msg: Outgoing | None) -> None:
+        """What follows a message known sent (or that can never be): where an approval alert was posted,
+        the mark that keeps a redelivered event from queueing it again, and the entry cleared. Made again by
+        the next process when this one dies half-way: each step is idempotent."""
+        if msg is not None and msg.delivered and msg.approval_id and msg.message_id and self.posted is not None:
+            try:
+                await self.posted(msg, msg.message_id)
+            except Exception:  # it was sent: where is not remembered, and the decision will not edit it
+                log.warning("approval %s: where its alert was posted is not remembered", msg.approval_id, exc_info=True)
+        if msg is not None and self.sent is not None:
+            await self._patiently(partial(self.sent.put, f"sent.{key}", b"1"), f"chat {chat_id}: marking")
+        await self._patiently(partial(self.kv.delete, key), f"chat {chat_id}: clearing the outbox")
+
+    async def _record(self, chat_id: int, key: str, revision: int, msg: Outgoing) -> int:
+        """Write `msg` into its entry if nobody else did since `revision` (our claim holds); its new revision.
+        Raises `_Lost` when another process took the entry over."""
+        value, what = msgspec.json.encode(msg), f"chat {chat_id}: recording"
+        try:
+            return await self._patiently(partial(self.kv.update, key, value, last=revision), what)
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            try:  # a retried write whose first try was taken (its answer lost) finds its own value
+                entry = await self._patiently(partial(self.kv.get, key), what)
+            except KeyNotFoundError:
+                raise _Lost from None
+            if entry.value != value:
+                raise _Lost from None
+            return entry.revision or 0
+
+    async def _send(self, chat_id: int, key: str, revision: int, msg: Outgoing) -> Outgoing | None:
+        """Claim the entry, deliver until it is sent or can never be, and record that (the delivered message),
+        or None if the outbox stops first. Raises `_Lost` if another process claims or takes it over."""
+        if self.presence.task is None:  # put before start(): beat first, or a claim would look abandoned
+            await self._patiently(self.presence.start, f"chat {chat_id}: beating")
+        attempt = 0
+        # Claimed and tried before, by a process now gone (or this one, whose answer was lost): whether
+        # Telegram took it is unknown.
+        repeat = msg.tried
+        took_over = msg.sender is not None and msg.sender != self.presence.me
+        while not self._stopping:
+            if msg.sender != self.presence.me or not msg.tried:
+                msg = msgspec.structs.replace(msg, sender=self.presence.me, tried=True)
+                revision = await self._record(chat_id, key, revision, msg)
+            if took_over:
+                OUTBOX.labels("taken_over").inc()
+                took_over = False
+            try:
+                message_id = None
+                for part in repeat_of(msg) if repeat else [msg]:
+                    message_id = await self.deliver(part)
             except ChatMigrated as exc:  # a group became a supergroup: the message goes to its new id
                 if msg.edit_message_id is not None:  # the message to edit stayed behind in the old chat
                     OUTBOX.labels("dropped").inc()
-                    return True
+                    return msg
                 log.info("chat %s moved to %s; sending there", chat_id, exc.new_chat_id)
                 msg = msgspec.structs.replace(msg, chat_id=exc.new_chat_id)
+                continue
             except (BadRequest, Forbidden, InvalidToken) as exc:  # will never succeed: kept in the log
                 OUTBOX.labels("dropped").inc()
                 log.warning("chat %s: message dropped by Telegram: %s", chat_id, exc)
-                return True
+                return msg
             except Exception as exc:  # noqa: BLE001 — anything else may pass: retried later
                 attempt += 1
                 OUTBOX.labels("retried").inc()
                 if may_have_arrived(exc):
                     repeat = True
-                elif not repeat:
-                    msg = await self._tried(chat_id, key, msg, False)
+                elif not repeat:  # nothing reached Telegram: the next process may send it as it is
+                    msg = msgspec.structs.replace(msg, tried=False)
+                    revision = await self._record(chat_id, key, revision, msg)
                 delay = min(self.retry_s * 2 ** min(attempt - 1, 5), 300.0)
                 if isinstance(exc, RetryAfter):  # Telegram says how long its flood control lasts
                     delay = max(delay, _seconds(exc.retry_after))
                 log.warning("chat %s: send failed (%s); retrying in %.1fs", chat_id, exc, delay)
                 await self._pause(delay)
-        return False
+                continue
+            OUTBOX.labels("repeated" if repeat and msg.edit_message_id is None else "sent").inc()
+            msg = msgspec.structs.replace(msg, delivered=True, message_id=message_id)
+            # Recorded before anything else: a process that dies from here on leaves it known sent, and the
+            # next one finishes it without sending it again.
+            with contextlib.suppress(_Lost):  # taken over meanwhile: the successor may repeat it, marked
+                await self._record(chat_id, key, revision, msg)
+            return msg
+        return None
 
     async def _patiently(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         """A bucket operation, retried while the bus is out of reach (the sender must not die of it)."""
@@ -221,7 +294,7 @@ class Outbox:
         while True:
             try:
                 return await op()
-            except KeyNotFoundError:
+            except (KeyNotFoundError, KeyWrongLastSequenceError):
                 raise
             except Exception as exc:  # the bus reconnects; the entry is still there
                 attempt += 1
@@ -247,3 +320,14 @@ class Outbox:
         for task in self._senders.values():
             task.cancel()
         await asyncio.gather(*self._senders.values(), return_exceptions=True)
+        await self.presence.stop()
+
+
+def _decoded(chat_id: int, key: str, value: bytes) -> Outgoing | None:
+    """The entry's message; None (logged) for an entry that is not one, which can never be sent."""
+    try:
+        return msgspec.json.decode(value, type=Outgoing)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        OUTBOX.labels("dropped").inc()
+        log.error("chat %s: outbox entry %s is not a message (%s); dropped", chat_id, key, exc)
+        return None

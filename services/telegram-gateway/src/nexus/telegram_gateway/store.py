@@ -171,7 +171,14 @@ class ChatStore:
         return await self._get(f"alert.{approval_id}", list[PostedAlert]) or []
 
     async def add_posted(self, approval_id: str, alert: PostedAlert) -> None:
-        await self._change(f"alert.{approval_id}", list[PostedAlert], lambda posted: [*(posted or []), alert])
+        """Remember one more place the alert was posted (once: a restarted sender tells it again)."""
+
+        def add(posted: list[PostedAlert] | None) -> list[PostedAlert]:
+            posted = posted or []
+            known = any((p.chat_id, p.message_id) == (alert.chat_id, alert.message_id) for p in posted)
+            return posted if known else [*posted, alert]
+
+        await self._change(f"alert.{approval_id}", list[PostedAlert], add)
 
     async def set_decided(self, approval_id: str, line: str) -> None:
         await self._put(f"decided.{approval_id}", line)
