@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from nats.js.errors import NoKeysError
 from telegram import Bot
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter
 
@@ -14,7 +15,7 @@ from nexus.domain.ids import new_ulid
 
 from nexus.events.bus import connect
 from nexus.telegram_gateway.outbox import REPEAT, Outbox, Outgoing
-from nexus.telegram_gateway.presence import Presence
+from nexus.telegram_gateway.presence import PREFIX, Presence
 from nexus.telegram_gateway.store import open_bucket
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
 
@@ -317,3 +318,24 @@ async def _kill(outbox: Outbox) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_presence_started_by_two_senders_at_once_beats_once(nats_url: str, nats_creds: str) -> None:
+    """Two chats' senders each start the presence (messages put before start): one beat. A second one,
+    that nothing stops, beat for a killed process for ever, and no successor took its entries over."""
+    nc = await connect(nats_url, "test-outbox", creds=nats_creds)
+    kv = await open_bucket(nc.jetstream(), f"outbox_{uuid.uuid4().hex[:8]}")
+    presence = Presence(kv, beat_s=0.02)
+    await asyncio.gather(presence.start(), presence.start(), presence.start())
+    await presence.stop()
+    for _ in range(10):  # ten beats' time: a beat left running would write the key again
+        await asyncio.sleep(0.02)
+        assert PREFIX + presence.me not in await _keys(kv)
+    await nc.drain()
+
+
+async def _keys(kv) -> list[str]:
+    try:
+        return await kv.keys()
+    except NoKeysError:
+        return []

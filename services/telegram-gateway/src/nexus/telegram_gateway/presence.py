@@ -26,12 +26,16 @@ class Presence:
         self.me = new_ulid()  # this process: new at each start, so a restarted gateway is another sender
         self.task: asyncio.Task[None] | None = None
         self._heard: dict[str, tuple[int, float]] = {}  # sender → (its beat's revision, when first seen)
+        # Two chats' senders may both start it (a put before start): one beat, or a second one nobody
+        # stops would beat for a killed process for ever, and no successor would ever take its entries over.
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
         """Beat from now on (the first beat is written before this returns: a claim never precedes it)."""
-        if self.task is None:
-            await self.kv.put(PREFIX + self.me, b"1")
-            self.task = asyncio.create_task(self._beat(), name="outbox-beat")
+        async with self._starting:
+            if self.task is None:
+                await self.kv.put(PREFIX + self.me, b"1")
+                self.task = asyncio.create_task(self._beat(), name="outbox-beat")
 
     async def _beat(self) -> None:
         while True:
