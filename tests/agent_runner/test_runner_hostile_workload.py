@@ -47,21 +47,26 @@ def _gits_in(workspace: Path) -> list[int]:
     return found
 
 
+async def _planted(tmp_path, nats_url: str, plant: str, **options):
+    """A runner whose agent writes `plant` and runs it, then ends (commit, canary, push): the runner and
+    the bare repository it pushes to."""
+    bare = bare_repo(tmp_path)
+    script = _script(
+        [("write_file", {"path": "plant.py", "content": plant})],
+        [("run_command", {"cmd": "python3 plant.py", "timeout_s": 120})],
+    )
+    cfg = _planting_cfg(script, f"run_{uuid.uuid4().hex[:16]}", bare)
+    return await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS, **options), bare
+
+
 async def test_a_work_tree_that_stalls_the_runners_git_fails_the_run_instead_of_hanging(js, nats_url, tmp_path) -> None:
     """The runner's `git status` before its final commit had no bound: the run hung in it until its wall
     clock (30 minutes by default), reported as a timeout of the run, and the git process, never ended,
     went on after the runner. Now it is ended at the bound, recorded as a refused commit (`git-timeout`),
     and the run fails naming it; nothing is pushed."""
-    bare = bare_repo(tmp_path)
-    run_id = f"run_{uuid.uuid4().hex[:16]}"
-    script = _script(
-        [("write_file", {"path": "plant.py", "content": SLOW_STATUS_PLANT})],
-        [("run_command", {"cmd": "python3 plant.py", "timeout_s": 120})],
-    )
-    cfg = _planting_cfg(script, run_id, bare)
-    r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS, env={"NEXUS_GIT_TIMEOUT_S": "3"})
+    r, bare = await _planted(tmp_path, nats_url, SLOW_STATUS_PLANT, env={"NEXUS_GIT_TIMEOUT_S": "3"})
     assert await r.exit_code() == 0, r.log()
-    events = await read_events(js, run_id)
+    events = await read_events(js, r.cfg.run_id)
     assert [(c["tool"], c["reason"]) for c in changes(events, "refused")] == [("commit", "git-timeout")], events
     end = final_status(events)
     assert end["status"] == "failed" and "git status did not finish within 3 s" in end["reason"], end
@@ -103,16 +108,9 @@ async def test_a_commit_larger_than_the_runners_memory_is_checked_and_pushed(js,
     """The canary read every outgoing object through one `git cat-file --batch` held whole in memory (and
     copied once more): a 600 MiB file (within the disk budget; a few hundred KiB compressed) ended a
     runner limited to 1 GiB of address space in a MemoryError before its push. It is read a chunk at a time."""
-    bare = bare_repo(tmp_path)
-    run_id = f"run_{uuid.uuid4().hex[:16]}"
-    script = _script(
-        [("write_file", {"path": "plant.py", "content": BIG_FILE_PLANT})],
-        [("run_command", {"cmd": "python3 plant.py", "timeout_s": 120})],
-    )
-    cfg = _planting_cfg(script, run_id, bare)
-    r = await start_runner(tmp_path, nats_url, cfg, secrets=SECRETS, rlimits={resource.RLIMIT_AS: 1 << 30})
+    r, bare = await _planted(tmp_path, nats_url, BIG_FILE_PLANT, rlimits={resource.RLIMIT_AS: 1 << 30})
     assert await r.exit_code() == 0, r.log()
-    end = final_status(await read_events(js, run_id))
+    end = final_status(await read_events(js, r.cfg.run_id))
     assert end["status"] == "succeeded", end
-    size = git(bare, "cat-file", "-s", f"refs/heads/{cfg.repo.branch}:big.bin")
+    size = git(bare, "cat-file", "-s", f"refs/heads/{r.cfg.repo.branch}:big.bin")
     assert int(size) == 600 << 20

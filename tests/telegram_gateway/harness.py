@@ -57,3 +57,14 @@ def admin(stack: Stack) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.env['NEXUS_ADMIN_KEY']}"}, timeout=30
     )
+
+
+def asker(script: str) -> dict:
+    """An agent whose every command waits for a lead's approval, its model the scripted `script`."""
+    return {
+        "name": "asker",
+        "system_prompt": "test",
+        "tools": ["run_command", "finish"],
+        "permissions": {"commands": {"default": "ask"}},
+        "llm": {"provider": "scripted", "script": script},
+    }

@@ -20,7 +20,7 @@ from nexus.telegram_gateway.text import LIMIT, units
 from tests.e2e.conftest import fake, running_stack, wait_for  # noqa: F401 — `fake`: the fake Bot API fixture
 from tests.gitrepo import make_bare_repo
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
-from tests.telegram_gateway.harness import admin, gateway_settings, running_gateway
+from tests.telegram_gateway.harness import admin, asker, gateway_settings, running_gateway
 
 pytestmark = [pytest.mark.infra, pytest.mark.e2e]
 
@@ -53,16 +53,7 @@ async def api(core: Stack) -> AsyncIterator[httpx.AsyncClient]:
                 "/v1/chat-bindings", json={"user_id": str(user_id), "identity": identity, "role": role}
             )
             assert r.status_code == 201, r.text
-        r = await client.post(
-            "/v1/agents",
-            json={
-                "name": "asker",
-                "system_prompt": "test",
-                "tools": ["run_command", "finish"],
-                "permissions": {"commands": {"default": "ask"}},
-                "llm": {"provider": "scripted", "script": ASKER},
-            },
-        )
+        r = await client.post("/v1/agents", json=asker(ASKER))
         assert r.status_code == 201, r.text
         r = await client.post(
             "/v1/repositories", json={"name": "demo", "url": core.env["bare_repo"], "default_branch": "main"}

@@ -19,7 +19,7 @@ from nexus.telegram_gateway.store import MARKS_BUCKET, exists
 from tests.e2e.conftest import fake, running_stack, wait_for  # noqa: F401 — `fake`: the fake Bot API fixture
 from tests.gitrepo import make_bare_repo
 from tests.telegram_gateway.fake_bot_api import FakeBotApi
-from tests.telegram_gateway.harness import admin
+from tests.telegram_gateway.harness import admin, asker
 
 pytestmark = [pytest.mark.infra, pytest.mark.e2e]
 
@@ -56,16 +56,7 @@ async def test_a_gateway_killed_after_telegram_took_an_approval_alert_does_not_s
         async with admin(stack) as api:
             r = await api.post("/v1/chat-bindings", json={"user_id": str(LEAD), "identity": "l@x.io", "role": "lead"})
             assert r.status_code == 201, r.text
-            r = await api.post(
-                "/v1/agents",
-                json={
-                    "name": "asker",
-                    "system_prompt": "test",
-                    "tools": ["run_command", "finish"],
-                    "permissions": {"commands": {"default": "ask"}},
-                    "llm": {"provider": "scripted", "script": ASKER},
-                },
-            )
+            r = await api.post("/v1/agents", json=asker(ASKER))
             assert r.status_code == 201, r.text
             r = await api.post("/v1/repositories", json={"name": "demo", "url": str(bare), "default_branch": "main"})
             assert r.status_code == 201, r.text

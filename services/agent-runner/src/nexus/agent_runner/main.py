@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from nexus.agent_runner.settings import RunnerSettings
-    from nexus.events.payloads import RunConfig
+    from nexus.events.payloads import RunConfig, SessionOpened
 
 
 # The session's agent kernel hosts one agent: its lines on starting and stopping say nothing about the
@@ -117,7 +117,7 @@ async def _run(
         _on_signal(loop, sig, on_term, restore)
     session = None
 
-    def closing(verdict: str) -> "Any":
+    def closing(verdict: str) -> "SessionOpened | None":
         """The session's end riding on a verdict given here (the run stopped short of its own end)."""
         return session.closing(verdict) if session is not None else None
 
