@@ -72,7 +72,9 @@ async def test_meta_session_with_three_children(api: httpx.AsyncClient, bare_rep
     assert meta["parent_session_id"] is None
     # A child tells its meta session over the agent kernel as soon as it ends, so core-api may still be
     # recording the children's ends when the meta run is over.
-    await wait_for(api, "/v1/runs", lambda page: sum(r["status"] in FINAL for r in page["items"]) == 4)
+    # The goal's own runs: other tests' runs on the shared stack once made the count without this goal's.
+    goal_runs = f"/v1/runs?goal_id={goal['id']}&limit=50"
+    await wait_for(api, goal_runs, lambda page: sum(r["status"] in FINAL for r in page["items"]) == 4)
     children = (await api.get("/v1/runs", params={"goal_id": goal["id"], "limit": 50})).json()["items"]
     children = [c for c in children if c["id"] != meta["id"]]
     assert len(children) == 3, children
