@@ -39,12 +39,7 @@ from nexus.worker.runtimes.zygote_client import Zygote
 
 KINDS = {"trivial_run": DEFAULT_ENTRY, "relayed_run": DEFAULT_ENTRY, "floor": FLOOR_ENTRY, "bare": BARE_ENTRY}
 BLOCK = 10  # runs of one kind in a row before the other kind's block
-PASSED_THROUGH = (
-    "NEXUS_ZYGOTE_REHEARSAL",
-    "NEXUS_ZYGOTE_HUGEPAGES",
-    "NEXUS_ZYGOTE_PREFAULT",
-    "NEXUS_ZYGOTE_PREFAULT_MIN_PAGES",
-)  # from the bench's environment to the zygote
+PASSED_THROUGH = ("NEXUS_ZYGOTE_REHEARSAL", "NEXUS_ZYGOTE_HUGEPAGES")  # from the bench's environment to the zygote
 
 
 def _reaped(pid: int) -> tuple[int, int, int, int, int]:

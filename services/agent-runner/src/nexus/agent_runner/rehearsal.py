@@ -121,12 +121,12 @@ class _WorkerEnd(asyncio.Protocol):
                 self.transport.write(self.frames.reply(self.frames.parse_request(body)[0], self.frames.ACK, ack))
 
 
-async def _rehearse(root: Path, own: bool) -> int:
+async def _rehearse(root: Path) -> int:
     """A trivial run on a connection of its own (a cold runner's way, and a forked one's once its relay
-    breaks; unless not `own`), then one whose publishes ride a relay (a forked runner's way)."""
+    breaks), then one whose publishes ride a relay (a forked runner's way)."""
     import socket
 
-    code = await _rehearse_one(root / "own", {}) if own else 0
+    code = await _rehearse_one(root / "own", {})
     if code:
         return code
     mine, theirs = socket.socketpair()
@@ -207,9 +207,9 @@ def _lent_tracer_provider() -> Iterator[None]:
                 obj._real_tracer = None
 
 
-def rehearse(own: bool = True) -> int:
+def rehearse() -> int:
     """Play one trivial run here and leave nothing of it but warm code and caches; its exit code
-    (0 when the rehearsal ran through). Not `own`: only the relayed run, a forked runner's way."""
+    (0 when the rehearsal ran through)."""
     handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     filters = [(h, list(h.filters)) for h in logging.getLogger().handlers]
     root = Path(tempfile.mkdtemp(prefix="nexus-rehearsal-"))
@@ -220,7 +220,7 @@ def rehearse(own: bool = True) -> int:
         os.dup2(null, 2)  # the rehearsal's log lines are nobody's
         os.close(null)
         with _lent_tracer_provider():
-            code = asyncio.run(asyncio.wait_for(_rehearse(root, own), REHEARSAL_TIMEOUT_S))
+            code = asyncio.run(asyncio.wait_for(_rehearse(root), REHEARSAL_TIMEOUT_S))
         global rehearsed
         rehearsed += code == 0
         return code

@@ -44,7 +44,6 @@ from collections.abc import Callable
 from typing import cast
 
 from nexus.domain.json_types import JsonObject
-from nexus.worker.runtimes import prefault
 
 LAZY_IMPORTS = (
     "yaml",
@@ -78,7 +77,6 @@ NEVER_IN_A_RUN = ("httpx._main", "tornado")
 DEFAULT_ENTRY = "nexus.agent_runner.main:start"  # called with the run's environment; returns the exit code
 MADV_COLLAPSE = 25  # Linux 6.1+: back a range with huge pages now (not left to khugepaged), THP mode madvise or always
 HUGE_PAGE = 2 << 20
-PREFAULT: list[tuple[int, int]] = []  # the stretches of our memory a child will write (prefault.learn)
 
 
 def preload() -> int:
@@ -308,7 +306,6 @@ def _fork(req: JsonObject, relay: int | None) -> int:
         return pid
     code = 126
     try:
-        prefault.populate(PREFAULT)  # first: what the run will copy anyway, copied in a few calls
         code = _become(req, relay)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
@@ -430,22 +427,8 @@ def main() -> None:
     # collections never walk (and so never copy, page by page) the objects it shares with the zygote.
     gc.collect()
     gc.freeze()
-    collapse_heap()  # what the collection freed is not made huge
-    _learn_prefault()
+    collapse_heap()  # last: what the collection freed is not made huge
     serve(inp, out)
-
-
-def _learn_prefault() -> None:
-    """What a rehearsed child writes of our memory, learned by a probe child playing one more rehearsal."""
-    rehearsal = sys.modules.get("nexus.agent_runner.rehearsal")
-    if not prefault.enabled() or rehearsal is None or not rehearsal.rehearsed:
-        return
-    try:
-        PREFAULT[:] = prefault.learn(lambda: rehearsal.rehearse(own=False), prefault.min_pages())
-        pages = sum(hi - lo for lo, hi in PREFAULT) // prefault.PAGE
-        print(f"zygote: children pre-copy {pages} pages in {len(PREFAULT)} stretches", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 — children fault page by page, as without it
-        print(f"zygote: could not learn what children write: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":
