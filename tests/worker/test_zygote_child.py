@@ -256,6 +256,26 @@ async def test_the_zygote_writes_few_of_its_own_pages_between_forks(tmp_path: Pa
         await z.close()
 
 
+async def test_a_zygote_with_a_thread_alive_refuses_to_fork(tmp_path: Path) -> None:
+    """A thread's locks would be copied into the child held: once one is alive in the zygote (here started
+    by the import of a run's entry), no run is forked; each is refused, so the worker starts it cold."""
+    z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}, entry="tests.worker.zygote_threaded:start")
+    z.start()
+    try:
+        for _ in range(600):
+            if z.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert z.ready
+        spawn = {"log_path": str(tmp_path / "runner.log"), "env": {}, "limits": (1024, 64, 60)}
+        assert await z.wait(await z.spawn(cwd=str(tmp_path), **spawn)) == 0  # the thread starts with the import
+        (tmp_path / "2").mkdir()
+        with pytest.raises(ZygoteUnavailable, match="threads"):
+            await z.spawn(cwd=str(tmp_path / "2"), **spawn)
+    finally:
+        await z.close()
+
+
 async def test_the_zygote_holds_what_runs_use_and_not_what_they_never_do(zygote: Zygote, tmp_path: Path) -> None:
     """Every MiB the zygote holds is copied (its page table) by each fork and freed by each exit: httpx's
     command line (click, rich) and tenacity's tornado support are never imported, and the OTLP exporter only

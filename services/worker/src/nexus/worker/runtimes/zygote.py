@@ -372,7 +372,8 @@ def serve(inp: int, out: int) -> None:
     this loop writes before the next fork (an object's reference count, an allocation) is copied, a page
     fault of 2-4 µs here. The loop once touched ~190 pages a fork (selectors, json's Python layers, a
     BlockingIOError per wake-up, threading's lock); it touches ~120 now: a poll object, one C decoder,
-    answers formatted as bytes, no exception on the way (docs/throughput.md, "The zygote's own pages")."""
+    answers formatted as bytes, no exception on the way (docs/throughput.md, "The worker's own CPU per
+    trivial run, zygote included")."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
