@@ -5,11 +5,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nats.aio.msg import Msg
 from pymongo import AsyncMongoClient
 
 from nexus.dev.stack import Stack
 from nexus.events.bus import connect
-from nexus.events.envelope import decode_raw
+from nexus.events.envelope import RawEnvelope, decode_raw
 
 FINAL = ("succeeded", "failed", "cancelled", "timed_out")
 HOW_NAME = {"kill": "SIGKILL", "twice": "SIGKILL ×2", "freeze": "SIGSTOP 8 s"}
@@ -86,26 +87,42 @@ async def stream_of(
     try:
         sub = await nc.jetstream().subscribe(f"nexus.run.{run_id}.>", ordered_consumer=True)
         while True:
+            # Read to the end the stream had for this run, not to the first pause: after a kill of nats-server
+            # the consumer may take longer than any pause to deliver the rest (a verdict missed that way once
+            # judged a cancelled run as ended by nobody).
             try:
-                msg = await sub.next_msg(timeout=0.5)
+                msg = await sub.next_msg(timeout=5.0)
             except TimeoutError:
                 break
-            env = decode_raw(msg.data)
-            if env.type == "run.heartbeat":
-                continue
-            ids.append(env.id)
-            types[env.id] = f"{env.type}@{msg.metadata.sequence.stream}"
-            data = json.loads(bytes(env.data))
-            attempt = int(data.get("attempt", 1))
-            if env.type == "run.status" and data["status"] in FINAL:
-                verdicts.setdefault(attempt, data["status"])
-            if env.type == "run.runtime" and data.get("phase") == "launched":
-                launches.setdefault(attempt, set()).add(str(data.get("detail", "")))
-            if env.type == "run.runtime" and data.get("phase") in ("exited", "lost", "launch_failed"):
-                ends.add(attempt)
+            _take(decode_raw(msg.data), msg, types, verdicts, ids, launches, ends)
+            if msg.metadata.num_pending == 0:
+                break
     finally:
         await nc.drain()
     return verdicts, ids, launches, ends
+
+
+def _take(
+    env: RawEnvelope,
+    msg: Msg,
+    types: dict[str, str],
+    verdicts: dict[int, str],
+    ids: list[str],
+    launches: dict[int, set[str]],
+    ends: set[int],
+) -> None:
+    if env.type == "run.heartbeat":
+        return
+    ids.append(env.id)
+    types[env.id] = f"{env.type}@{msg.metadata.sequence.stream}"
+    data = json.loads(bytes(env.data))
+    attempt = int(data.get("attempt", 1))
+    if env.type == "run.status" and data["status"] in FINAL:
+        verdicts.setdefault(attempt, data["status"])
+    if env.type == "run.runtime" and data.get("phase") == "launched":
+        launches.setdefault(attempt, set()).add(str(data.get("detail", "")))
+    if env.type == "run.runtime" and data.get("phase") in ("exited", "lost", "launch_failed"):
+        ends.add(attempt)
 
 
 async def final_by(stack: Stack, run_id: str) -> str:

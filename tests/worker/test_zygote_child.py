@@ -213,6 +213,69 @@ async def test_the_zygote_forks_with_its_heap_in_huge_pages(zygote: Zygote, tmp_
     assert json.loads(out.read_text())["pid"] == pid
 
 
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+async def test_the_zygote_writes_few_of_its_own_pages_between_forks(tmp_path: Path) -> None:
+    """Each fork shares all of the zygote's memory with the new child again, so every page the zygote writes
+    before its next fork is copied: a page fault of its own (2-4 µs here), on every run. Forking runs that
+    live on (as runs do), its loop writes ~120 pages a fork; it wrote ~190 (selectors, json's Python
+    layers, an exception per wake-up, threading's lock). The bound sits between."""
+    z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}, entry="tests.worker.zygote_probe:hold")
+    z.start()
+    try:
+        for _ in range(600):
+            if z.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert z.ready and z.pid is not None
+
+        async def fork(i: int) -> int:
+            (tmp_path / str(i)).mkdir()
+            mine, theirs = socket.socketpair()  # a relay's end rides with each request, as the worker's do
+            try:
+                return await z.spawn(
+                    cwd=str(tmp_path / str(i)),
+                    log_path=str(tmp_path / str(i) / "log"),
+                    env={"HOLD_S": "3"},
+                    limits=(1024, 64, 60),
+                    relay=theirs,
+                )
+            finally:
+                mine.close()
+                theirs.close()
+
+        pids = [await fork(i) for i in range(5)]  # what a first request warms
+        before, forks = _minor_faults(z.pid), 40
+        pids += [await fork(i) for i in range(5, 5 + forks)]
+        per_fork = (_minor_faults(z.pid) - before) / forks
+        assert per_fork < 160, f"the zygote wrote {per_fork:.0f} of its own pages a fork"
+        assert [await z.wait(pid) for pid in pids] == [0] * len(pids)
+    finally:
+        await z.close()
+
+
+async def test_a_zygote_with_a_thread_alive_refuses_to_fork(tmp_path: Path) -> None:
+    """A thread's locks would be copied into the child held: once one is alive in the zygote (here started
+    by the import of a run's entry), no run is forked; each is refused, so the worker starts it cold."""
+    z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}, entry="tests.worker.zygote_threaded:start")
+    z.start()
+    try:
+        for _ in range(600):
+            if z.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert z.ready
+        spawn = {"log_path": str(tmp_path / "runner.log"), "env": {}, "limits": (1024, 64, 60)}
+        assert await z.wait(await z.spawn(cwd=str(tmp_path), **spawn)) == 0  # the thread starts with the import
+        (tmp_path / "2").mkdir()
+        with pytest.raises(ZygoteUnavailable, match="threads"):
+            await z.spawn(cwd=str(tmp_path / "2"), **spawn)
+    finally:
+        await z.close()
+
+
 async def test_the_zygote_holds_what_runs_use_and_not_what_they_never_do(zygote: Zygote, tmp_path: Path) -> None:
     """Every MiB the zygote holds is copied (its page table) by each fork and freed by each exit: httpx's
     command line (click, rich) and tenacity's tornado support are never imported, and the OTLP exporter only

@@ -7,6 +7,7 @@ import os
 import resource
 import sys
 import threading
+import time
 
 OTLP_EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 
@@ -70,3 +71,9 @@ def report(environ: dict[str, str]) -> int:
     with open(environ["PROBE_OUT"], "w") as f:
         json.dump(seen, f)
     return int(environ.get("PROBE_EXIT", "0"))
+
+
+def hold(env: dict[str, str]) -> int:
+    """A child that only lives a while, as a trivial run does (the zygote's own page-fault test)."""
+    time.sleep(float(env.get("HOLD_S", "1")))
+    return 0
