@@ -24,7 +24,9 @@ CAP = 40
 async def test_a_flood_of_one_runs_events_stores_no_more_than_the_cap(client, app) -> None:
     run = await new_run(client)
     run_id, sid = run["id"], run["session_id"]
-    ctx = dataclasses.replace(app.state.ctx, settings=msgspec.structs.replace(app.state.ctx.settings, run_events_max=CAP))
+    ctx = dataclasses.replace(
+        app.state.ctx, settings=msgspec.structs.replace(app.state.ctx.settings, run_events_max=CAP)
+    )
     notes = seal([NoteChange(timestamp="2026-12-06T00:00:00Z", message=f"n{i}") for i in range(60)])
     seq = 0
     dropped_before = RUN_EVENTS_DROPPED._value.get()

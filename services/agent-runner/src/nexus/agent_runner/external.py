@@ -170,12 +170,13 @@ def _confined(cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str,
         raise FileNotFoundError(f"no executable {command[0]!r}")
     named = [a for a in command[1:] if os.path.isabs(a) and os.path.isfile(a)]
     policy = cfg.permissions.commands
+    file_size = min(sandbox.FILE_BYTES, hv.disk.left())
     spec = sandbox.Spec(
         workspace=hv.ws.root,
         network=policy.network,
         ports=netwall.ports(policy.ports),
         programs=[os.path.abspath(program), *named],
-        limits=sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=min(sandbox.FILE_BYTES, hv.disk.left())),
+        limits=sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=file_size),
         home=env.get("HOME"),
     )
     return sandbox.prepare(hv.sandbox, [os.path.abspath(program), *command[1:]], env, spec)
