@@ -176,3 +176,27 @@ async def test_token_budget_and_an_ample_one(js, nats_url, tmp_path) -> None:
     )
     assert await r.exit_code() == 0, r.log()
     assert final_status(await read_events(js, r.cfg.run_id))["status"] == "succeeded"
+
+
+async def test_ledger_limit(js, nats_url, tmp_path) -> None:
+    """A run's agent records at most NEXUS_LEDGER_MAX_CHANGES changes: each is an event, a database record
+    and a line of the API's answers. Past it the run fails with its reason, what was recorded kept."""
+    r = await start_runner(tmp_path, nats_url, config(NOTES), env={"NEXUS_LEDGER_MAX_CHANGES": "2"})
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"] == "ledger limit of 2 changes reached", end
+    assert [c["message"] for c in changes(events, "note")] == ["step 1", "step 2"]
+    assert end["ledger_hash"] == changes(events)[-1]["hash"], end  # the chain ends where the events do
+
+
+async def test_ledger_limit_binds_an_external_cli(js, nats_url, tmp_path) -> None:
+    from tests.agent_runner.test_runner_external import external
+
+    steps = [{"tool": "note", "arguments": {"message": f"step {i}"}} for i in range(1, 50)]
+    r = await start_runner(tmp_path, nats_url, external(steps), env={"NEXUS_LEDGER_MAX_CHANGES": "3"})
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"] == "ledger limit of 3 changes reached", end
+    assert [c["message"] for c in changes(events, "note")] == ["step 1", "step 2", "step 3"]

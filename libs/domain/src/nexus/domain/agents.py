@@ -43,7 +43,8 @@ class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The scripted provider's script (YAML text), when provider == "scripted".
     script: str | None = None
     # The external CLI's argv, when provider == "external": started in the run's workspace with the
-    # scrubbed environment and no secrets; it speaks the bridge protocol (proto/bridge/README.md).
+    # scrubbed environment and no secrets, in the commands' sandbox (with their `network`); it speaks the
+    # bridge protocol (proto/bridge/README.md).
     command: list[str] | None = None
 
     def __post_init__(self) -> None:

@@ -17,18 +17,26 @@ The conversation (payloads of kernel Messages, documented in proto/bridge/README
   the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`).
 The session ends when the CLI calls `finish` (it is then asked to shut down) or exits: 0 is a
 success, anything else before `finish` fails the run with the exit code.
+
+The CLI is the model's hands: whatever the model steers it to run, it runs as its own process. So it is
+confined like an agent's command (`_confined`): the hypervisor's sandbox (bwrap, Landlock or none), the
+workspace read-write, its program and the files its argv names read-only, a HOME of its own, the network
+its agent's commands get (`commands.network`, behind the same wall), the run's wall clock as its CPU time.
+Unconfined it read the runner's environment in /proc (the run's NATS credential, every secret) and the
+session's state file, and wrote anywhere the runner could.
 """
 
 import asyncio
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
 
 from nexus.agent_runner import prompt, workspace
-from nexus.agent_runner.hypervisor import Hypervisor
+from nexus.agent_runner.hypervisor import Hypervisor, netwall, sandbox
 from nexus.agent_runner.loop import LimitReached, Outcome, RunStopped
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.json_types import JsonObject
@@ -145,14 +153,58 @@ async def run_external(
     # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
     kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
     try:
+        confined = _confined(cfg, hv, command, env)
+    except OSError as exc:  # a CLI that cannot be found ends the run with why
+        raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
+    try:
+        return await _attached(cfg, kernel, hv, agent, reporter, confined, workdir=workdir, rg=rg)
+    finally:
+        await asyncio.to_thread(confined.cleanup)  # its cgroups and private HOME, of any size: off the loop
+
+
+def _confined(cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str, str]) -> sandbox.Prepared:
+    """The CLI in the sandbox the hypervisor gives commands: what it may read is its program and the files
+    its argv names (the agent document's, not the model's), the system and the workspace."""
+    program = shutil.which(command[0], path=env.get("PATH")) if "/" not in command[0] else command[0]
+    if not program or not os.access(program, os.X_OK):
+        raise FileNotFoundError(f"no executable {command[0]!r}")
+    named = [a for a in command[1:] if os.path.isabs(a) and os.path.isfile(a)]
+    policy = cfg.permissions.commands
+    file_size = min(sandbox.FILE_BYTES, hv.disk.left())
+    spec = sandbox.Spec(
+        workspace=hv.ws.root,
+        network=policy.network,
+        ports=netwall.ports(policy.ports),
+        programs=[os.path.abspath(program), *named],
+        limits=sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=file_size),
+        home=env.get("HOME"),
+    )
+    return sandbox.prepare(hv.sandbox, [os.path.abspath(program), *command[1:]], env, spec)
+
+
+async def _attached(
+    cfg: RunConfig,
+    kernel: Kernel,
+    hv: Hypervisor,
+    agent: "HypervisorAgent",
+    reporter: RunReporter,
+    confined: sandbox.Prepared,
+    *,
+    workdir: Path,
+    rg: workspace.RunGit,
+) -> Outcome:
+    command = list(cfg.llm.command or [])
+    hv_id, cli_id = agent.id, agent.cli_id
+    try:
         await spawn_bridge(
             kernel,
-            command,
+            confined.argv,
             id=cli_id,
             remote=False,
             cwd=str(workdir),
-            env=env,
+            env=confined.env,
             own_group=True,
+            preexec=confined.preexec,
             register_timeout=REGISTER_TIMEOUT_S,
         )
     except Exception as exc:  # a CLI that cannot start ends the run with why

@@ -141,6 +141,7 @@ async def _run(
             sandbox_mode=settings.sandbox,
             disk_budget=settings.disk_budget_bytes,
             git_timeout_s=settings.git_timeout_s,
+            max_changes=settings.ledger_max_changes,
         )
         # The CPU time limit's warning: stop at the next step, like any other limit.
         _on_signal(loop, signal.SIGXCPU, lambda: session.stop(limits.cpu_reason()), restore)

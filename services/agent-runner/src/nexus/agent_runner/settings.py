@@ -26,6 +26,9 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     sandbox: str = "auto"
     # The bytes a run may add to its workspace and its commands' HOME (hypervisor/disk.py).
     disk_budget_bytes: int = 4 << 30
+    # The changes one attempt's agent may record in its ledger (hypervisor.core.LEDGER_CAP); past it the run
+    # fails with `ledger limit of N changes reached`.
+    ledger_max_changes: int = 10_000
     # The bound of each of the runner's own git calls (workspace.GIT_TIMEOUT_S): one past it fails the run.
     git_timeout_s: float = 600.0
     # Tests only: linger this long after the verdict is stored, before exiting (SIGKILL tests).

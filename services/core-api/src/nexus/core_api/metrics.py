@@ -74,6 +74,9 @@ KERNEL_DROPPED = Counter(
     "nexus_kernel_mailbox_dropped", "Messages runs' agent kernels dropped (full mailboxes, shutdown)"
 )
 _dropped_so_far: dict[str, int] = {}
+RUN_EVENTS_DROPPED = Counter(
+    "nexus_run_events_dropped", "Run events not stored: their run was past the events core-api keeps of one run"
+)
 
 
 def count_heartbeat(run_id: str, mailbox_depth: int, mailbox_dropped: int) -> None:

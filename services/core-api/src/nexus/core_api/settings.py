@@ -19,6 +19,9 @@ class CoreSettings(CommonSettings, kw_only=True):
     sse_streams_per_key: int = 256  # event streams one API key may hold open at once (per process)
     waits_per_key: int = 1024  # `?wait_s=` requests one API key may hold open at once (per process)
     approval_ttl_s: int = 3600
+    # Events of one run this process stores; past it they are dropped and counted (runs/ingest.py). A runner
+    # records at most 10,000 changes an attempt: this bounds what its stolen credential can add.
+    run_events_max: int = 200_000
     read_cache_ttl_s: float = 2.0  # 0 turns the by-id read cache off (see nexus.db.cache)
     secrets_dir: str = (
         ".nexus/secrets"  # secret references (e.g. board webhook secrets) resolve here or NEXUS_SECRET_<NAME>

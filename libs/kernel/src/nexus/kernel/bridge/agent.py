@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -66,6 +66,7 @@ class BridgeAgent:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         own_group: bool = False,
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.kernel = kernel
         self.command = list(command)
@@ -79,6 +80,8 @@ class BridgeAgent:
         # own_group: the child leads a process group of its own, and stopping it signals the whole
         # group, so whatever it started (a coding CLI's shells, builds, servers) goes with it.
         self.own_group = own_group
+        # Run in the child before it executes the command (a sandbox's rlimits, cgroups, Landlock ruleset).
+        self.preexec = preexec
         self.malformed = 0
         self.pipes: ChildPipes | None = None
         self._registered: asyncio.Future[RegisterPayload] | None = None
@@ -107,6 +110,7 @@ class BridgeAgent:
                 env=env,
                 cwd=self.cwd,
                 start_new_session=self.own_group,
+                preexec_fn=self.preexec,
             )
         except OSError as exc:
             raise BridgeError(self.id or None, f"cannot start {self.command!r}: {exc}") from exc

@@ -48,6 +48,9 @@ from nexus.domain.sessions import (
 TRACER = tracer("nexus.agent_runner")
 log = logging.getLogger("nexus.agent_runner.hypervisor")
 GIT_TIMEOUT_S = 60.0
+# Changes the agent's calls may record in one attempt (NEXUS_LEDGER_MAX_CHANGES): a trivial run records
+# a handful, a long one some hundreds; a command loop making files reached 500,000 in minutes.
+LEDGER_CAP = 10_000
 _DETAIL_CHARS = 2000
 
 Recorder = Callable[[SessionChange], Awaitable[None]]
@@ -83,6 +86,7 @@ class Hypervisor:
         shower: Shower | None = None,
         git_seal: Callable[[], str] | None = None,
         disk_budget: int = disk.BUDGET,
+        max_changes: int = LEDGER_CAP,
     ) -> None:
         """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
         git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
@@ -91,7 +95,8 @@ class Hypervisor:
         directory when not given. `git_seal`: the seal of `git_dir`'s steering files as the runner took
         it, asked at each git call (a repository the runner still owes is written then); without it
         the hypervisor takes the seal itself, now. `disk_budget`: the bytes the agent may add to the
-        workspace and the commands' HOME (disk.py)."""
+        workspace and the commands' HOME (disk.py). `max_changes`: the changes the agent's calls may
+        record in this attempt (`ledger_full`)."""
         self.ws = Workspace(workspace)
         self.workspace = Path(self.ws.root)
         self.permissions = permissions
@@ -127,6 +132,8 @@ class Hypervisor:
         self._lock = asyncio.Lock()
         self.finished: str | None = None
         self._state_written = False  # by this hypervisor: until then a change writes the whole file
+        self.max_changes = max_changes
+        self._changes_before = len(session.changes)  # what earlier attempts recorded counts for them
 
     # The environments of commands and git, made when first needed: most runs start no process.
     @functools.cached_property
@@ -210,7 +217,16 @@ class Hypervisor:
         return [t.spec() for name, t in TOOLS.items() if self._offers(name) and (allowed is None or name in allowed)]
 
     async def call(self, tool_name: str, args: JsonObject) -> ToolResult:
+        if reason := self.ledger_full():  # nothing recorded: a refusal would be one more change
+            return ToolResult(ok=False, error=f"refused (ledger-limit): {reason}")
         return await self._call(tool_name, args, own=False)
+
+    def ledger_full(self) -> str:
+        """Why the agent may record no more (the run ends: every change is an event, a database
+        record and a line of the API's answers), or "". A call that began below the cap finishes:
+        the ledger passes it by at most one call's changes (a command's 200 files and its run)."""
+        made = len(self.session.changes) - self._changes_before
+        return f"ledger limit of {self.max_changes} changes reached" if made >= self.max_changes else ""
 
     async def runner_call(self, tool_name: str, args: JsonObject) -> ToolResult:
         """The runner's own calls (the final commit, meta-plan.json, its notes): the same checks,

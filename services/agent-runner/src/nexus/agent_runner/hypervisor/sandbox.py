@@ -148,7 +148,11 @@ def _base_args(network: bool) -> list[str]:
             args += ["--ro-bind", path, path]
     for name in _ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    # bwrap's /dev holds a devpts of its own with no `max=`, and every instance draws on the machine's one
+    # count (kernel.pty.max): a command opening ptys in a loop took the machine's. No command needs one
+    # (its output is a pipe), and bwrap mounts devpts with no options to bound it: the multiplexer is
+    # /dev/null, which the sandbox cannot open (EACCES), so no pty is made.
+    args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", "/dev/null", "/dev/pts/ptmx"]
     return args
 
 

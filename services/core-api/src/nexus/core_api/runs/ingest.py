@@ -19,7 +19,7 @@ from typing import Any
 from nexus.core_api.approvals.service import announce_requested, on_requested
 from nexus.core_api.context import Context
 from nexus.core_api.ledger import record as ledger
-from nexus.core_api.metrics import count_heartbeat, count_llm_call
+from nexus.core_api.metrics import RUN_EVENTS_DROPPED, count_heartbeat, count_llm_call
 from nexus.core_api.runs.known import agent_of
 from nexus.core_api.runs.known import known as _known
 from nexus.core_api.sessions import service as sessions
@@ -43,6 +43,9 @@ HEARTBEAT_WRITE_EVERY_S = 1.0
 # so a larger fetch is fewer, larger documents and fewer commands per event; the fetch ends as soon
 # as the stream has no more, so a quiet stream is not waited on.
 FETCH = 2048
+# What always moves a run, however many events it sent: its status, its sessions' reports, its approvals.
+UNCAPPED = (*RUN_FACTS, p.SessionOpened, p.ApprovalRequested)
+_stored: dict[str, int] = {}  # events of each run this process stored or was handed again (`_room`)
 
 
 def run_of(subject: str) -> str:
@@ -231,15 +234,17 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
             if i not in superseded:
                 reports.append(d)
             continue
+        if isinstance(d.payload, p.Heartbeat):
+            count_heartbeat(run_id, d.payload.mailbox_depth, d.payload.mailbox_dropped)
+            heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
+            continue
+        if not isinstance(d.payload, UNCAPPED) and not _room(run_id, ctx.settings.run_events_max):
+            continue
         if isinstance(d.payload, p.LLMCalled):
             spent = calls.setdefault((d.payload.provider, d.payload.model), [0, 0, 0.0])
             spent[0] += max(0, d.payload.input_tokens)
             spent[1] += max(0, d.payload.output_tokens)
             spent[2] += max(0.0, d.payload.cost_usd)
-        if isinstance(d.payload, p.Heartbeat):
-            count_heartbeat(run_id, d.payload.mailbox_depth, d.payload.mailbox_dropped)
-            heartbeat = True  # liveness only: the stream keeps heartbeats; the database does not need them
-            continue
         if isinstance(d.payload, RUN_FACTS):
             facts.append(d)
             if isinstance(d.payload, p.RunStatusChanged) and d.payload.status == "waiting_approval":
@@ -266,6 +271,25 @@ async def _ingest(ctx: Context, run_id: str, deliveries: list[Delivery], again: 
         if len(_heartbeats) > 100_000:
             _heartbeats.clear()
         await update_document(Run, run_id, {"$set": {"last_heartbeat_at": now()}}, beside_versioned=True)
+
+
+def _room(run_id: str, cap: int) -> bool:
+    """One more event of the run may be stored. Anything holding the run's credential can publish on its
+    subjects (a process that stole it from a runner, a runner gone wrong): past `cap` its events are
+    dropped and counted, never stored, so one run cannot grow the database without bound. Counted per
+    process (a restart or another replica counts afresh) and with events handed out again: an event
+    redelivered after a failed write counts twice, so the cap binds early, never late."""
+    n = _stored.get(run_id, 0)
+    if n >= cap:
+        RUN_EVENTS_DROPPED.inc()
+        if n == cap:
+            log.warning("run %s: past %d events; its events are dropped (its status still applies)", run_id, cap)
+            _stored[run_id] = n + 1  # warned once
+        return False
+    if len(_stored) > 100_000:
+        _stored.clear()
+    _stored[run_id] = n + 1
+    return True
 
 
 async def handle_run_event(ctx: Context, d: Delivery) -> None:

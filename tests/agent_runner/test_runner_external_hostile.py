@@ -1,0 +1,56 @@
+"""A hostile external CLI (steered by its model to do anything its process can) against the real runner:
+it runs in the sandbox the hypervisor gives commands. It used to run as the runner itself: it read the
+runner's environment (the run's NATS credential, every secret the worker handed the run) in /proc, the
+session's state file, and wrote anywhere the runner could."""
+
+import uuid
+
+import pytest
+
+from nexus.agent_runner.hypervisor import sandbox as sandbox_mod
+from tests.agent_runner.test_runner_external import external
+from tests.agent_runner.test_runner_support import (  # noqa: F401 — pytest fixtures, used as parameters
+    bare_repo,
+    final_status,
+    js,
+    read_events,
+    start_runner,
+)
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "landlock"])
+async def test_a_cli_reads_no_credential_or_secret_and_writes_nowhere_but_the_workspace(
+    js, nats_url, tmp_path, mode
+) -> None:
+    if sandbox_mod.detect(mode) != mode:
+        pytest.skip(f"{mode} is not available here")
+    bare = bare_repo(tmp_path)
+    secret = "s3cr3t-" + uuid.uuid4().hex
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    hostile = (
+        # every process's environment it can read (the runner's holds the credential and the secrets)
+        "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done > leak-env.txt 2>/dev/null;"
+        # the runner's state directory (the session's state file) and its HOME, beside the workspace
+        "cat ../state/* ../state/.* ../home/* > leak-state.txt 2>/dev/null;"
+        f"echo pwned > {outside}/pwned; echo pwned > ../pwned; echo pwned > /tmp/pwned-{uuid.uuid4().hex};"
+        "ls -la /tmp > leak-tmp.txt 2>&1; true"
+    )
+    steps = [{"shell": hostile}, {"tool": "finish", "arguments": {"summary": "done"}}]
+    r = await start_runner(
+        tmp_path,
+        nats_url,
+        external(steps, bare=bare, secrets=["API_TOKEN"]),
+        secrets={"API_TOKEN": secret},
+        env={"NEXUS_SANDBOX": mode},
+    )
+    assert await r.exit_code() == 0, r.log()
+    seen = (r.workspace / "leak-env.txt").read_text() + (r.workspace / "leak-state.txt").read_text()
+    assert secret not in seen, seen
+    assert "NEXUS_NATS_CREDS" not in seen and "NEXUS_SECRET" not in seen and "USER KEY" not in seen, seen
+    assert r.cfg.session_id not in (r.workspace / "leak-state.txt").read_text()  # no state file read
+    assert not (outside / "pwned").exists() and not (r.dir / "pwned").exists()
+    end = final_status(await read_events(js, r.cfg.run_id))
+    assert end["status"] == "succeeded", end  # before: its push was refused, a secret found in what it wrote
