@@ -25,7 +25,7 @@ from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS, AnswerPromptly
 from nexus.core_api.health import healthz, readyz
 from nexus.core_api.json_guard import guard_json_body
-from nexus.core_api.observability import HttpMetricsMiddleware, tracing_plugin
+from nexus.core_api.observability import HttpMetricsMiddleware, request_tracing
 from nexus.core_api.repositories.routes import RepositoryController
 from nexus.core_api.runs.routes import RunController
 from nexus.core_api.settings import CoreSettings
@@ -144,6 +144,7 @@ def create_app(
             await nc.drain()
             await db.close()
 
+    tracing_plugins, traced_by = request_tracing()
     return Litestar(
         route_handlers=[*ROUTES, *ui_routers()],  # the web UI under /ui: built per app, its pages call the routes above
         lifespan=[lifespan],
@@ -156,6 +157,7 @@ def create_app(
             }
         ),
         middleware=[
+            *traced_by,
             HttpMetricsMiddleware(),
             AnswerPromptly(),
             DefineMiddleware(
@@ -164,7 +166,7 @@ def create_app(
                 exclude=["^/healthz$", "^/readyz$", "^/schema", "^/v1/webhooks/", "^/ui"],
             ),
         ],
-        plugins=[tracing_plugin()],
+        plugins=tracing_plugins,
         logging_config=None,  # the process's logging is the shared setup's (JSON or text, with run and trace ids)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # litestar types handlers per exception class
         before_request=guard_json_body,
