@@ -58,9 +58,7 @@ def model_tools(hv: Hypervisor) -> list[ToolSpec]:
     offered = hv.offered()
     made = _model_tools.get(offered)
     if made is None:
-        made = tuple(
-            ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()
-        )
+        made = tuple(ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs())
         _model_tools[offered] = made
     return list(made)
 
