@@ -138,7 +138,7 @@ async def _rehearse(root: Path) -> int:
 
 
 async def _rehearse_one(root: Path, extra: dict[str, str]) -> int:
-    from nexus.agent_runner.main import run
+    from nexus.agent_runner.lifecycle import run
 
     root.mkdir()
     stand_in = _StandIn()

@@ -48,6 +48,22 @@ MAX_PLAN_BYTES = MAX_BODY_BYTES - (64 << 10)  # the plan command's body, with ro
 MERGE_ASKS = ("merge", "push_default_branch")
 
 
+# The model's view of each set of offered tools, made once per process: the rehearsal run makes the usual
+# set's in the warm zygote, so a forked run does not decode every tool's schema again (~15 JSON Schemas,
+# fresh dicts, ~0.2 ms and their page faults). Providers only read them (they encode them into requests).
+_model_tools: dict[tuple[str, ...], tuple[ToolSpec, ...]] = {}
+
+
+def model_tools(hv: Hypervisor) -> list[ToolSpec]:
+    """The tools the session's model is shown: those its hypervisor offers."""
+    offered = hv.offered()
+    made = _model_tools.get(offered)
+    if made is None:
+        made = tuple(ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs())
+        _model_tools[offered] = made
+    return list(made)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -297,7 +313,7 @@ class RunSession:
     async def _model(self, hv: Hypervisor) -> Outcome:
         cfg = self.cfg
         provider = make_provider(cfg.llm, secrets=self.secrets, variables=prompt.variables(cfg))
-        tools = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in hv.tool_specs()]
+        tools = model_tools(hv)
         messages = [
             Message(role="system", content=prompt.system_message(cfg)),
             Message(role="user", content=prompt.task_message(cfg)),

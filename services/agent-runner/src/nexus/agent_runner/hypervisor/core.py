@@ -213,8 +213,12 @@ class Hypervisor:
     def ledger_hash(self) -> str:
         return self.session.changes[-1].hash if self.session.changes else ""
 
+    def offered(self) -> tuple[str, ...]:
+        """The names of the tools this session offers, in the order the model is shown them."""
+        return tuple(name for name in TOOLS if self._offers(name))
+
     def tool_specs(self, allowed: list[str] | None = None) -> list[ToolSpecJSON]:
-        return [t.spec() for name, t in TOOLS.items() if self._offers(name) and (allowed is None or name in allowed)]
+        return [TOOLS[name].spec() for name in self.offered() if allowed is None or name in allowed]
 
     async def call(self, tool_name: str, args: JsonObject) -> ToolResult:
         if reason := self.ledger_full():  # nothing recorded: a refusal would be one more change

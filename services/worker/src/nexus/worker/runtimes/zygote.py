@@ -134,7 +134,7 @@ def _warm_decoders() -> None:
 
 def _warm_logging() -> None:
     # The levels a runner sets (each setLevel walks every logger the preloaded modules made).
-    quiet = importlib.import_module("nexus.agent_runner.main").QUIET_LOGGERS
+    quiet = importlib.import_module("nexus.agent_runner.lifecycle").QUIET_LOGGERS
     importlib.import_module("nexus.observability.logs").setup_logging("agent-runner", "info", "json", quiet=quiet)
 
 
