@@ -165,6 +165,11 @@ def traceparent_env() -> dict[str, str]:
     return {ENV_CARRIER[k]: v for k, v in carrier.items() if k in ENV_CARRIER}
 
 
+def context_from_headers(carrier: Mapping[str, str]) -> otel_context.Context:
+    """The trace context (and baggage) a caller's headers carry, by the process's propagators."""
+    return propagate.extract(carrier)
+
+
 def context_from_env(environ: Mapping[str, str]) -> otel_context.Context:
     """The trace context a parent process handed over in `TRACEPARENT`; an empty context without it."""
     carrier = {header: environ[var] for header, var in ENV_CARRIER.items() if environ.get(var)}

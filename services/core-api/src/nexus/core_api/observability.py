@@ -8,10 +8,9 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from opentelemetry import propagate
 from prometheus_client import Counter, Histogram
 
-from nexus.observability.tracing import records_nothing, unrecorded
+from nexus.observability.tracing import context_from_headers, records_nothing, unrecorded
 
 REQUESTS = Counter("nexus_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -63,7 +62,7 @@ class UnrecordedTrace(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in _PROPAGATED}
-        parent = propagate.extract(carrier) if carrier else None
+        parent = context_from_headers(carrier) if carrier else None
         with unrecorded(parent):
             await next_app(scope, receive, send)
 

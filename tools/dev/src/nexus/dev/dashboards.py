@@ -217,6 +217,12 @@ OVERVIEW = [
                 ],
             ),
             Panel(
+                "Run events dropped past a run's cap (per 5 min)",
+                "Events core-api did not store because their run had sent more than it keeps of one run "
+                "(a runner gone wrong, or its credential in other hands); the run's status still applies.",
+                [("sum(increase(nexus_run_events_dropped_total[5m]))", "dropped / 5 min")],
+            ),
+            Panel(
                 "Consumer loops restarted",
                 "Loops that died and were restarted, per 5 minutes.",
                 [("sum by (job, loop) (increase(nexus_loop_restarts_total[5m]))", "{{job}} {{loop}}")],
