@@ -10,6 +10,8 @@ import msgspec
 import pytest
 
 from nexus.core_api.settings import CoreSettings
+from nexus.events.bus import connect
+from nexus.events.catalog import EVENTS_STREAM
 from tests.core_api.conftest import assert_problem, bearer, new_run
 from tests.core_api.test_sse import sse
 
@@ -52,15 +54,29 @@ async def test_a_revoked_keys_open_stream_ends(http: httpx.AsyncClient, server_u
         assert_problem(await viewer.get(path), 401)
 
 
-async def test_one_key_holds_a_bounded_number_of_streams(http: httpx.AsyncClient, server_url: str) -> None:
+async def _stream_end(nats_url: str, nats_creds: str) -> str:
+    """The events stream's last sequence, as a Last-Event-ID: a stream opened after it replays nothing."""
+    nc = await connect(nats_url, "tests", creds=nats_creds)
+    try:
+        return str((await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq)
+    finally:
+        await nc.close()
+
+
+async def test_one_key_holds_a_bounded_number_of_streams(
+    http: httpx.AsyncClient, server_url: str, nats_url: str, nats_creds: str
+) -> None:
     _, key = await new_key(http)
+    # Each stream starts at the stream's end: from its start, each would replay every event the whole suite
+    # made before this test (once seen holding the closed stream's slot past every retry on a loaded box).
+    end = await _stream_end(nats_url, nats_creds)
     async with (
         httpx.AsyncClient(base_url=server_url, headers=bearer(key), timeout=30) as greedy,
         contextlib.AsyncExitStack() as held,
     ):
         streams = []
         for _ in range(PER_KEY):
-            s = sse(greedy, "/v1/events", types="goal.*")
+            s = sse(greedy, "/v1/events", end, types="goal.*")
             held.push_async_callback(s.aclose)
             assert (await anext(s))["comment"] == "connected"
             streams.append(s)
@@ -68,13 +84,13 @@ async def test_one_key_holds_a_bounded_number_of_streams(http: httpx.AsyncClient
         body = assert_problem(r, 429, "Authorization")
         assert int(r.headers["Retry-After"]) > 0 and "event streams" in body["detail"]
         # Another key is not refused for this one's streams.
-        other = sse(http, "/v1/events", types="goal.*")
+        other = sse(http, "/v1/events", end, types="goal.*")
         assert (await anext(other))["comment"] == "connected"
         await other.aclose()
         # A stream closed gives its slot back.
         await streams.pop().aclose()
         for _ in range(300):  # the server sees the disconnect at its next write (a keep-alive)
-            again = sse(greedy, "/v1/events", types="goal.*")
+            again = sse(greedy, "/v1/events", end, types="goal.*")
             try:
                 assert (await anext(again))["comment"] == "connected"
                 break
