@@ -1,9 +1,13 @@
 """When NATS cannot answer (no JetStream leader, a lost connection): an event stream waits and then ends
 with an `error` event the client reconnects after, and a request is a 503 with Retry-After, never a 500."""
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
+import nats.aio.client
 import nats.errors
 import nats.js.errors
 import pytest
@@ -16,12 +20,12 @@ from nexus.core_api.runs.stream import RECONNECT_MS, STREAM_ERROR, jetstream_eve
 from nexus.dev.servers import Managed, _spawn, find_tool, free_port, wait_port
 
 
-@pytest.fixture
-async def without_jetstream(tmp_path):
-    """A real nats-server with JetStream off: every JetStream API request goes unanswered."""
+@contextlib.asynccontextmanager
+async def own_nats(tmp_path: Path, *options: str) -> AsyncIterator[nats.aio.client.Client]:
+    """A real nats-server of the test's own (its `options` added), and a connection to it."""
     port = free_port()
-    proc, log = _spawn([find_tool("nats-server"), "-a", "127.0.0.1", "-p", str(port)], tmp_path / "nats.log")
-    server = Managed("nats-plain", proc, f"nats://127.0.0.1:{port}", log)
+    proc, log = _spawn([find_tool("nats-server"), "-a", "127.0.0.1", "-p", str(port), *options], tmp_path / "nats.log")
+    server = Managed("nats-own", proc, f"nats://127.0.0.1:{port}", log)
     wait_port("127.0.0.1", port, proc=proc)
     nc = await nats.connect(server.url)
     try:
@@ -29,6 +33,13 @@ async def without_jetstream(tmp_path):
     finally:
         await nc.close()
         server.stop()
+
+
+@pytest.fixture
+async def without_jetstream(tmp_path):
+    """A real nats-server with JetStream off: every JetStream API request goes unanswered."""
+    async with own_nats(tmp_path) as nc:
+        yield nc
 
 
 async def test_a_stream_that_cannot_open_ends_with_an_error_event(without_jetstream) -> None:

@@ -5,13 +5,12 @@ still there (or a proxy between) is not left in silence for the whole replay."""
 import asyncio
 import types
 
-import nats
 import pytest
 
 from nexus.core_api.runs import stream as stream_module
 from nexus.core_api.runs.stream import jetstream_events
-from nexus.dev.servers import Managed, _spawn, find_tool, free_port, wait_port
 from nexus.events.envelope import encode, make_envelope
+from tests.core_api.test_bus_unavailable import own_nats
 
 SKIPPED = 300
 KEEPALIVE_S = 30.0
@@ -20,19 +19,8 @@ KEEPALIVE_S = 30.0
 @pytest.fixture
 async def jetstream(tmp_path):
     """A real nats-server of its own with JetStream on, so the test may make a stream of its own."""
-    port = free_port()
-    proc, log = _spawn(
-        [find_tool("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "js")],
-        tmp_path / "nats.log",
-    )
-    server = Managed("nats-js", proc, f"nats://127.0.0.1:{port}", log)
-    wait_port("127.0.0.1", port, proc=proc)
-    nc = await nats.connect(server.url)
-    try:
+    async with own_nats(tmp_path, "-js", "-sd", str(tmp_path / "js")) as nc:
         yield nc
-    finally:
-        await nc.close()
-        server.stop()
 
 
 class _Clock:

@@ -29,13 +29,17 @@ async def _started(**env: str) -> Zygote:
         {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "ZYGOTE_ONLY": "1", **env},
         entry="tests.worker.zygote_probe:report",
     )
+    await _ready(z)
+    return z
+
+
+async def _ready(z: Zygote) -> None:
     z.start()
     for _ in range(600):
         if z.ready:
             break
         await asyncio.sleep(0.05)
     assert z.ready, "the zygote never became ready"
-    return z
 
 
 @pytest.fixture
@@ -223,13 +227,9 @@ async def test_the_zygote_writes_few_of_its_own_pages_between_forks(tmp_path: Pa
     live on (as runs do), its loop writes ~120 pages a fork; it wrote ~190 (selectors, json's Python
     layers, an exception per wake-up, threading's lock). The bound sits between."""
     z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}, entry="tests.worker.zygote_probe:hold")
-    z.start()
     try:
-        for _ in range(600):
-            if z.ready:
-                break
-            await asyncio.sleep(0.05)
-        assert z.ready and z.pid is not None
+        await _ready(z)
+        assert z.pid is not None
 
         async def fork(i: int) -> int:
             (tmp_path / str(i)).mkdir()
@@ -260,13 +260,8 @@ async def test_a_zygote_with_a_thread_alive_refuses_to_fork(tmp_path: Path) -> N
     """A thread's locks would be copied into the child held: once one is alive in the zygote (here started
     by the import of a run's entry), no run is forked; each is refused, so the worker starts it cold."""
     z = Zygote({"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}, entry="tests.worker.zygote_threaded:start")
-    z.start()
     try:
-        for _ in range(600):
-            if z.ready:
-                break
-            await asyncio.sleep(0.05)
-        assert z.ready
+        await _ready(z)
         spawn = {"log_path": str(tmp_path / "runner.log"), "env": {}, "limits": (1024, 64, 60)}
         assert await z.wait(await z.spawn(cwd=str(tmp_path), **spawn)) == 0  # the thread starts with the import
         (tmp_path / "2").mkdir()
