@@ -72,6 +72,26 @@ def parse_last_event_id(value: str | None) -> int:
     return int(value)
 
 
+# Where a domain event's subject is `nexus.evt.<its type>` (the catalog's rule for the events stream).
+TYPED_SUBJECTS = "nexus.evt."
+
+
+def type_subjects(subject: str, types: set[str] | None) -> list[str] | None:
+    """The subjects of `types` when `subject` is every domain event (`nexus.evt.>`), for the consumer's own
+    filter: the server then skips what the client does not follow, so a filtered replay of a long retention
+    reads only its own events. Subjects a broader one covers are left out (JetStream refuses overlapping
+    filters). None: no filter of its own (`subject` is used whole, and the types are checked here only)."""
+    if not types or subject != f"{TYPED_SUBJECTS}>":
+        return None
+    prefixes = sorted(t[:-1] for t in types if t.endswith(".*"))
+    kept: list[str] = []
+    for p in prefixes:  # sorted: a prefix comes before every longer one it covers
+        if not any(p.startswith(q) for q in kept):
+            kept.append(p)
+    exact = sorted(t for t in types if not t.endswith("*") and not any(t.startswith(q) for q in kept))
+    return [f"{TYPED_SUBJECTS}{p}>" for p in kept] + [f"{TYPED_SUBJECTS}{t}" for t in exact]
+
+
 def run_stored_final(run_id: str, status_at_open: str) -> Callable[[], Awaitable[bool]]:
     """Whether the run's end is stored: known when the stream opened on an ended run, or at once when this
     process stored it or heard a core-api announce it; else read from the database (not a cache that may
@@ -131,6 +151,7 @@ async def jetstream_events(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after_seq else DeliverPolicy.ALL,
             opt_start_seq=after_seq + 1 if after_seq else None,
             inactive_threshold=60.0,
+            filter_subjects=type_subjects(subject, types),
         )
         try:
             sub = await js.subscribe(
