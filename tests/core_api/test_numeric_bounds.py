@@ -101,28 +101,45 @@ def _resolve(schema: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+RANGE_KEYS = ("minimum", "maximum", "maxItems")
+
+
 def _numbers(
-    schema: dict[str, Any], doc: dict[str, Any], path: str, seen: frozenset[str]
+    schema: dict[str, Any], doc: dict[str, Any], path: str, seen: frozenset[str] = frozenset()
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    """(dotted path, type, schema) of every integer or number under `schema`; a range stated beside a
-    `oneOf` (how an optional field's is written) counts for its members."""
-    ref = schema.get("$ref", "")
+    """(dotted path, type, schema) of every integer, number and array under `schema`; a range stated
+    beside a `oneOf` (how an optional field's is written) counts for its members."""
+    ref = schema.get("$ref")
     if ref in seen:
         return []
+    seen = seen | {ref} if ref else seen
     schema = _resolve(schema, doc)
-    found: list[tuple[str, str, dict[str, Any]]] = []
     types = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
-    for kind in ("integer", "number"):
-        if kind in types:
-            found.append((path, kind, schema))
-    outer = {k: schema[k] for k in ("minimum", "maximum") if k in schema}
+    found = [(path, kind, schema) for kind in ("integer", "number", "array") if kind in types]
+    outer = {k: schema[k] for k in RANGE_KEYS if k in schema}
     for member in schema.get("oneOf", []) + schema.get("anyOf", []):
-        found += _numbers({**outer, **member} if "$ref" not in member else member, doc, path, seen | {ref})
+        found += _numbers(member if "$ref" in member else {**outer, **member}, doc, path, seen)
     for name, sub in (schema.get("properties") or {}).items():
-        found += _numbers(sub, doc, f"{path}.{name}" if path else name, seen | {ref})
+        found += _numbers(sub, doc, f"{path}.{name}" if path else name, seen)
     if isinstance(schema.get("items"), dict):
-        found += _numbers(schema["items"], doc, f"{path}[]", seen | {ref})
+        found += _numbers(schema["items"], doc, f"{path}[]", seen)
     return found
+
+
+def unbounded_lists(doc: dict[str, Any]) -> list[str]:
+    """Every list a request body takes that states no most items (each item may cost a lookup or a write)."""
+    return [
+        f"{method.upper()} {path} {at}"
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method in ("post", "put", "patch")
+        for at, kind, s in _numbers(_body_schema(op), doc, "")
+        if kind == "array" and "maxItems" not in s
+    ]
+
+
+def _body_schema(op: dict[str, Any]) -> dict[str, Any]:
+    return (op.get("requestBody") or {}).get("content", {}).get("application/json", {}).get("schema") or {}
 
 
 def numeric_fields(doc: dict[str, Any]) -> dict[tuple[str, str], list[Field]]:
@@ -137,11 +154,12 @@ def numeric_fields(doc: dict[str, Any]) -> dict[tuple[str, str], list[Field]]:
                 Field("query", p["name"], kind, s)
                 for p in op.get("parameters", [])
                 if p["in"] == "query"
-                for _, kind, s in _numbers(p.get("schema", {}), doc, "", frozenset())
+                for _, kind, s in _numbers(p.get("schema", {}), doc, "")
+                if kind != "array"
             ]
-            body = (op.get("requestBody") or {}).get("content", {}).get("application/json", {}).get("schema")
-            if body:
-                fields += [Field("body", p, kind, s) for p, kind, s in _numbers(body, doc, "", frozenset())]
+            fields += [
+                Field("body", at, kind, s) for at, kind, s in _numbers(_body_schema(op), doc, "") if kind != "array"
+            ]
             if fields:
                 out[(method, path)] = fields
     return out
@@ -274,3 +292,8 @@ async def test_every_number_has_a_range_and_is_usable_within_it(client: AsyncTes
                 if (problem := await _probe(client, doc, ids, op, field, value)) is not None:
                     failures.append(f"{op[0].upper()} {op[1]} {field}={value!r} -> {problem}")
     assert not failures, "\n".join(failures[:60])
+
+
+async def test_every_list_in_a_body_has_a_most_items(client: AsyncTestClient) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    assert not (found := unbounded_lists(doc)), found

@@ -31,8 +31,8 @@ class CommandPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     TCP to ports 22, 53, 443 and 9418 and to the `ports` named here (no UDP: names resolve over TCP),
     never to the machine's services."""
 
-    allow: list[str] = msgspec.field(default_factory=list)
-    deny: list[str] = msgspec.field(default_factory=list)
+    allow: Annotated[list[str], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
+    deny: Annotated[list[str], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
     default: Literal["allow", "deny", "ask"] = "deny"
     network: bool = False
     ports: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=65535)]], msgspec.Meta(max_length=100)] = msgspec.field(
@@ -49,7 +49,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     can_merge: bool = False
     commands: CommandPolicy = msgspec.field(default_factory=CommandPolicy)
     # Actions that pause the run for a human: "push_default_branch", "merge", "command", "write:<glob>".
-    ask: list[str] = msgspec.field(default_factory=list)
+    ask: Annotated[list[str], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
 
 
 class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -65,7 +65,7 @@ class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The external CLI's argv, when provider == "external": started in the run's workspace with the
     # scrubbed environment and no secrets, in the commands' sandbox (with their `network`); it speaks the
     # bridge protocol (proto/bridge/README.md).
-    command: list[str] | None = None
+    command: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
 
     def __post_init__(self) -> None:
         if self.provider == "external" and not (self.command and all(self.command)):
@@ -86,7 +86,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class MemoryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    scopes: list[Literal["agent", "repo", "global"]] = msgspec.field(
+    scopes: Annotated[list[Literal["agent", "repo", "global"]], msgspec.Meta(max_length=3)] = msgspec.field(
         default_factory=lambda: ["agent", "repo", "global"]
     )
     # What a run is handed of memory: 0 hands it nothing; a system prompt holds at most 200,000 characters.
