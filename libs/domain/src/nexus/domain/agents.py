@@ -1,6 +1,6 @@
 """What an agent is allowed to do, which model it uses and how far it may go — all data.
 
-Every number has a range (docs/architecture.md, "Agent documents"): a value outside it is refused where
+Every number has a range (docs/architecture.md, "Ranges"): a value outside it is refused where
 it comes in (the API's 422 names the field), and a stored document written before a range existed is read
 with the value moved to the range's nearest end (`nexus.domain.limits.within_bounds`)."""
 
