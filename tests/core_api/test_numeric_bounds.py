@@ -102,6 +102,9 @@ def _resolve(schema: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
 
 
 RANGE_KEYS = ("minimum", "maximum", "maxItems")
+# Lists a stored document must never be read cut from (nexus.domain.agents.CommandPolicy says why): only
+# the body's size bounds them.
+UNCUT = {"permissions.commands.deny", "permissions.ask", "llm.command"}
 
 
 def _numbers(
@@ -134,7 +137,7 @@ def unbounded_lists(doc: dict[str, Any]) -> list[str]:
         for method, op in item.items()
         if method in ("post", "put", "patch")
         for at, kind, s in _numbers(_body_schema(op), doc, "")
-        if kind == "array" and "maxItems" not in s
+        if kind == "array" and "maxItems" not in s and at not in UNCUT
     ]
 
 

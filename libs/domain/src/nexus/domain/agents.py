@@ -32,7 +32,9 @@ class CommandPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     never to the machine's services."""
 
     allow: Annotated[list[str], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
-    deny: Annotated[list[str], msgspec.Meta(max_length=1000)] = msgspec.field(default_factory=list)
+    # No most items for `deny`, `ask` and `command` (the body's size bounds them): a stored document past
+    # one would be read cut to it, which would let through what it refused or change the program run.
+    deny: list[str] = msgspec.field(default_factory=list)
     default: Literal["allow", "deny", "ask"] = "deny"
     network: bool = False
     ports: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=65535)]], msgspec.Meta(max_length=100)] = msgspec.field(
@@ -49,7 +51,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     can_merge: bool = False
     commands: CommandPolicy = msgspec.field(default_factory=CommandPolicy)
     # Actions that pause the run for a human: "push_default_branch", "merge", "command", "write:<glob>".
-    ask: Annotated[list[str], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
+    ask: list[str] = msgspec.field(default_factory=list)
 
 
 class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -65,7 +67,7 @@ class LLMSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The external CLI's argv, when provider == "external": started in the run's workspace with the
     # scrubbed environment and no secrets, in the commands' sandbox (with their `network`); it speaks the
     # bridge protocol (proto/bridge/README.md).
-    command: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    command: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.provider == "external" and not (self.command and all(self.command)):
