@@ -300,3 +300,18 @@ async def test_every_number_has_a_range_and_is_usable_within_it(client: AsyncTes
 async def test_every_list_in_a_body_has_a_most_items(client: AsyncTestClient) -> None:
     doc = (await client.get("/schema/openapi.json")).json()
     assert not (found := unbounded_lists(doc)), found
+
+
+async def test_every_text_query_parameter_has_a_most_length(client: AsyncTestClient) -> None:
+    """A filter's value is looked up as sent: none is longer than an id or a name's ceiling."""
+    doc = (await client.get("/schema/openapi.json")).json()
+    found = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for p in op.get("parameters", []) if isinstance(op, dict) else []:
+                s = p.get("schema", {})
+                members = [s, *s.get("oneOf", [])]
+                texts = [m for m in members if m.get("type") == "string" or "string" in (m.get("type") or [])]
+                if p["in"] == "query" and texts and not any("maxLength" in m or "enum" in m for m in [s, *texts]):
+                    found.append(f"{method.upper()} {path} {p['name']}")
+    assert not found, found

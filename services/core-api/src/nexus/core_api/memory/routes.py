@@ -11,13 +11,11 @@ from nexus.core_api.named import get_named, named_id
 from nexus.core_api.memory import service
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryPreviewOut, MemoryUpdate, Scope
 from nexus.core_api.memory.select import select_items
-from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.pagination import Cursor, Filter, Limit, Page, page_of
 from nexus.db.documents import Agent, MemoryItem, Repository, now
 from nexus.domain.agents import MemoryPolicy
 from nexus.domain.json_types import JsonObject
 from nexus.domain.limits import within_bounds
-
-Filter = Annotated[str | None, Parameter(max_length=200)]
 
 
 class MemoryController(Controller):
