@@ -5,8 +5,9 @@ ends of its documented range.
 
 The bar for each answer: refused with a 422 naming that very field, or accepted and then usable — the
 value is within its documented range, the object reads back, and an agent so written gets a run
-dispatched with that value in its config. No numeric field may accept ±10**18: nothing in Nexus means
-that much, so a field that takes it has no range yet."""
+dispatched (its config assembled and stored). No numeric field may accept ±10**18: nothing in Nexus
+means that much, so a field that takes it has no range yet. Lists in bodies and text in queries are
+held to a most items and a most length the same way, from the same document."""
 
 import json
 import re
