@@ -125,6 +125,7 @@ def test_bad_manifests_are_reported_by_field(ctl, tmp_path: Path) -> None:
         f"---\nkind: Agent\nmetadata: {{name: extra-{tag}}}\nspec: {{system_prompt: hi, colour: blue}}\n"
         f"---\nkind: Agent\nmetadata: {{name: Bad_{tag}}}\nspec: {{system_prompt: hi}}\n"
         f"---\nkind: Agent\nmetadata: {{name: skill-{tag}}}\nspec: {{system_prompt: hi, skills: [no-such-skill]}}\n"
+        f"---\nkind: Agent\nmetadata: {{name: long-{tag}}}\nspec: {{system_prompt: hi, limits: {{wall_clock_s: -5}}}}\n"
         f"---\nkind: Skill\nmetadata: {{name: good-{tag}}}\nspec: {{content: fine}}\n"
     )
     r = ctl("apply", "-f", str(path))
@@ -134,7 +135,8 @@ def test_bad_manifests_are_reported_by_field(ctl, tmp_path: Path) -> None:
     assert "spec.colour: Object contains unknown field `colour`" in r.stderr
     assert "metadata.name: Expected `str` matching regex" in r.stderr
     assert "spec.skills[0]: skill 'no-such-skill' does not exist" in r.stderr
-    assert "4 of 5 manifests failed" in r.stderr
+    assert "spec.limits.wall_clock_s: Expected `int` >= 1" in r.stderr  # the API's range, said by field
+    assert "5 of 6 manifests failed" in r.stderr
     assert ctl("get", "agent", f"skill-{tag}").code == 1  # never created with a dangling skill
 
     # A malformed file applies nothing at all.

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from nexus.domain.agents import Limits, LLMSpec, MemoryPolicy, Permissions
+from nexus.domain.limits import within_bounds
 
 _DEFAULTS = {"deny": 0, "ask": 1, "allow": 2}  # a command matching no pattern: refused < asked < run
 
@@ -28,7 +29,7 @@ class Authority(msgspec.Struct, kw_only=True):
 
 def authority_of(spec: Mapping[str, Any]) -> Authority:
     """An agent's stored document read for its authority (the other fields are left out)."""
-    return msgspec.convert(spec, Authority)
+    return within_bounds(spec, Authority)
 
 
 def _more(field: str, extra: Set[str]) -> list[str]:

@@ -1,8 +1,10 @@
 """Field and size limits shared by every way in: the HTTP API and commands over the bus check the
 same ones, so a value refused over HTTP is refused over NATS too."""
 
+import functools
 import re
-from typing import Annotated, Any
+from collections.abc import Hashable
+from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
 
@@ -64,3 +66,53 @@ def _unstorable_in(value: Any, path: str, nul: bool) -> tuple[str, str] | None:
         if (found := _unstorable_in(v, here, nul)) is not None:
             return found
     return None
+
+
+T = TypeVar("T")
+
+
+def within_bounds(data: Any, type_: type[T]) -> T:
+    """Stored data read as `type_` though written before one of its ranges existed: a number past a bound
+    is read as that bound, a list past its length as its first items. What an older version stored keeps
+    loading (a read never fails on it), and a run of it gets the nearest value the range allows.
+    Data that fits costs one conversion; only data that does not is walked."""
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError:
+        return msgspec.convert(_within(data, _info(cast(Hashable, type_))), type_)
+
+
+@functools.cache
+def _info(type_: Hashable) -> msgspec.inspect.Type:
+    return msgspec.inspect.type_info(type_)
+
+
+def _within(value: Any, t: msgspec.inspect.Type) -> Any:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _within(value, t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        for member in t.types:
+            value = _within(value, member)
+        return value
+    if isinstance(t, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        return _clamp(value, t)
+    if isinstance(t, msgspec.inspect.StructType) and isinstance(value, dict):
+        fields = {f.encode_name: f.type for f in t.fields}
+        return {k: _within(v, fields[k]) if k in fields else v for k, v in value.items()}
+    if isinstance(t, msgspec.inspect.ListType) and isinstance(value, list):
+        return [_within(v, t.item_type) for v in value[: t.max_length]]
+    if isinstance(t, msgspec.inspect.DictType) and isinstance(value, dict):
+        return {k: _within(v, t.value_type) for k, v in value.items()}
+    return value
+
+
+def _clamp(value: Any, t: msgspec.inspect.IntType | msgspec.inspect.FloatType) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(t, msgspec.inspect.IntType) and not isinstance(value, int):
+        return value  # a float where an integer belongs is a different fault: its own error says so
+    if t.ge is not None and not value >= t.ge:  # `not >=`: NaN is past every bound
+        value = t.ge
+    if t.le is not None and not value <= t.le:
+        value = t.le
+    return value

@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="Page size")]
 Cursor = Annotated[str | None, Parameter(description="The `next_cursor` of the previous page", max_length=200)]
+# A list's filter by one value (an id, a name, a status word): an id is never longer.
+Filter = Annotated[str | None, Parameter(max_length=200)]
 
 
 class Page(msgspec.Struct, Generic[T]):

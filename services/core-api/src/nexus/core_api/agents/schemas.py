@@ -9,6 +9,8 @@ SkillRef = Annotated[
     str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}(@[0-9]+)?$", description="name or name@version")
 ]
 ToolName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_.-]{1,64}$")]
+# Each skill is looked up when the agent is saved and at every dispatch.
+AtMost100 = msgspec.Meta(max_length=100)
 
 
 class AgentSpec(Body):
@@ -17,16 +19,16 @@ class AgentSpec(Body):
     name: Name
     system_prompt: Text
     description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
-    skills: list[SkillRef] = msgspec.field(default_factory=list)
-    tools: list[ToolName] = msgspec.field(default_factory=list)
+    skills: Annotated[list[SkillRef], AtMost100] = msgspec.field(default_factory=list)
+    tools: Annotated[list[ToolName], AtMost100] = msgspec.field(default_factory=list)
     permissions: Permissions = msgspec.field(default_factory=Permissions)
     memory_policy: MemoryPolicy = msgspec.field(default_factory=MemoryPolicy)
     llm: LLMSpec = msgspec.field(default_factory=LLMSpec)
     limits: Limits = msgspec.field(default_factory=Limits)
-    secrets: list[SecretName] = msgspec.field(default_factory=list)
+    secrets: Annotated[list[SecretName], AtMost100] = msgspec.field(default_factory=list)
     # Agents (by name) its meta sessions may hand a child to though they may do more than it may;
     # without a name here a child goes only to an agent that may do no more (docs/goals.md).
-    delegates_to: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
+    delegates_to: Annotated[list[Name], AtMost100] = msgspec.field(default_factory=list)
 
 
 class AgentOut(Out):

@@ -11,6 +11,7 @@ from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentRevision, now
 from nexus.db.writes import update_document
 from nexus.domain.ids import new_id
+from nexus.domain.limits import within_bounds
 
 
 def rev_id(agent_id: str, revision: int) -> str:
@@ -22,7 +23,7 @@ def to_out(doc: Agent) -> AgentOut:
         id=doc.id,
         name=doc.name,
         revision=doc.revision,
-        spec=msgspec.convert(doc.spec, AgentSpec),
+        spec=within_bounds(doc.spec, AgentSpec),
         created_at=iso(doc.created_at),
         updated_at=iso(doc.updated_at),
     )
@@ -32,7 +33,7 @@ def revision_out(doc: AgentRevision) -> AgentRevisionOut:
     return AgentRevisionOut(
         agent_id=doc.agent_id,
         revision=doc.revision,
-        spec=msgspec.convert(doc.spec, AgentSpec),
+        spec=within_bounds(doc.spec, AgentSpec),
         created_at=iso(doc.created_at),
         created_by=doc.created_by,
     )

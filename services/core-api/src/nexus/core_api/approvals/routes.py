@@ -11,10 +11,9 @@ from nexus.core_api.auth.guards import DECIDE_APPROVALS, READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
-from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.pagination import Cursor, Filter, Limit, Page, page_of
 from nexus.db.documents import Approval
 
-Filter = Annotated[str | None, Parameter(max_length=200)]
 StatusFilter = Literal["pending", "approved", "rejected", "expired", "all"]
 
 

@@ -43,9 +43,9 @@ class BoardController(Controller):
     @get("/", guards=[READ])
     async def get_board(
         self,
-        goal_id: Annotated[str | None, Parameter(description="only this goal's cards")] = None,
-        repository: Annotated[str | None, Parameter(description="repository id or name")] = None,
-        assignee: Annotated[str | None, Parameter(description="agent id or name")] = None,
+        goal_id: Annotated[str | None, Parameter(max_length=200, description="only this goal's cards")] = None,
+        repository: Annotated[str | None, Parameter(max_length=200, description="repository id or name")] = None,
+        assignee: Annotated[str | None, Parameter(max_length=200, description="agent id or name")] = None,
         final_limit: Annotated[int, Parameter(ge=1, le=500, description="newest cards shown per final column")] = (
             service.FINAL_SHOWN
         ),

@@ -1,6 +1,5 @@
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
@@ -12,12 +11,11 @@ from nexus.core_api.named import get_named, named_id
 from nexus.core_api.memory import service
 from nexus.core_api.memory.schemas import MemoryCreate, MemoryOut, MemoryPreviewOut, MemoryUpdate, Scope
 from nexus.core_api.memory.select import select_items
-from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.pagination import Cursor, Filter, Limit, Page, page_of
 from nexus.db.documents import Agent, MemoryItem, Repository, now
 from nexus.domain.agents import MemoryPolicy
 from nexus.domain.json_types import JsonObject
-
-Filter = Annotated[str | None, Parameter(max_length=200)]
+from nexus.domain.limits import within_bounds
 
 
 class MemoryController(Controller):
@@ -84,7 +82,7 @@ async def preview_memory(
     """The memory a run of this agent would be given, selected exactly as dispatch selects it."""
     agent = await get_named(Agent, agent_id, kind="agent")
     repo_id = await named_id(Repository, repository, kind="repository", field="repository") if repository else None
-    policy = msgspec.convert(agent.spec.get("memory_policy", {}), MemoryPolicy)
+    policy = within_bounds(agent.spec.get("memory_policy", {}), MemoryPolicy)
     items = await select_items(policy, agent_id=agent.id, repository_id=repo_id, query=query_)
     return MemoryPreviewOut(
         agent_id=agent.id,

@@ -3,7 +3,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent
 
 from nexus.core_api.held import held_stream, waiting
@@ -12,7 +12,7 @@ from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
-from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.pagination import Cursor, Filter, Limit, Page, page_of
 from nexus.core_api.runs.schemas import RunAction, RunOut, to_out
 from nexus.core_api.runs.stream import parse_last_event_id, run_stored_final, run_stream
 from nexus.core_api.workflow.waiting import WaitS, when_ended
@@ -44,9 +44,9 @@ class RunController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         status: Annotated[RunStatus | None, Parameter(description="filter by status")] = None,
-        agent_id: FromQuery[str | None] = None,
-        task_id: FromQuery[str | None] = None,
-        goal_id: FromQuery[str | None] = None,
+        agent_id: Filter = None,
+        task_id: Filter = None,
+        goal_id: Filter = None,
     ) -> Page[RunOut]:
         filters = {
             k: v

@@ -1,21 +1,20 @@
 """Sessions: one list, one session, and a run's meta/child tree, all in the camelCase contract."""
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath
 
 from nexus.core_api.auth.guards import READ
 from nexus.core_api.errors import not_found
-from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.pagination import Cursor, Filter, Limit, Page, page_of
 from nexus.core_api.schemas import iso
 from nexus.core_api.sessions.schemas import AttemptChain, SessionOut, load_chains, outs, to_out
 from nexus.db.documents import Run, Session
 from nexus.db.lookup import find_each
 
 MAX_TREE_NODES = 2000  # a tree is a plan of tasks, not a log: bounded so a cycle cannot loop forever
-Filter = Annotated[str | None, Parameter(max_length=200)]
 
 
 class SessionNode(msgspec.Struct, rename="camel", kw_only=True):

@@ -1,7 +1,7 @@
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from nexus.core_api.held import waiting
 from nexus.core_api.audit.service import record
@@ -9,7 +9,7 @@ from nexus.core_api.auth.guards import MANAGE_WORK, READ
 from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.context import Context
 from nexus.core_api.idempotency import IdemKey
-from nexus.core_api.pagination import Cursor, Limit, Page, page_of
+from nexus.core_api.pagination import Cursor, Filter, Limit, Page, page_of
 from nexus.core_api.tasks import service
 from nexus.core_api.tasks.schemas import TaskCreate, TaskMove, TaskOut, TaskUpdate
 from nexus.core_api.workflow.waiting import WaitS, task_when_its_run_ended
@@ -46,8 +46,8 @@ class TaskController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         status: Annotated[TaskStatus | None, Parameter(description="filter by status")] = None,
-        goal_id: FromQuery[str | None] = None,
-        assignee_agent_id: FromQuery[str | None] = None,
+        goal_id: Filter = None,
+        assignee_agent_id: Filter = None,
     ) -> Page[TaskOut]:
         filters = {
             k: v for k, v in {"status": status, "goal_id": goal_id, "assignee_agent_id": assignee_agent_id}.items() if v

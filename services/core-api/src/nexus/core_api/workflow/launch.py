@@ -21,6 +21,7 @@ from nexus.domain.agents import LLMSpec, Limits, MemoryPolicy, Permissions
 from nexus.domain.budgets import Cap
 from nexus.domain.ids import new_id, new_ulid
 from nexus.domain.json_types import JsonObject
+from nexus.domain.limits import within_bounds
 from nexus.domain.tasks import TaskStatus
 from nexus.events.payloads import LaunchRun, RepoSpec, RunChanged, RunConfig, TaskBrief, TaskChanged
 
@@ -42,7 +43,7 @@ async def assemble_config(
     spec = agent.spec
     skills = await resolve_skills(spec.get("skills", []))
     repo_doc = await Repository.get(task.repository_id) if task.repository_id else None
-    policy = msgspec.convert(spec.get("memory_policy", {}), MemoryPolicy)
+    policy = within_bounds(spec.get("memory_policy", {}), MemoryPolicy)
     memory = await select_memory(
         policy, agent_id=agent.id, repository_id=task.repository_id, query=f"{task.title}\n{task.description}"
     )
@@ -69,9 +70,9 @@ async def assemble_config(
         skills=[s.content for s in skills],
         memory=memory,
         tools=msgspec.convert(spec.get("tools", []), list[str]),
-        permissions=msgspec.convert(spec.get("permissions", {}), Permissions),
-        llm=msgspec.convert(spec.get("llm", {}), LLMSpec),
-        limits=msgspec.convert(spec.get("limits", {}), Limits),
+        permissions=within_bounds(spec.get("permissions", {}), Permissions),
+        llm=within_bounds(spec.get("llm", {}), LLMSpec),
+        limits=within_bounds(spec.get("limits", {}), Limits),
         secrets=sorted(set(secrets)),
         task=TaskBrief(
             title=task.title, description=task.description, goal_id=task.goal_id, target_files=list(task.target_files)
@@ -111,7 +112,7 @@ async def stored_config(run_id: str) -> RunConfig:
     raw = await config_of(run_id)
     if raw is None:
         raise NoConfig(f"run {run_id} has no stored config")
-    return msgspec.convert(raw, RunConfig)
+    return within_bounds(raw, RunConfig)
 
 
 @dataclass(frozen=True)
