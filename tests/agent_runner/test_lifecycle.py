@@ -1,11 +1,12 @@
 """The run's life (`lifecycle.run`) played inside the test's own process against the real NATS, as the
 zygote's rehearsal plays it: each way a run ends gives its exit code, its verdict, the session's end
 riding on it, and leaves the process's signal dispositions as it found them (a zygote that rehearsed a
-run, or a test, goes on with its own). The same ends as a separate process: test_runner_limits.py,
+run, or a test, goes on with its own); and what the model is first told. The same ends as a separate process: test_runner_limits.py,
 test_runner_external.py. Here the coverage run measures the run's life, which otherwise runs only in
 runner processes (cold, or forked from the zygote process)."""
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -17,10 +18,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from nexus.agent_runner import lifecycle
+from nexus.agent_runner import lifecycle, prompt
 from nexus.agent_runner.settings import RunnerSettings
 from nexus.domain.settings import load_settings
 from nexus.events.payloads import RunConfig
+from tests.agent_runner.llm.conftest import Reply, llm_server  # noqa: F401 — a fixture
 from tests.agent_runner.test_runner_support import config, final_status, js, read_events, run_creds  # noqa: F401 — a fixture and helpers
 
 pytestmark = pytest.mark.infra
@@ -140,3 +142,44 @@ async def test_a_signal_cancels_the_run(js, nats_url, tmp_path, sig) -> None:
     end = final_status(await read_events(js, cfg.run_id))
     assert end["status"] == "cancelled" and end["reason"] == "the run was cancelled", end
     assert end["session"]["status"] == "error", end
+
+
+ANSWER = {
+    "id": "chatcmpl-x",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "done"}}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+}
+
+
+@pytest.mark.parametrize("with_task", [True, False])
+async def test_the_model_is_first_told_its_prompt_skills_memory_and_task(
+    js, nats_url, tmp_path, llm_server, with_task
+) -> None:
+    """What the model hears first (over the provider's real wire): the agent's prompt, the tool rules, each
+    skill numbered, what it remembers, then the task with its target files (or, without one, to do it)."""
+    llm_server.otherwise = Reply(headers={"content-type": "application/json"}, body=json.dumps(ANSWER).encode())
+    task = {"title": "Fix the parser", "description": "It drops the last line.", "target_files": ["a.py", "b.py"]}
+    cfg = config(
+        "",
+        llm={"provider": "openai", "model": "gpt-4o-mini", "base_url": f"{llm_server.url}/v1"},
+        system_prompt="  You are careful.\n",
+        skills=["Read before you write.\n", "Run the tests."],
+        memory=[" The tests live in tests/.", "CI is slow."],
+        task=task if with_task else None,
+    )
+    assert await play(tmp_path, nats_url, cfg) == 0
+    assert final_status(await read_events(js, cfg.run_id))["status"] == "succeeded"
+    system, user = llm_server.requests[0].json["messages"][:2]
+    assert (system["role"], user["role"]) == ("system", "user")
+    assert system["content"] == (
+        f"You are careful.\n\n{prompt.TOOL_RULES}\n\n## Skill 1\nRead before you write.\n\n## Skill 2\nRun the tests."
+        "\n\n## What you remember\n- The tests live in tests/.\n- CI is slow."
+    )
+    assert user["content"] == (
+        "# Task: Fix the parser\n\nIt drops the last line.\n\nTarget files: a.py, b.py"
+        if with_task
+        else "Do the task you were given."
+    )
