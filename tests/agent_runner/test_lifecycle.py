@@ -1,9 +1,9 @@
 """The run's life (`lifecycle.run`) played inside the test's own process against the real NATS, as the
 zygote's rehearsal plays it: each way a run ends gives its exit code, its verdict, the session's end
 riding on it, and leaves the process's signal dispositions as it found them (a zygote that rehearsed a
-run, or a test, goes on with its own); and what the model is first told. The same ends as a separate process: test_runner_limits.py,
-test_runner_external.py. Here the coverage run measures the run's life, which otherwise runs only in
-runner processes (cold, or forked from the zygote process)."""
+run, or a test, goes on with its own); and what the model is first told. The same ends as a separate
+process: test_runner_limits.py, test_runner_external.py. Here the coverage run measures the run's life,
+which otherwise runs only in runner processes (cold, or forked from the zygote process)."""
 
 import asyncio
 import json
