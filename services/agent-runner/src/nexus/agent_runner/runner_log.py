@@ -21,13 +21,15 @@ class Bounded:
 
     def write(self, text: str) -> int:
         left = self.budget[0]
-        if left > 0:
+        if left < 0 or not text:  # spent and said so (-1), or nothing to pass on
+            return len(text)
+        if len(text) <= left:
             self.budget[0] = left - len(text)
-            if len(text) <= left:
-                self.stream.write(text)
-            else:
-                self.stream.write(text[:left] + DROPPED)
-                self.stream.flush()
+            self.stream.write(text)
+        else:  # also when a write before used the budget up exactly: the notice still comes, once
+            self.budget[0] = -1
+            self.stream.write(text[:left] + DROPPED)
+            self.stream.flush()
         return len(text)
 
     def flush(self) -> None:
