@@ -54,3 +54,18 @@ async def test_a_cli_reads_no_credential_or_secret_and_writes_nowhere_but_the_wo
     assert not (outside / "pwned").exists() and not (r.dir / "pwned").exists()
     end = final_status(await read_events(js, r.cfg.run_id))
     assert end["status"] == "succeeded", end  # before: its push was refused, a secret found in what it wrote
+
+
+@pytest.mark.parametrize("then", ["; true", "; sleep 60"], ids=["calls-next", "stays-busy"])
+async def test_a_cli_forking_past_its_process_cap_is_ended_at_once(js, nats_url, tmp_path, then) -> None:
+    """The CLI runs in its cgroups like a command, but nobody watched their counters while it ran: a fork
+    past `pids.max` failed and the CLI went on (here: to finish, at once or after a minute, and the run
+    succeeded). Now the counters are watched as a command's are, and asked before each call the CLI makes:
+    the run ends with its reason."""
+    bomb = "for i in $(seq 700); do sleep 120 & done 2>/dev/null" + then
+    steps = [{"shell": bomb}, {"tool": "finish", "arguments": {"summary": "done"}}]
+    r = await start_runner(tmp_path, nats_url, external(steps))
+    assert await r.exit_code() == 0, r.log()
+    end = final_status(await read_events(js, r.cfg.run_id))
+    assert end["status"] == "failed", end
+    assert end["reason"] == "the external CLI ran more than 512 processes at once; it was ended", end

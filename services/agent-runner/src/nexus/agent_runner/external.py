@@ -31,12 +31,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import msgspec
 
 from nexus.agent_runner import prompt, workspace
-from nexus.agent_runner.hypervisor import Hypervisor, netwall, sandbox
+from nexus.agent_runner.hypervisor import Hypervisor, changeset, commands, netwall, sandbox
 from nexus.agent_runner.loop import LimitReached, Outcome, RunStopped
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.json_types import JsonObject
@@ -67,6 +68,9 @@ class HypervisorAgent:
         self.ended = asyncio.Event()
         self.reason = ""  # why the run must stop (a limit, a rejection), set with `ended`
         self.limit_reached = False
+        # Why the CLI's processes must end (a cap of its sandbox met), or "": asked before each call too, so a
+        # call right after a fork bomb or a memory hog ends the run whatever the watch's poll saw.
+        self.cap_met: Callable[[], Awaitable[str]] | None = None
 
     def _end(self, reason: str = "", *, limit: bool = False) -> None:
         if not self.reason:
@@ -90,6 +94,9 @@ class HypervisorAgent:
         tool, arguments = payload.get("tool"), payload.get("arguments", {})
         if self.ended.is_set():
             return {"ok": False, "output": "", "error": f"the session is over: {self.reason or 'finished'}"}
+        if self.cap_met is not None and (reason := await self.cap_met()):
+            self._end(reason, limit=True)
+            return {"ok": False, "output": "", "error": reason}
         out = self.outcome
         if out.steps >= self.limits.max_steps:
             self._end(f"step limit of {self.limits.max_steps} reached", limit=True)
@@ -152,17 +159,20 @@ async def run_external(
     agent = HypervisorAgent(hv_id, cli_id, hv, reporter, cfg, stop)
     # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
     kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
+    limits = sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=min(sandbox.FILE_BYTES, hv.disk.left()))
     try:
-        confined = _confined(cfg, hv, command, env)
+        confined = _confined(cfg, hv, command, env, limits)
     except OSError as exc:  # a CLI that cannot be found ends the run with why
         raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
     try:
-        return await _attached(cfg, kernel, hv, agent, reporter, confined, workdir=workdir, rg=rg)
+        return await _attached(cfg, kernel, hv, agent, reporter, confined, limits, workdir=workdir, rg=rg)
     finally:
         await asyncio.to_thread(confined.cleanup)  # its cgroups and private HOME, of any size: off the loop
 
 
-def _confined(cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str, str]) -> sandbox.Prepared:
+def _confined(
+    cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str, str], limits: sandbox.Limits
+) -> sandbox.Prepared:
     """The CLI in the sandbox the hypervisor gives commands: what it may read is its program and the files
     its argv names (the agent document's, not the model's), the system and the workspace."""
     program = shutil.which(command[0], path=env.get("PATH")) if "/" not in command[0] else command[0]
@@ -170,13 +180,12 @@ def _confined(cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str,
         raise FileNotFoundError(f"no executable {command[0]!r}")
     named = [a for a in command[1:] if os.path.isabs(a) and os.path.isfile(a)]
     policy = cfg.permissions.commands
-    file_size = min(sandbox.FILE_BYTES, hv.disk.left())
     spec = sandbox.Spec(
         workspace=hv.ws.root,
         network=policy.network,
         ports=netwall.ports(policy.ports),
         programs=[os.path.abspath(program), *named],
-        limits=sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=file_size),
+        limits=limits,
         home=env.get("HOME"),
     )
     return sandbox.prepare(hv.sandbox, [os.path.abspath(program), *command[1:]], env, spec)
@@ -189,11 +198,13 @@ async def _attached(
     agent: "HypervisorAgent",
     reporter: RunReporter,
     confined: sandbox.Prepared,
+    limits: sandbox.Limits,
     *,
     workdir: Path,
     rg: workspace.RunGit,
 ) -> Outcome:
     command = list(cfg.llm.command or [])
+    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, hv.in_tree_git)
     hv_id, cli_id = agent.id, agent.cli_id
     try:
         await spawn_bridge(
@@ -230,11 +241,20 @@ async def _attached(
             },
         )
     )
+    pid = bridge.pipes.transport.get_pid() if bridge.pipes.transport is not None else None
+    guards = commands.cap_guards(confined, pid) if pid is not None else []
+    if before.complete:  # else the disk budget is counted used up: the CLI's writes are refused anyway
+        guards.append(hv.disk.guard(len(before.entries)))
+    agent.cap_met = _cap_met(guards, limits)
     ended = asyncio.ensure_future(agent.ended.wait())
+    watch = asyncio.ensure_future(_watch_caps(agent, agent.cap_met))
     try:
         await asyncio.wait([ended, exited], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]  # a bool and an int future; typeshed wants one type
     finally:
         ended.cancel()
+        watch.cancel()
+    if reason := await agent.cap_met():  # met between the last poll and the CLI's end: its counters keep it
+        agent._end(reason, limit=True)
     if cli_id in kernel:
         await kernel.stop(cli_id)  # asks the CLI to shut down; terminates it after a grace
     await kernel.stop(hv_id)
@@ -247,6 +267,33 @@ async def _attached(
     outcome.summary = hv.finished or outcome.summary
     await _note_unrecorded(hv, rg)
     return outcome
+
+
+def _cap_met(guards: list[commands.Guard], limits: sandbox.Limits) -> Callable[[], Awaitable[str]]:
+    """Why the CLI must end for a cap of its sandbox, or "": a fork past its processes, its processes' memory
+    together, its writes past the disk budget (its cgroups' counters, or its process tree where no cgroup
+    holds a cap, and the disk's watch, as for a command)."""
+    met = {
+        "pids": f"ran more than {limits.processes} processes at once",
+        "memory": f"used more than {limits.memory >> 20} MiB of memory together",
+        "disk": "wrote past the run's disk budget",
+    }
+
+    async def check() -> str:
+        cap = await commands.first_reached(guards)
+        return f"the external CLI {met.get(cap, cap)}; it was ended" if cap else ""
+
+    return check
+
+
+async def _watch_caps(agent: HypervisorAgent, cap_met: Callable[[], Awaitable[str]]) -> None:
+    """The caps watched while the CLI runs, as a command's are. Unwatched, a fork the cgroup refused was
+    the CLI's to notice, and a CLI filling the disk went on until its run's wall clock."""
+    while not agent.ended.is_set():
+        await asyncio.sleep(commands.CAP_POLL_S)
+        if reason := await cap_met():
+            agent._end(reason, limit=True)
+            return
 
 
 async def _note_unrecorded(hv: Hypervisor, rg: workspace.RunGit) -> None:
