@@ -69,3 +69,15 @@ async def test_a_cli_forking_past_its_process_cap_is_ended_at_once(js, nats_url,
     end = final_status(await read_events(js, r.cfg.run_id))
     assert end["status"] == "failed", end
     assert end["reason"] == "the external CLI ran more than 512 processes at once; it was ended", end
+
+
+async def test_a_cli_writing_past_the_disk_budget_is_ended(js, nats_url, tmp_path) -> None:
+    """Each file under the file-size limit (what is left of the budget), together past the budget: the
+    CLI's own writes were counted only at the commit, and a run without one never."""
+    fill = "for i in 1 2 3 4; do head -c 600000 /dev/zero > fill$i; done"
+    steps = [{"shell": fill}, {"tool": "finish", "arguments": {"summary": "done"}}]
+    r = await start_runner(tmp_path, nats_url, external(steps), env={"NEXUS_DISK_BUDGET_BYTES": "1000000"})
+    assert await r.exit_code() == 0, r.log()
+    end = final_status(await read_events(js, r.cfg.run_id))
+    assert end["status"] == "failed", end
+    assert end["reason"] == "the external CLI wrote past the run's disk budget; it was ended", end

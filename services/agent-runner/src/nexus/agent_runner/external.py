@@ -159,13 +159,18 @@ async def run_external(
     agent = HypervisorAgent(hv_id, cli_id, hv, reporter, cfg, stop)
     # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
     kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
+    # The work tree as the CLI starts, summed off the loop: its disk budget's watch starts from it.
+    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, hv.in_tree_git)
+    hv.disk.observe(await asyncio.to_thread(hv.disk_total, before))
     limits = sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=min(sandbox.FILE_BYTES, hv.disk.left()))
+    # else the disk budget is counted used up: the CLI's writes are refused anyway
+    disk_guard = hv.disk.guard(len(before.entries)) if before.complete else None
     try:
         confined = _confined(cfg, hv, command, env, limits)
     except OSError as exc:  # a CLI that cannot be found ends the run with why
         raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
     try:
-        return await _attached(cfg, kernel, hv, agent, reporter, confined, limits, workdir=workdir, rg=rg)
+        return await _attached(cfg, kernel, hv, agent, reporter, confined, limits, disk_guard, workdir=workdir, rg=rg)
     finally:
         await asyncio.to_thread(confined.cleanup)  # its cgroups and private HOME, of any size: off the loop
 
@@ -199,12 +204,12 @@ async def _attached(
     reporter: RunReporter,
     confined: sandbox.Prepared,
     limits: sandbox.Limits,
+    disk_guard: commands.Guard | None,
     *,
     workdir: Path,
     rg: workspace.RunGit,
 ) -> Outcome:
     command = list(cfg.llm.command or [])
-    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, hv.in_tree_git)
     hv_id, cli_id = agent.id, agent.cli_id
     try:
         await spawn_bridge(
@@ -242,9 +247,7 @@ async def _attached(
         )
     )
     pid = bridge.pipes.transport.get_pid() if bridge.pipes.transport is not None else None
-    guards = commands.cap_guards(confined, pid) if pid is not None else []
-    if before.complete:  # else the disk budget is counted used up: the CLI's writes are refused anyway
-        guards.append(hv.disk.guard(len(before.entries)))
+    guards = (commands.cap_guards(confined, pid) if pid is not None else []) + ([disk_guard] if disk_guard else [])
     agent.cap_met = _cap_met(guards, limits)
     ended = asyncio.ensure_future(agent.ended.wait())
     watch = asyncio.ensure_future(_watch_caps(agent, agent.cap_met))
