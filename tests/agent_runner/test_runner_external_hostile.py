@@ -81,3 +81,29 @@ async def test_a_cli_writing_past_the_disk_budget_is_ended(js, nats_url, tmp_pat
     end = final_status(await read_events(js, r.cfg.run_id))
     assert end["status"] == "failed", end
     assert end["reason"] == "the external CLI wrote past the run's disk budget; it was ended", end
+
+
+async def test_a_cli_reporting_spend_in_a_loop_publishes_one_event_a_step(js, nats_url, tmp_path) -> None:
+    """Each usage report was a `run.llm` event: no ledger change binds a report, and one of a token reaches
+    no limit soon (here 3,000 reports, 3,000 events). Now the spend a CLI reports between two of its calls
+    is one event per model, its sum kept whole; a report no event or budget can hold (past 2^53, NaN) is held
+    to what one can, so the token limit still ends the run, never an encoding error."""
+    import json
+    import sys
+
+    from tests.agent_runner.test_runner_external import CLI
+
+    steps = [{"usage": {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.001}}] * 3000
+    steps += [{"usage": {"input_tokens": 1, "cost_usd": "nan"}}, {"tool": "note", "arguments": {"message": "spent"}}]
+    steps += [{"usage": {"input_tokens": 10**30}}, {"tool": "finish", "arguments": {"summary": "done"}}]
+    script = tmp_path / "spend.json"
+    script.write_text(json.dumps(steps))
+    r = await start_runner(tmp_path, nats_url, external(steps, command=[sys.executable, str(CLI), str(script)]))
+    assert await r.exit_code() == 0, r.log()[-2000:]
+    events = await read_events(js, r.cfg.run_id)
+    llm = [e["data"] for _, e in events if e["type"] == "run.llm"]
+    assert len(llm) <= 3, len(llm)
+    assert llm[0]["input_tokens"] == 3001 and llm[0]["output_tokens"] == 3000, llm[0]
+    assert abs(llm[0]["cost_usd"] - 3.0) < 1e-6, llm[0]
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"].startswith("token limit of 200000 reached"), end

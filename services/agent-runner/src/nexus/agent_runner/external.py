@@ -14,7 +14,8 @@ The conversation (payloads of kernel Messages, documented in proto/bridge/README
   Each call is one step of the run (the agent's `max_steps`), checked, confined, recorded and
   streamed exactly like a model's tool call; a refusal comes back as `ok: false` with the reason.
 - CLI -> hypervisor, Event `{"event": "usage", "input_tokens", "output_tokens", "cost_usd", "model"}`:
-  the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`).
+  the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`), published as one
+  `run.llm` event per model with its next call (or its end).
 The session ends when the CLI calls `finish` (it is then asked to shut down) or exits: 0 is a
 success, anything else before `finish` fails the run with the exit code.
 
@@ -48,6 +49,8 @@ from nexus.kernel.bridge import BridgeAgent, spawn_bridge
 
 log = logging.getLogger("nexus.agent_runner.external")
 REGISTER_TIMEOUT_S = 30.0
+MAX_REPORTED = 1 << 53  # the largest count a usage report may say (an event's integer, a float's exact one)
+MAX_MODELS_PER_REPORT = 8  # models named apart in one step's spend; the rest is the agent's model's
 
 
 class HypervisorAgent:
@@ -71,6 +74,7 @@ class HypervisorAgent:
         # Why the CLI's processes must end (a cap of its sandbox met), or "": asked before each call too, so a
         # call right after a fork bomb or a memory hog ends the run whatever the watch's poll saw.
         self.cap_met: Callable[[], Awaitable[str]] | None = None
+        self._unreported: dict[str, list[float]] = {}  # model: [input, output tokens, cost] not yet published
 
     def _end(self, reason: str = "", *, limit: bool = False) -> None:
         if not self.reason:
@@ -101,6 +105,7 @@ class HypervisorAgent:
         if out.steps >= self.limits.max_steps:
             self._end(f"step limit of {self.limits.max_steps} reached", limit=True)
             return {"ok": False, "output": "", "error": self.reason}
+        await self.report_usage()  # the spend before this call, published before it
         out.steps += 1
         self.reporter.step = out.steps
         # Any name and arguments: what is no string or object is refused and recorded by the hypervisor.
@@ -114,31 +119,49 @@ class HypervisorAgent:
         return cast(JsonObject, msgspec.to_builtins(result))  # a ToolResult struct encodes as an object
 
     async def _usage(self, payload: JsonObject) -> None:
+        """The CLI's model spend, counted at once (`max_tokens`) and published with its next call
+        (`report_usage`)."""
         try:
             inp, outp = int(payload.get("input_tokens", 0)), int(payload.get("output_tokens", 0))
             cost = float(payload.get("cost_usd", 0.0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             log.warning("hypervisor %s: a usage event with non-numeric fields was ignored", self.id)
             return
+        # Counts no event can carry (past 2^53, negative) or no budget can add (NaN, infinite) are the
+        # CLI's lies: held to what a report can say, so the limits below still see them.
+        inp, outp = min(max(inp, 0), MAX_REPORTED), min(max(outp, 0), MAX_REPORTED)
+        cost = min(cost, float(MAX_REPORTED)) if cost > 0 else 0.0  # NaN is not > 0
         out = self.outcome
-        out.input_tokens += max(inp, 0)
-        out.output_tokens += max(outp, 0)
-        out.cost_usd += max(cost, 0.0)
-        await self.reporter.llm(
-            step=out.steps,
-            provider="external",
-            model=str(payload.get("model") or self.model),
-            input_tokens=inp,
-            output_tokens=outp,
-            cost_usd=cost,
-            stop_reason="",
-            tool_calls=[],
-            text="",
-        )
+        out.input_tokens += inp
+        out.output_tokens += outp
+        out.cost_usd += cost
+        model = str(payload.get("model") or self.model)
+        if model not in self._unreported and len(self._unreported) >= MAX_MODELS_PER_REPORT:
+            model = self.model
+        spent = self._unreported.setdefault(model, [0, 0, 0.0])
+        spent[0], spent[1], spent[2] = spent[0] + inp, spent[1] + outp, spent[2] + cost
         if out.input_tokens + out.output_tokens > self.limits.max_tokens:
             self._end(
                 f"token limit of {self.limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)",
                 limit=True,
+            )
+
+    async def report_usage(self) -> None:
+        """The spend the CLI reported since its last call, one `run.llm` event per model. Each report used to be
+        an event (a bus message, a database write): a CLI reporting in a loop published without end, as no
+        change of the ledger binds a report and a report of no tokens reaches no limit."""
+        pending, self._unreported = self._unreported, {}
+        for model, (inp, outp, cost) in pending.items():
+            await self.reporter.llm(
+                step=self.outcome.steps,
+                provider="external",
+                model=model,
+                input_tokens=int(inp),
+                output_tokens=int(outp),
+                cost_usd=float(cost),
+                stop_reason="",
+                tool_calls=[],
+                text="",
             )
 
 
@@ -258,6 +281,7 @@ async def _attached(
         watch.cancel()
     if reason := await agent.cap_met():  # met between the last poll and the CLI's end: its counters keep it
         agent._end(reason, limit=True)
+    await agent.report_usage()  # what it spent after its last call
     if cli_id in kernel:
         await kernel.stop(cli_id)  # asks the CLI to shut down; terminates it after a grace
     await kernel.stop(hv_id)
