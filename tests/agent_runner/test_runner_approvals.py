@@ -179,3 +179,31 @@ async def test_an_approval_a_model_asks_for_shows_no_secret(js, nats_url, tmp_pa
     events = await read_events(js, r.cfg.run_id)
     assert final_status(events)["status"] == "succeeded"
     assert value not in str(events) and value not in r.log()
+
+
+async def test_an_agent_asking_for_approval_in_a_loop_is_stopped_at_the_cap(js, nats_url, tmp_path) -> None:
+    """Each request reaches every approver (a Telegram message to each team lead) and the database: an
+    agent asking again and again, each one approved, used to flood both for as long as its steps lasted.
+    At NEXUS_APPROVALS_MAX requests of one attempt the run fails with its reason (a request past it, made
+    before the run's next check, is refused unheard: `approval-limit`)."""
+    ask = "{name: request_approval, args: {action: deploy, detail: again}}"
+    script = (
+        f"steps:\n  - tool_calls: [{', '.join([ask] * 8)}]\n"
+        + "  - tool_calls: [{name: note, args: {message: late}}]\n" * 3
+    )
+    r = await start_runner(tmp_path, nats_url, config(script), env={"NEXUS_APPROVALS_MAX": "3"})
+    answered: set[str] = set()
+    for _ in range(3):
+        req = await wait_event(
+            js, r.cfg.run_id, lambda t, d: t == "run.approval_requested" and d["approval_id"] not in answered
+        )
+        answered.add(req["data"]["approval_id"])
+        await decide(js, r.cfg.run_id, req["data"]["approval_id"], "approved")
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"] == "approval limit of 3 requests reached", end
+    assert len([e for _, e in events if e["type"] == "run.approval_requested"]) == 3
+    # The run ended at the call that reached the cap: the five asked for after it were never made.
+    assert [c["decision"] for c in changes(events, "approval")] == ["requested", "approved"] * 3
+    assert not changes(events, "note")

@@ -81,9 +81,10 @@ async def start_runner(
     secrets: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
     rlimits: dict[int, int] | None = None,
+    preexec=None,
 ) -> RunnerProc:
     """The runner as its own process; `rlimits` are applied to it as the worker does (soft, hard = value,
-    value + 5 for CPU time)."""
+    value + 5 for CPU time); `preexec` runs in its process before it executes."""
     d = tmp / cfg.run_id
     d.mkdir(parents=True)
     (d / "home").mkdir()
@@ -112,7 +113,7 @@ async def start_runner(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=(lambda: _apply(rlimits)) if rlimits else None,
+            preexec_fn=preexec or ((lambda: _apply(rlimits)) if rlimits else None),
         )
     return RunnerProc(cfg=cfg, dir=d, proc=proc)
 

@@ -48,3 +48,29 @@ async def test_a_flood_of_one_runs_events_stores_no_more_than_the_cap(client, ap
     await in_app(client, ingest_group, ctx, [delivery(run_id, "run.status", p.RunStatusChanged(status="running"), seq)])
     r = await client.get(f"/v1/runs/{run_id}")
     assert r.json()["status"] == "running", r.json()
+
+
+async def test_a_flood_of_one_runs_approval_requests_stores_no_more_than_the_cap(client, app) -> None:
+    """Approval requests pass the events cap (they move the run), and each stored one is announced to every
+    approver: anything holding the run's credential flooded the team leads and the database with them. Past
+    `run_approvals_max` they are dropped and counted; one stored already (handed out again) still passes."""
+    from nexus.db.documents import Approval
+
+    run = await new_run(client)
+    run_id, sid = run["id"], run["session_id"]
+    ctx = dataclasses.replace(
+        app.state.ctx, settings=msgspec.structs.replace(app.state.ctx.settings, run_approvals_max=3)
+    )
+
+    def asked(n: int) -> p.ApprovalRequested:
+        return p.ApprovalRequested(
+            approval_id=f"apr_flood{n}", run_id=run_id, action="deploy", detail="", session_id=sid
+        )
+
+    dropped_before = RUN_EVENTS_DROPPED._value.get()
+    for n in range(8):
+        await in_app(client, ingest_group, ctx, [delivery(run_id, "run.approval_requested", asked(n), n + 1)])
+    await in_app(client, ingest_group, ctx, [delivery(run_id, "run.approval_requested", asked(0), 9)])
+    stored = await in_app(client, lambda: Approval.find({"run_id": run_id}).to_list())
+    assert sorted(a.id for a in stored) == ["apr_flood0", "apr_flood1", "apr_flood2"]
+    assert RUN_EVENTS_DROPPED._value.get() - dropped_before == 5

@@ -79,7 +79,8 @@ class Workers:
     def log_of(self, proc: subprocess.Popen) -> str:
         return next(log.read_text(errors="replace") for p, log in self.procs if p is proc)
 
-    def start(self, name: str = "w1", **settings: object) -> subprocess.Popen:
+    def start(self, name: str = "w1", *, preexec=None, **settings: object) -> subprocess.Popen:
+        """A worker with `settings` (NEXUS_<NAME> each); `preexec` runs in its process before it executes."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") or k == "NEXUS_TOOLS_DIR"}
         env.update(
             NEXUS_NATS_URL=self.nats_url,
@@ -107,6 +108,7 @@ class Workers:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         self.procs.append((proc, log))
         return proc
@@ -179,6 +181,8 @@ async def make_run(
     wall_clock_s: int = 120,
     priority: int = 0,
     max_steps: int = 10,
+    allow: tuple[str, ...] = ("sleep *",),
+    secrets: tuple[str, ...] = (),
     **fields,
 ) -> Run:
     """A run as core-api stores it before commanding its launch."""
@@ -193,10 +197,11 @@ async def make_run(
         system_prompt="You test the worker.",
         tools=["write_file", "run_command", "note", "finish"],
         permissions=msgspec.convert(
-            {"can_commit": False, "commands": {"allow": ["sleep *"], "default": "deny"}}, Permissions
+            {"can_commit": False, "commands": {"allow": list(allow), "default": "deny"}}, Permissions
         ),
         llm=msgspec.convert({"provider": "scripted", "script": script}, LLMSpec),
         limits=msgspec.convert({"wall_clock_s": wall_clock_s, "max_steps": max_steps}, Limits),
+        secrets=list(secrets),
     )
     run = Run(
         id=run_id,

@@ -27,3 +27,20 @@ async def test_a_command_loop_making_files_records_no_more_than_the_cap(sandbox:
     assert (await hv.runner_call("note", {"message": "the runner's own"})).ok
     assert sum(isinstance(c, FileWriteChange) for c in sandbox.session.changes) == 400
     sandbox.assert_recorded()  # the state file holds every change, the chain verifies, the events match
+
+
+async def test_approvals_past_the_cap_are_refused_unheard(sandbox: Any) -> None:
+    """Every approval reaches each approver and the database: past the attempt's cap a request is refused
+    without asking anyone, and the run is told to end (`limit_reached`)."""
+    asked: list[str] = []
+
+    async def approver(action: str, detail: str) -> bool:
+        asked.append(action)
+        return True
+
+    hv = sandbox.make(approver=approver, max_approvals=2)
+    results = [await hv.call("request_approval", {"action": f"deploy {n}", "detail": "again"}) for n in range(4)]
+    assert [r.ok for r in results] == [True, True, False, False]
+    assert results[2].error == "refused (approval-limit): approval limit of 2 requests reached", results[2]
+    assert asked == ["deploy 0", "deploy 1"]
+    assert hv.limit_reached() == "approval limit of 2 requests reached"

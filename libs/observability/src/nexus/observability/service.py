@@ -10,6 +10,7 @@ from collections.abc import Callable
 import msgspec
 
 from nexus.observability.health import OpsServer, ReadyCheck
+from nexus.observability.inspection import close_to_inspection
 from nexus.observability.logs import setup_logging
 from nexus.observability.tracing import setup_tracing
 
@@ -27,6 +28,7 @@ class CommonSettings(msgspec.Struct, kw_only=True):
 
 
 def bootstrap(service: str, settings: CommonSettings) -> None:
+    close_to_inspection()  # every service holds credentials; a process of its user must not read them
     setup_logging(service, settings.log_level, settings.log_format)
     setup_tracing(service, settings.otlp_endpoint)
 

@@ -14,7 +14,8 @@ The conversation (payloads of kernel Messages, documented in proto/bridge/README
   Each call is one step of the run (the agent's `max_steps`), checked, confined, recorded and
   streamed exactly like a model's tool call; a refusal comes back as `ok: false` with the reason.
 - CLI -> hypervisor, Event `{"event": "usage", "input_tokens", "output_tokens", "cost_usd", "model"}`:
-  the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`).
+  the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`), published as one
+  `run.llm` event per model with its next call (or its end).
 The session ends when the CLI calls `finish` (it is then asked to shut down) or exits: 0 is a
 success, anything else before `finish` fails the run with the exit code.
 
@@ -31,12 +32,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import msgspec
 
 from nexus.agent_runner import prompt, workspace
-from nexus.agent_runner.hypervisor import Hypervisor, netwall, sandbox
+from nexus.agent_runner.hypervisor import Hypervisor, changeset, commands, netwall, sandbox
 from nexus.agent_runner.loop import LimitReached, Outcome, RunStopped
 from nexus.agent_runner.reporter import RunReporter
 from nexus.domain.json_types import JsonObject
@@ -47,6 +49,8 @@ from nexus.kernel.bridge import BridgeAgent, spawn_bridge
 
 log = logging.getLogger("nexus.agent_runner.external")
 REGISTER_TIMEOUT_S = 30.0
+MAX_REPORTED = 1 << 53  # the largest count a usage report may say (an event's integer, a float's exact one)
+MAX_MODELS_PER_REPORT = 8  # models named apart in one step's spend; the rest is the agent's model's
 
 
 class HypervisorAgent:
@@ -67,6 +71,10 @@ class HypervisorAgent:
         self.ended = asyncio.Event()
         self.reason = ""  # why the run must stop (a limit, a rejection), set with `ended`
         self.limit_reached = False
+        # Why the CLI's processes must end (a cap of its sandbox met), or "": asked before each call too, so a
+        # call right after a fork bomb or a memory hog ends the run whatever the watch's poll saw.
+        self.cap_met: Callable[[], Awaitable[str]] | None = None
+        self._unreported: dict[str, list[float]] = {}  # model: [input, output tokens, cost] not yet published
 
     def _end(self, reason: str = "", *, limit: bool = False) -> None:
         if not self.reason:
@@ -90,10 +98,14 @@ class HypervisorAgent:
         tool, arguments = payload.get("tool"), payload.get("arguments", {})
         if self.ended.is_set():
             return {"ok": False, "output": "", "error": f"the session is over: {self.reason or 'finished'}"}
+        if self.cap_met is not None and (reason := await self.cap_met()):
+            self._end(reason, limit=True)
+            return {"ok": False, "output": "", "error": reason}
         out = self.outcome
         if out.steps >= self.limits.max_steps:
             self._end(f"step limit of {self.limits.max_steps} reached", limit=True)
             return {"ok": False, "output": "", "error": self.reason}
+        await self.report_usage()  # the spend before this call, published before it
         out.steps += 1
         self.reporter.step = out.steps
         # Any name and arguments: what is no string or object is refused and recorded by the hypervisor.
@@ -107,31 +119,49 @@ class HypervisorAgent:
         return cast(JsonObject, msgspec.to_builtins(result))  # a ToolResult struct encodes as an object
 
     async def _usage(self, payload: JsonObject) -> None:
+        """The CLI's model spend, counted at once (`max_tokens`) and published with its next call
+        (`report_usage`)."""
         try:
             inp, outp = int(payload.get("input_tokens", 0)), int(payload.get("output_tokens", 0))
             cost = float(payload.get("cost_usd", 0.0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             log.warning("hypervisor %s: a usage event with non-numeric fields was ignored", self.id)
             return
+        # Counts no event can carry (past 2^53, negative) or no budget can add (NaN, infinite) are the
+        # CLI's lies: held to what a report can say, so the limits below still see them.
+        inp, outp = min(max(inp, 0), MAX_REPORTED), min(max(outp, 0), MAX_REPORTED)
+        cost = min(cost, float(MAX_REPORTED)) if cost > 0 else 0.0  # NaN is not > 0
         out = self.outcome
-        out.input_tokens += max(inp, 0)
-        out.output_tokens += max(outp, 0)
-        out.cost_usd += max(cost, 0.0)
-        await self.reporter.llm(
-            step=out.steps,
-            provider="external",
-            model=str(payload.get("model") or self.model),
-            input_tokens=inp,
-            output_tokens=outp,
-            cost_usd=cost,
-            stop_reason="",
-            tool_calls=[],
-            text="",
-        )
+        out.input_tokens += inp
+        out.output_tokens += outp
+        out.cost_usd += cost
+        model = str(payload.get("model") or self.model)
+        if model not in self._unreported and len(self._unreported) >= MAX_MODELS_PER_REPORT:
+            model = self.model
+        spent = self._unreported.setdefault(model, [0, 0, 0.0])
+        spent[0], spent[1], spent[2] = spent[0] + inp, spent[1] + outp, spent[2] + cost
         if out.input_tokens + out.output_tokens > self.limits.max_tokens:
             self._end(
                 f"token limit of {self.limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)",
                 limit=True,
+            )
+
+    async def report_usage(self) -> None:
+        """The spend the CLI reported since its last call, one `run.llm` event per model. Each report used to be
+        an event (a bus message, a database write): a CLI reporting in a loop published without end, as no
+        change of the ledger binds a report and a report of no tokens reaches no limit."""
+        pending, self._unreported = self._unreported, {}
+        for model, (inp, outp, cost) in pending.items():
+            await self.reporter.llm(
+                step=self.outcome.steps,
+                provider="external",
+                model=model,
+                input_tokens=int(inp),
+                output_tokens=int(outp),
+                cost_usd=float(cost),
+                stop_reason="",
+                tool_calls=[],
+                text="",
             )
 
 
@@ -152,17 +182,25 @@ async def run_external(
     agent = HypervisorAgent(hv_id, cli_id, hv, reporter, cfg, stop)
     # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
     kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
+    # The work tree as the CLI starts, summed off the loop: its disk budget's watch starts from it.
+    before = await asyncio.to_thread(changeset.snapshot, hv.ws.root, hv.in_tree_git)
+    hv.disk.observe(await asyncio.to_thread(hv.disk_total, before))
+    limits = sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=min(sandbox.FILE_BYTES, hv.disk.left()))
+    # else the disk budget is counted used up: the CLI's writes are refused anyway
+    disk_guard = hv.disk.guard(len(before.entries)) if before.complete else None
     try:
-        confined = _confined(cfg, hv, command, env)
+        confined = _confined(cfg, hv, command, env, limits)
     except OSError as exc:  # a CLI that cannot be found ends the run with why
         raise RunStopped(f"external CLI {os.path.basename(command[0])} did not start: {exc}") from exc
     try:
-        return await _attached(cfg, kernel, hv, agent, reporter, confined, workdir=workdir, rg=rg)
+        return await _attached(cfg, kernel, hv, agent, reporter, confined, limits, disk_guard, workdir=workdir, rg=rg)
     finally:
         await asyncio.to_thread(confined.cleanup)  # its cgroups and private HOME, of any size: off the loop
 
 
-def _confined(cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str, str]) -> sandbox.Prepared:
+def _confined(
+    cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str, str], limits: sandbox.Limits
+) -> sandbox.Prepared:
     """The CLI in the sandbox the hypervisor gives commands: what it may read is its program and the files
     its argv names (the agent document's, not the model's), the system and the workspace."""
     program = shutil.which(command[0], path=env.get("PATH")) if "/" not in command[0] else command[0]
@@ -170,13 +208,12 @@ def _confined(cfg: RunConfig, hv: Hypervisor, command: list[str], env: dict[str,
         raise FileNotFoundError(f"no executable {command[0]!r}")
     named = [a for a in command[1:] if os.path.isabs(a) and os.path.isfile(a)]
     policy = cfg.permissions.commands
-    file_size = min(sandbox.FILE_BYTES, hv.disk.left())
     spec = sandbox.Spec(
         workspace=hv.ws.root,
         network=policy.network,
         ports=netwall.ports(policy.ports),
         programs=[os.path.abspath(program), *named],
-        limits=sandbox.Limits(cpu_s=int(cfg.limits.wall_clock_s) + 5, file_size=file_size),
+        limits=limits,
         home=env.get("HOME"),
     )
     return sandbox.prepare(hv.sandbox, [os.path.abspath(program), *command[1:]], env, spec)
@@ -189,6 +226,8 @@ async def _attached(
     agent: "HypervisorAgent",
     reporter: RunReporter,
     confined: sandbox.Prepared,
+    limits: sandbox.Limits,
+    disk_guard: commands.Guard | None,
     *,
     workdir: Path,
     rg: workspace.RunGit,
@@ -230,11 +269,19 @@ async def _attached(
             },
         )
     )
+    pid = bridge.pipes.transport.get_pid() if bridge.pipes.transport is not None else None
+    guards = (commands.cap_guards(confined, pid) if pid is not None else []) + ([disk_guard] if disk_guard else [])
+    agent.cap_met = _cap_met(guards, limits)
     ended = asyncio.ensure_future(agent.ended.wait())
+    watch = asyncio.ensure_future(_watch_caps(agent, agent.cap_met))
     try:
         await asyncio.wait([ended, exited], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]  # a bool and an int future; typeshed wants one type
     finally:
         ended.cancel()
+        watch.cancel()
+    if reason := await agent.cap_met():  # met between the last poll and the CLI's end: its counters keep it
+        agent._end(reason, limit=True)
+    await agent.report_usage()  # what it spent after its last call
     if cli_id in kernel:
         await kernel.stop(cli_id)  # asks the CLI to shut down; terminates it after a grace
     await kernel.stop(hv_id)
@@ -247,6 +294,33 @@ async def _attached(
     outcome.summary = hv.finished or outcome.summary
     await _note_unrecorded(hv, rg)
     return outcome
+
+
+def _cap_met(guards: list[commands.Guard], limits: sandbox.Limits) -> Callable[[], Awaitable[str]]:
+    """Why the CLI must end for a cap of its sandbox, or "": a fork past its processes, its processes' memory
+    together, its writes past the disk budget (its cgroups' counters, or its process tree where no cgroup
+    holds a cap, and the disk's watch, as for a command)."""
+    met = {
+        "pids": f"ran more than {limits.processes} processes at once",
+        "memory": f"used more than {limits.memory >> 20} MiB of memory together",
+        "disk": "wrote past the run's disk budget",
+    }
+
+    async def check() -> str:
+        cap = await commands.first_reached(guards)
+        return f"the external CLI {met.get(cap, cap)}; it was ended" if cap else ""
+
+    return check
+
+
+async def _watch_caps(agent: HypervisorAgent, cap_met: Callable[[], Awaitable[str]]) -> None:
+    """The caps watched while the CLI runs, as a command's are. Unwatched, a fork the cgroup refused was
+    the CLI's to notice, and a CLI filling the disk went on until its run's wall clock."""
+    while not agent.ended.is_set():
+        await asyncio.sleep(commands.CAP_POLL_S)
+        if reason := await cap_met():
+            agent._end(reason, limit=True)
+            return
 
 
 async def _note_unrecorded(hv: Hypervisor, rg: workspace.RunGit) -> None:

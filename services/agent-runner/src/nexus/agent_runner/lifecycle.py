@@ -27,6 +27,7 @@ from nexus.agent_runner.settings import RunnerSettings, secrets_from_env
 from nexus.domain.settings import load_settings
 from nexus.events.bus import connect
 from nexus.events.payloads import RunConfig, SessionOpened
+from nexus.observability.inspection import close_to_inspection
 from nexus.observability.logs import run_id_var, setup_logging
 from nexus.observability.tracing import context_from_env, flush_tracing, setup_tracing, span, tracer
 
@@ -137,6 +138,7 @@ async def _run(settings: RunnerSettings, environ: dict[str, str], cfg: RunConfig
             disk_budget=settings.disk_budget_bytes,
             git_timeout_s=settings.git_timeout_s,
             max_changes=settings.ledger_max_changes,
+            max_approvals=settings.approvals_max,
         )
         # The CPU time limit's warning: stop at the next step, like any other limit.
         _on_signal(loop, signal.SIGXCPU, lambda: session.stop(limits.cpu_reason()), restore)
@@ -201,6 +203,9 @@ def start(environ: dict[str, str], *, announced: bool = False) -> int:
     """Run the agent the run config names; the exit code. Both a fresh process (main) and a child
     forked from the worker's warm zygote, whose modules are already imported, come in here."""
 
+    # Before any command runs: a command of the runner's own user (the `none` sandbox mode) must not read the
+    # run's credential and secrets from this process's environment or memory.
+    close_to_inspection()
     settings = load_settings(RunnerSettings, environ)
     setup_logging("agent-runner", settings.log_level, settings.log_format, quiet=QUIET_LOGGERS)
     runner_log.bound(settings.log_limit)  # the log may live in memory: the agent must not be able to fill it

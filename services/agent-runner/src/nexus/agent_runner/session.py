@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from nexus.agent_runner import outgoing, prompt, workspace
 from nexus.agent_runner.hypervisor import Hypervisor, disk, safegit
-from nexus.agent_runner.hypervisor.core import LEDGER_CAP
+from nexus.agent_runner.hypervisor.core import APPROVALS_CAP, LEDGER_CAP
 from nexus.agent_runner.hypervisor.errors import Refused
 from nexus.agent_runner.hypervisor.sandbox import describe as describe_sandbox
 from nexus.agent_runner.external import run_external
@@ -99,6 +99,7 @@ class RunSession:
         disk_budget: int = disk.BUDGET,
         git_timeout_s: float = workspace.GIT_TIMEOUT_S,
         max_changes: int = LEDGER_CAP,
+        max_approvals: int = APPROVALS_CAP,
     ) -> None:
         self.cfg = cfg
         self.js = js
@@ -119,6 +120,7 @@ class RunSession:
         self.sandbox_mode = sandbox_mode
         self.disk_budget = disk_budget
         self.max_changes = max_changes
+        self.max_approvals = max_approvals
         self.rejection = ""  # set when a human rejects: the run stops with this reason
         self.stopped = ""  # set when a process limit is reached: the run stops at its next step
         self.token: str | None = None  # the repository credential: only for the clone, fetch and push
@@ -133,7 +135,7 @@ class RunSession:
         self.stopped = self.stopped or reason
 
     def _stop_reason(self) -> str:
-        return self.rejection or self.stopped or (self.hv.ledger_full() if self.hv is not None else "")
+        return self.rejection or self.stopped or (self.hv.limit_reached() if self.hv is not None else "")
 
     async def _inbox(self, kind: str) -> RunInbox:
         """The run's inbox, listening for `kind` (what core-api says to it: approval decisions, children's ends)."""
@@ -269,6 +271,7 @@ class RunSession:
             sandbox_mode=self.sandbox_mode,
             disk_budget=self.disk_budget,
             max_changes=self.max_changes,
+            max_approvals=self.max_approvals,
             shower=r.content,
         )
         self.hv = hv

@@ -29,6 +29,9 @@ class RunnerSettings(msgspec.Struct, kw_only=True):
     # The changes one attempt's agent may record in its ledger (hypervisor.core.LEDGER_CAP); past it the run
     # fails with `ledger limit of N changes reached`.
     ledger_max_changes: int = 10_000
+    # The approvals one attempt's agent may ask for (hypervisor.core.APPROVALS_CAP): each reaches every approver
+    # and the database. Past it the request is refused and the run fails with `approval limit of N requests reached`.
+    approvals_max: int = 50
     # The bound of each of the runner's own git calls (workspace.GIT_TIMEOUT_S): one past it fails the run.
     git_timeout_s: float = 600.0
     # Tests only: linger this long after the verdict is stored, before exiting (SIGKILL tests).

@@ -22,6 +22,9 @@ class CoreSettings(CommonSettings, kw_only=True):
     # Events of one run this process stores; past it they are dropped and counted (runs/ingest.py). A runner
     # records at most 10,000 changes an attempt: this bounds what its stolen credential can add.
     run_events_max: int = 200_000
+    # Approval requests stored for one run (each one reaches every approver: a Telegram message to each team
+    # lead). A runner asks at most NEXUS_APPROVALS_MAX (50) an attempt; past this, more are dropped and counted.
+    run_approvals_max: int = 500
     read_cache_ttl_s: float = 2.0  # 0 turns the by-id read cache off (see nexus.db.cache)
     secrets_dir: str = (
         ".nexus/secrets"  # secret references (e.g. board webhook secrets) resolve here or NEXUS_SECRET_<NAME>

@@ -108,7 +108,7 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         run_signer=RunSigner.parse(Path(settings.nats_run_signer_file).read_text())
         if settings.nats_run_signer_file
         else None,
-        runner_env=_runner_env(settings),
+        runner_env=runner_env(settings),
         freshness=freshness,
     )
     recovery = Recovery(
@@ -161,8 +161,17 @@ async def serve(settings: WorkerSettings, environ: dict[str, str]) -> None:
         await db.close()
 
 
-def _runner_env(settings: WorkerSettings) -> dict[str, str]:
+# The operator's caps on every run (WorkerSettings), by the runner's own names for them.
+RUN_CAPS = ("sandbox", "disk_budget_bytes", "ledger_max_changes", "approvals_max", "git_timeout_s", "log_limit")
+
+
+def runner_env(settings: WorkerSettings) -> dict[str, str]:
+    """What the worker adds to every run's environment, on every launch path (the launcher puts it in the
+    environment each runtime hands its runner)."""
     env = child_observability_env(settings)
+    for name in RUN_CAPS:
+        if (value := getattr(settings, name)) is not None:
+            env[f"NEXUS_{name.upper()}"] = str(value)
     if settings.fault_runner_pause_after_verdict_s:
         env["NEXUS_FAULT_PAUSE_AFTER_VERDICT_S"] = str(settings.fault_runner_pause_after_verdict_s)
     return env

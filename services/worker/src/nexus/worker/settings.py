@@ -57,6 +57,15 @@ class WorkerSettings(CommonSettings, kw_only=True):
     # read (a schedule created or changed is noticed within it; one due is always read fresh). 0: every tick.
     schedule_reread_s: float = 5.0
     schedule_grace_s: float = 60.0
+    # What every run may do, handed to each runner whatever launches it (the local process, a zygote's fork,
+    # a Kubernetes Job): the runner's settings of the same names (agent-runner's settings.py says what each
+    # bounds). Unset: the runner's own default.
+    sandbox: Literal["auto", "bwrap", "landlock", "none"] | None = None
+    disk_budget_bytes: int | None = None
+    ledger_max_changes: int | None = None
+    approvals_max: int | None = None
+    git_timeout_s: float | None = None
+    log_limit: int | None = None
     # Tests only: widen the window between claiming a launch and starting the runtime (SIGKILL tests).
     fault_pause_after_claim_s: float = 0.0
     # Tests only: each runner lingers this long after its verdict, before it exits (SIGKILL tests).

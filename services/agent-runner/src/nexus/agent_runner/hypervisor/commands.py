@@ -28,7 +28,7 @@ Guard = Callable[[], Awaitable[str]]
 _ENV_KEEP = safegit.ENV_KEEP
 TIMEOUT_EXIT_CODE = 124  # as coreutils `timeout` reports it
 _DRAIN_GRACE_S = 1.0
-_CAP_POLL_S = 0.2
+CAP_POLL_S = 0.2
 _EXPLICIT_KINDS = {
     "shell": "shell-not-allowed",
     "interpreter": "interpreter-not-allowed",
@@ -247,11 +247,7 @@ async def execute(
     transport, capture = await loop.connect_read_pipe(
         lambda: _Capture(max_output + slack, done), os.fdopen(read_fd, "rb", buffering=0)
     )
-    guards = [guard] if guard else []
-    if prepared and prepared.caps:
-        guards.append(_sync(prepared.caps.reached))
-    if prepared and prepared.unbounded:
-        guards.append(proctree.Watch(proc.pid, prepared.unbounded).reached)
+    guards = ([guard] if guard else []) + (cap_guards(prepared, proc.pid) if prepared else [])
     timed_out, capped = False, ""
     try:
         capped = await _wait(proc, timeout_s, guards)
@@ -279,6 +275,15 @@ async def execute(
     )
 
 
+def cap_guards(prepared: sandbox.Prepared, pid: int) -> list[Guard]:
+    """The watches of a confined process's caps: its cgroups' counters, or its process tree where no
+    cgroup holds a cap (started as `pid`)."""
+    guards = [_sync(prepared.caps.reached)] if prepared.caps else []
+    if prepared.unbounded:
+        guards.append(proctree.Watch(pid, prepared.unbounded).reached)
+    return guards
+
+
 def _sync(check: Callable[[], str]) -> Guard:
     async def guard() -> str:
         return check()
@@ -286,7 +291,7 @@ def _sync(check: Callable[[], str]) -> Guard:
     return guard
 
 
-async def _reached(guards: list[Guard]) -> str:
+async def first_reached(guards: list[Guard]) -> str:
     for guard in guards:
         if reached := await guard():
             return reached
@@ -306,9 +311,9 @@ async def _wait(proc: asyncio.subprocess.Process, timeout_s: float, guards: list
         if left <= 0:
             waiter.cancel()
             raise TimeoutError
-        done, _ = await asyncio.wait({waiter}, timeout=min(left, _CAP_POLL_S))
+        done, _ = await asyncio.wait({waiter}, timeout=min(left, CAP_POLL_S))
         if done:
-            return await _reached(guards)
-        if reached := await _reached(guards):
+            return await first_reached(guards)
+        if reached := await first_reached(guards):
             waiter.cancel()
             return reached

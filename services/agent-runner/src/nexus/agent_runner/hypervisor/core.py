@@ -51,6 +51,9 @@ GIT_TIMEOUT_S = 60.0
 # Changes the agent's calls may record in one attempt (NEXUS_LEDGER_MAX_CHANGES): a trivial run records
 # a handful, a long one some hundreds; a command loop making files reached 500,000 in minutes.
 LEDGER_CAP = 10_000
+# Approval requests one attempt's agent may make: each reaches the approvers (a Telegram message to every
+# team lead) and the database; a loop of them would flood both.
+APPROVALS_CAP = 50
 _DETAIL_CHARS = 2000
 
 Recorder = Callable[[SessionChange], Awaitable[None]]
@@ -87,6 +90,7 @@ class Hypervisor:
         git_seal: Callable[[], str] | None = None,
         disk_budget: int = disk.BUDGET,
         max_changes: int = LEDGER_CAP,
+        max_approvals: int = APPROVALS_CAP,
     ) -> None:
         """`git_dir`: the repository's git directory, outside the workspace (a run's); without it the
         git tools are refused: a `.git` inside the workspace is the agent's to write, so its config,
@@ -96,7 +100,8 @@ class Hypervisor:
         it, asked at each git call (a repository the runner still owes is written then); without it
         the hypervisor takes the seal itself, now. `disk_budget`: the bytes the agent may add to the
         workspace and the commands' HOME (disk.py). `max_changes`: the changes the agent's calls may
-        record in this attempt (`ledger_full`)."""
+        record in this attempt (`ledger_full`). `max_approvals`: the approvals it may ask for in this attempt
+        (`limit_reached`)."""
         self.ws = Workspace(workspace)
         self.workspace = Path(self.ws.root)
         self.permissions = permissions
@@ -134,6 +139,8 @@ class Hypervisor:
         self._state_written = False  # by this hypervisor: until then a change writes the whole file
         self.max_changes = max_changes
         self._changes_before = len(session.changes)  # what earlier attempts recorded counts for them
+        self.max_approvals = max_approvals
+        self._approvals_asked = 0
 
     # The environments of commands and git, made when first needed: most runs start no process.
     @functools.cached_property
@@ -231,6 +238,16 @@ class Hypervisor:
         the ledger passes it by at most one call's changes (a command's 200 files and its run)."""
         made = len(self.session.changes) - self._changes_before
         return f"ledger limit of {self.max_changes} changes reached" if made >= self.max_changes else ""
+
+    def approvals_full(self) -> str:
+        """Why the agent may ask no human again (the run ends), or ""."""
+        if self._approvals_asked >= self.max_approvals:
+            return f"approval limit of {self.max_approvals} requests reached"
+        return ""
+
+    def limit_reached(self) -> str:
+        """Why the run must end at its next step for what the agent did through its calls, or ""."""
+        return self.ledger_full() or self.approvals_full()
 
     async def runner_call(self, tool_name: str, args: JsonObject) -> ToolResult:
         """The runner's own calls (the final commit, meta-plan.json, its notes): the same checks,
@@ -417,6 +434,9 @@ class Hypervisor:
         """Pause for a human; returns only when approved."""
         if self._approver is None:
             raise Refused("approval-required", f"{action} needs approval and this run has no approver")
+        if reason := self.approvals_full():  # refused, not asked: nobody hears of it
+            raise Refused("approval-limit", reason)
+        self._approvals_asked += 1
         # Both are shown to a human (and may be the model's own text: request_approval): masked here, the one way out.
         action, detail = self.secrets.mask_forms(action), self.secrets.mask_forms(detail)
         await self.record(ApprovalChange(action=action, decision="requested", timestamp=now_iso()))

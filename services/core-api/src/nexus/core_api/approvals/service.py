@@ -6,7 +6,7 @@ from typing import Literal, cast
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
-from nexus.core_api.metrics import APPROVAL_DECISION, APPROVALS_PENDING
+from nexus.core_api.metrics import APPROVAL_DECISION, APPROVALS_PENDING, RUN_EVENTS_DROPPED
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Approval, Run, now
 from nexus.db.writes import update_document
@@ -19,6 +19,8 @@ Decision = Literal["approved", "rejected", "expired"]
 
 
 async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
+    if not await _room_for_approval(ctx, ev):
+        return
     expires = (
         datetime.fromisoformat(ev.expires_at.replace("Z", "+00:00"))
         if ev.expires_at
@@ -45,6 +47,19 @@ async def on_requested(ctx: Context, ev: ApprovalRequested) -> None:
     )
     # Announced once the run's `waiting_approval` is stored (`announce_requested`): the runner reports it
     # right after this request, on the same ordered stream, possibly in a later fetch.
+
+
+async def _room_for_approval(ctx: Context, ev: ApprovalRequested) -> bool:
+    """One more approval of the run may be stored (and so announced to every approver). Approval requests pass
+    the run's events cap (they move the run), so anything holding the run's credential could flood the approvers
+    and the database with them: past `run_approvals_max` they are dropped and counted. One stored already (a
+    redelivery) is let through; the count is a read per request, and requests are rare."""
+    cap = ctx.settings.run_approvals_max
+    if await Approval.find({"run_id": ev.run_id}).count() < cap or await Approval.get(ev.approval_id) is not None:
+        return True
+    RUN_EVENTS_DROPPED.inc()
+    log.warning("run %s: past %d approval requests; approval %s dropped", ev.run_id, cap, ev.approval_id)
+    return False
 
 
 async def announce_requested(ctx: Context, run_id: str) -> None:

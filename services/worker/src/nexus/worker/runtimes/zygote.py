@@ -47,6 +47,7 @@ from typing import cast
 import msgspec
 
 from nexus.domain.json_types import JsonObject
+from nexus.observability.inspection import close_to_inspection
 
 LAZY_IMPORTS = (
     "yaml",
@@ -434,6 +435,9 @@ def main() -> None:
     for name in NEVER_IN_A_RUN:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     preload()
+    # Its children are the runs, with their secrets in memory: not dumpable from their first instruction,
+    # which a fork inherits (each run marks itself again: lifecycle.start).
+    close_to_inspection()
     # Everything imported so far lives as long as the zygote: out of the collector's reach, a child's
     # collections never walk (and so never copy, page by page) the objects it shares with the zygote.
     gc.collect()
