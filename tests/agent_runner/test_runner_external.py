@@ -128,6 +128,30 @@ async def test_the_token_limit_binds_the_cli_s_reported_spend(js, nats_url, tmp_
     assert await r.exit_code() == 0, r.log()
     end = final_status(await read_events(js, r.cfg.run_id))
     assert end["status"] == "failed" and end["reason"] == "token limit of 1000 reached (1100 used)", end
+    assert end["usage"]["input_tokens"] == 900 and end["usage"]["output_tokens"] == 200, end  # what it spent, kept
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"limits": {"max_cost_usd": 0.01}}, {"budget": {"tokens": 1000}}, {"budget": {"usd": 0.05, "tokens": 10**6}}],
+    ids=["max_cost_usd", "goal_tokens", "goal_usd"],
+)
+async def test_the_budget_binds_the_cli_s_reported_spend(js, nats_url, tmp_path, fields) -> None:
+    """The agent's `max_cost_usd` and its goal's share bind what the CLI spends, as they bind a model the runner
+    calls: past either, the CLI's next call is refused and the run ends `budget_exceeded`."""
+    steps = [
+        {"usage": {"input_tokens": 900, "output_tokens": 200, "cost_usd": 0.06}},
+        {"tool": "note", "arguments": {"message": "after"}},
+        {"tool": "finish", "arguments": {"summary": "never"}},
+    ]
+    r = await start_runner(tmp_path, nats_url, external(steps, **fields))
+    assert await r.exit_code() == 0, r.log()
+    events = await read_events(js, r.cfg.run_id)
+    end = final_status(events)
+    assert end["status"] == "failed" and end["reason"] == "budget_exceeded", end
+    assert end["usage"]["cost_usd"] == 0.06 and end["usage"]["output_tokens"] == 200, end
+    assert "after" not in [c["message"] for c in changes(events, "note")]
+    assert any("budget exceeded by the external CLI" in m for m in logs(events)), logs(events)
 
 
 async def test_what_the_cli_writes_itself_is_named_and_it_never_sees_secrets(js, nats_url, tmp_path) -> None:

@@ -9,12 +9,14 @@ Neither is exposed over NATS: only the CLI, in this process's kernel, can drive 
 The conversation (payloads of kernel Messages, documented in proto/bridge/README.md):
 - runner -> CLI, Command: `{"event": "start", "hypervisor": "<session>-hv", "session_id", "run_id",
   "system": <system prompt with skills and memory>, "task": <task text>, "tools": [<tool specs>],
-  "limits": {...}}`.
+  "limits": {...}, "budget": {"usd", "tokens"}}` (what the run may spend: its goal's share and the
+  agent's `max_cost_usd`; a measure left out is uncapped).
 - CLI -> hypervisor, Query: `{"tool": NAME, "arguments": {...}}` -> Response `{"ok", "output", "error"}`.
   Each call is one step of the run (the agent's `max_steps`), checked, confined, recorded and
   streamed exactly like a model's tool call; a refusal comes back as `ok: false` with the reason.
 - CLI -> hypervisor, Event `{"event": "usage", "input_tokens", "output_tokens", "cost_usd", "model"}`:
-  the CLI's own model spend, accounted like a provider's (and bound by `max_tokens`), published as one
+  the CLI's own model spend, accounted like a provider's (bound by `max_tokens` and the budget: spending
+  past either ends the run, the budget's as `budget_exceeded` with the work kept), published as one
   `run.llm` event per model with its next call (or its end).
 The session ends when the CLI calls `finish` (it is then asked to shut down) or exits: 0 is a
 success, anything else before `finish` fails the run with the exit code.
@@ -39,8 +41,9 @@ import msgspec
 
 from nexus.agent_runner import prompt, workspace
 from nexus.agent_runner.hypervisor import Hypervisor, changeset, commands, netwall, sandbox
-from nexus.agent_runner.loop import LimitReached, Outcome, RunStopped
+from nexus.agent_runner.loop import BudgetExceeded, LimitReached, Outcome, RunStopped
 from nexus.agent_runner.reporter import RunReporter
+from nexus.domain.budgets import BUDGET_EXCEEDED, Cap, Spend
 from nexus.domain.json_types import JsonObject
 from nexus.domain.sessions import FileWriteChange
 from nexus.events.payloads import RunConfig
@@ -57,7 +60,14 @@ class HypervisorAgent:
     """The kernel agent through which the CLI acts: one tool call per Query, in order."""
 
     def __init__(
-        self, agent_id: str, cli_id: str, hv: Hypervisor, reporter: RunReporter, cfg: RunConfig, stop: Any
+        self,
+        agent_id: str,
+        cli_id: str,
+        hv: Hypervisor,
+        reporter: RunReporter,
+        cfg: RunConfig,
+        stop: Any,
+        out: Outcome | None = None,
     ) -> None:
         self.id = agent_id
         self.name = f"hypervisor {cfg.session_id}"
@@ -67,7 +77,7 @@ class HypervisorAgent:
         self.limits = cfg.limits
         self.model = cfg.llm.model
         self.stop = stop  # a zero-argument callable: a reason when a human stopped the run
-        self.outcome = Outcome()
+        self.outcome = out if out is not None else Outcome()
         self.ended = asyncio.Event()
         self.reason = ""  # why the run must stop (a limit, a rejection), set with `ended`
         self.limit_reached = False
@@ -75,6 +85,10 @@ class HypervisorAgent:
         # call right after a fork bomb or a memory hog ends the run whatever the watch's poll saw.
         self.cap_met: Callable[[], Awaitable[str]] | None = None
         self._unreported: dict[str, list[float]] = {}  # model: [input, output tokens, cost] not yet published
+        # What the run may spend (its goal's share, the agent's `max_cost_usd`), as for a model the runner calls.
+        # The CLI reports its spend after the fact: spending past it ends the run (its work kept).
+        self.budget = (cfg.budget or Cap()).tightest(Cap(usd=cfg.limits.max_cost_usd))
+        self.over_budget = ""
 
     def _end(self, reason: str = "", *, limit: bool = False) -> None:
         if not self.reason:
@@ -145,6 +159,13 @@ class HypervisorAgent:
                 f"token limit of {self.limits.max_tokens} reached ({out.input_tokens + out.output_tokens} used)",
                 limit=True,
             )
+        elif _past(self.budget, out.spent) and not self.reason:
+            self.over_budget = (
+                f"budget exceeded by the external CLI: spent {out.spent.tokens} tokens / {out.spent.usd:.6f} USD, "
+                f"budget {'-' if self.budget.tokens is None else self.budget.tokens} tokens / "
+                f"{'-' if self.budget.usd is None else self.budget.usd} USD"
+            )
+            self._end(BUDGET_EXCEEDED)
 
     async def report_usage(self) -> None:
         """The spend the CLI reported since its last call, one `run.llm` event per model. Each report used to be
@@ -175,11 +196,13 @@ async def run_external(
     env: dict[str, str],
     rg: workspace.RunGit,
     stop: Any = lambda: "",
+    out: Outcome | None = None,
 ) -> Outcome:
-    """Run the CLI to its end. Returns the outcome; raises RunStopped (or LimitReached) when the run fails."""
+    """Run the CLI to its end. Returns the outcome; raises RunStopped (or LimitReached, BudgetExceeded) when the
+    run fails. `out` keeps the CLI's spend when the run is stopped (the run's end reports it)."""
     command = list(cfg.llm.command or [])
     hv_id, cli_id = f"{cfg.session_id}-hv", f"{cfg.session_id}-cli"
-    agent = HypervisorAgent(hv_id, cli_id, hv, reporter, cfg, stop)
+    agent = HypervisorAgent(hv_id, cli_id, hv, reporter, cfg, stop, out)
     # A tool call may wait for a human's approval or a long command: the wall clock bounds it, not the kernel.
     kernel.spawn(agent, remote=False, handle_timeout=float(cfg.limits.wall_clock_s))
     # The work tree as the CLI starts, summed off the loop: its disk budget's watch starts from it.
@@ -266,6 +289,7 @@ async def _attached(
                 "task": prompt.task_message(cfg),
                 "tools": [msgspec.to_builtins(t) for t in hv.tool_specs(cfg.tools or None)],
                 "limits": msgspec.to_builtins(cfg.limits),
+                "budget": msgspec.to_builtins(agent.budget),
             },
         )
     )
@@ -286,6 +310,8 @@ async def _attached(
         await kernel.stop(cli_id)  # asks the CLI to shut down; terminates it after a grace
     await kernel.stop(hv_id)
     code = exited.result() if exited.done() else None
+    if agent.over_budget and agent.reason == BUDGET_EXCEEDED:
+        raise BudgetExceeded(agent.over_budget)  # a clean stop, as a model's: the work so far is kept
     if agent.reason:
         raise (LimitReached if agent.limit_reached else RunStopped)(agent.reason)
     if hv.finished is None and code != 0:
@@ -294,6 +320,11 @@ async def _attached(
     outcome.summary = hv.finished or outcome.summary
     await _note_unrecorded(hv, rg)
     return outcome
+
+
+def _past(cap: Cap, spent: Spend) -> bool:
+    """Spent more than the cap allows (spending it exactly is within it: the CLI may still finish)."""
+    return (cap.usd is not None and spent.usd > cap.usd) or (cap.tokens is not None and spent.tokens > cap.tokens)
 
 
 def _cap_met(guards: list[commands.Guard], limits: sandbox.Limits) -> Callable[[], Awaitable[str]]:

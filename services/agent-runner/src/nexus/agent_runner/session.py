@@ -128,7 +128,7 @@ class RunSession:
             work_tree=workdir, private=state_dir / "git", base=env, timeout_s=git_timeout_s
         )  # the git dir is runner-private
         self.trailers: dict[str, str] = {}
-        self.outcome = Outcome()  # the model's spend so far, kept when the run is stopped
+        self.outcome = Outcome()  # the model's (or the external CLI's) spend so far, kept when the run is stopped
 
     def stop(self, reason: str) -> None:
         """End the run at its next step with `reason` (the first reason given wins)."""
@@ -346,7 +346,15 @@ class RunSession:
             # The CLI's HOME is an empty private directory: never the runner's, never the workspace.
             env = {**self.env, "HOME": str(safegit.private_dir(self.state_dir / "cli-home"))}
             return await run_external(
-                self.cfg, kernel, hv, self.reporter, workdir=self.workdir, env=env, rg=self.rg, stop=self._stop_reason
+                self.cfg,
+                kernel,
+                hv,
+                self.reporter,
+                workdir=self.workdir,
+                env=env,
+                rg=self.rg,
+                stop=self._stop_reason,
+                out=self.outcome,
             )
         finally:
             if self.tree is None:
