@@ -177,6 +177,14 @@ class Stack:
             wait_port("127.0.0.1", self.http_port, timeout_s=60, proc=self.procs["core-api"])
             wait_ready(f"{self.api_url}/readyz", timeout_s=60, proc=self.procs["core-api"])
 
+    def restart_service(self, name: str) -> subprocess.Popen:
+        """Start a service again after its process exited: what it had forked first goes (core-api's HTTP
+        worker outlives a killed granian parent, still serving the port and its ops port)."""
+        old = self.procs.get(name)
+        if old is not None:
+            _end_group(old.pid)
+        return self.start_service(name)
+
     def restart_server(self, name: str) -> Managed:
         """Start nats-server or FerretDB again on the same port and data (after a crash or a kill)."""
         old = next(s for s in self.servers if s.name == name)
@@ -198,7 +206,7 @@ class Stack:
         logs = self.log_dir or self.home / "logs"
         for name, proc in self.procs.items():
             hint = str(logs / f"{name}.log") if self.log_dir else f"the {name} lines above"
-            supervisor.watch(name, proc, functools.partial(self.start_service, name), hint)
+            supervisor.watch(name, proc, functools.partial(self.restart_service, name), hint)
         for server in self.servers:
             supervisor.watch(
                 server.name,
@@ -222,6 +230,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        _end_group(proc.pid)  # what it forked and left behind (it crashed, or exited before its children)
         return proc.returncode
 
     def stop(self) -> None:
@@ -255,6 +264,15 @@ class Stack:
                 pass  # already gone, or not ours to signal
         if self.run_files.is_symlink():
             shutil.rmtree(self.run_files.resolve(), ignore_errors=True)
+
+
+def _end_group(leader_pid: int) -> None:
+    """Kill what is left of the process group a service led (each starts its own session). Its pid is not
+    given to another process while any member of its group lives, so this reaches only the service's own."""
+    try:
+        os.killpg(leader_pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left
 
 
 def _port_or_free(preferred: int) -> int:
