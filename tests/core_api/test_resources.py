@@ -225,6 +225,32 @@ async def test_validation_unknown_fields_and_oversized_bodies(client, settings) 
     )
 
 
+@pytest.mark.parametrize(
+    ("part", "field"),
+    [
+        ({"tools": ["write_file", "write_flie"]}, "tools[1]"),
+        ({"limits": {"max_steps": 0}}, "limits.max_steps"),
+        ({"limits": {"max_tokens": -1}}, "limits.max_tokens"),
+        ({"limits": {"wall_clock_s": -5}}, "limits.wall_clock_s"),
+        ({"limits": {"max_cost_usd": -0.5}}, "limits.max_cost_usd"),
+        ({"permissions": {"commands": {"timeout_s": 0}}}, "permissions.commands.timeout_s"),
+        ({"permissions": {"commands": {"max_output_bytes": -10}}}, "permissions.commands.max_output_bytes"),
+        ({"memory_policy": {"max_items": -3}}, "memory_policy.max_items"),
+        ({"memory_policy": {"max_chars": -1}}, "memory_policy.max_chars"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_an_agent_that_cannot_work_as_written_is_refused_naming_the_field(client, part, field) -> None:
+    """A tool named with a typo was stored and the agent silently went without it ("this agent may not use
+    write_file" at run time); `wall_clock_s: -5` was stored and every run ended at its start ("wall-clock
+    limit of -5s exceeded"). Both on create and on update."""
+    body = {"name": f"caps-{uuid.uuid4().hex[:6]}", "system_prompt": "x", **part}
+    assert_problem(await client.post("/v1/agents", json=body), 422, field)
+    agent = await new_agent(client, name=body["name"])
+    assert_problem(await client.put(f"/v1/agents/{agent['id']}", json=body), 422, field)
+    assert (await client.get(f"/v1/agents/{agent['id']}")).json()["revision"] == 1
+
+
 async def test_cursor_pagination_walks_every_page(client) -> None:
     tag = f"page-{uuid.uuid4().hex[:6]}"
     made = [

@@ -68,3 +68,46 @@ class MemoryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_items: int = 20
     max_chars: int = 8000
     tags: list[str] = msgspec.field(default_factory=list)
+
+
+# The hypervisor's tools (the agent-runner registers each under one of these names and refuses any
+# other): an agent document naming another one is a typo that would silently leave the agent without it.
+TOOL_NAMES = frozenset(
+    {
+        "apply_patch",
+        "edit_file",
+        "finish",
+        "git_commit",
+        "git_diff",
+        "git_log",
+        "git_status",
+        "list_dir",
+        "note",
+        "read_file",
+        "request_approval",
+        "run_command",
+        "search_text",
+        "spawn_child",
+        "write_file",
+    }
+)
+
+
+def caps_below_least(limits: Limits, permissions: Permissions, memory: MemoryPolicy) -> list[tuple[str, str]]:
+    """An agent document's caps that cannot work, each as (field, why): a cap of 0 or less ends every run at
+    its start ("wall-clock limit of -5s exceeded"), a negative output cap cuts every output. Checked where a
+    document is written, not where one is read, so a document stored before still reads."""
+    commands = permissions.commands
+    least = [
+        ("limits.max_steps", limits.max_steps, 1),
+        ("limits.max_tokens", limits.max_tokens, 1),
+        ("limits.wall_clock_s", limits.wall_clock_s, 1),
+        ("limits.max_cost_usd", 0 if limits.max_cost_usd is None else limits.max_cost_usd, 0),
+        ("permissions.commands.max_output_bytes", commands.max_output_bytes, 0),
+        ("memory_policy.max_items", memory.max_items, 0),
+        ("memory_policy.max_chars", memory.max_chars, 0),
+    ]
+    refused = [(field, f"must be at least {floor}") for field, value, floor in least if value < floor]
+    if commands.timeout_s <= 0:
+        refused.append(("permissions.commands.timeout_s", "must be more than 0"))
+    return refused
