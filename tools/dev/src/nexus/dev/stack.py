@@ -344,8 +344,10 @@ def main() -> None:
         mongodb_port=_port_or_free(27017),
     )
     stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # A closed terminal or a dropped ssh session is SIGHUP: without a handler this process died at once and
+    # left every service, nats-server and FerretDB running (they lead sessions of their own) on its ports.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.set())
     code = 0
     try:
         stack.start()
