@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from nexus.core_api.approvals.service import on_requested
+from nexus.core_api.approvals.service import expire_due, on_requested
 from nexus.core_api.workflow.engine import plan_children
 from nexus.core_api.sessions.service import on_change, on_opened
 from nexus.domain.ids import new_id
@@ -123,6 +123,26 @@ async def test_approvals_list_approve_reject(client, app) -> None:
     assert {a["status"] for a in every} == {"approved", "rejected", "pending"}
     assert_problem(await client.get("/v1/approvals", params={"status": "maybe"}), 422, "status")
     assert (await client.get(f"/v1/approvals/{ids[1]}")).json()["decided_by"]
+
+
+async def test_an_approval_whose_run_ended_is_closed_not_left_pending(client, app) -> None:
+    """A run cancelled while it waited for a decision left its approval pending for good: in the list, the
+    pending count and the chat, and `approve` answered "approved" for a run that no longer existed to go on."""
+    run = await new_run(client)
+    asked, forgotten = (f"apr_{uuid.uuid4().hex}" for _ in range(2))
+    for aid in (asked, forgotten):
+        request = ApprovalRequested(approval_id=aid, run_id=run["id"], action="merge", detail="merge it")
+        await in_app(client, on_requested, app.state.ctx, request)
+    r = await client.post(f"/v1/runs/{run['id']}/cancel", json={"reason": "not needed"})
+    assert r.status_code in (201, 202) and r.json()["status"] == "cancelled", r.text
+
+    body = assert_problem(await client.post(f"/v1/approvals/{asked}/approve", json={"reason": "fine"}), 409, "decision")
+    assert body["detail"] == "approval is expired: its run ended (cancelled) before a decision"
+
+    assert await in_app(client, expire_due, app.state.ctx) >= 1  # the sweep closes the one nobody decides
+    closed = (await client.get(f"/v1/approvals/{forgotten}")).json()
+    assert closed["status"] == "expired" and closed["decided_by"] == "system", closed
+    assert (await client.get("/v1/approvals", params={"run_id": run["id"]})).json()["items"] == []
 
 
 async def test_api_keys_shown_once_listed_without_hash_and_revoked(client) -> None:
