@@ -2,6 +2,7 @@
 multiplexed with a service prefix. `make run` uses it; so do the end-to-end tests."""
 
 import argparse
+import fcntl
 import functools
 import json
 import os
@@ -327,6 +328,28 @@ def _banner(stack: Stack) -> str:
 """
 
 
+def hold_home(home: Path) -> IO[str]:
+    """Take `home` for this process alone, for as long as it lives (the lock goes with the process, so none is
+    ever left stale). A second `make run` on the same data used to start a second nats-server on the first
+    one's JetStream store ("stream state outdated, will rebuild") and end in a traceback."""
+    home.mkdir(parents=True, exist_ok=True)
+    lock = open(home / "run.lock", "a+")  # noqa: SIM115 — held open until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise SystemExit(
+            f"  Nexus is already running on {home} ({holder}).\n"
+            "  Stop it first (Ctrl-C where it runs), or give this one its own data: --home <dir> --port <port>."
+        ) from None
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="nexus-dev", description="Run Nexus on this machine.")
     parser.add_argument("command", choices=["run"], help="run: start everything and follow the logs")
@@ -343,6 +366,7 @@ def main() -> None:
         nats_monitor_url=os.environ.get("NEXUS_NATS_MONITOR_URL", ""),
         mongodb_port=_port_or_free(27017),
     )
+    home_lock = hold_home(stack.home)
     stopping = threading.Event()
     # A closed terminal or a dropped ssh session is SIGHUP: without a handler this process died at once and
     # left every service, nats-server and FerretDB running (they lead sessions of their own) on its ports.
@@ -359,7 +383,11 @@ def main() -> None:
     except CrashLoop as exc:
         print(f"\n  {exc}\n  stopping everything.", file=sys.stderr, flush=True)
         code = 1
+    except (RuntimeError, TimeoutError, OSError) as exc:  # a process that did not come up: one line, not a traceback
+        print(f"\n  {exc}\n  stopping everything; the logs are in {stack.home / 'logs'}", file=sys.stderr, flush=True)
+        code = 1
     finally:
         print("\n  stopping Nexus…", flush=True)
         stack.stop()
+        home_lock.close()
     sys.exit(code)

@@ -1,6 +1,7 @@
-"""`make run` in a terminal that closes (or an ssh session that drops) gets SIGHUP, and stops everything it
-started, as on Ctrl-C: it used to die at once and leave every service, nats-server, FerretDB and its
-PostgreSQL running on their ports, for the next `make run` to find them there."""
+"""`make run` stops what it started and keeps its data to itself. A terminal that closes (or an ssh session
+that drops) sends SIGHUP, which stops everything it started as Ctrl-C does: it used to die at once and leave
+every service, nats-server, FerretDB and its PostgreSQL running on their ports, for the next `make run` to
+find them there."""
 
 import os
 import signal
@@ -79,3 +80,25 @@ def test_a_hangup_stops_every_process_make_run_started(tmp_path: Path) -> None:
         if dev.poll() is None:
             dev.kill()
             dev.wait()
+
+
+def test_a_second_make_run_on_the_same_data_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    """It used to start a second nats-server on the first one's JetStream store and end in a traceback."""
+    from nexus.dev.stack import hold_home
+
+    home = tmp_path / "home"
+    first = hold_home(home)  # as a running `make run` holds it
+    try:
+        second = subprocess.run(
+            [sys.executable, "-c", "from nexus.dev.stack import main; main()", "run", "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        first.close()
+    assert second.returncode != 0
+    assert f"Nexus is already running on {home} (pid {os.getpid()})" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr + second.stdout
+    assert not (home / "nats").exists() and not (home / "logs").exists()  # nothing was started
+    hold_home(home).close()  # free again once the first is gone: no stale lock
