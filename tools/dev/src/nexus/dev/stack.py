@@ -342,7 +342,8 @@ def hold_home(home: Path) -> IO[str]:
         lock.close()
         raise SystemExit(
             f"  Nexus is already running on {home} ({holder}).\n"
-            "  Stop it first (Ctrl-C where it runs), or give this one its own data: --home <dir> --port <port>."
+            "  Stop it first (Ctrl-C where it runs), or start another on data of its own:\n"
+            "  uv run nexus-dev run --home <dir> --port <port>"
         ) from None
     lock.truncate(0)
     lock.write(f"pid {os.getpid()}")
