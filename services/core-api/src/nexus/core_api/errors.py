@@ -126,6 +126,7 @@ _TITLES = {
     429: "Too many requests",
     413: "Payload too large",
     415: "Unsupported media type",
+    422: "Invalid request",  # as the schema's own refusals are titled: one status, one title
     503: "Service unavailable",
 }
 
