@@ -43,3 +43,16 @@ async def test_a_request_the_database_cannot_answer_is_a_503(
     assert r.headers["retry-after"] == "2"
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["detail"] == "the database did not answer; try again shortly"
+
+
+def test_every_operation_documents_the_503_and_its_shape(tmp_path: Path) -> None:
+    """A client reading /schema learns of the outage answer (problem+json, Retry-After) on every route."""
+    settings = make_settings("nats://unused:4222", "mongodb://unused:27017/", tmp_path, "schema")
+    schema = create_app(settings, background=False).openapi_schema.to_schema()
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "application/problem+json" not in operation.get("responses", {}).get("503", {}).get("content", {})
+    ]
+    assert not undocumented, undocumented

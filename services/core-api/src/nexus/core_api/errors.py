@@ -253,6 +253,7 @@ PROBLEM_RESPONSES = {
         413: "Body too large",
         415: "The body is not JSON (Content-Type)",
         422: "Invalid input; `errors` names each failing field",
+        503: "The database or the message bus is out of reach; ask again after `Retry-After` seconds",
     }.items()
 }
 
