@@ -22,7 +22,7 @@ def test_a_domain_error_is_not_an_http_exception_and_becomes_problem_json() -> N
     response = domain_handler(None, error)  # type: ignore[arg-type]  # the request is not read
     assert response.status_code == 422 and response.media_type == PROBLEM
     body = msgspec.json.decode(response.render(response.content, response.media_type))
-    assert body["status"] == 422 and body["title"] == "Request failed"
+    assert body["status"] == 422 and body["title"] == "Invalid request"  # as a schema refusal: it said "Request failed"
     assert body["errors"] == [{"field": "assignee", "message": "agent 'ghost' does not exist"}]
 
 

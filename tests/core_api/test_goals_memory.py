@@ -48,7 +48,8 @@ async def test_memory_crud_scopes_and_ttl(client) -> None:
     assert r.status_code == 201, r.text
     item = r.json()
     assert item["scope_id"] == agent["id"] and item["expires_at"] is None and item["tags"] == ["testing"]
-    assert_problem(await client.post("/v1/memory", json={"scope": "agent", "content": "x"}), 422, "scope_id")
+    body = assert_problem(await client.post("/v1/memory", json={"scope": "agent", "content": "x"}), 422, "scope_id")
+    assert body["detail"] == "an agent memory item needs the agent's id or name"  # it read "a agent"
     assert_problem(
         await client.post("/v1/memory", json={"scope": "global", "scope_id": agent["id"], "content": "x"}),
         422,

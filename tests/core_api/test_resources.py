@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from nexus.core_api.approvals.service import on_requested
+from nexus.core_api.approvals.service import expire_due, on_requested
 from nexus.core_api.workflow.engine import plan_children
 from nexus.core_api.sessions.service import on_change, on_opened
 from nexus.domain.ids import new_id
@@ -125,6 +125,26 @@ async def test_approvals_list_approve_reject(client, app) -> None:
     assert (await client.get(f"/v1/approvals/{ids[1]}")).json()["decided_by"]
 
 
+async def test_an_approval_whose_run_ended_is_closed_not_left_pending(client, app) -> None:
+    """A run cancelled while it waited for a decision left its approval pending for good: in the list, the
+    pending count and the chat, and `approve` answered "approved" for a run that no longer existed to go on."""
+    run = await new_run(client)
+    asked, forgotten = (f"apr_{uuid.uuid4().hex}" for _ in range(2))
+    for aid in (asked, forgotten):
+        request = ApprovalRequested(approval_id=aid, run_id=run["id"], action="merge", detail="merge it")
+        await in_app(client, on_requested, app.state.ctx, request)
+    r = await client.post(f"/v1/runs/{run['id']}/cancel", json={"reason": "not needed"})
+    assert r.status_code in (201, 202) and r.json()["status"] == "cancelled", r.text
+
+    body = assert_problem(await client.post(f"/v1/approvals/{asked}/approve", json={"reason": "fine"}), 409, "decision")
+    assert body["detail"] == "approval is expired: its run ended (cancelled) before a decision"
+
+    assert await in_app(client, expire_due, app.state.ctx) >= 1  # the sweep closes the one nobody decides
+    closed = (await client.get(f"/v1/approvals/{forgotten}")).json()
+    assert closed["status"] == "expired" and closed["decided_by"] == "system", closed
+    assert (await client.get("/v1/approvals", params={"run_id": run["id"]})).json()["items"] == []
+
+
 async def test_api_keys_shown_once_listed_without_hash_and_revoked(client) -> None:
     r = await client.post("/v1/api-keys", json={"name": "ci-viewer", "role": "viewer"})
     assert r.status_code == 201, r.text
@@ -223,6 +243,32 @@ async def test_validation_unknown_fields_and_oversized_bodies(client, settings) 
     assert_problem(
         await client.post("/v1/goals", content=b"{not json", headers={"content-type": "application/json"}), 400
     )
+
+
+@pytest.mark.parametrize(
+    ("part", "field"),
+    [
+        ({"tools": ["write_file", "write_flie"]}, "tools[1]"),
+        ({"limits": {"max_steps": 0}}, "limits.max_steps"),
+        ({"limits": {"max_tokens": -1}}, "limits.max_tokens"),
+        ({"limits": {"wall_clock_s": -5}}, "limits.wall_clock_s"),
+        ({"limits": {"max_cost_usd": -0.5}}, "limits.max_cost_usd"),
+        ({"permissions": {"commands": {"timeout_s": 0}}}, "permissions.commands.timeout_s"),
+        ({"permissions": {"commands": {"max_output_bytes": -10}}}, "permissions.commands.max_output_bytes"),
+        ({"memory_policy": {"max_items": -3}}, "memory_policy.max_items"),
+        ({"memory_policy": {"max_chars": -1}}, "memory_policy.max_chars"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_an_agent_that_cannot_work_as_written_is_refused_naming_the_field(client, part, field) -> None:
+    """A tool named with a typo was stored and the agent silently went without it ("this agent may not use
+    write_file" at run time); `wall_clock_s: -5` was stored and every run ended at its start ("wall-clock
+    limit of -5s exceeded"). Both on create and on update."""
+    body = {"name": f"caps-{uuid.uuid4().hex[:6]}", "system_prompt": "x", **part}
+    assert_problem(await client.post("/v1/agents", json=body), 422, field)
+    agent = await new_agent(client, name=body["name"])
+    assert_problem(await client.put(f"/v1/agents/{agent['id']}", json=body), 422, field)
+    assert (await client.get(f"/v1/agents/{agent['id']}")).json()["revision"] == 1
 
 
 async def test_cursor_pagination_walks_every_page(client) -> None:

@@ -261,3 +261,22 @@ def test_following_reconnects_after_the_servers_error_event_and_resumes(monkeypa
     seen = [(ev.id, ev.type) for ev in events.follow(client, "run_x")]
     assert seen == [("5", "run.note"), ("9", "run.status")]
     assert asked[:2] == [None, "5"]
+
+
+# ------------------------------------------------------------------------------ describe goal
+
+
+def test_a_childs_budget_share_shows_its_amounts_not_an_unknown_spend() -> None:
+    """A child's share carries no spend of its own (that is its USD and TOKENS columns): it read
+    "1.6667 USD (- spent, - left); 32822 tokens (0 spent, None left)" beside a child that used 1032 tokens."""
+    from nexus.nexusctl.goals import goal_sections
+
+    child = {"task_id": "task_1", "status": "done", "run_status": "succeeded", "cost_usd": 0.0, "tokens": 1032}
+    child |= {"budget": {"usd": 1.6666666666666667, "tokens": 32822}, "branch": "b", "title": "Write child-a.txt"}
+    goal = {"status": "done", "children": [child]}
+    goal["budget"] = {"usd": 5.0, "tokens": 100000, "spent_usd": 0.0, "spent_tokens": 4630}
+    goal["budget"] |= {"left_usd": 5.0, "left_tokens": 95370}
+    text = "\n".join(goal_sections(goal))
+    assert "Budget: 5.0000 USD (0.0000 USD spent, 5.0000 USD left); 100000 tokens (4630 spent, 95370 left)" in text
+    assert "1.6667 USD; 32822 tokens" in text
+    assert "None" not in text and "- spent" not in text

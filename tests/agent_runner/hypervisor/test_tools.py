@@ -8,7 +8,7 @@ import msgspec
 
 from nexus.agent_runner.hypervisor import Hypervisor, ToolSpecJSON
 from nexus.agent_runner.hypervisor.state import read_state
-from nexus.domain.agents import CommandPolicy, Permissions
+from nexus.domain.agents import TOOL_NAMES, CommandPolicy, Permissions
 from nexus.domain.ledger import verify_chain
 from nexus.domain.sessions import (
     ApprovalChange,
@@ -311,6 +311,7 @@ async def test_tool_specs(sandbox: Any) -> None:
 
     meta = sandbox.make(spawner=spawner)
     assert [s.name for s in meta.tool_specs()] == ALL_TOOLS
+    assert set(ALL_TOOLS) == TOOL_NAMES  # the catalog core-api checks agent documents against
     assert [s.name for s in meta.tool_specs(["finish", "read_file", "nope"])] == ["read_file", "finish"]
     by_name = {s.name: s.parameters for s in meta.tool_specs()}
     assert by_name["edit_file"]["required"] == ["path", "old", "new"]

@@ -12,15 +12,15 @@ def _money(usd: float | None) -> str:
 
 
 def _cap(budget: JsonObject) -> str:
+    """A goal's budget says what is spent and left; a child's share is only its part of the cap (what the
+    child spent is in its USD and TOKENS columns), so it shows the amounts alone."""
     parts = []
     if budget.get("usd") is not None:
-        parts.append(
-            f"{_money(budget['usd'])} ({_money(budget.get('spent_usd'))} spent, {_money(budget.get('left_usd'))} left)"
-        )
+        spent = f" ({_money(budget.get('spent_usd'))} spent, {_money(budget.get('left_usd'))} left)"
+        parts.append(_money(budget["usd"]) + (spent if "spent_usd" in budget else ""))
     if budget.get("tokens") is not None:
-        parts.append(
-            f"{budget['tokens']} tokens ({budget.get('spent_tokens', 0)} spent, {budget.get('left_tokens')} left)"
-        )
+        spent = f" ({budget.get('spent_tokens')} spent, {budget.get('left_tokens')} left)"
+        parts.append(f"{budget['tokens']} tokens" + (spent if "spent_tokens" in budget else ""))
     return "; ".join(parts) or "none"
 
 

@@ -95,3 +95,27 @@ class MemoryPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_items: Annotated[int, _range(0, 1000, "memory items a run is given")] = 20
     max_chars: Annotated[int, _range(0, 200_000, "characters of memory a run is given")] = 8000
     tags: Annotated[list[str], msgspec.Meta(max_length=32)] = msgspec.field(default_factory=list)
+
+
+# The hypervisor's tools (the agent-runner registers each under one of these names and refuses any
+# other): an agent document naming another one is a typo that would silently leave the agent without it.
+TOOL_NAMES = frozenset(
+    {
+        "apply_patch",
+        "edit_file",
+        "finish",
+        "git_commit",
+        "git_diff",
+        "git_log",
+        "git_status",
+        "list_dir",
+        "note",
+        "read_file",
+        "request_approval",
+        "run_command",
+        "search_text",
+        "spawn_child",
+        "write_file",
+    }
+)
+

@@ -16,7 +16,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Receive, Scope, Send
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from nexus.core_api.auth.requests import OpenRequest
 from nexus.db.group import GroupWriteFailed
@@ -126,6 +126,7 @@ _TITLES = {
     429: "Too many requests",
     413: "Payload too large",
     415: "Unsupported media type",
+    422: "Invalid request",  # as the schema's own refusals are titled: one status, one title
     503: "Service unavailable",
 }
 
@@ -186,6 +187,15 @@ def bus_handler(request: OpenRequest, exc: Exception) -> Response[JsonObject]:
     return response
 
 
+def database_handler(request: OpenRequest, exc: ConnectionFailure) -> Response[JsonObject]:
+    """The database is out of reach (restarting, a lost connection, no primary): like the bus's outage, a
+    503 to retry, not a fault of the server's own; what the request stored before stays."""
+    log.warning("%s %s: the database did not answer: %r", request.method, request.url.path, exc)
+    response = _problem(503, "Service unavailable", "the database did not answer; try again shortly")
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 class AnswerPromptly(ASGIMiddleware):
     """A request's publishes wait for the bus a few seconds at most, and not at all while it is out of
     reach (`nexus.events.bus.answering`): the caller gets its answer (a 503 to retry, or what the route
@@ -209,6 +219,7 @@ EXCEPTION_HANDLERS = {
     DomainError: domain_handler,
     InvalidTransition: transition_handler,
     GroupWriteFailed: unstored_handler,
+    ConnectionFailure: database_handler,
     **dict.fromkeys(BUS_UNAVAILABLE, bus_handler),
     Exception: internal_handler,
 }
@@ -242,6 +253,7 @@ PROBLEM_RESPONSES = {
         413: "Body too large",
         415: "The body is not JSON (Content-Type)",
         422: "Invalid input; `errors` names each failing field",
+        503: "The database or the message bus is out of reach; ask again after `Retry-After` seconds",
     }.items()
 }
 

@@ -2,6 +2,7 @@
 multiplexed with a service prefix. `make run` uses it; so do the end-to-end tests."""
 
 import argparse
+import fcntl
 import functools
 import json
 import os
@@ -177,6 +178,14 @@ class Stack:
             wait_port("127.0.0.1", self.http_port, timeout_s=60, proc=self.procs["core-api"])
             wait_ready(f"{self.api_url}/readyz", timeout_s=60, proc=self.procs["core-api"])
 
+    def restart_service(self, name: str) -> subprocess.Popen:
+        """Start a service again after its process exited: what it had forked first goes (core-api's HTTP
+        worker outlives a killed granian parent, still serving the port and its ops port)."""
+        old = self.procs.get(name)
+        if old is not None:
+            _end_group(old.pid)
+        return self.start_service(name)
+
     def restart_server(self, name: str) -> Managed:
         """Start nats-server or FerretDB again on the same port and data (after a crash or a kill)."""
         old = next(s for s in self.servers if s.name == name)
@@ -198,7 +207,7 @@ class Stack:
         logs = self.log_dir or self.home / "logs"
         for name, proc in self.procs.items():
             hint = str(logs / f"{name}.log") if self.log_dir else f"the {name} lines above"
-            supervisor.watch(name, proc, functools.partial(self.start_service, name), hint)
+            supervisor.watch(name, proc, functools.partial(self.restart_service, name), hint)
         for server in self.servers:
             supervisor.watch(
                 server.name,
@@ -222,6 +231,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        _end_group(proc.pid)  # what it forked and left behind (it crashed, or exited before its children)
         return proc.returncode
 
     def stop(self) -> None:
@@ -255,6 +265,15 @@ class Stack:
                 pass  # already gone, or not ours to signal
         if self.run_files.is_symlink():
             shutil.rmtree(self.run_files.resolve(), ignore_errors=True)
+
+
+def _end_group(leader_pid: int) -> None:
+    """Kill what is left of the process group a service led (each starts its own session). Its pid is not
+    given to another process while any member of its group lives, so this reaches only the service's own."""
+    try:
+        os.killpg(leader_pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left
 
 
 def _port_or_free(preferred: int) -> int:
@@ -309,6 +328,29 @@ def _banner(stack: Stack) -> str:
 """
 
 
+def hold_home(home: Path) -> IO[str]:
+    """Take `home` for this process alone, for as long as it lives (the lock goes with the process, so none is
+    ever left stale). A second `make run` on the same data used to start a second nats-server on the first
+    one's JetStream store ("stream state outdated, will rebuild") and end in a traceback."""
+    home.mkdir(parents=True, exist_ok=True)
+    lock = open(home / "run.lock", "a+")  # noqa: SIM115 — held open until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise SystemExit(
+            f"  Nexus is already running on {home} ({holder}).\n"
+            "  Stop it first (Ctrl-C where it runs), or start another on data of its own:\n"
+            "  uv run nexus-dev run --home <dir> --port <port>"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="nexus-dev", description="Run Nexus on this machine.")
     parser.add_argument("command", choices=["run"], help="run: start everything and follow the logs")
@@ -325,9 +367,12 @@ def main() -> None:
         nats_monitor_url=os.environ.get("NEXUS_NATS_MONITOR_URL", ""),
         mongodb_port=_port_or_free(27017),
     )
+    home_lock = hold_home(stack.home)
     stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # A closed terminal or a dropped ssh session is SIGHUP: without a handler this process died at once and
+    # left every service, nats-server and FerretDB running (they lead sessions of their own) on its ports.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stopping.set())
     code = 0
     try:
         stack.start()
@@ -339,7 +384,11 @@ def main() -> None:
     except CrashLoop as exc:
         print(f"\n  {exc}\n  stopping everything.", file=sys.stderr, flush=True)
         code = 1
+    except (RuntimeError, TimeoutError, OSError) as exc:  # a process that did not come up: one line, not a traceback
+        print(f"\n  {exc}\n  stopping everything; the logs are in {stack.home / 'logs'}", file=sys.stderr, flush=True)
+        code = 1
     finally:
         print("\n  stopping Nexus…", flush=True)
         stack.stop()
+        home_lock.close()
     sys.exit(code)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from nexus.agent_runner.hypervisor.tools import Args, ToolResult, ToolSpecJSON
+from nexus.domain.agents import TOOL_NAMES
 
 if TYPE_CHECKING:
     from nexus.agent_runner.hypervisor.core import Hypervisor
@@ -55,6 +56,8 @@ def tool(name: str, args: type[Args], description: str, *, path_arg: bool = Fals
     def register(handler: H) -> H:
         if name in TOOLS:
             raise ValueError(f"the tool {name!r} is registered twice")
+        if name not in TOOL_NAMES:  # the catalog agent documents are checked against
+            raise ValueError(f"the tool {name!r} is not in nexus.domain.agents.TOOL_NAMES")
         TOOLS[name] = Tool(name, args, description, handler, path_arg)
         return handler
 

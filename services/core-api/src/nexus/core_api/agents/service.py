@@ -10,6 +10,7 @@ from nexus.core_api.skills.service import resolve
 from nexus.db.cache import cached_get
 from nexus.db.documents import Agent, AgentRevision, now
 from nexus.db.writes import update_document
+from nexus.domain.agents import TOOL_NAMES
 from nexus.domain.ids import new_id
 from nexus.domain.limits import within_bounds
 
@@ -39,7 +40,15 @@ def revision_out(doc: AgentRevision) -> AgentRevisionOut:
     )
 
 
+def _check_values(spec: AgentSpec) -> None:
+    for i, tool in enumerate(spec.tools):
+        if tool not in TOOL_NAMES:
+            known = ", ".join(sorted(TOOL_NAMES))
+            raise DomainError(422, f"there is no tool {tool!r} (tools: {known})", field=f"tools[{i}]")
+
+
 async def _check_references(spec: AgentSpec) -> None:
+    _check_values(spec)
     await resolve(spec.skills)  # an unknown skill is a 422 naming `skills` now, not a failed dispatch later
     for i, name in enumerate(spec.delegates_to):
         field = f"delegates_to[{i}]"

@@ -10,7 +10,7 @@ from nexus.core_api.metrics import APPROVAL_DECISION, APPROVALS_PENDING, RUN_EVE
 from nexus.core_api.schemas import iso
 from nexus.db.documents import Approval, Run, now
 from nexus.db.writes import update_document
-from nexus.domain.runs import RunStatus
+from nexus.domain.runs import RUN_FINAL, RunStatus
 from nexus.events.payloads import ApprovalDecided, ApprovalRequested
 
 log = logging.getLogger("nexus.core_api.approvals")
@@ -90,6 +90,8 @@ async def decide(
         raise DomainError(409, f"approval is already {doc.status}", field="decision")
     if doc.expires_at and doc.expires_at < datetime.now(UTC):
         decision, reason = "expired", "the approval expired before a decision"
+    elif ended := await _ended({doc.run_id}):  # nothing waits for a word: saying "approved" would mislead
+        decision, reason = "expired", f"its run ended ({ended[doc.run_id]}) before a decision"
     res = await update_document(
         Approval,
         approval_id,
@@ -147,9 +149,21 @@ async def count_pending(ctx: Context) -> None:
     APPROVALS_PENDING.set(await Approval.find({"status": "pending"}).count())
 
 
+async def _ended(run_ids: set[str]) -> dict[str, str]:
+    """Which of these runs have ended, and how."""
+    final = [status.value for status in RUN_FINAL]
+    return {run.id: run.status async for run in Run.find({"_id": {"$in": list(run_ids)}, "status": {"$in": final}})}
+
+
 async def expire_due(ctx: Context) -> int:
+    """Close what nobody can decide any more: an approval past its time, or one whose run ended without it
+    (cancelled, timed out, failed) — that one stayed pending in the list, the count and the chat for good."""
+    pending = [doc async for doc in Approval.find({"status": "pending"})]
+    ended = await _ended({doc.run_id for doc in pending}) if pending else {}
     n = 0
-    async for doc in Approval.find({"status": "pending", "expires_at": {"$lt": now()}}):
+    for doc in pending:
+        if doc.run_id not in ended and not (doc.expires_at and doc.expires_at < datetime.now(UTC)):
+            continue
         try:
             await decide(ctx, doc.id, "expired", "expired", "system")
             n += 1

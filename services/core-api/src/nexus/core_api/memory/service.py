@@ -38,7 +38,8 @@ async def _scope_id(scope: str, ref: str | None) -> str | None:
             raise DomainError(422, "a global memory item has no scope_id", field="scope_id")
         return None
     if not ref:
-        raise DomainError(422, f"a {scope} memory item needs the {scope}'s id or name", field="scope_id")
+        article = "an" if scope == "agent" else "a"
+        raise DomainError(422, f"{article} {scope} memory item needs the {scope}'s id or name", field="scope_id")
     return await named_id(Agent if scope == "agent" else Repository, ref, kind=scope, field="scope_id")
 
 
