@@ -118,4 +118,3 @@ TOOL_NAMES = frozenset(
         "write_file",
     }
 )
-
