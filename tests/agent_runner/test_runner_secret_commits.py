@@ -29,7 +29,9 @@ HEXED = binascii.hexlify(SECRET.encode()).decode()
 def _objects(git_dir: Path) -> bytes:
     """The raw content of every object of a git directory (loose objects are compressed on disk)."""
     base = ["git", f"--git-dir={git_dir}", "cat-file"]
-    shas = subprocess.run([*base, "--batch-all-objects", "--batch-check=%(objectname)"], capture_output=True, check=True)
+    shas = subprocess.run(
+        [*base, "--batch-all-objects", "--batch-check=%(objectname)"], capture_output=True, check=True
+    )
     return subprocess.run([*base, "--batch"], input=shas.stdout, capture_output=True, check=True).stdout
 
 
