@@ -47,7 +47,7 @@ async def page_of(
     docs, more = await _page(
         doc_cls, filters, limit, _position(cursor, doc_cls, filters, newest_first), newest_first, cache
     )
-    return docs, (issue_cursor(doc_cls, filters, docs[-1].id, newest_first) if more and docs else None)
+    return docs, (_issued(doc_cls, filters, docs[-1].id, newest_first) if more and docs else None)
 
 
 def _digest(doc_cls: Any, filters: JsonObject, last_id: str, newest_first: bool) -> str:
@@ -57,13 +57,13 @@ def _digest(doc_cls: Any, filters: JsonObject, last_id: str, newest_first: bool)
     return base64.urlsafe_b64encode(hashlib.blake2b(raw, digest_size=9, person=b"nexus-cursor").digest()).decode()
 
 
-def issue_cursor(doc_cls: Any, filters: JsonObject, last_id: str, newest_first: bool = True) -> str:
+def _issued(doc_cls: Any, filters: JsonObject, last_id: str, newest_first: bool = True) -> str:
     return f"{last_id}.{_digest(doc_cls, filters, last_id, newest_first)}"
 
 
 def _position(cursor: str | None, doc_cls: Any, filters: JsonObject, newest_first: bool) -> str | None:
     """The last id the page starts after; a cursor this list did not issue is refused by name."""
-    if cursor is None:
+    if not cursor:  # `?cursor=` as none: the first page
         return None
     last_id, _, digest = cursor.rpartition(".")
     if not last_id or digest != _digest(doc_cls, filters, last_id, newest_first):
