@@ -93,9 +93,10 @@ async def test_a_plan_carries_no_secret_the_model_put_in_it(js, nats_url, nats_c
     """A child's title and description are the model's text, and they leave the run (the plan command,
     core-api's tasks, a board): a secret's value in them goes out as its reference."""
     value = "sk-plan-Bilby-31Zq+/w"
+    hexed = value.encode().hex()  # the canary's encodings are masked too: meta-plan.json is committed and pushed
     planner = (
         "steps:\n  - tool_calls:\n"
-        f"      - {{name: spawn_child, args: {{title: 'Rotate {value}', description: 'use {value}', "
+        f"      - {{name: spawn_child, args: {{title: 'Rotate {value}', description: 'use {value} or {hexed}', "
         "target_files: [a.txt]}}\n"
         "  - tool_calls: [{name: finish, args: {summary: planned}}]\n"
     )
@@ -116,9 +117,12 @@ async def test_a_plan_carries_no_secret_the_model_put_in_it(js, nats_url, nats_c
     finally:
         await nc.drain()
     (child,) = plan.children
-    assert (child.title, child.description) == ("Rotate ${secret:API_TOKEN}", "use ${secret:API_TOKEN}"), child
-    assert value.encode() not in raw
-    assert value not in (r.workspace / "meta-plan.json").read_text()
+    assert (child.title, child.description) == (
+        "Rotate ${secret:API_TOKEN}",
+        "use ${secret:API_TOKEN} or ${secret:API_TOKEN} (hex)",
+    ), child
+    for text in (value, hexed):
+        assert text.encode() not in raw and text not in (r.workspace / "meta-plan.json").read_text()
     r.proc.kill()
     await r.exit_code()
 

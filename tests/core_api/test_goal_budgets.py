@@ -171,3 +171,19 @@ async def test_agent_daily_cap_holds_work_until_a_lead_raises_it(client) -> None
     assert_problem(await client.put(f"/v1/budgets/agents/{agent['id']}", json={"tokens": -1}), 422, "tokens")
     assert_problem(await client.put(f"/v1/budgets/agents/{agent['id']}", json={"dollars": 1}), 422, "dollars")
     assert_problem(await client.get("/v1/budgets/agents/nobody"), 404)
+
+
+async def test_a_goal_cancelled_while_its_budget_held_work_back_says_so(client) -> None:
+    agent = await new_agent(client)
+    goal = (await client.post("/v1/goals", json={"title": "Spent", "budget": {"tokens": 0}})).json()
+    task = (
+        await client.post("/v1/tasks", json={"title": "held", "assignee": agent["id"], "goal_id": goal["id"]})
+    ).json()
+    task = (await client.get(f"/v1/tasks/{task['id']}")).json()
+    assert task["blocked"] == f"budget: goal {goal['id']} spent (0 of 0 tokens)", task
+    r = await client.post(f"/v1/goals/{goal['id']}/cancel")
+    assert r.status_code == 200, r.text
+    goal = (await client.get(f"/v1/goals/{goal['id']}")).json()
+    assert goal["status_reason"].endswith(
+        f": 1 held back by a spent budget (budget: goal {goal['id']} spent (0 of 0 tokens))"
+    ), goal

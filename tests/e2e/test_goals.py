@@ -7,6 +7,7 @@ provider reports tokens for every call (about four characters a token), so all o
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -266,11 +267,19 @@ async def test_goal_budget_splits_and_the_overspending_child_is_stopped(
     goal = await goal_ended(api, goal["id"])
     shares = [c["budget"]["tokens"] for c in goal["children"]]
     assert len(set(shares)) == 1 and sum(shares) <= budget, goal  # even, never more than the goal had
-    assert goal["status"] == "failed" and goal["status_reason"] == "1 of 3 child tasks failed", goal
     by_file = {c["title"]: c for c in goal["children"]}
     for name in ("Write a.txt", "Write b.txt"):
         assert by_file[name]["status"] == "done" and by_file[name]["tokens"] <= by_file[name]["budget"]["tokens"]
     c = by_file["Write c.txt"]
+    # The goal says which budget stopped its child, and how much of it was spent, in its reason and report.
+    spent = re.fullmatch(
+        re.escape(f"1 of 3 child tasks failed: 1 stopped by a spent budget (goal {goal['id']} (task {c['task_id']}'s ")
+        + r"share\): (\d+) of "
+        + re.escape(f"{c['budget']['tokens']} tokens spent)"),
+        goal["status_reason"],
+    )
+    assert goal["status"] == "failed" and spent and int(spent[1]) > c["budget"]["tokens"], goal
+    assert goal["report"]["reason"] == goal["status_reason"]
     run = (await api.get(f"/v1/runs/{c['run_id']}")).json()
     assert run["status"] == "failed" and run["reason"] == "budget_exceeded", run
     assert run["config"]["budget"]["tokens"] <= c["budget"]["tokens"]

@@ -420,6 +420,9 @@ class RunSession:
         """`keep_work`: a failed run whose work so far is still committed and pushed (a budget stop)."""
         cfg = self.cfg
         commit_sha = ""
+        # The model's final text (and a reason quoting what it did) goes into the commit, the verdict's event
+        # and the parent's inbox: masked once, here, before any of them.
+        summary, reason = self.reporter.mask(summary), self.reporter.mask(reason)
         outcome_status, stop_reason = status, reason
         if keep_work:
             status = "succeeded"  # through the commit and push below; the verdict stays `outcome_status`

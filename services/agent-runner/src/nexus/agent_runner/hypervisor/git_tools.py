@@ -98,6 +98,9 @@ async def _commit(hv: Hypervisor, message: str) -> ToolResult:
         if hv.secrets.contains_secret(path):
             await hv.git("reset", "-q")
             raise Refused("secret-in-path", f"{hv.mask(path)}: a secret's value may not be part of a committed path")
+    # A commit is on the run's branch, then the remote: the model's text in its message (or the run's summary
+    # the runner commits with) is masked, in the encodings the canary knows too, as the ledger shows it.
+    message = hv.secrets.mask_forms(message)
     trailers = {**hv.trailers, "Nexus-Ledger": hv.ledger_hash}
     body = message + "\n\n" + "\n".join(f"{key}: {value}" for key, value in trailers.items())
     identity = (

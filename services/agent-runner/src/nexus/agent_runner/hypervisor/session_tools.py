@@ -88,14 +88,16 @@ async def spawn_child(hv: Hypervisor, args: SpawnChildArgs) -> ToolResult:
     for path in args.target_files:
         hv.check_path(path)
     targets = [hv.ws.resolve(path, writing=True) for path in args.target_files]
-    # The plan leaves the run (a command to core-api, its tasks, a board): the model's text in it is masked.
+    # The plan leaves the run (a command to core-api, its tasks, a board, meta-plan.json on the branch): the
+    # model's text in it is masked, in the encodings the canary knows too (else the canary refuses the push).
+    mask = hv.secrets.mask_forms
     request: dict[str, object] = {
-        "title": hv.mask(args.title),
-        "description": hv.mask(args.description),
+        "title": mask(args.title),
+        "description": mask(args.description),
         "target_files": targets,
     }
     if args.agent:
-        request["agent"] = hv.mask(args.agent)
+        request["agent"] = mask(args.agent)
     if args.weight != 1.0:
         request["weight"] = args.weight
     try:

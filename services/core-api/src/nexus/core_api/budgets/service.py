@@ -37,23 +37,48 @@ class Blocked(Exception):
     """A budget the work would spend from is spent; the message says which."""
 
 
-async def allowance(ctx: Context, task: Task, agent: Agent) -> Cap:
-    """The most a run of `task` may spend: the tightest of what is left of the task's share, of its
-    goal's budget and of its agent's day. Raises Blocked (after alerting) when one is spent."""
-    allowed = Cap()
-    checks: list[tuple[Scope, str, Cap, Spend, JsonObject]] = []
+Check = tuple[Scope, str, Cap, Spend, JsonObject]  # (scope, its id, the cap, spent from it, {task_id} for a share)
+
+
+async def _budgets_of(task: Task, agent_id: str) -> list[Check]:
+    """The budgets a run of `task` spends from: its share of its goal's, its goal's, its agent's day."""
+    checks: list[Check] = []
     if task.budget:
         share = cap_of(task.budget)
         checks.append(("goal", task.goal_id or task.id, share, await spend.of_task(task.id), {"task_id": task.id}))
     if task.goal_id and (goal := await Goal.get(task.goal_id)) is not None and goal.budget:
         used, _ = await spend.of_goal(goal.id)
         checks.append(("goal", goal.id, cap_of(goal.budget), used, {}))
-    daily = await agent_cap(agent.id)
+    daily = await agent_cap(agent_id)
     if not daily.empty:
-        checks.append(("agent", agent.id, daily, await spend.of_agent_today(agent.id), {}))
-    for scope, scope_id, cap, used, extra in checks:
+        checks.append(("agent", agent_id, daily, await spend.of_agent_today(agent_id), {}))
+    return checks
+
+
+def _named(scope: Scope, scope_id: str, extra: JsonObject) -> str:
+    return f"{scope} {scope_id}" + (f" (task {extra['task_id']}'s share)" if extra else "")
+
+
+async def spent_budget(task: Task, run_id: str, limit_usd: float | None) -> str:
+    """Which budget stopped a run of `task` (`budget_exceeded`), and how much of it was spent: of those
+    it ran under — its share, its goal's, its agent's day, the run's own `max_cost_usd` — the one most
+    used (the runner stops before a call that could pass the tightest, so it may not be quite spent)."""
+    checks = await _budgets_of(task, task.assignee_agent_id or "")
+    if limit_usd is not None:
+        checks.append(("run", run_id, Cap(usd=limit_usd), spend.total(await spend.by_run([run_id])), {}))
+    if not checks:
+        return ""
+    scope, scope_id, cap, used, extra = max(checks, key=lambda c: c[2].reached_fraction(c[3]))
+    return f"{_named(scope, scope_id, extra)}: {_amount(used, cap)} spent"
+
+
+async def allowance(ctx: Context, task: Task, agent: Agent) -> Cap:
+    """The most a run of `task` may spend: the tightest of what is left of the task's share, of its
+    goal's budget and of its agent's day. Raises Blocked (after alerting) when one is spent."""
+    allowed = Cap()
+    for scope, scope_id, cap, used, extra in await _budgets_of(task, agent.id):
         if cap.exhausted(used):
-            what = f"{scope} {scope_id}" + (f" (task {extra['task_id']}'s share)" if extra else "")
+            what = _named(scope, scope_id, extra)
             await alert(
                 ctx,
                 "exceeded",

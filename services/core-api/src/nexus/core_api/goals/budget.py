@@ -1,13 +1,15 @@
-"""A goal's budget: set or raised by an admin or lead; a raise lets the work it held back run."""
+"""A goal's budget: set or raised by an admin or lead; a raise lets the work it held back run. When the
+goal ends, what its budgets stopped is said in its reason."""
 
 import msgspec
 
-from nexus.core_api.budgets.service import shares_for
+from nexus.core_api.budgets.service import shares_for, spent_budget
 from nexus.core_api.budgets.spend import of_task
 from nexus.core_api.errors import DomainError, not_found
-from nexus.db.documents import Goal, Task, now
+from nexus.db.documents import Goal, Run, Task, now
+from nexus.db.run_configs import config_of
 from nexus.db.writes import update_document
-from nexus.domain.budgets import Cap
+from nexus.domain.budgets import BUDGET_EXCEEDED, Cap
 from nexus.domain.goals import GOAL_FINAL, RULES, GoalStatus
 from nexus.domain.tasks import TaskStatus
 
@@ -41,3 +43,29 @@ async def _reshare_waiting(goal_id: str) -> None:
             tokens=None if part.tokens is None else used.tokens + part.tokens,
         )
         await update_document(Task, task.id, {"$set": {"budget": msgspec.to_builtins(share)}})
+
+
+async def spent_note(tasks: list[Task]) -> str:
+    """Why the goal's work stopped on money, for its final reason: each task whose run a budget stopped
+    (`budget_exceeded`), with the budget and how much of it was spent, and each task a spent budget held
+    back ("blocked: budget …"). "" when no budget stopped anything."""
+    stopped = [t for t in tasks if t.status == TaskStatus.FAILED.value and t.current_run_id]
+    runs = {r.id: r for r in await Run.find({"_id": {"$in": [t.current_run_id for t in stopped]}}).to_list()}
+    spent: list[str] = []
+    count = 0
+    for task in stopped:
+        run = runs.get(task.current_run_id or "")
+        if run is None or run.reason != BUDGET_EXCEEDED:
+            continue
+        count += 1
+        limit = ((await config_of(run.id) or {}).get("limits") or {}).get("max_cost_usd")
+        what = await spent_budget(task, run.id, limit) or "its budget"
+        if what not in spent:
+            spent.append(what)
+    held = [t.blocked for t in tasks if t.blocked]
+    notes = []
+    if count:
+        notes.append(f"{count} stopped by a spent budget ({'; '.join(spent)})")
+    if held:
+        notes.append(f"{len(held)} held back by a spent budget ({'; '.join(dict.fromkeys(held))})")
+    return ", ".join(notes)

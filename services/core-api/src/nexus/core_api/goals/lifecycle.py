@@ -6,6 +6,7 @@ import logging
 
 from nexus.core_api.context import Context
 from nexus.core_api.errors import DomainError, not_found
+from nexus.core_api.goals.budget import spent_note
 from nexus.core_api.goals.report import finish
 from nexus.db.documents import Goal, Task, now
 from nexus.db.writes import update_document
@@ -74,6 +75,8 @@ async def reconcile(ctx: Context, goal_id: str | None) -> None:
         move = next_goal_status(GoalStatus(goal.status), work)
         if move is None:
             return
+        if move[0] in GOAL_FINAL and (spent := await spent_note(tasks)):
+            move = (move[0], f"{move[1]}: {spent}")  # "3 of 3 child tasks failed" alone hid the budget
         if await _move(ctx, goal, *move):
             if move[0] not in GOAL_FINAL:
                 return
@@ -92,7 +95,8 @@ async def cancel_goal(ctx: Context, goal_id: str, by: str) -> list[Task]:
             check_goal_move(GoalStatus(goal.status), GoalStatus.CANCELLED)
         except GoalTransitionRefused as exc:
             raise DomainError(409, str(exc), field="status") from None
-        if await _move(ctx, goal, GoalStatus.CANCELLED, f"cancelled by {by}"):
+        held = await spent_note((await work_of(goal_id))[1])  # work a spent budget held back, said too
+        if await _move(ctx, goal, GoalStatus.CANCELLED, f"cancelled by {by}" + (f": {held}" if held else "")):
             break
     else:
         raise DomainError(409, f"goal {goal_id} changed while being cancelled; try again", field="status")
