@@ -598,6 +598,10 @@ class FaultStack:
         out.duplicate_launches = sum(max(0, len(pids) - 1) for pids in launches.values())
         out.redone = any(n > min(verdicts) for n in launches) if verdicts else False
         out.commits = self._commits(run_id)
+        if out.shape == "approval":
+            # The lead approved it: the command ran, and its file is in the work. An approval closed under a
+            # live run (its action denied) still ends `succeeded` with one commit — only this tells it apart.
+            out.approved_ran = shapes.APPROVED_FILE in self._pushed_files(run_id)
         chains = [a for s in run.get("sessions") or [] for a in s.get("attempts", [])]
         # A run stopped before its first change (a cancel that came at once) has no chain to verify.
         changed = any(self.types.get(i, "").split("@")[0] in CHANGES for i in stream_ids)
@@ -606,6 +610,17 @@ class FaultStack:
         )
         out.lost_events = len(lost)
         out.notes.extend(f"not stored: {self.types.get(i, i)}" for i in sorted(lost))
+
+    def _pushed_files(self, run_id: str) -> list[str]:
+        mine = [r for r in self._refs() if r.endswith(run_id)]
+        if not mine:
+            return []
+        return subprocess.run(
+            ["git", "--git-dir", str(self.bare), "ls-tree", "-r", "--name-only", mine[0]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
 
     def _commits(self, run_id: str) -> int:
         mine = [r for r in self._refs() if r.endswith(run_id)]

@@ -55,6 +55,7 @@ class Outcome:
     lost_events: int = 0
     chains_verified: bool = False
     edges_ok: bool = True  # the board's card and the chat's alerts, each there once
+    approved_ran: bool | None = None  # approval runs: the approved command's file is in the pushed work
     seconds_to_final: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -69,6 +70,7 @@ class Outcome:
             and self.duplicate_launches == 0
             and not self.redone
             and self.edges_ok
+            and self.approved_ran is not False
         )
 
 

@@ -42,10 +42,11 @@ steps:
   - tool_calls: [{name: write_file, args: {path: "never.txt", content: "never\\n"}}]
   - say: "never reached"
 """
-ASKER = """
+APPROVED_FILE = "approved.txt"  # what the approved command makes: absent when the approval was denied or expired
+ASKER = f"""
 steps:
-  - tool_calls: [{name: run_command, args: {cmd: "touch approved.txt"}}]
-  - tool_calls: [{name: write_file, args: {path: "after.txt", content: "went on\\n"}}]
+  - tool_calls: [{{name: run_command, args: {{cmd: "touch {APPROVED_FILE}"}}}}]
+  - tool_calls: [{{name: write_file, args: {{path: "after.txt", content: "went on\\n"}}}}]
   - say: "done"
 """
 

@@ -89,6 +89,9 @@ HARDER = [
     Case("core-api", "mid-run", how="twice"),
     Case("worker", "mid-run", how="twice"),
     Case("runner", "mid-run", how="twice"),
+    # Killed while it waits for a lead, and the next attempt's too: the run is queued, launching and
+    # running again beside its first attempts' open approvals; the expiry sweep must not close the live one.
+    Case("runner", "approval", "approval", how="twice"),
     Case("nats", "mid-run", how="twice"),
     Case("ferretdb", "push", how="twice"),
     Case("core-api+worker", "mid-run"),
@@ -131,6 +134,7 @@ async def test_sigkill(faults: FaultStack, outcomes: list[Outcome], case: Case) 
     assert out.chains_verified, out
     assert out.lost_events == 0, out
     assert out.edges_ok, out  # the board's card and the chat's alerts, each once
+    assert out.approved_ran in (None, True), out  # an approved command ran: its approval was not closed under it
     if (
         case.target in ("runner", "zygote")
         and case.point == "mid-run"

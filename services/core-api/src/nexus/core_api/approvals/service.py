@@ -150,9 +150,19 @@ async def count_pending(ctx: Context) -> None:
 
 
 async def _ended(run_ids: set[str]) -> dict[str, str]:
-    """Which of these runs have ended, and how."""
+    """Which of these runs have ended, and how: a run between attempts (queued, launching again) has not,
+    nor one given up after an attempt was judged lost — that runner may live on (a partition, a frozen host)
+    and its verdict still decides the run (`apply_facts`), so its approval waits for a lead or its time."""
     final = [status.value for status in RUN_FINAL]
-    return {run.id: run.status async for run in Run.find({"_id": {"$in": list(run_ids)}, "status": {"$in": final}})}
+    return {
+        run.id: run.status
+        async for run in Run.find({"_id": {"$in": list(run_ids)}, "status": {"$in": final}})
+        if not _runner_may_live(run)
+    }
+
+
+def _runner_may_live(run: Run) -> bool:
+    return run.final_by == "retries" and any(str(a.get("ended") or "").startswith("lost") for a in run.attempts)
 
 
 async def expire_due(ctx: Context) -> int:
