@@ -8,7 +8,9 @@ from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.params import FromQuery
 from litestar.response import Redirect
 
+from nexus.core_api.audit.service import record
 from nexus.core_api.auth.keys import KeyCache, Principal
+from nexus.core_api.keys import service as keys
 from nexus.core_api.ui.auth import UiRequest, sealer
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.session import COOKIE, UiSession, new_session
@@ -62,6 +64,12 @@ async def login(request: UiRequest) -> Response[Any]:
 
 @post("/logout", include_in_schema=False, status_code=303)
 async def logout(request: UiRequest) -> Response[Any]:
+    """The cookie is cleared; a copy of it kept elsewhere ends too when its key was the session's own (a
+    login link's), as that key is revoked. A pasted key is its holder's: it ends with the cookie's expiry."""
+    session: UiSession | None = request.auth
+    if session and session.own_key and isinstance(request.user, Principal):
+        doc = await keys.revoke(request.user.key_id, request.app.state.key_cache)
+        await record(request.user, "api_key.revoke", f"api-keys/{doc.id}", before_id=doc.id)
     return with_session(request, Redirect("/ui/login", status_code=303), None)
 
 
