@@ -1,6 +1,7 @@
 """Sign in (an API key exchanged for a session cookie), sign out, and how the UI answers a refusal."""
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Response, get, post
 from litestar.datastructures import Cookie
@@ -76,6 +77,7 @@ async def logout(request: UiRequest) -> Response[Any]:
 def ui_error(request: UiRequest, exc: HTTPException) -> Response[Any]:
     """A page needing a sign-in sends there; any other refusal is a page saying why, with its status."""
     if isinstance(exc, NotAuthorizedException) and request.method == "GET" and "hx-request" not in request.headers:
-        return Redirect(f"/ui/login?next={request.url.path}", status_code=303)
+        # Quoted: a path holding `&next=` or `#` stays one value (the sign-in keeps it only when it is under /ui/).
+        return Redirect(f"/ui/login?next={quote(request.url.path, safe='/')}", status_code=303)
     status = exc.status_code
     return page(request, "error.html", status=status, status_code=status, detail=exc.detail)
