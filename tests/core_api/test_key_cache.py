@@ -39,3 +39,14 @@ async def test_reloads_ahead_of_expiry_in_the_background_and_sees_a_revocation(f
     assert (await cache.lookup(raw)) is not None  # served from the valid entry while it reloads
     await _settled(cache)
     assert cache.loads == 2 and await cache.lookup(raw) is None
+
+
+async def test_made_up_keys_do_not_push_real_ones_out(fresh_db) -> None:
+    """Anyone may send unknown keys; however many, a real key stays cached (no database read per request)."""
+    doc, raw = await create_key("ci", Role.VIEWER, created_by="test")
+    cache = KeyCache(ttl_s=60, max_entries=8)
+    assert (await cache.lookup(raw)).key_id == doc.id
+    for _ in range(3 * cache.max_entries):
+        assert await cache.lookup("nxk_" + uuid.uuid4().hex) is None
+    loads = cache.loads
+    assert (await cache.lookup(raw)).key_id == doc.id and cache.loads == loads

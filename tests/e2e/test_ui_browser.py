@@ -58,7 +58,10 @@ async def test_admin_runs_a_task_through_the_browser(
     base = stack.api_url
 
     # Sign in: the key becomes a session cookie the page's scripts cannot read.
-    page = await (await browser.new_context(base_url=base)).new_page()
+    context = await browser.new_context(base_url=base)
+    refused: list[str] = []  # what the pages' content policy blocked: every page here must need nothing of it
+    context.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page = await context.new_page()
     await page.goto("/ui/login")
     await shot(page, "login")
     await page.fill("input[name=key]", stack.env["NEXUS_ADMIN_KEY"])
@@ -163,6 +166,7 @@ async def test_admin_runs_a_task_through_the_browser(
     # A POST without the CSRF token is refused, even with the session cookie.
     r = await page.request.post(f"{base}/ui/runs/{run_id}/retry", form={"reason": "no token"})
     assert r.status == 403
+    assert refused == []
 
 
 async def test_a_viewer_cannot_approve(stack, api: httpx.AsyncClient, browser: Browser) -> None:

@@ -23,6 +23,7 @@ from nexus.core_api.auth.keys import KeyCache, ensure_bootstrap_admin
 from nexus.core_api.background import run_background
 from nexus.core_api.context import Context
 from nexus.core_api.errors import EXCEPTION_HANDLERS, AnswerPromptly
+from nexus.core_api.headers import security_headers
 from nexus.core_api.health import healthz, readyz
 from nexus.core_api.json_guard import guard_json_body
 from nexus.core_api.observability import HttpMetricsMiddleware, request_tracing
@@ -170,6 +171,7 @@ def create_app(
         logging_config=None,  # the process's logging is the shared setup's (JSON or text, with run and trace ids)
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # litestar types handlers per exception class
         before_request=guard_json_body,
+        before_send=[security_headers],
         template_config=ui_templates(),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -4,16 +4,18 @@ included), so a revoked key's open streams end within a keep-alive plus the key 
 following the system's events for ever. One key holds at most `sse_streams_per_key` streams and
 `waits_per_key` waits at once in a process (a stream costs a JetStream consumer or a run-feed listener,
 each costs a connection); one more is refused with 429 and Retry-After rather than slowing every other
-client."""
+client. A wait whose key is revoked meanwhile answers 401."""
 
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Iterator
 
 from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from nexus.core_api.auth.keys import KeyCache, Principal
+from nexus.core_api.auth.requests import ApiRequest
 from nexus.core_api.errors import DomainError
 from nexus.core_api.runs.stream import stream_error
 
@@ -64,10 +66,19 @@ class KeySlots:
             self.give_back(key_id, hold)
 
 
-def waiting(state: State, principal: Principal, wait_s: float) -> contextlib.AbstractContextManager[None]:
-    """Held for a request that waits (`wait_s` > 0): refused when its key holds its share of waits."""
-    slots: KeySlots = state.wait_slots
-    return slots.holding(principal.key_id) if wait_s else contextlib.nullcontext()
+@contextlib.asynccontextmanager
+async def waiting(request: ApiRequest, wait_s: float) -> AsyncIterator[None]:
+    """Held for a request that waits (`wait_s` > 0): refused when its key holds its share of waits, and
+    answered 401 when its key was revoked meanwhile — what the wait found is for a key that still holds."""
+    if not wait_s:
+        yield
+        return
+    slots: KeySlots = request.app.state.wait_slots
+    with slots.holding(request.user.key_id):
+        yield
+    cache: KeyCache = request.app.state.key_cache
+    if await cache.lookup(request.auth) is None:
+        raise NotAuthorizedException("the API key was revoked while the request waited")
 
 
 async def _while_valid(

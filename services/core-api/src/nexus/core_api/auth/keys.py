@@ -80,22 +80,29 @@ class KeyCache:
     old, so requests never wait for the database; concurrent misses on one key share a single
     load (without that, every connection missed at each expiry and queued its own reads and
     writes on the database — the p99 of every request path). `last_used_at` is written in the
-    background, at most once per load."""
+    background, at most once per load.
 
-    def __init__(self, ttl_s: float = 5.0, refresh_at: float = 0.6) -> None:
+    Unknown keys are kept apart from known ones, each bounded by `max_entries`: anyone can send
+    made-up keys, and were they kept together, enough of them would empty the cache of every real
+    key, so that each real request read the database again."""
+
+    def __init__(self, ttl_s: float = 5.0, refresh_at: float = 0.6, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.refresh_after_s = ttl_s * refresh_at
+        self.max_entries = max_entries
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._unknown: dict[str, tuple[float, Principal | None]] = {}
         self._loading: dict[str, asyncio.Future[Principal | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.loads = 0
 
     def forget(self) -> None:
         self._cache.clear()
+        self._unknown.clear()
 
     async def lookup(self, raw: str) -> Principal | None:
         digest = hash_key(raw)
-        hit = self._cache.get(digest)
+        hit = self._cache.get(digest) or self._unknown.get(digest)
         if hit is not None:
             age = time.monotonic() - hit[0]
             if age < self.ttl_s:
@@ -118,9 +125,11 @@ class KeyCache:
             if doc and not doc.revoked:
                 principal = Principal(doc.id, doc.name, Role(doc.role), doc.run_id)
                 self._background(update_document(ApiKey, doc.id, {"$set": {"last_used_at": now()}}))
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (started, principal)
+            kept, other = (self._cache, self._unknown) if principal else (self._unknown, self._cache)
+            other.pop(digest, None)  # a key revoked (or restored) since its last load
+            if len(kept) >= self.max_entries:
+                kept.clear()
+            kept[digest] = (started, principal)
             fut.set_result(principal)
             return principal
         except BaseException as exc:

@@ -69,7 +69,7 @@ class RunController(Controller):
         # Waiting, the run as this process last wrote it will do to start from (it is read again at its end).
         run = (wait_s and written.peek(Run, run_id)) or await _get(run_id)
         if wait_s:
-            with waiting(request.app.state, request.user, wait_s):
+            async with waiting(request, wait_s):
                 run = await when_ended(run, wait_s)
 
         async def config() -> JsonObject | None:

@@ -34,7 +34,7 @@ class TaskController(Controller):
         async def audit(task: Task) -> None:
             await record(request.user, "task.create", f"tasks/{task.id}", after_id=task.id)
 
-        with waiting(request.app.state, request.user, wait_s):  # refused before anything is made
+        async with waiting(request, wait_s):  # refused before anything is made
             task = await engine.submit_task_once(ctx, data, idempotency_key, actor=request.user.key_id, audit=audit)
             # As kept (its times as the database holds them), so it reads as a read-back would.
             out = written.peek(Task, task.id) or task

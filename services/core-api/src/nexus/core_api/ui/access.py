@@ -1,6 +1,7 @@
 """Sign in (an API key exchanged for a session cookie), sign out, and how the UI answers a refusal."""
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Response, get, post
 from litestar.datastructures import Cookie
@@ -8,7 +9,9 @@ from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.params import FromQuery
 from litestar.response import Redirect
 
+from nexus.core_api.audit.service import record
 from nexus.core_api.auth.keys import KeyCache, Principal
+from nexus.core_api.keys import service as keys
 from nexus.core_api.ui.auth import UiRequest, sealer
 from nexus.core_api.ui.render import form_of, page
 from nexus.core_api.ui.session import COOKIE, UiSession, new_session
@@ -62,12 +65,19 @@ async def login(request: UiRequest) -> Response[Any]:
 
 @post("/logout", include_in_schema=False, status_code=303)
 async def logout(request: UiRequest) -> Response[Any]:
+    """The cookie is cleared; a copy of it kept elsewhere ends too when its key was the session's own (a
+    login link's), as that key is revoked. A pasted key is its holder's: it ends with the cookie's expiry."""
+    session: UiSession | None = request.auth
+    if session and session.own_key and isinstance(request.user, Principal):
+        doc = await keys.revoke(request.user.key_id, request.app.state.key_cache)
+        await record(request.user, "api_key.revoke", f"api-keys/{doc.id}", before_id=doc.id)
     return with_session(request, Redirect("/ui/login", status_code=303), None)
 
 
 def ui_error(request: UiRequest, exc: HTTPException) -> Response[Any]:
     """A page needing a sign-in sends there; any other refusal is a page saying why, with its status."""
     if isinstance(exc, NotAuthorizedException) and request.method == "GET" and "hx-request" not in request.headers:
-        return Redirect(f"/ui/login?next={request.url.path}", status_code=303)
+        # Quoted: a path holding `&next=` or `#` stays one value (the sign-in keeps it only when it is under /ui/).
+        return Redirect(f"/ui/login?next={quote(request.url.path, safe='/')}", status_code=303)
     status = exc.status_code
     return page(request, "error.html", status=status, status_code=status, detail=exc.detail)

@@ -88,5 +88,5 @@ async def use_link(request: UiRequest) -> Response[Any]:
     holder = Principal(doc.id, doc.name, Role(doc.role))
     await record(holder, "api_key.revoke", f"api-keys/{doc.id}", before_id=doc.id)
     await record(holder, "api_key.create", f"api-keys/{key.id}", after_id=key.id)
-    session = new_session(request.app.state.settings.ui_session_ttl_s, key=raw)
+    session = new_session(request.app.state.settings.ui_session_ttl_s, key=raw, own_key=True)
     return with_session(request, Redirect("/ui/board", status_code=303), session)

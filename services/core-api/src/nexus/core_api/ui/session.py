@@ -25,6 +25,7 @@ class UiSession(msgspec.Struct, kw_only=True):
     csrf: str
     exp: float
     key: str | None = None  # None before sign-in: the login form still needs a CSRF token
+    own_key: bool = False  # the key was minted for this session alone (a login link): signing out revokes it
 
 
 class LoginLink(msgspec.Struct, kw_only=True):
@@ -68,8 +69,8 @@ class Sealer:
         return opened if opened.exp > time.time() else None
 
 
-def new_session(ttl_s: float, key: str | None = None) -> UiSession:
-    return UiSession(csrf=secrets.token_urlsafe(24), exp=time.time() + ttl_s, key=key)
+def new_session(ttl_s: float, key: str | None = None, *, own_key: bool = False) -> UiSession:
+    return UiSession(csrf=secrets.token_urlsafe(24), exp=time.time() + ttl_s, key=key, own_key=own_key)
 
 
 def csrf_ok(session: UiSession | None, presented: str | None) -> bool:
