@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from nexus.agent_runner import lifecycle, prompt
@@ -23,7 +22,7 @@ from nexus.agent_runner.settings import RunnerSettings
 from nexus.domain.settings import load_settings
 from nexus.events.payloads import RunConfig
 from tests.agent_runner.llm.conftest import Reply, llm_server  # noqa: F401 — a fixture
-from tests.agent_runner.test_runner_support import config, final_status, js, read_events, run_creds  # noqa: F401 — a fixture and helpers
+from tests.agent_runner.test_runner_support import config, final_status, js, read_events, run_environ  # noqa: F401 — a fixture and helpers
 
 pytestmark = pytest.mark.infra
 
@@ -42,25 +41,6 @@ def process_state() -> Iterator[None]:
         handler.filters[:] = kept
 
 
-def environ_for(tmp: Path, nats_url: str, cfg: RunConfig, **extra: str) -> dict[str, str]:
-    """What the worker hands a run, as for a runner process (test_runner_support.start_runner)."""
-    d = tmp / cfg.run_id
-    (d / "home").mkdir(parents=True)
-    (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(d / "home"),
-        "NEXUS_NATS_URL": nats_url,
-        "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
-        "NEXUS_WORKSPACE": str(d / "workspace"),
-        "NEXUS_STATE_DIR": str(d / "state"),
-        "NEXUS_HEARTBEAT_S": "30",
-        "NEXUS_SANDBOX": "none",
-        **run_creds(cfg),
-        **extra,
-    }
-
-
 def dispositions() -> list[object]:
     return [signal.getsignal(s) for s in SIGNALS]
 
@@ -68,7 +48,7 @@ def dispositions() -> list[object]:
 async def play(tmp: Path, nats_url: str, cfg: RunConfig, *, announced: bool = False, **extra: str) -> int:
     """The run's life in a task of its own (a cancel cancels the task the run is in), checked to leave the
     process's signal handlers as they were."""
-    environ = environ_for(tmp, nats_url, cfg, **extra)
+    environ = run_environ(tmp, nats_url, cfg, env={"NEXUS_SANDBOX": "none", **extra})
     before = dispositions()
     code = await asyncio.create_task(
         lifecycle.run(load_settings(RunnerSettings, environ), environ, announced=announced)

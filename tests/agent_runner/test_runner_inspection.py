@@ -74,6 +74,17 @@ json.dump({'own': own, 'readable': readable, 'found': found}, open('found.json',
 """
 
 
+def probe_steps(value: str) -> list[dict]:
+    """A scripted agent's steps that write the probe, looking for `value` (kept reversed in the probe, so the
+    probe's own text never holds it), and run it."""
+    probe = f"NEEDLE = {value[::-1]!r}\n" + PROBE
+    return [
+        {"tool_calls": [{"name": "write_file", "args": {"path": "probe.py", "content": probe}}]},
+        {"tool_calls": [{"name": "run_command", "args": {"cmd": "python3 probe.py"}}]},
+        {"say": "done"},
+    ]
+
+
 def _capless() -> None:
     """In the runner's process before it executes: root without a capability, for good."""
     dropper(ctypes.CDLL(None, use_errno=True))()
@@ -81,12 +92,7 @@ def _capless() -> None:
 
 async def test_a_command_of_the_runners_user_reads_nothing_of_the_runner(js, nats_url, tmp_path) -> None:
     value = f"sk-{uuid.uuid4().hex}"
-    probe = f"NEEDLE = {value[::-1]!r}\n" + PROBE
-    steps = [
-        {"tool_calls": [{"name": "write_file", "args": {"path": "probe.py", "content": probe}}]},
-        {"tool_calls": [{"name": "run_command", "args": {"cmd": "python3 probe.py"}}]},
-        {"say": "done"},
-    ]
+    steps = probe_steps(value)
     cfg = config(
         json.dumps({"steps": steps}),
         secrets=["MODEL_KEY"],

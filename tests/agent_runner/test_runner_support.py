@@ -73,6 +73,35 @@ def run_creds(cfg: RunConfig, attempt: int = 1) -> dict[str, str]:
     return {"NEXUS_NATS_CREDS": RUN_SIGNER[0].mint(who, cfg.limits.wall_clock_s)}
 
 
+def run_environ(
+    tmp: Path,
+    nats_url: str,
+    cfg: RunConfig,
+    *,
+    secrets: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """What the worker hands a run (its directories made under tmp/<run id>), for a runner process or a run
+    played inside the test process."""
+    d = tmp / cfg.run_id
+    d.mkdir(parents=True)
+    (d / "home").mkdir()
+    (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(d / "home"),
+        "NEXUS_NATS_URL": nats_url,
+        "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
+        "NEXUS_WORKSPACE": str(d / "workspace"),
+        "NEXUS_STATE_DIR": str(d / "state"),
+        "NEXUS_ATTEMPT": "1",
+        "NEXUS_HEARTBEAT_S": "30",
+        **{f"NEXUS_SECRET_{k}": v for k, v in (secrets or {}).items()},
+        **run_creds(cfg),
+        **(env or {}),
+    }
+
+
 async def start_runner(
     tmp: Path,
     nats_url: str,
@@ -86,22 +115,7 @@ async def start_runner(
     """The runner as its own process; `rlimits` are applied to it as the worker does (soft, hard = value,
     value + 5 for CPU time); `preexec` runs in its process before it executes."""
     d = tmp / cfg.run_id
-    d.mkdir(parents=True)
-    (d / "home").mkdir()
-    (d / "run-config.json").write_bytes(msgspec.json.encode(cfg))
-    full_env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(d / "home"),
-        "NEXUS_NATS_URL": nats_url,
-        "NEXUS_RUN_CONFIG": str(d / "run-config.json"),
-        "NEXUS_WORKSPACE": str(d / "workspace"),
-        "NEXUS_STATE_DIR": str(d / "state"),
-        "NEXUS_ATTEMPT": "1",
-        "NEXUS_HEARTBEAT_S": "30",
-        **{f"NEXUS_SECRET_{k}": v for k, v in (secrets or {}).items()},
-        **run_creds(cfg),
-        **(env or {}),
-    }
+    full_env = run_environ(tmp, nats_url, cfg, secrets=secrets, env=env)
     with open(d / "runner.log", "wb") as log:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -15,7 +15,7 @@ from nexus.domain.settings import load_settings
 from nexus.worker.main import RUN_CAPS, runner_env
 from nexus.worker.runtimes.kubernetes_objects import JobSettings, build_job, build_secret
 from nexus.worker.settings import WorkerSettings
-from tests.agent_runner.test_runner_inspection import PROBE
+from tests.agent_runner.test_runner_inspection import probe_steps
 from tests.worker.conftest import make_run
 from tests.worker.k8s.conftest import make_request
 
@@ -74,12 +74,7 @@ async def test_a_command_reads_nothing_of_the_worker_the_zygote_or_its_runner(wo
     worker, which resolves secrets and mints credentials; the run's runner, forked or cold) used to let the
     command read its environment and memory."""
     value = f"sk-{uuid.uuid4().hex}"
-    probe = f"NEEDLE = {value[::-1]!r}\n" + PROBE
-    steps = [
-        {"tool_calls": [{"name": "write_file", "args": {"path": "probe.py", "content": probe}}]},
-        {"tool_calls": [{"name": "run_command", "args": {"cmd": "python3 probe.py"}}]},
-        {"say": "done"},
-    ]
+    steps = probe_steps(value)
     proc = workers.start(zygote=zygote, sandbox="none", secret_model_key=value, preexec=_capless)
     run = await make_run(json.dumps({"steps": steps}), allow=("python3 probe.py",), secrets=("MODEL_KEY",))
     await bus.launch(run)
