@@ -20,6 +20,12 @@ PUBLIC = re.compile(
 _PARAM = re.compile(r"\{(\w+):(\w+)\}")
 
 
+def handler_capabilities(handler) -> list[Capability]:
+    """The capabilities a route handler's guards ask for."""
+    guards = [getattr(g, "func", g) for g in handler.resolve_guards()]  # litestar wraps them in AsyncCallable
+    return [g.capability for g in guards if hasattr(g, "capability")]
+
+
 def endpoints(app: Litestar) -> list[tuple[str, str, Capability | None]]:
     """(method, path template, capability) for every handler; None when it has no capability guard."""
     out = []
@@ -28,8 +34,7 @@ def endpoints(app: Litestar) -> list[tuple[str, str, Capability | None]]:
             continue
         for handler in route.route_handlers:
             methods = set(handler.http_methods) - {"OPTIONS", "HEAD"}
-            guards = [getattr(g, "func", g) for g in handler.resolve_guards()]  # litestar wraps them in AsyncCallable
-            caps = [g.capability for g in guards if hasattr(g, "capability")]
+            caps = handler_capabilities(handler)
             for method in methods:
                 out.append((method, route.path, caps[0] if len(caps) == 1 else None))
     return sorted(out)

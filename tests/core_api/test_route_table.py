@@ -13,6 +13,7 @@ from litestar.routes import HTTPRoute
 from nexus.core_api.app import create_app
 from nexus.domain.roles import GRANTS, Capability, Role
 from tests.core_api.conftest import make_settings
+from tests.core_api.test_access import handler_capabilities
 
 ROLE_GETS = {
     Role.ADMIN: {
@@ -130,11 +131,7 @@ def served(app: Litestar) -> dict[str, Capability | None]:
         if not isinstance(route, HTTPRoute) or route.path.startswith(("/ui", "/schema")):
             continue
         for handler in route.route_handlers:
-            caps = [
-                g.capability
-                for g in (getattr(g, "func", g) for g in handler.resolve_guards())
-                if hasattr(g, "capability")
-            ]
+            caps = handler_capabilities(handler)
             for method in set(handler.http_methods) - {"OPTIONS", "HEAD"}:
                 out[f"{method} {_TYPED.sub('}', route.path)}"] = caps[0] if len(caps) == 1 else None
     return out

@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from nexus.db.documents import Approval
 from nexus.domain.roles import Capability, Role, allows
 from tests.core_api.conftest import in_app, new_agent, new_key, new_run, store_status
+from tests.core_api.test_access import handler_capabilities
 
 pytestmark = pytest.mark.infra
 CSRF = re.compile(r'name="_csrf" value="([^"]+)"')
@@ -299,11 +300,7 @@ def ui_endpoints(app) -> list[tuple[str, str, Capability]]:
         ):
             continue
         for handler in route.route_handlers:
-            caps = [
-                g.capability
-                for g in (getattr(g, "func", g) for g in handler.resolve_guards())
-                if hasattr(g, "capability")
-            ]
+            caps = handler_capabilities(handler)
             for method in set(handler.http_methods) - {"OPTIONS", "HEAD"}:
                 (
                     out.append((method, route.path, caps[0]))
